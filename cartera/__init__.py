@@ -1,0 +1,1 @@
+"""The Cartera command line and composition root."""

@@ -1,0 +1,1 @@
+"""Command groups of the `cartera` CLI, one module per group."""
