@@ -18,6 +18,13 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
 )
 
+
+
+@app.callback()
+def _root() -> None:
+    """Cartera: verifiable credentials for public administrations (issuer, wallet, verifier)."""
+
+
 # (module under cartera.commands, attribute, group name or None to merge its commands at top level)
 COMMAND_GROUPS: list[tuple[str, str, str | None]] = [
     # command-groups: one line per group, kept in this list
@@ -30,6 +37,14 @@ for module_name, attribute, group_name in COMMAND_GROUPS:
         app.registered_commands.extend(sub.registered_commands)
     else:
         app.add_typer(sub, name=group_name)
+
+
+@app.command("version")
+def version() -> None:
+    """Print the installed Cartera version."""
+    from importlib.metadata import version as dist_version
+
+    typer.echo(dist_version("cartera"))
 
 
 def main() -> None:
