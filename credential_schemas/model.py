@@ -1,0 +1,510 @@
+"""Credential types: the validator, the loader and :class:`CredentialType`."""
+
+from __future__ import annotations
+
+import base64
+import copy
+import datetime as dt
+import hashlib
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import yaml
+from jsonschema import Draft202012Validator, FormatChecker
+from jsonschema.exceptions import SchemaError as JSONSchemaError
+
+from ssi.errors import SSIError
+
+from . import mapping as _mapping
+from .errors import ClaimsInvalid, MappingError, Problem, SchemaError
+
+#: Locales every type must be displayed in.
+REQUIRED_LOCALES: tuple[str, ...] = ("ca", "es", "en")
+#: Claims the issuer sets itself; they never come from a source and are never selectively disclosable.
+REGISTERED_CLAIMS: frozenset[str] = frozenset(
+    {"iss", "sub", "iat", "nbf", "exp", "cnf", "status", "vct", "vct#integrity", "jti"}
+)
+#: Names SD-JWT reserves inside the payload.
+RESERVED_NAMES: frozenset[str] = frozenset({"_sd", "_sd_alg", "..."})
+SD_VALUES: tuple[str, ...] = ("always", "allowed", "never")
+ClaimPath = tuple[str | int | None, ...]
+
+_TOP_KEYS = frozenset({"id", "version", "vct", "name", "description", "display", "schema", "claims", "validity"})
+_DISPLAY_KEYS = frozenset({"locale", "name", "description", "rendering"})
+_CLAIM_KEYS = frozenset({"path", "display", "sd", "mandatory", "svg_id", "source"})
+
+
+@dataclass(frozen=True)
+class ClaimDefinition:
+    """One entry of ``claims``: the Type Metadata part plus its source mapping (``None`` for containers)."""
+
+    path: ClaimPath
+    display: list[dict[str, Any]]
+    sd: str = "allowed"
+    mandatory: bool = False
+    source: Any = None
+    svg_id: str | None = None
+
+    def metadata(self) -> dict[str, Any]:
+        """This claim as it appears in the Type Metadata document."""
+        out: dict[str, Any] = {"path": list(self.path), "display": copy.deepcopy(self.display), "sd": self.sd,
+                               "mandatory": self.mandatory}
+        if self.svg_id:
+            out["svg_id"] = self.svg_id
+        return out
+
+
+def _fmt_path(path: ClaimPath) -> str:
+    return "/" + "/".join("*" if p is None else str(p) for p in path)
+
+
+# ----------------------------------------------------------------------------- schema walking
+
+def _resolve_ref(node: Any, root: dict[str, Any]) -> Any:
+    """Follow local ``$ref``s (``#/$defs/...``) so the walkers see the real subschema."""
+    seen = 0
+    while isinstance(node, dict) and isinstance(node.get("$ref"), str) and node["$ref"].startswith("#/") and seen < 20:
+        target: Any = root
+        for part in node["$ref"][2:].split("/"):
+            target = target.get(part) if isinstance(target, dict) else None
+        if target is None:
+            return node
+        node, seen = target, seen + 1
+    return node
+
+
+def _schema_at(schema: dict[str, Any], path: ClaimPath) -> Any:
+    """The subschema a claim path points to, or ``None`` when the schema has no such claim."""
+    node: Any = schema
+    for part in path:
+        node = _resolve_ref(node, schema)
+        if not isinstance(node, dict):
+            return None
+        if isinstance(part, str):
+            props = node.get("properties")
+            if not isinstance(props, dict) or part not in props:
+                return None
+            node = props[part]
+        else:
+            if "items" not in node or not isinstance(node["items"], dict):
+                return None
+            node = node["items"]
+    return _resolve_ref(node, schema)
+
+
+def _schema_leaves(schema: dict[str, Any], node: Any = None, prefix: ClaimPath = ()) -> Iterator[ClaimPath]:
+    """Every leaf claim path of the schema (objects descend by property, arrays by ``None``)."""
+    node = _resolve_ref(schema if node is None else node, schema)
+    if len(prefix) > 16 or not isinstance(node, dict):
+        return
+    props = node.get("properties")
+    if isinstance(props, dict) and props:
+        for name, sub in props.items():
+            yield from _schema_leaves(schema, sub, (*prefix, name))
+        return
+    if isinstance(node.get("items"), dict):
+        sub = _resolve_ref(node["items"], schema)
+        if isinstance(sub, dict) and ("properties" in sub or "items" in sub):
+            yield from _schema_leaves(schema, sub, (*prefix, None))
+            return
+    if prefix:
+        yield prefix
+
+
+def _parse_claim_path(raw: Any) -> ClaimPath | None:
+    if not isinstance(raw, list) or not raw:
+        return None
+    for part in raw:
+        if part is None or (isinstance(part, str) and part):
+            continue
+        if isinstance(part, int) and not isinstance(part, bool) and part >= 0:
+            continue
+        return None
+    return tuple(raw)
+
+
+# ----------------------------------------------------------------------------- validator
+
+def _check_display_list(value: Any, where: str, text_key: str) -> list[Problem]:
+    """A ``display`` array: objects with ``locale`` and ``text_key``, covering ca, es and en once each."""
+    if not isinstance(value, list):
+        return [Problem(where, "display must be a list of objects with locale and " + text_key)]
+    problems: list[Problem] = []
+    seen: set[str] = set()
+    for i, entry in enumerate(value):
+        if not isinstance(entry, dict):
+            problems.append(Problem(f"{where}[{i}]", "display entry must be an object"))
+            continue
+        locale = entry.get("locale")
+        if not isinstance(locale, str) or not locale:
+            problems.append(Problem(f"{where}[{i}].locale", "locale is required"))
+        elif locale in seen:
+            problems.append(Problem(f"{where}[{i}].locale", f"locale '{locale}' appears twice"))
+        else:
+            seen.add(locale)
+        if not isinstance(entry.get(text_key), str) or not entry[text_key].strip():
+            problems.append(Problem(f"{where}[{i}].{text_key}", f"{text_key} is required"))
+        if "description" in entry and not isinstance(entry["description"], str):
+            problems.append(Problem(f"{where}[{i}].description", "description must be a string"))
+    for locale in REQUIRED_LOCALES:
+        if locale not in seen:
+            problems.append(Problem(where, f"missing display for locale '{locale}'"))
+    return problems
+
+
+def _check_rendering(value: Any, where: str) -> list[Problem]:
+    if not isinstance(value, dict):
+        return [Problem(where, "rendering must be an object")]
+    problems: list[Problem] = []
+    simple = value.get("simple", {})
+    if not isinstance(simple, dict):
+        return [Problem(f"{where}.simple", "must be an object")]
+    for key in ("background_color", "text_color"):
+        if key in simple and not (isinstance(simple[key], str) and len(simple[key]) in (4, 7)
+                                  and simple[key].startswith("#")):
+            problems.append(Problem(f"{where}.simple.{key}", "must be an RGB colour such as #12a4f0"))
+    logo = simple.get("logo")
+    if logo is not None and not (isinstance(logo, dict) and isinstance(logo.get("uri"), str)):
+        problems.append(Problem(f"{where}.simple.logo", "logo needs a uri"))
+    return problems
+
+
+def validate_type_definition(data: Any) -> list[Problem]:
+    """Every problem in a type definition, each with its path; an empty list means valid.
+
+    The issuer's schema-registry API calls this for issuer-registered types, so it must never
+    raise for any input shape.
+    """
+    if not isinstance(data, dict):
+        return [Problem("", "a type definition must be an object")]
+    problems: list[Problem] = []
+    for key in sorted(set(data) - _TOP_KEYS):
+        problems.append(Problem(key, "unknown top-level member"))
+    type_id = data.get("id")
+    if not isinstance(type_id, str) or not type_id or not all(c.isalnum() or c in "-_." for c in type_id):
+        problems.append(Problem("id", "id is required: letters, digits, '-', '_' or '.'"))
+    if not isinstance(data.get("version"), str | int) or isinstance(data.get("version"), bool) or data.get("version") == "":
+        problems.append(Problem("version", "version is required (a string such as '1.0')"))
+    vct = data.get("vct")
+    if not isinstance(vct, str):
+        problems.append(Problem("vct", "vct is required"))
+    else:
+        parts = urlsplit(vct)
+        if parts.scheme != "https" or not parts.netloc or parts.fragment:
+            problems.append(Problem("vct", "vct must be an https URL without a fragment"))
+    if not isinstance(data.get("name"), str) or not data["name"].strip():
+        problems.append(Problem("name", "name is required"))
+    if "description" in data and not isinstance(data["description"], str):
+        problems.append(Problem("description", "description must be a string"))
+    display = data.get("display")
+    problems.extend(_check_display_list(display, "display", "name"))
+    if isinstance(display, list):
+        for i, entry in enumerate(display):
+            if isinstance(entry, dict):
+                for key in sorted(set(entry) - _DISPLAY_KEYS):
+                    problems.append(Problem(f"display[{i}].{key}", "unknown display member"))
+                if "rendering" in entry:
+                    problems.extend(_check_rendering(entry["rendering"], f"display[{i}].rendering"))
+    validity = data.get("validity")
+    try:
+        _mapping.Duration(validity)
+    except MappingError:
+        problems.append(Problem("validity", "validity must be an ISO 8601 duration such as P5Y or P3M"))
+
+    schema = data.get("schema")
+    schema_ok = False
+    if not isinstance(schema, dict):
+        problems.append(Problem("schema", "schema (a JSON Schema 2020-12 object) is required"))
+    else:
+        meta_errors = sorted(Draft202012Validator(Draft202012Validator.META_SCHEMA).iter_errors(schema),
+                             key=lambda e: list(e.absolute_path))
+        for err in meta_errors:
+            where = ".".join(str(p) for p in err.absolute_path)
+            problems.append(Problem(f"schema.{where}" if where else "schema", f"not a valid JSON Schema: {err.message}"))
+        if "$schema" in schema and schema["$schema"] != "https://json-schema.org/draft/2020-12/schema":
+            problems.append(Problem("schema.$schema", "the schema must be JSON Schema 2020-12"))
+        if schema.get("type") != "object":
+            problems.append(Problem("schema.type", "the claims schema must describe an object"))
+        schema_ok = not meta_errors
+        props = schema.get("properties") if isinstance(schema.get("properties"), dict) else {}
+        for name in props:
+            if name in RESERVED_NAMES:
+                problems.append(Problem(f"schema.properties.{name}", f"'{name}' is reserved by SD-JWT"))
+
+    claims = data.get("claims")
+    defs: list[tuple[int, ClaimPath, dict[str, Any]]] = []
+    if not isinstance(claims, list) or not claims:
+        problems.append(Problem("claims", "claims must be a non-empty list"))
+        claims = []
+    seen_paths: dict[ClaimPath, int] = {}
+    svg_ids: set[str] = set()
+    for i, claim in enumerate(claims):
+        where = f"claims[{i}]"
+        if not isinstance(claim, dict):
+            problems.append(Problem(where, "a claim entry must be an object"))
+            continue
+        for key in sorted(set(claim) - _CLAIM_KEYS):
+            problems.append(Problem(f"{where}.{key}", "unknown claim member"))
+        path = _parse_claim_path(claim.get("path"))
+        if path is None:
+            problems.append(Problem(f"{where}.path", "path must be a non-empty list of strings, null or indices"))
+            continue
+        if path in seen_paths:
+            problems.append(Problem(f"{where}.path", f"duplicate of claims[{seen_paths[path]}].path"))
+        seen_paths[path] = i
+        top = path[0]
+        sd = claim.get("sd", "allowed")
+        if sd not in SD_VALUES:
+            problems.append(Problem(f"{where}.sd", "sd must be 'always', 'allowed' or 'never'"))
+        if top in REGISTERED_CLAIMS and len(path) == 1:
+            if sd != "never":
+                problems.append(Problem(f"{where}.sd", f"'{top}' must never be selectively disclosable"))
+            if claim.get("source") is not None:
+                problems.append(Problem(f"{where}.source", f"'{top}' is set by the issuer, not by a source"))
+        if any(p in RESERVED_NAMES for p in path):
+            problems.append(Problem(f"{where}.path", "path uses a name reserved by SD-JWT"))
+        if "mandatory" in claim and not isinstance(claim["mandatory"], bool):
+            problems.append(Problem(f"{where}.mandatory", "mandatory must be true or false"))
+        svg_id = claim.get("svg_id")
+        if svg_id is not None:
+            if not (isinstance(svg_id, str) and svg_id and (svg_id[0].isalpha() or svg_id[0] == "_")
+                    and all(c.isalnum() or c == "_" for c in svg_id)):
+                problems.append(Problem(f"{where}.svg_id", "svg_id must be alphanumeric/underscore, not starting with a digit"))
+            elif svg_id in svg_ids:
+                problems.append(Problem(f"{where}.svg_id", "svg_id must be unique"))
+            else:
+                svg_ids.add(svg_id)
+        problems.extend(_check_display_list(claim.get("display"), f"{where}.display", "label"))
+        if claim.get("source") is not None:
+            problems.extend(_mapping.check_spec(claim["source"], f"{where}.source"))
+        if isinstance(schema, dict) and top not in REGISTERED_CLAIMS and _schema_at(schema, path) is None:
+            problems.append(Problem(f"{where}.path", f"claim {_fmt_path(path)} is not in the schema"))
+        defs.append((i, path, claim))
+
+    if isinstance(schema, dict) and schema_ok:
+        sourced = [p for _, p, c in defs if c.get("source") is not None]
+        described = {p for _, p, _c in defs}
+        for leaf in _schema_leaves(schema):
+            if leaf[0] in REGISTERED_CLAIMS:
+                continue
+            if not any(leaf[: len(s)] == s for s in sourced):
+                problems.append(Problem("schema.properties." + ".".join("*" if p is None else str(p) for p in leaf),
+                                        f"claim {_fmt_path(leaf)} has no source mapping"))
+            # Displays must cover what a wallet shows: the leaf itself or an enclosing claim.
+            if not any(leaf[: len(d)] == d for d in described):
+                problems.append(Problem("schema.properties." + ".".join("*" if p is None else str(p) for p in leaf),
+                                        f"claim {_fmt_path(leaf)} has no display (claims[] entry)"))
+        for i, path, claim in defs:
+            # A claim without its own mapping is a container (its children are mapped) or a part
+            # of a mapped claim (an array's elements, a predicate inside an object).
+            related = any(p[: len(path)] == path or path[: len(p)] == p for p in sourced)
+            if claim.get("source") is None and not related and path[0] not in REGISTERED_CLAIMS:
+                problems.append(Problem(f"claims[{i}].source", f"claim {_fmt_path(path)} has no source mapping"))
+        # A mandatory claim's top-level property must be required by the schema too, so an issued
+        # credential and the schema can never disagree on it.
+        required = schema.get("required", []) if isinstance(schema.get("required"), list) else []
+        for i, path, claim in defs:
+            if claim.get("mandatory") is True and len(path) == 1 and path[0] not in required \
+                    and path[0] not in REGISTERED_CLAIMS:
+                problems.append(Problem(f"claims[{i}].mandatory", f"mandatory claim '{path[0]}' is not in schema.required"))
+    return problems
+
+
+# ----------------------------------------------------------------------------- the type
+
+@dataclass
+class CredentialType:
+    """A validated credential type; build it with :func:`load_type`."""
+
+    id: str
+    version: str
+    vct: str
+    name: str
+    description: str
+    display: list[dict[str, Any]]
+    json_schema: dict[str, Any]
+    claims: list[ClaimDefinition]
+    validity_text: str
+    definition: dict[str, Any] = field(repr=False, default_factory=dict)
+
+    # -- metadata -------------------------------------------------------------------------------
+    def type_metadata(self) -> dict[str, Any]:
+        """The SD-JWT VC Type Metadata document served at the ``vct`` URL."""
+        doc: dict[str, Any] = {"vct": self.vct, "name": self.name}
+        if self.description:
+            doc["description"] = self.description
+        doc["display"] = copy.deepcopy(self.display)
+        doc["claims"] = [c.metadata() for c in self.claims]
+        return doc
+
+    def type_metadata_bytes(self) -> bytes:
+        """The canonical bytes of :meth:`type_metadata`: compact JSON, keys sorted, UTF-8.
+
+        The issuer must serve exactly these bytes at the ``vct`` URL, because SRI (which
+        ``vct#integrity`` uses) hashes the bytes retrieved, not a re-serialisation.
+        """
+        return json.dumps(self.type_metadata(), sort_keys=True, separators=(",", ":"),
+                          ensure_ascii=False).encode("utf-8")
+
+    def type_metadata_integrity(self) -> str:
+        """``vct#integrity``: a W3C SRI string ``sha256-<base64>`` over :meth:`type_metadata_bytes`."""
+        digest = hashlib.sha256(self.type_metadata_bytes()).digest()
+        return "sha256-" + base64.b64encode(digest).decode("ascii")
+
+    def with_vct(self, vct: str) -> CredentialType:
+        """A copy published at another ``vct`` URL (an issuer serving the type from its own origin)."""
+        definition = copy.deepcopy(self.definition)
+        definition["vct"] = vct
+        return load_type(definition)
+
+    def display_for(self, locale: str) -> dict[str, Any]:
+        """The type's display entry for ``locale`` (``ca-ES`` falls back to ``ca``, then to English)."""
+        by_locale = {d["locale"]: d for d in self.display}
+        for candidate in (locale, locale.split("-")[0], "en"):
+            if candidate in by_locale:
+                return copy.deepcopy(by_locale[candidate])
+        return copy.deepcopy(self.display[0])
+
+    def claim_label(self, path: ClaimPath, locale: str) -> str:
+        """The label of a claim path for ``locale`` (falling back as :meth:`display_for`)."""
+        for claim in self.claims:
+            if claim.path == tuple(path):
+                by_locale = {d["locale"]: d for d in claim.display}
+                for candidate in (locale, locale.split("-")[0], "en"):
+                    if candidate in by_locale:
+                        return str(by_locale[candidate]["label"])
+        return _fmt_path(tuple(path))
+
+    # -- issuance helpers ----------------------------------------------------------------------
+    @property
+    def validity(self) -> dt.timedelta:
+        """The validity period as a timedelta (years count 365 days, months 30); see :meth:`expires_at`."""
+        return _mapping.Duration(self.validity_text).approximate()
+
+    def expires_at(self, issued_at: dt.datetime) -> dt.datetime:
+        """Calendar-exact expiry: ``issued_at`` plus the validity period (``P1Y`` from 29 Feb → 28 Feb)."""
+        return _mapping.Duration(self.validity_text).add_to(issued_at)
+
+    def disclosable_paths(self) -> list[ClaimPath]:
+        """Claim paths to make selectively disclosable (``sd`` ``always`` and ``allowed``).
+
+        ``allowed`` is treated as disclosable: data minimisation is the default. Paths are in
+        document order; ``None`` means every element of an array.
+        """
+        return [c.path for c in self.claims if c.sd in ("always", "allowed") and c.path[0] not in REGISTERED_CLAIMS]
+
+    def mandatory_paths(self) -> list[ClaimPath]:
+        """Claim paths the issuer must include."""
+        return [c.path for c in self.claims if c.mandatory]
+
+    def map_claims(self, source_record: dict[str, Any], *, now: dt.datetime | None = None) -> dict[str, Any]:
+        """Apply the source mapping to a source record; the result satisfies the JSON Schema.
+
+        Raises :class:`MappingError` naming the source field a mandatory claim lacks, and
+        :class:`ClaimsInvalid` when the mapped claims break the schema.
+        """
+        now = now or dt.datetime.now(dt.UTC)
+        claims: dict[str, Any] = {}
+        for claim in self.claims:
+            if claim.source is None:
+                continue
+            value = _mapping.evaluate(claim.source, source_record, now=now, claim=_fmt_path(claim.path))
+            if value is _mapping.MISSING:
+                if claim.mandatory:
+                    fields = ", ".join(_mapping.source_fields(claim.source)) or "?"
+                    raise MappingError("missing_source_field",
+                                       f"the source lacks '{fields}' for mandatory claim {_fmt_path(claim.path)}",
+                                       field=fields, claim=_fmt_path(claim.path))
+                continue
+            _set_path(claims, claim.path, value)
+        problems = self.validate_claims(claims)
+        if problems:
+            raise ClaimsInvalid(problems)
+        return claims
+
+    def validate_claims(self, claims: Any) -> list[Problem]:
+        """Every way ``claims`` breaks the JSON Schema; messages never quote claim values."""
+        validator = Draft202012Validator(self.json_schema, format_checker=FormatChecker())
+        problems = []
+        for err in sorted(validator.iter_errors(claims), key=lambda e: [str(p) for p in e.absolute_path]):
+            where = "/" + "/".join(str(p) for p in err.absolute_path)
+            if err.validator in ("required", "additionalProperties", "unevaluatedProperties"):
+                message = err.message  # names properties, never values
+            else:
+                message = f"fails '{err.validator}' ({json.dumps(err.validator_value, ensure_ascii=False)[:80]})"
+            problems.append(Problem(where, message))
+        return problems
+
+
+def _set_path(target: dict[str, Any], path: ClaimPath, value: Any) -> None:
+    """Place a mapped value; mapping paths are object keys (arrays come whole from ``each``)."""
+    node = target
+    for part in path[:-1]:
+        if not isinstance(part, str):
+            raise MappingError("bad_mapping", f"a source mapping cannot address inside an array at {_fmt_path(path)}")
+        node = node.setdefault(part, {})
+    last = path[-1]
+    if not isinstance(last, str):
+        raise MappingError("bad_mapping", f"a source mapping cannot address inside an array at {_fmt_path(path)}")
+    node[last] = value
+
+
+# ----------------------------------------------------------------------------- loading
+
+def _read(source: str | Path | dict[str, Any]) -> Any:
+    if isinstance(source, dict):
+        return copy.deepcopy(source)
+    path = Path(source)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SchemaError([Problem("", f"cannot read type definition {path.name}")]) from exc
+    try:
+        if path.suffix == ".json":
+            from ssi.encoding import json_loads
+
+            return json_loads(text)
+        return yaml.safe_load(text)
+    except (yaml.YAMLError, SSIError) as exc:
+        raise SchemaError([Problem("", f"{path.name} is not valid YAML/JSON")]) from exc
+
+
+def load_type(source: str | Path | dict[str, Any]) -> CredentialType:
+    """Load and validate a type definition (a YAML/JSON file path or a dict).
+
+    Raises :class:`SchemaError` listing every problem found.
+    """
+    data = _read(source)
+    problems = validate_type_definition(data)
+    if problems:
+        raise SchemaError(problems)
+    try:
+        Draft202012Validator.check_schema(data["schema"])
+    except JSONSchemaError as exc:  # defensive: the validator above reports the same
+        raise SchemaError([Problem("schema", "not a valid JSON Schema")]) from exc
+    claims = [
+        ClaimDefinition(path=tuple(c["path"]), display=c["display"], sd=c.get("sd", "allowed"),
+                        mandatory=bool(c.get("mandatory", False)), source=c.get("source"), svg_id=c.get("svg_id"))
+        for c in data["claims"]
+    ]
+    return CredentialType(
+        id=data["id"], version=str(data["version"]), vct=data["vct"], name=data["name"],
+        description=data.get("description", ""), display=data["display"], json_schema=data["schema"],
+        claims=claims, validity_text=data["validity"], definition=data,
+    )
+
+
+TYPES_DIR = Path(__file__).parent / "types"
+
+
+def load_builtin_types() -> dict[str, CredentialType]:
+    """The built-in types shipped in ``credential_schemas/types/``, by id."""
+    out: dict[str, CredentialType] = {}
+    for path in sorted(TYPES_DIR.glob("*.yaml")):
+        ctype = load_type(path)
+        out[ctype.id] = ctype
+    return out
