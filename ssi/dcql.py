@@ -1,0 +1,570 @@
+"""Digital Credentials Query Language (OpenID4VP 1.0, section 6) and Claims Path Pointers (section 7).
+
+Three jobs:
+
+* :func:`parse_dcql_query` turns JSON into an immutable :class:`DCQLQuery`, enforcing every rule the
+  specification states (and ignoring unknown members, as it requires), with ``dcql.*`` error codes.
+* :func:`evaluate` is the WALLET side: which of the holder's credentials answer each Credential
+  Query, which concrete claim paths to disclose (the first ``claim_sets`` option that can be
+  satisfied — the specification orders options by the Verifier's preference), and whether
+  ``credential_sets`` can be satisfied as a whole.
+* :func:`check_presented` is the VERIFIER side: given the claims actually disclosed per Credential
+  Query (after cryptographic verification), list every way the answer fails the question.
+
+Value matching (``values``) is by type and value: ``True`` does not match ``1``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+from .errors import DCQLError
+
+PathElement = str | int | None
+ClaimPath = tuple[PathElement, ...]
+
+_ID = re.compile(r"^[A-Za-z0-9_-]+$")
+SD_JWT_VC_FORMAT = "dc+sd-jwt"
+MDOC_FORMAT = "mso_mdoc"
+
+
+@runtime_checkable
+class DCQLCredential(Protocol):
+    """What :func:`evaluate` needs from a holder's credential (``ssi.sd_jwt.SDJWT`` provides it)."""
+
+    format: str
+    vct: str | None
+    claims: dict
+
+    def disclosures_for(self, paths: Iterable[ClaimPath]) -> list: ...
+
+
+# -- the query model ------------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class ClaimsQuery:
+    path: ClaimPath
+    id: str | None = None
+    values: tuple[str | int | bool, ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TrustedAuthoritiesQuery:
+    type: str
+    values: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class CredentialQuery:
+    id: str
+    format: str
+    meta: dict[str, Any]
+    multiple: bool = False
+    claims: tuple[ClaimsQuery, ...] | None = None
+    claim_sets: tuple[tuple[str, ...], ...] | None = None
+    trusted_authorities: tuple[TrustedAuthoritiesQuery, ...] | None = None
+    require_cryptographic_holder_binding: bool = True
+
+    @property
+    def vct_values(self) -> tuple[str, ...] | None:
+        values = self.meta.get("vct_values")
+        return tuple(values) if isinstance(values, list) else None
+
+    def claim_by_id(self, claim_id: str) -> ClaimsQuery:
+        for claim in self.claims or ():
+            if claim.id == claim_id:
+                return claim
+        raise DCQLError("unknown_claim_id", "no claim with that id")
+
+
+@dataclass(frozen=True, slots=True)
+class CredentialSetQuery:
+    options: tuple[tuple[str, ...], ...]
+    required: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class DCQLQuery:
+    credentials: tuple[CredentialQuery, ...]
+    credential_sets: tuple[CredentialSetQuery, ...] | None = None
+
+    def credential(self, query_id: str) -> CredentialQuery:
+        for cq in self.credentials:
+            if cq.id == query_id:
+                return cq
+        raise DCQLError("unknown_credential_id", "no credential query with that id")
+
+    def to_json(self) -> dict[str, Any]:
+        """The query as JSON (for a request object)."""
+        creds = []
+        for cq in self.credentials:
+            item: dict[str, Any] = {"id": cq.id, "format": cq.format, "meta": cq.meta}
+            if cq.multiple:
+                item["multiple"] = True
+            if cq.claims is not None:
+                item["claims"] = []
+                for c in cq.claims:
+                    claim: dict[str, Any] = {"path": list(c.path)}
+                    if c.id is not None:
+                        claim["id"] = c.id
+                    if c.values is not None:
+                        claim["values"] = list(c.values)
+                    item["claims"].append(claim)
+            if cq.claim_sets is not None:
+                item["claim_sets"] = [list(o) for o in cq.claim_sets]
+            if cq.trusted_authorities is not None:
+                item["trusted_authorities"] = [{"type": t.type, "values": list(t.values)}
+                                               for t in cq.trusted_authorities]
+            if not cq.require_cryptographic_holder_binding:
+                item["require_cryptographic_holder_binding"] = False
+            creds.append(item)
+        out: dict[str, Any] = {"credentials": creds}
+        if self.credential_sets is not None:
+            out["credential_sets"] = [{"options": [list(o) for o in s.options], "required": s.required}
+                                      for s in self.credential_sets]
+        return out
+
+
+# -- parsing --------------------------------------------------------------------------------------
+
+def _non_empty_list(value: Any, code: str, what: str) -> list[Any]:
+    if not isinstance(value, list) or not value:
+        raise DCQLError(code, f"{what} must be a non-empty array")
+    return value
+
+
+def _identifier(value: Any, code: str, what: str) -> str:
+    if not isinstance(value, str) or not _ID.match(value):
+        raise DCQLError(code, f"{what} must be a non-empty string of letters, digits, '_' or '-'")
+    return value
+
+
+def _bool(obj: dict[str, Any], name: str, default: bool, code: str) -> bool:
+    value = obj.get(name, default)
+    if not isinstance(value, bool):
+        raise DCQLError(code, f"'{name}' must be a boolean")
+    return value
+
+
+def parse_claims_path(value: Any) -> ClaimPath:
+    """A claims path pointer: a non-empty array of strings, nulls and non-negative integers."""
+    items = _non_empty_list(value, "bad_path", "a claims path")
+    for item in items:
+        if item is None or isinstance(item, str):
+            continue
+        if isinstance(item, bool) or not isinstance(item, int) or item < 0:
+            raise DCQLError("bad_path", "path elements must be strings, null or non-negative integers")
+    return tuple(items)
+
+
+def _parse_claim(raw: Any, fmt: str) -> ClaimsQuery:
+    if not isinstance(raw, dict):
+        raise DCQLError("bad_claims", "each claims query must be an object")
+    claim_id = None
+    if "id" in raw:
+        claim_id = _identifier(raw["id"], "bad_claim_id", "a claim id")
+    if "path" not in raw:
+        raise DCQLError("bad_path", "a claims query needs a path")
+    path = parse_claims_path(raw["path"])
+    if fmt == MDOC_FORMAT and (len(path) != 2 or not all(isinstance(p, str) for p in path)):
+        raise DCQLError("bad_path", "an mdoc claims path is exactly [namespace, element identifier]")
+    values = None
+    if "values" in raw:
+        vals = _non_empty_list(raw["values"], "bad_values", "values")
+        for v in vals:
+            if not isinstance(v, str | int | bool):  # bool is an int subclass; floats are refused
+                raise DCQLError("bad_values", "values must be strings, integers or booleans")
+        values = tuple(vals)
+    return ClaimsQuery(path=path, id=claim_id, values=values)
+
+
+def _parse_meta(raw: Any, fmt: str) -> dict[str, Any]:
+    if not isinstance(raw, dict):
+        raise DCQLError("bad_meta", "meta is required and must be an object")
+    if fmt == SD_JWT_VC_FORMAT:
+        vct_values = raw.get("vct_values")
+        if not isinstance(vct_values, list) or not vct_values or \
+                not all(isinstance(v, str) and v for v in vct_values):
+            raise DCQLError("bad_vct_values", "meta.vct_values must be a non-empty array of strings")
+    if fmt == MDOC_FORMAT and "doctype_value" in raw and not isinstance(raw["doctype_value"], str):
+        raise DCQLError("bad_meta", "meta.doctype_value must be a string")
+    return dict(raw)
+
+
+def _parse_credential(raw: Any, strict: bool) -> CredentialQuery:
+    if not isinstance(raw, dict):
+        raise DCQLError("bad_credential_query", "each credential query must be an object")
+    cid = _identifier(raw.get("id"), "bad_credential_id", "a credential query id")
+    fmt = raw.get("format")
+    if not isinstance(fmt, str) or not fmt:
+        raise DCQLError("bad_format", "format must be a non-empty string")
+    multiple = _bool(raw, "multiple", False, "bad_multiple")
+    binding = _bool(raw, "require_cryptographic_holder_binding", True, "bad_holder_binding")
+    meta = _parse_meta(raw.get("meta"), fmt)
+    trusted = None
+    if "trusted_authorities" in raw:
+        trusted_list = []
+        for item in _non_empty_list(raw["trusted_authorities"], "bad_trusted_authorities", "trusted_authorities"):
+            if not isinstance(item, dict) or not isinstance(item.get("type"), str) or not item["type"]:
+                raise DCQLError("bad_trusted_authorities", "each trusted authority needs a string type")
+            tvalues = _non_empty_list(item.get("values"), "bad_trusted_authorities", "trusted authority values")
+            if not all(isinstance(v, str) for v in tvalues):
+                raise DCQLError("bad_trusted_authorities", "trusted authority values must be strings")
+            trusted_list.append(TrustedAuthoritiesQuery(type=item["type"], values=tuple(tvalues)))
+        trusted = tuple(trusted_list)
+    claims = None
+    if "claims" in raw:
+        parsed: list[ClaimsQuery] = []
+        seen_ids: set[str] = set()
+        seen_paths: set[ClaimPath] = set()
+        for item in _non_empty_list(raw["claims"], "bad_claims", "claims"):
+            claim = _parse_claim(item, fmt)
+            if claim.id is not None:
+                if claim.id in seen_ids:
+                    raise DCQLError("duplicate_claim_id", "a claim id appears twice in one credential query")
+                seen_ids.add(claim.id)
+            if claim.path in seen_paths:
+                # Verifiers MUST NOT repeat a claim; Wallets SHOULD ignore the repetition.
+                if strict:
+                    raise DCQLError("duplicate_claim_path", "the same claim path is queried twice")
+                continue
+            seen_paths.add(claim.path)
+            parsed.append(claim)
+        claims = tuple(parsed)
+    claim_sets = None
+    if "claim_sets" in raw:
+        if claims is None:
+            raise DCQLError("claim_sets_without_claims", "claim_sets needs claims")
+        if any(c.id is None for c in claims):
+            raise DCQLError("missing_claim_id", "every claim needs an id when claim_sets is present")
+        known = {c.id for c in claims}
+        options = []
+        for option in _non_empty_list(raw["claim_sets"], "bad_claim_sets", "claim_sets"):
+            ids = _non_empty_list(option, "bad_claim_sets", "a claim_sets option")
+            for claim_id in ids:
+                if not isinstance(claim_id, str):
+                    raise DCQLError("bad_claim_sets", "claim_sets options hold claim ids")
+                if claim_id not in known:
+                    raise DCQLError("unknown_claim_id", "a claim_sets option names an unknown claim id")
+            options.append(tuple(ids))
+        claim_sets = tuple(options)
+    return CredentialQuery(id=cid, format=fmt, meta=meta, multiple=multiple, claims=claims,
+                           claim_sets=claim_sets, trusted_authorities=trusted,
+                           require_cryptographic_holder_binding=binding)
+
+
+def parse_dcql_query(data: Any, *, strict: bool = True) -> DCQLQuery:
+    """Parse and validate a DCQL query (a JSON object). ``strict=False`` is for wallets: repeated
+    claim paths are dropped instead of refused, as the specification asks of Wallets."""
+    if not isinstance(data, dict):
+        raise DCQLError("bad_query", "a DCQL query must be a JSON object")
+    if "credentials" not in data:
+        raise DCQLError("missing_credentials", "a DCQL query needs credentials")
+    credentials = []
+    ids: set[str] = set()
+    for raw in _non_empty_list(data["credentials"], "bad_credentials", "credentials"):
+        cq = _parse_credential(raw, strict)
+        if cq.id in ids:
+            raise DCQLError("duplicate_credential_id", "a credential query id appears twice")
+        ids.add(cq.id)
+        credentials.append(cq)
+    credential_sets = None
+    if "credential_sets" in data:
+        sets = []
+        for raw in _non_empty_list(data["credential_sets"], "bad_credential_sets", "credential_sets"):
+            if not isinstance(raw, dict):
+                raise DCQLError("bad_credential_sets", "each credential set must be an object")
+            options = []
+            for option in _non_empty_list(raw.get("options"), "bad_credential_sets", "options"):
+                option_ids = _non_empty_list(option, "bad_credential_sets", "a credential set option")
+                for oid in option_ids:
+                    if not isinstance(oid, str):
+                        raise DCQLError("bad_credential_sets", "options hold credential query ids")
+                    if oid not in ids:
+                        raise DCQLError("unknown_credential_id", "an option names an unknown credential query")
+                options.append(tuple(option_ids))
+            sets.append(CredentialSetQuery(options=tuple(options), required=_bool(raw, "required", True, "bad_required")))
+        credential_sets = tuple(sets)
+    return DCQLQuery(credentials=tuple(credentials), credential_sets=credential_sets)
+
+
+# -- claims path pointer processing ---------------------------------------------------------------
+
+class _PathError(Exception):
+    """Processing aborted (a component met the wrong kind of element)."""
+
+
+def resolve_path(claims: Any, path: Sequence[PathElement]) -> list[tuple[ClaimPath, Any]]:
+    """Apply a claims path pointer to JSON claims (OpenID4VP 1.0 §7.1.1).
+
+    Returns the selected elements with their concrete paths (nulls replaced by indices); an empty
+    list when processing aborts or nothing is selected — for matching, both mean "not there".
+    """
+    try:
+        return _resolve(claims, path)
+    except _PathError:
+        return []
+
+
+def _resolve(claims: Any, path: Sequence[PathElement]) -> list[tuple[ClaimPath, Any]]:
+    selected: list[tuple[ClaimPath, Any]] = [((), claims)]
+    for component in path:
+        nxt: list[tuple[ClaimPath, Any]] = []
+        if isinstance(component, str):
+            for where, element in selected:
+                if not isinstance(element, dict):
+                    raise _PathError
+                if component in element:
+                    nxt.append(((*where, component), element[component]))
+        elif component is None:
+            for where, element in selected:
+                if not isinstance(element, list):
+                    raise _PathError
+                nxt.extend(((*where, i), item) for i, item in enumerate(element))
+        elif isinstance(component, int) and not isinstance(component, bool) and component >= 0:
+            for where, element in selected:
+                if not isinstance(element, list):
+                    raise _PathError
+                if component < len(element):
+                    nxt.append(((*where, component), element[component]))
+        else:
+            raise _PathError
+        selected = nxt
+    return selected
+
+
+def _value_matches(value: Any, allowed: tuple[Any, ...]) -> bool:
+    # exact type and value: the JSON true must not match the JSON 1
+    return any(type(value) is type(a) and value == a for a in allowed)
+
+
+def _match_claim(claims: Any, query: ClaimsQuery) -> list[tuple[ClaimPath, Any]] | str:
+    """The concrete (path, value) pairs answering one claims query, or the reason it fails."""
+    found = resolve_path(claims, query.path)
+    if not found:
+        return "missing_claim"
+    if query.values is not None:
+        found = [(p, v) for p, v in found if _value_matches(v, query.values)]
+        if not found:
+            return "value_mismatch"
+    return found
+
+
+# -- evaluation (wallet side) ---------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    """One credential answering one Credential Query, and exactly what to disclose from it."""
+
+    credential: Any
+    paths: tuple[ClaimPath, ...]
+    claims_preview: tuple[tuple[ClaimPath, Any], ...]
+    claim_set: tuple[str, ...] | None = None
+
+    def disclosures(self) -> list:
+        """The credential's disclosures for :attr:`paths` (via ``disclosures_for``)."""
+        return list(self.credential.disclosures_for(self.paths))
+
+
+@dataclass(frozen=True, slots=True)
+class CredentialSetOutcome:
+    index: int
+    required: bool
+    satisfied_options: tuple[tuple[str, ...], ...]
+
+    @property
+    def chosen(self) -> tuple[str, ...] | None:
+        """The first satisfiable option (the Verifier's preference), or None."""
+        return self.satisfied_options[0] if self.satisfied_options else None
+
+
+@dataclass(slots=True)
+class DCQLResult:
+    """The outcome of :func:`evaluate`.
+
+    ``matches[query_id]`` lists every matching credential (the holder picks one unless the query
+    says ``multiple``); ``unsatisfied[query_id]`` says why a query has none; ``required`` and
+    ``optional`` list the query ids to present (from the first satisfiable option of each set).
+    """
+
+    satisfiable: bool
+    matches: dict[str, list[Match]]
+    unsatisfied: dict[str, str]
+    required: list[str]
+    optional: list[str]
+    credential_sets: list[CredentialSetOutcome] = field(default_factory=list)
+
+
+_REASON_RANK = {"format_mismatch": 0, "vct_mismatch": 1, "missing_claim": 2, "value_mismatch": 3,
+                "no_claim_set_satisfied": 4}
+
+
+def _select_claims(claims: Any, cq: CredentialQuery) -> tuple[list[tuple[ClaimPath, Any]], tuple[str, ...] | None] | str:
+    if cq.claims is None:
+        return [], None
+    if cq.claim_sets is None:
+        selected: list[tuple[ClaimPath, Any]] = []
+        for claim in cq.claims:
+            result = _match_claim(claims, claim)
+            if isinstance(result, str):
+                return result
+            selected.extend(result)
+        return selected, None
+    cache: dict[str, list[tuple[ClaimPath, Any]] | str] = {}
+    for option in cq.claim_sets:
+        picked: list[tuple[ClaimPath, Any]] = []
+        for claim_id in option:
+            if claim_id not in cache:
+                cache[claim_id] = _match_claim(claims, cq.claim_by_id(claim_id))
+            result = cache[claim_id]
+            if isinstance(result, str):
+                break
+            picked.extend(result)
+        else:
+            return picked, option
+    return "no_claim_set_satisfied"
+
+
+def _dedupe(pairs: list[tuple[ClaimPath, Any]]) -> list[tuple[ClaimPath, Any]]:
+    seen: set[ClaimPath] = set()
+    out = []
+    for path, value in pairs:
+        if path not in seen:
+            seen.add(path)
+            out.append((path, value))
+    return out
+
+
+def match_credential(cq: CredentialQuery, credential: Any) -> Match | str:
+    """Match one credential against one Credential Query: a :class:`Match` or the reason code."""
+    if getattr(credential, "format", None) != cq.format:
+        return "format_mismatch"
+    vct_values = cq.vct_values
+    if vct_values is not None and getattr(credential, "vct", None) not in vct_values:
+        return "vct_mismatch"
+    result = _select_claims(getattr(credential, "claims", None), cq)
+    if isinstance(result, str):
+        return result
+    pairs, option = result
+    pairs = _dedupe(pairs)
+    return Match(credential=credential, paths=tuple(p for p, _ in pairs), claims_preview=tuple(pairs),
+                 claim_set=option)
+
+
+def evaluate(query: DCQLQuery, credentials: Sequence[Any]) -> DCQLResult:
+    """Evaluate ``query`` against the holder's ``credentials`` (objects with the
+    :class:`DCQLCredential` members). Trusted-authority and holder-binding constraints are not
+    evaluated here: they need issuer and key information the wallet checks separately."""
+    matches: dict[str, list[Match]] = {}
+    unsatisfied: dict[str, str] = {}
+    for cq in query.credentials:
+        found: list[Match] = []
+        best_reason = "no_credentials"
+        for credential in credentials:
+            outcome = match_credential(cq, credential)
+            if isinstance(outcome, Match):
+                found.append(outcome)
+            elif _REASON_RANK[outcome] > _REASON_RANK.get(best_reason, -1):
+                best_reason = outcome
+        matches[cq.id] = found
+        if not found:
+            unsatisfied[cq.id] = best_reason
+    have = {qid for qid, found in matches.items() if found}
+    if query.credential_sets is None:
+        required = [cq.id for cq in query.credentials]
+        return DCQLResult(satisfiable=all(qid in have for qid in required), matches=matches,
+                          unsatisfied=unsatisfied, required=required, optional=[])
+    outcomes: list[CredentialSetOutcome] = []
+    required_ids: list[str] = []
+    optional_ids: list[str] = []
+    satisfiable = True
+    for index, cs in enumerate(query.credential_sets):
+        ok = tuple(option for option in cs.options if all(qid in have for qid in option))
+        outcome = CredentialSetOutcome(index=index, required=cs.required, satisfied_options=ok)
+        outcomes.append(outcome)
+        if cs.required and not ok:
+            satisfiable = False
+        chosen = outcome.chosen or ()
+        target = required_ids if cs.required else optional_ids
+        target.extend(qid for qid in chosen if qid not in target)
+    optional_ids = [qid for qid in optional_ids if qid not in required_ids]
+    return DCQLResult(satisfiable=satisfiable, matches=matches, unsatisfied=unsatisfied,
+                      required=required_ids, optional=optional_ids, credential_sets=outcomes)
+
+
+# -- checking an answer (verifier side) -----------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class PresentationProblem:
+    """One way a presentation fails to answer the query. ``code`` is stable (``dcql.*``)."""
+
+    query_id: str | None
+    code: str
+    detail: str
+
+
+def _claims_problem(cq: CredentialQuery, claims: Any) -> tuple[str, str] | None:
+    if cq.vct_values is not None and (not isinstance(claims, dict) or claims.get("vct") not in cq.vct_values):
+        return "dcql.vct_mismatch", "the credential type is not one the query asked for"
+    if cq.claims is None:
+        return None
+    if cq.claim_sets is None:
+        for claim in cq.claims:
+            result = _match_claim(claims, claim)
+            if isinstance(result, str):
+                return f"dcql.{result}", f"claim {list(claim.path)!r} is not answered"
+        return None
+    for option in cq.claim_sets:
+        if all(not isinstance(_match_claim(claims, cq.claim_by_id(cid)), str) for cid in option):
+            return None
+    return "dcql.no_claim_set_satisfied", "no claim_sets option is answered"
+
+
+def check_presented(query: DCQLQuery, presented: Mapping[str, Sequence[Mapping[str, Any]]]) -> list[PresentationProblem]:
+    """Check verified, disclosed claims (per Credential Query id) against ``query``.
+
+    Returns an empty list when the answer satisfies the query: known ids only, one presentation
+    unless ``multiple``, vct, claims and their ``values``, ``claim_sets``, and ``credential_sets``
+    (or every query when there are none).
+    """
+    if not isinstance(presented, Mapping):
+        return [PresentationProblem(None, "dcql.bad_vp_token", "the presentations must be a JSON object")]
+    problems: list[PresentationProblem] = []
+    known = {cq.id: cq for cq in query.credentials}
+    answered: set[str] = set()
+    for qid, items in presented.items():
+        cq = known.get(qid) if isinstance(qid, str) else None
+        if cq is None:
+            problems.append(PresentationProblem(str(qid), "dcql.unknown_query_id", "no credential query has this id"))
+            continue
+        if not isinstance(items, Sequence) or isinstance(items, str | bytes) or not items:
+            problems.append(PresentationProblem(qid, "dcql.empty_presentation", "an entry needs at least one presentation"))
+            continue
+        if len(items) > 1 and not cq.multiple:
+            problems.append(PresentationProblem(qid, "dcql.too_many_presentations", "the query allows one presentation"))
+        entry_ok = True
+        for claims in items:
+            issue = _claims_problem(cq, claims)
+            if issue is not None:
+                entry_ok = False
+                problems.append(PresentationProblem(qid, issue[0], issue[1]))
+        if entry_ok:
+            answered.add(qid)
+    if query.credential_sets is None:
+        for cq in query.credentials:
+            if cq.id not in presented:
+                problems.append(PresentationProblem(cq.id, "dcql.missing_credential", "a requested credential is missing"))
+        return problems
+    referenced = {qid for cs in query.credential_sets for option in cs.options for qid in option}
+    for qid in presented:
+        if qid in known and qid not in referenced:
+            problems.append(PresentationProblem(qid, "dcql.unrequested_credential",
+                                                "this credential query is in no credential set"))
+    for index, cs in enumerate(query.credential_sets):
+        if cs.required and not any(all(qid in answered for qid in option) for option in cs.options):
+            problems.append(PresentationProblem(None, "dcql.credential_set_unsatisfied",
+                                                f"required credential set {index} is not answered"))
+    return problems
