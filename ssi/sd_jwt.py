@@ -1,0 +1,651 @@
+"""Selective Disclosure for JWTs (SD-JWT, RFC 9901): issue, parse, present and verify.
+
+Format-generic: SD-JWT VC rules (``vct``, forbidden disclosures, issuer key discovery) live in
+:mod:`ssi.sd_jwt_vc`. Only the compact serialization ``<issuer-jwt>~<d1>~...~<dn>~[<kb-jwt>]`` and
+the ``sha-256`` digest algorithm are supported (HAIP requires nothing else).
+
+A claim is addressed by a :data:`ClaimPath`, a tuple of ``str`` (object member), ``int`` (array
+index) or ``None`` (every element of an array), as in OpenID4VP's claims path pointers.
+
+Why structure is checked in :meth:`SDJWT.parse` (before the signature): the holder needs the
+processed claims without the issuer's key, and the verifier then reuses that single pass
+(one hash per disclosure, one walk of the payload) instead of parsing twice. Every rule of
+RFC 9901 §7.1 raises :class:`~ssi.errors.SDJWTError` with its own code; the signature is still
+verified before any claim is returned to a verifier.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from .encoding import b64url_decode, b64url_encode, json_loads
+from .errors import EncodingError, JOSEError, SDJWTError
+from .jose import DEFAULT_ALGORITHMS, JWS, Key, check_algorithm, check_time_claims, parse_jws
+
+__all__ = [
+    "ClaimPath",
+    "Disclosure",
+    "SDJWT",
+    "VerifiedSDJWT",
+    "KB_JWT_TYP",
+    "SD_ALG",
+    "issue_sd_jwt",
+    "make_disclosure",
+    "verify_sd_jwt",
+    "sd_hash",
+    "import_holder_jwk",
+]
+
+ClaimPath = tuple[str | int | None, ...]
+
+#: The only digest algorithm issued and accepted (``_sd_alg``).
+SD_ALG = "sha-256"
+#: ``typ`` of a Key Binding JWT.
+KB_JWT_TYP = "kb+jwt"
+#: Nesting deeper than this is refused: no credential needs it, and it bounds recursion.
+MAX_DEPTH = 48
+
+_SD = "_sd"
+_SD_ALG = "_sd_alg"
+_ELLIPSIS = "..."
+_RESERVED_NAMES = frozenset({_SD, _ELLIPSIS})
+# One encoder instance: json.dumps with keyword arguments builds a new encoder on every call,
+# which is a measurable share of issuing ten disclosures.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+_sha256 = hashlib.sha256
+
+
+def _digest(encoded: str) -> str:
+    return b64url_encode(_sha256(encoded.encode("ascii")).digest())
+
+
+def sd_hash(presentation_prefix: str) -> str:
+    """``sd_hash`` of a KB-JWT: base64url SHA-256 over ``<issuer-jwt>~<d1>~...~<dn>~``."""
+    return b64url_encode(_sha256(presentation_prefix.encode("ascii")).digest())
+
+
+# -- disclosures ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class Disclosure:
+    """One disclosure: ``[salt, name, value]`` for an object member, ``[salt, value]`` for an
+    array element (``name`` is then ``None``). ``encoded`` is the base64url string as it travels,
+    ``digest`` the base64url SHA-256 over its ASCII bytes."""
+
+    salt: str
+    name: str | None
+    value: Any
+    encoded: str
+    digest: str
+
+    @property
+    def is_array_element(self) -> bool:
+        return self.name is None
+
+    @classmethod
+    def decode(cls, encoded: str) -> Disclosure:
+        """Decode one disclosure strictly (``sd_jwt.bad_disclosure`` / ``sd_jwt.reserved_claim_name``)."""
+        try:
+            raw = b64url_decode(encoded)
+            array = json_loads(raw)
+        except EncodingError as exc:
+            raise SDJWTError("bad_disclosure", "a disclosure is not base64url-encoded JSON") from exc
+        if not isinstance(array, list) or len(array) not in (2, 3):
+            raise SDJWTError("bad_disclosure", "a disclosure must be a JSON array of 2 or 3 elements")
+        salt = array[0]
+        if not isinstance(salt, str):
+            raise SDJWTError("bad_disclosure", "a disclosure's salt must be a string")
+        if len(array) == 2:
+            return cls(salt, None, array[1], encoded, _digest(encoded))
+        name = array[1]
+        if not isinstance(name, str):
+            raise SDJWTError("bad_disclosure", "a disclosure's claim name must be a string")
+        if name in _RESERVED_NAMES:
+            raise SDJWTError("reserved_claim_name", "a disclosure may not name '_sd' or '...'")
+        return cls(salt, name, array[2], encoded, _digest(encoded))
+
+
+def _new_salt() -> str:
+    return b64url_encode(secrets.token_bytes(16))
+
+
+def make_disclosure(name: str | None, value: Any, salt: str | None = None) -> Disclosure:
+    """Create a disclosure for an object member (``name``) or an array element (``name=None``).
+
+    The salt is 128 random bits unless given (only tests should give one).
+    """
+    if name is not None:
+        if not isinstance(name, str):
+            raise SDJWTError("bad_claim_name", "a claim name must be a string")
+        if name in _RESERVED_NAMES:
+            raise SDJWTError("reserved_claim_name", "'_sd' and '...' cannot be disclosed claim names")
+    salt = _new_salt() if salt is None else salt
+    array = [salt, value] if name is None else [salt, name, value]
+    try:
+        text = _ENCODER.encode(array)
+    except (TypeError, ValueError) as exc:
+        raise SDJWTError("bad_claim_value", "a claim value is not JSON-serialisable") from exc
+    encoded = b64url_encode(text.encode("utf-8"))
+    return Disclosure(salt, name, value, encoded, _digest(encoded))
+
+
+def _decoy_digest() -> str:
+    # Indistinguishable from a real digest: 256 uniformly random bits, base64url.
+    return b64url_encode(secrets.token_bytes(32))
+
+
+# -- issuing -------------------------------------------------------------------------------------
+
+class _Node:
+    """A node of the trie of disclosable paths."""
+
+    __slots__ = ("sd", "children")
+
+    def __init__(self) -> None:
+        self.sd = False
+        self.children: dict[str | int | None, _Node] = {}
+
+
+def _build_trie(paths: Iterable[ClaimPath]) -> _Node:
+    root = _Node()
+    for path in paths:
+        if not isinstance(path, tuple | list) or not path:
+            raise SDJWTError("bad_path", "a claim path is a non-empty tuple")
+        node = root
+        for component in path:
+            if isinstance(component, bool) or not (component is None or isinstance(component, str | int)):
+                raise SDJWTError("bad_path", "claim path components are str, int or None")
+            if isinstance(component, int) and component < 0:
+                raise SDJWTError("bad_path", "array indices in a claim path are non-negative")
+            node = node.children.setdefault(component, _Node())
+        node.sd = True
+    return root
+
+
+class _Issuer:
+    __slots__ = ("disclosures", "decoys")
+
+    def __init__(self, decoys: int | None) -> None:
+        self.disclosures: list[Disclosure] = []
+        self.decoys = decoys
+
+    def decoy_count(self) -> int:
+        if self.decoys is not None:
+            return self.decoys
+        # A random 1-4 per container hides how many claims are really selectively disclosable.
+        return 1 + secrets.randbelow(4)
+
+    def disclose(self, name: str | None, value: Any) -> str:
+        disclosure = make_disclosure(name, value)
+        self.disclosures.append(disclosure)
+        return disclosure.digest
+
+    def encode(self, value: Any, nodes: Sequence[_Node], depth: int) -> Any:
+        if depth > MAX_DEPTH:
+            raise SDJWTError("too_deep", "the payload is nested too deeply")
+        if isinstance(value, dict):
+            return self._encode_object(value, nodes, depth)
+        if isinstance(value, list):
+            return self._encode_array(value, nodes, depth)
+        return value
+
+    def _encode_object(self, value: dict[str, Any], nodes: Sequence[_Node], depth: int) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        digests: list[str] = []
+        targeted = False
+        for name, member in value.items():
+            if not isinstance(name, str):
+                raise SDJWTError("bad_claim_name", "object member names must be strings")
+            if name in _RESERVED_NAMES:
+                raise SDJWTError("reserved_claim_name", "the payload may not contain '_sd' or '...' members")
+            children = [n.children[name] for n in nodes if name in n.children] if nodes else []
+            encoded = self.encode(member, children, depth + 1)
+            if children:
+                targeted = True
+                if any(child.sd for child in children):
+                    digests.append(self.disclose(name, encoded))
+                    continue
+            out[name] = encoded
+        if not targeted and nodes:
+            targeted = any(isinstance(k, str) for n in nodes for k in n.children)
+        if digests or targeted:
+            digests.extend(_decoy_digest() for _ in range(self.decoy_count()))
+            if digests:
+                out[_SD] = sorted(digests)
+        return out
+
+    def _encode_array(self, value: list[Any], nodes: Sequence[_Node], depth: int) -> list[Any]:
+        out: list[Any] = []
+        targeted = False
+        for index, element in enumerate(value):
+            children = [n.children[c] for n in nodes for c in (None, index) if c in n.children] if nodes else []
+            encoded = self.encode(element, children, depth + 1)
+            if children:
+                targeted = True
+                if any(child.sd for child in children):
+                    out.append({_ELLIPSIS: self.disclose(None, encoded)})
+                    continue
+            out.append(encoded)
+        if not targeted and nodes:
+            targeted = any(not isinstance(k, str) for n in nodes for k in n.children)
+        if targeted:
+            # Decoys at random positions: trailing ones would stand out as decoys.
+            for _ in range(self.decoy_count()):
+                out.insert(secrets.randbelow(len(out) + 1), {_ELLIPSIS: _decoy_digest()})
+        return out
+
+
+def _sign_compact(header: dict[str, Any], payload: dict[str, Any], key: Key) -> str:
+    # Same output as jose.sign_jws, with the shared encoder (the issuance hot path).
+    if header.get("alg", key.alg) != key.alg:
+        raise JOSEError("alg_key_mismatch", "header alg does not match the signing key")
+    header = {"alg": key.alg, **header}
+    try:
+        body = _ENCODER.encode(payload)
+        head = _ENCODER.encode(header)
+    except (TypeError, ValueError) as exc:
+        raise SDJWTError("bad_claim_value", "a claim value is not JSON-serialisable") from exc
+    signing_input = b64url_encode(head.encode("utf-8")) + "." + b64url_encode(body.encode("utf-8"))
+    return signing_input + "." + b64url_encode(key.sign(signing_input.encode("ascii")))
+
+
+def issue_sd_jwt(payload: dict[str, Any], *, key: Key, disclosable: Iterable[ClaimPath],
+                 header: dict[str, Any] | None = None, decoys: int | None = None) -> str:
+    """Issue an SD-JWT ``<issuer-jwt>~<d1>~...~<dn>~``.
+
+    ``disclosable`` lists the claims that become selectively disclosable; a path and one of its
+    prefixes may both be listed (recursive disclosure). Paths absent from ``payload`` are ignored,
+    so one list can serve credentials whose optional claims vary. ``decoys`` is the number of decoy
+    digests per ``_sd`` array or disclosable array (``None``: a random 1-4 each). ``alg`` comes from
+    ``key``; ``header`` adds e.g. ``typ``, ``kid`` or ``x5c``.
+    """
+    if not isinstance(payload, dict):
+        raise SDJWTError("bad_payload", "the payload must be a JSON object")
+    if _SD_ALG in payload:
+        raise SDJWTError("reserved_claim_name", "'_sd_alg' is set by the issuer library")
+    if decoys is not None and (isinstance(decoys, bool) or not isinstance(decoys, int) or decoys < 0):
+        raise SDJWTError("bad_decoys", "decoys must be a non-negative integer")
+    issuer = _Issuer(decoys)
+    encoded = issuer.encode(payload, (_build_trie(disclosable),), 0)
+    encoded[_SD_ALG] = SD_ALG
+    jwt = _sign_compact(dict(header or {}), encoded, key)
+    if not issuer.disclosures:
+        return jwt + "~"
+    return jwt + "~" + "~".join(d.encoded for d in issuer.disclosures) + "~"
+
+
+# -- parsing and processing (holder and verifier) ------------------------------------------------
+
+class _Processor:
+    """One walk over the payload replacing digests by disclosed values (RFC 9901 §7.1 step 3)."""
+
+    __slots__ = ("by_digest", "seen", "paths")
+
+    def __init__(self, by_digest: dict[str, int], disclosures: list[Disclosure]) -> None:
+        self.by_digest = by_digest
+        self.seen: set[str] = set()
+        self.paths: list[ClaimPath | None] = [None] * len(disclosures)
+
+    def run(self, value: Any, path: ClaimPath, disclosures: list[Disclosure], depth: int) -> Any:
+        if depth > MAX_DEPTH:
+            raise SDJWTError("too_deep", "the payload is nested too deeply")
+        if isinstance(value, dict):
+            return self._object(value, path, disclosures, depth)
+        if isinstance(value, list):
+            return self._array(value, path, disclosures, depth)
+        return value
+
+    def _object(self, value: dict[str, Any], path: ClaimPath, disclosures: list[Disclosure], depth: int) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for name, member in value.items():
+            if name == _SD:
+                continue
+            if name == _ELLIPSIS:
+                raise SDJWTError("bad_array_digest", "'...' is only allowed as the sole member of an array element")
+            out[name] = self.run(member, (*path, name), disclosures, depth + 1)
+        digests = value.get(_SD)
+        if digests is None:
+            if _SD in value:
+                raise SDJWTError("bad_sd_field", "'_sd' must be an array of strings")
+            return out
+        if not isinstance(digests, list):
+            raise SDJWTError("bad_sd_field", "'_sd' must be an array of strings")
+        seen = self.seen
+        for digest in digests:
+            if not isinstance(digest, str):
+                raise SDJWTError("bad_sd_field", "'_sd' must be an array of strings")
+            if digest in seen:
+                raise SDJWTError("duplicate_digest", "a digest appears more than once")
+            seen.add(digest)
+            index = self.by_digest.get(digest)
+            if index is None:
+                continue  # a decoy or a claim the holder did not disclose
+            disclosure = disclosures[index]
+            name = disclosure.name
+            if name is None:
+                raise SDJWTError("misplaced_array_disclosure", "an '_sd' digest refers to an array-element disclosure")
+            if name in out:
+                raise SDJWTError("claim_name_collision", "a disclosed claim name already exists at its level")
+            child_path = (*path, name)
+            self.paths[index] = child_path
+            out[name] = self.run(disclosure.value, child_path, disclosures, depth + 1)
+        return out
+
+    def _array(self, value: list[Any], path: ClaimPath, disclosures: list[Disclosure], depth: int) -> list[Any]:
+        out: list[Any] = []
+        for element in value:
+            if isinstance(element, dict) and _ELLIPSIS in element:
+                digest = element[_ELLIPSIS]
+                if len(element) != 1 or not isinstance(digest, str):
+                    raise SDJWTError("bad_array_digest", "an array digest is an object with only a string '...'")
+                if digest in self.seen:
+                    raise SDJWTError("duplicate_digest", "a digest appears more than once")
+                self.seen.add(digest)
+                index = self.by_digest.get(digest)
+                if index is None:
+                    continue
+                disclosure = disclosures[index]
+                if disclosure.name is not None:
+                    raise SDJWTError("misplaced_array_disclosure",
+                                     "an array digest refers to an object-member disclosure")
+                child_path = (*path, len(out))
+                self.paths[index] = child_path
+                out.append(self.run(disclosure.value, child_path, disclosures, depth + 1))
+            else:
+                out.append(self.run(element, (*path, len(out)), disclosures, depth + 1))
+        return out
+
+
+def _path_matches(pattern: ClaimPath, path: ClaimPath) -> bool:
+    """Whether the concrete ``path`` is ``pattern`` with ``None`` matching any array index."""
+    if len(pattern) != len(path):
+        return False
+    for want, have in zip(pattern, path, strict=True):
+        if want is None:
+            if not isinstance(have, int):
+                return False
+        elif want != have or isinstance(want, bool) != isinstance(have, bool):
+            return False
+    return True
+
+
+def _kb_parse(kb_jwt: str) -> JWS:
+    try:
+        return parse_jws(kb_jwt)
+    except JOSEError as exc:
+        raise SDJWTError("kb_malformed", "the Key Binding JWT is not a compact JWS") from exc
+
+
+class SDJWT:
+    """A parsed SD-JWT (or SD-JWT+KB) with its disclosures processed, **not verified**.
+
+    Use :func:`verify_sd_jwt` to trust it. Attributes: ``issuer_jwt`` (compact JWS string),
+    ``header``, ``payload`` (raw, with ``_sd``), ``disclosures``, ``kb_jwt`` (string or ``None``),
+    ``claims`` (processed with every disclosure present), ``format`` and ``vct``.
+    """
+
+    __slots__ = ("token", "issuer_jwt", "jws", "header", "payload", "disclosures", "kb_jwt", "kb_jws",
+                 "claims", "disclosure_paths", "_prefix")
+
+    token: str
+    issuer_jwt: str
+    jws: JWS
+    header: dict[str, Any]
+    payload: dict[str, Any]
+    disclosures: list[Disclosure]
+    kb_jwt: str | None
+    kb_jws: JWS | None
+    claims: dict[str, Any]
+    #: For each disclosure (same order as ``disclosures``), the path it reveals in ``claims``.
+    disclosure_paths: list[ClaimPath]
+
+    @classmethod
+    def parse(cls, token: Any) -> SDJWT:
+        """Split and decode ``token`` and process its disclosures (RFC 9901 §4, §7.1 steps 2-5)."""
+        if not isinstance(token, str):
+            raise SDJWTError("malformed", "an SD-JWT must be a string")
+        last = token.rfind("~")
+        if last < 0:
+            raise SDJWTError("malformed", "an SD-JWT contains at least one '~'")
+        parts = token[:last].split("~")
+        self = cls.__new__(cls)
+        self.token = token
+        self._prefix = token[:last + 1]
+        self.issuer_jwt = parts[0]
+        try:
+            self.jws = parse_jws(parts[0])
+            payload = self.jws.json_payload()
+        except JOSEError as exc:
+            raise SDJWTError("malformed", f"the issuer-signed JWT is invalid ({exc.code})") from exc
+        self.header = self.jws.header
+        self.payload = payload
+        kb = token[last + 1:]
+        self.kb_jwt = kb or None
+        self.kb_jws = _kb_parse(kb) if kb else None
+
+        sd_alg = payload.get(_SD_ALG, SD_ALG)
+        if sd_alg != SD_ALG:
+            raise SDJWTError("unsupported_sd_alg", "only '_sd_alg' sha-256 is supported")
+
+        disclosures: list[Disclosure] = []
+        by_digest: dict[str, int] = {}
+        for encoded in parts[1:]:
+            if not encoded:
+                raise SDJWTError("malformed", "an SD-JWT has an empty disclosure")
+            disclosure = Disclosure.decode(encoded)
+            if disclosure.digest in by_digest:
+                raise SDJWTError("duplicate_disclosure", "the same disclosure is included twice")
+            by_digest[disclosure.digest] = len(disclosures)
+            disclosures.append(disclosure)
+        self.disclosures = disclosures
+
+        processor = _Processor(by_digest, disclosures)
+        try:
+            top = {name: value for name, value in payload.items() if name != _SD_ALG}
+            self.claims = processor.run(top, (), disclosures, 0)
+        except RecursionError as exc:  # defence in depth: MAX_DEPTH should stop it first
+            raise SDJWTError("too_deep", "the payload is nested too deeply") from exc
+        paths = processor.paths
+        for path in paths:
+            if path is None:
+                raise SDJWTError("unreferenced_disclosure", "a disclosure is not referenced by any digest")
+        self.disclosure_paths = paths  # type: ignore[assignment]
+        return self
+
+    # -- views ---------------------------------------------------------------------------------
+    @property
+    def format(self) -> str | None:
+        """``"dc+sd-jwt"`` when the header ``typ`` says so, else the ``typ`` (or ``None``)."""
+        typ = self.header.get("typ")
+        return typ if isinstance(typ, str) else None
+
+    @property
+    def vct(self) -> str | None:
+        vct = self.payload.get("vct")
+        return vct if isinstance(vct, str) else None
+
+    @property
+    def presentation_prefix(self) -> str:
+        """``<issuer-jwt>~<d1>~...~<dn>~`` as received: the input of ``sd_hash``."""
+        return self._prefix
+
+    def __repr__(self) -> str:  # never shows claim values
+        return f"<SDJWT typ={self.format!r} disclosures={len(self.disclosures)} kb={self.kb_jwt is not None}>"
+
+    # -- selection -----------------------------------------------------------------------------
+    def disclosures_for(self, paths: Iterable[ClaimPath]) -> list[Disclosure]:
+        """Every disclosure needed to reveal ``paths``: those of the claims themselves, of
+        everything nested below them, and of the disclosable objects and array elements that
+        enclose them. ``None`` in a path matches every array index. Token order is kept."""
+        patterns = [tuple(p) for p in paths]
+        chosen: list[Disclosure] = []
+        for disclosure, path in zip(self.disclosures, self.disclosure_paths, strict=True):
+            for pattern in patterns:
+                # Enclosing (disclosure path is a prefix of the pattern) or enclosed (the pattern
+                # is a prefix of the disclosure path): both are needed to show the claim.
+                n = min(len(pattern), len(path))
+                if _path_matches(pattern[:n], path[:n]):
+                    chosen.append(disclosure)
+                    break
+        return chosen
+
+    def present(self, paths: Iterable[ClaimPath], *, holder_key: Key | None = None, aud: str | None = None,
+                nonce: str | None = None, iat: int | None = None) -> str:
+        """A presentation revealing ``paths`` (see :meth:`disclosures_for`), with a KB-JWT
+        (``typ: kb+jwt``; ``iat``, ``aud``, ``nonce``, ``sd_hash``) when ``holder_key`` is given."""
+        chosen = self.disclosures_for(paths)
+        presented = self.issuer_jwt + "~" + "".join(d.encoded + "~" for d in chosen)
+        if holder_key is None:
+            if aud is not None or nonce is not None:
+                raise SDJWTError("kb_key_missing", "aud and nonce need a holder key to sign a KB-JWT")
+            return presented
+        if not isinstance(aud, str) or not isinstance(nonce, str):
+            raise SDJWTError("kb_params_missing", "a KB-JWT needs a string aud and nonce")
+        kb_payload = {
+            "iat": int(time.time()) if iat is None else iat,
+            "aud": aud,
+            "nonce": nonce,
+            "sd_hash": sd_hash(presented),
+        }
+        return presented + _sign_compact({"typ": KB_JWT_TYP}, kb_payload, holder_key)
+
+
+# -- verifying -----------------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class VerifiedSDJWT:
+    """The outcome of :func:`verify_sd_jwt`: what the verifier may rely on."""
+
+    header: dict[str, Any]
+    #: Processed claims: ``_sd``, ``_sd_alg`` and array digests removed, only disclosed values.
+    claims: dict[str, Any]
+    #: The concrete path of every disclosure that was presented.
+    disclosed_paths: list[ClaimPath]
+    kb_header: dict[str, Any] | None = None
+    kb_payload: dict[str, Any] | None = None
+    #: The holder's key from ``cnf.jwk`` (``None`` when the credential has no ``cnf``).
+    holder_key: Key | None = None
+    #: The raw issuer-signed payload (digests included), for callers needing e.g. ``cnf`` as sent.
+    payload: dict[str, Any] = field(default_factory=dict)
+    issuer_key: Key | None = None
+
+
+def import_holder_jwk(jwk: Any) -> Key:
+    """Import a holder public JWK (``cnf.jwk``), with a fast path for P-256.
+
+    The fast path decodes the point once through ``from_encoded_point`` (which checks that it is
+    on the curve), about half the cost of the generic JWK import on the verification hot path.
+    """
+    if isinstance(jwk, dict) and jwk.get("kty") == "EC" and jwk.get("crv") == "P-256" and "d" not in jwk \
+            and jwk.get("alg") in (None, "ES256"):
+        x, y = jwk.get("x"), jwk.get("y")
+        if isinstance(x, str) and isinstance(y, str) and len(x) == 43 and len(y) == 43:
+            try:
+                point = b"\x04" + b64url_decode(x) + b64url_decode(y)
+                public = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), point)
+            except (EncodingError, ValueError) as exc:
+                raise JOSEError("bad_jwk", "the JWK does not describe a valid P-256 key") from exc
+            kid = jwk.get("kid")
+            return Key(public=public, alg="ES256", kid=kid if isinstance(kid, str) else None)
+    return Key.from_jwk(jwk).public()
+
+
+def _holder_key(payload: dict[str, Any]) -> Key | None:
+    cnf = payload.get("cnf")
+    if cnf is None:
+        return None
+    if not isinstance(cnf, dict) or "jwk" not in cnf:
+        raise SDJWTError("bad_cnf", "'cnf' must be an object with a 'jwk'")
+    try:
+        return import_holder_jwk(cnf["jwk"])
+    except JOSEError as exc:
+        raise SDJWTError("bad_cnf", f"'cnf.jwk' is not a usable public key ({exc.code})") from exc
+
+
+def _verify_kb(sd: SDJWT, *, algorithms: Sequence[str], expected_aud: str | None, expected_nonce: str | None,
+               kb_max_age: int, now: float, leeway: int) -> tuple[dict[str, Any], dict[str, Any], Key]:
+    kb = sd.kb_jws
+    assert kb is not None  # noqa: S101 - callers check; narrows the type
+    if expected_aud is None or expected_nonce is None:
+        raise SDJWTError("kb_expectation_missing", "verifying a KB-JWT needs the expected aud and nonce")
+    if kb.header.get("typ") != KB_JWT_TYP:
+        raise SDJWTError("kb_bad_typ", "the KB-JWT typ must be kb+jwt")
+    if "cnf" not in sd.payload:
+        raise SDJWTError("kb_no_cnf", "the SD-JWT has no 'cnf' to verify a KB-JWT with")
+    holder_key = _holder_key(sd.payload)
+    assert holder_key is not None  # noqa: S101 - 'cnf' is present, so a key or an error
+    alg = kb.header["alg"]
+    check_algorithm(alg, tuple(algorithms))
+    if not holder_key._alg_fits(alg) or not holder_key.verify(kb.signature, kb.signing_input, alg):
+        raise SDJWTError("kb_bad_signature", "the KB-JWT signature does not verify with the cnf key")
+    try:
+        kb_payload = kb.json_payload()
+    except JOSEError as exc:
+        raise SDJWTError("kb_malformed", "the KB-JWT payload is not a JSON object") from exc
+    iat = kb_payload.get("iat")
+    if isinstance(iat, bool) or not isinstance(iat, int | float):
+        raise SDJWTError("kb_bad_iat", "the KB-JWT needs a numeric 'iat'")
+    if iat > now + leeway or iat < now - kb_max_age - leeway:
+        raise SDJWTError("kb_stale", "the KB-JWT 'iat' is outside the accepted window")
+    if kb_payload.get("aud") != expected_aud:
+        raise SDJWTError("kb_wrong_aud", "the KB-JWT 'aud' is not this verifier")
+    if kb_payload.get("nonce") != expected_nonce:
+        raise SDJWTError("kb_wrong_nonce", "the KB-JWT 'nonce' is not the expected one")
+    claimed = kb_payload.get("sd_hash")
+    if not isinstance(claimed, str) or not secrets.compare_digest(claimed, sd_hash(sd.presentation_prefix)):
+        raise SDJWTError("kb_bad_sd_hash", "the KB-JWT 'sd_hash' does not match the presentation")
+    return kb.header, kb_payload, holder_key
+
+
+def verify_sd_jwt(token: str, *, issuer_key: Key | Callable[[dict[str, Any], dict[str, Any]], Key],
+                  algorithms: Sequence[str] = DEFAULT_ALGORITHMS, require_kb: bool = False,
+                  expected_aud: str | None = None, expected_nonce: str | None = None, kb_max_age: int = 300,
+                  now: float | None = None, leeway: int = 60, expected_typ: str | None = None) -> VerifiedSDJWT:
+    """Verify an SD-JWT or SD-JWT+KB (RFC 9901 §7.1 and §7.3).
+
+    ``issuer_key`` is the key, or a callable given (issuer JWS header, unverified payload) that
+    returns it (how ``x5c`` and issuer metadata plug in); it runs only after the ``alg`` passed the
+    allow-list. A KB-JWT is verified when present (with ``expected_aud`` and ``expected_nonce``);
+    ``require_kb`` makes its absence an error. A KB-JWT that the caller gave no ``aud``/``nonce`` to
+    check against is refused (``sd_jwt.kb_unexpected``) rather than accepted unchecked.
+    """
+    sd = SDJWT.parse(token)
+    now = time.time() if now is None else now
+    header = sd.header
+    if expected_typ is not None and header.get("typ") != expected_typ:
+        raise SDJWTError("bad_typ", "the issuer-signed JWT has an unexpected 'typ'")
+    algorithms = tuple(algorithms)
+    alg = header["alg"]
+    check_algorithm(alg, algorithms)
+    key = issuer_key if isinstance(issuer_key, Key) else issuer_key(header, sd.payload)
+    if not isinstance(key, Key):
+        raise SDJWTError("no_issuer_key", "no issuer key was found")
+    if not key._alg_fits(alg):
+        raise JOSEError("alg_key_mismatch", f"algorithm '{alg}' does not fit the issuer key")
+    if not key.verify(sd.jws.signature, sd.jws.signing_input, alg):
+        raise JOSEError("bad_signature", "the issuer signature does not verify")
+    check_time_claims(sd.payload, now=now, leeway=leeway, error=SDJWTError)
+
+    kb_header: dict[str, Any] | None = None
+    kb_payload: dict[str, Any] | None = None
+    if sd.kb_jws is None:
+        if require_kb:
+            raise SDJWTError("kb_missing", "a Key Binding JWT is required")
+        holder_key = _holder_key(sd.payload)
+    else:
+        if not require_kb and expected_aud is None and expected_nonce is None:
+            raise SDJWTError("kb_unexpected", "a KB-JWT was presented but no aud/nonce was given to check it")
+        kb_header, kb_payload, holder_key = _verify_kb(
+            sd, algorithms=algorithms, expected_aud=expected_aud, expected_nonce=expected_nonce,
+            kb_max_age=kb_max_age, now=now, leeway=leeway)
+    return VerifiedSDJWT(header=header, claims=sd.claims, disclosed_paths=list(sd.disclosure_paths),
+                         kb_header=kb_header, kb_payload=kb_payload, holder_key=holder_key,
+                         payload=sd.payload, issuer_key=key)
