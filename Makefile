@@ -16,6 +16,7 @@ run: $(STAMP)
 	$(BIN)/cartera run
 
 test: $(STAMP)
+	bash scripts/ensure-test-deps.sh
 	$(BIN)/python -m pytest -n auto -q
 
 lint: $(STAMP)

@@ -1,0 +1,178 @@
+"""One JSON error shape for every failure: ``{"error": ..., "error_description": ...}``.
+
+That is the OAuth 2.0 / OpenID4VCI / OpenID4VP error body, so protocol endpoints and admin endpoints
+answer alike. Services raise :class:`APIError` with the protocol's code (``invalid_grant``,
+``invalid_proof``...); everything else is mapped here:
+
+- request validation errors → 400 ``invalid_request`` naming the offending fields (never their values,
+  which may be secrets), malformed JSON → 400 ``invalid_request``;
+- ``HTTPException`` (404, 405, 413...) → the same shape with a code derived from the status;
+- ``ssi.errors.SSIError`` escaping a handler → 400 ``invalid_request`` with its stable ``code``;
+- any other exception → 500 ``server_error`` "internal error (request id ...)" with no stack trace in
+  the body; it is logged with the request id (see :class:`service_kit.logging.RequestContextMiddleware`).
+
+Error responses carry ``Cache-Control: no-store``: they may concern codes or tokens.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from service_kit.logging import current_request_id
+from ssi.errors import SSIError
+
+_STATUS_CODES: dict[int, str] = {
+    400: "invalid_request",
+    401: "unauthorized",
+    403: "access_denied",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    409: "conflict",
+    413: "request_too_large",
+    415: "unsupported_media_type",
+    422: "invalid_request",
+    429: "too_many_requests",
+    503: "temporarily_unavailable",
+}
+
+ERROR_HEADERS = {"Cache-Control": "no-store"}
+
+
+class APIError(Exception):
+    """An error answered to the client as ``{"error", "error_description"}`` with ``status_code``.
+
+    ``error`` is a protocol error code (``invalid_request``, ``invalid_grant``...); the description is a
+    human-readable sentence that must not contain secrets or claim values. ``extra`` adds members to the
+    body (for example ``c_nonce``), ``headers`` adds response headers (for example ``WWW-Authenticate``).
+    """
+
+    def __init__(
+        self,
+        status_code: int,
+        error: str,
+        error_description: str = "",
+        headers: Mapping[str, str] | None = None,
+        *,
+        extra: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.status_code = status_code
+        self.error = error
+        self.error_description = error_description or error
+        self.headers = dict(headers or {})
+        self.extra = dict(extra or {})
+        super().__init__(f"{status_code} {error}: {self.error_description}")
+
+    def body(self) -> dict[str, Any]:
+        """The JSON body of this error."""
+        return {"error": self.error, "error_description": self.error_description, **self.extra}
+
+
+def error_response(
+    status_code: int,
+    error: str,
+    error_description: str,
+    headers: Mapping[str, str] | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> JSONResponse:
+    """A ``JSONResponse`` in the common error shape."""
+    body = {"error": error, "error_description": error_description, **(extra or {})}
+    return JSONResponse(body, status_code=status_code, headers={**ERROR_HEADERS, **(headers or {})})
+
+
+def internal_error_body(request_id: str) -> bytes:
+    """The body of a 500 answer: no detail beyond the request id to quote to the operator."""
+    return json.dumps(
+        {"error": "server_error", "error_description": f"internal error (request id {request_id})"}
+    ).encode()
+
+
+def internal_error_asgi(request_id: str) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    """Status, headers and body of a 500 answer, for the catch-all middleware."""
+    body = internal_error_body(request_id)
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"cache-control", b"no-store"),
+    ]
+    return 500, headers, body
+
+
+def describe_validation_errors(errors: list[Any]) -> str:
+    """A readable summary of validation errors naming locations and problems, never input values."""
+    parts: list[str] = []
+    for err in errors[:10]:
+        if not isinstance(err, Mapping):
+            continue
+        if err.get("type") == "json_invalid":
+            return "request body is not valid JSON"
+        loc = [str(p) for p in err.get("loc", ()) if p not in ("body",)]
+        where = ".".join(loc) if loc else "body"
+        kind = str(err.get("type", "invalid"))
+        message = _MESSAGES.get(kind) or str(err.get("msg", "invalid value"))
+        parts.append(f"{where}: {message}")
+    if len(errors) > 10:
+        parts.append(f"and {len(errors) - 10} more")
+    return "; ".join(parts) or "invalid request"
+
+
+# Pydantic's messages for these echo the offending input (e.g. "Input should be 'a' or 'b'" is fine,
+# but value_error messages come from our own validators and may quote input): prefer fixed texts.
+_MESSAGES: dict[str, str] = {
+    "missing": "required",
+    "extra_forbidden": "unexpected member",
+    "string_type": "must be a string",
+    "int_type": "must be an integer",
+    "int_parsing": "must be an integer",
+    "bool_type": "must be a boolean",
+    "bool_parsing": "must be a boolean",
+    "dict_type": "must be an object",
+    "list_type": "must be an array",
+    "model_attributes_type": "must be an object",
+    "value_error": "invalid value",
+    "assertion_error": "invalid value",
+    "string_too_long": "too long",
+    "string_too_short": "too short",
+    "string_pattern_mismatch": "does not match the expected format",
+    "url_parsing": "must be a URL",
+    "url_scheme": "URL scheme not allowed",
+}
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Register the handlers that turn every error into the common JSON shape."""
+
+    async def api_error(_request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, APIError)
+        return error_response(exc.status_code, exc.error, exc.error_description, exc.headers, exc.extra)
+
+    async def validation_error(_request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        return error_response(400, "invalid_request", describe_validation_errors(list(exc.errors())))
+
+    async def http_error(_request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        code = _STATUS_CODES.get(exc.status_code) or ("server_error" if exc.status_code >= 500 else "invalid_request")
+        description = exc.detail if isinstance(exc.detail, str) and exc.detail else code.replace("_", " ")
+        return error_response(exc.status_code, code, description, exc.headers)
+
+    async def ssi_error(_request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, SSIError)
+        return error_response(400, "invalid_request", exc.detail, extra={"code": exc.code})
+
+    app.add_exception_handler(APIError, api_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(SSIError, ssi_error)
+
+
+def request_id_of(request: Request) -> str:
+    """The id of ``request`` (set by the request-context middleware)."""
+    return str(getattr(request.state, "request_id", None) or current_request_id() or "")

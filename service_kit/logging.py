@@ -1,0 +1,193 @@
+"""JSON log lines, request ids and the access log.
+
+Each log record is one JSON object on stderr: ``time``, ``level``, ``logger``, ``message``,
+``request_id``, ``service`` and any ``extra=`` fields the caller passed. The request-id middleware takes
+a sane incoming ``X-Request-Id`` or makes one, echoes it in the response and puts it in a context
+variable so every record logged while handling the request carries it.
+
+What is never logged here: query strings (they carry authorization codes, tokens and ``AccessToken``
+parameters), request or response bodies, headers. The access log names the route template
+(``/v1/offers/{offer_id}``), not the raw path, for the same reason.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import datetime as dt
+import json
+import logging
+import re
+import secrets
+import sys
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import IO, Any
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
+
+REQUEST_ID_HEADER = "x-request-id"
+_SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+_HANDLER_MARK = "_cartera_json_handler"
+
+# Attributes every LogRecord has; anything else on a record came from ``extra=`` and is emitted.
+_STANDARD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
+
+access_logger = logging.getLogger("cartera.access")
+
+
+def current_request_id() -> str | None:
+    """The id of the request being handled in this context, if any."""
+    return request_id_var.get()
+
+
+def new_request_id() -> str:
+    """A fresh random request id (128 bits, hex)."""
+    return secrets.token_hex(16)
+
+
+def sane_request_id(value: str | None) -> str | None:
+    """``value`` if it is a short token safe to echo and log, else ``None``."""
+    if value and _SANE_REQUEST_ID.fullmatch(value):
+        return value
+    return None
+
+
+class JSONFormatter(logging.Formatter):
+    """Format records as one-line JSON objects."""
+
+    def __init__(self, service: str) -> None:
+        super().__init__()
+        self.service = service
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+            "request_id": getattr(record, "request_id", None) or request_id_var.get(),
+            "service": self.service,
+        }
+        for key, value in record.__dict__.items():
+            if key not in _STANDARD_ATTRS and key not in entry and not key.startswith("_"):
+                entry[key] = value
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str, ensure_ascii=False, separators=(",", ":"))
+
+
+def configure_logging(service: str, level: str = "info", *, stream: IO[str] | None = None) -> None:
+    """Send every log record (ours, uvicorn's, libraries') as JSON lines to ``stream`` (stderr).
+
+    Idempotent: calling it again replaces the handler it installed before. uvicorn's own access log is
+    silenced because it prints the raw path with its query string; ours replaces it.
+    """
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if getattr(handler, _HANDLER_MARK, False):
+            root.removeHandler(handler)
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(JSONFormatter(service))
+    setattr(handler, _HANDLER_MARK, True)
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+    for name in ("uvicorn", "uvicorn.error"):
+        uv = logging.getLogger(name)
+        uv.handlers.clear()
+        uv.propagate = True
+    uvicorn_access = logging.getLogger("uvicorn.access")
+    uvicorn_access.handlers.clear()
+    uvicorn_access.propagate = False
+    uvicorn_access.disabled = True
+
+
+def route_template(scope: Scope) -> str:
+    """The matched route's path template (``/v1/offers/{offer_id}``), or ``"unmatched"``.
+
+    Never the raw path: it would put identifiers and codes into logs and metric labels.
+    """
+    route = scope.get("route")
+    path = getattr(route, "path_format", None) or getattr(route, "path", None)
+    if not isinstance(path, str):
+        return "unmatched"
+    return scope.get("root_path", "").rstrip("/") + path
+
+
+class RequestContextMiddleware:
+    """Request id, access log, catch-all for unexpected errors and per-request metrics.
+
+    Outermost of Cartera's middlewares so that every response, including a 500, carries the
+    ``X-Request-Id`` header and is counted. ``on_complete(method, route, status, seconds)`` is called
+    once per request (the metrics hook).
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        on_complete: Callable[[str, str, int, float], None] | None = None,
+        error_response: Callable[[str], tuple[int, list[tuple[bytes, bytes]], bytes]] | None = None,
+    ) -> None:
+        self.app = app
+        self.on_complete = on_complete
+        self.error_response = error_response
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        incoming = None
+        for name, value in scope.get("headers", []):
+            if name == REQUEST_ID_HEADER.encode():
+                incoming = value.decode("latin-1")
+                break
+        request_id = sane_request_id(incoming) or new_request_id()
+        token = request_id_var.set(request_id)
+        scope.setdefault("state", {})["request_id"] = request_id
+        started = time.perf_counter()
+        status = 500
+        response_started = False
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status, response_started
+            if message["type"] == "http.response.start":
+                response_started = True
+                status = message["status"]
+                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"x-request-id"]
+                headers.append((b"x-request-id", request_id.encode()))
+                message["headers"] = headers
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        except Exception:
+            logging.getLogger("cartera.errors").exception(
+                "unhandled error", extra={"method": scope.get("method"), "route": route_template(scope)}
+            )
+            if response_started:
+                raise
+            status, headers, body = (
+                self.error_response(request_id)
+                if self.error_response
+                else (500, [(b"content-type", b"text/plain")], b"internal error")
+            )
+            headers = [*headers, (b"x-request-id", request_id.encode())]
+            await send({"type": "http.response.start", "status": status, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+        finally:
+            elapsed = time.perf_counter() - started
+            route = route_template(scope)
+            method = scope.get("method", "")
+            access_logger.info(
+                "request",
+                extra={"method": method, "route": route, "status": status, "duration_ms": round(elapsed * 1000, 2)},
+            )
+            if self.on_complete is not None:
+                self.on_complete(method, route, status, elapsed)
+            request_id_var.reset(token)

@@ -1,0 +1,90 @@
+"""Prometheus metrics on a per-app registry, served at ``GET /metrics``.
+
+Every app gets its own ``CollectorRegistry`` (two apps in one process, as in tests or the embedded
+default, do not collide) with an HTTP request counter and latency histogram labelled by method, route
+template and status. Services add their own series on the same registry::
+
+    issued = app.state.metrics.counter("cartera_issuances_total", "Issuances by outcome", ["outcome"])
+    issued.labels(outcome="ok").inc()
+
+With several uvicorn workers, set ``PROMETHEUS_MULTIPROC_DIR`` to an empty folder before start: values are
+then shared through files and ``/metrics`` aggregates every worker (prometheus-client multiprocess mode).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+from fastapi import APIRouter, Request, Response
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client import multiprocess as prom_multiprocess
+
+LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class Metrics:
+    """The metrics of one app: its registry, the HTTP series and factories for the service's own."""
+
+    def __init__(self, service: str, registry: CollectorRegistry | None = None) -> None:
+        self.service = service
+        self.registry = registry or CollectorRegistry(auto_describe=True)
+        self.http_requests = Counter(
+            "http_requests_total",
+            "HTTP requests by method, route template and status code.",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+        self.http_latency = Histogram(
+            "http_request_duration_seconds",
+            "HTTP request latency by method, route template and status code.",
+            ["method", "route", "status"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+
+    def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
+        """Record one finished request (the request-context middleware calls this)."""
+        labels = {"method": method, "route": route, "status": str(status)}
+        self.http_requests.labels(**labels).inc()
+        self.http_latency.labels(**labels).observe(seconds)
+
+    def counter(self, name: str, documentation: str, labels: Sequence[str] = ()) -> Counter:
+        """A counter on this app's registry (name it ``cartera_<thing>_total``)."""
+        return Counter(name, documentation, list(labels), registry=self.registry)
+
+    def histogram(
+        self, name: str, documentation: str, labels: Sequence[str] = (), buckets: Sequence[float] = LATENCY_BUCKETS
+    ) -> Histogram:
+        """A histogram on this app's registry (durations in seconds)."""
+        return Histogram(name, documentation, list(labels), buckets=tuple(buckets), registry=self.registry)
+
+    def gauge(self, name: str, documentation: str, labels: Sequence[str] = ()) -> Gauge:
+        """A gauge on this app's registry."""
+        return Gauge(name, documentation, list(labels), registry=self.registry)
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition of every series (aggregated over workers in multiprocess mode)."""
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            registry = CollectorRegistry()
+            prom_multiprocess.MultiProcessCollector(registry)
+            return generate_latest(registry)
+        return generate_latest(self.registry)
+
+
+def metrics_router() -> APIRouter:
+    """``GET /metrics`` for the app whose ``state.metrics`` is a :class:`Metrics`."""
+    router = APIRouter()
+
+    @router.get("/metrics", include_in_schema=False)
+    async def metrics(request: Request) -> Response:
+        return Response(request.app.state.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+    return router

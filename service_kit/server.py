@@ -1,0 +1,45 @@
+"""Run a service under uvicorn from its app factory's import path (used by ``cartera run``).
+
+The factory is given as an import string (``"issuer.app:create_app"``), not an app object, so that
+``workers > 1`` works: each worker process imports and builds its own app, reading its configuration
+from the environment. Everything a request needs lives in the database, so workers share nothing else.
+"""
+
+from __future__ import annotations
+
+import uvicorn
+
+
+def serve(
+    app_factory_path: str,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    workers: int = 1,
+    *,
+    log_level: str = "info",
+    proxy_headers: bool = False,
+    forwarded_allow_ips: str | None = None,
+) -> None:
+    """Serve the app built by the factory at ``app_factory_path`` until interrupted.
+
+    uvicorn's own logging configuration is disabled (``log_config=None``) so the JSON logging set up by
+    the app stays in charge, and uvicorn's access log (raw paths with query strings) is off.
+    ``proxy_headers`` trusts ``X-Forwarded-*`` from ``forwarded_allow_ips`` (behind a load balancer).
+    """
+    if ":" not in app_factory_path:
+        raise ValueError("app_factory_path must look like 'package.module:factory'")
+    if workers < 1:
+        raise ValueError("workers must be at least 1")
+    uvicorn.run(
+        app_factory_path,
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level=log_level,
+        log_config=None,
+        access_log=False,
+        proxy_headers=proxy_headers,
+        forwarded_allow_ips=forwarded_allow_ips,
+        server_header=False,
+    )

@@ -1,0 +1,168 @@
+"""Service configuration from environment variables (pydantic-settings).
+
+Each service subclasses :class:`ServiceSettings` with its own prefix and name::
+
+    class IssuerSettings(ServiceSettings):
+        model_config = SettingsConfigDict(env_prefix="CARTERA_ISSUER_")
+        service_name: ClassVar[str] = "issuer"
+
+so ``CARTERA_ISSUER_DATABASE_URL`` configures the issuer's database. Every field carries a description
+so that :func:`settings_reference` can list the whole configuration in the docs.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any, ClassVar, Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+LogLevel = Literal["debug", "info", "warning", "error", "critical"]
+
+
+class ServiceSettings(BaseSettings):
+    """Settings every Cartera service has; subclass it with an ``env_prefix`` and ``service_name``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="CARTERA_",
+        extra="ignore",
+        case_sensitive=False,
+        validate_default=True,
+    )
+
+    # Used for default file names (``var/<service_name>.db``) and in log lines.
+    service_name: ClassVar[str] = "service"
+
+    database_url: str = Field(
+        default="",
+        description=(
+            "SQLAlchemy async database URL. Default: a SQLite file `<data_dir>/<service>.db` "
+            "(`sqlite+aiosqlite:///...`); PostgreSQL as `postgresql+asyncpg://user:password@host/db`."
+        ),
+    )
+    public_url: str = Field(
+        default="",
+        description=(
+            "External base URL of the service as clients see it (http or https, no trailing slash), "
+            "used in metadata, offers and request objects. Default: `http://<host>:<port>`."
+        ),
+    )
+    host: str = Field(default="127.0.0.1", description="Interface the HTTP server listens on.")
+    port: int = Field(default=8000, ge=1, le=65535, description="TCP port the HTTP server listens on.")
+    log_level: LogLevel = Field(default="info", description="Lowest level written to the JSON log.")
+    data_dir: Path = Field(
+        default=Path("var"),
+        description="Folder for local state: the default SQLite file and development key files.",
+    )
+    master_key: SecretStr | None = Field(
+        default=None,
+        description=(
+            "Master key protecting secrets at rest: 32 random bytes as base64url or hex. Secret: "
+            "prefer `master_key_file`. Never printed."
+        ),
+    )
+    master_key_file: Path | None = Field(
+        default=None,
+        description=(
+            "File holding the master key (base64url or hex text, or 32 raw bytes), mode 0600. In "
+            "`dev_mode` a missing file is generated."
+        ),
+    )
+    max_body_bytes: int = Field(
+        default=1_048_576,
+        ge=1024,
+        description="Largest request body accepted, in bytes; larger requests get HTTP 413.",
+    )
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description=(
+            "Origins allowed to call the API from a browser, comma-separated or a JSON list "
+            "(for example `https://wallet.example.org`). Empty: no CORS headers at all."
+        ),
+    )
+    dev_mode: bool = Field(
+        default=False,
+        description=(
+            "Development conveniences (generated keys and master key file, relaxed checks). "
+            "Never enable in production."
+        ),
+    )
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            text = value.strip()
+            if not text:
+                return []
+            if text.startswith("["):
+                return json.loads(text)
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _check_origins(cls, value: list[str]) -> list[str]:
+        for origin in value:
+            parts = urlsplit(origin)
+            if parts.scheme not in ("http", "https") or not parts.netloc or parts.path not in ("", "/"):
+                raise ValueError(f"CORS origin must be scheme://host[:port], got {origin!r}")
+        return [origin.rstrip("/") for origin in value]
+
+    @field_validator("public_url")
+    @classmethod
+    def _check_public_url(cls, value: str) -> str:
+        if not value:
+            return value
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError("public_url must be an absolute http or https URL")
+        if parts.query or parts.fragment:
+            raise ValueError("public_url must have no query or fragment")
+        return value.rstrip("/")
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, value: str) -> str:
+        if value and "://" not in value:
+            raise ValueError("database_url must be a URL such as sqlite+aiosqlite:///var/x.db")
+        return value
+
+    @model_validator(mode="after")
+    def _fill_defaults(self) -> ServiceSettings:
+        if not self.database_url:
+            self.database_url = f"sqlite+aiosqlite:///{self.data_dir / (self.service_name + '.db')}"
+        if not self.public_url:
+            self.public_url = f"http://{self.host}:{self.port}"
+        return self
+
+
+def settings_reference(settings_cls: type[ServiceSettings]) -> list[dict[str, str]]:
+    """List every setting of ``settings_cls`` as ``{"env", "type", "default", "description"}`` rows.
+
+    For the operations guide: the table of environment variables is generated, so it matches the code.
+    Secret defaults are shown as empty.
+    """
+    prefix = str(settings_cls.model_config.get("env_prefix", ""))
+    rows: list[dict[str, str]] = []
+    for name, field in settings_cls.model_fields.items():
+        annotation = field.annotation
+        type_name = getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
+        if field.default_factory is not None:
+            default = repr(field.default_factory())  # type: ignore[call-arg]
+        elif isinstance(field.default, SecretStr):
+            default = ""
+        else:
+            default = "" if field.default in (None, "") else str(field.default)
+        rows.append(
+            {
+                "env": f"{prefix}{name}".upper(),
+                "type": type_name,
+                "default": default,
+                "description": field.description or "",
+            }
+        )
+    return rows

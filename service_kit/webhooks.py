@@ -1,0 +1,220 @@
+"""Signed webhooks: the signature scheme, verification, delivery with retries, and an outbox table mixin.
+
+Signature header (``Cartera-Signature``), in the style of Stripe's::
+
+    Cartera-Signature: t=1732425600,v1=5257a869e7ecebeda32affa62cdca3fa51cad7e77a0e56ff536d0ce8e108d8bd
+
+``v1`` is the lower-case hex HMAC-SHA256, keyed with the endpoint's shared secret, of
+``"<t>." + raw request body``; ``t`` is the sending time in Unix seconds. The receiver recomputes it over
+the exact bytes it received, compares in constant time, and refuses a ``t`` older (or newer) than a
+tolerance (five minutes by default) so that a captured delivery cannot be replayed later. During a secret
+rotation the sender may put several ``v1=`` entries in the header; one match is enough. Each delivery
+also carries ``Cartera-Event-Id``, the same on every retry, for receivers to drop duplicates.
+
+Durable delivery: the service writes the event in its own database in the same transaction as the change
+it reports (a table using :class:`WebhookOutboxMixin`), and a background task delivers due rows with
+:func:`deliver_webhook`, recording attempts, ``next_attempt_at`` (exponential backoff) and
+``delivered_at``. A worker claims a row before sending (``UPDATE ... SET next_attempt_at = now + lease
+WHERE id = :id AND next_attempt_at <= now RETURNING``) so two workers never send the same row at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import email.utils
+import hashlib
+import hmac
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+
+import httpx
+from sqlalchemy import Integer, LargeBinary, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from service_kit.db import UTCDateTime
+
+SIGNATURE_HEADER = "Cartera-Signature"
+EVENT_ID_HEADER = "Cartera-Event-Id"
+DEFAULT_TOLERANCE_SECONDS = 300
+
+log = logging.getLogger(__name__)
+
+
+class WebhookSignatureError(Exception):
+    """A webhook signature header is malformed, stale or does not match; ``code`` is stable."""
+
+    def __init__(self, code: str, detail: str = "") -> None:
+        self.code = f"webhook.{code}"
+        self.detail = detail or code
+        super().__init__(f"{self.code}: {self.detail}")
+
+
+def _as_bytes(secret: str | bytes) -> bytes:
+    return secret.encode("utf-8") if isinstance(secret, str) else secret
+
+
+def _mac(secret: str | bytes, body: bytes, timestamp: int) -> str:
+    return hmac.new(_as_bytes(secret), str(timestamp).encode() + b"." + body, hashlib.sha256).hexdigest()
+
+
+def sign_webhook(secret: str | bytes, body: bytes, timestamp: int | None = None) -> str:
+    """The ``Cartera-Signature`` header value for ``body`` sent at ``timestamp`` (now by default)."""
+    ts = int(time.time()) if timestamp is None else int(timestamp)
+    return f"t={ts},v1={_mac(secret, body, ts)}"
+
+
+def verify_webhook(
+    secrets_: str | bytes | list[str | bytes],
+    body: bytes,
+    header: str | None,
+    *,
+    tolerance: int = DEFAULT_TOLERANCE_SECONDS,
+    now: int | None = None,
+) -> int:
+    """Check a ``Cartera-Signature`` header over the raw ``body``; return its timestamp.
+
+    ``secrets_`` may be one secret or several (during a rotation). Raises
+    :class:`WebhookSignatureError` with code ``webhook.malformed``, ``webhook.stale`` or
+    ``webhook.mismatch``.
+    """
+    if not header:
+        raise WebhookSignatureError("malformed", "missing signature header")
+    timestamp: int | None = None
+    signatures: list[str] = []
+    for item in header.split(","):
+        key, sep, value = item.strip().partition("=")
+        if not sep:
+            raise WebhookSignatureError("malformed", "signature header items must be key=value")
+        if key == "t":
+            if not value.isdigit() or len(value) > 12:
+                raise WebhookSignatureError("malformed", "bad timestamp")
+            timestamp = int(value)
+        elif key == "v1":
+            signatures.append(value)
+    if timestamp is None or not signatures:
+        raise WebhookSignatureError("malformed", "signature header needs t= and v1=")
+    current = int(time.time()) if now is None else now
+    if abs(current - timestamp) > tolerance:
+        raise WebhookSignatureError("stale", "timestamp outside the tolerance window")
+    keys = secrets_ if isinstance(secrets_, list) else [secrets_]
+    for secret in keys:
+        expected = _mac(secret, body, timestamp)
+        for candidate in signatures:
+            if hmac.compare_digest(expected.encode(), candidate.encode()):
+                return timestamp
+    raise WebhookSignatureError("mismatch", "signature does not match")
+
+
+@dataclass(frozen=True)
+class DeliveryResult:
+    """The outcome of :func:`deliver_webhook`."""
+
+    delivered: bool
+    attempts: int
+    status_code: int | None
+    error: str | None
+
+
+RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
+
+
+def backoff_delay(attempt: int, base: float = 0.5, cap: float = 60.0) -> float:
+    """Delay before retry number ``attempt`` (1-based): full-jitter exponential backoff.
+
+    Jitter spreads out retries of many receivers that failed at the same moment.
+    """
+    return random.uniform(0, min(cap, base * (2 ** (attempt - 1))))  # noqa: S311 - not a secret
+
+
+def _retry_after(response: httpx.Response, cap: float) -> float | None:
+    value = response.headers.get("retry-after")
+    if not value:
+        return None
+    if value.isdigit():
+        return min(cap, float(value))
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, min(cap, (when - dt.datetime.now(dt.UTC)).total_seconds()))
+
+
+async def deliver_webhook(
+    client: httpx.AsyncClient,
+    url: str,
+    body: bytes,
+    secret: str | bytes,
+    *,
+    event_id: str,
+    max_attempts: int = 5,
+    base_delay: float = 0.5,
+    max_delay: float = 30.0,
+    timeout: float = 10.0,
+    extra_headers: Mapping[str, str] | None = None,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+) -> DeliveryResult:
+    """POST ``body`` (JSON) to ``url``, signed, retrying transient failures with exponential backoff.
+
+    A 2xx answer is success. Network errors, timeouts and 408/425/429/5xx are retried up to
+    ``max_attempts`` in total (honouring ``Retry-After`` up to ``max_delay``); any other status is final,
+    since sending the same request again would get the same answer. Each attempt is signed afresh, so its
+    timestamp is current. The URL and secret are never logged.
+    """
+    status: int | None = None
+    error: str | None = None
+    for attempt in range(1, max_attempts + 1):
+        headers = {
+            "Content-Type": "application/json",
+            SIGNATURE_HEADER: sign_webhook(secret, body),
+            EVENT_ID_HEADER: event_id,
+            **(extra_headers or {}),
+        }
+        delay: float | None = None
+        try:
+            response = await client.post(url, content=body, headers=headers, timeout=timeout)
+        except httpx.HTTPError as exc:
+            status, error = None, type(exc).__name__
+        else:
+            status = response.status_code
+            if 200 <= status < 300:
+                return DeliveryResult(True, attempt, status, None)
+            error = f"HTTP {status}"
+            if status not in RETRY_STATUSES:
+                break
+            delay = _retry_after(response, max_delay)
+        if attempt < max_attempts:
+            wait = delay if delay is not None else backoff_delay(attempt, base_delay, max_delay)
+            log.info("webhook delivery failed, retrying", extra={"event_id": event_id, "attempt": attempt,
+                                                                 "outcome": error, "retry_in": round(wait, 3)})
+            await sleep(wait)
+    log.warning("webhook delivery gave up", extra={"event_id": event_id, "outcome": error})
+    return DeliveryResult(False, attempt, status, error)
+
+
+class WebhookOutboxMixin:
+    """Columns of a durable webhook outbox; a service declares ``class Outbox(WebhookOutboxMixin, Base)``.
+
+    ``body`` is the exact JSON bytes to send (signed as is); ``endpoint_id`` points at the service's own
+    table of endpoints (URL and secret, the secret sealed with ``SecretBox``).
+    """
+
+    __tablename__ = "webhook_outbox"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    endpoint_id: Mapped[str] = mapped_column(String(64), index=True)
+    event_type: Mapped[str] = mapped_column(String(100))
+    body: Mapped[bytes] = mapped_column(LargeBinary)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    next_attempt_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), index=True)
+    delivered_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+def next_attempt_after(attempts: int, now: dt.datetime, base: float = 10.0, cap: float = 3600.0) -> dt.datetime:
+    """When an outbox row that failed ``attempts`` times is due again (exponential, capped, jittered)."""
+    return now + dt.timedelta(seconds=backoff_delay(attempts, base, cap) + base / 2)
