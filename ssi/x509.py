@@ -66,7 +66,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from cryptography import x509
-from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import ExtensionOID, NameOID
@@ -316,9 +316,7 @@ def _check_issued_by(child: x509.Certificate, parent: x509.Certificate, position
         raise X509Error("issuer_mismatch", f"the {position} certificate is not issued by the next one")
     try:
         child.verify_directly_issued_by(parent)
-    except (ValueError, TypeError) as exc:  # cryptography raises these (and InvalidSignature, below)
-        raise X509Error("bad_chain_signature", f"the {position} certificate's signature does not verify") from exc
-    except Exception as exc:  # noqa: BLE001 - InvalidSignature and unsupported-algorithm errors alike
+    except (InvalidSignature, UnsupportedAlgorithm, ValueError, TypeError) as exc:
         raise X509Error("bad_chain_signature", f"the {position} certificate's signature does not verify") from exc
 
 
@@ -379,8 +377,8 @@ def verify_x5c(x5c: Any, trust_anchors: Sequence[x509.Certificate], *,
             for candidate in candidates:
                 try:
                     last.verify_directly_issued_by(candidate)
-                except Exception:  # noqa: BLE001, S112 - a failed candidate is no error; try the next
-                    continue
+                except (InvalidSignature, UnsupportedAlgorithm, ValueError, TypeError):
+                    continue  # another anchor with the same name may be the issuer
                 anchor = candidate
                 break
             if anchor is None:

@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from starlette.applications import Starlette
-from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from ssi.did import (
@@ -418,6 +418,12 @@ def _make_app() -> Starlette:
     def huge(request):
         return Response(b"{" + b" " * (300 * 1024) + b"}", media_type="application/json")
 
+    def streamed(request):
+        async def chunks():
+            for _ in range(5):
+                yield b" " * (64 * 1024)
+        return StreamingResponse(chunks(), media_type="application/json")
+
     def redirect(request):
         return RedirectResponse("/.well-known/did.json", status_code=302)
 
@@ -431,6 +437,7 @@ def _make_app() -> Starlette:
         Route("/mismatch/did.json", mismatch_doc),
         Route("/badjson/did.json", bad_json),
         Route("/huge/did.json", huge),
+        Route("/streamed/did.json", streamed),
         Route("/redirect/did.json", redirect),
         Route("/broken/did.json", broken),
     ])
@@ -470,6 +477,7 @@ def test_resolve_did_web_with_path_and_shared_client(did_server):
     ("mismatch", "did.id_mismatch"),
     ("badjson", "did.invalid_document"),
     ("huge", "did.resolution_failed"),
+    ("streamed", "did.resolution_failed"),
     ("redirect", "did.resolution_failed"),
     ("broken", "did.resolution_failed"),
 ])
@@ -498,7 +506,7 @@ def test_aresolve_did_web(did_server):
         with pytest.raises(DIDError) as mismatch:
             await aresolve_did_web(_did_for(did_server, "mismatch"), url_for=_loopback)
         with pytest.raises(DIDError) as huge:
-            await aresolve_did_web(_did_for(did_server, "huge"), url_for=_loopback)
+            await aresolve_did_web(_did_for(did_server, "streamed"), url_for=_loopback)
         local = await aresolve_did(P256_DID)
         return doc, again, missing.value.code, mismatch.value.code, huge.value.code, local
 
