@@ -217,7 +217,8 @@ WORKING_LIFE = Product(
         "    Periodo/{FechaDesde, FechaHasta} (AAAAMMDD),\n"
         "    Totales/{DiasTrabajados, NumeroEmpresas},\n"
         "    situacions/situacio[]/{NombreEmpresa, Regimen, FechaAlta, FechaBaja (empty while active),\n"
-        "                            Dias (days inside the period)}}"
+        "                            Dias (days inside the period)}\n"
+        "    (situacions is absent when no situation overlaps the period)}"
     ),
     response_root="VidaLaboral",
     request_fields=_ro({}),

@@ -1,0 +1,162 @@
+"""The Via Oberta HTTP client: signed SCSP v3 queries over SOAP, verified and parsed answers.
+
+Transport policy: each call has an httpx timeout; transient failures (connection errors, timeouts,
+HTTP 502/503/504, and an HTTP 500 that is *not* a SOAP fault) are retried at most ``retries`` times
+with exponential backoff; a SOAP fault, a bad or missing signature, or a malformed answer is never
+retried (repeating the query cannot change it). When retries are exhausted the error is
+:class:`~viaoberta.errors.ViaObertaUnavailable` (``viaoberta.timeout`` when the last failure was a
+timeout, ``viaoberta.unavailable`` otherwise). Every call carries its ``IdPeticion`` in the message
+and in an ``X-Request-Id`` header. Nothing from the answer (source data) is logged; log lines name
+only the request id, the product and the outcome.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import anyio
+import httpx
+from lxml import etree
+
+from .errors import ViaObertaError, ViaObertaUnavailable
+from .messages import (
+    DEFAULT_PENDING_RETRY_SECONDS,
+    ErrorResult,
+    QueryRequest,
+    ViaObertaResult,
+    build_peticion,
+    build_solicitud_respuesta,
+    parse_fault,
+    parse_respuesta,
+)
+from .wssecurity import envelope_body, is_signed, load_certificate, sign_envelope, verify_envelope
+from .xmlsafe import MAX_XML_BYTES, SOAP11_NS, parse_xml, qname
+
+logger = logging.getLogger(__name__)
+
+#: Paths of the AOC front ends, relative to the configured endpoint.
+SYNC_PATH = "/siri-proxy/services/Sincron"
+ASYNC_RESPONSE_PATH = "/siri-proxy/services/AsincronResposta"
+_TRANSIENT_STATUS = frozenset({502, 503, 504})
+
+
+class ViaObertaClient:
+    """A client for one Via Oberta endpoint (base URL of the platform, e.g. ``https://serveis3.iop.aoc.cat``).
+
+    ``signing_key_pem``/``signing_cert_pem`` are the requesting body's WS-Security credentials;
+    ``platform_certs_pem`` the platform certificates whose signatures on answers are accepted.
+    ``http`` may be shared (the caller then owns its lifetime); otherwise one is created per call.
+    """
+
+    def __init__(
+        self, endpoint: str, *, signing_key_pem: bytes, signing_cert_pem: bytes,
+        platform_certs_pem: list[bytes], http: httpx.AsyncClient | None = None, timeout: float = 10.0,
+        retries: int = 2, variant: str = "aoc", backoff_seconds: float = 0.2,
+        max_response_bytes: int = MAX_XML_BYTES,
+        pending_floor_seconds: int = DEFAULT_PENDING_RETRY_SECONDS,
+    ) -> None:
+        if not platform_certs_pem:
+            raise ViaObertaError("bad_configuration", "at least one platform certificate is required")
+        if variant not in ("aoc", "state"):
+            raise ViaObertaError("bad_configuration", "variant must be 'aoc' or 'state'")
+        self.endpoint = endpoint.rstrip("/")
+        self._key_pem = signing_key_pem
+        self._cert_pem = signing_cert_pem
+        load_certificate(signing_cert_pem)  # fail at configuration time, not at the first query
+        self._trusted = [load_certificate(pem) for pem in platform_certs_pem]
+        self._http = http
+        self.timeout = timeout
+        self.retries = max(0, retries)
+        self.variant = variant
+        self.backoff_seconds = backoff_seconds
+        self.max_response_bytes = max_response_bytes
+        self.pending_floor_seconds = pending_floor_seconds
+
+    async def query(self, request: QueryRequest) -> ViaObertaResult:
+        """Send one signed ``Peticion`` to the synchronous front end and return the typed result."""
+        body = build_peticion(request, self.variant)
+        product = request.validate()
+        result = await self._exchange(SYNC_PATH, body, request.request_id)
+        logger.info("via oberta query %s %s -> %s", request.request_id, product.codigo_certificado,
+                    type(result).__name__)
+        return result
+
+    async def poll(self, request_id: str, product: str) -> ViaObertaResult:
+        """Ask for the answer to an asynchronous query (``PendingResult``) by its ``IdPeticion``."""
+        body = build_solicitud_respuesta(request_id, product, self.variant)
+        result = await self._exchange(ASYNC_RESPONSE_PATH, body, request_id)
+        logger.info("via oberta poll %s %s -> %s", request_id, product, type(result).__name__)
+        return result
+
+    async def _exchange(self, path: str, body: etree._Element, request_id: str) -> ViaObertaResult:
+        payload = sign_envelope(body, self._key_pem, self._cert_pem)
+        status, content = await self._post(self.endpoint + path, payload, request_id)
+        root = parse_xml(content, max_bytes=self.max_response_bytes)
+        unverified_body = envelope_body(root)
+        if status != 200 or unverified_body.find(qname(SOAP11_NS, "Fault")) is not None:
+            # A fault carries no registry data, so an unsigned one is accepted: at worst a forged
+            # fault makes this query fail. A signed one must still verify.
+            if is_signed(root):
+                unverified_body, _ = verify_envelope(root, self._trusted)
+            fault = parse_fault(unverified_body)
+            if fault is not None:
+                return fault
+            raise ViaObertaError("http_status", f"HTTP {status} without a SOAP fault")
+        signed_body, _ = verify_envelope(root, self._trusted)
+        result = parse_respuesta(signed_body, self.variant, expected_request_id=request_id,
+                                 pending_floor_seconds=self.pending_floor_seconds)
+        if isinstance(result, ErrorResult) and not result.request_id:
+            return ErrorResult(result.codigo_estado, result.literal_error, request_id)
+        return result
+
+    async def _post(self, url: str, payload: bytes, request_id: str) -> tuple[int, bytes]:
+        headers = {"Content-Type": "text/xml; charset=utf-8", "SOAPAction": '""', "X-Request-Id": request_id}
+        last_code, last_detail = "unavailable", "no attempt made"
+        for attempt in range(self.retries + 1):
+            if attempt:
+                await anyio.sleep(self.backoff_seconds * (2 ** (attempt - 1)))
+            try:
+                status, content = await self._send(url, payload, headers)
+            except httpx.TimeoutException:
+                last_code, last_detail = "timeout", f"no answer within {self.timeout} s"
+                continue
+            except httpx.TransportError as exc:
+                last_code, last_detail = "unavailable", f"transport error ({type(exc).__name__})"
+                continue
+            if status in _TRANSIENT_STATUS or (status == 500 and not _looks_like_fault(content)):
+                last_code, last_detail = "unavailable", f"HTTP {status}"
+                continue
+            if status not in (200, 500):
+                raise ViaObertaError("http_status", f"unexpected HTTP {status}")
+            return status, content
+        logger.warning("via oberta %s unavailable after %d attempts: %s", request_id, self.retries + 1, last_code)
+        raise ViaObertaUnavailable(last_code, f"{last_detail} after {self.retries + 1} attempts")
+
+    async def _send(self, url: str, payload: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
+        if self._http is not None:
+            return await self._stream(self._http, url, payload, headers)
+        async with httpx.AsyncClient(timeout=self.timeout) as http:
+            return await self._stream(http, url, payload, headers)
+
+    async def _stream(self, http: httpx.AsyncClient, url: str, payload: bytes,
+                      headers: dict[str, str]) -> tuple[int, bytes]:
+        # Streamed so that an oversized answer is cut off instead of being read into memory.
+        async with http.stream("POST", url, content=payload, headers=headers, timeout=self.timeout) as response:
+            declared = response.headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > self.max_response_bytes:
+                raise ViaObertaError("too_large", f"answer larger than {self.max_response_bytes} bytes")
+            chunks: list[bytes] = []
+            size = 0
+            async for chunk in response.aiter_bytes():
+                size += len(chunk)
+                if size > self.max_response_bytes:
+                    raise ViaObertaError("too_large", f"answer larger than {self.max_response_bytes} bytes")
+                chunks.append(chunk)
+            return response.status_code, b"".join(chunks)
+
+
+def _looks_like_fault(content: bytes) -> bool:
+    # Only a cheap sniff to decide whether a 500 is a SOAP fault (final) or a crash (transient);
+    # the real parse happens later with the hardened parser.
+    head = content[:4096]
+    return b"Envelope" in head and b"Fault" in content[:65536]
