@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 
 from .base import (
     BadSourceAnswer,
@@ -92,12 +92,20 @@ class SqlSource:
         values = {"identifier": subject.identifier, "identifier_type": subject.identifier_type,
                   "selector": context.selector}
         try:
-            with self.engine.connect() as conn:
+            conn = self.engine.connect()
+        except (DBAPIError, SQLAlchemyError) as exc:
+            raise SourceUnavailable("the database could not be reached") from exc
+        try:
+            with conn:
                 result = conn.execute(self.statement, {k: v for k, v in values.items() if k in self.params})
                 rows = result.mappings().fetchmany(MAX_ROWS + 1)
-        except OperationalError as exc:
-            raise SourceUnavailable("the database could not be queried") from exc
-        except (DBAPIError, SQLAlchemyError) as exc:
+        except DBAPIError as exc:
+            # A dropped connection is transient; anything else (a missing table, a type error) is
+            # the configured query failing and will fail again.
+            if exc.connection_invalidated:
+                raise SourceUnavailable("the database connection was lost") from exc
+            raise BadSourceAnswer("the database refused the configured query") from exc
+        except SQLAlchemyError as exc:
             raise BadSourceAnswer("the database refused the configured query") from exc
         if len(rows) > MAX_ROWS:
             raise BadSourceAnswer("the query returned too many rows")

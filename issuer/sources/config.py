@@ -1,0 +1,151 @@
+"""Data-source adapters built from configuration, not code edits.
+
+The configuration maps credential type ids to a source: ``{type_id: {kind: ..., ...settings}}``::
+
+    tax-compliance:
+      kind: viaoberta
+      endpoint: http://127.0.0.1:8004
+      product: ECOT103
+      signing_key_file: var/sandbox/requester-key.pem
+      signing_cert_file: var/sandbox/requester-cert.pem
+      platform_cert_files: [var/sandbox/platform-cert.pem]
+    university-diploma:
+      kind: rest
+      url: https://registry.example/degrees/{identifier}
+      auth: {type: bearer, token: ...}
+      fields: {DatosTitulacion.DatosTitulo.NombreCarrera: degree.title}
+    padro:
+      kind: sql
+      url: sqlite:///var/padro.sqlite
+      query: SELECT * FROM residents WHERE nif = :identifier
+
+``viaoberta`` settings: ``endpoint``, ``product``, ``signing_key_pem``/``signing_key_file``,
+``signing_cert_pem``/``signing_cert_file``, ``platform_certs_pem``/``platform_cert_files``,
+``variant`` (aoc|state), ``timeout``, ``retries``, ``backoff_seconds``, ``specific``. ``rest``: see
+:class:`issuer.sources.rest.RestSource`; ``sql``: see :class:`issuer.sources.sql.SqlSource`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+from .base import DataSource, SourceConfigError
+
+KINDS = ("viaoberta", "rest", "sql")
+_REST_KEYS = frozenset({"url", "method", "headers", "auth", "fields", "product", "name", "timeout", "retries",
+                        "backoff", "not_found_status"})
+_SQL_KEYS = frozenset({"url", "query", "fields", "list_field", "product", "name", "timeout"})
+_VO_KEYS = frozenset({"endpoint", "product", "signing_key_pem", "signing_key_file", "signing_cert_pem",
+                      "signing_cert_file", "platform_certs_pem", "platform_cert_files", "variant", "timeout",
+                      "retries", "backoff_seconds", "specific", "name"})
+
+
+def _pem(settings: dict[str, Any], inline: str, file_key: str, base_dir: Path | None) -> bytes:
+    if settings.get(inline):
+        value = settings[inline]
+        return value.encode("ascii") if isinstance(value, str) else bytes(value)
+    if settings.get(file_key):
+        path = Path(settings[file_key])
+        if base_dir is not None and not path.is_absolute():
+            path = base_dir / path
+        try:
+            return path.read_bytes()
+        except OSError as exc:
+            raise SourceConfigError(f"cannot read {file_key} ({path.name})") from exc
+    raise SourceConfigError(f"{inline} or {file_key} is required")
+
+
+def _pems(settings: dict[str, Any], base_dir: Path | None) -> list[bytes]:
+    inline = settings.get("platform_certs_pem") or []
+    files = settings.get("platform_cert_files") or []
+    if not isinstance(inline, list) or not isinstance(files, list):
+        raise SourceConfigError("platform_certs_pem and platform_cert_files must be lists")
+    out = [p.encode("ascii") if isinstance(p, str) else bytes(p) for p in inline]
+    for name in files:
+        out.append(_pem({"f": name}, "_", "f", base_dir))
+    if not out:
+        raise SourceConfigError("at least one platform certificate is required")
+    return out
+
+
+def build_source(config: dict[str, Any], *, http: httpx.AsyncClient | None = None,
+                 base_dir: Path | None = None) -> DataSource:
+    """One adapter from its settings (``kind`` plus the kind's settings); raises :class:`SourceConfigError`."""
+    if not isinstance(config, dict):
+        raise SourceConfigError("a source configuration must be a mapping")
+    kind = config.get("kind")
+    settings = {k: v for k, v in config.items() if k != "kind"}
+    if kind not in KINDS:
+        raise SourceConfigError(f"kind must be one of {', '.join(KINDS)}")
+    allowed = {"viaoberta": _VO_KEYS, "rest": _REST_KEYS, "sql": _SQL_KEYS}[kind]
+    unknown = sorted(set(settings) - allowed)
+    if unknown:
+        raise SourceConfigError(f"unknown {kind} setting(s): {', '.join(unknown)}")
+    try:
+        if kind == "rest":
+            from .rest import RestSource
+
+            return RestSource(http=http, **settings)
+        if kind == "sql":
+            from .sql import SqlSource
+
+            return SqlSource(**settings)
+        return _build_viaoberta(settings, http, base_dir)
+    except TypeError as exc:  # a required setting missing or of the wrong kind
+        raise SourceConfigError(f"invalid {kind} settings") from exc
+
+
+def _build_viaoberta(settings: dict[str, Any], http: httpx.AsyncClient | None, base_dir: Path | None) -> DataSource:
+    from viaoberta.client import ViaObertaClient
+    from viaoberta.errors import ViaObertaError
+
+    from .viaoberta import ViaObertaSource
+
+    endpoint = settings.get("endpoint")
+    if not isinstance(endpoint, str) or not endpoint.startswith(("http://", "https://")):
+        raise SourceConfigError("endpoint must be an http(s) URL")
+    if not isinstance(settings.get("product"), str):
+        raise SourceConfigError("product is required (a CodigoCertificado such as ECOT103)")
+    options: dict[str, Any] = {k: settings[k] for k in ("timeout", "retries", "variant", "backoff_seconds")
+                               if k in settings}
+    try:
+        client = ViaObertaClient(
+            endpoint,
+            signing_key_pem=_pem(settings, "signing_key_pem", "signing_key_file", base_dir),
+            signing_cert_pem=_pem(settings, "signing_cert_pem", "signing_cert_file", base_dir),
+            platform_certs_pem=_pems(settings, base_dir), http=http, **options,
+        )
+    except ViaObertaError as exc:
+        raise SourceConfigError(f"invalid Via Oberta client settings ({exc.code})") from exc
+    specific = settings.get("specific")
+    if specific is not None and not isinstance(specific, dict):
+        raise SourceConfigError("specific must map request field paths to values")
+    return ViaObertaSource(client, settings["product"], specific=specific, name=settings.get("name", "viaoberta"))
+
+
+def build_sources(config: dict[str, Any], *, http: httpx.AsyncClient | None = None,
+                  base_dir: Path | None = None) -> dict[str, DataSource]:
+    """Adapters by credential type id from ``{type_id: {kind, ...}}``; every entry is checked."""
+    if not isinstance(config, dict):
+        raise SourceConfigError("the sources configuration must map type ids to settings")
+    out: dict[str, DataSource] = {}
+    for type_id, settings in config.items():
+        try:
+            out[str(type_id)] = build_source(settings, http=http, base_dir=base_dir)
+        except SourceConfigError as exc:
+            raise SourceConfigError(f"{type_id}: {exc.detail}") from exc
+    return out
+
+
+def load_sources_config(path: str | Path) -> dict[str, DataSource]:
+    """Read a YAML sources file and build its adapters (relative file settings resolve from its folder)."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise SourceConfigError(f"cannot read sources file {path.name}") from exc
+    return build_sources(data or {}, base_dir=path.parent)

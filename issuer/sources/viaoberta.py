@@ -1,0 +1,176 @@
+"""Via Oberta (SCSP v3) as a data source, over :class:`viaoberta.client.ViaObertaClient`.
+
+Outcomes:
+
+* data → :class:`Claims` whose record is the parsed ``DatosEspecificos`` plus ``subject``;
+* tax ``NEGATIVO`` → also :class:`Claims` (``Certificado.Resultado`` is ``NEGATIVO`` with its
+  ``TipoNegativo``): a negative certificate is a credential the citizen may need, not an error;
+* registry "not found" (``Retorno`` ``01``) → :class:`SubjectNotFound`;
+* asynchronous (``0001``/``0002``) → :class:`Pending` whose ``reference`` is the ``IdPeticion``;
+  :meth:`ViaObertaSource.poll` collects the answer;
+* transport failures after the client's bounded retries → :class:`SourceUnavailable`;
+* an SCSP error status or SOAP fault → :class:`SourceRefused`;
+* bad or missing signature, untrusted signer, malformed or oversized XML → :class:`BadSourceAnswer`.
+
+Degrees: ``TITOLS_UNIVERSITARIS`` answers with every degree of the subject. The adapter keeps one,
+as ``DatosTitulacion`` at the top of the record (replacing ``ListaTitulos``): the one whose
+``NumTitulo`` or ``CodTitulacion`` equals ``context.selector`` when a selector is given (none
+matching → :class:`SubjectNotFound`), otherwise the most recently issued (``FechaExpedicion``,
+then ``FechaFinalizacion``). The other degrees are dropped, never returned.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from viaoberta.client import ViaObertaClient
+from viaoberta.errors import ViaObertaError, ViaObertaUnavailable
+from viaoberta.messages import (
+    DataResult,
+    ErrorResult,
+    NegativeResult,
+    NotFoundResult,
+    PendingResult,
+    QueryRequest,
+    ViaObertaResult,
+)
+from viaoberta.messages import Evidence as ScspEvidence
+from viaoberta.products import DEGREES, get_product
+
+from .base import (
+    BadSourceAnswer,
+    Claims,
+    Evidence,
+    Pending,
+    SourceConfigError,
+    SourceContext,
+    SourceOutcome,
+    SourceRefused,
+    SourceUnavailable,
+    Subject,
+    SubjectNotFound,
+    with_subject,
+)
+
+if TYPE_CHECKING:
+    from credential_schemas import CredentialType
+
+#: Client error codes that mean our request itself was wrong (configuration), not the answer.
+_REQUEST_ERRORS = frozenset({"viaoberta.bad_request", "viaoberta.unknown_product", "viaoberta.bad_configuration"})
+
+
+def _evidence(scsp: ScspEvidence, context: SourceContext) -> Evidence:
+    return Evidence(
+        request_id=scsp.request_id or context.request_id,
+        transmission_id=scsp.id_transmision or None,
+        product=f"{scsp.product}/{scsp.modality}",
+        purpose=scsp.purpose or context.purpose,
+        procedure=scsp.procedure or context.procedure,
+        official=f"{scsp.official_name or context.official_name} ({scsp.official_nif or context.official_nif})",
+        consent=scsp.consent or context.consent,
+        timestamp=scsp.timestamp,
+        source="viaoberta",
+    )
+
+
+def select_degree(data: dict[str, Any], selector: str | None) -> dict[str, Any]:
+    """Replace ``ListaTitulos`` by the one ``DatosTitulacion`` chosen (see the module docstring)."""
+    lista = data.get("ListaTitulos")
+    titulos = lista.get("DatosTitulacion") if isinstance(lista, dict) else None
+    if isinstance(titulos, dict):
+        titulos = [titulos]
+    if not isinstance(titulos, list) or not all(isinstance(t, dict) for t in titulos):
+        raise BadSourceAnswer("the degrees answer has no ListaTitulos/DatosTitulacion")
+    if not titulos:
+        raise SubjectNotFound("the registry lists no degree for this subject")
+
+    def titulo(entry: dict[str, Any]) -> dict[str, Any]:
+        value = entry.get("DatosTitulo")
+        return value if isinstance(value, dict) else {}
+
+    if selector:
+        chosen = [t for t in titulos if selector in (titulo(t).get("NumTitulo"), titulo(t).get("CodTitulacion"))]
+        if not chosen:
+            raise SubjectNotFound("no degree of this subject matches the selector")
+        pick = chosen[0]
+    else:
+        pick = max(titulos, key=lambda t: (str(titulo(t).get("FechaExpedicion", "")),
+                                           str(titulo(t).get("FechaFinalizacion", ""))))
+    out = {k: v for k, v in data.items() if k != "ListaTitulos"}
+    out["DatosTitulacion"] = pick
+    return out
+
+
+class ViaObertaSource:
+    """One Via Oberta product as a data source.
+
+    ``product`` is a ``CodigoCertificado`` (``ECOT103``, ``TITOLS_UNIVERSITARIS``, ``RESIDENT``,
+    ``VIDA_LABORAL``) or a product key; ``specific`` optional request ``DatosEspecificos`` values
+    (for the padró, ``{"Consulta.CodigoMunicipio": "08019"}``).
+    """
+
+    def __init__(self, client: ViaObertaClient, product: str, *, specific: dict[str, str] | None = None,
+                 name: str = "viaoberta") -> None:
+        found = get_product(product)
+        if found is None:
+            raise SourceConfigError("unknown Via Oberta product")
+        for path in specific or {}:
+            if path not in found.request_fields:
+                raise SourceConfigError(f"product {found.codigo_certificado} has no request field {path}")
+        self.client = client
+        self.product = found
+        self.specific = dict(specific or {})
+        self.name = name
+
+    def _request(self, subject: Subject, context: SourceContext, request_id: str = "") -> QueryRequest:
+        return QueryRequest(
+            product=self.product.codigo_certificado, subject_document=subject.identifier,
+            subject_document_type=subject.identifier_type, subject_name=subject.name, purpose=context.purpose,
+            procedure=context.procedure, consent=context.consent, requester_id=context.requesting_body_id,
+            requester_name=context.requesting_body_name, official_name=context.official_name,
+            official_nif=context.official_nif, request_id=request_id, specific=self.specific,
+        )
+
+    async def fetch(self, credential_type: CredentialType, subject: Subject, context: SourceContext) -> SourceOutcome:
+        """Query the product for ``subject`` (the SCSP ``IdPeticion`` is generated per query)."""
+        # SCSP caps IdPeticion at 26 characters; the context's id is used when it fits.
+        request_id = context.request_id if len(context.request_id) <= 26 else ""
+        try:
+            request = self._request(subject, context, request_id)
+            result = await self.client.query(request)
+        except ViaObertaError as exc:
+            raise self._translate(exc) from exc
+        return self._outcome(result, subject, context)
+
+    async def poll(self, reference: str, credential_type: CredentialType, subject: Subject,
+                   context: SourceContext) -> SourceOutcome:
+        """Collect the answer to a pending query by its ``IdPeticion`` (``reference``)."""
+        try:
+            result = await self.client.poll(reference, self.product.codigo_certificado)
+        except ViaObertaError as exc:
+            raise self._translate(exc) from exc
+        return self._outcome(result, subject, context)
+
+    @staticmethod
+    def _translate(exc: ViaObertaError) -> Exception:
+        if isinstance(exc, ViaObertaUnavailable):
+            return SourceUnavailable(f"Via Oberta is unavailable ({exc.code})")
+        if exc.code in _REQUEST_ERRORS:
+            return SourceRefused(f"the query could not be sent ({exc.code})")
+        return BadSourceAnswer(f"Via Oberta's answer was refused ({exc.code})")
+
+    def _outcome(self, result: ViaObertaResult, subject: Subject, context: SourceContext) -> SourceOutcome:
+        if isinstance(result, PendingResult):
+            return Pending(retry_after=max(1, int(result.retry_after_seconds)), reference=result.request_id)
+        if isinstance(result, NotFoundResult):
+            raise SubjectNotFound()
+        if isinstance(result, ErrorResult):
+            raise SourceRefused(f"Via Oberta refused the query (CodigoEstado {result.codigo_estado})")
+        if isinstance(result, DataResult | NegativeResult):
+            data = result.data
+            if not isinstance(data, dict):
+                raise BadSourceAnswer("DatosEspecificos is not a structure")
+            if self.product.codigo_certificado == DEGREES.codigo_certificado:
+                data = select_degree(data, context.selector)
+            return Claims(record=with_subject(data, subject), evidence=_evidence(result.evidence, context))
+        raise BadSourceAnswer("unexpected result from the Via Oberta client")
