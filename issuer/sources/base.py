@@ -16,7 +16,7 @@ Contract (what the issuer relies on):
 from __future__ import annotations
 
 import datetime as dt
-import uuid
+import secrets
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -105,7 +105,8 @@ class SourceContext:
     official_nif: str
     requesting_body_id: str
     requesting_body_name: str
-    request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    # 26 characters: the SCSP maximum for IdPeticion, so Via Oberta can carry the same id.
+    request_id: str = field(default_factory=lambda: secrets.token_hex(13))
     selector: str | None = None
 
     def __post_init__(self) -> None:
