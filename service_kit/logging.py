@@ -105,6 +105,10 @@ def configure_logging(service: str, level: str = "info", *, stream: IO[str] | No
     uvicorn_access.handlers.clear()
     uvicorn_access.propagate = False
     uvicorn_access.disabled = True
+    # httpx logs every outgoing request's full URL at INFO: those URLs carry codes and tokens too
+    # (credential offers, getUserInfo?AccessToken=...). Keep only its warnings.
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def route_template(scope: Scope) -> str:
@@ -112,6 +116,14 @@ def route_template(scope: Scope) -> str:
 
     Never the raw path: it would put identifiers and codes into logs and metric labels.
     """
+    # Recent FastAPI keeps included routers nested: scope["route"] then holds the route's own path
+    # without the router prefixes, and the full template is only on FastAPI's effective route context.
+    # Read it defensively (it is not public API); the tests pin the behaviour.
+    fastapi_scope = scope.get("fastapi")
+    context = fastapi_scope.get("effective_route_context") if isinstance(fastapi_scope, dict) else None
+    full = getattr(context, "path_format", None)
+    if isinstance(full, str) and full:
+        return scope.get("root_path", "").rstrip("/") + full
     route = scope.get("route")
     path = getattr(route, "path_format", None) or getattr(route, "path", None)
     if not isinstance(path, str):

@@ -1,0 +1,328 @@
+"""A tiny app built with create_service_app, served over real HTTP on loopback."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.responses import HTMLResponse
+from pydantic import BaseModel
+
+from service_kit.app import create_service_app
+from service_kit.db import Database
+from service_kit.errors import APIError
+from service_kit.logging import configure_logging
+from service_kit.security import no_store
+from service_kit.settings import ServiceSettings
+from ssi.errors import SDJWTError
+from tests.support.postgres import PostgresCluster
+from tests.support.servers import free_port, serve
+
+SECRET_MARK = "s3cr3t-Detail-xyz"
+
+
+class Item(BaseModel):
+    name: str
+    count: int
+
+
+def build_app(settings: ServiceSettings, db: Database | None) -> FastAPI:
+    app = create_service_app(name="kit-test", version="1.2.3", settings=settings, db=db, configure_logs=False)
+    made = app.state.metrics.counter("cartera_items_total", "Items created by outcome.", ["outcome"])
+    router = APIRouter()
+
+    @router.post("/items")
+    async def create_item(item: Item) -> dict[str, object]:
+        made.labels(outcome="ok").inc()
+        return {"name": item.name, "count": item.count}
+
+    @router.get("/items/{item_id}")
+    async def get_item(item_id: str, code: str | None = None) -> dict[str, str]:
+        logging.getLogger("kit.test").info("fetched an item")
+        return {"id": item_id}
+
+    @router.get("/boom")
+    async def boom() -> None:
+        raise RuntimeError(SECRET_MARK)
+
+    @router.get("/api-error")
+    async def api_error() -> None:
+        raise APIError(401, "invalid_token", "the access token expired", {"WWW-Authenticate": "Bearer"})
+
+    @router.get("/ssi-error")
+    async def ssi_error() -> None:
+        raise SDJWTError("unreferenced_disclosure", "a disclosure is not referenced by any digest")
+
+    @router.post("/upload")
+    async def upload(request: Request) -> dict[str, int]:
+        return {"size": len(await request.body())}
+
+    @router.post("/nonce", dependencies=[Depends(no_store)])
+    async def nonce() -> dict[str, str]:
+        return {"c_nonce": "abc"}
+
+    @router.get("/page", response_class=HTMLResponse)
+    async def page() -> str:
+        return "<!doctype html><title>desk</title><p>hello</p>"
+
+    app.include_router(router, prefix=app.state.api_prefix)
+    return app
+
+
+@pytest.fixture
+def log_buffer() -> Iterator[io.StringIO]:
+    buffer = io.StringIO()
+    configure_logging("kit-test", "info", stream=buffer)
+    try:
+        yield buffer
+    finally:
+        root = logging.getLogger()
+        for handler in list(root.handlers):
+            if getattr(handler, "_cartera_json_handler", False):
+                root.removeHandler(handler)
+
+
+def log_lines(buffer: io.StringIO) -> list[dict[str, object]]:
+    return [json.loads(line) for line in buffer.getvalue().splitlines() if line.strip()]
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> ServiceSettings:
+    return ServiceSettings(data_dir=tmp_path, max_body_bytes=4096)
+
+
+@pytest.fixture
+def base_url(settings: ServiceSettings, tmp_path: Path, log_buffer: io.StringIO) -> Iterator[str]:
+    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'kit.db'}")
+    with serve(build_app(settings, db)) as url:
+        yield url
+
+
+def test_malformed_json_is_a_400_invalid_request(base_url: str) -> None:
+    r = httpx.post(f"{base_url}/v1/items", content=b'{"name": "a", ', headers={"content-type": "application/json"})
+    assert r.status_code == 400
+    assert r.json() == {"error": "invalid_request", "error_description": "request body is not valid JSON"}
+    assert r.headers["cache-control"] == "no-store"
+
+
+def test_validation_errors_name_fields_but_never_echo_values(base_url: str) -> None:
+    r = httpx.post(f"{base_url}/v1/items", json={"count": SECRET_MARK})
+    assert r.status_code == 400
+    body = r.json()
+    assert set(body) == {"error", "error_description"}
+    assert body["error"] == "invalid_request"
+    assert "name: required" in body["error_description"]
+    assert "count: must be an integer" in body["error_description"]
+    assert SECRET_MARK not in r.text
+
+
+def test_valid_request_passes(base_url: str) -> None:
+    r = httpx.post(f"{base_url}/v1/items", json={"name": "a", "count": 2})
+    assert r.status_code == 200
+    assert r.json() == {"name": "a", "count": 2}
+    assert r.headers["x-content-type-options"] == "nosniff"
+    assert "content-security-policy" not in r.headers
+
+
+def test_404_and_405_have_the_same_error_shape(base_url: str) -> None:
+    r = httpx.get(f"{base_url}/v1/nothing-here")
+    assert r.status_code == 404
+    assert r.json() == {"error": "not_found", "error_description": "Not Found"}
+    r = httpx.get(f"{base_url}/v1/items")
+    assert r.status_code == 405
+    assert r.json()["error"] == "method_not_allowed"
+    assert "POST" in r.headers["allow"]
+
+
+def test_body_over_the_limit_is_refused_by_content_length(base_url: str) -> None:
+    r = httpx.post(f"{base_url}/v1/upload", content=b"x" * 5000)
+    assert r.status_code == 413
+    assert r.json()["error"] == "request_too_large"
+
+
+def test_body_over_the_limit_is_refused_while_streaming(base_url: str) -> None:
+    def chunks() -> Iterator[bytes]:
+        for _ in range(10):
+            yield b"y" * 1000
+
+    # A generator body is sent chunked, without Content-Length: only the streaming check can catch it.
+    r = httpx.post(f"{base_url}/v1/upload", content=chunks())
+    assert r.status_code == 413
+    assert r.json()["error"] == "request_too_large"
+    ok = httpx.post(f"{base_url}/v1/upload", content=iter([b"z" * 1000, b"z" * 1000]))
+    assert ok.status_code == 200 and ok.json() == {"size": 2000}
+
+
+def test_streamed_json_over_the_limit_is_413_not_400(base_url: str) -> None:
+    def chunks() -> Iterator[bytes]:
+        yield b'{"name": "'
+        for _ in range(10):
+            yield b"n" * 1000
+        yield b'", "count": 1}'
+
+    r = httpx.post(f"{base_url}/v1/items", content=chunks(), headers={"content-type": "application/json"})
+    assert r.status_code == 413
+    assert r.json()["error"] == "request_too_large"
+
+
+def test_unexpected_exception_is_500_without_details_and_logged_with_request_id(
+    base_url: str, log_buffer: io.StringIO
+) -> None:
+    r = httpx.get(f"{base_url}/v1/boom")
+    assert r.status_code == 500
+    request_id = r.headers["x-request-id"]
+    assert r.json() == {"error": "server_error", "error_description": f"internal error (request id {request_id})"}
+    assert SECRET_MARK not in r.text and "Traceback" not in r.text
+    errors = [line for line in log_lines(log_buffer) if line["logger"] == "cartera.errors"]
+    assert len(errors) == 1
+    assert errors[0]["request_id"] == request_id
+    assert errors[0]["level"] == "error"
+    assert "RuntimeError" in str(errors[0]["exception"])
+    # The server keeps serving afterwards.
+    assert httpx.get(f"{base_url}/healthz").status_code == 200
+
+
+def test_api_error_and_ssi_error_shapes(base_url: str) -> None:
+    r = httpx.get(f"{base_url}/v1/api-error")
+    assert r.status_code == 401
+    assert r.json() == {"error": "invalid_token", "error_description": "the access token expired"}
+    assert r.headers["www-authenticate"] == "Bearer"
+    r = httpx.get(f"{base_url}/v1/ssi-error")
+    assert r.status_code == 400
+    assert r.json() == {
+        "error": "invalid_request",
+        "error_description": "a disclosure is not referenced by any digest",
+        "code": "sd_jwt.unreferenced_disclosure",
+    }
+
+
+def test_request_id_is_accepted_when_sane_and_replaced_when_not(base_url: str) -> None:
+    r = httpx.get(f"{base_url}/healthz", headers={"X-Request-Id": "desk-42.req_7"})
+    assert r.headers["x-request-id"] == "desk-42.req_7"
+    for bad in ["has space", "x" * 200, "<script>", ""]:
+        r = httpx.get(f"{base_url}/healthz", headers={"X-Request-Id": bad})
+        assert re.fullmatch(r"[0-9a-f]{32}", r.headers["x-request-id"]), bad
+    r1, r2 = httpx.get(f"{base_url}/healthz"), httpx.get(f"{base_url}/healthz")
+    assert r1.headers["x-request-id"] != r2.headers["x-request-id"]
+
+
+def test_json_logs_carry_request_id_and_route_template_but_no_query_or_ids(
+    base_url: str, log_buffer: io.StringIO
+) -> None:
+    r = httpx.get(f"{base_url}/v1/items/ITEM-77?code=AUTHCODE-123", headers={"X-Request-Id": "rid-1"})
+    assert r.status_code == 200
+    text = log_buffer.getvalue()
+    assert "AUTHCODE-123" not in text
+    assert "ITEM-77" not in text
+    lines = log_lines(log_buffer)
+    for line in lines:
+        assert {"time", "level", "logger", "message", "request_id", "service"} <= set(line)
+        assert line["service"] == "kit-test"
+    app_line = next(line for line in lines if line["message"] == "fetched an item")
+    assert app_line["request_id"] == "rid-1"
+    access = next(line for line in lines if line["logger"] == "cartera.access" and line["request_id"] == "rid-1")
+    assert access["route"] == "/v1/items/{item_id}"
+    assert access["method"] == "GET"
+    assert access["status"] == 200
+    assert isinstance(access["duration_ms"], float)
+
+
+def test_metrics_count_by_route_template(base_url: str) -> None:
+    for item in ("a", "b", "c"):
+        httpx.get(f"{base_url}/v1/items/{item}")
+    httpx.post(f"{base_url}/v1/items", json={"name": "a", "count": 1})
+    httpx.get(f"{base_url}/v1/unknown/path/123")
+    r = httpx.get(f"{base_url}/metrics")
+    assert r.status_code == 200
+    assert r.headers["content-type"].startswith("text/plain")
+    text = r.text
+    assert 'http_requests_total{method="GET",route="/v1/items/{item_id}",status="200"} 3.0' in text
+    assert 'http_requests_total{method="POST",route="/v1/items",status="200"} 1.0' in text
+    assert 'http_requests_total{method="GET",route="unmatched",status="404"} 1.0' in text
+    assert 'http_request_duration_seconds_count{method="GET",route="/v1/items/{item_id}",status="200"} 3.0' in text
+    assert 'cartera_items_total{outcome="ok"} 1.0' in text
+    assert "/v1/items/a" not in text and "/v1/unknown" not in text
+
+
+def test_health_and_readiness(base_url: str) -> None:
+    r = httpx.get(f"{base_url}/healthz")
+    assert r.status_code == 200 and r.json()["status"] == "ok"
+    r = httpx.get(f"{base_url}/readyz")
+    assert r.status_code == 200
+    assert r.json() == {"status": "ready", "checks": {"database": "ok"}}
+
+
+def test_readyz_is_503_when_the_database_is_unreachable(settings: ServiceSettings, log_buffer: io.StringIO) -> None:
+    # Nothing listens on this port: the database is "down" from the start.
+    db = Database(f"postgresql+asyncpg://u:p@127.0.0.1:{free_port()}/none")
+    with serve(build_app(settings, db)) as url:
+        assert httpx.get(f"{url}/healthz").status_code == 200
+        r = httpx.get(f"{url}/readyz")
+    assert r.status_code == 503
+    assert r.json() == {"status": "unavailable", "checks": {"database": "unavailable"}}
+
+
+def test_readyz_turns_503_when_postgres_goes_away(
+    postgres_cluster: PostgresCluster, settings: ServiceSettings, log_buffer: io.StringIO
+) -> None:
+    db_url = postgres_cluster.create_database("ready")
+    with serve(build_app(settings, Database(db_url))) as url:
+        assert httpx.get(f"{url}/readyz").status_code == 200
+        postgres_cluster.drop_database(db_url)
+        r = httpx.get(f"{url}/readyz")
+        assert r.status_code == 503
+        assert db_url.split("@")[1] not in r.text
+
+
+def test_security_headers_for_html_and_no_store_when_asked(base_url: str) -> None:
+    r = httpx.get(f"{base_url}/v1/page")
+    csp = r.headers["content-security-policy"]
+    assert "default-src 'self'" in csp and "frame-ancestors 'none'" in csp
+    assert r.headers["referrer-policy"] == "no-referrer"
+    assert r.headers["x-content-type-options"] == "nosniff"
+    assert r.headers["x-frame-options"] == "DENY"
+    r = httpx.post(f"{base_url}/v1/nonce")
+    assert r.headers["cache-control"] == "no-store"
+    assert httpx.get(f"{base_url}/v1/items/a").headers.get("cache-control") is None
+
+
+def test_no_cors_headers_without_configured_origins(base_url: str) -> None:
+    r = httpx.options(
+        f"{base_url}/v1/items",
+        headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"},
+    )
+    assert "access-control-allow-origin" not in r.headers
+    r = httpx.get(f"{base_url}/v1/items/a", headers={"Origin": "https://evil.example"})
+    assert "access-control-allow-origin" not in r.headers
+
+
+def test_cors_only_for_configured_origins(tmp_path: Path, log_buffer: io.StringIO) -> None:
+    settings = ServiceSettings(data_dir=tmp_path, cors_origins="https://wallet.example.org")  # type: ignore[arg-type]
+    with serve(build_app(settings, None)) as url:
+        ok = httpx.options(
+            f"{url}/v1/items",
+            headers={"Origin": "https://wallet.example.org", "Access-Control-Request-Method": "POST"},
+        )
+        bad = httpx.get(f"{url}/v1/items/a", headers={"Origin": "https://evil.example"})
+        good = httpx.get(f"{url}/v1/items/a", headers={"Origin": "https://wallet.example.org"})
+        ready = httpx.get(f"{url}/readyz")
+    assert ok.status_code == 200
+    assert ok.headers["access-control-allow-origin"] == "https://wallet.example.org"
+    assert "access-control-allow-origin" not in bad.headers
+    assert good.headers["access-control-allow-origin"] == "https://wallet.example.org"
+    assert "x-request-id" in good.headers["access-control-expose-headers"].lower()
+    assert ready.json() == {"status": "ready", "checks": {}}
+
+
+def test_openapi_has_name_and_version(base_url: str) -> None:
+    doc = httpx.get(f"{base_url}/openapi.json").json()
+    assert doc["info"] == {"title": "kit-test", "version": "1.2.3"}
+    assert "/v1/items" in doc["paths"]
+    assert "/metrics" not in doc["paths"]
