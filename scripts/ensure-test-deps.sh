@@ -20,6 +20,20 @@ find_pg_bin() {
     return 1
 }
 
+# Debian's Chromium, for the verifier desk page tests (Playwright drives /usr/bin/chromium through
+# executable_path; `playwright install` and its downloaded browsers are never used).
+if [ ! -x /usr/bin/chromium ]; then
+    if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "ensure-test-deps: installing Debian package chromium (apt-get update, then install)"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq
+        apt-get install -y -qq --no-install-recommends chromium >/dev/null
+    else
+        echo "ensure-test-deps: /usr/bin/chromium is missing; as root: apt-get install -y chromium" >&2
+        exit 1
+    fi
+fi
+
 if [ -n "${CARTERA_TEST_POSTGRES_URL:-}" ]; then
     echo "ensure-test-deps: using the PostgreSQL server at CARTERA_TEST_POSTGRES_URL; nothing to install"
     exit 0
