@@ -16,19 +16,21 @@ verified before any claim is returned to a verifier.
 
 from __future__ import annotations
 
+import binascii
 import hashlib
 import json
 import secrets
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from json.encoder import encode_basestring  # type: ignore[attr-defined]
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from .encoding import b64url_decode, b64url_encode, json_loads
+from .encoding import _no_constants, _no_duplicate_keys, b64url_decode, b64url_encode
 from .errors import EncodingError, JOSEError, SDJWTError
-from .jose import DEFAULT_ALGORITHMS, JWS, Key, check_algorithm, check_time_claims, parse_jws
+from .jose import DEFAULT_ALGORITHMS, JWS, Key, check_algorithm, check_time_claims
 
 __all__ = [
     "ClaimPath",
@@ -61,6 +63,41 @@ _RESERVED_NAMES = frozenset({_SD, _ELLIPSIS})
 # which is a measurable share of issuing ten disclosures.
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 _sha256 = hashlib.sha256
+# The same strict rules as ssi.encoding.json_loads (no duplicate members, no NaN/Infinity), with
+# one decoder instance instead of one per call: six JSON documents per verified presentation.
+_DECODER = json.JSONDecoder(object_pairs_hook=_no_duplicate_keys, parse_constant=_no_constants)
+
+
+def _loads(data: bytes) -> Any:
+    try:
+        return _DECODER.decode(data.decode("utf-8"))
+    except EncodingError:
+        raise
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise EncodingError("bad_json", "not valid JSON") from exc
+
+
+def _parse_compact(token: str, code: str, what: str) -> tuple[JWS, dict[str, Any]]:
+    """Split and decode a compact JWS whose payload is a JSON object (header checks as
+    jose.parse_jws: an object with a string ``alg`` and no ``crit``)."""
+    parts = token.split(".")
+    if len(parts) != 3:
+        raise SDJWTError(code, f"the {what} is not a compact JWS")
+    try:
+        header = _loads(b64url_decode(parts[0]))
+        raw_payload = b64url_decode(parts[1])
+        payload = _loads(raw_payload)
+        signature = b64url_decode(parts[2])
+    except EncodingError as exc:
+        raise SDJWTError(code, f"a part of the {what} is not base64url/JSON ({exc.code})") from exc
+    if not isinstance(header, dict) or not isinstance(header.get("alg"), str):
+        raise SDJWTError(code, f"the {what} header is not an object with a string 'alg'")
+    if "crit" in header:
+        raise SDJWTError(code, f"the {what} has critical header parameters, which are not supported")
+    if not isinstance(payload, dict):
+        raise SDJWTError(code, f"the {what} payload is not a JSON object")
+    signing_input = token[:len(parts[0]) + 1 + len(parts[1])].encode("ascii")
+    return JWS(header, raw_payload, signing_input, signature), payload
 
 
 def _digest(encoded: str) -> str:
@@ -95,7 +132,7 @@ class Disclosure:
         """Decode one disclosure strictly (``sd_jwt.bad_disclosure`` / ``sd_jwt.reserved_claim_name``)."""
         try:
             raw = b64url_decode(encoded)
-            array = json_loads(raw)
+            array = _loads(raw)
         except EncodingError as exc:
             raise SDJWTError("bad_disclosure", "a disclosure is not base64url-encoded JSON") from exc
         if not isinstance(array, list) or len(array) not in (2, 3):
@@ -137,27 +174,36 @@ def make_disclosure(name: str | None, value: Any, salt: str | None = None) -> Di
     return Disclosure(salt, name, value, encoded, _digest(encoded))
 
 
-def _decoy_digest() -> str:
-    # Indistinguishable from a real digest: 256 uniformly random bits, base64url.
-    return b64url_encode(secrets.token_bytes(32))
-
-
 # -- issuing -------------------------------------------------------------------------------------
 
 class _Node:
-    """A node of the trie of disclosable paths."""
+    """A node of the trie of disclosable paths (built once per distinct path list, then shared)."""
 
-    __slots__ = ("sd", "children")
+    __slots__ = ("sd", "children", "has_members", "has_elements")
 
     def __init__(self) -> None:
         self.sd = False
         self.children: dict[str | int | None, _Node] = {}
+        self.has_members = False
+        self.has_elements = False
 
 
-def _build_trie(paths: Iterable[ClaimPath]) -> _Node:
+def _merge(a: _Node, b: _Node) -> _Node:
+    """The node for an array element addressed both by ``None`` and by its index."""
+    merged = _Node()
+    merged.sd = a.sd or b.sd
+    merged.has_members = a.has_members or b.has_members
+    merged.has_elements = a.has_elements or b.has_elements
+    merged.children = dict(a.children)
+    for key, child in b.children.items():
+        merged.children[key] = _merge(merged.children[key], child) if key in merged.children else child
+    return merged
+
+
+def _build_trie(paths: tuple[ClaimPath, ...]) -> _Node:
     root = _Node()
     for path in paths:
-        if not isinstance(path, tuple | list) or not path:
+        if not isinstance(path, tuple) or not path:
             raise SDJWTError("bad_path", "a claim path is a non-empty tuple")
         node = root
         for component in path:
@@ -165,17 +211,68 @@ def _build_trie(paths: Iterable[ClaimPath]) -> _Node:
                 raise SDJWTError("bad_path", "claim path components are str, int or None")
             if isinstance(component, int) and component < 0:
                 raise SDJWTError("bad_path", "array indices in a claim path are non-negative")
+            if isinstance(component, str):
+                node.has_members = True
+            else:
+                node.has_elements = True
             node = node.children.setdefault(component, _Node())
         node.sd = True
     return root
 
 
+_TRIES: dict[tuple[ClaimPath, ...], _Node] = {}
+_TRIES_MAX = 512
+
+
+def _trie_for(disclosable: Iterable[ClaimPath]) -> _Node:
+    # Issuers reuse one path list per credential type: building the trie once per list is pure
+    # (no secret in it) and saves its cost on every issuance.
+    key = tuple(disclosable)
+    try:
+        cached = _TRIES.get(key)
+    except TypeError:  # unhashable paths (lists): normalise them
+        key = tuple(tuple(p) if isinstance(p, list | tuple) else p for p in key)  # type: ignore[misc]
+        try:
+            cached = _TRIES.get(key)
+        except TypeError as exc:
+            raise SDJWTError("bad_path", "claim path components are str, int or None") from exc
+    if cached is None:
+        cached = _build_trie(key)
+        if len(_TRIES) >= _TRIES_MAX:
+            _TRIES.clear()
+        _TRIES[key] = cached
+    return cached
+
+
+_B64_TABLE = bytes.maketrans(b"+/", b"-_")
+_b2a = binascii.b2a_base64
+_encode_str = encode_basestring  # what JSONEncoder(ensure_ascii=False) uses for a str
+
+
+def _b64e(data: bytes) -> bytes:
+    return _b2a(data, newline=False).translate(_B64_TABLE).rstrip(b"=")
+
+
 class _Issuer:
-    __slots__ = ("disclosures", "decoys")
+    __slots__ = ("encoded", "decoys", "_salts", "_pos", "_random", "_rpos")
 
     def __init__(self, decoys: int | None) -> None:
-        self.disclosures: list[Disclosure] = []
+        self.encoded: list[bytes] = []
         self.decoys = decoys
+        self._salts = ""
+        self._pos = 0
+        self._random = b""
+        self._rpos = 0
+
+    def decoy_digest(self) -> str:
+        # Indistinguishable from a real digest: 256 uniformly random bits, base64url; drawn from
+        # one CSPRNG call per eight decoys.
+        pos = self._rpos
+        if pos + 32 > len(self._random):
+            self._random = secrets.token_bytes(32 * 8)
+            pos = 0
+        self._rpos = pos + 32
+        return _b64e(self._random[pos:pos + 32]).decode("ascii")
 
     def decoy_count(self) -> int:
         if self.decoys is not None:
@@ -184,77 +281,139 @@ class _Issuer:
         return 1 + secrets.randbelow(4)
 
     def disclose(self, name: str | None, value: Any) -> str:
-        disclosure = make_disclosure(name, value)
-        self.disclosures.append(disclosure)
-        return disclosure.digest
+        # The hot loop of issuance (once per disclosable claim): kept inline on purpose.
+        kind = type(value)
+        try:
+            if kind is str:
+                value_json = _encode_str(value)
+            elif kind is int:
+                value_json = int.__repr__(value)
+            else:
+                value_json = _ENCODER.encode(value)
+        except (TypeError, ValueError) as exc:
+            raise SDJWTError("bad_claim_value", "a claim value is not JSON-serialisable") from exc
+        pos = self._pos
+        if pos + 22 > len(self._salts):
+            # One CSPRNG call for sixteen salts: each is 22 base64url characters cut from a
+            # uniformly random stream, i.e. 132 random bits (RFC 9901 §9.3 asks for 128).
+            self._salts = b64url_encode(secrets.token_bytes(17 * 16))
+            pos = 0
+        self._pos = pos + 22
+        salt = self._salts[pos:pos + 22]
+        if name is None:
+            text = '["' + salt + '",' + value_json + "]"
+        else:
+            text = '["' + salt + '",' + _encode_str(name) + "," + value_json + "]"
+        encoded = _b2a(text.encode("utf-8"), newline=False).translate(_B64_TABLE).rstrip(b"=")
+        self.encoded.append(encoded)
+        return _b2a(_sha256(encoded).digest(), newline=False).translate(_B64_TABLE).rstrip(b"=").decode("ascii")
 
-    def encode(self, value: Any, nodes: Sequence[_Node], depth: int) -> Any:
+    def encode(self, value: Any, node: _Node | None, depth: int) -> Any:
         if depth > MAX_DEPTH:
             raise SDJWTError("too_deep", "the payload is nested too deeply")
         if isinstance(value, dict):
-            return self._encode_object(value, nodes, depth)
+            return self._encode_object(value, node, depth)
         if isinstance(value, list):
-            return self._encode_array(value, nodes, depth)
+            return self._encode_array(value, node, depth)
         return value
 
-    def _encode_object(self, value: dict[str, Any], nodes: Sequence[_Node], depth: int) -> dict[str, Any]:
+    def _encode_object(self, value: dict[str, Any], node: _Node | None, depth: int) -> dict[str, Any]:
         out: dict[str, Any] = {}
         digests: list[str] = []
-        targeted = False
+        children = node.children if node is not None else None
         for name, member in value.items():
-            if not isinstance(name, str):
+            if type(name) is not str:
                 raise SDJWTError("bad_claim_name", "object member names must be strings")
             if name in _RESERVED_NAMES:
                 raise SDJWTError("reserved_claim_name", "the payload may not contain '_sd' or '...' members")
-            children = [n.children[name] for n in nodes if name in n.children] if nodes else []
-            encoded = self.encode(member, children, depth + 1)
-            if children:
-                targeted = True
-                if any(child.sd for child in children):
-                    digests.append(self.disclose(name, encoded))
-                    continue
-            out[name] = encoded
-        if not targeted and nodes:
-            targeted = any(isinstance(k, str) for n in nodes for k in n.children)
-        if digests or targeted:
-            digests.extend(_decoy_digest() for _ in range(self.decoy_count()))
+            child = children.get(name) if children else None
+            if child is None:
+                out[name] = self.encode(member, None, depth + 1) if type(member) in _CONTAINERS else member
+                continue
+            encoded = self.encode(member, child, depth + 1)
+            if child.sd:
+                digests.append(self.disclose(name, encoded))
+            else:
+                out[name] = encoded
+        if node is not None and node.has_members:
+            digests.extend(self.decoy_digest() for _ in range(self.decoy_count()))
             if digests:
-                out[_SD] = sorted(digests)
+                digests.sort()
+                out[_SD] = digests
         return out
 
-    def _encode_array(self, value: list[Any], nodes: Sequence[_Node], depth: int) -> list[Any]:
+    def _encode_array(self, value: list[Any], node: _Node | None, depth: int) -> list[Any]:
         out: list[Any] = []
-        targeted = False
+        children = node.children if node is not None else None
         for index, element in enumerate(value):
-            children = [n.children[c] for n in nodes for c in (None, index) if c in n.children] if nodes else []
-            encoded = self.encode(element, children, depth + 1)
+            child = None
             if children:
-                targeted = True
-                if any(child.sd for child in children):
-                    out.append({_ELLIPSIS: self.disclose(None, encoded)})
-                    continue
-            out.append(encoded)
-        if not targeted and nodes:
-            targeted = any(not isinstance(k, str) for n in nodes for k in n.children)
-        if targeted:
+                every, this = children.get(None), children.get(index)
+                child = _merge(every, this) if every is not None and this is not None else (every or this)
+            encoded = self.encode(element, child, depth + 1)
+            if child is not None and child.sd:
+                out.append({_ELLIPSIS: self.disclose(None, encoded)})
+            else:
+                out.append(encoded)
+        if node is not None and node.has_elements:
             # Decoys at random positions: trailing ones would stand out as decoys.
             for _ in range(self.decoy_count()):
-                out.insert(secrets.randbelow(len(out) + 1), {_ELLIPSIS: _decoy_digest()})
+                out.insert(secrets.randbelow(len(out) + 1), {_ELLIPSIS: self.decoy_digest()})
         return out
+
+
+_CONTAINERS = (dict, list)
+
+
+_HEADERS: dict[tuple[Any, ...], bytes] = {}
+
+
+def _header_cache_key(header: dict[str, Any], alg: str) -> tuple[Any, ...] | None:
+    parts: list[Any] = [alg]
+    for name, value in header.items():
+        kind = type(value)
+        if type(name) is not str:
+            return None
+        if kind is str:
+            parts.append((name, value))
+        elif kind is list and all(type(item) is str for item in value):
+            parts.append((name, tuple(value)))
+        else:
+            return None
+    return tuple(parts)
+
+
+def _header_segment(header: dict[str, Any], alg: str) -> bytes:
+    # An issuer sends the same header (alg, typ, kid, a long x5c) with every credential: its
+    # encoding is cached by value. Only string and list-of-string values are cached, so that no
+    # two different headers (1 and True compare equal) can share an entry.
+    cache_key = _header_cache_key(header, alg)
+    if cache_key is not None:
+        cached = _HEADERS.get(cache_key)
+        if cached is not None:
+            return cached
+    try:
+        segment = _b64e(_ENCODER.encode({"alg": alg, **header}).encode("utf-8"))
+    except (TypeError, ValueError) as exc:
+        raise SDJWTError("bad_header", "a header value is not JSON-serialisable") from exc
+    if cache_key is not None:
+        if len(_HEADERS) >= _TRIES_MAX:
+            _HEADERS.clear()
+        _HEADERS[cache_key] = segment
+    return segment
 
 
 def _sign_compact(header: dict[str, Any], payload: dict[str, Any], key: Key) -> str:
     # Same output as jose.sign_jws, with the shared encoder (the issuance hot path).
     if header.get("alg", key.alg) != key.alg:
         raise JOSEError("alg_key_mismatch", "header alg does not match the signing key")
-    header = {"alg": key.alg, **header}
+    header.pop("alg", None)
     try:
         body = _ENCODER.encode(payload)
-        head = _ENCODER.encode(header)
     except (TypeError, ValueError) as exc:
         raise SDJWTError("bad_claim_value", "a claim value is not JSON-serialisable") from exc
-    signing_input = b64url_encode(head.encode("utf-8")) + "." + b64url_encode(body.encode("utf-8"))
-    return signing_input + "." + b64url_encode(key.sign(signing_input.encode("ascii")))
+    signing_input = _header_segment(header, key.alg) + b"." + _b64e(body.encode("utf-8"))
+    return (signing_input + b"." + _b64e(key.sign(signing_input))).decode("ascii")
 
 
 def issue_sd_jwt(payload: dict[str, Any], *, key: Key, disclosable: Iterable[ClaimPath],
@@ -274,12 +433,12 @@ def issue_sd_jwt(payload: dict[str, Any], *, key: Key, disclosable: Iterable[Cla
     if decoys is not None and (isinstance(decoys, bool) or not isinstance(decoys, int) or decoys < 0):
         raise SDJWTError("bad_decoys", "decoys must be a non-negative integer")
     issuer = _Issuer(decoys)
-    encoded = issuer.encode(payload, (_build_trie(disclosable),), 0)
+    encoded = issuer.encode(payload, _trie_for(disclosable), 0)
     encoded[_SD_ALG] = SD_ALG
     jwt = _sign_compact(dict(header or {}), encoded, key)
-    if not issuer.disclosures:
+    if not issuer.encoded:
         return jwt + "~"
-    return jwt + "~" + "~".join(d.encoded for d in issuer.disclosures) + "~"
+    return jwt + "~" + b"~".join(issuer.encoded).decode("ascii") + "~"
 
 
 # -- parsing and processing (holder and verifier) ------------------------------------------------
@@ -377,13 +536,6 @@ def _path_matches(pattern: ClaimPath, path: ClaimPath) -> bool:
     return True
 
 
-def _kb_parse(kb_jwt: str) -> JWS:
-    try:
-        return parse_jws(kb_jwt)
-    except JOSEError as exc:
-        raise SDJWTError("kb_malformed", "the Key Binding JWT is not a compact JWS") from exc
-
-
 class SDJWT:
     """A parsed SD-JWT (or SD-JWT+KB) with its disclosures processed, **not verified**.
 
@@ -393,7 +545,7 @@ class SDJWT:
     """
 
     __slots__ = ("token", "issuer_jwt", "jws", "header", "payload", "disclosures", "kb_jwt", "kb_jws",
-                 "claims", "disclosure_paths", "_prefix")
+                 "kb_payload", "claims", "disclosure_paths", "_prefix")
 
     token: str
     issuer_jwt: str
@@ -403,6 +555,7 @@ class SDJWT:
     disclosures: list[Disclosure]
     kb_jwt: str | None
     kb_jws: JWS | None
+    kb_payload: dict[str, Any] | None
     claims: dict[str, Any]
     #: For each disclosure (same order as ``disclosures``), the path it reveals in ``claims``.
     disclosure_paths: list[ClaimPath]
@@ -420,16 +573,12 @@ class SDJWT:
         self.token = token
         self._prefix = token[:last + 1]
         self.issuer_jwt = parts[0]
-        try:
-            self.jws = parse_jws(parts[0])
-            payload = self.jws.json_payload()
-        except JOSEError as exc:
-            raise SDJWTError("malformed", f"the issuer-signed JWT is invalid ({exc.code})") from exc
+        self.jws, payload = _parse_compact(parts[0], "malformed", "issuer-signed JWT")
         self.header = self.jws.header
         self.payload = payload
         kb = token[last + 1:]
         self.kb_jwt = kb or None
-        self.kb_jws = _kb_parse(kb) if kb else None
+        self.kb_jws, self.kb_payload = _parse_compact(kb, "kb_malformed", "Key Binding JWT") if kb else (None, None)
 
         sd_alg = payload.get(_SD_ALG, SD_ALG)
         if sd_alg != SD_ALG:
@@ -573,7 +722,7 @@ def _holder_key(payload: dict[str, Any]) -> Key | None:
 def _verify_kb(sd: SDJWT, *, algorithms: Sequence[str], expected_aud: str | None, expected_nonce: str | None,
                kb_max_age: int, now: float, leeway: int) -> tuple[dict[str, Any], dict[str, Any], Key]:
     kb = sd.kb_jws
-    assert kb is not None  # noqa: S101 - callers check; narrows the type
+    assert kb is not None  # callers check; narrows the type
     if expected_aud is None or expected_nonce is None:
         raise SDJWTError("kb_expectation_missing", "verifying a KB-JWT needs the expected aud and nonce")
     if kb.header.get("typ") != KB_JWT_TYP:
@@ -581,15 +730,13 @@ def _verify_kb(sd: SDJWT, *, algorithms: Sequence[str], expected_aud: str | None
     if "cnf" not in sd.payload:
         raise SDJWTError("kb_no_cnf", "the SD-JWT has no 'cnf' to verify a KB-JWT with")
     holder_key = _holder_key(sd.payload)
-    assert holder_key is not None  # noqa: S101 - 'cnf' is present, so a key or an error
+    assert holder_key is not None  # 'cnf' is present, so a key or an error
     alg = kb.header["alg"]
     check_algorithm(alg, tuple(algorithms))
     if not holder_key._alg_fits(alg) or not holder_key.verify(kb.signature, kb.signing_input, alg):
         raise SDJWTError("kb_bad_signature", "the KB-JWT signature does not verify with the cnf key")
-    try:
-        kb_payload = kb.json_payload()
-    except JOSEError as exc:
-        raise SDJWTError("kb_malformed", "the KB-JWT payload is not a JSON object") from exc
+    kb_payload = sd.kb_payload
+    assert kb_payload is not None
     iat = kb_payload.get("iat")
     if isinstance(iat, bool) or not isinstance(iat, int | float):
         raise SDJWTError("kb_bad_iat", "the KB-JWT needs a numeric 'iat'")
