@@ -13,7 +13,13 @@ from sandbox.viaoberta_service import ViaObertaSandboxConfig, create_app
 from tests.viaoberta.helpers import identity, issuer, make_request, platform, running_sandbox
 from viaoberta.errors import ViaObertaError
 from viaoberta.messages import NAMESPACES, ErrorResult, build_peticion, parse_fault, parse_respuesta
-from viaoberta.wssecurity import envelope_body, load_certificate, sign_envelope, unsigned_envelope, verify_envelope
+from viaoberta.wssecurity import (
+    envelope_body,
+    load_certificate,
+    sign_envelope,
+    unsigned_envelope,
+    verify_envelope,
+)
 from viaoberta.xmlsafe import parse_xml, qname
 
 SYNC = "/siri-proxy/services/Sincron"
