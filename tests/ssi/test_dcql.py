@@ -454,3 +454,43 @@ def test_resolution_never_crashes_and_concrete_paths_point_at_values(tree: Any, 
         for step in where:
             node = node[step]
         assert node == value
+
+
+# -- with real SD-JWT VCs (ssi.sd_jwt / ssi.sd_jwt_vc) --------------------------------------------
+
+def test_end_to_end_with_real_sd_jwt_vcs() -> None:
+    from ssi.jose import Key
+    from ssi.sd_jwt import SDJWT, verify_sd_jwt
+    from ssi.sd_jwt_vc import issue_sd_jwt_vc
+
+    issuer_key, holder_key = Key.generate("ES256"), Key.generate("ES256")
+    claims = {k: v for k, v in ARTHUR.items() if k not in ("vct", "iss")}
+    token = issue_sd_jwt_vc(claims, vct=PID, issuer="https://issuer.example.org", key=issuer_key,
+                            holder_jwk=holder_key.public_jwk(),
+                            disclosable=[("given_name",), ("family_name",), ("birthdate",), ("address", "locality"),
+                                         ("address", "street_address"), ("age_equal_or_over", "18"),
+                                         ("age_equal_or_over", "65"), ("nationalities", None)])
+    credential = SDJWT.parse(token)
+    assert isinstance(credential, DCQLCredential) and credential.format == "dc+sd-jwt"
+    query = parse_dcql_query(q(cred(claims=[
+        {"id": "over18", "path": ["age_equal_or_over", "18"], "values": [True]},
+        {"id": "bd", "path": ["birthdate"]},
+        {"id": "town", "path": ["address", "locality"]},
+    ], claim_sets=[["over18", "town"], ["bd", "town"]])))
+    result = evaluate(query, [credential])
+    assert result.satisfiable
+    [match] = result.matches["pid"]
+    assert match.claim_set == ("over18", "town")
+    assert {d.value for d in match.disclosures()} == {True, "Milliways"}
+    presentation = credential.present(match.paths, holder_key=holder_key, aud="x509_san_dns:v.example", nonce="n1")
+    verified = verify_sd_jwt(presentation, issuer_key=issuer_key.public(), expected_aud="x509_san_dns:v.example",
+                             expected_nonce="n1")
+    # least data: neither the birth date nor the street nor the other predicate was disclosed
+    assert "birthdate" not in verified.claims and "street_address" not in verified.claims["address"]
+    assert "65" not in verified.claims["age_equal_or_over"]
+    assert check_presented(query, {"pid": [verified.claims]}) == []
+    # a presentation that withholds the requested claims does not answer the query
+    bare = credential.present([], holder_key=holder_key, aud="x509_san_dns:v.example", nonce="n1")
+    bare_claims = verify_sd_jwt(bare, issuer_key=issuer_key.public(), expected_aud="x509_san_dns:v.example",
+                                expected_nonce="n1").claims
+    assert [p.code for p in check_presented(query, {"pid": [bare_claims]})] == ["dcql.no_claim_set_satisfied"]
