@@ -20,8 +20,11 @@ returns the parsed reference.
 
 from __future__ import annotations
 
+import binascii
+import hashlib
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -29,6 +32,7 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
 from cryptography import x509 as cx509
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from . import x509 as ssi_x509
 from .errors import SDJWTVCError, SSIError, StatusListError
@@ -43,6 +47,8 @@ __all__ = [
     "ResolvedIssuerKey",
     "IssuerKeyResolver",
     "X5CKeyResolver",
+    "X5CValidationCache",
+    "DEFAULT_X5C_CACHE",
     "IssuerMetadataKeyResolver",
     "PinnedKeyResolver",
     "ChainedKeyResolver",
@@ -131,20 +137,85 @@ class IssuerKeyResolver(Protocol):
         ...
 
 
-class X5CKeyResolver:
-    """Issuer key from the ``x5c`` header: chain to a trust anchor, SAN matching ``iss``."""
+class X5CValidationCache:
+    """A bounded cache of successful ``x5c`` chain validations, shared by resolvers.
 
-    def __init__(self, trust_anchors: Sequence[cx509.Certificate]) -> None:
+    Validating a chain costs about a millisecond, more than the rest of a presentation check; a
+    verifier sees the same few issuer chains over and over. Entries are keyed by the exact ``x5c``
+    strings and the trust anchors, so a different chain or anchor set is validated afresh; a hit
+    still re-checks the validity window of every certificate of the chain (kept as the latest
+    ``notBefore`` and the earliest ``notAfter``). Only successes are cached. Safe to lose.
+    """
+
+    def __init__(self, maxsize: int = 1024) -> None:
+        self.maxsize = maxsize
+        self._entries: OrderedDict[tuple[Any, ...], tuple[cx509.Certificate, Key, datetime, datetime]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def clear(self) -> None:
+        """Forget every entry (for instance after the trust configuration changed)."""
+        with self._lock:
+            self._entries.clear()
+
+    def validate(self, x5c: Any, trust_anchors: Sequence[cx509.Certificate], anchors_id: tuple[bytes, ...],
+                 now: datetime) -> tuple[cx509.Certificate, Key]:
+        """The validated leaf certificate and its key; raises what :func:`ssi.x509.verify_x5c` raises."""
+        cache_key: tuple[Any, ...] | None = None
+        if isinstance(x5c, list) and x5c and all(isinstance(item, str) for item in x5c):
+            cache_key = (tuple(x5c), anchors_id)
+            with self._lock:
+                entry = self._entries.get(cache_key)
+                if entry is not None:
+                    self._entries.move_to_end(cache_key)
+            if entry is not None and entry[2] <= now <= entry[3]:
+                return entry[0], entry[1]
+        leaf = ssi_x509.verify_x5c(x5c, trust_anchors, now=now)
+        key = ssi_x509.certificate_key(leaf)
+        if cache_key is not None:
+            certs = [ssi_x509.load_certificate(binascii.a2b_base64(item.encode("ascii"))) for item in x5c]
+            not_before = max(c.not_valid_before_utc for c in certs)
+            not_after = min(c.not_valid_after_utc for c in certs)
+            with self._lock:
+                self._entries[cache_key] = (leaf, key, not_before, not_after)
+                self._entries.move_to_end(cache_key)
+                while len(self._entries) > self.maxsize:
+                    self._entries.popitem(last=False)
+        return leaf, key
+
+
+#: The cache :class:`X5CKeyResolver` uses unless given another (``None`` there turns caching off).
+DEFAULT_X5C_CACHE = X5CValidationCache()
+_DEFAULT = object()
+
+
+class X5CKeyResolver:
+    """Issuer key from the ``x5c`` header: chain to a trust anchor, SAN matching ``iss``.
+
+    Successful chain validations are remembered in ``cache`` (:data:`DEFAULT_X5C_CACHE` unless
+    another cache, or ``None`` for none, is given); see :class:`X5CValidationCache`.
+    """
+
+    def __init__(self, trust_anchors: Sequence[cx509.Certificate], *, cache: Any = _DEFAULT) -> None:
         self.trust_anchors = list(trust_anchors)
+        self.cache: X5CValidationCache | None = DEFAULT_X5C_CACHE if cache is _DEFAULT else cache
+        self._anchors_id = tuple(hashlib.sha256(a.public_bytes(Encoding.DER)).digest() for a in self.trust_anchors)
 
     def resolve(self, header: dict[str, Any], payload: dict[str, Any], *, now: float) -> ResolvedIssuerKey:
         x5c = header.get("x5c")
         if x5c is None:
             raise SDJWTVCError("no_x5c", "the credential header has no x5c")
-        leaf = ssi_x509.verify_x5c(x5c, self.trust_anchors, now=datetime.fromtimestamp(now, UTC))
+        moment = datetime.fromtimestamp(now, UTC)
+        if self.cache is None:
+            leaf = ssi_x509.verify_x5c(x5c, self.trust_anchors, now=moment)
+            key = ssi_x509.certificate_key(leaf)
+        else:
+            leaf, key = self.cache.validate(x5c, self.trust_anchors, self._anchors_id, moment)
         if not ssi_x509.san_matches(leaf, payload.get("iss")):  # type: ignore[arg-type]
             raise SDJWTVCError("iss_san_mismatch", "the x5c leaf certificate does not name the issuer")
-        return ResolvedIssuerKey(ssi_x509.certificate_key(leaf), "x5c", leaf)
+        return ResolvedIssuerKey(key, "x5c", leaf)
 
 
 _LOOPBACK = frozenset({"localhost", "127.0.0.1", "::1"})
