@@ -54,6 +54,10 @@ def make_base() -> type[DeclarativeBase]:
     """Return a fresh declarative base with its own ``MetaData`` (and the naming convention).
 
     Call it once per service, in the service's models module; never share a base between services.
+    Where a type checker must see a class, write the equivalent explicitly::
+
+        class Base(DeclarativeBase):
+            metadata = MetaData(naming_convention=NAMING_CONVENTION)
     """
 
     class Base(DeclarativeBase):
@@ -212,12 +216,13 @@ class Database:
 
     @asynccontextmanager
     async def read_session(self) -> AsyncIterator[AsyncSession]:
-        """A session for reads only (deferred transaction on SQLite); rolled back at the end."""
+        """A session for reads only (deferred transaction on SQLite), never committed.
+
+        Closing it ends the transaction without expiring loaded objects, so rows read here stay usable
+        after the block.
+        """
         async with self._read_sessions() as session:
-            try:
-                yield session
-            finally:
-                await session.rollback()
+            yield session
 
     async def ping(self, timeout: float = 2.0) -> bool:
         """Whether the database answers ``SELECT 1`` within ``timeout`` seconds."""

@@ -12,10 +12,11 @@ rotation the sender may put several ``v1=`` entries in the header; one match is 
 also carries ``Cartera-Event-Id``, the same on every retry, for receivers to drop duplicates.
 
 Durable delivery: the service writes the event in its own database in the same transaction as the change
-it reports (a table using :class:`WebhookOutboxMixin`), and a background task delivers due rows with
-:func:`deliver_webhook`, recording attempts, ``next_attempt_at`` (exponential backoff) and
-``delivered_at``. A worker claims a row before sending (``UPDATE ... SET next_attempt_at = now + lease
-WHERE id = :id AND next_attempt_at <= now RETURNING``) so two workers never send the same row at once.
+it reports (a table using :class:`WebhookOutboxMixin`), and a background task in each worker loops:
+:func:`claim_due_webhooks` (a short transaction that leases due rows, so two workers never send the same
+row at once), :func:`deliver_webhook` for each, then :func:`record_delivery` (delivered, or due again
+after an exponential backoff, or given up after ``max_attempts``). A worker that dies mid-delivery only
+delays the row until its lease ends.
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 import httpx
-from sqlalchemy import Integer, LargeBinary, String, Text
+from sqlalchemy import Integer, LargeBinary, Row, String, Text, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
 from service_kit.db import UTCDateTime
@@ -218,3 +220,54 @@ class WebhookOutboxMixin:
 def next_attempt_after(attempts: int, now: dt.datetime, base: float = 10.0, cap: float = 3600.0) -> dt.datetime:
     """When an outbox row that failed ``attempts`` times is due again (exponential, capped, jittered)."""
     return now + dt.timedelta(seconds=backoff_delay(attempts, base, cap) + base / 2)
+
+
+async def claim_due_webhooks(
+    session: AsyncSession,
+    model: type[WebhookOutboxMixin],
+    now: dt.datetime,
+    *,
+    lease: dt.timedelta = dt.timedelta(seconds=120),
+    limit: int = 20,
+    max_attempts: int = 12,
+) -> list[Row[tuple[str, str, str, bytes, int]]]:
+    """Lease up to ``limit`` due, undelivered rows for this worker; return ``(id, endpoint_id,
+    event_type, body, attempts)`` of each.
+
+    One ``UPDATE ... WHERE id IN (SELECT ... FOR UPDATE SKIP LOCKED) ... RETURNING``: on PostgreSQL
+    concurrent workers skip each other's rows instead of waiting; on SQLite writers are serialised. The
+    lease moves ``next_attempt_at`` forward and counts the attempt, so a crashed worker's rows come back.
+    """
+    due = (
+        select(model.id)
+        .where(model.delivered_at.is_(None), model.next_attempt_at <= now, model.attempts < max_attempts)
+        .order_by(model.next_attempt_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    stmt = (
+        update(model)
+        .where(model.id.in_(due.scalar_subquery()), model.next_attempt_at <= now, model.delivered_at.is_(None))
+        .values(next_attempt_at=now + lease, attempts=model.attempts + 1)
+        .returning(model.id, model.endpoint_id, model.event_type, model.body, model.attempts)
+    )
+    result = await session.execute(stmt)
+    return list(result.all())
+
+
+async def record_delivery(
+    session: AsyncSession,
+    model: type[WebhookOutboxMixin],
+    row_id: str,
+    result: DeliveryResult,
+    now: dt.datetime,
+    *,
+    attempts: int,
+) -> None:
+    """Store the outcome of delivering a claimed row: delivered, or due again after a backoff."""
+    values: dict[str, object] = {"last_error": result.error}
+    if result.delivered:
+        values["delivered_at"] = now
+    else:
+        values["next_attempt_at"] = next_attempt_after(attempts, now)
+    await session.execute(update(model).where(model.id == row_id).values(**values))

@@ -8,6 +8,7 @@ from sqlalchemy import Boolean, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from service_kit.db import UTCDateTime, make_base
+from service_kit.webhooks import WebhookOutboxMixin
 
 Base = make_base()
 
@@ -25,3 +26,7 @@ class Code(Base):
     code: Mapped[str] = mapped_column(String(64), primary_key=True)
     used: Mapped[bool] = mapped_column(Boolean, default=False)
     subject: Mapped[str] = mapped_column(String(100))
+
+
+class Outbox(WebhookOutboxMixin, Base):
+    """The outbox table as a service declares it."""

@@ -1,0 +1,61 @@
+"""The webhook outbox: concurrent workers lease disjoint due rows; outcomes are recorded."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+
+from sqlalchemy import select
+
+from service_kit.db import Database
+from service_kit.webhooks import DeliveryResult, claim_due_webhooks, record_delivery
+from tests.service_kit.sample_models import Base, Outbox
+
+
+def test_workers_claim_disjoint_rows_and_record_outcomes(database_url: str) -> None:
+    now = dt.datetime.now(dt.UTC)
+
+    async def scenario() -> None:
+        first, second = Database(database_url), Database(database_url)
+        try:
+            await first.create_all(Base.metadata)
+            async with first.session() as s:
+                for i in range(30):
+                    s.add(Outbox(id=f"due-{i}", endpoint_id="ep", event_type="t", body=b"{}", attempts=0,
+                                 created_at=now, next_attempt_at=now - dt.timedelta(seconds=i)))
+                for i in range(5):
+                    s.add(Outbox(id=f"later-{i}", endpoint_id="ep", event_type="t", body=b"{}", attempts=0,
+                                 created_at=now, next_attempt_at=now + dt.timedelta(minutes=5)))
+                s.add(Outbox(id="done", endpoint_id="ep", event_type="t", body=b"{}", attempts=1,
+                             created_at=now, next_attempt_at=now, delivered_at=now))
+
+            async def claim(db: Database) -> list[str]:
+                async with db.session() as s:
+                    return [row.id for row in await claim_due_webhooks(s, Outbox, now, limit=20)]
+
+            a, b = await asyncio.gather(claim(first), claim(second))
+            assert not set(a) & set(b)
+            assert set(a) | set(b) == {f"due-{i}" for i in range(30)}
+            assert len(a) <= 20 and len(b) <= 20
+            async with first.session() as s:
+                assert await claim_due_webhooks(s, Outbox, now) == []  # all leased
+
+            async with first.session() as s:
+                await record_delivery(s, Outbox, "due-0", DeliveryResult(True, 1, 200, None), now, attempts=1)
+                await record_delivery(s, Outbox, "due-1", DeliveryResult(False, 5, 503, "HTTP 503"), now, attempts=1)
+            async with first.read_session() as s:
+                rows = {r.id: r for r in (await s.execute(select(Outbox))).scalars()}
+            assert rows["due-0"].delivered_at == now and rows["due-0"].attempts == 1
+            assert rows["due-1"].delivered_at is None and rows["due-1"].last_error == "HTTP 503"
+            assert rows["due-1"].next_attempt_at > now
+            # After the lease, an undelivered row is due again.
+            async with first.session() as s:
+                again = await claim_due_webhooks(s, Outbox, now + dt.timedelta(hours=2), limit=100)
+            ids = {row.id for row in again}
+            assert "due-1" in ids and "due-0" not in ids and "done" not in ids
+            assert {f"later-{i}" for i in range(5)} <= ids
+        finally:
+            await first.dispose()
+            await second.dispose()
+
+    asyncio.run(scenario())
