@@ -112,8 +112,8 @@ def engine_for(
     url: str | URL,
     *,
     echo: bool = False,
-    pool_size: int = 10,
-    max_overflow: int = 20,
+    pool_size: int = 5,
+    max_overflow: int = 10,
     pool_timeout: float = 30.0,
     connect_timeout: float = 10.0,
 ) -> AsyncEngine:
@@ -179,6 +179,10 @@ class Database:
 
     ``async with db.session() as s`` commits when the block succeeds and rolls back when it raises.
     ``db.read_session()`` is for read-only work: on SQLite it does not take the write lock.
+
+    Pool sizing: each worker process holds up to ``pool_size + max_overflow`` connections (5 + 10 by
+    default), so services x workers x 15 must stay under PostgreSQL's ``max_connections`` (100 by
+    default); with more workers, lower these or put PgBouncer in front.
     """
 
     def __init__(
@@ -186,8 +190,8 @@ class Database:
         url: str | URL,
         *,
         echo: bool = False,
-        pool_size: int = 10,
-        max_overflow: int = 20,
+        pool_size: int = 5,
+        max_overflow: int = 10,
         pool_timeout: float = 30.0,
     ) -> None:
         self.url: URL = _parse_url(url)
