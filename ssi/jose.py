@@ -380,7 +380,9 @@ def check_time_claims(payload: dict[str, Any], *, now: float | None = None, leew
     now = time.time() if now is None else now
     for name in ("exp", "nbf", "iat"):
         value = payload.get(name)
-        if value is None:
+        # A member that is present but null is not a NumericDate: refused below, not skipped
+        # (skipping it made the comparisons further down raise TypeError).
+        if value is None and name not in payload:
             if name in require:
                 raise error(f"missing_{name}", f"the token has no '{name}'")
             continue
