@@ -469,7 +469,10 @@ class _Processor:
                 continue
             if name == _ELLIPSIS:
                 raise SDJWTError("bad_array_digest", "'...' is only allowed as the sole member of an array element")
-            out[name] = self.run(member, (*path, name), disclosures, depth + 1)
+            # Values come from JSON, so exact type tests suffice; scalars need no walk.
+            kind = type(member)
+            out[name] = self.run(member, (*path, name), disclosures, depth + 1) \
+                if kind is dict or kind is list else member
         digests = value.get(_SD)
         if digests is None:
             if _SD in value:
@@ -518,8 +521,10 @@ class _Processor:
                 child_path = (*path, len(out))
                 self.paths[index] = child_path
                 out.append(self.run(disclosure.value, child_path, disclosures, depth + 1))
-            else:
+            elif type(element) is dict or type(element) is list:
                 out.append(self.run(element, (*path, len(out)), disclosures, depth + 1))
+            else:
+                out.append(element)
         return out
 
 
