@@ -1,0 +1,88 @@
+"""The verifier's FastAPI app: ``create_app(settings=None)``.
+
+Start-up applies the Alembic migrations, opens the HTTP client used for status lists and issuer
+metadata, and starts the background task (webhooks, expiry, purge).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+from fastapi import FastAPI
+
+from service_kit.app import create_service_app
+from service_kit.crypto import SecretBox, load_master_key
+from service_kit.db import Database
+from service_kit.migrations import run_migrations_async
+from ssi import x509 as ssi_x509
+from ssi.jose import Key
+from verifier import __version__
+from verifier.agencies import SigningKeys
+from verifier.routes import admin, agency, desk, wallet
+from verifier.routes.deps import Services
+from verifier.settings import VerifierSettings
+from verifier.verification import PresentationVerifier
+from verifier.worker import BackgroundWorker, running
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+DESCRIPTION = """OpenID4VP 1.0 verifier for agencies: templates (DCQL query, purpose, trusted issuers,
+retention), presentation requests shown as QR codes, strict verification of SD-JWT VC presentations,
+results by polling, Server-Sent Events and signed webhooks, and a desk page for staff."""
+
+
+def _load_anchors(path: Path | None) -> list:
+    if path is None:
+        return []
+    return ssi_x509.load_pem_certificates(path.read_bytes())
+
+
+def _load_rp_ca(settings: VerifierSettings) -> tuple[Key, object] | None:
+    if settings.rp_ca_key_file is None or settings.rp_ca_cert_file is None:
+        return None
+    key = Key.from_pem(settings.rp_ca_key_file.read_bytes())
+    cert = ssi_x509.load_pem_certificates(settings.rp_ca_cert_file.read_bytes())[0]
+    return key, cert
+
+
+def create_app(settings: VerifierSettings | None = None) -> FastAPI:
+    """Build the verifier app (configuration from ``CARTERA_VERIFIER_*`` unless ``settings`` is given)."""
+    settings = settings or VerifierSettings()
+    db = Database(settings.database_url)
+    box = SecretBox(load_master_key(settings))
+    anchors = _load_anchors(settings.issuer_anchors_file)
+    rp_ca = _load_rp_ca(settings)
+
+    @contextlib.asynccontextmanager
+    async def migrate(_app: FastAPI) -> AsyncIterator[None]:
+        await run_migrations_async(MIGRATIONS, settings.database_url)
+        yield
+
+    @contextlib.asynccontextmanager
+    async def wire(app: FastAPI) -> AsyncIterator[None]:
+        client = httpx.AsyncClient(timeout=settings.http_timeout, follow_redirects=False,
+                                   limits=httpx.Limits(max_connections=50))
+        verifier = PresentationVerifier(
+            client=client, anchors=anchors, kb_max_age=settings.kb_max_age, leeway=settings.clock_leeway,
+            status_default_ttl=settings.status_default_ttl, metadata_ttl=settings.metadata_ttl,
+            max_fetch_bytes=settings.max_fetch_bytes, allow_http_loopback=settings.dev_mode)
+        worker = BackgroundWorker(db, box, client, settings.worker_interval)
+        app.state.worker = worker
+        app.state.services = Services(settings=settings, db=db, box=box, keys=SigningKeys(box), verifier=verifier,
+                                      worker=worker, rp_ca=rp_ca)  # type: ignore[arg-type]
+        try:
+            yield
+        finally:
+            await client.aclose()
+
+    app = create_service_app(name="verifier", version=__version__, settings=settings, db=db,
+                             lifespan_hooks=[migrate, wire, running], description=DESCRIPTION)
+    prefix = app.state.api_prefix
+    app.include_router(agency.router, prefix=prefix)
+    app.include_router(wallet.router, prefix=prefix)
+    app.include_router(admin.router, prefix=prefix)
+    app.include_router(desk.router)
+    return app

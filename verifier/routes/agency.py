@@ -1,0 +1,255 @@
+"""The agency API (``/v1``): templates, presentation requests, results, QR codes, live status."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import uuid
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.responses import StreamingResponse
+from sqlalchemy import select, update
+
+from service_kit.errors import APIError
+from service_kit.security import no_store
+from ssi import x509 as ssi_x509
+from ssi.qr import qr_png, qr_svg
+from verifier.agencies import verifier_host
+from verifier.models import Agency, Template, Transaction
+from verifier.routes.deps import AgencyDep, Services, Svc
+from verifier.schemas import AgencyOut, ExchangeIn, RequestIn, RequestOut, ResultOut, TemplateIn, TemplateOut
+from verifier.transactions import (
+    FINAL_STATUSES,
+    RequestSpec,
+    create_transaction,
+    result_body,
+    token_hash,
+    utcnow,
+    wallet_uris,
+)
+
+router = APIRouter(tags=["agency"])
+
+_NOT_FOUND = "no such request for this agency"
+Scheme = Annotated[str, Query(pattern="^(openid4vp|haip-vp)$", description="Link scheme shown in the QR code.")]
+
+
+def _template_out(t: Template) -> TemplateOut:
+    return TemplateOut(id=t.id, name=t.name, dcql_query=t.dcql_query, purpose=t.purpose,
+                       trusted_issuers=t.trusted_issuers, anchors_pem=t.anchors_pem or [],
+                       retention_seconds=t.retention_seconds, response_mode=t.response_mode,  # type: ignore[arg-type]
+                       created_at=t.created_at.isoformat(), updated_at=t.updated_at.isoformat())
+
+
+def _check_anchors(pems: list[str]) -> None:
+    for pem in pems:
+        try:
+            if not ssi_x509.load_pem_certificates(pem.encode("utf-8")):
+                raise ValueError("empty")
+        except Exception as exc:  # noqa: BLE001 - any parse failure is the caller's bad input
+            raise APIError(400, "invalid_request", "anchors_pem holds no valid PEM certificate") from exc
+
+
+@router.get("/agency", response_model=AgencyOut, summary="The calling agency")
+async def whoami(agency: AgencyDep, svc: Svc) -> AgencyOut:
+    import base64
+
+    leaf = ssi_x509.load_certificate(base64.b64decode(agency.x5c[0]))
+    return AgencyOut(id=agency.id, slug=agency.slug, name=agency.name, certificate_chain=agency.x5c,
+                     client_ids={"x509_san_dns": f"x509_san_dns:{verifier_host(svc.public_url)}",
+                                 "x509_hash": f"x509_hash:{ssi_x509.x509_hash(leaf)}"})
+
+
+@router.get("/templates", response_model=list[TemplateOut], summary="List the agency's templates")
+async def list_templates(agency: AgencyDep, svc: Svc) -> list[TemplateOut]:
+    async with svc.db.read_session() as session:
+        rows = (await session.scalars(select(Template).where(Template.agency_id == agency.id)
+                                      .order_by(Template.name))).all()
+    return [_template_out(t) for t in rows]
+
+
+@router.post("/templates", response_model=TemplateOut, status_code=201, summary="Create a template")
+async def create_template(body: TemplateIn, agency: AgencyDep,
+                          svc: Svc) -> TemplateOut:
+    _check_anchors(body.anchors_pem)
+    now = utcnow()
+    async with svc.db.session() as session:
+        exists = await session.scalar(select(Template.id).where(Template.agency_id == agency.id,
+                                                                 Template.name == body.name))
+        if exists is not None:
+            raise APIError(409, "conflict", "a template with this name exists")
+        template = Template(id=str(uuid.uuid4()), agency_id=agency.id, name=body.name, dcql_query=body.dcql_query,
+                            purpose=body.purpose, trusted_issuers=[r.model_dump() for r in body.trusted_issuers],
+                            anchors_pem=body.anchors_pem, retention_seconds=body.retention_seconds,
+                            response_mode=body.response_mode, created_at=now, updated_at=now)
+        session.add(template)
+    return _template_out(template)
+
+
+async def _template(svc: Services, agency: Agency, name: str) -> Template:
+    async with svc.db.read_session() as session:
+        template = await session.scalar(select(Template).where(Template.agency_id == agency.id, Template.name == name))
+    if template is None:
+        raise APIError(404, "not_found", "no such template for this agency")
+    return template
+
+
+@router.get("/templates/{name}", response_model=TemplateOut, summary="Read a template")
+async def read_template(name: str, agency: AgencyDep,
+                        svc: Svc) -> TemplateOut:
+    return _template_out(await _template(svc, agency, name))
+
+
+@router.put("/templates/{name}", response_model=TemplateOut, summary="Replace a template")
+async def replace_template(name: str, body: TemplateIn, agency: AgencyDep,
+                           svc: Svc) -> TemplateOut:
+    if body.name != name:
+        raise APIError(400, "invalid_request", "the body's name must be the template's name")
+    _check_anchors(body.anchors_pem)
+    template = await _template(svc, agency, name)
+    async with svc.db.session() as session:
+        await session.execute(update(Template).where(Template.id == template.id).values(
+            dcql_query=body.dcql_query, purpose=body.purpose,
+            trusted_issuers=[r.model_dump() for r in body.trusted_issuers], anchors_pem=body.anchors_pem,
+            retention_seconds=body.retention_seconds, response_mode=body.response_mode, updated_at=utcnow()))
+    return _template_out(await _template(svc, agency, name))
+
+
+@router.delete("/templates/{name}", status_code=204, summary="Delete a template")
+async def delete_template(name: str, agency: AgencyDep,
+                          svc: Svc) -> Response:
+    template = await _template(svc, agency, name)
+    async with svc.db.session() as session:
+        obj = await session.get(Template, template.id)
+        if obj is not None:
+            await session.delete(obj)
+    return Response(status_code=204)
+
+
+def _spec(body: RequestIn, template: Template | None, svc: Services) -> RequestSpec:
+    settings = svc.settings
+    prefix = body.client_id_prefix or settings.default_client_id_prefix
+    if prefix == "redirect_uri" and not settings.dev_mode:
+        raise APIError(400, "invalid_request", "the redirect_uri client id prefix is for development mode only")
+    if template is not None:
+        return RequestSpec(dcql_query=template.dcql_query, purpose=template.purpose,
+                           trusted_issuers=template.trusted_issuers, anchors_pem=template.anchors_pem or [],
+                           retention_seconds=template.retention_seconds,
+                           response_mode=body.response_mode or template.response_mode, client_id_prefix=prefix,
+                           expires_in=body.expires_in or settings.request_ttl, webhook_url=body.webhook_url,
+                           redirect_uri=body.redirect_uri, template_name=template.name)
+    assert body.dcql_query is not None and body.purpose is not None and body.trusted_issuers is not None
+    _check_anchors(body.anchors_pem or [])
+    return RequestSpec(dcql_query=body.dcql_query, purpose=body.purpose,
+                       trusted_issuers=[r.model_dump() for r in body.trusted_issuers],
+                       anchors_pem=body.anchors_pem or [],
+                       retention_seconds=body.retention_seconds if body.retention_seconds is not None
+                       else settings.default_retention,
+                       response_mode=body.response_mode or "direct_post.jwt", client_id_prefix=prefix,
+                       expires_in=body.expires_in or settings.request_ttl, webhook_url=body.webhook_url,
+                       redirect_uri=body.redirect_uri)
+
+
+@router.post("/requests", response_model=RequestOut, status_code=201, summary="Create a presentation request",
+             dependencies=[Depends(no_store)])
+async def create_request(body: RequestIn, agency: AgencyDep,
+                         svc: Svc) -> RequestOut:
+    template = await _template(svc, agency, body.template) if body.template is not None else None
+    spec = _spec(body, template, svc)
+    async with svc.db.session() as session:
+        created = await create_transaction(session, svc.box, agency, spec, public_url=svc.public_url)
+    tx = created.transaction
+    base = f"{svc.public_url}/v1/requests/{tx.id}"
+    return RequestOut(id=tx.id, client_id=tx.client_id, **wallet_uris(tx, svc.public_url), status_url=base,
+                      events_url=f"{base}/events?watch={created.watch_token}", qr_png_url=f"{base}/qr.png",
+                      qr_svg_url=f"{base}/qr.svg", expires_at=tx.expires_at.isoformat())
+
+
+async def _own_transaction(svc: Services, agency: Agency, tx_id: str) -> Transaction:
+    async with svc.db.read_session() as session:
+        tx = await session.get(Transaction, tx_id)
+    # Another agency's transaction is reported exactly like a missing one.
+    if tx is None or tx.agency_id != agency.id:
+        raise APIError(404, "not_found", _NOT_FOUND)
+    return tx
+
+
+@router.get("/requests/{tx_id}", response_model=ResultOut, summary="Read a request's result",
+            dependencies=[Depends(no_store)])
+async def read_result(tx_id: str, agency: AgencyDep,
+                      svc: Svc) -> dict[str, Any]:
+    return result_body(await _own_transaction(svc, agency, tx_id), svc.box)
+
+
+@router.post("/requests/{tx_id}/exchange", response_model=ResultOut, summary="Exchange a same-device response_code",
+             dependencies=[Depends(no_store)])
+async def exchange(tx_id: str, body: ExchangeIn, agency: AgencyDep,
+                   svc: Svc) -> dict[str, Any]:
+    tx = await _own_transaction(svc, agency, tx_id)
+    async with svc.db.session() as session:
+        hit = await session.execute(
+            update(Transaction).where(Transaction.id == tx.id,
+                                      Transaction.response_code_hash == token_hash(body.response_code))
+            .values(response_code_hash=None).returning(Transaction.id))
+        if hit.first() is None:
+            raise APIError(400, "invalid_grant", "the response_code is not valid (or was used)")
+    return result_body(tx, svc.box)
+
+
+def _wallet_uri(tx: Transaction, svc: Services, scheme: str) -> str:
+    uris = wallet_uris(tx, svc.public_url)
+    return uris["haip_uri"] if scheme == "haip-vp" else uris["uri"]
+
+
+@router.get("/requests/{tx_id}/qr.png", summary="QR code (PNG) of the request link",
+            responses={200: {"content": {"image/png": {}}}})
+async def qr_png_route(tx_id: str, agency: AgencyDep, svc: Svc, scheme: Scheme = "openid4vp") -> Response:
+    tx = await _own_transaction(svc, agency, tx_id)
+    png = await asyncio.to_thread(qr_png, _wallet_uri(tx, svc, scheme))
+    return Response(png, media_type="image/png", headers={"Cache-Control": "no-store"})
+
+
+@router.get("/requests/{tx_id}/qr.svg", summary="QR code (SVG) of the request link",
+            responses={200: {"content": {"image/svg+xml": {}}}})
+async def qr_svg_route(tx_id: str, agency: AgencyDep, svc: Svc, scheme: Scheme = "openid4vp") -> Response:
+    tx = await _own_transaction(svc, agency, tx_id)
+    svg = await asyncio.to_thread(qr_svg, _wallet_uri(tx, svc, scheme))
+    return Response(svg, media_type="image/svg+xml", headers={"Cache-Control": "no-store"})
+
+
+@router.get("/requests/{tx_id}/events", summary="Live status (Server-Sent Events)",
+            responses={200: {"content": {"text/event-stream": {}}}})
+async def events(tx_id: str, request: Request, svc: Svc,
+                 watch: Annotated[str, Query(min_length=10, max_length=100)]) -> StreamingResponse:
+    """``event: status`` with the result body whenever the status changes; ends at a final status.
+
+    Authorised by the watch token returned when the request was created (``EventSource`` cannot send
+    an ``Authorization`` header); it only grants reading this one request's result.
+    """
+    async with svc.db.read_session() as session:
+        tx = await session.get(Transaction, tx_id)
+    if tx is None or tx.watch_token_hash != token_hash(watch):
+        raise APIError(404, "not_found", _NOT_FOUND)
+
+    async def stream() -> AsyncIterator[bytes]:
+        last: str | None = None
+        deadline = tx.expires_at + dt.timedelta(seconds=5)
+        yield b"retry: 2000\n\n"
+        while True:
+            async with svc.db.read_session() as session:
+                current = await session.get(Transaction, tx_id)
+            if current is None:
+                return
+            body = result_body(current, svc.box)
+            if body["status"] != last:
+                last = body["status"]
+                yield f"event: status\ndata: {json.dumps(body)}\n\n".encode()
+            if last in FINAL_STATUSES or utcnow() > deadline or await request.is_disconnected():
+                return
+            await asyncio.sleep(0.4)
+
+    return StreamingResponse(stream(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})

@@ -1,0 +1,70 @@
+"""Shared route dependencies: app services and agency authentication."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from cryptography import x509 as cx509
+from fastapi import Depends, Request
+
+from service_kit.crypto import SecretBox
+from service_kit.db import Database
+from service_kit.errors import APIError
+from ssi.jose import Key
+from verifier.agencies import SigningKeys, agency_for_api_key
+from verifier.models import Agency
+from verifier.settings import VerifierSettings
+from verifier.verification import PresentationVerifier
+from verifier.worker import BackgroundWorker
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    """What routes need, built once per app (``app.state.services``)."""
+
+    settings: VerifierSettings
+    db: Database
+    box: SecretBox
+    keys: SigningKeys
+    verifier: PresentationVerifier
+    worker: BackgroundWorker
+    #: The relying-party CA (key, certificate) when the verifier certifies agencies itself.
+    rp_ca: tuple[Key, cx509.Certificate] | None = None
+
+    @property
+    def public_url(self) -> str:
+        return self.settings.public_url
+
+
+def services(request: Request) -> Services:
+    return request.app.state.services
+
+
+def bearer_token(request: Request) -> str | None:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()
+
+
+UNAUTHORIZED = {"WWW-Authenticate": 'Bearer realm="cartera-verifier"'}
+
+
+async def current_agency(request: Request) -> Agency:
+    """The agency whose API key is in ``Authorization: Bearer``; 401 otherwise."""
+    token = bearer_token(request)
+    if token is None:
+        raise APIError(401, "unauthorized", "an agency API key is needed (Authorization: Bearer)", UNAUTHORIZED)
+    svc = services(request)
+    async with svc.db.read_session() as session:
+        agency = await agency_for_api_key(session, token)
+    if agency is None:
+        raise APIError(401, "unauthorized", "the API key is not valid", UNAUTHORIZED)
+    return agency
+
+
+#: Route parameter types: ``svc: Svc`` (the app's services), ``agency: AgencyDep`` (authenticated).
+Svc = Annotated[Services, Depends(services)]
+AgencyDep = Annotated[Agency, Depends(current_agency)]

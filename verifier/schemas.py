@@ -1,0 +1,200 @@
+"""Request and response models of the agency API (Pydantic v2, shown in the OpenAPI schema)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from ssi.dcql import parse_dcql_query
+from ssi.errors import SSIError
+from ssi.oid4vci import check_url
+
+EXAMPLE_QUERY: dict[str, Any] = {
+    "credentials": [{
+        "id": "tax",
+        "format": "dc+sd-jwt",
+        "meta": {"vct_values": ["https://issuer.example.cat/credentials/tax-compliance"]},
+        "claims": [{"path": ["nif"]}, {"path": ["complianceStatus"], "values": ["POSITIVE"]}],
+    }]
+}
+
+
+class TrustedIssuer(BaseModel):
+    """Issuers accepted for one credential type."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    vct: str = Field(min_length=1, max_length=500, description="The credential type (`vct`) this rule is for.")
+    issuers: list[str] | None = Field(
+        default=None, max_length=50,
+        description="Accepted `iss` values. Null: any issuer whose `x5c` chain leads to a trust anchor.")
+    metadata: bool = Field(
+        default=False,
+        description="Also find the listed issuers' keys through JWT VC Issuer Metadata "
+                    "(`/.well-known/jwt-vc-issuer`) when a credential carries no `x5c`.")
+
+    @model_validator(mode="after")
+    def _metadata_needs_issuers(self) -> TrustedIssuer:
+        if self.metadata and not self.issuers:
+            raise ValueError("metadata resolution needs an explicit issuers list")
+        return self
+
+
+def _check_query(value: dict[str, Any]) -> dict[str, Any]:
+    try:
+        parse_dcql_query(value, strict=True)
+    except SSIError as exc:
+        raise ValueError(f"dcql_query is not valid ({exc.code})") from None
+    return value
+
+
+def _check_purpose(value: dict[str, str]) -> dict[str, str]:
+    if not value or not set(value) <= {"ca", "es", "en"}:
+        raise ValueError("purpose needs texts keyed by ca, es and/or en")
+    if any(not isinstance(t, str) or not t.strip() or len(t) > 500 for t in value.values()):
+        raise ValueError("each purpose text is 1-500 characters")
+    return value
+
+
+class TemplateIn(BaseModel):
+    """A request template: what to ask, why, from whom, and how long to keep the answer."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
+        "name": "grant-application",
+        "dcql_query": EXAMPLE_QUERY,
+        "purpose": {"ca": "Sol·licitud d'ajut", "es": "Solicitud de ayuda", "en": "Grant application"},
+        "trusted_issuers": [{"vct": "https://issuer.example.cat/credentials/tax-compliance", "issuers": None}],
+        "retention_seconds": 86400,
+    }]})
+
+    name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9._-]+$", description="Unique per agency.")
+    dcql_query: dict[str, Any] = Field(description="The DCQL query (OpenID4VP 1.0 §6).")
+    purpose: dict[str, str] = Field(description="Why the agency asks, in ca/es/en (shown by wallets and the desk).")
+    trusted_issuers: list[TrustedIssuer] = Field(min_length=1, max_length=50,
+                                                 description="Issuers accepted per credential type.")
+    anchors_pem: list[str] = Field(default_factory=list, max_length=20,
+                                   description="Extra PEM trust anchors for this template's issuers.")
+    retention_seconds: int = Field(default=86_400, ge=0, le=31_536_000,
+                                   description="How long disclosed claims are kept after the answer.")
+    response_mode: Literal["direct_post", "direct_post.jwt"] = Field(
+        default="direct_post.jwt", description="How wallets answer: encrypted (`direct_post.jwt`, HAIP) or plain.")
+
+    _q = field_validator("dcql_query")(_check_query)
+    _p = field_validator("purpose")(_check_purpose)
+
+
+class TemplateOut(TemplateIn):
+    """A stored template."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str
+    created_at: str
+    updated_at: str
+
+
+class RequestIn(BaseModel):
+    """Create a presentation request from a template (``template``) or ad hoc (``dcql_query`` & co)."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"template": "grant-application", "expires_in": 300, "webhook_url": "https://agency.example/hooks/vp"}]})
+
+    template: str | None = Field(default=None, max_length=100, description="Name of one of the agency's templates.")
+    dcql_query: dict[str, Any] | None = Field(default=None, description="Ad hoc: the DCQL query.")
+    purpose: dict[str, str] | None = Field(default=None, description="Ad hoc: the purpose in ca/es/en.")
+    trusted_issuers: list[TrustedIssuer] | None = Field(default=None, max_length=50,
+                                                        description="Ad hoc: accepted issuers per type.")
+    anchors_pem: list[str] | None = Field(default=None, max_length=20, description="Ad hoc: extra trust anchors.")
+    retention_seconds: int | None = Field(default=None, ge=0, le=31_536_000, description="Ad hoc: retention.")
+    response_mode: Literal["direct_post", "direct_post.jwt"] | None = Field(
+        default=None, description="Overrides the template's response mode.")
+    client_id_prefix: Literal["x509_san_dns", "x509_hash", "redirect_uri"] | None = Field(
+        default=None, description="Client Identifier Prefix (default from configuration; `redirect_uri` only in "
+                                  "development mode).")
+    expires_in: int | None = Field(default=None, ge=30, le=86_400, description="Lifetime of the request, seconds.")
+    webhook_url: str | None = Field(default=None, max_length=2000,
+                                    description="Where the signed result webhook is POSTed.")
+    redirect_uri: str | None = Field(default=None, max_length=2000,
+                                     description="Same-device flow: where the wallet sends the citizen back, "
+                                                 "with `#response_code=...` to exchange for the result.")
+
+    _q = field_validator("dcql_query")(lambda v: v if v is None else _check_query(v))
+    _p = field_validator("purpose")(lambda v: v if v is None else _check_purpose(v))
+
+    @model_validator(mode="after")
+    def _template_or_query(self) -> RequestIn:
+        if (self.template is None) == (self.dcql_query is None):
+            raise ValueError("give exactly one of template and dcql_query")
+        if self.dcql_query is not None and (not self.purpose or not self.trusted_issuers):
+            raise ValueError("an ad hoc request needs purpose and trusted_issuers")
+        for url in (self.webhook_url, self.redirect_uri):
+            if url is not None:
+                check_url(url, allow_http_loopback=True)
+        return self
+
+
+class RequestOut(BaseModel):
+    """A new presentation request."""
+
+    id: str = Field(description="Transaction id.")
+    uri: str = Field(description="`openid4vp://` link (put it in a QR code).")
+    haip_uri: str = Field(description="The same request with the `haip-vp://` scheme.")
+    request_uri: str = Field(description="Where wallets fetch the signed request object.")
+    client_id: str
+    status_url: str = Field(description="Result of the request (agency API key needed).")
+    events_url: str = Field(description="Server-Sent Events with the live status (carries a watch token).")
+    qr_png_url: str
+    qr_svg_url: str
+    expires_at: str
+
+
+class CheckErrorOut(BaseModel):
+    code: str = Field(description="Stable code of the failed check (`sd_jwt.kb_wrong_nonce`, `verifier.revoked`...).")
+    query_id: str | None = Field(description="The Credential Query the failure concerns, if any.")
+    detail: str
+
+
+class ResultOut(BaseModel):
+    """The result of a presentation request."""
+
+    id: str
+    status: Literal["pending", "verified", "rejected", "declined", "expired"]
+    template: str | None
+    claims: dict[str, Any] = Field(description="Disclosed, requested claims per Credential Query id.")
+    credentials: dict[str, Any] = Field(description="Per query id: issuer, vct, claims, validity of each credential.")
+    record: dict[str, Any] = Field(description="What was checked (issuer, vct, validity); kept after claims are purged.")
+    errors: list[CheckErrorOut]
+    created_at: str
+    expires_at: str
+    completed_at: str | None
+    claims_deleted: bool
+
+
+class AgencyOut(BaseModel):
+    id: str
+    slug: str
+    name: str
+    client_ids: dict[str, str] = Field(description="The agency's Client Identifiers per prefix.")
+    certificate_chain: list[str] = Field(description="x5c of the agency's relying-party certificate.")
+
+
+class AgencyIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    slug: str = Field(min_length=2, max_length=64, pattern=r"^[a-z0-9][a-z0-9-]*$")
+    name: str = Field(min_length=1, max_length=200)
+
+
+class AgencyCreated(BaseModel):
+    id: str
+    slug: str
+    name: str
+    api_key: str = Field(description="Shown once; stored hashed.")
+    webhook_secret: str = Field(description="HMAC secret of the agency's webhooks; shown once.")
+
+
+class ExchangeIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    response_code: str = Field(min_length=10, max_length=200)

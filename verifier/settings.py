@@ -1,0 +1,62 @@
+"""Verifier configuration from ``CARTERA_VERIFIER_*`` environment variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import ClassVar, Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import SettingsConfigDict
+
+from service_kit.settings import ServiceSettings
+
+ClientIdPrefix = Literal["x509_san_dns", "x509_hash", "redirect_uri"]
+
+
+class VerifierSettings(ServiceSettings):
+    """Settings of the verifier service (every field documented: ``settings_reference`` lists them)."""
+
+    model_config = SettingsConfigDict(env_prefix="CARTERA_VERIFIER_", extra="ignore", case_sensitive=False,
+                                      validate_default=True)
+    service_name: ClassVar[str] = "verifier"
+
+    port: int = Field(default=8002, ge=1, le=65535, description="TCP port the HTTP server listens on.")
+    admin_api_key: SecretStr | None = Field(
+        default=None,
+        description="Platform admin key (creates agencies through `/v1/admin/agencies`). Compared as a hash; "
+                    "never logged. Empty: no platform admin API.",
+    )
+    issuer_anchors_file: Path | None = Field(
+        default=None,
+        description="PEM file of the certificates that issuer `x5c` chains must lead to (the trust anchors "
+                    "every template uses, besides its own `anchors_pem`).",
+    )
+    rp_ca_key_file: Path | None = Field(
+        default=None,
+        description="PEM private key of the relying-party CA that certifies agencies' request-signing keys "
+                    "when the verifier creates agencies itself (the development CA in the embedded default).",
+    )
+    rp_ca_cert_file: Path | None = Field(default=None, description="PEM certificate of that relying-party CA.")
+    default_client_id_prefix: ClientIdPrefix = Field(
+        default="x509_san_dns",
+        description="Client Identifier Prefix of new requests: `x509_san_dns` (default), `x509_hash`, or "
+                    "`redirect_uri` (unsigned; only with `dev_mode`).",
+    )
+    request_ttl: int = Field(default=300, ge=30, le=86_400,
+                             description="Default lifetime of a presentation request, seconds.")
+    kb_max_age: int = Field(default=300, ge=10, description="Oldest accepted KB-JWT `iat`, seconds.")
+    clock_leeway: int = Field(default=60, ge=0, le=300, description="Clock skew tolerated on `iat`/`nbf`/`exp`.")
+    status_default_ttl: int = Field(
+        default=300, ge=1,
+        description="How long a status list token without `ttl` is cached, seconds (also the upper bound "
+                    "of any `ttl`).",
+    )
+    metadata_ttl: int = Field(default=300, ge=1, description="How long JWT VC issuer metadata is cached, seconds.")
+    http_timeout: float = Field(default=5.0, gt=0, description="Timeout of outbound fetches (status lists, "
+                                                               "issuer metadata), seconds.")
+    max_fetch_bytes: int = Field(default=2_000_000, ge=1024, description="Largest status list or metadata "
+                                                                           "document fetched, bytes.")
+    worker_interval: float = Field(default=1.0, gt=0, description="Period of the background task delivering "
+                                                                  "webhooks, expiring requests and purging claims.")
+    default_retention: int = Field(default=86_400, ge=0, description="Retention of disclosed claims when a "
+                                                                     "request names none, seconds.")

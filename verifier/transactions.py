@@ -1,0 +1,384 @@
+"""Presentation transactions: creation, request objects, answering, results, expiry, purge, webhooks.
+
+All state is in the database: a transaction row is claimed with one conditional ``UPDATE`` when an
+answer arrives (``pending`` → ``processing``), so of two concurrent answers exactly one is checked,
+on any number of workers. Presentation digests go into ``used_presentations`` (primary key), so a
+``vp_token`` that was checked once is refused everywhere afterwards.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import logging
+import secrets
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from service_kit.crypto import SecretBox
+from service_kit.db import Database
+from service_kit.errors import APIError
+from ssi import x509 as ssi_x509
+from ssi.encoding import json_dumps, json_loads
+from ssi.errors import SSIError
+from ssi.jose import Key
+from ssi.oid4vp import (
+    SELF_ISSUED_AUDIENCE,
+    VPTokenResponse,
+    build_authorization_request_uri,
+    parse_direct_post_jwt,
+    sign_request_object,
+    unsigned_request_object,
+)
+from verifier.agencies import SigningKeys, verifier_host
+from verifier.models import Agency, Transaction, UsedPresentation, WebhookOutbox
+from verifier.verification import CheckError, Outcome, PresentationVerifier, TransactionContext
+
+log = logging.getLogger(__name__)
+
+FINAL_STATUSES = frozenset({"verified", "rejected", "declined", "expired"})
+JWE_ENCRYPTIONS = ("A128GCM", "A256GCM")
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def token_hash(value: str) -> str:
+    """Stored form of response codes and watch tokens (random 256-bit values: SHA-256 suffices)."""
+    return hashlib.sha256(value.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class RequestSpec:
+    """What a new presentation request asks for (from a template, or ad hoc)."""
+
+    dcql_query: dict[str, Any]
+    purpose: dict[str, str]
+    trusted_issuers: list[dict[str, Any]]
+    anchors_pem: list[str]
+    retention_seconds: int
+    response_mode: str
+    client_id_prefix: str
+    expires_in: int
+    webhook_url: str | None = None
+    redirect_uri: str | None = None
+    template_name: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CreatedRequest:
+    transaction: Transaction
+    watch_token: str
+
+
+def client_id_for(prefix: str, agency: Agency, public_url: str, response_uri: str) -> str:
+    """The full Client Identifier (with its prefix) of ``agency`` for one request."""
+    if prefix == "x509_san_dns":
+        return f"x509_san_dns:{verifier_host(public_url)}"
+    if prefix == "x509_hash":
+        leaf = ssi_x509.load_certificate(_der(agency.x5c[0]))
+        return f"x509_hash:{ssi_x509.x509_hash(leaf)}"
+    if prefix == "redirect_uri":
+        return f"redirect_uri:{response_uri}"
+    raise APIError(400, "invalid_request", "unknown client_id_prefix")
+
+
+def _der(x5c_entry: str) -> bytes:
+    import base64
+
+    return base64.b64decode(x5c_entry)
+
+
+def response_uri(public_url: str, tx_id: str) -> str:
+    return f"{public_url}/v1/wallet/responses/{tx_id}"
+
+
+def request_uri(public_url: str, tx_id: str) -> str:
+    return f"{public_url}/v1/wallet/requests/{tx_id}"
+
+
+def wallet_uris(tx: Transaction, public_url: str) -> dict[str, str]:
+    """``openid4vp://`` and ``haip-vp://`` links for the transaction."""
+    ruri = request_uri(public_url, tx.id)
+    return {
+        "uri": build_authorization_request_uri("openid4vp://", tx.client_id, ruri),
+        "haip_uri": build_authorization_request_uri("haip-vp://", tx.client_id, ruri),
+        "request_uri": ruri,
+    }
+
+
+async def create_transaction(session: AsyncSession, box: SecretBox, agency: Agency, spec: RequestSpec, *,
+                             public_url: str) -> CreatedRequest:
+    """Insert a pending transaction for ``spec``; the watch token (for the live status) is returned once."""
+    tx_id = secrets.token_urlsafe(32)
+    now = utcnow()
+    watch_token = secrets.token_urlsafe(32)
+    enc_key: bytes | None = None
+    if spec.response_mode == "direct_post.jwt":
+        key = Key.generate("ES256")
+        enc_key = box.seal(json_dumps(key.private_jwk()).encode(), f"tx:{tx_id}:enc".encode())
+    tx = Transaction(
+        id=tx_id, agency_id=agency.id, template_name=spec.template_name, dcql_query=spec.dcql_query,
+        purpose=spec.purpose, trusted_issuers=spec.trusted_issuers, anchors_pem=spec.anchors_pem,
+        retention_seconds=spec.retention_seconds,
+        client_id=client_id_for(spec.client_id_prefix, agency, public_url, response_uri(public_url, tx_id)),
+        response_mode=spec.response_mode, nonce=secrets.token_urlsafe(32), state=secrets.token_urlsafe(24),
+        encryption_key=enc_key, status="pending", created_at=now,
+        expires_at=now + dt.timedelta(seconds=spec.expires_in), webhook_url=spec.webhook_url,
+        redirect_uri=spec.redirect_uri, watch_token_hash=token_hash(watch_token), errors=[], record={},
+    )
+    session.add(tx)
+    return CreatedRequest(tx, watch_token)
+
+
+def _encryption_key(box: SecretBox, tx: Transaction) -> Key:
+    assert tx.encryption_key is not None
+    return Key.from_jwk(json_loads(box.open(tx.encryption_key, f"tx:{tx.id}:enc".encode())))
+
+
+def encryption_jwk(box: SecretBox, tx: Transaction) -> dict[str, Any]:
+    """The public ECDH-ES key wallets encrypt ``direct_post.jwt`` responses to."""
+    public = _encryption_key(box, tx).public_jwk()
+    jwk = {k: public[k] for k in ("kty", "crv", "x", "y")}
+    jwk.update({"use": "enc", "alg": "ECDH-ES", "kid": f"enc-{tx.id[:16]}"})
+    return jwk
+
+
+def request_object_claims(tx: Transaction, box: SecretBox, *, public_url: str, algorithms: tuple[str, ...],
+                          wallet_nonce: str | None) -> dict[str, Any]:
+    """The Authorization Request parameters of the transaction (OpenID4VP 1.0 §5)."""
+    metadata: dict[str, Any] = {
+        "vp_formats_supported": {"dc+sd-jwt": {"sd-jwt_alg_values": list(algorithms),
+                                               "kb-jwt_alg_values": list(algorithms)}},
+    }
+    if tx.response_mode == "direct_post.jwt":
+        metadata["jwks"] = {"keys": [encryption_jwk(box, tx)]}
+        metadata["encrypted_response_enc_values_supported"] = list(JWE_ENCRYPTIONS)
+    claims: dict[str, Any] = {
+        "aud": SELF_ISSUED_AUDIENCE,
+        "client_id": tx.client_id,
+        "response_type": "vp_token",
+        "response_mode": tx.response_mode,
+        "response_uri": response_uri(public_url, tx.id),
+        "nonce": tx.nonce,
+        "state": tx.state,
+        "dcql_query": tx.dcql_query,
+        "client_metadata": metadata,
+        # Not an OpenID4VP parameter: the purpose shown by wallets that understand it (ca/es/en).
+        "purpose": tx.purpose,
+        "iat": int(utcnow().timestamp()),
+        "exp": int(tx.expires_at.timestamp()),
+    }
+    if wallet_nonce is not None:
+        claims["wallet_nonce"] = wallet_nonce
+    return claims
+
+
+def signed_request_object(tx: Transaction, agency: Agency, keys: SigningKeys, box: SecretBox, *, public_url: str,
+                          algorithms: tuple[str, ...], wallet_nonce: str | None) -> str:
+    """The request object: signed with the agency key and ``x5c`` (unsigned for ``redirect_uri:``)."""
+    claims = request_object_claims(tx, box, public_url=public_url, algorithms=algorithms, wallet_nonce=wallet_nonce)
+    if tx.client_id.startswith("redirect_uri:"):
+        return unsigned_request_object(claims)
+    return sign_request_object(claims, keys.key_for(agency), agency.x5c)
+
+
+# -- answers -------------------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class AnswerOutcome:
+    """What the response endpoint answers the wallet."""
+
+    status: str
+    errors: list[dict[str, Any]]
+    redirect_uri: str | None
+
+
+def parse_answer(tx: Transaction, box: SecretBox, form: Mapping[str, Any]) -> VPTokenResponse:
+    """The Authorization Response from the form, decrypted for ``direct_post.jwt``."""
+    if tx.response_mode == "direct_post.jwt":
+        return parse_direct_post_jwt(form, _encryption_key(box, tx), encryptions=JWE_ENCRYPTIONS)
+    if "response" in form:
+        raise APIError(400, "invalid_request", "this request expects direct_post, not an encrypted response",
+                       extra={"code": "verifier.unexpected_jwe"})
+    return VPTokenResponse.from_form(form)
+
+
+def _digests(vp_token: Mapping[str, Any]) -> list[str]:
+    found: set[str] = set()
+    for items in vp_token.values():
+        for item in items:
+            text = item if isinstance(item, str) else json_dumps(item)
+            found.add(hashlib.sha256(text.encode("utf-8")).hexdigest())
+    return sorted(found)
+
+
+async def _claim(db: Database, tx_id: str, now: dt.datetime) -> bool:
+    async with db.session() as session:
+        result = await session.execute(
+            update(Transaction)
+            .where(Transaction.id == tx_id, Transaction.status == "pending", Transaction.expires_at > now)
+            .values(status="processing")
+            .returning(Transaction.id))
+        return result.first() is not None
+
+
+async def _record_digests(db: Database, tx_id: str, digests: list[str], now: dt.datetime) -> bool:
+    """Insert the presentation digests; ``False`` when one was seen before (a replay)."""
+    try:
+        async with db.session() as session:
+            existing = await session.scalar(select(UsedPresentation.digest).where(UsedPresentation.digest.in_(digests)))
+            if existing is not None:
+                return False
+            session.add_all([UsedPresentation(digest=d, transaction_id=tx_id, created_at=now) for d in digests])
+    except IntegrityError:
+        return False
+    return True
+
+
+def result_body(tx: Transaction, box: SecretBox, *, now: dt.datetime | None = None) -> dict[str, Any]:
+    """The result as agencies read it (polling, webhook, CLI). Claims are hidden once purged."""
+    now = now or utcnow()
+    status = tx.status
+    if status in ("pending", "processing") and tx.expires_at <= now:
+        status = "expired"
+    if status == "processing":
+        status = "pending"
+    credentials: dict[str, Any] = {}
+    purged = tx.claims_deleted_at is not None or (tx.purge_at is not None and tx.purge_at <= now)
+    if tx.result is not None and not purged:
+        credentials = json_loads(box.open(tx.result, f"tx:{tx.id}:result".encode()))
+    claims = {qid: items[0]["claims"] for qid, items in credentials.items() if items}
+    return {
+        "id": tx.id,
+        "status": status,
+        "template": tx.template_name,
+        "claims": claims,
+        "credentials": credentials,
+        "record": tx.record or {},
+        "errors": tx.errors or [],
+        "created_at": tx.created_at.isoformat(),
+        "expires_at": tx.expires_at.isoformat(),
+        "completed_at": tx.completed_at.isoformat() if tx.completed_at else None,
+        "claims_deleted": purged and tx.result is not None or tx.claims_deleted_at is not None,
+    }
+
+
+async def _finish(db: Database, box: SecretBox, tx: Transaction, *, status: str, errors: list[CheckError],
+                  credentials: dict[str, Any] | None, now: dt.datetime, from_status: str) -> str | None:
+    """Write the final state (and the webhook outbox row) in one transaction; return a response code."""
+    response_code: str | None = None
+    values: dict[str, Any] = {
+        "status": status,
+        "errors": [e.as_dict() for e in errors],
+        "completed_at": now,
+        "purge_at": now + dt.timedelta(seconds=tx.retention_seconds),
+    }
+    if credentials:
+        values["result"] = box.seal(json_dumps(credentials).encode(), f"tx:{tx.id}:result".encode())
+        values["record"] = {qid: [{k: c[k] for k in ("issuer", "vct", "valid_from", "valid_until", "key_source")}
+                                  for c in items] for qid, items in credentials.items()}
+    if tx.redirect_uri and status == "verified":
+        response_code = secrets.token_urlsafe(32)
+        values["response_code_hash"] = token_hash(response_code)
+    async with db.session() as session:
+        result = await session.execute(
+            update(Transaction).where(Transaction.id == tx.id, Transaction.status == from_status)
+            .values(**values).returning(Transaction.id))
+        if result.first() is None:
+            return None
+        if tx.webhook_url:
+            fresh = await session.get(Transaction, tx.id, populate_existing=True)
+            assert fresh is not None
+            body = {"event": f"presentation.{status}", "transaction_id": tx.id, "result": result_body(fresh, box)}
+            session.add(WebhookOutbox(id=str(uuid.uuid4()), endpoint_id=tx.agency_id, url=tx.webhook_url,
+                                      event_type=f"presentation.{status}", body=json_dumps(body).encode(),
+                                      attempts=0, created_at=now, next_attempt_at=now))
+    return response_code
+
+
+async def answer(db: Database, box: SecretBox, verifier: PresentationVerifier, tx_id: str,
+                 form: Mapping[str, Any]) -> AnswerOutcome:
+    """Handle a ``direct_post``/``direct_post.jwt`` Authorization Response for transaction ``tx_id``."""
+    now = utcnow()
+    async with db.read_session() as session:
+        tx = await session.get(Transaction, tx_id)
+    if tx is None:
+        raise APIError(404, "invalid_request", "unknown transaction", extra={"code": "verifier.unknown_transaction"})
+    if tx.status in ("pending", "processing") and tx.expires_at <= now:
+        await expire_one(db, box, tx, now)
+        raise APIError(400, "invalid_request", "the request has expired", extra={"code": "verifier.expired_transaction"})
+    if tx.status == "expired":
+        raise APIError(400, "invalid_request", "the request has expired", extra={"code": "verifier.expired_transaction"})
+    if tx.status != "pending":
+        raise APIError(400, "invalid_request", "the request was answered already",
+                       extra={"code": "verifier.already_answered"})
+    try:
+        response = parse_answer(tx, box, form)
+    except SSIError as exc:
+        raise APIError(400, "invalid_request", "the authorization response is malformed",
+                       extra={"code": exc.code}) from None
+    if response.state != tx.state:
+        raise APIError(400, "invalid_request", "state does not match the request", extra={"code": "verifier.state_mismatch"})
+    if response.error is not None:
+        code = f"wallet.{response.error}" if len(response.error) <= 64 else "wallet.error"
+        errors = [CheckError(code, None, "the wallet did not present (the citizen declined or could not)")]
+        if not await _claim(db, tx.id, now):
+            raise APIError(400, "invalid_request", "the request was answered already",
+                           extra={"code": "verifier.already_answered"})
+        await _finish(db, box, tx, status="declined", errors=errors, credentials=None, now=now, from_status="processing")
+        return AnswerOutcome("declined", [e.as_dict() for e in errors], None)
+    assert response.vp_token is not None
+    if not await _claim(db, tx.id, now):
+        raise APIError(400, "invalid_request", "the request was answered already",
+                       extra={"code": "verifier.already_answered"})
+    outcome: Outcome
+    try:
+        if not await _record_digests(db, tx.id, _digests(response.vp_token), now):
+            outcome = Outcome(errors=[CheckError("verifier.replayed_vp_token", None,
+                                                 "this presentation was submitted before")])
+        else:
+            ctx = TransactionContext(client_id=tx.client_id, nonce=tx.nonce, dcql_query=tx.dcql_query,
+                                     trusted_issuers=tx.trusted_issuers, anchors_pem=tx.anchors_pem or [])
+            outcome = await verifier.check(ctx, response.vp_token)
+    except Exception:  # noqa: BLE001 - never leave a transaction stuck in "processing"
+        log.exception("presentation check failed unexpectedly")
+        outcome = Outcome(errors=[CheckError("verifier.internal_error", None, "the presentation could not be checked")])
+    status = "verified" if outcome.verified else "rejected"
+    if not outcome.errors and not outcome.credentials:
+        outcome.errors.append(CheckError("verifier.empty_presentation", None, "nothing was presented"))
+    code = await _finish(db, box, tx, status=status, errors=outcome.errors, credentials=outcome.credentials or None,
+                         now=utcnow(), from_status="processing")
+    redirect = f"{tx.redirect_uri}#response_code={code}" if code and tx.redirect_uri else None
+    return AnswerOutcome(status, [e.as_dict() for e in outcome.errors], redirect)
+
+
+async def expire_one(db: Database, box: SecretBox, tx: Transaction, now: dt.datetime) -> None:
+    """Mark a pending transaction past its expiry as expired (once; with its webhook)."""
+    await _finish(db, box, tx, status="expired", errors=[CheckError("verifier.expired_transaction", None,
+                                                                     "no answer before the request expired")],
+                  credentials=None, now=now, from_status="pending")
+
+
+async def sweep(db: Database, box: SecretBox, *, now: dt.datetime | None = None, limit: int = 200) -> dict[str, int]:
+    """Periodic housekeeping: expire overdue pending requests and delete claims past their retention."""
+    now = now or utcnow()
+    async with db.read_session() as session:
+        overdue = list((await session.scalars(
+            select(Transaction).where(Transaction.status == "pending", Transaction.expires_at <= now).limit(limit))).all())
+    for tx in overdue:
+        await expire_one(db, box, tx, now)
+    async with db.session() as session:
+        purged = await session.execute(
+            update(Transaction).where(Transaction.purge_at <= now, Transaction.claims_deleted_at.is_(None),
+                                      Transaction.result.is_not(None))
+            .values(result=None, claims_deleted_at=now).returning(Transaction.id))
+        purged_count = len(purged.all())
+    return {"expired": len(overdue), "purged": purged_count}

@@ -1,0 +1,103 @@
+"""The verifier's background task: deliver due webhooks, expire overdue requests, purge claims.
+
+Runs in every worker process; rows are claimed with a conditional ``UPDATE`` (a lease on
+``next_attempt_at``) so two workers never send the same delivery at once. A new outbox row wakes the
+local task at once (``kick``); others are found on the next tick (``worker_interval``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+from collections.abc import AsyncIterator
+
+import httpx
+from fastapi import FastAPI
+from sqlalchemy import select, update
+
+from service_kit.crypto import SecretBox
+from service_kit.db import Database
+from service_kit.webhooks import deliver_webhook, next_attempt_after
+from verifier.models import Agency, WebhookOutbox
+from verifier.transactions import sweep, utcnow
+
+log = logging.getLogger(__name__)
+
+LEASE = dt.timedelta(seconds=60)
+MAX_ATTEMPTS = 12
+
+
+async def deliver_due(db: Database, box: SecretBox, client: httpx.AsyncClient, *, limit: int = 50) -> int:
+    """Send every due outbox row once (one attempt each; failures are rescheduled). Returns deliveries."""
+    now = utcnow()
+    async with db.read_session() as session:
+        due = list((await session.scalars(
+            select(WebhookOutbox).where(WebhookOutbox.delivered_at.is_(None), WebhookOutbox.next_attempt_at <= now,
+                                        WebhookOutbox.attempts < MAX_ATTEMPTS)
+            .order_by(WebhookOutbox.next_attempt_at).limit(limit))).all())
+    delivered = 0
+    for row in due:
+        async with db.session() as session:
+            claimed = await session.execute(
+                update(WebhookOutbox).where(WebhookOutbox.id == row.id, WebhookOutbox.next_attempt_at <= now,
+                                            WebhookOutbox.delivered_at.is_(None))
+                .values(next_attempt_at=now + LEASE).returning(WebhookOutbox.id))
+            if claimed.first() is None:
+                continue
+            agency = await session.get(Agency, row.endpoint_id)
+        if agency is None:
+            continue
+        secret = box.open(agency.webhook_secret, f"agency:{agency.id}:webhook".encode())
+        result = await deliver_webhook(client, row.url, row.body, secret, event_id=row.id, max_attempts=1)
+        finished = utcnow()
+        async with db.session() as session:
+            if result.delivered:
+                delivered += 1
+                await session.execute(update(WebhookOutbox).where(WebhookOutbox.id == row.id)
+                                      .values(delivered_at=finished, attempts=row.attempts + 1, last_error=None))
+            else:
+                await session.execute(update(WebhookOutbox).where(WebhookOutbox.id == row.id).values(
+                    attempts=row.attempts + 1, last_error=result.error,
+                    next_attempt_at=next_attempt_after(row.attempts + 1, finished, base=2.0, cap=600.0)))
+    return delivered
+
+
+class BackgroundWorker:
+    """The periodic loop, started and stopped with the app."""
+
+    def __init__(self, db: Database, box: SecretBox, client: httpx.AsyncClient, interval: float) -> None:
+        self.db = db
+        self.box = box
+        self.client = client
+        self.interval = interval
+        self._wake = asyncio.Event()
+
+    def kick(self) -> None:
+        """Run the loop now (a webhook was queued)."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await deliver_due(self.db, self.box, self.client)
+                await sweep(self.db, self.box)
+            except Exception:  # noqa: BLE001 - the loop must survive a database hiccup
+                log.exception("verifier background task failed; retrying")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.interval)
+            self._wake.clear()
+
+
+@contextlib.asynccontextmanager
+async def running(app: FastAPI) -> AsyncIterator[None]:
+    """Lifespan hook: run :class:`BackgroundWorker` for the app's lifetime."""
+    worker: BackgroundWorker = app.state.worker
+    task = asyncio.create_task(worker.run())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
