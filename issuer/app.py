@@ -1,0 +1,60 @@
+"""The issuer service app: ``create_app(settings=None) -> FastAPI``.
+
+Start-up applies the Alembic migrations (``issuer/migrations``), opens one shared HTTP client (data
+sources, VÀLid, webhooks) and starts the background worker (webhooks, purge).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+from fastapi import FastAPI
+
+from service_kit.app import create_service_app
+from service_kit.crypto import SecretBox, load_master_key
+from service_kit.db import Database
+from service_kit.migrations import run_migrations_async
+
+from .context import IssuerContext
+from .events import background
+from .routes import admin, authorization, protocol
+from .settings import IssuerSettings
+
+__version__ = "0.1.0"
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+DESCRIPTION = """Cartera issuer: OpenID4VCI 1.0 credential issuer and OAuth 2.0 authorization server per tenant
+(`/t/<slug>/...`, metadata under `/.well-known/.../t/<slug>`), and the admin API under `/v1`
+(tenant API keys as `Authorization: Bearer`)."""
+
+
+def create_app(settings: IssuerSettings | None = None, *, run_background: bool = True,
+               configure_logs: bool = True) -> FastAPI:
+    """Build the issuer app (migrations run at start-up)."""
+    settings = settings or IssuerSettings()
+    db = Database(settings.database_url, pool_size=20, max_overflow=20)
+    box = SecretBox(load_master_key(settings))
+    ctx = IssuerContext(settings=settings, db=db, box=box)
+
+    @contextlib.asynccontextmanager
+    async def startup(app: FastAPI) -> AsyncIterator[None]:
+        await run_migrations_async(MIGRATIONS, settings.database_url)
+        async with httpx.AsyncClient(timeout=settings.source_timeout, follow_redirects=False) as client:
+            ctx.http = client
+            if run_background:
+                async with background(ctx):
+                    yield
+            else:
+                yield
+            ctx.http = None
+
+    app = create_service_app(name="issuer", version=__version__, settings=settings, db=db, lifespan_hooks=[startup],
+                             description=DESCRIPTION, configure_logs=configure_logs)
+    app.state.ctx = ctx
+    app.include_router(protocol.router)
+    app.include_router(authorization.router)
+    app.include_router(admin.router, prefix=app.state.api_prefix)
+    return app

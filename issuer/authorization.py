@@ -1,0 +1,286 @@
+"""Authorization code flow: PAR, the authorization endpoint, the citizen's login at VÀLid, the code.
+
+1. The wallet pushes its request (``/par``, optional) or sends it to ``/authorize`` directly:
+   ``response_type=code``, ``client_id``, ``redirect_uri``, PKCE ``code_challenge`` with
+   ``code_challenge_method=S256`` (required), and ``scope`` (type ids) or ``authorization_details``
+   (``openid_credential`` with ``credential_configuration_id``), optionally ``issuer_state``.
+2. The issuer sends the citizen to VÀLid (authorization code, scope ``autenticacio_usuari``, its own
+   PKCE and ``state``), and VÀLid returns to ``/t/<slug>/login/callback``.
+3. The issuer exchanges VÀLid's code, reads ``getUserInfo`` (identifier, name, method, assurance level)
+   and redirects the wallet back with its own single-use code (``code``, ``state``, ``iss``).
+4. At the token endpoint the code, the PKCE verifier, the redirect URI and the client id are checked;
+   the access token is bound to the authenticated identifier only.
+
+Each step moves the request row from one ``stage`` to the next with a conditional ``UPDATE``, so a
+replayed state or code finds nothing to move.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import hmac
+import re
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlencode, urlsplit
+
+import httpx
+from sqlalchemy import select, update
+
+from service_kit.errors import APIError
+from ssi.encoding import json_loads
+from ssi.errors import EncodingError
+from ssi.oid4vci import INVALID_GRANT, INVALID_REQUEST, is_loopback_host
+
+from .context import IssuerContext, new_id, new_secret, secret_hash, utcnow
+from .models import AuthorizationRequest, Offer
+from .tenancy import TenantRef
+
+REQUEST_URI_PREFIX = "urn:ietf:params:oauth:request_uri:"
+VALID_SCOPE = "autenticacio_usuari"
+_PKCE = re.compile(r"^[A-Za-z0-9\-._~]{43,128}$")
+
+
+def _s256(verifier: str) -> str:
+    return base64.urlsafe_b64encode(hashlib.sha256(verifier.encode("ascii")).digest()).rstrip(b"=").decode("ascii")
+
+
+def _check_redirect_uri(ctx: IssuerContext, uri: str) -> None:
+    try:
+        parts = urlsplit(uri)
+    except ValueError as exc:
+        raise APIError(400, INVALID_REQUEST, "redirect_uri is not a URI") from exc
+    if parts.fragment or not parts.scheme:
+        raise APIError(400, INVALID_REQUEST, "redirect_uri must be absolute and carry no fragment")
+    if parts.scheme == "http" and not (ctx.settings.allow_http_loopback and is_loopback_host(parts.hostname or "")):
+        raise APIError(400, INVALID_REQUEST, "redirect_uri must use https (or a private-use scheme)")
+    if parts.scheme in ("javascript", "data", "file"):
+        raise APIError(400, INVALID_REQUEST, "redirect_uri scheme not allowed")
+
+
+def _configurations(params: dict[str, str], known: set[str]) -> tuple[list[str], list[dict[str, Any]] | None]:
+    wanted: list[str] = []
+    details: list[dict[str, Any]] | None = None
+    if params.get("authorization_details"):
+        try:
+            details = json_loads(params["authorization_details"])
+        except EncodingError as exc:
+            raise APIError(400, "invalid_authorization_details", "authorization_details is not JSON") from exc
+        if not isinstance(details, list) or not details:
+            raise APIError(400, "invalid_authorization_details", "authorization_details must be a non-empty array")
+        for item in details:
+            if not isinstance(item, dict) or item.get("type") != "openid_credential":
+                raise APIError(400, "invalid_authorization_details", "only openid_credential details are supported")
+            cid = item.get("credential_configuration_id")
+            if not isinstance(cid, str) or cid not in known:
+                raise APIError(400, "invalid_authorization_details", "unknown credential_configuration_id")
+            wanted.append(cid)
+    for scope in params.get("scope", "").split():
+        if scope in known:
+            wanted.append(scope)
+    if not wanted:
+        raise APIError(400, "invalid_scope", "request a credential by scope or authorization_details")
+    return list(dict.fromkeys(wanted)), details
+
+
+async def create_request(ctx: IssuerContext, tenant: TenantRef, params: dict[str, str], known: set[str], *,
+                         pushed: bool) -> tuple[str, AuthorizationRequest]:
+    """Validate an authorization request and store it; returns (request_uri or id, row)."""
+    if params.get("response_type") != "code":
+        raise APIError(400, "unsupported_response_type", "response_type must be code")
+    client_id = params.get("client_id", "")
+    if not client_id or len(client_id) > 300:
+        raise APIError(400, INVALID_REQUEST, "client_id is required")
+    redirect_uri = params.get("redirect_uri", "")
+    if not redirect_uri or len(redirect_uri) > 2000:
+        raise APIError(400, INVALID_REQUEST, "redirect_uri is required")
+    _check_redirect_uri(ctx, redirect_uri)
+    if params.get("code_challenge_method") != "S256" or not _PKCE.match(params.get("code_challenge", "")):
+        raise APIError(400, INVALID_REQUEST, "PKCE with code_challenge_method=S256 is required")
+    configuration_ids, details = _configurations(params, known)
+    issuer_state = params.get("issuer_state") or None
+    if issuer_state is not None and len(issuer_state) > 200:
+        raise APIError(400, INVALID_REQUEST, "issuer_state is too long")
+    state = params.get("state")
+    if state is not None and len(state) > 1000:
+        raise APIError(400, INVALID_REQUEST, "state is too long")
+    hint = params.get("login_hint") if ctx.settings.idp_forward_login_hint else None
+    request_uri = REQUEST_URI_PREFIX + new_secret() if pushed else None
+    row = AuthorizationRequest(
+        id=new_id("ar_", 16), tenant_id=tenant.id, request_uri_hash=secret_hash(request_uri) if request_uri else None,
+        idp_state_hash=None, code_hash=None, client_id=client_id, redirect_uri=redirect_uri,
+        code_challenge=params["code_challenge"], state=state, configuration_ids=configuration_ids,
+        authorization_details=details, issuer_state=issuer_state, login_hint=(hint or None) and hint[:100],
+        sealed_idp_verifier=None, subject=None, login=None, stage="pushed" if pushed else "new",
+        expires_at=utcnow() + dt.timedelta(seconds=ctx.settings.par_ttl if pushed else ctx.settings.login_ttl))
+    async with ctx.db.session() as session:
+        session.add(row)
+    return request_uri or row.id, row
+
+
+async def start_login(ctx: IssuerContext, tenant: TenantRef, params: dict[str, str], known: set[str]) -> str:
+    """Handle ``/authorize``: resolve a pushed request or accept a plain one; return the VÀLid URL."""
+    now = utcnow()
+    if "request_uri" in params:
+        request_uri = params["request_uri"]
+        async with ctx.db.session() as session:
+            row = (await session.execute(
+                update(AuthorizationRequest).where(
+                    AuthorizationRequest.request_uri_hash == secret_hash(request_uri),
+                    AuthorizationRequest.tenant_id == tenant.id, AuthorizationRequest.stage == "pushed",
+                    AuthorizationRequest.expires_at > now)
+                .values(stage="new", expires_at=now + dt.timedelta(seconds=ctx.settings.login_ttl))
+                .returning(AuthorizationRequest.id, AuthorizationRequest.client_id))).first()
+        if row is None:
+            raise APIError(400, INVALID_REQUEST, "request_uri is unknown, used or expired")
+        if params.get("client_id") != row[1]:
+            raise APIError(400, INVALID_REQUEST, "client_id does not match the pushed request")
+        request_id = row[0]
+    else:
+        _, created = await create_request(ctx, tenant, params, known, pushed=False)
+        request_id = created.id
+    idp_state = new_secret()
+    verifier = new_secret()
+    async with ctx.db.session() as session:
+        result = await session.execute(
+            update(AuthorizationRequest).where(AuthorizationRequest.id == request_id, AuthorizationRequest.stage == "new")
+            .values(stage="login", idp_state_hash=secret_hash(idp_state),
+                    sealed_idp_verifier=ctx.box.seal(verifier.encode(), f"issuer:idp-verifier:{request_id}".encode()))
+            .returning(AuthorizationRequest.login_hint))
+        hint = result.scalar_one_or_none()
+    query = {"response_type": "code", "client_id": ctx.settings.idp_client_id,
+             "redirect_uri": callback_url(ctx, tenant), "scope": VALID_SCOPE, "state": idp_state,
+             "code_challenge": _s256(verifier), "code_challenge_method": "S256"}
+    if hint:
+        query["login_hint"] = hint
+    return f"{ctx.settings.idp_authorize_url}?{urlencode(query)}"
+
+
+def callback_url(ctx: IssuerContext, tenant: TenantRef) -> str:
+    """Where VÀLid sends the citizen back (register it with the identity provider)."""
+    return f"{ctx.issuer_url(tenant.slug)}/login/callback"
+
+
+def _redirect(uri: str, params: dict[str, str]) -> str:
+    sep = "&" if urlsplit(uri).query else "?"
+    return uri + sep + urlencode(params)
+
+
+async def finish_login(ctx: IssuerContext, tenant: TenantRef, params: dict[str, str]) -> str:
+    """Handle VÀLid's return: exchange its code, read the user, issue our code; return the wallet URL."""
+    idp_state = params.get("state", "")
+    if not idp_state or len(idp_state) > 200:
+        raise APIError(400, INVALID_REQUEST, "state is missing")
+    now = utcnow()
+    async with ctx.db.session() as session:
+        row = (await session.execute(
+            update(AuthorizationRequest).where(
+                AuthorizationRequest.idp_state_hash == secret_hash(idp_state), AuthorizationRequest.tenant_id == tenant.id,
+                AuthorizationRequest.stage == "login", AuthorizationRequest.expires_at > now)
+            .values(stage="callback").returning(AuthorizationRequest))).scalar_one_or_none()
+    if row is None:
+        raise APIError(400, INVALID_REQUEST, "the login state is unknown, used or expired")
+    back: dict[str, str] = {"iss": ctx.issuer_url(tenant.slug)}
+    if row.state is not None:
+        back["state"] = row.state
+    if "error" in params or not params.get("code"):
+        return _redirect(row.redirect_uri, {**back, "error": "access_denied",
+                                            "error_description": "the citizen did not log in"})
+    verifier = ctx.box.open(row.sealed_idp_verifier or b"", f"issuer:idp-verifier:{row.id}".encode()).decode()
+    user = await _valid_user(ctx, tenant, params["code"], verifier)
+    identifier = str(user.get("identifier") or "")
+    if not identifier:
+        return _redirect(row.redirect_uri, {**back, "error": "access_denied",
+                                            "error_description": "the identity provider gave no identifier"})
+    if row.issuer_state:
+        async with ctx.db.read_session() as session:
+            offer_subject = (await session.execute(select(Offer.subject).where(
+                Offer.id == row.issuer_state, Offer.tenant_id == tenant.id))).scalar_one_or_none()
+        if offer_subject is not None and offer_subject.get("identifier", "").upper() != identifier.upper():
+            return _redirect(row.redirect_uri, {**back, "error": "access_denied",
+                                                "error_description": "the offer is for another person"})
+    name = " ".join(p for p in (str(user.get("name") or ""), str(user.get("surnames") or "")) if p).strip()
+    subject = {"identifier": identifier, "identifier_type": str(user.get("identifierType") or "NIF"), "name": name,
+               "birth_date": None}
+    login = {"method": str(user.get("method") or ""), "assurance_level": str(user.get("assuranceLevel") or ""),
+             "identity_provider": "valid", "at": now.isoformat()}
+    code = new_secret()
+    async with ctx.db.session() as session:
+        await session.execute(update(AuthorizationRequest).where(AuthorizationRequest.id == row.id)
+                              .values(stage="code", code_hash=secret_hash(code), subject=subject, login=login,
+                                      expires_at=utcnow() + dt.timedelta(seconds=ctx.settings.authorization_code_ttl)))
+    return _redirect(row.redirect_uri, {**back, "code": code})
+
+
+async def _valid_user(ctx: IssuerContext, tenant: TenantRef, code: str, verifier: str) -> dict[str, Any]:
+    secret = ctx.settings.idp_client_secret.get_secret_value() if ctx.settings.idp_client_secret else ""
+    client = ctx.http or httpx.AsyncClient()
+    try:
+        token_response = await client.post(ctx.settings.idp_token_url, data={
+            "grant_type": "authorization_code", "code": code, "redirect_uri": callback_url(ctx, tenant),
+            "code_verifier": verifier, "client_id": ctx.settings.idp_client_id, "client_secret": secret},
+            timeout=10.0)
+        if token_response.status_code != 200:
+            raise APIError(502, "server_error", "the identity provider refused the login code")
+        access = token_response.json().get("access_token")
+        if not isinstance(access, str):
+            raise APIError(502, "server_error", "the identity provider's token answer is malformed")
+        info = await client.get(ctx.settings.idp_userinfo_url, params={"AccessToken": access}, timeout=10.0)
+        data = info.json()
+        if info.status_code != 200 or not isinstance(data, dict):
+            raise APIError(502, "server_error", "the identity provider did not return the user")
+        return data
+    except (httpx.HTTPError, ValueError) as exc:
+        raise APIError(503, "temporarily_unavailable", "the identity provider is unreachable",
+                       {"Retry-After": "30"}) from exc
+    finally:
+        if ctx.http is None:
+            await client.aclose()
+
+
+@dataclass(frozen=True)
+class CodeGrant:
+    """What an authorization code grants."""
+
+    subject: dict[str, Any]
+    configuration_ids: list[str]
+    credential_ids: dict[str, str]
+    selector: str | None
+    login: dict[str, Any]
+    offer_id: str | None
+
+
+async def redeem_authorization_code(ctx: IssuerContext, tenant: TenantRef, *, code: str, code_verifier: str | None,
+                                    redirect_uri: str | None, client_id: str | None) -> CodeGrant:
+    """Check and consume an authorization code (single-use); ``invalid_grant`` for any mismatch."""
+    now = utcnow()
+    async with ctx.db.session() as session:
+        row = (await session.execute(
+            update(AuthorizationRequest).where(
+                AuthorizationRequest.code_hash == secret_hash(code), AuthorizationRequest.tenant_id == tenant.id,
+                AuthorizationRequest.stage == "code", AuthorizationRequest.expires_at > now)
+            .values(stage="used").returning(AuthorizationRequest))).scalar_one_or_none()
+    if row is None:
+        raise APIError(400, INVALID_GRANT, "the authorization code is unknown, expired or already used")
+    if not code_verifier or not _PKCE.match(code_verifier) or not hmac.compare_digest(_s256(code_verifier),
+                                                                                       row.code_challenge):
+        raise APIError(400, INVALID_GRANT, "code_verifier does not match the code_challenge")
+    if redirect_uri != row.redirect_uri:
+        raise APIError(400, INVALID_GRANT, "redirect_uri does not match the authorization request")
+    if client_id is not None and client_id != row.client_id:
+        raise APIError(400, INVALID_GRANT, "the code was issued to another client")
+    selector = None
+    credential_ids: dict[str, str] = {}
+    offer_id = None
+    if row.issuer_state:
+        async with ctx.db.read_session() as session:
+            offer = (await session.execute(select(Offer).where(Offer.id == row.issuer_state,
+                                                               Offer.tenant_id == tenant.id))).scalar_one_or_none()
+        if offer is not None:
+            selector, offer_id = offer.selector, offer.id
+            # Credential ids of the offer stay with its pre-authorized grant: fresh ids here.
+            credential_ids = {}
+    return CodeGrant(subject=row.subject or {}, configuration_ids=list(row.configuration_ids),
+                     credential_ids=credential_ids, selector=selector, login=row.login or {}, offer_id=offer_id)

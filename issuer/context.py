@@ -1,0 +1,101 @@
+"""What every request handler needs: settings, database, secret box, caches; and small shared helpers.
+
+One :class:`IssuerContext` per app (``app.state.ctx``). Its caches (unsealed signing keys, parsed
+credential types, built data sources) are bounded and safe to lose: the database is the truth, so two
+workers behave as one.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import secrets
+from collections import OrderedDict
+from collections.abc import Hashable
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+import httpx
+from fastapi import Request
+
+from service_kit.crypto import SecretBox
+from service_kit.db import Database
+
+from .settings import IssuerSettings
+
+V = TypeVar("V")
+
+
+class BoundedCache(Generic[V]):
+    """A small LRU map: at most ``size`` entries, the least recently used dropped first."""
+
+    def __init__(self, size: int = 256) -> None:
+        self.size = size
+        self._data: OrderedDict[Hashable, V] = OrderedDict()
+
+    def get(self, key: Hashable) -> V | None:
+        value = self._data.get(key)
+        if value is not None:
+            self._data.move_to_end(key)
+        return value
+
+    def put(self, key: Hashable, value: V) -> V:
+        self._data[key] = value
+        self._data.move_to_end(key)
+        while len(self._data) > self.size:
+            self._data.popitem(last=False)
+        return value
+
+    def clear(self) -> None:
+        self._data.clear()
+
+
+@dataclass
+class IssuerContext:
+    """Per-app state shared by the routes and service modules."""
+
+    settings: IssuerSettings
+    db: Database
+    box: SecretBox
+    http: httpx.AsyncClient | None = None
+    keys: BoundedCache[Any] = field(default_factory=lambda: BoundedCache(256))
+    types: BoundedCache[Any] = field(default_factory=lambda: BoundedCache(512))
+    sources: BoundedCache[Any] = field(default_factory=lambda: BoundedCache(256))
+    tenants: BoundedCache[Any] = field(default_factory=lambda: BoundedCache(256))
+
+    @property
+    def public_url(self) -> str:
+        return self.settings.public_url
+
+    def issuer_url(self, slug: str) -> str:
+        """The credential issuer identifier of tenant ``slug``."""
+        return f"{self.settings.public_url}/t/{slug}"
+
+
+def get_ctx(request: Request) -> IssuerContext:
+    """FastAPI dependency: the app's :class:`IssuerContext`."""
+    return request.app.state.ctx  # type: ignore[no-any-return]
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def new_id(prefix: str = "", nbytes: int = 12) -> str:
+    """A random identifier (not a secret by itself), URL-safe."""
+    return prefix + secrets.token_urlsafe(nbytes)
+
+
+def new_secret() -> str:
+    """A 256-bit random secret (codes, tokens, nonces, transaction ids)."""
+    return secrets.token_urlsafe(32)
+
+
+def secret_hash(value: str) -> str:
+    """What is stored for a secret: SHA-256 hex. Enough for 256-bit random values (nothing to guess)."""
+    return hashlib.sha256(value.encode("utf-8")).hexdigest()
+
+
+def new_tx_code(length: int) -> str:
+    """A numeric transaction code of ``length`` digits (uniform, leading zeros allowed)."""
+    return "".join(secrets.choice("0123456789") for _ in range(length))

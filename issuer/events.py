@@ -1,0 +1,92 @@
+"""Background work: deliver webhook events from the outbox, purge expired protocol state.
+
+A worker claims a due outbox row by moving its ``next_attempt_at`` forward in one conditional
+``UPDATE`` (a lease), so two workers never send the same event at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+
+from sqlalchemy import select, update
+
+from service_kit.webhooks import deliver_webhook, next_attempt_after
+
+from .context import IssuerContext, utcnow
+from .grants import purge_expired
+from .models import WebhookEndpoint, WebhookOutbox
+
+log = logging.getLogger(__name__)
+MAX_ATTEMPTS = 12
+LEASE = dt.timedelta(seconds=60)
+
+
+async def deliver_due(ctx: IssuerContext, limit: int = 20) -> int:
+    """Deliver the due outbox events once each; returns how many were delivered."""
+    now = utcnow()
+    async with ctx.db.read_session() as session:
+        due = (await session.execute(select(WebhookOutbox.id).where(
+            WebhookOutbox.delivered_at.is_(None), WebhookOutbox.next_attempt_at <= now,
+            WebhookOutbox.attempts < MAX_ATTEMPTS).limit(limit))).scalars().all()
+    delivered = 0
+    for row_id in due:
+        async with ctx.db.session() as session:
+            claimed = (await session.execute(update(WebhookOutbox).where(
+                WebhookOutbox.id == row_id, WebhookOutbox.next_attempt_at <= now, WebhookOutbox.delivered_at.is_(None))
+                .values(next_attempt_at=now + LEASE).returning(WebhookOutbox))).scalar_one_or_none()
+            endpoint = await session.get(WebhookEndpoint, claimed.endpoint_id) if claimed is not None else None
+        if claimed is None:
+            continue
+        if endpoint is None:
+            async with ctx.db.session() as session:
+                await session.execute(update(WebhookOutbox).where(WebhookOutbox.id == row_id)
+                                      .values(attempts=MAX_ATTEMPTS, last_error="endpoint removed"))
+            continue
+        secret = ctx.box.open(endpoint.sealed_secret, f"issuer:webhook:{endpoint.id}".encode())
+        client = ctx.http
+        if client is None:
+            return delivered
+        result = await deliver_webhook(client, endpoint.url, claimed.body, secret, event_id=claimed.id, max_attempts=1,
+                                       timeout=ctx.settings.webhook_timeout)
+        attempts = claimed.attempts + 1
+        async with ctx.db.session() as session:
+            if result.delivered:
+                delivered += 1
+                await session.execute(update(WebhookOutbox).where(WebhookOutbox.id == row_id)
+                                      .values(attempts=attempts, delivered_at=utcnow(), last_error=None))
+            else:
+                await session.execute(update(WebhookOutbox).where(WebhookOutbox.id == row_id)
+                                      .values(attempts=attempts, last_error=result.error,
+                                              next_attempt_at=next_attempt_after(attempts, utcnow(), base=2.0)))
+    return delivered
+
+
+async def run_background(ctx: IssuerContext, interval: float = 1.0) -> None:
+    """Deliver webhooks every ``interval`` seconds and purge expired state every few minutes, forever."""
+    ticks = 0
+    while True:
+        try:
+            await deliver_due(ctx)
+            if ticks % 300 == 0:
+                await purge_expired(ctx)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001 - background work must survive a failed round (DB restart...)
+            log.exception("background round failed")
+        ticks += 1
+        await asyncio.sleep(interval)
+
+
+@contextlib.asynccontextmanager
+async def background(ctx: IssuerContext):  # type: ignore[no-untyped-def]
+    """Run :func:`run_background` for the app's lifetime."""
+    task = asyncio.create_task(run_background(ctx))
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

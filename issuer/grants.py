@@ -1,0 +1,178 @@
+"""Offers, pre-authorized codes, transaction codes, access tokens and nonces — all in the database, hashed.
+
+* A pre-authorized code is single-use (``mark_used_once``) and short-lived; its transaction code
+  allows ``tx_code_max_attempts`` wrong tries, counted atomically, after which the code is burnt.
+* An access token names the subject and the configurations it may obtain; the credential endpoint
+  allows one issuance per configuration (see :mod:`issuer.routes.protocol`).
+* A ``c_nonce`` is consumed once (``consume_once``), so of concurrent proofs carrying it exactly one
+  is accepted.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hmac
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import delete, select, update
+
+from service_kit.db import consume_once, mark_used_once
+from service_kit.errors import APIError
+from ssi.oid4vci import (
+    INVALID_GRANT,
+    PRE_AUTHORIZED_CODE_GRANT,
+    CredentialOffer,
+    build_credential_offer_uri,
+)
+
+from .context import IssuerContext, new_id, new_secret, new_tx_code, secret_hash, utcnow
+from .models import AccessToken, IssuanceClaim, Nonce, Offer, StoredResponse
+from .tenancy import TenantRef
+
+
+@dataclass(frozen=True)
+class CreatedOffer:
+    """What the admin API returns for a new offer (the secrets appear here only, once)."""
+
+    offer_id: str
+    offer: dict[str, Any]
+    offer_uri: str
+    credential_offer_uri: str
+    tx_code: str | None
+    credential_ids: dict[str, str]
+    expires_at: dt.datetime
+
+
+async def create_offer(ctx: IssuerContext, tenant: TenantRef, configuration_ids: list[str], subject: dict[str, Any], *,
+                       with_tx_code: bool = True, by_reference: bool = True, selector: str | None = None,
+                       tx_code_description: str | None = None) -> CreatedOffer:
+    """Create a pre-authorized offer for ``subject`` (and reserve one credential id per configuration)."""
+    code = new_secret()
+    tx_code = new_tx_code(ctx.settings.tx_code_length) if with_tx_code else None
+    offer_id = new_id("o_", 12)
+    issuer = ctx.issuer_url(tenant.slug)
+    grant: dict[str, Any] = {"pre-authorized_code": code}
+    if tx_code is not None:
+        grant["tx_code"] = {"input_mode": "numeric", "length": len(tx_code),
+                            "description": tx_code_description or "Enter the code you received with this offer"}
+    offer = {"credential_issuer": issuer, "credential_configuration_ids": configuration_ids,
+             "grants": {PRE_AUTHORIZED_CODE_GRANT: grant}}
+    now = utcnow()
+    expires = now + dt.timedelta(seconds=ctx.settings.offer_ttl)
+    credential_ids = {cid: new_id("c_", 12) for cid in configuration_ids}
+    async with ctx.db.session() as session:
+        session.add(Offer(id=offer_id, tenant_id=tenant.id, code_hash=secret_hash(code),
+                          tx_code_hash=secret_hash(tx_code) if tx_code else None, tx_code_attempts=0,
+                          configuration_ids=configuration_ids, credential_ids=credential_ids, subject=subject,
+                          selector=selector, offer_json=offer, used=False, burnt=False, created_at=now,
+                          expires_at=expires))
+    reference = f"{issuer}/offers/{offer_id}"
+    by_value_uri = build_credential_offer_uri(CredentialOffer.parse(offer, allow_http_loopback=True))
+    by_ref_uri = build_credential_offer_uri(reference)
+    return CreatedOffer(offer_id, offer, by_ref_uri if by_reference else by_value_uri, reference, tx_code,
+                        credential_ids, expires)
+
+
+async def offer_document(ctx: IssuerContext, tenant: TenantRef, offer_id: str) -> dict[str, Any] | None:
+    """The offer object served at ``credential_offer_uri`` (while the offer is usable)."""
+    async with ctx.db.read_session() as session:
+        row = (await session.execute(select(Offer.offer_json).where(
+            Offer.id == offer_id, Offer.tenant_id == tenant.id, Offer.used.is_(False), Offer.burnt.is_(False),
+            Offer.expires_at > utcnow()))).scalar_one_or_none()
+    return row
+
+
+def _grant_error(description: str) -> APIError:
+    return APIError(400, INVALID_GRANT, description)
+
+
+async def redeem_pre_authorized_code(ctx: IssuerContext, tenant: TenantRef, code: str, tx_code: str | None) -> Offer:
+    """Check a pre-authorized code (and its tx_code) and mark it used; ``invalid_grant`` otherwise."""
+    now = utcnow()
+    code_hash = secret_hash(code)
+    wrong_tx_code = False
+    async with ctx.db.session() as session:
+        offer = (await session.execute(select(Offer).where(Offer.code_hash == code_hash, Offer.tenant_id == tenant.id))
+                 ).scalar_one_or_none()
+        if offer is None or offer.used or offer.burnt or offer.expires_at <= now:
+            raise _grant_error("the pre-authorized code is unknown, expired or already used")
+        if offer.tx_code_hash is not None and (
+                not tx_code or not hmac.compare_digest(secret_hash(tx_code), offer.tx_code_hash)):
+            wrong_tx_code = True
+        else:
+            won = await mark_used_once(session, Offer, Offer.burnt.is_(False), Offer.expires_at > now, id=offer.id)
+            if won is None:
+                raise _grant_error("the pre-authorized code is unknown, expired or already used")
+    if wrong_tx_code:
+        # Counted in one UPDATE (and committed) so that parallel guesses cannot exceed the limit.
+        limit = ctx.settings.tx_code_max_attempts
+        async with ctx.db.session() as session:
+            row = (await session.execute(
+                update(Offer).where(Offer.id == offer.id, Offer.burnt.is_(False), Offer.used.is_(False))
+                .values(tx_code_attempts=Offer.tx_code_attempts + 1, burnt=Offer.tx_code_attempts + 1 >= limit)
+                .returning(Offer.burnt))).first()
+        burnt = row is None or bool(row[0])
+        raise _grant_error("the transaction code is wrong; the offer is now void" if burnt
+                           else "the transaction code is missing or wrong")
+    return offer
+
+
+async def new_access_token(ctx: IssuerContext, tenant: TenantRef, *, subject: dict[str, Any], configuration_ids: list[str],
+                           credential_ids: dict[str, str] | None = None, selector: str | None = None,
+                           login: dict[str, Any] | None = None, offer_id: str | None = None) -> tuple[str, int]:
+    """Store a new access token (hashed) and return it with its lifetime."""
+    token = new_secret()
+    ttl = ctx.settings.access_token_ttl
+    async with ctx.db.session() as session:
+        session.add(AccessToken(token_hash=secret_hash(token), tenant_id=tenant.id, subject=subject,
+                                configuration_ids=configuration_ids, credential_ids=credential_ids or {},
+                                selector=selector, login=login or {}, offer_id=offer_id,
+                                expires_at=utcnow() + dt.timedelta(seconds=ttl)))
+    return token, ttl
+
+
+async def access_token(ctx: IssuerContext, tenant: TenantRef, token: str | None) -> AccessToken:
+    """The unexpired access token row of this tenant, or 401 ``invalid_token``."""
+    if token and len(token) <= 200:
+        async with ctx.db.read_session() as session:
+            row = (await session.execute(select(AccessToken).where(
+                AccessToken.token_hash == secret_hash(token), AccessToken.tenant_id == tenant.id,
+                AccessToken.expires_at > utcnow()))).scalar_one_or_none()
+        if row is not None:
+            return row
+    raise APIError(401, "invalid_token", "the access token is missing, unknown or expired",
+                   {"WWW-Authenticate": 'Bearer error="invalid_token"'})
+
+
+async def new_nonce(ctx: IssuerContext, tenant: TenantRef) -> str:
+    """A fresh ``c_nonce`` stored (hashed) until it is used or expires."""
+    nonce = new_secret()
+    async with ctx.db.session() as session:
+        session.add(Nonce(nonce_hash=secret_hash(nonce), tenant_id=tenant.id,
+                          expires_at=utcnow() + dt.timedelta(seconds=ctx.settings.nonce_ttl)))
+    return nonce
+
+
+async def consume_nonce(ctx: IssuerContext, tenant: TenantRef, nonce: str) -> bool:
+    """Consume a ``c_nonce``: True for exactly one caller, and only while it is fresh."""
+    if not nonce or len(nonce) > 200:
+        return False
+    async with ctx.db.session() as session:
+        row = await consume_once(session, Nonce, Nonce.expires_at > utcnow(), nonce_hash=secret_hash(nonce),
+                                 tenant_id=tenant.id)
+    return row is not None
+
+
+async def purge_expired(ctx: IssuerContext) -> int:
+    """Delete expired protocol state (nonces, tokens, claims, stored responses, offers); returns rows deleted."""
+    now = utcnow()
+    total = 0
+    async with ctx.db.session() as session:
+        for model, column in ((Nonce, Nonce.expires_at), (AccessToken, AccessToken.expires_at),
+                              (IssuanceClaim, IssuanceClaim.expires_at), (StoredResponse, StoredResponse.expires_at)):
+            result = await session.execute(delete(model).where(column < now))
+            total += result.rowcount or 0  # type: ignore[attr-defined]
+        result = await session.execute(delete(Offer).where(Offer.expires_at < now - dt.timedelta(days=1)))
+        total += result.rowcount or 0  # type: ignore[attr-defined]
+    return total

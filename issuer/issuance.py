@@ -1,0 +1,167 @@
+"""Issuing SD-JWT VCs: query the data source, map the record to claims, sign one copy per holder key.
+
+The source is queried outside any database transaction (it is a network call); the issuance record,
+the status indices, the webhook event and the caller's own rows (stored response, deferred
+transaction) are then written in one transaction, so a failure at any point records nothing as issued.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from credential_schemas import CredentialSchemaError
+from service_kit.errors import APIError
+from ssi.oid4vci import CREDENTIAL_REQUEST_DENIED
+from ssi.sd_jwt_vc import issue_sd_jwt_vc
+from ssi.status_list import status_claim
+
+from .context import IssuerContext, new_id, utcnow
+from .keys import active_key
+from .models import IssuanceRecord, WebhookEndpoint, WebhookOutbox
+from .registry import RegisteredType, get_source
+from .sources import (
+    BadSourceAnswer,
+    Claims,
+    Pending,
+    SourceContext,
+    SourceError,
+    SourceRefused,
+    SourceUnavailable,
+    Subject,
+    SubjectNotFound,
+)
+from .status import allocate, status_list_uri
+from .tenancy import TenantRef as Tenant
+
+log = logging.getLogger(__name__)
+
+Finalize = Callable[[AsyncSession, dict[str, Any]], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Issued:
+    """Credentials issued: the credential response body and the record id."""
+
+    body: dict[str, Any]
+    record_id: str
+
+
+@dataclass(frozen=True)
+class Deferred:
+    """The source answered pending: poll again with ``reference`` after ``retry_after`` seconds."""
+
+    reference: str
+    retry_after: int
+    request_id: str
+
+
+def subject_from_json(data: dict[str, Any]) -> Subject:
+    """A :class:`Subject` from its stored JSON form."""
+    return Subject(identifier=str(data["identifier"]), identifier_type=str(data.get("identifier_type") or "NIF"),
+                   name=str(data.get("name") or ""), birth_date=data.get("birth_date") or None)
+
+
+def subject_to_json(subject: Subject) -> dict[str, Any]:
+    return {"identifier": subject.identifier, "identifier_type": subject.identifier_type, "name": subject.name,
+            "birth_date": subject.birth_date}
+
+
+async def fetch_record(ctx: IssuerContext, tenant: Tenant, reg: RegisteredType, subject: Subject, *,
+                       selector: str | None, request_id: str | None, poll_reference: str | None = None
+                       ) -> Claims | Pending:
+    """Query (or poll) the type's data source; map its failures to protocol errors."""
+    async with ctx.db.read_session() as session:
+        configured = await get_source(ctx, session, tenant.id, reg.type_id)
+    if configured is None:
+        raise APIError(400, CREDENTIAL_REQUEST_DENIED, "no data source is configured for this credential type")
+    try:
+        context = SourceContext(**configured.context, requesting_body_id=tenant.body_id or tenant.slug,
+                                requesting_body_name=tenant.name, selector=selector,
+                                **({"request_id": request_id} if request_id else {}))
+        if poll_reference is not None:
+            call = configured.source.poll(poll_reference, reg.ctype, subject, context)
+        else:
+            call = configured.source.fetch(reg.ctype, subject, context)
+        return await asyncio.wait_for(call, ctx.settings.source_timeout)
+    except (SourceUnavailable, TimeoutError) as exc:
+        retry = getattr(exc, "retry_after", None) or 30
+        log.warning("data source unavailable", extra={"type_id": reg.type_id, "tenant": tenant.slug})
+        raise APIError(503, "temporarily_unavailable", "the data source is unavailable; try again later",
+                       {"Retry-After": str(retry)}) from exc
+    except SubjectNotFound as exc:
+        raise APIError(400, CREDENTIAL_REQUEST_DENIED, "the registry holds no record for this subject") from exc
+    except SourceRefused as exc:
+        raise APIError(400, CREDENTIAL_REQUEST_DENIED, "the data source refused the query") from exc
+    except (BadSourceAnswer, SourceError) as exc:
+        log.warning("data source answer refused", extra={"type_id": reg.type_id, "code": exc.code})
+        raise APIError(502, "server_error", "the data source's answer could not be used") from exc
+
+
+def _event(event_type: str, tenant: Tenant, record_id: str, type_id: str) -> bytes:
+    return json.dumps({"id": new_id("evt_"), "type": event_type, "tenant": tenant.slug, "credential_id": record_id,
+                       "credential_type": type_id, "created_at": utcnow().isoformat()}).encode("utf-8")
+
+
+async def enqueue_event(session: AsyncSession, tenant: Tenant, event_type: str, record_id: str, type_id: str) -> None:
+    """Write a webhook event for every endpoint of the tenant subscribed to it (same transaction)."""
+    from sqlalchemy import select
+
+    endpoints = (await session.execute(select(WebhookEndpoint).where(WebhookEndpoint.tenant_id == tenant.id))).scalars()
+    now = utcnow()
+    for endpoint in endpoints:
+        if endpoint.events and event_type not in endpoint.events:
+            continue
+        session.add(WebhookOutbox(id=new_id("wh_"), endpoint_id=endpoint.id, event_type=event_type,
+                                  body=_event(event_type, tenant, record_id, type_id), attempts=0, created_at=now,
+                                  next_attempt_at=now, tenant_id=tenant.id))
+
+
+async def sign_and_record(ctx: IssuerContext, tenant: Tenant, reg: RegisteredType, claims_outcome: Claims,
+                          subject: Subject, holder_jwks: list[dict[str, Any]], *, credential_id: str,
+                          login: dict[str, Any], offer_id: str | None, finalize: Finalize | None = None) -> Issued:
+    """Map, sign one credential per holder key, and record everything in one transaction."""
+    now = utcnow()
+    try:
+        claims = reg.ctype.map_claims(claims_outcome.record, now=now)
+    except CredentialSchemaError as exc:
+        log.warning("source record does not fit the type", extra={"type_id": reg.type_id, "code": exc.code})
+        raise APIError(502, "server_error", "the data source's record does not fit the credential type") from exc
+    expires = reg.ctype.expires_at(now)
+    iat = int(now.timestamp())
+    exp = int(expires.timestamp())
+    issuer = ctx.issuer_url(tenant.slug)
+    integrity = reg.ctype.type_metadata_integrity()
+    disclosable = reg.ctype.disclosable_paths()
+    notification_id = new_id("n_", 16)
+    async with ctx.db.session() as session:
+        signer = await active_key(ctx, session, tenant.id)
+        if signer is None:
+            raise APIError(503, "temporarily_unavailable", "the issuer has no signing key yet", {"Retry-After": "60"})
+        record = IssuanceRecord(
+            id=credential_id, tenant_id=tenant.id, type_id=reg.type_id, type_version=reg.version, vct=reg.ctype.vct,
+            subject_identifier=subject.identifier, status="valid", copies=len(holder_jwks), signing_kid=signer.key.kid or "",
+            evidence=claims_outcome.evidence.as_dict(), login=login, notification_id=notification_id, notifications=[],
+            offer_id=offer_id, issued_at=now, valid_until=expires)
+        session.add(record)
+        await session.flush()
+        slots = await allocate(ctx, session, tenant.id, credential_id, len(holder_jwks))
+        credentials = []
+        for jwk, (list_id, idx) in zip(holder_jwks, slots, strict=True):
+            credentials.append({"credential": issue_sd_jwt_vc(
+                claims, vct=reg.ctype.vct, issuer=issuer, key=signer.key, holder_jwk=jwk, disclosable=disclosable,
+                x5c=signer.x5c, kid=signer.key.kid, status=status_claim(idx, status_list_uri(ctx, tenant.slug, list_id)),
+                iat=iat, nbf=iat, exp=exp, vct_integrity=integrity)})
+        body = {"credentials": credentials, "notification_id": notification_id}
+        await enqueue_event(session, tenant, "credential.issued", credential_id, reg.type_id)
+        if finalize is not None:
+            await finalize(session, body)
+    log.info("credential issued", extra={"credential_id": credential_id, "type_id": reg.type_id,
+                                         "copies": len(holder_jwks), "tenant": tenant.slug})
+    return Issued(body=body, record_id=credential_id)

@@ -1,0 +1,287 @@
+"""The issuer's database: tenants, keys, types, sources, protocol state, issuance records, status lists.
+
+Every piece of protocol state (offers, codes, tokens, nonces, transactions, authorization requests)
+lives here so that several workers behave as one. Secrets are stored hashed (``*_hash`` columns:
+SHA-256 of 256-bit random values) or sealed with ``SecretBox`` (``sealed_*`` columns). No claim value
+is ever stored: issuance records keep the evidence of the source query and of the login only.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import Mapped, mapped_column
+
+from service_kit.db import UTCDateTime, make_base
+from service_kit.webhooks import WebhookOutboxMixin
+
+Base = make_base()
+
+
+class Tenant(Base):
+    """An issuing organisation; its credential issuer identifier is ``<public_url>/t/<slug>``."""
+
+    __tablename__ = "tenants"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    slug: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    display: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    # Requesting-body identity used in data-source queries (SCSP Solicitante): NIF and name.
+    body_id: Mapped[str] = mapped_column(String(40), default="")
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+
+
+class ApiKey(Base):
+    """A tenant's admin API key, stored as ``sha256$<hex>``."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    key_hash: Mapped[str] = mapped_column(String(80), unique=True)
+    label: Mapped[str] = mapped_column(String(100), default="")
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    revoked: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class SigningKey(Base):
+    """A tenant's credential signing key (sealed) and its certificate chain (leaf first, PEM)."""
+
+    __tablename__ = "signing_keys"
+
+    kid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    sealed_private_key: Mapped[bytes] = mapped_column(LargeBinary)
+    chain_pem: Mapped[str] = mapped_column(Text)
+    public_jwk: Mapped[dict[str, Any]] = mapped_column(JSON)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    retired_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class CredentialTypeRow(Base):
+    """A registered credential type definition (versioned; the newest version is the one issued)."""
+
+    __tablename__ = "credential_types"
+    __table_args__ = (UniqueConstraint("tenant_id", "type_id", "version", name="uq_credential_types_version"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    type_id: Mapped[str] = mapped_column(String(100))
+    version: Mapped[str] = mapped_column(String(40))
+    vct: Mapped[str] = mapped_column(String(500))
+    definition: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+
+
+class SourceConfig(Base):
+    """The data source of one type of one tenant: adapter settings and query context, sealed (may hold keys)."""
+
+    __tablename__ = "source_configs"
+
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True)
+    type_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    sealed_config: Mapped[bytes] = mapped_column(LargeBinary)
+    kind: Mapped[str] = mapped_column(String(20))
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+
+
+class Offer(Base):
+    """A credential offer with its pre-authorized code (hashed) and optional transaction code (hashed)."""
+
+    __tablename__ = "offers"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    code_hash: Mapped[str] = mapped_column(String(80), unique=True)
+    tx_code_hash: Mapped[str | None] = mapped_column(String(80), nullable=True)
+    tx_code_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    configuration_ids: Mapped[list[str]] = mapped_column(JSON)
+    credential_ids: Mapped[dict[str, str]] = mapped_column(JSON)
+    subject: Mapped[dict[str, Any]] = mapped_column(JSON)
+    selector: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    offer_json: Mapped[dict[str, Any]] = mapped_column(JSON)
+    used: Mapped[bool] = mapped_column(Boolean, default=False)
+    burnt: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), index=True)
+
+
+class AccessToken(Base):
+    """An access token (hashed): whom it is for and which configurations it may obtain."""
+
+    __tablename__ = "access_tokens"
+
+    token_hash: Mapped[str] = mapped_column(String(80), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    subject: Mapped[dict[str, Any]] = mapped_column(JSON)
+    configuration_ids: Mapped[list[str]] = mapped_column(JSON)
+    credential_ids: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+    selector: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    login: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    offer_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), index=True)
+
+
+class Nonce(Base):
+    """A ``c_nonce`` (hashed), consumed once by a key proof."""
+
+    __tablename__ = "nonces"
+
+    nonce_hash: Mapped[str] = mapped_column(String(80), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(40), index=True)
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), index=True)
+
+
+class IssuanceClaim(Base):
+    """One issuance per (access token, configuration): inserted before issuing, removed if issuing fails."""
+
+    __tablename__ = "issuance_claims"
+
+    token_hash: Mapped[str] = mapped_column(String(80), primary_key=True)
+    configuration_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    request_hash: Mapped[str] = mapped_column(String(80))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), index=True)
+
+
+class StoredResponse(Base):
+    """A credential response kept sealed for a short time, replayed to an identical retried request."""
+
+    __tablename__ = "stored_responses"
+
+    request_hash: Mapped[str] = mapped_column(String(80), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(40), index=True)
+    status_code: Mapped[int] = mapped_column(Integer)
+    sealed_body: Mapped[bytes] = mapped_column(LargeBinary)
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), index=True)
+
+
+class DeferredTransaction(Base):
+    """A credential request the source answered as pending; the wallet polls with ``transaction_id``."""
+
+    __tablename__ = "deferred_transactions"
+
+    transaction_hash: Mapped[str] = mapped_column(String(80), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(80))
+    configuration_id: Mapped[str] = mapped_column(String(100))
+    credential_id: Mapped[str] = mapped_column(String(40))
+    source_reference: Mapped[str] = mapped_column(String(200))
+    subject: Mapped[dict[str, Any]] = mapped_column(JSON)
+    selector: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    login: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    holder_jwks: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    request_id: Mapped[str] = mapped_column(String(40))
+    offer_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    sealed_response: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+
+
+class AuthorizationRequest(Base):
+    """An authorization code flow in progress: the wallet's request, the login at VÀLid, our code."""
+
+    __tablename__ = "authorization_requests"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    request_uri_hash: Mapped[str | None] = mapped_column(String(80), unique=True, nullable=True)
+    idp_state_hash: Mapped[str | None] = mapped_column(String(80), unique=True, nullable=True)
+    code_hash: Mapped[str | None] = mapped_column(String(80), unique=True, nullable=True)
+    client_id: Mapped[str] = mapped_column(String(300))
+    redirect_uri: Mapped[str] = mapped_column(String(2000))
+    code_challenge: Mapped[str] = mapped_column(String(200))
+    state: Mapped[str | None] = mapped_column(String(1000), nullable=True)
+    configuration_ids: Mapped[list[str]] = mapped_column(JSON)
+    authorization_details: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, nullable=True)
+    issuer_state: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    login_hint: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    sealed_idp_verifier: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    subject: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    login: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    stage: Mapped[str] = mapped_column(String(20))
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), index=True)
+
+
+class IssuanceRecord(Base):
+    """One issued credential (all its batch copies): evidence, validity and status — never claim values."""
+
+    __tablename__ = "issuance_records"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    type_id: Mapped[str] = mapped_column(String(100))
+    type_version: Mapped[str] = mapped_column(String(40))
+    vct: Mapped[str] = mapped_column(String(500))
+    subject_identifier: Mapped[str] = mapped_column(String(40), index=True)
+    status: Mapped[str] = mapped_column(String(20), default="valid")
+    copies: Mapped[int] = mapped_column(Integer, default=1)
+    signing_kid: Mapped[str] = mapped_column(String(64))
+    evidence: Mapped[dict[str, Any]] = mapped_column(JSON)
+    login: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    notification_id: Mapped[str] = mapped_column(String(64), unique=True)
+    notifications: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    offer_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    issued_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), index=True)
+    valid_until: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    status_changed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class StatusList(Base):
+    """A tenant's Token Status List: the raw 2-bit entries and the last signed token."""
+
+    __tablename__ = "status_lists"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    size: Mapped[int] = mapped_column(Integer)
+    bits: Mapped[int] = mapped_column(Integer)
+    allocated: Mapped[int] = mapped_column(Integer, default=0)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+    token: Mapped[str | None] = mapped_column(Text, nullable=True)
+    token_exp: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    version: Mapped[int] = mapped_column(Integer, default=0)
+    full: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+
+
+class StatusEntry(Base):
+    """An allocated index of a status list; the primary key makes an index unique (no reuse)."""
+
+    __tablename__ = "status_entries"
+
+    list_id: Mapped[str] = mapped_column(ForeignKey("status_lists.id", ondelete="CASCADE"), primary_key=True)
+    idx: Mapped[int] = mapped_column(Integer, primary_key=True)
+    record_id: Mapped[str] = mapped_column(ForeignKey("issuance_records.id", ondelete="CASCADE"), index=True)
+
+
+class WebhookEndpoint(Base):
+    """A tenant's webhook receiver; the HMAC secret is sealed."""
+
+    __tablename__ = "webhook_endpoints"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    url: Mapped[str] = mapped_column(String(2000))
+    sealed_secret: Mapped[bytes] = mapped_column(LargeBinary)
+    events: Mapped[list[str]] = mapped_column(JSON, default=list)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+
+
+class WebhookOutbox(WebhookOutboxMixin, Base):
+    """Issuance events waiting for delivery (written in the same transaction as the change)."""
+
+    tenant_id: Mapped[str] = mapped_column(String(40), index=True)

@@ -1,0 +1,172 @@
+"""Tenants' credential types (versioned definitions, validated by ``credential_schemas``) and data sources.
+
+A type is registered as a definition document; every registration of an existing ``id`` must carry a
+new ``version``, and the newest version is the one issued (credentials already issued keep the
+``vct#integrity`` of the version they were issued under). The configuration id in OpenID4VCI metadata
+is the type ``id``.
+
+A data source is the adapter configuration of :func:`issuer.sources.build_source` plus ``context``:
+the purpose, procedure, legal basis (consent) and responsible official every query carries. The whole
+document is sealed at rest because adapters' settings hold private keys and bearer tokens.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from credential_schemas import CredentialType, SchemaError, load_builtin_types, load_type
+from service_kit.crypto import SecretBoxError
+
+from .context import IssuerContext, utcnow
+from .models import CredentialTypeRow, SourceConfig
+from .sources import DataSource, SourceConfigError, SourceContext, build_source
+from .tenancy import TenantRef as Tenant
+
+CONTEXT_FIELDS = ("purpose", "procedure", "consent", "official_name", "official_nif")
+
+
+class RegistryError(Exception):
+    """A type or source registration is refused; ``problems`` lists ``{"path", "message"}``."""
+
+    def __init__(self, code: str, detail: str, problems: list[dict[str, str]] | None = None) -> None:
+        self.code = code
+        self.detail = detail
+        self.problems = problems or []
+        super().__init__(detail)
+
+
+@dataclass(frozen=True)
+class RegisteredType:
+    """A tenant's current version of a type."""
+
+    row_id: int
+    type_id: str
+    version: str
+    ctype: CredentialType
+
+
+def builtin_definition(type_id: str) -> dict[str, Any]:
+    """The definition document of a built-in type (``credential_schemas/types``)."""
+    types = load_builtin_types()
+    if type_id not in types:
+        raise RegistryError("unknown_builtin", "no built-in type has that id")
+    return dict(types[type_id].definition)
+
+
+async def register_type(ctx: IssuerContext, session: AsyncSession, tenant: Tenant,
+                        definition: dict[str, Any]) -> RegisteredType:
+    """Validate and store a type definition (a new id, or a new version of an existing id)."""
+    try:
+        ctype = load_type(definition)
+    except SchemaError as exc:
+        problems = [{"path": p.path, "message": p.message} for p in exc.problems]
+        raise RegistryError("invalid_type", "the type definition is not valid", problems) from exc
+    existing = (await session.execute(select(CredentialTypeRow).where(
+        CredentialTypeRow.tenant_id == tenant.id, CredentialTypeRow.type_id == ctype.id,
+        CredentialTypeRow.version == ctype.version))).scalar_one_or_none()
+    if existing is not None:
+        if existing.definition == ctype.definition:
+            return RegisteredType(existing.id, existing.type_id, existing.version, ctype)
+        raise RegistryError("version_exists", "that version of the type is already registered; bump version")
+    row = CredentialTypeRow(tenant_id=tenant.id, type_id=ctype.id, version=ctype.version, vct=ctype.vct,
+                            definition=ctype.definition, created_at=utcnow())
+    session.add(row)
+    await session.flush()
+    return RegisteredType(row.id, row.type_id, row.version, ctype)
+
+
+async def tenant_types(ctx: IssuerContext, session: AsyncSession, tenant_id: str) -> dict[str, RegisteredType]:
+    """The current (newest) version of each of the tenant's types, by type id."""
+    rows = (await session.execute(select(CredentialTypeRow.id, CredentialTypeRow.type_id, CredentialTypeRow.version)
+                                  .where(CredentialTypeRow.tenant_id == tenant_id)
+                                  .order_by(CredentialTypeRow.id))).all()
+    newest: dict[str, tuple[int, str]] = {}
+    for row_id, type_id, version in rows:
+        newest[type_id] = (row_id, version)
+    out: dict[str, RegisteredType] = {}
+    for type_id, (row_id, version) in newest.items():
+        ctype = ctx.types.get(row_id)
+        if ctype is None:
+            definition = (await session.execute(select(CredentialTypeRow.definition)
+                                                .where(CredentialTypeRow.id == row_id))).scalar_one()
+            ctype = ctx.types.put(row_id, load_type(definition))
+        out[type_id] = RegisteredType(row_id, type_id, version, ctype)
+    return out
+
+
+async def type_versions(session: AsyncSession, tenant_id: str, type_id: str) -> list[CredentialTypeRow]:
+    """Every registered version of a type, oldest first."""
+    return list((await session.execute(select(CredentialTypeRow).where(
+        CredentialTypeRow.tenant_id == tenant_id, CredentialTypeRow.type_id == type_id)
+        .order_by(CredentialTypeRow.id))).scalars().all())
+
+
+def _aad(tenant_id: str, type_id: str) -> bytes:
+    return f"issuer:{tenant_id}:source:{type_id}".encode()
+
+
+def _check_context(value: Any) -> dict[str, str]:
+    if not isinstance(value, dict):
+        raise RegistryError("invalid_source", "context must be an object with " + ", ".join(CONTEXT_FIELDS))
+    missing = [f for f in CONTEXT_FIELDS if not isinstance(value.get(f), str) or not value[f].strip()]
+    if missing:
+        raise RegistryError("invalid_source", "context lacks " + ", ".join(missing))
+    return {f: value[f] for f in CONTEXT_FIELDS}
+
+
+async def set_source(ctx: IssuerContext, session: AsyncSession, tenant: Tenant, type_id: str,
+                     config: dict[str, Any]) -> SourceConfig:
+    """Validate (by building the adapter) and store, sealed, the source configuration of a type."""
+    if not isinstance(config, dict):
+        raise RegistryError("invalid_source", "the source configuration must be an object")
+    adapter = {k: v for k, v in config.items() if k != "context"}
+    context = _check_context(config.get("context"))
+    try:
+        build_source(adapter, http=ctx.http)
+        SourceContext(**context, requesting_body_id=tenant.body_id or "-", requesting_body_name=tenant.name)
+    except SourceConfigError as exc:
+        raise RegistryError("invalid_source", exc.detail) from exc
+    except Exception as exc:  # noqa: BLE001 - SourceRefused from the context check, any adapter constructor error
+        raise RegistryError("invalid_source", "the source configuration is not usable") from exc
+    sealed = ctx.box.seal(json.dumps({**adapter, "context": context}).encode("utf-8"), _aad(tenant.id, type_id))
+    row = await session.get(SourceConfig, (tenant.id, type_id))
+    now = utcnow()
+    if row is None:
+        row = SourceConfig(tenant_id=tenant.id, type_id=type_id, sealed_config=sealed, kind=str(adapter.get("kind")),
+                           updated_at=now)
+        session.add(row)
+    else:
+        row.sealed_config, row.kind, row.updated_at = sealed, str(adapter.get("kind")), now
+    return row
+
+
+@dataclass(frozen=True)
+class ConfiguredSource:
+    """A built adapter with its query context."""
+
+    source: DataSource
+    context: dict[str, str]
+    kind: str
+
+
+async def get_source(ctx: IssuerContext, session: AsyncSession, tenant_id: str, type_id: str) -> ConfiguredSource | None:
+    """The built adapter of a type (cached by configuration version), or ``None`` when none is configured."""
+    row = await session.get(SourceConfig, (tenant_id, type_id))
+    if row is None:
+        return None
+    cache_key = (tenant_id, type_id, row.updated_at.isoformat())
+    cached = ctx.sources.get(cache_key)
+    if cached is not None:
+        return cached  # type: ignore[no-any-return]
+    try:
+        config = json.loads(ctx.box.open(row.sealed_config, _aad(tenant_id, type_id)))
+    except (SecretBoxError, ValueError):
+        return None
+    context = config.pop("context")
+    source = build_source(config, http=ctx.http)
+    return ctx.sources.put(cache_key, ConfiguredSource(source, context, row.kind))

@@ -1,0 +1,443 @@
+"""Admin API under ``/v1``: tenants, credential types, data sources, offers, issuance records, keys, webhooks.
+
+Every endpoint but tenant creation is authenticated with the tenant's API key (``Authorization:
+Bearer ck_...``) and sees only that tenant's data; tenant creation needs the platform admin key.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, Literal
+
+from cryptography import x509 as cx509
+from fastapi import APIRouter, Depends, Query, Request, Response
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+
+from service_kit.crypto import generate_api_key, hash_api_key
+from service_kit.errors import APIError
+from ssi import x509 as ssi_x509
+from ssi.jose import Key
+
+from ..context import IssuerContext, get_ctx, new_id, new_secret, utcnow
+from ..grants import create_offer
+from ..keys import KeyError_, create_key, import_key, key_summary
+from ..models import ApiKey, IssuanceRecord, SigningKey, SourceConfig, Tenant, WebhookEndpoint
+from ..registry import (
+    RegistryError,
+    builtin_definition,
+    register_type,
+    set_source,
+    tenant_types,
+    type_versions,
+)
+from ..status import set_record_status
+from ..tenancy import TenantRef, admin_tenant, platform_admin
+
+router = APIRouter(tags=["admin"])
+
+SLUG_PATTERN = r"^[a-z0-9][a-z0-9-]{1,62}$"
+IDENTIFIER_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9-]{0,39}$"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# -- tenants --------------------------------------------------------------------------------------
+
+class TenantCreate(_Model):
+    slug: str = Field(pattern=SLUG_PATTERN, description="URL name: the issuer identifier is `<public_url>/t/<slug>`.",
+                      examples=["uni-barcelona"])
+    name: str = Field(min_length=1, max_length=200, examples=["Universitat de Barcelona"])
+    body_id: str = Field(default="", max_length=40, description="Requesting-body identifier (NIF) in source queries.",
+                         examples=["Q0818001J"])
+    display: list[dict[str, Any]] = Field(default_factory=list, description="Issuer display entries (`name`, `locale`, `logo`).")
+
+
+class TenantCreated(BaseModel):
+    tenant_id: str
+    slug: str
+    issuer_url: str
+    api_key: str = Field(description="The tenant's first admin API key. Shown once; stored hashed.")
+    signing_kid: str | None = Field(description="Key created under the configured CA, if one is configured.")
+
+
+class TenantInfo(BaseModel):
+    tenant_id: str
+    slug: str
+    name: str
+    issuer_url: str
+    credential_offer_metadata: str = Field(description="Where wallets read the issuer metadata.")
+
+
+def _load_ca(ctx: IssuerContext) -> tuple[Key, cx509.Certificate] | None:
+    settings = ctx.settings
+    if settings.ca_key_file is None or settings.ca_cert_file is None:
+        return None
+    key = Key.from_pem(settings.ca_key_file.read_bytes())
+    cert = ssi_x509.load_pem_certificates(settings.ca_cert_file.read_bytes())[0]
+    return key, cert
+
+
+@router.post("/tenants", status_code=201, response_model=TenantCreated, dependencies=[Depends(platform_admin)],
+             summary="Create a tenant (platform admin key)")
+async def create_tenant(body: TenantCreate, ctx: IssuerContext = Depends(get_ctx)) -> TenantCreated:  # noqa: B008
+    api_key = generate_api_key()
+    tenant = Tenant(id=new_id("t_", 9), slug=body.slug, name=body.name, display=body.display, body_id=body.body_id,
+                    created_at=utcnow())
+    ca = _load_ca(ctx)
+    kid = None
+    try:
+        async with ctx.db.session() as session:
+            session.add(tenant)
+            await session.flush()
+            session.add(ApiKey(id=new_id("k_", 9), tenant_id=tenant.id, key_hash=hash_api_key(api_key), label="initial",
+                               created_at=utcnow(), revoked=False))
+            if ca is not None:
+                ref = TenantRef(tenant.id, tenant.slug, tenant.name, tenant.body_id, list(tenant.display))
+                kid = (await create_key(ctx, session, ref, ca[0], ca[1])).kid
+    except IntegrityError as exc:
+        raise APIError(409, "conflict", "a tenant with that slug exists") from exc
+    return TenantCreated(tenant_id=tenant.id, slug=tenant.slug, issuer_url=ctx.issuer_url(tenant.slug), api_key=api_key,
+                         signing_kid=kid)
+
+
+@router.get("/tenant", response_model=TenantInfo, summary="The authenticated tenant")
+async def get_tenant(tenant: TenantRef = Depends(admin_tenant), ctx: IssuerContext = Depends(get_ctx)) -> TenantInfo:  # noqa: B008
+    url = ctx.issuer_url(tenant.slug)
+    return TenantInfo(tenant_id=tenant.id, slug=tenant.slug, name=tenant.name, issuer_url=url,
+                      credential_offer_metadata=f"{ctx.public_url}/.well-known/openid-credential-issuer/t/{tenant.slug}")
+
+
+class ApiKeyCreated(BaseModel):
+    api_key: str
+    key_id: str
+
+
+@router.post("/tenant/api-keys", status_code=201, response_model=ApiKeyCreated, summary="Create another admin API key")
+async def add_api_key(tenant: TenantRef = Depends(admin_tenant), ctx: IssuerContext = Depends(get_ctx)) -> ApiKeyCreated:  # noqa: B008
+    key = generate_api_key()
+    key_id = new_id("k_", 9)
+    async with ctx.db.session() as session:
+        session.add(ApiKey(id=key_id, tenant_id=tenant.id, key_hash=hash_api_key(key), label="api", created_at=utcnow(),
+                           revoked=False))
+    return ApiKeyCreated(api_key=key, key_id=key_id)
+
+
+# -- types ----------------------------------------------------------------------------------------
+
+class TypeRegister(_Model):
+    definition: dict[str, Any] | None = Field(default=None, description="A type definition (see docs/credential-types.md).")
+    builtin: str | None = Field(default=None, description="Or the id of a built-in type to register as is.",
+                                examples=["university-diploma"])
+
+
+class TypeSummary(BaseModel):
+    id: str
+    version: str
+    versions: list[str]
+    vct: str
+    name: str
+    type_metadata_url: str
+    vct_integrity: str
+    source_configured: bool
+    source_kind: str | None
+
+
+async def _summary(ctx: IssuerContext, session: Any, tenant: TenantRef, reg: Any) -> TypeSummary:
+    versions = [row.version for row in await type_versions(session, tenant.id, reg.type_id)]
+    source = await session.get(SourceConfig, (tenant.id, reg.type_id))
+    return TypeSummary(id=reg.type_id, version=reg.version, versions=versions, vct=reg.ctype.vct, name=reg.ctype.name,
+                       type_metadata_url=f"{ctx.issuer_url(tenant.slug)}/types/{reg.type_id}",
+                       vct_integrity=reg.ctype.type_metadata_integrity(), source_configured=source is not None,
+                       source_kind=source.kind if source is not None else None)
+
+
+def _registry_error(exc: RegistryError) -> APIError:
+    return APIError(409 if exc.code == "version_exists" else 400, exc.code, exc.detail,
+                    extra={"problems": exc.problems} if exc.problems else None)
+
+
+@router.post("/types", status_code=201, response_model=TypeSummary, summary="Register a credential type (or a new version)")
+async def register(body: TypeRegister, tenant: TenantRef = Depends(admin_tenant),  # noqa: B008
+                   ctx: IssuerContext = Depends(get_ctx)) -> TypeSummary:  # noqa: B008
+    if (body.definition is None) == (body.builtin is None):
+        raise APIError(400, "invalid_request", "give exactly one of definition and builtin")
+    try:
+        definition = body.definition if body.definition is not None else builtin_definition(body.builtin or "")
+        async with ctx.db.session() as session:
+            reg = await register_type(ctx, session, tenant, definition)
+            return await _summary(ctx, session, tenant, reg)
+    except RegistryError as exc:
+        raise _registry_error(exc) from exc
+
+
+@router.get("/types", response_model=list[TypeSummary], summary="The tenant's credential types")
+async def list_types(tenant: TenantRef = Depends(admin_tenant), ctx: IssuerContext = Depends(get_ctx)) -> list[TypeSummary]:  # noqa: B008
+    async with ctx.db.read_session() as session:
+        types = await tenant_types(ctx, session, tenant.id)
+        return [await _summary(ctx, session, tenant, reg) for _, reg in sorted(types.items())]
+
+
+@router.get("/types/{type_id}", response_model=TypeSummary, summary="One credential type")
+async def get_type(type_id: str, tenant: TenantRef = Depends(admin_tenant),  # noqa: B008
+                   ctx: IssuerContext = Depends(get_ctx)) -> TypeSummary:  # noqa: B008
+    async with ctx.db.read_session() as session:
+        reg = (await tenant_types(ctx, session, tenant.id)).get(type_id)
+        if reg is None:
+            raise APIError(404, "not_found", "no such credential type")
+        return await _summary(ctx, session, tenant, reg)
+
+
+@router.put("/types/{type_id}/source", response_model=TypeSummary,
+            summary="Configure the data source of a type (adapter settings plus query context)")
+async def put_source(type_id: str, request: Request, tenant: TenantRef = Depends(admin_tenant),  # noqa: B008
+                     ctx: IssuerContext = Depends(get_ctx)) -> TypeSummary:  # noqa: B008
+    from .protocol import _json_body
+
+    config = await _json_body(request, "invalid_request")
+    try:
+        async with ctx.db.session() as session:
+            reg = (await tenant_types(ctx, session, tenant.id)).get(type_id)
+            if reg is None:
+                raise APIError(404, "not_found", "no such credential type")
+            await set_source(ctx, session, tenant, type_id, config)
+            await session.flush()
+            return await _summary(ctx, session, tenant, reg)
+    except RegistryError as exc:
+        raise _registry_error(exc) from exc
+
+
+# -- offers ---------------------------------------------------------------------------------------
+
+class SubjectIn(_Model):
+    identifier: str = Field(pattern=IDENTIFIER_PATTERN, description="NIF/NIE of the citizen.", examples=["12345678Z"])
+    identifier_type: Literal["NIF", "DNI", "NIE", "Pasaporte"] = "NIF"
+    name: str = Field(default="", max_length=200, description="Full name, for types whose claims need it.")
+    birth_date: str | None = Field(default=None, pattern=r"^\d{4}-\d{2}-\d{2}$")
+
+
+class OfferCreate(_Model):
+    credential_configuration_ids: list[str] = Field(min_length=1, max_length=10, examples=[["university-diploma"]])
+    subject: SubjectIn
+    tx_code: bool = Field(default=True, description="Protect the offer with a numeric transaction code.")
+    by_reference: bool = Field(default=True, description="`credential_offer_uri` (true) or the offer by value.")
+    selector: str | None = Field(default=None, max_length=100,
+                                 description="Picks one record when the source holds several (a degree's NumTitulo).")
+
+
+class OfferCreated(BaseModel):
+    offer_id: str
+    offer_uri: str = Field(description="`openid-credential-offer://` link to show as a QR code.")
+    credential_offer_uri: str
+    offer: dict[str, Any]
+    tx_code: str | None = Field(description="Give it to the citizen by another channel. Shown once.")
+    credential_ids: dict[str, str]
+    expires_at: dt.datetime
+
+
+@router.post("/offers", status_code=201, response_model=OfferCreated, summary="Create a pre-authorized credential offer")
+async def new_offer(body: OfferCreate, tenant: TenantRef = Depends(admin_tenant),  # noqa: B008
+                    ctx: IssuerContext = Depends(get_ctx)) -> OfferCreated:  # noqa: B008
+    async with ctx.db.read_session() as session:
+        known = await tenant_types(ctx, session, tenant.id)
+    unknown = [cid for cid in body.credential_configuration_ids if cid not in known]
+    if unknown or len(set(body.credential_configuration_ids)) != len(body.credential_configuration_ids):
+        raise APIError(400, "invalid_request", "unknown or repeated credential configuration id")
+    subject = body.subject.model_dump()
+    subject["identifier"] = subject["identifier"].upper()
+    created = await create_offer(ctx, tenant, body.credential_configuration_ids, subject, with_tx_code=body.tx_code,
+                                 by_reference=body.by_reference, selector=body.selector)
+    return OfferCreated(offer_id=created.offer_id, offer_uri=created.offer_uri,
+                        credential_offer_uri=created.credential_offer_uri, offer=created.offer, tx_code=created.tx_code,
+                        credential_ids=created.credential_ids, expires_at=created.expires_at)
+
+
+# -- issuance records ----------------------------------------------------------------------------
+
+class CredentialRecord(BaseModel):
+    credential_id: str
+    type_id: str
+    type_version: str
+    vct: str
+    subject_identifier: str
+    status: Literal["valid", "revoked", "suspended"]
+    copies: int
+    signing_kid: str
+    issued_at: dt.datetime
+    valid_until: dt.datetime
+    status_changed_at: dt.datetime | None
+    evidence: dict[str, Any] = Field(description="Source query evidence: request/transmission ids, product, purpose, "
+                                                 "official, consent. Never claim values.")
+    login: dict[str, Any]
+    notifications: list[dict[str, Any]]
+    offer_id: str | None
+
+
+def _record(row: IssuanceRecord) -> CredentialRecord:
+    return CredentialRecord(credential_id=row.id, type_id=row.type_id, type_version=row.type_version, vct=row.vct,
+                            subject_identifier=row.subject_identifier, status=row.status,  # type: ignore[arg-type]
+                            copies=row.copies, signing_kid=row.signing_kid, issued_at=row.issued_at,
+                            valid_until=row.valid_until, status_changed_at=row.status_changed_at,
+                            evidence=row.evidence, login=row.login, notifications=row.notifications,
+                            offer_id=row.offer_id)
+
+
+class RecordPage(BaseModel):
+    total: int
+    items: list[CredentialRecord]
+
+
+@router.get("/credentials", response_model=RecordPage, summary="List issuance records")
+async def list_records(tenant: TenantRef = Depends(admin_tenant), ctx: IssuerContext = Depends(get_ctx),  # noqa: B008
+                       type_id: str | None = Query(default=None, alias="type"),  # noqa: B008
+                       subject: str | None = Query(default=None, max_length=40),  # noqa: B008
+                       status: Literal["valid", "revoked", "suspended"] | None = None,
+                       limit: int = Query(default=50, ge=1, le=500), offset: int = Query(default=0, ge=0)) -> RecordPage:  # noqa: B008
+    conditions = [IssuanceRecord.tenant_id == tenant.id]
+    if type_id:
+        conditions.append(IssuanceRecord.type_id == type_id)
+    if subject:
+        conditions.append(IssuanceRecord.subject_identifier == subject.upper())
+    if status:
+        conditions.append(IssuanceRecord.status == status)
+    async with ctx.db.read_session() as session:
+        total = (await session.execute(select(func.count()).select_from(IssuanceRecord).where(*conditions))).scalar_one()
+        rows = (await session.execute(select(IssuanceRecord).where(*conditions)
+                                      .order_by(IssuanceRecord.issued_at.desc()).limit(limit).offset(offset))).scalars()
+        return RecordPage(total=total, items=[_record(r) for r in rows])
+
+
+async def _own_record(session: Any, tenant: TenantRef, credential_id: str, lock: bool = False) -> IssuanceRecord:
+    stmt = select(IssuanceRecord).where(IssuanceRecord.id == credential_id, IssuanceRecord.tenant_id == tenant.id)
+    row = (await session.execute(stmt.with_for_update() if lock else stmt)).scalar_one_or_none()
+    if row is None:
+        raise APIError(404, "not_found", "no such credential")
+    return row
+
+
+@router.get("/credentials/{credential_id}", response_model=CredentialRecord, summary="One issuance record")
+async def get_record(credential_id: str, tenant: TenantRef = Depends(admin_tenant),  # noqa: B008
+                     ctx: IssuerContext = Depends(get_ctx)) -> CredentialRecord:  # noqa: B008
+    async with ctx.db.read_session() as session:
+        return _record(await _own_record(session, tenant, credential_id))
+
+
+_TRANSITIONS = {"revoke": ("revoked", {"valid", "suspended"}), "suspend": ("suspended", {"valid"}),
+                "reinstate": ("valid", {"suspended"})}
+
+
+@router.post("/credentials/{credential_id}/{action}", response_model=CredentialRecord,
+             summary="Revoke, suspend or reinstate a credential (every copy); the status list is re-signed")
+async def change_status(credential_id: str, action: Literal["revoke", "suspend", "reinstate"],
+                        tenant: TenantRef = Depends(admin_tenant),  # noqa: B008
+                        ctx: IssuerContext = Depends(get_ctx)) -> CredentialRecord:  # noqa: B008
+    from ..issuance import enqueue_event
+
+    target, allowed_from = _TRANSITIONS[action]
+    async with ctx.db.session() as session:
+        row = await _own_record(session, tenant, credential_id, lock=True)
+        if row.status == target:
+            return _record(row)
+        if row.status not in allowed_from:
+            raise APIError(409, "conflict", f"a {row.status} credential cannot be {target}")
+        await set_record_status(ctx, session, row, tenant.slug, target)
+        await enqueue_event(session, tenant, f"credential.{target}", row.id, row.type_id)
+        return _record(row)
+
+
+# -- keys -----------------------------------------------------------------------------------------
+
+class KeyInfo(BaseModel):
+    kid: str
+    active: bool
+    created_at: str
+    retired_at: str | None
+    certificate_subject: str
+    not_after: str
+    san_uris: list[str]
+
+
+class KeyRotate(_Model):
+    private_key_pem: str | None = Field(default=None, description="Import this key (PKCS#8 PEM) instead of generating one.")
+    certificate_chain_pem: str | None = Field(default=None, description="Its certificate chain, leaf first.")
+
+
+@router.get("/keys", response_model=list[KeyInfo], summary="The tenant's signing keys")
+async def list_keys(tenant: TenantRef = Depends(admin_tenant), ctx: IssuerContext = Depends(get_ctx)) -> list[KeyInfo]:  # noqa: B008
+    async with ctx.db.read_session() as session:
+        rows = (await session.execute(select(SigningKey).where(SigningKey.tenant_id == tenant.id)
+                                      .order_by(SigningKey.created_at.desc()))).scalars()
+        return [KeyInfo(**key_summary(r)) for r in rows]  # type: ignore[arg-type]
+
+
+@router.post("/keys/rotate", status_code=201, response_model=KeyInfo,
+             summary="Rotate the signing key (old credentials keep verifying)")
+async def rotate_key(body: KeyRotate, tenant: TenantRef = Depends(admin_tenant),  # noqa: B008
+                     ctx: IssuerContext = Depends(get_ctx)) -> KeyInfo:  # noqa: B008
+    try:
+        async with ctx.db.session() as session:
+            if body.private_key_pem or body.certificate_chain_pem:
+                if not (body.private_key_pem and body.certificate_chain_pem):
+                    raise APIError(400, "invalid_request", "give both private_key_pem and certificate_chain_pem")
+                row = await import_key(ctx, session, tenant, body.private_key_pem, body.certificate_chain_pem)
+            else:
+                ca = _load_ca(ctx)
+                if ca is None:
+                    raise APIError(400, "invalid_request", "no CA is configured: import a key with its certificate chain")
+                row = await create_key(ctx, session, tenant, ca[0], ca[1])
+            await session.flush()
+            return KeyInfo(**key_summary(row))  # type: ignore[arg-type]
+    except KeyError_ as exc:
+        raise APIError(400, exc.code, exc.detail) from exc
+
+
+# -- webhooks -------------------------------------------------------------------------------------
+
+EVENTS = ("credential.issued", "credential.revoked", "credential.suspended", "credential.valid")
+
+
+class WebhookCreate(_Model):
+    url: str = Field(pattern=r"^https?://", max_length=2000, examples=["https://uni.example/hooks/cartera"])
+    events: list[Literal["credential.issued", "credential.revoked", "credential.suspended", "credential.valid"]] = Field(
+        default_factory=list, description="Events to send; empty: all.")
+
+
+class WebhookInfo(BaseModel):
+    id: str
+    url: str
+    events: list[str]
+    secret: str | None = Field(default=None, description="HMAC secret (Cartera-Signature). Shown once, at creation.")
+
+
+@router.post("/webhooks", status_code=201, response_model=WebhookInfo, summary="Register a webhook endpoint")
+async def add_webhook(body: WebhookCreate, tenant: TenantRef = Depends(admin_tenant),  # noqa: B008
+                      ctx: IssuerContext = Depends(get_ctx)) -> WebhookInfo:  # noqa: B008
+    secret = new_secret()
+    hook_id = new_id("wh_", 9)
+    async with ctx.db.session() as session:
+        session.add(WebhookEndpoint(id=hook_id, tenant_id=tenant.id, url=body.url, events=list(body.events),
+                                    sealed_secret=ctx.box.seal(secret.encode(), f"issuer:webhook:{hook_id}".encode()),
+                                    created_at=utcnow()))
+    return WebhookInfo(id=hook_id, url=body.url, events=list(body.events), secret=secret)
+
+
+@router.get("/webhooks", response_model=list[WebhookInfo], summary="The tenant's webhook endpoints")
+async def list_webhooks(tenant: TenantRef = Depends(admin_tenant), ctx: IssuerContext = Depends(get_ctx)) -> list[WebhookInfo]:  # noqa: B008
+    async with ctx.db.read_session() as session:
+        rows = (await session.execute(select(WebhookEndpoint).where(WebhookEndpoint.tenant_id == tenant.id))).scalars()
+        return [WebhookInfo(id=r.id, url=r.url, events=list(r.events)) for r in rows]
+
+
+@router.delete("/webhooks/{hook_id}", status_code=204, summary="Remove a webhook endpoint")
+async def delete_webhook(hook_id: str, tenant: TenantRef = Depends(admin_tenant),  # noqa: B008
+                         ctx: IssuerContext = Depends(get_ctx)) -> Response:  # noqa: B008
+    async with ctx.db.session() as session:
+        row = (await session.execute(select(WebhookEndpoint).where(WebhookEndpoint.id == hook_id,
+                                                                   WebhookEndpoint.tenant_id == tenant.id))).scalar_one_or_none()
+        if row is None:
+            raise APIError(404, "not_found", "no such webhook")
+        await session.delete(row)
+    return Response(status_code=204)

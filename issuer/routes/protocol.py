@@ -1,0 +1,433 @@
+"""OpenID4VCI and OAuth endpoints under ``/t/<slug>`` and the metadata under ``/.well-known/...``.
+
+These URLs are published in metadata and fixed by the protocols, so they live outside ``/v1``.
+Errors use the protocol's codes in ``{"error", "error_description"}``.
+
+Retries: the access token authorises one issuance per credential configuration. The first request
+for a configuration claims it (a row keyed by token and configuration); its response is kept sealed
+for ``replay_window`` seconds under a hash of (token, configuration, proofs). A retried request with
+the same proofs — a wallet whose connection timed out — gets that same stored response, never a
+second credential; a different request for an already issued configuration is refused.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.responses import JSONResponse
+from sqlalchemy import delete, select, update
+from sqlalchemy.exc import IntegrityError
+
+from service_kit.errors import APIError
+from ssi.encoding import json_loads
+from ssi.errors import EncodingError, MessageError
+from ssi.oid4vci import (
+    AUTHORIZATION_CODE_GRANT,
+    CREDENTIAL_REQUEST_DENIED,
+    INVALID_CREDENTIAL_REQUEST,
+    INVALID_NONCE,
+    INVALID_NOTIFICATION_ID,
+    INVALID_NOTIFICATION_REQUEST,
+    INVALID_PROOF,
+    INVALID_REQUEST,
+    INVALID_TRANSACTION_ID,
+    PRE_AUTHORIZED_CODE_GRANT,
+    UNKNOWN_CREDENTIAL_CONFIGURATION,
+    UNKNOWN_CREDENTIAL_IDENTIFIER,
+    UNSUPPORTED_GRANT_TYPE,
+    CredentialRequest,
+    DeferredCredentialRequest,
+    NotificationRequest,
+    TokenRequest,
+    proof_oauth_error,
+    verify_proof_jwt,
+)
+from ssi.status_list import STATUS_LIST_JWT_MEDIA_TYPE
+
+from ..authorization import redeem_authorization_code
+from ..context import IssuerContext, get_ctx, new_secret, secret_hash, utcnow
+from ..grants import (
+    access_token,
+    consume_nonce,
+    new_access_token,
+    new_nonce,
+    offer_document,
+    redeem_pre_authorized_code,
+)
+from ..issuance import Deferred, fetch_record, sign_and_record, subject_from_json
+from ..keys import published_keys
+from ..metadata import authorization_server_metadata, issuer_metadata
+from ..models import DeferredTransaction, IssuanceClaim, IssuanceRecord, StoredResponse
+from ..registry import RegisteredType, tenant_types
+from ..status import list_token
+from ..tenancy import TenantRef, bearer, path_tenant
+
+router = APIRouter()
+
+NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+METADATA_CACHE = {"Cache-Control": "public, max-age=60"}
+
+
+def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(body, status_code=status, headers=headers or NO_STORE)
+
+
+async def _types(ctx: IssuerContext, tenant: TenantRef) -> dict[str, RegisteredType]:
+    async with ctx.db.read_session() as session:
+        return await tenant_types(ctx, session, tenant.id)
+
+
+async def _json_body(request: Request, error: str) -> Any:
+    raw = await request.body()
+    try:
+        return json_loads(raw)
+    except EncodingError as exc:
+        raise APIError(400, error, "the request body is not valid JSON") from exc
+
+
+async def _form(request: Request) -> dict[str, str]:
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type != "application/x-www-form-urlencoded":
+        raise APIError(400, INVALID_REQUEST, "the body must be application/x-www-form-urlencoded")
+    try:
+        form = await request.form()
+    except Exception as exc:  # noqa: BLE001 - any parser failure is a malformed request
+        raise APIError(400, INVALID_REQUEST, "the form cannot be parsed") from exc
+    out: dict[str, str] = {}
+    for key, value in form.multi_items():
+        if not isinstance(value, str):
+            raise APIError(400, INVALID_REQUEST, "file uploads are not accepted")
+        if key in out:
+            raise APIError(400, INVALID_REQUEST, f"parameter {key} is repeated")
+        out[key] = value
+    return out
+
+
+# -- metadata -------------------------------------------------------------------------------------
+
+@router.get("/.well-known/openid-credential-issuer/t/{slug}", tags=["metadata"],
+            summary="OpenID4VCI Credential Issuer Metadata of a tenant")
+async def credential_issuer_metadata(tenant: TenantRef = Depends(path_tenant),  # noqa: B008
+                                     ctx: IssuerContext = Depends(get_ctx)) -> JSONResponse:  # noqa: B008
+    return _json(issuer_metadata(ctx, tenant, await _types(ctx, tenant)), headers=METADATA_CACHE)
+
+
+@router.get("/t/{slug}/.well-known/openid-credential-issuer", include_in_schema=False)
+async def credential_issuer_metadata_suffix(tenant: TenantRef = Depends(path_tenant),  # noqa: B008
+                                            ctx: IssuerContext = Depends(get_ctx)) -> JSONResponse:  # noqa: B008
+    # Some wallets append the well-known segment instead of inserting it; serve the same document.
+    return _json(issuer_metadata(ctx, tenant, await _types(ctx, tenant)), headers=METADATA_CACHE)
+
+
+@router.get("/.well-known/oauth-authorization-server/t/{slug}", tags=["metadata"],
+            summary="OAuth 2.0 Authorization Server Metadata of a tenant")
+async def as_metadata(tenant: TenantRef = Depends(path_tenant),  # noqa: B008
+                      ctx: IssuerContext = Depends(get_ctx)) -> JSONResponse:  # noqa: B008
+    return _json(authorization_server_metadata(ctx, tenant, await _types(ctx, tenant)), headers=METADATA_CACHE)
+
+
+@router.get("/.well-known/jwt-vc-issuer/t/{slug}", tags=["metadata"],
+            summary="JWT VC Issuer Metadata (issuer and jwks) of a tenant")
+async def jwt_vc_issuer_metadata(tenant: TenantRef = Depends(path_tenant),  # noqa: B008
+                                 ctx: IssuerContext = Depends(get_ctx)) -> JSONResponse:  # noqa: B008
+    async with ctx.db.read_session() as session:
+        keys = await published_keys(session, tenant.id)
+    return _json({"issuer": ctx.issuer_url(tenant.slug), "jwks": {"keys": [row.public_jwk for row in keys]}},
+                 headers=METADATA_CACHE)
+
+
+@router.get("/t/{slug}/types/{type_id}", tags=["metadata"], summary="SD-JWT VC Type Metadata of a credential type")
+async def type_metadata(type_id: str, tenant: TenantRef = Depends(path_tenant),  # noqa: B008
+                        ctx: IssuerContext = Depends(get_ctx)) -> Response:  # noqa: B008
+    reg = (await _types(ctx, tenant)).get(type_id)
+    if reg is None:
+        raise APIError(404, "not_found", "no such credential type")
+    # The exact canonical bytes: vct#integrity in credentials is a hash of them.
+    return Response(reg.ctype.type_metadata_bytes(), media_type="application/json", headers=METADATA_CACHE)
+
+
+# -- offers ---------------------------------------------------------------------------------------
+
+@router.get("/t/{slug}/offers/{offer_id}", tags=["oid4vci"], summary="A credential offer by reference")
+async def get_offer(offer_id: str, tenant: TenantRef = Depends(path_tenant),  # noqa: B008
+                    ctx: IssuerContext = Depends(get_ctx)) -> JSONResponse:  # noqa: B008
+    doc = await offer_document(ctx, tenant, offer_id)
+    if doc is None:
+        raise APIError(404, "not_found", "the offer is unknown, used or expired")
+    return _json(doc)
+
+
+# -- token ----------------------------------------------------------------------------------------
+
+@router.post("/t/{slug}/token", tags=["oid4vci"], summary="OAuth 2.0 token endpoint (pre-authorized and authorization code)")
+async def token(request: Request, tenant: TenantRef = Depends(path_tenant),  # noqa: B008
+                ctx: IssuerContext = Depends(get_ctx)) -> JSONResponse:  # noqa: B008
+    form = await _form(request)
+    if form.get("grant_type") not in (PRE_AUTHORIZED_CODE_GRANT, AUTHORIZATION_CODE_GRANT):
+        if "grant_type" not in form:
+            raise APIError(400, INVALID_REQUEST, "grant_type is required")
+        raise APIError(400, UNSUPPORTED_GRANT_TYPE, "the grant type is not supported")
+    # Older wallets send the transaction code as user_pin.
+    if "tx_code" not in form and "user_pin" in form:
+        form["tx_code"] = form["user_pin"]
+    try:
+        parsed = TokenRequest.from_form(form)
+    except MessageError as exc:
+        raise APIError(400, INVALID_REQUEST, exc.detail) from exc
+    if parsed.grant_type == PRE_AUTHORIZED_CODE_GRANT:
+        offer = await redeem_pre_authorized_code(ctx, tenant, parsed.pre_authorized_code or "", parsed.tx_code)
+        access, ttl = await new_access_token(ctx, tenant, subject=offer.subject,
+                                             configuration_ids=list(offer.configuration_ids),
+                                             credential_ids=dict(offer.credential_ids), selector=offer.selector,
+                                             login={"method": "pre-authorized_code", "offer_id": offer.id},
+                                             offer_id=offer.id)
+        configuration_ids = list(offer.configuration_ids)
+    else:
+        grant = await redeem_authorization_code(ctx, tenant, code=parsed.code or "", code_verifier=parsed.code_verifier,
+                                                redirect_uri=parsed.redirect_uri, client_id=parsed.client_id)
+        access, ttl = await new_access_token(ctx, tenant, subject=grant.subject, configuration_ids=grant.configuration_ids,
+                                             credential_ids=grant.credential_ids, selector=grant.selector,
+                                             login=grant.login, offer_id=grant.offer_id)
+        configuration_ids = grant.configuration_ids
+    body: dict[str, Any] = {"access_token": access, "token_type": "Bearer", "expires_in": ttl}
+    body["authorization_details"] = [{"type": "openid_credential", "credential_configuration_id": cid,
+                                      "credential_identifiers": [cid]} for cid in configuration_ids]
+    return _json(body)
+
+
+# -- nonce ----------------------------------------------------------------------------------------
+
+@router.post("/t/{slug}/nonce", tags=["oid4vci"], summary="Nonce endpoint: a fresh single-use c_nonce")
+async def nonce(tenant: TenantRef = Depends(path_tenant),  # noqa: B008
+                ctx: IssuerContext = Depends(get_ctx)) -> JSONResponse:  # noqa: B008
+    return _json({"c_nonce": await new_nonce(ctx, tenant)})
+
+
+# -- credential -----------------------------------------------------------------------------------
+
+def _request_hash(token_hash: str, configuration_id: str, proofs: list[str]) -> str:
+    material = json.dumps([token_hash, configuration_id, proofs], separators=(",", ":"))
+    return hashlib.sha256(material.encode("utf-8")).hexdigest()
+
+
+def _response_aad(request_hash: str) -> bytes:
+    return f"issuer:stored-response:{request_hash}".encode()
+
+
+async def _stored_response(ctx: IssuerContext, request_hash: str) -> JSONResponse | None:
+    async with ctx.db.read_session() as session:
+        row = (await session.execute(select(StoredResponse).where(
+            StoredResponse.request_hash == request_hash, StoredResponse.expires_at > utcnow()))).scalar_one_or_none()
+    if row is None:
+        return None
+    body = json.loads(ctx.box.open(row.sealed_body, _response_aad(request_hash)))
+    return _json(body, status=row.status_code)
+
+
+async def _verify_proofs(ctx: IssuerContext, tenant: TenantRef, proofs: list[str]) -> list[dict[str, Any]]:
+    audience = ctx.issuer_url(tenant.slug)
+    jwks: list[dict[str, Any]] = []
+    nonces: set[str] = set()
+    for proof in proofs:
+        try:
+            key = verify_proof_jwt(proof, audience=audience, max_age=ctx.settings.proof_max_age)
+        except MessageError as exc:
+            raise APIError(400, proof_oauth_error(exc.code), exc.detail) from exc
+        # verify_proof_jwt checked the signature; the payload is now trusted enough to read the nonce.
+        payload = json.loads(_b64_payload(proof))
+        value = payload.get("nonce")
+        if not isinstance(value, str) or not value:
+            raise APIError(400, INVALID_NONCE, "the proof carries no c_nonce")
+        nonces.add(value)
+        jwks.append(key.public_jwk(include_kid=False))
+    for value in nonces:
+        if not await consume_nonce(ctx, tenant, value):
+            raise APIError(400, INVALID_NONCE, "the proof's c_nonce is unknown, used or expired")
+    return jwks
+
+
+def _b64_payload(token: str) -> bytes:
+    from ssi.encoding import b64url_decode
+
+    return b64url_decode(token.split(".")[1])
+
+
+@router.post("/t/{slug}/credential", tags=["oid4vci"], summary="Credential endpoint")
+async def credential(request: Request, tenant: TenantRef = Depends(path_tenant),  # noqa: B008
+                     ctx: IssuerContext = Depends(get_ctx)) -> JSONResponse:  # noqa: B008
+    token_row = await access_token(ctx, tenant, bearer(request))
+    data = await _json_body(request, INVALID_CREDENTIAL_REQUEST)
+    try:
+        parsed = CredentialRequest.parse(data)
+    except MessageError as exc:
+        raise APIError(400, INVALID_CREDENTIAL_REQUEST, exc.detail) from exc
+    if parsed.credential_response_encryption is not None:
+        raise APIError(400, "invalid_encryption_parameters", "credential response encryption is not supported")
+    configuration_id = parsed.credential_configuration_id or parsed.credential_identifier or ""
+    if parsed.credential_identifier is not None and parsed.credential_identifier not in token_row.configuration_ids:
+        raise APIError(400, UNKNOWN_CREDENTIAL_IDENTIFIER, "the access token grants no such credential identifier")
+    types = await _types(ctx, tenant)
+    reg = types.get(configuration_id)
+    if reg is None:
+        raise APIError(400, UNKNOWN_CREDENTIAL_CONFIGURATION, "the issuer offers no such credential configuration")
+    if configuration_id not in token_row.configuration_ids:
+        raise APIError(400, CREDENTIAL_REQUEST_DENIED, "the access token does not grant this credential")
+    proofs = (parsed.proofs.jwt if parsed.proofs is not None else None) or []
+    if not proofs:
+        raise APIError(400, INVALID_PROOF, "a key proof (proofs.jwt) is required")
+    if len(proofs) > ctx.settings.batch_size:
+        raise APIError(400, INVALID_CREDENTIAL_REQUEST, f"at most {ctx.settings.batch_size} proofs per request")
+
+    request_hash = _request_hash(token_row.token_hash, configuration_id, proofs)
+    stored = await _stored_response(ctx, request_hash)
+    if stored is not None:
+        return stored
+    async with ctx.db.read_session() as session:
+        claim = await session.get(IssuanceClaim, (token_row.token_hash, configuration_id))
+    if claim is not None:
+        if claim.request_hash == request_hash:
+            raise APIError(503, "temporarily_unavailable", "this request is being processed; retry shortly",
+                           {"Retry-After": "1"})
+        raise APIError(400, CREDENTIAL_REQUEST_DENIED, "this access token was already used for this credential")
+
+    holder_jwks = await _verify_proofs(ctx, tenant, proofs)
+
+    now = utcnow()
+    try:
+        async with ctx.db.session() as session:
+            session.add(IssuanceClaim(token_hash=token_row.token_hash, configuration_id=configuration_id,
+                                      request_hash=request_hash, created_at=now,
+                                      expires_at=token_row.expires_at + dt.timedelta(seconds=ctx.settings.replay_window)))
+    except IntegrityError as exc:
+        raise APIError(400, CREDENTIAL_REQUEST_DENIED, "this access token was already used for this credential") from exc
+
+    subject = subject_from_json(token_row.subject)
+    credential_id = token_row.credential_ids.get(configuration_id) or f"c_{new_secret()[:16]}"
+    keep_until = now + dt.timedelta(seconds=ctx.settings.replay_window)
+
+    async def store(session: Any, body: dict[str, Any], status: int = 200) -> None:
+        session.add(StoredResponse(request_hash=request_hash, tenant_id=tenant.id, status_code=status,
+                                   sealed_body=ctx.box.seal(json.dumps(body).encode("utf-8"), _response_aad(request_hash)),
+                                   expires_at=keep_until))
+
+    try:
+        outcome = await fetch_record(ctx, tenant, reg, subject, selector=token_row.selector, request_id=None)
+        if isinstance(outcome, Deferred) or not hasattr(outcome, "record"):
+            transaction_id = new_secret()
+            body = {"transaction_id": transaction_id, "interval": max(ctx.settings.deferred_interval,
+                                                                      min(outcome.retry_after, 3600))}
+            async with ctx.db.session() as session:
+                session.add(DeferredTransaction(
+                    transaction_hash=secret_hash(transaction_id), tenant_id=tenant.id, token_hash=token_row.token_hash,
+                    configuration_id=configuration_id, credential_id=credential_id, source_reference=outcome.reference,
+                    subject=token_row.subject, selector=token_row.selector, login=token_row.login,
+                    holder_jwks=holder_jwks, request_id=outcome.reference[:40], offer_id=token_row.offer_id,
+                    created_at=now, expires_at=now + dt.timedelta(days=30), sealed_response=None))
+                await store(session, body, 202)
+            return _json(body, status=202)
+        issued = await sign_and_record(ctx, tenant, reg, outcome, subject, holder_jwks, credential_id=credential_id,
+                                       login=token_row.login, offer_id=token_row.offer_id, finalize=store)
+    except BaseException:
+        # Nothing was issued: release the claim so the wallet can try again with a fresh nonce.
+        async with ctx.db.session() as session:
+            await session.execute(delete(IssuanceClaim).where(IssuanceClaim.token_hash == token_row.token_hash,
+                                                              IssuanceClaim.configuration_id == configuration_id))
+        raise
+    return _json(issued.body)
+
+
+# -- deferred -------------------------------------------------------------------------------------
+
+class _AlreadyDone(Exception):
+    pass
+
+
+@router.post("/t/{slug}/deferred_credential", tags=["oid4vci"], summary="Deferred credential endpoint")
+async def deferred_credential(request: Request, tenant: TenantRef = Depends(path_tenant),  # noqa: B008
+                              ctx: IssuerContext = Depends(get_ctx)) -> JSONResponse:  # noqa: B008
+    token_row = await access_token(ctx, tenant, bearer(request))
+    data = await _json_body(request, INVALID_CREDENTIAL_REQUEST)
+    try:
+        parsed = DeferredCredentialRequest.parse(data)
+    except MessageError as exc:
+        raise APIError(400, INVALID_CREDENTIAL_REQUEST, exc.detail) from exc
+    tx_hash = secret_hash(parsed.transaction_id)
+    aad = f"issuer:deferred:{tx_hash}".encode()
+    async with ctx.db.read_session() as session:
+        row = (await session.execute(select(DeferredTransaction).where(
+            DeferredTransaction.transaction_hash == tx_hash, DeferredTransaction.tenant_id == tenant.id,
+            DeferredTransaction.token_hash == token_row.token_hash))).scalar_one_or_none()
+    if row is None or row.expires_at <= utcnow():
+        raise APIError(400, INVALID_TRANSACTION_ID, "the transaction id is unknown or expired")
+    if row.sealed_response is not None:
+        return _json(json.loads(ctx.box.open(row.sealed_response, aad)))
+    reg = (await _types(ctx, tenant)).get(row.configuration_id)
+    if reg is None:
+        raise APIError(400, INVALID_TRANSACTION_ID, "the credential type of this transaction is gone")
+    subject = subject_from_json(row.subject)
+    outcome = await fetch_record(ctx, tenant, reg, subject, selector=row.selector, request_id=None,
+                                 poll_reference=row.source_reference)
+    if not hasattr(outcome, "record"):
+        return _json({"transaction_id": parsed.transaction_id, "interval": ctx.settings.deferred_interval}, status=202)
+
+    async def finalize(session: Any, body: dict[str, Any]) -> None:
+        # Only one poll may complete the transaction: the conditional update decides.
+        result = await session.execute(update(DeferredTransaction).where(
+            DeferredTransaction.transaction_hash == tx_hash, DeferredTransaction.sealed_response.is_(None))
+            .values(sealed_response=ctx.box.seal(json.dumps(body).encode("utf-8"), aad)))
+        if not result.rowcount:
+            raise _AlreadyDone
+
+    try:
+        issued = await sign_and_record(ctx, tenant, reg, outcome, subject, list(row.holder_jwks),
+                                       credential_id=row.credential_id, login=row.login, offer_id=row.offer_id,
+                                       finalize=finalize)
+    except (_AlreadyDone, IntegrityError):
+        async with ctx.db.read_session() as session:
+            sealed = (await session.execute(select(DeferredTransaction.sealed_response).where(
+                DeferredTransaction.transaction_hash == tx_hash))).scalar_one_or_none()
+        if sealed is None:
+            raise APIError(503, "temporarily_unavailable", "retry shortly", {"Retry-After": "1"}) from None
+        return _json(json.loads(ctx.box.open(sealed, aad)))
+    return _json(issued.body)
+
+
+# -- notification ---------------------------------------------------------------------------------
+
+@router.post("/t/{slug}/notification", status_code=204, tags=["oid4vci"], summary="Notification endpoint")
+async def notification(request: Request, tenant: TenantRef = Depends(path_tenant),  # noqa: B008
+                       ctx: IssuerContext = Depends(get_ctx)) -> Response:  # noqa: B008
+    token_row = await access_token(ctx, tenant, bearer(request))
+    data = await _json_body(request, INVALID_NOTIFICATION_REQUEST)
+    try:
+        parsed = NotificationRequest.parse(data)
+    except MessageError as exc:
+        raise APIError(400, INVALID_NOTIFICATION_REQUEST, exc.detail) from exc
+    async with ctx.db.session() as session:
+        record = (await session.execute(select(IssuanceRecord).where(
+            IssuanceRecord.notification_id == parsed.notification_id, IssuanceRecord.tenant_id == tenant.id)
+            .with_for_update())).scalar_one_or_none()
+        if record is None or record.subject_identifier != token_row.subject.get("identifier"):
+            raise APIError(400, INVALID_NOTIFICATION_ID, "the notification id is unknown")
+        event = {"event": parsed.event, "at": utcnow().isoformat()}
+        if parsed.event_description:
+            event["event_description"] = parsed.event_description[:300]
+        record.notifications = [*record.notifications, event]
+    return Response(status_code=204, headers=NO_STORE)
+
+
+# -- status lists ---------------------------------------------------------------------------------
+
+@router.get("/t/{slug}/status/{list_id}", tags=["status"], summary="A Token Status List (statuslist+jwt)")
+async def status_list(list_id: str, tenant: TenantRef = Depends(path_tenant),  # noqa: B008
+                      ctx: IssuerContext = Depends(get_ctx)) -> Response:  # noqa: B008
+    async with ctx.db.session() as session:
+        token_value = await list_token(ctx, session, list_id, tenant.id, tenant.slug)
+    if token_value is None:
+        raise APIError(404, "not_found", "no such status list")
+    return Response(token_value, media_type=STATUS_LIST_JWT_MEDIA_TYPE,
+                    headers={"Cache-Control": f"public, max-age={ctx.settings.status_list_ttl}"})

@@ -1,0 +1,72 @@
+"""Issuer configuration from ``CARTERA_ISSUER_*`` environment variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import ClassVar
+
+from pydantic import Field, SecretStr
+from pydantic_settings import SettingsConfigDict
+
+from service_kit.settings import ServiceSettings
+
+
+class IssuerSettings(ServiceSettings):
+    """Settings of the issuer service (every field documented: ``settings_reference`` lists them)."""
+
+    model_config = SettingsConfigDict(env_prefix="CARTERA_ISSUER_", extra="ignore", case_sensitive=False,
+                                      validate_default=True)
+    service_name: ClassVar[str] = "issuer"
+
+    port: int = Field(default=8001, ge=1, le=65535, description="TCP port the HTTP server listens on.")
+    admin_api_key: SecretStr | None = Field(
+        default=None,
+        description="Platform admin key (creates tenants). Compared as a hash; never logged. Empty: no "
+                    "platform admin API.",
+    )
+    ca_key_file: Path | None = Field(
+        default=None,
+        description="PEM private key of the CA that certifies tenants' signing keys when the issuer creates "
+                    "them itself (development CA in the embedded default). Without it, keys are imported "
+                    "with their certificate chain through the admin API.",
+    )
+    ca_cert_file: Path | None = Field(default=None, description="PEM certificate of that CA (the trust anchor).")
+    status_list_size: int = Field(default=100_000, ge=16,
+                                  description="Entries per status list (herd privacy: at least 100,000).")
+    status_list_ttl: int = Field(default=300, ge=1, description="`ttl` of status list tokens and their max-age.")
+    status_list_validity: int = Field(default=86_400, ge=60,
+                                      description="Lifetime (`exp` - `iat`) of a status list token, seconds.")
+    offer_ttl: int = Field(default=600, ge=30, description="Lifetime of a pre-authorized code, seconds.")
+    tx_code_length: int = Field(default=6, ge=4, le=12, description="Digits of a transaction code.")
+    tx_code_max_attempts: int = Field(default=3, ge=1, le=10,
+                                      description="Wrong transaction codes before the pre-authorized code is burnt.")
+    access_token_ttl: int = Field(default=300, ge=30, description="Lifetime of an access token, seconds.")
+    nonce_ttl: int = Field(default=300, ge=10, description="Lifetime of a `c_nonce`, seconds.")
+    proof_max_age: int = Field(default=300, ge=10, description="Oldest accepted key proof `iat`, seconds.")
+    authorization_code_ttl: int = Field(default=60, ge=10, description="Lifetime of an authorization code.")
+    par_ttl: int = Field(default=90, ge=10, description="Lifetime of a pushed authorization request.")
+    login_ttl: int = Field(default=600, ge=60, description="Time a citizen has to log in at the identity provider.")
+    replay_window: int = Field(default=300, ge=10,
+                               description="How long a credential response is kept (sealed) so that a retried "
+                                           "request after a timeout gets the same credentials, seconds.")
+    batch_size: int = Field(default=5, ge=2, le=50, description="Largest number of key proofs in one request.")
+    deferred_interval: int = Field(default=5, ge=1, description="`interval` a wallet waits between deferred polls.")
+    idp_authorize_url: str = Field(default="http://127.0.0.1:8005/o/oauth2/auth",
+                                   description="VÀLid (or the sandbox identity provider) authorization endpoint.")
+    idp_token_url: str = Field(default="http://127.0.0.1:8005/o/oauth2/token", description="VÀLid token endpoint.")
+    idp_userinfo_url: str = Field(default="http://127.0.0.1:8005/serveis-rest/getUserInfo",
+                                  description="VÀLid `getUserInfo` endpoint.")
+    idp_client_id: str = Field(default="cartera-issuer", description="The issuer's client id at VÀLid.")
+    idp_client_secret: SecretStr | None = Field(default=None, description="The issuer's client secret at VÀLid.")
+    idp_forward_login_hint: bool = Field(
+        default=False,
+        description="Forward a wallet's `login_hint` to the identity provider (the sandbox's non-interactive "
+                    "login). Development only.",
+    )
+    webhook_timeout: float = Field(default=5.0, gt=0, description="Timeout of one webhook delivery, seconds.")
+    source_timeout: float = Field(default=10.0, gt=0, description="Timeout of one data-source query, seconds.")
+
+    @property
+    def allow_http_loopback(self) -> bool:
+        """Whether http URLs to loopback hosts are accepted where the protocol wants https."""
+        return self.dev_mode
