@@ -1,0 +1,92 @@
+"""Running services for the wallet API tests: the sandbox identity provider and the wallet itself.
+
+Session-scoped (one set per xdist worker) to keep the folder fast; every test logs in a citizen of
+its own when it needs isolation.
+"""
+
+from __future__ import annotations
+
+import base64
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import pytest
+
+from sandbox.idp_service import IdPSandboxConfig, RegisteredClient
+from sandbox.idp_service import create_app as create_idp
+from tests.support.servers import free_port, serve
+from wallet_api.app import create_app
+from wallet_api.settings import WalletSettings
+
+APP_REDIRECT = "http://127.0.0.1:9/app/callback"
+IDP_SECRET = "wallet-test-secret"
+
+
+@dataclass
+class WalletHandle:
+    url: str
+    settings: WalletSettings
+    app: object
+    idp_url: str
+
+
+def wallet_settings(tmp: Path, port: int, idp_url: str, **extra: object) -> WalletSettings:
+    return WalletSettings(
+        database_url=extra.pop("database_url", f"sqlite+aiosqlite:///{tmp / 'wallet.db'}"),
+        public_url=f"http://127.0.0.1:{port}", port=port, dev_mode=True, data_dir=tmp,
+        master_key=base64.urlsafe_b64encode(secrets.token_bytes(32)).decode().rstrip("="),
+        idp_url=idp_url, idp_client_id="cartera-wallet", idp_client_secret=IDP_SECRET,
+        idp_allow_login_hint=True, background_interval=0, log_level="warning", **extra)
+
+
+@pytest.fixture(scope="session")
+def idp_url() -> Iterator[str]:
+    port = free_port()
+    config = IdPSandboxConfig(clients=[], allow_login_hint=True, population_size=50)
+    config.clients = [RegisteredClient("cartera-wallet", IDP_SECRET, tuple(
+        f"http://127.0.0.1:{p}/v1/auth/callback" for p in _WALLET_PORTS))]
+    with serve(create_idp(config), port=port) as url:
+        yield url
+
+
+_WALLET_PORTS = [free_port() for _ in range(3)]
+
+
+@pytest.fixture(scope="session")
+def wallet(idp_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WalletHandle]:
+    tmp = tmp_path_factory.mktemp("wallet")
+    port = _WALLET_PORTS[0]
+    settings = wallet_settings(tmp, port, idp_url)
+    app = create_app(settings)
+    with serve(app, port=port) as url:
+        yield WalletHandle(url, settings, app, idp_url)
+
+
+def login(wallet_url: str, identifier: str, *, method: str = "idcatmobil", user_agent: str = "pytest-phone"
+          ) -> dict[str, str]:
+    """Log a synthetic citizen in through the real IdP redirects; return the token response."""
+    state = secrets.token_urlsafe(8)
+    with httpx.Client(follow_redirects=False, timeout=10, headers={"User-Agent": user_agent}) as client:
+        r = client.get(f"{wallet_url}/v1/auth/login", params={
+            "provider": "valid", "redirect_uri": APP_REDIRECT, "state": state, "login_hint": identifier})
+        assert r.status_code == 302, r.text
+        idp = client.get(r.headers["location"] + f"&login_method={method}")
+        assert idp.status_code == 303, idp.text
+        back = client.get(idp.headers["location"])
+        assert back.status_code == 302, back.text
+        location = back.headers["location"]
+        assert location.startswith(APP_REDIRECT)
+        params = parse_qs(urlsplit(location).query)
+        assert params["state"] == [state]
+        tokens = client.post(f"{wallet_url}/v1/auth/token", data={
+            "grant_type": "authorization_code", "code": params["code"][0], "redirect_uri": APP_REDIRECT})
+        assert tokens.status_code == 200, tokens.text
+        return tokens.json()
+
+
+def bearer(tokens: dict[str, str]) -> dict[str, str]:
+    return {"Authorization": f"Bearer {tokens['access_token']}"}

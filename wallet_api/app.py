@@ -1,0 +1,69 @@
+"""The wallet API application factory."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+from fastapi import APIRouter, FastAPI
+
+from service_kit.app import create_service_app
+from service_kit.db import Database
+from service_kit.migrations import run_migrations_async
+
+from . import __version__
+from .context import WalletContext, load_anchors, master_box
+from .settings import WalletSettings
+from .vault import Vault
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+DESCRIPTION = """The citizen's cloud wallet: login (VÀLid, OpenID Connect), an encrypted vault, receiving
+credentials by OpenID4VCI, sharing them by OpenID4VP with explicit consent, history, alerts and backups.
+Every `/v1/` route except the login steps needs `Authorization: Bearer <access token>`."""
+
+
+def create_app(settings: WalletSettings | None = None, *, transport: httpx.AsyncBaseTransport | None = None,
+               run_background: bool = True) -> FastAPI:
+    """Build the wallet API. ``transport`` replaces the outgoing HTTP transport (tests of odd peers);
+    ``run_background=False`` leaves the periodic sweeps (status, expiry, deferred) to explicit calls."""
+    from .background import background_loop
+    from .routes import alerts, auth, backup, credentials, history, offers, presentations
+
+    settings = settings or WalletSettings()
+    db = Database(settings.database_url)
+    ctx = WalletContext(settings=settings, db=db, vault=Vault(master_box(settings)),
+                        issuer_anchors=load_anchors(settings.issuer_anchor_files),
+                        rp_anchors=load_anchors(settings.rp_anchor_files), transport=transport)
+
+    @contextlib.asynccontextmanager
+    async def migrate(_app: FastAPI) -> AsyncIterator[None]:
+        await run_migrations_async(MIGRATIONS, settings.database_url)
+        await ctx.vault.ensure_index_key(db)
+        yield
+
+    @contextlib.asynccontextmanager
+    async def sweeps(_app: FastAPI) -> AsyncIterator[None]:
+        import asyncio
+
+        task = None
+        if run_background and settings.background_interval > 0:
+            task = asyncio.create_task(background_loop(ctx))
+        try:
+            yield
+        finally:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+
+    app = create_service_app(name="wallet", version=__version__, settings=settings, db=db,
+                             lifespan_hooks=(migrate, sweeps), description=DESCRIPTION)
+    app.state.wallet = ctx
+    api = APIRouter()
+    for module in (auth, offers, credentials, presentations, history, alerts, backup):
+        api.include_router(module.router)
+    app.include_router(api, prefix=app.state.api_prefix)
+    return app

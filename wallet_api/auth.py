@@ -1,0 +1,422 @@
+"""Citizen login (VÀLid and generic OpenID Connect) and the app's sessions.
+
+The flow the app follows::
+
+    GET  /v1/auth/login?provider=valid&redirect_uri=<app>&state=<app state>
+         → 302 to the identity provider (authorization code + PKCE S256)
+    GET  /v1/auth/callback?code=...&state=...           (the provider sends the browser here)
+         → 302 to <app>?code=<one-time app code>&state=<app state>
+    POST /v1/auth/token  grant_type=authorization_code&code=...&redirect_uri=<app>
+         → {"access_token", "refresh_token", "expires_in", ...}
+
+Tokens never travel in a URL: the app gets a one-time code (60 s) bound to its redirect URI and
+exchanges it. Access tokens are short-lived; refresh tokens rotate on every use (a refresh token
+used twice revokes the session, as a stolen copy would). Only SHA-256 hashes of tokens, codes and
+states are stored. The wallet belongs to the identifier the provider asserts; the database stores an
+HMAC of it (see :mod:`wallet_api.vault`).
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import json
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlencode, urlsplit
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from service_kit.db import consume_once
+from service_kit.errors import APIError
+from ssi.errors import SSIError
+from ssi.jose import Key, check_time_claims, parse_jws, verify_parsed
+from ssi.oid4vci import is_loopback_host
+
+from .context import FetchError, WalletContext
+from .models import AppCode, LoginTransaction, Session, Wallet, utcnow
+from .settings import OIDCProvider
+from .vault import new_id, token_hash
+
+VALID_PROVIDER = "valid"
+APP_CODE_TTL = 60
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who the provider says logged in."""
+
+    provider: str
+    identifier: str
+    name: str
+    email: str
+    method: str
+    assurance_level: str
+
+
+def pkce_pair() -> tuple[str, str]:
+    """A PKCE ``(code_verifier, S256 code_challenge)``."""
+    verifier = secrets.token_urlsafe(48)
+    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode("ascii")).digest()).rstrip(b"=").decode()
+    return verifier, challenge
+
+
+def check_app_redirect(ctx: WalletContext, redirect_uri: str) -> None:
+    """The app redirect URI must be registered (or, in development, any loopback http(s) URI)."""
+    if redirect_uri in ctx.settings.app_redirect_uris:
+        return
+    try:
+        parts = urlsplit(redirect_uri)
+    except ValueError:
+        parts = None
+    if ctx.dev and parts is not None and parts.scheme in ("http", "https") and parts.hostname \
+            and is_loopback_host(parts.hostname) and not parts.fragment:
+        return
+    raise APIError(400, "invalid_request", "redirect_uri is not a registered wallet app URI")
+
+
+def callback_url(ctx: WalletContext) -> str:
+    """The wallet's redirect URI at identity providers."""
+    return f"{ctx.settings.public_url}/v1/auth/callback"
+
+
+def _provider(ctx: WalletContext, name: str) -> OIDCProvider | None:
+    for provider in ctx.settings.oidc_providers:
+        if provider.name == name:
+            return provider
+    return None
+
+
+def providers(ctx: WalletContext) -> list[dict[str, str]]:
+    """The login providers the app can offer."""
+    out = []
+    if ctx.settings.idp_url:
+        out.append({"name": VALID_PROVIDER, "label": "VÀLid", "kind": "valid"})
+    out += [{"name": p.name, "label": p.label or p.name, "kind": "oidc"} for p in ctx.settings.oidc_providers]
+    return out
+
+
+_discovery_cache: dict[str, tuple[float, dict[str, Any]]] = {}
+_DISCOVERY_TTL = 300.0
+_DISCOVERY_MAX = 32
+
+
+async def oidc_discovery(ctx: WalletContext, provider: OIDCProvider) -> dict[str, Any]:
+    """The provider's discovery document (bounded cache, safe to lose)."""
+    cached = _discovery_cache.get(provider.issuer)
+    if cached is not None and time.monotonic() - cached[0] < _DISCOVERY_TTL:
+        return cached[1]
+    url = provider.issuer.rstrip("/") + "/.well-known/openid-configuration"
+    async with ctx.client() as client:
+        doc = await ctx.get_json(client, url)
+    if not isinstance(doc, dict) or doc.get("issuer") != provider.issuer:
+        raise FetchError("the provider's discovery document does not name its issuer")
+    for member in ("authorization_endpoint", "token_endpoint", "jwks_uri"):
+        if not isinstance(doc.get(member), str):
+            raise FetchError(f"the provider's discovery document has no {member}")
+    if len(_discovery_cache) >= _DISCOVERY_MAX:
+        _discovery_cache.clear()
+    _discovery_cache[provider.issuer] = (time.monotonic(), doc)
+    return doc
+
+
+async def start_login(ctx: WalletContext, *, provider: str, redirect_uri: str, app_state: str | None,
+                      login_hint: str | None, user_agent: str) -> str:
+    """Record a login transaction and return the identity provider URL to send the browser to."""
+    check_app_redirect(ctx, redirect_uri)
+    state = secrets.token_urlsafe(32)
+    verifier, challenge = pkce_pair()
+    nonce = secrets.token_urlsafe(24)
+    params: dict[str, str] = {
+        "response_type": "code", "redirect_uri": callback_url(ctx), "state": state,
+        "code_challenge": challenge, "code_challenge_method": "S256",
+    }
+    if provider == VALID_PROVIDER:
+        if not ctx.settings.idp_url:
+            raise APIError(400, "invalid_request", "VÀLid login is not configured")
+        params.update(client_id=ctx.settings.idp_client_id, scope=ctx.settings.idp_scope)
+        if login_hint and ctx.settings.idp_allow_login_hint:
+            params["login_hint"] = login_hint
+        endpoint = f"{ctx.settings.idp_url}/o/oauth2/auth"
+    else:
+        oidc = _provider(ctx, provider)
+        if oidc is None:
+            raise APIError(400, "invalid_request", "unknown login provider")
+        try:
+            doc = await oidc_discovery(ctx, oidc)
+        except FetchError as exc:
+            raise APIError(502, "temporarily_unavailable", f"the login provider is unavailable: {exc.detail}") from exc
+        params.update(client_id=oidc.client_id, scope=oidc.scope, nonce=nonce)
+        if login_hint:
+            params["login_hint"] = login_hint
+        endpoint = doc["authorization_endpoint"]
+    sealed = ctx.vault.box.seal(
+        _json_bytes({"verifier": verifier, "nonce": nonce, "redirect_uri": redirect_uri, "app_state": app_state}),
+        _login_aad(state))
+    async with ctx.db.session() as session:
+        session.add(LoginTransaction(state_hash=token_hash(state), provider=provider, sealed=sealed,
+                                     user_agent=user_agent[:300],
+                                     expires_at=utcnow() + dt.timedelta(seconds=ctx.settings.login_ttl)))
+    sep = "&" if urlsplit(endpoint).query else "?"
+    return endpoint + sep + urlencode(params)
+
+
+def _login_aad(state: str) -> bytes:
+    return b"cartera-wallet|login|" + token_hash(state).encode()
+
+
+def _json_bytes(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":")).encode()
+
+
+def _app_redirect(redirect_uri: str, params: dict[str, str]) -> str:
+    sep = "&" if urlsplit(redirect_uri).query else "?"
+    return redirect_uri + sep + urlencode(params)
+
+
+async def finish_login(ctx: WalletContext, *, state: str | None, code: str | None, error: str | None) -> str:
+    """Handle the provider's redirect; return the app URL to redirect to (with a code or an error)."""
+    if not state:
+        raise APIError(400, "invalid_request", "state is missing")
+    async with ctx.db.session() as session:
+        row = await consume_once(session, LoginTransaction, LoginTransaction.expires_at > utcnow(),
+                                 state_hash=token_hash(state))
+    if row is None:
+        raise APIError(400, "invalid_request", "unknown or expired login (start again)")
+    data = json.loads(ctx.vault.box.open(row.sealed, _login_aad(state)))
+    back: dict[str, str] = {"state": data["app_state"]} if data.get("app_state") else {}
+    if error or not code:
+        return _app_redirect(data["redirect_uri"], {"error": "access_denied",
+                                                    "error_description": "the login was cancelled or refused", **back})
+    try:
+        identity = await (_valid_identity(ctx, code, data["verifier"]) if row.provider == VALID_PROVIDER
+                          else _oidc_identity(ctx, row.provider, code, data["verifier"], data["nonce"]))
+    except (FetchError, SSIError, LoginError) as exc:
+        detail = exc.detail if hasattr(exc, "detail") else "login failed"
+        return _app_redirect(data["redirect_uri"], {"error": "access_denied", "error_description": str(detail), **back})
+    app_code = secrets.token_urlsafe(32)
+    async with ctx.db.session() as session:
+        wallet = await ensure_wallet(ctx, session, identity)
+        sess = Session(id=new_id("ses"), wallet_id=wallet.id, provider=identity.provider, method=identity.method,
+                       assurance_level=identity.assurance_level, user_agent=row.user_agent)
+        session.add(sess)
+        await session.flush()
+        session.add(AppCode(code_hash=token_hash(app_code), session_id=sess.id,
+                            redirect_uri_hash=token_hash(data["redirect_uri"]),
+                            expires_at=utcnow() + dt.timedelta(seconds=APP_CODE_TTL)))
+    return _app_redirect(data["redirect_uri"], {"code": app_code, **back})
+
+
+class LoginError(Exception):
+    """The provider's answer is not acceptable."""
+
+    def __init__(self, detail: str) -> None:
+        self.detail = detail
+        super().__init__(detail)
+
+
+async def _valid_identity(ctx: WalletContext, code: str, verifier: str) -> Identity:
+    settings = ctx.settings
+    form = {"grant_type": "authorization_code", "code": code, "redirect_uri": callback_url(ctx),
+            "code_verifier": verifier, "client_id": settings.idp_client_id}
+    if settings.idp_client_secret is not None:
+        form["client_secret"] = settings.idp_client_secret.get_secret_value()
+    async with ctx.client() as client:
+        token = await ctx.request_json(client, "POST", f"{settings.idp_url}/o/oauth2/token", data=form)
+        access = token.get("access_token") if isinstance(token, dict) else None
+        if not isinstance(access, str):
+            raise LoginError("the identity provider sent no access token")
+        info = await ctx.get_json(client, f"{settings.idp_url}/serveis-rest/getUserInfo",
+                                  params={"AccessToken": access})
+    if not isinstance(info, dict) or info.get("status", "ok") != "ok" or not isinstance(info.get("identifier"), str) \
+            or not info["identifier"]:
+        raise LoginError("the identity provider did not say who logged in")
+    name = " ".join(str(info.get(k) or "") for k in ("name", "surnames")).strip()
+    return Identity(provider=VALID_PROVIDER, identifier=info["identifier"], name=name,
+                    email=str(info.get("email") or ""), method=str(info.get("method") or ""),
+                    assurance_level=str(info.get("assuranceLevel") or ""))
+
+
+_jwks_cache: dict[str, tuple[float, list[Key]]] = {}
+
+
+async def _provider_keys(ctx: WalletContext, jwks_uri: str, refresh: bool) -> list[Key]:
+    cached = _jwks_cache.get(jwks_uri)
+    if cached is not None and not refresh and time.monotonic() - cached[0] < _DISCOVERY_TTL:
+        return cached[1]
+    async with ctx.client() as client:
+        jwks = await ctx.get_json(client, jwks_uri)
+    keys: list[Key] = []
+    for jwk in (jwks.get("keys") if isinstance(jwks, dict) else None) or []:
+        if isinstance(jwk, dict) and jwk.get("use", "sig") == "sig":
+            try:
+                keys.append(Key.from_jwk(jwk).public())
+            except SSIError:
+                continue  # a key type we cannot use must not hide the usable ones
+    if len(_jwks_cache) >= _DISCOVERY_MAX:
+        _jwks_cache.clear()
+    _jwks_cache[jwks_uri] = (time.monotonic(), keys)
+    return keys
+
+
+async def verify_id_token(ctx: WalletContext, provider: OIDCProvider, doc: dict[str, Any], id_token: Any,
+                          nonce: str) -> dict[str, Any]:
+    """Verify an ID token: signature with the provider's JWKS, ``iss``, ``aud``, ``exp``, ``nonce``."""
+    jws = parse_jws(id_token)
+    claims = jws.json_payload()
+    kid = jws.header.get("kid")
+    keys = await _provider_keys(ctx, doc["jwks_uri"], refresh=False)
+    if kid is not None and all(k.kid != kid for k in keys):
+        keys = await _provider_keys(ctx, doc["jwks_uri"], refresh=True)  # the provider rotated its keys
+    candidates = [k for k in keys if kid is None or k.kid == kid]
+    for key in candidates:
+        try:
+            verify_parsed(jws, key)
+            break
+        except SSIError:
+            continue
+    else:
+        raise LoginError("the ID token signature does not verify with the provider's keys")
+    if claims.get("iss") != provider.issuer:
+        raise LoginError("the ID token was issued by another provider")
+    aud = claims.get("aud")
+    if not (aud == provider.client_id or (isinstance(aud, list) and provider.client_id in aud)):
+        raise LoginError("the ID token is not addressed to this wallet")
+    if isinstance(aud, list) and len(aud) > 1 and claims.get("azp") != provider.client_id:
+        raise LoginError("the ID token's azp is not this wallet")
+    check_time_claims(claims, now=time.time(), require=("exp",), error=LoginErrorSSI)
+    if not secrets.compare_digest(str(claims.get("nonce", "")), nonce):
+        raise LoginError("the ID token nonce does not match the login")
+    return claims
+
+
+class LoginErrorSSI(SSIError):
+    """Time claim failures of an ID token."""
+
+    area = "login"
+
+
+async def _oidc_identity(ctx: WalletContext, name: str, code: str, verifier: str, nonce: str) -> Identity:
+    provider = _provider(ctx, name)
+    if provider is None:
+        raise LoginError("the login provider is no longer configured")
+    doc = await oidc_discovery(ctx, provider)
+    form = {"grant_type": "authorization_code", "code": code, "redirect_uri": callback_url(ctx),
+            "code_verifier": verifier, "client_id": provider.client_id}
+    if provider.client_secret is not None:
+        form["client_secret"] = provider.client_secret.get_secret_value()
+    async with ctx.client() as client:
+        token = await ctx.request_json(client, "POST", doc["token_endpoint"], data=form)
+    if not isinstance(token, dict) or "id_token" not in token:
+        raise LoginError("the provider sent no ID token")
+    claims = await verify_id_token(ctx, provider, doc, token["id_token"], nonce)
+    identifier = claims.get(provider.identifier_claim)
+    if not isinstance(identifier, str) or not identifier:
+        raise LoginError("the ID token does not carry the configured identifier claim")
+    name_claim = claims.get("name") or " ".join(str(claims.get(k) or "") for k in ("given_name", "family_name")).strip()
+    return Identity(provider=f"oidc:{provider.name}", identifier=identifier, name=str(name_claim or ""),
+                    email=str(claims.get("email") or ""), method=f"oidc:{provider.name}",
+                    assurance_level=str(claims.get("acr") or ""))
+
+
+async def ensure_wallet(ctx: WalletContext, session: AsyncSession, identity: Identity) -> Wallet:
+    """The wallet of ``identity``, created with a fresh data key on the first login."""
+    index = await ctx.vault.subject_index(session, identity.provider, identity.identifier)
+    wallet = (await session.execute(select(Wallet).where(Wallet.subject_index == index))).scalar_one_or_none()
+    profile = {"identifier": identity.identifier, "name": identity.name, "email": identity.email,
+               "provider": identity.provider}
+    if wallet is None:
+        wallet_id = new_id("wal")
+        sealed_key, data_key = ctx.vault.new_data_key(wallet_id)
+        wallet = Wallet(id=wallet_id, subject_index=index, data_key=sealed_key,
+                        profile=data_key.seal("profile", wallet_id, profile))
+        session.add(wallet)
+        await session.flush()
+    else:
+        data_key = ctx.vault.data_key(wallet)
+        wallet.profile = data_key.seal("profile", wallet.id, profile)
+    return wallet
+
+
+def _new_tokens(ctx: WalletContext, session_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Fresh tokens for a session: ``(response body, column values to store)``."""
+    access, refresh = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
+    now = utcnow()
+    values = {"access_hash": token_hash(access),
+              "access_expires_at": now + dt.timedelta(seconds=ctx.settings.access_token_ttl),
+              "refresh_hash": token_hash(refresh),
+              "refresh_expires_at": now + dt.timedelta(seconds=ctx.settings.refresh_token_ttl),
+              "last_used_at": now}
+    body = {"access_token": access, "token_type": "Bearer", "expires_in": ctx.settings.access_token_ttl,
+            "refresh_token": refresh, "refresh_expires_in": ctx.settings.refresh_token_ttl, "session_id": session_id}
+    return body, values
+
+
+async def exchange_app_code(ctx: WalletContext, code: str, redirect_uri: str) -> dict[str, Any]:
+    """Trade the one-time app code for tokens."""
+    # Consumed in its own transaction, so a failed attempt burns the code too.
+    async with ctx.db.session() as session:
+        row = await consume_once(session, AppCode, AppCode.expires_at > utcnow(), code_hash=token_hash(code))
+    if row is None or not secrets.compare_digest(row.redirect_uri_hash, token_hash(redirect_uri)):
+        raise APIError(400, "invalid_grant", "the code is unknown, expired, used or for another redirect_uri")
+    async with ctx.db.session() as session:
+        sess = await session.get(Session, row.session_id)
+        if sess is None or sess.revoked:
+            raise APIError(400, "invalid_grant", "the session was revoked")
+        body, values = _new_tokens(ctx, sess.id)
+        for name, value in values.items():
+            setattr(sess, name, value)
+        return body
+
+
+async def refresh_tokens(ctx: WalletContext, refresh_token: str) -> dict[str, Any]:
+    """Rotate the refresh token; a reused refresh token revokes its session."""
+    digest = token_hash(refresh_token)
+    async with ctx.db.session() as session:
+        sess = (await session.execute(select(Session).where(Session.refresh_hash == digest))).scalar_one_or_none()
+        if sess is None:
+            raise APIError(400, "invalid_grant", "the refresh token is unknown or was already used")
+        if sess.revoked or sess.refresh_expires_at is None or sess.refresh_expires_at <= utcnow():
+            raise APIError(400, "invalid_grant", "the session has ended; log in again")
+        # Conditional update: of two concurrent refreshes with the same token, one wins.
+        tokens, values = _new_tokens(ctx, sess.id)
+        result = await session.execute(
+            update(Session).where(Session.id == sess.id, Session.refresh_hash == digest).values(**values)
+            .execution_options(synchronize_session=False))
+        if result.rowcount != 1:
+            raise APIError(400, "invalid_grant", "the refresh token was already used")
+        return tokens
+
+
+async def authenticate(ctx: WalletContext, access_token: str) -> Session:
+    """The live session of an access token, or 401."""
+    async with ctx.db.read_session() as session:
+        sess = (await session.execute(
+            select(Session).where(Session.access_hash == token_hash(access_token)))).scalar_one_or_none()
+    if sess is None or sess.revoked or sess.access_expires_at is None or sess.access_expires_at <= utcnow():
+        raise APIError(401, "invalid_token", "the access token is unknown, expired or revoked",
+                       {"WWW-Authenticate": 'Bearer error="invalid_token"'})
+    return sess
+
+
+async def revoke_session(ctx: WalletContext, wallet_id: str, session_id: str) -> bool:
+    """Revoke one of the wallet's sessions; False when it is not the wallet's."""
+    async with ctx.db.session() as session:
+        result = await session.execute(
+            update(Session).where(Session.id == session_id, Session.wallet_id == wallet_id).values(
+                revoked=True, access_hash=None, refresh_hash=None).execution_options(synchronize_session=False))
+        return result.rowcount == 1
+
+
+def login_redirect_error(redirect_uri: str, description: str) -> str:
+    """An app redirect carrying an error (unused codes and refused logins)."""
+    return _app_redirect(redirect_uri, {"error": "access_denied", "error_description": description})
+
+
+__all__ = ["Identity", "LoginError", "authenticate", "check_app_redirect", "ensure_wallet", "exchange_app_code",
+           "finish_login", "providers", "refresh_tokens", "revoke_session", "start_login", "verify_id_token",
+           ]

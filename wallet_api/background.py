@@ -1,0 +1,148 @@
+"""Periodic work: status-list checks (honouring ``ttl``), expiry alerts, deferred issuance polls.
+
+Every step selects its rows from the database by due time, so several workers may run the sweep; a
+row checked twice costs one extra fetch, never a wrong result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import time
+from typing import Any
+
+import httpx
+from sqlalchemy import select, update
+
+from ssi import x509 as ssi_x509
+from ssi.errors import SSIError
+from ssi.jose import Key
+from ssi.sd_jwt_vc import IssuerMetadataKeyResolver
+from ssi.status_list import verify_status_list_token
+
+from .context import FetchError, WalletContext
+from .models import Credential, Offer, Wallet, utcnow
+from .receiving import poll_offer
+from .store import add_alert
+
+log = logging.getLogger(__name__)
+
+STATUS_NAMES = {0: "valid", 1: "revoked", 2: "suspended"}
+BATCH = 100
+
+
+async def background_loop(ctx: WalletContext) -> None:
+    """Run :func:`sweep` every ``background_interval`` seconds until cancelled."""
+    while True:
+        try:
+            await sweep(ctx)
+        except Exception:  # noqa: BLE001 - a failed sweep must not stop the next one
+            log.exception("wallet background sweep failed")
+        await asyncio.sleep(ctx.settings.background_interval)
+
+
+async def sweep(ctx: WalletContext) -> dict[str, int]:
+    """One pass of every periodic job; returns counts (for tests and logs)."""
+    return {"status_checked": await check_statuses(ctx), "expiry_alerts": await expiry_alerts(ctx),
+            "deferred_polled": await poll_deferred(ctx)}
+
+
+def _status_key(ctx: WalletContext, issuer: str):  # noqa: ANN202 - a callable for verify_status_list_token
+    def resolve(header: dict[str, Any], payload: dict[str, Any]) -> Key:
+        if "x5c" in header:
+            leaf = ssi_x509.verify_x5c(header["x5c"], ctx.issuer_anchors)
+            return ssi_x509.certificate_key(leaf)
+
+        def fetch(url: str) -> Any:
+            with httpx.Client(timeout=ctx.settings.http_timeout) as client:
+                response = client.get(url)
+                response.raise_for_status()
+                return response.json()
+
+        resolver = IssuerMetadataKeyResolver(fetch, allowed_issuers=[issuer], allow_http_loopback=ctx.dev)
+        return resolver.resolve(header, {"iss": issuer}, now=time.time()).key
+    return resolve
+
+
+async def check_statuses(ctx: WalletContext, *, force: bool = False) -> int:
+    """Fetch the status list of every credential due for a check; alert on changes."""
+    now = utcnow()
+    query = select(Credential).where(Credential.status != "revoked")
+    if not force:
+        query = query.where(Credential.next_status_check <= now)
+    async with ctx.db.read_session() as session:
+        rows = (await session.execute(query.limit(BATCH))).scalars().all()
+        wallets = {w.id: w for w in (await session.execute(
+            select(Wallet).where(Wallet.id.in_({r.wallet_id for r in rows})))).scalars()} if rows else {}
+    lists: dict[str, Any] = {}
+    checked = 0
+    async with ctx.client() as client:
+        for row in rows:
+            key = ctx.vault.data_key(wallets[row.wallet_id])
+            statuses = key.open("credential", row.id, row.sealed).get("statuses") or []
+            next_check = now + dt.timedelta(seconds=ctx.settings.status_check_interval)
+            new_status = row.status
+            if statuses:
+                ref = statuses[0]
+                try:
+                    token = lists.get(ref["uri"])
+                    if token is None:
+                        response = await ctx.request(client, "GET", ref["uri"],
+                                                     headers={"Accept": "application/statuslist+jwt"})
+                        if response.status_code != 200:
+                            raise FetchError(f"HTTP {response.status_code}")
+                        token = await asyncio.to_thread(
+                            verify_status_list_token, response.text.strip(), key=_status_key(ctx, row.issuer),
+                            expected_uri=ref["uri"])
+                        lists[ref["uri"]] = token
+                    new_status = STATUS_NAMES.get(token.status(int(ref["idx"])), "revoked")
+                    if token.ttl:
+                        next_check = now + dt.timedelta(seconds=max(int(token.ttl), 1))
+                except (FetchError, SSIError, KeyError, ValueError) as exc:
+                    # Unknown status is not "revoked": keep the last known one and retry sooner.
+                    log.warning("status check failed", extra={"credential": row.id, "reason": type(exc).__name__})
+                    next_check = now + dt.timedelta(seconds=min(300, ctx.settings.status_check_interval))
+            async with ctx.db.session() as session:
+                await session.execute(update(Credential).where(Credential.id == row.id).values(
+                    status=new_status, status_checked_at=now, next_status_check=next_check)
+                    .execution_options(synchronize_session=False))
+                if new_status != row.status:
+                    name = key.open("credential", row.id, row.sealed).get("display", {}).get("name") or row.vct
+                    kind = {"revoked": "revoked", "suspended": "suspended"}.get(new_status, "reinstated")
+                    verb = {"revoked": "was revoked by its issuer", "suspended": "was suspended by its issuer",
+                            "reinstated": "is valid again"}[kind]
+                    await add_alert(session, row.wallet_id, kind, f"{name} {verb}", row.id)
+            checked += 1
+    return checked
+
+
+async def expiry_alerts(ctx: WalletContext) -> int:
+    """Alert once per credential expiring within ``expiry_alert_days``."""
+    horizon = utcnow() + dt.timedelta(days=ctx.settings.expiry_alert_days)
+    count = 0
+    async with ctx.db.session() as session:
+        rows = (await session.execute(select(Credential).where(
+            Credential.expires_at.is_not(None), Credential.expires_at <= horizon,
+            Credential.expiry_alerted.is_(False)).limit(BATCH))).scalars().all()
+        for row in rows:
+            wallet = await session.get(Wallet, row.wallet_id)
+            assert wallet is not None
+            name = ctx.vault.data_key(wallet).open("credential", row.id, row.sealed).get("display", {}).get("name")
+            when = row.expires_at.date().isoformat() if row.expires_at else ""
+            await add_alert(session, row.wallet_id, "expiring", f"{name or row.vct} expires on {when}", row.id)
+            row.expiry_alerted = True
+            count += 1
+    return count
+
+
+async def poll_deferred(ctx: WalletContext) -> int:
+    """Poll the issuers of pending (deferred) issuances that are due."""
+    async with ctx.db.read_session() as session:
+        rows = (await session.execute(select(Offer).where(Offer.state == "pending",
+                                                          Offer.next_poll_at <= utcnow()).limit(BATCH))).scalars().all()
+        wallets = {w.id: w for w in (await session.execute(
+            select(Wallet).where(Wallet.id.in_({r.wallet_id for r in rows})))).scalars()} if rows else {}
+    for row in rows:
+        await poll_offer(ctx, ctx.vault.data_key(wallets[row.wallet_id]), row.id)
+    return len(rows)

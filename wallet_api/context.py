@@ -1,0 +1,112 @@
+"""Per-app state shared by the routes: settings, database, vault, trust anchors, outgoing HTTP."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+from cryptography import x509 as cx509
+
+from service_kit.crypto import SecretBox, load_master_key, parse_master_key
+from service_kit.db import Database
+from ssi import x509 as ssi_x509
+from ssi.encoding import json_loads
+from ssi.errors import EncodingError
+
+from .settings import WalletSettings
+from .vault import Vault
+
+MAX_FETCH_BYTES = 2_000_000
+
+
+class FetchError(Exception):
+    """An outgoing HTTP call failed (network, status, size, not JSON); ``detail`` never holds secrets."""
+
+    def __init__(self, detail: str, status: int | None = None, body: Any = None) -> None:
+        self.detail = detail
+        self.status = status
+        self.body = body
+        super().__init__(detail)
+
+
+def load_anchors(paths: list[Path]) -> list[cx509.Certificate]:
+    """Every certificate in the given PEM files."""
+    anchors: list[cx509.Certificate] = []
+    for path in paths:
+        anchors.extend(ssi_x509.load_pem_certificates(Path(path).read_bytes()))
+    return anchors
+
+
+def master_box(settings: WalletSettings) -> SecretBox:
+    """The SecretBox holding the current master key and the previous ones (during a rotation)."""
+    previous = [parse_master_key(k.get_secret_value()) for k in settings.previous_master_keys]
+    previous += [parse_master_key(Path(p).read_bytes()) for p in settings.previous_master_key_files]
+    return SecretBox(load_master_key(settings), previous_keys=previous)
+
+
+@dataclass
+class WalletContext:
+    """Everything a request handler needs besides the request."""
+
+    settings: WalletSettings
+    db: Database
+    vault: Vault
+    issuer_anchors: list[cx509.Certificate] = field(default_factory=list)
+    rp_anchors: list[cx509.Certificate] = field(default_factory=list)
+    transport: httpx.AsyncBaseTransport | None = None
+
+    @property
+    def dev(self) -> bool:
+        return self.settings.dev_mode
+
+    def client(self) -> httpx.AsyncClient:
+        """An HTTP client for calls to issuers, verifiers and identity providers (no redirects)."""
+        return httpx.AsyncClient(timeout=self.settings.http_timeout, follow_redirects=False,
+                                 transport=self.transport, headers={"User-Agent": "cartera-wallet/0.1"})
+
+    async def get_json(self, client: httpx.AsyncClient, url: str, **kwargs: Any) -> Any:
+        """GET ``url`` and parse JSON; raise :class:`FetchError` on any failure."""
+        return await self.request_json(client, "GET", url, **kwargs)
+
+    async def request_json(self, client: httpx.AsyncClient, method: str, url: str, *,
+                           ok: tuple[int, ...] = (200,), **kwargs: Any) -> Any:
+        """Send a request, check the status is in ``ok`` and return the parsed JSON body."""
+        response = await self.request(client, method, url, **kwargs)
+        body = _json_or_none(response)
+        if response.status_code not in ok:
+            raise FetchError(f"{_host(url)} answered HTTP {response.status_code}", response.status_code, body)
+        if body is None:
+            raise FetchError(f"{_host(url)} did not answer JSON", response.status_code)
+        return body
+
+    async def request(self, client: httpx.AsyncClient, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        """Send a request with a size cap on the answer; raise :class:`FetchError` on network failure."""
+        try:
+            async with client.stream(method, url, **kwargs) as response:
+                chunks: list[bytes] = []
+                size = 0
+                async for chunk in response.aiter_bytes():
+                    size += len(chunk)
+                    if size > MAX_FETCH_BYTES:
+                        raise FetchError(f"{_host(url)} answered too much data")
+                    chunks.append(chunk)
+                response._content = b"".join(chunks)
+                return response
+        except httpx.HTTPError as exc:
+            raise FetchError(f"{_host(url)} could not be reached ({type(exc).__name__})") from exc
+
+
+def _host(url: str) -> str:
+    try:
+        return httpx.URL(url).host or "the server"
+    except (httpx.InvalidURL, TypeError):
+        return "the server"
+
+
+def _json_or_none(response: httpx.Response) -> Any:
+    try:
+        return json_loads(response.content)
+    except EncodingError:
+        return None

@@ -1,0 +1,176 @@
+"""Database tables of the wallet API.
+
+What is stored in clear is only what the service needs to find rows and schedule work: ids, the
+credential type (``vct``), the issuer URL, times, status and counters. Everything a citizen's
+credentials say — claim values, the credentials themselves, holder private keys, history details,
+protocol secrets (pre-authorized codes, transaction ids, access tokens at issuers) — is sealed under
+the wallet's data key (:mod:`wallet_api.vault`), with associated data binding each value to its wallet,
+table and row. Citizens are found through a keyed hash of their identifier, never the identifier.
+App access and refresh tokens are stored as SHA-256 hashes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import Boolean, ForeignKey, Index, Integer, LargeBinary, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from service_kit.db import UTCDateTime, make_base
+
+Base = make_base()
+
+
+def utcnow() -> dt.datetime:
+    """The current time, timezone-aware UTC."""
+    return dt.datetime.now(dt.UTC)
+
+
+class ServiceKey(Base):
+    """Service-wide secrets sealed under the master key (e.g. the key of the subject index)."""
+
+    __tablename__ = "service_keys"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    sealed: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class Wallet(Base):
+    """One citizen's wallet; ``subject_index`` is an HMAC of provider and identifier."""
+
+    __tablename__ = "wallets"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    subject_index: Mapped[str] = mapped_column(String(64), unique=True)
+    data_key: Mapped[bytes] = mapped_column(LargeBinary)  # sealed by the master SecretBox
+    profile: Mapped[bytes] = mapped_column(LargeBinary)  # sealed: name, identifier, email
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    pin_hash: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    pin_failures: Mapped[int] = mapped_column(Integer, default=0)
+    pin_locked_until: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class LoginTransaction(Base):
+    """A login in progress at an identity provider (keyed by the hash of ``state``)."""
+
+    __tablename__ = "login_transactions"
+    state_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    provider: Mapped[str] = mapped_column(String(40))
+    sealed: Mapped[bytes] = mapped_column(LargeBinary)  # PKCE verifier, nonce, app redirect, app state
+    user_agent: Mapped[str] = mapped_column(String(300), default="")
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+
+
+class AppCode(Base):
+    """A one-time code handed to the app after login, exchanged for tokens (hash stored)."""
+
+    __tablename__ = "app_codes"
+    code_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    session_id: Mapped[str] = mapped_column(String(40), ForeignKey("sessions.id", ondelete="CASCADE"))
+    redirect_uri_hash: Mapped[str] = mapped_column(String(64))
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+
+
+class Session(Base):
+    """An app session: opaque access and refresh tokens (hashes), with its login record."""
+
+    __tablename__ = "sessions"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    wallet_id: Mapped[str] = mapped_column(String(40), ForeignKey("wallets.id", ondelete="CASCADE"), index=True)
+    access_hash: Mapped[str | None] = mapped_column(String(64), unique=True, nullable=True)
+    access_expires_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    refresh_hash: Mapped[str | None] = mapped_column(String(64), unique=True, nullable=True)
+    refresh_expires_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    last_used_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    revoked: Mapped[bool] = mapped_column(Boolean, default=False)
+    provider: Mapped[str] = mapped_column(String(40))
+    method: Mapped[str] = mapped_column(String(40), default="")
+    assurance_level: Mapped[str] = mapped_column(String(20), default="")
+    user_agent: Mapped[str] = mapped_column(String(300), default="")
+
+
+class Credential(Base):
+    """A credential in the vault; its copies (one per holder key) are in ``credential_copies``."""
+
+    __tablename__ = "credentials"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    wallet_id: Mapped[str] = mapped_column(String(40), ForeignKey("wallets.id", ondelete="CASCADE"), index=True)
+    vct: Mapped[str] = mapped_column(String(500))
+    issuer: Mapped[str] = mapped_column(String(500))
+    sealed: Mapped[bytes] = mapped_column(LargeBinary)  # display, type metadata, notification info
+    issued_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    expires_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    status: Mapped[str] = mapped_column(String(20), default="valid")
+    status_checked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    next_status_check: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    expiry_alerted: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class CredentialCopy(Base):
+    """One issued copy of a credential: the SD-JWT VC and its holder private key, sealed."""
+
+    __tablename__ = "credential_copies"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    credential_id: Mapped[str] = mapped_column(String(40), ForeignKey("credentials.id", ondelete="CASCADE"), index=True)
+    wallet_id: Mapped[str] = mapped_column(String(40), ForeignKey("wallets.id", ondelete="CASCADE"))
+    position: Mapped[int] = mapped_column(Integer, default=0)
+    uses: Mapped[int] = mapped_column(Integer, default=0)
+    sealed: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class Offer(Base):
+    """A received credential offer, or a wallet-initiated issuance, until it ends."""
+
+    __tablename__ = "offers"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    wallet_id: Mapped[str] = mapped_column(String(40), ForeignKey("wallets.id", ondelete="CASCADE"), index=True)
+    issuer: Mapped[str] = mapped_column(String(500))
+    kind: Mapped[str] = mapped_column(String(20), default="offer")  # offer | authorization
+    state: Mapped[str] = mapped_column(String(20), default="offered")  # offered|authorizing|pending|issued|failed|declined
+    state_hash: Mapped[str | None] = mapped_column(String(64), unique=True, nullable=True)
+    sealed: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    next_poll_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class Presentation(Base):
+    """A presentation request received by the wallet, until approved, declined or expired."""
+
+    __tablename__ = "presentations"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    wallet_id: Mapped[str] = mapped_column(String(40), ForeignKey("wallets.id", ondelete="CASCADE"), index=True)
+    state: Mapped[str] = mapped_column(String(20), default="pending")  # pending|sending|sent|declined|failed
+    sealed: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+
+
+class HistoryEntry(Base):
+    """One event of the wallet's history (receipt, share, decline, deletion); details sealed."""
+
+    __tablename__ = "history"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    wallet_id: Mapped[str] = mapped_column(String(40), ForeignKey("wallets.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(20))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    sealed: Mapped[bytes] = mapped_column(LargeBinary)
+
+    __table_args__ = (Index("ix_history_wallet_time", "wallet_id", "created_at"),)
+
+
+class Alert(Base):
+    """An alert for the citizen (expiring, suspended, revoked, offer, issued)."""
+
+    __tablename__ = "alerts"
+    # An increasing integer: the SSE stream resumes after the last id the app saw (Last-Event-ID).
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    wallet_id: Mapped[str] = mapped_column(String(40), ForeignKey("wallets.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(30))
+    credential_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    message: Mapped[str] = mapped_column(Text)
+    read: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+    __table_args__ = (Index("ix_alerts_wallet_id", "wallet_id", "id"),)

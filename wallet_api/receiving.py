@@ -1,0 +1,736 @@
+"""Receiving credentials: an OpenID4VCI 1.0 client (pre-authorized and authorization code flows,
+batch and deferred issuance), with verification of every credential before it is stored.
+
+Nothing from the issuer is stored before it verified: the issuer signature (``x5c`` chaining to a
+configured issuer anchor, or JWT VC Issuer Metadata of the very issuer the wallet talked to), the
+``vct`` the issuer's metadata promised for the configuration, validity times, and that ``cnf`` is the
+fresh holder key the wallet generated for that copy. Secrets of the exchange (pre-authorized code,
+access token, transaction id) are sealed under the wallet's data key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import datetime as dt
+import hashlib
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlencode, urlsplit, urlunsplit
+
+import httpx
+from sqlalchemy import select, update
+
+from service_kit.errors import APIError
+from ssi import sd_jwt_vc
+from ssi.errors import SSIError
+from ssi.jose import Key, sign_jws
+from ssi.oid4vci import (
+    PRE_AUTHORIZED_CODE_GRANT,
+    AuthorizationServerMetadata,
+    CredentialIssuerMetadata,
+    CredentialOffer,
+    CredentialResponse,
+    NonceResponse,
+    TokenResponse,
+    build_proof_jwt,
+    parse_credential_offer_uri,
+)
+
+from .context import FetchError, WalletContext
+from .deps import Principal
+from .models import Offer, utcnow
+from .store import accept_languages, add_alert, add_credential, add_history, pick_display
+from .vault import DataKey, new_id, token_hash
+
+MAX_BATCH = 10
+
+
+class IssuanceError(Exception):
+    """Issuance failed; ``error`` is a stable code shown to the app, ``detail`` a sentence."""
+
+    def __init__(self, error: str, detail: str, status: int = 502) -> None:
+        self.error = error
+        self.detail = detail
+        self.status = status
+        super().__init__(detail)
+
+    def api(self) -> APIError:
+        return APIError(self.status, self.error, self.detail)
+
+
+def well_known(identifier: str, suffix: str) -> str:
+    """``https://host/.well-known/<suffix>/<path>`` (RFC 8615 insertion used by OpenID4VCI and RFC 8414)."""
+    parts = urlsplit(identifier)
+    path = parts.path.rstrip("/")
+    return urlunsplit((parts.scheme, parts.netloc, f"/.well-known/{suffix}{path}", "", ""))
+
+
+# -- metadata ----------------------------------------------------------------------------------
+
+async def fetch_issuer_metadata(ctx: WalletContext, client: httpx.AsyncClient, credential_issuer: str
+                                ) -> tuple[CredentialIssuerMetadata, AuthorizationServerMetadata]:
+    """Credential issuer metadata and the metadata of its (first) authorization server."""
+    try:
+        raw = await ctx.get_json(client, well_known(credential_issuer, "openid-credential-issuer"),
+                                 headers={"Accept": "application/json"})
+        metadata = CredentialIssuerMetadata.parse(raw, allow_http_loopback=ctx.dev)
+        if metadata.credential_issuer != credential_issuer:
+            raise IssuanceError("invalid_issuer_metadata", "the issuer metadata names another credential issuer")
+        as_id = (metadata.authorization_servers or [credential_issuer])[0]
+        raw_as = await ctx.get_json(client, well_known(as_id, "oauth-authorization-server"))
+        as_meta = AuthorizationServerMetadata.parse(raw_as, allow_http_loopback=ctx.dev)
+        if as_meta.issuer != as_id:
+            raise IssuanceError("invalid_issuer_metadata", "the authorization server metadata names another issuer")
+    except FetchError as exc:
+        raise IssuanceError("issuer_unavailable", f"the issuer's metadata could not be fetched: {exc.detail}") from exc
+    except SSIError as exc:
+        raise IssuanceError("invalid_issuer_metadata", f"the issuer's metadata is not valid ({exc.code})") from exc
+    return metadata, as_meta
+
+
+def describe_configuration(metadata: CredentialIssuerMetadata, configuration_id: str,
+                           languages: list[str]) -> dict[str, Any]:
+    """What the app shows about one offered credential, in the citizen's language."""
+    config = metadata.credential_configurations_supported[configuration_id]
+    cm = config.credential_metadata
+    display = pick_display(cm.display if cm else None, languages)
+    claims = []
+    for claim in (cm.claims if cm and cm.claims else []):
+        label = pick_display(claim.display, languages).get("name")
+        claims.append({"path": list(claim.path), "name": label or ".".join(str(p) for p in claim.path),
+                       "mandatory": bool(claim.mandatory)})
+    logo = display.get("logo") if isinstance(display.get("logo"), dict) else None
+    return {"configuration_id": configuration_id, "format": config.format, "vct": config.vct,
+            "name": display.get("name") or config.vct or configuration_id,
+            "description": display.get("description"), "logo": logo,
+            "background_color": display.get("background_color"), "text_color": display.get("text_color"),
+            "claims": claims}
+
+
+def describe_issuer(metadata: CredentialIssuerMetadata, languages: list[str], fallback: str = "") -> dict[str, Any]:
+    display = pick_display(metadata.display, languages)
+    logo = display.get("logo") if isinstance(display.get("logo"), dict) else None
+    return {"id": metadata.credential_issuer,
+            "name": display.get("name") or fallback or urlsplit(metadata.credential_issuer).hostname,
+            "logo": logo}
+
+
+# -- offers ------------------------------------------------------------------------------------
+
+async def receive_offer(ctx: WalletContext, me: Principal, offer_uri: str, accept_language: str | None
+                        ) -> dict[str, Any]:
+    """Resolve a scanned offer, fetch the issuer's metadata, keep the offer and answer a preview."""
+    languages = accept_languages(accept_language)
+    try:
+        offer, offer_url = parse_credential_offer_uri(offer_uri, allow_http_loopback=ctx.dev)
+    except SSIError as exc:
+        raise APIError(400, "invalid_offer", f"the credential offer is not valid ({exc.code})") from exc
+    async with ctx.client() as client:
+        if offer is None:
+            assert offer_url is not None
+            try:
+                offer = CredentialOffer.parse(await ctx.get_json(client, offer_url), allow_http_loopback=ctx.dev)
+            except FetchError as exc:
+                raise APIError(502, "issuer_unavailable", f"the offer could not be fetched: {exc.detail}") from exc
+            except SSIError as exc:
+                raise APIError(400, "invalid_offer", f"the fetched credential offer is not valid ({exc.code})") from exc
+        try:
+            metadata, as_meta = await fetch_issuer_metadata(ctx, client, offer.credential_issuer)
+        except IssuanceError as exc:
+            raise exc.api() from exc
+    for configuration_id in offer.credential_configuration_ids:
+        if configuration_id not in metadata.credential_configurations_supported:
+            raise APIError(400, "invalid_offer", "the offer names a credential the issuer does not describe")
+        if metadata.credential_configurations_supported[configuration_id].format != "dc+sd-jwt":
+            raise APIError(400, "unsupported_credential_format", "this wallet holds dc+sd-jwt credentials only")
+    grants = offer.grants
+    pre = grants.pre_authorized_code if grants else None
+    if pre is None:
+        raise APIError(400, "unsupported_grant", "only offers with a pre-authorized code can be accepted from a scan; "
+                                                 "use the issuer catalogue for the authorization code flow")
+    offer_id = new_id("offer")
+    data = {"offer": offer.to_json(), "metadata": metadata.to_json(), "as_metadata": as_meta.to_json()}
+    issuer = describe_issuer(metadata, languages)
+    async with ctx.db.session() as session:
+        session.add(Offer(id=offer_id, wallet_id=me.wallet_id, issuer=offer.credential_issuer, kind="offer",
+                          sealed=me.key.seal("offer", offer_id, data),
+                          expires_at=utcnow() + dt.timedelta(seconds=ctx.settings.offer_ttl)))
+        await add_alert(session, me.wallet_id, "offer_received", f"New credential offer from {issuer['name']}")
+    return offer_preview(offer_id, "offered", data, languages)
+
+
+def offer_preview(offer_id: str, state: str, data: dict[str, Any], languages: list[str]) -> dict[str, Any]:
+    """The preview of a kept offer."""
+    metadata = CredentialIssuerMetadata.model_validate(data["metadata"])
+    offer = CredentialOffer.model_validate(data["offer"])
+    pre = offer.grants.pre_authorized_code if offer.grants else None
+    tx = pre.tx_code if pre else None
+    return {
+        "offer_id": offer_id, "state": state,
+        "issuer": describe_issuer(metadata, languages),
+        "credentials": [describe_configuration(metadata, cid, languages) for cid in offer.credential_configuration_ids],
+        "tx_code_required": tx is not None,
+        "tx_code": None if tx is None else {"input_mode": tx.input_mode or "numeric", "length": tx.length,
+                                            "description": tx.description},
+        "credential_ids": data.get("credential_ids", []),
+        "error": data.get("error"),
+    }
+
+
+async def load_offer(ctx: WalletContext, me: Principal, offer_id: str) -> tuple[Offer, dict[str, Any]]:
+    async with ctx.db.read_session() as session:
+        row = (await session.execute(select(Offer).where(Offer.id == offer_id, Offer.wallet_id == me.wallet_id))
+               ).scalar_one_or_none()
+    if row is None:
+        raise APIError(404, "not_found", "no such offer")
+    return row, me.key.open("offer", row.id, row.sealed)
+
+
+async def _transition(ctx: WalletContext, offer_id: str, wallet_id: str, from_states: tuple[str, ...], to: str) -> bool:
+    async with ctx.db.session() as session:
+        result = await session.execute(
+            update(Offer).where(Offer.id == offer_id, Offer.wallet_id == wallet_id, Offer.state.in_(from_states))
+            .values(state=to).execution_options(synchronize_session=False))
+        return result.rowcount == 1
+
+
+async def _save_offer(ctx: WalletContext, key: DataKey, offer_id: str, data: dict[str, Any], state: str,
+                      next_poll_at: dt.datetime | None = None) -> None:
+    async with ctx.db.session() as session:
+        await session.execute(update(Offer).where(Offer.id == offer_id, Offer.wallet_id == key.wallet_id).values(
+            state=state, sealed=key.seal("offer", offer_id, data), next_poll_at=next_poll_at)
+            .execution_options(synchronize_session=False))
+
+
+async def accept_offer(ctx: WalletContext, me: Principal, offer_id: str, tx_code: str | None,
+                       accept_language: str | None) -> dict[str, Any]:
+    """Redeem the pre-authorized code (with the transaction code) and receive the credentials."""
+    languages = accept_languages(accept_language)
+    row, data = await load_offer(ctx, me, offer_id)
+    if row.state != "offered":
+        raise APIError(409, "conflict", f"the offer is {row.state}")
+    if row.expires_at <= utcnow():
+        raise APIError(410, "expired", "the offer expired; scan it again")
+    offer = CredentialOffer.model_validate(data["offer"])
+    pre = offer.grants.pre_authorized_code if offer.grants else None
+    assert pre is not None  # receive_offer kept only pre-authorized offers
+    if pre.tx_code is not None and not tx_code:
+        raise APIError(400, "tx_code_required", "this offer needs the transaction code the issuer gave you")
+    if not await _transition(ctx, offer_id, me.wallet_id, ("offered",), "accepting"):
+        raise APIError(409, "conflict", "the offer is being accepted already")
+    metadata = CredentialIssuerMetadata.model_validate(data["metadata"])
+    as_meta = AuthorizationServerMetadata.model_validate(data["as_metadata"])
+    form = {"grant_type": PRE_AUTHORIZED_CODE_GRANT, "pre-authorized_code": pre.pre_authorized_code}
+    if pre.tx_code is not None and tx_code:
+        form["tx_code"] = tx_code
+    try:
+        async with ctx.client() as client:
+            session = IssuerSession(ctx, client, metadata, as_meta)
+            token = await session.token(form)
+            data["token"] = session.sealable()
+            outcome = await session.receive_all(me, offer.credential_configuration_ids, token, languages, offer_id)
+    except IssuanceError as exc:
+        retry = exc.error in ("invalid_tx_code",)
+        data["error"] = {"error": exc.error, "error_description": exc.detail}
+        await _save_offer(ctx, me.key, offer_id, data, "offered" if retry else "failed")
+        raise exc.api() from exc
+    data.update(outcome.data)
+    data.pop("error", None)
+    await _save_offer(ctx, me.key, offer_id, data, outcome.state, outcome.next_poll_at)
+    return offer_preview(offer_id, outcome.state, data, languages)
+
+
+# -- the exchange with one issuer ----------------------------------------------------------------
+
+@dataclass
+class Outcome:
+    state: str  # issued | pending
+    data: dict[str, Any]
+    next_poll_at: dt.datetime | None = None
+
+
+def _ath(access_token: str) -> str:
+    return base64.urlsafe_b64encode(hashlib.sha256(access_token.encode()).digest()).rstrip(b"=").decode()
+
+
+class IssuerSession:
+    """One conversation with a credential issuer (token, nonces, credential requests, DPoP)."""
+
+    def __init__(self, ctx: WalletContext, client: httpx.AsyncClient, metadata: CredentialIssuerMetadata,
+                 as_meta: AuthorizationServerMetadata, saved: dict[str, Any] | None = None) -> None:
+        self.ctx = ctx
+        self.client = client
+        self.metadata = metadata
+        self.as_meta = as_meta
+        saved = saved or {}
+        self.access_token: str | None = saved.get("access_token")
+        self.token_type: str = saved.get("token_type", "Bearer")
+        self.authorization_details: list[dict[str, Any]] = saved.get("authorization_details") or []
+        self.dpop_key = Key.from_jwk(saved["dpop_jwk"]) if saved.get("dpop_jwk") else None
+        self.dpop_nonce: str | None = None
+        if self.dpop_key is None and as_meta.dpop_signing_alg_values_supported:
+            self.dpop_key = Key.generate("ES256")
+
+    def sealable(self) -> dict[str, Any]:
+        """What to keep (sealed) to continue later: deferred polls, notifications."""
+        return {"access_token": self.access_token, "token_type": self.token_type,
+                "authorization_details": self.authorization_details,
+                "dpop_jwk": self.dpop_key.private_jwk() if self.dpop_key else None}
+
+    def _dpop(self, method: str, url: str, access_token: str | None = None) -> dict[str, str]:
+        if self.dpop_key is None:
+            return {}
+        payload: dict[str, Any] = {"jti": secrets.token_urlsafe(16), "htm": method, "htu": url.split("?")[0],
+                                   "iat": int(time.time())}
+        if access_token is not None:
+            payload["ath"] = _ath(access_token)
+        if self.dpop_nonce:
+            payload["nonce"] = self.dpop_nonce
+        header = {"typ": "dpop+jwt", "jwk": self.dpop_key.public_jwk(include_kid=False)}
+        return {"DPoP": sign_jws(header, payload, self.dpop_key)}
+
+    def _auth_headers(self, method: str, url: str) -> dict[str, str]:
+        assert self.access_token is not None
+        scheme = "DPoP" if self.token_type.lower() == "dpop" else "Bearer"
+        headers = {"Authorization": f"{scheme} {self.access_token}"}
+        if scheme == "DPoP":
+            headers.update(self._dpop(method, url, self.access_token))
+        return headers
+
+    async def _send(self, method: str, url: str, *, auth: bool, **kwargs: Any) -> httpx.Response:
+        for _attempt in range(2):
+            headers = dict(kwargs.pop("headers", {}) or {})
+            headers.update(self._auth_headers(method, url) if auth else self._dpop(method, url))
+            try:
+                response = await self.ctx.request(self.client, method, url, headers=headers, **kwargs)
+            except FetchError as exc:
+                raise IssuanceError("issuer_unavailable", exc.detail) from exc
+            nonce = response.headers.get("DPoP-Nonce")
+            if nonce and self.dpop_key is not None and response.status_code in (400, 401) and nonce != self.dpop_nonce:
+                self.dpop_nonce = nonce  # RFC 9449 §8: retry once with the server's nonce
+                kwargs["headers"] = {k: v for k, v in headers.items() if k not in ("DPoP", "Authorization")}
+                continue
+            if nonce:
+                self.dpop_nonce = nonce
+            return response
+        return response
+
+    async def token(self, form: dict[str, str]) -> TokenResponse:
+        response = await self._send("POST", self.as_meta.token_endpoint, auth=False, data=form,
+                                    headers={"Accept": "application/json"})
+        body = _json(response)
+        if response.status_code != 200:
+            error = body.get("error") if isinstance(body, dict) else None
+            if error == "invalid_grant" and "tx_code" in form:
+                raise IssuanceError("invalid_tx_code", "the issuer refused the code: a wrong transaction code, "
+                                    "or the offer was already used or expired", 400)
+            raise IssuanceError(error if isinstance(error, str) and error.isidentifier() else "token_refused",
+                                "the issuer refused the token request", 400 if response.status_code < 500 else 502)
+        try:
+            token = TokenResponse.parse(body)
+        except SSIError as exc:
+            raise IssuanceError("invalid_issuer_response", f"the token response is not valid ({exc.code})") from exc
+        self.access_token = token.access_token
+        self.token_type = token.token_type
+        self.authorization_details = [d.to_json() for d in token.authorization_details or []]
+        return token
+
+    async def nonce(self) -> str | None:
+        if not self.metadata.nonce_endpoint:
+            return None
+        response = await self._send("POST", self.metadata.nonce_endpoint, auth=False)
+        try:
+            return NonceResponse.parse(_json(response)).c_nonce
+        except SSIError as exc:
+            raise IssuanceError("invalid_issuer_response", f"the nonce response is not valid ({exc.code})") from exc
+
+    def batch_size(self) -> int:
+        batch = self.metadata.batch_credential_issuance
+        return min(batch.batch_size, MAX_BATCH) if batch else 1
+
+    def _identifier_for(self, configuration_id: str) -> dict[str, str]:
+        for detail in self.authorization_details:
+            if detail.get("credential_configuration_id") == configuration_id and detail.get("credential_identifiers"):
+                return {"credential_identifier": detail["credential_identifiers"][0]}
+        return {"credential_configuration_id": configuration_id}
+
+    async def request_credential(self, configuration_id: str) -> tuple[CredentialResponse, list[Key]]:
+        """Send a credential request with fresh holder keys (one per copy); retry once on ``invalid_nonce``."""
+        for _attempt in range(2):
+            nonce = await self.nonce()
+            keys = [Key.generate("ES256") for _ in range(self.batch_size())]
+            proofs = [build_proof_jwt(k, audience=self.metadata.credential_issuer, nonce=nonce) for k in keys]
+            body = {**self._identifier_for(configuration_id), "proofs": {"jwt": proofs}}
+            response = await self._send("POST", self.metadata.credential_endpoint, auth=True, json=body)
+            payload = _json(response)
+            if response.status_code in (200, 202):
+                try:
+                    return CredentialResponse.parse(payload), keys
+                except SSIError as exc:
+                    raise IssuanceError("invalid_issuer_response",
+                                        f"the credential response is not valid ({exc.code})") from exc
+            error = payload.get("error") if isinstance(payload, dict) else None
+            if error == "invalid_nonce":
+                continue
+            raise _refusal(response.status_code, error)
+        raise IssuanceError("invalid_nonce", "the issuer kept refusing the wallet's nonce")
+
+    async def deferred(self, transaction_id: str) -> CredentialResponse | None:
+        """Poll the deferred endpoint: the credentials, or None while still pending."""
+        endpoint = self.metadata.deferred_credential_endpoint
+        if not endpoint:
+            raise IssuanceError("invalid_issuer_metadata", "the issuer has no deferred credential endpoint")
+        response = await self._send("POST", endpoint, auth=True, json={"transaction_id": transaction_id})
+        payload = _json(response)
+        error = payload.get("error") if isinstance(payload, dict) else None
+        if response.status_code == 202 or error == "issuance_pending":
+            return None
+        if response.status_code != 200:
+            raise _refusal(response.status_code, error)
+        try:
+            return CredentialResponse.parse(payload)
+        except SSIError as exc:
+            raise IssuanceError("invalid_issuer_response", f"the deferred response is not valid ({exc.code})") from exc
+
+    async def notify(self, notification_id: str | None, event: str) -> None:
+        """Tell the issuer what became of a credential (best effort: failures are not the citizen's)."""
+        endpoint = self.metadata.notification_endpoint
+        if not endpoint or not notification_id or not self.access_token:
+            return
+        try:
+            await self._send("POST", endpoint, auth=True, json={"notification_id": notification_id, "event": event})
+        except IssuanceError:
+            return
+
+    async def receive_all(self, me: Principal, configuration_ids: list[str], token: TokenResponse,
+                          languages: list[str], offer_id: str) -> Outcome:
+        """Request every configuration; store what verifies; keep what is deferred."""
+        issued: list[str] = []
+        pending: list[dict[str, Any]] = []
+        interval = 5
+        for configuration_id in configuration_ids:
+            response, keys = await self.request_credential(configuration_id)
+            if response.transaction_id is not None:
+                interval = min(interval, response.interval or 5) if pending else (response.interval or 5)
+                pending.append({"configuration_id": configuration_id, "transaction_id": response.transaction_id,
+                                "holder_jwks": [k.private_jwk() for k in keys]})
+                continue
+            issued.append(await self.store(me, configuration_id, response, keys, languages))
+        data: dict[str, Any] = {"credential_ids": issued, "token": self.sealable(), "pending": pending}
+        if pending:
+            async with self.ctx.db.session() as session:
+                await add_alert(session, me.wallet_id, "issuance_pending",
+                                "The issuer is preparing your credential; it will arrive here when ready")
+            return Outcome("pending", data, utcnow() + dt.timedelta(seconds=interval))
+        return Outcome("issued", data)
+
+    async def store(self, me: Principal, configuration_id: str, response: CredentialResponse, keys: list[Key],
+                    languages: list[str]) -> str:
+        """Verify each copy against its holder key, then store them as one credential."""
+        config = self.metadata.credential_configurations_supported[configuration_id]
+        assert response.credentials is not None
+        if len(response.credentials) > len(keys):
+            await self.notify(response.notification_id, "credential_failure")
+            raise IssuanceError("invalid_credential", "the issuer sent more credentials than keys were proven")
+        copies: list[tuple[str, dict[str, Any]]] = []
+        verified_first: sd_jwt_vc.VerifiedCredential | None = None
+        statuses: list[dict[str, Any]] = []
+        for issued, key in zip(response.credentials, keys, strict=False):
+            token = issued.credential
+            try:
+                if not isinstance(token, str):
+                    raise IssuanceError("invalid_credential", "the credential is not an SD-JWT string")
+                verified = await verify_received(self.ctx, token, credential_issuer=self.metadata.credential_issuer,
+                                                 expected_vct=config.vct or "", holder_key=key)
+            except IssuanceError:
+                await self.notify(response.notification_id, "credential_failure")
+                raise
+            verified_first = verified_first or verified
+            copies.append((token, key.private_jwk()))
+            if verified.status is not None:
+                statuses.append({"uri": verified.status.uri, "idx": verified.status.idx})
+        assert verified_first is not None
+        described = describe_configuration(self.metadata, configuration_id, languages)
+        type_metadata = await fetch_type_metadata(self.ctx, self.client, verified_first)
+        claim_names = sorted(k for k in verified_first.claims if k not in _TECHNICAL_CLAIMS)
+        details = {"configuration_id": configuration_id, "display": described,
+                   "issuer_display": describe_issuer(self.metadata, languages),
+                   "type_metadata": type_metadata, "statuses": statuses,
+                   "notification": {"notification_id": response.notification_id, "token": self.sealable(),
+                                    "metadata": self.metadata.to_json(), "as_metadata": self.as_meta.to_json()},
+                   "key_source": verified_first.key_source}
+        async with self.ctx.db.session() as session:
+            credential_id = await add_credential(session, me.key, vct=verified_first.vct,
+                                                 issuer=verified_first.issuer, details=details, copies=copies,
+                                                 iat=verified_first.iat, exp=verified_first.exp)
+            await add_history(session, me.key, "receipt", {
+                "credential_id": credential_id, "issuer": verified_first.issuer,
+                "issuer_name": details["issuer_display"]["name"], "vct": verified_first.vct,
+                "credential_name": described["name"], "copies": len(copies), "claims": claim_names,
+                "outcome": "stored"})
+            await add_alert(session, me.wallet_id, "credential_received",
+                            f"{described['name']} was added to your wallet", credential_id)
+        await self.notify(response.notification_id, "credential_accepted")
+        return credential_id
+
+
+_TECHNICAL_CLAIMS = frozenset({"iss", "iat", "nbf", "exp", "cnf", "vct", "vct#integrity", "status", "sub"})
+
+
+def _json(response: httpx.Response) -> Any:
+    from ssi.encoding import json_loads
+    from ssi.errors import EncodingError
+
+    try:
+        return json_loads(response.content) if response.content else None
+    except EncodingError:
+        return None
+
+
+def _refusal(status: int, error: Any) -> IssuanceError:
+    code = error if isinstance(error, str) and error.replace("_", "").isalnum() else "credential_refused"
+    return IssuanceError(code, f"the issuer refused the credential request ({code})", 400 if status < 500 else 502)
+
+
+async def verify_received(ctx: WalletContext, token: str, *, credential_issuer: str, expected_vct: str,
+                          holder_key: Key) -> sd_jwt_vc.VerifiedCredential:
+    """Verify a credential before storing it; raise :class:`IssuanceError` saying why not."""
+    def fetch(url: str) -> Any:
+        with httpx.Client(timeout=ctx.settings.http_timeout, follow_redirects=False,
+                          transport=None) as client:
+            response = client.get(url, headers={"Accept": "application/json"})
+            response.raise_for_status()
+            if len(response.content) > 1_000_000:
+                raise FetchError("issuer metadata too large")
+            return response.json()
+
+    x5c = sd_jwt_vc.X5CKeyResolver(ctx.issuer_anchors) if ctx.issuer_anchors else None
+    meta = sd_jwt_vc.IssuerMetadataKeyResolver(fetch, allowed_issuers=[credential_issuer],
+                                               allow_http_loopback=ctx.dev) if ctx.settings.trust_issuer_metadata else None
+    resolver = sd_jwt_vc.ChainedKeyResolver(x5c, meta)
+
+    def run() -> sd_jwt_vc.VerifiedCredential:
+        return sd_jwt_vc.verify_sd_jwt_vc(token, key_resolver=resolver, expected_vcts=[expected_vct],
+                                          allow_http_loopback=ctx.dev)
+
+    try:
+        verified = await asyncio.to_thread(run)
+    except SSIError as exc:
+        raise IssuanceError("invalid_credential", f"the credential did not verify ({exc.code})", 502) from exc
+    if verified.holder_key is None or verified.holder_key.thumbprint() != holder_key.public().thumbprint():
+        raise IssuanceError("invalid_credential", "the credential is not bound to the key the wallet proved", 502)
+    return verified
+
+
+async def fetch_type_metadata(ctx: WalletContext, client: httpx.AsyncClient,
+                              verified: sd_jwt_vc.VerifiedCredential) -> dict[str, Any] | None:
+    """The SD-JWT VC Type Metadata at the ``vct`` URL, checked against ``vct#integrity`` when given.
+
+    Display only: a type whose metadata cannot be fetched is still stored (the issuer metadata has
+    display data too), but metadata failing its integrity check is dropped.
+    """
+    vct = verified.vct
+    parts = urlsplit(vct)
+    if parts.scheme != "https" and not (ctx.dev and parts.scheme == "http"):
+        return None
+    try:
+        response = await ctx.request(client, "GET", vct, headers={"Accept": "application/json"})
+    except FetchError:
+        return None
+    if response.status_code != 200:
+        return None
+    if verified.vct_integrity:
+        algorithm, _, expected = verified.vct_integrity.partition("-")
+        if algorithm not in ("sha256", "sha384", "sha512"):
+            return None
+        digest = base64.b64encode(hashlib.new(algorithm, response.content).digest()).decode()
+        if not secrets.compare_digest(digest.rstrip("="), expected.rstrip("=")):
+            return None
+    body = _json(response)
+    return body if isinstance(body, dict) and body.get("vct") == vct else None
+
+
+# -- deferred ------------------------------------------------------------------------------------
+
+async def poll_offer(ctx: WalletContext, key: DataKey, offer_id: str, languages: list[str] | None = None
+                     ) -> str:
+    """Poll the deferred endpoint for a pending offer; return its new state."""
+    async with ctx.db.read_session() as session:
+        row = (await session.execute(select(Offer).where(Offer.id == offer_id, Offer.wallet_id == key.wallet_id))
+               ).scalar_one_or_none()
+    if row is None:
+        raise APIError(404, "not_found", "no such offer")
+    if row.state != "pending":
+        return row.state
+    if not await _transition(ctx, offer_id, key.wallet_id, ("pending",), "polling"):
+        return "polling"
+    data = key.open("offer", row.id, row.sealed)
+    me = _KeyPrincipal(key)
+    metadata = CredentialIssuerMetadata.model_validate(data["metadata"])
+    as_meta = AuthorizationServerMetadata.model_validate(data["as_metadata"])
+    still: list[dict[str, Any]] = []
+    try:
+        async with ctx.client() as client:
+            session_ = IssuerSession(ctx, client, metadata, as_meta, data.get("token"))
+            for item in data.get("pending", []):
+                response = await session_.deferred(item["transaction_id"])
+                if response is None:
+                    still.append(item)
+                    continue
+                keys = [Key.from_jwk(j) for j in item["holder_jwks"]]
+                credential_id = await session_.store(me, item["configuration_id"], response, keys, languages or [])
+                data.setdefault("credential_ids", []).append(credential_id)
+    except IssuanceError as exc:
+        data["error"] = {"error": exc.error, "error_description": exc.detail}
+        await _save_offer(ctx, key, offer_id, data, "failed")
+        return "failed"
+    data["pending"] = still
+    state = "pending" if still else "issued"
+    await _save_offer(ctx, key, offer_id, data, state,
+                      utcnow() + dt.timedelta(seconds=5) if still else None)
+    return state
+
+
+class _KeyPrincipal(Principal):
+    """A principal for background work: only the wallet's data key is needed."""
+
+    def __init__(self, key: DataKey) -> None:  # noqa: D107 - see the class docstring
+        self.key = key
+
+    @property
+    def wallet_id(self) -> str:
+        return self.key.wallet_id
+
+
+# -- wallet-initiated issuance (authorization code flow) ------------------------------------------
+
+async def catalogue(ctx: WalletContext, accept_language: str | None) -> list[dict[str, Any]]:
+    """The configured issuers and what each offers, in the citizen's language."""
+    languages = accept_languages(accept_language)
+    out = []
+    async with ctx.client() as client:
+        for entry in ctx.settings.issuer_catalogue:
+            try:
+                metadata, _ = await fetch_issuer_metadata(ctx, client, entry.credential_issuer)
+            except IssuanceError:
+                out.append({"issuer": {"id": entry.credential_issuer, "name": entry.name or entry.credential_issuer,
+                                       "logo": None}, "available": False, "credentials": []})
+                continue
+            ids = entry.credential_configuration_ids or list(metadata.credential_configurations_supported)
+            out.append({"issuer": describe_issuer(metadata, languages, entry.name), "available": True,
+                        "credentials": [describe_configuration(metadata, cid, languages) for cid in ids
+                                        if cid in metadata.credential_configurations_supported]})
+    return out
+
+
+def issuance_callback_url(ctx: WalletContext) -> str:
+    return f"{ctx.settings.public_url}/v1/issuance/callback"
+
+
+async def start_authorization(ctx: WalletContext, me: Principal, *, credential_issuer: str,
+                              configuration_id: str, redirect_uri: str, issuer_state: str | None = None) -> dict[str, Any]:
+    """Begin wallet-initiated issuance: answer the issuer's authorization URL for the app to open."""
+    from .auth import check_app_redirect, pkce_pair
+
+    check_app_redirect(ctx, redirect_uri)
+    if credential_issuer not in {e.credential_issuer for e in ctx.settings.issuer_catalogue} and issuer_state is None:
+        raise APIError(400, "invalid_request", "that issuer is not in the wallet's catalogue")
+    async with ctx.client() as client:
+        try:
+            metadata, as_meta = await fetch_issuer_metadata(ctx, client, credential_issuer)
+        except IssuanceError as exc:
+            raise exc.api() from exc
+        config = metadata.credential_configurations_supported.get(configuration_id)
+        if config is None or config.format != "dc+sd-jwt":
+            raise APIError(400, "invalid_request", "the issuer offers no such dc+sd-jwt credential")
+        if not as_meta.authorization_endpoint:
+            raise APIError(400, "unsupported_grant", "the issuer has no authorization endpoint")
+        state = secrets.token_urlsafe(32)
+        verifier, challenge = pkce_pair()
+        params: dict[str, str] = {
+            "response_type": "code", "client_id": ctx.settings.issuance_client_id,
+            "redirect_uri": issuance_callback_url(ctx), "state": state, "code_challenge": challenge,
+            "code_challenge_method": "S256",
+            "authorization_details": _dumps([{"type": "openid_credential",
+                                              "credential_configuration_id": configuration_id}]),
+        }
+        if config.scope:
+            params["scope"] = config.scope
+        if issuer_state:
+            params["issuer_state"] = issuer_state
+        if as_meta.pushed_authorization_request_endpoint:
+            try:
+                par = await ctx.request_json(client, "POST", as_meta.pushed_authorization_request_endpoint,
+                                             data=params, ok=(200, 201))
+            except FetchError as exc:
+                raise APIError(502, "issuer_unavailable", f"the issuer refused the authorization request: {exc.detail}") from exc
+            if not isinstance(par, dict) or not isinstance(par.get("request_uri"), str):
+                raise APIError(502, "invalid_issuer_response", "the issuer's PAR answer has no request_uri")
+            query = {"client_id": ctx.settings.issuance_client_id, "request_uri": par["request_uri"]}
+        else:
+            query = params
+    endpoint = as_meta.authorization_endpoint
+    url = endpoint + ("&" if urlsplit(endpoint).query else "?") + urlencode(query)
+    offer_id = new_id("offer")
+    data = {"offer": {"credential_issuer": credential_issuer, "credential_configuration_ids": [configuration_id]},
+            "metadata": metadata.to_json(), "as_metadata": as_meta.to_json(), "verifier": verifier,
+            "app_redirect_uri": redirect_uri}
+    async with ctx.db.session() as session:
+        session.add(Offer(id=offer_id, wallet_id=me.wallet_id, issuer=credential_issuer, kind="authorization",
+                          state="authorizing", state_hash=token_hash(state),
+                          sealed=me.key.seal("offer", offer_id, data),
+                          expires_at=utcnow() + dt.timedelta(seconds=ctx.settings.login_ttl)))
+    return {"offer_id": offer_id, "authorization_url": url}
+
+
+def _dumps(value: Any) -> str:
+    from ssi.encoding import json_dumps
+
+    return json_dumps(value)
+
+
+async def finish_authorization(ctx: WalletContext, *, state: str | None, code: str | None,
+                               error: str | None) -> str:
+    """The issuer sent the browser back: redeem the code, receive, redirect to the app."""
+    from .models import Wallet
+
+    if not state:
+        raise APIError(400, "invalid_request", "state is missing")
+    async with ctx.db.session() as session:
+        row = (await session.execute(select(Offer).where(Offer.state_hash == token_hash(state),
+                                                         Offer.state == "authorizing"))).scalar_one_or_none()
+        if row is None or row.expires_at <= utcnow():
+            raise APIError(400, "invalid_request", "unknown or expired issuance (start again)")
+        row.state = "accepting"
+        row.state_hash = None
+        wallet = await session.get(Wallet, row.wallet_id)
+    assert wallet is not None
+    key = ctx.vault.data_key(wallet)
+    data = key.open("offer", row.id, row.sealed)
+    redirect = data["app_redirect_uri"]
+    sep = "&" if urlsplit(redirect).query else "?"
+    if error or not code:
+        data["error"] = {"error": "access_denied", "error_description": "the issuer's login was cancelled or refused"}
+        await _save_offer(ctx, key, row.id, data, "failed")
+        return redirect + sep + urlencode({"offer_id": row.id, "error": "access_denied"})
+    metadata = CredentialIssuerMetadata.model_validate(data["metadata"])
+    as_meta = AuthorizationServerMetadata.model_validate(data["as_metadata"])
+    form = {"grant_type": "authorization_code", "code": code, "redirect_uri": issuance_callback_url(ctx),
+            "code_verifier": data["verifier"], "client_id": ctx.settings.issuance_client_id}
+    try:
+        async with ctx.client() as client:
+            session_ = IssuerSession(ctx, client, metadata, as_meta)
+            token = await session_.token(form)
+            outcome = await session_.receive_all(_KeyPrincipal(key), data["offer"]["credential_configuration_ids"],
+                                                 token, [], row.id)
+    except IssuanceError as exc:
+        data["error"] = {"error": exc.error, "error_description": exc.detail}
+        await _save_offer(ctx, key, row.id, data, "failed")
+        return redirect + sep + urlencode({"offer_id": row.id, "error": exc.error})
+    data.update(outcome.data)
+    data.pop("verifier", None)
+    await _save_offer(ctx, key, row.id, data, outcome.state, outcome.next_poll_at)
+    return redirect + sep + urlencode({"offer_id": row.id, "state": outcome.state})

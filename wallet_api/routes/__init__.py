@@ -1,0 +1,1 @@
+"""HTTP routes of the wallet API, one module per area."""

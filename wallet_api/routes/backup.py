@@ -1,0 +1,34 @@
+"""Encrypted backups of the whole wallet."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+from pydantic import BaseModel, Field
+
+from ..backup import export_wallet, import_wallet
+from ..deps import Citizen, Ctx
+
+router = APIRouter(tags=["backup"])
+
+
+class ExportIn(BaseModel):
+    passphrase: str = Field(min_length=1, max_length=1000, description="Protects the file (at least 10 characters).")
+
+
+class ImportIn(BaseModel):
+    passphrase: str = Field(min_length=1, max_length=1000, description="The backup's passphrase.")
+    backup: dict[str, Any] = Field(description="The backup file's JSON content.")
+
+
+@router.post("/backup/export", summary="Export an encrypted backup")
+async def post_export(ctx: Ctx, me: Citizen, body: ExportIn) -> dict[str, Any]:
+    """The whole wallet (credentials, keys, history) encrypted with the passphrase (scrypt + AES-256-GCM)."""
+    return await export_wallet(ctx, me, body.passphrase)
+
+
+@router.post("/backup/import", summary="Import an encrypted backup")
+async def post_import(ctx: Ctx, me: Citizen, body: ImportIn) -> dict[str, int]:
+    """Add the backup's credentials and history to this wallet."""
+    return await import_wallet(ctx, me, body.backup, body.passphrase)

@@ -1,0 +1,68 @@
+"""History of receipts, shares, declines and deletions: list, search, export."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+from fastapi.responses import Response
+from pydantic import BaseModel, Field
+from sqlalchemy import select
+
+from ..deps import Citizen, Ctx, Principal
+from ..models import HistoryEntry
+
+router = APIRouter(tags=["history"])
+
+
+class HistoryView(BaseModel):
+    id: str
+    kind: str = Field(description="receipt | share | decline | deletion.")
+    created_at: dt.datetime
+    details: dict[str, Any] = Field(description="Receipts: issuer, type, claim names. Shares: verifier (name only "
+                                    "when verified), purpose, each credential and the claims disclosed with "
+                                    "their values, outcome.")
+
+
+async def _entries(ctx: Ctx, me: Principal, kind: str | None, q: str | None, since: dt.datetime | None
+                   ) -> list[dict[str, Any]]:
+    query = select(HistoryEntry).where(HistoryEntry.wallet_id == me.wallet_id)
+    if kind:
+        query = query.where(HistoryEntry.kind == kind)
+    if since:
+        query = query.where(HistoryEntry.created_at >= since)
+    async with ctx.db.read_session() as session:
+        rows = (await session.execute(query.order_by(HistoryEntry.created_at.desc()).limit(5000))).scalars().all()
+    out = []
+    needle = (q or "").casefold()
+    for row in rows:
+        details = me.key.open("history", row.id, row.sealed)
+        # The details are sealed, so searching happens here, after decryption, within one wallet.
+        if needle and needle not in json.dumps(details, ensure_ascii=False).casefold():
+            continue
+        out.append({"id": row.id, "kind": row.kind, "created_at": row.created_at, "details": details})
+    return out
+
+
+@router.get("/history", response_model=list[HistoryView], summary="My history")
+async def list_history(ctx: Ctx, me: Citizen,
+                       kind: Annotated[str | None, Query(max_length=20)] = None,
+                       q: Annotated[str | None, Query(max_length=200, description="Text to search in the details.")] = None,
+                       since: dt.datetime | None = None,
+                       limit: Annotated[int, Query(ge=1, le=1000)] = 200) -> list[dict[str, Any]]:
+    """Every receipt and share, newest first; filter by kind, text and time."""
+    return (await _entries(ctx, me, kind, q, since))[:limit]
+
+
+@router.get("/history/export", summary="Export my history as JSON")
+async def export_history(ctx: Ctx, me: Citizen) -> Response:
+    """The whole history as a JSON file download."""
+    entries = await _entries(ctx, me, None, None, None)
+    body = json.dumps({"format": "cartera-wallet-history", "version": 1,
+                       "exported_at": dt.datetime.now(dt.UTC).isoformat(),
+                       "entries": [{**e, "created_at": e["created_at"].isoformat()} for e in entries]},
+                      ensure_ascii=False, indent=1)
+    return Response(body, media_type="application/json", headers={
+        "Content-Disposition": 'attachment; filename="wallet-history.json"', "Cache-Control": "no-store"})

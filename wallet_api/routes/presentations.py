@@ -1,0 +1,102 @@
+"""Sharing: scanned presentation requests, consent preview, approve, decline; the wallet PIN."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header
+from pydantic import BaseModel, Field
+
+from ..deps import Citizen, Ctx
+from ..pin import set_pin
+from ..sharing import _preview_out, approve, decline, load_presentation, receive_request
+
+router = APIRouter(tags=["sharing"])
+
+
+class RequestIn(BaseModel):
+    request_uri: str = Field(max_length=20000, description="The scanned request: `openid4vp://?client_id=...&request_uri=...` "
+                             "(or `haip-vp://`).")
+
+
+class ClaimView(BaseModel):
+    path: list[Any] = Field(description="Claims path pointer.")
+    name: str = Field(description="Display name of the claim.")
+    value: Any = Field(description="The value that would be disclosed.")
+
+
+class OptionView(BaseModel):
+    credential_id: str
+    credential_name: str
+    issuer: str
+    issuer_name: str
+    claims: list[ClaimView] = Field(description="Exactly the claims disclosed if this credential is chosen.")
+
+
+class QueryView(BaseModel):
+    query_id: str = Field(description="DCQL credential query id.")
+    required: bool = Field(description="Must be answered for the request to be satisfied.")
+    optional: bool = Field(description="Shared only if listed in `include_optional` at approval.")
+    satisfied: bool = Field(description="Whether some credential answers it.")
+    reason: str | None = Field(description="Why nothing answers it (`no_credentials`, `claims_not_matched`...).")
+    options: list[OptionView] = Field(description="Matching credentials (choose one at approval).")
+
+
+class PresentationView(BaseModel):
+    presentation_id: str
+    state: str = Field(description="pending | sending | sent | declined | failed.")
+    verifier: dict[str, Any] = Field(description="`{client_id, trust, verified, name, warning}`: `name` only when "
+                                     "the verifier's certificate chains to a trusted relying-party anchor.")
+    purpose: str | None = Field(description="Why the verifier asks, in the citizen's language when given.")
+    satisfiable: bool = Field(description="Whether the wallet can answer.")
+    queries: list[QueryView]
+    redirect_uri: str | None = Field(default=None, description="Where to send the browser after sending (same-device).")
+    error: dict[str, Any] | None = None
+    disclosed: list[dict[str, Any]] | None = Field(default=None, description="What was sent, after approval.")
+
+
+class ApproveIn(BaseModel):
+    selection: dict[str, str] = Field(default_factory=dict, description="Query id → chosen credential id "
+                                      "(default: the first option).")
+    include_optional: list[str] = Field(default_factory=list, description="Optional query ids to answer too.")
+    pin: str | None = Field(default=None, max_length=12, description="The wallet PIN, when one is set.")
+
+
+@router.post("/presentations", response_model=PresentationView, status_code=201, summary="Scan a presentation request")
+async def post_request(ctx: Ctx, me: Citizen, body: RequestIn,
+                       accept_language: Annotated[str | None, Header()] = None) -> dict[str, Any]:
+    """Fetch and verify the request; answer who asks, why, and exactly which claims. Nothing is sent."""
+    return await receive_request(ctx, me, body.request_uri, accept_language)
+
+
+@router.get("/presentations/{presentation_id}", response_model=PresentationView, summary="A request's state")
+async def get_request(ctx: Ctx, me: Citizen, presentation_id: str) -> dict[str, Any]:
+    """The consent preview and state of a received request."""
+    row, data = await load_presentation(ctx, me, presentation_id)
+    out = _preview_out(row.id, row.state, data)
+    out["disclosed"] = data.get("disclosed")
+    return out
+
+
+@router.post("/presentations/{presentation_id}/approve", response_model=PresentationView, summary="Approve and send")
+async def post_approve(ctx: Ctx, me: Citizen, presentation_id: str, body: ApproveIn) -> dict[str, Any]:
+    """Send the presentation: only the previewed claims of the chosen credentials, with a KB-JWT."""
+    return await approve(ctx, me, presentation_id, selection=body.selection,
+                         include_optional=body.include_optional, pin=body.pin)
+
+
+@router.post("/presentations/{presentation_id}/decline", response_model=PresentationView, summary="Decline")
+async def post_decline(ctx: Ctx, me: Citizen, presentation_id: str) -> dict[str, Any]:
+    """Refuse: the verifier receives `access_denied` and nothing else."""
+    return await decline(ctx, me, presentation_id)
+
+
+class PinIn(BaseModel):
+    pin: str | None = Field(default=None, max_length=12, description="New PIN (4-12 digits); null removes it.")
+    current_pin: str | None = Field(default=None, max_length=12, description="The current PIN, when one is set.")
+
+
+@router.put("/pin", status_code=204, summary="Set, change or remove the wallet PIN")
+async def put_pin(ctx: Ctx, me: Citizen, body: PinIn) -> None:
+    """When a PIN is set, approving a presentation needs it; wrong attempts are limited."""
+    await set_pin(ctx, me, body.pin, body.current_pin)

@@ -1,0 +1,110 @@
+"""Configuration of the wallet API (environment variables prefixed ``CARTERA_WALLET_``)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any, ClassVar
+
+from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic_settings import NoDecode, SettingsConfigDict
+
+from service_kit.settings import ServiceSettings
+
+
+class OIDCProvider(BaseModel):
+    """A generic OpenID Connect provider citizens may log in with."""
+
+    name: str = Field(description="Short name used as `provider=<name>` at `/v1/auth/login`.", pattern=r"^[a-z0-9_-]{1,32}$")
+    issuer: str = Field(description="The provider's issuer URL (discovery at `<issuer>/.well-known/openid-configuration`).")
+    client_id: str = Field(description="Client id registered at the provider.")
+    client_secret: SecretStr | None = Field(default=None, description="Client secret (client_secret_post).")
+    scope: str = Field(default="openid profile", description="Scopes asked for.")
+    identifier_claim: str = Field(default="sub", description="ID token claim the wallet belongs to.")
+    label: str = Field(default="", description="Name shown to citizens.")
+
+
+class CatalogueEntry(BaseModel):
+    """An issuer citizens can ask for a credential from the wallet (wallet-initiated issuance)."""
+
+    credential_issuer: str = Field(description="The Credential Issuer identifier (https URL).")
+    name: str = Field(default="", description="Name shown when the issuer metadata has no display name.")
+    credential_configuration_ids: list[str] = Field(
+        default_factory=list, description="Configurations to offer; empty means all the issuer supports.")
+
+
+def _json_list(value: Any) -> Any:
+    if isinstance(value, str):
+        text = value.strip()
+        if not text:
+            return []
+        if text.startswith("["):
+            return json.loads(text)
+        return [part.strip() for part in text.split(",") if part.strip()]
+    return value
+
+
+class WalletSettings(ServiceSettings):
+    """Settings of the wallet API service."""
+
+    model_config = SettingsConfigDict(env_prefix="CARTERA_WALLET_", extra="ignore", case_sensitive=False,
+                                      validate_default=True)
+    service_name: ClassVar[str] = "wallet"
+
+    previous_master_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list,
+        description=("Older master keys (base64url or hex, comma-separated) still accepted while "
+                     "`cartera wallet rotate-master-key` rewraps data keys under the current one."))
+    previous_master_key_files: Annotated[list[Path], NoDecode] = Field(
+        default_factory=list, description="Files holding older master keys (comma-separated paths).")
+    issuer_anchor_files: Annotated[list[Path], NoDecode] = Field(
+        default_factory=list,
+        description="PEM files with the CA certificates issuers' x5c chains must lead to (comma-separated).")
+    rp_anchor_files: Annotated[list[Path], NoDecode] = Field(
+        default_factory=list,
+        description=("PEM files with the CA certificates of trusted relying parties (verifiers): only "
+                     "verifiers chaining to them are shown by name."))
+    trust_issuer_metadata: bool = Field(
+        default=True,
+        description=("Accept issuer keys published as JWT VC Issuer Metadata (`/.well-known/jwt-vc-issuer`) "
+                     "of the credential issuer the wallet talked to, when the credential has no x5c."))
+    idp_url: str = Field(default="", description="Base URL of the VÀLid (or VÀLid-compatible) identity provider.")
+    idp_client_id: str = Field(default="cartera-wallet", description="The wallet's client id at VÀLid.")
+    idp_client_secret: SecretStr | None = Field(default=None, description="The wallet's client secret at VÀLid.")
+    idp_scope: str = Field(default="autenticacio_usuari", description="Scope asked for at VÀLid.")
+    idp_allow_login_hint: bool = Field(
+        default=False,
+        description="Forward `login_hint` to the identity provider (development/test non-interactive login).")
+    oidc_providers: Annotated[list[OIDCProvider], NoDecode] = Field(
+        default_factory=list, description="Generic OpenID Connect providers, as a JSON list of objects.")
+    app_redirect_uris: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description=("Redirect URIs of the wallet apps (exact match). In `dev_mode` any loopback http URI "
+                     "is accepted too."))
+    issuer_catalogue: Annotated[list[CatalogueEntry], NoDecode] = Field(
+        default_factory=list, description="Issuers for wallet-initiated issuance, as a JSON list of objects.")
+    issuance_client_id: str = Field(
+        default="cartera-wallet", description="Client id the wallet uses at credential issuers (authorization code flow).")
+    access_token_ttl: int = Field(default=900, ge=30, description="Lifetime of app access tokens, in seconds.")
+    refresh_token_ttl: int = Field(default=30 * 86400, ge=60, description="Lifetime of refresh tokens, in seconds.")
+    login_ttl: int = Field(default=600, ge=30, description="Time a citizen has to finish a login or an issuer authorization, in seconds.")
+    offer_ttl: int = Field(default=900, ge=30, description="Time a received offer or presentation request stays answerable, in seconds.")
+    expiry_alert_days: int = Field(default=30, ge=0, description="Alert when a credential expires within this many days.")
+    status_check_interval: int = Field(
+        default=3600, ge=1, description="Default seconds between status-list checks of a credential (a list's `ttl` wins when given).")
+    background_interval: float = Field(
+        default=60.0, ge=0.0, description="Seconds between background sweeps (status checks, expiry alerts); 0 disables them.")
+    pin_max_attempts: int = Field(default=5, ge=1, description="Wrong PIN attempts before presenting is locked.")
+    pin_lock_seconds: int = Field(default=900, ge=1, description="How long presenting stays locked after too many wrong PINs.")
+    http_timeout: float = Field(default=10.0, gt=0, description="Timeout of outgoing HTTP calls (issuers, verifiers, IdPs), seconds.")
+    webhook_url: str = Field(default="", description="Optional URL that receives every new alert (HMAC-signed POST).")
+    webhook_secret: SecretStr | None = Field(default=None, description="HMAC secret of the alert webhook.")
+
+    _split_lists = field_validator(
+        "previous_master_keys", "previous_master_key_files", "issuer_anchor_files", "rp_anchor_files",
+        "app_redirect_uris", "oidc_providers", "issuer_catalogue", mode="before")(_json_list)
+
+    @field_validator("idp_url")
+    @classmethod
+    def _strip(cls, value: str) -> str:
+        return value.rstrip("/")

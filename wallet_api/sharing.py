@@ -1,0 +1,343 @@
+"""Sharing credentials: an OpenID4VP 1.0 responder with consent.
+
+1. ``receive_request``: fetch the request object (GET, or POST with ``wallet_nonce``), verify its
+   signature and Client Identifier Prefix rules (:func:`ssi.oid4vp.verify_request_object`), decide who
+   is asking (the certificate's organisation only when it chains to a configured relying-party anchor;
+   otherwise a warning), evaluate the DCQL query against the citizen's valid credentials and answer a
+   consent preview. Nothing is sent to the verifier at this stage.
+2. ``approve``: the citizen's choices (which credential per query, which optional queries) select
+   exactly the disclosures of the preview — never more; each chosen credential is presented with a
+   KB-JWT (``aud`` = client id, ``nonce``) from its least-used batch copy; the answer goes by
+   ``direct_post`` or ``direct_post.jwt`` (ECDH-ES to the verifier's key).
+3. ``decline``: ``error=access_denied`` with ``state`` to the verifier.
+
+Every outcome goes to the history with exactly what was disclosed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import select, update
+
+from service_kit.errors import APIError
+from ssi import x509 as ssi_x509
+from ssi.dcql import evaluate
+from ssi.encoding import json_dumps
+from ssi.errors import SSIError
+from ssi.jwe import encrypt_jwe
+from ssi.oid4vp import (
+    REQUEST_OBJECT_MEDIA_TYPE,
+    RequestObject,
+    parse_authorization_request_uri,
+    verify_request_object,
+)
+from ssi.sd_jwt import SDJWT
+
+from .context import FetchError, WalletContext
+from .deps import Principal
+from .models import CredentialCopy, Presentation, utcnow
+from .pin import check_pin
+from .store import OpenCredential, accept_languages, add_history, load_credentials, pick_display
+from .vault import new_id
+
+_SUPPORTED_ENC = ("A128GCM", "A256GCM")
+
+
+def _path_text(path: list[Any] | tuple[Any, ...]) -> str:
+    return ".".join("*" if p is None else str(p) for p in path)
+
+
+def _claim_label(cred: OpenCredential, path: tuple[Any, ...], languages: list[str]) -> str:
+    """The claim's display name from the type metadata or issuer metadata, else the path."""
+    for source in ((cred.details.get("type_metadata") or {}).get("claims") or [],
+                   cred.details.get("display", {}).get("claims") or []):
+        for claim in source:
+            if isinstance(claim, dict) and [p for p in claim.get("path", [])] == list(path):
+                if claim.get("name"):
+                    return str(claim["name"])
+                label = pick_display(claim.get("display"), languages)
+                if label.get("name") or label.get("label"):
+                    return str(label.get("name") or label.get("label"))
+    return _path_text(path)
+
+
+def _purpose(request: RequestObject, languages: list[str]) -> str | None:
+    value = (request.model_extra or {}).get("purpose")
+    if isinstance(value, str):
+        return value[:500]
+    if isinstance(value, dict):
+        for lang in [*languages, "en", "ca", "es"]:
+            text = value.get(lang) or value.get(lang.split("-")[0])
+            if isinstance(text, str):
+                return text[:500]
+        for text in value.values():
+            if isinstance(text, str):
+                return text[:500]
+    return None
+
+
+async def _fetch_request_object(ctx: WalletContext, request_uri: str, method: str | None,
+                                wallet_nonce: str | None) -> str:
+    headers = {"Accept": f"{REQUEST_OBJECT_MEDIA_TYPE}, application/jwt"}
+    try:
+        async with ctx.client() as client:
+            if method == "post":
+                response = await ctx.request(client, "POST", request_uri, headers=headers,
+                                             data={"wallet_nonce": wallet_nonce or ""})
+            else:
+                response = await ctx.request(client, "GET", request_uri, headers=headers)
+    except FetchError as exc:
+        raise APIError(502, "verifier_unavailable", f"the request could not be fetched: {exc.detail}") from exc
+    if response.status_code != 200:
+        raise APIError(502, "verifier_unavailable", f"the verifier answered HTTP {response.status_code}")
+    return response.text.strip()
+
+
+def _usable(cred: OpenCredential) -> bool:
+    if cred.row.status in ("revoked", "suspended"):
+        return False
+    return cred.row.expires_at is None or cred.row.expires_at > utcnow()
+
+
+async def receive_request(ctx: WalletContext, me: Principal, uri: str, accept_language: str | None) -> dict[str, Any]:
+    """Fetch and verify a presentation request; keep it; answer the consent preview."""
+    import secrets
+
+    languages = accept_languages(accept_language)
+    try:
+        auth = parse_authorization_request_uri(uri, allow_http_loopback=ctx.dev)
+    except SSIError as exc:
+        raise APIError(400, "invalid_request_uri", f"the presentation request is not valid ({exc.code})") from exc
+    wallet_nonce = secrets.token_urlsafe(16) if auth.request_uri_method == "post" else None
+    if auth.request is not None:
+        token = auth.request
+    elif auth.request_uri is not None:
+        token = await _fetch_request_object(ctx, auth.request_uri, auth.request_uri_method, wallet_nonce)
+    else:
+        raise APIError(400, "invalid_request_uri", "the request carries no request object (request or request_uri)")
+    try:
+        request = verify_request_object(token, trust_anchors=ctx.rp_anchors, client_id=auth.client_id,
+                                        allow_untrusted=True, allow_unsigned=ctx.dev, wallet_nonce=wallet_nonce,
+                                        allow_http_loopback=ctx.dev)
+    except SSIError as exc:
+        raise APIError(400, "invalid_request_object",
+                       f"the request was refused and nothing was sent ({exc.code}): {exc.detail}") from exc
+    if request.response_mode == "direct_post.jwt":
+        encs = (request.client_metadata.encrypted_response_enc_values_supported if request.client_metadata else None) \
+            or ["A128GCM"]
+        if not any(e in _SUPPORTED_ENC for e in encs):
+            raise APIError(400, "invalid_request_object", "the verifier asks for a response encryption the wallet lacks")
+    verifier = _verifier_view(request)
+    async with ctx.db.read_session() as session:
+        credentials = [c for c in await load_credentials(session, me.key) if _usable(c)]
+    preview = _evaluate(request, credentials, languages)
+    presentation_id = new_id("pres")
+    data = {"request": request.model_dump(mode="json", by_alias=True, exclude_none=True),
+            "verifier": verifier, "purpose": _purpose(request, languages), "preview": preview}
+    async with ctx.db.session() as session:
+        session.add(Presentation(id=presentation_id, wallet_id=me.wallet_id, state="pending",
+                                 sealed=me.key.seal("presentation", presentation_id, data),
+                                 expires_at=utcnow() + dt.timedelta(seconds=ctx.settings.offer_ttl)))
+    return _preview_out(presentation_id, "pending", data)
+
+
+def _verifier_view(request: RequestObject) -> dict[str, Any]:
+    trust = request.trust
+    cert = request.verifier_certificate
+    view: dict[str, Any] = {"client_id": request.client_id, "trust": trust, "verified": trust == "trusted",
+                            "name": None, "warning": None}
+    if trust == "trusted" and cert is not None:
+        view["name"] = ssi_x509.certificate_subject_name(cert)
+    elif trust == "untrusted":
+        view["warning"] = ("Unknown verifier: its certificate is not issued by an authority this wallet trusts. "
+                           "Its name cannot be confirmed.")
+    else:
+        view["warning"] = "Development request: the verifier is not authenticated."
+    return view
+
+
+def _evaluate(request: RequestObject, credentials: list[OpenCredential], languages: list[str]) -> dict[str, Any]:
+    """The consent preview: per credential query, the candidate credentials and the exact claims."""
+    parsed: list[SDJWT] = []
+    owners: dict[int, OpenCredential] = {}
+    for cred in credentials:
+        sd = cred.least_used().parsed()
+        owners[id(sd)] = cred
+        parsed.append(sd)
+    result = evaluate(request.query, parsed)
+    queries = []
+    optional_ids = set(result.optional)
+    required_ids = set(result.required)
+    for cq in request.query.credentials:
+        options = []
+        for match in result.matches.get(cq.id, []):
+            cred = owners[id(match.credential)]
+            options.append({
+                "credential_id": cred.id,
+                "credential_name": cred.details.get("display", {}).get("name") or cred.row.vct,
+                "issuer": cred.row.issuer,
+                "issuer_name": cred.details.get("issuer_display", {}).get("name") or cred.row.issuer,
+                "claims": [{"path": list(path), "name": _claim_label(cred, path, languages), "value": value}
+                           for path, value in match.claims_preview],
+            })
+        queries.append({"query_id": cq.id, "required": cq.id in required_ids or (cq.id not in optional_ids
+                                                                                 and not request.query.credential_sets),
+                        "optional": cq.id in optional_ids, "satisfied": bool(options),
+                        "reason": result.unsatisfied.get(cq.id), "options": options})
+    return {"satisfiable": result.satisfiable, "queries": queries}
+
+
+def _preview_out(presentation_id: str, state: str, data: dict[str, Any]) -> dict[str, Any]:
+    return {"presentation_id": presentation_id, "state": state, "verifier": data["verifier"],
+            "purpose": data.get("purpose"), "satisfiable": data["preview"]["satisfiable"],
+            "queries": data["preview"]["queries"], "redirect_uri": data.get("redirect_uri"),
+            "error": data.get("error")}
+
+
+async def load_presentation(ctx: WalletContext, me: Principal, presentation_id: str
+                            ) -> tuple[Presentation, dict[str, Any]]:
+    async with ctx.db.read_session() as session:
+        row = (await session.execute(select(Presentation).where(
+            Presentation.id == presentation_id, Presentation.wallet_id == me.wallet_id))).scalar_one_or_none()
+    if row is None:
+        raise APIError(404, "not_found", "no such presentation request")
+    return row, me.key.open("presentation", row.id, row.sealed)
+
+
+async def _claim_state(ctx: WalletContext, me: Principal, presentation_id: str, to: str) -> None:
+    async with ctx.db.session() as session:
+        result = await session.execute(update(Presentation).where(
+            Presentation.id == presentation_id, Presentation.wallet_id == me.wallet_id,
+            Presentation.state == "pending", Presentation.expires_at > utcnow()).values(state=to)
+            .execution_options(synchronize_session=False))
+    if result.rowcount != 1:
+        raise APIError(409, "conflict", "the request was already answered or expired")
+
+
+async def _finish(ctx: WalletContext, me: Principal, presentation_id: str, state: str, data: dict[str, Any],
+                  history_kind: str, history: dict[str, Any]) -> None:
+    async with ctx.db.session() as session:
+        await session.execute(update(Presentation).where(
+            Presentation.id == presentation_id, Presentation.wallet_id == me.wallet_id).values(
+            state=state, sealed=me.key.seal("presentation", presentation_id, data))
+            .execution_options(synchronize_session=False))
+        await add_history(session, me.key, history_kind, history)
+
+
+async def _post_response(ctx: WalletContext, request: RequestObject, payload: dict[str, Any]) -> dict[str, Any]:
+    """Send the Authorization Response; return the verifier's JSON answer (``redirect_uri``...)."""
+    if request.response_mode == "direct_post.jwt":
+        assert request.client_metadata is not None
+        jwk = request.client_metadata.encryption_key()
+        encs = request.client_metadata.encrypted_response_enc_values_supported or ["A128GCM"]
+        enc = next(e for e in encs if e in _SUPPORTED_ENC)
+        form = {"response": encrypt_jwe(payload, jwk, enc=enc)}
+    else:
+        form = {k: (json_dumps(v) if isinstance(v, dict) else v) for k, v in payload.items()}
+    try:
+        async with ctx.client() as client:
+            response = await ctx.request(client, "POST", request.response_uri, data=form,
+                                         headers={"Accept": "application/json"})
+    except FetchError as exc:
+        raise APIError(502, "verifier_unavailable", f"the answer could not be delivered: {exc.detail}") from exc
+    from .receiving import _json
+
+    body = _json(response)
+    if response.status_code != 200:
+        error = body.get("error") if isinstance(body, dict) else None
+        raise APIError(502, "verifier_refused",
+                       f"the verifier refused the answer (HTTP {response.status_code}{', ' + str(error) if error else ''})")
+    return body if isinstance(body, dict) else {}
+
+
+async def approve(ctx: WalletContext, me: Principal, presentation_id: str, *, selection: dict[str, str],
+                  include_optional: list[str], pin: str | None) -> dict[str, Any]:
+    """Present exactly what the preview showed for the chosen credentials; record it."""
+    row, data = await load_presentation(ctx, me, presentation_id)
+    if row.state != "pending" or row.expires_at <= utcnow():
+        raise APIError(409, "conflict", "the request was already answered or expired")
+    await check_pin(ctx, me, pin)
+    preview = data["preview"]
+    if not preview["satisfiable"]:
+        raise APIError(400, "unsatisfiable", "the wallet cannot answer this request; decline it instead")
+    request = RequestObject.model_validate(data["request"])
+    chosen: list[tuple[dict[str, Any], dict[str, Any]]] = []
+    known = {q["query_id"] for q in preview["queries"]}
+    for query_id in [*selection, *include_optional]:
+        if query_id not in known:
+            raise APIError(400, "invalid_request", "the selection names a query the request does not have")
+    for query in preview["queries"]:
+        if not query["options"]:
+            continue
+        if query["optional"] and query["query_id"] not in include_optional:
+            continue  # optional parts are shared only when the citizen ticked them
+        if not query["required"] and not query["optional"]:
+            continue  # another option of a credential set was chosen
+        wanted = selection.get(query["query_id"]) or query["options"][0]["credential_id"]
+        option = next((o for o in query["options"] if o["credential_id"] == wanted), None)
+        if option is None:
+            raise APIError(400, "invalid_request", "the chosen credential does not answer that query")
+        chosen.append((query, option))
+    await _claim_state(ctx, me, presentation_id, "sending")
+    vp_token: dict[str, list[str]] = {}
+    disclosed: list[dict[str, Any]] = []
+    used_copies: list[str] = []
+    async with ctx.db.read_session() as session:
+        for query, option in chosen:
+            creds = await load_credentials(session, me.key, credential_id=option["credential_id"])
+            if not creds:
+                raise APIError(409, "conflict", "a chosen credential was deleted")
+            copy = creds[0].least_used()
+            sd = copy.parsed()
+            paths = [tuple(c["path"]) for c in option["claims"]]
+            presentation = sd.present(paths, holder_key=copy.holder_key, aud=request.client_id, nonce=request.nonce)
+            vp_token.setdefault(query["query_id"], []).append(presentation)
+            used_copies.append(copy.id)
+            disclosed.append({"query_id": query["query_id"], "credential_id": option["credential_id"],
+                              "credential_name": option["credential_name"], "issuer": option["issuer"],
+                              "issuer_name": option["issuer_name"],
+                              "claims": [{"path": c["path"], "name": c["name"], "value": c["value"]}
+                                         for c in option["claims"]]})
+    payload: dict[str, Any] = {"vp_token": vp_token}
+    if request.state is not None:
+        payload["state"] = request.state
+    history = {"verifier": data["verifier"], "purpose": data.get("purpose"), "disclosed": disclosed,
+               "response_mode": request.response_mode}
+    try:
+        answer = await _post_response(ctx, request, payload)
+    except APIError as exc:
+        data["error"] = {"error": exc.error, "error_description": exc.error_description}
+        await _finish(ctx, me, presentation_id, "failed", data, "share",
+                      {**history, "outcome": "failed", "error": exc.error})
+        raise
+    async with ctx.db.session() as session:
+        for copy_id in used_copies:
+            await session.execute(update(CredentialCopy).where(CredentialCopy.id == copy_id,
+                                                               CredentialCopy.wallet_id == me.wallet_id)
+                                  .values(uses=CredentialCopy.uses + 1).execution_options(synchronize_session=False))
+    redirect_uri = answer.get("redirect_uri") if isinstance(answer.get("redirect_uri"), str) else None
+    data["redirect_uri"] = redirect_uri
+    data["disclosed"] = disclosed
+    await _finish(ctx, me, presentation_id, "sent", data, "share", {**history, "outcome": "sent"})
+    return {**_preview_out(presentation_id, "sent", data), "disclosed": disclosed}
+
+
+async def decline(ctx: WalletContext, me: Principal, presentation_id: str) -> dict[str, Any]:
+    """Tell the verifier ``access_denied``; nothing is disclosed."""
+    row, data = await load_presentation(ctx, me, presentation_id)
+    await _claim_state(ctx, me, presentation_id, "declining")
+    request = RequestObject.model_validate(data["request"])
+    payload: dict[str, Any] = {"error": "access_denied", "error_description": "the holder declined"}
+    if request.state is not None:
+        payload["state"] = request.state
+    outcome = "declined"
+    try:
+        answer = await _post_response(ctx, request, payload)
+        data["redirect_uri"] = answer.get("redirect_uri") if isinstance(answer.get("redirect_uri"), str) else None
+    except APIError:
+        outcome = "declined_unreported"  # the verifier is gone; the citizen's refusal still stands
+    await _finish(ctx, me, presentation_id, "declined", data, "decline",
+                  {"verifier": data["verifier"], "purpose": data.get("purpose"), "disclosed": [], "outcome": outcome})
+    return _preview_out(presentation_id, "declined", data)
