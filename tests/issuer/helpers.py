@@ -1,0 +1,56 @@
+"""Helpers for the issuer tests: admin calls, and verifying issued credentials two independent ways."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+from jwcrypto.jwk import JWK
+from sd_jwt.verifier import SDJWTVerifier
+
+from ssi import x509 as ssi_x509
+from ssi.jose import Key
+from ssi.sd_jwt import SDJWT
+from ssi.sd_jwt_vc import X5CKeyResolver, verify_sd_jwt_vc
+from tests.issuer.conftest import IssuerEnv
+
+AUD = "x509_san_dns:verifier.example.cat"
+NONCE = "n-0S6_WzA2Mj"
+
+
+async def create_offer(http: httpx.AsyncClient, env: IssuerEnv, slug: str, type_id: str, identifier: str, *,
+                       name: str = "Titular de Prova", tx_code: bool = True, by_reference: bool = True,
+                       selector: str | None = None) -> dict[str, Any]:
+    body: dict[str, Any] = {"credential_configuration_ids": [type_id],
+                            "subject": {"identifier": identifier, "name": name},
+                            "tx_code": tx_code, "by_reference": by_reference}
+    if selector:
+        body["selector"] = selector
+    response = await http.post(f"{env.url}/v1/offers", json=body, headers=env.headers(slug))
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def present_all(credential: str, holder: Key) -> str:
+    sd = SDJWT.parse(credential)
+    paths = [tuple(p) for p in sd.disclosure_paths]
+    return sd.present(paths, holder_key=holder, aud=AUD, nonce=NONCE)
+
+
+def verify_with_ssi(env: IssuerEnv, credential: str, holder: Key) -> dict[str, Any]:
+    """Full presentation verified with ssi, the issuer key from x5c chained to the test CA."""
+    verified = verify_sd_jwt_vc(present_all(credential, holder), key_resolver=X5CKeyResolver([env.sandbox.ca_cert]),
+                                require_kb=True, expected_aud=AUD, expected_nonce=NONCE, allow_http_loopback=True)
+    assert verified.key_source == "x5c"
+    return verified.claims
+
+
+def verify_with_reference_library(env: IssuerEnv, credential: str, holder: Key) -> dict[str, Any]:
+    """The same presentation verified by the OpenWallet Foundation reference library (sd-jwt)."""
+    sd = SDJWT.parse(credential)
+    leaf = ssi_x509.load_certificate(__import__("base64").b64decode(sd.header["x5c"][0]))
+    issuer_jwk = JWK.from_json(json.dumps(ssi_x509.certificate_key(leaf).public_jwk()))
+    verifier = SDJWTVerifier(present_all(credential, holder), lambda iss, header: issuer_jwk,
+                             expected_aud=AUD, expected_nonce=NONCE)
+    return verifier.get_verified_payload()
