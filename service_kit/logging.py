@@ -165,6 +165,24 @@ class RequestContextMiddleware:
         started = time.perf_counter()
         status = 500
         response_started = False
+        recorded = False
+
+        def record() -> None:
+            # Once per request, just before the last body chunk goes out: by the time a client has the
+            # whole response, its access line and metrics exist (tests and log readers rely on that).
+            nonlocal recorded
+            if recorded:
+                return
+            recorded = True
+            elapsed = time.perf_counter() - started
+            route = route_template(scope)
+            method = scope.get("method", "")
+            access_logger.info(
+                "request",
+                extra={"method": method, "route": route, "status": status, "duration_ms": round(elapsed * 1000, 2)},
+            )
+            if self.on_complete is not None:
+                self.on_complete(method, route, status, elapsed)
 
         async def send_with_id(message: Message) -> None:
             nonlocal status, response_started
@@ -174,6 +192,8 @@ class RequestContextMiddleware:
                 headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"x-request-id"]
                 headers.append((b"x-request-id", request_id.encode()))
                 message["headers"] = headers
+            elif message["type"] == "http.response.body" and not message.get("more_body", False):
+                record()
             await send(message)
 
         try:
@@ -191,15 +211,8 @@ class RequestContextMiddleware:
             )
             headers = [*headers, (b"x-request-id", request_id.encode())]
             await send({"type": "http.response.start", "status": status, "headers": headers})
+            record()
             await send({"type": "http.response.body", "body": body})
         finally:
-            elapsed = time.perf_counter() - started
-            route = route_template(scope)
-            method = scope.get("method", "")
-            access_logger.info(
-                "request",
-                extra={"method": method, "route": route, "status": status, "duration_ms": round(elapsed * 1000, 2)},
-            )
-            if self.on_complete is not None:
-                self.on_complete(method, route, status, elapsed)
+            record()
             request_id_var.reset(token)

@@ -11,6 +11,7 @@ create databases) to use an existing server instead, for example a container in 
 
 from __future__ import annotations
 
+import atexit
 import glob
 import os
 import secrets
@@ -112,6 +113,9 @@ class PostgresCluster:
         )
         self._run("pg_ctl", "-D", str(data), "-o", options, "-l", str(self._dir / "server.log"), "-w",
                   "-t", "60", "start")
+        # If the test process ends without running fixture finalizers (Ctrl-C, a crash in a hook),
+        # still stop the server rather than leaving an orphan postgres behind.
+        atexit.register(self.stop)
         return self
 
     def _attach(self, url: str) -> None:
