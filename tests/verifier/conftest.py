@@ -43,6 +43,7 @@ class StatusServer:
     x5c: list[str]
     lists: dict[str, StatusList] = field(default_factory=dict)
     ttl: int = 300
+    ttls: dict[str, int] = field(default_factory=dict)
     base_url: str = ""
     fetches: int = 0
 
@@ -55,7 +56,7 @@ class StatusServer:
             lst = self.lists.get(name)
             if lst is None:
                 return Response(status_code=404)
-            token = sign_status_list_token(lst, uri=f"{self.base_url}/status/{name}", key=self.key, ttl=self.ttl,
+            token = sign_status_list_token(lst, uri=f"{self.base_url}/status/{name}", key=self.key, ttl=self.ttls.get(name, self.ttl),
                                            exp=int(time.time()) + 3600, x5c=self.x5c)
             return Response(token, media_type="application/statuslist+jwt")
 
@@ -167,7 +168,8 @@ class CredentialFactory:
 
     def tax(self, *, status: str | None = "POSITIVE", key: Key | None = None, x5c: list[str] | None = None,
             issuer: str = ISSUER, vct: str = VCT_TAX, exp: int | None = None, nbf: int | None = None,
-            status_idx: int | None = None, with_status: bool = True, holder: Key | None = None) -> HeldCredential:
+            status_idx: int | None = None, with_status: bool = True, holder: Key | None = None,
+            status_list: str = "main") -> HeldCredential:
         holder = holder or Key.generate("ES256")
         idx = status_idx if status_idx is not None else next(_next_idx)
         claims = {"nif": "12345678Z", "name": "Anna Puig", "complianceStatus": status, "purpose": "ECOT103"}
@@ -175,7 +177,7 @@ class CredentialFactory:
             claims, vct=vct, issuer=issuer, key=key or self.pki.issuer_key, holder_jwk=holder.public_jwk(),
             disclosable=[("nif",), ("name",), ("complianceStatus",), ("purpose",)],
             x5c=x5c if x5c is not None else self.pki.issuer_x5c,
-            status=status_claim(idx, self.status_server.uri("main")) if with_status else None,
+            status=status_claim(idx, self.status_server.uri(status_list)) if with_status else None,
             exp=exp if exp is not None else int(time.time()) + 3600, nbf=nbf)
         held = HeldCredential(token, holder)
         held.status_idx = idx  # type: ignore[attr-defined]
