@@ -42,7 +42,7 @@ from ssi.oid4vci import (
 from .context import FetchError, WalletContext
 from .deps import Principal
 from .models import Offer, utcnow
-from .store import accept_languages, add_alert, add_credential, add_history, pick_display
+from .store import STORED, accept_languages, add_alert, add_credential, add_history, pick_display
 from .vault import DataKey, new_id, token_hash
 
 MAX_BATCH = 10
@@ -164,8 +164,8 @@ async def receive_offer(ctx: WalletContext, me: Principal, offer_uri: str, accep
 
 def offer_preview(offer_id: str, state: str, data: dict[str, Any], languages: list[str]) -> dict[str, Any]:
     """The preview of a kept offer."""
-    metadata = CredentialIssuerMetadata.model_validate(data["metadata"])
-    offer = CredentialOffer.model_validate(data["offer"])
+    metadata = CredentialIssuerMetadata.model_validate(data["metadata"], context=STORED)
+    offer = CredentialOffer.model_validate(data["offer"], context=STORED)
     pre = offer.grants.pre_authorized_code if offer.grants else None
     tx = pre.tx_code if pre else None
     return {
@@ -214,15 +214,15 @@ async def accept_offer(ctx: WalletContext, me: Principal, offer_id: str, tx_code
         raise APIError(409, "conflict", f"the offer is {row.state}")
     if row.expires_at <= utcnow():
         raise APIError(410, "expired", "the offer expired; scan it again")
-    offer = CredentialOffer.model_validate(data["offer"])
+    offer = CredentialOffer.model_validate(data["offer"], context=STORED)
     pre = offer.grants.pre_authorized_code if offer.grants else None
     assert pre is not None  # receive_offer kept only pre-authorized offers
     if pre.tx_code is not None and not tx_code:
         raise APIError(400, "tx_code_required", "this offer needs the transaction code the issuer gave you")
     if not await _transition(ctx, offer_id, me.wallet_id, ("offered",), "accepting"):
         raise APIError(409, "conflict", "the offer is being accepted already")
-    metadata = CredentialIssuerMetadata.model_validate(data["metadata"])
-    as_meta = AuthorizationServerMetadata.model_validate(data["as_metadata"])
+    metadata = CredentialIssuerMetadata.model_validate(data["metadata"], context=STORED)
+    as_meta = AuthorizationServerMetadata.model_validate(data["as_metadata"], context=STORED)
     form = {"grant_type": PRE_AUTHORIZED_CODE_GRANT, "pre-authorized_code": pre.pre_authorized_code}
     if pre.tx_code is not None and tx_code:
         form["tx_code"] = tx_code
@@ -569,8 +569,8 @@ async def poll_offer(ctx: WalletContext, key: DataKey, offer_id: str, languages:
         return "polling"
     data = key.open("offer", row.id, row.sealed)
     me = _KeyPrincipal(key)
-    metadata = CredentialIssuerMetadata.model_validate(data["metadata"])
-    as_meta = AuthorizationServerMetadata.model_validate(data["as_metadata"])
+    metadata = CredentialIssuerMetadata.model_validate(data["metadata"], context=STORED)
+    as_meta = AuthorizationServerMetadata.model_validate(data["as_metadata"], context=STORED)
     still: list[dict[str, Any]] = []
     try:
         async with ctx.client() as client:
@@ -716,8 +716,8 @@ async def finish_authorization(ctx: WalletContext, *, state: str | None, code: s
         data["error"] = {"error": "access_denied", "error_description": "the issuer's login was cancelled or refused"}
         await _save_offer(ctx, key, row.id, data, "failed")
         return redirect + sep + urlencode({"offer_id": row.id, "error": "access_denied"})
-    metadata = CredentialIssuerMetadata.model_validate(data["metadata"])
-    as_meta = AuthorizationServerMetadata.model_validate(data["as_metadata"])
+    metadata = CredentialIssuerMetadata.model_validate(data["metadata"], context=STORED)
+    as_meta = AuthorizationServerMetadata.model_validate(data["as_metadata"], context=STORED)
     form = {"grant_type": "authorization_code", "code": code, "redirect_uri": issuance_callback_url(ctx),
             "code_verifier": data["verifier"], "client_id": ctx.settings.issuance_client_id}
     try:

@@ -39,7 +39,7 @@ from .context import FetchError, WalletContext
 from .deps import Principal
 from .models import CredentialCopy, Presentation, utcnow
 from .pin import check_pin
-from .store import OpenCredential, accept_languages, add_history, load_credentials, pick_display
+from .store import STORED, OpenCredential, accept_languages, add_history, load_credentials, pick_display
 from .vault import new_id
 
 _SUPPORTED_ENC = ("A128GCM", "A256GCM")
@@ -262,7 +262,7 @@ async def approve(ctx: WalletContext, me: Principal, presentation_id: str, *, se
     preview = data["preview"]
     if not preview["satisfiable"]:
         raise APIError(400, "unsatisfiable", "the wallet cannot answer this request; decline it instead")
-    request = RequestObject.model_validate(data["request"])
+    request = RequestObject.model_validate(data["request"], context=STORED)
     chosen: list[tuple[dict[str, Any], dict[str, Any]]] = []
     known = {q["query_id"] for q in preview["queries"]}
     for query_id in [*selection, *include_optional]:
@@ -328,7 +328,7 @@ async def decline(ctx: WalletContext, me: Principal, presentation_id: str) -> di
     """Tell the verifier ``access_denied``; nothing is disclosed."""
     row, data = await load_presentation(ctx, me, presentation_id)
     await _claim_state(ctx, me, presentation_id, "declining")
-    request = RequestObject.model_validate(data["request"])
+    request = RequestObject.model_validate(data["request"], context=STORED)
     payload: dict[str, Any] = {"error": "access_denied", "error_description": "the holder declined"}
     if request.state is not None:
         payload["state"] = request.state

@@ -151,3 +151,8 @@ def accept_languages(header: str | None) -> list[str]:
         if lang and lang != "*":
             weighted.append((-quality, index, lang.lower()))
     return [lang for _, _, lang in sorted(weighted)]
+
+
+#: Validation context for protocol objects read back from the vault: they were checked (https rules
+#: included) when received, so re-reading them must not re-apply rules that depend on settings.
+STORED: dict[str, Any] = {"allow_http_loopback": True}

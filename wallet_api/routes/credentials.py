@@ -12,7 +12,7 @@ from sqlalchemy import delete
 from ..deps import Citizen, Ctx
 from ..models import Credential
 from ..receiving import IssuerSession
-from ..store import OpenCredential, add_history, get_credential, load_credentials
+from ..store import STORED, OpenCredential, add_history, get_credential, load_credentials
 
 router = APIRouter(tags=["credentials"])
 
@@ -87,6 +87,6 @@ async def delete_credential(ctx: Ctx, me: Citizen, credential_id: str) -> None:
         from ssi.oid4vci import AuthorizationServerMetadata, CredentialIssuerMetadata
 
         async with ctx.client() as client:
-            session_ = IssuerSession(ctx, client, CredentialIssuerMetadata.model_validate(note["metadata"]),
-                                     AuthorizationServerMetadata.model_validate(note["as_metadata"]), note.get("token"))
+            session_ = IssuerSession(ctx, client, CredentialIssuerMetadata.model_validate(note["metadata"], context=STORED),
+                                     AuthorizationServerMetadata.model_validate(note["as_metadata"], context=STORED), note.get("token"))
             await session_.notify(note["notification_id"], "credential_deleted")

@@ -1,0 +1,103 @@
+"""The whole embedded system for end-to-end wallet tests: simulated Via Oberta, sandbox IdP, the real
+issuer and verifier services (provisioned with their demo tenants), and a wallet trusting the dev CA."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from issuer.app import create_app as create_issuer
+from issuer.provisioning import provision_demo as provision_issuer
+from issuer.settings import IssuerSettings
+from sandbox.idp_service import IdPSandboxConfig, RegisteredClient
+from sandbox.idp_service import create_app as create_idp
+from sandbox.population import DEMO_PENDING
+from sandbox.viaoberta_service import ViaObertaSandboxConfig
+from sandbox.viaoberta_service import create_app as create_viaoberta
+from ssi import x509 as ssi_x509
+from tests.support.servers import free_port, serve
+from tests.wallet_api.conftest import IDP_SECRET, wallet_settings
+from verifier.app import create_app as create_verifier
+from verifier.provisioning import provision_demo as provision_verifier
+from verifier.settings import VerifierSettings
+from viaoberta.credentials import generate_identity
+from wallet_api.app import create_app as create_wallet
+
+MASTER = "1" * 64
+
+
+@dataclass
+class System:
+    wallet: str
+    issuer: str
+    verifier: str
+    idp: str
+    tenants: dict[str, Any]
+    agencies: dict[str, Any]
+    wallet_db: Path
+    wallet_app: Any
+
+    def issuer_headers(self, slug: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.tenants[slug]['api_key']}"}
+
+    def verifier_headers(self, slug: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.agencies[slug]['api_key']}"}
+
+
+@contextlib.contextmanager
+def running_system(tmp: Path, *, wallet_db_url: str | None = None) -> Iterator[System]:
+    platform, requester = generate_identity("platform"), generate_identity("issuer")
+    ca_key, ca = ssi_x509.create_ca("Cartera test development CA")
+    ca_file = tmp / "ca.pem"
+    ca_file.write_bytes(ssi_x509.cert_to_pem(ca))
+    ports = {name: free_port() for name in ("issuer", "verifier", "wallet", "idp")}
+    urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
+    idp_config = IdPSandboxConfig(clients=[
+        RegisteredClient("cartera-wallet", IDP_SECRET, (f"{urls['wallet']}/v1/auth/callback",)),
+        RegisteredClient("cartera-issuer", "issuer-secret", tuple(
+            f"{urls['issuer']}/t/{slug}/login/callback" for slug in ("uni-barcelona", "aoc-tax", "ajuntament-girona")))],
+        allow_login_hint=True, population_size=50)
+    vo_config = ViaObertaSandboxConfig(signing_key_pem=platform.key_pem, signing_cert_pem=platform.cert_pem,
+                                       registered_certs_pem=[requester.cert_pem], latency_seconds=0.0,
+                                       population_size=50, pending_identifiers=frozenset({DEMO_PENDING}),
+                                       pending_polls=1)
+    issuer_settings = IssuerSettings(
+        database_url=f"sqlite+aiosqlite:///{tmp / 'issuer.db'}", public_url=urls["issuer"], port=ports["issuer"],
+        dev_mode=True, master_key=MASTER, data_dir=tmp / "issuer", log_level="warning",
+        idp_authorize_url=f"{urls['idp']}/o/oauth2/auth", idp_token_url=f"{urls['idp']}/o/oauth2/token",
+        idp_userinfo_url=f"{urls['idp']}/serveis-rest/getUserInfo", idp_client_secret="issuer-secret",
+        idp_forward_login_hint=True)
+    verifier_settings = VerifierSettings(
+        database_url=f"sqlite+aiosqlite:///{tmp / 'verifier.db'}", public_url=urls["verifier"],
+        port=ports["verifier"], dev_mode=True, master_key=MASTER, data_dir=tmp / "verifier",
+        issuer_anchors_file=ca_file, worker_interval=0.2, log_level="warning")
+    with serve(create_viaoberta(vo_config), ready_path="/healthz") as vo_url, \
+            serve(create_idp(idp_config), port=ports["idp"]):
+        issued = asyncio.run(provision_issuer(
+            issuer_settings, ca_key=ca_key, ca_cert=ca, viaoberta_url=vo_url,
+            viaoberta_platform_cert_pem=platform.cert_pem, requester_key_pem=requester.key_pem,
+            requester_cert_pem=requester.cert_pem))
+        vcts = {}
+        with serve(create_issuer(issuer_settings), port=ports["issuer"]) as issuer_url:
+            for slug, tenant in issued["tenants"].items():
+                for type_id in tenant["types"]:
+                    meta = httpx.get(tenant["metadata_url"]).json()
+                    vcts[type_id] = meta["credential_configurations_supported"][type_id]["vct"]
+            verified = asyncio.run(provision_verifier(
+                verifier_settings, ca_key=ca_key, ca_cert=ca, trusted_issuer_anchors=[ca],
+                vcts={"tax": vcts["tax-compliance"], "diploma": vcts["university-diploma"], "padro": vcts["padro"]}))
+            catalogue = [{"credential_issuer": t["issuer_url"], "name": t["name"]} for t in issued["tenants"].values()]
+            settings = wallet_settings(tmp, ports["wallet"], f"{urls['idp']}", issuer_anchor_files=[ca_file],
+                                       rp_anchor_files=[ca_file], issuer_catalogue=catalogue,
+                                       **({"database_url": wallet_db_url} if wallet_db_url else {}))
+            wallet_app = create_wallet(settings)
+            with serve(create_verifier(verifier_settings), port=ports["verifier"]) as verifier_url, \
+                    serve(wallet_app, port=ports["wallet"]) as wallet_url:
+                yield System(wallet_url, issuer_url, verifier_url, urls["idp"], issued["tenants"],
+                             verified["agencies"], tmp / "wallet.db", wallet_app)

@@ -1,0 +1,171 @@
+"""End to end over real HTTP: the wallet receives from the real issuer and shares with the real verifier."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from sandbox.population import DEMO_EVERYTHING, DEMO_NO_DEGREE
+from tests.wallet_api.conftest import bearer, login
+from tests.wallet_api.system import System, running_system
+
+
+@pytest.fixture(scope="module")
+def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
+    with running_system(tmp_path_factory.mktemp("system")) as running:
+        yield running
+
+
+def make_offer(system: System, slug: str, type_id: str, identifier: str, *, tx_code: bool = True,
+               by_reference: bool = True) -> dict:
+    r = httpx.post(f"{system.issuer}/v1/offers", headers=system.issuer_headers(slug), timeout=30, json={
+        "credential_configuration_ids": [type_id], "subject": {"identifier": identifier, "name": "Montserrat Puig"},
+        "tx_code": tx_code, "by_reference": by_reference})
+    assert r.status_code == 201, r.text
+    return r.json()
+
+
+def receive(system: System, tokens: dict, offer: dict) -> dict:
+    headers = {**bearer(tokens), "Accept-Language": "ca"}
+    preview = httpx.post(f"{system.wallet}/v1/offers", json={"offer_uri": offer["offer_uri"]}, headers=headers,
+                         timeout=30)
+    assert preview.status_code == 201, preview.text
+    body = preview.json()
+    assert body["tx_code_required"] == (offer["tx_code"] is not None)
+    accepted = httpx.post(f"{system.wallet}/v1/offers/{body['offer_id']}/accept", json={"tx_code": offer["tx_code"]},
+                          headers=headers, timeout=60)
+    assert accepted.status_code == 200, accepted.text
+    return accepted.json()
+
+
+@pytest.mark.parametrize(("slug", "type_id"), [("aoc-tax", "tax-compliance"), ("uni-barcelona", "university-diploma"),
+                                                ("ajuntament-girona", "padro"), ("aoc-tax", "working-life")])
+def test_receive_each_builtin_type(system: System, slug: str, type_id: str) -> None:
+    tokens = login(system.wallet, DEMO_EVERYTHING)
+    result = receive(system, tokens, make_offer(system, slug, type_id, DEMO_EVERYTHING))
+    assert result["state"] == "issued" and len(result["credential_ids"]) == 1
+    assert result["issuer"]["name"]
+    cid = result["credential_ids"][0]
+    detail = httpx.get(f"{system.wallet}/v1/credentials/{cid}", headers=bearer(tokens)).json()
+    assert detail["status"] == "valid" and detail["claims"]
+    assert detail["copies"] >= 1
+    history = httpx.get(f"{system.wallet}/v1/history", params={"kind": "receipt"}, headers=bearer(tokens)).json()
+    assert any(h["details"]["credential_id"] == cid for h in history)
+
+
+def test_share_subset_verifier_confirms(system: System) -> None:
+    tokens = login(system.wallet, DEMO_EVERYTHING)
+    receive(system, tokens, make_offer(system, "aoc-tax", "tax-compliance", DEMO_EVERYTHING))
+    request = httpx.post(f"{system.verifier}/v1/requests", headers=system.verifier_headers("ajuntament-barcelona"),
+                         json={"template": "grant-application"}).json()
+    preview = httpx.post(f"{system.wallet}/v1/presentations", json={"request_uri": request["uri"]},
+                         headers={**bearer(tokens), "Accept-Language": "en"}, timeout=30)
+    assert preview.status_code == 201, preview.text
+    body = preview.json()
+    assert body["verifier"]["verified"] and body["verifier"]["name"] == "Ajuntament de Barcelona"
+    assert body["purpose"].startswith("Grant application")
+    assert body["satisfiable"]
+    shown = {tuple(c["path"]) for c in body["queries"][0]["options"][0]["claims"]}
+    assert shown == {("nif",), ("name",), ("complianceStatus",)}
+    # before approval, nothing reached the verifier
+    status = httpx.get(request["status_url"], headers=system.verifier_headers("ajuntament-barcelona")).json()
+    assert status["status"] == "pending"
+    sent = httpx.post(f"{system.wallet}/v1/presentations/{body['presentation_id']}/approve", json={},
+                      headers=bearer(tokens), timeout=30)
+    assert sent.status_code == 200, sent.text
+    assert sent.json()["state"] == "sent"
+    deadline = time.monotonic() + 10
+    while True:
+        result = httpx.get(request["status_url"], headers=system.verifier_headers("ajuntament-barcelona")).json()
+        if result["status"] != "pending" or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert result["status"] == "verified", result
+    disclosed = result["claims"]["tax"][0] if isinstance(result["claims"]["tax"], list) else result["claims"]["tax"]
+    flat = str(disclosed)
+    assert DEMO_EVERYTHING in flat
+    # exactly the previewed claims were disclosed: no birth date, no aeatReference
+    assert "aeatReference" not in flat
+    shares = httpx.get(f"{system.wallet}/v1/history", params={"kind": "share"}, headers=bearer(tokens)).json()
+    assert shares[0]["details"]["outcome"] == "sent"
+    assert {tuple(c["path"]) for c in shares[0]["details"]["disclosed"][0]["claims"]} == shown
+
+
+def test_decline_sends_access_denied(system: System) -> None:
+    tokens = login(system.wallet, DEMO_EVERYTHING)
+    request = httpx.post(f"{system.verifier}/v1/requests", headers=system.verifier_headers("ajuntament-barcelona"),
+                         json={"template": "residence"}).json()
+    preview = httpx.post(f"{system.wallet}/v1/presentations", json={"request_uri": request["uri"]},
+                         headers=bearer(tokens), timeout=30).json()
+    r = httpx.post(f"{system.wallet}/v1/presentations/{preview['presentation_id']}/decline", headers=bearer(tokens))
+    assert r.status_code == 200 and r.json()["state"] == "declined"
+    deadline = time.monotonic() + 10
+    while True:
+        result = httpx.get(request["status_url"], headers=system.verifier_headers("ajuntament-barcelona")).json()
+        if result["status"] != "pending" or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert result["status"] in ("declined", "rejected"), result
+
+
+def test_unsatisfiable_query_cannot_be_approved(system: System) -> None:
+    tokens = login(system.wallet, DEMO_NO_DEGREE)  # an empty wallet
+    request = httpx.post(f"{system.verifier}/v1/requests", headers=system.verifier_headers("uni-admissions"),
+                         json={"template": "job-application"}).json()
+    preview = httpx.post(f"{system.wallet}/v1/presentations", json={"request_uri": request["uri"]},
+                         headers=bearer(tokens), timeout=30).json()
+    assert preview["satisfiable"] is False
+    assert preview["queries"][0]["reason"]
+    r = httpx.post(f"{system.wallet}/v1/presentations/{preview['presentation_id']}/approve", json={},
+                   headers=bearer(tokens))
+    assert r.status_code == 400 and r.json()["error"] == "unsatisfiable"
+    result = httpx.get(request["status_url"], headers=system.verifier_headers("uni-admissions")).json()
+    assert result["status"] == "pending"
+
+
+def test_sqlite_copy_reveals_no_claim_value_or_key(system: System) -> None:
+    tokens = login(system.wallet, DEMO_EVERYTHING)
+    receive(system, tokens, make_offer(system, "uni-barcelona", "university-diploma", DEMO_EVERYTHING))
+    creds = httpx.get(f"{system.wallet}/v1/credentials", headers=bearer(tokens)).json()
+    values: set[str] = {DEMO_EVERYTHING}
+    # The validity times (iat/exp) are stored in clear to schedule expiry alerts (docs/wallet-api.md);
+    # a claim that merely repeats them (tax compliance's validUntil) is therefore not counted.
+    clear_dates = {c[k][:10] for c in creds for k in ("issued_at", "expires_at") if c.get(k)}
+    for cred in creds:
+        detail = httpx.get(f"{system.wallet}/v1/credentials/{cred['id']}", headers=bearer(tokens)).json()
+        for value in detail["claims"].values():
+            if isinstance(value, str) and len(value) >= 6 and value[:10] not in clear_dates:
+                values.add(value)
+    # the holder keys: read through the service's own vault (the test's only way to know them)
+    from wallet_api.store import load_credentials
+
+    ctx = system.wallet_app.state.wallet
+
+    async def keys() -> list[str]:
+        from sqlalchemy import select
+
+        from wallet_api.models import Wallet
+        async with ctx.db.read_session() as session:
+            out = []
+            for wallet in (await session.execute(select(Wallet))).scalars():
+                for cred in await load_credentials(session, ctx.vault.data_key(wallet)):
+                    for copy in cred.copies:
+                        out.append(copy.holder_key.private_jwk()["d"])
+                        out.append(copy.token.split("~")[0])
+            return out
+
+    secrets_ = asyncio.run(keys())
+    assert secrets_
+    data = b""
+    for suffix in ("", "-wal"):
+        path = Path(str(system.wallet_db) + suffix)
+        if path.exists():
+            data += path.read_bytes()
+    assert len(data) > 10_000
+    for needle in values | set(secrets_):
+        assert needle.encode() not in data, "found a claim value or key material in the database file"
