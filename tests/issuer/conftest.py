@@ -48,6 +48,7 @@ class Sandbox:
     requester_key_pem: bytes
     requester_cert_pem: bytes
     issuer_port: int
+    pg_issuer_port: int
 
 
 @dataclass
@@ -70,15 +71,16 @@ def sandbox() -> Iterator[Sandbox]:
     ca_key, ca_cert = ssi_x509.create_ca("Cartera test CA")
     platform = generate_identity("platform")
     requester = generate_identity("issuer-requester")
-    issuer_port = free_port()
+    issuer_port, pg_issuer_port = free_port(), free_port()
     vo = ViaObertaSandboxConfig(signing_key_pem=platform.key_pem, signing_cert_pem=platform.cert_pem,
                                 registered_certs_pem=[requester.cert_pem], pending_identifiers=frozenset({DEMO_PENDING}),
                                 pending_polls=1)
-    callbacks = tuple(f"http://127.0.0.1:{issuer_port}/t/{slug}/login/callback" for slug in TENANTS)
+    callbacks = tuple(f"http://127.0.0.1:{port}/t/{slug}/login/callback"
+                      for slug in TENANTS for port in (issuer_port, pg_issuer_port))
     idp = IdPSandboxConfig(clients=[RegisteredClient("cartera-issuer", IDP_SECRET, callbacks)], allow_login_hint=True)
     with serve(create_viaoberta(vo)) as vo_url, serve(create_idp(idp)) as idp_url:
         yield Sandbox(vo_url, idp_url, ca_key, ca_cert, platform.cert_pem, requester.key_pem, requester.cert_pem,
-                      issuer_port)
+                      issuer_port, pg_issuer_port)
 
 
 def make_settings(sandbox: Sandbox, database_url: str, port: int, data_dir: Path, ca_dir: Path | None = None) -> IssuerSettings:
@@ -116,5 +118,5 @@ def issuer_env(sandbox: Sandbox, tmp_path_factory: pytest.TempPathFactory) -> It
 def pg_issuer_env(sandbox: Sandbox, postgres_cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[IssuerEnv]:
     folder = tmp_path_factory.mktemp("issuer-pg")
     url = postgres_cluster.create_database()
-    settings = make_settings(sandbox, url, free_port(), folder)
+    settings = make_settings(sandbox, url, sandbox.pg_issuer_port, folder)
     yield from start_issuer(sandbox, settings)

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import json
+
 import httpx
 import pytest
 
-from sandbox.population import DEMO_EVERYTHING
+from sandbox.population import DEMO_EVERYTHING, DEMO_PENDING, DEMO_TAX_NEGATIVE
+from ssi.jose import Key
+from ssi.oid4vci import PRE_AUTHORIZED_CODE_GRANT
+from ssi.sd_jwt import SDJWT
 from tests.issuer.conftest import IssuerEnv
 from tests.issuer.helpers import create_offer, verify_with_reference_library, verify_with_ssi
-from tests.support.wallet_client import WalletClient
+from tests.support.wallet_client import IssuerError, WalletClient
 
 pytestmark = pytest.mark.anyio
 
@@ -28,3 +33,120 @@ async def test_pre_authorized_flow_issues_each_builtin_type(issuer_env: IssuerEn
     reference = verify_with_reference_library(issuer_env, result.credentials[0], result.holder_keys[0])
     assert reference["iss"] == issuer_env.issuer(slug)
     assert "status" in reference and reference["cnf"]["jwk"]["kty"] == "EC"
+
+
+async def test_authorization_code_flow_with_par_issues_for_the_logged_in_citizen(issuer_env: IssuerEnv) -> None:
+    async with httpx.AsyncClient(timeout=20) as http:
+        result = await WalletClient(http).authorize_and_receive(issuer_env.issuer("uni-barcelona"), "university-diploma",
+                                                                login_hint=DEMO_EVERYTHING)
+        records = (await http.get(f"{issuer_env.url}/v1/credentials", params={"subject": DEMO_EVERYTHING},
+                                  headers=issuer_env.headers("uni-barcelona"))).json()
+    claims = verify_with_ssi(issuer_env, result.credentials[0], result.holder_keys[0])
+    assert claims["personalIdentifier"] == DEMO_EVERYTHING
+    assert claims["name"] == "Montserrat Puig Ferrer"
+    login = [r for r in records["items"] if r["login"].get("identity_provider") == "valid"]
+    assert login and login[0]["login"]["assurance_level"] in ("low", "substantial", "high")
+
+
+async def test_authorization_code_flow_without_par(issuer_env: IssuerEnv) -> None:
+    async with httpx.AsyncClient(timeout=20) as http:
+        result = await WalletClient(http).authorize_and_receive(issuer_env.issuer("aoc-tax"), "tax-compliance",
+                                                                login_hint=DEMO_TAX_NEGATIVE, use_par=False)
+    claims = verify_with_ssi(issuer_env, result.credentials[0], result.holder_keys[0])
+    assert claims["status"] == "NEGATIVE" or "NEGATIVE" in json.dumps(claims)
+
+
+async def test_offer_by_value_and_legacy_user_pin(issuer_env: IssuerEnv) -> None:
+    async with httpx.AsyncClient(timeout=20) as http:
+        offer = await create_offer(http, issuer_env, "aoc-tax", "tax-compliance", DEMO_EVERYTHING, by_reference=False)
+        assert "credential_offer=" in offer["offer_uri"]
+        wallet = WalletClient(http)
+        parsed = await wallet.resolve_offer(offer["offer_uri"])
+        code = parsed.grants.pre_authorized_code.pre_authorized_code
+        token = await http.post(f"{issuer_env.issuer('aoc-tax')}/token", data={
+            "grant_type": PRE_AUTHORIZED_CODE_GRANT, "pre-authorized_code": code, "user_pin": offer["tx_code"],
+            "client_id": "some-wallet", "resource": "https://elsewhere.example"})
+    assert token.status_code == 200, token.text
+    assert token.headers["cache-control"] == "no-store"
+
+
+async def test_batch_issuance_binds_each_copy_to_its_key_with_its_own_status_index(issuer_env: IssuerEnv) -> None:
+    keys = [Key.generate("ES256") for _ in range(3)]
+    async with httpx.AsyncClient(timeout=20) as http:
+        offer = await create_offer(http, issuer_env, "ajuntament-girona", "padro", DEMO_EVERYTHING)
+        result = await WalletClient(http).receive_offer(offer["offer_uri"], offer["tx_code"], keys=keys)
+    assert len(result.credentials) == 3
+    seen = set()
+    for credential, key in zip(result.credentials, keys, strict=True):
+        claims = verify_with_ssi(issuer_env, credential, key)
+        assert claims["cnf"]["jwk"]["x"] == key.public_jwk()["x"]
+        ref = claims["status"]["status_list"]
+        seen.add((ref["uri"], ref["idx"]))
+    assert len(seen) == 3
+    salts = [SDJWT.parse(c).disclosures[0].salt for c in result.credentials]
+    assert len(set(salts)) == 3
+
+
+async def test_deferred_issuance_when_the_source_is_pending(issuer_env: IssuerEnv) -> None:
+    async with httpx.AsyncClient(timeout=20) as http:
+        offer = await create_offer(http, issuer_env, "aoc-tax", "tax-compliance", DEMO_PENDING)
+        wallet = WalletClient(http)
+        result = await wallet.receive_offer(offer["offer_uri"], offer["tx_code"])
+        assert result.transaction_id and result.interval >= 1 and not result.credentials
+        done = await wallet.poll_deferred(result, attempts=10, wait=0.1)
+        again = await wallet.poll_deferred(result, attempts=1)
+        bad = await http.post(result.issuer_metadata["deferred_credential_endpoint"], json={"transaction_id": "nope"},
+                              headers={"Authorization": f"Bearer {result.access_token}"})
+    assert len(done.credentials) == 1 and again.credentials == done.credentials
+    claims = verify_with_ssi(issuer_env, done.credentials[0], result.holder_keys[0])
+    assert claims["nif"] == DEMO_PENDING if "nif" in claims else claims["iss"]
+    assert bad.status_code == 400 and bad.json()["error"] == "invalid_transaction_id"
+
+
+async def test_retry_after_timeout_returns_the_same_credentials_and_never_issues_twice(issuer_env: IssuerEnv) -> None:
+    async with httpx.AsyncClient(timeout=20) as http:
+        offer = await create_offer(http, issuer_env, "aoc-tax", "tax-compliance", DEMO_EVERYTHING)
+        wallet = WalletClient(http)
+        ready = await wallet.redeem_offer(offer["offer_uri"], offer["tx_code"])
+        key = Key.generate("ES256")
+        proofs = wallet.proofs([key], ready.issuer, await wallet.nonce(ready.issuer_metadata))
+        first = await wallet.request_credential(ready, [key], proofs=proofs)
+        retried = await wallet.request_credential(ready, [key], proofs=proofs)
+        with pytest.raises(IssuerError) as other:
+            await wallet.request_credential(ready)
+        records = (await http.get(f"{issuer_env.url}/v1/credentials",
+                                  headers=issuer_env.headers("aoc-tax"))).json()["items"]
+    assert first.credentials == retried.credentials
+    assert other.value.error == "credential_request_denied"
+    cid = offer["credential_ids"]["tax-compliance"]
+    assert [r["credential_id"] for r in records].count(cid) == 1
+
+
+async def test_notification_is_recorded_on_the_issuance_record(issuer_env: IssuerEnv) -> None:
+    async with httpx.AsyncClient(timeout=20) as http:
+        offer = await create_offer(http, issuer_env, "aoc-tax", "working-life", DEMO_EVERYTHING)
+        wallet = WalletClient(http)
+        result = await wallet.receive_offer(offer["offer_uri"], offer["tx_code"])
+        response = await wallet.notify(result, "credential_accepted")
+        unknown = await http.post(result.issuer_metadata["notification_endpoint"],
+                                  json={"notification_id": "n_unknown", "event": "credential_deleted"},
+                                  headers={"Authorization": f"Bearer {result.access_token}"})
+        record = (await http.get(f"{issuer_env.url}/v1/credentials/{offer['credential_ids']['working-life']}",
+                                 headers=issuer_env.headers("aoc-tax"))).json()
+    assert response.status_code == 204
+    assert unknown.status_code == 400 and unknown.json()["error"] == "invalid_notification_id"
+    assert [n["event"] for n in record["notifications"]] == ["credential_accepted"]
+    assert record["evidence"]["product"].endswith("VIDA_LABORAL") and record["evidence"]["consent"] == "Si"
+    assert "Montserrat" not in json.dumps(record)
+
+
+async def test_full_flow_on_postgresql(pg_issuer_env: IssuerEnv) -> None:
+    async with httpx.AsyncClient(timeout=20) as http:
+        offer = await create_offer(http, pg_issuer_env, "uni-barcelona", "university-diploma", DEMO_EVERYTHING,
+                                   name="Montserrat Puig Ferrer")
+        result = await WalletClient(http).receive_offer(offer["offer_uri"], offer["tx_code"], keys=[Key.generate(), Key.generate()])
+        auth = await WalletClient(http).authorize_and_receive(pg_issuer_env.issuer("ajuntament-girona"), "padro",
+                                                              login_hint=DEMO_EVERYTHING)
+    assert len(result.credentials) == 2
+    verify_with_ssi(pg_issuer_env, result.credentials[1], result.holder_keys[1])
+    verify_with_reference_library(pg_issuer_env, auth.credentials[0], auth.holder_keys[0])
