@@ -12,6 +12,21 @@ processed claims without the issuer's key, and the verifier then reuses that sin
 (one hash per disclosure, one walk of the payload) instead of parsing twice. Every rule of
 RFC 9901 §7.1 raises :class:`~ssi.errors.SDJWTError` with its own code; the signature is still
 verified before any claim is returned to a verifier.
+
+Error codes (stable): structure ``sd_jwt.malformed``, ``sd_jwt.too_deep``; disclosures
+``sd_jwt.bad_disclosure``, ``sd_jwt.reserved_claim_name``, ``sd_jwt.unreferenced_disclosure``,
+``sd_jwt.duplicate_disclosure``, ``sd_jwt.duplicate_digest``, ``sd_jwt.claim_name_collision``,
+``sd_jwt.misplaced_array_disclosure``, ``sd_jwt.bad_sd_field``, ``sd_jwt.bad_array_digest``,
+``sd_jwt.unsupported_sd_alg``; issuer JWT ``jose.alg_not_allowed``, ``jose.alg_key_mismatch``,
+``jose.bad_signature``, ``sd_jwt.bad_typ``, ``sd_jwt.no_issuer_key``, ``sd_jwt.bad_cnf``; time
+``sd_jwt.expired``, ``sd_jwt.not_yet_valid``, ``sd_jwt.iat_in_future``, ``sd_jwt.bad_exp`` /
+``bad_nbf`` / ``bad_iat``; key binding ``sd_jwt.kb_missing``, ``sd_jwt.kb_unexpected``,
+``sd_jwt.kb_expectation_missing``, ``sd_jwt.kb_malformed``, ``sd_jwt.kb_bad_typ``,
+``sd_jwt.kb_no_cnf``, ``sd_jwt.kb_bad_signature``, ``sd_jwt.kb_bad_iat``, ``sd_jwt.kb_stale``,
+``sd_jwt.kb_wrong_aud``, ``sd_jwt.kb_wrong_nonce``, ``sd_jwt.kb_bad_sd_hash``; issuing and
+presenting ``sd_jwt.bad_payload``, ``sd_jwt.bad_path``, ``sd_jwt.bad_claim_name``,
+``sd_jwt.bad_claim_value``, ``sd_jwt.bad_header``, ``sd_jwt.bad_decoys``, ``sd_jwt.kb_key_missing``,
+``sd_jwt.kb_params_missing``.
 """
 
 from __future__ import annotations
