@@ -169,3 +169,88 @@ def test_sqlite_copy_reveals_no_claim_value_or_key(system: System) -> None:
     assert len(data) > 10_000
     for needle in values | set(secrets_):
         assert needle.encode() not in data, "found a claim value or key material in the database file"
+
+
+def test_citizens_are_isolated(system: System) -> None:
+    a = login(system.wallet, DEMO_EVERYTHING)
+    b = login(system.wallet, DEMO_NO_DEGREE)
+    cid = receive(system, a, make_offer(system, "ajuntament-girona", "padro", DEMO_EVERYTHING))["credential_ids"][0]
+    assert httpx.get(f"{system.wallet}/v1/credentials/{cid}", headers=bearer(b)).status_code == 404
+    assert httpx.delete(f"{system.wallet}/v1/credentials/{cid}", headers=bearer(b)).status_code == 404
+    assert all(c["id"] != cid for c in httpx.get(f"{system.wallet}/v1/credentials", headers=bearer(b)).json())
+    assert all(h["details"].get("credential_id") != cid
+               for h in httpx.get(f"{system.wallet}/v1/history", headers=bearer(b)).json())
+    assert all(al["credential_id"] != cid for al in httpx.get(f"{system.wallet}/v1/alerts", headers=bearer(b)).json())
+    assert httpx.get(f"{system.wallet}/v1/credentials/{cid}", headers=bearer(a)).status_code == 200
+
+
+def test_revocation_alert_and_delete(system: System) -> None:
+    from wallet_api.background import check_statuses
+
+    tokens = login(system.wallet, DEMO_EVERYTHING)
+    offer = make_offer(system, "aoc-tax", "working-life", DEMO_EVERYTHING)
+    cid = receive(system, tokens, offer)["credential_ids"][0]
+    issuer_id = offer["credential_ids"]["working-life"]
+    r = httpx.post(f"{system.issuer}/v1/credentials/{issuer_id}/revoke", headers=system.issuer_headers("aoc-tax"))
+    assert r.status_code == 200, r.text
+    asyncio.run(check_statuses(system.wallet_app.state.wallet, force=True))
+    cred = httpx.get(f"{system.wallet}/v1/credentials/{cid}", headers=bearer(tokens)).json()
+    assert cred["status"] == "revoked"
+    alerts = httpx.get(f"{system.wallet}/v1/alerts", params={"unread": True}, headers=bearer(tokens)).json()
+    assert any(al["kind"] == "revoked" and al["credential_id"] == cid for al in alerts)
+    assert httpx.post(f"{system.wallet}/v1/alerts/read", json={"ids": None}, headers=bearer(tokens)).status_code == 204
+    assert httpx.get(f"{system.wallet}/v1/alerts", params={"unread": True}, headers=bearer(tokens)).json() == []
+    assert httpx.delete(f"{system.wallet}/v1/credentials/{cid}", headers=bearer(tokens)).status_code == 204
+    assert httpx.get(f"{system.wallet}/v1/credentials/{cid}", headers=bearer(tokens)).status_code == 404
+
+
+def test_backup_round_trip(system: System) -> None:
+    a = login(system.wallet, DEMO_EVERYTHING)
+    receive(system, a, make_offer(system, "ajuntament-girona", "padro", DEMO_EVERYTHING))
+    backup = httpx.post(f"{system.wallet}/v1/backup/export", json={"passphrase": "correct horse battery"},
+                        headers=bearer(a), timeout=30).json()
+    assert backup["kdf"]["name"] == "scrypt" and DEMO_EVERYTHING not in str(backup)
+    b = login(system.wallet, "Y1234567X")
+    wrong = httpx.post(f"{system.wallet}/v1/backup/import", json={"passphrase": "wrong passphrase!", "backup": backup},
+                       headers=bearer(b), timeout=30)
+    assert wrong.status_code == 400 and wrong.json()["error"] == "invalid_backup"
+    ok = httpx.post(f"{system.wallet}/v1/backup/import", json={"passphrase": "correct horse battery", "backup": backup},
+                    headers=bearer(b), timeout=30)
+    assert ok.status_code == 200 and ok.json()["credentials_added"] >= 1
+    assert len(httpx.get(f"{system.wallet}/v1/credentials", headers=bearer(b)).json()) >= 1
+
+
+def test_bad_request_objects_are_refused_and_nothing_sent(system: System) -> None:
+    from urllib.parse import quote
+
+    from ssi import x509 as ssi_x509
+    from ssi.jose import Key
+    from ssi.oid4vp import sign_request_object, unsigned_request_object
+
+    tokens = login(system.wallet, DEMO_EVERYTHING)
+    base = {"response_type": "vp_token", "response_mode": "direct_post", "nonce": "n-1", "state": "s-1",
+            "dcql_query": {"credentials": [{"id": "q", "format": "dc+sd-jwt", "meta": {"vct_values": ["x"]}}]}}
+    # redirect_uri: prefix whose response_uri differs from the client id
+    client_id = "redirect_uri:http://127.0.0.1:1/cb"
+    token = unsigned_request_object({**base, "client_id": client_id, "response_uri": "http://127.0.0.1:2/other"})
+    uri = f"openid4vp://?client_id={quote(client_id)}&request={token}"
+    r = httpx.post(f"{system.wallet}/v1/presentations", json={"request_uri": uri}, headers=bearer(tokens))
+    assert r.status_code == 400 and r.json()["error"] == "invalid_request_object"
+    # x509_san_dns signed by a key other than the certificate's
+    ca_key, ca = ssi_x509.create_ca("Somebody")
+    cert_key, signer = Key.generate("ES256"), Key.generate("ES256")
+    cert = ssi_x509.issue_certificate(ca_key, ca, cert_key, "Agency", san_dns=["127.0.0.1"])
+    client_id = "x509_san_dns:127.0.0.1"
+    token = sign_request_object({**base, "client_id": client_id, "response_uri": "http://127.0.0.1:2/r"}, signer,
+                                ssi_x509.x5c_from_chain([cert]))
+    uri = f"openid4vp://?client_id={quote(client_id)}&request={token}"
+    r = httpx.post(f"{system.wallet}/v1/presentations", json={"request_uri": uri}, headers=bearer(tokens))
+    assert r.status_code == 400 and "bad_request_signature" in r.json()["error_description"]
+    # signed correctly, but by a certificate from an unknown CA: shown with a warning, never named
+    token = sign_request_object({**base, "client_id": client_id, "response_uri": "http://127.0.0.1:2/r"}, cert_key,
+                                ssi_x509.x5c_from_chain([cert]))
+    uri = f"openid4vp://?client_id={quote(client_id)}&request={token}"
+    r = httpx.post(f"{system.wallet}/v1/presentations", json={"request_uri": uri}, headers=bearer(tokens))
+    assert r.status_code == 201
+    assert r.json()["verifier"]["verified"] is False and r.json()["verifier"]["name"] is None
+    assert r.json()["verifier"]["warning"]
