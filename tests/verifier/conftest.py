@@ -122,7 +122,8 @@ def make_settings(tmp: Path, port: int, database_url: str | None = None, **extra
         data_dir=tmp, worker_interval=0.2, **extra)
 
 
-def start_verifier(tmp: Path, pki: PKI, database_url: str | None = None, **extra: Any):
+def start_verifier(tmp: Path, pki: PKI, database_url: str | None = None, *, anchors_cert: Any = None,
+                   vcts: dict[str, str] | None = None, issuers: dict[str, Any] | None = None, **extra: Any):
     """A context manager running a verifier with the demo agencies; yields :class:`Verifier`."""
     import contextlib
 
@@ -130,11 +131,12 @@ def start_verifier(tmp: Path, pki: PKI, database_url: str | None = None, **extra
     def run() -> Iterator[Verifier]:
         port = free_port()
         anchors = tmp / "issuer-anchors.pem"
-        anchors.write_bytes(ssi_x509.cert_to_pem(pki.issuer_ca))
+        anchors.write_bytes(ssi_x509.cert_to_pem(anchors_cert if anchors_cert is not None else pki.issuer_ca))
         settings = make_settings(tmp, port, database_url, issuer_anchors_file=anchors, **extra)
         provisioned = asyncio.run(provision_demo(settings, ca_key=pki.rp_ca_key, ca_cert=pki.rp_ca,
-                                                 vcts={"tax": VCT_TAX, "diploma": VCT_DIPLOMA, "padro": VCT_PADRO},
-                                                 issuers={"tax": [ISSUER], "diploma": None, "padro": None}))
+                                                 vcts=vcts if vcts is not None else {"tax": VCT_TAX, "diploma": VCT_DIPLOMA,
+                                                                "padro": VCT_PADRO},
+                                                 issuers=issuers if issuers is not None else {"tax": [ISSUER]}))
         with serve(create_app(settings), port=port) as url:
             yield Verifier(url, settings, provisioned["agencies"])
 
