@@ -279,21 +279,24 @@ class _Issuer:
         self._random = b""
         self._rpos = 0
 
-    def decoy_digest(self) -> str:
-        # Indistinguishable from a real digest: 256 uniformly random bits, base64url; drawn from
-        # one CSPRNG call per eight decoys.
+    def _random_bytes(self, n: int) -> bytes:
+        # Decoys and their counts are drawn from one CSPRNG call per 256 bytes.
         pos = self._rpos
-        if pos + 32 > len(self._random):
-            self._random = secrets.token_bytes(32 * 8)
+        if pos + n > len(self._random):
+            self._random = secrets.token_bytes(256)
             pos = 0
-        self._rpos = pos + 32
-        return _b64e(self._random[pos:pos + 32]).decode("ascii")
+        self._rpos = pos + n
+        return self._random[pos:pos + n]
+
+    def decoy_digest(self) -> str:
+        # Indistinguishable from a real digest: 256 uniformly random bits, base64url.
+        return _b64e(self._random_bytes(32)).decode("ascii")
 
     def decoy_count(self) -> int:
         if self.decoys is not None:
             return self.decoys
-        # A random 1-4 per container hides how many claims are really selectively disclosable.
-        return 1 + secrets.randbelow(4)
+        # A uniformly random 1-4 per container hides how many claims are really disclosable.
+        return 1 + (self._random_bytes(1)[0] & 3)
 
     def disclose(self, name: str | None, value: Any) -> str:
         # The hot loop of issuance (once per disclosable claim): kept inline on purpose.
