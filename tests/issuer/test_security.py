@@ -1,0 +1,214 @@
+"""Attacks and malformed input: codes, nonces, proofs, tokens; no 5xx from any endpoint; source outages."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import time
+
+import httpx
+import pytest
+
+from sandbox.population import DEMO_EVERYTHING
+from ssi.encoding import b64url_encode
+from ssi.jose import Key, sign_jws
+from ssi.oid4vci import PRE_AUTHORIZED_CODE_GRANT, build_proof_jwt
+from tests.issuer.conftest import ADMIN_KEY, IssuerEnv
+from tests.issuer.helpers import create_offer
+from tests.support.servers import free_port
+from tests.support.wallet_client import IssuerError, WalletClient
+
+pytestmark = pytest.mark.anyio
+
+
+async def _code(http: httpx.AsyncClient, offer: dict) -> str:
+    parsed = await WalletClient(http).resolve_offer(offer["offer_uri"])
+    return parsed.grants.pre_authorized_code.pre_authorized_code
+
+
+async def test_wrong_tx_code_until_the_code_is_burnt(issuer_env: IssuerEnv) -> None:
+    token_url = f"{issuer_env.issuer('aoc-tax')}/token"
+    async with httpx.AsyncClient(timeout=20) as http:
+        offer = await create_offer(http, issuer_env, "aoc-tax", "tax-compliance", DEMO_EVERYTHING)
+        code = await _code(http, offer)
+        wrong = "0" * len(offer["tx_code"]) if offer["tx_code"] != "0" * len(offer["tx_code"]) else "1" * 6
+        for _ in range(issuer_env.settings.tx_code_max_attempts):
+            r = await http.post(token_url, data={"grant_type": PRE_AUTHORIZED_CODE_GRANT, "pre-authorized_code": code,
+                                                 "tx_code": wrong})
+            assert r.status_code == 400 and r.json()["error"] == "invalid_grant"
+        r = await http.post(token_url, data={"grant_type": PRE_AUTHORIZED_CODE_GRANT, "pre-authorized_code": code,
+                                             "tx_code": offer["tx_code"]})
+        assert r.status_code == 400 and r.json()["error"] == "invalid_grant"
+        # the burnt offer is no longer served by reference either
+        assert (await http.get(offer["credential_offer_uri"])).status_code == 404
+
+
+async def test_replayed_pre_authorized_code_is_refused(issuer_env: IssuerEnv) -> None:
+    token_url = f"{issuer_env.issuer('aoc-tax')}/token"
+    async with httpx.AsyncClient(timeout=20) as http:
+        offer = await create_offer(http, issuer_env, "aoc-tax", "tax-compliance", DEMO_EVERYTHING, tx_code=False)
+        code = await _code(http, offer)
+        form = {"grant_type": PRE_AUTHORIZED_CODE_GRANT, "pre-authorized_code": code}
+        results = await asyncio.gather(*(http.post(token_url, data=form) for _ in range(10)))
+    assert sorted(r.status_code for r in results) == [200] + [400] * 9
+    assert {r.json()["error"] for r in results if r.status_code == 400} == {"invalid_grant"}
+
+
+async def _replayed_nonce(env: IssuerEnv, attempts: int = 50) -> list[httpx.Response]:
+    async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=attempts)) as http:
+        wallet = WalletClient(http)
+        offers = await asyncio.gather(*(create_offer(http, env, "aoc-tax", "tax-compliance", DEMO_EVERYTHING)
+                                        for _ in range(attempts)))
+        ready = await asyncio.gather(*(wallet.redeem_offer(o["offer_uri"], o["tx_code"]) for o in offers))
+        nonce = await wallet.nonce(ready[0].issuer_metadata)
+        key = Key.generate()
+        proof = build_proof_jwt(key, audience=env.issuer("aoc-tax"), nonce=nonce)
+        return await asyncio.gather(*(wallet.credential_request(r.issuer_metadata, r.access_token, {
+            "credential_configuration_id": "tax-compliance", "proofs": {"jwt": [proof]}}) for r in ready))
+
+
+async def test_replayed_nonce_fifty_concurrent_attempts_exactly_one_succeeds(issuer_env: IssuerEnv) -> None:
+    responses = await _replayed_nonce(issuer_env)
+    assert sorted(r.status_code for r in responses) == [200] + [400] * 49
+    assert {r.json()["error"] for r in responses if r.status_code == 400} == {"invalid_nonce"}
+
+
+async def test_replayed_nonce_fifty_concurrent_attempts_on_postgresql(pg_issuer_env: IssuerEnv) -> None:
+    responses = await _replayed_nonce(pg_issuer_env)
+    assert sorted(r.status_code for r in responses) == [200] + [400] * 49
+
+
+def _hs256_proof(audience: str, nonce: str) -> str:
+    header = {"typ": "openid4vci-proof+jwt", "alg": "HS256", "jwk": Key.generate().public_jwk(include_kid=False)}
+    payload = {"aud": audience, "iat": int(time.time()), "nonce": nonce}
+    signing_input = b64url_encode(json.dumps(header).encode()) + "." + b64url_encode(json.dumps(payload).encode())
+    mac = hmac.new(b"secret", signing_input.encode(), hashlib.sha256).digest()
+    return signing_input + "." + b64url_encode(mac)
+
+
+def _none_proof(audience: str, nonce: str) -> str:
+    header = {"typ": "openid4vci-proof+jwt", "alg": "none", "jwk": Key.generate().public_jwk(include_kid=False)}
+    payload = {"aud": audience, "iat": int(time.time()), "nonce": nonce}
+    return b64url_encode(json.dumps(header).encode()) + "." + b64url_encode(json.dumps(payload).encode()) + "."
+
+
+def _other_key_proof(audience: str, nonce: str) -> str:
+    shown, signer = Key.generate(), Key.generate()
+    return sign_jws({"typ": "openid4vci-proof+jwt", "jwk": shown.public_jwk(include_kid=False)},
+                    {"aud": audience, "iat": int(time.time()), "nonce": nonce}, signer)
+
+
+PROOFS = {
+    "wrong_aud": (lambda aud, nonce: build_proof_jwt(Key.generate(), audience="https://other.example", nonce=nonce),
+                  "invalid_proof"),
+    "stale_iat": (lambda aud, nonce: build_proof_jwt(Key.generate(), audience=aud, nonce=nonce,
+                                                     iat=int(time.time()) - 3600), "invalid_proof"),
+    "future_iat": (lambda aud, nonce: build_proof_jwt(Key.generate(), audience=aud, nonce=nonce,
+                                                      iat=int(time.time()) + 3600), "invalid_proof"),
+    "alg_none": (_none_proof, "invalid_proof"),
+    "hmac": (_hs256_proof, "invalid_proof"),
+    "other_key": (_other_key_proof, "invalid_proof"),
+    "no_nonce": (lambda aud, nonce: build_proof_jwt(Key.generate(), audience=aud, nonce=None), "invalid_nonce"),
+    "unknown_nonce": (lambda aud, nonce: build_proof_jwt(Key.generate(), audience=aud, nonce="made-up"), "invalid_nonce"),
+    "garbage": (lambda aud, nonce: "not-a-jwt", "invalid_proof"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(PROOFS))
+async def test_bad_proofs_are_refused_and_nothing_is_issued(issuer_env: IssuerEnv, case: str) -> None:
+    make, expected = PROOFS[case]
+    async with httpx.AsyncClient(timeout=20) as http:
+        offer = await create_offer(http, issuer_env, "aoc-tax", "tax-compliance", DEMO_EVERYTHING)
+        wallet = WalletClient(http)
+        ready = await wallet.redeem_offer(offer["offer_uri"], offer["tx_code"])
+        nonce = await wallet.nonce(ready.issuer_metadata)
+        with pytest.raises(IssuerError) as refused:
+            await wallet.request_credential(ready, proofs=[make(ready.issuer, nonce)])
+        # the access token is still good for a correct request afterwards
+        good = await wallet.request_credential(ready)
+    assert refused.value.status == 400 and refused.value.error == expected
+    assert len(good.credentials) == 1
+
+
+async def test_source_down_gives_503_with_retry_after_and_records_nothing(issuer_env: IssuerEnv) -> None:
+    sandbox = issuer_env.sandbox
+    async with httpx.AsyncClient(timeout=30) as http:
+        created = (await http.post(f"{issuer_env.url}/v1/tenants", json={"slug": "down-tenant", "name": "Down"},
+                                   headers={"Authorization": f"Bearer {ADMIN_KEY}"})).json()
+        headers = {"Authorization": f"Bearer {created['api_key']}"}
+        await http.post(f"{issuer_env.url}/v1/types", json={"builtin": "tax-compliance"}, headers=headers)
+        r = await http.put(f"{issuer_env.url}/v1/types/tax-compliance/source", headers=headers, json={
+            "kind": "viaoberta", "endpoint": f"http://127.0.0.1:{free_port()}", "product": "ECOT103",
+            "signing_key_pem": sandbox.requester_key_pem.decode(), "signing_cert_pem": sandbox.requester_cert_pem.decode(),
+            "platform_certs_pem": [sandbox.platform_cert_pem.decode()], "timeout": 1, "retries": 0,
+            "context": {"purpose": "p", "procedure": "p", "consent": "Ley", "official_name": "o", "official_nif": "1H"}})
+        assert r.status_code == 200, r.text
+        offer = (await http.post(f"{issuer_env.url}/v1/offers", headers=headers, json={
+            "credential_configuration_ids": ["tax-compliance"], "subject": {"identifier": DEMO_EVERYTHING}})).json()
+        wallet = WalletClient(http)
+        ready = await wallet.redeem_offer(offer["offer_uri"], offer["tx_code"])
+        response = await wallet.credential_request(ready.issuer_metadata, ready.access_token, {
+            "credential_configuration_id": "tax-compliance",
+            "proofs": {"jwt": wallet.proofs([Key.generate()], ready.issuer, await wallet.nonce(ready.issuer_metadata))}})
+        records = (await http.get(f"{issuer_env.url}/v1/credentials", headers=headers)).json()
+    assert response.status_code == 503 and int(response.headers["retry-after"]) > 0
+    assert response.json()["error"] == "temporarily_unavailable"
+    assert records["total"] == 0
+
+
+ENDPOINTS = ["token", "nonce", "credential", "deferred_credential", "notification", "par"]
+BODIES = [
+    ("application/json", b"{not json"),
+    ("application/json", b'{"a": 1, "a": 2}'),
+    ("application/json", b"[]"),
+    ("application/json", b'"x"'),
+    ("application/x-www-form-urlencoded", b"%%%&&&=="),
+    ("application/x-www-form-urlencoded", b"grant_type=urn:ietf:params:oauth:grant-type:pre-authorized_code"),
+    ("application/x-www-form-urlencoded", b"grant_type=authorization_code&code=x&code_verifier=short"),
+    ("application/x-www-form-urlencoded", b"grant_type=password&username=a"),
+    ("application/x-www-form-urlencoded", b"grant_type=a&grant_type=b"),
+    ("multipart/form-data; boundary=zzz", b"--zzz\r\nbroken"),
+    ("text/plain", "\u00ff\u0000".encode()),
+    ("application/json", b'{"credential_configuration_id": "tax-compliance", "proofs": {"jwt": [1, 2]}}'),
+    ("application/json", b'{"credential_configuration_id": "tax-compliance", "proof": {"proof_type": "jwt"}}'),
+    ("application/json", b'{"transaction_id": 5}'),
+    ("application/json", b'{"notification_id": "x", "event": "nope"}'),
+]
+AUTHS = [None, "Bearer garbage", "Bearer " + "a" * 5000, "DPoP x", "Basic Zm9vOmJhcg=="]
+
+
+async def test_no_5xx_for_malformed_json_forms_and_tokens(issuer_env: IssuerEnv) -> None:
+    base = issuer_env.issuer("aoc-tax")
+    async with httpx.AsyncClient(timeout=20) as http:
+        offer = await create_offer(http, issuer_env, "aoc-tax", "tax-compliance", DEMO_EVERYTHING)
+        ready = await WalletClient(http).redeem_offer(offer["offer_uri"], offer["tx_code"])
+        statuses = []
+        for endpoint in ENDPOINTS:
+            for content_type, body in BODIES:
+                for auth in [*AUTHS, f"Bearer {ready.access_token}"]:
+                    headers = {"Content-Type": content_type}
+                    if auth:
+                        headers["Authorization"] = auth
+                    r = await http.post(f"{base}/{endpoint}", content=body, headers=headers)
+                    statuses.append((endpoint, r.status_code))
+                    assert r.status_code < 500, (endpoint, body, auth, r.text)
+                    if r.status_code >= 400:
+                        assert set(r.json()) >= {"error", "error_description"}
+        for path in ["/authorize", "/authorize?request_uri=urn:x&client_id=a", "/authorize?response_type=code",
+                     "/login/callback", "/login/callback?state=zzz&code=c", "/offers/nope", "/status/nope",
+                     "/types/nope", "/authorize?response_type=code&client_id=w&redirect_uri=javascript:x"
+                     "&code_challenge=" + "a" * 43 + "&code_challenge_method=S256&scope=tax-compliance"]:
+            r = await http.get(base + path)
+            assert 400 <= r.status_code < 500, (path, r.status_code)
+        headers = issuer_env.headers("aoc-tax")
+        for method, path, body in [("POST", "/v1/offers", b"{bad"), ("POST", "/v1/offers", b'{"subject": 1}'),
+                                   ("POST", "/v1/types", b'{"definition": []}'), ("PUT", "/v1/types/tax-compliance/source", b"[1]"),
+                                   ("POST", "/v1/keys/rotate", b'{"private_key_pem": "x", "certificate_chain_pem": "y"}'),
+                                   ("POST", "/v1/webhooks", b'{"url": "ftp://x"}'), ("GET", "/v1/credentials?limit=-1", b""),
+                                   ("POST", "/v1/credentials/c_nope/explode", b""), ("POST", "/v1/tenants", b"{}")]:
+            r = await http.request(method, issuer_env.url + path, content=body,
+                                   headers={**headers, "Content-Type": "application/json"})
+            assert 400 <= r.status_code < 500, (path, r.status_code, r.text)
+    assert any(code == 400 for _, code in statuses) and any(code == 401 for _, code in statuses)
