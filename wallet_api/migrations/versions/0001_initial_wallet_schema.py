@@ -1,7 +1,7 @@
 """initial wallet schema
 
 Revision ID: 0001
-Revises: 
+Revises:
 Create Date: 2026-11-24 05:27:14.833713
 """
 
