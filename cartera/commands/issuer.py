@@ -1,0 +1,242 @@
+"""``cartera issuer``: offers, credentials (revoke, suspend, reinstate), types and keys over the admin API.
+
+Where to connect, in order: ``--url``/``--api-key`` options, the ``CARTERA_ISSUER_URL`` /
+``CARTERA_ISSUER_API_KEY`` environment variables, then the development file written by provisioning
+(``var/cartera-dev.json``, or ``CARTERA_DEV_FILE``), whose ``issuer`` member is what
+``issuer.provisioning.provision_demo`` returns::
+
+    {"issuer": {"issuer_url": "http://127.0.0.1:8001",
+                "tenants": {"uni-barcelona": {"api_key": "ck_...", "types": ["university-diploma"], ...},
+                            "aoc-tax": {...}, "ajuntament-girona": {...}}}}
+
+``--tenant`` picks the tenant in that file; without it, ``offer`` picks the tenant that issues the
+requested type, and other commands the first tenant.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+import httpx
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ssi.qr import qr_png, qr_svg, qr_terminal
+
+app = typer.Typer(help="Issuer: create credential offers, revoke or suspend credentials, list types and records.",
+                  no_args_is_help=True)
+console = Console()
+err = Console(stderr=True)
+
+DEFAULT_URL = "http://127.0.0.1:8001"
+DEV_FILE = Path("var/cartera-dev.json")
+
+UrlOpt = Annotated[str | None, typer.Option("--url", help="Issuer base URL [env CARTERA_ISSUER_URL].")]
+KeyOpt = Annotated[str | None, typer.Option("--api-key", help="Tenant admin API key [env CARTERA_ISSUER_API_KEY].")]
+TenantOpt = Annotated[str | None, typer.Option("--tenant", help="Tenant slug in the development file.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+
+
+def _fail(message: str) -> None:
+    err.print(f"[red]error:[/red] {message}")
+    raise typer.Exit(1)
+
+
+def _dev_file() -> dict[str, Any]:
+    path = Path(os.environ.get("CARTERA_DEV_FILE", DEV_FILE))
+    if not path.exists():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        _fail(f"{path} is not readable JSON")
+    section = data.get("issuer", {}) if isinstance(data, dict) else {}
+    return section if isinstance(section, dict) else {}
+
+
+def _connection(url: str | None, api_key: str | None, tenant: str | None, type_id: str | None = None) -> tuple[str, str]:
+    dev = _dev_file()
+    url = url or os.environ.get("CARTERA_ISSUER_URL") or dev.get("issuer_url") or dev.get("url") or DEFAULT_URL
+    api_key = api_key or os.environ.get("CARTERA_ISSUER_API_KEY")
+    if not api_key:
+        tenants: dict[str, Any] = dev.get("tenants") or {}
+        if tenant is not None and tenant not in tenants:
+            _fail(f"tenant {tenant!r} is not in the development file")
+        entry = tenants.get(tenant) if tenant else None
+        if entry is None and type_id is not None:
+            entry = next((t for t in tenants.values() if type_id in (t.get("types") or [])), None)
+        if entry is None and tenant is None:
+            entry = next(iter(tenants.values()), None)
+        api_key = (entry or {}).get("api_key")
+    if not api_key:
+        _fail("no API key: give --api-key, set CARTERA_ISSUER_API_KEY, or run `cartera run` to provision")
+    return str(url).rstrip("/"), str(api_key)
+
+
+def _call(method: str, url: str, api_key: str, path: str, **kwargs: Any) -> Any:
+    try:
+        response = httpx.request(method, f"{url}{path}", headers={"Authorization": f"Bearer {api_key}"},
+                                 timeout=30, **kwargs)
+    except httpx.HTTPError as exc:
+        _fail(f"cannot reach the issuer at {url} ({type(exc).__name__})")
+    try:
+        body = response.json() if response.content else {}
+    except ValueError:
+        body = {"error": "bad_response", "error_description": response.text[:200]}
+    if response.status_code >= 400:
+        problems = "; ".join(f"{p['path']}: {p['message']}" for p in body.get("problems", [])[:10])
+        _fail(f"{body.get('error', response.status_code)}: {body.get('error_description', '')}"
+              + (f" ({problems})" if problems else ""))
+    return body
+
+
+def _safe_id(value: str, what: str) -> str:
+    if not value or "/" in value or len(value) > 100:
+        _fail(f"not a {what}")
+    return value
+
+
+@app.command("offer")
+def offer(type_id: Annotated[str, typer.Option("--type", "-t", help="Credential type id (configuration id).")],
+          subject: Annotated[str, typer.Option("--subject", "-s", help="The citizen's NIF/NIE.")],
+          name: Annotated[str, typer.Option(help="The citizen's full name (needed by some types).")] = "",
+          tx_code: Annotated[bool, typer.Option("--tx-code/--no-tx-code", help="Protect with a transaction code.")] = True,
+          by_value: Annotated[bool, typer.Option("--by-value", help="Put the offer in the link, not a URI.")] = False,
+          selector: Annotated[str | None, typer.Option(help="Pick one record, e.g. a degree's NumTitulo.")] = None,
+          png: Annotated[Path | None, typer.Option(help="Also write the QR code as PNG to this file.")] = None,
+          svg: Annotated[Path | None, typer.Option(help="Also write the QR code as SVG to this file.")] = None,
+          url: UrlOpt = None, api_key: KeyOpt = None, tenant: TenantOpt = None, as_json: JsonOpt = False) -> None:
+    """Create a credential offer for a citizen: prints the offer URI, the transaction code and a QR code."""
+    base, key = _connection(url, api_key, tenant, type_id)
+    body: dict[str, Any] = {"credential_configuration_ids": [type_id],
+                            "subject": {"identifier": subject.strip().upper(), "name": name},
+                            "tx_code": tx_code, "by_reference": not by_value}
+    if selector:
+        body["selector"] = selector
+    created = _call("POST", base, key, "/v1/offers", json=body)
+    if png is not None:
+        png.write_bytes(qr_png(created["offer_uri"]))
+    if svg is not None:
+        svg.write_text(qr_svg(created["offer_uri"]), encoding="utf-8")
+    if as_json:
+        typer.echo(json.dumps({"offer_uri": created["offer_uri"], "tx_code": created["tx_code"],
+                               "credential_id": created["credential_ids"].get(type_id),
+                               "credential_ids": created["credential_ids"], "offer_id": created["offer_id"],
+                               "credential_offer_uri": created["credential_offer_uri"],
+                               "expires_at": created["expires_at"]}))
+        return
+    typer.echo(qr_terminal(created["offer_uri"]))
+    console.print(created["offer_uri"], soft_wrap=True)
+    if created["tx_code"]:
+        console.print(f"[bold]Transaction code:[/bold] {created['tx_code']}  (give it to the citizen separately)")
+    console.print(f"Credential id: {created['credential_ids'].get(type_id)}   expires {created['expires_at']}")
+
+
+def _status_command(action: str, credential_id: str, url: str | None, api_key: str | None, tenant: str | None,
+                    as_json: bool) -> None:
+    base, key = _connection(url, api_key, tenant)
+    record = _call("POST", base, key, f"/v1/credentials/{_safe_id(credential_id, 'credential id')}/{action}")
+    if as_json:
+        typer.echo(json.dumps(record, ensure_ascii=False))
+    else:
+        console.print(f"{record['credential_id']}: {record['status']} ({record['copies']} copies in the status list)")
+
+
+@app.command("revoke")
+def revoke(credential_id: Annotated[str, typer.Argument(help="The credential id (from `offer` or `credentials`).")],
+           url: UrlOpt = None, api_key: KeyOpt = None, tenant: TenantOpt = None, as_json: JsonOpt = False) -> None:
+    """Revoke a credential for good (every copy of a batch)."""
+    _status_command("revoke", credential_id, url, api_key, tenant, as_json)
+
+
+@app.command("suspend")
+def suspend(credential_id: Annotated[str, typer.Argument(help="The credential id.")],
+            url: UrlOpt = None, api_key: KeyOpt = None, tenant: TenantOpt = None, as_json: JsonOpt = False) -> None:
+    """Suspend a credential (can be reinstated)."""
+    _status_command("suspend", credential_id, url, api_key, tenant, as_json)
+
+
+@app.command("reinstate")
+def reinstate(credential_id: Annotated[str, typer.Argument(help="The credential id.")],
+              url: UrlOpt = None, api_key: KeyOpt = None, tenant: TenantOpt = None, as_json: JsonOpt = False) -> None:
+    """Reinstate a suspended credential."""
+    _status_command("reinstate", credential_id, url, api_key, tenant, as_json)
+
+
+@app.command("types")
+def types(url: UrlOpt = None, api_key: KeyOpt = None, tenant: TenantOpt = None, as_json: JsonOpt = False) -> None:
+    """List the tenant's credential types, their versions and data sources."""
+    base, key = _connection(url, api_key, tenant)
+    items = _call("GET", base, key, "/v1/types")
+    if as_json:
+        typer.echo(json.dumps(items, ensure_ascii=False))
+        return
+    table = Table("id", "version", "name", "source", "vct")
+    for t in items:
+        table.add_row(t["id"], t["version"], t["name"], t["source_kind"] or "-", t["vct"])
+    console.print(table)
+
+
+@app.command("register-type")
+def register_type(builtin: Annotated[str | None, typer.Option(help="Id of a built-in type.")] = None,
+                  file: Annotated[Path | None, typer.Option(help="A type definition (YAML or JSON).")] = None,
+                  url: UrlOpt = None, api_key: KeyOpt = None, tenant: TenantOpt = None, as_json: JsonOpt = False) -> None:
+    """Register a credential type (or a new version of one)."""
+    if (builtin is None) == (file is None):
+        _fail("give exactly one of --builtin and --file")
+    body: dict[str, Any] = {"builtin": builtin}
+    if file is not None:
+        import yaml
+
+        try:
+            body = {"definition": yaml.safe_load(file.read_text(encoding="utf-8"))}
+        except (OSError, yaml.YAMLError):
+            _fail(f"cannot read {file}")
+    base, key = _connection(url, api_key, tenant)
+    created = _call("POST", base, key, "/v1/types", json=body)
+    typer.echo(json.dumps(created, ensure_ascii=False) if as_json else f"registered {created['id']} {created['version']}")
+
+
+@app.command("credentials")
+def credentials(subject: Annotated[str | None, typer.Option(help="Only this citizen's credentials.")] = None,
+                type_id: Annotated[str | None, typer.Option("--type", help="Only this type.")] = None,
+                limit: Annotated[int, typer.Option(min=1, max=500)] = 50,
+                url: UrlOpt = None, api_key: KeyOpt = None, tenant: TenantOpt = None, as_json: JsonOpt = False) -> None:
+    """List issuance records (evidence, never claim values)."""
+    base, key = _connection(url, api_key, tenant)
+    params: dict[str, Any] = {"limit": limit}
+    if subject:
+        params["subject"] = subject
+    if type_id:
+        params["type"] = type_id
+    page = _call("GET", base, key, "/v1/credentials", params=params)
+    if as_json:
+        typer.echo(json.dumps(page, ensure_ascii=False))
+        return
+    table = Table("credential id", "type", "subject", "status", "issued", "valid until")
+    for r in page["items"]:
+        table.add_row(r["credential_id"], r["type_id"], r["subject_identifier"], r["status"], r["issued_at"][:19],
+                      r["valid_until"][:10])
+    console.print(table)
+    console.print(f"{page['total']} in total")
+
+
+@app.command("show")
+def show(credential_id: Annotated[str, typer.Argument(help="The credential id.")],
+         url: UrlOpt = None, api_key: KeyOpt = None, tenant: TenantOpt = None) -> None:
+    """Print one issuance record as JSON (evidence of the source query and of the login)."""
+    base, key = _connection(url, api_key, tenant)
+    typer.echo(json.dumps(_call("GET", base, key, f"/v1/credentials/{_safe_id(credential_id, 'credential id')}"),
+                          indent=2, ensure_ascii=False))
+
+
+@app.command("rotate-key")
+def rotate_key(url: UrlOpt = None, api_key: KeyOpt = None, tenant: TenantOpt = None, as_json: JsonOpt = False) -> None:
+    """Rotate the tenant's signing key (needs the issuer's CA; old credentials keep verifying)."""
+    base, key = _connection(url, api_key, tenant)
+    info = _call("POST", base, key, "/v1/keys/rotate", json={})
+    typer.echo(json.dumps(info) if as_json else f"new signing key {info['kid']} (certificate until {info['not_after']})")
