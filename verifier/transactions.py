@@ -199,6 +199,8 @@ class AnswerOutcome:
     status: str
     errors: list[dict[str, Any]]
     redirect_uri: str | None
+    #: Whether a webhook was queued (the background task is woken at once).
+    webhook: bool = False
 
 
 def parse_answer(tx: Transaction, box: SecretBox, form: Mapping[str, Any]) -> VPTokenResponse:
@@ -334,7 +336,7 @@ async def answer(db: Database, box: SecretBox, verifier: PresentationVerifier, t
             raise APIError(400, "invalid_request", "the request was answered already",
                            extra={"code": "verifier.already_answered"})
         await _finish(db, box, tx, status="declined", errors=errors, credentials=None, now=now, from_status="processing")
-        return AnswerOutcome("declined", [e.as_dict() for e in errors], None)
+        return AnswerOutcome("declined", [e.as_dict() for e in errors], None, bool(tx.webhook_url))
     assert response.vp_token is not None
     if not await _claim(db, tx.id, now):
         raise APIError(400, "invalid_request", "the request was answered already",
@@ -357,7 +359,7 @@ async def answer(db: Database, box: SecretBox, verifier: PresentationVerifier, t
     code = await _finish(db, box, tx, status=status, errors=outcome.errors, credentials=outcome.credentials or None,
                          now=utcnow(), from_status="processing")
     redirect = f"{tx.redirect_uri}#response_code={code}" if code and tx.redirect_uri else None
-    return AnswerOutcome(status, [e.as_dict() for e in outcome.errors], redirect)
+    return AnswerOutcome(status, [e.as_dict() for e in outcome.errors], redirect, bool(tx.webhook_url))
 
 
 async def expire_one(db: Database, box: SecretBox, tx: Transaction, now: dt.datetime) -> None:

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
+import time
 from collections.abc import AsyncIterator
 
 import httpx
@@ -73,6 +74,7 @@ class BackgroundWorker:
         self.client = client
         self.interval = interval
         self._wake = asyncio.Event()
+        self._last_sweep = 0.0
 
     def kick(self) -> None:
         """Run the loop now (a webhook was queued)."""
@@ -82,7 +84,10 @@ class BackgroundWorker:
         while True:
             try:
                 await deliver_due(self.db, self.box, self.client)
-                await sweep(self.db, self.box)
+                # Housekeeping on its own clock: a burst of webhooks must not multiply the sweeps.
+                if time.monotonic() - self._last_sweep >= self.interval:
+                    self._last_sweep = time.monotonic()
+                    await sweep(self.db, self.box)
             except Exception:  # noqa: BLE001 - the loop must survive a database hiccup
                 log.exception("verifier background task failed; retrying")
             with contextlib.suppress(TimeoutError):

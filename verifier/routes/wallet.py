@@ -89,7 +89,7 @@ async def post_response(tx_id: str, request: Request, svc: Svc) -> JSONResponse:
     verified or declined; 400 with ``errors`` (each failed check with its code) when rejected."""
     form = await read_form(request, frozenset({"vp_token", "state", "response", "error", "error_description"}))
     outcome = await answer(svc.db, svc.box, svc.verifier, tx_id, form)
-    if outcome.status in ("verified", "rejected", "declined"):
+    if outcome.webhook:
         svc.worker.kick()
     headers = {"Cache-Control": "no-store"}
     if outcome.status == "rejected":

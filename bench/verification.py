@@ -1,0 +1,164 @@
+"""Verifier benchmark: concurrent wallets answering presentation requests end to end on loopback.
+
+Each verification: create a request (agency API) → fetch the request object (``request_uri``) →
+present an SD-JWT VC with a KB-JWT (``direct_post``) → read the result. Reported at 1, 8 and 32
+concurrent wallets: verifications per second, p50/p99 latency, and the cost per verification next to
+the bare ``ssi`` verify cost measured in the same run. The verifier runs in its own process (uvicorn)
+on a throwaway PostgreSQL (``tests/support/postgres.py``); the load generator is this process.
+
+    .venv/bin/python bench/verification.py [--seconds 10] [--sqlite]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from ssi import x509 as ssi_x509  # noqa: E402
+from ssi.jose import Key, parse_jws  # noqa: E402
+from ssi.sd_jwt import SDJWT  # noqa: E402
+from ssi.sd_jwt_vc import X5CKeyResolver, issue_sd_jwt_vc, verify_sd_jwt_vc  # noqa: E402
+from tests.support.servers import free_port, wait_http  # noqa: E402
+
+VCT = "https://types.cartera.example/tax-compliance/v1"
+ISSUER = "https://issuer.bench.example"
+
+
+def make_credentials(n: int) -> tuple[list[tuple[SDJWT, Key]], object]:
+    ca_key, ca = ssi_x509.create_ca("Bench issuer CA")
+    issuer_key = Key.generate("ES256")
+    cert = ssi_x509.issue_certificate(ca_key, ca, issuer_key, "Bench issuer", san_uris=[ISSUER])
+    x5c = ssi_x509.x5c_from_chain([cert])
+    out = []
+    for i in range(n):
+        holder = Key.generate("ES256")
+        token = issue_sd_jwt_vc({"nif": "12345678Z", "name": f"Citizen {i}", "complianceStatus": "POSITIVE"},
+                                vct=VCT, issuer=ISSUER, key=issuer_key, holder_jwk=holder.public_jwk(),
+                                disclosable=[("nif",), ("name",), ("complianceStatus",)], x5c=x5c,
+                                exp=int(time.time()) + 7200)
+        out.append((SDJWT.parse(token), holder))
+    return out, ca
+
+
+PATHS = [("nif",), ("name",), ("complianceStatus",)]
+
+
+def bare_verify_cost(creds: list[tuple[SDJWT, Key]], ca: object, rounds: int = 300) -> float:
+    resolver = X5CKeyResolver([ca])  # type: ignore[list-item]
+    presentations = [sd.present(PATHS, holder_key=h, aud="x509_san_dns:127.0.0.1", nonce=f"n{i}")
+                     for i, (sd, h) in enumerate(creds[:rounds])]
+    start = time.perf_counter()
+    for i, p in enumerate(presentations):
+        verify_sd_jwt_vc(p, key_resolver=resolver, expected_vcts=[VCT], require_kb=True,
+                         expected_aud="x509_san_dns:127.0.0.1", expected_nonce=f"n{i}")
+    return (time.perf_counter() - start) / len(presentations)
+
+
+async def one_verification(http: httpx.AsyncClient, base: str, headers: dict[str, str], cred: tuple[SDJWT, Key]) -> float:
+    start = time.perf_counter()
+    created = (await http.post(f"{base}/v1/requests", json={"template": "grant-application",
+                                                            "response_mode": "direct_post"}, headers=headers)).json()
+    ro = await http.get(created["request_uri"])
+    claims = parse_jws(ro.text).json_payload()
+    sd, holder = cred
+    presentation = sd.present(PATHS, holder_key=holder, aud=claims["client_id"], nonce=claims["nonce"])
+    import json
+
+    answer = await http.post(claims["response_uri"], data={
+        "vp_token": json.dumps({"tax": [presentation]}), "state": claims["state"]})
+    if answer.status_code != 200:
+        raise RuntimeError(f"rejected: {answer.text[:300]}")
+    result = (await http.get(created["status_url"], headers=headers)).json()
+    if result["status"] != "verified":
+        raise RuntimeError(f"not verified: {result['errors']}")
+    return time.perf_counter() - start
+
+
+async def run_level(base: str, headers: dict[str, str], creds: list, concurrency: int, seconds: float) -> dict:
+    latencies: list[float] = []
+    deadline = time.perf_counter() + seconds
+    counter = iter(range(10**9))
+    limits = httpx.Limits(max_connections=concurrency * 2, max_keepalive_connections=concurrency * 2)
+    async with httpx.AsyncClient(timeout=30, limits=limits) as http:
+        async def worker() -> None:
+            while time.perf_counter() < deadline:
+                latencies.append(await one_verification(http, base, headers, creds[next(counter) % len(creds)]))
+
+        start = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - start
+    latencies.sort()
+    return {"concurrency": concurrency, "count": len(latencies), "per_second": len(latencies) / elapsed,
+            "p50_ms": statistics.median(latencies) * 1000,
+            "p99_ms": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=10.0, help="Duration of each concurrency level.")
+    parser.add_argument("--sqlite", action="store_true", help="Use SQLite instead of PostgreSQL.")
+    parser.add_argument("--levels", default="1,8,32", help="Concurrency levels, comma-separated.")
+    args = parser.parse_args()
+
+    creds, ca = make_credentials(400)
+    bare = bare_verify_cost(creds, ca)
+    tmp = Path(tempfile.mkdtemp(prefix="cartera-bench-"))
+    cluster = None
+    if args.sqlite:
+        db_url = f"sqlite+aiosqlite:///{tmp / 'verifier.db'}"
+    else:
+        from tests.support.postgres import PostgresCluster
+
+        cluster = PostgresCluster()
+        cluster.start()
+        db_url = cluster.create_database()
+    port = free_port()
+    anchors = tmp / "anchors.pem"
+    anchors.write_bytes(ssi_x509.cert_to_pem(ca))  # type: ignore[arg-type]
+    env = {**os.environ, "CARTERA_VERIFIER_DATABASE_URL": db_url, "CARTERA_VERIFIER_PUBLIC_URL": f"http://127.0.0.1:{port}",
+           "CARTERA_VERIFIER_PORT": str(port), "CARTERA_VERIFIER_DEV_MODE": "true", "CARTERA_VERIFIER_MASTER_KEY": "1" * 64,
+           "CARTERA_VERIFIER_DATA_DIR": str(tmp), "CARTERA_VERIFIER_ISSUER_ANCHORS_FILE": str(anchors),
+           "CARTERA_VERIFIER_LOG_LEVEL": "warning"}
+    from verifier.provisioning import provision_demo
+    from verifier.settings import VerifierSettings
+
+    rp_key, rp_ca = ssi_x509.create_ca("Bench RP CA")
+    settings = VerifierSettings(database_url=db_url, public_url=f"http://127.0.0.1:{port}", port=port, dev_mode=True,
+                                master_key="1" * 64, data_dir=tmp)
+    provisioned = asyncio.run(provision_demo(settings, ca_key=rp_key, ca_cert=rp_ca, issuers={"tax": [ISSUER]}))
+    headers = {"Authorization": f"Bearer {provisioned['agencies']['ajuntament-barcelona']['api_key']}"}
+    server = subprocess.Popen([sys.executable, "-c", "from service_kit.server import serve; import os; "
+                               f"serve('verifier.app:create_app', port={port}, log_level='warning')"],
+                              env=env, cwd=ROOT)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/healthz")
+        base = f"http://127.0.0.1:{port}"
+        asyncio.run(run_level(base, headers, creds, 4, 1.0))  # warm-up
+        print(f"backend: {'sqlite' if args.sqlite else 'postgresql'}; bare ssi verify: {bare * 1000:.2f} ms")
+        print(f"{'wallets':>8} {'verif/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'ms/verif':>9} {'x bare':>7}")
+        for level in (int(x) for x in args.levels.split(",")):
+            r = asyncio.run(run_level(base, headers, creds, level, args.seconds))
+            cost = 1000 / r["per_second"]
+            print(f"{level:>8} {r['per_second']:>9.1f} {r['p50_ms']:>8.1f} {r['p99_ms']:>8.1f} {cost:>9.2f} "
+                  f"{cost / (bare * 1000):>7.1f}")
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+        if cluster is not None:
+            cluster.stop()
+
+
+if __name__ == "__main__":
+    main()
