@@ -631,8 +631,12 @@ def issuance_callback_url(ctx: WalletContext) -> str:
 
 
 async def start_authorization(ctx: WalletContext, me: Principal, *, credential_issuer: str,
-                              configuration_id: str, redirect_uri: str, issuer_state: str | None = None) -> dict[str, Any]:
-    """Begin wallet-initiated issuance: answer the issuer's authorization URL for the app to open."""
+                              configuration_id: str, redirect_uri: str, issuer_state: str | None = None,
+                              login_hint: str | None = None) -> dict[str, Any]:
+    """Begin wallet-initiated issuance: answer the issuer's authorization URL for the app to open.
+
+    ``login_hint`` (OpenID Connect's hint of who is about to log in) is passed to the issuer, which may
+    forward it to its identity provider; development providers use it for a non-interactive login."""
     from .auth import check_app_redirect, pkce_pair
 
     check_app_redirect(ctx, redirect_uri)
@@ -661,6 +665,8 @@ async def start_authorization(ctx: WalletContext, me: Principal, *, credential_i
             params["scope"] = config.scope
         if issuer_state:
             params["issuer_state"] = issuer_state
+        if login_hint:
+            params["login_hint"] = login_hint
         if as_meta.pushed_authorization_request_endpoint:
             try:
                 par = await ctx.request_json(client, "POST", as_meta.pushed_authorization_request_endpoint,

@@ -11,6 +11,7 @@ import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
@@ -21,6 +22,9 @@ from sandbox.idp_service import create_app as create_idp
 from tests.support.servers import free_port, serve
 from wallet_api.app import create_app
 from wallet_api.settings import WalletSettings
+
+if TYPE_CHECKING:
+    from tests.wallet_api.system import System
 
 APP_REDIRECT = "http://127.0.0.1:9/app/callback"
 IDP_SECRET = "wallet-test-secret"
@@ -35,12 +39,14 @@ class WalletHandle:
 
 
 def wallet_settings(tmp: Path, port: int, idp_url: str, **extra: object) -> WalletSettings:
-    return WalletSettings(
-        database_url=extra.pop("database_url", f"sqlite+aiosqlite:///{tmp / 'wallet.db'}"),
-        public_url=f"http://127.0.0.1:{port}", port=port, dev_mode=True, data_dir=tmp,
-        master_key=base64.urlsafe_b64encode(secrets.token_bytes(32)).decode().rstrip("="),
-        idp_url=idp_url, idp_client_id="cartera-wallet", idp_client_secret=IDP_SECRET,
-        idp_allow_login_hint=True, background_interval=0, log_level="warning", **extra)
+    values: dict[str, object] = {
+        "database_url": f"sqlite+aiosqlite:///{tmp / 'wallet.db'}", "public_url": f"http://127.0.0.1:{port}",
+        "port": port, "dev_mode": True, "data_dir": tmp,
+        "master_key": base64.urlsafe_b64encode(secrets.token_bytes(32)).decode().rstrip("="),
+        "idp_url": idp_url, "idp_client_id": "cartera-wallet", "idp_client_secret": IDP_SECRET,
+        "idp_allow_login_hint": True, "background_interval": 0, "log_level": "warning"}
+    values.update(extra)
+    return WalletSettings(**values)
 
 
 @pytest.fixture(scope="session")
@@ -90,3 +96,12 @@ def login(wallet_url: str, identifier: str, *, method: str = "idcatmobil", user_
 
 def bearer(tokens: dict[str, str]) -> dict[str, str]:
     return {"Authorization": f"Bearer {tokens['access_token']}"}
+
+
+@pytest.fixture(scope="session")
+def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
+    """The whole embedded system on SQLite, shared by the end-to-end modules of one worker."""
+    from tests.wallet_api.system import running_system
+
+    with running_system(tmp_path_factory.mktemp("system")) as running:
+        yield running

@@ -95,9 +95,49 @@ def running_system(tmp: Path, *, wallet_db_url: str | None = None) -> Iterator[S
             catalogue = [{"credential_issuer": t["issuer_url"], "name": t["name"]} for t in issued["tenants"].values()]
             settings = wallet_settings(tmp, ports["wallet"], f"{urls['idp']}", issuer_anchor_files=[ca_file],
                                        rp_anchor_files=[ca_file], issuer_catalogue=catalogue,
+                                       background_interval=0.3,
                                        **({"database_url": wallet_db_url} if wallet_db_url else {}))
             wallet_app = create_wallet(settings)
             with serve(create_verifier(verifier_settings), port=ports["verifier"]) as verifier_url, \
                     serve(wallet_app, port=ports["wallet"]) as wallet_url:
                 yield System(wallet_url, issuer_url, verifier_url, urls["idp"], issued["tenants"],
                              verified["agencies"], tmp / "wallet.db", wallet_app)
+
+
+def open_copies(system: System, credential_id: str) -> list[dict[str, Any]]:
+    """The decrypted copies of one credential, read with the wallet's own vault code on a fresh engine
+    (the test's only way to see holder keys): ``{"id", "uses", "token", "holder_jwk"}``."""
+    from sqlalchemy import select
+
+    from service_kit.db import Database
+    from wallet_api.context import master_box
+    from wallet_api.models import Credential, Wallet
+    from wallet_api.store import load_credentials
+    from wallet_api.vault import Vault
+
+    settings = system.wallet_app.state.wallet.settings
+
+    async def read() -> list[dict[str, Any]]:
+        db = Database(settings.database_url)
+        try:
+            async with db.read_session() as session:
+                row = await session.get(Credential, credential_id)
+                assert row is not None
+                wallet = (await session.execute(select(Wallet).where(Wallet.id == row.wallet_id))).scalar_one()
+                key = Vault(master_box(settings)).data_key(wallet)
+                cred = (await load_credentials(session, key, credential_id=credential_id))[0]
+                return [{"id": c.id, "uses": c.uses, "token": c.token, "holder_jwk": c.holder_key.public_jwk()}
+                        for c in cred.copies]
+        finally:
+            await db.dispose()
+
+    return asyncio.run(read())
+
+
+def execute_sql(system: System, statement: str, *params: Any) -> None:
+    """Run one SQL statement on the wallet's SQLite file (to make time pass for a scheduled job)."""
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(system.wallet_db)) as connection:
+        connection.execute(statement, params)
+        connection.commit()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -12,13 +11,7 @@ import pytest
 
 from sandbox.population import DEMO_EVERYTHING, DEMO_NO_DEGREE
 from tests.wallet_api.conftest import bearer, login
-from tests.wallet_api.system import System, running_system
-
-
-@pytest.fixture(scope="module")
-def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
-    with running_system(tmp_path_factory.mktemp("system")) as running:
-        yield running
+from tests.wallet_api.system import System
 
 
 def make_offer(system: System, slug: str, type_id: str, identifier: str, *, tx_code: bool = True,

@@ -104,6 +104,9 @@ class AuthorizeIn(BaseModel):
     redirect_uri: str = Field(max_length=2000, description="App URI the browser returns to at the end.")
     issuer_state: str | None = Field(default=None, max_length=2000,
                                      description="`issuer_state` from an offer with an authorization code grant.")
+    login_hint: str | None = Field(default=None, max_length=100,
+                                   description="Passed to the issuer's authorization request (who is logging in); "
+                                   "development identity providers use it to skip the login page.")
 
 
 class AuthorizeOut(BaseModel):
@@ -116,7 +119,8 @@ async def post_authorize(ctx: Ctx, me: Citizen, body: AuthorizeIn) -> dict[str, 
     """Start the authorization code flow (PKCE, PAR when the issuer has it)."""
     return await start_authorization(ctx, me, credential_issuer=body.credential_issuer,
                                      configuration_id=body.credential_configuration_id,
-                                     redirect_uri=body.redirect_uri, issuer_state=body.issuer_state)
+                                     redirect_uri=body.redirect_uri, issuer_state=body.issuer_state,
+                                     login_hint=body.login_hint)
 
 
 @router.get("/issuance/callback", status_code=302, response_class=RedirectResponse, summary="Issuer redirect")
