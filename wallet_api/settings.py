@@ -64,6 +64,11 @@ class WalletSettings(ServiceSettings):
         default_factory=list,
         description=("PEM files with the CA certificates of trusted relying parties (verifiers): only "
                      "verifiers chaining to them are shown by name."))
+    allow_untrusted_verifiers: bool = Field(
+        default=False,
+        description=("Preview, with a warning and without a name, presentation requests signed by a certificate "
+                     "that does not chain to `rp_anchor_files`. Off (the default): such requests are refused and "
+                     "nothing is sent to the verifier."))
     trust_issuer_metadata: bool = Field(
         default=True,
         description=("Accept issuer keys published as JWT VC Issuer Metadata (`/.well-known/jwt-vc-issuer`) "

@@ -2,8 +2,10 @@
 
 1. ``receive_request``: fetch the request object (GET, or POST with ``wallet_nonce``), verify its
    signature and Client Identifier Prefix rules (:func:`ssi.oid4vp.verify_request_object`), decide who
-   is asking (the certificate's organisation only when it chains to a configured relying-party anchor;
-   otherwise a warning), evaluate the DCQL query against the citizen's valid credentials and answer a
+   is asking: the certificate's organisation when it chains to a configured relying-party anchor;
+   otherwise the request is refused (``untrusted_verifier``), or, with ``allow_untrusted_verifiers``,
+   previewed without a name and with a warning; unsigned ``redirect_uri:`` requests only in
+   ``dev_mode``, always with a warning. Then evaluate the DCQL query against the citizen's valid credentials and answer a
    consent preview. Nothing is sent to the verifier at this stage.
 2. ``approve``: the citizen's choices (which credential per query, which optional queries) select
    exactly the disclosures of the preview — never more; each chosen credential is presented with a
@@ -118,10 +120,18 @@ async def receive_request(ctx: WalletContext, me: Principal, uri: str, accept_la
     else:
         raise APIError(400, "invalid_request_uri", "the request carries no request object (request or request_uri)")
     try:
+        # Trust decision: a certificate chaining to no relying-party anchor is refused unless the
+        # operator opted into previews of unknown verifiers; unsigned (redirect_uri:) requests exist
+        # for development only.
         request = verify_request_object(token, trust_anchors=ctx.rp_anchors, client_id=auth.client_id,
-                                        allow_untrusted=True, allow_unsigned=ctx.dev, wallet_nonce=wallet_nonce,
+                                        allow_untrusted=ctx.settings.allow_untrusted_verifiers,
+                                        allow_unsigned=ctx.dev, wallet_nonce=wallet_nonce,
                                         allow_http_loopback=ctx.dev)
     except SSIError as exc:
+        if exc.code == "message.untrusted_verifier":
+            raise APIError(400, "untrusted_verifier",
+                           "the verifier's certificate is not issued by an authority this wallet trusts; "
+                           "the request was refused and nothing was sent") from exc
         raise APIError(400, "invalid_request_object",
                        f"the request was refused and nothing was sent ({exc.code}): {exc.detail}") from exc
     if request.response_mode == "direct_post.jwt":
@@ -154,7 +164,8 @@ def _verifier_view(request: RequestObject) -> dict[str, Any]:
         view["warning"] = ("Unknown verifier: its certificate is not issued by an authority this wallet trusts. "
                            "Its name cannot be confirmed.")
     else:
-        view["warning"] = "Development request: the verifier is not authenticated."
+        view["warning"] = ("Development request: it is not signed, so the verifier is not authenticated and "
+                           "anyone could have made it. Share nothing real.")
     return view
 
 

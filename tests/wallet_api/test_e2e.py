@@ -239,11 +239,10 @@ def test_bad_request_objects_are_refused_and_nothing_sent(system: System) -> Non
     uri = f"openid4vp://?client_id={quote(client_id)}&request={token}"
     r = httpx.post(f"{system.wallet}/v1/presentations", json={"request_uri": uri}, headers=bearer(tokens))
     assert r.status_code == 400 and "bad_request_signature" in r.json()["error_description"]
-    # signed correctly, but by a certificate from an unknown CA: shown with a warning, never named
+    # signed correctly, but by a certificate from an unknown CA: refused by default (test_trust.py
+    # covers the opt-in preview)
     token = sign_request_object({**base, "client_id": client_id, "response_uri": "http://127.0.0.1:2/r"}, cert_key,
                                 ssi_x509.x5c_from_chain([cert]))
     uri = f"openid4vp://?client_id={quote(client_id)}&request={token}"
     r = httpx.post(f"{system.wallet}/v1/presentations", json={"request_uri": uri}, headers=bearer(tokens))
-    assert r.status_code == 201
-    assert r.json()["verifier"]["verified"] is False and r.json()["verifier"]["name"] is None
-    assert r.json()["verifier"]["warning"]
+    assert r.status_code == 400 and r.json()["error"] == "untrusted_verifier"
