@@ -115,7 +115,7 @@ async def create_request(ctx: IssuerContext, tenant: TenantRef, params: dict[str
         authorization_details=details, issuer_state=issuer_state, login_hint=(hint or None) and hint[:100],
         sealed_idp_verifier=None, subject=None, login=None, stage="pushed" if pushed else "new",
         expires_at=utcnow() + dt.timedelta(seconds=ctx.settings.par_ttl if pushed else ctx.settings.login_ttl))
-    async with ctx.db.session() as session:
+    async with ctx.session() as session:
         session.add(row)
     return request_uri or row.id, row
 
@@ -125,7 +125,7 @@ async def start_login(ctx: IssuerContext, tenant: TenantRef, params: dict[str, s
     now = utcnow()
     if "request_uri" in params:
         request_uri = params["request_uri"]
-        async with ctx.db.session() as session:
+        async with ctx.session() as session:
             row = (await session.execute(
                 update(AuthorizationRequest).where(
                     AuthorizationRequest.request_uri_hash == secret_hash(request_uri),
@@ -143,7 +143,7 @@ async def start_login(ctx: IssuerContext, tenant: TenantRef, params: dict[str, s
         request_id = created.id
     idp_state = new_secret()
     verifier = new_secret()
-    async with ctx.db.session() as session:
+    async with ctx.session() as session:
         result = await session.execute(
             update(AuthorizationRequest).where(AuthorizationRequest.id == request_id, AuthorizationRequest.stage == "new")
             .values(stage="login", idp_state_hash=secret_hash(idp_state),
@@ -174,7 +174,7 @@ async def finish_login(ctx: IssuerContext, tenant: TenantRef, params: dict[str, 
     if not idp_state or len(idp_state) > 200:
         raise APIError(400, INVALID_REQUEST, "state is missing")
     now = utcnow()
-    async with ctx.db.session() as session:
+    async with ctx.session() as session:
         row = (await session.execute(
             update(AuthorizationRequest).where(
                 AuthorizationRequest.idp_state_hash == secret_hash(idp_state), AuthorizationRequest.tenant_id == tenant.id,
@@ -207,7 +207,7 @@ async def finish_login(ctx: IssuerContext, tenant: TenantRef, params: dict[str, 
     login = {"method": str(user.get("method") or ""), "assurance_level": str(user.get("assuranceLevel") or ""),
              "identity_provider": "valid", "at": now.isoformat()}
     code = new_secret()
-    async with ctx.db.session() as session:
+    async with ctx.session() as session:
         await session.execute(update(AuthorizationRequest).where(AuthorizationRequest.id == row.id)
                               .values(stage="code", code_hash=secret_hash(code), subject=subject, login=login,
                                       expires_at=utcnow() + dt.timedelta(seconds=ctx.settings.authorization_code_ttl)))
@@ -256,7 +256,7 @@ async def redeem_authorization_code(ctx: IssuerContext, tenant: TenantRef, *, co
                                     redirect_uri: str | None, client_id: str | None) -> CodeGrant:
     """Check and consume an authorization code (single-use); ``invalid_grant`` for any mismatch."""
     now = utcnow()
-    async with ctx.db.session() as session:
+    async with ctx.session() as session:
         row = (await session.execute(
             update(AuthorizationRequest).where(
                 AuthorizationRequest.code_hash == secret_hash(code), AuthorizationRequest.tenant_id == tenant.id,

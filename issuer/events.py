@@ -33,7 +33,7 @@ async def deliver_due(ctx: IssuerContext, limit: int = 20) -> int:
             WebhookOutbox.attempts < MAX_ATTEMPTS).limit(limit))).scalars().all()
     delivered = 0
     for row_id in due:
-        async with ctx.db.session() as session:
+        async with ctx.session() as session:
             claimed = (await session.execute(update(WebhookOutbox).where(
                 WebhookOutbox.id == row_id, WebhookOutbox.next_attempt_at <= now, WebhookOutbox.delivered_at.is_(None))
                 .values(next_attempt_at=now + LEASE).returning(WebhookOutbox))).scalar_one_or_none()
@@ -41,7 +41,7 @@ async def deliver_due(ctx: IssuerContext, limit: int = 20) -> int:
         if claimed is None:
             continue
         if endpoint is None:
-            async with ctx.db.session() as session:
+            async with ctx.session() as session:
                 await session.execute(update(WebhookOutbox).where(WebhookOutbox.id == row_id)
                                       .values(attempts=MAX_ATTEMPTS, last_error="endpoint removed"))
             continue
@@ -52,7 +52,7 @@ async def deliver_due(ctx: IssuerContext, limit: int = 20) -> int:
         result = await deliver_webhook(client, endpoint.url, claimed.body, secret, event_id=claimed.id, max_attempts=1,
                                        timeout=ctx.settings.webhook_timeout)
         attempts = claimed.attempts + 1
-        async with ctx.db.session() as session:
+        async with ctx.session() as session:
             if result.delivered:
                 delivered += 1
                 await session.execute(update(WebhookOutbox).where(WebhookOutbox.id == row_id)

@@ -61,7 +61,7 @@ async def create_offer(ctx: IssuerContext, tenant: TenantRef, configuration_ids:
     now = utcnow()
     expires = now + dt.timedelta(seconds=ctx.settings.offer_ttl)
     credential_ids = {cid: new_id("c_", 12) for cid in configuration_ids}
-    async with ctx.db.session() as session:
+    async with ctx.session() as session:
         session.add(Offer(id=offer_id, tenant_id=tenant.id, code_hash=secret_hash(code),
                           tx_code_hash=secret_hash(tx_code) if tx_code else None, tx_code_attempts=0,
                           configuration_ids=configuration_ids, credential_ids=credential_ids, subject=subject,
@@ -87,12 +87,14 @@ def _grant_error(description: str) -> APIError:
     return APIError(400, INVALID_GRANT, description)
 
 
-async def redeem_pre_authorized_code(ctx: IssuerContext, tenant: TenantRef, code: str, tx_code: str | None) -> Offer:
-    """Check a pre-authorized code (and its tx_code) and mark it used; ``invalid_grant`` otherwise."""
+async def redeem_pre_authorized_code(ctx: IssuerContext, tenant: TenantRef, code: str,
+                                     tx_code: str | None) -> tuple[Offer, str, int]:
+    """Check a pre-authorized code (and its tx_code), mark it used and create the access token in the
+    same transaction; returns ``(offer, access_token, expires_in)``, or raises ``invalid_grant``."""
     now = utcnow()
     code_hash = secret_hash(code)
     wrong_tx_code = False
-    async with ctx.db.session() as session:
+    async with ctx.session() as session:
         offer = (await session.execute(select(Offer).where(Offer.code_hash == code_hash, Offer.tenant_id == tenant.id))
                  ).scalar_one_or_none()
         if offer is None or offer.used or offer.burnt or offer.expires_at <= now:
@@ -104,10 +106,14 @@ async def redeem_pre_authorized_code(ctx: IssuerContext, tenant: TenantRef, code
             won = await mark_used_once(session, Offer, Offer.burnt.is_(False), Offer.expires_at > now, id=offer.id)
             if won is None:
                 raise _grant_error("the pre-authorized code is unknown, expired or already used")
+            token, ttl = _add_token(ctx, session, tenant, subject=offer.subject,
+                                    configuration_ids=list(offer.configuration_ids),
+                                    credential_ids=dict(offer.credential_ids), selector=offer.selector,
+                                    login={"method": "pre-authorized_code", "offer_id": offer.id}, offer_id=offer.id)
     if wrong_tx_code:
         # Counted in one UPDATE (and committed) so that parallel guesses cannot exceed the limit.
         limit = ctx.settings.tx_code_max_attempts
-        async with ctx.db.session() as session:
+        async with ctx.session() as session:
             row = (await session.execute(
                 update(Offer).where(Offer.id == offer.id, Offer.burnt.is_(False), Offer.used.is_(False))
                 .values(tx_code_attempts=Offer.tx_code_attempts + 1, burnt=Offer.tx_code_attempts + 1 >= limit)
@@ -115,21 +121,28 @@ async def redeem_pre_authorized_code(ctx: IssuerContext, tenant: TenantRef, code
         burnt = row is None or bool(row[0])
         raise _grant_error("the transaction code is wrong; the offer is now void" if burnt
                            else "the transaction code is missing or wrong")
-    return offer
+    return offer, token, ttl
+
+
+def _add_token(ctx: IssuerContext, session: Any, tenant: TenantRef, *, subject: dict[str, Any],
+               configuration_ids: list[str], credential_ids: dict[str, str] | None, selector: str | None,
+               login: dict[str, Any] | None, offer_id: str | None) -> tuple[str, int]:
+    token = new_secret()
+    ttl = ctx.settings.access_token_ttl
+    session.add(AccessToken(token_hash=secret_hash(token), tenant_id=tenant.id, subject=subject,
+                            configuration_ids=configuration_ids, credential_ids=credential_ids or {},
+                            selector=selector, login=login or {}, offer_id=offer_id,
+                            expires_at=utcnow() + dt.timedelta(seconds=ttl)))
+    return token, ttl
 
 
 async def new_access_token(ctx: IssuerContext, tenant: TenantRef, *, subject: dict[str, Any], configuration_ids: list[str],
                            credential_ids: dict[str, str] | None = None, selector: str | None = None,
                            login: dict[str, Any] | None = None, offer_id: str | None = None) -> tuple[str, int]:
     """Store a new access token (hashed) and return it with its lifetime."""
-    token = new_secret()
-    ttl = ctx.settings.access_token_ttl
-    async with ctx.db.session() as session:
-        session.add(AccessToken(token_hash=secret_hash(token), tenant_id=tenant.id, subject=subject,
-                                configuration_ids=configuration_ids, credential_ids=credential_ids or {},
-                                selector=selector, login=login or {}, offer_id=offer_id,
-                                expires_at=utcnow() + dt.timedelta(seconds=ttl)))
-    return token, ttl
+    async with ctx.session() as session:
+        return _add_token(ctx, session, tenant, subject=subject, configuration_ids=configuration_ids,
+                          credential_ids=credential_ids, selector=selector, login=login, offer_id=offer_id)
 
 
 async def access_token(ctx: IssuerContext, tenant: TenantRef, token: str | None) -> AccessToken:
@@ -148,7 +161,7 @@ async def access_token(ctx: IssuerContext, tenant: TenantRef, token: str | None)
 async def new_nonce(ctx: IssuerContext, tenant: TenantRef) -> str:
     """A fresh ``c_nonce`` stored (hashed) until it is used or expires."""
     nonce = new_secret()
-    async with ctx.db.session() as session:
+    async with ctx.session() as session:
         session.add(Nonce(nonce_hash=secret_hash(nonce), tenant_id=tenant.id,
                           expires_at=utcnow() + dt.timedelta(seconds=ctx.settings.nonce_ttl)))
     return nonce
@@ -158,7 +171,7 @@ async def consume_nonce(ctx: IssuerContext, tenant: TenantRef, nonce: str) -> bo
     """Consume a ``c_nonce``: True for exactly one caller, and only while it is fresh."""
     if not nonce or len(nonce) > 200:
         return False
-    async with ctx.db.session() as session:
+    async with ctx.session() as session:
         row = await consume_once(session, Nonce, Nonce.expires_at > utcnow(), nonce_hash=secret_hash(nonce),
                                  tenant_id=tenant.id)
     return row is not None
@@ -168,7 +181,7 @@ async def purge_expired(ctx: IssuerContext) -> int:
     """Delete expired protocol state (nonces, tokens, claims, stored responses, offers); returns rows deleted."""
     now = utcnow()
     total = 0
-    async with ctx.db.session() as session:
+    async with ctx.session() as session:
         for model, column in ((Nonce, Nonce.expires_at), (AccessToken, AccessToken.expires_at),
                               (IssuanceClaim, IssuanceClaim.expires_at), (StoredResponse, StoredResponse.expires_at)):
             result = await session.execute(delete(model).where(column < now))

@@ -140,7 +140,7 @@ async def sign_and_record(ctx: IssuerContext, tenant: Tenant, reg: RegisteredTyp
     integrity = reg.ctype.type_metadata_integrity()
     disclosable = reg.ctype.disclosable_paths()
     notification_id = new_id("n_", 16)
-    async with ctx.db.session() as session:
+    async with ctx.session() as session:
         signer = await active_key(ctx, session, tenant.id)
         if signer is None:
             raise APIError(503, "temporarily_unavailable", "the issuer has no signing key yet", {"Retry-After": "60"})

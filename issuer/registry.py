@@ -13,6 +13,7 @@ document is sealed at rest because adapters' settings hold private keys and bear
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +29,9 @@ from .sources import DataSource, SourceConfigError, SourceContext, build_source
 from .tenancy import TenantRef as Tenant
 
 CONTEXT_FIELDS = ("purpose", "procedure", "consent", "official_name", "official_nif")
+#: Seconds a worker trusts its cached view of a tenant's types and sources; changes made through
+#: another worker become visible after at most this long (changes through this one, at once).
+CACHE_SECONDS = 5.0
 
 
 class RegistryError(Exception):
@@ -77,11 +81,15 @@ async def register_type(ctx: IssuerContext, session: AsyncSession, tenant: Tenan
                             definition=ctype.definition, created_at=utcnow())
     session.add(row)
     await session.flush()
+    ctx.types.put(("tenant", tenant.id), (0.0, {}))
     return RegisteredType(row.id, row.type_id, row.version, ctype)
 
 
 async def tenant_types(ctx: IssuerContext, session: AsyncSession, tenant_id: str) -> dict[str, RegisteredType]:
     """The current (newest) version of each of the tenant's types, by type id."""
+    cached = ctx.types.get(("tenant", tenant_id))
+    if cached is not None and time.monotonic() - cached[0] < CACHE_SECONDS:
+        return cached[1]  # type: ignore[no-any-return]
     rows = (await session.execute(select(CredentialTypeRow.id, CredentialTypeRow.type_id, CredentialTypeRow.version)
                                   .where(CredentialTypeRow.tenant_id == tenant_id)
                                   .order_by(CredentialTypeRow.id))).all()
@@ -96,6 +104,7 @@ async def tenant_types(ctx: IssuerContext, session: AsyncSession, tenant_id: str
                                                 .where(CredentialTypeRow.id == row_id))).scalar_one()
             ctype = ctx.types.put(row_id, load_type(definition))
         out[type_id] = RegisteredType(row_id, type_id, version, ctype)
+    ctx.types.put(("tenant", tenant_id), (time.monotonic(), out))
     return out
 
 
@@ -133,6 +142,7 @@ async def set_source(ctx: IssuerContext, session: AsyncSession, tenant: Tenant, 
         raise RegistryError("invalid_source", exc.detail) from exc
     except Exception as exc:  # noqa: BLE001 - SourceRefused from the context check, any adapter constructor error
         raise RegistryError("invalid_source", "the source configuration is not usable") from exc
+    ctx.sources.put(("current", tenant.id, type_id), (0.0, None))
     sealed = ctx.box.seal(json.dumps({**adapter, "context": context}).encode("utf-8"), _aad(tenant.id, type_id))
     row = await session.get(SourceConfig, (tenant.id, type_id))
     now = utcnow()
@@ -156,12 +166,16 @@ class ConfiguredSource:
 
 async def get_source(ctx: IssuerContext, session: AsyncSession, tenant_id: str, type_id: str) -> ConfiguredSource | None:
     """The built adapter of a type (cached by configuration version), or ``None`` when none is configured."""
+    recent = ctx.sources.get(("current", tenant_id, type_id))
+    if recent is not None and recent[1] is not None and time.monotonic() - recent[0] < CACHE_SECONDS:
+        return recent[1]  # type: ignore[no-any-return]
     row = await session.get(SourceConfig, (tenant_id, type_id))
     if row is None:
         return None
     cache_key = (tenant_id, type_id, row.updated_at.isoformat())
     cached = ctx.sources.get(cache_key)
     if cached is not None:
+        ctx.sources.put(("current", tenant_id, type_id), (time.monotonic(), cached))
         return cached  # type: ignore[no-any-return]
     try:
         config = json.loads(ctx.box.open(row.sealed_config, _aad(tenant_id, type_id)))
@@ -169,4 +183,6 @@ async def get_source(ctx: IssuerContext, session: AsyncSession, tenant_id: str, 
         return None
     context = config.pop("context")
     source = build_source(config, http=ctx.http)
-    return ctx.sources.put(cache_key, ConfiguredSource(source, context, row.kind))
+    built = ctx.sources.put(cache_key, ConfiguredSource(source, context, row.kind))
+    ctx.sources.put(("current", tenant_id, type_id), (time.monotonic(), built))
+    return built

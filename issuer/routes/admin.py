@@ -90,7 +90,7 @@ async def create_tenant(body: TenantCreate, ctx: IssuerContext = Depends(get_ctx
     ca = _load_ca(ctx)
     kid = None
     try:
-        async with ctx.db.session() as session:
+        async with ctx.session() as session:
             session.add(tenant)
             await session.flush()
             session.add(ApiKey(id=new_id("k_", 9), tenant_id=tenant.id, key_hash=hash_api_key(api_key), label="initial",
@@ -120,7 +120,7 @@ class ApiKeyCreated(BaseModel):
 async def add_api_key(tenant: TenantRef = Depends(admin_tenant), ctx: IssuerContext = Depends(get_ctx)) -> ApiKeyCreated:  # noqa: B008
     key = generate_api_key()
     key_id = new_id("k_", 9)
-    async with ctx.db.session() as session:
+    async with ctx.session() as session:
         session.add(ApiKey(id=key_id, tenant_id=tenant.id, key_hash=hash_api_key(key), label="api", created_at=utcnow(),
                            revoked=False))
     return ApiKeyCreated(api_key=key, key_id=key_id)
@@ -167,7 +167,7 @@ async def register(body: TypeRegister, tenant: TenantRef = Depends(admin_tenant)
         raise APIError(400, "invalid_request", "give exactly one of definition and builtin")
     try:
         definition = body.definition if body.definition is not None else builtin_definition(body.builtin or "")
-        async with ctx.db.session() as session:
+        async with ctx.session() as session:
             reg = await register_type(ctx, session, tenant, definition)
             return await _summary(ctx, session, tenant, reg)
     except RegistryError as exc:
@@ -199,7 +199,7 @@ async def put_source(type_id: str, request: Request, tenant: TenantRef = Depends
 
     config = await _json_body(request, "invalid_request")
     try:
-        async with ctx.db.session() as session:
+        async with ctx.session() as session:
             reg = (await tenant_types(ctx, session, tenant.id)).get(type_id)
             if reg is None:
                 raise APIError(404, "not_found", "no such credential type")
@@ -337,7 +337,7 @@ async def change_status(credential_id: str, action: Literal["revoke", "suspend",
     from ..issuance import enqueue_event
 
     target, allowed_from = _TRANSITIONS[action]
-    async with ctx.db.session() as session:
+    async with ctx.session() as session:
         row = await _own_record(session, tenant, credential_id, lock=True)
         if row.status == target:
             return _record(row)
@@ -378,7 +378,7 @@ async def list_keys(tenant: TenantRef = Depends(admin_tenant), ctx: IssuerContex
 async def rotate_key(body: KeyRotate, tenant: TenantRef = Depends(admin_tenant),  # noqa: B008
                      ctx: IssuerContext = Depends(get_ctx)) -> KeyInfo:  # noqa: B008
     try:
-        async with ctx.db.session() as session:
+        async with ctx.session() as session:
             if body.private_key_pem or body.certificate_chain_pem:
                 if not (body.private_key_pem and body.certificate_chain_pem):
                     raise APIError(400, "invalid_request", "give both private_key_pem and certificate_chain_pem")
@@ -417,7 +417,7 @@ async def add_webhook(body: WebhookCreate, tenant: TenantRef = Depends(admin_ten
                       ctx: IssuerContext = Depends(get_ctx)) -> WebhookInfo:  # noqa: B008
     secret = new_secret()
     hook_id = new_id("wh_", 9)
-    async with ctx.db.session() as session:
+    async with ctx.session() as session:
         session.add(WebhookEndpoint(id=hook_id, tenant_id=tenant.id, url=body.url, events=list(body.events),
                                     sealed_secret=ctx.box.seal(secret.encode(), f"issuer:webhook:{hook_id}".encode()),
                                     created_at=utcnow()))
@@ -434,7 +434,7 @@ async def list_webhooks(tenant: TenantRef = Depends(admin_tenant), ctx: IssuerCo
 @router.delete("/webhooks/{hook_id}", status_code=204, summary="Remove a webhook endpoint")
 async def delete_webhook(hook_id: str, tenant: TenantRef = Depends(admin_tenant),  # noqa: B008
                          ctx: IssuerContext = Depends(get_ctx)) -> Response:  # noqa: B008
-    async with ctx.db.session() as session:
+    async with ctx.session() as session:
         row = (await session.execute(select(WebhookEndpoint).where(WebhookEndpoint.id == hook_id,
                                                                    WebhookEndpoint.tenant_id == tenant.id))).scalar_one_or_none()
         if row is None:

@@ -22,6 +22,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 
+from service_kit.db import consume_once
 from service_kit.errors import APIError
 from ssi.encoding import json_loads
 from ssi.errors import EncodingError, MessageError
@@ -52,7 +53,6 @@ from ..authorization import redeem_authorization_code
 from ..context import IssuerContext, get_ctx, new_secret, secret_hash, utcnow
 from ..grants import (
     access_token,
-    consume_nonce,
     new_access_token,
     new_nonce,
     offer_document,
@@ -61,7 +61,7 @@ from ..grants import (
 from ..issuance import Deferred, fetch_record, sign_and_record, subject_from_json
 from ..keys import published_keys
 from ..metadata import authorization_server_metadata, issuer_metadata
-from ..models import DeferredTransaction, IssuanceClaim, IssuanceRecord, StoredResponse
+from ..models import DeferredTransaction, IssuanceClaim, IssuanceRecord, Nonce, StoredResponse
 from ..registry import RegisteredType, tenant_types
 from ..status import list_token
 from ..tenancy import TenantRef, bearer, path_tenant
@@ -179,12 +179,8 @@ async def token(request: Request, tenant: TenantRef = Depends(path_tenant),  # n
     except MessageError as exc:
         raise APIError(400, INVALID_REQUEST, exc.detail) from exc
     if parsed.grant_type == PRE_AUTHORIZED_CODE_GRANT:
-        offer = await redeem_pre_authorized_code(ctx, tenant, parsed.pre_authorized_code or "", parsed.tx_code)
-        access, ttl = await new_access_token(ctx, tenant, subject=offer.subject,
-                                             configuration_ids=list(offer.configuration_ids),
-                                             credential_ids=dict(offer.credential_ids), selector=offer.selector,
-                                             login={"method": "pre-authorized_code", "offer_id": offer.id},
-                                             offer_id=offer.id)
+        offer, access, ttl = await redeem_pre_authorized_code(ctx, tenant, parsed.pre_authorized_code or "",
+                                                              parsed.tx_code)
         configuration_ids = list(offer.configuration_ids)
     else:
         grant = await redeem_authorization_code(ctx, tenant, code=parsed.code or "", code_verifier=parsed.code_verifier,
@@ -218,17 +214,21 @@ def _response_aad(request_hash: str) -> bytes:
     return f"issuer:stored-response:{request_hash}".encode()
 
 
-async def _stored_response(ctx: IssuerContext, request_hash: str) -> JSONResponse | None:
+async def _replay_state(ctx: IssuerContext, request_hash: str, token_hash: str,
+                        configuration_id: str) -> tuple[JSONResponse | None, IssuanceClaim | None]:
+    """The stored response of an identical earlier request, and the claim on this configuration."""
     async with ctx.db.read_session() as session:
         row = (await session.execute(select(StoredResponse).where(
             StoredResponse.request_hash == request_hash, StoredResponse.expires_at > utcnow()))).scalar_one_or_none()
+        claim = None if row is not None else await session.get(IssuanceClaim, (token_hash, configuration_id))
     if row is None:
-        return None
+        return None, claim
     body = json.loads(ctx.box.open(row.sealed_body, _response_aad(request_hash)))
-    return _json(body, status=row.status_code)
+    return _json(body, status=row.status_code), None
 
 
-async def _verify_proofs(ctx: IssuerContext, tenant: TenantRef, proofs: list[str]) -> list[dict[str, Any]]:
+def _verify_proofs(ctx: IssuerContext, tenant: TenantRef, proofs: list[str]) -> tuple[list[dict[str, Any]], set[str]]:
+    """Verify every key proof; return the holder keys and the nonces to consume."""
     audience = ctx.issuer_url(tenant.slug)
     jwks: list[dict[str, Any]] = []
     nonces: set[str] = set()
@@ -240,14 +240,11 @@ async def _verify_proofs(ctx: IssuerContext, tenant: TenantRef, proofs: list[str
         # verify_proof_jwt checked the signature; the payload is now trusted enough to read the nonce.
         payload = json.loads(_b64_payload(proof))
         value = payload.get("nonce")
-        if not isinstance(value, str) or not value:
+        if not isinstance(value, str) or not value or len(value) > 200:
             raise APIError(400, INVALID_NONCE, "the proof carries no c_nonce")
         nonces.add(value)
         jwks.append(key.public_jwk(include_kid=False))
-    for value in nonces:
-        if not await consume_nonce(ctx, tenant, value):
-            raise APIError(400, INVALID_NONCE, "the proof's c_nonce is unknown, used or expired")
-    return jwks
+    return jwks, nonces
 
 
 def _b64_payload(token: str) -> bytes:
@@ -283,25 +280,31 @@ async def credential(request: Request, tenant: TenantRef = Depends(path_tenant),
         raise APIError(400, INVALID_CREDENTIAL_REQUEST, f"at most {ctx.settings.batch_size} proofs per request")
 
     request_hash = _request_hash(token_row.token_hash, configuration_id, proofs)
-    stored = await _stored_response(ctx, request_hash)
+    stored, claim = await _replay_state(ctx, request_hash, token_row.token_hash, configuration_id)
     if stored is not None:
         return stored
-    async with ctx.db.read_session() as session:
-        claim = await session.get(IssuanceClaim, (token_row.token_hash, configuration_id))
     if claim is not None:
         if claim.request_hash == request_hash:
             raise APIError(503, "temporarily_unavailable", "this request is being processed; retry shortly",
                            {"Retry-After": "1"})
         raise APIError(400, CREDENTIAL_REQUEST_DENIED, "this access token was already used for this credential")
 
-    holder_jwks = await _verify_proofs(ctx, tenant, proofs)
+    holder_jwks, nonces = _verify_proofs(ctx, tenant, proofs)
 
     now = utcnow()
     try:
-        async with ctx.db.session() as session:
+        # One transaction: the nonces are consumed (each by exactly one request, see consume_once) and
+        # the configuration is claimed for this token, or neither.
+        async with ctx.session() as session:
+            for value in nonces:
+                used = await consume_once(session, Nonce, Nonce.expires_at > now, nonce_hash=secret_hash(value),
+                                          tenant_id=tenant.id)
+                if used is None:
+                    raise APIError(400, INVALID_NONCE, "the proof's c_nonce is unknown, used or expired")
             session.add(IssuanceClaim(token_hash=token_row.token_hash, configuration_id=configuration_id,
                                       request_hash=request_hash, created_at=now,
                                       expires_at=token_row.expires_at + dt.timedelta(seconds=ctx.settings.replay_window)))
+            await session.flush()
     except IntegrityError as exc:
         raise APIError(400, CREDENTIAL_REQUEST_DENIED, "this access token was already used for this credential") from exc
 
@@ -320,7 +323,7 @@ async def credential(request: Request, tenant: TenantRef = Depends(path_tenant),
             transaction_id = new_secret()
             body = {"transaction_id": transaction_id, "interval": max(ctx.settings.deferred_interval,
                                                                       min(outcome.retry_after, 3600))}
-            async with ctx.db.session() as session:
+            async with ctx.session() as session:
                 session.add(DeferredTransaction(
                     transaction_hash=secret_hash(transaction_id), tenant_id=tenant.id, token_hash=token_row.token_hash,
                     configuration_id=configuration_id, credential_id=credential_id, source_reference=outcome.reference,
@@ -333,7 +336,7 @@ async def credential(request: Request, tenant: TenantRef = Depends(path_tenant),
                                        login=token_row.login, offer_id=token_row.offer_id, finalize=store)
     except BaseException:
         # Nothing was issued: release the claim so the wallet can try again with a fresh nonce.
-        async with ctx.db.session() as session:
+        async with ctx.session() as session:
             await session.execute(delete(IssuanceClaim).where(IssuanceClaim.token_hash == token_row.token_hash,
                                                               IssuanceClaim.configuration_id == configuration_id))
         raise
@@ -407,7 +410,7 @@ async def notification(request: Request, tenant: TenantRef = Depends(path_tenant
         parsed = NotificationRequest.parse(data)
     except MessageError as exc:
         raise APIError(400, INVALID_NOTIFICATION_REQUEST, exc.detail) from exc
-    async with ctx.db.session() as session:
+    async with ctx.session() as session:
         record = (await session.execute(select(IssuanceRecord).where(
             IssuanceRecord.notification_id == parsed.notification_id, IssuanceRecord.tenant_id == tenant.id)
             .with_for_update())).scalar_one_or_none()
@@ -425,7 +428,7 @@ async def notification(request: Request, tenant: TenantRef = Depends(path_tenant
 @router.get("/t/{slug}/status/{list_id}", tags=["status"], summary="A Token Status List (statuslist+jwt)")
 async def status_list(list_id: str, tenant: TenantRef = Depends(path_tenant),  # noqa: B008
                       ctx: IssuerContext = Depends(get_ctx)) -> Response:  # noqa: B008
-    async with ctx.db.session() as session:
+    async with ctx.session() as session:
         token_value = await list_token(ctx, session, list_id, tenant.id, tenant.slug)
     if token_value is None:
         raise APIError(404, "not_found", "no such status list")

@@ -1,0 +1,197 @@
+"""Issuance benchmark: concurrent wallets running the whole pre-authorized flow against the issuer.
+
+Each wallet loops: offer created through the admin API → token (with tx_code) → nonce → key proof →
+credential. The issuer runs in its own uvicorn process (``issuer.app:create_app``) on loopback, with
+SQLite and then with PostgreSQL (a throwaway cluster from ``tests/support/postgres.py``); its data
+source is a SQL table (a registry in a local SQLite file), so the figures measure the issuer, not a
+SOAP stand-in. The load generator (this process) shares the same machine.
+
+Printed per backend and concurrency (1, 8, 32 wallets): credentials per second, p50/p99 latency of
+the whole flow and of the credential request alone, the cost per credential in CPU-milliseconds of
+the machine (wall time × cores / credentials), beside the bare ``ssi`` issue cost measured in the
+same run. Run: ``.venv/bin/python bench/issuance.py [--seconds 8] [--backends sqlite,postgresql]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import secrets
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from credential_schemas import load_builtin_types  # noqa: E402
+from ssi import x509 as ssi_x509  # noqa: E402
+from ssi.jose import Key  # noqa: E402
+from ssi.oid4vci import PRE_AUTHORIZED_CODE_GRANT, build_proof_jwt  # noqa: E402
+from ssi.sd_jwt_vc import issue_sd_jwt_vc  # noqa: E402
+from ssi.status_list import status_claim  # noqa: E402
+from tests.support.postgres import PostgresCluster  # noqa: E402
+from tests.support.servers import free_port, wait_http  # noqa: E402
+
+ADMIN = "bench-admin-" + secrets.token_urlsafe(8)
+SUBJECTS = [f"{n:08d}{'TRWAGMYFPDXBNJZSQVHLCKE'[n % 23]}" for n in range(10_000_000, 10_000_200)]
+
+
+def make_registry(path: Path) -> None:
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE tax (nif TEXT PRIMARY KEY, resultado TEXT, referencia TEXT, fecha TEXT)")
+        db.executemany("INSERT INTO tax VALUES (?, 'POSITIVO', ?, '20260320')",
+                       [(s, f"ECOT103{i:012d}") for i, s in enumerate(SUBJECTS)])
+
+
+def start_issuer(database_url: str, folder: Path, port: int) -> subprocess.Popen[bytes]:
+    ca_key, ca_cert = ssi_x509.create_ca("Cartera bench CA")
+    (folder / "ca.key").write_bytes(ca_key.private_pem())
+    (folder / "ca.pem").write_bytes(ssi_x509.cert_to_pem(ca_cert))
+    env = {**os.environ, "CARTERA_ISSUER_DATABASE_URL": database_url, "CARTERA_ISSUER_PORT": str(port),
+           "CARTERA_ISSUER_PUBLIC_URL": f"http://127.0.0.1:{port}", "CARTERA_ISSUER_DEV_MODE": "true",
+           "CARTERA_ISSUER_MASTER_KEY": secrets.token_hex(32), "CARTERA_ISSUER_ADMIN_API_KEY": ADMIN,
+           "CARTERA_ISSUER_DATA_DIR": str(folder), "CARTERA_ISSUER_CA_KEY_FILE": str(folder / "ca.key"),
+           "CARTERA_ISSUER_CA_CERT_FILE": str(folder / "ca.pem"), "CARTERA_ISSUER_LOG_LEVEL": "warning"}
+    code = ("import uvicorn; from issuer.app import create_app; "
+            f"uvicorn.run(create_app(), host='127.0.0.1', port={port}, log_level='warning', access_log=False, "
+            "log_config=None)")
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=env, stderr=subprocess.DEVNULL)
+    wait_http(f"http://127.0.0.1:{port}/healthz", timeout=60)
+    return proc
+
+
+async def provision(base: str, registry: Path) -> str:
+    async with httpx.AsyncClient(timeout=30) as http:
+        r = await http.post(f"{base}/v1/tenants", json={"slug": "bench", "name": "Bench issuer"},
+                            headers={"Authorization": f"Bearer {ADMIN}"})
+        r.raise_for_status()
+        key = r.json()["api_key"]
+        headers = {"Authorization": f"Bearer {key}"}
+        (await http.post(f"{base}/v1/types", json={"builtin": "tax-compliance"}, headers=headers)).raise_for_status()
+        (await http.put(f"{base}/v1/types/tax-compliance/source", headers=headers, json={
+            "kind": "sql", "url": f"sqlite:///{registry}", "product": "ECOT103",
+            "query": "SELECT resultado, referencia, fecha FROM tax WHERE nif = :identifier",
+            "fields": {"Certificado.Resultado": "resultado", "Certificado.ReferenciaAEAT": "referencia",
+                       "Certificado.FechaEmision": "fecha"},
+            "context": {"purpose": "Benchmark", "procedure": "BENCH", "consent": "Ley", "official_name": "Bench",
+                        "official_nif": "00000000T"}})).raise_for_status()
+        return key
+
+
+async def one_flow(http: httpx.AsyncClient, base: str, api_key: str, holder: Key, subject: str) -> tuple[float, float]:
+    start = time.perf_counter()
+    offer = (await http.post(f"{base}/v1/offers", headers={"Authorization": f"Bearer {api_key}"}, json={
+        "credential_configuration_ids": ["tax-compliance"], "subject": {"identifier": subject, "name": "Bench"},
+        "by_reference": False})).json()
+    grant = offer["offer"]["grants"][PRE_AUTHORIZED_CODE_GRANT]
+    issuer = offer["offer"]["credential_issuer"]
+    token = (await http.post(f"{issuer}/token", data={
+        "grant_type": PRE_AUTHORIZED_CODE_GRANT, "pre-authorized_code": grant["pre-authorized_code"],
+        "tx_code": offer["tx_code"]})).json()["access_token"]
+    nonce = (await http.post(f"{issuer}/nonce")).json()["c_nonce"]
+    proof = build_proof_jwt(holder, audience=issuer, nonce=nonce)
+    t_credential = time.perf_counter()
+    response = await http.post(f"{issuer}/credential", headers={"Authorization": f"Bearer {token}"},
+                               json={"credential_configuration_id": "tax-compliance", "proofs": {"jwt": [proof]}})
+    if response.status_code != 200:
+        raise RuntimeError(f"credential request failed: {response.status_code} {response.text[:200]}")
+    end = time.perf_counter()
+    return end - start, end - t_credential
+
+
+async def run_load(base: str, api_key: str, wallets: int, seconds: float) -> dict[str, float]:
+    flows: list[float] = []
+    credential_calls: list[float] = []
+    deadline = time.perf_counter() + seconds
+    async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=wallets + 4)) as http:
+        async def wallet(n: int) -> None:
+            holder = Key.generate()
+            i = n
+            while time.perf_counter() < deadline:
+                flow, cred = await one_flow(http, base, api_key, holder, SUBJECTS[i % len(SUBJECTS)])
+                flows.append(flow)
+                credential_calls.append(cred)
+                i += wallets
+
+        await one_flow(http, base, api_key, Key.generate(), SUBJECTS[0])  # warm-up
+        started = time.perf_counter()
+        await asyncio.gather(*(wallet(n) for n in range(wallets)))
+        elapsed = time.perf_counter() - started
+    flows.sort()
+    credential_calls.sort()
+
+    def pct(values: list[float], q: float) -> float:
+        return values[min(len(values) - 1, int(q * len(values)))] * 1000
+
+    return {"credentials": len(flows), "per_second": len(flows) / elapsed, "p50_ms": pct(flows, 0.5),
+            "p99_ms": pct(flows, 0.99), "credential_p50_ms": pct(credential_calls, 0.5),
+            "credential_p99_ms": pct(credential_calls, 0.99),
+            "cpu_ms_per_credential": elapsed * (os.cpu_count() or 1) * 1000 / max(1, len(flows))}
+
+
+def bare_issue_cost(rounds: int = 400) -> float:
+    ctype = load_builtin_types()["tax-compliance"]
+    key = Key.generate()
+    holder = Key.generate().public_jwk()
+    claims = {"nif": "12345678Z", "name": "Bench", "complianceStatus": "POSITIVE", "purpose": "ECOT103",
+              "aeatReference": "ECOT1030000000001", "issuedAt": "2026-03-20", "validUntil": "2026-09-20"}
+    best = float("inf")
+    for _ in range(3):
+        start = time.perf_counter()
+        for i in range(rounds):
+            issue_sd_jwt_vc(claims, vct=ctype.vct, issuer="https://issuer.example/t/bench", key=key, holder_jwk=holder,
+                            disclosable=ctype.disclosable_paths(), status=status_claim(i, "https://issuer.example/s/1"),
+                            exp=int(time.time()) + 3600)
+        best = min(best, (time.perf_counter() - start) / rounds)
+    return best * 1000
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=8.0, help="duration of each load level")
+    parser.add_argument("--wallets", default="1,8,32", help="concurrency levels")
+    parser.add_argument("--backends", default="sqlite,postgresql")
+    args = parser.parse_args()
+    bare = bare_issue_cost()
+    print(f"bare ssi issue_sd_jwt_vc (tax-compliance, 1 holder key): {bare:.3f} ms per credential")
+    print(f"machine: {os.cpu_count()} cores; load generator and issuer on the same machine\n")
+    print(f"{'backend':<11}{'wallets':>8}{'creds':>7}{'cred/s':>9}{'flow p50':>10}{'flow p99':>10}"
+          f"{'cred p50':>10}{'cred p99':>10}{'cpu-ms/cred':>13}{'× bare':>8}")
+    for backend in args.backends.split(","):
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = Path(tmp)
+            registry = folder / "registry.sqlite"
+            make_registry(registry)
+            cluster = None
+            if backend == "postgresql":
+                cluster = PostgresCluster()
+                cluster.start()
+                url = cluster.create_database()
+            else:
+                url = f"sqlite+aiosqlite:///{folder / 'issuer.db'}"
+            port = free_port()
+            proc = start_issuer(url, folder, port)
+            try:
+                base = f"http://127.0.0.1:{port}"
+                api_key = asyncio.run(provision(base, registry))
+                for wallets in (int(w) for w in args.wallets.split(",")):
+                    r = asyncio.run(run_load(base, api_key, wallets, args.seconds))
+                    print(f"{backend:<11}{wallets:>8}{r['credentials']:>7.0f}{r['per_second']:>9.1f}{r['p50_ms']:>10.1f}"
+                          f"{r['p99_ms']:>10.1f}{r['credential_p50_ms']:>10.1f}{r['credential_p99_ms']:>10.1f}"
+                          f"{r['cpu_ms_per_credential']:>13.1f}{r['cpu_ms_per_credential'] / bare:>8.0f}", flush=True)
+            finally:
+                proc.terminate()
+                proc.wait(timeout=20)
+                if cluster is not None:
+                    cluster.stop()
+
+
+if __name__ == "__main__":
+    main()
