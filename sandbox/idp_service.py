@@ -331,7 +331,7 @@ def create_app(config: IdPSandboxConfig) -> FastAPI:
                      "<p>This service stands in for VÀLid during development. Relying parties start at "
                      "<code>/o/oauth2/auth</code>.</p>")
 
-    @app.get("/health")
+    @app.get("/healthz")
     async def health() -> dict[str, str]:
         return {"status": "ok"}
 

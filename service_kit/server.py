@@ -43,3 +43,27 @@ def serve(
         forwarded_allow_ips=forwarded_allow_ips,
         server_header=False,
     )
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m service_kit.server package.module:factory --host H --port P [--workers N]``.
+
+    How ``cartera run`` and containers start one service: configuration comes from the environment.
+    """
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m service_kit.server", description=main.__doc__)
+    parser.add_argument("factory", help="import path of the app factory, e.g. issuer.app:create_app")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--log-level", default="info")
+    parser.add_argument("--proxy-headers", action="store_true", help="trust X-Forwarded-* (behind a proxy)")
+    parser.add_argument("--forwarded-allow-ips", default=None)
+    args = parser.parse_args(argv)
+    serve(args.factory, args.host, args.port, args.workers, log_level=args.log_level,
+          proxy_headers=args.proxy_headers, forwarded_allow_ips=args.forwarded_allow_ips)
+
+
+if __name__ == "__main__":
+    main()

@@ -166,3 +166,38 @@ def settings_reference(settings_cls: type[ServiceSettings]) -> list[dict[str, st
             }
         )
     return rows
+
+
+def _env_value(value: Any) -> str:
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list | tuple | dict) or hasattr(value, "model_dump"):
+        def plain(item: Any) -> Any:
+            if isinstance(item, SecretStr):
+                return item.get_secret_value()
+            if hasattr(item, "model_dump"):
+                return {k: plain(v) for k, v in item.model_dump().items()}
+            if isinstance(item, list | tuple):
+                return [plain(v) for v in item]
+            if isinstance(item, dict):
+                return {k: plain(v) for k, v in item.items()}
+            return str(item) if isinstance(item, Path) else item
+        return json.dumps(plain(value))
+    return str(value)
+
+
+def settings_env(settings: ServiceSettings) -> dict[str, str]:
+    """Environment variables that rebuild ``settings`` in another process (``cartera run`` starts
+    each service as its own process configured this way). Holds secrets: pass it to a child process
+    only, never print or log it. ``None`` values are left out so the child falls back to defaults."""
+    prefix = str(type(settings).model_config.get("env_prefix", ""))
+    env: dict[str, str] = {}
+    for name in type(settings).model_fields:
+        value = getattr(settings, name)
+        if value is not None:
+            env[f"{prefix}{name}".upper()] = _env_value(value)
+    return env

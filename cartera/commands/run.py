@@ -1,0 +1,158 @@
+"""`cartera run` (the whole system on embedded defaults) and `cartera status`."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import httpx
+import typer
+from rich.table import Table
+
+from cartera.console import console, fail, print_json
+from cartera.system import DEV_FILE_NAME, ServiceProcess, load_dev_file, provision
+
+app = typer.Typer()
+
+DataDirOpt = Annotated[Path, typer.Option("--data-dir", help="Folder for databases, development keys and the "
+                                                              f"{DEV_FILE_NAME} file.")]
+
+
+def _healthy(url: str, timeout: float = 2.0) -> bool:
+    try:
+        return httpx.get(url, timeout=timeout).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _start(process: ServiceProcess, log_dir: Path) -> subprocess.Popen[bytes]:
+    log = (log_dir / f"{process.name}.log").open("ab")
+    # Each child gets only the variables of its own service (plus the parent's environment).
+    # argv is built by cartera.system from sys.executable and fixed module names, never from input.
+    return subprocess.Popen(process.argv, env={**os.environ, **process.env}, stdout=log,  # noqa: S603
+                            stderr=subprocess.STDOUT)
+
+
+def _stop(children: dict[str, subprocess.Popen[bytes]]) -> None:
+    for child in children.values():
+        if child.poll() is None:
+            child.send_signal(signal.SIGINT)
+    deadline = time.monotonic() + 10
+    for child in children.values():
+        try:
+            child.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            child.kill()
+
+
+def _summary(info: dict[str, Any], data_dir: Path) -> None:
+    table = Table(title="Cartera is running (embedded defaults, development only)")
+    table.add_column("service")
+    table.add_column("URL", no_wrap=True)
+    table.add_column("API description (OpenAPI)", no_wrap=True)
+    for service in info["services"]:
+        table.add_row(service["title"], service["url"], service.get("openapi_url") or "")
+    console.print(table)
+    verifier = info.get("verifier", {})
+    console.print("[bold]Open first:[/]", highlight=False)
+    console.print(f"  • the verifier desk page: {verifier.get('desk_url', '')}", highlight=False)
+    console.print(f"  • the identity provider's login page (synthetic citizens): {info['sandbox']['idp_url']}"
+                  "/o/oauth2/auth is reached through the wallet login", highlight=False)
+    console.print("[bold]Try:[/]", highlight=False)
+    console.print("  cartera sandbox citizens --limit 5           # whom to log in as (12345678Z has everything)")
+    console.print("  cartera issuer offer --type university-diploma --subject 12345678Z")
+    console.print("  cartera verifier request --template grant-application")
+    console.print(f"Development API keys and URLs: {data_dir / DEV_FILE_NAME}; logs: {data_dir / 'logs'}/")
+    console.print("Ctrl-C stops everything.")
+
+
+@app.command("run")
+def run(
+    data_dir: DataDirOpt = Path("var"),
+    host: Annotated[str, typer.Option(help="Interface to listen on; keep loopback for development.")] = "127.0.0.1",
+    port_base: Annotated[int, typer.Option(help="Services listen on base+1 (issuer), +2 (verifier), +3 (wallet), "
+                                                 "+4 (Via Oberta sandbox), +5 (identity provider).")] = 8000,
+    startup_timeout: Annotated[float, typer.Option(help="Seconds to wait for every service to be healthy.")] = 60.0,
+) -> None:
+    """Start the whole system on embedded defaults: sandbox, issuer, verifier and wallet API.
+
+    The first start provisions a development PKI, demo issuers and agencies, the built-in credential
+    types and the synthetic citizens; later starts reuse them. Ctrl-C stops every service.
+    """
+    console.print("Provisioning (development PKI, demo tenants, agencies, wallet trust)…")
+    try:
+        plan = asyncio.run(provision(data_dir, host=host, port_base=port_base))
+    except OSError as exc:
+        fail(f"cannot prepare {data_dir}: {exc}")
+    log_dir = data_dir.resolve() / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    busy = [p for p in plan.processes if _healthy(p.url + p.health_path, timeout=0.5)]
+    if busy:
+        fail(f"something already answers at {busy[0].url}", hint="stop it, or choose other ports with --port-base")
+
+    children: dict[str, subprocess.Popen[bytes]] = {}
+    stopping = False
+
+    def on_signal(_signum: int, _frame: Any) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        for process in plan.processes:
+            children[process.name] = _start(process, log_dir)
+        with console.status("Starting services…"):
+            deadline = time.monotonic() + startup_timeout
+            pending = {p.name: p for p in plan.processes}
+            while pending and not stopping:
+                for name, process in list(pending.items()):
+                    if children[name].poll() is not None:
+                        raise RuntimeError(f"{process.title} exited during start-up; see {log_dir / name}.log")
+                    if _healthy(process.url + process.health_path, timeout=0.5):
+                        del pending[name]
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"not healthy after {startup_timeout:.0f} s: {', '.join(pending)}; "
+                                       f"see the logs in {log_dir}")
+                time.sleep(0.2)
+        if not stopping:
+            _summary(plan.info, data_dir)
+        while not stopping:
+            for name, child in children.items():
+                if child.poll() is not None:
+                    raise RuntimeError(f"{name} stopped unexpectedly (exit {child.returncode}); see {log_dir / name}.log")
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    except RuntimeError as exc:
+        _stop(children)
+        fail(str(exc))
+    _stop(children)
+    console.print("Stopped.")
+
+
+@app.command("status")
+def status(
+    data_dir: DataDirOpt = Path("var"),
+    as_json: Annotated[bool, typer.Option("--json", help='Print [{"name", "url", "openapi_url", "healthy"}].')] = False,
+) -> None:
+    """Show each service of the running system with its URL and health. Exit 1 if any is unhealthy."""
+    info = load_dev_file(data_dir / DEV_FILE_NAME)
+    if not info.get("services"):
+        fail(f"no system provisioned in {data_dir}", hint="start it with `cartera run` (or `make run`)")
+    rows = [{"name": s["name"], "url": s["url"], "openapi_url": s.get("openapi_url"),
+             "healthy": _healthy(s["health_url"])} for s in info["services"]]
+    if as_json:
+        print_json(rows)
+    else:
+        table = Table(title="Cartera services")
+        for column in ("service", "URL", "health"):
+            table.add_column(column)
+        for row in rows:
+            table.add_row(row["name"], row["url"], "[green]healthy[/]" if row["healthy"] else "[red]down[/]")
+        console.print(table)
+    raise typer.Exit(0 if all(r["healthy"] for r in rows) else 1)
