@@ -46,8 +46,13 @@ class CreatedOffer:
 
 async def create_offer(ctx: IssuerContext, tenant: TenantRef, configuration_ids: list[str], subject: dict[str, Any], *,
                        with_tx_code: bool = True, by_reference: bool = True, selector: str | None = None,
-                       tx_code_description: str | None = None) -> CreatedOffer:
-    """Create a pre-authorized offer for ``subject`` (and reserve one credential id per configuration)."""
+                       tx_code_description: str | None = None, authorization_code: bool = False) -> CreatedOffer:
+    """Create a pre-authorized offer for ``subject`` (and reserve one credential id per configuration).
+
+    With ``authorization_code`` the offer also carries the authorization code grant with
+    ``issuer_state`` = the offer id: a wallet may then log the citizen in instead, and only the
+    offer's subject is accepted.
+    """
     code = new_secret()
     tx_code = new_tx_code(ctx.settings.tx_code_length) if with_tx_code else None
     offer_id = new_id("o_", 12)
@@ -56,8 +61,10 @@ async def create_offer(ctx: IssuerContext, tenant: TenantRef, configuration_ids:
     if tx_code is not None:
         grant["tx_code"] = {"input_mode": "numeric", "length": len(tx_code),
                             "description": tx_code_description or "Enter the code you received with this offer"}
-    offer = {"credential_issuer": issuer, "credential_configuration_ids": configuration_ids,
-             "grants": {PRE_AUTHORIZED_CODE_GRANT: grant}}
+    grants: dict[str, Any] = {PRE_AUTHORIZED_CODE_GRANT: grant}
+    if authorization_code:
+        grants["authorization_code"] = {"issuer_state": offer_id}
+    offer = {"credential_issuer": issuer, "credential_configuration_ids": configuration_ids, "grants": grants}
     now = utcnow()
     expires = now + dt.timedelta(seconds=ctx.settings.offer_ttl)
     credential_ids = {cid: new_id("c_", 12) for cid in configuration_ids}

@@ -226,6 +226,8 @@ class OfferCreate(_Model):
     by_reference: bool = Field(default=True, description="`credential_offer_uri` (true) or the offer by value.")
     selector: str | None = Field(default=None, max_length=100,
                                  description="Picks one record when the source holds several (a degree's NumTitulo).")
+    authorization_code: bool = Field(default=False, description="Also offer the authorization code grant "
+                                                                "(`issuer_state`): the citizen logs in at VÀLid.")
 
 
 class OfferCreated(BaseModel):
@@ -249,7 +251,8 @@ async def new_offer(body: OfferCreate, tenant: TenantRef = Depends(admin_tenant)
     subject = body.subject.model_dump()
     subject["identifier"] = subject["identifier"].upper()
     created = await create_offer(ctx, tenant, body.credential_configuration_ids, subject, with_tx_code=body.tx_code,
-                                 by_reference=body.by_reference, selector=body.selector)
+                                 by_reference=body.by_reference, selector=body.selector,
+                                 authorization_code=body.authorization_code)
     return OfferCreated(offer_id=created.offer_id, offer_uri=created.offer_uri,
                         credential_offer_uri=created.credential_offer_uri, offer=created.offer, tx_code=created.tx_code,
                         credential_ids=created.credential_ids, expires_at=created.expires_at)

@@ -150,3 +150,22 @@ async def test_full_flow_on_postgresql(pg_issuer_env: IssuerEnv) -> None:
     assert len(result.credentials) == 2
     verify_with_ssi(pg_issuer_env, result.credentials[1], result.holder_keys[1])
     verify_with_reference_library(pg_issuer_env, auth.credentials[0], auth.holder_keys[0])
+
+
+async def test_issuer_state_offer_accepts_only_its_subject_at_login(issuer_env: IssuerEnv) -> None:
+    async with httpx.AsyncClient(timeout=20) as http:
+        r = await http.post(f"{issuer_env.url}/v1/offers", headers=issuer_env.headers("uni-barcelona"), json={
+            "credential_configuration_ids": ["university-diploma"], "subject": {"identifier": DEMO_EVERYTHING},
+            "authorization_code": True, "selector": "2005/004567"})
+        offer = r.json()
+        state = offer["offer"]["grants"]["authorization_code"]["issuer_state"]
+        wallet = WalletClient(http)
+        with pytest.raises(IssuerError) as refused:
+            await wallet.authorize(issuer_env.issuer("uni-barcelona"), "university-diploma",
+                                   login_hint=DEMO_TAX_NEGATIVE, issuer_state=state)
+        ready = await wallet.authorize(issuer_env.issuer("uni-barcelona"), "university-diploma",
+                                       login_hint=DEMO_EVERYTHING, issuer_state=state)
+        result = await wallet.request_credential(ready)
+    assert refused.value.error == "access_denied"
+    claims = verify_with_ssi(issuer_env, result.credentials[0], result.holder_keys[0])
+    assert claims["registrationNumber"] == "2005/004567"  # the offer's selector picked the master's degree
