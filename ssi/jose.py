@@ -19,7 +19,7 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
-from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from .encoding import b64url_decode, b64url_encode, json_dumps, json_loads
 from .errors import EncodingError, JOSEError
@@ -40,6 +40,49 @@ _ALG_CRV = {"ES256": "P-256", "ES384": "P-384", "EdDSA": "Ed25519"}
 
 PrivateKey = ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey | rsa.RSAPrivateKey
 PublicKey = ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey | rsa.RSAPublicKey
+
+
+_ALG_SIZE = {"ES256": 32, "ES384": 48}
+_P256_FITS = frozenset({"ES256"})
+
+
+def _fitting_algorithms(public: Any) -> frozenset[str]:
+    """The JOSE algorithms a public key can verify (empty for an unsupported key or curve)."""
+    if isinstance(public, ec.EllipticCurvePublicKey):
+        name = public.curve.name
+        return frozenset(alg for crv, (curve, alg, _size) in _EC_CURVES.items() if curve.name == name)
+    if isinstance(public, ed25519.Ed25519PublicKey):
+        return frozenset({"EdDSA"})
+    if isinstance(public, rsa.RSAPublicKey):
+        return frozenset({"RS256", "PS256"})
+    return frozenset()
+
+
+def _der_to_raw(der: bytes, size: int) -> bytes:
+    """ECDSA-Sig-Value (DER, as OpenSSL emits it) to the JWS ``r || s`` form (RFC 7518 §3.4)."""
+    # Short-form lengths always hold for P-256 and P-384; anything else takes the generic path.
+    if len(der) > 8 and der[0] == 0x30 and der[1] == len(der) - 2 and der[2] == 0x02:
+        r_len = der[3]
+        s_at = 4 + r_len
+        if s_at + 2 <= len(der) and der[s_at] == 0x02 and s_at + 2 + der[s_at + 1] == len(der) \
+                and r_len <= size + 1 and der[s_at + 1] <= size + 1:
+            return der[4:s_at][-size:].rjust(size, b"\x00") + der[s_at + 2:][-size:].rjust(size, b"\x00")
+    r, s = decode_dss_signature(der)
+    return r.to_bytes(size, "big") + s.to_bytes(size, "big")
+
+
+def _der_integer(value: bytes) -> bytes:
+    # Minimal DER INTEGER content: no leading zero octets, one 0x00 before a set high bit.
+    value = value.lstrip(b"\x00") or b"\x00"
+    if value[0] & 0x80:
+        value = b"\x00" + value
+    return b"\x02" + len(value).to_bytes(1, "big") + value
+
+
+def _raw_to_der(signature: bytes, size: int) -> bytes:
+    """JWS ``r || s`` (each ``size`` octets) to the DER ECDSA-Sig-Value that OpenSSL verifies."""
+    body = _der_integer(signature[:size]) + _der_integer(signature[size:])
+    return b"\x30" + len(body).to_bytes(1, "big") + body
 
 
 def _int_to_b64(value: int, length: int) -> str:
@@ -66,7 +109,7 @@ class Key:
     :meth:`from_cryptography`. Public-key objects are cached so that verification does no parsing.
     """
 
-    __slots__ = ("_private", "_public", "alg", "kid", "_thumbprint")
+    __slots__ = ("_private", "_public", "alg", "kid", "_thumbprint", "_fits", "_ec_size")
 
     def __init__(self, private: PrivateKey | None = None, public: PublicKey | None = None,
                  alg: str | None = None, kid: str | None = None) -> None:
@@ -74,11 +117,29 @@ class Key:
             raise JOSEError("bad_key", "a key needs a private or a public part")
         self._private = private
         self._public: PublicKey = public if public is not None else private.public_key()  # type: ignore[union-attr]
+        # The algorithms this key can serve, decided once: isinstance against cryptography's
+        # abstract key classes costs more than a set lookup on every sign and verify.
+        self._fits = _fitting_algorithms(self._public)
         self.alg = alg or self._default_alg()
         if self.alg not in SUPPORTED_ALGORITHMS or not self._alg_fits(self.alg):
             raise JOSEError("alg_key_mismatch", f"algorithm {self.alg} does not fit this key")
         self.kid = kid
         self._thumbprint: str | None = None
+        #: Coordinate size of an EC key (0 otherwise): ECDSA signatures are two such integers.
+        self._ec_size = _ALG_SIZE.get(self.alg, 0)
+
+    @classmethod
+    def _p256_public(cls, public: ec.EllipticCurvePublicKey, kid: str | None) -> Key:
+        """A public ES256 key from an object the caller built on P-256 (the holder-key hot path)."""
+        self = cls.__new__(cls)
+        self._private = None
+        self._public = public
+        self._fits = _P256_FITS
+        self.alg = "ES256"
+        self.kid = kid
+        self._thumbprint = None
+        self._ec_size = 32
+        return self
 
     # -- construction ---------------------------------------------------------------------------
     @classmethod
@@ -193,15 +254,7 @@ class Key:
         return "RS256"
 
     def _alg_fits(self, alg: str) -> bool:
-        kty = _ALG_KTY.get(alg)
-        if kty == "EC":
-            return isinstance(self._public, ec.EllipticCurvePublicKey) and \
-                _EC_CURVES[_ALG_CRV[alg]][0].name == self._public.curve.name
-        if kty == "OKP":
-            return isinstance(self._public, ed25519.Ed25519PublicKey)
-        if kty == "RSA":
-            return isinstance(self._public, rsa.RSAPublicKey)
-        return False
+        return alg in self._fits
 
     # -- JWK export -----------------------------------------------------------------------------
     def public_jwk(self, include_kid: bool = True) -> dict[str, str]:
@@ -256,11 +309,9 @@ class Key:
     def sign(self, data: bytes) -> bytes:
         """A JWS signature over ``data`` (raw ``r||s`` for ECDSA, as RFC 7518 §3.4 requires)."""
         priv = self.private_key
-        if isinstance(priv, ec.EllipticCurvePrivateKey):
-            der = priv.sign(data, _ECDSA[self.alg])
-            r, s = decode_dss_signature(der)
-            size = _EC_CURVES[_ALG_CRV[self.alg]][2]
-            return r.to_bytes(size, "big") + s.to_bytes(size, "big")
+        size = self._ec_size
+        if size:
+            return _der_to_raw(priv.sign(data, _ECDSA[self.alg]), size)  # type: ignore[call-arg, arg-type]
         if isinstance(priv, ed25519.Ed25519PrivateKey):
             return priv.sign(data)
         raise JOSEError("unsupported_key", "this key cannot sign here")
@@ -268,17 +319,16 @@ class Key:
     def verify(self, signature: bytes, data: bytes, alg: str | None = None) -> bool:
         """True when ``signature`` is valid for ``data`` under this key and algorithm."""
         alg = alg or self.alg
-        if alg not in SUPPORTED_ALGORITHMS or not self._alg_fits(alg):
+        # _fits only ever holds supported algorithms, so this is also the SUPPORTED_ALGORITHMS test.
+        if alg not in self._fits:
             return False
         pub = self._public
         try:
-            if isinstance(pub, ec.EllipticCurvePublicKey):
-                size = _EC_CURVES[_ALG_CRV[alg]][2]
+            size = self._ec_size
+            if size:
                 if len(signature) != 2 * size:
                     return False
-                der = encode_dss_signature(int.from_bytes(signature[:size], "big"),
-                                           int.from_bytes(signature[size:], "big"))
-                pub.verify(der, data, _ECDSA[alg])
+                pub.verify(_raw_to_der(signature, size), data, _ECDSA[alg])  # type: ignore[call-arg, arg-type]
             elif isinstance(pub, ed25519.Ed25519PublicKey):
                 pub.verify(signature, data)
             elif alg == "RS256":
