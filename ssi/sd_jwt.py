@@ -38,7 +38,7 @@ import secrets
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from json.encoder import encode_basestring  # type: ignore[attr-defined]
+from json.encoder import c_make_encoder, encode_basestring  # type: ignore[attr-defined]
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -78,6 +78,22 @@ _RESERVED_NAMES = frozenset({_SD, _ELLIPSIS})
 # which is a measurable share of issuing ten disclosures.
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 _sha256 = hashlib.sha256
+
+
+def _default(value: Any) -> Any:
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+# The C encoder behind _ENCODER, built once: JSONEncoder.encode builds it again on every call.
+# No circular-reference markers: the issuing walk bounds nesting (MAX_DEPTH) before any value is
+# encoded, and RecursionError is caught as bad_claim_value all the same.
+if c_make_encoder is not None:
+    _c_encoder = c_make_encoder(None, _default, encode_basestring, None, ":", ",", False, False, False)
+
+    def _encode_json(value: Any) -> str:
+        return "".join(_c_encoder(value, 0))
+else:  # pragma: no cover - CPython always has the C accelerator
+    _encode_json = _ENCODER.encode
 # The same strict rules as ssi.encoding.json_loads (no duplicate members, no NaN/Infinity), with
 # one decoder instance instead of one per call: six JSON documents per verified presentation.
 _DECODER = json.JSONDecoder(object_pairs_hook=_no_duplicate_keys, parse_constant=_no_constants)
@@ -194,9 +210,11 @@ def make_disclosure(name: str | None, value: Any, salt: str | None = None) -> Di
 class _Node:
     """A node of the trie of disclosable paths (built once per distinct path list, then shared)."""
 
-    __slots__ = ("sd", "children", "has_members", "has_elements")
+    __slots__ = ("sd", "children", "has_members", "has_elements", "count")
 
     def __init__(self) -> None:
+        #: On the root only: how many paths the trie holds (sizes the salt pool of an issuance).
+        self.count = 0
         self.sd = False
         self.children: dict[str | int | None, _Node] = {}
         self.has_members = False
@@ -232,6 +250,7 @@ def _build_trie(paths: tuple[ClaimPath, ...]) -> _Node:
                 node.has_elements = True
             node = node.children.setdefault(component, _Node())
         node.sd = True
+    root.count = len(paths)
     return root
 
 
@@ -269,12 +288,21 @@ def _b64e(data: bytes) -> bytes:
 
 
 class _Issuer:
+    """One issuance: walks the payload, creates the disclosures, keeps their encoded form.
+
+    The work per disclosure is batched per object or array: the salts come from one CSPRNG call
+    per issuance (or per 16 disclosures), and the digests of a container (decoys included) are
+    translated to the base64url alphabet and decoded in one call instead of one per digest.
+    """
+
     __slots__ = ("encoded", "decoys", "_salts", "_pos", "_random", "_rpos")
 
-    def __init__(self, decoys: int | None) -> None:
+    def __init__(self, decoys: int | None, expected: int) -> None:
         self.encoded: list[bytes] = []
         self.decoys = decoys
-        self._salts = ""
+        # Salts: 22 base64url characters cut from one uniformly random stream, i.e. 132 random
+        # bits each (RFC 9901 §9.3 asks for 128); 17 random bytes encode to >= 22 characters.
+        self._salts = b64url_encode(secrets.token_bytes(17 * max(expected, 1)))
         self._pos = 0
         self._random = b""
         self._rpos = 0
@@ -283,14 +311,10 @@ class _Issuer:
         # Decoys and their counts are drawn from one CSPRNG call per 256 bytes.
         pos = self._rpos
         if pos + n > len(self._random):
-            self._random = secrets.token_bytes(256)
+            self._random = secrets.token_bytes(max(256, n))
             pos = 0
         self._rpos = pos + n
         return self._random[pos:pos + n]
-
-    def decoy_digest(self) -> str:
-        # Indistinguishable from a real digest: 256 uniformly random bits, base64url.
-        return _b64e(self._random_bytes(32)).decode("ascii")
 
     def decoy_count(self) -> int:
         if self.decoys is not None:
@@ -298,33 +322,38 @@ class _Issuer:
         # A uniformly random 1-4 per container hides how many claims are really disclosable.
         return 1 + (self._random_bytes(1)[0] & 3)
 
-    def disclose(self, name: str | None, value: Any) -> str:
-        # The hot loop of issuance (once per disclosable claim): kept inline on purpose.
-        kind = type(value)
-        try:
-            if kind is str:
-                value_json = _encode_str(value)
-            elif kind is int:
-                value_json = int.__repr__(value)
-            else:
-                value_json = _ENCODER.encode(value)
-        except (TypeError, ValueError) as exc:
-            raise SDJWTError("bad_claim_value", "a claim value is not JSON-serialisable") from exc
+    def digests(self, bodies: list[str], decoys: int) -> list[str]:
+        """Create one disclosure per body (``"name",value`` or ``value``, i.e. the JSON array
+        without its salt) and return their digests, followed by ``decoys`` decoy digests."""
         pos = self._pos
-        if pos + 22 > len(self._salts):
-            # One CSPRNG call for sixteen salts: each is 22 base64url characters cut from a
-            # uniformly random stream, i.e. 132 random bits (RFC 9901 §9.3 asks for 128).
-            self._salts = b64url_encode(secrets.token_bytes(17 * 16))
+        if pos + 22 * len(bodies) > len(self._salts):
+            self._salts = b64url_encode(secrets.token_bytes(17 * max(16, len(bodies))))
             pos = 0
-        self._pos = pos + 22
-        salt = self._salts[pos:pos + 22]
-        if name is None:
-            text = '["' + salt + '",' + value_json + "]"
-        else:
-            text = '["' + salt + '",' + _encode_str(name) + "," + value_json + "]"
-        encoded = _b2a(text.encode("utf-8"), newline=False).translate(_B64_TABLE).rstrip(b"=")
-        self.encoded.append(encoded)
-        return _b2a(_sha256(encoded).digest(), newline=False).translate(_B64_TABLE).rstrip(b"=").decode("ascii")
+        salts = self._salts
+        append_encoded = self.encoded.append
+        table = _B64_TABLE
+        b2a = _b2a
+        sha256 = _sha256
+        raw: list[bytes] = []
+        append = raw.append
+        for body in bodies:
+            encoded = b2a(('["' + salts[pos:pos + 22] + '",' + body + "]").encode("utf-8"), newline=False) \
+                .translate(table).rstrip(b"=")
+            pos += 22
+            append_encoded(encoded)
+            # Standard alphabet with its "=\n" tail: translated and split for all digests at once.
+            append(b2a(sha256(encoded).digest()))
+        self._pos = pos
+        if decoys:
+            # Indistinguishable from a real digest: 256 uniformly random bits, base64url.
+            block = self._random_bytes(32 * decoys)
+            for start in range(0, 32 * decoys, 32):
+                append(b2a(block[start:start + 32]))
+        if not raw:
+            return []
+        digests = b"".join(raw).translate(table).decode("ascii").split("=\n")
+        digests.pop()  # the empty string after the last separator
+        return digests
 
     def encode(self, value: Any, node: _Node | None, depth: int) -> Any:
         if depth > MAX_DEPTH:
@@ -337,24 +366,39 @@ class _Issuer:
 
     def _encode_object(self, value: dict[str, Any], node: _Node | None, depth: int) -> dict[str, Any]:
         out: dict[str, Any] = {}
-        digests: list[str] = []
+        bodies: list[str] = []
         children = node.children if node is not None else None
         for name, member in value.items():
             if type(name) is not str:
                 raise SDJWTError("bad_claim_name", "object member names must be strings")
             if name in _RESERVED_NAMES:
                 raise SDJWTError("reserved_claim_name", "the payload may not contain '_sd' or '...' members")
+            kind = type(member)
             child = children.get(name) if children else None
             if child is None:
-                out[name] = self.encode(member, None, depth + 1) if type(member) in _CONTAINERS else member
+                if kind is dict or kind is list:
+                    _check_plain(member, depth + 1)
+                out[name] = member
                 continue
-            encoded = self.encode(member, child, depth + 1)
-            if child.sd:
-                digests.append(self.disclose(name, encoded))
-            else:
-                out[name] = encoded
+            if (kind is not str and kind is not int) or depth >= MAX_DEPTH:
+                member = self.encode(member, child, depth + 1)
+                kind = type(member)
+            if not child.sd:
+                out[name] = member
+                continue
+            # The hot loop of issuance (once per disclosable claim): kept inline on purpose.
+            try:
+                if kind is str:
+                    value_json = _encode_str(member)
+                elif kind is int:
+                    value_json = int.__repr__(member)
+                else:
+                    value_json = _encode_json(member)
+            except (TypeError, ValueError, RecursionError) as exc:
+                raise SDJWTError("bad_claim_value", "a claim value is not JSON-serialisable") from exc
+            bodies.append(_encode_str(name) + "," + value_json)
         if node is not None and node.has_members:
-            digests.extend(self.decoy_digest() for _ in range(self.decoy_count()))
+            digests = self.digests(bodies, self.decoy_count())
             if digests:
                 digests.sort()
                 out[_SD] = digests
@@ -363,24 +407,62 @@ class _Issuer:
     def _encode_array(self, value: list[Any], node: _Node | None, depth: int) -> list[Any]:
         out: list[Any] = []
         children = node.children if node is not None else None
+        disclosed: list[int] = []
+        bodies: list[str] = []
         for index, element in enumerate(value):
             child = None
             if children:
                 every, this = children.get(None), children.get(index)
                 child = _merge(every, this) if every is not None and this is not None else (every or this)
+            if child is None:
+                if depth >= MAX_DEPTH:
+                    raise SDJWTError("too_deep", "the payload is nested too deeply")
+                if type(element) is dict or type(element) is list:
+                    _check_plain(element, depth + 1)
+                out.append(element)
+                continue
             encoded = self.encode(element, child, depth + 1)
-            if child is not None and child.sd:
-                out.append({_ELLIPSIS: self.disclose(None, encoded)})
+            if child.sd:
+                try:
+                    bodies.append(_encode_json(encoded))
+                except (TypeError, ValueError, RecursionError) as exc:
+                    raise SDJWTError("bad_claim_value", "a claim value is not JSON-serialisable") from exc
+                disclosed.append(len(out))
+                out.append(None)
             else:
                 out.append(encoded)
+        if bodies:
+            for position, digest in zip(disclosed, self.digests(bodies, 0), strict=True):
+                out[position] = {_ELLIPSIS: digest}
         if node is not None and node.has_elements:
             # Decoys at random positions: trailing ones would stand out as decoys.
-            for _ in range(self.decoy_count()):
-                out.insert(secrets.randbelow(len(out) + 1), {_ELLIPSIS: self.decoy_digest()})
+            for digest in self.digests([], self.decoy_count()):
+                out.insert(secrets.randbelow(len(out) + 1), {_ELLIPSIS: digest})
         return out
 
 
 _CONTAINERS = (dict, list)
+
+
+def _check_plain(value: dict[str, Any] | list[Any], depth: int) -> None:
+    """Validate a subtree with nothing disclosable in it (member names, nesting) without copying
+    it: the issued payload shares it, since it is only serialised."""
+    if depth > MAX_DEPTH:
+        raise SDJWTError("too_deep", "the payload is nested too deeply")
+    if type(value) is dict:
+        for name, member in value.items():
+            if type(name) is not str:
+                raise SDJWTError("bad_claim_name", "object member names must be strings")
+            if name in _RESERVED_NAMES:
+                raise SDJWTError("reserved_claim_name", "the payload may not contain '_sd' or '...' members")
+            if type(member) is dict or type(member) is list:
+                _check_plain(member, depth + 1)
+        return
+    if value and depth >= MAX_DEPTH:
+        raise SDJWTError("too_deep", "the payload is nested too deeply")
+    for element in value:
+        if type(element) is dict or type(element) is list:
+            _check_plain(element, depth + 1)
 
 
 _HEADERS: dict[tuple[Any, ...], bytes] = {}
@@ -427,8 +509,8 @@ def _sign_compact(header: dict[str, Any], payload: dict[str, Any], key: Key) -> 
         raise JOSEError("alg_key_mismatch", "header alg does not match the signing key")
     header.pop("alg", None)
     try:
-        body = _ENCODER.encode(payload)
-    except (TypeError, ValueError) as exc:
+        body = _encode_json(payload)
+    except (TypeError, ValueError, RecursionError) as exc:
         raise SDJWTError("bad_claim_value", "a claim value is not JSON-serialisable") from exc
     signing_input = _header_segment(header, key.alg) + b"." + _b64e(body.encode("utf-8"))
     return (signing_input + b"." + _b64e(key.sign(signing_input))).decode("ascii")
@@ -450,8 +532,9 @@ def issue_sd_jwt(payload: dict[str, Any], *, key: Key, disclosable: Iterable[Cla
         raise SDJWTError("reserved_claim_name", "'_sd_alg' is set by the issuer library")
     if decoys is not None and (isinstance(decoys, bool) or not isinstance(decoys, int) or decoys < 0):
         raise SDJWTError("bad_decoys", "decoys must be a non-negative integer")
-    issuer = _Issuer(decoys)
-    encoded = issuer.encode(payload, _trie_for(disclosable), 0)
+    trie = _trie_for(disclosable)
+    issuer = _Issuer(decoys, trie.count)
+    encoded = issuer.encode(payload, trie, 0)
     encoded[_SD_ALG] = SD_ALG
     jwt = _sign_compact(dict(header or {}), encoded, key)
     if not issuer.encoded:
