@@ -270,17 +270,12 @@ async def verify_id_token(ctx: WalletContext, provider: OIDCProvider, doc: dict[
     claims = jws.json_payload()
     kid = jws.header.get("kid")
     keys = await _provider_keys(ctx, doc["jwks_uri"], refresh=False)
-    if kid is not None and all(k.kid != kid for k in keys):
-        keys = await _provider_keys(ctx, doc["jwks_uri"], refresh=True)  # the provider rotated its keys
-    candidates = [k for k in keys if kid is None or k.kid == kid]
-    for key in candidates:
-        try:
-            verify_parsed(jws, key)
-            break
-        except SSIError:
-            continue
-    else:
-        raise LoginError("the ID token signature does not verify with the provider's keys")
+    stale = kid is not None and all(k.kid != kid for k in keys)
+    if stale or not _signed_by_one_of(jws, keys, kid):
+        # The provider may have rotated its keys (a new kid, or new keys without kids): fetch once more.
+        keys = await _provider_keys(ctx, doc["jwks_uri"], refresh=True)
+        if not _signed_by_one_of(jws, keys, kid):
+            raise LoginError("the ID token signature does not verify with the provider's keys")
     if claims.get("iss") != provider.issuer:
         raise LoginError("the ID token was issued by another provider")
     aud = claims.get("aud")
@@ -292,6 +287,18 @@ async def verify_id_token(ctx: WalletContext, provider: OIDCProvider, doc: dict[
     if not secrets.compare_digest(str(claims.get("nonce", "")), nonce):
         raise LoginError("the ID token nonce does not match the login")
     return claims
+
+
+def _signed_by_one_of(jws: Any, keys: list[Key], kid: Any) -> bool:
+    for key in keys:
+        if kid is not None and key.kid != kid:
+            continue
+        try:
+            verify_parsed(jws, key)
+        except SSIError:
+            continue
+        return True
+    return False
 
 
 class LoginErrorSSI(SSIError):

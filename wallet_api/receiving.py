@@ -395,15 +395,18 @@ class IssuerSession:
         except SSIError as exc:
             raise IssuanceError("invalid_issuer_response", f"the deferred response is not valid ({exc.code})") from exc
 
-    async def notify(self, notification_id: str | None, event: str) -> None:
-        """Tell the issuer what became of a credential (best effort: failures are not the citizen's)."""
+    async def notify(self, notification_id: str | None, event: str) -> bool:
+        """Tell the issuer what became of a credential; return whether it took the news (best effort:
+        a failure is not the citizen's problem, so it is reported, never raised)."""
         endpoint = self.metadata.notification_endpoint
         if not endpoint or not notification_id or not self.access_token:
-            return
+            return False
         try:
-            await self._send("POST", endpoint, auth=True, json={"notification_id": notification_id, "event": event})
+            response = await self._send("POST", endpoint, auth=True,
+                                        json={"notification_id": notification_id, "event": event})
         except IssuanceError:
-            return
+            return False
+        return response.status_code in (200, 204)
 
     async def receive_all(self, me: Principal, configuration_ids: list[str], token: TokenResponse,
                           languages: list[str], offer_id: str) -> Outcome:

@@ -30,6 +30,19 @@ from viaoberta.credentials import generate_identity
 from wallet_api.app import create_app as create_wallet
 
 MASTER = "1" * 64
+POPULATION_SIZE = 50
+
+
+def fresh_citizens(count: int) -> list[str]:
+    """Identifiers of synthetic citizens (not the fixed demo ones) with tax, working-life and padró
+    records, for tests that need a wallet nobody else uses."""
+    from sandbox.population import generate_population
+
+    population = generate_population(size=POPULATION_SIZE)
+    found = [c.identifier for c in population.citizens[5:]
+             if c.tax is not None and c.working_life is not None and c.padro is not None and not c.pending]
+    assert len(found) >= count, "the synthetic population is too small for these tests"
+    return found[:count]
 
 
 @dataclass
@@ -62,10 +75,10 @@ def running_system(tmp: Path, *, wallet_db_url: str | None = None) -> Iterator[S
         RegisteredClient("cartera-wallet", IDP_SECRET, (f"{urls['wallet']}/v1/auth/callback",)),
         RegisteredClient("cartera-issuer", "issuer-secret", tuple(
             f"{urls['issuer']}/t/{slug}/login/callback" for slug in ("uni-barcelona", "aoc-tax", "ajuntament-girona")))],
-        allow_login_hint=True, population_size=50)
+        allow_login_hint=True, population_size=POPULATION_SIZE)
     vo_config = ViaObertaSandboxConfig(signing_key_pem=platform.key_pem, signing_cert_pem=platform.cert_pem,
                                        registered_certs_pem=[requester.cert_pem], latency_seconds=0.0,
-                                       population_size=50, pending_identifiers=frozenset({DEMO_PENDING}),
+                                       population_size=POPULATION_SIZE, pending_identifiers=frozenset({DEMO_PENDING}),
                                        pending_polls=1)
     issuer_settings = IssuerSettings(
         database_url=f"sqlite+aiosqlite:///{tmp / 'issuer.db'}", public_url=urls["issuer"], port=ports["issuer"],

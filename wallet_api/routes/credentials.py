@@ -73,20 +73,25 @@ async def show_credential(ctx: Ctx, me: Citizen, credential_id: str) -> dict[str
 
 @router.delete("/credentials/{credential_id}", status_code=204, summary="Delete a credential")
 async def delete_credential(ctx: Ctx, me: Citizen, credential_id: str) -> None:
-    """Delete the credential and all its copies; the issuer is told (`credential_deleted`) when it can be."""
+    """Delete the credential and all its copies; the issuer is told (`credential_deleted`) at its notification
+    endpoint when it has one; the history's deletion entry says whether it took the news (`issuer_notified`)."""
     async with ctx.db.read_session() as session:
         cred = await get_credential(session, me.key, credential_id)
     async with ctx.db.session() as session:
         await session.execute(delete(Credential).where(Credential.id == credential_id,
                                                        Credential.wallet_id == me.wallet_id))
-        await add_history(session, me.key, "deletion", {
-            "credential_id": credential_id, "vct": cred.row.vct, "issuer": cred.row.issuer,
-            "credential_name": cred.details.get("display", {}).get("name"), "outcome": "deleted"})
+    notified = False
     note = cred.details.get("notification") or {}
     if note.get("notification_id") and note.get("metadata"):
         from ssi.oid4vci import AuthorizationServerMetadata, CredentialIssuerMetadata
 
         async with ctx.client() as client:
             session_ = IssuerSession(ctx, client, CredentialIssuerMetadata.model_validate(note["metadata"], context=STORED),
-                                     AuthorizationServerMetadata.model_validate(note["as_metadata"], context=STORED), note.get("token"))
-            await session_.notify(note["notification_id"], "credential_deleted")
+                                     AuthorizationServerMetadata.model_validate(note["as_metadata"], context=STORED),
+                                     note.get("token"))
+            notified = await session_.notify(note["notification_id"], "credential_deleted")
+    async with ctx.db.session() as session:
+        await add_history(session, me.key, "deletion", {
+            "credential_id": credential_id, "vct": cred.row.vct, "issuer": cred.row.issuer,
+            "credential_name": cred.details.get("display", {}).get("name"), "outcome": "deleted",
+            "issuer_notified": notified})
