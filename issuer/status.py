@@ -109,17 +109,24 @@ async def set_record_status(ctx: IssuerContext, session: AsyncSession, record: I
     record.status_changed_at = utcnow()
 
 
-async def list_token(ctx: IssuerContext, session: AsyncSession, list_id: str, tenant_id: str, slug: str) -> str | None:
-    """The stored token of a list, re-signed first when missing or past half its lifetime."""
-    row = (await session.execute(select(StatusList).where(StatusList.id == list_id,
-                                                          StatusList.tenant_id == tenant_id))).scalar_one_or_none()
+async def list_token(ctx: IssuerContext, list_id: str, tenant_id: str, slug: str) -> str | None:
+    """The stored token of a list, re-signed first when missing or past half its lifetime.
+
+    Reads take no write lock; only a refresh does (on SQLite a write lock serialises the service).
+    """
+    async with ctx.db.read_session() as session:
+        row = (await session.execute(select(StatusList.token, StatusList.token_exp).where(
+            StatusList.id == list_id, StatusList.tenant_id == tenant_id))).first()
     if row is None:
         return None
-    now = utcnow()
     half = dt.timedelta(seconds=ctx.settings.status_list_validity / 2)
-    if row.token is None or row.token_exp is None or row.token_exp - now < half:
-        token, exp = await _sign(ctx, session, row, slug, row.data)
-        await session.execute(update(StatusList).where(StatusList.id == row.id, StatusList.version == row.version)
-                              .values(token=token, token_exp=exp))
+    if row[0] is not None and row[1] is not None and row[1] - utcnow() >= half:
+        return str(row[0])
+    async with ctx.session() as session:
+        current = (await session.execute(select(StatusList).where(StatusList.id == list_id)
+                                         .with_for_update())).scalar_one()
+        if current.token is not None and current.token_exp is not None and current.token_exp - utcnow() >= half:
+            return current.token
+        token, exp = await _sign(ctx, session, current, slug, current.data)
+        current.token, current.token_exp = token, exp
         return token
-    return row.token

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+import time
 from dataclasses import dataclass
 
 from fastapi import Depends, Request
@@ -57,6 +58,9 @@ def bearer(request: Request) -> str | None:
 
 
 _UNAUTHENTICATED = {"WWW-Authenticate": 'Bearer realm="cartera-issuer-admin"'}
+#: Seconds a worker remembers which tenant an API key belongs to (a revoked key stops working after
+#: at most this long on other workers).
+API_KEY_CACHE_SECONDS = 5.0
 
 
 async def admin_tenant(request: Request, ctx: IssuerContext = Depends(get_ctx)) -> TenantRef:  # noqa: B008
@@ -64,13 +68,19 @@ async def admin_tenant(request: Request, ctx: IssuerContext = Depends(get_ctx)) 
     key = bearer(request)
     if not key or len(key) > 200:
         raise APIError(401, "unauthorized", "an admin API key is required (Authorization: Bearer ...)", _UNAUTHENTICATED)
+    key_hash = hash_api_key(key)
+    cached = ctx.tenants.get(("api-key", key_hash))
+    if cached is not None and time.monotonic() - cached[0] < API_KEY_CACHE_SECONDS:
+        return cached[1]  # type: ignore[no-any-return]
     async with ctx.db.read_session() as session:
         row = (await session.execute(select(Tenant).join(ApiKey, ApiKey.tenant_id == Tenant.id)
-                                     .where(ApiKey.key_hash == hash_api_key(key), ApiKey.revoked.is_(False))
+                                     .where(ApiKey.key_hash == key_hash, ApiKey.revoked.is_(False))
                                      )).scalar_one_or_none()
     if row is None:
         raise APIError(401, "unauthorized", "the API key is not valid", _UNAUTHENTICATED)
-    return _ref(row)
+    ref = _ref(row)
+    ctx.tenants.put(("api-key", key_hash), (time.monotonic(), ref))
+    return ref
 
 
 async def platform_admin(request: Request, ctx: IssuerContext = Depends(get_ctx)) -> None:  # noqa: B008

@@ -352,7 +352,13 @@ class _AlreadyDone(Exception):
 @router.post("/t/{slug}/deferred_credential", tags=["oid4vci"], summary="Deferred credential endpoint")
 async def deferred_credential(request: Request, tenant: TenantRef = Depends(path_tenant),  # noqa: B008
                               ctx: IssuerContext = Depends(get_ctx)) -> JSONResponse:  # noqa: B008
-    token_row = await access_token(ctx, tenant, bearer(request))
+    # The access token that started the transaction authorises polling it even after the token's own
+    # expiry: a registry may take hours, longer than an access token lives.
+    presented = bearer(request)
+    if not presented or len(presented) > 200:
+        raise APIError(401, "invalid_token", "the access token is missing",
+                       {"WWW-Authenticate": 'Bearer error="invalid_token"'})
+    token_hash = secret_hash(presented)
     data = await _json_body(request, INVALID_CREDENTIAL_REQUEST)
     try:
         parsed = DeferredCredentialRequest.parse(data)
@@ -363,7 +369,7 @@ async def deferred_credential(request: Request, tenant: TenantRef = Depends(path
     async with ctx.db.read_session() as session:
         row = (await session.execute(select(DeferredTransaction).where(
             DeferredTransaction.transaction_hash == tx_hash, DeferredTransaction.tenant_id == tenant.id,
-            DeferredTransaction.token_hash == token_row.token_hash))).scalar_one_or_none()
+            DeferredTransaction.token_hash == token_hash))).scalar_one_or_none()
     if row is None or row.expires_at <= utcnow():
         raise APIError(400, INVALID_TRANSACTION_ID, "the transaction id is unknown or expired")
     if row.sealed_response is not None:
@@ -428,8 +434,7 @@ async def notification(request: Request, tenant: TenantRef = Depends(path_tenant
 @router.get("/t/{slug}/status/{list_id}", tags=["status"], summary="A Token Status List (statuslist+jwt)")
 async def status_list(list_id: str, tenant: TenantRef = Depends(path_tenant),  # noqa: B008
                       ctx: IssuerContext = Depends(get_ctx)) -> Response:  # noqa: B008
-    async with ctx.session() as session:
-        token_value = await list_token(ctx, session, list_id, tenant.id, tenant.slug)
+    token_value = await list_token(ctx, list_id, tenant.id, tenant.slug)
     if token_value is None:
         raise APIError(404, "not_found", "no such status list")
     return Response(token_value, media_type=STATUS_LIST_JWT_MEDIA_TYPE,
