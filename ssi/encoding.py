@@ -9,7 +9,10 @@ from typing import Any
 
 from .errors import EncodingError
 
-_TO_STANDARD = bytes.maketrans(b"-_", b"+/")
+# To the standard alphabet, and '+', '/' and '=' (not base64url, or padding) to '*', which the
+# strict decoder refuses: one translate both converts and rejects.
+_TO_STANDARD = bytes.maketrans(b"-_+/=", b"+/***")
+_PADDING = (b"", b"", b"==", b"=")
 
 
 def b64url_encode(data: bytes) -> str:
@@ -24,20 +27,19 @@ def b64url_decode(text: str | bytes) -> bytes:
         raw = text.encode("ascii") if isinstance(text, str) else bytes(text)
     except (UnicodeEncodeError, TypeError) as exc:
         raise EncodingError("bad_base64url", "not ASCII") from exc
-    if b"+" in raw or b"/" in raw or b"=" in raw or len(raw) % 4 == 1:
+    if len(raw) % 4 == 1:
         raise EncodingError("bad_base64url", "not unpadded base64url")
     try:
-        return binascii.a2b_base64(raw.translate(_TO_STANDARD) + b"=" * (-len(raw) % 4), strict_mode=True)
+        return binascii.a2b_base64(raw.translate(_TO_STANDARD) + _PADDING[len(raw) % 4], strict_mode=True)
     except (binascii.Error, ValueError) as exc:
         raise EncodingError("bad_base64url", "not unpadded base64url") from exc
 
 
 def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise EncodingError("duplicate_json_member", "a JSON object repeats a member name")
-        out[key] = value
+    out = dict(pairs)
+    # Fewer members than pairs means a repeated name (dict keeps the last one silently).
+    if len(out) != len(pairs):
+        raise EncodingError("duplicate_json_member", "a JSON object repeats a member name")
     return out
 
 
@@ -45,12 +47,27 @@ def _no_constants(name: str) -> Any:
     raise EncodingError("bad_json", f"non-standard JSON constant {name}")
 
 
+# One decoder for every call (json.loads with hooks builds a new one each time).
+_DECODER = json.JSONDecoder(object_pairs_hook=_no_duplicate_keys, parse_constant=_no_constants)
+_scan_once = _DECODER.scan_once
+
+
 def json_loads(data: str | bytes) -> Any:
     """Parse JSON strictly: UTF-8 only, no duplicate member names, no NaN/Infinity."""
     try:
         if isinstance(data, bytes):
             data = data.decode("utf-8")
-        return json.loads(data, object_pairs_hook=_no_duplicate_keys, parse_constant=_no_constants)
+        if type(data) is not str:
+            return json.loads(data, object_pairs_hook=_no_duplicate_keys, parse_constant=_no_constants)
+        # The C scanner straight away; a document with surrounding whitespace, trailing data or
+        # nothing at all goes through JSONDecoder.decode, which then decides as json.loads would.
+        try:
+            value, end = _scan_once(data, 0)
+        except StopIteration:
+            return _DECODER.decode(data)
+        if end != len(data):
+            return _DECODER.decode(data)
+        return value
     except EncodingError:
         raise
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:

@@ -43,7 +43,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from .encoding import _no_constants, _no_duplicate_keys, b64url_decode, b64url_encode
+from .encoding import b64url_decode, b64url_encode, json_loads
 from .errors import EncodingError, JOSEError, SDJWTError
 from .jose import DEFAULT_ALGORITHMS, JWS, Key, check_algorithm, check_time_claims
 
@@ -94,18 +94,8 @@ if c_make_encoder is not None:
         return "".join(_c_encoder(value, 0))
 else:  # pragma: no cover - CPython always has the C accelerator
     _encode_json = _ENCODER.encode
-# The same strict rules as ssi.encoding.json_loads (no duplicate members, no NaN/Infinity), with
-# one decoder instance instead of one per call: six JSON documents per verified presentation.
-_DECODER = json.JSONDecoder(object_pairs_hook=_no_duplicate_keys, parse_constant=_no_constants)
-
-
-def _loads(data: bytes) -> Any:
-    try:
-        return _DECODER.decode(data.decode("utf-8"))
-    except EncodingError:
-        raise
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise EncodingError("bad_json", "not valid JSON") from exc
+# ssi.encoding.json_loads: strict (no duplicate members, no NaN/Infinity), one shared decoder.
+_loads = json_loads
 
 
 def _parse_compact(token: str, code: str, what: str) -> tuple[JWS, dict[str, Any]]:
