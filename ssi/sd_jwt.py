@@ -799,7 +799,7 @@ def import_holder_jwk(jwk: Any) -> Key:
             except (EncodingError, ValueError) as exc:
                 raise JOSEError("bad_jwk", "the JWK does not describe a valid P-256 key") from exc
             kid = jwk.get("kid")
-            return Key(public=public, alg="ES256", kid=kid if isinstance(kid, str) else None)
+            return Key._p256_public(public, kid if isinstance(kid, str) else None)
     return Key.from_jwk(jwk).public()
 
 
