@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint bench clean acapy
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -15,7 +15,19 @@ $(STAMP): pyproject.toml constraints.txt
 run: $(STAMP)
 	$(BIN)/cartera run
 
-test: $(STAMP)
+# The ACA-Py sidecar (issue 9) lives in its own environment: it pins Pydantic 1.
+ACAPY_PYTHON ?= python3.11
+ACAPY_VENV := .venv-acapy
+ACAPY_STAMP := $(ACAPY_VENV)/.installed
+
+$(ACAPY_STAMP): aries/constraints-acapy.txt
+	test -x $(ACAPY_VENV)/bin/python || $(ACAPY_PYTHON) -m venv $(ACAPY_VENV)
+	$(ACAPY_VENV)/bin/python -m pip install -q -c aries/constraints-acapy.txt 'aries-cloudagent[askar,bbs]'
+	touch $(ACAPY_STAMP)
+
+acapy: $(ACAPY_STAMP)
+
+test: $(STAMP) $(ACAPY_STAMP)
 	bash scripts/ensure-test-deps.sh
 	$(BIN)/python -m pytest -n auto -q
 
