@@ -31,6 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from credential_schemas import load_builtin_types  # noqa: E402
+from service_kit.migrations import run_migrations  # noqa: E402
 from ssi import x509 as ssi_x509  # noqa: E402
 from ssi.jose import Key  # noqa: E402
 from ssi.oid4vci import PRE_AUTHORIZED_CODE_GRANT, build_proof_jwt  # noqa: E402
@@ -50,7 +51,7 @@ def make_registry(path: Path) -> None:
                        [(s, f"ECOT103{i:012d}") for i, s in enumerate(SUBJECTS)])
 
 
-def start_issuer(database_url: str, folder: Path, port: int) -> subprocess.Popen[bytes]:
+def start_issuer(database_url: str, folder: Path, port: int, workers: int = 1) -> subprocess.Popen[bytes]:
     ca_key, ca_cert = ssi_x509.create_ca("Cartera bench CA")
     (folder / "ca.key").write_bytes(ca_key.private_pem())
     (folder / "ca.pem").write_bytes(ssi_x509.cert_to_pem(ca_cert))
@@ -59,10 +60,11 @@ def start_issuer(database_url: str, folder: Path, port: int) -> subprocess.Popen
            "CARTERA_ISSUER_MASTER_KEY": secrets.token_hex(32), "CARTERA_ISSUER_ADMIN_API_KEY": ADMIN,
            "CARTERA_ISSUER_DATA_DIR": str(folder), "CARTERA_ISSUER_CA_KEY_FILE": str(folder / "ca.key"),
            "CARTERA_ISSUER_CA_CERT_FILE": str(folder / "ca.pem"), "CARTERA_ISSUER_LOG_LEVEL": "warning"}
-    code = ("import uvicorn; from issuer.app import create_app; "
-            f"uvicorn.run(create_app(), host='127.0.0.1', port={port}, log_level='warning', access_log=False, "
-            "log_config=None)")
-    proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=env, stderr=subprocess.DEVNULL)
+    # Migrate first, so that several workers starting together find the schema in place.
+    run_migrations(ROOT / "issuer" / "migrations", database_url)
+    proc = subprocess.Popen([sys.executable, "-m", "service_kit.server", "issuer.app:create_app", "--port", str(port),
+                             "--workers", str(workers), "--log-level", "warning"],
+                            cwd=ROOT, env=env, stderr=subprocess.DEVNULL)
     wait_http(f"http://127.0.0.1:{port}/healthz", timeout=60)
     return proc
 
@@ -158,10 +160,11 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=8.0, help="duration of each load level")
     parser.add_argument("--wallets", default="1,8,32", help="concurrency levels")
     parser.add_argument("--backends", default="sqlite,postgresql")
+    parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes of the issuer")
     args = parser.parse_args()
     bare = bare_issue_cost()
     print(f"bare ssi issue_sd_jwt_vc (tax-compliance, 1 holder key): {bare:.3f} ms per credential")
-    print(f"machine: {os.cpu_count()} cores; load generator and issuer on the same machine\n")
+    print(f"machine: {os.cpu_count()} cores; load generator and issuer ({args.workers} worker(s)) on the same machine\n")
     print(f"{'backend':<11}{'wallets':>8}{'creds':>7}{'cred/s':>9}{'flow p50':>10}{'flow p99':>10}"
           f"{'cred p50':>10}{'cred p99':>10}{'cpu-ms/cred':>13}{'× bare':>8}")
     for backend in args.backends.split(","):
@@ -177,7 +180,7 @@ def main() -> None:
             else:
                 url = f"sqlite+aiosqlite:///{folder / 'issuer.db'}"
             port = free_port()
-            proc = start_issuer(url, folder, port)
+            proc = start_issuer(url, folder, port, args.workers)
             try:
                 base = f"http://127.0.0.1:{port}"
                 api_key = asyncio.run(provision(base, registry))

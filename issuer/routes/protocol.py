@@ -17,11 +17,12 @@ import hashlib
 import json
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import JSONResponse
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 
+from credential_schemas import load_type
 from service_kit.db import consume_once
 from service_kit.errors import APIError
 from ssi.encoding import json_loads
@@ -62,7 +63,7 @@ from ..issuance import Deferred, fetch_record, sign_and_record, subject_from_jso
 from ..keys import published_keys
 from ..metadata import authorization_server_metadata, issuer_metadata
 from ..models import DeferredTransaction, IssuanceClaim, IssuanceRecord, Nonce, StoredResponse
-from ..registry import RegisteredType, tenant_types
+from ..registry import RegisteredType, tenant_types, type_versions
 from ..status import list_token
 from ..tenancy import TenantRef, bearer, path_tenant
 
@@ -142,12 +143,22 @@ async def jwt_vc_issuer_metadata(tenant: TenantRef = Depends(path_tenant),  # no
 
 @router.get("/t/{slug}/types/{type_id}", tags=["metadata"], summary="SD-JWT VC Type Metadata of a credential type")
 async def type_metadata(type_id: str, tenant: TenantRef = Depends(path_tenant),  # noqa: B008
-                        ctx: IssuerContext = Depends(get_ctx)) -> Response:  # noqa: B008
+                        ctx: IssuerContext = Depends(get_ctx),  # noqa: B008
+                        version: str | None = Query(default=None, max_length=40,  # noqa: B008
+                                                    description="An earlier version (default: the current one)."),
+                        ) -> Response:
     reg = (await _types(ctx, tenant)).get(type_id)
     if reg is None:
         raise APIError(404, "not_found", "no such credential type")
+    ctype = reg.ctype
+    if version is not None and version != reg.version:
+        async with ctx.db.read_session() as session:
+            rows = [r for r in await type_versions(session, tenant.id, type_id) if r.version == version]
+        if not rows:
+            raise APIError(404, "not_found", "no such version of the credential type")
+        ctype = load_type(rows[0].definition)
     # The exact canonical bytes: vct#integrity in credentials is a hash of them.
-    return Response(reg.ctype.type_metadata_bytes(), media_type="application/json", headers=METADATA_CACHE)
+    return Response(ctype.type_metadata_bytes(), media_type="application/json", headers=METADATA_CACHE)
 
 
 # -- offers ---------------------------------------------------------------------------------------

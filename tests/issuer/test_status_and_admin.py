@@ -133,6 +133,10 @@ async def test_platform_admin_creates_tenants_and_tenant_registers_a_type_with_a
     import hashlib
     assert payload["vct#integrity"] == "sha256-" + base64.b64encode(hashlib.sha256(type_doc.content).digest()).decode()
     assert json.loads(type_doc.content)["vct"] == payload["vct"]
+    async with httpx.AsyncClient(timeout=20) as http:
+        old = await http.get(f"{issuer_env.url}/t/uni-girona/types/university-diploma", params={"version": "1.0"})
+        missing = await http.get(f"{issuer_env.url}/t/uni-girona/types/university-diploma", params={"version": "9"})
+    assert old.status_code == 200 and missing.status_code == 404
 
 
 async def test_key_rotation_keeps_old_credentials_verifiable(issuer_env: IssuerEnv) -> None:
