@@ -28,8 +28,9 @@ Every `/v1/` route except the login steps needs `Authorization: Bearer <access t
 def create_app(settings: WalletSettings | None = None, *, transport: httpx.AsyncBaseTransport | None = None,
                run_background: bool = True) -> FastAPI:
     """Build the wallet API. ``transport`` replaces the outgoing HTTP transport (tests of odd peers);
-    ``run_background=False`` leaves the periodic sweeps (status, expiry, deferred) to explicit calls."""
-    from .background import background_loop
+    ``run_background=False`` leaves the periodic sweeps (status, expiry, deferred) and the alert webhook
+    delivery to explicit calls."""
+    from .background import background_loop, webhook_loop
     from .routes import alerts, auth, backup, credentials, history, offers, presentations
 
     settings = settings or WalletSettings()
@@ -48,13 +49,15 @@ def create_app(settings: WalletSettings | None = None, *, transport: httpx.Async
     async def sweeps(_app: FastAPI) -> AsyncIterator[None]:
         import asyncio
 
-        task = None
+        tasks = []
         if run_background and settings.background_interval > 0:
-            task = asyncio.create_task(background_loop(ctx))
+            tasks.append(asyncio.create_task(background_loop(ctx)))
+        if run_background and settings.webhook_url:
+            tasks.append(asyncio.create_task(webhook_loop(ctx)))
         try:
             yield
         finally:
-            if task is not None:
+            for task in tasks:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task

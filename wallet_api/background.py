@@ -1,4 +1,5 @@
-"""Periodic work: status-list checks (honouring ``ttl``), expiry alerts, deferred issuance polls.
+"""Periodic work: status-list checks (honouring ``ttl``), expiry alerts, deferred issuance polls, and
+the delivery of queued alerts to the configured webhook (its own, faster loop).
 
 Every step selects its rows from the database by due time, so several workers may run the sweep; a
 row checked twice costs one extra fetch, never a wrong result.
@@ -15,6 +16,7 @@ from typing import Any
 import httpx
 from sqlalchemy import select, update
 
+from service_kit.webhooks import claim_due_webhooks, deliver_webhook, record_delivery
 from ssi import x509 as ssi_x509
 from ssi.errors import SSIError
 from ssi.jose import Key
@@ -22,7 +24,7 @@ from ssi.sd_jwt_vc import IssuerMetadataKeyResolver
 from ssi.status_list import verify_status_list_token
 
 from .context import FetchError, WalletContext
-from .models import Credential, Offer, Wallet, utcnow
+from .models import AlertWebhookOutbox, Credential, Offer, Wallet, utcnow
 from .receiving import poll_offer
 from .store import add_alert
 
@@ -30,6 +32,41 @@ log = logging.getLogger(__name__)
 
 STATUS_NAMES = {0: "valid", 1: "revoked", 2: "suspended"}
 BATCH = 100
+
+
+async def webhook_loop(ctx: WalletContext) -> None:
+    """Push queued alerts to the configured webhook every ``webhook_interval`` seconds until cancelled."""
+    while True:
+        try:
+            await deliver_alert_webhooks(ctx)
+        except Exception:  # noqa: BLE001 - a failed round must not stop the next one
+            log.exception("wallet alert webhook round failed")
+        await asyncio.sleep(ctx.settings.webhook_interval)
+
+
+async def deliver_alert_webhooks(ctx: WalletContext) -> int:
+    """Lease due outbox rows, POST each (signed, a few quick retries), record the outcome; return how
+    many were delivered. Rows that keep failing come back with exponential backoff
+    (:func:`service_kit.webhooks.next_attempt_after`) up to ``webhook_max_attempts`` leases."""
+    settings = ctx.settings
+    if not settings.webhook_url or settings.webhook_secret is None:
+        return 0
+    async with ctx.db.session() as session:
+        rows = await claim_due_webhooks(session, AlertWebhookOutbox, utcnow(),
+                                        max_attempts=settings.webhook_max_attempts)
+    delivered = 0
+    if not rows:
+        return 0
+    secret = settings.webhook_secret.get_secret_value()
+    async with ctx.client() as client:
+        for row_id, _endpoint, _event_type, body, attempts in rows:
+            result = await deliver_webhook(client, settings.webhook_url, body, secret, event_id=row_id,
+                                           max_attempts=3, base_delay=0.2, max_delay=5.0,
+                                           timeout=settings.http_timeout)
+            async with ctx.db.session() as session:
+                await record_delivery(session, AlertWebhookOutbox, row_id, result, utcnow(), attempts=attempts)
+            delivered += int(result.delivered)
+    return delivered
 
 
 async def background_loop(ctx: WalletContext) -> None:
@@ -112,7 +149,7 @@ async def check_statuses(ctx: WalletContext, *, force: bool = False) -> int:
                     kind = {"revoked": "revoked", "suspended": "suspended"}.get(new_status, "reinstated")
                     verb = {"revoked": "was revoked by its issuer", "suspended": "was suspended by its issuer",
                             "reinstated": "is valid again"}[kind]
-                    await add_alert(session, row.wallet_id, kind, f"{name} {verb}", row.id)
+                    await add_alert(session, row.wallet_id, kind, f"{name} {verb}", row.id, webhook=ctx.webhook)
             checked += 1
     return checked
 
@@ -130,7 +167,8 @@ async def expiry_alerts(ctx: WalletContext) -> int:
             assert wallet is not None
             name = ctx.vault.data_key(wallet).open("credential", row.id, row.sealed).get("display", {}).get("name")
             when = row.expires_at.date().isoformat() if row.expires_at else ""
-            await add_alert(session, row.wallet_id, "expiring", f"{name or row.vct} expires on {when}", row.id)
+            await add_alert(session, row.wallet_id, "expiring", f"{name or row.vct} expires on {when}", row.id,
+                            webhook=ctx.webhook)
             row.expiry_alerted = True
             count += 1
     return count

@@ -61,6 +61,11 @@ class WalletContext:
     def dev(self) -> bool:
         return self.settings.dev_mode
 
+    @property
+    def webhook(self) -> bool:
+        """Whether alerts are also pushed to a configured webhook."""
+        return bool(self.settings.webhook_url)
+
     def client(self) -> httpx.AsyncClient:
         """An HTTP client for calls to issuers, verifiers and identity providers (no redirects)."""
         return httpx.AsyncClient(timeout=self.settings.http_timeout, follow_redirects=False,

@@ -17,6 +17,7 @@ from sqlalchemy import Boolean, ForeignKey, Index, Integer, LargeBinary, String,
 from sqlalchemy.orm import Mapped, mapped_column
 
 from service_kit.db import UTCDateTime, make_base
+from service_kit.webhooks import WebhookOutboxMixin
 
 Base = make_base()
 
@@ -174,3 +175,13 @@ class Alert(Base):
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
     __table_args__ = (Index("ix_alerts_wallet_id", "wallet_id", "id"),)
+
+
+class AlertWebhookOutbox(WebhookOutboxMixin, Base):
+    """Alerts waiting to be pushed to the configured webhook (``webhook_url``); written in the same
+    transaction as the alert, delivered by the background loop with signed, retried POSTs.
+
+    ``body`` holds what the alert row holds in clear (kind, message naming a type or issuer, ids), never
+    a claim value. ``endpoint_id`` is always ``"alerts"``: the wallet has one configured endpoint."""
+
+    wallet_id: Mapped[str] = mapped_column(String(40), ForeignKey("wallets.id", ondelete="CASCADE"), index=True)

@@ -158,7 +158,8 @@ async def receive_offer(ctx: WalletContext, me: Principal, offer_uri: str, accep
         session.add(Offer(id=offer_id, wallet_id=me.wallet_id, issuer=offer.credential_issuer, kind="offer",
                           sealed=me.key.seal("offer", offer_id, data),
                           expires_at=utcnow() + dt.timedelta(seconds=ctx.settings.offer_ttl)))
-        await add_alert(session, me.wallet_id, "offer_received", f"New credential offer from {issuer['name']}")
+        await add_alert(session, me.wallet_id, "offer_received", f"New credential offer from {issuer['name']}",
+                        webhook=ctx.webhook)
     return offer_preview(offer_id, "offered", data, languages)
 
 
@@ -426,7 +427,8 @@ class IssuerSession:
         if pending:
             async with self.ctx.db.session() as session:
                 await add_alert(session, me.wallet_id, "issuance_pending",
-                                "The issuer is preparing your credential; it will arrive here when ready")
+                                "The issuer is preparing your credential; it will arrive here when ready",
+                                webhook=self.ctx.webhook)
             return Outcome("pending", data, utcnow() + dt.timedelta(seconds=interval))
         return Outcome("issued", data)
 
@@ -475,7 +477,7 @@ class IssuerSession:
                 "credential_name": described["name"], "copies": len(copies), "claims": claim_names,
                 "outcome": "stored"})
             await add_alert(session, me.wallet_id, "credential_received",
-                            f"{described['name']} was added to your wallet", credential_id)
+                            f"{described['name']} was added to your wallet", credential_id, webhook=self.ctx.webhook)
         await self.notify(response.notification_id, "credential_accepted")
         return credential_id
 

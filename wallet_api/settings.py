@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from typing import Annotated, Any, ClassVar
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
 from service_kit.settings import ServiceSettings
+from ssi.oid4vci import is_loopback_host
 
 
 class OIDCProvider(BaseModel):
@@ -102,12 +104,31 @@ class WalletSettings(ServiceSettings):
     pin_max_attempts: int = Field(default=5, ge=1, description="Wrong PIN attempts before presenting is locked.")
     pin_lock_seconds: int = Field(default=900, ge=1, description="How long presenting stays locked after too many wrong PINs.")
     http_timeout: float = Field(default=10.0, gt=0, description="Timeout of outgoing HTTP calls (issuers, verifiers, IdPs), seconds.")
-    webhook_url: str = Field(default="", description="Optional URL that receives every new alert (HMAC-signed POST).")
-    webhook_secret: SecretStr | None = Field(default=None, description="HMAC secret of the alert webhook.")
+    webhook_url: str = Field(
+        default="",
+        description=("Optional URL (the app's push backend) that receives every new alert as a signed POST "
+                     "(`Cartera-Signature`, see service_kit.webhooks), queued in the database and retried. "
+                     "https, or http to a loopback host in `dev_mode`."))
+    webhook_secret: SecretStr | None = Field(default=None, description="HMAC secret of the alert webhook (required with `webhook_url`).")
+    webhook_interval: float = Field(default=2.0, gt=0, description="Seconds between deliveries of queued alert webhooks.")
+    webhook_max_attempts: int = Field(default=12, ge=1, le=50,
+                                      description="Delivery rounds (each with a few quick retries) before an alert webhook is given up.")
 
     _split_lists = field_validator(
         "previous_master_keys", "previous_master_key_files", "issuer_anchor_files", "rp_anchor_files",
         "app_redirect_uris", "oidc_providers", "issuer_catalogue", mode="before")(_json_list)
+
+    @model_validator(mode="after")
+    def _check_webhook(self) -> WalletSettings:
+        if not self.webhook_url:
+            return self
+        parts = urlsplit(self.webhook_url)
+        loopback = bool(parts.hostname) and is_loopback_host(parts.hostname or "")
+        if not parts.hostname or not (parts.scheme == "https" or (parts.scheme == "http" and self.dev_mode and loopback)):
+            raise ValueError("webhook_url must be https (http only to a loopback host in dev_mode)")
+        if self.webhook_secret is None or len(self.webhook_secret.get_secret_value()) < 16:
+            raise ValueError("webhook_url needs a webhook_secret of at least 16 characters")
+        return self
 
     @field_validator("idp_url")
     @classmethod

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,7 +14,7 @@ from service_kit.errors import APIError
 from ssi.jose import Key
 from ssi.sd_jwt import SDJWT
 
-from .models import Alert, Credential, CredentialCopy, HistoryEntry, utcnow
+from .models import Alert, AlertWebhookOutbox, Credential, CredentialCopy, HistoryEntry, utcnow
 from .vault import DataKey, new_id
 
 
@@ -116,10 +117,30 @@ async def add_history(session: AsyncSession, key: DataKey, kind: str, details: d
     return entry_id
 
 
+ALERT_EVENT = "wallet.alert"
+WEBHOOK_ENDPOINT = "alerts"
+
+
 async def add_alert(session: AsyncSession, wallet_id: str, kind: str, message: str,
-                    credential_id: str | None = None) -> None:
-    """Raise an alert for the citizen. Messages name types and issuers, never claim values."""
-    session.add(Alert(wallet_id=wallet_id, kind=kind, message=message, credential_id=credential_id))
+                    credential_id: str | None = None, *, webhook: bool = False) -> None:
+    """Raise an alert for the citizen. Messages name types and issuers, never claim values.
+
+    With ``webhook`` (a ``webhook_url`` is configured) the alert is also queued in the outbox, in the
+    same transaction, for the background loop to push (see :mod:`wallet_api.background`)."""
+    alert = Alert(wallet_id=wallet_id, kind=kind, message=message, credential_id=credential_id)
+    session.add(alert)
+    if not webhook:
+        return
+    await session.flush()  # the alert id goes into the event
+    event_id = new_id("evt")
+    now = utcnow()
+    body = json.dumps({"id": event_id, "type": ALERT_EVENT, "created_at": now.isoformat(),
+                       "data": {"alert_id": alert.id, "wallet_id": wallet_id, "kind": kind, "message": message,
+                                "credential_id": credential_id}},
+                      ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    session.add(AlertWebhookOutbox(id=event_id, wallet_id=wallet_id, endpoint_id=WEBHOOK_ENDPOINT,
+                                   event_type=ALERT_EVENT, body=body, attempts=0, created_at=now,
+                                   next_attempt_at=now))
 
 
 def pick_display(entries: Any, languages: list[str]) -> dict[str, Any]:

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
+from fastapi import FastAPI, Request, Response
 
 from issuer.app import create_app as create_issuer
 from issuer.provisioning import provision_demo as provision_issuer
@@ -20,6 +22,7 @@ from sandbox.idp_service import create_app as create_idp
 from sandbox.population import DEMO_PENDING
 from sandbox.viaoberta_service import ViaObertaSandboxConfig
 from sandbox.viaoberta_service import create_app as create_viaoberta
+from service_kit.webhooks import EVENT_ID_HEADER, SIGNATURE_HEADER, WebhookSignatureError, verify_webhook
 from ssi import x509 as ssi_x509
 from tests.support.servers import free_port, serve
 from tests.wallet_api.conftest import IDP_SECRET, wallet_settings
@@ -45,6 +48,41 @@ def fresh_citizens(count: int) -> list[str]:
     return found[:count]
 
 
+WEBHOOK_SECRET = "wallet-alert-webhook-secret"
+
+
+@dataclass
+class WebhookReceiver:
+    """The app's push backend stand-in: checks each delivery's signature, refuses the first attempt of
+    every event (503) so that retries are exercised, and records what it accepted."""
+
+    url: str = ""
+    accepted: list[dict[str, Any]] = field(default_factory=list)
+    attempts: dict[str, int] = field(default_factory=dict)
+    bad_signatures: int = 0
+
+
+def webhook_app(receiver: WebhookReceiver) -> Any:
+    app = FastAPI()
+
+    @app.post("/alerts")
+    async def alerts(request: Request) -> Response:
+        body = await request.body()
+        try:
+            verify_webhook(WEBHOOK_SECRET, body, request.headers.get(SIGNATURE_HEADER))
+        except WebhookSignatureError:
+            receiver.bad_signatures += 1
+            return Response(status_code=401)
+        event_id = request.headers.get(EVENT_ID_HEADER, "")
+        receiver.attempts[event_id] = receiver.attempts.get(event_id, 0) + 1
+        if receiver.attempts[event_id] == 1:
+            return Response(status_code=503)
+        receiver.accepted.append({"event_id": event_id, **json.loads(body)})
+        return Response(status_code=204)
+
+    return app
+
+
 @dataclass
 class System:
     wallet: str
@@ -55,6 +93,7 @@ class System:
     agencies: dict[str, Any]
     wallet_db: Path
     wallet_app: Any
+    webhook: WebhookReceiver
 
     def issuer_headers(self, slug: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.tenants[slug]['api_key']}"}
@@ -90,8 +129,10 @@ def running_system(tmp: Path, *, wallet_db_url: str | None = None) -> Iterator[S
         database_url=f"sqlite+aiosqlite:///{tmp / 'verifier.db'}", public_url=urls["verifier"],
         port=ports["verifier"], dev_mode=True, master_key=MASTER, data_dir=tmp / "verifier",
         issuer_anchors_file=ca_file, worker_interval=0.2, log_level="warning")
+    receiver = WebhookReceiver()
     with serve(create_viaoberta(vo_config), ready_path="/healthz") as vo_url, \
-            serve(create_idp(idp_config), port=ports["idp"]):
+            serve(create_idp(idp_config), port=ports["idp"]), serve(webhook_app(receiver)) as webhook_url:
+        receiver.url = f"{webhook_url}/alerts"
         issued = asyncio.run(provision_issuer(
             issuer_settings, ca_key=ca_key, ca_cert=ca, viaoberta_url=vo_url,
             viaoberta_platform_cert_pem=platform.cert_pem, requester_key_pem=requester.key_pem,
@@ -108,13 +149,14 @@ def running_system(tmp: Path, *, wallet_db_url: str | None = None) -> Iterator[S
             catalogue = [{"credential_issuer": t["issuer_url"], "name": t["name"]} for t in issued["tenants"].values()]
             settings = wallet_settings(tmp, ports["wallet"], f"{urls['idp']}", issuer_anchor_files=[ca_file],
                                        rp_anchor_files=[ca_file], issuer_catalogue=catalogue,
-                                       background_interval=0.3,
+                                       background_interval=0.3, webhook_url=receiver.url,
+                                       webhook_secret=WEBHOOK_SECRET, webhook_interval=0.3,
                                        **({"database_url": wallet_db_url} if wallet_db_url else {}))
             wallet_app = create_wallet(settings)
             with serve(create_verifier(verifier_settings), port=ports["verifier"]) as verifier_url, \
                     serve(wallet_app, port=ports["wallet"]) as wallet_url:
                 yield System(wallet_url, issuer_url, verifier_url, urls["idp"], issued["tenants"],
-                             verified["agencies"], tmp / "wallet.db", wallet_app)
+                             verified["agencies"], tmp / "wallet.db", wallet_app, receiver)
 
 
 def open_copies(system: System, credential_id: str) -> list[dict[str, Any]]:

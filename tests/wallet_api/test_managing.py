@@ -17,7 +17,7 @@ from tests.wallet_api.system import System, execute_sql, fresh_citizens
 from tests.wallet_api.test_e2e import make_offer, receive
 from tests.wallet_api.test_flows import wait_for
 
-PIN_CITIZEN, HISTORY_CITIZEN, EXPIRY_CITIZEN, DELETE_CITIZEN = fresh_citizens(4)
+PIN_CITIZEN, HISTORY_CITIZEN, EXPIRY_CITIZEN, DELETE_CITIZEN, WEBHOOK_CITIZEN = fresh_citizens(5)
 
 
 def _request(system: System, template: str = "grant-application", agency: str = "ajuntament-barcelona"
@@ -226,3 +226,46 @@ def test_delete_notifies_the_issuer(system: System) -> None:
     assert events == ["credential_accepted", "credential_deleted"]
     deletions = httpx.get(f"{system.wallet}/v1/history", params={"kind": "deletion"}, headers=bearer(tokens)).json()
     assert deletions[0]["details"]["credential_id"] == cid and deletions[0]["details"]["issuer_notified"] is True
+
+
+def test_alerts_are_pushed_signed_and_retried_to_the_webhook(system: System) -> None:
+    tokens = login(system.wallet, WEBHOOK_CITIZEN)
+    wallet_id = httpx.get(f"{system.wallet}/v1/me", headers=bearer(tokens)).json()["wallet_id"]
+    cid = receive(system, tokens, make_offer(system, "ajuntament-girona", "padro", WEBHOOK_CITIZEN)
+                  )["credential_ids"][0]
+
+    def pushed() -> list[dict[str, Any]]:
+        mine = [e for e in system.webhook.accepted if e["data"]["wallet_id"] == wallet_id]
+        return mine if len(mine) >= 2 else []
+
+    events = wait_for(pushed)
+    assert [e["data"]["kind"] for e in events] == ["offer_received", "credential_received"]
+    alerts = {a["id"]: a for a in httpx.get(f"{system.wallet}/v1/alerts", headers=bearer(tokens)).json()}
+    for event in events:
+        assert event["type"] == "wallet.alert" and event["id"] == event["event_id"]
+        assert alerts[event["data"]["alert_id"]]["message"] == event["data"]["message"]
+        assert system.webhook.attempts[event["event_id"]] == 2  # the first attempt was refused, then retried
+    assert events[1]["data"]["credential_id"] == cid
+    assert system.webhook.bad_signatures == 0
+    assert WEBHOOK_CITIZEN not in json.dumps(events)  # no identifier, no claim value
+    with contextlib.closing(sqlite3.connect(system.wallet_db)) as db:
+        rows = db.execute("SELECT delivered_at, attempts, last_error FROM webhook_outbox WHERE wallet_id = ?",
+                          (wallet_id,)).fetchall()
+    assert len(rows) == 2 and all(r[0] is not None and r[1] == 1 and r[2] is None for r in rows)
+
+
+def test_webhook_settings_are_checked(tmp_path: Any) -> None:
+    import pytest
+    from pydantic import ValidationError
+
+    from wallet_api.settings import WalletSettings
+
+    base = {"database_url": f"sqlite+aiosqlite:///{tmp_path / 'w.db'}", "data_dir": tmp_path, "master_key": "1" * 64}
+    with pytest.raises(ValidationError, match="webhook_secret"):
+        WalletSettings(**base, dev_mode=True, webhook_url="http://127.0.0.1:9/hook")
+    with pytest.raises(ValidationError, match="https"):
+        WalletSettings(**base, webhook_url="http://127.0.0.1:9/hook", webhook_secret="s" * 20)
+    with pytest.raises(ValidationError, match="https"):
+        WalletSettings(**base, dev_mode=True, webhook_url="http://push.example/hook", webhook_secret="s" * 20)
+    ok = WalletSettings(**base, webhook_url="https://push.example/hook", webhook_secret="s" * 20)
+    assert ok.webhook_url == "https://push.example/hook"
