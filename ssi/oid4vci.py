@@ -9,7 +9,6 @@ names the offending fields but never echoes their values (codes, nonces and clai
 
 from __future__ import annotations
 
-import ipaddress
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, Literal, Self
@@ -31,6 +30,7 @@ from pydantic import (
 from .encoding import json_dumps, json_loads
 from .errors import EncodingError, JOSEError, MessageError
 from .jose import DEFAULT_ALGORITHMS, Key, parse_jws, sign_jws, verify_parsed
+from .urls import is_loopback_host, split_secure_url  # noqa: F401 - is_loopback_host re-exported
 
 PRE_AUTHORIZED_CODE_GRANT = "urn:ietf:params:oauth:grant-type:pre-authorized_code"
 AUTHORIZATION_CODE_GRANT = "authorization_code"
@@ -65,7 +65,6 @@ INVALID_TRANSACTION_ID = "invalid_transaction_id"
 INVALID_NOTIFICATION_ID = "invalid_notification_id"
 INVALID_NOTIFICATION_REQUEST = "invalid_notification_request"
 
-_LOOPBACK_NAMES = frozenset({"localhost"})
 
 
 # -- base model and URL rules --------------------------------------------------------------------
@@ -104,32 +103,11 @@ def _describe(name: str, exc: ValidationError) -> str:
     return f"{name} is not valid ({'; '.join(parts)})"
 
 
-def is_loopback_host(host: str) -> bool:
-    """True for ``localhost`` and loopback IP literals."""
-    if host in _LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def check_url(value: Any, *, allow_http_loopback: bool = False, allow_query: bool = True) -> str:
-    """An absolute https URL (http only to loopback when allowed). Raises ``ValueError``."""
-    if not isinstance(value, str) or not value:
-        raise ValueError("must be a non-empty URL string")
-    try:
-        parts = urlsplit(value)
-        host = parts.hostname
-    except ValueError as exc:
-        raise ValueError("is not a URL") from exc
-    if not host or parts.username is not None or parts.password is not None:
-        raise ValueError("needs a host and no user information")
-    if parts.fragment or (not allow_query and parts.query):
-        raise ValueError("must not carry a fragment (or, here, a query)")
-    if parts.scheme == "https" or (parts.scheme == "http" and allow_http_loopback and is_loopback_host(host)):
-        return value
-    raise ValueError("must use https")
+    """An absolute https URL without fragment (http only to loopback when allowed; see
+    :mod:`ssi.urls`). Raises ``ValueError`` (an :class:`ssi.urls.UnsafeURL`)."""
+    split_secure_url(value, allow_http_loopback=allow_http_loopback, allow_query=allow_query, allow_fragment=False)
+    return value
 
 
 def _urls(value: Any, info: ValidationInfo, *, allow_query: bool = True) -> Any:

@@ -39,6 +39,7 @@ from .errors import SDJWTVCError, SSIError, StatusListError
 from .jose import DEFAULT_ALGORITHMS, Key
 from .sd_jwt import ClaimPath, issue_sd_jwt, verify_sd_jwt
 from .status_list import StatusReference, parse_status_claim
+from .urls import UnsafeURL, split_secure_url
 
 __all__ = [
     "SD_JWT_VC_TYP",
@@ -218,20 +219,12 @@ class X5CKeyResolver:
         return ResolvedIssuerKey(key, "x5c", leaf)
 
 
-_LOOPBACK = frozenset({"localhost", "127.0.0.1", "::1"})
-
-
 def _check_https(url: str, what: str, allow_http_loopback: bool) -> None:
     try:
-        parts = urlsplit(url)
-        host = parts.hostname
-    except ValueError as exc:
-        raise SDJWTVCError(f"bad_{what}", f"the {what} is not a URL") from exc
-    if not host or parts.username is not None or parts.password is not None:
-        raise SDJWTVCError(f"bad_{what}", f"the {what} needs a host and no credentials")
-    if parts.scheme == "https" or (parts.scheme == "http" and allow_http_loopback and host in _LOOPBACK):
-        return
-    raise SDJWTVCError(f"insecure_{what}", f"the {what} must be an https URL")
+        split_secure_url(url, allow_http_loopback=allow_http_loopback)
+    except UnsafeURL as exc:
+        prefix = "insecure" if exc.reason == "insecure" else "bad"
+        raise SDJWTVCError(f"{prefix}_{what}", f"the {what} {exc}") from exc
 
 
 def jwt_vc_issuer_metadata_url(iss: str) -> str:

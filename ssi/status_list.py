@@ -10,17 +10,16 @@ List Token is a JWT with ``typ: statuslist+jwt`` whose ``sub`` is the list's URI
 
 from __future__ import annotations
 
-import ipaddress
 import time
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 from .encoding import b64url_decode, b64url_encode
 from .errors import EncodingError, JOSEError, StatusListError
 from .jose import DEFAULT_ALGORITHMS, Key, check_time_claims, parse_jws, sign_jws, verify_parsed
+from .urls import UnsafeURL, split_secure_url
 
 #: Status Type values registered by the draft.
 VALID = 0x00
@@ -35,7 +34,6 @@ STATUS_LIST_JWT_MEDIA_TYPE = "application/statuslist+jwt"
 #: compressed form of a huge all-zero list is tiny, so the limit is what stops a decompression bomb.
 DEFAULT_MAX_DECOMPRESSED = 10 * 1024 * 1024
 
-_LOOPBACK_NAMES = frozenset({"localhost"})
 
 
 def _check_bits(bits: Any) -> int:
@@ -241,31 +239,14 @@ def status_claim(idx: int, uri: str) -> dict[str, Any]:
     return {"status_list": {"idx": idx, "uri": uri}}
 
 
-def _is_loopback(host: str) -> bool:
-    if host in _LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def check_status_uri(uri: Any, *, allow_http_loopback: bool = False) -> str:
     """Refuse anything but an absolute https URI (http only to loopback, for development)."""
-    if not isinstance(uri, str) or not uri:
-        raise StatusListError("bad_uri", "the status list uri must be a non-empty string")
     try:
-        parts = urlsplit(uri)
-        host = parts.hostname
-    except ValueError as exc:
-        raise StatusListError("bad_uri", "the status list uri is not a URI") from exc
-    if not host or parts.username is not None or parts.password is not None:
-        raise StatusListError("bad_uri", "the status list uri needs a host and no credentials")
-    if parts.scheme == "https":
-        return uri
-    if parts.scheme == "http" and allow_http_loopback and _is_loopback(host):
-        return uri
-    raise StatusListError("insecure_uri", "the status list uri must use https")
+        split_secure_url(uri, allow_http_loopback=allow_http_loopback)
+    except UnsafeURL as exc:
+        code = "insecure_uri" if exc.reason == "insecure" else "bad_uri"
+        raise StatusListError(code, f"the status list uri {exc}") from exc
+    return uri
 
 
 def parse_status_claim(value: Any, *, allow_http_loopback: bool = False) -> StatusReference:
