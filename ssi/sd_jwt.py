@@ -292,9 +292,12 @@ class _Issuer:
         self.decoys = decoys
         # Salts: 22 base64url characters cut from one uniformly random stream, i.e. 132 random
         # bits each (RFC 9901 §9.3 asks for 128); 17 random bytes encode to >= 22 characters.
-        self._salts = b64url_encode(secrets.token_bytes(17 * max(expected, 1)))
+        # The same CSPRNG call also provides the first container's decoys (count + 4 x 32 bytes).
+        size = 17 * max(expected, 1)
+        block = secrets.token_bytes(size + 129)
+        self._salts = b64url_encode(block[:size])
         self._pos = 0
-        self._random = b""
+        self._random = block[size:]
         self._rpos = 0
 
     def _random_bytes(self, n: int) -> bytes:

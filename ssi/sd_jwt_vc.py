@@ -37,7 +37,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from . import x509 as ssi_x509
 from .errors import SDJWTVCError, SSIError, StatusListError
 from .jose import DEFAULT_ALGORITHMS, Key
-from .sd_jwt import ClaimPath, issue_sd_jwt, verify_sd_jwt
+from .sd_jwt import ClaimPath, _trie_for, issue_sd_jwt, verify_sd_jwt
 from .status_list import StatusReference, parse_status_claim
 from .urls import UnsafeURL, split_secure_url
 
@@ -91,10 +91,11 @@ def issue_sd_jwt_vc(claims: dict[str, Any], *, vct: str, issuer: str, key: Key, 
     reserved = _ISSUER_SET_CLAIMS.intersection(claims)
     if reserved:
         raise SDJWTVCError("reserved_claim", f"claims may not set {sorted(reserved)}; use the keyword arguments")
-    paths = [tuple(p) for p in disclosable]
-    for path in paths:
-        if path and path[0] in NON_DISCLOSABLE_CLAIMS:
-            raise SDJWTVCError("not_disclosable", f"'{path[0]}' must not be selectively disclosable")
+    paths = disclosable if isinstance(disclosable, list | tuple) else list(disclosable)
+    # The first components of all paths are the root's children in the (cached) path trie.
+    forbidden = NON_DISCLOSABLE_CLAIMS.intersection(_trie_for(paths).children)
+    if forbidden:
+        raise SDJWTVCError("not_disclosable", f"'{min(forbidden)}' must not be selectively disclosable")
     payload: dict[str, Any] = {"iss": issuer, "vct": vct, "iat": int(time.time()) if iat is None else iat}
     if nbf is not None:
         payload["nbf"] = nbf
