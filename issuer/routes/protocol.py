@@ -62,7 +62,7 @@ from ..grants import (
 from ..issuance import Deferred, fetch_record, sign_and_record, subject_from_json
 from ..keys import published_keys
 from ..metadata import authorization_server_metadata, issuer_metadata
-from ..models import DeferredTransaction, IssuanceClaim, IssuanceRecord, Nonce, StoredResponse
+from ..models import AccessToken, DeferredTransaction, IssuanceClaim, IssuanceRecord, Nonce, StoredResponse
 from ..registry import RegisteredType, tenant_types, type_versions
 from ..status import list_token
 from ..tenancy import TenantRef, bearer, path_tenant
@@ -225,17 +225,24 @@ def _response_aad(request_hash: str) -> bytes:
     return f"issuer:stored-response:{request_hash}".encode()
 
 
-async def _replay_state(ctx: IssuerContext, request_hash: str, token_hash: str,
-                        configuration_id: str) -> tuple[JSONResponse | None, IssuanceClaim | None]:
-    """The stored response of an identical earlier request, and the claim on this configuration."""
+async def _request_state(ctx: IssuerContext, tenant: TenantRef, token_hash: str, request_hash: str,
+                         configuration_id: str) -> tuple[AccessToken, JSONResponse | None, IssuanceClaim | None]:
+    """The valid access token (or 401), the stored response of an identical earlier request, and the
+    claim on this configuration — read in one session."""
     async with ctx.db.read_session() as session:
+        token_row = (await session.execute(select(AccessToken).where(
+            AccessToken.token_hash == token_hash, AccessToken.tenant_id == tenant.id,
+            AccessToken.expires_at > utcnow()))).scalar_one_or_none()
+        if token_row is None:
+            raise APIError(401, "invalid_token", "the access token is missing, unknown or expired",
+                           {"WWW-Authenticate": 'Bearer error="invalid_token"'})
         row = (await session.execute(select(StoredResponse).where(
             StoredResponse.request_hash == request_hash, StoredResponse.expires_at > utcnow()))).scalar_one_or_none()
         claim = None if row is not None else await session.get(IssuanceClaim, (token_hash, configuration_id))
     if row is None:
-        return None, claim
+        return token_row, None, claim
     body = json.loads(ctx.box.open(row.sealed_body, _response_aad(request_hash)))
-    return _json(body, status=row.status_code), None
+    return token_row, _json(body, status=row.status_code), None
 
 
 def _verify_proofs(ctx: IssuerContext, tenant: TenantRef, proofs: list[str]) -> tuple[list[dict[str, Any]], set[str]]:
@@ -267,15 +274,22 @@ def _b64_payload(token: str) -> bytes:
 @router.post("/t/{slug}/credential", tags=["oid4vci"], summary="Credential endpoint")
 async def credential(request: Request, tenant: TenantRef = Depends(path_tenant),  # noqa: B008
                      ctx: IssuerContext = Depends(get_ctx)) -> JSONResponse:  # noqa: B008
-    token_row = await access_token(ctx, tenant, bearer(request))
+    presented = bearer(request)
+    if not presented or len(presented) > 200:
+        await access_token(ctx, tenant, None)  # raises the 401
     data = await _json_body(request, INVALID_CREDENTIAL_REQUEST)
     try:
         parsed = CredentialRequest.parse(data)
     except MessageError as exc:
         raise APIError(400, INVALID_CREDENTIAL_REQUEST, exc.detail) from exc
+    proofs = (parsed.proofs.jwt if parsed.proofs is not None else None) or []
+    configuration_id = parsed.credential_configuration_id or parsed.credential_identifier or ""
+    token_hash = secret_hash(presented or "")
+    request_hash = _request_hash(token_hash, configuration_id, proofs)
+    # One read for the token, an identical earlier request's response and the claim on this configuration.
+    token_row, stored, claim = await _request_state(ctx, tenant, token_hash, request_hash, configuration_id)
     if parsed.credential_response_encryption is not None:
         raise APIError(400, "invalid_encryption_parameters", "credential response encryption is not supported")
-    configuration_id = parsed.credential_configuration_id or parsed.credential_identifier or ""
     if parsed.credential_identifier is not None and parsed.credential_identifier not in token_row.configuration_ids:
         raise APIError(400, UNKNOWN_CREDENTIAL_IDENTIFIER, "the access token grants no such credential identifier")
     types = await _types(ctx, tenant)
@@ -284,14 +298,11 @@ async def credential(request: Request, tenant: TenantRef = Depends(path_tenant),
         raise APIError(400, UNKNOWN_CREDENTIAL_CONFIGURATION, "the issuer offers no such credential configuration")
     if configuration_id not in token_row.configuration_ids:
         raise APIError(400, CREDENTIAL_REQUEST_DENIED, "the access token does not grant this credential")
-    proofs = (parsed.proofs.jwt if parsed.proofs is not None else None) or []
     if not proofs:
         raise APIError(400, INVALID_PROOF, "a key proof (proofs.jwt) is required")
     if len(proofs) > ctx.settings.batch_size:
         raise APIError(400, INVALID_CREDENTIAL_REQUEST, f"at most {ctx.settings.batch_size} proofs per request")
 
-    request_hash = _request_hash(token_row.token_hash, configuration_id, proofs)
-    stored, claim = await _replay_state(ctx, request_hash, token_row.token_hash, configuration_id)
     if stored is not None:
         return stored
     if claim is not None:
