@@ -24,7 +24,7 @@ from .models import SigningKey
 from .tenancy import TenantRef as Tenant
 
 
-class KeyError_(Exception):
+class SigningKeyError(Exception):
     """A key or certificate given to the issuer is unusable; ``code`` is stable."""
 
     def __init__(self, code: str, detail: str) -> None:
@@ -88,17 +88,17 @@ async def import_key(ctx: IssuerContext, session: AsyncSession, tenant: Tenant, 
         key = Key.from_pem(private_key_pem.encode("utf-8"))
         chain = ssi_x509.load_pem_certificates(chain_pem.encode("utf-8"))
     except (SSIError, ValueError) as exc:
-        raise KeyError_("bad_key", "the private key or the certificate chain cannot be read") from exc
+        raise SigningKeyError("bad_key", "the private key or the certificate chain cannot be read") from exc
     if not chain:
-        raise KeyError_("bad_key", "the certificate chain is empty")
+        raise SigningKeyError("bad_key", "the certificate chain is empty")
     if not key.is_private or key.alg not in ("ES256", "ES384", "EdDSA"):
-        raise KeyError_("bad_key", "the key must be a private ES256, ES384 or EdDSA key")
+        raise SigningKeyError("bad_key", "the key must be a private ES256, ES384 or EdDSA key")
     leaf_key = ssi_x509.certificate_key(chain[0])
     if leaf_key.thumbprint() != key.thumbprint():
-        raise KeyError_("bad_key", "the leaf certificate does not certify this key")
+        raise SigningKeyError("bad_key", "the leaf certificate does not certify this key")
     if not ssi_x509.san_matches(chain[0], ctx.issuer_url(tenant.slug)) and \
             ctx.issuer_url(tenant.slug) not in ssi_x509.san_uris(chain[0]):
-        raise KeyError_("bad_key", "the leaf certificate does not name the issuer identifier in its SAN")
+        raise SigningKeyError("bad_key", "the leaf certificate does not name the issuer identifier in its SAN")
     return await store_key(ctx, session, tenant, key, chain)
 
 

@@ -22,7 +22,7 @@ from ssi.jose import Key
 
 from ..context import IssuerContext, get_ctx, new_id, new_secret, utcnow
 from ..grants import create_offer
-from ..keys import KeyError_, create_key, import_key, key_summary
+from ..keys import SigningKeyError, create_key, import_key, key_summary
 from ..models import ApiKey, IssuanceRecord, SigningKey, SourceConfig, Tenant, WebhookEndpoint
 from ..registry import (
     RegistryError,
@@ -393,7 +393,7 @@ async def rotate_key(body: KeyRotate, tenant: TenantRef = Depends(admin_tenant),
                 row = await create_key(ctx, session, tenant, ca[0], ca[1])
             await session.flush()
             return KeyInfo(**key_summary(row))  # type: ignore[arg-type]
-    except KeyError_ as exc:
+    except SigningKeyError as exc:
         raise APIError(400, exc.code, exc.detail) from exc
 
 
