@@ -100,6 +100,12 @@ def providers(ctx: WalletContext) -> list[dict[str, str]]:
     return out
 
 
+# Per-process caches of OIDC providers' discovery documents and JWKS: the only module-level state of
+# the service. Safe to lose (a miss fetches again; a worker without them behaves the same), bounded
+# (at most _DISCOVERY_MAX providers each, emptied when full; entries live _DISCOVERY_TTL seconds), and
+# holding public data only. A rotated key is picked up at once: an unknown kid, or no cached key
+# verifying a token, fetches the JWKS again (ID tokens come from the provider's token endpoint over the
+# back channel, so a bad one cannot be used to make the wallet fetch repeatedly).
 _discovery_cache: dict[str, tuple[float, dict[str, Any]]] = {}
 _DISCOVERY_TTL = 300.0
 _DISCOVERY_MAX = 32

@@ -39,11 +39,16 @@ def load_anchors(paths: list[Path]) -> list[cx509.Certificate]:
     return anchors
 
 
-def master_box(settings: WalletSettings) -> SecretBox:
-    """The SecretBox holding the current master key and the previous ones (during a rotation)."""
+def previous_master_keys(settings: WalletSettings) -> list[bytes]:
+    """The older master keys still accepted while a rotation is under way (settings and key files)."""
     previous = [parse_master_key(k.get_secret_value()) for k in settings.previous_master_keys]
     previous += [parse_master_key(Path(p).read_bytes()) for p in settings.previous_master_key_files]
-    return SecretBox(load_master_key(settings), previous_keys=previous)
+    return previous
+
+
+def master_box(settings: WalletSettings) -> SecretBox:
+    """The SecretBox holding the current master key and the previous ones (during a rotation)."""
+    return SecretBox(load_master_key(settings), previous_keys=previous_master_keys(settings))
 
 
 @dataclass

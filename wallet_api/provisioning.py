@@ -65,13 +65,12 @@ async def rotate_master_key(settings: WalletSettings, new_key: bytes) -> int:
     """
     from service_kit.crypto import SecretBox, load_master_key
 
+    from .context import previous_master_keys
     from .vault import rewrap_all
 
-    old_box = master_box(settings)
-    previous = [load_master_key(settings)]
-    box = SecretBox(new_key, previous_keys=previous)
-    # keep any older keys of the running configuration too
-    box._keys.update({k: v for k, v in old_box._keys.items() if k not in box._keys})
+    # The new key seals; the configured current key and any older ones still open (a value sealed
+    # under a key from an earlier, unfinished rotation is rewrapped too).
+    box = SecretBox(new_key, previous_keys=[load_master_key(settings), *previous_master_keys(settings)])
     db = Database(settings.database_url)
     try:
         async with db.session() as session:

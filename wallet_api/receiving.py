@@ -232,7 +232,7 @@ async def accept_offer(ctx: WalletContext, me: Principal, offer_id: str, tx_code
             session = IssuerSession(ctx, client, metadata, as_meta)
             token = await session.token(form)
             data["token"] = session.sealable()
-            outcome = await session.receive_all(me, offer.credential_configuration_ids, token, languages, offer_id)
+            outcome = await session.receive_all(me.key, offer.credential_configuration_ids, token, languages, offer_id)
     except IssuanceError as exc:
         retry = exc.error in ("invalid_tx_code",)
         data["error"] = {"error": exc.error, "error_description": exc.detail}
@@ -409,7 +409,7 @@ class IssuerSession:
             return False
         return response.status_code in (200, 204)
 
-    async def receive_all(self, me: Principal, configuration_ids: list[str], token: TokenResponse,
+    async def receive_all(self, key: DataKey, configuration_ids: list[str], token: TokenResponse,
                           languages: list[str], offer_id: str) -> Outcome:
         """Request every configuration; store what verifies; keep what is deferred."""
         issued: list[str] = []
@@ -422,17 +422,17 @@ class IssuerSession:
                 pending.append({"configuration_id": configuration_id, "transaction_id": response.transaction_id,
                                 "holder_jwks": [k.private_jwk() for k in keys]})
                 continue
-            issued.append(await self.store(me, configuration_id, response, keys, languages))
+            issued.append(await self.store(key, configuration_id, response, keys, languages))
         data: dict[str, Any] = {"credential_ids": issued, "token": self.sealable(), "pending": pending}
         if pending:
             async with self.ctx.db.session() as session:
-                await add_alert(session, me.wallet_id, "issuance_pending",
+                await add_alert(session, key.wallet_id, "issuance_pending",
                                 "The issuer is preparing your credential; it will arrive here when ready",
                                 webhook=self.ctx.webhook)
             return Outcome("pending", data, utcnow() + dt.timedelta(seconds=interval))
         return Outcome("issued", data)
 
-    async def store(self, me: Principal, configuration_id: str, response: CredentialResponse, keys: list[Key],
+    async def store(self, key: DataKey, configuration_id: str, response: CredentialResponse, keys: list[Key],
                     languages: list[str]) -> str:
         """Verify each copy against its holder key, then store them as one credential."""
         config = self.metadata.credential_configurations_supported[configuration_id]
@@ -443,18 +443,18 @@ class IssuerSession:
         copies: list[tuple[str, dict[str, Any]]] = []
         verified_first: sd_jwt_vc.VerifiedCredential | None = None
         statuses: list[dict[str, Any]] = []
-        for issued, key in zip(response.credentials, keys, strict=False):
+        for issued, holder_key in zip(response.credentials, keys, strict=False):
             token = issued.credential
             try:
                 if not isinstance(token, str):
                     raise IssuanceError("invalid_credential", "the credential is not an SD-JWT string")
                 verified = await verify_received(self.ctx, token, credential_issuer=self.metadata.credential_issuer,
-                                                 expected_vct=config.vct or "", holder_key=key)
+                                                 expected_vct=config.vct or "", holder_key=holder_key)
             except IssuanceError:
                 await self.notify(response.notification_id, "credential_failure")
                 raise
             verified_first = verified_first or verified
-            copies.append((token, key.private_jwk()))
+            copies.append((token, holder_key.private_jwk()))
             if verified.status is not None:
                 statuses.append({"uri": verified.status.uri, "idx": verified.status.idx})
         assert verified_first is not None
@@ -468,15 +468,15 @@ class IssuerSession:
                                     "metadata": self.metadata.to_json(), "as_metadata": self.as_meta.to_json()},
                    "key_source": verified_first.key_source}
         async with self.ctx.db.session() as session:
-            credential_id = await add_credential(session, me.key, vct=verified_first.vct,
+            credential_id = await add_credential(session, key, vct=verified_first.vct,
                                                  issuer=verified_first.issuer, details=details, copies=copies,
                                                  iat=verified_first.iat, exp=verified_first.exp)
-            await add_history(session, me.key, "receipt", {
+            await add_history(session, key, "receipt", {
                 "credential_id": credential_id, "issuer": verified_first.issuer,
                 "issuer_name": details["issuer_display"]["name"], "vct": verified_first.vct,
                 "credential_name": described["name"], "copies": len(copies), "claims": claim_names,
                 "outcome": "stored"})
-            await add_alert(session, me.wallet_id, "credential_received",
+            await add_alert(session, key.wallet_id, "credential_received",
                             f"{described['name']} was added to your wallet", credential_id, webhook=self.ctx.webhook)
         await self.notify(response.notification_id, "credential_accepted")
         return credential_id
@@ -573,7 +573,6 @@ async def poll_offer(ctx: WalletContext, key: DataKey, offer_id: str, languages:
     if not await _transition(ctx, offer_id, key.wallet_id, ("pending",), "polling"):
         return "polling"
     data = key.open("offer", row.id, row.sealed)
-    me = _KeyPrincipal(key)
     metadata = CredentialIssuerMetadata.model_validate(data["metadata"], context=STORED)
     as_meta = AuthorizationServerMetadata.model_validate(data["as_metadata"], context=STORED)
     still: list[dict[str, Any]] = []
@@ -586,7 +585,7 @@ async def poll_offer(ctx: WalletContext, key: DataKey, offer_id: str, languages:
                     still.append(item)
                     continue
                 keys = [Key.from_jwk(j) for j in item["holder_jwks"]]
-                credential_id = await session_.store(me, item["configuration_id"], response, keys, languages or [])
+                credential_id = await session_.store(key, item["configuration_id"], response, keys, languages or [])
                 data.setdefault("credential_ids", []).append(credential_id)
     except IssuanceError as exc:
         data["error"] = {"error": exc.error, "error_description": exc.detail}
@@ -597,17 +596,6 @@ async def poll_offer(ctx: WalletContext, key: DataKey, offer_id: str, languages:
     await _save_offer(ctx, key, offer_id, data, state,
                       utcnow() + dt.timedelta(seconds=5) if still else None)
     return state
-
-
-class _KeyPrincipal(Principal):
-    """A principal for background work: only the wallet's data key is needed."""
-
-    def __init__(self, key: DataKey) -> None:  # noqa: D107 - see the class docstring
-        self.key = key
-
-    @property
-    def wallet_id(self) -> str:
-        return self.key.wallet_id
 
 
 # -- wallet-initiated issuance (authorization code flow) ------------------------------------------
@@ -735,7 +723,7 @@ async def finish_authorization(ctx: WalletContext, *, state: str | None, code: s
         async with ctx.client() as client:
             session_ = IssuerSession(ctx, client, metadata, as_meta)
             token = await session_.token(form)
-            outcome = await session_.receive_all(_KeyPrincipal(key), data["offer"]["credential_configuration_ids"],
+            outcome = await session_.receive_all(key, data["offer"]["credential_configuration_ids"],
                                                  token, [], row.id)
     except IssuanceError as exc:
         data["error"] = {"error": exc.error, "error_description": exc.detail}

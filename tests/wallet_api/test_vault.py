@@ -62,3 +62,41 @@ def test_rotate_master_key_rewraps_and_keeps_data(tmp_path: Path) -> None:
         await db.dispose()
 
     asyncio.run(scenario())
+
+
+def test_rotation_also_rewraps_values_left_under_an_older_key(tmp_path: Path) -> None:
+    """A rotation interrupted earlier left some data keys under key A while the service runs on B (A as a
+    previous key); rotating to C rewraps those too, so a service with only C reads every wallet."""
+    from pydantic import SecretStr
+
+    from service_kit.db import Database
+    from wallet_api.models import Wallet
+
+    key_a, key_b, key_c = (SecretBox.generate_key() for _ in range(3))
+    b64 = lambda k: base64.urlsafe_b64encode(k).decode()  # noqa: E731
+    settings_a = WalletSettings(database_url=f"sqlite+aiosqlite:///{tmp_path / 'w.db'}", data_dir=tmp_path,
+                                master_key=b64(key_a))
+
+    async def scenario() -> None:
+        configured, _ = await provision_demo(settings_a, issuer_anchor_pems=[], rp_anchor_pems=[],
+                                             idp_url="http://127.0.0.1:1")
+        db = Database(configured.database_url)
+        ctx = WalletContext(settings=configured, db=db, vault=Vault(master_box(configured)))
+        async with db.session() as session:
+            wallet = await ensure_wallet(ctx, session, Identity("valid", "11111111H", "A", "", "idcatmobil", "high"))
+            wallet_id, profile = wallet.id, wallet.profile
+        await db.dispose()
+        on_b = configured.model_copy(update={"master_key": SecretStr(b64(key_b)),
+                                             "previous_master_keys": [SecretStr(b64(key_a))]})
+        assert await rotate_master_key(on_b, key_c) == 2
+        only_c = configured.model_copy(update={"master_key": SecretStr(b64(key_c)), "previous_master_keys": []})
+        db = Database(only_c.database_url)
+        try:
+            async with db.read_session() as session:
+                row = await session.get(Wallet, wallet_id)
+                assert row is not None
+                assert Vault(master_box(only_c)).data_key(row).open("profile", wallet_id, profile)["name"] == "A"
+        finally:
+            await db.dispose()
+
+    asyncio.run(scenario())
