@@ -151,7 +151,10 @@ async def provision(data_dir: Path, *, host: str = "127.0.0.1", port_base: int =
         ca_key_file=issuers_ca.key_file, ca_cert_file=issuers_ca.cert_file,
         idp_authorize_url=f"{url['idp']}/o/oauth2/auth", idp_token_url=f"{url['idp']}/o/oauth2/token",
         idp_userinfo_url=f"{url['idp']}/serveis-rest/getUserInfo", idp_client_id=ISSUER_IDP_CLIENT,
-        idp_forward_login_hint=True)
+        idp_forward_login_hint=True,
+        # Development timing: status list tokens live 10 s in caches, so a revocation reaches the wallet
+        # (and `cartera demo`) within seconds instead of the production default of 5 minutes.
+        status_list_ttl=10)
     previous_issuer_keys = {slug: entry.get("api_key") for slug, entry in
                             (previous.get("issuer", {}).get("tenants") or {}).items() if entry.get("api_key")}
     issuer_info = await provision_issuer(
@@ -161,7 +164,8 @@ async def provision(data_dir: Path, *, host: str = "127.0.0.1", port_base: int =
 
     verifier_settings = VerifierSettings(
         **common, port=ports["verifier"], master_key_file=data_dir / "verifier-master.key",
-        issuer_anchors_file=issuers_ca.cert_file, rp_ca_key_file=rp_ca.key_file, rp_ca_cert_file=rp_ca.cert_file)
+        issuer_anchors_file=issuers_ca.cert_file, rp_ca_key_file=rp_ca.key_file, rp_ca_cert_file=rp_ca.cert_file,
+        status_default_ttl=2)  # development: the desk sees a revocation at once
     previous_agencies = previous.get("verifier", {}).get("agencies") or {}
     verifier_info = await provision_verifier(
         verifier_settings, ca_key=rp_ca.key, ca_cert=rp_ca.cert, trusted_issuer_anchors=[issuers_ca.cert],
@@ -179,7 +183,8 @@ async def provision(data_dir: Path, *, host: str = "127.0.0.1", port_base: int =
 
     wallet_settings, wallet_info = await provision_wallet(
         WalletSettings(**common, port=ports["wallet"], master_key_file=data_dir / "wallet-master.key",
-                       idp_client_id=WALLET_IDP_CLIENT, idp_allow_login_hint=True),
+                       idp_client_id=WALLET_IDP_CLIENT, idp_allow_login_hint=True,
+                       background_interval=2),  # development: status alerts within seconds
         issuer_anchor_pems=[issuers_ca.cert_pem], rp_anchor_pems=[rp_ca.cert_pem], idp_url=url["idp"],
         idp_client_secret=secrets_by_client[WALLET_IDP_CLIENT],
         catalogue=[{"credential_issuer": tenant["issuer_url"], "name": tenant["name"],
