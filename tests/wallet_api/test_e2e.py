@@ -11,7 +11,7 @@ import pytest
 
 from sandbox.population import DEMO_EVERYTHING, DEMO_NO_DEGREE
 from tests.wallet_api.conftest import bearer, login
-from tests.wallet_api.system import System
+from tests.wallet_api.system import System, execute_sql
 
 
 def make_offer(system: System, slug: str, type_id: str, identifier: str, *, tx_code: bool = True,
@@ -178,17 +178,23 @@ def test_citizens_are_isolated(system: System) -> None:
 
 
 def test_revocation_alert_and_delete(system: System) -> None:
-    from wallet_api.background import check_statuses
-
     tokens = login(system.wallet, DEMO_EVERYTHING)
     offer = make_offer(system, "aoc-tax", "working-life", DEMO_EVERYTHING)
     cid = receive(system, tokens, offer)["credential_ids"][0]
     issuer_id = offer["credential_ids"]["working-life"]
     r = httpx.post(f"{system.issuer}/v1/credentials/{issuer_id}/revoke", headers=system.issuer_headers("aoc-tax"))
     assert r.status_code == 200, r.text
-    asyncio.run(check_statuses(system.wallet_app.state.wallet, force=True))
-    cred = httpx.get(f"{system.wallet}/v1/credentials/{cid}", headers=bearer(tokens)).json()
-    assert cred["status"] == "revoked"
+    # the next status check is due now (instead of after the list's ttl): the background sweep runs it
+    execute_sql(system, "UPDATE credentials SET next_status_check = '2000-01-01 00:00:00.000000' WHERE id = ?", cid)
+
+    def revoked() -> dict | None:
+        body = httpx.get(f"{system.wallet}/v1/credentials/{cid}", headers=bearer(tokens)).json()
+        return body if body["status"] == "revoked" else None
+
+    deadline = time.monotonic() + 15
+    while not revoked() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert revoked(), "the background status check did not see the revocation"
     alerts = httpx.get(f"{system.wallet}/v1/alerts", params={"unread": True}, headers=bearer(tokens)).json()
     assert any(al["kind"] == "revoked" and al["credential_id"] == cid for al in alerts)
     assert httpx.post(f"{system.wallet}/v1/alerts/read", json={"ids": None}, headers=bearer(tokens)).status_code == 204
