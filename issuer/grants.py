@@ -27,7 +27,7 @@ from ssi.oid4vci import (
 )
 
 from .context import IssuerContext, new_id, new_secret, new_tx_code, secret_hash, utcnow
-from .models import AccessToken, IssuanceClaim, Nonce, Offer, StoredResponse
+from .models import AccessToken, DPoPProofUse, IssuanceClaim, Nonce, Offer, StoredResponse
 from .tenancy import TenantRef
 
 
@@ -94,8 +94,8 @@ def _grant_error(description: str) -> APIError:
     return APIError(400, INVALID_GRANT, description)
 
 
-async def redeem_pre_authorized_code(ctx: IssuerContext, tenant: TenantRef, code: str,
-                                     tx_code: str | None) -> tuple[Offer, str, int]:
+async def redeem_pre_authorized_code(ctx: IssuerContext, tenant: TenantRef, code: str, tx_code: str | None,
+                                     dpop_jkt: str | None = None) -> tuple[Offer, str, int]:
     """Check a pre-authorized code (and its tx_code), mark it used and create the access token in the
     same transaction; returns ``(offer, access_token, expires_in)``, or raises ``invalid_grant``."""
     now = utcnow()
@@ -116,7 +116,8 @@ async def redeem_pre_authorized_code(ctx: IssuerContext, tenant: TenantRef, code
             token, ttl = _add_token(ctx, session, tenant, subject=offer.subject,
                                     configuration_ids=list(offer.configuration_ids),
                                     credential_ids=dict(offer.credential_ids), selector=offer.selector,
-                                    login={"method": "pre-authorized_code", "offer_id": offer.id}, offer_id=offer.id)
+                                    login={"method": "pre-authorized_code", "offer_id": offer.id}, offer_id=offer.id,
+                                    dpop_jkt=dpop_jkt)
     if wrong_tx_code:
         # Counted in one UPDATE (and committed) so that parallel guesses cannot exceed the limit.
         limit = ctx.settings.tx_code_max_attempts
@@ -133,23 +134,25 @@ async def redeem_pre_authorized_code(ctx: IssuerContext, tenant: TenantRef, code
 
 def _add_token(ctx: IssuerContext, session: Any, tenant: TenantRef, *, subject: dict[str, Any],
                configuration_ids: list[str], credential_ids: dict[str, str] | None, selector: str | None,
-               login: dict[str, Any] | None, offer_id: str | None) -> tuple[str, int]:
+               login: dict[str, Any] | None, offer_id: str | None, dpop_jkt: str | None = None) -> tuple[str, int]:
     token = new_secret()
     ttl = ctx.settings.access_token_ttl
     session.add(AccessToken(token_hash=secret_hash(token), tenant_id=tenant.id, subject=subject,
                             configuration_ids=configuration_ids, credential_ids=credential_ids or {},
                             selector=selector, login=login or {}, offer_id=offer_id,
-                            expires_at=utcnow() + dt.timedelta(seconds=ttl)))
+                            expires_at=utcnow() + dt.timedelta(seconds=ttl), dpop_jkt=dpop_jkt))
     return token, ttl
 
 
 async def new_access_token(ctx: IssuerContext, tenant: TenantRef, *, subject: dict[str, Any], configuration_ids: list[str],
                            credential_ids: dict[str, str] | None = None, selector: str | None = None,
-                           login: dict[str, Any] | None = None, offer_id: str | None = None) -> tuple[str, int]:
-    """Store a new access token (hashed) and return it with its lifetime."""
+                           login: dict[str, Any] | None = None, offer_id: str | None = None,
+                           dpop_jkt: str | None = None) -> tuple[str, int]:
+    """Store a new access token (hashed; DPoP-bound when ``dpop_jkt``) and return it with its lifetime."""
     async with ctx.session() as session:
         return _add_token(ctx, session, tenant, subject=subject, configuration_ids=configuration_ids,
-                          credential_ids=credential_ids, selector=selector, login=login, offer_id=offer_id)
+                          credential_ids=credential_ids, selector=selector, login=login, offer_id=offer_id,
+                          dpop_jkt=dpop_jkt)
 
 
 async def access_token(ctx: IssuerContext, tenant: TenantRef, token: str | None) -> AccessToken:
@@ -190,6 +193,7 @@ async def purge_expired(ctx: IssuerContext) -> int:
     total = 0
     async with ctx.session() as session:
         for model, column in ((Nonce, Nonce.expires_at), (AccessToken, AccessToken.expires_at),
+                              (DPoPProofUse, DPoPProofUse.expires_at),
                               (IssuanceClaim, IssuanceClaim.expires_at), (StoredResponse, StoredResponse.expires_at)):
             result = await session.execute(delete(model).where(column < now))
             total += result.rowcount or 0  # type: ignore[attr-defined]

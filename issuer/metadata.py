@@ -78,6 +78,7 @@ def authorization_server_metadata(ctx: IssuerContext, tenant: TenantRef, types: 
         "response_modes_supported": ["query"],
         "grant_types_supported": [AUTHORIZATION_CODE_GRANT, PRE_AUTHORIZED_CODE_GRANT],
         "code_challenge_methods_supported": ["S256"],
+        "dpop_signing_alg_values_supported": list(DEFAULT_ALGORITHMS),
         "token_endpoint_auth_methods_supported": ["none"],
         "pre-authorized_grant_anonymous_access_supported": True,
         "authorization_details_types_supported": ["openid_credential"],

@@ -133,6 +133,17 @@ class AccessToken(Base):
     login: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     offer_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
     expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), index=True)
+    # RFC 9449: the thumbprint of the key the token is bound to (DPoP), or None for a bearer token.
+    dpop_jkt: Mapped[str | None] = mapped_column(String(64), nullable=True)
+
+
+class DPoPProofUse(Base):
+    """A DPoP proof ``jti`` seen recently (hashed with the key): a second use is a replay."""
+
+    __tablename__ = "dpop_proof_uses"
+
+    jti_hash: Mapped[str] = mapped_column(String(80), primary_key=True)
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), index=True)
 
 
 class Nonce(Base):
@@ -189,6 +200,7 @@ class DeferredTransaction(Base):
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
     expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
     sealed_response: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    dpop_jkt: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
 class AuthorizationRequest(Base):

@@ -63,6 +63,9 @@ class IssuerSettings(ServiceSettings):
         description="Forward a wallet's `login_hint` to the identity provider (the sandbox's non-interactive "
                     "login). Development only.",
     )
+    require_dpop: bool = Field(default=False,
+                               description="Refuse bearer access tokens: wallets must use DPoP (RFC 9449), as HAIP "
+                                           "requires. DPoP is always accepted when a wallet sends a proof.")
     webhook_timeout: float = Field(default=5.0, gt=0, description="Timeout of one webhook delivery, seconds.")
     source_timeout: float = Field(default=10.0, gt=0, description="Timeout of one data-source query, seconds.")
 

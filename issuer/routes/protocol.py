@@ -51,6 +51,7 @@ from ssi.oid4vci import (
 from ssi.status_list import STATUS_LIST_JWT_MEDIA_TYPE
 
 from ..authorization import redeem_authorization_code
+from ..binding import authorization, check_presentation, token_request_binding
 from ..context import IssuerContext, get_ctx, new_secret, secret_hash, utcnow
 from ..grants import (
     access_token,
@@ -65,7 +66,7 @@ from ..metadata import authorization_server_metadata, issuer_metadata
 from ..models import AccessToken, DeferredTransaction, IssuanceClaim, IssuanceRecord, Nonce, StoredResponse
 from ..registry import RegisteredType, tenant_types, type_versions
 from ..status import list_token
-from ..tenancy import TenantRef, bearer, path_tenant
+from ..tenancy import TenantRef, path_tenant
 
 router = APIRouter()
 
@@ -189,18 +190,20 @@ async def token(request: Request, tenant: TenantRef = Depends(path_tenant),  # n
         parsed = TokenRequest.from_form(form)
     except MessageError as exc:
         raise APIError(400, INVALID_REQUEST, exc.detail) from exc
+    # The DPoP proof is checked before the code is spent: a bad proof must not burn the code.
+    jkt = await token_request_binding(ctx, request, f"{ctx.issuer_url(tenant.slug)}/token")
     if parsed.grant_type == PRE_AUTHORIZED_CODE_GRANT:
         offer, access, ttl = await redeem_pre_authorized_code(ctx, tenant, parsed.pre_authorized_code or "",
-                                                              parsed.tx_code)
+                                                              parsed.tx_code, dpop_jkt=jkt)
         configuration_ids = list(offer.configuration_ids)
     else:
         grant = await redeem_authorization_code(ctx, tenant, code=parsed.code or "", code_verifier=parsed.code_verifier,
                                                 redirect_uri=parsed.redirect_uri, client_id=parsed.client_id)
         access, ttl = await new_access_token(ctx, tenant, subject=grant.subject, configuration_ids=grant.configuration_ids,
                                              credential_ids=grant.credential_ids, selector=grant.selector,
-                                             login=grant.login, offer_id=grant.offer_id)
+                                             login=grant.login, offer_id=grant.offer_id, dpop_jkt=jkt)
         configuration_ids = grant.configuration_ids
-    body: dict[str, Any] = {"access_token": access, "token_type": "Bearer", "expires_in": ttl}
+    body: dict[str, Any] = {"access_token": access, "token_type": "DPoP" if jkt else "Bearer", "expires_in": ttl}
     body["authorization_details"] = [{"type": "openid_credential", "credential_configuration_id": cid,
                                       "credential_identifiers": [cid]} for cid in configuration_ids]
     return _json(body)
@@ -274,9 +277,10 @@ def _b64_payload(token: str) -> bytes:
 @router.post("/t/{slug}/credential", tags=["oid4vci"], summary="Credential endpoint")
 async def credential(request: Request, tenant: TenantRef = Depends(path_tenant),  # noqa: B008
                      ctx: IssuerContext = Depends(get_ctx)) -> JSONResponse:  # noqa: B008
-    presented = bearer(request)
-    if not presented or len(presented) > 200:
+    auth = authorization(request)
+    if auth is None:
         await access_token(ctx, tenant, None)  # raises the 401
+    scheme, presented = auth or ("", "")
     data = await _json_body(request, INVALID_CREDENTIAL_REQUEST)
     try:
         parsed = CredentialRequest.parse(data)
@@ -284,10 +288,12 @@ async def credential(request: Request, tenant: TenantRef = Depends(path_tenant),
         raise APIError(400, INVALID_CREDENTIAL_REQUEST, exc.detail) from exc
     proofs = (parsed.proofs.jwt if parsed.proofs is not None else None) or []
     configuration_id = parsed.credential_configuration_id or parsed.credential_identifier or ""
-    token_hash = secret_hash(presented or "")
+    token_hash = secret_hash(presented)
     request_hash = _request_hash(token_hash, configuration_id, proofs)
     # One read for the token, an identical earlier request's response and the claim on this configuration.
     token_row, stored, claim = await _request_state(ctx, tenant, token_hash, request_hash, configuration_id)
+    await check_presentation(ctx, request, scheme, presented, token_row.dpop_jkt,
+                             f"{ctx.issuer_url(tenant.slug)}/credential")
     if parsed.credential_response_encryption is not None:
         raise APIError(400, "invalid_encryption_parameters", "credential response encryption is not supported")
     if parsed.credential_identifier is not None and parsed.credential_identifier not in token_row.configuration_ids:
@@ -351,7 +357,8 @@ async def credential(request: Request, tenant: TenantRef = Depends(path_tenant),
                     configuration_id=configuration_id, credential_id=credential_id, source_reference=outcome.reference,
                     subject=token_row.subject, selector=token_row.selector, login=token_row.login,
                     holder_jwks=holder_jwks, request_id=outcome.reference[:40], offer_id=token_row.offer_id,
-                    created_at=now, expires_at=now + dt.timedelta(days=30), sealed_response=None))
+                    created_at=now, expires_at=now + dt.timedelta(days=30), sealed_response=None,
+                    dpop_jkt=token_row.dpop_jkt))
                 await store(session, body, 202)
             return _json(body, status=202)
         issued = await sign_and_record(ctx, tenant, reg, outcome, subject, holder_jwks, credential_id=credential_id,
@@ -376,10 +383,11 @@ async def deferred_credential(request: Request, tenant: TenantRef = Depends(path
                               ctx: IssuerContext = Depends(get_ctx)) -> JSONResponse:  # noqa: B008
     # The access token that started the transaction authorises polling it even after the token's own
     # expiry: a registry may take hours, longer than an access token lives.
-    presented = bearer(request)
-    if not presented or len(presented) > 200:
+    auth = authorization(request)
+    if auth is None:
         raise APIError(401, "invalid_token", "the access token is missing",
                        {"WWW-Authenticate": 'Bearer error="invalid_token"'})
+    scheme, presented = auth
     token_hash = secret_hash(presented)
     data = await _json_body(request, INVALID_CREDENTIAL_REQUEST)
     try:
@@ -394,6 +402,8 @@ async def deferred_credential(request: Request, tenant: TenantRef = Depends(path
             DeferredTransaction.token_hash == token_hash))).scalar_one_or_none()
     if row is None or row.expires_at <= utcnow():
         raise APIError(400, INVALID_TRANSACTION_ID, "the transaction id is unknown or expired")
+    await check_presentation(ctx, request, scheme, presented, row.dpop_jkt,
+                             f"{ctx.issuer_url(tenant.slug)}/deferred_credential")
     if row.sealed_response is not None:
         return _json(json.loads(ctx.box.open(row.sealed_response, aad)))
     reg = (await _types(ctx, tenant)).get(row.configuration_id)
@@ -432,7 +442,10 @@ async def deferred_credential(request: Request, tenant: TenantRef = Depends(path
 @router.post("/t/{slug}/notification", status_code=204, tags=["oid4vci"], summary="Notification endpoint")
 async def notification(request: Request, tenant: TenantRef = Depends(path_tenant),  # noqa: B008
                        ctx: IssuerContext = Depends(get_ctx)) -> Response:  # noqa: B008
-    token_row = await access_token(ctx, tenant, bearer(request))
+    scheme, presented = authorization(request) or ("", "")
+    token_row = await access_token(ctx, tenant, presented)
+    await check_presentation(ctx, request, scheme, presented, token_row.dpop_jkt,
+                             f"{ctx.issuer_url(tenant.slug)}/notification")
     data = await _json_body(request, INVALID_NOTIFICATION_REQUEST)
     try:
         parsed = NotificationRequest.parse(data)

@@ -14,6 +14,8 @@ It does what a real wallet does over HTTP, and nothing else::
         # non-interactively with its login_hint (the issuer must forward hints: dev setting)
         result = await wallet.authorize_and_receive(issuer_url, "university-diploma", login_hint="12345678Z")
 
+        # DPoP-bound tokens (HAIP): WalletClient(http, dpop_key=Key.generate())
+
         # deferred issuance
         if result.transaction_id:
             result = await wallet.poll_deferred(result, attempts=10)
@@ -35,6 +37,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 import httpx
 
+from ssi.dpop import build_dpop_proof
 from ssi.jose import Key
 from ssi.oid4vci import (
     PRE_AUTHORIZED_CODE_GRANT,
@@ -93,10 +96,19 @@ class WalletClient:
     """An OpenID4VCI wallet over ``http`` (an ``httpx.AsyncClient`` the caller owns)."""
 
     def __init__(self, http: httpx.AsyncClient, *, client_id: str = "cartera-test-wallet",
-                 redirect_uri: str = "http://127.0.0.1:9/callback") -> None:
+                 redirect_uri: str = "http://127.0.0.1:9/callback", dpop_key: Key | None = None) -> None:
         self.http = http
         self.client_id = client_id
         self.redirect_uri = redirect_uri
+        #: With a key, tokens are requested DPoP-bound (RFC 9449) and presented with fresh proofs.
+        self.dpop_key = dpop_key
+
+    def auth_headers(self, access_token: str, method: str, url: str) -> dict[str, str]:
+        """``Authorization`` (Bearer, or DPoP plus a fresh ``DPoP`` proof) for a protected request."""
+        if self.dpop_key is None:
+            return {"Authorization": f"Bearer {access_token}"}
+        return {"Authorization": f"DPoP {access_token}",
+                "DPoP": build_dpop_proof(self.dpop_key, method, url, access_token=access_token)}
 
     # -- discovery ------------------------------------------------------------------------------
     async def resolve_offer(self, offer_uri: str) -> CredentialOffer:
@@ -118,7 +130,8 @@ class WalletClient:
 
     # -- token, nonce, credential ---------------------------------------------------------------
     async def token(self, token_endpoint: str, form: dict[str, str]) -> dict[str, Any]:
-        return _check(await self.http.post(token_endpoint, data=form))  # type: ignore[no-any-return]
+        headers = {"DPoP": build_dpop_proof(self.dpop_key, "POST", token_endpoint)} if self.dpop_key else {}
+        return _check(await self.http.post(token_endpoint, data=form, headers=headers))  # type: ignore[no-any-return]
 
     async def nonce(self, metadata: dict[str, Any]) -> str:
         return str(_check(await self.http.post(metadata["nonce_endpoint"]))["c_nonce"])
@@ -129,7 +142,7 @@ class WalletClient:
     async def credential_request(self, metadata: dict[str, Any], access_token: str, body: dict[str, Any]) -> httpx.Response:
         """POST a raw credential request body (for tests of malformed requests)."""
         return await self.http.post(metadata["credential_endpoint"], json=body,
-                                    headers={"Authorization": f"Bearer {access_token}"})
+                                    headers=self.auth_headers(access_token, "POST", metadata["credential_endpoint"]))
 
     async def request_credential(self, result: IssuanceResult, keys: list[Key] | None = None,
                                  proofs: list[str] | None = None) -> IssuanceResult:
@@ -151,9 +164,9 @@ class WalletClient:
     async def poll_deferred(self, result: IssuanceResult, *, attempts: int = 20, wait: float = 0.2) -> IssuanceResult:
         """Poll the deferred endpoint until the credentials come (``wait`` seconds between polls)."""
         for _ in range(attempts):
-            response = await self.http.post(result.issuer_metadata["deferred_credential_endpoint"],
-                                            json={"transaction_id": result.transaction_id},
-                                            headers={"Authorization": f"Bearer {result.access_token}"})
+            url = result.issuer_metadata["deferred_credential_endpoint"]
+            response = await self.http.post(url, json={"transaction_id": result.transaction_id},
+                                            headers=self.auth_headers(result.access_token, "POST", url))
             body = _check(response, 200, 202)
             if response.status_code == 200:
                 return self._credential_result(result, result.holder_keys, body)
@@ -161,9 +174,9 @@ class WalletClient:
         raise IssuerError(202, {"error": "still_pending"})
 
     async def notify(self, result: IssuanceResult, event: str = "credential_accepted") -> httpx.Response:
-        return await self.http.post(result.issuer_metadata["notification_endpoint"],
-                                    json={"notification_id": result.notification_id, "event": event},
-                                    headers={"Authorization": f"Bearer {result.access_token}"})
+        url = result.issuer_metadata["notification_endpoint"]
+        return await self.http.post(url, json={"notification_id": result.notification_id, "event": event},
+                                    headers=self.auth_headers(result.access_token, "POST", url))
 
     # -- flows ----------------------------------------------------------------------------------
     async def redeem_offer(self, offer_uri: str, tx_code: str | None = None,

@@ -1,0 +1,95 @@
+"""Sender-constrained access tokens (DPoP, RFC 9449) and the ``Authorization`` header of protocol requests.
+
+A wallet that sends a ``DPoP`` proof to the token endpoint gets a ``DPoP`` token bound to its key's
+thumbprint; every request with that token must then use ``Authorization: DPoP <token>`` and carry a
+fresh proof for that method and URL, with ``ath`` and the same key. A bearer token must come as
+``Authorization: Bearer``. Proof ``jti`` values are recorded (hashed, with the key) for the proof
+lifetime, so a captured proof cannot be replayed. ``require_dpop`` refuses bearer tokens altogether
+(HAIP).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from fastapi import Request
+from sqlalchemy.exc import IntegrityError
+
+from service_kit.errors import APIError
+from ssi.dpop import verify_dpop_proof
+from ssi.errors import MessageError
+from ssi.oid4vci import INVALID_DPOP_PROOF
+
+from .context import IssuerContext, secret_hash, utcnow
+from .models import DPoPProofUse
+
+DPOP_MAX_AGE = 300
+_LEEWAY = 30
+
+
+def authorization(request: Request) -> tuple[str, str] | None:
+    """``(scheme, token)`` from ``Authorization: Bearer|DPoP <token>`` (scheme lower-cased), or None."""
+    header = request.headers.get("authorization", "")
+    scheme, _, value = header.partition(" ")
+    value = value.strip()
+    if scheme.lower() not in ("bearer", "dpop") or not value or len(value) > 200:
+        return None
+    return scheme.lower(), value
+
+
+def _proof_header(request: Request) -> str | None:
+    values = request.headers.getlist("dpop")
+    if len(values) > 1:
+        raise APIError(400, INVALID_DPOP_PROOF, "exactly one DPoP header is allowed")
+    return values[0] if values else None
+
+
+async def _record(ctx: IssuerContext, jkt: str, jti: str, *, resource: bool) -> None:
+    try:
+        async with ctx.session() as session:
+            session.add(DPoPProofUse(jti_hash=secret_hash(f"{jkt}:{jti}"),
+                                     expires_at=utcnow() + dt.timedelta(seconds=DPOP_MAX_AGE + 2 * _LEEWAY)))
+    except IntegrityError as exc:
+        if resource:
+            raise _unauthorized("the DPoP proof was already used", True, INVALID_DPOP_PROOF) from exc
+        raise APIError(400, INVALID_DPOP_PROOF, "the DPoP proof was already used") from exc
+
+
+async def token_request_binding(ctx: IssuerContext, request: Request, token_url: str) -> str | None:
+    """At the token endpoint: the ``jkt`` to bind the new token to, or None (bearer)."""
+    proof = _proof_header(request)
+    if proof is None:
+        if ctx.settings.require_dpop:
+            raise APIError(400, INVALID_DPOP_PROOF, "a DPoP proof is required")
+        return None
+    try:
+        verified = verify_dpop_proof(proof, method="POST", uri=token_url, max_age=DPOP_MAX_AGE, leeway=_LEEWAY)
+    except MessageError as exc:
+        raise APIError(400, INVALID_DPOP_PROOF, exc.detail) from exc
+    await _record(ctx, verified.jkt, verified.jti, resource=False)
+    return verified.jkt
+
+
+def _unauthorized(description: str, dpop: bool, error: str = "invalid_token") -> APIError:
+    challenge = f'DPoP error="{error}"' if dpop else f'Bearer error="{error}"'
+    return APIError(401, error, description, {"WWW-Authenticate": challenge})
+
+
+async def check_presentation(ctx: IssuerContext, request: Request, scheme: str, token: str, jkt: str | None,
+                             url: str) -> None:
+    """At a protected endpoint: the token is presented as its binding requires (401 otherwise)."""
+    if jkt is None:
+        if scheme != "bearer":
+            raise _unauthorized("this access token is not DPoP-bound; use the Bearer scheme", False)
+        return
+    if scheme != "dpop":
+        raise _unauthorized("this access token is DPoP-bound; use the DPoP scheme with a proof", True)
+    proof = _proof_header(request)
+    if proof is None:
+        raise _unauthorized("a DPoP proof is required with this access token", True, INVALID_DPOP_PROOF)
+    try:
+        verified = verify_dpop_proof(proof, method=request.method, uri=url, access_token=token, expected_jkt=jkt,
+                                     max_age=DPOP_MAX_AGE, leeway=_LEEWAY)
+    except MessageError as exc:
+        raise _unauthorized(exc.detail, True, INVALID_DPOP_PROOF) from exc
+    await _record(ctx, verified.jkt, verified.jti, resource=True)
