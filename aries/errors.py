@@ -1,0 +1,42 @@
+"""Typed errors of the Aries channel, with stable codes (``aries.<reason>``)."""
+
+from __future__ import annotations
+
+from ssi.errors import SSIError
+
+
+class AriesError(SSIError):
+    """Anything the Aries channel refuses or cannot do; ``code`` is stable, ``detail`` never holds claims."""
+
+    area = "aries"
+
+
+class AgentUnavailable(AriesError):
+    """The ACA-Py agent is not running, not reachable, or did not answer in time."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__("agent_unavailable", detail)
+
+
+class AgentRequestFailed(AriesError):
+    """The agent answered an admin API call with an error status."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        self.status = status
+        super().__init__("agent_request_failed", detail)
+
+
+class AgentCrashed(AriesError):
+    """The agent process exited while it was expected to run (``detail`` names the log file)."""
+
+    def __init__(self, detail: str, returncode: int | None = None) -> None:
+        self.returncode = returncode
+        super().__init__("agent_crashed", detail)
+
+
+class WebhookRefused(AriesError):
+    """A webhook call without the right key, or with a payload we cannot read."""
+
+
+class VerificationFailed(AriesError):
+    """A DIDComm presentation that our policies refuse (code names the policy)."""
