@@ -29,6 +29,7 @@ def _root() -> None:
 COMMAND_GROUPS: list[tuple[str, str, str | None]] = [
     # command-groups: one line per group, kept in this list
     ("demo", "app", None),
+    ("db", "app", "db"),
     ("run", "app", None),
     ("issuer", "app", "issuer"),
     ("verifier", "app", "verifier"),
