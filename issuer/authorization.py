@@ -87,9 +87,11 @@ def _configurations(params: dict[str, str], known: set[str]) -> tuple[list[str],
 
 async def create_request(ctx: IssuerContext, tenant: TenantRef, params: dict[str, str], known: set[str], *,
                          pushed: bool) -> tuple[str, AuthorizationRequest]:
-    """Validate an authorization request and store it; returns (request_uri or id, row)."""
-    if params.get("response_type") != "code":
-        raise APIError(400, "unsupported_response_type", "response_type must be code")
+    """Validate an authorization request and store it; returns (request_uri or id, row).
+
+    Errors found once ``client_id`` and ``redirect_uri`` are known good are :class:`RedirectableError`
+    (the authorization endpoint sends them back to the wallet, RFC 6749 §4.1.2.1; PAR answers JSON).
+    """
     client_id = params.get("client_id", "")
     if not client_id or len(client_id) > 300:
         raise APIError(400, INVALID_REQUEST, "client_id is required")
@@ -97,6 +99,28 @@ async def create_request(ctx: IssuerContext, tenant: TenantRef, params: dict[str
     if not redirect_uri or len(redirect_uri) > 2000:
         raise APIError(400, INVALID_REQUEST, "redirect_uri is required")
     _check_redirect_uri(ctx, redirect_uri)
+    try:
+        return await _create_checked(ctx, tenant, params, known, pushed=pushed, client_id=client_id,
+                                     redirect_uri=redirect_uri)
+    except APIError as exc:
+        raise RedirectableError(exc, redirect_uri, params.get("state"), ctx.issuer_url(tenant.slug)) from exc
+
+
+class RedirectableError(APIError):
+    """An authorization request error to send back to the wallet's (validated) redirect URI."""
+
+    def __init__(self, inner: APIError, redirect_uri: str, state: str | None, issuer: str) -> None:
+        super().__init__(inner.status_code, inner.error, inner.error_description, inner.headers)
+        params = {"error": inner.error, "error_description": inner.error_description, "iss": issuer}
+        if state is not None:
+            params["state"] = state[:1000]
+        self.location = _redirect(redirect_uri, params)
+
+
+async def _create_checked(ctx: IssuerContext, tenant: TenantRef, params: dict[str, str], known: set[str], *,
+                          pushed: bool, client_id: str, redirect_uri: str) -> tuple[str, AuthorizationRequest]:
+    if params.get("response_type") != "code":
+        raise APIError(400, "unsupported_response_type", "response_type must be code")
     if params.get("code_challenge_method") != "S256" or not _PKCE.match(params.get("code_challenge", "")):
         raise APIError(400, INVALID_REQUEST, "PKCE with code_challenge_method=S256 is required")
     configuration_ids, details = _configurations(params, known)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, RedirectResponse
 
-from ..authorization import create_request, finish_login, start_login
+from ..authorization import RedirectableError, create_request, finish_login, start_login
 from ..context import IssuerContext, get_ctx
 from ..registry import tenant_types
 from ..tenancy import TenantRef, path_tenant
@@ -42,7 +42,10 @@ async def par(request: Request, tenant: TenantRef = Depends(path_tenant),  # noq
 @router.get("/t/{slug}/authorize", tags=["oauth"], summary="Authorization endpoint: logs the citizen in at VÀLid")
 async def authorize(request: Request, tenant: TenantRef = Depends(path_tenant),  # noqa: B008
                     ctx: IssuerContext = Depends(get_ctx)) -> RedirectResponse:  # noqa: B008
-    url = await start_login(ctx, tenant, _query(request), await _known(ctx, tenant))
+    try:
+        url = await start_login(ctx, tenant, _query(request), await _known(ctx, tenant))
+    except RedirectableError as exc:
+        return RedirectResponse(exc.location, status_code=303, headers=NO_STORE)
     return RedirectResponse(url, status_code=303, headers=NO_STORE)
 
 

@@ -212,3 +212,20 @@ async def test_no_5xx_for_malformed_json_forms_and_tokens(issuer_env: IssuerEnv)
                                    headers={**headers, "Content-Type": "application/json"})
             assert 400 <= r.status_code < 500, (path, r.status_code, r.text)
     assert any(code == 400 for _, code in statuses) and any(code == 401 for _, code in statuses)
+
+
+async def test_authorization_errors_go_back_to_a_validated_redirect_uri_only(issuer_env: IssuerEnv) -> None:
+    base = issuer_env.issuer("uni-barcelona")
+    good = {"response_type": "code", "client_id": "w", "redirect_uri": "http://127.0.0.1:9/cb", "state": "s1",
+            "code_challenge": "a" * 43, "code_challenge_method": "S256", "scope": "university-diploma"}
+    async with httpx.AsyncClient(timeout=20) as http:
+        no_pkce = await http.get(f"{base}/authorize", params={**good, "code_challenge_method": "plain"})
+        bad_scope = await http.get(f"{base}/authorize", params={**good, "scope": "nothing"})
+        bad_redirect = await http.get(f"{base}/authorize", params={**good, "redirect_uri": "http://evil.example/cb"})
+        par_error = await http.post(f"{base}/par", data={**good, "scope": "nothing"})
+    for response, error in ((no_pkce, "invalid_request"), (bad_scope, "invalid_scope")):
+        assert response.status_code == 303
+        location = response.headers["location"]
+        assert location.startswith("http://127.0.0.1:9/cb?") and f"error={error}" in location and "state=s1" in location
+    assert bad_redirect.status_code == 400 and "location" not in bad_redirect.headers
+    assert par_error.status_code == 400 and par_error.json()["error"] == "invalid_scope"
