@@ -54,6 +54,10 @@ def create_app(settings: IssuerSettings | None = None, *, run_background: bool =
     app = create_service_app(name="issuer", version=__version__, settings=settings, db=db, lifespan_hooks=[startup],
                              description=DESCRIPTION, configure_logs=configure_logs)
     app.state.ctx = ctx
+    ctx.issued_counter = app.state.metrics.counter(
+        "cartera_issuer_credentials_issued_total", "Credentials issued (batch copies counted).", ["tenant", "type"])
+    ctx.source_failures = app.state.metrics.counter(
+        "cartera_issuer_source_failures_total", "Data-source queries that failed, by outcome.", ["tenant", "type", "outcome"])
     app.include_router(protocol.router)
     app.include_router(authorization.router)
     app.include_router(admin.router, prefix=app.state.api_prefix)

@@ -66,6 +66,9 @@ class IssuerContext:
     sources: BoundedCache[Any] = field(default_factory=lambda: BoundedCache(256))
     tenants: BoundedCache[Any] = field(default_factory=lambda: BoundedCache(256))
     _write_lock: asyncio.Lock | None = field(default=None, repr=False)
+    #: Prometheus counters (set by the app): credentials issued, source failures.
+    issued_counter: Any = None
+    source_failures: Any = None
 
     @asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncSession]:

@@ -91,17 +91,26 @@ async def fetch_record(ctx: IssuerContext, tenant: Tenant, reg: RegisteredType, 
             call = configured.source.fetch(reg.ctype, subject, context)
         return await asyncio.wait_for(call, ctx.settings.source_timeout)
     except (SourceUnavailable, TimeoutError) as exc:
+        _count_failure(ctx, tenant, reg, "unavailable")
         retry = getattr(exc, "retry_after", None) or 30
         log.warning("data source unavailable", extra={"type_id": reg.type_id, "tenant": tenant.slug})
         raise APIError(503, "temporarily_unavailable", "the data source is unavailable; try again later",
                        {"Retry-After": str(retry)}) from exc
     except SubjectNotFound as exc:
+        _count_failure(ctx, tenant, reg, "not_found")
         raise APIError(400, CREDENTIAL_REQUEST_DENIED, "the registry holds no record for this subject") from exc
     except SourceRefused as exc:
+        _count_failure(ctx, tenant, reg, "refused")
         raise APIError(400, CREDENTIAL_REQUEST_DENIED, "the data source refused the query") from exc
     except (BadSourceAnswer, SourceError) as exc:
+        _count_failure(ctx, tenant, reg, "bad_answer")
         log.warning("data source answer refused", extra={"type_id": reg.type_id, "code": exc.code})
         raise APIError(502, "server_error", "the data source's answer could not be used") from exc
+
+
+def _count_failure(ctx: IssuerContext, tenant: Tenant, reg: RegisteredType, outcome: str) -> None:
+    if ctx.source_failures is not None:
+        ctx.source_failures.labels(tenant.slug, reg.type_id, outcome).inc()
 
 
 def _event(event_type: str, tenant: Tenant, record_id: str, type_id: str) -> bytes:
@@ -162,6 +171,8 @@ async def sign_and_record(ctx: IssuerContext, tenant: Tenant, reg: RegisteredTyp
         await enqueue_event(session, tenant, "credential.issued", credential_id, reg.type_id)
         if finalize is not None:
             await finalize(session, body)
+    if ctx.issued_counter is not None:
+        ctx.issued_counter.labels(tenant.slug, reg.type_id).inc(len(holder_jwks))
     log.info("credential issued", extra={"credential_id": credential_id, "type_id": reg.type_id,
                                          "copies": len(holder_jwks), "tenant": tenant.slug})
     return Issued(body=body, record_id=credential_id)

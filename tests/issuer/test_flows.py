@@ -183,3 +183,11 @@ async def test_openapi_documents_the_admin_api(issuer_env: IssuerEnv) -> None:
     assert {"/v1/offers", "/v1/types", "/v1/credentials/{credential_id}/{action}", "/v1/keys/rotate"} <= set(doc["paths"])
     offer = doc["components"]["schemas"]["OfferCreate"]
     assert offer["properties"]["credential_configuration_ids"]["examples"]
+
+
+async def test_metrics_count_issued_credentials(issuer_env: IssuerEnv) -> None:
+    async with httpx.AsyncClient(timeout=20) as http:
+        offer = await create_offer(http, issuer_env, "aoc-tax", "working-life", DEMO_EVERYTHING)
+        await WalletClient(http).receive_offer(offer["offer_uri"], offer["tx_code"])
+        text = (await http.get(f"{issuer_env.url}/metrics")).text
+    assert 'cartera_issuer_credentials_issued_total{tenant="aoc-tax",type="working-life"}' in text
