@@ -151,7 +151,7 @@ def build_credential(ctype: CredentialType, claims: dict[str, Any], *, issuer_di
     """
     problems = ctype.validate_claims(claims)
     if problems:
-        raise AriesError("claims_invalid", "; ".join(f"{p.where}: {p.message}" for p in problems[:5]))
+        raise AriesError("claims_invalid", "; ".join(f"{p.path}: {p.message}" for p in problems[:5]))
     issued_at = issued_at or dt.datetime.now(dt.UTC)
     contexts = [CREDENTIALS_V1, context_url(issuer_base_url, ctype)]
     contexts.append(BBS_V1 if proof_type == "BbsBlsSignature2020" else ED25519_2020)

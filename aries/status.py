@@ -34,7 +34,7 @@ def decode_list(encoded: Any) -> bytes:
         raise AriesError("bad_status_list", "encodedList must be a multibase base64url string ('u' prefix)")
     body = encoded[1:]
     try:
-        compressed = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
+        compressed = base64.b64decode(body + "=" * (-len(body) % 4), altchars=b"-_", validate=True)
         # Bound the inflated size: a list is a few KB compressed and 16 KB-2 MB raw.
         inflater = zlib.decompressobj(wbits=31)
         raw = inflater.decompress(compressed, 16 * 1024 * 1024)
@@ -42,6 +42,8 @@ def decode_list(encoded: Any) -> bytes:
         raise AriesError("bad_status_list", "encodedList is not base64url GZIP data") from exc
     if inflater.unconsumed_tail:
         raise AriesError("bad_status_list", "encodedList inflates beyond the allowed size")
+    if not inflater.eof or not raw:
+        raise AriesError("bad_status_list", "encodedList is not a complete GZIP stream")
     return raw
 
 

@@ -1,0 +1,210 @@
+"""Fast checks of the Aries channel's pure parts (no agent): contexts, credentials, status lists,
+webhook parsing, the runner's command line and the presentation policies on crafted records."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from aries import webhooks
+from aries.errors import AriesError, VerificationFailed, WebhookRefused
+from aries.jsonld import build_credential, contexts_document, generate_context, schema_terms, status_entry
+from aries.presentation import build_proof_request, check_presentation
+from aries.runner import AgentConfig, build_command, postgres_storage
+from aries.status import decode_list, encode_list, get_bit, read_status, set_bit
+from credential_schemas import load_builtin_types
+
+TYPES = load_builtin_types()
+DIPLOMA = TYPES["university-diploma"]
+
+
+def _keys(value: Any) -> set[str]:
+    if isinstance(value, dict):
+        return set(value) | {k for v in value.values() for k in _keys(v)}
+    if isinstance(value, list):
+        return {k for v in value for k in _keys(v)}
+    return set()
+
+
+@pytest.mark.parametrize("type_id", sorted(TYPES))
+def test_every_schema_property_is_defined_in_the_generated_context(type_id: str) -> None:
+    ctype = TYPES[type_id]
+    context = generate_context(ctype)["@context"]
+    assert context["@protected"] is True
+    for term in schema_terms(ctype.json_schema):
+        assert context[term]["@id"] == ctype.vct.split("#")[0] + "#" + term
+    # $defs reached through $ref (padró household members) are covered too.
+    if type_id == "padro":
+        assert {"givenName", "familyName", "18", "65"} <= set(context)
+
+
+def test_contexts_document_holds_a_versioned_url_per_type_and_the_status_context() -> None:
+    docs = contexts_document(TYPES.values(), "http://127.0.0.1:8001/")
+    assert "http://127.0.0.1:8001/v1/aries/contexts/university-diploma/1.0" in docs
+    assert "http://127.0.0.1:8001/v1/aries/contexts/status/1" in docs
+
+
+def test_credential_is_built_from_the_type_and_refuses_invalid_claims() -> None:
+    claims = {"name": "A", "personalIdentifier": "12345678Z", "title": "T", "qualificationCode": "2500001",
+              "degreeType": "bachelor", "eqfLevel": 6, "awardingBody": "UB", "completionDate": "2020-06-30",
+              "awardingDate": "2020-09-01", "countryOfAward": "ES", "registrationNumber": "R"}
+    at = dt.datetime(2026, 1, 31, 12, tzinfo=dt.UTC)
+    vc = build_credential(DIPLOMA, claims, issuer_did="did:key:zUC7", issuer_base_url="https://iss.example",
+                          proof_type="BbsBlsSignature2020", issued_at=at,
+                          status=status_entry("https://iss.example/v1/aries/status/1", 4))
+    assert vc["type"] == ["VerifiableCredential", "UniversityDiplomaCredential"]
+    assert vc["@context"][1] == "https://iss.example/v1/aries/contexts/university-diploma/1.0"
+    assert vc["issuanceDate"] == "2026-01-31T12:00:00Z" and vc["expirationDate"] == "2031-01-31T12:00:00Z"
+    assert vc["credentialStatus"]["statusListIndex"] == "4"
+    # Every key the credential uses is defined by one of its contexts (ours or the W3C/BBS ones).
+    ours = set(generate_context(DIPLOMA)["@context"])
+    assert set(vc["credentialSubject"]) <= ours
+    with pytest.raises(AriesError) as bad:
+        build_credential(DIPLOMA, {**claims, "eqfLevel": "six"}, issuer_did="did:key:z", issuer_base_url="https://i",
+                         proof_type="BbsBlsSignature2020")
+    assert bad.value.code == "aries.claims_invalid" and "six" not in bad.value.detail
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.sets(st.integers(min_value=0, max_value=131_071), max_size=20))
+def test_status_list_round_trip(indexes: set[int]) -> None:
+    bits = bytearray(131_072 // 8)
+    for i in indexes:
+        set_bit(bits, i, True)
+    decoded = decode_list(encode_list(bytes(bits)))
+    assert all(get_bit(decoded, i) == (i in indexes) for i in [*indexes, 0, 131_071])
+
+
+@pytest.mark.parametrize("encoded", [None, 5, "", "zabc", "u!!!", "uAAAA", "u" + "A" * 7])
+def test_malformed_encoded_lists_raise_typed_errors(encoded: Any) -> None:
+    with pytest.raises(AriesError) as err:
+        decode_list(encoded)
+    assert err.value.code == "aries.bad_status_list"
+
+
+def test_read_status_checks_the_entry_belongs_to_the_list() -> None:
+    bits = bytearray(16)
+    set_bit(bits, 3, True)
+    url = "https://iss.example/v1/aries/status/1"
+    lst = {"id": url, "credentialSubject": {"statusPurpose": "revocation", "encodedList": encode_list(bytes(bits))}}
+    assert read_status(lst, status_entry(url, 3)) is True
+    assert read_status(lst, status_entry(url, 4)) is False
+    for entry, code in [(status_entry(url + "x", 3), "aries.status_list_mismatch"),
+                        (status_entry(url, 3, "suspension"), "aries.status_list_mismatch"),
+                        ({**status_entry(url, 3), "statusListIndex": "x"}, "aries.bad_status_entry"),
+                        (status_entry(url, 999), "aries.bad_status_index"),
+                        ({"type": "StatusList2021Entry"}, "aries.bad_status_entry")]:
+        with pytest.raises(AriesError) as err:
+            read_status(lst, entry)
+        assert err.value.code == code
+
+
+def test_webhook_parsing_and_authentication() -> None:
+    body = json.dumps({"cred_ex_record": {"cred_ex_id": "c1", "thread_id": "t1", "state": "done"}}).encode()
+    event = webhooks.receive({"x-api-key": "k"}, "issue_credential_v2_0", body, "k")
+    assert (event.record_id, event.thread_id, event.state, event.key) == ("c1", "t1", "done",
+                                                                        "issue_credential_v2_0:t1:done")
+    for headers, topic, payload, code in [
+        ({}, "present_proof_v2_0", b"{}", "aries.webhook_unauthorized"),
+        ({"x-api-key": "K"}, "present_proof_v2_0", b"{}", "aries.webhook_unauthorized"),
+        ({"x-api-key": "k"}, "../etc", b"{}", "aries.webhook_bad_topic"),
+        ({"x-api-key": "k"}, "present_proof_v2_0", b"[1]", "aries.webhook_bad_json"),
+        ({"x-api-key": "k"}, "present_proof_v2_0", b"\xff", "aries.webhook_bad_json"),
+        ({"x-api-key": "k"}, "issue_credential_v2_0", b'{"cred_ex_record": 3}', "aries.webhook_bad_payload"),
+    ]:
+        with pytest.raises(WebhookRefused) as err:
+            webhooks.receive(headers, topic, payload, "k")
+        assert err.value.code == code
+
+
+def test_runner_keeps_secrets_off_the_command_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = tmp_path / "aca-py"
+    fake.write_text("#!/bin/sh\n")
+    monkeypatch.setenv("CARTERA_ACAPY_BIN", str(fake))
+    config = AgentConfig(name="a", data_dir=tmp_path, inbound_port=1, admin_port=2, webhook_url="http://h/w",
+                         webhook_api_key="hook-secret", postgres_url="postgresql://u:p%40ss@db:5433/x",
+                         contexts_file=tmp_path / "c.json")
+    args, env = build_command(config)
+    line = " ".join(args)
+    for secret in (config.admin_api_key, config.wallet_key, "hook-secret", "p@ss"):
+        assert secret not in line
+    assert "--no-ledger" in args and args[args.index("--wallet-key-derivation-method") + 1] == "kdf:argon2i:int"
+    assert args[args.index("--admin") + 1] == "127.0.0.1"
+    assert env["ACAPY_WEBHOOK_URL"] == "http://h/w#hook-secret"
+    assert json.loads(env["ACAPY_WALLET_STORAGE_CREDS"])["password"] == "p@ss"
+    assert json.loads(postgres_storage("postgresql://u:p@db/x")[0])["url"] == "db:5432"
+    with pytest.raises(AriesError):
+        postgres_storage("mysql://u:p@db/x")
+
+
+def test_proof_request_shape() -> None:
+    request = build_proof_request(DIPLOMA, ["title", "awardingBody"], domain="v.example")
+    descriptor = request.presentation_definition["input_descriptors"][0]
+    assert descriptor["constraints"]["limit_disclosure"] == "required"
+    holder_ids = descriptor["constraints"]["is_holder"][0]["field_id"]
+    field = next(f for f in descriptor["constraints"]["fields"] if f["id"] == holder_ids[0])
+    assert field["path"] == ["$.credentialSubject.id"]
+    import uuid
+    assert uuid.UUID(holder_ids[0]).version == 4
+    for bad, code in [([], "aries.no_claims"), (["salary"], "aries.unknown_claim")]:
+        with pytest.raises(VerificationFailed) as err:
+            build_proof_request(DIPLOMA, bad, domain="v.example")
+        assert err.value.code == code
+
+
+def _record(request: Any, **changes: Any) -> dict[str, Any]:
+    holder = "did:key:zHolder"
+    vc = {"type": ["VerifiableCredential", "UniversityDiplomaCredential"], "issuer": "did:key:zIssuer",
+          "issuanceDate": "2026-01-01T00:00:00Z", "expirationDate": "2031-01-01T00:00:00Z",
+          "credentialSubject": {"id": holder, "title": "T", "awardingBody": "UB"},
+          "proof": {"type": "BbsBlsSignatureProof2020"}}
+    vc.update(changes.pop("vc", {}))
+    proof = {"challenge": request.challenge, "verificationMethod": f"{holder}#k"}
+    proof.update(changes.pop("proof", {}))
+    record = {"state": "done", "verified": "true",
+              "by_format": {"pres": {"dif": {"verifiableCredential": [vc], "proof": proof}}}}
+    record.update(changes)
+    return record
+
+
+@pytest.mark.parametrize(("changes", "code"), [
+    ({"verified": "false"}, "aries.signature_invalid"),
+    ({"state": "abandoned"}, "aries.signature_invalid"),
+    ({"proof": {"challenge": "other"}}, "aries.challenge_mismatch"),
+    ({"proof": {"domain": "evil.example"}}, "aries.domain_mismatch"),
+    ({"proof": {"verificationMethod": "did:key:zSomeoneElse#k"}}, "aries.holder_mismatch"),
+    ({"vc": {"issuer": "did:key:zStranger"}}, "aries.untrusted_issuer"),
+    ({"vc": {"type": ["VerifiableCredential", "PadroCredential"]}}, "aries.wrong_type"),
+    ({"vc": {"proof": {"type": "BbsBlsSignature2020"}}}, "aries.not_derived"),
+    ({"vc": {"expirationDate": "2026-01-02T00:00:00Z"}}, "aries.expired"),
+    ({"vc": {"expirationDate": "yesterday"}}, "aries.bad_credential"),
+    ({"vc": {"issuanceDate": "2026-12-01T00:00:00Z"}}, "aries.not_yet_valid"),
+    ({"vc": {"credentialSubject": {"id": "did:key:zHolder", "title": "T"}}}, "aries.disclosure_mismatch"),
+    ({"vc": {"credentialSubject": {"id": "did:key:zHolder", "title": "T", "awardingBody": "UB", "name": "A"}}},
+     "aries.disclosure_mismatch"),
+    ({"vc": {"credentialStatus": {"type": "BitstringStatusListEntry"}}}, "aries.status_unchecked"),
+    ({"by_format": {}}, "aries.bad_presentation"),
+])
+def test_policies_refuse_crafted_presentations(changes: dict[str, Any], code: str) -> None:
+    import asyncio
+    request = build_proof_request(DIPLOMA, ["title", "awardingBody"], domain="v.example")
+    now = dt.datetime(2026, 6, 1, tzinfo=dt.UTC)
+    with pytest.raises(VerificationFailed) as err:
+        asyncio.run(check_presentation(_record(request, **changes), request, trusted_issuers={"did:key:zIssuer"},
+                                       now=now))
+    assert err.value.code == code
+
+
+def test_policies_accept_and_report_only_requested_claims() -> None:
+    import asyncio
+    request = build_proof_request(DIPLOMA, ["title", "awardingBody"], domain="v.example")
+    result = asyncio.run(check_presentation(_record(request, proof={"domain": "v.example"}), request,
+                                            trusted_issuers={"did:key:zIssuer"},
+                                            now=dt.datetime(2026, 6, 1, tzinfo=dt.UTC)))
+    assert result.claims == {"title": "T", "awardingBody": "UB"}
