@@ -21,8 +21,8 @@ ALLOWED_OURS: dict[str, set[str]] = {
     "viaoberta": {"ssi"},
     "service_kit": {"ssi"},
     "sandbox": {"ssi", "viaoberta", "service_kit"},
-    "issuer": {"ssi", "credential_schemas", "viaoberta", "service_kit"},
-    "verifier": {"ssi", "credential_schemas", "service_kit"},
+    "issuer": {"ssi", "credential_schemas", "viaoberta", "service_kit", "aries"},
+    "verifier": {"ssi", "credential_schemas", "service_kit", "aries"},
     "wallet_api": {"ssi", "credential_schemas", "service_kit"},
     "aries": {"ssi", "credential_schemas", "service_kit"},
 }
