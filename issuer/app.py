@@ -31,6 +31,12 @@ DESCRIPTION = """Cartera issuer: OpenID4VCI 1.0 credential issuer and OAuth 2.0 
 (tenant API keys as `Authorization: Bearer`)."""
 
 
+def issuance_outcome(status: int) -> str:
+    """The outcome of a credential request, from its HTTP status (for the issuances counter)."""
+    return {200: "issued", 202: "deferred", 401: "unauthorized", 502: "source_error",
+            503: "unavailable"}.get(status, "refused" if status < 500 else "error")
+
+
 def create_app(settings: IssuerSettings | None = None, *, run_background: bool = True,
                configure_logs: bool = True) -> FastAPI:
     """Build the issuer app (migrations run at start-up)."""
@@ -58,6 +64,9 @@ def create_app(settings: IssuerSettings | None = None, *, run_background: bool =
         "cartera_issuer_credentials_issued_total", "Credentials issued (batch copies counted).", ["tenant", "type"])
     ctx.source_failures = app.state.metrics.counter(
         "cartera_issuer_source_failures_total", "Data-source queries that failed, by outcome.", ["tenant", "type", "outcome"])
+    app.state.metrics.count_outcomes(
+        "cartera_issuer_issuances_total", "Credential and deferred credential requests by outcome.",
+        [("POST", "/t/{slug}/credential"), ("POST", "/t/{slug}/deferred_credential")], issuance_outcome)
     app.include_router(protocol.router)
     app.include_router(authorization.router)
     app.include_router(admin.router, prefix=app.state.api_prefix)

@@ -153,6 +153,10 @@ async def sign_and_record(ctx: IssuerContext, tenant: Tenant, reg: RegisteredTyp
         signer = await active_key(ctx, session, tenant.id)
         if signer is None:
             raise APIError(503, "temporarily_unavailable", "the issuer has no signing key yet", {"Retry-After": "60"})
+        if signer.not_after < expires:
+            # A credential must not outlive its x5c chain: verifiers check the chain when it is presented.
+            expires = signer.not_after
+            exp = int(expires.timestamp())
         record = IssuanceRecord(
             id=credential_id, tenant_id=tenant.id, type_id=reg.type_id, type_version=reg.version, vct=reg.ctype.vct,
             subject_identifier=subject.identifier, status="valid", copies=len(holder_jwks), signing_kid=signer.key.kid or "",

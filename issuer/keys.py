@@ -35,10 +35,11 @@ class SigningKeyError(Exception):
 
 @dataclass(frozen=True)
 class ActiveKey:
-    """The key a tenant signs with now, and its ``x5c`` chain (leaf first)."""
+    """The key a tenant signs with now, its ``x5c`` chain (leaf first) and when the leaf expires."""
 
     key: Key
     x5c: list[str]
+    not_after: dt.datetime
 
 
 def _aad(tenant_id: str, kid: str) -> bytes:
@@ -49,8 +50,13 @@ def _chain_pem(chain: list[cx509.Certificate]) -> str:
     return "".join(ssi_x509.cert_to_pem(c).decode("ascii") for c in chain)
 
 
+#: Lifetime of tenant certificates made by the issuer's CA: longer than the longest credential validity
+#: (diplomas: five years), because a verifier checks the x5c chain when the credential is presented.
+TENANT_CERT_DAYS = 6 * 366
+
+
 def issue_tenant_certificate(ca_key: Key, ca_cert: cx509.Certificate, key: Key, issuer_url: str, name: str,
-                             days: int = 365) -> cx509.Certificate:
+                             days: int = TENANT_CERT_DAYS) -> cx509.Certificate:
     """A leaf certificate for a tenant key: SAN URI = the issuer identifier, SAN DNS = its host."""
     host = urlsplit(issuer_url).hostname or ""
     return ssi_x509.issue_certificate(ca_key, ca_cert, key, name, san_uris=[issuer_url], san_dns=[host] if host else [],
@@ -114,7 +120,9 @@ async def active_key(ctx: IssuerContext, session: AsyncSession, tenant_id: str) 
     pem = ctx.box.open(row.sealed_private_key, _aad(tenant_id, row.kid))
     key = Key.from_pem(pem, kid=row.kid)
     chain = ssi_x509.load_pem_certificates(row.chain_pem.encode("ascii"))
-    return ctx.keys.put(("active", tenant_id), ActiveKey(key=key, x5c=ssi_x509.x5c_from_chain(chain)))
+    not_after = min(cert.not_valid_after_utc for cert in chain)
+    return ctx.keys.put(("active", tenant_id), ActiveKey(key=key, x5c=ssi_x509.x5c_from_chain(chain),
+                                                         not_after=not_after))
 
 
 async def published_keys(session: AsyncSession, tenant_id: str) -> list[SigningKey]:
