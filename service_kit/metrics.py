@@ -14,7 +14,7 @@ then shared through files and ``/metrics`` aggregates every worker (prometheus-c
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from fastapi import APIRouter, Request, Response
 from prometheus_client import (
@@ -49,12 +49,29 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
+        self._outcome_rules: dict[tuple[str, str], tuple[Counter, Callable[[int], str]]] = {}
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
         """Record one finished request (the request-context middleware calls this)."""
         labels = {"method": method, "route": route, "status": str(status)}
         self.http_requests.labels(**labels).inc()
         self.http_latency.labels(**labels).observe(seconds)
+        rule = self._outcome_rules.get((method, route))
+        if rule is not None:
+            rule[0].labels(outcome=rule[1](status)).inc()
+
+    def count_outcomes(self, name: str, documentation: str, routes: Sequence[tuple[str, str]],
+                       outcome_of: Callable[[int], str]) -> Counter:
+        """A counter ``name{outcome}`` incremented once per finished request to one of ``routes``
+        (``(method, route template)`` pairs), with the outcome derived from the HTTP status.
+
+        For protocol endpoints whose status code is the outcome (an OpenID4VCI credential request: 200
+        issued, 202 deferred, 503 source unavailable...), so the service needs no extra line per path.
+        """
+        counter = self.counter(name, documentation, ["outcome"])
+        for method, route in routes:
+            self._outcome_rules[(method, route)] = (counter, outcome_of)
+        return counter
 
     def counter(self, name: str, documentation: str, labels: Sequence[str] = ()) -> Counter:
         """A counter on this app's registry (name it ``cartera_<thing>_total``)."""

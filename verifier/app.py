@@ -81,6 +81,9 @@ def create_app(settings: VerifierSettings | None = None) -> FastAPI:
     app = create_service_app(name="verifier", version=__version__, settings=settings, db=db,
                              lifespan_hooks=[migrate, wire, running], description=DESCRIPTION)
     prefix = app.state.api_prefix
+    app.state.verifications = app.state.metrics.counter(
+        "cartera_verifier_verifications_total", "Presentations answered, by outcome (verified, rejected, declined).",
+        ["outcome"])
     app.include_router(agency.router, prefix=prefix)
     app.include_router(wallet.router, prefix=prefix)
     app.include_router(admin.router, prefix=prefix)

@@ -89,6 +89,9 @@ async def post_response(tx_id: str, request: Request, svc: Svc) -> JSONResponse:
     verified or declined; 400 with ``errors`` (each failed check with its code) when rejected."""
     form = await read_form(request, frozenset({"vp_token", "state", "response", "error", "error_description"}))
     outcome = await answer(svc.db, svc.box, svc.verifier, tx_id, form)
+    counter = getattr(request.app.state, "verifications", None)
+    if counter is not None:
+        counter.labels(outcome=outcome.status).inc()
     if outcome.webhook:
         svc.worker.kick()
     headers = {"Cache-Control": "no-store"}
