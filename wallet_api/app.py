@@ -31,7 +31,7 @@ def create_app(settings: WalletSettings | None = None, *, transport: httpx.Async
     ``run_background=False`` leaves the periodic sweeps (status, expiry, deferred) and the alert webhook
     delivery to explicit calls."""
     from .background import background_loop, webhook_loop
-    from .routes import alerts, auth, backup, credentials, history, offers, presentations
+    from .routes import alerts, auth, backup, credentials, history, offers, presentations, web
 
     settings = settings or WalletSettings()
     db = Database(settings.database_url)
@@ -69,4 +69,5 @@ def create_app(settings: WalletSettings | None = None, *, transport: httpx.Async
     for module in (auth, offers, credentials, presentations, history, alerts, backup):
         api.include_router(module.router)
     app.include_router(api, prefix=app.state.api_prefix)
+    app.include_router(web.router)  # the web wallet under /app/, a client of the /v1 API above
     return app

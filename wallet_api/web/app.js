@@ -1,0 +1,874 @@
+"use strict";
+// Cartera web wallet: plain script, no build step, no dependency but the vendored QR decoder (jsQR).
+// It is a client of the public /v1 API like any other wallet app: tokens stay in this tab
+// (sessionStorage), nothing is rendered with innerHTML (every value goes through textContent).
+(function () {
+  var T = {
+    ca: {
+      skip: "Salta al contingut", language: "Llengua", navCards: "Targetes", navScan: "Escaneja", navHistory: "Historial",
+      navAlerts: "Avisos", navSettings: "Jo", loginTitle: "Les teves credencials, al mòbil",
+      loginIntro: "Inicia la sessió per veure les teves credencials, rebre'n de noves i compartir-les.",
+      loginWith: "Inicia la sessió amb {0}", cardsTitle: "Les meves credencials",
+      cardsEmpty: "Encara no tens cap credencial. Escaneja el codi QR d'una oferta per rebre'n una.",
+      scanAction: "Escaneja un codi QR", back: "Torna", claims: "Dades", delete: "Esborra aquesta credencial",
+      confirmDelete: "Sí, esborra-la definitivament", deleted: "Credencial esborrada.",
+      scanTitle: "Escaneja un codi QR", scanIntro: "Apunta la càmera a una oferta o a una sol·licitud, o enganxa l'enllaç.",
+      cameraStart: "Fes servir la càmera", cameraStop: "Atura la càmera", photo: "O llegeix una foto del codi",
+      pasteLabel: "Enllaç (openid-credential-offer:// o openid4vp://)", open: "Obre",
+      noCamera: "No es pot fer servir la càmera en aquest dispositiu. Prova amb una foto o enganxa l'enllaç.",
+      noCode: "No s'hi ha trobat cap codi QR.", unknownLink: "Aquest codi no és una oferta ni una sol·licitud de credencials.",
+      offerTitle: "Oferta de credencial", offeredBy: "L'ofereix", txCode: "Codi de transacció",
+      txHelp: "L'emissor te l'ha donat per un altre canal.", txDigits: "{0} xifres.", accept: "Accepta", notNow: "Ara no",
+      received: "S'ha afegit a la teva cartera.", pending: "L'emissor la lliurarà més endavant; rebràs un avís.",
+      seeCard: "Mostra la credencial", requestTitle: "Vols compartir les teves dades?", whoAsks: "Qui ho demana",
+      verified: "identitat verificada", unverified: "Verificador no verificat",
+      unverifiedWarning: "No s'ha pogut confirmar qui fa aquesta sol·licitud. No comparteixis dades reals.",
+      purpose: "Finalitat", willShare: "Es compartirà de «{0}» ({1}):", optionalShare: "Comparteix-ho també (opcional)",
+      chooseCredential: "Quina credencial?", cannotShare: "No tens cap credencial vàlida que respongui aquesta sol·licitud.",
+      pin: "PIN de la cartera", approve: "Comparteix", decline: "Rebutja", shared: "Compartit amb {0}.",
+      declined: "Has rebutjat la sol·licitud: no s'ha compartit res.", continueAt: "Continua",
+      alreadyAnswered: "Aquesta sol·licitud ja s'ha respost.", historyTitle: "Historial", alertsTitle: "Avisos",
+      markRead: "Marca-ho tot com a llegit", noEntries: "Res per ara.", settingsTitle: "Jo", logins: "Els meus inicis de sessió",
+      backup: "Còpia de seguretat", passphrase: "Contrasenya de la còpia (10 caràcters com a mínim)",
+      export: "Exporta una còpia", import: "Importa una còpia", backupFile: "Fitxer de la còpia",
+      exported: "Còpia exportada.", imported: "Còpia importada: {0} credencials afegides.", logout: "Tanca la sessió",
+      working: "Un moment…", status_valid: "Vàlida", status_suspended: "Suspesa", status_revoked: "Revocada",
+      status_expired: "Caducada", validUntil: "Vàlida fins al {0}", issuedBy: "Emesa per {0}",
+      kind_receipt: "Rebuda", kind_share: "Compartida", kind_decline: "Rebutjada", kind_deletion: "Esborrada",
+      alert_offer_received: "Nova oferta", alert_credential_received: "Credencial rebuda",
+      alert_issuance_pending: "Emissió pendent", alert_expiring: "Caducarà aviat", alert_suspended: "Credencial suspesa",
+      alert_revoked: "Credencial revocada", alert_reinstated: "Credencial restablerta", unread: "sense llegir",
+      current: "aquesta sessió", err_invalid_tx_code: "El codi de transacció no és correcte.",
+      err_tx_code_required: "Cal el codi de transacció.", err_untrusted_verifier: "El verificador no és de confiança: no s'ha enviat res.",
+      err_invalid_request_object: "La sol·licitud no és vàlida: no s'ha enviat res.", err_invalid_offer: "L'oferta no és vàlida.",
+      err_unsatisfiable: "No tens les credencials que es demanen.", err_invalid_pin: "El PIN no és correcte.",
+      err_pin_locked: "Massa intents: torna-ho a provar més tard.", err_invalid_backup: "La contrasenya o el fitxer no són correctes.",
+      err_generic: "No s'ha pogut fer ({0}).", err_network: "No hi ha connexió amb el servei.",
+      loginFailed: "No s'ha pogut iniciar la sessió."
+    },
+    es: {
+      skip: "Saltar al contenido", language: "Idioma", navCards: "Tarjetas", navScan: "Escanear", navHistory: "Historial",
+      navAlerts: "Avisos", navSettings: "Yo", loginTitle: "Tus credenciales, en el móvil",
+      loginIntro: "Inicia sesión para ver tus credenciales, recibir nuevas y compartirlas.",
+      loginWith: "Iniciar sesión con {0}", cardsTitle: "Mis credenciales",
+      cardsEmpty: "Aún no tienes ninguna credencial. Escanea el código QR de una oferta para recibir una.",
+      scanAction: "Escanear un código QR", back: "Volver", claims: "Datos", delete: "Borrar esta credencial",
+      confirmDelete: "Sí, borrarla definitivamente", deleted: "Credencial borrada.",
+      scanTitle: "Escanear un código QR", scanIntro: "Apunta la cámara a una oferta o una solicitud, o pega el enlace.",
+      cameraStart: "Usar la cámara", cameraStop: "Detener la cámara", photo: "O leer una foto del código",
+      pasteLabel: "Enlace (openid-credential-offer:// u openid4vp://)", open: "Abrir",
+      noCamera: "No se puede usar la cámara en este dispositivo. Prueba con una foto o pega el enlace.",
+      noCode: "No se ha encontrado ningún código QR.", unknownLink: "Este código no es una oferta ni una solicitud de credenciales.",
+      offerTitle: "Oferta de credencial", offeredBy: "La ofrece", txCode: "Código de transacción",
+      txHelp: "El emisor te lo ha dado por otro canal.", txDigits: "{0} cifras.", accept: "Aceptar", notNow: "Ahora no",
+      received: "Se ha añadido a tu cartera.", pending: "El emisor la entregará más adelante; recibirás un aviso.",
+      seeCard: "Ver la credencial", requestTitle: "¿Quieres compartir tus datos?", whoAsks: "Quién lo pide",
+      verified: "identidad verificada", unverified: "Verificador no verificado",
+      unverifiedWarning: "No se ha podido confirmar quién hace esta solicitud. No compartas datos reales.",
+      purpose: "Finalidad", willShare: "Se compartirá de «{0}» ({1}):", optionalShare: "Compartir también (opcional)",
+      chooseCredential: "¿Qué credencial?", cannotShare: "No tienes ninguna credencial válida que responda a esta solicitud.",
+      pin: "PIN de la cartera", approve: "Compartir", decline: "Rechazar", shared: "Compartido con {0}.",
+      declined: "Has rechazado la solicitud: no se ha compartido nada.", continueAt: "Continuar",
+      alreadyAnswered: "Esta solicitud ya se ha respondido.", historyTitle: "Historial", alertsTitle: "Avisos",
+      markRead: "Marcar todo como leído", noEntries: "Nada por ahora.", settingsTitle: "Yo", logins: "Mis inicios de sesión",
+      backup: "Copia de seguridad", passphrase: "Contraseña de la copia (al menos 10 caracteres)",
+      export: "Exportar una copia", import: "Importar una copia", backupFile: "Archivo de la copia",
+      exported: "Copia exportada.", imported: "Copia importada: {0} credenciales añadidas.", logout: "Cerrar sesión",
+      working: "Un momento…", status_valid: "Válida", status_suspended: "Suspendida", status_revoked: "Revocada",
+      status_expired: "Caducada", validUntil: "Válida hasta el {0}", issuedBy: "Emitida por {0}",
+      kind_receipt: "Recibida", kind_share: "Compartida", kind_decline: "Rechazada", kind_deletion: "Borrada",
+      alert_offer_received: "Nueva oferta", alert_credential_received: "Credencial recibida",
+      alert_issuance_pending: "Emisión pendiente", alert_expiring: "Caducará pronto", alert_suspended: "Credencial suspendida",
+      alert_revoked: "Credencial revocada", alert_reinstated: "Credencial restablecida", unread: "sin leer",
+      current: "esta sesión", err_invalid_tx_code: "El código de transacción no es correcto.",
+      err_tx_code_required: "Hace falta el código de transacción.", err_untrusted_verifier: "El verificador no es de confianza: no se ha enviado nada.",
+      err_invalid_request_object: "La solicitud no es válida: no se ha enviado nada.", err_invalid_offer: "La oferta no es válida.",
+      err_unsatisfiable: "No tienes las credenciales que se piden.", err_invalid_pin: "El PIN no es correcto.",
+      err_pin_locked: "Demasiados intentos: vuelve a probar más tarde.", err_invalid_backup: "La contraseña o el archivo no son correctos.",
+      err_generic: "No se ha podido hacer ({0}).", err_network: "No hay conexión con el servicio.",
+      loginFailed: "No se ha podido iniciar sesión."
+    },
+    en: {
+      skip: "Skip to content", language: "Language", navCards: "Cards", navScan: "Scan", navHistory: "History",
+      navAlerts: "Alerts", navSettings: "Me", loginTitle: "Your credentials, on your phone",
+      loginIntro: "Log in to see your credentials, receive new ones and share them.",
+      loginWith: "Log in with {0}", cardsTitle: "My credentials",
+      cardsEmpty: "No credentials yet. Scan an offer QR code to receive one.",
+      scanAction: "Scan a QR code", back: "Back", claims: "Claims", delete: "Delete this credential",
+      confirmDelete: "Yes, delete it for good", deleted: "Credential deleted.",
+      scanTitle: "Scan a QR code", scanIntro: "Point the camera at an offer or a request, or paste the link.",
+      cameraStart: "Use the camera", cameraStop: "Stop the camera", photo: "Or read a photo of the code",
+      pasteLabel: "Link (openid-credential-offer:// or openid4vp://)", open: "Open",
+      noCamera: "The camera cannot be used on this device. Try a photo or paste the link.",
+      noCode: "No QR code found.", unknownLink: "This code is neither a credential offer nor a request.",
+      offerTitle: "Credential offer", offeredBy: "Offered by", txCode: "Transaction code",
+      txHelp: "The issuer gave it to you through another channel.", txDigits: "{0} digits.", accept: "Accept", notNow: "Not now",
+      received: "Added to your wallet.", pending: "The issuer will deliver it later; you will get an alert.",
+      seeCard: "Show the credential", requestTitle: "Share your data?", whoAsks: "Who asks",
+      verified: "verified identity", unverified: "Unverified verifier",
+      unverifiedWarning: "Who is making this request could not be confirmed. Do not share real data.",
+      purpose: "Purpose", willShare: "From “{0}” ({1}), this will be shared:", optionalShare: "Share this too (optional)",
+      chooseCredential: "Which credential?", cannotShare: "You have no valid credential that answers this request.",
+      pin: "Wallet PIN", approve: "Share", decline: "Decline", shared: "Shared with {0}.",
+      declined: "You declined the request: nothing was shared.", continueAt: "Continue",
+      alreadyAnswered: "This request has already been answered.", historyTitle: "History", alertsTitle: "Alerts",
+      markRead: "Mark all as read", noEntries: "Nothing yet.", settingsTitle: "Me", logins: "My logins",
+      backup: "Backup", passphrase: "Backup passphrase (at least 10 characters)",
+      export: "Export a backup", import: "Import a backup", backupFile: "Backup file",
+      exported: "Backup exported.", imported: "Backup imported: {0} credentials added.", logout: "Log out",
+      working: "One moment…", status_valid: "Valid", status_suspended: "Suspended", status_revoked: "Revoked",
+      status_expired: "Expired", validUntil: "Valid until {0}", issuedBy: "Issued by {0}",
+      kind_receipt: "Received", kind_share: "Shared", kind_decline: "Declined", kind_deletion: "Deleted",
+      alert_offer_received: "New offer", alert_credential_received: "Credential received",
+      alert_issuance_pending: "Issuance pending", alert_expiring: "Expiring soon", alert_suspended: "Credential suspended",
+      alert_revoked: "Credential revoked", alert_reinstated: "Credential reinstated", unread: "unread",
+      current: "this session", err_invalid_tx_code: "The transaction code is not correct.",
+      err_tx_code_required: "The transaction code is needed.", err_untrusted_verifier: "The verifier is not trusted: nothing was sent.",
+      err_invalid_request_object: "The request is not valid: nothing was sent.", err_invalid_offer: "The offer is not valid.",
+      err_unsatisfiable: "You do not have the credentials asked for.", err_invalid_pin: "The PIN is not correct.",
+      err_pin_locked: "Too many attempts: try again later.", err_invalid_backup: "The passphrase or the file is not correct.",
+      err_generic: "That did not work ({0}).", err_network: "The service cannot be reached.",
+      loginFailed: "The login did not succeed."
+    }
+  };
+
+  var LANGS = ["ca", "es", "en"];
+  var $ = function (id) { return document.getElementById(id); };
+  var lang = pickLanguage();
+  var me = null;
+  var alertStream = null;
+
+  function pickLanguage() {
+    var saved = localStorage.getItem("cartera.lang");
+    if (LANGS.indexOf(saved) >= 0) { return saved; }
+    var wanted = navigator.languages || [navigator.language || ""];
+    for (var i = 0; i < wanted.length; i++) {
+      var code = String(wanted[i]).slice(0, 2).toLowerCase();
+      if (LANGS.indexOf(code) >= 0) { return code; }
+    }
+    return "ca";
+  }
+
+  function t(key) {
+    var text = T[lang][key] || T.en[key] || key;
+    for (var i = 1; i < arguments.length; i++) { text = text.replace("{" + (i - 1) + "}", arguments[i]); }
+    return text;
+  }
+
+  function translatePage() {
+    document.documentElement.lang = lang;
+    $("lang").value = lang;
+    document.querySelectorAll("[data-i18n]").forEach(function (el) { el.textContent = t(el.dataset.i18n); });
+  }
+
+  function el(tag, attrs, children) {
+    var node = document.createElement(tag);
+    Object.keys(attrs || {}).forEach(function (name) {
+      if (name === "text") { node.textContent = attrs[name]; } else { node.setAttribute(name, attrs[name]); }
+    });
+    (children || []).forEach(function (child) { if (child) { node.appendChild(child); } });
+    return node;
+  }
+
+  function clear(node) { while (node.firstChild) { node.removeChild(node.firstChild); } return node; }
+
+  function fmtDate(value) {
+    if (!value) { return ""; }
+    var date = new Date(value);
+    return isNaN(date) ? String(value) : new Intl.DateTimeFormat(lang, { dateStyle: "medium" }).format(date);
+  }
+
+  function fmtTime(value) {
+    var date = new Date(value);
+    return isNaN(date) ? String(value) : new Intl.DateTimeFormat(lang, { dateStyle: "medium", timeStyle: "short" }).format(date);
+  }
+
+  function fmtValue(value) {
+    if (value === null || value === undefined) { return "—"; }
+    if (typeof value === "boolean") { return value ? "✓" : "✗"; }
+    if (typeof value === "object") { return JSON.stringify(value); }
+    return String(value);
+  }
+
+  function setStatus(text) { $("status").textContent = text || ""; }
+
+  function showError(text) {
+    var box = $("error");
+    box.textContent = text || "";
+    box.hidden = !text;
+  }
+
+  function errorText(err) {
+    if (!err || !err.error) { return t("err_network"); }
+    var key = "err_" + err.error;
+    return T[lang][key] ? t(key) : t("err_generic", err.error);
+  }
+
+  // -- tokens and the API ----------------------------------------------------------------------
+
+  function tokens() {
+    try { return JSON.parse(sessionStorage.getItem("cartera.tokens") || "null"); } catch (e) { return null; }
+  }
+
+  function saveTokens(body) {
+    sessionStorage.setItem("cartera.tokens", JSON.stringify({ access: body.access_token, refresh: body.refresh_token }));
+  }
+
+  function dropTokens() {
+    sessionStorage.removeItem("cartera.tokens");
+    me = null;
+    if (alertStream) { alertStream.abort(); alertStream = null; }
+  }
+
+  function refresh() {
+    var current = tokens();
+    if (!current || !current.refresh) { return Promise.resolve(false); }
+    return fetch("/v1/auth/token", {
+      method: "POST", headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ grant_type: "refresh_token", refresh_token: current.refresh })
+    }).then(function (r) {
+      if (!r.ok) { return false; }
+      return r.json().then(function (body) { saveTokens(body); return true; });
+    }).catch(function () { return false; });
+  }
+
+  function api(method, path, body, retried) {
+    var current = tokens();
+    var headers = { "Accept-Language": lang };
+    if (current) { headers.Authorization = "Bearer " + current.access; }
+    if (body !== undefined) { headers["Content-Type"] = "application/json"; }
+    return fetch(path, { method: method, headers: headers, body: body === undefined ? undefined : JSON.stringify(body) })
+      .catch(function () { throw { error: null }; })
+      .then(function (r) {
+        if (r.status === 401 && !retried) {
+          return refresh().then(function (ok) {
+            if (ok) { return api(method, path, body, true); }
+            dropTokens();
+            go("login");
+            throw { error: "unauthorized" };
+          });
+        }
+        if (r.status === 204) { return null; }
+        return r.json().catch(function () { return {}; }).then(function (data) {
+          if (!r.ok) { throw { status: r.status, error: data.error || String(r.status), description: data.error_description }; }
+          return data;
+        });
+      });
+  }
+
+  // -- login ---------------------------------------------------------------------------------------
+
+  function redirectUri() { return location.origin + "/app/callback"; }
+
+  function randomState() {
+    var bytes = new Uint8Array(16);
+    crypto.getRandomValues(bytes);
+    return Array.prototype.map.call(bytes, function (b) { return ("0" + b.toString(16)).slice(-2); }).join("");
+  }
+
+  function renderLogin() {
+    var box = clear($("providers"));
+    fetch("/v1/auth/providers").then(function (r) { return r.json(); }).then(function (list) {
+      list.forEach(function (provider) {
+        var button = el("button", { type: "button", "class": "primary", text: t("loginWith", provider.label) });
+        button.addEventListener("click", function () {
+          var state = randomState();
+          sessionStorage.setItem("cartera.loginState", state);
+          location.assign("/v1/auth/login?" + new URLSearchParams({
+            provider: provider.name, redirect_uri: redirectUri(), state: state }).toString());
+        });
+        box.appendChild(button);
+      });
+    }).catch(function () { showError(t("err_network")); });
+  }
+
+  function finishLogin() {
+    var params = new URLSearchParams(location.search);
+    var expected = sessionStorage.getItem("cartera.loginState");
+    sessionStorage.removeItem("cartera.loginState");
+    history.replaceState(null, "", "/app/");
+    if (params.get("error") || !params.get("code") || !expected || params.get("state") !== expected) {
+      showError(t("loginFailed"));
+      return Promise.resolve();
+    }
+    return fetch("/v1/auth/token", {
+      method: "POST", headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ grant_type: "authorization_code", code: params.get("code"), redirect_uri: redirectUri() })
+    }).then(function (r) {
+      if (!r.ok) { throw new Error("token"); }
+      return r.json();
+    }).then(function (body) { saveTokens(body); location.hash = "#/cards"; })
+      .catch(function () { showError(t("loginFailed")); });
+  }
+
+  // -- routing -------------------------------------------------------------------------------------
+
+  var VIEWS = ["login", "cards", "card", "scan", "offer", "request", "history", "alerts", "settings"];
+
+  function go(name, id) { location.hash = "#/" + name + (id ? "/" + encodeURIComponent(id) : ""); }
+
+  function route() {
+    var parts = location.hash.replace(/^#\/?/, "").split("/");
+    var name = VIEWS.indexOf(parts[0]) >= 0 ? parts[0] : "cards";
+    var id = parts[1] ? decodeURIComponent(parts[1]) : null;
+    if (!tokens()) { name = "login"; }
+    if (name === "login" && tokens()) { name = "cards"; }
+    stopCamera();
+    showError("");
+    setStatus("");
+    VIEWS.forEach(function (view) { $("view-" + view).hidden = view !== name; });
+    $("nav").hidden = name === "login";
+    document.querySelectorAll("#nav a").forEach(function (link) {
+      if (link.dataset.route === name || (name === "card" && link.dataset.route === "cards")) {
+        link.setAttribute("aria-current", "page");
+      } else { link.removeAttribute("aria-current"); }
+    });
+    var heading = $("view-" + name).querySelector("h2");
+    if (heading) { heading.setAttribute("tabindex", "-1"); heading.focus({ preventScroll: true }); }
+    if (name !== "login") { startAlerts(); }
+    var render = { login: renderLogin, cards: renderCards, card: renderCard, scan: function () {}, offer: renderOffer,
+                   request: renderRequest, history: renderHistory, alerts: renderAlerts, settings: renderSettings }[name];
+    render(id);
+  }
+
+  // -- credentials ---------------------------------------------------------------------------------
+
+  function badge(status) {
+    return el("span", { "class": "badge " + status, text: t("status_" + status) });
+  }
+
+  function cardItem(cred, link) {
+    var stripe = cred.display && cred.display.background_color ? cred.display.background_color : "#0b4f8a";
+    var title = link ? el("a", { href: "#/card/" + encodeURIComponent(cred.id), text: cred.name })
+                     : el("span", { text: cred.name });
+    var item = el("li", { "class": "card", "data-id": cred.id || "" }, [
+      el("h3", {}, [title]),
+      cred.issuer_name ? el("p", { "class": "meta", text: t("issuedBy", cred.issuer_name) }) : null,
+      cred.expires_at ? el("p", { "class": "meta", text: t("validUntil", fmtDate(cred.expires_at)) }) : null,
+      cred.status ? badge(cred.status) : null
+    ]);
+    // The issuer's colour marks the card's edge only: text keeps our own colours, so contrast holds.
+    item.style.borderLeftColor = /^#[0-9a-fA-F]{3,8}$/.test(stripe) ? stripe : "#0b4f8a";
+    return item;
+  }
+
+  function renderCards() {
+    var list = clear($("cards"));
+    api("GET", "/v1/credentials").then(function (items) {
+      $("cards-empty").hidden = items.length > 0;
+      items.forEach(function (cred) { list.appendChild(cardItem(cred, true)); });
+    }).catch(function (err) { showError(errorText(err)); });
+  }
+
+  function claimList(target, claims, labels, prefix) {
+    Object.keys(claims).forEach(function (name) {
+      var path = prefix.concat([name]);
+      var label = labels[JSON.stringify(path)] || name;
+      var value = claims[name];
+      target.appendChild(el("dt", { text: label }));
+      if (value && typeof value === "object" && !Array.isArray(value)) {
+        var inner = el("dl", { "class": "claims nested" });
+        claimList(inner, value, labels, path);
+        target.appendChild(el("dd", {}, [inner]));
+      } else {
+        target.appendChild(el("dd", { text: Array.isArray(value) ? value.map(fmtValue).join(", ") : fmtValue(value) }));
+      }
+    });
+  }
+
+  function renderCard(id) {
+    var claims = clear($("card-claims"));
+    var remove = $("card-delete");
+    remove.textContent = t("delete");
+    remove.dataset.armed = "";
+    api("GET", "/v1/credentials/" + encodeURIComponent(id)).then(function (cred) {
+      $("card-title").textContent = cred.name;
+      $("card-meta").textContent = [t("issuedBy", cred.issuer_name),
+        cred.expires_at ? t("validUntil", fmtDate(cred.expires_at)) : ""].filter(Boolean).join(" · ");
+      var status = $("card-status");
+      status.className = "badge " + cred.status;
+      status.textContent = t("status_" + cred.status);
+      var labels = {};
+      (cred.claim_labels || []).forEach(function (l) { labels[JSON.stringify(l.path)] = l.name; });
+      claimList(claims, cred.claims, labels, []);
+      remove.dataset.id = cred.id;
+    }).catch(function (err) { showError(errorText(err)); });
+  }
+
+  function deleteCard() {
+    var remove = $("card-delete");
+    // Two steps instead of a browser confirm() dialog: keyboard and screen-reader friendly.
+    if (!remove.dataset.armed) {
+      remove.dataset.armed = "1";
+      remove.textContent = t("confirmDelete");
+      return;
+    }
+    api("DELETE", "/v1/credentials/" + encodeURIComponent(remove.dataset.id)).then(function () {
+      go("cards");
+      setStatus(t("deleted"));
+    }).catch(function (err) { showError(errorText(err)); });
+  }
+
+  // -- scanning ------------------------------------------------------------------------------------
+
+  var camera = { stream: null, timer: null, detector: null };
+
+  function decodePixels(source, width, height) {
+    var canvas = document.createElement("canvas");
+    var scale = Math.min(1, 1024 / Math.max(width, height));
+    canvas.width = Math.max(1, Math.round(width * scale));
+    canvas.height = Math.max(1, Math.round(height * scale));
+    var context = canvas.getContext("2d", { willReadFrequently: true });
+    context.drawImage(source, 0, 0, canvas.width, canvas.height);
+    var image = context.getImageData(0, 0, canvas.width, canvas.height);
+    var found = window.jsQR ? window.jsQR(image.data, image.width, image.height, { inversionAttempts: "attemptBoth" }) : null;
+    return found ? found.data : null;
+  }
+
+  function detect(source, width, height) {
+    // The browser's own detector when it has one; the vendored jsQR otherwise (or when it finds nothing).
+    if (camera.detector) {
+      return camera.detector.detect(source).then(function (codes) {
+        return codes.length ? codes[0].rawValue : decodePixels(source, width, height);
+      }).catch(function () { return decodePixels(source, width, height); });
+    }
+    return Promise.resolve(decodePixels(source, width, height));
+  }
+
+  function startCamera() {
+    showError("");
+    if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) { showError(t("noCamera")); return; }
+    if ("BarcodeDetector" in window) {
+      try { camera.detector = new window.BarcodeDetector({ formats: ["qr_code"] }); } catch (e) { camera.detector = null; }
+    }
+    navigator.mediaDevices.getUserMedia({ video: { facingMode: "environment" }, audio: false }).then(function (stream) {
+      camera.stream = stream;
+      var video = $("camera");
+      video.srcObject = stream;
+      video.hidden = false;
+      $("camera-start").hidden = true;
+      $("camera-stop").hidden = false;
+      return video.play().then(function () {
+        var busy = false;
+        camera.timer = setInterval(function () {
+          if (busy || !video.videoWidth) { return; }
+          busy = true;
+          detect(video, video.videoWidth, video.videoHeight).then(function (text) {
+            busy = false;
+            if (text && camera.stream) { stopCamera(); scanned(text); }
+          });
+        }, 250);
+      });
+    }).catch(function () { stopCamera(); showError(t("noCamera")); });
+  }
+
+  function stopCamera() {
+    if (camera.timer) { clearInterval(camera.timer); camera.timer = null; }
+    if (camera.stream) { camera.stream.getTracks().forEach(function (track) { track.stop(); }); camera.stream = null; }
+    var video = $("camera");
+    video.srcObject = null;
+    video.hidden = true;
+    $("camera-start").hidden = false;
+    $("camera-stop").hidden = true;
+  }
+
+  function readPhoto(file) {
+    if (!file) { return; }
+    createImageBitmap(file).then(function (bitmap) {
+      return detect(bitmap, bitmap.width, bitmap.height);
+    }).then(function (text) {
+      if (text) { scanned(text); } else { showError(t("noCode")); }
+    }).catch(function () { showError(t("noCode")); });
+  }
+
+  function scanned(text) {
+    // What the camera, a photo or the paste box found: an OpenID4VCI offer or an OpenID4VP request.
+    var value = String(text).trim();
+    var lower = value.toLowerCase();
+    showError("");
+    setStatus(t("working"));
+    if (lower.indexOf("openid-credential-offer://") === 0 || lower.indexOf("haip-vci://") === 0) {
+      return api("POST", "/v1/offers", { offer_uri: value }).then(function (preview) {
+        setStatus("");
+        go("offer", preview.offer_id);
+      }).catch(function (err) { setStatus(""); showError(errorText(err)); });
+    }
+    if (lower.indexOf("openid4vp://") === 0 || lower.indexOf("haip-vp://") === 0 || lower.indexOf("eudi-openid4vp://") === 0) {
+      return api("POST", "/v1/presentations", { request_uri: value }).then(function (preview) {
+        setStatus("");
+        go("request", preview.presentation_id);
+      }).catch(function (err) { setStatus(""); showError(errorText(err)); });
+    }
+    setStatus("");
+    showError(t("unknownLink"));
+    return Promise.resolve();
+  }
+
+  // -- offers --------------------------------------------------------------------------------------
+
+  function renderOffer(id) {
+    var list = clear($("offer-credentials"));
+    var result = clear($("offer-result"));
+    result.hidden = true;
+    $("offer-form").hidden = false;
+    $("tx-code").value = "";
+    $("offer-form").dataset.id = id;
+    api("GET", "/v1/offers/" + encodeURIComponent(id)).then(function (offer) {
+      $("offer-issuer").textContent = offer.issuer.name || offer.issuer.id;
+      offer.credentials.forEach(function (cred) {
+        var item = cardItem({ name: cred.name, display: { background_color: cred.background_color } }, false);
+        if (cred.description) { item.appendChild(el("p", { "class": "meta", text: cred.description })); }
+        var names = cred.claims.map(function (c) { return c.name; }).join(", ");
+        if (names) { item.appendChild(el("p", { "class": "meta", text: t("claims") + ": " + names })); }
+        list.appendChild(item);
+      });
+      $("tx-box").hidden = !offer.tx_code_required;
+      $("tx-code").required = offer.tx_code_required;
+      var help = [offer.tx_code && offer.tx_code.description ? offer.tx_code.description : t("txHelp")];
+      if (offer.tx_code && offer.tx_code.length) { help.push(t("txDigits", offer.tx_code.length)); }
+      $("tx-help").textContent = help.join(" ");
+      if (offer.tx_code && offer.tx_code.input_mode === "text") { $("tx-code").setAttribute("inputmode", "text"); }
+      if (offer.state !== "offered") { offerDone(offer); }
+    }).catch(function (err) { showError(errorText(err)); });
+  }
+
+  function offerDone(offer) {
+    var result = clear($("offer-result"));
+    $("offer-form").hidden = true;
+    result.hidden = false;
+    if (offer.state === "issued") {
+      result.appendChild(el("p", { "class": "success", text: t("received") }));
+      offer.credential_ids.forEach(function (cid) {
+        result.appendChild(el("p", {}, [el("a", { "class": "button primary", href: "#/card/" + encodeURIComponent(cid), text: t("seeCard") })]));
+      });
+    } else if (offer.state === "pending") {
+      result.appendChild(el("p", { text: t("pending") }));
+    } else if (offer.error) {
+      result.appendChild(el("p", { "class": "error-text", text: errorText(offer.error) }));
+    }
+  }
+
+  function acceptOffer(event) {
+    event.preventDefault();
+    var form = $("offer-form");
+    var button = $("offer-accept");
+    var code = $("tx-code").value.trim();
+    button.disabled = true;
+    showError("");
+    setStatus(t("working"));
+    api("POST", "/v1/offers/" + encodeURIComponent(form.dataset.id) + "/accept", { tx_code: code || null })
+      .then(function (offer) { setStatus(""); offerDone(offer); })
+      .catch(function (err) {
+        setStatus("");
+        showError(errorText(err));
+        $("tx-code").value = "";
+        $("tx-code").focus();
+      })
+      .then(function () { button.disabled = false; });
+  }
+
+  // -- presentation requests (consent) -------------------------------------------------------------
+
+  function renderRequest(id) {
+    var box = clear($("request-queries"));
+    var result = clear($("request-result"));
+    result.hidden = true;
+    $("approve").disabled = true;
+    $("decline").disabled = false;
+    $("view-request").dataset.id = id;
+    Promise.all([api("GET", "/v1/presentations/" + encodeURIComponent(id)), me ? Promise.resolve(me) : api("GET", "/v1/me")])
+      .then(function (both) {
+        var request = both[0];
+        me = both[1];
+        var verifier = request.verifier;
+        var name = $("verifier-name");
+        var warning = $("verifier-warning");
+        if (verifier.verified && verifier.name) {
+          name.textContent = verifier.name + " (" + t("verified") + ")";
+          name.className = "trusted";
+          warning.hidden = true;
+        } else {
+          name.textContent = t("unverified");
+          name.className = "untrusted";
+          warning.textContent = t("unverifiedWarning") + " (" + verifier.client_id + ")";
+          warning.hidden = false;
+        }
+        $("request-purpose").textContent = request.purpose || "—";
+        request.queries.forEach(function (query) { box.appendChild(queryBlock(query)); });
+        if (!request.satisfiable) { box.appendChild(el("p", { "class": "warning", text: t("cannotShare") })); }
+        $("pin-box").hidden = !me.pin_set;
+        $("approve").disabled = !request.satisfiable || request.state !== "pending";
+        if (request.state !== "pending") { requestDone(request); }
+      }).catch(function (err) { showError(errorText(err)); });
+  }
+
+  function queryBlock(query) {
+    var block = el("fieldset", { "class": "query", "data-query": query.query_id });
+    if (!query.satisfied) {
+      block.appendChild(el("legend", { text: query.query_id }));
+      block.appendChild(el("p", { "class": "warning", text: t("cannotShare") }));
+      return block;
+    }
+    block.appendChild(el("legend", { text: query.options[0].credential_name }));
+    if (query.optional) {
+      var toggleId = "opt-" + query.query_id;
+      var toggle = el("input", { type: "checkbox", id: toggleId, "class": "optional", "data-query": query.query_id });
+      block.appendChild(el("p", { "class": "toggle" }, [toggle, el("label", { "for": toggleId, text: t("optionalShare") })]));
+    }
+    var chooser = query.options.length > 1;
+    if (chooser) { block.appendChild(el("p", { "class": "meta", text: t("chooseCredential") })); }
+    query.options.forEach(function (option, index) {
+      var part = el("div", { "class": "option" });
+      var heading = t("willShare", option.credential_name, option.issuer_name);
+      if (chooser) {
+        var radioId = "q-" + query.query_id + "-" + index;
+        var radio = el("input", { type: "radio", name: "q-" + query.query_id, id: radioId, value: option.credential_id,
+                                  "data-query": query.query_id });
+        radio.checked = index === 0;
+        part.appendChild(el("p", {}, [radio, el("label", { "for": radioId, text: heading })]));
+      } else {
+        part.appendChild(el("p", { text: heading }));
+      }
+      var claims = el("dl", { "class": "claims" });
+      option.claims.forEach(function (claim) {
+        claims.appendChild(el("dt", { text: claim.name }));
+        claims.appendChild(el("dd", { text: fmtValue(claim.value) }));
+      });
+      part.appendChild(claims);
+      block.appendChild(part);
+    });
+    return block;
+  }
+
+  function requestDone(request) {
+    var result = clear($("request-result"));
+    result.hidden = false;
+    $("approve").disabled = true;
+    $("decline").disabled = true;
+    if (request.state === "sent") {
+      var who = request.verifier.verified && request.verifier.name ? request.verifier.name : request.verifier.client_id;
+      result.appendChild(el("p", { "class": "success", text: t("shared", who) }));
+      if (request.redirect_uri && /^https?:\/\//.test(request.redirect_uri)) {
+        result.appendChild(el("p", {}, [el("a", { "class": "button", href: request.redirect_uri, text: t("continueAt") })]));
+      }
+    } else if (request.state === "declined") {
+      result.appendChild(el("p", { "class": "success", text: t("declined") }));
+    } else if (request.error) {
+      result.appendChild(el("p", { "class": "error-text", text: errorText(request.error) }));
+    } else {
+      result.appendChild(el("p", { text: t("alreadyAnswered") }));
+    }
+  }
+
+  function approveRequest() {
+    var id = $("view-request").dataset.id;
+    var selection = {};
+    var optional = [];
+    document.querySelectorAll("#request-queries input[type=radio]:checked").forEach(function (radio) {
+      selection[radio.dataset.query] = radio.value;
+    });
+    document.querySelectorAll("#request-queries input.optional:checked").forEach(function (box) {
+      optional.push(box.dataset.query);
+    });
+    var body = { selection: selection, include_optional: optional };
+    if (!$("pin-box").hidden) { body.pin = $("pin").value; }
+    answer(api("POST", "/v1/presentations/" + encodeURIComponent(id) + "/approve", body));
+  }
+
+  function declineRequest() {
+    answer(api("POST", "/v1/presentations/" + encodeURIComponent($("view-request").dataset.id) + "/decline"));
+  }
+
+  function answer(promise) {
+    $("approve").disabled = true;
+    $("decline").disabled = true;
+    showError("");
+    setStatus(t("working"));
+    promise.then(function (request) { setStatus(""); requestDone(request); })
+      .catch(function (err) {
+        setStatus("");
+        showError(errorText(err));
+        if (err.error === "invalid_pin") { $("approve").disabled = false; $("decline").disabled = false; }
+      });
+  }
+
+  // -- history, alerts, settings -------------------------------------------------------------------
+
+  function renderHistory() {
+    var list = clear($("history"));
+    api("GET", "/v1/history").then(function (entries) {
+      if (!entries.length) { list.appendChild(el("li", { text: t("noEntries") })); }
+      entries.forEach(function (entry) {
+        var d = entry.details || {};
+        var item = el("li", { "class": "entry " + entry.kind }, [
+          el("p", {}, [el("strong", { text: t("kind_" + entry.kind) }), document.createTextNode(" · " + fmtTime(entry.created_at))])
+        ]);
+        if (entry.kind === "receipt" || entry.kind === "deletion") {
+          item.appendChild(el("p", { text: [d.credential_name, d.issuer_name].filter(Boolean).join(" · ") }));
+        } else {
+          var verifier = d.verifier || {};
+          item.appendChild(el("p", { text: verifier.verified && verifier.name ? verifier.name : t("unverified") }));
+          if (d.purpose) { item.appendChild(el("p", { "class": "meta", text: t("purpose") + ": " + d.purpose })); }
+          (d.disclosed || []).forEach(function (part) {
+            var claims = el("dl", { "class": "claims" });
+            (part.claims || []).forEach(function (claim) {
+              claims.appendChild(el("dt", { text: claim.name }));
+              claims.appendChild(el("dd", { text: fmtValue(claim.value) }));
+            });
+            item.appendChild(el("p", { "class": "meta", text: part.credential_name }));
+            item.appendChild(claims);
+          });
+        }
+        list.appendChild(item);
+      });
+    }).catch(function (err) { showError(errorText(err)); });
+  }
+
+  function renderAlerts() {
+    var list = clear($("alerts"));
+    api("GET", "/v1/alerts").then(function (alerts) {
+      if (!alerts.length) { list.appendChild(el("li", { text: t("noEntries") })); }
+      alerts.forEach(function (alert) {
+        var item = el("li", { "class": "entry alert-" + alert.kind + (alert.read ? "" : " unread") }, [
+          el("p", {}, [el("strong", { text: t("alert_" + alert.kind) }),
+                       document.createTextNode(" · " + fmtTime(alert.created_at) + (alert.read ? "" : " · " + t("unread")))])
+        ]);
+        if (alert.credential_id) {
+          item.appendChild(el("p", {}, [el("a", { href: "#/card/" + encodeURIComponent(alert.credential_id), text: t("seeCard") })]));
+        }
+        list.appendChild(item);
+      });
+      countUnread(alerts.filter(function (a) { return !a.read; }).length);
+    }).catch(function (err) { showError(errorText(err)); });
+  }
+
+  function countUnread(count) {
+    var badgeEl = $("alert-count");
+    badgeEl.textContent = String(count);
+    badgeEl.hidden = !count;
+    badgeEl.setAttribute("aria-label", count + " " + t("unread"));
+  }
+
+  function startAlerts() {
+    // Server-Sent Events over fetch (EventSource cannot send the Bearer token): new alerts update the
+    // unread count and refresh the screen that shows them.
+    if (alertStream || !tokens() || !window.ReadableStream) { return; }
+    var controller = new AbortController();
+    alertStream = controller;
+    api("GET", "/v1/alerts?unread=true").then(function (alerts) { countUnread(alerts.length); }).catch(function () {});
+    fetch("/v1/alerts/stream", { headers: { Authorization: "Bearer " + tokens().access }, signal: controller.signal })
+      .then(function (response) {
+        if (!response.ok || !response.body) { throw new Error("stream"); }
+        var reader = response.body.getReader();
+        var decoder = new TextDecoder();
+        var buffer = "";
+        function pump() {
+          return reader.read().then(function (chunk) {
+            if (chunk.done) { throw new Error("closed"); }
+            buffer += decoder.decode(chunk.value, { stream: true });
+            var events = buffer.split("\n\n");
+            buffer = events.pop();
+            if (events.some(function (e) { return e.indexOf("event: alert") >= 0; })) { onAlert(); }
+            return pump();
+          });
+        }
+        return pump();
+      }).catch(function () {
+        if (alertStream === controller) {
+          alertStream = null;
+          if (!controller.signal.aborted) { setTimeout(startAlerts, 5000); }
+        }
+      });
+  }
+
+  function onAlert() {
+    var view = location.hash.replace(/^#\/?/, "").split("/")[0];
+    if (view === "alerts") { renderAlerts(); return; }
+    api("GET", "/v1/alerts?unread=true").then(function (alerts) { countUnread(alerts.length); }).catch(function () {});
+    if (view === "cards" || view === "") { renderCards(); }
+    if (view === "card") { renderCard(decodeURIComponent(location.hash.split("/")[2] || "")); }
+  }
+
+  function markRead() {
+    api("POST", "/v1/alerts/read", { ids: null }).then(renderAlerts).catch(function (err) { showError(errorText(err)); });
+  }
+
+  function renderSettings() {
+    var logins = clear($("logins"));
+    api("GET", "/v1/me").then(function (who) {
+      me = who;
+      $("me").textContent = who.name + " · " + who.identifier;
+    }).catch(function (err) { showError(errorText(err)); });
+    api("GET", "/v1/me/logins?limit=20").then(function (items) {
+      items.forEach(function (login) {
+        logins.appendChild(el("li", { text: fmtTime(login.created_at) + " · " + login.method + " · " + login.assurance_level +
+          (login.current ? " · " + t("current") : "") }));
+      });
+    }).catch(function (err) { showError(errorText(err)); });
+  }
+
+  function exportBackup(event) {
+    event.preventDefault();
+    setStatus(t("working"));
+    api("POST", "/v1/backup/export", { passphrase: $("export-pass").value }).then(function (backup) {
+      var blob = new Blob([JSON.stringify(backup)], { type: "application/json" });
+      var link = el("a", { href: URL.createObjectURL(blob), download: "cartera-backup.json" });
+      document.body.appendChild(link);
+      link.click();
+      link.remove();
+      $("export-pass").value = "";
+      setStatus(t("exported"));
+    }).catch(function (err) { setStatus(""); showError(errorText(err)); });
+  }
+
+  function importBackup(event) {
+    event.preventDefault();
+    var file = $("import-file").files[0];
+    if (!file) { return; }
+    setStatus(t("working"));
+    file.text().then(function (text) {
+      var parsed;
+      try { parsed = JSON.parse(text); } catch (e) { throw { error: "invalid_backup" }; }
+      return api("POST", "/v1/backup/import", { passphrase: $("import-pass").value, backup: parsed });
+    }).then(function (result) {
+      $("import-pass").value = "";
+      setStatus(t("imported", result.credentials_added));
+    }).catch(function (err) { setStatus(""); showError(errorText(err)); });
+  }
+
+  function logout() {
+    api("POST", "/v1/auth/logout").catch(function () {}).then(function () { dropTokens(); go("login"); route(); });
+  }
+
+  // -- start ---------------------------------------------------------------------------------------
+
+  $("lang").addEventListener("change", function () {
+    lang = $("lang").value;
+    localStorage.setItem("cartera.lang", lang);
+    translatePage();
+    route();
+  });
+  $("card-delete").addEventListener("click", deleteCard);
+  $("camera-start").addEventListener("click", startCamera);
+  $("camera-stop").addEventListener("click", stopCamera);
+  $("photo").addEventListener("change", function () { readPhoto($("photo").files[0]); $("photo").value = ""; });
+  $("paste-form").addEventListener("submit", function (event) { event.preventDefault(); scanned($("link").value); });
+  $("offer-form").addEventListener("submit", acceptOffer);
+  $("approve").addEventListener("click", approveRequest);
+  $("decline").addEventListener("click", declineRequest);
+  $("alerts-read").addEventListener("click", markRead);
+  $("export-form").addEventListener("submit", exportBackup);
+  $("import-form").addEventListener("submit", importBackup);
+  $("logout").addEventListener("click", logout);
+  window.addEventListener("hashchange", route);
+
+  // Exposed for an installed app's share target or a test harness to hand over a scanned text, exactly
+  // as the camera does.
+  window.carteraScanned = scanned;
+
+  if ("serviceWorker" in navigator) {
+    navigator.serviceWorker.register("/app/sw.js", { scope: "/app/" }).catch(function () {});
+  }
+  translatePage();
+  (location.pathname === "/app/callback" ? finishLogin() : Promise.resolve()).then(route);
+})();
