@@ -69,6 +69,7 @@ class IssuerContext:
     #: Prometheus counters (set by the app): credentials issued, source failures.
     issued_counter: Any = None
     source_failures: Any = None
+    source_calls: Any = None
 
     @asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncSession]:

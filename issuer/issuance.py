@@ -89,7 +89,9 @@ async def fetch_record(ctx: IssuerContext, tenant: Tenant, reg: RegisteredType, 
             call = configured.source.poll(poll_reference, reg.ctype, subject, context)
         else:
             call = configured.source.fetch(reg.ctype, subject, context)
-        return await asyncio.wait_for(call, ctx.settings.source_timeout)
+        answer = await asyncio.wait_for(call, ctx.settings.source_timeout)
+        _count_source(ctx, tenant, reg, "pending" if isinstance(answer, Pending) else "ok")
+        return answer
     except (SourceUnavailable, TimeoutError) as exc:
         _count_failure(ctx, tenant, reg, "unavailable")
         retry = getattr(exc, "retry_after", None) or 30
@@ -111,6 +113,12 @@ async def fetch_record(ctx: IssuerContext, tenant: Tenant, reg: RegisteredType, 
 def _count_failure(ctx: IssuerContext, tenant: Tenant, reg: RegisteredType, outcome: str) -> None:
     if ctx.source_failures is not None:
         ctx.source_failures.labels(tenant.slug, reg.type_id, outcome).inc()
+    _count_source(ctx, tenant, reg, outcome)
+
+
+def _count_source(ctx: IssuerContext, tenant: Tenant, reg: RegisteredType, outcome: str) -> None:
+    if ctx.source_calls is not None:
+        ctx.source_calls.labels(tenant.slug, reg.type_id, outcome).inc()
 
 
 def _event(event_type: str, tenant: Tenant, record_id: str, type_id: str) -> bytes:
