@@ -186,9 +186,10 @@ class AdminClient:
         """Presentation exchange records matching the filters."""
         return list((await self.request("GET", "/present-proof-2.0/records", params=filters)).get("results", []))
 
-    async def matching_credentials(self, pres_ex_id: str) -> list[JSON]:
-        """Holder side: the stored credentials that match a request."""
-        return list(await self.request("GET", f"/present-proof-2.0/records/{pres_ex_id}/credentials"))
+    async def matching_credentials(self, pres_ex_id: str, count: int = 100) -> list[JSON]:
+        """Holder side: the stored credentials that match a request (ACA-Py pages them, 10 by default)."""
+        return list(await self.request("GET", f"/present-proof-2.0/records/{pres_ex_id}/credentials",
+                                       params={"start": "0", "count": str(count)}))
 
     async def send_presentation(self, pres_ex_id: str, record_ids: dict[str, list[str]]) -> JSON:
         """Holder side: answer with a DIF presentation from the chosen credential records."""

@@ -59,13 +59,14 @@ def _check_claims(ctype: CredentialType, claims: Iterable[str]) -> tuple[str, ..
 
 def build_proof_request(ctype: CredentialType, claims: Sequence[str], *, domain: str,
                         proof_type: str = BBS, purpose: str | None = None,
-                        challenge: str | None = None) -> ProofRequest:
+                        challenge: str | None = None, with_status: bool = True) -> ProofRequest:
     """A DIF presentation definition asking for ``claims`` of ``ctype``, with a fresh challenge.
 
     With BBS+ the definition says ``limit_disclosure: required``, so the wallet derives a proof that
     reveals those claims (plus expiry and status, which our policies need) and nothing else. The holder
     must prove control of ``credentialSubject.id`` (``is_holder`` on a field whose id is a UUID4, as
-    ACA-Py requires).
+    ACA-Py requires). ACA-Py 0.12 ignores DIF ``optional`` fields, so a credential lacking a requested
+    member never matches: set ``with_status=False`` for types issued without a status entry.
     """
     if proof_type not in (BBS, ED25519):
         raise VerificationFailed("bad_proof_type", "proof type must be BbsBlsSignature2020 or Ed25519Signature2020")
@@ -73,7 +74,8 @@ def build_proof_request(ctype: CredentialType, claims: Sequence[str], *, domain:
     holder_field = str(uuid.uuid4())
     fields: list[dict[str, Any]] = [{"id": holder_field, "path": ["$.credentialSubject.id"]}]
     fields += [{"id": str(uuid.uuid4()), "path": [f"$.credentialSubject.{claim}"]} for claim in wanted]
-    fields += [{"id": str(uuid.uuid4()), "path": [path]} for path in _META_PATHS]
+    meta = _META_PATHS if with_status else _META_PATHS[:1]
+    fields += [{"id": str(uuid.uuid4()), "path": [path]} for path in meta]
     constraints: dict[str, Any] = {
         "is_holder": [{"directive": "required", "field_id": [holder_field]}],
         "fields": fields,
