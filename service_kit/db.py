@@ -116,6 +116,7 @@ def engine_for(
     max_overflow: int = 10,
     pool_timeout: float = 30.0,
     connect_timeout: float = 10.0,
+    pre_ping: bool = True,
 ) -> AsyncEngine:
     """Create an async engine with Cartera's settings for the URL's backend.
 
@@ -124,6 +125,11 @@ def engine_for(
     read-then-write transaction never fails half-way with "database is locked" (SQLite cannot upgrade a
     read snapshot to a write lock once another writer committed). PostgreSQL: a bounded pool with
     pre-ping and recycling, so connections dropped by a proxy or a restart are replaced transparently.
+
+    ``pre_ping=False`` skips the liveness probe at each checkout: with asyncpg it is three round trips
+    (BEGIN, an empty query, ROLLBACK), often more than the work the session does. Without it a
+    connection dropped by the server fails the one statement that meets it; SQLAlchemy then discards
+    every pooled connection older than the failure, so the next request reconnects.
     """
     parsed = _parse_url(url)
     if parsed.get_backend_name() == "sqlite":
@@ -147,7 +153,7 @@ def engine_for(
         pool_size=pool_size,
         max_overflow=max_overflow,
         pool_timeout=pool_timeout,
-        pool_pre_ping=True,
+        pool_pre_ping=pre_ping,
         pool_recycle=1800,
         connect_args={"timeout": connect_timeout, "command_timeout": 60},
     )
@@ -193,14 +199,22 @@ class Database:
         pool_size: int = 5,
         max_overflow: int = 10,
         pool_timeout: float = 30.0,
+        pre_ping: bool = True,
     ) -> None:
         self.url: URL = _parse_url(url)
         self.engine: AsyncEngine = engine_for(
-            self.url, echo=echo, pool_size=pool_size, max_overflow=max_overflow, pool_timeout=pool_timeout
+            self.url, echo=echo, pool_size=pool_size, max_overflow=max_overflow, pool_timeout=pool_timeout,
+            pre_ping=pre_ping,
         )
         self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         self._read_sessions = async_sessionmaker(
             self.engine.execution_options(sqlite_begin="DEFERRED"), expire_on_commit=False
+        )
+        # PostgreSQL only: SQLite's BEGIN is issued by our own "begin" hook, which autocommit would skip
+        # the COMMIT of; and on SQLite a transaction costs no round trip anyway.
+        self._autocommit_sessions = (
+            async_sessionmaker(self.engine.execution_options(isolation_level="AUTOCOMMIT"), expire_on_commit=False)
+            if self.backend == "postgresql" else self._sessions
         )
 
     @property
@@ -226,6 +240,18 @@ class Database:
         after the block.
         """
         async with self._read_sessions() as session:
+            yield session
+
+    @asynccontextmanager
+    async def autocommit_session(self) -> AsyncIterator[AsyncSession]:
+        """A session whose statements each commit on their own (PostgreSQL ``AUTOCOMMIT``).
+
+        For hot paths made of single statements that are atomic by themselves (``SELECT``, one
+        ``INSERT``, a conditional ``UPDATE ... RETURNING``): PostgreSQL gets no ``BEGIN``/``COMMIT``
+        round trips. Never rely on two statements here being one transaction: on PostgreSQL they are
+        not (on SQLite this is an ordinary :meth:`session`, committed at the end).
+        """
+        async with self._autocommit_sessions() as session, session.begin():
             yield session
 
     async def ping(self, timeout: float = 2.0) -> bool:

@@ -58,5 +58,12 @@ class VerifierSettings(ServiceSettings):
                                                                            "document fetched, bytes.")
     worker_interval: float = Field(default=1.0, gt=0, description="Period of the background task delivering "
                                                                   "webhooks, expiring requests and purging claims.")
+    database_pre_ping: bool = Field(
+        default=False,
+        description="Probe each pooled PostgreSQL connection before use (three round trips with asyncpg). Off: "
+                    "a connection dropped by the server fails the one request that meets it, then the pool "
+                    "reconnects.")
+    database_pool_size: int = Field(default=10, ge=1, le=100, description="Pooled database connections per "
+                                                                          "worker process (plus as many overflow).")
     default_retention: int = Field(default=86_400, ge=0, description="Retention of disclosed claims when a "
                                                                      "request names none, seconds.")

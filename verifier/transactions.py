@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -223,7 +225,8 @@ def _digests(vp_token: Mapping[str, Any]) -> list[str]:
 
 
 async def _claim(db: Database, tx_id: str, now: dt.datetime) -> bool:
-    async with db.session() as session:
+    # A conditional UPDATE is atomic alone: autocommit saves the BEGIN/COMMIT round trips.
+    async with db.autocommit_session() as session:
         result = await session.execute(
             update(Transaction)
             .where(Transaction.id == tx_id, Transaction.status == "pending", Transaction.expires_at > now)
@@ -233,16 +236,21 @@ async def _claim(db: Database, tx_id: str, now: dt.datetime) -> bool:
 
 
 async def _record_digests(db: Database, tx_id: str, digests: list[str], now: dt.datetime) -> bool:
-    """Insert the presentation digests; ``False`` when one was seen before (a replay)."""
+    """Insert the presentation digests; ``False`` when one was seen before (a replay).
+
+    One ``INSERT ... ON CONFLICT DO NOTHING RETURNING``: fewer rows back than digests means one was
+    recorded already (by any worker, at any time), whichever of two concurrent inserts came first.
+    """
+    insert = pg_insert if db.backend == "postgresql" else sqlite_insert
+    stmt = (insert(UsedPresentation)
+            .values([{"digest": d, "transaction_id": tx_id, "created_at": now} for d in digests])
+            .on_conflict_do_nothing(index_elements=["digest"]).returning(UsedPresentation.digest))
     try:
-        async with db.session() as session:
-            existing = await session.scalar(select(UsedPresentation.digest).where(UsedPresentation.digest.in_(digests)))
-            if existing is not None:
-                return False
-            session.add_all([UsedPresentation(digest=d, transaction_id=tx_id, created_at=now) for d in digests])
+        async with db.autocommit_session() as session:
+            inserted = (await session.execute(stmt)).all()
     except IntegrityError:
         return False
-    return True
+    return len(inserted) == len(digests)
 
 
 def result_body(tx: Transaction, box: SecretBox, *, now: dt.datetime | None = None) -> dict[str, Any]:
@@ -290,7 +298,9 @@ async def _finish(db: Database, box: SecretBox, tx: Transaction, *, status: str,
     if tx.redirect_uri and status == "verified":
         response_code = secrets.token_urlsafe(32)
         values["response_code_hash"] = token_hash(response_code)
-    async with db.session() as session:
+    # With a webhook the outbox row must commit with the result (one transaction); without, the
+    # conditional UPDATE alone is atomic and autocommit saves two round trips.
+    async with (db.session() if tx.webhook_url else db.autocommit_session()) as session:
         result = await session.execute(
             update(Transaction).where(Transaction.id == tx.id, Transaction.status == from_status)
             .values(**values).returning(Transaction.id))
@@ -310,7 +320,7 @@ async def answer(db: Database, box: SecretBox, verifier: PresentationVerifier, t
                  form: Mapping[str, Any]) -> AnswerOutcome:
     """Handle a ``direct_post``/``direct_post.jwt`` Authorization Response for transaction ``tx_id``."""
     now = utcnow()
-    async with db.read_session() as session:
+    async with db.autocommit_session() as session:
         tx = await session.get(Transaction, tx_id)
     if tx is None:
         raise APIError(404, "invalid_request", "unknown transaction", extra={"code": "verifier.unknown_transaction"})

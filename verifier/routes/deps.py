@@ -41,6 +41,12 @@ def services(request: Request) -> Services:
     return request.app.state.services
 
 
+async def services_dependency(request: Request) -> Services:
+    """:func:`services` as a dependency; ``async`` because FastAPI runs a plain ``def`` dependency in
+    the thread pool, a thread hop on every request."""
+    return request.app.state.services
+
+
 def bearer_token(request: Request) -> str | None:
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
@@ -58,7 +64,7 @@ async def current_agency(request: Request) -> Agency:
     if token is None:
         raise APIError(401, "unauthorized", "an agency API key is needed (Authorization: Bearer)", UNAUTHORIZED)
     svc = services(request)
-    async with svc.db.read_session() as session:
+    async with svc.db.autocommit_session() as session:
         agency = await agency_for_api_key(session, token)
     if agency is None:
         raise APIError(401, "unauthorized", "the API key is not valid", UNAUTHORIZED)
@@ -66,5 +72,5 @@ async def current_agency(request: Request) -> Agency:
 
 
 #: Route parameter types: ``svc: Svc`` (the app's services), ``agency: AgencyDep`` (authenticated).
-Svc = Annotated[Services, Depends(services)]
+Svc = Annotated[Services, Depends(services_dependency)]
 AgencyDep = Annotated[Agency, Depends(current_agency)]

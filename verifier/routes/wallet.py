@@ -10,6 +10,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
+from sqlalchemy import select
 
 from service_kit.errors import APIError
 from ssi.oid4vp import REQUEST_OBJECT_MEDIA_TYPE
@@ -47,9 +48,10 @@ async def read_form(request: Request, allowed: frozenset[str] | None = None) -> 
 
 
 async def _pending(svc: Services, tx_id: str) -> tuple[Transaction, Agency]:
-    async with svc.db.read_session() as session:
-        tx = await session.get(Transaction, tx_id)
-        agency = await session.get(Agency, tx.agency_id) if tx is not None else None
+    async with svc.db.autocommit_session() as session:
+        row = (await session.execute(select(Transaction, Agency).join(Agency, Agency.id == Transaction.agency_id)
+                                     .where(Transaction.id == tx_id))).first()
+    tx, agency = (row[0], row[1]) if row is not None else (None, None)
     if tx is None or agency is None:
         raise APIError(404, "invalid_request", "unknown request", extra={"code": "verifier.unknown_transaction"})
     if tx.status != "pending" or tx.expires_at <= utcnow():
