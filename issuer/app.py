@@ -20,7 +20,7 @@ from service_kit.migrations import run_migrations_async
 
 from .context import IssuerContext
 from .events import background
-from .routes import admin, authorization, protocol
+from .routes import admin, aries, authorization, protocol
 from .settings import IssuerSettings
 
 __version__ = "0.1.0"
@@ -71,6 +71,7 @@ def create_app(settings: IssuerSettings | None = None, *, run_background: bool =
         "cartera_issuer_issuances_total", "Credential and deferred credential requests by outcome.",
         [("POST", "/t/{slug}/credential"), ("POST", "/t/{slug}/deferred_credential")], issuance_outcome)
     app.include_router(protocol.router)
+    app.include_router(aries.router)
     app.include_router(authorization.router)
     app.include_router(admin.router, prefix=app.state.api_prefix)
     return app
