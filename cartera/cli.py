@@ -30,6 +30,7 @@ COMMAND_GROUPS: list[tuple[str, str, str | None]] = [
     # command-groups: one line per group, kept in this list
     ("demo", "app", None),
     ("db", "app", "db"),
+    ("config", "app", "config"),
     ("run", "app", None),
     ("issuer", "app", "issuer"),
     ("verifier", "app", "verifier"),

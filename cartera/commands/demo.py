@@ -124,6 +124,7 @@ def login(ctx: DemoContext) -> str:
         "grant_type": "authorization_code", "code": params["code"][0], "redirect_uri": APP_REDIRECT}),
         200, "the wallet refused the login code")
     ctx.token = tokens["access_token"]
+    ctx.facts["login"] = {"code": params["code"][0], "refresh_token": tokens.get("refresh_token", "")}
     me = _expect(ctx.client.get(f"{ctx.wallet}/v1/me", headers=ctx.bearer), 200, "the wallet does not know the citizen")
     name = me.get("name") or me.get("display_name") or ""
     ctx.facts["name"] = name
@@ -162,7 +163,8 @@ def receive(ctx: DemoContext, type_id: str) -> str:
                      200, "the new credential is not in the wallet")
     if detail.get("status") != "valid":
         raise DemoFailure(f"the new {type_id} credential is {detail.get('status')}, not valid")
-    ctx.facts[type_id] = {"wallet_id": wallet_id, "issuer_id": offer["credential_ids"][type_id], "issuer": slug}
+    ctx.facts[type_id] = {"wallet_id": wallet_id, "issuer_id": offer["credential_ids"][type_id], "issuer": slug,
+                          "offer": offer}
     issuer_name = (accepted.get("issuer") or {}).get("name") or slug
     return f"{detail.get('name') or type_id} from {issuer_name} ({len(detail.get('claims') or {})} claims)"
 
@@ -360,10 +362,11 @@ STEPS: list[tuple[str, Callable[[DemoContext], str]]] = [
 
 
 def run_scenario(info: dict[str, Any], *, citizen: str = DEFAULT_CITIZEN, agency: str = "ajuntament-barcelona",
-                 timeout: float = 60.0) -> list[tuple[str, str]]:
+                 timeout: float = 60.0) -> DemoContext:
     """Run every step against the system described by ``info`` (the development file's content).
 
-    Returns ``(step, outcome)`` pairs; raises :class:`DemoFailure` at the first step that misbehaves.
+    Returns the scenario's context (``facts["steps"]`` holds ``(step, outcome)`` pairs; tests also read
+    the codes and tokens it handled); raises :class:`DemoFailure` at the first step that misbehaves.
     """
     done: list[tuple[str, str]] = []
     with httpx.Client(timeout=30.0, follow_redirects=False) as client:
@@ -379,7 +382,8 @@ def run_scenario(info: dict[str, Any], *, citizen: str = DEFAULT_CITIZEN, agency
                 raise DemoFailure(f"step {number} ({title}): {exc}") from exc
             console.print(f"   [green]✓[/] {outcome}", highlight=False)
             done.append((title, outcome))
-    return done
+        ctx.facts["steps"] = done
+    return ctx
 
 
 # -- starting a system of our own -------------------------------------------------------------------
