@@ -1,0 +1,180 @@
+"""docker-compose.yml, the Dockerfiles and the configuration reference, checked against the code.
+
+No container engine runs in CI, so the compose file is validated structurally: every service has an
+image or build, a health check and its environment; every variable it sets is one the service reads
+(the settings class's fields under its prefix, or a variable the code or image documents); the image
+holds every package; the documented configuration table is the one generated from the code.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from cartera.commands.config import SETTINGS, reference_markdown, reference_rows
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text(encoding="utf-8"))
+SERVICES: dict[str, dict[str, Any]] = COMPOSE["services"]
+APP_SERVICES = ("issuer", "verifier", "wallet")
+#: Variables read by something other than a settings class, and by whom (checked below).
+PROCESS_VARIABLES = {"PROMETHEUS_MULTIPROC_DIR": ROOT / "service_kit" / "metrics.py"}
+PYTHON_VARIABLES = {"PYTHONUNBUFFERED"}  # read by the interpreter
+POSTGRES_IMAGE_VARIABLES = {"POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB"}  # the postgres image's
+
+
+def _env(service: dict[str, Any]) -> dict[str, str]:
+    env = service.get("environment") or {}
+    if isinstance(env, list):
+        env = dict(item.split("=", 1) for item in env)
+    return {str(k): str(v) for k, v in env.items()}
+
+
+def _settings_envs(name: str) -> set[str]:
+    return {row["env"] for row in reference_rows(name)}
+
+
+def test_compose_has_every_part_of_the_system() -> None:
+    assert {"postgres", "migrate", *APP_SERVICES, "sandbox", "acapy-issuer", "acapy-verifier"} <= set(SERVICES)
+
+
+@pytest.mark.parametrize("name", sorted(SERVICES))
+def test_every_service_has_image_healthcheck_and_environment(name: str) -> None:
+    service = SERVICES[name]
+    assert service.get("image") or service.get("build"), name
+    assert _env(service), f"{name} sets no environment"
+    health = service.get("healthcheck")
+    assert isinstance(health, dict), f"{name} has no healthcheck"
+    if health.get("disable"):
+        # only a one-shot job that the others wait for may go without one
+        assert service.get("restart") == "no"
+        waiting = [s for s in SERVICES.values()
+                   if (s.get("depends_on") or {}).get(name, {}).get("condition") == "service_completed_successfully"]
+        assert waiting, f"{name} disables its healthcheck but nothing waits for it to complete"
+    else:
+        test = health["test"]
+        assert isinstance(test, list) and test[0] in ("CMD", "CMD-SHELL") and len(test) > 1
+
+
+@pytest.mark.parametrize("name", APP_SERVICES)
+def test_app_services_read_every_variable_they_are_given(name: str) -> None:
+    service = SERVICES[name]
+    env = _env(service)
+    known = _settings_envs(name) | set(PROCESS_VARIABLES)
+    assert set(env) <= known, sorted(set(env) - known)
+    prefix = f"CARTERA_{name.upper()}_"
+    assert env[f"{prefix}DATABASE_URL"].startswith("postgresql+asyncpg://")
+    assert env[f"{prefix}DATABASE_URL"].endswith(f"/cartera_{name}")
+    assert f"{prefix}MASTER_KEY" not in env  # the master key comes as a file (compose secret), not a variable
+    assert env[f"{prefix}MASTER_KEY_FILE"].startswith("/run/secrets/")
+    assert env.get(f"{prefix}DEV_MODE", "false") == "false"
+    assert env[f"{prefix}PUBLIC_URL"].split(":-", 1)[-1].startswith("https://")
+    # the server command runs the service's app factory, which exists
+    command = service["command"]
+    factory = command[command.index("service_kit.server") + 1]
+    module, _, attribute = factory.partition(":")
+    assert callable(getattr(importlib.import_module(module), attribute))
+    port = command[command.index("--port") + 1]
+    assert env[f"{prefix}PORT"] == port and any(str(p).endswith(f":{port}") for p in service["ports"])
+    assert port in " ".join(service["healthcheck"]["test"]) and "/readyz" in " ".join(service["healthcheck"]["test"])
+    assert "--proxy-headers" in command  # TLS ends at the proxy: trust its X-Forwarded-* headers
+
+
+def test_process_variables_are_read_by_the_code() -> None:
+    for variable, source in PROCESS_VARIABLES.items():
+        assert variable in source.read_text(encoding="utf-8")
+
+
+def test_migrations_job_configures_each_service_database() -> None:
+    env = _env(SERVICES["migrate"])
+    every = set().union(*(_settings_envs(n) for n in APP_SERVICES))
+    assert set(env) <= every
+    assert {f"CARTERA_{n.upper()}_DATABASE_URL" for n in APP_SERVICES} == set(env)
+    assert SERVICES["migrate"]["command"][:3] == ["cartera", "db", "upgrade"]
+    for name in APP_SERVICES:
+        assert SERVICES[name]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+        assert SERVICES[name]["depends_on"]["postgres"]["condition"] == "service_healthy"
+
+
+def test_other_containers_set_only_variables_their_software_reads() -> None:
+    assert set(_env(SERVICES["postgres"])) <= POSTGRES_IMAGE_VARIABLES
+    assert set(_env(SERVICES["sandbox"])) <= PYTHON_VARIABLES
+    runner = (ROOT / "aries" / "runner.py").read_text(encoding="utf-8")
+    acapy_reads = set(re.findall(r'"(ACAPY_[A-Z_]+)"', runner))
+    for name in ("acapy-issuer", "acapy-verifier"):
+        env = _env(SERVICES[name])
+        assert set(env) <= acapy_reads, sorted(set(env) - acapy_reads)
+        assert "ACAPY_ADMIN_API_KEY" in env and env["ACAPY_ADMIN_API_KEY"].startswith("${")  # from .env, not here
+        command = SERVICES[name]["command"]
+        assert command[0] == "start" and "--admin" in command and "--no-ledger" in command
+        assert "--admin-insecure-mode" not in command
+        assert SERVICES[name]["build"]["dockerfile"] == "Dockerfile.acapy"
+
+
+def test_one_image_for_every_cartera_service() -> None:
+    images = {SERVICES[n]["image"] for n in ("migrate", *APP_SERVICES, "sandbox")}
+    assert images == {"cartera:latest"}
+    for name in ("migrate", *APP_SERVICES, "sandbox"):
+        assert SERVICES[name]["build"]["dockerfile"] == "Dockerfile"
+
+
+def test_dockerfile_copies_every_package_and_installs_pinned() -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text(encoding="utf-8")
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    packages = {p.rstrip("*") for p in pyproject["tool"]["setuptools"]["packages"]["find"]["include"]}
+    copied = set(re.findall(r"^COPY (\w+) \1$", dockerfile, re.MULTILINE))
+    assert packages <= copied, sorted(packages - copied)
+    assert "-c constraints.txt" in dockerfile and "USER cartera" in dockerfile
+
+
+def test_acapy_image_is_pinned_to_0_12() -> None:
+    dockerfile = (ROOT / "Dockerfile.acapy").read_text(encoding="utf-8")
+    pinned = re.search(r"aries-cloudagent\[[^\]]*\]==(\d+\.\d+\.\d+)", dockerfile)
+    assert pinned and pinned.group(1).startswith("0.12.")
+    constraints = (ROOT / "aries" / "constraints-acapy.txt").read_text(encoding="utf-8")
+    assert f"aries-cloudagent=={pinned.group(1)}" in constraints
+    assert (ROOT / "aries" / "acapy_plugins").is_dir() and "USER acapy" in dockerfile
+
+
+def test_volumes_secrets_and_mounted_files_are_declared() -> None:
+    declared_volumes = set(COMPOSE.get("volumes") or {})
+    declared_secrets = set(COMPOSE.get("secrets") or {})
+    for name, service in SERVICES.items():
+        for volume in service.get("volumes") or []:
+            source = volume.split(":", 1)[0]
+            if source.startswith("."):
+                if source.startswith("./deploy/postgres"):
+                    assert (ROOT / source).exists(), source
+            else:
+                assert source in declared_volumes, f"{name}: undeclared volume {source}"
+        for secret in service.get("secrets") or []:
+            assert secret in declared_secrets
+    assert {"postgres-data", "cartera-data"} <= declared_volumes
+    init = (ROOT / "deploy" / "postgres" / "init.sql").read_text(encoding="utf-8")
+    for name in APP_SERVICES:
+        assert f"CREATE DATABASE cartera_{name};" in init
+
+
+def test_every_interpolated_variable_is_in_the_example_env() -> None:
+    text = (ROOT / "docker-compose.yml").read_text(encoding="utf-8")
+    used = set(re.findall(r"\$\{([A-Z0-9_]+)", text))
+    example = {line.split("=", 1)[0] for line in (ROOT / "deploy" / "env.example").read_text().splitlines()
+               if line and not line.startswith("#")}
+    assert used <= example, sorted(used - example)
+
+
+@pytest.mark.parametrize("name", sorted(SETTINGS))
+def test_operations_doc_configuration_table_matches_the_code(name: str) -> None:
+    doc = (ROOT / "docs" / "operations.md").read_text(encoding="utf-8")
+    begin, end = f"<!-- config:{name}:begin -->", f"<!-- config:{name}:end -->"
+    assert begin in doc and end in doc, f"docs/operations.md lacks the {name} table markers"
+    table = doc.split(begin, 1)[1].split(end, 1)[0].strip()
+    assert table == reference_markdown(name).strip(), (
+        f"the {name} table in docs/operations.md is stale: regenerate it with "
+        f"`cartera config reference --service {name}`")
