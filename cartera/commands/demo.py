@@ -444,8 +444,9 @@ def started_system(data_dir: Path, timeout: float = 120.0) -> Iterator[dict[str,
 
 @app.command("demo")
 def demo(
-    data_dir: Annotated[Path, typer.Option("--data-dir", help=f"Folder of the running system (its {DEV_FILE_NAME}).")
-                        ] = Path("var"),
+    data_dir: Annotated[Path | None, typer.Option(
+        "--data-dir", help=f"Folder of the running system (its {DEV_FILE_NAME}); default: the file named by "
+                           "CARTERA_DEV_FILE, else var/.")] = None,
     start: Annotated[bool, typer.Option("--start", help="Start the whole system in a temporary folder on free "
                                                          "ports, run the demo, and stop it.")] = False,
     citizen: Annotated[str, typer.Option(help="Synthetic citizen (NIF) who plays the scenario.")] = DEFAULT_CITIZEN,
@@ -466,9 +467,11 @@ def demo(
             with tempfile.TemporaryDirectory(prefix="cartera-demo-") as tmp, started_system(Path(tmp)) as info:
                 run_scenario(info, citizen=citizen, agency=agency, timeout=timeout)
         else:
-            info = load_dev_file(data_dir / DEV_FILE_NAME)
+            dev_file = data_dir / DEV_FILE_NAME if data_dir is not None else \
+                Path(os.environ.get("CARTERA_DEV_FILE") or Path("var") / DEV_FILE_NAME)
+            info = load_dev_file(dev_file)
             if not info.get("services"):
-                fail(f"no running system described in {data_dir / DEV_FILE_NAME}",
+                fail(f"no running system described in {dev_file}",
                      hint="start it with `cartera run` (or `make run`), or use `cartera demo --start`")
             if not _healthy(info):
                 fail("some services of the system are not answering", hint="check `cartera status`")
