@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
@@ -68,6 +68,21 @@ class IssuerSettings(ServiceSettings):
                                            "requires. DPoP is always accepted when a wallet sends a proof.")
     webhook_timeout: float = Field(default=5.0, gt=0, description="Timeout of one webhook delivery, seconds.")
     source_timeout: float = Field(default=10.0, gt=0, description="Timeout of one data-source query, seconds.")
+    # Aries channel (docs/aries.md): off by default, since it adds an ACA-Py agent to start.
+    aries_enabled: bool = Field(default=False, description="Offer the Aries (DIDComm) channel through an ACA-Py agent.")
+    aries_admin_url: str = Field(default="", description="Admin API of an agent run elsewhere (compose). Empty: the "
+                                                         "issuer starts its own agent with `aries.runner`.")
+    aries_admin_api_key: SecretStr | None = Field(default=None, description="Admin API key of that agent.")
+    aries_webhook_key: SecretStr | None = Field(default=None, description="Key that agent sends as `x-api-key` with "
+                                                                          "its webhooks (stored hashed).")
+    aries_inbound_port: int = Field(default=8020, ge=1, le=65535, description="DIDComm port of the issuer's own agent.")
+    aries_admin_port: int = Field(default=8021, ge=1, le=65535, description="Admin API port of the issuer's own agent.")
+    aries_endpoint: str = Field(default="", description="Public DIDComm endpoint of the agent (default: its loopback "
+                                                        "inbound URL).")
+    aries_proof_types: dict[str, Literal["Ed25519Signature2020", "BbsBlsSignature2020"]] = Field(
+        default_factory=dict, description="Signature suite per credential type id (JSON object); types not listed "
+                                          "use Ed25519Signature2020.")
+    aries_invitation_ttl: int = Field(default=3600, ge=60, description="Lifetime of an Aries invitation, seconds.")
 
     @property
     def allow_http_loopback(self) -> bool:

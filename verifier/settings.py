@@ -67,3 +67,18 @@ class VerifierSettings(ServiceSettings):
                                                                           "worker process (plus as many overflow).")
     default_retention: int = Field(default=86_400, ge=0, description="Retention of disclosed claims when a "
                                                                      "request names none, seconds.")
+    # Aries channel (docs/aries.md): off by default, since it adds an ACA-Py agent to start.
+    aries_enabled: bool = Field(default=False, description="Offer Aries (DIDComm present-proof 2.0) requests "
+                                                           "through an ACA-Py agent.")
+    aries_admin_url: str = Field(default="", description="Admin API of an agent run elsewhere (compose). Empty: the "
+                                                         "verifier starts its own agent with `aries.runner`.")
+    aries_admin_api_key: SecretStr | None = Field(default=None, description="Admin API key of that agent.")
+    aries_webhook_key: SecretStr | None = Field(default=None, description="Key that agent sends as `x-api-key` with "
+                                                                          "its webhooks (stored hashed).")
+    aries_inbound_port: int = Field(default=8030, ge=1, le=65535, description="DIDComm port of the verifier's own agent.")
+    aries_admin_port: int = Field(default=8031, ge=1, le=65535, description="Admin API port of the verifier's own agent.")
+    aries_endpoint: str = Field(default="", description="Public DIDComm endpoint of the agent (default: its loopback "
+                                                        "inbound URL).")
+    aries_proof_types: dict[str, Literal["Ed25519Signature2020", "BbsBlsSignature2020"]] = Field(
+        default_factory=dict, description="Signature suite asked per credential type id (JSON object); types not "
+                                          "listed are asked as BbsBlsSignature2020 (selective disclosure).")
