@@ -66,8 +66,19 @@ def bare_verify_cost(creds: list[tuple[SDJWT, Key]], ca: object, rounds: int = 3
     return (time.perf_counter() - start) / len(presentations)
 
 
+def postmaster_pid(cluster: object | None) -> int:
+    """The PostgreSQL server's pid (from ``postmaster.pid``), or 0 (SQLite, or an external server)."""
+    folder = getattr(cluster, "_dir", None)
+    try:
+        return int((Path(folder) / "data" / "postmaster.pid").read_text().split()[0]) if folder else 0
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
 def process_tree_cpu(pid: int) -> float:
-    """User + system CPU seconds of ``pid`` and its descendants (Linux ``/proc``)."""
+    """User + system CPU seconds of ``pid`` and its descendants (Linux ``/proc``); 0 for pid 0."""
+    if pid == 0:
+        return 0.0
     ticks = os.sysconf("SC_CLK_TCK")
     children: dict[int, list[int]] = {}
     stats: dict[int, float] = {}
@@ -79,7 +90,8 @@ def process_tree_cpu(pid: int) -> float:
         except OSError:
             continue
         children.setdefault(int(fields[1]), []).append(int(entry.name))
-        stats[int(entry.name)] = (int(fields[11]) + int(fields[12])) / ticks
+        # Own time plus reaped children's (a PostgreSQL backend that exits is counted in its parent).
+        stats[int(entry.name)] = sum(int(f) for f in fields[11:15]) / ticks
     total, todo = 0.0, [pid]
     while todo:
         current = todo.pop()
@@ -222,19 +234,20 @@ def main() -> None:
                                          str(int(args.seconds * levels)), "-o", args.profile])
             time.sleep(1.0)
         print(f"backend: {'sqlite' if args.sqlite else 'postgresql'}; bare ssi verify: {bare * 1000:.2f} ms")
-        print(f"workers: {args.workers}; cpu columns: CPU time per verification of the verifier processes "
-              "(server) and of this load generator (client)")
+        db_pid = postmaster_pid(cluster)
+        print(f"workers: {args.workers}; CPU ms per verification of the verifier processes (server), of "
+              "PostgreSQL (db) and of this load generator (client)")
         print(f"{'wallets':>8} {'verif/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'ms/verif':>9} {'x bare':>7} "
-              f"{'server cpu':>11} {'client cpu':>11}")
+              f"{'server':>7} {'db':>6} {'client':>7}")
         for level in (int(x) for x in args.levels.split(",")):
-            server_cpu, client_cpu = process_tree_cpu(server.pid), time.process_time()
+            before = process_tree_cpu(server.pid), process_tree_cpu(db_pid), time.process_time()
             r = asyncio.run(run_level(base, headers, creds, level, args.seconds))
-            server_cpu = process_tree_cpu(server.pid) - server_cpu
-            client_cpu = time.process_time() - client_cpu
+            server_cpu, db_cpu, client_cpu = (process_tree_cpu(server.pid) - before[0],
+                                              process_tree_cpu(db_pid) - before[1], time.process_time() - before[2])
             cost = 1000 / r["per_second"]
+            n = r["count"] / 1000
             print(f"{level:>8} {r['per_second']:>9.1f} {r['p50_ms']:>8.1f} {r['p99_ms']:>8.1f} {cost:>9.2f} "
-                  f"{cost / (bare * 1000):>7.1f} {server_cpu * 1000 / r['count']:>8.2f} ms "
-                  f"{client_cpu * 1000 / r['count']:>8.2f} ms")
+                  f"{cost / (bare * 1000):>7.1f} {server_cpu / n:>7.2f} {db_cpu / n:>6.2f} {client_cpu / n:>7.2f}")
         if profiler is not None:
             profiler.wait(timeout=60)
     finally:

@@ -21,7 +21,7 @@ from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from service_kit.crypto import SecretBox
 from service_kit.db import Database
@@ -40,6 +40,12 @@ from ssi.oid4vp import (
 )
 from verifier.agencies import SigningKeys, verifier_host
 from verifier.models import Agency, Transaction, UsedPresentation, WebhookOutbox
+from verifier.statements import (
+    CLAIM_TRANSACTION,
+    FINISH_TRANSACTION,
+    INSERT_TRANSACTION,
+    TRANSACTION_BY_ID,
+)
 from verifier.verification import CheckError, Outcome, PresentationVerifier, TransactionContext
 
 log = logging.getLogger(__name__)
@@ -116,9 +122,13 @@ def wallet_uris(tx: Transaction, public_url: str) -> dict[str, str]:
     }
 
 
-async def create_transaction(session: AsyncSession, box: SecretBox, agency: Agency, spec: RequestSpec, *,
-                             public_url: str) -> CreatedRequest:
-    """Insert a pending transaction for ``spec``; the watch token (for the live status) is returned once."""
+async def create_transaction(session: AsyncSession | AsyncConnection, box: SecretBox, agency: Agency,
+                             spec: RequestSpec, *, public_url: str) -> CreatedRequest:
+    """Insert a pending transaction for ``spec``; the watch token (for the live status) is returned once.
+
+    With a Core connection (the request-creation hot path) the row is inserted at once by one
+    prebuilt ``INSERT``; with an ORM session it is added to the session's unit of work.
+    """
     tx_id = secrets.token_urlsafe(32)
     now = utcnow()
     watch_token = secrets.token_urlsafe(32)
@@ -126,7 +136,7 @@ async def create_transaction(session: AsyncSession, box: SecretBox, agency: Agen
     if spec.response_mode == "direct_post.jwt":
         key = Key.generate("ES256")
         enc_key = box.seal(json_dumps(key.private_jwk()).encode(), f"tx:{tx_id}:enc".encode())
-    tx = Transaction(
+    values: dict[str, Any] = dict(
         id=tx_id, agency_id=agency.id, template_name=spec.template_name, dcql_query=spec.dcql_query,
         purpose=spec.purpose, trusted_issuers=spec.trusted_issuers, anchors_pem=spec.anchors_pem,
         retention_seconds=spec.retention_seconds,
@@ -135,9 +145,20 @@ async def create_transaction(session: AsyncSession, box: SecretBox, agency: Agen
         encryption_key=enc_key, status="pending", created_at=now,
         expires_at=now + dt.timedelta(seconds=spec.expires_in), webhook_url=spec.webhook_url,
         redirect_uri=spec.redirect_uri, watch_token_hash=token_hash(watch_token), errors=[], record={},
+        completed_at=None, purge_at=None, response_code_hash=None, result=None, claims_deleted_at=None,
     )
-    session.add(tx)
+    tx = Transaction(**values)
+    if isinstance(session, AsyncConnection):
+        await session.execute(INSERT_TRANSACTION, values)
+    else:
+        session.add(tx)
     return CreatedRequest(tx, watch_token)
+
+
+async def read_transaction(conn: AsyncConnection, tx_id: str) -> Transaction | None:
+    """The transaction as a read-only row with the columns of :class:`Transaction` (no ORM instance:
+    cheaper on the hot paths, which only read it)."""
+    return (await conn.execute(TRANSACTION_BY_ID, {"tx_id": tx_id})).first()  # type: ignore[return-value]
 
 
 def _encryption_key(box: SecretBox, tx: Transaction) -> Key:
@@ -226,13 +247,8 @@ def _digests(vp_token: Mapping[str, Any]) -> list[str]:
 
 async def _claim(db: Database, tx_id: str, now: dt.datetime) -> bool:
     # A conditional UPDATE is atomic alone: autocommit saves the BEGIN/COMMIT round trips.
-    async with db.autocommit_session() as session:
-        result = await session.execute(
-            update(Transaction)
-            .where(Transaction.id == tx_id, Transaction.status == "pending", Transaction.expires_at > now)
-            .values(status="processing")
-            .returning(Transaction.id))
-        return result.first() is not None
+    async with db.autocommit_connection() as conn:
+        return (await conn.execute(CLAIM_TRANSACTION, {"tx_id": tx_id, "now": now})).first() is not None
 
 
 async def _record_digests(db: Database, tx_id: str, digests: list[str], now: dt.datetime) -> bool:
@@ -246,8 +262,8 @@ async def _record_digests(db: Database, tx_id: str, digests: list[str], now: dt.
             .values([{"digest": d, "transaction_id": tx_id, "created_at": now} for d in digests])
             .on_conflict_do_nothing(index_elements=["digest"]).returning(UsedPresentation.digest))
     try:
-        async with db.autocommit_session() as session:
-            inserted = (await session.execute(stmt)).all()
+        async with db.autocommit_connection() as conn:
+            inserted = (await conn.execute(stmt)).all()
     except IntegrityError:
         return False
     return len(inserted) == len(digests)
@@ -298,9 +314,16 @@ async def _finish(db: Database, box: SecretBox, tx: Transaction, *, status: str,
     if tx.redirect_uri and status == "verified":
         response_code = secrets.token_urlsafe(32)
         values["response_code_hash"] = token_hash(response_code)
-    # With a webhook the outbox row must commit with the result (one transaction); without, the
-    # conditional UPDATE alone is atomic and autocommit saves two round trips.
-    async with (db.session() if tx.webhook_url else db.autocommit_session()) as session:
+    if not tx.webhook_url:
+        # The conditional UPDATE alone is atomic: autocommit, prebuilt statement, no ORM.
+        params = {"tx_id": tx.id, "from_status": from_status, "new_result": None, "new_record": {},
+                  "new_response_code_hash": None, **{f"new_{k}": v for k, v in values.items()}}
+        async with db.autocommit_connection() as conn:
+            if (await conn.execute(FINISH_TRANSACTION, params)).first() is None:
+                return None
+        return response_code
+    # With a webhook the outbox row must commit with the result: one transaction.
+    async with db.session() as session:
         result = await session.execute(
             update(Transaction).where(Transaction.id == tx.id, Transaction.status == from_status)
             .values(**values).returning(Transaction.id))
@@ -320,8 +343,8 @@ async def answer(db: Database, box: SecretBox, verifier: PresentationVerifier, t
                  form: Mapping[str, Any]) -> AnswerOutcome:
     """Handle a ``direct_post``/``direct_post.jwt`` Authorization Response for transaction ``tx_id``."""
     now = utcnow()
-    async with db.autocommit_session() as session:
-        tx = await session.get(Transaction, tx_id)
+    async with db.autocommit_connection() as conn:
+        tx = await read_transaction(conn, tx_id)
     if tx is None:
         raise APIError(404, "invalid_request", "unknown transaction", extra={"code": "verifier.unknown_transaction"})
     if tx.status in ("pending", "processing") and tx.expires_at <= now:

@@ -21,10 +21,12 @@ from verifier.agencies import verifier_host
 from verifier.models import Agency, Template, Transaction
 from verifier.routes.deps import AgencyDep, Services, Svc
 from verifier.schemas import AgencyOut, ExchangeIn, RequestIn, RequestOut, ResultOut, TemplateIn, TemplateOut
+from verifier.statements import TEMPLATE_BY_NAME
 from verifier.transactions import (
     FINAL_STATUSES,
     RequestSpec,
     create_transaction,
+    read_transaction,
     result_body,
     token_hash,
     utcnow,
@@ -90,8 +92,8 @@ async def create_template(body: TemplateIn, agency: AgencyDep,
 
 
 async def _template(svc: Services, agency: Agency, name: str) -> Template:
-    async with svc.db.autocommit_session() as session:
-        template = await session.scalar(select(Template).where(Template.agency_id == agency.id, Template.name == name))
+    async with svc.db.autocommit_connection() as conn:
+        template = (await conn.execute(TEMPLATE_BY_NAME, {"agency_id": agency.id, "name": name})).first()
     if template is None:
         raise APIError(404, "not_found", "no such template for this agency")
     return template
@@ -160,8 +162,8 @@ async def create_request(body: RequestIn, agency: AgencyDep,
     template = await _template(svc, agency, body.template) if body.template is not None else None
     spec = _spec(body, template, svc)
     # One INSERT: atomic by itself, so no BEGIN/COMMIT round trips on PostgreSQL.
-    async with svc.db.autocommit_session() as session:
-        created = await create_transaction(session, svc.box, agency, spec, public_url=svc.public_url)
+    async with svc.db.autocommit_connection() as conn:
+        created = await create_transaction(conn, svc.box, agency, spec, public_url=svc.public_url)
     tx = created.transaction
     base = f"{svc.public_url}/v1/requests/{tx.id}"
     return RequestOut(id=tx.id, client_id=tx.client_id, **wallet_uris(tx, svc.public_url), status_url=base,
@@ -170,8 +172,8 @@ async def create_request(body: RequestIn, agency: AgencyDep,
 
 
 async def _own_transaction(svc: Services, agency: Agency, tx_id: str) -> Transaction:
-    async with svc.db.autocommit_session() as session:
-        tx = await session.get(Transaction, tx_id)
+    async with svc.db.autocommit_connection() as conn:
+        tx = await read_transaction(conn, tx_id)
     # Another agency's transaction is reported exactly like a missing one.
     if tx is None or tx.agency_id != agency.id:
         raise APIError(404, "not_found", _NOT_FOUND)

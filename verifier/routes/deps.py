@@ -64,8 +64,8 @@ async def current_agency(request: Request) -> Agency:
     if token is None:
         raise APIError(401, "unauthorized", "an agency API key is needed (Authorization: Bearer)", UNAUTHORIZED)
     svc = services(request)
-    async with svc.db.autocommit_session() as session:
-        agency = await agency_for_api_key(session, token)
+    async with svc.db.autocommit_connection() as conn:
+        agency = await agency_for_api_key(conn, token)
     if agency is None:
         raise APIError(401, "unauthorized", "the API key is not valid", UNAUTHORIZED)
     return agency

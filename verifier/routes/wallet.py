@@ -6,16 +6,17 @@ location), so they version like the rest of the API.
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
-from sqlalchemy import select
 
 from service_kit.errors import APIError
 from ssi.oid4vp import REQUEST_OBJECT_MEDIA_TYPE
 from verifier.models import Agency, Transaction
 from verifier.routes.deps import Services, Svc
+from verifier.statements import TRANSACTION_WITH_AGENCY_KEY
 from verifier.transactions import answer, signed_request_object, utcnow
 
 router = APIRouter(prefix="/wallet", tags=["wallet"])
@@ -48,10 +49,12 @@ async def read_form(request: Request, allowed: frozenset[str] | None = None) -> 
 
 
 async def _pending(svc: Services, tx_id: str) -> tuple[Transaction, Agency]:
-    async with svc.db.autocommit_session() as session:
-        row = (await session.execute(select(Transaction, Agency).join(Agency, Agency.id == Transaction.agency_id)
-                                     .where(Transaction.id == tx_id))).first()
-    tx, agency = (row[0], row[1]) if row is not None else (None, None)
+    # One query for the transaction and the agency columns the request object needs; plain rows.
+    async with svc.db.autocommit_connection() as conn:
+        row = (await conn.execute(TRANSACTION_WITH_AGENCY_KEY, {"tx_id": tx_id})).first()
+    tx: Any = row
+    agency: Any = (SimpleNamespace(id=row.agency_id, signing_key=row.agency_signing_key, x5c=row.agency_x5c)
+                   if row is not None else None)
     if tx is None or agency is None:
         raise APIError(404, "invalid_request", "unknown request", extra={"code": "verifier.unknown_transaction"})
     if tx.status != "pending" or tx.expires_at <= utcnow():

@@ -1,0 +1,51 @@
+"""Prebuilt Core statements of the verification hot path (with bound parameters).
+
+Every verification runs these: authenticate the agency, read its template, insert the request, read
+the request with the agency's signing material, claim it, record the replay digests, write the
+result, read the result. Built once at import, they skip SQLAlchemy's per-call statement construction
+and cache-key generation, and executed on a Core connection (``Database.autocommit_connection``) they
+skip the ORM's unit of work and instance loading; rows come back as read-only named tuples with the
+columns of the mapped classes. The ORM stays in use everywhere else.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import bindparam, insert, select, update
+
+from verifier.models import Agency, ApiKey, Template, Transaction
+
+_tx = Transaction.__table__
+_agency = Agency.__table__
+
+#: The agency owning an API key hash (``key_hash``).
+AGENCY_BY_KEY_HASH = (select(_agency).join(ApiKey.__table__, ApiKey.agency_id == Agency.id)
+                      .where(ApiKey.key_hash == bindparam("key_hash")))
+
+#: One of an agency's templates by name (``agency_id``, ``name``).
+TEMPLATE_BY_NAME = select(Template.__table__).where(Template.agency_id == bindparam("agency_id"),
+                                                    Template.name == bindparam("name"))
+
+#: A transaction by id (``tx_id``).
+TRANSACTION_BY_ID = select(_tx).where(Transaction.id == bindparam("tx_id"))
+
+#: A transaction with the agency columns its request object needs (``tx_id``).
+TRANSACTION_WITH_AGENCY_KEY = (
+    select(_tx, Agency.signing_key.label("agency_signing_key"), Agency.x5c.label("agency_x5c"))
+    .join(_agency, Agency.id == Transaction.agency_id).where(Transaction.id == bindparam("tx_id")))
+
+#: Insert a transaction (parameters: every column).
+INSERT_TRANSACTION = insert(_tx)
+
+#: ``pending`` → ``processing`` while not expired (``tx_id``, ``now``); a row back means this caller won.
+CLAIM_TRANSACTION = (update(_tx).where(Transaction.id == bindparam("tx_id"), Transaction.status == "pending",
+                                       Transaction.expires_at > bindparam("now"))
+                     .values(status="processing").returning(Transaction.id))
+
+#: The final state, from ``from_status`` only (``tx_id``, ``from_status`` and the written columns).
+FINISH_TRANSACTION = (
+    update(_tx).where(Transaction.id == bindparam("tx_id"), Transaction.status == bindparam("from_status"))
+    .values(status=bindparam("new_status"), errors=bindparam("new_errors"),
+            completed_at=bindparam("new_completed_at"), purge_at=bindparam("new_purge_at"),
+            result=bindparam("new_result"), record=bindparam("new_record"),
+            response_code_hash=bindparam("new_response_code_hash"))
+    .returning(Transaction.id))
