@@ -170,6 +170,12 @@
     return node;
   }
 
+  // Screens re-render when an alert arrives while they are loading: only the newest answer may draw,
+  // and it clears the screen when it arrives (not when it was asked), so nothing shows twice.
+  var renders = {};
+  function ticket(name) { renders[name] = (renders[name] || 0) + 1; return renders[name]; }
+  function current(name, n) { return renders[name] === n; }
+
   function clear(node) { while (node.firstChild) { node.removeChild(node.firstChild); } return node; }
 
   function fmtDate(value) {
@@ -353,8 +359,10 @@
   }
 
   function renderCards() {
-    var list = clear($("cards"));
+    var n = ticket("cards");
     api("GET", "/v1/credentials").then(function (items) {
+      if (!current("cards", n)) { return; }
+      var list = clear($("cards"));
       $("cards-empty").hidden = items.length > 0;
       items.forEach(function (cred) { list.appendChild(cardItem(cred, true)); });
     }).catch(function (err) { showError(errorText(err)); });
@@ -377,11 +385,13 @@
   }
 
   function renderCard(id) {
-    var claims = clear($("card-claims"));
+    var n = ticket("card");
     var remove = $("card-delete");
     remove.textContent = t("delete");
     remove.dataset.armed = "";
     api("GET", "/v1/credentials/" + encodeURIComponent(id)).then(function (cred) {
+      if (!current("card", n)) { return; }
+      var claims = clear($("card-claims"));
       $("card-title").textContent = cred.name;
       $("card-meta").textContent = [t("issuedBy", cred.issuer_name),
         cred.expires_at ? t("validUntil", fmtDate(cred.expires_at)) : ""].filter(Boolean).join(" · ");
@@ -507,13 +517,15 @@
   // -- offers --------------------------------------------------------------------------------------
 
   function renderOffer(id) {
-    var list = clear($("offer-credentials"));
+    var n = ticket("offer");
     var result = clear($("offer-result"));
     result.hidden = true;
     $("offer-form").hidden = false;
     $("tx-code").value = "";
     $("offer-form").dataset.id = id;
     api("GET", "/v1/offers/" + encodeURIComponent(id)).then(function (offer) {
+      if (!current("offer", n)) { return; }
+      var list = clear($("offer-credentials"));
       $("offer-issuer").textContent = offer.issuer.name || offer.issuer.id;
       offer.credentials.forEach(function (cred) {
         var item = cardItem({ name: cred.name, display: { background_color: cred.background_color } }, false);
@@ -570,7 +582,7 @@
   // -- presentation requests (consent) -------------------------------------------------------------
 
   function renderRequest(id) {
-    var box = clear($("request-queries"));
+    var n = ticket("request");
     var result = clear($("request-result"));
     result.hidden = true;
     $("approve").disabled = true;
@@ -578,6 +590,8 @@
     $("view-request").dataset.id = id;
     Promise.all([api("GET", "/v1/presentations/" + encodeURIComponent(id)), me ? Promise.resolve(me) : api("GET", "/v1/me")])
       .then(function (both) {
+        if (!current("request", n)) { return; }
+        var box = clear($("request-queries"));
         var request = both[0];
         me = both[1];
         var verifier = request.verifier;
@@ -695,8 +709,10 @@
   // -- history, alerts, settings -------------------------------------------------------------------
 
   function renderHistory() {
-    var list = clear($("history"));
+    var n = ticket("history");
     api("GET", "/v1/history").then(function (entries) {
+      if (!current("history", n)) { return; }
+      var list = clear($("history"));
       if (!entries.length) { list.appendChild(el("li", { text: t("noEntries") })); }
       entries.forEach(function (entry) {
         var d = entry.details || {};
@@ -725,8 +741,10 @@
   }
 
   function renderAlerts() {
-    var list = clear($("alerts"));
+    var n = ticket("alerts");
     api("GET", "/v1/alerts").then(function (alerts) {
+      if (!current("alerts", n)) { return; }
+      var list = clear($("alerts"));
       if (!alerts.length) { list.appendChild(el("li", { text: t("noEntries") })); }
       alerts.forEach(function (alert) {
         var item = el("li", { "class": "entry alert-" + alert.kind + (alert.read ? "" : " unread") }, [
@@ -794,12 +812,14 @@
   }
 
   function renderSettings() {
-    var logins = clear($("logins"));
+    var n = ticket("logins");
     api("GET", "/v1/me").then(function (who) {
       me = who;
       $("me").textContent = who.name + " · " + who.identifier;
     }).catch(function (err) { showError(errorText(err)); });
     api("GET", "/v1/me/logins?limit=20").then(function (items) {
+      if (!current("logins", n)) { return; }
+      var logins = clear($("logins"));
       items.forEach(function (login) {
         logins.appendChild(el("li", { text: fmtTime(login.created_at) + " · " + login.method + " · " + login.assurance_level +
           (login.current ? " · " + t("current") : "") }));

@@ -1,0 +1,143 @@
+"""The other paths a citizen meets: declining, a revoked credential, a wrong transaction code, the language."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import httpx
+from playwright.sync_api import expect
+
+from tests.wallet_api.system import System, fresh_citizens
+from tests.web_wallet.conftest import make_offer, new_request, offer_qr_png, wait_status
+
+CITIZENS = fresh_citizens(4)
+
+
+def _receive_by_link(citizen, offer: dict) -> None:
+    page = citizen.page
+    page.locator("#nav").get_by_role("link", name="Scan", exact=True).click()
+    page.fill("#link", offer["offer_uri"])
+    page.get_by_role("button", name="Open", exact=True).click()
+    expect(page.locator("#offer-title")).to_be_visible(timeout=15_000)
+    if offer.get("tx_code"):
+        page.fill("#tx-code", offer["tx_code"])
+    page.get_by_role("button", name="Accept").click()
+    expect(page.locator("#offer-result")).to_contain_text("Added to your wallet", timeout=30_000)
+
+
+def test_decline_sends_nothing(system: System, phone) -> None:
+    citizen = phone()
+    citizen.login(CITIZENS[0])
+    offer = make_offer(system, "ajuntament-girona", "padro", CITIZENS[0], tx_code=False)
+    _receive_by_link(citizen, offer)
+    expect(citizen.page.locator("#tx-box")).to_be_hidden()
+
+    request = new_request(system, "ajuntament-barcelona", "residence")
+    page = citizen.page
+    page.locator("#nav").get_by_role("link", name="Scan", exact=True).click()
+    page.fill("#link", request["uri"])
+    page.get_by_role("button", name="Open", exact=True).click()
+    expect(page.locator("#verifier-name")).to_have_text("Ajuntament de Barcelona (verified identity)", timeout=15_000)
+    expect(page.locator("#request-purpose")).to_have_text("Proof of residence in the municipality")
+    page.get_by_role("button", name="Decline").click()
+    expect(page.locator("#request-result")).to_have_text("You declined the request: nothing was shared.")
+    expect(page.get_by_role("button", name="Share")).to_be_disabled()
+    citizen.shot("10-declined")
+    result = wait_status(system, "ajuntament-barcelona", request)
+    assert result["status"] == "declined", result
+    assert not result.get("claims")
+    page.locator("#nav").get_by_role("link", name="History", exact=True).click()
+    expect(page.locator("#history li.decline").first).to_contain_text("Ajuntament de Barcelona")
+    expect(page.locator("#history li.decline dd")).to_have_count(0)
+
+
+def test_revoked_credential_is_marked_and_cannot_be_shared(system: System, phone) -> None:
+    from wallet_api.background import check_statuses
+
+    citizen = phone()
+    citizen.login(CITIZENS[1])
+    page = citizen.page
+    offer = make_offer(system, "ajuntament-girona", "padro", CITIZENS[1], tx_code=False)
+    # A photo of the offer QR, read by the app's decoder (jsQR) in the page.
+    page.locator("#nav").get_by_role("link", name="Scan", exact=True).click()
+    page.set_input_files("#photo", files=[{"name": "offer.png", "mimeType": "image/png", "buffer": offer_qr_png(offer)}])
+    expect(page.locator("#offer-title")).to_be_visible(timeout=15_000)
+    page.get_by_role("button", name="Accept").click()
+    expect(page.locator("#offer-result")).to_contain_text("Added to your wallet", timeout=30_000)
+    page.locator("#nav").get_by_role("link", name="Cards", exact=True).click()
+    expect(page.locator("#cards .badge")).to_have_text("Valid")
+
+    issuer_id = offer["credential_ids"]["padro"]
+    r = httpx.post(f"{system.issuer}/v1/credentials/{issuer_id}/revoke", headers=system.issuer_headers("ajuntament-girona"))
+    assert r.status_code == 200, r.text
+    # The wallet's status sweep runs now instead of at its interval (its own loop is in the server
+    # thread; Playwright's sync API owns this thread's loop).
+    worker = threading.Thread(target=lambda: asyncio.run(check_statuses(system.wallet_app.state.wallet, force=True)))
+    worker.start()
+    worker.join(30)
+    # The alert arrives over the SSE stream and the open screen refreshes by itself.
+    expect(page.locator("#cards .badge")).to_have_text("Revoked", timeout=15_000)
+    expect(page.locator("#alert-count")).to_be_visible()
+    citizen.shot("11-revoked-card")
+    page.locator("#nav a[data-route=alerts]").click()
+    expect(page.locator("#alerts li.alert-revoked")).to_contain_text("Credential revoked")
+    citizen.shot("12-alerts")
+
+    request = new_request(system, "ajuntament-barcelona", "residence")
+    citizen.scan(request["uri"])
+    expect(page.locator("#request-queries")).to_contain_text("You have no valid credential", timeout=15_000)
+    expect(page.get_by_role("button", name="Share")).to_be_disabled()
+    citizen.shot("13-consent-revoked")
+    page.get_by_role("button", name="Decline").click()
+    expect(page.locator("#request-result")).to_contain_text("nothing was shared")
+    assert wait_status(system, "ajuntament-barcelona", request)["status"] == "declined"
+
+
+def test_wrong_transaction_code_then_right_one(system: System, phone) -> None:
+    citizen = phone()
+    citizen.login(CITIZENS[2])
+    page = citizen.page
+    offer = make_offer(system, "aoc-tax", "tax-compliance", CITIZENS[2])
+    wrong = "".join("1" if c != "1" else "2" for c in offer["tx_code"])
+    citizen.scan(offer["offer_uri"])
+    expect(page.locator("#tx-box")).to_be_visible(timeout=15_000)
+    page.fill("#tx-code", wrong)
+    page.get_by_role("button", name="Accept").click()
+    expect(page.locator("#error")).to_have_text("The transaction code is not correct.", timeout=15_000)
+    expect(page.locator("#tx-code")).to_be_focused()
+    expect(page.locator("#offer-result")).to_be_hidden()
+    citizen.shot("14-wrong-tx-code")
+    assert httpx.get(f"{system.wallet}/v1/credentials", headers={
+        "Authorization": "Bearer " + page.evaluate("JSON.parse(sessionStorage.getItem('cartera.tokens')).access")}
+    ).json() == []
+    page.fill("#tx-code", offer["tx_code"])
+    page.get_by_role("button", name="Accept").click()
+    expect(page.locator("#offer-result")).to_contain_text("Added to your wallet", timeout=30_000)
+    expect(page.locator("#error")).to_be_hidden()
+
+
+def test_language_follows_the_browser_and_switches(system: System, phone) -> None:
+    citizen = phone(locale="es-ES")
+    page = citizen.page
+    citizen.open()
+    expect(page.locator("html")).to_have_attribute("lang", "es")
+    expect(page.locator("#login-title")).to_have_text("Tus credenciales, en el móvil")
+    page.select_option("#lang", "ca")
+    expect(page.locator("html")).to_have_attribute("lang", "ca")
+    expect(page.locator("#login-title")).to_have_text("Les teves credencials, al mòbil")
+    expect(page.get_by_role("button", name="Inicia la sessió amb VÀLid")).to_be_visible()
+    citizen.login(CITIZENS[3], button="VÀLid")
+    expect(page.locator("#cards-title")).to_have_text("Les meves credencials")  # kept across the login
+    request = new_request(system, "ajuntament-barcelona", "residence")
+    citizen.scan(request["uri"])
+    expect(page.locator("#request-purpose")).to_have_text("Acreditar la residència al municipi", timeout=15_000)
+    expect(page.get_by_role("button", name="Rebutja")).to_be_visible()
+    citizen.shot("15-consent-ca")
+    page.select_option("#lang", "en")
+    expect(page.get_by_role("button", name="Decline")).to_be_visible()
+    expect(page.locator("#request-title")).to_have_text("Share your data?")
+    # The purpose and claim names were chosen by the wallet API when the request was scanned (in Catalan).
+    expect(page.locator("#request-purpose")).to_have_text("Acreditar la residència al municipi")
+    page.get_by_role("button", name="Decline").click()
+    expect(page.locator("#request-result")).to_contain_text("nothing was shared")
