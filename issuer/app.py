@@ -20,7 +20,8 @@ from service_kit.migrations import run_migrations_async
 
 from .context import IssuerContext
 from .events import background
-from .routes import admin, aries, authorization, protocol
+from .aries_channel import IssuerAriesChannel
+from .routes import admin, aries, aries_admin, authorization, protocol
 from .settings import IssuerSettings
 
 __version__ = "0.1.0"
@@ -57,9 +58,12 @@ def create_app(settings: IssuerSettings | None = None, *, run_background: bool =
                 yield
             ctx.http = None
 
-    app = create_service_app(name="issuer", version=__version__, settings=settings, db=db, lifespan_hooks=[startup],
+    channel = IssuerAriesChannel(ctx)  # Aries (DIDComm) channel; starts its agent only when enabled
+    app = create_service_app(name="issuer", version=__version__, settings=settings, db=db,
+                             lifespan_hooks=[startup, channel.lifespan],
                              description=DESCRIPTION, configure_logs=configure_logs)
     app.state.ctx = ctx
+    app.state.aries = channel
     ctx.issued_counter = app.state.metrics.counter(
         "cartera_issuer_credentials_issued_total", "Credentials issued (batch copies counted).", ["tenant", "type"])
     ctx.source_failures = app.state.metrics.counter(
@@ -74,4 +78,5 @@ def create_app(settings: IssuerSettings | None = None, *, run_background: bool =
     app.include_router(aries.router)
     app.include_router(authorization.router)
     app.include_router(admin.router, prefix=app.state.api_prefix)
+    app.include_router(aries_admin.router, prefix=app.state.api_prefix)
     return app

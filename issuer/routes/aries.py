@@ -4,22 +4,27 @@ DIDComm wallets (ACA-Py and others) expand the W3C credentials of the Aries chan
 context, served here at the stable, versioned URL that :func:`aries.jsonld.context_url` puts in the
 credential: ``<issuer>/v1/aries/contexts/<type id>/<version>`` (``<issuer>`` is the tenant's issuer
 identifier, ``/t/<slug>``). The document is generated from the registered type definition, so every
-claim is defined. See docs/aries.md.
+claim is defined. Also public here: the short invitation URL (``/v1/aries/i/<code>``), the signed W3C
+status list credentials (``/v1/aries/status/<list>/<suite>``) and the tenant's DIDs
+(``/v1/aries/issuer``, which verifiers read to trust the tenant's https identifier). See docs/aries.md.
 """
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, RedirectResponse, Response
+from pydantic import BaseModel, Field
 
 from aries.jsonld import generate_context
 from aries.status import status_context
 from credential_schemas import load_type
 from service_kit.errors import APIError
 
+from ..aries_channel import IssuerAriesChannel
 from ..context import IssuerContext, get_ctx
 from ..registry import tenant_types, type_versions
 from ..tenancy import TenantRef, path_tenant
+from .aries_admin import get_channel
 
 router = APIRouter()
 
@@ -48,3 +53,43 @@ async def type_context(type_id: str, version: str, tenant: TenantRef = Depends(p
                 raise APIError(404, "not_found", "no such version of the credential type")
             ctype = load_type(rows[0].definition)
     return JSONResponse(generate_context(ctype), media_type="application/ld+json", headers=_CACHE)
+
+
+@router.get("/t/{slug}/v1/aries/i/{code}", tags=["aries"],
+            summary="Short invitation URL: the out-of-band invitation (JSON when asked, else a redirect)",
+            responses={200: {"content": {"application/json": {}}}, 302: {"description": "To the `?oob=` URL."}})
+async def short_invitation(code: str, request: Request, tenant: TenantRef = Depends(path_tenant),  # noqa: B008
+                           aries: IssuerAriesChannel = Depends(get_channel)) -> Response:  # noqa: B008
+    row = await aries.invitation_for_code(tenant, code) if aries.enabled else None
+    if row is None:
+        raise APIError(404, "not_found", "no such invitation (or it was used or expired)")
+    headers = {"Cache-Control": "no-store"}
+    if "application/json" in request.headers.get("accept", ""):
+        return JSONResponse(row.invitation, headers=headers)
+    return RedirectResponse(row.invitation_url, status_code=302, headers=headers)
+
+
+@router.get("/t/{slug}/v1/aries/status/{list_id}/{suite}", tags=["aries"],
+            summary="W3C Bitstring Status List credential of the Aries channel (signed by the tenant's DID)")
+async def aries_status_list(list_id: str, suite: str, tenant: TenantRef = Depends(path_tenant),  # noqa: B008
+                            aries: IssuerAriesChannel = Depends(get_channel),  # noqa: B008
+                            ctx: IssuerContext = Depends(get_ctx)) -> JSONResponse:  # noqa: B008
+    document = await aries.status_list(tenant, list_id, suite) if aries.enabled else None
+    if document is None:
+        raise APIError(404, "not_found", "no such status list")
+    return JSONResponse(document, media_type="application/ld+json",
+                        headers={"Cache-Control": f"public, max-age={ctx.settings.status_list_ttl}"})
+
+
+class AriesIssuerInfo(BaseModel):
+    issuer: str = Field(description="The tenant's credential issuer identifier (https).")
+    dids: dict[str, str] = Field(description="The did:key it signs Aries credentials with, per signature suite.")
+
+
+@router.get("/t/{slug}/v1/aries/issuer", tags=["aries"], response_model=AriesIssuerInfo,
+            summary="The tenant's Aries DIDs: verifiers trusting this issuer identifier trust these DIDs")
+async def aries_issuer(tenant: TenantRef = Depends(path_tenant),  # noqa: B008
+                       aries: IssuerAriesChannel = Depends(get_channel),  # noqa: B008
+                       ctx: IssuerContext = Depends(get_ctx)) -> AriesIssuerInfo:  # noqa: B008
+    dids = await aries.published_dids(tenant.id) if aries.enabled else {}
+    return AriesIssuerInfo(issuer=ctx.issuer_url(tenant.slug), dids=dids)

@@ -1,0 +1,459 @@
+"""The issuer's Aries channel: invitations for a subject, issue-credential 2.0 over DIDComm, W3C status lists.
+
+Flow (docs/aries.md):
+
+1. An operator creates an invitation for a subject and a type (admin API). The issuer asks its agent
+   for an out-of-band invitation (``create_unique_did=true``, ``did:peer:2``) and stores the exchange;
+   the QR code carries a short URL served by the issuer that answers with the invitation. Agent down:
+   HTTP 503, nothing stored.
+2. The wallet connects; the agent's ``connections`` webhook (authenticated, processed once per event
+   key, the exchange claimed by a conditional ``UPDATE``) makes the issuer query the type's data source
+   (the same adapter and mapping as OpenID4VCI), write the shared issuance record with a status index
+   of the tenant's status list, build the W3C VC (:func:`aries.jsonld.build_credential`) with a
+   ``BitstringStatusListEntry`` and offer it (``ld_proof``, the suite configured for the type).
+3. ``issue_credential_v2_0`` webhooks finish the exchange: ``credential-issued``/``done`` emit the
+   ``credential.issued`` event; ``abandoned`` removes the issuance record (nothing recorded as issued).
+
+Revocation uses the shared status list (:mod:`issuer.status`): the W3C list served for the Aries
+credentials is derived from the same entries, so revoking through the admin API flips both.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import datetime as dt
+import logging
+import secrets
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import FastAPI
+from sqlalchemy import delete, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from aries import channel, webhooks
+from aries.client import BBS, ED25519, AdminClient
+from aries.errors import AriesError, WebhookRefused
+from aries.jsonld import (
+    BBS_V1,
+    ED25519_2020,
+    build_credential,
+    contexts_document,
+    status_context_url,
+    status_entry,
+)
+from aries.service import AgentRuntime, loopback_base, start_runtime, webhook_key_hash
+from aries.status import MIN_ENTRIES, set_bit, sign_list, status_list_credential
+from credential_schemas import CredentialSchemaError
+from service_kit.crypto import load_master_key
+from service_kit.errors import APIError
+from ssi import status_list as sl
+from ssi.qr import qr_png, qr_svg
+
+from .aries_models import AriesExchange, AriesTenantDid, AriesWebhookEvent, AriesWebhookKey
+from .context import BoundedCache, IssuerContext, new_id, secret_hash, utcnow
+from .issuance import enqueue_event, fetch_record, subject_from_json
+from .models import IssuanceRecord, StatusEntry, StatusList, Tenant
+from .registry import get_source, tenant_types
+from .sources import Pending
+from .status import allocate
+from .tenancy import TenantRef
+
+log = logging.getLogger(__name__)
+
+SUITES = {"bbs": BBS, "ed25519": ED25519}
+SUITE_NAMES = {v: k for k, v in SUITES.items()}
+SUITE_CONTEXTS = {BBS: BBS_V1, ED25519: ED25519_2020}
+ISSUED_STATES = ("credential-issued", "done")
+
+
+@dataclass(frozen=True)
+class CreatedInvitation:
+    """What the admin API answers for a new invitation (the short URL's code appears here only)."""
+
+    exchange_id: str
+    invitation_url: str
+    short_url: str
+    proof_type: str
+    expires_at: dt.datetime
+    qr_png: bytes
+    qr_svg: str
+
+
+def _unavailable(exc: AriesError) -> APIError:
+    return APIError(503, "temporarily_unavailable", f"the Aries agent is unavailable: {exc.detail}",
+                    {"Retry-After": "30"}, extra={"code": exc.code})
+
+
+def _tenant_ref(row: Tenant) -> TenantRef:
+    return TenantRef(row.id, row.slug, row.name, row.body_id, list(row.display or []))
+
+
+def w3c_bits(data: bytes, bits: int, size: int) -> bytes:
+    """The W3C bitstring (MSB first, at least 131,072 entries) of a Token Status List's entries.
+
+    A bit is set while the entry is not valid (revoked, or suspended until reinstated).
+    """
+    entries = sl.StatusList._from_bytes(data, bits)
+    out = bytearray(max(size, MIN_ENTRIES) // 8 + (1 if max(size, MIN_ENTRIES) % 8 else 0))
+    raw = bytes(data)
+    per_byte = 8 // bits
+    for byte_index, byte in enumerate(raw):
+        if not byte:
+            continue  # all entries of this byte valid: the common case, skipped cheaply
+        first = byte_index * per_byte
+        for idx in range(first, min(first + per_byte, size)):
+            if entries.get(idx) != sl.VALID:
+                set_bit(out, idx, True)
+    return bytes(out)
+
+
+class IssuerAriesChannel:
+    """Per-app state of the channel: the agent runtime and caches that are safe to lose."""
+
+    def __init__(self, ctx: IssuerContext) -> None:
+        self.ctx = ctx
+        self.runtime: AgentRuntime | None = None
+        self._dids: BoundedCache[str] = BoundedCache(256)
+        self._lists: BoundedCache[dict[str, Any]] = BoundedCache(64)
+
+    @property
+    def enabled(self) -> bool:
+        return self.ctx.settings.aries_enabled
+
+    # -- life cycle ---------------------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, _app: FastAPI) -> AsyncIterator[None]:
+        """Start (or connect to) the agent after the migrations; stop it at shutdown."""
+        if not self.enabled:
+            yield
+            return
+        settings = self.ctx.settings
+        configured_key = settings.aries_webhook_key.get_secret_value() if settings.aries_webhook_key else None
+        admin_key = settings.aries_admin_api_key.get_secret_value() if settings.aries_admin_api_key else None
+        local = loopback_base(settings.host, settings.port)
+        self.runtime = await start_runtime(
+            name="cartera-issuer", label="Cartera issuer", admin_url=settings.aries_admin_url,
+            admin_api_key=admin_key, webhook_key=configured_key, data_dir=settings.data_dir / "aries-issuer",
+            inbound_port=settings.aries_inbound_port, admin_port=settings.aries_admin_port,
+            endpoint=settings.aries_endpoint, webhook_url=f"{local}/v1/aries/webhooks",
+            master_key=load_master_key(settings), contexts=await self._contexts(),
+            extra_args=["--auto-accept-requests", "--auto-respond-credential-request"])
+        try:
+            if self.runtime.webhook_key:
+                await self._store_webhook_key(self.runtime.webhook_key)
+            yield
+        finally:
+            await self.runtime.stop()
+            self.runtime = None
+
+    async def _contexts(self) -> dict[str, Any]:
+        """Contexts of every registered type of every tenant (the agent pre-caches them)."""
+        documents: dict[str, Any] = {}
+        async with self.ctx.db.read_session() as session:
+            for row in (await session.execute(select(Tenant))).scalars():
+                types = [reg.ctype for reg in (await tenant_types(self.ctx, session, row.id)).values()]
+                documents.update(contexts_document(types, self.ctx.issuer_url(row.slug)))
+        return documents
+
+    async def _store_webhook_key(self, key: str) -> None:
+        async with self.ctx.session() as session:
+            stmt = _insert(session, AriesWebhookKey).values(key_hash=webhook_key_hash(key), created_at=utcnow())
+            await session.execute(stmt.on_conflict_do_nothing())
+
+    def agent(self) -> AdminClient:
+        """The admin client, or 404 (channel off) / 503 (agent gone)."""
+        if not self.enabled:
+            raise APIError(404, "not_found", "the Aries channel is not enabled on this issuer")
+        if self.runtime is None:
+            raise APIError(503, "temporarily_unavailable", "the Aries agent is not running", {"Retry-After": "30"},
+                           extra={"code": "aries.agent_unavailable"})
+        try:
+            self.runtime.check()
+        except AriesError as exc:
+            raise _unavailable(exc) from exc
+        return self.runtime.client
+
+    # -- DIDs ---------------------------------------------------------------------------------------
+
+    async def tenant_did(self, tenant_id: str, proof_type: str) -> str:
+        """The tenant's did:key for ``proof_type``, created in the agent's wallet on first use."""
+        cached = self._dids.get((tenant_id, proof_type))
+        if cached is not None:
+            return cached
+        async with self.ctx.db.read_session() as session:
+            did = (await session.execute(select(AriesTenantDid.did).where(
+                AriesTenantDid.tenant_id == tenant_id, AriesTenantDid.proof_type == proof_type))).scalar_one_or_none()
+        if did is None:
+            created = await self.agent().create_did_key(proof_type)
+            async with self.ctx.session() as session:
+                await session.execute(_insert(session, AriesTenantDid).values(
+                    tenant_id=tenant_id, proof_type=proof_type, did=created, created_at=utcnow()
+                ).on_conflict_do_nothing())
+            async with self.ctx.db.read_session() as session:
+                # Another worker may have won the insert: its DID is the tenant's.
+                did = (await session.execute(select(AriesTenantDid.did).where(
+                    AriesTenantDid.tenant_id == tenant_id, AriesTenantDid.proof_type == proof_type))).scalar_one()
+        return self._dids.put((tenant_id, proof_type), did)
+
+    async def published_dids(self, tenant_id: str) -> dict[str, str]:
+        """``{suite: did}`` of the tenant (what verifiers trust for its https identifier)."""
+        async with self.ctx.db.read_session() as session:
+            rows = (await session.execute(select(AriesTenantDid.proof_type, AriesTenantDid.did).where(
+                AriesTenantDid.tenant_id == tenant_id))).all()
+        return {proof_type: did for proof_type, did in rows}
+
+    def proof_type(self, type_id: str) -> str:
+        return self.ctx.settings.aries_proof_types.get(type_id, ED25519)
+
+    # -- invitations --------------------------------------------------------------------------------
+
+    async def create_invitation(self, tenant: TenantRef, type_id: str, subject: dict[str, Any],
+                                selector: str | None) -> CreatedInvitation:
+        """An invitation bound to ``subject`` for a credential of ``type_id`` (nothing stored if the agent fails)."""
+        agent = self.agent()
+        async with self.ctx.db.read_session() as session:
+            reg = (await tenant_types(self.ctx, session, tenant.id)).get(type_id)
+            source = await get_source(self.ctx, session, tenant.id, type_id) if reg is not None else None
+        if reg is None:
+            raise APIError(400, "invalid_request", "unknown credential type")
+        if source is None:
+            raise APIError(400, "invalid_request", "no data source is configured for this credential type")
+        proof_type = self.proof_type(type_id)
+        exchange_id = new_id("ax_", 12)
+        code = secrets.token_urlsafe(16)
+        try:
+            await self.tenant_did(tenant.id, proof_type)
+            invitation = await channel.invite(agent, alias=exchange_id, label=tenant.name)
+        except AriesError as exc:
+            raise _unavailable(exc) from exc
+        now = utcnow()
+        expires = now + dt.timedelta(seconds=self.ctx.settings.aries_invitation_ttl)
+        async with self.ctx.session() as session:
+            session.add(AriesExchange(
+                id=exchange_id, tenant_id=tenant.id, type_id=type_id, proof_type=proof_type, subject=subject,
+                selector=selector, short_code_hash=secret_hash(code), invitation_msg_id=invitation.invi_msg_id,
+                invitation=invitation.invitation, invitation_url=invitation.invitation_url, state="invited",
+                created_at=now, expires_at=expires, updated_at=now))
+        short_url = f"{self.ctx.issuer_url(tenant.slug)}/v1/aries/i/{code}"
+        png, svg = await asyncio.gather(asyncio.to_thread(qr_png, short_url), asyncio.to_thread(qr_svg, short_url))
+        log.info("aries invitation created", extra={"exchange_id": exchange_id, "type_id": type_id,
+                                                    "tenant": tenant.slug})
+        return CreatedInvitation(exchange_id, invitation.invitation_url, short_url, proof_type, expires, png, svg)
+
+    async def invitation_for_code(self, tenant: TenantRef, code: str) -> AriesExchange | None:
+        """The unexpired, unanswered exchange whose short URL carries ``code``."""
+        if not code or len(code) > 100:
+            return None
+        async with self.ctx.db.read_session() as session:
+            return (await session.execute(select(AriesExchange).where(
+                AriesExchange.short_code_hash == secret_hash(code), AriesExchange.tenant_id == tenant.id,
+                AriesExchange.state == "invited", AriesExchange.expires_at > utcnow()))).scalar_one_or_none()
+
+    async def exchange(self, tenant: TenantRef, exchange_id: str) -> AriesExchange | None:
+        """One of the tenant's exchanges."""
+        async with self.ctx.db.read_session() as session:
+            return (await session.execute(select(AriesExchange).where(
+                AriesExchange.id == exchange_id, AriesExchange.tenant_id == tenant.id))).scalar_one_or_none()
+
+    # -- webhooks -----------------------------------------------------------------------------------
+
+    async def authenticate(self, headers: Mapping[str, str]) -> None:
+        """Refuse a delivery whose ``x-api-key`` hash is not one of ours (:class:`WebhookRefused`)."""
+        given = headers.get("x-api-key") or ""
+        if given and len(given) <= 200:
+            async with self.ctx.db.read_session() as session:
+                found = await session.get(AriesWebhookKey, webhook_key_hash(given))
+            if found is not None:
+                return
+        raise WebhookRefused("webhook_unauthorized", "webhook without the right x-api-key")
+
+    async def receive(self, headers: Mapping[str, str], topic: str, body: bytes) -> str:
+        """Authenticate, parse and process one delivery once; returns ``processed``, ``duplicate`` or ``ignored``."""
+        await self.authenticate(headers)
+        event = webhooks.parse(topic, body)
+        relevant = (topic == "connections" and event.state in ("active", "completed")) or (
+            topic == "issue_credential_v2_0" and event.state in (*ISSUED_STATES, "abandoned"))
+        if not relevant:
+            return "ignored"
+        if not await self._first_delivery(event.key):
+            return "duplicate"
+        try:
+            if topic == "connections":
+                await self._on_connection(event)
+            else:
+                await self._on_credential(event)
+        except Exception:
+            # Let ACA-Py deliver again: forget the key so the re-delivery is processed.
+            async with self.ctx.session() as session:
+                await session.execute(delete(AriesWebhookEvent).where(AriesWebhookEvent.key == event.key))
+            raise
+        return "processed"
+
+    async def _first_delivery(self, key: str) -> bool:
+        async with self.ctx.session() as session:
+            stmt = (_insert(session, AriesWebhookEvent).values(key=key[:300], received_at=utcnow())
+                    .on_conflict_do_nothing().returning(AriesWebhookEvent.key))
+            return (await session.execute(stmt)).scalar_one_or_none() is not None
+
+    async def _on_connection(self, event: webhooks.WebhookEvent) -> None:
+        invitation_msg_id = str(event.payload.get("invitation_msg_id") or "")
+        connection_id = event.record_id
+        if not invitation_msg_id or not connection_id:
+            return
+        async with self.ctx.session() as session:
+            claimed = (await session.execute(
+                update(AriesExchange).where(AriesExchange.invitation_msg_id == invitation_msg_id,
+                                            AriesExchange.state == "invited", AriesExchange.expires_at > utcnow())
+                .values(state="offering", connection_id=connection_id, updated_at=utcnow())
+                .returning(AriesExchange.id))).scalar_one_or_none()
+        if claimed is None:
+            return
+        try:
+            await self._offer(claimed)
+        except (APIError, AriesError, CredentialSchemaError) as exc:
+            code = exc.code if isinstance(exc, AriesError | CredentialSchemaError) else exc.error
+            log.warning("aries offer failed", extra={"exchange_id": claimed, "code": code})
+            await self._set_state(claimed, "failed", error=str(code)[:100])
+
+    async def _set_state(self, exchange_id: str, state: str, **values: Any) -> None:
+        async with self.ctx.session() as session:
+            await session.execute(update(AriesExchange).where(AriesExchange.id == exchange_id)
+                                  .values(state=state, updated_at=utcnow(), **values))
+
+    async def _offer(self, exchange_id: str) -> None:
+        """Query the source, record the issuance (with a status index) and offer the credential."""
+        ctx = self.ctx
+        async with ctx.db.read_session() as session:
+            ex = (await session.execute(select(AriesExchange).where(AriesExchange.id == exchange_id))).scalar_one()
+            tenant = _tenant_ref((await session.execute(select(Tenant).where(Tenant.id == ex.tenant_id))).scalar_one())
+            reg = (await tenant_types(ctx, session, tenant.id)).get(ex.type_id)
+        if reg is None:
+            raise AriesError("type_gone", "the credential type is no longer registered")
+        subject = subject_from_json(ex.subject)
+        answer = await fetch_record(ctx, tenant, reg, subject, selector=ex.selector, request_id=None)
+        if isinstance(answer, Pending):
+            raise AriesError("source_pending", "the data source answered pending; the Aries channel has no deferral")
+        now = utcnow()
+        claims = reg.ctype.map_claims(answer.record, now=now)
+        did = await self.tenant_did(tenant.id, ex.proof_type)
+        credential_id = new_id("c_", 12)
+        issuer_url = ctx.issuer_url(tenant.slug)
+        async with ctx.session() as session:
+            record = IssuanceRecord(
+                id=credential_id, tenant_id=tenant.id, type_id=reg.type_id, type_version=reg.version,
+                vct=reg.ctype.vct, subject_identifier=subject.identifier, status="valid", copies=1,
+                signing_kid=f"aries:{SUITE_NAMES[ex.proof_type]}", evidence=answer.evidence.as_dict(),
+                login={"method": "operator", "channel": "aries", "exchange_id": ex.id},
+                notification_id=new_id("n_", 16), notifications=[], offer_id=None, issued_at=now,
+                valid_until=reg.ctype.expires_at(now))
+            session.add(record)
+            await session.flush()
+            ((list_id, idx),) = await allocate(ctx, session, tenant.id, credential_id, 1)
+        list_url = f"{issuer_url}/v1/aries/status/{list_id}/{SUITE_NAMES[ex.proof_type]}"
+        credential = build_credential(reg.ctype, claims, issuer_did=did, issuer_base_url=issuer_url,
+                                      proof_type=ex.proof_type, issued_at=now, status=status_entry(list_url, idx))
+        try:
+            sent = await channel.offer(self.agent_client(), str(ex.connection_id), credential, ex.proof_type)
+        except Exception:
+            await self._forget_record(credential_id)
+            raise
+        async with ctx.session() as session:
+            await session.execute(update(AriesExchange).where(AriesExchange.id == exchange_id).values(
+                state="offered", cred_ex_id=sent.record_id, thread_id=sent.thread_id, credential_id=credential_id,
+                updated_at=utcnow()))
+
+    def agent_client(self) -> AdminClient:
+        """The admin client for background steps (typed Aries errors instead of HTTP errors)."""
+        if self.runtime is None:
+            raise AriesError("agent_unavailable", "the Aries agent is not running")
+        self.runtime.check()
+        return self.runtime.client
+
+    async def _forget_record(self, credential_id: str) -> None:
+        async with self.ctx.session() as session:
+            await session.execute(delete(StatusEntry).where(StatusEntry.record_id == credential_id))
+            await session.execute(delete(IssuanceRecord).where(IssuanceRecord.id == credential_id))
+
+    async def _on_credential(self, event: webhooks.WebhookEvent) -> None:
+        cred_ex_id = event.record_id
+        row = None
+        # The holder may answer before the offer's ids are stored (the agent issues on its own).
+        for _ in range(50):
+            async with self.ctx.db.read_session() as session:
+                row = (await session.execute(select(AriesExchange.id, AriesExchange.state).where(
+                    AriesExchange.cred_ex_id == cred_ex_id))).first()
+            if row is not None:
+                break
+            await asyncio.sleep(0.1)
+        if row is None:
+            return
+        if event.state in ISSUED_STATES:
+            async with self.ctx.session() as session:
+                done = (await session.execute(
+                    update(AriesExchange).where(AriesExchange.cred_ex_id == cred_ex_id,
+                                                AriesExchange.state == "offered")
+                    .values(state="issued", updated_at=utcnow())
+                    .returning(AriesExchange.credential_id, AriesExchange.type_id, AriesExchange.tenant_id))).first()
+                if done is None:
+                    return
+                credential_id, type_id, tenant_id = done
+                tenant = _tenant_ref((await session.execute(select(Tenant).where(Tenant.id == tenant_id))).scalar_one())
+                await enqueue_event(session, tenant, "credential.issued", str(credential_id), type_id)
+            if self.ctx.issued_counter is not None:
+                self.ctx.issued_counter.labels(tenant.slug, type_id).inc()
+            log.info("credential issued", extra={"credential_id": credential_id, "type_id": type_id,
+                                                 "tenant": tenant.slug, "channel": "aries"})
+            return
+        async with self.ctx.session() as session:
+            gone = (await session.execute(
+                update(AriesExchange).where(AriesExchange.cred_ex_id == cred_ex_id, AriesExchange.state == "offered")
+                .values(state="abandoned", updated_at=utcnow()).returning(AriesExchange.credential_id))).first()
+        if gone is not None and gone[0]:
+            await self._forget_record(str(gone[0]))
+
+    # -- status lists -------------------------------------------------------------------------------
+
+    async def status_list(self, tenant: TenantRef, list_id: str, suite: str) -> dict[str, Any] | None:
+        """The signed ``BitstringStatusListCredential`` of one of the tenant's lists, or None."""
+        proof_type = SUITES.get(suite)
+        if proof_type is None or len(list_id) > 40:
+            return None
+        async with self.ctx.db.read_session() as session:
+            row = (await session.execute(select(StatusList.data, StatusList.bits, StatusList.size, StatusList.version)
+                                         .where(StatusList.id == list_id, StatusList.tenant_id == tenant.id))).first()
+            did = (await session.execute(select(AriesTenantDid.did).where(
+                AriesTenantDid.tenant_id == tenant.id, AriesTenantDid.proof_type == proof_type))).scalar_one_or_none()
+        if row is None or did is None:
+            return None
+        data, bits, size, version = row
+        cache_key = (list_id, suite, version)
+        cached = self._lists.get(cache_key)
+        if cached is not None:
+            return cached
+        issuer_url = self.ctx.issuer_url(tenant.slug)
+        unsigned = status_list_credential(
+            list_url=f"{issuer_url}/v1/aries/status/{list_id}/{suite}", issuer_did=did,
+            bits=await asyncio.to_thread(w3c_bits, bytes(data), bits, size),
+            context_url=status_context_url(issuer_url),
+            issued_at=utcnow().replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            suite_context=SUITE_CONTEXTS[proof_type])
+        try:
+            signed = await sign_list(self.agent(), unsigned, proof_type)
+        except AriesError as exc:
+            raise _unavailable(exc) from exc
+        return self._lists.put(cache_key, signed)
+
+
+def _insert(session: Any, model: Any) -> Any:
+    dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
+    return (postgresql if dialect == "postgresql" else sqlite).insert(model)
+
+
+def qr_png_base64(png: bytes) -> str:
+    """PNG bytes as base64 (JSON-safe)."""
+    return base64.b64encode(png).decode("ascii")
