@@ -11,8 +11,10 @@ columns of the mapped classes. The ORM stays in use everywhere else.
 from __future__ import annotations
 
 from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from verifier.models import Agency, ApiKey, Template, Transaction
+from verifier.models import Agency, ApiKey, Template, Transaction, UsedPresentation
 
 _tx = Transaction.__table__
 _agency = Agency.__table__
@@ -49,3 +51,12 @@ FINISH_TRANSACTION = (
             result=bindparam("new_result"), record=bindparam("new_record"),
             response_code_hash=bindparam("new_response_code_hash"))
     .returning(Transaction.id))
+
+#: Record one presentation digest unless seen before, per backend (``digest``, ``tx_id``, ``now``); no
+#: row back means a replay. (A ``vp_token`` with several presentations builds its statement per call.)
+RECORD_DIGEST = {
+    name: (dialect_insert(UsedPresentation.__table__)
+           .values(digest=bindparam("digest"), transaction_id=bindparam("tx_id"), created_at=bindparam("now"))
+           .on_conflict_do_nothing(index_elements=["digest"]).returning(UsedPresentation.digest))
+    for name, dialect_insert in (("postgresql", pg_insert), ("sqlite", sqlite_insert))
+}

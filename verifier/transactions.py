@@ -44,6 +44,7 @@ from verifier.statements import (
     CLAIM_TRANSACTION,
     FINISH_TRANSACTION,
     INSERT_TRANSACTION,
+    RECORD_DIGEST,
     TRANSACTION_BY_ID,
 )
 from verifier.verification import CheckError, Outcome, PresentationVerifier, TransactionContext
@@ -257,13 +258,17 @@ async def _record_digests(db: Database, tx_id: str, digests: list[str], now: dt.
     One ``INSERT ... ON CONFLICT DO NOTHING RETURNING``: fewer rows back than digests means one was
     recorded already (by any worker, at any time), whichever of two concurrent inserts came first.
     """
-    insert = pg_insert if db.backend == "postgresql" else sqlite_insert
-    stmt = (insert(UsedPresentation)
-            .values([{"digest": d, "transaction_id": tx_id, "created_at": now} for d in digests])
-            .on_conflict_do_nothing(index_elements=["digest"]).returning(UsedPresentation.digest))
     try:
         async with db.autocommit_connection() as conn:
-            inserted = (await conn.execute(stmt)).all()
+            if len(digests) == 1:
+                stmt = RECORD_DIGEST[db.backend]
+                inserted = (await conn.execute(stmt, {"digest": digests[0], "tx_id": tx_id, "now": now})).all()
+            else:
+                insert = pg_insert if db.backend == "postgresql" else sqlite_insert
+                stmt = (insert(UsedPresentation)
+                        .values([{"digest": d, "transaction_id": tx_id, "created_at": now} for d in digests])
+                        .on_conflict_do_nothing(index_elements=["digest"]).returning(UsedPresentation.digest))
+                inserted = (await conn.execute(stmt)).all()
     except IntegrityError:
         return False
     return len(inserted) == len(digests)

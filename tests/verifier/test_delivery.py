@@ -1,0 +1,290 @@
+"""Results delivered out of band: signed webhooks with retries (to a real local receiver), the
+same-device ``redirect_uri`` + ``response_code`` exchange, and issuers found through their JWT VC
+Issuer Metadata (credentials without ``x5c``, status list signed with the metadata key)."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+from fastapi import FastAPI, Request, Response
+
+from service_kit.webhooks import EVENT_ID_HEADER, SIGNATURE_HEADER, verify_webhook
+from ssi.jose import Key
+from ssi.sd_jwt_vc import issue_sd_jwt_vc
+from ssi.status_list import StatusList, sign_status_list_token, status_claim
+from tests.support.presenter import HeldCredential
+from tests.support.servers import serve
+from tests.verifier.conftest import new_request, read_result
+
+OTHER = "uni-admissions"
+
+# -- webhooks ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Receiver:
+    """An agency's webhook endpoint: answers 503 to the first ``fail_first`` deliveries, then 204."""
+
+    fail_first: int = 0
+    calls: list[dict[str, Any]] = field(default_factory=list)
+    accepted: list[dict[str, Any]] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def app(self) -> FastAPI:
+        app = FastAPI()
+
+        @app.post("/hooks/vp")
+        async def hook(request: Request) -> Response:
+            entry = {"body": await request.body(), "signature": request.headers.get(SIGNATURE_HEADER),
+                     "event_id": request.headers.get(EVENT_ID_HEADER), "at": time.monotonic()}
+            with self.lock:
+                self.calls.append(entry)
+                if len(self.calls) <= self.fail_first:
+                    return Response(status_code=503)
+                self.accepted.append(entry)
+            return Response(status_code=204)
+
+        return app
+
+
+@pytest.fixture
+def receiver() -> Iterator[tuple[Receiver, str]]:
+    rec = Receiver(fail_first=1)
+    with serve(rec.app()) as url:
+        yield rec, f"{url}/hooks/vp"
+
+
+def _wait(predicate: Any, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting")
+        time.sleep(0.05)
+
+
+def test_webhook_is_signed_retried_after_a_failure_and_accepted_once(http, verifier, wallet, creds, receiver):
+    rec, hook_url = receiver
+    created = new_request(http, verifier, webhook_url=hook_url, response_mode="direct_post")
+    request = wallet.fetch_request(created["uri"])
+    assert wallet.post_response(request, wallet.build_vp_token(request, [creds.tax()])).status_code == 200
+
+    _wait(lambda: len(rec.accepted) == 1)
+    time.sleep(1.0)  # several worker ticks: a delivered row is never sent again
+    assert len(rec.calls) == 2 and len(rec.accepted) == 1
+    first, second = rec.calls
+    # The retry is the same event (same id, same body), signed again.
+    assert first["event_id"] == second["event_id"] and first["body"] == second["body"]
+    secret = verifier.agencies["ajuntament-barcelona"]["webhook_secret"]
+    for call in rec.calls:
+        verify_webhook(secret, call["body"], call["signature"])
+    payload = json.loads(second["body"])
+    assert payload["event"] == "presentation.verified"
+    assert payload["transaction_id"] == created["id"]
+    assert payload["result"]["status"] == "verified"
+    assert payload["result"]["claims"]["tax"]["nif"] == "12345678Z"
+    # Signed with this agency's secret only: another agency's secret does not verify it.
+    with pytest.raises(Exception, match="webhook"):
+        verify_webhook("not-the-secret", second["body"], second["signature"])
+
+
+def test_webhook_reports_rejections_and_declines(http, verifier, wallet, creds):
+    rec = Receiver()
+    with serve(rec.app()) as url:
+        rejected = new_request(http, verifier, webhook_url=f"{url}/hooks/vp", response_mode="direct_post")
+        request = wallet.fetch_request(rejected["uri"])
+        expired = creds.tax(exp=int(time.time()) - 3600)
+        assert wallet.post_response(request, wallet.build_vp_token(request, [expired])).status_code == 400
+        declined = new_request(http, verifier, webhook_url=f"{url}/hooks/vp", response_mode="direct_post")
+        request = wallet.fetch_request(declined["uri"])
+        assert wallet.post_response(request, error="access_denied").status_code == 200
+        _wait(lambda: len(rec.accepted) == 2)
+    events = {json.loads(c["body"])["transaction_id"]: json.loads(c["body"]) for c in rec.accepted}
+    assert events[rejected["id"]]["event"] == "presentation.rejected"
+    assert events[rejected["id"]]["result"]["errors"]
+    assert events[rejected["id"]]["result"]["claims"] == {}
+    assert events[declined["id"]]["event"] == "presentation.declined"
+
+
+# -- same-device redirect ------------------------------------------------------------------------
+
+RETURN = "https://agency.example/return"
+
+
+def test_same_device_response_code_is_exchanged_once_by_its_agency(http, verifier, wallet, creds):
+    created = new_request(http, verifier, redirect_uri=RETURN, response_mode="direct_post")
+    request = wallet.fetch_request(created["uri"])
+    response = wallet.post_response(request, wallet.build_vp_token(request, [creds.tax()]))
+    assert response.status_code == 200, response.text
+    redirect = response.json()["redirect_uri"]
+    assert redirect.startswith(RETURN + "#response_code=")
+    code = urlsplit(redirect).fragment.split("=", 1)[1]
+    assert len(code) >= 32
+
+    url = f"{verifier.url}/v1/requests/{created['id']}/exchange"
+    assert http.post(url, json={"response_code": "x" * 43}, headers=verifier.headers()).status_code == 400
+    assert http.post(url, json={"response_code": code}).status_code == 401
+    assert http.post(url, json={"response_code": code}, headers=verifier.headers(OTHER)).status_code == 404
+    exchanged = http.post(url, json={"response_code": code}, headers=verifier.headers())
+    assert exchanged.status_code == 200, exchanged.text
+    assert exchanged.json()["status"] == "verified"
+    assert exchanged.json()["claims"]["tax"]["name"] == "Anna Puig"
+    again = http.post(url, json={"response_code": code}, headers=verifier.headers())
+    assert again.status_code == 400 and again.json()["error"] == "invalid_grant"
+
+
+def test_no_response_code_for_a_rejected_or_declined_answer(http, verifier, wallet, creds):
+    created = new_request(http, verifier, redirect_uri=RETURN, response_mode="direct_post")
+    request = wallet.fetch_request(created["uri"])
+    rejected = wallet.post_response(request, wallet.build_vp_token(request, [creds.tax(exp=int(time.time()) - 3600)]))
+    assert rejected.status_code == 400
+    assert "redirect_uri" not in rejected.json()
+    created = new_request(http, verifier, redirect_uri=RETURN, response_mode="direct_post")
+    request = wallet.fetch_request(created["uri"])
+    declined = wallet.post_response(request, error="access_denied")
+    assert declined.status_code == 200 and declined.json() == {}
+
+
+def test_redirect_and_webhook_urls_must_be_https_off_loopback(http, verifier):
+    for field_name in ("redirect_uri", "webhook_url"):
+        for bad in ("http://agency.example/return", "javascript:alert(1)", "https://agency.example/r#frag"):
+            response = http.post(f"{verifier.url}/v1/requests", headers=verifier.headers(),
+                                 json={"template": "grant-application", field_name: bad})
+            assert response.status_code == 400, (field_name, bad, response.text)
+
+
+# -- issuer metadata -----------------------------------------------------------------------------
+
+META_VCT = "https://metadata-issuer.example/vct/membership"
+
+
+@dataclass
+class MetadataIssuer:
+    """An issuer that publishes ``/.well-known/jwt-vc-issuer`` (jwks) and a status list, no x5c."""
+
+    key: Key
+    published: list[dict[str, Any]]
+    status: StatusList = field(default_factory=lambda: StatusList(64, bits=2))
+    base_url: str = ""
+    metadata_fetches: int = 0
+
+    def app(self) -> FastAPI:
+        app = FastAPI()
+
+        @app.get("/.well-known/jwt-vc-issuer")
+        def metadata() -> dict[str, Any]:
+            self.metadata_fetches += 1
+            return {"issuer": self.base_url, "jwks": {"keys": self.published}}
+
+        @app.get("/status/1")
+        def status() -> Response:
+            token = sign_status_list_token(self.status, uri=f"{self.base_url}/status/1", key=self.key,
+                                           kid=self.key.kid, ttl=1, exp=int(time.time()) + 600)
+            return Response(token, media_type="application/statuslist+jwt")
+
+        return app
+
+    def credential(self, *, idx: int, key: Key | None = None, kid: str | None = None) -> HeldCredential:
+        holder = Key.generate("ES256")
+        token = issue_sd_jwt_vc({"member": "Anna Puig", "since": "2020"}, vct=META_VCT, issuer=self.base_url,
+                                key=key or self.key, holder_jwk=holder.public_jwk(),
+                                disclosable=[("member",), ("since",)], kid=kid or self.key.kid,
+                                status=status_claim(idx, f"{self.base_url}/status/1"), exp=int(time.time()) + 600)
+        return HeldCredential(token, holder)
+
+
+@pytest.fixture(scope="module")
+def metadata_issuer() -> Iterator[MetadataIssuer]:
+    key = Key.generate("ES256")
+    jwk = {**key.public_jwk(), "kid": "k1", "use": "sig", "alg": "ES256"}
+    key = Key.from_jwk({**key.private_jwk(), "kid": "k1"})
+    issuer = MetadataIssuer(key=key, published=[jwk])
+    with serve(issuer.app()) as url:
+        issuer.base_url = url
+        yield issuer
+
+
+def _metadata_request(http, verifier, issuer_url: str, *, metadata: bool = True) -> dict:
+    return new_request(
+        http, verifier, template=None, response_mode="direct_post",
+        dcql_query={"credentials": [{"id": "membership", "format": "dc+sd-jwt", "meta": {"vct_values": [META_VCT]},
+                                     "claims": [{"path": ["member"]}]}]},
+        purpose={"en": "Membership check", "ca": "Comprovació", "es": "Comprobación"},
+        trusted_issuers=[{"vct": META_VCT, "issuers": [issuer_url], "metadata": metadata}])
+
+
+def _present(http, verifier, wallet, credential: HeldCredential, issuer_url: str, *, metadata: bool = True):
+    created = _metadata_request(http, verifier, issuer_url, metadata=metadata)
+    request = wallet.fetch_request(created["uri"])
+    response = wallet.post_response(request, wallet.build_vp_token(request, [credential]))
+    return response, read_result(http, verifier, created["id"])
+
+
+def test_issuer_key_from_jwt_vc_issuer_metadata_end_to_end(http, verifier, wallet, metadata_issuer):
+    response, result = _present(http, verifier, wallet, metadata_issuer.credential(idx=3), metadata_issuer.base_url)
+    assert response.status_code == 200, response.text
+    assert result["status"] == "verified", result["errors"]
+    entry = result["credentials"]["membership"][0]
+    assert entry["key_source"] == "metadata" and entry["issuer"] == metadata_issuer.base_url
+    assert result["claims"] == {"membership": {"member": "Anna Puig"}}
+    assert metadata_issuer.metadata_fetches >= 1
+
+
+def test_metadata_issuer_status_list_is_checked_with_the_metadata_key(http, verifier, wallet, metadata_issuer):
+    metadata_issuer.status.set(5, 1)
+    time.sleep(1.1)  # the list's ttl is one second: the verifier fetches it again
+    response, result = _present(http, verifier, wallet, metadata_issuer.credential(idx=5), metadata_issuer.base_url)
+    assert response.status_code == 400
+    assert [e["code"] for e in result["errors"]] == ["verifier.revoked"]
+
+
+def test_metadata_issuer_refusals(http, verifier, wallet, metadata_issuer):
+    # Signed by a key the metadata does not publish (under the published kid).
+    forged = metadata_issuer.credential(idx=7, key=Key.generate("ES256"))
+    _, result = _present(http, verifier, wallet, forged, metadata_issuer.base_url)
+    assert result["status"] == "rejected" and result["errors"][0]["code"].endswith("bad_signature"), result["errors"]
+    # A kid the metadata does not publish.
+    unknown_kid = metadata_issuer.credential(idx=8, kid="k-unknown")
+    _, result = _present(http, verifier, wallet, unknown_kid, metadata_issuer.base_url)
+    assert result["status"] == "rejected" and result["errors"], result["errors"]
+    # The template names the issuer but does not allow metadata lookup: without x5c it is untrusted.
+    _, result = _present(http, verifier, wallet, metadata_issuer.credential(idx=9), metadata_issuer.base_url,
+                         metadata=False)
+    assert result["status"] == "rejected"
+    assert result["errors"][0]["code"] == "verifier.untrusted_issuer"
+
+
+# -- the same on PostgreSQL ----------------------------------------------------------------------
+
+
+def test_webhook_redirect_and_replay_on_postgresql(http, wallet, creds, pki, postgres_url, tmp_path):
+    from tests.verifier.conftest import start_verifier
+
+    rec = Receiver(fail_first=1)
+    with serve(rec.app()) as hook_base, start_verifier(tmp_path, pki, postgres_url) as pg_verifier:
+        created = new_request(http, pg_verifier, webhook_url=f"{hook_base}/hooks/vp", redirect_uri=RETURN,
+                              response_mode="direct_post")
+        request = wallet.fetch_request(created["uri"])
+        vp_token = wallet.build_vp_token(request, [creds.tax()])
+        response = wallet.post_response(request, vp_token)
+        assert response.status_code == 200, response.text
+        code = urlsplit(response.json()["redirect_uri"]).fragment.split("=", 1)[1]
+        _wait(lambda: len(rec.accepted) == 1)
+        secret = pg_verifier.agencies["ajuntament-barcelona"]["webhook_secret"]
+        verify_webhook(secret, rec.accepted[0]["body"], rec.accepted[0]["signature"])
+        assert len(rec.calls) == 2
+        exchanged = http.post(f"{pg_verifier.url}/v1/requests/{created['id']}/exchange",
+                              json={"response_code": code}, headers=pg_verifier.headers())
+        assert exchanged.status_code == 200 and exchanged.json()["status"] == "verified"
+        # The same vp_token on a new request of the same agency: refused as a replay.
+        second = new_request(http, pg_verifier, response_mode="direct_post")
+        request2 = wallet.fetch_request(second["uri"])
+        replay = http.post(request2.response_uri, data={"vp_token": json.dumps(vp_token), "state": request2.state})
+        assert replay.status_code == 400
+        assert [e["code"] for e in replay.json()["errors"]] == ["verifier.replayed_vp_token"]
