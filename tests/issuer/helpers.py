@@ -16,6 +16,9 @@ from ssi.sd_jwt_vc import X5CKeyResolver, verify_sd_jwt_vc
 from tests.issuer.conftest import IssuerEnv
 
 AUD = "x509_san_dns:verifier.example.cat"
+#: Client connection limits for the tests: idle connections are dropped before uvicorn's 5 s keep-alive
+#: timeout, so a loaded machine never makes a client reuse a connection the server is closing.
+LIMITS = httpx.Limits(keepalive_expiry=1.0)
 NONCE = "n-0S6_WzA2Mj"
 
 

@@ -10,14 +10,14 @@ from ssi.dpop import build_dpop_proof
 from ssi.jose import Key
 from ssi.oid4vci import PRE_AUTHORIZED_CODE_GRANT
 from tests.issuer.conftest import IssuerEnv
-from tests.issuer.helpers import create_offer, verify_with_ssi
+from tests.issuer.helpers import LIMITS, create_offer, verify_with_ssi
 from tests.support.wallet_client import WalletClient
 
 pytestmark = pytest.mark.anyio
 
 
 async def test_dpop_bound_flows_issue_and_record_the_binding(issuer_env: IssuerEnv) -> None:
-    async with httpx.AsyncClient(timeout=20) as http:
+    async with httpx.AsyncClient(timeout=20, limits=LIMITS) as http:
         wallet = WalletClient(http, dpop_key=Key.generate())
         offer = await create_offer(http, issuer_env, "aoc-tax", "tax-compliance", DEMO_EVERYTHING)
         result = await wallet.receive_offer(offer["offer_uri"], offer["tx_code"])
@@ -37,7 +37,7 @@ async def test_dpop_bound_flows_issue_and_record_the_binding(issuer_env: IssuerE
 
 async def test_dpop_token_misuse_is_refused(issuer_env: IssuerEnv) -> None:
     dpop_key = Key.generate()
-    async with httpx.AsyncClient(timeout=20) as http:
+    async with httpx.AsyncClient(timeout=20, limits=LIMITS) as http:
         wallet = WalletClient(http, dpop_key=dpop_key)
         offer = await create_offer(http, issuer_env, "aoc-tax", "tax-compliance", DEMO_EVERYTHING)
         ready = await wallet.redeem_offer(offer["offer_uri"], offer["tx_code"])

@@ -12,7 +12,7 @@ from ssi.jose import Key
 from ssi.oid4vci import PRE_AUTHORIZED_CODE_GRANT
 from ssi.sd_jwt import SDJWT
 from tests.issuer.conftest import IssuerEnv
-from tests.issuer.helpers import create_offer, verify_with_reference_library, verify_with_ssi
+from tests.issuer.helpers import LIMITS, create_offer, verify_with_reference_library, verify_with_ssi
 from tests.support.wallet_client import IssuerError, WalletClient
 
 pytestmark = pytest.mark.anyio
@@ -23,7 +23,7 @@ CASES = [("uni-barcelona", "university-diploma"), ("aoc-tax", "tax-compliance"),
 
 @pytest.mark.parametrize(("slug", "type_id"), CASES)
 async def test_pre_authorized_flow_issues_each_builtin_type(issuer_env: IssuerEnv, slug: str, type_id: str) -> None:
-    async with httpx.AsyncClient(timeout=20) as http:
+    async with httpx.AsyncClient(timeout=20, limits=LIMITS) as http:
         offer = await create_offer(http, issuer_env, slug, type_id, DEMO_EVERYTHING)
         result = await WalletClient(http).receive_offer(offer["offer_uri"], offer["tx_code"])
     assert len(result.credentials) == 1
@@ -38,7 +38,7 @@ async def test_pre_authorized_flow_issues_each_builtin_type(issuer_env: IssuerEn
 @pytest.mark.parametrize(("slug", "type_id"), CASES)
 async def test_authorization_code_flow_with_par_issues_for_the_logged_in_citizen(issuer_env: IssuerEnv, slug: str,
                                                                                  type_id: str) -> None:
-    async with httpx.AsyncClient(timeout=20) as http:
+    async with httpx.AsyncClient(timeout=20, limits=LIMITS) as http:
         result = await WalletClient(http).authorize_and_receive(issuer_env.issuer(slug), type_id,
                                                                 login_hint=DEMO_EVERYTHING)
         records = (await http.get(f"{issuer_env.url}/v1/credentials", params={"subject": DEMO_EVERYTHING, "type": type_id},
@@ -55,7 +55,7 @@ async def test_authorization_code_flow_with_par_issues_for_the_logged_in_citizen
 
 
 async def test_authorization_code_flow_without_par(issuer_env: IssuerEnv) -> None:
-    async with httpx.AsyncClient(timeout=20) as http:
+    async with httpx.AsyncClient(timeout=20, limits=LIMITS) as http:
         result = await WalletClient(http).authorize_and_receive(issuer_env.issuer("aoc-tax"), "tax-compliance",
                                                                 login_hint=DEMO_TAX_NEGATIVE, use_par=False)
     claims = verify_with_ssi(issuer_env, result.credentials[0], result.holder_keys[0])
@@ -63,7 +63,7 @@ async def test_authorization_code_flow_without_par(issuer_env: IssuerEnv) -> Non
 
 
 async def test_offer_by_value_and_legacy_user_pin(issuer_env: IssuerEnv) -> None:
-    async with httpx.AsyncClient(timeout=20) as http:
+    async with httpx.AsyncClient(timeout=20, limits=LIMITS) as http:
         offer = await create_offer(http, issuer_env, "aoc-tax", "tax-compliance", DEMO_EVERYTHING, by_reference=False)
         assert "credential_offer=" in offer["offer_uri"]
         wallet = WalletClient(http)
@@ -78,7 +78,7 @@ async def test_offer_by_value_and_legacy_user_pin(issuer_env: IssuerEnv) -> None
 
 async def test_batch_issuance_binds_each_copy_to_its_key_with_its_own_status_index(issuer_env: IssuerEnv) -> None:
     keys = [Key.generate("ES256") for _ in range(3)]
-    async with httpx.AsyncClient(timeout=20) as http:
+    async with httpx.AsyncClient(timeout=20, limits=LIMITS) as http:
         offer = await create_offer(http, issuer_env, "ajuntament-girona", "padro", DEMO_EVERYTHING)
         result = await WalletClient(http).receive_offer(offer["offer_uri"], offer["tx_code"], keys=keys)
     assert len(result.credentials) == 3
@@ -94,7 +94,7 @@ async def test_batch_issuance_binds_each_copy_to_its_key_with_its_own_status_ind
 
 
 async def test_deferred_issuance_when_the_source_is_pending(issuer_env: IssuerEnv) -> None:
-    async with httpx.AsyncClient(timeout=20) as http:
+    async with httpx.AsyncClient(timeout=20, limits=LIMITS) as http:
         offer = await create_offer(http, issuer_env, "aoc-tax", "tax-compliance", DEMO_PENDING)
         wallet = WalletClient(http)
         result = await wallet.receive_offer(offer["offer_uri"], offer["tx_code"])
@@ -110,7 +110,7 @@ async def test_deferred_issuance_when_the_source_is_pending(issuer_env: IssuerEn
 
 
 async def test_retry_after_timeout_returns_the_same_credentials_and_never_issues_twice(issuer_env: IssuerEnv) -> None:
-    async with httpx.AsyncClient(timeout=20) as http:
+    async with httpx.AsyncClient(timeout=20, limits=LIMITS) as http:
         offer = await create_offer(http, issuer_env, "aoc-tax", "tax-compliance", DEMO_EVERYTHING)
         wallet = WalletClient(http)
         ready = await wallet.redeem_offer(offer["offer_uri"], offer["tx_code"])
@@ -129,7 +129,7 @@ async def test_retry_after_timeout_returns_the_same_credentials_and_never_issues
 
 
 async def test_notification_is_recorded_on_the_issuance_record(issuer_env: IssuerEnv) -> None:
-    async with httpx.AsyncClient(timeout=20) as http:
+    async with httpx.AsyncClient(timeout=20, limits=LIMITS) as http:
         offer = await create_offer(http, issuer_env, "aoc-tax", "working-life", DEMO_EVERYTHING)
         wallet = WalletClient(http)
         result = await wallet.receive_offer(offer["offer_uri"], offer["tx_code"])
@@ -147,7 +147,7 @@ async def test_notification_is_recorded_on_the_issuance_record(issuer_env: Issue
 
 
 async def test_full_flow_on_postgresql(pg_issuer_env: IssuerEnv) -> None:
-    async with httpx.AsyncClient(timeout=20) as http:
+    async with httpx.AsyncClient(timeout=20, limits=LIMITS) as http:
         offer = await create_offer(http, pg_issuer_env, "uni-barcelona", "university-diploma", DEMO_EVERYTHING,
                                    name="Montserrat Puig Ferrer")
         result = await WalletClient(http).receive_offer(offer["offer_uri"], offer["tx_code"], keys=[Key.generate(), Key.generate()])
@@ -159,7 +159,7 @@ async def test_full_flow_on_postgresql(pg_issuer_env: IssuerEnv) -> None:
 
 
 async def test_issuer_state_offer_accepts_only_its_subject_at_login(issuer_env: IssuerEnv) -> None:
-    async with httpx.AsyncClient(timeout=20) as http:
+    async with httpx.AsyncClient(timeout=20, limits=LIMITS) as http:
         r = await http.post(f"{issuer_env.url}/v1/offers", headers=issuer_env.headers("uni-barcelona"), json={
             "credential_configuration_ids": ["university-diploma"], "subject": {"identifier": DEMO_EVERYTHING},
             "authorization_code": True, "selector": "2005/004567"})
@@ -178,7 +178,7 @@ async def test_issuer_state_offer_accepts_only_its_subject_at_login(issuer_env: 
 
 
 async def test_openapi_documents_the_admin_api(issuer_env: IssuerEnv) -> None:
-    async with httpx.AsyncClient(timeout=20) as http:
+    async with httpx.AsyncClient(timeout=20, limits=LIMITS) as http:
         doc = (await http.get(f"{issuer_env.url}/openapi.json")).json()
     assert {"/v1/offers", "/v1/types", "/v1/credentials/{credential_id}/{action}", "/v1/keys/rotate"} <= set(doc["paths"])
     offer = doc["components"]["schemas"]["OfferCreate"]
@@ -186,7 +186,7 @@ async def test_openapi_documents_the_admin_api(issuer_env: IssuerEnv) -> None:
 
 
 async def test_metrics_count_issued_credentials(issuer_env: IssuerEnv) -> None:
-    async with httpx.AsyncClient(timeout=20) as http:
+    async with httpx.AsyncClient(timeout=20, limits=LIMITS) as http:
         offer = await create_offer(http, issuer_env, "aoc-tax", "working-life", DEMO_EVERYTHING)
         await WalletClient(http).receive_offer(offer["offer_uri"], offer["tx_code"])
         text = (await http.get(f"{issuer_env.url}/metrics")).text

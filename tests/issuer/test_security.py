@@ -16,7 +16,7 @@ from ssi.encoding import b64url_encode
 from ssi.jose import Key, sign_jws
 from ssi.oid4vci import PRE_AUTHORIZED_CODE_GRANT, build_proof_jwt
 from tests.issuer.conftest import ADMIN_KEY, IssuerEnv
-from tests.issuer.helpers import create_offer
+from tests.issuer.helpers import LIMITS, create_offer
 from tests.support.servers import free_port
 from tests.support.wallet_client import IssuerError, WalletClient
 
@@ -30,7 +30,7 @@ async def _code(http: httpx.AsyncClient, offer: dict) -> str:
 
 async def test_wrong_tx_code_until_the_code_is_burnt(issuer_env: IssuerEnv) -> None:
     token_url = f"{issuer_env.issuer('aoc-tax')}/token"
-    async with httpx.AsyncClient(timeout=20) as http:
+    async with httpx.AsyncClient(timeout=20, limits=LIMITS) as http:
         offer = await create_offer(http, issuer_env, "aoc-tax", "tax-compliance", DEMO_EVERYTHING)
         code = await _code(http, offer)
         wrong = "0" * len(offer["tx_code"]) if offer["tx_code"] != "0" * len(offer["tx_code"]) else "1" * 6
@@ -47,7 +47,7 @@ async def test_wrong_tx_code_until_the_code_is_burnt(issuer_env: IssuerEnv) -> N
 
 async def test_replayed_pre_authorized_code_is_refused(issuer_env: IssuerEnv) -> None:
     token_url = f"{issuer_env.issuer('aoc-tax')}/token"
-    async with httpx.AsyncClient(timeout=20) as http:
+    async with httpx.AsyncClient(timeout=20, limits=LIMITS) as http:
         offer = await create_offer(http, issuer_env, "aoc-tax", "tax-compliance", DEMO_EVERYTHING, tx_code=False)
         code = await _code(http, offer)
         form = {"grant_type": PRE_AUTHORIZED_CODE_GRANT, "pre-authorized_code": code}
@@ -57,7 +57,10 @@ async def test_replayed_pre_authorized_code_is_refused(issuer_env: IssuerEnv) ->
 
 
 async def _replayed_nonce(env: IssuerEnv, attempts: int = 50) -> list[httpx.Response]:
-    async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=attempts)) as http:
+    # Idle connections are dropped by the client before uvicorn's 5 s keep-alive timeout closes them,
+    # so a loaded machine cannot make the client reuse a connection the server is closing.
+    limits = httpx.Limits(max_connections=attempts, keepalive_expiry=1.0)
+    async with httpx.AsyncClient(timeout=60, limits=limits) as http:
         wallet = WalletClient(http)
         offers = await asyncio.gather(*(create_offer(http, env, "aoc-tax", "tax-compliance", DEMO_EVERYTHING)
                                         for _ in range(attempts)))
@@ -119,7 +122,7 @@ PROOFS = {
 @pytest.mark.parametrize("case", sorted(PROOFS))
 async def test_bad_proofs_are_refused_and_nothing_is_issued(issuer_env: IssuerEnv, case: str) -> None:
     make, expected = PROOFS[case]
-    async with httpx.AsyncClient(timeout=20) as http:
+    async with httpx.AsyncClient(timeout=20, limits=LIMITS) as http:
         offer = await create_offer(http, issuer_env, "aoc-tax", "tax-compliance", DEMO_EVERYTHING)
         wallet = WalletClient(http)
         ready = await wallet.redeem_offer(offer["offer_uri"], offer["tx_code"])
@@ -134,7 +137,7 @@ async def test_bad_proofs_are_refused_and_nothing_is_issued(issuer_env: IssuerEn
 
 async def test_source_down_gives_503_with_retry_after_and_records_nothing(issuer_env: IssuerEnv) -> None:
     sandbox = issuer_env.sandbox
-    async with httpx.AsyncClient(timeout=30) as http:
+    async with httpx.AsyncClient(timeout=30, limits=LIMITS) as http:
         created = (await http.post(f"{issuer_env.url}/v1/tenants", json={"slug": "down-tenant", "name": "Down"},
                                    headers={"Authorization": f"Bearer {ADMIN_KEY}"})).json()
         headers = {"Authorization": f"Bearer {created['api_key']}"}
@@ -181,7 +184,7 @@ AUTHS = [None, "Bearer garbage", "Bearer " + "a" * 5000, "DPoP x", "Basic Zm9vOm
 
 async def test_no_5xx_for_malformed_json_forms_and_tokens(issuer_env: IssuerEnv) -> None:
     base = issuer_env.issuer("aoc-tax")
-    async with httpx.AsyncClient(timeout=20) as http:
+    async with httpx.AsyncClient(timeout=20, limits=LIMITS) as http:
         offer = await create_offer(http, issuer_env, "aoc-tax", "tax-compliance", DEMO_EVERYTHING)
         ready = await WalletClient(http).redeem_offer(offer["offer_uri"], offer["tx_code"])
         statuses = []
@@ -218,7 +221,7 @@ async def test_authorization_errors_go_back_to_a_validated_redirect_uri_only(iss
     base = issuer_env.issuer("uni-barcelona")
     good = {"response_type": "code", "client_id": "w", "redirect_uri": "http://127.0.0.1:9/cb", "state": "s1",
             "code_challenge": "a" * 43, "code_challenge_method": "S256", "scope": "university-diploma"}
-    async with httpx.AsyncClient(timeout=20) as http:
+    async with httpx.AsyncClient(timeout=20, limits=LIMITS) as http:
         no_pkce = await http.get(f"{base}/authorize", params={**good, "code_challenge_method": "plain"})
         bad_scope = await http.get(f"{base}/authorize", params={**good, "scope": "nothing"})
         bad_redirect = await http.get(f"{base}/authorize", params={**good, "redirect_uri": "http://evil.example/cb"})

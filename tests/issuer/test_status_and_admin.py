@@ -17,7 +17,7 @@ from ssi import x509 as ssi_x509
 from ssi.sd_jwt import SDJWT
 from ssi.sd_jwt_vc import IssuerMetadataKeyResolver, verify_sd_jwt_vc
 from tests.issuer.conftest import ADMIN_KEY, IssuerEnv
-from tests.issuer.helpers import create_offer, present_all, verify_with_ssi
+from tests.issuer.helpers import LIMITS, create_offer, present_all, verify_with_ssi
 from tests.support.servers import serve
 from tests.support.wallet_client import WalletClient
 
@@ -39,7 +39,7 @@ async def _status(http: httpx.AsyncClient, env: IssuerEnv, credential: str) -> i
 
 async def test_revocation_and_suspension_are_visible_in_the_status_list(issuer_env: IssuerEnv) -> None:
     headers = issuer_env.headers("aoc-tax")
-    async with httpx.AsyncClient(timeout=20) as http:
+    async with httpx.AsyncClient(timeout=20, limits=LIMITS) as http:
         offer = await create_offer(http, issuer_env, "aoc-tax", "tax-compliance", DEMO_EVERYTHING)
         result = await WalletClient(http).receive_offer(offer["offer_uri"], offer["tx_code"])
         cid = offer["credential_ids"]["tax-compliance"]
@@ -59,7 +59,7 @@ async def test_revocation_and_suspension_are_visible_in_the_status_list(issuer_e
 
 
 async def test_one_tenants_admin_key_cannot_touch_another_tenants_data(issuer_env: IssuerEnv) -> None:
-    async with httpx.AsyncClient(timeout=20) as http:
+    async with httpx.AsyncClient(timeout=20, limits=LIMITS) as http:
         offer = await create_offer(http, issuer_env, "aoc-tax", "tax-compliance", DEMO_EVERYTHING)
         await WalletClient(http).receive_offer(offer["offer_uri"], offer["tx_code"])
         cid = offer["credential_ids"]["tax-compliance"]
@@ -86,7 +86,7 @@ async def test_one_tenants_admin_key_cannot_touch_another_tenants_data(issuer_en
 
 
 async def test_platform_admin_creates_tenants_and_tenant_registers_a_type_with_a_source(issuer_env: IssuerEnv) -> None:
-    async with httpx.AsyncClient(timeout=20) as http:
+    async with httpx.AsyncClient(timeout=20, limits=LIMITS) as http:
         r = await http.post(f"{issuer_env.url}/v1/tenants", json={"slug": "uni-girona", "name": "Universitat de Girona"},
                             headers={"Authorization": "Bearer " + issuer_env.api_keys["aoc-tax"]})
         assert r.status_code == 401
@@ -132,7 +132,7 @@ async def test_platform_admin_creates_tenants_and_tenant_registers_a_type_with_a
     import hashlib
     assert payload["vct#integrity"] == "sha256-" + base64.b64encode(hashlib.sha256(type_doc.content).digest()).decode()
     assert json.loads(type_doc.content)["vct"] == payload["vct"]
-    async with httpx.AsyncClient(timeout=20) as http:
+    async with httpx.AsyncClient(timeout=20, limits=LIMITS) as http:
         old = await http.get(f"{issuer_env.url}/t/uni-girona/types/university-diploma", params={"version": "1.0"})
         missing = await http.get(f"{issuer_env.url}/t/uni-girona/types/university-diploma", params={"version": "9"})
     assert old.status_code == 200 and missing.status_code == 404
@@ -140,7 +140,7 @@ async def test_platform_admin_creates_tenants_and_tenant_registers_a_type_with_a
 
 async def test_key_rotation_keeps_old_credentials_verifiable(issuer_env: IssuerEnv) -> None:
     headers = issuer_env.headers("ajuntament-girona")
-    async with httpx.AsyncClient(timeout=20) as http:
+    async with httpx.AsyncClient(timeout=20, limits=LIMITS) as http:
         offer = await create_offer(http, issuer_env, "ajuntament-girona", "padro", DEMO_EVERYTHING)
         old = await WalletClient(http).receive_offer(offer["offer_uri"], offer["tx_code"])
         rotated = await http.post(f"{issuer_env.url}/v1/keys/rotate", json={}, headers=headers)
@@ -175,7 +175,7 @@ async def test_webhooks_are_signed_and_delivered(issuer_env: IssuerEnv) -> None:
 
     headers = issuer_env.headers("aoc-tax")
     with serve(receiver) as hook_url:
-        async with httpx.AsyncClient(timeout=20) as http:
+        async with httpx.AsyncClient(timeout=20, limits=LIMITS) as http:
             r = await http.post(f"{issuer_env.url}/v1/webhooks", json={"url": f"{hook_url}/hook",
                                                                      "events": ["credential.issued"]}, headers=headers)
             secret = r.json()["secret"]
