@@ -21,7 +21,8 @@ from ssi import x509 as ssi_x509
 from ssi.jose import Key
 from verifier import __version__
 from verifier.agencies import SigningKeys
-from verifier.routes import admin, agency, desk, wallet
+from verifier.aries_channel import VerifierAriesChannel
+from verifier.routes import admin, agency, aries, desk, wallet
 from verifier.routes.deps import Services
 from verifier.settings import VerifierSettings
 from verifier.verification import PresentationVerifier
@@ -52,7 +53,7 @@ def create_app(settings: VerifierSettings | None = None) -> FastAPI:
     """Build the verifier app (configuration from ``CARTERA_VERIFIER_*`` unless ``settings`` is given)."""
     settings = settings or VerifierSettings()
     db = Database(settings.database_url, pre_ping=settings.database_pre_ping, pool_size=settings.database_pool_size,
-                  max_overflow=settings.database_pool_size)
+                  max_overflow=settings.database_pool_size // 2)
     box = SecretBox(load_master_key(settings))
     anchors = _load_anchors(settings.issuer_anchors_file)
     rp_ca = _load_rp_ca(settings)
@@ -79,8 +80,10 @@ def create_app(settings: VerifierSettings | None = None) -> FastAPI:
         finally:
             await client.aclose()
 
+    channel = VerifierAriesChannel(settings, db, box)  # Aries (DIDComm) channel; its agent only when enabled
     app = create_service_app(name="verifier", version=__version__, settings=settings, db=db,
-                             lifespan_hooks=[migrate, wire, running], description=DESCRIPTION)
+                             lifespan_hooks=[migrate, wire, running, channel.lifespan], description=DESCRIPTION)
+    app.state.aries = channel
     prefix = app.state.api_prefix
     app.state.verifications = app.state.metrics.counter(
         "cartera_verifier_verifications_total", "Presentations answered, by outcome (verified, rejected, declined).",
@@ -88,5 +91,6 @@ def create_app(settings: VerifierSettings | None = None) -> FastAPI:
     app.include_router(agency.router, prefix=prefix)
     app.include_router(wallet.router, prefix=prefix)
     app.include_router(admin.router, prefix=prefix)
+    app.include_router(aries.router, prefix=prefix)
     app.include_router(desk.router)
     return app

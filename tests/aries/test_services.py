@@ -1,0 +1,255 @@
+"""Issue 9 end to end through the SERVICES' APIs with real ACA-Py agents.
+
+The issuer and the verifier each start their own agent (``CARTERA_*_ARIES_ENABLED``, through
+``aries.runner``); a third agent, started here, plays the citizen's Aries wallet. The data come from
+the simulated Via Oberta, as for OpenID4VCI. Everything runs on loopback over real HTTP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from aries.client import BBS, AdminClient
+from aries.jsonld import contexts_document
+from aries.runner import AgentConfig, AgentProcess
+from credential_schemas import load_builtin_types
+from issuer.app import create_app as create_issuer
+from issuer.provisioning import provision_demo as provision_issuer
+from issuer.settings import IssuerSettings
+from sandbox.population import DEMO_EVERYTHING
+from sandbox.viaoberta_service import ViaObertaSandboxConfig
+from sandbox.viaoberta_service import create_app as create_viaoberta
+from ssi import x509 as ssi_x509
+from tests.support.servers import free_port, serve
+from verifier.app import create_app as create_verifier
+from verifier.provisioning import provision_demo as provision_verifier
+from verifier.settings import VerifierSettings
+from viaoberta.credentials import generate_identity
+
+from .harness import wait_for
+
+CITIZEN = DEMO_EVERYTHING
+SUBJECT = {"identifier": CITIZEN, "name": "Montserrat Puig Ferrer"}
+DIPLOMA = load_builtin_types()["university-diploma"]
+
+
+@dataclass
+class World:
+    issuer_url: str
+    verifier_url: str
+    issuer_app: Any
+    issuer_key: str
+    agency_key: str
+    tenant_url: str
+    wallet: AgentConfig
+    holder_did: str
+
+    def issuer_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.issuer_key}"}
+
+    def agency_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.agency_key}"}
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    root = tmp_path_factory.mktemp("aries-services")
+    ca_key, ca_cert = ssi_x509.create_ca("Cartera test CA")
+    rp_key, rp_cert = ssi_x509.create_ca("Cartera test RP CA")
+    platform, requester = generate_identity("platform"), generate_identity("issuer-requester")
+    vo = ViaObertaSandboxConfig(signing_key_pem=platform.key_pem, signing_cert_pem=platform.cert_pem,
+                                registered_certs_pem=[requester.cert_pem])
+    issuer_port, verifier_port = free_port(), free_port()
+    with serve(create_viaoberta(vo)) as vo_url:
+        issuer_settings = IssuerSettings(
+            database_url=f"sqlite+aiosqlite:///{root / 'issuer.db'}", port=issuer_port,
+            public_url=f"http://127.0.0.1:{issuer_port}", dev_mode=True, master_key=secrets.token_hex(32),
+            data_dir=root / "issuer", aries_enabled=True, aries_inbound_port=free_port(),
+            aries_admin_port=free_port(), aries_proof_types={"university-diploma": BBS})
+        provisioned = asyncio.run(provision_issuer(
+            issuer_settings, ca_key=ca_key, ca_cert=ca_cert, viaoberta_url=vo_url,
+            viaoberta_platform_cert_pem=platform.cert_pem, requester_key_pem=requester.key_pem,
+            requester_cert_pem=requester.cert_pem))
+        tenant = provisioned["tenants"]["uni-barcelona"]
+        verifier_settings = VerifierSettings(
+            database_url=f"sqlite+aiosqlite:///{root / 'verifier.db'}", port=verifier_port,
+            public_url=f"http://127.0.0.1:{verifier_port}", dev_mode=True, master_key=secrets.token_hex(32),
+            data_dir=root / "verifier", aries_enabled=True, aries_inbound_port=free_port(),
+            aries_admin_port=free_port())
+        agencies = asyncio.run(provision_verifier(
+            verifier_settings, ca_key=rp_key, ca_cert=rp_cert, trusted_issuer_anchors=[ca_cert],
+            issuers={"diploma": [tenant["issuer_url"]]}))["agencies"]
+        # The citizen's wallet agent knows the type's context without the network, as a real wallet app would.
+        contexts = root / "contexts.json"
+        contexts.write_text(json.dumps(contexts_document([DIPLOMA], tenant["issuer_url"])), encoding="utf-8")
+        wallet = AgentConfig(name="citizen", label="Citizen wallet", data_dir=root / "citizen",
+                             inbound_port=free_port(), admin_port=free_port(), contexts_file=contexts,
+                             extra_args=["--auto-accept-invites", "--auto-store-credential"])
+        issuer_app = create_issuer(issuer_settings, configure_logs=False)
+        with AgentProcess(wallet), serve(issuer_app, port=issuer_port) as issuer_url, \
+                serve(create_verifier(verifier_settings), port=verifier_port) as verifier_url:
+            async def holder_did() -> str:
+                async with AdminClient(wallet.admin_url, wallet.admin_api_key) as client:
+                    return await client.create_did_key(BBS)
+            yield World(issuer_url, verifier_url, issuer_app, tenant["api_key"],
+                        agencies["uni-admissions"]["api_key"], tenant["issuer_url"], wallet, asyncio.run(holder_did()))
+
+
+def _wallet(world: World) -> AdminClient:
+    return AdminClient(world.wallet.admin_url, world.wallet.admin_api_key)
+
+
+def _poll(fetch: Any, done: Any, timeout: float = 30.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = fetch()
+        if done(value):
+            return value
+        assert time.monotonic() < deadline, f"state not reached: {value}"
+        time.sleep(0.1)
+
+
+def _receive_diploma(world: World) -> tuple[str, str]:
+    """Invitation from the issuer's admin API → wallet connects → diploma stored. Returns (record id, VC id)."""
+    created = httpx.post(f"{world.issuer_url}/v1/aries/invitations", headers=world.issuer_headers(),
+                         json={"type": "university-diploma", "subject": SUBJECT})
+    assert created.status_code == 201, created.text
+    body = created.json()
+    assert body["proof_type"] == BBS and body["qr_svg"].lstrip().startswith("<")
+    assert body["short_url"].startswith(f"{world.tenant_url}/v1/aries/i/") and body["qr_png_base64"]
+    # The QR code carries the short URL; a wallet app fetches the invitation from it.
+    invitation = httpx.get(body["short_url"], headers={"Accept": "application/json"}).json()
+    assert invitation["@type"].endswith("out-of-band/1.1/invitation")
+    redirect = httpx.get(body["short_url"])
+    assert redirect.status_code == 302 and "oob=" in redirect.headers["location"]
+
+    async def wallet_side() -> str:
+        async with _wallet(world) as w:
+            before = {r["cred_ex_record"]["cred_ex_id"] for r in await w.cred_records()}
+            stored = {c["cred_value"]["id"] for c in await w.w3c_credentials()}
+            await w.receive_invitation(invitation)
+            offered = await wait_for(w.cred_records, lambda rs: any(
+                r["cred_ex_record"]["state"] == "offer-received" and r["cred_ex_record"]["cred_ex_id"] not in before
+                for r in rs), timeout=30)
+            cred_ex_id = next(r["cred_ex_record"]["cred_ex_id"] for r in offered
+                              if r["cred_ex_record"]["cred_ex_id"] not in before)
+            await w.send_cred_request(cred_ex_id, world.holder_did)
+            done = await wait_for(lambda: w.cred_record(cred_ex_id),
+                                  lambda r: r["cred_ex_record"]["state"] in ("done", "abandoned"), timeout=30)
+            assert done["cred_ex_record"]["state"] == "done"
+            new = [c["cred_value"] for c in await w.w3c_credentials() if c["cred_value"]["id"] not in stored]
+            assert len(new) == 1 and new[0]["credentialStatus"]["type"] == "BitstringStatusListEntry"
+            return str(new[0]["id"])
+
+    vc_id = asyncio.run(wallet_side())
+    exchange = _poll(lambda: httpx.get(f"{world.issuer_url}/v1/aries/invitations/{body['exchange_id']}",
+                                       headers=world.issuer_headers()).json(), lambda e: e["state"] == "issued")
+    # The issuance is a record of the shared table (same API as OpenID4VCI), with the source's evidence.
+    record = httpx.get(f"{world.issuer_url}/v1/credentials/{exchange['credential_id']}",
+                       headers=world.issuer_headers()).json()
+    assert record["subject_identifier"] == CITIZEN and record["status"] == "valid"
+    assert record["login"]["channel"] == "aries" and record["evidence"]
+    assert redirect.status_code == 302
+    assert httpx.get(body["short_url"], headers={"Accept": "application/json"}).status_code == 404  # used
+    return exchange["credential_id"], vc_id
+
+
+def _present(world: World, vc_id: str) -> dict[str, Any]:
+    """Verifier request variant → wallet answers with a BBS+ derived proof → the verifier's result."""
+    created = httpx.post(f"{world.verifier_url}/v1/aries/requests", headers=world.agency_headers(),
+                         json={"template": "job-application"})
+    assert created.status_code == 201, created.text
+    body = created.json()
+    assert body["claims"] == ["title", "awardingBody"] and body["uri"] == body["short_url"]
+    qr = httpx.get(body["qr_svg_url"], headers=world.agency_headers())
+    assert qr.status_code == 200 and qr.headers["content-type"].startswith("image/svg+xml")
+    invitation = httpx.get(body["short_url"], headers={"Accept": "application/json"}).json()
+
+    async def wallet_side() -> None:
+        async with _wallet(world) as w:
+            before = {r["pres_ex_id"] for r in await w.pres_records()}
+            await w.receive_invitation(invitation)
+            records = await wait_for(w.pres_records, lambda rs: any(
+                r["state"] == "request-received" and r["pres_ex_id"] not in before for r in rs), timeout=30)
+            record = next(r for r in records if r["pres_ex_id"] not in before)
+            matching = await w.matching_credentials(record["pres_ex_id"])
+            chosen = [m["record_id"] for m in matching if m.get("id") == vc_id]
+            assert chosen, "the diploma does not match the verifier's request"
+            descriptor = record["by_format"]["pres_request"]["dif"]["presentation_definition"]["input_descriptors"][0]
+            await w.send_presentation(record["pres_ex_id"], {descriptor["id"]: chosen[:1]})
+
+    asyncio.run(wallet_side())
+    return _poll(lambda: httpx.get(body["status_url"], headers=world.agency_headers()).json(),
+                 lambda r: r["status"] != "pending")
+
+
+def test_diploma_over_didcomm_then_two_claims_verified_then_revoked(world: World) -> None:
+    credential_id, vc_id = _receive_diploma(world)
+
+    result = _present(world, vc_id)
+    assert result["status"] == "verified", result["errors"]
+    assert set(result["claims"]) == {"diploma"}
+    assert set(result["claims"]["diploma"]) == {"title", "awardingBody"}  # those 2 and nothing more
+    assert all(isinstance(v, str) and v for v in result["claims"]["diploma"].values())
+    assert result["credentials"]["diploma"][0]["issuer"] == world.tenant_url
+    assert result["errors"] == []
+
+    revoked = httpx.post(f"{world.issuer_url}/v1/credentials/{credential_id}/revoke", headers=world.issuer_headers())
+    assert revoked.status_code == 200 and revoked.json()["status"] == "revoked"
+    after = _present(world, vc_id)
+    assert after["status"] == "rejected" and after["claims"] == {}
+    assert [e["code"] for e in after["errors"]] == ["aries.revoked"]
+
+
+@pytest.mark.parametrize("service", ["issuer", "verifier"])
+def test_webhook_without_the_right_key_is_refused(world: World, service: str) -> None:
+    base = world.issuer_url if service == "issuer" else world.verifier_url
+    url = f"{base}/v1/aries/webhooks/topic/present_proof_v2_0/"
+    body = json.dumps({"pres_ex_id": "x", "thread_id": "forged", "state": "done", "verified": "true"})
+    for headers in ({}, {"x-api-key": "wrong"}, {"x-api-key": "w" * 5000}):
+        answer = httpx.post(url, content=body, headers=headers)
+        assert answer.status_code == 401 and answer.json()["code"] == "aries.webhook_unauthorized"
+
+
+def test_malformed_inputs_get_4xx_not_5xx(world: World) -> None:
+    checks = [
+        httpx.post(f"{world.issuer_url}/v1/aries/invitations", headers=world.issuer_headers(), content=b"{not json"),
+        httpx.post(f"{world.issuer_url}/v1/aries/invitations", headers=world.issuer_headers(),
+                   json={"type": "no-such-type", "subject": {"identifier": CITIZEN}}),
+        httpx.post(f"{world.issuer_url}/v1/aries/invitations", json={"type": "university-diploma",
+                                                                    "subject": {"identifier": CITIZEN}}),
+        httpx.get(f"{world.tenant_url}/v1/aries/i/{'x' * 300}"),
+        httpx.get(f"{world.tenant_url}/v1/aries/status/nope/bbs"),
+        httpx.get(f"{world.issuer_url}/v1/aries/invitations/nope", headers=world.issuer_headers()),
+        httpx.post(f"{world.verifier_url}/v1/aries/requests", headers=world.agency_headers(),
+                   json={"template": "no-such-template"}),
+        httpx.post(f"{world.verifier_url}/v1/aries/requests", headers=world.agency_headers(), content=b"[]"),
+        httpx.get(f"{world.verifier_url}/v1/aries/i/unknown"),
+        httpx.get(f"{world.verifier_url}/v1/aries/requests/unknown/qr.svg", headers=world.agency_headers()),
+    ]
+    assert [c.status_code for c in checks] == [400, 400, 401, 404, 404, 404, 404, 400, 404, 404]
+    published = httpx.get(f"{world.tenant_url}/v1/aries/issuer").json()
+    assert published["issuer"] == world.tenant_url
+
+
+def test_agent_down_is_a_clear_error_and_nothing_is_recorded(world: World, tmp_path: Path) -> None:
+    before = httpx.get(f"{world.issuer_url}/v1/credentials", headers=world.issuer_headers()).json()["total"]
+    process = world.issuer_app.state.aries.runtime.process
+    process.kill()  # an unexpected exit, as a crash would be
+    answer = httpx.post(f"{world.issuer_url}/v1/aries/invitations", headers=world.issuer_headers(),
+                        json={"type": "university-diploma", "subject": SUBJECT})
+    assert answer.status_code == 503
+    assert answer.json()["code"] in ("aries.agent_unavailable", "aries.agent_crashed")
+    assert "Retry-After" in answer.headers
+    after = httpx.get(f"{world.issuer_url}/v1/credentials", headers=world.issuer_headers()).json()["total"]
+    assert after == before

@@ -1,0 +1,307 @@
+"""The verifier's Aries channel: present-proof 2.0 requests from templates, answers judged by our policies.
+
+A request variant of the agency API (docs/aries.md): from one of the agency's templates, the Credential
+Query for one type becomes a DIF presentation definition (:func:`aries.presentation.build_proof_request`:
+the claims asked, ``limit_disclosure: required`` for BBS+, a fresh challenge, the verifier's domain),
+sent connectionless in an out-of-band invitation whose short URL the desk shows as a QR code. The
+result is the same :class:`~verifier.models.Transaction` as for OpenID4VP: the agent's
+``present_proof_v2_0`` webhook (authenticated, once per event key) makes the verifier read the
+record from its agent, apply :func:`aries.presentation.check_presentation` with the template's trust
+(the https issuer identifiers it lists, whose DIDs each issuer publishes at ``<iss>/v1/aries/issuer``;
+status lists fetched only under those identifiers) and the DCQL ``values``, and finish the transaction
+as ``verified`` (the requested claims only) or ``rejected`` (the failed check's code).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import logging
+import secrets
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import asdict
+from typing import Any
+
+import httpx
+from fastapi import FastAPI
+from sqlalchemy import delete, select
+from sqlalchemy.dialects import postgresql, sqlite
+
+from aries import channel, webhooks
+from aries.client import BBS, AdminClient
+from aries.errors import AriesError, VerificationFailed, WebhookRefused
+from aries.presentation import ProofRequest, build_proof_request, check_presentation
+from aries.service import AgentRuntime, loopback_base, start_runtime, webhook_key_hash
+from aries.status import status_lookup
+from credential_schemas import CredentialType, load_builtin_types
+from service_kit.crypto import load_master_key
+from service_kit.errors import APIError
+from ssi.oid4vci import check_url
+from verifier.agencies import verifier_host
+from verifier.aries_models import AriesPresentation, AriesWebhookEvent, AriesWebhookKey
+from verifier.models import Agency, Template, Transaction
+from verifier.settings import VerifierSettings
+from verifier.transactions import RequestSpec, _claim, _finish, create_transaction, utcnow
+from verifier.verification import CheckError
+
+log = logging.getLogger(__name__)
+
+
+def _unavailable(exc: AriesError) -> APIError:
+    return APIError(503, "temporarily_unavailable", f"the Aries agent is unavailable: {exc.detail}",
+                    {"Retry-After": "30"}, extra={"code": exc.code})
+
+
+def _insert(session: Any, model: Any) -> Any:
+    dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
+    return (postgresql if dialect == "postgresql" else sqlite).insert(model)
+
+
+def types_by_vct() -> dict[str, CredentialType]:
+    """The credential types the verifier can ask for over DIDComm, by ``vct``."""
+    return {t.vct: t for t in load_builtin_types().values()}
+
+
+def query_for_aries(dcql_query: dict[str, Any], query_id: str | None) -> tuple[str, str, list[str], dict[str, Any]]:
+    """``(query id, vct, claim names, values per claim)`` of one Credential Query, or 400 when DIDComm cannot ask it."""
+    queries = dcql_query.get("credentials") or []
+    chosen = [q for q in queries if isinstance(q, dict) and (query_id is None or q.get("id") == query_id)]
+    if not chosen:
+        raise APIError(400, "invalid_request", "the template has no such credential query")
+    query = chosen[0]
+    if query.get("claim_sets") or dcql_query.get("credential_sets") and len(queries) > 1:
+        raise APIError(400, "invalid_request", "claim_sets and credential_sets cannot be asked over DIDComm")
+    vcts = (query.get("meta") or {}).get("vct_values") or []
+    if len(vcts) != 1:
+        raise APIError(400, "invalid_request", "an Aries request needs exactly one vct in the credential query")
+    names: list[str] = []
+    values: dict[str, Any] = {}
+    for claim in query.get("claims") or []:
+        path = claim.get("path") or []
+        if len(path) != 1 or not isinstance(path[0], str):
+            raise APIError(400, "invalid_request", "an Aries request asks top-level claims only")
+        names.append(path[0])
+        if claim.get("values") is not None:
+            values[path[0]] = claim["values"]
+    if not names:
+        raise APIError(400, "invalid_request", "an Aries request must ask for at least one claim")
+    return str(query.get("id")), str(vcts[0]), names, values
+
+
+class VerifierAriesChannel:
+    """Per-app state: the agent runtime and an HTTP client for issuer DIDs and status lists."""
+
+    def __init__(self, settings: VerifierSettings, db: Any, box: Any) -> None:
+        self.settings = settings
+        self.db = db
+        self.box = box
+        self.runtime: AgentRuntime | None = None
+        self.http: httpx.AsyncClient | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.settings.aries_enabled
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, _app: FastAPI) -> AsyncIterator[None]:
+        """Start (or connect to) the agent after the migrations; stop it at shutdown."""
+        if not self.enabled:
+            yield
+            return
+        s = self.settings
+        local = loopback_base(s.host, s.port)
+        self.runtime = await start_runtime(
+            name="cartera-verifier", label="Cartera verifier", admin_url=s.aries_admin_url,
+            admin_api_key=s.aries_admin_api_key.get_secret_value() if s.aries_admin_api_key else None,
+            webhook_key=s.aries_webhook_key.get_secret_value() if s.aries_webhook_key else None,
+            data_dir=s.data_dir / "aries-verifier", inbound_port=s.aries_inbound_port,
+            admin_port=s.aries_admin_port, endpoint=s.aries_endpoint, webhook_url=f"{local}/v1/aries/webhooks",
+            master_key=load_master_key(s), extra_args=["--auto-verify-presentation"])
+        self.http = httpx.AsyncClient(timeout=s.http_timeout, follow_redirects=False)
+        try:
+            if self.runtime.webhook_key:
+                async with self.db.session() as session:
+                    await session.execute(_insert(session, AriesWebhookKey).values(
+                        key_hash=webhook_key_hash(self.runtime.webhook_key), created_at=utcnow()
+                    ).on_conflict_do_nothing())
+            yield
+        finally:
+            await self.http.aclose()
+            await self.runtime.stop()
+            self.runtime = None
+
+    def agent(self) -> AdminClient:
+        """The admin client, or 404 (channel off) / 503 (agent gone)."""
+        if not self.enabled:
+            raise APIError(404, "not_found", "the Aries channel is not enabled on this verifier")
+        if self.runtime is None:
+            raise APIError(503, "temporarily_unavailable", "the Aries agent is not running", {"Retry-After": "30"},
+                           extra={"code": "aries.agent_unavailable"})
+        try:
+            self.runtime.check()
+        except AriesError as exc:
+            raise _unavailable(exc) from exc
+        return self.runtime.client
+
+    # -- requests -----------------------------------------------------------------------------------
+
+    async def create_request(self, agency: Agency, template_name: str, *, query_id: str | None,
+                             expires_in: int | None, webhook_url: str | None) -> tuple[Transaction, str,
+                                                                                        AriesPresentation]:
+        """A transaction answered over DIDComm; returns ``(transaction, watch token, presentation row)``."""
+        agent = self.agent()
+        async with self.db.read_session() as session:
+            template = (await session.execute(select(Template).where(
+                Template.agency_id == agency.id, Template.name == template_name))).scalar_one_or_none()
+        if template is None:
+            raise APIError(404, "not_found", "no such template for this agency")
+        qid, vct, claims, values = query_for_aries(template.dcql_query, query_id)
+        ctype = types_by_vct().get(vct)
+        if ctype is None:
+            raise APIError(400, "invalid_request", "this credential type is not offered over DIDComm")
+        issuers = next((rule.get("issuers") for rule in template.trusted_issuers if rule.get("vct") == vct), None)
+        if not issuers:
+            raise APIError(400, "invalid_request", "an Aries request needs the template to list its trusted issuers "
+                                                   "(https identifiers) for this type")
+        for issuer in issuers:
+            try:
+                check_url(issuer, allow_http_loopback=self.settings.dev_mode)
+            except ValueError as exc:
+                raise APIError(400, "invalid_request", "trusted issuers must be https identifiers") from exc
+        try:
+            request = build_proof_request(ctype, claims, domain=verifier_host(self.settings.public_url),
+                                          proof_type=self.settings.aries_proof_types.get(ctype.id, BBS),
+                                          purpose=template.purpose.get("en") or next(iter(template.purpose.values())))
+        except VerificationFailed as exc:
+            raise APIError(400, "invalid_request", exc.detail, extra={"code": exc.code}) from exc
+        try:
+            exchange, invitation = await channel.request_proof(agent, request, label=agency.name)
+        except AriesError as exc:
+            raise _unavailable(exc) from exc
+        spec = RequestSpec(dcql_query=template.dcql_query, purpose=template.purpose,
+                           trusted_issuers=template.trusted_issuers, anchors_pem=template.anchors_pem or [],
+                           retention_seconds=template.retention_seconds, response_mode="direct_post",
+                           client_id_prefix=self.settings.default_client_id_prefix
+                           if self.settings.default_client_id_prefix != "redirect_uri" else "x509_san_dns",
+                           expires_in=expires_in or self.settings.request_ttl, webhook_url=webhook_url,
+                           template_name=template.name)
+        row = AriesPresentation(pres_ex_id=exchange.record_id, thread_id=exchange.thread_id, query_id=qid, vct=vct,
+                                request=asdict(request), issuers=list(issuers), values=values,
+                                short_code=secrets.token_urlsafe(16), invitation=invitation.invitation,
+                                invitation_url=invitation.invitation_url, created_at=utcnow())
+        async with self.db.session() as session:
+            created = await create_transaction(session, self.box, agency, spec, public_url=self.settings.public_url)
+            await session.flush()
+            row.tx_id = created.transaction.id
+            session.add(row)
+        return created.transaction, created.watch_token, row
+
+    async def presentation_for_code(self, code: str) -> AriesPresentation | None:
+        """The pending request behind a short URL."""
+        if not code or len(code) > 64:
+            return None
+        async with self.db.read_session() as session:
+            return (await session.execute(
+                select(AriesPresentation).join(Transaction, Transaction.id == AriesPresentation.tx_id)
+                .where(AriesPresentation.short_code == code, Transaction.status == "pending",
+                       Transaction.expires_at > utcnow()))).scalar_one_or_none()
+
+    async def presentation_for_tx(self, agency: Agency, tx_id: str) -> AriesPresentation | None:
+        """The Aries part of one of the agency's transactions."""
+        async with self.db.read_session() as session:
+            return (await session.execute(
+                select(AriesPresentation).join(Transaction, Transaction.id == AriesPresentation.tx_id)
+                .where(AriesPresentation.tx_id == tx_id, Transaction.agency_id == agency.id))).scalar_one_or_none()
+
+    # -- webhooks -----------------------------------------------------------------------------------
+
+    async def receive(self, headers: Mapping[str, str], topic: str, body: bytes) -> str:
+        """Authenticate, parse and process one delivery once; ``processed``, ``duplicate`` or ``ignored``."""
+        given = headers.get("x-api-key") or ""
+        known = None
+        if given and len(given) <= 200:
+            async with self.db.read_session() as session:
+                known = await session.get(AriesWebhookKey, webhook_key_hash(given))
+        if known is None:
+            raise WebhookRefused("webhook_unauthorized", "webhook without the right x-api-key")
+        event = webhooks.parse(topic, body)
+        if topic != "present_proof_v2_0" or event.state not in ("done", "abandoned"):
+            return "ignored"
+        async with self.db.session() as session:
+            first = (await session.execute(_insert(session, AriesWebhookEvent).values(
+                key=event.key[:300], received_at=utcnow()).on_conflict_do_nothing()
+                .returning(AriesWebhookEvent.key))).scalar_one_or_none()
+        if first is None:
+            return "duplicate"
+        try:
+            await self._judge(event)
+        except Exception:
+            async with self.db.session() as session:
+                await session.execute(delete(AriesWebhookEvent).where(AriesWebhookEvent.key == event.key[:300]))
+            raise
+        return "processed"
+
+    async def _judge(self, event: webhooks.WebhookEvent) -> None:
+        async with self.db.read_session() as session:
+            row = (await session.execute(select(AriesPresentation).where(
+                AriesPresentation.pres_ex_id == event.record_id))).scalar_one_or_none()
+            tx = await session.get(Transaction, row.tx_id) if row is not None else None
+        if row is None or tx is None:
+            return
+        now = utcnow()
+        if not await _claim(self.db, tx.id, now):
+            return  # answered, expired, or being judged by another delivery
+        status, errors, credentials = "rejected", [], None
+        try:
+            # The agent's record, not the webhook's copy: the policies read what the agent verified.
+            record = await self.agent_client().pres_record(row.pres_ex_id)
+            request = ProofRequest(**{**row.request, "claims": tuple(row.request["claims"])})
+            issuer_url, claims, expires_at = await self._check(record, request, row)
+            status = "verified"
+            credentials = {row.query_id: [{
+                "issuer": issuer_url, "vct": row.vct, "valid_from": None,
+                "valid_until": expires_at.isoformat() if expires_at else None,
+                "key_source": "aries:did", "claims": claims}]}
+        except VerificationFailed as exc:
+            errors = [CheckError(exc.code, row.query_id, exc.detail)]
+        except AriesError as exc:
+            errors = [CheckError(exc.code, row.query_id, exc.detail)]
+        except Exception:  # noqa: BLE001 - never leave a transaction stuck in "processing"
+            log.exception("aries presentation check failed unexpectedly")
+            errors = [CheckError("verifier.internal_error", row.query_id, "the presentation could not be checked")]
+        await _finish(self.db, self.box, tx, status=status, errors=errors, credentials=credentials, now=utcnow(),
+                      from_status="processing")
+        log.info("aries presentation judged", extra={"transaction_id": tx.id, "status": status,
+                                                     "codes": [e.code for e in errors]})
+
+    def agent_client(self) -> AdminClient:
+        if self.runtime is None:
+            raise AriesError("agent_unavailable", "the Aries agent is not running")
+        self.runtime.check()
+        return self.runtime.client
+
+    async def issuer_dids(self, issuers: list[str]) -> dict[str, str]:
+        """``{did: issuer identifier}`` published by the trusted issuers (an unreachable one contributes none)."""
+        assert self.http is not None
+        found: dict[str, str] = {}
+        for issuer in issuers:
+            try:
+                answer = await self.http.get(f"{issuer}/v1/aries/issuer")
+                document = answer.json() if answer.status_code == 200 else None
+            except (httpx.HTTPError, ValueError):
+                document = None
+            if isinstance(document, dict) and document.get("issuer") == issuer and isinstance(document.get("dids"), dict):
+                found.update({str(did): issuer for did in document["dids"].values()})
+        return found
+
+    async def _check(self, record: dict[str, Any], request: ProofRequest,
+                     row: AriesPresentation) -> tuple[str, dict[str, Any], dt.datetime | None]:
+        assert self.http is not None
+        dids = await self.issuer_dids(list(row.issuers))
+        lookup = status_lookup(self.agent_client(), self.http,
+                               allowed_prefixes=tuple(f"{issuer}/" for issuer in row.issuers))
+        verified = await check_presentation(record, request, trusted_issuers=set(dids), status_lookup=lookup)
+        for name, accepted in (row.values or {}).items():
+            if verified.claims.get(name) not in accepted:
+                raise VerificationFailed("values_mismatch", f"claim {name} has none of the accepted values")
+        return dids[verified.issuer], verified.claims, verified.expires_at
