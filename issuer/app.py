@@ -18,9 +18,9 @@ from service_kit.crypto import SecretBox, load_master_key
 from service_kit.db import Database
 from service_kit.migrations import run_migrations_async
 
+from .aries_channel import IssuerAriesChannel
 from .context import IssuerContext
 from .events import background
-from .aries_channel import IssuerAriesChannel
 from .routes import admin, aries, aries_admin, authorization, protocol
 from .settings import IssuerSettings
 
