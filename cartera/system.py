@@ -119,8 +119,13 @@ def load_dev_file(path: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-async def provision(data_dir: Path, *, host: str = "127.0.0.1", port_base: int = 8000) -> SystemPlan:
-    """Prepare everything the embedded system needs (idempotent) and return how to start it."""
+async def provision(data_dir: Path, *, host: str = "127.0.0.1", port_base: int = 8000,
+                    aries: bool = False) -> SystemPlan:
+    """Prepare everything the embedded system needs (idempotent) and return how to start it.
+
+    ``aries``: the issuer and verifier also start their ACA-Py agents (ports base+20/21 and base+30/31;
+    docs/aries.md) and offer the Aries channel; the diploma is issued with BBS+ over DIDComm.
+    """
     from cartera.commands.sandbox import ensure_sandbox_files
     from issuer.provisioning import provision_demo as provision_issuer
     from issuer.settings import IssuerSettings
@@ -154,7 +159,9 @@ async def provision(data_dir: Path, *, host: str = "127.0.0.1", port_base: int =
         idp_forward_login_hint=True,
         # Development timing: status list tokens live 10 s in caches, so a revocation reaches the wallet
         # (and `cartera demo`) within seconds instead of the production default of 5 minutes.
-        status_list_ttl=10)
+        status_list_ttl=10,
+        **({"aries_enabled": True, "aries_inbound_port": port_base + 20, "aries_admin_port": port_base + 21,
+            "aries_proof_types": {"university-diploma": "BbsBlsSignature2020"}} if aries else {}))
     previous_issuer_keys = {slug: entry.get("api_key") for slug, entry in
                             (previous.get("issuer", {}).get("tenants") or {}).items() if entry.get("api_key")}
     issuer_info = await provision_issuer(
@@ -165,11 +172,15 @@ async def provision(data_dir: Path, *, host: str = "127.0.0.1", port_base: int =
     verifier_settings = VerifierSettings(
         **common, port=ports["verifier"], master_key_file=data_dir / "verifier-master.key",
         issuer_anchors_file=issuers_ca.cert_file, rp_ca_key_file=rp_ca.key_file, rp_ca_cert_file=rp_ca.cert_file,
-        status_default_ttl=2)  # development: the desk sees a revocation at once
+        status_default_ttl=2,  # development: the desk sees a revocation at once
+        **({"aries_enabled": True, "aries_inbound_port": port_base + 30, "aries_admin_port": port_base + 31}
+           if aries else {}))
     previous_agencies = previous.get("verifier", {}).get("agencies") or {}
     verifier_info = await provision_verifier(
         verifier_settings, ca_key=rp_ca.key, ca_cert=rp_ca.cert, trusted_issuer_anchors=[issuers_ca.cert],
-        new_api_keys=not previous_agencies or not all(a.get("api_key") for a in previous_agencies.values()))
+        new_api_keys=not previous_agencies or not all(a.get("api_key") for a in previous_agencies.values()),
+        # Aries requests trust the issuer identifiers a template lists (their DIDs are published there).
+        issuers={"diploma": [issuer_info["tenants"]["uni-barcelona"]["issuer_url"]]} if aries else None)
     for slug, agency in verifier_info.get("agencies", {}).items():
         if not agency.get("api_key") and previous_agencies.get(slug, {}).get("api_key"):
             agency["api_key"] = previous_agencies[slug]["api_key"]

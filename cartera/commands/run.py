@@ -78,6 +78,8 @@ def run(
     port_base: Annotated[int, typer.Option(help="Services listen on base+1 (issuer), +2 (verifier), +3 (wallet), "
                                                  "+4 (Via Oberta sandbox), +5 (identity provider).")] = 8000,
     startup_timeout: Annotated[float, typer.Option(help="Seconds to wait for every service to be healthy.")] = 60.0,
+    aries: Annotated[bool, typer.Option("--aries", help="Also start the ACA-Py agents of the Aries (DIDComm) channel "
+                                                         "(needs `make acapy`; adds a few seconds of start-up).")] = False,
 ) -> None:
     """Start the whole system on embedded defaults: sandbox, issuer, verifier and wallet API.
 
@@ -86,7 +88,7 @@ def run(
     """
     console.print("Provisioning (development PKI, demo tenants, agencies, wallet trust)…")
     try:
-        plan = asyncio.run(provision(data_dir, host=host, port_base=port_base))
+        plan = asyncio.run(provision(data_dir, host=host, port_base=port_base, aries=aries))
     except OSError as exc:
         fail(f"cannot prepare {data_dir}: {exc}")
     log_dir = data_dir.resolve() / "logs"
