@@ -6,7 +6,12 @@ concurrent wallets: verifications per second, p50/p99 latency, and the cost per 
 the bare ``ssi`` verify cost measured in the same run. The verifier runs in its own process (uvicorn)
 on a throwaway PostgreSQL (``tests/support/postgres.py``); the load generator is this process.
 
-    .venv/bin/python bench/verification.py [--seconds 10] [--sqlite]
+    .venv/bin/python bench/verification.py [--seconds 10] [--sqlite] [--workers 2] [--levels 1,8,32]
+
+Every credential carries a Token Status List reference (served from this process, ``--status-ttl``),
+so the figures include the status check. Besides wall-clock figures it prints the CPU time per
+verification of the verifier, of PostgreSQL and of this load generator: on a machine shared with other
+work those are the stable numbers.
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ import time
 from pathlib import Path
 from urllib.parse import urlencode, urlsplit
 
+from fastapi import FastAPI, Response
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -30,26 +37,52 @@ from ssi import x509 as ssi_x509  # noqa: E402
 from ssi.jose import Key, parse_jws  # noqa: E402
 from ssi.sd_jwt import SDJWT  # noqa: E402
 from ssi.sd_jwt_vc import X5CKeyResolver, issue_sd_jwt_vc, verify_sd_jwt_vc  # noqa: E402
-from tests.support.servers import free_port, wait_http  # noqa: E402
+from ssi.status_list import StatusList, sign_status_list_token, status_claim  # noqa: E402
+from tests.support.servers import free_port, serve, wait_http  # noqa: E402
 
 VCT = "https://types.cartera.example/tax-compliance/v1"
 ISSUER = "https://issuer.bench.example"
 
 
-def make_credentials(n: int) -> tuple[list[tuple[SDJWT, Key]], object]:
-    ca_key, ca = ssi_x509.create_ca("Bench issuer CA")
-    issuer_key = Key.generate("ES256")
-    cert = ssi_x509.issue_certificate(ca_key, ca, issuer_key, "Bench issuer", san_uris=[ISSUER])
-    x5c = ssi_x509.x5c_from_chain([cert])
+class StatusEndpoint:
+    """The issuer's status list endpoint: every bench credential carries a ``status.status_list``
+    reference to it, so each verification includes the status check (the verifier fetches the
+    signed list, checks it with the issuer's x5c key, caches it for ``ttl`` and fetches it again after).
+    Served from this process in a thread, like any issuer would be, on loopback."""
+
+    def __init__(self, size: int, ttl: int) -> None:
+        self.ca_key, self.ca = ssi_x509.create_ca("Bench issuer CA")
+        self.key = Key.generate("ES256")
+        cert = ssi_x509.issue_certificate(self.ca_key, self.ca, self.key, "Bench issuer", san_uris=[ISSUER])
+        self.x5c = ssi_x509.x5c_from_chain([cert])
+        self.list = StatusList(size, bits=2)
+        self.ttl = ttl
+        self.fetches = 0
+        self.uri = ""
+
+    def app(self) -> FastAPI:
+        app = FastAPI()
+
+        @app.get("/status/1")
+        def status() -> Response:
+            self.fetches += 1
+            token = sign_status_list_token(self.list, uri=self.uri, key=self.key, ttl=self.ttl,
+                                           exp=int(time.time()) + 3600, x5c=self.x5c)
+            return Response(token, media_type="application/statuslist+jwt")
+
+        return app
+
+
+def make_credentials(n: int, issuer: StatusEndpoint) -> list[tuple[SDJWT, Key]]:
     out = []
     for i in range(n):
         holder = Key.generate("ES256")
         token = issue_sd_jwt_vc({"nif": "12345678Z", "name": f"Citizen {i}", "complianceStatus": "POSITIVE"},
-                                vct=VCT, issuer=ISSUER, key=issuer_key, holder_jwk=holder.public_jwk(),
-                                disclosable=[("nif",), ("name",), ("complianceStatus",)], x5c=x5c,
-                                exp=int(time.time()) + 7200)
+                                vct=VCT, issuer=ISSUER, key=issuer.key, holder_jwk=holder.public_jwk(),
+                                disclosable=[("nif",), ("name",), ("complianceStatus",)], x5c=issuer.x5c,
+                                status=status_claim(i, issuer.uri), exp=int(time.time()) + 7200)
         out.append((SDJWT.parse(token), holder))
-    return out, ca
+    return out
 
 
 PATHS = [("nif",), ("name",), ("complianceStatus",)]
@@ -62,7 +95,7 @@ def bare_verify_cost(creds: list[tuple[SDJWT, Key]], ca: object, rounds: int = 3
     start = time.perf_counter()
     for i, p in enumerate(presentations):
         verify_sd_jwt_vc(p, key_resolver=resolver, expected_vcts=[VCT], require_kb=True,
-                         expected_aud="x509_san_dns:127.0.0.1", expected_nonce=f"n{i}")
+                         expected_aud="x509_san_dns:127.0.0.1", expected_nonce=f"n{i}", allow_http_loopback=True)
     return (time.perf_counter() - start) / len(presentations)
 
 
@@ -189,10 +222,16 @@ def main() -> None:
     parser.add_argument("--sqlite", action="store_true", help="Use SQLite instead of PostgreSQL.")
     parser.add_argument("--levels", default="1,8,32", help="Concurrency levels, comma-separated.")
     parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes of the verifier.")
+    parser.add_argument("--status-ttl", type=int, default=30,
+                        help="ttl of the status list token, seconds (the verifier refetches it after).")
     parser.add_argument("--profile", metavar="FILE", help="Record the verifier with py-spy (collapsed stacks).")
     args = parser.parse_args()
 
-    creds, ca = make_credentials(400)
+    status_endpoint = StatusEndpoint(1024, args.status_ttl)
+    status_port = free_port()
+    status_endpoint.uri = f"http://127.0.0.1:{status_port}/status/1"
+    creds = make_credentials(400, status_endpoint)
+    ca = status_endpoint.ca
     bare = bare_verify_cost(creds, ca)
     tmp = Path(tempfile.mkdtemp(prefix="cartera-bench-"))
     cluster = None
@@ -221,6 +260,8 @@ def main() -> None:
     headers = {"Authorization": f"Bearer {provisioned['agencies']['ajuntament-barcelona']['api_key']}"}
     command = [sys.executable, "-m", "service_kit.server", "verifier.app:create_app", "--port", str(port),
                "--workers", str(args.workers), "--log-level", "warning"]
+    status_server = serve(status_endpoint.app(), port=status_port)
+    status_server.__enter__()
     server = subprocess.Popen(command, env=env, cwd=ROOT)
     profiler = None
     try:
@@ -248,11 +289,14 @@ def main() -> None:
             n = r["count"] / 1000
             print(f"{level:>8} {r['per_second']:>9.1f} {r['p50_ms']:>8.1f} {r['p99_ms']:>8.1f} {cost:>9.2f} "
                   f"{cost / (bare * 1000):>7.1f} {server_cpu / n:>7.2f} {db_cpu / n:>6.2f} {client_cpu / n:>7.2f}")
+        print(f"status list: every credential references it (ttl {args.status_ttl} s); "
+              f"{status_endpoint.fetches} fetches by the verifier in the run")
         if profiler is not None:
             profiler.wait(timeout=60)
     finally:
         server.terminate()
         server.wait(timeout=10)
+        status_server.__exit__(None, None, None)
         if cluster is not None:
             cluster.stop()
 
