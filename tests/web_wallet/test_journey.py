@@ -13,7 +13,7 @@ from playwright.sync_api import Browser, expect
 
 from sandbox.population import DEMO_EVERYTHING
 from tests.wallet_api.system import System
-from tests.web_wallet.conftest import make_offer, offer_qr_png, write_y4m
+from tests.web_wallet.conftest import ARTIFACTS, make_offer, offer_qr_png, write_y4m
 
 
 def test_full_journey_offer_qr_to_desk_verified(browser: Browser, system: System, phone, camera_file) -> None:
@@ -82,7 +82,8 @@ def test_full_journey_offer_qr_to_desk_verified(browser: Browser, system: System
     expect(desk.locator("#status")).to_have_text("Verified", timeout=15_000)
     for value in shown_values:
         expect(desk.locator("#outcome")).to_contain_text(value)
-    desk.screenshot(path=str(citizen.shot("08-desk-verified").with_name("08-desk-verified.png")))
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    desk.screenshot(path=str(ARTIFACTS / "08-desk-verified.png"), full_page=True)
 
     page.locator("#nav").get_by_role("link", name="History", exact=True).click()
     expect(page.locator("#history li.share").first).to_contain_text("University Admissions Office")

@@ -313,7 +313,9 @@
 
   function go(name, id) { location.hash = "#/" + name + (id ? "/" + encodeURIComponent(id) : ""); }
 
-  function route() {
+  var flash = "";
+
+  function route(event) {
     var parts = location.hash.replace(/^#\/?/, "").split("/");
     var name = VIEWS.indexOf(parts[0]) >= 0 ? parts[0] : "cards";
     var id = parts[1] ? decodeURIComponent(parts[1]) : null;
@@ -321,7 +323,8 @@
     if (name === "login" && tokens()) { name = "cards"; }
     stopCamera();
     showError("");
-    setStatus("");
+    setStatus(flash);
+    flash = "";
     VIEWS.forEach(function (view) { $("view-" + view).hidden = view !== name; });
     $("nav").hidden = name === "login";
     document.querySelectorAll("#nav a").forEach(function (link) {
@@ -330,7 +333,9 @@
       } else { link.removeAttribute("aria-current"); }
     });
     var heading = $("view-" + name).querySelector("h2");
-    if (heading) { heading.setAttribute("tabindex", "-1"); heading.focus({ preventScroll: true }); }
+    // Moving between screens puts the focus on the new screen's heading (screen readers announce it);
+    // on the first load the focus stays at the top, where the skip link is.
+    if (heading && event) { heading.setAttribute("tabindex", "-1"); heading.focus({ preventScroll: true }); }
     if (name !== "login") { startAlerts(); }
     var render = { login: renderLogin, cards: renderCards, card: renderCard, scan: function () {}, offer: renderOffer,
                    request: renderRequest, history: renderHistory, alerts: renderAlerts, settings: renderSettings }[name];
@@ -414,8 +419,8 @@
       return;
     }
     api("DELETE", "/v1/credentials/" + encodeURIComponent(remove.dataset.id)).then(function () {
+      flash = t("deleted");
       go("cards");
-      setStatus(t("deleted"));
     }).catch(function (err) { showError(errorText(err)); });
   }
 
@@ -536,7 +541,8 @@
       });
       $("tx-box").hidden = !offer.tx_code_required;
       $("tx-code").required = offer.tx_code_required;
-      var help = [offer.tx_code && offer.tx_code.description ? offer.tx_code.description : t("txHelp")];
+      var described = offer.tx_code && offer.tx_code.description ? String(offer.tx_code.description).trim() : t("txHelp");
+      var help = [/[.!?:]$/.test(described) ? described : described + "."];
       if (offer.tx_code && offer.tx_code.length) { help.push(t("txDigits", offer.tx_code.length)); }
       $("tx-help").textContent = help.join(" ");
       if (offer.tx_code && offer.tx_code.input_mode === "text") { $("tx-code").setAttribute("inputmode", "text"); }
@@ -857,7 +863,7 @@
   }
 
   function logout() {
-    api("POST", "/v1/auth/logout").catch(function () {}).then(function () { dropTokens(); go("login"); route(); });
+    api("POST", "/v1/auth/logout").catch(function () {}).then(function () { dropTokens(); go("login"); route(null); });
   }
 
   // -- start ---------------------------------------------------------------------------------------
@@ -866,7 +872,12 @@
     lang = $("lang").value;
     localStorage.setItem("cartera.lang", lang);
     translatePage();
-    route();
+    route(null);
+  });
+  document.querySelector(".skip").addEventListener("click", function (event) {
+    // The hash is the app's route, so the skip link moves the focus itself instead of navigating.
+    event.preventDefault();
+    $("main").focus();
   });
   $("card-delete").addEventListener("click", deleteCard);
   $("camera-start").addEventListener("click", startCamera);
@@ -890,5 +901,5 @@
     navigator.serviceWorker.register("/app/sw.js", { scope: "/app/" }).catch(function () {});
   }
   translatePage();
-  (location.pathname === "/app/callback" ? finishLogin() : Promise.resolve()).then(route);
+  (location.pathname === "/app/callback" ? finishLogin() : Promise.resolve()).then(function () { route(null); });
 })();

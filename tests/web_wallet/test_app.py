@@ -1,0 +1,222 @@
+"""The app itself: what it serves, the progressive web app, accessibility, and the management screens."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import httpx
+from playwright.sync_api import Browser, expect
+
+from tests.wallet_api.system import System, fresh_citizens
+from tests.web_wallet.conftest import ARTIFACTS, PHONE, make_offer
+
+WEB = Path(__file__).resolve().parents[2] / "wallet_api" / "web"
+CITIZENS = fresh_citizens(6)[4:]
+
+
+def test_shell_headers_and_only_own_resources(system: System) -> None:
+    with httpx.Client(base_url=system.wallet, timeout=10) as http:
+        page = http.get("/app/")
+        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+        csp = page.headers["content-security-policy"]
+        assert "default-src 'self'" in csp and "frame-ancestors 'none'" in csp and "'unsafe-inline'" not in csp
+        assert "camera=(self)" in page.headers["permissions-policy"]
+        assert http.get("/app/callback?code=x&state=y").text == page.text
+        assert http.get("/app", follow_redirects=False).headers["location"] == "/app/"
+        for name in ("app.js", "app.css", "sw.js", "manifest.json", "icon.svg", "icon-192.png", "icon-512.png",
+                     "vendor/jsQR.js", "vendor/jsQR.LICENSE.txt"):
+            assert http.get(f"/app/{name}").status_code == 200, name
+        assert http.get("/app/sw.js").headers["service-worker-allowed"] == "/app/"
+        for bad in ("/app/index.htm", "/app/../app.py", "/app/%2e%2e/app.py", "/app/vendor/", "/app/web.py"):
+            r = http.get(bad)
+            assert r.status_code == 404 and r.json()["error"] == "not_found", bad
+        manifest = http.get("/app/manifest.json").json()
+        assert manifest["start_url"] == "/app/" and manifest["scope"] == "/app/"
+        for icon in manifest["icons"]:
+            assert http.get(icon["src"]).status_code == 200
+    # Every file the page loads comes from the service itself: no URL to anywhere else, except the
+    # SVG namespace and a comment in the vendored decoder.
+    allowed = {"http://www.w3.org/2000/svg", "http://en.wikipedia.org/wiki/Bresenham"}
+    for path in WEB.rglob("*"):
+        if path.suffix in (".html", ".js", ".css", ".json", ".svg"):
+            found = set(re.findall(r"https?://[^\s\"')]+", path.read_text(encoding="utf-8")))
+            assert found <= allowed, (path, found - allowed)
+    html = (WEB / "index.html").read_text(encoding="utf-8")
+    assert set(re.findall(r'(?:src|href)="(/[^"]*)"', html)) <= {
+        "/app/manifest.json", "/app/icon.svg", "/app/icon-192.png", "/app/app.css", "/app/vendor/jsQR.js",
+        "/app/app.js"}
+    assert "style=" not in html and "<script>" not in html and "onclick" not in html
+
+
+def test_progressive_web_app_opens_offline(browser: Browser, system: System) -> None:
+    context = browser.new_context(viewport=PHONE, is_mobile=True, has_touch=True)
+    try:
+        page = context.new_page()
+        page.goto(f"{system.wallet}/app/")
+        page.wait_for_function("navigator.serviceWorker && navigator.serviceWorker.controller !== null "
+                               "|| navigator.serviceWorker.ready.then(() => true)")
+        cached = page.evaluate("""async () => {
+            await navigator.serviceWorker.ready;
+            const cache = await caches.open('cartera-shell-v1');
+            for (let i = 0; i < 50 && (await cache.keys()).length < 8; i++) { await new Promise(r => setTimeout(r, 100)); }
+            return (await cache.keys()).map(r => new URL(r.url).pathname);
+        }""")
+        assert "/app/" in cached and "/app/vendor/jsQR.js" in cached
+        assert not [p for p in cached if p.startswith("/v1/")]
+        page.reload()  # now controlled by the worker
+        page.wait_for_function("navigator.serviceWorker.controller !== null")
+        context.set_offline(True)
+        page.reload()
+        expect(page.locator("#login-title")).to_be_visible()
+        expect(page.locator("#error")).to_be_visible()  # the providers cannot be listed offline: said so
+    finally:
+        context.close()
+
+
+def _luminance(rgb: tuple[float, ...]) -> float:
+    def channel(c: float) -> float:
+        c = c / 255
+        return c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4
+    r, g, b = (channel(c) for c in rgb[:3])
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b
+
+
+def _contrast(a: tuple[float, ...], b: tuple[float, ...]) -> float:
+    la, lb = sorted((_luminance(a), _luminance(b)), reverse=True)
+    return (la + 0.05) / (lb + 0.05)
+
+
+CONTRAST_JS = """() => {
+  const parse = s => (s.match(/[\\d.]+/g) || []).map(Number);
+  const background = el => {
+    for (let n = el; n; n = n.parentElement) {
+      const c = parse(getComputedStyle(n).backgroundColor);
+      if (c.length === 3 || (c.length === 4 && c[3] > 0)) { return c.slice(0, 3); }
+    }
+    return [255, 255, 255];
+  };
+  const out = [];
+  document.querySelectorAll('body *').forEach(el => {
+    if (!el.offsetParent && getComputedStyle(el).position !== 'fixed') { return; }
+    const own = [...el.childNodes].some(n => n.nodeType === 3 && n.textContent.trim());
+    if (!own) { return; }
+    const style = getComputedStyle(el);
+    out.push({text: el.textContent.trim().slice(0, 40), fg: parse(style.color).slice(0, 3), bg: background(el),
+              size: parseFloat(style.fontSize), bold: Number(style.fontWeight) >= 700});
+  });
+  return out;
+}"""
+
+
+def test_accessibility_labels_keyboard_and_contrast(system: System, phone) -> None:
+    citizen = phone()
+    citizen.login(CITIZENS[0])
+    page = citizen.page
+    offer = make_offer(system, "aoc-tax", "working-life", CITIZENS[0], tx_code=False)
+    citizen.scan(offer["offer_uri"])
+    expect(page.locator("#offer-accept")).to_be_visible(timeout=15_000)
+    # Keyboard only: the accept button is reachable with Tab and works with Enter.
+    page.locator("#offer-title").focus()
+    for _ in range(10):
+        page.keyboard.press("Tab")
+        if page.evaluate("document.activeElement.id") == "offer-accept":
+            break
+    assert page.evaluate("document.activeElement.id") == "offer-accept"
+    page.keyboard.press("Enter")
+    expect(page.locator("#offer-result")).to_contain_text("Added to your wallet", timeout=30_000)
+    page.locator("#nav a[data-route=cards]").focus()
+    page.keyboard.press("Enter")
+    expect(page.locator("#cards li.card")).to_have_count(1)
+    # The skip link is the first stop and leads to the content.
+    page.reload()
+    expect(page.locator("#cards li.card")).to_have_count(1)
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.className") == "skip"
+    page.keyboard.press("Enter")
+    assert page.evaluate("document.activeElement.id") == "main"
+    # Every form control of every screen has a label.
+    unlabelled = page.evaluate("""() => [...document.querySelectorAll('input:not([type=hidden]), select, textarea')]
+        .filter(el => !(el.labels && el.labels.length) && !el.getAttribute('aria-label')).map(el => el.id)""")
+    assert unlabelled == []
+    # WCAG 2.1 AA contrast for every visible text on the main screens (4.5:1, 3:1 for large text).
+    failures = []
+    loaded = {"cards": "#cards li", "scan": "#link", "history": "#history li", "alerts": "#alerts li",
+              "settings": "#logins li"}
+    for route, selector in loaded.items():
+        page.locator(f"#nav a[data-route={route}]").click()
+        expect(page.locator(f"#view-{route}")).to_be_visible()
+        expect(page.locator(selector).first).to_be_visible()
+        for item in page.evaluate(CONTRAST_JS):
+            ratio = _contrast(tuple(item["fg"]), tuple(item["bg"]))
+            large = item["size"] >= 24 or (item["bold"] and item["size"] >= 18.66)
+            if ratio < (3 if large else 4.5):
+                failures.append((route, item["text"], round(ratio, 2)))
+    assert failures == []
+
+
+def test_delete_backup_history_and_logins(system: System, phone, tmp_path: Path) -> None:
+    citizen = phone()
+    citizen.login(CITIZENS[1])
+    page = citizen.page
+    offer = make_offer(system, "ajuntament-girona", "padro", CITIZENS[1], tx_code=False)
+    citizen.scan(offer["offer_uri"])
+    page.get_by_role("button", name="Accept").click()
+    expect(page.locator("#offer-result")).to_contain_text("Added to your wallet", timeout=30_000)
+
+    page.locator("#nav a[data-route=settings]").click()
+    expect(page.locator("#logins li").first).to_contain_text("idcatmobil")
+    expect(page.locator("#logins li").first).to_contain_text("this session")
+    expect(page.locator("#me")).to_contain_text(CITIZENS[1])
+    citizen.shot("16-me")
+    page.fill("#export-pass", "correct horse battery")
+    with page.expect_download() as download:
+        page.get_by_role("button", name="Export a backup").click()
+    saved = tmp_path / "backup.json"
+    download.value.save_as(saved)
+    backup = json.loads(saved.read_text())
+    assert backup["format"] == "cartera-wallet-backup" and CITIZENS[1] not in saved.read_text()
+    expect(page.locator("#status")).to_have_text("Backup exported.")
+
+    page.locator("#nav a[data-route=cards]").click()
+    page.locator("#cards li.card h3 a").click()
+    expect(page.locator("#card-status")).to_have_text("Valid")
+    page.get_by_role("button", name="Delete this credential").click()
+    page.get_by_role("button", name="Yes, delete it for good").click()
+    expect(page.locator("#cards-empty")).to_be_visible()
+    expect(page.locator("#status")).to_have_text("Credential deleted.")
+    page.locator("#nav a[data-route=history]").click()
+    expect(page.locator("#history li.deletion")).to_have_count(1)
+    expect(page.locator("#history li.receipt")).to_have_count(1)
+    citizen.shot("17-history")
+
+    page.locator("#nav a[data-route=settings]").click()
+    page.set_input_files("#import-file", str(saved))
+    page.fill("#import-pass", "wrong passphrase!")
+    page.get_by_role("button", name="Import a backup").click()
+    expect(page.locator("#error")).to_have_text("The passphrase or the file is not correct.", timeout=30_000)
+    page.fill("#import-pass", "correct horse battery")
+    page.get_by_role("button", name="Import a backup").click()
+    expect(page.locator("#status")).to_have_text(re.compile(r"Backup imported: [1-9]"), timeout=30_000)
+    page.locator("#nav a[data-route=cards]").click()
+    expect(page.locator("#cards li.card")).to_have_count(1)
+
+    page.locator("#nav a[data-route=settings]").click()
+    page.get_by_role("button", name="Log out").click()
+    expect(page.locator("#login-title")).to_be_visible()
+    assert page.evaluate("sessionStorage.getItem('cartera.tokens')") is None
+
+
+def test_desktop_layout(browser: Browser, system: System) -> None:
+    context = browser.new_context(viewport={"width": 1280, "height": 800}, locale="ca-ES")
+    try:
+        page = context.new_page()
+        page.goto(f"{system.wallet}/app/")
+        expect(page.locator("#login-title")).to_have_text("Les teves credencials, al mòbil")
+        box = page.locator("#view-login").bounding_box()
+        assert box is not None and box["width"] <= 760  # a readable column, centred, not stretched
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "18-desktop-login.png"))
+    finally:
+        context.close()
