@@ -217,14 +217,14 @@ class Database:
             self.engine.execution_options(sqlite_begin="DEFERRED"), expire_on_commit=False
         )
         # PostgreSQL only: SQLite's BEGIN is issued by our own "begin" hook, which autocommit would skip
-        # the COMMIT of; and on SQLite a transaction costs no round trip anyway.
+        # the COMMIT of; and on SQLite a transaction costs no round trip anyway. There it is DEFERRED:
+        # single statements need no write lock taken up front (reads take none at all), and a
+        # transaction whose first statement writes waits in the busy handler like IMMEDIATE does.
         self._autocommit_engine = (
-            self.engine.execution_options(isolation_level="AUTOCOMMIT") if self.backend == "postgresql" else None
+            self.engine.execution_options(isolation_level="AUTOCOMMIT")
+            if self.backend == "postgresql" else self.engine.execution_options(sqlite_begin="DEFERRED")
         )
-        self._autocommit_sessions = (
-            async_sessionmaker(self._autocommit_engine, expire_on_commit=False)
-            if self._autocommit_engine is not None else self._sessions
-        )
+        self._autocommit_sessions = async_sessionmaker(self._autocommit_engine, expire_on_commit=False)
 
     @property
     def backend(self) -> str:
@@ -271,11 +271,11 @@ class Database:
         construction, unit of work and instance loading, which cost more CPU than a short query.
         The same rule: each statement stands alone on PostgreSQL; on SQLite one transaction.
         """
-        if self._autocommit_engine is not None:
+        if self.backend == "postgresql":
             async with self._autocommit_engine.connect() as conn:
                 yield conn
         else:
-            async with self.engine.begin() as conn:
+            async with self._autocommit_engine.begin() as conn:
                 yield conn
 
     async def ping(self, timeout: float = 2.0) -> bool:
