@@ -20,20 +20,19 @@ import os
 from pathlib import Path
 from typing import Annotated, Any
 
-import httpx
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from cartera.console import fail
+from cartera.http_api import call_api, dev_section
 from ssi.qr import qr_png, qr_svg, qr_terminal
 
 app = typer.Typer(help="Issuer: create credential offers, revoke or suspend credentials, list types and records.",
                   no_args_is_help=True)
 console = Console()
-err = Console(stderr=True)
 
 DEFAULT_URL = "http://127.0.0.1:8001"
-DEV_FILE = Path("var/cartera-dev.json")
 
 UrlOpt = Annotated[str | None, typer.Option("--url", help="Issuer base URL [env CARTERA_ISSUER_URL].")]
 KeyOpt = Annotated[str | None, typer.Option("--api-key", help="Tenant admin API key [env CARTERA_ISSUER_API_KEY].")]
@@ -41,31 +40,18 @@ TenantOpt = Annotated[str | None, typer.Option("--tenant", help="Tenant slug in 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 
 
-def _fail(message: str) -> None:
-    err.print(f"[red]error:[/red] {message}")
-    raise typer.Exit(1)
 
 
-def _dev_file() -> dict[str, Any]:
-    path = Path(os.environ.get("CARTERA_DEV_FILE", DEV_FILE))
-    if not path.exists():
-        return {}
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        _fail(f"{path} is not readable JSON")
-    section = data.get("issuer", {}) if isinstance(data, dict) else {}
-    return section if isinstance(section, dict) else {}
 
 
 def _connection(url: str | None, api_key: str | None, tenant: str | None, type_id: str | None = None) -> tuple[str, str]:
-    dev = _dev_file()
+    dev = dev_section("issuer")
     url = url or os.environ.get("CARTERA_ISSUER_URL") or dev.get("issuer_url") or dev.get("url") or DEFAULT_URL
     api_key = api_key or os.environ.get("CARTERA_ISSUER_API_KEY")
     if not api_key:
         tenants: dict[str, Any] = dev.get("tenants") or {}
         if tenant is not None and tenant not in tenants:
-            _fail(f"tenant {tenant!r} is not in the development file")
+            fail(f"tenant {tenant!r} is not in the development file")
         entry = tenants.get(tenant) if tenant else None
         if entry is None and type_id is not None:
             entry = next((t for t in tenants.values() if type_id in (t.get("types") or [])), None)
@@ -73,30 +59,15 @@ def _connection(url: str | None, api_key: str | None, tenant: str | None, type_i
             entry = next(iter(tenants.values()), None)
         api_key = (entry or {}).get("api_key")
     if not api_key:
-        _fail("no API key: give --api-key, set CARTERA_ISSUER_API_KEY, or run `cartera run` to provision")
+        fail("no API key: give --api-key, set CARTERA_ISSUER_API_KEY, or run `cartera run` to provision")
     return str(url).rstrip("/"), str(api_key)
 
 
-def _call(method: str, url: str, api_key: str, path: str, **kwargs: Any) -> Any:
-    try:
-        response = httpx.request(method, f"{url}{path}", headers={"Authorization": f"Bearer {api_key}"},
-                                 timeout=30, **kwargs)
-    except httpx.HTTPError as exc:
-        _fail(f"cannot reach the issuer at {url} ({type(exc).__name__})")
-    try:
-        body = response.json() if response.content else {}
-    except ValueError:
-        body = {"error": "bad_response", "error_description": response.text[:200]}
-    if response.status_code >= 400:
-        problems = "; ".join(f"{p['path']}: {p['message']}" for p in body.get("problems", [])[:10])
-        _fail(f"{body.get('error', response.status_code)}: {body.get('error_description', '')}"
-              + (f" ({problems})" if problems else ""))
-    return body
 
 
 def _safe_id(value: str, what: str) -> str:
     if not value or "/" in value or len(value) > 100:
-        _fail(f"not a {what}")
+        fail(f"not a {what}")
     return value
 
 
@@ -117,7 +88,7 @@ def offer(type_id: Annotated[str, typer.Option("--type", "-t", help="Credential 
                             "tx_code": tx_code, "by_reference": not by_value}
     if selector:
         body["selector"] = selector
-    created = _call("POST", base, key, "/v1/offers", json=body)
+    created = call_api("issuer", "POST", base, key, "/v1/offers", json=body)
     if png is not None:
         png.write_bytes(qr_png(created["offer_uri"]))
     if svg is not None:
@@ -139,7 +110,7 @@ def offer(type_id: Annotated[str, typer.Option("--type", "-t", help="Credential 
 def _status_command(action: str, credential_id: str, url: str | None, api_key: str | None, tenant: str | None,
                     as_json: bool) -> None:
     base, key = _connection(url, api_key, tenant)
-    record = _call("POST", base, key, f"/v1/credentials/{_safe_id(credential_id, 'credential id')}/{action}")
+    record = call_api("issuer", "POST", base, key, f"/v1/credentials/{_safe_id(credential_id, 'credential id')}/{action}")
     if as_json:
         typer.echo(json.dumps(record, ensure_ascii=False))
     else:
@@ -171,7 +142,7 @@ def reinstate(credential_id: Annotated[str, typer.Argument(help="The credential 
 def types(url: UrlOpt = None, api_key: KeyOpt = None, tenant: TenantOpt = None, as_json: JsonOpt = False) -> None:
     """List the tenant's credential types, their versions and data sources."""
     base, key = _connection(url, api_key, tenant)
-    items = _call("GET", base, key, "/v1/types")
+    items = call_api("issuer", "GET", base, key, "/v1/types")
     if as_json:
         typer.echo(json.dumps(items, ensure_ascii=False))
         return
@@ -187,7 +158,7 @@ def register_type(builtin: Annotated[str | None, typer.Option(help="Id of a buil
                   url: UrlOpt = None, api_key: KeyOpt = None, tenant: TenantOpt = None, as_json: JsonOpt = False) -> None:
     """Register a credential type (or a new version of one)."""
     if (builtin is None) == (file is None):
-        _fail("give exactly one of --builtin and --file")
+        fail("give exactly one of --builtin and --file")
     body: dict[str, Any] = {"builtin": builtin}
     if file is not None:
         import yaml
@@ -195,9 +166,9 @@ def register_type(builtin: Annotated[str | None, typer.Option(help="Id of a buil
         try:
             body = {"definition": yaml.safe_load(file.read_text(encoding="utf-8"))}
         except (OSError, yaml.YAMLError):
-            _fail(f"cannot read {file}")
+            fail(f"cannot read {file}")
     base, key = _connection(url, api_key, tenant)
-    created = _call("POST", base, key, "/v1/types", json=body)
+    created = call_api("issuer", "POST", base, key, "/v1/types", json=body)
     typer.echo(json.dumps(created, ensure_ascii=False) if as_json else f"registered {created['id']} {created['version']}")
 
 
@@ -213,7 +184,7 @@ def credentials(subject: Annotated[str | None, typer.Option(help="Only this citi
         params["subject"] = subject
     if type_id:
         params["type"] = type_id
-    page = _call("GET", base, key, "/v1/credentials", params=params)
+    page = call_api("issuer", "GET", base, key, "/v1/credentials", params=params)
     if as_json:
         typer.echo(json.dumps(page, ensure_ascii=False))
         return
@@ -230,7 +201,7 @@ def show(credential_id: Annotated[str, typer.Argument(help="The credential id.")
          url: UrlOpt = None, api_key: KeyOpt = None, tenant: TenantOpt = None) -> None:
     """Print one issuance record as JSON (evidence of the source query and of the login)."""
     base, key = _connection(url, api_key, tenant)
-    typer.echo(json.dumps(_call("GET", base, key, f"/v1/credentials/{_safe_id(credential_id, 'credential id')}"),
+    typer.echo(json.dumps(call_api("issuer", "GET", base, key, f"/v1/credentials/{_safe_id(credential_id, 'credential id')}"),
                           indent=2, ensure_ascii=False))
 
 
@@ -238,5 +209,5 @@ def show(credential_id: Annotated[str, typer.Argument(help="The credential id.")
 def rotate_key(url: UrlOpt = None, api_key: KeyOpt = None, tenant: TenantOpt = None, as_json: JsonOpt = False) -> None:
     """Rotate the tenant's signing key (needs the issuer's CA; old credentials keep verifying)."""
     base, key = _connection(url, api_key, tenant)
-    info = _call("POST", base, key, "/v1/keys/rotate", json={})
+    info = call_api("issuer", "POST", base, key, "/v1/keys/rotate", json={})
     typer.echo(json.dumps(info) if as_json else f"new signing key {info['kid']} (certificate until {info['not_after']})")

@@ -14,23 +14,21 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 from typing import Annotated, Any
 
-import httpx
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from cartera.console import fail
+from cartera.http_api import call_api, dev_section
 from ssi.qr import qr_terminal
 
 app = typer.Typer(help="Verifier: ask citizens for credentials (OpenID4VP) and read verified results.",
                   no_args_is_help=True)
 console = Console()
-err = Console(stderr=True)
 
 DEFAULT_URL = "http://127.0.0.1:8002"
-DEV_FILE = Path("var/cartera-dev.json")
 
 UrlOpt = Annotated[str | None, typer.Option("--url", help="Verifier base URL [env CARTERA_VERIFIER_URL].")]
 KeyOpt = Annotated[str | None, typer.Option("--api-key", help="Agency API key [env CARTERA_VERIFIER_API_KEY].")]
@@ -38,50 +36,25 @@ AgencyOpt = Annotated[str | None, typer.Option("--agency", help="Agency slug in 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 
 
-def _fail(message: str) -> None:
-    err.print(f"[red]error:[/red] {message}")
-    raise typer.Exit(1)
 
 
-def _dev_file() -> dict[str, Any]:
-    path = Path(os.environ.get("CARTERA_DEV_FILE", DEV_FILE))
-    if not path.exists():
-        return {}
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        _fail(f"{path} is not readable JSON")
-    return data.get("verifier", {}) if isinstance(data, dict) else {}
 
 
 def _connection(url: str | None, api_key: str | None, agency: str | None) -> tuple[str, str]:
-    dev = _dev_file()
+    dev = dev_section("verifier")
     url = url or os.environ.get("CARTERA_VERIFIER_URL") or dev.get("url") or DEFAULT_URL
     api_key = api_key or os.environ.get("CARTERA_VERIFIER_API_KEY")
     if not api_key:
         agencies = dev.get("agencies") or {}
         if agency is not None and agency not in agencies:
-            _fail(f"agency {agency!r} is not in the development file")
+            fail(f"agency {agency!r} is not in the development file")
         entry = agencies.get(agency) if agency else next(iter(agencies.values()), None)
         api_key = (entry or {}).get("api_key")
     if not api_key:
-        _fail("no API key: give --api-key, set CARTERA_VERIFIER_API_KEY, or run `cartera run` to provision")
+        fail("no API key: give --api-key, set CARTERA_VERIFIER_API_KEY, or run `cartera run` to provision")
     return url.rstrip("/"), api_key  # type: ignore[return-value]
 
 
-def _call(method: str, url: str, api_key: str, path: str, **kwargs: Any) -> Any:
-    try:
-        response = httpx.request(method, f"{url}{path}", headers={"Authorization": f"Bearer {api_key}"},
-                                 timeout=15, **kwargs)
-    except httpx.HTTPError as exc:
-        _fail(f"cannot reach the verifier at {url} ({type(exc).__name__})")
-    try:
-        body = response.json()
-    except ValueError:
-        body = {"error": "bad_response", "error_description": response.text[:200]}
-    if response.status_code >= 400:
-        _fail(f"{body.get('error', response.status_code)}: {body.get('error_description', '')}")
-    return body
 
 
 @app.command("request")
@@ -97,7 +70,7 @@ def request(template: Annotated[str, typer.Option("--template", "-t", help="Temp
         body["expires_in"] = expires_in
     if webhook_url is not None:
         body["webhook_url"] = webhook_url
-    created = _call("POST", base, key, "/v1/requests", json=body)
+    created = call_api("verifier", "POST", base, key, "/v1/requests", json=body)
     if as_json:
         typer.echo(json.dumps({k: created[k] for k in ("id", "uri", "request_uri", "status_url")}))
         return
@@ -114,8 +87,8 @@ def result(request_id: Annotated[str, typer.Argument(help="The request (transact
     """Print a request's result as JSON: status, claims per query, errors."""
     base, key = _connection(url, api_key, agency)
     if not request_id or "/" in request_id or len(request_id) > 100:
-        _fail("not a request id")
-    body = _call("GET", base, key, f"/v1/requests/{request_id}")
+        fail("not a request id")
+    body = call_api("verifier", "GET", base, key, f"/v1/requests/{request_id}")
     typer.echo(json.dumps({"status": body["status"], "claims": body["claims"], "errors": body["errors"],
                            "credentials": body["credentials"], "id": body["id"]}, indent=2, ensure_ascii=False))
 
@@ -124,7 +97,7 @@ def result(request_id: Annotated[str, typer.Argument(help="The request (transact
 def templates(url: UrlOpt = None, api_key: KeyOpt = None, agency: AgencyOpt = None, as_json: JsonOpt = False) -> None:
     """List the agency's request templates."""
     base, key = _connection(url, api_key, agency)
-    items = _call("GET", base, key, "/v1/templates")
+    items = call_api("verifier", "GET", base, key, "/v1/templates")
     if as_json:
         typer.echo(json.dumps(items, ensure_ascii=False))
         return

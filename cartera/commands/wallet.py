@@ -10,12 +10,14 @@ import asyncio
 import json
 import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
-import httpx
 import typer
 from rich.console import Console
 from rich.table import Table
+
+from cartera.console import fail
+from cartera.http_api import call_api
 
 app = typer.Typer(help="The citizen wallet API: master-key rotation, credentials, offers, requests.",
                   no_args_is_help=True)
@@ -27,27 +29,8 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JS
 DEFAULT_URL = "http://127.0.0.1:8003"
 
 
-def _fail(message: str) -> None:
-    console.print(f"[red]error:[/red] {message}")
-    raise typer.Exit(1)
 
 
-def _call(method: str, url: str, token: str, path: str, **kwargs: Any) -> Any:
-    if not token:
-        _fail("an access token is needed (--token or CARTERA_WALLET_TOKEN)")
-    try:
-        response = httpx.request(method, url.rstrip("/") + path, headers={"Authorization": f"Bearer {token}"},
-                                 timeout=60, **kwargs)
-    except httpx.HTTPError as exc:
-        _fail(f"cannot reach the wallet API at {url} ({type(exc).__name__})")
-    try:
-        body = response.json()
-    except ValueError:
-        body = None
-    if response.status_code >= 400:
-        detail = body.get("error_description") if isinstance(body, dict) else response.text[:200]
-        _fail(f"HTTP {response.status_code}: {detail}")
-    return body
 
 
 @app.command("rotate-master-key")
@@ -77,16 +60,16 @@ def rotate_master_key(
         new_key = parse_master_key(new_key_file.read_bytes())
         count = asyncio.run(rotate(WalletSettings(), new_key))
     except FileNotFoundError:
-        _fail(f"{new_key_file} does not exist (use --generate to create it)")
+        fail(f"{new_key_file} does not exist (use --generate to create it)")
     except SecretBoxError as exc:
-        _fail(exc.detail)
+        fail(exc.detail)
     console.print(f"rewrapped {count} key(s) under the new master key")
 
 
 @app.command("credentials")
 def credentials(url: UrlOpt = DEFAULT_URL, token: TokenOpt = "", as_json: JsonOpt = False) -> None:
     """List the citizen's credentials."""
-    items = _call("GET", url, token, "/v1/credentials")
+    items = call_api("wallet API", "GET", url, token, "/v1/credentials")
     if as_json:
         typer.echo(json.dumps(items, indent=1, ensure_ascii=False))
         return
@@ -101,8 +84,8 @@ def receive(offer_uri: Annotated[str, typer.Argument(help="The openid-credential
             tx_code: Annotated[str | None, typer.Option("--tx-code", help="The transaction code.")] = None,
             url: UrlOpt = DEFAULT_URL, token: TokenOpt = "", as_json: JsonOpt = False) -> None:
     """Receive a credential offer: preview, then accept."""
-    preview = _call("POST", url, token, "/v1/offers", json={"offer_uri": offer_uri})
-    result = _call("POST", url, token, f"/v1/offers/{preview['offer_id']}/accept", json={"tx_code": tx_code})
+    preview = call_api("wallet API", "POST", url, token, "/v1/offers", json={"offer_uri": offer_uri})
+    result = call_api("wallet API", "POST", url, token, f"/v1/offers/{preview['offer_id']}/accept", json={"tx_code": tx_code})
     if as_json:
         typer.echo(json.dumps(result, indent=1, ensure_ascii=False))
     else:
@@ -114,7 +97,7 @@ def present(request_uri: Annotated[str, typer.Argument(help="The openid4vp:// UR
             yes: Annotated[bool, typer.Option("--yes", help="Approve without asking.")] = False,
             url: UrlOpt = DEFAULT_URL, token: TokenOpt = "", as_json: JsonOpt = False) -> None:
     """Answer a presentation request after showing exactly what would be disclosed."""
-    preview = _call("POST", url, token, "/v1/presentations", json={"request_uri": request_uri})
+    preview = call_api("wallet API", "POST", url, token, "/v1/presentations", json={"request_uri": request_uri})
     verifier = preview["verifier"]
     console.print(f"Verifier: {verifier['name'] or verifier['client_id']}"
                   + ("" if verifier["verified"] else f"  [yellow]{verifier['warning']}[/yellow]"))
@@ -124,11 +107,11 @@ def present(request_uri: Annotated[str, typer.Argument(help="The openid4vp:// UR
             for claim in option["claims"]:
                 console.print(f"  {option['credential_name']}: {claim['name']} = {claim['value']}")
     if not preview["satisfiable"]:
-        _fail("the wallet cannot answer this request")
+        fail("the wallet cannot answer this request")
     if not yes and not typer.confirm("Send these claims?"):
-        result = _call("POST", url, token, f"/v1/presentations/{preview['presentation_id']}/decline")
+        result = call_api("wallet API", "POST", url, token, f"/v1/presentations/{preview['presentation_id']}/decline")
     else:
-        result = _call("POST", url, token, f"/v1/presentations/{preview['presentation_id']}/approve", json={})
+        result = call_api("wallet API", "POST", url, token, f"/v1/presentations/{preview['presentation_id']}/approve", json={})
     if as_json:
         typer.echo(json.dumps(result, indent=1, ensure_ascii=False))
     else:
