@@ -10,10 +10,10 @@ import httpx
 from playwright.sync_api import Browser, expect
 
 from tests.wallet_api.system import System, fresh_citizens
-from tests.web_wallet.conftest import ARTIFACTS, PHONE, make_offer
+from tests.web_wallet.conftest import ARTIFACTS, PHONE, make_offer, new_request, wait_status
 
 WEB = Path(__file__).resolve().parents[2] / "wallet_api" / "web"
-CITIZENS = fresh_citizens(6)[4:]
+CITIZENS = fresh_citizens(7)[4:]
 
 
 def test_shell_headers_and_only_own_resources(system: System) -> None:
@@ -220,3 +220,55 @@ def test_desktop_layout(browser: Browser, system: System) -> None:
         page.screenshot(path=str(ARTIFACTS / "18-desktop-login.png"))
     finally:
         context.close()
+
+
+def test_pin_history_search_and_ending_another_session(system: System, phone) -> None:
+    citizen, other = phone(), phone()
+    citizen.login(CITIZENS[2])
+    other.login(CITIZENS[2])  # the same citizen on a second device
+    page = citizen.page
+    offer = make_offer(system, "ajuntament-girona", "padro", CITIZENS[2], tx_code=False)
+    citizen.scan(offer["offer_uri"])
+    page.get_by_role("button", name="Accept").click()
+    expect(page.locator("#offer-result")).to_contain_text("Added to your wallet", timeout=30_000)
+
+    page.locator("#nav a[data-route=settings]").click()
+    expect(page.locator("#pin-state")).to_have_text("Sharing asks for no PIN.")
+    page.fill("#new-pin", "12ab")
+    page.get_by_role("button", name="Save the PIN").click()  # the browser itself refuses it (pattern)
+    assert page.eval_on_selector("#new-pin", "el => el.validity.patternMismatch")
+    expect(page.locator("#pin-state")).to_have_text("Sharing asks for no PIN.")
+    page.fill("#new-pin", "2468")
+    page.get_by_role("button", name="Save the PIN").click()
+    expect(page.locator("#status")).to_have_text("PIN saved.")
+    expect(page.locator("#pin-state")).to_have_text("Sharing asks for the PIN.")
+    expect(page.locator("#current-pin")).to_be_visible()
+
+    request = new_request(system, "ajuntament-barcelona", "residence")
+    citizen.scan(request["uri"])
+    expect(page.locator("#pin")).to_be_visible(timeout=15_000)
+    page.fill("#pin", "1111")
+    page.get_by_role("button", name="Share").click()
+    expect(page.locator("#error")).to_have_text("The PIN is not correct.")
+    assert wait_status(system, "ajuntament-barcelona", request, timeout=0.5)["status"] == "pending"
+    page.fill("#pin", "2468")
+    page.get_by_role("button", name="Share").click()
+    expect(page.locator("#request-result")).to_have_text("Shared with Ajuntament de Barcelona.", timeout=30_000)
+    assert wait_status(system, "ajuntament-barcelona", request)["status"] == "verified"
+
+    page.locator("#nav a[data-route=history]").click()
+    page.fill("#history-q", "Barcelona")
+    page.get_by_role("button", name="Search", exact=True).click()
+    expect(page.locator("#history li.share")).to_have_count(1)
+    expect(page.locator("#history li.receipt")).to_have_count(0)
+    page.fill("#history-q", "no such text anywhere")
+    page.get_by_role("button", name="Search", exact=True).click()
+    expect(page.locator("#history li")).to_have_text(["Nothing yet."])
+
+    # End the other device's session from this one: the other device is back at the login screen.
+    page.locator("#nav a[data-route=settings]").click()
+    page.get_by_role("button", name="End this session").click()
+    expect(page.locator("#status")).to_have_text("Session ended.")
+    expect(page.get_by_role("button", name="End this session")).to_have_count(0)
+    other.page.locator("#nav a[data-route=history]").click()
+    expect(other.page.locator("#login-title")).to_be_visible()

@@ -5,6 +5,7 @@
 (function () {
   var T = {
     ca: {
+      search: "Cerca", pinTitle: "PIN", currentPin: "PIN actual", newPin: "PIN nou (de 4 a 12 xifres; buit, l'elimina)", savePin: "Desa el PIN", pinOn: "Compartir demana el PIN.", pinOff: "Compartir no demana cap PIN.", pinSaved: "PIN desat.", endSession: "Tanca aquesta sessió", sessionEnded: "Sessió tancada.", asked: "Es demana: {0}",
       skip: "Salta al contingut", language: "Llengua", navCards: "Targetes", navScan: "Escaneja", navHistory: "Historial",
       navAlerts: "Avisos", navSettings: "Jo", loginTitle: "Les teves credencials, al mòbil",
       loginIntro: "Inicia la sessió per veure les teves credencials, rebre'n de noves i compartir-les.",
@@ -43,10 +44,11 @@
       err_invalid_request_object: "La sol·licitud no és vàlida: no s'ha enviat res.", err_invalid_offer: "L'oferta no és vàlida.",
       err_unsatisfiable: "No tens les credencials que es demanen.", err_invalid_pin: "El PIN no és correcte.",
       err_pin_locked: "Massa intents: torna-ho a provar més tard.", err_invalid_backup: "La contrasenya o el fitxer no són correctes.",
-      err_generic: "No s'ha pogut fer ({0}).", err_network: "No hi ha connexió amb el servei.",
+      err_invalid_request: "Les dades no són vàlides.", err_generic: "No s'ha pogut fer ({0}).", err_network: "No hi ha connexió amb el servei.",
       loginFailed: "No s'ha pogut iniciar la sessió."
     },
     es: {
+      search: "Buscar", pinTitle: "PIN", currentPin: "PIN actual", newPin: "PIN nuevo (de 4 a 12 cifras; vacío, lo elimina)", savePin: "Guardar el PIN", pinOn: "Compartir pide el PIN.", pinOff: "Compartir no pide ningún PIN.", pinSaved: "PIN guardado.", endSession: "Cerrar esta sesión", sessionEnded: "Sesión cerrada.", asked: "Se pide: {0}",
       skip: "Saltar al contenido", language: "Idioma", navCards: "Tarjetas", navScan: "Escanear", navHistory: "Historial",
       navAlerts: "Avisos", navSettings: "Yo", loginTitle: "Tus credenciales, en el móvil",
       loginIntro: "Inicia sesión para ver tus credenciales, recibir nuevas y compartirlas.",
@@ -85,10 +87,11 @@
       err_invalid_request_object: "La solicitud no es válida: no se ha enviado nada.", err_invalid_offer: "La oferta no es válida.",
       err_unsatisfiable: "No tienes las credenciales que se piden.", err_invalid_pin: "El PIN no es correcto.",
       err_pin_locked: "Demasiados intentos: vuelve a probar más tarde.", err_invalid_backup: "La contraseña o el archivo no son correctos.",
-      err_generic: "No se ha podido hacer ({0}).", err_network: "No hay conexión con el servicio.",
+      err_invalid_request: "Los datos no son válidos.", err_generic: "No se ha podido hacer ({0}).", err_network: "No hay conexión con el servicio.",
       loginFailed: "No se ha podido iniciar sesión."
     },
     en: {
+      search: "Search", pinTitle: "PIN", currentPin: "Current PIN", newPin: "New PIN (4 to 12 digits; empty removes it)", savePin: "Save the PIN", pinOn: "Sharing asks for the PIN.", pinOff: "Sharing asks for no PIN.", pinSaved: "PIN saved.", endSession: "End this session", sessionEnded: "Session ended.", asked: "Asked for: {0}",
       skip: "Skip to content", language: "Language", navCards: "Cards", navScan: "Scan", navHistory: "History",
       navAlerts: "Alerts", navSettings: "Me", loginTitle: "Your credentials, on your phone",
       loginIntro: "Log in to see your credentials, receive new ones and share them.",
@@ -127,7 +130,7 @@
       err_invalid_request_object: "The request is not valid: nothing was sent.", err_invalid_offer: "The offer is not valid.",
       err_unsatisfiable: "You do not have the credentials asked for.", err_invalid_pin: "The PIN is not correct.",
       err_pin_locked: "Too many attempts: try again later.", err_invalid_backup: "The passphrase or the file is not correct.",
-      err_generic: "That did not work ({0}).", err_network: "The service cannot be reached.",
+      err_invalid_request: "The data is not valid.", err_generic: "That did not work ({0}).", err_network: "The service cannot be reached.",
       loginFailed: "The login did not succeed."
     }
   };
@@ -615,7 +618,8 @@
         }
         $("request-purpose").textContent = request.purpose || "—";
         request.queries.forEach(function (query) { box.appendChild(queryBlock(query)); });
-        if (!request.satisfiable) { box.appendChild(el("p", { "class": "warning", text: t("cannotShare") })); }
+        var explained = request.queries.some(function (q) { return !q.satisfied; });
+        if (!request.satisfiable && !explained) { box.appendChild(el("p", { "class": "warning", text: t("cannotShare") })); }
         $("pin-box").hidden = !me.pin_set;
         $("approve").disabled = !request.satisfiable || request.state !== "pending";
         if (request.state !== "pending") { requestDone(request); }
@@ -625,7 +629,7 @@
   function queryBlock(query) {
     var block = el("fieldset", { "class": "query", "data-query": query.query_id });
     if (!query.satisfied) {
-      block.appendChild(el("legend", { text: query.query_id }));
+      block.appendChild(el("legend", { text: t("asked", query.query_id) }));
       block.appendChild(el("p", { "class": "warning", text: t("cannotShare") }));
       return block;
     }
@@ -716,7 +720,8 @@
 
   function renderHistory() {
     var n = ticket("history");
-    api("GET", "/v1/history").then(function (entries) {
+    var q = $("history-q").value.trim();
+    api("GET", "/v1/history" + (q ? "?" + new URLSearchParams({ q: q }).toString() : "")).then(function (entries) {
       if (!current("history", n)) { return; }
       var list = clear($("history"));
       if (!entries.length) { list.appendChild(el("li", { text: t("noEntries") })); }
@@ -822,14 +827,41 @@
     api("GET", "/v1/me").then(function (who) {
       me = who;
       $("me").textContent = who.name + " · " + who.identifier;
+      $("pin-state").textContent = who.pin_set ? t("pinOn") : t("pinOff");
+      $("current-pin-box").hidden = !who.pin_set;
     }).catch(function (err) { showError(errorText(err)); });
     api("GET", "/v1/me/logins?limit=20").then(function (items) {
       if (!current("logins", n)) { return; }
       var logins = clear($("logins"));
       items.forEach(function (login) {
-        logins.appendChild(el("li", { text: fmtTime(login.created_at) + " · " + login.method + " · " + login.assurance_level +
-          (login.current ? " · " + t("current") : "") }));
+        var item = el("li", { "class": "entry" }, [el("p", { text: fmtTime(login.created_at) + " · " + login.method + " · " +
+          login.assurance_level + (login.current ? " · " + t("current") : "") }),
+          el("p", { "class": "meta", text: login.user_agent })]);
+        if (login.active && !login.current) {
+          var end = el("button", { type: "button", text: t("endSession") });
+          end.addEventListener("click", function () {
+            api("DELETE", "/v1/sessions/" + encodeURIComponent(login.id)).then(function () {
+              flash = t("sessionEnded");
+              route(null);
+            }).catch(function (err) { showError(errorText(err)); });
+          });
+          item.appendChild(end);
+        }
+        logins.appendChild(item);
       });
+    }).catch(function (err) { showError(errorText(err)); });
+  }
+
+  function savePin(event) {
+    event.preventDefault();
+    var body = { pin: $("new-pin").value.trim() || null };
+    if (me && me.pin_set) { body.current_pin = $("current-pin").value; }
+    api("PUT", "/v1/pin", body).then(function () {
+      $("new-pin").value = "";
+      $("current-pin").value = "";
+      me = null;
+      flash = t("pinSaved");
+      route(null);
     }).catch(function (err) { showError(errorText(err)); });
   }
 
@@ -889,6 +921,8 @@
   $("decline").addEventListener("click", declineRequest);
   $("alerts-read").addEventListener("click", markRead);
   $("export-form").addEventListener("submit", exportBackup);
+  $("pin-form").addEventListener("submit", savePin);
+  $("history-search").addEventListener("submit", function (event) { event.preventDefault(); renderHistory(); });
   $("import-form").addEventListener("submit", importBackup);
   $("logout").addEventListener("click", logout);
   window.addEventListener("hashchange", route);
