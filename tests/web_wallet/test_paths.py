@@ -141,3 +141,38 @@ def test_language_follows_the_browser_and_switches(system: System, phone) -> Non
     expect(page.locator("#request-purpose")).to_have_text("Acreditar la residència al municipi")
     page.get_by_role("button", name="Decline").click()
     expect(page.locator("#request-result")).to_contain_text("nothing was shared")
+
+
+def test_ask_an_issuer_from_the_catalogue(system: System, phone) -> None:
+    citizen = phone()
+    identifier = fresh_citizens(8)[7]
+    citizen.login(identifier)
+    page = citizen.page
+    page.get_by_role("link", name="Ask an issuer").click()
+    entry = page.locator("#catalogue li").filter(has_text=system.tenants["aoc-tax"]["name"])
+    expect(entry.get_by_role("button").first).to_be_visible(timeout=15_000)
+    citizen.shot("19-catalogue")
+    entry.get_by_role("button").first.click()
+    # The issuer sends the browser to VÀLid (its own client), then back through the wallet API to the app.
+    page.fill("#q", identifier)
+    page.get_by_role("button", name="Search").click()
+    page.get_by_role("button", name="Log in as this citizen").press("Enter")
+    expect(page.locator("#offer-result")).to_contain_text("Added to your wallet", timeout=30_000)
+    page.locator("#nav a[data-route=cards]").click()
+    expect(page.locator("#cards li.card")).to_have_count(1)
+    expect(page.locator("#cards li.card")).to_contain_text(system.tenants["aoc-tax"]["name"])
+
+
+def test_cancelled_or_forged_login_is_refused(system: System, phone) -> None:
+    citizen = phone()
+    page = citizen.page
+    citizen.open()
+    page.get_by_role("button", name="Log in with VÀLid").click()
+    page.get_by_role("button", name="Cancel").press("Enter")
+    expect(page.locator("#error")).to_have_text("The login did not succeed.")
+    expect(page.locator("#login-title")).to_be_visible()
+    # A callback the app did not start (no matching state) is not redeemed.
+    page.goto(f"{system.wallet}/app/callback?code=forged&state=forged")
+    expect(page.locator("#error")).to_have_text("The login did not succeed.")
+    assert page.evaluate("sessionStorage.getItem('cartera.tokens')") is None
+    assert page.url == f"{system.wallet}/app/"

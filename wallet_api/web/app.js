@@ -5,6 +5,7 @@
 (function () {
   var T = {
     ca: {
+      askAction: "Demana-la a un emissor", catalogueTitle: "Demana una credencial a un emissor", catalogueIntro: "L'emissor et demanarà que iniciïs la sessió i després la credencial arribarà a la cartera.", request: "Demana «{0}»", unavailable: "Ara no està disponible.", issuanceFailed: "L'emissor no ha lliurat la credencial.",
       search: "Cerca", pinTitle: "PIN", currentPin: "PIN actual", newPin: "PIN nou (de 4 a 12 xifres; buit, l'elimina)", savePin: "Desa el PIN", pinOn: "Compartir demana el PIN.", pinOff: "Compartir no demana cap PIN.", pinSaved: "PIN desat.", endSession: "Tanca aquesta sessió", sessionEnded: "Sessió tancada.", asked: "Es demana: {0}",
       skip: "Salta al contingut", language: "Llengua", navCards: "Targetes", navScan: "Escaneja", navHistory: "Historial",
       navAlerts: "Avisos", navSettings: "Jo", loginTitle: "Les teves credencials, al mòbil",
@@ -48,6 +49,7 @@
       loginFailed: "No s'ha pogut iniciar la sessió."
     },
     es: {
+      askAction: "Pedirla a un emisor", catalogueTitle: "Pedir una credencial a un emisor", catalogueIntro: "El emisor te pedirá que inicies sesión y después la credencial llegará a tu cartera.", request: "Pedir «{0}»", unavailable: "Ahora no está disponible.", issuanceFailed: "El emisor no ha entregado la credencial.",
       search: "Buscar", pinTitle: "PIN", currentPin: "PIN actual", newPin: "PIN nuevo (de 4 a 12 cifras; vacío, lo elimina)", savePin: "Guardar el PIN", pinOn: "Compartir pide el PIN.", pinOff: "Compartir no pide ningún PIN.", pinSaved: "PIN guardado.", endSession: "Cerrar esta sesión", sessionEnded: "Sesión cerrada.", asked: "Se pide: {0}",
       skip: "Saltar al contenido", language: "Idioma", navCards: "Tarjetas", navScan: "Escanear", navHistory: "Historial",
       navAlerts: "Avisos", navSettings: "Yo", loginTitle: "Tus credenciales, en el móvil",
@@ -91,6 +93,7 @@
       loginFailed: "No se ha podido iniciar sesión."
     },
     en: {
+      askAction: "Ask an issuer", catalogueTitle: "Ask an issuer for a credential", catalogueIntro: "The issuer will ask you to log in, then the credential comes to your wallet.", request: "Ask for “{0}”", unavailable: "Not available now.", issuanceFailed: "The issuer did not deliver the credential.",
       search: "Search", pinTitle: "PIN", currentPin: "Current PIN", newPin: "New PIN (4 to 12 digits; empty removes it)", savePin: "Save the PIN", pinOn: "Sharing asks for the PIN.", pinOff: "Sharing asks for no PIN.", pinSaved: "PIN saved.", endSession: "End this session", sessionEnded: "Session ended.", asked: "Asked for: {0}",
       skip: "Skip to content", language: "Language", navCards: "Cards", navScan: "Scan", navHistory: "History",
       navAlerts: "Alerts", navSettings: "Me", loginTitle: "Your credentials, on your phone",
@@ -297,7 +300,7 @@
     sessionStorage.removeItem("cartera.loginState");
     history.replaceState(null, "", "/app/");
     if (params.get("error") || !params.get("code") || !expected || params.get("state") !== expected) {
-      showError(t("loginFailed"));
+      flashError = t("loginFailed");
       return Promise.resolve();
     }
     return fetch("/v1/auth/token", {
@@ -307,16 +310,17 @@
       if (!r.ok) { throw new Error("token"); }
       return r.json();
     }).then(function (body) { saveTokens(body); location.hash = "#/cards"; })
-      .catch(function () { showError(t("loginFailed")); });
+      .catch(function () { flashError = t("loginFailed"); });
   }
 
   // -- routing -------------------------------------------------------------------------------------
 
-  var VIEWS = ["login", "cards", "card", "scan", "offer", "request", "history", "alerts", "settings"];
+  var VIEWS = ["login", "cards", "card", "catalogue", "scan", "offer", "request", "history", "alerts", "settings"];
 
   function go(name, id) { location.hash = "#/" + name + (id ? "/" + encodeURIComponent(id) : ""); }
 
   var flash = "";
+  var flashError = "";
 
   function route(event) {
     var parts = location.hash.replace(/^#\/?/, "").split("/");
@@ -325,13 +329,14 @@
     if (!tokens()) { name = "login"; }
     if (name === "login" && tokens()) { name = "cards"; }
     stopCamera();
-    showError("");
+    showError(flashError);
+    flashError = "";
     setStatus(flash);
     flash = "";
     VIEWS.forEach(function (view) { $("view-" + view).hidden = view !== name; });
     $("nav").hidden = name === "login";
     document.querySelectorAll("#nav a").forEach(function (link) {
-      if (link.dataset.route === name || (name === "card" && link.dataset.route === "cards")) {
+      if (link.dataset.route === name || ((name === "card" || name === "catalogue") && link.dataset.route === "cards")) {
         link.setAttribute("aria-current", "page");
       } else { link.removeAttribute("aria-current"); }
     });
@@ -340,7 +345,8 @@
     // on the first load the focus stays at the top, where the skip link is.
     if (heading && event) { heading.setAttribute("tabindex", "-1"); heading.focus({ preventScroll: true }); }
     if (name !== "login") { startAlerts(); }
-    var render = { login: renderLogin, cards: renderCards, card: renderCard, scan: function () {}, offer: renderOffer,
+    var render = { login: renderLogin, cards: renderCards, card: renderCard, catalogue: renderCatalogue,
+                   scan: function () {}, offer: renderOffer,
                    request: renderRequest, history: renderHistory, alerts: renderAlerts, settings: renderSettings }[name];
     render(id);
   }
@@ -425,6 +431,50 @@
       flash = t("deleted");
       go("cards");
     }).catch(function (err) { showError(errorText(err)); });
+  }
+
+  // -- wallet-initiated issuance ----------------------------------------------------------------------
+
+  function renderCatalogue() {
+    var n = ticket("catalogue");
+    api("GET", "/v1/catalogue").then(function (issuers) {
+      if (!current("catalogue", n)) { return; }
+      var list = clear($("catalogue"));
+      if (!issuers.length) { list.appendChild(el("li", { text: t("noEntries") })); }
+      issuers.forEach(function (entry) {
+        var item = el("li", { "class": "entry" }, [el("h3", { text: entry.issuer.name || entry.issuer.id })]);
+        if (!entry.available) { item.appendChild(el("p", { "class": "meta", text: t("unavailable") })); }
+        entry.credentials.forEach(function (cred) {
+          var ask = el("button", { type: "button", text: t("request", cred.name) });
+          ask.addEventListener("click", function () { askIssuer(entry.issuer.id, cred.configuration_id, ask); });
+          item.appendChild(el("p", {}, [ask]));
+        });
+        list.appendChild(item);
+      });
+    }).catch(function (err) { showError(errorText(err)); });
+  }
+
+  function askIssuer(issuer, configurationId, button) {
+    button.disabled = true;
+    setStatus(t("working"));
+    // The issuer logs the citizen in; the wallet API receives the credential and sends the browser back
+    // to /app/?offer_id=...&state=issued|pending (or error=...).
+    api("POST", "/v1/issuance/authorize", { credential_issuer: issuer, credential_configuration_id: configurationId,
+                                             redirect_uri: location.origin + "/app/" })
+      .then(function (started) { location.assign(started.authorization_url); })
+      .catch(function (err) { button.disabled = false; setStatus(""); showError(errorText(err)); });
+  }
+
+  function returnFromIssuer() {
+    var params = new URLSearchParams(location.search);
+    if (!params.has("offer_id") && !params.has("error")) { return; }
+    history.replaceState(null, "", "/app/");
+    if (params.get("offer_id")) {
+      location.hash = "#/offer/" + encodeURIComponent(params.get("offer_id"));
+    } else {
+      flashError = t("issuanceFailed");
+      location.hash = "#/cards";
+    }
   }
 
   // -- scanning ------------------------------------------------------------------------------------
@@ -935,5 +985,6 @@
     navigator.serviceWorker.register("/app/sw.js", { scope: "/app/" }).catch(function () {});
   }
   translatePage();
+  if (location.pathname === "/app/") { returnFromIssuer(); }
   (location.pathname === "/app/callback" ? finishLogin() : Promise.resolve()).then(function () { route(null); });
 })();
