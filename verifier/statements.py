@@ -10,7 +10,7 @@ columns of the mapped classes. The ORM stays in use everywhere else.
 
 from __future__ import annotations
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import and_, bindparam, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -22,6 +22,23 @@ _agency = Agency.__table__
 #: The agency owning an API key hash (``key_hash``).
 AGENCY_BY_KEY_HASH = (select(_agency).join(ApiKey.__table__, ApiKey.agency_id == Agency.id)
                       .where(ApiKey.key_hash == bindparam("key_hash")))
+
+#: Authentication and the named template in one query (``key_hash``, ``name``): no row, a bad key;
+#: ``template_id`` null, no such template for this agency. Template columns are prefixed ``template_``.
+_template = Template.__table__
+AGENCY_AND_TEMPLATE_BY_KEY_HASH = (
+    select(_agency, *[c.label(f"template_{c.name}") for c in _template.c])
+    .select_from(ApiKey.__table__).join(_agency, ApiKey.agency_id == Agency.id)
+    .outerjoin(_template, and_(Template.agency_id == Agency.id, Template.name == bindparam("name")))
+    .where(ApiKey.key_hash == bindparam("key_hash")))
+
+#: Authentication and one of the agency's transactions in one query (``key_hash``, ``tx_id``): no
+#: row, a bad key; ``id`` null, no such transaction *for this agency* (another's looks missing).
+TRANSACTION_FOR_KEY_HASH = (
+    select(Agency.id.label("auth_agency_id"), _tx)
+    .select_from(ApiKey.__table__).join(_agency, ApiKey.agency_id == Agency.id)
+    .outerjoin(_tx, and_(Transaction.id == bindparam("tx_id"), Transaction.agency_id == Agency.id))
+    .where(ApiKey.key_hash == bindparam("key_hash")))
 
 #: One of an agency's templates by name (``agency_id``, ``name``).
 TEMPLATE_BY_NAME = select(Template.__table__).where(Template.agency_id == bindparam("agency_id"),

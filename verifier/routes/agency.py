@@ -7,6 +7,7 @@ import datetime as dt
 import json
 import uuid
 from collections.abc import AsyncIterator
+from types import SimpleNamespace
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
@@ -19,9 +20,9 @@ from ssi import x509 as ssi_x509
 from ssi.qr import qr_png, qr_svg
 from verifier.agencies import verifier_host
 from verifier.models import Agency, Template, Transaction
-from verifier.routes.deps import AgencyDep, Services, Svc
+from verifier.routes.deps import AgencyDep, Services, Svc, authenticated_row, current_agency
 from verifier.schemas import AgencyOut, ExchangeIn, RequestIn, RequestOut, ResultOut, TemplateIn, TemplateOut
-from verifier.statements import TEMPLATE_BY_NAME
+from verifier.statements import AGENCY_AND_TEMPLATE_BY_KEY_HASH, TEMPLATE_BY_NAME, TRANSACTION_FOR_KEY_HASH
 from verifier.transactions import (
     FINAL_STATUSES,
     RequestSpec,
@@ -157,9 +158,18 @@ def _spec(body: RequestIn, template: Template | None, svc: Services) -> RequestS
 
 @router.post("/requests", response_model=RequestOut, status_code=201, summary="Create a presentation request",
              dependencies=[Depends(no_store)])
-async def create_request(body: RequestIn, agency: AgencyDep,
-                         svc: Svc) -> RequestOut:
-    template = await _template(svc, agency, body.template) if body.template is not None else None
+async def create_request(body: RequestIn, request: Request, svc: Svc) -> RequestOut:
+    """From a template (read in the same query as the API key check) or ad hoc."""
+    template: Any = None
+    if body.template is not None:
+        row = await authenticated_row(request, AGENCY_AND_TEMPLATE_BY_KEY_HASH, {"name": body.template})
+        if row.template_id is None:
+            raise APIError(404, "not_found", "no such template for this agency")
+        fields = row._mapping
+        template = SimpleNamespace(**{c.name: fields[f"template_{c.name}"] for c in Template.__table__.c})
+        agency: Any = SimpleNamespace(**{c.name: fields[c.name] for c in Agency.__table__.c})
+    else:
+        agency = await current_agency(request)
     spec = _spec(body, template, svc)
     # One INSERT: atomic by itself, so no BEGIN/COMMIT round trips on PostgreSQL.
     async with svc.db.autocommit_connection() as conn:
@@ -182,9 +192,12 @@ async def _own_transaction(svc: Services, agency: Agency, tx_id: str) -> Transac
 
 @router.get("/requests/{tx_id}", response_model=ResultOut, summary="Read a request's result",
             dependencies=[Depends(no_store)])
-async def read_result(tx_id: str, agency: AgencyDep,
-                      svc: Svc) -> dict[str, Any]:
-    return result_body(await _own_transaction(svc, agency, tx_id), svc.box)
+async def read_result(tx_id: str, request: Request, svc: Svc) -> dict[str, Any]:
+    row = await authenticated_row(request, TRANSACTION_FOR_KEY_HASH, {"tx_id": tx_id})
+    # Another agency's transaction is reported exactly like a missing one.
+    if row.id is None:
+        raise APIError(404, "not_found", _NOT_FOUND)
+    return result_body(row, svc.box)  # type: ignore[arg-type]
 
 
 @router.post("/requests/{tx_id}/exchange", response_model=ResultOut, summary="Exchange a same-device response_code",
