@@ -8,14 +8,20 @@ SOAP stand-in. The load generator (this process) shares the same machine.
 
 Printed per backend and concurrency (1, 8, 32 wallets): credentials per second, p50/p99 latency of
 the whole flow and of the credential request alone, the cost per credential in CPU-milliseconds of
-the machine (wall time × cores / credentials), beside the bare ``ssi`` issue cost measured in the
-same run. Run: ``.venv/bin/python bench/issuance.py [--seconds 8] [--backends sqlite,postgresql]``.
+the machine (wall time × cores / credentials) and, measured from ``/proc``, the CPU time per
+credential of the issuer processes, of PostgreSQL and of this load generator — on a machine shared
+with other work those are the stable figures — beside the bare ``ssi`` issue cost measured in the
+same run. The wallets speak HTTP/1.1 keep-alive through a minimal client (httpx would spend more CPU
+than the issuer on a loopback request). Run:
+``.venv/bin/python bench/issuance.py [--seconds 8] [--backends sqlite,postgresql] [--workers 2]
+[--profile /tmp/issuer]`` (py-spy collapsed stacks of the issuer, one file per backend).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import secrets
 import sqlite3
@@ -24,6 +30,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from urllib.parse import urlencode, urlsplit
 
 import httpx
 
@@ -87,23 +94,73 @@ async def provision(base: str, registry: Path) -> str:
         return key
 
 
-async def one_flow(http: httpx.AsyncClient, base: str, api_key: str, holder: Key, subject: str) -> tuple[float, float]:
+class Connection:
+    """A minimal HTTP/1.1 keep-alive client on asyncio streams (one per wallet).
+
+    The load generator shares the two cores with the issuer: httpx spends ~2 ms of CPU per request
+    (four per credential), which would be billed to the machine's throughput; this spends ~0.1 ms.
+    Real HTTP on loopback all the same: every request goes through uvicorn and the whole app.
+    """
+
+    def __init__(self, base: str) -> None:
+        parts = urlsplit(base)
+        self.host, self.port = parts.hostname or "127.0.0.1", parts.port or 80
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def request(self, method: str, url: str, *, body: bytes = b"", content_type: str | None = None,
+                      headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        assert self.reader is not None
+        parts = urlsplit(url)
+        lines = [f"{method} {parts.path}{'?' + parts.query if parts.query else ''} HTTP/1.1",
+                 f"Host: {self.host}:{self.port}", f"Content-Length: {len(body)}"]
+        if content_type:
+            lines.append(f"Content-Type: {content_type}")
+        lines.extend(f"{k}: {v}" for k, v in (headers or {}).items())
+        self.writer.write(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        status = int(head.split(b" ", 2)[1])
+        length = 0
+        for line in head.split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+            elif name.strip().lower() == b"transfer-encoding":
+                raise RuntimeError("chunked responses are not expected here")
+        return status, await self.reader.readexactly(length)
+
+    async def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def _checked(status: int, body: bytes, step: str) -> dict:
+    if status >= 300:
+        raise RuntimeError(f"{step} failed: {status} {body[:200]!r}")
+    return json.loads(body)
+
+
+async def one_flow(http: Connection, base: str, api_key: str, holder: Key, subject: str) -> tuple[float, float]:
     start = time.perf_counter()
-    offer = (await http.post(f"{base}/v1/offers", headers={"Authorization": f"Bearer {api_key}"}, json={
+    offer = _checked(*await http.request("POST", f"{base}/v1/offers", content_type="application/json", body=json.dumps({
         "credential_configuration_ids": ["tax-compliance"], "subject": {"identifier": subject, "name": "Bench"},
-        "by_reference": False})).json()
+        "by_reference": False}).encode(), headers={"Authorization": f"Bearer {api_key}"}), "offer")
     grant = offer["offer"]["grants"][PRE_AUTHORIZED_CODE_GRANT]
     issuer = offer["offer"]["credential_issuer"]
-    token = (await http.post(f"{issuer}/token", data={
-        "grant_type": PRE_AUTHORIZED_CODE_GRANT, "pre-authorized_code": grant["pre-authorized_code"],
-        "tx_code": offer["tx_code"]})).json()["access_token"]
-    nonce = (await http.post(f"{issuer}/nonce")).json()["c_nonce"]
+    form = urlencode({"grant_type": PRE_AUTHORIZED_CODE_GRANT, "pre-authorized_code": grant["pre-authorized_code"],
+                      "tx_code": offer["tx_code"]}).encode()
+    token = _checked(*await http.request("POST", f"{issuer}/token", body=form,
+                                         content_type="application/x-www-form-urlencoded"), "token")["access_token"]
+    nonce = _checked(*await http.request("POST", f"{issuer}/nonce"), "nonce")["c_nonce"]
     proof = build_proof_jwt(holder, audience=issuer, nonce=nonce)
     t_credential = time.perf_counter()
-    response = await http.post(f"{issuer}/credential", headers={"Authorization": f"Bearer {token}"},
-                               json={"credential_configuration_id": "tax-compliance", "proofs": {"jwt": [proof]}})
-    if response.status_code != 200:
-        raise RuntimeError(f"credential request failed: {response.status_code} {response.text[:200]}")
+    body = json.dumps({"credential_configuration_id": "tax-compliance", "proofs": {"jwt": [proof]}}).encode()
+    answer = _checked(*await http.request("POST", f"{issuer}/credential", body=body, content_type="application/json",
+                                          headers={"Authorization": f"Bearer {token}"}), "credential")
+    if not answer.get("credentials"):
+        raise RuntimeError("credential response without credentials")
     end = time.perf_counter()
     return end - start, end - t_credential
 
@@ -112,20 +169,26 @@ async def run_load(base: str, api_key: str, wallets: int, seconds: float) -> dic
     flows: list[float] = []
     credential_calls: list[float] = []
     deadline = time.perf_counter() + seconds
-    async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=wallets + 4)) as http:
-        async def wallet(n: int) -> None:
-            holder = Key.generate()
-            i = n
+
+    async def wallet(n: int) -> None:
+        holder = Key.generate()
+        http = Connection(base)
+        i = n
+        try:
             while time.perf_counter() < deadline:
                 flow, cred = await one_flow(http, base, api_key, holder, SUBJECTS[i % len(SUBJECTS)])
                 flows.append(flow)
                 credential_calls.append(cred)
                 i += wallets
+        finally:
+            await http.close()
 
-        await one_flow(http, base, api_key, Key.generate(), SUBJECTS[0])  # warm-up
-        started = time.perf_counter()
-        await asyncio.gather(*(wallet(n) for n in range(wallets)))
-        elapsed = time.perf_counter() - started
+    warm = Connection(base)
+    await one_flow(warm, base, api_key, Key.generate(), SUBJECTS[0])  # warm-up
+    await warm.close()
+    started = time.perf_counter()
+    await asyncio.gather(*(wallet(n) for n in range(wallets)))
+    elapsed = time.perf_counter() - started
     flows.sort()
     credential_calls.sort()
 
@@ -136,6 +199,39 @@ async def run_load(base: str, api_key: str, wallets: int, seconds: float) -> dic
             "p99_ms": pct(flows, 0.99), "credential_p50_ms": pct(credential_calls, 0.5),
             "credential_p99_ms": pct(credential_calls, 0.99),
             "cpu_ms_per_credential": elapsed * (os.cpu_count() or 1) * 1000 / max(1, len(flows))}
+
+
+def postmaster_pid(cluster: object | None) -> int:
+    """The PostgreSQL server's pid (from ``postmaster.pid``), or 0 (SQLite)."""
+    folder = getattr(cluster, "_dir", None)
+    try:
+        return int((Path(folder) / "data" / "postmaster.pid").read_text().split()[0]) if folder else 0
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def process_tree_cpu(pid: int) -> float:
+    """User + system CPU seconds of ``pid`` and its descendants, reaped ones included (Linux ``/proc``)."""
+    if pid == 0:
+        return 0.0
+    ticks = os.sysconf("SC_CLK_TCK")
+    children: dict[int, list[int]] = {}
+    stats: dict[int, float] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(entry.name))
+        stats[int(entry.name)] = sum(int(f) for f in fields[11:15]) / ticks
+    total, todo = 0.0, [pid]
+    while todo:
+        current = todo.pop()
+        total += stats.get(current, 0.0)
+        todo.extend(children.get(current, []))
+    return total
 
 
 def bare_issue_cost(rounds: int = 400) -> float:
@@ -161,12 +257,17 @@ def main() -> None:
     parser.add_argument("--wallets", default="1,8,32", help="concurrency levels")
     parser.add_argument("--backends", default="sqlite,postgresql")
     parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes of the issuer")
+    parser.add_argument("--profile", metavar="PREFIX",
+                        help="record the issuer with py-spy during the load (PREFIX-<backend>.txt, collapsed stacks)")
     args = parser.parse_args()
     bare = bare_issue_cost()
     print(f"bare ssi issue_sd_jwt_vc (tax-compliance, 1 holder key): {bare:.3f} ms per credential")
-    print(f"machine: {os.cpu_count()} cores; load generator and issuer ({args.workers} worker(s)) on the same machine\n")
+    print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; load generator and issuer "
+          f"({args.workers} worker(s)) on the same machine")
+    print("CPU ms per credential of the issuer processes (server), of PostgreSQL (db) and of this load generator "
+          "(client); machine = wall time x cores / credentials\n")
     print(f"{'backend':<11}{'wallets':>8}{'creds':>7}{'cred/s':>9}{'flow p50':>10}{'flow p99':>10}"
-          f"{'cred p50':>10}{'cred p99':>10}{'cpu-ms/cred':>13}{'× bare':>8}")
+          f"{'cred p50':>10}{'cred p99':>10}{'machine':>9}{'server':>8}{'db':>6}{'client':>8}{'srv/bare':>9}")
     for backend in args.backends.split(","):
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(tmp)
@@ -181,14 +282,35 @@ def main() -> None:
                 url = f"sqlite+aiosqlite:///{folder / 'issuer.db'}"
             port = free_port()
             proc = start_issuer(url, folder, port, args.workers)
+            profiler = None
             try:
                 base = f"http://127.0.0.1:{port}"
                 api_key = asyncio.run(provision(base, registry))
-                for wallets in (int(w) for w in args.wallets.split(",")):
+                levels = [int(w) for w in args.wallets.split(",")]
+                # Warm-up at the highest concurrency, not counted: the pools open their connections and
+                # the statement caches fill, so every level measures the steady state.
+                asyncio.run(run_load(base, api_key, max(levels), min(3.0, args.seconds)))
+                if args.profile:
+                    profiler = subprocess.Popen(
+                        [str(Path(sys.executable).parent / "py-spy"), "record", "--format", "raw", "--subprocesses",
+                         "--rate", "200", "--pid", str(proc.pid), "--duration", str(int(args.seconds * len(levels)) + 2),
+                         "-o", f"{args.profile}-{backend}.txt"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                    time.sleep(1.0)
+                db_pid = postmaster_pid(cluster)
+                for wallets in levels:
+                    before = process_tree_cpu(proc.pid), process_tree_cpu(db_pid), time.process_time()
                     r = asyncio.run(run_load(base, api_key, wallets, args.seconds))
+                    n = max(1, r["credentials"]) / 1000
+                    server = (process_tree_cpu(proc.pid) - before[0]) / n
+                    db = (process_tree_cpu(db_pid) - before[1]) / n
+                    client = (time.process_time() - before[2]) / n
+                    db_text = f"{db:>6.1f}" if cluster is not None else f"{'-':>6}"
                     print(f"{backend:<11}{wallets:>8}{r['credentials']:>7.0f}{r['per_second']:>9.1f}{r['p50_ms']:>10.1f}"
                           f"{r['p99_ms']:>10.1f}{r['credential_p50_ms']:>10.1f}{r['credential_p99_ms']:>10.1f}"
-                          f"{r['cpu_ms_per_credential']:>13.1f}{r['cpu_ms_per_credential'] / bare:>8.0f}", flush=True)
+                          f"{r['cpu_ms_per_credential']:>9.1f}{server:>8.1f}{db_text}{client:>8.1f}"
+                          f"{server / bare:>9.0f}", flush=True)
+                if profiler is not None:
+                    profiler.wait(timeout=120)
             finally:
                 proc.terminate()
                 proc.wait(timeout=20)

@@ -19,7 +19,7 @@ from typing import Any, Generic, TypeVar
 
 import httpx
 from fastapi import Request
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from service_kit.crypto import SecretBox
 from service_kit.db import Database
@@ -65,6 +65,7 @@ class IssuerContext:
     types: BoundedCache[Any] = field(default_factory=lambda: BoundedCache(512))
     sources: BoundedCache[Any] = field(default_factory=lambda: BoundedCache(256))
     tenants: BoundedCache[Any] = field(default_factory=lambda: BoundedCache(256))
+    status_lists: BoundedCache[Any] = field(default_factory=lambda: BoundedCache(256))
     _write_lock: asyncio.Lock | None = field(default=None, repr=False)
     #: Prometheus counters (set by the app): credentials issued, source failures.
     issued_counter: Any = None
@@ -84,10 +85,46 @@ class IssuerContext:
             async with self.db.session() as session:
                 yield session
             return
+        async with self._sqlite_lock(), self.db.session() as session:
+            yield session
+
+    def _sqlite_lock(self) -> asyncio.Lock:
         if self._write_lock is None:
             self._write_lock = asyncio.Lock()
-        async with self._write_lock, self.db.session() as session:
-            yield session
+        return self._write_lock
+
+    @asynccontextmanager
+    async def write_connection(self) -> AsyncIterator[AsyncConnection]:
+        """:meth:`session` without the ORM: a Core connection in one transaction (commit on success).
+
+        For the prebuilt statements of :mod:`issuer.statements`; SQLite writers queue as in :meth:`session`.
+        """
+        if self.db.backend != "sqlite":
+            async with self.db.engine.begin() as conn:
+                yield conn
+            return
+        async with self._sqlite_lock(), self.db.engine.begin() as conn:
+            yield conn
+
+    @asynccontextmanager
+    async def single_statement(self) -> AsyncIterator[AsyncConnection]:
+        """A Core connection for statements that are atomic by themselves (one INSERT, one SELECT).
+
+        PostgreSQL: ``AUTOCOMMIT`` (no BEGIN/COMMIT round trips; two statements here are NOT one
+        transaction). SQLite: a write transaction like :meth:`write_connection`.
+        """
+        if self.db.backend != "sqlite":
+            async with self.db.autocommit_connection() as conn:
+                yield conn
+            return
+        async with self._sqlite_lock(), self.db.engine.begin() as conn:
+            yield conn
+
+    @asynccontextmanager
+    async def read_connection(self) -> AsyncIterator[AsyncConnection]:
+        """A Core connection for reads: ``AUTOCOMMIT`` on PostgreSQL, a deferred transaction on SQLite."""
+        async with self.db.autocommit_connection() as conn:
+            yield conn
 
     @property
     def public_url(self) -> str:

@@ -26,6 +26,7 @@ from ssi.oid4vci import (
     build_credential_offer_uri,
 )
 
+from . import statements
 from .context import IssuerContext, new_id, new_secret, new_tx_code, secret_hash, utcnow
 from .models import AccessToken, DPoPProofUse, IssuanceClaim, Nonce, Offer, StoredResponse
 from .tenancy import TenantRef
@@ -68,12 +69,13 @@ async def create_offer(ctx: IssuerContext, tenant: TenantRef, configuration_ids:
     now = utcnow()
     expires = now + dt.timedelta(seconds=ctx.settings.offer_ttl)
     credential_ids = {cid: new_id("c_", 12) for cid in configuration_ids}
-    async with ctx.session() as session:
-        session.add(Offer(id=offer_id, tenant_id=tenant.id, code_hash=secret_hash(code),
-                          tx_code_hash=secret_hash(tx_code) if tx_code else None, tx_code_attempts=0,
-                          configuration_ids=configuration_ids, credential_ids=credential_ids, subject=subject,
-                          selector=selector, offer_json=offer, used=False, burnt=False, created_at=now,
-                          expires_at=expires))
+    async with ctx.single_statement() as conn:
+        await conn.execute(statements.INSERT_OFFER, {
+            "id": offer_id, "tenant_id": tenant.id, "code_hash": secret_hash(code),
+            "tx_code_hash": secret_hash(tx_code) if tx_code else None, "tx_code_attempts": 0,
+            "configuration_ids": configuration_ids, "credential_ids": credential_ids, "subject": subject,
+            "selector": selector, "offer_json": offer, "used": False, "burnt": False, "created_at": now,
+            "expires_at": expires})
     reference = f"{issuer}/offers/{offer_id}"
     by_value_uri = build_credential_offer_uri(CredentialOffer.parse(offer, allow_http_loopback=True))
     by_ref_uri = build_credential_offer_uri(reference)
@@ -94,12 +96,44 @@ def _grant_error(description: str) -> APIError:
     return APIError(400, INVALID_GRANT, description)
 
 
+async def _redeem_at_once(ctx: IssuerContext, tenant: TenantRef, code_hash: str, tx_code: str | None,
+                          now: dt.datetime, dpop_jkt: str | None) -> tuple[Any, str, int] | None:
+    """The common case in two statements of one transaction: a conditional ``UPDATE ... RETURNING``
+    that marks the offer used only when the code is usable and the transaction code matches, and the
+    access token's ``INSERT``. ``None`` when the update matched nothing (the caller finds out why)."""
+    params: dict[str, Any] = {"b_code_hash": code_hash, "b_tenant_id": tenant.id, "now": now}
+    if tx_code:
+        params["b_tx_code_hash"] = secret_hash(tx_code)
+        stmt = statements.REDEEM_OFFER_WITH_TX_CODE
+    else:
+        stmt = statements.REDEEM_OFFER_WITHOUT_TX_CODE
+    async with ctx.write_connection() as conn:
+        offer = (await conn.execute(stmt, params)).first()
+        if offer is None:
+            return None
+        token = new_secret()
+        ttl = ctx.settings.access_token_ttl
+        await conn.execute(statements.INSERT_ACCESS_TOKEN, {
+            "token_hash": secret_hash(token), "tenant_id": tenant.id, "subject": offer.subject,
+            "configuration_ids": list(offer.configuration_ids), "credential_ids": dict(offer.credential_ids or {}),
+            "selector": offer.selector, "login": {"method": "pre-authorized_code", "offer_id": offer.id},
+            "offer_id": offer.id, "expires_at": now + dt.timedelta(seconds=ttl), "dpop_jkt": dpop_jkt})
+    return offer, token, ttl
+
+
 async def redeem_pre_authorized_code(ctx: IssuerContext, tenant: TenantRef, code: str, tx_code: str | None,
-                                     dpop_jkt: str | None = None) -> tuple[Offer, str, int]:
+                                     dpop_jkt: str | None = None) -> tuple[Any, str, int]:
     """Check a pre-authorized code (and its tx_code), mark it used and create the access token in the
-    same transaction; returns ``(offer, access_token, expires_in)``, or raises ``invalid_grant``."""
+    same transaction; returns ``(offer, access_token, expires_in)`` (the offer row has at least ``id``,
+    ``subject``, ``configuration_ids``, ``credential_ids`` and ``selector``), or raises ``invalid_grant``."""
     now = utcnow()
     code_hash = secret_hash(code)
+    redeemed = await _redeem_at_once(ctx, tenant, code_hash, tx_code, now, dpop_jkt)
+    if redeemed is not None:
+        return redeemed
+    # Unknown, used, burnt, expired, or a wrong or missing transaction code: the original checks tell
+    # these apart and count wrong codes (a code that became usable meanwhile cannot: nothing reverts
+    # ``used`` or ``burnt``, and an offer without a transaction code accepts any ``tx_code`` here).
     wrong_tx_code = False
     async with ctx.session() as session:
         offer = (await session.execute(select(Offer).where(Offer.code_hash == code_hash, Offer.tenant_id == tenant.id))
@@ -171,9 +205,10 @@ async def access_token(ctx: IssuerContext, tenant: TenantRef, token: str | None)
 async def new_nonce(ctx: IssuerContext, tenant: TenantRef) -> str:
     """A fresh ``c_nonce`` stored (hashed) until it is used or expires."""
     nonce = new_secret()
-    async with ctx.session() as session:
-        session.add(Nonce(nonce_hash=secret_hash(nonce), tenant_id=tenant.id,
-                          expires_at=utcnow() + dt.timedelta(seconds=ctx.settings.nonce_ttl)))
+    async with ctx.single_statement() as conn:
+        await conn.execute(statements.INSERT_NONCE, {
+            "nonce_hash": secret_hash(nonce), "tenant_id": tenant.id,
+            "expires_at": utcnow() + dt.timedelta(seconds=ctx.settings.nonce_ttl)})
     return nonce
 
 

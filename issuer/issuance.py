@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from credential_schemas import CredentialSchemaError
 from service_kit.errors import APIError
@@ -22,9 +22,9 @@ from ssi.oid4vci import CREDENTIAL_REQUEST_DENIED
 from ssi.sd_jwt_vc import issue_sd_jwt_vc
 from ssi.status_list import status_claim
 
+from . import statements
 from .context import IssuerContext, new_id, utcnow
 from .keys import active_key
-from .models import IssuanceRecord, WebhookEndpoint, WebhookOutbox
 from .registry import RegisteredType, get_source
 from .sources import (
     BadSourceAnswer,
@@ -42,7 +42,8 @@ from .tenancy import TenantRef as Tenant
 
 log = logging.getLogger(__name__)
 
-Finalize = Callable[[AsyncSession, dict[str, Any]], Awaitable[None]]
+#: Writes the caller's own row in the issuance transaction (a Core connection: use Core statements).
+Finalize = Callable[[AsyncConnection, dict[str, Any]], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -126,18 +127,20 @@ def _event(event_type: str, tenant: Tenant, record_id: str, type_id: str) -> byt
                        "credential_type": type_id, "created_at": utcnow().isoformat()}).encode("utf-8")
 
 
-async def enqueue_event(session: AsyncSession, tenant: Tenant, event_type: str, record_id: str, type_id: str) -> None:
-    """Write a webhook event for every endpoint of the tenant subscribed to it (same transaction)."""
-    from sqlalchemy import select
+async def enqueue_event(conn: AsyncSession | AsyncConnection, tenant: Tenant, event_type: str, record_id: str,
+                        type_id: str) -> None:
+    """Write a webhook event for every endpoint of the tenant subscribed to it (same transaction).
 
-    endpoints = (await session.execute(select(WebhookEndpoint).where(WebhookEndpoint.tenant_id == tenant.id))).scalars()
+    ``conn`` is an ORM session or a Core connection in the caller's transaction.
+    """
+    endpoints = (await conn.execute(statements.TENANT_WEBHOOKS, {"tenant_id": tenant.id})).all()
     now = utcnow()
-    for endpoint in endpoints:
-        if endpoint.events and event_type not in endpoint.events:
-            continue
-        session.add(WebhookOutbox(id=new_id("wh_"), endpoint_id=endpoint.id, event_type=event_type,
-                                  body=_event(event_type, tenant, record_id, type_id), attempts=0, created_at=now,
-                                  next_attempt_at=now, tenant_id=tenant.id))
+    rows = [{"id": new_id("wh_"), "endpoint_id": endpoint_id, "event_type": event_type,
+             "body": _event(event_type, tenant, record_id, type_id), "attempts": 0, "created_at": now,
+             "next_attempt_at": now, "tenant_id": tenant.id}
+            for endpoint_id, events in endpoints if not events or event_type in events]
+    if rows:
+        await conn.execute(statements.INSERT_OUTBOX, rows)
 
 
 async def sign_and_record(ctx: IssuerContext, tenant: Tenant, reg: RegisteredType, claims_outcome: Claims,
@@ -154,25 +157,30 @@ async def sign_and_record(ctx: IssuerContext, tenant: Tenant, reg: RegisteredTyp
     iat = int(now.timestamp())
     exp = int(expires.timestamp())
     issuer = ctx.issuer_url(tenant.slug)
-    integrity = reg.ctype.type_metadata_integrity()
-    disclosable = reg.ctype.disclosable_paths()
+    integrity = reg.integrity
+    disclosable = reg.disclosable
     notification_id = new_id("n_", 16)
-    async with ctx.session() as session:
-        signer = await active_key(ctx, session, tenant.id)
-        if signer is None:
-            raise APIError(503, "temporarily_unavailable", "the issuer has no signing key yet", {"Retry-After": "60"})
-        if signer.not_after < expires:
-            # A credential must not outlive its x5c chain: verifiers check the chain when it is presented.
-            expires = signer.not_after
-            exp = int(expires.timestamp())
-        record = IssuanceRecord(
-            id=credential_id, tenant_id=tenant.id, type_id=reg.type_id, type_version=reg.version, vct=reg.ctype.vct,
-            subject_identifier=subject.identifier, status="valid", copies=len(holder_jwks), signing_kid=signer.key.kid or "",
-            evidence=claims_outcome.evidence.as_dict(), login=login, notification_id=notification_id, notifications=[],
-            offer_id=offer_id, issued_at=now, valid_until=expires)
-        session.add(record)
-        await session.flush()
-        slots = await allocate(ctx, session, tenant.id, credential_id, len(holder_jwks))
+    signer = ctx.keys.get(("active", tenant.id))
+    if signer is None:
+        async with ctx.db.read_session() as session:
+            signer = await active_key(ctx, session, tenant.id)
+    if signer is None:
+        raise APIError(503, "temporarily_unavailable", "the issuer has no signing key yet", {"Retry-After": "60"})
+    if signer.not_after < expires:
+        # A credential must not outlive its x5c chain: verifiers check the chain when it is presented.
+        expires = signer.not_after
+        exp = int(expires.timestamp())
+    # Prebuilt Core statements in one transaction (issuer.statements): record, status indices, webhook
+    # events and the caller's own row commit together or not at all.
+    async with ctx.write_connection() as conn:
+        await conn.execute(statements.INSERT_RECORD, {
+            "id": credential_id, "tenant_id": tenant.id, "type_id": reg.type_id, "type_version": reg.version,
+            "vct": reg.ctype.vct, "subject_identifier": subject.identifier, "status": "valid",
+            "copies": len(holder_jwks), "signing_kid": signer.key.kid or "",
+            "evidence": claims_outcome.evidence.as_dict(), "login": login, "notification_id": notification_id,
+            "notifications": [], "offer_id": offer_id, "issued_at": now, "valid_until": expires,
+            "status_changed_at": None})
+        slots = await allocate(ctx, conn, tenant.id, credential_id, len(holder_jwks))
         credentials = []
         for jwk, (list_id, idx) in zip(holder_jwks, slots, strict=True):
             credentials.append({"credential": issue_sd_jwt_vc(
@@ -180,9 +188,9 @@ async def sign_and_record(ctx: IssuerContext, tenant: Tenant, reg: RegisteredTyp
                 x5c=signer.x5c, kid=signer.key.kid, status=status_claim(idx, status_list_uri(ctx, tenant.slug, list_id)),
                 iat=iat, nbf=iat, exp=exp, vct_integrity=integrity)})
         body = {"credentials": credentials, "notification_id": notification_id}
-        await enqueue_event(session, tenant, "credential.issued", credential_id, reg.type_id)
+        await enqueue_event(conn, tenant, "credential.issued", credential_id, reg.type_id)
         if finalize is not None:
-            await finalize(session, body)
+            await finalize(conn, body)
     if ctx.issued_counter is not None:
         ctx.issued_counter.labels(tenant.slug, reg.type_id).inc(len(holder_jwks))
     log.info("credential issued", extra={"credential_id": credential_id, "type_id": reg.type_id,

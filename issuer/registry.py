@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from sqlalchemy import select
@@ -52,6 +53,16 @@ class RegisteredType:
     type_id: str
     version: str
     ctype: CredentialType
+
+    @cached_property
+    def integrity(self) -> str:
+        """``vct#integrity`` of this version (hashing the type metadata once, not per credential)."""
+        return self.ctype.type_metadata_integrity()
+
+    @cached_property
+    def disclosable(self) -> list[Any]:
+        """The selectively disclosable claim paths of this version (computed once)."""
+        return self.ctype.disclosable_paths()
 
 
 def builtin_definition(type_id: str) -> dict[str, Any]:

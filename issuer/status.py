@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import datetime as dt
 import secrets
+import time
 
-from sqlalchemy import select, update
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from ssi import status_list as sl
 
+from . import statements
 from .context import IssuerContext, new_id, utcnow
 from .keys import active_key
 from .models import IssuanceRecord, StatusEntry, StatusList
@@ -33,44 +34,50 @@ def status_list_uri(ctx: IssuerContext, slug: str, list_id: str) -> str:
     return f"{ctx.issuer_url(slug)}/status/{list_id}"
 
 
-async def _current_list(ctx: IssuerContext, session: AsyncSession, tenant_id: str) -> StatusList:
-    row = (await session.execute(select(StatusList).where(StatusList.tenant_id == tenant_id,
-                                                          StatusList.full.is_(False))
-                                 .order_by(StatusList.created_at.desc()).limit(1))).scalar_one_or_none()
+#: Seconds a worker remembers its tenant's current (not full) list; safe to lose, and a list marked full
+#: meanwhile by another worker is still correct to draw from (the primary key refuses a taken index).
+CURRENT_LIST_SECONDS = 5.0
+
+
+async def _current_list(ctx: IssuerContext, conn: AsyncSession | AsyncConnection, tenant_id: str) -> tuple[str, int]:
+    """``(list_id, size)`` of the tenant's newest list that is not full, created when there is none."""
+    cached = ctx.status_lists.get(tenant_id)
+    if cached is not None and time.monotonic() - cached[0] < CURRENT_LIST_SECONDS:
+        return cached[1], cached[2]
+    row = (await conn.execute(statements.CURRENT_STATUS_LIST, {"tenant_id": tenant_id})).first()
     if row is not None:
-        return row
+        ctx.status_lists.put(tenant_id, (time.monotonic(), row.id, row.size))
+        return row.id, row.size
     size = ctx.settings.status_list_size
-    row = StatusList(id=new_id("sl", 9), tenant_id=tenant_id, size=size, bits=BITS, allocated=0,
-                     data=bytes((size * BITS + 7) // 8), token=None, token_exp=None, version=0, full=False,
-                     created_at=utcnow())
-    session.add(row)
-    await session.flush()
-    return row
+    list_id = new_id("sl", 9)
+    await conn.execute(statements.INSERT_STATUS_LIST, {
+        "id": list_id, "tenant_id": tenant_id, "size": size, "bits": BITS, "allocated": 0,
+        "data": bytes((size * BITS + 7) // 8), "token": None, "token_exp": None, "version": 0, "full": False,
+        "created_at": utcnow()})
+    # Not cached: the list becomes visible to others only when this transaction commits.
+    return list_id, size
 
 
-def _insert_entry(session: AsyncSession, list_id: str, idx: int, record_id: str):  # type: ignore[no-untyped-def]
-    dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
-    module = postgresql if dialect == "postgresql" else sqlite
-    return (module.insert(StatusEntry).values(list_id=list_id, idx=idx, record_id=record_id)
-            .on_conflict_do_nothing().returning(StatusEntry.idx))
-
-
-async def allocate(ctx: IssuerContext, session: AsyncSession, tenant_id: str, record_id: str,
+async def allocate(ctx: IssuerContext, conn: AsyncSession | AsyncConnection, tenant_id: str, record_id: str,
                    count: int) -> list[tuple[str, int]]:
-    """Allocate ``count`` fresh random indices for ``record_id``; returns ``(list_id, idx)`` pairs."""
+    """Allocate ``count`` fresh random indices for ``record_id``; returns ``(list_id, idx)`` pairs.
+
+    ``conn`` is an ORM session or a Core connection in the caller's transaction (prebuilt statements).
+    """
     out: list[tuple[str, int]] = []
-    current = await _current_list(ctx, session, tenant_id)
+    take = statements.TAKE_STATUS_INDEX[ctx.db.backend]
+    list_id, size = await _current_list(ctx, conn, tenant_id)
     while len(out) < count:
         for _ in range(_MAX_DRAWS):
-            idx = secrets.randbelow(current.size)
-            got = (await session.execute(_insert_entry(session, current.id, idx, record_id))).scalar_one_or_none()
+            idx = secrets.randbelow(size)
+            got = (await conn.execute(take, {"list_id": list_id, "idx": idx, "record_id": record_id})).first()
             if got is not None:
-                out.append((current.id, idx))
+                out.append((list_id, idx))
                 break
         else:
-            await session.execute(update(StatusList).where(StatusList.id == current.id).values(full=True))
-            current.full = True
-            current = await _current_list(ctx, session, tenant_id)
+            await conn.execute(statements.MARK_STATUS_LIST_FULL, {"list_id": list_id})
+            ctx.status_lists.clear()
+            list_id, size = await _current_list(ctx, conn, tenant_id)
     return out
 
 

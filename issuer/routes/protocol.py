@@ -23,7 +23,6 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 
 from credential_schemas import load_type
-from service_kit.db import consume_once
 from service_kit.errors import APIError
 from ssi.encoding import json_loads
 from ssi.errors import EncodingError, MessageError
@@ -50,6 +49,7 @@ from ssi.oid4vci import (
 )
 from ssi.status_list import STATUS_LIST_JWT_MEDIA_TYPE
 
+from .. import statements
 from ..authorization import redeem_authorization_code
 from ..binding import authorization, check_presentation, token_request_binding
 from ..context import IssuerContext, get_ctx, new_secret, secret_hash, utcnow
@@ -63,7 +63,7 @@ from ..grants import (
 from ..issuance import Deferred, fetch_record, sign_and_record, subject_from_json
 from ..keys import published_keys
 from ..metadata import authorization_server_metadata, issuer_metadata
-from ..models import AccessToken, DeferredTransaction, IssuanceClaim, IssuanceRecord, Nonce, StoredResponse
+from ..models import DeferredTransaction, IssuanceClaim, IssuanceRecord
 from ..registry import RegisteredType, tenant_types, type_versions
 from ..status import list_token
 from ..tenancy import TenantRef, path_tenant
@@ -229,23 +229,20 @@ def _response_aad(request_hash: str) -> bytes:
 
 
 async def _request_state(ctx: IssuerContext, tenant: TenantRef, token_hash: str, request_hash: str,
-                         configuration_id: str) -> tuple[AccessToken, JSONResponse | None, IssuanceClaim | None]:
+                         configuration_id: str) -> tuple[Any, JSONResponse | None, str | None]:
     """The valid access token (or 401), the stored response of an identical earlier request, and the
-    claim on this configuration — read in one session."""
-    async with ctx.db.read_session() as session:
-        token_row = (await session.execute(select(AccessToken).where(
-            AccessToken.token_hash == token_hash, AccessToken.tenant_id == tenant.id,
-            AccessToken.expires_at > utcnow()))).scalar_one_or_none()
-        if token_row is None:
-            raise APIError(401, "invalid_token", "the access token is missing, unknown or expired",
-                           {"WWW-Authenticate": 'Bearer error="invalid_token"'})
-        row = (await session.execute(select(StoredResponse).where(
-            StoredResponse.request_hash == request_hash, StoredResponse.expires_at > utcnow()))).scalar_one_or_none()
-        claim = None if row is not None else await session.get(IssuanceClaim, (token_hash, configuration_id))
+    request hash of the claim on this configuration (None when unclaimed) — in one query."""
+    async with ctx.read_connection() as conn:
+        row = (await conn.execute(statements.CREDENTIAL_REQUEST_STATE, {
+            "token_hash": token_hash, "tenant_id": tenant.id, "now": utcnow(), "request_hash": request_hash,
+            "configuration_id": configuration_id})).first()
     if row is None:
-        return token_row, None, claim
-    body = json.loads(ctx.box.open(row.sealed_body, _response_aad(request_hash)))
-    return token_row, _json(body, status=row.status_code), None
+        raise APIError(401, "invalid_token", "the access token is missing, unknown or expired",
+                       {"WWW-Authenticate": 'Bearer error="invalid_token"'})
+    if row.stored_sealed_body is None:
+        return row, None, row.claim_request_hash
+    body = json.loads(ctx.box.open(row.stored_sealed_body, _response_aad(request_hash)))
+    return row, _json(body, status=row.stored_status_code), None
 
 
 def _verify_proofs(ctx: IssuerContext, tenant: TenantRef, proofs: list[str]) -> tuple[list[dict[str, Any]], set[str]]:
@@ -312,7 +309,7 @@ async def credential(request: Request, tenant: TenantRef = Depends(path_tenant),
     if stored is not None:
         return stored
     if claim is not None:
-        if claim.request_hash == request_hash:
+        if claim == request_hash:
             raise APIError(503, "temporarily_unavailable", "this request is being processed; retry shortly",
                            {"Retry-After": "1"})
         raise APIError(400, CREDENTIAL_REQUEST_DENIED, "this access token was already used for this credential")
@@ -323,16 +320,16 @@ async def credential(request: Request, tenant: TenantRef = Depends(path_tenant),
     try:
         # One transaction: the nonces are consumed (each by exactly one request, see consume_once) and
         # the configuration is claimed for this token, or neither.
-        async with ctx.session() as session:
+        async with ctx.write_connection() as conn:
             for value in nonces:
-                used = await consume_once(session, Nonce, Nonce.expires_at > now, nonce_hash=secret_hash(value),
-                                          tenant_id=tenant.id)
+                used = (await conn.execute(statements.CONSUME_NONCE, {
+                    "nonce_hash": secret_hash(value), "tenant_id": tenant.id, "now": now})).first()
                 if used is None:
                     raise APIError(400, INVALID_NONCE, "the proof's c_nonce is unknown, used or expired")
-            session.add(IssuanceClaim(token_hash=token_row.token_hash, configuration_id=configuration_id,
-                                      request_hash=request_hash, created_at=now,
-                                      expires_at=token_row.expires_at + dt.timedelta(seconds=ctx.settings.replay_window)))
-            await session.flush()
+            await conn.execute(statements.INSERT_CLAIM, {
+                "token_hash": token_row.token_hash, "configuration_id": configuration_id, "request_hash": request_hash,
+                "created_at": now,
+                "expires_at": token_row.expires_at + dt.timedelta(seconds=ctx.settings.replay_window)})
     except IntegrityError as exc:
         raise APIError(400, CREDENTIAL_REQUEST_DENIED, "this access token was already used for this credential") from exc
 
@@ -340,10 +337,12 @@ async def credential(request: Request, tenant: TenantRef = Depends(path_tenant),
     credential_id = token_row.credential_ids.get(configuration_id) or f"c_{new_secret()[:16]}"
     keep_until = now + dt.timedelta(seconds=ctx.settings.replay_window)
 
-    async def store(session: Any, body: dict[str, Any], status: int = 200) -> None:
-        session.add(StoredResponse(request_hash=request_hash, tenant_id=tenant.id, status_code=status,
-                                   sealed_body=ctx.box.seal(json.dumps(body).encode("utf-8"), _response_aad(request_hash)),
-                                   expires_at=keep_until))
+    async def store(conn: Any, body: dict[str, Any], status: int = 200) -> None:
+        # Core INSERT: works on the ORM session of the deferred path and on sign_and_record's connection.
+        await conn.execute(statements.INSERT_STORED_RESPONSE, {
+            "request_hash": request_hash, "tenant_id": tenant.id, "status_code": status,
+            "sealed_body": ctx.box.seal(json.dumps(body).encode("utf-8"), _response_aad(request_hash)),
+            "expires_at": keep_until})
 
     try:
         outcome = await fetch_record(ctx, tenant, reg, subject, selector=token_row.selector, request_id=None)
