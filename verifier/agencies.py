@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import secrets
+import time
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -111,22 +112,32 @@ async def agency_for_api_key(session: AsyncSession | AsyncConnection, api_key: s
 
 
 class SigningKeys:
-    """Agencies' opened signing keys, bounded; safe to lose (they are re-opened from the database)."""
+    """Agencies' opened signing keys: unsealed once per process, kept at most ``ttl`` seconds, bounded.
 
-    def __init__(self, box: SecretBox, maxsize: int = 256) -> None:
+    Every request object is signed with one, so unsealing (AES-GCM) and importing the JWK per request
+    would be wasted work. Keyed by the agency and the sealed blob's GCM tag, so a rotated key (a new
+    sealed value) is never served from the old entry; the TTL bounds how long a private key stays in
+    memory after its agency stops being used. Safe to lose (re-opened from the database).
+    """
+
+    def __init__(self, box: SecretBox, maxsize: int = 256, ttl: float = 600.0) -> None:
         self.box = box
         self.maxsize = maxsize
-        self._keys: OrderedDict[tuple[str, bytes], Key] = OrderedDict()
+        self.ttl = ttl
+        self._keys: OrderedDict[tuple[str, bytes], tuple[float, Key]] = OrderedDict()
 
     def key_for(self, agency: Agency) -> Key:
-        cache_key = (agency.id, agency.signing_key[-16:])
-        key = self._keys.get(cache_key)
-        if key is None:
-            jwk = json_loads(self.box.open(agency.signing_key, f"agency:{agency.id}:key".encode()))
-            key = Key.from_jwk(jwk)
-            self._keys[cache_key] = key
-            while len(self._keys) > self.maxsize:
-                self._keys.popitem(last=False)
+        cache_key = (agency.id, bytes(agency.signing_key[-16:]))
+        now = time.monotonic()
+        entry = self._keys.get(cache_key)
+        if entry is not None and now - entry[0] < self.ttl:
+            return entry[1]
+        jwk = json_loads(self.box.open(agency.signing_key, f"agency:{agency.id}:key".encode()))
+        key = Key.from_jwk(jwk)
+        self._keys[cache_key] = (now, key)
+        self._keys.move_to_end(cache_key)
+        while len(self._keys) > self.maxsize:
+            self._keys.popitem(last=False)
         return key
 
     def webhook_secret(self, agency_id: str, sealed: bytes) -> str:
