@@ -88,10 +88,11 @@ class Phone:
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         path = ARTIFACTS / f"{name}.png"
         self.page.screenshot(path=str(path))
-        # Through the CSSOM, which the page's CSP allows (a screenshot ``style`` would be an inline style).
-        self.page.evaluate("document.getElementById('nav').style.position = 'static'")
-        self.page.screenshot(path=str(ARTIFACTS / f"{name}-full.png"), full_page=True)
-        self.page.evaluate("document.getElementById('nav').style.position = ''")
+        if self.page.evaluate("document.documentElement.scrollHeight > innerHeight"):
+            # Through the CSSOM, which the page's CSP allows (a screenshot ``style`` is an inline style).
+            self.page.evaluate("document.getElementById('nav').style.position = 'static'")
+            self.page.screenshot(path=str(ARTIFACTS / f"{name}-full.png"), full_page=True)
+            self.page.evaluate("document.getElementById('nav').style.position = ''")
         return path
 
     def open(self) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import threading
 
 import httpx
@@ -71,11 +72,31 @@ def test_revoked_credential_is_marked_and_cannot_be_shared(system: System, phone
     issuer_id = offer["credential_ids"]["padro"]
     r = httpx.post(f"{system.issuer}/v1/credentials/{issuer_id}/revoke", headers=system.issuer_headers("ajuntament-girona"))
     assert r.status_code == 200, r.text
-    # The wallet's status sweep runs now instead of at its interval (its own loop is in the server
-    # thread; Playwright's sync API owns this thread's loop).
-    worker = threading.Thread(target=lambda: asyncio.run(check_statuses(system.wallet_app.state.wallet, force=True)))
+    # The wallet's status sweep runs now instead of at its interval: in a thread of its own (Playwright's
+    # sync API owns this thread's event loop) with its own database engine (the server's is bound to the
+    # server's loop).
+    outcome: list[object] = []
+
+    async def sweep() -> int:
+        from service_kit.db import Database
+
+        ctx = system.wallet_app.state.wallet
+        db = Database(ctx.settings.database_url)
+        try:
+            return await check_statuses(dataclasses.replace(ctx, db=db), force=True)
+        finally:
+            await db.dispose()
+
+    def run() -> None:
+        try:
+            outcome.append(asyncio.run(sweep()))
+        except Exception as exc:  # noqa: BLE001 - reported below, in the test's thread
+            outcome.append(exc)
+
+    worker = threading.Thread(target=run)
     worker.start()
     worker.join(30)
+    assert outcome and not isinstance(outcome[0], Exception), outcome
     # The alert arrives over the SSE stream and the open screen refreshes by itself.
     expect(page.locator("#cards .badge")).to_have_text("Revoked", timeout=15_000)
     expect(page.locator("#alert-count")).to_be_visible()
