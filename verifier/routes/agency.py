@@ -20,7 +20,7 @@ from ssi import x509 as ssi_x509
 from ssi.qr import qr_png, qr_svg
 from verifier.agencies import verifier_host
 from verifier.models import Agency, Template, Transaction
-from verifier.routes.deps import AgencyDep, Services, Svc, authenticated_row, current_agency
+from verifier.routes.deps import AgencyDep, Services, Svc, authenticated_row, bearer_token, current_agency
 from verifier.schemas import AgencyOut, ExchangeIn, RequestIn, RequestOut, ResultOut, TemplateIn, TemplateOut
 from verifier.statements import AGENCY_AND_TEMPLATE_BY_KEY_HASH, TEMPLATE_BY_NAME, TRANSACTION_FOR_KEY_HASH
 from verifier.transactions import (
@@ -156,20 +156,39 @@ def _spec(body: RequestIn, template: Template | None, svc: Services) -> RequestS
                        redirect_uri=body.redirect_uri)
 
 
+async def _agency_and_template(request: Request) -> tuple[Any, Any, str | None]:
+    """Authenticate first (401 before any body error, as on every agency route) and, when the body
+    names a template, read it in the same query: ``(agency, template or None, name looked up)``."""
+    name: str | None = None
+    if bearer_token(request) is not None:
+        try:
+            raw = json.loads(await request.body())
+        except (ValueError, UnicodeDecodeError):
+            raw = None
+        candidate = raw.get("template") if isinstance(raw, dict) else None
+        name = candidate if isinstance(candidate, str) and len(candidate) <= 100 else None
+    if name is None:
+        return await current_agency(request), None, None
+    row = await authenticated_row(request, AGENCY_AND_TEMPLATE_BY_KEY_HASH, {"name": name})
+    fields = row._mapping
+    agency = SimpleNamespace(**{c.name: fields[c.name] for c in Agency.__table__.c})
+    template = (SimpleNamespace(**{c.name: fields[f"template_{c.name}"] for c in Template.__table__.c})
+                if row.template_id is not None else None)
+    return agency, template, name
+
+
 @router.post("/requests", response_model=RequestOut, status_code=201, summary="Create a presentation request",
              dependencies=[Depends(no_store)])
-async def create_request(body: RequestIn, request: Request, svc: Svc) -> RequestOut:
+async def create_request(body: RequestIn, auth: Annotated[tuple[Any, Any, str | None], Depends(_agency_and_template)],
+                         svc: Svc) -> RequestOut:
     """From a template (read in the same query as the API key check) or ad hoc."""
-    template: Any = None
-    if body.template is not None:
-        row = await authenticated_row(request, AGENCY_AND_TEMPLATE_BY_KEY_HASH, {"name": body.template})
-        if row.template_id is None:
-            raise APIError(404, "not_found", "no such template for this agency")
-        fields = row._mapping
-        template = SimpleNamespace(**{c.name: fields[f"template_{c.name}"] for c in Template.__table__.c})
-        agency: Any = SimpleNamespace(**{c.name: fields[c.name] for c in Agency.__table__.c})
-    else:
-        agency = await current_agency(request)
+    agency, template, looked_up = auth
+    if body.template != looked_up:
+        # The dependency read the name from the raw body; the validated body disagrees (it cannot
+        # for valid JSON, but never use a template other than the one the body names).
+        template = await _template(svc, agency, body.template) if body.template is not None else None
+    elif body.template is not None and template is None:
+        raise APIError(404, "not_found", "no such template for this agency")
     spec = _spec(body, template, svc)
     # One INSERT: atomic by itself, so no BEGIN/COMMIT round trips on PostgreSQL.
     async with svc.db.autocommit_connection() as conn:
