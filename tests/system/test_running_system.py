@@ -71,7 +71,6 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
                 process.kill()
 
 
-@pytest.fixture(scope="module")
 def flow(system: Running) -> dict[str, Any]:
     """The demo scenario, once; returns what it handled (ids, codes, tokens, the citizen's claims)."""
     ctx = run_scenario(system.info, timeout=60)
@@ -128,7 +127,7 @@ def _secrets(system: Running, flow: dict[str, Any]) -> dict[str, str]:
     return found
 
 
-def test_full_flow_leaves_no_secret_or_claim_value_in_the_json_logs(system: Running, flow: dict[str, Any]) -> None:
+def check_no_secret_or_claim_value_in_the_json_logs(system: Running, flow: dict[str, Any]) -> None:
     secrets = _secrets(system, flow)
     assert any(k.startswith("claim value") for k in secrets)
     for name in SERVICES:
@@ -154,7 +153,7 @@ def _total(values: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: s
     return sum(v for (n, ls), v in values.items() if n == name and all(dict(ls).get(k) == x for k, x in labels.items()))
 
 
-def test_metrics_count_the_flow_by_outcome(system: Running, flow: dict[str, Any]) -> None:
+def check_metrics_count_the_flow_by_outcome(system: Running, flow: dict[str, Any]) -> None:
     issuer = _metrics(system.url("issuer"))
     assert _total(issuer, "cartera_issuer_issuances_total", outcome="issued") >= 2
     assert _total(issuer, "cartera_issuer_source_calls_total", outcome="ok") >= 2
@@ -178,8 +177,7 @@ def _try_it_commands() -> list[str]:
     return [c for c in commands if c]
 
 
-def test_quickstart_try_it_commands_work_against_the_running_system(system: Running, flow: dict[str, Any],
-                                                                     tmp_path: Path) -> None:
+def check_quickstart_try_it_commands(system: Running, tmp_path: Path) -> None:
     commands = _try_it_commands()
     assert len(commands) >= 4
     env = {**os.environ, "CARTERA_DEV_FILE": str(system.data_dir / "cartera-dev.json"), "COLUMNS": "120"}
@@ -191,3 +189,12 @@ def test_quickstart_try_it_commands_work_against_the_running_system(system: Runn
         result = subprocess.run([*CARTERA, *argv], capture_output=True, text=True, timeout=120, env=env, cwd=ROOT)
         assert result.returncode == 0, f"{command}\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}"
         assert "Traceback" not in result.stderr
+
+
+def test_full_flow_logs_metrics_and_quickstart(system: Running, tmp_path: Path) -> None:
+    """One test, so that xdist keeps the one running system on one worker: the demo flow, then the logs
+    scanned, the counters read, and the quickstart's commands run."""
+    played = flow(system)
+    check_no_secret_or_claim_value_in_the_json_logs(system, played)
+    check_metrics_count_the_flow_by_outcome(system, played)
+    check_quickstart_try_it_commands(system, tmp_path)

@@ -116,10 +116,10 @@ def cluster(postgres_cluster: PostgresCluster, tmp_path_factory: pytest.TempPath
     finally:
         for child in children:
             if child.poll() is None:
-                child.send_signal(signal.SIGINT)
+                child.send_signal(signal.SIGTERM)
         for child in children:
             try:
-                child.wait(timeout=15)
+                child.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 child.kill()
 
@@ -165,7 +165,7 @@ def _credential(issuer_base: str, issuer_url: str, cluster: Cluster, token: str,
 
 # -- issuer ------------------------------------------------------------------------------------------
 
-def test_offer_made_on_one_process_is_redeemed_on_the_other_once(cluster: Cluster) -> None:
+def check_offer_made_on_one_process_is_redeemed_on_the_other_once(cluster: Cluster) -> None:
     offer = _offer(cluster, "aoc-tax", "tax-compliance", DEMO_EVERYTHING)
     issuer_url, token = _token(cluster, offer, cluster.b)  # offer served and code redeemed by B
     nonce = _nonce(cluster.a["issuer"], issuer_url, cluster)  # nonce from A
@@ -183,7 +183,7 @@ def test_offer_made_on_one_process_is_redeemed_on_the_other_once(cluster: Cluste
         assert body.status_code in (400, 404, 410)
 
 
-def test_a_c_nonce_is_accepted_exactly_once_under_concurrent_replays_on_both(cluster: Cluster) -> None:
+def check_a_c_nonce_is_accepted_exactly_once_under_concurrent_replays_on_both(cluster: Cluster) -> None:
     attempts = 12
     tokens = []
     for i in range(attempts):
@@ -208,7 +208,7 @@ def test_a_c_nonce_is_accepted_exactly_once_under_concurrent_replays_on_both(clu
         [(r.status_code, r.text[:120]) for r in refused]
 
 
-def test_deferred_transaction_started_on_one_completes_on_the_other(cluster: Cluster) -> None:
+def check_deferred_transaction_started_on_one_completes_on_the_other(cluster: Cluster) -> None:
     offer = _offer(cluster, "aoc-tax", "tax-compliance", DEMO_PENDING)  # Via Oberta answers "pending"
     issuer_url, token = _token(cluster, offer, cluster.a)
     started = _credential(cluster.a["issuer"], issuer_url, cluster, token, "tax-compliance",
@@ -243,7 +243,7 @@ def _status_of(cluster: Cluster, via: dict[str, str], sd_jwt: str) -> int:
     return token.status(int(ref["idx"]))
 
 
-def test_status_lists_agree_across_processes(cluster: Cluster) -> None:
+def check_status_lists_agree_across_processes(cluster: Cluster) -> None:
     offer = _offer(cluster, "aoc-tax", "tax-compliance", DEMO_EVERYTHING)
     issuer_url, token = _token(cluster, offer, cluster.a)
     r = _credential(cluster.a["issuer"], issuer_url, cluster, token, "tax-compliance",
@@ -286,7 +286,7 @@ def _login(cluster: Cluster, identifier: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {tokens.json()['access_token']}"}
 
 
-def test_wallet_and_verifier_across_two_processes_each(cluster: Cluster) -> None:
+def check_wallet_and_verifier_across_two_processes_each(cluster: Cluster) -> None:
     me = _login(cluster, DEMO_EVERYTHING)
     offer = _offer(cluster, "aoc-tax", "tax-compliance", DEMO_EVERYTHING)
     preview = httpx.post(f"{cluster.a['wallet']}/v1/offers", json={"offer_uri": offer["offer_uri"]}, headers=me,
@@ -328,3 +328,12 @@ def test_wallet_and_verifier_across_two_processes_each(cluster: Cluster) -> None
     # the history written by one wallet process is read by the other
     history = httpx.get(f"{cluster.a['wallet']}/v1/history", params={"kind": "share"}, headers=me).json()
     assert history[0]["details"]["outcome"] == "sent"
+
+
+def test_two_processes_per_service_on_one_postgresql_behave_as_one(cluster: Cluster) -> None:
+    """One test, so that xdist keeps the one shared cluster on one worker; each check names what failed."""
+    check_offer_made_on_one_process_is_redeemed_on_the_other_once(cluster)
+    check_a_c_nonce_is_accepted_exactly_once_under_concurrent_replays_on_both(cluster)
+    check_deferred_transaction_started_on_one_completes_on_the_other(cluster)
+    check_status_lists_agree_across_processes(cluster)
+    check_wallet_and_verifier_across_two_processes_each(cluster)
