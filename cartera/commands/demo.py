@@ -266,7 +266,7 @@ def revoke(ctx: DemoContext) -> str:
         raise DemoFailure(f"the issuer reports the certificate as {body.get('status')}")
     # The embedded verifier keeps status lists for at most 2 s (CARTERA_VERIFIER_STATUS_DEFAULT_TTL);
     # waiting that long is what a desk would see in production after the list's ttl.
-    time.sleep(ctx.facts.get("status_wait", 3.0))
+    time.sleep(ctx.facts.get("status_wait", 2.5))
     return f"certificate {fact['issuer_id']} revoked; its status list entry now says invalid"
 
 
@@ -433,7 +433,9 @@ def started_system(data_dir: Path, timeout: float = 120.0) -> Iterator[dict[str,
         yield info
     finally:
         if process.poll() is None:
-            process.send_signal(signal.SIGINT)
+            # SIGTERM, not SIGINT: a shell that started us in the background may have made children
+            # ignore SIGINT; `cartera run` stops every service on SIGTERM either way.
+            process.send_signal(signal.SIGTERM)
             try:
                 process.wait(timeout=30)
             except subprocess.TimeoutExpired:
