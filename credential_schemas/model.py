@@ -9,6 +9,7 @@ import hashlib
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -426,9 +427,14 @@ class CredentialType:
             raise ClaimsInvalid(problems)
         return claims
 
+    @cached_property
+    def _claims_validator(self) -> Draft202012Validator:
+        # Built once per type: constructing the validator cost more than validating a record with it.
+        return Draft202012Validator(self.json_schema, format_checker=FormatChecker())
+
     def validate_claims(self, claims: Any) -> list[Problem]:
         """Every way ``claims`` breaks the JSON Schema; messages never quote claim values."""
-        validator = Draft202012Validator(self.json_schema, format_checker=FormatChecker())
+        validator = self._claims_validator
         problems = []
         for err in sorted(validator.iter_errors(claims), key=lambda e: [str(p) for p in e.absolute_path]):
             where = "/" + "/".join(str(p) for p in err.absolute_path)

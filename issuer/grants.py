@@ -100,8 +100,17 @@ async def _redeem_at_once(ctx: IssuerContext, tenant: TenantRef, code_hash: str,
                           now: dt.datetime, dpop_jkt: str | None) -> tuple[Any, str, int] | None:
     """The common case in two statements of one transaction: a conditional ``UPDATE ... RETURNING``
     that marks the offer used only when the code is usable and the transaction code matches, and the
-    access token's ``INSERT``. ``None`` when the update matched nothing (the caller finds out why)."""
+    access token's ``INSERT`` (on PostgreSQL both in one statement, one round trip). ``None`` when the
+    update matched nothing (the caller finds out why)."""
     params: dict[str, Any] = {"b_code_hash": code_hash, "b_tenant_id": tenant.id, "now": now}
+    ttl = ctx.settings.access_token_ttl
+    if tx_code and ctx.db.backend == "postgresql":
+        token = new_secret()
+        async with ctx.single_statement() as conn:
+            offer = (await conn.execute(statements.PG_REDEEM_OFFER_AND_INSERT_TOKEN, {
+                **params, "b_tx_code_hash": secret_hash(tx_code), "b_token_hash": secret_hash(token),
+                "b_expires_at": now + dt.timedelta(seconds=ttl), "b_dpop_jkt": dpop_jkt})).first()
+        return None if offer is None else (offer, token, ttl)
     if tx_code:
         params["b_tx_code_hash"] = secret_hash(tx_code)
         stmt = statements.REDEEM_OFFER_WITH_TX_CODE
@@ -112,7 +121,6 @@ async def _redeem_at_once(ctx: IssuerContext, tenant: TenantRef, code_hash: str,
         if offer is None:
             return None
         token = new_secret()
-        ttl = ctx.settings.access_token_ttl
         await conn.execute(statements.INSERT_ACCESS_TOKEN, {
             "token_hash": secret_hash(token), "tenant_id": tenant.id, "subject": offer.subject,
             "configuration_ids": list(offer.configuration_ids), "credential_ids": dict(offer.credential_ids or {}),

@@ -12,7 +12,9 @@ stays in use everywhere else (admin API, authorization code flow, deferred issua
 
 from __future__ import annotations
 
-from sqlalchemy import and_, bindparam, delete, insert, select, update
+from typing import Any
+
+from sqlalchemy import and_, bindparam, cast, delete, func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -69,12 +71,15 @@ CONSUME_NONCE = (delete(Nonce.__table__)
 
 #: What a credential request needs, in one query (``token_hash``, ``tenant_id``, ``now``,
 #: ``request_hash``, ``configuration_id``): the unexpired access token, the stored response of an
-#: identical earlier request (``stored_*``) and the claim on this configuration (``claim_request_hash``).
+#: identical earlier request (``stored_*``), the claim on this configuration (``claim_request_hash``)
+#: and how many webhook endpoints the tenant has (``webhooks``: with none, issuance skips the outbox).
 _stored = StoredResponse.__table__.alias("stored")
 _claim = IssuanceClaim.__table__.alias("claim")
 CREDENTIAL_REQUEST_STATE = (
     select(AccessToken.__table__, _stored.c.status_code.label("stored_status_code"),
-           _stored.c.sealed_body.label("stored_sealed_body"), _claim.c.request_hash.label("claim_request_hash"))
+           _stored.c.sealed_body.label("stored_sealed_body"), _claim.c.request_hash.label("claim_request_hash"),
+           select(func.count()).select_from(WebhookEndpoint.__table__)
+           .where(WebhookEndpoint.tenant_id == bindparam("tenant_id")).scalar_subquery().label("webhooks"))
     .select_from(AccessToken.__table__)
     .outerjoin(_stored, and_(_stored.c.request_hash == bindparam("request_hash"),
                              _stored.c.expires_at > bindparam("now")))
@@ -119,3 +124,83 @@ TENANT_WEBHOOKS = select(WebhookEndpoint.id, WebhookEndpoint.events).where(
 
 #: Insert webhook outbox rows (parameters: every column).
 INSERT_OUTBOX = insert(WebhookOutbox.__table__)
+
+
+# -- PostgreSQL only: two steps in one statement (data-modifying CTEs), one round trip instead of four
+# (BEGIN, two statements, COMMIT). A single statement is atomic by itself, so these run in AUTOCOMMIT.
+# Parameters in the SELECT list are cast: PostgreSQL would otherwise type them as text.
+
+def _param(name: str, column: Any) -> Any:
+    return cast(bindparam(name, type_=column.type), column.type)
+
+
+_offer = Offer.__table__
+_token = AccessToken.__table__
+_redeemed = (
+    update(_offer)
+    .where(Offer.code_hash == bindparam("b_code_hash"), Offer.tenant_id == bindparam("b_tenant_id"),
+           Offer.used.is_(False), Offer.burnt.is_(False), Offer.expires_at > bindparam("now"),
+           Offer.tx_code_hash == bindparam("b_tx_code_hash"))
+    .values(used=True)
+    .returning(Offer.id, Offer.subject, Offer.configuration_ids, Offer.credential_ids, Offer.selector)
+    .cte("redeemed"))
+
+#: :data:`REDEEM_OFFER_WITH_TX_CODE` and the access token's INSERT in one statement (its parameters plus
+#: ``b_token_hash``, ``b_expires_at``, ``b_dpop_jkt``); a row back (``id`` = the offer id,
+#: ``subject``, ``configuration_ids``, ``credential_ids``, ``selector``) means this caller redeemed it.
+PG_REDEEM_OFFER_AND_INSERT_TOKEN = (
+    insert(_token)
+    .from_select(
+        ["token_hash", "tenant_id", "subject", "configuration_ids", "credential_ids", "selector", "login", "offer_id",
+         "expires_at", "dpop_jkt"],
+        select(_param("b_token_hash", _token.c.token_hash), _param("b_tenant_id", _token.c.tenant_id),
+               _redeemed.c.subject, _redeemed.c.configuration_ids, _redeemed.c.credential_ids, _redeemed.c.selector,
+               func.json_build_object("method", "pre-authorized_code", "offer_id", _redeemed.c.id),
+               _redeemed.c.id, _param("b_expires_at", _token.c.expires_at), _param("b_dpop_jkt", _token.c.dpop_jkt))
+        .select_from(_redeemed))
+    .returning(AccessToken.offer_id.label("id"), AccessToken.subject, AccessToken.configuration_ids,
+               AccessToken.credential_ids, AccessToken.selector))
+
+_claims = IssuanceClaim.__table__
+_consumed = (delete(Nonce.__table__)
+             .where(Nonce.nonce_hash == bindparam("b_nonce_hash"), Nonce.tenant_id == bindparam("b_tenant_id"),
+                    Nonce.expires_at > bindparam("now"))
+             .returning(Nonce.nonce_hash).cte("consumed"))
+
+#: :data:`CONSUME_NONCE` and the claim's INSERT in one statement (``b_nonce_hash``, ``b_tenant_id``,
+#: ``now``, ``b_token_hash``, ``b_configuration_id``, ``b_request_hash``, ``b_created_at``,
+#: ``b_expires_at``): a row back means the nonce was consumed by this caller and the claim made; no
+#: row, that the nonce is unknown, used or expired (and nothing changed); a second claim on the same
+#: token and configuration raises IntegrityError (and the nonce stays unconsumed: one statement).
+PG_CONSUME_NONCE_AND_CLAIM = (
+    insert(_claims)
+    .from_select(
+        ["token_hash", "configuration_id", "request_hash", "created_at", "expires_at"],
+        select(_param("b_token_hash", _claims.c.token_hash), _param("b_configuration_id", _claims.c.configuration_id),
+               _param("b_request_hash", _claims.c.request_hash), _param("b_created_at", _claims.c.created_at),
+               _param("b_expires_at", _claims.c.expires_at))
+        .select_from(_consumed))
+    .returning(IssuanceClaim.token_hash))
+
+_record = IssuanceRecord.__table__
+_entries = StatusEntry.__table__
+_responses = StoredResponse.__table__
+_RECORD_COLUMNS = [c.name for c in _record.c]
+_RESPONSE_COLUMNS = [c.name for c in _responses.c]
+_new_record = insert(_record).values({c: bindparam(f"r_{c}", type_=_record.c[c].type) for c in _RECORD_COLUMNS}) \
+    .returning(IssuanceRecord.id).cte("new_record")
+_new_entry = (insert(_entries)
+              .from_select(["list_id", "idx", "record_id"],
+                           select(_param("b_list_id", _entries.c.list_id), _param("b_idx", _entries.c.idx),
+                                  _new_record.c.id).select_from(_new_record))
+              .returning(StatusEntry.idx).cte("new_entry"))
+
+#: A single-copy issuance in one statement: the record (``r_<column>`` for every column), its status
+#: index (``b_list_id``, ``b_idx``; no ON CONFLICT: a taken index raises IntegrityError and nothing at
+#: all is written, so the caller draws another) and the stored response (``s_<column>``). A row back
+#: means all three were written.
+PG_RECORD_ONE_COPY = (
+    insert(_responses)
+    .from_select(_RESPONSE_COLUMNS,
+                 select(*[_param(f"s_{c}", _responses.c[c]) for c in _RESPONSE_COLUMNS]).select_from(_new_entry))
+    .returning(StoredResponse.request_hash))

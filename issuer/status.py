@@ -39,11 +39,20 @@ def status_list_uri(ctx: IssuerContext, slug: str, list_id: str) -> str:
 CURRENT_LIST_SECONDS = 5.0
 
 
-async def _current_list(ctx: IssuerContext, conn: AsyncSession | AsyncConnection, tenant_id: str) -> tuple[str, int]:
-    """``(list_id, size)`` of the tenant's newest list that is not full, created when there is none."""
+def cached_current_list(ctx: IssuerContext, tenant_id: str) -> tuple[str, int] | None:
+    """:func:`current_list` from this worker's cache only (None when it would need the database)."""
     cached = ctx.status_lists.get(tenant_id)
     if cached is not None and time.monotonic() - cached[0] < CURRENT_LIST_SECONDS:
         return cached[1], cached[2]
+    return None
+
+
+async def current_list(ctx: IssuerContext, conn: AsyncSession | AsyncConnection, tenant_id: str) -> tuple[str, int]:
+    """``(list_id, size)`` of the tenant's newest list that is not full, created when there is none
+    (in ``conn``'s transaction; an empty list committed on its own is harmless)."""
+    cached = cached_current_list(ctx, tenant_id)
+    if cached is not None:
+        return cached
     row = (await conn.execute(statements.CURRENT_STATUS_LIST, {"tenant_id": tenant_id})).first()
     if row is not None:
         ctx.status_lists.put(tenant_id, (time.monotonic(), row.id, row.size))
@@ -66,7 +75,7 @@ async def allocate(ctx: IssuerContext, conn: AsyncSession | AsyncConnection, ten
     """
     out: list[tuple[str, int]] = []
     take = statements.TAKE_STATUS_INDEX[ctx.db.backend]
-    list_id, size = await _current_list(ctx, conn, tenant_id)
+    list_id, size = await current_list(ctx, conn, tenant_id)
     while len(out) < count:
         for _ in range(_MAX_DRAWS):
             idx = secrets.randbelow(size)
@@ -77,7 +86,7 @@ async def allocate(ctx: IssuerContext, conn: AsyncSession | AsyncConnection, ten
         else:
             await conn.execute(statements.MARK_STATUS_LIST_FULL, {"list_id": list_id})
             ctx.status_lists.clear()
-            list_id, size = await _current_list(ctx, conn, tenant_id)
+            list_id, size = await current_list(ctx, conn, tenant_id)
     return out
 
 

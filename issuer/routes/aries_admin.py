@@ -27,8 +27,8 @@ router = APIRouter(tags=["aries"])
 log = logging.getLogger(__name__)
 
 
-def get_channel(request: Request) -> IssuerAriesChannel:
-    """FastAPI dependency: the app's Aries channel."""
+async def get_channel(request: Request) -> IssuerAriesChannel:
+    """FastAPI dependency: the app's Aries channel (async: no thread-pool hop per request)."""
     return request.app.state.aries  # type: ignore[no-any-return]
 
 

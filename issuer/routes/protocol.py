@@ -320,16 +320,26 @@ async def credential(request: Request, tenant: TenantRef = Depends(path_tenant),
     try:
         # One transaction: the nonces are consumed (each by exactly one request, see consume_once) and
         # the configuration is claimed for this token, or neither.
-        async with ctx.write_connection() as conn:
-            for value in nonces:
-                used = (await conn.execute(statements.CONSUME_NONCE, {
-                    "nonce_hash": secret_hash(value), "tenant_id": tenant.id, "now": now})).first()
-                if used is None:
-                    raise APIError(400, INVALID_NONCE, "the proof's c_nonce is unknown, used or expired")
-            await conn.execute(statements.INSERT_CLAIM, {
-                "token_hash": token_row.token_hash, "configuration_id": configuration_id, "request_hash": request_hash,
-                "created_at": now,
-                "expires_at": token_row.expires_at + dt.timedelta(seconds=ctx.settings.replay_window)})
+        claim_expires = token_row.expires_at + dt.timedelta(seconds=ctx.settings.replay_window)
+        if len(nonces) == 1 and ctx.db.backend == "postgresql":
+            # Both in one statement (one round trip): a row back only when the nonce was consumed here.
+            async with ctx.single_statement() as conn:
+                claimed = (await conn.execute(statements.PG_CONSUME_NONCE_AND_CLAIM, {
+                    "b_nonce_hash": secret_hash(next(iter(nonces))), "b_tenant_id": tenant.id, "now": now,
+                    "b_token_hash": token_row.token_hash, "b_configuration_id": configuration_id,
+                    "b_request_hash": request_hash, "b_created_at": now, "b_expires_at": claim_expires})).first()
+            if claimed is None:
+                raise APIError(400, INVALID_NONCE, "the proof's c_nonce is unknown, used or expired")
+        else:
+            async with ctx.write_connection() as conn:
+                for value in nonces:
+                    used = (await conn.execute(statements.CONSUME_NONCE, {
+                        "nonce_hash": secret_hash(value), "tenant_id": tenant.id, "now": now})).first()
+                    if used is None:
+                        raise APIError(400, INVALID_NONCE, "the proof's c_nonce is unknown, used or expired")
+                await conn.execute(statements.INSERT_CLAIM, {
+                    "token_hash": token_row.token_hash, "configuration_id": configuration_id,
+                    "request_hash": request_hash, "created_at": now, "expires_at": claim_expires})
     except IntegrityError as exc:
         raise APIError(400, CREDENTIAL_REQUEST_DENIED, "this access token was already used for this credential") from exc
 
@@ -337,12 +347,14 @@ async def credential(request: Request, tenant: TenantRef = Depends(path_tenant),
     credential_id = token_row.credential_ids.get(configuration_id) or f"c_{new_secret()[:16]}"
     keep_until = now + dt.timedelta(seconds=ctx.settings.replay_window)
 
+    def stored_row(body: dict[str, Any], status: int = 200) -> dict[str, Any]:
+        return {"request_hash": request_hash, "tenant_id": tenant.id, "status_code": status,
+                "sealed_body": ctx.box.seal(json.dumps(body).encode("utf-8"), _response_aad(request_hash)),
+                "expires_at": keep_until}
+
     async def store(conn: Any, body: dict[str, Any], status: int = 200) -> None:
         # Core INSERT: works on the ORM session of the deferred path and on sign_and_record's connection.
-        await conn.execute(statements.INSERT_STORED_RESPONSE, {
-            "request_hash": request_hash, "tenant_id": tenant.id, "status_code": status,
-            "sealed_body": ctx.box.seal(json.dumps(body).encode("utf-8"), _response_aad(request_hash)),
-            "expires_at": keep_until})
+        await conn.execute(statements.INSERT_STORED_RESPONSE, stored_row(body, status))
 
     try:
         outcome = await fetch_record(ctx, tenant, reg, subject, selector=token_row.selector, request_id=None)
@@ -361,7 +373,8 @@ async def credential(request: Request, tenant: TenantRef = Depends(path_tenant),
                 await store(session, body, 202)
             return _json(body, status=202)
         issued = await sign_and_record(ctx, tenant, reg, outcome, subject, holder_jwks, credential_id=credential_id,
-                                       login=token_row.login, offer_id=token_row.offer_id, finalize=store)
+                                       login=token_row.login, offer_id=token_row.offer_id, finalize=store,
+                                       webhooks=bool(token_row.webhooks), stored_row=stored_row)
     except BaseException:
         # Nothing was issued: release the claim so the wallet can try again with a fresh nonce.
         async with ctx.session() as session:
