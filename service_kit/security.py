@@ -133,10 +133,11 @@ class SecurityHeadersMiddleware:
         await self.app(scope, receive, send_with_headers)
 
 
-def no_store(response: Response) -> None:
+async def no_store(response: Response) -> None:
     """FastAPI dependency: mark the response ``Cache-Control: no-store`` (tokens, nonces, credentials).
 
-    Use as ``@router.post("/nonce", dependencies=[Depends(no_store)])``.
+    Use as ``@router.post("/nonce", dependencies=[Depends(no_store)])``. ``async`` although it awaits
+    nothing: FastAPI runs a plain ``def`` dependency in its thread pool, a thread hop per request.
     """
     response.headers["Cache-Control"] = "no-store"
     response.headers["Pragma"] = "no-cache"
