@@ -10,10 +10,11 @@ columns of the mapped classes. The ORM stays in use everywhere else.
 
 from __future__ import annotations
 
-from sqlalchemy import and_, bindparam, insert, select, update
+from sqlalchemy import String, and_, bindparam, func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from service_kit.db import UTCDateTime
 from verifier.models import Agency, ApiKey, Template, Transaction, UsedPresentation
 
 _tx = Transaction.__table__
@@ -77,3 +78,17 @@ RECORD_DIGEST = {
            .on_conflict_do_nothing(index_elements=["digest"]).returning(UsedPresentation.digest))
     for name, dialect_insert in (("postgresql", pg_insert), ("sqlite", sqlite_insert))
 }
+
+#: PostgreSQL: the claim and the replay record in one round trip (``tx_id``, ``now``, ``digest``,
+#: ``created``): the UPDATE's row lock decides the claim, and the digest is inserted only by the
+#: caller that claimed. Answers ``(claimed, inserted)`` counts: ``(0, 0)`` answered already,
+#: ``(1, 0)`` a replayed presentation, ``(1, 1)`` go on checking.
+_claimed = CLAIM_TRANSACTION.cte("claimed")
+_recorded = (pg_insert(UsedPresentation.__table__)
+             .from_select(["digest", "transaction_id", "created_at"],
+                          select(bindparam("digest", type_=String()), _claimed.c.id,
+                                 bindparam("created", type_=UTCDateTime())))
+             .on_conflict_do_nothing(index_elements=["digest"]).returning(UsedPresentation.digest).cte("recorded"))
+CLAIM_AND_RECORD_DIGEST_PG = select(
+    select(func.count()).select_from(_claimed).scalar_subquery().label("claimed"),
+    select(func.count()).select_from(_recorded).scalar_subquery().label("inserted"))

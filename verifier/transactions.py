@@ -41,6 +41,7 @@ from ssi.oid4vp import (
 from verifier.agencies import SigningKeys, verifier_host
 from verifier.models import Agency, Transaction, UsedPresentation, WebhookOutbox
 from verifier.statements import (
+    CLAIM_AND_RECORD_DIGEST_PG,
     CLAIM_TRANSACTION,
     FINISH_TRANSACTION,
     INSERT_TRANSACTION,
@@ -258,6 +259,8 @@ async def _record_digests(db: Database, tx_id: str, digests: list[str], now: dt.
     One ``INSERT ... ON CONFLICT DO NOTHING RETURNING``: fewer rows back than digests means one was
     recorded already (by any worker, at any time), whichever of two concurrent inserts came first.
     """
+    if not digests:
+        return True
     try:
         async with db.autocommit_connection() as conn:
             if len(digests) == 1:
@@ -376,12 +379,24 @@ async def answer(db: Database, box: SecretBox, verifier: PresentationVerifier, t
         await _finish(db, box, tx, status="declined", errors=errors, credentials=None, now=now, from_status="processing")
         return AnswerOutcome("declined", [e.as_dict() for e in errors], None, bool(tx.webhook_url))
     assert response.vp_token is not None
-    if not await _claim(db, tx.id, now):
+    digests = _digests(response.vp_token)
+    fresh: bool | None = None
+    if db.backend == "postgresql" and len(digests) == 1:
+        async with db.autocommit_connection() as conn:
+            claimed, inserted = (await conn.execute(CLAIM_AND_RECORD_DIGEST_PG, {
+                "tx_id": tx.id, "now": now, "digest": digests[0], "created": now})).one()
+        if not claimed:
+            raise APIError(400, "invalid_request", "the request was answered already",
+                           extra={"code": "verifier.already_answered"})
+        fresh = bool(inserted)
+    elif not await _claim(db, tx.id, now):
         raise APIError(400, "invalid_request", "the request was answered already",
                        extra={"code": "verifier.already_answered"})
     outcome: Outcome
     try:
-        if not await _record_digests(db, tx.id, _digests(response.vp_token), now):
+        if fresh is None:
+            fresh = await _record_digests(db, tx.id, digests, now)
+        if not fresh:
             outcome = Outcome(errors=[CheckError("verifier.replayed_vp_token", None,
                                                  "this presentation was submitted before")])
         else:

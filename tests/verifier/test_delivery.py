@@ -288,3 +288,27 @@ def test_webhook_redirect_and_replay_on_postgresql(http, wallet, creds, pki, pos
         replay = http.post(request2.response_uri, data={"vp_token": json.dumps(vp_token), "state": request2.state})
         assert replay.status_code == 400
         assert [e["code"] for e in replay.json()["errors"]] == ["verifier.replayed_vp_token"]
+
+
+def test_concurrent_answers_on_postgresql_one_wins(http, wallet, creds, pki, postgres_url, tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tests.verifier.conftest import start_verifier
+
+    with start_verifier(tmp_path, pki, postgres_url) as pg_verifier:
+        created = new_request(http, pg_verifier, response_mode="direct_post")
+        request = wallet.fetch_request(created["uri"])
+        form = {"vp_token": json.dumps(wallet.build_vp_token(request, [creds.tax()])), "state": request.state}
+
+        def post(_: int) -> tuple[int, list[str]]:
+            response = http.post(request.response_uri, data=form)
+            body = response.json()
+            return response.status_code, [body.get("code")] if "code" in body else [e["code"] for e in
+                                                                                   body.get("errors", [])]
+
+        with ThreadPoolExecutor(8) as pool:
+            outcomes = list(pool.map(post, range(8)))
+        assert sorted(status for status, _ in outcomes) == [200] + [400] * 7, outcomes
+        assert all(codes == ["verifier.already_answered"] for status, codes in outcomes if status == 400), outcomes
+        result = http.get(f"{pg_verifier.url}/v1/requests/{created['id']}", headers=pg_verifier.headers()).json()
+        assert result["status"] == "verified"
