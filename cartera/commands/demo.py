@@ -326,10 +326,10 @@ def history_and_alerts(ctx: DemoContext) -> str:
         raise DemoFailure("the history lacks the approved share with the city hall")
     if ctx.facts.get("rejected_presentation") and not any(h["details"].get("outcome") == "failed" for h in shares):
         raise DemoFailure("the history lacks the share the verifier rejected")
-    mine = {tax_id, diploma_id}
-    history = [h for h in history if h["details"].get("credential_id") in mine
-               or any(d.get("credential_id") in mine for d in h["details"].get("disclosed") or [])
-               or (h["kind"] == "decline" and h is history[0])]
+    # Newest first: everything down to the diploma's receipt happened during this run.
+    first = next(i for i, h in enumerate(history) if h["kind"] == "receipt"
+                 and h["details"].get("credential_id") == diploma_id)
+    history = history[:first + 1]
     table = Table(title="The citizen's wallet: history (newest first) and alerts")
     table.add_column("when", no_wrap=True)
     table.add_column("what")
