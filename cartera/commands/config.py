@@ -7,6 +7,7 @@ documented configuration is always the configuration the services read.
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -48,13 +49,44 @@ def reference_markdown(service: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def update_doc(path: Path) -> bool:
+    """Rewrite the tables between ``<!-- config:<service>:begin/end -->`` markers in ``path``.
+
+    Returns whether the file changed. Services without markers in the file are left out.
+    """
+    text = path.read_text(encoding="utf-8")
+    updated = text
+    for name in SETTINGS:
+        begin, end = f"<!-- config:{name}:begin -->", f"<!-- config:{name}:end -->"
+        if begin not in updated or end not in updated:
+            continue
+        head, rest = updated.split(begin, 1)
+        _, tail = rest.split(end, 1)
+        updated = f"{head}{begin}\n{reference_markdown(name)}{end}{tail}"
+    if updated != text:
+        path.write_text(updated, encoding="utf-8")
+    return updated != text
+
+
 @app.command("reference")
 def reference(
     service: Annotated[str | None, typer.Option(help="issuer, verifier or wallet (default: all).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help='Print {service: [{"env", "type", "default", '
                                                          '"description"}]}.')] = False,
+    update: Annotated[Path | None, typer.Option(
+        "--update-doc", help="Instead of printing, rewrite the tables between the config markers of this "
+                             "Markdown file (docs/operations.md).")] = None,
 ) -> None:
     """Print every environment variable the services read, with defaults and meanings (Markdown)."""
+    if update is not None:
+        try:
+            changed = update_doc(update)
+        except OSError as exc:
+            from cartera.console import fail
+
+            fail(f"cannot update {update}: {exc.strerror}")
+        typer.echo(f"{update}: {'updated' if changed else 'already up to date'}")
+        return
     names = [service] if service else list(SETTINGS)
     unknown = [n for n in names if n not in SETTINGS]
     if unknown:

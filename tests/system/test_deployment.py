@@ -9,6 +9,7 @@ holds every package; the documented configuration table is the one generated fro
 from __future__ import annotations
 
 import importlib
+import os
 import re
 import tomllib
 from pathlib import Path
@@ -177,4 +178,30 @@ def test_operations_doc_configuration_table_matches_the_code(name: str) -> None:
     table = doc.split(begin, 1)[1].split(end, 1)[0].strip()
     assert table == reference_markdown(name).strip(), (
         f"the {name} table in docs/operations.md is stale: regenerate it with "
-        f"`cartera config reference --service {name}`")
+        f"`cartera config reference --update-doc docs/operations.md`")
+
+
+def _interpolate(value: str, example: dict[str, str]) -> str:
+    """Compose's ``${NAME}``, ``${NAME:-default}`` and ``${NAME:?message}`` with the example .env."""
+    def one(match: re.Match[str]) -> str:
+        name, op, rest = match.group(1), match.group(2) or "", match.group(3) or ""
+        if name in example and example[name] != "":
+            return example[name]
+        return rest if op == ":-" else ""
+    return re.sub(r"\$\{([A-Z0-9_]+)(:-|:\?)?([^}]*)\}", one, value)
+
+
+@pytest.mark.parametrize("name", APP_SERVICES)
+def test_compose_environment_builds_valid_settings(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    example = dict(line.split("=", 1) for line in (ROOT / "deploy" / "env.example").read_text().splitlines()
+                   if line and not line.startswith("#"))
+    for variable in [v for v in os.environ if v.startswith("CARTERA_")]:
+        monkeypatch.delenv(variable)
+    env = {k: _interpolate(v, example) for k, v in _env(SERVICES[name]).items()}
+    for variable, value in env.items():
+        monkeypatch.setenv(variable, value)
+    module, _, cls = SETTINGS[name].partition(":")
+    settings = getattr(importlib.import_module(module), cls)()
+    assert settings.public_url.startswith("https://") and settings.dev_mode is False
+    assert settings.database_url == env[f"CARTERA_{name.upper()}_DATABASE_URL"]
+    assert str(settings.master_key_file).startswith("/run/secrets/")
