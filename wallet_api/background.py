@@ -141,10 +141,13 @@ async def check_statuses(ctx: WalletContext, *, force: bool = False) -> int:
                     log.warning("status check failed", extra={"credential": row.id, "reason": type(exc).__name__})
                     next_check = now + dt.timedelta(seconds=min(300, ctx.settings.status_check_interval))
             async with ctx.db.session() as session:
-                await session.execute(update(Credential).where(Credential.id == row.id).values(
+                # Compare-and-set on the status read: when two workers check the same credential at once,
+                # only the one whose update lands raises the alert.
+                result = await session.execute(update(Credential).where(
+                    Credential.id == row.id, Credential.status == row.status).values(
                     status=new_status, status_checked_at=now, next_status_check=next_check)
                     .execution_options(synchronize_session=False))
-                if new_status != row.status:
+                if new_status != row.status and result.rowcount == 1:
                     name = key.open("credential", row.id, row.sealed).get("display", {}).get("name") or row.vct
                     kind = {"revoked": "revoked", "suspended": "suspended"}.get(new_status, "reinstated")
                     verb = {"revoked": "was revoked by its issuer", "suspended": "was suspended by its issuer",

@@ -329,6 +329,21 @@ def check_wallet_and_verifier_across_two_processes_each(cluster: Cluster) -> Non
     history = httpx.get(f"{cluster.a['wallet']}/v1/history", params={"kind": "share"}, headers=me).json()
     assert history[0]["details"]["outcome"] == "sent"
 
+    # both wallet processes sweep status lists: a revocation raises exactly one alert
+    revoked = httpx.post(f"{cluster.b['issuer']}/v1/credentials/{offer['credential_ids']['tax-compliance']}/revoke",
+                         headers=cluster.issuer_key("aoc-tax"))
+    assert revoked.status_code == 200, revoked.text
+
+    def revoked_alerts(base: str) -> list[dict[str, Any]]:
+        alerts = httpx.get(f"{base}/v1/alerts", headers=me, timeout=10).json()
+        return [a for a in alerts if a["kind"] == "revoked" and a["credential_id"] == credential_id]
+
+    deadline = time.monotonic() + 45  # the list's ttl (10 s in development) plus sweeps
+    while not revoked_alerts(cluster.a["wallet"]) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    time.sleep(5)  # let both workers sweep again
+    assert len(revoked_alerts(cluster.a["wallet"])) == 1 and len(revoked_alerts(cluster.b["wallet"])) == 1
+
 
 def test_two_processes_per_service_on_one_postgresql_behave_as_one(cluster: Cluster) -> None:
     """One test, so that xdist keeps the one shared cluster on one worker; each check names what failed."""
