@@ -7,8 +7,10 @@ import dataclasses
 import threading
 
 import httpx
+from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 from playwright.sync_api import expect
 
+from sandbox.population import DEMO_PENDING
 from tests.wallet_api.system import System, fresh_citizens
 from tests.web_wallet.conftest import make_offer, new_request, offer_qr_png, wait_status
 
@@ -197,3 +199,29 @@ def test_cancelled_or_forged_login_is_refused(system: System, phone) -> None:
     expect(page.locator("#error")).to_have_text("The login did not succeed.")
     assert page.evaluate("sessionStorage.getItem('cartera.tokens')") is None
     assert page.url == f"{system.wallet}/app/"
+
+
+def test_deferred_issuance_checked_from_the_offer_screen(system: System, phone) -> None:
+    citizen = phone()
+    citizen.login(DEMO_PENDING)
+    page = citizen.page
+    offer = make_offer(system, "uni-barcelona", "university-diploma", DEMO_PENDING, tx_code=False)
+    citizen.scan(offer["offer_uri"])
+    page.get_by_role("button", name="Accept").click()
+    expect(page.locator("#offer-result")).to_contain_text("The issuer will deliver it later", timeout=30_000)
+    citizen.shot("20-offer-pending")
+    # The sandbox registry answers after a poll or two. The background sweep may deliver first, and then
+    # the alert redraws the screen (the button goes away between a look and a click): both are fine.
+    for _ in range(20):
+        if "Added to your wallet" in page.locator("#offer-result").inner_text():
+            break
+        check = page.get_by_role("button", name="Check now")
+        if check.is_visible() and check.is_enabled():
+            try:
+                check.click(timeout=2_000)
+            except PlaywrightTimeoutError:
+                pass
+        page.wait_for_timeout(500)
+    expect(page.locator("#offer-result")).to_contain_text("Added to your wallet", timeout=15_000)
+    page.locator("#nav a[data-route=cards]").click()
+    expect(page.locator("#cards li.card")).to_have_count(1)

@@ -5,7 +5,7 @@
 (function () {
   var T = {
     ca: {
-      askAction: "Demana-la a un emissor", catalogueTitle: "Demana una credencial a un emissor", catalogueIntro: "L'emissor et demanarà que iniciïs la sessió i després la credencial arribarà a la cartera.", request: "Demana «{0}»", unavailable: "Ara no està disponible.", issuanceFailed: "L'emissor no ha lliurat la credencial.",
+      checkNow: "Comprova-ho ara", askAction: "Demana-la a un emissor", catalogueTitle: "Demana una credencial a un emissor", catalogueIntro: "L'emissor et demanarà que iniciïs la sessió i després la credencial arribarà a la cartera.", request: "Demana «{0}»", unavailable: "Ara no està disponible.", issuanceFailed: "L'emissor no ha lliurat la credencial.",
       search: "Cerca", pinTitle: "PIN", currentPin: "PIN actual", newPin: "PIN nou (de 4 a 12 xifres; buit, l'elimina)", savePin: "Desa el PIN", pinOn: "Compartir demana el PIN.", pinOff: "Compartir no demana cap PIN.", pinSaved: "PIN desat.", endSession: "Tanca aquesta sessió", sessionEnded: "Sessió tancada.", asked: "Es demana: {0}",
       skip: "Salta al contingut", language: "Llengua", navCards: "Targetes", navScan: "Escaneja", navHistory: "Historial",
       navAlerts: "Avisos", navSettings: "Jo", loginTitle: "Les teves credencials, al mòbil",
@@ -49,7 +49,7 @@
       loginFailed: "No s'ha pogut iniciar la sessió."
     },
     es: {
-      askAction: "Pedirla a un emisor", catalogueTitle: "Pedir una credencial a un emisor", catalogueIntro: "El emisor te pedirá que inicies sesión y después la credencial llegará a tu cartera.", request: "Pedir «{0}»", unavailable: "Ahora no está disponible.", issuanceFailed: "El emisor no ha entregado la credencial.",
+      checkNow: "Comprobar ahora", askAction: "Pedirla a un emisor", catalogueTitle: "Pedir una credencial a un emisor", catalogueIntro: "El emisor te pedirá que inicies sesión y después la credencial llegará a tu cartera.", request: "Pedir «{0}»", unavailable: "Ahora no está disponible.", issuanceFailed: "El emisor no ha entregado la credencial.",
       search: "Buscar", pinTitle: "PIN", currentPin: "PIN actual", newPin: "PIN nuevo (de 4 a 12 cifras; vacío, lo elimina)", savePin: "Guardar el PIN", pinOn: "Compartir pide el PIN.", pinOff: "Compartir no pide ningún PIN.", pinSaved: "PIN guardado.", endSession: "Cerrar esta sesión", sessionEnded: "Sesión cerrada.", asked: "Se pide: {0}",
       skip: "Saltar al contenido", language: "Idioma", navCards: "Tarjetas", navScan: "Escanear", navHistory: "Historial",
       navAlerts: "Avisos", navSettings: "Yo", loginTitle: "Tus credenciales, en el móvil",
@@ -93,7 +93,7 @@
       loginFailed: "No se ha podido iniciar sesión."
     },
     en: {
-      askAction: "Ask an issuer", catalogueTitle: "Ask an issuer for a credential", catalogueIntro: "The issuer will ask you to log in, then the credential comes to your wallet.", request: "Ask for “{0}”", unavailable: "Not available now.", issuanceFailed: "The issuer did not deliver the credential.",
+      checkNow: "Check now", askAction: "Ask an issuer", catalogueTitle: "Ask an issuer for a credential", catalogueIntro: "The issuer will ask you to log in, then the credential comes to your wallet.", request: "Ask for “{0}”", unavailable: "Not available now.", issuanceFailed: "The issuer did not deliver the credential.",
       search: "Search", pinTitle: "PIN", currentPin: "Current PIN", newPin: "New PIN (4 to 12 digits; empty removes it)", savePin: "Save the PIN", pinOn: "Sharing asks for the PIN.", pinOff: "Sharing asks for no PIN.", pinSaved: "PIN saved.", endSession: "End this session", sessionEnded: "Session ended.", asked: "Asked for: {0}",
       skip: "Skip to content", language: "Language", navCards: "Cards", navScan: "Scan", navHistory: "History",
       navAlerts: "Alerts", navSettings: "Me", loginTitle: "Your credentials, on your phone",
@@ -576,13 +576,23 @@
 
   function renderOffer(id) {
     var n = ticket("offer");
-    var result = clear($("offer-result"));
-    result.hidden = true;
-    $("offer-form").hidden = false;
-    $("tx-code").value = "";
-    $("offer-form").dataset.id = id;
+    var form = $("offer-form");
+    if (form.dataset.id !== id) {
+      // Another offer: nothing of the previous one stays on screen while this one loads. (The same
+      // offer re-rendered after an alert keeps its screen until the answer arrives: no flicker.)
+      clear($("offer-result")).hidden = true;
+      clear($("offer-credentials"));
+      $("offer-issuer").textContent = "";
+      form.hidden = true;
+      $("tx-code").value = "";
+      form.dataset.id = id;
+    }
     api("GET", "/v1/offers/" + encodeURIComponent(id)).then(function (offer) {
       if (!current("offer", n)) { return; }
+      if (offer.state === "offered") {
+        clear($("offer-result")).hidden = true;
+        form.hidden = false;
+      }
       var list = clear($("offer-credentials"));
       $("offer-issuer").textContent = offer.issuer.name || offer.issuer.id;
       offer.credentials.forEach(function (cred) {
@@ -614,6 +624,13 @@
       });
     } else if (offer.state === "pending") {
       result.appendChild(el("p", { text: t("pending") }));
+      var check = el("button", { type: "button", id: "offer-poll", text: t("checkNow") });
+      check.addEventListener("click", function () {
+        check.disabled = true;
+        api("POST", "/v1/offers/" + encodeURIComponent(offer.offer_id) + "/poll").then(offerDone)
+          .catch(function (err) { check.disabled = false; showError(errorText(err)); });
+      });
+      result.appendChild(check);
     } else if (offer.error) {
       result.appendChild(el("p", { "class": "error-text", text: errorText(offer.error) }));
     }
@@ -866,6 +883,8 @@
     api("GET", "/v1/alerts?unread=true").then(function (alerts) { countUnread(alerts.length); }).catch(function () {});
     if (view === "cards" || view === "") { renderCards(); }
     if (view === "card") { renderCard(decodeURIComponent(location.hash.split("/")[2] || "")); }
+    // A deferred credential may have arrived through the background sweep while its offer is on screen.
+    if (view === "offer" && !$("offer-result").hidden) { renderOffer(decodeURIComponent(location.hash.split("/")[2] || "")); }
   }
 
   function markRead() {
