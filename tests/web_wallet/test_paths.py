@@ -225,3 +225,28 @@ def test_deferred_issuance_checked_from_the_offer_screen(system: System, phone) 
     expect(page.locator("#offer-result")).to_contain_text("Added to your wallet", timeout=15_000)
     page.locator("#nav a[data-route=cards]").click()
     expect(page.locator("#cards li.card")).to_have_count(1)
+
+
+def test_unauthenticated_verifier_is_clearly_flagged(system: System, phone) -> None:
+    from urllib.parse import quote
+
+    from ssi.oid4vp import unsigned_request_object
+
+    citizen = phone()
+    citizen.login(CITIZENS[3])
+    page = citizen.page
+    # A development request (unsigned, `redirect_uri:` prefix) that claims to be a city hall.
+    client_id = "redirect_uri:http://127.0.0.1:9/cb"
+    token = unsigned_request_object({
+        "client_id": client_id, "response_uri": "http://127.0.0.1:9/cb", "response_type": "vp_token",
+        "response_mode": "direct_post", "nonce": "n-web", "state": "s-web",
+        "client_metadata": {"client_name": "Ajuntament de Barcelona"},
+        "dcql_query": {"credentials": [{"id": "q", "format": "dc+sd-jwt", "meta": {"vct_values": ["urn:x"]}}]}})
+    citizen.scan(f"openid4vp://?client_id={quote(client_id)}&request={token}")
+    expect(page.locator("#verifier-name")).to_have_text("Unverified verifier", timeout=15_000)
+    expect(page.locator("#verifier-warning")).to_be_visible()
+    expect(page.locator("#verifier-warning")).to_contain_text("could not be confirmed")
+    expect(page.locator("#verifier-box")).not_to_contain_text("Ajuntament de Barcelona")
+    citizen.shot("21-consent-unverified")
+    page.get_by_role("button", name="Decline").click()
+    expect(page.locator("#request-result")).to_contain_text("nothing was shared")

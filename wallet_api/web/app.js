@@ -461,7 +461,10 @@
     // to /app/?offer_id=...&state=issued|pending (or error=...).
     api("POST", "/v1/issuance/authorize", { credential_issuer: issuer, credential_configuration_id: configurationId,
                                              redirect_uri: location.origin + "/app/" })
-      .then(function (started) { location.assign(started.authorization_url); })
+      .then(function (started) {
+        if (!/^https?:\/\//.test(started.authorization_url)) { throw { error: "invalid_issuer_metadata" }; }
+        location.assign(started.authorization_url);
+      })
       .catch(function (err) { button.disabled = false; setStatus(""); showError(errorText(err)); });
   }
 
