@@ -250,3 +250,34 @@ def test_unauthenticated_verifier_is_clearly_flagged(system: System, phone) -> N
     citizen.shot("21-consent-unverified")
     page.get_by_role("button", name="Decline").click()
     expect(page.locator("#request-result")).to_contain_text("nothing was shared")
+
+
+def test_optional_part_is_shared_only_when_ticked(system: System, phone) -> None:
+    identifier = fresh_citizens(9)[8]
+    citizen = phone()
+    citizen.login(identifier)
+    for slug, type_id in (("ajuntament-girona", "padro"), ("aoc-tax", "tax-compliance")):
+        _receive_by_link(citizen, make_offer(system, slug, type_id, identifier, tx_code=False))
+    headers = system.verifier_headers("ajuntament-barcelona")
+    templates = {t["name"]: t for t in httpx.get(f"{system.verifier}/v1/templates", headers=headers).json()}
+    residence, grant = templates["residence"], templates["grant-application"]
+    tax_query = {**grant["dcql_query"]["credentials"][0], "claims": [{"path": ["nif"]}]}
+    r = httpx.post(f"{system.verifier}/v1/requests", headers=headers, timeout=30, json={
+        "dcql_query": {"credentials": [residence["dcql_query"]["credentials"][0], tax_query],
+                       "credential_sets": [{"options": [["padro"]]}, {"options": [["tax"]], "required": False}]},
+        "purpose": {"en": "Residence, and tax status if you wish"},
+        "trusted_issuers": residence["trusted_issuers"] + grant["trusted_issuers"],
+        "anchors_pem": residence["anchors_pem"]})
+    assert r.status_code == 201, r.text
+    request = r.json()
+    page = citizen.page
+    citizen.scan(request["uri"])
+    optional = page.get_by_label("Share this too (optional)")
+    expect(optional).to_be_visible(timeout=15_000)
+    expect(optional).not_to_be_checked()
+    citizen.shot("22-consent-optional")
+    page.get_by_role("button", name="Share").click()
+    expect(page.locator("#request-result")).to_contain_text("Shared with Ajuntament de Barcelona", timeout=30_000)
+    result = wait_status(system, "ajuntament-barcelona", request)
+    assert result["status"] == "verified", result
+    assert set(result["claims"]) == {"padro"}  # the unticked optional part was not sent

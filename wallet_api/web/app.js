@@ -202,6 +202,26 @@
     return String(value);
   }
 
+  function valueDd(value) {
+    // Structured values (an address, a municipality) as a nested list, never as raw JSON.
+    if (value && typeof value === "object" && !Array.isArray(value)) {
+      var inner = el("dl", { "class": "claims nested" });
+      Object.keys(value).forEach(function (key) {
+        inner.appendChild(el("dt", { text: key }));
+        inner.appendChild(valueDd(value[key]));
+      });
+      return el("dd", {}, [inner]);
+    }
+    if (Array.isArray(value) && value.some(function (v) { return v && typeof v === "object"; })) {
+      var list = el("ul", { "class": "values" });
+      value.forEach(function (v) {
+        list.appendChild(el("li", {}, [el("dl", { "class": "claims nested" }, [el("dt", { text: "·" }), valueDd(v)])]));
+      });
+      return el("dd", {}, [list]);
+    }
+    return el("dd", { text: Array.isArray(value) ? value.map(fmtValue).join(", ") : fmtValue(value) });
+  }
+
   function setStatus(text) { $("status").textContent = text || ""; }
 
   function showError(text) {
@@ -726,7 +746,7 @@
       var claims = el("dl", { "class": "claims" });
       option.claims.forEach(function (claim) {
         claims.appendChild(el("dt", { text: claim.name }));
-        claims.appendChild(el("dd", { text: fmtValue(claim.value) }));
+        claims.appendChild(valueDd(claim.value));
       });
       part.appendChild(claims);
       block.appendChild(part);
@@ -810,7 +830,7 @@
             var claims = el("dl", { "class": "claims" });
             (part.claims || []).forEach(function (claim) {
               claims.appendChild(el("dt", { text: claim.name }));
-              claims.appendChild(el("dd", { text: fmtValue(claim.value) }));
+              claims.appendChild(valueDd(claim.value));
             });
             item.appendChild(el("p", { "class": "meta", text: part.credential_name }));
             item.appendChild(claims);
