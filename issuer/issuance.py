@@ -155,6 +155,7 @@ async def _record_one_copy(ctx: IssuerContext, tenant_id: str, record: dict[str,
     for _ in range(4):
         cached = cached_current_list(ctx, tenant_id)
         if cached is None:
+            # AUTOCOMMIT: a list created here (the tenant's first) commits at once, empty, harmlessly.
             async with ctx.read_connection() as conn:
                 cached = await current_list(ctx, conn, tenant_id)
         list_id, size = cached
