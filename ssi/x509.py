@@ -132,8 +132,10 @@ def _name(common_name: str, organization: str | None) -> x509.Name:
 
 
 def create_ca(common_name: str, *, key: Key | None = None, days: int = 3650, development: bool = True,
-              organization: str | None = None) -> tuple[Key, x509.Certificate]:
+              organization: str | None = None, not_before: datetime | None = None) -> tuple[Key, x509.Certificate]:
     """Create a self-signed root CA certificate (and an ES256 P-256 key unless ``key`` is given).
+
+    The validity starts at ``not_before`` (default: a few minutes ago, for clock skew).
 
     With ``development`` the organization names it a development CA, so that no one mistakes it for
     a production trust anchor when its name is shown in a wallet or a log.
@@ -143,7 +145,7 @@ def create_ca(common_name: str, *, key: Key | None = None, days: int = 3650, dev
     if development:
         organization = f"{organization} - {DEVELOPMENT_ORGANIZATION}" if organization else DEVELOPMENT_ORGANIZATION
     name = _name(common_name, organization)
-    now = datetime.now(UTC)
+    start = not_before if not_before is not None else datetime.now(UTC) - _CLOCK_SKEW
     public = key.public_key
     builder = (
         x509.CertificateBuilder()
@@ -151,8 +153,8 @@ def create_ca(common_name: str, *, key: Key | None = None, days: int = 3650, dev
         .issuer_name(name)
         .public_key(public)
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - _CLOCK_SKEW)
-        .not_valid_after(now + timedelta(days=days))
+        .not_valid_before(start)
+        .not_valid_after(start + timedelta(days=days))
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .add_extension(_ca_key_usage(), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)

@@ -410,12 +410,14 @@ def test_authorization_request_links() -> None:
 
 @pytest.fixture(scope="module")
 def pki() -> dict[str, Any]:
-    ca_key, ca_cert = create_ca("Test RP CA")
-    rp_key = Key.generate("ES256")
+    # NOW is fixed at import; under load the fixture may run minutes later, so every certificate
+    # starts relative to NOW rather than to the fixture's own clock.
     not_before = datetime.fromtimestamp(NOW, UTC) - timedelta(days=1)
+    ca_key, ca_cert = create_ca("Test RP CA", not_before=not_before)
+    rp_key = Key.generate("ES256")
     leaf = issue_certificate(ca_key, ca_cert, rp_key, "Ajuntament Verifier", san_dns=["verifier.example.org"],
                              not_before=not_before, days=30)
-    other_ca_key, other_ca_cert = create_ca("Unknown CA")
+    other_ca_key, other_ca_cert = create_ca("Unknown CA", not_before=not_before)
     stranger = issue_certificate(other_ca_key, other_ca_cert, rp_key, "Stranger", san_dns=["verifier.example.org"],
                                  not_before=not_before, days=30)
     enc_key = Key.generate("ES256", kid="enc-1")
