@@ -61,11 +61,13 @@ def _summary(info: dict[str, Any], data_dir: Path) -> None:
     verifier = info.get("verifier", {})
     console.print("[bold]Open first:[/]", highlight=False)
     console.print(f"  • the verifier desk page: {verifier.get('desk_url', '')}", highlight=False)
+    console.print(f"  • the web wallet (best in a phone-sized window): {info['wallet']['wallet_url']}/app/",
+                  highlight=False)
     console.print(f"  • the identity provider's login page (synthetic citizens): {info['sandbox']['idp_url']}"
                   "/o/oauth2/auth is reached through the wallet login", highlight=False)
     console.print("[bold]Try:[/]", highlight=False)
     console.print("  cartera sandbox citizens --limit 5           # whom to log in as (12345678Z has everything)")
-    console.print("  cartera issuer offer --type university-diploma --subject 12345678Z")
+    console.print('  cartera issuer offer --type university-diploma --subject 12345678Z --name "Montserrat Puig Ferrer"')
     console.print("  cartera verifier request --template grant-application")
     console.print(f"Development API keys and URLs: {data_dir / DEV_FILE_NAME}; logs: {data_dir / 'logs'}/")
     console.print("Ctrl-C stops everything.")
