@@ -390,7 +390,8 @@ def run_scenario(info: dict[str, Any], *, citizen: str = DEFAULT_CITIZEN, agency
 
 def _free_port_base() -> int:
     for _ in range(200):
-        base = random.randrange(20_000, 40_000, 10)  # noqa: S311 - a port number, not a secret
+        # Below the ephemeral range (32768+), where outgoing connections could take a port first.
+        base = random.randrange(20_000, 31_900, 10)  # noqa: S311 - a port number, not a secret
         try:
             for offset in PORT_OFFSETS.values():
                 with socket.socket() as sock:

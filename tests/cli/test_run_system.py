@@ -26,7 +26,7 @@ CARTERA = [sys.executable, "-m", "cartera.cli"]
 
 def _free_port_base() -> int:
     for _ in range(200):
-        base = random.randrange(20_000, 40_000, 10)
+        base = random.randrange(20_000, 31_900, 10)  # below the ephemeral port range
         try:
             for offset in PORT_OFFSETS.values():
                 with socket.socket() as sock:

@@ -6,6 +6,7 @@ Tests talk to the services over real HTTP on loopback, exactly as a wallet or an
 from __future__ import annotations
 
 import contextlib
+import random
 import socket
 import threading
 import time
@@ -15,11 +16,23 @@ from typing import Any
 import httpx
 import uvicorn
 
+# Below the kernel's ephemeral range (32768-60999 on Linux): a port picked from that range can be
+# taken, between picking and binding, as the source port of any outgoing connection of the suite
+# (HTTP clients, PostgreSQL, agents) — which made whole session fixtures fail to start.
+_PORT_RANGE = (20_000, 32_000)
+
 
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A port on 127.0.0.1 that is free now, outside the ephemeral range."""
+    for _ in range(500):
+        port = random.randrange(*_PORT_RANGE)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port below the ephemeral range")
 
 
 class _Server(uvicorn.Server):
