@@ -42,8 +42,7 @@ def create_app(settings: IssuerSettings | None = None, *, run_background: bool =
                configure_logs: bool = True) -> FastAPI:
     """Build the issuer app (migrations run at start-up)."""
     settings = settings or IssuerSettings()
-    db = Database(settings.database_url, pre_ping=settings.database_pre_ping, pool_size=settings.database_pool_size,
-                  max_overflow=0)
+    db = Database.from_settings(settings)
     box = SecretBox(load_master_key(settings))
     ctx = IssuerContext(settings=settings, db=db, box=box)
 

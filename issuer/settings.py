@@ -68,16 +68,6 @@ class IssuerSettings(ServiceSettings):
                                            "requires. DPoP is always accepted when a wallet sends a proof.")
     webhook_timeout: float = Field(default=5.0, gt=0, description="Timeout of one webhook delivery, seconds.")
     source_timeout: float = Field(default=10.0, gt=0, description="Timeout of one data-source query, seconds.")
-    database_pre_ping: bool = Field(
-        default=False,
-        description="Probe each pooled PostgreSQL connection before use (three round trips with asyncpg). Off: "
-                    "a connection dropped by the server fails the one request that meets it, then the pool "
-                    "reconnects.")
-    database_pool_size: int = Field(
-        default=20, ge=1, le=100,
-        description="Database connections per worker process. No overflow: a request finding them all busy "
-                    "waits for one, because overflow connections are closed when returned and would cost a new "
-                    "PostgreSQL connection (a server process and a SCRAM exchange) per request at peaks.")
     # Aries channel (docs/aries.md): off by default, since it adds an ACA-Py agent to start.
     aries_enabled: bool = Field(default=False, description="Offer the Aries (DIDComm) channel through an ACA-Py agent.")
     aries_admin_url: str = Field(default="", description="Admin API of an agent run elsewhere (compose). Empty: the "

@@ -226,6 +226,13 @@ class Database:
         )
         self._autocommit_sessions = async_sessionmaker(self._autocommit_engine, expire_on_commit=False)
 
+    @classmethod
+    def from_settings(cls, settings: Any) -> Database:
+        """The database a service's settings describe: its URL and pool (``database_pool_size``
+        connections, no overflow, pre-ping as ``database_pre_ping`` says)."""
+        return cls(settings.database_url, pre_ping=settings.database_pre_ping,
+                   pool_size=settings.database_pool_size, max_overflow=0)
+
     @property
     def backend(self) -> str:
         """``"sqlite"`` or ``"postgresql"``."""

@@ -71,6 +71,16 @@ class ServiceSettings(BaseSettings):
             "`dev_mode` a missing file is generated."
         ),
     )
+    database_pre_ping: bool = Field(
+        default=False,
+        description="Probe each pooled PostgreSQL connection before use (three round trips with asyncpg). Off: "
+                    "a connection dropped by the server fails the one request that meets it, then the pool "
+                    "reconnects.")
+    database_pool_size: int = Field(
+        default=20, ge=1, le=100,
+        description="Database connections per worker process. No overflow: a request finding them all busy "
+                    "waits for one, because overflow connections are closed when returned and would cost a new "
+                    "PostgreSQL connection (a server process and a SCRAM exchange) per request at peaks.")
     max_body_bytes: int = Field(
         default=1_048_576,
         ge=1024,

@@ -52,8 +52,7 @@ def _load_rp_ca(settings: VerifierSettings) -> tuple[Key, object] | None:
 def create_app(settings: VerifierSettings | None = None) -> FastAPI:
     """Build the verifier app (configuration from ``CARTERA_VERIFIER_*`` unless ``settings`` is given)."""
     settings = settings or VerifierSettings()
-    db = Database(settings.database_url, pre_ping=settings.database_pre_ping, pool_size=settings.database_pool_size,
-                  max_overflow=0)
+    db = Database.from_settings(settings)
     box = SecretBox(load_master_key(settings))
     anchors = _load_anchors(settings.issuer_anchors_file)
     rp_ca = _load_rp_ca(settings)

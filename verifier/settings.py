@@ -58,16 +58,6 @@ class VerifierSettings(ServiceSettings):
                                                                            "document fetched, bytes.")
     worker_interval: float = Field(default=1.0, gt=0, description="Period of the background task delivering "
                                                                   "webhooks, expiring requests and purging claims.")
-    database_pre_ping: bool = Field(
-        default=False,
-        description="Probe each pooled PostgreSQL connection before use (three round trips with asyncpg). Off: "
-                    "a connection dropped by the server fails the one request that meets it, then the pool "
-                    "reconnects.")
-    database_pool_size: int = Field(
-        default=20, ge=1, le=100,
-        description="Database connections per worker process. No overflow: a request finding them all busy "
-                    "waits for one, because overflow connections are closed when returned and would cost a new "
-                    "PostgreSQL connection (a server process and a SCRAM exchange) per request at peaks.")
     default_retention: int = Field(default=86_400, ge=0, description="Retention of disclosed claims when a "
                                                                      "request names none, seconds.")
     # Aries channel (docs/aries.md): off by default, since it adds an ACA-Py agent to start.

@@ -34,7 +34,7 @@ def create_app(settings: WalletSettings | None = None, *, transport: httpx.Async
     from .routes import alerts, auth, backup, credentials, history, offers, presentations, web
 
     settings = settings or WalletSettings()
-    db = Database(settings.database_url)
+    db = Database.from_settings(settings)
     ctx = WalletContext(settings=settings, db=db, vault=Vault(master_box(settings)),
                         issuer_anchors=load_anchors(settings.issuer_anchor_files),
                         rp_anchors=load_anchors(settings.rp_anchor_files), transport=transport)

@@ -81,6 +81,8 @@ def test_reference_lists_every_setting_with_a_description() -> None:
         "CARTERA_DEMO_DATA_DIR",
         "CARTERA_DEMO_MASTER_KEY",
         "CARTERA_DEMO_MASTER_KEY_FILE",
+        "CARTERA_DEMO_DATABASE_PRE_PING",
+        "CARTERA_DEMO_DATABASE_POOL_SIZE",
         "CARTERA_DEMO_MAX_BODY_BYTES",
         "CARTERA_DEMO_CORS_ORIGINS",
         "CARTERA_DEMO_DEV_MODE",
