@@ -15,8 +15,8 @@ from .models import Session, Wallet
 from .vault import DataKey
 
 
-def get_ctx(request: Request) -> WalletContext:
-    """The app's :class:`WalletContext`."""
+async def get_ctx(request: Request) -> WalletContext:
+    """The app's :class:`WalletContext` (async: FastAPI would run a plain ``def`` in its thread pool)."""
     return request.app.state.wallet
 
 
