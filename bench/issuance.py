@@ -37,6 +37,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from cputime import postmaster_pid, process_tree_cpu  # noqa: E402
 from loadclient import Connection  # noqa: E402
 
 from credential_schemas import load_builtin_types  # noqa: E402
@@ -163,37 +164,8 @@ async def run_load(base: str, api_key: str, wallets: int, seconds: float) -> dic
             "cpu_ms_per_credential": elapsed * (os.cpu_count() or 1) * 1000 / max(1, len(flows))}
 
 
-def postmaster_pid(cluster: object | None) -> int:
-    """The PostgreSQL server's pid (from ``postmaster.pid``), or 0 (SQLite)."""
-    folder = getattr(cluster, "_dir", None)
-    try:
-        return int((Path(folder) / "data" / "postmaster.pid").read_text().split()[0]) if folder else 0
-    except (OSError, ValueError, IndexError):
-        return 0
 
 
-def process_tree_cpu(pid: int) -> float:
-    """User + system CPU seconds of ``pid`` and its descendants, reaped ones included (Linux ``/proc``)."""
-    if pid == 0:
-        return 0.0
-    ticks = os.sysconf("SC_CLK_TCK")
-    children: dict[int, list[int]] = {}
-    stats: dict[int, float] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        children.setdefault(int(fields[1]), []).append(int(entry.name))
-        stats[int(entry.name)] = sum(int(f) for f in fields[11:15]) / ticks
-    total, todo = 0.0, [pid]
-    while todo:
-        current = todo.pop()
-        total += stats.get(current, 0.0)
-        todo.extend(children.get(current, []))
-    return total
 
 
 def bare_issue_cost(rounds: int = 400) -> float:

@@ -33,6 +33,7 @@ from fastapi import FastAPI, Response
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from cputime import postmaster_pid, process_tree_cpu  # noqa: E402
 from loadclient import Connection  # noqa: E402
 
 from ssi import x509 as ssi_x509  # noqa: E402
@@ -101,38 +102,8 @@ def bare_verify_cost(creds: list[tuple[SDJWT, Key]], ca: object, rounds: int = 3
     return (time.perf_counter() - start) / len(presentations)
 
 
-def postmaster_pid(cluster: object | None) -> int:
-    """The PostgreSQL server's pid (from ``postmaster.pid``), or 0 (SQLite, or an external server)."""
-    folder = getattr(cluster, "_dir", None)
-    try:
-        return int((Path(folder) / "data" / "postmaster.pid").read_text().split()[0]) if folder else 0
-    except (OSError, ValueError, IndexError):
-        return 0
 
 
-def process_tree_cpu(pid: int) -> float:
-    """User + system CPU seconds of ``pid`` and its descendants (Linux ``/proc``); 0 for pid 0."""
-    if pid == 0:
-        return 0.0
-    ticks = os.sysconf("SC_CLK_TCK")
-    children: dict[int, list[int]] = {}
-    stats: dict[int, float] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        children.setdefault(int(fields[1]), []).append(int(entry.name))
-        # Own time plus reaped children's (a PostgreSQL backend that exits is counted in its parent).
-        stats[int(entry.name)] = sum(int(f) for f in fields[11:15]) / ticks
-    total, todo = 0.0, [pid]
-    while todo:
-        current = todo.pop()
-        total += stats.get(current, 0.0)
-        todo.extend(children.get(current, []))
-    return total
 
 
 
