@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from service_kit.errors import APIError
+
 from .client import AdminClient
 from .errors import AriesError
 from .runner import AgentConfig, AgentProcess
@@ -94,3 +96,23 @@ async def start_runtime(*, name: str, label: str, admin_url: str, admin_api_key:
     process = AgentProcess(config)
     await asyncio.to_thread(process.start, timeout)
     return AgentRuntime(AdminClient(config.admin_url, config.admin_api_key), hook_key, process)
+
+
+def unavailable_error(exc: AriesError) -> APIError:
+    """The HTTP answer when the agent cannot serve: 503 with the Aries code and a retry hint."""
+    return APIError(503, "temporarily_unavailable", f"the Aries agent is unavailable: {exc.detail}",
+                    {"Retry-After": "30"}, extra={"code": exc.code})
+
+
+def agent_client(runtime: AgentRuntime | None, *, enabled: bool, owner: str) -> AdminClient:
+    """The running agent's admin client, or 404 (channel off on ``owner``) / 503 (agent gone)."""
+    if not enabled:
+        raise APIError(404, "not_found", f"the Aries channel is not enabled on this {owner}")
+    if runtime is None:
+        raise APIError(503, "temporarily_unavailable", "the Aries agent is not running", {"Retry-After": "30"},
+                       extra={"code": "aries.agent_unavailable"})
+    try:
+        runtime.check()
+    except AriesError as exc:
+        raise unavailable_error(exc) from exc
+    return runtime.client

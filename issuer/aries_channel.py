@@ -32,7 +32,6 @@ from typing import Any
 
 from fastapi import FastAPI
 from sqlalchemy import delete, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 
 from aries import channel, webhooks
 from aries.client import BBS, ED25519, AdminClient
@@ -45,10 +44,18 @@ from aries.jsonld import (
     status_context_url,
     status_entry,
 )
-from aries.service import AgentRuntime, loopback_base, start_runtime, webhook_key_hash
+from aries.service import (
+    AgentRuntime,
+    agent_client,
+    loopback_base,
+    start_runtime,
+    unavailable_error,
+    webhook_key_hash,
+)
 from aries.status import MIN_ENTRIES, set_bit, sign_list, status_list_credential
 from credential_schemas import CredentialSchemaError
 from service_kit.crypto import load_master_key
+from service_kit.db import dialect_insert
 from service_kit.errors import APIError
 from ssi import status_list as sl
 from ssi.qr import qr_png, qr_svg
@@ -83,9 +90,6 @@ class CreatedInvitation:
     qr_svg: str
 
 
-def _unavailable(exc: AriesError) -> APIError:
-    return APIError(503, "temporarily_unavailable", f"the Aries agent is unavailable: {exc.detail}",
-                    {"Retry-After": "30"}, extra={"code": exc.code})
 
 
 def _tenant_ref(row: Tenant) -> TenantRef:
@@ -162,21 +166,12 @@ class IssuerAriesChannel:
 
     async def _store_webhook_key(self, key: str) -> None:
         async with self.ctx.session() as session:
-            stmt = _insert(session, AriesWebhookKey).values(key_hash=webhook_key_hash(key), created_at=utcnow())
+            stmt = dialect_insert(session, AriesWebhookKey).values(key_hash=webhook_key_hash(key), created_at=utcnow())
             await session.execute(stmt.on_conflict_do_nothing())
 
     def agent(self) -> AdminClient:
         """The admin client, or 404 (channel off) / 503 (agent gone)."""
-        if not self.enabled:
-            raise APIError(404, "not_found", "the Aries channel is not enabled on this issuer")
-        if self.runtime is None:
-            raise APIError(503, "temporarily_unavailable", "the Aries agent is not running", {"Retry-After": "30"},
-                           extra={"code": "aries.agent_unavailable"})
-        try:
-            self.runtime.check()
-        except AriesError as exc:
-            raise _unavailable(exc) from exc
-        return self.runtime.client
+        return agent_client(self.runtime, enabled=self.enabled, owner="issuer")
 
     # -- DIDs ---------------------------------------------------------------------------------------
 
@@ -191,7 +186,7 @@ class IssuerAriesChannel:
         if did is None:
             created = await self.agent().create_did_key(proof_type)
             async with self.ctx.session() as session:
-                await session.execute(_insert(session, AriesTenantDid).values(
+                await session.execute(dialect_insert(session, AriesTenantDid).values(
                     tenant_id=tenant_id, proof_type=proof_type, did=created, created_at=utcnow()
                 ).on_conflict_do_nothing())
             async with self.ctx.db.read_session() as session:
@@ -230,7 +225,7 @@ class IssuerAriesChannel:
             await self.tenant_did(tenant.id, proof_type)
             invitation = await channel.invite(agent, alias=exchange_id, label=tenant.name)
         except AriesError as exc:
-            raise _unavailable(exc) from exc
+            raise unavailable_error(exc) from exc
         now = utcnow()
         expires = now + dt.timedelta(seconds=self.ctx.settings.aries_invitation_ttl)
         async with self.ctx.session() as session:
@@ -296,7 +291,7 @@ class IssuerAriesChannel:
 
     async def _first_delivery(self, key: str) -> bool:
         async with self.ctx.session() as session:
-            stmt = (_insert(session, AriesWebhookEvent).values(key=key[:300], received_at=utcnow())
+            stmt = (dialect_insert(session, AriesWebhookEvent).values(key=key[:300], received_at=utcnow())
                     .on_conflict_do_nothing().returning(AriesWebhookEvent.key))
             return (await session.execute(stmt)).scalar_one_or_none() is not None
 
@@ -445,13 +440,10 @@ class IssuerAriesChannel:
         try:
             signed = await sign_list(self.agent(), unsigned, proof_type)
         except AriesError as exc:
-            raise _unavailable(exc) from exc
+            raise unavailable_error(exc) from exc
         return self._lists.put(cache_key, signed)
 
 
-def _insert(session: Any, model: Any) -> Any:
-    dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
-    return (postgresql if dialect == "postgresql" else sqlite).insert(model)
 
 
 def qr_png_base64(png: bytes) -> str:

@@ -365,3 +365,12 @@ async def mark_used_once(
     result = await session.execute(stmt)
     rows = result.all()
     return rows[0] if rows else None
+
+
+def dialect_insert(session: AsyncSession, model: Any) -> Any:
+    """``INSERT`` for the session's dialect, so ``on_conflict_do_nothing``/``do_update`` work on both
+    PostgreSQL and SQLite."""
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
+    return (postgresql if dialect == "postgresql" else sqlite).insert(model)

@@ -25,16 +25,23 @@ from typing import Any
 import httpx
 from fastapi import FastAPI
 from sqlalchemy import delete, select
-from sqlalchemy.dialects import postgresql, sqlite
 
 from aries import channel, webhooks
 from aries.client import BBS, AdminClient
 from aries.errors import AriesError, VerificationFailed, WebhookRefused
 from aries.presentation import ProofRequest, build_proof_request, check_presentation
-from aries.service import AgentRuntime, loopback_base, start_runtime, webhook_key_hash
+from aries.service import (
+    AgentRuntime,
+    agent_client,
+    loopback_base,
+    start_runtime,
+    unavailable_error,
+    webhook_key_hash,
+)
 from aries.status import status_lookup
 from credential_schemas import CredentialType, load_builtin_types
 from service_kit.crypto import load_master_key
+from service_kit.db import dialect_insert
 from service_kit.errors import APIError
 from ssi.oid4vci import check_url
 from verifier.agencies import verifier_host
@@ -47,14 +54,8 @@ from verifier.verification import CheckError
 log = logging.getLogger(__name__)
 
 
-def _unavailable(exc: AriesError) -> APIError:
-    return APIError(503, "temporarily_unavailable", f"the Aries agent is unavailable: {exc.detail}",
-                    {"Retry-After": "30"}, extra={"code": exc.code})
 
 
-def _insert(session: Any, model: Any) -> Any:
-    dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
-    return (postgresql if dialect == "postgresql" else sqlite).insert(model)
 
 
 def types_by_vct() -> dict[str, CredentialType]:
@@ -121,7 +122,7 @@ class VerifierAriesChannel:
         try:
             if self.runtime.webhook_key:
                 async with self.db.session() as session:
-                    await session.execute(_insert(session, AriesWebhookKey).values(
+                    await session.execute(dialect_insert(session, AriesWebhookKey).values(
                         key_hash=webhook_key_hash(self.runtime.webhook_key), created_at=utcnow()
                     ).on_conflict_do_nothing())
             yield
@@ -132,16 +133,7 @@ class VerifierAriesChannel:
 
     def agent(self) -> AdminClient:
         """The admin client, or 404 (channel off) / 503 (agent gone)."""
-        if not self.enabled:
-            raise APIError(404, "not_found", "the Aries channel is not enabled on this verifier")
-        if self.runtime is None:
-            raise APIError(503, "temporarily_unavailable", "the Aries agent is not running", {"Retry-After": "30"},
-                           extra={"code": "aries.agent_unavailable"})
-        try:
-            self.runtime.check()
-        except AriesError as exc:
-            raise _unavailable(exc) from exc
-        return self.runtime.client
+        return agent_client(self.runtime, enabled=self.enabled, owner="verifier")
 
     # -- requests -----------------------------------------------------------------------------------
 
@@ -177,7 +169,7 @@ class VerifierAriesChannel:
         try:
             exchange, invitation = await channel.request_proof(agent, request, label=agency.name)
         except AriesError as exc:
-            raise _unavailable(exc) from exc
+            raise unavailable_error(exc) from exc
         spec = RequestSpec(dcql_query=template.dcql_query, purpose=template.purpose,
                            trusted_issuers=template.trusted_issuers, anchors_pem=template.anchors_pem or [],
                            retention_seconds=template.retention_seconds, response_mode="direct_post",
@@ -228,7 +220,7 @@ class VerifierAriesChannel:
         if topic != "present_proof_v2_0" or event.state not in ("done", "abandoned"):
             return "ignored"
         async with self.db.session() as session:
-            first = (await session.execute(_insert(session, AriesWebhookEvent).values(
+            first = (await session.execute(dialect_insert(session, AriesWebhookEvent).values(
                 key=event.key[:300], received_at=utcnow()).on_conflict_do_nothing()
                 .returning(AriesWebhookEvent.key))).scalar_one_or_none()
         if first is None:
