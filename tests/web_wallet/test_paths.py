@@ -216,11 +216,12 @@ def test_deferred_issuance_checked_from_the_offer_screen(system: System, phone) 
         if "Added to your wallet" in page.locator("#offer-result").inner_text():
             break
         check = page.get_by_role("button", name="Check now")
-        if check.is_visible() and check.is_enabled():
-            try:
+        try:
+            # Short timeouts throughout: the button may vanish between any two of these calls.
+            if check.is_visible() and check.is_enabled(timeout=1_000):
                 check.click(timeout=2_000)
-            except PlaywrightTimeoutError:
-                pass
+        except PlaywrightTimeoutError:
+            pass
         page.wait_for_timeout(500)
     expect(page.locator("#offer-result")).to_contain_text("Added to your wallet", timeout=15_000)
     page.locator("#nav a[data-route=cards]").click()
