@@ -24,6 +24,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column
 
 from service_kit.db import UTCDateTime, make_base
+from service_kit.ratelimit import RateLimitMixin
 from service_kit.webhooks import WebhookOutboxMixin
 
 Base = make_base()
@@ -297,3 +298,7 @@ class WebhookOutbox(WebhookOutboxMixin, Base):
     """Issuance events waiting for delivery (written in the same transaction as the change)."""
 
     tenant_id: Mapped[str] = mapped_column(String(40), index=True)
+
+
+class RateLimitBucket(RateLimitMixin, Base):
+    """Rate-limit buckets shared by every worker (keys are HMACs, never raw addresses or codes)."""

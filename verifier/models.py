@@ -13,6 +13,7 @@ from sqlalchemy import JSON, ForeignKey, Index, Integer, LargeBinary, String, Te
 from sqlalchemy.orm import Mapped, mapped_column
 
 from service_kit.db import UTCDateTime, make_base
+from service_kit.ratelimit import RateLimitMixin
 from service_kit.webhooks import WebhookOutboxMixin
 
 Base = make_base()
@@ -123,3 +124,7 @@ class WebhookOutbox(WebhookOutboxMixin, Base):
     """Webhook deliveries (``endpoint_id`` is the agency id; its secret is on the agency row)."""
 
     url: Mapped[str] = mapped_column(Text)
+
+
+class RateLimitBucket(RateLimitMixin, Base):
+    """Rate-limit buckets shared by every worker (keys are HMACs, never raw addresses or codes)."""

@@ -17,6 +17,7 @@ from sqlalchemy import Boolean, ForeignKey, Index, Integer, LargeBinary, String,
 from sqlalchemy.orm import Mapped, mapped_column
 
 from service_kit.db import UTCDateTime, make_base
+from service_kit.ratelimit import RateLimitMixin
 from service_kit.webhooks import WebhookOutboxMixin
 
 Base = make_base()
@@ -185,3 +186,7 @@ class AlertWebhookOutbox(WebhookOutboxMixin, Base):
     a claim value. ``endpoint_id`` is always ``"alerts"``: the wallet has one configured endpoint."""
 
     wallet_id: Mapped[str] = mapped_column(String(40), ForeignKey("wallets.id", ondelete="CASCADE"), index=True)
+
+
+class RateLimitBucket(RateLimitMixin, Base):
+    """Rate-limit buckets shared by every worker (keys are HMACs, never raw addresses or codes)."""

@@ -1,0 +1,370 @@
+"""Database-backed rate limits that hold across workers, processes and hosts.
+
+Each limit is a GCRA (generic cell rate algorithm) bucket: ``burst`` requests at once, refilled at
+``burst`` per ``period`` seconds. A bucket is one row of the service's ``rate_limits`` table holding
+the key's *theoretical arrival time* (``tat``, epoch seconds): a hit is allowed when
+``max(tat, now) + interval - now <= burst * interval`` and then moves ``tat`` on by one interval.
+Every hit, for all the keys of one request, is one atomic statement::
+
+    INSERT INTO rate_limits (key, tat, tolerance, allowed) VALUES (...), (...)
+    ON CONFLICT (key) DO UPDATE SET allowed = <fits>, tat = CASE WHEN <fits> THEN <next> ELSE tat END
+    RETURNING key, tat, allowed
+
+so concurrent workers never lose an update (PostgreSQL locks the row, SQLite serialises writers) and
+the limit is exact whatever the number of processes. Keys are HMAC-SHA256 of the limit's name and the
+identity (a client address, an API key, a code), so the table never holds a raw address or secret.
+A row whose ``tat`` is in the past is the same as no row: such rows are deleted now and then.
+
+A service declares the table on its own base (``class RateLimitBucket(RateLimitMixin, Base)``) and
+creates it with its own Alembic revision; :class:`RateLimiter` takes that model and the service's
+:class:`~service_kit.db.Database`. The FastAPI side is small: :func:`client_address` (socket peer, or
+``X-Forwarded-For`` only from trusted proxies), :func:`enforce` (raise the 429 ``APIError`` with
+``Retry-After``) and :func:`rate_limit_responses` (the 429 answer in an endpoint's OpenAPI).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+import math
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Boolean, Double, String, bindparam, case, delete
+from sqlalchemy.orm import Mapped, mapped_column
+
+from service_kit.db import Database
+
+if TYPE_CHECKING:
+    from starlette.requests import Request
+
+# A cleanup pass runs at most this often per process (seconds): deleting stale rows is cheap but not
+# worth a statement per request.
+CLEANUP_EVERY = 60.0
+
+
+class RateLimitMixin:
+    """Columns of a service's ``rate_limits`` table; declare ``class RateLimitBucket(RateLimitMixin, Base)``.
+
+    ``key`` is the hex HMAC of the limit name and identity; ``tat`` the theoretical arrival time
+    (epoch seconds); ``tolerance`` the limit's ``burst * interval`` (seconds), kept so one statement
+    can serve buckets of different limits; ``allowed`` whether the last hit was let through.
+    """
+
+    __tablename__ = "rate_limits"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    tat: Mapped[float] = mapped_column(Double, index=True)
+    tolerance: Mapped[float] = mapped_column(Double)
+    allowed: Mapped[bool] = mapped_column(Boolean)
+
+
+@dataclass(frozen=True)
+class Limit:
+    """``burst`` hits allowed at once, refilled at ``burst`` per ``period`` seconds.
+
+    ``name`` identifies the limit in keys, logs and metrics (``"token.client"``); a ``burst`` of 0
+    disables the limit.
+    """
+
+    name: str
+    burst: int
+    period: float
+
+    def __post_init__(self) -> None:
+        if self.burst < 0 or self.period <= 0:
+            raise ValueError("a limit needs burst >= 0 and period > 0")
+
+    @property
+    def enabled(self) -> bool:
+        """Whether the limit applies at all."""
+        return self.burst > 0
+
+    @property
+    def interval(self) -> float:
+        """Seconds one hit costs (the emission interval)."""
+        return self.period / self.burst
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The outcome of one :meth:`RateLimiter.hit`: allowed, or which limit refused and for how long."""
+
+    allowed: bool
+    retry_after: int = 0
+    limit: str = ""
+
+
+class RateLimitExceeded(Exception):
+    """A rate limit refused the request; ``retry_after`` is in whole seconds (at least 1)."""
+
+    def __init__(self, limit: str, retry_after: int) -> None:
+        self.limit = limit
+        self.retry_after = retry_after
+        super().__init__(f"rate limit {limit} exceeded; retry after {retry_after} s")
+
+
+class RateLimiter:
+    """Rate limits over one service's ``rate_limits`` table (see the module docstring).
+
+    ``secret`` keys the HMAC of bucket keys; all workers of a service must use the same one (derive it
+    from the service's master key). ``clock`` returns epoch seconds (tests pass their own).
+    """
+
+    def __init__(
+        self,
+        db: Database,
+        model: type[RateLimitMixin],
+        *,
+        secret: bytes = b"",
+        enabled: bool = True,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.db = db
+        self.model = model
+        self.enabled = enabled
+        self._secret = secret or b"cartera-rate-limit"
+        self._clock = clock
+        self._last_cleanup = 0.0
+        table = model.__table__  # type: ignore[attr-defined]
+        self._table = table
+
+    def bucket_key(self, limit: Limit, identity: str) -> str:
+        """The stored key of ``identity`` under ``limit``: hex HMAC-SHA256, never the identity itself."""
+        message = limit.name.encode() + b"\x00" + identity.encode("utf-8", "surrogatepass")
+        return hmac.new(self._secret, message, hashlib.sha256).hexdigest()
+
+    async def hit(self, checks: Iterable[tuple[Limit, str | None]], *, cost: int = 1) -> Decision:
+        """Count one request against every ``(limit, identity)`` pair; refuse if any bucket is full.
+
+        Pairs whose limit is disabled or whose identity is ``None``/empty are skipped. Every bucket
+        that has room is charged even when another refuses (a client hammering one key still pays for
+        the others). One statement, whatever the number of pairs.
+        """
+        if not self.enabled:
+            return Decision(True)
+        wanted: dict[str, Limit] = {}
+        for limit, identity in checks:
+            if limit.enabled and identity:
+                wanted.setdefault(self.bucket_key(limit, identity), limit)
+        if not wanted:
+            return Decision(True)
+        now = self._clock()
+        table = self._table
+        # Sorted keys: concurrent multi-row upserts lock rows in one order, so they cannot deadlock.
+        rows = [
+            {"key": key, "tat": now + limit.interval * cost, "tolerance": limit.burst * limit.interval,
+             "allowed": True}
+            for key, limit in sorted(wanted.items())
+        ]
+        now_param = bindparam("now_ts", now, type_=Double)
+        async with self.db.autocommit_connection() as conn:
+            stmt = dialect_insert_for(conn.dialect.name, self.model)
+            excluded = stmt.excluded
+            base = case((table.c.tat > now_param, table.c.tat), else_=now_param)
+            # excluded.tat - now is this hit's cost in seconds (interval x cost) for that bucket.
+            next_tat = base + (excluded.tat - now_param)
+            fits = next_tat - now_param <= excluded.tolerance
+            stmt = stmt.values(rows).on_conflict_do_update(
+                index_elements=[table.c.key],
+                set_={
+                    "allowed": fits,
+                    "tat": case((fits, next_tat), else_=table.c.tat),
+                    "tolerance": excluded.tolerance,
+                },
+            ).returning(table.c.key, table.c.tat, table.c.allowed)
+            result = (await conn.execute(stmt)).all()
+            if now - self._last_cleanup >= CLEANUP_EVERY:
+                self._last_cleanup = now
+                await conn.execute(delete(table).where(table.c.tat < now))
+        refused: Decision | None = None
+        for key, tat, allowed in result:
+            if allowed:
+                continue
+            limit = wanted[key]
+            # The next hit fits once now' >= tat + interval - tolerance.
+            wait = max(1, math.ceil(tat + limit.interval * cost - limit.burst * limit.interval - now))
+            if refused is None or wait > refused.retry_after:
+                refused = Decision(False, wait, limit.name)
+        return refused or Decision(True)
+
+    async def check(self, checks: Iterable[tuple[Limit, str | None]], *, cost: int = 1) -> None:
+        """:meth:`hit`, raising :class:`RateLimitExceeded` when refused."""
+        decision = await self.hit(checks, cost=cost)
+        if not decision.allowed:
+            raise RateLimitExceeded(decision.limit, decision.retry_after)
+
+    async def blocked(self, checks: Iterable[tuple[Limit, str | None]]) -> Decision:
+        """Whether the buckets would refuse a hit now, without charging them (for failure-only limits:
+        check before the attempt, :meth:`hit` after a failure)."""
+        if not self.enabled:
+            return Decision(True)
+        wanted = {
+            self.bucket_key(limit, identity): limit
+            for limit, identity in checks if limit.enabled and identity
+        }
+        if not wanted:
+            return Decision(True)
+        now = self._clock()
+        table = self._table
+        async with self.db.autocommit_connection() as conn:
+            result = (await conn.execute(
+                table.select().with_only_columns(table.c.key, table.c.tat).where(table.c.key.in_(list(wanted)))
+            )).all()
+        refused: Decision | None = None
+        for key, tat in result:
+            limit = wanted[key]
+            if max(tat, now) + limit.interval - now > limit.burst * limit.interval:
+                wait = max(1, math.ceil(tat + limit.interval - limit.burst * limit.interval - now))
+                if refused is None or wait > refused.retry_after:
+                    refused = Decision(False, wait, limit.name)
+        return refused or Decision(True)
+
+    async def cleanup(self) -> int:
+        """Delete the rows of buckets that are full again (``tat`` in the past); return how many."""
+        now = self._clock()
+        self._last_cleanup = now
+        async with self.db.autocommit_connection() as conn:
+            result = await conn.execute(delete(self._table).where(self._table.c.tat < now))
+        return int(result.rowcount or 0)
+
+
+def dialect_insert_for(dialect: str, model: Any) -> Any:
+    """``INSERT`` with ``ON CONFLICT`` support for a dialect name (a Core connection's twin of
+    :func:`service_kit.db.dialect_insert`)."""
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    return (postgresql if dialect == "postgresql" else sqlite).insert(model)
+
+
+__all__ = [
+    "Decision",
+    "Limit",
+    "RateLimitExceeded",
+    "RateLimitMixin",
+    "RateLimiter",
+    "client_address",
+    "dialect_insert_for",
+    "enforce_not_blocked",
+    "enforce",
+    "rate_limit_responses",
+    "too_many_requests",
+]
+
+
+# --- FastAPI side -------------------------------------------------------------------------------
+
+
+def _parse_networks(trusted: Sequence[str]) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    networks = []
+    for entry in trusted:
+        try:
+            networks.append(ipaddress.ip_network(entry.strip(), strict=False))
+        except ValueError:
+            continue
+    return networks
+
+
+def _is_trusted(address: str, networks: Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in net for net in networks)
+
+
+def client_address(request: Request, trusted_proxies: Sequence[str] = ()) -> str:
+    """The address to rate-limit ``request`` by.
+
+    The socket peer, unless the peer is one of ``trusted_proxies`` (addresses or CIDR networks): then
+    ``X-Forwarded-For`` is read from the right, skipping trusted hops, and the first untrusted address
+    is the client (the left part of the header is whatever the client chose to send). Behind uvicorn's
+    ``--proxy-headers`` the peer is already the forwarded address; this works either way.
+    """
+    peer = request.client.host if request.client else ""
+    networks = _parse_networks(trusted_proxies)
+    if not networks or not _is_trusted(peer, networks):
+        return peer or "unknown"
+    forwarded = ",".join(request.headers.getlist("x-forwarded-for"))
+    hops = [hop.strip() for hop in forwarded.split(",") if hop.strip()]
+    for hop in reversed(hops):
+        if not _is_trusted(hop, networks):
+            return hop
+    return hops[0] if hops else peer
+
+
+def too_many_requests(exc: RateLimitExceeded, error: str = "too_many_requests") -> Exception:
+    """The ``APIError`` answering a refused request: 429, ``Retry-After``, ``{"error", "error_description"}``.
+
+    ``error`` is ``slow_down`` on OAuth token endpoints (RFC 8628's code for "poll less often", which
+    OAuth clients know) and ``too_many_requests`` elsewhere.
+    """
+    from service_kit.errors import APIError
+
+    return APIError(
+        429, error, f"too many requests; retry after {exc.retry_after} seconds",
+        headers={"Retry-After": str(exc.retry_after)},
+    )
+
+
+async def enforce(
+    limiter: RateLimiter | None,
+    checks: Iterable[tuple[Limit, str | None]],
+    *,
+    error: str = "too_many_requests",
+    cost: int = 1,
+) -> None:
+    """Charge the buckets and raise the 429 ``APIError`` when one is full (no-op without a limiter)."""
+    if limiter is None:
+        return
+    try:
+        await limiter.check(checks, cost=cost)
+    except RateLimitExceeded as exc:
+        raise too_many_requests(exc, error) from None
+
+
+async def enforce_not_blocked(
+    limiter: RateLimiter | None,
+    checks: Iterable[tuple[Limit, str | None]],
+    *,
+    error: str = "too_many_requests",
+) -> None:
+    """Raise the 429 ``APIError`` if the buckets are full, without charging them (failure-only limits)."""
+    if limiter is None:
+        return
+    decision = await limiter.blocked(checks)
+    if not decision.allowed:
+        raise too_many_requests(RateLimitExceeded(decision.limit, decision.retry_after), error)
+
+
+def rate_limit_responses(error: str = "too_many_requests") -> dict[int | str, dict[str, Any]]:
+    """The 429 entry for an endpoint's ``responses=`` (OpenAPI), naming ``Retry-After`` and the body."""
+    return {
+        429: {
+            "description": f"Rate limit reached (`{error}`): retry after the number of seconds in `Retry-After`.",
+            "headers": {
+                "Retry-After": {"description": "Seconds to wait before retrying.", "schema": {"type": "integer"}},
+            },
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["error", "error_description"],
+                        "properties": {
+                            "error": {"type": "string", "enum": [error]},
+                            "error_description": {"type": "string"},
+                        },
+                    },
+                    "example": {"error": error, "error_description": "too many requests; retry after 5 seconds"},
+                }
+            },
+        }
+    }
+
+
+def limit_from(mapping: Mapping[str, Any], name: str) -> Limit:
+    """A :class:`Limit` from ``{"burst": int, "period": float}`` (settings values)."""
+    return Limit(name, int(mapping["burst"]), float(mapping["period"]))
