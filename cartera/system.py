@@ -120,8 +120,11 @@ def load_dev_file(path: Path) -> dict[str, Any]:
 
 
 async def provision(data_dir: Path, *, host: str = "127.0.0.1", port_base: int = 8000,
-                    aries: bool = False) -> SystemPlan:
+                    aries: bool = False, database_urls: dict[str, str] | None = None) -> SystemPlan:
     """Prepare everything the embedded system needs (idempotent) and return how to start it.
+
+    ``database_urls`` (service name ``issuer``/``verifier``/``wallet`` → URL) puts those services on
+    another database than their SQLite file under ``data_dir`` (the soak test uses PostgreSQL).
 
     ``aries``: the issuer and verifier also start their ACA-Py agents (ports base+20/21 and base+30/31;
     docs/aries.md) and offer the Aries channel; the diploma is issued with BBS+ over DIDComm.
@@ -151,8 +154,13 @@ async def provision(data_dir: Path, *, host: str = "127.0.0.1", port_base: int =
     sandbox = ensure_sandbox_files(sandbox_dir, url["viaoberta"], [wallet_callback])
 
     common: dict[str, Any] = {"dev_mode": True, "data_dir": data_dir, "host": host}
+    urls = database_urls or {}
+
+    def db(service: str) -> dict[str, Any]:
+        return {"database_url": urls[service]} if service in urls else {}
+
     issuer_settings = IssuerSettings(
-        **common, port=ports["issuer"], master_key_file=data_dir / "issuer-master.key",
+        **common, **db("issuer"), port=ports["issuer"], master_key_file=data_dir / "issuer-master.key",
         ca_key_file=issuers_ca.key_file, ca_cert_file=issuers_ca.cert_file,
         idp_authorize_url=f"{url['idp']}/o/oauth2/auth", idp_token_url=f"{url['idp']}/o/oauth2/token",
         idp_userinfo_url=f"{url['idp']}/serveis-rest/getUserInfo", idp_client_id=ISSUER_IDP_CLIENT,
@@ -170,7 +178,7 @@ async def provision(data_dir: Path, *, host: str = "127.0.0.1", port_base: int =
         requester_cert_pem=sandbox["requester_cert"], api_keys=previous_issuer_keys)
 
     verifier_settings = VerifierSettings(
-        **common, port=ports["verifier"], master_key_file=data_dir / "verifier-master.key",
+        **common, **db("verifier"), port=ports["verifier"], master_key_file=data_dir / "verifier-master.key",
         issuer_anchors_file=issuers_ca.cert_file, rp_ca_key_file=rp_ca.key_file, rp_ca_cert_file=rp_ca.cert_file,
         status_default_ttl=2,  # development: the desk sees a revocation at once
         **({"aries_enabled": True, "aries_inbound_port": port_base + 30, "aries_admin_port": port_base + 31}
@@ -193,7 +201,7 @@ async def provision(data_dir: Path, *, host: str = "127.0.0.1", port_base: int =
     issuer_settings = issuer_settings.model_copy(update={"idp_client_secret": secrets_by_client[ISSUER_IDP_CLIENT]})
 
     wallet_settings, wallet_info = await provision_wallet(
-        WalletSettings(**common, port=ports["wallet"], master_key_file=data_dir / "wallet-master.key",
+        WalletSettings(**common, **db("wallet"), port=ports["wallet"], master_key_file=data_dir / "wallet-master.key",
                        idp_client_id=WALLET_IDP_CLIENT, idp_allow_login_hint=True,
                        background_interval=2),  # development: status alerts within seconds
         issuer_anchor_pems=[issuers_ca.cert_pem], rp_anchor_pems=[rp_ca.cert_pem], idp_url=url["idp"],
