@@ -34,6 +34,20 @@ if [ ! -x /usr/bin/chromium ]; then
     fi
 fi
 
+# Debian's SoftHSM2, the PKCS#11 token of the HSM key tests (tests/hsm make throwaway tokens in a temp
+# dir through SOFTHSM2_CONF; the package's own /var/lib/softhsm is never used).
+if [ ! -e /usr/lib/softhsm/libsofthsm2.so ] || ! command -v softhsm2-util >/dev/null 2>&1; then
+    if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "ensure-test-deps: installing Debian package softhsm2 (apt-get update, then install)"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq
+        apt-get install -y -qq --no-install-recommends softhsm2 >/dev/null
+    else
+        echo "ensure-test-deps: SoftHSM2 is missing; as root: apt-get install -y softhsm2" >&2
+        exit 1
+    fi
+fi
+
 if [ -n "${CARTERA_TEST_POSTGRES_URL:-}" ]; then
     echo "ensure-test-deps: using the PostgreSQL server at CARTERA_TEST_POSTGRES_URL; nothing to install"
     exit 0

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,6 +41,9 @@ _ALG_CRV = {"ES256": "P-256", "ES384": "P-384", "EdDSA": "Ed25519"}
 
 PrivateKey = ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey | rsa.RSAPrivateKey
 PublicKey = ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey | rsa.RSAPublicKey
+#: Signs for a key whose private part is held elsewhere (a PKCS#11 token, a KMS): takes the JWS signing
+#: input and returns the JWS signature, so raw ``r || s`` for ECDSA (RFC 7518 §3.4), never DER.
+Signer = Callable[[bytes], bytes]
 
 
 _ALG_SIZE = {"ES256": 32, "ES384": 48}
@@ -105,11 +109,12 @@ def _b64_member(jwk: dict[str, Any], name: str, length: int | None = None) -> by
 class Key:
     """An asymmetric key (private or public only) with its JOSE algorithm and optional ``kid``.
 
-    Construct with :meth:`generate`, :meth:`from_jwk`, :meth:`from_pem` or
-    :meth:`from_cryptography`. Public-key objects are cached so that verification does no parsing.
+    Construct with :meth:`generate`, :meth:`from_jwk`, :meth:`from_pem`,
+    :meth:`from_cryptography`, or :meth:`from_signer` for a private key this process does not hold.
+    Public-key objects are cached so that verification does no parsing.
     """
 
-    __slots__ = ("_private", "_public", "alg", "kid", "_thumbprint", "_fits", "_ec_size")
+    __slots__ = ("_private", "_public", "alg", "kid", "_thumbprint", "_fits", "_ec_size", "_signer")
 
     def __init__(self, private: PrivateKey | None = None, public: PublicKey | None = None,
                  alg: str | None = None, kid: str | None = None) -> None:
@@ -127,6 +132,7 @@ class Key:
         self._thumbprint: str | None = None
         #: Coordinate size of an EC key (0 otherwise): ECDSA signatures are two such integers.
         self._ec_size = _ALG_SIZE.get(self.alg, 0)
+        self._signer: Signer | None = None
 
     @classmethod
     def _p256_public(cls, public: ec.EllipticCurvePublicKey, kid: str | None) -> Key:
@@ -139,6 +145,7 @@ class Key:
         self.kid = kid
         self._thumbprint = None
         self._ec_size = 32
+        self._signer = None
         return self
 
     # -- construction ---------------------------------------------------------------------------
@@ -161,6 +168,34 @@ class Key:
         if isinstance(obj, ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey | rsa.RSAPublicKey):
             return cls(public=obj, alg=alg, kid=kid)
         raise JOSEError("unsupported_key", "unsupported key type")
+
+    @classmethod
+    def from_signer(cls, public: PublicKey | Key, sign: Signer, alg: str | None = None,
+                    kid: str | None = None) -> Key:
+        """A signing key whose private part stays where it is (a PKCS#11 token, a KMS).
+
+        ``public`` is the key's public part (a ``cryptography`` public key or a :class:`Key`);
+        ``sign(data)`` returns the JWS signature over ``data`` for ``alg`` (raw ``r || s`` for ECDSA).
+        The result signs and verifies like any private :class:`Key` (``is_private`` is true), but
+        its private part cannot be read: :attr:`private_key`, :meth:`private_jwk` and
+        :meth:`private_pem` raise :class:`JOSEError` ``jose.not_extractable``.
+        """
+        if not callable(sign):
+            raise JOSEError("bad_key", "the signer must be callable")
+        if isinstance(public, Key):
+            kid = kid if kid is not None else public.kid
+            alg = alg or public.alg
+            public = public.public_key
+        if not isinstance(public, ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey | rsa.RSAPublicKey):
+            raise JOSEError("unsupported_key", "unsupported public key type")
+        if alg not in (None, "ES256", "ES384", "EdDSA"):
+            # RSA stays verification-only here, as for software keys (:meth:`sign` never signed RSA).
+            raise JOSEError("alg_not_allowed", f"cannot sign with {alg} through a signer")
+        key = cls(public=public, alg=alg, kid=kid)
+        if key.alg not in ("ES256", "ES384", "EdDSA"):
+            raise JOSEError("alg_not_allowed", f"cannot sign with {key.alg} through a signer")
+        key._signer = sign
+        return key
 
     @classmethod
     def from_pem(cls, pem: bytes, password: bytes | None = None, alg: str | None = None,
@@ -227,7 +262,13 @@ class Key:
     # -- properties -----------------------------------------------------------------------------
     @property
     def is_private(self) -> bool:
-        return self._private is not None
+        """True when this key can sign (its private part is here or behind a signer)."""
+        return self._private is not None or self._signer is not None
+
+    @property
+    def is_external(self) -> bool:
+        """True when the private part is held elsewhere (:meth:`from_signer`) and cannot be exported."""
+        return self._signer is not None
 
     @property
     def public_key(self) -> PublicKey:
@@ -236,6 +277,9 @@ class Key:
     @property
     def private_key(self) -> PrivateKey:
         if self._private is None:
+            if self._signer is not None:
+                raise JOSEError("not_extractable", "the private key is held by an external signer (e.g. a PKCS#11 "
+                                                   "token) and cannot be read or exported")
             raise JOSEError("not_private", "this is a public key")
         return self._private
 
@@ -308,13 +352,26 @@ class Key:
     # -- raw signatures -------------------------------------------------------------------------
     def sign(self, data: bytes) -> bytes:
         """A JWS signature over ``data`` (raw ``r||s`` for ECDSA, as RFC 7518 §3.4 requires)."""
-        priv = self.private_key
+        priv = self._private
+        if priv is None:
+            if self._signer is not None:
+                return self._external_sign(data)
+            raise JOSEError("not_private", "this is a public key")
         size = self._ec_size
         if size:
             return _der_to_raw(priv.sign(data, _ECDSA[self.alg]), size)  # type: ignore[call-arg, arg-type]
         if isinstance(priv, ed25519.Ed25519PrivateKey):
             return priv.sign(data)
         raise JOSEError("unsupported_key", "this key cannot sign here")
+
+    def _external_sign(self, data: bytes) -> bytes:
+        signature = self._signer(data)  # type: ignore[misc]
+        # A signer handing back DER (as OpenSSL and some HSM wrappers do) or a truncated value would
+        # yield tokens nobody can verify: refuse it here, where the cause is still known.
+        expected = 2 * self._ec_size if self._ec_size else 64
+        if not isinstance(signature, bytes) or len(signature) != expected:
+            raise JOSEError("bad_signer", f"the external signer returned no {expected}-octet {self.alg} signature")
+        return signature
 
     def verify(self, signature: bytes, data: bytes, alg: str | None = None) -> bool:
         """True when ``signature`` is valid for ``data`` under this key and algorithm."""
@@ -341,7 +398,7 @@ class Key:
         return True
 
     def __repr__(self) -> str:  # never shows key material
-        kind = "private" if self.is_private else "public"
+        kind = "external-signer" if self._signer is not None else "private" if self._private is not None else "public"
         return f"<Key {self.alg} {kind} kid={self.kid!r}>"
 
 
