@@ -17,10 +17,12 @@ from service_kit.app import create_service_app
 from service_kit.crypto import SecretBox, load_master_key
 from service_kit.db import Database
 from service_kit.migrations import run_migrations_async
+from service_kit.ratelimit import build_limiter
 
 from .aries_channel import IssuerAriesChannel
 from .context import IssuerContext
 from .events import background
+from .models import RateLimitBucket
 from .routes import admin, aries, aries_admin, authorization, protocol
 from .settings import IssuerSettings
 
@@ -43,7 +45,8 @@ def create_app(settings: IssuerSettings | None = None, *, run_background: bool =
     """Build the issuer app (migrations run at start-up)."""
     settings = settings or IssuerSettings()
     db = Database.from_settings(settings)
-    box = SecretBox(load_master_key(settings))
+    master_key = load_master_key(settings)
+    box = SecretBox(master_key)
     ctx = IssuerContext(settings=settings, db=db, box=box)
 
     @contextlib.asynccontextmanager
@@ -63,6 +66,7 @@ def create_app(settings: IssuerSettings | None = None, *, run_background: bool =
                              lifespan_hooks=[startup, channel.lifespan],
                              description=DESCRIPTION, configure_logs=configure_logs)
     app.state.ctx = ctx
+    app.state.rate_limiter = build_limiter(settings, db, RateLimitBucket, master_key)
     app.state.aries = channel
     ctx.issued_counter = app.state.metrics.counter(
         "cartera_issuer_credentials_issued_total", "Credentials issued (batch copies counted).", ["tenant", "type"])

@@ -8,6 +8,7 @@ from typing import ClassVar, Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
+from service_kit.ratelimit import RateSpec
 from service_kit.settings import ServiceSettings
 
 
@@ -68,6 +69,16 @@ class IssuerSettings(ServiceSettings):
                                            "requires. DPoP is always accepted when a wallet sends a proof.")
     webhook_timeout: float = Field(default=5.0, gt=0, description="Timeout of one webhook delivery, seconds.")
     source_timeout: float = Field(default=10.0, gt=0, description="Timeout of one data-source query, seconds.")
+    # Abuse limits (docs/security.md, "Rate limits"): BURST/SECONDS, 0 disables one.
+    rate_limit_token_client: RateSpec = Field(
+        default="600/60", description="Token requests per client address (`slow_down` beyond).")
+    rate_limit_token_code: RateSpec = Field(
+        default="10/60", description="Token requests per pre-authorized or authorization code.")
+    rate_limit_tx_code_client: RateSpec = Field(
+        default="20/600", description="Wrong transaction codes per client address, over all offers.")
+    rate_limit_tx_code_offer: RateSpec = Field(
+        default="10/600", description="Wrong transaction codes per offer (beside `tx_code_max_attempts`, which "
+                                      "voids the offer).")
     # Aries channel (docs/aries.md): off by default, since it adds an ACA-Py agent to start.
     aries_enabled: bool = Field(default=False, description="Offer the Aries (DIDComm) channel through an ACA-Py agent.")
     aries_admin_url: str = Field(default="", description="Admin API of an agent run elsewhere (compose). Empty: the "

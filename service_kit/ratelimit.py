@@ -29,10 +29,11 @@ import hmac
 import ipaddress
 import math
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
+from pydantic import AfterValidator
 from sqlalchemy import Boolean, Double, String, bindparam, case, delete
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -62,6 +63,33 @@ class RateLimitMixin:
     allowed: Mapped[bool] = mapped_column(Boolean)
 
 
+def parse_rate(spec: str) -> tuple[int, float]:
+    """``"BURST/SECONDS"`` (``"600/60"``: 600 at once, refilled at 600 a minute) as ``(burst, seconds)``;
+    ``"0"`` or ``"off"`` disables the limit (burst 0). Raises ``ValueError`` for anything else."""
+    text = spec.strip().lower()
+    if text in ("0", "off", "none", ""):
+        return 0, 1.0
+    burst_text, sep, period_text = text.partition("/")
+    if not sep:
+        raise ValueError("a rate limit is BURST/SECONDS, e.g. 600/60, or 0 to disable it")
+    try:
+        burst, period = int(burst_text), float(period_text.rstrip("s"))
+    except ValueError:
+        raise ValueError("a rate limit is BURST/SECONDS, e.g. 600/60, or 0 to disable it") from None
+    if burst < 0 or not 0 < period <= 86_400 * 7:
+        raise ValueError("a rate limit needs BURST >= 0 and 0 < SECONDS <= one week")
+    return burst, period
+
+
+def _check_rate(spec: str) -> str:
+    parse_rate(spec)
+    return spec.strip()
+
+
+#: A settings field holding a rate (``"600/60"``), validated when the settings load.
+RateSpec = Annotated[str, AfterValidator(_check_rate)]
+
+
 @dataclass(frozen=True)
 class Limit:
     """``burst`` hits allowed at once, refilled at ``burst`` per ``period`` seconds.
@@ -77,6 +105,12 @@ class Limit:
     def __post_init__(self) -> None:
         if self.burst < 0 or self.period <= 0:
             raise ValueError("a limit needs burst >= 0 and period > 0")
+
+    @classmethod
+    def parse(cls, name: str, spec: str) -> Limit:
+        """The limit ``name`` from a ``"BURST/SECONDS"`` settings value (see :func:`parse_rate`)."""
+        burst, period = parse_rate(spec)
+        return cls(name, burst, period)
 
     @property
     def enabled(self) -> bool:
@@ -243,6 +277,10 @@ def dialect_insert_for(dialect: str, model: Any) -> Any:
 __all__ = [
     "Decision",
     "Limit",
+    "RateSpec",
+    "build_limiter",
+    "limiter_of",
+    "parse_rate",
     "RateLimitExceeded",
     "RateLimitMixin",
     "RateLimiter",
@@ -365,6 +403,13 @@ def rate_limit_responses(error: str = "too_many_requests") -> dict[int | str, di
     }
 
 
-def limit_from(mapping: Mapping[str, Any], name: str) -> Limit:
-    """A :class:`Limit` from ``{"burst": int, "period": float}`` (settings values)."""
-    return Limit(name, int(mapping["burst"]), float(mapping["period"]))
+def limiter_of(request: Request) -> RateLimiter | None:
+    """The app's limiter (``app.state.rate_limiter``), or ``None`` when the app has none."""
+    return getattr(request.app.state, "rate_limiter", None)
+
+
+def build_limiter(settings: Any, db: Database, model: type[RateLimitMixin], master_key: bytes) -> RateLimiter:
+    """The limiter of a service: keys under a secret derived from its master key (the same in every
+    worker, and useless for anything else), on or off as ``settings.rate_limits_enabled`` says."""
+    secret = hmac.new(master_key, b"cartera rate-limit bucket keys", hashlib.sha256).digest()
+    return RateLimiter(db, model, secret=secret, enabled=bool(getattr(settings, "rate_limits_enabled", True)))

@@ -93,6 +93,17 @@ class ServiceSettings(BaseSettings):
             "(for example `https://wallet.example.org`). Empty: no CORS headers at all."
         ),
     )
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description=(
+            "Reverse proxies (addresses or CIDR networks, comma-separated) whose `X-Forwarded-For` is "
+            "believed when telling clients apart for rate limits. Empty: the socket peer is the client."
+        ),
+    )
+    rate_limits_enabled: bool = Field(
+        default=True,
+        description="Apply the per-client and per-subject rate limits (off: benchmarks, load tests).",
+    )
     dev_mode: bool = Field(
         default=False,
         description=(
@@ -100,6 +111,28 @@ class ServiceSettings(BaseSettings):
             "Never enable in production."
         ),
     )
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _split_proxies(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _check_proxies(cls, value: list[str]) -> list[str]:
+        import ipaddress
+
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(f"trusted_proxies entries are IP addresses or networks, got {entry!r}") from None
+        return value
 
     @field_validator("cors_origins", mode="before")
     @classmethod

@@ -8,6 +8,11 @@ for a configuration claims it (a row keyed by token and configuration); its resp
 for ``replay_window`` seconds under a hash of (token, configuration, proofs). A retried request with
 the same proofs — a wallet whose connection timed out — gets that same stored response, never a
 second credential; a different request for an already issued configuration is refused.
+
+A process killed mid-issuance (SIGKILL, a lost host) leaves its claim behind with nothing issued (the
+record and the stored response commit together). An identical request retried once that claim is
+older than any issuance can take (``source_timeout`` + :data:`CLAIM_GRACE_SECONDS`) takes it over
+and is served, instead of being told "being processed" until the token expires.
 """
 
 from __future__ import annotations
@@ -24,6 +29,14 @@ from sqlalchemy.exc import IntegrityError
 
 from credential_schemas import load_type
 from service_kit.errors import APIError
+from service_kit.ratelimit import (
+    Limit,
+    client_address,
+    enforce,
+    enforce_not_blocked,
+    limiter_of,
+    rate_limit_responses,
+)
 from ssi.encoding import json_loads
 from ssi.errors import EncodingError, MessageError
 from ssi.oid4vci import (
@@ -63,7 +76,7 @@ from ..grants import (
 from ..issuance import Deferred, fetch_record, sign_and_record, subject_from_json
 from ..keys import published_keys
 from ..metadata import authorization_server_metadata, issuer_metadata
-from ..models import DeferredTransaction, IssuanceClaim, IssuanceRecord
+from ..models import DeferredTransaction, IssuanceClaim, IssuanceRecord, StoredResponse
 from ..registry import RegisteredType, tenant_types, type_versions
 from ..status import list_token
 from ..tenancy import TenantRef, path_tenant
@@ -71,6 +84,9 @@ from ..tenancy import TenantRef, path_tenant
 router = APIRouter()
 
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+#: Beyond the data source's timeout, how long an issuance may take (signing, the database) before a
+#: claim with no outcome is taken as abandoned by a dead process.
+CLAIM_GRACE_SECONDS = 5.0
 METADATA_CACHE = {"Cache-Control": "public, max-age=60"}
 
 
@@ -175,10 +191,17 @@ async def get_offer(offer_id: str, tenant: TenantRef = Depends(path_tenant),  # 
 
 # -- token ----------------------------------------------------------------------------------------
 
-@router.post("/t/{slug}/token", tags=["oid4vci"], summary="OAuth 2.0 token endpoint (pre-authorized and authorization code)")
+@router.post("/t/{slug}/token", tags=["oid4vci"], summary="OAuth 2.0 token endpoint (pre-authorized and authorization code)",
+             responses=rate_limit_responses("slow_down"))
 async def token(request: Request, tenant: TenantRef = Depends(path_tenant),  # noqa: B008
                 ctx: IssuerContext = Depends(get_ctx)) -> JSONResponse:  # noqa: B008
     form = await _form(request)
+    # Abuse limits (docs/security.md): per client address and per code, in one statement, before any work.
+    limiter, settings = limiter_of(request), ctx.settings
+    client = client_address(request, settings.trusted_proxies)
+    code = form.get("pre-authorized_code") or form.get("code")
+    await enforce(limiter, [(Limit.parse("token.client", settings.rate_limit_token_client), client),
+                            (Limit.parse("token.code", settings.rate_limit_token_code), code)], error="slow_down")
     if form.get("grant_type") not in (PRE_AUTHORIZED_CODE_GRANT, AUTHORIZATION_CODE_GRANT):
         if "grant_type" not in form:
             raise APIError(400, INVALID_REQUEST, "grant_type is required")
@@ -193,8 +216,19 @@ async def token(request: Request, tenant: TenantRef = Depends(path_tenant),  # n
     # The DPoP proof is checked before the code is spent: a bad proof must not burn the code.
     jkt = await token_request_binding(ctx, request, f"{ctx.issuer_url(tenant.slug)}/token")
     if parsed.grant_type == PRE_AUTHORIZED_CODE_GRANT:
-        offer, access, ttl = await redeem_pre_authorized_code(ctx, tenant, parsed.pre_authorized_code or "",
-                                                              parsed.tx_code, dpop_jkt=jkt)
+        # Wrong transaction codes are limited per client and per offer (code): refused up front once
+        # either bucket is full, charged only when a guess fails.
+        tx_limits = [(Limit.parse("tx_code.client", settings.rate_limit_tx_code_client), client),
+                     (Limit.parse("tx_code.offer", settings.rate_limit_tx_code_offer), code)]
+        if parsed.tx_code is not None:
+            await enforce_not_blocked(limiter, tx_limits, error="slow_down")
+        try:
+            offer, access, ttl = await redeem_pre_authorized_code(ctx, tenant, parsed.pre_authorized_code or "",
+                                                                  parsed.tx_code, dpop_jkt=jkt)
+        except APIError as exc:
+            if exc.error_description.startswith("the transaction code") and limiter is not None:
+                await limiter.hit(tx_limits)
+            raise
         configuration_ids = list(offer.configuration_ids)
     else:
         grant = await redeem_authorization_code(ctx, tenant, code=parsed.code or "", code_verifier=parsed.code_verifier,
@@ -243,6 +277,33 @@ async def _request_state(ctx: IssuerContext, tenant: TenantRef, token_hash: str,
         return row, None, row.claim_request_hash
     body = json.loads(ctx.box.open(row.stored_sealed_body, _response_aad(request_hash)))
     return row, _json(body, status=row.stored_status_code), None
+
+
+async def _take_over_abandoned_claim(ctx: IssuerContext, token_row: Any, configuration_id: str,
+                                     request_hash: str) -> bool:
+    """Whether this request may resume the claim an identical request left (see the module docstring).
+
+    False while the claim is young enough to belong to a live request. An answered request (a stored
+    response, even an expired one, or the reserved credential id already recorded) is refused as
+    already used. The compare-and-set on ``created_at`` lets exactly one retry take the claim over;
+    its nonce was consumed by this very request (the request hash covers the proofs).
+    """
+    created = token_row.claim_created_at
+    now = utcnow()
+    if created is None or created > now - dt.timedelta(seconds=ctx.settings.source_timeout + CLAIM_GRACE_SECONDS):
+        return False
+    reserved = (token_row.credential_ids or {}).get(configuration_id)
+    async with ctx.session() as session:
+        answered = await session.scalar(select(StoredResponse.request_hash)
+                                        .where(StoredResponse.request_hash == request_hash))
+        if answered is None and reserved:
+            answered = await session.scalar(select(IssuanceRecord.id).where(IssuanceRecord.id == reserved))
+        if answered is not None:
+            raise APIError(400, CREDENTIAL_REQUEST_DENIED, "this access token was already used for this credential")
+        taken = await session.execute(update(IssuanceClaim).where(
+            IssuanceClaim.token_hash == token_row.token_hash, IssuanceClaim.configuration_id == configuration_id,
+            IssuanceClaim.request_hash == request_hash, IssuanceClaim.created_at == created).values(created_at=now))
+    return bool(taken.rowcount)  # type: ignore[attr-defined]
 
 
 def _verify_proofs(ctx: IssuerContext, tenant: TenantRef, proofs: list[str]) -> tuple[list[dict[str, Any]], set[str]]:
@@ -308,11 +369,14 @@ async def credential(request: Request, tenant: TenantRef = Depends(path_tenant),
 
     if stored is not None:
         return stored
+    taken_over = False
     if claim is not None:
-        if claim == request_hash:
+        if claim != request_hash:
+            raise APIError(400, CREDENTIAL_REQUEST_DENIED, "this access token was already used for this credential")
+        taken_over = await _take_over_abandoned_claim(ctx, token_row, configuration_id, request_hash)
+        if not taken_over:
             raise APIError(503, "temporarily_unavailable", "this request is being processed; retry shortly",
                            {"Retry-After": "1"})
-        raise APIError(400, CREDENTIAL_REQUEST_DENIED, "this access token was already used for this credential")
 
     holder_jwks, nonces = _verify_proofs(ctx, tenant, proofs)
 
@@ -321,7 +385,9 @@ async def credential(request: Request, tenant: TenantRef = Depends(path_tenant),
         # One transaction: the nonces are consumed (each by exactly one request, see consume_once) and
         # the configuration is claimed for this token, or neither.
         claim_expires = token_row.expires_at + dt.timedelta(seconds=ctx.settings.replay_window)
-        if len(nonces) == 1 and ctx.db.backend == "postgresql":
+        if taken_over:
+            pass  # the claim is ours now, and its nonce was consumed by this same request before
+        elif len(nonces) == 1 and ctx.db.backend == "postgresql":
             # Both in one statement (one round trip): a row back only when the nonce was consumed here.
             async with ctx.single_statement() as conn:
                 claimed = (await conn.execute(statements.PG_CONSUME_NONCE_AND_CLAIM, {
