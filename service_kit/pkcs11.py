@@ -10,11 +10,13 @@ Mechanisms: ES256/ES384 are ``CKM_ECDSA`` over the SHA-256/SHA-384 digest comput
 returns ``r || s``, each the size of the curve order: exactly the JWS form, so no DER step);
 EdDSA is ``CKM_EDDSA`` over the message (SoftHSM2 2.6 with OpenSSL 1.1.1+ supports it).
 
-Concurrency: a PKCS#11 session runs one operation at a time, so signing checks a session out of a small
-pool (``sessions``) and returns it; threads beyond that wait. Signing costs ~0.1 ms on SoftHSM2, so the
-async services call it inline. PKCS#11 login is per application and token, not per session: the first
-session logs in with the PIN, the others share that login, and one :class:`Token` per (module, token
-label) is shared by the whole process (:func:`open_token`).
+Concurrency: python-pkcs11 calls ``C_Initialize`` without ``CKF_OS_LOCKING_OK``, which tells the module
+the application will not call it from several threads at once (SoftHSM2 then runs without its own
+mutexes, and concurrent calls failed with ``CKR_GENERAL_ERROR`` in our tests). So every call into one
+module holds that module's lock, and a token needs only one session (which keeps the key handles it
+found). Signing costs ~0.1 ms on SoftHSM2 (see bench/hsm.py), so the async services call it inline,
+without a thread hop; a slow network HSM would call for ``asyncio.to_thread`` around issuance instead. PKCS#11 login is per application and token, not per session, so one
+:class:`Token` per (module, token label) is shared by the whole process (:func:`open_token`).
 
 The PIN comes from a setting or a file (``pkcs11_pin_file``); it is never logged, never put in an error
 message, and not kept after login.
@@ -24,7 +26,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import queue
 import secrets
 import threading
 from collections.abc import Iterator
@@ -78,7 +79,6 @@ class PKCS11Config:
     module: Path
     token_label: str
     pin: str = field(repr=False)
-    sessions: int = 4
 
     @classmethod
     def from_settings(cls, settings: Any) -> PKCS11Config | None:
@@ -94,7 +94,7 @@ class PKCS11Config:
         if not label:
             raise PKCS11Error("not_configured", "pkcs11_token_label is not set")
         pin = read_pin(getattr(settings, "pkcs11_pin", None), getattr(settings, "pkcs11_pin_file", None))
-        return cls(module=Path(module), token_label=label, pin=pin, sessions=int(getattr(settings, "pkcs11_sessions", 4)))
+        return cls(module=Path(module), token_label=label, pin=pin)
 
 
 def read_pin(pin: Any, pin_file: Path | None) -> str:
@@ -174,6 +174,8 @@ def _pkcs11() -> Any:
 
 
 _LIBS: dict[str, Any] = {}
+#: One lock per loaded module: the module was initialised without OS locking (see the module docstring).
+_MODULE_LOCKS: dict[str, threading.Lock] = {}
 _TOKENS: dict[tuple[str, str], Token] = {}
 _REGISTRY_LOCK = threading.Lock()
 
@@ -191,6 +193,7 @@ def _load_module(module: Path) -> Any:
         except pkcs11.PKCS11Error as exc:
             raise PKCS11Error("module_unusable", f"the PKCS#11 module {module} cannot be loaded") from exc
         _LIBS[path] = lib
+        _MODULE_LOCKS[path] = threading.Lock()
     return lib
 
 
@@ -221,7 +224,7 @@ def open_token(config: PKCS11Config) -> Token:
 
 
 class _Slot:
-    """One open session and the private-key objects already found in it."""
+    """The open session and the private-key objects already found in it."""
 
     __slots__ = ("session", "keys")
 
@@ -231,17 +234,23 @@ class _Slot:
 
 
 class Token:
-    """A logged-in PKCS#11 token with a pool of sessions. Build with :func:`open_token`."""
+    """A logged-in PKCS#11 token and its session. Build with :func:`open_token`."""
 
     def __init__(self, config: PKCS11Config) -> None:
-        pkcs11 = _pkcs11()
         lib = _load_module(config.module)
         self.label = config.token_label
         self.module = config.module
+        self._lock = _MODULE_LOCKS[str(config.module)]
         self._pin_digest = _pin_digest(config.pin)
         self._users = 1
-        self._pool: queue.Queue[_Slot] = queue.Queue()
         self._slots: list[_Slot] = []
+        with self._lock:
+            self._login(lib, config)
+        self._open = True
+        log.info("pkcs11 token opened", extra={"token": self.label})
+
+    def _login(self, lib: Any, config: PKCS11Config) -> None:
+        pkcs11 = _pkcs11()
         try:
             self._token = lib.get_token(token_label=config.token_label)
         except (pkcs11.NoSuchToken, pkcs11.MultipleTokensReturned) as exc:
@@ -260,33 +269,19 @@ class Token:
             first = self._token.open(rw=True)
         except pkcs11.PKCS11Error as exc:
             raise PKCS11Error("login_failed", f"cannot log in to token '{self.label}'") from exc
-        self._add(_Slot(first))
-        try:
-            for _ in range(max(1, config.sessions) - 1):
-                self._add(_Slot(self._token.open(rw=True)))
-        except pkcs11.PKCS11Error as exc:
-            self._close_sessions()
-            raise PKCS11Error("token_unavailable", "cannot open more sessions on the token") from exc
-        self._open = True
-        log.info("pkcs11 token opened", extra={"token": self.label, "sessions": len(self._slots)})
-
-    def _add(self, slot: _Slot) -> None:
-        self._slots.append(slot)
-        self._pool.put(slot)
+        self._slots.append(_Slot(first))
 
     # -- sessions -------------------------------------------------------------------------------------
     @contextmanager
     def _session(self) -> Iterator[_Slot]:
-        if not getattr(self, "_open", False):
+        if not getattr(self, "_open", False) or not self._slots:
             raise PKCS11Error("token_closed", f"token '{self.label}' is closed")
+        if not self._lock.acquire(timeout=30):
+            raise PKCS11Error("token_busy", f"the PKCS#11 module of token '{self.label}' stayed busy for 30 s")
         try:
-            slot = self._pool.get(timeout=30)
-        except queue.Empty as exc:
-            raise PKCS11Error("token_busy", f"no free session on token '{self.label}' for 30 s") from exc
-        try:
-            yield slot
+            yield self._slots[0]
         finally:
-            self._pool.put(slot)
+            self._lock.release()
 
     def close(self) -> None:
         """Release this user of the token; the last one closes the sessions (and so logs out)."""
@@ -296,15 +291,13 @@ class Token:
                 return
             self._open = False
             _TOKENS.pop((str(self.module), self.label), None)
-        self._close_sessions()
-
-    def _close_sessions(self) -> None:
-        for slot in self._slots:
-            try:
-                slot.session.close()
-            except Exception:  # noqa: BLE001 - closing is best effort; the module may already be gone
-                log.debug("pkcs11 session close failed", extra={"token": self.label})
-        self._slots.clear()
+        with self._lock:
+            for slot in self._slots:
+                try:
+                    slot.session.close()
+                except Exception:  # noqa: BLE001 - closing is best effort; the module may already be gone
+                    log.debug("pkcs11 session close failed", extra={"token": self.label})
+            self._slots.clear()
 
     # -- keys -----------------------------------------------------------------------------------------
     def _find_private(self, slot: _Slot, label: str, key_id: str) -> Any:

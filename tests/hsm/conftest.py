@@ -1,0 +1,81 @@
+"""A throwaway SoftHSM2 setup for the HSM key tests: its own config and token directory in a temp dir.
+
+``SOFTHSM2_CONF`` is set before the PKCS#11 module is first loaded in this process (SoftHSM2 reads it,
+and the list of tokens, at ``C_Initialize``), so every token the tests use is made here, up front:
+
+- ``cartera-test``: the working token (user PIN :data:`PIN`);
+- ``cartera-pin``: a token nobody logs in to, for the wrong-PIN test (a token already logged in by
+  this process would not check a PIN again).
+
+The package's own token directory (/var/lib/softhsm) is never touched. Without SoftHSM2 the tests
+fail, saying to run ``scripts/ensure-test-deps.sh``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from service_kit.pkcs11 import PKCS11Config, Token, open_token
+
+MODULE = Path("/usr/lib/softhsm/libsofthsm2.so")
+PIN = "4711-cartera"
+SO_PIN = "so-4711-cartera"
+TOKEN = "cartera-test"
+PIN_TOKEN = "cartera-pin"
+
+
+@dataclass(frozen=True)
+class SoftHSM:
+    module: Path
+    token: str
+    pin: str
+    pin_token: str
+    conf: Path
+
+    def config(self, *, pin: str | None = None, token: str | None = None) -> PKCS11Config:
+        return PKCS11Config(module=self.module, token_label=token or self.token, pin=self.pin if pin is None else pin)
+
+
+@pytest.fixture(scope="session")
+def softhsm() -> Iterator[SoftHSM]:
+    util = shutil.which("softhsm2-util")
+    if util is None or not MODULE.is_file():
+        pytest.fail("SoftHSM2 is not installed: run scripts/ensure-test-deps.sh (Debian package softhsm2)",
+                    pytrace=False)
+    root = Path(tempfile.mkdtemp(prefix="cartera-softhsm-"))
+    tokens = root / "tokens"
+    tokens.mkdir()
+    conf = root / "softhsm2.conf"
+    conf.write_text(f"directories.tokendir = {tokens}\nobjectstore.backend = file\nlog.level = ERROR\n"
+                    "slots.removable = false\n")
+    previous = os.environ.get("SOFTHSM2_CONF")
+    os.environ["SOFTHSM2_CONF"] = str(conf)
+    env = {**os.environ, "SOFTHSM2_CONF": str(conf)}
+    for label in (TOKEN, PIN_TOKEN):
+        subprocess.run([util, "--init-token", "--free", "--label", label, "--pin", PIN, "--so-pin", SO_PIN],
+                       check=True, capture_output=True, env=env)
+    try:
+        yield SoftHSM(module=MODULE, token=TOKEN, pin=PIN, pin_token=PIN_TOKEN, conf=conf)
+    finally:
+        if previous is None:
+            os.environ.pop("SOFTHSM2_CONF", None)
+        else:
+            os.environ["SOFTHSM2_CONF"] = previous
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def token(softhsm: SoftHSM) -> Iterator[Token]:
+    opened = open_token(softhsm.config())
+    try:
+        yield opened
+    finally:
+        opened.close()
