@@ -17,11 +17,13 @@ from service_kit.app import create_service_app
 from service_kit.crypto import SecretBox, load_master_key
 from service_kit.db import Database
 from service_kit.migrations import run_migrations_async
+from service_kit.ratelimit import build_limiter
 from ssi import x509 as ssi_x509
 from ssi.jose import Key
 from verifier import __version__
 from verifier.agencies import SigningKeys
 from verifier.aries_channel import VerifierAriesChannel
+from verifier.models import RateLimitBucket
 from verifier.routes import admin, agency, aries, desk, wallet
 from verifier.routes.deps import Services
 from verifier.settings import VerifierSettings
@@ -53,7 +55,8 @@ def create_app(settings: VerifierSettings | None = None) -> FastAPI:
     """Build the verifier app (configuration from ``CARTERA_VERIFIER_*`` unless ``settings`` is given)."""
     settings = settings or VerifierSettings()
     db = Database.from_settings(settings)
-    box = SecretBox(load_master_key(settings))
+    master_key = load_master_key(settings)
+    box = SecretBox(master_key)
     anchors = _load_anchors(settings.issuer_anchors_file)
     rp_ca = _load_rp_ca(settings)
 
@@ -83,6 +86,7 @@ def create_app(settings: VerifierSettings | None = None) -> FastAPI:
     app = create_service_app(name="verifier", version=__version__, settings=settings, db=db,
                              lifespan_hooks=[migrate, wire, running, channel.lifespan], description=DESCRIPTION)
     app.state.aries = channel
+    app.state.rate_limiter = build_limiter(settings, db, RateLimitBucket, master_key)
     prefix = app.state.api_prefix
     app.state.verifications = app.state.metrics.counter(
         "cartera_verifier_verifications_total", "Presentations answered, by outcome (verified, rejected, declined).",

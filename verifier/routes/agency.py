@@ -15,6 +15,7 @@ from fastapi.responses import StreamingResponse
 from sqlalchemy import select, update
 
 from service_kit.errors import APIError
+from service_kit.ratelimit import Limit, client_address, enforce, limiter_of, rate_limit_responses
 from service_kit.security import no_store
 from ssi import x509 as ssi_x509
 from ssi.qr import qr_png, qr_svg
@@ -177,8 +178,20 @@ async def _agency_and_template(request: Request) -> tuple[Any, Any, str | None]:
     return agency, template, name
 
 
+async def limit_request_creation(request: Request) -> None:
+    """Rate limits on creating presentation requests, per agency API key and per client address
+    (429 ``too_many_requests`` with ``Retry-After``); checked before authentication, so floods of bad
+    keys are limited too. Keys are stored as HMACs only."""
+    settings = request.app.state.settings
+    await enforce(limiter_of(request), [
+        (Limit.parse("requests.key", settings.rate_limit_requests_key), bearer_token(request)),
+        (Limit.parse("requests.client", settings.rate_limit_requests_client),
+         client_address(request, settings.trusted_proxies)),
+    ])
+
+
 @router.post("/requests", response_model=RequestOut, status_code=201, summary="Create a presentation request",
-             dependencies=[Depends(no_store)])
+             dependencies=[Depends(no_store), Depends(limit_request_creation)], responses=rate_limit_responses())
 async def create_request(body: RequestIn, auth: Annotated[tuple[Any, Any, str | None], Depends(_agency_and_template)],
                          svc: Svc) -> RequestOut:
     """From a template (read in the same query as the API key check) or ad hoc."""

@@ -18,10 +18,12 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from aries.errors import WebhookRefused
 from service_kit.errors import APIError
+from service_kit.ratelimit import rate_limit_responses
 from service_kit.security import no_store
 from ssi.oid4vci import check_url
 from ssi.qr import qr_png, qr_svg
 from verifier.aries_channel import VerifierAriesChannel
+from verifier.routes.agency import limit_request_creation
 from verifier.routes.deps import AgencyDep, Svc
 
 router = APIRouter(tags=["aries"])
@@ -67,9 +69,10 @@ class AriesRequestOut(BaseModel):
 
 @router.post("/aries/requests", response_model=AriesRequestOut, status_code=201,
              summary="Create an Aries (DIDComm present-proof 2.0) request from a template",
-             dependencies=[Depends(no_store)],
+             dependencies=[Depends(no_store), Depends(limit_request_creation)],
              responses={503: {"description": "The Aries agent is unavailable (`code: aries.agent_unavailable`)."},
-                        404: {"description": "No such template, or the Aries channel is not enabled."}})
+                        404: {"description": "No such template, or the Aries channel is not enabled."},
+                        **rate_limit_responses()})
 async def create_aries_request(body: AriesRequestIn, agency: AgencyDep, svc: Svc, aries: Channel) -> AriesRequestOut:
     tx, watch, row = await aries.create_request(agency, body.template, query_id=body.query_id,
                                                 expires_in=body.expires_in, webhook_url=body.webhook_url)
