@@ -402,6 +402,22 @@ class CredentialType:
         """Claim paths the issuer must include."""
         return [c.path for c in self.claims if c.mandatory]
 
+    def required_subject_fields(self) -> list[str]:
+        """Fields of the offer's ``subject`` (``subject.<field>`` in a source mapping) that a mandatory
+        claim reads, e.g. ``["identifier", "name"]``.
+
+        The issuer checks them when an operator creates an offer: a missing one would otherwise be
+        found only when the wallet asks for the credential, long after the operator has gone.
+        """
+        fields: list[str] = []
+        for claim in self.claims:
+            if not claim.mandatory or claim.source is None:
+                continue
+            for path in _mapping.source_fields(claim.source):
+                if path.startswith("subject.") and path[len("subject."):] not in fields:
+                    fields.append(path[len("subject."):])
+        return fields
+
     def map_claims(self, source_record: dict[str, Any], *, now: dt.datetime | None = None) -> dict[str, Any]:
         """Apply the source mapping to a source record; the result satisfies the JSON Schema.
 

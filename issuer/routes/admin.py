@@ -17,12 +17,13 @@ from sqlalchemy.exc import IntegrityError
 
 from service_kit.crypto import generate_api_key, hash_api_key
 from service_kit.errors import APIError
+from service_kit.pkcs11 import PKCS11Error
 from ssi import x509 as ssi_x509
 from ssi.jose import Key
 
 from ..context import IssuerContext, get_ctx, new_id, new_secret, utcnow
 from ..grants import create_offer
-from ..keys import SigningKeyError, create_key, import_key, key_summary
+from ..keys import SigningKeyError, create_key, import_key, key_summary, register_token_key
 from ..models import ApiKey, IssuanceRecord, SigningKey, SourceConfig, Tenant, WebhookEndpoint
 from ..registry import (
     RegistryError,
@@ -215,7 +216,7 @@ async def put_source(type_id: str, request: Request, tenant: TenantRef = Depends
 class SubjectIn(_Model):
     identifier: str = Field(pattern=IDENTIFIER_PATTERN, description="NIF/NIE of the citizen.", examples=["12345678Z"])
     identifier_type: Literal["NIF", "DNI", "NIE", "Pasaporte"] = "NIF"
-    name: str = Field(default="", max_length=200, description="Full name, for types whose claims need it.")
+    name: str = Field(default="", max_length=200, description="Full name. Required for types with a mandatory claim read from `subject.name` (the offer is refused with `invalid_request` otherwise).")
     birth_date: str | None = Field(default=None, pattern=r"^\d{4}-\d{2}-\d{2}$")
 
 
@@ -250,6 +251,11 @@ async def new_offer(body: OfferCreate, tenant: TenantRef = Depends(admin_tenant)
         raise APIError(400, "invalid_request", "unknown or repeated credential configuration id")
     subject = body.subject.model_dump()
     subject["identifier"] = subject["identifier"].upper()
+    for cid in body.credential_configuration_ids:
+        missing = [f for f in known[cid].ctype.required_subject_fields() if not subject.get(f)]
+        if missing:
+            raise APIError(400, "invalid_request",
+                           f"credential type {cid} needs subject.{', subject.'.join(missing)} in the offer")
     created = await create_offer(ctx, tenant, body.credential_configuration_ids, subject, with_tx_code=body.tx_code,
                                  by_reference=body.by_reference, selector=body.selector,
                                  authorization_code=body.authorization_code)
@@ -361,11 +367,22 @@ class KeyInfo(BaseModel):
     certificate_subject: str
     not_after: str
     san_uris: list[str]
+    backend: Literal["software", "pkcs11"] = Field(default="software", description="Where the private key is.")
+    token_key: dict[str, str] | None = Field(default=None, description="For a PKCS#11 key: `token`, `label`, `id` "
+                                                                       "(CKA_ID, hex) and `alg` of the key in the token.")
 
 
 class KeyRotate(_Model):
     private_key_pem: str | None = Field(default=None, description="Import this key (PKCS#8 PEM) instead of generating one.")
-    certificate_chain_pem: str | None = Field(default=None, description="Its certificate chain, leaf first.")
+    certificate_chain_pem: str | None = Field(default=None, description="Its certificate chain, leaf first (also for "
+                                                                        "`token_key_label`).")
+    backend: Literal["software", "pkcs11"] | None = Field(
+        default=None, description="Where a generated key is made (default: the `key_backend` setting): `pkcs11` "
+                                  "generates it in the configured token, non-extractable.")
+    token_key_label: str | None = Field(
+        default=None, min_length=1, max_length=64,
+        description="Register this existing key of the PKCS#11 token (made with the token's own tools) instead of "
+                    "generating one; certified by the issuer's CA unless `certificate_chain_pem` is given.")
 
 
 @router.get("/keys", response_model=list[KeyInfo], summary="The tenant's signing keys")
@@ -382,7 +399,12 @@ async def rotate_key(body: KeyRotate, tenant: TenantRef = Depends(admin_tenant),
                      ctx: IssuerContext = Depends(get_ctx)) -> KeyInfo:  # noqa: B008
     try:
         async with ctx.session() as session:
-            if body.private_key_pem or body.certificate_chain_pem:
+            if body.token_key_label:
+                if body.private_key_pem:
+                    raise APIError(400, "invalid_request", "give either private_key_pem or token_key_label")
+                row = await register_token_key(ctx, session, tenant, body.token_key_label, ca=_load_ca(ctx),
+                                               chain_pem=body.certificate_chain_pem)
+            elif body.private_key_pem or body.certificate_chain_pem:
                 if not (body.private_key_pem and body.certificate_chain_pem):
                     raise APIError(400, "invalid_request", "give both private_key_pem and certificate_chain_pem")
                 row = await import_key(ctx, session, tenant, body.private_key_pem, body.certificate_chain_pem)
@@ -390,11 +412,15 @@ async def rotate_key(body: KeyRotate, tenant: TenantRef = Depends(admin_tenant),
                 ca = _load_ca(ctx)
                 if ca is None:
                     raise APIError(400, "invalid_request", "no CA is configured: import a key with its certificate chain")
-                row = await create_key(ctx, session, tenant, ca[0], ca[1])
+                row = await create_key(ctx, session, tenant, ca[0], ca[1], backend=body.backend)
             await session.flush()
             return KeyInfo(**key_summary(row))  # type: ignore[arg-type]
     except SigningKeyError as exc:
         raise APIError(400, exc.code, exc.detail) from exc
+    except PKCS11Error as exc:
+        status = exc.http_status
+        error = {409: "conflict", 503: "temporarily_unavailable"}.get(status, "invalid_request")
+        raise APIError(status, error, exc.detail, extra={"code": exc.code}) from exc
 
 
 # -- webhooks -------------------------------------------------------------------------------------

@@ -91,7 +91,7 @@ def test_every_service_is_up_on_its_own_port(system: tuple[Path, int, subprocess
 def test_operator_commands_work_with_no_configuration(system: tuple[Path, int, subprocess.Popen[str]]) -> None:
     data_dir, _, _ = system
     env = {"CARTERA_DEV_FILE": str(data_dir / "cartera-dev.json")}
-    offer = _cli("issuer", "offer", "--type", "tax-compliance", "--subject", "12345678Z", "--json", env=env)
+    offer = _cli("issuer", "offer", "--type", "tax-compliance", "--subject", "12345678Z", "--name", "Titular de Prova", "--json", env=env)
     assert offer.returncode == 0, offer.stderr
     assert json.loads(offer.stdout)["offer_uri"].startswith("openid-credential-offer://")
     request = _cli("verifier", "request", "--template", "grant-application", "--json", env=env)

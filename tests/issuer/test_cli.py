@@ -41,7 +41,7 @@ def test_offer_json_then_revoke_with_no_further_configuration(dev_file: Path, tm
 
 
 def test_offer_prints_a_terminal_qr_and_the_code(dev_file: Path) -> None:
-    result = runner.invoke(app, ["issuer", "offer", "-t", "tax-compliance", "-s", DEMO_EVERYTHING])
+    result = runner.invoke(app, ["issuer", "offer", "-t", "tax-compliance", "-s", DEMO_EVERYTHING, "--name", "Titular de Prova"])
     assert result.exit_code == 0
     assert "\u2588" in result.output and "Transaction code" in result.output
 

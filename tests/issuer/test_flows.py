@@ -161,7 +161,7 @@ async def test_full_flow_on_postgresql(pg_issuer_env: IssuerEnv) -> None:
 async def test_issuer_state_offer_accepts_only_its_subject_at_login(issuer_env: IssuerEnv) -> None:
     async with httpx.AsyncClient(timeout=20, limits=LIMITS) as http:
         r = await http.post(f"{issuer_env.url}/v1/offers", headers=issuer_env.headers("uni-barcelona"), json={
-            "credential_configuration_ids": ["university-diploma"], "subject": {"identifier": DEMO_EVERYTHING},
+            "credential_configuration_ids": ["university-diploma"], "subject": {"identifier": DEMO_EVERYTHING, "name": "Titular de Prova"},
             "authorization_code": True, "selector": "2005/004567"})
         offer = r.json()
         state = offer["offer"]["grants"]["authorization_code"]["issuer_state"]

@@ -149,7 +149,7 @@ async def test_source_down_gives_503_with_retry_after_and_records_nothing(issuer
             "context": {"purpose": "p", "procedure": "p", "consent": "Ley", "official_name": "o", "official_nif": "1H"}})
         assert r.status_code == 200, r.text
         offer = (await http.post(f"{issuer_env.url}/v1/offers", headers=headers, json={
-            "credential_configuration_ids": ["tax-compliance"], "subject": {"identifier": DEMO_EVERYTHING}})).json()
+            "credential_configuration_ids": ["tax-compliance"], "subject": {"identifier": DEMO_EVERYTHING, "name": "Titular de Prova"}})).json()
         wallet = WalletClient(http)
         ready = await wallet.redeem_offer(offer["offer_uri"], offer["tx_code"])
         response = await wallet.credential_request(ready.issuer_metadata, ready.access_token, {

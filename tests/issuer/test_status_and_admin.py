@@ -192,3 +192,19 @@ async def test_webhooks_are_signed_and_delivered(issuer_env: IssuerEnv) -> None:
     event = json.loads(body)
     assert event["type"] == "credential.issued" and event["credential_id"] == offer["credential_ids"]["tax-compliance"]
     assert DEMO_EVERYTHING not in body.decode()
+
+
+async def test_offer_without_a_name_the_type_needs_is_refused_at_once(issuer_env: IssuerEnv) -> None:
+    # The name comes from the offer, not the source: without it the wallet would meet a 502 at the
+    # credential endpoint long after the operator made the offer.
+    async with httpx.AsyncClient(timeout=20, limits=LIMITS) as http:
+        for subject in ({"identifier": DEMO_EVERYTHING}, {"identifier": DEMO_EVERYTHING, "name": ""}):
+            r = await http.post(f"{issuer_env.url}/v1/offers", headers=issuer_env.headers("aoc-tax"), json={
+                "credential_configuration_ids": ["tax-compliance"], "subject": subject})
+            assert r.status_code == 400
+            assert r.json() == {"error": "invalid_request", "error_description":
+                                "credential type tax-compliance needs subject.name in the offer"}
+        # padró takes the name from the register: an offer with only the NIF is fine
+        r = await http.post(f"{issuer_env.url}/v1/offers", headers=issuer_env.headers("ajuntament-girona"), json={
+            "credential_configuration_ids": ["padro"], "subject": {"identifier": DEMO_EVERYTHING}})
+        assert r.status_code == 201, r.text
