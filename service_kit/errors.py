@@ -8,6 +8,9 @@ answer alike. Services raise :class:`APIError` with the protocol's code (``inval
   which may be secrets), malformed JSON → 400 ``invalid_request``;
 - ``HTTPException`` (404, 405, 413...) → the same shape with a code derived from the status;
 - ``ssi.errors.SSIError`` escaping a handler → 400 ``invalid_request`` with its stable ``code``;
+- the database unreachable (refused or dropped connections, a server shutting down or starting up,
+  a full pool, a connect timeout) → 503 ``temporarily_unavailable`` with ``Retry-After``: an outage
+  the client may retry through, not a bug (see docs/operations.md, "Failure behaviour");
 - any other exception → 500 ``server_error`` "internal error (request id ...)" with no stack trace in
   the body; it is logged with the request id (see :class:`service_kit.logging.RequestContextMiddleware`).
 
@@ -17,9 +20,11 @@ Error responses carry ``Cache-Control: no-store``: they may concern codes or tok
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Mapping
 from typing import Any
 
+import sqlalchemy.exc
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -171,6 +176,36 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(SSIError, ssi_error)
+
+    async def database_unavailable(_request: Request, exc: Exception) -> JSONResponse:
+        if not _database_outage(exc):
+            raise exc
+        logging.getLogger("cartera.errors").warning("database unavailable (%s)", type(exc).__name__)
+        return error_response(503, "temporarily_unavailable", "the service's database is unavailable; retry shortly",
+                              {"Retry-After": "2"})
+
+    for kind in DATABASE_OUTAGE_ERRORS:
+        app.add_exception_handler(kind, database_unavailable)
+
+
+#: Exceptions that mean "the database cannot be reached now"; DBAPIError only when it is about the
+#: connection (see :func:`_database_outage`), never for an integrity or programming error.
+DATABASE_OUTAGE_ERRORS: tuple[type[BaseException], ...] = (
+    sqlalchemy.exc.DBAPIError, sqlalchemy.exc.TimeoutError, ConnectionError, TimeoutError)
+try:  # PostgreSQL's driver raises its own classes for a server that is starting, stopping or full.
+    import asyncpg.exceptions as _pg
+
+    DATABASE_OUTAGE_ERRORS += (_pg.PostgresConnectionError, _pg.OperatorInterventionError,
+                               _pg.InsufficientResourcesError)
+except ImportError:  # pragma: no cover - SQLite-only installation
+    pass
+
+
+def _database_outage(exc: BaseException) -> bool:
+    if isinstance(exc, sqlalchemy.exc.DBAPIError):
+        return bool(exc.connection_invalidated) or isinstance(
+            exc, sqlalchemy.exc.OperationalError | sqlalchemy.exc.InterfaceError)
+    return True
 
 
 def request_id_of(request: Request) -> str:
