@@ -72,12 +72,14 @@ CONSUME_NONCE = (delete(Nonce.__table__)
 #: What a credential request needs, in one query (``token_hash``, ``tenant_id``, ``now``,
 #: ``request_hash``, ``configuration_id``): the unexpired access token, the stored response of an
 #: identical earlier request (``stored_*``), the claim on this configuration (``claim_request_hash``)
-#: and how many webhook endpoints the tenant has (``webhooks``: with none, issuance skips the outbox).
+#: with its ``claim_created_at``, and how many webhook endpoints the tenant has (``webhooks``: with
+#: none, issuance skips the outbox).
 _stored = StoredResponse.__table__.alias("stored")
 _claim = IssuanceClaim.__table__.alias("claim")
 CREDENTIAL_REQUEST_STATE = (
     select(AccessToken.__table__, _stored.c.status_code.label("stored_status_code"),
            _stored.c.sealed_body.label("stored_sealed_body"), _claim.c.request_hash.label("claim_request_hash"),
+           _claim.c.created_at.label("claim_created_at"),
            select(func.count()).select_from(WebhookEndpoint.__table__)
            .where(WebhookEndpoint.tenant_id == bindparam("tenant_id")).scalar_subquery().label("webhooks"))
     .select_from(AccessToken.__table__)

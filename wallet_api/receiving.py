@@ -46,6 +46,11 @@ from .store import STORED, accept_languages, add_alert, add_credential, add_hist
 from .vault import DataKey, new_id, token_hash
 
 MAX_BATCH = 10
+#: How long a credential request is resent after a lost connection or a short 503 (the issuer replays
+#: its stored response to an identical request, and takes over a claim its dead process left).
+CREDENTIAL_RETRY_SECONDS = 30.0
+#: The longest ``Retry-After`` waited for inside a request; longer (a data source outage) is reported.
+MAX_RETRY_AFTER = 5.0
 
 
 class IssuanceError(Exception):
@@ -358,6 +363,31 @@ class IssuerSession:
                 return {"credential_identifier": detail["credential_identifiers"][0]}
         return {"credential_configuration_id": configuration_id}
 
+    async def _post_credential_request(self, body: dict[str, Any]) -> httpx.Response:
+        """POST one credential request; resend the very same body while the issuer is unreachable or
+        answers 503 with a short ``Retry-After``, for up to :data:`CREDENTIAL_RETRY_SECONDS`.
+
+        Safe because the issuer answers an identical request (same token, same proofs) with the response
+        it stored for it, never a second credential; a new proof instead would be refused once the first
+        was spent. So a connection lost mid-request (an issuer restarted, a proxy timeout) does not lose
+        a credential the issuer did issue.
+        """
+        deadline = time.monotonic() + CREDENTIAL_RETRY_SECONDS
+        delay = 0.25
+        while True:
+            try:
+                response = await self._send("POST", self.metadata.credential_endpoint, auth=True, json=body)
+            except IssuanceError as exc:
+                if exc.error != "issuer_unavailable" or time.monotonic() + delay > deadline:
+                    raise
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+                continue
+            wait = _retry_after(response) if response.status_code == 503 else None
+            if wait is None or wait > MAX_RETRY_AFTER or time.monotonic() + wait > deadline:
+                return response
+            await asyncio.sleep(max(wait, 0.2))
+
     async def request_credential(self, configuration_id: str) -> tuple[CredentialResponse, list[Key]]:
         """Send a credential request with fresh holder keys (one per copy); retry once on ``invalid_nonce``."""
         for _attempt in range(2):
@@ -365,7 +395,7 @@ class IssuerSession:
             keys = [Key.generate("ES256") for _ in range(self.batch_size())]
             proofs = [build_proof_jwt(k, audience=self.metadata.credential_issuer, nonce=nonce) for k in keys]
             body = {**self._identifier_for(configuration_id), "proofs": {"jwt": proofs}}
-            response = await self._send("POST", self.metadata.credential_endpoint, auth=True, json=body)
+            response = await self._post_credential_request(body)
             payload = _json(response)
             if response.status_code in (200, 202):
                 try:
@@ -493,6 +523,12 @@ def _json(response: httpx.Response) -> Any:
         return json_loads(response.content) if response.content else None
     except EncodingError:
         return None
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    """``Retry-After`` in seconds (the delta form; an HTTP date is not worth waiting for here)."""
+    value = response.headers.get("Retry-After", "").strip()
+    return float(value) if value.isdigit() else None
 
 
 def _refusal(status: int, error: Any) -> IssuanceError:
