@@ -10,11 +10,14 @@ import httpx
 from fastapi import APIRouter, FastAPI
 
 from service_kit.app import create_service_app
+from service_kit.crypto import load_master_key
 from service_kit.db import Database
 from service_kit.migrations import run_migrations_async
+from service_kit.ratelimit import build_limiter
 
 from . import __version__
 from .context import WalletContext, load_anchors, master_box
+from .models import RateLimitBucket
 from .settings import WalletSettings
 from .vault import Vault
 
@@ -65,6 +68,7 @@ def create_app(settings: WalletSettings | None = None, *, transport: httpx.Async
     app = create_service_app(name="wallet", version=__version__, settings=settings, db=db,
                              lifespan_hooks=(migrate, sweeps), description=DESCRIPTION)
     app.state.wallet = ctx
+    app.state.rate_limiter = build_limiter(settings, db, RateLimitBucket, load_master_key(settings))
     api = APIRouter()
     for module in (auth, offers, credentials, presentations, history, alerts, backup):
         api.include_router(module.router)

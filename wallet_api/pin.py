@@ -2,7 +2,9 @@
 
 Stored as ``scrypt$<n>$<r>$<p>$<salt>$<hash>`` (scrypt, N=2^14, r=8, p=1). After
 ``pin_max_attempts`` wrong PINs, presenting is locked for ``pin_lock_seconds``; the counters are in the
-database, so several workers share them.
+database, so several workers share them. This lockout is the wallet's per-wallet PIN rate limit
+(docs/security.md): it answers 423 ``pin_locked`` with ``Retry-After``, and is not duplicated in the
+generic limiter.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import base64
 import datetime as dt
 import hashlib
 import hmac
+import math
 import os
 
 from sqlalchemy import update
@@ -49,7 +52,8 @@ async def check_pin(ctx: WalletContext, me: Principal, pin: str | None) -> None:
         return
     now = utcnow()
     if wallet.pin_locked_until is not None and wallet.pin_locked_until > now:
-        raise APIError(423, "pin_locked", "too many wrong PINs; try again later")
+        wait = max(1, math.ceil((wallet.pin_locked_until - now).total_seconds()))
+        raise APIError(423, "pin_locked", "too many wrong PINs; try again later", {"Retry-After": str(wait)})
     if pin is not None and pin_matches(pin, wallet.pin_hash):
         if wallet.pin_failures:
             async with ctx.db.session() as session:
@@ -70,7 +74,8 @@ async def check_pin(ctx: WalletContext, me: Principal, pin: str | None) -> None:
             locked = False
         remaining = ctx.settings.pin_max_attempts - fresh.pin_failures
     if locked:
-        raise APIError(423, "pin_locked", "too many wrong PINs; presenting is locked for a while")
+        raise APIError(423, "pin_locked", "too many wrong PINs; presenting is locked for a while",
+                       {"Retry-After": str(ctx.settings.pin_lock_seconds)})
     raise APIError(403, "invalid_pin", "the PIN is missing or wrong", extra={"attempts_left": remaining})
 
 

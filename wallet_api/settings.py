@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
+from service_kit.ratelimit import RateSpec
 from service_kit.settings import ServiceSettings
 from ssi.oid4vci import is_loopback_host
 
@@ -103,6 +104,9 @@ class WalletSettings(ServiceSettings):
         default=60.0, ge=0.0, description="Seconds between background sweeps (status checks, expiry alerts); 0 disables them.")
     pin_max_attempts: int = Field(default=5, ge=1, description="Wrong PIN attempts before presenting is locked.")
     pin_lock_seconds: int = Field(default=900, ge=1, description="How long presenting stays locked after too many wrong PINs.")
+    rate_limit_login_client: RateSpec = Field(
+        default="120/60", description="Login starts and token requests per client address (BURST/SECONDS, 0: off; "
+                                      "docs/security.md).")
     http_timeout: float = Field(default=10.0, gt=0, description="Timeout of outgoing HTTP calls (issuers, verifiers, IdPs), seconds.")
     webhook_url: str = Field(
         default="",

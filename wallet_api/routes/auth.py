@@ -5,12 +5,13 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import RedirectResponse
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
 from service_kit.errors import APIError
+from service_kit.ratelimit import Limit, client_address, enforce, limiter_of, rate_limit_responses
 
 from ..auth import exchange_app_code, finish_login, providers, refresh_tokens, revoke_session, start_login
 from ..deps import Citizen, Ctx
@@ -67,8 +68,17 @@ async def list_providers(ctx: Ctx) -> list[dict[str, str]]:
     return providers(ctx)
 
 
+async def limit_login(request: Request) -> None:
+    """Rate limit on login starts and token requests per client address (429 ``too_many_requests``
+    with ``Retry-After``; the address is stored as an HMAC only)."""
+    settings = request.app.state.settings
+    await enforce(limiter_of(request), [(Limit.parse("login.client", settings.rate_limit_login_client),
+                                         client_address(request, settings.trusted_proxies))])
+
+
 @router.get("/auth/login", status_code=302, summary="Start a login", response_class=RedirectResponse,
-            responses={302: {"description": "Redirect to the identity provider."}})
+            dependencies=[Depends(limit_login)],
+            responses={302: {"description": "Redirect to the identity provider."}, **rate_limit_responses()})
 async def login(ctx: Ctx, request: Request,
                 redirect_uri: Annotated[str, Query(max_length=2000, description="The app's redirect URI.")],
                 provider: Annotated[str, Query(max_length=60, description="`valid` or a configured OIDC provider name.")] = "valid",
@@ -92,7 +102,8 @@ async def callback(ctx: Ctx,
     return RedirectResponse(url, status_code=302, headers={"Cache-Control": "no-store"})
 
 
-@router.post("/auth/token", response_model=TokenResponse, summary="Get or refresh tokens")
+@router.post("/auth/token", response_model=TokenResponse, summary="Get or refresh tokens",
+             dependencies=[Depends(limit_login)], responses=rate_limit_responses())
 async def token(ctx: Ctx, request: Request) -> dict[str, object]:
     """Exchange the app's one-time code, or a refresh token, for an access and refresh token.
 
