@@ -185,7 +185,11 @@ def main() -> None:
     env = {**os.environ, "CARTERA_VERIFIER_DATABASE_URL": db_url, "CARTERA_VERIFIER_PUBLIC_URL": f"http://127.0.0.1:{port}",
            "CARTERA_VERIFIER_PORT": str(port), "CARTERA_VERIFIER_DEV_MODE": "true", "CARTERA_VERIFIER_MASTER_KEY": "1" * 64,
            "CARTERA_VERIFIER_DATA_DIR": str(tmp), "CARTERA_VERIFIER_ISSUER_ANCHORS_FILE": str(anchors),
-           "CARTERA_VERIFIER_LOG_LEVEL": "warning"}
+           "CARTERA_VERIFIER_LOG_LEVEL": "warning",
+           # One API key and one address make the whole load: raise (not disable) the request-creation
+           # limits, so the limiter's statement stays in the measured cost.
+           "CARTERA_VERIFIER_RATE_LIMIT_REQUESTS_KEY": "100000000/60",
+           "CARTERA_VERIFIER_RATE_LIMIT_REQUESTS_CLIENT": "100000000/60"}
     from verifier.provisioning import provision_demo
     from verifier.settings import VerifierSettings
 
