@@ -22,6 +22,7 @@ from service_kit.ratelimit import build_limiter
 from .aries_channel import IssuerAriesChannel
 from .context import IssuerContext
 from .events import background
+from .keys import key_backend
 from .models import RateLimitBucket
 from .routes import admin, aries, aries_admin, authorization, protocol
 from .settings import IssuerSettings
@@ -52,7 +53,7 @@ def create_app(settings: IssuerSettings | None = None, *, run_background: bool =
     @contextlib.asynccontextmanager
     async def startup(app: FastAPI) -> AsyncIterator[None]:
         await run_migrations_async(MIGRATIONS, settings.database_url)
-        async with httpx.AsyncClient(timeout=settings.source_timeout, follow_redirects=False) as client:
+        async with key_backend(ctx), httpx.AsyncClient(timeout=settings.source_timeout, follow_redirects=False) as client:
             ctx.http = client
             if run_background:
                 async with background(ctx):

@@ -66,6 +66,8 @@ class IssuerContext:
     sources: BoundedCache[Any] = field(default_factory=lambda: BoundedCache(256))
     tenants: BoundedCache[Any] = field(default_factory=lambda: BoundedCache(256))
     status_lists: BoundedCache[Any] = field(default_factory=lambda: BoundedCache(256))
+    #: The PKCS#11 token of tenant keys held in hardware (``service_kit.pkcs11.Token``), opened at start-up.
+    hsm: Any = None
     _write_lock: asyncio.Lock | None = field(default=None, repr=False)
     #: Prometheus counters (set by the app): credentials issued, source failures.
     issued_counter: Any = None

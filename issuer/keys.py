@@ -3,11 +3,20 @@
 A rotation makes the new key active and retires the old one: retired keys stay in the tenant's JWT VC
 Issuer Metadata (``jwks``) until their certificate expires, so credentials signed before the rotation
 keep verifying by ``x5c`` (their own chain) and by metadata (the ``kid``).
+
+Two backends (``key_backend``): ``software`` keys are sealed with the master key in
+``sealed_private_key``; ``pkcs11`` keys are generated in (or registered from) a PKCS#11 token and that
+column holds only a :class:`~service_kit.pkcs11.TokenKeyRef` (``pkcs11:{json}``: token, key label, key
+id, algorithm), so no column or migration was needed. The ``kid`` is the key's JWK thumbprint in both
+cases, and a token key is only used when its public key still has that thumbprint.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import logging
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -15,6 +24,7 @@ from cryptography import x509 as cx509
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from service_kit.pkcs11 import KeyBackend, PKCS11Config, PKCS11Error, Token, TokenKeyRef, open_token
 from ssi import x509 as ssi_x509
 from ssi.errors import SSIError
 from ssi.jose import Key
@@ -22,6 +32,8 @@ from ssi.jose import Key
 from .context import IssuerContext, utcnow
 from .models import SigningKey
 from .tenancy import TenantRef as Tenant
+
+log = logging.getLogger(__name__)
 
 
 class SigningKeyError(Exception):
@@ -64,13 +76,20 @@ def issue_tenant_certificate(ca_key: Key, ca_cert: cx509.Certificate, key: Key, 
 
 
 async def store_key(ctx: IssuerContext, session: AsyncSession, tenant: Tenant, key: Key,
-                    chain: list[cx509.Certificate]) -> SigningKey:
-    """Seal ``key``, store it with its chain, make it the active key (the previous one is retired)."""
+                    chain: list[cx509.Certificate], *, token_ref: TokenKeyRef | None = None) -> SigningKey:
+    """Store ``key`` with its chain and make it the active key (the previous one is retired).
+
+    A software key is sealed; a token key (``token_ref``) is stored as that reference only.
+    """
     kid = key.thumbprint()
     now = utcnow()
+    if token_ref is not None:
+        stored = token_ref.encode()
+    else:
+        stored = ctx.box.seal(key.private_pem(), _aad(tenant.id, kid))
     await session.execute(update(SigningKey).where(SigningKey.tenant_id == tenant.id, SigningKey.active.is_(True))
                           .values(active=False, retired_at=now))
-    row = SigningKey(kid=kid, tenant_id=tenant.id, sealed_private_key=ctx.box.seal(key.private_pem(), _aad(tenant.id, kid)),
+    row = SigningKey(kid=kid, tenant_id=tenant.id, sealed_private_key=stored,
                      chain_pem=_chain_pem(chain), public_jwk={**key.public_jwk(include_kid=False), "kid": kid,
                                                                 "alg": key.alg, "use": "sig"},
                      active=True, created_at=now)
@@ -80,11 +99,71 @@ async def store_key(ctx: IssuerContext, session: AsyncSession, tenant: Tenant, k
 
 
 async def create_key(ctx: IssuerContext, session: AsyncSession, tenant: Tenant, ca_key: Key,
-                     ca_cert: cx509.Certificate) -> SigningKey:
-    """Generate an ES256 key, certify it with the CA for the tenant's identifier, make it active."""
+                     ca_cert: cx509.Certificate, *, backend: KeyBackend | None = None) -> SigningKey:
+    """Generate an ES256 key, certify it with the CA for the tenant's identifier, make it active.
+
+    ``backend`` (default: the ``key_backend`` setting) says where: in software, or in the PKCS#11
+    token (sensitive, non-extractable, labelled ``cartera-<slug>-<random>``).
+    """
+    if (backend or ctx.settings.key_backend) == "pkcs11":
+        token = require_token(ctx)
+        key, ref = token.generate_key(label=_token_label(tenant.slug), alg="ES256")
+        cert = issue_tenant_certificate(ca_key, ca_cert, key, ctx.issuer_url(tenant.slug), tenant.name)
+        return await store_key(ctx, session, tenant, key, [cert], token_ref=ref)
     key = Key.generate("ES256")
     cert = issue_tenant_certificate(ca_key, ca_cert, key, ctx.issuer_url(tenant.slug), tenant.name)
     return await store_key(ctx, session, tenant, key, [cert])
+
+
+def _token_label(slug: str) -> str:
+    import secrets  # noqa: PLC0415 - only for token key labels
+
+    return f"cartera-{slug[:40]}-{secrets.token_hex(4)}"
+
+
+def require_token(ctx: IssuerContext) -> Token:
+    """The configured PKCS#11 token, or :class:`PKCS11Error` ``pkcs11.not_configured``."""
+    token: Token | None = ctx.hsm
+    if token is None:
+        raise PKCS11Error("not_configured", "no PKCS#11 token is configured (pkcs11_module, pkcs11_token_label)",
+                          http_status=400)
+    return token
+
+
+async def register_token_key(ctx: IssuerContext, session: AsyncSession, tenant: Tenant, label: str, *,
+                             ca: tuple[Key, cx509.Certificate] | None = None,
+                             chain_pem: str | None = None) -> SigningKey:
+    """Make an existing token key (created with the token's own tools) the tenant's active key.
+
+    Its certificate is issued by the issuer's CA (``ca``), or given (``chain_pem``, leaf first), in which
+    case the leaf must certify that key and name the issuer identifier, as for :func:`import_key`.
+    """
+    token = require_token(ctx)
+    key, ref = token.find_key(label)
+    if key.alg not in ("ES256", "ES384", "EdDSA"):
+        raise SigningKeyError("bad_key", "the token key must be an ES256, ES384 or EdDSA key")
+    if chain_pem:
+        chain = _checked_chain(ctx, tenant, key, chain_pem)
+    elif ca is not None:
+        chain = [issue_tenant_certificate(ca[0], ca[1], key, ctx.issuer_url(tenant.slug), tenant.name)]
+    else:
+        raise SigningKeyError("bad_key", "give the key's certificate chain, or configure the issuer's CA")
+    return await store_key(ctx, session, tenant, key, chain, token_ref=ref)
+
+
+def _checked_chain(ctx: IssuerContext, tenant: Tenant, key: Key, chain_pem: str) -> list[cx509.Certificate]:
+    try:
+        chain = ssi_x509.load_pem_certificates(chain_pem.encode("utf-8"))
+    except (SSIError, ValueError) as exc:
+        raise SigningKeyError("bad_key", "the certificate chain cannot be read") from exc
+    if not chain:
+        raise SigningKeyError("bad_key", "the certificate chain is empty")
+    if ssi_x509.certificate_key(chain[0]).thumbprint() != key.thumbprint():
+        raise SigningKeyError("bad_key", "the leaf certificate does not certify this key")
+    if not ssi_x509.san_matches(chain[0], ctx.issuer_url(tenant.slug)) and \
+            ctx.issuer_url(tenant.slug) not in ssi_x509.san_uris(chain[0]):
+        raise SigningKeyError("bad_key", "the leaf certificate does not name the issuer identifier in its SAN")
+    return chain
 
 
 async def import_key(ctx: IssuerContext, session: AsyncSession, tenant: Tenant, private_key_pem: str,
@@ -117,12 +196,56 @@ async def active_key(ctx: IssuerContext, session: AsyncSession, tenant_id: str) 
                                                           SigningKey.active.is_(True)))).scalar_one_or_none()
     if row is None:
         return None
-    pem = ctx.box.open(row.sealed_private_key, _aad(tenant_id, row.kid))
-    key = Key.from_pem(pem, kid=row.kid)
+    key = open_signing_key(ctx, row)
     chain = ssi_x509.load_pem_certificates(row.chain_pem.encode("ascii"))
     not_after = min(cert.not_valid_after_utc for cert in chain)
     return ctx.keys.put(("active", tenant_id), ActiveKey(key=key, x5c=ssi_x509.x5c_from_chain(chain),
                                                          not_after=not_after))
+
+
+def open_signing_key(ctx: IssuerContext, row: SigningKey) -> Key:
+    """The usable key of a stored row: unsealed (software) or bound to the token (PKCS#11)."""
+    stored = bytes(row.sealed_private_key)
+    if not TokenKeyRef.is_ref(stored):
+        return Key.from_pem(ctx.box.open(stored, _aad(row.tenant_id, row.kid)), kid=row.kid)
+    try:
+        key = require_token(ctx).key(TokenKeyRef.decode(stored), kid=row.kid)
+    except PKCS11Error as exc:
+        # A stored key the token no longer has is the service's failure, not the client's request.
+        raise PKCS11Error(exc.code, exc.detail, http_status=503) from exc
+    if key.thumbprint() != row.kid:
+        # The reference was edited, or the label now names another key: never sign with it.
+        raise PKCS11Error("key_mismatch", "the token key named for this tenant is not the key that was certified")
+    return key
+
+
+def attach_token(ctx: IssuerContext) -> Token | None:
+    """Open the PKCS#11 token the settings name (if any) as ``ctx.hsm``; the caller closes it."""
+    config = PKCS11Config.from_settings(ctx.settings)
+    token = open_token(config) if config is not None else None
+    ctx.hsm = token
+    return token
+
+
+@contextlib.asynccontextmanager
+async def key_backend(ctx: IssuerContext) -> AsyncIterator[None]:
+    """For the app's lifespan (after migrations, before background work): open the PKCS#11 token when
+    configured and check that every active token key of every tenant is in it, so a wrong PIN, a
+    missing token or a missing key stops the start-up with a :class:`PKCS11Error` instead of failing
+    issuances later. The token is released at shutdown."""
+    token = attach_token(ctx)
+    try:
+        async with ctx.db.read_session() as session:
+            rows = (await session.execute(select(SigningKey).where(SigningKey.active.is_(True)))).scalars().all()
+        for row in rows:
+            if TokenKeyRef.is_ref(bytes(row.sealed_private_key)):
+                open_signing_key(ctx, row)
+        yield
+    finally:
+        ctx.hsm = None
+        ctx.keys.clear()
+        if token is not None:
+            token.close()
 
 
 async def published_keys(session: AsyncSession, tenant_id: str) -> list[SigningKey]:
@@ -142,7 +265,10 @@ def key_summary(row: SigningKey) -> dict[str, object]:
     """A key as the admin API shows it (public parts only)."""
     chain = ssi_x509.load_pem_certificates(row.chain_pem.encode("ascii"))
     leaf = chain[0]
+    stored = bytes(row.sealed_private_key)
+    token_key = TokenKeyRef.decode(stored).as_dict() if TokenKeyRef.is_ref(stored) else None
     return {"kid": row.kid, "active": row.active, "created_at": row.created_at.isoformat(),
             "retired_at": row.retired_at.isoformat() if row.retired_at else None,
             "certificate_subject": ssi_x509.certificate_subject_name(leaf),
-            "not_after": leaf.not_valid_after_utc.isoformat(), "san_uris": ssi_x509.san_uris(leaf)}
+            "not_after": leaf.not_valid_after_utc.isoformat(), "san_uris": ssi_x509.san_uris(leaf),
+            "backend": "pkcs11" if token_key else "software", "token_key": token_key}

@@ -32,7 +32,7 @@ from ssi.jose import Key
 
 from .app import MIGRATIONS
 from .context import IssuerContext, new_id, utcnow
-from .keys import create_key
+from .keys import attach_token, create_key
 from .models import ApiKey, SigningKey, SourceConfig, Tenant
 from .registry import register_type, set_source, tenant_types
 from .settings import IssuerSettings
@@ -70,6 +70,7 @@ async def provision_demo(settings: IssuerSettings, *, ca_key: Key, ca_cert: cx50
     await run_migrations_async(MIGRATIONS, settings.database_url)
     db = Database(settings.database_url)
     ctx = IssuerContext(settings=settings, db=db, box=SecretBox(load_master_key(settings)))
+    token = attach_token(ctx)  # tenant keys made in the PKCS#11 token when key_backend is pkcs11
     builtin = load_builtin_types()
     given = dict(api_keys or {})
     out: dict[str, Any] = {"issuer_url": settings.public_url, "tenants": {}}
@@ -112,5 +113,7 @@ async def provision_demo(settings: IssuerSettings, *, ca_key: Key, ca_cert: cx50
                 "login_callback": f"{ctx.issuer_url(spec['slug'])}/login/callback",
                 "types": sorted(spec["types"])}
     finally:
+        if token is not None:
+            token.close()
         await db.dispose()
     return out

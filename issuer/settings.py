@@ -94,6 +94,20 @@ class IssuerSettings(ServiceSettings):
         default_factory=dict, description="Signature suite per credential type id (JSON object); types not listed "
                                           "use Ed25519Signature2020.")
     aries_invitation_ttl: int = Field(default=3600, ge=60, description="Lifetime of an Aries invitation, seconds.")
+    # Keys in hardware (docs/security.md, "Keys in hardware (PKCS#11)").
+    key_backend: Literal["software", "pkcs11"] = Field(
+        default="software", description="Where new tenant signing keys are made: `software` (sealed under the master key in "
+                                        "the database) or `pkcs11` (generated in the token, sensitive and "
+                                        "non-extractable; the database keeps only a reference).")
+    pkcs11_module: Path | None = Field(
+        default=None, description="PKCS#11 module (shared library) of the token, e.g. "
+                                  "`/usr/lib/softhsm/libsofthsm2.so`. When set, the token is opened and every active "
+                                  "token key checked at start-up.")
+    pkcs11_token_label: str = Field(default="", description="Label of the PKCS#11 token holding the keys.")
+    pkcs11_pin: SecretStr | None = Field(default=None, description="User PIN of the token. Secret: prefer "
+                                                                   "`pkcs11_pin_file`. Never logged.")
+    pkcs11_pin_file: Path | None = Field(default=None, description="File holding the token's user PIN (one line), "
+                                                                   "mode 0600.")
 
     @property
     def allow_http_loopback(self) -> bool:

@@ -170,7 +170,10 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def ssi_error(_request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, SSIError)
-        return error_response(400, "invalid_request", exc.detail, extra={"code": exc.code})
+        # Errors of a server-side dependency (a PKCS#11 token: service_kit.pkcs11) carry their own status.
+        status = getattr(exc, "http_status", 400)
+        error = _STATUS_CODES.get(status) or ("server_error" if status >= 500 else "invalid_request")
+        return error_response(status, error, exc.detail, extra={"code": exc.code})
 
     app.add_exception_handler(APIError, api_error)
     app.add_exception_handler(RequestValidationError, validation_error)
