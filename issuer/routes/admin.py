@@ -18,7 +18,6 @@ from sqlalchemy.exc import IntegrityError
 from service_kit.crypto import generate_api_key, hash_api_key
 from service_kit.errors import APIError
 from service_kit.pkcs11 import PKCS11Error
-from service_kit.pkcs11 import PKCS11Error
 from ssi import x509 as ssi_x509
 from ssi.jose import Key
 
