@@ -1,13 +1,23 @@
-"""Agencies (tenants): creation with a key and relying-party certificate, API keys, authentication."""
+"""Agencies (tenants): creation with a key and relying-party certificate, API keys, authentication.
+
+An agency's request-object signing key is a software key sealed under the master key, or a key in a
+PKCS#11 token (``key_backend = "pkcs11"``, or one registered by its label): then ``Agency.signing_key``
+holds only a :class:`~service_kit.pkcs11.TokenKeyRef` (``pkcs11:{json}``), and the key is used only
+while its public key is the one the agency's certificate names.
+"""
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import datetime as dt
 import secrets
 import time
 import uuid
 from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 from cryptography import x509 as cx509
@@ -15,8 +25,11 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from service_kit.crypto import SecretBox, generate_api_key, hash_api_key
+from service_kit.db import Database
+from service_kit.pkcs11 import KeyBackend, PKCS11Config, PKCS11Error, Token, TokenKeyRef, open_token
 from ssi import x509 as ssi_x509
 from ssi.encoding import json_dumps, json_loads
+from ssi.errors import SSIError
 from ssi.jose import Key
 from verifier.models import Agency, ApiKey
 from verifier.statements import AGENCY_BY_KEY_HASH
@@ -42,6 +55,7 @@ class CreatedAgency:
     name: str
     api_key: str
     webhook_secret: str
+    token_key: TokenKeyRef | None = None
 
 
 def check_slug(slug: str) -> str:
@@ -69,26 +83,44 @@ def make_agency_certificate(ca_key: Key, ca_cert: cx509.Certificate, agency_key:
 
 
 async def create_agency(session: AsyncSession, box: SecretBox, *, slug: str, name: str, ca_key: Key,
-                        ca_cert: cx509.Certificate, host: str) -> CreatedAgency:
-    """Create an agency with a new ES256 key, certificate, API key and webhook secret."""
+                        ca_cert: cx509.Certificate, host: str, key_backend: KeyBackend = "software",
+                        hsm: Token | None = None, token_key_label: str | None = None) -> CreatedAgency:
+    """Create an agency with a new ES256 key, certificate, API key and webhook secret.
+
+    ``key_backend="pkcs11"`` generates the key in the token ``hsm`` (sensitive, non-extractable);
+    ``token_key_label`` registers an existing key of that token instead. Token problems raise
+    :class:`PKCS11Error` (``pkcs11.not_configured``, ``pkcs11.key_not_found``...).
+    """
     check_slug(slug)
     existing = await session.scalar(select(Agency.id).where(Agency.slug == slug))
     if existing is not None:
         raise AgencyError("agency_exists", "an agency with this slug exists")
     agency_id = str(uuid.uuid4())
-    key = Key.generate("ES256")
+    ref: TokenKeyRef | None = None
+    if token_key_label or key_backend == "pkcs11":
+        if hsm is None:
+            raise PKCS11Error("not_configured", "no PKCS#11 token is configured (pkcs11_module, pkcs11_token_label)",
+                              http_status=400)
+        if token_key_label:
+            key, ref = hsm.find_key(token_key_label)
+        else:
+            key, ref = hsm.generate_key(label=f"cartera-agency-{slug[:40]}-{secrets.token_hex(4)}", alg="ES256")
+        stored = ref.encode()
+    else:
+        key = Key.generate("ES256")
+        stored = box.seal(json_dumps(key.private_jwk()).encode(), f"agency:{agency_id}:key".encode())
     x5c = make_agency_certificate(ca_key, ca_cert, key, name, host)
     webhook_secret = secrets.token_urlsafe(32)
     now = dt.datetime.now(dt.UTC)
     session.add(Agency(
         id=agency_id, slug=slug, name=name,
-        signing_key=box.seal(json_dumps(key.private_jwk()).encode(), f"agency:{agency_id}:key".encode()),
+        signing_key=stored,
         x5c=x5c,
         webhook_secret=box.seal(webhook_secret.encode(), f"agency:{agency_id}:webhook".encode()),
         created_at=now,
     ))
     api_key = await add_api_key(session, agency_id, label="initial")
-    return CreatedAgency(agency_id, slug, name, api_key, webhook_secret)
+    return CreatedAgency(agency_id, slug, name, api_key, webhook_secret, ref)
 
 
 async def add_api_key(session: AsyncSession, agency_id: str, *, label: str = "") -> str:
@@ -118,27 +150,82 @@ class SigningKeys:
     would be wasted work. Keyed by the agency and the sealed blob's GCM tag, so a rotated key (a new
     sealed value) is never served from the old entry; the TTL bounds how long a private key stays in
     memory after its agency stops being used. Safe to lose (re-opened from the database).
+    A key held in a PKCS#11 token is looked up in ``hsm`` (set at start-up) instead.
     """
 
-    def __init__(self, box: SecretBox, maxsize: int = 256, ttl: float = 600.0) -> None:
+    def __init__(self, box: SecretBox, maxsize: int = 256, ttl: float = 600.0, *, hsm: Token | None = None) -> None:
         self.box = box
         self.maxsize = maxsize
         self.ttl = ttl
+        self.hsm = hsm
         self._keys: OrderedDict[tuple[str, bytes], tuple[float, Key]] = OrderedDict()
 
     def key_for(self, agency: Agency) -> Key:
-        cache_key = (agency.id, bytes(agency.signing_key[-16:]))
+        stored = bytes(agency.signing_key)
+        token_ref = TokenKeyRef.is_ref(stored)
+        # A reference is short and has no GCM tag: the whole of it is the cache discriminator.
+        cache_key = (agency.id, stored if token_ref else stored[-16:])
         now = time.monotonic()
         entry = self._keys.get(cache_key)
         if entry is not None and now - entry[0] < self.ttl:
             return entry[1]
-        jwk = json_loads(self.box.open(agency.signing_key, f"agency:{agency.id}:key".encode()))
-        key = Key.from_jwk(jwk)
+        if token_ref:
+            key = self._token_key(agency, stored)
+        else:
+            key = Key.from_jwk(json_loads(self.box.open(agency.signing_key, f"agency:{agency.id}:key".encode())))
         self._keys[cache_key] = (now, key)
         self._keys.move_to_end(cache_key)
         while len(self._keys) > self.maxsize:
             self._keys.popitem(last=False)
         return key
 
+    def _token_key(self, agency: Agency, stored: bytes) -> Key:
+        if self.hsm is None:
+            raise PKCS11Error("not_configured", "the agency's key is in a PKCS#11 token, and none is configured")
+        try:
+            key = self.hsm.key(TokenKeyRef.decode(stored))
+        except PKCS11Error as exc:
+            # The agency's stored key is missing from the token: the service's failure, not the caller's.
+            raise PKCS11Error(exc.code, exc.detail, http_status=503) from exc
+        try:
+            leaf = ssi_x509.load_certificate(base64.b64decode(agency.x5c[0]))
+            certified = ssi_x509.certificate_key(leaf).thumbprint()
+        except (SSIError, ValueError, IndexError, TypeError) as exc:
+            raise PKCS11Error("key_mismatch", "the agency's certificate cannot be read") from exc
+        if certified != key.thumbprint():
+            # The reference was edited, or its label now names another key: never sign with it.
+            raise PKCS11Error("key_mismatch", "the token key named for this agency is not the certified key")
+        return key
+
+    def clear(self) -> None:
+        """Forget every opened key (at shutdown, or when the token goes away)."""
+        self._keys.clear()
+
     def webhook_secret(self, agency_id: str, sealed: bytes) -> str:
         return self.box.open(sealed, f"agency:{agency_id}:webhook".encode()).decode()
+
+
+def key_backend(settings: Any, db: Database, keys: SigningKeys) -> Callable[[Any], contextlib.AbstractAsyncContextManager[None]]:
+    """A lifespan hook (after migrations): open the PKCS#11 token when configured (``keys.hsm``) and
+    check every agency key held in a token, so a wrong PIN, a missing token or a missing key stops
+    the start-up with a :class:`PKCS11Error` rather than failing request objects later."""
+
+    @contextlib.asynccontextmanager
+    async def hook(_app: Any) -> AsyncIterator[None]:
+        config = PKCS11Config.from_settings(settings)
+        token = open_token(config) if config is not None else None
+        keys.hsm = token
+        try:
+            async with db.read_session() as session:
+                rows = (await session.execute(select(Agency))).scalars().all()
+            for agency in rows:
+                if TokenKeyRef.is_ref(bytes(agency.signing_key)):
+                    keys.key_for(agency)
+            yield
+        finally:
+            keys.hsm = None
+            keys.clear()
+            if token is not None:
+                token.close()
+
+    return hook

@@ -21,7 +21,7 @@ from service_kit.ratelimit import build_limiter
 from ssi import x509 as ssi_x509
 from ssi.jose import Key
 from verifier import __version__
-from verifier.agencies import SigningKeys
+from verifier.agencies import SigningKeys, key_backend
 from verifier.aries_channel import VerifierAriesChannel
 from verifier.models import RateLimitBucket
 from verifier.routes import admin, agency, aries, desk, wallet
@@ -59,6 +59,7 @@ def create_app(settings: VerifierSettings | None = None) -> FastAPI:
     box = SecretBox(master_key)
     anchors = _load_anchors(settings.issuer_anchors_file)
     rp_ca = _load_rp_ca(settings)
+    keys = SigningKeys(box)  # request-object signing keys; its PKCS#11 token is opened by key_backend at start-up
 
     @contextlib.asynccontextmanager
     async def migrate(_app: FastAPI) -> AsyncIterator[None]:
@@ -75,7 +76,7 @@ def create_app(settings: VerifierSettings | None = None) -> FastAPI:
             max_fetch_bytes=settings.max_fetch_bytes, allow_http_loopback=settings.dev_mode)
         worker = BackgroundWorker(db, box, client, settings.worker_interval)
         app.state.worker = worker
-        app.state.services = Services(settings=settings, db=db, box=box, keys=SigningKeys(box), verifier=verifier,
+        app.state.services = Services(settings=settings, db=db, box=box, keys=keys, verifier=verifier,
                                       worker=worker, rp_ca=rp_ca)  # type: ignore[arg-type]
         try:
             yield
@@ -84,7 +85,8 @@ def create_app(settings: VerifierSettings | None = None) -> FastAPI:
 
     channel = VerifierAriesChannel(settings, db, box)  # Aries (DIDComm) channel; its agent only when enabled
     app = create_service_app(name="verifier", version=__version__, settings=settings, db=db,
-                             lifespan_hooks=[migrate, wire, running, channel.lifespan], description=DESCRIPTION)
+                             lifespan_hooks=[migrate, key_backend(settings, db, keys), wire, running, channel.lifespan],
+                             description=DESCRIPTION)
     app.state.aries = channel
     app.state.rate_limiter = build_limiter(settings, db, RateLimitBucket, master_key)
     prefix = app.state.api_prefix

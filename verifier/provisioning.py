@@ -15,6 +15,7 @@ from sqlalchemy import select
 from service_kit.crypto import SecretBox, load_master_key
 from service_kit.db import Database
 from service_kit.migrations import run_migrations_async
+from service_kit.pkcs11 import PKCS11Config, open_token
 from ssi import x509 as ssi_x509
 from ssi.jose import Key
 from verifier.agencies import add_api_key, create_agency, verifier_host
@@ -90,6 +91,8 @@ async def provision_demo(settings: VerifierSettings, *, ca_key: Key, ca_cert: cx
     await run_migrations_async(MIGRATIONS, settings.database_url)
     db = Database(settings.database_url)
     box = SecretBox(load_master_key(settings))
+    config = PKCS11Config.from_settings(settings)
+    token = open_token(config) if config is not None else None  # agency keys in the token when configured
     vcts = {**DEMO_VCTS, **(vcts or {})}
     anchors_pem = [ssi_x509.cert_to_pem(c).decode() for c in trusted_issuer_anchors]
     out: dict[str, Any] = {"url": settings.public_url, "desk_url": f"{settings.public_url}/desk", "agencies": {}}
@@ -101,7 +104,8 @@ async def provision_demo(settings: VerifierSettings, *, ca_key: Key, ca_cert: cx
                 agency = await session.scalar(select(Agency).where(Agency.slug == slug))
                 if agency is None:
                     created = await create_agency(session, box, slug=slug, name=name, ca_key=ca_key, ca_cert=ca_cert,
-                                                  host=verifier_host(settings.public_url))
+                                                  host=verifier_host(settings.public_url),
+                                                  key_backend=settings.key_backend, hsm=token)
                     entry.update(id=created.id, api_key=created.api_key, webhook_secret=created.webhook_secret)
                     agency_id = created.id
                 else:
@@ -127,5 +131,7 @@ async def provision_demo(settings: VerifierSettings, *, ca_key: Key, ca_cert: cx
                     entry["templates"].append(spec["name"])
             out["agencies"][slug] = entry
     finally:
+        if token is not None:
+            token.close()
         await db.dispose()
     return out

@@ -184,6 +184,12 @@ class AgencyIn(BaseModel):
 
     slug: str = Field(min_length=2, max_length=64, pattern=r"^[a-z0-9][a-z0-9-]*$")
     name: str = Field(min_length=1, max_length=200)
+    key_backend: Literal["software", "pkcs11"] | None = Field(
+        default=None, description="Where the request-signing key is made (default: the `key_backend` setting); "
+                                  "`pkcs11` generates it in the configured token, non-extractable.")
+    token_key_label: str | None = Field(
+        default=None, min_length=1, max_length=64,
+        description="Use this existing key of the PKCS#11 token (made with the token's own tools) instead.")
 
 
 class AgencyCreated(BaseModel):
@@ -192,6 +198,10 @@ class AgencyCreated(BaseModel):
     name: str
     api_key: str = Field(description="Shown once; stored hashed.")
     webhook_secret: str = Field(description="HMAC secret of the agency's webhooks; shown once.")
+    key_backend: Literal["software", "pkcs11"] = Field(default="software",
+                                                       description="Where the request-signing key is.")
+    token_key: dict[str, str] | None = Field(default=None, description="For a PKCS#11 key: `token`, `label`, `id` "
+                                                                       "(CKA_ID, hex) and `alg` of the key.")
 
 
 class ExchangeIn(BaseModel):

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, Request
 
 from service_kit.crypto import hash_api_key
 from service_kit.errors import APIError
+from service_kit.pkcs11 import PKCS11Error
 from verifier.agencies import AgencyError, create_agency, verifier_host
 from verifier.routes.deps import UNAUTHORIZED, Services, Svc, bearer_token
 from verifier.schemas import AgencyCreated, AgencyIn
@@ -35,9 +36,16 @@ async def create_agency_route(body: AgencyIn, svc: Svc) -> AgencyCreated:
     try:
         async with svc.db.session() as session:
             created = await create_agency(session, svc.box, slug=body.slug, name=body.name, ca_key=ca[0],
-                                          ca_cert=ca[1], host=verifier_host(svc.public_url))
+                                          ca_cert=ca[1], host=verifier_host(svc.public_url),
+                                          key_backend=body.key_backend or svc.settings.key_backend, hsm=svc.keys.hsm,
+                                          token_key_label=body.token_key_label)
     except AgencyError as exc:
         raise APIError(409 if exc.code == "agency_exists" else 400,
                        "conflict" if exc.code == "agency_exists" else "invalid_request", exc.detail) from None
+    except PKCS11Error as exc:
+        error = {409: "conflict", 503: "temporarily_unavailable"}.get(exc.http_status, "invalid_request")
+        raise APIError(exc.http_status, error, exc.detail, extra={"code": exc.code}) from None
+    ref = created.token_key
     return AgencyCreated(id=created.id, slug=created.slug, name=created.name, api_key=created.api_key,
-                         webhook_secret=created.webhook_secret)
+                         webhook_secret=created.webhook_secret, key_backend="pkcs11" if ref else "software",
+                         token_key=ref.as_dict() if ref else None)
