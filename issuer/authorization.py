@@ -240,18 +240,19 @@ async def finish_login(ctx: IssuerContext, tenant: TenantRef, params: dict[str, 
 
 async def _valid_user(ctx: IssuerContext, tenant: TenantRef, code: str, verifier: str) -> dict[str, Any]:
     secret = ctx.settings.idp_client_secret.get_secret_value() if ctx.settings.idp_client_secret else ""
-    client = ctx.http or httpx.AsyncClient()
+    timeout = ctx.settings.idp_timeout
+    client = ctx.http or httpx.AsyncClient(timeout=timeout, follow_redirects=False)
     try:
         token_response = await client.post(ctx.settings.idp_token_url, data={
             "grant_type": "authorization_code", "code": code, "redirect_uri": callback_url(ctx, tenant),
             "code_verifier": verifier, "client_id": ctx.settings.idp_client_id, "client_secret": secret},
-            timeout=10.0)
+            timeout=timeout)
         if token_response.status_code != 200:
             raise APIError(502, "server_error", "the identity provider refused the login code")
         access = token_response.json().get("access_token")
         if not isinstance(access, str):
             raise APIError(502, "server_error", "the identity provider's token answer is malformed")
-        info = await client.get(ctx.settings.idp_userinfo_url, params={"AccessToken": access}, timeout=10.0)
+        info = await client.get(ctx.settings.idp_userinfo_url, params={"AccessToken": access}, timeout=timeout)
         data = info.json()
         if info.status_code != 200 or not isinstance(data, dict):
             raise APIError(502, "server_error", "the identity provider did not return the user")

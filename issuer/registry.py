@@ -193,7 +193,8 @@ async def get_source(ctx: IssuerContext, session: AsyncSession, tenant_id: str, 
     except (SecretBoxError, ValueError):
         return None
     context = config.pop("context")
-    source = build_source(config, http=ctx.http)
+    # A source without its own timeout gets the issuer's source_timeout (never the adapter's default).
+    source = build_source({"timeout": ctx.settings.source_timeout, **config}, http=ctx.http)
     built = ctx.sources.put(cache_key, ConfiguredSource(source, context, row.kind))
     ctx.sources.put(("current", tenant_id, type_id), (time.monotonic(), built))
     return built

@@ -68,7 +68,10 @@ class IssuerSettings(ServiceSettings):
                                description="Refuse bearer access tokens: wallets must use DPoP (RFC 9449), as HAIP "
                                            "requires. DPoP is always accepted when a wallet sends a proof.")
     webhook_timeout: float = Field(default=5.0, gt=0, description="Timeout of one webhook delivery, seconds.")
-    source_timeout: float = Field(default=10.0, gt=0, description="Timeout of one data-source query, seconds.")
+    source_timeout: float = Field(default=10.0, gt=0, description="Timeout of one data-source query, seconds "
+                                                                 "(connect and read; a source's own `timeout` wins).")
+    idp_timeout: float = Field(default=10.0, gt=0, description="Timeout of each call to the identity provider "
+                                                               "(token, user info), seconds (connect and read).")
     # Abuse limits (docs/security.md, "Rate limits"): BURST/SECONDS, 0 disables one.
     rate_limit_token_client: RateSpec = Field(
         default="600/60", description="Token requests per client address (`slow_down` beyond).")

@@ -155,7 +155,7 @@ async def deliver_webhook(
     max_attempts: int = 5,
     base_delay: float = 0.5,
     max_delay: float = 30.0,
-    timeout: float = 10.0,
+    timeout: float | None = None,
     extra_headers: Mapping[str, str] | None = None,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
 ) -> DeliveryResult:
@@ -164,7 +164,8 @@ async def deliver_webhook(
     A 2xx answer is success. Network errors, timeouts and 408/425/429/5xx are retried up to
     ``max_attempts`` in total (honouring ``Retry-After`` up to ``max_delay``); any other status is final,
     since sending the same request again would get the same answer. Each attempt is signed afresh, so its
-    timestamp is current. The URL and secret are never logged.
+    timestamp is current. The URL and secret are never logged. ``timeout`` (seconds) overrides the
+    client's own timeout, which otherwise applies (each service builds its client from its settings).
     """
     status: int | None = None
     error: str | None = None
@@ -177,7 +178,8 @@ async def deliver_webhook(
         }
         delay: float | None = None
         try:
-            response = await client.post(url, content=body, headers=headers, timeout=timeout)
+            response = await (client.post(url, content=body, headers=headers) if timeout is None
+                              else client.post(url, content=body, headers=headers, timeout=timeout))
         except httpx.HTTPError as exc:
             status, error = None, type(exc).__name__
         else:
