@@ -23,7 +23,9 @@ the platform key of the configuration.
 Fault injection, for the adapters' tests, by configuration (``fault``) or per request with the
 header ``X-Sandbox-Fault``: ``latency`` (sleep ``latency_seconds``, then answer), ``http500``
 (plain HTTP 500, not a SOAP fault), ``malformed`` (broken XML), ``bad_signature`` (a signed
-answer altered after signing), ``unsigned`` (a correct answer without signature).
+answer altered after signing), ``unsigned`` (a correct answer without signature), ``soap_fault`` (a
+signed SOAP fault ``0502`` from the emitter) and ``other_subject`` (a correct, signed answer about
+another citizen than the one asked about).
 
 Pending queries live in process memory: this stand-in runs as a single worker.
 """
@@ -67,7 +69,7 @@ from viaoberta.products import (
 from viaoberta.wssecurity import envelope_body, load_certificate, sign_envelope, verify_envelope
 from viaoberta.xmlsafe import MAX_XML_BYTES, SOAP11_NS, parse_xml
 
-FAULTS = ("latency", "http500", "malformed", "bad_signature", "unsigned")
+FAULTS = ("latency", "http500", "malformed", "bad_signature", "unsigned", "soap_fault", "other_subject")
 SYNC_PATH = "/siri-proxy/services/Sincron"
 ASYNC_RESPONSE_PATH = "/siri-proxy/services/AsincronResposta"
 ESTADO_UNAUTHORISED = "0301"
@@ -258,6 +260,16 @@ def create_app(config: ViaObertaSandboxConfig) -> FastAPI:
         return build_respuesta(variant=incoming.variant, request_id=incoming.request_id, product=product,
                                codigo_estado=ESTADO_DONE, genericos=out, especificos=data)
 
+    def _about_someone_else(genericos: dict[str, Any], identifier: str, product: Product) -> dict[str, Any]:
+        """``genericos`` naming the first other citizen the registry has data for (fault injection)."""
+        for other in population.citizens:
+            found = registry_data(other, product, population, today=today()).get("Retorno", {})
+            if other.identifier != identifier and found.get("Estado", {}).get("CodigoEstado") == RETORNO_FOUND:
+                titular = dict(genericos.get("Titular") or {})
+                titular.update(Documentacion=other.identifier, NombreCompleto=other.full_name)
+                return {**genericos, "Titular": titular}
+        return genericos
+
     async def handle(request: Request, expected_kind: str) -> Response:
         request_id = request.headers.get("x-request-id", "")
         chosen = config.fault
@@ -290,6 +302,8 @@ def create_app(config: ViaObertaSandboxConfig) -> FastAPI:
             return fault(ESTADO_MALFORMED, "Mensaje SCSP mal formado", variant, request_id)
         if incoming.kind != expected_kind:
             return fault(ESTADO_MALFORMED, f"Se esperaba {expected_kind}", variant, incoming.request_id)
+        if chosen == "soap_fault":
+            return fault(ESTADO_BAD_REQUEST, "Error en el emisor: servicio no disponible", variant, incoming.request_id)
         product = get_product(incoming.codigo_certificado)
         if product is None or (incoming.codigo_producto and incoming.codigo_producto != product.codigo_producto):
             return fault(ESTADO_BAD_REQUEST, "Producto o modalidad desconocidos", variant, incoming.request_id)
@@ -322,6 +336,8 @@ def create_app(config: ViaObertaSandboxConfig) -> FastAPI:
                                                 "created": time.monotonic()}
                 content = build_respuesta(variant=variant, request_id=incoming.request_id, product=product,
                                           codigo_estado="0002", tiempo_estimado=config.pending_estimate_hours)
+            elif chosen == "other_subject":
+                content = answer(incoming, product, _about_someone_else(incoming.genericos, identifier, product))
             else:
                 content = answer(incoming, product, incoming.genericos)
 

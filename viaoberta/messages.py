@@ -138,6 +138,8 @@ class Evidence:
     emitter_nif: str
     emitter_name: str
     timestamp: str             # FechaGeneracion
+    #: ``Titular/Documentacion`` of the answer: whom the data is about (kept out of repr: personal data).
+    subject_document: str = field(default="", repr=False)
 
     def to_dict(self) -> dict[str, str]:
         return asdict(self)
@@ -524,6 +526,7 @@ def _evidence(genericos: etree._Element, ns: str, request_id: str, product: Prod
         emitter_nif=_text(genericos, ns, "Emisor/NifEmisor", required=False),
         emitter_name=_text(genericos, ns, "Emisor/NombreEmisor", required=False),
         timestamp=_text(genericos, ns, "Transmision/FechaGeneracion"),
+        subject_document=_text(genericos, ns, "Titular/Documentacion", required=False),
     )
 
 

@@ -10,7 +10,8 @@ Outcomes:
   :meth:`ViaObertaSource.poll` collects the answer;
 * transport failures after the client's bounded retries → :class:`SourceUnavailable`;
 * an SCSP error status or SOAP fault → :class:`SourceRefused`;
-* bad or missing signature, untrusted signer, malformed or oversized XML → :class:`BadSourceAnswer`.
+* bad or missing signature, untrusted signer, malformed or oversized XML, or an answer whose
+  ``Titular/Documentacion`` is not the subject asked about → :class:`BadSourceAnswer`.
 
 Degrees: ``TITOLS_UNIVERSITARIS`` answers with every degree of the subject. The adapter keeps one,
 as ``DatosTitulacion`` at the top of the record (replacing ``ListaTitulos``): the one whose
@@ -162,6 +163,10 @@ class ViaObertaSource:
     def _outcome(self, result: ViaObertaResult, subject: Subject, context: SourceContext) -> SourceOutcome:
         if isinstance(result, PendingResult):
             return Pending(retry_after=max(1, int(result.retry_after_seconds)), reference=result.request_id)
+        evidence = getattr(result, "evidence", None)
+        if evidence is not None and evidence.subject_document.strip().upper() != subject.identifier.strip().upper():
+            # Signed and well formed, yet about someone else (an emitter's mix-up): never issue from it.
+            raise BadSourceAnswer("Via Oberta's answer is about another subject")
         if isinstance(result, NotFoundResult):
             raise SubjectNotFound()
         if isinstance(result, ErrorResult):
