@@ -37,6 +37,7 @@ from ssi.errors import SSIError
 from ssi.jose import Key, check_time_claims, parse_jws, verify_parsed
 from ssi.oid4vci import is_loopback_host
 
+from . import audit
 from .context import FetchError, WalletContext
 from .models import AppCode, LoginTransaction, Session, Wallet, utcnow
 from .settings import OIDCProvider
@@ -211,6 +212,8 @@ async def finish_login(ctx: WalletContext, *, state: str | None, code: str | Non
                        assurance_level=identity.assurance_level, user_agent=row.user_agent)
         session.add(sess)
         await session.flush()
+        await audit.record_login(session, ctx.vault.data_key(wallet), session_id=sess.id, provider=identity.provider,
+                                 method=identity.method, assurance_level=identity.assurance_level)
         session.add(AppCode(code_hash=token_hash(app_code), session_id=sess.id,
                             redirect_uri_hash=token_hash(data["redirect_uri"]),
                             expires_at=utcnow() + dt.timedelta(seconds=APP_CODE_TTL)))

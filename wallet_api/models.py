@@ -16,6 +16,7 @@ import datetime as dt
 from sqlalchemy import Boolean, ForeignKey, Index, Integer, LargeBinary, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
+from service_kit.audit import AuditCheckpointMixin, AuditEntryMixin, AuditHeadMixin
 from service_kit.db import UTCDateTime, make_base
 from service_kit.ratelimit import RateLimitMixin
 from service_kit.webhooks import WebhookOutboxMixin
@@ -190,3 +191,30 @@ class AlertWebhookOutbox(WebhookOutboxMixin, Base):
 
 class RateLimitBucket(RateLimitMixin, Base):
     """Rate-limit buckets shared by every worker (keys are HMACs, never raw addresses or codes)."""
+
+
+class AuditEntry(AuditEntryMixin, Base):
+    """One entry of the wallet's audit chain (:mod:`wallet_api.audit`): a history event (``entry_id`` =
+    the history row) or a login (``entry_id`` = the session). ``sealed`` holds the content salt — and,
+    for logins, which have no history row, the content itself — under the wallet's data key, so the
+    digest in clear cannot be tested against guessed claim values."""
+
+    __tablename__ = "audit_entries"
+    chain_id: Mapped[str] = mapped_column(String(40), ForeignKey("wallets.id", ondelete="CASCADE"), primary_key=True)
+    sealed: Mapped[bytes] = mapped_column(LargeBinary)
+
+    __table_args__ = (Index("ix_audit_entries_entry", "chain_id", "entry_id"),)
+
+
+class AuditHead(AuditHeadMixin, Base):
+    """The head of a wallet's audit chain; its row lock serialises the wallet's events."""
+
+    __tablename__ = "audit_heads"
+    chain_id: Mapped[str] = mapped_column(String(40), ForeignKey("wallets.id", ondelete="CASCADE"), primary_key=True)
+
+
+class AuditCheckpoint(AuditCheckpointMixin, Base):
+    """A checkpoint of a wallet's audit chain signed with the wallet service's audit key."""
+
+    __tablename__ = "audit_checkpoints"
+    chain_id: Mapped[str] = mapped_column(String(40), ForeignKey("wallets.id", ondelete="CASCADE"), primary_key=True)

@@ -14,6 +14,7 @@ from service_kit.errors import APIError
 from ssi.jose import Key
 from ssi.sd_jwt import SDJWT
 
+from . import audit
 from .models import Alert, AlertWebhookOutbox, Credential, CredentialCopy, HistoryEntry, utcnow
 from .vault import DataKey, new_id
 
@@ -110,10 +111,12 @@ async def add_credential(session: AsyncSession, key: DataKey, *, vct: str, issue
 
 
 async def add_history(session: AsyncSession, key: DataKey, kind: str, details: dict[str, Any]) -> str:
-    """Record one history event (details sealed)."""
+    """Record one history event (details sealed) and its audit chain entry, in ``session``'s transaction."""
     entry_id = new_id("hist")
-    session.add(HistoryEntry(id=entry_id, wallet_id=key.wallet_id, kind=kind,
+    now = utcnow()
+    session.add(HistoryEntry(id=entry_id, wallet_id=key.wallet_id, kind=kind, created_at=now,
                              sealed=key.seal("history", entry_id, details)))
+    await audit.record(session, key, entry_id=entry_id, kind=kind, at=now, content=details)
     return entry_id
 
 

@@ -40,6 +40,11 @@ SUBJECT_INDEX_KEY = "subject_index"
 _INDEX_AAD = b"cartera-wallet|service|subject-index"
 
 
+def service_key_aad(name: str) -> bytes:
+    """The associated data a service key row (``service_keys.name``) is sealed with."""
+    return _INDEX_AAD if name == SUBJECT_INDEX_KEY else f"cartera-wallet|service|{name}".encode()
+
+
 class VaultError(Exception):
     """A sealed value could not be opened (tampered, wrong wallet/row, or unknown key)."""
 
@@ -143,7 +148,7 @@ async def rewrap_all(session: AsyncSession, box: SecretBox, *, batch: int = 200)
     count = 0
     for row in (await session.execute(select(ServiceKey))).scalars():
         if box.needs_rewrap(row.sealed):
-            row.sealed = box.rewrap(row.sealed, _INDEX_AAD)
+            row.sealed = box.rewrap(row.sealed, service_key_aad(row.name))
             count += 1
     last = ""
     while True:

@@ -11,6 +11,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
+from .. import audit
 from ..deps import Citizen, Ctx, Principal
 from ..models import HistoryEntry
 
@@ -58,11 +59,13 @@ async def list_history(ctx: Ctx, me: Citizen,
 
 @router.get("/history/export", summary="Export my history as JSON")
 async def export_history(ctx: Ctx, me: Citizen) -> Response:
-    """The whole history as a JSON file download."""
+    """The whole history as a JSON file download, with the audit chain (``audit``: every entry, its
+    content and salt, the signed checkpoints and their JWKS) that ``cartera audit verify`` checks."""
     entries = await _entries(ctx, me, None, None, None)
     body = json.dumps({"format": "cartera-wallet-history", "version": 1,
                        "exported_at": dt.datetime.now(dt.UTC).isoformat(),
-                       "entries": [{**e, "created_at": e["created_at"].isoformat()} for e in entries]},
+                       "entries": [{**e, "created_at": e["created_at"].isoformat()} for e in entries],
+                       "audit": await audit.export(ctx, me.key)},
                       ensure_ascii=False, indent=1)
     return Response(body, media_type="application/json", headers={
         "Content-Disposition": 'attachment; filename="wallet-history.json"', "Cache-Control": "no-store"})
