@@ -44,7 +44,15 @@ from urllib.parse import urlencode, urlsplit
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
+from service_kit.security import BodySizeLimitMiddleware, SecurityHeadersMiddleware
+
 from .population import Citizen, Population, generate_population
+
+MAX_BODY_BYTES = 65_536
+# Pages carry their styles inline, and the login form posts back to a relying party's redirect.
+PAGE_HEADERS = {"Cache-Control": "no-store", "X-Frame-Options": "DENY",
+                "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; form-action 'self' *; "
+                                          "frame-ancestors 'none'; base-uri 'none'"}
 
 SCOPE = "autenticacio_usuari"
 #: Login methods VÀLid reports, with the eIDAS assurance level each gives in this sandbox.
@@ -151,6 +159,9 @@ def create_app(config: IdPSandboxConfig) -> FastAPI:
     store = _Store()
     app = FastAPI(title="Cartera development identity provider (VÀLid-compatible, synthetic citizens only)",
                   docs_url=None, redoc_url=None)
+    # Same hardening as the services: security headers on every page, and small bodies (login forms).
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=MAX_BODY_BYTES)
+    app.add_middleware(SecurityHeadersMiddleware)
     app.state.population = population
 
     def check_client(params: dict[str, str]) -> tuple[RegisteredClient, str, bool]:
@@ -203,7 +214,8 @@ def create_app(config: IdPSandboxConfig) -> FastAPI:
                 out["state"] = params["state"]
             return _redirect(redirect_uri, out)
         return HTMLResponse(_page("Error", f"<p role='alert'><strong>{html.escape(exc.error)}</strong>: "
-                                           f"{html.escape(exc.description)}</p>"), status_code=400)
+                                           f"{html.escape(exc.description)}</p>"), status_code=400,
+                            headers=PAGE_HEADERS)
 
     @app.get("/o/oauth2/auth", response_model=None)
     async def authorize(request: Request) -> Response:
@@ -225,10 +237,7 @@ def create_app(config: IdPSandboxConfig) -> FastAPI:
                 return issue_code(params, client, redirect_uri, sent, citizen, method)
         except _AuthError as exc:
             return error_response(exc, params, redirect_uri)
-        return HTMLResponse(_login_page(params, population, params.get("q", "")),
-                            headers={"Cache-Control": "no-store", "X-Frame-Options": "DENY",
-                                     "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
-                                                                "form-action 'self' *"})
+        return HTMLResponse(_login_page(params, population, params.get("q", "")), headers=PAGE_HEADERS)
 
     @app.post("/o/oauth2/login", response_model=None)
     async def login(request: Request) -> Response:
@@ -246,7 +255,8 @@ def create_app(config: IdPSandboxConfig) -> FastAPI:
             method = params.get("login_method", "")
             if citizen is None or method not in METHODS:
                 return HTMLResponse(_login_page(params, population, params.get("q", ""),
-                                                error="Choose a citizen and a login method."), status_code=400)
+                                                error="Choose a citizen and a login method."), status_code=400,
+                                    headers=PAGE_HEADERS)
             return issue_code(params, client, redirect_uri, sent, citizen, method)
         except _AuthError as exc:
             return error_response(exc, params, redirect_uri)
@@ -326,10 +336,10 @@ def create_app(config: IdPSandboxConfig) -> FastAPI:
         return JSONResponse(user_info_document(citizen, entry.method), headers={"Cache-Control": "no-store"})
 
     @app.get("/", response_class=HTMLResponse)
-    async def home() -> str:
-        return _page("Development identity provider",
-                     "<p>This service stands in for VÀLid during development. Relying parties start at "
-                     "<code>/o/oauth2/auth</code>.</p>")
+    async def home() -> HTMLResponse:
+        return HTMLResponse(_page("Development identity provider",
+                                  "<p>This service stands in for VÀLid during development. Relying parties start at "
+                                  "<code>/o/oauth2/auth</code>.</p>"), headers=PAGE_HEADERS)
 
     @app.get("/healthz")
     async def health() -> dict[str, str]:

@@ -44,13 +44,16 @@ def create_service_app(
     description: str = "",
     readiness_checks: Mapping[str, ReadinessCheck] | None = None,
     configure_logs: bool = True,
+    body_limits: Mapping[str, int] | None = None,
 ) -> FastAPI:
     """Build a FastAPI app with error handlers, middlewares, ``/healthz``, ``/readyz`` and ``/metrics``.
 
     ``lifespan_hooks`` are async context manager factories entered in order at start-up (after the app
     is built, e.g. to run migrations or start a background worker) and exited in reverse order at
     shutdown; the database is disposed last. ``configure_logs=False`` leaves logging as it is (tests
-    that capture logs themselves, or an embedding process that configured it already).
+    that capture logs themselves, or an embedding process that configured it already). ``body_limits``
+    maps exact paths with larger legitimate bodies to their own limit (``settings.max_body_bytes``
+    elsewhere).
     """
     if configure_logs:
         configure_logging(name, settings.log_level)
@@ -87,7 +90,7 @@ def create_service_app(
     app.include_router(metrics_router())
 
     # add_middleware puts each new middleware outside the previous ones: add innermost first.
-    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes, path_limits=body_limits)
     install_cors(app, settings.cors_origins)
     app.add_middleware(SecurityHeadersMiddleware, hsts=settings.public_url.startswith("https://"))
     app.add_middleware(

@@ -6,7 +6,7 @@ streaming responses streaming.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from fastapi import FastAPI, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -29,17 +29,20 @@ class BodySizeLimitMiddleware:
     """Refuse request bodies larger than ``max_bytes`` with 413 in the common JSON error shape.
 
     Checked twice: on ``Content-Length`` before anything is read, and while the body streams (chunked
-    requests have no length, and a client may lie about it).
+    requests have no length, and a client may lie about it). ``path_limits`` gives the few endpoints
+    with larger legitimate bodies (a wallet backup import) their own limit, by exact path.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, path_limits: Mapping[str, int] | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.path_limits = dict(path_limits or {})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self.path_limits.get(scope.get("path", ""), self.max_bytes)
         for name, value in scope.get("headers", []):
             if name == b"content-length":
                 try:
@@ -49,9 +52,9 @@ class BodySizeLimitMiddleware:
                 if declared < 0:
                     await self._refuse(scope, receive, send, 400, "invalid_request", "bad Content-Length")
                     return
-                if declared > self.max_bytes:
+                if declared > limit:
                     await self._refuse(scope, receive, send, 413, "request_too_large",
-                                       f"request body larger than {self.max_bytes} bytes")
+                                       f"request body larger than {limit} bytes")
                     return
         received = 0
         exceeded = False
@@ -62,9 +65,9 @@ class BodySizeLimitMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
+                if received > limit:
                     exceeded = True
-                    raise BodyTooLarge(self.max_bytes)
+                    raise BodyTooLarge(limit)
             return message
 
         async def guarded_send(message: Message) -> None:
@@ -73,19 +76,19 @@ class BodySizeLimitMiddleware:
                 response_started = True
                 if exceeded and message["status"] != 413:
                     # The app turned our exception into something else (e.g. a generic 400): answer 413.
-                    await self._send_413(scope, receive, send)
-                    raise BodyTooLarge(self.max_bytes)
+                    await self._send_413(scope, receive, send, limit)
+                    raise BodyTooLarge(limit)
             await send(message)
 
         try:
             await self.app(scope, limited_receive, guarded_send)
         except BodyTooLarge:
             if not response_started:
-                await self._send_413(scope, receive, send)
+                await self._send_413(scope, receive, send, limit)
 
-    async def _send_413(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _send_413(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
         await self._refuse(scope, receive, send, 413, "request_too_large",
-                           f"request body larger than {self.max_bytes} bytes")
+                           f"request body larger than {limit} bytes")
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send, status: int, error: str, text: str) -> None:
         # Closing the connection tells the client to stop sending the rest of a large body.

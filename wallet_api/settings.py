@@ -104,6 +104,9 @@ class WalletSettings(ServiceSettings):
         default=60.0, ge=0.0, description="Seconds between background sweeps (status checks, expiry alerts); 0 disables them.")
     pin_max_attempts: int = Field(default=5, ge=1, description="Wrong PIN attempts before presenting is locked.")
     pin_lock_seconds: int = Field(default=900, ge=1, description="How long presenting stays locked after too many wrong PINs.")
+    max_backup_bytes: int = Field(
+        default=16 * 1_048_576, ge=1024,
+        description="Largest backup accepted by `POST /v1/backup/import`, bytes (other requests: `max_body_bytes`).")
     rate_limit_login_client: RateSpec = Field(
         default="120/60", description="Login starts and token requests per client address (BURST/SECONDS, 0: off; "
                                       "docs/security.md).")
