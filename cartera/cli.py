@@ -28,6 +28,7 @@ def _root() -> None:
 # (module under cartera.commands, attribute, group name or None to merge its commands at top level)
 COMMAND_GROUPS: list[tuple[str, str, str | None]] = [
     # command-groups: one line per group, kept in this list
+    ("hsm", "app", "hsm"),
     ("audit", "app", "audit"),
     ("demo", "app", None),
     ("db", "app", "db"),

@@ -206,8 +206,23 @@ def show(credential_id: Annotated[str, typer.Argument(help="The credential id.")
 
 
 @app.command("rotate-key")
-def rotate_key(url: UrlOpt = None, api_key: KeyOpt = None, tenant: TenantOpt = None, as_json: JsonOpt = False) -> None:
+def rotate_key(url: UrlOpt = None, api_key: KeyOpt = None, tenant: TenantOpt = None, as_json: JsonOpt = False,
+               backend: Annotated[str | None, typer.Option(
+                   "--backend", help="Where the new key is made: software, or pkcs11 (in the issuer's configured "
+                                     "token, non-extractable). Default: the issuer's key_backend setting.")] = None,
+               token_key_label: Annotated[str | None, typer.Option(
+                   "--token-key-label", help="Register this existing key of the issuer's PKCS#11 token instead "
+                                             "of generating one (see `cartera hsm generate`).")] = None) -> None:
     """Rotate the tenant's signing key (needs the issuer's CA; old credentials keep verifying)."""
+    if backend not in (None, "software", "pkcs11"):
+        fail("--backend is software or pkcs11")
     base, key = _connection(url, api_key, tenant)
-    info = call_api("issuer", "POST", base, key, "/v1/keys/rotate", json={})
-    typer.echo(json.dumps(info) if as_json else f"new signing key {info['kid']} (certificate until {info['not_after']})")
+    body: dict[str, Any] = {}
+    if backend:
+        body["backend"] = backend
+    if token_key_label:
+        body["token_key_label"] = token_key_label
+    info = call_api("issuer", "POST", base, key, "/v1/keys/rotate", json=body)
+    where = f" in token {info['token_key']['token']} as {info['token_key']['label']}" if info.get("token_key") else ""
+    typer.echo(json.dumps(info) if as_json else
+               f"new signing key {info['kid']}{where} (certificate until {info['not_after']})")

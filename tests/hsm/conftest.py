@@ -22,8 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 
+from issuer.settings import IssuerSettings
 from service_kit.pkcs11 import PKCS11Config, Token, open_token
+from tests.issuer.conftest import IssuerEnv, Sandbox, make_settings, sandbox, start_issuer  # noqa: F401 - fixture
+from tests.support.servers import free_port
 
 MODULE = Path("/usr/lib/softhsm/libsofthsm2.so")
 PIN = "4711-cartera"
@@ -79,3 +83,19 @@ def token(softhsm: SoftHSM) -> Iterator[Token]:
         yield opened
     finally:
         opened.close()
+
+
+def hsm_settings(base: IssuerSettings, softhsm: SoftHSM, **extra: object) -> IssuerSettings:
+    """``base`` with tenant keys in the test token."""
+    update = {"key_backend": "pkcs11", "pkcs11_module": softhsm.module, "pkcs11_token_label": softhsm.token,
+              "pkcs11_pin": SecretStr(softhsm.pin), **extra}
+    return base.model_copy(update=update)
+
+
+@pytest.fixture(scope="session")
+def hsm_issuer(sandbox: Sandbox, softhsm: SoftHSM, token: Token,  # noqa: F811 - the imported fixture
+               tmp_path_factory: pytest.TempPathFactory) -> Iterator[IssuerEnv]:
+    """An issuer (SQLite) provisioned with the demo tenants, every tenant key generated in the token."""
+    folder = tmp_path_factory.mktemp("issuer-hsm")
+    base = make_settings(sandbox, f"sqlite+aiosqlite:///{folder / 'issuer.db'}", free_port(), folder, folder)
+    yield from start_issuer(sandbox, hsm_settings(base, softhsm))

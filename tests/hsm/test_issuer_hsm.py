@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -20,27 +19,12 @@ from sandbox.population import DEMO_EVERYTHING
 from service_kit.pkcs11 import PKCS11Error, Token, TokenKeyRef
 from ssi import x509 as ssi_x509
 from ssi.sd_jwt import SDJWT
-from tests.hsm.conftest import SoftHSM
-from tests.issuer.conftest import IssuerEnv, Sandbox, make_settings, sandbox, start_issuer  # noqa: F401 - fixture
+from tests.hsm.conftest import SoftHSM, hsm_settings
+from tests.issuer.conftest import IssuerEnv
 from tests.issuer.helpers import LIMITS, create_offer, verify_with_reference_library, verify_with_ssi
-from tests.support.servers import free_port
 from tests.support.wallet_client import IssuerError, WalletClient
 
 pytestmark = pytest.mark.anyio
-
-
-def hsm_settings(base: IssuerSettings, softhsm: SoftHSM, **extra: object) -> IssuerSettings:
-    update = {"key_backend": "pkcs11", "pkcs11_module": softhsm.module, "pkcs11_token_label": softhsm.token,
-              "pkcs11_pin": SecretStr(softhsm.pin), **extra}
-    return base.model_copy(update=update)
-
-
-@pytest.fixture(scope="module")
-def hsm_issuer(sandbox: Sandbox, softhsm: SoftHSM, token: Token,  # noqa: F811 - the imported fixture
-               tmp_path_factory: pytest.TempPathFactory) -> Iterator[IssuerEnv]:
-    folder = tmp_path_factory.mktemp("issuer-hsm")
-    base = make_settings(sandbox, f"sqlite+aiosqlite:///{folder / 'issuer.db'}", free_port(), folder, folder)
-    yield from start_issuer(sandbox, hsm_settings(base, softhsm))
 
 
 async def issue(env: IssuerEnv, slug: str = "uni-barcelona", type_id: str = "university-diploma") -> tuple[str, object]:
