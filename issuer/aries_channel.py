@@ -11,6 +11,9 @@ Flow (docs/aries.md):
    (the same adapter and mapping as OpenID4VCI), write the shared issuance record with a status index
    of the tenant's status list, build the W3C VC (:func:`aries.jsonld.build_credential`) with a
    ``BitstringStatusListEntry`` and offer it (``ld_proof``, the suite configured for the type).
+   A source that answers *pending* keeps the connection and the exchange (``pending``, its source
+   reference in a :class:`~issuer.models.DeferredTransaction`); a sweep in every worker polls the source
+   on the deferred flow's schedule and offers the credential when the data arrive.
 3. ``issue_credential_v2_0`` webhooks finish the exchange: ``credential-issued``/``done`` emit the
    ``credential.issued`` event; ``abandoned`` removes the issuance record (nothing recorded as issued).
 
@@ -25,6 +28,7 @@ import base64
 import contextlib
 import datetime as dt
 import logging
+import os
 import secrets
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
@@ -60,12 +64,13 @@ from service_kit.errors import APIError
 from ssi import status_list as sl
 from ssi.qr import qr_png, qr_svg
 
+from . import audit
 from .aries_models import AriesExchange, AriesTenantDid, AriesWebhookEvent, AriesWebhookKey
 from .context import BoundedCache, IssuerContext, new_id, secret_hash, utcnow
 from .issuance import enqueue_event, fetch_record, subject_from_json
-from .models import IssuanceRecord, StatusEntry, StatusList, Tenant
-from .registry import get_source, tenant_types
-from .sources import Pending
+from .models import DeferredTransaction, IssuanceRecord, StatusEntry, StatusList, Tenant
+from .registry import RegisteredType, get_source, tenant_types
+from .sources import Claims, Pending
 from .status import allocate
 from .tenancy import TenantRef
 
@@ -75,6 +80,19 @@ SUITES = {"bbs": BBS, "ed25519": ED25519}
 SUITE_NAMES = {v: k for k, v in SUITES.items()}
 SUITE_CONTEXTS = {BBS: BBS_V1, ED25519: ED25519_2020}
 ISSUED_STATES = ("credential-issued", "done")
+#: How long a source may keep an Aries issuance pending (as an OpenID4VCI deferred transaction lives).
+DEFERRED_TTL = dt.timedelta(days=30)
+#: A poll in progress moves the exchange's next poll this far ahead, so that other workers skip it.
+POLL_LEASE = dt.timedelta(seconds=60)
+#: Seconds between two sweeps for due deferred exchanges (each a cheap indexed query).
+SWEEP_EVERY = 1.0
+#: ``token_hash`` of an Aries deferral: no access token polls it (a SHA-256 hex digest never equals this).
+NO_TOKEN = "aries"  # noqa: S105 - a marker, not a secret
+
+
+def deferred_key(exchange_id: str) -> str:
+    """Primary key of the :class:`DeferredTransaction` that keeps an Aries exchange's source reference."""
+    return f"aries:{exchange_id}"
 
 
 @dataclass(frozen=True)
@@ -147,11 +165,17 @@ class IssuerAriesChannel:
             endpoint=settings.aries_endpoint, webhook_url=f"{local}/v1/aries/webhooks",
             master_key=load_master_key(settings), contexts=await self._contexts(),
             extra_args=["--auto-accept-requests", "--auto-respond-credential-request"])
+        sweep: asyncio.Task[None] | None = None
         try:
             if self.runtime.webhook_key:
                 await self._store_webhook_key(self.runtime.webhook_key)
+            sweep = asyncio.create_task(self._poll_loop(), name="aries-deferred-sweep")
             yield
         finally:
+            if sweep is not None:
+                sweep.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await sweep
             await self.runtime.stop()
             self.runtime = None
 
@@ -236,8 +260,9 @@ class IssuerAriesChannel:
                 created_at=now, expires_at=expires, updated_at=now))
         short_url = f"{self.ctx.issuer_url(tenant.slug)}/v1/aries/i/{code}"
         png, svg = await asyncio.gather(asyncio.to_thread(qr_png, short_url), asyncio.to_thread(qr_svg, short_url))
+        # The worker's pid: with several workers sharing one agent, operators see which one acted.
         log.info("aries invitation created", extra={"exchange_id": exchange_id, "type_id": type_id,
-                                                    "tenant": tenant.slug})
+                                                    "tenant": tenant.slug, "worker_pid": os.getpid()})
         return CreatedInvitation(exchange_id, invitation.invitation_url, short_url, proof_type, expires, png, svg)
 
     async def invitation_for_code(self, tenant: TenantRef, code: str) -> AriesExchange | None:
@@ -321,23 +346,34 @@ class IssuerAriesChannel:
                                   .values(state=state, updated_at=utcnow(), **values))
 
     async def _offer(self, exchange_id: str) -> None:
-        """Query the source, record the issuance (with a status index) and offer the credential."""
-        ctx = self.ctx
-        async with ctx.db.read_session() as session:
+        """Query the source; offer the credential, or keep the exchange ``pending`` when the source defers."""
+        ex, tenant, reg = await self._load(exchange_id)
+        subject = subject_from_json(ex.subject)
+        answer = await fetch_record(self.ctx, tenant, reg, subject, selector=ex.selector, request_id=None)
+        if isinstance(answer, Pending):
+            await self._defer(ex, answer)
+            return
+        await self._record_and_offer(ex, tenant, reg, answer)
+
+    async def _load(self, exchange_id: str) -> tuple[AriesExchange, TenantRef, RegisteredType]:
+        async with self.ctx.db.read_session() as session:
             ex = (await session.execute(select(AriesExchange).where(AriesExchange.id == exchange_id))).scalar_one()
             tenant = _tenant_ref((await session.execute(select(Tenant).where(Tenant.id == ex.tenant_id))).scalar_one())
-            reg = (await tenant_types(ctx, session, tenant.id)).get(ex.type_id)
+            reg = (await tenant_types(self.ctx, session, tenant.id)).get(ex.type_id)
         if reg is None:
             raise AriesError("type_gone", "the credential type is no longer registered")
-        subject = subject_from_json(ex.subject)
-        answer = await fetch_record(ctx, tenant, reg, subject, selector=ex.selector, request_id=None)
-        if isinstance(answer, Pending):
-            raise AriesError("source_pending", "the data source answered pending; the Aries channel has no deferral")
+        return ex, tenant, reg
+
+    async def _record_and_offer(self, ex: AriesExchange, tenant: TenantRef, reg: RegisteredType,
+                                answer: Claims) -> None:
+        """Record the issuance (with a status index) and offer the credential on the exchange's connection."""
+        ctx = self.ctx
         now = utcnow()
         claims = reg.ctype.map_claims(answer.record, now=now)
         did = await self.tenant_did(tenant.id, ex.proof_type)
         credential_id = new_id("c_", 12)
         issuer_url = ctx.issuer_url(tenant.slug)
+        subject = subject_from_json(ex.subject)
         async with ctx.session() as session:
             record = IssuanceRecord(
                 id=credential_id, tenant_id=tenant.id, type_id=reg.type_id, type_version=reg.version,
@@ -349,6 +385,7 @@ class IssuerAriesChannel:
             session.add(record)
             await session.flush()
             ((list_id, idx),) = await allocate(ctx, session, tenant.id, credential_id, 1)
+            await audit.record_row(session, record)
         list_url = f"{issuer_url}/v1/aries/status/{list_id}/{SUITE_NAMES[ex.proof_type]}"
         credential = build_credential(reg.ctype, claims, issuer_did=did, issuer_base_url=issuer_url,
                                       proof_type=ex.proof_type, issued_at=now, status=status_entry(list_url, idx))
@@ -358,9 +395,124 @@ class IssuerAriesChannel:
             await self._forget_record(credential_id)
             raise
         async with ctx.session() as session:
-            await session.execute(update(AriesExchange).where(AriesExchange.id == exchange_id).values(
+            await session.execute(update(AriesExchange).where(AriesExchange.id == ex.id).values(
                 state="offered", cred_ex_id=sent.record_id, thread_id=sent.thread_id, credential_id=credential_id,
                 updated_at=utcnow()))
+            # A deferred exchange is finished with its source: nothing is left to poll.
+            await session.execute(delete(DeferredTransaction).where(
+                DeferredTransaction.transaction_hash == deferred_key(ex.id)))
+
+    # -- deferred issuance (the source answered pending) -----------------------------------------------
+
+    def _poll_delay(self, retry_after: int) -> dt.timedelta:
+        # As the OpenID4VCI deferred flow tells a wallet: the source's estimate, at least the deferred
+        # interval, bounded so a long estimate that proves pessimistic does not leave the citizen waiting.
+        settings = self.ctx.settings
+        return dt.timedelta(seconds=max(settings.deferred_interval,
+                                        min(retry_after, settings.aries_deferred_max_interval)))
+
+    async def _defer(self, ex: AriesExchange, answer: Pending) -> None:
+        """Keep the connection and the exchange; remember the source's reference to poll it later.
+
+        The reference lives in a :class:`~issuer.models.DeferredTransaction` (the OpenID4VCI deferred
+        machinery: the same columns, the same :func:`~issuer.issuance.fetch_record` poll), keyed
+        ``aries:<exchange id>`` and bound to no access token; the exchange turns ``pending`` and its
+        ``expires_at`` becomes the moment of the next poll.
+        """
+        now = utcnow()
+        async with self.ctx.session() as session:
+            session.add(DeferredTransaction(
+                transaction_hash=deferred_key(ex.id), tenant_id=ex.tenant_id, token_hash=NO_TOKEN,
+                configuration_id=ex.type_id, credential_id=new_id("c_", 12), source_reference=answer.reference,
+                subject=ex.subject, selector=ex.selector,
+                login={"method": "operator", "channel": "aries", "exchange_id": ex.id}, holder_jwks=[],
+                request_id=answer.reference[:40], offer_id=None, created_at=now,
+                expires_at=now + DEFERRED_TTL,
+                sealed_response=None, dpop_jkt=None))
+            await session.execute(update(AriesExchange).where(AriesExchange.id == ex.id).values(
+                state="pending", expires_at=now + self._poll_delay(answer.retry_after), updated_at=now))
+        log.info("aries issuance deferred by the source", extra={"exchange_id": ex.id, "type_id": ex.type_id})
+
+    async def poll_due(self, limit: int = 20) -> int:
+        """Poll the source of every ``pending`` exchange whose time has come; returns how many were polled.
+
+        Each exchange is leased by a conditional ``UPDATE`` (its next poll moved ahead) before its source
+        is asked, so several workers sweeping together never poll one exchange twice at once.
+        """
+        if self.runtime is None:
+            return 0
+        now = utcnow()
+        async with self.ctx.db.read_session() as session:
+            due = list((await session.execute(select(AriesExchange.id).where(
+                AriesExchange.state == "pending", AriesExchange.expires_at <= now)
+                .order_by(AriesExchange.expires_at).limit(limit))).scalars())
+        polled = 0
+        for exchange_id in due:
+            async with self.ctx.session() as session:
+                leased = (await session.execute(
+                    update(AriesExchange).where(AriesExchange.id == exchange_id, AriesExchange.state == "pending",
+                                                AriesExchange.expires_at <= now)
+                    .values(expires_at=now + POLL_LEASE).returning(AriesExchange.id))).scalar_one_or_none()
+            if leased is None:
+                continue
+            polled += 1
+            try:
+                await self._poll_one(exchange_id)
+            except asyncio.CancelledError:
+                # Shutting down mid-poll: give the exchange back at once rather than after the lease.
+                await asyncio.shield(self._reschedule(exchange_id, 0))
+                raise
+            except (APIError, AriesError, CredentialSchemaError) as exc:
+                code = exc.code if isinstance(exc, AriesError | CredentialSchemaError) else exc.error
+                if isinstance(exc, APIError) and exc.status_code == 503:
+                    # The source (or our agent) is down for now: keep the exchange, ask again later.
+                    await self._reschedule(exchange_id, 30)
+                    continue
+                log.warning("aries deferred issuance failed", extra={"exchange_id": exchange_id, "code": code})
+                await self._fail_deferred(exchange_id, str(code)[:100])
+        return polled
+
+    async def _poll_one(self, exchange_id: str) -> None:
+        ex, tenant, reg = await self._load(exchange_id)
+        async with self.ctx.db.read_session() as session:
+            row = (await session.execute(select(DeferredTransaction).where(
+                DeferredTransaction.transaction_hash == deferred_key(exchange_id)))).scalar_one_or_none()
+        if row is None:
+            raise AriesError("deferral_lost", "the deferred source reference is gone")
+        if row.expires_at <= utcnow():
+            raise AriesError("source_pending_expired", "the data source did not answer in time")
+        # Asking the source consumes its answer: with our agent gone it would be lost, so wait instead.
+        try:
+            self.agent_client()
+        except AriesError as exc:
+            raise unavailable_error(exc) from exc
+        answer = await fetch_record(self.ctx, tenant, reg, subject_from_json(row.subject), selector=row.selector,
+                                    request_id=None, poll_reference=row.source_reference)
+        if isinstance(answer, Pending):
+            await self._reschedule(exchange_id, answer.retry_after)
+            return
+        await self._record_and_offer(ex, tenant, reg, answer)
+
+    async def _reschedule(self, exchange_id: str, retry_after: int) -> None:
+        async with self.ctx.session() as session:
+            await session.execute(update(AriesExchange).where(
+                AriesExchange.id == exchange_id, AriesExchange.state == "pending").values(
+                expires_at=utcnow() + self._poll_delay(retry_after), updated_at=utcnow()))
+
+    async def _fail_deferred(self, exchange_id: str, code: str) -> None:
+        async with self.ctx.session() as session:
+            await session.execute(update(AriesExchange).where(AriesExchange.id == exchange_id).values(
+                state="failed", error=code, updated_at=utcnow()))
+            await session.execute(delete(DeferredTransaction).where(
+                DeferredTransaction.transaction_hash == deferred_key(exchange_id)))
+
+    async def _poll_loop(self) -> None:
+        while True:
+            try:
+                await self.poll_due()
+            except Exception:  # noqa: BLE001 - the sweep must outlive one bad round (database hiccup)
+                log.exception("aries deferred sweep failed")
+            await asyncio.sleep(SWEEP_EVERY)
 
     def agent_client(self) -> AdminClient:
         """The admin client for background steps (typed Aries errors instead of HTTP errors)."""
@@ -371,6 +523,9 @@ class IssuerAriesChannel:
 
     async def _forget_record(self, credential_id: str) -> None:
         async with self.ctx.session() as session:
+            record = await session.get(IssuanceRecord, credential_id)
+            if record is not None:
+                await audit.record_withdrawal(session, record)
             await session.execute(delete(StatusEntry).where(StatusEntry.record_id == credential_id))
             await session.execute(delete(IssuanceRecord).where(IssuanceRecord.id == credential_id))
 
@@ -402,7 +557,8 @@ class IssuerAriesChannel:
             if self.ctx.issued_counter is not None:
                 self.ctx.issued_counter.labels(tenant.slug, type_id).inc()
             log.info("credential issued", extra={"credential_id": credential_id, "type_id": type_id,
-                                                 "tenant": tenant.slug, "channel": "aries"})
+                                                 "tenant": tenant.slug, "channel": "aries",
+                                                 "worker_pid": os.getpid()})
             return
         async with self.ctx.session() as session:
             gone = (await session.execute(

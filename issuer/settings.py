@@ -97,6 +97,9 @@ class IssuerSettings(ServiceSettings):
         default_factory=dict, description="Signature suite per credential type id (JSON object); types not listed "
                                           "use Ed25519Signature2020.")
     aries_invitation_ttl: int = Field(default=3600, ge=60, description="Lifetime of an Aries invitation, seconds.")
+    aries_deferred_max_interval: int = Field(
+        default=3600, ge=1, description="Longest wait, seconds, between two polls of a data source that answered "
+                                        "pending to an Aries issuance (its own estimate is used when shorter).")
     # Keys in hardware (docs/security.md, "Keys in hardware (PKCS#11)").
     key_backend: Literal["software", "pkcs11"] = Field(
         default="software", description="Where new tenant signing keys are made: `software` (sealed under the master key in "

@@ -59,13 +59,15 @@ class ExchangeInfo(BaseModel):
     type: str
     subject_identifier: str
     proof_type: str
-    state: Literal["invited", "offering", "offered", "issued", "failed", "abandoned"] = Field(
-        description="invited → offering (wallet connected) → offered → issued; or failed / abandoned.")
+    state: Literal["invited", "offering", "pending", "offered", "issued", "failed", "abandoned"] = Field(
+        description="invited → offering (wallet connected) → offered → issued; or failed / abandoned. `pending`: "
+                    "the data source answered asynchronously; the issuer polls it and offers when the data arrive.")
     credential_id: str | None = Field(description="The issuance record (shared with OpenID4VCI: revoke it through "
                                                   "`/v1/credentials/{id}/revoke`).")
     error: str | None = Field(description="Code of the failure, when failed.")
     created_at: dt.datetime
-    expires_at: dt.datetime
+    expires_at: dt.datetime = Field(description="Until when the invitation may be used; while `pending`, when the "
+                                                "data source is asked next.")
 
 
 @router.post("/aries/invitations", status_code=201, response_model=InvitationCreated,
