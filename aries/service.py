@@ -11,17 +11,28 @@ A service with the Aries channel enabled either
 
 Either way the service stores only the *hash* of the webhook key (its database, so that every worker
 can authenticate deliveries) and never logs a payload.
+
+Several worker processes of one service share ONE managed agent: an exclusive ``flock`` on
+``<data_dir>/agent.lock`` decides which worker starts it (the owner, holding the lock for the agent's
+life); the owner then writes ``<data_dir>/agent.json`` (admin URL and a per-start nonce, no secret) and
+every other worker attaches to that admin URL with the admin API key derived from the master key and
+the nonce. Webhooks go to the service's port, which any worker answers: the state they act on is in
+the database. When the owner is gone (the lock is free), the next worker to look takes over.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
+import fcntl
 import hashlib
 import hmac
 import json
 import logging
+import os
 import secrets
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +41,7 @@ from typing import Any
 from service_kit.errors import APIError
 
 from .client import AdminClient
-from .errors import AriesError
+from .errors import AgentUnavailable, AriesError
 from .runner import AgentConfig, AgentProcess
 
 LOG = logging.getLogger("cartera.aries.service")
@@ -39,6 +50,13 @@ LOG = logging.getLogger("cartera.aries.service")
 def derive_wallet_key(master_key: bytes, name: str) -> str:
     """The askar wallet key of the agent ``name``: HMAC-SHA256 of the service master key (base64url)."""
     digest = hmac.new(master_key, f"cartera/aries/wallet-key/{name}".encode(), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest).decode("ascii").rstrip("=")
+
+
+def derive_admin_key(master_key: bytes, name: str, start_id: str) -> str:
+    """The admin API key of one start of the managed agent ``name`` (every worker can derive it)."""
+    message = f"cartera/aries/admin-key/{name}/{start_id}".encode()
+    digest = hmac.new(master_key, message, hashlib.sha256).digest()
     return base64.urlsafe_b64encode(digest).decode("ascii").rstrip("=")
 
 
@@ -60,6 +78,10 @@ class AgentRuntime:
     client: AdminClient
     webhook_key: str | None = field(default=None, repr=False)
     process: AgentProcess | None = None
+    #: The open ``agent.lock`` of the worker that owns the managed agent (released at stop).
+    lock: SharedAgentLock | None = field(default=None, repr=False)
+    #: ``owner``, ``attached`` (another worker's agent) or ``external``.
+    role: str = "external"
 
     def check(self) -> None:
         """Raise :class:`~aries.errors.AgentCrashed` when a managed agent exited unexpectedly."""
@@ -67,10 +89,70 @@ class AgentRuntime:
             self.process.check()
 
     async def stop(self) -> None:
-        """Close the client and stop a managed agent."""
+        """Close the client; the owner also stops the agent and gives up the lock."""
         await self.client.aclose()
         if self.process is not None:
             await asyncio.to_thread(self.process.stop)
+        if self.lock is not None:
+            self.lock.release()
+
+
+class SharedAgentLock:
+    """``<data_dir>/agent.lock`` (who owns the managed agent) and ``agent.json`` (where to find it).
+
+    ``flock`` locks belong to an open file description: the kernel releases them when the owning
+    process dies however it dies, so a crashed owner never blocks a takeover.
+    """
+
+    def __init__(self, data_dir: Path) -> None:
+        self.path = data_dir / "agent.lock"
+        self.info_path = data_dir / "agent.json"
+        self._fd: int | None = None
+
+    def try_acquire(self) -> bool:
+        """Take the lock without waiting; True when this process now owns the agent."""
+        if self._fd is not None:
+            return True
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            return False
+        self._fd = fd
+        return True
+
+    def release(self) -> None:
+        """Forget the published agent and release the lock."""
+        if self._fd is None:
+            return
+        with contextlib.suppress(FileNotFoundError):
+            self.info_path.unlink()
+        fcntl.flock(self._fd, fcntl.LOCK_UN)
+        os.close(self._fd)
+        self._fd = None
+
+    def publish(self, admin_url: str, start_id: str) -> None:
+        """Tell the other workers where the agent is (written whole, then renamed: never seen half-written)."""
+        tmp = self.info_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"admin_url": admin_url, "start_id": start_id, "owner_pid": os.getpid()}),
+                       encoding="utf-8")
+        os.replace(tmp, self.info_path)
+
+    def unpublish(self) -> None:
+        """Remove what a previous owner published (called by a new owner before it starts the agent)."""
+        with contextlib.suppress(FileNotFoundError):
+            self.info_path.unlink()
+
+    def published(self) -> dict[str, str] | None:
+        """What the owner published, or None."""
+        try:
+            data = json.loads(self.info_path.read_text(encoding="utf-8"))
+        except (FileNotFoundError, ValueError):
+            return None
+        if not isinstance(data, dict) or not data.get("admin_url") or not data.get("start_id"):
+            return None
+        return {"admin_url": str(data["admin_url"]), "start_id": str(data["start_id"])}
 
 
 async def start_runtime(*, name: str, label: str, admin_url: str, admin_api_key: str | None,
@@ -84,18 +166,64 @@ async def start_runtime(*, name: str, label: str, admin_url: str, admin_api_key:
             raise AriesError("agent_misconfigured", "an external agent needs its admin API key")
         return AgentRuntime(AdminClient(admin_url, admin_api_key), webhook_key)
     data_dir.mkdir(parents=True, exist_ok=True)
+    lock = SharedAgentLock(data_dir)
+    deadline = time.monotonic() + timeout
+    while True:
+        if lock.try_acquire():
+            return await _start_owned(lock, name=name, label=label, data_dir=data_dir, inbound_port=inbound_port,
+                                      admin_port=admin_port, endpoint=endpoint, webhook_url=webhook_url,
+                                      master_key=master_key, contexts=contexts, extra_args=extra_args,
+                                      timeout=max(deadline - time.monotonic(), 5.0))
+        attached = await _attach(lock, name, master_key)
+        if attached is not None:
+            return attached
+        if time.monotonic() > deadline:
+            raise AgentUnavailable(f"the agent started by another worker of {name!r} did not become ready in time")
+        await asyncio.sleep(0.2)
+
+
+async def _start_owned(lock: SharedAgentLock, *, name: str, label: str, data_dir: Path, inbound_port: int,
+                       admin_port: int, endpoint: str, webhook_url: str, master_key: bytes,
+                       contexts: dict[str, Any] | None, extra_args: Iterable[str], timeout: float) -> AgentRuntime:
+    lock.unpublish()
     contexts_file = None
     if contexts:
         contexts_file = data_dir / "contexts.json"
         contexts_file.write_text(json.dumps(contexts), encoding="utf-8")
+    start_id = secrets.token_urlsafe(16)
     hook_key = secrets.token_urlsafe(32)
     config = AgentConfig(name=name, label=label, data_dir=data_dir, inbound_port=inbound_port,
                          admin_port=admin_port, endpoint=endpoint,
+                         admin_api_key=derive_admin_key(master_key, name, start_id),
                          wallet_key=derive_wallet_key(master_key, name), webhook_url=webhook_url,
                          webhook_api_key=hook_key, contexts_file=contexts_file, extra_args=list(extra_args))
     process = AgentProcess(config)
-    await asyncio.to_thread(process.start, timeout)
-    return AgentRuntime(AdminClient(config.admin_url, config.admin_api_key), hook_key, process)
+    try:
+        await asyncio.to_thread(process.start, timeout)
+    except BaseException:
+        lock.release()
+        raise
+    lock.publish(config.admin_url, start_id)
+    LOG.info("managed agent %s started by this worker (pid %s)", name, os.getpid())
+    return AgentRuntime(AdminClient(config.admin_url, config.admin_api_key), hook_key, process, lock, "owner")
+
+
+async def _attach(lock: SharedAgentLock, name: str, master_key: bytes) -> AgentRuntime | None:
+    """The runtime of the agent another worker started, once it answers ready with the derived key."""
+    info = lock.published()
+    if info is None:
+        return None
+    client = AdminClient(info["admin_url"], derive_admin_key(master_key, name, info["start_id"]), timeout=2.0)
+    try:
+        ready = await client.ready()
+    except AriesError:
+        ready = False
+    await client.aclose()
+    if not ready:
+        return None
+    LOG.info("attached to the managed agent %s of another worker", name)
+    return AgentRuntime(AdminClient(info["admin_url"], derive_admin_key(master_key, name, info["start_id"])),
+                        None, None, None, "attached")
 
 
 def unavailable_error(exc: AriesError) -> APIError:
