@@ -24,7 +24,7 @@ from .context import IssuerContext
 from .events import background
 from .keys import key_backend
 from .models import RateLimitBucket
-from .routes import admin, aries, aries_admin, authorization, protocol
+from .routes import admin, aries, aries_admin, audit_admin, authorization, protocol
 from .settings import IssuerSettings
 
 __version__ = "0.1.0"
@@ -84,4 +84,5 @@ def create_app(settings: IssuerSettings | None = None, *, run_background: bool =
     app.include_router(authorization.router)
     app.include_router(admin.router, prefix=app.state.api_prefix)
     app.include_router(aries_admin.router, prefix=app.state.api_prefix)
+    app.include_router(audit_admin.router, prefix=app.state.api_prefix)
     return app

@@ -10,12 +10,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from credential_schemas import CredentialSchemaError
@@ -24,7 +22,7 @@ from ssi.oid4vci import CREDENTIAL_REQUEST_DENIED
 from ssi.sd_jwt_vc import issue_sd_jwt_vc
 from ssi.status_list import status_claim
 
-from . import statements
+from . import audit, statements
 from .context import IssuerContext, new_id, utcnow
 from .keys import active_key
 from .registry import RegisteredType, get_source
@@ -39,7 +37,7 @@ from .sources import (
     Subject,
     SubjectNotFound,
 )
-from .status import allocate, cached_current_list, current_list, status_list_uri
+from .status import allocate, status_list_uri
 from .tenancy import TenantRef as Tenant
 
 log = logging.getLogger(__name__)
@@ -145,35 +143,6 @@ async def enqueue_event(conn: AsyncSession | AsyncConnection, tenant: Tenant, ev
         await conn.execute(statements.INSERT_OUTBOX, rows)
 
 
-async def _record_one_copy(ctx: IssuerContext, tenant_id: str, record: dict[str, Any],
-                           sign: Callable[[list[tuple[str, int]]], dict[str, Any]],
-                           stored_row: Callable[[dict[str, Any]], dict[str, Any]]) -> dict[str, Any] | None:
-    """PostgreSQL, one copy: draw an index, sign, and write record + index + stored response in one
-    statement (``PG_RECORD_ONE_COPY``, AUTOCOMMIT: one round trip instead of five). A taken index
-    fails the whole statement, so another is drawn and the credential signed again; ``None`` after
-    a few collisions (the caller's transaction then handles a full list)."""
-    for _ in range(4):
-        cached = cached_current_list(ctx, tenant_id)
-        if cached is None:
-            # AUTOCOMMIT: a list created here (the tenant's first) commits at once, empty, harmlessly.
-            async with ctx.read_connection() as conn:
-                cached = await current_list(ctx, conn, tenant_id)
-        list_id, size = cached
-        idx = secrets.randbelow(size)
-        body = sign([(list_id, idx)])
-        params = {f"r_{k}": v for k, v in record.items()}
-        params.update({f"s_{k}": v for k, v in stored_row(body).items()})
-        params.update(b_list_id=list_id, b_idx=idx)
-        try:
-            async with ctx.single_statement() as conn:
-                written = (await conn.execute(statements.PG_RECORD_ONE_COPY, params)).first()
-        except IntegrityError:
-            continue
-        if written is not None:
-            return body
-    return None
-
-
 async def sign_and_record(ctx: IssuerContext, tenant: Tenant, reg: RegisteredType, claims_outcome: Claims,
                           subject: Subject, holder_jwks: list[dict[str, Any]], *, credential_id: str,
                           login: dict[str, Any], offer_id: str | None, finalize: Finalize | None = None,
@@ -183,7 +152,8 @@ async def sign_and_record(ctx: IssuerContext, tenant: Tenant, reg: RegisteredTyp
 
     ``webhooks=False`` (the caller read, during this request, that the tenant has no webhook
     endpoint) skips the outbox query. ``stored_row`` (the ``stored_responses`` row ``finalize``
-    writes, as parameters) lets a single copy on PostgreSQL be recorded in one statement.
+    writes) is accepted for callers but no longer used: the one-statement PostgreSQL path it fed
+    cannot append the record to the tenant's audit chain in the same transaction.
     """
     now = utcnow()
     try:
@@ -224,19 +194,19 @@ async def sign_and_record(ctx: IssuerContext, tenant: Tenant, reg: RegisteredTyp
                 iat=iat, nbf=iat, exp=exp, vct_integrity=integrity)})
         return {"credentials": credentials, "notification_id": notification_id}
 
-    body = None
-    if stored_row is not None and not webhooks and len(holder_jwks) == 1 and ctx.db.backend == "postgresql":
-        body = await _record_one_copy(ctx, tenant.id, record, sign, stored_row)
-    if body is None:
-        # Prebuilt Core statements in one transaction (issuer.statements): record, status indices,
-        # webhook events and the caller's own row commit together or not at all.
-        async with ctx.write_connection() as conn:
-            await conn.execute(statements.INSERT_RECORD, record)
-            body = sign(await allocate(ctx, conn, tenant.id, credential_id, len(holder_jwks)))
-            if webhooks:
-                await enqueue_event(conn, tenant, "credential.issued", credential_id, reg.type_id)
-            if finalize is not None:
-                await finalize(conn, body)
+    # Prebuilt Core statements in one transaction (issuer.statements): record, status indices, webhook
+    # events, the caller's own row and the record's audit chain entry commit together or not at all.
+    # The chain entry comes last: its head-row lock serialises the tenant's issuances until COMMIT, so
+    # it is taken when nothing but the COMMIT is left. (This is also why the one-statement PostgreSQL
+    # path, _record_one_copy, is not used any more: the chain append cannot join that statement.)
+    async with ctx.write_connection() as conn:
+        await conn.execute(statements.INSERT_RECORD, record)
+        body = sign(await allocate(ctx, conn, tenant.id, credential_id, len(holder_jwks)))
+        if webhooks:
+            await enqueue_event(conn, tenant, "credential.issued", credential_id, reg.type_id)
+        if finalize is not None:
+            await finalize(conn, body)
+        await audit.record_issuance(conn, record, signer=signer.key, issuer=issuer)
     if ctx.issued_counter is not None:
         ctx.issued_counter.labels(tenant.slug, reg.type_id).inc(len(holder_jwks))
     log.info("credential issued", extra={"credential_id": credential_id, "type_id": reg.type_id,

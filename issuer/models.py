@@ -15,6 +15,7 @@ from sqlalchemy import (
     JSON,
     Boolean,
     ForeignKey,
+    Index,
     Integer,
     LargeBinary,
     String,
@@ -23,6 +24,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
+from service_kit.audit import AuditCheckpointMixin, AuditEntryMixin, AuditHeadMixin
 from service_kit.db import UTCDateTime, make_base
 from service_kit.ratelimit import RateLimitMixin
 from service_kit.webhooks import WebhookOutboxMixin
@@ -302,3 +304,31 @@ class WebhookOutbox(WebhookOutboxMixin, Base):
 
 class RateLimitBucket(RateLimitMixin, Base):
     """Rate-limit buckets shared by every worker (keys are HMACs, never raw addresses or codes)."""
+
+
+class AuditEntry(AuditEntryMixin, Base):
+    """One entry of a tenant's audit chain (:mod:`issuer.audit`): an issuance record (``entry_id`` = the
+    record id, content = the record as issued) or a later event about one (status change,
+    withdrawal), whose content is kept here in ``content``. The salt needs no secrecy here: the
+    records themselves are in clear in this database."""
+
+    __tablename__ = "audit_entries"
+    chain_id: Mapped[str] = mapped_column(String(40), ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True)
+    salt: Mapped[str] = mapped_column(String(32))
+    content: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+
+    __table_args__ = (Index("ix_audit_entries_entry", "chain_id", "entry_id"),)
+
+
+class AuditHead(AuditHeadMixin, Base):
+    """The head of a tenant's audit chain; its row lock serialises the tenant's appends."""
+
+    __tablename__ = "audit_heads"
+    chain_id: Mapped[str] = mapped_column(String(40), ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True)
+
+
+class AuditCheckpoint(AuditCheckpointMixin, Base):
+    """A checkpoint of a tenant's audit chain signed with the tenant's credential signing key."""
+
+    __tablename__ = "audit_checkpoints"
+    chain_id: Mapped[str] = mapped_column(String(40), ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True)

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from ssi import status_list as sl
 
-from . import statements
+from . import audit, statements
 from .context import IssuerContext, new_id, utcnow
 from .keys import active_key
 from .models import IssuanceRecord, StatusEntry, StatusList
@@ -123,6 +123,7 @@ async def set_record_status(ctx: IssuerContext, session: AsyncSession, record: I
         row.data, row.token, row.token_exp, row.version = data, token, exp, row.version + 1
     record.status = status
     record.status_changed_at = utcnow()
+    await audit.record_status(session, record, status)
 
 
 async def list_token(ctx: IssuerContext, list_id: str, tenant_id: str, slug: str) -> str | None:

@@ -31,7 +31,9 @@ from ssi.jose import Key
 
 from .db import UTCDateTime
 
-Executor = AsyncSession | AsyncConnection
+#: An ORM session or a Core connection (anything with an async ``execute`` and a ``dialect``) in the
+#: caller's transaction.
+Executor = AsyncSession | AsyncConnection | Any
 
 
 class AuditEntryMixin:
@@ -71,10 +73,12 @@ class Appended:
     prev_hash: str
 
 
-def _dialect(conn: Executor) -> str:
-    if isinstance(conn, AsyncConnection):
-        return conn.dialect.name
-    return conn.bind.dialect.name if conn.bind is not None else "sqlite"
+def _dialect(conn: Any) -> str:
+    # Sessions know their dialect through their bind; connections (SQLAlchemy's, or a service's own
+    # statement runner) expose it directly.
+    if isinstance(conn, AsyncSession):
+        return conn.bind.dialect.name if conn.bind is not None else "sqlite"
+    return str(conn.dialect.name)
 
 
 def timestamp(moment: dt.datetime) -> str:

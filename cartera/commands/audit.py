@@ -36,7 +36,7 @@ MAX_BYTES = 200_000_000
 def _read_json(path: Path, what: str) -> Any:
     try:
         if path.stat().st_size > MAX_BYTES:
-            fail(f"{what} {path} is too large")
+            fail(f"{what} {path} is too large", code=2)
         return json_loads(path.read_bytes())
     except OSError as exc:
         fail(f"cannot read {what} {path}: {exc.strerror or exc}", code=2)
