@@ -27,6 +27,7 @@ from service_kit.errors import install_error_handlers, internal_error_asgi
 from service_kit.health import ReadinessCheck, health_router
 from service_kit.logging import RequestContextMiddleware, configure_logging
 from service_kit.metrics import Metrics, metrics_router
+from service_kit.openapi import document_error_responses
 from service_kit.security import BodySizeLimitMiddleware, SecurityHeadersMiddleware, install_cors
 from service_kit.settings import ServiceSettings
 
@@ -86,6 +87,7 @@ def create_service_app(
     app.state.api_prefix = api_prefix.rstrip("/")
 
     install_error_handlers(app)
+    document_error_responses(app)
     app.include_router(health_router(db, readiness_checks))
     app.include_router(metrics_router())
 
