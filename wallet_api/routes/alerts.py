@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StrictInt
 from sqlalchemy import select, update
 
 from service_kit.errors import APIError
@@ -49,7 +49,8 @@ async def list_alerts(ctx: Ctx, me: Citizen, unread: bool = False,
 
 
 class MarkRead(BaseModel):
-    ids: list[int] | None = Field(default=None, max_length=1000, description="Alerts to mark; null marks all.")
+    # Strict: lax mode would read true/false as alert ids 1/0 and mark alerts nobody named.
+    ids: list[StrictInt] | None = Field(default=None, max_length=1000, description="Alerts to mark; null marks all.")
 
 
 @router.post("/alerts/read", status_code=204, summary="Mark alerts read")
