@@ -11,6 +11,8 @@ status list credentials (``/v1/aries/status/<list>/<suite>``) and the tenant's D
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from pydantic import BaseModel, Field
@@ -30,15 +32,17 @@ router = APIRouter()
 
 # Contexts are immutable per version: let wallets and agents cache them for a day.
 _CACHE = {"Cache-Control": "public, max-age=86400"}
+# The contexts are served as application/ld+json (what JSON-LD processors ask for), not application/json.
+_JSON_LD: dict[int | str, dict[str, Any]] = {200: {"content": {"application/ld+json": {"schema": {"type": "object"}}}}}
 
 
-@router.get("/t/{slug}/v1/aries/contexts/status/1", tags=["aries"],
+@router.get("/t/{slug}/v1/aries/contexts/status/1", tags=["aries"], responses=_JSON_LD,
             summary="JSON-LD context of the Aries channel's status list credentials")
 async def status_list_context(tenant: TenantRef = Depends(path_tenant)) -> JSONResponse:  # noqa: B008
     return JSONResponse(status_context(), media_type="application/ld+json", headers=_CACHE)
 
 
-@router.get("/t/{slug}/v1/aries/contexts/{type_id}/{version}", tags=["aries"],
+@router.get("/t/{slug}/v1/aries/contexts/{type_id}/{version}", tags=["aries"], responses=_JSON_LD,
             summary="JSON-LD context of a credential type (Aries channel)")
 async def type_context(type_id: str, version: str, tenant: TenantRef = Depends(path_tenant),  # noqa: B008
                        ctx: IssuerContext = Depends(get_ctx)) -> JSONResponse:  # noqa: B008
