@@ -44,6 +44,7 @@ from urllib.parse import urlencode, urlsplit
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
+from service_kit.openapi import document_error_responses
 from service_kit.security import BodySizeLimitMiddleware, SecurityHeadersMiddleware
 
 from .population import Citizen, Population, generate_population
@@ -152,6 +153,14 @@ def _redirect(uri: str, params: dict[str, str]) -> RedirectResponse:
     return RedirectResponse(uri + sep + urlencode(params), status_code=303)
 
 
+# The authorization and login endpoints answer the browser: the login page, or an error page when the
+# client or redirect_uri cannot be trusted with a redirect.
+_PAGES: dict[int | str, dict[str, Any]] = {
+    200: {"description": "The login page.", "content": {"text/html": {}}},
+    "4XX": {"description": "An error page (the request cannot be redirected back to the client).",
+            "content": {"text/html": {}}},
+}
+
 def create_app(config: IdPSandboxConfig) -> FastAPI:
     """The identity provider as an ASGI app (run it with a single worker)."""
     population = config.population or generate_population(seed=config.seed, size=config.population_size)
@@ -159,6 +168,8 @@ def create_app(config: IdPSandboxConfig) -> FastAPI:
     store = _Store()
     app = FastAPI(title="Cartera development identity provider (VÀLid-compatible, synthetic citizens only)",
                   docs_url=None, redoc_url=None)
+    # Its errors are OAuth 2.0 error bodies like the services': document them the same way.
+    document_error_responses(app)
     # Same hardening as the services: security headers on every page, and small bodies (login forms).
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=MAX_BODY_BYTES)
     app.add_middleware(SecurityHeadersMiddleware)
@@ -217,7 +228,7 @@ def create_app(config: IdPSandboxConfig) -> FastAPI:
                                            f"{html.escape(exc.description)}</p>"), status_code=400,
                             headers=PAGE_HEADERS)
 
-    @app.get("/o/oauth2/auth", response_model=None)
+    @app.get("/o/oauth2/auth", response_model=None, responses=_PAGES)
     async def authorize(request: Request) -> Response:
         params = {k: v for k, v in request.query_params.items()}
         try:
@@ -239,7 +250,7 @@ def create_app(config: IdPSandboxConfig) -> FastAPI:
             return error_response(exc, params, redirect_uri)
         return HTMLResponse(_login_page(params, population, params.get("q", "")), headers=PAGE_HEADERS)
 
-    @app.post("/o/oauth2/login", response_model=None)
+    @app.post("/o/oauth2/login", response_model=None, responses=_PAGES)
     async def login(request: Request) -> Response:
         form = await request.form()
         params = {k: str(v) for k, v in form.items()}

@@ -225,6 +225,15 @@ def _missing_fields(incoming: IncomingPeticion) -> list[str]:
     return missing
 
 
+# SOAP 1.1 over HTTP: a signed envelope in, a signed envelope out, and a fault answered with HTTP 500
+# (SOAP 1.1 §6.2), which is the protocol and not a crash.
+_SOAP_REQUEST: dict[str, Any] = {"requestBody": {"required": True, "content": {
+    "text/xml": {"schema": {"type": "string", "description": "A SOAP 1.1 envelope signed with WS-Security."}}}}}
+_SOAP_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"description": "The signed SOAP answer (Respuesta).", "content": {"text/xml": {}}},
+    500: {"description": "A signed SOAP fault (SOAP 1.1 answers faults with HTTP 500).", "content": {"text/xml": {}}},
+}
+
 def create_app(config: ViaObertaSandboxConfig) -> FastAPI:
     """Build the simulated Via Oberta ASGI app (development stand-in)."""
     if config.fault is not None and config.fault not in FAULTS:
@@ -353,11 +362,11 @@ def create_app(config: ViaObertaSandboxConfig) -> FastAPI:
             response.headers["content-length"] = str(len(response.body))
         return response
 
-    @app.post(SYNC_PATH)
+    @app.post(SYNC_PATH, responses=_SOAP_RESPONSES, openapi_extra=_SOAP_REQUEST)
     async def sincron(request: Request) -> Response:
         return await handle(request, "Peticion")
 
-    @app.post(ASYNC_RESPONSE_PATH)
+    @app.post(ASYNC_RESPONSE_PATH, responses=_SOAP_RESPONSES, openapi_extra=_SOAP_REQUEST)
     async def asincron_resposta(request: Request) -> Response:
         return await handle(request, "SolicitudRespuesta")
 
