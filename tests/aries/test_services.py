@@ -8,6 +8,7 @@ the simulated Via Oberta, as for OpenID4VCI. Everything runs on loopback over re
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 import secrets
 import time
@@ -242,6 +243,69 @@ def test_malformed_inputs_get_4xx_not_5xx(world: World) -> None:
     assert published["issuer"] == world.tenant_url
 
 
+def test_desk_switches_to_the_aries_channel_and_shows_the_disclosed_claims(world: World) -> None:
+    """The desk page in headless Chromium (Debian's, as tests/verifier/test_desk.py): Aries switch → QR
+    of the short URL → the citizen's agent answers the invitation → the claims appear on the live view."""
+    from playwright.sync_api import expect, sync_playwright
+
+    from tests.verifier.test_desk import ARGS, CHROMIUM
+
+    _, vc_id = _receive_diploma(world)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        try:
+            page = browser.new_page()
+            errors: list[str] = []
+            page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+            page.goto(f"{world.verifier_url}/desk?lang=en")
+            page.fill("#api-key", world.agency_key)
+            page.click("#connect")
+            expect(page.locator("#template")).to_contain_text("job-application")
+            page.select_option("#template", "job-application")
+            expect(page.locator("#channel")).to_contain_text("Aries wallet (DIDComm)")
+            page.check("input[name=channel][value=aries]")
+            page.click("#show")
+            expect(page.locator("#qr svg")).to_be_visible()
+            expect(page.locator("#status")).to_have_text("Waiting for the answer")
+            short_url = page.get_attribute("#same-device", "href")
+            assert short_url is not None and short_url.startswith(f"{world.verifier_url}/v1/aries/i/")
+            invitation = httpx.get(short_url, headers={"Accept": "application/json"}).json()
+            assert invitation["@type"].endswith("out-of-band/1.1/invitation")
+
+            async def wallet_side() -> None:
+                async with _wallet(world) as w:
+                    before = {r["pres_ex_id"] for r in await w.pres_records()}
+                    await w.receive_invitation(invitation)
+                    records = await wait_for(w.pres_records, lambda rs: any(
+                        r["state"] == "request-received" and r["pres_ex_id"] not in before for r in rs), timeout=30)
+                    record = next(r for r in records if r["pres_ex_id"] not in before)
+                    matching = await w.matching_credentials(record["pres_ex_id"])
+                    chosen = [m["record_id"] for m in matching if m.get("id") == vc_id]
+                    pd = record["by_format"]["pres_request"]["dif"]["presentation_definition"]
+                    await w.send_presentation(record["pres_ex_id"], {pd["input_descriptors"][0]["id"]: chosen[:1]})
+
+            # Playwright's sync API runs its own event loop in this thread: the wallet acts from another.
+            with concurrent.futures.ThreadPoolExecutor(1) as pool:
+                pool.submit(asyncio.run, wallet_side()).result(timeout=90)
+            expect(page.locator("#status")).to_have_text("Verified", timeout=30_000)
+            outcome = page.locator("#outcome")
+            expect(outcome).to_contain_text("title")
+            expect(outcome).to_contain_text("awardingBody")
+            assert "personalIdentifier" not in outcome.inner_text()  # only what was asked is shown
+            assert not [e for e in errors if "Content Security Policy" in e]
+
+            # Without the switch (the default), the same page still shows the OpenID4VP QR code.
+            page.click("#again")
+            page.check("input[name=channel][value=openid4vp]")
+            page.click("#show")
+            expect(page.locator("#qr svg")).to_be_visible()
+            assert (page.get_attribute("#same-device", "href") or "").startswith("openid4vp://")
+            page.close()
+        finally:
+            browser.close()
+
+
+# Last in the module: it kills the issuer's agent that the tests above share.
 def test_agent_down_is_a_clear_error_and_nothing_is_recorded(world: World, tmp_path: Path) -> None:
     before = httpx.get(f"{world.issuer_url}/v1/credentials", headers=world.issuer_headers()).json()["total"]
     process = world.issuer_app.state.aries.runtime.process
@@ -253,3 +317,4 @@ def test_agent_down_is_a_clear_error_and_nothing_is_recorded(world: World, tmp_p
     assert "Retry-After" in answer.headers
     after = httpx.get(f"{world.issuer_url}/v1/credentials", headers=world.issuer_headers()).json()["total"]
     assert after == before
+

@@ -4,6 +4,8 @@ Server-rendered (Jinja2) with a small plain script; no external resources, so th
 (``default-src 'self'``) holds. The staff member's API key stays in the tab (``sessionStorage``) and is
 sent as ``Authorization: Bearer`` to the agency API; the live status comes over Server-Sent Events
 authorised by the request's watch token. Languages: ca, es, en (``?lang=`` or ``Accept-Language``).
+When the Aries channel is enabled, a switch shows the same template as an out-of-band invitation QR
+code instead (``POST /v1/aries/requests``), its result arriving on the same live view.
 """
 
 from __future__ import annotations
@@ -40,7 +42,10 @@ def pick_language(request: Request, lang: str | None) -> str:
 @router.get("/desk", response_class=HTMLResponse, summary="Desk page for agency staff")
 async def desk(request: Request, lang: str | None = None) -> HTMLResponse:
     language = pick_language(request, lang)
-    html = _env.get_template("desk.html").render(lang=language, title=TITLES[language], langs=LANGS)
+    # The channel switch appears only where the verifier runs the Aries (DIDComm) channel.
+    aries = getattr(request.app.state, "aries", None)
+    html = _env.get_template("desk.html").render(lang=language, title=TITLES[language], langs=LANGS,
+                                                 aries=bool(aries is not None and aries.enabled))
     return HTMLResponse(html, headers={"Cache-Control": "no-store"})
 
 

@@ -2,15 +2,18 @@
 // Desk page: plain script, no dependencies. Talks to the agency API with the staff member's key.
 (function () {
   var T = {
-    ca: { apiKey: "Clau d'API de l'organisme", connect: "Connecta", template: "Què cal demanar", show: "Mostra el codi QR",
+    ca: { channel: "Canal", channelOid4vp: "Cartera OpenID4VP", channelAries: "Cartera Aries (DIDComm)",
+      apiKey: "Clau d'API de l'organisme", connect: "Connecta", template: "Què cal demanar", show: "Mostra el codi QR",
       sameDevice: "Obre la cartera en aquest dispositiu", status: "Estat", again: "Nova sol·licitud",
       pending: "Esperant la resposta", verified: "Verificat", rejected: "Rebutjat", declined: "Denegat per la persona",
       expired: "Caducat", badKey: "Clau no vàlida", failed: "No s'ha pogut crear la sol·licitud", reasons: "Motius" },
-    es: { apiKey: "Clave de API del organismo", connect: "Conectar", template: "Qué pedir", show: "Mostrar el código QR",
+    es: { channel: "Canal", channelOid4vp: "Cartera OpenID4VP", channelAries: "Cartera Aries (DIDComm)",
+      apiKey: "Clave de API del organismo", connect: "Conectar", template: "Qué pedir", show: "Mostrar el código QR",
       sameDevice: "Abrir la cartera en este dispositivo", status: "Estado", again: "Nueva solicitud",
       pending: "Esperando la respuesta", verified: "Verificado", rejected: "Rechazado", declined: "Denegado por la persona",
       expired: "Caducado", badKey: "Clave no válida", failed: "No se pudo crear la solicitud", reasons: "Motivos" },
-    en: { apiKey: "Agency API key", connect: "Connect", template: "What to ask for", show: "Show QR code",
+    en: { channel: "Channel", channelOid4vp: "OpenID4VP wallet", channelAries: "Aries wallet (DIDComm)",
+      apiKey: "Agency API key", connect: "Connect", template: "What to ask for", show: "Show QR code",
       sameDevice: "Open the wallet on this device", status: "Status", again: "New request",
       pending: "Waiting for the answer", verified: "Verified", rejected: "Rejected", declined: "Declined by the citizen",
       expired: "Expired", badKey: "Invalid key", failed: "The request could not be created", reasons: "Reasons" }
@@ -95,9 +98,17 @@
     }
   }
 
+  function channel() {
+    // The switch exists only when the verifier runs the Aries channel; OpenID4VP otherwise.
+    var chosen = document.querySelector("input[name=channel]:checked");
+    return chosen ? chosen.value : "openid4vp";
+  }
+
   function show() {
     message("");
-    api("/v1/requests", { method: "POST", headers: { "Content-Type": "application/json" },
+    // Both request variants answer with the same fields (uri, qr_svg_url, events_url): one view for both.
+    var path = channel() === "aries" ? "/v1/aries/requests" : "/v1/requests";
+    api(path, { method: "POST", headers: { "Content-Type": "application/json" },
                           body: JSON.stringify({ template: $("template").value }) })
       .then(function (r) { return r.json(); })
       .then(function (created) {
