@@ -7,9 +7,11 @@ entry without its event. The entry's digest commits to exactly what the citizen 
 details and the salt stay sealed, as the history always was.
 
 Checkpoints are signed with the wallet service's audit key (ES256, created on first use, sealed
-under the master key in ``service_keys``, published at ``GET /v1/audit/jwks``). They are signed when
-the citizen looks at the chain (head, proof, export, check) and there are entries past the last
-checkpoint, so every proof ends at a signature and the hot path of an event signs nothing.
+under the master key in ``service_keys``, published at ``GET /v1/audit/jwks``). They are signed by
+the background sweep for every chain that moved (:func:`checkpoint_due`, every
+``background_interval``) and when the citizen looks at the chain (head, proof, export, check) and
+there are entries past the last checkpoint, so every proof ends at a signature and the hot path of an
+event signs nothing.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import datetime as dt
 from typing import Any
 from weakref import WeakKeyDictionary
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -116,6 +118,21 @@ async def ensure_checkpoint(ctx: WalletContext, wallet_id: str) -> tuple[int, st
     async with ctx.db.session() as session:
         return await store.checkpoint(session, AuditEntry, AuditCheckpoint, chain_id(wallet_id), key, now=utcnow(),
                                       issuer=ctx.settings.public_url)
+
+
+async def checkpoint_due(ctx: WalletContext, *, batch: int = 100) -> int:
+    """Sign a checkpoint for every chain (up to ``batch``) whose head moved past its last checkpoint;
+    return how many. Run by the background sweep, so checkpoints are periodic even for a citizen who
+    never opens the audit view; several workers may run it (a duplicate checkpoint is not stored)."""
+    last = (select(AuditCheckpoint.chain_id, func.max(AuditCheckpoint.seq).label("seq"))
+            .group_by(AuditCheckpoint.chain_id).subquery())
+    async with ctx.db.read_session() as session:
+        due = (await session.execute(
+            select(AuditHead.chain_id).outerjoin(last, last.c.chain_id == AuditHead.chain_id)
+            .where(AuditHead.seq > func.coalesce(last.c.seq, 0)).limit(batch))).scalars().all()
+    for wallet_id in due:
+        await ensure_checkpoint(ctx, wallet_id)
+    return len(due)
 
 
 # -- reading the chain back ------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from ssi.jose import Key
 from ssi.sd_jwt_vc import IssuerMetadataKeyResolver
 from ssi.status_list import verify_status_list_token
 
+from .audit import checkpoint_due
 from .context import FetchError, WalletContext
 from .models import AlertWebhookOutbox, Credential, Offer, Wallet, utcnow
 from .receiving import poll_offer
@@ -82,7 +83,7 @@ async def background_loop(ctx: WalletContext) -> None:
 async def sweep(ctx: WalletContext) -> dict[str, int]:
     """One pass of every periodic job; returns counts (for tests and logs)."""
     return {"status_checked": await check_statuses(ctx), "expiry_alerts": await expiry_alerts(ctx),
-            "deferred_polled": await poll_deferred(ctx)}
+            "deferred_polled": await poll_deferred(ctx), "audit_checkpoints": await checkpoint_due(ctx)}
 
 
 def _status_key(ctx: WalletContext, issuer: str):  # noqa: ANN202 - a callable for verify_status_list_token

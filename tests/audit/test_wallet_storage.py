@@ -282,3 +282,19 @@ def _write(tmp: Path, doc: dict[str, Any]) -> Path:
     path = tmp / f"previous-{os.urandom(4).hex()}.json"
     path.write_text(json.dumps(doc))
     return path
+
+
+def test_background_sweep_checkpoints_every_chain_that_moved(database_url: str, tmp_path: Path) -> None:
+    async def body(env: Env) -> None:
+        await event(env, 1)
+        assert await audit.checkpoint_due(env.ctx) == 1
+        assert await audit.checkpoint_due(env.ctx) == 0  # nothing new
+        await event(env, 2)
+        await event(env, 3)
+        assert await audit.checkpoint_due(env.ctx) == 1
+        async with env.db.read_session() as session:
+            seqs = (await session.execute(select(AuditCheckpoint.seq).where(
+                AuditCheckpoint.chain_id == env.key.wallet_id).order_by(AuditCheckpoint.seq))).scalars().all()
+        assert seqs == [1, 3]
+
+    run(database_url, tmp_path, body)
