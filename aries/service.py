@@ -17,7 +17,8 @@ Several worker processes of one service share ONE managed agent: an exclusive ``
 life); the owner then writes ``<data_dir>/agent.json`` (admin URL and a per-start nonce, no secret) and
 every other worker attaches to that admin URL with the admin API key derived from the master key and
 the nonce. Webhooks go to the service's port, which any worker answers: the state they act on is in
-the database. When the owner is gone (the lock is free), the next worker to look takes over.
+the database. A worker that starts while no live worker holds the lock becomes the owner: it adopts the
+agent a killed owner left running (stopping it at the end as its own), else starts a new one.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import json
 import logging
 import os
 import secrets
+import signal
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -80,8 +82,10 @@ class AgentRuntime:
     process: AgentProcess | None = None
     #: The open ``agent.lock`` of the worker that owns the managed agent (released at stop).
     lock: SharedAgentLock | None = field(default=None, repr=False)
-    #: ``owner``, ``attached`` (another worker's agent) or ``external``.
+    #: ``owner``, ``adopted`` (the agent of an owner that died), ``attached`` (another worker's) or ``external``.
     role: str = "external"
+    #: Pid of an adopted agent, which the adopter stops at the end as if it had started it.
+    agent_pid: int | None = None
 
     def check(self) -> None:
         """Raise :class:`~aries.errors.AgentCrashed` when a managed agent exited unexpectedly."""
@@ -93,8 +97,23 @@ class AgentRuntime:
         await self.client.aclose()
         if self.process is not None:
             await asyncio.to_thread(self.process.stop)
+        elif self.agent_pid is not None:
+            await asyncio.to_thread(_stop_adopted, self.agent_pid)
         if self.lock is not None:
             self.lock.release()
+
+
+def _stop_adopted(pid: int, timeout: float = 10.0) -> None:
+    """SIGTERM an adopted agent (only if that pid is still an ACA-Py process) and wait for it to go."""
+    try:
+        if b"aca-py" not in Path(f"/proc/{pid}/cmdline").read_bytes():
+            return  # the pid was reused: not ours to stop
+        os.kill(pid, signal.SIGTERM)
+    except (OSError, ValueError):
+        return
+    deadline = time.monotonic() + timeout
+    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
 
 
 class SharedAgentLock:
@@ -132,11 +151,11 @@ class SharedAgentLock:
         os.close(self._fd)
         self._fd = None
 
-    def publish(self, admin_url: str, start_id: str) -> None:
+    def publish(self, admin_url: str, start_id: str, agent_pid: int | None) -> None:
         """Tell the other workers where the agent is (written whole, then renamed: never seen half-written)."""
         tmp = self.info_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"admin_url": admin_url, "start_id": start_id, "owner_pid": os.getpid()}),
-                       encoding="utf-8")
+        tmp.write_text(json.dumps({"admin_url": admin_url, "start_id": start_id, "owner_pid": os.getpid(),
+                                   "agent_pid": agent_pid}), encoding="utf-8")
         os.replace(tmp, self.info_path)
 
     def unpublish(self) -> None:
@@ -144,15 +163,17 @@ class SharedAgentLock:
         with contextlib.suppress(FileNotFoundError):
             self.info_path.unlink()
 
-    def published(self) -> dict[str, str] | None:
-        """What the owner published, or None."""
+    def published(self) -> dict[str, Any] | None:
+        """What the owner published (``admin_url``, ``start_id``, ``agent_pid``), or None."""
         try:
             data = json.loads(self.info_path.read_text(encoding="utf-8"))
         except (FileNotFoundError, ValueError):
             return None
         if not isinstance(data, dict) or not data.get("admin_url") or not data.get("start_id"):
             return None
-        return {"admin_url": str(data["admin_url"]), "start_id": str(data["start_id"])}
+        pid = data.get("agent_pid")
+        return {"admin_url": str(data["admin_url"]), "start_id": str(data["start_id"]),
+                "agent_pid": pid if isinstance(pid, int) else None}
 
 
 async def start_runtime(*, name: str, label: str, admin_url: str, admin_api_key: str | None,
@@ -170,12 +191,20 @@ async def start_runtime(*, name: str, label: str, admin_url: str, admin_api_key:
     deadline = time.monotonic() + timeout
     while True:
         if lock.try_acquire():
+            # An owner killed outright leaves its agent running (its own session): adopt it rather
+            # than start a second one on the same ports.
+            adopted = await _attach(lock, name, master_key)
+            if adopted is not None:
+                adopted.lock, adopted.role, adopted.agent_pid = lock, "adopted", (lock.published() or {}).get("agent_pid")
+                LOG.info("adopted the managed agent %s of a worker that is gone", name)
+                return adopted
             return await _start_owned(lock, name=name, label=label, data_dir=data_dir, inbound_port=inbound_port,
                                       admin_port=admin_port, endpoint=endpoint, webhook_url=webhook_url,
                                       master_key=master_key, contexts=contexts, extra_args=extra_args,
                                       timeout=max(deadline - time.monotonic(), 5.0))
         attached = await _attach(lock, name, master_key)
         if attached is not None:
+            LOG.info("attached to the managed agent %s of another worker", name)
             return attached
         if time.monotonic() > deadline:
             raise AgentUnavailable(f"the agent started by another worker of {name!r} did not become ready in time")
@@ -203,7 +232,7 @@ async def _start_owned(lock: SharedAgentLock, *, name: str, label: str, data_dir
     except BaseException:
         lock.release()
         raise
-    lock.publish(config.admin_url, start_id)
+    lock.publish(config.admin_url, start_id, process.pid)
     LOG.info("managed agent %s started by this worker (pid %s)", name, os.getpid())
     return AgentRuntime(AdminClient(config.admin_url, config.admin_api_key), hook_key, process, lock, "owner")
 
@@ -221,7 +250,6 @@ async def _attach(lock: SharedAgentLock, name: str, master_key: bytes) -> AgentR
     await client.aclose()
     if not ready:
         return None
-    LOG.info("attached to the managed agent %s of another worker", name)
     return AgentRuntime(AdminClient(info["admin_url"], derive_admin_key(master_key, name, info["start_id"])),
                         None, None, None, "attached")
 

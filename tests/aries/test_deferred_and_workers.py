@@ -257,3 +257,37 @@ def test_two_workers_share_one_agent_and_either_handles_its_webhooks(outside: Ou
     while _acapy_processes(settings.data_dir / "aries-issuer") and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not _acapy_processes(settings.data_dir / "aries-issuer")
+
+
+def test_a_worker_starting_after_its_owner_was_killed_adopts_the_running_agent(tmp_path: Path) -> None:
+    """SIGKILL of the owning worker leaves its agent running; the next worker adopts it, not a second one."""
+    from aries.service import start_runtime
+
+    master = secrets.token_bytes(32)
+    kwargs: dict[str, Any] = {
+        "name": "cartera-issuer", "label": "Cartera issuer", "admin_url": "", "admin_api_key": None,
+        "webhook_key": None, "data_dir": tmp_path / "aries-issuer", "inbound_port": free_port(),
+        "admin_port": free_port(), "endpoint": "", "webhook_url": "http://127.0.0.1:9/v1/aries/webhooks",
+        "master_key": master}
+
+    async def scenario() -> None:
+        owner = await start_runtime(**kwargs)
+        assert owner.role == "owner" and owner.process is not None
+        pid = owner.process.pid
+        did = await owner.client.create_did_key(ED25519)
+        await owner.client.aclose()
+        # What the kernel does when the owner dies: its lock goes, agent.json and the agent stay.
+        assert owner.lock is not None and owner.lock._fd is not None
+        os.close(owner.lock._fd)
+        owner.lock._fd = None
+        owner.process._stopping = True  # this test process is not the agent's watcher any more
+        heir = await start_runtime(**kwargs)
+        try:
+            assert heir.role == "adopted" and heir.agent_pid == pid
+            assert _acapy_processes(kwargs["data_dir"]) == [pid]
+            assert did in {d["did"] for d in await heir.client.list_dids()}
+        finally:
+            await heir.stop()
+        assert not _acapy_processes(kwargs["data_dir"])
+
+    asyncio.run(scenario())

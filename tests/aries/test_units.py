@@ -208,3 +208,26 @@ def test_policies_accept_and_report_only_requested_claims() -> None:
                                             trusted_issuers={"did:key:zIssuer"},
                                             now=dt.datetime(2026, 6, 1, tzinfo=dt.UTC)))
     assert result.claims == {"title": "T", "awardingBody": "UB"}
+
+
+def test_shared_agent_lock_picks_one_owner_and_publishes_no_secret(tmp_path: Path) -> None:
+    from aries.service import SharedAgentLock, derive_admin_key, derive_wallet_key
+
+    first, second = SharedAgentLock(tmp_path), SharedAgentLock(tmp_path)
+    # flock is per open file: two lock objects in one process compete exactly as two workers do.
+    assert first.try_acquire() and not second.try_acquire()
+    assert second.published() is None
+    first.publish("http://127.0.0.1:8021", "nonce-1", 4242)
+    published = second.published()
+    assert published == {"admin_url": "http://127.0.0.1:8021", "start_id": "nonce-1", "agent_pid": 4242}
+    master = b"m" * 32
+    key = derive_admin_key(master, "cartera-issuer", "nonce-1")
+    assert key not in (tmp_path / "agent.json").read_text()
+    assert key == derive_admin_key(master, "cartera-issuer", "nonce-1")  # every worker derives the same
+    assert key != derive_admin_key(master, "cartera-issuer", "nonce-2")  # and a new one per start
+    assert key != derive_wallet_key(master, "cartera-issuer")
+    first.release()  # an owner stopping cleanly withdraws the agent and lets another take over
+    assert second.published() is None and second.try_acquire()
+    (tmp_path / "agent.json").write_text("{not json")
+    assert second.published() is None
+    second.release()
