@@ -365,13 +365,16 @@ class IssuerAriesChannel:
         return ex, tenant, reg
 
     async def _record_and_offer(self, ex: AriesExchange, tenant: TenantRef, reg: RegisteredType,
-                                answer: Claims) -> None:
-        """Record the issuance (with a status index) and offer the credential on the exchange's connection."""
+                                answer: Claims, *, credential_id: str | None = None) -> None:
+        """Record the issuance (with a status index) and offer the credential on the exchange's connection.
+
+        ``credential_id``: the id a deferral reserved (as an OpenID4VCI deferred transaction does).
+        """
         ctx = self.ctx
         now = utcnow()
         claims = reg.ctype.map_claims(answer.record, now=now)
         did = await self.tenant_did(tenant.id, ex.proof_type)
-        credential_id = new_id("c_", 12)
+        credential_id = credential_id or new_id("c_", 12)
         issuer_url = ctx.issuer_url(tenant.slug)
         subject = subject_from_json(ex.subject)
         async with ctx.session() as session:
@@ -491,7 +494,7 @@ class IssuerAriesChannel:
         if isinstance(answer, Pending):
             await self._reschedule(exchange_id, answer.retry_after)
             return
-        await self._record_and_offer(ex, tenant, reg, answer)
+        await self._record_and_offer(ex, tenant, reg, answer, credential_id=row.credential_id)
 
     async def _reschedule(self, exchange_id: str, retry_after: int) -> None:
         async with self.ctx.session() as session:

@@ -22,7 +22,9 @@ class AriesExchange(Base):
     """One invitation for one subject and type, then its connection and issue-credential exchange.
 
     ``state``: ``invited`` → ``offering`` (connection seen, claimed once) → ``offered`` → ``issued``,
-    or ``failed``/``abandoned`` (nothing recorded as issued: the issuance record is removed).
+    or ``failed``/``abandoned`` (nothing recorded as issued: the issuance record is removed). Between
+    ``offering`` and ``offered``, ``pending`` while the data source has not answered (the deferred
+    issuance of :mod:`issuer.aries_channel`); in that state ``expires_at`` is the next poll's time.
     """
 
     __tablename__ = "aries_exchanges"
