@@ -59,6 +59,7 @@ class BodySizeLimitMiddleware:
         received = 0
         exceeded = False
         response_started = False
+        replaced = False
 
         async def limited_receive() -> Message:
             nonlocal received, exceeded
@@ -71,13 +72,18 @@ class BodySizeLimitMiddleware:
             return message
 
         async def guarded_send(message: Message) -> None:
-            nonlocal response_started
+            nonlocal response_started, replaced
+            if replaced:
+                return  # the rest of the app's own answer, already replaced by the 413
             if message["type"] == "http.response.start":
                 response_started = True
                 if exceeded and message["status"] != 413:
-                    # The app turned our exception into something else (e.g. a generic 400): answer 413.
+                    # The app turned our exception into something else (e.g. a generic 400): answer 413
+                    # instead and drop the app's answer (raising here would make Starlette log an
+                    # "exception in ASGI application" for a plain client error).
+                    replaced = True
                     await self._send_413(scope, receive, send, limit)
-                    raise BodyTooLarge(limit)
+                    return
             await send(message)
 
         try:
