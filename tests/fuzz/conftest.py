@@ -1,19 +1,24 @@
-"""Fuzz tests: a summary of every schemathesis run at the end of the session (``make fuzz`` shows it)."""
+"""Fuzz tests: a summary of every schemathesis run at the end of the session (``make fuzz`` shows it).
+
+Each test records its report's summary lines in ``user_properties``, which pytest-xdist carries from
+the workers to the controller, so the summary appears with ``-n`` too.
+"""
 
 from __future__ import annotations
 
 import pytest
 
-from tests.fuzz.engine import FuzzReport
-
-REPORTS: list[FuzzReport] = []
+SUMMARY_PROPERTY = "fuzz_summary"
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    if not REPORTS:
-        return
-    terminalreporter.section("schemathesis fuzzing summary")
-    for report in sorted(REPORTS, key=lambda r: r.service):
-        terminalreporter.write_line(report.summary())
-        for finding in report.findings:
-            terminalreporter.write_line(f"    {finding.operation}: {finding.title} [{finding.check}]")
+    lines: list[str] = []
+    for reports in terminalreporter.stats.values():
+        for report in reports:
+            if getattr(report, "when", None) != "call":
+                continue
+            lines += [value for name, value in getattr(report, "user_properties", ()) if name == SUMMARY_PROPERTY]
+    if lines:
+        terminalreporter.section("schemathesis fuzzing summary")
+        for line in sorted(lines):
+            terminalreporter.write_line(line)
