@@ -162,15 +162,17 @@ async def proof(ctx: WalletContext, key: DataKey, entry_id: str) -> dict[str, An
     return {**inclusion_proof(entries, found["seq"], token), "content": content, "salt": salt}
 
 
-async def _content(session: AsyncSession, key: DataKey, entry: dict[str, Any]) -> tuple[Any, str | None]:
-    """``(content, salt)`` of an entry: the history row's details, or the entry's own sealed content."""
+async def _content(session: AsyncSession, key: DataKey, entry: dict[str, Any],
+                   rows: dict[str, HistoryEntry] | None = None) -> tuple[Any, str | None]:
+    """``(content, salt)`` of an entry: the history row's details, or the entry's own sealed content.
+    ``rows``: the wallet's history rows by id, when already loaded."""
     try:
         opened = key.open("audit", entry["id"], entry["sealed"])
     except VaultError:
         return None, None
     if "content" in opened:
         return opened["content"], opened.get("salt")
-    row = await session.get(HistoryEntry, entry["id"])
+    row = rows.get(entry["id"]) if rows is not None else await session.get(HistoryEntry, entry["id"])
     if row is None or row.wallet_id != key.wallet_id:
         return None, opened.get("salt")
     try:
@@ -186,9 +188,11 @@ async def export(ctx: WalletContext, key: DataKey) -> dict[str, Any]:
     chain = chain_id(key.wallet_id)
     async with ctx.db.read_session() as session:
         stored = await store.load_entries(session, AuditEntry, chain)
+        rows = {r.id: r for r in (await session.execute(
+            select(HistoryEntry).where(HistoryEntry.wallet_id == key.wallet_id))).scalars()}
         items = []
         for entry in stored:
-            content, salt = await _content(session, key, entry)
+            content, salt = await _content(session, key, entry, rows)
             item = store.public_entry(entry)
             if content is not None:
                 item["content"] = content

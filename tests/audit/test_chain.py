@@ -208,3 +208,11 @@ def test_garbage_gives_typed_failures_not_exceptions(garbage: list[Any], tokens:
     assert report.ok == (not garbage and not tokens) or report.ok is False
     if not report.ok:
         assert report.code is not None and report.code.startswith("audit.")
+
+
+@settings(max_examples=150, deadline=None)
+@given(proof=st.dictionaries(st.sampled_from(["v", "prev_hash", "entry", "following", "checkpoint"]), _JSON,
+                             max_size=5))
+def test_garbage_proofs_give_typed_errors(proof: dict[str, Any]) -> None:
+    with pytest.raises(AuditError):
+        verify_inclusion(proof, [KEY.public()])
