@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench clean acapy
+.PHONY: run test lint bench clean acapy fuzz
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,11 @@ acapy: $(ACAPY_STAMP)
 test: $(STAMP) $(ACAPY_STAMP)
 	bash scripts/ensure-test-deps.sh
 	$(BIN)/python -m pytest -n auto -q
+
+# Long fuzzing profile (issue 10): schemathesis against every service on loopback with many examples
+# and stateful sequences, then a summary per service. CARTERA_FUZZ_EXAMPLES=N sets the depth (300).
+fuzz: $(STAMP)
+	CARTERA_FUZZ=long $(BIN)/python -m pytest tests/fuzz/test_openapi_fuzz.py -n auto -q -p no:randomly --timeout 3600
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -86,14 +86,17 @@ class FuzzReport:
     findings: list[Finding] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     elapsed: float = 0.0
+    # Status of each phase that ran (examples, coverage, fuzzing, stateful).
+    phases: dict[str, str] = field(default_factory=dict)
     # Seconds spent per operation, to find what makes a run slow.
     timings: Counter[str] = field(default_factory=Counter)
 
     def summary(self) -> str:
         """One line per service for the ``make fuzz`` summary."""
         codes = ", ".join(f"{code}: {count}" for code, count in sorted(self.statuses.items()))
+        phases = ",".join(f"{name}={status}" for name, status in self.phases.items())
         return (f"{self.service:<10} {self.profile:<5} operations {self.operations:>3}  requests {self.requests:>6}  "
-                f"findings {len(self.findings):>3}  errors {len(self.errors):>2}  {self.elapsed:6.1f} s  statuses {{{codes}}}")
+                f"findings {len(self.findings):>3}  errors {len(self.errors):>2}  {self.elapsed:6.1f} s  statuses {{{codes}}}  phases {phases}")
 
     def explain(self) -> str:
         """Every finding and error, for an assertion message."""
@@ -162,6 +165,11 @@ def run(service: str, schema: Any, profile: Profile,
                     seen.add(key)
                     report.findings.append(Finding(recorder.label, check.name, failure.title,
                                                    (failure.message or "").strip(), check.failure_info.code_sample))
+        elif isinstance(event, st_events.PhaseFinished):
+            phase = event.phase
+            if phase.is_enabled and phase.name.value in ("examples", "coverage", "fuzzing", "stateful_testing"):
+                skipped = f" ({phase.skip_reason.value})" if phase.skip_reason else ""
+                report.phases[str(phase.name.value)] = f"{event.status.value}{skipped}"
         elif isinstance(event, st_events.NonFatalError):
             report.errors.append(f"{event.label}: {event.info.title}: {event.info.message}".strip())
         elif isinstance(event, st_events.FatalError):
