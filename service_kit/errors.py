@@ -197,18 +197,39 @@ DATABASE_OUTAGE_ERRORS: tuple[type[BaseException], ...] = (
     sqlalchemy.exc.DBAPIError, sqlalchemy.exc.TimeoutError, ConnectionError, TimeoutError)
 try:  # PostgreSQL's driver raises its own classes for a server that is starting, stopping or full.
     import asyncpg.exceptions as _pg
+    from sqlalchemy.dialects.postgresql.asyncpg import AsyncAdapt_asyncpg_dbapi
 
+    # SQLAlchemy's DB-API adapter error escapes unwrapped when a raw pool connection fails to open.
+    _ADAPTER_ERRORS: tuple[type[BaseException], ...] = (AsyncAdapt_asyncpg_dbapi.Error,)
     DATABASE_OUTAGE_ERRORS += (_pg.PostgresConnectionError, _pg.OperatorInterventionError,
-                               _pg.InsufficientResourcesError)
+                               _pg.InsufficientResourcesError, *_ADAPTER_ERRORS)
 except ImportError:  # pragma: no cover - SQLite-only installation
-    pass
+    _ADAPTER_ERRORS = ()
+
+
+#: SQLSTATE classes of an unreachable server: connection exception (08), operator intervention
+#: (57P: shutting down, starting up) and insufficient resources (53: too many connections).
+_OUTAGE_SQLSTATES = ("08", "57P", "53")
 
 
 def _database_outage(exc: BaseException) -> bool:
     if isinstance(exc, sqlalchemy.exc.DBAPIError):
-        return bool(exc.connection_invalidated) or isinstance(
-            exc, sqlalchemy.exc.OperationalError | sqlalchemy.exc.InterfaceError)
-    return True
+        if exc.connection_invalidated or isinstance(
+                exc, sqlalchemy.exc.OperationalError | sqlalchemy.exc.InterfaceError):
+            return True
+        orig: BaseException | None = exc.orig
+    elif isinstance(exc, _ADAPTER_ERRORS):
+        orig = exc
+    else:
+        return True
+    # The driver's own exception (asyncpg's, behind SQLAlchemy's adapter) says what happened.
+    for cause in (orig, getattr(orig, "__cause__", None)):
+        sqlstate = getattr(cause, "sqlstate", None)
+        if isinstance(sqlstate, str) and sqlstate.startswith(_OUTAGE_SQLSTATES):
+            return True
+        if isinstance(cause, ConnectionError | TimeoutError):
+            return True
+    return False
 
 
 def request_id_of(request: Request) -> str:
