@@ -367,6 +367,21 @@ def summarise(result: dict[str, Any], args: argparse.Namespace) -> dict[str, Any
     return summary
 
 
+def wait_started(url: str, child: subprocess.Popen[bytes], log: Path, timeout: float = 120.0) -> None:
+    """Wait for ``url`` to answer; stop with the service's log tail if it exits or never answers."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if child.poll() is not None:
+            raise SystemExit(f"a service exited at start-up ({url}); its log ends with:\n"
+                             + log.read_text(errors="replace")[-3000:])
+        try:
+            wait_http(url, timeout=1.0)
+            return
+        except httpx.TransportError:
+            if time.monotonic() > deadline:
+                raise SystemExit(f"{url} did not answer within {timeout:.0f} s") from None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=10.0, help="how long to drive the load (default 10)")
@@ -397,7 +412,7 @@ def main() -> None:
             children[process.name] = subprocess.Popen(  # noqa: S603 - the composition root's own argv
                 process.argv, env={**os.environ, **process.env}, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
         for process in plan.processes:
-            wait_http(process.url + process.health_path, timeout=90)
+            wait_started(process.url + process.health_path, children[process.name], logs / f"{process.name}.log")
         print(f"system on PostgreSQL {cluster.host}:{cluster.port}; services: "
               + ", ".join(f"{p.name} pid {children[p.name].pid}" for p in plan.processes), flush=True)
         result = asyncio.run(drive(plan.info, {name: child.pid for name, child in children.items()}, args))
