@@ -13,6 +13,13 @@ from .errors import EncodingError
 # strict decoder refuses: one translate both converts and rejects.
 _TO_STANDARD = bytes.maketrans(b"-_+/=", b"+/***")
 _PADDING = (b"", b"", b"==", b"=")
+# The value of each base64url character, to check the bits a short last group leaves unused: they
+# must be zero (RFC 4648 §3.5), or "AB" and "AC" would both spell the byte 0x00 and a token could be
+# re-spelt without its signature changing.
+_VALUES = bytearray(256)
+for _index, _char in enumerate(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"):
+    _VALUES[_char] = _index
+_UNUSED_BITS = (0, 0, 0x0F, 0x03)
 
 
 def b64url_encode(data: bytes) -> str:
@@ -29,6 +36,8 @@ def b64url_decode(text: str | bytes) -> bytes:
         raise EncodingError("bad_base64url", "not ASCII") from exc
     if len(raw) % 4 == 1:
         raise EncodingError("bad_base64url", "not unpadded base64url")
+    if raw and _VALUES[raw[-1]] & _UNUSED_BITS[len(raw) % 4]:
+        raise EncodingError("bad_base64url", "not canonical base64url (unused bits set)")
     try:
         return binascii.a2b_base64(raw.translate(_TO_STANDARD) + _PADDING[len(raw) % 4], strict_mode=True)
     except (binascii.Error, ValueError) as exc:
