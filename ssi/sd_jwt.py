@@ -78,6 +78,8 @@ _RESERVED_NAMES = frozenset({_SD, _ELLIPSIS})
 # which is a measurable share of issuing ten disclosures.
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 _sha256 = hashlib.sha256
+_B64_TABLE = bytes.maketrans(b"+/", b"-_")
+_b2a = binascii.b2a_base64
 
 
 def _default(value: Any) -> Any:
@@ -98,36 +100,74 @@ else:  # pragma: no cover - CPython always has the C accelerator
 _loads = json_loads
 
 
+# Decoded JWS headers by their exact base64url segment. An issuer puts the same header (alg, typ,
+# kid and a ~1 KB x5c) on every credential, and a wallet the same one on every KB-JWT, so a verifier
+# decodes the same few segments over and over. Only headers that passed every check below are
+# stored, and only those whose values are strings, numbers or lists of strings, so that a copy of
+# the dict and of its lists is a complete copy: a caller changing its header cannot change the
+# cache. Bounded: emptied when full (an attacker sending new headers only costs the decoding).
+_HEADER_CACHE: dict[str, tuple[dict[str, Any], tuple[str, ...]]] = {}
+_HEADER_CACHE_MAX = 256
+
+
+def _header_copy(entry: tuple[dict[str, Any], tuple[str, ...]]) -> dict[str, Any]:
+    header, lists = entry
+    header = header.copy()
+    for name in lists:
+        header[name] = header[name].copy()
+    return header
+
+
+def _remember_header(segment: str, header: dict[str, Any]) -> None:
+    lists: list[str] = []
+    for name, value in header.items():
+        kind = type(value)
+        if kind is list:
+            if not all(type(item) is str for item in value):
+                return
+            lists.append(name)
+        elif kind is not str and kind is not int and kind is not float and kind is not bool and value is not None:
+            return
+    if len(_HEADER_CACHE) >= _HEADER_CACHE_MAX:
+        _HEADER_CACHE.clear()
+    _HEADER_CACHE[segment] = (_header_copy((header, tuple(lists))), tuple(lists))
+
+
 def _parse_compact(token: str, code: str, what: str) -> tuple[JWS, dict[str, Any]]:
     """Split and decode a compact JWS whose payload is a JSON object (header checks as
     jose.parse_jws: an object with a string ``alg`` and no ``crit``)."""
     parts = token.split(".")
     if len(parts) != 3:
         raise SDJWTError(code, f"the {what} is not a compact JWS")
+    head, body, sig = parts
+    cached = _HEADER_CACHE.get(head)
     try:
-        header = _loads(b64url_decode(parts[0]))
-        raw_payload = b64url_decode(parts[1])
+        header = _loads(b64url_decode(head)) if cached is None else _header_copy(cached)
+        raw_payload = b64url_decode(body)
         payload = _loads(raw_payload)
-        signature = b64url_decode(parts[2])
+        signature = b64url_decode(sig)
     except EncodingError as exc:
         raise SDJWTError(code, f"a part of the {what} is not base64url/JSON ({exc.code})") from exc
-    if not isinstance(header, dict) or not isinstance(header.get("alg"), str):
-        raise SDJWTError(code, f"the {what} header is not an object with a string 'alg'")
-    if "crit" in header:
-        raise SDJWTError(code, f"the {what} has critical header parameters, which are not supported")
-    if not isinstance(payload, dict):
+    if cached is None:
+        if not isinstance(header, dict) or not isinstance(header.get("alg"), str):
+            raise SDJWTError(code, f"the {what} header is not an object with a string 'alg'")
+        if "crit" in header:
+            raise SDJWTError(code, f"the {what} has critical header parameters, which are not supported")
+        _remember_header(head, header)
+    if type(payload) is not dict:
         raise SDJWTError(code, f"the {what} payload is not a JSON object")
-    signing_input = token[:len(parts[0]) + 1 + len(parts[1])].encode("ascii")
+    signing_input = token[:len(head) + 1 + len(body)].encode("ascii")
     return JWS(header, raw_payload, signing_input, signature), payload
 
 
 def _digest(encoded: str) -> str:
-    return b64url_encode(_sha256(encoded.encode("ascii")).digest())
+    # base64url of 32 octets is 43 characters and one '=' of padding: cut rather than stripped.
+    return _b2a(_sha256(encoded.encode("ascii")).digest(), newline=False).translate(_B64_TABLE)[:43].decode("ascii")
 
 
 def sd_hash(presentation_prefix: str) -> str:
     """``sd_hash`` of a KB-JWT: base64url SHA-256 over ``<issuer-jwt>~<d1>~...~<dn>~``."""
-    return b64url_encode(_sha256(presentation_prefix.encode("ascii")).digest())
+    return _digest(presentation_prefix)
 
 
 # -- disclosures ---------------------------------------------------------------------------------
@@ -200,7 +240,7 @@ def make_disclosure(name: str | None, value: Any, salt: str | None = None) -> Di
 class _Node:
     """A node of the trie of disclosable paths (built once per distinct path list, then shared)."""
 
-    __slots__ = ("sd", "children", "has_members", "has_elements", "count")
+    __slots__ = ("sd", "children", "has_members", "has_elements", "count", "member_json")
 
     def __init__(self) -> None:
         #: On the root only: how many paths the trie holds (sizes the salt pool of an issuance).
@@ -209,6 +249,8 @@ class _Node:
         self.children: dict[str | int | None, _Node] = {}
         self.has_members = False
         self.has_elements = False
+        #: For an object member: its name as JSON and a comma, the middle of its disclosure.
+        self.member_json = ""
 
 
 def _merge(a: _Node, b: _Node) -> _Node:
@@ -239,6 +281,8 @@ def _build_trie(paths: tuple[ClaimPath, ...]) -> _Node:
             else:
                 node.has_elements = True
             node = node.children.setdefault(component, _Node())
+            if isinstance(component, str):
+                node.member_json = _encode_str(component) + ","
         node.sd = True
     root.count = len(paths)
     return root
@@ -268,8 +312,6 @@ def _trie_for(disclosable: Iterable[ClaimPath]) -> _Node:
     return cached
 
 
-_B64_TABLE = bytes.maketrans(b"+/", b"-_")
-_b2a = binascii.b2a_base64
 _encode_str = encode_basestring  # what JSONEncoder(ensure_ascii=False) uses for a str
 
 
@@ -330,8 +372,7 @@ class _Issuer:
         raw: list[bytes] = []
         append = raw.append
         for body in bodies:
-            encoded = b2a(('["' + salts[pos:pos + 22] + '",' + body + "]").encode("utf-8"), newline=False) \
-                .translate(table).rstrip(b"=")
+            encoded = b2a(f'["{salts[pos:pos + 22]}",{body}]'.encode(), newline=False).translate(table).rstrip(b"=")
             pos += 22
             append_encoded(encoded)
             # Standard alphabet with its "=\n" tail: translated and split for all digests at once.
@@ -389,7 +430,7 @@ class _Issuer:
                     value_json = _encode_json(member)
             except (TypeError, ValueError, RecursionError) as exc:
                 raise SDJWTError("bad_claim_value", "a claim value is not JSON-serialisable") from exc
-            bodies.append(_encode_str(name) + "," + value_json)
+            bodies.append(child.member_json + value_json)
         if node is not None and node.has_members:
             digests = self.digests(bodies, self.decoy_count())
             if digests:
@@ -540,50 +581,66 @@ def issue_sd_jwt(payload: dict[str, Any], *, key: Key, disclosable: Iterable[Cla
 class _Processor:
     """One walk over the payload replacing digests by disclosed values (RFC 9901 §7.1 step 3)."""
 
-    __slots__ = ("by_digest", "seen", "paths")
+    __slots__ = ("by_digest", "seen", "paths", "disclosures")
 
     def __init__(self, by_digest: dict[str, int], disclosures: list[Disclosure]) -> None:
         self.by_digest = by_digest
+        self.disclosures = disclosures
         self.seen: set[str] = set()
         self.paths: list[ClaimPath | None] = [None] * len(disclosures)
 
-    def run(self, value: Any, path: ClaimPath, disclosures: list[Disclosure], depth: int) -> Any:
-        if depth > MAX_DEPTH:
-            raise SDJWTError("too_deep", "the payload is nested too deeply")
-        if isinstance(value, dict):
-            return self._object(value, path, disclosures, depth)
-        if isinstance(value, list):
-            return self._array(value, path, disclosures, depth)
+    def _value(self, value: Any, path: ClaimPath, depth: int) -> Any:
+        # A disclosed value: any JSON value, walked when it is a container.
+        kind = type(value)
+        if kind is dict:
+            return self._object(value, path, depth, None)
+        if kind is list:
+            return self._array(value, path, depth)
         return value
 
-    def _object(self, value: dict[str, Any], path: ClaimPath, disclosures: list[Disclosure], depth: int) -> dict[str, Any]:
+    def _object(self, value: dict[str, Any], path: ClaimPath, depth: int, skip: str | None) -> dict[str, Any]:
+        if depth > MAX_DEPTH:
+            raise SDJWTError("too_deep", "the payload is nested too deeply")
+        if _ELLIPSIS in value:
+            raise SDJWTError("bad_array_digest", "'...' is only allowed as the sole member of an array element")
         out: dict[str, Any] = {}
+        # Values come from JSON, so exact type tests suffice; scalars are copied without a call.
         for name, member in value.items():
-            if name == _SD:
-                continue
-            if name == _ELLIPSIS:
-                raise SDJWTError("bad_array_digest", "'...' is only allowed as the sole member of an array element")
-            # Values come from JSON, so exact type tests suffice; scalars need no walk.
             kind = type(member)
-            out[name] = self.run(member, (*path, name), disclosures, depth + 1) \
-                if kind is dict or kind is list else member
-        digests = value.get(_SD)
-        if digests is None:
-            if _SD in value:
-                raise SDJWTError("bad_sd_field", "'_sd' must be an array of strings")
+            if kind is dict:
+                if name != _SD:
+                    out[name] = self._object(member, (*path, name), depth + 1, None)
+            elif kind is list:
+                if name != _SD:
+                    out[name] = self._array(member, (*path, name), depth + 1)
+            else:
+                out[name] = member
+        if skip is not None:
+            out.pop(skip, None)
+        if _SD not in value:
             return out
-        if not isinstance(digests, list):
+        digests = value[_SD]
+        if type(digests) is not list:
             raise SDJWTError("bad_sd_field", "'_sd' must be an array of strings")
+        # The digests of one level as sets (C loops): every element a string (join refuses
+        # anything else), none repeated within the level or seen at another level.
+        try:
+            "".join(digests)
+        except TypeError as exc:
+            raise SDJWTError("bad_sd_field", "'_sd' must be an array of strings") from exc
+        level = set(digests)
         seen = self.seen
-        for digest in digests:
-            if not isinstance(digest, str):
-                raise SDJWTError("bad_sd_field", "'_sd' must be an array of strings")
-            if digest in seen:
-                raise SDJWTError("duplicate_digest", "a digest appears more than once")
-            seen.add(digest)
-            index = self.by_digest.get(digest)
-            if index is None:
-                continue  # a decoy or a claim the holder did not disclose
+        if len(level) != len(digests) or not seen.isdisjoint(level):
+            raise SDJWTError("duplicate_digest", "a digest appears more than once")
+        seen.update(level)
+        by_digest = self.by_digest
+        hits = level.intersection(by_digest)
+        if not hits:
+            return out  # decoys and claims the holder did not disclose
+        disclosures = self.disclosures
+        # Disclosed members in the order of their digests, as a plain loop over the digests gives.
+        for digest in sorted(hits, key=digests.index) if len(hits) > 1 else hits:
+            index = by_digest[digest]
             disclosure = disclosures[index]
             name = disclosure.name
             if name is None:
@@ -592,31 +649,38 @@ class _Processor:
                 raise SDJWTError("claim_name_collision", "a disclosed claim name already exists at its level")
             child_path = (*path, name)
             self.paths[index] = child_path
-            out[name] = self.run(disclosure.value, child_path, disclosures, depth + 1)
+            out[name] = self._value(disclosure.value, child_path, depth + 1)
         return out
 
-    def _array(self, value: list[Any], path: ClaimPath, disclosures: list[Disclosure], depth: int) -> list[Any]:
+    def _array(self, value: list[Any], path: ClaimPath, depth: int) -> list[Any]:
+        if depth > MAX_DEPTH:
+            raise SDJWTError("too_deep", "the payload is nested too deeply")
         out: list[Any] = []
+        seen = self.seen
         for element in value:
-            if isinstance(element, dict) and _ELLIPSIS in element:
-                digest = element[_ELLIPSIS]
-                if len(element) != 1 or not isinstance(digest, str):
-                    raise SDJWTError("bad_array_digest", "an array digest is an object with only a string '...'")
-                if digest in self.seen:
-                    raise SDJWTError("duplicate_digest", "a digest appears more than once")
-                self.seen.add(digest)
-                index = self.by_digest.get(digest)
-                if index is None:
-                    continue
-                disclosure = disclosures[index]
-                if disclosure.name is not None:
-                    raise SDJWTError("misplaced_array_disclosure",
-                                     "an array digest refers to an object-member disclosure")
-                child_path = (*path, len(out))
-                self.paths[index] = child_path
-                out.append(self.run(disclosure.value, child_path, disclosures, depth + 1))
-            elif type(element) is dict or type(element) is list:
-                out.append(self.run(element, (*path, len(out)), disclosures, depth + 1))
+            kind = type(element)
+            if kind is dict:
+                if _ELLIPSIS in element:
+                    digest = element[_ELLIPSIS]
+                    if len(element) != 1 or type(digest) is not str:
+                        raise SDJWTError("bad_array_digest", "an array digest is an object with only a string '...'")
+                    if digest in seen:
+                        raise SDJWTError("duplicate_digest", "a digest appears more than once")
+                    seen.add(digest)
+                    index = self.by_digest.get(digest)
+                    if index is None:
+                        continue
+                    disclosure = self.disclosures[index]
+                    if disclosure.name is not None:
+                        raise SDJWTError("misplaced_array_disclosure",
+                                         "an array digest refers to an object-member disclosure")
+                    child_path = (*path, len(out))
+                    self.paths[index] = child_path
+                    out.append(self._value(disclosure.value, child_path, depth + 1))
+                else:
+                    out.append(self._object(element, (*path, len(out)), depth + 1, None))
+            elif kind is list:
+                out.append(self._array(element, (*path, len(out)), depth + 1))
             else:
                 out.append(element)
         return out
@@ -697,8 +761,8 @@ class SDJWT:
 
         processor = _Processor(by_digest, disclosures)
         try:
-            top = {name: value for name, value in payload.items() if name != _SD_ALG}
-            self.claims = processor.run(top, (), disclosures, 0)
+            # '_sd_alg' is left out at the top level only, before the disclosures are placed.
+            self.claims = processor._object(payload, (), 0, _SD_ALG)
         except RecursionError as exc:  # defence in depth: MAX_DEPTH should stop it first
             raise SDJWTError("too_deep", "the payload is nested too deeply") from exc
         paths = processor.paths
