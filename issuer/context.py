@@ -102,8 +102,9 @@ class IssuerContext:
         For the prebuilt statements of :mod:`issuer.statements`; SQLite writers queue as in :meth:`session`.
         """
         if self.db.backend != "sqlite":
-            async with self.db.engine.begin() as conn:
-                yield conn
+            # Prebuilt statements run on asyncpg directly, in the transaction (service_kit.db).
+            async with self.db.statement_transaction() as conn:
+                yield conn  # type: ignore[misc]
             return
         async with self._sqlite_lock(), self.db.engine.begin() as conn:
             yield conn
@@ -116,8 +117,9 @@ class IssuerContext:
         transaction). SQLite: a write transaction like :meth:`write_connection`.
         """
         if self.db.backend != "sqlite":
-            async with self.db.autocommit_connection() as conn:
-                yield conn
+            # Prebuilt statements run on asyncpg directly (service_kit.db.StatementConnection).
+            async with self.db.statement_connection() as conn:
+                yield conn  # type: ignore[misc]
             return
         async with self._sqlite_lock(), self.db.engine.begin() as conn:
             yield conn
@@ -125,8 +127,8 @@ class IssuerContext:
     @asynccontextmanager
     async def read_connection(self) -> AsyncIterator[AsyncConnection]:
         """A Core connection for reads: ``AUTOCOMMIT`` on PostgreSQL, a deferred transaction on SQLite."""
-        async with self.db.autocommit_connection() as conn:
-            yield conn
+        async with self.db.statement_connection() as conn:
+            yield conn  # type: ignore[misc]
 
     @property
     def public_url(self) -> str:

@@ -150,10 +150,10 @@ async def create_transaction(session: AsyncSession | AsyncConnection, box: Secre
         completed_at=None, purge_at=None, response_code_hash=None, result=None, claims_deleted_at=None,
     )
     tx = Transaction(**values)
-    if isinstance(session, AsyncConnection):
-        await session.execute(INSERT_TRANSACTION, values)
-    else:
+    if isinstance(session, AsyncSession):
         session.add(tx)
+    else:  # a Core connection (SQLAlchemy's or service_kit's StatementConnection)
+        await session.execute(INSERT_TRANSACTION, values)
     return CreatedRequest(tx, watch_token)
 
 
@@ -249,7 +249,7 @@ def _digests(vp_token: Mapping[str, Any]) -> list[str]:
 
 async def _claim(db: Database, tx_id: str, now: dt.datetime) -> bool:
     # A conditional UPDATE is atomic alone: autocommit saves the BEGIN/COMMIT round trips.
-    async with db.autocommit_connection() as conn:
+    async with db.statement_connection() as conn:
         return (await conn.execute(CLAIM_TRANSACTION, {"tx_id": tx_id, "now": now})).first() is not None
 
 
@@ -262,7 +262,7 @@ async def _record_digests(db: Database, tx_id: str, digests: list[str], now: dt.
     if not digests:
         return True
     try:
-        async with db.autocommit_connection() as conn:
+        async with db.statement_connection() as conn:
             if len(digests) == 1:
                 stmt = RECORD_DIGEST[db.backend]
                 inserted = (await conn.execute(stmt, {"digest": digests[0], "tx_id": tx_id, "now": now})).all()
@@ -326,7 +326,7 @@ async def _finish(db: Database, box: SecretBox, tx: Transaction, *, status: str,
         # The conditional UPDATE alone is atomic: autocommit, prebuilt statement, no ORM.
         params = {"tx_id": tx.id, "from_status": from_status, "new_result": None, "new_record": {},
                   "new_response_code_hash": None, **{f"new_{k}": v for k, v in values.items()}}
-        async with db.autocommit_connection() as conn:
+        async with db.statement_connection() as conn:
             if (await conn.execute(FINISH_TRANSACTION, params)).first() is None:
                 return None
         return response_code
@@ -351,7 +351,7 @@ async def answer(db: Database, box: SecretBox, verifier: PresentationVerifier, t
                  form: Mapping[str, Any]) -> AnswerOutcome:
     """Handle a ``direct_post``/``direct_post.jwt`` Authorization Response for transaction ``tx_id``."""
     now = utcnow()
-    async with db.autocommit_connection() as conn:
+    async with db.statement_connection() as conn:
         tx = await read_transaction(conn, tx_id)
     if tx is None:
         raise APIError(404, "invalid_request", "unknown transaction", extra={"code": "verifier.unknown_transaction"})
@@ -382,7 +382,7 @@ async def answer(db: Database, box: SecretBox, verifier: PresentationVerifier, t
     digests = _digests(response.vp_token)
     fresh: bool | None = None
     if db.backend == "postgresql" and len(digests) == 1:
-        async with db.autocommit_connection() as conn:
+        async with db.statement_connection() as conn:
             claimed, inserted = (await conn.execute(CLAIM_AND_RECORD_DIGEST_PG, {
                 "tx_id": tx.id, "now": now, "digest": digests[0], "created": now})).one()
         if not claimed:

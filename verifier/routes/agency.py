@@ -94,7 +94,7 @@ async def create_template(body: TemplateIn, agency: AgencyDep,
 
 
 async def _template(svc: Services, agency: Agency, name: str) -> Template:
-    async with svc.db.autocommit_connection() as conn:
+    async with svc.db.statement_connection() as conn:
         template = (await conn.execute(TEMPLATE_BY_NAME, {"agency_id": agency.id, "name": name})).first()
     if template is None:
         raise APIError(404, "not_found", "no such template for this agency")
@@ -204,7 +204,7 @@ async def create_request(body: RequestIn, auth: Annotated[tuple[Any, Any, str | 
         raise APIError(404, "not_found", "no such template for this agency")
     spec = _spec(body, template, svc)
     # One INSERT: atomic by itself, so no BEGIN/COMMIT round trips on PostgreSQL.
-    async with svc.db.autocommit_connection() as conn:
+    async with svc.db.statement_connection() as conn:
         created = await create_transaction(conn, svc.box, agency, spec, public_url=svc.public_url)
     tx = created.transaction
     base = f"{svc.public_url}/v1/requests/{tx.id}"
@@ -214,7 +214,7 @@ async def create_request(body: RequestIn, auth: Annotated[tuple[Any, Any, str | 
 
 
 async def _own_transaction(svc: Services, agency: Agency, tx_id: str) -> Transaction:
-    async with svc.db.autocommit_connection() as conn:
+    async with svc.db.statement_connection() as conn:
         tx = await read_transaction(conn, tx_id)
     # Another agency's transaction is reported exactly like a missing one.
     if tx is None or tx.agency_id != agency.id:

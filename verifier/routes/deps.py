@@ -69,7 +69,7 @@ async def authenticated_row(request: Request, statement: Executable, params: dic
         raise APIError(401, "unauthorized", "an agency API key is needed (Authorization: Bearer)", UNAUTHORIZED)
     row = None
     if len(token) <= 200:
-        async with services(request).db.autocommit_connection() as conn:
+        async with services(request).db.statement_connection() as conn:
             row = (await conn.execute(statement, {**params, "key_hash": hash_api_key(token)})).first()
     if row is None:
         raise APIError(401, "unauthorized", "the API key is not valid", UNAUTHORIZED)
@@ -82,7 +82,7 @@ async def current_agency(request: Request) -> Agency:
     if token is None:
         raise APIError(401, "unauthorized", "an agency API key is needed (Authorization: Bearer)", UNAUTHORIZED)
     svc = services(request)
-    async with svc.db.autocommit_connection() as conn:
+    async with svc.db.statement_connection() as conn:
         agency = await agency_for_api_key(conn, token)
     if agency is None:
         raise APIError(401, "unauthorized", "the API key is not valid", UNAUTHORIZED)

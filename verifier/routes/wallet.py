@@ -50,7 +50,7 @@ async def read_form(request: Request, allowed: frozenset[str] | None = None) -> 
 
 async def _pending(svc: Services, tx_id: str) -> tuple[Transaction, Agency]:
     # One query for the transaction and the agency columns the request object needs; plain rows.
-    async with svc.db.autocommit_connection() as conn:
+    async with svc.db.statement_connection() as conn:
         row = (await conn.execute(TRANSACTION_WITH_AGENCY_KEY, {"tx_id": tx_id})).first()
     tx: Any = row
     agency: Any = (SimpleNamespace(id=row.agency_id, signing_key=row.agency_signing_key, x5c=row.agency_x5c)
