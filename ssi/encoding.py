@@ -34,12 +34,13 @@ def b64url_decode(text: str | bytes) -> bytes:
         raw = text.encode("ascii") if isinstance(text, str) else bytes(text)
     except (UnicodeEncodeError, TypeError) as exc:
         raise EncodingError("bad_base64url", "not ASCII") from exc
-    if len(raw) % 4 == 1:
+    rest = len(raw) % 4
+    if rest == 1:
         raise EncodingError("bad_base64url", "not unpadded base64url")
-    if raw and _VALUES[raw[-1]] & _UNUSED_BITS[len(raw) % 4]:
+    if rest and _VALUES[raw[-1]] & _UNUSED_BITS[rest]:
         raise EncodingError("bad_base64url", "not canonical base64url (unused bits set)")
     try:
-        return binascii.a2b_base64(raw.translate(_TO_STANDARD) + _PADDING[len(raw) % 4], strict_mode=True)
+        return binascii.a2b_base64(raw.translate(_TO_STANDARD) + _PADDING[rest], strict_mode=True)
     except (binascii.Error, ValueError) as exc:
         raise EncodingError("bad_base64url", "not unpadded base64url") from exc
 

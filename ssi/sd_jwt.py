@@ -766,9 +766,8 @@ class SDJWT:
         except RecursionError as exc:  # defence in depth: MAX_DEPTH should stop it first
             raise SDJWTError("too_deep", "the payload is nested too deeply") from exc
         paths = processor.paths
-        for path in paths:
-            if path is None:
-                raise SDJWTError("unreferenced_disclosure", "a disclosure is not referenced by any digest")
+        if None in paths:
+            raise SDJWTError("unreferenced_disclosure", "a disclosure is not referenced by any digest")
         self.disclosure_paths = paths  # type: ignore[assignment]
         return self
 
@@ -895,7 +894,7 @@ def _verify_kb(sd: SDJWT, *, algorithms: Sequence[str], expected_aud: str | None
     holder_key = _holder_key(sd.payload)
     assert holder_key is not None  # 'cnf' is present, so a key or an error
     alg = kb.header["alg"]
-    check_algorithm(alg, tuple(algorithms))
+    check_algorithm(alg, algorithms)  # type: ignore[arg-type]
     if not holder_key._alg_fits(alg) or not holder_key.verify(kb.signature, kb.signing_input, alg):
         raise SDJWTError("kb_bad_signature", "the KB-JWT signature does not verify with the cnf key")
     kb_payload = sd.kb_payload
