@@ -418,7 +418,7 @@ _MISSING = object()
 class _Compiled:
     """One statement compiled for asyncpg: SQL with ``$n`` placeholders and how to build its arguments."""
 
-    __slots__ = ("statement", "sql", "slots", "returns_rows", "result_processors", "row_type")
+    __slots__ = ("statement", "sql", "slots", "returns_rows", "result_processors", "row_type", "needs_result_types")
 
     def __init__(self, statement: Any, sql: str, slots: list[tuple[str, Any, Any]], returns_rows: bool,
                  result_processors: list[Any] | None) -> None:
@@ -428,6 +428,16 @@ class _Compiled:
         self.returns_rows = returns_rows
         self.result_processors = result_processors
         self.row_type: type[tuple[Any, ...]] | None = None
+        self.needs_result_types = False
+
+    def set_result_types(self, dialect: Dialect, type_codes: list[Any]) -> None:
+        """Result processors of the statement's columns, as SQLAlchemy would pick them for these
+        driver type codes (``None``: unknown, which most types do not need)."""
+        columns = list(self.statement.exported_columns)
+        processors = [c.type.dialect_impl(dialect).result_processor(dialect, code)
+                      for c, code in zip(columns, type_codes, strict=True)]
+        self.result_processors = processors if any(p is not None for p in processors) else None
+        self.needs_result_types = False
 
     def arguments(self, parameters: dict[str, Any]) -> list[Any]:
         args = []
@@ -494,10 +504,12 @@ def _compile_for_driver(statement: Any, keys: frozenset[str], dialect: Dialect) 
         processor = bind.type.dialect_impl(dialect).bind_processor(dialect)
         slots.append((name, default, processor))
     columns = list(statement.exported_columns)
-    returns_rows = bool(columns)
-    processors = [c.type.dialect_impl(dialect).result_processor(dialect, None) for c in columns]
-    return _Compiled(statement, sql, slots, returns_rows,
-                     processors if any(p is not None for p in processors) else None)
+    compiled_statement = _Compiled(statement, sql, slots, bool(columns), None)
+    try:
+        compiled_statement.set_result_types(dialect, [None] * len(columns))
+    except Exception:  # noqa: BLE001 - a processor that needs the column's type code (numerics on asyncpg)
+        compiled_statement.needs_result_types = True
+    return compiled_statement
 
 
 _FAST_STATEMENTS: dict[tuple[int, frozenset[str]], Any] = {}
@@ -646,6 +658,10 @@ class StatementConnection:
 
         args = compiled.arguments(parameters)
         try:
+            if compiled.needs_result_types:
+                # Once per statement: the column type codes some processors depend on.
+                prepared = await self._driver.prepare(compiled.sql)
+                compiled.set_result_types(self.dialect, [a.type.oid for a in prepared.get_attributes()])
             if compiled.returns_rows:
                 records = await self._driver.fetch(compiled.sql, *args)
                 return StatementResult(compiled.make_rows(records), len(records))
