@@ -108,6 +108,8 @@ _loads = json_loads
 # cache. Bounded: emptied when full (an attacker sending new headers only costs the decoding).
 _HEADER_CACHE: dict[str, tuple[dict[str, Any], tuple[str, ...]]] = {}
 _HEADER_CACHE_MAX = 256
+#: Longer segments are not kept (a header with a three-certificate x5c is about 5,000 characters).
+_HEADER_CACHE_MAX_SEGMENT = 16_384
 
 
 def _header_copy(entry: tuple[dict[str, Any], tuple[str, ...]]) -> dict[str, Any]:
@@ -119,6 +121,8 @@ def _header_copy(entry: tuple[dict[str, Any], tuple[str, ...]]) -> dict[str, Any
 
 
 def _remember_header(segment: str, header: dict[str, Any]) -> None:
+    if len(segment) > _HEADER_CACHE_MAX_SEGMENT:
+        return
     lists: list[str] = []
     for name, value in header.items():
         kind = type(value)
@@ -639,7 +643,7 @@ class _Processor:
             return out  # decoys and claims the holder did not disclose
         disclosures = self.disclosures
         # Disclosed members in the order of their digests, as a plain loop over the digests gives.
-        for digest in sorted(hits, key=digests.index) if len(hits) > 1 else hits:
+        for digest in [d for d in digests if d in hits] if len(hits) > 1 else hits:
             index = by_digest[digest]
             disclosure = disclosures[index]
             name = disclosure.name

@@ -150,3 +150,17 @@ def test_sd_hash_is_base64url_sha256_of_the_prefix() -> None:
     prefix = "eyJhbGciOiJFUzI1NiJ9.e30.AAAA~WyJzIiwiYSIsMV0~"
     assert sd_hash(prefix) == b64url_encode(hashlib.sha256(prefix.encode("ascii")).digest())
     assert len(sd_hash(prefix)) == 43
+
+
+def test_an_oversized_header_is_not_kept() -> None:
+    token = token_with({"typ": "dc+sd-jwt", "x5c": ["A" * (sd_jwt._HEADER_CACHE_MAX_SEGMENT)]}, {"iat": NOW})
+    assert SDJWT.parse(token).header["typ"] == "dc+sd-jwt"
+    assert token.split(".", 1)[0] not in sd_jwt._HEADER_CACHE
+
+
+def test_many_digests_and_disclosures_are_placed_in_linear_time() -> None:
+    # Ordering the disclosed members must not cost digests x disclosures (a denial of service).
+    disclosures = [make_disclosure(f"c{i}", i) for i in range(3000)]
+    token = token_with({}, {"_sd": [d.digest for d in reversed(disclosures)]}, [d.encoded for d in disclosures])
+    claims = SDJWT.parse(token).claims
+    assert list(claims) == [f"c{i}" for i in reversed(range(3000))]
