@@ -83,6 +83,8 @@ def measure_all(ops: dict[str, tuple[Callable[[], Any], float]], rounds: int = 1
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--budget", type=float, default=2.0, help="seconds of timing per operation")
+    parser.add_argument("--breakdown", action="store_true",
+                        help="also time the parts of an issue and of a verify, to show where the time goes")
     parser.add_argument("--clock", choices=sorted(CLOCKS), default="cpu",
                         help="cpu: CPU time of this thread (default, steady under load); wall: perf_counter")
     args = parser.parse_args()
@@ -242,6 +244,8 @@ def main() -> None:
     }
     ops.update({f"ref.{name}": (fn, budget / 2) for name, fn in reference.items()})
     ops.update({f"status.{name}": (fn, budget / 4) for name, fn in status_ops.items()})
+    parts = breakdown_ops(issuer_key, holder_key, x5c, credential, presentation) if args.breakdown else {}
+    ops.update({f"part.{name}": (fn, budget / 4) for name, fn in parts.items()})
     t = measure_all(ops)
     status_t = {name: t[f"status.{name}"] for name in status_ops}
 
@@ -282,7 +286,64 @@ def main() -> None:
           f"{t['cartera.verify'] / t['floor.verify_fresh_cnf']:.2f}x the floor with the cnf key imported, "
           f"{t['cartera.verify_x5c'] / t['floor.verify']:.2f}x with the x5c resolver's cache hit, "
           f"{t['cartera.verify_x5c_uncached'] / t['floor.verify']:.2f}x validating the chain each time)")
+    if parts:
+        print("\nwhere the time goes (each part timed alone, same clock and rounds; parts overlap)")
+        for name in parts:
+            print(f"  {name:<64}{t['part.' + name] * 1e6:>9.1f} µs")
     print(f"timed in {time.perf_counter() - t_started:.0f} s")
+
+
+def breakdown_ops(issuer_key: Key, holder_key: Key, x5c: list[str], credential: str,
+                  presentation: str) -> dict[str, Callable[[], Any]]:
+    """The parts of an issue and of a verify, each callable alone (private helpers on purpose)."""
+    from ssi import jose
+    from ssi import sd_jwt as sd
+
+    ecdsa = ec.ECDSA(hashes.SHA256())
+    parsed = SDJWT.parse(presentation)
+    assert parsed.kb_jws is not None and parsed.kb_jwt is not None
+    kb_jws, kb_jwt = parsed.kb_jws, parsed.kb_jwt
+    issuer_pub = issuer_key.private_key.public_key()
+    issuer_der = jose._raw_to_der(parsed.jws.signature, 32)
+    kb_der = jose._raw_to_der(kb_jws.signature, 32)
+    holder_jwk = holder_key.public_jwk()
+    holder = sd.import_holder_jwk(holder_jwk)
+    point = b"\x04" + b64url_decode(holder_jwk["x"]) + b64url_decode(holder_jwk["y"])
+    payload = {"iss": ISS, "vct": VCT, "iat": int(time.time()), "cnf": {"jwk": holder_jwk}, **CLAIMS}
+    trie = sd._trie_for(DISCLOSABLE)
+
+    def encode() -> dict[str, Any]:
+        encoded = sd._Issuer(None, trie.count).encode(payload, trie, 0)
+        encoded[sd._SD_ALG] = sd.SD_ALG
+        return encoded
+
+    encoded = encode()
+    body = sd._encode_json(encoded).encode()
+    signing_input = credential.split("~", 1)[0].rsplit(".", 1)[0].encode()
+    raw = issuer_key.private_key
+    return {
+        "issue: ES256 sign of the signing input (= floor)": lambda: raw.sign(signing_input, ecdsa),
+        "issue: payload walk, 10 disclosures + decoys, digests": encode,
+        "issue: payload JSON": lambda: sd._encode_json(encoded),
+        "issue: payload base64url": lambda: sd._b64e(body),
+        "issue: compact JWS (JSON, base64url, sign, DER->raw)":
+            lambda: sd._sign_compact({"typ": "dc+sd-jwt", "x5c": x5c}, encoded, issuer_key),
+        "verify: issuer signature (= half the floor)": lambda: issuer_pub.verify(issuer_der, parsed.jws.signing_input,
+                                                                                  ecdsa),
+        "verify: KB signature, key known (= half the floor)":
+            lambda: holder._public.verify(kb_der, kb_jws.signing_input, ecdsa),  # type: ignore[union-attr]
+        "verify: KB signature, key built from the cnf point": lambda: ec.EllipticCurvePublicKey.from_encoded_point(
+            ec.SECP256R1(), point).verify(kb_der, kb_jws.signing_input, ecdsa),
+        "verify: cnf JWK import (import_holder_jwk)": lambda: sd.import_holder_jwk(holder_jwk),
+        "verify: SDJWT.parse (JWT, 2 disclosures, KB-JWT, payload walk)": lambda: SDJWT.parse(presentation),
+        "verify:   issuer JWT part (header from the cache)": lambda: sd._parse_compact(parsed.issuer_jwt, "m", "jwt"),
+        "verify:   KB-JWT part": lambda: sd._parse_compact(kb_jwt, "m", "jwt"),
+        "verify:   one disclosure (base64url, JSON, SHA-256)":
+            lambda: sd.Disclosure.decode(parsed.disclosures[0].encoded),
+        "verify: sd_hash over the presentation": lambda: sd.sd_hash(parsed.presentation_prefix),
+        "verify: two JWS signatures raw -> DER": lambda: (jose._raw_to_der(parsed.jws.signature, 32),
+                                                          jose._raw_to_der(kb_jws.signature, 32)),
+    }
 
 
 if __name__ == "__main__":
