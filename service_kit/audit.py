@@ -21,7 +21,7 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Integer, String, Text, select, update
+from sqlalchemy import Integer, String, Text, bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
@@ -86,26 +86,46 @@ def timestamp(moment: dt.datetime) -> str:
     return moment.astimezone(dt.UTC).isoformat(timespec="microseconds")
 
 
+_APPEND_STATEMENTS: dict[tuple[Any, Any], tuple[Any, Any, Any]] = {}
+
+
+def _append_statements(head_table: Any, entry_table: Any) -> tuple[Any, Any, Any]:
+    """The three statements of :func:`append` for these tables, built once: built per call they cost
+    more CPU than running them, and the same statement objects run on the driver directly where the
+    connection allows it (``service_kit.db.StatementConnection``)."""
+    built = _APPEND_STATEMENTS.get((head_table, entry_table))
+    if built is None:
+        built = (
+            select(head_table.c.seq, head_table.c.head).where(head_table.c.chain_id == bindparam("b_chain"))
+            .with_for_update(),
+            entry_table.insert(),
+            update(head_table).where(head_table.c.chain_id == bindparam("b_chain"))
+            .values(seq=bindparam("b_seq"), head=bindparam("b_head")),
+        )
+        _APPEND_STATEMENTS[(head_table, entry_table)] = built
+    return built
+
+
 async def append(conn: Executor, entries: Any, heads: Any, *, chain: str, entry_id: str, kind: str, at: str,
                  digest: str, extra: dict[str, Any] | None = None) -> Appended:
     """Append one entry to ``chain`` in the caller's transaction (``entries``/``heads``: mapped classes)."""
     head_table = heads.__table__
-    locked = select(head_table.c.seq, head_table.c.head).where(head_table.c.chain_id == chain).with_for_update()
-    row = (await conn.execute(locked)).first()
+    locked, insert_entry, move_head = _append_statements(head_table, entries.__table__)
+    row = (await conn.execute(locked, {"b_chain": chain})).first()
     if row is None:
         # First event of the chain: create the head row; a concurrent first event creates it too and
         # ON CONFLICT lets one win, then both queue on its lock.
         insert = (postgresql if _dialect(conn) == "postgresql" else sqlite).insert(head_table)
         await conn.execute(insert.values(chain_id=chain, seq=0, head=GENESIS).on_conflict_do_nothing())
-        row = (await conn.execute(locked)).first()
+        row = (await conn.execute(locked, {"b_chain": chain})).first()
     if row is None:  # the chain's owner was deleted meanwhile (cascade)
         raise AuditError("no_chain", "the chain's owner no longer exists")
     seq, prev = int(row[0]) + 1, str(row[1])
     new_hash = entry_hash(prev, entry_body(chain, seq, entry_id, kind, at, digest))
-    await conn.execute(entries.__table__.insert().values(
-        chain_id=chain, seq=seq, entry_id=entry_id, kind=kind, at=at, digest=digest, prev_hash=prev,
-        entry_hash=new_hash, **(extra or {})))
-    await conn.execute(update(head_table).where(head_table.c.chain_id == chain).values(seq=seq, head=new_hash))
+    await conn.execute(insert_entry, {
+        "chain_id": chain, "seq": seq, "entry_id": entry_id, "kind": kind, "at": at, "digest": digest,
+        "prev_hash": prev, "entry_hash": new_hash, **(extra or {})})
+    await conn.execute(move_head, {"b_chain": chain, "b_seq": seq, "b_head": new_hash})
     return Appended(seq=seq, entry_hash=new_hash, prev_hash=prev)
 
 
