@@ -347,7 +347,8 @@ class IssuerSession:
     async def nonce(self) -> str | None:
         if not self.metadata.nonce_endpoint:
             return None
-        response = await self._send("POST", self.metadata.nonce_endpoint, auth=False)
+        # A nonce request changes nothing but the issuer's nonce table: resending it is always safe.
+        response = await self._post_retrying(self.metadata.nonce_endpoint, auth=False)
         try:
             return NonceResponse.parse(_json(response)).c_nonce
         except SSIError as exc:
@@ -372,11 +373,15 @@ class IssuerSession:
         was spent. So a connection lost mid-request (an issuer restarted, a proxy timeout) does not lose
         a credential the issuer did issue.
         """
+        return await self._post_retrying(self.metadata.credential_endpoint, auth=True, json=body)
+
+    async def _post_retrying(self, url: str, *, auth: bool, **kwargs: Any) -> httpx.Response:
+        """POST ``url``, resending it after a lost connection or a 503 with a short ``Retry-After``."""
         deadline = time.monotonic() + CREDENTIAL_RETRY_SECONDS
         delay = 0.25
         while True:
             try:
-                response = await self._send("POST", self.metadata.credential_endpoint, auth=True, json=body)
+                response = await self._send("POST", url, auth=auth, **kwargs)
             except IssuanceError as exc:
                 if exc.error != "issuer_unavailable" or time.monotonic() + delay > deadline:
                     raise

@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +65,7 @@ class IssuerProcess:
     def url(self) -> str:
         return self.settings.public_url
 
-    def start(self, timeout: float = 60.0) -> None:
+    def start(self, timeout: float = 180.0) -> None:
         env = {**os.environ, **settings_env(self.settings)}
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(  # noqa: S603 - the service's own command line
@@ -99,6 +99,19 @@ class IssuerProcess:
                 self.proc.kill()
 
 
+class CountingApp:
+    """An ASGI wrapper counting the POSTs an app received (the queries reaching the data source)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.posts = 0
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            self.posts += 1
+        await self.app(scope, receive, send)
+
+
 @dataclass
 class IssuerStack:
     """An issuer process, its simulated Via Oberta (switchable faults) and the tenant's API key."""
@@ -109,7 +122,7 @@ class IssuerStack:
     tenant_url: str
     database_url: str
     folder: Path
-    extra: dict[str, Any] = field(default_factory=dict)
+    source: CountingApp
 
     @property
     def admin(self) -> dict[str, str]:
@@ -138,7 +151,8 @@ def issuer_stack(folder: Path, database_url: str, *, source_timeout: float = 3.0
         database_url=database_url, public_url=f"http://127.0.0.1:{port}", port=port, dev_mode=True,
         master_key="2" * 64, data_dir=folder, log_level="warning", source_timeout=source_timeout,
         rate_limits_enabled=False)
-    with serve(create_viaoberta(vo_config)) as vo_url:
+    source = CountingApp(create_viaoberta(vo_config))
+    with serve(source) as vo_url:
         info = asyncio.run(provision_demo(settings, ca_key=ca_key, ca_cert=ca, viaoberta_url=vo_url,
                                           viaoberta_platform_cert_pem=platform.cert_pem,
                                           requester_key_pem=requester.key_pem,
@@ -147,7 +161,8 @@ def issuer_stack(folder: Path, database_url: str, *, source_timeout: float = 3.0
         process = IssuerProcess(settings, folder / "issuer.log")
         process.start()
         try:
-            yield IssuerStack(process, vo_config, tenant["api_key"], tenant["issuer_url"], database_url, folder)
+            yield IssuerStack(process, vo_config, tenant["api_key"], tenant["issuer_url"], database_url, folder,
+                              source)
         finally:
             process.stop()
 
