@@ -408,9 +408,8 @@ def dialect_insert(session: AsyncSession, model: Any) -> Any:
 # on the pooled asyncpg connection directly: same SQL, same parameter conversion, same pool.
 
 _FAST_CACHE_SIZE = 512
-# A statement object seen this often goes to the driver; ad-hoc statements (a new object per call)
-# never reach it and keep SQLAlchemy's own compiled cache, which is cheaper for them.
-_SEEN_ONCE = object()
+# A statement object seen a second time goes to the driver; ad-hoc statements (a new object per
+# call) never are, and keep SQLAlchemy's own compiled cache, which is cheaper for them.
 _FALLBACK = object()
 _MISSING = object()
 
@@ -512,27 +511,32 @@ def _compile_for_driver(statement: Any, keys: frozenset[str], dialect: Dialect) 
     return compiled_statement
 
 
+# Compiled (or refused) statements, by statement object and parameter names; and, apart, statements
+# seen once, so that ad-hoc statements (a new object per call) never push the prebuilt ones out.
 _FAST_STATEMENTS: dict[tuple[int, frozenset[str]], Any] = {}
+_SEEN_STATEMENTS: dict[tuple[int, frozenset[str]], Any] = {}
 
 
 def _fast_compiled(statement: Any, parameters: dict[str, Any], dialect: Dialect) -> _Compiled | None:
     keys = frozenset(parameters)
     cache_key = (id(statement), keys)
     entry = _FAST_STATEMENTS.get(cache_key)
-    if isinstance(entry, _Compiled):
-        if entry.statement is statement:
-            return entry
-        entry = None
-    elif entry is not None and entry[0] is not statement:  # an (object, marker) pair for another object
-        entry = None
-    if entry is None:
-        if len(_FAST_STATEMENTS) >= _FAST_CACHE_SIZE:
-            _FAST_STATEMENTS.clear()
-        _FAST_STATEMENTS[cache_key] = (statement, _SEEN_ONCE)
+    if entry is not None:
+        if isinstance(entry, _Compiled):
+            if entry.statement is statement:
+                return entry
+        elif entry[0] is statement:
+            return None  # refused: SQLAlchemy runs it
+    seen = _SEEN_STATEMENTS.get(cache_key)
+    if seen is None or seen is not statement:
+        if len(_SEEN_STATEMENTS) >= _FAST_CACHE_SIZE:
+            _SEEN_STATEMENTS.clear()
+        _SEEN_STATEMENTS[cache_key] = statement  # held, so that its id() is not reused meanwhile
         return None
-    if entry[1] is _FALLBACK:
-        return None
+    del _SEEN_STATEMENTS[cache_key]
     compiled = _compile_for_driver(statement, keys, dialect)
+    if len(_FAST_STATEMENTS) >= _FAST_CACHE_SIZE:
+        _FAST_STATEMENTS.clear()
     _FAST_STATEMENTS[cache_key] = compiled if compiled is not None else (statement, _FALLBACK)
     return compiled
 
