@@ -67,7 +67,8 @@ def create_app(settings: IssuerSettings | None = None, *, run_background: bool =
                              lifespan_hooks=[startup, channel.lifespan],
                              description=DESCRIPTION, configure_logs=configure_logs)
     app.state.ctx = ctx
-    app.state.rate_limiter = build_limiter(settings, db, RateLimitBucket, master_key)
+    # On SQLite the limiter's statements join the issuer's queue of writers (ctx.single_statement).
+    app.state.rate_limiter = build_limiter(settings, db, RateLimitBucket, master_key, connect=ctx.single_statement)
     app.state.aries = channel
     ctx.issued_counter = app.state.metrics.counter(
         "cartera_issuer_credentials_issued_total", "Credentials issued (batch copies counted).", ["tenant", "type"])

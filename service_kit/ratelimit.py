@@ -24,23 +24,30 @@ creates it with its own Alembic revision; :class:`RateLimiter` takes that model 
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import ipaddress
+import logging
 import math
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import AfterValidator
 from sqlalchemy import Boolean, Double, String, bindparam, case, delete
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm import Mapped, mapped_column
 
 from service_kit.db import Database
 
 if TYPE_CHECKING:
     from starlette.requests import Request
+
+log = logging.getLogger("cartera.ratelimit")
 
 # A cleanup pass runs at most this often per process (seconds): deleting stale rows is cheap but not
 # worth a statement per request.
@@ -146,6 +153,13 @@ class RateLimiter:
 
     ``secret`` keys the HMAC of bucket keys; all workers of a service must use the same one (derive it
     from the service's master key). ``clock`` returns epoch seconds (tests pass their own).
+    ``connect`` opens the connection each statement runs on (default: the database's autocommit
+    connection; on SQLite behind a per-limiter lock). A service that already queues its SQLite writers
+    on a lock passes its own (the issuer's ``single_statement``), so the limiter joins that queue
+    instead of racing it in SQLite's busy handler.
+
+    A database error while counting lets the request through (logged as a warning): the limiter
+    protects the service, it must not be the thing that takes it down under load.
     """
 
     def __init__(
@@ -156,6 +170,7 @@ class RateLimiter:
         secret: bytes = b"",
         enabled: bool = True,
         clock: Callable[[], float] = time.time,
+        connect: Callable[[], AbstractAsyncContextManager[AsyncConnection]] | None = None,
     ) -> None:
         self.db = db
         self.model = model
@@ -163,8 +178,25 @@ class RateLimiter:
         self._secret = secret or b"cartera-rate-limit"
         self._clock = clock
         self._last_cleanup = 0.0
+        self._connect = connect or self._default_connection
+        self._lock: asyncio.Lock | None = None
+        self._lock_loop: asyncio.AbstractEventLoop | None = None
         table = model.__table__  # type: ignore[attr-defined]
         self._table = table
+
+    @asynccontextmanager
+    async def _default_connection(self) -> AsyncIterator[AsyncConnection]:
+        if self.db.backend != "sqlite":
+            async with self.db.autocommit_connection() as conn:
+                yield conn
+            return
+        # SQLite has one writer: queue this process's limiter statements here rather than have many
+        # connections sleep in the busy handler, which starves some of them past its timeout.
+        loop = asyncio.get_running_loop()
+        if self._lock is None or self._lock_loop is not loop:
+            self._lock, self._lock_loop = asyncio.Lock(), loop
+        async with self._lock, self.db.autocommit_connection() as conn:
+            yield conn
 
     def bucket_key(self, limit: Limit, identity: str) -> str:
         """The stored key of ``identity`` under ``limit``: hex HMAC-SHA256, never the identity itself."""
@@ -187,15 +219,33 @@ class RateLimiter:
         if not wanted:
             return Decision(True)
         now = self._clock()
-        table = self._table
         # Sorted keys: concurrent multi-row upserts lock rows in one order, so they cannot deadlock.
         rows = [
             {"key": key, "tat": now + limit.interval * cost, "tolerance": limit.burst * limit.interval,
              "allowed": True}
             for key, limit in sorted(wanted.items())
         ]
+        try:
+            result = await self._upsert(rows, now)
+        except DBAPIError:
+            log.warning("rate limiter unavailable; request let through",
+                        extra={"limits": sorted({limit.name for limit in wanted.values()})})
+            return Decision(True)
+        refused: Decision | None = None
+        for key, tat, allowed in result:
+            if allowed:
+                continue
+            limit = wanted[key]
+            # The next hit fits once now' >= tat + interval - tolerance.
+            wait = max(1, math.ceil(tat + limit.interval * cost - limit.burst * limit.interval - now))
+            if refused is None or wait > refused.retry_after:
+                refused = Decision(False, wait, limit.name)
+        return refused or Decision(True)
+
+    async def _upsert(self, rows: list[dict[str, Any]], now: float) -> list[Any]:
+        table = self._table
         now_param = bindparam("now_ts", now, type_=Double)
-        async with self.db.autocommit_connection() as conn:
+        async with self._connect() as conn:
             stmt = dialect_insert_for(conn.dialect.name, self.model)
             excluded = stmt.excluded
             base = case((table.c.tat > now_param, table.c.tat), else_=now_param)
@@ -214,16 +264,7 @@ class RateLimiter:
             if now - self._last_cleanup >= CLEANUP_EVERY:
                 self._last_cleanup = now
                 await conn.execute(delete(table).where(table.c.tat < now))
-        refused: Decision | None = None
-        for key, tat, allowed in result:
-            if allowed:
-                continue
-            limit = wanted[key]
-            # The next hit fits once now' >= tat + interval - tolerance.
-            wait = max(1, math.ceil(tat + limit.interval * cost - limit.burst * limit.interval - now))
-            if refused is None or wait > refused.retry_after:
-                refused = Decision(False, wait, limit.name)
-        return refused or Decision(True)
+        return list(result)
 
     async def check(self, checks: Iterable[tuple[Limit, str | None]], *, cost: int = 1) -> None:
         """:meth:`hit`, raising :class:`RateLimitExceeded` when refused."""
@@ -244,10 +285,15 @@ class RateLimiter:
             return Decision(True)
         now = self._clock()
         table = self._table
-        async with self.db.autocommit_connection() as conn:
-            result = (await conn.execute(
-                table.select().with_only_columns(table.c.key, table.c.tat).where(table.c.key.in_(list(wanted)))
-            )).all()
+        try:
+            async with self._connect() as conn:
+                result = (await conn.execute(
+                    table.select().with_only_columns(table.c.key, table.c.tat).where(table.c.key.in_(list(wanted)))
+                )).all()
+        except DBAPIError:
+            log.warning("rate limiter unavailable; request let through",
+                        extra={"limits": sorted({limit.name for limit in wanted.values()})})
+            return Decision(True)
         refused: Decision | None = None
         for key, tat in result:
             limit = wanted[key]
@@ -261,7 +307,7 @@ class RateLimiter:
         """Delete the rows of buckets that are full again (``tat`` in the past); return how many."""
         now = self._clock()
         self._last_cleanup = now
-        async with self.db.autocommit_connection() as conn:
+        async with self._connect() as conn:
             result = await conn.execute(delete(self._table).where(self._table.c.tat < now))
         return int(result.rowcount or 0)
 
@@ -408,8 +454,17 @@ def limiter_of(request: Request) -> RateLimiter | None:
     return getattr(request.app.state, "rate_limiter", None)
 
 
-def build_limiter(settings: Any, db: Database, model: type[RateLimitMixin], master_key: bytes) -> RateLimiter:
+def build_limiter(
+    settings: Any,
+    db: Database,
+    model: type[RateLimitMixin],
+    master_key: bytes,
+    *,
+    connect: Callable[[], AbstractAsyncContextManager[AsyncConnection]] | None = None,
+) -> RateLimiter:
     """The limiter of a service: keys under a secret derived from its master key (the same in every
-    worker, and useless for anything else), on or off as ``settings.rate_limits_enabled`` says."""
+    worker, and useless for anything else), on or off as ``settings.rate_limits_enabled`` says;
+    ``connect`` as for :class:`RateLimiter`."""
     secret = hmac.new(master_key, b"cartera rate-limit bucket keys", hashlib.sha256).digest()
-    return RateLimiter(db, model, secret=secret, enabled=bool(getattr(settings, "rate_limits_enabled", True)))
+    return RateLimiter(db, model, secret=secret, enabled=bool(getattr(settings, "rate_limits_enabled", True)),
+                       connect=connect)

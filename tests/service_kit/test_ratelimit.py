@@ -264,3 +264,36 @@ def test_each_service_migration_creates_the_table_its_model_declares(tmp_path: P
         engine.dispose()
     assert columns == {"key", "tat", "tolerance", "allowed"}
     assert not [d for d in diff if "rate_limits" in str(d)]
+
+
+def test_many_concurrent_hits_on_sqlite_queue_instead_of_failing(tmp_path: Path) -> None:
+    async def scenario() -> list[bool]:
+        db = await _fresh(f"sqlite+aiosqlite:///{tmp_path / 'busy.db'}")
+        limiter = RateLimiter(db, Bucket, clock=Clock())
+        limit = Limit("busy", 150, 3600.0)
+        try:
+            decisions = await asyncio.gather(*(limiter.hit([(limit, "k"), (Limit("other", 10**6, 60.0), str(i))])
+                                               for i in range(400)))
+            return [d.allowed for d in decisions]
+        finally:
+            await db.dispose()
+
+    allowed = asyncio.run(scenario())
+    assert allowed.count(True) == 150
+
+
+def test_a_database_failure_lets_the_request_through_and_says_so(tmp_path: Path,
+                                                                 caplog: pytest.LogCaptureFixture) -> None:
+    async def scenario() -> tuple[bool, bool]:
+        db = Database(f"sqlite+aiosqlite:///{tmp_path / 'empty.db'}")  # no rate_limits table at all
+        limiter = RateLimiter(db, Bucket)
+        try:
+            hit = await limiter.hit([(Limit("x", 1, 60.0), "203.0.113.9")])
+            looked = await limiter.blocked([(Limit("x", 1, 60.0), "203.0.113.9")])
+            return hit.allowed, looked.allowed
+        finally:
+            await db.dispose()
+
+    with caplog.at_level("WARNING", logger="cartera.ratelimit"):
+        assert asyncio.run(scenario()) == (True, True)
+    assert "rate limiter unavailable" in caplog.text and "203.0.113.9" not in caplog.text
