@@ -14,6 +14,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
 import schemathesis
 from schemathesis.engine import Status, from_schema
 from schemathesis.engine import events as st_events
@@ -58,6 +59,32 @@ class Profile:
         if name != "quick":
             raise ValueError(f"CARTERA_FUZZ must be quick or long, not {name!r}")
         return cls("quick", int(os.environ.get("CARTERA_FUZZ_EXAMPLES", "6")), ("examples", "coverage", "fuzzing"))
+
+
+@dataclass(frozen=True)
+class Link:
+    """An OpenAPI link the stateful phase follows: a value from one answer fills the next request.
+
+    FastAPI documents no links; the harness adds them where a created resource has its own operations
+    (a presentation request's id, a template's name), so sequences reach beyond 404s on random ids.
+    """
+
+    name: str
+    source: tuple[str, str, str]            # (path, method, status) of the answer
+    target: tuple[str, str]                 # (path, method) of the next request
+    parameters: tuple[tuple[str, str], ...]  # (parameter, runtime expression or constant)
+
+    def add_to(self, document: dict[str, Any]) -> None:
+        """Add the link to ``document`` (skipped when an operation is not in it)."""
+        path, method, status = self.source
+        target_path, target_method = self.target
+        paths = document.get("paths", {})
+        response = paths.get(path, {}).get(method, {}).get("responses", {}).get(status)
+        if response is None or target_method not in paths.get(target_path, {}):
+            return
+        pointer = target_path.replace("~", "~0").replace("/", "~1")
+        response.setdefault("links", {})[self.name] = {
+            "operationRef": f"#/paths/{pointer}/{target_method}", "parameters": dict(self.parameters)}
 
 
 @dataclass
@@ -107,8 +134,9 @@ class FuzzReport:
 
 
 def load_schema(base_url: str, *, headers: dict[str, str], profile: Profile,
-                exclude_paths: tuple[str, ...] = (), protocol_server_errors: tuple[str, ...] = ()) -> Any:
-    """The service's OpenAPI document as served, configured for ``profile``."""
+                exclude_paths: tuple[str, ...] = (), protocol_server_errors: tuple[str, ...] = (),
+                links: tuple[Link, ...] = ()) -> Any:
+    """The service's OpenAPI document as served, with ``links`` added, configured for ``profile``."""
     config = schemathesis.Config.from_dict({
         "seed": profile.seed,
         "color": False,
@@ -129,7 +157,10 @@ def load_schema(base_url: str, *, headers: dict[str, str], profile: Profile,
                                                                 *protocol_server_errors]}},
         "warnings": False,
     })
-    schema = schemathesis.openapi.from_url(f"{base_url}/openapi.json", config=config, headers=headers)
+    document = httpx.get(f"{base_url}/openapi.json", headers=headers, timeout=30).json()
+    for link in links:
+        link.add_to(document)
+    schema = schemathesis.openapi.from_dict(document, config=config)
     for path in exclude_paths:
         schema = schema.exclude(path_regex=path)
     return schema
@@ -168,7 +199,7 @@ def run(service: str, schema: Any, profile: Profile,
                                                    (failure.message or "").strip(), check.failure_info.code_sample))
         elif isinstance(event, st_events.PhaseFinished):
             phase = event.phase
-            if phase.is_enabled and phase.name.value in ("examples", "coverage", "fuzzing", "stateful_testing"):
+            if phase.is_enabled and phase.name.value in ("examples", "coverage", "fuzzing", "stateful"):
                 skipped = f" ({phase.skip_reason.value})" if phase.skip_reason else ""
                 report.phases[str(phase.name.value)] = f"{event.status.value}{skipped}"
         elif isinstance(event, st_events.NonFatalError):

@@ -26,6 +26,7 @@ from sandbox.viaoberta_service import ViaObertaSandboxConfig
 from sandbox.viaoberta_service import create_app as create_viaoberta
 from ssi import x509 as ssi_x509
 from ssi.urls import is_loopback_host
+from tests.fuzz.engine import Link
 from tests.support.servers import free_port, serve
 from tests.wallet_api.conftest import IDP_SECRET, login, wallet_settings
 from verifier.app import create_app as create_verifier
@@ -51,6 +52,33 @@ class Target:
     protocol_server_errors: tuple[str, ...] = ()
     # (operation, check) pairs known and accepted, each with its reason.
     accepted: dict[tuple[str, str], str] = field(default_factory=dict)
+    # Links for the stateful phase (long profile).
+    links: tuple[Link, ...] = ()
+
+
+def _links_from(source: tuple[str, str, str], parameter: str, expression: str, targets: list[tuple[str, str]],
+                **constants: str) -> tuple[Link, ...]:
+    return tuple(Link(f"{method}{path}".replace("/", "_").replace("{", "").replace("}", ""), source, (path, method),
+                      ((parameter, expression), *constants.items())) for path, method in targets)
+
+
+ISSUER_LINKS = (
+    *_links_from(("/v1/types", "post", "201"), "type_id", "$response.body#/id",
+                 [("/v1/types/{type_id}", "get"), ("/v1/types/{type_id}/source", "put")]),
+    *_links_from(("/v1/offers", "post", "201"), "credential_id", "$response.body#/credential_ids/0",
+                 [("/v1/credentials/{credential_id}", "get"), ("/v1/credentials/{credential_id}/{action}", "post")]),
+    *_links_from(("/v1/offers", "post", "201"), "offer_id", "$response.body#/offer_id",
+                 [("/t/{slug}/offers/{offer_id}", "get")], slug="uni-barcelona"),
+)
+VERIFIER_LINKS = (
+    *_links_from(("/v1/requests", "post", "201"), "tx_id", "$response.body#/id",
+                 [("/v1/requests/{tx_id}", "get"), ("/v1/requests/{tx_id}/qr.png", "get"),
+                  ("/v1/requests/{tx_id}/qr.svg", "get"), ("/v1/wallet/requests/{tx_id}", "get"),
+                  ("/v1/wallet/requests/{tx_id}", "post"), ("/v1/wallet/responses/{tx_id}", "post"),
+                  ("/v1/requests/{tx_id}/exchange", "post")]),
+    *_links_from(("/v1/templates", "post", "201"), "name", "$response.body#/name",
+                 [("/v1/templates/{name}", "get"), ("/v1/templates/{name}", "put"), ("/v1/templates/{name}", "delete")]),
+)
 
 
 # The fuzzer writes URLs into bodies (webhook targets, offer URIs, data source endpoints) and the
@@ -139,7 +167,7 @@ def issuer_target(tmp: Path) -> Iterator[Target]:
             requester_key_pem=requester.key_pem, requester_cert_pem=requester.cert_pem))
         key = provisioned["tenants"]["uni-barcelona"]["api_key"]
         with serve(create_issuer(settings, configure_logs=False), port=port) as url:
-            yield Target("issuer", url, {"Authorization": f"Bearer {key}"})
+            yield Target("issuer", url, {"Authorization": f"Bearer {key}"}, links=ISSUER_LINKS)
 
 
 @contextlib.contextmanager
@@ -154,7 +182,7 @@ def verifier_target(tmp: Path) -> Iterator[Target]:
     provisioned = asyncio.run(provision_verifier(settings, ca_key=ca_key, ca_cert=ca, trusted_issuer_anchors=[ca]))
     key = provisioned["agencies"]["ajuntament-barcelona"]["api_key"]
     with serve(create_verifier(settings), port=port) as url:
-        yield Target("verifier", url, {"Authorization": f"Bearer {key}"})
+        yield Target("verifier", url, {"Authorization": f"Bearer {key}"}, links=VERIFIER_LINKS)
 
 
 @contextlib.contextmanager

@@ -78,7 +78,7 @@ def test_service_conforms_to_its_openapi(service: str, tmp_path: Path, loopback_
     with TARGETS[service](tmp_path) as target:
         started = time.monotonic()
         schema = load_schema(target.url, headers=target.headers, profile=profile, exclude_paths=target.exclude_paths,
-                             protocol_server_errors=target.protocol_server_errors)
+                             protocol_server_errors=target.protocol_server_errors, links=target.links)
         report = run(service, schema, profile, target.accepted)
         report.elapsed = time.monotonic() - started
         wrong_media = wrong_content_type_answers(target)
