@@ -341,7 +341,7 @@ class _Issuer:
         # The same CSPRNG call also provides the first container's decoys (count + 4 x 32 bytes).
         size = 17 * max(expected, 1)
         block = secrets.token_bytes(size + 129)
-        self._salts = b64url_encode(block[:size])
+        self._salts = _b64e(block[:size]).decode("ascii")
         self._pos = 0
         self._random = block[size:]
         self._rpos = 0
@@ -541,8 +541,9 @@ def _header_segment(header: dict[str, Any], alg: str) -> bytes:
     return segment
 
 
-def _sign_compact(header: dict[str, Any], payload: dict[str, Any], key: Key) -> str:
-    # Same output as jose.sign_jws, with the shared encoder (the issuance hot path).
+def _sign_compact(header: dict[str, Any], payload: dict[str, Any], key: Key, tail: bytes = b"") -> str:
+    # Same output as jose.sign_jws, with the shared encoder (the issuance hot path); ``tail`` (the
+    # disclosures of an SD-JWT) is appended in the same copy.
     if header.get("alg", key.alg) != key.alg:
         raise JOSEError("alg_key_mismatch", "header alg does not match the signing key")
     header.pop("alg", None)
@@ -551,7 +552,7 @@ def _sign_compact(header: dict[str, Any], payload: dict[str, Any], key: Key) -> 
     except (TypeError, ValueError, RecursionError) as exc:
         raise SDJWTError("bad_claim_value", "a claim value is not JSON-serialisable") from exc
     signing_input = _header_segment(header, key.alg) + b"." + _b64e(body.encode("utf-8"))
-    return (signing_input + b"." + _b64e(key.sign(signing_input))).decode("ascii")
+    return b"".join((signing_input, b".", _b64e(key.sign(signing_input)), tail)).decode("ascii")
 
 
 def issue_sd_jwt(payload: dict[str, Any], *, key: Key, disclosable: Iterable[ClaimPath],
@@ -574,10 +575,8 @@ def issue_sd_jwt(payload: dict[str, Any], *, key: Key, disclosable: Iterable[Cla
     issuer = _Issuer(decoys, trie.count)
     encoded = issuer.encode(payload, trie, 0)
     encoded[_SD_ALG] = SD_ALG
-    jwt = _sign_compact(dict(header or {}), encoded, key)
-    if not issuer.encoded:
-        return jwt + "~"
-    return jwt + "~" + b"~".join(issuer.encoded).decode("ascii") + "~"
+    # "~<d1>~...~<dn>~", or "~" alone when nothing is disclosable.
+    return _sign_compact(dict(header or {}), encoded, key, b"~".join([b"", *issuer.encoded, b""]))
 
 
 # -- parsing and processing (holder and verifier) ------------------------------------------------
