@@ -111,6 +111,8 @@ class FuzzReport:
     requests: int = 0
     statuses: Counter[int] = field(default_factory=Counter)
     findings: list[Finding] = field(default_factory=list)
+    # Failures of known, accepted (operation, check) pairs: counted, not reported as findings.
+    accepted: int = 0
     errors: list[str] = field(default_factory=list)
     elapsed: float = 0.0
     # Status of each phase that ran (examples, coverage, fuzzing, stateful).
@@ -123,7 +125,7 @@ class FuzzReport:
         codes = ", ".join(f"{code}: {count}" for code, count in sorted(self.statuses.items()))
         phases = ",".join(f"{name}={status}" for name, status in self.phases.items())
         return (f"{self.service:<10} {self.profile:<5} operations {self.operations:>3}  requests {self.requests:>6}  "
-                f"findings {len(self.findings):>3}  errors {len(self.errors):>2}  {self.elapsed:6.1f} s  statuses {{{codes}}}  phases {phases}")
+                f"findings {len(self.findings):>3} (accepted {self.accepted})  errors {len(self.errors):>2}  {self.elapsed:6.1f} s  statuses {{{codes}}}  phases {phases}")
 
     def explain(self) -> str:
         """Every finding and error, for an assertion message."""
@@ -190,6 +192,7 @@ def run(service: str, schema: Any, profile: Profile,
                         continue
                     failure = check.failure_info.failure
                     if (recorder.label, check.name) in accepted:
+                        report.accepted += 1
                         continue
                     key = (recorder.label, check.name, failure.title)
                     if key in seen:
