@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import AfterValidator
-from sqlalchemy import Boolean, Double, String, bindparam, case, delete
+from sqlalchemy import Boolean, Double, String, bindparam, case, delete, select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm import Mapped, mapped_column
@@ -183,12 +183,13 @@ class RateLimiter:
         self._lock_loop: asyncio.AbstractEventLoop | None = None
         table = model.__table__  # type: ignore[attr-defined]
         self._table = table
+        self._statements: dict[tuple[str, str, int], Any] = {}
 
     @asynccontextmanager
     async def _default_connection(self) -> AsyncIterator[AsyncConnection]:
         if self.db.backend != "sqlite":
-            async with self.db.autocommit_connection() as conn:
-                yield conn
+            async with self.db.statement_connection() as conn:
+                yield conn  # type: ignore[misc]
             return
         # SQLite has one writer: queue this process's limiter statements here rather than have many
         # connections sleep in the busy handler, which starves some of them past its timeout.
@@ -243,28 +244,54 @@ class RateLimiter:
         return refused or Decision(True)
 
     async def _upsert(self, rows: list[dict[str, Any]], now: float) -> list[Any]:
-        table = self._table
-        now_param = bindparam("now_ts", now, type_=Double)
+        params: dict[str, Any] = {"now_ts": now}
+        for i, row in enumerate(rows):
+            params.update({f"key_{i}": row["key"], f"tat_{i}": row["tat"], f"tolerance_{i}": row["tolerance"]})
         async with self._connect() as conn:
-            stmt = dialect_insert_for(conn.dialect.name, self.model)
-            excluded = stmt.excluded
-            base = case((table.c.tat > now_param, table.c.tat), else_=now_param)
-            # excluded.tat - now is this hit's cost in seconds (interval x cost) for that bucket.
-            next_tat = base + (excluded.tat - now_param)
-            fits = next_tat - now_param <= excluded.tolerance
-            stmt = stmt.values(rows).on_conflict_do_update(
-                index_elements=[table.c.key],
-                set_={
-                    "allowed": fits,
-                    "tat": case((fits, next_tat), else_=table.c.tat),
-                    "tolerance": excluded.tolerance,
-                },
-            ).returning(table.c.key, table.c.tat, table.c.allowed)
-            result = (await conn.execute(stmt)).all()
+            result = (await conn.execute(self._hit_statement(conn.dialect.name, len(rows)), params)).all()
             if now - self._last_cleanup >= CLEANUP_EVERY:
                 self._last_cleanup = now
-                await conn.execute(delete(table).where(table.c.tat < now))
+                await conn.execute(delete(self._table).where(self._table.c.tat < now))
         return list(result)
+
+    def _hit_statement(self, dialect: str, count: int) -> Any:
+        """The upsert of ``count`` buckets (parameters ``now_ts``, ``key_<i>``, ``tat_<i>``,
+        ``tolerance_<i>``; ``tat_<i> - now_ts`` is that bucket's cost in seconds), built once per
+        dialect and count: built per request it cost more CPU than running it, and a prebuilt
+        statement runs on the driver directly (``service_kit.db.StatementConnection``)."""
+        cached = self._statements.get(("hit", dialect, count))
+        if cached is not None:
+            return cached
+        table = self._table
+        now_param = bindparam("now_ts", type_=Double)
+        stmt = dialect_insert_for(dialect, self.model)
+        stmt = stmt.values([{"key": bindparam(f"key_{i}", type_=String), "tat": bindparam(f"tat_{i}", type_=Double),
+                             "tolerance": bindparam(f"tolerance_{i}", type_=Double), "allowed": True}
+                            for i in range(count)])
+        excluded = stmt.excluded
+        base = case((table.c.tat > now_param, table.c.tat), else_=now_param)
+        # excluded.tat - now is this hit's cost in seconds (interval x cost) for that bucket.
+        next_tat = base + (excluded.tat - now_param)
+        fits = next_tat - now_param <= excluded.tolerance
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[table.c.key],
+            set_={"allowed": fits, "tat": case((fits, next_tat), else_=table.c.tat), "tolerance": excluded.tolerance},
+        ).returning(table.c.key, table.c.tat, table.c.allowed)
+        if count <= 8:
+            self._statements[("hit", dialect, count)] = stmt
+        return stmt
+
+    def _blocked_statement(self, count: int) -> Any:
+        """``(key, tat)`` of ``count`` buckets (parameters ``key_<i>``), built once per count."""
+        cached = self._statements.get(("blocked", "", count))
+        if cached is not None:
+            return cached
+        table = self._table
+        stmt = select(table.c.key, table.c.tat).where(
+            table.c.key.in_([bindparam(f"key_{i}", type_=String) for i in range(count)]))
+        if count <= 8:
+            self._statements[("blocked", "", count)] = stmt
+        return stmt
 
     async def check(self, checks: Iterable[tuple[Limit, str | None]], *, cost: int = 1) -> None:
         """:meth:`hit`, raising :class:`RateLimitExceeded` when refused."""
@@ -284,12 +311,10 @@ class RateLimiter:
         if not wanted:
             return Decision(True)
         now = self._clock()
-        table = self._table
         try:
             async with self._connect() as conn:
-                result = (await conn.execute(
-                    table.select().with_only_columns(table.c.key, table.c.tat).where(table.c.key.in_(list(wanted)))
-                )).all()
+                result = (await conn.execute(self._blocked_statement(len(wanted)),
+                                             {f"key_{i}": key for i, key in enumerate(wanted)})).all()
         except DBAPIError:
             log.warning("rate limiter unavailable; request let through",
                         extra={"limits": sorted({limit.name for limit in wanted.values()})})
