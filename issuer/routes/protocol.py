@@ -294,8 +294,10 @@ async def _take_over_abandoned_claim(ctx: IssuerContext, token_row: Any, configu
         return False
     reserved = (token_row.credential_ids or {}).get(configuration_id)
     async with ctx.session() as session:
-        answered = await session.scalar(select(StoredResponse.request_hash)
+        answered = await session.scalar(select(StoredResponse.expires_at)
                                         .where(StoredResponse.request_hash == request_hash))
+        if answered is not None and answered > now:
+            return False  # answered since the state was read: the retry will be served the stored response
         if answered is None and reserved:
             answered = await session.scalar(select(IssuanceRecord.id).where(IssuanceRecord.id == reserved))
         if answered is not None:
@@ -304,6 +306,19 @@ async def _take_over_abandoned_claim(ctx: IssuerContext, token_row: Any, configu
             IssuanceClaim.token_hash == token_row.token_hash, IssuanceClaim.configuration_id == configuration_id,
             IssuanceClaim.request_hash == request_hash, IssuanceClaim.created_at == created).values(created_at=now))
     return bool(taken.rowcount)  # type: ignore[attr-defined]
+
+
+def _in_progress() -> APIError:
+    return APIError(503, "temporarily_unavailable", "this request is being processed; retry shortly",
+                    {"Retry-After": "1"})
+
+
+async def _same_request_claimed(ctx: IssuerContext, token_hash: str, configuration_id: str, request_hash: str) -> bool:
+    """Whether the claim on this configuration was made by an identical request (same proofs)."""
+    async with ctx.db.read_session() as session:
+        current = await session.scalar(select(IssuanceClaim.request_hash).where(
+            IssuanceClaim.token_hash == token_hash, IssuanceClaim.configuration_id == configuration_id))
+    return current == request_hash
 
 
 def _verify_proofs(ctx: IssuerContext, tenant: TenantRef, proofs: list[str]) -> tuple[list[dict[str, Any]], set[str]]:
@@ -375,8 +390,7 @@ async def credential(request: Request, tenant: TenantRef = Depends(path_tenant),
             raise APIError(400, CREDENTIAL_REQUEST_DENIED, "this access token was already used for this credential")
         taken_over = await _take_over_abandoned_claim(ctx, token_row, configuration_id, request_hash)
         if not taken_over:
-            raise APIError(503, "temporarily_unavailable", "this request is being processed; retry shortly",
-                           {"Retry-After": "1"})
+            raise _in_progress()
 
     holder_jwks, nonces = _verify_proofs(ctx, tenant, proofs)
 
@@ -407,7 +421,16 @@ async def credential(request: Request, tenant: TenantRef = Depends(path_tenant),
                     "token_hash": token_row.token_hash, "configuration_id": configuration_id,
                     "request_hash": request_hash, "created_at": now, "expires_at": claim_expires})
     except IntegrityError as exc:
+        if await _same_request_claimed(ctx, token_row.token_hash, configuration_id, request_hash):
+            raise _in_progress() from exc
         raise APIError(400, CREDENTIAL_REQUEST_DENIED, "this access token was already used for this credential") from exc
+    except APIError as exc:
+        # A resent request racing its own first copy (a wallet whose connection timed out): the copy
+        # that lost the nonce is told to retry, and then gets the response stored for the other.
+        if exc.error == INVALID_NONCE and await _same_request_claimed(ctx, token_row.token_hash, configuration_id,
+                                                                      request_hash):
+            raise _in_progress() from exc
+        raise
 
     subject = subject_from_json(token_row.subject)
     credential_id = token_row.credential_ids.get(configuration_id) or f"c_{new_secret()[:16]}"

@@ -102,3 +102,46 @@ def test_source_fault_is_typed_leaves_nothing_half_issued_and_a_retry_succeeds(s
         after = _rows(stack)
         assert after["issuance_records"] == before["issuance_records"] + 1
         assert after["status_entries"] == before["status_entries"] + 1
+
+
+def test_a_resent_request_while_the_first_is_still_at_the_source_gets_the_same_credentials(
+        stack: IssuerStack) -> None:
+    """A wallet whose connection timed out resends the identical request (same proofs) while the issuer
+    is still waiting for the slow source: the copies that arrive meanwhile are told to retry (503,
+    never ``invalid_nonce`` or "already used", which would strand the credential being issued), and
+    once the first is done every copy gets its stored response: one credential, issued once."""
+    import concurrent.futures
+
+    identifier, name = tax_citizens(1, skip=len(FAULTS))[0]
+    offer = stack.offer(identifier, name)
+    issuer = offer["offer"]["credential_issuer"]
+    with httpx.Client(timeout=60) as http:
+        token = _token(http, offer)
+        nonce = http.post(f"{issuer}/nonce").json()["c_nonce"]
+        proof = build_proof_jwt(Key.generate("ES256"), audience=issuer, nonce=nonce)
+        body = {"credential_configuration_id": "tax-compliance", "proofs": {"jwt": [proof]}}
+        before = _rows(stack)
+
+        def send() -> httpx.Response:
+            return http.post(f"{issuer}/credential", headers={"Authorization": f"Bearer {token}"}, json=body)
+
+        stack.viaoberta.latency_seconds, stack.viaoberta.fault = 2.0, "latency"
+        try:
+            with concurrent.futures.ThreadPoolExecutor(4) as pool:
+                first = pool.submit(send)
+                time.sleep(0.3)
+                copies = [pool.submit(send) for _ in range(3)]
+                answers = [first.result(), *(c.result() for c in copies)]
+        finally:
+            stack.viaoberta.fault, stack.viaoberta.latency_seconds = None, SOURCE_TIMEOUT + 2
+        assert answers[0].status_code == 200, [a.text[:200] for a in answers]
+        assert {a.status_code for a in answers} <= {200, 503}, [a.text[:200] for a in answers]
+        assert all(a.json()["error"] == "temporarily_unavailable" for a in answers if a.status_code == 503)
+        issued = {a.json()["credentials"][0]["credential"] for a in answers if a.status_code == 200}
+        again = send()
+        assert again.status_code == 200, again.text
+        issued.add(again.json()["credentials"][0]["credential"])
+        assert len(issued) == 1  # every answer is the one stored response
+        after = _rows(stack)
+        assert after["issuance_records"] == before["issuance_records"] + 1
+        assert after["status_entries"] == before["status_entries"] + 1
