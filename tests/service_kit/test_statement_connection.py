@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -29,6 +30,7 @@ from sqlalchemy.exc import IntegrityError
 
 from service_kit.db import Database, StatementResult, UTCDateTime
 from tests.service_kit.sample_models import Base, Code
+from tests.support.postgres import PostgresCluster
 
 metadata = MetaData()
 items = Table(
@@ -51,11 +53,18 @@ DROP = delete(items).where(items.c.id == bindparam("item_id")).returning(items.c
 COUNT = select(func.count()).select_from(items)
 
 
+@pytest.fixture
+def fresh_pg(postgres_cluster: PostgresCluster) -> Iterator[str]:
+    """A new database on the test cluster (never the shared admin database: other tests migrate there)."""
+    url = postgres_cluster.create_database()
+    try:
+        yield url
+    finally:
+        postgres_cluster.drop_database(url)
+
+
 async def _fresh(db: Database, *metadatas: MetaData) -> None:
-    # The PostgreSQL database is shared by the session's tests: start from empty tables.
     for meta in metadatas:
-        async with db.engine.begin() as conn:
-            await conn.run_sync(meta.drop_all)
         await db.create_all(meta)
 
 
@@ -141,9 +150,9 @@ def test_the_driver_path_is_taken_on_postgresql_only_for_repeated_statements(dat
     assert kinds[3:] == ["CursorResult", "CursorResult"]
 
 
-def test_driver_errors_come_back_as_sqlalchemy_errors(postgres_url: str) -> None:
+def test_driver_errors_come_back_as_sqlalchemy_errors(fresh_pg: str) -> None:
     async def scenario() -> tuple[int, int]:
-        db = Database(postgres_url, pre_ping=False)
+        db = Database(fresh_pg, pre_ping=False)
         try:
             await _fresh(db, metadata, Base.metadata)
             failures = 0
@@ -163,10 +172,10 @@ def test_driver_errors_come_back_as_sqlalchemy_errors(postgres_url: str) -> None
     assert asyncio.run(scenario()) == (3, 1)
 
 
-def test_python_side_column_defaults_still_apply(postgres_url: str) -> None:
+def test_python_side_column_defaults_still_apply(fresh_pg: str) -> None:
     # Code.used has a Python-side default: such an INSERT needs SQLAlchemy's execution, not the driver's.
     async def scenario() -> list[bool]:
-        db = Database(postgres_url, pre_ping=False)
+        db = Database(fresh_pg, pre_ping=False)
         try:
             await _fresh(db, Base.metadata)
             stmt = insert(Code.__table__)
@@ -209,9 +218,9 @@ def test_statement_transaction_commits_or_rolls_back_everything(database_url: st
     assert asyncio.run(scenario()) == (3, 0)
 
 
-def test_concurrent_conditional_updates_have_one_winner(postgres_url: str) -> None:
+def test_concurrent_conditional_updates_have_one_winner(fresh_pg: str) -> None:
     async def scenario() -> int:
-        db = Database(postgres_url, pre_ping=False, pool_size=10, max_overflow=0)
+        db = Database(fresh_pg, pre_ping=False, pool_size=10, max_overflow=0)
         try:
             await _fresh(db, metadata)
             async with db.statement_connection() as conn:
