@@ -96,6 +96,15 @@ def _grant_error(description: str) -> APIError:
     return APIError(400, INVALID_GRANT, description)
 
 
+class WrongTxCode(APIError):
+    """``invalid_grant`` because the transaction code was missing or wrong (the token endpoint counts
+    these per client and per offer; a type, not the wording, tells them from other refusals)."""
+
+    def __init__(self, burnt: bool) -> None:
+        super().__init__(400, INVALID_GRANT, "the transaction code is wrong; the offer is now void" if burnt
+                         else "the transaction code is missing or wrong")
+
+
 async def _redeem_at_once(ctx: IssuerContext, tenant: TenantRef, code_hash: str, tx_code: str | None,
                           now: dt.datetime, dpop_jkt: str | None) -> tuple[Any, str, int] | None:
     """The common case in two statements of one transaction: a conditional ``UPDATE ... RETURNING``
@@ -169,8 +178,7 @@ async def redeem_pre_authorized_code(ctx: IssuerContext, tenant: TenantRef, code
                 .values(tx_code_attempts=Offer.tx_code_attempts + 1, burnt=Offer.tx_code_attempts + 1 >= limit)
                 .returning(Offer.burnt))).first()
         burnt = row is None or bool(row[0])
-        raise _grant_error("the transaction code is wrong; the offer is now void" if burnt
-                           else "the transaction code is missing or wrong")
+        raise WrongTxCode(burnt)
     return offer, token, ttl
 
 

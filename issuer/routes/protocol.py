@@ -67,6 +67,7 @@ from ..authorization import redeem_authorization_code
 from ..binding import authorization, check_presentation, token_request_binding
 from ..context import IssuerContext, get_ctx, new_secret, secret_hash, utcnow
 from ..grants import (
+    WrongTxCode,
     access_token,
     new_access_token,
     new_nonce,
@@ -225,8 +226,8 @@ async def token(request: Request, tenant: TenantRef = Depends(path_tenant),  # n
         try:
             offer, access, ttl = await redeem_pre_authorized_code(ctx, tenant, parsed.pre_authorized_code or "",
                                                                   parsed.tx_code, dpop_jkt=jkt)
-        except APIError as exc:
-            if exc.error_description.startswith("the transaction code") and limiter is not None:
+        except WrongTxCode:
+            if limiter is not None:
                 await limiter.hit(tx_limits)
             raise
         configuration_ids = list(offer.configuration_ids)
