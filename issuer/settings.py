@@ -9,10 +9,10 @@ from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
 from service_kit.ratelimit import RateSpec
-from service_kit.settings import ServiceSettings
+from service_kit.settings import SigningServiceSettings
 
 
-class IssuerSettings(ServiceSettings):
+class IssuerSettings(SigningServiceSettings):
     """Settings of the issuer service (every field documented: ``settings_reference`` lists them)."""
 
     model_config = SettingsConfigDict(env_prefix="CARTERA_ISSUER_", extra="ignore", case_sensitive=False,
@@ -100,20 +100,6 @@ class IssuerSettings(ServiceSettings):
     aries_deferred_max_interval: int = Field(
         default=3600, ge=1, description="Longest wait, seconds, between two polls of a data source that answered "
                                         "pending to an Aries issuance (its own estimate is used when shorter).")
-    # Keys in hardware (docs/security.md, "Keys in hardware (PKCS#11)").
-    key_backend: Literal["software", "pkcs11"] = Field(
-        default="software", description="Where new tenant signing keys are made: `software` (sealed under the master key in "
-                                        "the database) or `pkcs11` (generated in the token, sensitive and "
-                                        "non-extractable; the database keeps only a reference).")
-    pkcs11_module: Path | None = Field(
-        default=None, description="PKCS#11 module (shared library) of the token, e.g. "
-                                  "`/usr/lib/softhsm/libsofthsm2.so`. When set, the token is opened and every active "
-                                  "token key checked at start-up.")
-    pkcs11_token_label: str = Field(default="", description="Label of the PKCS#11 token holding the keys.")
-    pkcs11_pin: SecretStr | None = Field(default=None, description="User PIN of the token. Secret: prefer "
-                                                                   "`pkcs11_pin_file`. Never logged.")
-    pkcs11_pin_file: Path | None = Field(default=None, description="File holding the token's user PIN (one line), "
-                                                                   "mode 0600.")
 
     @property
     def allow_http_loopback(self) -> bool:

@@ -183,6 +183,26 @@ class ServiceSettings(BaseSettings):
         return self
 
 
+class SigningServiceSettings(ServiceSettings):
+    """Settings of a service that signs with keys of its own (the issuer's tenants, the verifier's
+    agencies): where new keys are made, and the PKCS#11 token when they live in hardware
+    (docs/security.md, "Keys in hardware (PKCS#11)")."""
+
+    key_backend: Literal["software", "pkcs11"] = Field(
+        default="software", description="Where new signing keys are made: `software` (sealed under the master key in "
+                                        "the database) or `pkcs11` (generated in the token, sensitive and "
+                                        "non-extractable; the database keeps only a reference).")
+    pkcs11_module: Path | None = Field(
+        default=None, description="PKCS#11 module (shared library) of the token, e.g. "
+                                  "`/usr/lib/softhsm/libsofthsm2.so`. When set, the token is opened and every active "
+                                  "token key checked at start-up.")
+    pkcs11_token_label: str = Field(default="", description="Label of the PKCS#11 token holding the keys.")
+    pkcs11_pin: SecretStr | None = Field(default=None, description="User PIN of the token. Secret: prefer "
+                                                                   "`pkcs11_pin_file`. Never logged.")
+    pkcs11_pin_file: Path | None = Field(default=None, description="File holding the token's user PIN (one line), "
+                                                                   "mode 0600.")
+
+
 def settings_reference(settings_cls: type[ServiceSettings]) -> list[dict[str, str]]:
     """List every setting of ``settings_cls`` as ``{"env", "type", "default", "description"}`` rows.
 

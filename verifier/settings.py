@@ -9,12 +9,12 @@ from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
 from service_kit.ratelimit import RateSpec
-from service_kit.settings import ServiceSettings
+from service_kit.settings import SigningServiceSettings
 
 ClientIdPrefix = Literal["x509_san_dns", "x509_hash", "redirect_uri"]
 
 
-class VerifierSettings(ServiceSettings):
+class VerifierSettings(SigningServiceSettings):
     """Settings of the verifier service (every field documented: ``settings_reference`` lists them)."""
 
     model_config = SettingsConfigDict(env_prefix="CARTERA_VERIFIER_", extra="ignore", case_sensitive=False,
@@ -57,20 +57,6 @@ class VerifierSettings(ServiceSettings):
                                                                "issuer metadata), seconds.")
     max_fetch_bytes: int = Field(default=2_000_000, ge=1024, description="Largest status list or metadata "
                                                                            "document fetched, bytes.")
-    # Keys in hardware (docs/security.md, "Keys in hardware (PKCS#11)").
-    key_backend: Literal["software", "pkcs11"] = Field(
-        default="software", description="Where new agency request-signing keys are made: `software` (sealed under the master key in "
-                                        "the database) or `pkcs11` (generated in the token, sensitive and "
-                                        "non-extractable; the database keeps only a reference).")
-    pkcs11_module: Path | None = Field(
-        default=None, description="PKCS#11 module (shared library) of the token, e.g. "
-                                  "`/usr/lib/softhsm/libsofthsm2.so`. When set, the token is opened and every active "
-                                  "token key checked at start-up.")
-    pkcs11_token_label: str = Field(default="", description="Label of the PKCS#11 token holding the keys.")
-    pkcs11_pin: SecretStr | None = Field(default=None, description="User PIN of the token. Secret: prefer "
-                                                                   "`pkcs11_pin_file`. Never logged.")
-    pkcs11_pin_file: Path | None = Field(default=None, description="File holding the token's user PIN (one line), "
-                                                                   "mode 0600.")
     # Abuse limits (docs/security.md, "Rate limits"): BURST/SECONDS, 0 disables one.
     rate_limit_requests_key: RateSpec = Field(
         default="3000/60", description="Presentation requests created per agency API key.")
