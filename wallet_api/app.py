@@ -34,7 +34,7 @@ def create_app(settings: WalletSettings | None = None, *, transport: httpx.Async
     ``run_background=False`` leaves the periodic sweeps (status, expiry, deferred) and the alert webhook
     delivery to explicit calls."""
     from .background import background_loop, webhook_loop
-    from .routes import alerts, auth, backup, credentials, history, offers, presentations, web
+    from .routes import alerts, audit, auth, backup, credentials, history, offers, presentations, web
 
     settings = settings or WalletSettings()
     db = Database.from_settings(settings)
@@ -72,7 +72,7 @@ def create_app(settings: WalletSettings | None = None, *, transport: httpx.Async
     app.state.wallet = ctx
     app.state.rate_limiter = build_limiter(settings, db, RateLimitBucket, load_master_key(settings))
     api = APIRouter()
-    for module in (auth, offers, credentials, presentations, history, alerts, backup):
+    for module in (auth, offers, credentials, presentations, history, alerts, backup, audit):
         api.include_router(module.router)
     app.include_router(api, prefix=app.state.api_prefix)
     app.include_router(web.router)  # the web wallet under /app/, a client of the /v1 API above
