@@ -465,6 +465,10 @@ async def credential(request: Request, tenant: TenantRef = Depends(path_tenant),
         issued = await sign_and_record(ctx, tenant, reg, outcome, subject, holder_jwks, credential_id=credential_id,
                                        login=token_row.login, offer_id=token_row.offer_id, finalize=store,
                                        webhooks=bool(token_row.webhooks), stored_row=stored_row)
+    except IntegrityError as exc:
+        # Another copy of this very request wrote first (a take-over whose original was alive after all):
+        # that copy owns the issuance, so its claim stays and the wallet's retry gets its stored answer.
+        raise _in_progress() from exc
     except BaseException:
         # Nothing was issued: release the claim so the wallet can try again with a fresh nonce.
         async with ctx.session() as session:
