@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter, Depends, Path
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
 
+from service_kit.audit_api import NO_STORE, CheckView, HeadView, ProofView
 from service_kit.errors import APIError
 
 from .. import audit
@@ -15,58 +13,13 @@ from ..context import IssuerContext, get_ctx
 from ..tenancy import TenantRef, admin_tenant
 
 router = APIRouter(tags=["audit"])
-_NO_STORE = {"Cache-Control": "no-store"}
-
-
-class CheckpointView(BaseModel):
-    seq: int = Field(description="The entry the checkpoint covers (1 = the first).")
-    token: str = Field(description="Compact JWS, `typ: cartera-audit-checkpoint+jwt`, payload "
-                                   "`{v, chain, seq, head, iat, iss}`, signed with the tenant's signing key.")
-
-
-class HeadView(BaseModel):
-    chain: str = Field(description="The chain's name (the tenant id).")
-    seq: int = Field(description="How many entries the chain holds.")
-    head: str = Field(description="Hex SHA-256 hash of the last entry.")
-    checkpoint: CheckpointView | None
-
-
-class EntryView(BaseModel):
-    chain: str
-    seq: int
-    id: str = Field(description="The issuance record (credential) id.")
-    kind: str = Field(description="issued | status | withdrawn")
-    at: str
-    digest: str
-
-
-class ProofView(BaseModel):
-    v: int
-    prev_hash: str
-    entry: EntryView
-    following: list[EntryView]
-    checkpoint: str
-    content: dict[str, Any] | None = Field(description="The record as issued (what the entry commits to).")
-    salt: str
-
-
-class CheckView(BaseModel):
-    ok: bool
-    chain: str
-    entries: int
-    head: str
-    checkpoints: int
-    last_checkpoint_seq: int
-    kinds: dict[str, int]
-    error: dict[str, Any] | None = Field(description="The first problem: `code` (audit.*), `seq`, `entry_id`, "
-                                                     "`detail`.")
 
 
 @router.get("/audit/head", response_model=HeadView, summary="The tenant's audit chain head and latest checkpoint")
 async def audit_head(tenant: TenantRef = Depends(admin_tenant),  # noqa: B008
                      ctx: IssuerContext = Depends(get_ctx)) -> JSONResponse:  # noqa: B008
     """Entries so far, the head hash and a checkpoint covering it (signed now with the tenant's key if needed)."""
-    return JSONResponse(await audit.head(ctx, tenant.id, tenant.slug), headers=_NO_STORE)
+    return JSONResponse(await audit.head(ctx, tenant.id, tenant.slug), headers=NO_STORE)
 
 
 @router.get("/audit/credentials/{credential_id}/proof", response_model=ProofView,
@@ -77,7 +30,7 @@ async def audit_proof(credential_id: str = Path(max_length=64), tenant: TenantRe
     found = await audit.proof(ctx, tenant.id, tenant.slug, credential_id)
     if found is None:
         raise APIError(404, "not_found", "no such audit entry")
-    return JSONResponse(found, headers=_NO_STORE)
+    return JSONResponse(found, headers=NO_STORE)
 
 
 @router.get("/audit/check", response_model=CheckView, summary="Check the tenant's chain against its records")
@@ -85,7 +38,7 @@ async def audit_check(tenant: TenantRef = Depends(admin_tenant),  # noqa: B008
                       ctx: IssuerContext = Depends(get_ctx)) -> JSONResponse:  # noqa: B008
     """Recompute every digest and hash, verify every checkpoint, check every record is chained and its
     status matches its chained status changes; `ok: false` names the first problem."""
-    return JSONResponse((await audit.check(ctx, tenant.id, tenant.slug)).as_dict(), headers=_NO_STORE)
+    return JSONResponse((await audit.check(ctx, tenant.id, tenant.slug)).as_dict(), headers=NO_STORE)
 
 
 @router.get("/audit/export", summary="Export the tenant's audit chain (for `cartera audit verify`)")
@@ -93,4 +46,4 @@ async def audit_export(tenant: TenantRef = Depends(admin_tenant),  # noqa: B008
                        ctx: IssuerContext = Depends(get_ctx)) -> JSONResponse:  # noqa: B008
     """Every entry with its content and salt, every checkpoint and the tenant's JWKS."""
     return JSONResponse(await audit.export(ctx, tenant.id, tenant.slug), headers={
-        **_NO_STORE, "Content-Disposition": 'attachment; filename="issuer-audit-chain.json"'})
+        **NO_STORE, "Content-Disposition": 'attachment; filename="issuer-audit-chain.json"'})
