@@ -180,12 +180,14 @@ async def start_runtime(*, name: str, label: str, admin_url: str, admin_api_key:
                         webhook_key: str | None, data_dir: Path, inbound_port: int, admin_port: int,
                         endpoint: str, webhook_url: str, master_key: bytes,
                         contexts: dict[str, Any] | None = None, extra_args: Iterable[str] = (),
-                        timeout: float = 60.0) -> AgentRuntime:
-    """Connect to the configured agent, or start one (``admin_url`` empty) and wait until it is ready."""
+                        timeout: float = 60.0, admin_timeout: float = 15.0) -> AgentRuntime:
+    """Connect to the configured agent, or start one (``admin_url`` empty) and wait until it is ready.
+
+    ``timeout`` bounds the start-up; ``admin_timeout`` every later admin API call."""
     if admin_url:
         if not admin_api_key:
             raise AriesError("agent_misconfigured", "an external agent needs its admin API key")
-        return AgentRuntime(AdminClient(admin_url, admin_api_key), webhook_key)
+        return AgentRuntime(AdminClient(admin_url, admin_api_key, timeout=admin_timeout), webhook_key)
     data_dir.mkdir(parents=True, exist_ok=True)
     lock = SharedAgentLock(data_dir)
     deadline = time.monotonic() + timeout
@@ -193,7 +195,7 @@ async def start_runtime(*, name: str, label: str, admin_url: str, admin_api_key:
         if lock.try_acquire():
             # An owner killed outright leaves its agent running (its own session): adopt it rather
             # than start a second one on the same ports.
-            adopted = await _attach(lock, name, master_key)
+            adopted = await _attach(lock, name, master_key, admin_timeout)
             if adopted is not None:
                 adopted.lock, adopted.role, adopted.agent_pid = lock, "adopted", (lock.published() or {}).get("agent_pid")
                 LOG.info("adopted the managed agent %s of a worker that is gone", name)
@@ -201,8 +203,8 @@ async def start_runtime(*, name: str, label: str, admin_url: str, admin_api_key:
             return await _start_owned(lock, name=name, label=label, data_dir=data_dir, inbound_port=inbound_port,
                                       admin_port=admin_port, endpoint=endpoint, webhook_url=webhook_url,
                                       master_key=master_key, contexts=contexts, extra_args=extra_args,
-                                      timeout=max(deadline - time.monotonic(), 5.0))
-        attached = await _attach(lock, name, master_key)
+                                      timeout=max(deadline - time.monotonic(), 5.0), admin_timeout=admin_timeout)
+        attached = await _attach(lock, name, master_key, admin_timeout)
         if attached is not None:
             LOG.info("attached to the managed agent %s of another worker", name)
             return attached
@@ -213,7 +215,8 @@ async def start_runtime(*, name: str, label: str, admin_url: str, admin_api_key:
 
 async def _start_owned(lock: SharedAgentLock, *, name: str, label: str, data_dir: Path, inbound_port: int,
                        admin_port: int, endpoint: str, webhook_url: str, master_key: bytes,
-                       contexts: dict[str, Any] | None, extra_args: Iterable[str], timeout: float) -> AgentRuntime:
+                       contexts: dict[str, Any] | None, extra_args: Iterable[str], timeout: float,
+                       admin_timeout: float) -> AgentRuntime:
     lock.unpublish()
     contexts_file = None
     if contexts:
@@ -234,15 +237,18 @@ async def _start_owned(lock: SharedAgentLock, *, name: str, label: str, data_dir
         raise
     lock.publish(config.admin_url, start_id, process.pid)
     LOG.info("managed agent %s started by this worker (pid %s)", name, os.getpid())
-    return AgentRuntime(AdminClient(config.admin_url, config.admin_api_key), hook_key, process, lock, "owner")
+    return AgentRuntime(AdminClient(config.admin_url, config.admin_api_key, timeout=admin_timeout), hook_key,
+                        process, lock, "owner")
 
 
-async def _attach(lock: SharedAgentLock, name: str, master_key: bytes) -> AgentRuntime | None:
+async def _attach(lock: SharedAgentLock, name: str, master_key: bytes, admin_timeout: float) -> AgentRuntime | None:
     """The runtime of the agent another worker started, once it answers ready with the derived key."""
     info = lock.published()
     if info is None:
         return None
-    client = AdminClient(info["admin_url"], derive_admin_key(master_key, name, info["start_id"]), timeout=2.0)
+    # A short probe: a published agent that does not answer at once is treated as not there yet.
+    client = AdminClient(info["admin_url"], derive_admin_key(master_key, name, info["start_id"]),
+                         timeout=min(2.0, admin_timeout))
     try:
         ready = await client.ready()
     except AriesError:
@@ -250,8 +256,8 @@ async def _attach(lock: SharedAgentLock, name: str, master_key: bytes) -> AgentR
     await client.aclose()
     if not ready:
         return None
-    return AgentRuntime(AdminClient(info["admin_url"], derive_admin_key(master_key, name, info["start_id"])),
-                        None, None, None, "attached")
+    return AgentRuntime(AdminClient(info["admin_url"], derive_admin_key(master_key, name, info["start_id"]),
+                                    timeout=admin_timeout), None, None, None, "attached")
 
 
 def unavailable_error(exc: AriesError) -> APIError:

@@ -164,7 +164,8 @@ class IssuerAriesChannel:
             inbound_port=settings.aries_inbound_port, admin_port=settings.aries_admin_port,
             endpoint=settings.aries_endpoint, webhook_url=f"{local}/v1/aries/webhooks",
             master_key=load_master_key(settings), contexts=await self._contexts(),
-            extra_args=["--auto-accept-requests", "--auto-respond-credential-request"])
+            extra_args=["--auto-accept-requests", "--auto-respond-credential-request"],
+            admin_timeout=settings.aries_admin_timeout)
         sweep: asyncio.Task[None] | None = None
         try:
             if self.runtime.webhook_key:

@@ -117,7 +117,8 @@ class VerifierAriesChannel:
             webhook_key=s.aries_webhook_key.get_secret_value() if s.aries_webhook_key else None,
             data_dir=s.data_dir / "aries-verifier", inbound_port=s.aries_inbound_port,
             admin_port=s.aries_admin_port, endpoint=s.aries_endpoint, webhook_url=f"{local}/v1/aries/webhooks",
-            master_key=load_master_key(s), extra_args=["--auto-verify-presentation"])
+            master_key=load_master_key(s), extra_args=["--auto-verify-presentation"],
+            admin_timeout=s.aries_admin_timeout)
         self.http = httpx.AsyncClient(timeout=s.http_timeout, follow_redirects=False)
         try:
             if self.runtime.webhook_key:

@@ -72,6 +72,8 @@ class VerifierSettings(SigningServiceSettings):
     aries_admin_url: str = Field(default="", description="Admin API of an agent run elsewhere (compose). Empty: the "
                                                          "verifier starts its own agent with `aries.runner`.")
     aries_admin_api_key: SecretStr | None = Field(default=None, description="Admin API key of that agent.")
+    aries_admin_timeout: float = Field(default=15.0, gt=0, le=300, description="Timeout of each call to the agent's "
+                                       "admin API, seconds (a BBS+ proof takes about 0.5 s).")
     aries_webhook_key: SecretStr | None = Field(default=None, description="Key that agent sends as `x-api-key` with "
                                                                           "its webhooks (stored hashed).")
     aries_inbound_port: int = Field(default=8030, ge=1, le=65535, description="DIDComm port of the verifier's own agent.")

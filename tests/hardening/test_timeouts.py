@@ -4,11 +4,14 @@ the timeout their service's settings give, with a typed error — and nothing is
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from urllib.parse import urlencode
 
 import httpx
 import pytest
 
+from aries.errors import AriesError
+from aries.service import start_runtime
 from sandbox.population import DEMO_EVERYTHING
 from service_kit.webhooks import deliver_webhook
 from ssi.jose import Key
@@ -97,4 +100,20 @@ async def test_webhook_delivery_uses_the_clients_timeout(black_hole: BlackHole) 
                                        max_attempts=1)
         took = time.monotonic() - began
     assert not result.delivered and result.error == "ReadTimeout"
+    assert 0.4 <= took < 2.0
+
+
+@pytest.mark.anyio
+async def test_aries_admin_calls_use_the_configured_timeout(black_hole: BlackHole, tmp_path: Path) -> None:
+    # An external agent whose admin API hangs: each call fails as agent_unavailable within the
+    # service's aries_admin_timeout rather than holding the request for the default 15 s.
+    runtime = await start_runtime(name="t", label="t", admin_url=black_hole.url, admin_api_key="k", webhook_key=None,
+                                  data_dir=tmp_path, inbound_port=1, admin_port=1, endpoint="", webhook_url="",
+                                  master_key=b"\0" * 32, admin_timeout=0.5)
+    began = time.monotonic()
+    with pytest.raises(AriesError) as raised:
+        await runtime.client.ready()
+    took = time.monotonic() - began
+    await runtime.client.aclose()
+    assert raised.value.code == "aries.agent_unavailable"
     assert 0.4 <= took < 2.0
