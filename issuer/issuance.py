@@ -197,8 +197,8 @@ async def sign_and_record(ctx: IssuerContext, tenant: Tenant, reg: RegisteredTyp
     # Prebuilt Core statements in one transaction (issuer.statements): record, status indices, webhook
     # events, the caller's own row and the record's audit chain entry commit together or not at all.
     # The chain entry comes last: its head-row lock serialises the tenant's issuances until COMMIT, so
-    # it is taken when nothing but the COMMIT is left. (This is also why the one-statement PostgreSQL
-    # path, _record_one_copy, is not used any more: the chain append cannot join that statement.)
+    # it is taken when nothing but the COMMIT is left. (The chain append cannot join a single
+    # INSERT ... CTE statement, which is why issuance is a short transaction and not one statement.)
     async with ctx.write_connection() as conn:
         await conn.execute(statements.INSERT_RECORD, record)
         body = sign(await allocate(ctx, conn, tenant.id, credential_id, len(holder_jwks)))

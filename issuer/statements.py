@@ -184,25 +184,3 @@ PG_CONSUME_NONCE_AND_CLAIM = (
         .select_from(_consumed))
     .returning(IssuanceClaim.token_hash))
 
-_record = IssuanceRecord.__table__
-_entries = StatusEntry.__table__
-_responses = StoredResponse.__table__
-_RECORD_COLUMNS = [c.name for c in _record.c]
-_RESPONSE_COLUMNS = [c.name for c in _responses.c]
-_new_record = insert(_record).values({c: bindparam(f"r_{c}", type_=_record.c[c].type) for c in _RECORD_COLUMNS}) \
-    .returning(IssuanceRecord.id).cte("new_record")
-_new_entry = (insert(_entries)
-              .from_select(["list_id", "idx", "record_id"],
-                           select(_param("b_list_id", _entries.c.list_id), _param("b_idx", _entries.c.idx),
-                                  _new_record.c.id).select_from(_new_record))
-              .returning(StatusEntry.idx).cte("new_entry"))
-
-#: A single-copy issuance in one statement: the record (``r_<column>`` for every column), its status
-#: index (``b_list_id``, ``b_idx``; no ON CONFLICT: a taken index raises IntegrityError and nothing at
-#: all is written, so the caller draws another) and the stored response (``s_<column>``). A row back
-#: means all three were written.
-PG_RECORD_ONE_COPY = (
-    insert(_responses)
-    .from_select(_RESPONSE_COLUMNS,
-                 select(*[_param(f"s_{c}", _responses.c[c]) for c in _RESPONSE_COLUMNS]).select_from(_new_entry))
-    .returning(StoredResponse.request_hash))
