@@ -43,7 +43,7 @@ from typing import Any
 from service_kit.errors import APIError
 
 from .client import AdminClient
-from .errors import AgentUnavailable, AriesError
+from .errors import AgentUnavailable, AriesError, WebhookRefused
 from .runner import AgentConfig, AgentProcess
 
 LOG = logging.getLogger("cartera.aries.service")
@@ -278,3 +278,10 @@ def agent_client(runtime: AgentRuntime | None, *, enabled: bool, owner: str) -> 
     except AriesError as exc:
         raise unavailable_error(exc) from exc
     return runtime.client
+
+
+def webhook_refused_error(exc: WebhookRefused) -> APIError:
+    """The HTTP answer to a webhook delivery we refuse: 401 without the right key, 400 otherwise."""
+    if exc.code == "aries.webhook_unauthorized":
+        return APIError(401, "unauthorized", exc.detail, extra={"code": exc.code})
+    return APIError(400, "invalid_request", exc.detail, extra={"code": exc.code})

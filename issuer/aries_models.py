@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import JSON, ForeignKey, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
+from aries.storage import WebhookEventMixin, WebhookKeyMixin
 from service_kit.db import UTCDateTime
 
 from .models import Base
@@ -62,19 +63,9 @@ class AriesTenantDid(Base):
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
 
 
-class AriesWebhookKey(Base):
-    """SHA-256 of a key the agent may send as ``x-api-key`` (one per managed-agent start, or the configured one)."""
-
-    __tablename__ = "aries_webhook_keys"
-
-    key_hash: Mapped[str] = mapped_column(String(80), primary_key=True)
-    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), index=True)
+class AriesWebhookKey(WebhookKeyMixin, Base):
+    pass
 
 
-class AriesWebhookEvent(Base):
-    """A processed delivery, ``<topic>:<thread id>:<state>``: ACA-Py re-delivers, we act once."""
-
-    __tablename__ = "aries_webhook_events"
-
-    key: Mapped[str] = mapped_column(String(300), primary_key=True)
-    received_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), index=True)
+class AriesWebhookEvent(WebhookEventMixin, Base):
+    pass

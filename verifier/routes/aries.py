@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse, RedirectResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from aries.errors import WebhookRefused
+from aries.service import webhook_refused_error
 from service_kit.errors import APIError
 from service_kit.ratelimit import rate_limit_responses
 from service_kit.security import no_store
@@ -127,7 +128,5 @@ async def aries_webhook(topic: str, request: Request, aries: Channel) -> JSONRes
     try:
         outcome = await aries.receive(request.headers, topic, await request.body())
     except WebhookRefused as exc:
-        status = 401 if exc.code == "aries.webhook_unauthorized" else 400
-        return JSONResponse({"error": "unauthorized" if status == 401 else "invalid_request",
-                             "error_description": exc.detail, "code": exc.code}, status_code=status)
+        raise webhook_refused_error(exc) from exc
     return JSONResponse({"outcome": outcome})
