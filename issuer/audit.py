@@ -21,6 +21,7 @@ from service_kit import audit as store
 from ssi.audit_chain import (
     ChainReport,
     content_digest,
+    entry_hash_parts,
     inclusion_proof,
     keys_from_jwks,
     new_salt,
@@ -69,6 +70,31 @@ async def record_issuance(conn: Executor, record: Mapping[str, Any], *, signer: 
     """Chain a new issuance record (``record``: its column values) in the caller's transaction."""
     return await _append(conn, record["tenant_id"], entry_id=record["id"], kind="issued",
                          content=record_content(record), keep_content=False, signer=signer, issuer=issuer)
+
+
+def issued_entry_parameters(record: Mapping[str, Any]) -> dict[str, Any]:
+    """The chain entry of a new issuance record as parameters of ``statements.PG_ISSUE_ONE_COPY``,
+    which appends it in the statement that writes the record (same content as :func:`record_issuance`)."""
+    salt = new_salt()
+    at = store.timestamp(utcnow())
+    digest = content_digest(record_content(record), salt)
+    label, before, after = entry_hash_parts(record["tenant_id"], record["id"], "issued", at, digest)
+    return {"b_chain": record["tenant_id"], "e_kind": "issued", "e_at": at, "e_digest": digest, "e_salt": salt,
+            "e_content": None, "b_label": label, "b_before": before, "b_after": after}
+
+
+async def create_chain(conn: Executor, tenant_id: str) -> None:
+    """Create the tenant's chain head (a no-op when it exists)."""
+    await store.create_head(conn, AuditHead, tenant_id)
+
+
+async def checkpoint_if_due(ctx: IssuerContext, tenant_id: str, seq: int, *, signer: Key, issuer: str) -> None:
+    """After an append made outside :func:`record_issuance` (one statement, no transaction to join):
+    sign the checkpoint that entry ``seq`` is due, in a transaction of its own. It may cover a few
+    later entries too (it is signed over whatever the chain's last entry is by then)."""
+    if seq % CHECKPOINT_EVERY == 0:
+        async with ctx.write_connection() as conn:
+            await store.checkpoint(conn, AuditEntry, AuditCheckpoint, tenant_id, signer, now=utcnow(), issuer=issuer)
 
 
 async def record_row(conn: Executor, row: IssuanceRecord) -> store.Appended:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -37,7 +38,7 @@ from .sources import (
     Subject,
     SubjectNotFound,
 )
-from .status import allocate, status_list_uri
+from .status import MAX_DRAWS, allocate, current_list, status_list_uri
 from .tenancy import TenantRef as Tenant
 
 log = logging.getLogger(__name__)
@@ -152,8 +153,8 @@ async def sign_and_record(ctx: IssuerContext, tenant: Tenant, reg: RegisteredTyp
 
     ``webhooks=False`` (the caller read, during this request, that the tenant has no webhook
     endpoint) skips the outbox query. ``stored_row`` (the ``stored_responses`` row ``finalize``
-    writes) is accepted for callers but no longer used: the one-statement PostgreSQL path it fed
-    cannot append the record to the tenant's audit chain in the same transaction.
+    writes) lets a single-copy issuance without webhooks on PostgreSQL write everything in one
+    statement (:func:`_record_in_one_statement`).
     """
     now = utcnow()
     try:
@@ -194,6 +195,12 @@ async def sign_and_record(ctx: IssuerContext, tenant: Tenant, reg: RegisteredTyp
                 iat=iat, nbf=iat, exp=exp, vct_integrity=integrity)})
         return {"credentials": credentials, "notification_id": notification_id}
 
+    if stored_row is not None and not webhooks and len(holder_jwks) == 1 and ctx.db.backend == "postgresql":
+        done = await _record_in_one_statement(ctx, tenant, record, sign, stored_row)
+        if done is not None:
+            body, seq = done
+            await audit.checkpoint_if_due(ctx, tenant.id, seq, signer=signer.key, issuer=issuer)
+            return _issued(ctx, tenant, reg, record, body)
     # Prebuilt Core statements in one transaction (issuer.statements): record, status indices, webhook
     # events, the caller's own row and the record's audit chain entry commit together or not at all.
     # The chain entry comes last: its head-row lock serialises the tenant's issuances until COMMIT, so
@@ -207,8 +214,41 @@ async def sign_and_record(ctx: IssuerContext, tenant: Tenant, reg: RegisteredTyp
         if finalize is not None:
             await finalize(conn, body)
         await audit.record_issuance(conn, record, signer=signer.key, issuer=issuer)
+    return _issued(ctx, tenant, reg, record, body)
+
+
+def _issued(ctx: IssuerContext, tenant: Tenant, reg: RegisteredType, record: dict[str, Any],
+            body: dict[str, Any]) -> Issued:
     if ctx.issued_counter is not None:
-        ctx.issued_counter.labels(tenant.slug, reg.type_id).inc(len(holder_jwks))
-    log.info("credential issued", extra={"credential_id": credential_id, "type_id": reg.type_id,
-                                         "copies": len(holder_jwks), "tenant": tenant.slug})
-    return Issued(body=body, record_id=credential_id)
+        ctx.issued_counter.labels(tenant.slug, reg.type_id).inc(record["copies"])
+    log.info("credential issued", extra={"credential_id": record["id"], "type_id": reg.type_id,
+                                         "copies": record["copies"], "tenant": tenant.slug})
+    return Issued(body=body, record_id=record["id"])
+
+
+async def _record_in_one_statement(ctx: IssuerContext, tenant: Tenant, record: dict[str, Any],
+                                   sign: Callable[[list[tuple[str, int]]], dict[str, Any]],
+                                   stored_row: Callable[[dict[str, Any]], dict[str, Any]],
+                                   ) -> tuple[dict[str, Any], int] | None:
+    """Sign and write a single-copy issuance with ``statements.PG_ISSUE_ONE_COPY``: the record, its
+    status index, the stored response and the audit chain entry in one round trip instead of a
+    seven-statement transaction (and the chain head stays locked for one statement, not until a
+    COMMIT). Returns the response body and the chain entry's ``seq``; ``None`` when random draws keep
+    hitting taken indices, so that the transaction path (which marks a list full) takes over."""
+    base = {f"r_{name}": record[name] for name in statements.RECORD_COLUMNS}
+    base["b_record_id"] = record["id"]
+    base.update(audit.issued_entry_parameters(record))
+    async with ctx.single_statement() as conn:
+        list_id, size = await current_list(ctx, conn, tenant.id)
+        for _ in range(MAX_DRAWS):
+            idx = secrets.randbelow(size)
+            body = sign([(list_id, idx)])
+            params = {**base, "b_list_id": list_id, "b_idx": idx}
+            params.update({f"s_{name}": value for name, value in stored_row(body).items()})
+            row = (await conn.execute(statements.PG_ISSUE_ONE_COPY, params)).first()
+            if not row.chained:
+                await audit.create_chain(conn, tenant.id)  # the tenant's first issuance; nothing was written
+                continue
+            if row.took:
+                return body, int(row.seq)
+    return None

@@ -14,12 +14,27 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import and_, bindparam, cast, delete, func, insert, select, update
+from sqlalchemy import (
+    LargeBinary,
+    Text,
+    and_,
+    bindparam,
+    cast,
+    delete,
+    exists,
+    func,
+    insert,
+    literal_column,
+    select,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from .models import (
     AccessToken,
+    AuditEntry,
+    AuditHead,
     IssuanceClaim,
     IssuanceRecord,
     Nonce,
@@ -184,3 +199,81 @@ PG_CONSUME_NONCE_AND_CLAIM = (
         .select_from(_consumed))
     .returning(IssuanceClaim.token_hash))
 
+
+
+# -- PostgreSQL only: a single-copy issuance in one statement -------------------------------------
+
+_records = IssuanceRecord.__table__
+_status_entries = StatusEntry.__table__
+_responses = StoredResponse.__table__
+_heads = AuditHead.__table__
+_chain = AuditEntry.__table__
+#: Columns of the issuance record and of the stored response, each bound as ``r_<column>`` and
+#: ``s_<column>`` in :data:`PG_ISSUE_ONE_COPY`.
+RECORD_COLUMNS = tuple(c.name for c in _records.c)
+RESPONSE_COLUMNS = tuple(c.name for c in _responses.c)
+
+
+def _concat(left: Any, right: Any) -> Any:
+    return left.op("||", return_type=LargeBinary())(right)
+
+
+def _chain_hash(prev_hex: Any, seq: Any) -> Any:
+    """``ssi.audit_chain.entry_hash`` computed by PostgreSQL from the parts of
+    ``ssi.audit_chain.entry_hash_parts`` (``b_label``, ``b_before``, ``b_after``)."""
+    covered = _concat(_concat(_concat(_concat(
+        bindparam("b_label", type_=LargeBinary), func.decode(prev_hex, literal_column("'hex'"))),
+        bindparam("b_before", type_=LargeBinary)), func.convert_to(cast(seq, Text), literal_column("'UTF8'"))),
+        bindparam("b_after", type_=LargeBinary))
+    return func.encode(func.sha256(covered), literal_column("'hex'"))
+
+
+_locked_head = (select(_heads.c.chain_id, _heads.c.seq, _heads.c.head).where(_heads.c.chain_id == bindparam("b_chain"))
+                .with_for_update().cte("locked_head"))
+_took_index = (pg_insert(_status_entries)
+               .from_select(["list_id", "idx", "record_id"],
+                            select(_param("b_list_id", _status_entries.c.list_id), _param("b_idx", _status_entries.c.idx),
+                                   _param("b_record_id", _status_entries.c.record_id))
+                            .where(exists(select(_locked_head.c.seq))))
+               .on_conflict_do_nothing()
+               .returning(_status_entries.c.idx).cte("took_index"))
+_moved_head = (update(_heads)
+               .where(_heads.c.chain_id == _locked_head.c.chain_id, exists(select(_took_index.c.idx)))
+               .values(seq=_locked_head.c.seq + 1, head=_chain_hash(_locked_head.c.head, _locked_head.c.seq + 1))
+               .returning(_heads.c.chain_id, _heads.c.seq, _heads.c.head, _locked_head.c.head.label("prev"))
+               .cte("moved_head"))
+_new_record = (insert(_records)
+               .from_select(list(RECORD_COLUMNS),
+                            select(*[_param(f"r_{c}", _records.c[c]) for c in RECORD_COLUMNS]).select_from(_moved_head))
+               .returning(_records.c.id).cte("new_record"))
+_new_response = (insert(_responses)
+                 .from_select(list(RESPONSE_COLUMNS),
+                              select(*[_param(f"s_{c}", _responses.c[c]) for c in RESPONSE_COLUMNS])
+                              .select_from(_new_record))
+                 .returning(_responses.c.request_hash).cte("new_response"))
+_new_entry = (insert(_chain)
+              .from_select(["chain_id", "seq", "entry_id", "kind", "at", "digest", "prev_hash", "entry_hash", "salt",
+                            "content"],
+                           select(_moved_head.c.chain_id, _moved_head.c.seq, _param("b_record_id", _chain.c.entry_id),
+                                  _param("e_kind", _chain.c.kind), _param("e_at", _chain.c.at),
+                                  _param("e_digest", _chain.c.digest), _moved_head.c.prev, _moved_head.c.head,
+                                  _param("e_salt", _chain.c.salt), _param("e_content", _chain.c.content))
+                           .select_from(_moved_head))
+              .returning(_chain.c.seq, _chain.c.entry_hash, _chain.c.prev_hash).cte("new_entry"))
+
+#: A single-copy issuance as one atomic statement: the status index (``b_list_id``, ``b_idx``), the
+#: issuance record (``r_<column>``, its id also as ``b_record_id``), the stored response
+#: (``s_<column>``) and the record's entry in the tenant's audit chain (``b_chain``, ``e_kind``,
+#: ``e_at``, ``e_digest``, ``e_salt``, ``e_content`` and the hash parts ``b_label``, ``b_before``,
+#: ``b_after``), the entry's ``seq`` and hash computed under the chain head's row lock. One row back:
+#: ``took`` (0: the index was taken, nothing was written: draw another), ``chained`` (0: the chain has
+#: no head row yet: create it and run again; nothing was written) and the new entry's ``seq``,
+#: ``entry_hash`` and ``prev_hash``. A duplicate record or stored response raises IntegrityError and
+#: writes nothing.
+PG_ISSUE_ONE_COPY = (
+    select(select(func.count()).select_from(_took_index).scalar_subquery().label("took"),
+           select(func.count()).select_from(_locked_head).scalar_subquery().label("chained"),
+           select(_new_entry.c.seq).scalar_subquery().label("seq"),
+           select(_new_entry.c.entry_hash).scalar_subquery().label("entry_hash"),
+           select(_new_entry.c.prev_hash).scalar_subquery().label("prev_hash"))
+    .add_cte(_new_response))

@@ -26,7 +26,7 @@ from .models import IssuanceRecord, StatusEntry, StatusList
 
 BITS = 2
 STATUS_VALUES = {"valid": sl.VALID, "revoked": sl.INVALID, "suspended": sl.SUSPENDED}
-_MAX_DRAWS = 8
+MAX_DRAWS = 8
 
 
 def status_list_uri(ctx: IssuerContext, slug: str, list_id: str) -> str:
@@ -77,7 +77,7 @@ async def allocate(ctx: IssuerContext, conn: AsyncSession | AsyncConnection, ten
     take = statements.TAKE_STATUS_INDEX[ctx.db.backend]
     list_id, size = await current_list(ctx, conn, tenant_id)
     while len(out) < count:
-        for _ in range(_MAX_DRAWS):
+        for _ in range(MAX_DRAWS):
             idx = secrets.randbelow(size)
             got = (await conn.execute(take, {"list_id": list_id, "idx": idx, "record_id": record_id})).first()
             if got is not None:

@@ -113,10 +113,7 @@ async def append(conn: Executor, entries: Any, heads: Any, *, chain: str, entry_
     locked, insert_entry, move_head = _append_statements(head_table, entries.__table__)
     row = (await conn.execute(locked, {"b_chain": chain})).first()
     if row is None:
-        # First event of the chain: create the head row; a concurrent first event creates it too and
-        # ON CONFLICT lets one win, then both queue on its lock.
-        insert = (postgresql if _dialect(conn) == "postgresql" else sqlite).insert(head_table)
-        await conn.execute(insert.values(chain_id=chain, seq=0, head=GENESIS).on_conflict_do_nothing())
+        await create_head(conn, heads, chain)
         row = (await conn.execute(locked, {"b_chain": chain})).first()
     if row is None:  # the chain's owner was deleted meanwhile (cascade)
         raise AuditError("no_chain", "the chain's owner no longer exists")
@@ -127,6 +124,13 @@ async def append(conn: Executor, entries: Any, heads: Any, *, chain: str, entry_
         "prev_hash": prev, "entry_hash": new_hash, **(extra or {})})
     await conn.execute(move_head, {"b_chain": chain, "b_seq": seq, "b_head": new_hash})
     return Appended(seq=seq, entry_hash=new_hash, prev_hash=prev)
+
+
+async def create_head(conn: Executor, heads: Any, chain: str) -> None:
+    """Create the head row of an empty chain (before its first entry); a no-op when it exists. A
+    concurrent first event creates it too: ON CONFLICT lets one win, then both queue on its lock."""
+    insert = (postgresql if _dialect(conn) == "postgresql" else sqlite).insert(heads.__table__)
+    await conn.execute(insert.values(chain_id=chain, seq=0, head=GENESIS).on_conflict_do_nothing())
 
 
 async def head(conn: Executor, heads: Any, chain: str) -> tuple[int, str]:

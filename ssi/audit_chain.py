@@ -101,6 +101,21 @@ def entry_hash(prev: str, body: Mapping[str, Any]) -> str:
     return hashlib.sha256(_ENTRY_LABEL + bytes.fromhex(prev) + canonical(dict(body))).hexdigest()
 
 
+def entry_hash_parts(chain: str, entry_id: str, kind: str, at: str, digest: str) -> tuple[bytes, bytes, bytes]:
+    """The bytes an entry's hash covers, split where ``prev`` and ``seq`` go, for a store that assigns
+    both inside one SQL statement: ``SHA-256(label || prev (32 bytes) || before || str(seq) || after)``
+    equals :func:`entry_hash` of :func:`entry_body` with that ``seq``. Returns ``(label, before,
+    after)``."""
+    sentinel = 987654321
+    encoded = canonical(entry_body(chain, sentinel, entry_id, kind, at, digest))
+    # Inside a JSON string a quote is escaped, so the bare ',"seq":N,' only occurs as the member itself.
+    marker = b',"seq":%d,' % sentinel
+    if encoded.count(marker) != 1:
+        raise AuditError("bad_entry", "the entry's canonical form has no single seq member")
+    before, after = encoded.split(marker)
+    return _ENTRY_LABEL, before + b',"seq":', b"," + after
+
+
 def _body_of(item: Mapping[str, Any]) -> dict[str, Any]:
     """The hashed fields of an exported entry, checked for type."""
     try:

@@ -17,6 +17,7 @@ from ssi.audit_chain import (
     content_digest,
     entry_body,
     entry_hash,
+    entry_hash_parts,
     inclusion_proof,
     keys_from_jwks,
     new_salt,
@@ -216,3 +217,17 @@ def test_garbage_gives_typed_failures_not_exceptions(garbage: list[Any], tokens:
 def test_garbage_proofs_give_typed_errors(proof: dict[str, Any]) -> None:
     with pytest.raises(AuditError):
         verify_inclusion(proof, [KEY.public()])
+
+
+@settings(max_examples=200, deadline=None)
+@given(chain=st.text(max_size=20), entry_id=st.text(max_size=20), kind=st.text(max_size=10),
+       at=st.text(max_size=40), seq=st.integers(min_value=1, max_value=2**40))
+def test_hash_parts_rebuild_the_entry_hash_for_any_values(chain: str, entry_id: str, kind: str, at: str,
+                                                          seq: int) -> None:
+    # What PostgreSQL computes for an issuance appended in one statement (issuer.statements).
+    import hashlib
+
+    digest, prev = "ab" * 32, "0f" * 32
+    label, before, after = entry_hash_parts(chain, entry_id, kind, at, digest)
+    rebuilt = hashlib.sha256(label + bytes.fromhex(prev) + before + str(seq).encode() + after).hexdigest()
+    assert rebuilt == entry_hash(prev, entry_body(chain, seq, entry_id, kind, at, digest))
