@@ -124,6 +124,14 @@ def main() -> None:
         return verify_sd_jwt_vc(presentation, key_resolver=pinned, require_kb=True, expected_aud=AUD,
                                 expected_nonce=NONCE)
 
+    from ssi import sd_jwt as sd_module
+
+    def cartera_verify_new_cnf() -> Any:
+        # A holder key not seen before: the cnf key cache is emptied, so the key is imported and
+        # OpenSSL uses a new key object, as for a verifier's first presentation from this wallet.
+        sd_module._p256_point.cache_clear()
+        return cartera_verify()
+
     def cartera_verify_sd_jwt() -> Any:
         return verify_sd_jwt(presentation, issuer_key=issuer_public, require_kb=True, expected_aud=AUD,
                              expected_nonce=NONCE)
@@ -238,6 +246,7 @@ def main() -> None:
         "cartera.issue": (cartera_issue, budget),
         "cartera.present": (cartera_present, budget / 2),
         "cartera.verify": (cartera_verify, budget),
+        "cartera.verify_new_cnf": (cartera_verify_new_cnf, budget / 2),
         "cartera.verify_sd_jwt": (cartera_verify_sd_jwt, budget / 2),
         "cartera.verify_x5c": (cartera_verify_x5c, budget / 2),
         "cartera.verify_x5c_uncached": (cartera_verify_x5c_uncached, budget / 4),
@@ -267,6 +276,7 @@ def main() -> None:
     row("cartera: issue", "cartera.issue", "floor.sign", "ref.issue", ISSUE_TARGET)
     row("cartera: present (parse + select + KB-JWT)", "cartera.present", "floor.sign", "ref.present")
     row("cartera: verify VC + KB (pinned key)", "cartera.verify", "floor.verify", "ref.verify", VERIFY_TARGET)
+    row("  ... a cnf key not seen before", "cartera.verify_new_cnf", "floor.verify", "ref.verify")
     row("cartera: verify SD-JWT + KB (key given)", "cartera.verify_sd_jwt", "floor.verify", "ref.verify")
     row("cartera: verify VC + KB (x5c, validation cached)", "cartera.verify_x5c", "floor.verify", "ref.verify")
     row("cartera: verify VC + KB (x5c, chain validated)", "cartera.verify_x5c_uncached", "floor.verify", "ref.verify")
@@ -283,7 +293,8 @@ def main() -> None:
           f"({'met' if issue_ratio <= ISSUE_TARGET else 'MISSED'})")
     print(f"target verify <= {VERIFY_TARGET:.2f}x the verify floor: measured {verify_ratio:.2f}x "
           f"({'met' if verify_ratio <= VERIFY_TARGET else 'MISSED'}; pinned issuer key; "
-          f"{t['cartera.verify'] / t['floor.verify_fresh_cnf']:.2f}x the floor with the cnf key imported, "
+          f"a cnf key not seen before: {t['cartera.verify_new_cnf'] / t['floor.verify']:.2f}x, "
+          f"{t['cartera.verify_new_cnf'] / t['floor.verify_fresh_cnf']:.2f}x the floor with the cnf key imported; "
           f"{t['cartera.verify_x5c'] / t['floor.verify']:.2f}x with the x5c resolver's cache hit, "
           f"{t['cartera.verify_x5c_uncached'] / t['floor.verify']:.2f}x validating the chain each time)")
     if parts:
@@ -334,7 +345,9 @@ def breakdown_ops(issuer_key: Key, holder_key: Key, x5c: list[str], credential: 
             lambda: holder._public.verify(kb_der, kb_jws.signing_input, ecdsa),  # type: ignore[union-attr]
         "verify: KB signature, key built from the cnf point": lambda: ec.EllipticCurvePublicKey.from_encoded_point(
             ec.SECP256R1(), point).verify(kb_der, kb_jws.signing_input, ecdsa),
-        "verify: cnf JWK import (import_holder_jwk)": lambda: sd.import_holder_jwk(holder_jwk),
+        "verify: cnf JWK import, key not seen before": lambda: (sd._p256_point.cache_clear(),
+                                                                 sd.import_holder_jwk(holder_jwk)),
+        "verify: cnf JWK import, key in the cache": lambda: sd.import_holder_jwk(holder_jwk),
         "verify: SDJWT.parse (JWT, 2 disclosures, KB-JWT, payload walk)": lambda: SDJWT.parse(presentation),
         "verify:   issuer JWT part (header from the cache)": lambda: sd._parse_compact(parsed.issuer_jwt, "m", "jwt"),
         "verify:   KB-JWT part": lambda: sd._parse_compact(kb_jwt, "m", "jwt"),

@@ -164,3 +164,37 @@ def test_many_digests_and_disclosures_are_placed_in_linear_time() -> None:
     token = token_with({}, {"_sd": [d.digest for d in reversed(disclosures)]}, [d.encoded for d in disclosures])
     claims = SDJWT.parse(token).claims
     assert list(claims) == [f"c{i}" for i in reversed(range(3000))]
+
+
+# -- cnf key cache -------------------------------------------------------------------------------
+
+def test_cnf_key_object_is_reused_for_the_same_coordinates_only() -> None:
+    jwk = HOLDER.public_jwk()
+    first = sd_jwt.import_holder_jwk({**jwk, "kid": "one"})
+    again = sd_jwt.import_holder_jwk({**jwk, "kid": "two"})
+    # Same key material, same OpenSSL key object; each import gets its own Key with its own kid.
+    assert again.public_key is first.public_key and again is not first
+    assert (first.kid, again.kid) == ("one", "two")
+    other = sd_jwt.import_holder_jwk(Key.generate("ES256").public_jwk())
+    assert other.public_key is not first.public_key
+    assert other.thumbprint() != first.thumbprint()
+
+
+def test_an_off_curve_cnf_point_is_refused_every_time() -> None:
+    jwk = HOLDER.public_jwk()
+    y = b64url_decode(jwk["y"])
+    off_curve = {**jwk, "y": b64url_encode(y[:-1] + bytes([y[-1] ^ 1]))}
+    before = sd_jwt._p256_point.cache_info().currsize
+    for _ in range(2):
+        with pytest.raises(JOSEError) as caught:
+            sd_jwt.import_holder_jwk(off_curve)
+        assert caught.value.code == "jose.bad_jwk"
+    assert sd_jwt._p256_point.cache_info().currsize == before
+
+
+def test_cnf_key_cache_stays_bounded() -> None:
+    maxsize = sd_jwt._p256_point.cache_info().maxsize
+    assert maxsize is not None
+    for _ in range(maxsize + 5):
+        sd_jwt.import_holder_jwk(Key.generate("ES256").public_jwk())
+    assert sd_jwt._p256_point.cache_info().currsize == maxsize
