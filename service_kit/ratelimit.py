@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import AfterValidator
-from sqlalchemy import Boolean, Double, String, bindparam, case, delete, select
+from sqlalchemy import Boolean, Double, String, bindparam, case, cast, delete, null, select, union_all
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm import Mapped, mapped_column
@@ -204,6 +204,14 @@ class RateLimiter:
         message = limit.name.encode() + b"\x00" + identity.encode("utf-8", "surrogatepass")
         return hmac.new(self._secret, message, hashlib.sha256).hexdigest()
 
+    def _wanted(self, checks: Iterable[tuple[Limit, str | None]]) -> dict[str, Limit]:
+        # Pairs whose limit is disabled or whose identity is None/empty count for nothing.
+        wanted: dict[str, Limit] = {}
+        for limit, identity in checks:
+            if limit.enabled and identity:
+                wanted.setdefault(self.bucket_key(limit, identity), limit)
+        return wanted
+
     async def hit(self, checks: Iterable[tuple[Limit, str | None]], *, cost: int = 1) -> Decision:
         """Count one request against every ``(limit, identity)`` pair; refuse if any bucket is full.
 
@@ -211,14 +219,17 @@ class RateLimiter:
         that has room is charged even when another refuses (a client hammering one key still pays for
         the others). One statement, whatever the number of pairs.
         """
+        return (await self.hit_and_peek(checks, (), cost=cost))[0]
+
+    async def hit_and_peek(self, checks: Iterable[tuple[Limit, str | None]],
+                           peek: Iterable[tuple[Limit, str | None]], *, cost: int = 1) -> tuple[Decision, Decision]:
+        """:meth:`hit` on ``checks`` and :meth:`blocked` on ``peek`` (read, not charged), as one
+        statement on PostgreSQL: an endpoint with a failure-only limit learns both in one round trip."""
         if not self.enabled:
-            return Decision(True)
-        wanted: dict[str, Limit] = {}
-        for limit, identity in checks:
-            if limit.enabled and identity:
-                wanted.setdefault(self.bucket_key(limit, identity), limit)
-        if not wanted:
-            return Decision(True)
+            return Decision(True), Decision(True)
+        wanted, peeked = self._wanted(checks), self._wanted(peek)
+        if not wanted and not peeked:
+            return Decision(True), Decision(True)
         now = self._clock()
         # Sorted keys: concurrent multi-row upserts lock rows in one order, so they cannot deadlock.
         rows = [
@@ -227,13 +238,13 @@ class RateLimiter:
             for key, limit in sorted(wanted.items())
         ]
         try:
-            result = await self._upsert(rows, now)
+            hit_rows, peek_rows = await self._upsert(rows, list(peeked), now)
         except DBAPIError:
             log.warning("rate limiter unavailable; request let through",
-                        extra={"limits": sorted({limit.name for limit in wanted.values()})})
-            return Decision(True)
+                        extra={"limits": sorted({limit.name for limit in [*wanted.values(), *peeked.values()]})})
+            return Decision(True), Decision(True)
         refused: Decision | None = None
-        for key, tat, allowed in result:
+        for key, tat, allowed in hit_rows:
             if allowed:
                 continue
             limit = wanted[key]
@@ -241,18 +252,48 @@ class RateLimiter:
             wait = max(1, math.ceil(tat + limit.interval * cost - limit.burst * limit.interval - now))
             if refused is None or wait > refused.retry_after:
                 refused = Decision(False, wait, limit.name)
-        return refused or Decision(True)
+        return refused or Decision(True), self._blocked_decision(peeked, peek_rows, now)
 
-    async def _upsert(self, rows: list[dict[str, Any]], now: float) -> list[Any]:
+    async def _upsert(self, rows: list[dict[str, Any]], peek_keys: list[str], now: float) -> tuple[list[Any], list[Any]]:
+        """``(key, tat, allowed)`` of the charged buckets and ``(key, tat)`` of the peeked ones."""
         params: dict[str, Any] = {"now_ts": now}
         for i, row in enumerate(rows):
             params.update({f"key_{i}": row["key"], f"tat_{i}": row["tat"], f"tolerance_{i}": row["tolerance"]})
+        peek_params = {f"key_{i}": key for i, key in enumerate(peek_keys)}
         async with self._connect() as conn:
-            result = (await conn.execute(self._hit_statement(conn.dialect.name, len(rows)), params)).all()
+            dialect = conn.dialect.name
+            if not rows:
+                hit_rows: list[Any] = []
+                peek_rows = list((await conn.execute(self._blocked_statement(len(peek_keys)), peek_params)).all())
+            elif peek_keys and dialect == "postgresql":
+                params.update({f"peek_{i}": key for i, key in enumerate(peek_keys)})
+                result = (await conn.execute(self._hit_and_peek_statement(len(rows), len(peek_keys)), params)).all()
+                hit_rows = [(key, tat, allowed) for key, tat, allowed in result if allowed is not None]
+                peek_rows = [(key, tat) for key, tat, allowed in result if allowed is None]
+            else:
+                hit_rows = list((await conn.execute(self._hit_statement(dialect, len(rows)), params)).all())
+                peek_rows = list((await conn.execute(self._blocked_statement(len(peek_keys)), peek_params)).all()
+                                 ) if peek_keys else []
             if now - self._last_cleanup >= CLEANUP_EVERY:
                 self._last_cleanup = now
                 await conn.execute(delete(self._table).where(self._table.c.tat < now))
-        return list(result)
+        return hit_rows, peek_rows
+
+    def _hit_and_peek_statement(self, count: int, peeks: int) -> Any:
+        """PostgreSQL: the upsert of ``count`` buckets as a CTE, and the ``(key, tat)`` of ``peeks``
+        others (parameters ``peek_<i>``) read beside it, ``allowed`` NULL on those rows."""
+        cached = self._statements.get(("hit+peek", str(peeks), count))
+        if cached is not None:
+            return cached
+        table = self._table
+        hit = self._hit_statement("postgresql", count).cte("hit")
+        stmt = union_all(
+            select(hit.c.key, hit.c.tat, hit.c.allowed),
+            select(table.c.key, table.c.tat, cast(null(), Boolean)).where(
+                table.c.key.in_([bindparam(f"peek_{i}", type_=String) for i in range(peeks)])))
+        if count <= 8 and peeks <= 8:
+            self._statements[("hit+peek", str(peeks), count)] = stmt
+        return stmt
 
     def _hit_statement(self, dialect: str, count: int) -> Any:
         """The upsert of ``count`` buckets (parameters ``now_ts``, ``key_<i>``, ``tat_<i>``,
@@ -302,23 +343,10 @@ class RateLimiter:
     async def blocked(self, checks: Iterable[tuple[Limit, str | None]]) -> Decision:
         """Whether the buckets would refuse a hit now, without charging them (for failure-only limits:
         check before the attempt, :meth:`hit` after a failure)."""
-        if not self.enabled:
-            return Decision(True)
-        wanted = {
-            self.bucket_key(limit, identity): limit
-            for limit, identity in checks if limit.enabled and identity
-        }
-        if not wanted:
-            return Decision(True)
-        now = self._clock()
-        try:
-            async with self._connect() as conn:
-                result = (await conn.execute(self._blocked_statement(len(wanted)),
-                                             {f"key_{i}": key for i, key in enumerate(wanted)})).all()
-        except DBAPIError:
-            log.warning("rate limiter unavailable; request let through",
-                        extra={"limits": sorted({limit.name for limit in wanted.values()})})
-            return Decision(True)
+        return (await self.hit_and_peek((), checks))[1]
+
+    @staticmethod
+    def _blocked_decision(wanted: dict[str, Limit], result: Iterable[Any], now: float) -> Decision:
         refused: Decision | None = None
         for key, tat in result:
             limit = wanted[key]
@@ -358,6 +386,7 @@ __all__ = [
     "client_address",
     "dialect_insert_for",
     "enforce_not_blocked",
+    "refuse_if_blocked",
     "enforce",
     "rate_limit_responses",
     "too_many_requests",
@@ -425,14 +454,24 @@ async def enforce(
     *,
     error: str = "too_many_requests",
     cost: int = 1,
-) -> None:
-    """Charge the buckets and raise the 429 ``APIError`` when one is full (no-op without a limiter)."""
+    peek: Iterable[tuple[Limit, str | None]] = (),
+) -> Decision:
+    """Charge the buckets and raise the 429 ``APIError`` when one is full (no-op without a limiter).
+
+    ``peek``: failure-only buckets read in the same statement without charging them; the returned
+    decision says whether they would refuse now (apply it with :func:`refuse_if_blocked` where it
+    matters, charge them with :meth:`RateLimiter.hit` after a failure)."""
     if limiter is None:
-        return
-    try:
-        await limiter.check(checks, cost=cost)
-    except RateLimitExceeded as exc:
-        raise too_many_requests(exc, error) from None
+        return Decision(True)
+    charged, peeked = await limiter.hit_and_peek(checks, peek, cost=cost)
+    refuse_if_blocked(charged, error)
+    return peeked
+
+
+def refuse_if_blocked(decision: Decision, error: str = "too_many_requests") -> None:
+    """Raise the 429 ``APIError`` (with ``Retry-After``) for a refusing decision."""
+    if not decision.allowed:
+        raise too_many_requests(RateLimitExceeded(decision.limit, decision.retry_after), error)
 
 
 async def enforce_not_blocked(
@@ -444,9 +483,7 @@ async def enforce_not_blocked(
     """Raise the 429 ``APIError`` if the buckets are full, without charging them (failure-only limits)."""
     if limiter is None:
         return
-    decision = await limiter.blocked(checks)
-    if not decision.allowed:
-        raise too_many_requests(RateLimitExceeded(decision.limit, decision.retry_after), error)
+    refuse_if_blocked(await limiter.blocked(checks), error)
 
 
 def rate_limit_responses(error: str = "too_many_requests") -> dict[int | str, dict[str, Any]]:

@@ -33,9 +33,9 @@ from service_kit.ratelimit import (
     Limit,
     client_address,
     enforce,
-    enforce_not_blocked,
     limiter_of,
     rate_limit_responses,
+    refuse_if_blocked,
 )
 from ssi.encoding import json_loads
 from ssi.errors import EncodingError, MessageError
@@ -198,11 +198,18 @@ async def token(request: Request, tenant: TenantRef = Depends(path_tenant),  # n
                 ctx: IssuerContext = Depends(get_ctx)) -> JSONResponse:  # noqa: B008
     form = await _form(request)
     # Abuse limits (docs/security.md): per client address and per code, in one statement, before any work.
+    # Wrong transaction codes are limited per client and per offer (code): those buckets are read in
+    # the same statement, refuse below once either is full, and are charged only when a guess fails.
     limiter, settings = limiter_of(request), ctx.settings
     client = client_address(request, settings.trusted_proxies)
     code = form.get("pre-authorized_code") or form.get("code")
-    await enforce(limiter, [(Limit.parse("token.client", settings.rate_limit_token_client), client),
-                            (Limit.parse("token.code", settings.rate_limit_token_code), code)], error="slow_down")
+    tx_limits = [(Limit.parse("tx_code.client", settings.rate_limit_tx_code_client), client),
+                 (Limit.parse("tx_code.offer", settings.rate_limit_tx_code_offer), code)]
+    guessing = "tx_code" in form or "user_pin" in form
+    tx_code_allowance = await enforce(
+        limiter, [(Limit.parse("token.client", settings.rate_limit_token_client), client),
+                  (Limit.parse("token.code", settings.rate_limit_token_code), code)],
+        error="slow_down", peek=tx_limits if guessing else ())
     if form.get("grant_type") not in (PRE_AUTHORIZED_CODE_GRANT, AUTHORIZATION_CODE_GRANT):
         if "grant_type" not in form:
             raise APIError(400, INVALID_REQUEST, "grant_type is required")
@@ -217,12 +224,8 @@ async def token(request: Request, tenant: TenantRef = Depends(path_tenant),  # n
     # The DPoP proof is checked before the code is spent: a bad proof must not burn the code.
     jkt = await token_request_binding(ctx, request, f"{ctx.issuer_url(tenant.slug)}/token")
     if parsed.grant_type == PRE_AUTHORIZED_CODE_GRANT:
-        # Wrong transaction codes are limited per client and per offer (code): refused up front once
-        # either bucket is full, charged only when a guess fails.
-        tx_limits = [(Limit.parse("tx_code.client", settings.rate_limit_tx_code_client), client),
-                     (Limit.parse("tx_code.offer", settings.rate_limit_tx_code_offer), code)]
         if parsed.tx_code is not None:
-            await enforce_not_blocked(limiter, tx_limits, error="slow_down")
+            refuse_if_blocked(tx_code_allowance, "slow_down")
         try:
             offer, access, ttl = await redeem_pre_authorized_code(ctx, tenant, parsed.pre_authorized_code or "",
                                                                   parsed.tx_code, dpop_jkt=jkt)

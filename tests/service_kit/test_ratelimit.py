@@ -137,6 +137,36 @@ def test_blocked_looks_without_charging_and_cost_counts_several_hits(database_ur
     asyncio.run(scenario())
 
 
+def test_hit_and_peek_charges_one_list_and_only_reads_the_other(database_url: str) -> None:
+    async def scenario() -> None:
+        db = await _fresh(database_url)
+        clock = Clock()
+        limiter = RateLimiter(db, Bucket, clock=clock)
+        requests, failures = Limit("requests", 3, 30.0), Limit("failures", 1, 60.0)
+        try:
+            # Peeking never charges: the failure bucket stays empty however often it is read.
+            for _ in range(3):
+                charged, peeked = await limiter.hit_and_peek([(requests, "ip")], [(failures, "ip")])
+                assert charged.allowed and peeked.allowed
+            charged, peeked = await limiter.hit_and_peek([(requests, "ip")], [(failures, "ip")])
+            assert not charged.allowed and charged.limit == "requests" and peeked.allowed
+            assert (await limiter.hit([(failures, "ip")])).allowed  # a failed guess is charged apart
+            clock.now += 10.0  # one request back in the requests bucket; the failure bucket still full
+            charged, peeked = await limiter.hit_and_peek([(requests, "ip")], [(failures, "ip")])
+            assert charged.allowed
+            assert not peeked.allowed and peeked.limit == "failures" and peeked.retry_after == 50
+            assert peeked == await limiter.blocked([(failures, "ip")])
+            # Through the FastAPI helper: the charged list refuses with a 429, the peeked one is returned.
+            assert not (await enforce(limiter, [(Limit("other", 5, 5.0), "ip")], peek=[(failures, "ip")])).allowed
+            with pytest.raises(APIError) as refused:
+                await enforce(limiter, [(requests, "ip")], peek=[(failures, "ip")])
+            assert refused.value.status_code == 429
+        finally:
+            await db.dispose()
+
+    asyncio.run(scenario())
+
+
 def test_keys_are_hmacs_and_stale_rows_are_cleaned_up(database_url: str) -> None:
     async def scenario() -> None:
         db = await _fresh(database_url)
