@@ -11,10 +11,12 @@ Issuer Metadata (``/.well-known/jwt-vc-issuer/t/<slug>``), which lists current a
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from service_kit import audit as store
@@ -32,6 +34,8 @@ from ssi.jose import Key
 from .context import IssuerContext, utcnow
 from .keys import active_key, published_keys
 from .models import AuditCheckpoint, AuditEntry, AuditHead, IssuanceRecord
+
+log = logging.getLogger(__name__)
 
 EXPORT_FORMAT = "cartera-audit-chain"
 #: How often the appending transaction signs a checkpoint (in entries).
@@ -91,10 +95,17 @@ async def create_chain(conn: Executor, tenant_id: str) -> None:
 async def checkpoint_if_due(ctx: IssuerContext, tenant_id: str, seq: int, *, signer: Key, issuer: str) -> None:
     """After an append made outside :func:`record_issuance` (one statement, no transaction to join):
     sign the checkpoint that entry ``seq`` is due, in a transaction of its own. It may cover a few
-    later entries too (it is signed over whatever the chain's last entry is by then)."""
-    if seq % CHECKPOINT_EVERY == 0:
+    later entries too (it is signed over whatever the chain's last entry is by then).
+
+    The entry is committed already, so a failure here must not fail the issuance: it is logged, and
+    the next due checkpoint, or the one the admin API signs on demand, covers the entry instead."""
+    if seq % CHECKPOINT_EVERY:
+        return
+    try:
         async with ctx.write_connection() as conn:
             await store.checkpoint(conn, AuditEntry, AuditCheckpoint, tenant_id, signer, now=utcnow(), issuer=issuer)
+    except (SQLAlchemyError, OSError) as exc:
+        log.warning("audit checkpoint not signed", extra={"chain": tenant_id, "seq": seq, "error": type(exc).__name__})
 
 
 async def record_row(conn: Executor, row: IssuanceRecord) -> store.Appended:
