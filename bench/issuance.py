@@ -11,8 +11,10 @@ the whole flow and of the credential request alone, the cost per credential in C
 the machine (wall time × cores / credentials) and, measured from ``/proc``, the CPU time per
 credential of the issuer processes, of PostgreSQL and of this load generator — on a machine shared
 with other work those are the stable figures — beside the bare ``ssi`` issue cost measured in the
-same run. The wallets speak HTTP/1.1 keep-alive through a minimal client (httpx would spend more CPU
-than the issuer on a loopback request). Run:
+same run; after the load levels, the CPU cost of one cheap request (``GET /healthz``, and the nonce
+endpoint: one INSERT), the floor each of a flow's four requests pays before any OpenID4VCI work. The
+wallets speak HTTP/1.1 keep-alive through a minimal client (httpx would spend more CPU than the
+issuer on a loopback request). Run:
 ``.venv/bin/python bench/issuance.py [--seconds 8] [--backends sqlite,postgresql] [--workers 2]
 [--profile /tmp/issuer]`` (py-spy collapsed stacks of the issuer, one file per backend).
 """
@@ -171,6 +173,34 @@ async def run_load(base: str, api_key: str, wallets: int, seconds: float) -> dic
 
 
 
+async def request_load(base: str, method: str, path: str, seconds: float, connections: int = 8) -> int:
+    """How many ``method path`` requests ``connections`` keep-alive clients complete in ``seconds``."""
+    done = 0
+    deadline = time.perf_counter() + seconds
+
+    async def client() -> None:
+        nonlocal done
+        http = Connection(base)
+        try:
+            while time.perf_counter() < deadline:
+                _checked(*await http.request(method, f"{base}{path}"), path)
+                done += 1
+        finally:
+            await http.close()
+
+    await asyncio.gather(*(client() for _ in range(connections)))
+    return done
+
+
+def request_floor(base: str, method: str, path: str, server_pid: int, db_pid: int, seconds: float = 2.0) -> tuple[float, float]:
+    """Issuer and PostgreSQL CPU ms per request of one cheap endpoint: what any request costs before
+    OpenID4VCI work (uvicorn, FastAPI, the middleware; plus one INSERT for the nonce endpoint)."""
+    asyncio.run(request_load(base, method, path, 0.5))
+    before = process_tree_cpu(server_pid), process_tree_cpu(db_pid)
+    n = max(1, asyncio.run(request_load(base, method, path, seconds))) / 1000
+    return (process_tree_cpu(server_pid) - before[0]) / n, (process_tree_cpu(db_pid) - before[1]) / n
+
+
 def bare_issue_cost(rounds: int = 400) -> float:
     ctype = load_builtin_types()["tax-compliance"]
     key = Key.generate()
@@ -248,6 +278,11 @@ def main() -> None:
                           f"{server / bare:>9.0f}", flush=True)
                 if profiler is not None:
                     profiler.wait(timeout=120)
+                health = request_floor(base, "GET", "/healthz", proc.pid, db_pid)
+                nonce = request_floor(base, "POST", "/t/bench/nonce", proc.pid, db_pid)
+                db_part = f" + {nonce[1]:.2f} ms db" if cluster is not None else ""
+                print(f"{backend:<11}floor per request (8 connections): GET /healthz {health[0]:.2f} ms server; "
+                      f"POST nonce (one INSERT) {nonce[0]:.2f} ms server{db_part}", flush=True)
             finally:
                 proc.terminate()
                 proc.wait(timeout=20)
