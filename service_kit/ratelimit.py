@@ -238,7 +238,7 @@ class RateLimiter:
             for key, limit in sorted(wanted.items())
         ]
         try:
-            hit_rows, peek_rows = await self._upsert(rows, list(peeked), now)
+            hit_rows, peek_rows = await self._charge_and_read(rows, list(peeked), now)
         except DBAPIError:
             log.warning("rate limiter unavailable; request let through",
                         extra={"limits": sorted({limit.name for limit in [*wanted.values(), *peeked.values()]})})
@@ -254,25 +254,25 @@ class RateLimiter:
                 refused = Decision(False, wait, limit.name)
         return refused or Decision(True), self._blocked_decision(peeked, peek_rows, now)
 
-    async def _upsert(self, rows: list[dict[str, Any]], peek_keys: list[str], now: float) -> tuple[list[Any], list[Any]]:
-        """``(key, tat, allowed)`` of the charged buckets and ``(key, tat)`` of the peeked ones."""
+    async def _charge_and_read(self, rows: list[dict[str, Any]], peek_keys: list[str],
+                               now: float) -> tuple[list[Any], list[Any]]:
+        """``(key, tat, allowed)`` of the charged buckets and ``(key, tat)`` of the peeked ones: one
+        statement on PostgreSQL when there are both, otherwise one for each that there is."""
         params: dict[str, Any] = {"now_ts": now}
         for i, row in enumerate(rows):
             params.update({f"key_{i}": row["key"], f"tat_{i}": row["tat"], f"tolerance_{i}": row["tolerance"]})
-        peek_params = {f"key_{i}": key for i, key in enumerate(peek_keys)}
         async with self._connect() as conn:
             dialect = conn.dialect.name
-            if not rows:
-                hit_rows: list[Any] = []
-                peek_rows = list((await conn.execute(self._blocked_statement(len(peek_keys)), peek_params)).all())
-            elif peek_keys and dialect == "postgresql":
+            if rows and peek_keys and dialect == "postgresql":
                 params.update({f"peek_{i}": key for i, key in enumerate(peek_keys)})
                 result = (await conn.execute(self._hit_and_peek_statement(len(rows), len(peek_keys)), params)).all()
                 hit_rows = [(key, tat, allowed) for key, tat, allowed in result if allowed is not None]
                 peek_rows = [(key, tat) for key, tat, allowed in result if allowed is None]
             else:
-                hit_rows = list((await conn.execute(self._hit_statement(dialect, len(rows)), params)).all())
-                peek_rows = list((await conn.execute(self._blocked_statement(len(peek_keys)), peek_params)).all()
+                hit_rows = list((await conn.execute(self._hit_statement(dialect, len(rows)), params)).all()
+                                ) if rows else []
+                peek_rows = list((await conn.execute(self._blocked_statement(len(peek_keys)),
+                                                     {f"key_{i}": key for i, key in enumerate(peek_keys)})).all()
                                  ) if peek_keys else []
             if now - self._last_cleanup >= CLEANUP_EVERY:
                 self._last_cleanup = now
@@ -385,7 +385,6 @@ __all__ = [
     "RateLimiter",
     "client_address",
     "dialect_insert_for",
-    "enforce_not_blocked",
     "refuse_if_blocked",
     "enforce",
     "rate_limit_responses",
@@ -472,18 +471,6 @@ def refuse_if_blocked(decision: Decision, error: str = "too_many_requests") -> N
     """Raise the 429 ``APIError`` (with ``Retry-After``) for a refusing decision."""
     if not decision.allowed:
         raise too_many_requests(RateLimitExceeded(decision.limit, decision.retry_after), error)
-
-
-async def enforce_not_blocked(
-    limiter: RateLimiter | None,
-    checks: Iterable[tuple[Limit, str | None]],
-    *,
-    error: str = "too_many_requests",
-) -> None:
-    """Raise the 429 ``APIError`` if the buckets are full, without charging them (failure-only limits)."""
-    if limiter is None:
-        return
-    refuse_if_blocked(await limiter.blocked(checks), error)
 
 
 def rate_limit_responses(error: str = "too_many_requests") -> dict[int | str, dict[str, Any]]:
