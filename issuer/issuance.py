@@ -79,8 +79,7 @@ async def fetch_record(ctx: IssuerContext, tenant: Tenant, reg: RegisteredType, 
                        selector: str | None, request_id: str | None, poll_reference: str | None = None
                        ) -> Claims | Pending:
     """Query (or poll) the type's data source; map its failures to protocol errors."""
-    async with ctx.db.read_session() as session:
-        configured = await get_source(ctx, session, tenant.id, reg.type_id)
+    configured = await get_source(ctx, None, tenant.id, reg.type_id)
     if configured is None:
         raise APIError(400, CREDENTIAL_REQUEST_DENIED, "no data source is configured for this credential type")
     try:

@@ -96,11 +96,22 @@ async def register_type(ctx: IssuerContext, session: AsyncSession, tenant: Tenan
     return RegisteredType(row.id, row.type_id, row.version, ctype)
 
 
-async def tenant_types(ctx: IssuerContext, session: AsyncSession, tenant_id: str) -> dict[str, RegisteredType]:
-    """The current (newest) version of each of the tenant's types, by type id."""
+async def tenant_types(ctx: IssuerContext, session: AsyncSession | None, tenant_id: str) -> dict[str, RegisteredType]:
+    """The current (newest) version of each of the tenant's types, by type id.
+
+    Without a ``session`` one is opened only when the cache has to be refilled: on the hot paths the
+    cache answers, and an unused ORM session still costs more than the lookup.
+    """
     cached = ctx.types.get(("tenant", tenant_id))
     if cached is not None and time.monotonic() - cached[0] < CACHE_SECONDS:
         return cached[1]  # type: ignore[no-any-return]
+    if session is None:
+        async with ctx.db.read_session() as own:
+            return await _load_tenant_types(ctx, own, tenant_id)
+    return await _load_tenant_types(ctx, session, tenant_id)
+
+
+async def _load_tenant_types(ctx: IssuerContext, session: AsyncSession, tenant_id: str) -> dict[str, RegisteredType]:
     rows = (await session.execute(select(CredentialTypeRow.id, CredentialTypeRow.type_id, CredentialTypeRow.version)
                                   .where(CredentialTypeRow.tenant_id == tenant_id)
                                   .order_by(CredentialTypeRow.id))).all()
@@ -175,11 +186,22 @@ class ConfiguredSource:
     kind: str
 
 
-async def get_source(ctx: IssuerContext, session: AsyncSession, tenant_id: str, type_id: str) -> ConfiguredSource | None:
-    """The built adapter of a type (cached by configuration version), or ``None`` when none is configured."""
+async def get_source(ctx: IssuerContext, session: AsyncSession | None, tenant_id: str,
+                     type_id: str) -> ConfiguredSource | None:
+    """The built adapter of a type (cached by configuration version), or ``None`` when none is configured.
+
+    Without a ``session`` one is opened only when the configuration has to be read again.
+    """
     recent = ctx.sources.get(("current", tenant_id, type_id))
     if recent is not None and recent[1] is not None and time.monotonic() - recent[0] < CACHE_SECONDS:
         return recent[1]  # type: ignore[no-any-return]
+    if session is None:
+        async with ctx.db.read_session() as own:
+            return await _load_source(ctx, own, tenant_id, type_id)
+    return await _load_source(ctx, session, tenant_id, type_id)
+
+
+async def _load_source(ctx: IssuerContext, session: AsyncSession, tenant_id: str, type_id: str) -> ConfiguredSource | None:
     row = await session.get(SourceConfig, (tenant_id, type_id))
     if row is None:
         return None

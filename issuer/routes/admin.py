@@ -244,8 +244,7 @@ class OfferCreated(BaseModel):
 @router.post("/offers", status_code=201, response_model=OfferCreated, summary="Create a pre-authorized credential offer")
 async def new_offer(body: OfferCreate, tenant: TenantRef = Depends(admin_tenant),  # noqa: B008
                     ctx: IssuerContext = Depends(get_ctx)) -> OfferCreated:  # noqa: B008
-    async with ctx.db.read_session() as session:
-        known = await tenant_types(ctx, session, tenant.id)
+    known = await tenant_types(ctx, None, tenant.id)
     unknown = [cid for cid in body.credential_configuration_ids if cid not in known]
     if unknown or len(set(body.credential_configuration_ids)) != len(body.credential_configuration_ids):
         raise APIError(400, "invalid_request", "unknown or repeated credential configuration id")

@@ -15,8 +15,7 @@ router = APIRouter()
 
 
 async def _known(ctx: IssuerContext, tenant: TenantRef) -> set[str]:
-    async with ctx.db.read_session() as session:
-        return set(await tenant_types(ctx, session, tenant.id))
+    return set(await tenant_types(ctx, None, tenant.id))
 
 
 def _query(request: Request) -> dict[str, str]:

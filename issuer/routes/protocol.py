@@ -96,8 +96,7 @@ def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -
 
 
 async def _types(ctx: IssuerContext, tenant: TenantRef) -> dict[str, RegisteredType]:
-    async with ctx.db.read_session() as session:
-        return await tenant_types(ctx, session, tenant.id)
+    return await tenant_types(ctx, None, tenant.id)
 
 
 async def _json_body(request: Request, error: str) -> Any:
