@@ -20,6 +20,7 @@ A mapping is either a string (a field path) or an object:
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import re
 from typing import Any
 
@@ -79,17 +80,33 @@ def normalize(spec: Any) -> dict[str, Any]:
     raise MappingError("bad_mapping", "a source mapping is a field path or an object")
 
 
-def _parse_path(path: str) -> list[tuple[str, str | None]]:
-    """``a.b[].c[0]`` → ``[("a", None), ("b", ""), ("c", "0")]``; raises for a malformed path."""
+def _parse_path(path: str) -> tuple[tuple[str, str | None], ...]:
+    """``a.b[].c[0]`` → ``(("a", None), ("b", ""), ("c", "0"))``; raises for a malformed path."""
     if not isinstance(path, str) or not path:
         raise MappingError("bad_mapping", "a field path must be a non-empty string")
+    return _parsed_path(path)
+
+
+@functools.lru_cache(maxsize=1024)
+def _parsed_path(path: str) -> tuple[tuple[str, str | None], ...]:
+    # Every issuance resolves the same few paths of its type's mapping: parse each once.
     out: list[tuple[str, str | None]] = []
     for part in path.split("."):
         match = _SEGMENT.match(part)
         if not match:
             raise MappingError("bad_mapping", f"malformed field path segment '{part}'")
         out.append((match.group(1), match.group(3) if match.group(2) else None))
-    return out
+    return tuple(out)
+
+
+def _duration(text: str) -> Duration:
+    return _cached_duration(text) if isinstance(text, str) else Duration(text)
+
+
+@functools.lru_cache(maxsize=256)
+def _cached_duration(text: str) -> Duration:
+    # A Duration is never changed once built, and a type's offsets are a handful of texts.
+    return Duration(text)
 
 
 def check_spec(spec: Any, where: str) -> list[Problem]:
@@ -233,7 +250,7 @@ def evaluate(spec: Any, record: Any, *, now: dt.datetime, claim: str = "") -> An
     if "const" in spec:
         value = spec["const"]
     elif "now" in spec:
-        moment = Duration(spec["offset"]).add_to(now) if "offset" in spec else now
+        moment = _duration(spec["offset"]).add_to(now) if "offset" in spec else now
         value = {"date": lambda m: m.date().isoformat(), "datetime": lambda m: m.isoformat(timespec="seconds"),
                  "epoch": lambda m: int(m.timestamp())}[spec["now"]](moment)
     elif "fields" in spec:
@@ -258,7 +275,7 @@ def evaluate(spec: Any, record: Any, *, now: dt.datetime, claim: str = "") -> An
             value = _apply(name, value, spec, where, now)
     if "offset" in spec and "now" not in spec:
         # A date read from the source, shifted: e.g. a certificate's validity from its issue date.
-        value = Duration(spec["offset"]).add_to(_as_date(value, where)).isoformat()
+        value = _duration(spec["offset"]).add_to(_as_date(value, where)).isoformat()
     return value
 
 

@@ -283,3 +283,87 @@ def test_age_predicates_agree_with_calendar_age(birth: dt.date) -> None:
         except ValueError:  # 29 February: the birthday is 1 March in common years
             birthday = dt.date(birth.year + years, 3, 1)
         assert flag == (birthday <= TODAY)
+
+
+# ----------------------------------------------------------------------------- the compiled fast path
+
+def _python_only(ctype):
+    slow = copy.copy(ctype)
+    slow.__dict__["_claims_accepted"] = None  # the cached_property's slot: no compiled check
+    return slow
+
+
+_JSON_LEAVES = st.one_of(st.none(), st.booleans(), st.integers(-10, 10**6), st.floats(allow_nan=False),
+                         st.text(max_size=12), st.sampled_from(["2026-03-20", "2026-02-30", "20260320", "12345678Z",
+                                                                "12345678Z\n", "X1234567L", "POSITIVE", "", "0"]))
+_JSON = st.recursive(_JSON_LEAVES, lambda inner: st.lists(inner, max_size=3)
+                     | st.dictionaries(st.text(max_size=6), inner, max_size=3), max_leaves=6)
+
+
+def _valid_claims() -> dict[str, list[dict]]:
+    population = generate_population(size=200)
+    out = {}
+    for type_id, product in PRODUCT_OF.items():
+        holders = [c for c in population.citizens if product.codigo_certificado in c.products][:5]
+        out[type_id] = [TYPES[type_id].map_claims(record_for(type_id, c, population), now=NOW) for c in holders]
+    return out
+
+
+VALID_CLAIMS = _valid_claims()
+
+
+@given(st.sampled_from(sorted(PRODUCT_OF)), st.integers(0, 4), st.lists(
+    st.tuples(st.sampled_from(["replace", "delete", "add", "nested"]), st.integers(0, 50), _JSON), max_size=4))
+@settings(max_examples=400, deadline=None)
+def test_compiled_check_never_accepts_what_jsonschema_refuses(type_id: str, which: int, edits) -> None:
+    """The Rust validator answers only "valid"; the problems must be exactly the Python validator's."""
+    ctype = TYPES[type_id]
+    claims = copy.deepcopy(VALID_CLAIMS[type_id][which % len(VALID_CLAIMS[type_id])])
+    for action, pick, value in edits:
+        keys = sorted(claims)
+        key = keys[pick % len(keys)] if keys else "x"
+        if action == "replace":
+            claims[key] = value
+        elif action == "delete":
+            claims.pop(key, None)
+        elif action == "add":
+            claims[f"extra{pick}"] = value
+        elif isinstance(claims.get(key), dict) and claims[key]:
+            inner = sorted(claims[key])
+            claims[key][inner[pick % len(inner)]] = value
+        elif isinstance(claims.get(key), list) and claims[key]:
+            claims[key][pick % len(claims[key])] = value
+    assert ctype.validate_claims(claims) == _python_only(ctype).validate_claims(claims)
+
+
+def test_compiled_check_is_used_and_a_schema_it_cannot_take_falls_back() -> None:
+    ctype = TYPES["tax-compliance"]
+    assert ctype._claims_accepted is not None
+    assert ctype._claims_accepted(VALID_CLAIMS["tax-compliance"][0])
+    definition = copy.deepcopy(ctype.definition)
+    # \\Z is Python's end-of-text: the Rust engine does not read this pattern, jsonschema decides alone.
+    definition["schema"]["properties"]["aeatReference"]["pattern"] = "^ECOT103[0-9A-Z]+\\Z"
+    python_only = load_type(definition)
+    assert python_only._claims_accepted is None
+    claims = dict(VALID_CLAIMS["tax-compliance"][0])
+    assert python_only.validate_claims(claims) == []
+    claims["aeatReference"] = "ECOT103-"
+    assert [p.path for p in python_only.validate_claims(claims)] == ["/aeatReference"]
+
+
+@pytest.mark.parametrize("ref", ["http://127.0.0.1:9/never-fetched.json", "#/$defs/missing", "other.json"])
+def test_a_reference_outside_the_schema_is_refused_at_registration(ref: str) -> None:
+    definition = copy.deepcopy(TYPES["tax-compliance"].definition)
+    definition["schema"]["properties"]["purpose"] = {"$ref": ref}
+    problems = validate_type_definition(definition)
+    assert [p.path for p in problems] == ["schema"] and "$ref" in problems[0].message
+    with pytest.raises(SchemaError):
+        load_type(definition)
+
+
+def test_a_reference_within_the_schema_is_allowed() -> None:
+    definition = copy.deepcopy(TYPES["tax-compliance"].definition)
+    definition["schema"]["$defs"] = {"purpose": {"type": "string", "const": "ECOT103"}}
+    definition["schema"]["properties"]["purpose"] = {"$ref": "#/$defs/purpose"}
+    ctype = load_type(definition)
+    assert ctype._claims_accepted is not None and ctype.validate_claims(VALID_CLAIMS["tax-compliance"][0]) == []
