@@ -90,7 +90,8 @@ async def fetch_record(ctx: IssuerContext, tenant: Tenant, reg: RegisteredType, 
             call = configured.source.poll(poll_reference, reg.ctype, subject, context)
         else:
             call = configured.source.fetch(reg.ctype, subject, context)
-        answer = await asyncio.wait_for(call, ctx.settings.source_timeout)
+        async with asyncio.timeout(ctx.settings.source_timeout):  # no extra task, unlike wait_for
+            answer = await call
         _count_source(ctx, tenant, reg, "pending" if isinstance(answer, Pending) else "ok")
         return answer
     except (SourceUnavailable, TimeoutError) as exc:

@@ -122,3 +122,37 @@ async def test_unreachable_database_is_unavailable(tmp_path: Path) -> None:
                         "query": "SELECT 1 AS one WHERE :identifier IS NOT NULL"})
     with pytest.raises(SourceUnavailable):
         await src.fetch(None, SUBJECT, context())
+
+
+async def test_a_query_that_outlasts_the_timeout_is_unavailable_and_the_loop_keeps_running(db: str) -> None:
+    import asyncio
+    import time
+
+    from issuer.sources import SourceUnavailable
+
+    # Another writer holds the database: the driver waits for its lock (up to 5 s) in the worker thread.
+    holder = sqlite3.connect(db.removeprefix("sqlite:///"), check_same_thread=False)
+    holder.execute("BEGIN EXCLUSIVE")
+    src = build_source({"kind": "sql", "url": db, "timeout": 0.3,
+                        "query": "SELECT nif FROM residents WHERE nif = :identifier"})
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    beat = asyncio.create_task(ticker())
+    started = time.monotonic()
+    try:
+        with pytest.raises(SourceUnavailable, match="did not answer in time"):
+            await src.fetch(None, SUBJECT, context())
+        assert time.monotonic() - started < 3
+        assert ticks >= 10  # the event loop was never blocked by the driver
+    finally:
+        beat.cancel()
+        holder.rollback()
+        holder.close()
+    # The abandoned call ends once the lock is released; the source still answers afterwards.
+    assert isinstance(await src.fetch(None, SUBJECT, context()), Claims)
