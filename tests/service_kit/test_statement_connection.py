@@ -238,3 +238,120 @@ def test_concurrent_conditional_updates_have_one_winner(fresh_pg: str) -> None:
             await db.dispose()
 
     assert asyncio.run(scenario()) == 1
+
+
+# -- connections kept between StatementConnections (Database.park) ---------------------------------
+
+async def _driver_of(db: Database) -> Any:
+    """The asyncpg connection the next StatementConnection runs on."""
+    async with db.statement_connection() as conn:
+        await conn.execute(COUNT)
+        await conn.execute(COUNT)  # the driver path from the second time on
+        return conn._driver
+
+
+def test_a_statement_connection_reuses_the_connection_the_previous_one_kept(fresh_pg: str) -> None:
+    async def scenario() -> tuple[bool, int, int]:
+        db = Database(fresh_pg, pre_ping=False, pool_size=8, max_overflow=0)
+        try:
+            await _fresh(db, metadata)
+            first = await _driver_of(db)
+            pool = db.engine.sync_engine.pool
+            kept = pool.checkedout()  # the kept connection still counts as checked out of the pool
+            same = all([await _driver_of(db) is first for _ in range(5)])
+            # Many at once: at most a quarter of the pool (2) is kept afterwards.
+            await asyncio.gather(*(_driver_of(db) for _ in range(8)))
+            return same, kept, len(db._parked)
+        finally:
+            await db.dispose()
+
+    assert asyncio.run(scenario()) == (True, 1, 2)
+
+
+def test_nothing_is_kept_with_pre_ping_or_after_a_cancelled_statement(fresh_pg: str) -> None:
+    async def scenario() -> tuple[int, int, int]:
+        pinged = Database(fresh_pg, pre_ping=True, pool_size=4, max_overflow=0)
+        db = Database(fresh_pg, pre_ping=False, pool_size=4, max_overflow=0)
+        try:
+            await _fresh(db, metadata)
+            await _driver_of(pinged)
+            sleep = select(func.pg_sleep(bindparam("seconds", type_=Double)))
+
+            async with db.statement_connection() as conn:
+                await conn.execute(sleep, {"seconds": 0})  # compiled: from now on it runs on the driver
+            await _driver_of(db)
+            assert len(db._parked) == 1
+
+            async def cut_short() -> None:
+                async with db.statement_connection() as conn:
+                    await conn.execute(sleep, {"seconds": 5})
+
+            with pytest.raises(TimeoutError):
+                async with asyncio.timeout(0.5):
+                    await cut_short()
+            cancelled = len(db._parked)
+            # The connection went back to the pool, which the next user gets in a usable state.
+            assert (await _fresh_count(db)) == 0
+            return len(pinged._parked), cancelled, len(db._parked)
+        finally:
+            await pinged.dispose()
+            await db.dispose()
+
+    assert asyncio.run(scenario()) == (0, 0, 1)
+
+
+async def _fresh_count(db: Database) -> int:
+    async with db.statement_connection() as conn:
+        return int((await conn.execute(COUNT)).scalar())
+
+
+def test_a_kept_connection_goes_back_when_someone_waits_for_the_pool(fresh_pg: str) -> None:
+    async def scenario() -> tuple[int, int]:
+        db = Database(fresh_pg, pre_ping=False, pool_size=4, max_overflow=0, pool_timeout=5)
+        try:
+            await _fresh(db, metadata)
+            await _driver_of(db)
+            assert len(db._parked) == 1
+            # The ORM takes the rest of the pool (3 connections): the pool is exhausted.
+            sessions = [db.autocommit_session() for _ in range(3)]
+            opened = [await s.__aenter__() for s in sessions]
+            for s in opened:
+                await s.execute(COUNT)
+            waiter = asyncio.create_task(_session_count(db))  # waits: nothing left in the pool
+            await asyncio.sleep(0.2)
+            assert not waiter.done()
+            # A statement takes the kept connection and, the pool being exhausted, returns it there.
+            await _fresh_count(db)
+            count = await asyncio.wait_for(waiter, 3)
+            for s in sessions:
+                await s.__aexit__(None, None, None)
+            return count, len(db._parked)
+        finally:
+            await db.dispose()
+
+    assert asyncio.run(scenario()) == (0, 0)
+
+
+async def _session_count(db: Database) -> int:
+    async with db.autocommit_session() as session:
+        return int((await session.execute(COUNT)).scalar())
+
+
+def test_a_kept_connection_dropped_by_the_server_is_replaced(fresh_pg: str) -> None:
+    async def scenario() -> tuple[bool, int]:
+        db = Database(fresh_pg, pre_ping=False, pool_size=4, max_overflow=0)
+        try:
+            await _fresh(db, metadata)
+            dead = await _driver_of(db)
+            async with db.autocommit_connection() as conn:
+                await conn.execute(select(func.pg_terminate_backend(dead.get_server_pid())))
+            failed = False
+            try:
+                await _fresh_count(db)  # meets the dead connection: fails, and it is discarded
+            except Exception:  # noqa: BLE001 - SQLAlchemy's DBAPIError with connection_invalidated
+                failed = True
+            return failed and await _driver_of(db) is not dead, await _fresh_count(db)
+        finally:
+            await db.dispose()
+
+    assert asyncio.run(scenario()) == (True, 0)
