@@ -172,6 +172,8 @@ BODIES = [
     ("application/x-www-form-urlencoded", b"grant_type=authorization_code&code=x&code_verifier=short"),
     ("application/x-www-form-urlencoded", b"grant_type=password&username=a"),
     ("application/x-www-form-urlencoded", b"grant_type=a&grant_type=b"),
+    ("application/x-www-form-urlencoded", b"grant_type=%FF%FE&code=\xff"),
+    ("application/x-www-form-urlencoded", b"&".join(b"p%d=1" % i for i in range(200))),
     ("multipart/form-data; boundary=zzz", b"--zzz\r\nbroken"),
     ("text/plain", "\u00ff\u0000".encode()),
     ("application/json", b'{"credential_configuration_id": "tax-compliance", "proofs": {"jwt": [1, 2]}}'),
@@ -232,3 +234,16 @@ async def test_authorization_errors_go_back_to_a_validated_redirect_uri_only(iss
         assert location.startswith("http://127.0.0.1:9/cb?") and f"error={error}" in location and "state=s1" in location
     assert bad_redirect.status_code == 400 and "location" not in bad_redirect.headers
     assert par_error.status_code == 400 and par_error.json()["error"] == "invalid_scope"
+
+
+async def test_token_request_forms_that_cannot_be_read_are_invalid_requests(issuer_env: IssuerEnv) -> None:
+    token = issuer_env.issuer("aoc-tax") + "/token"
+    form = "application/x-www-form-urlencoded"
+    async with httpx.AsyncClient(timeout=20, limits=LIMITS) as http:
+        answers = {name: await http.post(token, content=body, headers={"Content-Type": form}) for name, body in [
+            ("not utf-8", b"grant_type=%FF%FE"),
+            ("repeated", b"grant_type=a&grant_type=a"),
+            ("too many fields", b"&".join(b"p%d=1" % i for i in range(65)))]}
+    for name, r in answers.items():
+        assert (r.status_code, r.json()["error"]) == (400, "invalid_request"), name
+    assert "repeated" in answers["repeated"].json()["error_description"]
