@@ -22,7 +22,6 @@ from service_kit.errors import APIError
 from ssi.oid4vci import (
     INVALID_GRANT,
     PRE_AUTHORIZED_CODE_GRANT,
-    CredentialOffer,
     build_credential_offer_uri,
 )
 
@@ -77,10 +76,9 @@ async def create_offer(ctx: IssuerContext, tenant: TenantRef, configuration_ids:
             "selector": selector, "offer_json": offer, "used": False, "burnt": False, "created_at": now,
             "expires_at": expires})
     reference = f"{issuer}/offers/{offer_id}"
-    by_value_uri = build_credential_offer_uri(CredentialOffer.parse(offer, allow_http_loopback=True))
-    by_ref_uri = build_credential_offer_uri(reference)
-    return CreatedOffer(offer_id, offer, by_ref_uri if by_reference else by_value_uri, reference, tx_code,
-                        credential_ids, expires)
+    # The offer object is ours, built above from checked parts: it is not parsed back to be linked.
+    offer_uri = build_credential_offer_uri(reference if by_reference else offer)
+    return CreatedOffer(offer_id, offer, offer_uri, reference, tx_code, credential_ids, expires)
 
 
 async def offer_document(ctx: IssuerContext, tenant: TenantRef, offer_id: str) -> dict[str, Any] | None:

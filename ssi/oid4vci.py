@@ -205,12 +205,15 @@ def parse_credential_offer_uri(uri: Any, *, allow_http_loopback: bool = False) -
         raise MessageError("bad_offer_uri", f"credential_offer_uri {exc}") from exc
 
 
-def build_credential_offer_uri(offer: CredentialOffer | str, *, scheme: str = "openid-credential-offer://") -> str:
-    """The offer link: by value for a :class:`CredentialOffer`, by reference for a URL string."""
+def build_credential_offer_uri(offer: CredentialOffer | Mapping[str, Any] | str, *,
+                               scheme: str = "openid-credential-offer://") -> str:
+    """The offer link: by value for a :class:`CredentialOffer` (or the JSON object of one, which is
+    not validated again: for an issuer that built it itself), by reference for a URL string."""
     sep = "" if scheme.endswith("?") else "?"
-    if isinstance(offer, CredentialOffer):
-        return f"{scheme}{sep}credential_offer={quote(json_dumps(offer.to_json()), safe='')}"
-    return f"{scheme}{sep}credential_offer_uri={quote(offer, safe='')}"
+    if isinstance(offer, str):
+        return f"{scheme}{sep}credential_offer_uri={quote(offer, safe='')}"
+    document = offer.to_json() if isinstance(offer, CredentialOffer) else offer
+    return f"{scheme}{sep}credential_offer={quote(json_dumps(document), safe='')}"
 
 
 # -- metadata (§12.2, RFC 8414) -----------------------------------------------------------------

@@ -87,6 +87,8 @@ def test_offer_by_value_round_trip_and_legacy_members_ignored() -> None:
     assert uri.startswith("openid-credential-offer://?credential_offer=%7B")
     parsed, ref = parse_credential_offer_uri(uri)
     assert ref is None and parsed == offer and parsed.to_json() == OFFER
+    # An issuer that built the object itself links it as it is (members in its order): the same offer.
+    assert parse_credential_offer_uri(build_credential_offer_uri(OFFER)) == (offer, None)
 
 
 def test_offer_by_reference() -> None:
