@@ -24,6 +24,7 @@ from sqlalchemy import (
     func,
     insert,
     select,
+    text,
     update,
 )
 from sqlalchemy.exc import IntegrityError
@@ -245,8 +246,11 @@ def test_concurrent_conditional_updates_have_one_winner(fresh_pg: str) -> None:
 async def _driver_of(db: Database) -> Any:
     """The asyncpg connection the next StatementConnection runs on."""
     async with db.statement_connection() as conn:
+        # COUNT's first run anywhere goes through SQLAlchemy, on a connection that then returns to the
+        # pool: compile it on its own connection, so that the one below runs on the driver directly.
         await conn.execute(COUNT)
-        await conn.execute(COUNT)  # the driver path from the second time on
+    async with db.statement_connection() as conn:
+        await conn.execute(COUNT)
         return conn._driver
 
 
@@ -344,7 +348,14 @@ def test_a_kept_connection_dropped_by_the_server_is_replaced(fresh_pg: str) -> N
             await _fresh(db, metadata)
             dead = await _driver_of(db)
             async with db.autocommit_connection() as conn:
+                # pg_terminate_backend only signals: wait until the backend has gone.
                 await conn.execute(select(func.pg_terminate_backend(dead.get_server_pid())))
+                for _ in range(200):
+                    gone = (await conn.execute(text("SELECT count(*) FROM pg_stat_activity WHERE pid = :pid"),
+                                               {"pid": dead.get_server_pid()})).scalar() == 0
+                    if gone:
+                        break
+                    await asyncio.sleep(0.05)
             failed = False
             try:
                 await _fresh_count(db)  # meets the dead connection: fails, and it is discarded
