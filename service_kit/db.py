@@ -193,8 +193,10 @@ class Database:
     ``db.read_session()`` is for read-only work: on SQLite it does not take the write lock.
 
     Pool sizing: each worker process holds up to ``pool_size + max_overflow`` connections (5 + 10 by
-    default), so services x workers x 15 must stay under PostgreSQL's ``max_connections`` (100 by
-    default); with more workers, lower these or put PgBouncer in front.
+    default here; the services use :meth:`from_settings`: ``database_pool_size``, 20, no overflow), so
+    services x workers x that must stay under PostgreSQL's ``max_connections`` (100 by default); with
+    more workers, lower these or put PgBouncer in front. Up to a quarter of the pool may be kept by
+    :meth:`park` between single statements.
     """
 
     def __init__(
