@@ -107,7 +107,7 @@ class Offer(Base):
     __tablename__ = "offers"
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
-    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
     code_hash: Mapped[str] = mapped_column(String(80), unique=True)
     tx_code_hash: Mapped[str | None] = mapped_column(String(80), nullable=True)
     tx_code_attempts: Mapped[int] = mapped_column(Integer, default=0)
@@ -128,7 +128,7 @@ class AccessToken(Base):
     __tablename__ = "access_tokens"
 
     token_hash: Mapped[str] = mapped_column(String(80), primary_key=True)
-    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
     subject: Mapped[dict[str, Any]] = mapped_column(JSON)
     configuration_ids: Mapped[list[str]] = mapped_column(JSON)
     credential_ids: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
@@ -155,7 +155,7 @@ class Nonce(Base):
     __tablename__ = "nonces"
 
     nonce_hash: Mapped[str] = mapped_column(String(80), primary_key=True)
-    tenant_id: Mapped[str] = mapped_column(String(40), index=True)
+    tenant_id: Mapped[str] = mapped_column(String(40))
     expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), index=True)
 
 
@@ -177,7 +177,7 @@ class StoredResponse(Base):
     __tablename__ = "stored_responses"
 
     request_hash: Mapped[str] = mapped_column(String(80), primary_key=True)
-    tenant_id: Mapped[str] = mapped_column(String(40), index=True)
+    tenant_id: Mapped[str] = mapped_column(String(40))
     status_code: Mapped[int] = mapped_column(Integer)
     sealed_body: Mapped[bytes] = mapped_column(LargeBinary)
     expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), index=True)
@@ -189,7 +189,7 @@ class DeferredTransaction(Base):
     __tablename__ = "deferred_transactions"
 
     transaction_hash: Mapped[str] = mapped_column(String(80), primary_key=True)
-    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
     token_hash: Mapped[str] = mapped_column(String(80))
     configuration_id: Mapped[str] = mapped_column(String(100))
     credential_id: Mapped[str] = mapped_column(String(40))
@@ -212,7 +212,7 @@ class AuthorizationRequest(Base):
     __tablename__ = "authorization_requests"
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
     request_uri_hash: Mapped[str | None] = mapped_column(String(80), unique=True, nullable=True)
     idp_state_hash: Mapped[str | None] = mapped_column(String(80), unique=True, nullable=True)
     code_hash: Mapped[str | None] = mapped_column(String(80), unique=True, nullable=True)

@@ -1,0 +1,141 @@
+"""The issuer's schema: what the migrations build is what the models declare, and on PostgreSQL the
+protocol lookups (offer code, access token, nonce) read their own row whatever the statistics say."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import importlib
+import json
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import create_engine
+from sqlalchemy.dialects import postgresql
+
+from issuer import statements
+from service_kit.migrations import run_migrations
+from tests.support.postgres import PostgresCluster
+
+MIGRATIONS = Path(__file__).resolve().parents[2] / "issuer" / "migrations"
+TENANT = "t_bench"
+ROWS = 3000
+
+
+def test_migrations_at_head_build_exactly_the_models_schema(database_url: str) -> None:
+    run_migrations(MIGRATIONS, database_url)
+    models = importlib.import_module("issuer.models")
+    importlib.import_module("issuer.aries_models")  # the Aries channel's tables share the issuer's metadata
+    if database_url.startswith("sqlite"):
+        engine = create_engine(database_url.replace("+aiosqlite", ""))
+        try:
+            with engine.connect() as conn:
+                diff = compare_metadata(MigrationContext.configure(conn), models.Base.metadata)
+        finally:
+            engine.dispose()
+    else:
+        diff = asyncio.run(_compare_async(database_url, models.Base.metadata))
+    assert diff == []
+
+
+async def _compare_async(url: str, metadata: Any) -> list[Any]:
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    engine = create_async_engine(url)
+    try:
+        async with engine.connect() as conn:
+            return await conn.run_sync(lambda sync: compare_metadata(MigrationContext.configure(sync), metadata))
+    finally:
+        await engine.dispose()
+
+
+def _positional(statement: Any) -> tuple[str, tuple[str, ...], dict[str, Any]]:
+    compiled = statement.compile(dialect=postgresql.asyncpg.dialect())
+    return str(compiled), tuple(compiled.positiontup), dict(compiled.params)
+
+
+def _plan_nodes(plan: dict[str, Any]) -> list[dict[str, Any]]:
+    nodes = [plan]
+    for child in plan.get("Plans", []):
+        nodes.extend(_plan_nodes(child))
+    return nodes
+
+
+async def _generic_plan(conn: asyncpg.Connection, name: str, statement: Any, values: dict[str, Any]) -> dict[str, Any]:
+    """EXPLAIN ANALYZE of ``statement`` run as a prepared statement's *generic* plan: the plan an
+    asyncpg connection keeps reusing after five executions, chosen without the parameter values."""
+    sql, order, constants = _positional(statement)
+    values = {**constants, **values}
+    await conn.execute(f"PREPARE {name} AS {sql}")
+    literals = [await conn.fetchval("SELECT quote_nullable($1::text)", None if values[p] is None else str(values[p]))
+                for p in order]
+    raw = await conn.fetchval(f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) EXECUTE {name}({', '.join(literals)})")
+    return (json.loads(raw) if isinstance(raw, str) else raw)[0]["Plan"]
+
+
+async def _lookups_before_any_analyze(url: str) -> dict[str, dict[str, Any]]:
+    conn = await asyncpg.connect(url.replace("postgresql+asyncpg", "postgresql"))
+    try:
+        # A new deployment (or a restore, or a major upgrade): thousands of rows of one tenant and no
+        # statistics yet, which autovacuum is kept from gathering during the test.
+        for table in ("offers", "access_tokens", "nonces"):
+            await conn.execute(f"ALTER TABLE {table} SET (autovacuum_enabled = false)")
+        await conn.execute("INSERT INTO tenants (id, slug, name, display, body_id, created_at) "
+                           f"VALUES ('{TENANT}', 'bench', 'Bench', '[]', '', now())")
+        await conn.execute(
+            "INSERT INTO offers (id, tenant_id, code_hash, tx_code_hash, tx_code_attempts, configuration_ids, "
+            "credential_ids, subject, offer_json, used, burnt, created_at, expires_at) "
+            f"SELECT 'o' || i, '{TENANT}', 'code' || i, 'tx' || i, 0, '[\"t\"]', '{{}}', '{{}}', '{{}}', false, false, "
+            f"now(), now() + interval '1 hour' FROM generate_series(1, {ROWS}) AS i")
+        await conn.execute(
+            "INSERT INTO access_tokens (token_hash, tenant_id, subject, configuration_ids, credential_ids, login, "
+            f"expires_at) SELECT 'token' || i, '{TENANT}', '{{}}', '[\"t\"]', '{{}}', '{{}}', now() + interval '1 hour' "
+            f"FROM generate_series(1, {ROWS}) AS i")
+        await conn.execute("INSERT INTO nonces (nonce_hash, tenant_id, expires_at) "
+                           f"SELECT 'nonce' || i, '{TENANT}', now() + interval '1 hour' FROM generate_series(1, {ROWS}) i")
+        await conn.execute("SET plan_cache_mode = force_generic_plan")
+        now = dt.datetime.now(dt.UTC)
+        later = now + dt.timedelta(minutes=5)
+        return {
+            "access token": await _generic_plan(conn, "token_state", statements.CREDENTIAL_REQUEST_STATE, {
+                "token_hash": "token1234", "tenant_id": TENANT, "now": now, "request_hash": "r",
+                "configuration_id": "t"}),
+            "offer code": await _generic_plan(conn, "redeem", statements.PG_REDEEM_OFFER_AND_INSERT_TOKEN, {
+                "b_code_hash": "code1234", "b_tenant_id": TENANT, "now": now, "b_tx_code_hash": "tx1234",
+                "b_token_hash": "new-token", "b_expires_at": later, "b_dpop_jkt": None}),
+            "nonce": await _generic_plan(conn, "consume", statements.PG_CONSUME_NONCE_AND_CLAIM, {
+                "b_nonce_hash": "nonce1234", "b_tenant_id": TENANT, "now": now, "b_token_hash": "token1234",
+                "b_configuration_id": "t", "b_request_hash": "r", "b_created_at": now, "b_expires_at": later}),
+        }
+    finally:
+        await conn.close()
+
+
+def test_protocol_lookups_read_only_their_row_before_postgresql_has_statistics(
+        postgres_cluster: PostgresCluster) -> None:
+    url = postgres_cluster.create_database()
+    try:
+        run_migrations(MIGRATIONS, url)
+        plans = asyncio.run(_lookups_before_any_analyze(url))
+    finally:
+        postgres_cluster.drop_database(url)
+    for lookup, plan in plans.items():
+        nodes = _plan_nodes(plan)
+        assert plan["Actual Rows"] == 1, f"the {lookup} lookup found nothing: the test is not measuring it"
+        # One row per table, found by its unique key: nothing read and thrown away. With an index on
+        # tenant_id the generic plan used it here and filtered out every other row of the tenant.
+        assert sum(node.get("Rows Removed by Filter", 0) for node in nodes) == 0, (lookup, plan)
+        assert plan["Shared Hit Blocks"] + plan.get("Shared Read Blocks", 0) < 40, (lookup, plan)
+
+
+@pytest.mark.parametrize("table", ["offers", "access_tokens", "nonces", "stored_responses", "deferred_transactions",
+                                   "authorization_requests"])
+def test_protocol_state_has_no_index_led_by_the_tenant(table: str) -> None:
+    """Found by their own unique key only: an index on tenant_id serves no query and misleads the planner."""
+    models = importlib.import_module("issuer.models")
+    indexed = [tuple(c.name for c in index.columns) for index in models.Base.metadata.tables[table].indexes]
+    assert not [cols for cols in indexed if cols[0] == "tenant_id"]
