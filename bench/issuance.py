@@ -13,10 +13,16 @@ credential of the issuer processes, of PostgreSQL and of this load generator —
 with other work those are the stable figures — beside the bare ``ssi`` issue cost measured in the
 same run; after the load levels, the CPU cost of one cheap request (``GET /healthz``, and the nonce
 endpoint: one INSERT), the floor each of a flow's four requests pays before any OpenID4VCI work. The
-wallets speak HTTP/1.1 keep-alive through a minimal client (httpx would spend more CPU than the
-issuer on a loopback request). Run:
+wallets speak HTTP/1.1 through a minimal client (httpx would spend more CPU than the issuer on a
+loopback request): by default each flow opens its own connection and keeps it alive for its four
+requests, as a phone receiving one credential does. ``--connections wallet`` instead keeps one
+connection per concurrent wallet for the whole run; with several issuer workers that measures the
+kernel's hand-out of a few long-lived connections more than the issuer: the workers share one
+listening socket, the first one awake accepts the whole opening burst, and the other worker idles
+(seen here: one worker at 101% of a core, the other at 16%). Run:
 ``.venv/bin/python bench/issuance.py [--seconds 8] [--backends sqlite,postgresql] [--workers 2]
-[--profile /tmp/issuer]`` (py-spy collapsed stacks of the issuer, one file per backend).
+[--connections flow|wallet] [--profile /tmp/issuer]`` (py-spy collapsed stacks of the issuer, one
+file per backend).
 """
 
 from __future__ import annotations
@@ -141,7 +147,9 @@ async def one_flow(http: Connection, base: str, api_key: str, holder: Key, subje
     return end - start, end - t_credential
 
 
-async def run_load(base: str, api_key: str, wallets: int, seconds: float) -> dict[str, float]:
+async def run_load(base: str, api_key: str, wallets: int, seconds: float, per_flow: bool = True) -> dict[str, float]:
+    """``wallets`` concurrent loops of whole flows for ``seconds``. ``per_flow``: each flow on a new
+    connection (a new phone each time); otherwise each loop keeps one keep-alive connection."""
     flows: list[float] = []
     credential_calls: list[float] = []
     deadline = time.perf_counter() + seconds
@@ -156,6 +164,9 @@ async def run_load(base: str, api_key: str, wallets: int, seconds: float) -> dic
                 flows.append(flow)
                 credential_calls.append(cred)
                 i += wallets
+                if per_flow:
+                    await http.close()
+                    http = Connection(base)
         finally:
             await http.close()
 
@@ -232,13 +243,15 @@ def main() -> None:
     parser.add_argument("--wallets", default="1,8,32", help="concurrency levels")
     parser.add_argument("--backends", default="sqlite,postgresql")
     parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes of the issuer")
+    parser.add_argument("--connections", choices=("flow", "wallet"), default="flow",
+                        help="a new keep-alive connection per flow (default), or one per wallet for the whole run")
     parser.add_argument("--profile", metavar="PREFIX",
                         help="record the issuer with py-spy during the load (PREFIX-<backend>.txt, collapsed stacks)")
     args = parser.parse_args()
     bare = bare_issue_cost()
     print(f"bare ssi issue_sd_jwt_vc (tax-compliance, 1 holder key): {bare:.3f} ms per credential")
     print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; load generator and issuer "
-          f"({args.workers} worker(s)) on the same machine")
+          f"({args.workers} worker(s)) on the same machine; one connection per {args.connections}")
     print("CPU ms per credential of the issuer processes (server), of PostgreSQL (db) and of this load generator "
           "(client); machine = wall time x cores / credentials\n")
     print(f"{'backend':<11}{'wallets':>8}{'creds':>7}{'cred/s':>9}{'flow p50':>10}{'flow p99':>10}"
@@ -264,7 +277,8 @@ def main() -> None:
                 levels = [int(w) for w in args.wallets.split(",")]
                 # Warm-up at the highest concurrency, not counted: the pools open their connections and
                 # the statement caches fill, so every level measures the steady state.
-                run(run_load(base, api_key, max(levels), min(3.0, args.seconds)))
+                per_flow = args.connections == "flow"
+                run(run_load(base, api_key, max(levels), min(3.0, args.seconds), per_flow))
                 if args.profile:
                     profiler = subprocess.Popen(
                         [str(Path(sys.executable).parent / "py-spy"), "record", "--format", "raw", "--subprocesses",
@@ -274,7 +288,7 @@ def main() -> None:
                 db_pid = postmaster_pid(cluster)
                 for wallets in levels:
                     before = process_tree_cpu(proc.pid), process_tree_cpu(db_pid), time.process_time()
-                    r = run(run_load(base, api_key, wallets, args.seconds))
+                    r = run(run_load(base, api_key, wallets, args.seconds, per_flow))
                     n = max(1, r["credentials"]) / 1000
                     server = (process_tree_cpu(proc.pid) - before[0]) / n
                     db = (process_tree_cpu(db_pid) - before[1]) / n
