@@ -24,7 +24,7 @@ from typing import Any
 
 import httpx
 from fastapi import FastAPI
-from sqlalchemy import delete, select
+from sqlalchemy import bindparam, delete, select
 
 from aries import channel, webhooks
 from aries.client import BBS, AdminClient
@@ -52,6 +52,12 @@ from verifier.transactions import RequestSpec, _claim, _finish, create_transacti
 from verifier.verification import CheckError
 
 log = logging.getLogger(__name__)
+
+#: The Aries part of one of the agency's transactions (``tx_id``, ``agency_id``), found by its key only:
+#: the agency is checked on the transaction found (tests/verifier/test_schema.py reads the plan).
+PRESENTATION_FOR_TX = (select(AriesPresentation).join(Transaction, Transaction.id == AriesPresentation.tx_id)
+                       .where(AriesPresentation.tx_id == bindparam("tx_id"),
+                              Transaction.agency_id == bindparam("agency_id")))
 
 
 
@@ -202,9 +208,8 @@ class VerifierAriesChannel:
     async def presentation_for_tx(self, agency: Agency, tx_id: str) -> AriesPresentation | None:
         """The Aries part of one of the agency's transactions."""
         async with self.db.read_session() as session:
-            return (await session.execute(
-                select(AriesPresentation).join(Transaction, Transaction.id == AriesPresentation.tx_id)
-                .where(AriesPresentation.tx_id == tx_id, Transaction.agency_id == agency.id))).scalar_one_or_none()
+            return (await session.execute(PRESENTATION_FOR_TX, {"tx_id": tx_id, "agency_id": agency.id})
+                    ).scalar_one_or_none()
 
     # -- webhooks -----------------------------------------------------------------------------------
 

@@ -55,7 +55,7 @@ class Template(Base):
     __table_args__ = (UniqueConstraint("agency_id", "name", name="uq_templates_agency_name"),)
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
-    agency_id: Mapped[str] = mapped_column(ForeignKey("agencies.id", ondelete="CASCADE"), index=True)
+    agency_id: Mapped[str] = mapped_column(ForeignKey("agencies.id", ondelete="CASCADE"))
     name: Mapped[str] = mapped_column(String(100))
     dcql_query: Mapped[dict[str, Any]] = mapped_column(JSON)
     purpose: Mapped[dict[str, str]] = mapped_column(JSON)
@@ -79,7 +79,7 @@ class Transaction(Base):
     __table_args__ = (Index("ix_transactions_status_expires", "status", "expires_at"),)
 
     id: Mapped[str] = mapped_column(String(43), primary_key=True)
-    agency_id: Mapped[str] = mapped_column(ForeignKey("agencies.id", ondelete="CASCADE"), index=True)
+    agency_id: Mapped[str] = mapped_column(ForeignKey("agencies.id", ondelete="CASCADE"))
     template_name: Mapped[str | None] = mapped_column(String(100), nullable=True)
     dcql_query: Mapped[dict[str, Any]] = mapped_column(JSON)
     purpose: Mapped[dict[str, str]] = mapped_column(JSON)

@@ -1,0 +1,72 @@
+"""PostgreSQL plans of a service's own statements, as asyncpg runs them: prepared, then the *generic* plan.
+
+asyncpg prepares every statement; after five executions PostgreSQL may keep a generic plan, chosen
+without the parameter values. Before a table's first ANALYZE (a new deployment, a restore, a major
+upgrade) such a plan can take an index on a low-selectivity column (tenant, agency, wallet, status)
+instead of the unique key, and read every row behind it on each lookup. :func:`generic_plan` shows
+the plan actually run (``EXPLAIN (ANALYZE, BUFFERS)``) with ``plan_cache_mode = force_generic_plan``
+set on the connection; :func:`rows_filtered_out` and :func:`buffers` sum what it read for nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import asyncpg
+from sqlalchemy.dialects import postgresql
+
+
+def _positional(statement: Any) -> tuple[str, tuple[str, ...], dict[str, Any]]:
+    compiled = statement.compile(dialect=postgresql.asyncpg.dialect(), compile_kwargs={"render_postcompile": True})
+    return str(compiled), tuple(compiled.positiontup), dict(compiled.params)
+
+
+def _literal(value: Any) -> str | None:
+    if value is None:
+        return None
+    return json.dumps(value) if isinstance(value, dict | list) else str(value)
+
+
+async def generic_plan(conn: asyncpg.Connection, name: str, statement: Any, values: dict[str, Any]) -> dict[str, Any]:
+    """EXPLAIN ANALYZE of ``statement`` (a SQLAlchemy statement) run as prepared statement ``name``,
+    with ``values`` for its bound parameters. The caller sets ``plan_cache_mode = force_generic_plan``.
+
+    It runs for real: an UPDATE changes its row."""
+    sql, order, constants = _positional(statement)
+    values = {**constants, **values}
+    await conn.execute(f"PREPARE {name} AS {sql}")
+    literals = [await conn.fetchval("SELECT quote_nullable($1::text)", _literal(values[p])) for p in order]
+    raw = await conn.fetchval(f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) EXECUTE {name}({', '.join(literals)})")
+    return (json.loads(raw) if isinstance(raw, str) else raw)[0]["Plan"]
+
+
+def plan_nodes(plan: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every node of ``plan``, depth first."""
+    nodes = [plan]
+    for child in plan.get("Plans", []):
+        nodes.extend(plan_nodes(child))
+    return nodes
+
+
+def rows_filtered_out(plan: dict[str, Any]) -> int:
+    """Rows read and then thrown away by a filter or a join filter, over the whole plan."""
+    return sum(node.get("Rows Removed by Filter", 0) + node.get("Rows Removed by Join Filter", 0)
+               for node in plan_nodes(plan))
+
+
+def buffers(plan: dict[str, Any]) -> int:
+    """Shared buffers the statement touched (hit or read)."""
+    return int(plan.get("Shared Hit Blocks", 0) + plan.get("Shared Read Blocks", 0))
+
+
+def indexes_used(plan: dict[str, Any]) -> list[str]:
+    """Names of the indexes the plan scans, in plan order."""
+    return [node["Index Name"] for node in plan_nodes(plan) if "Index Name" in node]
+
+
+def describe(plan: dict[str, Any]) -> str:
+    """One line for an assertion message: node types, indexes, rows filtered out, buffers."""
+    steps = [node["Node Type"] + (f" using {node['Index Name']}" if "Index Name" in node else "")
+             for node in plan_nodes(plan)]
+    return f"{' > '.join(steps)}; {rows_filtered_out(plan)} rows filtered out, {buffers(plan)} buffers"

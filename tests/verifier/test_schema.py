@@ -1,0 +1,131 @@
+"""The verifier's schema: what the migrations build is what the models declare, and on PostgreSQL the
+lookups of a transaction or a template by its key read their own row whatever the statistics say."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import create_engine, select
+
+from service_kit.migrations import run_migrations
+from tests.support.plans import buffers, describe, generic_plan, indexes_used, rows_filtered_out
+from tests.support.postgres import PostgresCluster
+from verifier import statements
+from verifier.aries_channel import PRESENTATION_FOR_TX
+from verifier.models import Template
+
+MIGRATIONS = Path(__file__).resolve().parents[2] / "verifier" / "migrations"
+AGENCY = "agency-bench"
+ROWS = 3000
+LAST = ROWS - 1  # the rows looked up come late in an index on the agency: a plan using it reads the others first
+
+
+def test_migrations_at_head_build_exactly_the_models_schema(database_url: str) -> None:
+    run_migrations(MIGRATIONS, database_url)
+    models = importlib.import_module("verifier.models")
+    importlib.import_module("verifier.aries_models")  # the Aries channel's tables share the verifier's metadata
+    if database_url.startswith("sqlite"):
+        engine = create_engine(database_url.replace("+aiosqlite", ""))
+        try:
+            with engine.connect() as conn:
+                diff = compare_metadata(MigrationContext.configure(conn), models.Base.metadata)
+        finally:
+            engine.dispose()
+    else:
+        diff = asyncio.run(_compare_async(database_url, models.Base.metadata))
+    assert diff == []
+
+
+async def _compare_async(url: str, metadata: Any) -> list[Any]:
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    engine = create_async_engine(url)
+    try:
+        async with engine.connect() as conn:
+            return await conn.run_sync(lambda sync: compare_metadata(MigrationContext.configure(sync), metadata))
+    finally:
+        await engine.dispose()
+
+
+async def _one_busy_agency(conn: asyncpg.Connection) -> None:
+    """A new deployment (or a restore, or a major upgrade): thousands of transactions and templates of
+    one agency and no statistics yet, which autovacuum is kept from gathering during the test."""
+    for table in ("agencies", "api_keys", "templates", "transactions", "aries_presentations"):
+        await conn.execute(f"ALTER TABLE {table} SET (autovacuum_enabled = false)")
+    await conn.execute("INSERT INTO agencies (id, slug, name, signing_key, x5c, webhook_secret, created_at) "
+                       f"VALUES ('{AGENCY}', 'bench', 'Bench', '\\x00', '[]', '\\x00', now())")
+    await conn.execute("INSERT INTO api_keys (id, agency_id, key_hash, label, created_at) "
+                       f"VALUES ('key', '{AGENCY}', 'sha256$key', '', now())")
+    await conn.execute(
+        "INSERT INTO templates (id, agency_id, name, dcql_query, purpose, trusted_issuers, anchors_pem, "
+        "retention_seconds, response_mode, created_at, updated_at) "
+        f"SELECT 'tpl' || i, '{AGENCY}', 'name' || i, '{{}}', '{{}}', '[]', '[]', 60, 'direct_post', now(), now() "
+        f"FROM generate_series(1, {ROWS}) AS i")
+    await conn.execute(
+        "INSERT INTO transactions (id, agency_id, dcql_query, purpose, trusted_issuers, anchors_pem, "
+        "retention_seconds, client_id, response_mode, nonce, state, status, created_at, expires_at, "
+        "watch_token_hash, errors, record) "
+        f"SELECT 'tx' || i, '{AGENCY}', '{{}}', '{{}}', '[]', '[]', 60, 'client', 'direct_post', 'nonce' || i, "
+        "'state', 'pending', now(), now() + interval '1 hour', 'watch', '[]', '{}' "
+        f"FROM generate_series(1, {ROWS}) AS i")
+    await conn.execute(
+        "INSERT INTO aries_presentations (tx_id, pres_ex_id, thread_id, query_id, vct, request, issuers, "
+        "values, short_code, invitation, invitation_url, created_at) "
+        "SELECT 'tx' || i, 'pres' || i, 'thread' || i, 'q', 'vct', '{}', '[]', '{}', 'code' || i, '{}', 'url', "
+        f"now() FROM generate_series(1, {ROWS}) AS i")
+    await conn.execute("SET plan_cache_mode = force_generic_plan")
+
+
+async def _agency_lookups_before_any_analyze(url: str) -> dict[str, dict[str, Any]]:
+    conn = await asyncpg.connect(url.replace("postgresql+asyncpg", "postgresql"))
+    try:
+        await _one_busy_agency(conn)
+        return {
+            "result read with the API key": await generic_plan(conn, "result", statements.TRANSACTION_FOR_KEY_HASH, {
+                "key_hash": "sha256$key", "tx_id": f"tx{LAST}"}),
+            "template read with the API key": await generic_plan(
+                conn, "template", statements.AGENCY_AND_TEMPLATE_BY_KEY_HASH, {
+                    "key_hash": "sha256$key", "name": f"name{LAST}"}),
+            "Aries part of a transaction": await generic_plan(conn, "aries_tx", PRESENTATION_FOR_TX, {
+                "tx_id": f"tx{LAST}", "agency_id": AGENCY}),
+            "agency's templates": await generic_plan(conn, "templates", select(Template).where(
+                Template.agency_id == AGENCY).order_by(Template.name), {}),
+        }
+    finally:
+        await conn.close()
+
+
+def test_agency_lookups_read_only_their_row_before_postgresql_has_statistics(
+        postgres_cluster: PostgresCluster) -> None:
+    url = postgres_cluster.create_database()
+    try:
+        run_migrations(MIGRATIONS, url)
+        plans = asyncio.run(_agency_lookups_before_any_analyze(url))
+    finally:
+        postgres_cluster.drop_database(url)
+    listing = plans.pop("agency's templates")
+    for lookup, plan in plans.items():
+        assert plan["Actual Rows"] == 1, f"the {lookup} lookup found nothing: the test is not measuring it"
+    # One row per table, found by its unique key: nothing read and thrown away. With an index on
+    # agency_id the generic plans used it here and filtered out the agency's other rows.
+    wasteful = {lookup: describe(plan) for lookup, plan in plans.items()
+                if rows_filtered_out(plan) or buffers(plan) >= 40}
+    assert not wasteful, wasteful
+    # The listing the dropped template index served: the unique (agency_id, name) index, in name order.
+    assert listing["Actual Rows"] == ROWS
+    assert indexes_used(listing) == ["uq_templates_agency_name"], describe(listing)
+
+
+@pytest.mark.parametrize("table", ["transactions", "templates"])
+def test_keyed_tables_have_no_index_on_the_agency_alone(table: str) -> None:
+    """Found by their own unique key: an index on agency_id alone serves no query and misleads the planner."""
+    models = importlib.import_module("verifier.models")
+    indexed = [tuple(c.name for c in index.columns) for index in models.Base.metadata.tables[table].indexes]
+    assert ("agency_id",) not in indexed
