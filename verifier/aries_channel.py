@@ -48,6 +48,7 @@ from verifier.agencies import verifier_host
 from verifier.aries_models import AriesPresentation, AriesWebhookEvent, AriesWebhookKey
 from verifier.models import Agency, Template, Transaction
 from verifier.settings import VerifierSettings
+from verifier.statements import checked_on_the_row
 from verifier.transactions import RequestSpec, _claim, _finish, create_transaction, utcnow
 from verifier.verification import CheckError
 
@@ -55,6 +56,12 @@ log = logging.getLogger(__name__)
 
 #: The Aries part of one of the agency's transactions (``tx_id``, ``agency_id``), found by its key only:
 #: the agency is checked on the transaction found (tests/verifier/test_schema.py reads the plan).
+#: The pending request behind a short URL (``code``, ``now``): found by the code, the transaction by its
+#: id, its status and expiry checked on the row (see ``verifier.statements.checked_on_the_row``).
+PRESENTATION_FOR_CODE = (select(AriesPresentation).join(Transaction, Transaction.id == AriesPresentation.tx_id)
+                         .where(AriesPresentation.short_code == bindparam("code"),
+                                checked_on_the_row(Transaction.status, "pending"),
+                                Transaction.expires_at > bindparam("now")))
 PRESENTATION_FOR_TX = (select(AriesPresentation).join(Transaction, Transaction.id == AriesPresentation.tx_id)
                        .where(AriesPresentation.tx_id == bindparam("tx_id"),
                               Transaction.agency_id == bindparam("agency_id")))
@@ -200,10 +207,7 @@ class VerifierAriesChannel:
         if not code or len(code) > 64:
             return None
         async with self.db.read_session() as session:
-            return (await session.execute(
-                select(AriesPresentation).join(Transaction, Transaction.id == AriesPresentation.tx_id)
-                .where(AriesPresentation.short_code == code, Transaction.status == "pending",
-                       Transaction.expires_at > utcnow()))).scalar_one_or_none()
+            return (await session.execute(PRESENTATION_FOR_CODE, {"code": code, "now": utcnow()})).scalar_one_or_none()
 
     async def presentation_for_tx(self, agency: Agency, tx_id: str) -> AriesPresentation | None:
         """The Aries part of one of the agency's transactions."""

@@ -47,6 +47,7 @@ from verifier.statements import (
     INSERT_TRANSACTION,
     RECORD_DIGEST,
     TRANSACTION_BY_ID,
+    checked_on_the_row,
 )
 from verifier.verification import CheckError, Outcome, PresentationVerifier, TransactionContext
 
@@ -333,7 +334,7 @@ async def _finish(db: Database, box: SecretBox, tx: Transaction, *, status: str,
     # With a webhook the outbox row must commit with the result: one transaction.
     async with db.session() as session:
         result = await session.execute(
-            update(Transaction).where(Transaction.id == tx.id, Transaction.status == from_status)
+            update(Transaction).where(Transaction.id == tx.id, checked_on_the_row(Transaction.status, from_status))
             .values(**values).returning(Transaction.id))
         if result.first() is None:
             return None

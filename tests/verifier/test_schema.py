@@ -4,6 +4,7 @@ lookups of a transaction or a template by its key read their own row whatever th
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import importlib
 from pathlib import Path
 from typing import Any
@@ -18,8 +19,8 @@ from service_kit.migrations import run_migrations
 from tests.support.plans import buffers, describe, generic_plan, indexes_used, rows_filtered_out
 from tests.support.postgres import PostgresCluster
 from verifier import statements
-from verifier.aries_channel import PRESENTATION_FOR_TX
-from verifier.models import Template
+from verifier.aries_channel import PRESENTATION_FOR_CODE, PRESENTATION_FOR_TX
+from verifier.models import Template, Transaction
 
 MIGRATIONS = Path(__file__).resolve().parents[2] / "verifier" / "migrations"
 AGENCY = "agency-bench"
@@ -121,6 +122,51 @@ def test_agency_lookups_read_only_their_row_before_postgresql_has_statistics(
     # The listing the dropped template index served: the unique (agency_id, name) index, in name order.
     assert listing["Actual Rows"] == ROWS
     assert indexes_used(listing) == ["uq_templates_agency_name"], describe(listing)
+
+
+async def _status_checks_before_any_analyze(url: str) -> dict[str, dict[str, Any]]:
+    conn = await asyncpg.connect(url.replace("postgresql+asyncpg", "postgresql"))
+    try:
+        await _one_busy_agency(conn)  # all 3,000 transactions pending and unexpired
+        now = dt.datetime.now(dt.UTC)
+        return {
+            "claim": await generic_plan(conn, "claim", statements.CLAIM_TRANSACTION, {
+                "tx_id": f"tx{LAST}", "now": now}),
+            "claim and record the digest": await generic_plan(conn, "claim_record", statements.CLAIM_AND_RECORD_DIGEST_PG, {
+                "tx_id": f"tx{LAST - 1}", "now": now, "digest": "digest", "created": now}),
+            "finish (expire a pending request)": await generic_plan(conn, "finish", statements.FINISH_TRANSACTION, {
+                "tx_id": f"tx{LAST - 2}", "from_status": "pending", "new_status": "expired", "new_errors": [],
+                "new_completed_at": now, "new_purge_at": now, "new_result": None, "new_record": {},
+                "new_response_code_hash": None}),
+            "Aries short URL": await generic_plan(conn, "aries_code", PRESENTATION_FOR_CODE, {
+                "code": f"code{LAST - 3}", "now": now}),
+            # The query of verifier.transactions.sweep, which ix_transactions_status_expires is kept for.
+            "sweep": await generic_plan(conn, "sweep", select(Transaction).where(
+                Transaction.status == "pending", Transaction.expires_at <= now + dt.timedelta(hours=2)).limit(200), {}),
+        }
+    finally:
+        await conn.close()
+
+
+def test_status_checks_read_only_their_row_before_postgresql_has_statistics(
+        postgres_cluster: PostgresCluster) -> None:
+    url = postgres_cluster.create_database()
+    try:
+        run_migrations(MIGRATIONS, url)
+        plans = asyncio.run(_status_checks_before_any_analyze(url))
+    finally:
+        postgres_cluster.drop_database(url)
+    sweep = plans.pop("sweep")
+    for step, plan in plans.items():
+        assert plan["Actual Rows"] == 1, f"the {step} step found nothing: the test is not measuring it"
+    # Found by the transaction id, the status and expiry checked on that row. Written as plain
+    # equalities, they matched the sweep's (status, expires_at) index, and the generic plans scanned
+    # every pending transaction of the table to pick one.
+    wasteful = {step: describe(plan) for step, plan in plans.items() if rows_filtered_out(plan) or buffers(plan) >= 40}
+    assert not wasteful, wasteful
+    # ... while the sweep still finds the overdue pending requests through that index.
+    assert sweep["Actual Rows"] == 200
+    assert indexes_used(sweep) == ["ix_transactions_status_expires"], describe(sweep)
 
 
 @pytest.mark.parametrize("table", ["transactions", "templates"])
