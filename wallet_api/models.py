@@ -127,7 +127,7 @@ class Offer(Base):
 
     __tablename__ = "offers"
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
-    wallet_id: Mapped[str] = mapped_column(String(40), ForeignKey("wallets.id", ondelete="CASCADE"), index=True)
+    wallet_id: Mapped[str] = mapped_column(String(40), ForeignKey("wallets.id", ondelete="CASCADE"))
     issuer: Mapped[str] = mapped_column(String(500))
     kind: Mapped[str] = mapped_column(String(20), default="offer")  # offer | authorization
     state: Mapped[str] = mapped_column(String(20), default="offered")  # offered|authorizing|pending|issued|failed|declined
@@ -143,7 +143,7 @@ class Presentation(Base):
 
     __tablename__ = "presentations"
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
-    wallet_id: Mapped[str] = mapped_column(String(40), ForeignKey("wallets.id", ondelete="CASCADE"), index=True)
+    wallet_id: Mapped[str] = mapped_column(String(40), ForeignKey("wallets.id", ondelete="CASCADE"))
     state: Mapped[str] = mapped_column(String(20), default="pending")  # pending|sending|sent|declined|failed
     sealed: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)

@@ -25,6 +25,8 @@ def _positional(statement: Any) -> tuple[str, tuple[str, ...], dict[str, Any]]:
 def _literal(value: Any) -> str | None:
     if value is None:
         return None
+    if isinstance(value, bytes):
+        return "\\x" + value.hex()
     return json.dumps(value) if isinstance(value, dict | list) else str(value)
 
 

@@ -1,0 +1,132 @@
+"""The wallet's schema: what the migrations build is what the models declare, and on PostgreSQL a row of
+a citizen's wallet found by its id is read alone whatever the statistics say."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import importlib
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import create_engine, select, update
+
+from service_kit.migrations import run_migrations
+from tests.support.plans import buffers, describe, generic_plan, rows_filtered_out
+from tests.support.postgres import PostgresCluster
+from wallet_api.models import Offer, Presentation
+
+MIGRATIONS = Path(__file__).resolve().parents[2] / "wallet_api" / "migrations"
+WALLET = "wallet-bench"
+ROWS = 1000
+LAST = ROWS - 1  # the rows looked up come late in an index on the wallet: a plan using it reads the others first
+
+
+def test_migrations_at_head_build_exactly_the_models_schema(database_url: str) -> None:
+    run_migrations(MIGRATIONS, database_url)
+    models = importlib.import_module("wallet_api.models")
+    if database_url.startswith("sqlite"):
+        engine = create_engine(database_url.replace("+aiosqlite", ""))
+        try:
+            with engine.connect() as conn:
+                diff = compare_metadata(MigrationContext.configure(conn), models.Base.metadata)
+        finally:
+            engine.dispose()
+    else:
+        diff = asyncio.run(_compare_async(database_url, models.Base.metadata))
+    assert diff == []
+
+
+async def _compare_async(url: str, metadata: Any) -> list[Any]:
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    engine = create_async_engine(url)
+    try:
+        async with engine.connect() as conn:
+            return await conn.run_sync(lambda sync: compare_metadata(MigrationContext.configure(sync), metadata))
+    finally:
+        await engine.dispose()
+
+
+async def _one_busy_wallet(conn: asyncpg.Connection) -> None:
+    """A new deployment (or a restore, or a major upgrade): a thousand rows of one wallet in each table
+    and no statistics yet, which autovacuum is kept from gathering during the test."""
+    for table in ("wallets", "sessions", "credentials", "offers", "presentations"):
+        await conn.execute(f"ALTER TABLE {table} SET (autovacuum_enabled = false)")
+    await conn.execute("INSERT INTO wallets (id, subject_index, data_key, profile, created_at, pin_failures) "
+                       f"VALUES ('{WALLET}', 'subject', '\\x00', '\\x00', now(), 0)")
+    rows = f"FROM generate_series(1, {ROWS}) AS i"
+    await conn.execute(
+        "INSERT INTO sessions (id, wallet_id, access_hash, access_expires_at, refresh_hash, refresh_expires_at, "
+        "created_at, last_used_at, revoked, provider, method, assurance_level, user_agent) "
+        f"SELECT 'session' || i, '{WALLET}', 'access' || i, now(), 'refresh' || i, now(), "
+        f"now() + i * interval '1 second', now(), false, 'idp', '', '', '' {rows}")
+    await conn.execute(
+        "INSERT INTO credentials (id, wallet_id, vct, issuer, sealed, status, expiry_alerted, created_at) "
+        f"SELECT 'cred' || i, '{WALLET}', 'vct', 'https://issuer', '\\x00', 'valid', false, "
+        f"now() + i * interval '1 second' {rows}")
+    await conn.execute(
+        "INSERT INTO offers (id, wallet_id, issuer, kind, state, state_hash, sealed, created_at, expires_at) "
+        f"SELECT 'offer' || i, '{WALLET}', 'https://issuer', 'offer', 'offered', 'state' || i, '\\x00', now(), "
+        f"now() + interval '1 hour' {rows}")
+    await conn.execute(
+        "INSERT INTO presentations (id, wallet_id, state, sealed, created_at, expires_at) "
+        f"SELECT 'pres' || i, '{WALLET}', 'pending', '\\x00', now(), now() + interval '1 hour' {rows}")
+    await conn.execute("SET plan_cache_mode = force_generic_plan")
+
+
+async def _offer_and_presentation_steps_before_any_analyze(url: str) -> dict[str, dict[str, Any]]:
+    conn = await asyncpg.connect(url.replace("postgresql+asyncpg", "postgresql"))
+    now = dt.datetime.now(dt.UTC)
+    # The statements of wallet_api.receiving and wallet_api.sharing: a row of the citizen's own wallet,
+    # by its id (the WHERE clause keeps another wallet's row out).
+    steps = {
+        "offer read (load_offer)": select(Offer).where(Offer.id == f"offer{LAST}", Offer.wallet_id == WALLET),
+        "offer state moved (_transition)": update(Offer).where(
+            Offer.id == f"offer{LAST - 1}", Offer.wallet_id == WALLET, Offer.state.in_(["offered", "authorizing"]),
+        ).values(state="accepting").returning(Offer.id),
+        "offer saved (_save_offer)": update(Offer).where(Offer.id == f"offer{LAST - 2}", Offer.wallet_id == WALLET)
+        .values(state="issued", sealed=b"\x01").returning(Offer.id),
+        "presentation read (load_presentation)": select(Presentation).where(
+            Presentation.id == f"pres{LAST}", Presentation.wallet_id == WALLET),
+        "presentation claimed (_claim_state)": update(Presentation).where(
+            Presentation.id == f"pres{LAST - 1}", Presentation.wallet_id == WALLET, Presentation.state == "pending",
+            Presentation.expires_at > now).values(state="sending").returning(Presentation.id),
+        "presentation finished (_finish)": update(Presentation).where(
+            Presentation.id == f"pres{LAST - 2}", Presentation.wallet_id == WALLET)
+        .values(state="sent", sealed=b"\x01").returning(Presentation.id),
+    }
+    try:
+        await _one_busy_wallet(conn)
+        return {step: await generic_plan(conn, f"step{i}", statement, {})
+                for i, (step, statement) in enumerate(steps.items())}
+    finally:
+        await conn.close()
+
+
+def test_offer_and_presentation_steps_read_only_their_row_before_postgresql_has_statistics(
+        postgres_cluster: PostgresCluster) -> None:
+    url = postgres_cluster.create_database()
+    try:
+        run_migrations(MIGRATIONS, url)
+        plans = asyncio.run(_offer_and_presentation_steps_before_any_analyze(url))
+    finally:
+        postgres_cluster.drop_database(url)
+    for step, plan in plans.items():
+        assert plan["Actual Rows"] == 1, f"the {step} step found nothing: the test is not measuring it"
+    # Found by the primary key, the wallet checked on that row. With an index on wallet_id the generic
+    # plans used it here and filtered out every other row of the wallet.
+    wasteful = {step: describe(plan) for step, plan in plans.items() if rows_filtered_out(plan) or buffers(plan) >= 40}
+    assert not wasteful, wasteful
+
+
+@pytest.mark.parametrize("table", ["offers", "presentations"])
+def test_tables_found_by_id_have_no_index_on_the_wallet(table: str) -> None:
+    """Found by their id only: an index on wallet_id serves no query and misleads the planner."""
+    models = importlib.import_module("wallet_api.models")
+    indexed = [tuple(c.name for c in index.columns) for index in models.Base.metadata.tables[table].indexes]
+    assert not [cols for cols in indexed if cols[0] == "wallet_id"]
