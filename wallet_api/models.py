@@ -78,7 +78,7 @@ class Session(Base):
 
     __tablename__ = "sessions"
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
-    wallet_id: Mapped[str] = mapped_column(String(40), ForeignKey("wallets.id", ondelete="CASCADE"), index=True)
+    wallet_id: Mapped[str] = mapped_column(String(40), ForeignKey("wallets.id", ondelete="CASCADE"))
     access_hash: Mapped[str | None] = mapped_column(String(64), unique=True, nullable=True)
     access_expires_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     refresh_hash: Mapped[str | None] = mapped_column(String(64), unique=True, nullable=True)
@@ -91,13 +91,17 @@ class Session(Base):
     assurance_level: Mapped[str] = mapped_column(String(20), default="")
     user_agent: Mapped[str] = mapped_column(String(300), default="")
 
+    # Found by id with the wallet checked (``id = ? AND wallet_id = ?``) and listed by wallet: an index on
+    # wallet_id alone misled PostgreSQL's plans of the lookup (wallet migration 0006).
+    __table_args__ = (Index("ix_sessions_wallet_id_id", "wallet_id", "id"),)
+
 
 class Credential(Base):
     """A credential in the vault; its copies (one per holder key) are in ``credential_copies``."""
 
     __tablename__ = "credentials"
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
-    wallet_id: Mapped[str] = mapped_column(String(40), ForeignKey("wallets.id", ondelete="CASCADE"), index=True)
+    wallet_id: Mapped[str] = mapped_column(String(40), ForeignKey("wallets.id", ondelete="CASCADE"))
     vct: Mapped[str] = mapped_column(String(500))
     issuer: Mapped[str] = mapped_column(String(500))
     sealed: Mapped[bytes] = mapped_column(LargeBinary)  # display, type metadata, notification info
@@ -108,6 +112,10 @@ class Credential(Base):
     next_status_check: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     expiry_alerted: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+    # Found by id with the wallet checked (``id = ? AND wallet_id = ?``) and listed by wallet: an index on
+    # wallet_id alone misled PostgreSQL's plans of the lookup (wallet migration 0006).
+    __table_args__ = (Index("ix_credentials_wallet_id_id", "wallet_id", "id"),)
 
 
 class CredentialCopy(Base):

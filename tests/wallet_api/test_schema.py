@@ -13,12 +13,12 @@ import asyncpg
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import create_engine, select, update
+from sqlalchemy import create_engine, delete, select, update
 
 from service_kit.migrations import run_migrations
-from tests.support.plans import buffers, describe, generic_plan, rows_filtered_out
+from tests.support.plans import buffers, describe, generic_plan, indexes_used, rows_filtered_out
 from tests.support.postgres import PostgresCluster
-from wallet_api.models import Offer, Presentation
+from wallet_api.models import Credential, Offer, Presentation, Session
 
 MIGRATIONS = Path(__file__).resolve().parents[2] / "wallet_api" / "migrations"
 WALLET = "wallet-bench"
@@ -122,6 +122,62 @@ def test_offer_and_presentation_steps_read_only_their_row_before_postgresql_has_
     # plans used it here and filtered out every other row of the wallet.
     wasteful = {step: describe(plan) for step, plan in plans.items() if rows_filtered_out(plan) or buffers(plan) >= 40}
     assert not wasteful, wasteful
+
+
+async def _session_and_credential_steps_before_any_analyze(url: str) -> dict[str, dict[str, Any]]:
+    conn = await asyncpg.connect(url.replace("postgresql+asyncpg", "postgresql"))
+    # The statements of wallet_api.auth.revoke_session, wallet_api.store.load_credentials (one credential,
+    # then all of them) and the credential deletion route, and the logins listing of wallet_api.routes.auth.
+    steps = {
+        "session revoked (revoke_session)": update(Session).where(
+            Session.id == f"session{LAST}", Session.wallet_id == WALLET,
+        ).values(revoked=True, access_hash=None, refresh_hash=None).returning(Session.id),
+        "credential read (load_credentials)": select(Credential).where(Credential.wallet_id == WALLET)
+        .where(Credential.id == f"cred{LAST}").order_by(Credential.created_at, Credential.id),
+        "credential deleted (delete_credential)": delete(Credential).where(
+            Credential.id == f"cred{LAST - 1}", Credential.wallet_id == WALLET).returning(Credential.id),
+        "listing: logins": select(Session).where(Session.wallet_id == WALLET)
+        .order_by(Session.created_at.desc()).limit(500),
+        "listing: credentials": select(Credential).where(Credential.wallet_id == WALLET)
+        .order_by(Credential.created_at, Credential.id),
+    }
+    try:
+        await _one_busy_wallet(conn)
+        return {step: await generic_plan(conn, f"step{i}", statement, {})
+                for i, (step, statement) in enumerate(steps.items())}
+    finally:
+        await conn.close()
+
+
+def test_session_and_credential_lookups_read_only_their_row_and_listings_keep_their_index(
+        postgres_cluster: PostgresCluster) -> None:
+    url = postgres_cluster.create_database()
+    try:
+        run_migrations(MIGRATIONS, url)
+        plans = asyncio.run(_session_and_credential_steps_before_any_analyze(url))
+    finally:
+        postgres_cluster.drop_database(url)
+    listings = {step: plans.pop(step) for step in list(plans) if step.startswith("listing")}
+    for step, plan in plans.items():
+        assert plan["Actual Rows"] == 1, f"the {step} step found nothing: the test is not measuring it"
+    # One row read: the (wallet_id, id) index answers on both columns, and so does the primary key.
+    # With an index on wallet_id alone the generic plans used it and filtered out the wallet's other rows.
+    wasteful = {step: describe(plan) for step, plan in plans.items() if rows_filtered_out(plan) or buffers(plan) >= 40}
+    assert not wasteful, wasteful
+    # The listings that index serves: the wallet's rows through it, none read for nothing.
+    assert listings["listing: logins"]["Actual Rows"] == 500
+    assert listings["listing: credentials"]["Actual Rows"] == ROWS - 1  # one deleted above
+    for step, plan in listings.items():
+        assert rows_filtered_out(plan) == 0, f"{step}: {describe(plan)}"
+        assert indexes_used(plan) in (["ix_sessions_wallet_id_id"], ["ix_credentials_wallet_id_id"]), describe(plan)
+
+
+@pytest.mark.parametrize("table", ["sessions", "credentials"])
+def test_tables_listed_by_wallet_index_the_wallet_with_the_id(table: str) -> None:
+    """Listed by wallet, found by id and wallet: the wallet's index carries the id, never the wallet alone."""
+    models = importlib.import_module("wallet_api.models")
+    indexed = [tuple(c.name for c in index.columns) for index in models.Base.metadata.tables[table].indexes]
+    assert indexed == [("wallet_id", "id")]
 
 
 @pytest.mark.parametrize("table", ["offers", "presentations"])
