@@ -119,7 +119,7 @@ def test_agency_lookups_read_only_their_row_before_postgresql_has_statistics(
     wasteful = {lookup: describe(plan) for lookup, plan in plans.items()
                 if rows_filtered_out(plan) or buffers(plan) >= 40}
     assert not wasteful, wasteful
-    # The listing the dropped template index served: the unique (agency_id, name) index, in name order.
+    # The listing the dropped template index served goes through the unique (agency_id, name) index.
     assert listing["Actual Rows"] == ROWS
     assert indexes_used(listing) == ["uq_templates_agency_name"], describe(listing)
 

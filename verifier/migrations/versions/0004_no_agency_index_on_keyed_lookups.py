@@ -7,8 +7,8 @@ the unique key, and the generic plan of those prepared statements took the agenc
 every transaction or template of the agency on each request. ``ix_transactions_agency_id`` serves
 nothing else: no query lists an agency's transactions, and agencies are never deleted by the
 service. ``ix_templates_agency_id`` duplicates the leading column of ``uq_templates_agency_name``,
-which serves the agency's template listing as well (in name order, without a sort). Without them the
-unique keys are the only way in, and one index fewer is maintained on every new transaction.
+which serves the agency's template listing (``agency_id = $1 ORDER BY name``) as well. Without them
+the unique keys are the only way in, and one index fewer is maintained on every new transaction.
 
 Revision ID: 0004
 Revises: 0003
