@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import uvicorn
 
+from .http_protocol import GatheringHttpToolsProtocol
+
 
 def serve(
     app_factory_path: str,
@@ -42,6 +44,8 @@ def serve(
         proxy_headers=proxy_headers,
         forwarded_allow_ips=forwarded_allow_ips,
         server_header=False,
+        # One send per response instead of two (service_kit.http_protocol).
+        http=GatheringHttpToolsProtocol,
     )
 
 

@@ -16,6 +16,8 @@ from typing import Any
 import httpx
 import uvicorn
 
+from service_kit.http_protocol import GatheringHttpToolsProtocol
+
 # Below the kernel's ephemeral range (32768-60999 on Linux): a port picked from that range can be
 # taken, between picking and binding, as the source port of any outgoing connection of the suite
 # (HTTP clients, PostgreSQL, agents) — which made whole session fixtures fail to start.
@@ -42,9 +44,13 @@ class _Server(uvicorn.Server):
 
 @contextlib.contextmanager
 def serve(app: Any, port: int | None = None, ready_path: str = "/") -> Iterator[str]:
-    """Serve ``app`` with uvicorn in a background thread; yield its base URL; stop it afterwards."""
+    """Serve ``app`` with uvicorn in a background thread; yield its base URL; stop it afterwards.
+
+    Same HTTP protocol as ``service_kit.server`` (one send per response), so tests exercise it.
+    """
     port = port or free_port()
-    server = _Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
+    server = _Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on",
+                                    http=GatheringHttpToolsProtocol))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     base_url = f"http://127.0.0.1:{port}"
