@@ -24,6 +24,7 @@ from .context import IssuerContext
 from .events import background
 from .keys import key_backend
 from .models import RateLimitBucket
+from .nonces import nonce_key
 from .routes import admin, aries, aries_admin, audit_admin, authorization, protocol
 from .settings import IssuerSettings
 
@@ -48,7 +49,7 @@ def create_app(settings: IssuerSettings | None = None, *, run_background: bool =
     db = Database.from_settings(settings)
     master_key = load_master_key(settings)
     box = SecretBox(master_key)
-    ctx = IssuerContext(settings=settings, db=db, box=box)
+    ctx = IssuerContext(settings=settings, db=db, box=box, nonce_key=nonce_key(master_key))
 
     @contextlib.asynccontextmanager
     async def startup(app: FastAPI) -> AsyncIterator[None]:

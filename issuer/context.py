@@ -60,6 +60,8 @@ class IssuerContext:
     settings: IssuerSettings
     db: Database
     box: SecretBox
+    #: MAC key of the stateless ``c_nonce`` values (``issuer.nonces.nonce_key`` of the master key).
+    nonce_key: bytes
     http: httpx.AsyncClient | None = None
     keys: BoundedCache[Any] = field(default_factory=lambda: BoundedCache(256))
     types: BoundedCache[Any] = field(default_factory=lambda: BoundedCache(512))

@@ -1,11 +1,11 @@
-"""Offers, pre-authorized codes, transaction codes, access tokens and nonces — all in the database, hashed.
+"""Offers, pre-authorized codes, transaction codes, access tokens (in the database, hashed) and nonces.
 
 * A pre-authorized code is single-use (``mark_used_once``) and short-lived; its transaction code
   allows ``tx_code_max_attempts`` wrong tries, counted atomically, after which the code is burnt.
 * An access token names the subject and the configurations it may obtain; the credential endpoint
   allows one issuance per configuration (see :mod:`issuer.routes.protocol`).
-* A ``c_nonce`` is consumed once (``consume_once``), so of concurrent proofs carrying it exactly one
-  is accepted.
+* A ``c_nonce`` is checked without storage (``issuer.nonces``) and recorded, hashed, when a proof
+  uses it, under a primary key, so of concurrent proofs carrying it exactly one is accepted.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 
 from sqlalchemy import delete, select, update
 
-from service_kit.db import consume_once, mark_used_once
+from service_kit.db import mark_used_once
 from service_kit.errors import APIError
 from ssi.oid4vci import (
     INVALID_GRANT,
@@ -28,6 +28,7 @@ from ssi.oid4vci import (
 from . import statements
 from .context import IssuerContext, new_id, new_secret, new_tx_code, secret_hash, utcnow
 from .models import AccessToken, DPoPProofUse, IssuanceClaim, Nonce, Offer, StoredResponse
+from .nonces import mint_nonce
 from .tenancy import TenantRef
 
 
@@ -216,24 +217,9 @@ async def access_token(ctx: IssuerContext, tenant: TenantRef, token: str | None)
                    {"WWW-Authenticate": 'Bearer error="invalid_token"'})
 
 
-async def new_nonce(ctx: IssuerContext, tenant: TenantRef) -> str:
-    """A fresh ``c_nonce`` stored (hashed) until it is used or expires."""
-    nonce = new_secret()
-    async with ctx.single_statement() as conn:
-        await conn.execute(statements.INSERT_NONCE, {
-            "nonce_hash": secret_hash(nonce), "tenant_id": tenant.id,
-            "expires_at": utcnow() + dt.timedelta(seconds=ctx.settings.nonce_ttl)})
-    return nonce
-
-
-async def consume_nonce(ctx: IssuerContext, tenant: TenantRef, nonce: str) -> bool:
-    """Consume a ``c_nonce``: True for exactly one caller, and only while it is fresh."""
-    if not nonce or len(nonce) > 200:
-        return False
-    async with ctx.session() as session:
-        row = await consume_once(session, Nonce, Nonce.expires_at > utcnow(), nonce_hash=secret_hash(nonce),
-                                 tenant_id=tenant.id)
-    return row is not None
+def new_nonce(ctx: IssuerContext, tenant: TenantRef) -> str:
+    """A fresh ``c_nonce``: nothing is stored until a proof uses it (``issuer.nonces``)."""
+    return mint_nonce(ctx.nonce_key, tenant.id, ctx.settings.nonce_ttl, utcnow())
 
 
 async def purge_expired(ctx: IssuerContext) -> int:

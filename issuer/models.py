@@ -150,7 +150,8 @@ class DPoPProofUse(Base):
 
 
 class Nonce(Base):
-    """A ``c_nonce`` (hashed), consumed once by a key proof."""
+    """A ``c_nonce`` (hashed) a key proof has used, kept until the nonce expires so that no other proof
+    can use it (nonces are handed out without being stored: ``issuer.nonces``)."""
 
     __tablename__ = "nonces"
 

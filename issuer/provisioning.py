@@ -34,6 +34,7 @@ from .app import MIGRATIONS
 from .context import IssuerContext, new_id, utcnow
 from .keys import attach_token, create_key
 from .models import ApiKey, SigningKey, SourceConfig, Tenant
+from .nonces import nonce_key
 from .registry import register_type, set_source, tenant_types
 from .settings import IssuerSettings
 from .tenancy import TenantRef
@@ -69,7 +70,8 @@ async def provision_demo(settings: IssuerSettings, *, ca_key: Key, ca_cert: cx50
     """
     await run_migrations_async(MIGRATIONS, settings.database_url)
     db = Database(settings.database_url)
-    ctx = IssuerContext(settings=settings, db=db, box=SecretBox(load_master_key(settings)))
+    master_key = load_master_key(settings)
+    ctx = IssuerContext(settings=settings, db=db, box=SecretBox(master_key), nonce_key=nonce_key(master_key))
     token = attach_token(ctx)  # tenant keys made in the PKCS#11 token when key_backend is pkcs11
     builtin = load_builtin_types()
     given = dict(api_keys or {})

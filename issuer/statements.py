@@ -1,8 +1,9 @@
 """Prebuilt Core statements of the pre-authorized issuance hot path (with bound parameters).
 
 Every credential issued through an offer runs these: insert the offer, redeem its code and insert the
-access token, insert a ``c_nonce``, read the request state (token, stored response, claim) in one
-query, consume the nonce and claim the configuration, then insert the issuance record, its status
+access token, read the request state (token, stored response, claim) in one query, record the
+``c_nonce`` as used (``issuer.nonces``: nothing is stored when it is handed out) and claim the
+configuration, then insert the issuance record, its status
 entries, its webhook events and the stored response. Built once at import, they skip SQLAlchemy's
 per-call statement construction and cache keys; executed on a Core connection they skip the ORM's
 unit of work and instance loading (a py-spy profile showed that plumbing costing more CPU than the
@@ -20,7 +21,6 @@ from sqlalchemy import (
     and_,
     bindparam,
     cast,
-    delete,
     exists,
     func,
     insert,
@@ -74,15 +74,16 @@ REDEEM_OFFER_WITHOUT_TX_CODE = (
 #: Insert an access token (parameters: every column).
 INSERT_ACCESS_TOKEN = insert(AccessToken.__table__)
 
-#: Insert a ``c_nonce`` (``nonce_hash``, ``tenant_id``, ``expires_at``).
-INSERT_NONCE = insert(Nonce.__table__)
-
-#: Consume a fresh ``c_nonce`` (``nonce_hash``, ``tenant_id``, ``now``): one ``DELETE ... RETURNING``,
-#: so of concurrent callers exactly one gets the row (see ``service_kit.db.consume_once``).
-CONSUME_NONCE = (delete(Nonce.__table__)
-                 .where(Nonce.nonce_hash == bindparam("nonce_hash"), Nonce.tenant_id == bindparam("tenant_id"),
-                        Nonce.expires_at > bindparam("now"))
-                 .returning(Nonce.nonce_hash))
+#: Record a checked ``c_nonce`` as used (``nonce_hash``, ``tenant_id``, ``expires_at``), per backend:
+#: ``INSERT ... ON CONFLICT DO NOTHING RETURNING`` under the primary key, so of concurrent callers
+#: exactly one gets a row back; none means it was used before.
+USE_NONCE = {
+    name: (dialect_insert(Nonce.__table__)
+           .values(nonce_hash=bindparam("nonce_hash"), tenant_id=bindparam("tenant_id"),
+                   expires_at=bindparam("expires_at"))
+           .on_conflict_do_nothing().returning(Nonce.nonce_hash))
+    for name, dialect_insert in (("postgresql", pg_insert), ("sqlite", sqlite_insert))
+}
 
 #: What a credential request needs, in one query (``token_hash``, ``tenant_id``, ``now``,
 #: ``request_hash``, ``configuration_id``): the unexpired access token, the stored response of an
@@ -179,16 +180,17 @@ PG_REDEEM_OFFER_AND_INSERT_TOKEN = (
                AccessToken.credential_ids, AccessToken.selector))
 
 _claims = IssuanceClaim.__table__
-_consumed = (delete(Nonce.__table__)
-             .where(Nonce.nonce_hash == bindparam("b_nonce_hash"), Nonce.tenant_id == bindparam("b_tenant_id"),
-                    Nonce.expires_at > bindparam("now"))
+_consumed = (pg_insert(Nonce.__table__)
+             .values(nonce_hash=bindparam("b_nonce_hash"), tenant_id=bindparam("b_tenant_id"),
+                     expires_at=bindparam("b_nonce_expires_at"))
+             .on_conflict_do_nothing()
              .returning(Nonce.nonce_hash).cte("consumed"))
 
-#: :data:`CONSUME_NONCE` and the claim's INSERT in one statement (``b_nonce_hash``, ``b_tenant_id``,
-#: ``now``, ``b_token_hash``, ``b_configuration_id``, ``b_request_hash``, ``b_created_at``,
-#: ``b_expires_at``): a row back means the nonce was consumed by this caller and the claim made; no
-#: row, that the nonce is unknown, used or expired (and nothing changed); a second claim on the same
-#: token and configuration raises IntegrityError (and the nonce stays unconsumed: one statement).
+#: :data:`USE_NONCE` and the claim's INSERT in one statement (``b_nonce_hash``, ``b_tenant_id``,
+#: ``b_nonce_expires_at``, ``b_token_hash``, ``b_configuration_id``, ``b_request_hash``,
+#: ``b_created_at``, ``b_expires_at``): a row back means the nonce was used by this caller and the
+#: claim made; no row, that the nonce was used before (and nothing changed); a second claim on the
+#: same token and configuration raises IntegrityError (and the nonce stays unused: one statement).
 PG_CONSUME_NONCE_AND_CLAIM = (
     insert(_claims)
     .from_select(

@@ -79,6 +79,7 @@ from ..issuance import Deferred, fetch_record, sign_and_record, subject_from_jso
 from ..keys import published_keys
 from ..metadata import authorization_server_metadata, issuer_metadata
 from ..models import DeferredTransaction, IssuanceClaim, IssuanceRecord, StoredResponse
+from ..nonces import nonce_expiry
 from ..registry import RegisteredType, tenant_types, type_versions
 from ..status import list_token
 from ..tenancy import TenantRef, path_tenant
@@ -257,7 +258,7 @@ async def token(request: Request, tenant: TenantRef = Depends(path_tenant),  # n
 @router.post("/t/{slug}/nonce", tags=["oid4vci"], summary="Nonce endpoint: a fresh single-use c_nonce")
 async def nonce(tenant: TenantRef = Depends(path_tenant),  # noqa: B008
                 ctx: IssuerContext = Depends(get_ctx)) -> JSONResponse:  # noqa: B008
-    return _json({"c_nonce": await new_nonce(ctx, tenant)})
+    return _json({"c_nonce": new_nonce(ctx, tenant)})
 
 
 # -- credential -----------------------------------------------------------------------------------
@@ -330,11 +331,14 @@ async def _same_request_claimed(ctx: IssuerContext, token_hash: str, configurati
     return current == request_hash
 
 
-def _verify_proofs(ctx: IssuerContext, tenant: TenantRef, proofs: list[str]) -> tuple[list[dict[str, Any]], set[str]]:
-    """Verify every key proof; return the holder keys and the nonces to consume."""
+def _verify_proofs(ctx: IssuerContext, tenant: TenantRef,
+                   proofs: list[str]) -> tuple[list[dict[str, Any]], dict[str, dt.datetime]]:
+    """Verify every key proof and its ``c_nonce`` (minted by us, for this tenant, unexpired); return
+    the holder keys and the nonces to record as used, with their expiry."""
     audience = ctx.issuer_url(tenant.slug)
     jwks: list[dict[str, Any]] = []
-    nonces: set[str] = set()
+    nonces: dict[str, dt.datetime] = {}
+    now = utcnow()
     for proof in proofs:
         try:
             key = verify_proof_jwt(proof, audience=audience, max_age=ctx.settings.proof_max_age)
@@ -345,7 +349,10 @@ def _verify_proofs(ctx: IssuerContext, tenant: TenantRef, proofs: list[str]) -> 
         value = payload.get("nonce")
         if not isinstance(value, str) or not value or len(value) > 200:
             raise APIError(400, INVALID_NONCE, "the proof carries no c_nonce")
-        nonces.add(value)
+        expires_at = nonce_expiry(ctx.nonce_key, tenant.id, value, now)
+        if expires_at is None:
+            raise APIError(400, INVALID_NONCE, "the proof's c_nonce is not one of ours, or has expired")
+        nonces[value] = expires_at
         jwks.append(key.public_jwk(include_kid=False))
     return jwks, nonces
 
@@ -405,27 +412,29 @@ async def credential(request: Request, tenant: TenantRef = Depends(path_tenant),
 
     now = utcnow()
     try:
-        # One transaction: the nonces are consumed (each by exactly one request, see consume_once) and
-        # the configuration is claimed for this token, or neither.
+        # One transaction: the nonces are recorded as used (each by exactly one request: a primary
+        # key) and the configuration is claimed for this token, or neither.
         claim_expires = token_row.expires_at + dt.timedelta(seconds=ctx.settings.replay_window)
         if taken_over:
-            pass  # the claim is ours now, and its nonce was consumed by this same request before
+            pass  # the claim is ours now, and its nonce was used by this same request before
         elif len(nonces) == 1 and ctx.db.backend == "postgresql":
-            # Both in one statement (one round trip): a row back only when the nonce was consumed here.
+            # Both in one statement (one round trip): a row back only when the nonce was used here.
+            value, expires_at = next(iter(nonces.items()))
             async with ctx.single_statement() as conn:
                 claimed = (await conn.execute(statements.PG_CONSUME_NONCE_AND_CLAIM, {
-                    "b_nonce_hash": secret_hash(next(iter(nonces))), "b_tenant_id": tenant.id, "now": now,
+                    "b_nonce_hash": secret_hash(value), "b_tenant_id": tenant.id, "b_nonce_expires_at": expires_at,
                     "b_token_hash": token_row.token_hash, "b_configuration_id": configuration_id,
                     "b_request_hash": request_hash, "b_created_at": now, "b_expires_at": claim_expires})).first()
             if claimed is None:
-                raise APIError(400, INVALID_NONCE, "the proof's c_nonce is unknown, used or expired")
+                raise APIError(400, INVALID_NONCE, "the proof's c_nonce was already used")
         else:
             async with ctx.write_connection() as conn:
-                for value in nonces:
-                    used = (await conn.execute(statements.CONSUME_NONCE, {
-                        "nonce_hash": secret_hash(value), "tenant_id": tenant.id, "now": now})).first()
+                for value, expires_at in nonces.items():
+                    used = (await conn.execute(statements.USE_NONCE[ctx.db.backend], {
+                        "nonce_hash": secret_hash(value), "tenant_id": tenant.id,
+                        "expires_at": expires_at})).first()
                     if used is None:
-                        raise APIError(400, INVALID_NONCE, "the proof's c_nonce is unknown, used or expired")
+                        raise APIError(400, INVALID_NONCE, "the proof's c_nonce was already used")
                 await conn.execute(statements.INSERT_CLAIM, {
                     "token_hash": token_row.token_hash, "configuration_id": configuration_id,
                     "request_hash": request_hash, "created_at": now, "expires_at": claim_expires})

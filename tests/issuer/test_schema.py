@@ -108,7 +108,8 @@ async def _lookups_before_any_analyze(url: str) -> dict[str, dict[str, Any]]:
                 "b_code_hash": "code1234", "b_tenant_id": TENANT, "now": now, "b_tx_code_hash": "tx1234",
                 "b_token_hash": "new-token", "b_expires_at": later, "b_dpop_jkt": None}),
             "nonce": await _generic_plan(conn, "consume", statements.PG_CONSUME_NONCE_AND_CLAIM, {
-                "b_nonce_hash": "nonce1234", "b_tenant_id": TENANT, "now": now, "b_token_hash": "token1234",
+                "b_nonce_hash": "a-new-one", "b_tenant_id": TENANT, "b_nonce_expires_at": later,
+                "b_token_hash": "token1234",
                 "b_configuration_id": "t", "b_request_hash": "r", "b_created_at": now, "b_expires_at": later}),
         }
     finally:

@@ -115,8 +115,27 @@ PROOFS = {
     "other_key": (_other_key_proof, "invalid_proof"),
     "no_nonce": (lambda aud, nonce: build_proof_jwt(Key.generate(), audience=aud, nonce=None), "invalid_nonce"),
     "unknown_nonce": (lambda aud, nonce: build_proof_jwt(Key.generate(), audience=aud, nonce="made-up"), "invalid_nonce"),
+    # One character of a real nonce changed: the one before the last, whose bits are all data (the
+    # last one's two low bits are padding).
+    "forged_nonce": (lambda aud, nonce: build_proof_jwt(Key.generate(), audience=aud,
+                                                        nonce=nonce[:-2] + ("B" if nonce[-2] != "B" else "C") + nonce[-1]),
+                     "invalid_nonce"),
     "garbage": (lambda aud, nonce: "not-a-jwt", "invalid_proof"),
 }
+
+
+async def test_a_nonce_of_another_tenant_is_refused(issuer_env: IssuerEnv) -> None:
+    async with httpx.AsyncClient(timeout=20, limits=LIMITS) as http:
+        wallet = WalletClient(http)
+        other = await wallet.redeem_offer(*(lambda o: (o["offer_uri"], o["tx_code"]))(
+            await create_offer(http, issuer_env, "uni-barcelona", "university-diploma", DEMO_EVERYTHING)))
+        foreign = await wallet.nonce(other.issuer_metadata)
+        offer = await create_offer(http, issuer_env, "aoc-tax", "tax-compliance", DEMO_EVERYTHING)
+        ready = await wallet.redeem_offer(offer["offer_uri"], offer["tx_code"])
+        with pytest.raises(IssuerError) as refused:
+            await wallet.request_credential(ready, proofs=[build_proof_jwt(Key.generate(), audience=ready.issuer,
+                                                                           nonce=foreign)])
+    assert refused.value.status == 400 and refused.value.error == "invalid_nonce"
 
 
 @pytest.mark.parametrize("case", sorted(PROOFS))
