@@ -151,6 +151,18 @@ class PostgresCluster:
             f"@{self.host}:{self.port}/{database or self.admin_db}"
         )
 
+    def socket_url(self, url: str) -> str:
+        """``url`` over the server's Unix-domain socket instead of TCP (an external server: unchanged).
+
+        What a service on the same host as its database would use: a round trip costs both sides
+        less CPU than over loopback TCP (about 8 µs each measured here).
+        """
+        if self._dir is None:
+            return url
+        name = urlsplit(url.replace("postgresql+asyncpg://", "postgresql://", 1)).path.lstrip("/")
+        return (f"postgresql+asyncpg://{quote(self.user, safe='')}:{quote(self.password, safe='')}@/{name}"
+                f"?host={quote(str(self._dir / 'sock'), safe='/')}&port={self.port}")
+
     def create_database(self, prefix: str = "t") -> str:
         """Create a fresh empty database with a unique name and return its URL."""
         self._counter += 1
