@@ -48,6 +48,19 @@ async def path_tenant(slug: str, ctx: IssuerContext = Depends(get_ctx)) -> Tenan
     return await tenant_by_slug(ctx, slug)
 
 
+async def protocol_tenant(request: Request, slug: str) -> tuple[IssuerContext, TenantRef]:
+    """The context and the tenant of ``/t/{slug}/...``, for the endpoints every issuance calls.
+
+    What ``Depends(get_ctx)`` and ``Depends(path_tenant)`` give, without FastAPI's dependency
+    solving: on the token, nonce and credential endpoints that cost about 60 µs per request
+    (measured in-process on the nonce endpoint: 281-289 µs with the dependencies, 211-223 without),
+    a tenth of what a whole flow spends outside OpenID4VCI work. The OpenAPI schema is the same
+    (``slug`` stays a declared path parameter).
+    """
+    ctx: IssuerContext = request.app.state.ctx
+    return ctx, await tenant_by_slug(ctx, slug)
+
+
 def bearer(request: Request) -> str | None:
     """The bearer credential of the request, if any."""
     header = request.headers.get("authorization", "")

@@ -82,7 +82,7 @@ from ..models import DeferredTransaction, IssuanceClaim, IssuanceRecord, StoredR
 from ..nonces import nonce_expiry
 from ..registry import RegisteredType, tenant_types, type_versions
 from ..status import list_token
-from ..tenancy import TenantRef, path_tenant
+from ..tenancy import TenantRef, path_tenant, protocol_tenant
 
 router = APIRouter()
 
@@ -200,8 +200,8 @@ async def get_offer(offer_id: str, tenant: TenantRef = Depends(path_tenant),  # 
 
 @router.post("/t/{slug}/token", tags=["oid4vci"], summary="OAuth 2.0 token endpoint (pre-authorized and authorization code)",
              responses=rate_limit_responses("slow_down"))
-async def token(request: Request, tenant: TenantRef = Depends(path_tenant),  # noqa: B008
-                ctx: IssuerContext = Depends(get_ctx)) -> JSONResponse:  # noqa: B008
+async def token(request: Request, slug: str) -> JSONResponse:
+    ctx, tenant = await protocol_tenant(request, slug)
     form = await _form(request)
     # Abuse limits (docs/security.md): per client address and per code, in one statement, before any work.
     # Wrong transaction codes are limited per client and per offer (code): those buckets are read in
@@ -256,8 +256,8 @@ async def token(request: Request, tenant: TenantRef = Depends(path_tenant),  # n
 # -- nonce ----------------------------------------------------------------------------------------
 
 @router.post("/t/{slug}/nonce", tags=["oid4vci"], summary="Nonce endpoint: a fresh single-use c_nonce")
-async def nonce(tenant: TenantRef = Depends(path_tenant),  # noqa: B008
-                ctx: IssuerContext = Depends(get_ctx)) -> JSONResponse:  # noqa: B008
+async def nonce(request: Request, slug: str) -> JSONResponse:
+    ctx, tenant = await protocol_tenant(request, slug)
     return _json({"c_nonce": new_nonce(ctx, tenant)})
 
 
@@ -364,8 +364,8 @@ def _b64_payload(token: str) -> bytes:
 
 
 @router.post("/t/{slug}/credential", tags=["oid4vci"], summary="Credential endpoint")
-async def credential(request: Request, tenant: TenantRef = Depends(path_tenant),  # noqa: B008
-                     ctx: IssuerContext = Depends(get_ctx)) -> JSONResponse:  # noqa: B008
+async def credential(request: Request, slug: str) -> JSONResponse:
+    ctx, tenant = await protocol_tenant(request, slug)
     auth = authorization(request)
     if auth is None:
         await access_token(ctx, tenant, None)  # raises the 401
