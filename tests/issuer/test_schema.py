@@ -6,20 +6,17 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import importlib
-import json
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import pytest
-from alembic.autogenerate import compare_metadata
-from alembic.migration import MigrationContext
-from sqlalchemy import create_engine
-from sqlalchemy.dialects import postgresql
 
 from issuer import statements
 from service_kit.migrations import run_migrations
+from tests.support.plans import buffers, describe, generic_plan, rows_filtered_out
 from tests.support.postgres import PostgresCluster
+from tests.support.schema import migrations_vs_models
 
 MIGRATIONS = Path(__file__).resolve().parents[2] / "issuer" / "migrations"
 TENANT = "t_bench"
@@ -27,54 +24,7 @@ ROWS = 3000
 
 
 def test_migrations_at_head_build_exactly_the_models_schema(database_url: str) -> None:
-    run_migrations(MIGRATIONS, database_url)
-    models = importlib.import_module("issuer.models")
-    importlib.import_module("issuer.aries_models")  # the Aries channel's tables share the issuer's metadata
-    if database_url.startswith("sqlite"):
-        engine = create_engine(database_url.replace("+aiosqlite", ""))
-        try:
-            with engine.connect() as conn:
-                diff = compare_metadata(MigrationContext.configure(conn), models.Base.metadata)
-        finally:
-            engine.dispose()
-    else:
-        diff = asyncio.run(_compare_async(database_url, models.Base.metadata))
-    assert diff == []
-
-
-async def _compare_async(url: str, metadata: Any) -> list[Any]:
-    from sqlalchemy.ext.asyncio import create_async_engine
-
-    engine = create_async_engine(url)
-    try:
-        async with engine.connect() as conn:
-            return await conn.run_sync(lambda sync: compare_metadata(MigrationContext.configure(sync), metadata))
-    finally:
-        await engine.dispose()
-
-
-def _positional(statement: Any) -> tuple[str, tuple[str, ...], dict[str, Any]]:
-    compiled = statement.compile(dialect=postgresql.asyncpg.dialect())
-    return str(compiled), tuple(compiled.positiontup), dict(compiled.params)
-
-
-def _plan_nodes(plan: dict[str, Any]) -> list[dict[str, Any]]:
-    nodes = [plan]
-    for child in plan.get("Plans", []):
-        nodes.extend(_plan_nodes(child))
-    return nodes
-
-
-async def _generic_plan(conn: asyncpg.Connection, name: str, statement: Any, values: dict[str, Any]) -> dict[str, Any]:
-    """EXPLAIN ANALYZE of ``statement`` run as a prepared statement's *generic* plan: the plan an
-    asyncpg connection keeps reusing after five executions, chosen without the parameter values."""
-    sql, order, constants = _positional(statement)
-    values = {**constants, **values}
-    await conn.execute(f"PREPARE {name} AS {sql}")
-    literals = [await conn.fetchval("SELECT quote_nullable($1::text)", None if values[p] is None else str(values[p]))
-                for p in order]
-    raw = await conn.fetchval(f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) EXECUTE {name}({', '.join(literals)})")
-    return (json.loads(raw) if isinstance(raw, str) else raw)[0]["Plan"]
+    assert migrations_vs_models(MIGRATIONS, database_url, "issuer.models", "issuer.aries_models") == []
 
 
 async def _lookups_before_any_analyze(url: str) -> dict[str, dict[str, Any]]:
@@ -101,13 +51,13 @@ async def _lookups_before_any_analyze(url: str) -> dict[str, dict[str, Any]]:
         now = dt.datetime.now(dt.UTC)
         later = now + dt.timedelta(minutes=5)
         return {
-            "access token": await _generic_plan(conn, "token_state", statements.CREDENTIAL_REQUEST_STATE, {
+            "access token": await generic_plan(conn, "token_state", statements.CREDENTIAL_REQUEST_STATE, {
                 "token_hash": "token1234", "tenant_id": TENANT, "now": now, "request_hash": "r",
                 "configuration_id": "t"}),
-            "offer code": await _generic_plan(conn, "redeem", statements.PG_REDEEM_OFFER_AND_INSERT_TOKEN, {
+            "offer code": await generic_plan(conn, "redeem", statements.PG_REDEEM_OFFER_AND_INSERT_TOKEN, {
                 "b_code_hash": "code1234", "b_tenant_id": TENANT, "now": now, "b_tx_code_hash": "tx1234",
                 "b_token_hash": "new-token", "b_expires_at": later, "b_dpop_jkt": None}),
-            "nonce": await _generic_plan(conn, "consume", statements.PG_CONSUME_NONCE_AND_CLAIM, {
+            "nonce": await generic_plan(conn, "consume", statements.PG_CONSUME_NONCE_AND_CLAIM, {
                 "b_nonce_hash": "a-new-one", "b_tenant_id": TENANT, "b_nonce_expires_at": later,
                 "b_token_hash": "token1234",
                 "b_configuration_id": "t", "b_request_hash": "r", "b_created_at": now, "b_expires_at": later}),
@@ -125,12 +75,11 @@ def test_protocol_lookups_read_only_their_row_before_postgresql_has_statistics(
     finally:
         postgres_cluster.drop_database(url)
     for lookup, plan in plans.items():
-        nodes = _plan_nodes(plan)
         assert plan["Actual Rows"] == 1, f"the {lookup} lookup found nothing: the test is not measuring it"
         # One row per table, found by its unique key: nothing read and thrown away. With an index on
         # tenant_id the generic plan used it here and filtered out every other row of the tenant.
-        assert sum(node.get("Rows Removed by Filter", 0) for node in nodes) == 0, (lookup, plan)
-        assert plan["Shared Hit Blocks"] + plan.get("Shared Read Blocks", 0) < 40, (lookup, plan)
+        assert rows_filtered_out(plan) == 0, (lookup, describe(plan))
+        assert buffers(plan) < 40, (lookup, describe(plan))
 
 
 @pytest.mark.parametrize("table", ["offers", "access_tokens", "nonces", "stored_responses", "deferred_transactions",

@@ -11,13 +11,12 @@ from typing import Any
 
 import asyncpg
 import pytest
-from alembic.autogenerate import compare_metadata
-from alembic.migration import MigrationContext
-from sqlalchemy import create_engine, select
+from sqlalchemy import select
 
 from service_kit.migrations import run_migrations
 from tests.support.plans import buffers, describe, generic_plan, indexes_used, rows_filtered_out
 from tests.support.postgres import PostgresCluster
+from tests.support.schema import migrations_vs_models
 from verifier import statements
 from verifier.aries_channel import PRESENTATION_FOR_CODE, PRESENTATION_FOR_TX
 from verifier.models import Template, Transaction
@@ -29,30 +28,7 @@ LAST = ROWS - 1  # the rows looked up come late in an index on the agency: a pla
 
 
 def test_migrations_at_head_build_exactly_the_models_schema(database_url: str) -> None:
-    run_migrations(MIGRATIONS, database_url)
-    models = importlib.import_module("verifier.models")
-    importlib.import_module("verifier.aries_models")  # the Aries channel's tables share the verifier's metadata
-    if database_url.startswith("sqlite"):
-        engine = create_engine(database_url.replace("+aiosqlite", ""))
-        try:
-            with engine.connect() as conn:
-                diff = compare_metadata(MigrationContext.configure(conn), models.Base.metadata)
-        finally:
-            engine.dispose()
-    else:
-        diff = asyncio.run(_compare_async(database_url, models.Base.metadata))
-    assert diff == []
-
-
-async def _compare_async(url: str, metadata: Any) -> list[Any]:
-    from sqlalchemy.ext.asyncio import create_async_engine
-
-    engine = create_async_engine(url)
-    try:
-        async with engine.connect() as conn:
-            return await conn.run_sync(lambda sync: compare_metadata(MigrationContext.configure(sync), metadata))
-    finally:
-        await engine.dispose()
+    assert migrations_vs_models(MIGRATIONS, database_url, "verifier.models", "verifier.aries_models") == []
 
 
 async def _one_busy_agency(conn: asyncpg.Connection) -> None:
