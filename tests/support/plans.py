@@ -10,11 +10,17 @@ set on the connection; :func:`rows_filtered_out` and :func:`buffers` sum what it
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import asyncpg
 from sqlalchemy.dialects import postgresql
+
+from service_kit.migrations import run_migrations
+from tests.support.postgres import PostgresCluster
 
 
 def _positional(statement: Any) -> tuple[str, tuple[str, ...], dict[str, Any]]:
@@ -72,3 +78,36 @@ def describe(plan: dict[str, Any]) -> str:
     steps = [node["Node Type"] + (f" using {node['Index Name']}" if "Index Name" in node else "")
              for node in plan_nodes(plan)]
     return f"{' > '.join(steps)}; {rows_filtered_out(plan)} rows filtered out, {buffers(plan)} buffers"
+
+
+def plans_before_any_analyze(cluster: PostgresCluster, migrations: Path,
+                             fill: Callable[[asyncpg.Connection], Awaitable[None]],
+                             steps: dict[str, tuple[Any, dict[str, Any]]]) -> dict[str, dict[str, Any]]:
+    """The generic plan of each step (name → (statement, parameter values)), in order, on a new
+    database of ``cluster`` migrated to head and filled by ``fill`` (which keeps autovacuum away):
+    the plans of a new deployment, a restore or a major upgrade, before any statistics."""
+    url = cluster.create_database()
+    try:
+        run_migrations(migrations, url)
+        return asyncio.run(_plans(url, fill, steps))
+    finally:
+        cluster.drop_database(url)
+
+
+async def _plans(url: str, fill: Callable[[asyncpg.Connection], Awaitable[None]],
+                 steps: dict[str, tuple[Any, dict[str, Any]]]) -> dict[str, dict[str, Any]]:
+    conn = await asyncpg.connect(url.replace("postgresql+asyncpg", "postgresql"))
+    try:
+        await fill(conn)
+        await conn.execute("SET plan_cache_mode = force_generic_plan")
+        return {name: await generic_plan(conn, f"step{i}", statement, values)
+                for i, (name, (statement, values)) in enumerate(steps.items())}
+    finally:
+        await conn.close()
+
+
+def wasteful(plans: dict[str, dict[str, Any]], max_buffers: int = 40) -> dict[str, str]:
+    """The plans that found nothing they were meant to find, read rows for nothing, or touched
+    ``max_buffers`` buffers or more, described; each plan is meant to return exactly one row."""
+    return {name: describe(plan) for name, plan in plans.items()
+            if plan["Actual Rows"] != 1 or rows_filtered_out(plan) or buffers(plan) >= max_buffers}

@@ -3,18 +3,15 @@ lookups of a transaction or a template by its key read their own row whatever th
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import importlib
 from pathlib import Path
-from typing import Any
 
 import asyncpg
 import pytest
 from sqlalchemy import select
 
-from service_kit.migrations import run_migrations
-from tests.support.plans import buffers, describe, generic_plan, indexes_used, rows_filtered_out
+from tests.support.plans import describe, indexes_used, plans_before_any_analyze, wasteful
 from tests.support.postgres import PostgresCluster
 from tests.support.schema import migrations_vs_models
 from verifier import statements
@@ -60,86 +57,46 @@ async def _one_busy_agency(conn: asyncpg.Connection) -> None:
     await conn.execute("SET plan_cache_mode = force_generic_plan")
 
 
-async def _agency_lookups_before_any_analyze(url: str) -> dict[str, dict[str, Any]]:
-    conn = await asyncpg.connect(url.replace("postgresql+asyncpg", "postgresql"))
-    try:
-        await _one_busy_agency(conn)
-        return {
-            "result read with the API key": await generic_plan(conn, "result", statements.TRANSACTION_FOR_KEY_HASH, {
-                "key_hash": "sha256$key", "tx_id": f"tx{LAST}"}),
-            "template read with the API key": await generic_plan(
-                conn, "template", statements.AGENCY_AND_TEMPLATE_BY_KEY_HASH, {
-                    "key_hash": "sha256$key", "name": f"name{LAST}"}),
-            "Aries part of a transaction": await generic_plan(conn, "aries_tx", PRESENTATION_FOR_TX, {
-                "tx_id": f"tx{LAST}", "agency_id": AGENCY}),
-            "agency's templates": await generic_plan(conn, "templates", select(Template).where(
-                Template.agency_id == AGENCY).order_by(Template.name), {}),
-        }
-    finally:
-        await conn.close()
-
-
 def test_agency_lookups_read_only_their_row_before_postgresql_has_statistics(
         postgres_cluster: PostgresCluster) -> None:
-    url = postgres_cluster.create_database()
-    try:
-        run_migrations(MIGRATIONS, url)
-        plans = asyncio.run(_agency_lookups_before_any_analyze(url))
-    finally:
-        postgres_cluster.drop_database(url)
+    plans = plans_before_any_analyze(postgres_cluster, MIGRATIONS, _one_busy_agency, {
+        "result read with the API key": (statements.TRANSACTION_FOR_KEY_HASH, {
+            "key_hash": "sha256$key", "tx_id": f"tx{LAST}"}),
+        "template read with the API key": (statements.AGENCY_AND_TEMPLATE_BY_KEY_HASH, {
+            "key_hash": "sha256$key", "name": f"name{LAST}"}),
+        "Aries part of a transaction": (PRESENTATION_FOR_TX, {"tx_id": f"tx{LAST}", "agency_id": AGENCY}),
+        "agency's templates": (select(Template).where(Template.agency_id == AGENCY).order_by(Template.name), {}),
+    })
     listing = plans.pop("agency's templates")
-    for lookup, plan in plans.items():
-        assert plan["Actual Rows"] == 1, f"the {lookup} lookup found nothing: the test is not measuring it"
     # One row per table, found by its unique key: nothing read and thrown away. With an index on
     # agency_id the generic plans used it here and filtered out the agency's other rows.
-    wasteful = {lookup: describe(plan) for lookup, plan in plans.items()
-                if rows_filtered_out(plan) or buffers(plan) >= 40}
-    assert not wasteful, wasteful
+    assert not wasteful(plans), wasteful(plans)
     # The listing the dropped template index served goes through the unique (agency_id, name) index.
     assert listing["Actual Rows"] == ROWS
     assert indexes_used(listing) == ["uq_templates_agency_name"], describe(listing)
 
 
-async def _status_checks_before_any_analyze(url: str) -> dict[str, dict[str, Any]]:
-    conn = await asyncpg.connect(url.replace("postgresql+asyncpg", "postgresql"))
-    try:
-        await _one_busy_agency(conn)  # all 3,000 transactions pending and unexpired
-        now = dt.datetime.now(dt.UTC)
-        return {
-            "claim": await generic_plan(conn, "claim", statements.CLAIM_TRANSACTION, {
-                "tx_id": f"tx{LAST}", "now": now}),
-            "claim and record the digest": await generic_plan(conn, "claim_record", statements.CLAIM_AND_RECORD_DIGEST_PG, {
-                "tx_id": f"tx{LAST - 1}", "now": now, "digest": "digest", "created": now}),
-            "finish (expire a pending request)": await generic_plan(conn, "finish", statements.FINISH_TRANSACTION, {
-                "tx_id": f"tx{LAST - 2}", "from_status": "pending", "new_status": "expired", "new_errors": [],
-                "new_completed_at": now, "new_purge_at": now, "new_result": None, "new_record": {},
-                "new_response_code_hash": None}),
-            "Aries short URL": await generic_plan(conn, "aries_code", PRESENTATION_FOR_CODE, {
-                "code": f"code{LAST - 3}", "now": now}),
-            # The query of verifier.transactions.sweep, which ix_transactions_status_expires is kept for.
-            "sweep": await generic_plan(conn, "sweep", select(Transaction).where(
-                Transaction.status == "pending", Transaction.expires_at <= now + dt.timedelta(hours=2)).limit(200), {}),
-        }
-    finally:
-        await conn.close()
-
-
 def test_status_checks_read_only_their_row_before_postgresql_has_statistics(
         postgres_cluster: PostgresCluster) -> None:
-    url = postgres_cluster.create_database()
-    try:
-        run_migrations(MIGRATIONS, url)
-        plans = asyncio.run(_status_checks_before_any_analyze(url))
-    finally:
-        postgres_cluster.drop_database(url)
+    now = dt.datetime.now(dt.UTC)  # all 3,000 transactions pending and unexpired
+    plans = plans_before_any_analyze(postgres_cluster, MIGRATIONS, _one_busy_agency, {
+        "claim": (statements.CLAIM_TRANSACTION, {"tx_id": f"tx{LAST}", "now": now}),
+        "claim and record the digest": (statements.CLAIM_AND_RECORD_DIGEST_PG, {
+            "tx_id": f"tx{LAST - 1}", "now": now, "digest": "digest", "created": now}),
+        "finish (expire a pending request)": (statements.FINISH_TRANSACTION, {
+            "tx_id": f"tx{LAST - 2}", "from_status": "pending", "new_status": "expired", "new_errors": [],
+            "new_completed_at": now, "new_purge_at": now, "new_result": None, "new_record": {},
+            "new_response_code_hash": None}),
+        "Aries short URL": (PRESENTATION_FOR_CODE, {"code": f"code{LAST - 3}", "now": now}),
+        # The query of verifier.transactions.sweep, which ix_transactions_status_expires is kept for.
+        "sweep": (select(Transaction).where(
+            Transaction.status == "pending", Transaction.expires_at <= now + dt.timedelta(hours=2)).limit(200), {}),
+    })
     sweep = plans.pop("sweep")
-    for step, plan in plans.items():
-        assert plan["Actual Rows"] == 1, f"the {step} step found nothing: the test is not measuring it"
     # Found by the transaction id, the status and expiry checked on that row. Written as plain
     # equalities, they matched the sweep's (status, expires_at) index, and the generic plans scanned
     # every pending transaction of the table to pick one.
-    wasteful = {step: describe(plan) for step, plan in plans.items() if rows_filtered_out(plan) or buffers(plan) >= 40}
-    assert not wasteful, wasteful
+    assert not wasteful(plans), wasteful(plans)
     # ... while the sweep still finds the overdue pending requests through that index.
     assert sweep["Actual Rows"] == 200
     assert indexes_used(sweep) == ["ix_transactions_status_expires"], describe(sweep)

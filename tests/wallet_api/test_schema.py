@@ -3,7 +3,6 @@ a citizen's wallet found by its id is read alone whatever the statistics say."""
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import importlib
 from pathlib import Path
@@ -13,8 +12,7 @@ import asyncpg
 import pytest
 from sqlalchemy import delete, select, update
 
-from service_kit.migrations import run_migrations
-from tests.support.plans import buffers, describe, generic_plan, indexes_used, rows_filtered_out
+from tests.support.plans import describe, indexes_used, plans_before_any_analyze, rows_filtered_out, wasteful
 from tests.support.postgres import PostgresCluster
 from tests.support.schema import migrations_vs_models
 from wallet_api.models import Credential, Offer, Presentation, Session
@@ -56,8 +54,7 @@ async def _one_busy_wallet(conn: asyncpg.Connection) -> None:
     await conn.execute("SET plan_cache_mode = force_generic_plan")
 
 
-async def _offer_and_presentation_steps_before_any_analyze(url: str) -> dict[str, dict[str, Any]]:
-    conn = await asyncpg.connect(url.replace("postgresql+asyncpg", "postgresql"))
+def _offer_and_presentation_steps() -> dict[str, tuple[Any, dict[str, Any]]]:
     now = dt.datetime.now(dt.UTC)
     # The statements of wallet_api.receiving and wallet_api.sharing: a row of the citizen's own wallet,
     # by its id (the WHERE clause keeps another wallet's row out).
@@ -77,32 +74,18 @@ async def _offer_and_presentation_steps_before_any_analyze(url: str) -> dict[str
             Presentation.id == f"pres{LAST - 2}", Presentation.wallet_id == WALLET)
         .values(state="sent", sealed=b"\x01").returning(Presentation.id),
     }
-    try:
-        await _one_busy_wallet(conn)
-        return {step: await generic_plan(conn, f"step{i}", statement, {})
-                for i, (step, statement) in enumerate(steps.items())}
-    finally:
-        await conn.close()
+    return {step: (statement, {}) for step, statement in steps.items()}
 
 
 def test_offer_and_presentation_steps_read_only_their_row_before_postgresql_has_statistics(
         postgres_cluster: PostgresCluster) -> None:
-    url = postgres_cluster.create_database()
-    try:
-        run_migrations(MIGRATIONS, url)
-        plans = asyncio.run(_offer_and_presentation_steps_before_any_analyze(url))
-    finally:
-        postgres_cluster.drop_database(url)
-    for step, plan in plans.items():
-        assert plan["Actual Rows"] == 1, f"the {step} step found nothing: the test is not measuring it"
+    plans = plans_before_any_analyze(postgres_cluster, MIGRATIONS, _one_busy_wallet, _offer_and_presentation_steps())
     # Found by the primary key, the wallet checked on that row. With an index on wallet_id the generic
     # plans used it here and filtered out every other row of the wallet.
-    wasteful = {step: describe(plan) for step, plan in plans.items() if rows_filtered_out(plan) or buffers(plan) >= 40}
-    assert not wasteful, wasteful
+    assert not wasteful(plans), wasteful(plans)
 
 
-async def _session_and_credential_steps_before_any_analyze(url: str) -> dict[str, dict[str, Any]]:
-    conn = await asyncpg.connect(url.replace("postgresql+asyncpg", "postgresql"))
+def _session_and_credential_steps() -> dict[str, tuple[Any, dict[str, Any]]]:
     # The statements of wallet_api.auth.revoke_session, wallet_api.store.load_credentials (one credential,
     # then all of them) and the credential deletion route, and the logins listing of wallet_api.routes.auth.
     steps = {
@@ -118,29 +101,16 @@ async def _session_and_credential_steps_before_any_analyze(url: str) -> dict[str
         "listing: credentials": select(Credential).where(Credential.wallet_id == WALLET)
         .order_by(Credential.created_at, Credential.id),
     }
-    try:
-        await _one_busy_wallet(conn)
-        return {step: await generic_plan(conn, f"step{i}", statement, {})
-                for i, (step, statement) in enumerate(steps.items())}
-    finally:
-        await conn.close()
+    return {step: (statement, {}) for step, statement in steps.items()}
 
 
 def test_session_and_credential_lookups_read_only_their_row_and_listings_keep_their_index(
         postgres_cluster: PostgresCluster) -> None:
-    url = postgres_cluster.create_database()
-    try:
-        run_migrations(MIGRATIONS, url)
-        plans = asyncio.run(_session_and_credential_steps_before_any_analyze(url))
-    finally:
-        postgres_cluster.drop_database(url)
+    plans = plans_before_any_analyze(postgres_cluster, MIGRATIONS, _one_busy_wallet, _session_and_credential_steps())
     listings = {step: plans.pop(step) for step in list(plans) if step.startswith("listing")}
-    for step, plan in plans.items():
-        assert plan["Actual Rows"] == 1, f"the {step} step found nothing: the test is not measuring it"
     # One row read: the (wallet_id, id) index answers on both columns, and so does the primary key.
     # With an index on wallet_id alone the generic plans used it and filtered out the wallet's other rows.
-    wasteful = {step: describe(plan) for step, plan in plans.items() if rows_filtered_out(plan) or buffers(plan) >= 40}
-    assert not wasteful, wasteful
+    assert not wasteful(plans), wasteful(plans)
     # The listings that index serves: the wallet's rows through it, none read for nothing.
     assert listings["listing: logins"]["Actual Rows"] == 500
     assert listings["listing: credentials"]["Actual Rows"] == ROWS - 1  # one deleted above
