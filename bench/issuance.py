@@ -13,17 +13,16 @@ credential of the issuer processes, of PostgreSQL and of this load generator —
 with other work those are the stable figures — beside the bare ``ssi`` issue cost measured in the
 same run; after the load levels, the CPU cost of one cheap request (``GET /healthz``, and the nonce
 endpoint: an HMAC, no database), the floor each of a flow's four requests pays before any
-OpenID4VCI work. The
-wallets speak HTTP/1.1 through a minimal client (httpx would spend more CPU than the issuer on a
-loopback request): by default each flow opens its own connection and keeps it alive for its four
+OpenID4VCI work. The wallets speak HTTP/1.1 through a minimal client (httpx would spend more CPU
+than the issuer on a loopback request): by default each flow opens its own connection and keeps it alive for its four
 requests, as a phone receiving one credential does. ``--connections wallet`` instead keeps one
 connection per concurrent wallet for the whole run; with several issuer workers that measures the
 kernel's hand-out of a few long-lived connections more than the issuer: the workers share one
 listening socket, the first one awake accepts the whole opening burst, and the other worker idles
 (seen here: one worker at 101% of a core, the other at 16%). Run:
 ``.venv/bin/python bench/issuance.py [--seconds 8] [--backends sqlite,postgresql] [--workers 2]
-[--connections flow|wallet] [--profile /tmp/issuer]`` (py-spy collapsed stacks of the issuer, one
-file per backend).
+[--connections flow|wallet] [--pg-connect tcp|socket] [--profile /tmp/issuer]`` (py-spy collapsed
+stacks of the issuer, one file per backend).
 """
 
 from __future__ import annotations
