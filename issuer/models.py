@@ -318,7 +318,8 @@ class AuditEntry(AuditEntryMixin, Base):
     salt: Mapped[str] = mapped_column(String(32))
     content: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 
-    __table_args__ = (Index("ix_audit_entries_entry", "chain_id", "entry_id"),)
+    # seq too: find_entry wants an id's first entry, and the index then gives it in order (migration 0007).
+    __table_args__ = (Index("ix_audit_entries_entry", "chain_id", "entry_id", "seq"),)
 
 
 class AuditHead(AuditHeadMixin, Base):

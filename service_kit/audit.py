@@ -184,11 +184,15 @@ async def load_entries(conn: Executor, entries: Any, chain: str, *, from_seq: in
     return [{**dict(r), "chain": chain, "id": r["entry_id"], "hash": r["entry_hash"]} for r in rows]
 
 
+def entry_query(entries: Any, chain: str, entry_id: str) -> Any:
+    """The first entry of ``entry_id`` in ``chain`` (an id may have later entries: a status change)."""
+    table = entries.__table__
+    return select(table).where(table.c.chain_id == chain, table.c.entry_id == entry_id).order_by(table.c.seq).limit(1)
+
+
 async def find_entry(conn: Executor, entries: Any, chain: str, entry_id: str) -> dict[str, Any] | None:
     """The stored entry of ``entry_id`` in ``chain`` (export names as in :func:`load_entries`), or None."""
-    table = entries.__table__
-    row = (await conn.execute(select(table).where(table.c.chain_id == chain, table.c.entry_id == entry_id)
-                              .order_by(table.c.seq).limit(1))).mappings().first()
+    row = (await conn.execute(entry_query(entries, chain, entry_id))).mappings().first()
     return None if row is None else {**dict(row), "chain": chain, "id": row["entry_id"], "hash": row["entry_hash"]}
 
 

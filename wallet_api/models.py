@@ -211,7 +211,8 @@ class AuditEntry(AuditEntryMixin, Base):
     chain_id: Mapped[str] = mapped_column(String(40), ForeignKey("wallets.id", ondelete="CASCADE"), primary_key=True)
     sealed: Mapped[bytes] = mapped_column(LargeBinary)
 
-    __table_args__ = (Index("ix_audit_entries_entry", "chain_id", "entry_id"),)
+    # seq too: find_entry wants an id's first entry, and the index then gives it in order (migration 0007).
+    __table_args__ = (Index("ix_audit_entries_entry", "chain_id", "entry_id", "seq"),)
 
 
 class AuditHead(AuditHeadMixin, Base):
