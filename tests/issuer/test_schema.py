@@ -1,6 +1,5 @@
 """The issuer's schema: what the migrations build is what the models declare, and on PostgreSQL the
-protocol lookups (offer code, access token, nonce) and an audit entry's lookup read their own row
-whatever the statistics say."""
+protocol lookups (offer code, access token, nonce) read their own row whatever the statistics say."""
 
 from __future__ import annotations
 
@@ -12,8 +11,6 @@ import asyncpg
 import pytest
 
 from issuer import statements
-from issuer.models import AuditEntry
-from service_kit.audit import entry_query
 from tests.support.plans import plans_before_any_analyze, wasteful
 from tests.support.postgres import PostgresCluster
 from tests.support.schema import migrations_vs_models
@@ -73,22 +70,3 @@ def test_protocol_state_has_no_index_led_by_the_tenant(table: str) -> None:
     models = importlib.import_module("issuer.models")
     indexed = [tuple(c.name for c in index.columns) for index in models.Base.metadata.tables[table].indexes]
     assert not [cols for cols in indexed if cols[0] == "tenant_id"]
-
-
-async def _one_long_chain(conn: asyncpg.Connection) -> None:
-    """A tenant that has issued thousands of credentials: its audit chain, without statistics."""
-    await conn.execute("ALTER TABLE audit_entries SET (autovacuum_enabled = false)")
-    await conn.execute("INSERT INTO tenants (id, slug, name, display, body_id, created_at) "
-                       f"VALUES ('{TENANT}', 'bench', 'Bench', '[]', '', now())")
-    await conn.execute(
-        "INSERT INTO audit_entries (chain_id, seq, entry_id, kind, at, digest, prev_hash, entry_hash, salt, content) "
-        f"SELECT '{TENANT}', i, 'c_' || i, 'issued', 'at', 'digest', 'prev', 'hash', 'salt', NULL "
-        f"FROM generate_series(1, {ROWS}) AS i")
-
-
-def test_an_audit_entry_is_found_without_reading_the_chain_before_it(postgres_cluster: PostgresCluster) -> None:
-    # The lookup of an inclusion proof (issuer.audit.proof): a credential issued late in a long chain.
-    plans = plans_before_any_analyze(postgres_cluster, MIGRATIONS, _one_long_chain, {
-        "audit entry": (entry_query(AuditEntry, TENANT, f"c_{ROWS - 5}"), {})})
-    # With (chain_id, entry_id) only, the plan walked the primary key in seq order to the entry.
-    assert not wasteful(plans, max_buffers=10), wasteful(plans)

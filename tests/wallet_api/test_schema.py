@@ -12,11 +12,10 @@ import asyncpg
 import pytest
 from sqlalchemy import delete, select, update
 
-from service_kit.audit import entry_query
 from tests.support.plans import describe, indexes_used, plans_before_any_analyze, rows_filtered_out, wasteful
 from tests.support.postgres import PostgresCluster
 from tests.support.schema import migrations_vs_models
-from wallet_api.models import AuditEntry, Credential, Offer, Presentation, Session
+from wallet_api.models import Credential, Offer, Presentation, Session
 
 MIGRATIONS = Path(__file__).resolve().parents[2] / "wallet_api" / "migrations"
 WALLET = "wallet-bench"
@@ -134,22 +133,3 @@ def test_tables_found_by_id_have_no_index_on_the_wallet(table: str) -> None:
     models = importlib.import_module("wallet_api.models")
     indexed = [tuple(c.name for c in index.columns) for index in models.Base.metadata.tables[table].indexes]
     assert not [cols for cols in indexed if cols[0] == "wallet_id"]
-
-
-async def _one_long_chain(conn: asyncpg.Connection) -> None:
-    """A citizen's audit chain after years of shares and logins, without statistics."""
-    await conn.execute("ALTER TABLE audit_entries SET (autovacuum_enabled = false)")
-    await conn.execute("INSERT INTO wallets (id, subject_index, data_key, profile, created_at, pin_failures) "
-                       f"VALUES ('{WALLET}', 'subject', '\\x00', '\\x00', now(), 0)")
-    await conn.execute(
-        "INSERT INTO audit_entries (chain_id, seq, entry_id, kind, at, digest, prev_hash, entry_hash, sealed) "
-        f"SELECT '{WALLET}', i, 'history' || i, 'share', 'at', 'digest', 'prev', 'hash', '\\x00' "
-        f"FROM generate_series(1, {ROWS}) AS i")
-
-
-def test_an_audit_entry_is_found_without_reading_the_chain_before_it(postgres_cluster: PostgresCluster) -> None:
-    # The lookup of wallet_api.audit's inclusion proof for one history event, late in the chain.
-    plans = plans_before_any_analyze(postgres_cluster, MIGRATIONS, _one_long_chain, {
-        "audit entry": (entry_query(AuditEntry, WALLET, f"history{LAST}"), {})})
-    # With (chain_id, entry_id) only, the plan walked the primary key in seq order to the entry.
-    assert not wasteful(plans, max_buffers=10), wasteful(plans)
