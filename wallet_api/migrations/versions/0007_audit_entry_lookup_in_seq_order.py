@@ -3,10 +3,10 @@
 ``service_kit.audit.find_entry`` asks for the first entry of an id in a chain (``chain_id = $1 AND
 entry_id = $2 ORDER BY seq LIMIT 1``: an id may have later entries). With the index on (chain_id,
 entry_id) the order had to come from a sort, and the planner preferred walking the primary key
-(chain_id, seq) in order until the id turned up: 2,994 rows filtered out in a 3,000-entry chain
-without statistics. An inclusion proof then read the chain up to its entry, which for an issuer is
-every credential issued before it. With seq in the index the lookup is one index range, already in
-order: three buffers.
+(chain_id, seq) in order until the id turned up: 994 rows filtered out in a 1,000-entry chain
+without statistics. An inclusion proof then read the wallet's chain up to its entry: every share and
+login before it. With seq in the index the lookup is one index range, already in order: three
+buffers.
 
 Revision ID: 0007
 Revises: 0006
