@@ -176,6 +176,9 @@ class StoredResponse(Base):
     """A credential response kept sealed for a short time, replayed to an identical retried request."""
 
     __tablename__ = "stored_responses"
+    # A sealed credential response (about 2.7 kB, incompressible) stays in the heap page instead of
+    # going to TOAST on every issuance (migration 0008).
+    __table_args__ = {"postgresql_with": {"toast_tuple_target": 8160}}
 
     request_hash: Mapped[str] = mapped_column(String(80), primary_key=True)
     tenant_id: Mapped[str] = mapped_column(String(40))

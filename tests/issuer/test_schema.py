@@ -1,16 +1,20 @@
 """The issuer's schema: what the migrations build is what the models declare, and on PostgreSQL the
-protocol lookups (offer code, access token, nonce) read their own row whatever the statistics say."""
+protocol lookups (offer code, access token, nonce) read their own row whatever the statistics say,
+and a sealed credential response stays in its table's page instead of going to TOAST."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import importlib
+import os
 from pathlib import Path
 
 import asyncpg
 import pytest
 
 from issuer import statements
+from service_kit.migrations import run_migrations
 from tests.support.plans import plans_before_any_analyze, wasteful
 from tests.support.postgres import PostgresCluster
 from tests.support.schema import migrations_vs_models
@@ -70,3 +74,31 @@ def test_protocol_state_has_no_index_led_by_the_tenant(table: str) -> None:
     models = importlib.import_module("issuer.models")
     indexed = [tuple(c.name for c in index.columns) for index in models.Base.metadata.tables[table].indexes]
     assert not [cols for cols in indexed if cols[0] == "tenant_id"]
+
+
+async def _toast_pages_after_storing_a_response(url: str) -> tuple[int, int]:
+    """Store one sealed-response-sized row (random bytes compress no better than a sealed body) and
+    return (its stored size, the pages of the table's TOAST relation)."""
+    conn = await asyncpg.connect(url.replace("postgresql+asyncpg", "postgresql"))
+    try:
+        await conn.execute("INSERT INTO stored_responses (request_hash, tenant_id, status_code, sealed_body, expires_at) "
+                           "VALUES ('r1', 't', 200, $1, now())", os.urandom(2700))
+        await conn.execute("CHECKPOINT")
+        size = await conn.fetchval("SELECT pg_column_size(sealed_body) FROM stored_responses")
+        toast = await conn.fetchval("SELECT pg_relation_size(reltoastrelid) FROM pg_class WHERE relname = 'stored_responses'")
+        return int(size), int(toast) // 8192
+    finally:
+        await conn.close()
+
+
+@pytest.mark.parametrize(("revision", "toasted"), [("0007", True), ("head", False)])
+def test_a_sealed_credential_response_stays_in_the_table_page(postgres_cluster: PostgresCluster, revision: str,
+                                                               toasted: bool) -> None:
+    """Issuance writes a ~2.7 kB sealed response per credential: past PostgreSQL's default 2 kB tuple
+    target it went to TOAST (chunk rows and index entries per credential); from migration 0008 it
+    stays inline. Revision 0007 shows the test can tell the two apart."""
+    url = postgres_cluster.create_database()
+    run_migrations(MIGRATIONS, url, revision)
+    size, toast_pages = asyncio.run(_toast_pages_after_storing_a_response(url))
+    assert size >= 2700  # not compressed either way
+    assert (toast_pages > 0) is toasted
