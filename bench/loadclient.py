@@ -3,7 +3,7 @@
 The load generator shares the machine's two cores with the service under test, so whatever CPU it
 spends per request is billed to the measured throughput: httpx spends about 2 ms per request, asyncio
 streams (``open_connection``) about 0.1 ms; this, a bare ``asyncio.Protocol`` that parses the answer
-in ``data_received``, less again (``bench/README.md`` has the figures). It is real HTTP on loopback
+in ``data_received``, a little less (docs/issuer.md, benchmark method). It is real HTTP on loopback
 all the same: every request goes through uvicorn and the whole app.
 """
 
