@@ -55,6 +55,11 @@ async def _record(ctx: IssuerContext, jkt: str, jti: str, *, resource: bool) -> 
         raise APIError(400, INVALID_DPOP_PROOF, "the DPoP proof was already used") from exc
 
 
+def plain_bearer_request(ctx: IssuerContext, request: Request) -> bool:
+    """No DPoP header and none required: :func:`token_request_binding` would answer ``None`` at once."""
+    return "dpop" not in request.headers and not ctx.settings.require_dpop
+
+
 async def token_request_binding(ctx: IssuerContext, request: Request, token_url: str) -> str | None:
     """At the token endpoint: the ``jkt`` to bind the new token to, or None (bearer)."""
     proof = _proof_header(request)

@@ -13,9 +13,11 @@ stays in use everywhere else (admin API, authorization code flow, deferred issua
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
+    Boolean,
+    Double,
     LargeBinary,
     Text,
     and_,
@@ -25,7 +27,9 @@ from sqlalchemy import (
     func,
     insert,
     literal_column,
+    null,
     select,
+    union_all,
     update,
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -45,6 +49,9 @@ from .models import (
     WebhookEndpoint,
     WebhookOutbox,
 )
+
+if TYPE_CHECKING:
+    from service_kit.ratelimit import RateLimiter
 
 #: Insert an offer (parameters: every column).
 INSERT_OFFER = insert(Offer.__table__)
@@ -154,30 +161,58 @@ def _param(name: str, column: Any) -> Any:
 
 _offer = Offer.__table__
 _token = AccessToken.__table__
-_redeemed = (
-    update(_offer)
-    .where(Offer.code_hash == bindparam("b_code_hash"), Offer.tenant_id == bindparam("b_tenant_id"),
-           Offer.used.is_(False), Offer.burnt.is_(False), Offer.expires_at > bindparam("now"),
-           Offer.tx_code_hash == bindparam("b_tx_code_hash"))
-    .values(used=True)
-    .returning(Offer.id, Offer.subject, Offer.configuration_ids, Offer.credential_ids, Offer.selector)
-    .cte("redeemed"))
+def _redeem_and_insert_token(*gate: Any) -> Any:
+    redeemed = (
+        update(_offer)
+        .where(Offer.code_hash == bindparam("b_code_hash"), Offer.tenant_id == bindparam("b_tenant_id"),
+               Offer.used.is_(False), Offer.burnt.is_(False), Offer.expires_at > bindparam("now"),
+               Offer.tx_code_hash == bindparam("b_tx_code_hash"), *gate)
+        .values(used=True)
+        .returning(Offer.id, Offer.subject, Offer.configuration_ids, Offer.credential_ids, Offer.selector)
+        .cte("redeemed"))
+    return (
+        insert(_token)
+        .from_select(
+            ["token_hash", "tenant_id", "subject", "configuration_ids", "credential_ids", "selector", "login",
+             "offer_id", "expires_at", "dpop_jkt"],
+            select(_param("b_token_hash", _token.c.token_hash), _param("b_tenant_id", _token.c.tenant_id),
+                   redeemed.c.subject, redeemed.c.configuration_ids, redeemed.c.credential_ids, redeemed.c.selector,
+                   func.json_build_object("method", "pre-authorized_code", "offer_id", redeemed.c.id),
+                   redeemed.c.id, _param("b_expires_at", _token.c.expires_at), _param("b_dpop_jkt", _token.c.dpop_jkt))
+            .select_from(redeemed))
+        .returning(AccessToken.offer_id.label("id"), AccessToken.subject, AccessToken.configuration_ids,
+                   AccessToken.credential_ids, AccessToken.selector))
+
 
 #: :data:`REDEEM_OFFER_WITH_TX_CODE` and the access token's INSERT in one statement (its parameters plus
 #: ``b_token_hash``, ``b_expires_at``, ``b_dpop_jkt``); a row back (``id`` = the offer id,
 #: ``subject``, ``configuration_ids``, ``credential_ids``, ``selector``) means this caller redeemed it.
-PG_REDEEM_OFFER_AND_INSERT_TOKEN = (
-    insert(_token)
-    .from_select(
-        ["token_hash", "tenant_id", "subject", "configuration_ids", "credential_ids", "selector", "login", "offer_id",
-         "expires_at", "dpop_jkt"],
-        select(_param("b_token_hash", _token.c.token_hash), _param("b_tenant_id", _token.c.tenant_id),
-               _redeemed.c.subject, _redeemed.c.configuration_ids, _redeemed.c.credential_ids, _redeemed.c.selector,
-               func.json_build_object("method", "pre-authorized_code", "offer_id", _redeemed.c.id),
-               _redeemed.c.id, _param("b_expires_at", _token.c.expires_at), _param("b_dpop_jkt", _token.c.dpop_jkt))
-        .select_from(_redeemed))
-    .returning(AccessToken.offer_id.label("id"), AccessToken.subject, AccessToken.configuration_ids,
-               AccessToken.credential_ids, AccessToken.selector))
+PG_REDEEM_OFFER_AND_INSERT_TOKEN = _redeem_and_insert_token()
+
+_within_limits: dict[tuple[int, tuple[int, int]], Any] = {}
+
+
+def pg_redeem_within_limits(limiter: RateLimiter, shape: tuple[int, int]) -> Any:
+    """:data:`PG_REDEEM_OFFER_AND_INSERT_TOKEN` behind the token endpoint's rate limits, in one
+    statement: the limiter's charge of shape ``shape`` (``service_kit.ratelimit.Charge``, its
+    parameters too) is counted, and the offer redeemed only when the limits admit it. Rows back: the
+    limiter's outcome rows (``key``, ``tat``, ``allowed``, ``blocked``, the rest NULL) and, when this
+    caller redeemed the offer, one row whose ``id`` (the offer id) is set. Built once per limiter and
+    shape."""
+    cache_key = (id(limiter), shape)
+    cached = _within_limits.get(cache_key)
+    if cached is not None and cached[0] is limiter:
+        return cached[1]
+    gate = limiter.pg_gate(*shape)
+    token = _redeem_and_insert_token(gate.admits).cte("token")
+    redeemed = select(token.c.id, token.c.subject, token.c.configuration_ids, token.c.credential_ids,
+                      token.c.selector, cast(null(), Text).label("key"), cast(null(), Double).label("tat"),
+                      cast(null(), Boolean).label("allowed"), cast(null(), Boolean).label("blocked"))
+    limits = [select(*[literal_column("NULL") for _ in range(5)], *part.selected_columns) for part in gate.outcome]
+    statement = union_all(redeemed, *limits)
+    _within_limits[cache_key] = (limiter, statement)
+    return statement
+
 
 _claims = IssuanceClaim.__table__
 _consumed = (pg_insert(Nonce.__table__)

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import AfterValidator
-from sqlalchemy import Boolean, Double, String, bindparam, case, cast, delete, null, select, union_all
+from sqlalchemy import Boolean, Double, String, bindparam, case, cast, delete, exists, null, select, union_all
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm import Mapped, mapped_column
@@ -148,6 +148,40 @@ class RateLimitExceeded(Exception):
         super().__init__(f"rate limit {limit} exceeded; retry after {retry_after} s")
 
 
+@dataclass(frozen=True)
+class Charge:
+    """One request's rate-limit work, worked out before any database work (:meth:`RateLimiter.charge`):
+    the buckets to charge (``wanted``) and the failure-only buckets to read (``peeked``), with the
+    statement parameters of both. A service runs it inside one of its own statements (the gate of
+    :meth:`RateLimiter.pg_gate`) and reads the outcome with :meth:`RateLimiter.decide`."""
+
+    wanted: dict[str, Limit]
+    peeked: dict[str, Limit]
+    now: float
+    cost: int
+    parameters: dict[str, Any]
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(charged buckets, peeked buckets)``: which prebuilt statement fits."""
+        return len(self.wanted), len(self.peeked)
+
+
+@dataclass(frozen=True)
+class Gate:
+    """PostgreSQL pieces for running a :class:`Charge` inside another statement (:meth:`RateLimiter.pg_gate`).
+
+    ``admits``: true when every charged bucket let the hit through and no peeked bucket is full (put
+    it in the WHERE of the work the limits guard, so that refused work is not done); ``outcome``: the
+    ``(key, tat, allowed, blocked)`` rows :meth:`RateLimiter.decide` reads (``blocked`` NULL on
+    charged buckets, ``allowed`` NULL on peeked ones)."""
+
+    hit: Any
+    peeked: Any
+    admits: Any
+    outcome: list[Any]
+
+
 class RateLimiter:
     """Rate limits over one service's ``rate_limits`` table (see the module docstring).
 
@@ -243,6 +277,10 @@ class RateLimiter:
             log.warning("rate limiter unavailable; request let through",
                         extra={"limits": sorted({limit.name for limit in [*wanted.values(), *peeked.values()]})})
             return Decision(True), Decision(True)
+        return self._charged_decision(wanted, hit_rows, now, cost), self._blocked_decision(peeked, peek_rows, now)
+
+    @staticmethod
+    def _charged_decision(wanted: dict[str, Limit], hit_rows: Iterable[Any], now: float, cost: int) -> Decision:
         refused: Decision | None = None
         for key, tat, allowed in hit_rows:
             if allowed:
@@ -252,7 +290,79 @@ class RateLimiter:
             wait = max(1, math.ceil(tat + limit.interval * cost - limit.burst * limit.interval - now))
             if refused is None or wait > refused.retry_after:
                 refused = Decision(False, wait, limit.name)
-        return refused or Decision(True), self._blocked_decision(peeked, peek_rows, now)
+        return refused or Decision(True)
+
+    def charge(self, checks: Iterable[tuple[Limit, str | None]], peek: Iterable[tuple[Limit, str | None]] = (),
+               *, cost: int = 1) -> Charge | None:
+        """What :meth:`hit_and_peek` would count, as a :class:`Charge` for a service's own statement;
+        ``None`` when there is nothing to count (limiter off, every limit disabled or unidentified)."""
+        if not self.enabled:
+            return None
+        wanted, peeked = self._wanted(checks), self._wanted(peek)
+        if not wanted and not peeked:
+            return None
+        now = self._clock()
+        parameters: dict[str, Any] = {"now_ts": now}
+        for i, (key, limit) in enumerate(sorted(wanted.items())):  # sorted: see hit_and_peek
+            parameters.update({f"key_{i}": key, f"tat_{i}": now + limit.interval * cost,
+                               f"tolerance_{i}": limit.burst * limit.interval})
+        for i, (key, limit) in enumerate(peeked.items()):
+            parameters.update({f"peek_{i}": key, f"peek_interval_{i}": limit.interval,
+                               f"peek_tolerance_{i}": limit.burst * limit.interval})
+        return Charge(wanted, peeked, now, cost, parameters)
+
+    def pg_gate(self, hits: int, peeks: int) -> Gate:
+        """The :class:`Gate` of a charge of shape ``(hits, peeks)`` (PostgreSQL; ``hits`` >= 1).
+
+        The charged buckets are the upsert of :meth:`hit` as a CTE. A peeked bucket is full when
+        ``max(tat, now) + interval - now > tolerance`` (:meth:`blocked`'s test, here in SQL so that
+        the statement itself decides): it reads the rows as they were when the statement started,
+        which is what a separate read before it would have seen."""
+        table = self._table
+        hit = self._hit_statement("postgresql", hits).cte("hit")
+        now = bindparam("now_ts", type_=Double)
+        full = case(*[(table.c.key == bindparam(f"peek_{i}", type_=String),
+                       case((table.c.tat > now, table.c.tat), else_=now)
+                       + bindparam(f"peek_interval_{i}", type_=Double) - now
+                       > bindparam(f"peek_tolerance_{i}", type_=Double)) for i in range(peeks)],
+                    else_=False) if peeks else cast(null(), Boolean)
+        peeked = (select(table.c.key, table.c.tat, full.label("blocked"))
+                  .where(table.c.key.in_([bindparam(f"peek_{i}", type_=String) for i in range(peeks)]))
+                  .cte("peeked"))
+        admits = ~exists().where(hit.c.allowed.is_(False))
+        if peeks:
+            admits = admits & ~exists().where(peeked.c.blocked.is_(True))
+        outcome = [select(hit.c.key, hit.c.tat, hit.c.allowed, cast(null(), Boolean).label("blocked"))]
+        if peeks:
+            outcome.append(select(peeked.c.key, peeked.c.tat, cast(null(), Boolean), peeked.c.blocked))
+        return Gate(hit, peeked, admits, outcome)
+
+    def decide(self, charge: Charge, rows: Iterable[Any]) -> tuple[Decision, Decision]:
+        """The decisions of a charge run through a :class:`Gate`, from its ``outcome`` rows
+        ``(key, tat, allowed, blocked)``: whether the charged buckets let it through, and whether a
+        peeked bucket is full (the statement's own verdict; the wait is worked out here)."""
+        hit_rows, full_rows = [], []
+        for key, tat, allowed, blocked in rows:
+            if allowed is not None:
+                hit_rows.append((key, tat, allowed))
+            elif blocked:
+                full_rows.append((key, tat))
+        refused: Decision | None = None
+        for key, tat in full_rows:
+            limit = charge.peeked[key]
+            wait = max(1, math.ceil(tat + limit.interval - limit.burst * limit.interval - charge.now))
+            if refused is None or wait > refused.retry_after:
+                refused = Decision(False, wait, limit.name)
+        return self._charged_decision(charge.wanted, hit_rows, charge.now, charge.cost), refused or Decision(True)
+
+    async def cleanup_if_due(self) -> None:
+        """:meth:`cleanup`, at most every ``CLEANUP_EVERY`` seconds: for services that charge buckets
+        in their own statements (:meth:`charge`), which never pass through :meth:`hit`."""
+        if self._clock() - self._last_cleanup >= CLEANUP_EVERY:
+            try:
+                await self.cleanup()
+            except DBAPIError:
+                log.warning("rate limit cleanup failed; it is retried later")
 
     async def _charge_and_read(self, rows: list[dict[str, Any]], peek_keys: list[str],
                                now: float) -> tuple[list[Any], list[Any]]:
@@ -374,7 +484,9 @@ def dialect_insert_for(dialect: str, model: Any) -> Any:
 
 
 __all__ = [
+    "Charge",
     "Decision",
+    "Gate",
     "Limit",
     "RateSpec",
     "build_limiter",

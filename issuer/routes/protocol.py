@@ -65,7 +65,7 @@ from ssi.status_list import STATUS_LIST_JWT_MEDIA_TYPE
 
 from .. import statements
 from ..authorization import redeem_authorization_code
-from ..binding import authorization, check_presentation, token_request_binding
+from ..binding import authorization, check_presentation, plain_bearer_request, token_request_binding
 from ..context import IssuerContext, get_ctx, new_secret, secret_hash, utcnow
 from ..grants import (
     WrongTxCode,
@@ -74,6 +74,7 @@ from ..grants import (
     new_nonce,
     offer_document,
     redeem_pre_authorized_code,
+    redeem_pre_authorized_code_within_limits,
 )
 from ..issuance import Deferred, fetch_record, sign_and_record, subject_from_json
 from ..keys import published_keys
@@ -212,10 +213,23 @@ async def token(request: Request, slug: str) -> JSONResponse:
     tx_limits = [(Limit.parse("tx_code.client", settings.rate_limit_tx_code_client), client),
                  (Limit.parse("tx_code.offer", settings.rate_limit_tx_code_offer), code)]
     guessing = "tx_code" in form or "user_pin" in form
-    tx_code_allowance = await enforce(
-        limiter, [(Limit.parse("token.client", settings.rate_limit_token_client), client),
-                  (Limit.parse("token.code", settings.rate_limit_token_code), code)],
-        error="slow_down", peek=tx_limits if guessing else ())
+    token_limits = [(Limit.parse("token.client", settings.rate_limit_token_client), client),
+                    (Limit.parse("token.code", settings.rate_limit_token_code), code)]
+    if limiter is not None and ctx.db.backend == "postgresql" and plain_bearer_request(ctx, request):
+        # The common request (a well-formed pre-authorized grant with a transaction code, no DPoP)
+        # has nothing to check before the code but the limits: both go in one statement, which
+        # redeems only what the limits admit. Anything else takes the general path below.
+        parsed_early = _pre_authorized_with_tx_code(form)
+        charge = limiter.charge(token_limits, tx_limits) if parsed_early is not None else None
+        if parsed_early is not None and charge is not None:
+            try:
+                offer, access, ttl = await redeem_pre_authorized_code_within_limits(
+                    ctx, tenant, parsed_early.pre_authorized_code or "", parsed_early.tx_code or "", limiter, charge)
+            except WrongTxCode:
+                await limiter.hit(tx_limits)
+                raise
+            return _token_response(access, ttl, None, list(offer.configuration_ids))
+    tx_code_allowance = await enforce(limiter, token_limits, error="slow_down", peek=tx_limits if guessing else ())
     if form.get("grant_type") not in (PRE_AUTHORIZED_CODE_GRANT, AUTHORIZATION_CODE_GRANT):
         if "grant_type" not in form:
             raise APIError(400, INVALID_REQUEST, "grant_type is required")
@@ -247,6 +261,25 @@ async def token(request: Request, slug: str) -> JSONResponse:
                                              credential_ids=grant.credential_ids, selector=grant.selector,
                                              login=grant.login, offer_id=grant.offer_id, dpop_jkt=jkt)
         configuration_ids = grant.configuration_ids
+    return _token_response(access, ttl, jkt, configuration_ids)
+
+
+def _pre_authorized_with_tx_code(form: dict[str, str]) -> TokenRequest | None:
+    """The form as a pre-authorized code grant with a transaction code (``user_pin`` read as one, as
+    below), or ``None`` for anything else, malformed included: those get the general path's answer."""
+    if form.get("grant_type") != PRE_AUTHORIZED_CODE_GRANT:
+        return None
+    fields = dict(form)
+    if "tx_code" not in fields and "user_pin" in fields:
+        fields["tx_code"] = fields["user_pin"]
+    try:
+        parsed = TokenRequest.from_form(fields)
+    except MessageError:
+        return None
+    return parsed if parsed.tx_code and parsed.pre_authorized_code else None
+
+
+def _token_response(access: str, ttl: int, jkt: str | None, configuration_ids: list[str]) -> JSONResponse:
     body: dict[str, Any] = {"access_token": access, "token_type": "DPoP" if jkt else "Bearer", "expires_in": ttl}
     body["authorization_details"] = [{"type": "openid_credential", "credential_configuration_id": cid,
                                       "credential_identifiers": [cid]} for cid in configuration_ids]

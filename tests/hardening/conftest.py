@@ -86,6 +86,18 @@ def limited_issuer(sandbox: Sandbox, tmp_path_factory: pytest.TempPathFactory) -
 
 
 @pytest.fixture(scope="session")
+def pg_limited_issuer(sandbox: Sandbox, postgres_cluster, tmp_path_factory: pytest.TempPathFactory  # noqa: F811
+                      ) -> Iterator[IssuerEnv]:
+    """:func:`limited_issuer` on PostgreSQL, where a token request with a transaction code counts its
+    limits and redeems its code in one statement (``issuer.statements.pg_redeem_within_limits``)."""
+    folder = tmp_path_factory.mktemp("hardened-issuer-pg")
+    base = make_settings(sandbox, postgres_cluster.create_database(), free_port(), folder, folder)
+    settings = base.model_copy(update={**ISSUER_LIMITS, "trusted_proxies": PROXY, "tx_code_max_attempts": 10,
+                                       "source_timeout": 1.0})
+    yield from start_issuer(sandbox, settings)
+
+
+@pytest.fixture(scope="session")
 def limited_verifier(tmp_path_factory: pytest.TempPathFactory, pki: PKI) -> Iterator[Verifier]:  # noqa: F811
     with start_verifier(tmp_path_factory.mktemp("hardened-verifier"), pki, trusted_proxies=PROXY,
                         **VERIFIER_LIMITS) as running:

@@ -30,6 +30,13 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def token_issuer(request: pytest.FixtureRequest) -> IssuerEnv:
+    """The limited issuer on each database: on PostgreSQL a request with a transaction code takes the
+    one-statement path (limits and redemption together), on SQLite the limits come first."""
+    return request.getfixturevalue("limited_issuer" if request.param == "sqlite" else "pg_limited_issuer")
+
+
 def assert_limited(response: httpx.Response, error: str, longest: int) -> None:
     assert response.status_code == 429, response.text
     assert response.json() == {"error": error, "error_description": response.json()["error_description"]}
@@ -54,51 +61,51 @@ def _wrong(tx_code: str) -> str:
 
 
 @pytest.mark.anyio
-async def test_token_endpoint_slows_down_one_client_address_and_not_another(limited_issuer: IssuerEnv) -> None:
+async def test_token_endpoint_slows_down_one_client_address_and_not_another(token_issuer: IssuerEnv) -> None:
     noisy, quiet = new_client(), new_client()
     async with httpx.AsyncClient(timeout=20) as http:
         for _ in range(6):
-            r = await _token(http, limited_issuer, noisy, secrets.token_urlsafe(16))
+            r = await _token(http, token_issuer, noisy, secrets.token_urlsafe(16))
             assert r.status_code == 400 and r.json()["error"] == "invalid_grant"
-        assert_limited(await _token(http, limited_issuer, noisy, secrets.token_urlsafe(16)), "slow_down", 10)
+        assert_limited(await _token(http, token_issuer, noisy, secrets.token_urlsafe(16)), "slow_down", 10)
         # Another address behind the same (trusted) proxy has its own bucket.
-        r = await _token(http, limited_issuer, quiet, secrets.token_urlsafe(16))
+        r = await _token(http, token_issuer, quiet, secrets.token_urlsafe(16))
         assert r.status_code == 400 and r.json()["error"] == "invalid_grant"
 
 
 @pytest.mark.anyio
-async def test_token_endpoint_limits_one_code_whatever_the_address(limited_issuer: IssuerEnv) -> None:
+async def test_token_endpoint_limits_one_code_whatever_the_address(token_issuer: IssuerEnv) -> None:
     code = secrets.token_urlsafe(24)
     async with httpx.AsyncClient(timeout=20) as http:
         for _ in range(5):
-            assert (await _token(http, limited_issuer, new_client(), code)).status_code == 400
-        assert_limited(await _token(http, limited_issuer, new_client(), code), "slow_down", 12)
+            assert (await _token(http, token_issuer, new_client(), code)).status_code == 400
+        assert_limited(await _token(http, token_issuer, new_client(), code), "slow_down", 12)
 
 
 @pytest.mark.anyio
-async def test_wrong_tx_codes_are_limited_per_offer_even_from_many_addresses(limited_issuer: IssuerEnv) -> None:
+async def test_wrong_tx_codes_are_limited_per_offer_even_from_many_addresses(token_issuer: IssuerEnv) -> None:
     async with httpx.AsyncClient(timeout=20) as http:
-        offer = await create_offer(http, limited_issuer, SLUG, "tax-compliance", DEMO_EVERYTHING)
+        offer = await create_offer(http, token_issuer, SLUG, "tax-compliance", DEMO_EVERYTHING)
         code, right = _code(offer), offer["tx_code"]
         for _ in range(2):
-            r = await _token(http, limited_issuer, new_client(), code, _wrong(right))
+            r = await _token(http, token_issuer, new_client(), code, _wrong(right))
             assert r.status_code == 400 and r.json()["error"] == "invalid_grant"
         # The offer's bucket is full: even the right code waits (the offer itself is not void).
-        assert_limited(await _token(http, limited_issuer, new_client(), code, right), "slow_down", 300)
+        assert_limited(await _token(http, token_issuer, new_client(), code, right), "slow_down", 300)
 
 
 @pytest.mark.anyio
-async def test_wrong_tx_codes_are_limited_per_client_across_offers(limited_issuer: IssuerEnv) -> None:
+async def test_wrong_tx_codes_are_limited_per_client_across_offers(token_issuer: IssuerEnv) -> None:
     guesser, citizen = new_client(), new_client()
     async with httpx.AsyncClient(timeout=20) as http:
         for _ in range(4):
-            offer = await create_offer(http, limited_issuer, SLUG, "tax-compliance", DEMO_EVERYTHING)
-            r = await _token(http, limited_issuer, guesser, _code(offer), _wrong(offer["tx_code"]))
+            offer = await create_offer(http, token_issuer, SLUG, "tax-compliance", DEMO_EVERYTHING)
+            r = await _token(http, token_issuer, guesser, _code(offer), _wrong(offer["tx_code"]))
             assert r.status_code == 400 and r.json()["error"] == "invalid_grant"
-        offer = await create_offer(http, limited_issuer, SLUG, "tax-compliance", DEMO_EVERYTHING)
-        assert_limited(await _token(http, limited_issuer, guesser, _code(offer), offer["tx_code"]), "slow_down", 150)
+        offer = await create_offer(http, token_issuer, SLUG, "tax-compliance", DEMO_EVERYTHING)
+        assert_limited(await _token(http, token_issuer, guesser, _code(offer), offer["tx_code"]), "slow_down", 150)
         # Refused up front, so the offer is untouched: its citizen, elsewhere, redeems it.
-        r = await _token(http, limited_issuer, citizen, _code(offer), offer["tx_code"])
+        r = await _token(http, token_issuer, citizen, _code(offer), offer["tx_code"])
         assert r.status_code == 200 and r.json()["access_token"]
 
 
@@ -188,14 +195,42 @@ def test_openapi_documents_the_429(service: str, path: str, method: str, error: 
     assert schema["properties"]["error"]["enum"] == [error]
 
 
-def test_concurrent_token_requests_never_pass_the_limit(limited_issuer: IssuerEnv) -> None:
+@pytest.mark.parametrize("tx_code", [None, "1234"])
+def test_concurrent_token_requests_never_pass_the_limit(token_issuer: IssuerEnv, tx_code: str | None) -> None:
     client = new_client()
 
     async def scenario() -> list[int]:
         async with httpx.AsyncClient(timeout=30) as http:
-            responses = await asyncio.gather(*(_token(http, limited_issuer, client, secrets.token_urlsafe(16))
+            responses = await asyncio.gather(*(_token(http, token_issuer, client, secrets.token_urlsafe(16), tx_code)
                                                for _ in range(20)))
         return [r.status_code for r in responses]
 
     statuses = asyncio.run(scenario())
     assert statuses.count(400) == 6 and statuses.count(429) == 14
+
+
+@pytest.mark.anyio
+async def test_requests_with_a_tx_code_count_against_the_code_and_the_client(token_issuer: IssuerEnv) -> None:
+    code = secrets.token_urlsafe(24)
+    async with httpx.AsyncClient(timeout=20) as http:
+        for _ in range(5):
+            r = await _token(http, token_issuer, new_client(), code, "1234")
+            assert r.status_code == 400 and r.json()["error"] == "invalid_grant", r.text
+        assert_limited(await _token(http, token_issuer, new_client(), code, "1234"), "slow_down", 12)
+
+
+@pytest.mark.anyio
+async def test_a_refused_request_leaves_a_good_code_unspent(token_issuer: IssuerEnv) -> None:
+    noisy, citizen = new_client(), new_client()
+    async with httpx.AsyncClient(timeout=20) as http:
+        offer = await create_offer(http, token_issuer, SLUG, "tax-compliance", DEMO_EVERYTHING)
+        for _ in range(6):
+            assert (await _token(http, token_issuer, noisy, secrets.token_urlsafe(16), "1234")).status_code == 400
+        # The right code and transaction code, from the client that is over its limit: refused, and
+        # the code is not spent by the refused request (the limits decide before the redemption).
+        assert_limited(await _token(http, token_issuer, noisy, _code(offer), offer["tx_code"]), "slow_down", 10)
+        r = await _token(http, token_issuer, citizen, _code(offer), offer["tx_code"])
+        assert r.status_code == 200 and r.json()["access_token"]
+        # Spent now, for everyone.
+        r = await _token(http, token_issuer, new_client(), _code(offer), offer["tx_code"])
+        assert r.status_code == 400 and r.json()["error"] == "invalid_grant"
