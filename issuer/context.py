@@ -171,4 +171,4 @@ def secret_hash(value: str) -> str:
 
 def new_tx_code(length: int) -> str:
     """A numeric transaction code of ``length`` digits (uniform, leading zeros allowed)."""
-    return "".join(secrets.choice("0123456789") for _ in range(length))
+    return f"{secrets.randbelow(10 ** length):0{length}d}"
