@@ -35,8 +35,9 @@ from ..registry import (
 )
 from ..status import set_record_status
 from ..tenancy import TenantRef, admin_tenant, platform_admin
+from . import API_PREFIX
 
-router = APIRouter(tags=["admin"])
+router = APIRouter(prefix=API_PREFIX, tags=["admin"])
 
 SLUG_PATTERN = r"^[a-z0-9][a-z0-9-]{1,62}$"
 IDENTIFIER_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9-]{0,39}$"

@@ -22,9 +22,10 @@ from service_kit.errors import APIError
 
 from ..aries_channel import IssuerAriesChannel, qr_png_base64
 from ..tenancy import TenantRef, admin_tenant
+from . import API_PREFIX
 from .admin import SubjectIn
 
-router = APIRouter(tags=["aries"])
+router = APIRouter(prefix=API_PREFIX, tags=["aries"])
 log = logging.getLogger(__name__)
 
 

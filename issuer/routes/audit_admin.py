@@ -11,8 +11,9 @@ from service_kit.errors import APIError
 from .. import audit
 from ..context import IssuerContext, get_ctx
 from ..tenancy import TenantRef, admin_tenant
+from . import API_PREFIX
 
-router = APIRouter(tags=["audit"])
+router = APIRouter(prefix=API_PREFIX, tags=["audit"])
 
 
 @router.get("/audit/head", response_model=HeadView, summary="The tenant's audit chain head and latest checkpoint")
