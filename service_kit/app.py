@@ -78,6 +78,11 @@ def create_service_app(
         docs_url=None,
         redoc_url=None,
         openapi_url="/openapi.json",
+        # FastAPI's own OpenTelemetry spans, metrics and logs stay off: they carry raw URL paths (offer
+        # ids, codes in authorization queries), which our logs and metrics never do (route templates
+        # only, service_kit.logging), and the checks for a configured provider ran on every request.
+        # Observability is the Prometheus metrics and the JSON logs (docs/operations.md).
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     metrics = Metrics(name)
     app.state.settings = settings

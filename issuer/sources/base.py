@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import secrets
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from ssi.errors import SSIError
@@ -133,7 +133,8 @@ class Evidence:
     source: str
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        # Every field is a string or None: a flat copy is what asdict's recursive deep copy gives.
+        return {each.name: getattr(self, each.name) for each in fields(self)}
 
     @classmethod
     def build(cls, context: SourceContext, *, product: str, source: str, transmission_id: str | None = None,

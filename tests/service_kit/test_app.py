@@ -65,3 +65,30 @@ def test_missing_postgres_binaries_fail_with_the_install_hint(monkeypatch: pytes
     monkeypatch.setenv("CARTERA_PG_BIN", "/nonexistent/pg/bin")
     with pytest.raises(PostgresUnavailable, match="scripts/ensure-test-deps.sh"):
         PostgresCluster().start()
+
+
+def test_no_opentelemetry_spans_even_with_a_tracer_provider_configured(tmp_path: Path) -> None:
+    """FastAPI's native telemetry would open a span per request, with the raw path (an offer id, a
+    code) in it, as soon as a tracer provider is configured: the service apps switch it off."""
+    from opentelemetry import trace
+
+    asked: list[str] = []
+
+    class RecordingProvider(trace.TracerProvider):  # a configured provider, as an SDK's would be
+        def get_tracer(self, name: str, *args: object, **kwargs: object) -> trace.Tracer:
+            asked.append(name)
+            return trace.NoOpTracer()
+
+    app = create_service_app(name="svc", version="9", settings=ServiceSettings(data_dir=tmp_path), db=None,
+                             configure_logs=False)
+
+    @app.get("/v1/offers/{offer_id}")
+    async def offer(offer_id: str) -> dict[str, str]:
+        return {"ok": offer_id[:0]}
+
+    # The provider goes where FastAPI looks first (its own config), not into OpenTelemetry's global,
+    # which can be set once per process.
+    app._telemetry["tracer_provider"] = RecordingProvider()  # type: ignore[attr-defined]
+    with serve(app) as base:
+        assert httpx.get(f"{base}/v1/offers/o_secret-offer-id").status_code == 200
+    assert asked == []
