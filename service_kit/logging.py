@@ -32,6 +32,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
 
 REQUEST_ID_HEADER = "x-request-id"
+_REQUEST_ID_NAME = REQUEST_ID_HEADER.encode()
 _SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 _HANDLER_MARK = "_cartera_json_handler"
 
@@ -155,8 +156,8 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send)
             return
         incoming = None
-        for name, value in scope.get("headers", []):
-            if name == REQUEST_ID_HEADER.encode():
+        for name, value in scope.get("headers", ()):
+            if name == _REQUEST_ID_NAME:
                 incoming = value.decode("latin-1")
                 break
         request_id = sane_request_id(incoming) or new_request_id()
@@ -177,10 +178,11 @@ class RequestContextMiddleware:
             elapsed = time.perf_counter() - started
             route = route_template(scope)
             method = scope.get("method", "")
-            access_logger.info(
-                "request",
-                extra={"method": method, "route": route, "status": status, "duration_ms": round(elapsed * 1000, 2)},
-            )
+            if access_logger.isEnabledFor(logging.INFO):  # the extra fields cost more than the check
+                access_logger.info(
+                    "request",
+                    extra={"method": method, "route": route, "status": status, "duration_ms": round(elapsed * 1000, 2)},
+                )
             if self.on_complete is not None:
                 self.on_complete(method, route, status, elapsed)
 
@@ -189,8 +191,8 @@ class RequestContextMiddleware:
             if message["type"] == "http.response.start":
                 response_started = True
                 status = message["status"]
-                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"x-request-id"]
-                headers.append((b"x-request-id", request_id.encode()))
+                headers = [(k, v) for k, v in message.get("headers", ()) if k.lower() != _REQUEST_ID_NAME]
+                headers.append((_REQUEST_ID_NAME, request_id.encode()))
                 message["headers"] = headers
             elif message["type"] == "http.response.body" and not message.get("more_body", False):
                 record()
