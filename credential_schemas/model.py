@@ -449,22 +449,26 @@ class CredentialType:
         """
         now = now or dt.datetime.now(dt.UTC)
         claims: dict[str, Any] = {}
-        for claim in self.claims:
-            if claim.source is None:
-                continue
-            value = _mapping.evaluate(claim.source, source_record, now=now, claim=_fmt_path(claim.path))
+        for claim, name in self._mapped_claims:
+            value = _mapping.evaluate(claim.source, source_record, now=now, claim=name)
             if value is _mapping.MISSING:
                 if claim.mandatory:
                     fields = ", ".join(_mapping.source_fields(claim.source)) or "?"
                     raise MappingError("missing_source_field",
-                                       f"the source lacks '{fields}' for mandatory claim {_fmt_path(claim.path)}",
-                                       field=fields, claim=_fmt_path(claim.path))
+                                       f"the source lacks '{fields}' for mandatory claim {name}",
+                                       field=fields, claim=name)
                 continue
             _set_path(claims, claim.path, value)
         problems = self.validate_claims(claims)
         if problems:
             raise ClaimsInvalid(problems)
         return claims
+
+    @cached_property
+    def _mapped_claims(self) -> list[tuple[Any, str]]:
+        """The claims that come from the source, each with its path as error messages write it
+        (worked out once per type, not on every issuance)."""
+        return [(claim, _fmt_path(claim.path)) for claim in self.claims if claim.source is not None]
 
     @cached_property
     def _claims_validator(self) -> Draft202012Validator:

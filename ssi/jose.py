@@ -114,7 +114,7 @@ class Key:
     Public-key objects are cached so that verification does no parsing.
     """
 
-    __slots__ = ("_private", "_public", "alg", "kid", "_thumbprint", "_fits", "_ec_size", "_signer")
+    __slots__ = ("_private", "_public", "alg", "kid", "_thumbprint", "_fits", "_ec_size", "_signer", "_jwk_members")
 
     def __init__(self, private: PrivateKey | None = None, public: PublicKey | None = None,
                  alg: str | None = None, kid: str | None = None) -> None:
@@ -133,6 +133,7 @@ class Key:
         #: Coordinate size of an EC key (0 otherwise): ECDSA signatures are two such integers.
         self._ec_size = _ALG_SIZE.get(self.alg, 0)
         self._signer: Signer | None = None
+        self._jwk_members: dict[str, str] | None = None
 
     @classmethod
     def _p256_public(cls, public: ec.EllipticCurvePublicKey, kid: str | None) -> Key:
@@ -146,6 +147,7 @@ class Key:
         self._thumbprint = None
         self._ec_size = 32
         self._signer = None
+        self._jwk_members = None
         return self
 
     # -- construction ---------------------------------------------------------------------------
@@ -303,6 +305,17 @@ class Key:
     # -- JWK export -----------------------------------------------------------------------------
     def public_jwk(self, include_kid: bool = True) -> dict[str, str]:
         """The RFC 7517 public JWK (only the required members, plus ``kid`` if set and asked)."""
+        # The key material never changes: its members are worked out once (a proof or a DPoP header
+        # carries the holder's JWK every time), and each call gets its own dict.
+        members = self._jwk_members
+        if members is None:
+            members = self._jwk_members = self._public_jwk_members()
+        jwk = dict(members)
+        if include_kid and self.kid:
+            jwk["kid"] = self.kid
+        return jwk
+
+    def _public_jwk_members(self) -> dict[str, str]:
         pub = self._public
         if isinstance(pub, ec.EllipticCurvePublicKey):
             crv = _ALG_CRV[self.alg]
@@ -315,8 +328,6 @@ class Key:
             rsa_numbers = pub.public_numbers()
             jwk = {"kty": "RSA", "n": b64url_encode(rsa_numbers.n.to_bytes((rsa_numbers.n.bit_length() + 7) // 8, "big")),
                    "e": b64url_encode(rsa_numbers.e.to_bytes((rsa_numbers.e.bit_length() + 7) // 8, "big"))}
-        if include_kid and self.kid:
-            jwk["kid"] = self.kid
         return jwk
 
     def private_jwk(self) -> dict[str, str]:
