@@ -65,7 +65,10 @@ class RateLimitMixin:
     __tablename__ = "rate_limits"
 
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
-    tat: Mapped[float] = mapped_column(Double, index=True)
+    # Not indexed: a bucket is rewritten on every hit (a busy client's many times a second), and an
+    # index on tat made each rewrite add index entries (no HOT update) and leave a dead tuple behind.
+    # The once-a-minute cleanup reads the whole table instead, which holds only recent buckets.
+    tat: Mapped[float] = mapped_column(Double)
     tolerance: Mapped[float] = mapped_column(Double)
     allowed: Mapped[bool] = mapped_column(Boolean)
 
