@@ -234,11 +234,8 @@ async def token(request: Request, slug: str) -> JSONResponse:
         if "grant_type" not in form:
             raise APIError(400, INVALID_REQUEST, "grant_type is required")
         raise APIError(400, UNSUPPORTED_GRANT_TYPE, "the grant type is not supported")
-    # Older wallets send the transaction code as user_pin.
-    if "tx_code" not in form and "user_pin" in form:
-        form["tx_code"] = form["user_pin"]
     try:
-        parsed = TokenRequest.from_form(form)
+        parsed = _token_request(form)
     except MessageError as exc:
         raise APIError(400, INVALID_REQUEST, exc.detail) from exc
     # The DPoP proof is checked before the code is spent: a bad proof must not burn the code.
@@ -264,16 +261,21 @@ async def token(request: Request, slug: str) -> JSONResponse:
     return _token_response(access, ttl, jkt, configuration_ids)
 
 
+def _token_request(form: dict[str, str]) -> TokenRequest:
+    """The token request in ``form`` (raises ``MessageError``). Older wallets send the transaction
+    code as ``user_pin``."""
+    if "tx_code" not in form and "user_pin" in form:
+        form = {**form, "tx_code": form["user_pin"]}
+    return TokenRequest.from_form(form)
+
+
 def _pre_authorized_with_tx_code(form: dict[str, str]) -> TokenRequest | None:
-    """The form as a pre-authorized code grant with a transaction code (``user_pin`` read as one, as
-    below), or ``None`` for anything else, malformed included: those get the general path's answer."""
+    """The form as a pre-authorized code grant with a transaction code, or ``None`` for anything else,
+    malformed included: those get the general path's answer."""
     if form.get("grant_type") != PRE_AUTHORIZED_CODE_GRANT:
         return None
-    fields = dict(form)
-    if "tx_code" not in fields and "user_pin" in fields:
-        fields["tx_code"] = fields["user_pin"]
     try:
-        parsed = TokenRequest.from_form(fields)
+        parsed = _token_request(form)
     except MessageError:
         return None
     return parsed if parsed.tx_code and parsed.pre_authorized_code else None
