@@ -262,20 +262,12 @@ class RateLimiter:
                            peek: Iterable[tuple[Limit, str | None]], *, cost: int = 1) -> tuple[Decision, Decision]:
         """:meth:`hit` on ``checks`` and :meth:`blocked` on ``peek`` (read, not charged), as one
         statement on PostgreSQL: an endpoint with a failure-only limit learns both in one round trip."""
-        if not self.enabled:
+        charge = self.charge(checks, peek, cost=cost)
+        if charge is None:
             return Decision(True), Decision(True)
-        wanted, peeked = self._wanted(checks), self._wanted(peek)
-        if not wanted and not peeked:
-            return Decision(True), Decision(True)
-        now = self._clock()
-        # Sorted keys: concurrent multi-row upserts lock rows in one order, so they cannot deadlock.
-        rows = [
-            {"key": key, "tat": now + limit.interval * cost, "tolerance": limit.burst * limit.interval,
-             "allowed": True}
-            for key, limit in sorted(wanted.items())
-        ]
+        wanted, peeked, now = charge.wanted, charge.peeked, charge.now
         try:
-            hit_rows, peek_rows = await self._charge_and_read(rows, list(peeked), now)
+            hit_rows, peek_rows = await self._charge_and_read(charge)
         except DBAPIError:
             log.warning("rate limiter unavailable; request let through",
                         extra={"limits": sorted({limit.name for limit in [*wanted.values(), *peeked.values()]})})
@@ -306,7 +298,8 @@ class RateLimiter:
             return None
         now = self._clock()
         parameters: dict[str, Any] = {"now_ts": now}
-        for i, (key, limit) in enumerate(sorted(wanted.items())):  # sorted: see hit_and_peek
+        # Sorted keys: concurrent multi-row upserts lock rows in one order, so they cannot deadlock.
+        for i, (key, limit) in enumerate(sorted(wanted.items())):
             parameters.update({f"key_{i}": key, f"tat_{i}": now + limit.interval * cost,
                                f"tolerance_{i}": limit.burst * limit.interval})
         for i, (key, limit) in enumerate(peeked.items()):
@@ -367,26 +360,25 @@ class RateLimiter:
             except DBAPIError:
                 log.warning("rate limit cleanup failed; it is retried later")
 
-    async def _charge_and_read(self, rows: list[dict[str, Any]], peek_keys: list[str],
-                               now: float) -> tuple[list[Any], list[Any]]:
+    async def _charge_and_read(self, charge: Charge) -> tuple[list[Any], list[Any]]:
         """``(key, tat, allowed)`` of the charged buckets and ``(key, tat)`` of the peeked ones: one
         statement on PostgreSQL when there are both, otherwise one for each that there is."""
-        params: dict[str, Any] = {"now_ts": now}
-        for i, row in enumerate(rows):
-            params.update({f"key_{i}": row["key"], f"tat_{i}": row["tat"], f"tolerance_{i}": row["tolerance"]})
+        hits, peeks = charge.shape
+        peek_keys = list(charge.peeked)
+        now = charge.now
         async with self._connect() as conn:
             dialect = conn.dialect.name
-            if rows and peek_keys and dialect == "postgresql":
-                params.update({f"peek_{i}": key for i, key in enumerate(peek_keys)})
-                result = (await conn.execute(self._hit_and_peek_statement(len(rows), len(peek_keys)), params)).all()
+            if hits and peeks and dialect == "postgresql":
+                result = (await conn.execute(self._hit_and_peek_statement(hits, peeks), charge.parameters)).all()
                 hit_rows = [(key, tat, allowed) for key, tat, allowed in result if allowed is not None]
                 peek_rows = [(key, tat) for key, tat, allowed in result if allowed is None]
             else:
-                hit_rows = list((await conn.execute(self._hit_statement(dialect, len(rows)), params)).all()
-                                ) if rows else []
-                peek_rows = list((await conn.execute(self._blocked_statement(len(peek_keys)),
+                params = {name: value for name, value in charge.parameters.items() if not name.startswith("peek_")}
+                hit_rows = list((await conn.execute(self._hit_statement(dialect, hits), params)).all()
+                                ) if hits else []
+                peek_rows = list((await conn.execute(self._blocked_statement(peeks),
                                                      {f"key_{i}": key for i, key in enumerate(peek_keys)})).all()
-                                 ) if peek_keys else []
+                                 ) if peeks else []
             if now - self._last_cleanup >= CLEANUP_EVERY:
                 self._last_cleanup = now
                 await conn.execute(delete(self._table).where(self._table.c.tat < now))
