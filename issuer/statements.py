@@ -13,6 +13,7 @@ stays in use everywhere else (admin API, authorization code flow, deferred issua
 
 from __future__ import annotations
 
+import weakref
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
@@ -189,7 +190,8 @@ def _redeem_and_insert_token(*gate: Any) -> Any:
 #: ``subject``, ``configuration_ids``, ``credential_ids``, ``selector``) means this caller redeemed it.
 PG_REDEEM_OFFER_AND_INSERT_TOKEN = _redeem_and_insert_token()
 
-_within_limits: dict[tuple[int, tuple[int, int]], Any] = {}
+# Per limiter (weakly: test suites build many apps) and shape.
+_within_limits: weakref.WeakKeyDictionary[RateLimiter, dict[tuple[int, int], Any]] = weakref.WeakKeyDictionary()
 
 
 def pg_redeem_within_limits(limiter: RateLimiter, shape: tuple[int, int]) -> Any:
@@ -199,10 +201,10 @@ def pg_redeem_within_limits(limiter: RateLimiter, shape: tuple[int, int]) -> Any
     limiter's outcome rows (``key``, ``tat``, ``allowed``, ``blocked``, the rest NULL) and, when this
     caller redeemed the offer, one row whose ``id`` (the offer id) is set. Built once per limiter and
     shape."""
-    cache_key = (id(limiter), shape)
-    cached = _within_limits.get(cache_key)
-    if cached is not None and cached[0] is limiter:
-        return cached[1]
+    built = _within_limits.setdefault(limiter, {})
+    cached = built.get(shape)
+    if cached is not None:
+        return cached
     gate = limiter.pg_gate(*shape)
     token = _redeem_and_insert_token(gate.admits).cte("token")
     redeemed = select(token.c.id, token.c.subject, token.c.configuration_ids, token.c.credential_ids,
@@ -210,7 +212,7 @@ def pg_redeem_within_limits(limiter: RateLimiter, shape: tuple[int, int]) -> Any
                       cast(null(), Boolean).label("allowed"), cast(null(), Boolean).label("blocked"))
     limits = [select(*[literal_column("NULL") for _ in range(5)], *part.selected_columns) for part in gate.outcome]
     statement = union_all(redeemed, *limits)
-    _within_limits[cache_key] = (limiter, statement)
+    built[shape] = statement
     return statement
 
 
