@@ -88,7 +88,8 @@ def create_app(settings: IssuerSettings | None = None, *, run_background: bool =
     # them: 118 -> 135 µs); an offer (POST /v1/offers, 39 route checks before): 704-742 -> 591-619 µs.
     # POSTs first (the issuance path: offer, token, nonce, credential), GETs after; a route matches
     # only its own method, so the order among methods changes no answer.
-    flat = [*protocol.router.routes, *admin.router.routes, *aries_admin.router.routes, *audit_admin.router.routes]
+    flat = [*protocol.direct_router.routes, *protocol.router.routes, *admin.router.routes, *aries_admin.router.routes,
+            *audit_admin.router.routes]
     app.router.routes[0:0] = sorted(flat, key=lambda route: "POST" not in getattr(route, "methods", ()))
     app.include_router(aries.router)
     app.include_router(authorization.router)

@@ -29,6 +29,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 
 from credential_schemas import load_type
+from service_kit.direct_route import DirectRoute
 from service_kit.errors import APIError
 from service_kit.ratelimit import (
     Limit,
@@ -86,6 +87,9 @@ from ..status import list_token
 from ..tenancy import TenantRef, path_tenant, protocol_tenant
 
 router = APIRouter()
+#: The token, nonce and credential endpoints: they read their own input and answer with a Response,
+#: so FastAPI documents them as usual but calls them directly (service_kit.direct_route).
+direct_router = APIRouter(route_class=DirectRoute)
 
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 #: Beyond the data source's timeout, how long an issuance may take (signing, the database) before a
@@ -199,7 +203,7 @@ async def get_offer(offer_id: str, tenant: TenantRef = Depends(path_tenant),  # 
 
 # -- token ----------------------------------------------------------------------------------------
 
-@router.post("/t/{slug}/token", tags=["oid4vci"], summary="OAuth 2.0 token endpoint (pre-authorized and authorization code)",
+@direct_router.post("/t/{slug}/token", tags=["oid4vci"], summary="OAuth 2.0 token endpoint (pre-authorized and authorization code)",
              responses=rate_limit_responses("slow_down"))
 async def token(request: Request, slug: str) -> JSONResponse:
     ctx, tenant = await protocol_tenant(request, slug)
@@ -290,7 +294,7 @@ def _token_response(access: str, ttl: int, jkt: str | None, configuration_ids: l
 
 # -- nonce ----------------------------------------------------------------------------------------
 
-@router.post("/t/{slug}/nonce", tags=["oid4vci"], summary="Nonce endpoint: a fresh single-use c_nonce")
+@direct_router.post("/t/{slug}/nonce", tags=["oid4vci"], summary="Nonce endpoint: a fresh single-use c_nonce")
 async def nonce(request: Request, slug: str) -> JSONResponse:
     ctx, tenant = await protocol_tenant(request, slug)
     return _json({"c_nonce": new_nonce(ctx, tenant)})
@@ -398,7 +402,7 @@ def _b64_payload(token: str) -> bytes:
     return b64url_decode(token.split(".")[1])
 
 
-@router.post("/t/{slug}/credential", tags=["oid4vci"], summary="Credential endpoint")
+@direct_router.post("/t/{slug}/credential", tags=["oid4vci"], summary="Credential endpoint")
 async def credential(request: Request, slug: str) -> JSONResponse:
     ctx, tenant = await protocol_tenant(request, slug)
     auth = authorization(request)
