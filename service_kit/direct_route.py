@@ -21,6 +21,7 @@ from typing import Any
 from fastapi.routing import APIRoute
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import request_response
 
 
 class DirectRoute(APIRoute):
@@ -35,6 +36,10 @@ class DirectRoute(APIRoute):
         not_text = [p.name for p in d.path_params if p.field_info.annotation is not str]
         if extra or not_text or d.request_param_name is None:
             raise TypeError(f"{self.path}: a DirectRoute endpoint takes the Request and str path parameters only")
+        if kwargs.get("max_body_size") is None:
+            # Starlette's wrapper, not FastAPI's copy of it: that one opens two AsyncExitStacks per
+            # request for dependencies with yield, which these endpoints cannot have.
+            self.app = request_response(self.get_route_handler())
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         endpoint = self.endpoint
