@@ -14,7 +14,7 @@ import time
 from typing import Any
 
 import httpx
-from sqlalchemy import select, update
+from sqlalchemy import Select, select, update
 
 from service_kit.webhooks import claim_due_webhooks, deliver_webhook, record_delivery
 from ssi import x509 as ssi_x509
@@ -103,14 +103,25 @@ def _status_key(ctx: WalletContext, issuer: str):  # noqa: ANN202 - a callable f
     return resolve
 
 
+def status_checks_due(now: dt.datetime) -> Select[tuple[Credential]]:
+    """The next batch of credentials whose status check is due, the most overdue first: a range of
+    ``ix_credentials_next_status_check``, so a sweep reads only those (a revoked one has no next check)."""
+    return (select(Credential).where(Credential.status != "revoked", Credential.next_status_check <= now)
+            .order_by(Credential.next_status_check).limit(BATCH))
+
+
+def polls_due(now: dt.datetime) -> Select[tuple[Offer]]:
+    """The next batch of pending offers whose deferred poll is due, through ``ix_offers_next_poll_at``."""
+    return (select(Offer).where(Offer.state == "pending", Offer.next_poll_at <= now)
+            .order_by(Offer.next_poll_at).limit(BATCH))
+
+
 async def check_statuses(ctx: WalletContext, *, force: bool = False) -> int:
     """Fetch the status list of every credential due for a check; alert on changes."""
     now = utcnow()
-    query = select(Credential).where(Credential.status != "revoked")
-    if not force:
-        query = query.where(Credential.next_status_check <= now)
+    query = select(Credential).where(Credential.status != "revoked").limit(BATCH) if force else status_checks_due(now)
     async with ctx.db.read_session() as session:
-        rows = (await session.execute(query.limit(BATCH))).scalars().all()
+        rows = (await session.execute(query)).scalars().all()
         wallets = {w.id: w for w in (await session.execute(
             select(Wallet).where(Wallet.id.in_({r.wallet_id for r in rows})))).scalars()} if rows else {}
     lists: dict[str, Any] = {}
@@ -119,7 +130,7 @@ async def check_statuses(ctx: WalletContext, *, force: bool = False) -> int:
         for row in rows:
             key = ctx.vault.data_key(wallets[row.wallet_id])
             statuses = key.open("credential", row.id, row.sealed).get("statuses") or []
-            next_check = now + dt.timedelta(seconds=ctx.settings.status_check_interval)
+            next_check: dt.datetime | None = now + dt.timedelta(seconds=ctx.settings.status_check_interval)
             new_status = row.status
             if statuses:
                 ref = statuses[0]
@@ -141,6 +152,8 @@ async def check_statuses(ctx: WalletContext, *, force: bool = False) -> int:
                     # Unknown status is not "revoked": keep the last known one and retry sooner.
                     log.warning("status check failed", extra={"credential": row.id, "reason": type(exc).__name__})
                     next_check = now + dt.timedelta(seconds=min(300, ctx.settings.status_check_interval))
+            if new_status == "revoked":
+                next_check = None  # final: never checked again, and out of the sweep's index
             async with ctx.db.session() as session:
                 # Compare-and-set on the status read: when two workers check the same credential at once,
                 # only the one whose update lands raises the alert.
@@ -181,8 +194,7 @@ async def expiry_alerts(ctx: WalletContext) -> int:
 async def poll_deferred(ctx: WalletContext) -> int:
     """Poll the issuers of pending (deferred) issuances that are due."""
     async with ctx.db.read_session() as session:
-        rows = (await session.execute(select(Offer).where(Offer.state == "pending",
-                                                          Offer.next_poll_at <= utcnow()).limit(BATCH))).scalars().all()
+        rows = (await session.execute(polls_due(utcnow()))).scalars().all()
         wallets = {w.id: w for w in (await session.execute(
             select(Wallet).where(Wallet.id.in_({r.wallet_id for r in rows})))).scalars()} if rows else {}
     for row in rows:

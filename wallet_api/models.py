@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import Boolean, ForeignKey, Index, Integer, LargeBinary, String, Text
+from sqlalchemy import Boolean, ForeignKey, Index, Integer, LargeBinary, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from service_kit.audit import AuditCheckpointMixin, AuditEntryMixin, AuditHeadMixin
@@ -114,8 +114,12 @@ class Credential(Base):
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
     # Found by id with the wallet checked (``id = ? AND wallet_id = ?``) and listed by wallet: an index on
-    # wallet_id alone misled PostgreSQL's plans of the lookup (wallet migration 0006).
-    __table_args__ = (Index("ix_credentials_wallet_id_id", "wallet_id", "id"),)
+    # wallet_id alone misled PostgreSQL's plans of the lookup (wallet migration 0006). The background
+    # sweep takes the credentials whose status check is due; a revoked one has none (wallet migration 0009).
+    __table_args__ = (Index("ix_credentials_wallet_id_id", "wallet_id", "id"),
+                      Index("ix_credentials_next_status_check", "next_status_check",
+                            postgresql_where=text("next_status_check IS NOT NULL"),
+                            sqlite_where=text("next_status_check IS NOT NULL")))
 
 
 class CredentialCopy(Base):
@@ -144,6 +148,12 @@ class Offer(Base):
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
     expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
     next_poll_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+    # The background sweep polls the pending offers that are due; only those have a next poll (wallet
+    # migration 0009).
+    __table_args__ = (Index("ix_offers_next_poll_at", "next_poll_at",
+                            postgresql_where=text("next_poll_at IS NOT NULL"),
+                            sqlite_where=text("next_poll_at IS NOT NULL")),)
 
 
 class Presentation(Base):

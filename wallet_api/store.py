@@ -100,7 +100,8 @@ async def add_credential(session: AsyncSession, key: DataKey, *, vct: str, issue
     credential_id = credential_id or new_id("cred")
     session.add(Credential(id=credential_id, wallet_id=key.wallet_id, vct=vct, issuer=issuer,
                            sealed=key.seal("credential", credential_id, details), issued_at=_ts(iat),
-                           expires_at=_ts(exp), status=status, next_status_check=utcnow()))
+                           expires_at=_ts(exp), status=status,
+                           next_status_check=None if status == "revoked" else utcnow()))
     await session.flush()
     for position, (token, holder_jwk) in enumerate(copies):
         copy_id = new_id("copy")

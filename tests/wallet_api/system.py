@@ -189,6 +189,14 @@ def open_copies(system: System, credential_id: str) -> list[dict[str, Any]]:
     return asyncio.run(read())
 
 
+def query_sql(system: System, statement: str, *params: Any) -> list[tuple[Any, ...]]:
+    """The rows of one SQL query on the wallet's SQLite file."""
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(system.wallet_db)) as connection:
+        return connection.execute(statement, params).fetchall()
+
+
 def execute_sql(system: System, statement: str, *params: Any) -> None:
     """Run one SQL statement on the wallet's SQLite file (to make time pass for a scheduled job)."""
     import sqlite3

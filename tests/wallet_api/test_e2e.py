@@ -11,7 +11,7 @@ import pytest
 
 from sandbox.population import DEMO_EVERYTHING, DEMO_NO_DEGREE
 from tests.wallet_api.conftest import bearer, login
-from tests.wallet_api.system import System, execute_sql
+from tests.wallet_api.system import System, execute_sql, query_sql
 
 
 def make_offer(system: System, slug: str, type_id: str, identifier: str, *, tx_code: bool = True,
@@ -195,6 +195,8 @@ def test_revocation_alert_and_delete(system: System) -> None:
     while not revoked() and time.monotonic() < deadline:
         time.sleep(0.2)
     assert revoked(), "the background status check did not see the revocation"
+    # Revocation is final: the credential is never checked again and leaves the sweep's index.
+    assert query_sql(system, "SELECT next_status_check FROM credentials WHERE id = ?", cid) == [(None,)]
     alerts = httpx.get(f"{system.wallet}/v1/alerts", params={"unread": True}, headers=bearer(tokens)).json()
     assert any(al["kind"] == "revoked" and al["credential_id"] == cid for al in alerts)
     assert httpx.post(f"{system.wallet}/v1/alerts/read", json={"ids": None}, headers=bearer(tokens)).status_code == 204
