@@ -111,8 +111,9 @@ def status_checks_due(now: dt.datetime) -> Select[tuple[Credential]]:
 
 
 def polls_due(now: dt.datetime) -> Select[tuple[Offer]]:
-    """The next batch of pending offers whose deferred poll is due, through ``ix_offers_next_poll_at``."""
-    return (select(Offer).where(Offer.state == "pending", Offer.next_poll_at <= now)
+    """The next batch of pending offers whose deferred poll is due, and of offers whose poll's lease
+    ran out (``receiving.POLL_LEASE``), through ``ix_offers_next_poll_at``."""
+    return (select(Offer).where(Offer.state.in_(("pending", "polling")), Offer.next_poll_at <= now)
             .order_by(Offer.next_poll_at).limit(BATCH))
 
 

@@ -142,7 +142,8 @@ class Offer(Base):
     wallet_id: Mapped[str] = mapped_column(String(40), ForeignKey("wallets.id", ondelete="CASCADE"))
     issuer: Mapped[str] = mapped_column(String(500))
     kind: Mapped[str] = mapped_column(String(20), default="offer")  # offer | authorization
-    state: Mapped[str] = mapped_column(String(20), default="offered")  # offered|authorizing|pending|issued|failed|declined
+    # offered|authorizing|accepting|pending|polling|issued|failed|declined
+    state: Mapped[str] = mapped_column(String(20), default="offered")
     state_hash: Mapped[str | None] = mapped_column(String(64), unique=True, nullable=True)
     sealed: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)

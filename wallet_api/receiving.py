@@ -21,7 +21,7 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import httpx
-from sqlalchemy import select, update
+from sqlalchemy import and_, or_, select, update
 
 from service_kit.errors import APIError
 from ssi import sd_jwt_vc
@@ -51,6 +51,10 @@ MAX_BATCH = 10
 CREDENTIAL_RETRY_SECONDS = 30.0
 #: The longest ``Retry-After`` waited for inside a request; longer (a data source outage) is reported.
 MAX_RETRY_AFTER = 5.0
+#: How long a poll of a deferred issuance holds its offer (state ``polling``). A poll that never ends
+#: it (the process stopped, an unexpected error) would otherwise leave the offer there for good and
+#: the credential undelivered; once the lease has passed, the next sweep or "check now" polls again.
+POLL_LEASE = dt.timedelta(seconds=120)
 
 
 class IssuanceError(Exception):
@@ -601,6 +605,17 @@ async def fetch_type_metadata(ctx: WalletContext, client: httpx.AsyncClient,
 
 # -- deferred ------------------------------------------------------------------------------------
 
+async def _lease_poll(ctx: WalletContext, offer_id: str, wallet_id: str) -> bool:
+    """Take a pending offer, or one whose earlier poll's lease has run out, for one poll."""
+    now = utcnow()
+    async with ctx.db.session() as session:
+        result = await session.execute(update(Offer).where(
+            Offer.id == offer_id, Offer.wallet_id == wallet_id,
+            or_(Offer.state == "pending", and_(Offer.state == "polling", Offer.next_poll_at <= now)))
+            .values(state="polling", next_poll_at=now + POLL_LEASE).execution_options(synchronize_session=False))
+        return result.rowcount == 1
+
+
 async def poll_offer(ctx: WalletContext, key: DataKey, offer_id: str, languages: list[str] | None = None
                      ) -> str:
     """Poll the deferred endpoint for a pending offer; return its new state."""
@@ -609,9 +624,9 @@ async def poll_offer(ctx: WalletContext, key: DataKey, offer_id: str, languages:
                ).scalar_one_or_none()
     if row is None:
         raise APIError(404, "not_found", "no such offer")
-    if row.state != "pending":
+    if row.state not in ("pending", "polling"):
         return row.state
-    if not await _transition(ctx, offer_id, key.wallet_id, ("pending",), "polling"):
+    if not await _lease_poll(ctx, offer_id, key.wallet_id):
         return "polling"
     data = key.open("offer", row.id, row.sealed)
     metadata = CredentialIssuerMetadata.model_validate(data["metadata"], context=STORED)

@@ -37,6 +37,29 @@ def verify_copy(system: System, token: str, holder_jwk: dict[str, Any]) -> dict[
     return verified.claims
 
 
+def test_a_deferred_poll_that_died_is_taken_over_once_its_lease_runs_out(system: System) -> None:
+    tokens = login(system.wallet, DEMO_PENDING)
+    pending = receive(system, tokens, make_offer(system, "aoc-tax", "tax-compliance", DEMO_PENDING))
+    assert pending["state"] == "pending"
+    offer_id = pending["offer_id"]
+
+    def state() -> str:
+        return httpx.get(f"{system.wallet}/v1/offers/{offer_id}", headers=bearer(tokens)).json()["state"]
+
+    # A poll in progress (its lease runs for two minutes): neither the citizen nor the sweep polls too.
+    execute_sql(system, "UPDATE offers SET state = 'polling', next_poll_at = '2999-01-01 00:00:00.000000' "
+                        "WHERE id = ?", offer_id)
+    r = httpx.post(f"{system.wallet}/v1/offers/{offer_id}/poll", headers=bearer(tokens), timeout=30)
+    assert r.status_code == 200 and r.json()["state"] == "polling"
+    # The process that polled stopped before it saved anything: once its lease has passed the
+    # background sweep polls again (the source answers on its second query) and delivers.
+    execute_sql(system, "UPDATE offers SET next_poll_at = '2000-01-01 00:00:00.000000' WHERE id = ?", offer_id)
+    delivered = wait_for(lambda: state() == "issued")
+    assert delivered, f"the offer stayed {state()!r}: nobody took over the dead poll"
+    body = httpx.get(f"{system.wallet}/v1/offers/{offer_id}", headers=bearer(tokens)).json()
+    assert len(body["credential_ids"]) == 1
+
+
 def test_deferred_issuance_arrives_by_poll_and_by_the_background_sweep(system: System) -> None:
     tokens = login(system.wallet, DEMO_PENDING)
     first = receive(system, tokens, make_offer(system, "aoc-tax", "tax-compliance", DEMO_PENDING))

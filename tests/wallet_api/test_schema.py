@@ -197,7 +197,7 @@ def test_the_background_sweep_reads_only_what_is_due_on_sqlite(tmp_path: Path) -
     now = dt.datetime.now(dt.UTC)
     with sqlite3.connect(database) as conn:
         for name, statement in (("status checks", status_checks_due(now)), ("deferred polls", polls_due(now))):
-            compiled = statement.compile(dialect=sqlite.dialect())
+            compiled = statement.compile(dialect=sqlite.dialect(), compile_kwargs={"render_postcompile": True})
             plan = " / ".join(row[3] for row in conn.execute(
                 f"EXPLAIN QUERY PLAN {compiled}", [_sqlite_value(compiled.params[p]) for p in compiled.positiontup]))
             # A range of the partial index (no SCAN of the table, no sort of it).
