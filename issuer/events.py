@@ -11,9 +11,9 @@ import contextlib
 import datetime as dt
 import logging
 
-from sqlalchemy import select, update
+from sqlalchemy import update
 
-from service_kit.webhooks import deliver_webhook, next_attempt_after
+from service_kit.webhooks import deliver_webhook, due_webhooks, next_attempt_after
 
 from .context import IssuerContext, utcnow
 from .grants import purge_expired
@@ -28,9 +28,8 @@ async def deliver_due(ctx: IssuerContext, limit: int = 20) -> int:
     """Deliver the due outbox events once each; returns how many were delivered."""
     now = utcnow()
     async with ctx.db.read_session() as session:
-        due = (await session.execute(select(WebhookOutbox.id).where(
-            WebhookOutbox.delivered_at.is_(None), WebhookOutbox.next_attempt_at <= now,
-            WebhookOutbox.attempts < MAX_ATTEMPTS).limit(limit))).scalars().all()
+        due = (await session.execute(due_webhooks(WebhookOutbox, now, max_attempts=MAX_ATTEMPTS, limit=limit))
+               ).scalars().all()
     delivered = 0
     for row_id in due:
         async with ctx.session() as session:

@@ -33,9 +33,9 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 import httpx
-from sqlalchemy import Integer, LargeBinary, Row, String, Text, select, update
+from sqlalchemy import Index, Integer, LargeBinary, Row, Select, String, Text, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, declared_attr, mapped_column
 
 from service_kit.db import UTCDateTime
 
@@ -214,14 +214,30 @@ class WebhookOutboxMixin:
     body: Mapped[bytes] = mapped_column(LargeBinary)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
-    next_attempt_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), index=True)
+    next_attempt_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
     delivered_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+    @declared_attr.directive
+    def __table_args__(cls) -> tuple[Index, ...]:  # noqa: N805 - SQLAlchemy passes the mapped class
+        # Deliveries look for undelivered rows that are due. Delivered rows stay (the delivery record)
+        # and keep a past next_attempt_at: indexed too, each round of every worker walked them all.
+        return (Index("ix_webhook_outbox_due", "next_attempt_at", postgresql_where=text("delivered_at IS NULL"),
+                      sqlite_where=text("delivered_at IS NULL")),)
 
 
 def next_attempt_after(attempts: int, now: dt.datetime, base: float = 10.0, cap: float = 3600.0) -> dt.datetime:
     """When an outbox row that failed ``attempts`` times is due again (exponential, capped, jittered)."""
     return now + dt.timedelta(seconds=backoff_delay(attempts, base, cap) + base / 2)
+
+
+def due_webhooks(model: type[WebhookOutboxMixin], now: dt.datetime, *, max_attempts: int = 12,
+                 limit: int = 20) -> Select[tuple[str]]:
+    """Ids of up to ``limit`` undelivered rows of ``model`` due at ``now``, the longest-waiting first:
+    a range of ``ix_webhook_outbox_due``, which holds the undelivered rows only."""
+    return (select(model.id)
+            .where(model.delivered_at.is_(None), model.next_attempt_at <= now, model.attempts < max_attempts)
+            .order_by(model.next_attempt_at).limit(limit))
 
 
 async def claim_due_webhooks(
@@ -236,20 +252,17 @@ async def claim_due_webhooks(
     """Lease up to ``limit`` due, undelivered rows for this worker; return ``(id, endpoint_id,
     event_type, body, attempts)`` of each.
 
-    One ``UPDATE ... WHERE id IN (SELECT ... FOR UPDATE SKIP LOCKED) ... RETURNING``: on PostgreSQL
+    One ``WITH due AS MATERIALIZED (SELECT ... FOR UPDATE SKIP LOCKED) UPDATE ... RETURNING``: on PostgreSQL
     concurrent workers skip each other's rows instead of waiting; on SQLite writers are serialised. The
     lease moves ``next_attempt_at`` forward and counts the attempt, so a crashed worker's rows come back.
     """
-    due = (
-        select(model.id)
-        .where(model.delivered_at.is_(None), model.next_attempt_at <= now, model.attempts < max_attempts)
-        .order_by(model.next_attempt_at)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-    )
+    # A materialized CTE: run once. As an IN (subquery) PostgreSQL may rescan the subquery inside a
+    # join, and each rescan with SKIP LOCKED can lease another ``limit`` rows.
+    due = (due_webhooks(model, now, max_attempts=max_attempts, limit=limit).with_for_update(skip_locked=True)
+           .cte("due").prefix_with("MATERIALIZED", dialect="postgresql"))
     stmt = (
         update(model)
-        .where(model.id.in_(due.scalar_subquery()), model.next_attempt_at <= now, model.delivered_at.is_(None))
+        .where(model.id.in_(select(due.c.id)), model.next_attempt_at <= now, model.delivered_at.is_(None))
         .values(next_attempt_at=now + lease, attempts=model.attempts + 1)
         .returning(model.id, model.endpoint_id, model.event_type, model.body, model.attempts)
     )

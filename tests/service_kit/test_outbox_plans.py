@@ -1,0 +1,66 @@
+"""The webhook outbox of every service, on PostgreSQL: a delivery round reads the rows that are due,
+not the record of every delivery made before (``ix_webhook_outbox_due``, partial on the undelivered)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from service_kit.webhooks import due_webhooks
+from tests.support.plans import describe, indexes_used, plans_before_any_analyze, rows_filtered_out
+from tests.support.postgres import PostgresCluster
+
+ROOT = Path(__file__).resolve().parents[2]
+DELIVERED = 2000
+DUE = 5
+
+#: service → (its own outbox columns with a value, rows the outbox refers to)
+SERVICES = {
+    "issuer": ({"tenant_id": "'tenant'"}, []),
+    "verifier": ({"url": "'https://agency.example/hook'"}, []),
+    "wallet_api": ({"wallet_id": "'wallet'"}, [
+        "INSERT INTO wallets (id, subject_index, data_key, profile, created_at, pin_failures) "
+        "VALUES ('wallet', 'subject', '\\x00', '\\x00', now(), 0)"]),
+}
+
+
+def _fill(service: str):  # noqa: ANN202 - the fill callback of plans_before_any_analyze
+    extra, before = SERVICES[service]
+    columns = ", ".join(extra)
+    values = ", ".join(extra.values())
+
+    async def fill(conn: asyncpg.Connection) -> None:
+        for statement in before:
+            await conn.execute(statement)
+        rows = "(id, endpoint_id, event_type, body, attempts, created_at, next_attempt_at, delivered_at, " + columns + ")"
+        # A month of deliveries, then DUE rows waiting and as many retries scheduled for later.
+        await conn.execute(
+            f"INSERT INTO webhook_outbox {rows} SELECT 'sent' || i, 'endpoint', 'event', '\\x00', 1, "
+            f"now() - i * interval '20 minutes', now() - i * interval '20 minutes', "
+            f"now() - i * interval '20 minutes', {values} FROM generate_series(1, {DELIVERED}) AS i")
+        await conn.execute(
+            f"INSERT INTO webhook_outbox {rows} SELECT 'due' || i, 'endpoint', 'event', '\\x00', 0, now(), "
+            f"now() - i * interval '1 second', NULL, {values} FROM generate_series(1, {DUE}) AS i")
+        await conn.execute(
+            f"INSERT INTO webhook_outbox {rows} SELECT 'later' || i, 'endpoint', 'event', '\\x00', 2, now(), "
+            f"now() + i * interval '1 minute', NULL, {values} FROM generate_series(1, {DUE}) AS i")
+        await conn.execute("ANALYZE webhook_outbox")
+
+    return fill
+
+
+@pytest.mark.parametrize("service", list(SERVICES))
+def test_a_delivery_round_reads_only_the_due_rows(postgres_cluster: PostgresCluster, service: str) -> None:
+    model = importlib.import_module(f"{service}.models")
+    outbox = next(m.class_ for m in model.Base.registry.mappers if m.local_table.name == "webhook_outbox")
+    plans = plans_before_any_analyze(postgres_cluster, ROOT / service / "migrations", _fill(service),
+                                     {"due": (due_webhooks(outbox, dt.datetime.now(dt.UTC)), {})})
+    plan = plans["due"]
+    # With the index on every row's next_attempt_at the round walked the 2,000 delivered rows too.
+    assert plan["Actual Rows"] == DUE, describe(plan)
+    assert indexes_used(plan) == ["ix_webhook_outbox_due"], describe(plan)
+    assert rows_filtered_out(plan) == 0, describe(plan)
