@@ -117,6 +117,13 @@ def polls_due(now: dt.datetime) -> Select[tuple[Offer]]:
             .order_by(Offer.next_poll_at).limit(BATCH))
 
 
+def expiry_alerts_due(horizon: dt.datetime) -> Select[tuple[Credential]]:
+    """The next batch of credentials expiring by ``horizon`` that have not been alerted, the soonest
+    first: a range of ``ix_credentials_expiry_unalerted``, which holds only the unalerted ones."""
+    return (select(Credential).where(~Credential.expiry_alerted, Credential.expires_at <= horizon)
+            .order_by(Credential.expires_at).limit(BATCH))
+
+
 async def check_statuses(ctx: WalletContext, *, force: bool = False) -> int:
     """Fetch the status list of every credential due for a check; alert on changes."""
     now = utcnow()
@@ -177,9 +184,7 @@ async def expiry_alerts(ctx: WalletContext) -> int:
     horizon = utcnow() + dt.timedelta(days=ctx.settings.expiry_alert_days)
     count = 0
     async with ctx.db.session() as session:
-        rows = (await session.execute(select(Credential).where(
-            Credential.expires_at.is_not(None), Credential.expires_at <= horizon,
-            Credential.expiry_alerted.is_(False)).limit(BATCH))).scalars().all()
+        rows = (await session.execute(expiry_alerts_due(horizon))).scalars().all()
         for row in rows:
             wallet = await session.get(Wallet, row.wallet_id)
             assert wallet is not None

@@ -119,7 +119,10 @@ class Credential(Base):
     __table_args__ = (Index("ix_credentials_wallet_id_id", "wallet_id", "id"),
                       Index("ix_credentials_next_status_check", "next_status_check",
                             postgresql_where=text("next_status_check IS NOT NULL"),
-                            sqlite_where=text("next_status_check IS NOT NULL")))
+                            sqlite_where=text("next_status_check IS NOT NULL")),
+                      # ... and the credentials about to expire that it has not alerted on (migration 0011).
+                      Index("ix_credentials_expiry_unalerted", "expires_at",
+                            postgresql_where=text("NOT expiry_alerted"), sqlite_where=text("expiry_alerted = 0")))
 
 
 class CredentialCopy(Base):

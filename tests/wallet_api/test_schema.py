@@ -142,19 +142,22 @@ DUE = 7  # of ROWS credentials (and offers) whose check (poll) is due; the other
 
 async def _few_due(conn: asyncpg.Connection) -> None:
     """A thousand credentials and offers, analyzed: most credentials checked recently or revoked (no
-    next check), most offers not pending (no next poll); DUE of each are due. (Before any statistics
-    PostgreSQL reads a table this small whole, index or not.)"""
+    next check), and alerted or far from expiry; most offers not pending (no next poll); DUE of each
+    are due. (Before any statistics PostgreSQL reads a table this small whole, index or not.)"""
     for table in ("wallets", "credentials", "offers"):
         await conn.execute(f"ALTER TABLE {table} SET (autovacuum_enabled = false)")
     await conn.execute("INSERT INTO wallets (id, subject_index, data_key, profile, created_at, pin_failures) "
                        f"VALUES ('{WALLET}', 'subject', '\\x00', '\\x00', now(), 0)")
     rows = f"FROM generate_series(1, {ROWS}) AS i"
     await conn.execute(
-        "INSERT INTO credentials (id, wallet_id, vct, issuer, sealed, status, next_status_check, expiry_alerted, "
-        f"created_at) SELECT 'cred' || i, '{WALLET}', 'vct', 'https://issuer', '\\x00', "
+        "INSERT INTO credentials (id, wallet_id, vct, issuer, sealed, status, next_status_check, expires_at, "
+        f"expiry_alerted, created_at) SELECT 'cred' || i, '{WALLET}', 'vct', 'https://issuer', '\\x00', "
         f"CASE WHEN i > {DUE} AND i % 3 = 0 THEN 'revoked' ELSE 'valid' END, "
         f"CASE WHEN i <= {DUE} THEN now() - i * interval '1 minute' WHEN i % 3 = 0 THEN NULL "
-        f"ELSE now() + interval '1 hour' END, false, now() {rows}")
+        f"ELSE now() + interval '1 hour' END, "
+        # DUE expire within days and are not alerted yet; of the others half were alerted, half expire late.
+        f"CASE WHEN i <= {DUE} OR i % 2 = 0 THEN now() + i * interval '1 minute' + interval '5 days' "
+        f"ELSE now() + interval '400 days' END, i > {DUE} AND i % 2 = 0, now() {rows}")
     await conn.execute(
         "INSERT INTO offers (id, wallet_id, issuer, kind, state, state_hash, sealed, created_at, expires_at, "
         f"next_poll_at) SELECT 'offer' || i, '{WALLET}', 'https://issuer', 'offer', "
@@ -166,15 +169,17 @@ async def _few_due(conn: asyncpg.Connection) -> None:
 
 
 def test_the_background_sweep_reads_only_what_is_due_on_postgresql(postgres_cluster: PostgresCluster) -> None:
-    from wallet_api.background import polls_due, status_checks_due
+    from wallet_api.background import expiry_alerts_due, polls_due, status_checks_due
 
     now = dt.datetime.now(dt.UTC)
     plans = plans_before_any_analyze(postgres_cluster, MIGRATIONS, _few_due, {
-        "status checks due": (status_checks_due(now), {}), "deferred polls due": (polls_due(now), {})})
+        "status checks due": (status_checks_due(now), {}), "deferred polls due": (polls_due(now), {}),
+        "expiry alerts due": (expiry_alerts_due(now + dt.timedelta(days=30)), {})})
     # Without the indexes each sweep read all the credentials and offers: 993 rows filtered out of each.
-    assert indexes_used(plans["status checks due"]) == ["ix_credentials_next_status_check"], describe(
-        plans["status checks due"])
-    assert indexes_used(plans["deferred polls due"]) == ["ix_offers_next_poll_at"], describe(plans["deferred polls due"])
+    for step, index in (("status checks due", "ix_credentials_next_status_check"),
+                        ("deferred polls due", "ix_offers_next_poll_at"),
+                        ("expiry alerts due", "ix_credentials_expiry_unalerted")):
+        assert indexes_used(plans[step]) == [index], f"{step}: {describe(plans[step])}"
     for step, plan in plans.items():
         assert plan["Actual Rows"] == DUE, f"{step}: {describe(plan)}"
         assert rows_filtered_out(plan) == 0, f"{step}: {describe(plan)}"
@@ -190,13 +195,14 @@ def test_the_background_sweep_reads_only_what_is_due_on_sqlite(tmp_path: Path) -
     from sqlalchemy.dialects import sqlite
 
     from service_kit.migrations import run_migrations
-    from wallet_api.background import polls_due, status_checks_due
+    from wallet_api.background import expiry_alerts_due, polls_due, status_checks_due
 
     database = tmp_path / "wallet.sqlite"
     run_migrations(MIGRATIONS, f"sqlite+aiosqlite:///{database}")
     now = dt.datetime.now(dt.UTC)
     with sqlite3.connect(database) as conn:
-        for name, statement in (("status checks", status_checks_due(now)), ("deferred polls", polls_due(now))):
+        for name, statement in (("status checks", status_checks_due(now)), ("deferred polls", polls_due(now)),
+                                ("expiry alerts", expiry_alerts_due(now))):
             compiled = statement.compile(dialect=sqlite.dialect(), compile_kwargs={"render_postcompile": True})
             plan = " / ".join(row[3] for row in conn.execute(
                 f"EXPLAIN QUERY PLAN {compiled}", [_sqlite_value(compiled.params[p]) for p in compiled.positiontup]))
