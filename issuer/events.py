@@ -13,7 +13,7 @@ import logging
 
 from sqlalchemy import update
 
-from service_kit.webhooks import deliver_webhook, due_webhooks, next_attempt_after
+from service_kit.webhooks import DeliveryResult, deliver_webhook, due_webhooks, next_attempt_after
 
 from .context import IssuerContext, utcnow
 from .grants import purge_expired
@@ -32,10 +32,13 @@ async def deliver_due(ctx: IssuerContext, limit: int = 20) -> int:
                ).scalars().all()
     delivered = 0
     for row_id in due:
+        # The lease counts the attempt: a row that fails before its outcome is recorded (a secret that
+        # no longer opens, a crash) still runs out of attempts instead of coming back forever.
         async with ctx.session() as session:
             claimed = (await session.execute(update(WebhookOutbox).where(
                 WebhookOutbox.id == row_id, WebhookOutbox.next_attempt_at <= now, WebhookOutbox.delivered_at.is_(None))
-                .values(next_attempt_at=now + LEASE).returning(WebhookOutbox))).scalar_one_or_none()
+                .values(next_attempt_at=now + LEASE, attempts=WebhookOutbox.attempts + 1)
+                .returning(WebhookOutbox))).scalar_one_or_none()
             endpoint = await session.get(WebhookEndpoint, claimed.endpoint_id) if claimed is not None else None
         if claimed is None:
             continue
@@ -44,22 +47,26 @@ async def deliver_due(ctx: IssuerContext, limit: int = 20) -> int:
                 await session.execute(update(WebhookOutbox).where(WebhookOutbox.id == row_id)
                                       .values(attempts=MAX_ATTEMPTS, last_error="endpoint removed"))
             continue
-        secret = ctx.box.open(endpoint.sealed_secret, f"issuer:webhook:{endpoint.id}".encode())
         client = ctx.http
         if client is None:
             return delivered
-        result = await deliver_webhook(client, endpoint.url, claimed.body, secret, event_id=claimed.id, max_attempts=1,
-                                       timeout=ctx.settings.webhook_timeout)
-        attempts = claimed.attempts + 1
+        try:
+            secret = ctx.box.open(endpoint.sealed_secret, f"issuer:webhook:{endpoint.id}".encode())
+        except Exception as exc:  # noqa: BLE001 - one row's unreadable secret must not stop the others
+            log.warning("webhook secret unreadable", extra={"endpoint_id": endpoint.id, "error": type(exc).__name__})
+            result = DeliveryResult(False, 0, None, "the endpoint's secret cannot be opened")
+        else:
+            result = await deliver_webhook(client, endpoint.url, claimed.body, secret, event_id=claimed.id,
+                                           max_attempts=1, timeout=ctx.settings.webhook_timeout)
         async with ctx.session() as session:
             if result.delivered:
                 delivered += 1
                 await session.execute(update(WebhookOutbox).where(WebhookOutbox.id == row_id)
-                                      .values(attempts=attempts, delivered_at=utcnow(), last_error=None))
+                                      .values(delivered_at=utcnow(), last_error=None))
             else:
                 await session.execute(update(WebhookOutbox).where(WebhookOutbox.id == row_id)
-                                      .values(attempts=attempts, last_error=result.error,
-                                              next_attempt_at=next_attempt_after(attempts, utcnow(), base=2.0)))
+                                      .values(last_error=result.error,
+                                              next_attempt_at=next_attempt_after(claimed.attempts, utcnow(), base=2.0)))
     return delivered
 
 

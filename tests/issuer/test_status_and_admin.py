@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import sqlite3
 
 import httpx
 import pytest
@@ -192,6 +194,47 @@ async def test_webhooks_are_signed_and_delivered(issuer_env: IssuerEnv) -> None:
     event = json.loads(body)
     assert event["type"] == "credential.issued" and event["credential_id"] == offer["credential_ids"]["tax-compliance"]
     assert DEMO_EVERYTHING not in body.decode()
+
+
+async def test_an_endpoint_whose_secret_cannot_be_opened_uses_up_its_attempts_not_the_others(
+        issuer_env: IssuerEnv) -> None:
+    received: list[bytes] = []
+    receiver = FastAPI()
+
+    @receiver.post("/hook")
+    async def hook(request: Request) -> dict[str, str]:
+        received.append(await request.body())
+        return {"ok": "yes"}
+
+    headers = issuer_env.headers("aoc-tax")
+    database = issuer_env.settings.database_url.split("///", 1)[1]
+    with serve(receiver) as hook_url:
+        async with httpx.AsyncClient(timeout=20, limits=LIMITS) as http:
+            good, bad = [(await http.post(f"{issuer_env.url}/v1/webhooks", json={
+                "url": f"{hook_url}/hook", "events": ["credential.issued"]}, headers=headers)).json()["id"]
+                for _ in range(2)]
+            # The secret sealed under another master key (a restore with the wrong key, say).
+            with contextlib.closing(sqlite3.connect(database)) as conn:
+                conn.execute("UPDATE webhook_endpoints SET sealed_secret = ? WHERE id = ?", (b"\x00" * 60, bad))
+                conn.commit()
+            offer = await create_offer(http, issuer_env, "aoc-tax", "tax-compliance", DEMO_EVERYTHING)
+            await WalletClient(http).receive_offer(offer["offer_uri"], offer["tx_code"])
+
+            def outbox(endpoint_id: str) -> tuple[int, str | None, str | None]:
+                with contextlib.closing(sqlite3.connect(database)) as conn:
+                    return conn.execute("SELECT attempts, delivered_at, last_error FROM webhook_outbox "
+                                        "WHERE endpoint_id = ? ORDER BY created_at DESC LIMIT 1", (endpoint_id,)).fetchone()
+
+            for _ in range(50):
+                if received and outbox(bad)[0] >= 1:
+                    break
+                await asyncio.sleep(0.1)
+            attempts, delivered_at, last_error = outbox(bad)
+            for endpoint_id in (good, bad):
+                await http.delete(f"{issuer_env.url}/v1/webhooks/{endpoint_id}", headers=headers)
+    assert len(received) == 1 and json.loads(received[0])["credential_id"] == offer["credential_ids"]["tax-compliance"]
+    # Counted, so the row gives up after MAX_ATTEMPTS instead of coming back every minute for ever.
+    assert attempts == 1 and delivered_at is None and last_error == "the endpoint's secret cannot be opened"
 
 
 async def test_offer_without_a_name_the_type_needs_is_refused_at_once(issuer_env: IssuerEnv) -> None:
