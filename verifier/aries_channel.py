@@ -271,10 +271,25 @@ class VerifierAriesChannel:
         except Exception:  # noqa: BLE001 - never leave a transaction stuck in "processing"
             log.exception("aries presentation check failed unexpectedly")
             errors = [CheckError("verifier.internal_error", row.query_id, "the presentation could not be checked")]
-        await _finish(self.db, self.box, tx, status=status, errors=errors, credentials=credentials, now=utcnow(),
-                      from_status="processing")
-        log.info("aries presentation judged", extra={"transaction_id": tx.id, "status": status,
-                                                     "codes": [e.code for e in errors]})
+        # The row is ours ("processing") and no redelivery can claim it again: a failed write must not
+        # escape (receive() would forget the event and the redelivery find nothing to do). Each write is
+        # conditional on "processing", so of these two and the expiry sweep exactly one reports.
+        try:
+            finished = await _finish(self.db, self.box, tx, status=status, errors=errors, credentials=credentials,
+                                     now=utcnow(), from_status="processing")
+        except Exception:  # noqa: BLE001 - the fallback below carries no claims to write
+            log.exception("aries presentation result could not be written; recording an internal error")
+            status, errors = "rejected", [CheckError("verifier.internal_error", row.query_id,
+                                                     "the presentation could not be checked")]
+            try:
+                finished = await _finish(self.db, self.box, tx, status=status, errors=errors, credentials=None,
+                                         now=utcnow(), from_status="processing")
+            except Exception:  # noqa: BLE001 - left "processing": the sweep expires it (with its webhook)
+                log.exception("aries presentation left for the expiry sweep", extra={"transaction_id": tx.id})
+                return
+        log.info("aries presentation judged", extra={
+            "transaction_id": tx.id, "status": status if finished.won else "expired before the check ended",
+            "codes": [e.code for e in errors]})
 
     def agent_client(self) -> AdminClient:
         if self.runtime is None:

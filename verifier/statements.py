@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import ColumnElement, String, and_, bindparam, func, insert, select, update
+from sqlalchemy import ColumnElement, String, and_, bindparam, func, insert, literal, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -66,6 +66,14 @@ TRANSACTION_BY_ID = select(_tx).where(Transaction.id == bindparam("tx_id"))
 TRANSACTION_WITH_AGENCY_KEY = (
     select(_tx, Agency.signing_key.label("agency_signing_key"), Agency.x5c.label("agency_x5c"))
     .join(_agency, Agency.id == Transaction.agency_id).where(Transaction.id == bindparam("tx_id")))
+
+#: The sweep's overdue transactions (``now``, ``limit``): ``pending`` ones nobody answered and
+#: ``processing`` ones whose check never finished (its process stopped, its result was not written).
+#: Found through ``ix_transactions_status_expires`` (``status = ANY(...) AND expires_at <= $now``).
+#: (The statuses as plain bound values, not an "expanding" IN list: compiled once, like the others.)
+OVERDUE_TRANSACTIONS = (select(Transaction).where(Transaction.status.in_([literal("pending"), literal("processing")]),
+                                                  Transaction.expires_at <= bindparam("now"))
+                        .limit(bindparam("limit")))
 
 #: Insert a transaction (parameters: every column).
 INSERT_TRANSACTION = insert(_tx)

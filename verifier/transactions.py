@@ -2,7 +2,10 @@
 
 All state is in the database: a transaction row is claimed with one conditional ``UPDATE`` when an
 answer arrives (``pending`` → ``processing``), so of two concurrent answers exactly one is checked,
-on any number of workers. Presentation digests go into ``used_presentations`` (primary key), so a
+on any number of workers. The final state is written by another conditional ``UPDATE`` (from the
+status read), so of a check finishing and the expiry sweep exactly one outcome, and one webhook, wins:
+a ``processing`` row whose check never finished (process stopped, write failed) is expired by the
+sweep like a pending one. Presentation digests go into ``used_presentations`` (primary key), so a
 ``vp_token`` that was checked once is refused everywhere afterwards.
 """
 
@@ -17,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
@@ -45,6 +48,7 @@ from verifier.statements import (
     CLAIM_TRANSACTION,
     FINISH_TRANSACTION,
     INSERT_TRANSACTION,
+    OVERDUE_TRANSACTIONS,
     RECORD_DIGEST,
     TRANSACTION_BY_ID,
     checked_on_the_row,
@@ -306,9 +310,20 @@ def result_body(tx: Transaction, box: SecretBox, *, now: dt.datetime | None = No
     }
 
 
+@dataclass(frozen=True, slots=True)
+class Finished:
+    """What :func:`_finish` did: ``won`` is false when the row had left ``from_status`` already (another
+    outcome was written first, e.g. the expiry sweep's): nothing was written and no webhook queued."""
+
+    won: bool
+    #: The same-device response code (a verified answer to a request with ``redirect_uri``).
+    response_code: str | None = None
+
+
 async def _finish(db: Database, box: SecretBox, tx: Transaction, *, status: str, errors: list[CheckError],
-                  credentials: dict[str, Any] | None, now: dt.datetime, from_status: str) -> str | None:
-    """Write the final state (and the webhook outbox row) in one transaction; return a response code."""
+                  credentials: dict[str, Any] | None, now: dt.datetime, from_status: str) -> Finished:
+    """Write the final state (and the webhook outbox row) in one transaction, only if the row is still
+    in ``from_status``: of two writers (a check finishing, the expiry) exactly one wins and reports."""
     response_code: str | None = None
     values: dict[str, Any] = {
         "status": status,
@@ -329,15 +344,15 @@ async def _finish(db: Database, box: SecretBox, tx: Transaction, *, status: str,
                   "new_response_code_hash": None, **{f"new_{k}": v for k, v in values.items()}}
         async with db.statement_connection() as conn:
             if (await conn.execute(FINISH_TRANSACTION, params)).first() is None:
-                return None
-        return response_code
+                return Finished(False)
+        return Finished(True, response_code)
     # With a webhook the outbox row must commit with the result: one transaction.
     async with db.session() as session:
         result = await session.execute(
             update(Transaction).where(Transaction.id == tx.id, checked_on_the_row(Transaction.status, from_status))
             .values(**values).returning(Transaction.id))
         if result.first() is None:
-            return None
+            return Finished(False)
         if tx.webhook_url:
             fresh = await session.get(Transaction, tx.id, populate_existing=True)
             assert fresh is not None
@@ -345,7 +360,17 @@ async def _finish(db: Database, box: SecretBox, tx: Transaction, *, status: str,
             session.add(WebhookOutbox(id=str(uuid.uuid4()), endpoint_id=tx.agency_id, url=tx.webhook_url,
                                       event_type=f"presentation.{status}", body=json_dumps(body).encode(),
                                       attempts=0, created_at=now, next_attempt_at=now))
-    return response_code
+    return Finished(True, response_code)
+
+
+async def _lost(db: Database, tx_id: str) -> APIError:
+    """The refusal for an answer whose result lost to another outcome (the expiry sweep, in practice)."""
+    async with db.statement_connection() as conn:
+        tx = await read_transaction(conn, tx_id)
+    if tx is not None and tx.status == "expired":
+        return APIError(400, "invalid_request", "the request has expired", extra={"code": "verifier.expired_transaction"})
+    return APIError(400, "invalid_request", "the request was answered already",
+                    extra={"code": "verifier.already_answered"})
 
 
 async def answer(db: Database, box: SecretBox, verifier: PresentationVerifier, tx_id: str,
@@ -377,7 +402,9 @@ async def answer(db: Database, box: SecretBox, verifier: PresentationVerifier, t
         if not await _claim(db, tx.id, now):
             raise APIError(400, "invalid_request", "the request was answered already",
                            extra={"code": "verifier.already_answered"})
-        await _finish(db, box, tx, status="declined", errors=errors, credentials=None, now=now, from_status="processing")
+        if not (await _finish(db, box, tx, status="declined", errors=errors, credentials=None, now=now,
+                              from_status="processing")).won:
+            raise await _lost(db, tx.id)
         return AnswerOutcome("declined", [e.as_dict() for e in errors], None, bool(tx.webhook_url))
     assert response.vp_token is not None
     digests = _digests(response.vp_token)
@@ -410,31 +437,43 @@ async def answer(db: Database, box: SecretBox, verifier: PresentationVerifier, t
     status = "verified" if outcome.verified else "rejected"
     if not outcome.errors and not outcome.credentials:
         outcome.errors.append(CheckError("verifier.empty_presentation", None, "nothing was presented"))
-    code = await _finish(db, box, tx, status=status, errors=outcome.errors, credentials=outcome.credentials or None,
-                         now=utcnow(), from_status="processing")
+    finished = await _finish(db, box, tx, status=status, errors=outcome.errors,
+                             credentials=outcome.credentials or None, now=utcnow(), from_status="processing")
+    if not finished.won:
+        # The request expired while it was checked and the sweep wrote (and reported) that first.
+        raise await _lost(db, tx.id)
+    code = finished.response_code
     redirect = f"{tx.redirect_uri}#response_code={code}" if code and tx.redirect_uri else None
     return AnswerOutcome(status, [e.as_dict() for e in outcome.errors], redirect, bool(tx.webhook_url))
 
 
-async def expire_one(db: Database, box: SecretBox, tx: Transaction, now: dt.datetime) -> None:
-    """Mark a pending transaction past its expiry as expired (once; with its webhook)."""
-    await _finish(db, box, tx, status="expired", errors=[CheckError("verifier.expired_transaction", None,
-                                                                     "no answer before the request expired")],
-                  credentials=None, now=now, from_status="pending")
+async def expire_one(db: Database, box: SecretBox, tx: Transaction, now: dt.datetime) -> bool:
+    """Mark a transaction past its expiry as expired (once; with its webhook); whether this call did.
+
+    ``pending`` (nobody answered) or ``processing`` (an answer whose check never finished: its
+    process stopped, or its result could not be written). The write is conditional on the status
+    read, so a check that does finish afterwards loses to the expiry and reports nothing."""
+    if tx.status not in ("pending", "processing"):
+        return False
+    finished = await _finish(db, box, tx, status="expired", errors=[CheckError(
+        "verifier.expired_transaction", None, "no answer before the request expired")],
+        credentials=None, now=now, from_status=tx.status)
+    return finished.won
 
 
 async def sweep(db: Database, box: SecretBox, *, now: dt.datetime | None = None, limit: int = 200) -> dict[str, int]:
-    """Periodic housekeeping: expire overdue pending requests and delete claims past their retention."""
+    """Periodic housekeeping: expire overdue pending (and stuck processing) requests, delete claims past
+    their retention."""
     now = now or utcnow()
     async with db.read_session() as session:
-        overdue = list((await session.scalars(
-            select(Transaction).where(Transaction.status == "pending", Transaction.expires_at <= now).limit(limit))).all())
+        overdue = list((await session.scalars(OVERDUE_TRANSACTIONS, {"now": now, "limit": limit})).all())
+    expired = 0
     for tx in overdue:
-        await expire_one(db, box, tx, now)
+        expired += await expire_one(db, box, tx, now)
     async with db.session() as session:
         purged = await session.execute(
             update(Transaction).where(Transaction.purge_at <= now, Transaction.claims_deleted_at.is_(None),
                                       Transaction.result.is_not(None))
             .values(result=None, claims_deleted_at=now).returning(Transaction.id))
         purged_count = len(purged.all())
-    return {"expired": len(overdue), "purged": purged_count}
+    return {"expired": expired, "purged": purged_count}

@@ -11,12 +11,12 @@ import asyncpg
 import pytest
 from sqlalchemy import select
 
-from tests.support.plans import describe, indexes_used, plans_before_any_analyze, wasteful
+from tests.support.plans import describe, indexes_used, plans_before_any_analyze, rows_filtered_out, wasteful
 from tests.support.postgres import PostgresCluster
 from tests.support.schema import migrations_vs_models
 from verifier import statements
 from verifier.aries_channel import PRESENTATION_FOR_CODE, PRESENTATION_FOR_TX
-from verifier.models import Template, Transaction
+from verifier.models import Template
 
 MIGRATIONS = Path(__file__).resolve().parents[2] / "verifier" / "migrations"
 AGENCY = "agency-bench"
@@ -76,10 +76,21 @@ def test_agency_lookups_read_only_their_row_before_postgresql_has_statistics(
     assert indexes_used(listing) == ["uq_templates_agency_name"], describe(listing)
 
 
+DEAD_CHECKS = 150
+
+
+async def _one_busy_agency_with_dead_checks(conn: asyncpg.Connection) -> None:
+    """:func:`_one_busy_agency`, and the first transactions answered but stuck in ``processing`` (their
+    check's process stopped) an hour past their expiry."""
+    await _one_busy_agency(conn)
+    await conn.execute("UPDATE transactions SET status = 'processing', expires_at = now() - interval '1 hour' "
+                       f"WHERE id IN (SELECT 'tx' || i FROM generate_series(1, {DEAD_CHECKS}) AS i)")
+
+
 def test_status_checks_read_only_their_row_before_postgresql_has_statistics(
         postgres_cluster: PostgresCluster) -> None:
-    now = dt.datetime.now(dt.UTC)  # all 3,000 transactions pending and unexpired
-    plans = plans_before_any_analyze(postgres_cluster, MIGRATIONS, _one_busy_agency, {
+    now = dt.datetime.now(dt.UTC)  # the last 2,850 transactions pending and unexpired
+    plans = plans_before_any_analyze(postgres_cluster, MIGRATIONS, _one_busy_agency_with_dead_checks, {
         "claim": (statements.CLAIM_TRANSACTION, {"tx_id": f"tx{LAST}", "now": now}),
         "claim and record the digest": (statements.CLAIM_AND_RECORD_DIGEST_PG, {
             "tx_id": f"tx{LAST - 1}", "now": now, "digest": "digest", "created": now}),
@@ -88,18 +99,24 @@ def test_status_checks_read_only_their_row_before_postgresql_has_statistics(
             "new_completed_at": now, "new_purge_at": now, "new_result": None, "new_record": {},
             "new_response_code_hash": None}),
         "Aries short URL": (PRESENTATION_FOR_CODE, {"code": f"code{LAST - 3}", "now": now}),
-        # The query of verifier.transactions.sweep, which ix_transactions_status_expires is kept for.
-        "sweep": (select(Transaction).where(
-            Transaction.status == "pending", Transaction.expires_at <= now + dt.timedelta(hours=2)).limit(200), {}),
+        # The query of verifier.transactions.sweep, which ix_transactions_status_expires is kept for:
+        # overdue pending requests and dead checks ("processing" past expiry) ...
+        "sweep": (statements.OVERDUE_TRANSACTIONS, {"now": now + dt.timedelta(hours=2), "limit": 200}),
+        # ... now, when only the dead checks are due.
+        "sweep (dead checks)": (statements.OVERDUE_TRANSACTIONS, {"now": now, "limit": 200}),
     })
-    sweep = plans.pop("sweep")
+    sweep, dead = plans.pop("sweep"), plans.pop("sweep (dead checks)")
     # Found by the transaction id, the status and expiry checked on that row. Written as plain
     # equalities, they matched the sweep's (status, expires_at) index, and the generic plans scanned
     # every pending transaction of the table to pick one.
     assert not wasteful(plans), wasteful(plans)
-    # ... while the sweep still finds the overdue pending requests through that index.
+    # ... while the sweep still finds the overdue requests through that index, the stuck "processing"
+    # ones among them, and reads nothing else (the pending requests not yet due are not read).
     assert sweep["Actual Rows"] == 200
     assert indexes_used(sweep) == ["ix_transactions_status_expires"], describe(sweep)
+    assert dead["Actual Rows"] == DEAD_CHECKS
+    assert indexes_used(dead) == ["ix_transactions_status_expires"], describe(dead)
+    assert not rows_filtered_out(dead), describe(dead)
 
 
 @pytest.mark.parametrize("table", ["transactions", "templates"])
