@@ -28,7 +28,16 @@ from ssi.oid4vci import (
 
 from . import statements
 from .context import IssuerContext, new_id, new_secret, new_tx_code, secret_hash, utcnow
-from .models import AccessToken, DPoPProofUse, IssuanceClaim, Nonce, Offer, StoredResponse
+from .models import (
+    AccessToken,
+    AuthorizationRequest,
+    DeferredTransaction,
+    DPoPProofUse,
+    IssuanceClaim,
+    Nonce,
+    Offer,
+    StoredResponse,
+)
 from .nonces import mint_nonce
 from .tenancy import TenantRef
 
@@ -256,13 +265,17 @@ def new_nonce(ctx: IssuerContext, tenant: TenantRef) -> str:
 
 
 async def purge_expired(ctx: IssuerContext) -> int:
-    """Delete expired protocol state (nonces, tokens, claims, stored responses, offers); returns rows deleted."""
+    """Delete expired protocol state (nonces, tokens, claims, stored responses, authorization requests,
+    deferred transactions, offers); returns rows deleted. Authorization requests and deferred
+    transactions hold the citizen's identifier and name: kept no longer than they serve."""
     now = utcnow()
     total = 0
     async with ctx.session() as session:
         for model, column in ((Nonce, Nonce.expires_at), (AccessToken, AccessToken.expires_at),
                               (DPoPProofUse, DPoPProofUse.expires_at),
-                              (IssuanceClaim, IssuanceClaim.expires_at), (StoredResponse, StoredResponse.expires_at)):
+                              (IssuanceClaim, IssuanceClaim.expires_at), (StoredResponse, StoredResponse.expires_at),
+                              (AuthorizationRequest, AuthorizationRequest.expires_at),
+                              (DeferredTransaction, DeferredTransaction.expires_at)):
             result = await session.execute(delete(model).where(column < now))
             total += result.rowcount or 0  # type: ignore[attr-defined]
         result = await session.execute(delete(Offer).where(Offer.expires_at < now - dt.timedelta(days=1)))

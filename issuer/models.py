@@ -205,7 +205,7 @@ class DeferredTransaction(Base):
     request_id: Mapped[str] = mapped_column(String(40))
     offer_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
-    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), index=True)  # purged after (migration 0011)
     sealed_response: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     dpop_jkt: Mapped[str | None] = mapped_column(String(64), nullable=True)
 

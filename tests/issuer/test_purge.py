@@ -1,0 +1,50 @@
+"""Expired protocol state is deleted by the issuer's periodic purge — including the authorization
+requests and deferred transactions, which hold the citizen's identifier and name — and live state stays."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from sqlalchemy import func, select
+
+from issuer.app import create_app
+from issuer.grants import purge_expired
+from issuer.models import AuthorizationRequest, DeferredTransaction, Tenant
+from tests.issuer.conftest import IssuerEnv
+
+pytestmark = pytest.mark.anyio
+
+
+def _authorization(name: str, tenant_id: str, expires_at: dt.datetime) -> AuthorizationRequest:
+    return AuthorizationRequest(id=name, tenant_id=tenant_id, client_id="wallet", redirect_uri="https://wallet/cb",
+                                code_challenge="c", configuration_ids=["padro"], stage="callback",
+                                subject={"identifier": "12345678Z", "name": "Citizen"}, expires_at=expires_at)
+
+
+def _deferred(name: str, tenant_id: str, expires_at: dt.datetime) -> DeferredTransaction:
+    return DeferredTransaction(transaction_hash=name, tenant_id=tenant_id, token_hash="t", configuration_id="padro",
+                               credential_id=f"c_{name}", source_reference="ref", request_id="req",
+                               subject={"identifier": "12345678Z", "name": "Citizen"}, holder_jwks=[],
+                               created_at=expires_at - dt.timedelta(days=30), expires_at=expires_at)
+
+
+async def test_expired_authorization_requests_and_deferred_transactions_are_purged(issuer_env: IssuerEnv) -> None:
+    app = create_app(issuer_env.settings, run_background=False, configure_logs=False)
+    async with app.router.lifespan_context(app):
+        ctx = app.state.ctx
+        now = dt.datetime.now(dt.UTC)
+        async with ctx.session() as session:
+            tenant_id = (await session.execute(select(Tenant.id).where(Tenant.slug == "ajuntament-girona"))).scalar_one()
+            for make in (_authorization, _deferred):
+                session.add(make(f"purge-old-{make.__name__}", tenant_id, now - dt.timedelta(minutes=1)))
+                session.add(make(f"purge-live-{make.__name__}", tenant_id, now + dt.timedelta(minutes=10)))
+        assert await purge_expired(ctx) >= 2
+        async with ctx.db.read_session() as session:
+            left = {model.__name__: set((await session.execute(select(key).where(key.like("purge-%")))).scalars())
+                    for model, key in ((AuthorizationRequest, AuthorizationRequest.id),
+                                       (DeferredTransaction, DeferredTransaction.transaction_hash))}
+            assert await session.scalar(select(func.count()).select_from(DeferredTransaction)
+                                        .where(DeferredTransaction.expires_at < now)) == 0
+    assert left == {"AuthorizationRequest": {"purge-live-_authorization"},
+                    "DeferredTransaction": {"purge-live-_deferred"}}
