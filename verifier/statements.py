@@ -75,6 +75,12 @@ OVERDUE_TRANSACTIONS = (select(Transaction).where(Transaction.status.in_([litera
                                                   Transaction.expires_at <= bindparam("now"))
                         .limit(bindparam("limit")))
 
+#: Delete the claims of finished transactions past their retention (``now``): a range of
+#: ``ix_transactions_claims_to_purge``, which holds only the transactions whose claims are still kept.
+PURGE_CLAIMS = (update(Transaction).where(Transaction.purge_at <= bindparam("now"),
+                                          Transaction.claims_deleted_at.is_(None), Transaction.result.is_not(None))
+                .values(result=None, claims_deleted_at=bindparam("deleted_at")).returning(Transaction.id))
+
 #: Insert a transaction (parameters: every column).
 INSERT_TRANSACTION = insert(_tx)
 

@@ -49,6 +49,7 @@ from verifier.statements import (
     FINISH_TRANSACTION,
     INSERT_TRANSACTION,
     OVERDUE_TRANSACTIONS,
+    PURGE_CLAIMS,
     RECORD_DIGEST,
     TRANSACTION_BY_ID,
     checked_on_the_row,
@@ -471,9 +472,5 @@ async def sweep(db: Database, box: SecretBox, *, now: dt.datetime | None = None,
     for tx in overdue:
         expired += await expire_one(db, box, tx, now)
     async with db.session() as session:
-        purged = await session.execute(
-            update(Transaction).where(Transaction.purge_at <= now, Transaction.claims_deleted_at.is_(None),
-                                      Transaction.result.is_not(None))
-            .values(result=None, claims_deleted_at=now).returning(Transaction.id))
-        purged_count = len(purged.all())
+        purged_count = len((await session.execute(PURGE_CLAIMS, {"now": now, "deleted_at": now})).all())
     return {"expired": expired, "purged": purged_count}

@@ -119,6 +119,32 @@ def test_status_checks_read_only_their_row_before_postgresql_has_statistics(
     assert not rows_filtered_out(dead), describe(dead)
 
 
+KEPT = 4  # finished transactions whose claims are past their retention and still kept
+
+
+async def _a_month_of_finished_transactions(conn: asyncpg.Connection) -> None:
+    """:func:`_one_busy_agency` after a month: every transaction finished, their claims purged long
+    ago or never kept (a rejection), but KEPT whose retention has just run out; analyzed."""
+    await _one_busy_agency(conn)
+    await conn.execute(
+        "UPDATE transactions SET status = 'verified', completed_at = now() - i * interval '10 minutes', "
+        "purge_at = now() - i * interval '10 minutes' + interval '1 minute', "
+        f"result = CASE WHEN i <= {KEPT} THEN '\\x00'::bytea END, "
+        f"claims_deleted_at = CASE WHEN i > {KEPT} AND i % 2 = 0 THEN now() END "
+        f"FROM generate_series(1, {ROWS}) AS i WHERE id = 'tx' || i")
+    await conn.execute("ANALYZE transactions")
+
+
+def test_the_claims_purge_reads_only_the_claims_still_kept(postgres_cluster: PostgresCluster) -> None:
+    now = dt.datetime.now(dt.UTC)
+    plans = plans_before_any_analyze(postgres_cluster, MIGRATIONS, _a_month_of_finished_transactions, {
+        "purge": (statements.PURGE_CLAIMS, {"now": now, "deleted_at": now})})
+    purge = plans["purge"]
+    # With purge_at indexed on every row the sweep walked the 3,000 finished transactions each second.
+    assert indexes_used(purge) == ["ix_transactions_claims_to_purge"], describe(purge)
+    assert purge["Actual Rows"] == KEPT and not rows_filtered_out(purge), describe(purge)
+
+
 @pytest.mark.parametrize("table", ["transactions", "templates"])
 def test_keyed_tables_have_no_index_on_the_agency_alone(table: str) -> None:
     """Found by their own unique key: an index on agency_id alone serves no query and misleads the planner."""
