@@ -13,11 +13,14 @@
    ``direct_post`` or ``direct_post.jwt`` (ECDH-ES to the verifier's key).
 3. ``decline``: ``error=access_denied`` with ``state`` to the verifier.
 
-Every outcome goes to the history with exactly what was disclosed.
+Every outcome goes to the history with exactly what was disclosed. An approval that fails before its
+answer leaves the wallet gives the request back to the citizen (``pending``); one that fails once the
+answer may have reached the verifier is recorded (``failed``, outcome ``unknown``) and never resent.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from typing import Any
 
@@ -227,6 +230,15 @@ async def _claim_state(ctx: WalletContext, me: Principal, presentation_id: str, 
         raise APIError(409, "conflict", "the request was already answered or expired")
 
 
+async def _release_claim(ctx: WalletContext, me: Principal, presentation_id: str) -> None:
+    """Give a request taken for sending back to the citizen: nothing was sent, so it is ``pending``
+    again, to approve with other choices or to decline."""
+    async with ctx.db.session() as session:
+        await session.execute(update(Presentation).where(
+            Presentation.id == presentation_id, Presentation.wallet_id == me.wallet_id,
+            Presentation.state == "sending").values(state="pending").execution_options(synchronize_session=False))
+
+
 async def _finish(ctx: WalletContext, me: Principal, presentation_id: str, state: str, data: dict[str, Any],
                   history_kind: str, history: dict[str, Any]) -> None:
     async with ctx.db.session() as session:
@@ -237,16 +249,24 @@ async def _finish(ctx: WalletContext, me: Principal, presentation_id: str, state
         await add_history(session, me.key, history_kind, history)
 
 
-async def _post_response(ctx: WalletContext, request: RequestObject, payload: dict[str, Any]) -> dict[str, Any]:
-    """Send the Authorization Response; return the verifier's JSON answer (``redirect_uri``...)."""
+def _response_form(request: RequestObject, payload: dict[str, Any]) -> dict[str, Any]:
+    """The form of the Authorization Response (encrypted for ``direct_post.jwt``); nothing is sent."""
     if request.response_mode == "direct_post.jwt":
         assert request.client_metadata is not None
         jwk = request.client_metadata.encryption_key()
         encs = request.client_metadata.encrypted_response_enc_values_supported or ["A128GCM"]
         enc = next(e for e in encs if e in _SUPPORTED_ENC)
-        form = {"response": encrypt_jwe(payload, jwk, enc=enc)}
-    else:
-        form = {k: (json_dumps(v) if isinstance(v, dict) else v) for k, v in payload.items()}
+        return {"response": encrypt_jwe(payload, jwk, enc=enc)}
+    return {k: (json_dumps(v) if isinstance(v, dict) else v) for k, v in payload.items()}
+
+
+async def _post_response(ctx: WalletContext, request: RequestObject, payload: dict[str, Any]) -> dict[str, Any]:
+    """Send the Authorization Response; return the verifier's JSON answer (``redirect_uri``...)."""
+    return await _deliver(ctx, request, _response_form(request, payload))
+
+
+async def _deliver(ctx: WalletContext, request: RequestObject, form: dict[str, Any]) -> dict[str, Any]:
+    """POST a response form to the verifier; an :class:`APIError` when it is unreachable or refuses."""
     try:
         async with ctx.client() as client:
             response = await ctx.request(client, "POST", request.response_uri, data=form,
@@ -295,43 +315,61 @@ async def approve(ctx: WalletContext, me: Principal, presentation_id: str, *, se
     vp_token: dict[str, list[str]] = {}
     disclosed: list[dict[str, Any]] = []
     used_copies: list[str] = []
-    async with ctx.db.read_session() as session:
-        for query, option in chosen:
-            creds = await load_credentials(session, me.key, credential_id=option["credential_id"])
-            if not creds:
-                raise APIError(409, "conflict", "a chosen credential was deleted")
-            copy = creds[0].least_used()
-            sd = copy.parsed()
-            paths = [tuple(c["path"]) for c in option["claims"]]
-            presentation = sd.present(paths, holder_key=copy.holder_key, aud=request.client_id, nonce=request.nonce)
-            vp_token.setdefault(query["query_id"], []).append(presentation)
-            used_copies.append(copy.id)
-            disclosed.append({"query_id": query["query_id"], "credential_id": option["credential_id"],
-                              "credential_name": option["credential_name"], "issuer": option["issuer"],
-                              "issuer_name": option["issuer_name"],
-                              "claims": [{"path": c["path"], "name": c["name"], "value": c["value"]}
-                                         for c in option["claims"]]})
-    payload: dict[str, Any] = {"vp_token": vp_token}
-    if request.state is not None:
-        payload["state"] = request.state
+    try:
+        async with ctx.db.read_session() as session:
+            for query, option in chosen:
+                creds = await load_credentials(session, me.key, credential_id=option["credential_id"])
+                if not creds:
+                    raise APIError(409, "conflict", "a chosen credential was deleted; choose another or decline")
+                copy = creds[0].least_used()
+                sd = copy.parsed()
+                paths = [tuple(c["path"]) for c in option["claims"]]
+                presentation = sd.present(paths, holder_key=copy.holder_key, aud=request.client_id,
+                                          nonce=request.nonce)
+                vp_token.setdefault(query["query_id"], []).append(presentation)
+                used_copies.append(copy.id)
+                disclosed.append({"query_id": query["query_id"], "credential_id": option["credential_id"],
+                                  "credential_name": option["credential_name"], "issuer": option["issuer"],
+                                  "issuer_name": option["issuer_name"],
+                                  "claims": [{"path": c["path"], "name": c["name"], "value": c["value"]}
+                                             for c in option["claims"]]})
+        payload: dict[str, Any] = {"vp_token": vp_token}
+        if request.state is not None:
+            payload["state"] = request.state
+        form = _response_form(request, payload)
+    except (Exception, asyncio.CancelledError):
+        # Nothing has left the wallet: the request is the citizen's again (choose again, or decline),
+        # and there is no share to record. Shielded so that a cancelled request still lets it go.
+        await asyncio.shield(_release_claim(ctx, me, presentation_id))
+        raise
     history = {"verifier": data["verifier"], "purpose": data.get("purpose"), "disclosed": disclosed,
                "response_mode": request.response_mode}
     try:
-        answer = await _post_response(ctx, request, payload)
+        answer = await _deliver(ctx, request, form)
     except APIError as exc:
         data["error"] = {"error": exc.error, "error_description": exc.error_description}
-        await _finish(ctx, me, presentation_id, "failed", data, "share",
-                      {**history, "outcome": "failed", "error": exc.error})
+        await asyncio.shield(_finish(ctx, me, presentation_id, "failed", data, "share",
+                                     {**history, "outcome": "failed", "error": exc.error}))
         raise
+    except (Exception, asyncio.CancelledError):
+        # The answer may have reached the verifier: whether it did is unknown. It is never sent again
+        # (that could share twice); it is recorded as failed, and in the history with what it carried.
+        data["error"] = {"error": "delivery_unknown", "error_description": (
+            "the wallet failed while sending the answer: the verifier may or may not have received it")}
+        data["disclosed"] = disclosed
+        await asyncio.shield(_finish(ctx, me, presentation_id, "failed", data, "share",
+                                     {**history, "outcome": "unknown", "error": "delivery_unknown"}))
+        raise
+    redirect_uri = answer.get("redirect_uri") if isinstance(answer.get("redirect_uri"), str) else None
+    data["redirect_uri"] = redirect_uri
+    data["disclosed"] = disclosed
+    # The share is recorded first: a failure counting the copies' uses cannot keep it out of the history.
+    await _finish(ctx, me, presentation_id, "sent", data, "share", {**history, "outcome": "sent"})
     async with ctx.db.session() as session:
         for copy_id in used_copies:
             await session.execute(update(CredentialCopy).where(CredentialCopy.id == copy_id,
                                                                CredentialCopy.wallet_id == me.wallet_id)
                                   .values(uses=CredentialCopy.uses + 1).execution_options(synchronize_session=False))
-    redirect_uri = answer.get("redirect_uri") if isinstance(answer.get("redirect_uri"), str) else None
-    data["redirect_uri"] = redirect_uri
-    data["disclosed"] = disclosed
-    await _finish(ctx, me, presentation_id, "sent", data, "share", {**history, "outcome": "sent"})
     return {**_preview_out(presentation_id, "sent", data), "disclosed": disclosed}
 
 

@@ -1,0 +1,137 @@
+"""No presentation is left half-way (``sending``) by an error.
+
+- Approving: an error before the answer leaves the wallet gives the request back to the citizen
+  (``pending``: choose again or decline) and records no share; an unexpected error once the answer may
+  have reached the verifier records the share as ``failed`` with outcome ``unknown`` and never resends it.
+
+Real issuer, verifier and wallet over HTTP; the failures are injected into the wallet (same process).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+
+from ssi.errors import SSIError
+from ssi.sd_jwt import SDJWT
+from tests.wallet_api.conftest import bearer, login
+from tests.wallet_api.system import System, fresh_citizens
+from tests.wallet_api.test_e2e import make_offer, receive
+from tests.wallet_api.test_flows import wait_for
+from wallet_api.context import WalletContext
+
+# Others' tests take the first fresh citizens; these wallets are used by this module only, and their
+# tax records are positive (the verifier's request asks for a positive certificate).
+DELETED_CITIZEN, BROKEN_CITIZEN, UNKNOWN_CITIZEN, ACCEPT_CITIZEN = fresh_citizens(16)[12:16]
+
+
+def _ask(system: System, tokens: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A verifier's request for the tax certificate, and the wallet's consent preview of it."""
+    request = httpx.post(f"{system.verifier}/v1/requests", headers=system.verifier_headers("ajuntament-barcelona"),
+                         json={"template": "grant-application"})
+    assert request.status_code in (200, 201), request.text
+    preview = httpx.post(f"{system.wallet}/v1/presentations", json={"request_uri": request.json()["uri"]},
+                         headers=bearer(tokens), timeout=30)
+    assert preview.status_code == 201, preview.text
+    assert preview.json()["satisfiable"]
+    return request.json(), preview.json()
+
+
+def _verifier_status(system: System, request: dict[str, Any]) -> str:
+    return httpx.get(request["status_url"], headers=system.verifier_headers("ajuntament-barcelona")).json()["status"]
+
+
+def _answered(system: System, request: dict[str, Any]) -> str:
+    """The verifier's status once it is no longer ``pending`` (or ``pending`` after the wait)."""
+    return wait_for(lambda: (s := _verifier_status(system, request)) != "pending" and s, timeout=10) or "pending"
+
+
+def _presentation(system: System, tokens: dict[str, Any], presentation_id: str) -> dict[str, Any]:
+    r = httpx.get(f"{system.wallet}/v1/presentations/{presentation_id}", headers=bearer(tokens))
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def _shares(system: System, tokens: dict[str, Any]) -> list[dict[str, Any]]:
+    return httpx.get(f"{system.wallet}/v1/history", params={"kind": "share"}, headers=bearer(tokens)).json()
+
+
+def _approve(system: System, tokens: dict[str, Any], presentation_id: str, credential_id: str) -> httpx.Response:
+    return httpx.post(f"{system.wallet}/v1/presentations/{presentation_id}/approve",
+                      json={"selection": {"tax": credential_id}}, headers=bearer(tokens), timeout=30)
+
+
+def test_approving_a_credential_deleted_since_the_preview_gives_the_request_back(system: System) -> None:
+    tokens = login(system.wallet, DELETED_CITIZEN)
+    cid = receive(system, tokens, make_offer(system, "aoc-tax", "tax-compliance", DELETED_CITIZEN))["credential_ids"][0]
+    request, preview = _ask(system, tokens)
+    pid = preview["presentation_id"]
+    assert httpx.delete(f"{system.wallet}/v1/credentials/{cid}", headers=bearer(tokens)).status_code == 204
+
+    refused = _approve(system, tokens, pid, cid)
+    assert refused.status_code == 409, refused.text
+    # Nothing left the wallet: the request is the citizen's to answer again, no share is recorded.
+    assert _presentation(system, tokens, pid)["state"] == "pending"
+    assert _shares(system, tokens) == []
+    assert _verifier_status(system, request) == "pending"
+    declined = httpx.post(f"{system.wallet}/v1/presentations/{pid}/decline", headers=bearer(tokens))
+    assert declined.status_code == 200 and declined.json()["state"] == "declined", declined.text
+    assert _answered(system, request) in ("declined", "rejected")
+
+
+def test_a_failure_while_building_the_presentation_leaves_it_pending_to_approve_again(
+        system: System, monkeypatch: pytest.MonkeyPatch) -> None:
+    tokens = login(system.wallet, BROKEN_CITIZEN)
+    cid = receive(system, tokens, make_offer(system, "aoc-tax", "tax-compliance", BROKEN_CITIZEN))["credential_ids"][0]
+    request, preview = _ask(system, tokens)
+    pid = preview["presentation_id"]
+
+    def broken(*_args: Any, **_kwargs: Any) -> str:
+        raise SSIError("sd_jwt.injected", "an injected failure while presenting")
+
+    monkeypatch.setattr(SDJWT, "present", broken)
+    failed = _approve(system, tokens, pid, cid)
+    assert failed.status_code == 400 and failed.json()["code"] == "sd_jwt.injected", failed.text
+    assert _presentation(system, tokens, pid)["state"] == "pending"
+    assert _shares(system, tokens) == []
+    assert _verifier_status(system, request) == "pending"
+
+    monkeypatch.undo()
+    sent = _approve(system, tokens, pid, cid)
+    assert sent.status_code == 200 and sent.json()["state"] == "sent", sent.text
+    assert _answered(system, request) == "verified"
+    assert [s["details"]["outcome"] for s in _shares(system, tokens)] == ["sent"]
+
+
+def test_an_unexpected_error_once_the_answer_may_have_left_is_recorded_as_failed_with_unknown_outcome(
+        system: System, monkeypatch: pytest.MonkeyPatch) -> None:
+    tokens = login(system.wallet, UNKNOWN_CITIZEN)
+    cid = receive(system, tokens, make_offer(system, "aoc-tax", "tax-compliance", UNKNOWN_CITIZEN))["credential_ids"][0]
+    request, preview = _ask(system, tokens)
+    pid = preview["presentation_id"]
+    real_request = WalletContext.request
+
+    async def lost_after_sending(self: WalletContext, client: httpx.AsyncClient, method: str, url: str,
+                                 **kwargs: Any) -> httpx.Response:
+        response = await real_request(self, client, method, url, **kwargs)
+        if method == "POST" and url.startswith(system.verifier):
+            raise RuntimeError("injected: the wallet died after the verifier took the answer")
+        return response
+
+    monkeypatch.setattr(WalletContext, "request", lost_after_sending)
+    failed = _approve(system, tokens, pid, cid)
+    assert failed.status_code == 500, failed.text
+    monkeypatch.undo()
+
+    assert _answered(system, request) == "verified"  # it did reach the verifier...
+    shown = _presentation(system, tokens, pid)
+    assert shown["state"] == "failed" and shown["error"]["error"] == "delivery_unknown", shown
+    shares = _shares(system, tokens)  # ...so it is in the citizen's history, with what was disclosed
+    assert len(shares) == 1 and shares[0]["details"]["outcome"] == "unknown"
+    assert shares[0]["details"]["disclosed"][0]["credential_id"] == cid
+    assert shares[0]["details"]["disclosed"][0]["claims"]
+    # and it is never sent again
+    again = _approve(system, tokens, pid, cid)
+    assert again.status_code == 409, again.text
