@@ -229,13 +229,13 @@ async def accept_offer(ctx: WalletContext, me: Principal, offer_id: str, tx_code
     assert pre is not None  # receive_offer kept only pre-authorized offers
     if pre.tx_code is not None and not tx_code:
         raise APIError(400, "tx_code_required", "this offer needs the transaction code the issuer gave you")
-    if not await _transition(ctx, offer_id, me.wallet_id, ("offered",), "accepting"):
-        raise APIError(409, "conflict", "the offer is being accepted already")
     metadata = CredentialIssuerMetadata.model_validate(data["metadata"], context=STORED)
     as_meta = AuthorizationServerMetadata.model_validate(data["as_metadata"], context=STORED)
     form = {"grant_type": PRE_AUTHORIZED_CODE_GRANT, "pre-authorized_code": pre.pre_authorized_code}
     if pre.tx_code is not None and tx_code:
         form["tx_code"] = tx_code
+    if not await _transition(ctx, offer_id, me.wallet_id, ("offered",), "accepting"):
+        raise APIError(409, "conflict", "the offer is being accepted already")
     try:
         async with ctx.client() as client:
             session = IssuerSession(ctx, client, metadata, as_meta)
@@ -247,6 +247,15 @@ async def accept_offer(ctx: WalletContext, me: Principal, offer_id: str, tx_code
         data["error"] = {"error": exc.error, "error_description": exc.detail}
         await _save_offer(ctx, me.key, offer_id, data, "offered" if retry else "failed")
         raise exc.api() from exc
+    except (Exception, asyncio.CancelledError):
+        # Anything else (a database error, a cancelled request, a bug) must not leave the offer
+        # 'accepting' for good. Not retried: the pre-authorized code may be spent; the citizen scans
+        # the offer again. Shielded so that a cancelled request still records it.
+        data["error"] = {"error": "server_error", "error_description": (
+            "the wallet failed while receiving this credential; scan the offer again, or ask the issuer "
+            "for a new one")}
+        await asyncio.shield(_save_offer(ctx, me.key, offer_id, data, "failed"))
+        raise
     data.update(outcome.data)
     data.pop("error", None)
     await _save_offer(ctx, me.key, offer_id, data, outcome.state, outcome.next_poll_at)
@@ -771,11 +780,11 @@ async def finish_authorization(ctx: WalletContext, *, state: str | None, code: s
         data["error"] = {"error": "access_denied", "error_description": "the issuer's login was cancelled or refused"}
         await _save_offer(ctx, key, row.id, data, "failed")
         return redirect + sep + urlencode({"offer_id": row.id, "error": "access_denied"})
-    metadata = CredentialIssuerMetadata.model_validate(data["metadata"], context=STORED)
-    as_meta = AuthorizationServerMetadata.model_validate(data["as_metadata"], context=STORED)
     form = {"grant_type": "authorization_code", "code": code, "redirect_uri": issuance_callback_url(ctx),
             "code_verifier": data["verifier"], "client_id": ctx.settings.issuance_client_id}
     try:
+        metadata = CredentialIssuerMetadata.model_validate(data["metadata"], context=STORED)
+        as_meta = AuthorizationServerMetadata.model_validate(data["as_metadata"], context=STORED)
         async with ctx.client() as client:
             session_ = IssuerSession(ctx, client, metadata, as_meta)
             token = await session_.token(form)
@@ -785,6 +794,12 @@ async def finish_authorization(ctx: WalletContext, *, state: str | None, code: s
         data["error"] = {"error": exc.error, "error_description": exc.detail}
         await _save_offer(ctx, key, row.id, data, "failed")
         return redirect + sep + urlencode({"offer_id": row.id, "error": exc.error})
+    except (Exception, asyncio.CancelledError):
+        # As in accept_offer: never leave the offer 'accepting'; the citizen starts the issuance again.
+        data["error"] = {"error": "server_error", "error_description": (
+            "the wallet failed while receiving this credential; request it from the issuer again")}
+        await asyncio.shield(_save_offer(ctx, key, row.id, data, "failed"))
+        raise
     data.update(outcome.data)
     data.pop("verifier", None)
     await _save_offer(ctx, key, row.id, data, outcome.state, outcome.next_poll_at)

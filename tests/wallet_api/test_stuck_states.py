@@ -1,8 +1,10 @@
-"""No presentation is left half-way (``sending``) by an error.
+"""No presentation or offer is left half-way (``sending``, ``accepting``) by an error.
 
 - Approving: an error before the answer leaves the wallet gives the request back to the citizen
   (``pending``: choose again or decline) and records no share; an unexpected error once the answer may
   have reached the verifier records the share as ``failed`` with outcome ``unknown`` and never resends it.
+- Accepting an offer, or the issuer's callback of the authorization code flow: an unexpected error
+  records the offer as ``failed`` (``server_error``) so the app can tell the citizen to start again.
 
 Real issuer, verifier and wallet over HTTP; the failures are injected into the wallet (same process).
 """
@@ -13,13 +15,16 @@ from typing import Any
 
 import httpx
 import pytest
+import sqlalchemy.exc
 
+from sandbox.population import DEMO_EVERYTHING
 from ssi.errors import SSIError
 from ssi.sd_jwt import SDJWT
-from tests.wallet_api.conftest import bearer, login
+from tests.wallet_api.conftest import APP_REDIRECT, bearer, login
 from tests.wallet_api.system import System, fresh_citizens
 from tests.wallet_api.test_e2e import make_offer, receive
 from tests.wallet_api.test_flows import wait_for
+from wallet_api import receiving
 from wallet_api.context import WalletContext
 
 # Others' tests take the first fresh citizens; these wallets are used by this module only, and their
@@ -135,3 +140,71 @@ def test_an_unexpected_error_once_the_answer_may_have_left_is_recorded_as_failed
     # and it is never sent again
     again = _approve(system, tokens, pid, cid)
     assert again.status_code == 409, again.text
+
+
+def _fail_storing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The wallet's database refuses to store the verified credential."""
+    async def refuse(*_args: Any, **_kwargs: Any) -> str:
+        raise sqlalchemy.exc.IntegrityError("INSERT INTO credentials", {}, Exception("injected constraint failure"))
+
+    monkeypatch.setattr(receiving, "add_credential", refuse)
+
+
+def _offer(system: System, tokens: dict[str, Any], offer_id: str) -> dict[str, Any]:
+    r = httpx.get(f"{system.wallet}/v1/offers/{offer_id}", headers=bearer(tokens))
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def test_an_unexpected_error_while_accepting_an_offer_records_it_failed(
+        system: System, monkeypatch: pytest.MonkeyPatch) -> None:
+    tokens = login(system.wallet, ACCEPT_CITIZEN)
+    offer = make_offer(system, "aoc-tax", "tax-compliance", ACCEPT_CITIZEN)
+    preview = httpx.post(f"{system.wallet}/v1/offers", json={"offer_uri": offer["offer_uri"]},
+                         headers=bearer(tokens), timeout=30)
+    assert preview.status_code == 201, preview.text
+    offer_id = preview.json()["offer_id"]
+    _fail_storing(monkeypatch)
+    accepted = httpx.post(f"{system.wallet}/v1/offers/{offer_id}/accept", json={"tx_code": offer["tx_code"]},
+                          headers=bearer(tokens), timeout=60)
+    assert accepted.status_code == 500, accepted.text
+    monkeypatch.undo()
+
+    shown = _offer(system, tokens, offer_id)
+    assert shown["state"] == "failed", shown
+    assert shown["error"]["error"] == "server_error" and shown["error"]["error_description"]
+    assert ACCEPT_CITIZEN not in str(shown["error"])
+    again = httpx.post(f"{system.wallet}/v1/offers/{offer_id}/accept", json={"tx_code": offer["tx_code"]},
+                       headers=bearer(tokens), timeout=60)
+    assert again.status_code == 409  # the pre-authorized code is spent: the citizen scans a new offer
+
+
+def _browse_to_callback(system: System, tokens: dict[str, Any]) -> tuple[str, str]:
+    """Start wallet-initiated issuance of a diploma; follow the browser up to (not into) the wallet's
+    callback; return the offer id and the callback URL."""
+    r = httpx.post(f"{system.wallet}/v1/issuance/authorize", headers=bearer(tokens), timeout=30, json={
+        "credential_issuer": f"{system.issuer}/t/uni-barcelona", "credential_configuration_id": "university-diploma",
+        "redirect_uri": APP_REDIRECT, "login_hint": DEMO_EVERYTHING})
+    assert r.status_code == 200, r.text
+    url = r.json()["authorization_url"]
+    with httpx.Client(follow_redirects=False, timeout=30) as browser:
+        for _ in range(8):
+            response = browser.get(url)
+            assert response.status_code in (302, 303), (response.status_code, response.text)
+            url = response.headers["location"]
+            if url.startswith(f"{system.wallet}/v1/issuance/callback"):
+                return r.json()["offer_id"], url
+    raise AssertionError(f"the browser never came back to the wallet: {url}")
+
+
+def test_an_unexpected_error_in_the_issuance_callback_records_the_offer_failed(
+        system: System, monkeypatch: pytest.MonkeyPatch) -> None:
+    tokens = login(system.wallet, DEMO_EVERYTHING)
+    offer_id, callback = _browse_to_callback(system, tokens)
+    _fail_storing(monkeypatch)
+    back = httpx.get(callback, timeout=60)
+    assert back.status_code == 500, back.text
+    monkeypatch.undo()
+    shown = _offer(system, tokens, offer_id)
+    assert shown["state"] == "failed", shown
+    assert shown["error"]["error"] == "server_error"
