@@ -16,11 +16,11 @@ from collections.abc import AsyncIterator
 
 import httpx
 from fastapi import FastAPI
-from sqlalchemy import select, update
+from sqlalchemy import update
 
 from service_kit.crypto import SecretBox
 from service_kit.db import Database
-from service_kit.webhooks import deliver_webhook, next_attempt_after
+from service_kit.webhooks import DeliveryResult, deliver_webhook, due_webhooks, next_attempt_after
 from verifier.models import Agency, WebhookOutbox
 from verifier.transactions import sweep, utcnow
 
@@ -34,34 +34,44 @@ async def deliver_due(db: Database, box: SecretBox, client: httpx.AsyncClient, *
     """Send every due outbox row once (one attempt each; failures are rescheduled). Returns deliveries."""
     now = utcnow()
     async with db.read_session() as session:
-        due = list((await session.scalars(
-            select(WebhookOutbox).where(WebhookOutbox.delivered_at.is_(None), WebhookOutbox.next_attempt_at <= now,
-                                        WebhookOutbox.attempts < MAX_ATTEMPTS)
-            .order_by(WebhookOutbox.next_attempt_at).limit(limit))).all())
+        due = list((await session.scalars(due_webhooks(WebhookOutbox, now, max_attempts=MAX_ATTEMPTS,
+                                                       limit=limit))).all())
     delivered = 0
-    for row in due:
+    for row_id in due:
+        # The lease counts the attempt: a row that fails before its outcome is recorded (its agency
+        # deleted, a secret that no longer opens, a crash) runs out of attempts instead of coming
+        # back every minute for ever.
         async with db.session() as session:
-            claimed = await session.execute(
-                update(WebhookOutbox).where(WebhookOutbox.id == row.id, WebhookOutbox.next_attempt_at <= now,
+            row = (await session.execute(
+                update(WebhookOutbox).where(WebhookOutbox.id == row_id, WebhookOutbox.next_attempt_at <= now,
                                             WebhookOutbox.delivered_at.is_(None))
-                .values(next_attempt_at=now + LEASE).returning(WebhookOutbox.id))
-            if claimed.first() is None:
+                .values(next_attempt_at=now + LEASE, attempts=WebhookOutbox.attempts + 1)
+                .returning(WebhookOutbox))).scalar_one_or_none()
+            if row is None:
                 continue
             agency = await session.get(Agency, row.endpoint_id)
         if agency is None:
-            continue
-        secret = box.open(agency.webhook_secret, f"agency:{agency.id}:webhook".encode())
-        result = await deliver_webhook(client, row.url, row.body, secret, event_id=row.id, max_attempts=1)
+            result = DeliveryResult(False, 0, None, "the agency was removed")
+            attempts = MAX_ATTEMPTS  # nobody left to deliver to
+        else:
+            attempts = row.attempts
+            try:
+                secret = box.open(agency.webhook_secret, f"agency:{agency.id}:webhook".encode())
+            except Exception as exc:  # noqa: BLE001 - one row's unreadable secret must not stop the others
+                log.warning("webhook secret unreadable", extra={"agency": agency.id, "error": type(exc).__name__})
+                result = DeliveryResult(False, 0, None, "the agency's webhook secret cannot be opened")
+            else:
+                result = await deliver_webhook(client, row.url, row.body, secret, event_id=row.id, max_attempts=1)
         finished = utcnow()
         async with db.session() as session:
             if result.delivered:
                 delivered += 1
-                await session.execute(update(WebhookOutbox).where(WebhookOutbox.id == row.id)
-                                      .values(delivered_at=finished, attempts=row.attempts + 1, last_error=None))
+                await session.execute(update(WebhookOutbox).where(WebhookOutbox.id == row_id)
+                                      .values(delivered_at=finished, last_error=None))
             else:
-                await session.execute(update(WebhookOutbox).where(WebhookOutbox.id == row.id).values(
-                    attempts=row.attempts + 1, last_error=result.error,
-                    next_attempt_at=next_attempt_after(row.attempts + 1, finished, base=2.0, cap=600.0)))
+                await session.execute(update(WebhookOutbox).where(WebhookOutbox.id == row_id).values(
+                    attempts=attempts, last_error=result.error,
+                    next_attempt_at=next_attempt_after(attempts, finished, base=2.0, cap=600.0)))
     return delivered
 
 

@@ -9,11 +9,13 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
 from fastapi import FastAPI, Request, Response
+from sqlalchemy import select
 
 from service_kit.webhooks import EVENT_ID_HEADER, SIGNATURE_HEADER, verify_webhook
 from ssi.jose import Key
@@ -312,3 +314,54 @@ def test_concurrent_answers_on_postgresql_one_wins(http, wallet, creds, pki, pos
         assert all(codes == ["verifier.already_answered"] for status, codes in outcomes if status == 400), outcomes
         result = http.get(f"{pg_verifier.url}/v1/requests/{created['id']}", headers=pg_verifier.headers()).json()
         assert result["status"] == "verified"
+
+
+def test_a_row_that_cannot_be_sent_uses_up_its_attempts_and_not_the_other_rows(tmp_path):
+    """The worker's round on a real database: a row whose agency's secret does not open (sealed under
+    another master key) and a row whose agency is gone are each counted as a failed attempt, and the
+    good row of the same round is delivered."""
+    import asyncio
+    import datetime as dt
+    import os
+
+    import httpx
+
+    from service_kit.crypto import SecretBox
+    from service_kit.db import Database
+    from service_kit.migrations import run_migrations
+    from verifier.models import Agency, WebhookOutbox
+    from verifier.worker import deliver_due
+
+    url = f"sqlite+aiosqlite:///{tmp_path / 'verifier.db'}"
+    run_migrations(Path(__file__).resolve().parents[2] / "verifier" / "migrations", url)
+    box = SecretBox(os.urandom(32))
+    rec = Receiver()
+
+    async def scenario(hook_url: str) -> tuple[int, dict[str, tuple[int, Any, Any]]]:
+        db = Database(url)
+        now = dt.datetime.now(dt.UTC)
+        try:
+            async with db.session() as session:
+                for agency_id, sealed_by in (("good", box), ("locked", SecretBox(os.urandom(32)))):
+                    session.add(Agency(id=agency_id, slug=agency_id, name=agency_id, signing_key=b"\0", x5c=[],
+                                       webhook_secret=sealed_by.seal(b"secret", f"agency:{agency_id}:webhook".encode()),
+                                       created_at=now))
+                for row_id, agency_id in (("to-good", "good"), ("to-locked", "locked"), ("to-gone", "gone")):
+                    session.add(WebhookOutbox(id=row_id, endpoint_id=agency_id, url=hook_url, event_type="e",
+                                              body=b"{}", attempts=0, created_at=now,
+                                              next_attempt_at=now - dt.timedelta(seconds=1)))
+            async with httpx.AsyncClient() as client:
+                delivered = await deliver_due(db, box, client)
+            async with db.read_session() as session:
+                rows = {r.id: (r.attempts, r.delivered_at, r.last_error)
+                        for r in (await session.execute(select(WebhookOutbox))).scalars()}
+            return delivered, rows
+        finally:
+            await db.dispose()
+
+    with serve(rec.app()) as base:
+        delivered, rows = asyncio.run(scenario(f"{base}/hooks/vp"))
+    assert delivered == 1 and len(rec.accepted) == 1
+    assert rows["to-good"][0] == 1 and rows["to-good"][1] is not None
+    assert rows["to-locked"] == (1, None, "the agency's webhook secret cannot be opened")
+    assert rows["to-gone"] == (12, None, "the agency was removed")  # given up: nobody to deliver to
