@@ -768,8 +768,13 @@ async def finish_authorization(ctx: WalletContext, *, state: str | None, code: s
                                                          Offer.state == "authorizing"))).scalar_one_or_none()
         if row is None or row.expires_at <= utcnow():
             raise APIError(400, "invalid_request", "unknown or expired issuance (start again)")
-        row.state = "accepting"
-        row.state_hash = None
+        # Conditional, so that of two callbacks that both read 'authorizing' (a reload) only one goes
+        # on: the other could otherwise record 'failed' (its code is spent) over the first's 'issued'.
+        claimed = await session.execute(
+            update(Offer).where(Offer.id == row.id, Offer.state == "authorizing")
+            .values(state="accepting", state_hash=None).execution_options(synchronize_session=False))
+        if claimed.rowcount != 1:
+            raise APIError(400, "invalid_request", "unknown or expired issuance (start again)")
         wallet = await session.get(Wallet, row.wallet_id)
     assert wallet is not None
     key = ctx.vault.data_key(wallet)

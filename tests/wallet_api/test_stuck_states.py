@@ -5,13 +5,20 @@
   have reached the verifier records the share as ``failed`` with outcome ``unknown`` and never resends it.
 - Accepting an offer, or the issuer's callback of the authorization code flow: an unexpected error
   records the offer as ``failed`` (``server_error``) so the app can tell the citizen to start again.
+- The callback is claimed by a conditional update: a reloaded callback racing the first one cannot
+  record ``failed`` over the first one's ``issued`` (on PostgreSQL; SQLite serialises the two anyway).
 
 Real issuer, verifier and wallet over HTTP; the failures are injected into the wallet (same process).
 """
 
 from __future__ import annotations
 
+import asyncio
+import sys
+import threading
+from collections.abc import Iterator
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
@@ -20,8 +27,9 @@ import sqlalchemy.exc
 from sandbox.population import DEMO_EVERYTHING
 from ssi.errors import SSIError
 from ssi.sd_jwt import SDJWT
+from tests.support.postgres import PostgresCluster
 from tests.wallet_api.conftest import APP_REDIRECT, bearer, login
-from tests.wallet_api.system import System, fresh_citizens
+from tests.wallet_api.system import System, fresh_citizens, running_system
 from tests.wallet_api.test_e2e import make_offer, receive
 from tests.wallet_api.test_flows import wait_for
 from wallet_api import receiving
@@ -208,3 +216,71 @@ def test_an_unexpected_error_in_the_issuance_callback_records_the_offer_failed(
     shown = _offer(system, tokens, offer_id)
     assert shown["state"] == "failed", shown
     assert shown["error"]["error"] == "server_error"
+
+
+# -- the reloaded callback, on PostgreSQL (where two callbacks' transactions can interleave) ----------
+
+@pytest.fixture(scope="module")
+def pg_system(postgres_cluster: PostgresCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
+    url = postgres_cluster.create_database()
+    try:
+        with running_system(tmp_path_factory.mktemp("pg-stuck"), wallet_db_url=url) as running:
+            yield running
+    finally:
+        postgres_cluster.drop_database(url)
+
+
+def _pg_execute(system: System, statement: str, *params: Any) -> list[Any]:
+    """Run one statement on the wallet's PostgreSQL database on a connection of its own, from any thread
+    (even the wallet's event loop thread: it runs in a thread of its own and is waited for)."""
+    import asyncpg
+
+    url = system.wallet_app.state.wallet.settings.database_url.replace("postgresql+asyncpg://", "postgresql://")
+    result: list[Any] = []
+
+    async def run() -> None:
+        connection = await asyncpg.connect(url)
+        try:
+            result.extend(await connection.fetch(statement, *params))
+        finally:
+            await connection.close()
+
+    thread = threading.Thread(target=lambda: asyncio.run(run()))
+    thread.start()
+    thread.join(timeout=30)
+    return result
+
+
+def test_a_reloaded_issuance_callback_cannot_overwrite_the_first_ones_outcome(
+        pg_system: System, monkeypatch: pytest.MonkeyPatch) -> None:
+    system = pg_system
+    tokens = login(system.wallet, DEMO_EVERYTHING)
+    offer_id, callback = _browse_to_callback(system, tokens)
+    before = _pg_execute(system, "SELECT state_hash, sealed FROM offers WHERE id = $1", offer_id)[0]
+    first = httpx.get(callback, timeout=60)
+    assert first.status_code == 302 and parse_qs(urlsplit(first.headers["location"]).query)["state"] == ["issued"]
+    assert _offer(system, tokens, offer_id)["state"] == "issued"
+    after = _pg_execute(system, "SELECT sealed FROM offers WHERE id = $1", offer_id)[0][0]
+
+    # The reload read the offer while it was still 'authorizing' (as the first callback had found it);
+    # the first callback then finished, between the reload's read and its write.
+    _pg_execute(system, "UPDATE offers SET state = 'authorizing', state_hash = $2, sealed = $3 WHERE id = $1",
+                offer_id, before[0], before[1])
+    real_utcnow = receiving.utcnow
+    raced: list[bool] = []
+
+    def racing_utcnow() -> Any:
+        if not raced and sys._getframe(1).f_code.co_name == "finish_authorization":
+            raced.append(True)
+            _pg_execute(system, "UPDATE offers SET state = 'issued', state_hash = NULL, sealed = $2 WHERE id = $1",
+                        offer_id, after)
+        return real_utcnow()
+
+    monkeypatch.setattr(receiving, "utcnow", racing_utcnow)
+    reload = httpx.get(callback, timeout=60)
+    monkeypatch.undo()
+    assert raced
+    assert reload.status_code == 400, (reload.status_code, reload.headers.get("location"))
+    shown = _offer(system, tokens, offer_id)
+    assert shown["state"] == "issued" and shown["error"] is None, shown
+    assert len(shown["credential_ids"]) == 1
