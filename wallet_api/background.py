@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 
 STATUS_NAMES = {0: "valid", 1: "revoked", 2: "suspended"}
 BATCH = 100
+#: Alert webhooks sent per round at most (each leased on its own).
+WEBHOOK_ROUND = 20
 
 
 async def webhook_loop(ctx: WalletContext) -> None:
@@ -52,15 +54,20 @@ async def deliver_alert_webhooks(ctx: WalletContext) -> int:
     settings = ctx.settings
     if not settings.webhook_url or settings.webhook_secret is None:
         return 0
-    async with ctx.db.session() as session:
-        rows = await claim_due_webhooks(session, AlertWebhookOutbox, utcnow(),
-                                        max_attempts=settings.webhook_max_attempts)
-    delivered = 0
-    if not rows:
-        return 0
     secret = settings.webhook_secret.get_secret_value()
+    delivered = 0
     async with ctx.client() as client:
-        for row_id, _endpoint, _event_type, body, attempts in rows:
+        # One row leased at a time, for longer than its tries can take (3 × http_timeout and the
+        # pauses): a batch of 20 under one two-minute lease could outlast it, and another worker
+        # would take the rest and send them again.
+        lease = dt.timedelta(seconds=3 * settings.http_timeout + 30)
+        for _ in range(WEBHOOK_ROUND):
+            async with ctx.db.session() as session:
+                rows = await claim_due_webhooks(session, AlertWebhookOutbox, utcnow(), lease=lease, limit=1,
+                                                max_attempts=settings.webhook_max_attempts)
+            if not rows:
+                break
+            ((row_id, _endpoint, _event_type, body, attempts),) = rows
             result = await deliver_webhook(client, settings.webhook_url, body, secret, event_id=row_id,
                                            max_attempts=3, base_delay=0.2, max_delay=5.0,
                                            timeout=settings.http_timeout)
