@@ -41,7 +41,7 @@ from ssi.oid4vci import (
 
 from .context import FetchError, WalletContext
 from .deps import Principal
-from .models import Offer, utcnow
+from .models import Credential, Offer, utcnow
 from .store import STORED, accept_languages, add_alert, add_credential, add_history, pick_display
 from .vault import DataKey, new_id, token_hash
 
@@ -481,8 +481,12 @@ class IssuerSession:
         return Outcome("issued", data)
 
     async def store(self, key: DataKey, configuration_id: str, response: CredentialResponse, keys: list[Key],
-                    languages: list[str]) -> str:
-        """Verify each copy against its holder key, then store them as one credential."""
+                    languages: list[str], *, credential_id: str | None = None) -> str:
+        """Verify each copy against its holder key, then store them as one credential.
+
+        ``credential_id`` (a deferred delivery's, derived from its transaction): when a credential of
+        that id is in the wallet already, an earlier poll stored this very delivery and stopped before
+        it saved the offer; the issuer sent it again, and it is not stored twice."""
         config = self.metadata.credential_configurations_supported[configuration_id]
         assert response.credentials is not None
         if len(response.credentials) > len(keys):
@@ -515,10 +519,13 @@ class IssuerSession:
                    "notification": {"notification_id": response.notification_id, "token": self.sealable(),
                                     "metadata": self.metadata.to_json(), "as_metadata": self.as_meta.to_json()},
                    "key_source": verified_first.key_source}
+        if credential_id is not None and await _stored_already(self.ctx, key, credential_id):
+            return credential_id
         async with self.ctx.db.session() as session:
             credential_id = await add_credential(session, key, vct=verified_first.vct,
                                                  issuer=verified_first.issuer, details=details, copies=copies,
-                                                 iat=verified_first.iat, exp=verified_first.exp)
+                                                 iat=verified_first.iat, exp=verified_first.exp,
+                                                 credential_id=credential_id)
             await add_history(session, key, "receipt", {
                 "credential_id": credential_id, "issuer": verified_first.issuer,
                 "issuer_name": details["issuer_display"]["name"], "vct": verified_first.vct,
@@ -528,6 +535,20 @@ class IssuerSession:
                             f"{described['name']} was added to your wallet", credential_id, webhook=self.ctx.webhook)
         await self.notify(response.notification_id, "credential_accepted")
         return credential_id
+
+
+async def _stored_already(ctx: WalletContext, key: DataKey, credential_id: str) -> bool:
+    async with ctx.db.read_session() as session:
+        found = await session.scalar(select(Credential.id).where(Credential.id == credential_id,
+                                                                 Credential.wallet_id == key.wallet_id))
+    return found is not None
+
+
+def deferred_credential_id(wallet_id: str, offer_id: str, transaction_id: str) -> str:
+    """The id a deferred delivery is stored under: the same for every poll of one transaction, so a
+    delivery the issuer sends again is recognised (a wallet-local name; the transaction id stays secret)."""
+    digest = hashlib.sha256(f"{wallet_id}\x00{offer_id}\x00{transaction_id}".encode()).digest()
+    return "cred_" + base64.urlsafe_b64encode(digest[:16]).decode().rstrip("=")
 
 
 _TECHNICAL_CLAIMS = frozenset({"iss", "iat", "nbf", "exp", "cnf", "vct", "vct#integrity", "status", "sub"})
@@ -650,7 +671,9 @@ async def poll_offer(ctx: WalletContext, key: DataKey, offer_id: str, languages:
                     still.append(item)
                     continue
                 keys = [Key.from_jwk(j) for j in item["holder_jwks"]]
-                credential_id = await session_.store(key, item["configuration_id"], response, keys, languages or [])
+                credential_id = await session_.store(
+                    key, item["configuration_id"], response, keys, languages or [],
+                    credential_id=deferred_credential_id(key.wallet_id, offer_id, item["transaction_id"]))
                 data.setdefault("credential_ids", []).append(credential_id)
     except IssuanceError as exc:
         data["error"] = {"error": exc.error, "error_description": exc.detail}

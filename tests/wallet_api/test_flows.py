@@ -14,7 +14,7 @@ from ssi.sd_jwt import SDJWT
 from ssi.sd_jwt_vc import X5CKeyResolver, verify_sd_jwt_vc
 from ssi.x509 import load_pem_certificates
 from tests.wallet_api.conftest import APP_REDIRECT, bearer, login
-from tests.wallet_api.system import System, execute_sql, open_copies
+from tests.wallet_api.system import System, execute_sql, open_copies, query_sql
 from tests.wallet_api.test_e2e import make_offer, receive
 
 
@@ -46,6 +46,7 @@ def test_a_deferred_poll_that_died_is_taken_over_once_its_lease_runs_out(system:
     def state() -> str:
         return httpx.get(f"{system.wallet}/v1/offers/{offer_id}", headers=bearer(tokens)).json()["state"]
 
+    [(sealed_while_pending,)] = query_sql(system, "SELECT sealed FROM offers WHERE id = ?", offer_id)
     # A poll in progress (its lease runs for two minutes): neither the citizen nor the sweep polls too.
     execute_sql(system, "UPDATE offers SET state = 'polling', next_poll_at = '2999-01-01 00:00:00.000000' "
                         "WHERE id = ?", offer_id)
@@ -58,6 +59,19 @@ def test_a_deferred_poll_that_died_is_taken_over_once_its_lease_runs_out(system:
     assert delivered, f"the offer stayed {state()!r}: nobody took over the dead poll"
     body = httpx.get(f"{system.wallet}/v1/offers/{offer_id}", headers=bearer(tokens)).json()
     assert len(body["credential_ids"]) == 1
+
+    # A poll that died later: after it stored the credential, before it saved the offer. The next poll
+    # is sent the same credential again by the issuer, and finds it in the wallet already.
+    def credentials() -> list[str]:
+        return [c["id"] for c in httpx.get(f"{system.wallet}/v1/credentials", headers=bearer(tokens)).json()]
+
+    held = credentials()
+    execute_sql(system, "UPDATE offers SET state = 'polling', next_poll_at = '2000-01-01 00:00:00.000000', "
+                        "sealed = ? WHERE id = ?", sealed_while_pending, offer_id)
+    assert wait_for(lambda: state() == "issued"), f"the offer stayed {state()!r}"
+    again = httpx.get(f"{system.wallet}/v1/offers/{offer_id}", headers=bearer(tokens)).json()
+    assert again["credential_ids"] == body["credential_ids"]
+    assert credentials() == held, "the credential sent again was stored twice"
 
 
 def test_deferred_issuance_arrives_by_poll_and_by_the_background_sweep(system: System) -> None:
