@@ -20,7 +20,7 @@ import datetime as dt
 from typing import Any
 from weakref import WeakKeyDictionary
 
-from sqlalchemy import func, select
+from sqlalchemy import Select, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -115,21 +115,30 @@ async def jwks(ctx: WalletContext) -> dict[str, Any]:
 async def ensure_checkpoint(ctx: WalletContext, wallet_id: str) -> tuple[int, str] | None:
     """The latest checkpoint of the wallet's chain, signing one first if entries came after it."""
     key = await signing_key(ctx)
+    chain = chain_id(wallet_id)
     async with ctx.db.session() as session:
-        return await store.checkpoint(session, AuditEntry, AuditCheckpoint, chain_id(wallet_id), key, now=utcnow(),
-                                      issuer=ctx.settings.public_url)
+        latest = await store.checkpoint(session, AuditEntry, AuditCheckpoint, chain, key, now=utcnow(),
+                                        issuer=ctx.settings.public_url)
+        if latest is not None:
+            # Never backwards: another worker may have recorded a later checkpoint meanwhile.
+            await session.execute(update(AuditHead).where(AuditHead.chain_id == chain,
+                                                          AuditHead.checkpointed < latest[0])
+                                  .values(checkpointed=latest[0]))
+        return latest
+
+
+def chains_due_for_a_checkpoint(batch: int = 100) -> Select[tuple[str]]:
+    """Up to ``batch`` chains whose head moved past their latest checkpoint: the rows of the partial
+    index ``ix_audit_heads_checkpoint_due``, which holds those heads only."""
+    return select(AuditHead.chain_id).where(AuditHead.seq > AuditHead.checkpointed).limit(batch)
 
 
 async def checkpoint_due(ctx: WalletContext, *, batch: int = 100) -> int:
     """Sign a checkpoint for every chain (up to ``batch``) whose head moved past its last checkpoint;
     return how many. Run by the background sweep, so checkpoints are periodic even for a citizen who
     never opens the audit view; several workers may run it (a duplicate checkpoint is not stored)."""
-    last = (select(AuditCheckpoint.chain_id, func.max(AuditCheckpoint.seq).label("seq"))
-            .group_by(AuditCheckpoint.chain_id).subquery())
     async with ctx.db.read_session() as session:
-        due = (await session.execute(
-            select(AuditHead.chain_id).outerjoin(last, last.c.chain_id == AuditHead.chain_id)
-            .where(AuditHead.seq > func.coalesce(last.c.seq, 0)).limit(batch))).scalars().all()
+        due = (await session.execute(chains_due_for_a_checkpoint(batch))).scalars().all()
     for wallet_id in due:
         await ensure_checkpoint(ctx, wallet_id)
     return len(due)

@@ -234,6 +234,12 @@ class AuditHead(AuditHeadMixin, Base):
 
     __tablename__ = "audit_heads"
     chain_id: Mapped[str] = mapped_column(String(40), ForeignKey("wallets.id", ondelete="CASCADE"), primary_key=True)
+    #: The seq of the chain's latest checkpoint: the sweep signs one for the heads that moved past it,
+    #: found through the partial index (wallet migration 0012) instead of every head and checkpoint.
+    checkpointed: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+
+    __table_args__ = (Index("ix_audit_heads_checkpoint_due", "chain_id", postgresql_where=text("seq > checkpointed"),
+                            sqlite_where=text("seq > checkpointed")),)
 
 
 class AuditCheckpoint(AuditCheckpointMixin, Base):

@@ -3,6 +3,7 @@ a citizen's wallet found by its id is read alone whatever the statistics say."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import importlib
 from pathlib import Path
@@ -208,3 +209,53 @@ def test_the_background_sweep_reads_only_what_is_due_on_sqlite(tmp_path: Path) -
                 f"EXPLAIN QUERY PLAN {compiled}", [_sqlite_value(compiled.params[p]) for p in compiled.positiontup]))
             # A range of the partial index (no SCAN of the table, no sort of it).
             assert "USING INDEX ix_" in plan and "SCAN" not in plan and "TEMP B-TREE" not in plan, f"{name}: {plan}"
+
+
+MOVED = 3  # of CHAINS, those whose head moved past their latest checkpoint
+CHAINS = 20_000  # a table of a few pages PostgreSQL reads whole, index or not
+
+
+async def _chains_mostly_checkpointed(conn: asyncpg.Connection) -> None:
+    """CHAINS wallets, each with an audit chain checkpointed at its head but MOVED; analyzed."""
+    for table in ("wallets", "audit_heads"):
+        await conn.execute(f"ALTER TABLE {table} SET (autovacuum_enabled = false)")
+    rows = f"FROM generate_series(1, {CHAINS}) AS i"
+    await conn.execute("INSERT INTO wallets (id, subject_index, data_key, profile, created_at, pin_failures) "
+                       f"SELECT 'w' || i, 'subject' || i, '\\x00', '\\x00', now(), 0 {rows}")
+    await conn.execute("INSERT INTO audit_heads (chain_id, seq, head, checkpointed) "
+                       f"SELECT 'w' || i, 10, 'h', CASE WHEN i <= {MOVED} THEN 7 ELSE 10 END {rows}")
+    await conn.execute("ANALYZE audit_heads")
+
+
+def test_the_sweep_finds_the_chains_due_for_a_checkpoint_without_reading_the_others(
+        postgres_cluster: PostgresCluster) -> None:
+    from wallet_api.audit import chains_due_for_a_checkpoint
+
+    plans = plans_before_any_analyze(postgres_cluster, MIGRATIONS, _chains_mostly_checkpointed,
+                                     {"due": (chains_due_for_a_checkpoint(), {})})
+    due = plans["due"]
+    # Before, the sweep joined every head to the latest of every chain's checkpoints, each minute.
+    assert due["Actual Rows"] == MOVED and not rows_filtered_out(due), describe(due)
+    assert indexes_used(due) == ["ix_audit_heads_checkpoint_due"], describe(due)
+
+
+def test_migration_0012_records_each_chains_latest_checkpoint(tmp_path: Path) -> None:
+    import sqlite3
+
+    from service_kit.migrations import run_migrations
+
+    path = tmp_path / "wallet.sqlite"
+    database_url = f"sqlite+aiosqlite:///{path}"
+    run_migrations(MIGRATIONS, database_url, "0011")
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        for wallet, seq, checkpoints in (("a", 5, (2, 5)), ("b", 9, (4,)), ("c", 3, ())):
+            conn.execute("INSERT INTO wallets (id, subject_index, data_key, profile, created_at, pin_failures) "
+                         "VALUES (?, ?, x'00', x'00', '2026-01-01', 0)", (wallet, wallet))
+            conn.execute("INSERT INTO audit_heads (chain_id, seq, head) VALUES (?, ?, 'h')", (wallet, seq))
+            for cp in checkpoints:
+                conn.execute("INSERT INTO audit_checkpoints (chain_id, seq, token, created_at) "
+                             "VALUES (?, ?, 't', '2026-01-01')", (wallet, cp))
+        conn.commit()
+    run_migrations(MIGRATIONS, database_url)
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        assert dict(conn.execute("SELECT chain_id, checkpointed FROM audit_heads")) == {"a": 5, "b": 4, "c": 0}
