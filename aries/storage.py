@@ -23,8 +23,16 @@ class WebhookKeyMixin:
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), index=True)
 
 
+#: How long a processed delivery's key is kept (each service's periodic purge deletes older ones).
+#: ACA-Py posts a webhook at most five times, ten seconds apart, from a queue in memory (lost when the
+#: agent stops), so re-deliveries come within a minute: days leave a wide margin. One arriving later
+#: still acts at most once: every handler moves its row by a conditional ``UPDATE`` on its state.
+WEBHOOK_EVENT_RETENTION = dt.timedelta(days=3)
+
+
 class WebhookEventMixin:
-    """A processed delivery, ``<topic>:<thread id>:<state>``: ACA-Py re-delivers, we act once."""
+    """A processed delivery, ``<topic>:<thread id>:<state>``: ACA-Py re-delivers, we act once.
+    Kept :data:`WEBHOOK_EVENT_RETENTION` (found by ``received_at``, indexed), then purged."""
 
     __tablename__ = "aries_webhook_events"
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy import delete, select, update
 
+from aries.storage import WEBHOOK_EVENT_RETENTION
 from service_kit.db import mark_used_once
 from service_kit.errors import APIError
 from service_kit.ratelimit import Charge, RateLimiter, refuse_if_blocked
@@ -27,6 +28,7 @@ from ssi.oid4vci import (
 )
 
 from . import statements
+from .aries_models import AriesWebhookEvent
 from .context import IssuerContext, new_id, new_secret, new_tx_code, secret_hash, utcnow
 from .models import (
     AccessToken,
@@ -266,8 +268,9 @@ def new_nonce(ctx: IssuerContext, tenant: TenantRef) -> str:
 
 async def purge_expired(ctx: IssuerContext) -> int:
     """Delete expired protocol state (nonces, tokens, claims, stored responses, authorization requests,
-    deferred transactions, offers); returns rows deleted. Authorization requests and deferred
-    transactions hold the citizen's identifier and name: kept no longer than they serve."""
+    deferred transactions, offers, the keys of Aries webhooks past ``WEBHOOK_EVENT_RETENTION``);
+    returns rows deleted. Authorization requests and deferred transactions hold the citizen's
+    identifier and name: kept no longer than they serve."""
     now = utcnow()
     total = 0
     async with ctx.session() as session:
@@ -279,5 +282,8 @@ async def purge_expired(ctx: IssuerContext) -> int:
             result = await session.execute(delete(model).where(column < now))
             total += result.rowcount or 0  # type: ignore[attr-defined]
         result = await session.execute(delete(Offer).where(Offer.expires_at < now - dt.timedelta(days=1)))
+        total += result.rowcount or 0  # type: ignore[attr-defined]
+        result = await session.execute(delete(AriesWebhookEvent).where(
+            AriesWebhookEvent.received_at < now - WEBHOOK_EVENT_RETENTION))
         total += result.rowcount or 0  # type: ignore[attr-defined]
     return total

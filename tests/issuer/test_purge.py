@@ -8,7 +8,9 @@ import datetime as dt
 import pytest
 from sqlalchemy import func, select
 
+from aries.storage import WEBHOOK_EVENT_RETENTION
 from issuer.app import create_app
+from issuer.aries_models import AriesWebhookEvent
 from issuer.grants import purge_expired
 from issuer.models import AuthorizationRequest, DeferredTransaction, Tenant
 from tests.issuer.conftest import IssuerEnv
@@ -48,3 +50,22 @@ async def test_expired_authorization_requests_and_deferred_transactions_are_purg
                                         .where(DeferredTransaction.expires_at < now)) == 0
     assert left == {"AuthorizationRequest": {"purge-live-_authorization"},
                     "DeferredTransaction": {"purge-live-_deferred"}}
+
+
+async def test_aries_webhook_keys_are_purged_after_their_retention(issuer_env: IssuerEnv) -> None:
+    """The keys that recognise ACA-Py's re-deliveries are kept for days, then deleted (they grew for ever)."""
+    app = create_app(issuer_env.settings, run_background=False, configure_logs=False)
+    async with app.router.lifespan_context(app):
+        ctx = app.state.ctx
+        now = dt.datetime.now(dt.UTC)
+        received = {"purge-event-old": now - WEBHOOK_EVENT_RETENTION - dt.timedelta(minutes=1),
+                    "purge-event-kept": now - WEBHOOK_EVENT_RETENTION + dt.timedelta(hours=1),
+                    "purge-event-new": now}
+        async with ctx.session() as session:
+            session.add_all(AriesWebhookEvent(key=key, received_at=at) for key, at in received.items())
+        deleted = await purge_expired(ctx)
+        async with ctx.db.read_session() as session:
+            left = set((await session.execute(select(AriesWebhookEvent.key)
+                                              .where(AriesWebhookEvent.key.like("purge-event-%")))).scalars())
+    assert left == {"purge-event-kept", "purge-event-new"}
+    assert deleted >= 1
