@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import logging
 from typing import Any
 
 from sqlalchemy import select, update
@@ -46,6 +47,8 @@ from .models import CredentialCopy, Presentation, utcnow
 from .pin import check_pin
 from .store import STORED, OpenCredential, accept_languages, add_history, load_credentials, pick_display
 from .vault import new_id
+
+log = logging.getLogger(__name__)
 
 _SUPPORTED_ENC = ("A128GCM", "A256GCM")
 
@@ -376,8 +379,8 @@ async def approve(ctx: WalletContext, me: Principal, presentation_id: str, *, se
 async def decline(ctx: WalletContext, me: Principal, presentation_id: str) -> dict[str, Any]:
     """Tell the verifier ``access_denied``; nothing is disclosed."""
     row, data = await load_presentation(ctx, me, presentation_id)
-    await _claim_state(ctx, me, presentation_id, "declining")
     request = RequestObject.model_validate(data["request"], context=STORED)
+    await _claim_state(ctx, me, presentation_id, "declining")
     payload: dict[str, Any] = {"error": "access_denied", "error_description": "the holder declined"}
     if request.state is not None:
         payload["state"] = request.state
@@ -385,8 +388,13 @@ async def decline(ctx: WalletContext, me: Principal, presentation_id: str) -> di
     try:
         answer = await _post_response(ctx, request, payload)
         data["redirect_uri"] = answer.get("redirect_uri") if isinstance(answer.get("redirect_uri"), str) else None
-    except APIError:
-        outcome = "declined_unreported"  # the verifier is gone; the citizen's refusal still stands
+    except Exception as exc:  # noqa: BLE001 - nothing was disclosed: whatever went wrong, the refusal stands
+        # An APIError: the verifier is gone or refused. Anything else must not leave the request
+        # "declining" for good, where the citizen can neither decline again nor answer.
+        if not isinstance(exc, APIError):
+            log.warning("decline not delivered", extra={"presentation_id": presentation_id,
+                                                         "error": type(exc).__name__})
+        outcome = "declined_unreported"
     await _finish(ctx, me, presentation_id, "declined", data, "decline",
                   {"verifier": data["verifier"], "purpose": data.get("purpose"), "disclosed": [], "outcome": outcome})
     return _preview_out(presentation_id, "declined", data)

@@ -284,3 +284,28 @@ def test_a_reloaded_issuance_callback_cannot_overwrite_the_first_ones_outcome(
     shown = _offer(system, tokens, offer_id)
     assert shown["state"] == "issued" and shown["error"] is None, shown
     assert len(shown["credential_ids"]) == 1
+
+
+def test_an_unexpected_error_while_declining_still_records_the_refusal(
+        system: System, monkeypatch: pytest.MonkeyPatch) -> None:
+    citizen = fresh_citizens(17)[16]
+    tokens = login(system.wallet, citizen)
+    receive(system, tokens, make_offer(system, "aoc-tax", "tax-compliance", citizen))
+    _request, preview = _ask(system, tokens)
+    pid = preview["presentation_id"]
+    real_request = WalletContext.request
+
+    async def broken(self: WalletContext, client: httpx.AsyncClient, method: str, url: str,
+                     **kwargs: Any) -> httpx.Response:
+        if method == "POST" and url.startswith(system.verifier):
+            raise RuntimeError("injected: a bug while telling the verifier")
+        return await real_request(self, client, method, url, **kwargs)
+
+    monkeypatch.setattr(WalletContext, "request", broken)
+    declined = httpx.post(f"{system.wallet}/v1/presentations/{pid}/decline", headers=bearer(tokens), timeout=30)
+    monkeypatch.undo()
+    # Nothing was disclosed, so the refusal stands (unreported to the verifier) instead of "declining".
+    assert declined.status_code == 200, declined.text
+    assert _presentation(system, tokens, pid)["state"] == "declined"
+    declines = httpx.get(f"{system.wallet}/v1/history", params={"kind": "decline"}, headers=bearer(tokens)).json()
+    assert [d["details"]["outcome"] for d in declines] == ["declined_unreported"]
