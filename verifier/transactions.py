@@ -20,12 +20,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import delete, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
+from aries.storage import WEBHOOK_EVENT_RETENTION
 from service_kit.crypto import SecretBox
 from service_kit.db import Database
 from service_kit.errors import APIError
@@ -42,6 +43,7 @@ from ssi.oid4vp import (
     unsigned_request_object,
 )
 from verifier.agencies import SigningKeys, verifier_host
+from verifier.aries_models import AriesWebhookEvent
 from verifier.models import Agency, Transaction, UsedPresentation, WebhookOutbox
 from verifier.statements import (
     CLAIM_AND_RECORD_DIGEST_PG,
@@ -59,6 +61,15 @@ from verifier.verification import CheckError, Outcome, PresentationVerifier, Tra
 log = logging.getLogger(__name__)
 
 FINAL_STATUSES = frozenset({"verified", "rejected", "declined", "expired"})
+#: How long a presentation digest is kept in ``used_presentations``. A ``vp_token`` is accepted only by
+#: the one transaction whose nonce and client id its (required) KB-JWT signs, and only while that
+#: transaction is pending, before its ``expires_at``: at most 86,400 s (the largest ``expires_in`` or
+#: ``request_ttl``) after the transaction was created, so at most that long after the digest's
+#: ``created_at``. The KB-JWT's ``iat`` window (``kb_max_age`` + ``clock_leeway``) is tighter by
+#: default, but ``kb_max_age`` has no upper bound, so the transaction's is the bound relied on. Two
+#: days, twice that, so clocks that differ between workers (the sweep's ``now`` against another
+#: worker's ``created_at``) cannot cut it short.
+USED_PRESENTATION_RETENTION = dt.timedelta(days=2)
 JWE_ENCRYPTIONS = ("A128GCM", "A256GCM")
 
 
@@ -464,7 +475,7 @@ async def expire_one(db: Database, box: SecretBox, tx: Transaction, now: dt.date
 
 async def sweep(db: Database, box: SecretBox, *, now: dt.datetime | None = None, limit: int = 200) -> dict[str, int]:
     """Periodic housekeeping: expire overdue pending (and stuck processing) requests, delete claims past
-    their retention."""
+    their retention, and the replay guards past theirs (presentation digests, Aries webhook keys)."""
     now = now or utcnow()
     async with db.read_session() as session:
         overdue = list((await session.scalars(OVERDUE_TRANSACTIONS, {"now": now, "limit": limit})).all())
@@ -473,4 +484,11 @@ async def sweep(db: Database, box: SecretBox, *, now: dt.datetime | None = None,
         expired += await expire_one(db, box, tx, now)
     async with db.session() as session:
         purged_count = len((await session.execute(PURGE_CLAIMS, {"now": now, "deleted_at": now})).all())
-    return {"expired": expired, "purged": purged_count}
+        # Each a range of its created_at/received_at index: only the rows past retention are read.
+        guards_purged = 0
+        for model, column, retention in (
+                (UsedPresentation, UsedPresentation.created_at, USED_PRESENTATION_RETENTION),
+                (AriesWebhookEvent, AriesWebhookEvent.received_at, WEBHOOK_EVENT_RETENTION)):
+            result = await session.execute(delete(model).where(column < now - retention))
+            guards_purged += result.rowcount or 0  # type: ignore[attr-defined]
+    return {"expired": expired, "purged": purged_count, "guards_purged": guards_purged}
