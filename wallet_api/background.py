@@ -14,7 +14,7 @@ import time
 from typing import Any
 
 import httpx
-from sqlalchemy import Select, select, update
+from sqlalchemy import Select, delete, select, update
 
 from service_kit.webhooks import claim_due_webhooks, deliver_webhook, record_delivery
 from ssi import x509 as ssi_x509
@@ -25,7 +25,7 @@ from ssi.status_list import verify_status_list_token
 
 from .audit import checkpoint_due
 from .context import FetchError, WalletContext
-from .models import AlertWebhookOutbox, Credential, Offer, Wallet, utcnow
+from .models import AlertWebhookOutbox, AppCode, Credential, LoginTransaction, Offer, Wallet, utcnow
 from .receiving import poll_offer
 from .store import add_alert
 
@@ -90,7 +90,20 @@ async def background_loop(ctx: WalletContext) -> None:
 async def sweep(ctx: WalletContext) -> dict[str, int]:
     """One pass of every periodic job; returns counts (for tests and logs)."""
     return {"status_checked": await check_statuses(ctx), "expiry_alerts": await expiry_alerts(ctx),
-            "deferred_polled": await poll_deferred(ctx), "audit_checkpoints": await checkpoint_due(ctx)}
+            "deferred_polled": await poll_deferred(ctx), "audit_checkpoints": await checkpoint_due(ctx),
+            "logins_purged": await purge_expired_logins(ctx)}
+
+
+async def purge_expired_logins(ctx: WalletContext) -> int:
+    """Delete the logins never finished and the app codes never exchanged once expired (unusable then:
+    both are consumed only while unexpired), through their ``expires_at`` indexes; returns rows deleted."""
+    now = utcnow()
+    deleted = 0
+    async with ctx.db.session() as session:
+        for model, column in ((LoginTransaction, LoginTransaction.expires_at), (AppCode, AppCode.expires_at)):
+            result = await session.execute(delete(model).where(column < now))
+            deleted += result.rowcount or 0  # type: ignore[attr-defined]
+    return deleted
 
 
 def _status_key(ctx: WalletContext, issuer: str):  # noqa: ANN202 - a callable for verify_status_list_token

@@ -60,7 +60,8 @@ class LoginTransaction(Base):
     provider: Mapped[str] = mapped_column(String(40))
     sealed: Mapped[bytes] = mapped_column(LargeBinary)  # PKCE verifier, nonce, app redirect, app state
     user_agent: Mapped[str] = mapped_column(String(300), default="")
-    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    #: Indexed for the background sweep, which deletes the logins never finished (wallet migration 0013).
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), index=True)
 
 
 class AppCode(Base):
@@ -70,7 +71,8 @@ class AppCode(Base):
     code_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
     session_id: Mapped[str] = mapped_column(String(40), ForeignKey("sessions.id", ondelete="CASCADE"))
     redirect_uri_hash: Mapped[str] = mapped_column(String(64))
-    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    #: Indexed for the background sweep, which deletes the codes never exchanged (wallet migration 0013).
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), index=True)
 
 
 class Session(Base):
