@@ -30,7 +30,7 @@ import datetime as dt
 import logging
 import os
 import secrets
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -88,6 +88,14 @@ POLL_LEASE = dt.timedelta(seconds=60)
 SWEEP_EVERY = 1.0
 #: ``token_hash`` of an Aries deferral: no access token polls it (a SHA-256 hex digest never equals this).
 NO_TOKEN = "aries"  # noqa: S105 - a marker, not a secret
+
+
+class _Unsettled(Exception):  # noqa: N818 - a control-flow signal, not an error shown to anyone
+    """An offering attempt stopped where an offer may be out or a record could not be withdrawn.
+
+    The exchange is left as it is (``offering`` or ``pending``): neither failed (an offer may be out)
+    nor offered again.
+    """
 
 
 def deferred_key(exchange_id: str) -> str:
@@ -334,17 +342,40 @@ class IssuerAriesChannel:
                 .returning(AriesExchange.id))).scalar_one_or_none()
         if claimed is None:
             return
+        await self._attempt(claimed, self._offer(claimed))
+
+    async def _attempt(self, exchange_id: str, work: Awaitable[None]) -> None:
+        """Run one offering attempt of an ``offering`` exchange; never leave it stranded there.
+
+        A typed failure (source, agent, claims) fails the exchange with its code; any other exception
+        fails it with ``internal_error``: by then nothing is left recorded (a record committed before the
+        failure is withdrawn) and no offer went out. Not given back to ``invited`` for a re-delivery: that
+        would query the citizen's registry again and again for the same bug, and leave the exchange
+        stranded there once the agent gives up re-delivering. When an offer may be out, or a record could
+        not be withdrawn (:class:`_Unsettled`), the exchange stays ``offering``: it is neither failed nor
+        offered again.
+        """
         try:
-            await self._offer(claimed)
+            await work
+        except _Unsettled as exc:
+            log.error("aries offer left unsettled", extra={"exchange_id": exchange_id, "reason": str(exc),
+                                                              "error": type(exc.__cause__).__name__})
         except (APIError, AriesError, CredentialSchemaError) as exc:
             code = exc.code if isinstance(exc, AriesError | CredentialSchemaError) else exc.error
-            log.warning("aries offer failed", extra={"exchange_id": claimed, "code": code})
-            await self._set_state(claimed, "failed", error=str(code)[:100])
+            log.warning("aries offer failed", extra={"exchange_id": exchange_id, "code": code})
+            await self._fail_offering(exchange_id, str(code)[:100])
+        except Exception as exc:  # noqa: BLE001 - recorded as the exchange's failure, not swallowed silently
+            # The type only: a database error's text may carry statement parameters (a subject).
+            log.error("aries offer failed unexpectedly", extra={"exchange_id": exchange_id,
+                                                                "error": type(exc).__name__})
+            await self._fail_offering(exchange_id, "internal_error")
 
-    async def _set_state(self, exchange_id: str, state: str, **values: Any) -> None:
+    async def _fail_offering(self, exchange_id: str, code: str) -> None:
+        # Only while still offering: nothing else may be overwritten.
         async with self.ctx.session() as session:
-            await session.execute(update(AriesExchange).where(AriesExchange.id == exchange_id)
-                                  .values(state=state, updated_at=utcnow(), **values))
+            await session.execute(update(AriesExchange).where(
+                AriesExchange.id == exchange_id, AriesExchange.state == "offering").values(
+                state="failed", error=code, credential_id=None, updated_at=utcnow()))
 
     async def _offer(self, exchange_id: str) -> None:
         """Query the source; offer the credential, or keep the exchange ``pending`` when the source defers."""
@@ -370,6 +401,9 @@ class IssuerAriesChannel:
         """Record the issuance (with a status index) and offer the credential on the exchange's connection.
 
         ``credential_id``: the id a deferral reserved (as an OpenID4VCI deferred transaction does).
+        Any failure between the record and the offer withdraws the record (nothing undelivered stays
+        valid); raises :class:`_Unsettled` when that is not certain: the withdrawal failed, or the offer
+        went out but the exchange could not be marked ``offered``.
         """
         ctx = self.ctx
         now = utcnow()
@@ -391,20 +425,40 @@ class IssuerAriesChannel:
             ((list_id, idx),) = await allocate(ctx, session, tenant.id, credential_id, 1)
             await audit.record_row(session, record)
         list_url = f"{issuer_url}/v1/aries/status/{list_id}/{SUITE_NAMES[ex.proof_type]}"
-        credential = build_credential(reg.ctype, claims, issuer_did=did, issuer_base_url=issuer_url,
-                                      proof_type=ex.proof_type, issued_at=now, status=status_entry(list_url, idx))
         try:
+            credential = build_credential(reg.ctype, claims, issuer_did=did, issuer_base_url=issuer_url,
+                                          proof_type=ex.proof_type, issued_at=now,
+                                          status=status_entry(list_url, idx))
             sent = await channel.offer(self.agent_client(), str(ex.connection_id), credential, ex.proof_type)
         except Exception:
-            await self._forget_record(credential_id)
+            await self._withdraw(credential_id)
             raise
-        async with ctx.session() as session:
-            await session.execute(update(AriesExchange).where(AriesExchange.id == ex.id).values(
-                state="offered", cred_ex_id=sent.record_id, thread_id=sent.thread_id, credential_id=credential_id,
-                updated_at=utcnow()))
-            # A deferred exchange is finished with its source: nothing is left to poll.
-            await session.execute(delete(DeferredTransaction).where(
-                DeferredTransaction.transaction_hash == deferred_key(ex.id)))
+        try:
+            await self._mark_offered(ex.id, sent.record_id, sent.thread_id, credential_id)
+        except Exception as exc:
+            raise _Unsettled("offer sent, exchange not marked offered") from exc
+
+    async def _mark_offered(self, exchange_id: str, cred_ex_id: str, thread_id: str, credential_id: str) -> bool:
+        async with self.ctx.session() as session:
+            marked = (await session.execute(
+                update(AriesExchange).where(AriesExchange.id == exchange_id,
+                                            AriesExchange.state.in_(("offering", "pending")))
+                .values(state="offered", cred_ex_id=cred_ex_id, thread_id=thread_id, credential_id=credential_id,
+                        updated_at=utcnow()).returning(AriesExchange.id))).scalar_one_or_none()
+            if marked is not None:
+                # A deferred exchange is finished with its source: nothing is left to poll.
+                await session.execute(delete(DeferredTransaction).where(
+                    DeferredTransaction.transaction_hash == deferred_key(exchange_id)))
+        if marked is None:
+            log.warning("aries offer sent for an exchange no longer offering", extra={"exchange_id": exchange_id})
+        return marked is not None
+
+    async def _withdraw(self, credential_id: str) -> None:
+        """:meth:`_forget_record`, or :class:`_Unsettled` when that fails."""
+        try:
+            await self._forget_record(credential_id)
+        except Exception as exc:
+            raise _Unsettled("record not withdrawn") from exc
 
     # -- deferred issuance (the source answered pending) -----------------------------------------------
 
