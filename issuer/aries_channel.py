@@ -84,8 +84,10 @@ ISSUED_STATES = ("credential-issued", "done")
 DEFERRED_TTL = dt.timedelta(days=30)
 #: A poll in progress moves the exchange's next poll this far ahead, so that other workers skip it.
 POLL_LEASE = dt.timedelta(seconds=60)
-#: Seconds between two sweeps for due deferred exchanges (each a cheap indexed query).
+#: Seconds between two sweeps for due deferred exchanges and stalled offers (each a cheap indexed query).
 SWEEP_EVERY = 1.0
+#: Added to the longest an offering attempt can take before the sweep takes its exchange over.
+OFFER_GRACE = dt.timedelta(seconds=120)
 #: ``token_hash`` of an Aries deferral: no access token polls it (a SHA-256 hex digest never equals this).
 NO_TOKEN = "aries"  # noqa: S105 - a marker, not a secret
 
@@ -93,8 +95,8 @@ NO_TOKEN = "aries"  # noqa: S105 - a marker, not a secret
 class _Unsettled(Exception):  # noqa: N818 - a control-flow signal, not an error shown to anyone
     """An offering attempt stopped where an offer may be out or a record could not be withdrawn.
 
-    The exchange is left as it is (``offering`` or ``pending``): neither failed (an offer may be out)
-    nor offered again.
+    The exchange is left ``offering``: after its lease, the sweep finds out from the record and the
+    agent what happened, and adopts the offer or withdraws the record.
     """
 
 
@@ -334,11 +336,14 @@ class IssuerAriesChannel:
         connection_id = event.record_id
         if not invitation_msg_id or not connection_id:
             return
+        # The credential id is reserved with the claim: should this attempt stop half-way, the sweep
+        # that takes the exchange over finds by this id whether a record was committed.
         async with self.ctx.session() as session:
             claimed = (await session.execute(
                 update(AriesExchange).where(AriesExchange.invitation_msg_id == invitation_msg_id,
                                             AriesExchange.state == "invited", AriesExchange.expires_at > utcnow())
-                .values(state="offering", connection_id=connection_id, updated_at=utcnow())
+                .values(state="offering", connection_id=connection_id, credential_id=new_id("c_", 12),
+                        updated_at=utcnow())
                 .returning(AriesExchange.id))).scalar_one_or_none()
         if claimed is None:
             return
@@ -352,13 +357,13 @@ class IssuerAriesChannel:
         failure is withdrawn) and no offer went out. Not given back to ``invited`` for a re-delivery: that
         would query the citizen's registry again and again for the same bug, and leave the exchange
         stranded there once the agent gives up re-delivering. When an offer may be out, or a record could
-        not be withdrawn (:class:`_Unsettled`), the exchange stays ``offering``: it is neither failed nor
-        offered again.
+        not be withdrawn (:class:`_Unsettled`), the exchange stays ``offering``: :meth:`resume_stalled`
+        settles it after the lease without offering twice.
         """
         try:
             await work
         except _Unsettled as exc:
-            log.error("aries offer left unsettled", extra={"exchange_id": exchange_id, "reason": str(exc),
+            log.error("aries offer left to the sweep", extra={"exchange_id": exchange_id, "reason": str(exc),
                                                               "error": type(exc.__cause__).__name__})
         except (APIError, AriesError, CredentialSchemaError) as exc:
             code = exc.code if isinstance(exc, AriesError | CredentialSchemaError) else exc.error
@@ -371,7 +376,7 @@ class IssuerAriesChannel:
             await self._fail_offering(exchange_id, "internal_error")
 
     async def _fail_offering(self, exchange_id: str, code: str) -> None:
-        # Only while still offering: nothing else may be overwritten.
+        # Only while still offering (a takeover may have finished it); its reserved id named no record.
         async with self.ctx.session() as session:
             await session.execute(update(AriesExchange).where(
                 AriesExchange.id == exchange_id, AriesExchange.state == "offering").values(
@@ -380,12 +385,16 @@ class IssuerAriesChannel:
     async def _offer(self, exchange_id: str) -> None:
         """Query the source; offer the credential, or keep the exchange ``pending`` when the source defers."""
         ex, tenant, reg = await self._load(exchange_id)
+        await self._query_and_offer(ex, tenant, reg, str(ex.credential_id))
+
+    async def _query_and_offer(self, ex: AriesExchange, tenant: TenantRef, reg: RegisteredType,
+                               credential_id: str) -> None:
         subject = subject_from_json(ex.subject)
         answer = await fetch_record(self.ctx, tenant, reg, subject, selector=ex.selector, request_id=None)
         if isinstance(answer, Pending):
-            await self._defer(ex, answer)
+            await self._defer(ex, answer, credential_id)
             return
-        await self._record_and_offer(ex, tenant, reg, answer)
+        await self._record_and_offer(ex, tenant, reg, answer, credential_id=credential_id)
 
     async def _load(self, exchange_id: str) -> tuple[AriesExchange, TenantRef, RegisteredType]:
         async with self.ctx.db.read_session() as session:
@@ -397,10 +406,11 @@ class IssuerAriesChannel:
         return ex, tenant, reg
 
     async def _record_and_offer(self, ex: AriesExchange, tenant: TenantRef, reg: RegisteredType,
-                                answer: Claims, *, credential_id: str | None = None) -> None:
+                                answer: Claims, *, credential_id: str) -> None:
         """Record the issuance (with a status index) and offer the credential on the exchange's connection.
 
-        ``credential_id``: the id a deferral reserved (as an OpenID4VCI deferred transaction does).
+        ``credential_id``: the id reserved when the exchange was claimed (or by its deferral, as an
+        OpenID4VCI deferred transaction does), so that a takeover finds what this attempt committed.
         Any failure between the record and the offer withdraws the record (nothing undelivered stays
         valid); raises :class:`_Unsettled` when that is not certain: the withdrawal failed, or the offer
         went out but the exchange could not be marked ``offered``.
@@ -409,7 +419,6 @@ class IssuerAriesChannel:
         now = utcnow()
         claims = reg.ctype.map_claims(answer.record, now=now)
         did = await self.tenant_did(tenant.id, ex.proof_type)
-        credential_id = credential_id or new_id("c_", 12)
         issuer_url = ctx.issuer_url(tenant.slug)
         subject = subject_from_json(ex.subject)
         async with ctx.session() as session:
@@ -454,11 +463,134 @@ class IssuerAriesChannel:
         return marked is not None
 
     async def _withdraw(self, credential_id: str) -> None:
-        """:meth:`_forget_record`, or :class:`_Unsettled` when that fails."""
+        """:meth:`_forget_record`, or :class:`_Unsettled` when that fails (the sweep withdraws it later)."""
         try:
             await self._forget_record(credential_id)
         except Exception as exc:
             raise _Unsettled("record not withdrawn") from exc
+
+    # -- offers left half-way (a worker stopped or stuck while offering) ----------------------------------
+
+    def offer_lease(self) -> dt.timedelta:
+        """How long an ``offering`` exchange belongs to the attempt that claimed it (its ``updated_at``).
+
+        Longer than an attempt can take: one source query and two agent calls, each bounded by its
+        timeout, plus :data:`OFFER_GRACE`. After it the attempt's worker is taken to be gone.
+        """
+        settings = self.ctx.settings
+        return dt.timedelta(seconds=settings.source_timeout + 2 * settings.aries_admin_timeout) + OFFER_GRACE
+
+    async def resume_stalled(self, limit: int = 20) -> int:
+        """Take over every exchange left ``offering`` beyond the lease; returns how many were taken over.
+
+        Each is claimed by a conditional ``UPDATE`` of its ``updated_at`` (which starts a new lease), so
+        that several workers sweeping together take it over once.
+        """
+        if self.runtime is None:
+            return 0
+        stale = utcnow() - self.offer_lease()
+        async with self.ctx.db.read_session() as session:
+            stalled = list((await session.execute(select(AriesExchange.id).where(
+                AriesExchange.state == "offering", AriesExchange.updated_at <= stale)
+                .order_by(AriesExchange.updated_at).limit(limit))).scalars())
+        taken = 0
+        for exchange_id in stalled:
+            async with self.ctx.session() as session:
+                claimed = (await session.execute(
+                    update(AriesExchange).where(AriesExchange.id == exchange_id, AriesExchange.state == "offering",
+                                                AriesExchange.updated_at <= stale)
+                    .values(updated_at=utcnow()).returning(AriesExchange.id))).scalar_one_or_none()
+            if claimed is None:
+                continue
+            taken += 1
+            log.warning("aries offer taken over", extra={"exchange_id": exchange_id, "worker_pid": os.getpid()})
+            await self._attempt(exchange_id, self._resume(exchange_id))
+        return taken
+
+    async def _resume(self, exchange_id: str) -> None:
+        """Finish an offer whose attempt stopped half-way, never offering twice."""
+        ex, tenant, reg = await self._load(exchange_id)
+        try:
+            # Exchanges claimed before credential ids were reserved: their record is found by its login.
+            record_id = ex.credential_id or await self._record_of(ex)
+            outcome = await self._previous_attempt(ex, record_id) if record_id else "none"
+        except _Unsettled:
+            raise
+        except Exception as exc:
+            # Not known whether an offer is out: never failed for that, asked again after the lease.
+            raise _Unsettled("the earlier attempt could not be settled") from exc
+        if outcome == "adopted":
+            return
+        credential_id = ex.credential_id if ex.credential_id and outcome == "none" else await self._reserve(ex.id)
+        if credential_id is None:
+            return  # no longer offering: finished elsewhere
+        await self._query_and_offer(ex, tenant, reg, credential_id)
+
+    async def _record_of(self, ex: AriesExchange) -> str | None:
+        async with self.ctx.db.read_session() as session:
+            rows = (await session.execute(select(IssuanceRecord.id, IssuanceRecord.login).where(
+                IssuanceRecord.tenant_id == ex.tenant_id,
+                IssuanceRecord.subject_identifier == subject_from_json(ex.subject).identifier,
+                IssuanceRecord.type_id == ex.type_id))).all()
+        return next((str(rid) for rid, login in rows if (login or {}).get("exchange_id") == ex.id), None)
+
+    async def _reserve(self, exchange_id: str) -> str | None:
+        """A fresh credential id for the exchange, stored before anything is recorded under it (None: the
+        exchange is no longer ``offering``)."""
+        async with self.ctx.session() as session:
+            return (await session.execute(update(AriesExchange).where(
+                AriesExchange.id == exchange_id, AriesExchange.state == "offering").values(
+                credential_id=new_id("c_", 12), updated_at=utcnow())
+                .returning(AriesExchange.credential_id))).scalar_one_or_none()
+
+    async def _previous_attempt(self, ex: AriesExchange, record_id: str) -> str:
+        """Settle what an earlier attempt left under ``record_id``: ``none`` (it recorded nothing),
+        ``adopted`` (its offer reached the agent: the exchange now follows it) or ``withdrawn`` (it
+        recorded but never offered: the record is withdrawn, audited as such)."""
+        async with self.ctx.db.read_session() as session:
+            if await session.get(IssuanceRecord, record_id) is None:
+                return "none"
+            entries = (await session.execute(select(StatusEntry.list_id, StatusEntry.idx).where(
+                StatusEntry.record_id == record_id))).all()
+        try:
+            found = await self._sent_offer(ex, {(str(list_id), str(idx)) for list_id, idx in entries})
+        except AriesError as exc:
+            raise _Unsettled("the agent could not tell whether the offer was sent") from exc
+        if found is not None:
+            await self._adopt(ex.id, found, record_id)
+            return "adopted"
+        await self._withdraw(record_id)
+        log.info("aries record of an unsent offer withdrawn", extra={"exchange_id": ex.id,
+                                                                     "credential_id": record_id})
+        return "withdrawn"
+
+    async def _sent_offer(self, ex: AriesExchange, entries: set[tuple[str, str]]) -> dict[str, Any] | None:
+        """The agent's credential exchange on the exchange's connection that offers the credential whose
+        status entry is one of ``entries`` (``(list id, index)``: what the record allocated), or None."""
+        if not entries or not ex.connection_id:
+            return None
+        for item in await self.agent_client().cred_records(connection_id=str(ex.connection_id)):
+            record = item.get("cred_ex_record") or {}
+            offer = ((record.get("by_format") or {}).get("cred_offer") or {}).get("ld_proof") or {}
+            status = (offer.get("credential") or {}).get("credentialStatus") or {}
+            # statusListCredential: <issuer>/v1/aries/status/<list id>/<suite>
+            parts = str(status.get("statusListCredential") or "").split("/")
+            if len(parts) >= 2 and (parts[-2], str(status.get("statusListIndex"))) in entries:
+                return dict(record)
+        return None
+
+    async def _adopt(self, exchange_id: str, record: dict[str, Any], credential_id: str) -> None:
+        """Follow the credential exchange an earlier attempt started (its offer is already out)."""
+        cred_ex_id = str(record["cred_ex_id"])
+        if not await self._mark_offered(exchange_id, cred_ex_id, str(record["thread_id"]), credential_id):
+            return
+        log.info("aries offer adopted", extra={"exchange_id": exchange_id, "credential_id": credential_id})
+        # The webhooks of the states it reached before the exchange knew its id found nothing to finish.
+        state = str(record.get("state"))
+        with contextlib.suppress(AriesError):
+            state = str((await self.agent_client().cred_record(cred_ex_id))["cred_ex_record"]["state"])
+        if state in (*ISSUED_STATES, "abandoned"):
+            await self._settle(cred_ex_id, state)
 
     # -- deferred issuance (the source answered pending) -----------------------------------------------
 
@@ -469,26 +601,28 @@ class IssuerAriesChannel:
         return dt.timedelta(seconds=max(settings.deferred_interval,
                                         min(retry_after, settings.aries_deferred_max_interval)))
 
-    async def _defer(self, ex: AriesExchange, answer: Pending) -> None:
+    async def _defer(self, ex: AriesExchange, answer: Pending, credential_id: str) -> None:
         """Keep the connection and the exchange; remember the source's reference to poll it later.
 
         The reference lives in a :class:`~issuer.models.DeferredTransaction` (the OpenID4VCI deferred
         machinery: the same columns, the same :func:`~issuer.issuance.fetch_record` poll), keyed
         ``aries:<exchange id>`` and bound to no access token; the exchange turns ``pending`` and its
-        ``expires_at`` becomes the moment of the next poll.
+        ``expires_at`` becomes the moment of the next poll. The credential id reserved at the claim moves
+        to the deferral (an exchange shows a credential id only while it names a record or may soon).
         """
         now = utcnow()
         async with self.ctx.session() as session:
             session.add(DeferredTransaction(
                 transaction_hash=deferred_key(ex.id), tenant_id=ex.tenant_id, token_hash=NO_TOKEN,
-                configuration_id=ex.type_id, credential_id=new_id("c_", 12), source_reference=answer.reference,
+                configuration_id=ex.type_id, credential_id=credential_id, source_reference=answer.reference,
                 subject=ex.subject, selector=ex.selector,
                 login={"method": "operator", "channel": "aries", "exchange_id": ex.id}, holder_jwks=[],
                 request_id=answer.reference[:40], offer_id=None, created_at=now,
                 expires_at=now + DEFERRED_TTL,
                 sealed_response=None, dpop_jkt=None))
             await session.execute(update(AriesExchange).where(AriesExchange.id == ex.id).values(
-                state="pending", expires_at=now + self._poll_delay(answer.retry_after), updated_at=now))
+                state="pending", credential_id=None, expires_at=now + self._poll_delay(answer.retry_after),
+                updated_at=now))
         log.info("aries issuance deferred by the source", extra={"exchange_id": ex.id, "type_id": ex.type_id})
 
     async def poll_due(self, limit: int = 20) -> int:
@@ -566,11 +700,13 @@ class IssuerAriesChannel:
 
     async def _poll_loop(self) -> None:
         while True:
-            try:
-                await self.poll_due()
-            except Exception as exc:  # noqa: BLE001 - the sweep must outlive one bad round (database hiccup)
-                # The type only: a database error's text may carry statement parameters (a subject).
-                log.error("aries deferred sweep failed", extra={"error": type(exc).__name__})
+            for sweep in (self.poll_due, self.resume_stalled):
+                try:
+                    await sweep()
+                except Exception as exc:  # noqa: BLE001 - the sweep must outlive one bad round (database hiccup)
+                    # The type only: a database error's text may carry statement parameters (a subject).
+                    log.error("aries deferred sweep failed", extra={"error": type(exc).__name__,
+                                                                   "sweep": sweep.__name__})
             await asyncio.sleep(SWEEP_EVERY)
 
     def agent_client(self) -> AdminClient:
@@ -601,7 +737,11 @@ class IssuerAriesChannel:
             await asyncio.sleep(0.1)
         if row is None:
             return
-        if event.state in ISSUED_STATES:
+        await self._settle(cred_ex_id, event.state)
+
+    async def _settle(self, cred_ex_id: str, state: str) -> None:
+        """Finish the ``offered`` exchange following ``cred_ex_id``: issued, or abandoned (record removed)."""
+        if state in ISSUED_STATES:
             async with self.ctx.session() as session:
                 done = (await session.execute(
                     update(AriesExchange).where(AriesExchange.cred_ex_id == cred_ex_id,

@@ -1,7 +1,19 @@
-"""An Aries offer interrupted half-way is never left stranded in ``offering``.
+"""An Aries offer interrupted half-way is finished by the issuer's sweep, and never offered twice.
 
+Between the connection and the offer the exchange is ``offering``: the issuer queries the data source,
+commits the issuance record under the credential id reserved with the claim, then sends the offer. A
+worker that stops in there leaves the exchange ``offering``; after the lease the sweep of any worker
+takes it over. The cases, with real ACA-Py agents (the issuer's own, and the citizen's wallet):
+
+- stopped before recording: the takeover offers, the citizen gets exactly one credential;
+- stopped after the offer went out (the exchange never marked ``offered``, or its webhooks lost): the
+  takeover finds the record by its reserved id and the offer in the agent, and adopts it — no second offer;
+- stopped after recording but before sending: the record is withdrawn and a fresh offer made;
 - an unexpected error before anything was sent fails the exchange (``internal_error``) instead of
   stranding it.
+
+A stopped worker is simulated in the issuer's process: its attempt hangs (it is given up at the end),
+and the exchange's ``updated_at`` is aged in the database so the lease is over without waiting for it.
 """
 
 from __future__ import annotations
@@ -15,11 +27,14 @@ from typing import Any
 
 import httpx
 import pytest
+import sqlalchemy.exc
 
 import issuer.aries_channel as issuer_channel
+from aries import channel as aries_channel
 from aries.client import AdminClient
 from issuer.app import create_app as create_issuer
 from issuer.settings import IssuerSettings
+from sandbox.population import DEMO_EVERYTHING
 from tests.support.servers import serve
 
 from .harness import wait_for
@@ -27,9 +42,11 @@ from .test_deferred_and_workers import (
     READY_SUBJECT,
     Outside,
     _connect,
+    _exchange,
     _invite,
     _issuer_settings,
     _provision,
+    _take_offer,
     _wait_exchange,
     outside,  # noqa: F401 - the module's fixture: the simulated Via Oberta and the citizen's agent
 )
@@ -95,6 +112,108 @@ async def _new_records(out: Outside, before: set[str]) -> list[dict[str, Any]]:
 
 def _offered(out: Outside, before: set[str]) -> list[dict[str, Any]]:
     return asyncio.run(wait_for(lambda: _new_records(out, before), bool))
+
+
+def test_an_exchange_stopped_before_its_record_is_offered_once_by_the_sweep(
+        outside: Outside, issuer: Issuer, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    stop = Stop(issuer_channel.fetch_record)
+    monkeypatch.setattr(issuer_channel, "fetch_record", stop)
+    body = _invite(issuer.base, issuer.key, READY_SUBJECT)
+    before = asyncio.run(_connect(outside.wallet, body["short_url"]))
+    assert stop.entered.wait(30), "the connection webhook never reached the source query"
+    assert _exchange(issuer.base, issuer.key, body["exchange_id"])["state"] == "offering"
+    issuer.age(body["exchange_id"])
+    try:
+        vc = asyncio.run(_take_offer(outside.wallet, before, timeout=30))
+        assert vc["credentialSubject"]["personalIdentifier"] == DEMO_EVERYTHING
+        issued = _wait_exchange(issuer.base, issuer.key, body["exchange_id"], {"issued", "failed"})
+        assert issued["state"] == "issued", issued
+        assert issuer.record(issued["credential_id"]).json()["status"] == "valid"
+    finally:
+        stop.given_up.set()
+    # The stopped attempt, given up, changes nothing; exactly one exchange reached the citizen.
+    assert len(asyncio.run(_new_records(outside, before))) == 1
+    assert _exchange(issuer.base, issuer.key, body["exchange_id"])["state"] == "issued"
+
+
+@pytest.mark.parametrize("when", ["offered", "issued"])
+def test_an_exchange_stopped_after_its_offer_went_out_adopts_that_offer(
+        outside: Outside, issuer: Issuer, when: str) -> None:  # noqa: F811
+    """The normal flow, then the exchange set back to ``offering`` as if the worker had stopped before
+    storing the offer's ids (``offered``: the citizen has not answered yet; ``issued``: it has, and the
+    webhooks that would finish the exchange found nothing to finish)."""
+    body = _invite(issuer.base, issuer.key, READY_SUBJECT)
+    before = asyncio.run(_connect(outside.wallet, body["short_url"]))
+    if when == "issued":
+        asyncio.run(_take_offer(outside.wallet, before))
+    first = _wait_exchange(issuer.base, issuer.key, body["exchange_id"], {when, "failed"})
+    assert first["state"] == when, first
+    issuer.age(body["exchange_id"], cred_ex_id=None, thread_id=None)
+
+    adopted = _wait_exchange(issuer.base, issuer.key, body["exchange_id"], {when, "failed"})
+    assert adopted["state"] == when and adopted["credential_id"] == first["credential_id"], adopted
+    if when == "offered":
+        vc = asyncio.run(_take_offer(outside.wallet, before))
+        assert vc["credentialSubject"]["personalIdentifier"] == DEMO_EVERYTHING
+        issued = _wait_exchange(issuer.base, issuer.key, body["exchange_id"], {"issued", "failed"})
+        assert issued["state"] == "issued" and issued["credential_id"] == first["credential_id"], issued
+    records = asyncio.run(_new_records(outside, before))
+    assert len(records) == 1 and records[0]["state"] == "done", records
+    assert issuer.record(first["credential_id"]).json()["status"] == "valid"
+
+
+def test_an_exchange_stopped_between_its_record_and_its_offer_is_offered_afresh(
+        outside: Outside, issuer: Issuer, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    stop = Stop(aries_channel.offer)
+    monkeypatch.setattr(aries_channel, "offer", stop)
+    body = _invite(issuer.base, issuer.key, READY_SUBJECT)
+    before = asyncio.run(_connect(outside.wallet, body["short_url"]))
+    assert stop.entered.wait(30), "the connection webhook never reached the offer"
+    stopped = _exchange(issuer.base, issuer.key, body["exchange_id"])
+    assert stopped["state"] == "offering"
+    # Recorded under the reserved id, never sent.
+    assert issuer.record(stopped["credential_id"]).status_code == 200
+    issuer.age(body["exchange_id"])
+    try:
+        vc = asyncio.run(_take_offer(outside.wallet, before, timeout=30))
+        assert vc["credentialSubject"]["personalIdentifier"] == DEMO_EVERYTHING
+        issued = _wait_exchange(issuer.base, issuer.key, body["exchange_id"], {"issued", "failed"})
+        assert issued["state"] == "issued", issued
+    finally:
+        stop.given_up.set()
+    # The undelivered record was withdrawn; the delivered one is another.
+    assert issued["credential_id"] != stopped["credential_id"]
+    assert issuer.record(stopped["credential_id"]).status_code == 404
+    assert issuer.record(issued["credential_id"]).json()["status"] == "valid"
+    assert len(asyncio.run(_new_records(outside, before))) == 1
+
+
+def test_an_offer_sent_but_not_marked_offered_is_adopted_not_sent_again(
+        outside: Outside, issuer: Issuer, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    real = issuer_channel.IssuerAriesChannel._mark_offered
+    calls: list[str] = []
+
+    async def refuse_once(self: Any, exchange_id: str, *args: Any) -> bool:
+        calls.append(exchange_id)
+        if len(calls) == 1:
+            raise sqlalchemy.exc.OperationalError("UPDATE aries_exchanges", {}, Exception("injected: database gone"))
+        return bool(await real(self, exchange_id, *args))
+
+    monkeypatch.setattr(issuer_channel.IssuerAriesChannel, "_mark_offered", refuse_once)
+    body = _invite(issuer.base, issuer.key, READY_SUBJECT)
+    before = asyncio.run(_connect(outside.wallet, body["short_url"]))
+    (offer,) = _offered(outside, before)
+    # Neither failed nor given back: the offer is out.
+    stuck = _exchange(issuer.base, issuer.key, body["exchange_id"])
+    assert stuck["state"] == "offering" and stuck["error"] is None, stuck
+    issuer.age(body["exchange_id"])
+    adopted = _wait_exchange(issuer.base, issuer.key, body["exchange_id"], {"offered", "failed"})
+    assert adopted["state"] == "offered" and adopted["credential_id"] == stuck["credential_id"], adopted
+    asyncio.run(_take_offer(outside.wallet, before))
+    issued = _wait_exchange(issuer.base, issuer.key, body["exchange_id"], {"issued", "failed"})
+    assert issued["state"] == "issued", issued
+    records = asyncio.run(_new_records(outside, before))
+    assert [r["cred_ex_id"] for r in records] == [offer["cred_ex_id"]]
 
 
 def test_an_unexpected_error_before_the_offer_fails_the_exchange(
