@@ -95,8 +95,8 @@ NO_TOKEN = "aries"  # noqa: S105 - a marker, not a secret
 class _Unsettled(Exception):  # noqa: N818 - a control-flow signal, not an error shown to anyone
     """An offering attempt stopped where an offer may be out or a record could not be withdrawn.
 
-    The exchange is left ``offering``: after its lease, the sweep finds out from the record and the
-    agent what happened, and adopts the offer or withdraws the record.
+    The exchange is left as it is (``offering`` or ``pending``): after its lease, the sweep finds out
+    from the record and the agent what happened, and adopts the offer or withdraws the record.
     """
 
 
@@ -654,6 +654,10 @@ class IssuerAriesChannel:
                 # Shutting down mid-poll: give the exchange back at once rather than after the lease.
                 await asyncio.shield(self._reschedule(exchange_id, 0))
                 raise
+            except _Unsettled as exc:
+                # An offer may be out: the next poll, after the lease, settles it from the record and the agent.
+                log.error("aries deferred offer left to the next poll", extra={
+                    "exchange_id": exchange_id, "reason": str(exc), "error": type(exc.__cause__).__name__})
             except (APIError, AriesError, CredentialSchemaError) as exc:
                 code = exc.code if isinstance(exc, AriesError | CredentialSchemaError) else exc.error
                 if isinstance(exc, APIError) and exc.status_code == 503:
@@ -678,12 +682,23 @@ class IssuerAriesChannel:
             self.agent_client()
         except AriesError as exc:
             raise unavailable_error(exc) from exc
+        # An earlier poll that got its data may have stopped after recording the credential.
+        credential_id = row.credential_id
+        outcome = await self._previous_attempt(ex, credential_id)
+        if outcome == "adopted":
+            return
+        if outcome == "withdrawn":
+            credential_id = new_id("c_", 12)
+            async with self.ctx.session() as session:
+                await session.execute(update(DeferredTransaction).where(
+                    DeferredTransaction.transaction_hash == deferred_key(exchange_id)).values(
+                    credential_id=credential_id))
         answer = await fetch_record(self.ctx, tenant, reg, subject_from_json(row.subject), selector=row.selector,
                                     request_id=None, poll_reference=row.source_reference)
         if isinstance(answer, Pending):
             await self._reschedule(exchange_id, answer.retry_after)
             return
-        await self._record_and_offer(ex, tenant, reg, answer, credential_id=row.credential_id)
+        await self._record_and_offer(ex, tenant, reg, answer, credential_id=credential_id)
 
     async def _reschedule(self, exchange_id: str, retry_after: int) -> None:
         async with self.ctx.session() as session:

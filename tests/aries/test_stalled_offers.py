@@ -34,11 +34,12 @@ from aries import channel as aries_channel
 from aries.client import AdminClient
 from issuer.app import create_app as create_issuer
 from issuer.settings import IssuerSettings
-from sandbox.population import DEMO_EVERYTHING
+from sandbox.population import DEMO_EVERYTHING, DEMO_PENDING
 from tests.support.servers import serve
 
 from .harness import wait_for
 from .test_deferred_and_workers import (
+    PENDING_SUBJECT,
     READY_SUBJECT,
     Outside,
     _connect,
@@ -212,6 +213,36 @@ def test_an_offer_sent_but_not_marked_offered_is_adopted_not_sent_again(
     asyncio.run(_take_offer(outside.wallet, before))
     issued = _wait_exchange(issuer.base, issuer.key, body["exchange_id"], {"issued", "failed"})
     assert issued["state"] == "issued", issued
+    records = asyncio.run(_new_records(outside, before))
+    assert [r["cred_ex_id"] for r in records] == [offer["cred_ex_id"]]
+
+
+def test_a_deferred_offer_sent_but_not_marked_offered_is_adopted_by_the_next_poll(
+        outside: Outside, issuer: Issuer, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    """The same on the deferred path: the poll that got the data sent the offer and stopped; the next
+    poll finds the record under the deferral's credential id and the offer in the agent."""
+    real = issuer_channel.IssuerAriesChannel._mark_offered
+    calls: list[str] = []
+
+    async def refuse_once(self: Any, exchange_id: str, *args: Any) -> bool:
+        calls.append(exchange_id)
+        if len(calls) == 1:
+            raise sqlalchemy.exc.OperationalError("UPDATE aries_exchanges", {}, Exception("injected: database gone"))
+        return bool(await real(self, exchange_id, *args))
+
+    monkeypatch.setattr(issuer_channel.IssuerAriesChannel, "_mark_offered", refuse_once)
+    body = _invite(issuer.base, issuer.key, PENDING_SUBJECT)
+    before = asyncio.run(_connect(outside.wallet, body["short_url"]))
+    (offer,) = _offered(outside, before)
+    stuck = _exchange(issuer.base, issuer.key, body["exchange_id"])
+    assert stuck["state"] == "pending" and stuck["error"] is None, stuck
+    issuer.age(body["exchange_id"], state="pending", expires_at=LONG_AGO)  # the poll's lease is over
+    adopted = _wait_exchange(issuer.base, issuer.key, body["exchange_id"], {"offered", "failed"})
+    assert adopted["state"] == "offered", adopted
+    vc = asyncio.run(_take_offer(outside.wallet, before))
+    assert vc["credentialSubject"]["personalIdentifier"] == DEMO_PENDING
+    issued = _wait_exchange(issuer.base, issuer.key, body["exchange_id"], {"issued", "failed"})
+    assert issued["state"] == "issued" and issuer.record(issued["credential_id"]).json()["status"] == "valid"
     records = asyncio.run(_new_records(outside, before))
     assert [r["cred_ex_id"] for r in records] == [offer["cred_ex_id"]]
 
