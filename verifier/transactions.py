@@ -322,6 +322,22 @@ def result_body(tx: Transaction, box: SecretBox, *, now: dt.datetime | None = No
     }
 
 
+async def webhook_body(db: Database, box: SecretBox, stored: bytes) -> bytes | None:
+    """The body to POST for an outbox row: ``{"event", "transaction_id", "result"}``, the result read
+    now, as polling would show it (its claims hidden once past their retention). ``None`` when the
+    transaction is gone."""
+    reference = json_loads(stored)
+    tx_id = reference.get("transaction_id") if isinstance(reference, dict) else None
+    if not isinstance(tx_id, str):
+        return None
+    async with db.read_session() as session:
+        tx = await session.get(Transaction, tx_id)
+    if tx is None:
+        return None
+    return json_dumps({"event": reference["event"], "transaction_id": tx.id,
+                       "result": result_body(tx, box)}).encode()
+
+
 @dataclass(frozen=True, slots=True)
 class Finished:
     """What :func:`_finish` did: ``won`` is false when the row had left ``from_status`` already (another
@@ -366,11 +382,12 @@ async def _finish(db: Database, box: SecretBox, tx: Transaction, *, status: str,
         if result.first() is None:
             return Finished(False)
         if tx.webhook_url:
-            fresh = await session.get(Transaction, tx.id, populate_existing=True)
-            assert fresh is not None
-            body = {"event": f"presentation.{status}", "transaction_id": tx.id, "result": result_body(fresh, box)}
+            # The row names the event; the body, claims included, is rendered from the transaction when
+            # it is sent (webhook_body). Written here it kept the claims in clear, and past their
+            # retention: the transaction's own copy is sealed and deleted at purge_at.
+            reference = {"event": f"presentation.{status}", "transaction_id": tx.id}
             session.add(WebhookOutbox(id=str(uuid.uuid4()), endpoint_id=tx.agency_id, url=tx.webhook_url,
-                                      event_type=f"presentation.{status}", body=json_dumps(body).encode(),
+                                      event_type=f"presentation.{status}", body=json_dumps(reference).encode(),
                                       attempts=0, created_at=now, next_attempt_at=now))
     return Finished(True, response_code)
 

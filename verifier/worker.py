@@ -22,7 +22,7 @@ from service_kit.crypto import SecretBox
 from service_kit.db import Database
 from service_kit.webhooks import DeliveryResult, deliver_webhook, due_webhooks, next_attempt_after
 from verifier.models import Agency, WebhookOutbox
-from verifier.transactions import sweep, utcnow
+from verifier.transactions import sweep, utcnow, webhook_body
 
 log = logging.getLogger(__name__)
 
@@ -50,9 +50,11 @@ async def deliver_due(db: Database, box: SecretBox, client: httpx.AsyncClient, *
             if row is None:
                 continue
             agency = await session.get(Agency, row.endpoint_id)
-        if agency is None:
-            result = DeliveryResult(False, 0, None, "the agency was removed")
-            attempts = MAX_ATTEMPTS  # nobody left to deliver to
+        body = await webhook_body(db, box, row.body) if agency is not None else None
+        if agency is None or body is None:
+            result = DeliveryResult(False, 0, None, "the agency was removed" if agency is None
+                                    else "the transaction was removed")
+            attempts = MAX_ATTEMPTS  # nobody left to deliver to, or nothing left to tell
         else:
             attempts = row.attempts
             try:
@@ -61,7 +63,7 @@ async def deliver_due(db: Database, box: SecretBox, client: httpx.AsyncClient, *
                 log.warning("webhook secret unreadable", extra={"agency": agency.id, "error": type(exc).__name__})
                 result = DeliveryResult(False, 0, None, "the agency's webhook secret cannot be opened")
             else:
-                result = await deliver_webhook(client, row.url, row.body, secret, event_id=row.id, max_attempts=1)
+                result = await deliver_webhook(client, row.url, body, secret, event_id=row.id, max_attempts=1)
         finished = utcnow()
         async with db.session() as session:
             if result.delivered:

@@ -4,6 +4,7 @@ Issuer Metadata (credentials without ``x5c``, status list signed with the metada
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import threading
 import time
@@ -329,7 +330,7 @@ def test_a_row_that_cannot_be_sent_uses_up_its_attempts_and_not_the_other_rows(t
     from service_kit.crypto import SecretBox
     from service_kit.db import Database
     from service_kit.migrations import run_migrations
-    from verifier.models import Agency, WebhookOutbox
+    from verifier.models import Agency, Transaction, WebhookOutbox
     from verifier.worker import deliver_due
 
     url = f"sqlite+aiosqlite:///{tmp_path / 'verifier.db'}"
@@ -346,9 +347,14 @@ def test_a_row_that_cannot_be_sent_uses_up_its_attempts_and_not_the_other_rows(t
                     session.add(Agency(id=agency_id, slug=agency_id, name=agency_id, signing_key=b"\0", x5c=[],
                                        webhook_secret=sealed_by.seal(b"secret", f"agency:{agency_id}:webhook".encode()),
                                        created_at=now))
+                session.add(Transaction(
+                    id="tx-1", agency_id="good", dcql_query={}, purpose={}, trusted_issuers=[], anchors_pem=[],
+                    retention_seconds=60, client_id="client", response_mode="direct_post", nonce="n", state="s",
+                    status="rejected", created_at=now, expires_at=now, watch_token_hash="w", errors=[], record={}))
+                reference = b'{"event": "presentation.rejected", "transaction_id": "tx-1"}'
                 for row_id, agency_id in (("to-good", "good"), ("to-locked", "locked"), ("to-gone", "gone")):
                     session.add(WebhookOutbox(id=row_id, endpoint_id=agency_id, url=hook_url, event_type="e",
-                                              body=b"{}", attempts=0, created_at=now,
+                                              body=reference, attempts=0, created_at=now,
                                               next_attempt_at=now - dt.timedelta(seconds=1)))
             async with httpx.AsyncClient() as client:
                 delivered = await deliver_due(db, box, client)
@@ -362,6 +368,74 @@ def test_a_row_that_cannot_be_sent_uses_up_its_attempts_and_not_the_other_rows(t
     with serve(rec.app()) as base:
         delivered, rows = asyncio.run(scenario(f"{base}/hooks/vp"))
     assert delivered == 1 and len(rec.accepted) == 1
+    assert json.loads(rec.accepted[0]["body"])["result"]["status"] == "rejected"
     assert rows["to-good"][0] == 1 and rows["to-good"][1] is not None
     assert rows["to-locked"] == (1, None, "the agency's webhook secret cannot be opened")
     assert rows["to-gone"] == (12, None, "the agency was removed")  # given up: nobody to deliver to
+
+
+def test_the_outbox_keeps_no_claims_and_a_late_retry_carries_none_past_their_retention(
+        http, verifier, wallet, creds):
+    """The claims of a verified answer are in the webhook the agency receives, but never at rest in
+    the outbox (in clear, and kept after delivery as its record); a retry after the claims' retention
+    carries the result without them, as polling shows it then."""
+    import sqlite3
+    from contextlib import closing
+
+    rec = Receiver(fail_first=1)
+    database = verifier.settings.database_url.split("///", 1)[1]
+    with serve(rec.app()) as url:
+        created = new_request(http, verifier, webhook_url=f"{url}/hooks/vp", response_mode="direct_post")
+        request = wallet.fetch_request(created["uri"])
+        assert wallet.post_response(request, wallet.build_vp_token(request, [creds.tax()])).status_code == 200
+        _wait(lambda: len(rec.calls) == 1)  # the first attempt, refused: the row waits for its retry
+
+        def stored() -> bytes:
+            with closing(sqlite3.connect(database)) as conn:
+                return conn.execute("SELECT body FROM webhook_outbox WHERE json_extract(CAST(body AS TEXT), "
+                                    "'$.transaction_id') = ?", (created["id"],)).fetchone()[0]
+
+        assert json.loads(rec.calls[0]["body"])["result"]["claims"]["tax"]["nif"] == "12345678Z"
+        assert b"12345678Z" not in stored() and b"claims" not in stored()
+        # The claims' retention passes before the retry is due.
+        with closing(sqlite3.connect(database)) as conn:
+            conn.execute("UPDATE transactions SET purge_at = '2000-01-01 00:00:00.000000' WHERE id = ?",
+                         (created["id"],))
+            conn.execute("UPDATE webhook_outbox SET next_attempt_at = '2000-01-01 00:00:00.000000' "
+                         "WHERE json_extract(CAST(body AS TEXT), '$.transaction_id') = ?", (created["id"],))
+            conn.commit()
+        _wait(lambda: len(rec.accepted) == 1)
+    retried = json.loads(rec.accepted[0]["body"])
+    assert retried["result"]["status"] == "verified" and retried["result"]["claims"] == {}
+    assert retried["result"]["claims_deleted"] is True
+    assert b"12345678Z" not in stored()
+
+
+def test_migration_0008_takes_the_claims_out_of_queued_webhooks(database_url):
+    import asyncio
+
+    from sqlalchemy import text
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from service_kit.migrations import run_migrations
+
+    migrations = Path(__file__).resolve().parents[2] / "verifier" / "migrations"
+    run_migrations(migrations, database_url, "0007")
+    old = {"event": "presentation.verified", "transaction_id": "tx-1",
+           "result": {"status": "verified", "claims": {"tax": {"nif": "12345678Z"}}}}
+
+    async def sql(statement: str, **params: Any) -> Any:
+        engine = create_async_engine(database_url)
+        try:
+            async with engine.begin() as conn:
+                return (await conn.execute(text(statement), params)).all() if statement.startswith("SELECT") \
+                    else await conn.execute(text(statement), params)
+        finally:
+            await engine.dispose()
+
+    asyncio.run(sql("INSERT INTO webhook_outbox (id, endpoint_id, url, event_type, body, attempts, created_at, "
+                    "next_attempt_at, delivered_at) VALUES ('w1', 'a', 'https://x', 'e', :body, 1, :t, :t, :t)",
+                    body=json.dumps(old).encode(), t=dt.datetime(2026, 1, 1, tzinfo=dt.UTC)))
+    run_migrations(migrations, database_url)
+    ((body,),) = asyncio.run(sql("SELECT body FROM webhook_outbox WHERE id = 'w1'"))
+    assert json.loads(bytes(body)) == {"event": "presentation.verified", "transaction_id": "tx-1"}
