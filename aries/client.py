@@ -182,6 +182,10 @@ class AdminClient:
         """One presentation exchange record."""
         return dict(await self.request("GET", f"/present-proof-2.0/records/{pres_ex_id}"))
 
+    async def delete_pres_record(self, pres_ex_id: str) -> None:
+        """Remove a presentation exchange record (and the presentation it holds) from the agent."""
+        await self.request("DELETE", f"/present-proof-2.0/records/{pres_ex_id}")
+
     async def pres_records(self, **filters: str) -> list[JSON]:
         """Presentation exchange records matching the filters."""
         return list((await self.request("GET", "/present-proof-2.0/records", params=filters)).get("results", []))

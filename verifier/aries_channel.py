@@ -290,6 +290,14 @@ class VerifierAriesChannel:
         log.info("aries presentation judged", extra={
             "transaction_id": tx.id, "status": status if finished.won else "expired before the check ended",
             "codes": [e.code for e in errors]})
+        # The agent keeps every exchange record (--preserve-exchange-records), this one with the
+        # holder's presentation: the disclosed claims, in the agent's wallet for ever. Ours are sealed
+        # and deleted after the template's retention; the agent's copy goes once the result is written.
+        try:
+            await self.agent_client().delete_pres_record(row.pres_ex_id)
+        except AriesError as exc:
+            log.warning("aries presentation record not removed from the agent",
+                        extra={"transaction_id": tx.id, "code": exc.code})
 
     def agent_client(self) -> AdminClient:
         if self.runtime is None:

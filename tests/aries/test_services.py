@@ -54,6 +54,7 @@ class World:
     tenant_url: str
     wallet: AgentConfig
     holder_did: str
+    verifier_app: Any = None
 
     def issuer_headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.issuer_key}"}
@@ -97,13 +98,15 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
                              inbound_port=free_port(), admin_port=free_port(), contexts_file=contexts,
                              extra_args=["--auto-accept-invites", "--auto-store-credential"])
         issuer_app = create_issuer(issuer_settings, configure_logs=False)
+        verifier_app = create_verifier(verifier_settings)
         with AgentProcess(wallet), serve(issuer_app, port=issuer_port) as issuer_url, \
-                serve(create_verifier(verifier_settings), port=verifier_port) as verifier_url:
+                serve(verifier_app, port=verifier_port) as verifier_url:
             async def holder_did() -> str:
                 async with AdminClient(wallet.admin_url, wallet.admin_api_key) as client:
                     return await client.create_did_key(BBS)
             yield World(issuer_url, verifier_url, issuer_app, tenant["api_key"],
-                        agencies["uni-admissions"]["api_key"], tenant["issuer_url"], wallet, asyncio.run(holder_did()))
+                        agencies["uni-admissions"]["api_key"], tenant["issuer_url"], wallet, asyncio.run(holder_did()),
+                        verifier_app)
 
 
 def _wallet(world: World) -> AdminClient:
@@ -199,6 +202,15 @@ def test_diploma_over_didcomm_then_two_claims_verified_then_revoked(world: World
 
     result = _present(world, vc_id)
     assert result["status"] == "verified", result["errors"]
+    # The verifier's agent no longer holds the presentation (the disclosed claims) once it is judged:
+    # the verifier's own copy is sealed and deleted after the retention, the agent's would stay for ever.
+    agent = world.verifier_app.state.aries.runtime.client
+
+    async def agent_records() -> list[dict[str, Any]]:
+        async with AdminClient(agent.admin_url, agent._headers["x-api-key"]) as client:
+            return await client.pres_records()
+
+    assert all(r.get("state") != "done" for r in asyncio.run(agent_records())), "the agent kept the presentation"
     assert set(result["claims"]) == {"diploma"}
     assert set(result["claims"]["diploma"]) == {"title", "awardingBody"}  # those 2 and nothing more
     assert all(isinstance(v, str) and v for v in result["claims"]["diploma"].values())

@@ -211,8 +211,13 @@ WEBHOOK_KEY = secrets.token_urlsafe(32)
 class _Agent:
     """The agent's record of the exchange (the judged content is stubbed: the write is under test)."""
 
+    removed: list[str] = []  # noqa: RUF012 - the records removed from the agent, across instances
+
     async def pres_record(self, pres_ex_id: str) -> dict[str, Any]:
         return {"pres_ex_id": pres_ex_id, "state": "done"}
+
+    async def delete_pres_record(self, pres_ex_id: str) -> None:
+        self.removed.append(pres_ex_id)
 
 
 def _aries_request(verifier: Verifier, tx_id: str) -> str:
@@ -288,6 +293,7 @@ def test_aries_result_that_cannot_be_written_is_reported_once(http, verifier, mo
     events = _events(rec)
     assert len(events) == 1, [e["event"] for e in events]
     if failed_writes == 1:
+        assert _Agent.removed[-1:] == [pres_ex_id]  # judged: the agent's copy of the presentation goes
         assert events[0]["event"] == "presentation.rejected"
         assert [e["code"] for e in events[0]["result"]["errors"]] == ["verifier.internal_error"]
         assert events[0]["result"]["claims"] == {}
