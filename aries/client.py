@@ -142,6 +142,10 @@ class AdminClient:
         """One credential exchange record (with its ``by_format`` detail)."""
         return dict(await self.request("GET", f"/issue-credential-2.0/records/{cred_ex_id}"))
 
+    async def delete_cred_record(self, cred_ex_id: str) -> None:
+        """Remove a credential exchange record (and the credential it holds) from the agent."""
+        await self.request("DELETE", f"/issue-credential-2.0/records/{cred_ex_id}")
+
     async def cred_records(self, **filters: str) -> list[JSON]:
         """Credential exchange records matching the filters."""
         return list((await self.request("GET", "/issue-credential-2.0/records", params=filters)).get("results", []))

@@ -753,6 +753,15 @@ class IssuerAriesChannel:
         if row is None:
             return
         await self._settle(cred_ex_id, event.state)
+        if event.state == "done":
+            # Acknowledged by the holder: the agent keeps every exchange record
+            # (--preserve-exchange-records), this one with the credential and its claims, for ever;
+            # the issuer keeps no claim values. The exchange is settled ("issued"), never taken over.
+            try:
+                await self.agent_client().delete_cred_record(cred_ex_id)
+            except AriesError as exc:
+                log.warning("aries credential exchange not removed from the agent",
+                            extra={"exchange_id": row.id, "code": exc.code})
 
     async def _settle(self, cred_ex_id: str, state: str) -> None:
         """Finish the ``offered`` exchange following ``cred_ex_id``: issued, or abandoned (record removed)."""

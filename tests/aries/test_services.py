@@ -163,6 +163,15 @@ def _receive_diploma(world: World) -> tuple[str, str]:
                        headers=world.issuer_headers()).json()
     assert record["subject_identifier"] == CITIZEN and record["status"] == "valid"
     assert record["login"]["channel"] == "aries" and record["evidence"]
+    # Acknowledged, the exchange (the credential, its claims) is removed from the issuer's agent.
+    agent = world.issuer_app.state.aries.runtime.client
+
+    async def agent_records() -> list[dict[str, Any]]:
+        async with AdminClient(agent.admin_url, agent._headers["x-api-key"]) as client:
+            return await client.cred_records()
+
+    _poll(lambda: [r["cred_ex_record"]["state"] for r in asyncio.run(agent_records())],
+          lambda states: "done" not in states, timeout=10)
     assert redirect.status_code == 302
     assert httpx.get(body["short_url"], headers={"Accept": "application/json"}).status_code == 404  # used
     return exchange["credential_id"], vc_id
