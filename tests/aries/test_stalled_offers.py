@@ -196,8 +196,8 @@ def test_an_exchange_stopped_between_its_record_and_its_offer_is_offered_afresh(
     assert len(asyncio.run(_new_records(outside, before))) == 1
 
 
-def test_an_offer_sent_but_not_marked_offered_is_adopted_not_sent_again(
-        outside: Outside, issuer: Issuer, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+def _offer_sent_but_first_mark_fails(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first write of ``offered`` (after the offer went out) fails, as with the database gone."""
     real = issuer_channel.IssuerAriesChannel._mark_offered
     calls: list[str] = []
 
@@ -208,6 +208,11 @@ def test_an_offer_sent_but_not_marked_offered_is_adopted_not_sent_again(
         return bool(await real(self, exchange_id, *args))
 
     monkeypatch.setattr(issuer_channel.IssuerAriesChannel, "_mark_offered", refuse_once)
+
+
+def test_an_offer_sent_but_not_marked_offered_is_adopted_not_sent_again(
+        outside: Outside, issuer: Issuer, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    _offer_sent_but_first_mark_fails(monkeypatch)
     body = _invite(issuer.base, issuer.key, READY_SUBJECT)
     before = asyncio.run(_connect(outside.wallet, body["short_url"]))
     (offer,) = _offered(outside, before)
@@ -228,16 +233,7 @@ def test_a_deferred_offer_sent_but_not_marked_offered_is_adopted_by_the_next_pol
         outside: Outside, issuer: Issuer, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
     """The same on the deferred path: the poll that got the data sent the offer and stopped; the next
     poll finds the record under the deferral's credential id and the offer in the agent."""
-    real = issuer_channel.IssuerAriesChannel._mark_offered
-    calls: list[str] = []
-
-    async def refuse_once(self: Any, exchange_id: str, *args: Any) -> bool:
-        calls.append(exchange_id)
-        if len(calls) == 1:
-            raise sqlalchemy.exc.OperationalError("UPDATE aries_exchanges", {}, Exception("injected: database gone"))
-        return bool(await real(self, exchange_id, *args))
-
-    monkeypatch.setattr(issuer_channel.IssuerAriesChannel, "_mark_offered", refuse_once)
+    _offer_sent_but_first_mark_fails(monkeypatch)
     body = _invite(issuer.base, issuer.key, PENDING_SUBJECT)
     before = asyncio.run(_connect(outside.wallet, body["short_url"]))
     (offer,) = _offered(outside, before)
