@@ -13,7 +13,7 @@ import logging
 
 from sqlalchemy import update
 
-from service_kit.webhooks import DeliveryResult, deliver_webhook, due_webhooks, next_attempt_after
+from service_kit.webhooks import GIVEN_UP, DeliveryResult, deliver_webhook, due_webhooks, next_attempt_after
 
 from .context import IssuerContext, utcnow
 from .grants import purge_expired
@@ -45,7 +45,8 @@ async def deliver_due(ctx: IssuerContext, limit: int = 20) -> int:
         if endpoint is None:
             async with ctx.session() as session:
                 await session.execute(update(WebhookOutbox).where(WebhookOutbox.id == row_id)
-                                      .values(attempts=MAX_ATTEMPTS, last_error="endpoint removed"))
+                                      .values(attempts=MAX_ATTEMPTS, next_attempt_at=GIVEN_UP,
+                                              last_error="endpoint removed"))
             continue
         client = ctx.http
         if client is None:
@@ -66,7 +67,8 @@ async def deliver_due(ctx: IssuerContext, limit: int = 20) -> int:
             else:
                 await session.execute(update(WebhookOutbox).where(WebhookOutbox.id == row_id)
                                       .values(last_error=result.error,
-                                              next_attempt_at=next_attempt_after(claimed.attempts, utcnow(), base=2.0)))
+                                              next_attempt_at=next_attempt_after(claimed.attempts, utcnow(), base=2.0,
+                                                                                 max_attempts=MAX_ATTEMPTS)))
     return delivered
 
 

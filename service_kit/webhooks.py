@@ -226,8 +226,18 @@ class WebhookOutboxMixin:
                       sqlite_where=text("delivered_at IS NULL")),)
 
 
-def next_attempt_after(attempts: int, now: dt.datetime, base: float = 10.0, cap: float = 3600.0) -> dt.datetime:
-    """When an outbox row that failed ``attempts`` times is due again (exponential, capped, jittered)."""
+#: ``next_attempt_at`` of a row that used up its attempts: never due again, so it lies past the range
+#: every round reads (``next_attempt_at <= now`` in ``ix_webhook_outbox_due``). With a past time it
+#: stayed in that range, and the rows an endpoint down for days gave up were read every round after.
+GIVEN_UP = dt.datetime(9999, 12, 31, tzinfo=dt.UTC)
+
+
+def next_attempt_after(attempts: int, now: dt.datetime, base: float = 10.0, cap: float = 3600.0, *,
+                       max_attempts: int | None = None) -> dt.datetime:
+    """When an outbox row that failed ``attempts`` times is due again (exponential, capped, jittered);
+    :data:`GIVEN_UP` once it has had ``max_attempts``."""
+    if max_attempts is not None and attempts >= max_attempts:
+        return GIVEN_UP
     return now + dt.timedelta(seconds=backoff_delay(attempts, base, cap) + base / 2)
 
 
@@ -278,11 +288,13 @@ async def record_delivery(
     now: dt.datetime,
     *,
     attempts: int,
+    max_attempts: int | None = None,
 ) -> None:
-    """Store the outcome of delivering a claimed row: delivered, or due again after a backoff."""
+    """Store the outcome of delivering a claimed row: delivered, or due again after a backoff (never
+    again after ``max_attempts``)."""
     values: dict[str, object] = {"last_error": result.error}
     if result.delivered:
         values["delivered_at"] = now
     else:
-        values["next_attempt_at"] = next_attempt_after(attempts, now)
+        values["next_attempt_at"] = next_attempt_after(attempts, now, max_attempts=max_attempts)
     await session.execute(update(model).where(model.id == row_id).values(**values))

@@ -73,7 +73,8 @@ async def deliver_due(db: Database, box: SecretBox, client: httpx.AsyncClient, *
             else:
                 await session.execute(update(WebhookOutbox).where(WebhookOutbox.id == row_id).values(
                     attempts=attempts, last_error=result.error,
-                    next_attempt_at=next_attempt_after(attempts, finished, base=2.0, cap=600.0)))
+                    next_attempt_at=next_attempt_after(attempts, finished, base=2.0, cap=600.0,
+                                                       max_attempts=MAX_ATTEMPTS)))
     return delivered
 
 

@@ -72,7 +72,8 @@ async def deliver_alert_webhooks(ctx: WalletContext) -> int:
                                            max_attempts=3, base_delay=0.2, max_delay=5.0,
                                            timeout=settings.http_timeout)
             async with ctx.db.session() as session:
-                await record_delivery(session, AlertWebhookOutbox, row_id, result, utcnow(), attempts=attempts)
+                await record_delivery(session, AlertWebhookOutbox, row_id, result, utcnow(), attempts=attempts,
+                                      max_attempts=settings.webhook_max_attempts)
             delivered += int(result.delivered)
     return delivered
 

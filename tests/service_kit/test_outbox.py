@@ -8,7 +8,7 @@ import datetime as dt
 from sqlalchemy import select
 
 from service_kit.db import Database
-from service_kit.webhooks import DeliveryResult, claim_due_webhooks, record_delivery
+from service_kit.webhooks import GIVEN_UP, DeliveryResult, claim_due_webhooks, record_delivery
 from tests.service_kit.sample_models import Base, Outbox
 
 
@@ -59,3 +59,30 @@ def test_workers_claim_disjoint_rows_and_record_outcomes(database_url: str) -> N
             await second.dispose()
 
     asyncio.run(scenario())
+
+
+def test_a_row_that_used_up_its_attempts_is_never_due_again(database_url: str) -> None:
+    """Recorded with its last attempt failed, a row leaves every round's range for good (``GIVEN_UP``);
+    one attempt earlier it is due again after a backoff."""
+    now = dt.datetime.now(dt.UTC)
+
+    async def scenario() -> dict[str, dt.datetime]:
+        db = Database(database_url)
+        try:
+            await db.create_all(Base.metadata)
+            async with db.session() as s:
+                for row_id in ("last-try", "one-more"):
+                    s.add(Outbox(id=row_id, endpoint_id="ep", event_type="t", body=b"{}", attempts=0,
+                                 created_at=now, next_attempt_at=now))
+            failed = DeliveryResult(False, 1, 503, "HTTP 503")
+            async with db.session() as s:
+                await record_delivery(s, Outbox, "last-try", failed, now, attempts=12, max_attempts=12)
+                await record_delivery(s, Outbox, "one-more", failed, now, attempts=11, max_attempts=12)
+            async with db.read_session() as s:
+                return {r.id: r.next_attempt_at for r in (await s.execute(select(Outbox))).scalars()}
+        finally:
+            await db.dispose()
+
+    due = asyncio.run(scenario())
+    assert due["last-try"] == GIVEN_UP
+    assert now < due["one-more"] < now + dt.timedelta(hours=2)

@@ -10,13 +10,14 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from service_kit.webhooks import due_webhooks
+from service_kit.webhooks import GIVEN_UP, due_webhooks
 from tests.support.plans import describe, indexes_used, plans_before_any_analyze, rows_filtered_out
 from tests.support.postgres import PostgresCluster
 
 ROOT = Path(__file__).resolve().parents[2]
 DELIVERED = 2000
 DUE = 5
+GIVEN_UP_ROWS = 1000
 
 #: service → (its own outbox columns with a value, rows the outbox refers to)
 SERVICES = {
@@ -48,6 +49,11 @@ def _fill(service: str):  # noqa: ANN202 - the fill callback of plans_before_any
         await conn.execute(
             f"INSERT INTO webhook_outbox {rows} SELECT 'later' || i, 'endpoint', 'event', '\\x00', 2, now(), "
             f"now() + i * interval '1 minute', NULL, {values} FROM generate_series(1, {DUE}) AS i")
+        # A week of an endpoint down: rows that used up their attempts, left where no round reads them.
+        await conn.execute(
+            f"INSERT INTO webhook_outbox {rows} SELECT 'given-up' || i, 'endpoint', 'event', '\\x00', 12, "
+            f"now() - i * interval '10 minutes', $1, NULL, {values} FROM generate_series(1, {GIVEN_UP_ROWS}) AS i",
+            GIVEN_UP)
         await conn.execute("ANALYZE webhook_outbox")
 
     return fill
@@ -60,7 +66,8 @@ def test_a_delivery_round_reads_only_the_due_rows(postgres_cluster: PostgresClus
     plans = plans_before_any_analyze(postgres_cluster, ROOT / service / "migrations", _fill(service),
                                      {"due": (due_webhooks(outbox, dt.datetime.now(dt.UTC)), {})})
     plan = plans["due"]
-    # With the index on every row's next_attempt_at the round walked the 2,000 delivered rows too.
+    # With the index on every row's next_attempt_at the round walked the 2,000 delivered rows too, and
+    # with a past next_attempt_at it would walk the 1,000 given up.
     assert plan["Actual Rows"] == DUE, describe(plan)
     assert indexes_used(plan) == ["ix_webhook_outbox_due"], describe(plan)
     assert rows_filtered_out(plan) == 0, describe(plan)

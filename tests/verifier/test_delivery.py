@@ -330,6 +330,7 @@ def test_a_row_that_cannot_be_sent_uses_up_its_attempts_and_not_the_other_rows(t
     from service_kit.crypto import SecretBox
     from service_kit.db import Database
     from service_kit.migrations import run_migrations
+    from service_kit.webhooks import GIVEN_UP
     from verifier.models import Agency, Transaction, WebhookOutbox
     from verifier.worker import deliver_due
 
@@ -361,6 +362,8 @@ def test_a_row_that_cannot_be_sent_uses_up_its_attempts_and_not_the_other_rows(t
             async with db.read_session() as session:
                 rows = {r.id: (r.attempts, r.delivered_at, r.last_error)
                         for r in (await session.execute(select(WebhookOutbox))).scalars()}
+                gone_next = (await session.get(WebhookOutbox, "to-gone")).next_attempt_at
+            assert gone_next == GIVEN_UP  # never due again: out of every later round's range
             return delivered, rows
         finally:
             await db.dispose()
