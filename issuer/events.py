@@ -13,7 +13,14 @@ import logging
 
 from sqlalchemy import update
 
-from service_kit.webhooks import GIVEN_UP, DeliveryResult, deliver_webhook, due_webhooks, next_attempt_after
+from service_kit.webhooks import (
+    GIVEN_UP,
+    DeliveryResult,
+    deliver_webhook,
+    due_webhooks,
+    next_attempt_after,
+    purge_finished_webhooks,
+)
 
 from .context import IssuerContext, utcnow
 from .grants import purge_expired
@@ -72,6 +79,11 @@ async def deliver_due(ctx: IssuerContext, limit: int = 20) -> int:
     return delivered
 
 
+async def purge_outbox(ctx: IssuerContext) -> int:
+    """Delete the outbox rows finished (delivered or given up) ``OUTBOX_RETENTION`` ago."""
+    return await purge_finished_webhooks(ctx.session, WebhookOutbox, utcnow(), max_attempts=MAX_ATTEMPTS)
+
+
 async def run_background(ctx: IssuerContext, interval: float = 1.0) -> None:
     """Deliver webhooks every ``interval`` seconds and purge expired state every few minutes, forever."""
     ticks = 0
@@ -80,6 +92,7 @@ async def run_background(ctx: IssuerContext, interval: float = 1.0) -> None:
             await deliver_due(ctx)
             if ticks % 300 == 0:
                 await purge_expired(ctx)
+                await purge_outbox(ctx)
         except asyncio.CancelledError:
             raise
         except Exception:  # noqa: BLE001 - background work must survive a failed round (DB restart...)

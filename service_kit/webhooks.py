@@ -16,12 +16,14 @@ it reports (a table using :class:`WebhookOutboxMixin`), and a background task in
 :func:`claim_due_webhooks` (a short transaction that leases due rows, so two workers never send the same
 row at once), :func:`deliver_webhook` for each, then :func:`record_delivery` (delivered, or due again
 after an exponential backoff, or given up after ``max_attempts``). A worker that dies mid-delivery only
-delays the row until its lease ends.
+delays the row until its lease ends. Finished rows (delivered or given up) stay as the delivery record for
+:data:`OUTBOX_RETENTION`, then :func:`purge_finished_webhooks` deletes them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import email.utils
 import hashlib
@@ -33,7 +35,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 import httpx
-from sqlalchemy import Index, Integer, LargeBinary, Row, Select, String, Text, select, text, update
+from sqlalchemy import Delete, Index, Integer, LargeBinary, Row, Select, String, Text, delete, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, declared_attr, mapped_column
 
@@ -222,14 +224,23 @@ class WebhookOutboxMixin:
     def __table_args__(cls) -> tuple[Index, ...]:  # noqa: N805 - SQLAlchemy passes the mapped class
         # Deliveries look for undelivered rows that are due. Delivered rows stay (the delivery record)
         # and keep a past next_attempt_at: indexed too, each round of every worker walked them all.
+        # The retention purge reads the oldest rows by created_at.
         return (Index("ix_webhook_outbox_due", "next_attempt_at", postgresql_where=text("delivered_at IS NULL"),
-                      sqlite_where=text("delivered_at IS NULL")),)
+                      sqlite_where=text("delivered_at IS NULL")),
+                Index("ix_webhook_outbox_created_at", "created_at"))
 
 
 #: ``next_attempt_at`` of a row that used up its attempts: never due again, so it lies past the range
 #: every round reads (``next_attempt_at <= now`` in ``ix_webhook_outbox_due``). With a past time it
 #: stayed in that range, and the rows an endpoint down for days gave up were read every round after.
 GIVEN_UP = dt.datetime(9999, 12, 31, tzinfo=dt.UTC)
+
+
+#: How long a finished outbox row (delivered, or given up) stays as the record of the delivery, for an
+#: operator answering "did you send it?". Far longer than any row's retries (at most 50 attempts an hour
+#: apart), so a row still being retried is never old enough; and far shorter than for ever: with webhooks
+#: on, the table grew by one row per event with nothing to delete it.
+OUTBOX_RETENTION = dt.timedelta(days=14)
 
 
 def next_attempt_after(attempts: int, now: dt.datetime, base: float = 10.0, cap: float = 3600.0, *,
@@ -298,3 +309,36 @@ async def record_delivery(
     else:
         values["next_attempt_at"] = next_attempt_after(attempts, now, max_attempts=max_attempts)
     await session.execute(update(model).where(model.id == row_id).values(**values))
+
+
+def purge_finished(model: type[WebhookOutboxMixin], before: dt.datetime, *, max_attempts: int,
+                   limit: int) -> Delete:
+    """Delete up to ``limit`` rows of ``model`` created before ``before`` and finished (delivered, or out
+    of attempts), the oldest first: a range of ``ix_webhook_outbox_created_at``, then the primary key."""
+    oldest = (select(model.id)
+              .where(model.created_at < before, model.delivered_at.is_not(None) | (model.attempts >= max_attempts))
+              .order_by(model.created_at).limit(limit).subquery())
+    return delete(model).where(model.id.in_(select(oldest.c.id)))
+
+
+async def purge_finished_webhooks(
+    session: Callable[[], contextlib.AbstractAsyncContextManager[AsyncSession]],
+    model: type[WebhookOutboxMixin],
+    now: dt.datetime,
+    *,
+    max_attempts: int,
+    retention: dt.timedelta = OUTBOX_RETENTION,
+    batch: int = 5000,
+) -> int:
+    """Delete the finished rows of ``model`` older than ``retention``, ``batch`` rows per transaction
+    (``session()`` opens one that commits on exit); returns how many.
+
+    Batches keep each transaction short on the first purge of a table that grew for months."""
+    deleted = 0
+    while True:
+        async with session() as s:
+            result = await s.execute(purge_finished(model, now - retention, max_attempts=max_attempts, limit=batch))
+        count = result.rowcount or 0  # type: ignore[attr-defined]
+        deleted += count
+        if count < batch:
+            return deleted

@@ -1,4 +1,5 @@
-"""The verifier's background task: deliver due webhooks, expire overdue requests, purge claims.
+"""The verifier's background task: deliver due webhooks, expire overdue requests, purge claims and
+finished webhook deliveries.
 
 Runs in every worker process; rows are claimed with a conditional ``UPDATE`` (a lease on
 ``next_attempt_at``) so two workers never send the same delivery at once. A new outbox row wakes the
@@ -20,7 +21,13 @@ from sqlalchemy import update
 
 from service_kit.crypto import SecretBox
 from service_kit.db import Database
-from service_kit.webhooks import DeliveryResult, deliver_webhook, due_webhooks, next_attempt_after
+from service_kit.webhooks import (
+    DeliveryResult,
+    deliver_webhook,
+    due_webhooks,
+    next_attempt_after,
+    purge_finished_webhooks,
+)
 from verifier.models import Agency, WebhookOutbox
 from verifier.transactions import sweep, utcnow, webhook_body
 
@@ -28,6 +35,8 @@ log = logging.getLogger(__name__)
 
 LEASE = dt.timedelta(seconds=60)
 MAX_ATTEMPTS = 12
+#: Seconds between purges of finished outbox rows: they age in days, no need to look every second.
+OUTBOX_PURGE_INTERVAL = 300.0
 
 
 async def deliver_due(db: Database, box: SecretBox, client: httpx.AsyncClient, *, limit: int = 50) -> int:
@@ -78,6 +87,11 @@ async def deliver_due(db: Database, box: SecretBox, client: httpx.AsyncClient, *
     return delivered
 
 
+async def purge_outbox(db: Database) -> int:
+    """Delete the outbox rows finished (delivered or given up) ``OUTBOX_RETENTION`` ago."""
+    return await purge_finished_webhooks(db.session, WebhookOutbox, utcnow(), max_attempts=MAX_ATTEMPTS)
+
+
 class BackgroundWorker:
     """The periodic loop, started and stopped with the app."""
 
@@ -88,6 +102,7 @@ class BackgroundWorker:
         self.interval = interval
         self._wake = asyncio.Event()
         self._last_sweep = 0.0
+        self._last_outbox_purge = -OUTBOX_PURGE_INTERVAL
 
     def kick(self) -> None:
         """Run the loop now (a webhook was queued)."""
@@ -101,6 +116,9 @@ class BackgroundWorker:
                 if time.monotonic() - self._last_sweep >= self.interval:
                     self._last_sweep = time.monotonic()
                     await sweep(self.db, self.box)
+                if time.monotonic() - self._last_outbox_purge >= OUTBOX_PURGE_INTERVAL:
+                    self._last_outbox_purge = time.monotonic()
+                    await purge_outbox(self.db)
             except Exception:  # noqa: BLE001 - the loop must survive a database hiccup
                 log.exception("verifier background task failed; retrying")
             with contextlib.suppress(TimeoutError):

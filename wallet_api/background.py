@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 from sqlalchemy import Select, delete, select, update
 
-from service_kit.webhooks import claim_due_webhooks, deliver_webhook, record_delivery
+from service_kit.webhooks import claim_due_webhooks, deliver_webhook, purge_finished_webhooks, record_delivery
 from ssi import x509 as ssi_x509
 from ssi.errors import SSIError
 from ssi.jose import Key
@@ -92,7 +92,7 @@ async def sweep(ctx: WalletContext) -> dict[str, int]:
     """One pass of every periodic job; returns counts (for tests and logs)."""
     return {"status_checked": await check_statuses(ctx), "expiry_alerts": await expiry_alerts(ctx),
             "deferred_polled": await poll_deferred(ctx), "audit_checkpoints": await checkpoint_due(ctx),
-            "logins_purged": await purge_expired_logins(ctx)}
+            "logins_purged": await purge_expired_logins(ctx), "webhooks_purged": await purge_outbox(ctx)}
 
 
 async def purge_expired_logins(ctx: WalletContext) -> int:
@@ -105,6 +105,12 @@ async def purge_expired_logins(ctx: WalletContext) -> int:
             result = await session.execute(delete(model).where(column < now))
             deleted += result.rowcount or 0  # type: ignore[attr-defined]
     return deleted
+
+
+async def purge_outbox(ctx: WalletContext) -> int:
+    """Delete the alert webhooks finished (delivered or given up) ``OUTBOX_RETENTION`` ago."""
+    return await purge_finished_webhooks(ctx.db.session, AlertWebhookOutbox, utcnow(),
+                                         max_attempts=ctx.settings.webhook_max_attempts)
 
 
 def _status_key(ctx: WalletContext, issuer: str):  # noqa: ANN202 - a callable for verify_status_list_token

@@ -9,10 +9,12 @@ import pytest
 from sqlalchemy import func, select
 
 from aries.storage import WEBHOOK_EVENT_RETENTION
+from service_kit.webhooks import OUTBOX_RETENTION
 from issuer.app import create_app
 from issuer.aries_models import AriesWebhookEvent
+from issuer.events import purge_outbox
 from issuer.grants import purge_expired
-from issuer.models import AuthorizationRequest, DeferredTransaction, Tenant
+from issuer.models import AuthorizationRequest, DeferredTransaction, Tenant, WebhookOutbox
 from tests.issuer.conftest import IssuerEnv
 
 pytestmark = pytest.mark.anyio
@@ -69,3 +71,22 @@ async def test_aries_webhook_keys_are_purged_after_their_retention(issuer_env: I
                                               .where(AriesWebhookEvent.key.like("purge-event-%")))).scalars())
     assert left == {"purge-event-kept", "purge-event-new"}
     assert deleted >= 1
+
+
+async def test_finished_webhook_deliveries_are_purged_after_their_retention(issuer_env: IssuerEnv) -> None:
+    """The outbox keeps a delivery as its record for ``OUTBOX_RETENTION``, then the purge deletes it
+    (with webhooks on the table grew by a row per issuance for ever)."""
+    app = create_app(issuer_env.settings, run_background=False, configure_logs=False)
+    async with app.router.lifespan_context(app):
+        ctx = app.state.ctx
+        now = dt.datetime.now(dt.UTC)
+        margin = dt.timedelta(minutes=1)
+        async with ctx.session() as session:
+            for name, at in (("old", now - OUTBOX_RETENTION - margin), ("kept", now - OUTBOX_RETENTION + margin)):
+                session.add(WebhookOutbox(id=f"purge-{name}", tenant_id="t", endpoint_id="e", event_type="x",
+                                          body=b"{}", attempts=1, created_at=at, next_attempt_at=at, delivered_at=at))
+        assert await purge_outbox(ctx) == 1
+        async with ctx.db.read_session() as session:
+            left = set((await session.execute(select(WebhookOutbox.id).where(WebhookOutbox.id.like("purge-%"))))
+                       .scalars())
+    assert left == {"purge-kept"}

@@ -8,7 +8,14 @@ import datetime as dt
 from sqlalchemy import select
 
 from service_kit.db import Database
-from service_kit.webhooks import GIVEN_UP, DeliveryResult, claim_due_webhooks, record_delivery
+from service_kit.webhooks import (
+    GIVEN_UP,
+    OUTBOX_RETENTION,
+    DeliveryResult,
+    claim_due_webhooks,
+    purge_finished_webhooks,
+    record_delivery,
+)
 from tests.service_kit.sample_models import Base, Outbox
 
 
@@ -86,3 +93,40 @@ def test_a_row_that_used_up_its_attempts_is_never_due_again(database_url: str) -
     due = asyncio.run(scenario())
     assert due["last-try"] == GIVEN_UP
     assert now < due["one-more"] < now + dt.timedelta(hours=2)
+
+
+def test_finished_rows_are_purged_after_the_retention_and_nothing_else(database_url: str) -> None:
+    """Delivered and given-up rows go once ``OUTBOX_RETENTION`` old, in batches; a row still owed a
+    delivery stays whatever its age, and so do the recent records."""
+    now = dt.datetime.now(dt.UTC)
+    old = now - OUTBOX_RETENTION - dt.timedelta(minutes=1)
+    recent = now - OUTBOX_RETENTION + dt.timedelta(minutes=1)
+
+    def row(row_id: str, created: dt.datetime, *, delivered: bool = False, attempts: int = 1,
+            next_attempt_at: dt.datetime | None = None) -> Outbox:
+        return Outbox(id=row_id, endpoint_id="ep", event_type="t", body=b"{}", attempts=attempts, created_at=created,
+                      next_attempt_at=next_attempt_at or created, delivered_at=created if delivered else None)
+
+    async def scenario() -> tuple[int, int, set[str]]:
+        db = Database(database_url)
+        try:
+            await db.create_all(Base.metadata)
+            async with db.session() as s:
+                s.add_all([row(f"old-delivered-{i}", old - dt.timedelta(seconds=i), delivered=True) for i in range(7)])
+                s.add(row("old-given-up", old, attempts=12, next_attempt_at=GIVEN_UP))
+                # Given up before GIVEN_UP existed: a past next_attempt_at, its attempts used up.
+                s.add(row("old-given-up-earlier", old, attempts=12))
+                s.add(row("old-still-owed", old, attempts=3, next_attempt_at=now + dt.timedelta(hours=1)))
+                s.add(row("recent-delivered", recent, delivered=True))
+                s.add(row("recent-given-up", recent, attempts=12, next_attempt_at=GIVEN_UP))
+            deleted = await purge_finished_webhooks(db.session, Outbox, now, max_attempts=12, batch=3)
+            again = await purge_finished_webhooks(db.session, Outbox, now, max_attempts=12, batch=3)
+            async with db.read_session() as s:
+                left = set((await s.scalars(select(Outbox.id))).all())
+            return deleted, again, left
+        finally:
+            await db.dispose()
+
+    deleted, again, left = asyncio.run(scenario())
+    assert deleted == 9 and again == 0
+    assert left == {"old-still-owed", "recent-delivered", "recent-given-up"}

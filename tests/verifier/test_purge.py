@@ -18,13 +18,15 @@ from aries.storage import WEBHOOK_EVENT_RETENTION
 from service_kit.crypto import SecretBox
 from service_kit.db import Database
 from service_kit.migrations import run_migrations_async
+from service_kit.webhooks import OUTBOX_RETENTION
 from verifier.app import MIGRATIONS
 from verifier.aries_models import AriesWebhookEvent
-from verifier.models import UsedPresentation
+from verifier.models import UsedPresentation, WebhookOutbox
 from verifier.routes.aries import AriesRequestIn
 from verifier.schemas import RequestIn
 from verifier.settings import VerifierSettings
 from verifier.transactions import USED_PRESENTATION_RETENTION, sweep
+from verifier.worker import purge_outbox
 
 pytestmark = pytest.mark.anyio
 
@@ -72,3 +74,24 @@ def test_digests_outlive_every_request_they_could_be_replayed_to() -> None:
     """A digest must stay while the one transaction that could accept its presentation is open (twice
     that, for clocks that differ between workers): a longer request lifetime needs a longer retention."""
     assert USED_PRESENTATION_RETENTION >= 2 * LONGEST_REQUEST
+
+
+async def test_finished_webhook_deliveries_are_purged_after_their_retention(tmp_path: Path) -> None:
+    """Delivered (or given-up) outbox rows stay as the delivery record for ``OUTBOX_RETENTION``, then go."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'verifier.db'}"
+    await run_migrations_async(MIGRATIONS, url)
+    db = Database(url)
+    now = dt.datetime.now(dt.UTC)
+    margin = dt.timedelta(minutes=1)
+    try:
+        async with db.session() as session:
+            for name, at in (("old", now - OUTBOX_RETENTION - margin), ("kept", now - OUTBOX_RETENTION + margin)):
+                session.add(WebhookOutbox(id=name, url="https://agency.example/hook", endpoint_id="agency",
+                                          event_type="presentation.verified", body=b"{}", attempts=1, created_at=at,
+                                          next_attempt_at=at, delivered_at=at))
+        assert await purge_outbox(db) == 1
+        async with db.read_session() as session:
+            left = set((await session.execute(select(WebhookOutbox.id))).scalars())
+    finally:
+        await db.dispose()
+    assert left == {"kept"}

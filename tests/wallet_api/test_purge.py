@@ -14,11 +14,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
+from service_kit.webhooks import OUTBOX_RETENTION
 from tests.support.servers import free_port
 from tests.wallet_api.conftest import wallet_settings
 from wallet_api.app import create_app
 from wallet_api.background import sweep
-from wallet_api.models import AppCode, LoginTransaction, Session, Wallet
+from wallet_api.models import AlertWebhookOutbox, AppCode, LoginTransaction, Session, Wallet
 
 pytestmark = pytest.mark.anyio
 
@@ -46,3 +47,26 @@ async def test_the_sweep_purges_expired_logins_and_app_codes(tmp_path: Path) -> 
     assert logins == {"login-live"}
     assert codes == {"code-live"}
     assert done["logins_purged"] == 2
+
+
+async def test_the_sweep_purges_alert_webhooks_delivered_or_given_up_past_their_retention(tmp_path: Path) -> None:
+    app = create_app(wallet_settings(tmp_path, free_port(), "http://127.0.0.1:9"), run_background=False)
+    async with app.router.lifespan_context(app):
+        ctx = app.state.wallet
+        now = dt.datetime.now(dt.UTC)
+        margin = dt.timedelta(minutes=1)
+        attempts = ctx.settings.webhook_max_attempts
+        async with ctx.db.session() as session:
+            session.add(Wallet(id="w-purge", subject_index="purge", data_key=b"\0", profile=b"\0"))
+            await session.flush()
+            for name, at, delivered in (("old-delivered", now - OUTBOX_RETENTION - margin, True),
+                                        ("old-given-up", now - OUTBOX_RETENTION - margin, False),
+                                        ("kept", now - OUTBOX_RETENTION + margin, True)):
+                session.add(AlertWebhookOutbox(id=name, wallet_id="w-purge", endpoint_id="alerts", event_type="alert",
+                                               body=b"{}", attempts=attempts, created_at=at, next_attempt_at=at,
+                                               delivered_at=at if delivered else None))
+        done = await sweep(ctx)
+        async with ctx.db.read_session() as session:
+            left = set((await session.execute(select(AlertWebhookOutbox.id))).scalars())
+    assert left == {"kept"}
+    assert done["webhooks_purged"] == 2
