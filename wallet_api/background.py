@@ -1,5 +1,6 @@
-"""Periodic work: status-list checks (honouring ``ttl``), expiry alerts, deferred issuance polls, and
-the delivery of queued alerts to the configured webhook (its own, faster loop).
+"""Periodic work: status-list checks (honouring ``ttl``), expiry alerts, deferred issuance polls, the
+end of exchanges a stopped worker left half-way, purges, and the delivery of queued alerts to the
+configured webhook (its own, faster loop).
 
 Every step selects its rows from the database by due time, so several workers may run the sweep; a
 row checked twice costs one extra fetch, never a wrong result.
@@ -14,7 +15,7 @@ import time
 from typing import Any
 
 import httpx
-from sqlalchemy import Select, delete, select, update
+from sqlalchemy import Delete, Select, delete, select, text, update
 
 from service_kit.webhooks import claim_due_webhooks, deliver_webhook, purge_finished_webhooks, record_delivery
 from ssi import x509 as ssi_x509
@@ -25,8 +26,21 @@ from ssi.status_list import verify_status_list_token
 
 from .audit import checkpoint_due
 from .context import FetchError, WalletContext
-from .models import AlertWebhookOutbox, AppCode, Credential, LoginTransaction, Offer, Wallet, utcnow
-from .receiving import poll_offer
+from .models import (
+    OFFER_ACCEPTING,
+    PRESENTATION_ANSWERING,
+    AlertWebhookOutbox,
+    AppCode,
+    Credential,
+    LoginTransaction,
+    Offer,
+    Presentation,
+    Wallet,
+    utcnow,
+)
+from .receiving import poll_offer, resolve_stranded_offer
+from .settings import WalletSettings
+from .sharing import resolve_stranded
 from .store import add_alert
 
 log = logging.getLogger(__name__)
@@ -35,6 +49,16 @@ STATUS_NAMES = {0: "valid", 1: "revoked", 2: "suspended"}
 BATCH = 100
 #: Alert webhooks sent per round at most (each leased on its own).
 WEBHOOK_ROUND = 20
+#: How long an ended presentation request stays readable (``GET /v1/presentations/{id}``) after its
+#: expiry; the share itself is in the history for good.
+PRESENTATION_KEPT = dt.timedelta(days=1)
+
+
+def stranded_after(settings: WalletSettings) -> dt.timedelta:
+    """How long after its expiry an exchange still 'sending', 'declining' or 'accepting' was left by a
+    worker that stopped: every answer or acceptance starts before the expiry, and its HTTP exchanges
+    (a few calls of ``http_timeout`` each) end long before this."""
+    return max(dt.timedelta(minutes=15), dt.timedelta(seconds=30 * settings.http_timeout))
 
 
 async def webhook_loop(ctx: WalletContext) -> None:
@@ -92,7 +116,70 @@ async def sweep(ctx: WalletContext) -> dict[str, int]:
     """One pass of every periodic job; returns counts (for tests and logs)."""
     return {"status_checked": await check_statuses(ctx), "expiry_alerts": await expiry_alerts(ctx),
             "deferred_polled": await poll_deferred(ctx), "audit_checkpoints": await checkpoint_due(ctx),
+            "stranded_resolved": await resolve_stranded_exchanges(ctx),
+            "presentations_purged": await purge_ended_presentations(ctx),
             "logins_purged": await purge_expired_logins(ctx), "webhooks_purged": await purge_outbox(ctx)}
+
+
+def stranded_presentations(before: dt.datetime) -> Select[tuple[Presentation]]:
+    """Requests left 'sending' or 'declining' that expired before ``before``: a range of
+    ``ix_presentations_answering``, which holds only those being answered."""
+    return (select(Presentation).where(text(f"presentations.{PRESENTATION_ANSWERING}"),
+                                       Presentation.expires_at < before)
+            .order_by(Presentation.expires_at).limit(BATCH))
+
+
+def stranded_offers(before: dt.datetime) -> Select[tuple[Offer]]:
+    """Offers left 'accepting' that expired before ``before``, through ``ix_offers_accepting``."""
+    return (select(Offer).where(text(f"offers.{OFFER_ACCEPTING}"), Offer.expires_at < before)
+            .order_by(Offer.expires_at).limit(BATCH))
+
+
+async def resolve_stranded_exchanges(ctx: WalletContext) -> int:
+    """End the exchanges a worker that stopped (a crash, a restart, the database gone at its last
+    write) left half-way, so that none stays 'sending', 'declining' or 'accepting' for good: a share
+    that may have left is recorded in the history (``sharing.resolve_stranded``), an acceptance is
+    failed (``receiving.resolve_stranded_offer``). Returns how many."""
+    before = utcnow() - stranded_after(ctx.settings)
+    async with ctx.db.read_session() as session:
+        presentations = (await session.execute(stranded_presentations(before))).scalars().all()
+        offers = (await session.execute(stranded_offers(before))).scalars().all()
+        ids = {r.wallet_id for r in presentations} | {r.wallet_id for r in offers}
+        wallets = {w.id: w for w in (await session.execute(
+            select(Wallet).where(Wallet.id.in_(ids)))).scalars()} if ids else {}
+    resolved = 0
+    for row in [*presentations, *offers]:
+        key = ctx.vault.data_key(wallets[row.wallet_id])
+        try:
+            async with ctx.db.session() as session:
+                if isinstance(row, Presentation):
+                    done = await resolve_stranded(session, key, row)
+                else:
+                    done = await resolve_stranded_offer(session, key, row)
+        except Exception:  # noqa: BLE001 - one row that cannot be ended must not stop the others for good
+            log.exception("could not end an exchange left half-way", extra={"row": row.id})
+            continue
+        if done:
+            log.warning("exchange left half-way by a stopped worker ended", extra={
+                "row": row.id, "state": row.state})
+        resolved += done
+    return resolved
+
+
+async def purge_ended_presentations(ctx: WalletContext) -> int:
+    """Delete the presentation requests ``PRESENTATION_KEPT`` past their expiry (the preview they
+    hold, claim values included, served its purpose; the history keeps each share), through
+    ``ix_presentations_expires_at``. One still being answered is left to
+    :func:`resolve_stranded_exchanges`, which records it first."""
+    async with ctx.db.session() as session:
+        result = await session.execute(ended_presentations(utcnow() - PRESENTATION_KEPT))
+    return result.rowcount or 0  # type: ignore[attr-defined,no-any-return]
+
+
+def ended_presentations(before: dt.datetime) -> Delete:
+    """Delete the presentation requests that expired before ``before`` and are not being answered."""
+    return delete(Presentation).where(Presentation.expires_at < before,
+                                      Presentation.state.not_in(("sending", "declining")))
 
 
 async def purge_expired_logins(ctx: WalletContext) -> int:

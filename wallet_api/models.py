@@ -139,6 +139,12 @@ class CredentialCopy(Base):
     sealed: Mapped[bytes] = mapped_column(LargeBinary)
 
 
+#: The predicates of the partial indexes on the exchanges under way, as SQL text: a query's condition
+#: must be these literals (not bound parameters) for PostgreSQL's generic plans to use the index.
+OFFER_ACCEPTING = "state = 'accepting'"
+PRESENTATION_ANSWERING = "state IN ('sending', 'declining')"
+
+
 class Offer(Base):
     """A received credential offer, or a wallet-initiated issuance, until it ends."""
 
@@ -157,9 +163,12 @@ class Offer(Base):
 
     # The background sweep polls the pending offers that are due; only those have a next poll (wallet
     # migration 0009).
+    # ... and fails the ones a stopped worker left 'accepting' (wallet migration 0015).
     __table_args__ = (Index("ix_offers_next_poll_at", "next_poll_at",
                             postgresql_where=text("next_poll_at IS NOT NULL"),
-                            sqlite_where=text("next_poll_at IS NOT NULL")),)
+                            sqlite_where=text("next_poll_at IS NOT NULL")),
+                      Index("ix_offers_accepting", "expires_at", postgresql_where=text(OFFER_ACCEPTING),
+                            sqlite_where=text(OFFER_ACCEPTING)))
 
 
 class Presentation(Base):
@@ -168,10 +177,18 @@ class Presentation(Base):
     __tablename__ = "presentations"
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     wallet_id: Mapped[str] = mapped_column(String(40), ForeignKey("wallets.id", ondelete="CASCADE"))
-    state: Mapped[str] = mapped_column(String(20), default="pending")  # pending|sending|sent|declined|failed
+    # pending|sending|declining|sent|declined|failed
+    state: Mapped[str] = mapped_column(String(20), default="pending")
     sealed: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
     expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+
+    # The sweep ends the requests a stopped worker left answering, and deletes the ended ones a day
+    # after their expiry (wallet migration 0015).
+    __table_args__ = (Index("ix_presentations_answering", "expires_at",
+                            postgresql_where=text(PRESENTATION_ANSWERING),
+                            sqlite_where=text(PRESENTATION_ANSWERING)),
+                      Index("ix_presentations_expires_at", "expires_at"))
 
 
 class HistoryEntry(Base):

@@ -22,6 +22,7 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import httpx
 from sqlalchemy import and_, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from service_kit.errors import APIError
 from ssi import sd_jwt_vc
@@ -213,6 +214,21 @@ async def _save_offer(ctx: WalletContext, key: DataKey, offer_id: str, data: dic
         await session.execute(update(Offer).where(Offer.id == offer_id, Offer.wallet_id == key.wallet_id).values(
             state=state, sealed=key.seal("offer", offer_id, data), next_poll_at=next_poll_at)
             .execution_options(synchronize_session=False))
+
+
+async def resolve_stranded_offer(session: AsyncSession, key: DataKey, row: Offer) -> bool:
+    """Fail an offer that a stopped worker (a crash, a restart, a database gone at its last write) left
+    ``accepting``: nobody is receiving it any more, and the citizen is told to check their credentials
+    (what was stored before the stop is there) and to ask again otherwise. ``False`` when a worker
+    finished it meanwhile. Called by the background sweep once no acceptance can still be running."""
+    data = key.open("offer", row.id, row.sealed)
+    data["error"] = {"error": "server_error", "error_description": (
+        "the wallet stopped while receiving this credential: if it is not among your credentials, scan "
+        "the offer again or ask the issuer for a new one")}
+    result = await session.execute(update(Offer).where(Offer.id == row.id, Offer.state == "accepting")
+                                   .values(state="failed", sealed=key.seal("offer", row.id, data), next_poll_at=None)
+                                   .execution_options(synchronize_session=False))
+    return result.rowcount == 1  # type: ignore[attr-defined,no-any-return]
 
 
 async def accept_offer(ctx: WalletContext, me: Principal, offer_id: str, tx_code: str | None,

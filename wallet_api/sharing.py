@@ -26,6 +26,7 @@ import logging
 from typing import Any
 
 from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from service_kit.errors import APIError
 from ssi import x509 as ssi_x509
@@ -46,7 +47,7 @@ from .deps import Principal
 from .models import CredentialCopy, Presentation, utcnow
 from .pin import check_pin
 from .store import STORED, OpenCredential, accept_languages, add_history, load_credentials, pick_display
-from .vault import new_id
+from .vault import DataKey, new_id
 
 log = logging.getLogger(__name__)
 
@@ -223,33 +224,41 @@ async def load_presentation(ctx: WalletContext, me: Principal, presentation_id: 
     return row, me.key.open("presentation", row.id, row.sealed)
 
 
-async def _claim_state(ctx: WalletContext, me: Principal, presentation_id: str, to: str) -> None:
+async def _claim_state(ctx: WalletContext, me: Principal, presentation_id: str, to: str,
+                       data: dict[str, Any]) -> None:
+    """Take a pending, unexpired request for answering (``to``: ``sending`` or ``declining``), sealing
+    ``data`` with it: what it holds then (the share about to leave) is what the sweep records should
+    this worker stop before :func:`_finish` (:func:`resolve_stranded`)."""
     async with ctx.db.session() as session:
         result = await session.execute(update(Presentation).where(
             Presentation.id == presentation_id, Presentation.wallet_id == me.wallet_id,
-            Presentation.state == "pending", Presentation.expires_at > utcnow()).values(state=to)
+            Presentation.state == "pending", Presentation.expires_at > utcnow())
+            .values(state=to, sealed=me.key.seal("presentation", presentation_id, data))
             .execution_options(synchronize_session=False))
     if result.rowcount != 1:
         raise APIError(409, "conflict", "the request was already answered or expired")
 
 
-async def _release_claim(ctx: WalletContext, me: Principal, presentation_id: str) -> None:
-    """Give a request taken for sending back to the citizen: nothing was sent, so it is ``pending``
-    again, to approve with other choices or to decline."""
-    async with ctx.db.session() as session:
-        await session.execute(update(Presentation).where(
-            Presentation.id == presentation_id, Presentation.wallet_id == me.wallet_id,
-            Presentation.state == "sending").values(state="pending").execution_options(synchronize_session=False))
+async def _finish(session: AsyncSession, key: DataKey, presentation_id: str, claimed: str, state: str,
+                  data: dict[str, Any], history_kind: str, history: dict[str, Any]) -> bool:
+    """Move a request from ``claimed`` to its final ``state`` and record it in the history, in
+    ``session``'s transaction; ``False`` (nothing written) when it had left ``claimed`` already — the
+    sweep resolved it, or another worker finished it."""
+    result = await session.execute(update(Presentation).where(
+        Presentation.id == presentation_id, Presentation.wallet_id == key.wallet_id, Presentation.state == claimed)
+        .values(state=state, sealed=key.seal("presentation", presentation_id, data))
+        .execution_options(synchronize_session=False))
+    if result.rowcount != 1:
+        log.warning("presentation already resolved", extra={"presentation_id": presentation_id, "state": state})
+        return False
+    await add_history(session, key, history_kind, history)
+    return True
 
 
-async def _finish(ctx: WalletContext, me: Principal, presentation_id: str, state: str, data: dict[str, Any],
-                  history_kind: str, history: dict[str, Any]) -> None:
+async def _finish_claimed(ctx: WalletContext, me: Principal, presentation_id: str, claimed: str, state: str,
+                          data: dict[str, Any], history_kind: str, history: dict[str, Any]) -> bool:
     async with ctx.db.session() as session:
-        await session.execute(update(Presentation).where(
-            Presentation.id == presentation_id, Presentation.wallet_id == me.wallet_id).values(
-            state=state, sealed=me.key.seal("presentation", presentation_id, data))
-            .execution_options(synchronize_session=False))
-        await add_history(session, me.key, history_kind, history)
+        return await _finish(session, me.key, presentation_id, claimed, state, data, history_kind, history)
 
 
 def _response_form(request: RequestObject, payload: dict[str, Any]) -> dict[str, Any]:
@@ -314,60 +323,55 @@ async def approve(ctx: WalletContext, me: Principal, presentation_id: str, *, se
         if option is None:
             raise APIError(400, "invalid_request", "the chosen credential does not answer that query")
         chosen.append((query, option))
-    await _claim_state(ctx, me, presentation_id, "sending")
+    # The answer is built before the request is taken: a failure here (a chosen credential deleted
+    # since the preview) leaves it pending, and nothing is recorded.
     vp_token: dict[str, list[str]] = {}
     disclosed: list[dict[str, Any]] = []
     used_copies: list[str] = []
-    try:
-        async with ctx.db.read_session() as session:
-            for query, option in chosen:
-                creds = await load_credentials(session, me.key, credential_id=option["credential_id"])
-                if not creds:
-                    raise APIError(409, "conflict", "a chosen credential was deleted; choose another or decline")
-                copy = creds[0].least_used()
-                sd = copy.parsed()
-                paths = [tuple(c["path"]) for c in option["claims"]]
-                presentation = sd.present(paths, holder_key=copy.holder_key, aud=request.client_id,
-                                          nonce=request.nonce)
-                vp_token.setdefault(query["query_id"], []).append(presentation)
-                used_copies.append(copy.id)
-                disclosed.append({"query_id": query["query_id"], "credential_id": option["credential_id"],
-                                  "credential_name": option["credential_name"], "issuer": option["issuer"],
-                                  "issuer_name": option["issuer_name"],
-                                  "claims": [{"path": c["path"], "name": c["name"], "value": c["value"]}
-                                             for c in option["claims"]]})
-        payload: dict[str, Any] = {"vp_token": vp_token}
-        if request.state is not None:
-            payload["state"] = request.state
-        form = _response_form(request, payload)
-    except (Exception, asyncio.CancelledError):
-        # Nothing has left the wallet: the request is the citizen's again (choose again, or decline),
-        # and there is no share to record. Shielded so that a cancelled request still lets it go.
-        await asyncio.shield(_release_claim(ctx, me, presentation_id))
-        raise
-    history = {"verifier": data["verifier"], "purpose": data.get("purpose"), "disclosed": disclosed,
-               "response_mode": request.response_mode}
+    async with ctx.db.read_session() as session:
+        for query, option in chosen:
+            creds = await load_credentials(session, me.key, credential_id=option["credential_id"])
+            if not creds:
+                raise APIError(409, "conflict", "a chosen credential was deleted; choose another or decline")
+            copy = creds[0].least_used()
+            sd = copy.parsed()
+            paths = [tuple(c["path"]) for c in option["claims"]]
+            presentation = sd.present(paths, holder_key=copy.holder_key, aud=request.client_id,
+                                      nonce=request.nonce)
+            vp_token.setdefault(query["query_id"], []).append(presentation)
+            used_copies.append(copy.id)
+            disclosed.append({"query_id": query["query_id"], "credential_id": option["credential_id"],
+                              "credential_name": option["credential_name"], "issuer": option["issuer"],
+                              "issuer_name": option["issuer_name"],
+                              "claims": [{"path": c["path"], "name": c["name"], "value": c["value"]}
+                                         for c in option["claims"]]})
+    payload: dict[str, Any] = {"vp_token": vp_token}
+    if request.state is not None:
+        payload["state"] = request.state
+    form = _response_form(request, payload)
+    # Taken with the share it is about to send: if this worker stops before recording the outcome,
+    # the sweep records that share (outcome unknown) from the row.
+    data["disclosed"] = disclosed
+    await _claim_state(ctx, me, presentation_id, "sending", data)
+    history = share_history(data, request.response_mode)
     try:
         answer = await _deliver(ctx, request, form)
     except APIError as exc:
-        data["error"] = {"error": exc.error, "error_description": exc.error_description}
-        await asyncio.shield(_finish(ctx, me, presentation_id, "failed", data, "share",
-                                     {**history, "outcome": "failed", "error": exc.error}))
+        data["error"] = {"error": exc.error, "error_description": exc.detail_text}
+        await asyncio.shield(_finish_claimed(ctx, me, presentation_id, "sending", "failed", data, "share",
+                                             {**history, "outcome": "failed", "error": exc.error}))
         raise
     except (Exception, asyncio.CancelledError):
         # The answer may have reached the verifier: whether it did is unknown. It is never sent again
         # (that could share twice); it is recorded as failed, and in the history with what it carried.
-        data["error"] = {"error": "delivery_unknown", "error_description": (
-            "the wallet failed while sending the answer: the verifier may or may not have received it")}
-        data["disclosed"] = disclosed
-        await asyncio.shield(_finish(ctx, me, presentation_id, "failed", data, "share",
-                                     {**history, "outcome": "unknown", "error": "delivery_unknown"}))
+        data["error"] = DELIVERY_UNKNOWN
+        await asyncio.shield(_finish_claimed(ctx, me, presentation_id, "sending", "failed", data, "share",
+                                             {**history, "outcome": "unknown", "error": "delivery_unknown"}))
         raise
     redirect_uri = answer.get("redirect_uri") if isinstance(answer.get("redirect_uri"), str) else None
     data["redirect_uri"] = redirect_uri
-    data["disclosed"] = disclosed
     # The share is recorded first: a failure counting the copies' uses cannot keep it out of the history.
-    await _finish(ctx, me, presentation_id, "sent", data, "share", {**history, "outcome": "sent"})
+    await _finish_claimed(ctx, me, presentation_id, "sending", "sent", data, "share", {**history, "outcome": "sent"})
     async with ctx.db.session() as session:
         for copy_id in used_copies:
             await session.execute(update(CredentialCopy).where(CredentialCopy.id == copy_id,
@@ -378,9 +382,9 @@ async def approve(ctx: WalletContext, me: Principal, presentation_id: str, *, se
 
 async def decline(ctx: WalletContext, me: Principal, presentation_id: str) -> dict[str, Any]:
     """Tell the verifier ``access_denied``; nothing is disclosed."""
-    row, data = await load_presentation(ctx, me, presentation_id)
+    _row, data = await load_presentation(ctx, me, presentation_id)
     request = RequestObject.model_validate(data["request"], context=STORED)
-    await _claim_state(ctx, me, presentation_id, "declining")
+    await _claim_state(ctx, me, presentation_id, "declining", data)
     payload: dict[str, Any] = {"error": "access_denied", "error_description": "the holder declined"}
     if request.state is not None:
         payload["state"] = request.state
@@ -395,6 +399,39 @@ async def decline(ctx: WalletContext, me: Principal, presentation_id: str) -> di
             log.warning("decline not delivered", extra={"presentation_id": presentation_id,
                                                          "error": type(exc).__name__})
         outcome = "declined_unreported"
-    await _finish(ctx, me, presentation_id, "declined", data, "decline",
-                  {"verifier": data["verifier"], "purpose": data.get("purpose"), "disclosed": [], "outcome": outcome})
+    await _finish_claimed(ctx, me, presentation_id, "declining", "declined", data, "decline",
+                          decline_history(data, outcome))
     return _preview_out(presentation_id, "declined", data)
+
+
+def share_history(data: dict[str, Any], response_mode: str | None) -> dict[str, Any]:
+    """The history entry of a share (without its outcome): who asked, why, and each claim disclosed."""
+    return {"verifier": data["verifier"], "purpose": data.get("purpose"), "disclosed": data.get("disclosed", []),
+            "response_mode": response_mode}
+
+
+def decline_history(data: dict[str, Any], outcome: str) -> dict[str, Any]:
+    return {"verifier": data["verifier"], "purpose": data.get("purpose"), "disclosed": [], "outcome": outcome}
+
+
+#: Recorded on a request whose answer may have left the wallet, or not: it is never sent again.
+DELIVERY_UNKNOWN = {"error": "delivery_unknown", "error_description": (
+    "the wallet failed while sending the answer: the verifier may or may not have received it")}
+
+
+async def resolve_stranded(session: AsyncSession, key: DataKey, row: Presentation) -> bool:
+    """End a request that a stopped worker (a crash, a restart, a database gone at its last write)
+    left ``sending`` or ``declining``: the share it carried, sealed with the claim, goes into the
+    history with outcome ``unknown`` and the request is ``failed`` (``delivery_unknown``); a decline
+    is recorded ``declined``, outcome ``unknown``. ``False`` when a worker finished it meanwhile.
+
+    Called by the background sweep only once no worker can still be answering it (long past its
+    expiry, before which every answer starts)."""
+    data = key.open("presentation", row.id, row.sealed)
+    if row.state == "sending":
+        data["error"] = DELIVERY_UNKNOWN
+        history = share_history(data, data["request"].get("response_mode"))
+        return await _finish(session, key, row.id, "sending", "failed", data, "share",
+                             {**history, "outcome": "unknown", "error": "delivery_unknown"})
+    return await _finish(session, key, row.id, "declining", "declined", data, "decline",
+                         decline_history(data, "unknown"))

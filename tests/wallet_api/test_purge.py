@@ -18,8 +18,8 @@ from service_kit.webhooks import OUTBOX_RETENTION
 from tests.support.servers import free_port
 from tests.wallet_api.conftest import wallet_settings
 from wallet_api.app import create_app
-from wallet_api.background import sweep
-from wallet_api.models import AlertWebhookOutbox, AppCode, LoginTransaction, Session, Wallet
+from wallet_api.background import PRESENTATION_KEPT, sweep
+from wallet_api.models import AlertWebhookOutbox, AppCode, LoginTransaction, Presentation, Session, Wallet
 
 pytestmark = pytest.mark.anyio
 
@@ -70,3 +70,26 @@ async def test_the_sweep_purges_alert_webhooks_delivered_or_given_up_past_their_
             left = set((await session.execute(select(AlertWebhookOutbox.id))).scalars())
     assert left == {"kept"}
     assert done["webhooks_purged"] == 2
+
+
+async def test_the_sweep_purges_presentation_requests_a_day_after_their_expiry(tmp_path: Path) -> None:
+    """A request's row (its preview holds the claim values offered) goes a day after its expiry; the
+    share stays in the history. One still being answered is recorded first, never purged unrecorded."""
+    app = create_app(wallet_settings(tmp_path, free_port(), "http://127.0.0.1:9"), run_background=False)
+    async with app.router.lifespan_context(app):
+        ctx = app.state.wallet
+        now = dt.datetime.now(dt.UTC)
+        margin = dt.timedelta(minutes=1)
+        async with ctx.db.session() as session:
+            session.add(Wallet(id="w-purge", subject_index="purge", data_key=b"\0", profile=b"\0"))
+            await session.flush()
+            for name, state, at in (("old-sent", "sent", now - PRESENTATION_KEPT - margin),
+                                    ("old-unanswered", "pending", now - PRESENTATION_KEPT - margin),
+                                    ("recent-sent", "sent", now - PRESENTATION_KEPT + margin),
+                                    ("open", "pending", now + margin)):
+                session.add(Presentation(id=name, wallet_id="w-purge", state=state, sealed=b"\0", expires_at=at))
+        done = await sweep(ctx)
+        async with ctx.db.read_session() as session:
+            left = set((await session.execute(select(Presentation.id))).scalars())
+    assert left == {"recent-sent", "open"}
+    assert done["presentations_purged"] == 2

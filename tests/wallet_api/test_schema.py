@@ -13,7 +13,14 @@ import asyncpg
 import pytest
 from sqlalchemy import delete, select, update
 
-from tests.support.plans import describe, indexes_used, plans_before_any_analyze, rows_filtered_out, wasteful
+from tests.support.plans import (
+    describe,
+    indexes_used,
+    plan_nodes,
+    plans_before_any_analyze,
+    rows_filtered_out,
+    wasteful,
+)
 from tests.support.postgres import PostgresCluster
 from tests.support.schema import migrations_vs_models
 from wallet_api.models import Credential, Offer, Presentation, Session
@@ -142,10 +149,10 @@ DUE = 7  # of ROWS credentials (and offers) whose check (poll) is due; the other
 
 
 async def _few_due(conn: asyncpg.Connection) -> None:
-    """A thousand credentials and offers, analyzed: most credentials checked recently or revoked (no
+    """A thousand credentials, offers and presentation requests, analyzed: most credentials checked recently or revoked (no
     next check), and alerted or far from expiry; most offers not pending (no next poll); DUE of each
     are due. (Before any statistics PostgreSQL reads a table this small whole, index or not.)"""
-    for table in ("wallets", "credentials", "offers"):
+    for table in ("wallets", "credentials", "offers", "presentations"):
         await conn.execute(f"ALTER TABLE {table} SET (autovacuum_enabled = false)")
     await conn.execute("INSERT INTO wallets (id, subject_index, data_key, profile, created_at, pin_failures) "
                        f"VALUES ('{WALLET}', 'subject', '\\x00', '\\x00', now(), 0)")
@@ -165,23 +172,58 @@ async def _few_due(conn: asyncpg.Connection) -> None:
         f"CASE WHEN i <= {DUE} OR i % 5 = 0 THEN 'pending' ELSE 'issued' END, 'state' || i, '\\x00', now(), "
         f"now() + interval '1 hour', CASE WHEN i <= {DUE} THEN now() - interval '1 second' "
         f"WHEN i % 5 = 0 THEN now() + interval '5 seconds' END {rows}")
+    # Offers a stopped worker left accepting (DUE), and acceptances under way.
+    await conn.execute(
+        "INSERT INTO offers (id, wallet_id, issuer, kind, state, sealed, created_at, expires_at) "
+        f"SELECT 'accepting' || i, '{WALLET}', 'https://issuer', 'offer', 'accepting', '\\x00', now(), "
+        f"CASE WHEN i <= {DUE} THEN now() - interval '1 hour' ELSE now() + interval '10 minutes' END "
+        f"FROM generate_series(1, {2 * DUE}) AS i")
+    # Presentation requests: DUE left sending or declining by a stopped worker, DUE ended two days ago
+    # (to purge), the others ended within the day, or being answered.
+    await conn.execute(
+        "INSERT INTO presentations (id, wallet_id, state, sealed, created_at, expires_at) "
+        f"SELECT 'presentation' || i, '{WALLET}', "
+        f"CASE WHEN i <= {DUE} THEN (CASE WHEN i % 2 = 0 THEN 'sending' ELSE 'declining' END) "
+        f"WHEN i <= {2 * DUE} THEN 'sent' WHEN i % 3 = 0 THEN 'sending' WHEN i % 3 = 1 THEN 'sent' "
+        f"ELSE 'declined' END, '\\x00', now(), "
+        f"CASE WHEN i <= {DUE} THEN now() - interval '1 hour' WHEN i <= {2 * DUE} THEN now() - interval '2 days' "
+        f"WHEN i % 3 = 0 THEN now() + interval '10 minutes' ELSE now() - interval '1 hour' END {rows}")
     await conn.execute("ANALYZE credentials")
     await conn.execute("ANALYZE offers")
+    await conn.execute("ANALYZE presentations")
 
 
 def test_the_background_sweep_reads_only_what_is_due_on_postgresql(postgres_cluster: PostgresCluster) -> None:
-    from wallet_api.background import expiry_alerts_due, polls_due, status_checks_due
+    from wallet_api.background import (
+        PRESENTATION_KEPT,
+        ended_presentations,
+        expiry_alerts_due,
+        polls_due,
+        status_checks_due,
+        stranded_offers,
+        stranded_presentations,
+    )
 
     now = dt.datetime.now(dt.UTC)
+    stranded = now - dt.timedelta(minutes=15)
     plans = plans_before_any_analyze(postgres_cluster, MIGRATIONS, _few_due, {
         "status checks due": (status_checks_due(now), {}), "deferred polls due": (polls_due(now), {}),
-        "expiry alerts due": (expiry_alerts_due(now + dt.timedelta(days=30)), {})})
-    # Without the indexes each sweep read all the credentials and offers: 993 rows filtered out of each.
+        "expiry alerts due": (expiry_alerts_due(now + dt.timedelta(days=30)), {}),
+        "presentations left answering": (stranded_presentations(stranded), {}),
+        "offers left accepting": (stranded_offers(stranded), {}),
+        "ended presentations purged": (ended_presentations(now - PRESENTATION_KEPT), {})})
+    # Without the indexes each sweep read all the credentials, offers and presentations: about 993 rows
+    # filtered out of each.
     for step, index in (("status checks due", "ix_credentials_next_status_check"),
                         ("deferred polls due", "ix_offers_next_poll_at"),
-                        ("expiry alerts due", "ix_credentials_expiry_unalerted")):
+                        ("expiry alerts due", "ix_credentials_expiry_unalerted"),
+                        ("presentations left answering", "ix_presentations_answering"),
+                        ("offers left accepting", "ix_offers_accepting"),
+                        ("ended presentations purged", "ix_presentations_expires_at")):
         assert indexes_used(plans[step]) == [index], f"{step}: {describe(plans[step])}"
     for step, plan in plans.items():
+        if step == "ended presentations purged":  # a DELETE: its scan returns the rows deleted
+            plan = next(n for n in plan_nodes(plan) if n.get("Index Name") == "ix_presentations_expires_at")
         assert plan["Actual Rows"] == DUE, f"{step}: {describe(plan)}"
         assert rows_filtered_out(plan) == 0, f"{step}: {describe(plan)}"
 
@@ -196,14 +238,22 @@ def test_the_background_sweep_reads_only_what_is_due_on_sqlite(tmp_path: Path) -
     from sqlalchemy.dialects import sqlite
 
     from service_kit.migrations import run_migrations
-    from wallet_api.background import expiry_alerts_due, polls_due, status_checks_due
+    from wallet_api.background import (
+        expiry_alerts_due,
+        polls_due,
+        status_checks_due,
+        stranded_offers,
+        stranded_presentations,
+    )
 
     database = tmp_path / "wallet.sqlite"
     run_migrations(MIGRATIONS, f"sqlite+aiosqlite:///{database}")
     now = dt.datetime.now(dt.UTC)
     with sqlite3.connect(database) as conn:
         for name, statement in (("status checks", status_checks_due(now)), ("deferred polls", polls_due(now)),
-                                ("expiry alerts", expiry_alerts_due(now))):
+                                ("expiry alerts", expiry_alerts_due(now)),
+                                ("presentations left answering", stranded_presentations(now)),
+                                ("offers left accepting", stranded_offers(now))):
             compiled = statement.compile(dialect=sqlite.dialect(), compile_kwargs={"render_postcompile": True})
             plan = " / ".join(row[3] for row in conn.execute(
                 f"EXPLAIN QUERY PLAN {compiled}", [_sqlite_value(compiled.params[p]) for p in compiled.positiontup]))

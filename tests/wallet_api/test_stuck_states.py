@@ -7,6 +7,10 @@
   records the offer as ``failed`` (``server_error``) so the app can tell the citizen to start again.
 - The callback is claimed by a conditional update: a reloaded callback racing the first one cannot
   record ``failed`` over the first one's ``issued`` (on PostgreSQL; SQLite serialises the two anyway).
+- A worker that stops for good mid-exchange (a crash, a restart, the database gone at its last write)
+  leaves nothing half-way either: once past the exchange's expiry the background sweep records the
+  share it was sending (outcome ``unknown``), the decline (outcome ``unknown``), or fails the offer;
+  should the worker come back after all, its late outcome does not record the share twice.
 
 Real issuer, verifier and wallet over HTTP; the failures are injected into the wallet (same process).
 """
@@ -14,9 +18,11 @@ Real issuer, verifier and wallet over HTTP; the failures are injected into the w
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import sys
 import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -29,7 +35,7 @@ from ssi.errors import SSIError
 from ssi.sd_jwt import SDJWT
 from tests.support.postgres import PostgresCluster
 from tests.wallet_api.conftest import APP_REDIRECT, bearer, login
-from tests.wallet_api.system import System, fresh_citizens, running_system
+from tests.wallet_api.system import System, execute_sql, fresh_citizens, running_system
 from tests.wallet_api.test_e2e import make_offer, receive
 from tests.wallet_api.test_flows import wait_for
 from wallet_api import receiving
@@ -309,3 +315,123 @@ def test_an_unexpected_error_while_declining_still_records_the_refusal(
     assert _presentation(system, tokens, pid)["state"] == "declined"
     declines = httpx.get(f"{system.wallet}/v1/history", params={"kind": "decline"}, headers=bearer(tokens)).json()
     assert [d["details"]["outcome"] for d in declines] == ["declined_unreported"]
+
+
+
+# -- a worker that stops for good mid-exchange ---------------------------------------------------------
+
+SHARE_CITIZEN, DECLINE_CITIZEN, STOPPED_ACCEPT_CITIZEN = fresh_citizens(20)[17:20]
+
+
+class StoppedWorker:
+    """Makes the wallet's worker stop, as if killed, right after one HTTP exchange of its answer
+    (the call went out and was answered), until :meth:`resume` — which a killed worker never does."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, stop_after: Any) -> None:
+        self.stopped, self.resumed = threading.Event(), threading.Event()
+        real_request = WalletContext.request
+        worker = self
+
+        async def request(self: WalletContext, client: httpx.AsyncClient, method: str, url: str,
+                          **kwargs: Any) -> httpx.Response:
+            response = await real_request(self, client, method, url, **kwargs)
+            if stop_after(method, url) and not worker.stopped.is_set():
+                worker.stopped.set()
+                await asyncio.to_thread(worker.resumed.wait, 60)
+            return response
+
+        monkeypatch.setattr(WalletContext, "request", request)
+
+    def wait_stopped(self) -> None:
+        assert self.stopped.wait(30), "the worker never made the call it stops after"
+
+    def resume(self) -> None:
+        self.resumed.set()
+
+
+def _long_expired(system: System, table: str, row_id: str) -> None:
+    """Move an exchange's expiry back past the time the sweep waits for a stopped worker (15 minutes),
+    not as far as the presentation purge (a day)."""
+    at = (dt.datetime.now(dt.UTC) - dt.timedelta(minutes=20)).strftime("%Y-%m-%d %H:%M:%S.%f")
+    execute_sql(system, f"UPDATE {table} SET expires_at = ? WHERE id = ?", at, row_id)
+
+
+def test_a_share_left_sending_by_a_stopped_worker_is_recorded_once_by_the_sweep(
+        system: System, monkeypatch: pytest.MonkeyPatch) -> None:
+    tokens = login(system.wallet, SHARE_CITIZEN)
+    cid = receive(system, tokens, make_offer(system, "aoc-tax", "tax-compliance", SHARE_CITIZEN))["credential_ids"][0]
+    request, preview = _ask(system, tokens)
+    pid = preview["presentation_id"]
+    worker = StoppedWorker(monkeypatch, lambda method, url: method == "POST" and url.startswith(system.verifier))
+    with ThreadPoolExecutor(1) as pool:
+        approving = pool.submit(_approve, system, tokens, pid, cid)
+        try:
+            worker.wait_stopped()
+            assert _answered(system, request) == "verified"  # the claims left the wallet...
+            assert _presentation(system, tokens, pid)["state"] == "sending"
+            assert _shares(system, tokens) == []  # ...and the worker stopped before recording it
+            _long_expired(system, "presentations", pid)
+            ended = wait_for(lambda: (p := _presentation(system, tokens, pid))["state"] != "sending" and p)
+        finally:
+            worker.resume()
+        late = approving.result(timeout=60)
+    assert ended and ended["state"] == "failed" and ended["error"]["error"] == "delivery_unknown", ended
+    shares = _shares(system, tokens)
+    assert len(shares) == 1, shares  # the worker's late outcome does not record it again
+    assert shares[0]["details"]["outcome"] == "unknown"
+    assert [d["credential_id"] for d in shares[0]["details"]["disclosed"]] == [cid]
+    assert shares[0]["details"]["disclosed"][0]["claims"]
+    assert late.status_code == 200, late.text  # it did reach the verifier
+    assert _presentation(system, tokens, pid)["state"] == "failed"
+
+
+def test_a_decline_left_declining_by_a_stopped_worker_is_recorded_by_the_sweep(
+        system: System, monkeypatch: pytest.MonkeyPatch) -> None:
+    tokens = login(system.wallet, DECLINE_CITIZEN)
+    receive(system, tokens, make_offer(system, "aoc-tax", "tax-compliance", DECLINE_CITIZEN))
+    _request, preview = _ask(system, tokens)
+    pid = preview["presentation_id"]
+    worker = StoppedWorker(monkeypatch, lambda method, url: method == "POST" and url.startswith(system.verifier))
+    with ThreadPoolExecutor(1) as pool:
+        declining = pool.submit(httpx.post, f"{system.wallet}/v1/presentations/{pid}/decline",
+                                headers=bearer(tokens), timeout=60)
+        try:
+            worker.wait_stopped()
+            assert _presentation(system, tokens, pid)["state"] == "declining"
+            _long_expired(system, "presentations", pid)
+            ended = wait_for(lambda: (p := _presentation(system, tokens, pid))["state"] != "declining" and p)
+        finally:
+            worker.resume()
+        declining.result(timeout=60)
+    assert ended and ended["state"] == "declined", ended
+    declines = httpx.get(f"{system.wallet}/v1/history", params={"kind": "decline"}, headers=bearer(tokens)).json()
+    assert [(d["details"]["outcome"], d["details"]["disclosed"]) for d in declines] == [("unknown", [])]
+    assert _shares(system, tokens) == []
+
+
+def test_an_offer_left_accepting_by_a_stopped_worker_is_failed_by_the_sweep(
+        system: System, monkeypatch: pytest.MonkeyPatch) -> None:
+    tokens = login(system.wallet, STOPPED_ACCEPT_CITIZEN)
+    offer = make_offer(system, "aoc-tax", "tax-compliance", STOPPED_ACCEPT_CITIZEN)
+    preview = httpx.post(f"{system.wallet}/v1/offers", json={"offer_uri": offer["offer_uri"]},
+                         headers=bearer(tokens), timeout=30)
+    assert preview.status_code == 201, preview.text
+    offer_id = preview.json()["offer_id"]
+    # Stopped once the pre-authorized code is redeemed: the code is spent, no credential stored yet.
+    worker = StoppedWorker(monkeypatch, lambda method, url: method == "POST" and url.endswith("/token"))
+    with ThreadPoolExecutor(1) as pool:
+        accepting = pool.submit(httpx.post, f"{system.wallet}/v1/offers/{offer_id}/accept",
+                                json={"tx_code": offer["tx_code"]}, headers=bearer(tokens), timeout=60)
+        try:
+            worker.wait_stopped()
+            assert _offer(system, tokens, offer_id)["state"] == "accepting"
+            _long_expired(system, "offers", offer_id)
+            ended = wait_for(lambda: (o := _offer(system, tokens, offer_id))["state"] != "accepting" and o)
+        finally:
+            worker.resume()
+        late = accepting.result(timeout=60)
+    assert ended and ended["state"] == "failed" and ended["error"]["error"] == "server_error", ended
+    assert STOPPED_ACCEPT_CITIZEN not in str(ended["error"])
+    # A worker that comes back after all finishes the issuance: what it received is not lost.
+    assert late.status_code == 200 and late.json()["state"] == "issued", late.text
+    assert _offer(system, tokens, offer_id)["state"] == "issued"
