@@ -30,14 +30,15 @@ import datetime as dt
 import logging
 import os
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Mapping
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI
 from sqlalchemy import delete, select, update
 
-from aries import channel, webhooks
+from aries import channel, cleanup, webhooks
 from aries.client import BBS, ED25519, AdminClient
 from aries.errors import AriesError, WebhookRefused
 from aries.jsonld import (
@@ -80,6 +81,8 @@ SUITES = {"bbs": BBS, "ed25519": ED25519}
 SUITE_NAMES = {v: k for k, v in SUITES.items()}
 SUITE_CONTEXTS = {BBS: BBS_V1, ED25519: ED25519_2020}
 ISSUED_STATES = ("credential-issued", "done")
+#: Our exchange states after which the agent's record serves nothing.
+SETTLED_STATES = ("issued", "failed", "abandoned")
 #: How long a source may keep an Aries issuance pending (as an OpenID4VCI deferred transaction lives).
 DEFERRED_TTL = dt.timedelta(days=30)
 #: A poll in progress moves the exchange's next poll this far ahead, so that other workers skip it.
@@ -713,9 +716,25 @@ class IssuerAriesChannel:
             await session.execute(delete(DeferredTransaction).where(
                 DeferredTransaction.transaction_hash == deferred_key(exchange_id)))
 
+    async def remove_settled_records(self) -> int:
+        """Remove from the agent the finished exchange records of settled exchanges (issued, failed,
+        abandoned) that the webhook's removal missed (:mod:`aries.cleanup`)."""
+        async def settled(ids: list[str]) -> tuple[set[str], set[str]]:
+            async with self.ctx.db.read_session() as session:
+                rows = (await session.execute(select(AriesExchange.cred_ex_id, AriesExchange.state).where(
+                    AriesExchange.cred_ex_id.in_(ids)))).all()
+            return {r[0] for r in rows if r[1] in SETTLED_STATES}, {r[0] for r in rows}
+
+        return await cleanup.remove_settled_records(self.agent_client(), "credential", settled, utcnow())
+
     async def _poll_loop(self) -> None:
+        last_cleanup = -cleanup.CLEANUP_EVERY
         while True:
-            for sweep in (self.poll_due, self.resume_stalled):
+            sweeps: list[Callable[[], Awaitable[int]]] = [self.poll_due, self.resume_stalled]
+            if time.monotonic() - last_cleanup >= cleanup.CLEANUP_EVERY:
+                last_cleanup = time.monotonic()
+                sweeps.append(self.remove_settled_records)
+            for sweep in sweeps:
                 try:
                     await sweep()
                 except Exception as exc:  # noqa: BLE001 - the sweep must outlive one bad round (database hiccup)

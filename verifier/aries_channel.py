@@ -14,10 +14,12 @@ as ``verified`` (the requested claims only) or ``rejected`` (the failed check's 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime as dt
 import logging
 import secrets
+import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import asdict
 from typing import Any
@@ -26,7 +28,7 @@ import httpx
 from fastapi import FastAPI
 from sqlalchemy import bindparam, delete, select
 
-from aries import channel, webhooks
+from aries import channel, cleanup, webhooks
 from aries.client import BBS, AdminClient
 from aries.errors import AriesError, VerificationFailed, WebhookRefused
 from aries.presentation import ProofRequest, build_proof_request, check_presentation
@@ -49,7 +51,7 @@ from verifier.aries_models import AriesPresentation, AriesWebhookEvent, AriesWeb
 from verifier.models import Agency, Template, Transaction
 from verifier.settings import VerifierSettings
 from verifier.statements import checked_on_the_row
-from verifier.transactions import RequestSpec, _claim, _finish, create_transaction, utcnow
+from verifier.transactions import FINAL_STATUSES, RequestSpec, _claim, _finish, create_transaction, utcnow
 from verifier.verification import CheckError
 
 log = logging.getLogger(__name__)
@@ -139,11 +141,40 @@ class VerifierAriesChannel:
                     await session.execute(dialect_insert(session, AriesWebhookKey).values(
                         key_hash=webhook_key_hash(self.runtime.webhook_key), created_at=utcnow()
                     ).on_conflict_do_nothing())
-            yield
+            cleanup_task = asyncio.create_task(self._cleanup_loop(), name="aries-record-cleanup")
+            try:
+                yield
+            finally:
+                cleanup_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await cleanup_task
         finally:
             await self.http.aclose()
             await self.runtime.stop()
             self.runtime = None
+
+    async def remove_settled_records(self) -> int:
+        """Remove from the agent the finished presentation records of judged transactions that the
+        judgement's own removal missed (:mod:`aries.cleanup`): each holds the disclosed claims."""
+        async def settled(ids: list[str]) -> tuple[set[str], set[str]]:
+            async with self.db.read_session() as session:
+                rows = (await session.execute(select(AriesPresentation.pres_ex_id, Transaction.status).join(
+                    Transaction, Transaction.id == AriesPresentation.tx_id).where(
+                    AriesPresentation.pres_ex_id.in_(ids)))).all()
+            return {r[0] for r in rows if r[1] in FINAL_STATUSES}, {r[0] for r in rows}
+
+        return await cleanup.remove_settled_records(self.agent_client(), "presentation", settled, utcnow())
+
+    async def _cleanup_loop(self) -> None:
+        last = -cleanup.CLEANUP_EVERY
+        while True:
+            if time.monotonic() - last >= cleanup.CLEANUP_EVERY:
+                last = time.monotonic()
+                try:
+                    await self.remove_settled_records()
+                except Exception as exc:  # noqa: BLE001 - the next round tries again (agent or database back)
+                    log.error("aries record cleanup failed", extra={"error": type(exc).__name__})
+            await asyncio.sleep(1.0)
 
     def agent(self) -> AdminClient:
         """The admin client, or 404 (channel off) / 503 (agent gone)."""

@@ -11,6 +11,7 @@ import asyncio
 import concurrent.futures
 import json
 import secrets
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,7 +21,9 @@ from typing import Any
 import httpx
 import pytest
 
+from aries import cleanup
 from aries.client import BBS, AdminClient
+from aries.errors import AgentUnavailable
 from aries.jsonld import contexts_document
 from aries.runner import AgentConfig, AgentProcess
 from credential_schemas import load_builtin_types
@@ -123,8 +126,9 @@ def _poll(fetch: Any, done: Any, timeout: float = 30.0) -> Any:
         time.sleep(0.1)
 
 
-def _receive_diploma(world: World) -> tuple[str, str]:
-    """Invitation from the issuer's admin API → wallet connects → diploma stored. Returns (record id, VC id)."""
+def _receive_diploma(world: World, *, removed: bool = True) -> tuple[str, str]:
+    """Invitation from the issuer's admin API → wallet connects → diploma stored. Returns (record id, VC id).
+    With ``removed``, checks that the issuer's agent no longer holds the exchange once acknowledged."""
     created = httpx.post(f"{world.issuer_url}/v1/aries/invitations", headers=world.issuer_headers(),
                          json={"type": "university-diploma", "subject": SUBJECT})
     assert created.status_code == 201, created.text
@@ -170,8 +174,9 @@ def _receive_diploma(world: World) -> tuple[str, str]:
         async with AdminClient(agent.admin_url, agent._headers["x-api-key"]) as client:
             return await client.cred_records()
 
-    _poll(lambda: [r["cred_ex_record"]["state"] for r in asyncio.run(agent_records())],
-          lambda states: "done" not in states, timeout=10)
+    if removed:
+        _poll(lambda: [r["cred_ex_record"]["state"] for r in asyncio.run(agent_records())],
+              lambda states: "done" not in states, timeout=10)
     assert redirect.status_code == 302
     assert httpx.get(body["short_url"], headers={"Accept": "application/json"}).status_code == 404  # used
     return exchange["credential_id"], vc_id
@@ -231,6 +236,57 @@ def test_diploma_over_didcomm_then_two_claims_verified_then_revoked(world: World
     after = _present(world, vc_id)
     assert after["status"] == "rejected" and after["claims"] == {}
     assert [e["code"] for e in after["errors"]] == ["aries.revoked"]
+
+
+def _finished_on_agent(app: Any, protocol: str) -> list[str]:
+    """The ids of the finished (``done``) exchange records ``app``'s agent holds."""
+    agent = app.state.aries.runtime.client
+
+    async def records() -> list[str]:
+        async with AdminClient(agent.admin_url, agent._headers["x-api-key"]) as client:
+            if protocol == "credential":
+                return [r["cred_ex_record"]["cred_ex_id"] for r in await client.cred_records(state="done")]
+            return [r["pres_ex_id"] for r in await client.pres_records(state="done")]
+
+    return asyncio.run(records())
+
+
+def test_records_left_on_the_agents_by_a_failed_removal_are_removed_by_the_cleanup(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The agents keep every exchange record: the issuer's with the credential, the verifier's with the
+    disclosed claims. When the removal right after the exchange fails (the agent did not answer), the
+    periodic cleanup of each service removes them once the exchange is settled on its side."""
+    failing = threading.Event()
+    failing.set()
+    real = {name: getattr(AdminClient, name) for name in ("delete_cred_record", "delete_pres_record")}
+
+    def flaky(name: str) -> Any:
+        async def delete(self: AdminClient, record_id: str) -> None:
+            if failing.is_set():
+                raise AgentUnavailable("injected: the agent did not answer")
+            await real[name](self, record_id)
+        return delete
+
+    for name in real:
+        monkeypatch.setattr(AdminClient, name, flaky(name))
+    issued_before = set(_finished_on_agent(world.issuer_app, "credential"))
+    judged_before = set(_finished_on_agent(world.verifier_app, "presentation"))
+    _credential_id, vc_id = _receive_diploma(world, removed=False)
+    result = _present(world, vc_id)
+    assert result["status"] == "verified", result["errors"]
+    left_issued = set(_finished_on_agent(world.issuer_app, "credential")) - issued_before
+    left_judged = set(_finished_on_agent(world.verifier_app, "presentation")) - judged_before
+    assert len(left_issued) == 1 and len(left_judged) == 1  # the removals failed: both still there
+
+    failing.clear()
+    monkeypatch.setattr(cleanup, "CLEANUP_EVERY", 0.5)  # instead of waiting ten minutes for the next round
+    _poll(lambda: set(_finished_on_agent(world.issuer_app, "credential")),
+          lambda ids: not ids & left_issued, timeout=20)
+    _poll(lambda: set(_finished_on_agent(world.verifier_app, "presentation")),
+          lambda ids: not ids & left_judged, timeout=20)
+    # The results stay where they belong: the issuance record at the issuer, the result at the verifier.
+    assert httpx.get(f"{world.issuer_url}/v1/credentials/{_credential_id}",
+                     headers=world.issuer_headers()).json()["status"] == "valid"
 
 
 @pytest.mark.parametrize("service", ["issuer", "verifier"])

@@ -231,3 +231,18 @@ def test_shared_agent_lock_picks_one_owner_and_publishes_no_secret(tmp_path: Pat
     (tmp_path / "agent.json").write_text("{not json")
     assert second.published() is None
     second.release()
+
+
+def test_the_cleanup_removes_settled_records_and_only_old_orphans() -> None:
+    """A finished record is removed when its exchange is settled on our side; one we have no row for
+    only once a day old (a worker may still be about to adopt a fresh one); one still open never."""
+    from aries.cleanup import ORPHAN_AGE, removable
+
+    now = dt.datetime(2026, 12, 7, 12, 0, tzinfo=dt.UTC)
+    old = (now - ORPHAN_AGE - dt.timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    fresh = (now - dt.timedelta(minutes=5)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    records = [{"pres_ex_id": "settled", "updated_at": fresh}, {"pres_ex_id": "open", "updated_at": old},
+               {"pres_ex_id": "old-orphan", "updated_at": old}, {"pres_ex_id": "fresh-orphan", "updated_at": fresh},
+               {"pres_ex_id": "undated-orphan"}, {"pres_ex_id": "bad-date", "updated_at": "yesterday"}, {}]
+    assert removable(records, "pres_ex_id", settled={"settled"}, known={"settled", "open"}, now=now) == [
+        "settled", "old-orphan"]

@@ -1,0 +1,99 @@
+"""Remove from an agent the finished exchange records its service is done with.
+
+The agents run with ``--preserve-exchange-records``: every exchange record stays in the agent's wallet,
+the issuer's with the credential it issued and the verifier's with the presentation it received — claim
+values, for ever. Each service removes a record as soon as it is done with it, but that removal is best
+effort: an agent that did not answer, or a worker that stopped in between, left the record behind. This
+sweep finds the finished records (``done``, ``abandoned``) the service has settled on its side and removes
+them; a record the service has no row for at all is removed once older than :data:`ORPHAN_AGE` (by then
+no worker can still be about to adopt it).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, Literal
+
+from .client import AdminClient
+from .errors import AriesError
+
+log = logging.getLogger(__name__)
+
+#: Seconds between two cleanups in a worker: the records wait, nothing depends on them going at once.
+CLEANUP_EVERY = 600.0
+FINISHED_STATES = ("done", "abandoned")
+ORPHAN_AGE = dt.timedelta(days=1)
+LOOKUP_CHUNK = 500
+
+#: Given the ids of finished agent records: ``(settled, known)`` — the ids the service is done with,
+#: and the ids it has a row for at all.
+Settled = Callable[[list[str]], Awaitable[tuple[set[str], set[str]]]]
+
+
+async def _finished(client: AdminClient, protocol: Literal["credential", "presentation"]) -> list[dict[str, Any]]:
+    records: list[dict[str, Any]] = []
+    for state in FINISHED_STATES:
+        if protocol == "credential":
+            records += [r["cred_ex_record"] for r in await client.cred_records(state=state) if "cred_ex_record" in r]
+        else:
+            records += await client.pres_records(state=state)
+    return records
+
+
+def _updated(record: dict[str, Any]) -> dt.datetime | None:
+    try:
+        at = dt.datetime.fromisoformat(str(record.get("updated_at") or record.get("created_at")))
+    except ValueError:
+        return None
+    return at if at.tzinfo else at.replace(tzinfo=dt.UTC)
+
+
+def removable(records: Iterable[dict[str, Any]], id_key: str, settled: set[str], known: set[str],
+              now: dt.datetime) -> list[str]:
+    """The ids of ``records`` to remove: settled by the service, or unknown to it and old."""
+    ids = []
+    for record in records:
+        record_id = record.get(id_key)
+        if not isinstance(record_id, str):
+            continue
+        if record_id in settled:
+            ids.append(record_id)
+        elif record_id not in known and (at := _updated(record)) is not None and now - at > ORPHAN_AGE:
+            ids.append(record_id)
+    return ids
+
+
+async def remove_settled_records(client: AdminClient, protocol: Literal["credential", "presentation"],
+                                 settled: Settled, now: dt.datetime) -> int:
+    """Remove the finished ``protocol`` exchange records the service is done with; returns how many.
+
+    Raises :class:`AriesError` when the agent cannot list them (the next round tries again); a record
+    that cannot be removed is logged and left for the next round."""
+    id_key = "cred_ex_id" if protocol == "credential" else "pres_ex_id"
+    records = await _finished(client, protocol)
+    if not records:
+        return 0
+    ids = [r[id_key] for r in records if isinstance(r.get(id_key), str)]
+    done: set[str] = set()
+    known: set[str] = set()
+    for start in range(0, len(ids), LOOKUP_CHUNK):  # an agent that kept records for months lists many
+        chunk_done, chunk_known = await settled(ids[start:start + LOOKUP_CHUNK])
+        done |= chunk_done
+        known |= chunk_known
+    removed = 0
+    for record_id in removable(records, id_key, done, known, now):
+        try:
+            if protocol == "credential":
+                await client.delete_cred_record(record_id)
+            else:
+                await client.delete_pres_record(record_id)
+        except AriesError as exc:
+            log.warning("finished exchange record not removed from the agent",
+                        extra={"record_id": record_id, "code": exc.code})
+            continue
+        removed += 1
+    if removed:
+        log.info("finished exchange records removed from the agent", extra={"protocol": protocol, "count": removed})
+    return removed
