@@ -56,10 +56,14 @@ class AdminClient:
         url = f"{self.admin_url}{path}"
         try:
             answer = await self._http().request(method, url, json=json, params=params, headers=self._headers)
-        except httpx.TimeoutException as exc:
-            raise AgentUnavailable(f"agent at {self.admin_url} did not answer {method} {path} in time") from exc
-        except httpx.TransportError as exc:
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
             raise AgentUnavailable(f"agent at {self.admin_url} is not reachable") from exc
+        except httpx.TimeoutException as exc:
+            raise AgentUnavailable(f"agent at {self.admin_url} did not answer {method} {path} in time",
+                                   maybe_done=True) from exc
+        except httpx.TransportError as exc:
+            raise AgentUnavailable(f"agent at {self.admin_url} dropped the call {method} {path}",
+                                   maybe_done=True) from exc
         if answer.status_code >= 400:
             # ACA-Py answers errors as text; keep a short, claim-free prefix for the operator.
             raise AgentRequestFailed(answer.status_code,

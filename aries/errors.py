@@ -12,9 +12,14 @@ class AriesError(SSIError):
 
 
 class AgentUnavailable(AriesError):
-    """The ACA-Py agent is not running, not reachable, or did not answer in time."""
+    """The ACA-Py agent is not running, not reachable, or did not answer in time.
 
-    def __init__(self, detail: str) -> None:
+    ``maybe_done``: the call reached the agent before the answer was lost (a read timeout, a dropped
+    connection), so the agent may have done what it was asked — sent a message, say. False when the
+    call certainly never left (no connection could be made)."""
+
+    def __init__(self, detail: str, *, maybe_done: bool = False) -> None:
+        self.maybe_done = maybe_done
         super().__init__("agent_unavailable", detail)
 
 

@@ -40,7 +40,7 @@ from sqlalchemy import delete, select, update
 
 from aries import channel, cleanup, webhooks
 from aries.client import BBS, ED25519, AdminClient
-from aries.errors import AriesError, WebhookRefused
+from aries.errors import AgentRequestFailed, AgentUnavailable, AriesError, WebhookRefused
 from aries.jsonld import (
     BBS_V1,
     ED25519_2020,
@@ -93,6 +93,16 @@ SWEEP_EVERY = 1.0
 OFFER_GRACE = dt.timedelta(seconds=120)
 #: ``token_hash`` of an Aries deferral: no access token polls it (a SHA-256 hex digest never equals this).
 NO_TOKEN = "aries"  # noqa: S105 - a marker, not a secret
+
+
+def _surely_unsent(exc: BaseException) -> bool:
+    """Whether an offer call that failed with ``exc`` certainly sent nothing: it could not connect, or
+    the agent answered with an error status (ACA-Py answers once its handler has run, and a failing
+    handler stops before or instead of sending). A lost answer, or a success we cannot read: the offer
+    may be out."""
+    if isinstance(exc, AgentUnavailable):
+        return not exc.maybe_done
+    return isinstance(exc, AgentRequestFailed) and exc.status >= 400
 
 
 class _Unsettled(Exception):  # noqa: N818 - a control-flow signal, not an error shown to anyone
@@ -441,8 +451,19 @@ class IssuerAriesChannel:
             credential = build_credential(reg.ctype, claims, issuer_did=did, issuer_base_url=issuer_url,
                                           proof_type=ex.proof_type, issued_at=now,
                                           status=status_entry(list_url, idx))
-            sent = await channel.offer(self.agent_client(), str(ex.connection_id), credential, ex.proof_type)
+            agent = self.agent_client()
         except Exception:
+            await self._withdraw(credential_id)
+            raise
+        try:
+            sent = await channel.offer(agent, str(ex.connection_id), credential, ex.proof_type)
+        except Exception as exc:
+            if not _surely_unsent(exc):
+                # The agent may have sent the offer and, the holder accepting, issue the credential on
+                # its own: withdrawn, the record would leave that credential with no record and its
+                # status index free for another. After the lease the sweep adopts the offer it finds
+                # on the agent, or withdraws the record and offers again.
+                raise _Unsettled("the offer may have gone out") from exc
             await self._withdraw(credential_id)
             raise
         try:

@@ -229,6 +229,40 @@ def test_an_offer_sent_but_not_marked_offered_is_adopted_not_sent_again(
     assert [r["cred_ex_id"] for r in records] == [offer["cred_ex_id"]]
 
 
+def test_an_offer_whose_answer_was_lost_is_adopted_not_withdrawn(
+        outside: Outside, issuer: Issuer, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    """The agent sends the offer but its answer to the issuer is lost (a read timeout). Taken as "not
+    sent", the record was withdrawn and the exchange failed while the offer was out: the citizen could
+    accept it, the agent issue on its own, and the credential live with no record, its status index free
+    for another's. Now the exchange waits for the sweep, which finds the offer and adopts it."""
+    real_request = httpx.AsyncClient.request
+    lost: list[str] = []
+
+    async def answer_lost(self: httpx.AsyncClient, method: str, url: Any, *args: Any, **kwargs: Any) -> Any:
+        response = await real_request(self, method, url, *args, **kwargs)
+        if "/issue-credential-2.0/send-offer" in str(url) and not lost:
+            lost.append(str(url))
+            raise httpx.ReadTimeout("injected: the agent's answer was lost")
+        return response
+
+    monkeypatch.setattr(httpx.AsyncClient, "request", answer_lost)
+    body = _invite(issuer.base, issuer.key, READY_SUBJECT)
+    before = asyncio.run(_connect(outside.wallet, body["short_url"]))
+    (offer,) = _offered(outside, before)  # it did go out
+    time.sleep(2)  # time for the failed call to be settled, one way or the other
+    stuck = _exchange(issuer.base, issuer.key, body["exchange_id"])
+    assert lost and stuck["state"] == "offering" and stuck["error"] is None, stuck
+    assert issuer.record(stuck["credential_id"]).json()["status"] == "valid"  # not withdrawn
+    issuer.age(body["exchange_id"])
+    adopted = _wait_exchange(issuer.base, issuer.key, body["exchange_id"], {"offered", "failed"})
+    assert adopted["state"] == "offered" and adopted["credential_id"] == stuck["credential_id"], adopted
+    asyncio.run(_take_offer(outside.wallet, before))
+    issued = _wait_exchange(issuer.base, issuer.key, body["exchange_id"], {"issued", "failed"})
+    assert issued["state"] == "issued" and issued["credential_id"] == stuck["credential_id"], issued
+    records = asyncio.run(_new_records(outside, before))
+    assert [r["cred_ex_id"] for r in records] == [offer["cred_ex_id"]]
+
+
 def test_a_deferred_offer_sent_but_not_marked_offered_is_adopted_by_the_next_poll(
         outside: Outside, issuer: Issuer, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
     """The same on the deferred path: the poll that got the data sent the offer and stopped; the next

@@ -3,11 +3,13 @@ webhook parsing, the runner's command line and the presentation policies on craf
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -246,3 +248,28 @@ def test_the_cleanup_removes_settled_records_and_only_old_orphans() -> None:
                {"pres_ex_id": "undated-orphan"}, {"pres_ex_id": "bad-date", "updated_at": "yesterday"}, {}]
     assert removable(records, "pres_ex_id", settled={"settled"}, known={"settled", "open"}, now=now) == [
         "settled", "old-orphan"]
+
+
+@pytest.mark.parametrize(("failure", "maybe_done"), [
+    (httpx.ConnectError("refused"), False), (httpx.ConnectTimeout("no connection"), False),
+    (httpx.PoolTimeout("no free connection"), False), (httpx.ReadTimeout("answer lost"), True),
+    (httpx.RemoteProtocolError("connection dropped mid-answer"), True)])
+def test_an_admin_call_that_may_have_reached_the_agent_says_so(failure: Exception, maybe_done: bool) -> None:
+    """The issuer withdraws a record whose offer call failed only when nothing can have been sent."""
+    from aries.client import AdminClient
+    from aries.errors import AgentUnavailable
+
+    def fail(request: httpx.Request) -> httpx.Response:
+        raise failure
+
+    async def call() -> AgentUnavailable:
+        client = AdminClient("http://127.0.0.1:9", "key")
+        client._client = httpx.AsyncClient(transport=httpx.MockTransport(fail))
+        try:
+            with pytest.raises(AgentUnavailable) as raised:
+                await client.request("POST", "/issue-credential-2.0/send-offer", json={})
+        finally:
+            await client.aclose()
+        return raised.value
+
+    assert asyncio.run(call()).maybe_done is maybe_done
