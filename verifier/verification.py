@@ -151,10 +151,17 @@ class FetchError(Exception):
     """An outbound fetch failed (network, status, size, content)."""
 
 
+#: A whole fetch ends within this many times the client's read timeout, which bounds each wait only: a
+#: status list or metadata server trickling its answer would otherwise hold the check for ever.
+FETCH_DEADLINE_FACTOR = 4
+
+
 async def fetch_bytes(client: httpx.AsyncClient, url: str, *, accept: str, max_bytes: int) -> bytes:
-    """GET ``url`` and return the body, refusing non-2xx answers and bodies over ``max_bytes``."""
+    """GET ``url`` and return the body, refusing non-2xx answers, bodies over ``max_bytes`` and answers
+    not finished within :data:`FETCH_DEADLINE_FACTOR` times the client's read timeout."""
     try:
-        async with client.stream("GET", url, headers={"Accept": accept}) as response:
+        async with asyncio.timeout(FETCH_DEADLINE_FACTOR * (client.timeout.read or 5.0)), \
+                client.stream("GET", url, headers={"Accept": accept}) as response:
             if response.status_code != 200:
                 raise FetchError(f"HTTP {response.status_code}")
             chunks: list[bytes] = []
@@ -165,6 +172,8 @@ async def fetch_bytes(client: httpx.AsyncClient, url: str, *, accept: str, max_b
                     raise FetchError("response too large")
                 chunks.append(chunk)
             return b"".join(chunks)
+    except TimeoutError as exc:
+        raise FetchError("deadline exceeded") from exc
     except httpx.HTTPError as exc:
         raise FetchError(type(exc).__name__) from exc
 

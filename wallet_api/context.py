@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,13 +23,24 @@ MAX_FETCH_BYTES = 2_000_000
 
 
 class FetchError(Exception):
-    """An outgoing HTTP call failed (network, status, size, not JSON); ``detail`` never holds secrets."""
+    """An outgoing HTTP call failed (network, status, size, not JSON); ``detail`` never holds secrets.
 
-    def __init__(self, detail: str, status: int | None = None, body: Any = None) -> None:
+    ``maybe_delivered``: the request may have reached the peer, and been acted on, before the answer
+    was lost (a read timeout, a dropped connection, the deadline); False when it never left."""
+
+    def __init__(self, detail: str, status: int | None = None, body: Any = None, *,
+                 maybe_delivered: bool = False) -> None:
         self.detail = detail
         self.status = status
         self.body = body
+        self.maybe_delivered = maybe_delivered
         super().__init__(detail)
+
+
+#: A whole call (connection, request, every chunk of the answer) ends within this many times the
+#: per-operation timeout: that one bounds each wait, and a peer trickling its answer a byte at a time
+#: never waits that long, holding the exchange (and the request it answers) open for ever.
+CALL_DEADLINE_FACTOR = 4
 
 
 def load_anchors(paths: list[Path]) -> list[cx509.Certificate]:
@@ -92,9 +104,11 @@ class WalletContext:
         return body
 
     async def request(self, client: httpx.AsyncClient, method: str, url: str, **kwargs: Any) -> httpx.Response:
-        """Send a request with a size cap on the answer; raise :class:`FetchError` on network failure."""
+        """Send a request with a size cap on the answer and a deadline on the whole call
+        (:data:`CALL_DEADLINE_FACTOR`); raise :class:`FetchError` on network failure."""
+        deadline = CALL_DEADLINE_FACTOR * (client.timeout.read or self.settings.http_timeout)
         try:
-            async with client.stream(method, url, **kwargs) as response:
+            async with asyncio.timeout(deadline), client.stream(method, url, **kwargs) as response:
                 chunks: list[bytes] = []
                 size = 0
                 async for chunk in response.aiter_bytes():
@@ -104,8 +118,14 @@ class WalletContext:
                     chunks.append(chunk)
                 response._content = b"".join(chunks)
                 return response
-        except httpx.HTTPError as exc:
+        except TimeoutError as exc:
+            raise FetchError(f"{_host(url)} did not finish answering in time",
+                             maybe_delivered=method != "GET") from exc
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
             raise FetchError(f"{_host(url)} could not be reached ({type(exc).__name__})") from exc
+        except httpx.HTTPError as exc:
+            raise FetchError(f"{_host(url)} could not be reached ({type(exc).__name__})",
+                             maybe_delivered=method != "GET") from exc
 
 
 def _host(url: str) -> str:

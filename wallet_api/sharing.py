@@ -284,6 +284,10 @@ async def _deliver(ctx: WalletContext, request: RequestObject, form: dict[str, A
             response = await ctx.request(client, "POST", request.response_uri, data=form,
                                          headers={"Accept": "application/json"})
     except FetchError as exc:
+        if exc.maybe_delivered:
+            # Sent, the verifier's answer lost: it may hold the presentation. Never "not delivered".
+            raise APIError(502, "delivery_unknown", f"the verifier's answer was lost ({exc.detail}): it may or "
+                                                    "may not have received the presentation") from exc
         raise APIError(502, "verifier_unavailable", f"the answer could not be delivered: {exc.detail}") from exc
     from .receiving import _json
 
@@ -357,9 +361,10 @@ async def approve(ctx: WalletContext, me: Principal, presentation_id: str, *, se
     try:
         answer = await _deliver(ctx, request, form)
     except APIError as exc:
-        data["error"] = {"error": exc.error, "error_description": exc.detail_text}
-        await asyncio.shield(_finish_claimed(ctx, me, presentation_id, "sending", "failed", data, "share",
-                                             {**history, "outcome": "failed", "error": exc.error}))
+        unknown = exc.error == "delivery_unknown"
+        data["error"] = DELIVERY_UNKNOWN if unknown else {"error": exc.error, "error_description": exc.error_description}
+        await asyncio.shield(_finish_claimed(ctx, me, presentation_id, "sending", "failed", data, "share", {
+            **history, "outcome": "unknown" if unknown else "failed", "error": exc.error}))
         raise
     except (Exception, asyncio.CancelledError):
         # The answer may have reached the verifier: whether it did is unknown. It is never sent again

@@ -67,6 +67,42 @@ class BlackHole:
             conn.close()
 
 
+class Trickle(BlackHole):
+    """A peer that answers every request with a 200 whose body comes one byte every ``every`` seconds,
+    for ever: each read returns within any per-operation timeout, the answer never ends."""
+
+    def __init__(self, every: float = 0.3) -> None:
+        self.every = every
+        super().__init__()
+
+    def _accept(self) -> None:
+        while not self._closed.is_set():
+            try:
+                conn, _ = self._server.accept()
+            except OSError:
+                return
+            self._held.append(conn)
+            threading.Thread(target=self._drip, args=(conn,), daemon=True).start()
+
+    def _drip(self, conn: socket.socket) -> None:
+        try:
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n")
+            while not self._closed.wait(self.every):
+                conn.sendall(b"1\r\n \r\n")
+        except OSError:
+            return
+
+
+@pytest.fixture(scope="session")
+def trickle() -> Iterator[Trickle]:
+    peer = Trickle()
+    try:
+        yield peer
+    finally:
+        peer.close()
+
+
 @pytest.fixture(scope="session")
 def black_hole() -> Iterator[BlackHole]:
     hole = BlackHole()

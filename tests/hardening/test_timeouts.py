@@ -15,7 +15,7 @@ from aries.service import start_runtime
 from sandbox.population import DEMO_EVERYTHING
 from service_kit.webhooks import deliver_webhook
 from ssi.jose import Key
-from tests.hardening.conftest import BlackHole, WalletEnv
+from tests.hardening.conftest import BlackHole, Trickle, WalletEnv
 from tests.issuer.conftest import ADMIN_KEY, IssuerEnv
 from tests.support.wallet_client import WalletClient
 
@@ -43,6 +43,17 @@ def test_wallet_gives_up_on_an_offer_server_that_never_answers(limited_wallet: W
     assert response.status_code == 502 and response.json()["error"] == "issuer_unavailable"
     assert "timed out" in response.json()["error_description"] or "could not be fetched" in response.text
     assert 0.9 <= took < BOUND
+
+
+def test_wallet_gives_up_on_a_peer_that_trickles_its_answer(limited_wallet: WalletEnv, trickle: Trickle) -> None:
+    """A byte every 0.3 s passes every 1-second read timeout; the whole call's deadline (4 × the
+    timeout) ends it, where the wallet used to wait for ever (and the citizen's request with it)."""
+    offer_uri = "openid-credential-offer://?" + urlencode({"credential_offer_uri": f"{trickle.url}/offers/1"})
+    with httpx.Client(timeout=30) as http:
+        response, took = _timed(lambda: http.post(f"{limited_wallet.url}/v1/offers", json={"offer_uri": offer_uri},
+                                                  headers=limited_wallet.headers))
+    assert response.status_code == 502 and response.json()["error"] == "issuer_unavailable", response.text
+    assert 3.9 <= took < 4 + BOUND
 
 
 def test_wallet_gives_up_on_a_request_object_server_that_never_answers(limited_wallet: WalletEnv,
@@ -117,3 +128,16 @@ async def test_aries_admin_calls_use_the_configured_timeout(black_hole: BlackHol
     await runtime.client.aclose()
     assert raised.value.code == "aries.agent_unavailable"
     assert 0.4 <= took < 2.0
+
+
+@pytest.mark.anyio
+async def test_verifier_gives_up_on_a_status_list_server_that_trickles_its_answer(trickle: Trickle) -> None:
+    """The verifier's fetches (status lists, issuer metadata) end at 4 × the read timeout, not never."""
+    from verifier.verification import FetchError, fetch_bytes
+
+    async with httpx.AsyncClient(timeout=1.0) as client:
+        began = time.monotonic()
+        with pytest.raises(FetchError, match="deadline"):
+            await fetch_bytes(client, f"{trickle.url}/statuslists/1", accept="application/statuslist+jwt",
+                              max_bytes=1_000_000)
+    assert 3.9 <= time.monotonic() - began < 4 + BOUND

@@ -321,6 +321,8 @@ def test_an_unexpected_error_while_declining_still_records_the_refusal(
 # -- a worker that stops for good mid-exchange ---------------------------------------------------------
 
 SHARE_CITIZEN, DECLINE_CITIZEN, STOPPED_ACCEPT_CITIZEN = fresh_citizens(20)[17:20]
+# Positive tax records too, and used by no other test of this session's system.
+UNREACHED_CITIZEN, LOST_ANSWER_CITIZEN = fresh_citizens(11)[9:11]
 
 
 class StoppedWorker:
@@ -435,3 +437,53 @@ def test_an_offer_left_accepting_by_a_stopped_worker_is_failed_by_the_sweep(
     # A worker that comes back after all finishes the issuance: what it received is not lost.
     assert late.status_code == 200 and late.json()["state"] == "issued", late.text
     assert _offer(system, tokens, offer_id)["state"] == "issued"
+
+
+
+# -- the verifier's answer: never reached, or lost ----------------------------------------------------
+
+def _verifier_post(system: System, monkeypatch: pytest.MonkeyPatch, *, lose_answer: bool) -> list[str]:
+    """Make the wallet's POST of its answer to the verifier fail at the network: before it leaves (no
+    connection) or after the verifier took it (the answer lost on the way back)."""
+    real_send = httpx.AsyncClient.send
+    failed: list[str] = []
+
+    async def send(self: httpx.AsyncClient, request: httpx.Request, **kwargs: Any) -> httpx.Response:
+        if request.method != "POST" or not str(request.url).startswith(system.verifier) or failed:
+            return await real_send(self, request, **kwargs)
+        failed.append(str(request.url))
+        if not lose_answer:
+            raise httpx.ConnectError("injected: the verifier is unreachable", request=request)
+        response = await real_send(self, request, **kwargs)
+        await response.aread()
+        await response.aclose()
+        raise httpx.ReadTimeout("injected: the verifier's answer was lost", request=request)
+
+    monkeypatch.setattr(httpx.AsyncClient, "send", send)
+    return failed
+
+
+@pytest.mark.parametrize("lose_answer", [False, True], ids=["unreachable", "answer-lost"])
+def test_a_failed_delivery_is_recorded_as_failed_or_unknown_as_it_may_have_arrived(
+        system: System, monkeypatch: pytest.MonkeyPatch, lose_answer: bool) -> None:
+    """Unreachable, nothing left the wallet: outcome ``failed``. The answer lost after the verifier
+    took it: outcome ``unknown`` — recording "failed" would tell the citizen the claims did not leave."""
+    citizen = LOST_ANSWER_CITIZEN if lose_answer else UNREACHED_CITIZEN
+    tokens = login(system.wallet, citizen)
+    cid = receive(system, tokens, make_offer(system, "aoc-tax", "tax-compliance", citizen))["credential_ids"][0]
+    request, preview = _ask(system, tokens)
+    pid = preview["presentation_id"]
+    failed = _verifier_post(system, monkeypatch, lose_answer=lose_answer)
+    answer = _approve(system, tokens, pid, cid)
+    monkeypatch.undo()
+    assert failed and answer.status_code == 502, answer.text
+    expected = "delivery_unknown" if lose_answer else "verifier_unavailable"
+    assert answer.json()["error"] == expected, answer.text
+    assert _answered(system, request) == ("verified" if lose_answer else "pending")
+    shown = _presentation(system, tokens, pid)
+    assert shown["state"] == "failed" and shown["error"]["error"] == expected, shown
+    shares = _shares(system, tokens)
+    assert [(s["details"]["outcome"], s["details"]["error"]) for s in shares] == [
+        ("unknown" if lose_answer else "failed", expected)]
+    assert [d["credential_id"] for d in shares[0]["details"]["disclosed"]] == [cid]
+    assert _approve(system, tokens, pid, cid).status_code == 409  # never sent again
