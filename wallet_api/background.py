@@ -149,8 +149,8 @@ async def resolve_stranded_exchanges(ctx: WalletContext) -> int:
             select(Wallet).where(Wallet.id.in_(ids)))).scalars()} if ids else {}
     resolved = 0
     for row in [*presentations, *offers]:
-        key = ctx.vault.data_key(wallets[row.wallet_id])
         try:
+            key = ctx.vault.data_key(wallets[row.wallet_id])
             async with ctx.db.session() as session:
                 if isinstance(row, Presentation):
                     done = await resolve_stranded(session, key, row)
