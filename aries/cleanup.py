@@ -11,13 +11,16 @@ no worker can still be about to adopt it).
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
+import random
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Literal
 
 from .client import AdminClient
-from .errors import AriesError
+from .errors import AgentRequestFailed, AriesError
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +92,11 @@ async def remove_settled_records(client: AdminClient, protocol: Literal["credent
                 await client.delete_cred_record(record_id)
             else:
                 await client.delete_pres_record(record_id)
+        except AgentRequestFailed as exc:
+            if exc.status != 404:  # 404: another worker's cleanup removed it first
+                log.warning("finished exchange record not removed from the agent",
+                            extra={"record_id": record_id, "code": exc.code})
+            continue
         except AriesError as exc:
             log.warning("finished exchange record not removed from the agent",
                         extra={"record_id": record_id, "code": exc.code})
@@ -97,3 +105,18 @@ async def remove_settled_records(client: AdminClient, protocol: Literal["credent
     if removed:
         log.info("finished exchange records removed from the agent", extra={"protocol": protocol, "count": removed})
     return removed
+
+
+async def run_periodically(cleanup: Callable[[], Awaitable[int]]) -> None:
+    """Run ``cleanup`` every :data:`CLEANUP_EVERY` seconds until cancelled; the first run comes at a
+    random point of the first period, so that the workers started together do not all list and remove
+    the same records at once."""
+    last = time.monotonic() - random.uniform(0, CLEANUP_EVERY)  # noqa: S311 - spreading load, not security
+    while True:
+        if time.monotonic() - last >= CLEANUP_EVERY:
+            last = time.monotonic()
+            try:
+                await cleanup()
+            except Exception as exc:  # noqa: BLE001 - the next round tries again (agent or database back)
+                log.error("aries record cleanup failed", extra={"error": type(exc).__name__})
+        await asyncio.sleep(1.0)

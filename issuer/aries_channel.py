@@ -30,8 +30,7 @@ import datetime as dt
 import logging
 import os
 import secrets
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -190,16 +189,20 @@ class IssuerAriesChannel:
             extra_args=["--auto-accept-requests", "--auto-respond-credential-request"],
             admin_timeout=settings.aries_admin_timeout)
         sweep: asyncio.Task[None] | None = None
+        record_cleanup: asyncio.Task[None] | None = None
         try:
             if self.runtime.webhook_key:
                 await self._store_webhook_key(self.runtime.webhook_key)
             sweep = asyncio.create_task(self._poll_loop(), name="aries-deferred-sweep")
+            # On its own: a long cleanup (an agent holding months of records) must not hold up polls.
+            record_cleanup = asyncio.create_task(cleanup.run_periodically(self.remove_settled_records),
+                                                 name="aries-record-cleanup")
             yield
         finally:
-            if sweep is not None:
-                sweep.cancel()
+            for task in (t for t in (sweep, record_cleanup) if t is not None):
+                task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
-                    await sweep
+                    await task
             await self.runtime.stop()
             self.runtime = None
 
@@ -679,9 +682,15 @@ class IssuerAriesChannel:
                 await asyncio.shield(self._reschedule(exchange_id, 0))
                 raise
             except _Unsettled as exc:
-                # An offer may be out: the next poll, after the lease, settles it from the record and the agent.
+                # An offer may be out: the next poll settles it from the record and the agent, after the
+                # offer lease (as a takeover would), not the short poll lease: an offer whose answer was
+                # lost may reach the agent's records only once its slow call ends.
                 log.error("aries deferred offer left to the next poll", extra={
                     "exchange_id": exchange_id, "reason": str(exc), "error": type(exc.__cause__).__name__})
+                async with self.ctx.session() as session:
+                    await session.execute(update(AriesExchange).where(
+                        AriesExchange.id == exchange_id, AriesExchange.state == "pending").values(
+                        expires_at=utcnow() + self.offer_lease()))
             except (APIError, AriesError, CredentialSchemaError) as exc:
                 code = exc.code if isinstance(exc, AriesError | CredentialSchemaError) else exc.error
                 if isinstance(exc, APIError) and exc.status_code == 503:
@@ -749,13 +758,8 @@ class IssuerAriesChannel:
         return await cleanup.remove_settled_records(self.agent_client(), "credential", settled, utcnow())
 
     async def _poll_loop(self) -> None:
-        last_cleanup = -cleanup.CLEANUP_EVERY
         while True:
-            sweeps: list[Callable[[], Awaitable[int]]] = [self.poll_due, self.resume_stalled]
-            if time.monotonic() - last_cleanup >= cleanup.CLEANUP_EVERY:
-                last_cleanup = time.monotonic()
-                sweeps.append(self.remove_settled_records)
-            for sweep in sweeps:
+            for sweep in (self.poll_due, self.resume_stalled):
                 try:
                     await sweep()
                 except Exception as exc:  # noqa: BLE001 - the sweep must outlive one bad round (database hiccup)

@@ -35,7 +35,19 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 import httpx
-from sqlalchemy import Delete, Index, Integer, LargeBinary, Row, Select, String, Text, delete, select, text, update
+from sqlalchemy import (
+    Index,
+    Integer,
+    LargeBinary,
+    Row,
+    Select,
+    String,
+    Text,
+    delete,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, declared_attr, mapped_column
 
@@ -311,14 +323,15 @@ async def record_delivery(
     await session.execute(update(model).where(model.id == row_id).values(**values))
 
 
-def purge_finished(model: type[WebhookOutboxMixin], before: dt.datetime, *, max_attempts: int,
-                   limit: int) -> Delete:
-    """Delete up to ``limit`` rows of ``model`` created before ``before`` and finished (delivered, or out
-    of attempts), the oldest first: a range of ``ix_webhook_outbox_created_at``, then the primary key."""
-    oldest = (select(model.id)
-              .where(model.created_at < before, model.delivered_at.is_not(None) | (model.attempts >= max_attempts))
-              .order_by(model.created_at).limit(limit).subquery())
-    return delete(model).where(model.id.in_(select(oldest.c.id)))
+def finished_webhooks(model: type[WebhookOutboxMixin], before: dt.datetime, *, max_attempts: int,
+                      limit: int) -> Select[tuple[str]]:
+    """Ids of up to ``limit`` rows of ``model`` created before ``before`` and finished (delivered, or
+    given up), the oldest first: a range of ``ix_webhook_outbox_created_at``."""
+    return (select(model.id)
+            .where(model.created_at < before, model.delivered_at.is_not(None) | (model.next_attempt_at == GIVEN_UP)
+                   # given up before GIVEN_UP existed (or under a lower max_attempts)
+                   | (model.attempts >= max_attempts))
+            .order_by(model.created_at).limit(limit))
 
 
 async def purge_finished_webhooks(
@@ -336,9 +349,13 @@ async def purge_finished_webhooks(
     Batches keep each transaction short on the first purge of a table that grew for months."""
     deleted = 0
     while True:
+        # The ids first, then a delete by primary key: as one DELETE ... IN (subquery) PostgreSQL may
+        # hash-join the batch against a scan of the whole table.
         async with session() as s:
-            result = await s.execute(purge_finished(model, now - retention, max_attempts=max_attempts, limit=batch))
-        count = result.rowcount or 0  # type: ignore[attr-defined]
-        deleted += count
-        if count < batch:
+            ids = list((await s.scalars(finished_webhooks(model, now - retention, max_attempts=max_attempts,
+                                                          limit=batch))).all())
+            if ids:
+                await s.execute(delete(model).where(model.id.in_(ids)))
+        deleted += len(ids)
+        if len(ids) < batch:
             return deleted

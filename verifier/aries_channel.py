@@ -19,7 +19,6 @@ import contextlib
 import datetime as dt
 import logging
 import secrets
-import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import asdict
 from typing import Any
@@ -141,7 +140,8 @@ class VerifierAriesChannel:
                     await session.execute(dialect_insert(session, AriesWebhookKey).values(
                         key_hash=webhook_key_hash(self.runtime.webhook_key), created_at=utcnow()
                     ).on_conflict_do_nothing())
-            cleanup_task = asyncio.create_task(self._cleanup_loop(), name="aries-record-cleanup")
+            cleanup_task = asyncio.create_task(cleanup.run_periodically(self.remove_settled_records),
+                                               name="aries-record-cleanup")
             try:
                 yield
             finally:
@@ -164,17 +164,6 @@ class VerifierAriesChannel:
             return {r[0] for r in rows if r[1] in FINAL_STATUSES}, {r[0] for r in rows}
 
         return await cleanup.remove_settled_records(self.agent_client(), "presentation", settled, utcnow())
-
-    async def _cleanup_loop(self) -> None:
-        last = -cleanup.CLEANUP_EVERY
-        while True:
-            if time.monotonic() - last >= cleanup.CLEANUP_EVERY:
-                last = time.monotonic()
-                try:
-                    await self.remove_settled_records()
-                except Exception as exc:  # noqa: BLE001 - the next round tries again (agent or database back)
-                    log.error("aries record cleanup failed", extra={"error": type(exc).__name__})
-            await asyncio.sleep(1.0)
 
     def agent(self) -> AdminClient:
         """The admin client, or 404 (channel off) / 503 (agent gone)."""

@@ -9,13 +9,14 @@ row checked twice costs one extra fetch, never a wrong result.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-import httpx
-from sqlalchemy import Delete, Select, delete, select, text, update
+from sqlalchemy import Select, delete, select, text, update
 
 from service_kit.webhooks import claim_due_webhooks, deliver_webhook, purge_finished_webhooks, record_delivery
 from ssi import x509 as ssi_x509
@@ -25,7 +26,7 @@ from ssi.sd_jwt_vc import IssuerMetadataKeyResolver
 from ssi.status_list import verify_status_list_token
 
 from .audit import checkpoint_due
-from .context import FetchError, WalletContext
+from .context import FetchError, WalletContext, get_json_blocking
 from .models import (
     OFFER_ACCEPTING,
     PRESENTATION_ANSWERING,
@@ -52,6 +53,9 @@ WEBHOOK_ROUND = 20
 #: How long an ended presentation request stays readable (``GET /v1/presentations/{id}``) after its
 #: expiry; the share itself is in the history for good.
 PRESENTATION_KEPT = dt.timedelta(days=1)
+PURGE_BATCH = 5000
+#: How long the sweep leaves an exchange it could not end before trying it again.
+STRANDED_RETRY = dt.timedelta(hours=1)
 
 
 def stranded_after(settings: WalletSettings) -> dt.timedelta:
@@ -113,12 +117,21 @@ async def background_loop(ctx: WalletContext) -> None:
 
 
 async def sweep(ctx: WalletContext) -> dict[str, int]:
-    """One pass of every periodic job; returns counts (for tests and logs)."""
-    return {"status_checked": await check_statuses(ctx), "expiry_alerts": await expiry_alerts(ctx),
-            "deferred_polled": await poll_deferred(ctx), "audit_checkpoints": await checkpoint_due(ctx),
-            "stranded_resolved": await resolve_stranded_exchanges(ctx),
-            "presentations_purged": await purge_ended_presentations(ctx),
-            "logins_purged": await purge_expired_logins(ctx), "webhooks_purged": await purge_outbox(ctx)}
+    """One pass of every periodic job; returns counts (for tests and logs). Each job runs whatever
+    the others do: one that fails (a database hiccup, a row it cannot handle) is logged and counts 0."""
+    jobs: dict[str, Callable[[WalletContext], Awaitable[int]]] = {
+        "status_checked": check_statuses, "expiry_alerts": expiry_alerts, "deferred_polled": poll_deferred,
+        "audit_checkpoints": checkpoint_due, "stranded_resolved": resolve_stranded_exchanges,
+        "presentations_purged": purge_ended_presentations, "logins_purged": purge_expired_logins,
+        "webhooks_purged": purge_outbox}
+    done: dict[str, int] = {}
+    for name, job in jobs.items():
+        try:
+            done[name] = await job(ctx)
+        except Exception:  # noqa: BLE001 - the other jobs still run, this one again next sweep
+            log.exception("wallet background job failed", extra={"job": name})
+            done[name] = 0
+    return done
 
 
 def stranded_presentations(before: dt.datetime) -> Select[tuple[Presentation]]:
@@ -158,6 +171,7 @@ async def resolve_stranded_exchanges(ctx: WalletContext) -> int:
                     done = await resolve_stranded_offer(session, key, row)
         except Exception:  # noqa: BLE001 - one row that cannot be ended must not stop the others for good
             log.exception("could not end an exchange left half-way", extra={"row": row.id})
+            await _retry_later(ctx, row)
             continue
         if done:
             log.warning("exchange left half-way by a stopped worker ended", extra={
@@ -166,20 +180,42 @@ async def resolve_stranded_exchanges(ctx: WalletContext) -> int:
     return resolved
 
 
+async def _retry_later(ctx: WalletContext, row: Presentation | Offer) -> None:
+    """Move a row that could not be ended to the back of the window the sweep reads (an hour on), so
+    that rows failing every time cannot keep the others out of its batch."""
+    model = type(row)
+    later = utcnow() - stranded_after(ctx.settings) + STRANDED_RETRY
+    with contextlib.suppress(Exception):  # the database itself failing: the next sweep tries again
+        async with ctx.db.session() as session:
+            await session.execute(update(model).where(model.id == row.id, model.state == row.state)
+                                  .values(expires_at=later).execution_options(synchronize_session=False))
+
+
 async def purge_ended_presentations(ctx: WalletContext) -> int:
     """Delete the presentation requests ``PRESENTATION_KEPT`` past their expiry (the preview they
     hold, claim values included, served its purpose; the history keeps each share), through
     ``ix_presentations_expires_at``. One still being answered is left to
     :func:`resolve_stranded_exchanges`, which records it first."""
-    async with ctx.db.session() as session:
-        result = await session.execute(ended_presentations(utcnow() - PRESENTATION_KEPT))
-    return result.rowcount or 0  # type: ignore[attr-defined,no-any-return]
+    before = utcnow() - PRESENTATION_KEPT
+    deleted = 0
+    while True:  # in batches: the first purge of a table that grew for months is not one transaction
+        async with ctx.db.session() as session:
+            # The ids first, then a delete by primary key (a DELETE ... IN (subquery) may be run by
+            # PostgreSQL as a hash join over the whole table).
+            ids = list((await session.scalars(ended_presentations(before, limit=PURGE_BATCH))).all())
+            if ids:
+                await session.execute(delete(Presentation).where(Presentation.id.in_(ids)))
+        deleted += len(ids)
+        if len(ids) < PURGE_BATCH:
+            return deleted
 
 
-def ended_presentations(before: dt.datetime) -> Delete:
-    """Delete the presentation requests that expired before ``before`` and are not being answered."""
-    return delete(Presentation).where(Presentation.expires_at < before,
-                                      Presentation.state.not_in(("sending", "declining")))
+def ended_presentations(before: dt.datetime, *, limit: int = PURGE_BATCH) -> Select[tuple[str]]:
+    """Ids of up to ``limit`` presentation requests that expired before ``before`` and are not being
+    answered, the oldest first (a range of ``ix_presentations_expires_at``)."""
+    return (select(Presentation.id).where(Presentation.expires_at < before,
+                                          Presentation.state.not_in(("sending", "declining")))
+            .order_by(Presentation.expires_at).limit(limit))
 
 
 async def purge_expired_logins(ctx: WalletContext) -> int:
@@ -207,10 +243,7 @@ def _status_key(ctx: WalletContext, issuer: str):  # noqa: ANN202 - a callable f
             return ssi_x509.certificate_key(leaf)
 
         def fetch(url: str) -> Any:
-            with httpx.Client(timeout=ctx.settings.http_timeout) as client:
-                response = client.get(url)
-                response.raise_for_status()
-                return response.json()
+            return get_json_blocking(url, timeout=ctx.settings.http_timeout)
 
         resolver = IssuerMetadataKeyResolver(fetch, allowed_issuers=[issuer], allow_http_loopback=ctx.dev)
         return resolver.resolve(header, {"iss": issuer}, now=time.time()).key

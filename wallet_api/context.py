@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,24 @@ class FetchError(Exception):
 #: per-operation timeout: that one bounds each wait, and a peer trickling its answer a byte at a time
 #: never waits that long, holding the exchange (and the request it answers) open for ever.
 CALL_DEADLINE_FACTOR = 4
+
+
+def get_json_blocking(url: str, *, timeout: float) -> Any:
+    """GET ``url`` and parse JSON, from a worker thread (for the synchronous key resolvers of ``ssi``),
+    with the same size cap and whole-call deadline as :meth:`WalletContext.request`."""
+    deadline = time.monotonic() + CALL_DEADLINE_FACTOR * timeout
+    with httpx.Client(timeout=timeout, follow_redirects=False) as client, \
+            client.stream("GET", url, headers={"Accept": "application/json"}) as response:
+        if response.status_code != 200:
+            raise FetchError(f"{_host(url)} answered HTTP {response.status_code}", response.status_code)
+        body = bytearray()
+        for chunk in response.iter_bytes():
+            body += chunk
+            if len(body) > MAX_FETCH_BYTES:
+                raise FetchError(f"{_host(url)} answered too much data")
+            if time.monotonic() > deadline:
+                raise FetchError(f"{_host(url)} did not finish answering in time")
+    return json_loads(bytes(body))
 
 
 def load_anchors(paths: list[Path]) -> list[cx509.Certificate]:
@@ -114,7 +133,7 @@ class WalletContext:
                 async for chunk in response.aiter_bytes():
                     size += len(chunk)
                     if size > MAX_FETCH_BYTES:
-                        raise FetchError(f"{_host(url)} answered too much data")
+                        raise FetchError(f"{_host(url)} answered too much data", maybe_delivered=method != "GET")
                     chunks.append(chunk)
                 response._content = b"".join(chunks)
                 return response

@@ -40,7 +40,7 @@ from ssi.oid4vci import (
     parse_credential_offer_uri,
 )
 
-from .context import FetchError, WalletContext
+from .context import FetchError, WalletContext, get_json_blocking
 from .deps import Principal
 from .models import Credential, Offer, utcnow
 from .store import STORED, accept_languages, add_alert, add_credential, add_history, pick_display
@@ -595,13 +595,7 @@ async def verify_received(ctx: WalletContext, token: str, *, credential_issuer: 
                           holder_key: Key) -> sd_jwt_vc.VerifiedCredential:
     """Verify a credential before storing it; raise :class:`IssuanceError` saying why not."""
     def fetch(url: str) -> Any:
-        with httpx.Client(timeout=ctx.settings.http_timeout, follow_redirects=False,
-                          transport=None) as client:
-            response = client.get(url, headers={"Accept": "application/json"})
-            response.raise_for_status()
-            if len(response.content) > 1_000_000:
-                raise FetchError("issuer metadata too large")
-            return response.json()
+        return get_json_blocking(url, timeout=ctx.settings.http_timeout)
 
     x5c = sd_jwt_vc.X5CKeyResolver(ctx.issuer_anchors) if ctx.issuer_anchors else None
     meta = sd_jwt_vc.IssuerMetadataKeyResolver(fetch, allowed_issuers=[credential_issuer],

@@ -101,7 +101,8 @@ class WalletSettings(ServiceSettings):
     status_check_interval: int = Field(
         default=3600, ge=1, description="Default seconds between status-list checks of a credential (a list's `ttl` wins when given).")
     background_interval: float = Field(
-        default=60.0, ge=0.0, description="Seconds between background sweeps (status checks, expiry alerts); 0 disables them.")
+        default=60.0, ge=0.0, description="Seconds between background sweeps (status checks, expiry alerts, deferred "
+                                          "polls, exchanges left half-way, purges); 0 disables them.")
     pin_max_attempts: int = Field(default=5, ge=1, description="Wrong PIN attempts before presenting is locked.")
     pin_lock_seconds: int = Field(default=900, ge=1, description="How long presenting stays locked after too many wrong PINs.")
     max_backup_bytes: int = Field(

@@ -9,12 +9,12 @@ import pytest
 from sqlalchemy import func, select
 
 from aries.storage import WEBHOOK_EVENT_RETENTION
-from service_kit.webhooks import OUTBOX_RETENTION
 from issuer.app import create_app
 from issuer.aries_models import AriesWebhookEvent
 from issuer.events import purge_outbox
 from issuer.grants import purge_expired
 from issuer.models import AuthorizationRequest, DeferredTransaction, Tenant, WebhookOutbox
+from service_kit.webhooks import OUTBOX_RETENTION
 from tests.issuer.conftest import IssuerEnv
 
 pytestmark = pytest.mark.anyio

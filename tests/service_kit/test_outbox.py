@@ -116,6 +116,8 @@ def test_finished_rows_are_purged_after_the_retention_and_nothing_else(database_
                 s.add(row("old-given-up", old, attempts=12, next_attempt_at=GIVEN_UP))
                 # Given up before GIVEN_UP existed: a past next_attempt_at, its attempts used up.
                 s.add(row("old-given-up-earlier", old, attempts=12))
+                # Given up under a lower limit than today's (an operator raised webhook_max_attempts).
+                s.add(row("old-given-up-lower-limit", old, attempts=5, next_attempt_at=GIVEN_UP))
                 s.add(row("old-still-owed", old, attempts=3, next_attempt_at=now + dt.timedelta(hours=1)))
                 s.add(row("recent-delivered", recent, delivered=True))
                 s.add(row("recent-given-up", recent, attempts=12, next_attempt_at=GIVEN_UP))
@@ -128,5 +130,5 @@ def test_finished_rows_are_purged_after_the_retention_and_nothing_else(database_
             await db.dispose()
 
     deleted, again, left = asyncio.run(scenario())
-    assert deleted == 9 and again == 0
+    assert deleted == 10 and again == 0
     assert left == {"old-still-owed", "recent-delivered", "recent-given-up"}

@@ -18,8 +18,16 @@ from service_kit.webhooks import OUTBOX_RETENTION
 from tests.support.servers import free_port
 from tests.wallet_api.conftest import wallet_settings
 from wallet_api.app import create_app
-from wallet_api.background import PRESENTATION_KEPT, sweep
-from wallet_api.models import AlertWebhookOutbox, AppCode, LoginTransaction, Presentation, Session, Wallet
+from wallet_api.background import PRESENTATION_KEPT, stranded_after, sweep
+from wallet_api.models import (
+    AlertWebhookOutbox,
+    AppCode,
+    Credential,
+    LoginTransaction,
+    Presentation,
+    Session,
+    Wallet,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -93,3 +101,32 @@ async def test_the_sweep_purges_presentation_requests_a_day_after_their_expiry(t
             left = set((await session.execute(select(Presentation.id))).scalars())
     assert left == {"recent-sent", "open"}
     assert done["presentations_purged"] == 2
+
+
+async def test_a_wallet_whose_key_cannot_be_opened_stops_no_job_of_the_sweep(tmp_path: Path) -> None:
+    """A wallet whose data key does not open (a master key rotated wrongly, a damaged row) with a
+    credential due for a status check and a request left 'sending': the status check fails, the
+    request cannot be ended and moves to the back of the window; every other job still runs."""
+    app = create_app(wallet_settings(tmp_path, free_port(), "http://127.0.0.1:9"), run_background=False)
+    async with app.router.lifespan_context(app):
+        ctx = app.state.wallet
+        now = dt.datetime.now(dt.UTC)
+        async with ctx.db.session() as session:
+            session.add(Wallet(id="w-broken", subject_index="broken", data_key=b"\0", profile=b"\0"))
+            await session.flush()
+            session.add(Credential(id="c-broken", wallet_id="w-broken", vct="https://vct", issuer="https://issuer",
+                                   sealed=b"\0", next_status_check=now - dt.timedelta(minutes=1)))
+            session.add(Presentation(id="p-broken", wallet_id="w-broken", state="sending", sealed=b"\0",
+                                     expires_at=now - dt.timedelta(hours=1)))
+            session.add(LoginTransaction(state_hash="login-old", provider="valid", sealed=b"\0",
+                                         expires_at=now - dt.timedelta(minutes=1)))
+        done = await sweep(ctx)
+        async with ctx.db.read_session() as session:
+            logins = set((await session.execute(select(LoginTransaction.state_hash))).scalars())
+            stuck = await session.get(Presentation, "p-broken")
+            assert stuck is not None
+    assert done["status_checked"] == 0 and done["stranded_resolved"] == 0
+    assert logins == set() and done["logins_purged"] == 1  # the jobs after the failing ones ran
+    # Still 'sending' (its share cannot be recorded without its key), out of the next sweeps' window.
+    assert stuck.state == "sending"
+    assert stuck.expires_at > now - stranded_after(ctx.settings)
