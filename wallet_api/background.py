@@ -16,7 +16,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from sqlalchemy import Select, delete, select, text, update
+from sqlalchemy import Select, and_, delete, or_, select, text, update
 
 from service_kit.webhooks import claim_due_webhooks, deliver_webhook, purge_finished_webhooks, record_delivery
 from ssi import x509 as ssi_x509
@@ -54,6 +54,11 @@ WEBHOOK_ROUND = 20
 #: expiry; the share itself is in the history for good.
 PRESENTATION_KEPT = dt.timedelta(days=1)
 PURGE_BATCH = 5000
+#: How long an ended offer (issued, failed, declined, or never accepted and expired) stays readable
+#: (``GET /v1/offers/{id}``) after it was received. Its row holds the issuer's metadata and the tokens of
+#: the exchange, which serve nothing once it ended; the credentials and the history keep what counts.
+#: A deferred issuance still pending is kept however old.
+OFFER_KEPT = dt.timedelta(days=30)
 #: How long the sweep leaves an exchange it could not end before trying it again.
 STRANDED_RETRY = dt.timedelta(hours=1)
 
@@ -122,7 +127,8 @@ async def sweep(ctx: WalletContext) -> dict[str, int]:
     jobs: dict[str, Callable[[WalletContext], Awaitable[int]]] = {
         "status_checked": check_statuses, "expiry_alerts": expiry_alerts, "deferred_polled": poll_deferred,
         "audit_checkpoints": checkpoint_due, "stranded_resolved": resolve_stranded_exchanges,
-        "presentations_purged": purge_ended_presentations, "logins_purged": purge_expired_logins,
+        "presentations_purged": purge_ended_presentations, "offers_purged": purge_ended_offers,
+        "logins_purged": purge_expired_logins,
         "webhooks_purged": purge_outbox}
     done: dict[str, int] = {}
     for name, job in jobs.items():
@@ -216,6 +222,31 @@ def ended_presentations(before: dt.datetime, *, limit: int = PURGE_BATCH) -> Sel
     return (select(Presentation.id).where(Presentation.expires_at < before,
                                           Presentation.state.not_in(("sending", "declining")))
             .order_by(Presentation.expires_at).limit(limit))
+
+
+def ended_offers(received_before: dt.datetime, now: dt.datetime, *, limit: int = PURGE_BATCH) -> Select[tuple[str]]:
+    """Ids of up to ``limit`` offers received before ``received_before`` that have ended — issued,
+    failed, declined, or never accepted and expired — the oldest first (a range of
+    ``ix_offers_created_at``; a deferred one still pending is passed over)."""
+    return (select(Offer.id).where(
+        Offer.created_at < received_before,
+        or_(Offer.state.in_(("issued", "failed", "declined")),
+            and_(Offer.state.in_(("offered", "authorizing")), Offer.expires_at < now)))
+        .order_by(Offer.created_at).limit(limit))
+
+
+async def purge_ended_offers(ctx: WalletContext) -> int:
+    """Delete, in batches, the offers :func:`ended_offers` finds ``OFFER_KEPT`` after they were received."""
+    now = utcnow()
+    deleted = 0
+    while True:
+        async with ctx.db.session() as session:
+            ids = list((await session.scalars(ended_offers(now - OFFER_KEPT, now))).all())
+            if ids:
+                await session.execute(delete(Offer).where(Offer.id.in_(ids)))
+        deleted += len(ids)
+        if len(ids) < PURGE_BATCH:
+            return deleted
 
 
 async def purge_expired_logins(ctx: WalletContext) -> int:

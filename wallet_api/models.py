@@ -168,7 +168,9 @@ class Offer(Base):
                             postgresql_where=text("next_poll_at IS NOT NULL"),
                             sqlite_where=text("next_poll_at IS NOT NULL")),
                       Index("ix_offers_accepting", "expires_at", postgresql_where=text(OFFER_ACCEPTING),
-                            sqlite_where=text(OFFER_ACCEPTING)))
+                            sqlite_where=text(OFFER_ACCEPTING)),
+                      # ... and deletes the ended ones a month after they were received (migration 0016).
+                      Index("ix_offers_created_at", "created_at"))
 
 
 class Presentation(Base):

@@ -18,12 +18,13 @@ from service_kit.webhooks import OUTBOX_RETENTION
 from tests.support.servers import free_port
 from tests.wallet_api.conftest import wallet_settings
 from wallet_api.app import create_app
-from wallet_api.background import PRESENTATION_KEPT, stranded_after, sweep
+from wallet_api.background import OFFER_KEPT, PRESENTATION_KEPT, stranded_after, sweep
 from wallet_api.models import (
     AlertWebhookOutbox,
     AppCode,
     Credential,
     LoginTransaction,
+    Offer,
     Presentation,
     Session,
     Wallet,
@@ -130,3 +131,29 @@ async def test_a_wallet_whose_key_cannot_be_opened_stops_no_job_of_the_sweep(tmp
     # Still 'sending' (its share cannot be recorded without its key), out of the next sweeps' window.
     assert stuck.state == "sending"
     assert stuck.expires_at > now - stranded_after(ctx.settings)
+
+
+async def test_the_sweep_purges_offers_a_month_after_they_ended(tmp_path: Path) -> None:
+    """An ended offer's row (issuer metadata, the exchange's tokens) goes ``OFFER_KEPT`` after its
+    receipt; a deferred issuance still pending stays however old, and so does one being accepted."""
+    app = create_app(wallet_settings(tmp_path, free_port(), "http://127.0.0.1:9"), run_background=False)
+    async with app.router.lifespan_context(app):
+        ctx = app.state.wallet
+        now = dt.datetime.now(dt.UTC)
+        old = now - OFFER_KEPT - dt.timedelta(minutes=1)
+        async with ctx.db.session() as session:
+            session.add(Wallet(id="w-purge", subject_index="purge", data_key=b"\0", profile=b"\0"))
+            await session.flush()
+            for name, state, created, expires in (
+                    ("old-issued", "issued", old, old), ("old-failed", "failed", old, old),
+                    ("old-declined", "declined", old, old), ("old-never-accepted", "offered", old, old),
+                    ("old-pending", "pending", old, old), ("old-accepting", "accepting", now, now),
+                    ("recent-issued", "issued", now - dt.timedelta(days=1), now - dt.timedelta(days=1)),
+                    ("open", "offered", now, now + dt.timedelta(minutes=10))):
+                session.add(Offer(id=name, wallet_id="w-purge", issuer="https://issuer", state=state, sealed=b"\0",
+                                  created_at=created, expires_at=expires))
+        done = await sweep(ctx)
+        async with ctx.db.read_session() as session:
+            left = set((await session.execute(select(Offer.id))).scalars())
+    assert left == {"old-pending", "old-accepting", "recent-issued", "open"}
+    assert done["offers_purged"] == 4

@@ -178,6 +178,11 @@ async def _few_due(conn: asyncpg.Connection) -> None:
         f"SELECT 'accepting' || i, '{WALLET}', 'https://issuer', 'offer', 'accepting', '\\x00', now(), "
         f"CASE WHEN i <= {DUE} THEN now() - interval '1 hour' ELSE now() + interval '10 minutes' END "
         f"FROM generate_series(1, {2 * DUE}) AS i")
+    # Offers that ended long ago (DUE, to purge).
+    await conn.execute(
+        "INSERT INTO offers (id, wallet_id, issuer, kind, state, sealed, created_at, expires_at) "
+        f"SELECT 'ended' || i, '{WALLET}', 'https://issuer', 'offer', 'issued', '\\x00', "
+        f"now() - interval '40 days', now() - interval '40 days' FROM generate_series(1, {DUE}) AS i")
     # Presentation requests: DUE left sending or declining by a stopped worker, DUE ended two days ago
     # (to purge), the others ended within the day, or being answered.
     await conn.execute(
@@ -195,7 +200,9 @@ async def _few_due(conn: asyncpg.Connection) -> None:
 
 def test_the_background_sweep_reads_only_what_is_due_on_postgresql(postgres_cluster: PostgresCluster) -> None:
     from wallet_api.background import (
+        OFFER_KEPT,
         PRESENTATION_KEPT,
+        ended_offers,
         ended_presentations,
         expiry_alerts_due,
         polls_due,
@@ -211,7 +218,8 @@ def test_the_background_sweep_reads_only_what_is_due_on_postgresql(postgres_clus
         "expiry alerts due": (expiry_alerts_due(now + dt.timedelta(days=30)), {}),
         "presentations left answering": (stranded_presentations(stranded), {}),
         "offers left accepting": (stranded_offers(stranded), {}),
-        "ended presentations purged": (ended_presentations(now - PRESENTATION_KEPT), {})})
+        "ended presentations purged": (ended_presentations(now - PRESENTATION_KEPT), {}),
+        "ended offers purged": (ended_offers(now - OFFER_KEPT, now), {})})
     # Without the indexes each sweep read all the credentials, offers and presentations: about 993 rows
     # filtered out of each.
     for step, index in (("status checks due", "ix_credentials_next_status_check"),
@@ -219,7 +227,8 @@ def test_the_background_sweep_reads_only_what_is_due_on_postgresql(postgres_clus
                         ("expiry alerts due", "ix_credentials_expiry_unalerted"),
                         ("presentations left answering", "ix_presentations_answering"),
                         ("offers left accepting", "ix_offers_accepting"),
-                        ("ended presentations purged", "ix_presentations_expires_at")):
+                        ("ended presentations purged", "ix_presentations_expires_at"),
+                        ("ended offers purged", "ix_offers_created_at")):
         assert indexes_used(plans[step]) == [index], f"{step}: {describe(plans[step])}"
     for step, plan in plans.items():
         assert plan["Actual Rows"] == DUE, f"{step}: {describe(plan)}"
