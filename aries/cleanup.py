@@ -4,9 +4,10 @@ The agents run with ``--preserve-exchange-records``: every exchange record stays
 the issuer's with the credential it issued and the verifier's with the presentation it received — claim
 values, for ever. Each service removes a record as soon as it is done with it, but that removal is best
 effort: an agent that did not answer, or a worker that stopped in between, left the record behind. This
-sweep finds the finished records (``done``, ``abandoned``) the service has settled on its side and removes
-them; a record the service has no row for at all is removed once older than :data:`ORPHAN_AGE` (by then
-no worker can still be about to adopt it).
+sweep finds the finished records (``done``, ``abandoned``; and ``credential-issued`` ones the holder never
+acknowledged, once a day old) the service has settled on its side and removes them; a record the service
+has no row for at all is removed once older than :data:`ORPHAN_AGE` (by then no worker can still be
+about to adopt it).
 """
 
 from __future__ import annotations
@@ -27,6 +28,10 @@ log = logging.getLogger(__name__)
 #: Seconds between two cleanups in a worker: the records wait, nothing depends on them going at once.
 CLEANUP_EVERY = 600.0
 FINISHED_STATES = ("done", "abandoned")
+#: Issued, never acknowledged by the holder: the agent keeps the credential there for good unless
+#: removed. Settled on our side at once (the issuer counts it issued), removed once :data:`ORPHAN_AGE`
+#: old, by when an acknowledgement would have come.
+UNACKNOWLEDGED = "credential-issued"
 ORPHAN_AGE = dt.timedelta(days=1)
 LOOKUP_CHUNK = 500
 
@@ -37,7 +42,7 @@ Settled = Callable[[list[str]], Awaitable[tuple[set[str], set[str]]]]
 
 async def _finished(client: AdminClient, protocol: Literal["credential", "presentation"]) -> list[dict[str, Any]]:
     records: list[dict[str, Any]] = []
-    for state in FINISHED_STATES:
+    for state in (*FINISHED_STATES, UNACKNOWLEDGED) if protocol == "credential" else FINISHED_STATES:
         if protocol == "credential":
             records += [r["cred_ex_record"] for r in await client.cred_records(state=state) if "cred_ex_record" in r]
         else:
@@ -61,9 +66,10 @@ def removable(records: Iterable[dict[str, Any]], id_key: str, settled: set[str],
         record_id = record.get(id_key)
         if not isinstance(record_id, str):
             continue
-        if record_id in settled:
-            ids.append(record_id)
-        elif record_id not in known and (at := _updated(record)) is not None and now - at > ORPHAN_AGE:
+        old = (at := _updated(record)) is not None and now - at > ORPHAN_AGE
+        if record.get("state") == UNACKNOWLEDGED and not old:
+            continue  # the holder's acknowledgement may still come
+        if record_id in settled or (record_id not in known and old):
             ids.append(record_id)
     return ids
 

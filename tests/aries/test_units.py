@@ -248,6 +248,10 @@ def test_the_cleanup_removes_settled_records_and_only_old_orphans() -> None:
                {"pres_ex_id": "undated-orphan"}, {"pres_ex_id": "bad-date", "updated_at": "yesterday"}, {}]
     assert removable(records, "pres_ex_id", settled={"settled"}, known={"settled", "open"}, now=now) == [
         "settled", "old-orphan"]
+    # Issued but never acknowledged by the holder: settled for the issuer at once, removed a day on.
+    issued = [{"cred_ex_id": "fresh", "state": "credential-issued", "updated_at": fresh},
+              {"cred_ex_id": "old", "state": "credential-issued", "updated_at": old}]
+    assert removable(issued, "cred_ex_id", settled={"fresh", "old"}, known={"fresh", "old"}, now=now) == ["old"]
 
 
 @pytest.mark.parametrize(("failure", "maybe_done"), [
