@@ -59,6 +59,10 @@ class BlackHole:
             except OSError:
                 return
             self._held.append(conn)
+            self._serve(conn)
+
+    def _serve(self, conn: socket.socket) -> None:
+        """What the peer does with a connection it holds: nothing."""
 
     def close(self) -> None:
         self._closed.set()
@@ -75,14 +79,8 @@ class Trickle(BlackHole):
         self.every = every
         super().__init__()
 
-    def _accept(self) -> None:
-        while not self._closed.is_set():
-            try:
-                conn, _ = self._server.accept()
-            except OSError:
-                return
-            self._held.append(conn)
-            threading.Thread(target=self._drip, args=(conn,), daemon=True).start()
+    def _serve(self, conn: socket.socket) -> None:
+        threading.Thread(target=self._drip, args=(conn,), daemon=True).start()
 
     def _drip(self, conn: socket.socket) -> None:
         try:

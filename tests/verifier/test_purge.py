@@ -41,10 +41,15 @@ LONGEST_REQUEST = dt.timedelta(seconds=max(_largest(RequestIn.model_fields["expi
                                            _largest(VerifierSettings.model_fields["request_ttl"])))
 
 
-async def test_the_sweep_purges_presentation_digests_and_webhook_keys_past_their_retention(tmp_path: Path) -> None:
+async def _migrated(tmp_path: Path) -> Database:
+    """A verifier database (SQLite) built by its migrations."""
     url = f"sqlite+aiosqlite:///{tmp_path / 'verifier.db'}"
     await run_migrations_async(MIGRATIONS, url)
-    db = Database(url)
+    return Database(url)
+
+
+async def test_the_sweep_purges_presentation_digests_and_webhook_keys_past_their_retention(tmp_path: Path) -> None:
+    db = await _migrated(tmp_path)
     now = dt.datetime.now(dt.UTC)
     margin = dt.timedelta(minutes=1)
     digests = {"old": now - USED_PRESENTATION_RETENTION - margin,
@@ -78,9 +83,7 @@ def test_digests_outlive_every_request_they_could_be_replayed_to() -> None:
 
 async def test_finished_webhook_deliveries_are_purged_after_their_retention(tmp_path: Path) -> None:
     """Delivered (or given-up) outbox rows stay as the delivery record for ``OUTBOX_RETENTION``, then go."""
-    url = f"sqlite+aiosqlite:///{tmp_path / 'verifier.db'}"
-    await run_migrations_async(MIGRATIONS, url)
-    db = Database(url)
+    db = await _migrated(tmp_path)
     now = dt.datetime.now(dt.UTC)
     margin = dt.timedelta(minutes=1)
     try:

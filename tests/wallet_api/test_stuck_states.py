@@ -21,7 +21,7 @@ import asyncio
 import datetime as dt
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -170,14 +170,19 @@ def _offer(system: System, tokens: dict[str, Any], offer_id: str) -> dict[str, A
     return r.json()
 
 
-def test_an_unexpected_error_while_accepting_an_offer_records_it_failed(
-        system: System, monkeypatch: pytest.MonkeyPatch) -> None:
-    tokens = login(system.wallet, ACCEPT_CITIZEN)
-    offer = make_offer(system, "aoc-tax", "tax-compliance", ACCEPT_CITIZEN)
+def _scan_offer(system: System, tokens: dict[str, Any], citizen: str) -> tuple[dict[str, Any], str]:
+    """An issuer's offer of the tax certificate to ``citizen``, scanned by the wallet: (offer, offer id)."""
+    offer = make_offer(system, "aoc-tax", "tax-compliance", citizen)
     preview = httpx.post(f"{system.wallet}/v1/offers", json={"offer_uri": offer["offer_uri"]},
                          headers=bearer(tokens), timeout=30)
     assert preview.status_code == 201, preview.text
-    offer_id = preview.json()["offer_id"]
+    return offer, preview.json()["offer_id"]
+
+
+def test_an_unexpected_error_while_accepting_an_offer_records_it_failed(
+        system: System, monkeypatch: pytest.MonkeyPatch) -> None:
+    tokens = login(system.wallet, ACCEPT_CITIZEN)
+    offer, offer_id = _scan_offer(system, tokens, ACCEPT_CITIZEN)
     _fail_storing(monkeypatch)
     accepted = httpx.post(f"{system.wallet}/v1/offers/{offer_id}/accept", json={"tx_code": offer["tx_code"]},
                           headers=bearer(tokens), timeout=60)
@@ -358,6 +363,26 @@ def _long_expired(system: System, table: str, row_id: str) -> None:
     execute_sql(system, f"UPDATE {table} SET expires_at = ? WHERE id = ?", at, row_id)
 
 
+def _stopped_then_swept(system: System, worker: StoppedWorker, call: Callable[[], httpx.Response],
+                        table: str, row_id: str, view: Callable[[], dict[str, Any]],
+                        stuck: str) -> tuple[dict[str, Any], httpx.Response]:
+    """Run ``call`` (the app's request) until the worker stops mid-exchange, check the row is ``stuck``,
+    move its expiry back and wait for the sweep to end it; then let the worker come back. Returns the
+    row's view once ended and the app's late answer."""
+    with ThreadPoolExecutor(1) as pool:
+        answering = pool.submit(call)
+        try:
+            worker.wait_stopped()
+            assert view()["state"] == stuck
+            _long_expired(system, table, row_id)
+            ended = wait_for(lambda: (v := view())["state"] != stuck and v)
+        finally:
+            worker.resume()
+        late = answering.result(timeout=60)
+    assert ended, f"the sweep never ended the {table[:-1]} left {stuck}"
+    return ended, late
+
+
 def test_a_share_left_sending_by_a_stopped_worker_is_recorded_once_by_the_sweep(
         system: System, monkeypatch: pytest.MonkeyPatch) -> None:
     tokens = login(system.wallet, SHARE_CITIZEN)
@@ -365,19 +390,15 @@ def test_a_share_left_sending_by_a_stopped_worker_is_recorded_once_by_the_sweep(
     request, preview = _ask(system, tokens)
     pid = preview["presentation_id"]
     worker = StoppedWorker(monkeypatch, lambda method, url: method == "POST" and url.startswith(system.verifier))
-    with ThreadPoolExecutor(1) as pool:
-        approving = pool.submit(_approve, system, tokens, pid, cid)
-        try:
-            worker.wait_stopped()
-            assert _answered(system, request) == "verified"  # the claims left the wallet...
-            assert _presentation(system, tokens, pid)["state"] == "sending"
-            assert _shares(system, tokens) == []  # ...and the worker stopped before recording it
-            _long_expired(system, "presentations", pid)
-            ended = wait_for(lambda: (p := _presentation(system, tokens, pid))["state"] != "sending" and p)
-        finally:
-            worker.resume()
-        late = approving.result(timeout=60)
-    assert ended and ended["state"] == "failed" and ended["error"]["error"] == "delivery_unknown", ended
+    def view() -> dict[str, Any]:
+        shown = _presentation(system, tokens, pid)
+        if shown["state"] == "sending":  # the claims left the wallet, the worker stopped before recording it
+            assert _answered(system, request) == "verified" and _shares(system, tokens) == []
+        return shown
+
+    ended, late = _stopped_then_swept(system, worker, lambda: _approve(system, tokens, pid, cid), "presentations",
+                                      pid, view, "sending")
+    assert ended["state"] == "failed" and ended["error"]["error"] == "delivery_unknown", ended
     shares = _shares(system, tokens)
     assert len(shares) == 1, shares  # the worker's late outcome does not record it again
     assert shares[0]["details"]["outcome"] == "unknown"
@@ -394,18 +415,11 @@ def test_a_decline_left_declining_by_a_stopped_worker_is_recorded_by_the_sweep(
     _request, preview = _ask(system, tokens)
     pid = preview["presentation_id"]
     worker = StoppedWorker(monkeypatch, lambda method, url: method == "POST" and url.startswith(system.verifier))
-    with ThreadPoolExecutor(1) as pool:
-        declining = pool.submit(httpx.post, f"{system.wallet}/v1/presentations/{pid}/decline",
-                                headers=bearer(tokens), timeout=60)
-        try:
-            worker.wait_stopped()
-            assert _presentation(system, tokens, pid)["state"] == "declining"
-            _long_expired(system, "presentations", pid)
-            ended = wait_for(lambda: (p := _presentation(system, tokens, pid))["state"] != "declining" and p)
-        finally:
-            worker.resume()
-        declining.result(timeout=60)
-    assert ended and ended["state"] == "declined", ended
+    ended, _late = _stopped_then_swept(
+        system, worker, lambda: httpx.post(f"{system.wallet}/v1/presentations/{pid}/decline", headers=bearer(tokens),
+                                           timeout=60),
+        "presentations", pid, lambda: _presentation(system, tokens, pid), "declining")
+    assert ended["state"] == "declined", ended
     declines = httpx.get(f"{system.wallet}/v1/history", params={"kind": "decline"}, headers=bearer(tokens)).json()
     assert [(d["details"]["outcome"], d["details"]["disclosed"]) for d in declines] == [("unknown", [])]
     assert _shares(system, tokens) == []
@@ -414,30 +428,18 @@ def test_a_decline_left_declining_by_a_stopped_worker_is_recorded_by_the_sweep(
 def test_an_offer_left_accepting_by_a_stopped_worker_is_failed_by_the_sweep(
         system: System, monkeypatch: pytest.MonkeyPatch) -> None:
     tokens = login(system.wallet, STOPPED_ACCEPT_CITIZEN)
-    offer = make_offer(system, "aoc-tax", "tax-compliance", STOPPED_ACCEPT_CITIZEN)
-    preview = httpx.post(f"{system.wallet}/v1/offers", json={"offer_uri": offer["offer_uri"]},
-                         headers=bearer(tokens), timeout=30)
-    assert preview.status_code == 201, preview.text
-    offer_id = preview.json()["offer_id"]
+    offer, offer_id = _scan_offer(system, tokens, STOPPED_ACCEPT_CITIZEN)
     # Stopped once the pre-authorized code is redeemed: the code is spent, no credential stored yet.
     worker = StoppedWorker(monkeypatch, lambda method, url: method == "POST" and url.endswith("/token"))
-    with ThreadPoolExecutor(1) as pool:
-        accepting = pool.submit(httpx.post, f"{system.wallet}/v1/offers/{offer_id}/accept",
-                                json={"tx_code": offer["tx_code"]}, headers=bearer(tokens), timeout=60)
-        try:
-            worker.wait_stopped()
-            assert _offer(system, tokens, offer_id)["state"] == "accepting"
-            _long_expired(system, "offers", offer_id)
-            ended = wait_for(lambda: (o := _offer(system, tokens, offer_id))["state"] != "accepting" and o)
-        finally:
-            worker.resume()
-        late = accepting.result(timeout=60)
-    assert ended and ended["state"] == "failed" and ended["error"]["error"] == "server_error", ended
+    ended, late = _stopped_then_swept(
+        system, worker, lambda: httpx.post(f"{system.wallet}/v1/offers/{offer_id}/accept",
+                                           json={"tx_code": offer["tx_code"]}, headers=bearer(tokens), timeout=60),
+        "offers", offer_id, lambda: _offer(system, tokens, offer_id), "accepting")
+    assert ended["state"] == "failed" and ended["error"]["error"] == "server_error", ended
     assert STOPPED_ACCEPT_CITIZEN not in str(ended["error"])
     # A worker that comes back after all finishes the issuance: what it received is not lost.
     assert late.status_code == 200 and late.json()["state"] == "issued", late.text
     assert _offer(system, tokens, offer_id)["state"] == "issued"
-
 
 
 # -- the verifier's answer: never reached, or lost ----------------------------------------------------
