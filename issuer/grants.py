@@ -15,7 +15,7 @@ import hmac
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import Delete, delete, select, text, update
 
 from aries.storage import WEBHOOK_EVENT_RETENTION
 from service_kit.db import mark_used_once
@@ -28,7 +28,7 @@ from ssi.oid4vci import (
 )
 
 from . import statements
-from .aries_models import AriesWebhookEvent
+from .aries_models import AriesExchange, AriesWebhookEvent
 from .context import IssuerContext, new_id, new_secret, new_tx_code, secret_hash, utcnow
 from .models import (
     AccessToken,
@@ -268,7 +268,8 @@ def new_nonce(ctx: IssuerContext, tenant: TenantRef) -> str:
 
 async def purge_expired(ctx: IssuerContext) -> int:
     """Delete expired protocol state (nonces, tokens, claims, stored responses, authorization requests,
-    deferred transactions, offers, the keys of Aries webhooks past ``WEBHOOK_EVENT_RETENTION``);
+    deferred transactions, offers, the keys of Aries webhooks past ``WEBHOOK_EVENT_RETENTION``, Aries
+    invitations nobody answered);
     returns rows deleted. Authorization requests and deferred transactions hold the citizen's
     identifier and name: kept no longer than they serve."""
     now = utcnow()
@@ -286,4 +287,18 @@ async def purge_expired(ctx: IssuerContext) -> int:
         result = await session.execute(delete(AriesWebhookEvent).where(
             AriesWebhookEvent.received_at < now - WEBHOOK_EVENT_RETENTION))
         total += result.rowcount or 0  # type: ignore[attr-defined]
+        result = await session.execute(unanswered_invitations(now - INVITATION_KEPT))
+        total += result.rowcount or 0  # type: ignore[attr-defined]
     return total
+
+
+#: How long an Aries invitation nobody answered is kept after its expiry (it can no longer be used).
+INVITATION_KEPT = dt.timedelta(days=1)
+
+
+def unanswered_invitations(before: dt.datetime) -> Delete:
+    """Delete the Aries exchanges still ``invited`` whose invitation expired before ``before``: the row
+    holds the subject's identifier and name, for an invitation no wallet will ever answer. The state
+    is a literal, so that even a generic plan reads the few ``invited`` rows by ``ix_aries_exchanges_state``,
+    not every exchange whose invitation expired long ago."""
+    return delete(AriesExchange).where(text("aries_exchanges.state = 'invited'"), AriesExchange.expires_at < before)

@@ -10,9 +10,9 @@ from sqlalchemy import func, select
 
 from aries.storage import WEBHOOK_EVENT_RETENTION
 from issuer.app import create_app
-from issuer.aries_models import AriesWebhookEvent
+from issuer.aries_models import AriesExchange, AriesWebhookEvent
 from issuer.events import purge_outbox
-from issuer.grants import purge_expired
+from issuer.grants import INVITATION_KEPT, purge_expired
 from issuer.models import AuthorizationRequest, DeferredTransaction, Tenant, WebhookOutbox
 from service_kit.webhooks import OUTBOX_RETENTION
 from tests.issuer.conftest import IssuerEnv
@@ -90,3 +90,28 @@ async def test_finished_webhook_deliveries_are_purged_after_their_retention(issu
             left = set((await session.execute(select(WebhookOutbox.id).where(WebhookOutbox.id.like("purge-%"))))
                        .scalars())
     assert left == {"purge-kept"}
+
+
+async def test_aries_invitations_nobody_answered_are_purged_a_day_after_their_expiry(issuer_env: IssuerEnv) -> None:
+    """An invitation's row holds the subject's identifier and name; once expired, no wallet can answer
+    it. The exchanges that went on (offered, issued, failed) stay, as do open invitations."""
+    app = create_app(issuer_env.settings, run_background=False, configure_logs=False)
+    async with app.router.lifespan_context(app):
+        ctx = app.state.ctx
+        now = dt.datetime.now(dt.UTC)
+        long_ago = now - INVITATION_KEPT - dt.timedelta(minutes=1)
+        async with ctx.session() as session:
+            tenant_id = (await session.execute(select(Tenant.id).where(Tenant.slug == "ajuntament-girona"))).scalar_one()
+            for name, state, expires in (("unanswered", "invited", long_ago), ("issued", "issued", long_ago),
+                                         ("failed", "failed", long_ago), ("recently-expired", "invited", now),
+                                         ("open", "invited", now + dt.timedelta(hours=1))):
+                session.add(AriesExchange(
+                    id=f"purge-ax-{name}", tenant_id=tenant_id, type_id="padro", proof_type="Ed25519Signature2020",
+                    subject={"identifier": "12345678Z", "name": "Citizen"}, short_code_hash=f"purge-{name}",
+                    invitation_msg_id=f"purge-{name}", invitation={}, invitation_url="https://x", state=state,
+                    created_at=expires - dt.timedelta(hours=1), expires_at=expires, updated_at=expires))
+        await purge_expired(ctx)
+        async with ctx.db.read_session() as session:
+            left = set((await session.execute(select(AriesExchange.id).where(AriesExchange.id.like("purge-ax-%"))))
+                       .scalars())
+    assert left == {"purge-ax-issued", "purge-ax-failed", "purge-ax-recently-expired", "purge-ax-open"}

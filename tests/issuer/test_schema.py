@@ -15,7 +15,7 @@ import pytest
 
 from issuer import statements
 from service_kit.migrations import run_migrations
-from tests.support.plans import plans_before_any_analyze, wasteful
+from tests.support.plans import describe, indexes_used, plan_nodes, plans_before_any_analyze, wasteful
 from tests.support.postgres import PostgresCluster
 from tests.support.schema import migrations_vs_models
 
@@ -65,6 +65,40 @@ def test_protocol_lookups_read_only_their_row_before_postgresql_has_statistics(
     # One row per table, found by its unique key: nothing read and thrown away. With an index on
     # tenant_id the generic plans used it here and filtered out every other row of the tenant.
     assert not wasteful(plans), wasteful(plans)
+
+
+UNANSWERED = 7  # of ROWS Aries exchanges, invitations nobody answered that expired days ago
+OPEN = 5  # invitations still open
+
+
+async def _exchanges_mostly_done(conn: asyncpg.Connection) -> None:
+    """ROWS Aries exchanges, analyzed: almost all went on (issued) long after their invitation expired."""
+    await conn.execute("ALTER TABLE aries_exchanges SET (autovacuum_enabled = false)")
+    await conn.execute("INSERT INTO tenants (id, slug, name, display, body_id, created_at) "
+                       f"VALUES ('{TENANT}', 'bench', 'Bench', '[]', '', now())")
+    await conn.execute(
+        "INSERT INTO aries_exchanges (id, tenant_id, type_id, proof_type, subject, short_code_hash, "
+        "invitation_msg_id, invitation, invitation_url, state, created_at, expires_at, updated_at) "
+        f"SELECT 'ax' || i, '{TENANT}', 't', 'p', '{{}}', 'code' || i, 'msg' || i, '{{}}', 'u', "
+        f"CASE WHEN i <= {UNANSWERED + OPEN} THEN 'invited' ELSE 'issued' END, now() - interval '3 days', "
+        f"CASE WHEN i <= {UNANSWERED} OR i > {UNANSWERED + OPEN} THEN now() - interval '3 days' "
+        f"ELSE now() + interval '1 hour' END, now() FROM generate_series(1, {ROWS}) AS i")
+    await conn.execute("ANALYZE aries_exchanges")
+
+
+def test_the_purge_of_unanswered_invitations_reads_only_the_invitations(postgres_cluster: PostgresCluster) -> None:
+    from issuer.grants import INVITATION_KEPT, unanswered_invitations
+
+    now = dt.datetime.now(dt.UTC)
+    plans = plans_before_any_analyze(postgres_cluster, MIGRATIONS, _exchanges_mostly_done,
+                                     {"purge": (unanswered_invitations(now - INVITATION_KEPT), {})})
+    plan = plans["purge"]
+    # With the state as a bound parameter a generic plan took the expires_at index and read every
+    # exchange whose invitation expired long ago (all of them, nearly).
+    scans = [n for n in plan_nodes(plan) if "Scan" in n["Node Type"]]
+    assert indexes_used(plan) == ["ix_aries_exchanges_state"], describe(plan)
+    assert sum(n["Actual Rows"] for n in scans) == UNANSWERED, describe(plan)
+    assert sum(n.get("Rows Removed by Filter", 0) for n in scans) <= OPEN, describe(plan)
 
 
 @pytest.mark.parametrize("table", ["offers", "access_tokens", "nonces", "stored_responses", "deferred_transactions",
