@@ -364,16 +364,17 @@ def _long_expired(system: System, table: str, row_id: str) -> None:
 
 
 def _stopped_then_swept(system: System, worker: StoppedWorker, call: Callable[[], httpx.Response],
-                        table: str, row_id: str, view: Callable[[], dict[str, Any]],
-                        stuck: str) -> tuple[dict[str, Any], httpx.Response]:
-    """Run ``call`` (the app's request) until the worker stops mid-exchange, check the row is ``stuck``,
-    move its expiry back and wait for the sweep to end it; then let the worker come back. Returns the
-    row's view once ended and the app's late answer."""
+                        table: str, row_id: str, view: Callable[[], dict[str, Any]], stuck: str,
+                        while_stuck: Callable[[], None] = lambda: None) -> tuple[dict[str, Any], httpx.Response]:
+    """Run ``call`` (the app's request) until the worker stops mid-exchange, check the row is ``stuck``
+    (and ``while_stuck``), move its expiry back and wait for the sweep to end it; then let the worker
+    come back. Returns the row's view once ended and the app's late answer."""
     with ThreadPoolExecutor(1) as pool:
         answering = pool.submit(call)
         try:
             worker.wait_stopped()
             assert view()["state"] == stuck
+            while_stuck()
             _long_expired(system, table, row_id)
             ended = wait_for(lambda: (v := view())["state"] != stuck and v)
         finally:
@@ -390,14 +391,11 @@ def test_a_share_left_sending_by_a_stopped_worker_is_recorded_once_by_the_sweep(
     request, preview = _ask(system, tokens)
     pid = preview["presentation_id"]
     worker = StoppedWorker(monkeypatch, lambda method, url: method == "POST" and url.startswith(system.verifier))
-    def view() -> dict[str, Any]:
-        shown = _presentation(system, tokens, pid)
-        if shown["state"] == "sending":  # the claims left the wallet, the worker stopped before recording it
-            assert _answered(system, request) == "verified" and _shares(system, tokens) == []
-        return shown
+    def left_unrecorded() -> None:  # the claims left the wallet, the worker stopped before recording it
+        assert _answered(system, request) == "verified" and _shares(system, tokens) == []
 
     ended, late = _stopped_then_swept(system, worker, lambda: _approve(system, tokens, pid, cid), "presentations",
-                                      pid, view, "sending")
+                                      pid, lambda: _presentation(system, tokens, pid), "sending", left_unrecorded)
     assert ended["state"] == "failed" and ended["error"]["error"] == "delivery_unknown", ended
     shares = _shares(system, tokens)
     assert len(shares) == 1, shares  # the worker's late outcome does not record it again
