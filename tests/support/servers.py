@@ -54,7 +54,9 @@ def serve(app: Any, port: int | None = None, ready_path: str = "/") -> Iterator[
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     base_url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
+    # Long enough for an app whose start-up launches an ACA-Py agent on a loaded machine (the agent
+    # itself may take 60 s): a start-up that fails ends the thread, and that is seen at once.
+    deadline = time.monotonic() + 90
     while not server.started:
         if not thread.is_alive() or time.monotonic() > deadline:
             raise RuntimeError(f"server on port {port} did not start")
