@@ -210,6 +210,19 @@ def _offer_sent_but_first_mark_fails(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(issuer_channel.IssuerAriesChannel, "_mark_offered", refuse_once)
 
 
+def _adopted_and_issued(out: Outside, issuer: Issuer, exchange_id: str, before: set[str], stuck: dict[str, Any],
+                        offer: dict[str, Any]) -> None:
+    """Once its lease is over the exchange adopts the offer that went out (same credential id), the
+    citizen takes it, it is issued; the citizen's agent saw that one offer and no other."""
+    adopted = _wait_exchange(issuer.base, issuer.key, exchange_id, {"offered", "failed"})
+    assert adopted["state"] == "offered" and adopted["credential_id"] == stuck["credential_id"], adopted
+    asyncio.run(_take_offer(out.wallet, before))
+    issued = _wait_exchange(issuer.base, issuer.key, exchange_id, {"issued", "failed"})
+    assert issued["state"] == "issued" and issued["credential_id"] == stuck["credential_id"], issued
+    records = asyncio.run(_new_records(out, before))
+    assert [r["cred_ex_id"] for r in records] == [offer["cred_ex_id"]]
+
+
 def test_an_offer_sent_but_not_marked_offered_is_adopted_not_sent_again(
         outside: Outside, issuer: Issuer, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
     _offer_sent_but_first_mark_fails(monkeypatch)
@@ -220,13 +233,7 @@ def test_an_offer_sent_but_not_marked_offered_is_adopted_not_sent_again(
     stuck = _exchange(issuer.base, issuer.key, body["exchange_id"])
     assert stuck["state"] == "offering" and stuck["error"] is None, stuck
     issuer.age(body["exchange_id"])
-    adopted = _wait_exchange(issuer.base, issuer.key, body["exchange_id"], {"offered", "failed"})
-    assert adopted["state"] == "offered" and adopted["credential_id"] == stuck["credential_id"], adopted
-    asyncio.run(_take_offer(outside.wallet, before))
-    issued = _wait_exchange(issuer.base, issuer.key, body["exchange_id"], {"issued", "failed"})
-    assert issued["state"] == "issued", issued
-    records = asyncio.run(_new_records(outside, before))
-    assert [r["cred_ex_id"] for r in records] == [offer["cred_ex_id"]]
+    _adopted_and_issued(outside, issuer, body["exchange_id"], before, stuck, offer)
 
 
 def test_an_offer_whose_answer_was_lost_is_adopted_not_withdrawn(
@@ -254,13 +261,7 @@ def test_an_offer_whose_answer_was_lost_is_adopted_not_withdrawn(
     assert lost and stuck["state"] == "offering" and stuck["error"] is None, stuck
     assert issuer.record(stuck["credential_id"]).json()["status"] == "valid"  # not withdrawn
     issuer.age(body["exchange_id"])
-    adopted = _wait_exchange(issuer.base, issuer.key, body["exchange_id"], {"offered", "failed"})
-    assert adopted["state"] == "offered" and adopted["credential_id"] == stuck["credential_id"], adopted
-    asyncio.run(_take_offer(outside.wallet, before))
-    issued = _wait_exchange(issuer.base, issuer.key, body["exchange_id"], {"issued", "failed"})
-    assert issued["state"] == "issued" and issued["credential_id"] == stuck["credential_id"], issued
-    records = asyncio.run(_new_records(outside, before))
-    assert [r["cred_ex_id"] for r in records] == [offer["cred_ex_id"]]
+    _adopted_and_issued(outside, issuer, body["exchange_id"], before, stuck, offer)
 
 
 def test_a_deferred_offer_sent_but_not_marked_offered_is_adopted_by_the_next_poll(
