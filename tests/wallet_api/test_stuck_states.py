@@ -58,6 +58,15 @@ def _ask(system: System, tokens: dict[str, Any]) -> tuple[dict[str, Any], dict[s
     return request.json(), preview.json()
 
 
+def _asked_with_a_certificate(system: System, citizen: str) -> tuple[dict[str, Any], str, dict[str, Any], str]:
+    """``citizen`` logged in, holding a tax certificate, and asked for it by a verifier:
+    (tokens, credential id, the verifier's request, the wallet's presentation id)."""
+    tokens = login(system.wallet, citizen)
+    cid = receive(system, tokens, make_offer(system, "aoc-tax", "tax-compliance", citizen))["credential_ids"][0]
+    request, preview = _ask(system, tokens)
+    return tokens, cid, request, preview["presentation_id"]
+
+
 def _verifier_status(system: System, request: dict[str, Any]) -> str:
     return httpx.get(request["status_url"], headers=system.verifier_headers("ajuntament-barcelona")).json()["status"]
 
@@ -83,10 +92,7 @@ def _approve(system: System, tokens: dict[str, Any], presentation_id: str, crede
 
 
 def test_approving_a_credential_deleted_since_the_preview_gives_the_request_back(system: System) -> None:
-    tokens = login(system.wallet, DELETED_CITIZEN)
-    cid = receive(system, tokens, make_offer(system, "aoc-tax", "tax-compliance", DELETED_CITIZEN))["credential_ids"][0]
-    request, preview = _ask(system, tokens)
-    pid = preview["presentation_id"]
+    tokens, cid, request, pid = _asked_with_a_certificate(system, DELETED_CITIZEN)
     assert httpx.delete(f"{system.wallet}/v1/credentials/{cid}", headers=bearer(tokens)).status_code == 204
 
     refused = _approve(system, tokens, pid, cid)
@@ -102,10 +108,7 @@ def test_approving_a_credential_deleted_since_the_preview_gives_the_request_back
 
 def test_a_failure_while_building_the_presentation_leaves_it_pending_to_approve_again(
         system: System, monkeypatch: pytest.MonkeyPatch) -> None:
-    tokens = login(system.wallet, BROKEN_CITIZEN)
-    cid = receive(system, tokens, make_offer(system, "aoc-tax", "tax-compliance", BROKEN_CITIZEN))["credential_ids"][0]
-    request, preview = _ask(system, tokens)
-    pid = preview["presentation_id"]
+    tokens, cid, request, pid = _asked_with_a_certificate(system, BROKEN_CITIZEN)
 
     def broken(*_args: Any, **_kwargs: Any) -> str:
         raise SSIError("sd_jwt.injected", "an injected failure while presenting")
@@ -126,10 +129,7 @@ def test_a_failure_while_building_the_presentation_leaves_it_pending_to_approve_
 
 def test_an_unexpected_error_once_the_answer_may_have_left_is_recorded_as_failed_with_unknown_outcome(
         system: System, monkeypatch: pytest.MonkeyPatch) -> None:
-    tokens = login(system.wallet, UNKNOWN_CITIZEN)
-    cid = receive(system, tokens, make_offer(system, "aoc-tax", "tax-compliance", UNKNOWN_CITIZEN))["credential_ids"][0]
-    request, preview = _ask(system, tokens)
-    pid = preview["presentation_id"]
+    tokens, cid, request, pid = _asked_with_a_certificate(system, UNKNOWN_CITIZEN)
     real_request = WalletContext.request
 
     async def lost_after_sending(self: WalletContext, client: httpx.AsyncClient, method: str, url: str,
@@ -300,10 +300,7 @@ def test_a_reloaded_issuance_callback_cannot_overwrite_the_first_ones_outcome(
 def test_an_unexpected_error_while_declining_still_records_the_refusal(
         system: System, monkeypatch: pytest.MonkeyPatch) -> None:
     citizen = fresh_citizens(17)[16]
-    tokens = login(system.wallet, citizen)
-    receive(system, tokens, make_offer(system, "aoc-tax", "tax-compliance", citizen))
-    _request, preview = _ask(system, tokens)
-    pid = preview["presentation_id"]
+    tokens, _cid, _request, pid = _asked_with_a_certificate(system, citizen)
     real_request = WalletContext.request
 
     async def broken(self: WalletContext, client: httpx.AsyncClient, method: str, url: str,
@@ -386,10 +383,7 @@ def _stopped_then_swept(system: System, worker: StoppedWorker, call: Callable[[]
 
 def test_a_share_left_sending_by_a_stopped_worker_is_recorded_once_by_the_sweep(
         system: System, monkeypatch: pytest.MonkeyPatch) -> None:
-    tokens = login(system.wallet, SHARE_CITIZEN)
-    cid = receive(system, tokens, make_offer(system, "aoc-tax", "tax-compliance", SHARE_CITIZEN))["credential_ids"][0]
-    request, preview = _ask(system, tokens)
-    pid = preview["presentation_id"]
+    tokens, cid, request, pid = _asked_with_a_certificate(system, SHARE_CITIZEN)
     worker = StoppedWorker(monkeypatch, lambda method, url: method == "POST" and url.startswith(system.verifier))
     def left_unrecorded() -> None:  # the claims left the wallet, the worker stopped before recording it
         assert _answered(system, request) == "verified" and _shares(system, tokens) == []
@@ -408,10 +402,7 @@ def test_a_share_left_sending_by_a_stopped_worker_is_recorded_once_by_the_sweep(
 
 def test_a_decline_left_declining_by_a_stopped_worker_is_recorded_by_the_sweep(
         system: System, monkeypatch: pytest.MonkeyPatch) -> None:
-    tokens = login(system.wallet, DECLINE_CITIZEN)
-    receive(system, tokens, make_offer(system, "aoc-tax", "tax-compliance", DECLINE_CITIZEN))
-    _request, preview = _ask(system, tokens)
-    pid = preview["presentation_id"]
+    tokens, _cid, _request, pid = _asked_with_a_certificate(system, DECLINE_CITIZEN)
     worker = StoppedWorker(monkeypatch, lambda method, url: method == "POST" and url.startswith(system.verifier))
     ended, _late = _stopped_then_swept(
         system, worker, lambda: httpx.post(f"{system.wallet}/v1/presentations/{pid}/decline", headers=bearer(tokens),
@@ -469,10 +460,7 @@ def test_a_failed_delivery_is_recorded_as_failed_or_unknown_as_it_may_have_arriv
     """Unreachable, nothing left the wallet: outcome ``failed``. The answer lost after the verifier
     took it: outcome ``unknown`` — recording "failed" would tell the citizen the claims did not leave."""
     citizen = LOST_ANSWER_CITIZEN if lose_answer else UNREACHED_CITIZEN
-    tokens = login(system.wallet, citizen)
-    cid = receive(system, tokens, make_offer(system, "aoc-tax", "tax-compliance", citizen))["credential_ids"][0]
-    request, preview = _ask(system, tokens)
-    pid = preview["presentation_id"]
+    tokens, cid, request, pid = _asked_with_a_certificate(system, citizen)
     failed = _verifier_post(system, monkeypatch, lose_answer=lose_answer)
     answer = _approve(system, tokens, pid, cid)
     monkeypatch.undo()
