@@ -26,6 +26,7 @@ ENV PATH=/opt/cartera/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1
 USER cartera
 WORKDIR /var/lib/cartera
-# Each service listens on 0.0.0.0:<port> inside its container (set by CARTERA_<SERVICE>_HOST/PORT).
+# `python -m service_kit.server` listens where CARTERA_<SERVICE>_HOST/_PORT say (--host/--port override
+# them); docker-compose.yml sets 0.0.0.0 and each service's port.
 EXPOSE 8001 8002 8003 8004 8005
 CMD ["cartera", "--help"]

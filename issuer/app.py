@@ -30,6 +30,7 @@ from .settings import IssuerSettings
 
 __version__ = "0.1.0"
 MIGRATIONS = Path(__file__).parent / "migrations"
+SETTINGS_CLASS = IssuerSettings  # what create_app builds from; service_kit.server reads host/port from it
 
 DESCRIPTION = """Cartera issuer: OpenID4VCI 1.0 credential issuer and OAuth 2.0 authorization server per tenant
 (`/t/<slug>/...`, metadata under `/.well-known/.../t/<slug>`), and the admin API under `/v1`

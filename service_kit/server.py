@@ -7,6 +7,8 @@ from the environment. Everything a request needs lives in the database, so worke
 
 from __future__ import annotations
 
+import importlib
+
 import uvicorn
 
 from .http_protocol import GatheringHttpToolsProtocol
@@ -49,23 +51,45 @@ def serve(
     )
 
 
-def main(argv: list[str] | None = None) -> None:
-    """``python -m service_kit.server package.module:factory --host H --port P [--workers N]``.
+def _listen_defaults(app_factory_path: str) -> tuple[str, int]:
+    """Host and port from the settings of the factory's service (``CARTERA_<SERVICE>_HOST``/``_PORT``).
 
-    How ``cartera run`` and containers start one service: configuration comes from the environment.
+    The factory's module names the settings class it builds from as ``SETTINGS_CLASS``; it is imported
+    here by name, so this package depends on no service. Without one: ``127.0.0.1:8000``.
+    """
+    module = importlib.import_module(app_factory_path.partition(":")[0])
+    settings_class = getattr(module, "SETTINGS_CLASS", None)
+    if settings_class is None:
+        return "127.0.0.1", 8000
+    settings = settings_class()
+    return settings.host, settings.port
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m service_kit.server package.module:factory [--host H] [--port P] [--workers N]``.
+
+    How ``cartera run`` and containers start one service: configuration comes from the environment,
+    the interface and port too (``CARTERA_<SERVICE>_HOST``/``_PORT``) unless ``--host``/``--port`` say.
     """
     import argparse
 
     parser = argparse.ArgumentParser(prog="python -m service_kit.server", description=main.__doc__)
     parser.add_argument("factory", help="import path of the app factory, e.g. issuer.app:create_app")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--host", default=None, help="default: the service's CARTERA_<SERVICE>_HOST")
+    parser.add_argument("--port", type=int, default=None, help="default: the service's CARTERA_<SERVICE>_PORT")
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--log-level", default="info")
     parser.add_argument("--proxy-headers", action="store_true", help="trust X-Forwarded-* (behind a proxy)")
     parser.add_argument("--forwarded-allow-ips", default=None)
     args = parser.parse_args(argv)
-    serve(args.factory, args.host, args.port, args.workers, log_level=args.log_level,
+    if ":" not in args.factory:
+        parser.error("the factory must look like 'package.module:factory'")
+    host, port = args.host, args.port
+    if host is None or port is None:
+        default_host, default_port = _listen_defaults(args.factory)
+        host = default_host if host is None else host
+        port = default_port if port is None else port
+    serve(args.factory, host, port, args.workers, log_level=args.log_level,
           proxy_headers=args.proxy_headers, forwarded_allow_ips=args.forwarded_allow_ips)
 
 

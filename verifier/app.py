@@ -31,6 +31,7 @@ from verifier.verification import PresentationVerifier
 from verifier.worker import BackgroundWorker, running
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+SETTINGS_CLASS = VerifierSettings  # what create_app builds from; service_kit.server reads host/port from it
 
 DESCRIPTION = """OpenID4VP 1.0 verifier for agencies: templates (DCQL query, purpose, trusted issuers,
 retention), presentation requests shown as QR codes, strict verification of SD-JWT VC presentations,

@@ -22,6 +22,7 @@ from .settings import WalletSettings
 from .vault import Vault
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+SETTINGS_CLASS = WalletSettings  # what create_app builds from; service_kit.server reads host/port from it
 
 DESCRIPTION = """The citizen's cloud wallet: login (VÀLid, OpenID Connect), an encrypted vault, receiving
 credentials by OpenID4VCI, sharing them by OpenID4VP with explicit consent, history, alerts and backups.
