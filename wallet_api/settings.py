@@ -54,6 +54,7 @@ class WalletSettings(ServiceSettings):
                                       validate_default=True)
     service_name: ClassVar[str] = "wallet"
 
+    port: int = Field(default=8003, ge=1, le=65535, description="TCP port the HTTP server listens on.")
     previous_master_keys: Annotated[list[SecretStr], NoDecode] = Field(
         default_factory=list,
         description=("Older master keys (base64url or hex, comma-separated) still accepted while "
