@@ -68,8 +68,11 @@ class IssuerSettings(SigningServiceSettings):
                                description="Refuse bearer access tokens: wallets must use DPoP (RFC 9449), as HAIP "
                                            "requires. DPoP is always accepted when a wallet sends a proof.")
     webhook_timeout: float = Field(default=5.0, gt=0, description="Timeout of one webhook delivery, seconds.")
-    source_timeout: float = Field(default=10.0, gt=0, description="Timeout of one data-source query, seconds "
-                                                                 "(connect and read; a source's own `timeout` wins).")
+    source_timeout: float = Field(
+        default=10.0, gt=0,
+        description="Deadline of one data-source query, seconds, retries included (503 "
+                    "`temporarily_unavailable` beyond). Also the per-request timeout of a source without its "
+                    "own `timeout`; a source's own `timeout` applies per request and only matters when shorter.")
     idp_timeout: float = Field(default=10.0, gt=0, description="Timeout of each call to the identity provider "
                                                                "(token, user info), seconds (connect and read).")
     # Abuse limits (docs/security.md, "Rate limits"): BURST/SECONDS, 0 disables one.
