@@ -18,7 +18,6 @@ import datetime as dt
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 from cryptography import x509 as cx509
 from sqlalchemy import select, update
@@ -69,10 +68,13 @@ TENANT_CERT_DAYS = 6 * 366
 
 def issue_tenant_certificate(ca_key: Key, ca_cert: cx509.Certificate, key: Key, issuer_url: str, name: str,
                              days: int = TENANT_CERT_DAYS) -> cx509.Certificate:
-    """A leaf certificate for a tenant key: SAN URI = the issuer identifier, SAN DNS = its host."""
-    host = urlsplit(issuer_url).hostname or ""
-    return ssi_x509.issue_certificate(ca_key, ca_cert, key, name, san_uris=[issuer_url], san_dns=[host] if host else [],
-                                      days=days, organization=name)
+    """A leaf certificate for a tenant key naming the issuer identifier as its only SAN (a URI).
+
+    No DNS SAN for the host: tenants share it, and a verifier that binds ``iss`` through the host would
+    take one tenant's key for any other's.
+    """
+    return ssi_x509.issue_certificate(ca_key, ca_cert, key, name, san_uris=[issuer_url], days=days,
+                                      organization=name)
 
 
 async def store_key(ctx: IssuerContext, session: AsyncSession, tenant: Tenant, key: Key,
@@ -160,8 +162,7 @@ def _checked_chain(ctx: IssuerContext, tenant: Tenant, key: Key, chain_pem: str)
         raise SigningKeyError("bad_key", "the certificate chain is empty")
     if ssi_x509.certificate_key(chain[0]).thumbprint() != key.thumbprint():
         raise SigningKeyError("bad_key", "the leaf certificate does not certify this key")
-    if not ssi_x509.san_matches(chain[0], ctx.issuer_url(tenant.slug)) and \
-            ctx.issuer_url(tenant.slug) not in ssi_x509.san_uris(chain[0]):
+    if not ssi_x509.san_matches(chain[0], ctx.issuer_url(tenant.slug)):
         raise SigningKeyError("bad_key", "the leaf certificate does not name the issuer identifier in its SAN")
     return chain
 
@@ -181,8 +182,7 @@ async def import_key(ctx: IssuerContext, session: AsyncSession, tenant: Tenant, 
     leaf_key = ssi_x509.certificate_key(chain[0])
     if leaf_key.thumbprint() != key.thumbprint():
         raise SigningKeyError("bad_key", "the leaf certificate does not certify this key")
-    if not ssi_x509.san_matches(chain[0], ctx.issuer_url(tenant.slug)) and \
-            ctx.issuer_url(tenant.slug) not in ssi_x509.san_uris(chain[0]):
+    if not ssi_x509.san_matches(chain[0], ctx.issuer_url(tenant.slug)):
         raise SigningKeyError("bad_key", "the leaf certificate does not name the issuer identifier in its SAN")
     return await store_key(ctx, session, tenant, key, chain)
 

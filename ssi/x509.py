@@ -63,7 +63,6 @@ import hashlib
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import urlsplit
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -463,27 +462,22 @@ def san_dns_names(cert: x509.Certificate) -> list[str]:
 
 
 def san_matches(cert: x509.Certificate, expected: str) -> bool:
-    """Whether the certificate's subjectAltName covers ``expected``.
+    """Whether the certificate's subjectAltName names ``expected``, as SD-JWT VC binds an ``iss`` to an
+    ``x5c`` leaf (draft-ietf-oauth-sd-jwt-vc, section 3.5).
 
-    An https URL matches a SAN URI exactly, or a DNS SAN equal to its host (how SD-JWT VC binds an
-    ``iss`` URL to an ``x5c`` leaf); a bare host name matches a DNS SAN. DNS comparison ignores case.
-    Wildcard DNS names are not honoured: an issuer's certificate names its host.
+    A URL matches a SAN URI exactly, and only that: several issuers may share one host (Cartera's
+    tenants are ``https://host/t/<slug>``), so a DNS SAN equal to the URL's host would let any of them
+    sign as any other. A DNS name, bare or as a ``dns:`` URI (RFC 4501), matches a DNS SAN, ignoring
+    case. Wildcard DNS names are not honoured: an issuer's certificate names its host.
     """
     if not isinstance(expected, str) or not expected:
         return False
     if "://" in expected:
-        if expected in san_uris(cert):
-            return True
-        try:
-            parts = urlsplit(expected)
-            host = parts.hostname
-        except ValueError:
-            return False
-        if parts.scheme != "https" or not host:
-            return False
-    else:
-        host = expected
+        return expected in san_uris(cert)
+    host = expected[4:] if expected[:4].lower() == "dns:" else expected
     host = host.lower().rstrip(".")
+    if not host or "/" in host or "?" in host:
+        return False
     return any(name.lower().rstrip(".") == host for name in san_dns_names(cert))
 
 

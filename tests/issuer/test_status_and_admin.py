@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import sqlite3
@@ -153,6 +154,10 @@ async def test_key_rotation_keeps_old_credentials_verifiable(issuer_env: IssuerE
         new = await WalletClient(http).receive_offer(offer["offer_uri"], offer["tx_code"])
         metadata = (await http.get(f"{issuer_env.url}/.well-known/jwt-vc-issuer/t/ajuntament-girona")).json()
     assert SDJWT.parse(old.credentials[0]).header["kid"] != SDJWT.parse(new.credentials[0]).header["kid"]
+    # The certificate names the tenant's identifier only: no DNS SAN for the host the tenants share.
+    new_sd = SDJWT.parse(new.credentials[0])
+    leaf = ssi_x509.load_certificate(base64.b64decode(new_sd.header["x5c"][0]))
+    assert ssi_x509.san_uris(leaf) == [new_sd.payload["iss"]] and ssi_x509.san_dns_names(leaf) == []
     verify_with_ssi(issuer_env, old.credentials[0], old.holder_keys[0])
     verify_with_ssi(issuer_env, new.credentials[0], new.holder_keys[0])
     # by JWT VC Issuer Metadata too: both kids are published

@@ -204,15 +204,20 @@ def test_x509_hash_is_b64url_sha256_of_der(pki):
 
 @pytest.mark.parametrize(("expected", "result"), [
     ("https://issuer.example.org/tenant", True),       # exact SAN URI
-    ("https://issuer.example.org", True),              # iss URL whose host is a DNS SAN
-    ("https://ISSUER.example.org/other/path", True),   # DNS comparison ignores case
-    ("issuer.example.org", True),                      # bare host
-    ("Issuer.Example.Org", True),
-    ("http://issuer.example.org", False),              # DNS SAN binds https URLs only
+    # A URL never matches through its host's DNS SAN: issuers sharing a host would pass for each other.
+    ("https://issuer.example.org", False),
+    ("https://ISSUER.example.org/other/path", False),
+    ("https://issuer.example.org/tenant/", False),     # not the SAN URI
+    ("issuer.example.org", True),                      # bare host: a DNS SAN
+    ("Issuer.Example.Org", True),                      # DNS comparison ignores case
+    ("dns:issuer.example.org", True),                  # RFC 4501 DNS URI
+    ("DNS:issuer.example.org.", True),
+    ("http://issuer.example.org", False),
     ("https://evil.example.org", False),
     ("https://issuer.example.org.evil.test", False),
     ("evil.example.org", False),
-    ("https://issuer.example.org/tenant/", True),      # not the SAN URI, but its host is a DNS SAN
+    ("dns:issuer.example.org/x", False),
+    ("dns:", False),
     ("", False),
     ("https://[bad", False),
 ])

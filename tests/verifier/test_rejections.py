@@ -15,12 +15,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from cryptography.hazmat.primitives import serialization
 from sqlalchemy import update
 
 from service_kit.db import Database
+from ssi import x509 as ssi_x509
 from ssi.encoding import b64url_encode, b64url_json, json_dumps
 from ssi.jose import Key, sign_jws
 from ssi.jwe import encrypt_jwe
@@ -238,6 +240,16 @@ def iss_not_in_certificate(c: Ctx) -> Any:
     return c.post(c.manual(c.creds.tax(key=c.pki.other_issuer_key, x5c=c.pki.other_issuer_x5c, issuer=ISSUER)))
 
 
+def another_issuer_on_the_same_host(c: Ctx) -> Any:
+    """A key certified for another issuer on the trusted issuer's host (``/t/uni``), also naming the
+    shared host as a DNS SAN: an ``https`` ``iss`` binds to a SAN URI only."""
+    key = Key.generate("ES256")
+    leaf = ssi_x509.issue_certificate(c.pki.issuer_ca_key, c.pki.issuer_ca, key, "Another tenant",
+                                      san_uris=[f"{ISSUER}/t/uni"], san_dns=[urlsplit(ISSUER).hostname])
+    c.open()
+    return c.post(c.manual(c.creds.tax(key=key, x5c=ssi_x509.x5c_from_chain([leaf]), issuer=ISSUER)))
+
+
 def signed_by_other_key(c: Ctx) -> Any:
     c.open()
     return c.post(c.manual(c.creds.tax(key=c.pki.other_issuer_key, x5c=c.pki.issuer_x5c)))
@@ -315,6 +327,7 @@ REJECTED: list[tuple[Callable[[Ctx], Any], str]] = [
     (untrusted_issuer, "verifier.untrusted_issuer"),
     (issuer_not_trusted_for_vct, "verifier.issuer_not_trusted_for_vct"),
     (iss_not_in_certificate, "sd_jwt_vc.iss_san_mismatch"),
+    (another_issuer_on_the_same_host, "sd_jwt_vc.iss_san_mismatch"),
     (signed_by_other_key, "jose.bad_signature"),
     (wrong_vct, "sd_jwt_vc.unexpected_vct"),
     (values_not_satisfied, "dcql.value_mismatch"),
