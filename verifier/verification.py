@@ -19,6 +19,7 @@ Error codes are the stable ``ssi`` codes (``sd_jwt.kb_wrong_nonce``, ``jose.alg_
 from __future__ import annotations
 
 import asyncio
+import copy
 import time
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
@@ -30,7 +31,7 @@ import httpx
 from cryptography import x509 as cx509
 
 from ssi import x509 as ssi_x509
-from ssi.dcql import DCQLQuery, check_presented, parse_dcql_query, resolve_path
+from ssi.dcql import ClaimPath, DCQLQuery, check_presented, parse_dcql_query, resolve_path
 from ssi.encoding import b64url_decode, json_loads
 from ssi.errors import EncodingError, SDJWTVCError, SSIError, StatusListError
 from ssi.jose import DEFAULT_ALGORITHMS, Key, parse_jws
@@ -274,47 +275,69 @@ class StatusListCache:
 
 
 # -- claims reported -----------------------------------------------------------------------------
+#
+# A claims path pointer selects elements as OpenID4VP 1.0 (§7.1.1) says, by ssi.dcql.resolve_path: a
+# key missing from an element drops that element from the selection, a null takes every element of
+# an array, an index the one element at that position. What is reported for a Credential Query is
+# the union of its claims' selections, each value at its own place in the credential's structure:
+# objects keep only the selected members, arrays keep their positions (those of the presented
+# array: undisclosed SD-JWT elements are not in it), with ``null`` for elements no path selected and
+# without the elements after the last selected one. So ``["members", 1, "name"]`` reports
+# ``{"members": [null, {"name": ...}]}``, and ``["members", null, "name"]`` over members of which
+# only the second has a name ``{"members": [null, {"name": ...}]}`` too.
 
-def _project(value: Any, path: Sequence[Any]) -> Any:
-    if not path:
-        return value
-    head, rest = path[0], path[1:]
-    if isinstance(head, str) and isinstance(value, dict) and head in value:
-        return {head: _project(value[head], rest)}
-    if head is None and isinstance(value, list):
-        return [_project(item, rest) for item in value]
-    if isinstance(head, int) and isinstance(value, list) and 0 <= head < len(value):
-        return [_project(value[head], rest)]
-    return _MISSING
-
-
-_MISSING = object()
+class _Unselected:
+    """An array position no path selected (reported as ``null``)."""
 
 
-def _merge(a: Any, b: Any) -> Any:
-    if isinstance(a, dict) and isinstance(b, dict):
-        merged = dict(a)
-        for name, item in b.items():
-            merged[name] = _merge(merged[name], item) if name in merged else item
-        return merged
-    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
-        return [_merge(x, y) for x, y in zip(a, b, strict=True)]
-    return b
+_UNSELECTED = _Unselected()
+
+
+def _place(node: dict[str, Any] | list[Any], where: ClaimPath, value: Any) -> None:
+    """Put a copy of ``value`` at the concrete path ``where`` below ``node`` (a container of the
+    report), creating the objects and arrays on the way, and descending into those already there."""
+    step, rest = where[0], where[1:]
+    if isinstance(node, list):
+        assert isinstance(step, int)
+        node.extend(_UNSELECTED for _ in range(step + 1 - len(node)))
+        current = node[step]
+    else:
+        assert isinstance(step, str)
+        current = node.get(step, _UNSELECTED)
+    if not rest:
+        # Everything under this point is reported (it may hold what another path placed: a subset).
+        child: Any = copy.deepcopy(value)
+    elif isinstance(current, dict | list):
+        child = current
+    else:
+        child = {} if isinstance(rest[0], str) else []
+    node[step] = child  # type: ignore[index]
+    if rest:
+        _place(child, rest, value)
+
+
+def _unselected_to_null(node: Any) -> Any:
+    if isinstance(node, _Unselected):
+        return None
+    if isinstance(node, dict):
+        return {k: _unselected_to_null(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_unselected_to_null(v) for v in node]
+    return node
 
 
 def requested_claims(claims: dict[str, Any], query: DCQLQuery, query_id: str) -> dict[str, Any]:
-    """The disclosed claims the Credential Query asked for (all holder claims when it names none)."""
+    """The disclosed claims the Credential Query asked for (all holder claims when it names none),
+    each at its place in the credential's structure (see above)."""
     cq = query.credential(query_id)
     if cq.claims is None:
         return {k: v for k, v in claims.items() if k not in TECHNICAL_CLAIMS}
-    result: dict[str, Any] = {}
+    report: dict[str, Any] = {}
     for claim in cq.claims:
-        if not resolve_path(claims, claim.path):
-            continue
-        projected = _project(claims, claim.path)
-        if projected is not _MISSING:
-            result = _merge(result, projected)
-    return result
+        for where, value in resolve_path(claims, claim.path):
+            if where:
+                _place(report, where, value)
+    return _unselected_to_null(report)
 
 
 # -- the check -----------------------------------------------------------------------------------
