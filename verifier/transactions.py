@@ -15,6 +15,7 @@ import datetime as dt
 import hashlib
 import logging
 import secrets
+import traceback
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -431,10 +432,11 @@ async def answer(db: Database, box: SecretBox, verifier: PresentationVerifier, t
         if not await _claim(db, tx.id, now):
             raise APIError(400, "invalid_request", "the request was answered already",
                            extra={"code": "verifier.already_answered"})
-        if not (await _finish(db, box, tx, status="declined", errors=errors, credentials=None, now=now,
-                              from_status="processing")).won:
+        status, errors, finished = await _finish_answer(db, box, tx, status="declined", errors=errors,
+                                                        credentials=None)
+        if not finished.won:
             raise await _lost(db, tx.id)
-        return AnswerOutcome("declined", [e.as_dict() for e in errors], None, bool(tx.webhook_url))
+        return AnswerOutcome(status, [e.as_dict() for e in errors], None, bool(tx.webhook_url))
     assert response.vp_token is not None
     digests = _digests(response.vp_token)
     fresh: bool | None = None
@@ -460,20 +462,55 @@ async def answer(db: Database, box: SecretBox, verifier: PresentationVerifier, t
             ctx = TransactionContext(client_id=tx.client_id, nonce=tx.nonce, dcql_query=tx.dcql_query,
                                      trusted_issuers=tx.trusted_issuers, anchors_pem=tx.anchors_pem or [])
             outcome = await verifier.check(ctx, response.vp_token)
-    except Exception:  # noqa: BLE001 - never leave a transaction stuck in "processing"
-        log.exception("presentation check failed unexpectedly")
-        outcome = Outcome(errors=[CheckError("verifier.internal_error", None, "the presentation could not be checked")])
+    except Exception as exc:  # noqa: BLE001 - never leave a transaction stuck in "processing"
+        _log_failure("presentation check failed unexpectedly", exc, tx.id)
+        outcome = Outcome(errors=[_internal_error()])
     status = "verified" if outcome.verified else "rejected"
     if not outcome.errors and not outcome.credentials:
         outcome.errors.append(CheckError("verifier.empty_presentation", None, "nothing was presented"))
-    finished = await _finish(db, box, tx, status=status, errors=outcome.errors,
-                             credentials=outcome.credentials or None, now=utcnow(), from_status="processing")
+    status, errors, finished = await _finish_answer(db, box, tx, status=status, errors=outcome.errors,
+                                                    credentials=outcome.credentials or None)
     if not finished.won:
         # The request expired while it was checked and the sweep wrote (and reported) that first.
         raise await _lost(db, tx.id)
     code = finished.response_code
     redirect = f"{tx.redirect_uri}#response_code={code}" if code and tx.redirect_uri else None
-    return AnswerOutcome(status, [e.as_dict() for e in outcome.errors], redirect, bool(tx.webhook_url))
+    return AnswerOutcome(status, [e.as_dict() for e in errors], redirect, bool(tx.webhook_url))
+
+
+def _internal_error() -> CheckError:
+    return CheckError("verifier.internal_error", None, "the presentation could not be checked")
+
+
+def _log_failure(message: str, exc: BaseException, tx_id: str) -> None:
+    """Log an unexpected failure of an answer by its type and traceback only: its text may quote claim
+    values (a value that cannot be serialised, a driver error listing the statement's parameters)."""
+    log.error("%s (%s)\n%s", message, type(exc).__name__, "".join(traceback.format_tb(exc.__traceback__)),
+              extra={"transaction_id": tx_id})
+
+
+async def _finish_answer(db: Database, box: SecretBox, tx: Transaction, *, status: str, errors: list[CheckError],
+                         credentials: dict[str, Any] | None) -> tuple[str, list[CheckError], Finished]:
+    """Write the outcome of an answer the caller claimed (``processing``): ``(status, errors, finished)``.
+
+    If the write fails (anything: a value that cannot be stored, the database), the answer is recorded
+    as ``rejected`` with ``verifier.internal_error`` and no claims instead, and the wallet is told so;
+    if that fails too, the wallet gets 500 ``server_error`` and the row, still ``processing``, is
+    ended as ``expired`` by the sweep at its ``expires_at`` (with its webhook). Every write is
+    conditional on ``processing``, so of these and the sweep exactly one outcome is recorded."""
+    try:
+        return status, errors, await _finish(db, box, tx, status=status, errors=errors, credentials=credentials,
+                                             now=utcnow(), from_status="processing")
+    except Exception as exc:  # noqa: BLE001 - the fallback below carries no claims to write
+        _log_failure("presentation result could not be written; recording an internal error", exc, tx.id)
+    errors = [_internal_error()]
+    try:
+        return "rejected", errors, await _finish(db, box, tx, status="rejected", errors=errors, credentials=None,
+                                                 now=utcnow(), from_status="processing")
+    except Exception as exc:  # noqa: BLE001 - left "processing": the sweep expires it (with its webhook)
+        _log_failure("presentation result left for the expiry sweep", exc, tx.id)
+    raise APIError(500, "server_error", "the answer could not be recorded; the request will end as expired",
+                   extra={"code": "verifier.internal_error"})
 
 
 async def expire_one(db: Database, box: SecretBox, tx: Transaction, now: dt.datetime) -> bool:
