@@ -48,6 +48,19 @@ def _template_out(t: Template) -> TemplateOut:
                        created_at=t.created_at.isoformat(), updated_at=t.updated_at.isoformat())
 
 
+def _require_holder_binding(dcql_query: dict[str, Any], *, template: str | None = None) -> None:
+    """Refuse a Credential Query with ``require_cryptographic_holder_binding: false``: Cartera always
+    requires holder binding (a KB-JWT signed with the credential's ``cnf`` key, for this request's
+    nonce and client id), so a query saying otherwise would promise wallets what is never accepted."""
+    for cq in dcql_query.get("credentials") or ():
+        if isinstance(cq, dict) and cq.get("require_cryptographic_holder_binding") is False:
+            where = f"template {template!r}, " if template is not None else ""
+            raise APIError(400, "invalid_request",
+                           f"{where}credential query {cq.get('id')!r}: require_cryptographic_holder_binding false "
+                           "is not supported; this verifier always requires cryptographic holder binding "
+                           "(omit the member or set it to true)")
+
+
 def _check_anchors(pems: list[str]) -> None:
     for pem in pems:
         try:
@@ -78,6 +91,7 @@ async def list_templates(agency: AgencyDep, svc: Svc) -> list[TemplateOut]:
 @router.post("/templates", response_model=TemplateOut, status_code=201, summary="Create a template")
 async def create_template(body: TemplateIn, agency: AgencyDep,
                           svc: Svc) -> TemplateOut:
+    _require_holder_binding(body.dcql_query)
     _check_anchors(body.anchors_pem)
     now = utcnow()
     async with svc.db.session() as session:
@@ -112,6 +126,7 @@ async def replace_template(name: str, body: TemplateIn, agency: AgencyDep,
                            svc: Svc) -> TemplateOut:
     if body.name != name:
         raise APIError(400, "invalid_request", "the body's name must be the template's name")
+    _require_holder_binding(body.dcql_query)
     _check_anchors(body.anchors_pem)
     template = await _template(svc, agency, name)
     async with svc.db.session() as session:
@@ -139,6 +154,8 @@ def _spec(body: RequestIn, template: Template | None, svc: Services) -> RequestS
     if prefix == "redirect_uri" and not settings.dev_mode:
         raise APIError(400, "invalid_request", "the redirect_uri client id prefix is for development mode only")
     if template is not None:
+        # A template stored before such queries were refused is refused here rather than sent to wallets.
+        _require_holder_binding(template.dcql_query, template=template.name)
         return RequestSpec(dcql_query=template.dcql_query, purpose=template.purpose,
                            trusted_issuers=template.trusted_issuers, anchors_pem=template.anchors_pem or [],
                            retention_seconds=template.retention_seconds,
@@ -146,6 +163,7 @@ def _spec(body: RequestIn, template: Template | None, svc: Services) -> RequestS
                            expires_in=body.expires_in or settings.request_ttl, webhook_url=body.webhook_url,
                            redirect_uri=body.redirect_uri, template_name=template.name)
     assert body.dcql_query is not None and body.purpose is not None and body.trusted_issuers is not None
+    _require_holder_binding(body.dcql_query)
     _check_anchors(body.anchors_pem or [])
     return RequestSpec(dcql_query=body.dcql_query, purpose=body.purpose,
                        trusted_issuers=[r.model_dump() for r in body.trusted_issuers],
