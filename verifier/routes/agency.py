@@ -13,6 +13,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
 
 from service_kit.errors import APIError
 from service_kit.ratelimit import Limit, client_address, enforce, limiter_of, rate_limit_responses
@@ -94,16 +95,23 @@ async def create_template(body: TemplateIn, agency: AgencyDep,
     _require_holder_binding(body.dcql_query)
     _check_anchors(body.anchors_pem)
     now = utcnow()
-    async with svc.db.session() as session:
-        exists = await session.scalar(select(Template.id).where(Template.agency_id == agency.id,
-                                                                 Template.name == body.name))
-        if exists is not None:
-            raise APIError(409, "conflict", "a template with this name exists")
-        template = Template(id=str(uuid.uuid4()), agency_id=agency.id, name=body.name, dcql_query=body.dcql_query,
-                            purpose=body.purpose, trusted_issuers=[r.model_dump() for r in body.trusted_issuers],
-                            anchors_pem=body.anchors_pem, retention_seconds=body.retention_seconds,
-                            response_mode=body.response_mode, created_at=now, updated_at=now)
-        session.add(template)
+    conflict = APIError(409, "conflict", "a template with this name exists")
+    try:
+        async with svc.db.session() as session:
+            exists = await session.scalar(select(Template.id).where(Template.agency_id == agency.id,
+                                                                     Template.name == body.name))
+            if exists is not None:
+                raise conflict
+            template = Template(id=str(uuid.uuid4()), agency_id=agency.id, name=body.name,
+                                dcql_query=body.dcql_query, purpose=body.purpose,
+                                trusted_issuers=[r.model_dump() for r in body.trusted_issuers],
+                                anchors_pem=body.anchors_pem, retention_seconds=body.retention_seconds,
+                                response_mode=body.response_mode, created_at=now, updated_at=now)
+            session.add(template)
+    except IntegrityError:
+        # Two creations of the same name at once both found none (PostgreSQL, READ COMMITTED): the
+        # unique constraint (agency, name) lets one in and refuses the other when it commits.
+        raise conflict from None
     return _template_out(template)
 
 
