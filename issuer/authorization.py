@@ -213,7 +213,13 @@ async def finish_login(ctx: IssuerContext, tenant: TenantRef, params: dict[str, 
         return _redirect(row.redirect_uri, {**back, "error": "access_denied",
                                             "error_description": "the citizen did not log in"})
     verifier = ctx.box.open(row.sealed_idp_verifier or b"", f"issuer:idp-verifier:{row.id}".encode()).decode()
-    user = await _valid_user(ctx, tenant, params["code"], verifier)
+    try:
+        user = await _valid_user(ctx, tenant, params["code"], verifier)
+    except APIError as exc:
+        # RFC 6749 §4.1.2.1: the redirect URI is known good, so the wallet hears of the failure
+        # (server_error or temporarily_unavailable) and may start again; this request is over.
+        await _set_stage(ctx, row.id, "failed")
+        return _redirect(row.redirect_uri, {**back, "error": exc.error, "error_description": exc.error_description})
     identifier = str(user.get("identifier") or "")
     if not identifier:
         return _redirect(row.redirect_uri, {**back, "error": "access_denied",
@@ -238,6 +244,12 @@ async def finish_login(ctx: IssuerContext, tenant: TenantRef, params: dict[str, 
     return _redirect(row.redirect_uri, {**back, "code": code})
 
 
+async def _set_stage(ctx: IssuerContext, request_id: str, stage: str) -> None:
+    async with ctx.session() as session:
+        await session.execute(update(AuthorizationRequest).where(AuthorizationRequest.id == request_id)
+                              .values(stage=stage))
+
+
 async def _valid_user(ctx: IssuerContext, tenant: TenantRef, code: str, verifier: str) -> dict[str, Any]:
     secret = ctx.settings.idp_client_secret.get_secret_value() if ctx.settings.idp_client_secret else ""
     timeout = ctx.settings.idp_timeout
@@ -249,17 +261,22 @@ async def _valid_user(ctx: IssuerContext, tenant: TenantRef, code: str, verifier
             timeout=timeout)
         if token_response.status_code != 200:
             raise APIError(502, "server_error", "the identity provider refused the login code")
-        access = token_response.json().get("access_token")
+        answer = token_response.json()
+        access = answer.get("access_token") if isinstance(answer, dict) else None
         if not isinstance(access, str):
             raise APIError(502, "server_error", "the identity provider's token answer is malformed")
         info = await client.get(ctx.settings.idp_userinfo_url, params={"AccessToken": access}, timeout=timeout)
+        if info.status_code != 200:
+            raise APIError(502, "server_error", "the identity provider did not return the user")
         data = info.json()
-        if info.status_code != 200 or not isinstance(data, dict):
+        if not isinstance(data, dict):
             raise APIError(502, "server_error", "the identity provider did not return the user")
         return data
-    except (httpx.HTTPError, ValueError) as exc:
+    except httpx.HTTPError as exc:
         raise APIError(503, "temporarily_unavailable", "the identity provider is unreachable",
                        {"Retry-After": "30"}) from exc
+    except ValueError as exc:  # not JSON
+        raise APIError(502, "server_error", "the identity provider's answer is malformed") from exc
     finally:
         if ctx.http is None:
             await client.aclose()

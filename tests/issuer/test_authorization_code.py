@@ -1,0 +1,169 @@
+"""The authorization code flow's edges: VÀLid failing at the callback, offers taken by ``issuer_state``,
+pushed requests and the client id, the token request's ``client_id``."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+
+from sandbox.population import DEMO_EVERYTHING
+from tests.issuer.conftest import IssuerEnv, Sandbox, make_settings, start_issuer
+from tests.issuer.helpers import LIMITS
+from tests.support.servers import free_port, serve
+
+pytestmark = pytest.mark.anyio
+
+REDIRECT = "http://127.0.0.1:9/cb"
+CLIENT = "w"
+
+
+def _pkce() -> tuple[str, str]:
+    verifier = secrets.token_urlsafe(48)
+    return verifier, base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+
+
+def _query(url: str) -> dict[str, str]:
+    return {k: v[0] for k, v in parse_qs(urlsplit(url).query).items()}
+
+
+async def _push(http: httpx.AsyncClient, base: str, scope: str, **extra: str) -> tuple[str, str]:
+    """A pushed request (state ``s1``); returns (code_verifier, request_uri)."""
+    verifier, challenge = _pkce()
+    r = await http.post(f"{base}/par", data={
+        "response_type": "code", "client_id": CLIENT, "redirect_uri": REDIRECT, "code_challenge": challenge,
+        "code_challenge_method": "S256", "state": "s1", "scope": scope, **extra})
+    assert r.status_code == 201, r.text
+    return verifier, r.json()["request_uri"]
+
+
+async def _idp_state(http: httpx.AsyncClient, base: str, request_uri: str) -> str:
+    """Start the login; the state the issuer gave the identity provider."""
+    r = await http.get(f"{base}/authorize", params={"client_id": CLIENT, "request_uri": request_uri})
+    assert r.status_code == 303, r.text
+    return _query(r.headers["location"])["state"]
+
+
+async def _login(http: httpx.AsyncClient, base: str, scope: str, login_hint: str, **extra: str) -> tuple[str, dict]:
+    """Push, log in at the sandbox VÀLid and come back; returns (code_verifier, the wallet's redirect query)."""
+    verifier, request_uri = await _push(http, base, scope, login_hint=login_hint, **extra)
+    url = f"{base}/authorize?" + urlencode({"client_id": CLIENT, "request_uri": request_uri})
+    for _ in range(10):
+        if url.startswith(REDIRECT):
+            break
+        response = await http.get(url)
+        assert response.status_code in (302, 303), response.text
+        url = response.headers["location"]
+    return verifier, _query(url)
+
+
+async def _token(http: httpx.AsyncClient, base: str, code: str, verifier: str, **extra: str) -> httpx.Response:
+    return await http.post(f"{base}/token", data={"grant_type": "authorization_code", "code": code,
+                                                  "code_verifier": verifier, "redirect_uri": REDIRECT, **extra})
+
+
+# -- VÀLid failing at the callback ---------------------------------------------------------------------
+
+def _assert_error_back_at_the_wallet(response: httpx.Response, base: str, error: str) -> None:
+    assert response.status_code == 303, (response.status_code, response.text)
+    location = response.headers["location"]
+    assert location.startswith(REDIRECT + "?"), location
+    back = _query(location)
+    assert (back["error"], back["state"], back["iss"]) == (error, "s1", base)
+    assert "code" not in back
+
+
+async def test_idp_refusing_the_login_code_sends_server_error_back_to_the_wallet(issuer_env: IssuerEnv) -> None:
+    base = issuer_env.issuer("uni-barcelona")
+    async with httpx.AsyncClient(timeout=20, limits=LIMITS) as http:
+        _, request_uri = await _push(http, base, "university-diploma")
+        state = await _idp_state(http, base, request_uri)
+        refused = await http.get(f"{base}/login/callback", params={"state": state, "code": "not-a-valid-code"})
+        replayed = await http.get(f"{base}/login/callback", params={"state": state, "code": "not-a-valid-code"})
+    _assert_error_back_at_the_wallet(refused, base, "server_error")
+    # The request is over (the wallet starts again): its state is not taken a second time.
+    assert replayed.status_code == 400 and replayed.json()["error"] == "invalid_request"
+
+
+@dataclass
+class FailingIdP:
+    """An issuer whose identity provider answers as ``behaviour`` says (``token``, ``userinfo``)."""
+
+    env: IssuerEnv
+    behaviour: dict[str, str] = field(default_factory=dict)
+
+
+def _fake_idp(behaviour: dict[str, str]) -> FastAPI:
+    app = FastAPI()
+
+    def answer(kind: str, good: Any) -> Response:
+        mode = behaviour.get(kind, "ok")
+        if mode == "array":
+            return JSONResponse(["not", "an", "object"])
+        if mode == "not-json":
+            return PlainTextResponse("<html>maintenance</html>")
+        return JSONResponse(good)
+
+    @app.post("/token")
+    async def token() -> Response:
+        if behaviour.get("token") == "slow":
+            await asyncio.sleep(3)
+        return answer("token", {"access_token": "at-" + secrets.token_urlsafe(8), "token_type": "Bearer"})
+
+    @app.get("/userinfo")
+    async def userinfo() -> Response:
+        return answer("userinfo", {"identifier": DEMO_EVERYTHING, "name": "Titular", "surnames": "de Prova"})
+
+    return app
+
+
+@pytest.fixture(scope="module")
+def failing_idp(sandbox: Sandbox, tmp_path_factory: pytest.TempPathFactory) -> Iterator[FailingIdP]:
+    behaviour: dict[str, str] = {}
+    with serve(_fake_idp(behaviour)) as idp_url:
+        folder = tmp_path_factory.mktemp("issuer-failing-idp")
+        settings = make_settings(sandbox, f"sqlite+aiosqlite:///{folder / 'issuer.db'}", free_port(), folder)
+        settings = settings.model_copy(update={"idp_token_url": f"{idp_url}/token",
+                                               "idp_userinfo_url": f"{idp_url}/userinfo", "idp_timeout": 0.5})
+        for env in start_issuer(sandbox, settings):
+            yield FailingIdP(env, behaviour)
+
+
+@pytest.mark.parametrize(("token", "userinfo", "error"), [
+    ("array", "ok", "server_error"),        # the token answer is JSON but not an object
+    ("not-json", "ok", "server_error"),
+    ("ok", "array", "server_error"),        # getUserInfo is JSON but not an object
+    ("ok", "not-json", "server_error"),
+    ("slow", "ok", "temporarily_unavailable"),  # no answer within idp_timeout
+])
+async def test_idp_failures_at_the_callback_go_back_to_the_wallet(failing_idp: FailingIdP, token: str, userinfo: str,
+                                                                  error: str) -> None:
+    base = failing_idp.env.issuer("uni-barcelona")
+    failing_idp.behaviour.update(token=token, userinfo=userinfo)
+    async with httpx.AsyncClient(timeout=20, limits=LIMITS) as http:
+        _, request_uri = await _push(http, base, "university-diploma")
+        state = await _idp_state(http, base, request_uri)
+        response = await http.get(f"{base}/login/callback", params={"state": state, "code": "idp-code"})
+    _assert_error_back_at_the_wallet(response, base, error)
+
+
+async def test_a_working_fake_idp_logs_the_citizen_in(failing_idp: FailingIdP) -> None:
+    """The fake identity provider above is good enough to log in with: the failures are its answers."""
+    base = failing_idp.env.issuer("uni-barcelona")
+    failing_idp.behaviour.update(token="ok", userinfo="ok")
+    async with httpx.AsyncClient(timeout=20, limits=LIMITS) as http:
+        verifier, request_uri = await _push(http, base, "university-diploma")
+        state = await _idp_state(http, base, request_uri)
+        back = _query((await http.get(f"{base}/login/callback", params={"state": state, "code": "c"})).headers["location"])
+        token = await _token(http, base, back["code"], verifier, client_id=CLIENT)
+    assert token.status_code == 200, token.text
