@@ -29,6 +29,7 @@ from urllib.parse import urlencode, urlsplit
 import httpx
 from sqlalchemy import select, update
 
+from service_kit.db import mark_used_once
 from service_kit.errors import APIError
 from ssi.encoding import json_loads
 from ssi.errors import EncodingError
@@ -127,6 +128,8 @@ async def _create_checked(ctx: IssuerContext, tenant: TenantRef, params: dict[st
     issuer_state = params.get("issuer_state") or None
     if issuer_state is not None and len(issuer_state) > 200:
         raise APIError(400, INVALID_REQUEST, "issuer_state is too long")
+    if issuer_state is not None and await _open_offer(ctx, tenant, issuer_state, utcnow()) is None:
+        raise APIError(400, INVALID_REQUEST, "issuer_state names no open offer with the authorization code grant")
     state = params.get("state")
     if state is not None and len(state) > 1000:
         raise APIError(400, INVALID_REQUEST, "state is too long")
@@ -225,10 +228,11 @@ async def finish_login(ctx: IssuerContext, tenant: TenantRef, params: dict[str, 
         return _redirect(row.redirect_uri, {**back, "error": "access_denied",
                                             "error_description": "the identity provider gave no identifier"})
     if row.issuer_state:
-        async with ctx.db.read_session() as session:
-            offer_subject = (await session.execute(select(Offer.subject).where(
-                Offer.id == row.issuer_state, Offer.tenant_id == tenant.id))).scalar_one_or_none()
-        if offer_subject is not None and offer_subject.get("identifier", "").upper() != identifier.upper():
+        offer = await _open_offer(ctx, tenant, row.issuer_state, now)
+        if offer is None:
+            return _redirect(row.redirect_uri, {**back, "error": "access_denied",
+                                                "error_description": "the offer is used, expired or void"})
+        if str((offer.subject or {}).get("identifier") or "").upper() != identifier.upper():
             return _redirect(row.redirect_uri, {**back, "error": "access_denied",
                                                 "error_description": "the offer is for another person"})
     name = " ".join(p for p in (str(user.get("name") or ""), str(user.get("surnames") or "")) if p).strip()
@@ -248,6 +252,22 @@ async def _set_stage(ctx: IssuerContext, request_id: str, stage: str) -> None:
     async with ctx.session() as session:
         await session.execute(update(AuthorizationRequest).where(AuthorizationRequest.id == request_id)
                               .values(stage=stage))
+
+
+def _carries_authorization_code(offer: Offer) -> bool:
+    grants = (offer.offer_json or {}).get("grants")
+    grant = grants.get("authorization_code") if isinstance(grants, dict) else None
+    return isinstance(grant, dict) and grant.get("issuer_state") == offer.id
+
+
+async def _open_offer(ctx: IssuerContext, tenant: TenantRef, offer_id: str, now: dt.datetime) -> Offer | None:
+    """The offer ``issuer_state`` names while it may still be taken: this tenant's, not used (by
+    either grant), not burnt, not expired, and made with the authorization code grant."""
+    async with ctx.db.read_session() as session:
+        offer = (await session.execute(select(Offer).where(
+            Offer.id == offer_id, Offer.tenant_id == tenant.id, Offer.used.is_(False), Offer.burnt.is_(False),
+            Offer.expires_at > now))).scalar_one_or_none()
+    return offer if offer is not None and _carries_authorization_code(offer) else None
 
 
 async def _valid_user(ctx: IssuerContext, tenant: TenantRef, code: str, verifier: str) -> dict[str, Any]:
@@ -296,7 +316,11 @@ class CodeGrant:
 
 async def redeem_authorization_code(ctx: IssuerContext, tenant: TenantRef, *, code: str, code_verifier: str | None,
                                     redirect_uri: str | None, client_id: str | None) -> CodeGrant:
-    """Check and consume an authorization code (single-use); ``invalid_grant`` for any mismatch."""
+    """Check and consume an authorization code (single-use); ``invalid_grant`` for any mismatch.
+
+    A code obtained with ``issuer_state`` takes that offer (as its pre-authorized code would): the
+    offer must still be open, and is then used up.
+    """
     now = utcnow()
     async with ctx.session() as session:
         row = (await session.execute(
@@ -317,12 +341,19 @@ async def redeem_authorization_code(ctx: IssuerContext, tenant: TenantRef, *, co
     credential_ids: dict[str, str] = {}
     offer_id = None
     if row.issuer_state:
-        async with ctx.db.read_session() as session:
-            offer = (await session.execute(select(Offer).where(Offer.id == row.issuer_state,
-                                                               Offer.tenant_id == tenant.id))).scalar_one_or_none()
+        offer = await _open_offer(ctx, tenant, row.issuer_state, now)
+        taken = None
         if offer is not None:
-            selector, offer_id = offer.selector, offer.id
-            # Credential ids of the offer stay with its pre-authorized grant: fresh ids here.
-            credential_ids = {}
+            # The same conditional UPDATE as the pre-authorized code's: of the two grants (and of
+            # concurrent codes) exactly one takes the offer.
+            async with ctx.session() as session:
+                taken = await mark_used_once(session, Offer, Offer.burnt.is_(False), Offer.expires_at > now,
+                                             id=offer.id, tenant_id=tenant.id)
+        if offer is None or taken is None:
+            raise APIError(400, INVALID_GRANT, "the credential offer is used, expired or void")
+        selector, offer_id = offer.selector, offer.id
+        # The offer's reserved credential ids are not carried over: the configurations here are the
+        # ones the wallet asked for, not necessarily the offer's.
+        credential_ids = {}
     return CodeGrant(subject=row.subject or {}, configuration_ids=list(row.configuration_ids),
                      credential_ids=credential_ids, selector=selector, login=row.login or {}, offer_id=offer_id)

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import secrets
+import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,10 +19,12 @@ import pytest
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
-from sandbox.population import DEMO_EVERYTHING
+from sandbox.population import DEMO_EVERYTHING, DEMO_TAX_NEGATIVE
+from ssi.oid4vci import PRE_AUTHORIZED_CODE_GRANT
 from tests.issuer.conftest import IssuerEnv, Sandbox, make_settings, start_issuer
 from tests.issuer.helpers import LIMITS
 from tests.support.servers import free_port, serve
+from tests.support.wallet_client import IssuerError, WalletClient
 
 pytestmark = pytest.mark.anyio
 
@@ -167,3 +171,116 @@ async def test_a_working_fake_idp_logs_the_citizen_in(failing_idp: FailingIdP) -
         back = _query((await http.get(f"{base}/login/callback", params={"state": state, "code": "c"})).headers["location"])
         token = await _token(http, base, back["code"], verifier, client_id=CLIENT)
     assert token.status_code == 200, token.text
+
+
+# -- offers taken by issuer_state ------------------------------------------------------------------------
+
+async def _offer(http: httpx.AsyncClient, env: IssuerEnv, slug: str, type_id: str, *,
+                 authorization_code: bool = True) -> dict[str, Any]:
+    r = await http.post(f"{env.url}/v1/offers", headers=env.headers(slug), json={
+        "credential_configuration_ids": [type_id], "subject": {"identifier": DEMO_EVERYTHING, "name": "Titular de Prova"},
+        "tx_code": False, "authorization_code": authorization_code})
+    assert r.status_code == 201, r.text
+    return r.json()
+
+
+async def _pre_authorized(http: httpx.AsyncClient, env: IssuerEnv, slug: str, offer: dict[str, Any]) -> httpx.Response:
+    code = offer["offer"]["grants"][PRE_AUTHORIZED_CODE_GRANT]["pre-authorized_code"]
+    return await http.post(f"{env.issuer(slug)}/token", data={"grant_type": PRE_AUTHORIZED_CODE_GRANT,
+                                                              "pre-authorized_code": code})
+
+
+async def test_an_offer_taken_by_issuer_state_is_used_up_for_both_grants(issuer_env: IssuerEnv) -> None:
+    slug, base = "aoc-tax", issuer_env.issuer("aoc-tax")
+    async with httpx.AsyncClient(timeout=20, limits=LIMITS) as http:
+        offer = await _offer(http, issuer_env, slug, "tax-compliance")
+        wallet = WalletClient(http)
+        first = await wallet.authorize(base, "tax-compliance", login_hint=DEMO_EVERYTHING, issuer_state=offer["offer_id"])
+        with pytest.raises(IssuerError) as again:
+            await wallet.authorize(base, "tax-compliance", login_hint=DEMO_EVERYTHING, issuer_state=offer["offer_id"])
+        pre_authorized = await _pre_authorized(http, issuer_env, slug, offer)
+        served = await http.get(offer["credential_offer_uri"])
+    assert first.access_token
+    assert again.value.error == "invalid_request"
+    assert pre_authorized.status_code == 400 and pre_authorized.json()["error"] == "invalid_grant"
+    assert served.status_code == 404
+
+
+async def test_an_offer_redeemed_by_its_pre_authorized_code_cannot_be_taken_by_issuer_state(issuer_env: IssuerEnv) -> None:
+    slug, base = "aoc-tax", issuer_env.issuer("aoc-tax")
+    async with httpx.AsyncClient(timeout=20, limits=LIMITS) as http:
+        offer = await _offer(http, issuer_env, slug, "tax-compliance")
+        assert (await _pre_authorized(http, issuer_env, slug, offer)).status_code == 200
+        with pytest.raises(IssuerError) as refused:
+            await WalletClient(http).authorize(base, "tax-compliance", login_hint=DEMO_EVERYTHING,
+                                               issuer_state=offer["offer_id"])
+    assert refused.value.error == "invalid_request"
+
+
+async def test_the_first_grant_to_reach_the_token_endpoint_takes_the_offer(issuer_env: IssuerEnv) -> None:
+    """A citizen logged in with issuer_state, then the offer's pre-authorized code is redeemed: the
+    authorization code no longer obtains the offer (and the other way round)."""
+    slug, base = "aoc-tax", issuer_env.issuer("aoc-tax")
+    async with httpx.AsyncClient(timeout=20, limits=LIMITS) as http:
+        offer = await _offer(http, issuer_env, slug, "tax-compliance")
+        verifier, back = await _login(http, base, "tax-compliance", DEMO_EVERYTHING, issuer_state=offer["offer_id"])
+        assert (await _pre_authorized(http, issuer_env, slug, offer)).status_code == 200
+        late_code = await _token(http, base, back["code"], verifier, client_id=CLIENT)
+
+        offer = await _offer(http, issuer_env, slug, "tax-compliance")
+        verifier, back = await _login(http, base, "tax-compliance", DEMO_EVERYTHING, issuer_state=offer["offer_id"])
+        won = await _token(http, base, back["code"], verifier, client_id=CLIENT)
+        late_pre_authorized = await _pre_authorized(http, issuer_env, slug, offer)
+    assert late_code.status_code == 400 and late_code.json()["error"] == "invalid_grant"
+    assert won.status_code == 200, won.text
+    assert late_pre_authorized.status_code == 400 and late_pre_authorized.json()["error"] == "invalid_grant"
+
+
+async def test_issuer_state_needs_an_offer_with_the_authorization_code_grant(issuer_env: IssuerEnv) -> None:
+    slug, base = "aoc-tax", issuer_env.issuer("aoc-tax")
+    async with httpx.AsyncClient(timeout=20, limits=LIMITS) as http:
+        offer = await _offer(http, issuer_env, slug, "tax-compliance", authorization_code=False)
+        with pytest.raises(IssuerError) as no_grant:
+            await WalletClient(http).authorize(base, "tax-compliance", login_hint=DEMO_EVERYTHING,
+                                               issuer_state=offer["offer_id"])
+        unknown = await http.post(f"{base}/par", data={
+            "response_type": "code", "client_id": CLIENT, "redirect_uri": REDIRECT, "code_challenge": _pkce()[1],
+            "code_challenge_method": "S256", "scope": "tax-compliance", "issuer_state": "o_nosuchoffer"})
+        pre_authorized = await _pre_authorized(http, issuer_env, slug, offer)
+    assert no_grant.value.error == "invalid_request"
+    assert unknown.status_code == 400 and unknown.json()["error"] == "invalid_request"
+    assert pre_authorized.status_code == 200  # refusing issuer_state did not spend the offer
+
+
+async def test_an_expired_offer_is_not_taken_by_issuer_state(issuer_env: IssuerEnv) -> None:
+    slug, base = "aoc-tax", issuer_env.issuer("aoc-tax")
+    database = issuer_env.settings.database_url.split("///", 1)[1]
+
+    def expire(offer_id: str) -> None:
+        with contextlib.closing(sqlite3.connect(database)) as conn:
+            conn.execute("UPDATE offers SET expires_at = '2000-01-01 00:00:00.000000' WHERE id = ?", (offer_id,))
+            conn.commit()
+
+    async with httpx.AsyncClient(timeout=20, limits=LIMITS) as http:
+        offer = await _offer(http, issuer_env, slug, "tax-compliance")
+        expire(offer["offer_id"])
+        with pytest.raises(IssuerError) as at_authorize:
+            await WalletClient(http).authorize(base, "tax-compliance", login_hint=DEMO_EVERYTHING,
+                                               issuer_state=offer["offer_id"])
+        # Expired between the login and the token request.
+        offer = await _offer(http, issuer_env, slug, "tax-compliance")
+        verifier, back = await _login(http, base, "tax-compliance", DEMO_EVERYTHING, issuer_state=offer["offer_id"])
+        expire(offer["offer_id"])
+        at_token = await _token(http, base, back["code"], verifier, client_id=CLIENT)
+    assert at_authorize.value.error == "invalid_request"
+    assert at_token.status_code == 400 and at_token.json()["error"] == "invalid_grant"
+
+
+async def test_issuer_state_still_accepts_only_the_offers_subject(issuer_env: IssuerEnv) -> None:
+    slug, base = "aoc-tax", issuer_env.issuer("aoc-tax")
+    async with httpx.AsyncClient(timeout=20, limits=LIMITS) as http:
+        offer = await _offer(http, issuer_env, slug, "tax-compliance")
+        _, refused = await _login(http, base, "tax-compliance", DEMO_TAX_NEGATIVE, issuer_state=offer["offer_id"])
+        pre_authorized = await _pre_authorized(http, issuer_env, slug, offer)
+    assert refused["error"] == "access_denied" and "code" not in refused
+    assert pre_authorized.status_code == 200  # another person's login did not spend the offer
