@@ -152,18 +152,20 @@ async def start_login(ctx: IssuerContext, tenant: TenantRef, params: dict[str, s
     now = utcnow()
     if "request_uri" in params:
         request_uri = params["request_uri"]
+        client_id = params.get("client_id")
+        if not client_id:
+            raise APIError(400, INVALID_REQUEST, "client_id is required")
+        # The client id is part of the condition: a call by another client must not take the request.
         async with ctx.session() as session:
             row = (await session.execute(
                 update(AuthorizationRequest).where(
                     AuthorizationRequest.request_uri_hash == secret_hash(request_uri),
-                    AuthorizationRequest.tenant_id == tenant.id, AuthorizationRequest.stage == "pushed",
-                    AuthorizationRequest.expires_at > now)
+                    AuthorizationRequest.tenant_id == tenant.id, AuthorizationRequest.client_id == client_id,
+                    AuthorizationRequest.stage == "pushed", AuthorizationRequest.expires_at > now)
                 .values(stage="new", expires_at=now + dt.timedelta(seconds=ctx.settings.login_ttl))
-                .returning(AuthorizationRequest.id, AuthorizationRequest.client_id))).first()
+                .returning(AuthorizationRequest.id))).first()
         if row is None:
-            raise APIError(400, INVALID_REQUEST, "request_uri is unknown, used or expired")
-        if params.get("client_id") != row[1]:
-            raise APIError(400, INVALID_REQUEST, "client_id does not match the pushed request")
+            raise APIError(400, INVALID_REQUEST, "request_uri is unknown, used, expired or pushed by another client")
         request_id = row[0]
     else:
         _, created = await create_request(ctx, tenant, params, known, pushed=False)

@@ -284,3 +284,19 @@ async def test_issuer_state_still_accepts_only_the_offers_subject(issuer_env: Is
         pre_authorized = await _pre_authorized(http, issuer_env, slug, offer)
     assert refused["error"] == "access_denied" and "code" not in refused
     assert pre_authorized.status_code == 200  # another person's login did not spend the offer
+
+
+# -- pushed requests, client ids ------------------------------------------------------------------------
+
+async def test_a_pushed_request_is_not_burnt_by_another_client(issuer_env: IssuerEnv) -> None:
+    base = issuer_env.issuer("uni-barcelona")
+    async with httpx.AsyncClient(timeout=20, limits=LIMITS) as http:
+        _, request_uri = await _push(http, base, "university-diploma")
+        other = await http.get(f"{base}/authorize", params={"client_id": "other", "request_uri": request_uri})
+        without = await http.get(f"{base}/authorize", params={"request_uri": request_uri})
+        right = await http.get(f"{base}/authorize", params={"client_id": CLIENT, "request_uri": request_uri})
+        replay = await http.get(f"{base}/authorize", params={"client_id": CLIENT, "request_uri": request_uri})
+    for refused in (other, without, replay):
+        assert refused.status_code == 400 and refused.json()["error"] == "invalid_request"
+    assert right.status_code == 303
+    assert right.headers["location"].startswith(issuer_env.settings.idp_authorize_url)
