@@ -93,6 +93,9 @@ async def create_request(ctx: IssuerContext, tenant: TenantRef, params: dict[str
     Errors found once ``client_id`` and ``redirect_uri`` are known good are :class:`RedirectableError`
     (the authorization endpoint sends them back to the wallet, RFC 6749 §4.1.2.1; PAR answers JSON).
     """
+    if pushed and "request_uri" in params:
+        # RFC 9126 §2.1: a pushed request cannot itself refer to a request_uri.
+        raise APIError(400, INVALID_REQUEST, "request_uri is not allowed in a pushed authorization request")
     client_id = params.get("client_id", "")
     if not client_id or len(client_id) > 300:
         raise APIError(400, INVALID_REQUEST, "client_id is required")

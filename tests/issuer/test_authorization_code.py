@@ -300,3 +300,14 @@ async def test_a_pushed_request_is_not_burnt_by_another_client(issuer_env: Issue
         assert refused.status_code == 400 and refused.json()["error"] == "invalid_request"
     assert right.status_code == 303
     assert right.headers["location"].startswith(issuer_env.settings.idp_authorize_url)
+
+
+async def test_par_refuses_a_request_uri_parameter(issuer_env: IssuerEnv) -> None:
+    base = issuer_env.issuer("uni-barcelona")
+    async with httpx.AsyncClient(timeout=20, limits=LIMITS) as http:
+        _, request_uri = await _push(http, base, "university-diploma")
+        nested = await http.post(f"{base}/par", data={
+            "response_type": "code", "client_id": CLIENT, "redirect_uri": REDIRECT, "code_challenge": _pkce()[1],
+            "code_challenge_method": "S256", "scope": "university-diploma", "request_uri": request_uri})
+    assert nested.status_code == 400 and nested.json()["error"] == "invalid_request"
+    assert "request_uri" in nested.json()["error_description"]
