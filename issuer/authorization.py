@@ -323,9 +323,12 @@ async def redeem_authorization_code(ctx: IssuerContext, tenant: TenantRef, *, co
                                     redirect_uri: str | None, client_id: str | None) -> CodeGrant:
     """Check and consume an authorization code (single-use); ``invalid_grant`` for any mismatch.
 
-    A code obtained with ``issuer_state`` takes that offer (as its pre-authorized code would): the
-    offer must still be open, and is then used up.
+    ``client_id`` is required (RFC 6749 §4.1.3: the wallet is a public client); without it the request
+    is ``invalid_request`` and the code is not spent. A code obtained with ``issuer_state`` takes that
+    offer (as its pre-authorized code would): the offer must still be open, and is then used up.
     """
+    if not client_id:
+        raise APIError(400, INVALID_REQUEST, "client_id is required")
     now = utcnow()
     async with ctx.session() as session:
         row = (await session.execute(
@@ -340,7 +343,7 @@ async def redeem_authorization_code(ctx: IssuerContext, tenant: TenantRef, *, co
         raise APIError(400, INVALID_GRANT, "code_verifier does not match the code_challenge")
     if redirect_uri != row.redirect_uri:
         raise APIError(400, INVALID_GRANT, "redirect_uri does not match the authorization request")
-    if client_id is not None and client_id != row.client_id:
+    if client_id != row.client_id:
         raise APIError(400, INVALID_GRANT, "the code was issued to another client")
     selector = None
     credential_ids: dict[str, str] = {}

@@ -311,3 +311,19 @@ async def test_par_refuses_a_request_uri_parameter(issuer_env: IssuerEnv) -> Non
             "code_challenge_method": "S256", "scope": "university-diploma", "request_uri": request_uri})
     assert nested.status_code == 400 and nested.json()["error"] == "invalid_request"
     assert "request_uri" in nested.json()["error_description"]
+
+
+async def test_the_token_endpoint_requires_the_client_id_for_an_authorization_code(issuer_env: IssuerEnv) -> None:
+    base = issuer_env.issuer("uni-barcelona")
+    async with httpx.AsyncClient(timeout=20, limits=LIMITS) as http:
+        verifier, back = await _login(http, base, "university-diploma", DEMO_EVERYTHING)
+        without = await _token(http, base, back["code"], verifier)
+        empty = await _token(http, base, back["code"], verifier, client_id="")
+        right = await _token(http, base, back["code"], verifier, client_id=CLIENT)
+        verifier, back = await _login(http, base, "university-diploma", DEMO_EVERYTHING)
+        other = await _token(http, base, back["code"], verifier, client_id="other")
+    for refused in (without, empty):
+        assert refused.status_code == 400 and refused.json()["error"] == "invalid_request"
+        assert "client_id" in refused.json()["error_description"]
+    assert right.status_code == 200, right.text  # the refused requests did not spend the code
+    assert other.status_code == 400 and other.json()["error"] == "invalid_grant"
