@@ -20,6 +20,8 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from .outbound import OutboundPolicy
+
 LogLevel = Literal["debug", "info", "warning", "error", "critical"]
 
 
@@ -104,6 +106,16 @@ class ServiceSettings(BaseSettings):
         default=True,
         description="Apply the per-client and per-subject rate limits (off: benchmarks, load tests).",
     )
+    internal_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description=(
+            "Destinations on internal networks that calls made for others may reach: host names, IP "
+            "addresses or CIDR networks, comma-separated (e.g. a registry on the administration's "
+            "network). Those calls (tenants' data sources and webhooks, agencies' webhooks, URLs in "
+            "credentials, offers and QR codes) reach public addresses only, plus loopback in "
+            "`dev_mode`, plus these."
+        ),
+    )
     dev_mode: bool = Field(
         default=False,
         description=(
@@ -112,9 +124,10 @@ class ServiceSettings(BaseSettings):
         ),
     )
 
-    @field_validator("trusted_proxies", mode="before")
+    @field_validator("trusted_proxies", "cors_origins", "internal_hosts", mode="before")
     @classmethod
-    def _split_proxies(cls, value: Any) -> Any:
+    def _split_list(cls, value: Any) -> Any:
+        """A list from the environment: comma-separated, or a JSON array."""
         if isinstance(value, str):
             text = value.strip()
             if text.startswith("["):
@@ -134,17 +147,9 @@ class ServiceSettings(BaseSettings):
                 raise ValueError(f"trusted_proxies entries are IP addresses or networks, got {entry!r}") from None
         return value
 
-    @field_validator("cors_origins", mode="before")
-    @classmethod
-    def _split_origins(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            text = value.strip()
-            if not text:
-                return []
-            if text.startswith("["):
-                return json.loads(text)
-            return [part.strip() for part in text.split(",") if part.strip()]
-        return value
+    def outbound_policy(self) -> OutboundPolicy:
+        """What calls made for others (``service_kit.outbound``) may reach."""
+        return OutboundPolicy.from_settings(self.internal_hosts, dev_mode=self.dev_mode)
 
     @field_validator("cors_origins")
     @classmethod

@@ -52,6 +52,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, declared_attr, mapped_column
 
 from service_kit.db import UTCDateTime
+from service_kit.outbound import CALL_DEADLINE_FACTOR
 
 SIGNATURE_HEADER = "Cartera-Signature"
 EVENT_ID_HEADER = "Cartera-Event-Id"
@@ -179,7 +180,8 @@ async def deliver_webhook(
     ``max_attempts`` in total (honouring ``Retry-After`` up to ``max_delay``); any other status is final,
     since sending the same request again would get the same answer. Each attempt is signed afresh, so its
     timestamp is current. The URL and secret are never logged. ``timeout`` (seconds) overrides the
-    client's own timeout, which otherwise applies (each service builds its client from its settings).
+    client's own timeout, which otherwise applies (each service builds its client from its settings);
+    an attempt ends within :data:`~service_kit.outbound.CALL_DEADLINE_FACTOR` times it.
     """
     status: int | None = None
     error: str | None = None
@@ -192,8 +194,13 @@ async def deliver_webhook(
         }
         delay: float | None = None
         try:
-            response = await (client.post(url, content=body, headers=headers) if timeout is None
-                              else client.post(url, content=body, headers=headers, timeout=timeout))
+            # Each wait is bounded by the timeout, the whole attempt by a deadline: a receiver trickling
+            # its answer would otherwise hold the delivery loop, and every other endpoint's events.
+            async with asyncio.timeout(CALL_DEADLINE_FACTOR * (timeout or client.timeout.read or 5.0)):
+                response = await (client.post(url, content=body, headers=headers) if timeout is None
+                                  else client.post(url, content=body, headers=headers, timeout=timeout))
+        except TimeoutError:
+            status, error = None, "deadline exceeded"
         except httpx.HTTPError as exc:
             status, error = None, type(exc).__name__
         else:

@@ -30,6 +30,7 @@ from typing import Any
 import httpx
 from cryptography import x509 as cx509
 
+from service_kit.outbound import CALL_DEADLINE_FACTOR
 from ssi import x509 as ssi_x509
 from ssi.dcql import ClaimPath, DCQLQuery, check_presented, parse_dcql_query, resolve_path
 from ssi.encoding import b64url_decode, json_loads
@@ -152,16 +153,11 @@ class FetchError(Exception):
     """An outbound fetch failed (network, status, size, content)."""
 
 
-#: A whole fetch ends within this many times the client's read timeout, which bounds each wait only: a
-#: status list or metadata server trickling its answer would otherwise hold the check for ever.
-FETCH_DEADLINE_FACTOR = 4
-
-
 async def fetch_bytes(client: httpx.AsyncClient, url: str, *, accept: str, max_bytes: int) -> bytes:
     """GET ``url`` and return the body, refusing non-2xx answers, bodies over ``max_bytes`` and answers
-    not finished within :data:`FETCH_DEADLINE_FACTOR` times the client's read timeout."""
+    not finished within :data:`CALL_DEADLINE_FACTOR` times the client's read timeout."""
     try:
-        async with asyncio.timeout(FETCH_DEADLINE_FACTOR * (client.timeout.read or 5.0)), \
+        async with asyncio.timeout(CALL_DEADLINE_FACTOR * (client.timeout.read or 5.0)), \
                 client.stream("GET", url, headers={"Accept": accept}) as response:
             if response.status_code != 200:
                 raise FetchError(f"HTTP {response.status_code}")

@@ -3,6 +3,7 @@ the timeout their service's settings give, with a typed error — and nothing is
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 from urllib.parse import urlencode
@@ -140,4 +141,16 @@ async def test_verifier_gives_up_on_a_status_list_server_that_trickles_its_answe
         with pytest.raises(FetchError, match="deadline"):
             await fetch_bytes(client, f"{trickle.url}/statuslists/1", accept="application/statuslist+jwt",
                               max_bytes=1_000_000)
+    assert 3.9 <= time.monotonic() - began < 4 + BOUND
+
+
+@pytest.mark.anyio
+async def test_webhook_delivery_ends_at_its_deadline_with_a_receiver_that_trickles(trickle: Trickle) -> None:
+    """One receiver trickling its answer does not hold the delivery loop (and every other endpoint's
+    events) for ever: an attempt ends at 4 × the timeout."""
+    async with httpx.AsyncClient(timeout=1.0) as client, asyncio.timeout(4 + 2 * BOUND):
+        began = time.monotonic()
+        result = await deliver_webhook(client, f"{trickle.url}/hook", b"{}", "secret", event_id="e2",
+                                       max_attempts=1)
+    assert not result.delivered and result.error == "deadline exceeded"
     assert 3.9 <= time.monotonic() - began < 4 + BOUND

@@ -1,0 +1,241 @@
+"""Outgoing HTTP to addresses others choose: which destinations a service may reach, and for how long.
+
+A tenant's data source and webhooks, an agency's webhook, an issuer named in a credential, a
+request URI in a QR code: the services call URLs that someone outside the operator chose. Left open,
+such a URL points the service at its own database port, the ACA-Py admin API, a cloud metadata
+endpoint or any host of the internal network, and the service makes the call with its own network
+position (server-side request forgery).
+
+:class:`OutboundPolicy` says what may be reached: addresses on the public internet, plus the hosts and
+networks the operator lists as internal destinations, plus loopback in development. It is enforced
+where the connection is made (:func:`guarded_transport`): every address a host name resolves to is
+checked, and the connection goes to the address that was checked, so a name that resolves to a public
+address when the URL is registered and to an internal one when it is called (DNS rebinding) gets
+nowhere. Redirects are not followed by the services' clients, so a public server cannot bounce a call
+inward either.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import socket
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+import httpcore
+import httpx
+
+from ssi.urls import UnsafeURL, split_secure_url
+
+#: A whole call (connection, request, every chunk of the answer) ends within this many times the
+#: per-operation timeout: that one bounds each wait, and a peer trickling its answer a byte at a time
+#: never waits that long, holding the call (and whatever waits for it) open for ever.
+CALL_DEADLINE_FACTOR = 4
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class DestinationRefused(httpcore.ConnectError):
+    """The destination is not one the policy lets the service reach (raised as a connection error, so
+    callers treat it as an unreachable peer; the message names the host, never the path or query)."""
+
+
+def _address(value: str) -> IPAddress | None:
+    try:
+        address = ipaddress.ip_address(value.strip("[]").split("%", 1)[0])
+    except ValueError:
+        return None
+    # ::ffff:127.0.0.1 reaches 127.0.0.1: judge the IPv4 address it carries.
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+@dataclass(frozen=True)
+class OutboundPolicy:
+    """Destinations a service may reach on behalf of others.
+
+    ``internal_hosts``: host names (exact, case-insensitive), IP addresses or networks (CIDR) that may
+    be reached although not public, e.g. a registry on the administration's internal network.
+    ``allow_loopback``: loopback addresses too (development, where every service runs on one host).
+    """
+
+    internal_hosts: tuple[str, ...] = ()
+    allow_loopback: bool = False
+    _names: frozenset[str] = field(init=False, repr=False, compare=False)
+    _networks: tuple[IPNetwork, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        names: set[str] = set()
+        networks: list[IPNetwork] = []
+        for entry in self.internal_hosts:
+            entry = entry.strip()
+            if not entry:
+                continue
+            try:
+                networks.append(ipaddress.ip_network(entry.strip("[]"), strict=False))
+            except ValueError:
+                names.add(entry.lower().rstrip("."))
+        object.__setattr__(self, "_names", frozenset(names))
+        object.__setattr__(self, "_networks", tuple(networks))
+
+    @classmethod
+    def from_settings(cls, internal_hosts: Iterable[str], *, dev_mode: bool) -> OutboundPolicy:
+        return cls(tuple(internal_hosts), allow_loopback=dev_mode)
+
+    def host_listed(self, host: str) -> bool:
+        """Whether ``host`` is a host name the operator listed as an internal destination."""
+        return host.lower().rstrip(".") in self._names
+
+    def address_allowed(self, address: IPAddress) -> bool:
+        """Whether a connection to ``address`` is allowed."""
+        if any(address in network for network in self._networks):
+            return True
+        if address.is_loopback:
+            return self.allow_loopback
+        return address.is_global and not address.is_multicast
+
+    def refusal(self, host: str, addresses: Iterable[IPAddress]) -> str | None:
+        """Why a connection to ``host`` (resolved to ``addresses``) is refused, or ``None``."""
+        if self.host_listed(host):
+            return None
+        addresses = list(addresses)
+        if not addresses:
+            return f"{host} has no address"
+        for address in addresses:
+            if not self.address_allowed(address):
+                return (f"{host} is an internal address ({address}) and not a listed internal host "
+                        "(settings: internal_hosts)")
+        return None
+
+    async def check_url(self, url: str) -> str | None:
+        """Why calls to ``url`` would be refused, or ``None``: for a clear answer when the URL is
+        registered. A host that does not resolve now is not refused here (it may later); the check
+        made at each connection is the one that counts."""
+        try:
+            host = httpx.URL(url).host
+        except (httpx.InvalidURL, TypeError):
+            return "the URL cannot be read"
+        if not host:
+            return "the URL has no host"
+        if self.host_listed(host):
+            return None
+        literal = _address(host)
+        if literal is not None:
+            return self.refusal(host, [literal])
+        try:
+            addresses = await _resolve(host, 443)
+        except OSError:
+            return None
+        return self.refusal(host, addresses)
+
+
+async def refused_destination(url: Any, policy: OutboundPolicy, *, dev_mode: bool) -> str | None:
+    """Why ``url`` may not be registered as a destination (a webhook), or ``None``: it must be https
+    (http to loopback in development) and reach an address ``policy`` allows."""
+    try:
+        split_secure_url(url, allow_http_loopback=dev_mode, allow_fragment=False)
+    except UnsafeURL as exc:
+        return f"the URL {exc}"
+    return await policy.check_url(url)
+
+
+async def _resolve(host: str, port: int) -> list[IPAddress]:
+    infos = await anyio.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return [a for a in (_address(str(info[4][0])) for info in infos) if a is not None]
+
+
+def _resolve_blocking(host: str, port: int) -> list[IPAddress]:
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return [a for a in (_address(str(info[4][0])) for info in infos) if a is not None]
+
+
+class _GuardedAsyncBackend(httpcore.AsyncNetworkBackend):
+    """Connects only to addresses the policy allows, and to the very address it checked."""
+
+    def __init__(self, policy: OutboundPolicy, inner: httpcore.AsyncNetworkBackend) -> None:
+        self._policy = policy
+        self._inner = inner
+
+    async def connect_tcp(self, host: str, port: int, timeout: float | None = None,
+                          local_address: str | None = None, socket_options: Any = None) -> httpcore.AsyncNetworkStream:
+        if self._policy.host_listed(host):
+            return await self._inner.connect_tcp(host, port, timeout, local_address, socket_options)
+        literal = _address(host)
+        try:
+            addresses = [literal] if literal is not None else await _resolve(host, port)
+        except OSError as exc:
+            raise httpcore.ConnectError(f"{host} cannot be resolved") from exc
+        reason = self._policy.refusal(host, addresses)
+        if reason is not None:
+            raise DestinationRefused(reason)
+        # To the addresses checked, in the resolver's order, the next one when one cannot be reached
+        # (an IPv6 address without a route). TLS still checks the certificate against ``host``:
+        # httpcore passes the origin's name to start_tls, not the address connected to.
+        for address in addresses[:-1]:
+            with contextlib.suppress(httpcore.ConnectError, httpcore.ConnectTimeout):
+                return await self._inner.connect_tcp(str(address), port, timeout, local_address, socket_options)
+        return await self._inner.connect_tcp(str(addresses[-1]), port, timeout, local_address, socket_options)
+
+    async def connect_unix_socket(self, path: str, timeout: float | None = None,
+                                  socket_options: Any = None) -> httpcore.AsyncNetworkStream:
+        raise DestinationRefused("Unix sockets are not an outbound destination")
+
+    async def sleep(self, seconds: float) -> None:
+        await self._inner.sleep(seconds)
+
+
+class _GuardedSyncBackend(httpcore.NetworkBackend):
+    def __init__(self, policy: OutboundPolicy, inner: httpcore.NetworkBackend) -> None:
+        self._policy = policy
+        self._inner = inner
+
+    def connect_tcp(self, host: str, port: int, timeout: float | None = None, local_address: str | None = None,
+                    socket_options: Any = None) -> httpcore.NetworkStream:
+        if self._policy.host_listed(host):
+            return self._inner.connect_tcp(host, port, timeout, local_address, socket_options)
+        literal = _address(host)
+        try:
+            addresses = [literal] if literal is not None else _resolve_blocking(host, port)
+        except OSError as exc:
+            raise httpcore.ConnectError(f"{host} cannot be resolved") from exc
+        reason = self._policy.refusal(host, addresses)
+        if reason is not None:
+            raise DestinationRefused(reason)
+        for address in addresses[:-1]:
+            with contextlib.suppress(httpcore.ConnectError, httpcore.ConnectTimeout):
+                return self._inner.connect_tcp(str(address), port, timeout, local_address, socket_options)
+        return self._inner.connect_tcp(str(addresses[-1]), port, timeout, local_address, socket_options)
+
+    def connect_unix_socket(self, path: str, timeout: float | None = None,
+                            socket_options: Any = None) -> httpcore.NetworkStream:
+        raise DestinationRefused("Unix sockets are not an outbound destination")
+
+
+def _guard_pool(transport: httpx.AsyncHTTPTransport | httpx.HTTPTransport, backend: Any) -> None:
+    pool = getattr(transport, "_pool", None)
+    # httpx builds the connection pool itself and takes no network backend: the guard is set on the
+    # pool it built. Checked, so an httpx that changes this fails loudly instead of going unguarded.
+    if not isinstance(pool, httpcore.AsyncConnectionPool | httpcore.ConnectionPool) or \
+            not hasattr(pool, "_network_backend"):
+        raise RuntimeError("this httpx version cannot be guarded: outbound calls would reach any address")
+    pool._network_backend = backend(pool._network_backend)
+
+
+def guarded_transport(policy: OutboundPolicy, **kwargs: Any) -> httpx.AsyncHTTPTransport:
+    """An ``httpx`` transport that connects only where ``policy`` allows (``kwargs`` as for
+    ``httpx.AsyncHTTPTransport``; no proxy: the destination is what is checked)."""
+    transport = httpx.AsyncHTTPTransport(**kwargs)
+    _guard_pool(transport, lambda inner: _GuardedAsyncBackend(policy, inner))
+    return transport
+
+
+def guarded_sync_transport(policy: OutboundPolicy, **kwargs: Any) -> httpx.HTTPTransport:
+    """The blocking counterpart of :func:`guarded_transport`."""
+    transport = httpx.HTTPTransport(**kwargs)
+    _guard_pool(transport, lambda inner: _GuardedSyncBackend(policy, inner))
+    return transport

@@ -1,0 +1,122 @@
+"""Calls made for others reach only the destinations of the outbound policy (service_kit.outbound):
+checked where the connection is made, against a real server on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from service_kit.outbound import (
+    OutboundPolicy,
+    guarded_sync_transport,
+    guarded_transport,
+    refused_destination,
+)
+from tests.support.servers import serve
+
+
+@pytest.fixture(scope="module")
+def local() -> Iterator[str]:
+    app = FastAPI()
+
+    @app.get("/")
+    async def root() -> dict[str, str]:
+        return {"reached": "yes"}
+
+    with serve(app) as url:
+        yield url
+
+
+def _get(policy: OutboundPolicy, url: str) -> httpx.Response:
+    async def go() -> httpx.Response:
+        async with httpx.AsyncClient(transport=guarded_transport(policy), timeout=5) as client:
+            return await client.get(url)
+    return asyncio.run(go())
+
+
+def test_loopback_is_refused_unless_development(local: str) -> None:
+    with pytest.raises(httpx.ConnectError, match="internal address"):
+        _get(OutboundPolicy(), local)
+    assert _get(OutboundPolicy(allow_loopback=True), local).json() == {"reached": "yes"}
+
+
+def test_a_name_is_judged_by_the_addresses_it_resolves_to(local: str) -> None:
+    by_name = local.replace("127.0.0.1", "localhost")
+    with pytest.raises(httpx.ConnectError, match="localhost is an internal address"):
+        _get(OutboundPolicy(), by_name)
+    assert _get(OutboundPolicy(allow_loopback=True), by_name).status_code == 200
+
+
+@pytest.mark.parametrize("listed", ["127.0.0.1", "127.0.0.0/8", "LOCALHOST"])
+def test_listed_internal_hosts_are_reached(local: str, listed: str) -> None:
+    url = local.replace("127.0.0.1", "localhost") if listed == "LOCALHOST" else local
+    assert _get(OutboundPolicy((listed,)), url).status_code == 200
+
+
+@pytest.mark.parametrize("host", ["10.255.255.1", "169.254.169.254", "192.168.1.1", "[::ffff:127.0.0.1]", "[fd00::1]",
+                                  "0.0.0.0", "100.64.0.1"])
+def test_internal_addresses_are_refused_without_a_connection(host: str) -> None:
+    started = time.monotonic()
+    with pytest.raises(httpx.ConnectError, match="internal address"):
+        _get(OutboundPolicy(), f"http://{host}:9/")
+    # 10.255.255.1 blackholes: a connection attempt would wait for the 5 s timeout.
+    assert time.monotonic() - started < 2
+
+
+def test_the_blocking_transport_is_guarded_too(local: str) -> None:
+    with httpx.Client(transport=guarded_sync_transport(OutboundPolicy()), timeout=5) as client, \
+            pytest.raises(httpx.ConnectError, match="internal address"):
+        client.get(local)
+    with httpx.Client(transport=guarded_sync_transport(OutboundPolicy(allow_loopback=True)), timeout=5) as client:
+        assert client.get(local).status_code == 200
+
+
+def test_policy_addresses() -> None:
+    policy = OutboundPolicy(("10.1.0.0/16", "registry.intranet"))
+    assert policy.address_allowed(ipaddress.ip_address("10.1.2.3"))
+    assert not policy.address_allowed(ipaddress.ip_address("10.2.0.1"))
+    assert not policy.address_allowed(ipaddress.ip_address("127.0.0.1"))
+    assert policy.address_allowed(ipaddress.ip_address("8.8.8.8"))
+    assert not policy.address_allowed(ipaddress.ip_address("224.0.0.1"))
+    assert policy.host_listed("Registry.Intranet.")
+    assert policy.refusal("registry.intranet", []) is None
+    assert policy.refusal("nowhere.example", []) == "nowhere.example has no address"
+
+
+@pytest.mark.parametrize(("url", "dev", "refused"), [
+    ("https://8.8.8.8/hook", False, None),
+    ("http://8.8.8.8/hook", False, "the URL must use https"),
+    ("https://127.0.0.1/hook", False, "internal address"),
+    ("http://127.0.0.1:9/hook", True, None),
+    ("https://169.254.169.254/latest", True, "internal address"),
+    ("https://user:pw@8.8.8.8/", False, "no user information"),
+    ("https://8.8.8.8/#x", False, "fragment"),
+    (42, False, "non-empty URL"),
+])
+def test_registered_destinations(url: object, dev: bool, refused: str | None) -> None:
+    reason = asyncio.run(refused_destination(url, OutboundPolicy(allow_loopback=dev), dev_mode=dev))
+    assert (reason is None) if refused is None else (reason is not None and refused in reason), reason
+
+
+def test_each_checked_address_is_tried_in_turn(local: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A name with several addresses (IPv6 and IPv4, say) whose first cannot be reached: the next
+    checked address is, as an unguarded client would; a refused one among them stops the call."""
+    import service_kit.outbound as outbound
+
+    port = int(local.rsplit(":", 1)[1])
+    addresses = {"two.test": ["127.0.0.2", "127.0.0.1"], "mixed.test": ["127.0.0.1", "10.0.0.1"]}
+
+    async def resolve(host: str, _port: int) -> list[ipaddress.IPv4Address]:
+        return [ipaddress.ip_address(a) for a in addresses[host]]  # type: ignore[misc]
+
+    monkeypatch.setattr(outbound, "_resolve", resolve)
+    # Nothing listens on 127.0.0.2: that connection is refused, the second address answers.
+    assert _get(OutboundPolicy(allow_loopback=True), f"http://two.test:{port}/").json() == {"reached": "yes"}
+    with pytest.raises(httpx.ConnectError, match="internal address"):
+        _get(OutboundPolicy(allow_loopback=True), f"http://mixed.test:{port}/")
