@@ -118,7 +118,7 @@ async def oidc_discovery(ctx: WalletContext, provider: OIDCProvider) -> dict[str
     if cached is not None and time.monotonic() - cached[0] < _DISCOVERY_TTL:
         return cached[1]
     url = provider.issuer.rstrip("/") + "/.well-known/openid-configuration"
-    async with ctx.client() as client:
+    async with ctx.client(operator_configured=True) as client:
         doc = await ctx.get_json(client, url)
     if not isinstance(doc, dict) or doc.get("issuer") != provider.issuer:
         raise FetchError("the provider's discovery document does not name its issuer")
@@ -234,7 +234,7 @@ async def _valid_identity(ctx: WalletContext, code: str, verifier: str) -> Ident
             "code_verifier": verifier, "client_id": settings.idp_client_id}
     if settings.idp_client_secret is not None:
         form["client_secret"] = settings.idp_client_secret.get_secret_value()
-    async with ctx.client() as client:
+    async with ctx.client(operator_configured=True) as client:
         token = await ctx.request_json(client, "POST", f"{settings.idp_url}/o/oauth2/token", data=form)
         access = token.get("access_token") if isinstance(token, dict) else None
         if not isinstance(access, str):
@@ -257,7 +257,7 @@ async def _provider_keys(ctx: WalletContext, jwks_uri: str, refresh: bool) -> li
     cached = _jwks_cache.get(jwks_uri)
     if cached is not None and not refresh and time.monotonic() - cached[0] < _DISCOVERY_TTL:
         return cached[1]
-    async with ctx.client() as client:
+    async with ctx.client(operator_configured=True) as client:
         jwks = await ctx.get_json(client, jwks_uri)
     keys: list[Key] = []
     for jwk in (jwks.get("keys") if isinstance(jwks, dict) else None) or []:
@@ -325,7 +325,7 @@ async def _oidc_identity(ctx: WalletContext, name: str, code: str, verifier: str
             "code_verifier": verifier, "client_id": provider.client_id}
     if provider.client_secret is not None:
         form["client_secret"] = provider.client_secret.get_secret_value()
-    async with ctx.client() as client:
+    async with ctx.client(operator_configured=True) as client:
         token = await ctx.request_json(client, "POST", doc["token_endpoint"], data=form)
     if not isinstance(token, dict) or "id_token" not in token:
         raise LoginError("the provider sent no ID token")

@@ -18,6 +18,7 @@ from typing import Any
 
 from sqlalchemy import Select, and_, delete, or_, select, text, update
 
+from service_kit.outbound import CALL_DEADLINE_FACTOR
 from service_kit.webhooks import claim_due_webhooks, deliver_webhook, purge_finished_webhooks, record_delivery
 from ssi import x509 as ssi_x509
 from ssi.errors import SSIError
@@ -89,11 +90,11 @@ async def deliver_alert_webhooks(ctx: WalletContext) -> int:
         return 0
     secret = settings.webhook_secret.get_secret_value()
     delivered = 0
-    async with ctx.client() as client:
-        # One row leased at a time, for longer than its tries can take (3 × http_timeout and the
-        # pauses): a batch of 20 under one two-minute lease could outlast it, and another worker
-        # would take the rest and send them again.
-        lease = dt.timedelta(seconds=3 * settings.http_timeout + 30)
+    async with ctx.client(operator_configured=True) as client:
+        # One row leased at a time, for longer than its tries can take (3 tries, each ended by its
+        # deadline, and the pauses): a batch of 20 under one two-minute lease could outlast it, and
+        # another worker would take the rest and send them again.
+        lease = dt.timedelta(seconds=3 * CALL_DEADLINE_FACTOR * settings.http_timeout + 30)
         for _ in range(WEBHOOK_ROUND):
             async with ctx.db.session() as session:
                 rows = await claim_due_webhooks(session, AlertWebhookOutbox, utcnow(), lease=lease, limit=1,
@@ -274,7 +275,7 @@ def _status_key(ctx: WalletContext, issuer: str):  # noqa: ANN202 - a callable f
             return ssi_x509.certificate_key(leaf)
 
         def fetch(url: str) -> Any:
-            return get_json_blocking(url, timeout=ctx.settings.http_timeout)
+            return get_json_blocking(url, timeout=ctx.settings.http_timeout, policy=ctx.settings.outbound_policy())
 
         resolver = IssuerMetadataKeyResolver(fetch, allowed_issuers=[issuer], allow_http_loopback=ctx.dev)
         return resolver.resolve(header, {"iss": issuer}, now=time.time()).key

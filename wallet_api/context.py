@@ -13,6 +13,12 @@ from cryptography import x509 as cx509
 
 from service_kit.crypto import SecretBox, load_master_key, parse_master_key
 from service_kit.db import Database
+from service_kit.outbound import (
+    CALL_DEADLINE_FACTOR,
+    OutboundPolicy,
+    guarded_sync_transport,
+    guarded_transport,
+)
 from ssi import x509 as ssi_x509
 from ssi.encoding import json_loads
 from ssi.errors import EncodingError
@@ -38,17 +44,12 @@ class FetchError(Exception):
         super().__init__(detail)
 
 
-#: A whole call (connection, request, every chunk of the answer) ends within this many times the
-#: per-operation timeout: that one bounds each wait, and a peer trickling its answer a byte at a time
-#: never waits that long, holding the exchange (and the request it answers) open for ever.
-CALL_DEADLINE_FACTOR = 4
-
-
-def get_json_blocking(url: str, *, timeout: float) -> Any:
+def get_json_blocking(url: str, *, timeout: float, policy: OutboundPolicy) -> Any:
     """GET ``url`` and parse JSON, from a worker thread (for the synchronous key resolvers of ``ssi``),
-    with the same size cap and whole-call deadline as :meth:`WalletContext.request`."""
+    with the same size cap, whole-call deadline and destinations (``policy``) as
+    :meth:`WalletContext.request`."""
     deadline = time.monotonic() + CALL_DEADLINE_FACTOR * timeout
-    with httpx.Client(timeout=timeout, follow_redirects=False) as client, \
+    with httpx.Client(timeout=timeout, follow_redirects=False, transport=guarded_sync_transport(policy)) as client, \
             client.stream("GET", url, headers={"Accept": "application/json"}) as response:
         if response.status_code != 200:
             raise FetchError(f"{_host(url)} answered HTTP {response.status_code}", response.status_code)
@@ -102,10 +103,16 @@ class WalletContext:
         """Whether alerts are also pushed to a configured webhook."""
         return bool(self.settings.webhook_url)
 
-    def client(self) -> httpx.AsyncClient:
-        """An HTTP client for calls to issuers, verifiers and identity providers (no redirects)."""
+    def client(self, *, operator_configured: bool = False) -> httpx.AsyncClient:
+        """An HTTP client (no redirects) for calls to issuers and verifiers, whose URLs come from offers,
+        QR codes and credentials: it reaches only the destinations of the outbound policy
+        (``service_kit.outbound``). ``operator_configured``: for the identity provider and the alert
+        webhook, which the operator's settings name."""
+        transport = self.transport
+        if transport is None and not operator_configured:
+            transport = guarded_transport(self.settings.outbound_policy())
         return httpx.AsyncClient(timeout=self.settings.http_timeout, follow_redirects=False,
-                                 transport=self.transport, headers={"User-Agent": "cartera-wallet/0.1"})
+                                 transport=transport, headers={"User-Agent": "cartera-wallet/0.1"})
 
     async def get_json(self, client: httpx.AsyncClient, url: str, **kwargs: Any) -> Any:
         """GET ``url`` and parse JSON; raise :class:`FetchError` on any failure."""

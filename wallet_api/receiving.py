@@ -595,7 +595,7 @@ async def verify_received(ctx: WalletContext, token: str, *, credential_issuer: 
                           holder_key: Key) -> sd_jwt_vc.VerifiedCredential:
     """Verify a credential before storing it; raise :class:`IssuanceError` saying why not."""
     def fetch(url: str) -> Any:
-        return get_json_blocking(url, timeout=ctx.settings.http_timeout)
+        return get_json_blocking(url, timeout=ctx.settings.http_timeout, policy=ctx.settings.outbound_policy())
 
     x5c = sd_jwt_vc.X5CKeyResolver(ctx.issuer_anchors) if ctx.issuer_anchors else None
     meta = sd_jwt_vc.IssuerMetadataKeyResolver(fetch, allowed_issuers=[credential_issuer],
