@@ -17,6 +17,7 @@ from service_kit.app import create_service_app
 from service_kit.crypto import SecretBox, load_master_key
 from service_kit.db import Database
 from service_kit.migrations import run_migrations_async
+from service_kit.outbound import guarded_transport
 from service_kit.ratelimit import build_limiter
 from ssi import x509 as ssi_x509
 from ssi.jose import Key
@@ -69,8 +70,10 @@ def create_app(settings: VerifierSettings | None = None) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def wire(app: FastAPI) -> AsyncIterator[None]:
-        client = httpx.AsyncClient(timeout=settings.http_timeout, follow_redirects=False,
-                                   limits=httpx.Limits(max_connections=50))
+        # Status lists and issuer metadata at URLs credentials name, agencies' webhooks: only the
+        # destinations of the outbound policy (service_kit.outbound).
+        client = httpx.AsyncClient(timeout=settings.http_timeout, follow_redirects=False, transport=guarded_transport(
+            settings.outbound_policy(), limits=httpx.Limits(max_connections=50)))
         verifier = PresentationVerifier(
             client=client, anchors=anchors, kb_max_age=settings.kb_max_age, leeway=settings.clock_leeway,
             status_default_ttl=settings.status_default_ttl, metadata_ttl=settings.metadata_ttl,

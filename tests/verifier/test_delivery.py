@@ -4,6 +4,7 @@ Issuer Metadata (credentials without ``x5c``, status list signed with the metada
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 import threading
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import httpx
 import pytest
 from fastapi import FastAPI, Request, Response
 from sqlalchemy import select
@@ -29,6 +31,48 @@ from tests.verifier.conftest import new_request, read_result
 OTHER = "uni-admissions"
 
 # -- webhooks ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("field", "url", "says"), [
+    ("webhook_url", "https://169.254.169.254/latest/meta-data", "internal address"),
+    ("webhook_url", "https://10.0.0.7/hook", "internal address"),
+    ("webhook_url", "http://8.8.8.8/hook", ""),  # refused by the body's own validation
+])
+def test_a_webhook_the_verifier_may_not_reach_is_refused_at_once(http, verifier, field, url, says):
+    response = http.post(f"{verifier.url}/v1/requests", json={"template": "grant-application", field: url},
+                         headers=verifier.headers())
+    assert response.status_code == 400 and response.json()["error"] == "invalid_request", response.text
+    assert says in response.json()["error_description"]
+
+
+def test_outside_development_loopback_webhooks_and_http_redirects_are_refused(tmp_path, pki):
+    """Loopback is the verifier's own host (the ACA-Py admin API, the other services): only in
+    dev_mode may an agency's webhook go there, and a redirect_uri be plain http."""
+    from tests.support.servers import free_port
+    from tests.verifier.conftest import MASTER_KEY
+    from verifier.app import create_app
+    from verifier.provisioning import provision_demo
+    from verifier.settings import VerifierSettings
+
+    port = free_port()
+    settings = VerifierSettings(database_url=f"sqlite+aiosqlite:///{tmp_path / 'v.db'}", dev_mode=False,
+                                public_url="https://verifier.example", port=port, master_key=MASTER_KEY,
+                                data_dir=tmp_path)
+    provisioned = asyncio.run(provision_demo(settings, ca_key=pki.rp_ca_key, ca_cert=pki.rp_ca))
+    key = next(iter(provisioned["agencies"].values()))["api_key"]
+    with serve(create_app(settings), port=port) as url, httpx.Client(timeout=10) as client:
+        def create(**fields: str) -> httpx.Response:
+            return client.post(f"{url}/v1/requests", json={"template": "grant-application", **fields},
+                               headers={"Authorization": f"Bearer {key}"})
+
+        for fields, says in [({"webhook_url": f"http://127.0.0.1:{port}/v1/requests"}, "must use https"),
+                             ({"webhook_url": "https://127.0.0.1/hook"}, "internal address"),
+                             ({"webhook_url": "https://localhost/hook"}, "internal address"),
+                             ({"redirect_uri": "http://127.0.0.1:9/done"}, "must use https")]:
+            response = create(**fields)
+            assert response.status_code == 400, (fields, response.text)
+            assert says in response.json()["error_description"], response.text
+        assert create(redirect_uri="https://agency.example/done").status_code == 201
+
 
 
 @dataclass

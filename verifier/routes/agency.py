@@ -16,9 +16,11 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
 from service_kit.errors import APIError
+from service_kit.outbound import refused_destination
 from service_kit.ratelimit import Limit, client_address, enforce, limiter_of, rate_limit_responses
 from service_kit.security import no_store
 from ssi import x509 as ssi_x509
+from ssi.oid4vci import check_url
 from ssi.qr import qr_png, qr_svg
 from verifier.agencies import verifier_host
 from verifier.models import Agency, Template, Transaction
@@ -156,6 +158,22 @@ async def delete_template(name: str, agency: AgencyDep,
     return Response(status_code=204)
 
 
+async def check_destinations(svc: Services, webhook_url: str | None, redirect_uri: str | None = None) -> None:
+    """400 unless the agency's webhook is https (http to loopback in ``dev_mode``) at an address the
+    outbound policy lets the verifier reach (``service_kit.outbound``), and its ``redirect_uri``, where
+    the wallet sends the citizen's browser, is https outside ``dev_mode``."""
+    settings = svc.settings
+    if webhook_url is not None:
+        refused = await refused_destination(webhook_url, settings.outbound_policy(), dev_mode=settings.dev_mode)
+        if refused is not None:
+            raise APIError(400, "invalid_request", f"webhook_url: {refused}")
+    if redirect_uri is not None:
+        try:
+            check_url(redirect_uri, allow_http_loopback=settings.dev_mode)
+        except ValueError as exc:
+            raise APIError(400, "invalid_request", f"redirect_uri {exc}") from None
+
+
 def _spec(body: RequestIn, template: Template | None, svc: Services) -> RequestSpec:
     settings = svc.settings
     prefix = body.client_id_prefix or settings.default_client_id_prefix
@@ -228,6 +246,7 @@ async def create_request(body: RequestIn, auth: Annotated[tuple[Any, Any, str | 
         template = await _template(svc, agency, body.template) if body.template is not None else None
     elif body.template is not None and template is None:
         raise APIError(404, "not_found", "no such template for this agency")
+    await check_destinations(svc, body.webhook_url, body.redirect_uri)
     spec = _spec(body, template, svc)
     # One INSERT: atomic by itself, so no BEGIN/COMMIT round trips on PostgreSQL.
     async with svc.db.statement_connection() as conn:

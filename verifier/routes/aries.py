@@ -24,7 +24,7 @@ from service_kit.security import no_store
 from ssi.oid4vci import check_url
 from ssi.qr import qr_png, qr_svg
 from verifier.aries_channel import VerifierAriesChannel
-from verifier.routes.agency import limit_request_creation
+from verifier.routes.agency import check_destinations, limit_request_creation
 from verifier.routes.deps import AgencyDep, Svc
 
 router = APIRouter(tags=["aries"])
@@ -75,6 +75,7 @@ class AriesRequestOut(BaseModel):
                         404: {"description": "No such template, or the Aries channel is not enabled."},
                         **rate_limit_responses()})
 async def create_aries_request(body: AriesRequestIn, agency: AgencyDep, svc: Svc, aries: Channel) -> AriesRequestOut:
+    await check_destinations(svc, body.webhook_url)
     tx, watch, row = await aries.create_request(agency, body.template, query_id=body.query_id,
                                                 expires_in=body.expires_in, webhook_url=body.webhook_url)
     base = f"{svc.public_url}/v1/requests/{tx.id}"
