@@ -82,7 +82,10 @@ def start_issuer(database_url: str, folder: Path, port: int, workers: int = 1) -
            "CARTERA_ISSUER_CA_CERT_FILE": str(folder / "ca.pem"), "CARTERA_ISSUER_LOG_LEVEL": "warning",
            # Every wallet of the load comes from 127.0.0.1: raise (not disable) the per-client limit, so
            # the limiter's statement stays in the measured cost.
-           "CARTERA_ISSUER_RATE_LIMIT_TOKEN_CLIENT": "100000000/60"}
+           "CARTERA_ISSUER_RATE_LIMIT_TOKEN_CLIENT": "100000000/60",
+           # The registry, opened to the bench tenant: a source names it, never its URL.
+           "CARTERA_ISSUER_SQL_CONNECTIONS": json.dumps(
+               {"registry": {"url": f"sqlite:///{folder / 'registry.sqlite'}", "tenants": ["bench"]}})}
     # Migrate first, so that several workers starting together find the schema in place.
     run_migrations(ROOT / "issuer" / "migrations", database_url)
     proc = subprocess.Popen([sys.executable, "-m", "service_kit.server", "issuer.app:create_app", "--port", str(port),
@@ -92,7 +95,7 @@ def start_issuer(database_url: str, folder: Path, port: int, workers: int = 1) -
     return proc
 
 
-async def provision(base: str, registry: Path) -> str:
+async def provision(base: str) -> str:
     async with httpx.AsyncClient(timeout=30) as http:
         r = await http.post(f"{base}/v1/tenants", json={"slug": "bench", "name": "Bench issuer"},
                             headers={"Authorization": f"Bearer {ADMIN}"})
@@ -101,7 +104,7 @@ async def provision(base: str, registry: Path) -> str:
         headers = {"Authorization": f"Bearer {key}"}
         (await http.post(f"{base}/v1/types", json={"builtin": "tax-compliance"}, headers=headers)).raise_for_status()
         (await http.put(f"{base}/v1/types/tax-compliance/source", headers=headers, json={
-            "kind": "sql", "url": f"sqlite:///{registry}", "product": "ECOT103",
+            "kind": "sql", "connection": "registry", "product": "ECOT103",
             "query": "SELECT resultado, referencia, fecha FROM tax WHERE nif = :identifier",
             "fields": {"Certificado.Resultado": "resultado", "Certificado.ReferenciaAEAT": "referencia",
                        "Certificado.FechaEmision": "fecha"},
@@ -277,7 +280,7 @@ def main() -> None:
             profiler = None
             try:
                 base = f"http://127.0.0.1:{port}"
-                api_key = run(provision(base, registry))
+                api_key = run(provision(base))
                 levels = [int(w) for w in args.wallets.split(",")]
                 # Warm-up at the highest concurrency, not counted: the pools open their connections and
                 # the statement caches fill, so every level measures the steady state.

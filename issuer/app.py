@@ -17,6 +17,7 @@ from service_kit.app import create_service_app
 from service_kit.crypto import SecretBox, load_master_key
 from service_kit.db import Database
 from service_kit.migrations import run_migrations_async
+from service_kit.outbound import guarded_transport
 from service_kit.ratelimit import build_limiter
 
 from .aries_channel import IssuerAriesChannel
@@ -55,7 +56,10 @@ def create_app(settings: IssuerSettings | None = None, *, run_background: bool =
     @contextlib.asynccontextmanager
     async def startup(app: FastAPI) -> AsyncIterator[None]:
         await run_migrations_async(MIGRATIONS, settings.database_url)
-        async with key_backend(ctx), httpx.AsyncClient(timeout=settings.source_timeout, follow_redirects=False) as client:
+        # Tenants choose their sources' and webhooks' URLs: only the destinations of the outbound
+        # policy (service_kit.outbound).
+        async with key_backend(ctx), httpx.AsyncClient(timeout=settings.source_timeout, follow_redirects=False,
+                                                       transport=guarded_transport(settings.outbound_policy())) as client:
             ctx.http = client
             if run_background:
                 async with background(ctx):

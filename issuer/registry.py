@@ -13,6 +13,7 @@ document is sealed at rest because adapters' settings hold private keys and bear
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import dataclass
 from functools import cached_property
@@ -26,8 +27,11 @@ from service_kit.crypto import SecretBoxError
 
 from .context import IssuerContext, utcnow
 from .models import CredentialTypeRow, SourceConfig
-from .sources import DataSource, SourceConfigError, SourceContext, build_source
+from .models import Tenant as TenantRow
+from .sources import DataSource, SourceConfigError, SourceContext, build_source, tenant_source_config
 from .tenancy import TenantRef as Tenant
+
+log = logging.getLogger(__name__)
 
 CONTEXT_FIELDS = ("purpose", "procedure", "consent", "official_name", "official_nif")
 #: Seconds a worker trusts its cached view of a tenant's types and sources; changes made through
@@ -158,12 +162,15 @@ async def set_source(ctx: IssuerContext, session: AsyncSession, tenant: Tenant, 
     adapter = {k: v for k, v in config.items() if k != "context"}
     context = _check_context(config.get("context"))
     try:
-        build_source(adapter, http=ctx.http)
+        build_source(tenant_source_config(adapter, _connections(ctx, tenant.slug)), http=ctx.http)
         SourceContext(**context, requesting_body_id=tenant.body_id or "-", requesting_body_name=tenant.name)
     except SourceConfigError as exc:
         raise RegistryError("invalid_source", exc.detail) from exc
     except Exception as exc:  # noqa: BLE001 - SourceRefused from the context check, any adapter constructor error
         raise RegistryError("invalid_source", "the source configuration is not usable") from exc
+    refused = await _refused_destination(ctx, adapter)
+    if refused is not None:
+        raise RegistryError("invalid_source", refused)
     ctx.sources.put(("current", tenant.id, type_id), (0.0, None))
     sealed = ctx.box.seal(json.dumps({**adapter, "context": context}).encode("utf-8"), _aad(tenant.id, type_id))
     row = await session.get(SourceConfig, (tenant.id, type_id))
@@ -175,6 +182,21 @@ async def set_source(ctx: IssuerContext, session: AsyncSession, tenant: Tenant, 
     else:
         row.sealed_config, row.kind, row.updated_at = sealed, str(adapter.get("kind")), now
     return row
+
+
+def _connections(ctx: IssuerContext, slug: str) -> dict[str, str]:
+    """The SQL connections the operator opened to tenant ``slug``: name -> URL."""
+    return {name: connection.url.get_secret_value() for name, connection in ctx.settings.sql_connections.items()
+            if slug in connection.tenants}
+
+
+async def _refused_destination(ctx: IssuerContext, adapter: dict[str, Any]) -> str | None:
+    """Why the source's URL would be refused when called (``service_kit.outbound``), told at once."""
+    url = adapter.get("url") if adapter.get("kind") == "rest" else adapter.get("endpoint")
+    if not isinstance(url, str):
+        return None
+    reason = await ctx.settings.outbound_policy().check_url(url)
+    return None if reason is None else f"the source's URL cannot be reached: {reason}"
 
 
 @dataclass(frozen=True)
@@ -215,8 +237,16 @@ async def _load_source(ctx: IssuerContext, session: AsyncSession, tenant_id: str
     except (SecretBoxError, ValueError):
         return None
     context = config.pop("context")
-    # A source without its own timeout gets the issuer's source_timeout (never the adapter's default).
-    source = build_source({"timeout": ctx.settings.source_timeout, **config}, http=ctx.http)
+    # Checked again: a configuration stored before a rule (or a connection's grant) changed obeys it.
+    slug = await session.scalar(select(TenantRow.slug).where(TenantRow.id == tenant_id)) if row.kind == "sql" else ""
+    try:
+        config = tenant_source_config(config, _connections(ctx, slug or ""))
+        # A source without its own timeout gets the issuer's source_timeout (never the adapter's default).
+        source = build_source({"timeout": ctx.settings.source_timeout, **config}, http=ctx.http)
+    except SourceConfigError as exc:
+        log.warning("stored source configuration refused", extra={"tenant_id": tenant_id, "type_id": type_id,
+                                                                    "reason": exc.detail})
+        return None
     built = ctx.sources.put(cache_key, ConfiguredSource(source, context, row.kind))
     ctx.sources.put(("current", tenant_id, type_id), (time.monotonic(), built))
     return built

@@ -5,11 +5,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar, Literal
 
-from pydantic import Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
 from service_kit.ratelimit import RateSpec
 from service_kit.settings import SigningServiceSettings
+
+
+class SqlConnection(BaseModel):
+    """A database that tenants' SQL data sources may query (their configurations name it, never a URL)."""
+
+    url: SecretStr = Field(description="SQLAlchemy URL, with a read-only account. Never printed.")
+    tenants: list[str] = Field(min_length=1, description="Slugs of the tenants whose sources may query it.")
 
 
 class IssuerSettings(SigningServiceSettings):
@@ -68,6 +75,12 @@ class IssuerSettings(SigningServiceSettings):
                                description="Refuse bearer access tokens: wallets must use DPoP (RFC 9449), as HAIP "
                                            "requires. DPoP is always accepted when a wallet sends a proof.")
     webhook_timeout: float = Field(default=5.0, gt=0, description="Timeout of one webhook delivery, seconds.")
+    sql_connections: dict[str, SqlConnection] = Field(
+        default_factory=dict,
+        description="Databases tenants' SQL data sources may query, by name, as a JSON object "
+                    "`{name: {\"url\": ..., \"tenants\": [slug, ...]}}`: a source configuration names one "
+                    "(`connection`), so that no tenant points a query at the issuer's own database or at "
+                    "another tenant's registry.")
     source_timeout: float = Field(
         default=10.0, gt=0,
         description="Deadline of one data-source query, seconds, retries included (503 "

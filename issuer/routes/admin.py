@@ -17,6 +17,7 @@ from sqlalchemy.exc import IntegrityError
 
 from service_kit.crypto import generate_api_key, hash_api_key
 from service_kit.errors import APIError
+from service_kit.outbound import refused_destination
 from service_kit.pkcs11 import PKCS11Error
 from ssi import x509 as ssi_x509
 from ssi.jose import Key
@@ -444,6 +445,9 @@ class WebhookInfo(BaseModel):
 @router.post("/webhooks", status_code=201, response_model=WebhookInfo, summary="Register a webhook endpoint")
 async def add_webhook(body: WebhookCreate, tenant: TenantRef = Depends(admin_tenant),  # noqa: B008
                       ctx: IssuerContext = Depends(get_ctx)) -> WebhookInfo:  # noqa: B008
+    refused = await refused_destination(body.url, ctx.settings.outbound_policy(), dev_mode=ctx.settings.dev_mode)
+    if refused is not None:
+        raise APIError(400, "invalid_request", refused)
     secret = new_secret()
     hook_id = new_id("wh_", 9)
     async with ctx.session() as session:

@@ -20,7 +20,7 @@ from .base import (
     Subject,
     SubjectNotFound,
 )
-from .config import build_source, build_sources, load_sources_config
+from .config import build_source, build_sources, load_sources_config, tenant_source_config
 
 __all__ = [
     "BadSourceAnswer",
@@ -39,4 +39,5 @@ __all__ = [
     "build_source",
     "build_sources",
     "load_sources_config",
+    "tenant_source_config",
 ]

@@ -27,6 +27,7 @@ The configuration maps credential type ids to a source: ``{type_id: {kind: ..., 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -125,6 +126,37 @@ def _build_viaoberta(settings: dict[str, Any], http: httpx.AsyncClient | None, b
     if specific is not None and not isinstance(specific, dict):
         raise SourceConfigError("specific must map request field paths to values")
     return ViaObertaSource(client, settings["product"], specific=specific, name=settings.get("name", "viaoberta"))
+
+
+#: Settings that name files on the issuer's own server: an operator's sources file may use them, a
+#: tenant's configuration (admin API) may not, or any tenant could have the issuer read its files.
+FILE_SETTINGS = ("signing_key_file", "signing_cert_file", "platform_cert_files")
+
+
+def tenant_source_config(config: dict[str, Any], connections: Mapping[str, str]) -> dict[str, Any]:
+    """A tenant's source configuration, as given through the admin API, made buildable.
+
+    A tenant chooses its source's settings, but not where on the issuer's side they lead: no file
+    settings (:data:`FILE_SETTINGS`: give the PEM itself), and a SQL source names one of the
+    ``connections`` the operator opened to this tenant (``connection``), never a database URL, which
+    could be the issuer's own database. URLs of REST and Via Oberta sources are checked where the
+    connection is made (``service_kit.outbound``). Raises :class:`SourceConfigError`.
+    """
+    if not isinstance(config, dict):
+        raise SourceConfigError("a source configuration must be a mapping")
+    named_files = [key for key in FILE_SETTINGS if key in config]
+    if named_files:
+        raise SourceConfigError(f"{', '.join(named_files)}: a source names no file on the issuer's server; give "
+                                "the PEM text itself (signing_key_pem, signing_cert_pem, platform_certs_pem)")
+    if config.get("kind") != "sql":
+        return dict(config)
+    if "url" in config:
+        raise SourceConfigError("a SQL source names a connection the operator configured (connection), not a URL")
+    name = config.get("connection")
+    if not isinstance(name, str) or name not in connections:
+        raise SourceConfigError("connection must name a database the issuer's operator opened to this tenant "
+                                "(settings: sql_connections)")
+    return {**{k: v for k, v in config.items() if k != "connection"}, "url": connections[name]}
 
 
 def build_sources(config: dict[str, Any], *, http: httpx.AsyncClient | None = None,

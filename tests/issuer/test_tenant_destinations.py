@@ -1,0 +1,113 @@
+"""What a tenant's configuration may make the issuer reach: no file on the issuer's server, no
+database the operator did not open to that tenant (the issuer's own included), no internal address
+for a source or a webhook (service_kit.outbound)."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import httpx
+import pytest
+from pydantic import SecretStr
+
+from issuer.settings import SqlConnection
+from sandbox.population import DEMO_EVERYTHING
+from tests.issuer.conftest import ADMIN_KEY, IssuerEnv, Sandbox, make_settings, start_issuer
+from tests.issuer.helpers import LIMITS
+from tests.support.servers import free_port
+from tests.support.wallet_client import WalletClient
+
+pytestmark = pytest.mark.anyio
+
+CONTEXT = {"purpose": "Prova", "procedure": "PROVA", "consent": "Ley", "official_name": "Anna", "official_nif": "11111111H"}
+QUERY = {"query": "SELECT resultado, referencia, fecha FROM tax WHERE nif = :identifier", "product": "ECOT103",
+         "fields": {"Certificado.Resultado": "resultado", "Certificado.ReferenciaAEAT": "referencia",
+                    "Certificado.FechaEmision": "fecha"}}
+
+
+@pytest.fixture(scope="module")
+def sql_issuer(sandbox: Sandbox, tmp_path_factory: pytest.TempPathFactory):
+    folder = tmp_path_factory.mktemp("issuer-sql")
+    registry = folder / "registry.sqlite"
+    with sqlite3.connect(registry) as db:
+        db.execute("CREATE TABLE tax (nif TEXT PRIMARY KEY, resultado TEXT, referencia TEXT, fecha TEXT)")
+        db.execute("INSERT INTO tax VALUES (?, 'POSITIVO', 'REF-1', '20260320')", (DEMO_EVERYTHING,))
+    settings = make_settings(sandbox, f"sqlite+aiosqlite:///{folder / 'issuer.db'}", free_port(), folder, folder)
+    settings = settings.model_copy(update={"sql_connections": {
+        "tax-registry": SqlConnection(url=SecretStr(f"sqlite:///{registry}"), tenants=["hisenda-test"])}})
+    yield from start_issuer(sandbox, settings)
+
+
+async def _tenant(http: httpx.AsyncClient, env: IssuerEnv, slug: str) -> dict[str, str]:
+    created = await http.post(f"{env.url}/v1/tenants", json={"slug": slug, "name": slug},
+                              headers={"Authorization": f"Bearer {ADMIN_KEY}"})
+    assert created.status_code == 201, created.text
+    headers = {"Authorization": f"Bearer {created.json()['api_key']}"}
+    registered = await http.post(f"{env.url}/v1/types", json={"builtin": "tax-compliance"}, headers=headers)
+    assert registered.status_code == 201, registered.text
+    return headers
+
+
+async def test_a_sql_source_names_a_connection_opened_to_its_tenant(sql_issuer: IssuerEnv) -> None:
+    env = sql_issuer
+    source = f"{env.url}/v1/types/tax-compliance/source"
+    own_database = str(env.settings.database_url).replace("+aiosqlite", "")
+    async with httpx.AsyncClient(timeout=20, limits=LIMITS) as http:
+        intruder = await _tenant(http, env, "intrus")
+        # A URL, here the issuer's own database: its query could read every tenant's records.
+        r = await http.put(source, headers=intruder, json={"kind": "sql", "url": own_database, **QUERY,
+                                                            "context": CONTEXT})
+        assert r.status_code == 400 and r.json()["error"] == "invalid_source", r.text
+        assert "connection" in r.json()["error_description"]
+        # A connection the operator opened to another tenant only.
+        r = await http.put(source, headers=intruder, json={"kind": "sql", "connection": "tax-registry", **QUERY,
+                                                            "context": CONTEXT})
+        assert r.status_code == 400 and "opened to this tenant" in r.json()["error_description"], r.text
+
+        owner = await _tenant(http, env, "hisenda-test")
+        r = await http.put(source, headers=owner, json={"kind": "sql", "connection": "tax-registry", **QUERY,
+                                                         "context": CONTEXT})
+        assert r.status_code == 200 and r.json()["source_kind"] == "sql", r.text
+        offer = (await http.post(f"{env.url}/v1/offers", headers=owner, json={
+            "credential_configuration_ids": ["tax-compliance"],
+            "subject": {"identifier": DEMO_EVERYTHING, "name": "Titular de Prova"}})).json()
+        received = await WalletClient(http).receive_offer(offer["offer_uri"], offer.get("tx_code"))
+    assert received.credentials, "the tenant's own connection serves its credentials"
+
+
+async def test_a_source_names_no_file_on_the_issuers_server(issuer_env: IssuerEnv, tmp_path: Path) -> None:
+    sandbox = issuer_env.sandbox
+    key_file = tmp_path / "key.pem"
+    key_file.write_bytes(sandbox.requester_key_pem)
+    async with httpx.AsyncClient(timeout=20, limits=LIMITS) as http:
+        r = await http.put(f"{issuer_env.url}/v1/types/padro/source", headers=issuer_env.headers("ajuntament-girona"),
+                           json={"kind": "viaoberta", "endpoint": sandbox.viaoberta_url, "product": "RESIDENT",
+                                 "signing_key_file": str(key_file), "signing_cert_pem": sandbox.requester_cert_pem.decode(),
+                                 "platform_certs_pem": [sandbox.platform_cert_pem.decode()], "context": CONTEXT})
+    assert r.status_code == 400 and r.json()["error"] == "invalid_source"
+    assert "signing_key_file" in r.json()["error_description"]
+
+
+@pytest.mark.parametrize(("kind", "url"), [("rest", "https://169.254.169.254/latest/meta-data/{identifier}"),
+                                           ("rest", "http://10.20.30.40/registry/{identifier}"),
+                                           ("viaoberta", "https://192.168.0.10/siri-proxy")])
+async def test_a_source_at_an_internal_address_is_refused(issuer_env: IssuerEnv, kind: str, url: str) -> None:
+    sandbox = issuer_env.sandbox
+    body = {"kind": "rest", "url": url, "fields": {"Certificado.Resultado": "resultado"}} if kind == "rest" else {
+        "kind": "viaoberta", "endpoint": url, "product": "RESIDENT",
+        "signing_key_pem": sandbox.requester_key_pem.decode(), "signing_cert_pem": sandbox.requester_cert_pem.decode(),
+        "platform_certs_pem": [sandbox.platform_cert_pem.decode()]}
+    async with httpx.AsyncClient(timeout=20, limits=LIMITS) as http:
+        r = await http.put(f"{issuer_env.url}/v1/types/padro/source", headers=issuer_env.headers("ajuntament-girona"),
+                           json={**body, "context": CONTEXT})
+    assert r.status_code == 400 and r.json()["error"] == "invalid_source", r.text
+    assert "internal address" in r.json()["error_description"]
+
+
+@pytest.mark.parametrize("url", ["https://169.254.169.254/hook", "https://10.0.0.9/hook", "http://8.8.8.8/hook"])
+async def test_a_webhook_the_issuer_may_not_reach_is_refused(issuer_env: IssuerEnv, url: str) -> None:
+    async with httpx.AsyncClient(timeout=20, limits=LIMITS) as http:
+        r = await http.post(f"{issuer_env.url}/v1/webhooks", json={"url": url},
+                            headers=issuer_env.headers("ajuntament-girona"))
+    assert r.status_code == 400 and r.json()["error"] == "invalid_request", r.text
