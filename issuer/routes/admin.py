@@ -416,6 +416,9 @@ async def rotate_key(body: KeyRotate, tenant: TenantRef = Depends(admin_tenant),
                 row = await create_key(ctx, session, tenant, ca[0], ca[1], backend=body.backend)
             await session.flush()
             return KeyInfo(**key_summary(row))  # type: ignore[arg-type]
+    except IntegrityError as exc:
+        # kid is the key's thumbprint: this key is registered already (and stays as it was).
+        raise APIError(409, "conflict", "this key is already registered") from exc
     except SigningKeyError as exc:
         raise APIError(400, exc.code, exc.detail) from exc
     except PKCS11Error as exc:

@@ -17,6 +17,7 @@ from sandbox.population import DEMO_EVERYTHING
 from service_kit.webhooks import verify_webhook
 from ssi import status_list as sl
 from ssi import x509 as ssi_x509
+from ssi.jose import Key
 from ssi.sd_jwt import SDJWT
 from ssi.sd_jwt_vc import IssuerMetadataKeyResolver, verify_sd_jwt_vc
 from tests.issuer.conftest import ADMIN_KEY, IssuerEnv
@@ -256,3 +257,21 @@ async def test_offer_without_a_name_the_type_needs_is_refused_at_once(issuer_env
         r = await http.post(f"{issuer_env.url}/v1/offers", headers=issuer_env.headers("ajuntament-girona"), json={
             "credential_configuration_ids": ["padro"], "subject": {"identifier": DEMO_EVERYTHING}})
         assert r.status_code == 201, r.text
+
+
+async def test_importing_a_registered_key_again_is_a_conflict(issuer_env: IssuerEnv) -> None:
+    async with httpx.AsyncClient(timeout=20, limits=LIMITS) as http:
+        r = await http.post(f"{issuer_env.url}/v1/tenants", json={"slug": "uni-lleida", "name": "Universitat de Lleida"},
+                            headers={"Authorization": f"Bearer {ADMIN_KEY}"})
+        assert r.status_code == 201, r.text
+        headers = {"Authorization": f"Bearer {r.json()['api_key']}"}
+        key = Key.generate("ES256")
+        leaf = ssi_x509.issue_certificate(issuer_env.sandbox.ca_key, issuer_env.sandbox.ca_cert, key, "UdL",
+                                          san_uris=[r.json()["issuer_url"]])
+        body = {"private_key_pem": key.private_pem().decode(), "certificate_chain_pem": ssi_x509.cert_to_pem(leaf).decode()}
+        first = await http.post(f"{issuer_env.url}/v1/keys/rotate", json=body, headers=headers)
+        again = await http.post(f"{issuer_env.url}/v1/keys/rotate", json=body, headers=headers)
+        keys = (await http.get(f"{issuer_env.url}/v1/keys", headers=headers)).json()
+    assert first.status_code == 201, first.text
+    assert again.status_code == 409 and again.json()["error"] == "conflict", again.text
+    assert [k["kid"] for k in keys if k["active"]] == [first.json()["kid"]]
