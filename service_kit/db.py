@@ -146,16 +146,20 @@ def engine_for(
         engine = create_async_engine(
             parsed,
             echo=echo,
+            hide_parameters=True,
             pool_size=pool_size,
             max_overflow=max_overflow,
             pool_timeout=pool_timeout,
             connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
-        ) if not in_memory else create_async_engine(parsed, echo=echo)
+        ) if not in_memory else create_async_engine(parsed, echo=echo, hide_parameters=True)
         _install_sqlite_hooks(engine, in_memory=in_memory)
         return engine
+    # Statement errors quote their parameters (identifiers, sealed data) unless told not to: they end
+    # in exceptions, and exceptions in logs.
     return create_async_engine(
         parsed,
         echo=echo,
+        hide_parameters=True,
         pool_size=pool_size,
         max_overflow=max_overflow,
         pool_timeout=pool_timeout,

@@ -5,7 +5,8 @@ Each log record is one JSON object on stderr: ``time``, ``level``, ``logger``, `
 a sane incoming ``X-Request-Id`` or makes one, echoes it in the response and puts it in a context
 variable so every record logged while handling the request carries it.
 
-What is never logged here: query strings (they carry authorization codes, tokens and ``AccessToken``
+What is never logged here: exception messages (a traceback names each exception's type only),
+query strings (they carry authorization codes, tokens and ``AccessToken``
 parameters), request or response bodies, headers. The access log names the route template
 (``/v1/offers/{offer_id}``), not the raw path, for the same reason.
 """
@@ -20,6 +21,7 @@ import re
 import secrets
 import sys
 import time
+import traceback
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import IO, Any
 
@@ -81,6 +83,31 @@ class JSONFormatter(logging.Formatter):
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry, default=str, ensure_ascii=False, separators=(",", ":"))
+
+    def formatException(self, ei: Any) -> str:  # noqa: N802 - logging.Formatter's name
+        """The traceback with each exception's type, never its message: a message may quote the data
+        being handled (a claim value, a subject's identifier, a token), and logs keep none of it."""
+        _type, value, _tb = ei
+        if value is None:
+            return ""
+        lines: list[str] = []
+        for exc in _chain(value):
+            lines.append("Traceback (most recent call last):\n")
+            lines.extend(traceback.format_list(traceback.extract_tb(exc.__traceback__)))
+            lines.append(f"{type(exc).__module__}.{type(exc).__qualname__} (message not logged)\n")
+        return "".join(lines).rstrip("\n")
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    """``exc`` and its causes and contexts, oldest first (as Python prints them)."""
+    chain: list[BaseException] = []
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        chain.append(current)
+        current = current.__cause__ or (None if current.__suppress_context__ else current.__context__)
+    return chain[::-1]
 
 
 def configure_logging(service: str, level: str = "info", *, stream: IO[str] | None = None) -> None:

@@ -79,7 +79,7 @@ class SqlSource:
         try:
             # A pooled connection to a server can go stale (restart, idle timeout): ping it before
             # use. A SQLite file cannot, and the ping cost 20 µs of every query.
-            self.engine: Engine = create_engine(url, pool_pre_ping=not url.startswith("sqlite"))
+            self.engine: Engine = create_engine(url, pool_pre_ping=not url.startswith("sqlite"), hide_parameters=True)
         except (ArgumentError, SQLAlchemyError, ImportError, ValueError) as exc:
             raise SourceConfigError("url is not a usable SQLAlchemy database URL") from exc
         self.statement = text(query)
