@@ -166,11 +166,13 @@ async def _few_due(conn: asyncpg.Connection) -> None:
         # DUE expire within days and are not alerted yet; of the others half were alerted, half expire late.
         f"CASE WHEN i <= {DUE} OR i % 2 = 0 THEN now() + i * interval '1 minute' + interval '5 days' "
         f"ELSE now() + interval '400 days' END, i > {DUE} AND i % 2 = 0, now() {rows}")
+    # Due an hour ago: the test's clock was read before the cluster was migrated and seeded, which
+    # can take seconds on a loaded machine (a second ago was after it, and nothing was due).
     await conn.execute(
         "INSERT INTO offers (id, wallet_id, issuer, kind, state, state_hash, sealed, created_at, expires_at, "
         f"next_poll_at) SELECT 'offer' || i, '{WALLET}', 'https://issuer', 'offer', "
         f"CASE WHEN i <= {DUE} OR i % 5 = 0 THEN 'pending' ELSE 'issued' END, 'state' || i, '\\x00', now(), "
-        f"now() + interval '1 hour', CASE WHEN i <= {DUE} THEN now() - interval '1 second' "
+        f"now() + interval '1 hour', CASE WHEN i <= {DUE} THEN now() - interval '1 hour' "
         f"WHEN i % 5 = 0 THEN now() + interval '5 seconds' END {rows}")
     # Offers a stopped worker left accepting (DUE), and acceptances under way.
     await conn.execute(
