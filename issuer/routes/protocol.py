@@ -491,7 +491,9 @@ async def credential(request: Request, slug: str) -> JSONResponse:
 
     subject = subject_from_json(token_row.subject)
     credential_id = token_row.credential_ids.get(configuration_id) or f"c_{new_secret()[:16]}"
-    keep_until = now + dt.timedelta(seconds=ctx.settings.replay_window)
+    # Kept while the token can still send the same request: once the stored answer is gone, a claim
+    # without a reserved credential id (authorization code flow) would be taken over and issued again.
+    keep_until = max(now + dt.timedelta(seconds=ctx.settings.replay_window), token_row.expires_at)
 
     def stored_row(body: dict[str, Any], status: int = 200) -> dict[str, Any]:
         return {"request_hash": request_hash, "tenant_id": tenant.id, "status_code": status,

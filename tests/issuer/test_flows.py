@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import sqlite3
+from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -11,8 +13,9 @@ from sandbox.population import DEMO_EVERYTHING, DEMO_PENDING, DEMO_TAX_NEGATIVE
 from ssi.jose import Key
 from ssi.oid4vci import PRE_AUTHORIZED_CODE_GRANT
 from ssi.sd_jwt import SDJWT
-from tests.issuer.conftest import IssuerEnv
+from tests.issuer.conftest import IssuerEnv, Sandbox, make_settings, start_issuer
 from tests.issuer.helpers import LIMITS, create_offer, verify_with_reference_library, verify_with_ssi
+from tests.support.servers import free_port
 from tests.support.wallet_client import IssuerError, WalletClient
 
 pytestmark = pytest.mark.anyio
@@ -191,3 +194,25 @@ async def test_metrics_count_issued_credentials(issuer_env: IssuerEnv) -> None:
         await WalletClient(http).receive_offer(offer["offer_uri"], offer["tx_code"])
         text = (await http.get(f"{issuer_env.url}/metrics")).text
     assert 'cartera_issuer_credentials_issued_total{tenant="aoc-tax",type="working-life"}' in text
+
+
+@pytest.fixture(scope="module")
+def long_token_issuer(sandbox: Sandbox, tmp_path_factory: pytest.TempPathFactory) -> Iterator[IssuerEnv]:
+    """Access tokens that outlive the replay window (an operator's choice the settings allow)."""
+    folder = tmp_path_factory.mktemp("issuer-long-tokens")
+    settings = make_settings(sandbox, f"sqlite+aiosqlite:///{folder / 'issuer.db'}", free_port(), folder, folder)
+    yield from start_issuer(sandbox, settings.model_copy(update={"access_token_ttl": 600, "replay_window": 10}))
+
+
+async def test_a_stored_answer_is_kept_while_its_token_can_send_the_request_again(long_token_issuer: IssuerEnv) -> None:
+    """Once the stored answer is gone, an identical retry takes the claim over and, without a reserved
+    credential id (authorization code flow), would issue again: it is kept as long as the token lives."""
+    env = long_token_issuer
+    async with httpx.AsyncClient(timeout=20, limits=LIMITS) as http:
+        offer = await create_offer(http, env, "aoc-tax", "tax-compliance", DEMO_EVERYTHING)
+        await WalletClient(http).receive_offer(offer["offer_uri"], offer["tx_code"])
+    database = str(env.settings.database_url).split("///", 1)[1]
+    with sqlite3.connect(database) as db:
+        (token_expiry,) = db.execute("SELECT max(expires_at) FROM access_tokens").fetchone()
+        (kept_until,) = db.execute("SELECT max(expires_at) FROM stored_responses").fetchone()
+    assert kept_until >= token_expiry, (kept_until, token_expiry)
