@@ -1,9 +1,10 @@
 """Authorization code flow: PAR, the authorization endpoint, the citizen's login at VÀLid, the code.
 
 1. The wallet pushes its request (``/par``, optional) or sends it to ``/authorize`` directly:
-   ``response_type=code``, ``client_id``, ``redirect_uri``, PKCE ``code_challenge`` with
-   ``code_challenge_method=S256`` (required), and ``scope`` (type ids) or ``authorization_details``
-   (``openid_credential`` with ``credential_configuration_id``), optionally ``issuer_state``.
+   ``response_type=code``, ``client_id`` and ``redirect_uri`` (registered: ``oauth_clients``), PKCE
+   ``code_challenge`` with ``code_challenge_method=S256`` (required), and ``scope`` (type ids) or
+   ``authorization_details`` (``openid_credential`` with ``credential_configuration_id``), optionally
+   ``issuer_state``.
 2. The issuer sends the citizen to VÀLid (authorization code, scope ``autenticacio_usuari``, its own
    PKCE and ``state``), and VÀLid returns to ``/t/<slug>/login/callback``.
 3. The issuer exchanges VÀLid's code, reads ``getUserInfo`` (identifier, name, method, assurance level)
@@ -33,10 +34,11 @@ from service_kit.db import mark_used_once
 from service_kit.errors import APIError
 from ssi.encoding import json_loads
 from ssi.errors import EncodingError
-from ssi.oid4vci import INVALID_GRANT, INVALID_REQUEST, is_loopback_host
+from ssi.oid4vci import INVALID_GRANT, INVALID_REQUEST, UNAUTHORIZED_CLIENT
 
 from .context import IssuerContext, new_id, new_secret, secret_hash, utcnow
 from .models import AuthorizationRequest, Offer
+from .settings import OAuthClient, redirect_uri_problem
 from .tenancy import TenantRef
 
 REQUEST_URI_PREFIX = "urn:ietf:params:oauth:request_uri:"
@@ -48,17 +50,34 @@ def _s256(verifier: str) -> str:
     return base64.urlsafe_b64encode(hashlib.sha256(verifier.encode("ascii")).digest()).rstrip(b"=").decode("ascii")
 
 
-def _check_redirect_uri(ctx: IssuerContext, uri: str) -> None:
-    try:
-        parts = urlsplit(uri)
-    except ValueError as exc:
-        raise APIError(400, INVALID_REQUEST, "redirect_uri is not a URI") from exc
-    if parts.fragment or not parts.scheme:
-        raise APIError(400, INVALID_REQUEST, "redirect_uri must be absolute and carry no fragment")
-    if parts.scheme == "http" and not (ctx.settings.allow_http_loopback and is_loopback_host(parts.hostname or "")):
-        raise APIError(400, INVALID_REQUEST, "redirect_uri must use https (or a private-use scheme)")
-    if parts.scheme in ("javascript", "data", "file"):
-        raise APIError(400, INVALID_REQUEST, "redirect_uri scheme not allowed")
+NO_CLIENTS = ("the authorization code flow is off: this issuer has no registered wallet clients "
+              "(the operator registers them in CARTERA_ISSUER_OAUTH_CLIENTS)")
+
+
+def _check_client(ctx: IssuerContext, client_id: str) -> OAuthClient | None:
+    """The registered client ``client_id`` (None: any client, ``dev_mode`` with none registered).
+
+    Its errors are never redirected: until the client and its redirect URI are known, sending the
+    browser anywhere would make the issuer an open redirector (RFC 6749 §4.1.2.1)."""
+    clients = ctx.settings.oauth_clients
+    if not clients:
+        if ctx.settings.dev_mode:
+            return None
+        raise APIError(400, UNAUTHORIZED_CLIENT, NO_CLIENTS)
+    client = clients.get(client_id)
+    if client is None:
+        raise APIError(400, UNAUTHORIZED_CLIENT, "client_id is not a registered client of this issuer")
+    return client
+
+
+def _check_redirect_uri(ctx: IssuerContext, client_id: str, uri: str) -> None:
+    client = _check_client(ctx, client_id)
+    if client is not None and uri not in client.redirect_uris:
+        # RFC 6749 §3.1.2.2/§3.1.2.3: a public client's redirect URIs are registered, compared exactly.
+        raise APIError(400, INVALID_REQUEST, "redirect_uri is not registered for this client")
+    problem = redirect_uri_problem(uri, allow_http_loopback=ctx.settings.allow_http_loopback)
+    if problem:
+        raise APIError(400, INVALID_REQUEST, problem)
 
 
 def _configurations(params: dict[str, str], known: set[str]) -> tuple[list[str], list[dict[str, Any]] | None]:
@@ -90,8 +109,12 @@ async def create_request(ctx: IssuerContext, tenant: TenantRef, params: dict[str
                          pushed: bool) -> tuple[str, AuthorizationRequest]:
     """Validate an authorization request and store it; returns (request_uri or id, row).
 
-    Errors found once ``client_id`` and ``redirect_uri`` are known good are :class:`RedirectableError`
-    (the authorization endpoint sends them back to the wallet, RFC 6749 §4.1.2.1; PAR answers JSON).
+    ``client_id`` must be a registered client (``oauth_clients``) and ``redirect_uri`` one of its
+    redirect URIs, exactly; with no client registered, any client is accepted in ``dev_mode`` and none
+    otherwise. Errors found until then are plain :class:`APIError` (a JSON 400, never a redirect: the
+    redirect URI is not known good). Errors found once ``client_id`` and ``redirect_uri`` are known
+    good are :class:`RedirectableError` (the authorization endpoint sends them back to the wallet,
+    RFC 6749 §4.1.2.1; PAR answers JSON).
     """
     if pushed and "request_uri" in params:
         # RFC 9126 §2.1: a pushed request cannot itself refer to a request_uri.
@@ -102,7 +125,7 @@ async def create_request(ctx: IssuerContext, tenant: TenantRef, params: dict[str
     redirect_uri = params.get("redirect_uri", "")
     if not redirect_uri or len(redirect_uri) > 2000:
         raise APIError(400, INVALID_REQUEST, "redirect_uri is required")
-    _check_redirect_uri(ctx, redirect_uri)
+    _check_redirect_uri(ctx, client_id, redirect_uri)
     try:
         return await _create_checked(ctx, tenant, params, known, pushed=pushed, client_id=client_id,
                                      redirect_uri=redirect_uri)
@@ -158,13 +181,16 @@ async def start_login(ctx: IssuerContext, tenant: TenantRef, params: dict[str, s
         client_id = params.get("client_id")
         if not client_id:
             raise APIError(400, INVALID_REQUEST, "client_id is required")
+        client = _check_client(ctx, client_id)
         # The client id is part of the condition: a call by another client must not take the request.
+        # So is a redirect URI still registered for it (the pushed request was checked when pushed).
+        registered = [] if client is None else [AuthorizationRequest.redirect_uri.in_(client.redirect_uris)]
         async with ctx.session() as session:
             row = (await session.execute(
                 update(AuthorizationRequest).where(
                     AuthorizationRequest.request_uri_hash == secret_hash(request_uri),
                     AuthorizationRequest.tenant_id == tenant.id, AuthorizationRequest.client_id == client_id,
-                    AuthorizationRequest.stage == "pushed", AuthorizationRequest.expires_at > now)
+                    AuthorizationRequest.stage == "pushed", AuthorizationRequest.expires_at > now, *registered)
                 .values(stage="new", expires_at=now + dt.timedelta(seconds=ctx.settings.login_ttl))
                 .returning(AuthorizationRequest.id))).first()
         if row is None:
@@ -324,11 +350,13 @@ async def redeem_authorization_code(ctx: IssuerContext, tenant: TenantRef, *, co
     """Check and consume an authorization code (single-use); ``invalid_grant`` for any mismatch.
 
     ``client_id`` is required (RFC 6749 §4.1.3: the wallet is a public client); without it the request
-    is ``invalid_request`` and the code is not spent. A code obtained with ``issuer_state`` takes that
+    is ``invalid_request``, and from a client not (or no longer) registered ``unauthorized_client``: in
+    both cases the code is not spent. A code obtained with ``issuer_state`` takes that
     offer (as its pre-authorized code would): the offer must still be open, and is then used up.
     """
     if not client_id:
         raise APIError(400, INVALID_REQUEST, "client_id is required")
+    _check_client(ctx, client_id)  # a client no longer registered is refused, its code not spent
     now = utcnow()
     async with ctx.session() as session:
         row = (await session.execute(

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import ClassVar, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from service_kit.ratelimit import RateSpec
 from service_kit.settings import SigningServiceSettings
+from ssi.urls import is_loopback_host
 
 
 class SqlConnection(BaseModel):
@@ -17,6 +19,16 @@ class SqlConnection(BaseModel):
 
     url: SecretStr = Field(description="SQLAlchemy URL, with a read-only account. Never printed.")
     tenants: list[str] = Field(min_length=1, description="Slugs of the tenants whose sources may query it.")
+
+
+class OAuthClient(BaseModel):
+    """A wallet registered for the authorization code flow (RFC 6749 §3.1.2.2: a public client's
+    redirect URIs are registered, and compared as exact strings)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    redirect_uris: list[str] = Field(min_length=1, description="The client's redirect URIs, exact strings.")
+    name: str | None = Field(default=None, description="Who the client is, for operators.")
 
 
 class IssuerSettings(SigningServiceSettings):
@@ -81,6 +93,13 @@ class IssuerSettings(SigningServiceSettings):
                     "`{name: {\"url\": ..., \"tenants\": [slug, ...]}}`: a source configuration names one "
                     "(`connection`), so that no tenant points a query at the issuer's own database or at "
                     "another tenant's registry.")
+    oauth_clients: dict[str, OAuthClient] = Field(
+        default_factory=dict,
+        description="Wallets allowed to use the authorization code flow, as a JSON object `{client_id: "
+                    "{\"redirect_uris\": [...], \"name\": ...}}`: `/par` and `/authorize` accept only a listed "
+                    "`client_id` with one of its `redirect_uris` (exact match), and answer anything else with a "
+                    "JSON 400, never a redirect. Empty: any client in `dev_mode`, and no authorization code "
+                    "flow at all otherwise (pre-authorized offers still work).")
     source_timeout: float = Field(
         default=10.0, gt=0,
         description="Deadline of one data-source query, seconds, retries included (503 "
@@ -119,7 +138,37 @@ class IssuerSettings(SigningServiceSettings):
         default=3600, ge=1, description="Longest wait, seconds, between two polls of a data source that answered "
                                         "pending to an Aries issuance (its own estimate is used when shorter).")
 
+    @field_validator("oauth_clients")
+    @classmethod
+    def _check_oauth_clients(cls, value: dict[str, OAuthClient], info: ValidationInfo) -> dict[str, OAuthClient]:
+        # A field validator (not a model one): an error then shows this setting only, no other (secret) input.
+        dev_mode = bool(info.data.get("dev_mode"))
+        for client_id, client in value.items():
+            if not client_id.strip() or len(client_id) > 300:
+                raise ValueError("a client id is 1 to 300 characters")
+            for uri in client.redirect_uris:
+                problem = redirect_uri_problem(uri, allow_http_loopback=dev_mode)
+                if problem:
+                    raise ValueError(f"client {client_id!r}: {problem}: {uri!r}")
+        return value
+
     @property
     def allow_http_loopback(self) -> bool:
         """Whether http URLs to loopback hosts are accepted where the protocol wants https."""
         return self.dev_mode
+
+
+def redirect_uri_problem(uri: str, *, allow_http_loopback: bool) -> str | None:
+    """Why ``uri`` cannot be an OAuth redirect URI (None when it can): absolute, no fragment, https or a
+    private-use scheme (http to a loopback host only with ``allow_http_loopback``)."""
+    try:
+        parts = urlsplit(uri)
+    except ValueError:
+        return "redirect_uri is not a URI"
+    if parts.fragment or not parts.scheme or len(uri) > 2000:
+        return "redirect_uri must be absolute, at most 2000 characters and carry no fragment"
+    if parts.scheme in ("javascript", "data", "file"):
+        return "redirect_uri scheme not allowed"
+    if parts.scheme == "http" and not (allow_http_loopback and is_loopback_host(parts.hostname or "")):
+        return "redirect_uri must use https (or a private-use scheme)"
+    return None
