@@ -211,3 +211,31 @@ async def test_outside_dev_mode_without_registered_clients_the_authorization_cod
     for refused in (pushed, direct, open_redirect, by_reference):
         _assert_refused_without_redirect(refused, "unauthorized_client", "CARTERA_ISSUER_OAUTH_CLIENTS")
     assert token.status_code == 200, token.text
+
+
+# -- the setting ----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("clients", "says"), [
+    ({CLIENT: {"redirect_uris": ["http://wallet.example.org/cb"]}}, "https"),
+    ({CLIENT: {"redirect_uris": ["http://127.0.0.1:9/cb"]}}, "https"),  # loopback http: dev_mode only
+    ({CLIENT: {"redirect_uris": ["https://wallet.example.org/cb#frag"]}}, "fragment"),
+    ({CLIENT: {"redirect_uris": ["/v1/issuance/callback"]}}, "absolute"),
+    ({CLIENT: {"redirect_uris": ["javascript:alert(1)"]}}, "scheme"),
+    ({CLIENT: {"redirect_uris": []}}, "redirect_uris"),
+    ({CLIENT: {"redirect_uri": "https://wallet.example.org/cb"}}, "redirect_uri"),
+    ({"": {"redirect_uris": ["https://wallet.example.org/cb"]}}, "client id"),
+])
+def test_a_registered_redirect_uri_that_could_never_be_used_stops_the_start(clients: dict[str, Any], says: str) -> None:
+    master = secrets.token_hex(32)
+    with pytest.raises(ValueError, match="oauth_clients") as refused:
+        IssuerSettings(public_url="https://issuer.example.org", master_key=master, oauth_clients=clients)
+    assert says in str(refused.value)
+    assert master not in str(refused.value)  # the error shows this setting, no other input
+
+
+def test_registered_clients_are_read_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CARTERA_ISSUER_OAUTH_CLIENTS", '{"cartera-wallet": {"redirect_uris": '
+                       '["https://wallet.example.org/v1/issuance/callback"], "name": "Cartera"}}')
+    settings = IssuerSettings(public_url="https://issuer.example.org", master_key=secrets.token_hex(32))
+    assert settings.oauth_clients["cartera-wallet"].redirect_uris == ["https://wallet.example.org/v1/issuance/callback"]
+    assert settings.oauth_clients["cartera-wallet"].name == "Cartera"
