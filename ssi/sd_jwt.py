@@ -812,6 +812,71 @@ class SDJWT:
                     break
         return chosen
 
+    def revealed_claims(self, disclosures: Iterable[Disclosure], paths: Iterable[ClaimPath] = ()
+                        ) -> list[tuple[ClaimPath, Any]]:
+        """What a presentation of ``disclosures`` shows the verifier, as ``(path, value)`` pairs.
+
+        A disclosure goes whole: its plain members and elements (the ``sd: never`` parts of a
+        disclosable object), and those of ``disclosures`` nested in it, leave with it, whatever was
+        asked. ``paths`` are the claims asked for (``None`` matches any index). The pairs are each
+        claim at one of ``paths`` that is shown (in the order of ``paths``), then every other part of
+        the disclosed values as the largest subtrees holding none of ``paths`` (in payload order).
+        Values are as the verifier processes them: undisclosed members and decoys left out. Array
+        indices are those of :attr:`claims`. Plain claims outside every disclosure (``iss``, ``cnf``...)
+        travel in every presentation and are listed only when asked for. ``disclosures`` are some of
+        this token's with the disclosures enclosing them (as :meth:`disclosures_for` gives them); one
+        whose enclosing disclosure is missing is not shown, as a verifier cannot place it.
+        """
+        chosen = {d.digest: d for d in disclosures}
+        held = {d.digest for d in self.disclosures}
+        if not held.issuperset(chosen):
+            raise SDJWTError("unknown_disclosure", "a disclosure is not one of this SD-JWT's")
+        patterns = [tuple(p) for p in paths]
+        chosen_list = list(chosen.values())
+        by_digest = {d.digest: i for i, d in enumerate(chosen_list)}
+        found: list[tuple[int, ClaimPath, Any]] = []
+
+        def shown(raw: Any, path: ClaimPath) -> Any:
+            # The raw value as a verifier processes it when only ``chosen`` are presented.
+            return _Processor(by_digest, chosen_list)._value(raw, path, len(path))
+
+        def visit(raw: Any, path: ClaimPath, inside: bool) -> None:
+            asked = next((i for i, p in enumerate(patterns) if _path_matches(p, path)), None) if path else None
+            if asked is not None:
+                found.append((asked, path, shown(raw, path)))
+                return
+            container = type(raw) is dict or type(raw) is list
+            if inside and (not container or not any(
+                    len(p) > len(path) and _path_matches(p[:len(path)], path) for p in patterns)):
+                found.append((len(patterns), path, shown(raw, path)))
+                return
+            if type(raw) is dict:
+                for name, member in raw.items():
+                    if name != _SD and (path or name != _SD_ALG):
+                        visit(member, (*path, name), inside)
+                digests = raw.get(_SD)
+                for digest in digests if type(digests) is list else ():
+                    disclosure = chosen.get(digest)
+                    if disclosure is not None and disclosure.name is not None:
+                        visit(disclosure.value, (*path, disclosure.name), True)
+            elif type(raw) is list:
+                index = 0  # as in ``claims``: plain elements and the held disclosures count, decoys not
+                for element in raw:
+                    if type(element) is dict and _ELLIPSIS in element:
+                        digest = element[_ELLIPSIS]
+                        if digest not in held:
+                            continue
+                        disclosure = chosen.get(digest)
+                        if disclosure is not None and disclosure.name is None:
+                            visit(disclosure.value, (*path, index), True)
+                    else:
+                        visit(element, (*path, index), inside)
+                    index += 1
+
+        visit(self.payload, (), False)
+        found.sort(key=lambda item: item[0])  # stable: payload order within each rank
+        return [(path, value) for _, path, value in found]
+
     def present(self, paths: Iterable[ClaimPath], *, holder_key: Key | None = None, aud: str | None = None,
                 nonce: str | None = None, iat: int | None = None) -> str:
         """A presentation revealing ``paths`` (see :meth:`disclosures_for`), with a KB-JWT
