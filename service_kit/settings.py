@@ -147,6 +147,22 @@ class ServiceSettings(BaseSettings):
                 raise ValueError(f"trusted_proxies entries are IP addresses or networks, got {entry!r}") from None
         return value
 
+    @field_validator("internal_hosts")
+    @classmethod
+    def _check_internal_hosts(cls, value: list[str]) -> list[str]:
+        import ipaddress
+        import re
+
+        label = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry.strip("[]"), strict=False)
+            except ValueError:
+                if not re.fullmatch(rf"{label}(?:\.{label})*\.?", entry):
+                    raise ValueError("internal_hosts entries are host names, IP addresses or CIDR networks, "
+                                     f"got {entry!r}") from None
+        return value
+
     def outbound_policy(self) -> OutboundPolicy:
         """What calls made for others (``service_kit.outbound``) may reach."""
         return OutboundPolicy.from_settings(self.internal_hosts, dev_mode=self.dev_mode)

@@ -63,6 +63,7 @@ def test_cors_origins_as_json_list(monkeypatch: pytest.MonkeyPatch) -> None:
         ("log_level", "verbose"),
         ("max_body_bytes", 10),
         ("trusted_proxies", ["proxy.example"]),
+        ("internal_hosts", "not a list"),
     ],
 )
 def test_bad_values_are_refused(field: str, value: object) -> None:
@@ -88,6 +89,7 @@ def test_reference_lists_every_setting_with_a_description() -> None:
         "CARTERA_DEMO_CORS_ORIGINS",
         "CARTERA_DEMO_TRUSTED_PROXIES",
         "CARTERA_DEMO_RATE_LIMITS_ENABLED",
+        "CARTERA_DEMO_INTERNAL_HOSTS",
         "CARTERA_DEMO_DEV_MODE",
     } == names
     assert all(row["description"] for row in rows)
