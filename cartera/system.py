@@ -7,7 +7,8 @@ This is the one module allowed to know all the services. It
 2. provisions each service's database through the service's own ``provision_demo`` (idempotent):
    demo issuer tenants with Via Oberta sources, demo agencies with templates, the wallet's trust
    anchors and issuer catalogue;
-3. registers the wallet and the issuer as clients of the sandbox identity provider;
+3. registers the wallet and the issuer as clients of the sandbox identity provider, and the wallet as
+   the issuer's OAuth client (``oauth_clients``: its client id and issuance callback);
 4. writes ``<data_dir>/cartera-dev.json`` (mode 0600: it holds development API keys), which the
    ``cartera issuer|verifier|status`` commands read;
 5. starts the sandbox and the three services as separate processes on 127.0.0.1 (separate
@@ -131,7 +132,7 @@ async def provision(data_dir: Path, *, host: str = "127.0.0.1", port_base: int =
     """
     from cartera.commands.sandbox import ensure_sandbox_files
     from issuer.provisioning import provision_demo as provision_issuer
-    from issuer.settings import IssuerSettings
+    from issuer.settings import IssuerSettings, OAuthClient
     from service_kit.settings import settings_env
     from verifier.provisioning import provision_demo as provision_verifier
     from verifier.settings import VerifierSettings
@@ -208,6 +209,12 @@ async def provision(data_dir: Path, *, host: str = "127.0.0.1", port_base: int =
         idp_client_secret=secrets_by_client[WALLET_IDP_CLIENT],
         catalogue=[{"credential_issuer": tenant["issuer_url"], "name": tenant["name"],
                     "credential_configuration_ids": tenant["types"]} for tenant in tenants.values()])
+
+    # The wallet API is the issuer's one registered client of the authorization code flow (wallet-
+    # initiated issuance): its client id and the callback it sends (wallet_api.receiving.issuance_callback_url).
+    issuer_settings = issuer_settings.model_copy(update={"oauth_clients": {
+        wallet_settings.issuance_client_id: OAuthClient(
+            redirect_uris=[f"{wallet_settings.public_url}/v1/issuance/callback"], name="Cartera wallet API")}})
 
     python = sys.executable
     processes = [

@@ -3,7 +3,8 @@
 One `cartera run` (separate processes, SQLite, development PKI) serves the module. The demo scenario
 (`cartera.commands.demo.run_scenario`, HTTP only) plays a whole flow; then every service's JSON log is
 scanned for anything secret or personal that went through it, and the Prometheus counters are read.
-The commands of docs/quickstart.md's "Try it" block are run against the same system.
+The commands of docs/quickstart.md's "Try it" block are run against the same system, and a
+wallet-initiated issuance (the wallet as the issuer's registered client).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
@@ -28,7 +30,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from cartera.commands.demo import run_scenario
 from cartera.system import load_dev_file
+from sandbox.population import DEMO_EVERYTHING
 from tests.cli.test_run_system import _free_port_base
+from tests.wallet_api.conftest import APP_REDIRECT, bearer, login
 
 ROOT = Path(__file__).resolve().parents[2]
 CARTERA = [sys.executable, "-m", "cartera.cli"]
@@ -196,6 +200,31 @@ def check_quickstart_try_it_commands(system: Running, tmp_path: Path) -> None:
         assert "Traceback" not in result.stderr
 
 
+def check_wallet_initiated_issuance_as_the_issuers_registered_client(system: Running) -> None:
+    """`cartera run` registers the wallet API as the issuer's client: wallet-initiated issuance (the
+    authorization code flow) works, and no other client gets a login link."""
+    issuer = system.info["issuer"]["tenants"]["uni-barcelona"]["issuer_url"]
+    tokens = login(system.url("wallet"), DEMO_EVERYTHING)
+    started = httpx.post(f"{system.url('wallet')}/v1/issuance/authorize", headers=bearer(tokens), timeout=30, json={
+        "credential_issuer": issuer, "credential_configuration_id": "university-diploma",
+        "redirect_uri": APP_REDIRECT, "login_hint": DEMO_EVERYTHING})
+    assert started.status_code == 200, started.text
+    url = started.json()["authorization_url"]
+    with httpx.Client(follow_redirects=False, timeout=30) as browser:
+        for _ in range(8):
+            if url.startswith(APP_REDIRECT):
+                break
+            response = browser.get(url)
+            assert response.status_code in (302, 303), (response.status_code, response.text)
+            url = response.headers["location"]
+    assert parse_qs(urlsplit(url).query).get("state") == ["issued"], url
+    stranger = httpx.post(f"{issuer}/par", timeout=30, data={
+        "response_type": "code", "client_id": "someone-else", "redirect_uri": "https://phish.example/cb",
+        "code_challenge": "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM", "code_challenge_method": "S256",
+        "scope": "university-diploma"})
+    assert stranger.status_code == 400 and stranger.json()["error"] == "unauthorized_client", stranger.text
+
+
 def test_full_flow_logs_metrics_and_quickstart(system: Running, tmp_path: Path) -> None:
     """One test, so that xdist keeps the one running system on one worker: the demo flow, then the logs
     scanned, the counters read, and the quickstart's commands run."""
@@ -203,3 +232,4 @@ def test_full_flow_logs_metrics_and_quickstart(system: Running, tmp_path: Path) 
     check_no_secret_or_claim_value_in_the_json_logs(system, played)
     check_metrics_count_the_flow_by_outcome(system, played)
     check_quickstart_try_it_commands(system, tmp_path)
+    check_wallet_initiated_issuance_as_the_issuers_registered_client(system)

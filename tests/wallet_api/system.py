@@ -124,7 +124,9 @@ def running_system(tmp: Path, *, wallet_db_url: str | None = None) -> Iterator[S
         dev_mode=True, master_key=MASTER, data_dir=tmp / "issuer", log_level="warning",
         idp_authorize_url=f"{urls['idp']}/o/oauth2/auth", idp_token_url=f"{urls['idp']}/o/oauth2/token",
         idp_userinfo_url=f"{urls['idp']}/serveis-rest/getUserInfo", idp_client_secret="issuer-secret",
-        idp_forward_login_hint=True)
+        idp_forward_login_hint=True,
+        # The wallet is the issuer's registered client (as `cartera run` registers it).
+        oauth_clients={"cartera-wallet": {"redirect_uris": [f"{urls['wallet']}/v1/issuance/callback"]}})
     verifier_settings = VerifierSettings(
         database_url=f"sqlite+aiosqlite:///{tmp / 'verifier.db'}", public_url=urls["verifier"],
         port=ports["verifier"], dev_mode=True, master_key=MASTER, data_dir=tmp / "verifier",
