@@ -68,6 +68,13 @@ def issuer_metadata(ctx: IssuerContext, tenant: TenantRef, types: dict[str, Regi
 def authorization_server_metadata(ctx: IssuerContext, tenant: TenantRef, types: dict[str, RegisteredType]) -> dict[str, Any]:
     """``/.well-known/oauth-authorization-server/t/<slug>`` (RFC 8414 with OpenID4VCI members)."""
     base = ctx.issuer_url(tenant.slug)
+    if not ctx.settings.authorization_code_flow:
+        # No wallet may use it (no registered client outside dev_mode): not advertised, so a wallet
+        # takes the pre-authorized grant instead of meeting unauthorized_client.
+        return {"issuer": base, "token_endpoint": f"{base}/token", "grant_types_supported": [PRE_AUTHORIZED_CODE_GRANT],
+                "dpop_signing_alg_values_supported": list(DEFAULT_ALGORITHMS),
+                "token_endpoint_auth_methods_supported": ["none"],
+                "pre-authorized_grant_anonymous_access_supported": True}
     return {
         "issuer": base,
         "authorization_endpoint": f"{base}/authorize",

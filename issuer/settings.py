@@ -153,6 +153,11 @@ class IssuerSettings(SigningServiceSettings):
         return value
 
     @property
+    def authorization_code_flow(self) -> bool:
+        """Whether the authorization code flow is on: registered clients, or any client in ``dev_mode``."""
+        return bool(self.oauth_clients) or self.dev_mode
+
+    @property
     def allow_http_loopback(self) -> bool:
         """Whether http URLs to loopback hosts are accepted where the protocol wants https."""
         return self.dev_mode

@@ -208,9 +208,17 @@ async def test_outside_dev_mode_without_registered_clients_the_authorization_cod
         code = offer["offer"]["grants"][PRE_AUTHORIZED_CODE_GRANT]["pre-authorized_code"]
         token = await http.post(f"{production.issuer('aoc-tax')}/token", data={
             "grant_type": PRE_AUTHORIZED_CODE_GRANT, "pre-authorized_code": code})
+        # Nor is the flow advertised, or offered.
+        metadata = (await http.get(f"{production.url}/.well-known/oauth-authorization-server/t/aoc-tax")).json()
+        offered = await http.post(f"{production.url}/v1/offers", headers=production.headers("aoc-tax"), json={
+            "credential_configuration_ids": ["tax-compliance"], "authorization_code": True,
+            "subject": {"identifier": DEMO_EVERYTHING, "name": "Titular de Prova"}})
     for refused in (pushed, direct, open_redirect, by_reference):
         _assert_refused_without_redirect(refused, "unauthorized_client", "CARTERA_ISSUER_OAUTH_CLIENTS")
     assert token.status_code == 200, token.text
+    assert metadata["grant_types_supported"] == [PRE_AUTHORIZED_CODE_GRANT]
+    assert "authorization_endpoint" not in metadata and "pushed_authorization_request_endpoint" not in metadata
+    assert offered.status_code == 400 and "CARTERA_ISSUER_OAUTH_CLIENTS" in offered.json()["error_description"]
 
 
 # -- the setting ----------------------------------------------------------------------------------------
