@@ -59,14 +59,15 @@ def create_app(settings: IssuerSettings | None = None, *, run_background: bool =
         # Tenants choose their sources' and webhooks' URLs: only the destinations of the outbound
         # policy (service_kit.outbound).
         async with key_backend(ctx), httpx.AsyncClient(timeout=settings.source_timeout, follow_redirects=False,
-                                                       transport=guarded_transport(settings.outbound_policy())) as client:
-            ctx.http = client
+                                                       transport=guarded_transport(settings.outbound_policy())) as client, \
+                httpx.AsyncClient(timeout=settings.idp_timeout, follow_redirects=False) as idp_client:
+            ctx.http, ctx.idp_http = client, idp_client
             if run_background:
                 async with background(ctx):
                     yield
             else:
                 yield
-            ctx.http = None
+            ctx.http = ctx.idp_http = None
 
     channel = IssuerAriesChannel(ctx)  # Aries (DIDComm) channel; starts its agent only when enabled
     app = create_service_app(name="issuer", version=__version__, settings=settings, db=db, api_prefix=API_PREFIX,

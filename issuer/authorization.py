@@ -304,7 +304,7 @@ async def _open_offer(ctx: IssuerContext, tenant: TenantRef, offer_id: str, now:
 async def _valid_user(ctx: IssuerContext, tenant: TenantRef, code: str, verifier: str) -> dict[str, Any]:
     secret = ctx.settings.idp_client_secret.get_secret_value() if ctx.settings.idp_client_secret else ""
     timeout = ctx.settings.idp_timeout
-    client = ctx.http or httpx.AsyncClient(timeout=timeout, follow_redirects=False)
+    client = ctx.idp_http or httpx.AsyncClient(timeout=timeout, follow_redirects=False)
     try:
         token_response = await client.post(ctx.settings.idp_token_url, data={
             "grant_type": "authorization_code", "code": code, "redirect_uri": callback_url(ctx, tenant),
@@ -329,7 +329,7 @@ async def _valid_user(ctx: IssuerContext, tenant: TenantRef, code: str, verifier
     except ValueError as exc:  # not JSON
         raise APIError(502, "server_error", "the identity provider's answer is malformed") from exc
     finally:
-        if ctx.http is None:
+        if ctx.idp_http is None:
             await client.aclose()
 
 

@@ -62,7 +62,10 @@ class IssuerContext:
     box: SecretBox
     #: MAC key of the stateless ``c_nonce`` values (``issuer.nonces.nonce_key`` of the master key).
     nonce_key: bytes
+    #: For calls to what tenants name (sources, webhooks): guarded by the outbound policy.
     http: httpx.AsyncClient | None = None
+    #: For VÀLid, which the operator's settings name: not restricted to the outbound policy.
+    idp_http: httpx.AsyncClient | None = None
     keys: BoundedCache[Any] = field(default_factory=lambda: BoundedCache(256))
     types: BoundedCache[Any] = field(default_factory=lambda: BoundedCache(512))
     sources: BoundedCache[Any] = field(default_factory=lambda: BoundedCache(256))
