@@ -17,6 +17,7 @@ event signs nothing.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from typing import Any
 from weakref import WeakKeyDictionary
 
@@ -39,6 +40,8 @@ from ssi.jose import Key
 from .context import WalletContext
 from .models import AuditCheckpoint, AuditEntry, AuditHead, HistoryEntry, ServiceKey, utcnow
 from .vault import DataKey, VaultError, service_key_aad
+
+log = logging.getLogger(__name__)
 
 AUDIT_KEY = "audit_signing"
 EXPORT_FORMAT = "cartera-audit-chain"
@@ -136,12 +139,21 @@ def chains_due_for_a_checkpoint(batch: int = 100) -> Select[tuple[str]]:
 async def checkpoint_due(ctx: WalletContext, *, batch: int = 100) -> int:
     """Sign a checkpoint for every chain (up to ``batch``) whose head moved past its last checkpoint;
     return how many. Run by the background sweep, so checkpoints are periodic even for a citizen who
-    never opens the audit view; several workers may run it (a duplicate checkpoint is not stored)."""
+    never opens the audit view; several workers may run it (a duplicate checkpoint is not stored). A
+    chain that fails is logged and left for the next sweep; the others are checkpointed regardless."""
     async with ctx.db.read_session() as session:
         due = (await session.execute(chains_due_for_a_checkpoint(batch))).scalars().all()
+    signed = 0
     for wallet_id in due:
-        await ensure_checkpoint(ctx, wallet_id)
-    return len(due)
+        try:
+            await ensure_checkpoint(ctx, wallet_id)
+        except Exception as exc:  # noqa: BLE001 - one chain must not stop every other wallet's checkpoints
+            # Ids and the error's type only; the chain is due again at the next sweep.
+            log.warning("could not checkpoint an audit chain", extra={"wallet": wallet_id,
+                                                                      "reason": type(exc).__name__})
+            continue
+        signed += 1
+    return signed
 
 
 # -- reading the chain back ------------------------------------------------------------------------

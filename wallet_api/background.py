@@ -62,6 +62,9 @@ PURGE_BATCH = 5000
 OFFER_KEPT = dt.timedelta(days=30)
 #: How long the sweep leaves an exchange it could not end before trying it again.
 STRANDED_RETRY = dt.timedelta(hours=1)
+#: How long a status check or deferred poll that failed unexpectedly waits before it is tried again
+#: (a row failing every time must not stay at the head of its due list, ahead of every other wallet's).
+ROW_RETRY = dt.timedelta(hours=1)
 
 
 def stranded_after(settings: WalletSettings) -> dt.timedelta:
@@ -176,8 +179,8 @@ async def resolve_stranded_exchanges(ctx: WalletContext) -> int:
                     done = await resolve_stranded(session, key, row)
                 else:
                     done = await resolve_stranded_offer(session, key, row)
-        except Exception:  # noqa: BLE001 - one row that cannot be ended must not stop the others for good
-            log.exception("could not end an exchange left half-way", extra={"row": row.id})
+        except Exception as exc:  # noqa: BLE001 - one row that cannot be ended must not stop the others for good
+            _row_failed("end of an exchange left half-way", row.wallet_id, row.id, exc)
             await _retry_later(ctx, row)
             continue
         if done:
@@ -304,7 +307,9 @@ def expiry_alerts_due(horizon: dt.datetime) -> Select[tuple[Credential]]:
 
 
 async def check_statuses(ctx: WalletContext, *, force: bool = False) -> int:
-    """Fetch the status list of every credential due for a check; alert on changes."""
+    """Fetch the status list of every credential due for a check; alert on changes. A credential that
+    cannot be checked at all (its wallet key does not open, its stored details are not what the wallet
+    writes) is logged and checked again ``ROW_RETRY`` later; the others are checked regardless."""
     now = utcnow()
     query = select(Credential).where(Credential.status != "revoked").limit(BATCH) if force else status_checks_due(now)
     async with ctx.db.read_session() as session:
@@ -315,73 +320,128 @@ async def check_statuses(ctx: WalletContext, *, force: bool = False) -> int:
     checked = 0
     async with ctx.client() as client:
         for row in rows:
-            key = ctx.vault.data_key(wallets[row.wallet_id])
-            statuses = key.open("credential", row.id, row.sealed).get("statuses") or []
-            next_check: dt.datetime | None = now + dt.timedelta(seconds=ctx.settings.status_check_interval)
-            new_status = row.status
-            if statuses:
-                ref = statuses[0]
-                try:
-                    token = lists.get(ref["uri"])
-                    if token is None:
-                        response = await ctx.request(client, "GET", ref["uri"],
-                                                     headers={"Accept": "application/statuslist+jwt"})
-                        if response.status_code != 200:
-                            raise FetchError(f"HTTP {response.status_code}")
-                        token = await asyncio.to_thread(
-                            verify_status_list_token, response.text.strip(), key=_status_key(ctx, row.issuer),
-                            expected_uri=ref["uri"])
-                        lists[ref["uri"]] = token
-                    new_status = STATUS_NAMES.get(token.status(int(ref["idx"])), "revoked")
-                    if token.ttl:
-                        next_check = now + dt.timedelta(seconds=max(int(token.ttl), 1))
-                except (FetchError, SSIError, KeyError, ValueError) as exc:
-                    # Unknown status is not "revoked": keep the last known one and retry sooner.
-                    log.warning("status check failed", extra={"credential": row.id, "reason": type(exc).__name__})
-                    next_check = now + dt.timedelta(seconds=min(300, ctx.settings.status_check_interval))
-            if new_status == "revoked":
-                next_check = None  # final: never checked again, and out of the sweep's index
-            async with ctx.db.session() as session:
-                # Compare-and-set on the status read: when two workers check the same credential at once,
-                # only the one whose update lands raises the alert.
-                result = await session.execute(update(Credential).where(
-                    Credential.id == row.id, Credential.status == row.status).values(
-                    status=new_status, status_checked_at=now, next_status_check=next_check)
-                    .execution_options(synchronize_session=False))
-                if new_status != row.status and result.rowcount == 1:
-                    name = key.open("credential", row.id, row.sealed).get("display", {}).get("name") or row.vct
-                    kind = {"revoked": "revoked", "suspended": "suspended"}.get(new_status, "reinstated")
-                    verb = {"revoked": "was revoked by its issuer", "suspended": "was suspended by its issuer",
-                            "reinstated": "is valid again"}[kind]
-                    await add_alert(session, row.wallet_id, kind, f"{name} {verb}", row.id, webhook=ctx.webhook)
+            try:
+                await _check_status(ctx, client, lists, wallets[row.wallet_id], row, now)
+            except Exception as exc:  # noqa: BLE001 - one credential must not stop every wallet's checks
+                _row_failed("status check", row.wallet_id, row.id, exc)
+                await _push_back(ctx, update(Credential).where(
+                    Credential.id == row.id, Credential.status == row.status, Credential.status != "revoked")
+                    .values(next_status_check=utcnow() + ROW_RETRY))
+                continue
             checked += 1
     return checked
 
 
-async def expiry_alerts(ctx: WalletContext) -> int:
-    """Alert once per credential expiring within ``expiry_alert_days``."""
-    horizon = utcnow() + dt.timedelta(days=ctx.settings.expiry_alert_days)
-    count = 0
+async def _check_status(ctx: WalletContext, client: Any, lists: dict[str, Any], wallet: Wallet, row: Credential,
+                        now: dt.datetime) -> None:
+    """Check one credential's status list entry (``lists``: the lists already fetched in this sweep)."""
+    key = ctx.vault.data_key(wallet)
+    details = key.open("credential", row.id, row.sealed)
+    statuses = details.get("statuses") or []
+    next_check: dt.datetime | None = now + dt.timedelta(seconds=ctx.settings.status_check_interval)
+    new_status = row.status
+    if statuses:
+        ref = statuses[0]
+        try:
+            token = lists.get(ref["uri"])
+            if token is None:
+                response = await ctx.request(client, "GET", ref["uri"],
+                                             headers={"Accept": "application/statuslist+jwt"})
+                if response.status_code != 200:
+                    raise FetchError(f"HTTP {response.status_code}")
+                token = await asyncio.to_thread(
+                    verify_status_list_token, response.text.strip(), key=_status_key(ctx, row.issuer),
+                    expected_uri=ref["uri"])
+                lists[ref["uri"]] = token
+            new_status = STATUS_NAMES.get(token.status(int(ref["idx"])), "revoked")
+            if token.ttl:
+                next_check = now + dt.timedelta(seconds=max(int(token.ttl), 1))
+        except (FetchError, SSIError, KeyError, ValueError) as exc:
+            # Unknown status is not "revoked": keep the last known one and retry sooner.
+            log.warning("status check failed", extra={"credential": row.id, "reason": type(exc).__name__})
+            next_check = now + dt.timedelta(seconds=min(300, ctx.settings.status_check_interval))
+    if new_status == "revoked":
+        next_check = None  # final: never checked again, and out of the sweep's index
     async with ctx.db.session() as session:
-        rows = (await session.execute(expiry_alerts_due(horizon))).scalars().all()
-        for row in rows:
-            wallet = await session.get(Wallet, row.wallet_id)
-            assert wallet is not None
-            name = ctx.vault.data_key(wallet).open("credential", row.id, row.sealed).get("display", {}).get("name")
-            when = row.expires_at.date().isoformat() if row.expires_at else ""
-            await add_alert(session, row.wallet_id, "expiring", f"{name or row.vct} expires on {when}", row.id,
+        # Compare-and-set on the status read: when two workers check the same credential at once,
+        # only the one whose update lands raises the alert.
+        result = await session.execute(update(Credential).where(
+            Credential.id == row.id, Credential.status == row.status).values(
+            status=new_status, status_checked_at=now, next_status_check=next_check)
+            .execution_options(synchronize_session=False))
+        if new_status != row.status and result.rowcount == 1:
+            kind = {"revoked": "revoked", "suspended": "suspended"}.get(new_status, "reinstated")
+            verb = {"revoked": "was revoked by its issuer", "suspended": "was suspended by its issuer",
+                    "reinstated": "is valid again"}[kind]
+            await add_alert(session, row.wallet_id, kind, f"{display_name(details, row)} {verb}", row.id,
                             webhook=ctx.webhook)
-            row.expiry_alerted = True
-            count += 1
+
+
+def display_name(details: Any, row: Credential) -> str:
+    """The credential's display name for an alert, or its type when the stored details have none."""
+    display = details.get("display") if isinstance(details, dict) else None
+    name = display.get("name") if isinstance(display, dict) else None
+    return name if isinstance(name, str) and name else row.vct
+
+
+async def expiry_alerts(ctx: WalletContext) -> int:
+    """Alert once per credential expiring within ``expiry_alert_days``. Each credential is marked in
+    its own transaction, by a compare-and-set (of two workers, one alerts); one that cannot be alerted
+    (its wallet key does not open) is logged and marked all the same, so that it leaves the head of the
+    due list, and the others are alerted regardless."""
+    horizon = utcnow() + dt.timedelta(days=ctx.settings.expiry_alert_days)
+    async with ctx.db.read_session() as session:
+        rows = (await session.execute(expiry_alerts_due(horizon))).scalars().all()
+        wallets = {w.id: w for w in (await session.execute(
+            select(Wallet).where(Wallet.id.in_({r.wallet_id for r in rows})))).scalars()} if rows else {}
+    count = 0
+    for row in rows:
+        mark = (update(Credential).where(Credential.id == row.id, ~Credential.expiry_alerted)
+                .values(expiry_alerted=True).execution_options(synchronize_session=False))
+        try:
+            details = ctx.vault.data_key(wallets[row.wallet_id]).open("credential", row.id, row.sealed)
+            when = row.expires_at.date().isoformat() if row.expires_at else ""
+            async with ctx.db.session() as session:
+                if (await session.execute(mark)).rowcount != 1:  # type: ignore[attr-defined]
+                    continue  # another worker alerted it meanwhile
+                await add_alert(session, row.wallet_id, "expiring", f"{display_name(details, row)} expires on {when}",
+                                row.id, webhook=ctx.webhook)
+        except Exception as exc:  # noqa: BLE001 - one credential must not stop every wallet's alerts
+            _row_failed("expiry alert", row.wallet_id, row.id, exc)
+            await _push_back(ctx, mark)
+            continue
+        count += 1
     return count
 
 
 async def poll_deferred(ctx: WalletContext) -> int:
-    """Poll the issuers of pending (deferred) issuances that are due."""
+    """Poll the issuers of pending (deferred) issuances that are due. An offer that cannot be polled
+    (its wallet key or its data does not open, an unexpected failure) is logged and polled again
+    ``ROW_RETRY`` later; the others are polled regardless. Returns how many were polled."""
     async with ctx.db.read_session() as session:
         rows = (await session.execute(polls_due(utcnow()))).scalars().all()
         wallets = {w.id: w for w in (await session.execute(
             select(Wallet).where(Wallet.id.in_({r.wallet_id for r in rows})))).scalars()} if rows else {}
     for row in rows:
-        await poll_offer(ctx, ctx.vault.data_key(wallets[row.wallet_id]), row.id)
+        try:
+            await poll_offer(ctx, ctx.vault.data_key(wallets[row.wallet_id]), row.id)
+        except Exception as exc:  # noqa: BLE001 - one offer must not stop every wallet's deferred issuances
+            _row_failed("deferred poll", row.wallet_id, row.id, exc)
+            # Left as it is ('pending', or 'polling' when the failure came after the lease), due later.
+            await _push_back(ctx, update(Offer).where(Offer.id == row.id, Offer.state.in_(("pending", "polling")))
+                             .values(next_poll_at=utcnow() + ROW_RETRY))
     return len(rows)
+
+
+def _row_failed(job: str, wallet_id: str, row_id: str, exc: BaseException) -> None:
+    """Log a row a job could not handle: its ids and the error's type, never its message or traceback
+    (either may quote what the row holds)."""
+    log.warning("background job could not handle a row", extra={
+        "job": job, "wallet": wallet_id, "row": row_id, "reason": type(exc).__name__})
+
+
+async def _push_back(ctx: WalletContext, statement: Any) -> None:
+    """Run the update that moves a failed row out of the head of its job's due list."""
+    with contextlib.suppress(Exception):  # the database itself failing: the next sweep tries again
+        async with ctx.db.session() as session:
+            await session.execute(statement.execution_options(synchronize_session=False))
