@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 from fastapi.responses import Response
-from pydantic import BaseModel, Field
+from pydantic import AwareDatetime, BaseModel, Field
 from sqlalchemy import select
 
 from .. import audit
@@ -51,7 +51,10 @@ async def _entries(ctx: Ctx, me: Principal, kind: str | None, q: str | None, sin
 async def list_history(ctx: Ctx, me: Citizen,
                        kind: Annotated[str | None, Query(max_length=20)] = None,
                        q: Annotated[str | None, Query(max_length=200, description="Text to search in the details.")] = None,
-                       since: dt.datetime | None = None,
+                       # Aware only: a time without a zone names no instant (the citizen's? the server's?),
+                       # and the database refuses to guess; such a time answers 400 invalid_request.
+                       since: Annotated[AwareDatetime | None, Query(
+                           description="ISO 8601 time with a time zone (`Z` or `+01:00`).")] = None,
                        limit: Annotated[int, Query(ge=1, le=1000)] = 200) -> list[dict[str, Any]]:
     """Every receipt and share, newest first; filter by kind, text and time."""
     return (await _entries(ctx, me, kind, q, since))[:limit]
