@@ -357,7 +357,11 @@ def _match_claim(claims: Any, query: ClaimsQuery) -> list[tuple[ClaimPath, Any]]
 
 @dataclass(frozen=True, slots=True)
 class Match:
-    """One credential answering one Credential Query, and exactly what to disclose from it."""
+    """One credential answering one Credential Query, and the claims to disclose from it.
+
+    ``claims_preview`` holds the claims asked for. A presentation of :meth:`disclosures` may show
+    more (a disclosure goes whole, with the plain members of its object): what it shows is
+    ``SDJWT.revealed_claims(match.disclosures(), match.paths)``, the thing to put before the holder."""
 
     credential: Any
     paths: tuple[ClaimPath, ...]

@@ -26,7 +26,10 @@ Error codes (stable): structure ``sd_jwt.malformed``, ``sd_jwt.too_deep``; discl
 ``sd_jwt.kb_wrong_aud``, ``sd_jwt.kb_wrong_nonce``, ``sd_jwt.kb_bad_sd_hash``; issuing and
 presenting ``sd_jwt.bad_payload``, ``sd_jwt.bad_path``, ``sd_jwt.bad_claim_name``,
 ``sd_jwt.bad_claim_value``, ``sd_jwt.bad_header``, ``sd_jwt.bad_decoys``, ``sd_jwt.kb_key_missing``,
-``sd_jwt.kb_params_missing``.
+``sd_jwt.kb_params_missing``, ``sd_jwt.unknown_disclosure``.
+
+What a presentation shows is computed from the disclosures it carries (:meth:`SDJWT.revealed_claims`),
+not from the paths asked for: a disclosure goes whole, plain members of a disclosed object included.
 """
 
 from __future__ import annotations
