@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 import logging
+from collections.abc import Iterable
 from typing import Any
 
 from sqlalchemy import select, update
@@ -58,12 +60,24 @@ def _path_text(path: list[Any] | tuple[Any, ...]) -> str:
     return ".".join("*" if p is None else str(p) for p in path)
 
 
+def _same_path(pattern: Any, path: tuple[Any, ...]) -> bool:
+    """Whether a metadata claim path names ``path`` (its ``null`` standing for any array index)."""
+    return isinstance(pattern, list) and len(pattern) == len(path) and all(
+        want == have if want is not None else isinstance(have, int) for want, have in zip(pattern, path, strict=True))
+
+
+def _shown_claims(sd: SDJWT, paths: list[tuple[Any, ...]]) -> list[tuple[tuple[Any, ...], Any]]:
+    """Every claim the presentation of ``paths`` shows: a disclosure goes whole, so an object's plain
+    members leave with the one asked for (:meth:`ssi.sd_jwt.SDJWT.revealed_claims`)."""
+    return sd.revealed_claims(sd.disclosures_for(paths), paths)
+
+
 def _claim_label(cred: OpenCredential, path: tuple[Any, ...], languages: list[str]) -> str:
     """The claim's display name from the type metadata or issuer metadata, else the path."""
     for source in ((cred.details.get("type_metadata") or {}).get("claims") or [],
                    cred.details.get("display", {}).get("claims") or []):
         for claim in source:
-            if isinstance(claim, dict) and [p for p in claim.get("path", [])] == list(path):
+            if isinstance(claim, dict) and _same_path(claim.get("path"), path):
                 if claim.get("name"):
                     return str(claim["name"])
                 label = pick_display(claim.get("display"), languages)
@@ -177,7 +191,9 @@ def _verifier_view(request: RequestObject) -> dict[str, Any]:
 
 
 def _evaluate(request: RequestObject, credentials: list[OpenCredential], languages: list[str]) -> dict[str, Any]:
-    """The consent preview: per credential query, the candidate credentials and the exact claims."""
+    """The consent preview: per credential query, the candidate credentials and every claim each
+    would show — those asked for and the plain members disclosed with them (``requested`` false) —
+    and, under ``asked`` (kept with the request, not shown), the paths its disclosures are chosen by."""
     parsed: list[SDJWT] = []
     owners: dict[int, OpenCredential] = {}
     for cred in credentials:
@@ -186,25 +202,39 @@ def _evaluate(request: RequestObject, credentials: list[OpenCredential], languag
         parsed.append(sd)
     result = evaluate(request.query, parsed)
     queries = []
+    asked: dict[str, dict[str, list[list[Any]]]] = {}
     optional_ids = set(result.optional)
     required_ids = set(result.required)
     for cq in request.query.credentials:
         options = []
         for match in result.matches.get(cq.id, []):
             cred = owners[id(match.credential)]
+            asked.setdefault(cq.id, {})[cred.id] = [list(path) for path in match.paths]
             options.append({
                 "credential_id": cred.id,
                 "credential_name": cred.details.get("display", {}).get("name") or cred.row.vct,
                 "issuer": cred.row.issuer,
                 "issuer_name": cred.details.get("issuer_display", {}).get("name") or cred.row.issuer,
-                "claims": [{"path": list(path), "name": _claim_label(cred, path, languages), "value": value}
-                           for path, value in match.claims_preview],
+                "claims": _claims_out(cred, _shown_claims(match.credential, list(match.paths)), match.paths,
+                                      languages),
             })
         queries.append({"query_id": cq.id, "required": cq.id in required_ids or (cq.id not in optional_ids
                                                                                  and not request.query.credential_sets),
                         "optional": cq.id in optional_ids, "satisfied": bool(options),
                         "reason": result.unsatisfied.get(cq.id), "options": options})
-    return {"satisfiable": result.satisfiable, "queries": queries}
+    return {"satisfiable": result.satisfiable, "queries": queries, "asked": asked}
+
+
+def _claim_keys(claims: Iterable[tuple[list[Any], Any]]) -> list[str]:
+    """Claims as comparable text, in no particular order: the members of one ``_sd`` array come in
+    digest order, which differs between the batch copies of a credential."""
+    return sorted(json.dumps([path, value], sort_keys=True) for path, value in claims)
+
+
+def _claims_out(cred: OpenCredential, shown: list[tuple[tuple[Any, ...], Any]], asked: tuple[tuple[Any, ...], ...],
+                languages: list[str]) -> list[dict[str, Any]]:
+    return [{"path": list(path), "name": _claim_label(cred, path, languages), "value": value,
+             "requested": path in asked} for path, value in shown]
 
 
 def _preview_out(presentation_id: str, state: str, data: dict[str, Any]) -> dict[str, Any]:
@@ -339,7 +369,14 @@ async def approve(ctx: WalletContext, me: Principal, presentation_id: str, *, se
                 raise APIError(409, "conflict", "a chosen credential was deleted; choose another or decline")
             copy = creds[0].least_used()
             sd = copy.parsed()
-            paths = [tuple(c["path"]) for c in option["claims"]]
+            # The paths the disclosures are chosen by (a request previewed before they were kept:
+            # those of its claims); what they show must be what the citizen was shown, never more.
+            asked = (preview.get("asked") or {}).get(query["query_id"], {}).get(option["credential_id"])
+            paths = [tuple(p) for p in (asked if asked is not None else [c["path"] for c in option["claims"]])]
+            shown = _claim_keys((list(path), value) for path, value in _shown_claims(sd, paths))
+            if shown != _claim_keys((c["path"], c["value"]) for c in option["claims"]):
+                raise APIError(409, "conflict", "the credential would disclose other claims than the preview "
+                                                "showed; decline, and ask the verifier for a new request")
             presentation = sd.present(paths, holder_key=copy.holder_key, aud=request.client_id,
                                       nonce=request.nonce)
             vp_token.setdefault(query["query_id"], []).append(presentation)
@@ -347,8 +384,8 @@ async def approve(ctx: WalletContext, me: Principal, presentation_id: str, *, se
             disclosed.append({"query_id": query["query_id"], "credential_id": option["credential_id"],
                               "credential_name": option["credential_name"], "issuer": option["issuer"],
                               "issuer_name": option["issuer_name"],
-                              "claims": [{"path": c["path"], "name": c["name"], "value": c["value"]}
-                                         for c in option["claims"]]})
+                              "claims": [{"path": c["path"], "name": c["name"], "value": c["value"],
+                                          "requested": c.get("requested", True)} for c in option["claims"]]})
     payload: dict[str, Any] = {"vp_token": vp_token}
     if request.state is not None:
         payload["state"] = request.state

@@ -23,6 +23,8 @@ class ClaimView(BaseModel):
     path: list[Any] = Field(description="Claims path pointer.")
     name: str = Field(description="Display name of the claim.")
     value: Any = Field(description="The value that would be disclosed.")
+    requested: bool = Field(default=True, description="False for a claim the verifier did not ask for that leaves "
+                            "with one it did: a disclosure goes whole, with the plain members of its object.")
 
 
 class OptionView(BaseModel):
@@ -30,7 +32,8 @@ class OptionView(BaseModel):
     credential_name: str
     issuer: str
     issuer_name: str
-    claims: list[ClaimView] = Field(description="Exactly the claims disclosed if this credential is chosen.")
+    claims: list[ClaimView] = Field(description="Exactly the claims disclosed if this credential is chosen: those "
+                                    "asked for, then those that leave with them.")
 
 
 class QueryView(BaseModel):
