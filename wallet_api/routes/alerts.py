@@ -16,7 +16,7 @@ from sqlalchemy import select, update
 from service_kit.errors import APIError
 
 from ..deps import Citizen, Ctx
-from ..models import Alert
+from ..models import Alert, Session, utcnow
 
 router = APIRouter(tags=["alerts"])
 
@@ -71,7 +71,9 @@ async def stream(ctx: Ctx, me: Citizen, request: Request,
                  ) -> StreamingResponse:
     """New alerts as they appear (`event: alert`, `id:` = alert id; resume with `Last-Event-ID`).
 
-    The stream reads the database, so it works behind several workers."""
+    The stream reads the database, so it works behind several workers. It ends (the response closes)
+    once its access token stops working — logout, the session revoked, the tokens refreshed, or the
+    token expired: reconnect with the current token and `Last-Event-ID`."""
     cursor = after
     if cursor is None and last_event_id is not None:
         if not last_event_id.isdigit():
@@ -83,6 +85,11 @@ async def stream(ctx: Ctx, me: Citizen, request: Request,
                                          .order_by(Alert.id.desc()).limit(1))).scalar_one_or_none()
         cursor = top or 0
     wallet_id = me.wallet_id
+    # The stream lives as long as the access token it was opened with: checked on every poll, so a
+    # logout, a revocation from another device, a refresh (which replaces the token) or its expiry
+    # ends the stream before any later alert is sent.
+    token_alive = select(Session.id).where(Session.id == me.session.id, Session.access_hash == me.session.access_hash,
+                                           Session.revoked.is_(False))
 
     async def events() -> AsyncIterator[bytes]:
         nonlocal cursor
@@ -90,6 +97,8 @@ async def stream(ctx: Ctx, me: Citizen, request: Request,
         idle = 0.0
         while not await request.is_disconnected():
             async with ctx.db.read_session() as session:
+                if (await session.execute(token_alive.where(Session.access_expires_at > utcnow()))).first() is None:
+                    return
                 rows = (await session.execute(select(Alert).where(Alert.wallet_id == wallet_id, Alert.id > cursor)
                                               .order_by(Alert.id).limit(100))).scalars().all()
             for row in rows:

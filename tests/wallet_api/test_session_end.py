@@ -1,0 +1,103 @@
+"""A session that ends stops everything it opened.
+
+- The alert stream (SSE) checks its access token on every poll, not only when it opens: after a
+  logout, a revocation from another device or the token's refresh, it ends without sending anything.
+
+Real wallet and sandbox identity provider on 127.0.0.1 (the session-scoped ``wallet`` fixture).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import sqlite3
+import threading
+import time
+from contextlib import closing
+from typing import Any
+
+import httpx
+
+from sandbox.population import DEMO_TAX_NEGATIVE
+from tests.wallet_api.conftest import WalletHandle, bearer, login
+
+
+def _insert_alert(wallet: WalletHandle, wallet_id: str, message: str) -> None:
+    """An alert written straight into the database, as the background sweep of another worker would."""
+    path = wallet.settings.database_url.split("///", 1)[1]
+    with closing(sqlite3.connect(path)) as db:
+        db.execute("INSERT INTO alerts (wallet_id, kind, message, read, created_at) VALUES (?, ?, ?, ?, ?)",
+                   (wallet_id, "revoked", message, 0,
+                    dt.datetime.now(dt.UTC).replace(tzinfo=None).isoformat(sep=" ")))
+        db.commit()
+
+
+class _Stream:
+    """An open alert stream read by a thread: ``lines`` received, ``ended`` once the server closed it."""
+
+    def __init__(self, wallet: WalletHandle, tokens: dict[str, Any]) -> None:
+        self.lines: list[str] = []
+        self.ended = threading.Event()
+        self.opened = threading.Event()
+        self.status = 0
+        self._thread = threading.Thread(target=self._read, args=(wallet.url, bearer(tokens)), daemon=True)
+        self._thread.start()
+        assert self.opened.wait(10), "the stream did not open"
+
+    def _read(self, url: str, headers: dict[str, str]) -> None:
+        try:
+            with httpx.stream("GET", f"{url}/v1/alerts/stream", headers=headers, timeout=30) as response:
+                self.status = response.status_code
+                self.opened.set()
+                for line in response.iter_lines():
+                    self.lines.append(line)
+        except httpx.HTTPError:
+            pass
+        finally:
+            self.opened.set()
+            self.ended.set()
+
+    def data(self) -> list[str]:
+        return [line for line in self.lines if line.startswith("data:")]
+
+    def wait_for_data(self, count: int, timeout: float = 10) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if len(self.data()) >= count:
+                return True
+            time.sleep(0.1)
+        return False
+
+
+def _wallet_id(wallet: WalletHandle, tokens: dict[str, Any]) -> str:
+    return httpx.get(f"{wallet.url}/v1/me", headers=bearer(tokens)).json()["wallet_id"]
+
+
+def test_the_alert_stream_ends_at_logout_without_sending_later_alerts(wallet: WalletHandle) -> None:
+    tokens = login(wallet.url, DEMO_TAX_NEGATIVE)
+    wallet_id = _wallet_id(wallet, tokens)
+    stream = _Stream(wallet, tokens)
+    assert stream.status == 200
+    _insert_alert(wallet, wallet_id, "delivered while logged in")
+    assert stream.wait_for_data(1), stream.lines  # the stream works until the logout
+
+    assert httpx.post(f"{wallet.url}/v1/auth/logout", headers=bearer(tokens)).status_code == 204
+    _insert_alert(wallet, wallet_id, "after the logout")
+    assert stream.ended.wait(10), "the stream outlived the logout"
+    assert len(stream.data()) == 1 and "after the logout" not in "\n".join(stream.lines)
+
+
+def test_the_alert_stream_ends_when_its_session_is_revoked_from_another_device(wallet: WalletHandle) -> None:
+    phone = login(wallet.url, DEMO_TAX_NEGATIVE, user_agent="lost-phone")
+    laptop = login(wallet.url, DEMO_TAX_NEGATIVE, user_agent="laptop")
+    wallet_id = _wallet_id(wallet, phone)
+    stream = _Stream(wallet, phone)
+    revoked = httpx.delete(f"{wallet.url}/v1/sessions/{phone['session_id']}", headers=bearer(laptop))
+    assert revoked.status_code == 204
+    _insert_alert(wallet, wallet_id, "after the revocation")
+    assert stream.ended.wait(10), "the stream outlived its session"
+    assert stream.data() == []
+    # The other device's session and stream are unaffected.
+    other = _Stream(wallet, laptop)
+    _insert_alert(wallet, wallet_id, "for the laptop")
+    assert other.wait_for_data(1), other.lines
+    assert not other.ended.is_set()
