@@ -39,7 +39,7 @@ from ssi.oid4vci import is_loopback_host
 
 from . import audit
 from .context import FetchError, WalletContext
-from .models import AppCode, LoginTransaction, Session, Wallet, utcnow
+from .models import AppCode, LoginTransaction, Session, UsedRefreshToken, Wallet, utcnow
 from .settings import OIDCProvider
 from .vault import new_id, token_hash
 
@@ -390,22 +390,53 @@ async def exchange_app_code(ctx: WalletContext, code: str, redirect_uri: str) ->
 
 
 async def refresh_tokens(ctx: WalletContext, refresh_token: str) -> dict[str, Any]:
-    """Rotate the refresh token; a reused refresh token revokes its session."""
+    """Rotate the refresh token; a reused refresh token revokes its session.
+
+    Rotation keeps the old token's hash (``used_refresh_tokens``) until it would have expired, so that
+    presenting it again is known for a reuse: a stolen copy, or the citizen's own copy after a thief
+    refreshed first. Either way the session is revoked — every token of it stops working — as RFC 9700
+    §4.14.2 (and OAuth 2.1) ask, and the citizen logs in again. The rotation is a conditional update:
+    of two refreshes with the same token at once, one wins and the other, a reuse, revokes the session
+    (so the winner's new tokens stop working too). There is no grace window for an app retrying a
+    refresh whose answer it lost: the wallet cannot tell that retry from a thief's replay, and a window
+    would hand the replay a live session; the app keeps one refresh in flight and, if that one fails,
+    sends the citizen to log in again."""
     digest = token_hash(refresh_token)
+    refusal: str | None = None
     async with ctx.db.session() as session:
         sess = (await session.execute(select(Session).where(Session.refresh_hash == digest))).scalar_one_or_none()
         if sess is None:
-            raise APIError(400, "invalid_grant", "the refresh token is unknown or was already used")
-        if sess.revoked or sess.refresh_expires_at is None or sess.refresh_expires_at <= utcnow():
-            raise APIError(400, "invalid_grant", "the session has ended; log in again")
-        # Conditional update: of two concurrent refreshes with the same token, one wins.
-        tokens, values = _new_tokens(ctx, sess.id)
-        result = await session.execute(
-            update(Session).where(Session.id == sess.id, Session.refresh_hash == digest).values(**values)
-            .execution_options(synchronize_session=False))
-        if result.rowcount != 1:
-            raise APIError(400, "invalid_grant", "the refresh token was already used")
-        return tokens
+            used = await session.get(UsedRefreshToken, digest)
+            if used is None:
+                refusal = "the refresh token is unknown"
+            else:
+                await _revoke(session, used.session_id)
+                refusal = "the refresh token was already used: the session is revoked; log in again"
+        elif sess.revoked or sess.refresh_expires_at is None or sess.refresh_expires_at <= utcnow():
+            refusal = "the session has ended; log in again"
+        else:
+            tokens, values = _new_tokens(ctx, sess.id)
+            result = await session.execute(
+                update(Session).where(Session.id == sess.id, Session.refresh_hash == digest,
+                                      Session.revoked.is_(False)).values(**values)
+                .execution_options(synchronize_session=False))
+            if result.rowcount == 1:  # type: ignore[attr-defined]
+                session.add(UsedRefreshToken(token_hash=digest, session_id=sess.id,
+                                             expires_at=sess.refresh_expires_at))
+            else:
+                # Another refresh with this token won meanwhile (or the session was revoked): a reuse.
+                await _revoke(session, sess.id)
+                refusal = "the refresh token was already used: the session is revoked; log in again"
+    # Raised once the revocation is committed (an error inside the transaction would roll it back).
+    if refusal is not None:
+        raise APIError(400, "invalid_grant", refusal)
+    return tokens
+
+
+async def _revoke(session: AsyncSession, session_id: str) -> None:
+    """Revoke a session in ``session``'s transaction: every token of it stops working."""
+    await session.execute(update(Session).where(Session.id == session_id).values(
+        revoked=True, access_hash=None, refresh_hash=None).execution_options(synchronize_session=False))
 
 
 async def authenticate(ctx: WalletContext, access_token: str) -> Session:

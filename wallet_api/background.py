@@ -37,6 +37,7 @@ from .models import (
     LoginTransaction,
     Offer,
     Presentation,
+    UsedRefreshToken,
     Wallet,
     utcnow,
 )
@@ -255,11 +256,14 @@ async def purge_ended_offers(ctx: WalletContext) -> int:
 
 async def purge_expired_logins(ctx: WalletContext) -> int:
     """Delete the logins never finished and the app codes never exchanged once expired (unusable then:
-    both are consumed only while unexpired), through their ``expires_at`` indexes; returns rows deleted."""
+    both are consumed only while unexpired), and the hashes of rotated refresh tokens once those would
+    have expired (no longer told from unknown ones then), through their ``expires_at`` indexes; returns
+    rows deleted."""
     now = utcnow()
     deleted = 0
     async with ctx.db.session() as session:
-        for model, column in ((LoginTransaction, LoginTransaction.expires_at), (AppCode, AppCode.expires_at)):
+        for model, column in ((LoginTransaction, LoginTransaction.expires_at), (AppCode, AppCode.expires_at),
+                              (UsedRefreshToken, UsedRefreshToken.expires_at)):
             result = await session.execute(delete(model).where(column < now))
             deleted += result.rowcount or 0  # type: ignore[attr-defined]
     return deleted

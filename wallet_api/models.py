@@ -98,6 +98,19 @@ class Session(Base):
     __table_args__ = (Index("ix_sessions_wallet_id_id", "wallet_id", "id"),)
 
 
+class UsedRefreshToken(Base):
+    """A refresh token that was rotated (its hash), kept until it would have expired: presented again,
+    it is a reuse — a stolen copy, or the citizen's own copy after a thief refreshed first — and its
+    session is revoked (docs/security.md, "The wallet")."""
+
+    __tablename__ = "used_refresh_tokens"
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    #: Indexed for the delete of a wallet's sessions (the cascade), wallet migration 0017.
+    session_id: Mapped[str] = mapped_column(String(40), ForeignKey("sessions.id", ondelete="CASCADE"), index=True)
+    #: When the token would have expired; the background sweep deletes the row then (wallet migration 0017).
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), index=True)
+
+
 class Credential(Base):
     """A credential in the vault; its copies (one per holder key) are in ``credential_copies``."""
 

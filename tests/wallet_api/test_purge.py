@@ -27,6 +27,7 @@ from wallet_api.models import (
     Offer,
     Presentation,
     Session,
+    UsedRefreshToken,
     Wallet,
 )
 
@@ -157,3 +158,23 @@ async def test_the_sweep_purges_offers_a_month_after_they_ended(tmp_path: Path) 
             left = set((await session.execute(select(Offer.id))).scalars())
     assert left == {"old-pending", "old-accepting", "recent-issued", "open"}
     assert done["offers_purged"] == 4
+
+
+async def test_the_sweep_purges_rotated_refresh_tokens_once_they_would_have_expired(tmp_path: Path) -> None:
+    """A rotated refresh token's hash is kept to tell a reuse (which revokes its session) until the token
+    would have expired; after that it serves nothing and goes."""
+    app = create_app(wallet_settings(tmp_path, free_port(), "http://127.0.0.1:9"), run_background=False)
+    async with app.router.lifespan_context(app):
+        ctx = app.state.wallet
+        now = dt.datetime.now(dt.UTC)
+        async with ctx.db.session() as session:
+            session.add(Wallet(id="w-purge", subject_index="purge", data_key=b"\0", profile=b"\0"))
+            await session.flush()
+            session.add(Session(id="s-purge", wallet_id="w-purge", provider="valid"))
+            await session.flush()
+            for name, at in (("old", now - dt.timedelta(minutes=1)), ("live", now + dt.timedelta(days=1))):
+                session.add(UsedRefreshToken(token_hash=f"used-{name}", session_id="s-purge", expires_at=at))
+        await sweep(ctx)
+        async with ctx.db.read_session() as session:
+            left = set((await session.execute(select(UsedRefreshToken.token_hash))).scalars())
+    assert left == {"used-live"}

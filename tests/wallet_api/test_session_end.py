@@ -2,6 +2,9 @@
 
 - The alert stream (SSE) checks its access token on every poll, not only when it opens: after a
   logout, a revocation from another device or the token's refresh, it ends without sending anything.
+- A refresh token presented again after it was rotated revokes its session (RFC 9700 §4.14.2): the
+  reuse is refused, the token it was rotated into stops working too, and the session shows inactive.
+  Of two refreshes racing with the same token, one wins and the other is a reuse: the session ends.
 
 Real wallet and sandbox identity provider on 127.0.0.1 (the session-scoped ``wallet`` fixture).
 """
@@ -12,12 +15,13 @@ import datetime as dt
 import sqlite3
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from typing import Any
 
 import httpx
 
-from sandbox.population import DEMO_TAX_NEGATIVE
+from sandbox.population import DEMO_PENDING, DEMO_TAX_NEGATIVE
 from tests.wallet_api.conftest import WalletHandle, bearer, login
 
 
@@ -101,3 +105,56 @@ def test_the_alert_stream_ends_when_its_session_is_revoked_from_another_device(w
     _insert_alert(wallet, wallet_id, "for the laptop")
     assert other.wait_for_data(1), other.lines
     assert not other.ended.is_set()
+
+
+def _refresh(wallet: WalletHandle, refresh_token: str) -> httpx.Response:
+    return httpx.post(f"{wallet.url}/v1/auth/token", data={"grant_type": "refresh_token",
+                                                           "refresh_token": refresh_token}, timeout=30)
+
+
+def _session_active(wallet: WalletHandle, observer: dict[str, Any], session_id: str) -> bool:
+    logins = httpx.get(f"{wallet.url}/v1/me/logins", headers=bearer(observer)).json()
+    return next(s for s in logins if s["id"] == session_id)["active"]
+
+
+def test_a_reused_refresh_token_revokes_its_session(wallet: WalletHandle) -> None:
+    stolen = login(wallet.url, DEMO_PENDING, user_agent="phone")
+    observer = login(wallet.url, DEMO_PENDING, user_agent="laptop")
+    rotated = _refresh(wallet, stolen["refresh_token"])
+    assert rotated.status_code == 200, rotated.text
+    fresh = rotated.json()
+
+    reuse = _refresh(wallet, stolen["refresh_token"])
+    assert reuse.status_code == 400 and reuse.json()["error"] == "invalid_grant", reuse.text
+    # The whole session ended: the token it was rotated into and its access token stop working.
+    later = _refresh(wallet, fresh["refresh_token"])
+    assert later.status_code == 400 and later.json()["error"] == "invalid_grant", later.text
+    assert httpx.get(f"{wallet.url}/v1/me", headers=bearer(fresh)).status_code == 401
+    assert not _session_active(wallet, observer, stolen["session_id"])
+    assert _session_active(wallet, observer, observer["session_id"])  # other sessions go on
+
+
+def test_a_refresh_token_reused_after_several_rotations_still_revokes_the_session(wallet: WalletHandle) -> None:
+    """The thief refreshed first, twice: the citizen's copy, two rotations old, still ends the session."""
+    first = login(wallet.url, DEMO_PENDING)
+    observer = login(wallet.url, DEMO_PENDING)
+    second = _refresh(wallet, first["refresh_token"]).json()
+    third = _refresh(wallet, second["refresh_token"]).json()
+    reuse = _refresh(wallet, first["refresh_token"])
+    assert reuse.status_code == 400 and reuse.json()["error"] == "invalid_grant"
+    assert _refresh(wallet, third["refresh_token"]).status_code == 400
+    assert not _session_active(wallet, observer, first["session_id"])
+
+
+def test_two_refreshes_racing_with_one_token_end_the_session(wallet: WalletHandle) -> None:
+    tokens = login(wallet.url, DEMO_PENDING)
+    observer = login(wallet.url, DEMO_PENDING)
+    with ThreadPoolExecutor(2) as pool:
+        answers = list(pool.map(lambda _: _refresh(wallet, tokens["refresh_token"]), range(2)))
+    assert sorted(a.status_code for a in answers) in ([200, 400], [400, 400]), [a.text for a in answers]
+    assert all(a.json()["error"] == "invalid_grant" for a in answers if a.status_code == 400)
+    # Whichever won, its tokens are dead: the loser's presentation was a reuse.
+    for won in (a.json() for a in answers if a.status_code == 200):
+        assert _refresh(wallet, won["refresh_token"]).status_code == 400
+        assert httpx.get(f"{wallet.url}/v1/me", headers=bearer(won)).status_code == 401
+    assert not _session_active(wallet, observer, tokens["session_id"])
