@@ -6,7 +6,9 @@
    otherwise the request is refused (``untrusted_verifier``), or, with ``allow_untrusted_verifiers``,
    previewed without a name and with a warning; unsigned ``redirect_uri:`` requests only in
    ``dev_mode``, always with a warning. Then evaluate the DCQL query against the citizen's valid credentials and answer a
-   consent preview. Nothing is sent to the verifier at this stage.
+   consent preview listing every claim the disclosures to present carry — a disclosure goes whole, so
+   the plain members of a disclosed object are shown too, not only the claims asked for. Nothing is
+   sent to the verifier at this stage.
 2. ``approve``: the citizen's choices (which credential per query, which optional queries) select
    exactly the disclosures of the preview — never more; each chosen credential is presented with a
    KB-JWT (``aud`` = client id, ``nonce``) from its least-used batch copy; the answer goes by
