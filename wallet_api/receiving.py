@@ -789,56 +789,130 @@ def _dumps(value: Any) -> str:
     return json_dumps(value)
 
 
+#: How long the app has to complete an issuance once the issuer sent the browser back (it does so at
+#: once; the issuer's authorization code itself lives about a minute).
+COMPLETION_TTL = dt.timedelta(seconds=120)
+
+
+def completion_hash(completion: str) -> str:
+    """What the offer row keeps of the completion code (in ``state_hash``). Domain-separated from the
+    hash of an OAuth ``state``, which that column holds until the callback: the ``state`` travels in
+    the authorization URL (whoever started the issuance knows it), the completion code never does."""
+    return token_hash("issuance-completion." + completion)
+
+
+def _app_redirect(data: dict[str, Any], params: dict[str, str]) -> str:
+    redirect: str = data["app_redirect_uri"]
+    return redirect + ("&" if urlsplit(redirect).query else "?") + urlencode(params)
+
+
 async def finish_authorization(ctx: WalletContext, *, state: str | None, code: str | None,
                                error: str | None) -> str:
-    """The issuer sent the browser back: redeem the code, receive, redirect to the app."""
+    """The issuer sent the browser back: keep its code (sealed) and send the browser to the app.
+
+    Nothing is redeemed here: this request is not authenticated, and the browser that brings it may be
+    anyone's (an issuance started in one wallet, its authorization URL followed by another citizen who
+    logs in at the issuer). The app completes the issuance (:func:`complete_authorization`) as the
+    wallet's owner, with the one-time completion code that only this redirect carries."""
     from .models import Wallet
 
     if not state:
         raise APIError(400, "invalid_request", "state is missing")
-    async with ctx.db.session() as session:
+    async with ctx.db.read_session() as session:
         row = (await session.execute(select(Offer).where(Offer.state_hash == token_hash(state),
                                                          Offer.state == "authorizing"))).scalar_one_or_none()
-        if row is None or row.expires_at <= utcnow():
-            raise APIError(400, "invalid_request", "unknown or expired issuance (start again)")
-        # Conditional, so that of two callbacks that both read 'authorizing' (a reload) only one goes
-        # on: the other could otherwise record 'failed' (its code is spent) over the first's 'issued'.
-        claimed = await session.execute(
-            update(Offer).where(Offer.id == row.id, Offer.state == "authorizing")
-            .values(state="accepting", state_hash=None).execution_options(synchronize_session=False))
-        if claimed.rowcount != 1:
-            raise APIError(400, "invalid_request", "unknown or expired issuance (start again)")
-        wallet = await session.get(Wallet, row.wallet_id)
-    assert wallet is not None
+        wallet = None if row is None else await session.get(Wallet, row.wallet_id)
+    now = utcnow()
+    if row is None or wallet is None or row.expires_at <= now:
+        raise APIError(400, "invalid_request", "unknown or expired issuance (start again)")
     key = ctx.vault.data_key(wallet)
     data = key.open("offer", row.id, row.sealed)
-    redirect = data["app_redirect_uri"]
-    sep = "&" if urlsplit(redirect).query else "?"
+    if "code" in data:  # the issuer came back already (the row now holds a completion hash)
+        raise APIError(400, "invalid_request", "unknown or expired issuance (start again)")
     if error or not code:
         data["error"] = {"error": "access_denied", "error_description": "the issuer's login was cancelled or refused"}
-        await _save_offer(ctx, key, row.id, data, "failed")
-        return redirect + sep + urlencode({"offer_id": row.id, "error": "access_denied"})
+        values: dict[str, Any] = {"state": "failed", "state_hash": None, "sealed": key.seal("offer", row.id, data)}
+        params = {"offer_id": row.id, "error": "access_denied"}
+    else:
+        completion = secrets.token_urlsafe(32)
+        data["code"] = code
+        values = {"state_hash": completion_hash(completion), "sealed": key.seal("offer", row.id, data),
+                  "expires_at": now + COMPLETION_TTL}
+        params = {"offer_id": row.id, "completion": completion}
+    # Conditional, so that of two callbacks that both read the offer (a reload) only one goes on.
+    async with ctx.db.session() as session:
+        claimed = await session.execute(
+            update(Offer).where(Offer.id == row.id, Offer.state == "authorizing",
+                                Offer.state_hash == token_hash(state))
+            .values(**values).execution_options(synchronize_session=False))
+        if claimed.rowcount != 1:
+            raise APIError(400, "invalid_request", "unknown or expired issuance (start again)")
+    return _app_redirect(data, params)
+
+
+_NOT_COMPLETABLE = "no issuance of this wallet awaits that completion code (ask the issuer again)"
+
+
+async def complete_authorization(ctx: WalletContext, me: Principal, offer_id: str, completion: str,
+                                 accept_language: str | None) -> dict[str, Any]:
+    """The app, as the wallet's owner, completes a wallet-initiated issuance the issuer sent back:
+    redeem the code (PKCE) and receive the credential into this wallet.
+
+    Refused unless the issuance is this wallet's (404, as for an offer that does not exist) and the
+    completion code is the one the callback gave the browser (single use, ``COMPLETION_TTL``). A wrong
+    code ends the issuance: the issuer's code is dropped unredeemed."""
+    languages = accept_languages(accept_language)
+    row, data = await load_offer(ctx, me, offer_id)
+    if row.kind != "authorization":
+        raise APIError(400, "invalid_request", "this offer is not a wallet-initiated issuance")
+    if row.state != "authorizing" or "code" not in data or row.expires_at <= utcnow():
+        raise APIError(400, "invalid_grant", _NOT_COMPLETABLE)
+    async with ctx.db.session() as session:
+        claimed = await session.execute(
+            update(Offer).where(Offer.id == row.id, Offer.wallet_id == me.wallet_id, Offer.state == "authorizing",
+                                Offer.state_hash == completion_hash(completion), Offer.expires_at > utcnow())
+            .values(state="accepting", state_hash=None).execution_options(synchronize_session=False))
+        if claimed.rowcount != 1:
+            # Not the code the browser was given: whoever asks is not the one the issuer sent back.
+            ended = dict(data)
+            ended.pop("code", None)
+            ended.pop("verifier", None)
+            ended["error"] = {"error": "invalid_grant", "error_description": "the issuance was completed with a "
+                              "wrong completion code; ask the issuer again"}
+            await session.execute(
+                update(Offer).where(Offer.id == row.id, Offer.wallet_id == me.wallet_id,
+                                    Offer.state == "authorizing", Offer.state_hash == row.state_hash)
+                .values(state="failed", state_hash=None, sealed=me.key.seal("offer", row.id, ended))
+                .execution_options(synchronize_session=False))
+            claimed_failed = True
+        else:
+            claimed_failed = False
+    if claimed_failed:
+        raise APIError(400, "invalid_grant", _NOT_COMPLETABLE)
+    code = data.pop("code")
     form = {"grant_type": "authorization_code", "code": code, "redirect_uri": issuance_callback_url(ctx),
-            "code_verifier": data["verifier"], "client_id": ctx.settings.issuance_client_id}
+            "code_verifier": data.pop("verifier"), "client_id": ctx.settings.issuance_client_id}
     try:
         metadata = CredentialIssuerMetadata.model_validate(data["metadata"], context=STORED)
         as_meta = AuthorizationServerMetadata.model_validate(data["as_metadata"], context=STORED)
         async with ctx.client() as client:
             session_ = IssuerSession(ctx, client, metadata, as_meta)
             token = await session_.token(form)
-            outcome = await session_.receive_all(key, data["offer"]["credential_configuration_ids"],
-                                                 token, [], row.id)
+            data["token"] = session_.sealable()
+            outcome = await session_.receive_all(me.key, data["offer"]["credential_configuration_ids"],
+                                                 token, languages, row.id)
     except IssuanceError as exc:
         data["error"] = {"error": exc.error, "error_description": exc.detail}
-        await _save_offer(ctx, key, row.id, data, "failed")
-        return redirect + sep + urlencode({"offer_id": row.id, "error": exc.error})
+        await _save_offer(ctx, me.key, row.id, data, "failed")
+        raise exc.api() from exc
     except (Exception, asyncio.CancelledError):
-        # As in accept_offer: never leave the offer 'accepting'; the citizen starts the issuance again.
+        # As in accept_offer: never leave the offer 'accepting'; the code is spent (or may be), so the
+        # citizen asks the issuer again.
         data["error"] = {"error": "server_error", "error_description": (
             "the wallet failed while receiving this credential; request it from the issuer again")}
-        await asyncio.shield(_save_offer(ctx, key, row.id, data, "failed"))
+        await asyncio.shield(_save_offer(ctx, me.key, row.id, data, "failed"))
         raise
     data.update(outcome.data)
-    data.pop("verifier", None)
-    await _save_offer(ctx, key, row.id, data, outcome.state, outcome.next_poll_at)
-    return redirect + sep + urlencode({"offer_id": row.id, "state": outcome.state})
+    data.pop("error", None)
+    await _save_offer(ctx, me.key, row.id, data, outcome.state, outcome.next_poll_at)
+    return offer_preview(row.id, outcome.state, data, languages)

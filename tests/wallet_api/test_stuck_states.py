@@ -3,10 +3,10 @@
 - Approving: an error before the answer leaves the wallet gives the request back to the citizen
   (``pending``: choose again or decline) and records no share; an unexpected error once the answer may
   have reached the verifier records the share as ``failed`` with outcome ``unknown`` and never resends it.
-- Accepting an offer, or the issuer's callback of the authorization code flow: an unexpected error
+- Accepting an offer, or completing an issuance of the authorization code flow: an unexpected error
   records the offer as ``failed`` (``server_error``) so the app can tell the citizen to start again.
 - The callback is claimed by a conditional update: a reloaded callback racing the first one cannot
-  record ``failed`` over the first one's ``issued`` (on PostgreSQL; SQLite serialises the two anyway).
+  change the first one's outcome (on PostgreSQL; SQLite serialises the two anyway).
 - A worker that stops for good mid-exchange (a crash, a restart, the database gone at its last write)
   leaves nothing half-way either: once past the exchange's expiry the background sweep records the
   share it was sending (outcome ``unknown``), the decline (outcome ``unknown``), or fails the offer;
@@ -216,13 +216,22 @@ def _browse_to_callback(system: System, tokens: dict[str, Any]) -> tuple[str, st
     raise AssertionError(f"the browser never came back to the wallet: {url}")
 
 
-def test_an_unexpected_error_in_the_issuance_callback_records_the_offer_failed(
+def _complete(system: System, tokens: dict[str, Any], offer_id: str, redirect: str) -> httpx.Response:
+    """What the app does with the callback's redirect: complete the issuance as the wallet's owner."""
+    completion = parse_qs(urlsplit(redirect).query)["completion"][0]
+    return httpx.post(f"{system.wallet}/v1/issuance/complete", headers=bearer(tokens), timeout=60,
+                      json={"offer_id": offer_id, "completion": completion})
+
+
+def test_an_unexpected_error_completing_an_issuance_records_the_offer_failed(
         system: System, monkeypatch: pytest.MonkeyPatch) -> None:
     tokens = login(system.wallet, DEMO_EVERYTHING)
     offer_id, callback = _browse_to_callback(system, tokens)
-    _fail_storing(monkeypatch)
     back = httpx.get(callback, timeout=60)
-    assert back.status_code == 500, back.text
+    assert back.status_code == 302, back.text
+    _fail_storing(monkeypatch)
+    done = _complete(system, tokens, offer_id, back.headers["location"])
+    assert done.status_code == 500, done.text
     monkeypatch.undo()
     shown = _offer(system, tokens, offer_id)
     assert shown["state"] == "failed", shown
@@ -269,7 +278,8 @@ def test_a_reloaded_issuance_callback_cannot_overwrite_the_first_ones_outcome(
     offer_id, callback = _browse_to_callback(system, tokens)
     before = _pg_execute(system, "SELECT state_hash, sealed FROM offers WHERE id = $1", offer_id)[0]
     first = httpx.get(callback, timeout=60)
-    assert first.status_code == 302 and parse_qs(urlsplit(first.headers["location"]).query)["state"] == ["issued"]
+    assert first.status_code == 302, first.text
+    assert _complete(system, tokens, offer_id, first.headers["location"]).json()["state"] == "issued"
     assert _offer(system, tokens, offer_id)["state"] == "issued"
     after = _pg_execute(system, "SELECT sealed FROM offers WHERE id = $1", offer_id)[0][0]
 

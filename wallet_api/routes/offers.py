@@ -12,6 +12,7 @@ from ..deps import Citizen, Ctx
 from ..receiving import (
     accept_offer,
     catalogue,
+    complete_authorization,
     finish_authorization,
     load_offer,
     offer_preview,
@@ -101,7 +102,8 @@ async def get_catalogue(ctx: Ctx, me: Citizen,
 class AuthorizeIn(BaseModel):
     credential_issuer: str = Field(max_length=500, description="Issuer from the catalogue.")
     credential_configuration_id: str = Field(max_length=200, description="The credential to ask for.")
-    redirect_uri: str = Field(max_length=2000, description="App URI the browser returns to at the end.")
+    redirect_uri: str = Field(max_length=2000, description="Registered app URI the browser returns to from the "
+                              "issuer, with `offer_id` and `completion` (or `error`).")
     issuer_state: str | None = Field(default=None, max_length=2000,
                                      description="`issuer_state` from an offer with an authorization code grant.")
     login_hint: str | None = Field(default=None, max_length=100,
@@ -110,7 +112,8 @@ class AuthorizeIn(BaseModel):
 
 
 class AuthorizeOut(BaseModel):
-    offer_id: str = Field(description="Id of the issuance (poll it at `/v1/offers/{id}`).")
+    offer_id: str = Field(description="Id of the issuance (read it at `/v1/offers/{id}`; complete it with "
+                          "`/v1/issuance/complete`).")
     authorization_url: str = Field(description="Open this in the browser: the issuer logs the citizen in.")
 
 
@@ -128,7 +131,30 @@ async def get_issuance_callback(ctx: Ctx,
                                 state: Annotated[str | None, Query(max_length=500)] = None,
                                 code: Annotated[str | None, Query(max_length=2000)] = None,
                                 error: Annotated[str | None, Query(max_length=200)] = None) -> RedirectResponse:
-    """The issuer returns the browser here; the wallet receives the credential and sends the browser
-    to the app's `redirect_uri` with `offer_id` and `state` (or `error`)."""
+    """The issuer returns the browser here. Nothing is received yet: the wallet keeps the issuer's code
+    and sends the browser to the app's `redirect_uri` with `offer_id` and a one-time `completion` code
+    (or `offer_id` and `error=access_denied` when the login was cancelled or refused); the app then
+    completes the issuance with `POST /v1/issuance/complete`, logged in as the wallet's owner."""
     url = await finish_authorization(ctx, state=state, code=code, error=error)
     return RedirectResponse(url, status_code=302, headers={"Cache-Control": "no-store"})
+
+
+class CompleteIn(BaseModel):
+    offer_id: str = Field(max_length=100, pattern=r"^[A-Za-z0-9_-]+$", description="`offer_id` of the redirect from the issuer (and of "
+                          "`/v1/issuance/authorize`).")
+    completion: str = Field(max_length=200, pattern=r"^[A-Za-z0-9_-]+$", description="The one-time `completion` code of that redirect.")
+
+
+@router.post("/issuance/complete", response_model=OfferPreview, summary="Complete an issuance the issuer sent back",
+             responses={400: {"description": "`invalid_grant`: no issuance of this wallet awaits that completion "
+                                             "code (wrong, used, expired — a wrong code ends the issuance); "
+                                             "`invalid_request`; or the issuer's error (`issuer_unavailable`, "
+                                             "`invalid_credential`, ...)."},
+                        404: {"description": "`not_found`: the issuance is not this wallet's."}})
+async def post_complete(ctx: Ctx, me: Citizen, body: CompleteIn,
+                        accept_language: Annotated[str | None, Header()] = None) -> dict[str, Any]:
+    """Redeem the issuer's authorization code (PKCE) and receive the credential into this wallet —
+    only for an issuance this wallet started, with the completion code the browser brought back.
+
+    `state` is `issued` with `credential_ids`, or `pending` (deferred issuance: poll the offer)."""
+    return await complete_authorization(ctx, me, body.offer_id, body.completion, accept_language)
