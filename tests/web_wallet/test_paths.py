@@ -11,6 +11,7 @@ from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 from playwright.sync_api import expect
 
 from sandbox.population import DEMO_PENDING
+from tests.wallet_api.conftest import bearer, login
 from tests.wallet_api.system import System, fresh_citizens
 from tests.web_wallet.conftest import make_offer, new_request, offer_qr_png, wait_status
 
@@ -184,6 +185,37 @@ def test_ask_an_issuer_from_the_catalogue(system: System, phone) -> None:
     page.locator("#nav a[data-route=cards]").click()
     expect(page.locator("#cards li.card")).to_have_count(1)
     expect(page.locator("#cards li.card")).to_contain_text(system.tenants["aoc-tax"]["name"])
+
+
+def test_an_issuer_link_someone_else_started_delivers_nobody_the_credential(system: System, phone) -> None:
+    """An attacker starts an issuance in their own wallet and sends the issuer's authorization link to a
+    victim, who follows it on their phone (logged in to their own wallet) and logs in at the issuer: the
+    victim's app does not complete someone else's issuance (nor would the API), and the attacker's
+    wallet never receives the victim's credential."""
+    attacker_id, victim_id = fresh_citizens(11)[9:11]
+    attacker = login(system.wallet, attacker_id)
+    r = httpx.post(f"{system.wallet}/v1/issuance/authorize", headers=bearer(attacker), timeout=30, json={
+        "credential_issuer": f"{system.issuer}/t/aoc-tax", "credential_configuration_id": "tax-compliance",
+        "redirect_uri": f"{system.wallet}/app/"})
+    assert r.status_code == 200, r.text
+    started = r.json()
+
+    victim = phone()
+    victim.login(victim_id)
+    page = victim.page
+    page.goto(started["authorization_url"])
+    page.fill("#q", victim_id)
+    page.get_by_role("button", name="Search").click()
+    page.get_by_role("button", name="Log in as this citizen").press("Enter")
+    expect(page.locator("#error")).to_be_visible(timeout=30_000)  # back in the victim's app
+    mine = httpx.get(f"{system.wallet}/v1/credentials", headers=bearer(attacker), timeout=30)
+    assert mine.status_code == 200 and mine.json() == [], mine.text
+    offer = httpx.get(f"{system.wallet}/v1/offers/{started['offer_id']}", headers=bearer(attacker), timeout=30)
+    assert offer.json()["state"] == "authorizing" and offer.json()["credential_ids"] == [], offer.text
+
+    expect(page.locator("#error")).to_have_text("The issuer did not deliver the credential.")
+    assert "completion=" not in page.url
+    expect(page.locator("#cards li.card")).to_have_count(0)
 
 
 def test_cancelled_or_forged_login_is_refused(system: System, phone) -> None:

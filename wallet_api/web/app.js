@@ -477,27 +477,39 @@
   function askIssuer(issuer, configurationId, button) {
     button.disabled = true;
     setStatus(t("working"));
-    // The issuer logs the citizen in; the wallet API receives the credential and sends the browser back
-    // to /app/?offer_id=...&state=issued|pending (or error=...).
+    // The issuer logs the citizen in; the wallet API keeps the issuer's code and sends the browser back
+    // to /app/?offer_id=...&completion=... (or error=...), where returnFromIssuer completes it.
     api("POST", "/v1/issuance/authorize", { credential_issuer: issuer, credential_configuration_id: configurationId,
                                              redirect_uri: location.origin + "/app/" })
       .then(function (started) {
         if (!/^https?:\/\//.test(started.authorization_url)) { throw { error: "invalid_issuer_metadata" }; }
+        sessionStorage.setItem("cartera.issuance", started.offer_id);
         location.assign(started.authorization_url);
       })
       .catch(function (err) { button.disabled = false; setStatus(""); showError(errorText(err)); });
   }
 
   function returnFromIssuer() {
+    // Completed only for the issuance this tab started, logged in as the wallet that started it (the
+    // API checks that too): an issuer's authorization link someone else sent must not end in their
+    // wallet with a credential of the citizen who followed it, nor in this wallet unasked.
+    // The address is replaced, not assigned (no hashchange: the route that follows shows the flash).
     var params = new URLSearchParams(location.search);
-    if (!params.has("offer_id") && !params.has("error")) { return; }
-    history.replaceState(null, "", "/app/");
-    if (params.get("offer_id")) {
-      location.hash = "#/offer/" + encodeURIComponent(params.get("offer_id"));
-    } else {
+    if (!params.has("offer_id") && !params.has("error")) { return Promise.resolve(); }
+    var expected = sessionStorage.getItem("cartera.issuance");
+    sessionStorage.removeItem("cartera.issuance");
+    var id = params.get("offer_id");
+    var offerScreen = "/app/#/offer/" + encodeURIComponent(id || "");
+    if (!id || id !== expected || !tokens()) {
+      history.replaceState(null, "", "/app/#/cards");
       flashError = t("issuanceFailed");
-      location.hash = "#/cards";
+      return Promise.resolve();
     }
+    history.replaceState(null, "", offerScreen);
+    if (params.get("error") || !params.get("completion")) { return Promise.resolve(); }  // shows the failure
+    setStatus(t("working"));
+    return api("POST", "/v1/issuance/complete", { offer_id: id, completion: params.get("completion") })
+      .catch(function (err) { flashError = errorText(err); });
   }
 
   // -- scanning ------------------------------------------------------------------------------------
@@ -1027,6 +1039,6 @@
     navigator.serviceWorker.register("/app/sw.js", { scope: "/app/" }).catch(function () {});
   }
   translatePage();
-  if (location.pathname === "/app/") { returnFromIssuer(); }
-  (location.pathname === "/app/callback" ? finishLogin() : Promise.resolve()).then(function () { route(null); });
+  (location.pathname === "/app/callback" ? finishLogin()
+    : location.pathname === "/app/" ? returnFromIssuer() : Promise.resolve()).then(function () { route(null); });
 })();
