@@ -1,14 +1,21 @@
-"""The optional wallet PIN: when set, presenting needs it; wrong attempts are limited.
+"""The optional wallet PIN: when set, presenting and exporting a backup need it; wrong attempts are limited.
 
 Stored as ``scrypt$<n>$<r>$<p>$<salt>$<hash>`` (scrypt, N=2^14, r=8, p=1). After
-``pin_max_attempts`` wrong PINs, presenting is locked for ``pin_lock_seconds``; the counters are in the
-database, so several workers share them. This lockout is the wallet's per-wallet PIN rate limit
-(docs/security.md): it answers 423 ``pin_locked`` with ``Retry-After``, and is not duplicated in the
-generic limiter.
+``pin_max_attempts`` wrong PINs, presenting (and exporting) is locked for ``pin_lock_seconds``; the
+counters are in the database, so several workers share them. This lockout is the wallet's per-wallet
+PIN rate limit (docs/security.md): it answers 423 ``pin_locked`` with ``Retry-After``, and is not
+duplicated in the generic limiter.
+
+Every attempt is reserved *before* the PIN is compared: one conditional ``UPDATE ... RETURNING``
+counts it only while the wallet is under the limit and not locked (the last one sets the lock), so
+concurrent guesses cannot test more than ``pin_max_attempts`` PINs between two locks (they used to be
+counted only after scrypt had answered). A right PIN clears the counter and the lock; a request that
+cannot reserve an attempt gets 423. scrypt runs in a worker thread, never on the event loop.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import datetime as dt
 import hashlib
@@ -16,8 +23,9 @@ import hmac
 import math
 import os
 
-from sqlalchemy import update
+from sqlalchemy import and_, case, literal, null, or_, update
 
+from service_kit.db import UTCDateTime
 from service_kit.errors import APIError
 
 from .context import WalletContext
@@ -43,40 +51,65 @@ def pin_matches(pin: str, stored: str) -> bool:
     return hmac.compare_digest(computed, base64.b64decode(digest))
 
 
-async def check_pin(ctx: WalletContext, me: Principal, pin: str | None) -> None:
-    """Pass when no PIN is set or ``pin`` is right; otherwise count the failure and refuse."""
-    async with ctx.db.read_session() as session:
-        wallet = await session.get(Wallet, me.wallet_id)
-    assert wallet is not None
-    if wallet.pin_hash is None:
-        return
-    now = utcnow()
-    if wallet.pin_locked_until is not None and wallet.pin_locked_until > now:
-        wait = max(1, math.ceil((wallet.pin_locked_until - now).total_seconds()))
-        raise APIError(423, "pin_locked", "too many wrong PINs; try again later", {"Retry-After": str(wait)})
-    if pin is not None and pin_matches(pin, wallet.pin_hash):
-        if wallet.pin_failures:
-            async with ctx.db.session() as session:
-                await session.execute(update(Wallet).where(Wallet.id == me.wallet_id).values(
-                    pin_failures=0, pin_locked_until=None).execution_options(synchronize_session=False))
-        return
+def _locked(wait: int) -> APIError:
+    return APIError(423, "pin_locked", "too many wrong PINs; try again later", {"Retry-After": str(max(1, wait))})
+
+
+async def _reserve_attempt(ctx: WalletContext, wallet_id: str, now: dt.datetime) -> tuple[int, str] | None:
+    """Count one attempt if the wallet may still try one; ``(attempts used, PIN hash)`` or ``None``.
+
+    One statement, so of any number of concurrent callers at most ``pin_max_attempts`` get through
+    between two locks. The attempt that uses the last one sets the lock in the same statement (a right
+    PIN lifts it again), so no state waits on a request that might never finish. A lock that has
+    ended starts a fresh count."""
+    limit = ctx.settings.pin_max_attempts
+    expired = and_(Wallet.pin_locked_until.is_not(None), Wallet.pin_locked_until <= now)
+    count = case((expired, 1), else_=Wallet.pin_failures + 1)
+    until = literal(now + dt.timedelta(seconds=ctx.settings.pin_lock_seconds), UTCDateTime())
+    statement = (update(Wallet)
+                 .where(Wallet.id == wallet_id, Wallet.pin_hash.is_not(None),
+                        or_(Wallet.pin_locked_until.is_(None), Wallet.pin_locked_until <= now))
+                 .values(pin_failures=count, pin_locked_until=case((count >= limit, until), else_=null()))
+                 .returning(Wallet.pin_failures, Wallet.pin_hash)
+                 .execution_options(synchronize_session=False))
     async with ctx.db.session() as session:
-        # Atomic increment: concurrent guesses each count.
-        await session.execute(update(Wallet).where(Wallet.id == me.wallet_id).values(
-            pin_failures=Wallet.pin_failures + 1).execution_options(synchronize_session=False))
-        fresh = await session.get(Wallet, me.wallet_id, populate_existing=True)
-        assert fresh is not None
-        if fresh.pin_failures >= ctx.settings.pin_max_attempts:
-            fresh.pin_failures = 0
-            fresh.pin_locked_until = now + dt.timedelta(seconds=ctx.settings.pin_lock_seconds)
-            locked = True
-        else:
-            locked = False
-        remaining = ctx.settings.pin_max_attempts - fresh.pin_failures
-    if locked:
-        raise APIError(423, "pin_locked", "too many wrong PINs; presenting is locked for a while",
-                       {"Retry-After": str(ctx.settings.pin_lock_seconds)})
-    raise APIError(403, "invalid_pin", "the PIN is missing or wrong", extra={"attempts_left": remaining})
+        row = (await session.execute(statement)).first()
+    return None if row is None else (int(row[0]), str(row[1]))
+
+
+async def _pin_state(ctx: WalletContext, wallet_id: str) -> Wallet | None:
+    """The wallet row when it has a PIN, freshly read."""
+    async with ctx.db.read_session() as session:
+        wallet = await session.get(Wallet, wallet_id, populate_existing=True)
+    return wallet if wallet is not None and wallet.pin_hash is not None else None
+
+
+async def check_pin(ctx: WalletContext, me: Principal, pin: str | None) -> None:
+    """Pass when no PIN is set or ``pin`` is right; otherwise count the failure and refuse.
+
+    403 ``invalid_pin`` (with ``attempts_left``) for a missing or wrong PIN, 423 ``pin_locked`` (with
+    ``Retry-After``) when the attempts are used up — also for the right PIN while the lock lasts."""
+    if await _pin_state(ctx, me.wallet_id) is None:
+        return  # no PIN: nothing to reserve (and no write for wallets without one)
+    now = utcnow()
+    reserved = await _reserve_attempt(ctx, me.wallet_id, now)
+    if reserved is None:
+        state = await _pin_state(ctx, me.wallet_id)
+        if state is None:
+            return  # the PIN was removed meanwhile
+        until = state.pin_locked_until or now + dt.timedelta(seconds=ctx.settings.pin_lock_seconds)
+        raise _locked(math.ceil((until - now).total_seconds()))
+    used, pin_hash = reserved
+    if pin is not None and await asyncio.to_thread(pin_matches, pin, pin_hash):
+        async with ctx.db.session() as session:
+            await session.execute(update(Wallet).where(Wallet.id == me.wallet_id).values(
+                pin_failures=0, pin_locked_until=None).execution_options(synchronize_session=False))
+        return
+    # The failure was counted when the attempt was reserved; the last one also set the lock.
+    if used >= ctx.settings.pin_max_attempts:
+        raise _locked(ctx.settings.pin_lock_seconds)
+    raise APIError(403, "invalid_pin", "the PIN is missing or wrong",
+                   extra={"attempts_left": ctx.settings.pin_max_attempts - used})
 
 
 async def set_pin(ctx: WalletContext, me: Principal, new_pin: str | None, current_pin: str | None) -> None:
@@ -84,7 +117,8 @@ async def set_pin(ctx: WalletContext, me: Principal, new_pin: str | None, curren
     await check_pin(ctx, me, current_pin)
     if new_pin is not None and (not new_pin.isdigit() or not 4 <= len(new_pin) <= 12):
         raise APIError(400, "invalid_request", "the PIN is 4 to 12 digits")
+    pin_hash = await asyncio.to_thread(hash_pin, new_pin) if new_pin else None
     async with ctx.db.session() as session:
         await session.execute(update(Wallet).where(Wallet.id == me.wallet_id).values(
-            pin_hash=hash_pin(new_pin) if new_pin else None, pin_failures=0, pin_locked_until=None)
+            pin_hash=pin_hash, pin_failures=0, pin_locked_until=None)
             .execution_options(synchronize_session=False))
