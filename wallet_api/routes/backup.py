@@ -15,6 +15,8 @@ router = APIRouter(tags=["backup"])
 
 class ExportIn(BaseModel):
     passphrase: str = Field(min_length=1, max_length=1000, description="Protects the file (at least 10 characters).")
+    pin: str | None = Field(default=None, max_length=12,
+                            description="The wallet PIN, when one is set (the file holds the holder keys).")
 
 
 class ImportIn(BaseModel):
@@ -24,11 +26,15 @@ class ImportIn(BaseModel):
 
 @router.post("/backup/export", summary="Export an encrypted backup")
 async def post_export(ctx: Ctx, me: Citizen, body: ExportIn) -> dict[str, Any]:
-    """The whole wallet (credentials, keys, history) encrypted with the passphrase (scrypt + AES-256-GCM)."""
-    return await export_wallet(ctx, me, body.passphrase)
+    """The whole wallet (credentials, keys, history) encrypted with the passphrase (scrypt + AES-256-GCM).
+
+    Needs `pin` when the wallet has one, counted as presenting's attempts are: 403 `invalid_pin`,
+    423 `pin_locked`."""
+    return await export_wallet(ctx, me, body.passphrase, body.pin)
 
 
 @router.post("/backup/import", summary="Import an encrypted backup")
 async def post_import(ctx: Ctx, me: Citizen, body: ImportIn) -> dict[str, int]:
-    """Add the backup's credentials and history to this wallet."""
+    """Add the backup's credentials and history to this wallet: every entry is checked first, and one
+    bad entry refuses the whole file (400 `invalid_backup` naming it)."""
     return await import_wallet(ctx, me, body.backup, body.passphrase)
