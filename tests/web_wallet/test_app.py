@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 from playwright.sync_api import Browser, expect
@@ -256,6 +258,18 @@ def test_pin_history_search_and_ending_another_session(system: System, phone) ->
     expect(page.locator("#request-result")).to_have_text("Shared with Ajuntament de Barcelona.", timeout=30_000)
     assert wait_status(system, "ajuntament-barcelona", request)["status"] == "verified"
 
+    # Exporting hands out the holder keys: with a PIN set it asks for it, as sharing does.
+    page.locator("#nav a[data-route=settings]").click()
+    page.fill("#export-pass", "correct horse battery")
+    page.fill("#export-pin", "1111")
+    page.get_by_role("button", name="Export a backup").click()
+    expect(page.locator("#error")).to_have_text("The PIN is not correct.")
+    page.fill("#export-pass", "correct horse battery")
+    page.fill("#export-pin", "2468")
+    with page.expect_download():
+        page.get_by_role("button", name="Export a backup").click()
+    expect(page.locator("#status")).to_have_text("Backup exported.")
+
     page.locator("#nav a[data-route=history]").click()
     page.fill("#history-q", "Barcelona")
     page.get_by_role("button", name="Search", exact=True).click()
@@ -272,3 +286,35 @@ def test_pin_history_search_and_ending_another_session(system: System, phone) ->
     expect(page.get_by_role("button", name="End this session")).to_have_count(0)
     other.page.locator("#nav a[data-route=history]").click()
     expect(other.page.locator("#login-title")).to_be_visible()
+
+
+def test_calls_that_meet_a_stale_token_together_refresh_it_once(system: System, phone) -> None:
+    """A refresh token is good for one use, and the server ends the session at a second (a stolen
+    token's sign): the settings page loads two things at once, and both share one refresh."""
+    citizen = phone()
+    citizen.login(CITIZENS[0])
+    page = citizen.page
+    page.locator("#nav a[data-route=settings]").click()
+    expect(page.locator("#me")).to_contain_text(CITIZENS[0])
+    page.evaluate("""() => {
+        const t = JSON.parse(sessionStorage.getItem("cartera.tokens"));
+        t.access = "no-longer-valid";
+        sessionStorage.setItem("cartera.tokens", JSON.stringify(t));
+    }""")
+    refreshes: list[str] = []
+
+    def slow_refresh(route: Any) -> None:
+        # Held back a little, so that both calls meet their 401 before the first refresh is done.
+        refreshes.append(route.request.url)
+        time.sleep(0.5)
+        route.continue_()
+
+    page.route("**/v1/auth/token", slow_refresh)
+    page.locator("#nav a[data-route=history]").click()
+    page.locator("#nav a[data-route=settings]").click()
+    expect(page.locator("#logins li").first).to_contain_text("this session")
+    expect(page.locator("#me")).to_contain_text(CITIZENS[0])
+    page.locator("#nav a[data-route=cards]").click()
+    expect(page.locator("#login-title")).to_be_hidden()
+    assert len(refreshes) == 1
+    assert page.evaluate("JSON.parse(sessionStorage.getItem('cartera.tokens')).access") != "no-longer-valid"

@@ -252,16 +252,22 @@
     if (alertStream) { alertStream.abort(); alertStream = null; }
   }
 
+  // One refresh at a time: a refresh token is good for one use, and the server takes a second use of
+  // it for a stolen token's and ends the session. Calls that meet a 401 together share one refresh.
+  var refreshing = null;
+
   function refresh() {
+    if (refreshing) { return refreshing; }
     var current = tokens();
     if (!current || !current.refresh) { return Promise.resolve(false); }
-    return fetch("/v1/auth/token", {
+    refreshing = fetch("/v1/auth/token", {
       method: "POST", headers: { "Content-Type": "application/json" },
       body: JSON.stringify({ grant_type: "refresh_token", refresh_token: current.refresh })
     }).then(function (r) {
       if (!r.ok) { return false; }
       return r.json().then(function (body) { saveTokens(body); return true; });
-    }).catch(function () { return false; });
+    }).catch(function () { return false; }).then(function (ok) { refreshing = null; return ok; });
+    return refreshing;
   }
 
   function api(method, path, body, retried) {
@@ -273,7 +279,10 @@
       .catch(function () { throw { error: null }; })
       .then(function (r) {
         if (r.status === 401 && !retried) {
-          return refresh().then(function (ok) {
+          var now = tokens();
+          // Refreshed by another call since this one left: retry with the new token, no new refresh.
+          var renewed = current && now && now.access !== current.access ? Promise.resolve(true) : refresh();
+          return renewed.then(function (ok) {
             if (ok) { return api(method, path, body, true); }
             dropTokens();
             go("login");
@@ -933,6 +942,7 @@
       $("me").textContent = who.name + " · " + who.identifier;
       $("pin-state").textContent = who.pin_set ? t("pinOn") : t("pinOff");
       $("current-pin-box").hidden = !who.pin_set;
+      $("export-pin-box").hidden = !who.pin_set;
     }).catch(function (err) { showError(errorText(err)); });
     api("GET", "/v1/me/logins?limit=20").then(function (items) {
       if (!current("logins", n)) { return; }
@@ -972,13 +982,17 @@
   function exportBackup(event) {
     event.preventDefault();
     setStatus(t("working"));
-    api("POST", "/v1/backup/export", { passphrase: $("export-pass").value }).then(function (backup) {
+    var body = { passphrase: $("export-pass").value };
+    // Exporting hands out the holder keys: with a PIN set, it asks for it as sharing does.
+    if (!$("export-pin-box").hidden) { body.pin = $("export-pin").value; }
+    api("POST", "/v1/backup/export", body).then(function (backup) {
       var blob = new Blob([JSON.stringify(backup)], { type: "application/json" });
       var link = el("a", { href: URL.createObjectURL(blob), download: "cartera-backup.json" });
       document.body.appendChild(link);
       link.click();
       link.remove();
       $("export-pass").value = "";
+      $("export-pin").value = "";
       setStatus(t("exported"));
     }).catch(function (err) { setStatus(""); showError(errorText(err)); });
   }
