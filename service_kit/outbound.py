@@ -44,14 +44,29 @@ class DestinationRefused(httpcore.ConnectError):
     callers treat it as an unreachable peer; the message names the host, never the path or query)."""
 
 
+#: NAT64 (RFC 6052): a gateway turns 64:ff9b::a.b.c.d into a connection to a.b.c.d.
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+
+
 def _address(value: str) -> IPAddress | None:
     try:
-        address = ipaddress.ip_address(value.strip("[]").split("%", 1)[0])
+        return ipaddress.ip_address(value.strip("[]").split("%", 1)[0])
     except ValueError:
         return None
-    # ::ffff:127.0.0.1 reaches 127.0.0.1: judge the IPv4 address it carries.
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return address.ipv4_mapped
+
+
+def _reached(address: IPAddress) -> IPAddress:
+    """The IPv4 address an IPv6 one carries and reaches (mapped, NAT64, 6to4, Teredo), else itself:
+    the one to judge. (``is_global`` calls NAT64 global whatever it carries.)"""
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return address.ipv4_mapped
+        if address in _NAT64:
+            return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+        if address.sixtofour is not None:
+            return address.sixtofour
+        if address.teredo is not None:
+            return address.teredo[1]
     return address
 
 
@@ -95,8 +110,13 @@ class OutboundPolicy:
         """Whether a connection to ``address`` is allowed."""
         if any(address in network for network in self._networks):
             return True
+        address = _reached(address)
+        if any(address in network for network in self._networks):
+            return True
         if address.is_loopback:
             return self.allow_loopback
+        if isinstance(address, ipaddress.IPv6Address) and (address.is_site_local or int(address) >> 32 == 0):
+            return False  # fec0::/10, and ::a.b.c.d (IPv4-compatible, deprecated): never public
         return address.is_global and not address.is_multicast
 
     def refusal(self, host: str, addresses: Iterable[IPAddress]) -> str | None:
@@ -108,8 +128,9 @@ class OutboundPolicy:
             return f"{host} has no address"
         for address in addresses:
             if not self.address_allowed(address):
-                return (f"{host} is an internal address ({address}) and not a listed internal host "
-                        "(settings: internal_hosts)")
+                # The address itself is not said: the message reaches tenants and agencies, who would
+                # learn the internal network's names and addresses from it.
+                return f"{host} is an internal address and not a listed internal host (settings: internal_hosts)"
         return None
 
     async def check_url(self, url: str) -> str | None:
@@ -118,7 +139,7 @@ class OutboundPolicy:
         made at each connection is the one that counts."""
         try:
             host = httpx.URL(url).host
-        except (httpx.InvalidURL, TypeError):
+        except (httpx.InvalidURL, TypeError, ValueError):  # ValueError: a bad IDNA label (xn--zz.com)
             return "the URL cannot be read"
         if not host:
             return "the URL has no host"

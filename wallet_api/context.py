@@ -157,7 +157,7 @@ class WalletContext:
 def _host(url: str) -> str:
     try:
         return httpx.URL(url).host or "the server"
-    except (httpx.InvalidURL, TypeError):
+    except (httpx.InvalidURL, TypeError, ValueError):  # ValueError: a bad IDNA label
         return "the server"
 
 

@@ -60,13 +60,28 @@ def test_listed_internal_hosts_are_reached(local: str, listed: str) -> None:
 
 
 @pytest.mark.parametrize("host", ["10.255.255.1", "169.254.169.254", "192.168.1.1", "[::ffff:127.0.0.1]", "[fd00::1]",
-                                  "0.0.0.0", "100.64.0.1"])
+                                  "0.0.0.0", "100.64.0.1",
+                                  # IPv6 addresses that carry an internal IPv4 one: NAT64, 6to4, IPv4-compatible.
+                                  "[64:ff9b::a9fe:a9fe]", "[64:ff9b::a00:5]", "[2002:7f00:1::]", "[::7f00:1]",
+                                  "[fec0::1]"])
 def test_internal_addresses_are_refused_without_a_connection(host: str) -> None:
     started = time.monotonic()
     with pytest.raises(httpx.ConnectError, match="internal address"):
         _get(OutboundPolicy(), f"http://{host}:9/")
     # 10.255.255.1 blackholes: a connection attempt would wait for the 5 s timeout.
     assert time.monotonic() - started < 2
+
+
+def test_a_refusal_does_not_tell_the_address_a_name_resolves_to() -> None:
+    """Refusals reach tenants and agencies: they must not learn the internal network from them."""
+    reason = asyncio.run(OutboundPolicy().check_url("https://localhost/x"))
+    assert reason is not None and "internal address" in reason and "127.0.0.1" not in reason
+
+
+def test_a_public_address_behind_nat64_is_allowed_and_connected_as_is() -> None:
+    policy = OutboundPolicy()
+    assert policy.address_allowed(ipaddress.ip_address("64:ff9b::808:808"))  # 8.8.8.8
+    assert not policy.address_allowed(ipaddress.ip_address("64:ff9b::7f00:1"))
 
 
 def test_the_blocking_transport_is_guarded_too(local: str) -> None:
@@ -97,6 +112,7 @@ def test_policy_addresses() -> None:
     ("https://169.254.169.254/latest", True, "internal address"),
     ("https://user:pw@8.8.8.8/", False, "no user information"),
     ("https://8.8.8.8/#x", False, "fragment"),
+    ("https://xn--zz.com/hook", False, "cannot be read"),  # a bad IDNA label
     (42, False, "non-empty URL"),
 ])
 def test_registered_destinations(url: object, dev: bool, refused: str | None) -> None:
