@@ -44,6 +44,7 @@ from credential_schemas import CredentialType, load_builtin_types
 from service_kit.crypto import load_master_key
 from service_kit.db import dialect_insert
 from service_kit.errors import APIError
+from service_kit.outbound import guarded_transport
 from ssi.oid4vci import check_url
 from verifier.agencies import verifier_host
 from verifier.aries_models import AriesPresentation, AriesWebhookEvent, AriesWebhookKey
@@ -133,7 +134,10 @@ class VerifierAriesChannel:
             admin_port=s.aries_admin_port, endpoint=s.aries_endpoint, webhook_url=f"{local}/v1/aries/webhooks",
             master_key=load_master_key(s), extra_args=["--auto-verify-presentation"],
             admin_timeout=s.aries_admin_timeout)
-        self.http = httpx.AsyncClient(timeout=s.http_timeout, follow_redirects=False)
+        # Issuers' keys and status lists at URLs agencies' templates name: the outbound policy's
+        # destinations only, as on the OpenID4VP channel (service_kit.outbound).
+        self.http = httpx.AsyncClient(timeout=s.http_timeout, follow_redirects=False,
+                                      transport=guarded_transport(s.outbound_policy()))
         try:
             if self.runtime.webhook_key:
                 async with self.db.session() as session:
