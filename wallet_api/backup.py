@@ -230,7 +230,11 @@ def _check_details(details: Any) -> dict[str, Any]:
         assert ref is not None
         uri = _text(ref.get("uri"), f"{what}.uri", optional=False)
         idx = ref.get("idx")
-        if urlsplit(uri).scheme not in ("https", "http"):
+        try:
+            scheme = urlsplit(uri).scheme
+        except ValueError:  # e.g. an unbalanced '[' in the host
+            scheme = ""
+        if scheme not in ("https", "http"):
             raise _Bad(f"{what}.uri must be an http(s) URL")
         if type(idx) is not int or not 0 <= idx < 2**32:
             raise _Bad(f"{what}.idx must be a non-negative integer")

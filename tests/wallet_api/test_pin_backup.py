@@ -233,6 +233,7 @@ BAD_ENTRIES: dict[str, Callable[[], dict[str, Any]]] = {
     "status reference not an object": lambda: _with_details(statuses=["x"]),
     "status index negative": lambda: _with_details(statuses=[{"uri": "https://s.example/1", "idx": -1}]),
     "status uri not a URL": lambda: _with_details(statuses=[{"uri": "file:///etc/passwd", "idx": 1}]),
+    "status uri that does not parse": lambda: _with_details(statuses=[{"uri": "http://[::1", "idx": 1}]),
     "notification issuer metadata invalid": lambda: _with_details(notification={
         "notification_id": "n-1", "token": None, "metadata": {"credential_issuer": 5}, "as_metadata": {}}),
     "details not an object": lambda: _entry(details=[]),
