@@ -123,9 +123,10 @@ class Phone:
 def phone(browser: Browser, system: System) -> Iterator[Callable[..., Phone]]:
     contexts: list[BrowserContext] = []
 
-    def make(locale: str = "en-GB") -> Phone:
+    def make(locale: str = "en-GB", service_workers: str = "allow") -> Phone:
+        # service_workers="block": Playwright's routes see no request a service worker handles.
         context = browser.new_context(viewport=PHONE, device_scale_factor=2, is_mobile=True, has_touch=True,
-                                      locale=locale)
+                                      locale=locale, service_workers=service_workers)
         context.grant_permissions(["camera"], origin=system.wallet)
         contexts.append(context)
         return Phone(context, system)

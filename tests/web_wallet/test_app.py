@@ -291,7 +291,7 @@ def test_pin_history_search_and_ending_another_session(system: System, phone) ->
 def test_calls_that_meet_a_stale_token_together_refresh_it_once(system: System, phone) -> None:
     """A refresh token is good for one use, and the server ends the session at a second (a stolen
     token's sign): the settings page loads two things at once, and both share one refresh."""
-    citizen = phone()
+    citizen = phone(service_workers="block")  # the route below must see the app's own requests
     citizen.login(CITIZENS[0])
     page = citizen.page
     page.locator("#nav a[data-route=settings]").click()
