@@ -40,7 +40,7 @@ import hashlib
 import json
 import secrets
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from json.encoder import c_make_encoder, encode_basestring  # type: ignore[attr-defined]
 from typing import Any
@@ -693,6 +693,15 @@ class _Processor:
         return out
 
 
+def _refers_to_disclosures(raw: Any) -> bool:
+    """Whether a payload value holds digests of disclosures (``_sd``, or array elements ``{"...": d}``)."""
+    if type(raw) is dict:
+        return _SD in raw or _ELLIPSIS in raw or any(_refers_to_disclosures(v) for v in raw.values())
+    if type(raw) is list:
+        return any(_refers_to_disclosures(v) for v in raw)
+    return False
+
+
 def _path_matches(pattern: ClaimPath, path: ClaimPath) -> bool:
     """Whether the concrete ``path`` is ``pattern`` with ``None`` matching any array index."""
     if len(pattern) != len(path):
@@ -815,8 +824,8 @@ class SDJWT:
                     break
         return chosen
 
-    def revealed_claims(self, disclosures: Iterable[Disclosure], paths: Iterable[ClaimPath] = ()
-                        ) -> list[tuple[ClaimPath, Any]]:
+    def revealed_claims(self, disclosures: Iterable[Disclosure], paths: Iterable[ClaimPath] = (), *,
+                        plain_except: Collection[str] | None = None) -> list[tuple[ClaimPath, Any]]:
         """What a presentation of ``disclosures`` shows the verifier, as ``(path, value)`` pairs.
 
         A disclosure goes whole: its plain members and elements (the ``sd: never`` parts of a
@@ -826,7 +835,9 @@ class SDJWT:
         the disclosed values as the largest subtrees holding none of ``paths`` (in payload order).
         Values are as the verifier processes them: undisclosed members and decoys left out. Array
         indices are those of :attr:`claims`. Plain claims outside every disclosure (``iss``, ``cnf``...)
-        travel in every presentation and are listed only when asked for. ``disclosures`` are some of
+        travel in every presentation: they are listed when asked for, and with ``plain_except`` all of
+        them but the top-level names it holds (the technical ones, for a holder's consent screen, which
+        must show every personal claim that leaves). ``disclosures`` are some of
         this token's with the disclosures enclosing them (as :meth:`disclosures_for` gives them); one
         whose enclosing disclosure is missing is not shown, as a verifier cannot place it.
         """
@@ -849,9 +860,13 @@ class SDJWT:
                 found.append((asked, path, shown(raw, path)))
                 return
             container = type(raw) is dict or type(raw) is list
-            if inside and (not container or not any(
-                    len(p) > len(path) and _path_matches(p[:len(path)], path) for p in patterns)):
+            deeper = container and any(len(p) > len(path) and _path_matches(p[:len(path)], path) for p in patterns)
+            if inside and not deeper:
                 found.append((len(patterns), path, shown(raw, path)))
+                return
+            if (not inside and path and plain_except is not None and path[0] not in plain_except and not deeper
+                    and not _refers_to_disclosures(raw)):
+                found.append((len(patterns), path, raw))  # plain through and through: it leaves as it is
                 return
             if type(raw) is dict:
                 for name, member in raw.items():

@@ -45,6 +45,7 @@ from ssi.oid4vp import (
     verify_request_object,
 )
 from ssi.sd_jwt import SDJWT
+from ssi.sd_jwt_vc import NON_DISCLOSABLE_CLAIMS
 
 from .context import FetchError, WalletContext
 from .deps import Principal
@@ -68,10 +69,16 @@ def _same_path(pattern: Any, path: tuple[Any, ...]) -> bool:
         want == have if want is not None else isinstance(have, int) for want, have in zip(pattern, path, strict=True))
 
 
+#: Plain claims of every SD-JWT VC that say nothing of the citizen (who issued it, when, its type, the
+#: holder key, the status reference): the consent screen does not list them.
+TECHNICAL_CLAIMS = NON_DISCLOSABLE_CLAIMS | {"iat", "_sd_alg"}
+
+
 def _shown_claims(sd: SDJWT, paths: list[tuple[Any, ...]]) -> list[tuple[tuple[Any, ...], Any]]:
     """Every claim the presentation of ``paths`` shows: a disclosure goes whole, so an object's plain
-    members leave with the one asked for (:meth:`ssi.sd_jwt.SDJWT.revealed_claims`)."""
-    return sd.revealed_claims(sd.disclosures_for(paths), paths)
+    members leave with the one asked for, and the credential's plain claims (a birth date an issuer
+    did not make disclosable) leave in every presentation (:meth:`ssi.sd_jwt.SDJWT.revealed_claims`)."""
+    return sd.revealed_claims(sd.disclosures_for(paths), paths, plain_except=TECHNICAL_CLAIMS)
 
 
 def _claim_label(cred: OpenCredential, path: tuple[Any, ...], languages: list[str]) -> str:

@@ -101,6 +101,23 @@ def test_plain_claims_are_listed_only_when_asked_for() -> None:
     assert revealed(sd, ("nowhere",)) == []
 
 
+def test_with_plain_except_every_plain_personal_claim_is_listed() -> None:
+    """A claim the issuer did not make disclosable leaves in every presentation: a consent screen
+    must list it, technical claims apart. Plain members of a partly disclosable object are listed
+    one by one; what is asked keeps its place first."""
+    payload = {**PADRO, "birthdate": "1990-05-01", "nif": "12345678Z",
+               "household": {"size": 2, "head": "Anna Puig"}}
+    sd = SDJWT.parse(issue_sd_jwt(payload, key=ISSUER, disclosable=[*DISCLOSABLE, ("household", "head")], decoys=0))
+    technical = {"iss", "iat", "vct", "cnf", "_sd_alg"}
+    chosen = sd.disclosures_for([("name",)])
+    assert sd.revealed_claims(chosen, [("name",)], plain_except=technical) == [
+        (("name",), "Anna Puig"), (("birthdate",), "1990-05-01"), (("nif",), "12345678Z"),
+        (("household", "size"), 2)]
+    # Asked for, a plain claim is listed once, in its place.
+    assert sd.revealed_claims([], [("nif",)], plain_except=technical) == [
+        (("nif",), "12345678Z"), (("birthdate",), "1990-05-01"), (("household", "size"), 2)]
+
+
 def test_a_disclosure_without_its_enclosing_one_is_not_shown() -> None:
     sd = parsed()
     eighteen = [d for d in sd.disclosures if d.name == "18"]

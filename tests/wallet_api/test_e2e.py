@@ -63,8 +63,12 @@ def test_share_subset_verifier_confirms(system: System) -> None:
     assert body["verifier"]["verified"] and body["verifier"]["name"] == "Ajuntament de Barcelona"
     assert body["purpose"].startswith("Grant application")
     assert body["satisfiable"]
-    shown = {tuple(c["path"]) for c in body["queries"][0]["options"][0]["claims"]}
-    assert shown == {("nif",), ("name",), ("complianceStatus",)}
+    claims = body["queries"][0]["options"][0]["claims"]
+    shown = {tuple(c["path"]) for c in claims}
+    assert {tuple(c["path"]) for c in claims if c["requested"]} == {("nif",), ("name",), ("complianceStatus",)}
+    # The type's plain claims (not selectively disclosable) leave in every presentation: the consent
+    # screen lists them too, as not asked for.
+    assert {tuple(c["path"]) for c in claims if not c["requested"]} == {("purpose",), ("issuedAt",), ("validUntil",)}
     # before approval, nothing reached the verifier
     status = httpx.get(request["status_url"], headers=system.verifier_headers("ajuntament-barcelona")).json()
     assert status["status"] == "pending"

@@ -177,11 +177,14 @@ def test_history_search_filters_and_export_holds_exactly_what_was_disclosed(syst
     assert share["outcome"] == "sent" and share["verifier"]["name"] == "Ajuntament de Barcelona"
     assert share["purpose"].startswith("Grant application")
     disclosed = {c["path"][0]: c["value"] for item in share["disclosed"] for c in item["claims"]}
+    asked = {c["path"][0]: c["value"] for item in share["disclosed"] for c in item["claims"] if c["requested"]}
     received = verifier_saw["claims"]["tax"]
     received = received[0] if isinstance(received, list) else received
-    # the verifier got exactly the claims the history says were disclosed, with the same values
-    assert {k: received[k] for k in disclosed} == disclosed
-    assert set(disclosed) == {"nif", "name", "complianceStatus"}
+    # the verifier reports the claims it asked for: exactly those the history says were asked, same values
+    assert {k: received[k] for k in asked} == asked
+    assert set(asked) == {"nif", "name", "complianceStatus"}
+    # and the type's plain claims, which leave in every presentation, are in the history too
+    assert set(disclosed) - set(asked) == {"purpose", "issuedAt", "validUntil"}
     tax_claims = httpx.get(f"{system.wallet}/v1/credentials/{share['disclosed'][0]['credential_id']}",
                            headers=bearer(tokens)).json()["claims"]
     undisclosed = [str(v) for k, v in tax_claims.items() if k not in disclosed and isinstance(v, str) and len(v) > 3]
