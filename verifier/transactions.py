@@ -15,7 +15,6 @@ import datetime as dt
 import hashlib
 import logging
 import secrets
-import traceback
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -483,10 +482,9 @@ def _internal_error() -> CheckError:
 
 
 def _log_failure(message: str, exc: BaseException, tx_id: str) -> None:
-    """Log an unexpected failure of an answer by its type and traceback only: its text may quote claim
-    values (a value that cannot be serialised, a driver error listing the statement's parameters)."""
-    log.error("%s (%s)\n%s", message, type(exc).__name__, "".join(traceback.format_tb(exc.__traceback__)),
-              extra={"transaction_id": tx_id})
+    """Log an unexpected failure of an answer. The service's log formatter writes an exception's type
+    and traceback, never its text (which may quote claim values: service_kit.logging)."""
+    log.error(message, exc_info=exc, extra={"transaction_id": tx_id})
 
 
 async def _finish_answer(db: Database, box: SecretBox, tx: Transaction, *, status: str, errors: list[CheckError],

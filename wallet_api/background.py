@@ -438,8 +438,8 @@ async def poll_deferred(ctx: WalletContext) -> int:
 
 
 def _row_failed(job: str, wallet_id: str, row_id: str, exc: BaseException) -> None:
-    """Log a row a job could not handle: its ids and the error's type, never its message or traceback
-    (either may quote what the row holds)."""
+    """Log a row a job could not handle: its ids and the error's type, never its message (it may quote
+    what the row holds); a row that fails is expected, not a fault to trace."""
     log.warning("background job could not handle a row", extra={
         "job": job, "wallet": wallet_id, "row": row_id, "reason": type(exc).__name__})
 
