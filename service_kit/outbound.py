@@ -145,12 +145,9 @@ class OutboundPolicy:
             return "the URL has no host"
         if self.host_listed(host):
             return None
-        literal = _address(host)
-        if literal is not None:
-            return self.refusal(host, [literal])
         try:
             addresses = await _resolve(host, 443)
-        except OSError:
+        except httpcore.ConnectError:
             return None
         return self.refusal(host, addresses)
 
@@ -166,13 +163,37 @@ async def refused_destination(url: Any, policy: OutboundPolicy, *, dev_mode: boo
 
 
 async def _resolve(host: str, port: int) -> list[IPAddress]:
-    infos = await anyio.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    """``host``'s addresses (itself when it is one); ``httpcore.ConnectError`` when it does not resolve."""
+    literal = _address(host)
+    if literal is not None:
+        return [literal]
+    try:
+        infos = await anyio.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        raise httpcore.ConnectError(f"{host} cannot be resolved") from exc
     return [a for a in (_address(str(info[4][0])) for info in infos) if a is not None]
 
 
 def _resolve_blocking(host: str, port: int) -> list[IPAddress]:
-    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    literal = _address(host)
+    if literal is not None:
+        return [literal]
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        raise httpcore.ConnectError(f"{host} cannot be resolved") from exc
     return [a for a in (_address(str(info[4][0])) for info in infos) if a is not None]
+
+
+def _checked(policy: OutboundPolicy, host: str, addresses: list[IPAddress]) -> list[IPAddress]:
+    """``addresses`` when the policy allows every one, else :class:`DestinationRefused`. The caller
+    connects to these, in the resolver's order, the next one when one cannot be reached (an IPv6
+    address without a route); TLS still checks the certificate against ``host``, which httpcore
+    passes to start_tls, not the address connected to."""
+    reason = policy.refusal(host, addresses)
+    if reason is not None:
+        raise DestinationRefused(reason)
+    return addresses
 
 
 class _GuardedAsyncBackend(httpcore.AsyncNetworkBackend):
@@ -186,17 +207,7 @@ class _GuardedAsyncBackend(httpcore.AsyncNetworkBackend):
                           local_address: str | None = None, socket_options: Any = None) -> httpcore.AsyncNetworkStream:
         if self._policy.host_listed(host):
             return await self._inner.connect_tcp(host, port, timeout, local_address, socket_options)
-        literal = _address(host)
-        try:
-            addresses = [literal] if literal is not None else await _resolve(host, port)
-        except OSError as exc:
-            raise httpcore.ConnectError(f"{host} cannot be resolved") from exc
-        reason = self._policy.refusal(host, addresses)
-        if reason is not None:
-            raise DestinationRefused(reason)
-        # To the addresses checked, in the resolver's order, the next one when one cannot be reached
-        # (an IPv6 address without a route). TLS still checks the certificate against ``host``:
-        # httpcore passes the origin's name to start_tls, not the address connected to.
+        addresses = _checked(self._policy, host, await _resolve(host, port))
         for address in addresses[:-1]:
             with contextlib.suppress(httpcore.ConnectError, httpcore.ConnectTimeout):
                 return await self._inner.connect_tcp(str(address), port, timeout, local_address, socket_options)
@@ -219,14 +230,7 @@ class _GuardedSyncBackend(httpcore.NetworkBackend):
                     socket_options: Any = None) -> httpcore.NetworkStream:
         if self._policy.host_listed(host):
             return self._inner.connect_tcp(host, port, timeout, local_address, socket_options)
-        literal = _address(host)
-        try:
-            addresses = [literal] if literal is not None else _resolve_blocking(host, port)
-        except OSError as exc:
-            raise httpcore.ConnectError(f"{host} cannot be resolved") from exc
-        reason = self._policy.refusal(host, addresses)
-        if reason is not None:
-            raise DestinationRefused(reason)
+        addresses = _checked(self._policy, host, _resolve_blocking(host, port))
         for address in addresses[:-1]:
             with contextlib.suppress(httpcore.ConnectError, httpcore.ConnectTimeout):
                 return self._inner.connect_tcp(str(address), port, timeout, local_address, socket_options)
