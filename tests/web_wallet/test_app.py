@@ -318,3 +318,24 @@ def test_calls_that_meet_a_stale_token_together_refresh_it_once(system: System, 
     expect(page.locator("#login-title")).to_be_hidden()
     assert len(refreshes) == 1
     assert page.evaluate("JSON.parse(sessionStorage.getItem('cartera.tokens')).access") != "no-longer-valid"
+
+
+def test_switching_language_while_the_login_loads_lists_each_provider_once(system: System, phone) -> None:
+    providers = httpx.get(f"{system.wallet}/v1/auth/providers").json()
+    citizen = phone(service_workers="block")  # the route below must see the app's own requests
+    page = citizen.page
+    held: list[Any] = []
+    page.route("**/v1/auth/providers", lambda route: held.append(route))  # answered below, once both renders asked
+    citizen.open()
+    page.select_option("#lang", "ca")
+    for _ in range(100):
+        if len(held) == 2:
+            break
+        page.wait_for_timeout(50)
+    assert len(held) == 2
+    held[1].continue_()  # the Catalan render's answer, then the earlier one, late
+    expect(page.get_by_role("button", name="Inicia la sessió amb VÀLid")).to_have_count(1)
+    held[0].continue_()
+    page.wait_for_timeout(1000)
+    expect(page.locator("#providers button")).to_have_count(len(providers))
+    expect(page.get_by_role("button", name="Inicia la sessió amb VÀLid")).to_have_count(1)

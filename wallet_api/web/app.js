@@ -308,8 +308,11 @@
   }
 
   function renderLogin() {
-    var box = clear($("providers"));
+    // Rendered again when the language changes: only the latest answer fills the list, once.
+    var n = ticket("providers");
     fetch("/v1/auth/providers").then(function (r) { return r.json(); }).then(function (list) {
+      if (!current("providers", n)) { return; }
+      var box = clear($("providers"));
       list.forEach(function (provider) {
         var button = el("button", { type: "button", "class": "primary", text: t("loginWith", provider.label) });
         button.addEventListener("click", function () {
