@@ -7,11 +7,12 @@ its own when it needs isolation.
 from __future__ import annotations
 
 import base64
+import contextlib
 import secrets
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
@@ -47,6 +48,15 @@ def wallet_settings(tmp: Path, port: int, idp_url: str, **extra: object) -> Wall
         "idp_allow_login_hint": True, "background_interval": 0, "log_level": "warning"}
     values.update(extra)
     return WalletSettings(**values)
+
+
+@contextlib.asynccontextmanager
+async def offline_wallet(tmp: Path) -> AsyncIterator[Any]:
+    """The wallet API's context, its app started without the background loop and with no identity
+    provider listening: what the sweep and purge tests seed and drive by hand."""
+    app = create_app(wallet_settings(tmp, free_port(), "http://127.0.0.1:9"), run_background=False)
+    async with app.router.lifespan_context(app):
+        yield app.state.wallet
 
 
 @pytest.fixture(scope="session")

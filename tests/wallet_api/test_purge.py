@@ -15,9 +15,7 @@ import pytest
 from sqlalchemy import select
 
 from service_kit.webhooks import OUTBOX_RETENTION
-from tests.support.servers import free_port
-from tests.wallet_api.conftest import wallet_settings
-from wallet_api.app import create_app
+from tests.wallet_api.conftest import offline_wallet
 from wallet_api.background import OFFER_KEPT, PRESENTATION_KEPT, stranded_after, sweep
 from wallet_api.models import (
     AlertWebhookOutbox,
@@ -35,9 +33,7 @@ pytestmark = pytest.mark.anyio
 
 
 async def test_the_sweep_purges_expired_logins_and_app_codes(tmp_path: Path) -> None:
-    app = create_app(wallet_settings(tmp_path, free_port(), "http://127.0.0.1:9"), run_background=False)
-    async with app.router.lifespan_context(app):
-        ctx = app.state.wallet
+    async with offline_wallet(tmp_path) as ctx:
         now = dt.datetime.now(dt.UTC)
         expiries = {"old": now - dt.timedelta(minutes=1), "live": now + dt.timedelta(minutes=5)}
         async with ctx.db.session() as session:
@@ -60,9 +56,7 @@ async def test_the_sweep_purges_expired_logins_and_app_codes(tmp_path: Path) -> 
 
 
 async def test_the_sweep_purges_alert_webhooks_delivered_or_given_up_past_their_retention(tmp_path: Path) -> None:
-    app = create_app(wallet_settings(tmp_path, free_port(), "http://127.0.0.1:9"), run_background=False)
-    async with app.router.lifespan_context(app):
-        ctx = app.state.wallet
+    async with offline_wallet(tmp_path) as ctx:
         now = dt.datetime.now(dt.UTC)
         margin = dt.timedelta(minutes=1)
         attempts = ctx.settings.webhook_max_attempts
@@ -85,9 +79,7 @@ async def test_the_sweep_purges_alert_webhooks_delivered_or_given_up_past_their_
 async def test_the_sweep_purges_presentation_requests_a_day_after_their_expiry(tmp_path: Path) -> None:
     """A request's row (its preview holds the claim values offered) goes a day after its expiry; the
     share stays in the history. One still being answered is recorded first, never purged unrecorded."""
-    app = create_app(wallet_settings(tmp_path, free_port(), "http://127.0.0.1:9"), run_background=False)
-    async with app.router.lifespan_context(app):
-        ctx = app.state.wallet
+    async with offline_wallet(tmp_path) as ctx:
         now = dt.datetime.now(dt.UTC)
         margin = dt.timedelta(minutes=1)
         async with ctx.db.session() as session:
@@ -109,9 +101,7 @@ async def test_a_wallet_whose_key_cannot_be_opened_stops_no_job_of_the_sweep(tmp
     """A wallet whose data key does not open (a master key rotated wrongly, a damaged row) with a
     credential due for a status check and a request left 'sending': the status check fails, the
     request cannot be ended and moves to the back of the window; every other job still runs."""
-    app = create_app(wallet_settings(tmp_path, free_port(), "http://127.0.0.1:9"), run_background=False)
-    async with app.router.lifespan_context(app):
-        ctx = app.state.wallet
+    async with offline_wallet(tmp_path) as ctx:
         now = dt.datetime.now(dt.UTC)
         async with ctx.db.session() as session:
             session.add(Wallet(id="w-broken", subject_index="broken", data_key=b"\0", profile=b"\0"))
@@ -137,9 +127,7 @@ async def test_a_wallet_whose_key_cannot_be_opened_stops_no_job_of_the_sweep(tmp
 async def test_the_sweep_purges_offers_a_month_after_they_ended(tmp_path: Path) -> None:
     """An ended offer's row (issuer metadata, the exchange's tokens) goes ``OFFER_KEPT`` after its
     receipt; a deferred issuance still pending stays however old, and so does one being accepted."""
-    app = create_app(wallet_settings(tmp_path, free_port(), "http://127.0.0.1:9"), run_background=False)
-    async with app.router.lifespan_context(app):
-        ctx = app.state.wallet
+    async with offline_wallet(tmp_path) as ctx:
         now = dt.datetime.now(dt.UTC)
         old = now - OFFER_KEPT - dt.timedelta(minutes=1)
         async with ctx.db.session() as session:
@@ -163,9 +151,7 @@ async def test_the_sweep_purges_offers_a_month_after_they_ended(tmp_path: Path) 
 async def test_the_sweep_purges_rotated_refresh_tokens_once_they_would_have_expired(tmp_path: Path) -> None:
     """A rotated refresh token's hash is kept to tell a reuse (which revokes its session) until the token
     would have expired; after that it serves nothing and goes."""
-    app = create_app(wallet_settings(tmp_path, free_port(), "http://127.0.0.1:9"), run_background=False)
-    async with app.router.lifespan_context(app):
-        ctx = app.state.wallet
+    async with offline_wallet(tmp_path) as ctx:
         now = dt.datetime.now(dt.UTC)
         async with ctx.db.session() as session:
             session.add(Wallet(id="w-purge", subject_index="purge", data_key=b"\0", profile=b"\0"))

@@ -21,10 +21,8 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from tests.support.servers import free_port
-from tests.wallet_api.conftest import wallet_settings
+from tests.wallet_api.conftest import offline_wallet
 from wallet_api import audit
-from wallet_api.app import create_app
 from wallet_api.background import sweep
 from wallet_api.context import WalletContext
 from wallet_api.models import Alert, AuditHead, Credential, Offer, Wallet
@@ -62,9 +60,7 @@ def _logged_rows(caplog: pytest.LogCaptureFixture) -> set[str]:
 
 async def test_a_credential_the_sweep_cannot_handle_does_not_stop_the_other_wallets_checks_and_alerts(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    app = create_app(wallet_settings(tmp_path, free_port(), "http://127.0.0.1:9"), run_background=False)
-    async with app.router.lifespan_context(app):
-        ctx = app.state.wallet
+    async with offline_wallet(tmp_path) as ctx:
         now = dt.datetime.now(dt.UTC)
         soon = now + dt.timedelta(days=2)
         bad = await _wallet(ctx, "w-bad")
@@ -111,9 +107,7 @@ async def test_a_credential_the_sweep_cannot_handle_does_not_stop_the_other_wall
 
 async def test_a_deferred_offer_the_sweep_cannot_poll_does_not_stop_the_other_polls(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    app = create_app(wallet_settings(tmp_path, free_port(), "http://127.0.0.1:9"), run_background=False)
-    async with app.router.lifespan_context(app):
-        ctx = app.state.wallet
+    async with offline_wallet(tmp_path) as ctx:
         now = dt.datetime.now(dt.UTC)
         async with ctx.db.session() as session:
             # A wallet whose key does not open, and an offer whose sealed data does not open.
@@ -143,9 +137,7 @@ async def test_a_deferred_offer_the_sweep_cannot_poll_does_not_stop_the_other_po
 
 async def test_a_chain_that_cannot_be_checkpointed_does_not_stop_the_others(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    app = create_app(wallet_settings(tmp_path, free_port(), "http://127.0.0.1:9"), run_background=False)
-    async with app.router.lifespan_context(app):
-        ctx = app.state.wallet
+    async with offline_wallet(tmp_path) as ctx:
         async with ctx.db.session() as session:
             for wallet_id in ("w-a", "w-b", "w-c"):
                 session.add(Wallet(id=wallet_id, subject_index=wallet_id, data_key=b"\0", profile=b"\0"))
