@@ -10,7 +10,8 @@
 3. The issuer exchanges VÀLid's code, reads ``getUserInfo`` (identifier, name, method, assurance level)
    and redirects the wallet back with its own single-use code (``code``, ``state``, ``iss``).
 4. At the token endpoint the code, the PKCE verifier, the redirect URI and the client id are checked;
-   the access token is bound to the authenticated identifier only.
+   the access token is bound to the authenticated identifier only, and names the client: a key proof
+   whose ``iss`` names another is refused. A code presented a second time revokes that token.
 
 Each step moves the request row from one ``stage`` to the next with a conditional ``UPDATE``, so a
 replayed state or code finds nothing to move.
@@ -28,7 +29,7 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 import httpx
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 
 from service_kit.db import mark_used_once
 from service_kit.errors import APIError
@@ -37,7 +38,7 @@ from ssi.errors import EncodingError
 from ssi.oid4vci import INVALID_GRANT, INVALID_REQUEST, UNAUTHORIZED_CLIENT
 
 from .context import IssuerContext, new_id, new_secret, secret_hash, utcnow
-from .models import AuthorizationRequest, Offer
+from .models import AccessToken, AuthorizationRequest, Offer
 from .settings import OAuthClient, redirect_uri_problem
 from .tenancy import TenantRef
 
@@ -343,6 +344,30 @@ class CodeGrant:
     selector: str | None
     login: dict[str, Any]
     offer_id: str | None
+    client_id: str
+    request_id: str
+
+
+async def revoke_replayed_code(ctx: IssuerContext, tenant: TenantRef, code_hash: str) -> bool:
+    """A code presented again after its redemption: revoke the tokens issued on it (RFC 6749 §4.1.2,
+    RFC 9700 §4.5.3.1: a code used twice has leaked, and either party may be the attacker).
+
+    The request moves to ``replayed`` whatever its expiry, from ``used`` (redemption under way: its
+    token is then refused, ``grants.new_access_token``) or ``redeemed`` (its tokens are deleted here).
+    Returns whether a redeemed code was found. The row lives until its expiry's purge, so a replay
+    after that finds nothing; the code itself was useless by then.
+    """
+    async with ctx.session() as session:
+        replayed = (await session.execute(
+            update(AuthorizationRequest).where(
+                AuthorizationRequest.code_hash == code_hash, AuthorizationRequest.tenant_id == tenant.id,
+                AuthorizationRequest.stage.in_(("used", "redeemed", "replayed")))
+            .values(stage="replayed").returning(AuthorizationRequest.id))).scalar_one_or_none()
+        if replayed is None:
+            return False
+        await session.execute(delete(AccessToken).where(AccessToken.tenant_id == tenant.id,
+                                                        AccessToken.authorization_request_id == replayed))
+    return True
 
 
 async def redeem_authorization_code(ctx: IssuerContext, tenant: TenantRef, *, code: str, code_verifier: str | None,
@@ -365,6 +390,7 @@ async def redeem_authorization_code(ctx: IssuerContext, tenant: TenantRef, *, co
                 AuthorizationRequest.stage == "code", AuthorizationRequest.expires_at > now)
             .values(stage="used").returning(AuthorizationRequest))).scalar_one_or_none()
     if row is None:
+        await revoke_replayed_code(ctx, tenant, secret_hash(code))
         raise APIError(400, INVALID_GRANT, "the authorization code is unknown, expired or already used")
     if not code_verifier or not _PKCE.match(code_verifier) or not hmac.compare_digest(_s256(code_verifier),
                                                                                        row.code_challenge):
@@ -392,4 +418,5 @@ async def redeem_authorization_code(ctx: IssuerContext, tenant: TenantRef, *, co
         # ones the wallet asked for, not necessarily the offer's.
         credential_ids = {}
     return CodeGrant(subject=row.subject or {}, configuration_ids=list(row.configuration_ids),
-                     credential_ids=credential_ids, selector=selector, login=row.login or {}, offer_id=offer_id)
+                     credential_ids=credential_ids, selector=selector, login=row.login or {}, offer_id=offer_id,
+                     client_id=row.client_id, request_id=row.id)

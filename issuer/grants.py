@@ -227,25 +227,40 @@ async def _redeem_after_checks(ctx: IssuerContext, tenant: TenantRef, code_hash:
 
 def _add_token(ctx: IssuerContext, session: Any, tenant: TenantRef, *, subject: dict[str, Any],
                configuration_ids: list[str], credential_ids: dict[str, str] | None, selector: str | None,
-               login: dict[str, Any] | None, offer_id: str | None, dpop_jkt: str | None = None) -> tuple[str, int]:
+               login: dict[str, Any] | None, offer_id: str | None, dpop_jkt: str | None = None,
+               client_id: str | None = None, authorization_request_id: str | None = None) -> tuple[str, int]:
     token = new_secret()
     ttl = ctx.settings.access_token_ttl
     session.add(AccessToken(token_hash=secret_hash(token), tenant_id=tenant.id, subject=subject,
                             configuration_ids=configuration_ids, credential_ids=credential_ids or {},
                             selector=selector, login=login or {}, offer_id=offer_id,
-                            expires_at=utcnow() + dt.timedelta(seconds=ttl), dpop_jkt=dpop_jkt))
+                            expires_at=utcnow() + dt.timedelta(seconds=ttl), dpop_jkt=dpop_jkt,
+                            client_id=client_id, authorization_request_id=authorization_request_id))
     return token, ttl
 
 
 async def new_access_token(ctx: IssuerContext, tenant: TenantRef, *, subject: dict[str, Any], configuration_ids: list[str],
                            credential_ids: dict[str, str] | None = None, selector: str | None = None,
                            login: dict[str, Any] | None = None, offer_id: str | None = None,
-                           dpop_jkt: str | None = None) -> tuple[str, int]:
-    """Store a new access token (hashed; DPoP-bound when ``dpop_jkt``) and return it with its lifetime."""
+                           dpop_jkt: str | None = None, client_id: str | None = None,
+                           authorization_request_id: str | None = None) -> tuple[str, int]:
+    """Store a new access token (hashed; DPoP-bound when ``dpop_jkt``) and return it with its lifetime.
+
+    A token from an authorization code names its ``client_id`` and ``authorization_request_id``, and
+    moves that request from ``used`` to ``redeemed`` in the same transaction: if a second redemption
+    of the code got there first (``replayed``, see ``authorization.revoke_replayed_code``) no token is
+    issued, and otherwise that redemption finds this token to revoke.
+    """
     async with ctx.session() as session:
+        if authorization_request_id is not None:
+            moved = await session.execute(update(AuthorizationRequest).where(
+                AuthorizationRequest.id == authorization_request_id, AuthorizationRequest.tenant_id == tenant.id,
+                AuthorizationRequest.stage == "used").values(stage="redeemed"))
+            if not moved.rowcount:  # type: ignore[attr-defined]
+                raise _grant_error("the authorization code is unknown, expired or already used")
         return _add_token(ctx, session, tenant, subject=subject, configuration_ids=configuration_ids,
                           credential_ids=credential_ids, selector=selector, login=login, offer_id=offer_id,
-                          dpop_jkt=dpop_jkt)
+                          dpop_jkt=dpop_jkt, client_id=client_id, authorization_request_id=authorization_request_id)
 
 
 async def access_token(ctx: IssuerContext, tenant: TenantRef, token: str | None) -> AccessToken:

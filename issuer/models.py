@@ -138,6 +138,10 @@ class AccessToken(Base):
     expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), index=True)
     # RFC 9449: the thumbprint of the key the token is bound to (DPoP), or None for a bearer token.
     dpop_jkt: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # Authorization code flow only: the client the code was issued to (a key proof's ``iss`` must name
+    # it) and the request whose code this token redeemed (a second redemption revokes the token).
+    client_id: Mapped[str | None] = mapped_column(String(300), nullable=True)
+    authorization_request_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
 
 
 class DPoPProofUse(Base):

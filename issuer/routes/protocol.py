@@ -260,7 +260,8 @@ async def token(request: Request, slug: str) -> JSONResponse:
                                                 redirect_uri=parsed.redirect_uri, client_id=parsed.client_id)
         access, ttl = await new_access_token(ctx, tenant, subject=grant.subject, configuration_ids=grant.configuration_ids,
                                              credential_ids=grant.credential_ids, selector=grant.selector,
-                                             login=grant.login, offer_id=grant.offer_id, dpop_jkt=jkt)
+                                             login=grant.login, offer_id=grant.offer_id, dpop_jkt=jkt,
+                                             client_id=grant.client_id, authorization_request_id=grant.request_id)
         configuration_ids = grant.configuration_ids
     return _token_response(access, ttl, jkt, configuration_ids)
 
@@ -370,17 +371,19 @@ async def _same_request_claimed(ctx: IssuerContext, token_hash: str, configurati
     return current == request_hash
 
 
-def _verify_proofs(ctx: IssuerContext, tenant: TenantRef,
-                   proofs: list[str]) -> tuple[list[dict[str, Any]], dict[str, dt.datetime]]:
+def _verify_proofs(ctx: IssuerContext, tenant: TenantRef, proofs: list[str],
+                   client_id: str | None) -> tuple[list[dict[str, Any]], dict[str, dt.datetime]]:
     """Verify every key proof and its ``c_nonce`` (minted by us, for this tenant, unexpired); return
-    the holder keys and the nonces to record as used, with their expiry."""
+    the holder keys and the nonces to record as used, with their expiry. A proof's ``iss``, when it
+    has one, must be ``client_id`` (the client the token was issued to, known in the authorization
+    code flow only: OpenID4VCI 1.0 appendix F.1)."""
     audience = ctx.issuer_url(tenant.slug)
     jwks: list[dict[str, Any]] = []
     nonces: dict[str, dt.datetime] = {}
     now = utcnow()
     for proof in proofs:
         try:
-            key = verify_proof_jwt(proof, audience=audience, max_age=ctx.settings.proof_max_age)
+            key = verify_proof_jwt(proof, audience=audience, max_age=ctx.settings.proof_max_age, client_id=client_id)
         except MessageError as exc:
             raise APIError(400, proof_oauth_error(exc.code), exc.detail) from exc
         # verify_proof_jwt checked the signature; the payload is now trusted enough to read the nonce.
@@ -447,7 +450,7 @@ async def credential(request: Request, slug: str) -> JSONResponse:
         if not taken_over:
             raise _in_progress()
 
-    holder_jwks, nonces = _verify_proofs(ctx, tenant, proofs)
+    holder_jwks, nonces = _verify_proofs(ctx, tenant, proofs, token_row.client_id)
 
     now = utcnow()
     try:

@@ -20,7 +20,8 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from sandbox.population import DEMO_EVERYTHING, DEMO_TAX_NEGATIVE
-from ssi.oid4vci import PRE_AUTHORIZED_CODE_GRANT
+from ssi.jose import Key
+from ssi.oid4vci import PRE_AUTHORIZED_CODE_GRANT, build_proof_jwt
 from tests.issuer.conftest import IssuerEnv, Sandbox, make_settings, start_issuer
 from tests.issuer.helpers import LIMITS
 from tests.support.servers import free_port, serve
@@ -327,3 +328,68 @@ async def test_the_token_endpoint_requires_the_client_id_for_an_authorization_co
         assert "client_id" in refused.json()["error_description"]
     assert right.status_code == 200, right.text  # the refused requests did not spend the code
     assert other.status_code == 400 and other.json()["error"] == "invalid_grant"
+
+
+# -- the token's client: a replayed code, a key proof naming another client ---------------------------
+
+async def _credential(http: httpx.AsyncClient, base: str, access: str, *, client_id: str | None = None) -> httpx.Response:
+    nonce = (await http.post(f"{base}/nonce")).json()["c_nonce"]
+    proof = build_proof_jwt(Key.generate(), audience=base, nonce=nonce, client_id=client_id)
+    return await http.post(f"{base}/credential", headers={"Authorization": f"Bearer {access}"},
+                           json={"credential_configuration_id": "university-diploma", "proofs": {"jwt": [proof]}})
+
+
+async def test_a_code_presented_twice_revokes_the_token_issued_on_it(issuer_env: IssuerEnv) -> None:
+    base = issuer_env.issuer("uni-barcelona")
+    async with httpx.AsyncClient(timeout=20, limits=LIMITS) as http:
+        verifier, back = await _login(http, base, "university-diploma", DEMO_EVERYTHING)
+        first = await _token(http, base, back["code"], verifier, client_id=CLIENT)
+        assert first.status_code == 200, first.text
+        again = await _token(http, base, back["code"], verifier, client_id=CLIENT)
+        revoked = await _credential(http, base, first.json()["access_token"])
+        # A code used up by a refused redemption (a wrong verifier) has no token to revoke; the next
+        # presentation is refused all the same.
+        verifier, back = await _login(http, base, "university-diploma", DEMO_EVERYTHING)
+        wrong = await _token(http, base, back["code"], _pkce()[0], client_id=CLIENT)
+        after_wrong = await _token(http, base, back["code"], verifier, client_id=CLIENT)
+        # An unreplayed code's token is untouched.
+        verifier, back = await _login(http, base, "university-diploma", DEMO_EVERYTHING)
+        kept = await _token(http, base, back["code"], verifier, client_id=CLIENT)
+        issued = await _credential(http, base, kept.json()["access_token"])
+    assert again.status_code == 400 and again.json()["error"] == "invalid_grant"
+    assert revoked.status_code == 401 and revoked.json()["error"] == "invalid_token"
+    for refused in (wrong, after_wrong):
+        assert refused.status_code == 400 and refused.json()["error"] == "invalid_grant"
+    assert issued.status_code == 200, issued.text
+
+
+async def test_a_replay_racing_the_redemption_leaves_no_usable_token(issuer_env: IssuerEnv) -> None:
+    """Redemption and replay at once: whichever order the database puts them in, no token survives
+    (the redemption's token is refused, or deleted by the replay)."""
+    base = issuer_env.issuer("uni-barcelona")
+    async with httpx.AsyncClient(timeout=20, limits=LIMITS) as http:
+        for _ in range(3):
+            verifier, back = await _login(http, base, "university-diploma", DEMO_EVERYTHING)
+            answers = await asyncio.gather(*(_token(http, base, back["code"], verifier, client_id=CLIENT)
+                                             for _ in range(4)))
+            tokens = [a.json()["access_token"] for a in answers if a.status_code == 200]
+            assert len(tokens) <= 1, [a.text for a in answers]
+            for access in tokens:
+                used = await _credential(http, base, access)
+                assert used.status_code == 401, used.text
+
+
+async def test_a_key_proof_must_not_name_another_client(issuer_env: IssuerEnv) -> None:
+    base = issuer_env.issuer("uni-barcelona")
+    async with httpx.AsyncClient(timeout=20, limits=LIMITS) as http:
+        verifier, back = await _login(http, base, "university-diploma", DEMO_EVERYTHING)
+        access = (await _token(http, base, back["code"], verifier, client_id=CLIENT)).json()["access_token"]
+        other = await _credential(http, base, access, client_id="another-wallet")
+        named = await _credential(http, base, access, client_id=CLIENT)
+        verifier, back = await _login(http, base, "university-diploma", DEMO_EVERYTHING)
+        access = (await _token(http, base, back["code"], verifier, client_id=CLIENT)).json()["access_token"]
+        unnamed = await _credential(http, base, access)
+    assert other.status_code == 400 and other.json()["error"] == "invalid_proof", other.text
+    assert "iss" in other.json()["error_description"]
+    assert named.status_code == 200, named.text  # the refused proof did not spend the token
+    assert unnamed.status_code == 200, unnamed.text  # iss is optional
