@@ -358,17 +358,23 @@ async def ensure_wallet(ctx: WalletContext, session: AsyncSession, identity: Ide
     return wallet
 
 
-def _new_tokens(ctx: WalletContext, session_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Fresh tokens for a session: ``(response body, column values to store)``."""
+def _session_end(ctx: WalletContext, sess: Session) -> dt.datetime:
+    """When the session ends whatever its refreshes: ``session_max_age`` after the login. Without it a
+    refresh token chain, stolen once, would live for as long as it is refreshed."""
+    return sess.created_at + dt.timedelta(seconds=ctx.settings.session_max_age)
+
+
+def _new_tokens(ctx: WalletContext, sess: Session) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Fresh tokens for a session, neither outliving it: ``(response body, column values to store)``."""
     access, refresh = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
-    now = utcnow()
-    values = {"access_hash": token_hash(access),
-              "access_expires_at": now + dt.timedelta(seconds=ctx.settings.access_token_ttl),
-              "refresh_hash": token_hash(refresh),
-              "refresh_expires_at": now + dt.timedelta(seconds=ctx.settings.refresh_token_ttl),
-              "last_used_at": now}
-    body = {"access_token": access, "token_type": "Bearer", "expires_in": ctx.settings.access_token_ttl,
-            "refresh_token": refresh, "refresh_expires_in": ctx.settings.refresh_token_ttl, "session_id": session_id}
+    now, end = utcnow(), _session_end(ctx, sess)
+    access_expires = min(now + dt.timedelta(seconds=ctx.settings.access_token_ttl), end)
+    refresh_expires = min(now + dt.timedelta(seconds=ctx.settings.refresh_token_ttl), end)
+    values = {"access_hash": token_hash(access), "access_expires_at": access_expires,
+              "refresh_hash": token_hash(refresh), "refresh_expires_at": refresh_expires, "last_used_at": now}
+    body = {"access_token": access, "token_type": "Bearer",
+            "expires_in": max(0, int((access_expires - now).total_seconds())), "refresh_token": refresh,
+            "refresh_expires_in": max(0, int((refresh_expires - now).total_seconds())), "session_id": sess.id}
     return body, values
 
 
@@ -383,7 +389,7 @@ async def exchange_app_code(ctx: WalletContext, code: str, redirect_uri: str) ->
         sess = await session.get(Session, row.session_id)
         if sess is None or sess.revoked:
             raise APIError(400, "invalid_grant", "the session was revoked")
-        body, values = _new_tokens(ctx, sess.id)
+        body, values = _new_tokens(ctx, sess)
         for name, value in values.items():
             setattr(sess, name, value)
         return body
@@ -412,10 +418,11 @@ async def refresh_tokens(ctx: WalletContext, refresh_token: str) -> dict[str, An
             else:
                 await _revoke(session, used.session_id)
                 refusal = "the refresh token was already used: the session is revoked; log in again"
-        elif sess.revoked or sess.refresh_expires_at is None or sess.refresh_expires_at <= utcnow():
+        elif (sess.revoked or sess.refresh_expires_at is None or sess.refresh_expires_at <= utcnow()
+              or _session_end(ctx, sess) <= utcnow()):
             refusal = "the session has ended; log in again"
         else:
-            tokens, values = _new_tokens(ctx, sess.id)
+            tokens, values = _new_tokens(ctx, sess)
             result = await session.execute(
                 update(Session).where(Session.id == sess.id, Session.refresh_hash == digest,
                                       Session.revoked.is_(False)).values(**values)

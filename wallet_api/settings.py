@@ -96,6 +96,10 @@ class WalletSettings(ServiceSettings):
         default="cartera-wallet", description="Client id the wallet uses at credential issuers (authorization code flow).")
     access_token_ttl: int = Field(default=900, ge=30, description="Lifetime of app access tokens, in seconds.")
     refresh_token_ttl: int = Field(default=30 * 86400, ge=60, description="Lifetime of refresh tokens, in seconds.")
+    session_max_age: int = Field(
+        default=90 * 86400, ge=60,
+        description=("Absolute lifetime of a login session, in seconds: refreshing never takes a session past "
+                     "this age from its login, after which the citizen logs in again."))
     login_ttl: int = Field(default=600, ge=30, description="Time a citizen has to finish a login or an issuer authorization, in seconds.")
     offer_ttl: int = Field(default=900, ge=30, description="Time a received offer or presentation request stays answerable, in seconds.")
     expiry_alert_days: int = Field(default=30, ge=0, description="Alert when a credential expires within this many days.")

@@ -158,3 +158,28 @@ def test_two_refreshes_racing_with_one_token_end_the_session(wallet: WalletHandl
         assert _refresh(wallet, won["refresh_token"]).status_code == 400
         assert httpx.get(f"{wallet.url}/v1/me", headers=bearer(won)).status_code == 401
     assert not _session_active(wallet, observer, tokens["session_id"])
+
+
+def _logged_in_ago(wallet: WalletHandle, session_id: str, age: dt.timedelta) -> None:
+    path = wallet.settings.database_url.split("///", 1)[1]
+    when = (dt.datetime.now(dt.UTC) - age).replace(tzinfo=None).isoformat(sep=" ")
+    with closing(sqlite3.connect(path)) as db:
+        assert db.execute("UPDATE sessions SET created_at = ? WHERE id = ?", (when, session_id)).rowcount == 1
+        db.commit()
+
+
+def test_refreshing_never_takes_a_session_past_its_maximum_age(wallet: WalletHandle) -> None:
+    """A refresh token chain, stolen once, does not live for as long as it is refreshed: the session
+    ends ``session_max_age`` after its login, and the tokens of its last refreshes end with it."""
+    max_age = dt.timedelta(seconds=wallet.settings.session_max_age)
+    nearly = login(wallet.url, DEMO_PENDING)
+    _logged_in_ago(wallet, nearly["session_id"], max_age - dt.timedelta(seconds=120))
+    last = _refresh(wallet, nearly["refresh_token"])
+    assert last.status_code == 200, last.text
+    assert 0 < last.json()["refresh_expires_in"] <= 120 and 0 < last.json()["expires_in"] <= 120
+
+    ended = login(wallet.url, DEMO_PENDING)
+    _logged_in_ago(wallet, ended["session_id"], max_age + dt.timedelta(seconds=1))
+    refused = _refresh(wallet, ended["refresh_token"])
+    assert refused.status_code == 400 and refused.json()["error"] == "invalid_grant", refused.text
+    assert "log in again" in refused.json()["error_description"]
