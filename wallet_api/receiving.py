@@ -2,7 +2,8 @@
 batch and deferred issuance), with verification of every credential before it is stored.
 
 Nothing from the issuer is stored before it verified: the issuer signature (``x5c`` chaining to a
-configured issuer anchor, or JWT VC Issuer Metadata of the very issuer the wallet talked to), the
+configured issuer anchor, or JWT VC Issuer Metadata of the very issuer the wallet talked to), its
+``iss`` being that issuer, the
 ``vct`` the issuer's metadata promised for the configuration, validity times, and that ``cnf`` is the
 fresh holder key the wallet generated for that copy. Secrets of the exchange (pre-authorized code,
 access token, transaction id) are sealed under the wallet's data key.
@@ -610,6 +611,10 @@ async def verify_received(ctx: WalletContext, token: str, *, credential_issuer: 
         verified = await asyncio.to_thread(run)
     except SSIError as exc:
         raise IssuanceError("invalid_credential", f"the credential did not verify ({exc.code})", 502) from exc
+    if verified.issuer != credential_issuer:
+        # A credential another issuer signed (its x5c chaining to a trusted anchor all the same), handed
+        # on by this one: the wallet would show and record it as this issuer's.
+        raise IssuanceError("invalid_credential", "the credential's iss is not the credential issuer the wallet asked", 502)
     if verified.holder_key is None or verified.holder_key.thumbprint() != holder_key.public().thumbprint():
         raise IssuanceError("invalid_credential", "the credential is not bound to the key the wallet proved", 502)
     return verified

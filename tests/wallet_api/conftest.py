@@ -51,10 +51,11 @@ def wallet_settings(tmp: Path, port: int, idp_url: str, **extra: object) -> Wall
 
 
 @contextlib.asynccontextmanager
-async def offline_wallet(tmp: Path) -> AsyncIterator[Any]:
+async def offline_wallet(tmp: Path, **settings: object) -> AsyncIterator[Any]:
     """The wallet API's context, its app started without the background loop and with no identity
-    provider listening: what the sweep and purge tests seed and drive by hand."""
-    app = create_app(wallet_settings(tmp, free_port(), "http://127.0.0.1:9"), run_background=False)
+    provider listening: what the sweep and purge tests seed and drive by hand (``settings``: more of
+    ``WalletSettings``)."""
+    app = create_app(wallet_settings(tmp, free_port(), "http://127.0.0.1:9", **settings), run_background=False)
     async with app.router.lifespan_context(app):
         yield app.state.wallet
 
