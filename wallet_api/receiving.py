@@ -3,9 +3,8 @@ batch and deferred issuance), with verification of every credential before it is
 
 Nothing from the issuer is stored before it verified: the issuer signature (``x5c`` chaining to a
 configured issuer anchor, or JWT VC Issuer Metadata of the very issuer the wallet talked to), its
-``iss`` being that issuer, the
-``vct`` the issuer's metadata promised for the configuration, validity times, and that ``cnf`` is the
-fresh holder key the wallet generated for that copy. Secrets of the exchange (pre-authorized code,
+``iss`` being that issuer, the ``vct`` the issuer's metadata promised for the configuration,
+validity times, and that ``cnf`` is the fresh holder key the wallet generated for that copy. Secrets of the exchange (pre-authorized code,
 access token, transaction id) are sealed under the wallet's data key.
 """
 
