@@ -14,8 +14,15 @@ Flow (docs/aries.md):
    A source that answers *pending* keeps the connection and the exchange (``pending``, its source
    reference in a :class:`~issuer.models.DeferredTransaction`); a sweep in every worker polls the source
    on the deferred flow's schedule and offers the credential when the data arrive.
-3. ``issue_credential_v2_0`` webhooks finish the exchange: ``credential-issued``/``done`` emit the
-   ``credential.issued`` event; ``abandoned`` removes the issuance record (nothing recorded as issued).
+3. The holder's request (``request-received``) is answered only when it follows one of our offers:
+   the agent does not issue on its own (no ``--auto-respond-credential-request``), because ACA-Py
+   accepts a request that answers no offer and would sign whatever credential it describes, under any
+   DID of its wallet. A request matching an offer is checked against it by ACA-Py (``ld_proof``:
+   request detail == offer detail) and then issued here; any other is left unanswered.
+4. ``issue_credential_v2_0`` webhooks finish the exchange: ``credential-issued``/``done`` emit the
+   ``credential.issued`` event; ``abandoned`` removes the issuance record (nothing recorded as issued)
+   unless the credential had left already. A sweep reads the agent's record of exchanges ``offered``
+   for longer than :data:`OFFERED_CHECK_AFTER`, so a lost webhook leaves nothing stuck.
 
 Revocation uses the shared status list (:mod:`issuer.status`): the W3C list served for the Aries
 credentials is derived from the same entries, so revoking through the admin API flips both.
@@ -90,6 +97,13 @@ POLL_LEASE = dt.timedelta(seconds=60)
 SWEEP_EVERY = 1.0
 #: Added to the longest an offering attempt can take before the sweep takes its exchange over.
 OFFER_GRACE = dt.timedelta(seconds=120)
+#: An exchange ``offered`` this long without news has its agent record read by the sweep (the webhook
+#: that should have moved it on may be lost: ACA-Py's delivery queue lives in memory); then again after
+#: as long, and so on.
+OFFERED_CHECK_AFTER = dt.timedelta(minutes=2)
+#: How long a holder's request waits for the offer's record id to be stored before it is taken for a
+#: request that answers no offer of ours (the agent can deliver it before ``send-offer`` answered).
+REQUEST_MATCH_WAIT = 5.0
 #: ``token_hash`` of an Aries deferral: no access token polls it (a SHA-256 hex digest never equals this).
 NO_TOKEN = "aries"  # noqa: S105 - a marker, not a secret
 
@@ -130,6 +144,13 @@ class CreatedInvitation:
     qr_svg: str
 
 
+
+
+def _credential_left(record: Mapping[str, Any]) -> bool:
+    """Whether an agent exchange record (or its webhook payload, which carries ``by_format`` only)
+    holds the issued credential."""
+    by_format = record.get("by_format")
+    return bool(record.get("cred_issue") or (isinstance(by_format, Mapping) and by_format.get("cred_issue")))
 
 
 def _tenant_ref(row: Tenant) -> TenantRef:
@@ -186,7 +207,7 @@ class IssuerAriesChannel:
             inbound_port=settings.aries_inbound_port, admin_port=settings.aries_admin_port,
             endpoint=settings.aries_endpoint, webhook_url=f"{local}/v1/aries/webhooks",
             master_key=load_master_key(settings), contexts=await self._contexts(),
-            extra_args=["--auto-accept-requests", "--auto-respond-credential-request"],
+            extra_args=["--auto-accept-requests"],
             admin_timeout=settings.aries_admin_timeout)
         sweep: asyncio.Task[None] | None = None
         record_cleanup: asyncio.Task[None] | None = None
@@ -324,7 +345,7 @@ class IssuerAriesChannel:
         await self.authenticate(headers)
         event = webhooks.parse(topic, body)
         relevant = (topic == "connections" and event.state in ("active", "completed")) or (
-            topic == "issue_credential_v2_0" and event.state in (*ISSUED_STATES, "abandoned"))
+            topic == "issue_credential_v2_0" and event.state in ("request-received", *ISSUED_STATES, "abandoned"))
         if not relevant:
             return "ignored"
         if not await self._first_delivery(event.key):
@@ -613,11 +634,13 @@ class IssuerAriesChannel:
             return
         log.info("aries offer adopted", extra={"exchange_id": exchange_id, "credential_id": credential_id})
         # The webhooks of the states it reached before the exchange knew its id found nothing to finish.
-        state = str(record.get("state"))
         with contextlib.suppress(AriesError):
-            state = str((await self.agent_client().cred_record(cred_ex_id))["cred_ex_record"]["state"])
-        if state in (*ISSUED_STATES, "abandoned"):
-            await self._settle(cred_ex_id, state)
+            record = (await self.agent_client().cred_record(cred_ex_id))["cred_ex_record"]
+        state = str(record.get("state"))
+        if state == "request-received":
+            await self.agent_client().issue(cred_ex_id)
+        elif state in (*ISSUED_STATES, "abandoned"):
+            await self._settle(cred_ex_id, state, issued=_credential_left(record))
 
     # -- deferred issuance (the source answered pending) -----------------------------------------------
 
@@ -759,7 +782,7 @@ class IssuerAriesChannel:
 
     async def _poll_loop(self) -> None:
         while True:
-            for sweep in (self.poll_due, self.resume_stalled):
+            for sweep in (self.poll_due, self.resume_stalled, self.check_offered):
                 try:
                     await sweep()
                 except Exception as exc:  # noqa: BLE001 - the sweep must outlive one bad round (database hiccup)
@@ -783,20 +806,27 @@ class IssuerAriesChannel:
             await session.execute(delete(StatusEntry).where(StatusEntry.record_id == credential_id))
             await session.execute(delete(IssuanceRecord).where(IssuanceRecord.id == credential_id))
 
-    async def _on_credential(self, event: webhooks.WebhookEvent) -> None:
-        cred_ex_id = event.record_id
-        row = None
-        # The holder may answer before the offer's ids are stored (the agent issues on its own).
-        for _ in range(50):
+    async def _exchange_of(self, cred_ex_id: str, wait: float) -> Any:
+        """Our exchange (id, state) following the agent record ``cred_ex_id``, waiting up to ``wait``
+        seconds for it: the holder may answer before the offer's ids are stored."""
+        deadline = asyncio.get_running_loop().time() + wait
+        while True:
             async with self.ctx.db.read_session() as session:
                 row = (await session.execute(select(AriesExchange.id, AriesExchange.state).where(
                     AriesExchange.cred_ex_id == cred_ex_id))).first()
-            if row is not None:
-                break
+            if row is not None or asyncio.get_running_loop().time() >= deadline:
+                return row
             await asyncio.sleep(0.1)
+
+    async def _on_credential(self, event: webhooks.WebhookEvent) -> None:
+        cred_ex_id = event.record_id
+        row = await self._exchange_of(cred_ex_id, REQUEST_MATCH_WAIT)
+        if event.state == "request-received":
+            await self._answer_request(cred_ex_id, row)
+            return
         if row is None:
             return
-        await self._settle(cred_ex_id, event.state)
+        await self._settle(cred_ex_id, event.state, issued=_credential_left(event.payload))
         if event.state == "done":
             # Acknowledged by the holder: the agent keeps every exchange record
             # (--preserve-exchange-records), this one with the credential and its claims, for ever;
@@ -807,9 +837,70 @@ class IssuerAriesChannel:
                 log.warning("aries credential exchange not removed from the agent",
                             extra={"exchange_id": row.id, "code": exc.code})
 
-    async def _settle(self, cred_ex_id: str, state: str) -> None:
-        """Finish the ``offered`` exchange following ``cred_ex_id``: issued, or abandoned (record removed)."""
-        if state in ISSUED_STATES:
+    async def _answer_request(self, cred_ex_id: str, row: Any) -> None:
+        """Issue on a holder's request that follows one of our ``offered`` exchanges, and on no other.
+
+        ACA-Py has checked that a request following an offer asks for exactly the offered credential;
+        a request that follows no offer would be signed as the holder wrote it, so it never is. Such a
+        record is left on the agent, not deleted: it may also follow an offer whose ids a stopped
+        worker never stored, which the stalled-offer sweep adopts (and then issues on); the agent
+        record cleanup removes the others as orphans (:mod:`aries.cleanup`).
+        """
+        if row is None:
+            log.warning("aries credential request that follows no known offer left unanswered",
+                        extra={"record_id": cred_ex_id})
+            return
+        if row.state != "offered":
+            return  # settled already (a repeated request, an abandoned exchange): nothing to issue
+        await self.agent_client().issue(cred_ex_id)
+
+    async def check_offered(self, limit: int = 20) -> int:
+        """Read the agent's record of exchanges ``offered`` without news for :data:`OFFERED_CHECK_AFTER`
+        and act as its lost webhook would have; returns how many were checked.
+
+        Each is claimed by a conditional ``UPDATE`` of its ``updated_at`` (the next check comes as long
+        after), so workers sweeping together read it once. A record the agent no longer has is left:
+        only its webhook could tell what became of it, and the exchange stays ``offered``.
+        """
+        if self.runtime is None:
+            return 0
+        stale = utcnow() - OFFERED_CHECK_AFTER
+        async with self.ctx.db.read_session() as session:
+            waiting = list((await session.execute(select(AriesExchange.id, AriesExchange.cred_ex_id).where(
+                AriesExchange.state == "offered", AriesExchange.updated_at <= stale)
+                .order_by(AriesExchange.updated_at).limit(limit))).all())
+        checked = 0
+        for exchange_id, cred_ex_id in waiting:
+            async with self.ctx.session() as session:
+                claimed = (await session.execute(
+                    update(AriesExchange).where(AriesExchange.id == exchange_id, AriesExchange.state == "offered",
+                                                AriesExchange.updated_at <= stale)
+                    .values(updated_at=utcnow()).returning(AriesExchange.id))).scalar_one_or_none()
+            if claimed is None or not cred_ex_id:
+                continue
+            checked += 1
+            try:
+                record = (await self.agent_client().cred_record(cred_ex_id)).get("cred_ex_record") or {}
+            except AgentRequestFailed as exc:
+                if exc.status == 404:
+                    continue
+                raise
+            state = str(record.get("state"))
+            if state == "request-received":
+                await self.agent_client().issue(cred_ex_id)
+            elif state in (*ISSUED_STATES, "abandoned"):
+                await self._settle(cred_ex_id, state, issued=_credential_left(record))
+        return checked
+
+    async def _settle(self, cred_ex_id: str, state: str, *, issued: bool = False) -> None:
+        """Finish the ``offered`` exchange following ``cred_ex_id``: issued, or abandoned (record removed).
+
+        ``issued``: the agent's record holds the issued credential. ACA-Py abandons a record on any
+        problem report, in any state, and delivers webhooks concurrently: a holder reporting a problem
+        just after receiving the credential must not have its record (and the status entry that can
+        revoke it) removed, nor the status index handed to someone else.
+        """
+        if state in ISSUED_STATES or issued:
             async with self.ctx.session() as session:
                 done = (await session.execute(
                     update(AriesExchange).where(AriesExchange.cred_ex_id == cred_ex_id,

@@ -182,6 +182,101 @@ def _receive_diploma(world: World, *, removed: bool = True) -> tuple[str, str]:
     return exchange["credential_id"], vc_id
 
 
+def test_a_credential_request_that_follows_no_offer_is_not_signed(world: World) -> None:
+    """ACA-Py accepts a request that answers no offer and would sign the credential it describes, as
+    the holder wrote it, with any DID of the issuer's wallet. A citizen with a connection writes their
+    own diploma (another title, no status, a far expiry) and asks for it: the issuer leaves the request
+    unanswered and signs nothing; the offer it made is still answered as usual."""
+    created = httpx.post(f"{world.issuer_url}/v1/aries/invitations", headers=world.issuer_headers(),
+                         json={"type": "university-diploma", "subject": SUBJECT})
+    assert created.status_code == 201, created.text
+    invitation = httpx.get(created.json()["short_url"], headers={"Accept": "application/json"}).json()
+    agent = world.issuer_app.state.aries.runtime.client
+
+    async def scenario() -> tuple[str, list[str], str]:
+        async with _wallet(world) as w, AdminClient(agent.admin_url, agent._headers["x-api-key"]) as issuer_agent:
+            before = {r["cred_ex_record"]["cred_ex_id"] for r in await w.cred_records()}
+            await w.receive_invitation(invitation)
+            offered = await wait_for(w.cred_records, lambda rs: any(
+                r["cred_ex_record"]["state"] == "offer-received" and r["cred_ex_record"]["cred_ex_id"] not in before
+                for r in rs), timeout=30)
+            offer = next(r["cred_ex_record"] for r in offered if r["cred_ex_record"]["cred_ex_id"] not in before)
+            detail = offer["by_format"]["cred_offer"]["ld_proof"]
+            forged = dict(detail["credential"])
+            forged.pop("credentialStatus", None)
+            forged["expirationDate"] = "2099-01-01T00:00:00Z"
+            forged["credentialSubject"] = {**forged["credentialSubject"], "title": "Doctorat en Medicina"}
+            sent = await w.request("POST", "/issue-credential-2.0/send-request", json={
+                "connection_id": offer["connection_id"], "holder_did": world.holder_did,
+                "filter": {"ld_proof": {"credential": forged, "options": detail["options"]}}})
+            # The issuer's agent received it and holds it unanswered, past the time the issuer's webhook
+            # takes to give up looking for its offer.
+            thread = sent["thread_id"]
+
+            async def issuer_states() -> dict[str, str]:
+                return {r["cred_ex_record"]["thread_id"]: r["cred_ex_record"]["state"]
+                        for r in await issuer_agent.cred_records()}
+
+            await wait_for(issuer_states, lambda states: thread in states, timeout=30)
+            await asyncio.sleep(7.0)
+            assert (await issuer_states())[thread] == "request-received"
+            forged_state = (await w.cred_record(sent["cred_ex_id"]))["cred_ex_record"]["state"]
+            # The real offer is still answered: the citizen gets the diploma the registry holds.
+            await w.send_cred_request(offer["cred_ex_id"], world.holder_did)
+            done = await wait_for(lambda: w.cred_record(offer["cred_ex_id"]),
+                                  lambda r: r["cred_ex_record"]["state"] in ("done", "abandoned"), timeout=30)
+            titles = [c["cred_value"]["credentialSubject"].get("title") for c in await w.w3c_credentials()]
+            return forged_state, titles, done["cred_ex_record"]["state"]
+
+    forged_state, titles, real_state = asyncio.run(scenario())
+    assert forged_state == "request-sent", forged_state  # nothing came back
+    assert "Doctorat en Medicina" not in titles
+    assert real_state == "done"
+
+
+def test_an_offered_exchange_whose_webhooks_are_lost_is_finished_by_the_sweep(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """ACA-Py keeps its webhook queue in memory: deliveries lost (the issuer restarting, say), the
+    holder's request would wait for ever. The sweep reads the agent's record of an exchange ``offered``
+    without news, issues on the request, and settles the exchange as issued."""
+    from issuer import aries_channel
+
+    real_receive = aries_channel.IssuerAriesChannel.receive
+
+    async def losing(self: Any, headers: Any, topic: str, body: bytes) -> str:
+        if topic == "issue_credential_v2_0":
+            return "ignored"  # lost on the way
+        return await real_receive(self, headers, topic, body)
+
+    monkeypatch.setattr(aries_channel.IssuerAriesChannel, "receive", losing)
+    monkeypatch.setattr(aries_channel, "OFFERED_CHECK_AFTER", aries_channel.dt.timedelta(seconds=2))
+    created = httpx.post(f"{world.issuer_url}/v1/aries/invitations", headers=world.issuer_headers(),
+                         json={"type": "university-diploma", "subject": SUBJECT})
+    assert created.status_code == 201, created.text
+    exchange_id = created.json()["exchange_id"]
+    invitation = httpx.get(created.json()["short_url"], headers={"Accept": "application/json"}).json()
+
+    async def wallet_side() -> str:
+        async with _wallet(world) as w:
+            before = {r["cred_ex_record"]["cred_ex_id"] for r in await w.cred_records()}
+            await w.receive_invitation(invitation)
+            offered = await wait_for(w.cred_records, lambda rs: any(
+                r["cred_ex_record"]["state"] == "offer-received" and r["cred_ex_record"]["cred_ex_id"] not in before
+                for r in rs), timeout=30)
+            cred_ex_id = next(r["cred_ex_record"]["cred_ex_id"] for r in offered
+                              if r["cred_ex_record"]["cred_ex_id"] not in before)
+            await w.send_cred_request(cred_ex_id, world.holder_did)
+            done = await wait_for(lambda: w.cred_record(cred_ex_id),
+                                  lambda r: r["cred_ex_record"]["state"] in ("done", "abandoned"), timeout=40)
+            return str(done["cred_ex_record"]["state"])
+
+    assert asyncio.run(wallet_side()) == "done"
+    exchange = _poll(lambda: httpx.get(f"{world.issuer_url}/v1/aries/invitations/{exchange_id}",
+                                       headers=world.issuer_headers()).json(),
+                     lambda e: e["state"] == "issued", timeout=20)
+    assert exchange["credential_id"]
+
+
 def _present(world: World, vc_id: str) -> dict[str, Any]:
     """Verifier request variant → wallet answers with a BBS+ derived proof → the verifier's result."""
     created = httpx.post(f"{world.verifier_url}/v1/aries/requests", headers=world.agency_headers(),

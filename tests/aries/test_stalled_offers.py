@@ -33,7 +33,7 @@ import sqlalchemy.exc
 
 import issuer.aries_channel as issuer_channel
 from aries import channel as aries_channel
-from aries.client import AdminClient
+from aries.client import ED25519, AdminClient
 from issuer.app import create_app as create_issuer
 from issuer.settings import IssuerSettings
 from sandbox.population import DEMO_EVERYTHING, DEMO_PENDING
@@ -113,6 +113,17 @@ async def _new_records(out: Outside, before: set[str]) -> list[dict[str, Any]]:
         return [r["cred_ex_record"] for r in await w.cred_records() if r["cred_ex_record"]["cred_ex_id"] not in before]
 
 
+async def _request_offer(out: Outside, before: set[str]) -> None:
+    """The citizen requests the new offer (Ed25519: its own did:key as holder), not waiting for an answer."""
+    async with AdminClient(out.wallet.admin_url, out.wallet.admin_api_key) as w:
+        offered = await wait_for(w.cred_records, lambda rs: any(
+            r["cred_ex_record"]["state"] == "offer-received" and r["cred_ex_record"]["cred_ex_id"] not in before
+            for r in rs))
+        cred_ex_id = next(r["cred_ex_record"]["cred_ex_id"] for r in offered
+                          if r["cred_ex_record"]["cred_ex_id"] not in before)
+        await w.send_cred_request(cred_ex_id, await w.create_did_key(ED25519))
+
+
 def _offered(out: Outside, before: set[str]) -> list[dict[str, Any]]:
     return asyncio.run(wait_for(lambda: _new_records(out, before), bool))
 
@@ -144,22 +155,26 @@ def test_an_exchange_stopped_after_its_offer_went_out_adopts_that_offer(
         outside: Outside, issuer: Issuer, when: str) -> None:  # noqa: F811
     """The normal flow, then the exchange set back to ``offering`` as if the worker had stopped before
     storing the offer's ids (``offered``: the citizen has not answered yet; ``issued``: it has, and the
-    webhooks that would finish the exchange found nothing to finish)."""
+    request webhook found no exchange with the offer's ids: the request waits, unanswered, until the
+    sweep adopts the offer and issues on it)."""
     body = _invite(issuer.base, issuer.key, READY_SUBJECT)
     before = asyncio.run(_connect(outside.wallet, body["short_url"]))
     first = _wait_exchange(issuer.base, issuer.key, body["exchange_id"], {"offered", "failed"})
     assert first["state"] == "offered", first
     if when == "issued":
-        # Still within its lease, so the sweep waits: the citizen answers, and the agent's webhooks
-        # find no exchange with the offer's ids to finish (nor to remove from the agent).
+        # Still within its lease, so the sweep waits: the citizen answers, and the request's webhook
+        # finds no exchange with the offer's ids: nothing is issued yet.
         issuer.age(body["exchange_id"], cred_ex_id=None, thread_id=None,
                    updated_at=dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M:%S.%f"))
-        asyncio.run(_take_offer(outside.wallet, before))
-        time.sleep(6)  # the credential webhook looks for its exchange for 5 s
+        asyncio.run(_request_offer(outside, before))
+        time.sleep(6)  # the request webhook looks for its exchange for 5 s
+        assert [r["state"] for r in asyncio.run(_new_records(outside, before))] == ["request-sent"]
     issuer.age(body["exchange_id"], cred_ex_id=None, thread_id=None)
 
     adopted = _wait_exchange(issuer.base, issuer.key, body["exchange_id"], {when, "failed"})
     assert adopted["state"] == when and adopted["credential_id"] == first["credential_id"], adopted
+    if when == "issued":
+        asyncio.run(wait_for(lambda: _new_records(outside, before), lambda rs: rs[0]["state"] == "done"))
     if when == "offered":
         vc = asyncio.run(_take_offer(outside.wallet, before))
         assert vc["credentialSubject"]["personalIdentifier"] == DEMO_EVERYTHING
