@@ -28,7 +28,7 @@ import secrets
 import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -140,6 +140,26 @@ def build_command(config: AgentConfig) -> tuple[list[str], dict[str, str]]:
     return args, env
 
 
+#: What the agent inherits of our environment (besides ``ACAPY_*`` settings an operator sets): the
+#: locale, paths and TLS trust store a Python process needs, nothing of the service's own.
+INHERITED_ENVIRONMENT = frozenset({
+    "PATH", "HOME", "LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "SSL_CERT_FILE", "SSL_CERT_DIR",
+    "REQUESTS_CA_BUNDLE", "LD_LIBRARY_PATH", "SYSTEMROOT"})
+
+
+def agent_environment(parent: Mapping[str, str], extra: Mapping[str, str]) -> dict[str, str]:
+    """The agent's environment: an allow-list of ``parent`` and ``extra`` (its keys, ours).
+
+    The agent faces the internet and runs another project's code; the service's environment holds its
+    master key, database URL and API secrets (``CARTERA_*``), which the agent must never see. Our
+    virtualenv (``VIRTUAL_ENV``, ``PYTHONPATH``) is left out too: the sidecar has its own interpreter.
+    """
+    env = {name: value for name, value in parent.items()
+           if name in INHERITED_ENVIRONMENT or name.startswith("ACAPY_")}
+    env.update(extra)
+    return env
+
+
 class AgentProcess:
     """One running ACA-Py agent. Use :meth:`start` / :meth:`stop`, or as a context manager."""
 
@@ -173,9 +193,7 @@ class AgentProcess:
             return self
         self.config.data_dir.mkdir(parents=True, exist_ok=True)
         args, extra_env = build_command(self.config)
-        env = {**os.environ, **extra_env}
-        # The sidecar must not see our virtualenv's packages: it has its own interpreter and site.
-        env.pop("VIRTUAL_ENV", None)
+        env = agent_environment(os.environ, extra_env)
         began = time.monotonic()
         log = open(self.config.log_file, "ab")  # noqa: SIM115 - handed to the child, closed after spawn
         try:
