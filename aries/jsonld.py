@@ -41,7 +41,27 @@ def credential_type_name(ctype: CredentialType) -> str:
 
 def context_url(issuer_base_url: str, ctype: CredentialType) -> str:
     """The stable, versioned URL at which the issuer serves the type's context."""
-    return f"{issuer_base_url.rstrip('/')}/v1/aries/contexts/{ctype.id}/{ctype.version}"
+    return type_context_url(issuer_base_url, ctype.id, ctype.version)
+
+
+def type_context_url(issuer_base_url: str, type_id: str, version: str) -> str:
+    """:func:`context_url` from the type's id and version (what a verifier keeps of the type)."""
+    return f"{issuer_base_url.rstrip('/')}/v1/aries/contexts/{type_id}/{version}"
+
+
+def suite_context(proof_type: str) -> str:
+    """The context of the signature suite ``proof_type`` (W3C contexts ACA-Py ships, never fetched)."""
+    return BBS_V1 if proof_type == "BbsBlsSignature2020" else ED25519_2020
+
+
+def credential_contexts(type_context: str, proof_type: str) -> list[str]:
+    """The ``@context`` of every credential we issue: credentials v1, the type's context, the suite's.
+
+    The single source of truth for the issuer (:func:`build_credential`) and for the verifier, which
+    refuses a credential whose ``@context`` is anything else: the signature covers the expanded
+    statements, not the JSON names, so a holder's own context could rename the claims.
+    """
+    return [CREDENTIALS_V1, type_context, suite_context(proof_type)]
 
 
 def _vocab(ctype: CredentialType) -> str:
@@ -153,10 +173,8 @@ def build_credential(ctype: CredentialType, claims: dict[str, Any], *, issuer_di
     if problems:
         raise AriesError("claims_invalid", "; ".join(f"{p.path}: {p.message}" for p in problems[:5]))
     issued_at = issued_at or dt.datetime.now(dt.UTC)
-    contexts = [CREDENTIALS_V1, context_url(issuer_base_url, ctype)]
-    contexts.append(BBS_V1 if proof_type == "BbsBlsSignature2020" else ED25519_2020)
     credential: dict[str, Any] = {
-        "@context": contexts,
+        "@context": credential_contexts(context_url(issuer_base_url, ctype), proof_type),
         "id": credential_id or f"urn:uuid:{uuid.uuid4()}",
         "type": ["VerifiableCredential", credential_type_name(ctype)],
         "issuer": issuer_did,
