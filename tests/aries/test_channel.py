@@ -127,6 +127,9 @@ async def _present(world: World, a: AdminClient, wallet: Wallet, credential_id: 
     """Ask for ``claims`` (the wallet is sent ``asked`` when given) and return (record, our request)."""
     ours = build_proof_request(DIPLOMA, claims, domain=DOMAIN)
     sent = ours if asked is None else build_proof_request(DIPLOMA, asked, domain=DOMAIN, challenge=ours.challenge)
+    # Another claim set under our definition's id and challenge (as if the agent's copy were altered):
+    # only the disclosure tells the answer from the one we asked for.
+    sent.presentation_definition["id"] = ours.presentation_definition["id"]
     exchange, invitation = await channel.request_proof(a, sent)
     await wallet.answer_proof(invitation.invitation, exchange.thread_id, credential_id)
     return await channel.presentation(a, exchange), ours

@@ -15,8 +15,19 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from aries import webhooks
+from aries.client import BBS
 from aries.errors import AriesError, VerificationFailed, WebhookRefused
-from aries.jsonld import build_credential, contexts_document, generate_context, schema_terms, status_entry
+from aries.jsonld import (
+    BBS_V1,
+    CREDENTIALS_V1,
+    build_credential,
+    context_url,
+    contexts_document,
+    credential_contexts,
+    generate_context,
+    schema_terms,
+    status_entry,
+)
 from aries.presentation import build_proof_request, check_presentation
 from aries.runner import AgentConfig, build_command, postgres_storage
 from aries.status import decode_list, encode_list, get_bit, read_status, set_bit
@@ -161,18 +172,28 @@ def test_proof_request_shape() -> None:
 
 
 def _record(request: Any, **changes: Any) -> dict[str, Any]:
-    holder = "did:key:zHolder"
-    vc = {"type": ["VerifiableCredential", "UniversityDiplomaCredential"], "issuer": "did:key:zIssuer",
+    """A record shaped as ACA-Py's for an honest BBS+ answer (issuer base https://i.example/t/ub)."""
+    holder, base = "did:key:zHolder", "https://i.example/t/ub"
+    vc = {"@context": credential_contexts(context_url(base, DIPLOMA), BBS),
+          "type": ["VerifiableCredential", "UniversityDiplomaCredential"], "issuer": "did:key:zIssuer",
           "issuanceDate": "2026-01-01T00:00:00Z", "expirationDate": "2031-01-01T00:00:00Z",
           "credentialSubject": {"id": holder, "title": "T", "awardingBody": "UB"},
+          "credentialStatus": status_entry(f"{base}/v1/aries/status/L1/bbs", 3),
           "proof": {"type": "BbsBlsSignatureProof2020"}}
     vc.update(changes.pop("vc", {}))
     proof = {"challenge": request.challenge, "verificationMethod": f"{holder}#k"}
     proof.update(changes.pop("proof", {}))
-    record = {"state": "done", "verified": "true",
-              "by_format": {"pres": {"dif": {"verifiableCredential": [vc], "proof": proof}}}}
+    submission = {"id": "s", "definition_id": request.presentation_definition["id"],
+                  "descriptor_map": [{"id": DIPLOMA.id, "format": "ldp_vc", "path": "$.verifiableCredential[0]"}]}
+    vp = {"@context": [CREDENTIALS_V1, BBS_V1], "type": ["VerifiablePresentation"], "verifiableCredential": [vc],
+          "presentation_submission": submission, "proof": proof}
+    record = {"state": "done", "verified": "true", "by_format": {"pres": {"dif": vp}}}
     record.update(changes)
     return record
+
+
+async def _not_revoked(entry: dict[str, Any], issuer: str) -> bool:
+    return False
 
 
 @pytest.mark.parametrize(("changes", "code"), [
@@ -190,16 +211,17 @@ def _record(request: Any, **changes: Any) -> dict[str, Any]:
     ({"vc": {"credentialSubject": {"id": "did:key:zHolder", "title": "T"}}}, "aries.disclosure_mismatch"),
     ({"vc": {"credentialSubject": {"id": "did:key:zHolder", "title": "T", "awardingBody": "UB", "name": "A"}}},
      "aries.disclosure_mismatch"),
-    ({"vc": {"credentialStatus": {"type": "BitstringStatusListEntry"}}}, "aries.status_unchecked"),
+    ({}, "aries.status_unchecked"),  # a status and no lookup to read it
     ({"by_format": {}}, "aries.bad_presentation"),
 ])
 def test_policies_refuse_crafted_presentations(changes: dict[str, Any], code: str) -> None:
     import asyncio
     request = build_proof_request(DIPLOMA, ["title", "awardingBody"], domain="v.example")
     now = dt.datetime(2026, 6, 1, tzinfo=dt.UTC)
+    lookup = None if code == "aries.status_unchecked" else _not_revoked
     with pytest.raises(VerificationFailed) as err:
         asyncio.run(check_presentation(_record(request, **changes), request, trusted_issuers={"did:key:zIssuer"},
-                                       now=now))
+                                       status_lookup=lookup, now=now))
     assert err.value.code == code
 
 
@@ -207,7 +229,7 @@ def test_policies_accept_and_report_only_requested_claims() -> None:
     import asyncio
     request = build_proof_request(DIPLOMA, ["title", "awardingBody"], domain="v.example")
     result = asyncio.run(check_presentation(_record(request, proof={"domain": "v.example"}), request,
-                                            trusted_issuers={"did:key:zIssuer"},
+                                            trusted_issuers={"did:key:zIssuer"}, status_lookup=_not_revoked,
                                             now=dt.datetime(2026, 6, 1, tzinfo=dt.UTC)))
     assert result.claims == {"title": "T", "awardingBody": "UB"}
 
