@@ -7,11 +7,13 @@ Each service declares them on its own base and creates them in its own Alembic h
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
-from sqlalchemy import String
+from sqlalchemy import String, delete
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
-from service_kit.db import UTCDateTime
+from service_kit.db import UTCDateTime, dialect_insert
 
 
 class WebhookKeyMixin:
@@ -21,6 +23,20 @@ class WebhookKeyMixin:
 
     key_hash: Mapped[str] = mapped_column(String(80), primary_key=True)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), index=True)
+
+
+async def replace_webhook_keys(session: AsyncSession, model: Any, key_hash: str, now: dt.datetime) -> None:
+    """Make ``key_hash`` the only webhook key ``model`` (a :class:`WebhookKeyMixin` table) accepts.
+
+    Called with the key of a managed agent this service just started (the agents it replaced are gone:
+    a managed agent lives on one host, behind a lock) or of the configured external agent (an operator
+    changing the key revokes the old one). Keys left valid for ever would let whoever learnt one, from
+    an old agent's environment or logs, post events as the agent. A worker that adopted or attached to
+    a running agent does not know its key and calls nothing: that key stays.
+    """
+    await session.execute(dialect_insert(session, model).values(key_hash=key_hash, created_at=now)
+                          .on_conflict_do_nothing())
+    await session.execute(delete(model).where(model.key_hash != key_hash))
 
 
 #: How long a processed delivery's key is kept (each service's periodic purge deletes older ones).

@@ -64,6 +64,7 @@ from aries.service import (
     webhook_key_hash,
 )
 from aries.status import MIN_ENTRIES, set_bit, sign_list, status_list_credential
+from aries.storage import replace_webhook_keys
 from credential_schemas import CredentialSchemaError
 from service_kit.crypto import load_master_key
 from service_kit.db import dialect_insert
@@ -238,8 +239,7 @@ class IssuerAriesChannel:
 
     async def _store_webhook_key(self, key: str) -> None:
         async with self.ctx.session() as session:
-            stmt = dialect_insert(session, AriesWebhookKey).values(key_hash=webhook_key_hash(key), created_at=utcnow())
-            await session.execute(stmt.on_conflict_do_nothing())
+            await replace_webhook_keys(session, AriesWebhookKey, webhook_key_hash(key), utcnow())
 
     def agent(self) -> AdminClient:
         """The admin client, or 404 (channel off) / 503 (agent gone)."""
@@ -826,8 +826,12 @@ class IssuerAriesChannel:
             return
         if row is None:
             return
-        await self._settle(cred_ex_id, event.state, issued=_credential_left(event.payload))
-        if event.state == "done":
+        await self._finish(row.id, cred_ex_id, event.state, event.payload)
+
+    async def _finish(self, exchange_id: str, cred_ex_id: str, state: str, record: Mapping[str, Any]) -> None:
+        """Settle the exchange as the agent record's ``state`` says, and remove an acknowledged record."""
+        await self._settle(cred_ex_id, state, issued=_credential_left(record))
+        if state == "done":
             # Acknowledged by the holder: the agent keeps every exchange record
             # (--preserve-exchange-records), this one with the credential and its claims, for ever;
             # the issuer keeps no claim values. The exchange is settled ("issued"), never taken over.
@@ -835,7 +839,7 @@ class IssuerAriesChannel:
                 await self.agent_client().delete_cred_record(cred_ex_id)
             except AriesError as exc:
                 log.warning("aries credential exchange not removed from the agent",
-                            extra={"exchange_id": row.id, "code": exc.code})
+                            extra={"exchange_id": exchange_id, "code": exc.code})
 
     async def _answer_request(self, cred_ex_id: str, row: Any) -> None:
         """Issue on a holder's request that follows one of our ``offered`` exchanges, and on no other.
@@ -889,7 +893,7 @@ class IssuerAriesChannel:
             if state == "request-received":
                 await self.agent_client().issue(cred_ex_id)
             elif state in (*ISSUED_STATES, "abandoned"):
-                await self._settle(cred_ex_id, state, issued=_credential_left(record))
+                await self._finish(exchange_id, cred_ex_id, state, record)
         return checked
 
     async def _settle(self, cred_ex_id: str, state: str, *, issued: bool = False) -> None:

@@ -40,6 +40,7 @@ from aries.service import (
     webhook_key_hash,
 )
 from aries.status import status_lookup
+from aries.storage import replace_webhook_keys
 from credential_schemas import CredentialType, load_builtin_types
 from service_kit.crypto import load_master_key
 from service_kit.db import dialect_insert
@@ -141,9 +142,8 @@ class VerifierAriesChannel:
         try:
             if self.runtime.webhook_key:
                 async with self.db.session() as session:
-                    await session.execute(dialect_insert(session, AriesWebhookKey).values(
-                        key_hash=webhook_key_hash(self.runtime.webhook_key), created_at=utcnow()
-                    ).on_conflict_do_nothing())
+                    await replace_webhook_keys(session, AriesWebhookKey, webhook_key_hash(self.runtime.webhook_key),
+                                               utcnow())
             cleanup_task = asyncio.create_task(cleanup.run_periodically(self.remove_settled_records),
                                                name="aries-record-cleanup")
             try:
@@ -349,7 +349,7 @@ class VerifierAriesChannel:
         dids = await self.issuer_dids(list(row.issuers))
         lookup = status_lookup(self.agent_client(), self.http,
                                allowed_prefixes=tuple(f"{issuer}/" for issuer in row.issuers))
-        verified = await check_presentation(record, request, trusted_issuers=set(dids), status_lookup=lookup)
+        verified = await check_presentation(record, request, trusted_issuers=dids, status_lookup=lookup)
         for name, accepted in (row.values or {}).items():
             if verified.claims.get(name) not in accepted:
                 raise VerificationFailed("values_mismatch", f"claim {name} has none of the accepted values")

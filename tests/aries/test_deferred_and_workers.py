@@ -168,6 +168,23 @@ def test_pending_source_defers_the_offer_which_arrives_later_even_after_a_restar
         assert record["evidence"]
 
 
+def test_a_restarted_agent_s_webhook_key_replaces_the_old_one(outside: Outside) -> None:
+    """Each managed-agent start has a fresh webhook key; the old agent is gone, so its key must stop
+    working: whoever learnt it (from that agent's environment, say) cannot post events afterwards."""
+    settings = _issuer_settings(outside, "issuer-webhook-keys")
+    _provision(outside, settings)
+    url = "/v1/aries/webhooks/topic/issue_credential_v2_0/"
+    body = json.dumps({"cred_ex_id": "x", "thread_id": "t", "state": "offer-sent"})
+    keys = []
+    for _ in range(2):
+        app = create_issuer(settings, configure_logs=False)
+        with serve(app, port=settings.port) as base:
+            keys.append(app.state.aries.runtime.webhook_key)
+            answers = [httpx.post(base + url, content=body, headers={"x-api-key": key}).status_code for key in keys]
+    assert keys[0] != keys[1]
+    assert answers == [401, 200]  # after the restart: the old key refused, the new one accepted
+
+
 def _acapy_processes(home: Path) -> list[int]:
     """Pids of the aca-py processes whose ACAPY_HOME is ``home``."""
     found = []
