@@ -1,23 +1,48 @@
-"""Shared terminal output for the CLI: one rich console, readable errors, JSON output."""
+"""Shared terminal output for the CLI: one rich console, readable errors, JSON output.
+
+Rich reads ``[...]`` in printed strings as markup. Text that comes from outside (API answers,
+credentials, files, paths) goes through :func:`safe` before it is printed with rich, so that it is
+shown as it is: a ``[/]`` in it cannot crash the command, a ``[conceal]`` cannot hide what follows,
+and terminal control sequences in it are shown escaped rather than sent to the terminal.
+"""
 
 from __future__ import annotations
 
 import json
+import re
 import sys
 from typing import Any, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 console = Console()
 err_console = Console(stderr=True)
 
+# C0 and C1 control characters (ESC starts terminal sequences), DEL, and the Unicode bidirectional
+# controls (which reorder what is shown).
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def safe(value: Any) -> str:
+    """``value`` as text to print with rich: markup escaped, control characters shown as ``\\xNN``
+    (``None`` as nothing)."""
+    if value is None:
+        return ""
+    text = _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 0x100
+                        else f"\\u{ord(m.group()):04x}", str(value))
+    return escape(text)
+
 
 def fail(message: str, *, code: int = 1, hint: str | None = None) -> NoReturn:
-    """Print a readable error (no traceback) to stderr and exit with ``code``."""
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+    """Print a readable error (no traceback) to stderr and exit with ``code``.
+
+    ``message`` and ``hint`` are plain text (they often quote an API's answer or a file name): they
+    are printed as they are, never read as markup."""
+    err_console.print(f"[bold red]error:[/] {safe(message)}", highlight=False)
     if hint:
-        err_console.print(f"[dim]{hint}[/]", highlight=False)
+        err_console.print(f"[dim]{safe(hint)}[/]", highlight=False)
     raise typer.Exit(code)
 
 
@@ -29,9 +54,14 @@ def print_json(value: Any) -> None:
 def read_text_argument(source: str) -> str:
     """Read a token from a file path, or from standard input when ``source`` is ``-``."""
     if source == "-":
-        return sys.stdin.read().strip()
+        try:
+            return sys.stdin.read().strip()
+        except UnicodeDecodeError:
+            fail("standard input is not UTF-8 text")
     try:
         with open(source, encoding="utf-8") as handle:
             return handle.read().strip()
     except OSError as exc:
-        fail(f"cannot read {source}: {exc.strerror}")
+        fail(f"cannot read {source}: {exc.strerror or exc}")
+    except UnicodeDecodeError:
+        fail(f"{source} is not a text file (UTF-8)")

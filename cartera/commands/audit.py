@@ -19,7 +19,7 @@ import httpx
 import typer
 from rich.table import Table
 
-from cartera.console import console, fail, print_json
+from cartera.console import console, fail, print_json, safe
 from ssi.audit_chain import ChainReport, canonical, keys_from_jwks, verify_chain
 from ssi.encoding import json_loads
 from ssi.errors import SSIError
@@ -156,14 +156,15 @@ def verify(
 
 
 def _print(result: dict[str, Any], path: Path) -> None:
-    table = Table(title=f"Audit chain {result['chain']}", show_header=False)
+    table = Table(title=f"Audit chain {safe(result['chain'])}", show_header=False)
     table.add_column("", style="bold")
     table.add_column("")
-    table.add_row("export", str(path))
-    table.add_row("entries", str(result["entries"]) + (
-        " (" + ", ".join(f"{k} {v}" for k, v in sorted(result["kinds"].items())) + ")" if result["kinds"] else ""))
-    table.add_row("head", result["head"])
-    table.add_row("checkpoints", f"{result['checkpoints']} (last covers entry {result['last_checkpoint_seq']})")
+    # The export is outside input: every value from it is shown as plain text, never as markup.
+    table.add_row("export", safe(path))
+    table.add_row("entries", safe(str(result["entries"]) + (
+        " (" + ", ".join(f"{k} {v}" for k, v in sorted(result["kinds"].items())) + ")" if result["kinds"] else "")))
+    table.add_row("head", safe(result["head"]))
+    table.add_row("checkpoints", safe(f"{result['checkpoints']} (last covers entry {result['last_checkpoint_seq']})"))
     table.add_row("signing keys", "from the export itself: proves consistency, not origin (use --jwks)"
                   if result["keys"] == "embedded" else "given with --jwks")
     console.print(table)
@@ -175,4 +176,5 @@ def _print(result: dict[str, Any], path: Path) -> None:
     error = result["error"]
     where = " ".join(filter(None, [f"entry {error['seq']}" if error["seq"] else None,
                                    f"({error['entry_id']})" if error["entry_id"] else None]))
-    console.print(f"[red]TAMPERED[/red]: {error['code']}" + (f" at {where}" if where else "") + f": {error['detail']}")
+    console.print(f"[red]TAMPERED[/red]: {safe(error['code'])}" + (f" at {safe(where)}" if where else "")
+                  + f": {safe(error['detail'])}", highlight=False)

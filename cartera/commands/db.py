@@ -18,7 +18,7 @@ from typing import Annotated
 
 import typer
 
-from cartera.console import console, fail, print_json
+from cartera.console import console, fail, print_json, safe
 
 app = typer.Typer(help="Database schema of the services (Alembic migrations).", no_args_is_help=True)
 
@@ -123,7 +123,7 @@ def upgrade(
                  hint="check the database URL and that the database server is reachable")
         done.append(row)
         if not as_json:
-            console.print(f"[green]✓[/] {row['service']}: {row['database']} at revision {row['revision']} "
+            console.print(f"[green]✓[/] {row['service']}: {safe(row['database'])} at revision {safe(row['revision'])} "
                           f"({time.monotonic() - started:.1f} s)", highlight=False)
     if as_json:
         print_json(done)

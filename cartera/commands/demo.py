@@ -32,7 +32,7 @@ import httpx
 import typer
 from rich.table import Table
 
-from cartera.console import console, fail
+from cartera.console import console, fail, safe
 from cartera.system import DEV_FILE_NAME, PORT_OFFSETS, load_dev_file
 
 app = typer.Typer()
@@ -205,14 +205,15 @@ def consent_preview(ctx: DemoContext) -> str:
     selection = _selection(preview, tax_id)
     if not selection:
         raise DemoFailure("the consent preview does not offer the tax-compliance certificate just received")
-    table = Table(title=f"Consent: {verifier['name']} asks — {preview.get('purpose') or ''}", show_lines=False)
+    table = Table(title=f"Consent: {safe(verifier['name'])} asks — {safe(preview.get('purpose') or '')}",
+                  show_lines=False)
     table.add_column("claim")
     table.add_column("value that would be shared")
     shown = 0
     for query in preview["queries"]:
         option = next((o for o in query["options"] if o["credential_id"] == selection.get(query["query_id"])), None)
         for claim in (option or {}).get("claims", []):
-            table.add_row(claim["name"], str(claim["value"]))
+            table.add_row(safe(claim["name"]), safe(claim["value"]))
             shown += 1
     if shown == 0:
         raise DemoFailure("the consent preview lists no claim")
@@ -237,11 +238,11 @@ def approve_and_verify(ctx: DemoContext) -> str:
     if result.get("status") != "verified":
         codes = ", ".join(e.get("code", "?") for e in result.get("errors") or []) or "no reason given"
         raise DemoFailure(f"the verifier did not verify the presentation: {result.get('status')} ({codes})")
-    table = Table(title=f"{ctx.agency_name} — verified claims")
+    table = Table(title=f"{safe(ctx.agency_name)} — verified claims")
     table.add_column("query")
     table.add_column("claims")
     for query_id, claims in (result.get("claims") or {}).items():
-        table.add_row(query_id, str(claims))
+        table.add_row(safe(query_id), safe(claims))
     console.print(table)
     return "verified: signature, trust in the issuer, holder binding, nonce and status all checked"
 
@@ -343,8 +344,8 @@ def history_and_alerts(ctx: DemoContext) -> str:
             what = f"{entry['kind']} with {verifier}: {claims} claims, outcome {details.get('outcome', entry['kind'])}"
         else:
             what = entry["kind"]
-        table.add_row(str(entry.get("created_at", ""))[:19], what)
-    table.add_row("alert", str(revoked_alert.get("message") or revoked_alert.get("text") or "revoked"))
+        table.add_row(safe(str(entry.get("created_at", ""))[:19]), safe(what))
+    table.add_row("alert", safe(revoked_alert.get("message") or revoked_alert.get("text") or "revoked"))
     console.print(table)
     return f"{len(history)} history entries; alerts include 'revoked' for the certificate"
 
@@ -380,7 +381,7 @@ def run_scenario(info: dict[str, Any], *, citizen: str = DEFAULT_CITIZEN, agency
                 raise DemoFailure(f"step {number} ({title}): a service did not answer ({type(exc).__name__})") from exc
             except DemoFailure as exc:
                 raise DemoFailure(f"step {number} ({title}): {exc}") from exc
-            console.print(f"   [green]✓[/] {outcome}", highlight=False)
+            console.print(f"   [green]✓[/] {safe(outcome)}", highlight=False)
             done.append((title, outcome))
         ctx.facts["steps"] = done
     return ctx
@@ -430,7 +431,7 @@ def started_system(data_dir: Path, timeout: float = 120.0) -> Iterator[dict[str,
                 if time.monotonic() > deadline:
                     raise DemoFailure(f"the system was not healthy after {timeout:.0f} s")
                 time.sleep(0.5)
-        console.print(f"System started on ports {base + 1}–{base + 5} (data in {data_dir})", highlight=False)
+        console.print(f"System started on ports {base + 1}–{base + 5} (data in {safe(data_dir)})", highlight=False)
         yield info
     finally:
         if process.poll() is None:

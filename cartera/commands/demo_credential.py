@@ -19,7 +19,7 @@ from typing import Annotated, Any
 import typer
 from rich.panel import Panel
 
-from cartera.console import console, fail, print_json
+from cartera.console import console, fail, print_json, safe
 from credential_schemas.model import load_builtin_types
 from ssi import dcql, oid4vp
 from ssi import x509 as ssi_x509
@@ -152,8 +152,8 @@ def run_demo(out: Path | None, show_qr: bool, quiet: bool) -> dict[str, Any]:
             (out / name).write_text(text + ("\n" if not text.endswith("\n") else ""), encoding="utf-8")
         (out / "request-qr.png").write_bytes(qr_png(request_link))
         if not quiet:
-            console.print(f"Files written to {out}/ — try: cartera vc verify {out}/presentation.sd-jwt "
-                          f"--trust-anchor {out}/trust-anchor.pem --aud '{client_id}' --nonce {nonce}",
+            console.print(f"Files written to {safe(out)}/ — try: cartera vc verify {safe(out)}/presentation.sd-jwt "
+                          f"--trust-anchor {safe(out)}/trust-anchor.pem --aud '{client_id}' --nonce {nonce}",
                           highlight=False)
     return {"valid": True, "issuer": verified.issuer, "vct": verified.vct, "request_uri": request_link,
             "client_id": client_id, "nonce": nonce, "disclosed": disclosed,

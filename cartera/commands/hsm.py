@@ -16,7 +16,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from cartera.console import fail
+from cartera.console import fail, safe
 
 app = typer.Typer(help="PKCS#11 token (HSM) of the issuer's and verifier's signing keys: check it, list and "
                        "generate keys (non-extractable).", no_args_is_help=True)
@@ -74,7 +74,8 @@ def check(service: ServiceOpt = "issuer", module: ModuleOpt = None, token_label:
     if as_json:
         typer.echo(json.dumps({"token": token.label, "module": str(token.module), "signing_keys": count}))
     else:
-        console.print(f"token [bold]{token.label}[/] ({token.module}): login ok, {count} signing key(s)")
+        console.print(f"token [bold]{safe(token.label)}[/] ({safe(token.module)}): login ok, {count} signing key(s)",
+                      highlight=False)
 
 
 @app.command("keys")
@@ -93,7 +94,7 @@ def keys(service: ServiceOpt = "issuer", module: ModuleOpt = None, token_label: 
         return
     table = Table("label", "id", "alg", "sensitive", "extractable")
     for row in rows:
-        table.add_row(row["label"], row["id"], row["alg"], str(row["sensitive"]), str(row["extractable"]))
+        table.add_row(*(safe(row[k]) for k in ("label", "id", "alg", "sensitive", "extractable")))
     console.print(table)
 
 
@@ -121,5 +122,5 @@ def generate(label: Annotated[str, typer.Option("--label", help="Label of the ne
     if as_json:
         typer.echo(json.dumps(out))
     else:
-        console.print(f"generated {ref.alg} key [bold]{ref.label}[/] in token {ref.token} "
-                      f"(id {ref.key_id}, thumbprint {out['thumbprint']})")
+        console.print(f"generated {safe(ref.alg)} key [bold]{safe(ref.label)}[/] in token {safe(ref.token)} "
+                      f"(id {safe(ref.key_id)}, thumbprint {safe(out['thumbprint'])})", highlight=False)

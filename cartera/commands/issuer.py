@@ -15,17 +15,20 @@ requested type, and other commands the first tenant.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
+import stat
 from pathlib import Path
-from typing import Annotated, Any
+from typing import IO, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from cartera.console import fail
-from cartera.http_api import call_api, dev_section
+from cartera.console import fail, safe
+from cartera.http_api import call_api, dev_section, path_segment
 from ssi.qr import qr_png, qr_svg, qr_terminal
 
 app = typer.Typer(help="Issuer: create credential offers, revoke or suspend credentials, list types and records.",
@@ -65,10 +68,45 @@ def _connection(url: str | None, api_key: str | None, tenant: str | None, type_i
 
 
 
-def _safe_id(value: str, what: str) -> str:
-    if not value or "/" in value or len(value) > 100:
-        fail(f"not a {what}")
-    return value
+class _Output:
+    """A file ``offer --png/--svg`` will write, opened before the offer is created: a path that cannot
+    be written fails at once, not after the offer's URI and transaction code were made and lost."""
+
+    def __init__(self, path: Path, force: bool) -> None:
+        self.path = path
+        existed = os.path.lexists(path)
+        # Never through a symbolic link; an existing file only with --force. O_NONBLOCK: opening a FIFO
+        # must not hang (it is refused below, with any other file that is not a regular file).
+        flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC | (0 if force else os.O_EXCL)
+        try:
+            fd = os.open(path, flags, 0o644)
+        except FileExistsError:
+            if os.path.islink(path):
+                fail(f"{path} is a symbolic link: not writing through it")
+            fail(f"{path} already exists", hint="choose another file, or give --force to overwrite it")
+        except OSError as exc:
+            if exc.errno == errno.ELOOP or (existed and os.path.islink(path)):
+                fail(f"{path} is a symbolic link: not writing through it")
+            if exc.errno == errno.ENXIO:
+                fail(f"{path} is not a regular file")
+            fail(f"cannot write {path}: {exc.strerror or exc}")
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            fail(f"{path} is not a regular file")
+        self.created = not existed
+        self.handle: IO[bytes] = os.fdopen(fd, "wb")
+
+    def write(self, data: bytes) -> None:
+        self.handle.truncate(0)
+        self.handle.write(data)
+        self.handle.close()
+
+    def discard(self) -> None:
+        """Close the file and remove it if this command created it (the offer was not made)."""
+        self.handle.close()
+        if self.created:
+            with contextlib.suppress(OSError):
+                self.path.unlink()
 
 
 @app.command("offer")
@@ -78,21 +116,46 @@ def offer(type_id: Annotated[str, typer.Option("--type", "-t", help="Credential 
           tx_code: Annotated[bool, typer.Option("--tx-code/--no-tx-code", help="Protect with a transaction code.")] = True,
           by_value: Annotated[bool, typer.Option("--by-value", help="Put the offer in the link, not a URI.")] = False,
           selector: Annotated[str | None, typer.Option(help="Pick one record, e.g. a degree's NumTitulo.")] = None,
-          png: Annotated[Path | None, typer.Option(help="Also write the QR code as PNG to this file.")] = None,
-          svg: Annotated[Path | None, typer.Option(help="Also write the QR code as SVG to this file.")] = None,
+          png: Annotated[Path | None, typer.Option(help="Also write the QR code as PNG to this new file.")] = None,
+          svg: Annotated[Path | None, typer.Option(help="Also write the QR code as SVG to this new file.")] = None,
+          force: Annotated[bool, typer.Option("--force", help="Overwrite an existing --png/--svg file (never "
+                                                             "through a symbolic link).")] = False,
           url: UrlOpt = None, api_key: KeyOpt = None, tenant: TenantOpt = None, as_json: JsonOpt = False) -> None:
-    """Create a credential offer for a citizen: prints the offer URI, the transaction code and a QR code."""
+    """Create a credential offer for a citizen: prints the offer URI, the transaction code and a QR code.
+
+    The --png/--svg files are checked before the offer is made: an existing file (without --force), a
+    symbolic link or a path that cannot be written stops the command first.
+    """
     base, key = _connection(url, api_key, tenant, type_id)
     body: dict[str, Any] = {"credential_configuration_ids": [type_id],
                             "subject": {"identifier": subject.strip().upper(), "name": name},
                             "tx_code": tx_code, "by_reference": not by_value}
     if selector:
         body["selector"] = selector
-    created = call_api("issuer", "POST", base, key, "/v1/offers", json=body)
-    if png is not None:
-        png.write_bytes(qr_png(created["offer_uri"]))
-    if svg is not None:
-        svg.write_text(qr_svg(created["offer_uri"]), encoding="utf-8")
+    outputs: list[tuple[_Output, str]] = []
+    try:
+        if png is not None:
+            outputs.append((_Output(png, force), "png"))
+        if svg is not None:
+            outputs.append((_Output(svg, force), "svg"))
+        created = call_api("issuer", "POST", base, key, "/v1/offers", json=body)
+    except BaseException:
+        for output, _ in outputs:
+            output.discard()
+        raise
+    write_error = None
+    for output, kind in outputs:
+        try:
+            output.write(qr_png(created["offer_uri"]) if kind == "png" else
+                         qr_svg(created["offer_uri"]).encode("utf-8"))
+        except OSError as exc:
+            write_error = write_error or f"cannot write {output.path}: {exc.strerror or exc}"
+    _print_offer(created, type_id, as_json)
+    if write_error:
+        fail(write_error, hint="the offer above was created all the same")
+
+
+def _print_offer(created: dict[str, Any], type_id: str, as_json: bool) -> None:
     if as_json:
         typer.echo(json.dumps({"offer_uri": created["offer_uri"], "tx_code": created["tx_code"],
                                "credential_id": created["credential_ids"].get(type_id),
@@ -101,20 +164,24 @@ def offer(type_id: Annotated[str, typer.Option("--type", "-t", help="Credential 
                                "expires_at": created["expires_at"]}))
         return
     typer.echo(qr_terminal(created["offer_uri"]))
-    console.print(created["offer_uri"], soft_wrap=True)
+    console.print(safe(created["offer_uri"]), soft_wrap=True, highlight=False)
     if created["tx_code"]:
-        console.print(f"[bold]Transaction code:[/bold] {created['tx_code']}  (give it to the citizen separately)")
-    console.print(f"Credential id: {created['credential_ids'].get(type_id)}   expires {created['expires_at']}")
+        console.print(f"[bold]Transaction code:[/bold] {safe(created['tx_code'])}  (give it to the citizen "
+                      "separately)", highlight=False)
+    console.print(f"Credential id: {safe(created['credential_ids'].get(type_id))}   expires "
+                  f"{safe(created['expires_at'])}", highlight=False)
 
 
 def _status_command(action: str, credential_id: str, url: str | None, api_key: str | None, tenant: str | None,
                     as_json: bool) -> None:
     base, key = _connection(url, api_key, tenant)
-    record = call_api("issuer", "POST", base, key, f"/v1/credentials/{_safe_id(credential_id, 'credential id')}/{action}")
+    record = call_api("issuer", "POST", base, key,
+                      f"/v1/credentials/{path_segment(credential_id, 'credential id')}/{action}")
     if as_json:
         typer.echo(json.dumps(record, ensure_ascii=False))
     else:
-        console.print(f"{record['credential_id']}: {record['status']} ({record['copies']} copies in the status list)")
+        console.print(f"{safe(record['credential_id'])}: {safe(record['status'])} ({safe(record['copies'])} copies "
+                      "in the status list)", highlight=False)
 
 
 @app.command("revoke")
@@ -148,7 +215,7 @@ def types(url: UrlOpt = None, api_key: KeyOpt = None, tenant: TenantOpt = None, 
         return
     table = Table("id", "version", "name", "source", "vct")
     for t in items:
-        table.add_row(t["id"], t["version"], t["name"], t["source_kind"] or "-", t["vct"])
+        table.add_row(*(safe(v) for v in (t["id"], t["version"], t["name"], t["source_kind"] or "-", t["vct"])))
     console.print(table)
 
 
@@ -190,10 +257,10 @@ def credentials(subject: Annotated[str | None, typer.Option(help="Only this citi
         return
     table = Table("credential id", "type", "subject", "status", "issued", "valid until")
     for r in page["items"]:
-        table.add_row(r["credential_id"], r["type_id"], r["subject_identifier"], r["status"], r["issued_at"][:19],
-                      r["valid_until"][:10])
+        table.add_row(*(safe(v) for v in (r["credential_id"], r["type_id"], r["subject_identifier"], r["status"],
+                                          r["issued_at"][:19], r["valid_until"][:10])))
     console.print(table)
-    console.print(f"{page['total']} in total")
+    console.print(f"{safe(page['total'])} in total", highlight=False)
 
 
 @app.command("show")
@@ -201,7 +268,8 @@ def show(credential_id: Annotated[str, typer.Argument(help="The credential id.")
          url: UrlOpt = None, api_key: KeyOpt = None, tenant: TenantOpt = None) -> None:
     """Print one issuance record as JSON (evidence of the source query and of the login)."""
     base, key = _connection(url, api_key, tenant)
-    typer.echo(json.dumps(call_api("issuer", "GET", base, key, f"/v1/credentials/{_safe_id(credential_id, 'credential id')}"),
+    typer.echo(json.dumps(call_api("issuer", "GET", base, key,
+                                   f"/v1/credentials/{path_segment(credential_id, 'credential id')}"),
                           indent=2, ensure_ascii=False))
 
 

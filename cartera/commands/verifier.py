@@ -20,8 +20,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from cartera.console import fail
-from cartera.http_api import call_api, dev_section
+from cartera.console import fail, safe
+from cartera.http_api import call_api, dev_section, path_segment
 from ssi.qr import qr_terminal
 
 app = typer.Typer(help="Verifier: ask citizens for credentials (OpenID4VP) and read verified results.",
@@ -76,9 +76,10 @@ def request(template: Annotated[str, typer.Option("--template", "-t", help="Temp
         return
     link = created["haip_uri"] if haip else created["uri"]
     typer.echo(qr_terminal(link))
-    console.print(f"[bold]Request[/bold] {created['id']}  (expires {created['expires_at']})")
-    console.print(link, soft_wrap=True)
-    console.print(f"Result: cartera verifier result {created['id']}")
+    console.print(f"[bold]Request[/bold] {safe(created['id'])}  (expires {safe(created['expires_at'])})",
+                  highlight=False)
+    console.print(safe(link), soft_wrap=True, highlight=False)
+    console.print(f"Result: cartera verifier result {safe(created['id'])}", highlight=False)
 
 
 @app.command("result")
@@ -86,9 +87,7 @@ def result(request_id: Annotated[str, typer.Argument(help="The request (transact
            url: UrlOpt = None, api_key: KeyOpt = None, agency: AgencyOpt = None) -> None:
     """Print a request's result as JSON: status, claims per query, errors."""
     base, key = _connection(url, api_key, agency)
-    if not request_id or "/" in request_id or len(request_id) > 100:
-        fail("not a request id")
-    body = call_api("verifier", "GET", base, key, f"/v1/requests/{request_id}")
+    body = call_api("verifier", "GET", base, key, f"/v1/requests/{path_segment(request_id, 'request id')}")
     typer.echo(json.dumps({"status": body["status"], "claims": body["claims"], "errors": body["errors"],
                            "credentials": body["credentials"], "id": body["id"]}, indent=2, ensure_ascii=False))
 
@@ -105,5 +104,5 @@ def templates(url: UrlOpt = None, api_key: KeyOpt = None, agency: AgencyOpt = No
     for t in items:
         asked = ", ".join(cq["id"] for cq in t["dcql_query"].get("credentials", []))
         purpose = t["purpose"].get("en") or next(iter(t["purpose"].values()), "")
-        table.add_row(t["name"], asked, purpose, t["response_mode"], f"{t['retention_seconds']}s")
+        table.add_row(*(safe(v) for v in (t["name"], asked, purpose, t["response_mode"], f"{t['retention_seconds']}s")))
     console.print(table)

@@ -2,6 +2,9 @@
 
 Connection: `--url` (or `CARTERA_WALLET_URL`, default http://127.0.0.1:8003) and, for citizen
 commands, `--token` (or `CARTERA_WALLET_TOKEN`: an access token from the login flow).
+
+Everything the wallet API answers (verifier names, purposes, claim values) is printed as plain text,
+never read as rich markup (``cartera.console.safe``).
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -16,8 +20,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from cartera.console import fail
-from cartera.http_api import call_api
+from cartera.console import err_console, fail, safe
+from cartera.http_api import call_api, path_segment
 
 app = typer.Typer(help="The citizen wallet API: master-key rotation, credentials, offers, requests.",
                   no_args_is_help=True)
@@ -33,6 +37,27 @@ DEFAULT_URL = "http://127.0.0.1:8003"
 
 
 
+def _ask_tx_code() -> str:
+    """The transaction code from the terminal without echo (the question on standard error, so that
+    standard output stays for --json), or the first line of standard input when it is not a terminal."""
+    if sys.stdin.isatty():
+        code = typer.prompt("Transaction code", hide_input=True, err=True)
+    else:
+        code = sys.stdin.readline()
+    if not code.strip():
+        fail("the offer needs a transaction code", hint="type it when asked, or set CARTERA_TX_CODE")
+    return code.strip()
+
+
+def _approved(out: Console) -> bool:
+    """Ask on ``out`` whether to send; no answer (end of input) sends nothing and stops."""
+    try:
+        answer = out.input("Send these claims? [y/N] ")
+    except EOFError:
+        fail("no answer: nothing was sent")
+    return answer.strip().lower() in ("y", "yes")
+
+
 @app.command("rotate-master-key")
 def rotate_master_key(
     new_key_file: Annotated[Path, typer.Option("--new-key-file", help="File with the new master key "
@@ -45,24 +70,41 @@ def rotate_master_key(
     First restart the services with the new key as master key and the old one as a previous key; then
     run this; then drop the old key. Rows sealed under data keys are not touched.
     """
+    from pydantic import ValidationError
+    from sqlalchemy.exc import SQLAlchemyError
+
     from service_kit.crypto import SecretBox, SecretBoxError, parse_master_key
     from wallet_api.provisioning import rotate_master_key as rotate
     from wallet_api.settings import WalletSettings
 
-    if generate and not new_key_file.exists():
-        import base64
-
-        new_key_file.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(new_key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(base64.urlsafe_b64encode(SecretBox.generate_key()).rstrip(b"=").decode() + "\n")
     try:
+        if generate and not new_key_file.exists():
+            import base64
+
+            new_key_file.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(new_key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(base64.urlsafe_b64encode(SecretBox.generate_key()).rstrip(b"=").decode() + "\n")
         new_key = parse_master_key(new_key_file.read_bytes())
-        count = asyncio.run(rotate(WalletSettings(), new_key))
     except FileNotFoundError:
         fail(f"{new_key_file} does not exist (use --generate to create it)")
+    except OSError as exc:
+        fail(f"cannot use the new key file {new_key_file}: {exc.strerror or exc}")
+    except SecretBoxError as exc:
+        fail(f"{new_key_file}: {exc.detail}")
+    try:
+        settings = WalletSettings()
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        fail(f"the wallet settings are invalid ({problems})", hint="check the CARTERA_WALLET_* environment variables")
+    try:
+        count = asyncio.run(rotate(settings, new_key))
     except SecretBoxError as exc:
         fail(exc.detail)
+    except (OSError, SQLAlchemyError) as exc:
+        first_line = (str(exc).splitlines() or [""])[0][:300]
+        fail(f"cannot rewrap the wallet's keys ({type(exc).__name__}: {first_line})",
+             hint="check CARTERA_WALLET_DATABASE_URL and that the database server is reachable")
     console.print(f"rewrapped {count} key(s) under the new master key")
 
 
@@ -75,44 +117,62 @@ def credentials(url: UrlOpt = DEFAULT_URL, token: TokenOpt = "", as_json: JsonOp
         return
     table = Table("id", "name", "issuer", "status", "expires")
     for item in items:
-        table.add_row(item["id"], item["name"], item["issuer_name"], item["status"], str(item["expires_at"] or ""))
+        table.add_row(*(safe(v) for v in (item["id"], item["name"], item["issuer_name"], item["status"],
+                                          item["expires_at"] or "")))
     console.print(table)
 
 
 @app.command("receive")
 def receive(offer_uri: Annotated[str, typer.Argument(help="The openid-credential-offer:// URI.")],
-            tx_code: Annotated[str | None, typer.Option("--tx-code", help="The transaction code.")] = None,
+            tx_code: Annotated[str | None, typer.Option(
+                "--tx-code", envvar="CARTERA_TX_CODE",
+                help="The transaction code. Prefer the environment variable, or leave it out: when the offer "
+                     "needs one, it is asked for without echo (or read from standard input when that is not a "
+                     "terminal). A code on the command line shows in ps and the shell history.")] = None,
             url: UrlOpt = DEFAULT_URL, token: TokenOpt = "", as_json: JsonOpt = False) -> None:
     """Receive a credential offer: preview, then accept."""
     preview = call_api("wallet API", "POST", url, token, "/v1/offers", json={"offer_uri": offer_uri})
-    result = call_api("wallet API", "POST", url, token, f"/v1/offers/{preview['offer_id']}/accept", json={"tx_code": tx_code})
+    offer_id = path_segment(preview.get("offer_id"), "offer id")
+    if not tx_code and preview.get("tx_code_required"):
+        described = preview.get("tx_code") if isinstance(preview.get("tx_code"), dict) else {}
+        if described.get("description"):
+            err_console.print(f"The issuer says: {safe(described['description'])}", highlight=False)
+        tx_code = _ask_tx_code()
+    result = call_api("wallet API", "POST", url, token, f"/v1/offers/{offer_id}/accept", json={"tx_code": tx_code})
     if as_json:
         typer.echo(json.dumps(result, indent=1, ensure_ascii=False))
     else:
-        console.print(f"{result['state']}: {', '.join(result['credential_ids']) or '(pending)'}")
+        console.print(f"{safe(result['state'])}: {safe(', '.join(result['credential_ids'])) or '(pending)'}",
+                      highlight=False)
 
 
 @app.command("present")
 def present(request_uri: Annotated[str, typer.Argument(help="The openid4vp:// URI.")],
             yes: Annotated[bool, typer.Option("--yes", help="Approve without asking.")] = False,
-            url: UrlOpt = DEFAULT_URL, token: TokenOpt = "", as_json: JsonOpt = False) -> None:
+            url: UrlOpt = DEFAULT_URL, token: TokenOpt = "",
+            as_json: Annotated[bool, typer.Option("--json", help="Print the outcome as JSON on standard output (the "
+                                                  "preview and the question go to standard error).")] = False) -> None:
     """Answer a presentation request after showing exactly what would be disclosed."""
     preview = call_api("wallet API", "POST", url, token, "/v1/presentations", json={"request_uri": request_uri})
+    presentation_id = path_segment(preview.get("presentation_id"), "presentation id")
+    # With --json, standard output carries the JSON answer only.
+    out = err_console if as_json else console
     verifier = preview["verifier"]
-    console.print(f"Verifier: {verifier['name'] or verifier['client_id']}"
-                  + ("" if verifier["verified"] else f"  [yellow]{verifier['warning']}[/yellow]"))
-    console.print(f"Purpose: {preview['purpose'] or '-'}")
+    warning = "" if verifier["verified"] else f"  [bold yellow]{safe(verifier.get('warning') or 'not verified')}[/]"
+    out.print(f"Verifier: {safe(verifier['name'] or verifier['client_id'])}{warning}", highlight=False)
+    out.print(f"Purpose: {safe(preview['purpose'] or '-')}", highlight=False)
     for query in preview["queries"]:
         for option in query["options"][:1]:
             for claim in option["claims"]:
-                console.print(f"  {option['credential_name']}: {claim['name']} = {claim['value']}")
+                out.print(f"  {safe(option['credential_name'])}: {safe(claim['name'])} = {safe(claim['value'])}",
+                          highlight=False)
     if not preview["satisfiable"]:
         fail("the wallet cannot answer this request")
-    if not yes and not typer.confirm("Send these claims?"):
-        result = call_api("wallet API", "POST", url, token, f"/v1/presentations/{preview['presentation_id']}/decline")
+    if not yes and not _approved(out):
+        result = call_api("wallet API", "POST", url, token, f"/v1/presentations/{presentation_id}/decline")
     else:
-        result = call_api("wallet API", "POST", url, token, f"/v1/presentations/{preview['presentation_id']}/approve", json={})
+        result = call_api("wallet API", "POST", url, token, f"/v1/presentations/{presentation_id}/approve", json={})
     if as_json:
         typer.echo(json.dumps(result, indent=1, ensure_ascii=False))
     else:
-        console.print(result["state"])
+        console.print(safe(result["state"]), highlight=False)
