@@ -15,7 +15,7 @@ import httpx
 import typer
 from rich.table import Table
 
-from cartera.console import console, fail, print_json, read_text_argument
+from cartera.console import console, fail, print_json, read_text_argument, safe
 from ssi import x509 as ssi_x509
 from ssi.encoding import json_loads
 from ssi.errors import EncodingError, SSIError
@@ -44,7 +44,7 @@ CHECKS: list[tuple[str, str]] = [
     ("validity", "iat / nbf / exp"),
     ("key_binding", "KB-JWT: typ, signature with cnf, aud, nonce, iat, sd_hash"),
     ("credential_rules", "SD-JWT VC rules: nothing forbidden disclosed, well-formed status"),
-    ("status", "the status list says valid (only with --check-status)"),
+    ("status", "the status list says valid (only with --check-status; not_applicable without a status reference)"),
 ]
 _CHECK_NAMES = [name for name, _ in CHECKS]
 
@@ -82,13 +82,19 @@ def check_for_code(code: str) -> str:
     return "structure"
 
 
-def checks_report(failed_code: str | None, *, status_checked: bool) -> list[dict[str, Any]]:
-    """Every check with ``ok`` true/false, or ``None`` when it did not run."""
+def checks_report(failed_code: str | None, *, status_checked: bool,
+                  status_applicable: bool = True) -> list[dict[str, Any]]:
+    """Every check with ``ok`` true/false, or ``None`` when it did not run.
+
+    A credential without a status reference has no status to check: with ``--check-status`` its
+    status check is ``ok`` with the code ``not_applicable`` (nothing to revoke it by)."""
     failed_at = _CHECK_NAMES.index(check_for_code(failed_code)) if failed_code else len(_CHECK_NAMES)
     report = []
     for position, name in enumerate(_CHECK_NAMES):
         if name == "status" and not status_checked and failed_code is None:
             report.append({"name": name, "ok": None, "code": "not_requested"})
+        elif name == "status" and not status_applicable and failed_code is None:
+            report.append({"name": name, "ok": True, "code": "not_applicable"})
         elif position < failed_at:
             report.append({"name": name, "ok": True, "code": "ok"})
         elif position == failed_at:
@@ -114,7 +120,8 @@ def _fetch_json(url: str) -> Any:
     return json_loads(response.content)
 
 
-def _build_resolver(issuer_jwk: Path | None, trust_anchors: list[Path], metadata: bool) -> IssuerKeyResolver:
+def _build_resolver(issuer_jwk: Path | None, trust_anchors: list[Path], metadata: bool, issuers: list[str],
+                    allow_http_loopback: bool) -> IssuerKeyResolver:
     if issuer_jwk is not None:
         try:
             return _SingleKeyResolver(Key.from_jwk(json_loads(issuer_jwk.read_bytes())))
@@ -131,7 +138,15 @@ def _build_resolver(issuer_jwk: Path | None, trust_anchors: list[Path], metadata
         except SSIError as exc:
             fail(f"{path} holds no readable PEM certificate ({exc.code})")
     x5c = X5CKeyResolver(anchors) if anchors else None
-    meta = IssuerMetadataKeyResolver(_fetch_json) if metadata else None
+    if metadata and not issuers:
+        # iss comes from the unverified credential: without a list, the command would fetch whatever
+        # URL the credential names and trust any issuer that publishes metadata.
+        fail("--metadata needs the issuers to trust", hint="give --issuer URL (repeatable): the credential's iss "
+                                                           "must be one of them")
+    if issuers and not metadata:
+        fail("--issuer lists the issuers whose metadata --metadata may fetch; give --metadata too")
+    meta = IssuerMetadataKeyResolver(_fetch_json, allowed_issuers=issuers,
+                                     allow_http_loopback=allow_http_loopback) if metadata else None
     if x5c is None and meta is None:
         fail("no way to find the issuer key", hint="give --issuer-jwk FILE, --trust-anchor CERT.pem or --metadata")
     return ChainedKeyResolver(x5c, meta)
@@ -167,37 +182,48 @@ def verify(
     trust_anchor: Annotated[list[Path] | None, typer.Option(
         help="A PEM trust anchor for the x5c chain (repeatable); the leaf must name iss.")] = None,
     metadata: Annotated[bool, typer.Option(
-        help="Fetch the issuer key from its JWT VC Issuer Metadata (/.well-known/jwt-vc-issuer).")] = False,
+        help="Fetch the issuer key from its JWT VC Issuer Metadata (/.well-known/jwt-vc-issuer); needs --issuer.")
+    ] = False,
+    issuer: Annotated[list[str] | None, typer.Option(
+        "--issuer", metavar="URL",
+        help="With --metadata: an issuer identifier to trust (repeatable). The credential's iss must be one of "
+             "them; no other issuer's metadata is fetched.")] = None,
     nonce: Annotated[str | None, typer.Option(help="The nonce the KB-JWT must carry.")] = None,
     aud: Annotated[str | None, typer.Option(help="The audience the KB-JWT must carry (the verifier's client id).")] = None,
     require_kb: Annotated[bool, typer.Option(help="Fail when no KB-JWT is presented.")] = False,
     vct: Annotated[list[str] | None, typer.Option(help="Accept only these credential types (repeatable).")] = None,
-    check_status: Annotated[bool, typer.Option(help="Fetch the status list and fail when not valid.")] = False,
+    check_status: Annotated[bool, typer.Option(
+        help="Fetch the status list and fail when not valid (a credential without a status reference: "
+             "status not_applicable, still valid).")] = False,
     allow_http_loopback: Annotated[bool, typer.Option(
-        help="Development only: accept http:// status and metadata URLs on 127.0.0.1/localhost.")] = False,
+        help="Development only: accept http:// issuer (iss), metadata and status list URLs on 127.0.0.1/localhost "
+             "(such as the issuers of `cartera run`).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help='Print {"valid", "claims", "checks"} as JSON.')] = False,
 ) -> None:
     """Verify an SD-JWT VC and print the disclosed claims and the outcome of every check.
 
-    Exit status 0 only when the credential is valid. With a KB-JWT, give --aud and --nonce.
+    Exit status 0 only when the credential is valid. With a KB-JWT, give --aud and --nonce. With
+    --metadata, list the issuers you trust with --issuer.
     """
     token = read_text_argument(source)
-    resolver = _build_resolver(issuer_jwk, trust_anchor or [], metadata)
+    resolver = _build_resolver(issuer_jwk, trust_anchor or [], metadata, issuer or [], allow_http_loopback)
     claims: dict[str, Any] = {}
     failed: str | None = None
     detail = ""
+    status_applicable = True
     try:
         verified = verify_sd_jwt_vc(token, key_resolver=resolver, expected_vcts=vct or None,
                                     require_kb=require_kb or nonce is not None or aud is not None,
                                     expected_aud=aud, expected_nonce=nonce,
                                     allow_http_loopback=allow_http_loopback)
         claims = verified.claims
+        status_applicable = verified.status is not None
         if check_status:
             failed = _status_outcome(verified, resolver, allow_http_loopback)
             detail = "the status list does not say valid" if failed else ""
     except SSIError as exc:
         failed, detail = exc.code, exc.detail
-    checks = checks_report(failed, status_checked=check_status)
+    checks = checks_report(failed, status_checked=check_status, status_applicable=status_applicable)
     valid = failed is None
     if as_json:
         print_json({"valid": valid, "claims": claims if valid else {}, "checks": checks})
@@ -208,13 +234,13 @@ def verify(
         table.add_column("code")
         marks = {True: "[green]ok[/]", False: "[red]FAILED[/]", None: "[dim]not run[/]"}
         for check in checks:
-            table.add_row(check["name"], marks[check["ok"]], check["code"])
+            table.add_row(check["name"], marks[check["ok"]], safe(check["code"]))
         console.print(table)
         if valid:
             console.print("[bold green]valid[/] — disclosed claims:")
             console.print_json(data=claims)
         else:
-            console.print(f"[bold red]invalid[/]: {failed} — {detail}", highlight=False)
+            console.print(f"[bold red]invalid[/]: {safe(failed)} — {safe(detail)}", highlight=False)
     raise typer.Exit(0 if valid else 1)
 
 
@@ -245,7 +271,7 @@ def decode(
         console.print_json(data=parts[title])
     console.rule(f"disclosures ({len(disclosures)})")
     for item in disclosures:
-        console.print(f"{'/'.join(map(str, item['path']))}: ", end="", highlight=False)
+        console.print(f"{safe('/'.join(map(str, item['path'])))}: ", end="", highlight=False)
         console.print_json(data=item["value"])
     console.rule("key binding JWT")
     console.print_json(data=kb) if kb else console.print("none")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from starlette.applications import Starlette
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from typer.testing import CliRunner
 
@@ -160,3 +160,79 @@ def test_help_explains_the_commands() -> None:
     result = runner.invoke(app, ["vc", "verify", "--help"])
     assert result.exit_code == 0 and "--trust-anchor" in result.output and "Exit status 0" in result.output
     assert "demo-credential" in runner.invoke(app, ["--help"]).output
+
+
+def _err(result: object) -> str:
+    """Standard error with rich's line wrapping undone."""
+    return " ".join(result.stderr.split())  # type: ignore[attr-defined]
+
+
+def test_decode_shows_claim_names_as_they_are(tmp_path: Path) -> None:
+    """Claim names come from whoever made the token: `[/]` in a disclosure path is text, not markup."""
+    credential = issue_sd_jwt_vc({"a[/]b": {"[conceal]x": 1}}, vct="https://t.example/v", issuer="https://i.example",
+                                 key=Key.generate(), holder_jwk=None, disclosable=[("a[/]b",), ("a[/]b", "[conceal]x")])
+    (tmp_path / "c").write_text(credential)
+    result = runner.invoke(app, ["vc", "decode", str(tmp_path / "c")])
+    assert result.exit_code == 0, result.output
+    assert "a[/]b/[conceal]x: " in result.stdout
+
+
+def test_binary_input_is_a_readable_error(tmp_path: Path) -> None:
+    (tmp_path / "bin").write_bytes(bytes(range(256)))
+    for args in (["vc", "decode", str(tmp_path / "bin")],
+                 ["vc", "verify", str(tmp_path / "bin"), "--issuer-jwk", str(tmp_path / "bin")]):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.exception
+        assert "is not a text file" in _err(result)
+    result = runner.invoke(app, ["vc", "decode", "-"], input=bytes(range(128, 256)))
+    assert result.exit_code == 1 and "standard input is not UTF-8 text" in _err(result)
+
+
+def _metadata_issuer(tmp_path: Path, base: str, key: Key, status: dict | None = None) -> Path:
+    credential = issue_sd_jwt_vc({"a": 1}, vct="https://t.example/v", issuer=base + "/t/x", key=key,
+                                 holder_jwk=None, disclosable=[("a",)], status=status, exp=int(time.time()) + 60)
+    (tmp_path / "c").write_text(credential)
+    return tmp_path / "c"
+
+
+def test_verify_with_metadata_needs_the_issuers_to_trust(tmp_path: Path) -> None:
+    """--metadata fetches the key of the iss the (unverified) credential names: only from --issuer."""
+    key = Key.generate()
+    fetched: list[str] = []
+
+    async def metadata(request):  # noqa: ANN001, ANN202
+        fetched.append(request.url.path)
+        return JSONResponse({"issuer": str(request.base_url).rstrip("/") + "/t/x", "jwks": {"keys": [key.public_jwk()]}})
+
+    with serve(Starlette(routes=[Route("/.well-known/jwt-vc-issuer/t/x", metadata)])) as base:
+        credential = str(_metadata_issuer(tmp_path, base, key))
+        result = runner.invoke(app, ["vc", "verify", credential, "--metadata", "--allow-http-loopback"])
+        assert result.exit_code == 1 and "--metadata needs the issuers to trust" in _err(result)
+        assert "--issuer URL" in _err(result)
+        result = runner.invoke(app, ["vc", "verify", credential, "--issuer", base + "/t/x"])
+        assert result.exit_code == 1 and "give --metadata too" in _err(result)
+        code, report = _verify(credential, "--metadata", "--issuer", "https://other.example/t/x",
+                               "--allow-http-loopback")
+        assert code == 1 and {"name": "issuer_key", "ok": False, "code": "sd_jwt_vc.untrusted_issuer"} in report["checks"]
+        assert fetched == []  # an issuer not listed is never contacted
+        # A loopback http issuer (`cartera run`) with --allow-http-loopback.
+        code, report = _verify(credential, "--metadata", "--issuer", "https://other.example", "--issuer",
+                               base + "/t/x", "--allow-http-loopback")
+        assert code == 0 and report["claims"]["a"] == 1, report
+        assert fetched == ["/.well-known/jwt-vc-issuer/t/x"]
+        code, report = _verify(credential, "--metadata", "--issuer", base + "/t/x")
+        assert code == 1 and {"name": "issuer_key", "ok": False, "code": "sd_jwt_vc.insecure_iss"} in report["checks"]
+
+
+def test_check_status_without_a_status_reference_is_not_applicable(demo_files: tuple[Path, dict],
+                                                                   tmp_path: Path) -> None:
+    key = Key.generate()
+    credential = issue_sd_jwt_vc({"a": 1}, vct="https://t.example/v", issuer="https://i.example", key=key,
+                                 holder_jwk=None, disclosable=[("a",)], exp=int(time.time()) + 60)
+    (tmp_path / "c").write_text(credential)
+    (tmp_path / "k.json").write_text(json.dumps(key.public_jwk()))
+    code, report = _verify(str(tmp_path / "c"), "--issuer-jwk", str(tmp_path / "k.json"), "--check-status")
+    assert code == 0 and report["valid"] is True
+    assert report["checks"][-1] == {"name": "status", "ok": True, "code": "not_applicable"}
+    code, report = _verify(str(tmp_path / "c"), "--issuer-jwk", str(tmp_path / "k.json"))
+    assert report["checks"][-1] == {"name": "status", "ok": None, "code": "not_requested"}
