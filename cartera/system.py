@@ -39,9 +39,11 @@ ISSUER_IDP_CLIENT = "cartera-issuer"
 
 
 def write_private(path: Path, data: bytes) -> None:
-    """Create ``path`` with mode 0600 from the start (never readable by others, not even briefly)."""
+    """Write ``path`` with mode 0600: created so from the start (never readable by others, not even
+    briefly), and an existing file is made 0600 before anything is written to it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # an existing file keeps its mode through O_CREAT: make it private too
     with os.fdopen(fd, "wb") as handle:
         handle.write(data)
 

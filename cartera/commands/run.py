@@ -1,12 +1,21 @@
-"""`cartera run` (the whole system on embedded defaults) and `cartera status`."""
+"""`cartera run` (the whole system on embedded defaults) and `cartera status`.
+
+`cartera run` stops its services when it is stopped: Ctrl-C (SIGINT), SIGTERM, SIGHUP (the terminal
+closed) and SIGQUIT all stop every service first. On Linux each service also gets SIGTERM from the
+kernel when `cartera run` dies without a chance to stop them (SIGKILL): ``PR_SET_PDEATHSIG``.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import ipaddress
 import os
 import signal
 import subprocess
+import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -14,7 +23,8 @@ import httpx
 import typer
 from rich.table import Table
 
-from cartera.console import console, fail, print_json
+from cartera.console import console, fail, print_json, safe
+from cartera.http_api import dev_file_path
 from cartera.system import DEV_FILE_NAME, ServiceProcess, load_dev_file, provision
 
 app = typer.Typer()
@@ -30,12 +40,50 @@ def _healthy(url: str, timeout: float = 2.0) -> bool:
         return False
 
 
+#: Signals that stop `cartera run` (and so every service) like Ctrl-C does.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def _die_with_parent() -> Callable[[], None] | None:
+    """A ``preexec_fn`` that makes the child get SIGTERM when this process dies (Linux), or None."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl  # loaded here: nothing is loaded after fork
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def setup() -> None:
+        prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before prctl: nobody would send the signal
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return setup
+
+
 def _start(process: ServiceProcess, log_dir: Path) -> subprocess.Popen[bytes]:
     log = (log_dir / f"{process.name}.log").open("ab")
     # Each child gets only the variables of its own service (plus the parent's environment).
     # argv is built by cartera.system from sys.executable and fixed module names, never from input.
     return subprocess.Popen(process.argv, env={**os.environ, **process.env}, stdout=log,  # noqa: S603
-                            stderr=subprocess.STDOUT)
+                            stderr=subprocess.STDOUT, preexec_fn=_die_with_parent())
+
+
+def _usable_host(host: str) -> bool:
+    """Whether the services can run at ``host``: localhost or an IPv4 loopback address.
+
+    The services accept plain http:// URLs only on loopback (offers, metadata and redirect URIs
+    elsewhere must be https), and `cartera run` serves http: on another interface the issuer refuses
+    the wallet's redirect URI and the wallet refuses the offers' URLs."""
+    if host == "localhost":
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return address.version == 4 and address.is_loopback
 
 
 def _stop(children: dict[str, subprocess.Popen[bytes]]) -> None:
@@ -56,27 +104,30 @@ def _summary(info: dict[str, Any], data_dir: Path) -> None:
     table.add_column("URL", no_wrap=True)
     table.add_column("API description (OpenAPI)", no_wrap=True)
     for service in info["services"]:
-        table.add_row(service["title"], service["url"], service.get("openapi_url") or "")
+        table.add_row(safe(service["title"]), safe(service["url"]), safe(service.get("openapi_url") or ""))
     console.print(table)
     verifier = info.get("verifier", {})
     console.print("[bold]Open first:[/]", highlight=False)
-    console.print(f"  • the verifier desk page: {verifier.get('desk_url', '')}", highlight=False)
-    console.print(f"  • the web wallet (best in a phone-sized window): {info['wallet']['wallet_url']}/app/",
+    console.print(f"  • the verifier desk page: {safe(verifier.get('desk_url', ''))}", highlight=False)
+    console.print(f"  • the web wallet (best in a phone-sized window): {safe(info['wallet']['wallet_url'])}/app/",
                   highlight=False)
-    console.print(f"  • the identity provider's login page (synthetic citizens): {info['sandbox']['idp_url']}"
+    console.print(f"  • the identity provider's login page (synthetic citizens): {safe(info['sandbox']['idp_url'])}"
                   "/o/oauth2/auth is reached through the wallet login", highlight=False)
     console.print("[bold]Try:[/]", highlight=False)
     console.print("  cartera sandbox citizens --limit 5           # whom to log in as (12345678Z has everything)")
     console.print('  cartera issuer offer --type university-diploma --subject 12345678Z --name "Montserrat Puig Ferrer"')
     console.print("  cartera verifier request --template grant-application")
-    console.print(f"Development API keys and URLs: {data_dir / DEV_FILE_NAME}; logs: {data_dir / 'logs'}/")
+    console.print(f"Development API keys and URLs: {safe(data_dir / DEV_FILE_NAME)}; logs: {safe(data_dir / 'logs')}/",
+                  highlight=False)
     console.print("Ctrl-C stops everything.")
 
 
 @app.command("run")
 def run(
     data_dir: DataDirOpt = Path("var"),
-    host: Annotated[str, typer.Option(help="Interface to listen on; keep loopback for development.")] = "127.0.0.1",
+    host: Annotated[str, typer.Option(help="Loopback address to listen on: 127.0.0.1, another 127.x.y.z, or "
+                                           "localhost (the services speak plain http, which they accept on "
+                                           "loopback only).")] = "127.0.0.1",
     port_base: Annotated[int, typer.Option(help="Services listen on base+1 (issuer), +2 (verifier), +3 (wallet), "
                                                  "+4 (Via Oberta sandbox), +5 (identity provider).")] = 8000,
     startup_timeout: Annotated[float, typer.Option(help="Seconds to wait for every service to be healthy.")] = 60.0,
@@ -86,8 +137,14 @@ def run(
     """Start the whole system on embedded defaults: sandbox, issuer, verifier and wallet API.
 
     The first start provisions a development PKI, demo issuers and agencies, the built-in credential
-    types and the synthetic citizens; later starts reuse them. Ctrl-C stops every service.
+    types and the synthetic citizens; later starts reuse them. Ctrl-C (or SIGTERM, SIGHUP, SIGQUIT)
+    stops every service.
     """
+    if not _usable_host(host):
+        fail(f"--host {host} is not a loopback address: the services accept plain http:// only on loopback, "
+             "and `cartera run` serves http",
+             hint="keep --host 127.0.0.1; to reach Cartera from other machines, deploy it behind https "
+                  "(docs/operations.md)")
     console.print("Provisioning (development PKI, demo tenants, agencies, wallet trust)…")
     try:
         plan = asyncio.run(provision(data_dir, host=host, port_base=port_base, aries=aries))
@@ -106,7 +163,8 @@ def run(
         nonlocal stopping
         stopping = True
 
-    signal.signal(signal.SIGTERM, on_signal)
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, on_signal)
     try:
         for process in plan.processes:
             children[process.name] = _start(process, log_dir)
@@ -136,18 +194,24 @@ def run(
         _stop(children)
         fail(str(exc))
     _stop(children)
-    console.print("Stopped.")
+    try:
+        console.print("Stopped.")
+    except OSError:  # SIGHUP: the terminal may be gone
+        pass
 
 
 @app.command("status")
 def status(
-    data_dir: DataDirOpt = Path("var"),
+    data_dir: Annotated[Path | None, typer.Option(
+        "--data-dir", help=f"Folder of the running system (its {DEV_FILE_NAME}); default: the file named by "
+                           "CARTERA_DEV_FILE, else var/.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help='Print [{"name", "url", "openapi_url", "healthy"}].')] = False,
 ) -> None:
     """Show each service of the running system with its URL and health. Exit 1 if any is unhealthy."""
-    info = load_dev_file(data_dir / DEV_FILE_NAME)
+    dev_file = data_dir / DEV_FILE_NAME if data_dir is not None else dev_file_path()
+    info = load_dev_file(dev_file)
     if not info.get("services"):
-        fail(f"no system provisioned in {data_dir}", hint="start it with `cartera run` (or `make run`)")
+        fail(f"no system provisioned in {dev_file}", hint="start it with `cartera run` (or `make run`)")
     rows = [{"name": s["name"], "url": s["url"], "openapi_url": s.get("openapi_url"),
              "healthy": _healthy(s["health_url"])} for s in info["services"]]
     if as_json:
@@ -157,6 +221,6 @@ def status(
         for column in ("service", "URL", "health"):
             table.add_column(column)
         for row in rows:
-            table.add_row(row["name"], row["url"], "[green]healthy[/]" if row["healthy"] else "[red]down[/]")
+            table.add_row(safe(row["name"]), safe(row["url"]), "[green]healthy[/]" if row["healthy"] else "[red]down[/]")
         console.print(table)
     raise typer.Exit(0 if all(r["healthy"] for r in rows) else 1)

@@ -19,6 +19,7 @@ from typing import Annotated, Any
 import typer
 import yaml
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 app = typer.Typer(
@@ -36,6 +37,7 @@ DEFAULT_DATA_DIR = Path("var/sandbox")
 def _write_private(path: Path, data: bytes) -> None:
     # Private keys are created 0600 from the start, never chmod-ed after being readable.
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # an existing file keeps its mode through O_CREAT: make it private too
     with os.fdopen(fd, "wb") as handle:
         handle.write(data)
 
@@ -109,7 +111,7 @@ def run(
         clients = [RegisteredClient(c["client_id"], c["client_secret"], tuple(c["redirect_uris"]))
                    for c in files["clients"]]
     except (OSError, KeyError, TypeError, yaml.YAMLError) as exc:
-        err_console.print(f"[red]Cannot prepare {data_dir}: {exc}[/red]")
+        err_console.print(f"[red]Cannot prepare {escape(str(data_dir))}: {escape(str(exc))}[/red]", highlight=False)
         raise typer.Exit(2) from exc
     population = generate_population(seed=seed, size=size)
     viaoberta_app = create_viaoberta(ViaObertaSandboxConfig(

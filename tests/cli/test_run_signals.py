@@ -1,0 +1,110 @@
+"""`cartera run` never leaves its services running behind it.
+
+SIGHUP (the terminal closed) and SIGQUIT stop every service as SIGTERM and Ctrl-C do; on Linux a
+`cartera run` killed outright (SIGKILL, no chance to clean up) still takes its services with it
+(``PR_SET_PDEATHSIG``). One data folder, provisioned by the first start and reused by the others.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.cli.test_run_system import _free_port_base, _start, _wait_healthy
+
+
+def _stat(pid: int) -> list[str] | None:
+    """The fields of /proc/<pid>/stat after the command name (state, ppid, ..., starttime at 19)."""
+    try:
+        return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+
+
+def _children(pid: int) -> list[tuple[int, str]]:
+    """The processes whose parent is ``pid``, with their start times (from /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        fields = _stat(int(entry.name)) if entry.name.isdigit() else None
+        if fields is not None and int(fields[1]) == pid:
+            found.append((int(entry.name), fields[19]))
+    return found
+
+
+def _end(services: list[tuple[int, str]]) -> None:
+    """Stop, by id, services a failing test left behind (the same processes: same start time)."""
+    for pid, started in services:
+        fields = _stat(pid)
+        if fields is not None and fields[19] == started:
+            os.kill(pid, signal.SIGKILL)
+
+
+def _ports(data_dir: Path) -> list[int]:
+    info = json.loads((data_dir / "cartera-dev.json").read_text())
+    return [int(service["url"].rsplit(":", 1)[1]) for service in info["services"]]
+
+
+def _open(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(1)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _wait_closed(ports: list[int], timeout: float = 45) -> list[int]:
+    deadline = time.monotonic() + timeout
+    while True:
+        still = [port for port in ports if _open(port)]
+        if not still or time.monotonic() > deadline:
+            return still
+        time.sleep(0.3)
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("signals")
+
+
+@pytest.mark.parametrize("signum", [signal.SIGHUP, signal.SIGQUIT])
+def test_a_hangup_or_quit_stops_every_service(data_dir: Path, signum: signal.Signals) -> None:
+    process = _start(data_dir, _free_port_base())
+    services: list[tuple[int, str]] = []
+    try:
+        _wait_healthy(data_dir, process)
+        services = _children(process.pid)
+        ports = _ports(data_dir)
+        assert all(_open(port) for port in ports) and len(services) == 4
+        process.send_signal(signum)
+        output, _ = process.communicate(timeout=60)
+        assert "Stopped." in output and "Traceback" not in output, output
+        assert _wait_closed(ports) == []
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        _end(services)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux only")
+def test_services_stop_when_cartera_run_is_killed(data_dir: Path) -> None:
+    process = _start(data_dir, _free_port_base())
+    services: list[tuple[int, str]] = []
+    try:
+        _wait_healthy(data_dir, process)
+        services = _children(process.pid)
+        ports = _ports(data_dir)
+        assert len(services) == 4
+        process.kill()  # SIGKILL: `cartera run` cannot stop anything itself
+        process.wait()
+        assert _wait_closed(ports) == [], "services outlived `cartera run`"
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        _end(services)
