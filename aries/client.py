@@ -190,6 +190,11 @@ class AdminClient:
         """One presentation exchange record."""
         return dict(await self.request("GET", f"/present-proof-2.0/records/{pres_ex_id}"))
 
+    async def verify_presentation(self, pres_ex_id: str) -> JSON:
+        """Verifier side: verify a received presentation (an agent run without ``--auto-verify-presentation``)."""
+        return dict(await self.request("POST", f"/present-proof-2.0/records/{pres_ex_id}/verify-presentation",
+                                       json={}))
+
     async def delete_pres_record(self, pres_ex_id: str) -> None:
         """Remove a presentation exchange record (and the presentation it holds) from the agent."""
         await self.request("DELETE", f"/present-proof-2.0/records/{pres_ex_id}")

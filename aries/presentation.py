@@ -235,23 +235,23 @@ def _parse_time(value: Any, what: str) -> dt.datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
 
 
-async def check_presentation(record: dict[str, Any], request: ProofRequest, *,
-                             trusted_issuers: Iterable[str] | Mapping[str, str],
-                             status_lookup: StatusLookup | None = None,
-                             now: dt.datetime | None = None) -> VerifiedPresentation:
-    """Apply Cartera's policies to a verifier-side present-proof 2.0 record in state ``done``.
+def precheck_presentation(record: dict[str, Any], request: ProofRequest, *,
+                          trusted_issuers: Iterable[str] | Mapping[str, str]) -> None:
+    """The checks :func:`check_presentation` makes that need no signature verified, for a record in
+    ``presentation-received``: challenge, domain, submission, one credential of the type, a trusted
+    issuer, status asked and given, and the exact ``@context`` lists.
 
-    ``trusted_issuers``: the issuer DIDs trusted for the type; better ``{DID: issuer identifier}`` (the
-    https base the DID was published under, :func:`aries.jsonld.context_url`'s ``issuer_base_url``),
-    which pins the credential's context to that issuer. Given DIDs only, the context must be served
-    under the same base as the credential's status list (see :func:`_issuer_base`), and a credential
-    without a status cannot be checked (``aries.context_mismatch``).
-
-    Raises :class:`~aries.errors.VerificationFailed` with the code of the first policy refused.
+    Verifying a JSON-LD signature makes the agent load every context the holder wrote, and ACA-Py's
+    loader fetches an unknown URL with no timeout, following redirects, from inside its event loop.
+    Asked to verify only what passed this check, the agent loads only the contexts we issue with.
+    Raises :class:`~aries.errors.VerificationFailed`.
     """
-    now = now or dt.datetime.now(dt.UTC)
-    if record.get("state") != "done" or str(record.get("verified")).lower() != "true":
-        raise VerificationFailed("signature_invalid", "the agent did not verify the presentation's signatures")
+    _check_shape(record, request, trusted_issuers)
+
+
+def _check_shape(record: dict[str, Any], request: ProofRequest, trusted_issuers: Iterable[str] | Mapping[str, str]
+                 ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any], str]:
+    """The presentation's parts once their shape is checked: ``(presentation, credential, proof, issuer)``."""
     pres = ((record.get("by_format") or {}).get("pres") or {}).get("dif")
     if not isinstance(pres, dict):
         raise VerificationFailed("bad_presentation", "no DIF presentation in the record")
@@ -285,6 +285,27 @@ async def check_presentation(record: dict[str, Any], request: ProofRequest, *,
     if vc.get("credentialStatus") is None and _asks_status(request):  # JSON-LD drops a null: none
         raise VerificationFailed("status_missing", "the request asked for the credential's status and got none")
     _check_contexts(pres, vc, request, _issuer_base(trusted_issuers, issuer, vc))
+    return pres, vc, proof, issuer
+
+
+async def check_presentation(record: dict[str, Any], request: ProofRequest, *,
+                             trusted_issuers: Iterable[str] | Mapping[str, str],
+                             status_lookup: StatusLookup | None = None,
+                             now: dt.datetime | None = None) -> VerifiedPresentation:
+    """Apply Cartera's policies to a verifier-side present-proof 2.0 record in state ``done``.
+
+    ``trusted_issuers``: the issuer DIDs trusted for the type; better ``{DID: issuer identifier}`` (the
+    https base the DID was published under, :func:`aries.jsonld.context_url`'s ``issuer_base_url``),
+    which pins the credential's context to that issuer. Given DIDs only, the context must be served
+    under the same base as the credential's status list (see :func:`_issuer_base`), and a credential
+    without a status cannot be checked (``aries.context_mismatch``).
+
+    Raises :class:`~aries.errors.VerificationFailed` with the code of the first policy refused.
+    """
+    now = now or dt.datetime.now(dt.UTC)
+    if record.get("state") != "done" or str(record.get("verified")).lower() != "true":
+        raise VerificationFailed("signature_invalid", "the agent did not verify the presentation's signatures")
+    _, vc, proof, issuer = _check_shape(record, request, trusted_issuers)
     subject = vc.get("credentialSubject")
     if not isinstance(subject, dict):
         raise VerificationFailed("bad_credential", "credentialSubject must be one object")

@@ -30,7 +30,7 @@ from sqlalchemy import bindparam, delete, select
 from aries import channel, cleanup, webhooks
 from aries.client import BBS, AdminClient
 from aries.errors import AriesError, VerificationFailed, WebhookRefused
-from aries.presentation import ProofRequest, build_proof_request, check_presentation
+from aries.presentation import ProofRequest, build_proof_request, check_presentation, precheck_presentation
 from aries.service import (
     AgentRuntime,
     agent_client,
@@ -133,7 +133,7 @@ class VerifierAriesChannel:
             webhook_key=s.aries_webhook_key.get_secret_value() if s.aries_webhook_key else None,
             data_dir=s.data_dir / "aries-verifier", inbound_port=s.aries_inbound_port,
             admin_port=s.aries_admin_port, endpoint=s.aries_endpoint, webhook_url=f"{local}/v1/aries/webhooks",
-            master_key=load_master_key(s), extra_args=["--auto-verify-presentation"],
+            master_key=load_master_key(s), extra_args=[],
             admin_timeout=s.aries_admin_timeout)
         # Issuers' keys and status lists at URLs agencies' templates name: the outbound policy's
         # destinations only, as on the OpenID4VP channel (service_kit.outbound).
@@ -251,7 +251,7 @@ class VerifierAriesChannel:
         if known is None:
             raise WebhookRefused("webhook_unauthorized", "webhook without the right x-api-key")
         event = webhooks.parse(topic, body)
-        if topic != "present_proof_v2_0" or event.state not in ("done", "abandoned"):
+        if topic != "present_proof_v2_0" or event.state not in ("presentation-received", "done", "abandoned"):
             return "ignored"
         async with self.db.session() as session:
             first = (await session.execute(dialect_insert(session, AriesWebhookEvent).values(
@@ -274,11 +274,18 @@ class VerifierAriesChannel:
             tx = await session.get(Transaction, row.tx_id) if row is not None else None
         if row is None or tx is None:
             return
+        refused = None
+        if event.state == "presentation-received":
+            refused = await self._verify_if_well_formed(row)
+            if refused is None:
+                return  # the agent verifies it now; its "done" webhook brings the judgement
         now = utcnow()
         if not await _claim(self.db, tx.id, now):
             return  # answered, expired, or being judged by another delivery
         status, errors, credentials = "rejected", [], None
         try:
+            if refused is not None:
+                raise refused
             # The agent's record, not the webhook's copy: the policies read what the agent verified.
             record = await self.agent_client().pres_record(row.pres_ex_id)
             request = ProofRequest(**{**row.request, "claims": tuple(row.request["claims"])})
@@ -322,6 +329,24 @@ class VerifierAriesChannel:
         except AriesError as exc:
             log.warning("aries presentation record not removed from the agent",
                         extra={"transaction_id": tx.id, "code": exc.code})
+
+    async def _verify_if_well_formed(self, row: AriesPresentation) -> VerificationFailed | None:
+        """Ask the agent to verify a received presentation whose shape and contexts pass
+        :func:`~aries.presentation.precheck_presentation` (None); or the refusal, when they do not: the
+        presentation is then judged, and rejected, without being verified.
+
+        The agent does not verify on its own (no ``--auto-verify-presentation``): verifying a JSON-LD
+        signature loads every context the holder wrote, and ACA-Py fetches an unknown one with no
+        timeout, following redirects, outside the outbound policy, from inside its event loop.
+        """
+        record = await self.agent_client().pres_record(row.pres_ex_id)
+        request = ProofRequest(**{**row.request, "claims": tuple(row.request["claims"])})
+        try:
+            precheck_presentation(record, request, trusted_issuers=await self.issuer_dids(list(row.issuers)))
+        except VerificationFailed as exc:
+            return exc
+        await self.agent_client().verify_presentation(row.pres_ex_id)
+        return None
 
     def agent_client(self) -> AdminClient:
         if self.runtime is None:

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from aries.errors import VerificationFailed
-from aries.presentation import ProofRequest, VerifiedPresentation, check_presentation
+from aries.presentation import ProofRequest, VerifiedPresentation, check_presentation, precheck_presentation
 
 FIXTURE = json.loads((Path(__file__).parent / "data" / "presentations.json").read_text(encoding="utf-8"))
 NOW = dt.datetime(2026, 6, 1, tzinfo=dt.UTC)
@@ -235,3 +235,18 @@ def test_ed25519_still_needs_every_requested_claim_and_bbs_still_exactly_them() 
     vp = _vp("bbs", "honest")
     _credential(vp)["credentialSubject"]["name"] = "Anna Puig i Soler"
     assert _refused("bbs", vp) == "aries.disclosure_mismatch"
+
+
+@pytest.mark.parametrize("trust", TRUST)
+def test_the_precheck_refuses_the_crafted_presentations_before_any_signature_is_verified(trust: str) -> None:
+    """The verifier asks its agent to verify a presentation only once it passed the precheck: a context
+    URL the holder wrote (``swapped_url``: the agent would fetch it) never reaches the agent's loader."""
+    for label, code in (("swapped_url", "aries.context_mismatch"), ("swapped_inline", "aries.context_mismatch"),
+                        ("hidden_status", "aries.submission_mismatch")):
+        received = {"state": "presentation-received", "by_format": {"pres": {"dif": _vp("bbs", label)}}}
+        with pytest.raises(VerificationFailed) as refused:
+            precheck_presentation(received, _request("bbs"), trusted_issuers=_trusted("bbs", trust))
+        assert refused.value.code == code, label
+    for case in ("bbs", "ed25519"):
+        received = {"state": "presentation-received", "by_format": {"pres": {"dif": _vp(case, "honest")}}}
+        precheck_presentation(received, _request(case), trusted_issuers=_trusted(case, trust))
