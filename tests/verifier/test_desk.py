@@ -62,3 +62,39 @@ def test_desk_page_headers(http, verifier):
     assert '<html lang="es">' in response.text
     assert "http" not in response.text.replace(verifier.url, "").split("<body>")[0].replace('http-equiv', '')
     assert http.get(f"{verifier.url}/desk/static/other.js").status_code == 404
+
+
+def test_desk_makes_one_request_per_press_and_forgets_the_key_on_disconnect(browser, verifier):
+    page = browser.new_page()
+    created: list[str] = []
+    page.on("request", lambda r: created.append(r.url) if r.method == "POST" and r.url.endswith("/v1/requests") else None)
+    page.goto(f"{verifier.url}/desk?lang=en")
+    # A key the service refuses is not kept in the tab.
+    page.fill("#api-key", "not-an-agency-key")
+    page.click("#connect")
+    expect(page.locator("#message")).to_have_text("Invalid key")
+    assert page.evaluate("sessionStorage.getItem('verifierKey')") is None
+    expect(page.locator("#disconnect")).to_be_hidden()
+
+    key = verifier.agencies["ajuntament-barcelona"]["api_key"]
+    page.fill("#api-key", key)
+    page.click("#connect")
+    expect(page.locator("#template")).to_contain_text("grant-application")
+    assert page.evaluate("sessionStorage.getItem('verifierKey')") == key
+    # A double click creates one request, not two.
+    page.dblclick("#show")
+    expect(page.locator("#qr svg")).to_be_visible()
+    page.wait_for_timeout(1000)  # a second request, if any, would be out by now
+    assert len(created) == 1, created
+
+    # Disconnect: the key leaves the tab; reloading the page does not connect again.
+    page.get_by_role("button", name="Disconnect").click()
+    expect(page.locator("#login")).to_be_visible()
+    expect(page.locator("#request")).to_be_hidden()
+    expect(page.locator("#ask")).to_be_hidden()
+    assert page.evaluate("sessionStorage.getItem('verifierKey')") is None
+    page.reload()
+    page.wait_for_timeout(500)
+    expect(page.locator("#login")).to_be_visible()
+    expect(page.locator("#ask")).to_be_hidden()
+    page.close()

@@ -6,17 +6,20 @@
       apiKey: "Clau d'API de l'organisme", connect: "Connecta", template: "Què cal demanar", show: "Mostra el codi QR",
       sameDevice: "Obre la cartera en aquest dispositiu", status: "Estat", again: "Nova sol·licitud",
       pending: "Esperant la resposta", verified: "Verificat", rejected: "Rebutjat", declined: "Denegat per la persona",
-      expired: "Caducat", badKey: "Clau no vàlida", failed: "No s'ha pogut crear la sol·licitud", reasons: "Motius" },
+      expired: "Caducat", badKey: "Clau no vàlida", failed: "No s'ha pogut crear la sol·licitud", reasons: "Motius",
+      disconnect: "Desconnecta" },
     es: { channel: "Canal", channelOid4vp: "Cartera OpenID4VP", channelAries: "Cartera Aries (DIDComm)",
       apiKey: "Clave de API del organismo", connect: "Conectar", template: "Qué pedir", show: "Mostrar el código QR",
       sameDevice: "Abrir la cartera en este dispositivo", status: "Estado", again: "Nueva solicitud",
       pending: "Esperando la respuesta", verified: "Verificado", rejected: "Rechazado", declined: "Denegado por la persona",
-      expired: "Caducado", badKey: "Clave no válida", failed: "No se pudo crear la solicitud", reasons: "Motivos" },
+      expired: "Caducado", badKey: "Clave no válida", failed: "No se pudo crear la solicitud", reasons: "Motivos",
+      disconnect: "Desconectar" },
     en: { channel: "Channel", channelOid4vp: "OpenID4VP wallet", channelAries: "Aries wallet (DIDComm)",
       apiKey: "Agency API key", connect: "Connect", template: "What to ask for", show: "Show QR code",
       sameDevice: "Open the wallet on this device", status: "Status", again: "New request",
       pending: "Waiting for the answer", verified: "Verified", rejected: "Rejected", declined: "Declined by the citizen",
-      expired: "Expired", badKey: "Invalid key", failed: "The request could not be created", reasons: "Reasons" }
+      expired: "Expired", badKey: "Invalid key", failed: "The request could not be created", reasons: "Reasons",
+      disconnect: "Disconnect" }
   };
   var lang = document.documentElement.lang in T ? document.documentElement.lang : "ca";
   var t = T[lang];
@@ -26,12 +29,12 @@
 
   document.querySelectorAll("[data-i18n]").forEach(function (el) { el.textContent = t[el.dataset.i18n]; });
 
-  function api(path, options) {
+  function api(path, options, key) {
     options = options || {};
-    options.headers = Object.assign({ "Authorization": "Bearer " + sessionStorage.getItem("verifierKey") },
+    options.headers = Object.assign({ "Authorization": "Bearer " + (key || sessionStorage.getItem("verifierKey")) },
                                     options.headers || {});
     return fetch(path, options).then(function (r) {
-      if (!r.ok) { throw new Error(String(r.status)); }
+      if (!r.ok) { throw { status: r.status }; }
       return r;
     });
   }
@@ -44,9 +47,14 @@
   }
 
   function connect() {
-    var key = $("api-key").value.trim();
-    if (key) { sessionStorage.setItem("verifierKey", key); }
-    api("/v1/templates").then(function (r) { return r.json(); }).then(function (items) {
+    // The key stays in this tab (sessionStorage) only once the service has taken it.
+    var typed = $("api-key").value.trim();
+    var key = typed || sessionStorage.getItem("verifierKey");
+    if (!key) { message(t.badKey); return; }
+    $("connect").disabled = true;
+    api("/v1/templates", {}, key).then(function (r) { return r.json(); }).then(function (items) {
+      sessionStorage.setItem("verifierKey", key);
+      $("api-key").value = "";
       templates = items;
       var select = $("template");
       select.textContent = "";
@@ -59,8 +67,31 @@
       showPurpose();
       $("login").hidden = true;
       $("ask").hidden = false;
+      $("disconnect").hidden = false;
       message("");
-    }).catch(function () { message(t.badKey); });
+    }).catch(function (err) {
+      // A refused key is not kept (nor one kept before that the service now refuses).
+      if (err && (err.status === 401 || err.status === 403)) { sessionStorage.removeItem("verifierKey"); }
+      message(t.badKey);
+    }).then(function () { $("connect").disabled = false; });
+  }
+
+  function disconnect() {
+    // Forget the key: whoever uses this browser next must type one.
+    sessionStorage.removeItem("verifierKey");
+    if (source) { source.close(); source = null; }
+    templates = [];
+    $("template").textContent = "";
+    $("purpose").textContent = "";
+    $("qr").textContent = "";
+    $("outcome").textContent = "";
+    $("same-device").href = "#";
+    $("api-key").value = "";
+    $("request").hidden = true;
+    $("ask").hidden = true;
+    $("disconnect").hidden = true;
+    $("login").hidden = false;
+    message("");
   }
 
   function render(result) {
@@ -105,6 +136,10 @@
   }
 
   function show() {
+    var button = $("show");
+    if (button.disabled) { return; }
+    // One request per press: the button waits for this one (a double click would create two).
+    button.disabled = true;
     message("");
     // Both request variants answer with the same fields (uri, qr_svg_url, events_url): one view for both.
     var path = channel() === "aries" ? "/v1/aries/requests" : "/v1/requests";
@@ -131,12 +166,14 @@
           });
         });
       })
-      .catch(function () { message(t.failed); });
+      .catch(function () { message(t.failed); })
+      .then(function () { button.disabled = false; });
   }
 
   $("connect").addEventListener("click", connect);
   $("template").addEventListener("change", showPurpose);
   $("show").addEventListener("click", show);
+  $("disconnect").addEventListener("click", disconnect);
   $("again").addEventListener("click", function () {
     if (source) { source.close(); }
     $("request").hidden = true;
