@@ -61,7 +61,7 @@ def test_progressive_web_app_opens_offline(browser: Browser, system: System) -> 
                                "|| navigator.serviceWorker.ready.then(() => true)")
         cached = page.evaluate("""async () => {
             await navigator.serviceWorker.ready;
-            const cache = await caches.open('cartera-shell-v1');
+            const cache = await caches.open('cartera-shell-v2');
             for (let i = 0; i < 50 && (await cache.keys()).length < 8; i++) { await new Promise(r => setTimeout(r, 100)); }
             return (await cache.keys()).map(r => new URL(r.url).pathname);
         }""")

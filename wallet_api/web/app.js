@@ -250,6 +250,25 @@
     sessionStorage.removeItem("cartera.tokens");
     me = null;
     if (alertStream) { alertStream.abort(); alertStream = null; }
+    forgetScreens();
+  }
+
+  function forgetScreens() {
+    // Logged out: no screen keeps the citizen's data in the page (the Back button shows hidden views'
+    // content again), and an answer still on its way draws nothing (its ticket is no longer current).
+    Object.keys(renders).forEach(function (name) { renders[name] += 1; });
+    ["cards", "card-title", "card-meta", "card-status", "card-claims", "offer-issuer", "offer-credentials",
+     "offer-result", "verifier-name", "verifier-warning", "request-purpose", "request-queries", "request-result",
+     "history", "alerts", "alert-count", "me", "logins", "pin-state"].forEach(function (id) { clear($(id)); });
+    ["offer-result", "request-result", "verifier-warning", "alert-count", "pin-box", "export-pin-box",
+     "current-pin-box"].forEach(function (id) { $(id).hidden = true; });
+    ["tx-code", "pin", "history-q", "current-pin", "new-pin", "export-pass", "export-pin", "import-pass", "link",
+     "import-file"].forEach(function (id) { $(id).value = ""; });
+    delete $("card-delete").dataset.id;
+    delete $("offer-form").dataset.id;
+    delete $("view-request").dataset.id;
+    $("approve").disabled = true;
+    $("decline").disabled = true;
   }
 
   // One refresh at a time: a refresh token is good for one use, and the server takes a second use of
