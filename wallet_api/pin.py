@@ -85,13 +85,21 @@ async def _pin_state(ctx: WalletContext, wallet_id: str) -> Wallet | None:
 
 
 async def check_pin(ctx: WalletContext, me: Principal, pin: str | None) -> None:
-    """Pass when no PIN is set or ``pin`` is right; otherwise count the failure and refuse.
+    """Pass when no PIN is set or ``pin`` is right; otherwise refuse.
 
-    403 ``invalid_pin`` (with ``attempts_left``) for a missing or wrong PIN, 423 ``pin_locked`` (with
-    ``Retry-After``) when the attempts are used up — also for the right PIN while the lock lasts."""
-    if await _pin_state(ctx, me.wallet_id) is None:
+    403 ``pin_required`` for a missing (or empty) PIN, counting no attempt: a client that did not know
+    a PIN had been set (from another device) learns it must ask for one, and does not burn the
+    citizen's attempts by trying without. 403 ``invalid_pin`` (with ``attempts_left``) for a wrong PIN,
+    counted; 423 ``pin_locked`` (with ``Retry-After``) when the attempts are used up — also for the
+    right PIN, or none, while the lock lasts."""
+    state = await _pin_state(ctx, me.wallet_id)
+    if state is None:
         return  # no PIN: nothing to reserve (and no write for wallets without one)
     now = utcnow()
+    if not pin:
+        if state.pin_locked_until is not None and state.pin_locked_until > now:
+            raise _locked(math.ceil((state.pin_locked_until - now).total_seconds()))
+        raise APIError(403, "pin_required", "this wallet has a PIN: send it")
     reserved = await _reserve_attempt(ctx, me.wallet_id, now)
     if reserved is None:
         state = await _pin_state(ctx, me.wallet_id)
@@ -100,7 +108,7 @@ async def check_pin(ctx: WalletContext, me: Principal, pin: str | None) -> None:
         until = state.pin_locked_until or now + dt.timedelta(seconds=ctx.settings.pin_lock_seconds)
         raise _locked(math.ceil((until - now).total_seconds()))
     used, pin_hash = reserved
-    if pin is not None and await asyncio.to_thread(pin_matches, pin, pin_hash):
+    if await asyncio.to_thread(pin_matches, pin, pin_hash):
         async with ctx.db.session() as session:
             await session.execute(update(Wallet).where(Wallet.id == me.wallet_id).values(
                 pin_failures=0, pin_locked_until=None).execution_options(synchronize_session=False))
@@ -108,7 +116,7 @@ async def check_pin(ctx: WalletContext, me: Principal, pin: str | None) -> None:
     # The failure was counted when the attempt was reserved; the last one also set the lock.
     if used >= ctx.settings.pin_max_attempts:
         raise _locked(ctx.settings.pin_lock_seconds)
-    raise APIError(403, "invalid_pin", "the PIN is missing or wrong",
+    raise APIError(403, "invalid_pin", "the PIN is wrong",
                    extra={"attempts_left": ctx.settings.pin_max_attempts - used})
 
 

@@ -55,15 +55,25 @@ def test_pin_guards_presenting_with_limited_attempts_kept_in_the_database(system
     assert httpx.get(f"{system.wallet}/v1/me", headers=bearer(tokens)).json()["pin_set"] is True
     pin_hash, failures, locked = _wallet_row(system, me["wallet_id"])
     assert pin_hash.startswith("scrypt$") and "2468" not in pin_hash and failures == 0 and locked is None
-    # changing the PIN needs the current one
-    assert httpx.put(f"{system.wallet}/v1/pin", json={"pin": "1357"}, headers=bearer(tokens)).status_code == 403
+    # changing the PIN needs the current one: without it, asked for (no attempt counted); a wrong one counts
+    unasked = httpx.put(f"{system.wallet}/v1/pin", json={"pin": "1357"}, headers=bearer(tokens))
+    assert unasked.status_code == 403 and unasked.json()["error"] == "pin_required"
+    assert _wallet_row(system, me["wallet_id"])[1] == 0
+    wrong_change = httpx.put(f"{system.wallet}/v1/pin", json={"pin": "1357", "current_pin": "9999"},
+                             headers=bearer(tokens))
+    assert wrong_change.status_code == 403 and wrong_change.json()["error"] == "invalid_pin"
 
     request = _request(system)
     preview = _preview(system, tokens, request)
     approve = f"{system.wallet}/v1/presentations/{preview['presentation_id']}/approve"
-    missing = httpx.post(approve, json={}, headers=bearer(tokens), timeout=30)
-    assert missing.status_code == 403 and missing.json()["error"] == "invalid_pin"
-    left = missing.json()["attempts_left"]
+    # Approving without the PIN (an app that did not know one was set, as often as it likes) costs nothing.
+    for body in ({}, {"pin": None}, {"pin": ""}, {}, {}, {}, {}):
+        missing = httpx.post(approve, json=body, headers=bearer(tokens), timeout=30)
+        assert missing.status_code == 403 and missing.json()["error"] == "pin_required", missing.text
+    assert _wallet_row(system, me["wallet_id"])[1] == 1
+    first_wrong = httpx.post(approve, json={"pin": "0000"}, headers=bearer(tokens), timeout=30)
+    assert first_wrong.status_code == 403 and first_wrong.json()["error"] == "invalid_pin"
+    left = first_wrong.json()["attempts_left"]
     # (the wrong change attempt above counted too: attempts are per wallet, not per request)
     assert left == system.wallet_app.state.wallet.settings.pin_max_attempts - 2
     assert _wallet_row(system, me["wallet_id"])[1] == 2

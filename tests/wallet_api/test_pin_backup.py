@@ -76,11 +76,17 @@ def test_export_needs_the_pin_and_counts_its_attempts_with_presenting(wallet: Wa
     assert _export(wallet, headers).status_code == 200  # no PIN set: no PIN needed
     assert httpx.put(f"{wallet.url}/v1/pin", json={"pin": PIN}, headers=headers).status_code == 204
 
-    missing = _export(wallet, headers)
-    assert missing.status_code == 403 and missing.json()["error"] == "invalid_pin"
-    assert missing.json()["attempts_left"] == limit - 1
+    # No PIN sent (a client that did not know one was set): asked for, and no attempt is counted.
+    for _ in range(limit + 1):
+        missing = _export(wallet, headers)
+        assert missing.status_code == 403 and missing.json()["error"] == "pin_required", missing.text
+        assert "attempts_left" not in missing.json()
+    assert _export(wallet, headers, pin="").json()["error"] == "pin_required"
     wrong = _export(wallet, headers, pin="0000")
-    assert wrong.status_code == 403 and wrong.json()["attempts_left"] == limit - 2
+    assert wrong.status_code == 403 and wrong.json()["error"] == "invalid_pin"
+    assert wrong.json()["attempts_left"] == limit - 1
+    second = _export(wallet, headers, pin="0000")
+    assert second.status_code == 403 and second.json()["attempts_left"] == limit - 2
     assert "ciphertext" not in missing.text + wrong.text
     # A weak passphrase is refused before the PIN is looked at: it costs no attempt.
     weak = httpx.post(f"{wallet.url}/v1/backup/export", json={"passphrase": "short", "pin": "0000"},
@@ -97,6 +103,9 @@ def test_export_needs_the_pin_and_counts_its_attempts_with_presenting(wallet: Wa
     locked = _export(wallet, headers, pin="0000")
     assert locked.status_code == 423 and locked.json()["error"] == "pin_locked"
     assert int(locked.headers["retry-after"]) >= 1
+    # While locked, no PIN is answered as locked too (not as "send the PIN").
+    without = _export(wallet, headers)
+    assert without.status_code == 423 and int(without.headers["retry-after"]) >= 1
     still = _export(wallet, headers, pin=PIN)
     assert still.status_code == 423 and "ciphertext" not in still.text
 

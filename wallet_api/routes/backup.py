@@ -29,7 +29,7 @@ async def post_export(ctx: Ctx, me: Citizen, body: ExportIn) -> dict[str, Any]:
     """The whole wallet (credentials, keys, history) encrypted with the passphrase (scrypt + AES-256-GCM).
 
     Needs `pin` when the wallet has one, counted as presenting's attempts are: 403 `invalid_pin`,
-    423 `pin_locked`."""
+    423 `pin_locked`; a missing `pin` is 403 `pin_required` and costs no attempt."""
     return await export_wallet(ctx, me, body.passphrase, body.pin)
 
 

@@ -62,7 +62,8 @@ class ApproveIn(BaseModel):
     selection: dict[str, str] = Field(default_factory=dict, description="Query id → chosen credential id "
                                       "(default: the first option).")
     include_optional: list[str] = Field(default_factory=list, description="Optional query ids to answer too.")
-    pin: str | None = Field(default=None, max_length=12, description="The wallet PIN, when one is set.")
+    pin: str | None = Field(default=None, max_length=12, description="The wallet PIN, when one is set (missing "
+                            "or empty: 403 `pin_required`, which costs no attempt).")
 
 
 @router.post("/presentations", response_model=PresentationView, status_code=201, summary="Scan a presentation request")
@@ -101,5 +102,7 @@ class PinIn(BaseModel):
 
 @router.put("/pin", status_code=204, summary="Set, change or remove the wallet PIN")
 async def put_pin(ctx: Ctx, me: Citizen, body: PinIn) -> None:
-    """When a PIN is set, approving a presentation needs it; wrong attempts are limited."""
+    """When a PIN is set, approving a presentation needs it; wrong attempts are limited. Changing or
+    removing a PIN needs `current_pin`: missing, 403 `pin_required` (no attempt counted); wrong, 403
+    `invalid_pin`."""
     await set_pin(ctx, me, body.pin, body.current_pin)

@@ -43,7 +43,7 @@
       current: "aquesta sessió", err_invalid_tx_code: "El codi de transacció no és correcte.",
       err_tx_code_required: "Cal el codi de transacció.", err_untrusted_verifier: "El verificador no és de confiança: no s'ha enviat res.",
       err_invalid_request_object: "La sol·licitud no és vàlida: no s'ha enviat res.", err_invalid_offer: "L'oferta no és vàlida.",
-      err_unsatisfiable: "No tens les credencials que es demanen.", err_invalid_pin: "El PIN no és correcte.",
+      err_unsatisfiable: "No tens les credencials que es demanen.", err_invalid_pin: "El PIN no és correcte.", err_pin_required: "Escriu el PIN de la cartera.",
       err_pin_locked: "Massa intents: torna-ho a provar més tard.", err_invalid_backup: "La contrasenya o el fitxer no són correctes.",
       err_invalid_request: "Les dades no són vàlides.", err_generic: "No s'ha pogut fer ({0}).", err_network: "No hi ha connexió amb el servei.",
       loginFailed: "No s'ha pogut iniciar la sessió."
@@ -87,7 +87,7 @@
       current: "esta sesión", err_invalid_tx_code: "El código de transacción no es correcto.",
       err_tx_code_required: "Hace falta el código de transacción.", err_untrusted_verifier: "El verificador no es de confianza: no se ha enviado nada.",
       err_invalid_request_object: "La solicitud no es válida: no se ha enviado nada.", err_invalid_offer: "La oferta no es válida.",
-      err_unsatisfiable: "No tienes las credenciales que se piden.", err_invalid_pin: "El PIN no es correcto.",
+      err_unsatisfiable: "No tienes las credenciales que se piden.", err_invalid_pin: "El PIN no es correcto.", err_pin_required: "Escribe el PIN de la cartera.",
       err_pin_locked: "Demasiados intentos: vuelve a probar más tarde.", err_invalid_backup: "La contraseña o el archivo no son correctos.",
       err_invalid_request: "Los datos no son válidos.", err_generic: "No se ha podido hacer ({0}).", err_network: "No hay conexión con el servicio.",
       loginFailed: "No se ha podido iniciar sesión."
@@ -131,7 +131,7 @@
       current: "this session", err_invalid_tx_code: "The transaction code is not correct.",
       err_tx_code_required: "The transaction code is needed.", err_untrusted_verifier: "The verifier is not trusted: nothing was sent.",
       err_invalid_request_object: "The request is not valid: nothing was sent.", err_invalid_offer: "The offer is not valid.",
-      err_unsatisfiable: "You do not have the credentials asked for.", err_invalid_pin: "The PIN is not correct.",
+      err_unsatisfiable: "You do not have the credentials asked for.", err_invalid_pin: "The PIN is not correct.", err_pin_required: "Enter your wallet PIN.",
       err_pin_locked: "Too many attempts: try again later.", err_invalid_backup: "The passphrase or the file is not correct.",
       err_invalid_request: "The data is not valid.", err_generic: "That did not work ({0}).", err_network: "The service cannot be reached.",
       loginFailed: "The login did not succeed."
@@ -845,7 +845,12 @@
       .catch(function (err) {
         setStatus("");
         showError(errorText(err));
-        if (err.error === "invalid_pin") { $("approve").disabled = false; $("decline").disabled = false; }
+        // A PIN set meanwhile (from another device): ask for it; trying without cost no attempt.
+        if (err.error === "pin_required") { askForPin("pin-box", "pin"); }
+        if (err.error === "invalid_pin" || err.error === "pin_required") {
+          $("approve").disabled = false;
+          $("decline").disabled = false;
+        }
       });
   }
 
@@ -988,17 +993,28 @@
     }).catch(function (err) { showError(errorText(err)); });
   }
 
+  function askForPin(box, input) {
+    // The server says a PIN is set (from another device since this screen was drawn): show its field.
+    if (me) { me.pin_set = true; }
+    $("pin-state").textContent = t("pinOn");
+    $(box).hidden = false;
+    $(input).focus();
+  }
+
   function savePin(event) {
     event.preventDefault();
     var body = { pin: $("new-pin").value.trim() || null };
-    if (me && me.pin_set) { body.current_pin = $("current-pin").value; }
+    if (!$("current-pin-box").hidden) { body.current_pin = $("current-pin").value; }
     api("PUT", "/v1/pin", body).then(function () {
       $("new-pin").value = "";
       $("current-pin").value = "";
       me = null;
       flash = t("pinSaved");
       route(null);
-    }).catch(function (err) { showError(errorText(err)); });
+    }).catch(function (err) {
+      showError(errorText(err));
+      if (err.error === "pin_required") { askForPin("current-pin-box", "current-pin"); }
+    });
   }
 
   function exportBackup(event) {
@@ -1016,7 +1032,11 @@
       $("export-pass").value = "";
       $("export-pin").value = "";
       setStatus(t("exported"));
-    }).catch(function (err) { setStatus(""); showError(errorText(err)); });
+    }).catch(function (err) {
+      setStatus("");
+      showError(errorText(err));
+      if (err.error === "pin_required") { askForPin("export-pin-box", "export-pin"); }
+    });
   }
 
   function importBackup(event) {
