@@ -246,11 +246,21 @@ def _claims_out(cred: OpenCredential, shown: list[tuple[tuple[Any, ...], Any]], 
              "requested": path in asked} for path, value in shown]
 
 
+def _shared(query: dict[str, Any], satisfiable: bool) -> bool:
+    """Whether approving sends an answer to ``query``: one that a credential answers and that is
+    required, or optional (then only when the citizen ticks it), of a request the wallet can answer.
+    An alternative of a ``credential_sets`` option list that another option answers is neither
+    required nor optional: it is not sent. :func:`approve` sends exactly these, and the preview says
+    so per query (``shared``), so that the consent screen lists nothing that is not sent."""
+    return satisfiable and bool(query["options"]) and bool(query["required"] or query["optional"])
+
+
 def _preview_out(presentation_id: str, state: str, data: dict[str, Any]) -> dict[str, Any]:
+    satisfiable = data["preview"]["satisfiable"]
     return {"presentation_id": presentation_id, "state": state, "verifier": data["verifier"],
-            "purpose": data.get("purpose"), "satisfiable": data["preview"]["satisfiable"],
-            "queries": data["preview"]["queries"], "redirect_uri": data.get("redirect_uri"),
-            "error": data.get("error")}
+            "purpose": data.get("purpose"), "satisfiable": satisfiable,
+            "queries": [{**query, "shared": _shared(query, satisfiable)} for query in data["preview"]["queries"]],
+            "redirect_uri": data.get("redirect_uri"), "error": data.get("error")}
 
 
 async def load_presentation(ctx: WalletContext, me: Principal, presentation_id: str
@@ -355,12 +365,10 @@ async def approve(ctx: WalletContext, me: Principal, presentation_id: str, *, se
         if query_id not in known:
             raise APIError(400, "invalid_request", "the selection names a query the request does not have")
     for query in preview["queries"]:
-        if not query["options"]:
-            continue
+        if not _shared(query, preview["satisfiable"]):
+            continue  # nothing answers it, or another option of its credential set is the one sent
         if query["optional"] and query["query_id"] not in include_optional:
             continue  # optional parts are shared only when the citizen ticked them
-        if not query["required"] and not query["optional"]:
-            continue  # another option of a credential set was chosen
         wanted = selection.get(query["query_id"]) or query["options"][0]["credential_id"]
         option = next((o for o in query["options"] if o["credential_id"] == wanted), None)
         if option is None:

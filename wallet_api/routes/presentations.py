@@ -38,10 +38,19 @@ class OptionView(BaseModel):
 
 class QueryView(BaseModel):
     query_id: str = Field(description="DCQL credential query id.")
-    required: bool = Field(description="Must be answered for the request to be satisfied.")
+    required: bool = Field(description="Must be answered for the request to be satisfied (of a "
+                           "`credential_sets` option list, only the queries of the first option the wallet "
+                           "can answer: the one that is sent).")
     optional: bool = Field(description="Shared only if listed in `include_optional` at approval.")
     satisfied: bool = Field(description="Whether some credential answers it.")
-    reason: str | None = Field(description="Why nothing answers it (`no_credentials`, `claims_not_matched`...).")
+    shared: bool = Field(description="Whether approving sends it: true for a required query a credential "
+                         "answers, and for an optional one (sent only if listed in `include_optional`); false "
+                         "for an alternative of a `credential_sets` option list that another option answers, "
+                         "for a query nothing answers, and for every query of a request that is not "
+                         "`satisfiable`. The approval sends exactly the queries with `shared` true; a "
+                         "`selection` for another query is ignored.")
+    reason: str | None = Field(description="Why nothing answers it (`no_credentials`, `vct_mismatch`, "
+                                          "`missing_claim`...).")
     options: list[OptionView] = Field(description="Matching credentials (choose one at approval).")
 
 
@@ -84,7 +93,9 @@ async def get_request(ctx: Ctx, me: Citizen, presentation_id: str) -> dict[str, 
 
 @router.post("/presentations/{presentation_id}/approve", response_model=PresentationView, summary="Approve and send")
 async def post_approve(ctx: Ctx, me: Citizen, presentation_id: str, body: ApproveIn) -> dict[str, Any]:
-    """Send the presentation: only the previewed claims of the chosen credentials, with a KB-JWT."""
+    """Send the presentation: only the previewed claims of the chosen credentials (of the queries whose
+    `shared` is true), with a KB-JWT. With a wallet PIN set: 403 `pin_required` when `pin` is missing
+    (no attempt counted), 403 `invalid_pin` with `attempts_left` when it is wrong, 423 `pin_locked`."""
     return await approve(ctx, me, presentation_id, selection=body.selection,
                          include_optional=body.include_optional, pin=body.pin)
 

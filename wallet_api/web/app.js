@@ -26,7 +26,7 @@
       verified: "identitat verificada", unverified: "Verificador no verificat",
       unverifiedWarning: "No s'ha pogut confirmar qui fa aquesta sol·licitud. No comparteixis dades reals.",
       purpose: "Finalitat", willShare: "Es compartirà de «{0}» ({1}):", optionalShare: "Comparteix-ho també (opcional)",
-      chooseCredential: "Quina credencial?", cannotShare: "No tens cap credencial vàlida que respongui aquesta sol·licitud.",
+      chooseCredential: "Quina credencial?", notShared: "Això no es compartirà.", cannotShare: "No tens cap credencial vàlida que respongui aquesta sol·licitud.",
       pin: "PIN de la cartera", approve: "Comparteix", decline: "Rebutja", shared: "Compartit amb {0}.",
       declined: "Has rebutjat la sol·licitud: no s'ha compartit res.", continueAt: "Continua",
       alreadyAnswered: "Aquesta sol·licitud ja s'ha respost.", historyTitle: "Historial", alertsTitle: "Avisos",
@@ -70,7 +70,7 @@
       verified: "identidad verificada", unverified: "Verificador no verificado",
       unverifiedWarning: "No se ha podido confirmar quién hace esta solicitud. No compartas datos reales.",
       purpose: "Finalidad", willShare: "Se compartirá de «{0}» ({1}):", optionalShare: "Compartir también (opcional)",
-      chooseCredential: "¿Qué credencial?", cannotShare: "No tienes ninguna credencial válida que responda a esta solicitud.",
+      chooseCredential: "¿Qué credencial?", notShared: "Esto no se compartirá.", cannotShare: "No tienes ninguna credencial válida que responda a esta solicitud.",
       pin: "PIN de la cartera", approve: "Compartir", decline: "Rechazar", shared: "Compartido con {0}.",
       declined: "Has rechazado la solicitud: no se ha compartido nada.", continueAt: "Continuar",
       alreadyAnswered: "Esta solicitud ya se ha respondido.", historyTitle: "Historial", alertsTitle: "Avisos",
@@ -114,7 +114,7 @@
       verified: "verified identity", unverified: "Unverified verifier",
       unverifiedWarning: "Who is making this request could not be confirmed. Do not share real data.",
       purpose: "Purpose", willShare: "From “{0}” ({1}), this will be shared:", optionalShare: "Share this too (optional)",
-      chooseCredential: "Which credential?", cannotShare: "You have no valid credential that answers this request.",
+      chooseCredential: "Which credential?", notShared: "This will not be shared.", cannotShare: "You have no valid credential that answers this request.",
       pin: "Wallet PIN", approve: "Share", decline: "Decline", shared: "Shared with {0}.",
       declined: "You declined the request: nothing was shared.", continueAt: "Continue",
       alreadyAnswered: "This request has already been answered.", historyTitle: "History", alertsTitle: "Alerts",
@@ -156,9 +156,14 @@
   }
 
   function t(key) {
+    // One pass with a function: an argument is inserted as it is (a "$'" or a "{1}" in an issuer's
+    // name is text, never a replacement pattern or another placeholder).
+    var args = arguments;
     var text = T[lang][key] || T.en[key] || key;
-    for (var i = 1; i < arguments.length; i++) { text = text.replace("{" + (i - 1) + "}", arguments[i]); }
-    return text;
+    return text.replace(/\{(\d+)\}/g, function (whole, index) {
+      var value = args[Number(index) + 1];
+      return value === undefined ? whole : String(value);
+    });
   }
 
   function translatePage() {
@@ -725,14 +730,27 @@
 
   function renderRequest(id) {
     var n = ticket("request");
-    var result = clear($("request-result"));
-    result.hidden = true;
+    var view = $("view-request");
+    // Nothing can be answered before this request is on screen: Decline would refuse a request the
+    // citizen has not seen, Share send one they have not read.
     $("approve").disabled = true;
-    $("decline").disabled = false;
-    $("view-request").dataset.id = id;
-    Promise.all([api("GET", "/v1/presentations/" + encodeURIComponent(id)), me ? Promise.resolve(me) : api("GET", "/v1/me")])
+    $("decline").disabled = true;
+    if (view.dataset.id !== id) {
+      // Another request: nothing of the previous one stays on screen while this one loads.
+      clear($("request-result")).hidden = true;
+      clear($("request-queries"));
+      clear($("verifier-name")).className = "";
+      clear($("verifier-warning")).hidden = true;
+      clear($("request-purpose"));
+      $("pin-box").hidden = true;
+      $("pin").value = "";
+      view.dataset.id = id;
+    }
+    // Whether a PIN is needed is asked each time: it may have been set from another device since.
+    Promise.all([api("GET", "/v1/presentations/" + encodeURIComponent(id)), api("GET", "/v1/me")])
       .then(function (both) {
         if (!current("request", n)) { return; }
+        clear($("request-result")).hidden = true;
         var box = clear($("request-queries"));
         var request = both[0];
         me = both[1];
@@ -750,20 +768,26 @@
           warning.hidden = false;
         }
         $("request-purpose").textContent = request.purpose || "—";
-        request.queries.forEach(function (query) { box.appendChild(queryBlock(query)); });
+        request.queries.forEach(function (query) { box.appendChild(queryBlock(query, request.satisfiable)); });
         var explained = request.queries.some(function (q) { return !q.satisfied; });
         if (!request.satisfiable && !explained) { box.appendChild(el("p", { "class": "warning", text: t("cannotShare") })); }
         $("pin-box").hidden = !me.pin_set;
         $("approve").disabled = !request.satisfiable || request.state !== "pending";
+        $("decline").disabled = request.state !== "pending";
         if (request.state !== "pending") { requestDone(request); }
       }).catch(function (err) { showError(errorText(err)); });
   }
 
-  function queryBlock(query) {
+  function queryBlock(query, satisfiable) {
+    // "Will be shared" is said of exactly what the approval sends (the API's `shared`): an alternative
+    // of a credential set that another option answers is shown as not shared, and when nothing
+    // answers it, that is no problem while another option is answered.
     var block = el("fieldset", { "class": "query", "data-query": query.query_id });
-    if (!query.satisfied) {
-      block.appendChild(el("legend", { text: t("asked", query.query_id) }));
-      block.appendChild(el("p", { "class": "warning", text: t("cannotShare") }));
+    if (!query.shared) {
+      block.className = "query not-shared";
+      block.appendChild(el("legend", { text: query.satisfied ? query.options[0].credential_name : t("asked", query.query_id) }));
+      var blocking = !satisfiable && !query.satisfied;
+      block.appendChild(el("p", { "class": blocking ? "warning" : "meta", text: blocking ? t("cannotShare") : t("notShared") }));
       return block;
     }
     block.appendChild(el("legend", { text: query.options[0].credential_name }));
