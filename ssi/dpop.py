@@ -106,7 +106,8 @@ def verify_dpop_proof(proof: Any, *, method: str, uri: str, access_token: str | 
     iat = payload.get("iat")
     if isinstance(iat, bool) or not isinstance(iat, int | float):
         raise MessageError("dpop_bad_iat", "the DPoP proof has no numeric iat")
-    if iat > now + leeway or now - iat > max_age:
+    # Compared, never subtracted: 'iat' may be an integer too large for a float (OverflowError).
+    if iat > now + leeway or iat < now - max_age:
         raise MessageError("dpop_stale", "the DPoP proof is too old or from the future")
     jti = payload.get("jti")
     if not isinstance(jti, str) or not jti or len(jti) > 200:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 from typing import Any
 
 from .errors import EncodingError
@@ -57,18 +58,30 @@ def _no_constants(name: str) -> Any:
     raise EncodingError("bad_json", f"non-standard JSON constant {name}")
 
 
+def _finite_float(text: str) -> float:
+    # '1e400' is valid JSON that float() turns into inf: the NaN/Infinity rule would be got round
+    # (an 'exp' that never comes, and json_dumps would write the non-JSON 'Infinity').
+    value = float(text)
+    if not math.isfinite(value):
+        raise EncodingError("bad_json", "a JSON number is too large for a double")
+    return value
+
+
 # One decoder for every call (json.loads with hooks builds a new one each time).
-_DECODER = json.JSONDecoder(object_pairs_hook=_no_duplicate_keys, parse_constant=_no_constants)
+_DECODER = json.JSONDecoder(object_pairs_hook=_no_duplicate_keys, parse_constant=_no_constants,
+                            parse_float=_finite_float)
 _scan_once = _DECODER.scan_once
 
 
 def json_loads(data: str | bytes) -> Any:
-    """Parse JSON strictly: UTF-8 only, no duplicate member names, no NaN/Infinity."""
+    """Parse JSON strictly: UTF-8 only, no duplicate member names, no NaN/Infinity, and no number
+    that overflows a double (``1e400``): all refused with ``encoding.bad_json``."""
     try:
         if isinstance(data, bytes):
             data = data.decode("utf-8")
         if type(data) is not str:
-            return json.loads(data, object_pairs_hook=_no_duplicate_keys, parse_constant=_no_constants)
+            return json.loads(data, object_pairs_hook=_no_duplicate_keys, parse_constant=_no_constants,
+                              parse_float=_finite_float)
         # The C scanner straight away; a document with surrounding whitespace, trailing data or
         # nothing at all goes through JSONDecoder.decode, which then decides as json.loads would.
         try:
@@ -85,8 +98,12 @@ def json_loads(data: str | bytes) -> Any:
 
 
 def json_dumps(value: Any) -> str:
-    """Compact JSON as sent on the wire (no spaces, non-ASCII kept as UTF-8)."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    """Compact JSON as sent on the wire (no spaces, non-ASCII kept as UTF-8). NaN and infinities,
+    which JSON cannot express, are refused (``encoding.bad_json``) rather than written as ``NaN``."""
+    try:
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except ValueError as exc:  # NaN or an infinity (or a circular reference): nothing JSON can say
+        raise EncodingError("bad_json", "the value cannot be written as JSON") from exc
 
 
 def b64url_json(value: Any) -> str:

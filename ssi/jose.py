@@ -490,11 +490,27 @@ def verify_jws(token: str, key: Key, algorithms: tuple[str, ...] | list[str] | f
 # -- JWT time claims -----------------------------------------------------------------------------
 
 DEFAULT_LEEWAY = 60
+#: The NumericDates accepted: those ``datetime`` can represent (years 1 to 9999, UTC). A larger one
+#: (``exp: 1e300``, ``10**30``) is no real date; refused as malformed, it cannot make a caller's
+#: ``datetime.fromtimestamp`` raise ``OverflowError`` after the token was accepted.
+MIN_NUMERIC_DATE = -62135596800
+MAX_NUMERIC_DATE = 253402300799
+
+
+def is_numeric_date(value: Any) -> bool:
+    """Whether ``value`` is a JSON number (not a boolean) within the accepted NumericDate range."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    return MIN_NUMERIC_DATE <= value <= MAX_NUMERIC_DATE  # False for NaN as well
 
 
 def check_time_claims(payload: dict[str, Any], *, now: float | None = None, leeway: int = DEFAULT_LEEWAY,
                       require: tuple[str, ...] = (), error: type[JOSEError] | Any = JOSEError) -> None:
-    """Validate ``exp``, ``nbf`` and ``iat`` (NumericDate) with ``leeway`` seconds of clock skew."""
+    """Validate ``exp``, ``nbf`` and ``iat`` (NumericDate) with ``leeway`` seconds of clock skew.
+
+    ``error(code, detail)`` builds what is raised; the codes are ``missing_<claim>`` (for a claim in
+    ``require``), ``bad_<claim>`` (not a number, or outside :data:`MIN_NUMERIC_DATE` ..
+    :data:`MAX_NUMERIC_DATE`), ``expired``, ``not_yet_valid`` and ``iat_in_future``."""
     now = time.time() if now is None else now
     for name in ("exp", "nbf", "iat"):
         value = payload.get(name)
@@ -504,7 +520,7 @@ def check_time_claims(payload: dict[str, Any], *, now: float | None = None, leew
             if name in require:
                 raise error(f"missing_{name}", f"the token has no '{name}'")
             continue
-        if isinstance(value, bool) or not isinstance(value, int | float):
+        if not is_numeric_date(value):
             raise error(f"bad_{name}", f"'{name}' is not a NumericDate")
     if "exp" in payload and now - leeway >= payload["exp"]:
         raise error("expired", "the token has expired")

@@ -565,7 +565,7 @@ def verify_proof_jwt(token: Any, *, audience: str, now: float | None = None, max
         raise MessageError("proof_missing_iat", "the proof has no numeric iat")
     if iat > now + leeway:
         raise MessageError("proof_iat_in_future", "the proof was issued in the future")
-    if now - iat > max_age:
+    if iat < now - max_age:  # compared, not subtracted: 'iat' may be an integer too large for a float
         raise MessageError("proof_stale", "the proof is too old")
     if check_nonce is not None:
         nonce = payload.get("nonce")

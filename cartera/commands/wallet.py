@@ -162,6 +162,11 @@ def present(request_uri: Annotated[str, typer.Argument(help="The openid4vp:// UR
     out.print(f"Verifier: {safe(verifier['name'] or verifier['client_id'])}{warning}", highlight=False)
     out.print(f"Purpose: {safe(preview['purpose'] or '-')}", highlight=False)
     for query in preview["queries"]:
+        # What the approval below sends: the shared queries but the optional ones (none is ticked),
+        # each answered by its first option. The others are named, without values.
+        if not query.get("shared") or query.get("optional"):
+            out.print(f"  not shared: {safe(query['query_id'])}", highlight=False)
+            continue
         for option in query["options"][:1]:
             for claim in option["claims"]:
                 out.print(f"  {safe(option['credential_name'])}: {safe(claim['name'])} = {safe(claim['value'])}",

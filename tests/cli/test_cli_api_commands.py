@@ -74,8 +74,9 @@ def _err(result: Any) -> str:
 def _preview(purpose: str, client_id: str) -> dict[str, Any]:
     return {"presentation_id": "p_1", "satisfiable": True, "purpose": purpose,
             "verifier": {"name": None, "client_id": client_id, "verified": False, "warning": "UNVERIFIED VERIFIER"},
-            "queries": [{"query_id": "q", "options": [{"credential_name": "Tax [b]x[/b]", "claims": [
-                {"name": "nif[/]", "value": "[red]12345678Z"}]}]}]}
+            "queries": [{"query_id": "q", "required": True, "optional": False, "shared": True,
+                         "options": [{"credential_name": "Tax [b]x[/b]", "claims": [
+                             {"name": "nif[/]", "value": "[red]12345678Z"}]}]}]}
 
 
 def _present(base: str, *extra: str) -> Any:
@@ -97,6 +98,24 @@ def test_present_shows_untrusted_text_as_it_is(api: tuple[FakeAPI, str]) -> None
     assert "\x1b" not in out
     assert "Tax [b]x[/b]: nif[/] = [red]12345678Z" in out
     assert ("POST", "/v1/presentations/p_1/approve", {}) in fake.seen
+
+
+def test_present_shows_values_only_of_what_the_approval_sends(api: tuple[FakeAPI, str]) -> None:
+    """An alternative of a credential set that another option answers, and an optional query (the
+    command ticks none), are not sent: named, without their values."""
+    fake, base = api
+    preview = _preview("Grant", "x509_san_dns:desk.example")
+    option = {"credential_name": "Diploma", "claims": [{"name": "title", "value": "Grau en Dret"}]}
+    preview["queries"] += [
+        {"query_id": "alternative", "required": False, "optional": False, "shared": False, "options": [option]},
+        {"query_id": "extra", "required": False, "optional": True, "shared": True, "options": [option]}]
+    fake.routes[("POST", "/v1/presentations")] = (201, preview)
+    fake.routes[("POST", "/v1/presentations/p_1/approve")] = (200, {"state": "sent"})
+    result = _present(base, "--yes")
+    assert result.exit_code == 0, result.output
+    assert "not shared: alternative" in result.stdout and "not shared: extra" in result.stdout
+    assert "Grau en Dret" not in result.stdout
+    assert "12345678Z" in result.stdout
 
 
 def test_present_json_keeps_standard_output_for_the_json(api: tuple[FakeAPI, str]) -> None:

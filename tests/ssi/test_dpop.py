@@ -48,6 +48,8 @@ def test_a_joserfc_made_proof_verifies() -> None:
     (lambda: build_dpop_proof(KEY, "POST", "https://other.example/x"), {}, "message.dpop_bad_htu"),
     (lambda: build_dpop_proof(KEY, "POST", URI, iat=int(time.time()) - 3600), {}, "message.dpop_stale"),
     (lambda: build_dpop_proof(KEY, "POST", URI, iat=int(time.time()) + 3600), {}, "message.dpop_stale"),
+    # an integer too large for a float: 'now - iat' raised OverflowError
+    (lambda: build_dpop_proof(KEY, "POST", URI, iat=-10**400), {}, "message.dpop_stale"),
     (lambda: build_dpop_proof(KEY, "POST", URI), {"access_token": "tok"}, "message.dpop_bad_ath"),
     (lambda: build_dpop_proof(KEY, "POST", URI, access_token="other"), {"access_token": "tok"}, "message.dpop_bad_ath"),
     (lambda: build_dpop_proof(KEY, "POST", URI), {"expected_jkt": Key.generate().thumbprint()},

@@ -15,6 +15,7 @@ from joserfc.jwk import ECKey, OKPKey
 from jwcrypto import jwk as jwcrypto_jwk
 from jwcrypto import jws as jwcrypto_jws
 
+from ssi import jose
 from ssi.encoding import b64url_decode, b64url_encode, b64url_json, json_dumps, json_loads
 from ssi.errors import EncodingError, JOSEError, SSIError
 from ssi.jose import Key, check_time_claims, parse_jws, sign_jws, verify_jws
@@ -173,6 +174,31 @@ def test_time_claims() -> None:
         with pytest.raises(JOSEError) as err:
             check_time_claims(payload, now=now, require=("exp",))
         assert err.value.code == code
+
+
+def test_time_claims_outside_datetime_are_malformed() -> None:
+    # NumericDates that datetime cannot represent would make a caller's fromtimestamp raise later.
+    now = 1_000_000
+    for payload, code in [({"exp": 10**30}, "jose.bad_exp"), ({"exp": 1e300}, "jose.bad_exp"),
+                          ({"nbf": -10**30}, "jose.bad_nbf"), ({"iat": -1e300}, "jose.bad_iat"),
+                          ({"exp": float("inf")}, "jose.bad_exp"), ({"exp": float("nan")}, "jose.bad_exp")]:
+        with pytest.raises(JOSEError) as err:
+            check_time_claims(payload, now=now)
+        assert err.value.code == code
+    check_time_claims({"exp": 253402300799, "nbf": -62135596800}, now=now)  # 9999-12-31T23:59:59Z, 0001-01-01
+    assert (jose.MIN_NUMERIC_DATE, jose.MAX_NUMERIC_DATE) == (-62135596800, 253402300799)
+
+
+def test_numbers_beyond_a_double_are_not_json() -> None:
+    # float('1e400') is inf: it would get round the no-Infinity rule (an exp that never comes)
+    for text in ["1e400", '{"exp":-1e400}', b"[1E999]"]:
+        with pytest.raises(EncodingError) as err:
+            json_loads(text)
+        assert err.value.code == "encoding.bad_json"
+    assert json_loads('{"a":1.5e308,"b":1e-400}') == {"a": 1.5e308, "b": 0.0}
+    for value in [float("inf"), {"a": float("nan")}]:
+        with pytest.raises(EncodingError):
+            json_dumps(value)
 
 
 def test_strict_encodings() -> None:

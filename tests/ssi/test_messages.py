@@ -351,6 +351,7 @@ def test_proof_refusals(holder: Key) -> None:
         (_proof(holder, good_header, {"aud": ISSUER, "nonce": "n"}), "message.proof_missing_iat"),
         (_proof(holder, good_header, {**good, "iat": NOW - 1000}), "message.proof_stale"),
         (_proof(holder, good_header, {**good, "iat": NOW + 1000}), "message.proof_iat_in_future"),
+        (_proof(holder, good_header, {**good, "iat": -10**400}), "message.proof_stale"),
         (_proof(holder, good_header, {"aud": ISSUER, "iat": NOW}), "message.proof_missing_nonce"),
         (_proof(holder, good_header, {**good, "nonce": "wrong"}), "message.proof_bad_nonce"),
     ]

@@ -241,6 +241,10 @@ CASES: list[tuple[str, Callable[[], Any], str]] = [
     ("not_yet_valid", lambda: sd_verify(sd_token(base_payload(nbf=NOW + 3600), [])), "sd_jwt.not_yet_valid"),
     ("exp_not_number", lambda: sd_verify(sd_token(base_payload(exp="tomorrow"), [])), "sd_jwt.bad_exp"),
     ("iat_in_future", lambda: sd_verify(sd_token(base_payload(iat=NOW + 3600), [])), "sd_jwt.iat_in_future"),
+    ("exp_beyond_year_9999", lambda: sd_verify(sd_token(base_payload(exp=10**30), [])), "sd_jwt.bad_exp"),
+    ("nbf_before_year_1", lambda: sd_verify(sd_token(base_payload(nbf=-10**30), [])), "sd_jwt.bad_nbf"),
+    ("exp_overflows_a_double",
+     lambda: sd_verify(jwt(b'{"iss":"https://issuer.example.cat","exp":1e400}') + "~"), "sd_jwt.malformed"),
     # -- key binding -------------------------------------------------------------------------------
     ("kb_missing", lambda: kb_verify(valid_token()), "sd_jwt.kb_missing"),
     ("kb_unexpected", lambda: sd_verify(kb(valid_token())), "sd_jwt.kb_unexpected"),
