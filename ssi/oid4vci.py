@@ -29,7 +29,7 @@ from pydantic import (
 
 from .encoding import json_dumps, json_loads
 from .errors import EncodingError, JOSEError, MessageError
-from .jose import DEFAULT_ALGORITHMS, Key, parse_jws, sign_jws, verify_parsed
+from .jose import DEFAULT_ALGORITHMS, Key, check_time_claims, parse_jws, sign_jws, verify_parsed
 from .urls import is_loopback_host, split_secure_url  # noqa: F401 - is_loopback_host re-exported
 
 PRE_AUTHORIZED_CODE_GRANT = "urn:ietf:params:oauth:grant-type:pre-authorized_code"
@@ -511,6 +511,12 @@ def build_proof_jwt(key: Key, *, audience: str, nonce: str | None, iat: int | No
     return sign_jws(header, payload, key)
 
 
+def _proof_time_error(code: str, detail: str) -> MessageError:
+    """``check_time_claims`` codes for a key proof: ``proof_expired``, ``proof_not_yet_valid``,
+    ``proof_bad_exp``, ``proof_bad_nbf``."""
+    return MessageError(f"proof_{code}", f"the proof: {detail}")
+
+
 def verify_proof_jwt(token: Any, *, audience: str, now: float | None = None, max_age: int = 300,
                      leeway: int = 30, algorithms: tuple[str, ...] = DEFAULT_ALGORITHMS,
                      check_nonce: Callable[[str], bool] | None = None,
@@ -521,8 +527,10 @@ def verify_proof_jwt(token: Any, *, audience: str, now: float | None = None, max
     ``c_nonce`` — consuming it. Codes: ``message.proof_malformed``, ``proof_bad_typ``,
     ``proof_key_missing``, ``proof_key_ambiguous``, ``proof_private_key``, ``proof_bad_key``,
     ``proof_alg_not_allowed``, ``proof_bad_signature``, ``proof_bad_aud``, ``proof_bad_iss``,
-    ``proof_missing_iat``, ``proof_stale``, ``proof_iat_in_future``, ``proof_missing_nonce``,
-    ``proof_bad_nonce``. Map them to OAuth errors with :func:`proof_oauth_error`.
+    ``proof_missing_iat``, ``proof_stale``, ``proof_iat_in_future``, ``proof_expired``,
+    ``proof_not_yet_valid``, ``proof_bad_exp``, ``proof_bad_nbf`` (an ``exp``/``nbf`` the proof carries,
+    with ``leeway``), ``proof_missing_nonce``, ``proof_bad_nonce``. Map them to OAuth errors with
+    :func:`proof_oauth_error`.
     """
     now = time.time() if now is None else now
     try:
@@ -567,6 +575,10 @@ def verify_proof_jwt(token: Any, *, audience: str, now: float | None = None, max
         raise MessageError("proof_iat_in_future", "the proof was issued in the future")
     if iat < now - max_age:  # compared, not subtracted: 'iat' may be an integer too large for a float
         raise MessageError("proof_stale", "the proof is too old")
+    # The proof is a JWT: an 'exp' or 'nbf' it carries binds too ('iat' has its own codes above).
+    if "exp" in payload or "nbf" in payload:
+        check_time_claims({name: payload[name] for name in ("exp", "nbf") if name in payload},
+                          now=now, leeway=leeway, error=_proof_time_error)
     if check_nonce is not None:
         nonce = payload.get("nonce")
         if not isinstance(nonce, str) or not nonce:

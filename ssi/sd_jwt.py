@@ -23,6 +23,8 @@ Error codes (stable): structure ``sd_jwt.malformed``, ``sd_jwt.too_deep``; discl
 ``bad_nbf`` / ``bad_iat``; key binding ``sd_jwt.kb_missing``, ``sd_jwt.kb_unexpected``,
 ``sd_jwt.kb_expectation_missing``, ``sd_jwt.kb_malformed``, ``sd_jwt.kb_bad_typ``,
 ``sd_jwt.kb_no_cnf``, ``sd_jwt.kb_bad_signature``, ``sd_jwt.kb_bad_iat``, ``sd_jwt.kb_stale``,
+``sd_jwt.kb_expired``, ``sd_jwt.kb_not_yet_valid``, ``sd_jwt.kb_bad_exp``, ``sd_jwt.kb_bad_nbf`` (an
+``exp``/``nbf`` the KB-JWT carries, checked with the same leeway as the credential's),
 ``sd_jwt.kb_wrong_aud``, ``sd_jwt.kb_wrong_nonce``, ``sd_jwt.kb_bad_sd_hash``; issuing and
 presenting ``sd_jwt.bad_payload``, ``sd_jwt.bad_path``, ``sd_jwt.bad_claim_name``,
 ``sd_jwt.bad_claim_value``, ``sd_jwt.bad_header``, ``sd_jwt.bad_decoys``, ``sd_jwt.kb_key_missing``,
@@ -49,7 +51,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from .encoding import b64url_decode, b64url_encode, json_loads
 from .errors import EncodingError, JOSEError, SDJWTError
-from .jose import DEFAULT_ALGORITHMS, JWS, Key, check_algorithm, check_time_claims
+from .jose import DEFAULT_ALGORITHMS, JWS, Key, check_algorithm, check_time_claims, is_numeric_date
 
 __all__ = [
     "ClaimPath",
@@ -984,6 +986,11 @@ def _holder_key(payload: dict[str, Any]) -> Key | None:
         raise SDJWTError("bad_cnf", f"'cnf.jwk' is not a usable public key ({exc.code})") from exc
 
 
+def _kb_time_error(code: str, detail: str) -> SDJWTError:
+    """``check_time_claims`` codes for the KB-JWT: ``kb_expired``, ``kb_not_yet_valid``, ``kb_bad_exp``, ``kb_bad_nbf``."""
+    return SDJWTError(f"kb_{code}", f"KB-JWT: {detail}")
+
+
 def _verify_kb(sd: SDJWT, *, algorithms: Sequence[str], expected_aud: str | None, expected_nonce: str | None,
                kb_max_age: int, now: float, leeway: int) -> tuple[dict[str, Any], dict[str, Any], Key]:
     kb = sd.kb_jws
@@ -1003,10 +1010,15 @@ def _verify_kb(sd: SDJWT, *, algorithms: Sequence[str], expected_aud: str | None
     kb_payload = sd.kb_payload
     assert kb_payload is not None
     iat = kb_payload.get("iat")
-    if isinstance(iat, bool) or not isinstance(iat, int | float):
+    if not is_numeric_date(iat):
         raise SDJWTError("kb_bad_iat", "the KB-JWT needs a numeric 'iat'")
     if iat > now + leeway or iat < now - kb_max_age - leeway:
         raise SDJWTError("kb_stale", "the KB-JWT 'iat' is outside the accepted window")
+    # The KB-JWT is a JWT (RFC 9901 §7.3): an 'exp' or 'nbf' it carries binds too. 'iat' was checked
+    # above with its own codes, so only those two go through the common check.
+    if "exp" in kb_payload or "nbf" in kb_payload:
+        check_time_claims({name: kb_payload[name] for name in ("exp", "nbf") if name in kb_payload},
+                          now=now, leeway=leeway, error=_kb_time_error)
     if kb_payload.get("aud") != expected_aud:
         raise SDJWTError("kb_wrong_aud", "the KB-JWT 'aud' is not this verifier")
     if kb_payload.get("nonce") != expected_nonce:

@@ -352,6 +352,10 @@ def test_proof_refusals(holder: Key) -> None:
         (_proof(holder, good_header, {**good, "iat": NOW - 1000}), "message.proof_stale"),
         (_proof(holder, good_header, {**good, "iat": NOW + 1000}), "message.proof_iat_in_future"),
         (_proof(holder, good_header, {**good, "iat": -10**400}), "message.proof_stale"),
+        (_proof(holder, good_header, {**good, "exp": NOW - 3600}), "message.proof_expired"),
+        (_proof(holder, good_header, {**good, "nbf": NOW + 3600}), "message.proof_not_yet_valid"),
+        (_proof(holder, good_header, {**good, "exp": "later"}), "message.proof_bad_exp"),
+        (_proof(holder, good_header, {**good, "nbf": 10**30}), "message.proof_bad_nbf"),
         (_proof(holder, good_header, {"aud": ISSUER, "iat": NOW}), "message.proof_missing_nonce"),
         (_proof(holder, good_header, {**good, "nonce": "wrong"}), "message.proof_bad_nonce"),
     ]
@@ -360,6 +364,10 @@ def test_proof_refusals(holder: Key) -> None:
             verify_proof_jwt(token, audience=ISSUER, now=NOW, check_nonce=lambda n: n == "n", client_id="wallet-1")
         assert err.value.code == code, (code, err.value.code)
     assert proof_oauth_error("message.proof_stale") == INVALID_PROOF
+    assert proof_oauth_error("message.proof_expired") == INVALID_PROOF
+    within = _proof(holder, good_header, {**good, "exp": NOW - 10, "nbf": NOW + 10})  # inside the 30 s leeway
+    assert verify_proof_jwt(within, audience=ISSUER, now=NOW, check_nonce=lambda n: n == "n").thumbprint() == \
+        holder.thumbprint()
     ed = Key.generate("EdDSA")
     with pytest.raises(MessageError) as err:
         verify_proof_jwt(build_proof_jwt(ed, audience=ISSUER, nonce=None, iat=NOW), audience=ISSUER, now=NOW,

@@ -265,6 +265,10 @@ CASES: list[tuple[str, Callable[[], Any], str]] = [
     ("kb_stale", lambda: kb_verify(kb(valid_token(), iat=NOW - 3600)), "sd_jwt.kb_stale"),
     ("kb_from_future", lambda: kb_verify(kb(valid_token(), iat=NOW + 3600)), "sd_jwt.kb_stale"),
     ("kb_no_iat", lambda: kb_verify(kb(valid_token(), drop="iat")), "sd_jwt.kb_bad_iat"),
+    ("kb_expired", lambda: kb_verify(kb(valid_token(), exp=NOW - 3600)), "sd_jwt.kb_expired"),
+    ("kb_not_yet_valid", lambda: kb_verify(kb(valid_token(), nbf=NOW + 3600)), "sd_jwt.kb_not_yet_valid"),
+    ("kb_exp_not_number", lambda: kb_verify(kb(valid_token(), exp="soon")), "sd_jwt.kb_bad_exp"),
+    ("kb_nbf_null", lambda: kb_verify(kb(valid_token(), nbf=None)), "sd_jwt.kb_bad_nbf"),
     ("kb_sd_hash_other_disclosures",
      lambda: kb_verify(valid_token().rsplit(D_AGE + "~", 1)[0] + kb(valid_token()).rsplit("~", 1)[1]),
      "sd_jwt.kb_bad_sd_hash"),
@@ -367,3 +371,15 @@ def test_issuing_refuses_reserved_members() -> None:
     with pytest.raises(SSIError) as info:
         issue_sd_jwt({"a": 1}, key=ISSUER, disclosable=[("a", True)])
     assert info.value.code == "sd_jwt.bad_path"
+
+
+# -- a KB-JWT is a JWT (RFC 9901 §7.3): its exp and nbf bind ------------------------------------
+
+def test_kb_exp_and_nbf_inside_their_window_pass() -> None:
+    assert kb_verify(kb(valid_token(), exp=NOW + 300, nbf=NOW - 300)).kb_payload["exp"] == NOW + 300
+    # the credential's leeway (60 s by default) applies to the KB-JWT's exp and nbf as well
+    assert kb_verify(kb(valid_token(), exp=NOW - 30, nbf=NOW + 30)).kb_payload["nonce"] == NONCE
+    for payload, code in [({"exp": NOW - 61}, "sd_jwt.kb_expired"), ({"nbf": NOW + 61}, "sd_jwt.kb_not_yet_valid")]:
+        with pytest.raises(SSIError) as info:
+            kb_verify(kb(valid_token(), **payload))
+        assert info.value.code == code
