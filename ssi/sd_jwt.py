@@ -80,6 +80,8 @@ _SD = "_sd"
 _SD_ALG = "_sd_alg"
 _ELLIPSIS = "..."
 _RESERVED_NAMES = frozenset({_SD, _ELLIPSIS})
+# JWK members of private (or symmetric) keys, never acceptable in a 'cnf.jwk' (RFC 7518 §6).
+_PRIVATE_JWK_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
 # One encoder instance: json.dumps with keyword arguments builds a new encoder on every call,
 # which is a measurable share of issuing ten disclosures.
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
@@ -958,9 +960,13 @@ def import_holder_jwk(jwk: Any) -> Key:
 
     The fast path decodes the point once through ``from_encoded_point`` (which checks that it is
     on the curve), about half the cost of the generic JWK import on the verification hot path, and
-    reuses the key object of coordinates seen recently (:func:`_p256_point`).
+    reuses the key object of coordinates seen recently (:func:`_p256_point`). A JWK carrying private
+    key members (``d``, ``p``, ``q``, ``dp``, ``dq``, ``qi``, ``k``) is refused (``jose.bad_jwk``): a
+    credential whose ``cnf`` holds the holder's private key is no proof of possession by anyone.
     """
-    if isinstance(jwk, dict) and jwk.get("kty") == "EC" and jwk.get("crv") == "P-256" and "d" not in jwk \
+    if isinstance(jwk, dict) and not _PRIVATE_JWK_MEMBERS.isdisjoint(jwk):
+        raise JOSEError("bad_jwk", "a holder JWK must not carry private key members")
+    if isinstance(jwk, dict) and jwk.get("kty") == "EC" and jwk.get("crv") == "P-256" \
             and jwk.get("alg") in (None, "ES256"):
         x, y = jwk.get("x"), jwk.get("y")
         # Exact str: the cache hashes and compares them, which a str subclass could redefine.

@@ -11,7 +11,7 @@ import pytest
 from ssi.encoding import b64url_encode, json_dumps
 from ssi.errors import SSIError
 from ssi.jose import Key, sign_jws
-from ssi.sd_jwt import SDJWT, issue_sd_jwt, verify_sd_jwt
+from ssi.sd_jwt import SDJWT, import_holder_jwk, issue_sd_jwt, verify_sd_jwt
 from ssi.sd_jwt_vc import (
     ChainedKeyResolver,
     IssuerMetadataKeyResolver,
@@ -259,6 +259,10 @@ CASES: list[tuple[str, Callable[[], Any], str]] = [
     ("kb_no_cnf", lambda: kb_verify(kb(sd_token({"iss": ISS, "iat": NOW}, []))), "sd_jwt.kb_no_cnf"),
     ("kb_bad_cnf", lambda: kb_verify(kb(sd_token(base_payload(cnf={"jwk": {"kty": "EC", "crv": "P-256"}}), []))),
      "sd_jwt.bad_cnf"),
+    ("cnf_private_jwk", lambda: sd_verify(sd_token(base_payload(cnf={"jwk": HOLDER.private_jwk()}), [])),
+     "sd_jwt.bad_cnf"),
+    ("kb_cnf_private_jwk", lambda: kb_verify(kb(sd_token(base_payload(cnf={"jwk": HOLDER.private_jwk()}), []))),
+     "sd_jwt.bad_cnf"),
     ("kb_wrong_aud", lambda: kb_verify(kb(valid_token(), aud="https://other.example")), "sd_jwt.kb_wrong_aud"),
     ("kb_aud_list", lambda: kb_verify(kb(valid_token(), aud=[AUD])), "sd_jwt.kb_wrong_aud"),
     ("kb_wrong_nonce", lambda: kb_verify(kb(valid_token(), nonce="replayed")), "sd_jwt.kb_wrong_nonce"),
@@ -383,3 +387,16 @@ def test_kb_exp_and_nbf_inside_their_window_pass() -> None:
         with pytest.raises(SSIError) as info:
             kb_verify(kb(valid_token(), **payload))
         assert info.value.code == code
+
+
+# -- a cnf.jwk never carries private key members ------------------------------------------------
+
+@pytest.mark.parametrize("member", ["d", "p", "q", "dp", "dq", "qi", "oth", "k"])
+def test_holder_jwk_with_a_private_member_is_refused(member: str) -> None:
+    jwk = {**HOLDER.public_jwk(), member: "AAAA"}
+    with pytest.raises(SSIError) as info:
+        import_holder_jwk(jwk)
+    assert info.value.code == "jose.bad_jwk"
+    with pytest.raises(SSIError) as info:
+        vc_verify(sd_token(base_payload(cnf={"jwk": jwk}), []))
+    assert info.value.code == "sd_jwt.bad_cnf"
