@@ -24,7 +24,6 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar, Literal, Self
 from urllib.parse import parse_qs, quote, urlsplit
 
-from cryptography import x509 as cx509
 from pydantic import Field, PrivateAttr, StrictStr, field_validator, model_validator
 
 from . import x509 as ssi_x509
@@ -254,8 +253,10 @@ def _leaf_certificate(x5c: Any) -> Any:
     if not isinstance(x5c, list) or not x5c or not isinstance(x5c[0], str):
         raise MessageError("missing_x5c", "the request object has no x5c chain")
     try:
-        return cx509.load_der_x509_certificate(binascii.a2b_base64(x5c[0].encode("ascii"), strict_mode=True))
-    except (UnicodeEncodeError, binascii.Error, ValueError) as exc:
+        # ssi.x509's loader parses the whole certificate, so that every defect (a bad version byte,
+        # malformed names or extensions) is a typed refusal here, not a cryptography exception later.
+        return ssi_x509.load_der_certificate(binascii.a2b_base64(x5c[0].encode("ascii"), strict_mode=True))
+    except (UnicodeEncodeError, binascii.Error, ValueError, X509Error) as exc:
         raise MessageError("bad_verifier_certificate", "the x5c leaf is not a DER certificate") from exc
 
 

@@ -24,7 +24,8 @@ Error codes (:class:`~ssi.errors.X509Error`), stable:
     ``x5c`` is not a non-empty list of standard-base64 DER certificates, or a certificate in it
     cannot be parsed.
 ``x509.malformed_certificate``
-    :func:`load_certificate` / :func:`load_pem_certificates` got bytes that are no certificate.
+    :func:`load_certificate` / :func:`load_der_certificate` / :func:`load_pem_certificates` got bytes
+    that are no certificate.
 ``x509.chain_too_long``
     more than :data:`MAX_CHAIN_LENGTH` certificates.
 ``x509.expired`` / ``x509.not_yet_valid``
@@ -42,7 +43,9 @@ Error codes (:class:`~ssi.errors.X509Error`), stable:
 ``x509.path_length``
     a CA's ``pathLenConstraint`` is exceeded.
 ``x509.leaf_is_ca``
-    the leaf (signing) certificate is itself a CA certificate.
+    the leaf (signing) certificate is itself a CA certificate. This and the leaf's
+    ``bad_key_usage`` are checked before the chain is followed to an anchor (after the chain's own
+    dates, critical extensions and links), so they win over ``untrusted_chain``.
 ``x509.unsupported_critical_extension``
     a certificate carries a critical extension this profile does not process.
 ``x509.unsupported_algorithm``
@@ -259,6 +262,18 @@ def _fully_parsed(cert: x509.Certificate, code: str) -> x509.Certificate:
     return cert
 
 
+def load_der_certificate(der: bytes, *, code: str = "malformed_certificate") -> x509.Certificate:
+    """One DER certificate, fully parsed: every way the bytes can be malformed (a bad version
+    byte, bad names or extensions, an unknown key type) raises :class:`~ssi.errors.X509Error`
+    with ``code`` (``x509.unsupported_algorithm`` for an unknown key type), never a bare
+    ``cryptography`` or ``ValueError`` exception."""
+    try:
+        cert = x509.load_der_x509_certificate(der)
+    except (ValueError, TypeError, x509.InvalidVersion) as exc:
+        raise X509Error(code, "not a DER certificate") from exc
+    return _fully_parsed(cert, code)
+
+
 def load_certificate(der_or_pem: bytes) -> x509.Certificate:
     """One certificate from DER or PEM bytes."""
     try:
@@ -282,10 +297,9 @@ def _decode_x5c(x5c: Any) -> list[x509.Certificate]:
             raise X509Error("malformed_x5c", "every x5c entry must be a string")
         try:
             der = binascii.a2b_base64(entry.encode("ascii"), strict_mode=True)
-            cert = x509.load_der_x509_certificate(der)
-        except (UnicodeEncodeError, binascii.Error, ValueError, TypeError, x509.InvalidVersion) as exc:
+        except (UnicodeEncodeError, binascii.Error, ValueError) as exc:
             raise X509Error("malformed_x5c", "an x5c entry is not standard base64 of a DER certificate") from exc
-        _fully_parsed(cert, "malformed_x5c")
+        cert = load_der_certificate(der, code="malformed_x5c")
         if not _supported_public_key(cert.public_key()):
             raise X509Error("unsupported_algorithm", "an x5c certificate's key type is not accepted")
         chain.append(cert)
@@ -371,6 +385,16 @@ def verify_x5c(x5c: Any, trust_anchors: Sequence[x509.Certificate], *,
         _check_critical(cert, _position(index))
     for index in range(len(path) - 1):
         _check_issued_by(path[index], path[index + 1], _position(index))
+    # The leaf's own rules come before any chain decision, so that a caller admitting an untrusted
+    # chain (OpenID4VP's allow_untrusted) never gets 'untrusted_chain' for a CA certificate, or one
+    # without digitalSignature, that signs: those stay hard failures.
+    leaf = path[0]
+    constraints = _extension(leaf, x509.BasicConstraints)
+    if constraints is not None and constraints.ca:
+        raise X509Error("leaf_is_ca", "the signing certificate is a CA certificate")
+    usage = _extension(leaf, x509.KeyUsage)
+    if usage is not None and not usage.digital_signature:
+        raise X509Error("bad_key_usage", "the signing certificate may not make digital signatures")
     if not pinned:
         last = path[-1]
         if anchor is None:
@@ -389,14 +413,6 @@ def verify_x5c(x5c: Any, trust_anchors: Sequence[x509.Certificate], *,
         for index in range(1, len(path)):
             _check_issuer_ca(path[index], index - 1, _position(index))
         _check_issuer_ca(anchor, len(path) - 1, "trust anchor")
-
-    leaf = path[0]
-    constraints = _extension(leaf, x509.BasicConstraints)
-    if constraints is not None and constraints.ca:
-        raise X509Error("leaf_is_ca", "the signing certificate is a CA certificate")
-    usage = _extension(leaf, x509.KeyUsage)
-    if usage is not None and not usage.digital_signature:
-        raise X509Error("bad_key_usage", "the signing certificate may not make digital signatures")
 
     if not pinned:
         _cryptography_path_validation(leaf, path[1:], anchor, now)  # type: ignore[arg-type]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 from datetime import UTC, datetime, timedelta
@@ -9,6 +10,9 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
+from cryptography import x509 as cx509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.x509.oid import NameOID
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -483,6 +487,59 @@ def test_untrusted_chain_is_an_explicit_outcome(pki: dict) -> None:
     later = NOW + 90 * 86400
     assert code_of(lambda: verify_request_object(token, trust_anchors=pki["anchors"], client_id=cid, now=later,
                                                  allow_untrusted=True)) == "message.bad_verifier_certificate"
+
+
+def _with_version_byte(cert: Any, version: int) -> str:
+    """The x5c entry of ``cert`` with its DER version field (``[0] INTEGER 2`` for v3) changed."""
+    der = cert.public_bytes(serialization.Encoding.DER)
+    at = der.find(bytes([0xA0, 0x03, 0x02, 0x01, 0x02]))
+    assert at > 0
+    return base64.b64encode(der[:at + 4] + bytes([version]) + der[at + 5:]).decode("ascii")
+
+
+def test_a_leaf_with_a_bad_version_byte_is_a_typed_refusal(pki: dict) -> None:
+    # cryptography raises its own InvalidVersion for it; every x5c defect must be a MessageError
+    cid = "x509_san_dns:verifier.example.org"
+    for version in (5, 0x7F):
+        token = sign_jws({"typ": "oauth-authz-req+jwt", "x5c": [_with_version_byte(pki["leaf"], version)]},
+                         claims_for(cid), pki["key"])
+        assert code_of(lambda token=token: verify_request_object(token, trust_anchors=pki["anchors"], client_id=cid,
+                                                                 now=NOW, allow_untrusted=True)) == \
+            "message.bad_verifier_certificate"
+
+
+def _self_signed(key: Key, *, ca: bool, usage: cx509.KeyUsage) -> Any:
+    name = cx509.Name([cx509.NameAttribute(NameOID.COMMON_NAME, "rogue")])
+    start = datetime.fromtimestamp(NOW, UTC) - timedelta(hours=1)
+    return (cx509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key)
+            .serial_number(7).not_valid_before(start).not_valid_after(start + timedelta(days=2))
+            .add_extension(cx509.BasicConstraints(ca=ca, path_length=None), critical=True)
+            .add_extension(usage, critical=True)
+            .add_extension(cx509.SubjectAlternativeName([cx509.DNSName("verifier.example.org")]), critical=False)
+            .sign(key.private_key, hashes.SHA256()))
+
+
+def _usage(*, digital_signature: bool, key_cert_sign: bool) -> cx509.KeyUsage:
+    return cx509.KeyUsage(digital_signature=digital_signature, content_commitment=False, key_encipherment=False,
+                          data_encipherment=False, key_agreement=False, key_cert_sign=key_cert_sign,
+                          crl_sign=key_cert_sign, encipher_only=False, decipher_only=False)
+
+
+def test_allow_untrusted_keeps_the_leaf_rules(pki: dict) -> None:
+    # The module docstring: with allow_untrusted, wrong key usage is still a hard failure. The leaf's
+    # CA flag and keyUsage are checked before the chain is found to lead nowhere.
+    cid = "x509_san_dns:verifier.example.org"
+    key = Key.generate("ES256")
+    for cert in (_self_signed(key, ca=True, usage=_usage(digital_signature=False, key_cert_sign=True)),
+                 _self_signed(key, ca=False, usage=_usage(digital_signature=False, key_cert_sign=False))):
+        token = sign_request_object(claims_for(cid), key, x5c_from_chain([cert]))
+        assert code_of(lambda token=token: verify_request_object(token, trust_anchors=pki["anchors"], client_id=cid,
+                                                                 now=NOW, allow_untrusted=True)) == \
+            "message.bad_verifier_certificate"
+    fine = _self_signed(key, ca=False, usage=_usage(digital_signature=True, key_cert_sign=False))
+    token = sign_request_object(claims_for(cid), key, x5c_from_chain([fine]))
+    assert verify_request_object(token, trust_anchors=pki["anchors"], client_id=cid, now=NOW,
+                                 allow_untrusted=True).trust == "untrusted"
 
 
 def test_redirect_uri_unsigned_only_in_development(pki: dict) -> None:

@@ -13,6 +13,7 @@ from cryptography.x509.oid import NameOID, ObjectIdentifier
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ssi import x509 as ssi_x509
 from ssi.encoding import b64url_decode
 from ssi.errors import SSIError, X509Error
 from ssi.jose import Key, sign_jws, verify_jws
@@ -176,6 +177,28 @@ def test_load_certificate_refuses_garbage(data):
     with pytest.raises(X509Error) as exc:
         load_certificate(data)
     assert code_of(exc) == "x509.malformed_certificate"
+
+
+def _with_version(cert: x509.Certificate, version: int) -> bytes:
+    der = _der(cert)
+    at = der.find(bytes([0xA0, 0x03, 0x02, 0x01, 0x02]))  # [0] EXPLICIT INTEGER 2 (v3)
+    assert at > 0
+    return der[:at + 4] + bytes([version]) + der[at + 5:]
+
+
+@pytest.mark.parametrize("version", [3, 5, 0x7F])
+def test_der_loader_types_a_bad_version(pki, version):
+    # cryptography raises x509.InvalidVersion (not a ValueError) for these
+    with pytest.raises(X509Error) as exc:
+        ssi_x509.load_der_certificate(_with_version(pki["leaf"], version))
+    assert code_of(exc) == "x509.malformed_certificate"
+    with pytest.raises(X509Error) as exc:
+        ssi_x509.load_der_certificate(_with_version(pki["leaf"], version), code="malformed_x5c")
+    assert code_of(exc) == "x509.malformed_x5c"
+    with pytest.raises(X509Error) as exc:
+        verify_x5c([base64.b64encode(_with_version(pki["leaf"], version)).decode()], [pki["root"]])
+    assert code_of(exc) == "x509.malformed_x5c"
+    assert ssi_x509.load_der_certificate(_der(pki["leaf"])) == pki["leaf"]
 
 
 @pytest.mark.parametrize("data", [b"", b"no pem here", b"-----BEGIN CERTIFICATE-----\n!!\n-----END CERTIFICATE-----\n"])
@@ -410,6 +433,25 @@ def test_leaf_is_ca(pki):
     with pytest.raises(X509Error) as exc:
         verify_x5c([cert_to_x5c(pki["inter"])], [pki["root"]])
     assert code_of(exc) == "x509.leaf_is_ca"
+
+
+def test_leaf_rules_come_before_the_untrusted_chain_decision(pki):
+    # A caller admitting untrusted chains (OpenID4VP allow_untrusted) acts on 'untrusted_chain': a CA
+    # certificate, or one without digitalSignature, must never reach it.
+    stranger_key, stranger = create_ca("Stranger CA")
+    with pytest.raises(X509Error) as exc:
+        verify_x5c([cert_to_x5c(stranger)], [pki["root"]])
+    assert code_of(exc) == "x509.leaf_is_ca"
+    enc_only = _custom_cert(stranger_key, stranger.subject, Key.generate(), "enc only",
+                            [(x509.BasicConstraints(ca=False, path_length=None), True),
+                             (_key_usage(key_agreement=True), True)])
+    with pytest.raises(X509Error) as exc:
+        verify_x5c([cert_to_x5c(enc_only)], [pki["root"]])
+    assert code_of(exc) == "x509.bad_key_usage"
+    signer = issue_certificate(stranger_key, stranger, Key.generate(), "signer")
+    with pytest.raises(X509Error) as exc:
+        verify_x5c([cert_to_x5c(signer)], [pki["root"]])
+    assert code_of(exc) == "x509.untrusted_chain"
 
 
 def test_path_length_exceeded(pki):
