@@ -26,7 +26,7 @@ from .errors import DCQLError
 PathElement = str | int | None
 ClaimPath = tuple[PathElement, ...]
 
-_ID = re.compile(r"^[A-Za-z0-9_-]+$")
+_ID = re.compile(r"[A-Za-z0-9_-]+")  # fullmatch: '$' would admit a final "\n"
 SD_JWT_VC_FORMAT = "dc+sd-jwt"
 MDOC_FORMAT = "mso_mdoc"
 
@@ -137,7 +137,7 @@ def _non_empty_list(value: Any, code: str, what: str) -> list[Any]:
 
 
 def _identifier(value: Any, code: str, what: str) -> str:
-    if not isinstance(value, str) or not _ID.match(value):
+    if not isinstance(value, str) or not _ID.fullmatch(value):
         raise DCQLError(code, f"{what} must be a non-empty string of letters, digits, '_' or '-'")
     return value
 

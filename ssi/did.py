@@ -9,7 +9,11 @@
 * did:web: ``did:web:host[%3Aport][:path…]`` → ``https://host[:port]/.well-known/did.json`` or
   ``https://host[:port]/path…/did.json``. Fetching is sans-IO friendly: :func:`did_web_url` and
   :func:`parse_did_document` do no I/O, and the resolvers accept a client and a ``url_for`` mapping
-  (so tests and sandboxes can serve documents from loopback without patching anything).
+  (so tests and sandboxes can serve documents from loopback without patching anything). The host
+  is checked for syntax only (ASCII labels, so an internationalized name must be given punycoded):
+  ``localhost`` and IPv4 literals (``did:web:127.0.0.1``, ``did:web:169.254.169.254``) pass, so a
+  service resolving DIDs it was sent must apply its own outbound policy (no private or link-local
+  addresses) to the URL, through its client or ``url_for``.
 
 Error codes (:class:`~ssi.errors.DIDError`), stable:
 
@@ -50,12 +54,13 @@ MAX_DOCUMENT_BYTES = 256 * 1024
 _P256_PUB, _P384_PUB, _ED25519_PUB = 0x1200, 0x1201, 0xED
 _MULTICODEC = {_P256_PUB: ("ES256", 33), _P384_PUB: ("ES384", 49), _ED25519_PUB: ("EdDSA", 32)}
 
+# Every pattern is applied with fullmatch: '$' would also match before a final "\n".
 # DID Core §3.1: method-specific-id = *( *idchar ":" ) 1*idchar, idchar = ALPHA / DIGIT / "." / "-" / "_" / pct-encoded
 _IDCHAR = r"(?:[A-Za-z0-9._\-]|%[0-9A-Fa-f]{2})"
-_DID_RE = re.compile(rf"^did:([a-z0-9]+):((?:{_IDCHAR}*:)*{_IDCHAR}+)$")
-_HOST_RE = re.compile(r"^(?:[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?)(?:\.[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?)*"
-                      r"(?::[0-9]{1,5})?$")
-_FRAGMENT_RE = re.compile(r"^[A-Za-z0-9._~\-:@!$&'()*+,;=/?%]+$")
+_DID_RE = re.compile(rf"did:([a-z0-9]+):((?:{_IDCHAR}*:)*{_IDCHAR}+)")
+_HOST_RE = re.compile(r"(?:[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?)(?:\.[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?)*"
+                      r"(?::[0-9]{1,5})?")
+_FRAGMENT_RE = re.compile(r"[A-Za-z0-9._~\-:@!$&'()*+,;=/?%]+")
 
 
 # -- base58btc and multicodec --------------------------------------------------------------------
@@ -149,7 +154,7 @@ def key_from_multikey(value: Any) -> Key:
 def _split_did(did: Any) -> tuple[str, str]:
     if not isinstance(did, str) or len(did) > 8192:
         raise DIDError("malformed", "a DID is a string")
-    match = _DID_RE.match(did)
+    match = _DID_RE.fullmatch(did)
     if not match:
         raise DIDError("malformed", "not a syntactically valid DID")
     return match.group(1), match.group(2)
@@ -274,7 +279,7 @@ def did_web_url(did: str) -> str:
     specific = _expect_method(did, "web")
     segments = specific.split(":")
     host = unquote(segments[0])
-    if not _HOST_RE.match(host):
+    if not _HOST_RE.fullmatch(host):
         raise DIDError("malformed", "did:web does not name a valid host")
     path = []
     for raw in segments[1:]:
@@ -384,6 +389,8 @@ def resolve_did_web(did: str, *, client: httpx.Client | None = None, timeout: fl
             _check_response(response.status_code, response.headers)
             for chunk in response.iter_bytes():
                 _append_capped(body, chunk)
+    except httpx.InvalidURL as exc:  # not an HTTPError: a url_for gave a URL httpx refuses
+        raise DIDError("malformed", "the DID document URL is not a valid URL") from exc
     except httpx.HTTPError as exc:
         raise DIDError("resolution_failed", "the DID document could not be fetched") from exc
     finally:
@@ -406,6 +413,8 @@ async def aresolve_did_web(did: str, *, client: httpx.AsyncClient | None = None,
             _check_response(response.status_code, response.headers)
             async for chunk in response.aiter_bytes():
                 _append_capped(body, chunk)
+    except httpx.InvalidURL as exc:  # not an HTTPError: a url_for gave a URL httpx refuses
+        raise DIDError("malformed", "the DID document URL is not a valid URL") from exc
     except httpx.HTTPError as exc:
         raise DIDError("resolution_failed", "the DID document could not be fetched") from exc
     finally:
@@ -426,7 +435,7 @@ def did_web_document(did: str, keys: Sequence[Key]) -> dict[str, Any]:
         fragment = key.kid or ""
         if fragment.startswith(did + "#"):
             fragment = fragment[len(did) + 1:]
-        if not fragment or not _FRAGMENT_RE.match(fragment) or "#" in fragment:
+        if not fragment or not _FRAGMENT_RE.fullmatch(fragment) or "#" in fragment:
             fragment = key.thumbprint()
         vm_id = f"{did}#{fragment}"
         if vm_id in ids:

@@ -50,7 +50,7 @@ INVALID_REQUEST_URI_METHOD = "invalid_request_uri_method"
 INVALID_TRANSACTION_DATA = "invalid_transaction_data"
 WALLET_UNAVAILABLE = "wallet_unavailable"
 
-_URL_SAFE = re.compile(r"^[A-Za-z0-9._~-]+$")
+_URL_SAFE = re.compile(r"[A-Za-z0-9._~-]+")  # fullmatch: '$' would admit a final "\n"
 
 TrustOutcome = Literal["trusted", "untrusted", "unsigned"]
 
@@ -79,7 +79,7 @@ def parse_client_id(client_id: Any) -> tuple[str, str]:
 # -- models -------------------------------------------------------------------------------------
 
 def _url_safe(value: Any) -> Any:
-    if value is not None and not _URL_SAFE.match(value):
+    if value is not None and not _URL_SAFE.fullmatch(value):
         raise ValueError("only ASCII URL-safe characters are allowed")
     return value
 

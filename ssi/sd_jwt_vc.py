@@ -39,7 +39,7 @@ from .errors import SDJWTVCError, SSIError, StatusListError
 from .jose import DEFAULT_ALGORITHMS, Key
 from .sd_jwt import ClaimPath, _trie_for, issue_sd_jwt, verify_sd_jwt
 from .status_list import StatusReference, parse_status_claim
-from .urls import UnsafeURL, split_secure_url
+from .urls import UnsafeURL, is_url_text, split_secure_url
 
 __all__ = [
     "SD_JWT_VC_TYP",
@@ -234,6 +234,8 @@ def jwt_vc_issuer_metadata_url(iss: str) -> str:
     ``https://ex.com/.well-known/jwt-vc-issuer/tenant/1``)."""
     if not isinstance(iss, str):
         raise SDJWTVCError("bad_iss", "iss must be a string")
+    if not is_url_text(iss):  # urlsplit would drop a TAB/CR/LF that the caller's string keeps
+        raise SDJWTVCError("bad_iss", "iss must be printable ASCII without spaces")
     try:
         parts = urlsplit(iss)
     except ValueError as exc:

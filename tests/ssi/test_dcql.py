@@ -160,6 +160,8 @@ def _delete(path: list):
         (_bad(_set(["credentials", 0, "id"], "")), "dcql.bad_credential_id"),
         (_bad(_set(["credentials", 0, "id"], "has space")), "dcql.bad_credential_id"),
         (_bad(_set(["credentials", 0, "id"], "ümlaut")), "dcql.bad_credential_id"),
+        (_bad(_set(["credentials", 0, "id"], "pid\n")), "dcql.bad_credential_id"),
+        (_bad(_set(["credentials", 0, "claims", 0, "id"], "n\n")), "dcql.bad_claim_id"),
         (_bad(_set(["credentials", 0, "id"], 7)), "dcql.bad_credential_id"),
         (_bad(_delete(["credentials", 0, "id"])), "dcql.bad_credential_id"),
         (_bad(_set(["credentials", 1, "id"], "pid")), "dcql.duplicate_credential_id"),

@@ -165,6 +165,27 @@ def test_key_from_did_key_malformed(did):
     assert code_of(exc) == "did.malformed"
 
 
+def test_a_trailing_newline_is_no_part_of_a_did():
+    key = Key.generate()
+    for did, parse in [(did_key_from_key(key), key_from_did_key), (did_jwk_from_key(key), key_from_did_jwk),
+                       (did_key_from_key(key), resolve_key)]:
+        assert parse(did).thumbprint() == key.thumbprint()
+        with pytest.raises(DIDError) as exc:
+            parse(did + "\n")
+        assert code_of(exc) == "did.malformed"
+
+
+def test_resolve_did_web_types_a_url_httpx_refuses():
+    # httpx.InvalidURL is no httpx.HTTPError: it escaped untyped
+    for resolve in (resolve_did_web, lambda did, url_for: asyncio.run(aresolve_did_web(did, url_for=url_for))):
+        with pytest.raises(DIDError) as exc:
+            resolve("did:web:example.com", url_for=lambda did: "https://example.com\n/.well-known/did.json")
+        assert code_of(exc) == "did.malformed"
+        with pytest.raises(DIDError) as exc:
+            resolve("did:web:example.com%0A", url_for=None)
+        assert code_of(exc) == "did.malformed"
+
+
 def test_did_key_unsupported_multicodec():
     secp256k1 = "did:key:z" + b58encode(b"\xe7\x01" + b"\x02" + bytes(32))
     with pytest.raises(DIDError) as exc:
@@ -264,6 +285,8 @@ def test_did_web_url(did, url):
     "did:web:", "did:web:exa mple.com", "did:web:example.com%2Fevil", "did:web:example.com:..",
     "did:web:example.com:a%2Fb", "did:web:-bad.example", "did:web:user%40example.com", "did:key:example.com",
     "did:web:example.com:", "did:web:example.com%3A99999999",
+    # '$' matched before a final newline: the URL became "https://example.com\n/..."
+    "did:web:example.com%0A", "did:web:example.com%3A443%0A", "did:web:example.com\n",
 ])
 def test_did_web_url_malformed(did):
     with pytest.raises(DIDError) as exc:

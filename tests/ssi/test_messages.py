@@ -584,7 +584,9 @@ def test_request_object_refusals(pki: dict) -> None:
     assert run(claims_for(cid, response_mode="direct_post.jwt")) == "message.missing_encryption_key"
     for bad in [
         {"response_type": "code"}, {"response_mode": "fragment"}, {"response_uri": "http://verifier.example.org/r"},
-        {"nonce": "has space"}, {"state": "a/b"}, {"dcql_query": {"credentials": []}}, {"redirect_uri": "https://x"},
+        {"nonce": "has space"}, {"state": "a/b"}, {"nonce": "n-1\n"}, {"state": "st-1\n"},
+        {"dcql_query": {"credentials": [{"id": "pid\n", "format": "dc+sd-jwt", "meta": {"vct_values": [PID]}}]}},
+        {"dcql_query": {"credentials": []}}, {"redirect_uri": "https://x"},
         {"scope": "pid"}, {"transaction_data": ["e30"]}, {"client_metadata": {"jwks": {"keys": [pki["enc_key"].private_jwk()]}}},
     ]:
         assert run(claims_for(cid, **bad)) == "message.bad_request_object", bad

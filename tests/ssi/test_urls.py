@@ -22,7 +22,8 @@ def test_not_loopback_hosts(host: object) -> None:
     assert not is_loopback_host(host)
 
 
-@pytest.mark.parametrize("url", ["https://example.org", "https://example.org:8443/a/b?c=d#e", "https://[::1]/x"])
+@pytest.mark.parametrize("url", ["https://example.org", "https://example.org:8443/a/b?c=d#e", "https://[::1]/x",
+                                 "https://xn--bcher-kva.example/%C3%9F?q=%20"])
 def test_https_accepted(url: str) -> None:
     parts = split_secure_url(url)
     assert parts.scheme == "https" and parts.hostname
@@ -52,6 +53,17 @@ def test_http_loopback_only_when_allowed(url: str) -> None:
     ("http://10.0.0.1/", {"allow_http_loopback": True}, "insecure"),
     ("ftp://localhost/", {"allow_http_loopback": True}, "insecure"),
     ("HTTPS-ish://example.org/", {}, "insecure"),
+    # urlsplit drops TAB/CR/LF and leading controls, so these passed as other URLs than the string
+    ("https://st.exa\tmple/l", {}, "not_a_url"),
+    ("https://a.example\n/x", {}, "not_a_url"),
+    ("https://a.example/x\r\n", {}, "not_a_url"),
+    (" https://a.example/x", {}, "not_a_url"),
+    ("\x00https://a.example/", {}, "not_a_url"),
+    ("https://a.example/a b", {}, "not_a_url"),
+    ("https://a.example/\x7f", {}, "not_a_url"),
+    # IDNA hosts are given punycoded: nothing is converted, so the checked host is the one fetched
+    ("https://bücher.example/", {}, "not_a_url"),
+    ("https://a.example/ß", {}, "not_a_url"),
 ])
 def test_refusals_carry_their_reason(url: object, kwargs: dict[str, bool], reason: str) -> None:
     with pytest.raises(UnsafeURL) as err:
@@ -105,3 +117,16 @@ def test_sd_jwt_vc_admits_every_loopback_address_when_allowed() -> None:
     # Before the shared rule this module only knew localhost, 127.0.0.1 and ::1.
     for url in ("http://127.0.0.2:8001", "http://localhost:8001", "http://[::1]:8001"):
         _check_https(url, "jwks_uri", True)
+
+
+def test_issuer_metadata_url_refuses_what_urlsplit_would_drop() -> None:
+    from ssi.sd_jwt_vc import jwt_vc_issuer_metadata_url
+
+    for iss in ["https://i.exam\nple/t/a", "https://i.example/t/a\t", "https://i.example/t a"]:
+        with pytest.raises(SDJWTVCError) as err:
+            jwt_vc_issuer_metadata_url(iss)
+        assert err.value.code == "sd_jwt_vc.bad_iss"
+    with pytest.raises(StatusListError) as err:
+        check_status_uri("https://st.example/l\n")
+    assert err.value.code == "status_list.bad_uri"
+    assert urls.is_url_text("https://a.example/") and not urls.is_url_text("https://a.example/\n")
