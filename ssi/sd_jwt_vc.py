@@ -36,7 +36,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from . import x509 as ssi_x509
 from .errors import SDJWTVCError, SSIError, StatusListError
-from .jose import DEFAULT_ALGORITHMS, Key
+from .jose import DEFAULT_ALGORITHMS, Key, check_time_claims
 from .sd_jwt import ClaimPath, _trie_for, issue_sd_jwt, verify_sd_jwt
 from .status_list import StatusReference, parse_status_claim
 from .urls import UnsafeURL, is_url_text, split_secure_url
@@ -407,7 +407,9 @@ def verify_sd_jwt_vc(token: str, *, key_resolver: IssuerKeyResolver, expected_vc
     Before any key is looked up: ``typ`` (``sd_jwt_vc.bad_typ``), ``iss`` (``sd_jwt_vc.missing_iss``),
     ``vct`` (``sd_jwt_vc.missing_vct``, ``sd_jwt_vc.unexpected_vct``). After the signature:
     time, KB-JWT (see :func:`ssi.sd_jwt.verify_sd_jwt`), no disclosure of a non-disclosable claim
-    (``sd_jwt_vc.forbidden_disclosure``) and a well-formed ``status`` (``sd_jwt_vc.bad_status``).
+    (``sd_jwt_vc.forbidden_disclosure``), a selectively disclosed ``iat`` (which the draft allows) that
+    is a NumericDate not in the future (``sd_jwt_vc.bad_iat``, ``sd_jwt_vc.iat_in_future``) and a
+    well-formed ``status`` (``sd_jwt_vc.bad_status``).
     Does not fetch the status list. ``allow_http_loopback`` admits http status URIs to loopback
     (development only).
     """
@@ -436,6 +438,12 @@ def verify_sd_jwt_vc(token: str, *, key_resolver: IssuerKeyResolver, expected_vc
         if len(path) == 1 and path[0] in NON_DISCLOSABLE_CLAIMS:
             raise SDJWTVCError("forbidden_disclosure", f"'{path[0]}' must not be selectively disclosed")
     payload = verified.payload
+    # 'iat' MAY be selectively disclosed (SD-JWT VC, "Registered JWT Claims", unlike iss, nbf, exp,
+    # cnf, vct, vct#integrity and status), so it comes from the processed claims. verify_sd_jwt
+    # checked an issuer-signed one in the payload; a disclosed one is checked here the same way.
+    iat = verified.claims.get("iat")
+    if "iat" in verified.claims and "iat" not in payload:
+        check_time_claims({"iat": iat}, now=now, leeway=leeway, error=SDJWTVCError)
     status: StatusReference | None = None
     if "status" in payload:
         value = payload["status"]
@@ -454,5 +462,5 @@ def verify_sd_jwt_vc(token: str, *, key_resolver: IssuerKeyResolver, expected_vc
         issuer=payload["iss"], vct=payload["vct"], claims=verified.claims,
         disclosed_paths=verified.disclosed_paths, holder_key=verified.holder_key, status=status,
         issuer_key=source.key, issuer_certificate=source.certificate, key_source=source.source,
-        iat=verified.claims.get("iat"), nbf=payload.get("nbf"), exp=payload.get("exp"),
+        iat=iat, nbf=payload.get("nbf"), exp=payload.get("exp"),
         vct_integrity=vct_integrity, header=verified.header, kb_payload=verified.kb_payload)

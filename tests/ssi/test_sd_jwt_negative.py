@@ -295,6 +295,12 @@ CASES: list[tuple[str, Callable[[], Any], str]] = [
     ("vc_disclosed_exp",
      lambda: vc_verify(sd_token({"iss": ISS, "vct": VCT, "_sd": [dig(enc(["s", "exp", NOW + 99]))]},
                                 [enc(["s", "exp", NOW + 99])])), "sd_jwt_vc.forbidden_disclosure"),
+    ("vc_disclosed_iat_not_a_date",
+     lambda: vc_verify(sd_token({"iss": ISS, "vct": VCT, "_sd": [dig(enc(["s", "iat", "not-a-date"]))]},
+                                [enc(["s", "iat", "not-a-date"])])), "sd_jwt_vc.bad_iat"),
+    ("vc_disclosed_iat_in_future",
+     lambda: vc_verify(sd_token({"iss": ISS, "vct": VCT, "_sd": [dig(enc(["s", "iat", NOW + 3600]))]},
+                                [enc(["s", "iat", NOW + 3600])])), "sd_jwt_vc.iat_in_future"),
     ("vc_bad_status", lambda: vc_verify(vc(status={"status_list": {"idx": -1, "uri": "https://s.example/1"}})),
      "sd_jwt_vc.bad_status"),
     ("vc_issue_exp_disclosable", lambda: vc(disclosable=[("exp",)], exp=NOW + 99), "sd_jwt_vc.not_disclosable"),
@@ -400,3 +406,14 @@ def test_holder_jwk_with_a_private_member_is_refused(member: str) -> None:
     with pytest.raises(SSIError) as info:
         vc_verify(sd_token(base_payload(cnf={"jwk": jwk}), []))
     assert info.value.code == "sd_jwt.bad_cnf"
+
+
+# -- iat may be selectively disclosed in an SD-JWT VC (unlike iss, nbf, exp, cnf, vct, status) -----
+
+def test_a_disclosed_iat_is_checked_and_reported() -> None:
+    d_iat = enc(["s", "iat", NOW - 100])
+    verified = vc_verify(sd_token({"iss": ISS, "vct": VCT, "_sd": [dig(d_iat)]}, [d_iat]))
+    assert verified.iat == NOW - 100
+    assert verify_sd_jwt_vc(sd_token({"iss": ISS, "vct": VCT, "_sd": [dig(d_iat)]}, []), key_resolver=PINNED,
+                            now=NOW).iat is None
+    assert vc_verify(vc()).iat == NOW - 10
