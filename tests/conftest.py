@@ -19,6 +19,17 @@ import pytest
 from tests.support.postgres import PostgresCluster, PostgresUnavailable
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run the web wallet's browser tests last, in any selection of tests.
+
+    Their session-scoped browser (Playwright's sync API) keeps an event loop running in the worker's
+    main thread until the session ends, and every test after them on that worker then fails in
+    ``asyncio.run`` or anyio ("cannot be called from a running event loop"). pytest-xdist hands tests
+    out in collection order, so with these last no worker runs another test after one of them.
+    """
+    items.sort(key=lambda item: item.nodeid.startswith("tests/web_wallet/"))
+
+
 @pytest.fixture(scope="session")
 def postgres_cluster() -> Iterator[PostgresCluster]:
     cluster = PostgresCluster()
