@@ -359,6 +359,9 @@ def _match_claim(claims: Any, query: ClaimsQuery) -> list[tuple[ClaimPath, Any]]
 class Match:
     """One credential answering one Credential Query, and the claims to disclose from it.
 
+    ``paths`` are the concrete paths of the claims asked for, then those of the array elements that
+    must go with them for an integer index of the query to keep selecting them in the presentation
+    (:func:`index_anchors`: ``["nationalities", 1]`` takes ``nationalities[0]`` along).
     ``claims_preview`` holds the claims asked for. A presentation of :meth:`disclosures` may show
     more (a disclosure goes whole, with the plain members of its object): what it shows is
     ``SDJWT.revealed_claims(match.disclosures(), match.paths)``, the thing to put before the holder."""
@@ -406,20 +409,46 @@ _REASON_RANK = {"format_mismatch": 0, "vct_mismatch": 1, "missing_claim": 2, "va
                 "no_claim_set_satisfied": 4}
 
 
-def _select_claims(claims: Any, cq: CredentialQuery) -> tuple[list[tuple[ClaimPath, Any]], tuple[str, ...] | None] | str:
+def index_anchors(pointer: Sequence[PathElement], path: ClaimPath) -> list[ClaimPath]:
+    """The array elements to disclose with ``path`` (a concrete path ``pointer`` selected) so that
+    ``pointer``'s array indices still select it in the presentation.
+
+    A verifier applies the pointer to the presented claims, where an element the holder withheld is
+    simply absent (RFC 9901 §7.1): ``["nationalities", 1]`` would select the second *disclosed*
+    element. So for each integer component ``i`` of the pointer, the elements ``0 .. i-1`` of that
+    array go with it (plain elements are present anyway; disclosures_for adds nothing for them).
+    ``null`` components need nothing: they select every presented element."""
+    anchors: list[ClaimPath] = []
+    for position, component in enumerate(pointer):
+        if isinstance(component, int) and not isinstance(component, bool) and component > 0:
+            anchors.extend((*path[:position], before) for before in range(component))
+    return anchors
+
+
+def _with_anchors(claim: ClaimsQuery, found: list[tuple[ClaimPath, Any]]) -> list[ClaimPath]:
+    return [anchor for path, _ in found for anchor in index_anchors(claim.path, path)]
+
+
+_Selection = tuple[list[tuple[ClaimPath, Any]], list[ClaimPath], tuple[str, ...] | None]
+
+
+def _select_claims(claims: Any, cq: CredentialQuery) -> _Selection | str:
     if cq.claims is None:
-        return [], None
+        return [], [], None
     if cq.claim_sets is None:
         selected: list[tuple[ClaimPath, Any]] = []
+        anchors: list[ClaimPath] = []
         for claim in cq.claims:
             result = _match_claim(claims, claim)
             if isinstance(result, str):
                 return result
             selected.extend(result)
-        return selected, None
+            anchors.extend(_with_anchors(claim, result))
+        return selected, anchors, None
     cache: dict[str, list[tuple[ClaimPath, Any]] | str] = {}
     for option in cq.claim_sets:
         picked: list[tuple[ClaimPath, Any]] = []
+        picked_anchors: list[ClaimPath] = []
         for claim_id in option:
             if claim_id not in cache:
                 cache[claim_id] = _match_claim(claims, cq.claim_by_id(claim_id))
@@ -427,8 +456,9 @@ def _select_claims(claims: Any, cq: CredentialQuery) -> tuple[list[tuple[ClaimPa
             if isinstance(result, str):
                 break
             picked.extend(result)
+            picked_anchors.extend(_with_anchors(cq.claim_by_id(claim_id), result))
         else:
-            return picked, option
+            return picked, picked_anchors, option
     return "no_claim_set_satisfied"
 
 
@@ -452,10 +482,15 @@ def match_credential(cq: CredentialQuery, credential: Any) -> Match | str:
     result = _select_claims(getattr(credential, "claims", None), cq)
     if isinstance(result, str):
         return result
-    pairs, option = result
+    pairs, anchors, option = result
     pairs = _dedupe(pairs)
-    return Match(credential=credential, paths=tuple(p for p, _ in pairs), claims_preview=tuple(pairs),
-                 claim_set=option)
+    paths = [p for p, _ in pairs]
+    asked = set(paths)
+    for anchor in anchors:
+        if anchor not in asked:
+            asked.add(anchor)
+            paths.append(anchor)
+    return Match(credential=credential, paths=tuple(paths), claims_preview=tuple(pairs), claim_set=option)
 
 
 def evaluate(query: DCQLQuery, credentials: Sequence[Any]) -> DCQLResult:
@@ -532,7 +567,10 @@ def check_presented(query: DCQLQuery, presented: Mapping[str, Sequence[Mapping[s
 
     Returns an empty list when the answer satisfies the query: known ids only, one presentation
     unless ``multiple``, vct, claims and their ``values``, ``claim_sets``, and ``credential_sets``
-    (or every query when there are none).
+    (or every query when there are none). ``trusted_authorities`` and
+    ``require_cryptographic_holder_binding`` are not checked here (the issuer key resolver and
+    ``require_kb`` enforce trust and binding). An integer index in a path applies to the presented
+    array, from which withheld elements are absent (see :func:`index_anchors`).
     """
     if not isinstance(presented, Mapping):
         return [PresentationProblem(None, "dcql.bad_vp_token", "the presentations must be a JSON object")]

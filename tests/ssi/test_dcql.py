@@ -496,3 +496,50 @@ def test_end_to_end_with_real_sd_jwt_vcs() -> None:
     bare_claims = verify_sd_jwt(bare, issuer_key=issuer_key.public(), expected_aud="x509_san_dns:v.example",
                                 expected_nonce="n1").claims
     assert [p.code for p in check_presented(query, {"pid": [bare_claims]})] == ["dcql.no_claim_set_satisfied"]
+
+
+# -- array indices survive selective disclosure --------------------------------------------------
+
+def test_an_index_takes_the_elements_before_it_along() -> None:
+    # The verifier applies ["nationalities", 1] to the presented array, where a withheld element is
+    # absent: the wallet discloses nationalities[0] too, so that index 1 is still "Betelgeusian".
+    query = parse_dcql_query(q(cred(claims=[{"path": ["nationalities", 1]}])))
+    [match] = evaluate(query, wallet()).matches["pid"]
+    assert match.paths == (("nationalities", 1), ("nationalities", 0))
+    assert match.claims_preview == ((("nationalities", 1), "Betelgeusian"),)
+    nested = parse_dcql_query(q(cred(claims=[{"path": ["degrees", 1, "type"]}, {"path": ["nationalities", 0]}])))
+    [match] = evaluate(nested, wallet()).matches["pid"]
+    assert match.paths == (("degrees", 1, "type"), ("nationalities", 0), ("degrees", 0))
+    # null selects every presented element: nothing else is needed
+    wildcard = parse_dcql_query(q(cred(claims=[{"path": ["nationalities", None], "values": ["Betelgeusian"]}])))
+    assert evaluate(wildcard, wallet()).matches["pid"][0].paths == (("nationalities", 1),)
+
+
+def test_index_paths_end_to_end_with_real_sd_jwt_vcs() -> None:
+    from ssi.jose import Key
+    from ssi.sd_jwt import SDJWT, verify_sd_jwt
+    from ssi.sd_jwt_vc import issue_sd_jwt_vc
+
+    issuer_key, holder_key = Key.generate("ES256"), Key.generate("ES256")
+    claims = {"nationalities": ["ES", "FR", "DE"], "degrees": [{"type": "BSc", "year": 2000},
+                                                                {"type": "MSc", "year": 2002}]}
+    token = issue_sd_jwt_vc(claims, vct=PID, issuer="https://issuer.example.org", key=issuer_key,
+                            holder_jwk=holder_key.public_jwk(),
+                            disclosable=[("nationalities", None), ("degrees", None), ("degrees", None, "type"),
+                                         ("degrees", None, "year")])
+    credential = SDJWT.parse(token)
+    for path, values, shown in [(["nationalities", 1], ["FR"], ["ES", "FR"]),
+                                (["nationalities", 2], None, ["ES", "FR", "DE"]),
+                                (["degrees", 1, "type"], ["MSc"], None)]:
+        claim: dict[str, Any] = {"path": path} if values is None else {"path": path, "values": values}
+        query = parse_dcql_query(q(cred(claims=[claim])))
+        [match] = evaluate(query, [credential]).matches["pid"]
+        presentation = credential.present(match.paths, holder_key=holder_key, aud="x509_san_dns:v.example",
+                                          nonce="n1")
+        verified = verify_sd_jwt(presentation, issuer_key=issuer_key.public(),
+                                 expected_aud="x509_san_dns:v.example", expected_nonce="n1")
+        assert check_presented(query, {"pid": [verified.claims]}) == [], path
+        if shown is not None:
+            assert verified.claims["nationalities"] == shown
+        else:
+            assert [d["type"] for d in verified.claims["degrees"]] == ["BSc", "MSc"]
