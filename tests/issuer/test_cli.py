@@ -58,6 +58,6 @@ def test_errors_are_readable_not_tracebacks(dev_file: Path) -> None:
     result = runner.invoke(app, ["issuer", "offer", "--type", "nope", "--subject", "12345678Z", "--tenant", "aoc-tax"])
     assert result.exit_code == 1 and "invalid_request" in result.output and "Traceback" not in result.output
     result = runner.invoke(app, ["issuer", "revoke", "a/b"])
-    assert result.exit_code == 1 and "not a credential id" in result.output
+    assert result.exit_code == 1 and "not a valid credential id" in result.output
     result = runner.invoke(app, ["issuer", "types", "--url", "http://127.0.0.1:9", "--api-key", "ck_x"])
     assert result.exit_code == 1 and "cannot reach" in result.output
