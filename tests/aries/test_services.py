@@ -126,6 +126,24 @@ def _poll(fetch: Any, done: Any, timeout: float = 30.0) -> Any:
         time.sleep(0.1)
 
 
+async def _new_offer(w: AdminClient, invitation: dict[str, Any]) -> dict[str, Any]:
+    """Answer the invitation with the citizen's wallet; the offer that then arrives (its record)."""
+    before = {r["cred_ex_record"]["cred_ex_id"] for r in await w.cred_records()}
+    await w.receive_invitation(invitation)
+    offered = await wait_for(w.cred_records, lambda rs: any(
+        r["cred_ex_record"]["state"] == "offer-received" and r["cred_ex_record"]["cred_ex_id"] not in before
+        for r in rs), timeout=30)
+    return dict(next(r["cred_ex_record"] for r in offered if r["cred_ex_record"]["cred_ex_id"] not in before))
+
+
+async def _take(w: AdminClient, cred_ex_id: str, holder_did: str, timeout: float = 30) -> str:
+    """Request an offered credential; the state the exchange ends in (``done`` or ``abandoned``)."""
+    await w.send_cred_request(cred_ex_id, holder_did)
+    done = await wait_for(lambda: w.cred_record(cred_ex_id),
+                          lambda r: r["cred_ex_record"]["state"] in ("done", "abandoned"), timeout=timeout)
+    return str(done["cred_ex_record"]["state"])
+
+
 def _receive_diploma(world: World, *, removed: bool = True) -> tuple[str, str]:
     """Invitation from the issuer's admin API → wallet connects → diploma stored. Returns (record id, VC id).
     With ``removed``, checks that the issuer's agent no longer holds the exchange once acknowledged."""
@@ -143,18 +161,9 @@ def _receive_diploma(world: World, *, removed: bool = True) -> tuple[str, str]:
 
     async def wallet_side() -> str:
         async with _wallet(world) as w:
-            before = {r["cred_ex_record"]["cred_ex_id"] for r in await w.cred_records()}
             stored = {c["cred_value"]["id"] for c in await w.w3c_credentials()}
-            await w.receive_invitation(invitation)
-            offered = await wait_for(w.cred_records, lambda rs: any(
-                r["cred_ex_record"]["state"] == "offer-received" and r["cred_ex_record"]["cred_ex_id"] not in before
-                for r in rs), timeout=30)
-            cred_ex_id = next(r["cred_ex_record"]["cred_ex_id"] for r in offered
-                              if r["cred_ex_record"]["cred_ex_id"] not in before)
-            await w.send_cred_request(cred_ex_id, world.holder_did)
-            done = await wait_for(lambda: w.cred_record(cred_ex_id),
-                                  lambda r: r["cred_ex_record"]["state"] in ("done", "abandoned"), timeout=30)
-            assert done["cred_ex_record"]["state"] == "done"
+            offer = await _new_offer(w, invitation)
+            assert await _take(w, offer["cred_ex_id"], world.holder_did) == "done"
             new = [c["cred_value"] for c in await w.w3c_credentials() if c["cred_value"]["id"] not in stored]
             assert len(new) == 1 and new[0]["credentialStatus"]["type"] == "BitstringStatusListEntry"
             return str(new[0]["id"])
@@ -195,12 +204,7 @@ def test_a_credential_request_that_follows_no_offer_is_not_signed(world: World) 
 
     async def scenario() -> tuple[str, list[str], str]:
         async with _wallet(world) as w, AdminClient(agent.admin_url, agent._headers["x-api-key"]) as issuer_agent:
-            before = {r["cred_ex_record"]["cred_ex_id"] for r in await w.cred_records()}
-            await w.receive_invitation(invitation)
-            offered = await wait_for(w.cred_records, lambda rs: any(
-                r["cred_ex_record"]["state"] == "offer-received" and r["cred_ex_record"]["cred_ex_id"] not in before
-                for r in rs), timeout=30)
-            offer = next(r["cred_ex_record"] for r in offered if r["cred_ex_record"]["cred_ex_id"] not in before)
+            offer = await _new_offer(w, invitation)
             detail = offer["by_format"]["cred_offer"]["ld_proof"]
             forged = dict(detail["credential"])
             forged.pop("credentialStatus", None)
@@ -222,11 +226,9 @@ def test_a_credential_request_that_follows_no_offer_is_not_signed(world: World) 
             assert (await issuer_states())[thread] == "request-received"
             forged_state = (await w.cred_record(sent["cred_ex_id"]))["cred_ex_record"]["state"]
             # The real offer is still answered: the citizen gets the diploma the registry holds.
-            await w.send_cred_request(offer["cred_ex_id"], world.holder_did)
-            done = await wait_for(lambda: w.cred_record(offer["cred_ex_id"]),
-                                  lambda r: r["cred_ex_record"]["state"] in ("done", "abandoned"), timeout=30)
+            real_state = await _take(w, offer["cred_ex_id"], world.holder_did)
             titles = [c["cred_value"]["credentialSubject"].get("title") for c in await w.w3c_credentials()]
-            return forged_state, titles, done["cred_ex_record"]["state"]
+            return forged_state, titles, real_state
 
     forged_state, titles, real_state = asyncio.run(scenario())
     assert forged_state == "request-sent", forged_state  # nothing came back
@@ -258,17 +260,8 @@ def test_an_offered_exchange_whose_webhooks_are_lost_is_finished_by_the_sweep(
 
     async def wallet_side() -> str:
         async with _wallet(world) as w:
-            before = {r["cred_ex_record"]["cred_ex_id"] for r in await w.cred_records()}
-            await w.receive_invitation(invitation)
-            offered = await wait_for(w.cred_records, lambda rs: any(
-                r["cred_ex_record"]["state"] == "offer-received" and r["cred_ex_record"]["cred_ex_id"] not in before
-                for r in rs), timeout=30)
-            cred_ex_id = next(r["cred_ex_record"]["cred_ex_id"] for r in offered
-                              if r["cred_ex_record"]["cred_ex_id"] not in before)
-            await w.send_cred_request(cred_ex_id, world.holder_did)
-            done = await wait_for(lambda: w.cred_record(cred_ex_id),
-                                  lambda r: r["cred_ex_record"]["state"] in ("done", "abandoned"), timeout=40)
-            return str(done["cred_ex_record"]["state"])
+            offer = await _new_offer(w, invitation)
+            return await _take(w, offer["cred_ex_id"], world.holder_did, timeout=40)
 
     assert asyncio.run(wallet_side()) == "done"
     exchange = _poll(lambda: httpx.get(f"{world.issuer_url}/v1/aries/invitations/{exchange_id}",
