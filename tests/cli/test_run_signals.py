@@ -7,12 +7,15 @@ SIGHUP (the terminal closed) and SIGQUIT stop every service as SIGTERM and Ctrl-
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import socket
+import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -71,40 +74,37 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("signals")
 
 
-@pytest.mark.parametrize("signum", [signal.SIGHUP, signal.SIGQUIT])
-def test_a_hangup_or_quit_stops_every_service(data_dir: Path, signum: signal.Signals) -> None:
+@contextlib.contextmanager
+def _running(data_dir: Path) -> Iterator[tuple[subprocess.Popen[str], list[int]]]:
+    """`cartera run`, healthy, with its four services; yields it and the services' ports. Whatever the
+    test does, nothing of it is left running afterwards."""
     process = _start(data_dir, _free_port_base())
     services: list[tuple[int, str]] = []
     try:
         _wait_healthy(data_dir, process)
         services = _children(process.pid)
-        ports = _ports(data_dir)
-        assert all(_open(port) for port in ports) and len(services) == 4
+        assert len(services) == 4
+        yield process, _ports(data_dir)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        _end(services)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGHUP, signal.SIGQUIT])
+def test_a_hangup_or_quit_stops_every_service(data_dir: Path, signum: signal.Signals) -> None:
+    with _running(data_dir) as (process, ports):
+        assert all(_open(port) for port in ports)
         process.send_signal(signum)
         output, _ = process.communicate(timeout=60)
         assert "Stopped." in output and "Traceback" not in output, output
         assert _wait_closed(ports) == []
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-        _end(services)
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux only")
 def test_services_stop_when_cartera_run_is_killed(data_dir: Path) -> None:
-    process = _start(data_dir, _free_port_base())
-    services: list[tuple[int, str]] = []
-    try:
-        _wait_healthy(data_dir, process)
-        services = _children(process.pid)
-        ports = _ports(data_dir)
-        assert len(services) == 4
+    with _running(data_dir) as (process, ports):
         process.kill()  # SIGKILL: `cartera run` cannot stop anything itself
         process.wait()
         assert _wait_closed(ports) == [], "services outlived `cartera run`"
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-        _end(services)
