@@ -10,13 +10,15 @@ import base64
 import contextlib
 import secrets
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, PlainTextResponse
 
 from sandbox.idp_service import IdPSandboxConfig, RegisteredClient
 from sandbox.idp_service import create_app as create_idp
@@ -116,3 +118,32 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
 
     with running_system(tmp_path_factory.mktemp("system")) as running:
         yield running
+
+
+@dataclass
+class Recorder:
+    """A stand-in verifier (the ``recorder`` fixture): serves the request objects put in ``requests``
+    at ``<url>/request/<name>`` and records every answer posted to ``<url>/response``, as posted."""
+
+    url: str = ""
+    requests: dict[str, str] = field(default_factory=dict)
+    posts: list[dict[str, Any]] = field(default_factory=list)
+
+
+@pytest.fixture(scope="module")
+def recorder() -> Iterator[Recorder]:
+    app = FastAPI()
+    state = Recorder()
+
+    @app.get("/request/{name}")
+    async def request_object(name: str) -> PlainTextResponse:
+        return PlainTextResponse(state.requests.get(name, ""), media_type="application/oauth-authz-req+jwt")
+
+    @app.post("/response")
+    async def response(request: Request) -> JSONResponse:
+        state.posts.append(dict(await request.form()))
+        return JSONResponse({})
+
+    with serve(app) as url:
+        state.url = url
+        yield state

@@ -11,48 +11,20 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
 import httpx
-import pytest
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
 
 from credential_schemas.model import load_builtin_types
 from sandbox.population import DEMO_TAX_NEGATIVE
 from ssi.oid4vp import unsigned_request_object
 from ssi.sd_jwt import SDJWT
-from tests.support.servers import serve
-from tests.wallet_api.conftest import bearer, login
+from tests.wallet_api.conftest import Recorder, bearer, login
 from tests.wallet_api.system import System
 from tests.wallet_api.test_e2e import make_offer, receive
 
 TECHNICAL = {"iss", "iat", "nbf", "exp", "cnf", "vct", "vct#integrity", "status"}
-
-
-@dataclass
-class Recorder:
-    url: str = ""
-    posts: list[dict[str, Any]] = field(default_factory=list)
-
-
-@pytest.fixture(scope="module")
-def recorder() -> Iterator[Recorder]:
-    """A stand-in verifier's response endpoint: records every answer as posted."""
-    app = FastAPI()
-    state = Recorder()
-
-    @app.post("/response")
-    async def response(request: Request) -> JSONResponse:
-        state.posts.append(dict(await request.form()))
-        return JSONResponse({})
-
-    with serve(app) as url:
-        state.url = url
-        yield state
 
 
 def _request_uri(recorder: Recorder, vct: str, state: str, purpose: str, claims: list[list[Any]]) -> str:

@@ -8,15 +8,12 @@ tests can assert that nothing at all was posted back when the wallet refuses.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import httpx
 import pytest
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, PlainTextResponse
 
 from sandbox.population import DEMO_EVERYTHING
 from ssi import x509 as ssi_x509
@@ -26,39 +23,13 @@ from tests.support.servers import serve
 from tests.wallet_api.conftest import (
     _WALLET_PORTS,
     APP_REDIRECT,
+    Recorder,
     WalletHandle,
     bearer,
     login,
     wallet_settings,
 )
 from wallet_api.app import create_app
-
-
-@dataclass
-class Recorder:
-    url: str
-    requests: dict[str, str] = field(default_factory=dict)
-    posts: list[dict[str, Any]] = field(default_factory=list)
-
-
-@pytest.fixture(scope="module")
-def recorder() -> Iterator[Recorder]:
-    """A stand-in verifier: serves request objects put in ``requests`` and records every answer."""
-    app = FastAPI()
-    state = Recorder(url="")
-
-    @app.get("/request/{name}")
-    async def request_object(name: str) -> PlainTextResponse:
-        return PlainTextResponse(state.requests.get(name, ""), media_type="application/oauth-authz-req+jwt")
-
-    @app.post("/response")
-    async def response(request: Request) -> JSONResponse:
-        state.posts.append(dict(await request.form()))
-        return JSONResponse({})
-
-    with serve(app) as url:
-        state.url = url
-        yield state
 
 
 def _wallet(idp_url: str, tmp: Path, port: int, **extra: Any) -> Iterator[WalletHandle]:
