@@ -349,3 +349,40 @@ def test_switching_language_while_the_login_loads_lists_each_provider_once(syste
     page.wait_for_timeout(1000)
     expect(page.locator("#providers button")).to_have_count(len(providers))
     expect(page.get_by_role("button", name="Inicia la sessió amb VÀLid")).to_have_count(1)
+
+
+def test_a_duplicated_tab_logs_in_afresh_and_leaves_the_first_one_logged_in(system: System, phone) -> None:
+    """Duplicating a tab copies its sessionStorage, refresh token included; whichever copy refreshed
+    second would end the session for both. The copy finds its tab id taken and forgets the tokens; the
+    first tab goes on, refreshes and keeps its session; a reload is no copy."""
+    citizen = phone()
+    citizen.login(CITIZENS[1])
+    first = citizen.page
+    stored = first.evaluate("() => JSON.stringify(Object.assign({}, sessionStorage))")
+    copy = citizen.context.new_page()
+    # What the browser's "Duplicate tab" does: the new tab starts with the same sessionStorage.
+    copy.add_init_script(f"""(() => {{
+        const copied = {stored};
+        if (!sessionStorage.getItem("cartera.tab")) {{
+            for (const key in copied) sessionStorage.setItem(key, copied[key]);
+        }}
+    }})()""")
+    copy.goto(f"{system.wallet}/app/#/cards")
+    expect(copy.locator("#view-login")).to_be_visible()
+    expect(copy.locator("#error")).to_contain_text("copy of another")
+    assert copy.evaluate("() => sessionStorage.getItem('cartera.tokens')") is None
+    # The first tab refreshes (its access token made stale) and its session lives on.
+    first.evaluate("""() => {
+        const t = JSON.parse(sessionStorage.getItem("cartera.tokens"));
+        t.access = "no-longer-valid";
+        sessionStorage.setItem("cartera.tokens", JSON.stringify(t));
+    }""")
+    first.locator("#nav a[data-route=settings]").click()
+    expect(first.locator("#me")).to_contain_text(CITIZENS[1])
+    tokens = first.evaluate("() => JSON.parse(sessionStorage.getItem('cartera.tokens'))")
+    me = httpx.get(f"{system.wallet}/v1/me", headers={"Authorization": f"Bearer {tokens['access']}"})
+    assert me.status_code == 200, me.text
+    # A reload is the same tab: it keeps its tokens.
+    first.reload()
+    first.locator("#nav a[data-route=settings]").click()
+    expect(first.locator("#me")).to_contain_text(CITIZENS[1])

@@ -46,7 +46,8 @@
       err_unsatisfiable: "No tens les credencials que es demanen.", err_invalid_pin: "El PIN no és correcte.", err_pin_required: "Escriu el PIN de la cartera.",
       err_pin_locked: "Massa intents: torna-ho a provar més tard.", err_invalid_backup: "La contrasenya o el fitxer no són correctes.",
       err_invalid_request: "Les dades no són vàlides.", err_generic: "No s'ha pogut fer ({0}).", err_network: "No hi ha connexió amb el servei.",
-      loginFailed: "No s'ha pogut iniciar la sessió."
+      loginFailed: "No s'ha pogut iniciar la sessió.",
+      tabCopied: "Aquesta pestanya és una còpia d'una altra: inicia-hi la sessió (l'altra continua oberta)."
     },
     es: {
       checkNow: "Comprobar ahora", askAction: "Pedirla a un emisor", catalogueTitle: "Pedir una credencial a un emisor", catalogueIntro: "El emisor te pedirá que inicies sesión y después la credencial llegará a tu cartera.", request: "Pedir «{0}»", unavailable: "Ahora no está disponible.", issuanceFailed: "El emisor no ha entregado la credencial.",
@@ -90,7 +91,8 @@
       err_unsatisfiable: "No tienes las credenciales que se piden.", err_invalid_pin: "El PIN no es correcto.", err_pin_required: "Escribe el PIN de la cartera.",
       err_pin_locked: "Demasiados intentos: vuelve a probar más tarde.", err_invalid_backup: "La contraseña o el archivo no son correctos.",
       err_invalid_request: "Los datos no son válidos.", err_generic: "No se ha podido hacer ({0}).", err_network: "No hay conexión con el servicio.",
-      loginFailed: "No se ha podido iniciar sesión."
+      loginFailed: "No se ha podido iniciar sesión.",
+      tabCopied: "Esta pestaña es una copia de otra: inicia sesión en ella (la otra sigue abierta)."
     },
     en: {
       checkNow: "Check now", askAction: "Ask an issuer", catalogueTitle: "Ask an issuer for a credential", catalogueIntro: "The issuer will ask you to log in, then the credential comes to your wallet.", request: "Ask for “{0}”", unavailable: "Not available now.", issuanceFailed: "The issuer did not deliver the credential.",
@@ -134,7 +136,8 @@
       err_unsatisfiable: "You do not have the credentials asked for.", err_invalid_pin: "The PIN is not correct.", err_pin_required: "Enter your wallet PIN.",
       err_pin_locked: "Too many attempts: try again later.", err_invalid_backup: "The passphrase or the file is not correct.",
       err_invalid_request: "The data is not valid.", err_generic: "That did not work ({0}).", err_network: "The service cannot be reached.",
-      loginFailed: "The login did not succeed."
+      loginFailed: "The login did not succeed.",
+      tabCopied: "This tab is a copy of another one: log in here too (the other one stays logged in)."
     }
   };
 
@@ -276,20 +279,59 @@
     $("decline").disabled = true;
   }
 
+  // A tab duplicated from this one starts with a copy of its sessionStorage, refresh token included,
+  // and whichever of the two refreshed second would end the session for both (a refresh token used
+  // twice is taken for a stolen one). Each tab keeps an id in sessionStorage and, on a BroadcastChannel,
+  // says so to a tab that asks whether its id is taken: a tab whose id is taken is the copy, and forgets
+  // the tokens it was handed (its citizen logs in there; the original tab goes on). A reloaded tab finds
+  // nobody with its id and keeps its tokens. No refresh leaves before the question is settled.
+  var TAB_ANSWER_MS = 300;
+  var tabSettled = (function () {
+    var channel = "BroadcastChannel" in window ? new BroadcastChannel("cartera.tabs") : null;
+    var inherited = sessionStorage.getItem("cartera.tab");
+    var mine = null;  // answered for only once settled, or two copies would each call the other a copy
+    var taken = null;  // while asking: what to do when another tab answers that the id is its own
+    function settle(id) { mine = id; sessionStorage.setItem("cartera.tab", id); }
+    if (channel) {
+      channel.onmessage = function (event) {
+        var data = event.data || {};
+        if (mine && data.ask === mine) { channel.postMessage({ taken: mine }); }
+        if (!mine && taken && data.taken === inherited) { taken(); }
+      };
+    }
+    if (!channel || !inherited) { settle(inherited || randomState()); return Promise.resolve(); }
+    return new Promise(function (resolve) {
+      var timer = setTimeout(function () { settle(inherited); resolve(); }, TAB_ANSWER_MS);
+      taken = function () {
+        clearTimeout(timer);
+        settle(randomState());
+        if (tokens()) {
+          dropTokens();
+          flashError = t("tabCopied");
+          route(null);
+        }
+        resolve();
+      };
+      channel.postMessage({ ask: inherited });
+    });
+  })();
+
   // One refresh at a time: a refresh token is good for one use, and the server takes a second use of
   // it for a stolen token's and ends the session. Calls that meet a 401 together share one refresh.
   var refreshing = null;
 
   function refresh() {
     if (refreshing) { return refreshing; }
-    var current = tokens();
-    if (!current || !current.refresh) { return Promise.resolve(false); }
-    refreshing = fetch("/v1/auth/token", {
-      method: "POST", headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ grant_type: "refresh_token", refresh_token: current.refresh })
-    }).then(function (r) {
-      if (!r.ok) { return false; }
-      return r.json().then(function (body) { saveTokens(body); return true; });
+    refreshing = tabSettled.then(function () {
+      var current = tokens();
+      if (!current || !current.refresh) { return false; }
+      return fetch("/v1/auth/token", {
+        method: "POST", headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ grant_type: "refresh_token", refresh_token: current.refresh })
+      }).then(function (r) {
+        if (!r.ok) { return false; }
+        return r.json().then(function (body) { saveTokens(body); return true; });
+      });
     }).catch(function () { return false; }).then(function (ok) { refreshing = null; return ok; });
     return refreshing;
   }
