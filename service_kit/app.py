@@ -46,6 +46,7 @@ def create_service_app(
     readiness_checks: Mapping[str, ReadinessCheck] | None = None,
     configure_logs: bool = True,
     body_limits: Mapping[str, int] | None = None,
+    no_store_api: bool = False,
 ) -> FastAPI:
     """Build a FastAPI app with error handlers, middlewares, ``/healthz``, ``/readyz`` and ``/metrics``.
 
@@ -54,7 +55,7 @@ def create_service_app(
     shutdown; the database is disposed last. ``configure_logs=False`` leaves logging as it is (tests
     that capture logs themselves, or an embedding process that configured it already). ``body_limits``
     maps exact paths with larger legitimate bodies to their own limit (``settings.max_body_bytes``
-    elsewhere).
+    elsewhere). ``no_store_api``: every answer under ``api_prefix`` says ``Cache-Control: no-store``.
     """
     if configure_logs:
         configure_logging(name, settings.log_level)
@@ -99,7 +100,8 @@ def create_service_app(
     # add_middleware puts each new middleware outside the previous ones: add innermost first.
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes, path_limits=body_limits)
     install_cors(app, settings.cors_origins)
-    app.add_middleware(SecurityHeadersMiddleware, hsts=settings.public_url.startswith("https://"))
+    app.add_middleware(SecurityHeadersMiddleware, hsts=settings.public_url.startswith("https://"),
+                       no_store_prefix=api_prefix + "/" if no_store_api else None)
     app.add_middleware(
         RequestContextMiddleware, on_complete=metrics.observe_request, error_response=internal_error_asgi
     )

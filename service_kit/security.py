@@ -108,20 +108,31 @@ class SecurityHeadersMiddleware:
     Every response: ``X-Content-Type-Options: nosniff`` and ``Referrer-Policy: no-referrer``. HTML
     responses also: a ``Content-Security-Policy`` (``default-src 'self'; frame-ancestors 'none'``...) and
     ``X-Frame-Options: DENY``. A page that needs another policy (e.g. with a nonce) sets its own.
+
+    ``no_store_prefix``: every response under that path says ``Cache-Control: no-store`` and ``Pragma:
+    no-cache``, whatever the route set (a service whose every API answer is personal: the wallet's
+    credentials, history, the citizen's name and logins must not stay in a browser's or a proxy's
+    cache after logout, where anyone at that browser could read them back).
     """
 
-    def __init__(self, app: ASGIApp, *, hsts: bool = False) -> None:
+    def __init__(self, app: ASGIApp, *, hsts: bool = False, no_store_prefix: str | None = None) -> None:
         self.app = app
         self.hsts = hsts
+        self.no_store_prefix = no_store_prefix
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
 
+        no_store = self.no_store_prefix is not None and scope.get("path", "").startswith(self.no_store_prefix)
+
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = list(message.get("headers", []))
+                if no_store:
+                    headers = [(k, v) for k, v in headers if k.lower() not in (b"cache-control", b"pragma")]
+                    headers += [(b"cache-control", b"no-store"), (b"pragma", b"no-cache")]
                 present = {name.lower() for name, _ in headers}
                 content_type = next((v for k, v in headers if k.lower() == b"content-type"), b"")
                 extra: list[tuple[bytes, bytes]] = [

@@ -12,7 +12,6 @@ from fastapi import APIRouter, FastAPI
 from service_kit.app import create_service_app
 from service_kit.crypto import load_master_key
 from service_kit.db import Database
-from service_kit.logging import ASGIApp, Message, Receive, Scope, Send
 from service_kit.migrations import run_migrations_async
 from service_kit.ratelimit import build_limiter
 
@@ -28,31 +27,6 @@ SETTINGS_CLASS = WalletSettings  # what create_app builds from; service_kit.serv
 DESCRIPTION = """The citizen's cloud wallet: login (VÀLid, OpenID Connect), an encrypted vault, receiving
 credentials by OpenID4VCI, sharing them by OpenID4VP with explicit consent, history, alerts and backups.
 Every `/v1/` route except the login steps needs `Authorization: Bearer <access token>`."""
-
-
-class NoStoreMiddleware:
-    """Every answer under the API prefix carries ``Cache-Control: no-store`` (and ``Pragma: no-cache``):
-    credentials, history, the citizen's name and logins must not stay in a browser's (or a proxy's)
-    HTTP cache after logout, where anyone at that browser could read them back. A plain ASGI
-    middleware, so streamed answers (the alert stream) stay streamed, and routes that answer a
-    ``Response`` of their own are covered as well as those that return data."""
-
-    def __init__(self, app: ASGIApp, prefix: str) -> None:
-        self.app = app
-        self.prefix = prefix
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not scope.get("path", "").startswith(self.prefix):
-            await self.app(scope, receive, send)
-            return
-
-        async def send_no_store(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() not in (b"cache-control", b"pragma")]
-                message["headers"] = [*headers, (b"cache-control", b"no-store"), (b"pragma", b"no-cache")]
-            await send(message)
-
-        await self.app(scope, receive, send_no_store)
 
 
 def create_app(settings: WalletSettings | None = None, *, transport: httpx.AsyncBaseTransport | None = None,
@@ -95,8 +69,9 @@ def create_app(settings: WalletSettings | None = None, *, transport: httpx.Async
     # A backup holds every credential (and its batch copies): more than an API call, so its own limit.
     app = create_service_app(name="wallet", version=__version__, settings=settings, db=db,
                              lifespan_hooks=(migrate, sweeps), description=DESCRIPTION,
-                             body_limits={"/v1/backup/import": settings.max_backup_bytes})
-    app.add_middleware(NoStoreMiddleware, prefix=app.state.api_prefix + "/")
+                             body_limits={"/v1/backup/import": settings.max_backup_bytes},
+                             # Every API answer is the citizen's: none may stay in a browser cache after logout.
+                             no_store_api=True)
     app.state.wallet = ctx
     app.state.rate_limiter = build_limiter(settings, db, RateLimitBucket, load_master_key(settings))
     api = APIRouter()
