@@ -21,7 +21,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-from .errors import DCQLError
+from .errors import DCQLError, SSIError
 
 PathElement = str | int | None
 ClaimPath = tuple[PathElement, ...]
@@ -29,11 +29,15 @@ ClaimPath = tuple[PathElement, ...]
 _ID = re.compile(r"[A-Za-z0-9_-]+")  # fullmatch: '$' would admit a final "\n"
 SD_JWT_VC_FORMAT = "dc+sd-jwt"
 MDOC_FORMAT = "mso_mdoc"
+#: ``trusted_authorities`` types that :func:`authority_matches` can decide (OpenID4VP 1.0 §6.1.1).
+SUPPORTED_AUTHORITY_TYPES = frozenset({"aki"})
 
 
 @runtime_checkable
 class DCQLCredential(Protocol):
-    """What :func:`evaluate` needs from a holder's credential (``ssi.sd_jwt.SDJWT`` provides it)."""
+    """What :func:`evaluate` needs from a holder's credential (``ssi.sd_jwt.SDJWT`` provides it). A
+    ``header`` attribute (the issuer-signed JWT's header) is read too when a query names
+    ``trusted_authorities``."""
 
     format: str
     vct: str | None
@@ -405,8 +409,8 @@ class DCQLResult:
     credential_sets: list[CredentialSetOutcome] = field(default_factory=list)
 
 
-_REASON_RANK = {"format_mismatch": 0, "vct_mismatch": 1, "missing_claim": 2, "value_mismatch": 3,
-                "no_claim_set_satisfied": 4}
+_REASON_RANK = {"format_mismatch": 0, "vct_mismatch": 1, "untrusted_authority": 2, "missing_claim": 3,
+                "value_mismatch": 4, "no_claim_set_satisfied": 5}
 
 
 def index_anchors(pointer: Sequence[PathElement], path: ClaimPath) -> list[ClaimPath]:
@@ -472,6 +476,28 @@ def _dedupe(pairs: list[tuple[ClaimPath, Any]]) -> list[tuple[ClaimPath, Any]]:
     return out
 
 
+def authority_matches(authorities: Sequence[TrustedAuthoritiesQuery], header: Any) -> bool:
+    """Whether a credential whose issuer-signed JWT has ``header`` comes from one of ``authorities``.
+
+    Only type ``aki`` can be decided from the credential itself: one of its values must be the
+    Authority Key Identifier of a certificate in the header's ``x5c`` (OpenID4VP 1.0 §6.1.1). The
+    other types (``etsi_tl``, ``openid_federation``) need a trust framework this library does not
+    consult, so they never match: sharing with a verifier that restricted the issuers in a way we
+    cannot check would be a guess. A credential without ``x5c`` matches no ``aki``.
+    """
+    akis = [value for authority in authorities if authority.type in SUPPORTED_AUTHORITY_TYPES
+            for value in authority.values]
+    if not akis or not isinstance(header, Mapping) or "x5c" not in header:
+        return False
+    from .x509 import authority_key_identifiers  # only queries with trusted_authorities pay for X.509
+
+    try:
+        present = authority_key_identifiers(header["x5c"])
+    except SSIError:
+        return False
+    return any(value in present for value in akis)
+
+
 def match_credential(cq: CredentialQuery, credential: Any) -> Match | str:
     """Match one credential against one Credential Query: a :class:`Match` or the reason code."""
     if getattr(credential, "format", None) != cq.format:
@@ -479,6 +505,9 @@ def match_credential(cq: CredentialQuery, credential: Any) -> Match | str:
     vct_values = cq.vct_values
     if vct_values is not None and getattr(credential, "vct", None) not in vct_values:
         return "vct_mismatch"
+    if cq.trusted_authorities is not None and not authority_matches(cq.trusted_authorities,
+                                                                    getattr(credential, "header", None)):
+        return "untrusted_authority"
     result = _select_claims(getattr(credential, "claims", None), cq)
     if isinstance(result, str):
         return result
@@ -495,8 +524,9 @@ def match_credential(cq: CredentialQuery, credential: Any) -> Match | str:
 
 def evaluate(query: DCQLQuery, credentials: Sequence[Any]) -> DCQLResult:
     """Evaluate ``query`` against the holder's ``credentials`` (objects with the
-    :class:`DCQLCredential` members). Trusted-authority and holder-binding constraints are not
-    evaluated here: they need issuer and key information the wallet checks separately."""
+    :class:`DCQLCredential` members). ``trusted_authorities`` is evaluated from each credential's
+    ``header`` (see :func:`authority_matches`); holder binding is not: every credential a Cartera
+    wallet holds is key-bound."""
     matches: dict[str, list[Match]] = {}
     unsatisfied: dict[str, str] = {}
     for cq in query.credentials:
@@ -568,8 +598,9 @@ def check_presented(query: DCQLQuery, presented: Mapping[str, Sequence[Mapping[s
     Returns an empty list when the answer satisfies the query: known ids only, one presentation
     unless ``multiple``, vct, claims and their ``values``, ``claim_sets``, and ``credential_sets``
     (or every query when there are none). ``trusted_authorities`` and
-    ``require_cryptographic_holder_binding`` are not checked here (the issuer key resolver and
-    ``require_kb`` enforce trust and binding). An integer index in a path applies to the presented
+    ``require_cryptographic_holder_binding`` are not checked here, since they concern the verified
+    credential rather than its claims: the caller applies :func:`authority_matches` to the verified
+    header and ``require_kb``. An integer index in a path applies to the presented
     array, from which withheld elements are absent (see :func:`index_anchors`).
     """
     if not isinstance(presented, Mapping):

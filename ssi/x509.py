@@ -306,6 +306,18 @@ def _decode_x5c(x5c: Any) -> list[x509.Certificate]:
     return chain
 
 
+def authority_key_identifiers(x5c: Any) -> frozenset[str]:
+    """The ``keyIdentifier`` of every Authority Key Identifier in an ``x5c`` chain, base64url-encoded:
+    the values an OpenID4VP ``trusted_authorities`` query of type ``aki`` names (OpenID4VP 1.0
+    §6.1.1). A leaf alone still yields its CA's identifier. Raises ``X509Error`` for a bad ``x5c``."""
+    found = set()
+    for cert in _decode_x5c(x5c):
+        aki = _extension(cert, x509.AuthorityKeyIdentifier)
+        if aki is not None and aki.key_identifier:
+            found.add(b64url_encode(aki.key_identifier))
+    return frozenset(found)
+
+
 # -- validation ----------------------------------------------------------------------------------
 
 def _der(cert: x509.Certificate) -> bytes:

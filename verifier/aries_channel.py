@@ -88,6 +88,9 @@ def query_for_aries(dcql_query: dict[str, Any], query_id: str | None) -> tuple[s
     query = chosen[0]
     if query.get("claim_sets") or dcql_query.get("credential_sets") and len(queries) > 1:
         raise APIError(400, "invalid_request", "claim_sets and credential_sets cannot be asked over DIDComm")
+    if query.get("trusted_authorities"):
+        raise APIError(400, "invalid_request",
+                       "trusted_authorities cannot be asked over DIDComm: its credentials carry no X.509 chain")
     vcts = (query.get("meta") or {}).get("vct_values") or []
     if len(vcts) != 1:
         raise APIError(400, "invalid_request", "an Aries request needs exactly one vct in the credential query")

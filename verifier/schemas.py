@@ -5,8 +5,10 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
-from ssi.dcql import parse_dcql_query
+from ssi.dcql import SUPPORTED_AUTHORITY_TYPES, parse_dcql_query
+from ssi.encoding import b64url_decode
 from ssi.errors import SSIError
 from ssi.oid4vci import check_url
 
@@ -42,10 +44,20 @@ class TrustedIssuer(BaseModel):
 
 
 def _check_query(value: dict[str, Any]) -> dict[str, Any]:
+    # PydanticCustomError, unlike ValueError, reaches the agency's error description: these texts
+    # carry a stable code and never the input.
     try:
-        parse_dcql_query(value, strict=True)
+        query = parse_dcql_query(value, strict=True)
+        for cq in query.credentials:
+            for authority in cq.trusted_authorities or ():
+                # A type the verifier cannot check would be a restriction announced and never enforced.
+                if authority.type not in SUPPORTED_AUTHORITY_TYPES:
+                    raise PydanticCustomError("dcql_query", "a trusted_authorities type other than 'aki' "
+                                              "cannot be enforced by this verifier")
+                for aki in authority.values:
+                    b64url_decode(aki)
     except SSIError as exc:
-        raise ValueError(f"dcql_query is not valid ({exc.code})") from None
+        raise PydanticCustomError("dcql_query", "dcql_query is not valid ({code})", {"code": exc.code}) from None
     return value
 
 

@@ -9,6 +9,8 @@ For each presentation (``<sd-jwt>~<disclosures>~<kb-jwt>``) under each Credentia
    ``cnf``, ``aud`` = full client id, ``nonce`` of the transaction, ``iat`` fresh, ``sd_hash``).
 2. Token Status List: fetched over HTTP, signature checked with the same issuer key resolution,
    cached for its ``ttl``; 1 → ``verifier.revoked``, 2 → ``verifier.suspended``.
+   A query's ``trusted_authorities`` (type ``aki``) must name an Authority Key Identifier of the
+   verified ``x5c`` chain (:func:`ssi.dcql.authority_matches`), else ``dcql.untrusted_authority``.
 3. The disclosed claims against the DCQL query (:func:`ssi.dcql.check_presented`), ``values`` and
    ``credential_sets`` included.
 
@@ -32,7 +34,15 @@ from cryptography import x509 as cx509
 
 from service_kit.outbound import CALL_DEADLINE_FACTOR
 from ssi import x509 as ssi_x509
-from ssi.dcql import ClaimPath, DCQLQuery, check_presented, parse_dcql_query, resolve_path
+from ssi.dcql import (
+    ClaimPath,
+    CredentialQuery,
+    DCQLQuery,
+    authority_matches,
+    check_presented,
+    parse_dcql_query,
+    resolve_path,
+)
 from ssi.encoding import b64url_decode, json_loads
 from ssi.errors import EncodingError, SDJWTVCError, SSIError, StatusListError
 from ssi.jose import DEFAULT_ALGORITHMS, Key, parse_jws
@@ -396,7 +406,7 @@ class PresentationVerifier:
                     outcome.errors.append(CheckError("verifier.bad_presentation", qid,
                                                      "an SD-JWT VC presentation must be a string"))
                     continue
-                credential = await self._check_one(item, qid, cq.vct_values, ctx, policy, outcome)
+                credential = await self._check_one(item, cq, ctx, policy, outcome)
                 if credential is not None:
                     presented.setdefault(qid, []).append(credential.claims)
                     verified_items.setdefault(qid, []).append(credential)
@@ -419,8 +429,9 @@ class PresentationVerifier:
             } for vc in credentials]
         return outcome
 
-    async def _check_one(self, presentation: str, qid: str, vct_values: tuple[str, ...] | None,
-                         ctx: TransactionContext, policy: TrustPolicy, outcome: Outcome) -> VerifiedCredential | None:
+    async def _check_one(self, presentation: str, cq: CredentialQuery, ctx: TransactionContext,
+                         policy: TrustPolicy, outcome: Outcome) -> VerifiedCredential | None:
+        qid, vct_values = cq.id, cq.vct_values
         parts = _unverified_parts(presentation)
         if parts is not None and "x5c" not in parts[0]:
             iss = parts[1].get("iss")
@@ -433,6 +444,10 @@ class PresentationVerifier:
                                   allow_http_loopback=self.allow_http_loopback)
         except SSIError as exc:
             outcome.errors.append(CheckError(exc.code, qid, exc.detail))
+            return None
+        if cq.trusted_authorities is not None and not authority_matches(cq.trusted_authorities, vc.header):
+            outcome.errors.append(CheckError("dcql.untrusted_authority", qid,
+                                             "the credential's certificate chain names none of the trusted authorities"))
             return None
         if vc.status is not None:
             try:

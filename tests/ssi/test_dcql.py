@@ -543,3 +543,52 @@ def test_index_paths_end_to_end_with_real_sd_jwt_vcs() -> None:
             assert verified.claims["nationalities"] == shown
         else:
             assert [d["type"] for d in verified.claims["degrees"]] == ["BSc", "MSc"]
+
+
+# -- trusted_authorities (OpenID4VP 1.0 §6.1.1) ----------------------------------------------------
+
+def test_trusted_authorities_aki_selects_credentials_by_their_certificate_chain() -> None:
+    from cryptography import x509 as cx509
+
+    from ssi import x509 as ssi_x509
+    from ssi.encoding import b64url_encode
+    from ssi.jose import Key
+    from ssi.sd_jwt import SDJWT
+    from ssi.sd_jwt_vc import issue_sd_jwt_vc
+
+    def ski(ca: Any) -> str:
+        return b64url_encode(ca.extensions.get_extension_for_class(cx509.SubjectKeyIdentifier).value.digest)
+
+    _root_key, root = ssi_x509.create_ca("Root")
+    mid_key, mid = ssi_x509.create_ca("Intermediate")
+    other_key, other = ssi_x509.create_ca("Other root")
+    holder = Key.generate("ES256").public_jwk()
+
+    def held(ca_key: Key, ca: Any, chain_above: list) -> SDJWT:
+        key = Key.generate("ES256")
+        leaf = ssi_x509.issue_certificate(ca_key, ca, key, "Issuer", san_uris=["https://issuer.example.org"])
+        return SDJWT.parse(issue_sd_jwt_vc({"given_name": "Arthur"}, vct=PID, issuer="https://issuer.example.org",
+                                           key=key, holder_jwk=holder, disclosable=[("given_name",)],
+                                           x5c=ssi_x509.x5c_from_chain([leaf, *chain_above])))
+
+    # A chain leaf <- intermediate (the intermediate here is self-signed: only the AKIs matter).
+    under_mid = held(mid_key, mid, [mid])
+    under_other = held(other_key, other, [])
+    no_x5c = SDJWT.parse(issue_sd_jwt_vc({"given_name": "Arthur"}, vct=PID, issuer="https://issuer.example.org",
+                                         key=Key.generate("ES256"), holder_jwk=holder, disclosable=[("given_name",)]))
+    assert ssi_x509.authority_key_identifiers(under_mid.header["x5c"]) == {ski(mid)}
+
+    def matching(*authorities: dict) -> list[Any]:
+        query = parse_dcql_query(q(cred(claims=[{"path": ["given_name"]}], trusted_authorities=list(authorities))))
+        result = evaluate(query, [under_mid, under_other, no_x5c])
+        return [m.credential for m in result.matches["pid"]] or [result.unsatisfied["pid"]]
+
+    assert matching({"type": "aki", "values": [ski(mid)]}) == [under_mid]
+    assert matching({"type": "aki", "values": [ski(root), ski(other)]}) == [under_other]
+    assert matching({"type": "aki", "values": [ski(root)]}) == ["untrusted_authority"]
+    # Types a wallet cannot decide from the credential never match, even beside a matching one.
+    assert matching({"type": "etsi_tl", "values": ["https://tl.example.eu"]}) == ["untrusted_authority"]
+    assert matching({"type": "etsi_tl", "values": ["x"]}, {"type": "aki", "values": [ski(other)]}) == [under_other]
+    # Without trusted_authorities the chain does not matter.
+    assert len(evaluate(parse_dcql_query(q(cred(claims=[{"path": ["given_name"]}]))),
+                        [under_mid, under_other, no_x5c]).matches["pid"]) == 3

@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+from cryptography import x509 as cx509
 from cryptography.hazmat.primitives import serialization
 from sqlalchemy import update
 
@@ -225,6 +226,24 @@ def status_list_unreachable(c: Ctx) -> Any:
     return c.post(c.manual(held))
 
 
+def _aki(certificate: Any) -> str:
+    """The ``aki`` value naming ``certificate`` as an authority: its Subject Key Identifier."""
+    return b64url_encode(certificate.extensions.get_extension_for_class(cx509.SubjectKeyIdentifier).value.digest)
+
+
+def authority_query(aki: str) -> dict[str, Any]:
+    return {"template": None, "purpose": {"en": "Tax check"}, "trusted_issuers": [{"vct": VCT_TAX}],
+            "dcql_query": {"credentials": [{"id": "tax", "format": "dc+sd-jwt", "meta": {"vct_values": [VCT_TAX]},
+                                            "claims": [{"path": ["nif"]}],
+                                            "trusted_authorities": [{"type": "aki", "values": [aki]}]}]}}
+
+
+def not_from_the_trusted_authority(c: Ctx) -> Any:
+    # The issuer is trusted for the type, but the query asks for credentials under another CA.
+    c.open(**authority_query(_aki(c.pki.rp_ca)))
+    return c.post(c.manual(c.creds.tax()))
+
+
 def untrusted_issuer(c: Ctx) -> Any:
     c.open()
     return c.post(c.manual(c.creds.tax(key=c.pki.rogue_key, x5c=c.pki.rogue_x5c)))
@@ -325,6 +344,7 @@ REJECTED: list[tuple[Callable[[Ctx], Any], str]] = [
     (suspended, "verifier.suspended"),
     (status_list_unreachable, "verifier.status_unavailable"),
     (untrusted_issuer, "verifier.untrusted_issuer"),
+    (not_from_the_trusted_authority, "dcql.untrusted_authority"),
     (issuer_not_trusted_for_vct, "verifier.issuer_not_trusted_for_vct"),
     (iss_not_in_certificate, "sd_jwt_vc.iss_san_mismatch"),
     (another_issuer_on_the_same_host, "sd_jwt_vc.iss_san_mismatch"),
@@ -480,3 +500,24 @@ def test_encrypted_answer_to_plain_request(ctx):
     ctx.open("direct_post")
     response = ctx.http.post(ctx.request.response_uri, data={"response": "a.b.c.d.e"})
     assert response.status_code == 400 and _code(response) == "verifier.unexpected_jwe"
+
+
+def test_a_credential_under_the_trusted_authority_is_accepted(ctx):
+    ctx.open(**authority_query(_aki(ctx.pki.issuer_ca)))
+    response = ctx.post(ctx.manual(ctx.creds.tax()))
+    assert response.status_code == 200, response.text
+    assert read_result(ctx.http, ctx.verifier, ctx.created["id"])["status"] == "verified"
+
+
+@pytest.mark.parametrize(("authority", "detail"), [
+    ({"type": "etsi_tl", "values": ["https://tl.example.eu/tl.xml"]}, "other than 'aki'"),
+    ({"type": "openid_federation", "values": ["https://ta.example.eu"]}, "other than 'aki'"),
+    ({"type": "aki", "values": ["not base64url!"]}, "dcql_query is not valid (encoding."),
+])
+def test_trusted_authorities_the_verifier_cannot_enforce_are_refused(ctx, authority, detail):
+    body = authority_query("x")
+    body["dcql_query"]["credentials"][0]["trusted_authorities"] = [authority]
+    response = ctx.http.post(f"{ctx.verifier.url}/v1/requests", json=body, headers=ctx.verifier.headers())
+    assert response.status_code == 400, response.text
+    assert response.json()["error"] == "invalid_request"
+    assert detail in response.json()["error_description"]

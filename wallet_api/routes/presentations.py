@@ -50,7 +50,7 @@ class QueryView(BaseModel):
                          "`satisfiable`. The approval sends exactly the queries with `shared` true; a "
                          "`selection` for another query is ignored.")
     reason: str | None = Field(description="Why nothing answers it (`no_credentials`, `vct_mismatch`, "
-                                          "`missing_claim`...).")
+                                          "`untrusted_authority`, `missing_claim`...).")
     options: list[OptionView] = Field(description="Matching credentials (choose one at approval).")
 
 
