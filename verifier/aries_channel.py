@@ -28,7 +28,7 @@ from fastapi import FastAPI
 from sqlalchemy import bindparam, delete, select
 
 from aries import channel, cleanup, webhooks
-from aries.client import BBS, AdminClient
+from aries.client import BBS, ED25519, AdminClient
 from aries.errors import AriesError, VerificationFailed, WebhookRefused
 from aries.presentation import ProofRequest, build_proof_request, check_presentation, precheck_presentation
 from aries.service import (
@@ -69,9 +69,8 @@ PRESENTATION_FOR_TX = (select(AriesPresentation).join(Transaction, Transaction.i
                        .where(AriesPresentation.tx_id == bindparam("tx_id"),
                               Transaction.agency_id == bindparam("agency_id")))
 
-
-
-
+#: The suites a verifier can ask for (an issuer publishing anything else is not followed).
+SUITES = frozenset({BBS, ED25519})
 
 
 def types_by_vct() -> dict[str, CredentialType]:
@@ -201,9 +200,10 @@ class VerifierAriesChannel:
                 check_url(issuer, allow_http_loopback=self.settings.dev_mode)
             except ValueError as exc:
                 raise APIError(400, "invalid_request", "trusted issuers must be https identifiers") from exc
+        proof_type = self.settings.aries_proof_types.get(ctype.id) or await self.issuers_suite(issuers, vct)
         try:
             request = build_proof_request(ctype, claims, domain=verifier_host(self.settings.public_url),
-                                          proof_type=self.settings.aries_proof_types.get(ctype.id, BBS),
+                                          proof_type=proof_type,
                                           purpose=template.purpose.get("en") or next(iter(template.purpose.values())))
         except VerificationFailed as exc:
             raise APIError(400, "invalid_request", exc.detail, extra={"code": exc.code}) from exc
@@ -357,19 +357,44 @@ class VerifierAriesChannel:
         self.runtime.check()
         return self.runtime.client
 
-    async def issuer_dids(self, issuers: list[str]) -> dict[str, str]:
-        """``{did: issuer identifier}`` published by the trusted issuers (an unreachable one contributes none)."""
+    async def _issuer_documents(self, issuers: list[str]) -> dict[str, dict[str, Any]]:
+        """``<iss>/v1/aries/issuer`` of each trusted issuer that answers one naming itself."""
         assert self.http is not None
-        found: dict[str, str] = {}
+        found: dict[str, dict[str, Any]] = {}
         for issuer in issuers:
             try:
                 answer = await self.http.get(f"{issuer}/v1/aries/issuer")
                 document = answer.json() if answer.status_code == 200 else None
             except (httpx.HTTPError, ValueError):
                 document = None
-            if isinstance(document, dict) and document.get("issuer") == issuer and isinstance(document.get("dids"), dict):
+            if isinstance(document, dict) and document.get("issuer") == issuer:
+                found[issuer] = document
+        return found
+
+    async def issuer_dids(self, issuers: list[str]) -> dict[str, str]:
+        """``{did: issuer identifier}`` published by the trusted issuers (an unreachable one contributes none)."""
+        found: dict[str, str] = {}
+        for issuer, document in (await self._issuer_documents(issuers)).items():
+            if isinstance(document.get("dids"), dict):
                 found.update({str(did): issuer for did in document["dids"].values()})
         return found
+
+    async def issuers_suite(self, issuers: list[str], vct: str) -> str:
+        """The signature suite to ask for ``vct`` when the settings pin none: the one the trusted issuers
+        publish for it. A request in another suite could never be answered (an Ed25519 credential
+        cannot yield a BBS+ derived proof, and the holder's agent presents a BBS+ one only derived).
+        Issuers that publish nothing (unreachable, or not Cartera) leave BBS+; issuers that disagree
+        answer 400, as one request cannot ask both."""
+        suites = set()
+        for document in (await self._issuer_documents(issuers)).values():
+            published = document.get("suites")
+            suite = published.get(vct) if isinstance(published, dict) else None
+            if suite in SUITES:
+                suites.add(suite)
+        if len(suites) > 1:
+            raise APIError(400, "invalid_request", "the trusted issuers sign this type with different signature "
+                                                   "suites; pin one in CARTERA_VERIFIER_ARIES_PROOF_TYPES")
+        return suites.pop() if suites else BBS
 
     async def _check(self, record: dict[str, Any], request: ProofRequest,
                      row: AriesPresentation) -> tuple[str, dict[str, Any], dt.datetime | None]:

@@ -81,5 +81,6 @@ class VerifierSettings(SigningServiceSettings):
     aries_endpoint: str = Field(default="", description="Public DIDComm endpoint of the agent (default: its loopback "
                                                         "inbound URL).")
     aries_proof_types: dict[str, Literal["Ed25519Signature2020", "BbsBlsSignature2020"]] = Field(
-        default_factory=dict, description="Signature suite asked per credential type id (JSON object); types not "
-                                          "listed are asked as BbsBlsSignature2020 (selective disclosure).")
+        default_factory=dict, description="Signature suite asked per credential type id (JSON object); for types "
+                                          "not listed, the suite the trusted issuers publish for the type at "
+                                          "`<iss>/v1/aries/issuer`, else BbsBlsSignature2020.")

@@ -88,6 +88,10 @@ async def aries_status_list(list_id: str, suite: str, tenant: TenantRef = Depend
 class AriesIssuerInfo(BaseModel):
     issuer: str = Field(description="The tenant's credential issuer identifier (https).")
     dids: dict[str, str] = Field(description="The did:key it signs Aries credentials with, per signature suite.")
+    suites: dict[str, str] = Field(
+        default_factory=dict,
+        description="The signature suite of each credential type it issues over DIDComm, by `vct` "
+                    "(`Ed25519Signature2020` or `BbsBlsSignature2020`): what a verifier asks the holder to present.")
 
 
 @router.get("/t/{slug}/v1/aries/issuer", tags=["aries"], response_model=AriesIssuerInfo,
@@ -95,5 +99,8 @@ class AriesIssuerInfo(BaseModel):
 async def aries_issuer(tenant: TenantRef = Depends(path_tenant),  # noqa: B008
                        aries: IssuerAriesChannel = Depends(get_channel),  # noqa: B008
                        ctx: IssuerContext = Depends(get_ctx)) -> AriesIssuerInfo:  # noqa: B008
-    dids = await aries.published_dids(tenant.id) if aries.enabled else {}
-    return AriesIssuerInfo(issuer=ctx.issuer_url(tenant.slug), dids=dids)
+    if not aries.enabled:
+        return AriesIssuerInfo(issuer=ctx.issuer_url(tenant.slug), dids={})
+    types = await tenant_types(ctx, None, tenant.id)
+    return AriesIssuerInfo(issuer=ctx.issuer_url(tenant.slug), dids=await aries.published_dids(tenant.id),
+                           suites={reg.ctype.vct: aries.proof_type(type_id) for type_id, reg in types.items()})
