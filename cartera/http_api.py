@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -53,9 +54,10 @@ def path_segment(value: str, what: str) -> str:
 
 
 def call_api(service: str, method: str, base_url: str, token: str, path: str, *, timeout: float = 30,
-             **kwargs: Any) -> Any:
+             answerable: Collection[str] = (), **kwargs: Any) -> Any:
     """Call ``base_url + path`` with a bearer token; return the JSON body, or exit with a readable
-    error (the API's ``error``/``error_description`` and any ``problems`` list)."""
+    error (the API's ``error``/``error_description`` and any ``problems`` list). An error whose code
+    is in ``answerable`` (one the caller can put right, e.g. by asking for a PIN) is returned instead."""
     if not token:
         fail(f"no credentials for the {service}", hint="give --api-key/--token or set the environment variable")
     try:
@@ -79,6 +81,8 @@ def call_api(service: str, method: str, base_url: str, token: str, path: str, *,
     if response.status_code >= 400:
         if not isinstance(body, dict):
             body = {}
+        if body.get("error") in answerable:
+            return body
         listed = body.get("problems")
         problems = "; ".join(f"{p.get('path')}: {p.get('message')}" for p in
                              (listed if isinstance(listed, list) else [])[:10] if isinstance(p, dict))

@@ -33,20 +33,21 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JS
 DEFAULT_URL = "http://127.0.0.1:8003"
 
 
-
-
+def _ask_secret(label: str, missing: str, hint: str) -> str:
+    """A secret from the terminal without echo (the question on standard error, so that standard
+    output stays for --json), or the first line of standard input when it is not a terminal."""
+    if sys.stdin.isatty():
+        value = typer.prompt(label, hide_input=True, err=True)
+    else:
+        value = sys.stdin.readline()
+    if not value.strip():
+        fail(missing, hint=hint)
+    return value.strip()
 
 
 def _ask_tx_code() -> str:
-    """The transaction code from the terminal without echo (the question on standard error, so that
-    standard output stays for --json), or the first line of standard input when it is not a terminal."""
-    if sys.stdin.isatty():
-        code = typer.prompt("Transaction code", hide_input=True, err=True)
-    else:
-        code = sys.stdin.readline()
-    if not code.strip():
-        fail("the offer needs a transaction code", hint="type it when asked, or set CARTERA_TX_CODE")
-    return code.strip()
+    return _ask_secret("Transaction code", "the offer needs a transaction code",
+                       "type it when asked, or set CARTERA_TX_CODE")
 
 
 def _approved(out: Console) -> bool:
@@ -152,7 +153,10 @@ def present(request_uri: Annotated[str, typer.Argument(help="The openid4vp:// UR
             url: UrlOpt = DEFAULT_URL, token: TokenOpt = "",
             as_json: Annotated[bool, typer.Option("--json", help="Print the outcome as JSON on standard output (the "
                                                   "preview and the question go to standard error).")] = False) -> None:
-    """Answer a presentation request after showing exactly what would be disclosed."""
+    """Answer a presentation request after showing exactly what would be disclosed.
+
+    When the wallet has a PIN, it is asked for without echo after the approval (or taken from
+    CARTERA_WALLET_PIN, or from the next line of standard input when that is not a terminal)."""
     preview = call_api("wallet API", "POST", url, token, "/v1/presentations", json={"request_uri": request_uri})
     presentation_id = path_segment(preview.get("presentation_id"), "presentation id")
     # With --json, standard output carries the JSON answer only.
@@ -176,7 +180,13 @@ def present(request_uri: Annotated[str, typer.Argument(help="The openid4vp:// UR
     if not yes and not _approved(out):
         result = call_api("wallet API", "POST", url, token, f"/v1/presentations/{presentation_id}/decline")
     else:
-        result = call_api("wallet API", "POST", url, token, f"/v1/presentations/{presentation_id}/approve", json={})
+        approve = f"/v1/presentations/{presentation_id}/approve"
+        result = call_api("wallet API", "POST", url, token, approve, json={}, answerable={"pin_required"})
+        if result.get("error") == "pin_required":
+            # The PIN is asked only when the wallet has one; never taken from the command line (ps, history).
+            pin = os.environ.get("CARTERA_WALLET_PIN") or _ask_secret(
+                "Wallet PIN", "the wallet needs its PIN to send claims", "type it when asked, or set CARTERA_WALLET_PIN")
+            result = call_api("wallet API", "POST", url, token, approve, json={"pin": pin})
     if as_json:
         typer.echo(json.dumps(result, indent=1, ensure_ascii=False))
     else:

@@ -45,6 +45,8 @@ class FakeAPI:
         self.seen.append((request.method, request.url.path, json.loads(body) if body else None))
         status, answer = self.routes.get((request.method, request.url.path),
                                          (404, {"error": "not_found", "error_description": request.url.path}))
+        if callable(answer):  # an answer that depends on the request body
+            status, answer = answer(json.loads(body) if body else None)
         if isinstance(answer, str):
             return Response(answer, status_code=status, media_type="text/html")
         return JSONResponse(answer, status_code=status)
@@ -133,6 +135,38 @@ def test_present_json_keeps_standard_output_for_the_json(api: tuple[FakeAPI, str
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout) == {"state": "declined"}
     assert "Send these claims?" in _err(result)
+
+
+def _approve_with_pin(body: Any) -> tuple[int, Any]:
+    """The wallet API's approval when the wallet has PIN 4321."""
+    pin = (body or {}).get("pin")
+    if not pin:
+        return 403, {"error": "pin_required", "error_description": "this wallet needs its PIN"}
+    if pin != "4321":
+        return 403, {"error": "invalid_pin", "error_description": "wrong PIN", "attempts_left": 4}
+    return 200, {"state": "sent"}
+
+
+def test_present_asks_for_the_pin_when_the_wallet_has_one(api: tuple[FakeAPI, str]) -> None:
+    fake, base = api
+    fake.routes[("POST", "/v1/presentations")] = (201, _preview("Grant", "x509_san_dns:desk.example"))
+    fake.routes[("POST", "/v1/presentations/p_1/approve")] = (0, _approve_with_pin)
+    # Standard input is not a terminal here: the answer, then the PIN, one line each.
+    result = runner.invoke(app, ["wallet", "present", "openid4vp://?request_uri=x", "--url", base, "--token", "t",
+                                 "--json"], input="y\n4321\n")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == {"state": "sent"}
+    assert [body for method, path, body in fake.seen if path.endswith("/approve")] == [{}, {"pin": "4321"}]
+    # From the environment, and a wrong one is the API's readable error.
+    fake.seen.clear()
+    result = runner.invoke(app, ["wallet", "present", "openid4vp://?request_uri=x", "--url", base, "--token", "t",
+                                 "--yes"], env={"CARTERA_WALLET_PIN": "0000"})
+    assert result.exit_code == 1 and "invalid_pin: wrong PIN" in _err(result)
+    assert "0000" not in result.output
+    # No PIN given: nothing is sent and the error says how to give it.
+    result = runner.invoke(app, ["wallet", "present", "openid4vp://?request_uri=x", "--url", base, "--token", "t",
+                                 "--yes"], input="")
+    assert result.exit_code == 1 and "CARTERA_WALLET_PIN" in _err(result)
 
 
 def test_api_error_text_is_not_markup(api: tuple[FakeAPI, str]) -> None:
