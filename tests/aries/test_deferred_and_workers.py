@@ -14,6 +14,7 @@ import json
 import os
 import secrets
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -308,3 +309,41 @@ def test_a_worker_starting_after_its_owner_was_killed_adopts_the_running_agent(t
         assert not _acapy_processes(kwargs["data_dir"])
 
     asyncio.run(scenario())
+
+
+def test_an_abandoned_exchange_settles_issued_when_the_agent_had_issued_the_credential(outside: Outside) -> None:
+    """ACA-Py abandons a record on a holder's problem report in any state, and delivers webhooks
+    concurrently: an ``abandoned`` event whose record holds the issued credential (``cred_issue``)
+    may come before, or instead of, ``credential-issued``. The holder has the credential then, so its
+    issuance record (and the status entry that can revoke it) must stay; without ``cred_issue`` the
+    offer was never fulfilled and the record is withdrawn."""
+    settings = _issuer_settings(outside, "issuer-abandoned")
+    tenant = _provision(outside, settings)
+    headers = {"Authorization": f"Bearer {tenant['api_key']}"}
+    url = "/v1/aries/webhooks/topic/issue_credential_v2_0/"
+    app = create_issuer(settings, configure_logs=False)
+    outcomes = {}
+    with serve(app, port=settings.port) as base:
+        for holds_credential in (True, False):
+            invitation = _invite(base, tenant["api_key"], READY_SUBJECT)
+            asyncio.run(_connect(outside.wallet, invitation["short_url"]))
+            offered = _wait_exchange(base, tenant["api_key"], invitation["exchange_id"], {"offered"})
+            record_url = f"{base}/v1/credentials/{offered['credential_id']}"
+            assert httpx.get(record_url, headers=headers).status_code == 200
+            db = outside.root / settings.data_dir.name / "issuer.db"
+            with sqlite3.connect(db) as conn:
+                (cred_ex_id,) = conn.execute("SELECT cred_ex_id FROM aries_exchanges WHERE id = ?",
+                                             (invitation["exchange_id"],)).fetchone()
+            # What the agent posts: the record, abandoned, with or without the credential it issued.
+            record = {"cred_ex_id": cred_ex_id, "thread_id": f"t-{cred_ex_id}", "state": "abandoned",
+                      "error_msg": "issuance-abandoned", "by_format": {"cred_offer": {"ld_proof": {}}}}
+            if holds_credential:
+                record["by_format"]["cred_issue"] = {"ld_proof": {"credentialSubject": {}}}
+            posted = httpx.post(base + url, content=json.dumps(record),
+                                headers={"x-api-key": app.state.aries.runtime.webhook_key})
+            assert posted.status_code == 200, posted.text
+            settled = _wait_exchange(base, tenant["api_key"], invitation["exchange_id"], {"issued", "abandoned"})
+            kept = httpx.get(record_url, headers=headers)
+            outcomes[holds_credential] = (settled["state"], kept.status_code,
+                                          kept.json().get("status") if kept.status_code == 200 else None)
+    assert outcomes == {True: ("issued", 200, "valid"), False: ("abandoned", 404, None)}
