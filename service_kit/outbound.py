@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import socket
+import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -264,3 +265,63 @@ def guarded_sync_transport(policy: OutboundPolicy, **kwargs: Any) -> httpx.HTTPT
     transport = httpx.HTTPTransport(**kwargs)
     _guard_pool(transport, lambda inner: _GuardedSyncBackend(policy, inner))
     return transport
+
+
+class ResponseBodyRefused(Exception):
+    """An answer's body is larger than the caller accepts, or encoded so that it cannot be read within that."""
+
+
+#: ``Accept-Encoding`` of a bounded read: ask for the body as is (httpx asks for gzip by default, and
+#: a small compressed answer can inflate a thousandfold).
+IDENTITY = {"Accept-Encoding": "identity"}
+
+
+async def read_capped(response: httpx.Response, max_bytes: int) -> bytes:
+    """The body of a streamed ``response`` (``client.stream(...)``), at most ``max_bytes`` once
+    decoded; :class:`ResponseBodyRefused` beyond, before more than that is read or inflated.
+
+    Reads the raw bytes: a gzip or deflate body (a server may compress although asked for
+    :data:`IDENTITY`) is inflated here, never past the cap; httpx's own decoding inflates a whole
+    network chunk at once, whatever it grows to. Other codings are refused.
+    """
+    codings = [c.strip() for c in response.headers.get("content-encoding", "").lower().split(",")]
+    codings = [c for c in codings if c and c != "identity"]
+    if len(codings) > 1 or (codings and codings[0] not in ("gzip", "x-gzip", "deflate")):
+        raise ResponseBodyRefused("the answer's content encoding cannot be read within bounds")
+    declared = response.headers.get("content-length", "")
+    if declared.isascii() and declared.isdigit() and int(declared) > max_bytes:
+        # Compressed or not: nothing worth reading is bigger than the cap itself.
+        raise ResponseBodyRefused(f"the answer is larger than {max_bytes} bytes")
+    if response.is_stream_consumed:  # read already by a transport that reads answers whole
+        if len(response.content) > max_bytes:
+            raise ResponseBodyRefused(f"the answer is larger than {max_bytes} bytes")
+        return response.content
+    coding = codings[0] if codings else None
+    inflater: Any = zlib.decompressobj(16 + zlib.MAX_WBITS) if coding in ("gzip", "x-gzip") else None
+    pending = b""  # deflate: the first bytes, until they say zlib-wrapped or raw
+    parts: list[bytes] = []
+    size = raw = 0
+    async for chunk in response.aiter_raw():
+        raw += len(chunk)
+        if raw > max_bytes:
+            raise ResponseBodyRefused(f"the answer is larger than {max_bytes} bytes")
+        if coding == "deflate" and inflater is None:
+            pending += chunk
+            if len(pending) < 2:
+                continue
+            # HTTP's deflate is zlib-wrapped (RFC 1950 header); some servers send a raw stream.
+            wrapped = pending[0] & 0x0F == 8 and (pending[0] << 8 | pending[1]) % 31 == 0
+            inflater = zlib.decompressobj(zlib.MAX_WBITS if wrapped else -zlib.MAX_WBITS)
+            chunk, pending = pending, b""
+        if inflater is not None:
+            try:
+                # max_length: at most one byte past the cap comes out; the rest of the input would wait
+                # in unconsumed_tail, and there is no rest when the output stays within the limit.
+                chunk = inflater.decompress(chunk, max_bytes - size + 1)
+            except zlib.error as exc:
+                raise ResponseBodyRefused("the answer's compressed body cannot be read") from exc
+        size += len(chunk)
+        if size > max_bytes:
+            raise ResponseBodyRefused(f"the answer is larger than {max_bytes} bytes")
+        parts.append(chunk)
+    return b"".join(parts)

@@ -31,7 +31,7 @@ import hmac
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 import httpx
@@ -160,6 +160,16 @@ def _retry_after(response: httpx.Response, cap: float) -> float | None:
     return max(0.0, min(cap, (when - dt.datetime.now(dt.UTC)).total_seconds()))
 
 
+#: How much of a receiver's answer is read: only its status and ``Retry-After`` matter. A small body is
+#: read to its end (the connection can then serve the next delivery), a larger one is left unread.
+ANSWER_READ_BYTES = 16 * 1024
+
+
+async def _nothing() -> AsyncIterator[bytes]:  # an answer some transport already read (httpx.MockTransport)
+    return
+    yield b""
+
+
 async def deliver_webhook(
     client: httpx.AsyncClient,
     url: str,
@@ -188,6 +198,7 @@ async def deliver_webhook(
     for attempt in range(1, max_attempts + 1):
         headers = {
             "Content-Type": "application/json",
+            "Accept-Encoding": "identity",
             SIGNATURE_HEADER: sign_webhook(secret, body),
             EVENT_ID_HEADER: event_id,
             **(extra_headers or {}),
@@ -196,9 +207,16 @@ async def deliver_webhook(
         try:
             # Each wait is bounded by the timeout, the whole attempt by a deadline: a receiver trickling
             # its answer would otherwise hold the delivery loop, and every other endpoint's events.
-            async with asyncio.timeout(CALL_DEADLINE_FACTOR * (timeout or client.timeout.read or 5.0)):
-                response = await (client.post(url, content=body, headers=headers) if timeout is None
-                                  else client.post(url, content=body, headers=headers, timeout=timeout))
+            async with asyncio.timeout(CALL_DEADLINE_FACTOR * (timeout or client.timeout.read or 5.0)), \
+                    client.stream("POST", url, content=body, headers=headers,
+                                  timeout=httpx.USE_CLIENT_DEFAULT if timeout is None else timeout) as response:
+                # Streamed, and the body never decoded: a receiver's answer (a gzip that inflates to
+                # gigabytes) must not cost more than a few kilobytes.
+                read = 0
+                async for chunk in (response.aiter_raw() if not response.is_stream_consumed else _nothing()):
+                    read += len(chunk)
+                    if read > ANSWER_READ_BYTES:
+                        break
         except TimeoutError:
             status, error = None, "deadline exceeded"
         except httpx.HTTPError as exc:

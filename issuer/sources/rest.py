@@ -9,12 +9,13 @@ other 4xx → :class:`SourceRefused`; 5xx, 429, timeouts and connection errors �
 from __future__ import annotations
 
 import datetime as dt
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 from urllib.parse import quote, urlsplit
 
 import anyio
 import httpx
 
+from service_kit.outbound import IDENTITY, ResponseBodyRefused, read_capped
 from ssi.encoding import json_loads
 from ssi.errors import SSIError
 
@@ -41,9 +42,17 @@ TRANSIENT_STATUS = frozenset({429, 500, 502, 503, 504})
 MAX_ANSWER_BYTES = 1_000_000
 
 
-def _retry_after(response: httpx.Response) -> int | None:
-    value = response.headers.get("retry-after", "")
-    return int(value) if value.isdigit() else None
+def _retry_after(response: _Answer) -> int | None:
+    value = response.headers.get("retry-after", "").strip()
+    return int(value) if value.isascii() and value.isdigit() else None  # isdigit alone takes "²"
+
+
+class _Answer(NamedTuple):
+    """The registry's answer: the body is read (bounded) for a 200 only, nothing else needs it."""
+
+    status_code: int
+    headers: httpx.Headers
+    content: bytes
 
 
 class RestSource:
@@ -116,8 +125,6 @@ class RestSource:
             raise SourceRefused(f"the registry refused the query (HTTP {response.status_code})")
         if response.status_code != 200:
             raise BadSourceAnswer(f"unexpected HTTP {response.status_code} from the registry")
-        if len(response.content) > MAX_ANSWER_BYTES:
-            raise BadSourceAnswer("the registry's answer is too large")
         try:
             data = json_loads(response.content)
         except SSIError as exc:
@@ -135,34 +142,43 @@ class RestSource:
         """A REST registry answers synchronously: there is nothing to poll."""
         raise SourceRefused("this source answers synchronously; there is no pending query to poll")
 
-    async def _send(self, subject: Subject, headers: dict[str, str], auth: httpx.Auth | None) -> httpx.Response:
+    async def _send(self, subject: Subject, headers: dict[str, str], auth: httpx.Auth | None) -> _Answer:
         url = self._request_url(subject)
         client = self._http or httpx.AsyncClient(timeout=self.timeout, follow_redirects=False)
+        # Uncompressed, read raw and bounded: httpx would inflate a small gzip answer to any size.
+        headers = {**headers, **IDENTITY}
         try:
             delay = self.backoff
             for attempt in range(self.retries + 1):
                 last = attempt == self.retries
                 try:
-                    if self.method == "GET":
-                        response = await client.get(url, headers=headers, auth=auth or httpx.USE_CLIENT_DEFAULT,
-                                                    timeout=self.timeout)
-                    else:
-                        response = await client.post(url, headers=headers, auth=auth or httpx.USE_CLIENT_DEFAULT,
-                                                     json={"identifier": subject.identifier,
-                                                           "identifierType": subject.identifier_type},
-                                                     timeout=self.timeout)
+                    answer = await self._attempt(client, url, subject, headers, auth)
                 except (httpx.TimeoutException, httpx.TransportError) as exc:
                     if last:
                         raise SourceUnavailable(f"the registry could not be reached ({type(exc).__name__})") from exc
                 else:
-                    if response.status_code not in TRANSIENT_STATUS or last:
-                        return response
-                    wait = _retry_after(response)
+                    if answer.status_code not in TRANSIENT_STATUS or last:
+                        return answer
+                    wait = _retry_after(answer)
                     if wait is not None and wait > self.timeout:
-                        return response  # do not sleep longer than a request may take: report it
+                        return answer  # do not sleep longer than a request may take: report it
                 await anyio.sleep(delay)
                 delay *= 2
             raise SourceUnavailable("the registry could not be reached")  # unreachable: loop returns or raises
         finally:
             if self._http is None:
                 await client.aclose()
+
+    async def _attempt(self, client: httpx.AsyncClient, url: str, subject: Subject, headers: dict[str, str],
+                       auth: httpx.Auth | None) -> _Answer:
+        payload = {"json": {"identifier": subject.identifier, "identifierType": subject.identifier_type}} \
+            if self.method == "POST" else {}
+        async with client.stream(self.method, url, headers=headers, auth=auth or httpx.USE_CLIENT_DEFAULT,
+                                 timeout=self.timeout, **payload) as response:
+            content = b""
+            if response.status_code == 200:
+                try:
+                    content = await read_capped(response, MAX_ANSWER_BYTES)
+                except ResponseBodyRefused as exc:
+                    raise BadSourceAnswer("the registry's answer is too large or cannot be read") from exc
+            return _Answer(response.status_code, response.headers, content)

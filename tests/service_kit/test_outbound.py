@@ -4,18 +4,23 @@ checked where the connection is made, against a real server on loopback."""
 from __future__ import annotations
 
 import asyncio
+import gzip
 import ipaddress
 import time
+import zlib
 from collections.abc import Iterator
 
 import httpx
 import pytest
-from fastapi import FastAPI
+from fastapi import FastAPI, Response
 
 from service_kit.outbound import (
+    IDENTITY,
     OutboundPolicy,
+    ResponseBodyRefused,
     guarded_sync_transport,
     guarded_transport,
+    read_capped,
     refused_destination,
 )
 from tests.support.servers import serve
@@ -136,3 +141,54 @@ def test_each_checked_address_is_tried_in_turn(local: str, monkeypatch: pytest.M
     assert _get(OutboundPolicy(allow_loopback=True), f"http://two.test:{port}/").json() == {"reached": "yes"}
     with pytest.raises(httpx.ConnectError, match="internal address"):
         _get(OutboundPolicy(allow_loopback=True), f"http://mixed.test:{port}/")
+
+
+_PAYLOAD = b'{"record": "' + b"abc" * 1000 + b'"}'
+
+
+def _encoded(coding: str, data: bytes) -> bytes:
+    if coding in ("gzip", "x-gzip"):
+        return gzip.compress(data)
+    if coding == "deflate":
+        return zlib.compress(data)
+    if coding == "raw-deflate":
+        packer = zlib.compressobj(wbits=-zlib.MAX_WBITS)
+        return packer.compress(data) + packer.flush()
+    return data
+
+
+@pytest.fixture(scope="module")
+def encoded() -> Iterator[str]:
+    """Answers ``_PAYLOAD`` (or ``n`` zero bytes) in the coding the path names, whatever was asked."""
+    app = FastAPI()
+
+    @app.get("/{coding}")
+    async def answer(coding: str, n: int | None = None) -> Response:
+        data = bytes(n) if n is not None else _PAYLOAD
+        header = {"identity": {}, "raw-deflate": {"Content-Encoding": "deflate"}}.get(
+            coding, {"Content-Encoding": coding})
+        return Response(_encoded(coding, data), headers=header)
+
+    with serve(app) as url:
+        yield url
+
+
+def _read_capped(url: str, max_bytes: int) -> bytes:
+    async def go() -> bytes:
+        async with httpx.AsyncClient(timeout=5) as client, client.stream("GET", url, headers=IDENTITY) as response:
+            return await read_capped(response, max_bytes)
+    return asyncio.run(go())
+
+
+@pytest.mark.parametrize("coding", ["identity", "gzip", "x-gzip", "deflate", "raw-deflate"])
+def test_a_bounded_read_decodes_up_to_the_cap_and_no_further(encoded: str, coding: str) -> None:
+    assert _read_capped(f"{encoded}/{coding}", len(_PAYLOAD)) == _PAYLOAD
+    with pytest.raises(ResponseBodyRefused):
+        _read_capped(f"{encoded}/{coding}", len(_PAYLOAD) - 1)
+    with pytest.raises(ResponseBodyRefused):  # 32 MiB of zeros: 32 KiB compressed
+        _read_capped(f"{encoded}/{coding}?n={32 << 20}", 1 << 20)
+
+
+def test_a_bounded_read_refuses_a_coding_it_cannot_bound(encoded: str) -> None:
+    with pytest.raises(ResponseBodyRefused):
+        _read_capped(f"{encoded}/br", 1 << 20)

@@ -7,11 +7,13 @@ import hashlib
 import hmac
 import json
 import threading
+import tracemalloc
+import zlib
 
 import httpx
 import pytest
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from service_kit.webhooks import (
     EVENT_ID_HEADER,
@@ -132,3 +134,35 @@ def test_delivery_retries_connection_errors() -> None:
     result = _deliver(f"http://127.0.0.1:{free_port()}/hook", max_attempts=3)
     assert not result.delivered and result.attempts == 3 and result.status_code is None
     assert result.error == "ConnectError"
+
+
+def _gzip_bomb(inflated: int) -> bytes:
+    """A gzip body of zeros: ~1/1000 of ``inflated`` on the wire."""
+    packer = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    block = bytes(1 << 20)
+    return b"".join([*(packer.compress(block) for _ in range(inflated >> 20)), packer.flush()])
+
+
+def test_a_receivers_compressed_answer_is_never_inflated() -> None:
+    """A receiver answering 200 with a gzip of 64 MiB of zeros (64 KiB sent): the delivery reads the
+    status and at most a few kilobytes, asking for no compression at all."""
+    bomb = _gzip_bomb(64 << 20)
+    seen: list[str | None] = []
+    app = FastAPI()
+
+    @app.post("/hook")
+    async def hook(request: Request) -> Response:
+        seen.append(request.headers.get("accept-encoding"))
+        return Response(bomb, media_type="application/json", headers={"Content-Encoding": "gzip"})
+
+    with serve(app) as base:
+        tracemalloc.start()
+        try:
+            result = _deliver(f"{base}/hook", max_attempts=1)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    assert result.delivered and result.status_code == 200
+    assert peak < 8 << 20, f"{peak >> 20} MiB allocated while delivering"
+    assert seen == ["identity"]
+

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import gzip
+import json
+import tracemalloc
+import zlib
 from collections.abc import Iterator
 
 import pytest
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from credential_schemas import load_builtin_types
 from issuer.sources import (
@@ -20,7 +24,7 @@ from issuer.sources import (
     SubjectNotFound,
     build_source,
 )
-from issuer.sources.rest import RestSource
+from issuer.sources.rest import MAX_ANSWER_BYTES, RestSource
 from tests.sources.helpers import SUBJECT, context
 from tests.support.servers import serve
 
@@ -40,10 +44,21 @@ FIELDS = {
 }
 
 
+def _gzip_bomb(inflated: int) -> bytes:
+    """A gzip body of zeros: ~1/1000 of ``inflated`` on the wire."""
+    packer = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    block = bytes(1 << 20)
+    return b"".join([*(packer.compress(block) for _ in range(inflated >> 20)), packer.flush()])
+
+
+BOMB = _gzip_bomb(64 << 20)
+
+
 def registry() -> FastAPI:
     app = FastAPI()
     app.state.calls = {}
     app.state.request_ids = []
+    app.state.encodings = []
 
     def count(key: str) -> int:
         app.state.calls[key] = app.state.calls.get(key, 0) + 1
@@ -100,6 +115,26 @@ def registry() -> FastAPI:
     async def lookup(identifier: str, request: Request):
         body = await request.json()
         return {"echo": body["identifier"], **DEGREE}
+
+    @app.get("/gzip/{identifier}")
+    async def gzipped(identifier: str, request: Request):
+        app.state.encodings.append(request.headers.get("accept-encoding"))
+        return Response(gzip.compress(json.dumps(DEGREE).encode()), media_type="application/json",
+                        headers={"Content-Encoding": "gzip"})
+
+    @app.get("/bomb/{identifier}")
+    async def bomb(identifier: str, request: Request):
+        app.state.encodings.append(request.headers.get("accept-encoding"))
+        return Response(BOMB, media_type="application/json", headers={"Content-Encoding": "gzip"})
+
+    @app.get("/just-too-big/{identifier}")
+    async def just_too_big(identifier: str):
+        record = json.dumps({"padding": "x" * (MAX_ANSWER_BYTES - 13)}).encode()  # one byte over
+        return Response(gzip.compress(record), media_type="application/json", headers={"Content-Encoding": "gzip"})
+
+    @app.get("/odd-retry-after/{identifier}")
+    async def odd_retry_after(identifier: str):
+        return JSONResponse({}, status_code=503, headers={"Retry-After": "\u00b2"})
 
     @app.get("/basic/{identifier}")
     async def basic(identifier: str, request: Request):
@@ -240,3 +275,29 @@ async def test_rest_has_nothing_to_poll(server) -> None:
 def test_bad_rest_configuration_is_refused(settings: dict) -> None:
     with pytest.raises(SourceConfigError):
         build_source({"kind": "rest", **settings})
+
+
+async def test_a_compressed_answer_is_inflated_only_up_to_the_cap(server) -> None:
+    """A registry answering 200 with a gzip of 64 MiB of zeros (64 KiB sent) is refused without the
+    source ever holding more than the cap; a registry that compresses anyway is still read."""
+    url, app = server
+    tracemalloc.start()
+    try:
+        with pytest.raises(BadSourceAnswer):
+            await source(url, "bomb", retries=0).fetch(None, SUBJECT, context())
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 * MAX_ANSWER_BYTES, f"{peak >> 20} MiB allocated for one answer"
+    with pytest.raises(BadSourceAnswer):
+        await source(url, "just-too-big", retries=0).fetch(None, SUBJECT, context())
+    outcome = await source(url, "gzip").fetch(None, SUBJECT, context())
+    assert outcome.record["degree"]["ruct"] == "2500100"
+    assert app.state.encodings and set(app.state.encodings) == {"identity"}
+
+
+async def test_an_odd_retry_after_is_ignored(server) -> None:
+    url, _ = server
+    with pytest.raises(SourceUnavailable) as info:
+        await source(url, "odd-retry-after", retries=1).fetch(None, SUBJECT, context())
+    assert info.value.retry_after is None
