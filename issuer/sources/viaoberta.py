@@ -10,8 +10,11 @@ Outcomes:
   :meth:`ViaObertaSource.poll` collects the answer;
 * transport failures after the client's bounded retries → :class:`SourceUnavailable`;
 * an SCSP error status or SOAP fault → :class:`SourceRefused`;
-* bad or missing signature, untrusted signer, malformed or oversized XML, or an answer whose
-  ``Titular/Documentacion`` is not the subject asked about → :class:`BadSourceAnswer`.
+* bad or missing signature, untrusted signer, malformed or oversized XML, or an answer about
+  another subject than the one asked about → :class:`BadSourceAnswer`. "About" is checked twice:
+  ``DatosGenericos/Titular/Documentacion`` (which the emitter copies from our request) and every
+  identity document number inside ``DatosEspecificos``, where the claims come from (outside the
+  household list of the padró); the padró's ``DatosPersonales/Documentacion`` must be present.
 
 Degrees: ``TITOLS_UNIVERSITARIS`` answers with every degree of the subject. The adapter keeps one,
 as ``DatosTitulacion`` at the top of the record (replacing ``ListaTitulos``): the one whose
@@ -55,6 +58,55 @@ from .base import (
 
 if TYPE_CHECKING:
     from credential_schemas import CredentialType
+
+#: Element names that hold a person's identity document number inside ``DatosEspecificos``.
+_IDENTIFIER_NAMES = frozenset({"Documentacion", "NumDocumento", "NumeroDocumento", "Nif", "NIF", "DNI", "NIE"})
+#: Per product: where ``DatosEspecificos`` names the subject (must be present and be the subject),
+#: and the subtrees about *other* people (household members), left out of the identifier check.
+_SUBJECT_PATHS: dict[str, tuple[tuple[str, ...], ...]] = {
+    "RESIDENT": (("VolanteEmpadronamiento", "DatosPersonales", "Documentacion"),),
+}
+_OTHER_PEOPLE: dict[str, tuple[tuple[str, ...], ...]] = {
+    "RESIDENT": (("VolanteEmpadronamiento", "Convivientes"),),
+}
+
+
+def _same_identifier(value: Any, subject: Subject) -> bool:
+    return isinstance(value, str) and value.strip().upper() == subject.identifier.strip().upper()
+
+
+def check_specific_subject(codigo_certificado: str, data: dict[str, Any], subject: Subject) -> None:
+    """Refuse ``DatosEspecificos`` that name anyone but ``subject`` (raises :class:`BadSourceAnswer`).
+
+    ``Titular`` in ``DatosGenericos`` is copied by the emitter from our own request, so it proves
+    little; the claims come from ``DatosEspecificos``. Every identifier found there (outside the
+    product's household lists) must be the subject's, and where a product names the subject (the
+    padró's ``DatosPersonales``) that identifier must be present.
+    """
+    for path in _SUBJECT_PATHS.get(codigo_certificado, ()):
+        node: Any = data
+        for part in path:
+            node = node.get(part) if isinstance(node, dict) else None
+        if not _same_identifier(node, subject):
+            raise BadSourceAnswer("Via Oberta's data is about another subject (or does not say whom)")
+    skip = _OTHER_PEOPLE.get(codigo_certificado, ())
+
+    def walk(node: Any, path: tuple[str, ...]) -> None:
+        if path in skip:
+            return
+        if isinstance(node, list):
+            for item in node:
+                walk(item, path)
+        elif isinstance(node, dict):
+            for key, value in node.items():
+                if key in _IDENTIFIER_NAMES and not isinstance(value, dict | list):
+                    if not _same_identifier(value, subject):
+                        raise BadSourceAnswer("Via Oberta's data is about another subject")
+                else:
+                    walk(value, (*path, key))
+
+    walk(data, ())
+
 
 #: Client error codes that mean our request itself was wrong (configuration), not the answer.
 _REQUEST_ERRORS = frozenset({"viaoberta.bad_request", "viaoberta.unknown_product", "viaoberta.bad_configuration"})
@@ -175,6 +227,7 @@ class ViaObertaSource:
             data = result.data
             if not isinstance(data, dict):
                 raise BadSourceAnswer("DatosEspecificos is not a structure")
+            check_specific_subject(self.product.codigo_certificado, data, subject)
             if self.product.codigo_certificado == DEGREES.codigo_certificado:
                 data = select_degree(data, context.selector)
             return Claims(record=with_subject(data, subject), evidence=_evidence(result.evidence, context))

@@ -1,0 +1,119 @@
+"""The Via Oberta adapter against a scripted platform on loopback: signed answers Cartera must refuse.
+
+The platform here is a small ASGI app that parses each signed ``Peticion`` and answers with a
+``Respuesta`` the test chooses, signed with a real platform key, so that the adapter sees exactly
+what a misbehaving (but trusted) emitter would send.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from issuer.sources import BadSourceAnswer, Claims, build_source
+from tests.sources.helpers import SUBJECT, context
+from tests.support.servers import serve
+from viaoberta.credentials import SigningIdentity, generate_identity
+from viaoberta.messages import IncomingPeticion, build_respuesta, parse_peticion
+from viaoberta.products import PADRO, TAX, Product, get_product
+from viaoberta.wssecurity import envelope_body, sign_envelope
+from viaoberta.xmlsafe import parse_xml
+
+pytestmark = pytest.mark.anyio
+
+#: (incoming request) -> (HTTP status, signed body)
+Script = Callable[[IncomingPeticion], tuple[int, bytes]]
+
+
+@functools.cache
+def identity(name: str) -> SigningIdentity:
+    return generate_identity(name)
+
+
+def signed_answer(incoming: IncomingPeticion, especificos: dict[str, Any], *, product: Product | None = None,
+                  codigo: str = "0003", genericos: dict[str, Any] | None = None) -> bytes:
+    """A ``Respuesta`` to ``incoming`` echoing its ``DatosGenericos`` unless told otherwise, signed."""
+    product = product or get_product(incoming.codigo_certificado)
+    assert product is not None
+    echoed = copy.deepcopy(genericos if genericos is not None else incoming.genericos)
+    echoed.setdefault("Transmision", {})["IdTransmision"] = "T0001"
+    content = build_respuesta(variant=incoming.variant, request_id=incoming.request_id, product=product,
+                              codigo_estado=codigo, genericos=echoed if codigo == "0003" else None,
+                              especificos=especificos)
+    return sign_envelope(content, identity("platform").key_pem, identity("platform").cert_pem)
+
+
+class ScriptedPlatform:
+    def __init__(self) -> None:
+        self.script: Script | None = None
+
+        async def handle(request: Request) -> Response:
+            incoming = parse_peticion(envelope_body(parse_xml(await request.body())))
+            assert self.script is not None
+            status, body = self.script(incoming)
+            return Response(body, status_code=status, media_type="text/xml; charset=utf-8")
+
+        self.app = Starlette(routes=[Route("/siri-proxy/services/Sincron", handle, methods=["POST"]),
+                                     Route("/siri-proxy/services/AsincronResposta", handle, methods=["POST"]),
+                                     Route("/healthz", lambda _: Response("ok"))])
+
+
+@pytest.fixture(scope="module")
+def platform() -> Iterator[tuple[ScriptedPlatform, str]]:
+    scripted = ScriptedPlatform()
+    with serve(scripted.app, ready_path="/healthz") as url:
+        yield scripted, url
+
+
+def source(url: str, product: str, **extra: Any):
+    settings = {"kind": "viaoberta", "endpoint": url, "product": product,
+                "signing_key_pem": identity("issuer").key_pem.decode(),
+                "signing_cert_pem": identity("issuer").cert_pem.decode(),
+                "platform_certs_pem": [identity("platform").cert_pem.decode()],
+                "timeout": 5, "retries": 0, "backoff_seconds": 0.01}
+    settings.update(extra)
+    return build_source(settings)
+
+
+def padro_data(**personal: str) -> dict[str, Any]:
+    data = copy.deepcopy({k: (dict(v) if isinstance(v, dict) else v) for k, v in PADRO.example.items()})
+    volante = copy.deepcopy(dict(data["VolanteEmpadronamiento"]))
+    volante["DatosPersonales"] = {**volante["DatosPersonales"], "Documentacion": SUBJECT.identifier, **personal}
+    data["VolanteEmpadronamiento"] = volante
+    return data
+
+
+async def test_padro_answer_about_the_subject_is_accepted(platform: tuple[ScriptedPlatform, str]) -> None:
+    scripted, url = platform
+    scripted.script = lambda incoming: (200, signed_answer(incoming, padro_data()))
+    outcome = await source(url, "RESIDENT").fetch(None, SUBJECT, context())
+    assert isinstance(outcome, Claims)
+
+
+@pytest.mark.parametrize("personal", [{"Documentacion": "87654321X", "Nombre": "Other"}, {"Documentacion": ""}])
+async def test_padro_personal_data_of_another_person_is_refused(platform: tuple[ScriptedPlatform, str],
+                                                                personal: dict[str, str]) -> None:
+    # Titular (copied by the emitter from our request) is right; the data the claims come from is not.
+    scripted, url = platform
+    scripted.script = lambda incoming: (200, signed_answer(incoming, padro_data(**personal)))
+    with pytest.raises(BadSourceAnswer):
+        await source(url, "RESIDENT").fetch(None, SUBJECT, context())
+
+
+async def test_an_identifier_of_someone_else_anywhere_in_the_data_is_refused(
+        platform: tuple[ScriptedPlatform, str]) -> None:
+    scripted, url = platform
+    data = {"Retorno": {"Estado": {"CodigoEstado": "00", "LiteralError": ""}},
+            "Certificado": {"Resultado": "POSITIVO", "ReferenciaAEAT": "R1", "FechaEmision": "20260315",
+                            "Titular": {"Documentacion": "87654321X"}}}
+    scripted.script = lambda incoming: (200, signed_answer(incoming, data, product=TAX))
+    with pytest.raises(BadSourceAnswer):
+        await source(url, "ECOT103").fetch(None, SUBJECT, context())
