@@ -11,6 +11,7 @@ import contextlib
 import datetime as dt
 import logging
 
+import httpx
 from sqlalchemy import update
 
 from service_kit.webhooks import (
@@ -37,46 +38,57 @@ async def deliver_due(ctx: IssuerContext, limit: int = 20) -> int:
     async with ctx.db.read_session() as session:
         due = (await session.execute(due_webhooks(WebhookOutbox, now, max_attempts=MAX_ATTEMPTS, limit=limit))
                ).scalars().all()
+    client = ctx.http
+    if client is None:
+        return 0
     delivered = 0
     for row_id in due:
-        # The lease counts the attempt: a row that fails before its outcome is recorded (a secret that
-        # no longer opens, a crash) still runs out of attempts instead of coming back forever.
-        async with ctx.session() as session:
-            claimed = (await session.execute(update(WebhookOutbox).where(
-                WebhookOutbox.id == row_id, WebhookOutbox.next_attempt_at <= now, WebhookOutbox.delivered_at.is_(None))
-                .values(next_attempt_at=now + LEASE, attempts=WebhookOutbox.attempts + 1)
-                .returning(WebhookOutbox))).scalar_one_or_none()
-            endpoint = await session.get(WebhookEndpoint, claimed.endpoint_id) if claimed is not None else None
-        if claimed is None:
-            continue
-        if endpoint is None:
-            async with ctx.session() as session:
-                await session.execute(update(WebhookOutbox).where(WebhookOutbox.id == row_id)
-                                      .values(attempts=MAX_ATTEMPTS, next_attempt_at=GIVEN_UP,
-                                              last_error="endpoint removed"))
-            continue
-        client = ctx.http
-        if client is None:
-            return delivered
         try:
-            secret = ctx.box.open(endpoint.sealed_secret, f"issuer:webhook:{endpoint.id}".encode())
-        except Exception as exc:  # noqa: BLE001 - one row's unreadable secret must not stop the others
-            log.warning("webhook secret unreadable", extra={"endpoint_id": endpoint.id, "error": type(exc).__name__})
-            result = DeliveryResult(False, 0, None, "the endpoint's secret cannot be opened")
-        else:
-            result = await deliver_webhook(client, endpoint.url, claimed.body, secret, event_id=claimed.id,
-                                           max_attempts=1, timeout=ctx.settings.webhook_timeout)
-        async with ctx.session() as session:
-            if result.delivered:
-                delivered += 1
-                await session.execute(update(WebhookOutbox).where(WebhookOutbox.id == row_id)
-                                      .values(delivered_at=utcnow(), last_error=None))
-            else:
-                await session.execute(update(WebhookOutbox).where(WebhookOutbox.id == row_id)
-                                      .values(last_error=result.error,
-                                              next_attempt_at=next_attempt_after(claimed.attempts, utcnow(), base=2.0,
-                                                                                 max_attempts=MAX_ATTEMPTS)))
+            delivered += await _deliver_row(ctx, client, row_id, now)
+        except Exception as exc:  # noqa: BLE001 - one row's failure must not end the round, nor the purges
+            # The type only: a message may quote the receiver's answer or the row. The row's lease
+            # counted the attempt, so it comes back later and runs out of attempts if it keeps failing.
+            log.error("webhook delivery failed unexpectedly",
+                      extra={"outbox_id": row_id, "error": type(exc).__name__})
     return delivered
+
+
+async def _deliver_row(ctx: IssuerContext, client: httpx.AsyncClient, row_id: str, now: dt.datetime) -> int:
+    """Claim, send and record one outbox row; 1 if it was delivered."""
+    # The lease counts the attempt: a row that fails before its outcome is recorded (a secret that
+    # no longer opens, a crash) still runs out of attempts instead of coming back forever.
+    async with ctx.session() as session:
+        claimed = (await session.execute(update(WebhookOutbox).where(
+            WebhookOutbox.id == row_id, WebhookOutbox.next_attempt_at <= now, WebhookOutbox.delivered_at.is_(None))
+            .values(next_attempt_at=now + LEASE, attempts=WebhookOutbox.attempts + 1)
+            .returning(WebhookOutbox))).scalar_one_or_none()
+        endpoint = await session.get(WebhookEndpoint, claimed.endpoint_id) if claimed is not None else None
+    if claimed is None:
+        return 0
+    if endpoint is None:
+        async with ctx.session() as session:
+            await session.execute(update(WebhookOutbox).where(WebhookOutbox.id == row_id)
+                                  .values(attempts=MAX_ATTEMPTS, next_attempt_at=GIVEN_UP,
+                                          last_error="endpoint removed"))
+        return 0
+    try:
+        secret = ctx.box.open(endpoint.sealed_secret, f"issuer:webhook:{endpoint.id}".encode())
+    except Exception as exc:  # noqa: BLE001 - one row's unreadable secret must not stop the others
+        log.warning("webhook secret unreadable", extra={"endpoint_id": endpoint.id, "error": type(exc).__name__})
+        result = DeliveryResult(False, 0, None, "the endpoint's secret cannot be opened")
+    else:
+        result = await deliver_webhook(client, endpoint.url, claimed.body, secret, event_id=claimed.id,
+                                       max_attempts=1, timeout=ctx.settings.webhook_timeout)
+    async with ctx.session() as session:
+        if result.delivered:
+            await session.execute(update(WebhookOutbox).where(WebhookOutbox.id == row_id)
+                                  .values(delivered_at=utcnow(), last_error=None))
+        else:
+            await session.execute(update(WebhookOutbox).where(WebhookOutbox.id == row_id)
+                                  .values(last_error=result.error,
+                                          next_attempt_at=next_attempt_after(claimed.attempts, utcnow(), base=2.0,
+                                                                             max_attempts=MAX_ATTEMPTS)))
+    return int(result.delivered)
 
 
 async def purge_outbox(ctx: IssuerContext) -> int:

@@ -148,16 +148,20 @@ def backoff_delay(attempt: int, base: float = 0.5, cap: float = 60.0) -> float:
 
 
 def _retry_after(response: httpx.Response, cap: float) -> float | None:
-    value = response.headers.get("retry-after")
+    """Seconds ``Retry-After`` asks for (capped), or ``None`` when absent or unreadable: the header is the
+    receiver's to write, and nothing in it may stop a delivery round."""
+    value = response.headers.get("retry-after", "").strip()
     if not value:
         return None
-    if value.isdigit():
+    if value.isascii() and value.isdigit():  # str.isdigit alone takes "²", which float() refuses
         return min(cap, float(value))
     try:
         when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+        if when.tzinfo is None:  # no zone, or "-0000": the date is UTC (RFC 5322 3.3)
+            when = when.replace(tzinfo=dt.UTC)
+        return max(0.0, min(cap, (when - dt.datetime.now(dt.UTC)).total_seconds()))
+    except (TypeError, ValueError, OverflowError):
         return None
-    return max(0.0, min(cap, (when - dt.datetime.now(dt.UTC)).total_seconds()))
 
 
 #: How much of a receiver's answer is read: only its status and ``Retry-After`` matter. A small body is

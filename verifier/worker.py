@@ -47,44 +47,55 @@ async def deliver_due(db: Database, box: SecretBox, client: httpx.AsyncClient, *
                                                        limit=limit))).all())
     delivered = 0
     for row_id in due:
-        # The lease counts the attempt: a row that fails before its outcome is recorded (its agency
-        # deleted, a secret that no longer opens, a crash) runs out of attempts instead of coming
-        # back every minute for ever.
-        async with db.session() as session:
-            row = (await session.execute(
-                update(WebhookOutbox).where(WebhookOutbox.id == row_id, WebhookOutbox.next_attempt_at <= now,
-                                            WebhookOutbox.delivered_at.is_(None))
-                .values(next_attempt_at=now + LEASE, attempts=WebhookOutbox.attempts + 1)
-                .returning(WebhookOutbox))).scalar_one_or_none()
-            if row is None:
-                continue
-            agency = await session.get(Agency, row.endpoint_id)
-        body = await webhook_body(db, box, row.body) if agency is not None else None
-        if agency is None or body is None:
-            result = DeliveryResult(False, 0, None, "the agency was removed" if agency is None
-                                    else "the transaction was removed")
-            attempts = MAX_ATTEMPTS  # nobody left to deliver to, or nothing left to tell
-        else:
-            attempts = row.attempts
-            try:
-                secret = box.open(agency.webhook_secret, f"agency:{agency.id}:webhook".encode())
-            except Exception as exc:  # noqa: BLE001 - one row's unreadable secret must not stop the others
-                log.warning("webhook secret unreadable", extra={"agency": agency.id, "error": type(exc).__name__})
-                result = DeliveryResult(False, 0, None, "the agency's webhook secret cannot be opened")
-            else:
-                result = await deliver_webhook(client, row.url, body, secret, event_id=row.id, max_attempts=1)
-        finished = utcnow()
-        async with db.session() as session:
-            if result.delivered:
-                delivered += 1
-                await session.execute(update(WebhookOutbox).where(WebhookOutbox.id == row_id)
-                                      .values(delivered_at=finished, last_error=None))
-            else:
-                await session.execute(update(WebhookOutbox).where(WebhookOutbox.id == row_id).values(
-                    attempts=attempts, last_error=result.error,
-                    next_attempt_at=next_attempt_after(attempts, finished, base=2.0, cap=600.0,
-                                                       max_attempts=MAX_ATTEMPTS)))
+        try:
+            delivered += await _deliver_row(db, box, client, row_id, now)
+        except Exception as exc:  # noqa: BLE001 - one row's failure must not end the round, nor the sweeps
+            # The type only: a message may quote the receiver's answer or the row. The row's lease
+            # counted the attempt, so it comes back later and runs out of attempts if it keeps failing.
+            log.error("webhook delivery failed unexpectedly",
+                      extra={"outbox_id": row_id, "error": type(exc).__name__})
     return delivered
+
+
+async def _deliver_row(db: Database, box: SecretBox, client: httpx.AsyncClient, row_id: str, now: dt.datetime) -> int:
+    """Claim, send and record one outbox row; 1 if it was delivered."""
+    # The lease counts the attempt: a row that fails before its outcome is recorded (its agency
+    # deleted, a secret that no longer opens, a crash) runs out of attempts instead of coming
+    # back every minute for ever.
+    async with db.session() as session:
+        row = (await session.execute(
+            update(WebhookOutbox).where(WebhookOutbox.id == row_id, WebhookOutbox.next_attempt_at <= now,
+                                        WebhookOutbox.delivered_at.is_(None))
+            .values(next_attempt_at=now + LEASE, attempts=WebhookOutbox.attempts + 1)
+            .returning(WebhookOutbox))).scalar_one_or_none()
+        if row is None:
+            return 0
+        agency = await session.get(Agency, row.endpoint_id)
+    body = await webhook_body(db, box, row.body) if agency is not None else None
+    if agency is None or body is None:
+        result = DeliveryResult(False, 0, None, "the agency was removed" if agency is None
+                                else "the transaction was removed")
+        attempts = MAX_ATTEMPTS  # nobody left to deliver to, or nothing left to tell
+    else:
+        attempts = row.attempts
+        try:
+            secret = box.open(agency.webhook_secret, f"agency:{agency.id}:webhook".encode())
+        except Exception as exc:  # noqa: BLE001 - one row's unreadable secret must not stop the others
+            log.warning("webhook secret unreadable", extra={"agency": agency.id, "error": type(exc).__name__})
+            result = DeliveryResult(False, 0, None, "the agency's webhook secret cannot be opened")
+        else:
+            result = await deliver_webhook(client, row.url, body, secret, event_id=row.id, max_attempts=1)
+    finished = utcnow()
+    async with db.session() as session:
+        if result.delivered:
+            await session.execute(update(WebhookOutbox).where(WebhookOutbox.id == row_id)
+                                  .values(delivered_at=finished, last_error=None))
+        else:
+            await session.execute(update(WebhookOutbox).where(WebhookOutbox.id == row_id).values(
+                attempts=attempts, last_error=result.error,
+                next_attempt_at=next_attempt_after(attempts, finished, base=2.0, cap=600.0,
+                                                   max_attempts=MAX_ATTEMPTS)))
+    return int(result.delivered)
 
 
 async def purge_outbox(db: Database) -> int:

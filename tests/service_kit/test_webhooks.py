@@ -166,3 +166,48 @@ def test_a_receivers_compressed_answer_is_never_inflated() -> None:
     assert peak < 8 << 20, f"{peak >> 20} MiB allocated while delivering"
     assert seen == ["identity"]
 
+
+@pytest.mark.parametrize("value", ["Wed, 21 Oct 2015 07:28:00 -0000", "Wed, 21 Oct 2015 07:28:00", "\u00b2",
+                                   "Fri, 31 Dec 9999 23:59:59 +1400", "soon", "-5"])
+def test_an_odd_retry_after_is_ignored_not_raised(value: str) -> None:
+    """Whatever a receiver writes in Retry-After, the attempt ends in a result (the default backoff)."""
+    app = FastAPI()
+    waits: list[float] = []
+
+    @app.post("/hook")
+    async def hook() -> Response:
+        return Response(status_code=503, headers={"Retry-After": value})
+
+    async def record_sleep(seconds: float) -> None:
+        waits.append(seconds)
+
+    async def run() -> object:
+        async with httpx.AsyncClient() as client:
+            return await deliver_webhook(client, f"{base}/hook", BODY, SECRET, event_id="evt-1", max_attempts=2,
+                                         max_delay=30.0, sleep=record_sleep)
+
+    with serve(app) as base:
+        result = asyncio.run(run())
+    assert not result.delivered and result.attempts == 2 and result.status_code == 503
+    assert len(waits) == 1 and 0 <= waits[0] <= 30.0
+
+
+def test_a_past_retry_after_date_in_utc_means_no_wait() -> None:
+    app = FastAPI()
+    waits: list[float] = []
+
+    @app.post("/hook")
+    async def hook() -> Response:
+        return Response(status_code=503, headers={"Retry-After": "Wed, 21 Oct 2015 07:28:00 -0000"})
+
+    async def record_sleep(seconds: float) -> None:
+        waits.append(seconds)
+
+    async def run() -> object:
+        async with httpx.AsyncClient() as client:
+            return await deliver_webhook(client, f"{base}/hook", BODY, SECRET, event_id="evt-1", max_attempts=2,
+                                         sleep=record_sleep)
+
+    with serve(app) as base:
+        asyncio.run(run())
+    assert waits == [0.0]

@@ -421,6 +421,61 @@ def test_a_row_that_cannot_be_sent_uses_up_its_attempts_and_not_the_other_rows(t
     assert rows["to-gone"] == (12, None, "the agency was removed")  # given up: nobody to deliver to
 
 
+def test_a_row_that_raises_does_not_end_the_round(tmp_path, caplog):
+    """A row whose URL httpx cannot even parse (InvalidURL, not a transport error) comes first in the
+    round: it keeps its lease (the attempt counted) and the next row is delivered in the same round."""
+    import asyncio
+    import datetime as dt
+    import os
+
+    import httpx
+
+    from service_kit.crypto import SecretBox
+    from service_kit.db import Database
+    from service_kit.migrations import run_migrations
+    from verifier.models import Agency, Transaction, WebhookOutbox
+    from verifier.worker import deliver_due
+
+    url = f"sqlite+aiosqlite:///{tmp_path / 'verifier.db'}"
+    run_migrations(Path(__file__).resolve().parents[2] / "verifier" / "migrations", url)
+    box = SecretBox(os.urandom(32))
+    rec = Receiver()
+
+    async def scenario(hook_url: str) -> tuple[int, dict[str, Any], dt.datetime]:
+        db = Database(url)
+        now = dt.datetime.now(dt.UTC)
+        try:
+            async with db.session() as session:
+                session.add(Agency(id="good", slug="good", name="good", signing_key=b"\0", x5c=[],
+                                   webhook_secret=box.seal(b"secret", b"agency:good:webhook"), created_at=now))
+                session.add(Transaction(
+                    id="tx-1", agency_id="good", dcql_query={}, purpose={}, trusted_issuers=[], anchors_pem=[],
+                    retention_seconds=60, client_id="client", response_mode="direct_post", nonce="n", state="s",
+                    status="rejected", created_at=now, expires_at=now, watch_token_hash="w", errors=[], record={}))
+                reference = b'{"event": "presentation.rejected", "transaction_id": "tx-1"}'
+                for row_id, row_url, age in (("to-broken", "http://[::1/hooks/vp", 2), ("to-good", hook_url, 1)):
+                    session.add(WebhookOutbox(id=row_id, endpoint_id="good", url=row_url, event_type="e",
+                                              body=reference, attempts=0, created_at=now,
+                                              next_attempt_at=now - dt.timedelta(seconds=age)))
+            async with httpx.AsyncClient() as client:
+                delivered = await deliver_due(db, box, client)
+            async with db.read_session() as session:
+                rows = {r.id: r for r in (await session.execute(select(WebhookOutbox))).scalars()}
+            return delivered, rows, now
+        finally:
+            await db.dispose()
+
+    with serve(rec.app()) as base, caplog.at_level("ERROR", logger="verifier.worker"):
+        delivered, rows, now = asyncio.run(scenario(f"{base}/hooks/vp"))
+    assert delivered == 1 and len(rec.accepted) == 1
+    # Logged by type: the exception's message (it may quote the URL or an answer) is not.
+    (record,) = [r for r in caplog.records if r.name == "verifier.worker"]
+    assert record.error == "InvalidURL" and record.exc_info is None and "[::1" not in record.getMessage()
+    assert rows["to-good"].delivered_at is not None
+    broken = rows["to-broken"]
+    assert broken.delivered_at is None and broken.attempts == 1 and broken.next_attempt_at > now
+
+
 def test_the_outbox_keeps_no_claims_and_a_late_retry_carries_none_past_their_retention(
         http, verifier, wallet, creds):
     """The claims of a verified answer are in the webhook the agency receives, but never at rest in
