@@ -11,6 +11,7 @@ import asyncio
 import datetime as dt
 import hashlib
 import secrets
+import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Hashable
 from contextlib import asynccontextmanager
@@ -30,27 +31,47 @@ V = TypeVar("V")
 
 
 class BoundedCache(Generic[V]):
-    """A small LRU map: at most ``size`` entries, the least recently used dropped first."""
+    """A small LRU map: at most ``size`` entries, the least recently used dropped first.
+
+    An entry put with ``ttl`` (seconds) is forgotten that long after it was put, so what another worker
+    changed in the database is seen after at most ``ttl``.
+    """
 
     def __init__(self, size: int = 256) -> None:
         self.size = size
         self._data: OrderedDict[Hashable, V] = OrderedDict()
+        self._expires: dict[Hashable, float] = {}
 
     def get(self, key: Hashable) -> V | None:
         value = self._data.get(key)
         if value is not None:
+            expires = self._expires.get(key)
+            if expires is not None and time.monotonic() >= expires:
+                del self._data[key]
+                del self._expires[key]
+                return None
             self._data.move_to_end(key)
         return value
 
-    def put(self, key: Hashable, value: V) -> V:
+    def put(self, key: Hashable, value: V, ttl: float | None = None) -> V:
         self._data[key] = value
         self._data.move_to_end(key)
+        if ttl is None:
+            self._expires.pop(key, None)
+        else:
+            self._expires[key] = time.monotonic() + ttl
         while len(self._data) > self.size:
-            self._data.popitem(last=False)
+            dropped, _ = self._data.popitem(last=False)
+            self._expires.pop(dropped, None)
         return value
+
+    def discard(self, key: Hashable) -> None:
+        self._data.pop(key, None)
+        self._expires.pop(key, None)
 
     def clear(self) -> None:
         self._data.clear()
+        self._expires.clear()
 
 
 @dataclass

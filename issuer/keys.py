@@ -34,6 +34,11 @@ from .tenancy import TenantRef as Tenant
 
 log = logging.getLogger(__name__)
 
+#: Seconds a worker keeps signing with the active key it cached: after a rotation (or an import)
+#: through another worker, new credentials, status lists and audit checkpoints are signed with the new
+#: key after at most this long (through the same worker, at once). As ``registry.CACHE_SECONDS``.
+ACTIVE_KEY_CACHE_SECONDS = 5.0
+
 
 class SigningKeyError(Exception):
     """A key or certificate given to the issuer is unusable; ``code`` is stable."""
@@ -188,7 +193,7 @@ async def import_key(ctx: IssuerContext, session: AsyncSession, tenant: Tenant, 
 
 
 async def active_key(ctx: IssuerContext, session: AsyncSession, tenant_id: str) -> ActiveKey | None:
-    """The tenant's active signing key (unsealed, cached) or ``None`` when it has none."""
+    """The tenant's active signing key (unsealed, cached for ``ACTIVE_KEY_CACHE_SECONDS``) or ``None``."""
     cached = ctx.keys.get(("active", tenant_id))
     if cached is not None:
         return cached  # type: ignore[no-any-return]
@@ -199,8 +204,10 @@ async def active_key(ctx: IssuerContext, session: AsyncSession, tenant_id: str) 
     key = open_signing_key(ctx, row)
     chain = ssi_x509.load_pem_certificates(row.chain_pem.encode("ascii"))
     not_after = min(cert.not_valid_after_utc for cert in chain)
+    # With an expiry: ``store_key`` clears only this worker's cache, and issuance reads this entry
+    # directly, so another worker's rotation must reach it through the expiry.
     return ctx.keys.put(("active", tenant_id), ActiveKey(key=key, x5c=ssi_x509.x5c_from_chain(chain),
-                                                         not_after=not_after))
+                                                         not_after=not_after), ttl=ACTIVE_KEY_CACHE_SECONDS)
 
 
 def open_signing_key(ctx: IssuerContext, row: SigningKey) -> Key:
