@@ -9,8 +9,8 @@
         app.include_router(api_router, prefix=app.state.api_prefix)
         return app
 
-Middleware order, outermost first: request context (request id, access log, metrics, catch-all 500)
-→ security headers → CORS (only with configured origins) → body size limit → routes. ``app.state``
+Middleware order, outermost first: security headers → request context (request id, access log,
+metrics, catch-all 500) → CORS (only with configured origins) → body size limit → routes. ``app.state``
 holds ``settings``, ``db``, ``metrics``, ``service_name`` and ``api_prefix``.
 """
 
@@ -100,9 +100,11 @@ def create_service_app(
     # add_middleware puts each new middleware outside the previous ones: add innermost first.
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes, path_limits=body_limits)
     install_cors(app, settings.cors_origins)
-    app.add_middleware(SecurityHeadersMiddleware, hsts=settings.public_url.startswith("https://"),
-                       no_store_prefix=api_prefix + "/" if no_store_api else None)
     app.add_middleware(
         RequestContextMiddleware, on_complete=metrics.observe_request, error_response=internal_error_asgi
     )
+    # Outside the request context: the 500 that one answers for an unexpected error carries the same
+    # headers (nosniff, no-referrer, HSTS) as every other answer.
+    app.add_middleware(SecurityHeadersMiddleware, hsts=settings.public_url.startswith("https://"),
+                       no_store_prefix=api_prefix + "/" if no_store_api else None)
     return app

@@ -191,6 +191,21 @@ def test_unexpected_exception_is_500_without_details_and_logged_with_request_id(
     assert httpx.get(f"{base_url}/healthz").status_code == 200
 
 
+def test_an_unexpected_500_carries_the_security_headers(tmp_path: Path, log_buffer: io.StringIO) -> None:
+    """The catch-all 500 is made outside the routes and their error handlers: it carries the same
+    headers as any other answer (HSTS too when the public URL is https)."""
+    settings = ServiceSettings(data_dir=tmp_path, public_url="https://kit.example.org")
+    with serve(build_app(settings, None)) as url:
+        answers = {path: httpx.get(f"{url}{path}") for path in ("/v1/boom", "/v1/nowhere")}
+    assert [r.status_code for r in answers.values()] == [500, 404]
+    for path, r in answers.items():
+        assert r.headers.get("x-content-type-options") == "nosniff", path
+        assert r.headers.get("referrer-policy") == "no-referrer", path
+        assert r.headers.get("strict-transport-security") == "max-age=31536000", path
+        assert r.headers.get("cache-control") == "no-store", path
+        assert r.headers.get("x-request-id"), path
+
+
 def test_api_error_and_ssi_error_shapes(base_url: str) -> None:
     r = httpx.get(f"{base_url}/v1/api-error")
     assert r.status_code == 401
