@@ -76,7 +76,7 @@ class ViaObertaClient:
         """Send one signed ``Peticion`` to the synchronous front end and return the typed result."""
         body = build_peticion(request, self.variant)
         product = request.validate()
-        result = await self._exchange(SYNC_PATH, body, request.request_id)
+        result = await self._exchange(SYNC_PATH, body, request.request_id, product.codigo_certificado)
         logger.info("via oberta query %s %s -> %s", request.request_id, product.codigo_certificado,
                     type(result).__name__)
         return result
@@ -84,11 +84,11 @@ class ViaObertaClient:
     async def poll(self, request_id: str, product: str) -> ViaObertaResult:
         """Ask for the answer to an asynchronous query (``PendingResult``) by its ``IdPeticion``."""
         body = build_solicitud_respuesta(request_id, product, self.variant)
-        result = await self._exchange(ASYNC_RESPONSE_PATH, body, request_id)
+        result = await self._exchange(ASYNC_RESPONSE_PATH, body, request_id, product)
         logger.info("via oberta poll %s %s -> %s", request_id, product, type(result).__name__)
         return result
 
-    async def _exchange(self, path: str, body: etree._Element, request_id: str) -> ViaObertaResult:
+    async def _exchange(self, path: str, body: etree._Element, request_id: str, product: str) -> ViaObertaResult:
         payload = sign_envelope(body, self._key_pem, self._cert_pem)
         status, content = await self._post(self.endpoint + path, payload, request_id)
         root = parse_xml(content, max_bytes=self.max_response_bytes)
@@ -104,7 +104,7 @@ class ViaObertaClient:
             raise ViaObertaError("http_status", f"HTTP {status} without a SOAP fault")
         signed_body, _ = verify_envelope(root, self._trusted)
         result = parse_respuesta(signed_body, self.variant, expected_request_id=request_id,
-                                 pending_floor_seconds=self.pending_floor_seconds)
+                                 expected_product=product, pending_floor_seconds=self.pending_floor_seconds)
         if isinstance(result, ErrorResult) and not result.request_id:
             return ErrorResult(result.codigo_estado, result.literal_error, request_id)
         return result

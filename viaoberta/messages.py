@@ -28,7 +28,7 @@ from typing import Any
 from lxml import etree
 
 from .errors import ViaObertaError
-from .products import RETORNO_NOT_FOUND, TAX, Product, get_product
+from .products import RETORNO_FOUND, RETORNO_NOT_FOUND, TAX, Product, get_product
 from .xmlsafe import OPENURI_NS, SOAP11_NS, local_name, namespace_of, qname
 
 NAMESPACES: dict[str, dict[str, str]] = {
@@ -444,13 +444,24 @@ def parse_fault(body: etree._Element) -> ErrorResult | None:
 
 
 def parse_respuesta(body: etree._Element, variant: str = "aoc", *, expected_request_id: str | None = None,
+                    expected_product: str | None = None,
                     pending_floor_seconds: int = DEFAULT_PENDING_RETRY_SECONDS) -> ViaObertaResult:
     """Parse a (verified) SOAP Body holding ``Respuesta`` or a ``Fault`` into a typed result.
 
     ``expected_request_id``, when given, must match ``Atributos/IdPeticion`` (an answer to another
-    query is ``viaoberta.malformed``).
+    query is ``viaoberta.malformed``). ``expected_product`` (any name :func:`get_product` knows),
+    when given, is the product asked: the answer is parsed as that product, and an answer whose
+    ``Atributos/CodigoCertificado`` or ``Transmision/CodigoCertificado`` names another one is
+    ``viaoberta.malformed`` (the answer never decides how it is read). Data are accepted only with
+    ``Retorno`` :data:`~viaoberta.products.RETORNO_FOUND`; ``RETORNO_NOT_FOUND`` is a
+    :class:`NotFoundResult`, and any other ``Retorno`` code an :class:`ErrorResult`.
     """
     _check_variant(variant)
+    asked: Product | None = None
+    if expected_product is not None:
+        asked = get_product(expected_product)
+        if asked is None:
+            raise ViaObertaError("unknown_product", "no such Via Oberta product")
     fault = parse_fault(body)
     if fault is not None:
         return fault
@@ -463,6 +474,9 @@ def parse_respuesta(body: etree._Element, variant: str = "aoc", *, expected_requ
     estado = _child(atributos, ns, "Estado")
     codigo = _text(estado, ns, "CodigoEstado")
     literal = _text(estado, ns, "LiteralError", required=False)
+    named = _text(atributos, ns, "CodigoCertificado", required=False)
+    if asked is not None and named and named != asked.codigo_certificado:
+        raise ViaObertaError("malformed", "the answer is for another product (CodigoCertificado)")
     if codigo in ESTADO_PENDING:
         hours_text = _text(estado, ns, "TiempoEstimadoRespuesta", required=False) or "0"
         try:
@@ -480,8 +494,12 @@ def parse_respuesta(body: etree._Element, variant: str = "aoc", *, expected_requ
     product = get_product(codigo_certificado)
     if product is None:
         raise ViaObertaError("unknown_product", "the answer names an unknown CodigoCertificado")
+    if asked is not None and product is not asked:
+        raise ViaObertaError("malformed", "the answer is for another product (CodigoCertificado)")
     transmision = _child(_child(respuesta, ns, "Transmisiones"), ns, "TransmisionDatos")
     genericos = _child(transmision, ns, "DatosGenericos")
+    if _text(genericos, ns, "Transmision/CodigoCertificado") != product.codigo_certificado:
+        raise ViaObertaError("malformed", "Transmision/CodigoCertificado is not the product of the answer")
     evidence = _evidence(genericos, ns, request_id, product)
     especificos_el = _child(transmision, ns, "DatosEspecificos")
     data = element_to_value(especificos_el, product.repeated)
@@ -491,9 +509,13 @@ def parse_respuesta(body: etree._Element, variant: str = "aoc", *, expected_requ
     estado_ret = retorno.get("Estado") if isinstance(retorno, dict) else None
     if not isinstance(estado_ret, dict) or not isinstance(estado_ret.get("CodigoEstado"), str):
         raise ViaObertaError("missing_element", "DatosEspecificos/Retorno/Estado/CodigoEstado is missing")
+    literal_ret = estado_ret.get("LiteralError")
+    literal_ret = literal_ret if isinstance(literal_ret, str) else ""
     if estado_ret["CodigoEstado"] == RETORNO_NOT_FOUND:
-        literal_ret = estado_ret.get("LiteralError")
-        return NotFoundResult(evidence, literal_ret if isinstance(literal_ret, str) else "")
+        return NotFoundResult(evidence, literal_ret)
+    if estado_ret["CodigoEstado"] != RETORNO_FOUND:
+        # Only the success code carries data; whatever else the registry says, nothing is issued from it.
+        return ErrorResult(f"Retorno {estado_ret['CodigoEstado']}"[:40], literal_ret, request_id)
     if product.response_root not in data:
         raise ViaObertaError("missing_element", f"DatosEspecificos/{product.response_root} is missing")
     if product is TAX:

@@ -18,12 +18,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from issuer.sources import BadSourceAnswer, Claims, build_source
+from issuer.sources import BadSourceAnswer, Claims, SourceRefused, build_source
 from tests.sources.helpers import SUBJECT, context
 from tests.support.servers import serve
 from viaoberta.credentials import SigningIdentity, generate_identity
 from viaoberta.messages import IncomingPeticion, build_respuesta, parse_peticion
-from viaoberta.products import PADRO, TAX, Product, get_product
+from viaoberta.products import PADRO, TAX, WORKING_LIFE, Product, get_product
 from viaoberta.wssecurity import envelope_body, sign_envelope
 from viaoberta.xmlsafe import parse_xml
 
@@ -117,3 +117,39 @@ async def test_an_identifier_of_someone_else_anywhere_in_the_data_is_refused(
     scripted.script = lambda incoming: (200, signed_answer(incoming, data, product=TAX))
     with pytest.raises(BadSourceAnswer):
         await source(url, "ECOT103").fetch(None, SUBJECT, context())
+
+
+def tax_data(retorno: str = "00") -> dict[str, Any]:
+    return {"Retorno": {"Estado": {"CodigoEstado": retorno, "LiteralError": ""}},
+            "Certificado": {"Resultado": "POSITIVO", "ReferenciaAEAT": "R1", "FechaEmision": "20260315"}}
+
+
+async def test_an_answer_for_another_product_is_refused(platform: tuple[ScriptedPlatform, str]) -> None:
+    # Asked ECOT103; a signed answer naming VIDA_LABORAL but carrying a POSITIVO tax certificate.
+    scripted, url = platform
+    data = {**tax_data(), "VidaLaboral": {}}
+    scripted.script = lambda incoming: (200, signed_answer(incoming, data, product=WORKING_LIFE))
+    with pytest.raises(BadSourceAnswer):
+        await source(url, "ECOT103").fetch(None, SUBJECT, context())
+
+
+async def test_a_transmission_for_another_product_is_refused(platform: tuple[ScriptedPlatform, str]) -> None:
+    scripted, url = platform
+
+    def script(incoming: IncomingPeticion) -> tuple[int, bytes]:
+        genericos = copy.deepcopy(incoming.genericos)
+        genericos["Transmision"]["CodigoCertificado"] = "VIDA_LABORAL"
+        return 200, signed_answer(incoming, tax_data(), genericos=genericos)
+
+    scripted.script = script
+    with pytest.raises(BadSourceAnswer):
+        await source(url, "ECOT103").fetch(None, SUBJECT, context())
+
+
+async def test_a_registry_error_code_with_data_is_no_credential(platform: tuple[ScriptedPlatform, str]) -> None:
+    scripted, url = platform
+    scripted.script = lambda incoming: (200, signed_answer(incoming, tax_data("99")))
+    with pytest.raises(SourceRefused):
+        await source(url, "ECOT103").fetch(None, SUBJECT, context())
+    scripted.script = lambda incoming: (200, signed_answer(incoming, tax_data("00")))
+    assert isinstance(await source(url, "ECOT103").fetch(None, SUBJECT, context()), Claims)

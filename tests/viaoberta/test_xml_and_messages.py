@@ -205,3 +205,27 @@ def test_product_lookup() -> None:
     assert get_product("working_life") is WORKING_LIFE
     assert get_product("nope") is None
     assert TAX.nif_emisor == "Q2826000H"
+
+
+def test_the_answer_must_be_for_the_product_asked() -> None:
+    # The answer's own CodigoCertificado never decides how it is read: a working-life answer to a
+    # tax query is not a tax certificate, whatever it carries.
+    carrying_tax = {**dict(WORKING_LIFE.example), "Certificado": {"Resultado": "POSITIVO"}}
+    with pytest.raises(ViaObertaError) as info:
+        parse_respuesta(_respuesta(product=WORKING_LIFE, especificos=carrying_tax), expected_product="ECOT103")
+    assert info.value.code == "viaoberta.malformed"
+    assert isinstance(parse_respuesta(_respuesta(product=TAX), expected_product="ECOT103"), NegativeResult)
+    # Atributos right, Transmision naming another product.
+    text = etree.tostring(_respuesta(product=TAX)).replace(
+        b"<CodigoCertificado>ECOT103</CodigoCertificado><IdSolicitud>",
+        b"<CodigoCertificado>VIDA_LABORAL</CodigoCertificado><IdSolicitud>")
+    with pytest.raises(ViaObertaError) as info:
+        parse_respuesta(parse_xml(text), expected_product="ECOT103")
+    assert info.value.code == "viaoberta.malformed"
+
+
+@pytest.mark.parametrize("retorno", ["99", "02", "", "0003"])
+def test_only_the_success_retorno_carries_data(retorno: str) -> None:
+    data = {**dict(TAX.example), "Retorno": {"Estado": {"CodigoEstado": retorno, "LiteralError": "error"}}}
+    result = parse_respuesta(_respuesta(product=TAX, especificos=data), expected_product="ECOT103")
+    assert isinstance(result, ErrorResult) and result.literal_error == "error"
