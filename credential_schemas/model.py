@@ -5,9 +5,10 @@ from __future__ import annotations
 import base64
 import copy
 import datetime as dt
+import functools
 import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -18,6 +19,8 @@ import jsonschema_rs
 import yaml
 from jsonschema import Draft202012Validator, FormatChecker
 from jsonschema.exceptions import SchemaError as JSONSchemaError
+from jsonschema.exceptions import ValidationError as JSONSchemaValidationError
+from jsonschema.validators import extend as _extend_validator
 
 from ssi.errors import SSIError
 
@@ -38,6 +41,13 @@ ClaimPath = tuple[str | int | None, ...]
 _TOP_KEYS = frozenset({"id", "version", "vct", "name", "description", "display", "schema", "claims", "validity"})
 _DISPLAY_KEYS = frozenset({"locale", "name", "description", "rendering"})
 _CLAIM_KEYS = frozenset({"path", "display", "sd", "mandatory", "svg_id", "source"})
+
+#: Longest ``pattern`` (or ``patternProperties`` key) a schema may use.
+MAX_PATTERN_LENGTH = 256
+#: Tenant patterns run only on the Rust ``regex`` engine: linear time in the input, no lookaround or
+#: backreferences, and a bounded compiled size. Python's backtracking ``re`` never sees them.
+_LINEAR_REGEX = jsonschema_rs.RegexOptions(size_limit=1 << 20, dfa_size_limit=1 << 20)
+_NOT_SCHEMA_KEYS = frozenset({"const", "enum", "default", "examples"})
 
 
 @dataclass(frozen=True)
@@ -62,6 +72,128 @@ class ClaimDefinition:
 
 def _fmt_path(path: ClaimPath) -> str:
     return "/" + "/".join("*" if p is None else str(p) for p in path)
+
+
+# ----------------------------------------------------------------------------- patterns
+
+@functools.lru_cache(maxsize=2048)
+def _linear_regex(pattern: str) -> Callable[[Any], bool]:
+    """``pattern`` compiled by the linear-time engine, as a search; ``ValueError`` when it cannot take it."""
+    if len(pattern) > MAX_PATTERN_LENGTH:
+        raise ValueError("pattern too long")
+    try:
+        return jsonschema_rs.Draft202012Validator({"pattern": pattern}, pattern_options=_LINEAR_REGEX).is_valid
+    except (jsonschema_rs.ValidationError, ValueError) as exc:
+        raise ValueError("pattern not supported by the linear-time engine") from exc
+
+
+def _search(pattern: str, text: str) -> bool:
+    """Whether ``pattern`` matches somewhere in ``text`` (a pattern the engine cannot take never matches)."""
+    try:
+        return _linear_regex(pattern)(text)
+    except ValueError:
+        return False
+
+
+def _schema_patterns(node: Any, where: str = "schema") -> Iterator[tuple[str, Any]]:
+    """Every ``pattern`` value and ``patternProperties`` key of a schema, with where it is."""
+    stack = [(node, where)]
+    while stack:
+        node, where = stack.pop()
+        if isinstance(node, list):
+            stack.extend((v, f"{where}[{i}]") for i, v in enumerate(node))
+            continue
+        if not isinstance(node, dict):
+            continue
+        for key, value in node.items():
+            if key == "pattern" and not isinstance(value, dict):
+                yield f"{where}.pattern", value
+            elif key == "patternProperties" and isinstance(value, dict):
+                for pattern in value:
+                    yield f"{where}.patternProperties", pattern
+            if key not in _NOT_SCHEMA_KEYS:
+                stack.append((value, f"{where}.{key}"))
+
+
+def _check_patterns(schema: dict[str, Any]) -> list[Problem]:
+    problems = []
+    for where, pattern in _schema_patterns(schema):
+        if not isinstance(pattern, str):
+            continue  # the metaschema reports it
+        if len(pattern) > MAX_PATTERN_LENGTH:
+            problems.append(Problem(where, f"a pattern may have at most {MAX_PATTERN_LENGTH} characters"))
+            continue
+        try:
+            _linear_regex(pattern)
+        except ValueError:
+            problems.append(Problem(where, "the pattern is not a regular expression the issuer's linear-time engine "
+                                           "accepts (no lookaround, backreferences or huge repetitions)"))
+    return problems
+
+
+def _uses(schema: Any, keyword: str) -> bool:
+    return any(True for _ in _keyword_values(schema, keyword))
+
+
+def _keyword_values(node: Any, keyword: str) -> Iterator[Any]:
+    stack = [node]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, list):
+            stack.extend(node)
+        elif isinstance(node, dict):
+            for key, value in node.items():
+                if key == keyword:
+                    yield value
+                if key not in _NOT_SCHEMA_KEYS:
+                    stack.append(value)
+
+
+def _pattern_keyword(validator: Any, patrn: str, instance: Any, schema: dict[str, Any]) -> Iterator[Any]:
+    if validator.is_type(instance, "string") and not _search(patrn, instance):
+        yield JSONSchemaValidationError(f"does not match {patrn!r}")
+
+
+def _pattern_properties_keyword(validator: Any, pattern_properties: dict[str, Any], instance: Any,
+                                schema: dict[str, Any]) -> Iterator[Any]:
+    if not validator.is_type(instance, "object"):
+        return
+    for pattern, subschema in pattern_properties.items():
+        for key, value in instance.items():
+            if _search(pattern, key):
+                yield from validator.descend(value, subschema, path=key, schema_path=pattern)
+
+
+def _additional_properties_keyword(validator: Any, additional: Any, instance: Any,
+                                   schema: dict[str, Any]) -> Iterator[Any]:
+    # jsonschema's own, except that patternProperties are matched by the linear-time engine.
+    if not validator.is_type(instance, "object"):
+        return
+    properties = schema.get("properties", {})
+    patterns = list(schema.get("patternProperties", {}))
+    extras = {k for k in instance if k not in properties and not any(_search(p, k) for p in patterns)}
+    if validator.is_type(additional, "object"):
+        for extra in extras:
+            yield from validator.descend(instance[extra], additional, path=extra)
+    elif not additional and extras:
+        if patterns:
+            verb = "does" if len(extras) == 1 else "do"
+            joined = ", ".join(repr(each) for each in sorted(extras))
+            yield JSONSchemaValidationError(f"{joined} {verb} not match any of the regexes: "
+                                            + ", ".join(repr(each) for each in sorted(patterns)))
+        else:
+            names = sorted(extras, key=str)
+            verb = "was" if len(names) == 1 else "were"
+            yield JSONSchemaValidationError("Additional properties are not allowed ("
+                                            f"{', '.join(repr(n) for n in names)} {verb} unexpected)")
+
+
+#: The Python validator (it words the problems) with every tenant pattern run by the linear-time engine.
+_ClaimsValidator = _extend_validator(Draft202012Validator, {
+    "pattern": _pattern_keyword,
+    "patternProperties": _pattern_properties_keyword,
+    "additionalProperties": _additional_properties_keyword,
+})
 
 
 # ----------------------------------------------------------------------------- schema walking
@@ -98,23 +230,53 @@ def _schema_at(schema: dict[str, Any], path: ClaimPath) -> Any:
     return _resolve_ref(node, schema)
 
 
-def _schema_leaves(schema: dict[str, Any], node: Any = None, prefix: ClaimPath = ()) -> Iterator[ClaimPath]:
-    """Every leaf claim path of the schema (objects descend by property, arrays by ``None``)."""
-    node = _resolve_ref(schema if node is None else node, schema)
-    if len(prefix) > 16 or not isinstance(node, dict):
-        return
-    props = node.get("properties")
-    if isinstance(props, dict) and props:
-        for name, sub in props.items():
-            yield from _schema_leaves(schema, sub, (*prefix, name))
-        return
-    if isinstance(node.get("items"), dict):
-        sub = _resolve_ref(node["items"], schema)
-        if isinstance(sub, dict) and ("properties" in sub or "items" in sub):
-            yield from _schema_leaves(schema, sub, (*prefix, None))
-            return
-    if prefix:
-        yield prefix
+#: Most claim paths (and subschemas visited for them) the leaf walk expands: a few ``$ref``s used
+#: several times each multiply (k ** depth), and registration must stay cheap for everyone.
+MAX_SCHEMA_PATHS = 2000
+#: Deepest claim path the leaf walk follows.
+MAX_CLAIM_DEPTH = 16
+
+
+class _SchemaTooLarge(Exception):
+    """The leaf walk went past :data:`MAX_SCHEMA_PATHS`, or a ``$ref`` expands into itself."""
+
+
+def _schema_leaves(schema: dict[str, Any]) -> list[ClaimPath]:
+    """Every leaf claim path of the schema (objects descend by property, arrays by ``None``).
+
+    Raises :class:`_SchemaTooLarge` past :data:`MAX_SCHEMA_PATHS` visited subschemas, or when a
+    ``$ref`` is expanded inside its own expansion (a recursive schema has no finite set of claims).
+    """
+    leaves: list[ClaimPath] = []
+    visited = 0
+    # (node, prefix, refs being expanded on the way here)
+    stack: list[tuple[Any, ClaimPath, frozenset[str]]] = [(schema, (), frozenset())]
+    while stack:
+        node, prefix, refs = stack.pop()
+        visited += 1
+        if visited > MAX_SCHEMA_PATHS:
+            raise _SchemaTooLarge(f"the schema expands to more than {MAX_SCHEMA_PATHS} claim paths")
+        if isinstance(node, dict) and isinstance(node.get("$ref"), str):
+            ref = node["$ref"]
+            if ref in refs:
+                raise _SchemaTooLarge(f"$ref '{ref[:80]}' is recursive")
+            refs = refs | {ref}
+        node = _resolve_ref(node, schema)
+        if len(prefix) > MAX_CLAIM_DEPTH or not isinstance(node, dict):
+            continue
+        props = node.get("properties")
+        if isinstance(props, dict) and props:
+            stack.extend((sub, (*prefix, name), refs) for name, sub in reversed(list(props.items())))
+            continue
+        if isinstance(node.get("items"), dict):
+            item = node["items"]
+            sub = _resolve_ref(item, schema)
+            if isinstance(sub, dict) and ("properties" in sub or "items" in sub):
+                stack.append((item, (*prefix, None), refs))
+                continue
+        if prefix:
+            leaves.append(prefix)
+    return leaves
 
 
 def _parse_claim_path(raw: Any) -> ClaimPath | None:
@@ -189,6 +351,27 @@ def _unresolvable_reference(schema: dict[str, Any]) -> bool:
     return False
 
 
+#: Largest definition (as JSON) and deepest nesting accepted: the built-in types are under 10 KiB and
+#: 8 levels; bounds keep registration cheap and away from Python's recursion limit.
+MAX_DEFINITION_BYTES = 128 * 1024
+MAX_DEFINITION_DEPTH = 48
+
+
+def _nesting_depth(data: Any) -> int:
+    deepest = 0
+    stack = [(data, 1)]
+    while stack:
+        node, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if depth > MAX_DEFINITION_DEPTH:
+            break
+        if isinstance(node, dict):
+            stack.extend((v, depth + 1) for v in node.values())
+        elif isinstance(node, list):
+            stack.extend((v, depth + 1) for v in node)
+    return deepest
+
+
 def validate_type_definition(data: Any) -> list[Problem]:
     """Every problem in a type definition, each with its path; an empty list means valid.
 
@@ -197,6 +380,11 @@ def validate_type_definition(data: Any) -> list[Problem]:
     """
     if not isinstance(data, dict):
         return [Problem("", "a type definition must be an object")]
+    # Before anything walks it recursively (the metaschema check, json.dumps): bounded depth and size.
+    if _nesting_depth(data) > MAX_DEFINITION_DEPTH:
+        return [Problem("", f"the definition is nested more than {MAX_DEFINITION_DEPTH} levels deep")]
+    if len(json.dumps(data, default=str)) > MAX_DEFINITION_BYTES:
+        return [Problem("", f"the definition is larger than {MAX_DEFINITION_BYTES // 1024} KiB")]
     problems: list[Problem] = []
     for key in sorted(set(data) - _TOP_KEYS):
         problems.append(Problem(key, "unknown top-level member"))
@@ -246,6 +434,13 @@ def validate_type_definition(data: Any) -> list[Problem]:
         if schema.get("type") != "object":
             problems.append(Problem("schema.type", "the claims schema must describe an object"))
         schema_ok = not meta_errors
+        pattern_problems = _check_patterns(schema)
+        problems.extend(pattern_problems)
+        if _uses(schema, "patternProperties") and _uses(schema, "unevaluatedProperties"):
+            # jsonschema would match these patterns with Python's backtracking engine.
+            problems.append(Problem("schema", "patternProperties and unevaluatedProperties cannot be combined"))
+            pattern_problems = [*pattern_problems, problems[-1]]
+        schema_ok = schema_ok and not pattern_problems
         if schema_ok and _unresolvable_reference(schema):
             # Validating every record would fail at issuance; references to URLs are never fetched.
             problems.append(Problem("schema", "a $ref points outside the schema or to nothing in it; "
@@ -305,10 +500,17 @@ def validate_type_definition(data: Any) -> list[Problem]:
             problems.append(Problem(f"{where}.path", f"claim {_fmt_path(path)} is not in the schema"))
         defs.append((i, path, claim))
 
+    leaves: list[ClaimPath] = []
+    if isinstance(schema, dict) and schema_ok:
+        try:
+            leaves = _schema_leaves(schema)
+        except _SchemaTooLarge as exc:
+            problems.append(Problem("schema", f"{exc}; a type's claims must be a finite, moderate set"))
+            schema_ok = False
     if isinstance(schema, dict) and schema_ok:
         sourced = [p for _, p, c in defs if c.get("source") is not None]
         described = {p for _, p, _c in defs}
-        for leaf in _schema_leaves(schema):
+        for leaf in leaves:
             if leaf[0] in REGISTERED_CLAIMS:
                 continue
             if not any(leaf[: len(s)] == s for s in sourced):
@@ -471,9 +673,16 @@ class CredentialType:
         return [(claim, _fmt_path(claim.path)) for claim in self.claims if claim.source is not None]
 
     @cached_property
-    def _claims_validator(self) -> Draft202012Validator:
-        # Built once per type: constructing the validator cost more than validating a record with it.
-        return Draft202012Validator(self.json_schema, format_checker=FormatChecker())
+    def _claims_validator(self) -> Any:
+        """The Python validator that words the problems, or ``None`` when it would have to run a tenant
+        pattern on Python's backtracking ``re`` (``unevaluatedProperties`` next to ``patternProperties``,
+        refused at registration since; a type stored earlier is then answered by the compiled check alone).
+
+        Built once per type: constructing the validator cost more than validating a record with it.
+        """
+        if _uses(self.json_schema, "patternProperties") and _uses(self.json_schema, "unevaluatedProperties"):
+            return None
+        return _ClaimsValidator(self.json_schema, format_checker=FormatChecker())
 
     @cached_property
     def _claims_accepted(self) -> Any:
@@ -482,10 +691,12 @@ class CredentialType:
         Issuing validates every record: jsonschema's Python validator costs ~90 µs for a small type, the
         compiled one ~1 µs. It only ever answers "valid"; whatever it refuses goes to the Python
         validator, which has the last word and words the problems (so an engine disagreement can only
-        cost time). ``offline``: a ``$ref`` to a URL is never fetched, as jsonschema never does either.
+        cost time). Both match patterns with the same linear-time engine (``_LINEAR_REGEX``).
+        ``offline``: a ``$ref`` to a URL is never fetched, as jsonschema never does either.
         """
         try:
-            validator = jsonschema_rs.Draft202012Validator(self.json_schema, validate_formats=True, offline=True)
+            validator = jsonschema_rs.Draft202012Validator(self.json_schema, validate_formats=True, offline=True,
+                                                           pattern_options=_LINEAR_REGEX)
         except (jsonschema_rs.ValidationError, jsonschema_rs.ReferencingError, ValueError):
             return None
         return validator.is_valid
@@ -496,6 +707,8 @@ class CredentialType:
         if accepted is not None and accepted(claims):
             return []
         validator = self._claims_validator
+        if validator is None:
+            return [Problem("/", "the claims do not satisfy the type's schema")]
         problems = []
         for err in sorted(validator.iter_errors(claims), key=lambda e: [str(p) for p in e.absolute_path]):
             where = "/" + "/".join(str(p) for p in err.absolute_path)

@@ -1,0 +1,134 @@
+"""Definitions a tenant registers through the issuer: what is refused at registration so that nothing
+registered can freeze the issuer or fail every issuance later."""
+
+from __future__ import annotations
+
+import copy
+import re
+
+import pytest
+
+from credential_schemas import load_builtin_types, load_type, validate_type_definition
+
+TYPES = load_builtin_types()
+
+
+def _labels(text: str) -> list[dict[str, str]]:
+    return [{"locale": loc, "label": text} for loc in ("ca", "es", "en")]
+
+
+def tenant_type(props: dict | None = None, claims: list | None = None, **top) -> dict:
+    """A minimal tenant definition: one ``name`` claim read from the offer's subject."""
+    definition = {
+        "id": "t1", "version": "1", "vct": "https://issuer.example/t/ta/types/t1", "name": "T",
+        "display": [{"locale": loc, "name": "T"} for loc in ("ca", "es", "en")],
+        "validity": "P1Y",
+        "schema": {"type": "object", "properties": props or {"name": {"type": "string"}}},
+        "claims": claims or [{"path": ["name"], "display": _labels("Name"), "source": "subject.name"}],
+    }
+    definition.update(top)
+    return definition
+
+
+# ----------------------------------------------------------------------------- patterns (ReDoS)
+
+@pytest.fixture
+def no_backtracking_on(monkeypatch):
+    """Fails the test if Python's ``re`` is asked to search with one of the given patterns."""
+    guarded: set[str] = set()
+    real_search = re.search
+
+    def search(pattern, string, flags=0):
+        assert pattern not in guarded and not any(g in str(pattern) for g in guarded), \
+            "a tenant pattern reached Python's backtracking re"
+        return real_search(pattern, string, flags)
+
+    monkeypatch.setattr(re, "search", search)
+    return guarded
+
+
+def test_a_catastrophic_pattern_is_answered_without_python_re(no_backtracking_on) -> None:
+    evil = "^(a+)+$"
+    no_backtracking_on.add(evil)
+    ctype = load_type(tenant_type({"name": {"type": "string", "pattern": evil},
+                                   "tags": {"type": "object", "patternProperties": {evil: {"type": "string"}},
+                                            "additionalProperties": False}},
+                                  claims=[{"path": ["name"], "display": _labels("N"), "source": "subject.name"},
+                                          {"path": ["tags"], "display": _labels("T"), "source": "tags"}]))
+    # 40 characters: with backtracking, 2^40 steps.
+    problems = ctype.validate_claims({"name": "a" * 40 + "!", "tags": {"a" * 40 + "!": "x"}})
+    assert [(p.path, p.message.split(" (")[0]) for p in problems] == [
+        ("/name", "fails 'pattern'"), ("/tags", "'" + "a" * 40 + "!' does not match any of the regexes: '^(a+)+$'")]
+    assert ctype.validate_claims({"name": "aaaa", "tags": {"aaa": "x"}}) == []
+    assert [p.path for p in ctype.validate_claims({"name": "aaaa", "tags": {"aaa": 1}})] == ["/tags/aaa"]
+
+
+@pytest.mark.parametrize(("pattern", "why"), [
+    ("^(?=a)b$", "linear-time"),       # lookahead
+    ("^(a)\\1$", "linear-time"),       # backreference
+    ("^x\\Z", "linear-time"),          # Python-only syntax
+    ("(a{1000}){1000}", "linear-time"),  # compiles to more than the size limit
+    ("a" * 257, "at most 256"),
+])
+def test_a_pattern_the_linear_engine_cannot_take_is_refused(pattern: str, why: str) -> None:
+    problems = validate_type_definition(tenant_type({"name": {"type": "string", "pattern": pattern}}))
+    assert [p.path for p in problems] == ["schema.properties.name.pattern"] and why in problems[0].message
+    in_defs = tenant_type({"name": {"$ref": "#/$defs/n"}})
+    in_defs["schema"]["$defs"] = {"n": {"type": "object", "patternProperties": {pattern: {}}}}
+    problems = validate_type_definition(in_defs)
+    assert [p.path for p in problems] == ["schema.$defs.n.patternProperties"]
+
+
+def test_pattern_properties_with_unevaluated_properties_is_refused() -> None:
+    problems = validate_type_definition(tenant_type({"name": {
+        "type": "object", "patternProperties": {"^a": {}}, "unevaluatedProperties": False}}))
+    assert any("unevaluatedProperties" in p.message for p in problems)
+
+
+def test_builtin_patterns_still_validate() -> None:
+    for ctype in TYPES.values():
+        assert validate_type_definition(copy.deepcopy(ctype.definition)) == []
+
+
+# ----------------------------------------------------------------------------- size of the schema
+
+def _ref_bomb(k: int, depth: int) -> dict:
+    """Each level's k properties all reference the next level: k ** depth claim paths from ~2 KB."""
+    defs = {f"d{i}": {"type": "object", "properties": {f"p{j}": {"$ref": f"#/$defs/d{i + 1}"} for j in range(k)}}
+            for i in range(depth)}
+    defs[f"d{depth}"] = {"type": "string"}
+    definition = tenant_type({"name": {"$ref": "#/$defs/d0"}})
+    definition["schema"]["$defs"] = defs
+    return definition
+
+
+def test_a_reference_bomb_is_refused_at_registration() -> None:
+    problems = validate_type_definition(_ref_bomb(2, 12))  # 4,096 paths
+    assert [p.path for p in problems] == ["schema"] and "more than 2000 claim paths" in problems[0].message
+    problems = validate_type_definition(_ref_bomb(10, 15))  # 10 ** 15 paths, 6 KB
+    assert [p.path for p in problems] == ["schema"]
+
+
+def test_a_recursive_reference_is_refused() -> None:
+    definition = tenant_type({"name": {"$ref": "#/$defs/node"}})
+    definition["schema"]["$defs"] = {"node": {"type": "object", "properties": {
+        "label": {"type": "string"}, "child": {"$ref": "#/$defs/node"}}}}
+    problems = validate_type_definition(definition)
+    assert any(p.path == "schema" and "recursive" in p.message for p in problems), problems
+
+
+def test_a_reference_used_twice_without_recursion_is_fine() -> None:
+    definition = tenant_type({"home": {"$ref": "#/$defs/addr"}, "work": {"$ref": "#/$defs/addr"}}, claims=[
+        {"path": [where], "display": _labels(where), "source": {"field": where}} for where in ("home", "work")])
+    definition["schema"]["$defs"] = {"addr": {"type": "object", "properties": {"street": {"type": "string"}}}}
+    assert validate_type_definition(definition) == []
+
+
+def test_an_oversized_or_deeply_nested_definition_is_refused_without_raising() -> None:
+    node: dict = {"type": "string"}
+    for _ in range(400):
+        node = {"not": node}
+    problems = validate_type_definition(tenant_type({"name": node}))
+    assert [p.path for p in problems] == [""] and "nested" in problems[0].message
+    big = tenant_type(description="x" * 200_000)
+    assert [p.message for p in validate_type_definition(big)] == ["the definition is larger than 128 KiB"]
