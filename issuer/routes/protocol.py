@@ -28,7 +28,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 
-from credential_schemas import load_type
+from credential_schemas import CredentialType, load_type
 from service_kit.direct_route import DirectRoute
 from service_kit.errors import APIError
 from service_kit.ratelimit import (
@@ -80,9 +80,9 @@ from ..grants import (
 from ..issuance import Deferred, fetch_record, sign_and_record, subject_from_json
 from ..keys import published_keys
 from ..metadata import authorization_server_metadata, issuer_metadata
-from ..models import DeferredTransaction, IssuanceClaim, IssuanceRecord, StoredResponse
+from ..models import CredentialTypeRow, DeferredTransaction, IssuanceClaim, IssuanceRecord, StoredResponse
 from ..nonces import nonce_expiry
-from ..registry import RegisteredType, tenant_types, type_versions
+from ..registry import RegisteredType, tenant_types
 from ..status import list_token
 from ..tenancy import TenantRef, path_tenant, protocol_tenant
 
@@ -170,6 +170,23 @@ async def jwt_vc_issuer_metadata(tenant: TenantRef = Depends(path_tenant),  # no
                  headers=METADATA_CACHE)
 
 
+async def _type_version(ctx: IssuerContext, tenant_id: str, type_id: str, version: str) -> CredentialType:
+    """An earlier version of a type, parsed once per stored row (``ctx.types`` by row id, as the registry
+    caches current versions): this is a public URL, and parsing a definition is not free."""
+    async with ctx.db.read_session() as session:
+        row_id = await session.scalar(select(CredentialTypeRow.id).where(
+            CredentialTypeRow.tenant_id == tenant_id, CredentialTypeRow.type_id == type_id,
+            CredentialTypeRow.version == version))
+        if row_id is None:
+            raise APIError(404, "not_found", "no such version of the credential type")
+        ctype = ctx.types.get(row_id)
+        if ctype is None:
+            definition = await session.scalar(select(CredentialTypeRow.definition)
+                                              .where(CredentialTypeRow.id == row_id))
+            ctype = ctx.types.put(row_id, load_type(definition))
+    return ctype  # type: ignore[no-any-return]
+
+
 @router.get("/t/{slug}/types/{type_id}", tags=["metadata"], summary="SD-JWT VC Type Metadata of a credential type")
 async def type_metadata(type_id: str, tenant: TenantRef = Depends(path_tenant),  # noqa: B008
                         ctx: IssuerContext = Depends(get_ctx),  # noqa: B008
@@ -181,11 +198,7 @@ async def type_metadata(type_id: str, tenant: TenantRef = Depends(path_tenant), 
         raise APIError(404, "not_found", "no such credential type")
     ctype = reg.ctype
     if version is not None and version != reg.version:
-        async with ctx.db.read_session() as session:
-            rows = [r for r in await type_versions(session, tenant.id, type_id) if r.version == version]
-        if not rows:
-            raise APIError(404, "not_found", "no such version of the credential type")
-        ctype = load_type(rows[0].definition)
+        ctype = await _type_version(ctx, tenant.id, type_id, version)
     # The exact canonical bytes: vct#integrity in credentials is a hash of them.
     return Response(ctype.type_metadata_bytes(), media_type="application/json", headers=METADATA_CACHE)
 
