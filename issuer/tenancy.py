@@ -76,6 +76,12 @@ _UNAUTHENTICATED = {"WWW-Authenticate": 'Bearer realm="cartera-issuer-admin"'}
 API_KEY_CACHE_SECONDS = 5.0
 
 
+def forget_api_key(ctx: IssuerContext, key_hash: str) -> None:
+    """Drop this worker's cached lookup of a (revoked) key; other workers drop theirs after
+    ``API_KEY_CACHE_SECONDS``."""
+    ctx.tenants.discard(("api-key", key_hash))
+
+
 async def admin_tenant(request: Request, ctx: IssuerContext = Depends(get_ctx)) -> TenantRef:  # noqa: B008
     """FastAPI dependency: the tenant whose admin API key authenticates the request (401 otherwise)."""
     key = bearer(request)

@@ -294,3 +294,36 @@ def rotate_key(url: UrlOpt = None, api_key: KeyOpt = None, tenant: TenantOpt = N
     where = f" in token {info['token_key']['token']} as {info['token_key']['label']}" if info.get("token_key") else ""
     typer.echo(json.dumps(info) if as_json else
                f"new signing key {info['kid']}{where} (certificate until {info['not_after']})")
+
+
+api_keys_app = typer.Typer(help="The tenant's admin API keys: list them, revoke one (e.g. a leaked key).",
+                           no_args_is_help=True)
+app.add_typer(api_keys_app, name="api-keys")
+
+
+@api_keys_app.command("list")
+def api_keys_list(url: UrlOpt = None, api_key: KeyOpt = None, tenant: TenantOpt = None, as_json: JsonOpt = False) -> None:
+    """List the tenant's admin API keys (ids and dates: never the keys)."""
+    base, key = _connection(url, api_key, tenant)
+    items = call_api("issuer", "GET", base, key, "/v1/tenant/api-keys")
+    if as_json:
+        typer.echo(json.dumps(items, ensure_ascii=False))
+        return
+    table = Table("key id", "label", "created", "state")
+    for k in items:
+        state = "revoked" if k["revoked"] else "valid" + (" (this one)" if k.get("current") else "")
+        table.add_row(*(safe(v) for v in (k["key_id"], k["label"], k["created_at"][:19], state)))
+    console.print(table)
+
+
+@api_keys_app.command("revoke")
+def api_keys_revoke(key_id: Annotated[str, typer.Argument(help="The key id (from `api-keys list`), not the key.")],
+                    url: UrlOpt = None, api_key: KeyOpt = None, tenant: TenantOpt = None,
+                    as_json: JsonOpt = False) -> None:
+    """Revoke an admin API key: refused at once by this issuer worker, by every worker within seconds."""
+    base, key = _connection(url, api_key, tenant)
+    info = call_api("issuer", "DELETE", base, key, f"/v1/tenant/api-keys/{path_segment(key_id, 'key id')}")
+    if as_json:
+        typer.echo(json.dumps(info, ensure_ascii=False))
+    else:
+        console.print(f"API key {safe(info['key_id'])} revoked", highlight=False)

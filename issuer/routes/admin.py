@@ -10,7 +10,7 @@ import datetime as dt
 from typing import Any, Literal
 
 from cryptography import x509 as cx509
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
@@ -35,7 +35,7 @@ from ..registry import (
     type_versions,
 )
 from ..status import set_record_status
-from ..tenancy import TenantRef, admin_tenant, platform_admin
+from ..tenancy import TenantRef, admin_tenant, bearer, forget_api_key, platform_admin
 from . import API_PREFIX
 
 router = APIRouter(prefix=API_PREFIX, tags=["admin"])
@@ -127,6 +127,59 @@ async def add_api_key(tenant: TenantRef = Depends(admin_tenant), ctx: IssuerCont
         session.add(ApiKey(id=key_id, tenant_id=tenant.id, key_hash=hash_api_key(key), label="api", created_at=utcnow(),
                            revoked=False))
     return ApiKeyCreated(api_key=key, key_id=key_id)
+
+
+class ApiKeyInfo(BaseModel):
+    """An admin API key as listed: never the key or its hash."""
+
+    key_id: str
+    label: str = Field(description="`initial` (made with the tenant) or `api` (made through the API).")
+    created_at: dt.datetime
+    revoked: bool
+    current: bool = Field(description="Whether this is the key authenticating the request.")
+
+
+def _key_info(row: ApiKey, current_hash: str) -> ApiKeyInfo:
+    return ApiKeyInfo(key_id=row.id, label=row.label, created_at=row.created_at, revoked=row.revoked,
+                      current=row.key_hash == current_hash)
+
+
+@router.get("/tenant/api-keys", response_model=list[ApiKeyInfo], summary="The tenant's admin API keys")
+async def list_api_keys(request: Request, tenant: TenantRef = Depends(admin_tenant),  # noqa: B008
+                        ctx: IssuerContext = Depends(get_ctx)) -> list[ApiKeyInfo]:  # noqa: B008
+    current = hash_api_key(bearer(request) or "")
+    async with ctx.db.read_session() as session:
+        rows = (await session.execute(select(ApiKey).where(ApiKey.tenant_id == tenant.id)
+                                      .order_by(ApiKey.created_at, ApiKey.id))).scalars().all()
+    return [_key_info(row, current) for row in rows]
+
+
+@router.delete("/tenant/api-keys/{key_id}", response_model=ApiKeyInfo,
+               summary="Revoke an admin API key (other workers refuse it after at most 5 seconds)",
+               responses={404: {"description": "No such key for this tenant"},
+                          409: {"description": "It is the tenant's last valid key"}})
+async def revoke_api_key(request: Request, key_id: str = Path(max_length=40),  # noqa: B008
+                         tenant: TenantRef = Depends(admin_tenant),  # noqa: B008
+                         ctx: IssuerContext = Depends(get_ctx)) -> ApiKeyInfo:  # noqa: B008
+    current = hash_api_key(bearer(request) or "")
+    async with ctx.session() as session:
+        # The tenant row locked: two keys revoking each other at once cannot leave the tenant with none.
+        await session.execute(select(Tenant.id).where(Tenant.id == tenant.id).with_for_update())
+        row = (await session.execute(select(ApiKey).where(ApiKey.id == key_id, ApiKey.tenant_id == tenant.id))
+               ).scalar_one_or_none()
+        if row is None:
+            raise APIError(404, "not_found", "no such API key")
+        if not row.revoked:
+            others = (await session.execute(select(func.count()).select_from(ApiKey).where(
+                ApiKey.tenant_id == tenant.id, ApiKey.revoked.is_(False), ApiKey.id != row.id))).scalar_one()
+            if others == 0:
+                raise APIError(409, "conflict", "this is the tenant's last valid API key: create another one "
+                               "(POST /v1/tenant/api-keys) before revoking it")
+            row.revoked = True
+        info = _key_info(row, current)
+    # This worker refuses it at once; the others when their cache entry expires (API_KEY_CACHE_SECONDS).
+    forget_api_key(ctx, row.key_hash)
+    return info
 
 
 # -- types ----------------------------------------------------------------------------------------

@@ -61,3 +61,38 @@ def test_errors_are_readable_not_tracebacks(dev_file: Path) -> None:
     assert result.exit_code == 1 and "not a valid credential id" in result.output
     result = runner.invoke(app, ["issuer", "types", "--url", "http://127.0.0.1:9", "--api-key", "ck_x"])
     assert result.exit_code == 1 and "cannot reach" in result.output
+
+
+def test_api_keys_list_and_revoke(issuer_env: IssuerEnv, monkeypatch: pytest.MonkeyPatch) -> None:
+    import httpx
+
+    from tests.issuer.conftest import ADMIN_KEY
+
+    for name in ("CARTERA_ISSUER_URL", "CARTERA_ISSUER_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    slug = "cli-keys-" + __import__("secrets").token_hex(3)
+    created = httpx.post(f"{issuer_env.url}/v1/tenants", json={"slug": slug, "name": slug},
+                         headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=20).json()
+    first = created["api_key"]
+    other = httpx.post(f"{issuer_env.url}/v1/tenant/api-keys", headers={"Authorization": f"Bearer {first}"},
+                       timeout=20).json()
+    conn = ["--url", issuer_env.url, "--api-key", first]
+    result = runner.invoke(app, ["issuer", "api-keys", "list", *conn, "--json"])
+    assert result.exit_code == 0, result.output
+    listed = json.loads(result.output)
+    assert [k["revoked"] for k in listed] == [False, False] and first not in result.output
+    first_id = next(k["key_id"] for k in listed if k["current"])
+    result = runner.invoke(app, ["issuer", "api-keys", "list", *conn])
+    assert result.exit_code == 0 and other["key_id"] in result.output and "this one" in result.output
+    result = runner.invoke(app, ["issuer", "api-keys", "revoke", other["key_id"], *conn])
+    assert result.exit_code == 0 and f"API key {other['key_id']} revoked" in result.output
+    result = runner.invoke(app, ["issuer", "api-keys", "list", *conn, "--json"])
+    assert {k["key_id"]: k["revoked"] for k in json.loads(result.output)} == {first_id: False, other["key_id"]: True}
+    # readable refusals, no tracebacks: the last key, an unknown id, an id that is not one
+    result = runner.invoke(app, ["issuer", "api-keys", "revoke", first_id, *conn])
+    assert result.exit_code == 1 and "conflict" in result.output and "last" in result.output
+    assert "Traceback" not in result.output
+    result = runner.invoke(app, ["issuer", "api-keys", "revoke", "k_nosuch", *conn])
+    assert result.exit_code == 1 and "not_found" in result.output
+    result = runner.invoke(app, ["issuer", "api-keys", "revoke", "../tenant", *conn])
+    assert result.exit_code == 1 and "not a valid key id" in result.output

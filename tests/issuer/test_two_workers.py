@@ -102,3 +102,23 @@ async def test_after_a_rotation_through_one_worker_the_other_signs_with_the_new_
         assert _kid(after) == new_kid
         audit = await http.get(f"{workers.two}/v1/audit/head", headers=headers)
         assert _kid(audit.json()["checkpoint"]["token"]) == new_kid
+
+
+async def test_a_key_revoked_through_one_worker_is_refused_by_the_other(workers: Workers) -> None:
+    headers = workers.headers("aoc-tax")
+    async with httpx.AsyncClient(timeout=20, limits=LIMITS) as http:
+        r = await http.post(f"{workers.one}/v1/tenant/api-keys", headers=headers)
+        assert r.status_code == 201, r.text
+        leaked_id, leaked = r.json()["key_id"], {"Authorization": f"Bearer {r.json()['api_key']}"}
+        assert (await http.get(f"{workers.two}/v1/tenant", headers=leaked)).status_code == 200  # cached there
+        r = await http.delete(f"{workers.one}/v1/tenant/api-keys/{leaked_id}", headers=headers)
+        assert r.status_code == 200, r.text
+        deadline = time.monotonic() + FOLLOW_DEADLINE
+        status = 200
+        while time.monotonic() < deadline:
+            status = (await http.get(f"{workers.two}/v1/tenant", headers=leaked)).status_code
+            if status == 401:
+                break
+            await asyncio.sleep(0.5)
+        assert status == 401, "worker 2 still accepts the revoked key"
+        assert (await http.post(f"{workers.two}/v1/tenant/api-keys", headers=leaked)).status_code == 401
