@@ -7,12 +7,16 @@ template and status. Services add their own series on the same registry::
     issued = app.state.metrics.counter("cartera_issuances_total", "Issuances by outcome", ["outcome"])
     issued.labels(outcome="ok").inc()
 
-With several uvicorn workers, set ``PROMETHEUS_MULTIPROC_DIR`` to an empty folder before start: values are
-then shared through files and ``/metrics`` aggregates every worker (prometheus-client multiprocess mode).
+``/metrics`` answers clients on the same host only, or those with ``settings.metrics_token``
+(:func:`metrics_router`). With several uvicorn workers, set ``PROMETHEUS_MULTIPROC_DIR`` to an empty
+folder before start: values are then shared through files and ``/metrics`` aggregates every worker
+(prometheus-client multiprocess mode).
 """
 
 from __future__ import annotations
 
+import hmac
+import ipaddress
 import os
 from collections.abc import Callable, Sequence
 
@@ -26,6 +30,9 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client import multiprocess as prom_multiprocess
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from service_kit.errors import APIError
 
 LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -106,12 +113,48 @@ class Metrics:
         return generate_latest(self.registry)
 
 
+#: Headers a reverse proxy adds: a request carrying one came through a proxy, whatever its peer.
+_PROXY_HEADERS = ("x-forwarded-for", "forwarded", "x-real-ip")
+
+
+def _loopback_peer(request: Request) -> bool:
+    """Whether ``request`` came straight from this host: a loopback TCP peer and no proxy header.
+
+    A proxy on the same host connects from loopback too, for every client it forwards; and behind
+    ``--proxy-headers`` the peer uvicorn reports is the one ``X-Forwarded-For`` names. So the
+    forwarding headers rule a request out instead of being believed.
+    """
+    if request.client is None or any(name in request.headers for name in _PROXY_HEADERS):
+        return False
+    try:
+        address = ipaddress.ip_address(request.client.host.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.is_loopback
+
+
 def metrics_router() -> APIRouter:
-    """``GET /metrics`` for the app whose ``state.metrics`` is a :class:`Metrics`."""
+    """``GET /metrics`` for the app whose ``state.metrics`` is a :class:`Metrics`.
+
+    The series name tenants and count their issuances: with ``settings.metrics_token`` set, the
+    request must carry it (``Authorization: Bearer``; 401 otherwise); without it, only a client on
+    this host reaches it, and anyone else gets the 404 of a path that does not exist.
+    """
     router = APIRouter()
 
     @router.get("/metrics", include_in_schema=False)
     async def metrics(request: Request) -> Response:
+        token = getattr(request.app.state.settings, "metrics_token", None)
+        if token is not None:
+            scheme, _, given = request.headers.get("authorization", "").partition(" ")
+            expected = token.get_secret_value().encode()
+            if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected):
+                raise APIError(401, "unauthorized", "the metrics token is missing or wrong",
+                               {"WWW-Authenticate": "Bearer"})
+        elif not _loopback_peer(request):
+            raise StarletteHTTPException(404)
         return Response(request.app.state.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     return router

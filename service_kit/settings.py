@@ -116,6 +116,14 @@ class ServiceSettings(BaseSettings):
             "`dev_mode`, plus these."
         ),
     )
+    metrics_token: SecretStr | None = Field(
+        default=None,
+        description=(
+            "Bearer token `GET /metrics` requires (`Authorization: Bearer <token>`; a Prometheus scraping "
+            "from another host or container). Unset: `/metrics` answers only connections from a loopback "
+            "address that came through no proxy, and is a 404 for everyone else. Never printed."
+        ),
+    )
     dev_mode: bool = Field(
         default=False,
         description=(
@@ -123,6 +131,14 @@ class ServiceSettings(BaseSettings):
             "Never enable in production."
         ),
     )
+
+    @field_validator("metrics_token", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        """An empty token (``METRICS_TOKEN=`` in a compose file) means none, not one anybody can send."""
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return None
+        return value
 
     @field_validator("trusted_proxies", "cors_origins", "internal_hosts", mode="before")
     @classmethod

@@ -268,6 +268,55 @@ def test_metrics_count_by_route_template(base_url: str) -> None:
     assert "/v1/items/a" not in text and "/v1/unknown" not in text
 
 
+def _asgi_get(app: FastAPI, path: str, peer: str, headers: dict[str, str] | None = None) -> httpx.Response:
+    """``path`` asked of ``app`` by a client whose TCP peer address is ``peer`` (in process: no test
+    host has a routable address of its own to connect from)."""
+    import asyncio
+
+    async def go() -> httpx.Response:
+        transport = httpx.ASGITransport(app=app, client=(peer, 40000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://kit.example.org") as client:
+            return await client.get(path, headers=headers)
+    return asyncio.run(go())
+
+
+def test_metrics_without_a_token_answer_this_host_only(settings: ServiceSettings, log_buffer: io.StringIO) -> None:
+    """Per-tenant counts must not be public: without ``metrics_token``, ``/metrics`` answers a client
+    connecting from loopback with no proxy in between; anyone else meets the 404 of a missing path."""
+    app = build_app(settings, None)
+    with serve(app) as url:
+        assert httpx.get(f"{url}/metrics").status_code == 200
+        # A proxy on this host connects from loopback for every client: its headers rule the request out,
+        # and a client cannot talk its way in with them either.
+        for header in ("X-Forwarded-For", "Forwarded", "X-Real-IP"):
+            r = httpx.get(f"{url}/metrics", headers={header: "127.0.0.1"})
+            assert r.status_code == 404 and r.json()["error"] == "not_found", header
+    for peer in ("127.0.0.1", "::1", "::ffff:127.0.0.1"):
+        assert _asgi_get(app, "/metrics", peer).status_code == 200, peer
+    for peer in ("203.0.113.9", "10.0.0.5", "2001:db8::1", "::ffff:10.0.0.5"):
+        r = _asgi_get(app, "/metrics", peer)
+        assert r.status_code == 404, peer
+        assert r.json() == _asgi_get(app, "/nowhere", peer).json()
+        assert "http_requests_total" not in r.text
+
+
+def test_metrics_with_a_token_require_it_from_anywhere(tmp_path: Path, log_buffer: io.StringIO) -> None:
+    settings = ServiceSettings(data_dir=tmp_path, metrics_token="scrape-0123456789abcdef")
+    app = build_app(settings, None)
+    with serve(app) as url:
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic scrape-0123456789abcdef"}):
+            r = httpx.get(f"{url}/metrics", headers=headers)
+            assert r.status_code == 401, headers
+            assert r.json()["error"] == "unauthorized" and r.headers["cache-control"] == "no-store"
+            assert r.headers["www-authenticate"] == "Bearer"
+        r = httpx.get(f"{url}/metrics", headers={"Authorization": "Bearer scrape-0123456789abcdef"})
+        assert r.status_code == 200 and "http_requests_total" in r.text
+    good = {"Authorization": "Bearer scrape-0123456789abcdef"}
+    assert _asgi_get(app, "/metrics", "203.0.113.9", good).status_code == 200
+    assert _asgi_get(app, "/metrics", "203.0.113.9").status_code == 401
+    assert ServiceSettings(data_dir=tmp_path, metrics_token="").metrics_token is None
+
+
 def test_health_and_readiness(base_url: str) -> None:
     r = httpx.get(f"{base_url}/healthz")
     assert r.status_code == 200 and r.json()["status"] == "ok"

@@ -90,6 +90,7 @@ def test_reference_lists_every_setting_with_a_description() -> None:
         "CARTERA_DEMO_TRUSTED_PROXIES",
         "CARTERA_DEMO_RATE_LIMITS_ENABLED",
         "CARTERA_DEMO_INTERNAL_HOSTS",
+        "CARTERA_DEMO_METRICS_TOKEN",
         "CARTERA_DEMO_DEV_MODE",
     } == names
     assert all(row["description"] for row in rows)
