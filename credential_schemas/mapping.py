@@ -38,6 +38,10 @@ _SPEC_KEYS = frozenset({"field", "fields", "join", "const", "now", "offset", "tr
                         "thresholds", "each", "default"})
 
 
+#: Longest duration (validity, offset) accepted, in days: 100 years.
+MAX_DURATION_DAYS = 36525
+
+
 class Duration:
     """An ISO 8601 duration (``P5Y``, ``P3M``, ``P1Y6M``, ``P30D``, ``PT12H``) added in calendar terms."""
 
@@ -46,6 +50,10 @@ class Duration:
         if not match:
             raise MappingError("bad_duration", "not an ISO 8601 duration such as P5Y or P3M")
         years, months, weeks, days, hours, minutes, seconds = (int(g) if g else 0 for g in match.groups())
+        # Bounded before any timedelta or date arithmetic: P99999999999Y would overflow at issuance.
+        if (years * 12 + months) * 30.4375 + weeks * 7 + days + (hours * 3600 + minutes * 60 + seconds) / 86400 \
+                > MAX_DURATION_DAYS:
+            raise MappingError("bad_duration", "a duration may be at most 100 years")
         self.text = text
         self.months = years * 12 + months
         self.rest = dt.timedelta(weeks=weeks, days=days, hours=hours, minutes=minutes, seconds=seconds)
@@ -152,6 +160,9 @@ def check_spec(spec: Any, where: str) -> list[Problem]:
     if not isinstance(transforms, list):
         problems.append(Problem(f"{where}.transform", "must be a transform name or a list of them"))
         transforms = []
+    if not all(isinstance(name, str) for name in transforms):
+        problems.append(Problem(f"{where}.transform", "must be a transform name or a list of them"))
+        transforms = [name for name in transforms if isinstance(name, str)]
     for name in transforms:
         if name not in TRANSFORMS:
             problems.append(Problem(f"{where}.transform", f"unknown transform '{name}'"))
@@ -250,7 +261,7 @@ def evaluate(spec: Any, record: Any, *, now: dt.datetime, claim: str = "") -> An
     if "const" in spec:
         value = spec["const"]
     elif "now" in spec:
-        moment = _duration(spec["offset"]).add_to(now) if "offset" in spec else now
+        moment = _shift(spec["offset"], now, where) if "offset" in spec else now
         value = {"date": lambda m: m.date().isoformat(), "datetime": lambda m: m.isoformat(timespec="seconds"),
                  "epoch": lambda m: int(m.timestamp())}[spec["now"]](moment)
     elif "fields" in spec:
@@ -275,8 +286,17 @@ def evaluate(spec: Any, record: Any, *, now: dt.datetime, claim: str = "") -> An
             value = _apply(name, value, spec, where, now)
     if "offset" in spec and "now" not in spec:
         # A date read from the source, shifted: e.g. a certificate's validity from its issue date.
-        value = _duration(spec["offset"]).add_to(_as_date(value, where)).isoformat()
+        value = _shift(spec["offset"], _as_date(value, where), where).isoformat()
     return value
+
+
+def _shift(offset: str, moment: Any, where: str) -> Any:
+    """``moment`` plus the ``offset`` duration; a date past year 9999 is a source problem, not a crash."""
+    try:
+        return _duration(offset).add_to(moment)
+    except (OverflowError, ValueError) as exc:
+        raise MappingError("bad_source_value", f"source field '{where}' shifted by {offset} is out of range",
+                           field=where) from exc
 
 
 def _each(subs: dict[str, Any], item: Any, now: dt.datetime, claim: str) -> dict[str, Any]:

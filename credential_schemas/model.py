@@ -351,6 +351,11 @@ def _unresolvable_reference(schema: dict[str, Any]) -> bool:
     return False
 
 
+#: Longest ``id``, ``version`` and ``vct``: the issuer stores them in columns of these sizes
+#: (``issuer.models.CredentialTypeRow``, ``IssuanceRecord``).
+MAX_ID_LENGTH = 100
+MAX_VERSION_LENGTH = 40
+MAX_VCT_LENGTH = 500
 #: Largest definition (as JSON) and deepest nesting accepted: the built-in types are under 10 KiB and
 #: 8 levels; bounds keep registration cheap and away from Python's recursion limit.
 MAX_DEFINITION_BYTES = 128 * 1024
@@ -391,11 +396,17 @@ def validate_type_definition(data: Any) -> list[Problem]:
     type_id = data.get("id")
     if not isinstance(type_id, str) or not type_id or not all(c.isalnum() or c in "-_." for c in type_id):
         problems.append(Problem("id", "id is required: letters, digits, '-', '_' or '.'"))
+    elif len(type_id) > MAX_ID_LENGTH:
+        problems.append(Problem("id", f"id may have at most {MAX_ID_LENGTH} characters"))
     if not isinstance(data.get("version"), str | int) or isinstance(data.get("version"), bool) or data.get("version") == "":
         problems.append(Problem("version", "version is required (a string such as '1.0')"))
+    elif len(str(data["version"])) > MAX_VERSION_LENGTH:
+        problems.append(Problem("version", f"version may have at most {MAX_VERSION_LENGTH} characters"))
     vct = data.get("vct")
     if not isinstance(vct, str):
         problems.append(Problem("vct", "vct is required"))
+    elif len(vct) > MAX_VCT_LENGTH:
+        problems.append(Problem("vct", f"vct may have at most {MAX_VCT_LENGTH} characters"))
     else:
         parts = urlsplit(vct)
         if parts.scheme != "https" or not parts.netloc or parts.fragment:
@@ -417,7 +428,7 @@ def validate_type_definition(data: Any) -> list[Problem]:
     try:
         _mapping.Duration(validity)
     except MappingError:
-        problems.append(Problem("validity", "validity must be an ISO 8601 duration such as P5Y or P3M"))
+        problems.append(Problem("validity", "validity must be an ISO 8601 duration such as P5Y or P3M, at most 100 years"))
 
     schema = data.get("schema")
     schema_ok = False
@@ -496,10 +507,23 @@ def validate_type_definition(data: Any) -> list[Problem]:
         problems.extend(_check_display_list(claim.get("display"), f"{where}.display", "label"))
         if claim.get("source") is not None:
             problems.extend(_mapping.check_spec(claim["source"], f"{where}.source"))
+            if not all(isinstance(p, str) for p in path):
+                problems.append(Problem(f"{where}.source", "a source mapping cannot address inside an array "
+                                                           "(map the whole array, with 'each' for objects)"))
         if isinstance(schema, dict) and top not in REGISTERED_CLAIMS and _schema_at(schema, path) is None:
             problems.append(Problem(f"{where}.path", f"claim {_fmt_path(path)} is not in the schema"))
         defs.append((i, path, claim))
 
+    # A mapped claim inside another mapped claim: issuance could not place both values.
+    sourced_at = {p: i for i, p, c in defs if c.get("source") is not None}
+    for i, path, claim in defs:
+        if claim.get("source") is None:
+            continue
+        for n in range(1, len(path)):
+            if path[:n] in sourced_at:
+                problems.append(Problem(f"claims[{i}].source", f"claim {_fmt_path(path)} is inside "
+                                        f"claims[{sourced_at[path[:n]]}], which has its own source mapping"))
+                break
     leaves: list[ClaimPath] = []
     if isinstance(schema, dict) and schema_ok:
         try:
@@ -737,6 +761,8 @@ def _set_path(target: dict[str, Any], path: ClaimPath, value: Any) -> None:
 
 def _read(source: str | Path | dict[str, Any]) -> Any:
     if isinstance(source, dict):
+        if _nesting_depth(source) > MAX_DEFINITION_DEPTH:  # deepcopy recurses
+            raise SchemaError([Problem("", f"the definition is nested more than {MAX_DEFINITION_DEPTH} levels deep")])
         return copy.deepcopy(source)
     path = Path(source)
     try:

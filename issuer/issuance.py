@@ -159,10 +159,16 @@ async def sign_and_record(ctx: IssuerContext, tenant: Tenant, reg: RegisteredTyp
     now = utcnow()
     try:
         claims = reg.ctype.map_claims(claims_outcome.record, now=now)
+        expires = reg.ctype.expires_at(now)
     except CredentialSchemaError as exc:
         log.warning("source record does not fit the type", extra={"type_id": reg.type_id, "code": exc.code})
         raise APIError(502, "server_error", "the data source's record does not fit the credential type") from exc
-    expires = reg.ctype.expires_at(now)
+    except (ValueError, OverflowError, TypeError) as exc:
+        # A type stored before the validator refused what produces these (an overflowing duration,
+        # overlapping mappings): still the tenant's data problem, answered as one, never a 500.
+        log.warning("source record does not fit the type", extra={"type_id": reg.type_id,
+                                                                    "code": type(exc).__name__})
+        raise APIError(502, "server_error", "the data source's record does not fit the credential type") from exc
     iat = int(now.timestamp())
     exp = int(expires.timestamp())
     issuer = ctx.issuer_url(tenant.slug)

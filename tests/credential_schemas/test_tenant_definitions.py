@@ -4,13 +4,22 @@ registered can freeze the issuer or fail every issuance later."""
 from __future__ import annotations
 
 import copy
+import datetime as dt
 import re
 
 import pytest
 
-from credential_schemas import load_builtin_types, load_type, validate_type_definition
+from credential_schemas import (
+    MappingError,
+    SchemaError,
+    load_builtin_types,
+    load_type,
+    validate_type_definition,
+)
+from credential_schemas.mapping import evaluate
 
 TYPES = load_builtin_types()
+NOW = dt.datetime(2026, 3, 20, 9, 30, tzinfo=dt.UTC)
 
 
 def _labels(text: str) -> list[dict[str, str]]:
@@ -132,3 +141,62 @@ def test_an_oversized_or_deeply_nested_definition_is_refused_without_raising() -
     assert [p.path for p in problems] == [""] and "nested" in problems[0].message
     big = tenant_type(description="x" * 200_000)
     assert [p.message for p in validate_type_definition(big)] == ["the definition is larger than 128 KiB"]
+
+
+# ----------------------------------------------------------------------------- accepted, then failing at issuance
+
+def test_durations_are_bounded_to_a_hundred_years() -> None:
+    problems = validate_type_definition(tenant_type(validity="P99999999999Y"))
+    assert [p.path for p in problems] == ["validity"] and "100 years" in problems[0].message
+    problems = validate_type_definition(tenant_type(validity="P99999999999W"))  # timedelta overflow
+    assert [p.path for p in problems] == ["validity"]
+    offset = tenant_type(claims=[{"path": ["name"], "display": _labels("N"),
+                                  "source": {"now": "date", "offset": "P9999Y"}}])
+    problems = validate_type_definition(offset)
+    assert [(p.path, p.message) for p in problems] == [("claims[0].source.offset", "a duration may be at most 100 years")]
+    assert validate_type_definition(tenant_type(validity="P100Y")) == []
+
+
+def test_an_offset_past_year_9999_is_a_mapping_error() -> None:
+    with pytest.raises(MappingError) as info:
+        evaluate({"field": "d", "offset": "P1Y"}, {"d": "99990601"}, now=NOW)
+    assert info.value.code == "credential_schema.bad_source_value" and "9999" not in info.value.detail
+
+
+def test_a_mapped_claim_inside_another_mapped_claim_is_refused() -> None:
+    definition = tenant_type(
+        {"name": {"type": "string"}, "address": {"type": "object", "properties": {"street": {"type": "string"}}}},
+        claims=[{"path": ["name"], "display": _labels("N"), "source": "subject.name"},
+                {"path": ["address"], "display": _labels("A"), "source": "addr"},
+                {"path": ["address", "street"], "display": _labels("S"), "source": "street"}])
+    problems = validate_type_definition(definition)
+    assert [p.path for p in problems] == ["claims[2].source"] and "claims[1]" in problems[0].message
+
+
+def test_a_mapping_into_an_array_element_is_refused() -> None:
+    definition = tenant_type({"name": {"type": "string"}, "tags": {"type": "array", "items": {"type": "string"}}},
+                             claims=[{"path": ["name"], "display": _labels("N"), "source": "subject.name"},
+                                     {"path": ["tags", None], "display": _labels("T"), "source": "tag"}])
+    assert "claims[1].source" in [p.path for p in validate_type_definition(definition)]
+
+
+def test_a_transform_that_is_not_a_name_is_refused_without_raising() -> None:
+    definition = tenant_type(claims=[{"path": ["name"], "display": _labels("N"),
+                                      "source": {"const": "x", "transform": [["a"], {"b": 1}]}}])
+    problems = validate_type_definition(definition)
+    assert [p.path for p in problems] == ["claims[0].source.transform"]
+
+
+@pytest.mark.parametrize(("member", "value"), [("id", "x" * 101), ("version", "9" * 41),
+                                               ("vct", "https://issuer.example/" + "v" * 480)])
+def test_members_longer_than_the_issuers_columns_are_refused(member: str, value: str) -> None:
+    problems = validate_type_definition(tenant_type(**{member: value}))
+    assert [p.path for p in problems] == [member] and "at most" in problems[0].message
+
+
+def test_load_type_refuses_a_deeply_nested_dict_without_raising() -> None:
+    node: dict = {"type": "string"}
+    for _ in range(3000):
+        node = {"not": node}
+    with pytest.raises(SchemaError):
+        load_type(tenant_type({"name": node}))
