@@ -13,6 +13,7 @@ only the request id, the product and the outcome.
 from __future__ import annotations
 
 import logging
+import math
 
 import anyio
 import httpx
@@ -29,7 +30,14 @@ from .messages import (
     parse_fault,
     parse_respuesta,
 )
-from .wssecurity import envelope_body, is_signed, load_certificate, sign_envelope, verify_envelope
+from .wssecurity import (
+    envelope_body,
+    is_signed,
+    load_certificate,
+    load_private_key,
+    sign_envelope,
+    verify_envelope,
+)
 from .xmlsafe import MAX_XML_BYTES, SOAP11_NS, parse_xml, qname
 
 logger = logging.getLogger(__name__)
@@ -59,16 +67,26 @@ class ViaObertaClient:
             raise ViaObertaError("bad_configuration", "at least one platform certificate is required")
         if variant not in ("aoc", "state"):
             raise ViaObertaError("bad_configuration", "variant must be 'aoc' or 'state'")
+        if not _number(timeout) or not 0 < timeout <= 120:
+            raise ViaObertaError("bad_configuration", "timeout must be a number of seconds above 0, at most 120")
+        if isinstance(retries, bool) or not isinstance(retries, int) or not 0 <= retries <= 5:
+            raise ViaObertaError("bad_configuration", "retries must be an integer from 0 to 5")
+        if not _number(backoff_seconds) or not 0 <= backoff_seconds <= 60:
+            raise ViaObertaError("bad_configuration", "backoff_seconds must be a number of seconds from 0 to 60")
+        if not isinstance(signing_key_pem, bytes) or not isinstance(signing_cert_pem, bytes):
+            raise ViaObertaError("bad_configuration", "the signing key and certificate must be PEM bytes")
         self.endpoint = endpoint.rstrip("/")
         self._key_pem = signing_key_pem
         self._cert_pem = signing_cert_pem
-        load_certificate(signing_cert_pem)  # fail at configuration time, not at the first query
+        # Fail at configuration time, not at the first query.
+        load_private_key(signing_key_pem)
+        load_certificate(signing_cert_pem)
         self._trusted = [load_certificate(pem) for pem in platform_certs_pem]
         self._http = http
-        self.timeout = timeout
-        self.retries = max(0, retries)
+        self.timeout = float(timeout)
+        self.retries = retries
         self.variant = variant
-        self.backoff_seconds = backoff_seconds
+        self.backoff_seconds = float(backoff_seconds)
         self.max_response_bytes = max_response_bytes
         self.pending_floor_seconds = pending_floor_seconds
 
@@ -120,7 +138,7 @@ class ViaObertaClient:
             except httpx.TimeoutException:
                 last_code, last_detail = "timeout", f"no answer within {self.timeout} s"
                 continue
-            except httpx.TransportError as exc:
+            except httpx.HTTPError as exc:  # transport errors, and an answer httpx cannot decode
                 last_code, last_detail = "unavailable", f"transport error ({type(exc).__name__})"
                 continue
             if status in _TRANSIENT_STATUS or (status == 500 and not _looks_like_fault(content)):
@@ -153,6 +171,10 @@ class ViaObertaClient:
                     raise ViaObertaError("too_large", f"answer larger than {self.max_response_bytes} bytes")
                 chunks.append(chunk)
             return response.status_code, b"".join(chunks)
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _looks_like_fault(content: bytes) -> bool:

@@ -29,7 +29,7 @@ from lxml import etree
 
 from .errors import ViaObertaError
 from .products import RETORNO_FOUND, RETORNO_NOT_FOUND, TAX, Product, get_product
-from .xmlsafe import OPENURI_NS, SOAP11_NS, local_name, namespace_of, qname
+from .xmlsafe import OPENURI_NS, SOAP11_NS, is_xml_text, local_name, namespace_of, qname
 
 NAMESPACES: dict[str, dict[str, str]] = {
     "aoc": {
@@ -107,6 +107,17 @@ class QueryRequest:
         missing = [name for name, value in required.items() if not isinstance(value, str) or not value.strip()]
         if missing:
             raise ViaObertaError("bad_request", f"missing {', '.join(missing)}")
+        texts = {
+            "subject_document": self.subject_document, "subject_name": self.subject_name, "purpose": self.purpose,
+            "procedure": self.procedure, "requester_id": self.requester_id, "requester_name": self.requester_name,
+            "official_name": self.official_name, "official_nif": self.official_nif, "request_id": self.request_id,
+            **{f"specific {path}": value for path, value in self.specific.items()},
+        }
+        # A name from the identity provider or a tenant's purpose is written into XML: a control
+        # character or a lone surrogate cannot be, and is refused here rather than failing the build.
+        unwritable = [name for name, value in texts.items() if not isinstance(value, str) or not is_xml_text(value)]
+        if unwritable:
+            raise ViaObertaError("bad_request", f"{', '.join(unwritable)}: not text XML can carry")
         if self.consent not in CONSENT_VALUES:
             raise ViaObertaError("bad_request", f"Consentimiento must be one of {', '.join(CONSENT_VALUES)}")
         if self.subject_document_type not in DOCUMENT_TYPES:

@@ -62,7 +62,8 @@ def load_certificate(pem: bytes) -> x509.Certificate:
         raise ViaObertaError("bad_certificate", "not a PEM X.509 certificate") from exc
 
 
-def _load_key(pem: bytes) -> rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey:
+def load_private_key(pem: bytes) -> rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey:
+    """Load the WS-Security signing key (RSA or P-256), as a typed error when it is not one."""
     try:
         key = serialization.load_pem_private_key(pem, password=None)
     except (ValueError, TypeError) as exc:
@@ -76,7 +77,7 @@ def _load_key(pem: bytes) -> rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey:
 
 def sign_envelope(body_content: etree._Element, key_pem: bytes, cert_pem: bytes) -> bytes:
     """Wrap ``body_content`` in a SOAP 1.1 envelope whose Body is signed with WS-Security; return the bytes."""
-    key = _load_key(key_pem)
+    key = load_private_key(key_pem)
     cert = load_certificate(cert_pem)
     token_id = "X509-" + secrets.token_hex(8)
     body_id = "Body-" + secrets.token_hex(8)

@@ -8,6 +8,8 @@ no huge-tree mode, and every failure as a typed :class:`~viaoberta.errors.ViaObe
 
 from __future__ import annotations
 
+import re
+
 from lxml import etree
 
 from .errors import ViaObertaError
@@ -80,3 +82,12 @@ def namespace_of(element: etree._Element) -> str | None:
     if isinstance(tag, str) and tag.startswith("{"):
         return tag[1:].split("}", 1)[0]
     return None
+
+
+#: Characters XML 1.0 cannot carry (control characters but tab, LF, CR; lone surrogates; U+FFFE/FFFF).
+_NOT_XML_TEXT = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def is_xml_text(value: str) -> bool:
+    """Whether ``value`` can be written as XML 1.0 character data (no control characters, no lone surrogates)."""
+    return _NOT_XML_TEXT.search(value) is None

@@ -21,7 +21,9 @@ The configuration maps credential type ids to a source: ``{type_id: {kind: ..., 
 
 ``viaoberta`` settings: ``endpoint``, ``product``, ``signing_key_pem``/``signing_key_file``,
 ``signing_cert_pem``/``signing_cert_file``, ``platform_certs_pem``/``platform_cert_files``,
-``variant`` (aoc|state), ``timeout``, ``retries``, ``backoff_seconds``, ``specific``. ``rest``: see
+``variant`` (aoc|state), ``timeout`` (seconds, above 0, at most 120), ``retries`` (0 to 5),
+``backoff_seconds`` (0 to 60), ``specific`` (text values). PEM text is ASCII, and the signing key,
+the certificates and these numbers are checked when the adapter is built, not at the first query. ``rest``: see
 :class:`issuer.sources.rest.RestSource`; ``sql``: see :class:`issuer.sources.sql.SqlSource`.
 """
 
@@ -45,10 +47,20 @@ _VO_KEYS = frozenset({"endpoint", "product", "signing_key_pem", "signing_key_fil
                       "retries", "backoff_seconds", "specific", "name"})
 
 
+def _pem_bytes(value: Any, name: str) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        try:
+            return value.encode("ascii")
+        except UnicodeEncodeError:
+            pass
+    raise SourceConfigError(f"{name} must be PEM text (ASCII)")
+
+
 def _pem(settings: dict[str, Any], inline: str, file_key: str, base_dir: Path | None) -> bytes:
     if settings.get(inline):
-        value = settings[inline]
-        return value.encode("ascii") if isinstance(value, str) else bytes(value)
+        return _pem_bytes(settings[inline], inline)
     if settings.get(file_key):
         path = Path(settings[file_key])
         if base_dir is not None and not path.is_absolute():
@@ -65,7 +77,7 @@ def _pems(settings: dict[str, Any], base_dir: Path | None) -> list[bytes]:
     files = settings.get("platform_cert_files") or []
     if not isinstance(inline, list) or not isinstance(files, list):
         raise SourceConfigError("platform_certs_pem and platform_cert_files must be lists")
-    out = [p.encode("ascii") if isinstance(p, str) else bytes(p) for p in inline]
+    out = [_pem_bytes(p, "platform_certs_pem") for p in inline]
     for name in files:
         out.append(_pem({"f": name}, "_", "f", base_dir))
     if not out:
@@ -121,10 +133,11 @@ def _build_viaoberta(settings: dict[str, Any], http: httpx.AsyncClient | None, b
             platform_certs_pem=_pems(settings, base_dir), http=http, **options,
         )
     except ViaObertaError as exc:
-        raise SourceConfigError(f"invalid Via Oberta client settings ({exc.code})") from exc
+        raise SourceConfigError(f"invalid Via Oberta client settings: {exc.detail}") from exc
     specific = settings.get("specific")
-    if specific is not None and not isinstance(specific, dict):
-        raise SourceConfigError("specific must map request field paths to values")
+    if specific is not None and (not isinstance(specific, dict)
+                                 or not all(isinstance(v, str) for v in specific.values())):
+        raise SourceConfigError("specific must map request field paths to text values")
     return ViaObertaSource(client, settings["product"], specific=specific, name=settings.get("name", "viaoberta"))
 
 

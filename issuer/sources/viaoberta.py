@@ -40,6 +40,7 @@ from viaoberta.messages import (
 )
 from viaoberta.messages import Evidence as ScspEvidence
 from viaoberta.products import DEGREES, get_product
+from viaoberta.xmlsafe import is_xml_text
 
 from .base import (
     BadSourceAnswer,
@@ -167,9 +168,11 @@ class ViaObertaSource:
         found = get_product(product)
         if found is None:
             raise SourceConfigError("unknown Via Oberta product")
-        for path in specific or {}:
+        for path, value in (specific or {}).items():
             if path not in found.request_fields:
                 raise SourceConfigError(f"product {found.codigo_certificado} has no request field {path}")
+            if not isinstance(value, str) or not is_xml_text(value):
+                raise SourceConfigError(f"request field {path} must be text without control characters")
         self.client = client
         self.product = found
         self.specific = dict(specific or {})

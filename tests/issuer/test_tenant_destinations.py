@@ -4,6 +4,7 @@ for a source or a webhook (service_kit.outbound)."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from pathlib import Path
 
@@ -111,3 +112,24 @@ async def test_a_webhook_the_issuer_may_not_reach_is_refused(issuer_env: IssuerE
         r = await http.post(f"{issuer_env.url}/v1/webhooks", json={"url": url},
                             headers=issuer_env.headers("ajuntament-girona"))
     assert r.status_code == 400 and r.json()["error"] == "invalid_request", r.text
+
+
+@pytest.mark.parametrize(("settings", "context"), [
+    ({}, {**CONTEXT, "purpose": "Emissi\x01o"}),          # stored, then every query failed in lxml
+    ({}, {**CONTEXT, "official_name": "Anna \ud800"}),
+    ({"timeout": "abc"}, CONTEXT),                        # stored, then a TypeError at each query
+    ({"backoff_seconds": -1, "retries": 1}, CONTEXT),
+    ({"signing_key_pem": "cl\u00e9"}, CONTEXT),
+])
+async def test_a_source_that_could_not_be_queried_is_refused_when_stored(issuer_env: IssuerEnv, settings: dict,
+                                                                          context: dict) -> None:
+    sandbox = issuer_env.sandbox
+    body = {"kind": "viaoberta", "endpoint": sandbox.viaoberta_url, "product": "RESIDENT",
+            "signing_key_pem": sandbox.requester_key_pem.decode(), "signing_cert_pem": sandbox.requester_cert_pem.decode(),
+            "platform_certs_pem": [sandbox.platform_cert_pem.decode()], **settings}
+    async with httpx.AsyncClient(timeout=20, limits=LIMITS) as http:
+        # Sent as ASCII JSON: an unpaired surrogate travels as its \\u escape, as a client's JSON would carry it.
+        r = await http.put(f"{issuer_env.url}/v1/types/padro/source",
+                           headers={**issuer_env.headers("ajuntament-girona"), "Content-Type": "application/json"},
+                           content=json.dumps({**body, "context": context}, ensure_ascii=True))
+    assert r.status_code == 400 and r.json()["error"] == "invalid_source", r.text

@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from issuer.sources import BadSourceAnswer, Claims, SourceRefused, build_source
+from issuer.sources import BadSourceAnswer, Claims, SourceConfigError, SourceRefused, Subject, build_source
 from tests.sources.helpers import SUBJECT, context
 from tests.support.servers import serve
 from viaoberta.credentials import SigningIdentity, generate_identity
@@ -153,3 +153,27 @@ async def test_a_registry_error_code_with_data_is_no_credential(platform: tuple[
         await source(url, "ECOT103").fetch(None, SUBJECT, context())
     scripted.script = lambda incoming: (200, signed_answer(incoming, tax_data("00")))
     assert isinstance(await source(url, "ECOT103").fetch(None, SUBJECT, context()), Claims)
+
+
+async def test_a_subject_name_xml_cannot_carry_is_refused(platform: tuple[ScriptedPlatform, str]) -> None:
+    scripted, url = platform
+    scripted.script = lambda incoming: (200, signed_answer(incoming, tax_data()))
+    for name in ("Anna\x0bPuig", "Anna \ud800"):
+        with pytest.raises(SourceRefused):
+            await source(url, "ECOT103").fetch(None, Subject(SUBJECT.identifier, "NIF", name), context())
+
+
+@pytest.mark.parametrize("purpose", ["Emissi\x01o", "Anna \ud800"])
+def test_a_context_xml_cannot_carry_is_refused(purpose: str) -> None:
+    with pytest.raises(SourceRefused):
+        context(purpose=purpose)
+
+
+@pytest.mark.parametrize("setting", [{"timeout": "abc"}, {"timeout": -5}, {"timeout": [1]},
+                                     {"backoff_seconds": "x"}, {"signing_key_pem": "cl\u00e9"},
+                                     {"platform_certs_pem": ["cl\u00e9"]}, {"signing_key_pem": "not a key"},
+                                     {"specific": {"Consulta.CodigoMunicipio": 8019}},
+                                     {"specific": {"Consulta.CodigoMunicipio": "08\x00019"}}])
+def test_settings_are_checked_at_configuration_time(setting: dict[str, Any]) -> None:
+    with pytest.raises(SourceConfigError):
+        source("https://viaoberta.test", "RESIDENT", **setting)

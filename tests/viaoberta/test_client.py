@@ -244,3 +244,26 @@ async def test_bad_configuration() -> None:
     with pytest.raises(ViaObertaError) as info:
         make_client("http://127.0.0.1:1", platform_certs_pem=[b"not a certificate"])
     assert info.value.code == "viaoberta.bad_certificate"
+
+
+@pytest.mark.parametrize("setting", [{"timeout": "abc"}, {"timeout": -5}, {"timeout": float("nan")},
+                                     {"retries": -1}, {"retries": True}, {"backoff_seconds": "x"},
+                                     {"backoff_seconds": float("inf")}, {"signing_key_pem": b"not a key"}])
+async def test_settings_are_checked_when_the_client_is_built(setting: dict) -> None:
+    # Before, they were accepted and failed inside the first query as untyped errors.
+    with pytest.raises(ViaObertaError) as info:
+        make_client("http://127.0.0.1:1", **setting)
+    assert info.value.code in ("viaoberta.bad_configuration", "viaoberta.bad_key")
+
+
+async def test_an_answer_that_cannot_be_decoded_is_unavailable() -> None:
+    seen: list[str] = []
+
+    async def undecodable(request: Request) -> Response:
+        seen.append(request.headers.get("accept-encoding", ""))
+        return Response(b"this is not gzip", media_type="text/xml", headers={"Content-Encoding": "gzip"})
+
+    with serve(Starlette(routes=[Route("/{path:path}", undecodable, methods=["POST"])])) as url:
+        with pytest.raises(ViaObertaUnavailable) as info:
+            await make_client(url, retries=1).query(make_request(DEMO_EVERYTHING, "ECOT103"))
+    assert info.value.code == "viaoberta.unavailable" and len(seen) == 2

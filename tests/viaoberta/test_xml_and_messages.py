@@ -229,3 +229,17 @@ def test_only_the_success_retorno_carries_data(retorno: str) -> None:
     data = {**dict(TAX.example), "Retorno": {"Estado": {"CodigoEstado": retorno, "LiteralError": "error"}}}
     result = parse_respuesta(_respuesta(product=TAX, especificos=data), expected_product="ECOT103")
     assert isinstance(result, ErrorResult) and result.literal_error == "error"
+
+
+@pytest.mark.parametrize("field", ["subject_name", "purpose", "procedure", "official_name", "subject_document"])
+@pytest.mark.parametrize("bad", ["Anna\x0bPuig", "Emissi\x01o", "Anna \ud800", "x\ufffe"])
+def test_text_xml_cannot_carry_is_a_bad_request(field: str, bad: str) -> None:
+    # A name from the identity provider or a tenant's purpose: typed, not lxml's ValueError.
+    from dataclasses import replace
+
+    request = replace(make_request("12345678Z", "ECOT103"), **{field: bad})
+    with pytest.raises(ViaObertaError) as info:
+        build_peticion(request)
+    assert info.value.code == "viaoberta.bad_request"
+    fine = replace(make_request("12345678Z", "ECOT103"), subject_name="Núria\tD'Àvila Çé 😀")
+    assert build_peticion(fine) is not None
