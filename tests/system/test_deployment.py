@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import os
 import re
+import subprocess
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -205,3 +206,39 @@ def test_compose_environment_builds_valid_settings(name: str, monkeypatch: pytes
     assert settings.public_url.startswith("https://") and settings.dev_mode is False
     assert settings.database_url == env[f"CARTERA_{name.upper()}_DATABASE_URL"]
     assert str(settings.master_key_file).startswith("/run/secrets/")
+
+
+def _git_ignored(path: str) -> bool:
+    result = subprocess.run(["git", "check-ignore", "-q", "--no-index", path], cwd=ROOT, check=False)
+    assert result.returncode in (0, 1), result
+    return result.returncode == 0
+
+
+def test_deployment_secrets_are_git_ignored() -> None:
+    for path in (".env", "deploy/secrets/issuer-master.key", "deploy/pki/issuers-ca-key.pem",
+                 "deploy/pki/relying-parties-ca-key.pem"):
+        assert _git_ignored(path), f"{path} is not git-ignored"
+    for path in ("deploy/env.example", "deploy/postgres/init.sql", "docker-compose.yml"):
+        assert not _git_ignored(path), f"{path} is git-ignored"
+
+
+def _dockerignore() -> set[str]:
+    path = ROOT / ".dockerignore"
+    assert path.is_file(), "no .dockerignore: the build context would carry .git, .env, keys and venvs"
+    return {line.strip().rstrip("/") for line in path.read_text(encoding="utf-8").splitlines()
+            if line.strip() and not line.startswith("#")}
+
+
+def test_docker_build_context_leaves_out_secrets_state_and_caches() -> None:
+    patterns = _dockerignore()
+    for required in (".git", ".env", "deploy/secrets", "deploy/pki", "var", ".venv*", "test-artifacts",
+                     ".pytest_cache", "**/__pycache__"):
+        assert required in patterns, f".dockerignore lacks {required}"
+    # nothing the Dockerfiles copy is excluded
+    copied = set()
+    for dockerfile in ("Dockerfile", "Dockerfile.acapy"):
+        text = (ROOT / dockerfile).read_text(encoding="utf-8")
+        copied |= {part for line in re.findall(r"^COPY (?!--from)(.+)$", text, re.MULTILINE)
+                   for part in line.split()[:-1]}
+    for source in copied:
+        assert source.split("/")[0] not in patterns, f".dockerignore excludes {source}, which a Dockerfile copies"
