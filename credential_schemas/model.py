@@ -486,7 +486,10 @@ def validate_type_definition(data: Any) -> list[Problem]:
         sd = claim.get("sd", "allowed")
         if sd not in SD_VALUES:
             problems.append(Problem(f"{where}.sd", "sd must be 'always', 'allowed' or 'never'"))
-        if top in REGISTERED_CLAIMS and len(path) == 1:
+        if top in REGISTERED_CLAIMS and len(path) > 1:
+            # The issuer sets the whole claim (cnf.jwk is the holder's key, status.status_list its index).
+            problems.append(Problem(f"{where}.path", f"'{top}' is set by the issuer: no claim can be inside it"))
+        elif top in REGISTERED_CLAIMS:
             if sd != "never":
                 problems.append(Problem(f"{where}.sd", f"'{top}' must never be selectively disclosable"))
             if claim.get("source") is not None:
@@ -553,6 +556,16 @@ def validate_type_definition(data: Any) -> list[Problem]:
         # A mandatory claim's top-level property must be required by the schema too, so an issued
         # credential and the schema can never disagree on it.
         required = schema.get("required", []) if isinstance(schema.get("required"), list) else []
+        # Top-level claims are only ever the mapped ones: a required name that is registered (the issuer
+        # adds it after validation) or not a declared property would fail every issuance.
+        root = _resolve_ref(schema, schema)
+        declared = root.get("properties") if isinstance(root, dict) and isinstance(root.get("properties"), dict) else {}
+        for name in required:
+            if name in REGISTERED_CLAIMS:
+                problems.append(Problem("schema.required", f"'{name}' is set by the issuer, after the claims "
+                                                           "are validated: it cannot be required by the schema"))
+            elif isinstance(name, str) and name not in declared:
+                problems.append(Problem("schema.required", f"'{name}' is not a property of the schema"))
         for i, path, claim in defs:
             if claim.get("mandatory") is True and len(path) == 1 and path[0] not in required \
                     and path[0] not in REGISTERED_CLAIMS:

@@ -200,3 +200,25 @@ def test_load_type_refuses_a_deeply_nested_dict_without_raising() -> None:
         node = {"not": node}
     with pytest.raises(SchemaError):
         load_type(tenant_type({"name": node}))
+
+
+# ----------------------------------------------------------------------------- registered claims
+
+@pytest.mark.parametrize(("path", "sd"), [(["cnf", "jwk"], "allowed"), (["status", "status_list"], "always"),
+                                          (["status", "status_list"], "never"), (["vct", 0], "never")])
+def test_no_claim_can_be_inside_a_registered_claim(path: list, sd: str) -> None:
+    definition = tenant_type(claims=[{"path": ["name"], "display": _labels("N"), "source": "subject.name"},
+                                     {"path": path, "sd": sd, "display": _labels("X"), "source": "evil"}])
+    problems = validate_type_definition(definition)
+    assert any(p.path == "claims[1].path" and "set by the issuer" in p.message for p in problems), problems
+    del definition["claims"][1]["source"]
+    assert any(p.path == "claims[1].path" for p in validate_type_definition(definition))
+
+
+@pytest.mark.parametrize(("required", "message"), [(["name", "status"], "'status' is set by the issuer"),
+                                                   (["name", "nickname"], "'nickname' is not a property")])
+def test_required_names_only_mapped_properties(required: list, message: str) -> None:
+    definition = tenant_type({"name": {"type": "string"}, "status": {"type": "object"}})
+    definition["schema"]["required"] = required
+    problems = validate_type_definition(definition)
+    assert [p.path for p in problems] == ["schema.required"] and message in problems[0].message
