@@ -10,7 +10,8 @@ answer alike. Services raise :class:`APIError` with the protocol's code (``inval
 - ``ssi.errors.SSIError`` escaping a handler → 400 ``invalid_request`` with its stable ``code``;
 - the database unreachable (refused or dropped connections, a server shutting down or starting up,
   a full pool, a connect timeout) → 503 ``temporarily_unavailable`` with ``Retry-After``: an outage
-  the client may retry through, not a bug (see docs/operations.md, "Failure behaviour");
+  the client may retry through, not a bug (see docs/operations.md, "Failure behaviour"). Python's own
+  ``ConnectionError``/``TimeoutError`` count only when the database driver raised them;
 - any other exception → 500 ``server_error`` "internal error (request id ...)" with no stack trace in
   the body; it is logged with the request id (see :class:`service_kit.logging.RequestContextMiddleware`).
 
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sqlite3
 from collections.abc import Mapping
 from typing import Any
 
@@ -191,8 +193,9 @@ def install_error_handlers(app: FastAPI) -> None:
         app.add_exception_handler(kind, database_unavailable)
 
 
-#: Exceptions that mean "the database cannot be reached now"; DBAPIError only when it is about the
-#: connection (see :func:`_database_outage`), never for an integrity or programming error.
+#: Exceptions that may mean "the database cannot be reached now"; DBAPIError only when it is about the
+#: connection, never for an integrity or programming error, and the builtin ConnectionError and
+#: TimeoutError only when the driver raised them (see :func:`_database_outage`).
 DATABASE_OUTAGE_ERRORS: tuple[type[BaseException], ...] = (
     sqlalchemy.exc.DBAPIError, sqlalchemy.exc.TimeoutError, ConnectionError, TimeoutError)
 try:  # PostgreSQL's driver raises its own classes for a server that is starting, stopping or full.
@@ -220,6 +223,10 @@ def _database_outage(exc: BaseException) -> bool:
         orig: BaseException | None = exc.orig
     elif isinstance(exc, _ADAPTER_ERRORS):
         orig = exc
+    elif isinstance(exc, ConnectionError | TimeoutError):
+        # Python's own classes: anyone's (an outbound call, an asyncio.timeout of the service's). The
+        # database's only when the driver raised them (a refused connect comes out of asyncpg as is).
+        return _from_driver(exc)
     else:
         return True
     # The driver's own exception (asyncpg's, behind SQLAlchemy's adapter) says what happened.
@@ -229,6 +236,29 @@ def _database_outage(exc: BaseException) -> bool:
             return True
         if isinstance(cause, ConnectionError | TimeoutError):
             return True
+    return False
+
+
+#: Modules of the database stack: an exception raised in or through them is the database's.
+_DRIVER_MODULES = ("sqlalchemy.", "asyncpg.", "aiosqlite.", "sqlite3", "_sqlite3")
+
+
+def _from_driver(exc: BaseException) -> bool:
+    """Whether ``exc``, or an exception it comes from (``__cause__``/``__context__``), is the database
+    driver's: one of its classes, or raised through its code (a frame of its traceback is the driver's)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, sqlalchemy.exc.SQLAlchemyError | sqlite3.Error) \
+                or type(current).__module__.startswith(_DRIVER_MODULES):
+            return True
+        tb = current.__traceback__
+        while tb is not None:
+            if str(tb.tb_frame.f_globals.get("__name__", "")).startswith(_DRIVER_MODULES):
+                return True
+            tb = tb.tb_next
+        current = current.__cause__ or current.__context__
     return False
 
 

@@ -317,6 +317,49 @@ def test_metrics_with_a_token_require_it_from_anywhere(tmp_path: Path, log_buffe
     assert ServiceSettings(data_dir=tmp_path, metrics_token="").metrics_token is None
 
 
+def test_only_the_databases_timeouts_and_connection_errors_are_a_503(
+        settings: ServiceSettings, log_buffer: io.StringIO) -> None:
+    """Python's TimeoutError and ConnectionError come from anything (an outbound call, the service's own
+    asyncio.timeout): a bug or a peer's failure there is a 500, not "the database is unavailable". The
+    database driver's own (asyncpg refusing to connect raises ConnectionRefusedError as is) stay a 503."""
+    import asyncio
+
+    from sqlalchemy import text
+
+    app = build_app(settings, Database(f"postgresql+asyncpg://u:p@127.0.0.1:{free_port()}/none"))
+
+    @app.get("/v1/own-timeout")
+    async def own_timeout() -> None:
+        async with asyncio.timeout(0):
+            await asyncio.sleep(1)
+
+    @app.get("/v1/peer-reset")
+    async def peer_reset() -> None:
+        raise ConnectionResetError(SECRET_MARK)
+
+    @app.get("/v1/bare-timeout")
+    async def bare_timeout() -> None:
+        raise TimeoutError(SECRET_MARK)
+
+    @app.get("/v1/query")
+    async def query() -> None:
+        async with app.state.db.session() as session:
+            await session.execute(text("SELECT 1"))
+
+    with serve(app) as url:
+        answers = {path: httpx.get(f"{url}/v1/{path}") for path in ("own-timeout", "peer-reset", "bare-timeout",
+                                                                    "query")}
+    for path in ("own-timeout", "peer-reset", "bare-timeout"):
+        r = answers[path]
+        assert r.status_code == 500 and r.json()["error"] == "server_error", (path, r.text)
+        assert SECRET_MARK not in r.text and "retry-after" not in r.headers
+    r = answers["query"]
+    assert r.status_code == 503 and r.json() == {
+        "error": "temporarily_unavailable", "error_description": "the service's database is unavailable; retry shortly"}
+    assert r.headers["retry-after"] == "2"
+    assert SECRET_MARK not in log_buffer.getvalue()
+
+
 def test_health_and_readiness(base_url: str) -> None:
     r = httpx.get(f"{base_url}/healthz")
     assert r.status_code == 200 and r.json()["status"] == "ok"
