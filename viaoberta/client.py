@@ -128,7 +128,10 @@ class ViaObertaClient:
         return result
 
     async def _post(self, url: str, payload: bytes, request_id: str) -> tuple[int, bytes]:
-        headers = {"Content-Type": "text/xml; charset=utf-8", "SOAPAction": '""', "X-Request-Id": request_id}
+        # identity: a compressed answer would be inflated before the size limit could see it (a small
+        # gzip bomb costs hundreds of MiB); one sent compressed anyway is refused unread (_stream).
+        headers = {"Content-Type": "text/xml; charset=utf-8", "SOAPAction": '""', "X-Request-Id": request_id,
+                   "Accept-Encoding": "identity"}
         last_code, last_detail = "unavailable", "no attempt made"
         for attempt in range(self.retries + 1):
             if attempt:
@@ -160,12 +163,15 @@ class ViaObertaClient:
                       headers: dict[str, str]) -> tuple[int, bytes]:
         # Streamed so that an oversized answer is cut off instead of being read into memory.
         async with http.stream("POST", url, content=payload, headers=headers, timeout=self.timeout) as response:
+            encoding = response.headers.get("content-encoding", "identity").strip().lower()
+            if encoding not in ("", "identity"):
+                raise ViaObertaError("malformed", "the answer is content-encoded although identity was asked")
             declared = response.headers.get("content-length", "")
             if declared.isdigit() and int(declared) > self.max_response_bytes:
                 raise ViaObertaError("too_large", f"answer larger than {self.max_response_bytes} bytes")
             chunks: list[bytes] = []
             size = 0
-            async for chunk in response.aiter_bytes():
+            async for chunk in response.aiter_raw():
                 size += len(chunk)
                 if size > self.max_response_bytes:
                     raise ViaObertaError("too_large", f"answer larger than {self.max_response_bytes} bytes")

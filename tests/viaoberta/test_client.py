@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import time
 from collections.abc import Iterator
 
@@ -256,14 +257,19 @@ async def test_settings_are_checked_when_the_client_is_built(setting: dict) -> N
     assert info.value.code in ("viaoberta.bad_configuration", "viaoberta.bad_key")
 
 
-async def test_an_answer_that_cannot_be_decoded_is_unavailable() -> None:
+@pytest.mark.parametrize("body", [b"this is not gzip", gzip.compress(b"<a>" + b"x" * 4_000_000 + b"</a>")])
+async def test_a_compressed_answer_is_a_typed_error_and_never_inflated(body: bytes) -> None:
+    # Undecodable: httpx.DecodingError escaped untyped. A gzip bomb (4 MB in a few KiB) was inflated
+    # before the size limit saw it. Identity is asked, and a compressed answer is refused unread.
     seen: list[str] = []
 
-    async def undecodable(request: Request) -> Response:
+    async def compressed(request: Request) -> Response:
         seen.append(request.headers.get("accept-encoding", ""))
-        return Response(b"this is not gzip", media_type="text/xml", headers={"Content-Encoding": "gzip"})
+        return Response(body, media_type="text/xml", headers={"Content-Encoding": "gzip"})
 
-    with serve(Starlette(routes=[Route("/{path:path}", undecodable, methods=["POST"])])) as url:
-        with pytest.raises(ViaObertaUnavailable) as info:
-            await make_client(url, retries=1).query(make_request(DEMO_EVERYTHING, "ECOT103"))
-    assert info.value.code == "viaoberta.unavailable" and len(seen) == 2
+    with serve(Starlette(routes=[Route("/{path:path}", compressed, methods=["POST"])])) as url:
+        with pytest.raises(ViaObertaError) as info:
+            await make_client(url, retries=1, max_response_bytes=100_000).query(
+                make_request(DEMO_EVERYTHING, "ECOT103"))
+    assert info.value.code == "viaoberta.malformed"
+    assert seen and all(value == "identity" for value in seen)
