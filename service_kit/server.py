@@ -84,13 +84,32 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if ":" not in args.factory:
         parser.error("the factory must look like 'package.module:factory'")
-    host, port = args.host, args.port
-    if host is None or port is None:
-        default_host, default_port = _listen_defaults(args.factory)
-        host = default_host if host is None else host
-        port = default_port if port is None else port
-    serve(args.factory, host, port, args.workers, log_level=args.log_level,
-          proxy_headers=args.proxy_headers, forwarded_allow_ips=args.forwarded_allow_ips)
+    from pydantic import ValidationError
+
+    try:
+        host, port = args.host, args.port
+        if host is None or port is None:
+            default_host, default_port = _listen_defaults(args.factory)
+            host = default_host if host is None else host
+            port = default_port if port is None else port
+        serve(args.factory, host, port, args.workers, log_level=args.log_level,
+              proxy_headers=args.proxy_headers, forwarded_allow_ips=args.forwarded_allow_ips)
+    except ValidationError as exc:
+        # A bad setting: say which and why, without a traceback and never the value (it may be a secret).
+        raise SystemExit(configuration_error_message(exc)) from None
+
+
+def configuration_error_message(exc: Exception) -> str:
+    """What is wrong with the configuration, setting by setting, without the values given."""
+    from pydantic import ValidationError
+
+    if not isinstance(exc, ValidationError):
+        return f"invalid configuration: {type(exc).__name__}"
+    lines = [f"invalid configuration ({exc.title}):"]
+    for error in exc.errors(include_input=False, include_url=False, include_context=False):
+        where = ".".join(str(part) for part in error["loc"]) or "(settings)"
+        lines.append(f"  {where}: {error['msg']}")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -33,6 +33,9 @@ class ServiceSettings(BaseSettings):
         extra="ignore",
         case_sensitive=False,
         validate_default=True,
+        # A validation error at start-up names the setting and the problem, never the value: inputs are
+        # passwords in database URLs, webhook secrets, keys (subclasses inherit this; it covers errors inside nested models too).
+        hide_input_in_errors=True,
     )
 
     # Used for default file names (``var/<service_name>.db``) and in log lines.

@@ -1,0 +1,51 @@
+"""A service that will not start for a bad setting says which setting and why, never the value given:
+values are passwords in database URLs, webhook secrets and keys, and start-up output ends up in logs."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SECRET = "Zq7-not-for-logs-4711"
+
+
+def _start(factory: str, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("CARTERA_")}
+    return subprocess.run([sys.executable, "-m", "service_kit.server", factory, *args],
+                          cwd=ROOT, env={**clean, **env}, capture_output=True, text=True, timeout=120, check=False)
+
+
+CASES = {
+    # a nested model's error (a SQL connection of the issuer's tenants: its URL holds a password)
+    "issuer-sql-connection": ("issuer.app:create_app", {
+        "CARTERA_ISSUER_SQL_CONNECTIONS": json.dumps(
+            {"registry": {"url": f"postgresql://reader:{SECRET}@db/reg", "tenants": []}})},
+     "sql_connections"),
+    # a model validator's error (its input is every setting, the webhook HMAC secret among them)
+    "wallet-webhook": ("wallet_api.app:create_app", {
+        "CARTERA_WALLET_WEBHOOK_URL": "http://push.example.org/hook",
+        "CARTERA_WALLET_WEBHOOK_SECRET": SECRET,
+        "CARTERA_WALLET_DATABASE_URL": f"postgresql+asyncpg://cartera:{SECRET}@postgres/cartera_wallet"},
+     "webhook_url"),
+    # a field's own error
+    "verifier-port": ("verifier.app:create_app", {"CARTERA_VERIFIER_PORT": SECRET}, "port"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+@pytest.mark.parametrize("listen", ["from-settings", "given"])
+def test_startup_validation_error_names_the_setting_but_never_its_value(case: str, listen: str) -> None:
+    factory, env, setting = CASES[case]
+    args = () if listen == "from-settings" else ("--host", "127.0.0.1", "--port", "1", "--workers", "1")
+    result = _start(factory, env, *args)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output
+    assert setting in output, output
+    assert SECRET not in output, output
+    assert "input_value" not in output
