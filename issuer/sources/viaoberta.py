@@ -11,7 +11,9 @@ Outcomes:
 * transport failures after the client's bounded retries → :class:`SourceUnavailable`;
 * an SCSP error status or SOAP fault → :class:`SourceRefused`;
 * bad or missing signature, untrusted signer, malformed or oversized XML, or an answer about
-  another subject than the one asked about → :class:`BadSourceAnswer`. "About" is checked twice:
+  another subject than the one asked about, or echoing another purpose, consent, procedure, official
+  or requesting body than the query sent → :class:`BadSourceAnswer`. The evidence records what was
+  sent, not the echo. "About" is checked twice:
   ``DatosGenericos/Titular/Documentacion`` (which the emitter copies from our request) and every
   identity document number inside ``DatosEspecificos``, where the claims come from (outside the
   household list of the padró); the padró's ``DatosPersonales/Documentacion`` must be present.
@@ -114,14 +116,30 @@ _REQUEST_ERRORS = frozenset({"viaoberta.bad_request", "viaoberta.unknown_product
 
 
 def _evidence(scsp: ScspEvidence, context: SourceContext) -> Evidence:
+    """The evidence of the query *as sent*; an answer echoing another purpose, basis or official is refused.
+
+    The echo is the emitter's copy of our request: it proves nothing we did not send, and if it
+    differs the answer is not for this query (or was altered), so it is never issued from.
+    """
+    sent = {"Finalidad": context.purpose, "Procedimiento": context.procedure, "Consentimiento": context.consent,
+            "NombreCompletoFuncionario": context.official_name, "NifFuncionario": context.official_nif,
+            "IdentificadorSolicitante": context.requesting_body_id}
+    echoed = {"Finalidad": scsp.purpose, "Procedimiento": scsp.procedure, "Consentimiento": scsp.consent,
+              "NombreCompletoFuncionario": scsp.official_name, "NifFuncionario": scsp.official_nif,
+              "IdentificadorSolicitante": scsp.requester_id}
+    optional = ("Procedimiento", "NifFuncionario")  # may be left out of an answer
+    differing = [name for name, value in sent.items()
+                 if echoed[name].strip() != value.strip() and not (name in optional and not echoed[name])]
+    if differing:
+        raise BadSourceAnswer(f"Via Oberta's answer echoes another {', '.join(differing)} than the query sent")
     return Evidence(
         request_id=scsp.request_id or context.request_id,
         transmission_id=scsp.id_transmision or None,
         product=f"{scsp.product}/{scsp.modality}",
-        purpose=scsp.purpose or context.purpose,
-        procedure=scsp.procedure or context.procedure,
-        official=f"{scsp.official_name or context.official_name} ({scsp.official_nif or context.official_nif})",
-        consent=scsp.consent or context.consent,
+        purpose=context.purpose,
+        procedure=context.procedure,
+        official=f"{context.official_name} ({context.official_nif})",
+        consent=context.consent,
         timestamp=scsp.timestamp,
         source="viaoberta",
     )

@@ -177,3 +177,32 @@ def test_a_context_xml_cannot_carry_is_refused(purpose: str) -> None:
 def test_settings_are_checked_at_configuration_time(setting: dict[str, Any]) -> None:
     with pytest.raises(SourceConfigError):
         source("https://viaoberta.test", "RESIDENT", **setting)
+
+
+@pytest.mark.parametrize(("path", "value"), [(("Solicitante", "Finalidad"), "Una altra finalitat"),
+                                             (("Solicitante", "Consentimiento"), "Ley"),
+                                             (("Solicitante", "Funcionario", "NifFuncionario"), "22222222J"),
+                                             (("Solicitante", "IdentificadorSolicitante"), "S0000000X")])
+async def test_an_answer_echoing_another_query_is_refused(platform: tuple[ScriptedPlatform, str],
+                                                          path: tuple[str, ...], value: str) -> None:
+    # The evidence kept is what was sent; an echo that differs means the answer is not for this query.
+    scripted, url = platform
+
+    def script(incoming: IncomingPeticion) -> tuple[int, bytes]:
+        genericos = copy.deepcopy(incoming.genericos)
+        node = genericos
+        for part in path[:-1]:
+            node = node[part]
+        node[path[-1]] = value
+        return 200, signed_answer(incoming, tax_data(), genericos=genericos)
+
+    scripted.script = script
+    with pytest.raises(BadSourceAnswer):
+        await source(url, "ECOT103").fetch(None, SUBJECT, context())
+    scripted.script = lambda incoming: (200, signed_answer(incoming, tax_data()))
+    outcome = await source(url, "ECOT103").fetch(None, SUBJECT, context())
+    sent = context()
+    assert isinstance(outcome, Claims)
+    assert (outcome.evidence.purpose, outcome.evidence.consent, outcome.evidence.procedure) == (
+        sent.purpose, sent.consent, sent.procedure)
+    assert outcome.evidence.official == f"{sent.official_name} ({sent.official_nif})"
