@@ -52,7 +52,15 @@ from verifier.aries_models import AriesPresentation, AriesWebhookEvent, AriesWeb
 from verifier.models import Agency, Template, Transaction
 from verifier.settings import VerifierSettings
 from verifier.statements import checked_on_the_row
-from verifier.transactions import FINAL_STATUSES, RequestSpec, _claim, _finish, create_transaction, utcnow
+from verifier.transactions import (
+    DIDCOMM_RESPONSE_MODE,
+    FINAL_STATUSES,
+    RequestSpec,
+    _claim,
+    _finish,
+    create_transaction,
+    utcnow,
+)
 from verifier.verification import CheckError
 
 log = logging.getLogger(__name__)
@@ -213,7 +221,7 @@ class VerifierAriesChannel:
             raise unavailable_error(exc) from exc
         spec = RequestSpec(dcql_query=template.dcql_query, purpose=template.purpose,
                            trusted_issuers=template.trusted_issuers, anchors_pem=template.anchors_pem or [],
-                           retention_seconds=template.retention_seconds, response_mode="direct_post",
+                           retention_seconds=template.retention_seconds, response_mode=DIDCOMM_RESPONSE_MODE,
                            client_id_prefix=self.settings.default_client_id_prefix
                            if self.settings.default_client_id_prefix != "redirect_uri" else "x509_san_dns",
                            expires_in=expires_in or self.settings.request_ttl, webhook_url=webhook_url,

@@ -99,6 +99,11 @@ class RequestSpec:
     template_name: str | None = None
 
 
+#: The ``response_mode`` of a transaction answered over DIDComm (verifier.aries_channel): the OpenID4VP
+#: endpoints neither serve a request object for it nor take an answer to it.
+DIDCOMM_RESPONSE_MODE = "didcomm"
+
+
 @dataclass(frozen=True, slots=True)
 class CreatedRequest:
     transaction: Transaction
@@ -408,7 +413,7 @@ async def answer(db: Database, box: SecretBox, verifier: PresentationVerifier, t
     now = utcnow()
     async with db.statement_connection() as conn:
         tx = await read_transaction(conn, tx_id)
-    if tx is None:
+    if tx is None or tx.response_mode == DIDCOMM_RESPONSE_MODE:
         raise APIError(404, "invalid_request", "unknown transaction", extra={"code": "verifier.unknown_transaction"})
     if tx.status in ("pending", "processing") and tx.expires_at <= now:
         await expire_one(db, box, tx, now)

@@ -460,6 +460,22 @@ def test_malformed_inputs_get_4xx_not_5xx(world: World) -> None:
     assert published["issuer"] == world.tenant_url
 
 
+def test_a_didcomm_request_is_not_served_or_answered_over_openid4vp(world: World) -> None:
+    """An Aries transaction shares the table with OpenID4VP ones, not their wallet endpoints: no request
+    object for it, no Authorization Response taken (its trust and claims were set up for DIDComm)."""
+    created = httpx.post(f"{world.verifier_url}/v1/aries/requests", headers=world.agency_headers(),
+                         json={"template": "job-application"})
+    assert created.status_code == 201, created.text
+    tx_id = created.json()["id"]
+    answers = [httpx.get(f"{world.verifier_url}/v1/wallet/requests/{tx_id}"),
+               httpx.post(f"{world.verifier_url}/v1/wallet/requests/{tx_id}", data={"wallet_nonce": "n"}),
+               httpx.post(f"{world.verifier_url}/v1/wallet/responses/{tx_id}",
+                          data={"vp_token": "{}", "state": "s"})]
+    assert [(a.status_code, a.json().get("code")) for a in answers] == [(404, "verifier.unknown_transaction")] * 3
+    result = httpx.get(created.json()["status_url"], headers=world.agency_headers()).json()
+    assert result["status"] == "pending"
+
+
 def test_desk_switches_to_the_aries_channel_and_shows_the_disclosed_claims(world: World) -> None:
     """The desk page in headless Chromium (Debian's, as tests/verifier/test_desk.py): Aries switch → QR
     of the short URL → the citizen's agent answers the invitation → the claims appear on the live view."""

@@ -17,7 +17,7 @@ from ssi.oid4vp import REQUEST_OBJECT_MEDIA_TYPE
 from verifier.models import Agency, Transaction
 from verifier.routes.deps import Services, Svc
 from verifier.statements import TRANSACTION_WITH_AGENCY_KEY
-from verifier.transactions import answer, signed_request_object, utcnow
+from verifier.transactions import DIDCOMM_RESPONSE_MODE, answer, signed_request_object, utcnow
 
 router = APIRouter(prefix="/wallet", tags=["wallet"])
 
@@ -55,7 +55,7 @@ async def _pending(svc: Services, tx_id: str) -> tuple[Transaction, Agency]:
     tx: Any = row
     agency: Any = (SimpleNamespace(id=row.agency_id, signing_key=row.agency_signing_key, x5c=row.agency_x5c)
                    if row is not None else None)
-    if tx is None or agency is None:
+    if tx is None or agency is None or tx.response_mode == DIDCOMM_RESPONSE_MODE:
         raise APIError(404, "invalid_request", "unknown request", extra={"code": "verifier.unknown_transaction"})
     if tx.status != "pending" or tx.expires_at <= utcnow():
         raise APIError(400, "invalid_request", "the request is no longer open",
