@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -70,14 +71,80 @@ def head_revision(migrations: Path) -> str:
     return ",".join(heads) or "none"
 
 
-def upgrade_service(schema: ServiceSchema, database_url: str | None = None) -> dict[str, str]:
-    """Upgrade one service's database to the newest revision; return what was done (printable)."""
+def _transient(exc: BaseException) -> bool:
+    """Whether a connection error may go away by itself: the server is not listening yet (refused, no
+    route, its name not yet in DNS), is starting up or shutting down (the postgres image's init server),
+    or did not answer in time. Wrong passwords, missing databases and bad URLs are not."""
+    seen: set[int] = set()
+    pending: list[BaseException | None] = [exc]
+    while pending:
+        current = pending.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, (OSError, TimeoutError)):
+            return True
+        if type(current).__name__ in ("CannotConnectNowError", "TooManyConnectionsError",
+                                      "ConnectionDoesNotExistError"):
+            return True
+        pending += [current.__cause__, current.__context__, getattr(current, "orig", None)]
+    return False
+
+
+def wait_for_database(url: str, seconds: float, *, report: Callable[[str], None] = print) -> None:
+    """Return once the database at ``url`` accepts a connection, trying for up to ``seconds``.
+
+    For a one-shot migration job started with the database server (compose): the first connections may
+    be refused. Transient errors are retried (with ``report`` telling of each wait); others, and the
+    last one after the deadline, are raised.
+    """
+    import asyncio
+
+    from sqlalchemy import text
+    from sqlalchemy.ext.asyncio import create_async_engine
+    from sqlalchemy.pool import NullPool
+
+    async def probe(timeout: float) -> None:
+        engine = create_async_engine(url, poolclass=NullPool, connect_args={"timeout": timeout})
+        try:
+            async with engine.connect() as connection:
+                await connection.execute(text("SELECT 1"))
+        finally:
+            await engine.dispose()
+
+    deadline = time.monotonic() + seconds
+    attempt = 0
+    while True:
+        attempt += 1
+        remaining = deadline - time.monotonic()
+        try:
+            asyncio.run(probe(max(1.0, min(5.0, remaining))))
+            return
+        except Exception as exc:
+            remaining = deadline - time.monotonic()
+            if not _transient(exc) or remaining <= 0:
+                raise
+            delay = min(1.0, remaining)
+            reason = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
+            report(f"waiting for the database ({remaining:.0f} s left, attempt {attempt}): {reason}")
+            time.sleep(delay)
+
+
+def upgrade_service(schema: ServiceSchema, database_url: str | None = None, *, wait: float = 0,
+                    report: Callable[[str], None] = print) -> dict[str, str]:
+    """Upgrade one service's database to the newest revision; return what was done (printable).
+
+    ``wait``: seconds to keep retrying while a PostgreSQL server refuses connections (see
+    :func:`wait_for_database`); 0 tries once.
+    """
     from service_kit.migrations import run_migrations
 
     settings_cls = _load(schema.settings)
     settings = settings_cls(**({"database_url": database_url} if database_url else {}))  # type: ignore[operator]
     migrations = Path(_load(f"{schema.migrations}:MIGRATIONS"))  # type: ignore[arg-type]
     url = settings.database_url
+    if wait > 0 and url.startswith("postgresql"):
+        wait_for_database(url, wait, report=report)
     if url.startswith("sqlite"):
         # A fresh installation: the SQLite file's folder may not exist yet.
         from sqlalchemy.engine import make_url
@@ -89,6 +156,13 @@ def upgrade_service(schema: ServiceSchema, database_url: str | None = None) -> d
     return {"service": schema.name, "database": safe_url(url), "revision": head_revision(migrations)}
 
 
+def _progress(message: str) -> None:
+    """Progress while waiting for the database, on stderr (stdout may be --json)."""
+    import sys
+
+    print(message, file=sys.stderr, flush=True)
+
+
 @app.command("upgrade")
 def upgrade(
     service: Annotated[Which, typer.Option("--service", help="Which service's database to upgrade.")] = Which.all,
@@ -96,6 +170,10 @@ def upgrade(
         "--database-url", help="Database URL to use instead of the service's configuration (one service only).")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help='Print [{"service", "database", "revision"}].')] = False,
+    wait: Annotated[float, typer.Option(
+        "--wait", min=0, metavar="SECONDS",
+        help="Keep retrying for up to this long while the PostgreSQL server refuses connections or is still "
+             "starting (a migration job started with the database). 0: try once.")] = 0,
 ) -> None:
     """Apply the Alembic migrations of the issuer, verifier and/or wallet to their configured databases.
 
@@ -112,7 +190,7 @@ def upgrade(
         started = time.monotonic()
         try:
             with console.status(f"Upgrading the {schema.name} database…"):
-                row = upgrade_service(schema, database_url)
+                row = upgrade_service(schema, database_url, wait=wait, report=_progress)
         except Exception as exc:  # noqa: BLE001 - any driver or settings error becomes a readable message
             from pydantic import ValidationError
 

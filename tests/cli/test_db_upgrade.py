@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+import socket
 import sqlite3
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 from sqlalchemy import inspect
@@ -76,3 +80,71 @@ def test_bad_configuration_is_a_readable_error(tmp_path: Path) -> None:
     assert both.returncode == 1 and "--service" in both.stderr
     wrong = _cli("db", "upgrade", "--service", "nope", cwd=tmp_path)
     assert wrong.returncode == 2
+
+
+def test_wait_retries_a_refused_connection_for_the_time_given(tmp_path: Path) -> None:
+    started = time.monotonic()
+    down = _cli("db", "upgrade", "--service", "issuer", "--wait", "3", cwd=tmp_path,
+                env={"CARTERA_ISSUER_DATABASE_URL": "postgresql+asyncpg://u:hunter2@127.0.0.1:9/x"})
+    assert down.returncode == 1 and "migration failed" in down.stderr
+    assert "waiting for the database" in down.stderr  # progress, while retrying
+    assert time.monotonic() - started >= 3
+    assert "hunter2" not in down.stderr + down.stdout and "Traceback" not in down.stderr
+
+
+def _forward_when(ready: threading.Event, target: tuple[str, int]) -> tuple[int, threading.Event]:
+    """A TCP port that refuses connections until ``ready`` is set, then forwards them to ``target``
+    (a database server that starts listening after the migration job was started)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    stop = threading.Event()
+
+    def pipe(source: socket.socket, sink: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                sink.sendall(data)
+        with contextlib.suppress(OSError):
+            sink.shutdown(socket.SHUT_WR)
+
+    def serve() -> None:
+        ready.wait(60)
+        with socket.create_server(("127.0.0.1", port)) as server:
+            server.settimeout(0.2)
+            while not stop.is_set():
+                try:
+                    client, _ = server.accept()
+                except TimeoutError:
+                    continue
+                upstream = socket.create_connection(target)
+                for a, b in ((client, upstream), (upstream, client)):
+                    threading.Thread(target=pipe, args=(a, b), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    return port, stop
+
+
+def test_wait_upgrades_once_the_server_comes_up(tmp_path: Path, postgres_cluster: PostgresCluster) -> None:
+    from sqlalchemy.engine import make_url
+
+    url = make_url(postgres_cluster.create_database(prefix="dbwait"))
+    refused = threading.Event()
+    port, stop = _forward_when(refused, (url.host or "127.0.0.1", url.port or 5432))
+    late = url.set(host="127.0.0.1", port=port).render_as_string(hide_password=False)
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("CARTERA_")}
+    job = subprocess.Popen([*CARTERA, "db", "upgrade", "--service", "wallet", "--wait", "60", "--json"],
+                           cwd=tmp_path, env={**clean, "CARTERA_WALLET_DATABASE_URL": late},
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert job.stderr is not None
+        first = job.stderr.readline()  # the job reports its first refused connection: now the server "starts"
+        assert "waiting for the database" in first, first
+        refused.set()
+        stdout, rest = job.communicate(timeout=120)
+    finally:
+        stop.set()
+        if job.poll() is None:
+            job.kill()
+    assert job.returncode == 0, first + rest
+    assert json.loads(stdout)[0]["service"] == "wallet"
+    assert "alembic_version" in asyncio.run(_pg_tables(url.render_as_string(hide_password=False)))

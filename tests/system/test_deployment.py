@@ -98,7 +98,10 @@ def test_migrations_job_configures_each_service_database() -> None:
     every = set().union(*(_settings_envs(n) for n in APP_SERVICES))
     assert set(env) <= every
     assert {f"CARTERA_{n.upper()}_DATABASE_URL" for n in APP_SERVICES} == set(env)
-    assert SERVICES["migrate"]["command"][:3] == ["cartera", "db", "upgrade"]
+    command = SERVICES["migrate"]["command"]
+    assert command[:3] == ["cartera", "db", "upgrade"]
+    # a one-shot job: it retries while the server still refuses connections instead of failing at once
+    assert "--wait" in command and float(command[command.index("--wait") + 1]) >= 10
     for name in APP_SERVICES:
         assert SERVICES[name]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
         assert SERVICES[name]["depends_on"]["postgres"]["condition"] == "service_healthy"
@@ -242,3 +245,10 @@ def test_docker_build_context_leaves_out_secrets_state_and_caches() -> None:
                    for part in line.split()[:-1]}
     for source in copied:
         assert source.split("/")[0] not in patterns, f".dockerignore excludes {source}, which a Dockerfile copies"
+
+
+def test_postgres_healthcheck_probes_tcp_not_the_init_servers_socket() -> None:
+    test = SERVICES["postgres"]["healthcheck"]["test"]
+    assert test[:2] == ["CMD", "pg_isready"]
+    # the image's init server answers on the unix socket only: a TCP probe waits for the real server
+    assert "-h" in test and test[test.index("-h") + 1] in ("127.0.0.1", "localhost")
