@@ -502,42 +502,79 @@ __all__ = [
 # --- FastAPI side -------------------------------------------------------------------------------
 
 
-def _parse_networks(trusted: Sequence[str]) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
-    networks = []
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+#: One client's share of IPv6: a /64 is what a single subscriber gets (RFC 6177), and every address in
+#: it is theirs to use. Keyed by /128, one attacker had 2^64 buckets.
+IPV6_CLIENT_PREFIX = 64
+
+
+def _unmapped(address: IPAddress) -> IPAddress:
+    """The IPv4 address of an IPv4-mapped one (``::ffff:10.0.0.5``, a dual-stack listener's view of an
+    IPv4 peer), else the address itself: the same host must compare and count the same either way."""
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+def _address(value: str) -> IPAddress | None:
+    try:
+        return _unmapped(ipaddress.ip_address(value.strip().strip("[]").split("%", 1)[0]))
+    except ValueError:
+        return None
+
+
+def _parse_networks(trusted: Sequence[str]) -> list[IPNetwork]:
+    networks: list[IPNetwork] = []
     for entry in trusted:
         try:
-            networks.append(ipaddress.ip_network(entry.strip(), strict=False))
+            network = ipaddress.ip_network(entry.strip(), strict=False)
         except ValueError:
             continue
+        mapped = network.network_address.ipv4_mapped if isinstance(network, ipaddress.IPv6Network) else None
+        if mapped is not None and network.prefixlen >= 96:  # ::ffff:10.0.0.0/104 is 10.0.0.0/8
+            network = ipaddress.IPv4Network((mapped, network.prefixlen - 96), strict=False)
+        networks.append(network)
     return networks
 
 
-def _is_trusted(address: str, networks: Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> bool:
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return False
-    return any(ip in net for net in networks)
+def _is_trusted(address: IPAddress | None, networks: Sequence[IPNetwork]) -> bool:
+    return address is not None and any(address in net for net in networks)
+
+
+def _identity(address: IPAddress | None, raw: str) -> str:
+    """The rate-limit identity of a client: its IPv4 address, or its IPv6 /64."""
+    if address is None:
+        return raw
+    if isinstance(address, ipaddress.IPv6Address):
+        return str(ipaddress.IPv6Network((address, IPV6_CLIENT_PREFIX), strict=False))
+    return str(address)
 
 
 def client_address(request: Request, trusted_proxies: Sequence[str] = ()) -> str:
-    """The address to rate-limit ``request`` by.
+    """The identity to rate-limit ``request`` by: the client's IPv4 address, or its IPv6 /64.
 
     The socket peer, unless the peer is one of ``trusted_proxies`` (addresses or CIDR networks): then
     ``X-Forwarded-For`` is read from the right, skipping trusted hops, and the first untrusted address
     is the client (the left part of the header is whatever the client chose to send). Behind uvicorn's
-    ``--proxy-headers`` the peer is already the forwarded address; this works either way.
+    ``--proxy-headers`` the peer is already the forwarded address; this works either way. IPv4-mapped
+    IPv6 addresses are read as the IPv4 address they carry, for the trust check and the identity.
     """
     peer = request.client.host if request.client else ""
+    peer_address = _address(peer)
     networks = _parse_networks(trusted_proxies)
-    if not networks or not _is_trusted(peer, networks):
-        return peer or "unknown"
+    if not networks or not _is_trusted(peer_address, networks):
+        return _identity(peer_address, peer or "unknown")
     forwarded = ",".join(request.headers.getlist("x-forwarded-for"))
     hops = [hop.strip() for hop in forwarded.split(",") if hop.strip()]
     for hop in reversed(hops):
-        if not _is_trusted(hop, networks):
-            return hop
-    return hops[0] if hops else peer
+        address = _address(hop)
+        if not _is_trusted(address, networks):
+            return _identity(address, hop)
+    if hops:
+        return _identity(_address(hops[0]), hops[0])
+    return _identity(peer_address, peer)
 
 
 def too_many_requests(exc: RateLimitExceeded, error: str = "too_many_requests") -> Exception:

@@ -169,8 +169,9 @@ _addresses = itertools.count(1)
 
 
 def new_client() -> str:
-    """A client address no other test uses (IPv6 documentation range)."""
-    return f"2001:db8::{next(_addresses):x}:{secrets.randbelow(0xFFFF):x}"
+    """A client address no other test uses (IPv6 documentation range), in a /64 of its own: the
+    limiter counts an IPv6 client by its /64."""
+    return f"2001:db8:{next(_addresses):x}:{secrets.randbelow(0xFFFF):x}::1"
 
 
 def forwarded(address: str) -> dict[str, str]:

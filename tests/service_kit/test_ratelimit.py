@@ -276,8 +276,26 @@ def test_client_address_trusts_forwarded_for_only_from_configured_proxies() -> N
     # Only trusted hops: the left-most one; no header: the proxy itself; IPv6 and single addresses work.
     assert client_address(_request("10.0.0.2", ["10.0.0.5"]), ["10.0.0.0/8"]) == "10.0.0.5"
     assert client_address(_request("10.0.0.2"), ["10.0.0.0/8"]) == "10.0.0.2"
-    assert client_address(_request("::1", ["2001:db8::1"]), ["::1"]) == "2001:db8::1"
+    assert client_address(_request("::1", ["2001:db8::1"]), ["::1"]) == "2001:db8::/64"
     assert client_address(_request("127.0.0.1", ["garbage, 203.0.113.5"]), ["127.0.0.1"]) == "203.0.113.5"
+
+
+def test_an_ipv6_client_is_its_64_and_a_mapped_ipv4_address_is_the_ipv4_one() -> None:
+    """Every address of a /64 belongs to one subscriber: one bucket for all of them, not 2^64. A dual-stack
+    listener sees IPv4 peers as ::ffff:a.b.c.d: a trusted IPv4 proxy is trusted seen that way too, and
+    a client counts the same whichever way it is seen."""
+    one_subscriber = {client_address(_request(f"2001:db8:1:2::{i:x}")) for i in range(1, 6)}
+    assert one_subscriber == {"2001:db8:1:2::/64"}
+    assert client_address(_request("2001:db8:1:3::1")) == "2001:db8:1:3::/64"
+    assert client_address(_request("::ffff:198.51.100.9")) == client_address(_request("198.51.100.9")) \
+        == "198.51.100.9"
+    # The trusted proxy 10.0.0.5, seen as ::ffff:10.0.0.5: its X-Forwarded-For is read.
+    assert client_address(_request("::ffff:10.0.0.5", ["198.51.100.7"]), ["10.0.0.0/8"]) == "198.51.100.7"
+    assert client_address(_request("::ffff:10.0.0.5", ["198.51.100.7, ::ffff:10.0.0.9"]), ["10.0.0.0/8"]) \
+        == "198.51.100.7"
+    assert client_address(_request("10.0.0.5", ["2001:db8:9::77"]), ["::ffff:10.0.0.0/104"]) == "2001:db8:9::/64"
+    # Not trusted: the peer, mapped or not, and its header is ignored.
+    assert client_address(_request("::ffff:203.0.113.9", ["1.2.3.4"]), ["10.0.0.0/8"]) == "203.0.113.9"
 
 
 @pytest.mark.parametrize("service", ["issuer", "verifier", "wallet_api"])
