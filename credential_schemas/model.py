@@ -792,14 +792,16 @@ def _read(source: str | Path | dict[str, Any]) -> Any:
         raise SchemaError([Problem("", f"{path.name} is not valid YAML/JSON")]) from exc
 
 
-def load_type(source: str | Path | dict[str, Any]) -> CredentialType:
+def load_type(source: str | Path | dict[str, Any], *, validate: bool = True) -> CredentialType:
     """Load and validate a type definition (a YAML/JSON file path or a dict).
 
-    Raises :class:`SchemaError` listing every problem found.
+    Raises :class:`SchemaError` listing every problem found. ``validate=False`` is for a definition
+    stored when the validator was more lenient (the issuer keeps serving and issuing it): only the
+    members the type is built from are checked.
     """
     data = _read(source)
     problems = validate_type_definition(data)
-    if problems:
+    if problems and (validate or not _buildable(data)):
         raise SchemaError(problems)
     try:
         Draft202012Validator.check_schema(data["schema"])
@@ -815,6 +817,16 @@ def load_type(source: str | Path | dict[str, Any]) -> CredentialType:
         description=data.get("description", ""), display=data["display"], json_schema=data["schema"],
         claims=claims, validity_text=data["validity"], definition=data,
     )
+
+
+def _buildable(data: Any) -> bool:
+    try:
+        return (isinstance(data, dict) and all(isinstance(data.get(k), str) for k in ("id", "vct", "name", "validity"))
+                and isinstance(data.get("schema"), dict) and isinstance(data.get("display"), list)
+                and all(isinstance(c, dict) and isinstance(c.get("path"), list) and isinstance(c.get("display"), list)
+                        for c in data.get("claims", [None])))
+    except Exception:  # noqa: BLE001 - any odd shape is simply not buildable
+        return False
 
 
 TYPES_DIR = Path(__file__).parent / "types"

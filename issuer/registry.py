@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -77,6 +78,17 @@ def builtin_definition(type_id: str) -> dict[str, Any]:
     return dict(types[type_id].definition)
 
 
+def load_stored_type(definition: dict[str, Any]) -> CredentialType:
+    """A stored definition as a type; one stored before a validator rule tightened is still served and
+    issued (logged), rather than failing every request that lists the tenant's types."""
+    try:
+        return load_type(definition)
+    except SchemaError as exc:
+        log.warning("stored type definition no longer passes the validator",
+                    extra={"type_id": definition.get("id"), "problems": [str(p) for p in exc.problems[:5]]})
+        return load_type(definition, validate=False)
+
+
 async def register_type(ctx: IssuerContext, session: AsyncSession, tenant: Tenant,
                         definition: dict[str, Any]) -> RegisteredType:
     """Validate and store a type definition (a new id, or a new version of an existing id)."""
@@ -85,6 +97,9 @@ async def register_type(ctx: IssuerContext, session: AsyncSession, tenant: Tenan
     except SchemaError as exc:
         problems = [{"path": p.path, "message": p.message} for p in exc.problems]
         raise RegistryError("invalid_type", "the type definition is not valid", problems) from exc
+    foreign = _foreign_vct(ctx, tenant, ctype.id, ctype.vct)
+    if foreign is not None:
+        raise RegistryError("invalid_type", "the type definition is not valid", [{"path": "vct", "message": foreign}])
     existing = (await session.execute(select(CredentialTypeRow).where(
         CredentialTypeRow.tenant_id == tenant.id, CredentialTypeRow.type_id == ctype.id,
         CredentialTypeRow.version == ctype.version))).scalar_one_or_none()
@@ -92,12 +107,37 @@ async def register_type(ctx: IssuerContext, session: AsyncSession, tenant: Tenan
         if existing.definition == ctype.definition:
             return RegisteredType(existing.id, existing.type_id, existing.version, ctype)
         raise RegistryError("version_exists", "that version of the type is already registered; bump version")
+    # Credentials already issued carry vct#integrity, the hash of the Type Metadata at their vct URL: a
+    # version (of this or another type) published under the same vct must publish the same metadata,
+    # or every credential issued before would fail its wallet's integrity check. New metadata, new vct.
+    same_vct = (await session.execute(select(CredentialTypeRow.id, CredentialTypeRow.definition).where(
+        CredentialTypeRow.tenant_id == tenant.id, CredentialTypeRow.vct == ctype.vct))).all()
+    for row_id, stored in same_vct:
+        earlier = ctx.types.get(row_id) or ctx.types.put(row_id, load_stored_type(stored))
+        if earlier.type_metadata_bytes() != ctype.type_metadata_bytes():
+            raise RegistryError("vct_in_use", "credentials were issued under this vct with other Type Metadata "
+                                "(name, display or claims); a version that changes them needs a new vct",
+                                [{"path": "vct", "message": "already published with different Type Metadata"}])
     row = CredentialTypeRow(tenant_id=tenant.id, type_id=ctype.id, version=ctype.version, vct=ctype.vct,
                             definition=ctype.definition, created_at=utcnow())
     session.add(row)
     await session.flush()
     ctx.types.put(("tenant", tenant.id), (0.0, {}))
     return RegisteredType(row.id, row.type_id, row.version, ctype)
+
+
+def _foreign_vct(ctx: IssuerContext, tenant: Tenant, type_id: str, vct: str) -> str | None:
+    """Why ``vct`` is refused when it is on the issuer's own origin but not the URL the issuer serves this
+    type's metadata at (a tenant must not claim another tenant's URL); ``None`` when acceptable."""
+    own = urlsplit(ctx.settings.public_url)
+    parts = urlsplit(vct)
+    if (parts.hostname or "").lower() != (own.hostname or "").lower() or parts.port != own.port:
+        return None
+    # The issuer serves /t/<slug>/types/<id> (the newest version of that type): any other path on its
+    # origin is another tenant's, another type's, or nothing it serves.
+    if unquote(parts.path) == f"/t/{tenant.slug}/types/{type_id}" and not parts.query:
+        return None
+    return f"a vct on this issuer's origin must be the type's own URL, {ctx.issuer_url(tenant.slug)}/types/{type_id}"
 
 
 async def tenant_types(ctx: IssuerContext, session: AsyncSession | None, tenant_id: str) -> dict[str, RegisteredType]:
@@ -128,7 +168,7 @@ async def _load_tenant_types(ctx: IssuerContext, session: AsyncSession, tenant_i
         if ctype is None:
             definition = (await session.execute(select(CredentialTypeRow.definition)
                                                 .where(CredentialTypeRow.id == row_id))).scalar_one()
-            ctype = ctx.types.put(row_id, load_type(definition))
+            ctype = ctx.types.put(row_id, load_stored_type(definition))
         out[type_id] = RegisteredType(row_id, type_id, version, ctype)
     ctx.types.put(("tenant", tenant_id), (time.monotonic(), out))
     return out

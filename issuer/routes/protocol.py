@@ -28,7 +28,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 
-from credential_schemas import CredentialType, load_type
+from credential_schemas import CredentialType
 from service_kit.direct_route import DirectRoute
 from service_kit.errors import APIError
 from service_kit.ratelimit import (
@@ -82,7 +82,7 @@ from ..keys import published_keys
 from ..metadata import authorization_server_metadata, issuer_metadata
 from ..models import CredentialTypeRow, DeferredTransaction, IssuanceClaim, IssuanceRecord, StoredResponse
 from ..nonces import nonce_expiry
-from ..registry import RegisteredType, tenant_types
+from ..registry import RegisteredType, load_stored_type, tenant_types
 from ..status import list_token
 from ..tenancy import TenantRef, path_tenant, protocol_tenant
 
@@ -183,7 +183,7 @@ async def _type_version(ctx: IssuerContext, tenant_id: str, type_id: str, versio
         if ctype is None:
             definition = await session.scalar(select(CredentialTypeRow.definition)
                                               .where(CredentialTypeRow.id == row_id))
-            ctype = ctx.types.put(row_id, load_type(definition))
+            ctype = ctx.types.put(row_id, load_stored_type(definition))
     return ctype  # type: ignore[no-any-return]
 
 
