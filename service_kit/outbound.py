@@ -47,6 +47,12 @@ class DestinationRefused(httpcore.ConnectError):
 
 #: NAT64 (RFC 6052): a gateway turns 64:ff9b::a.b.c.d into a connection to a.b.c.d.
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
+#: SIIT (RFC 2765): ::ffff:0:a.b.c.d, an IPv4-translated address, which a translator turns into a.b.c.d.
+_SIIT = ipaddress.ip_network("::ffff:0:0:0/96")
+#: Translation prefixes that are never a public destination, whatever they carry: SIIT, and the
+#: local-use NAT64 prefix (RFC 8215), which leads to a translator of the operator's own network with
+#: an embedding its prefix length decides. This Python (3.11.7) calls both global.
+_NEVER_PUBLIC: tuple[ipaddress.IPv6Network, ...] = (_SIIT, ipaddress.ip_network("64:ff9b:1::/48"))
 
 
 def _address(value: str) -> IPAddress | None:
@@ -57,12 +63,12 @@ def _address(value: str) -> IPAddress | None:
 
 
 def _reached(address: IPAddress) -> IPAddress:
-    """The IPv4 address an IPv6 one carries and reaches (mapped, NAT64, 6to4, Teredo), else itself:
-    the one to judge. (``is_global`` calls NAT64 global whatever it carries.)"""
+    """The IPv4 address an IPv6 one carries and reaches (mapped, SIIT, NAT64, 6to4, Teredo), else
+    itself: the one to judge. (``is_global`` calls NAT64 global whatever it carries.)"""
     if isinstance(address, ipaddress.IPv6Address):
         if address.ipv4_mapped is not None:
             return address.ipv4_mapped
-        if address in _NAT64:
+        if address in _NAT64 or address in _SIIT:
             return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
         if address.sixtofour is not None:
             return address.sixtofour
@@ -111,9 +117,12 @@ class OutboundPolicy:
         """Whether a connection to ``address`` is allowed."""
         if any(address in network for network in self._networks):
             return True
+        translated = isinstance(address, ipaddress.IPv6Address) and any(address in n for n in _NEVER_PUBLIC)
         address = _reached(address)
         if any(address in network for network in self._networks):
-            return True
+            return True  # e.g. ::ffff:0:10.1.2.3 when 10.1.0.0/16 is listed
+        if translated:
+            return False
         if address.is_loopback:
             return self.allow_loopback
         if isinstance(address, ipaddress.IPv6Address) and (address.is_site_local or int(address) >> 32 == 0):

@@ -89,6 +89,27 @@ def test_a_public_address_behind_nat64_is_allowed_and_connected_as_is() -> None:
     assert not policy.address_allowed(ipaddress.ip_address("64:ff9b::7f00:1"))
 
 
+
+@pytest.mark.parametrize("address", [
+    "::ffff:0:127.0.0.1", "::ffff:0:10.0.0.1", "::ffff:0:8.8.8.8",  # SIIT (RFC 2765)
+    "64:ff9b:1::7f00:1", "64:ff9b:1::a00:1", "64:ff9b:1:ffff::808:808",  # local-use NAT64 (RFC 8215)
+])
+def test_translation_prefixes_that_are_never_public_are_refused(address: str) -> None:
+    """This Python calls these global: a translator in front of them reaches whatever they carry."""
+    assert not OutboundPolicy().address_allowed(ipaddress.ip_address(address))
+    assert not OutboundPolicy(allow_loopback=True).address_allowed(ipaddress.ip_address(address))
+    assert OutboundPolicy((address,)).address_allowed(ipaddress.ip_address(address))  # listed: the operator's call
+
+
+def test_a_listed_ipv4_network_covers_its_siit_form() -> None:
+    policy = OutboundPolicy(("10.1.0.0/16",))
+    assert policy.address_allowed(ipaddress.ip_address("::ffff:0:10.1.2.3"))
+    assert not policy.address_allowed(ipaddress.ip_address("::ffff:0:10.2.0.1"))
+    # and nothing else moved: the well-known NAT64 prefix of a public address, a public IPv6 address
+    assert policy.address_allowed(ipaddress.ip_address("64:ff9b::808:808"))
+    assert policy.address_allowed(ipaddress.ip_address("2606:4700::1111"))
+
+
 def test_the_blocking_transport_is_guarded_too(local: str) -> None:
     with httpx.Client(transport=guarded_sync_transport(OutboundPolicy()), timeout=5) as client, \
             pytest.raises(httpx.ConnectError, match="internal address"):
