@@ -19,12 +19,11 @@ from pydantic import BaseModel, Field
 
 from aries.jsonld import generate_context
 from aries.status import status_context
-from credential_schemas import load_type
 from service_kit.errors import APIError
 
 from ..aries_channel import IssuerAriesChannel
 from ..context import IssuerContext, get_ctx
-from ..registry import tenant_types, type_versions
+from ..registry import load_stored_type, tenant_types, type_versions
 from ..tenancy import TenantRef, path_tenant
 from .aries_admin import get_channel
 
@@ -55,7 +54,7 @@ async def type_context(type_id: str, version: str, tenant: TenantRef = Depends(p
             rows = [r for r in await type_versions(session, tenant.id, type_id) if r.version == version]
             if not rows:
                 raise APIError(404, "not_found", "no such version of the credential type")
-            ctype = load_type(rows[0].definition)
+            ctype = load_stored_type(rows[0].definition)
     return JSONResponse(generate_context(ctype), media_type="application/ld+json", headers=_CACHE)
 
 
