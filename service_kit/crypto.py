@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hashlib
 import hmac
 import logging
 import os
 import secrets
 import stat
+import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Protocol
@@ -192,13 +194,22 @@ def load_master_key(settings: MasterKeySettings) -> bytes:
 def _create_dev_key_file(path: Path) -> bytes:
     key = SecretBox.generate_key()
     path.parent.mkdir(parents=True, exist_ok=True)
-    # O_EXCL: two workers starting together must not both write (and one overwrite the other's) key.
+    # Two workers starting together: each writes a whole key file of its own (mode 0600) beside the
+    # target, and os.link puts one in place, which fails if another is there already. The file is
+    # complete before it has its name, so the loser reads the winner's key, never a half-written file.
+    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return parse_master_key(path.read_bytes())
-    with os.fdopen(fd, "w") as handle:
-        handle.write(base64.urlsafe_b64encode(key).rstrip(b"=").decode() + "\n")
+        with os.fdopen(fd, "w") as handle:
+            handle.write(base64.urlsafe_b64encode(key).rstrip(b"=").decode() + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        try:
+            os.link(temp, path)
+        except FileExistsError:
+            return parse_master_key(path.read_bytes())
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp)
     log.warning("generated a DEVELOPMENT master key file", extra={"path": str(path)})
     return key
 

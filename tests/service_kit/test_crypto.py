@@ -137,6 +137,43 @@ def test_dev_mode_generates_a_private_key_file_once(tmp_path: Path) -> None:
     assert load_master_key(s) == first
 
 
+
+def test_two_workers_creating_the_dev_key_at_once_agree_on_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Worker A is stopped between creating its key file and writing it (threads and events, no
+    timing); worker B, starting then, must get a whole key, and A must end up with the same one."""
+    import threading
+
+    settings = ServiceSettings(data_dir=tmp_path / "var", dev_mode=True)
+    in_window, release = threading.Event(), threading.Event()
+    real_fdopen = os.fdopen
+
+    def fdopen(fd: int, *args: object, **kwargs: object) -> object:
+        if threading.current_thread().name == "worker-a":
+            in_window.set()
+            release.wait(30)
+        return real_fdopen(fd, *args, **kwargs)
+
+    monkeypatch.setattr(os, "fdopen", fdopen)
+    results: dict[str, object] = {}
+
+    def start(name: str) -> None:
+        try:
+            results[name] = load_master_key(settings)
+        except Exception as exc:  # noqa: BLE001 - the assertion below says which
+            results[name] = exc
+
+    worker_a = threading.Thread(target=start, args=("a",), name="worker-a")
+    worker_a.start()
+    assert in_window.wait(30)
+    start("b")
+    release.set()
+    worker_a.join(30)
+    assert isinstance(results["b"], bytes), results["b"]
+    assert results["a"] == results["b"] == parse_master_key((tmp_path / "var" / "master.key").read_bytes())
+    assert stat.S_IMODE((tmp_path / "var" / "master.key").stat().st_mode) == 0o600
+    assert os.listdir(tmp_path / "var") == ["master.key"]  # no temporary file left behind
+
+
 def test_api_keys() -> None:
     key = generate_api_key()
     assert key.startswith("ck_") and len(key) > 40
