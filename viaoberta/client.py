@@ -1,9 +1,10 @@
 """The Via Oberta HTTP client: signed SCSP v3 queries over SOAP, verified and parsed answers.
 
 Transport policy: each call has an httpx timeout; transient failures (connection errors, timeouts,
-HTTP 502/503/504, and an HTTP 500 that is *not* a SOAP fault) are retried at most ``retries`` times
+HTTP 429/502/503/504, and an HTTP 500 that is *not* a SOAP fault) are retried at most ``retries`` times
 with exponential backoff; a SOAP fault, a bad or missing signature, or a malformed answer is never
-retried (repeating the query cannot change it). When retries are exhausted the error is
+retried (repeating the query cannot change it); an unsigned SOAP fault is
+:class:`~viaoberta.errors.ViaObertaUnavailable` (anyone on the path could have written it). When retries are exhausted the error is
 :class:`~viaoberta.errors.ViaObertaUnavailable` (``viaoberta.timeout`` when the last failure was a
 timeout, ``viaoberta.unavailable`` otherwise). Every call carries its ``IdPeticion`` in the message
 and in an ``X-Request-Id`` header. Nothing from the answer (source data) is logged; log lines name
@@ -45,7 +46,7 @@ logger = logging.getLogger(__name__)
 #: Paths of the AOC front ends, relative to the configured endpoint.
 SYNC_PATH = "/siri-proxy/services/Sincron"
 ASYNC_RESPONSE_PATH = "/siri-proxy/services/AsincronResposta"
-_TRANSIENT_STATUS = frozenset({502, 503, 504})
+_TRANSIENT_STATUS = frozenset({429, 502, 503, 504})
 
 
 class ViaObertaClient:
@@ -112,11 +113,14 @@ class ViaObertaClient:
         root = parse_xml(content, max_bytes=self.max_response_bytes)
         unverified_body = envelope_body(root)
         if status != 200 or unverified_body.find(qname(SOAP11_NS, "Fault")) is not None:
-            # A fault carries no registry data, so an unsigned one is accepted: at worst a forged
-            # fault makes this query fail. A signed one must still verify.
-            if is_signed(root):
+            # A fault carries no registry data, but an unsigned one could come from anyone on the
+            # path: it may make this query fail for now (unavailable), never refuse it for good.
+            signed = is_signed(root)
+            if signed:
                 unverified_body, _ = verify_envelope(root, self._trusted)
             fault = parse_fault(unverified_body)
+            if fault is not None and not signed:
+                raise ViaObertaUnavailable("unavailable", f"unsigned SOAP fault (HTTP {status})")
             if fault is not None:
                 return fault
             raise ViaObertaError("http_status", f"HTTP {status} without a SOAP fault")

@@ -9,7 +9,8 @@ Outcomes:
 * asynchronous (``0001``/``0002``) → :class:`Pending` whose ``reference`` is the ``IdPeticion``;
   :meth:`ViaObertaSource.poll` collects the answer;
 * transport failures after the client's bounded retries → :class:`SourceUnavailable`;
-* an SCSP error status or SOAP fault → :class:`SourceRefused`;
+* an SCSP error status or signed SOAP fault → :class:`SourceRefused`, except the system/outage codes
+  ``05xx`` (``0502``: the emitter is down), HTTP 429 and an unsigned fault → :class:`SourceUnavailable`;
 * bad or missing signature, untrusted signer, malformed or oversized XML, or an answer about
   another subject than the one asked about, or echoing another purpose, consent, procedure, official
   or requesting body than the query sent → :class:`BadSourceAnswer`. The evidence records what was
@@ -110,6 +111,10 @@ def check_specific_subject(codigo_certificado: str, data: dict[str, Any], subjec
 
     walk(data, ())
 
+
+#: SCSP ``CodigoEstado`` 05xx: a system error at the platform or the emitter (0502: the emitter could
+#: not be reached), an outage to retry later, not a refusal of the query.
+_OUTAGE_PREFIX = "05"
 
 #: Client error codes that mean our request itself was wrong (configuration), not the answer.
 _REQUEST_ERRORS = frozenset({"viaoberta.bad_request", "viaoberta.unknown_product", "viaoberta.bad_configuration"})
@@ -242,6 +247,8 @@ class ViaObertaSource:
             raise BadSourceAnswer("Via Oberta's answer is about another subject")
         if isinstance(result, NotFoundResult):
             raise SubjectNotFound()
+        if isinstance(result, ErrorResult) and result.codigo_estado.startswith(_OUTAGE_PREFIX):
+            raise SourceUnavailable(f"Via Oberta's emitter is unavailable (CodigoEstado {result.codigo_estado})")
         if isinstance(result, ErrorResult):
             raise SourceRefused(f"Via Oberta refused the query (CodigoEstado {result.codigo_estado})")
         if isinstance(result, DataResult | NegativeResult):

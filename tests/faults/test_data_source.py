@@ -29,7 +29,7 @@ SOURCE_TIMEOUT = 6.0
 FAULTS: dict[str, tuple[int, str]] = {
     "latency": (503, "temporarily_unavailable"),        # slower than the issuer's source timeout
     "http500": (503, "temporarily_unavailable"),        # plain HTTP 500 from the platform
-    "soap_fault": (400, "credential_request_denied"),   # a signed SOAP fault (0502) from the emitter
+    "soap_fault": (503, "temporarily_unavailable"),     # a signed SOAP fault 0502: the emitter is down
     "malformed": (502, "server_error"),                 # broken XML
     "bad_signature": (502, "server_error"),             # signed, then altered
     "unsigned": (502, "server_error"),                  # a correct answer without WS-Security

@@ -18,13 +18,21 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from issuer.sources import BadSourceAnswer, Claims, SourceConfigError, SourceRefused, Subject, build_source
+from issuer.sources import (
+    BadSourceAnswer,
+    Claims,
+    SourceConfigError,
+    SourceRefused,
+    SourceUnavailable,
+    Subject,
+    build_source,
+)
 from tests.sources.helpers import SUBJECT, context
 from tests.support.servers import serve
 from viaoberta.credentials import SigningIdentity, generate_identity
-from viaoberta.messages import IncomingPeticion, build_respuesta, parse_peticion
+from viaoberta.messages import IncomingPeticion, build_fault, build_respuesta, parse_peticion
 from viaoberta.products import PADRO, TAX, WORKING_LIFE, Product, get_product
-from viaoberta.wssecurity import envelope_body, sign_envelope
+from viaoberta.wssecurity import envelope_body, sign_envelope, unsigned_envelope
 from viaoberta.xmlsafe import parse_xml
 
 pytestmark = pytest.mark.anyio
@@ -206,3 +214,26 @@ async def test_an_answer_echoing_another_query_is_refused(platform: tuple[Script
     assert (outcome.evidence.purpose, outcome.evidence.consent, outcome.evidence.procedure) == (
         sent.purpose, sent.consent, sent.procedure)
     assert outcome.evidence.official == f"{sent.official_name} ({sent.official_nif})"
+
+
+async def test_outages_are_unavailable_not_refusals(platform: tuple[ScriptedPlatform, str]) -> None:
+    scripted, url = platform
+    outage = build_fault("0502", "Error en el emisor: servicio no disponible")
+    cases: list[Script] = [
+        # The emitter is down (signed fault 0502): retry later, not a final denial.
+        lambda incoming: (500, sign_envelope(outage, identity("platform").key_pem, identity("platform").cert_pem)),
+        # An unsigned fault: anyone on the path could have written it, so it refuses nothing for good.
+        lambda incoming: (500, unsigned_envelope(build_fault("0301", "No autorizado", request_id=incoming.request_id))),
+        # Rate limited.
+        lambda incoming: (429, b""),
+    ]
+    for script in cases:
+        scripted.script = script
+        with pytest.raises(SourceUnavailable):
+            await source(url, "ECOT103").fetch(None, SUBJECT, context())
+    # A signed refusal is still final.
+    refusal = build_fault("0301", "No autorizado")
+    scripted.script = lambda incoming: (500, sign_envelope(refusal, identity("platform").key_pem,
+                                                           identity("platform").cert_pem))
+    with pytest.raises(SourceRefused):
+        await source(url, "ECOT103").fetch(None, SUBJECT, context())
