@@ -53,6 +53,8 @@ def _s256(verifier: str) -> str:
 
 NO_CLIENTS = ("the authorization code flow is off: this issuer has no registered wallet clients "
               "(the operator registers them in CARTERA_ISSUER_OAUTH_CLIENTS)")
+NO_IDP = ("the authorization code flow is off: this issuer has no identity provider to log citizens in "
+          "(CARTERA_ISSUER_IDP_AUTHORIZE_URL, _TOKEN_URL, _USERINFO_URL)")
 
 
 def _check_client(ctx: IssuerContext, client_id: str) -> OAuthClient | None:
@@ -60,6 +62,8 @@ def _check_client(ctx: IssuerContext, client_id: str) -> OAuthClient | None:
 
     Its errors are never redirected: until the client and its redirect URI are known, sending the
     browser anywhere would make the issuer an open redirector (RFC 6749 §4.1.2.1)."""
+    if not ctx.settings.idp_configured:
+        raise APIError(400, UNAUTHORIZED_CLIENT, NO_IDP)
     clients = ctx.settings.oauth_clients
     if not clients:
         if ctx.settings.dev_mode:

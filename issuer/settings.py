@@ -71,11 +71,13 @@ class IssuerSettings(SigningServiceSettings):
                                            "request after a timeout gets the same credentials, seconds.")
     batch_size: int = Field(default=5, ge=2, le=50, description="Largest number of key proofs in one request.")
     deferred_interval: int = Field(default=5, ge=1, description="`interval` a wallet waits between deferred polls.")
-    idp_authorize_url: str = Field(default="http://127.0.0.1:8005/o/oauth2/auth",
-                                   description="VÀLid (or the sandbox identity provider) authorization endpoint.")
-    idp_token_url: str = Field(default="http://127.0.0.1:8005/o/oauth2/token", description="VÀLid token endpoint.")
-    idp_userinfo_url: str = Field(default="http://127.0.0.1:8005/serveis-rest/getUserInfo",
-                                  description="VÀLid `getUserInfo` endpoint.")
+    idp_authorize_url: str = Field(
+        default="", description="VÀLid (or the sandbox identity provider) authorization endpoint. Empty (with "
+                                "the token and user-info URLs): no citizen login, so no authorization code flow. "
+                                "Outside `dev_mode` the three must be https and not loopback (`cartera run` "
+                                "points them at the sandbox).")
+    idp_token_url: str = Field(default="", description="VÀLid token endpoint.")
+    idp_userinfo_url: str = Field(default="", description="VÀLid `getUserInfo` endpoint.")
     idp_client_id: str = Field(default="cartera-issuer", description="The issuer's client id at VÀLid.")
     idp_client_secret: SecretStr | None = Field(default=None, description="The issuer's client secret at VÀLid.")
     idp_forward_login_hint: bool = Field(
@@ -152,10 +154,34 @@ class IssuerSettings(SigningServiceSettings):
                     raise ValueError(f"client {client_id!r}: {problem}: {uri!r}")
         return value
 
+    @field_validator("idp_authorize_url", "idp_token_url", "idp_userinfo_url")
+    @classmethod
+    def _check_idp_url(cls, value: str, info: ValidationInfo) -> str:
+        # Where citizens log in and where the issuer sends the authorization code and its client secret:
+        # outside dev_mode, https to a host that is not this machine (never the development sandbox).
+        value = value.strip()
+        if not value or info.data.get("dev_mode"):
+            return value
+        try:
+            parts = urlsplit(value)
+        except ValueError:
+            raise ValueError("not a URL") from None
+        if parts.scheme != "https" or not parts.hostname:
+            raise ValueError(f"must be an https URL outside dev_mode: {value!r}")
+        if is_loopback_host(parts.hostname):
+            raise ValueError(f"must not point at this machine (loopback) outside dev_mode: {value!r}")
+        return value
+
+    @property
+    def idp_configured(self) -> bool:
+        """Whether an identity provider is configured (its authorization, token and user-info URLs)."""
+        return bool(self.idp_authorize_url and self.idp_token_url and self.idp_userinfo_url)
+
     @property
     def authorization_code_flow(self) -> bool:
-        """Whether the authorization code flow is on: registered clients, or any client in ``dev_mode``."""
-        return bool(self.oauth_clients) or self.dev_mode
+        """Whether the authorization code flow is on: an identity provider to log citizens in, and
+        registered clients (or any client in ``dev_mode``)."""
+        return self.idp_configured and (bool(self.oauth_clients) or self.dev_mode)
 
     @property
     def allow_http_loopback(self) -> bool:

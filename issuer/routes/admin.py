@@ -312,7 +312,8 @@ async def new_offer(body: OfferCreate, tenant: TenantRef = Depends(admin_tenant)
                            f"credential type {cid} needs subject.{', subject.'.join(missing)} in the offer")
     if body.authorization_code and not ctx.settings.authorization_code_flow:
         raise APIError(400, "invalid_request", "the authorization code flow is off: no wallet client is registered "
-                                               "(CARTERA_ISSUER_OAUTH_CLIENTS)")
+                                               "(CARTERA_ISSUER_OAUTH_CLIENTS) or no identity provider is configured "
+                                               "(CARTERA_ISSUER_IDP_AUTHORIZE_URL, _TOKEN_URL, _USERINFO_URL)")
     created = await create_offer(ctx, tenant, body.credential_configuration_ids, subject, with_tx_code=body.tx_code,
                                  by_reference=body.by_reference, selector=body.selector,
                                  authorization_code=body.authorization_code)
