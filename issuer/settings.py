@@ -13,6 +13,9 @@ from service_kit.ratelimit import RateSpec
 from service_kit.settings import SigningServiceSettings
 from ssi.urls import is_loopback_host
 
+#: Smallest status list outside ``dev_mode``: herd privacy (docs/issuer.md, "Status lists").
+MIN_STATUS_LIST_SIZE = 100_000
+
 
 class SqlConnection(BaseModel):
     """A database that tenants' SQL data sources may query (their configurations name it, never a URL)."""
@@ -52,7 +55,8 @@ class IssuerSettings(SigningServiceSettings):
     )
     ca_cert_file: Path | None = Field(default=None, description="PEM certificate of that CA (the trust anchor).")
     status_list_size: int = Field(default=100_000, ge=16,
-                                  description="Entries per status list (herd privacy: at least 100,000).")
+                                  description="Entries per status list (herd privacy: at least 100,000; smaller "
+                                              "lists only in `dev_mode`, for tests).")
     status_list_ttl: int = Field(default=300, ge=1, description="`ttl` of status list tokens and their max-age.")
     status_list_validity: int = Field(default=86_400, ge=60,
                                       description="Lifetime (`exp` - `iat`) of a status list token, seconds.")
@@ -152,6 +156,15 @@ class IssuerSettings(SigningServiceSettings):
                 problem = redirect_uri_problem(uri, allow_http_loopback=dev_mode)
                 if problem:
                     raise ValueError(f"client {client_id!r}: {problem}: {uri!r}")
+        return value
+
+    @field_validator("status_list_size")
+    @classmethod
+    def _check_status_list_size(cls, value: int, info: ValidationInfo) -> int:
+        # A field validator like the others here: the error then shows this setting only.
+        if value < MIN_STATUS_LIST_SIZE and not info.data.get("dev_mode"):
+            raise ValueError(f"must be at least {MIN_STATUS_LIST_SIZE:,} outside dev_mode (herd privacy: a "
+                             "credential's index must not single out its holder among few)")
         return value
 
     @field_validator("idp_authorize_url", "idp_token_url", "idp_userinfo_url")
