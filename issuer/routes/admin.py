@@ -40,6 +40,9 @@ from . import API_PREFIX
 
 router = APIRouter(prefix=API_PREFIX, tags=["admin"])
 
+#: Largest ``offset`` of a listing: beyond it the databases' 64-bit integers overflow (a 500), and no
+#: tenant pages that far.
+MAX_OFFSET = 1_000_000_000
 SLUG_PATTERN = r"^[a-z0-9][a-z0-9-]{1,62}$"
 IDENTIFIER_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9-]{0,39}$"
 
@@ -362,7 +365,8 @@ async def list_records(tenant: TenantRef = Depends(admin_tenant), ctx: IssuerCon
                        type_id: str | None = Query(default=None, alias="type"),  # noqa: B008
                        subject: str | None = Query(default=None, max_length=40),  # noqa: B008
                        status: Literal["valid", "revoked", "suspended"] | None = None,
-                       limit: int = Query(default=50, ge=1, le=500), offset: int = Query(default=0, ge=0)) -> RecordPage:  # noqa: B008
+                       limit: int = Query(default=50, ge=1, le=500),
+                       offset: int = Query(default=0, ge=0, le=MAX_OFFSET)) -> RecordPage:  # noqa: B008
     conditions = [IssuanceRecord.tenant_id == tenant.id]
     if type_id:
         conditions.append(IssuanceRecord.type_id == type_id)
