@@ -16,6 +16,7 @@ holds ``settings``, ``db``, ``metrics``, ``service_name`` and ``api_prefix``.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
@@ -25,7 +26,7 @@ from fastapi import FastAPI
 from service_kit.db import Database
 from service_kit.errors import install_error_handlers, internal_error_asgi
 from service_kit.health import ReadinessCheck, health_router
-from service_kit.logging import RequestContextMiddleware, configure_logging
+from service_kit.logging import RequestContextMiddleware, configure_logging, loop_exception_handler
 from service_kit.metrics import Metrics, metrics_router
 from service_kit.openapi import document_error_responses
 from service_kit.security import BodySizeLimitMiddleware, SecurityHeadersMiddleware, install_cors
@@ -62,7 +63,12 @@ def create_service_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Errors nobody received (a task's exception never retrieved) are logged by type, never by repr.
+        loop = asyncio.get_running_loop()
+        previous_handler = loop.get_exception_handler()
+        loop.set_exception_handler(loop_exception_handler)
         async with contextlib.AsyncExitStack() as stack:
+            stack.callback(loop.set_exception_handler, previous_handler)
             if db is not None:
                 stack.push_async_callback(db.dispose)
             for hook in lifespan_hooks:

@@ -5,7 +5,8 @@ Each log record is one JSON object on stderr: ``time``, ``level``, ``logger``, `
 a sane incoming ``X-Request-Id`` or makes one, echoes it in the response and puts it in a context
 variable so every record logged while handling the request carries it.
 
-What is never logged here: exception messages (a traceback names each exception's type only),
+What is never logged here: exception messages (a traceback names each exception's type only, and
+the event loop's handler, :func:`loop_exception_handler`, does not quote the exception either),
 query strings (they carry authorization codes, tokens and ``AccessToken``
 parameters), request or response bodies, headers. The access log names the route template
 (``/v1/offers/{offer_id}``), not the raw path, for the same reason.
@@ -137,6 +138,21 @@ def configure_logging(service: str, level: str = "info", *, stream: IO[str] | No
     # (credential offers, getUserInfo?AccessToken=...). Keep only its warnings.
     for name in ("httpx", "httpcore"):
         logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def loop_exception_handler(_loop: Any, context: dict[str, Any]) -> None:
+    """The event loop's handler for errors nobody received ("Task exception was never retrieved"...).
+
+    asyncio's own writes the task's repr, which quotes the exception's message (``exception=
+    ValueError('...')``); this one logs asyncio's message, the exception's type and the coroutine's
+    name, nothing the exception says."""
+    exc = context.get("exception")
+    future = context.get("future")
+    coro = future.get_coro() if hasattr(future, "get_coro") else None
+    logging.getLogger("asyncio").error(
+        str(context.get("message") or "unhandled error in the event loop"),
+        extra={"error": type(exc).__name__ if exc is not None else None,
+               "coroutine": getattr(coro, "__qualname__", None)})
 
 
 def route_template(scope: Scope) -> str:

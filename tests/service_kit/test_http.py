@@ -206,6 +206,33 @@ def test_an_unexpected_500_carries_the_security_headers(tmp_path: Path, log_buff
         assert r.headers.get("x-request-id"), path
 
 
+def test_a_task_exception_nobody_retrieved_is_logged_without_its_message(
+        settings: ServiceSettings, log_buffer: io.StringIO) -> None:
+    """asyncio's "Task exception was never retrieved" would write the task's repr, which quotes the
+    exception (a claim value, an identifier): the services' loop logs its type only."""
+    import asyncio
+
+    app = build_app(settings, None)
+
+    async def work() -> None:
+        raise ValueError(SECRET_MARK)
+
+    @app.post("/v1/fire-and-forget")
+    async def fire_and_forget() -> dict[str, bool]:
+        task = asyncio.get_running_loop().create_task(work())
+        done, _ = await asyncio.wait([task])  # finished, its exception never retrieved
+        del task, done  # the last references: asyncio reports the exception now
+        return {"ok": True}
+
+    with serve(app) as url:
+        assert httpx.post(f"{url}/v1/fire-and-forget").status_code == 200
+    text = log_buffer.getvalue()
+    assert SECRET_MARK not in text
+    line = next(line for line in log_lines(log_buffer) if line["logger"] == "asyncio")
+    assert line["message"] == "Task exception was never retrieved" and line["level"] == "error"
+    assert line["error"] == "ValueError" and "work" in str(line["coroutine"])
+
+
 def test_api_error_and_ssi_error_shapes(base_url: str) -> None:
     r = httpx.get(f"{base_url}/v1/api-error")
     assert r.status_code == 401
