@@ -30,7 +30,8 @@ app = typer.Typer(
 console = Console()
 err_console = Console(stderr=True)
 
-DEFAULT_REDIRECT_URIS = ("http://127.0.0.1:8003/auth/valid/callback",)
+# The wallet API's own callback (wallet_api.auth): what `cartera run` registers too.
+DEFAULT_REDIRECT_URIS = ("http://127.0.0.1:8003/v1/auth/callback",)
 DEFAULT_DATA_DIR = Path("var/sandbox")
 
 
@@ -81,9 +82,29 @@ def ensure_sandbox_files(data_dir: Path, viaoberta_url: str, redirect_uris: list
     return out
 
 
+def advertised_host(host: str, public_host: str | None = None) -> str:
+    """The host put in the stand-ins' URLs: ``public_host``, else the listening ``host`` unless it means
+    every interface (0.0.0.0, ::), which is no address to connect to: then loopback."""
+    import ipaddress
+
+    if public_host:
+        return public_host
+    try:
+        wildcard = not host or ipaddress.ip_address(host.strip("[]")).is_unspecified
+    except ValueError:
+        wildcard = False
+    if wildcard:
+        return "127.0.0.1"
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
 @app.command("run")
 def run(
     host: str = typer.Option("127.0.0.1", help="Interface to listen on (keep loopback for development)."),
+    public_host: Annotated[str | None, typer.Option(
+        help="Host name the others reach the stand-ins at, in the URLs they are given (the issuer sources' "
+             "Via Oberta endpoint): the compose service name, say. Default: --host, or 127.0.0.1 when "
+             "--host is a wildcard (0.0.0.0, ::), which is no address to connect to.")] = None,
     viaoberta_port: int = typer.Option(8004, help="Port of the simulated Via Oberta."),
     idp_port: int = typer.Option(8005, help="Port of the development identity provider."),
     seed: int = typer.Option(2026, help="Seed of the synthetic population (same seed, same citizens)."),
@@ -104,8 +125,9 @@ def run(
     from sandbox.viaoberta_service import ViaObertaSandboxConfig
     from sandbox.viaoberta_service import create_app as create_viaoberta
 
-    viaoberta_url = f"http://{host}:{viaoberta_port}"
-    idp_url = f"http://{host}:{idp_port}"
+    advertised = advertised_host(host, public_host)
+    viaoberta_url = f"http://{advertised}:{viaoberta_port}"
+    idp_url = f"http://{advertised}:{idp_port}"
     try:
         files = ensure_sandbox_files(data_dir, viaoberta_url, redirect_uri or list(DEFAULT_REDIRECT_URIS))
         clients = [RegisteredClient(c["client_id"], c["client_secret"], tuple(c["redirect_uris"]))

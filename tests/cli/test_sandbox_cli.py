@@ -86,3 +86,20 @@ def test_run_starts_both_services_persists_keys_and_stops_on_ctrl_c(tmp_path: Pa
 
     sources = load_sources_config(data_dir / "sources.yaml")
     assert set(sources) == {"tax-compliance", "university-diploma", "padro", "working-life"}
+
+
+def test_default_idp_client_redirects_to_the_wallet_callback() -> None:
+    from urllib.parse import urlsplit
+
+    from cartera.commands.sandbox import DEFAULT_REDIRECT_URIS
+
+    # the wallet API's callback route (wallet_api.auth), which `cartera run` registers too
+    assert [urlsplit(uri).path for uri in DEFAULT_REDIRECT_URIS] == ["/v1/auth/callback"]
+
+
+def test_advertised_urls_never_name_the_wildcard_address() -> None:
+    from cartera.commands.sandbox import advertised_host
+
+    assert advertised_host("0.0.0.0") == "127.0.0.1" and advertised_host("::") == "127.0.0.1"
+    assert advertised_host("0.0.0.0", "sandbox") == "sandbox"  # compose: the service name
+    assert advertised_host("127.0.0.1") == "127.0.0.1" and advertised_host("::1") == "[::1]"
