@@ -143,6 +143,18 @@ class ServiceSettings(BaseSettings):
             return None
         return value
 
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_path_is_unset(cls, data: Any) -> Any:
+        """An empty optional file setting (``CARTERA_ISSUER_CA_KEY_FILE=`` from a compose default) means
+        none, not ``Path("")``, which is the current directory and fails only when first read."""
+        if not isinstance(data, dict):
+            return data
+        optional_paths = {name for name, field in cls.model_fields.items()
+                          if field.annotation == Path | None}
+        return {key: (None if key in optional_paths and isinstance(value, str) and not value.strip() else value)
+                for key, value in data.items()}
+
     @field_validator("trusted_proxies", "cors_origins", "internal_hosts", mode="before")
     @classmethod
     def _split_list(cls, value: Any) -> Any:

@@ -39,17 +39,26 @@ retention), presentation requests shown as QR codes, strict verification of SD-J
 results by polling, Server-Sent Events and signed webhooks, and a desk page for staff."""
 
 
+def _read_setting_file(setting: str, path: Path) -> bytes:
+    """A configured file's bytes, or a start-up error naming the setting (not a bare traceback)."""
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise RuntimeError(f"CARTERA_VERIFIER_{setting.upper()}: cannot read {path} ({exc.strerror or exc}); "
+                           "mount the file readable by the service's user, or leave the setting empty") from None
+
+
 def _load_anchors(path: Path | None) -> list:
     if path is None:
         return []
-    return ssi_x509.load_pem_certificates(path.read_bytes())
+    return ssi_x509.load_pem_certificates(_read_setting_file("issuer_anchors_file", path))
 
 
 def _load_rp_ca(settings: VerifierSettings) -> tuple[Key, object] | None:
     if settings.rp_ca_key_file is None or settings.rp_ca_cert_file is None:
         return None
-    key = Key.from_pem(settings.rp_ca_key_file.read_bytes())
-    cert = ssi_x509.load_pem_certificates(settings.rp_ca_cert_file.read_bytes())[0]
+    key = Key.from_pem(_read_setting_file("rp_ca_key_file", settings.rp_ca_key_file))
+    cert = ssi_x509.load_pem_certificates(_read_setting_file("rp_ca_cert_file", settings.rp_ca_cert_file))[0]
     return key, cert
 
 

@@ -191,8 +191,10 @@ def _interpolate(value: str, example: dict[str, str]) -> str:
         name, op, rest = match.group(1), match.group(2) or "", match.group(3) or ""
         if name in example and example[name] != "":
             return example[name]
-        return rest if op == ":-" else ""
-    return re.sub(r"\$\{([A-Z0-9_]+)(:-|:\?)?([^}]*)\}", one, value)
+        if name in example and op == "-":  # ${NAME-default}: set but empty stays empty
+            return ""
+        return rest if op in (":-", "-") else ""
+    return re.sub(r"\$\{([A-Z0-9_]+)(:-|:\?|-)?([^}]*)\}", one, value)
 
 
 @pytest.mark.parametrize("name", APP_SERVICES)
@@ -252,3 +254,95 @@ def test_postgres_healthcheck_probes_tcp_not_the_init_servers_socket() -> None:
     assert test[:2] == ["CMD", "pg_isready"]
     # the image's init server answers on the unix socket only: a TCP probe waits for the real server
     assert "-h" in test and test[test.index("-h") + 1] in ("127.0.0.1", "localhost")
+
+
+def _default(value: str) -> str:
+    """A compose value with every ``${NAME:-default}`` / ``${NAME-default}`` replaced by its default."""
+    return re.sub(r"\$\{[A-Z0-9_]+:?-([^}]*)\}", r"\1", value)
+
+
+def _binds(service: dict[str, Any]) -> dict[str, str]:
+    """Host path -> container path of a service's bind mounts."""
+    binds = {}
+    for volume in service.get("volumes") or []:
+        source, target = volume.split(":")[:2]
+        if source.startswith("."):
+            binds[source] = target
+    return binds
+
+
+def test_ca_private_keys_are_mounted_only_where_used() -> None:
+    keys = {"issuer": "./deploy/pki/issuers-ca-key", "verifier": "./deploy/pki/relying-parties-ca-key"}
+    for name, service in SERVICES.items():
+        binds = _binds(service)
+        assert "./deploy/pki" not in binds, f"{name} mounts every CA private key"
+        for source in binds:
+            if "key" in source:
+                assert keys.get(name) == source, f"{name} mounts {source}"
+    for name in APP_SERVICES:
+        binds = _binds(SERVICES[name])
+        assert binds.get("./deploy/pki/certs") == "/etc/cartera/pki/certs"
+        targets = list(binds.values())
+        # every file a setting names under /etc/cartera/pki is inside one of the service's own mounts
+        for variable, value in _env(SERVICES[name]).items():
+            for path in re.findall(r"/etc/cartera/pki/[\w./-]+", _default(value)):
+                assert any(path.startswith(target + "/") for target in targets), f"{name}: {variable}={path}"
+    wallet = _binds(SERVICES["wallet"])
+    assert set(wallet) == {"./deploy/pki/certs"}  # the two CA certificates, no key
+    # a CA key the operator does not have: an empty variable in .env, which the settings read as none
+    for name, variable in (("issuer", "CARTERA_ISSUER_CA_KEY_FILE"), ("verifier", "CARTERA_VERIFIER_RP_CA_KEY_FILE")):
+        assert re.fullmatch(r"\$\{[A-Z_]+-/etc/cartera/pki/[^}]+\}", _env(SERVICES[name])[variable]), variable
+
+
+def test_ports_are_published_on_loopback_only() -> None:
+    for name, service in SERVICES.items():
+        for port in service.get("ports") or []:
+            assert str(port).startswith("127.0.0.1:"), f"{name} publishes {port} on every interface"
+
+
+def test_forwarded_allow_ips_default_is_the_proxy_not_a_range() -> None:
+    import ipaddress
+
+    gateway = COMPOSE["networks"]["default"]["ipam"]["config"][0]["gateway"]
+    for name in APP_SERVICES:
+        command = SERVICES[name]["command"]
+        allowed = _default(command[command.index("--forwarded-allow-ips") + 1])
+        assert allowed == _default(gateway), allowed
+        for entry in allowed.split(","):
+            assert ipaddress.ip_network(entry, strict=False).num_addresses == 1, entry
+    example = dict(line.split("=", 1) for line in (ROOT / "deploy" / "env.example").read_text().splitlines()
+                   if line and not line.startswith("#"))
+    assert example["FORWARDED_ALLOW_IPS"] == example["CARTERA_NETWORK_GATEWAY"]
+
+
+def test_aries_agents_start_only_with_their_profile() -> None:
+    for name in ("acapy-issuer", "acapy-verifier"):
+        assert SERVICES[name].get("profiles") == ["aries"]
+    for name in ("postgres", "migrate", *APP_SERVICES):
+        assert not SERVICES[name].get("profiles")
+
+
+def test_sandbox_advertises_a_reachable_host_and_the_wallet_callback() -> None:
+    sandbox = SERVICES["sandbox"]
+    command = sandbox["command"]
+    assert command[command.index("--public-host") + 1] == "sandbox"
+    redirect = _default(command[command.index("--redirect-uri") + 1])
+    assert redirect.startswith("https://") and redirect.endswith("/v1/auth/callback")
+    volumes = [v.split(":")[0] for v in sandbox.get("volumes") or []]
+    assert "cartera-data" not in volumes and "sandbox-data" in volumes  # not the services' state
+
+
+@pytest.mark.parametrize(("name", "variable", "field"), [("issuer", "ISSUER_CA_KEY_FILE", "ca_key_file"),
+                                                         ("verifier", "VERIFIER_RP_CA_KEY_FILE", "rp_ca_key_file")])
+def test_an_empty_ca_key_variable_means_no_ca_key(name: str, variable: str, field: str,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    example = dict(line.split("=", 1) for line in (ROOT / "deploy" / "env.example").read_text().splitlines()
+                   if line and not line.startswith("#"))
+    example[variable] = ""
+    for existing in [v for v in os.environ if v.startswith("CARTERA_")]:
+        monkeypatch.delenv(existing)
+    for key, value in _env(SERVICES[name]).items():
+        monkeypatch.setenv(key, _interpolate(value, example))
+    module, _, cls = SETTINGS[name].partition(":")
+    settings = getattr(importlib.import_module(module), cls)()
+    assert getattr(settings, field) is None  # not Path(""), the working directory, read at the first use

@@ -49,3 +49,14 @@ def test_startup_validation_error_names_the_setting_but_never_its_value(case: st
     assert setting in output, output
     assert SECRET not in output, output
     assert "input_value" not in output
+
+
+def test_verifier_with_a_missing_ca_key_file_says_which_setting(tmp_path: Path) -> None:
+    result = _start("verifier.app:create_app", {
+        "CARTERA_VERIFIER_DEV_MODE": "true", "CARTERA_VERIFIER_DATA_DIR": str(tmp_path), "CARTERA_VERIFIER_DATABASE_URL": "sqlite+aiosqlite:///:memory:",
+        "CARTERA_VERIFIER_RP_CA_KEY_FILE": "/nonexistent/relying-parties-ca-key.pem",
+        "CARTERA_VERIFIER_RP_CA_CERT_FILE": "/nonexistent/relying-parties-ca.pem"},
+        "--host", "127.0.0.1", "--port", "1", "--workers", "1")
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "CARTERA_VERIFIER_RP_CA_KEY_FILE: cannot read /nonexistent/relying-parties-ca-key.pem" in output, output
