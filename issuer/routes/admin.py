@@ -215,7 +215,7 @@ async def _summary(ctx: IssuerContext, session: Any, tenant: TenantRef, reg: Any
 
 
 def _registry_error(exc: RegistryError) -> APIError:
-    return APIError(409 if exc.code == "version_exists" else 400, exc.code, exc.detail,
+    return APIError(409 if exc.code in ("version_exists", "vct_in_use") else 400, exc.code, exc.detail,
                     extra={"problems": exc.problems} if exc.problems else None)
 
 

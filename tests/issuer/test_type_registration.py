@@ -54,7 +54,7 @@ async def test_a_new_version_cannot_change_the_metadata_published_at_its_vct(iss
         integrity = r.json()["vct_integrity"]
         renamed = {**_definition("versioned", vct), "version": "2", "name": "Renamed"}
         r = await http.post(f"{issuer_env.url}/v1/types", headers=headers, json={"definition": renamed})
-        assert r.status_code == 400 and r.json()["error"] == "vct_in_use", r.text
+        assert r.status_code == 409 and r.json()["error"] == "vct_in_use", r.text
         # nor can another type take over the vct
         r = await http.post(f"{issuer_env.url}/v1/types", headers=headers,
                             json={"definition": {**renamed, "id": "versioned-copy"}})
