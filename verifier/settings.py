@@ -5,11 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar, Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from service_kit.ratelimit import RateSpec
 from service_kit.settings import SigningServiceSettings
+
+#: Shortest platform admin key accepted outside dev_mode (``secrets.token_urlsafe(32)`` makes 43).
+MIN_ADMIN_KEY_LENGTH = 32
 
 ClientIdPrefix = Literal["x509_san_dns", "x509_hash", "redirect_uri"]
 
@@ -84,3 +87,12 @@ class VerifierSettings(SigningServiceSettings):
         default_factory=dict, description="Signature suite asked per credential type id (JSON object); for types "
                                           "not listed, the suite the trusted issuers publish for the type at "
                                           "`<iss>/v1/aries/issuer`, else BbsBlsSignature2020.")
+
+    @model_validator(mode="after")
+    def _admin_key_strength(self) -> VerifierSettings:
+        # A guessable platform key creates agencies (and their request-signing certificates) at will.
+        key = self.admin_api_key.get_secret_value() if self.admin_api_key is not None else ""
+        if key and len(key) < MIN_ADMIN_KEY_LENGTH and not self.dev_mode:
+            raise ValueError(f"admin_api_key must be at least {MIN_ADMIN_KEY_LENGTH} characters outside dev_mode "
+                             "(python3 -c \"import secrets; print(secrets.token_urlsafe(32))\")")
+        return self

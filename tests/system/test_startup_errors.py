@@ -60,3 +60,17 @@ def test_verifier_with_a_missing_ca_key_file_says_which_setting(tmp_path: Path) 
     output = result.stdout + result.stderr
     assert result.returncode != 0
     assert "CARTERA_VERIFIER_RP_CA_KEY_FILE: cannot read /nonexistent/relying-parties-ca-key.pem" in output, output
+
+
+def test_verifier_platform_admin_key_is_long_outside_dev_mode(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pydantic import ValidationError
+
+    from verifier.settings import VerifierSettings
+
+    for variable in [v for v in os.environ if v.startswith("CARTERA_")]:
+        monkeypatch.delenv(variable)
+    with pytest.raises(ValidationError, match="admin_api_key must be at least 32"):
+        VerifierSettings(admin_api_key="change-me-verifier-platform-key")  # 31 characters
+    assert VerifierSettings(admin_api_key="x" * 32).admin_api_key is not None
+    assert VerifierSettings(admin_api_key="short", dev_mode=True).dev_mode
+    assert VerifierSettings().admin_api_key is None  # none: no platform admin API
