@@ -15,12 +15,19 @@ $(STAMP): pyproject.toml constraints.txt
 run: $(STAMP)
 	$(BIN)/cartera run
 
-# The ACA-Py sidecar (issue 9) lives in its own environment: it pins Pydantic 1.
-ACAPY_PYTHON ?= python3.11
+# The ACA-Py sidecar (issue 9) lives in its own environment: it pins Pydantic 1. ACA-Py 0.12.8 declares
+# Python >= 3.9: python3.11 (what Dockerfile.acapy uses) when present, else python3.12, then python3.13.
+# `make ACAPY_PYTHON=/path/to/python acapy` picks one explicitly.
+ACAPY_PYTHON ?= $(firstword $(foreach p,python3.11 python3.12 python3.13,$(if $(shell command -v $(p) 2>/dev/null),$(p))))
 ACAPY_VENV := .venv-acapy
 ACAPY_STAMP := $(ACAPY_VENV)/.installed
 
 $(ACAPY_STAMP): aries/constraints-acapy.txt
+	@if [ -z "$(ACAPY_PYTHON)" ]; then \
+	    echo "make: no python3.11, python3.12 or python3.13 on PATH for the ACA-Py environment ($(ACAPY_VENV));" >&2; \
+	    echo "      install one, or run: make ACAPY_PYTHON=/path/to/python3.x acapy" >&2; exit 1; fi
+	@test "$(ACAPY_PYTHON)" = python3.11 || test -x $(ACAPY_VENV)/bin/python || \
+	    echo "make: python3.11 not found; building $(ACAPY_VENV) with $(ACAPY_PYTHON) (ACA-Py 0.12.8 needs >= 3.9)"
 	test -x $(ACAPY_VENV)/bin/python || $(ACAPY_PYTHON) -m venv $(ACAPY_VENV)
 	$(ACAPY_VENV)/bin/python -m pip install -q -c aries/constraints-acapy.txt 'aries-cloudagent[askar,bbs]'
 	touch $(ACAPY_STAMP)

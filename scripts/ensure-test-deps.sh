@@ -20,32 +20,40 @@ find_pg_bin() {
     return 1
 }
 
+# Install Debian packages: as root directly, otherwise through `sudo -n` (never a password prompt).
+# Returns 1, saying why, when neither is possible.
+apt_install() {
+    local -a run
+    if ! command -v apt-get >/dev/null 2>&1; then
+        echo "ensure-test-deps: no apt-get here; install $* with this system's package manager" >&2
+        return 1
+    fi
+    if [ "$(id -u)" -eq 0 ]; then
+        run=()
+    elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+        run=(sudo -n env DEBIAN_FRONTEND=noninteractive)
+        echo "ensure-test-deps: not root; installing through sudo -n"
+    else
+        echo "ensure-test-deps: not root and sudo needs a password (or is missing): cannot install $*." >&2
+        echo "  Install as root:  apt-get install -y --no-install-recommends $*" >&2
+        return 1
+    fi
+    echo "ensure-test-deps: installing Debian package(s) $* (apt-get update, then install)"
+    export DEBIAN_FRONTEND=noninteractive
+    "${run[@]}" apt-get update -qq
+    "${run[@]}" apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
 # Debian's Chromium, for the verifier desk page tests (Playwright drives /usr/bin/chromium through
 # executable_path; `playwright install` and its downloaded browsers are never used).
 if [ ! -x /usr/bin/chromium ]; then
-    if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
-        echo "ensure-test-deps: installing Debian package chromium (apt-get update, then install)"
-        export DEBIAN_FRONTEND=noninteractive
-        apt-get update -qq
-        apt-get install -y -qq --no-install-recommends chromium >/dev/null
-    else
-        echo "ensure-test-deps: /usr/bin/chromium is missing; as root: apt-get install -y chromium" >&2
-        exit 1
-    fi
+    apt_install chromium || { echo "ensure-test-deps: /usr/bin/chromium is missing" >&2; exit 1; }
 fi
 
 # Debian's SoftHSM2, the PKCS#11 token of the HSM key tests (tests/hsm make throwaway tokens in a temp
 # dir through SOFTHSM2_CONF; the package's own /var/lib/softhsm is never used).
 if [ ! -e /usr/lib/softhsm/libsofthsm2.so ] || ! command -v softhsm2-util >/dev/null 2>&1; then
-    if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
-        echo "ensure-test-deps: installing Debian package softhsm2 (apt-get update, then install)"
-        export DEBIAN_FRONTEND=noninteractive
-        apt-get update -qq
-        apt-get install -y -qq --no-install-recommends softhsm2 >/dev/null
-    else
-        echo "ensure-test-deps: SoftHSM2 is missing; as root: apt-get install -y softhsm2" >&2
-        exit 1
-    fi
+    apt_install softhsm2 || { echo "ensure-test-deps: SoftHSM2 is missing" >&2; exit 1; }
 fi
 
 if [ -n "${CARTERA_TEST_POSTGRES_URL:-}" ]; then
@@ -58,21 +66,11 @@ if pg_bin=$(find_pg_bin); then
     exit 0
 fi
 
-if [ "$(id -u)" -ne 0 ]; then
-    echo "ensure-test-deps: PostgreSQL server binaries (initdb, pg_ctl) are missing." >&2
-    echo "  Install Debian's package as root:  apt-get install -y --no-install-recommends postgresql" >&2
+if ! apt_install postgresql; then
+    echo "ensure-test-deps: PostgreSQL server binaries (initdb, pg_ctl) are missing; install them and set" \
+         "CARTERA_PG_BIN, or point CARTERA_TEST_POSTGRES_URL at a server" >&2
     exit 1
 fi
-
-if ! command -v apt-get >/dev/null 2>&1; then
-    echo "ensure-test-deps: no apt-get here; install the PostgreSQL server (initdb, pg_ctl) and set CARTERA_PG_BIN" >&2
-    exit 1
-fi
-
-echo "ensure-test-deps: installing Debian package postgresql (apt-get update, then install)"
-export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq
-apt-get install -y -qq --no-install-recommends postgresql >/dev/null
 
 if pg_bin=$(find_pg_bin); then
     echo "ensure-test-deps: installed PostgreSQL; binaries in $pg_bin"

@@ -12,6 +12,7 @@ import importlib
 import os
 import re
 import subprocess
+import sys
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -346,3 +347,63 @@ def test_an_empty_ca_key_variable_means_no_ca_key(name: str, variable: str, fiel
     module, _, cls = SETTINGS[name].partition(":")
     settings = getattr(importlib.import_module(module), cls)()
     assert getattr(settings, field) is None  # not Path(""), the working directory, read at the first use
+
+
+def test_docs_make_key_files_readable_by_the_container_user_only() -> None:
+    doc = (ROOT / "docs" / "operations.md").read_text(encoding="utf-8")
+    uid = re.search(r"--uid (\d+)", (ROOT / "Dockerfile").read_text(encoding="utf-8"))
+    assert uid, "the Dockerfile's user has no fixed uid"
+    assert f"chown {uid.group(1)}:{uid.group(1)} deploy/secrets" in doc  # bind mounts keep the host owner
+    assert "chmod 0400 deploy/secrets" in doc
+    # the documented generation command writes the key private from the first byte
+    generation = next(line for line in doc.splitlines() if "token_hex(32)" in line and "deploy/secrets" in line)
+    assert "umask 077" in generation, generation
+    assert "read at start-up only" not in doc  # the issuer reads its CA key at tenant creation and rotation
+
+
+def _apt_install(tmp_path: Path, sudo_works: bool) -> tuple[subprocess.CompletedProcess[str], Path]:
+    """scripts/ensure-test-deps.sh's apt_install, run as a non-root user with stand-ins for id, sudo
+    and apt-get that record how they were called."""
+    script = (ROOT / "scripts" / "ensure-test-deps.sh").read_text(encoding="utf-8")
+    function = re.search(r"^apt_install\(\) \{\n.*?^\}\n", script, re.MULTILINE | re.DOTALL)
+    assert function, "ensure-test-deps.sh has no apt_install function"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    log = tmp_path / "calls"
+    stubs = {"id": 'echo 1000', "apt-get": f'echo "apt-get $*" >> {log}',
+             "sudo": (f'echo "sudo $*" >> {log}; [ "$1" = -n ] || exit 1; shift; '
+                      'if [ "$1" = true ]; then exit 0; fi; shift; shift; "$@"') if sudo_works else "exit 1"}
+    for name, body in stubs.items():
+        (bin_dir / name).write_text(f"#!/bin/sh\n{body}\n")
+        (bin_dir / name).chmod(0o755)
+    (tmp_path / "f.sh").write_text(function.group(0) + "apt_install softhsm2\n")
+    return subprocess.run(["/bin/bash", str(tmp_path / "f.sh")], capture_output=True, text=True, check=False,
+                          env={"PATH": f"{bin_dir}:/usr/bin:/bin"}, timeout=30), log
+
+
+def test_test_deps_install_through_passwordless_sudo_when_not_root(tmp_path: Path) -> None:
+    result, log = _apt_install(tmp_path, sudo_works=True)
+    assert result.returncode == 0, result.stderr
+    calls = log.read_text().splitlines()
+    assert "apt-get install -y -qq --no-install-recommends softhsm2" in calls, calls
+    assert any(c.startswith("sudo -n ") and "apt-get install" in c for c in calls), calls
+
+
+def test_test_deps_say_why_when_neither_root_nor_sudo(tmp_path: Path) -> None:
+    result, log = _apt_install(tmp_path, sudo_works=False)
+    assert result.returncode == 1
+    assert "sudo" in result.stderr and "apt-get install -y --no-install-recommends softhsm2" in result.stderr
+    assert "apt-get" not in (log.read_text() if log.exists() else "")
+
+
+@pytest.mark.skipif(not Path("/usr/bin/make").exists(), reason="no make")
+@pytest.mark.parametrize(("present", "chosen"), [(("python3.11", "python3.12"), "python3.11"),
+                                                 (("python3.13", "python3.12"), "python3.12"),
+                                                 (("python3.13",), "python3.13"), ((), "")])
+def test_acapy_python_falls_back_from_3_11(tmp_path: Path, present: tuple[str, ...], chosen: str) -> None:
+    for name in present:
+        (tmp_path / name).symlink_to(sys.executable)
+    result = subprocess.run(["/usr/bin/make", "--no-print-directory", "-f", str(ROOT / "Makefile"),
+                             "--eval", "show-acapy-python: ; @echo [$(ACAPY_PYTHON)]", "show-acapy-python"],
+                            cwd=ROOT, capture_output=True, text=True, env={"PATH": str(tmp_path)}, timeout=30, check=False)
+    assert result.stdout.strip() == f"[{chosen}]", result.stderr
