@@ -583,7 +583,8 @@ def _json(response: httpx.Response) -> Any:
 def _retry_after(response: httpx.Response) -> float | None:
     """``Retry-After`` in seconds (the delta form; an HTTP date is not worth waiting for here)."""
     value = response.headers.get("Retry-After", "").strip()
-    return float(value) if value.isdigit() else None
+    # str.isdigit alone takes "²", which float() refuses: the issuer writes this header, not us.
+    return float(value) if value.isascii() and value.isdigit() else None
 
 
 def _refusal(status: int, error: Any) -> IssuanceError:
