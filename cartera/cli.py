@@ -40,6 +40,7 @@ COMMAND_GROUPS: list[tuple[str, str, str | None]] = [
     ("vc", "app", "vc"),
     ("demo_credential", "app", None),
     ("sandbox", "app", "sandbox"),
+    ("aries", "app", "aries"),
 ]
 
 for module_name, attribute, group_name in COMMAND_GROUPS:

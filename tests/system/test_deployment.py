@@ -407,3 +407,23 @@ def test_acapy_python_falls_back_from_3_11(tmp_path: Path, present: tuple[str, .
                              "--eval", "show-acapy-python: ; @echo [$(ACAPY_PYTHON)]", "show-acapy-python"],
                             cwd=ROOT, capture_output=True, text=True, env={"PATH": str(tmp_path)}, timeout=30, check=False)
     assert result.stdout.strip() == f"[{chosen}]", result.stderr
+
+
+def test_acapy_agents_get_the_contexts_file_their_plugin_reads() -> None:
+    job = SERVICES["acapy-contexts"]
+    assert job["command"][:3] == ["cartera", "aries", "contexts"]
+    output = job["command"][job["command"].index("--output") + 1]
+    written_volume = next(v.split(":")[0] for v in job["volumes"] if output.startswith(v.split(":")[1] + "/"))
+    assert set(_env(job)) <= _settings_envs("issuer")
+    for name in ("acapy-issuer", "acapy-verifier"):
+        agent = SERVICES[name]
+        command = agent["command"]
+        assert "cartera_contexts" in command
+        value = command[command.index("--plugin-config-value") + 1]
+        assert value.startswith("cartera_contexts.file=")
+        path = value.split("=", 1)[1]
+        mounts = {v.split(":")[1]: v.split(":")[0] for v in agent["volumes"]}
+        mounted = [target for target in mounts if path.startswith(target + "/")]
+        assert mounted and mounts[mounted[0]] == written_volume
+        assert path.rsplit("/", 1)[1] == output.rsplit("/", 1)[1]
+        assert agent["depends_on"]["acapy-contexts"]["condition"] == "service_completed_successfully"
