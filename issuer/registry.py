@@ -202,7 +202,8 @@ async def set_source(ctx: IssuerContext, session: AsyncSession, tenant: Tenant, 
     adapter = {k: v for k, v in config.items() if k != "context"}
     context = _check_context(config.get("context"))
     try:
-        build_source(tenant_source_config(adapter, _connections(ctx, tenant.slug)), http=ctx.http)
+        build_source(tenant_source_config(adapter, _connections(ctx, tenant.slug), dev_mode=ctx.settings.dev_mode),
+                     http=ctx.http)
         SourceContext(**context, requesting_body_id=tenant.body_id or "-", requesting_body_name=tenant.name)
     except SourceConfigError as exc:
         raise RegistryError("invalid_source", exc.detail) from exc
@@ -280,7 +281,7 @@ async def _load_source(ctx: IssuerContext, session: AsyncSession, tenant_id: str
     # Checked again: a configuration stored before a rule (or a connection's grant) changed obeys it.
     slug = await session.scalar(select(TenantRow.slug).where(TenantRow.id == tenant_id)) if row.kind == "sql" else ""
     try:
-        config = tenant_source_config(config, _connections(ctx, slug or ""))
+        config = tenant_source_config(config, _connections(ctx, slug or ""), dev_mode=ctx.settings.dev_mode)
         # A source without its own timeout gets the issuer's source_timeout (never the adapter's default).
         source = build_source({"timeout": ctx.settings.source_timeout, **config}, http=ctx.http)
     except SourceConfigError as exc:

@@ -36,6 +36,8 @@ from typing import Any
 import httpx
 import yaml
 
+from ssi.urls import UnsafeURL, split_secure_url
+
 from .base import DataSource, SourceConfigError
 
 KINDS = ("viaoberta", "rest", "sql")
@@ -146,14 +148,22 @@ def _build_viaoberta(settings: dict[str, Any], http: httpx.AsyncClient | None, b
 FILE_SETTINGS = ("signing_key_file", "signing_cert_file", "platform_cert_files")
 
 
-def tenant_source_config(config: dict[str, Any], connections: Mapping[str, str]) -> dict[str, Any]:
+#: The setting holding the URL a source of each kind calls.
+URL_SETTINGS = {"rest": "url", "viaoberta": "endpoint"}
+
+
+def tenant_source_config(config: dict[str, Any], connections: Mapping[str, str], *,
+                         dev_mode: bool = False) -> dict[str, Any]:
     """A tenant's source configuration, as given through the admin API, made buildable.
 
     A tenant chooses its source's settings, but not where on the issuer's side they lead: no file
     settings (:data:`FILE_SETTINGS`: give the PEM itself), and a SQL source names one of the
     ``connections`` the operator opened to this tenant (``connection``), never a database URL, which
-    could be the issuer's own database. URLs of REST and Via Oberta sources are checked where the
-    connection is made (``service_kit.outbound``). Raises :class:`SourceConfigError`.
+    could be the issuer's own database. The URL of a REST or Via Oberta source (:data:`URL_SETTINGS`)
+    must be https, as a webhook's: the query carries the source's credentials (a bearer token, a
+    password) and brings back a citizen's data; http only to a loopback host in ``dev_mode``. Its
+    address is checked where the connection is made (``service_kit.outbound``). Raises
+    :class:`SourceConfigError`, whose detail names the setting, never the URL (it may hold a secret).
     """
     if not isinstance(config, dict):
         raise SourceConfigError("a source configuration must be a mapping")
@@ -161,6 +171,13 @@ def tenant_source_config(config: dict[str, Any], connections: Mapping[str, str])
     if named_files:
         raise SourceConfigError(f"{', '.join(named_files)}: a source names no file on the issuer's server; give "
                                 "the PEM text itself (signing_key_pem, signing_cert_pem, platform_certs_pem)")
+    url_setting = URL_SETTINGS.get(config.get("kind"))  # type: ignore[arg-type]
+    if url_setting is not None and url_setting in config:
+        try:
+            split_secure_url(config[url_setting], allow_http_loopback=dev_mode, allow_fragment=False)
+        except UnsafeURL as exc:
+            rule = " (http only to a loopback host, in dev_mode)" if exc.reason == "insecure" else ""
+            raise SourceConfigError(f"{url_setting}: the URL {exc}{rule}") from None
     if config.get("kind") != "sql":
         return dict(config)
     if "url" in config:

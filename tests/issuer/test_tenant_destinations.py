@@ -4,19 +4,23 @@ for a source or a webhook (service_kit.outbound)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 from pydantic import SecretStr
 
+from issuer.app import create_app
+from issuer.provisioning import provision_demo
 from issuer.settings import SqlConnection
 from sandbox.population import DEMO_EVERYTHING
 from tests.issuer.conftest import ADMIN_KEY, IssuerEnv, Sandbox, make_settings, start_issuer
 from tests.issuer.helpers import LIMITS
-from tests.support.servers import free_port
+from tests.support.servers import free_port, serve
 from tests.support.wallet_client import WalletClient
 
 pytestmark = pytest.mark.anyio
@@ -91,7 +95,7 @@ async def test_a_source_names_no_file_on_the_issuers_server(issuer_env: IssuerEn
 
 
 @pytest.mark.parametrize(("kind", "url"), [("rest", "https://169.254.169.254/latest/meta-data/{identifier}"),
-                                           ("rest", "http://10.20.30.40/registry/{identifier}"),
+                                           ("rest", "https://10.20.30.40/registry/{identifier}"),
                                            ("viaoberta", "https://192.168.0.10/siri-proxy")])
 async def test_a_source_at_an_internal_address_is_refused(issuer_env: IssuerEnv, kind: str, url: str) -> None:
     sandbox = issuer_env.sandbox
@@ -133,3 +137,61 @@ async def test_a_source_that_could_not_be_queried_is_refused_when_stored(issuer_
                            headers={**issuer_env.headers("ajuntament-girona"), "Content-Type": "application/json"},
                            content=json.dumps({**body, "context": context}, ensure_ascii=True))
     assert r.status_code == 400 and r.json()["error"] == "invalid_source", r.text
+
+
+@pytest.fixture(scope="module")
+def production_issuer(sandbox: Sandbox, tmp_path_factory: pytest.TempPathFactory) -> Iterator[IssuerEnv]:
+    """An issuer outside dev_mode (provisioned as in development, against the sandbox on loopback)."""
+    folder = tmp_path_factory.mktemp("issuer-production")
+    settings = make_settings(sandbox, f"sqlite+aiosqlite:///{folder / 'issuer.db'}", free_port(), folder, folder)
+    provisioned = asyncio.run(provision_demo(
+        settings, ca_key=sandbox.ca_key, ca_cert=sandbox.ca_cert, viaoberta_url=sandbox.viaoberta_url,
+        viaoberta_platform_cert_pem=sandbox.platform_cert_pem, requester_key_pem=sandbox.requester_key_pem,
+        requester_cert_pem=sandbox.requester_cert_pem))
+    keys = {slug: t["api_key"] for slug, t in provisioned["tenants"].items()}
+    settings = settings.model_copy(update={"dev_mode": False})
+    with serve(create_app(settings, configure_logs=False), port=settings.port) as url:
+        yield IssuerEnv(url, settings, keys, sandbox, provisioned)
+
+
+def _source_body(sandbox: Sandbox, kind: str, url: str) -> dict:
+    if kind == "rest":  # the token would travel in clear, and the citizen's record would come back so
+        return {"kind": "rest", "url": url, "auth": {"type": "bearer", "token": "s3cret-token"},
+                "fields": {"Certificado.Resultado": "resultado"}, "context": CONTEXT}
+    return {"kind": "viaoberta", "endpoint": url, "product": "RESIDENT",
+            "signing_key_pem": sandbox.requester_key_pem.decode(), "signing_cert_pem": sandbox.requester_cert_pem.decode(),
+            "platform_certs_pem": [sandbox.platform_cert_pem.decode()], "context": CONTEXT}
+
+
+@pytest.mark.parametrize(("kind", "url", "setting"), [
+    ("rest", "http://8.8.8.8/registry/{identifier}", "url"),              # public, but plain http
+    ("rest", "https://registrar:pa55word@8.8.8.8/registry/{identifier}", "url"),  # credentials in the URL
+    ("viaoberta", "http://8.8.8.8/siri-proxy", "endpoint"),
+])
+async def test_outside_dev_mode_a_source_url_must_be_https(production_issuer: IssuerEnv, kind: str, url: str,
+                                                           setting: str) -> None:
+    env = production_issuer
+    async with httpx.AsyncClient(timeout=20, limits=LIMITS) as http:
+        r = await http.put(f"{env.url}/v1/types/padro/source", headers=env.headers("ajuntament-girona"),
+                           json=_source_body(env.sandbox, kind, url))
+        assert r.status_code == 400 and r.json()["error"] == "invalid_source", r.text
+        described = r.json()["error_description"]
+        assert described.startswith(f"{setting}: the URL "), described  # names the setting, not the URL
+        assert "8.8.8.8" not in described and "pa55word" not in described and "s3cret" not in described
+        # The same source over https is accepted (the rule is the scheme; 8.8.8.8 is a public address).
+        https = url.replace("http://", "https://").replace("registrar:pa55word@", "")
+        r = await http.put(f"{env.url}/v1/types/padro/source", headers=env.headers("ajuntament-girona"),
+                           json=_source_body(env.sandbox, kind, https))
+        assert r.status_code == 200, r.text
+
+
+@pytest.mark.parametrize("kind", ["rest", "viaoberta"])
+async def test_in_dev_mode_a_source_url_is_http_only_to_loopback(issuer_env: IssuerEnv, kind: str) -> None:
+    # The sandbox's http://127.0.0.1 endpoint was accepted when the demo tenants were provisioned.
+    assert issuer_env.sandbox.viaoberta_url.startswith("http://127.0.0.1:")
+    url = "http://8.8.8.8/registry/{identifier}" if kind == "rest" else "http://8.8.8.8/siri-proxy"
+    async with httpx.AsyncClient(timeout=20, limits=LIMITS) as http:
+        r = await http.put(f"{issuer_env.url}/v1/types/padro/source", headers=issuer_env.headers("ajuntament-girona"),
+                           json=_source_body(issuer_env.sandbox, kind, url))
+    assert r.status_code == 400 and r.json()["error"] == "invalid_source", r.text
+    assert "must use https" in r.json()["error_description"] and "8.8.8.8" not in r.json()["error_description"]
