@@ -32,7 +32,7 @@ from typing import Any
 import httpx
 from cryptography import x509 as cx509
 
-from service_kit.outbound import CALL_DEADLINE_FACTOR
+from service_kit.outbound import CALL_DEADLINE_FACTOR, IDENTITY, ResponseBodyRefused, read_capped
 from ssi import x509 as ssi_x509
 from ssi.dcql import (
     ClaimPath,
@@ -168,17 +168,13 @@ async def fetch_bytes(client: httpx.AsyncClient, url: str, *, accept: str, max_b
     not finished within :data:`CALL_DEADLINE_FACTOR` times the client's read timeout."""
     try:
         async with asyncio.timeout(CALL_DEADLINE_FACTOR * (client.timeout.read or 5.0)), \
-                client.stream("GET", url, headers={"Accept": accept}) as response:
+                client.stream("GET", url, headers={"Accept": accept, **IDENTITY}) as response:
             if response.status_code != 200:
                 raise FetchError(f"HTTP {response.status_code}")
-            chunks: list[bytes] = []
-            size = 0
-            async for chunk in response.aiter_bytes():
-                size += len(chunk)
-                if size > max_bytes:
-                    raise FetchError("response too large")
-                chunks.append(chunk)
-            return b"".join(chunks)
+            # Counted as inflated, and never inflated past the cap (httpx inflates a chunk whole).
+            return await read_capped(response, max_bytes)
+    except ResponseBodyRefused as exc:
+        raise FetchError("response too large") from exc
     except TimeoutError as exc:
         raise FetchError("deadline exceeded") from exc
     except httpx.HTTPError as exc:

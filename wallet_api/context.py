@@ -15,9 +15,12 @@ from service_kit.crypto import SecretBox, load_master_key, parse_master_key
 from service_kit.db import Database
 from service_kit.outbound import (
     CALL_DEADLINE_FACTOR,
+    IDENTITY,
     OutboundPolicy,
+    ResponseBodyRefused,
     guarded_sync_transport,
     guarded_transport,
+    read_capped,
 )
 from ssi import x509 as ssi_x509
 from ssi.encoding import json_loads
@@ -50,11 +53,14 @@ def get_json_blocking(url: str, *, timeout: float, policy: OutboundPolicy) -> An
     :meth:`WalletContext.request`."""
     deadline = time.monotonic() + CALL_DEADLINE_FACTOR * timeout
     with httpx.Client(timeout=timeout, follow_redirects=False, transport=guarded_sync_transport(policy)) as client, \
-            client.stream("GET", url, headers={"Accept": "application/json"}) as response:
+            client.stream("GET", url, headers={"Accept": "application/json", **IDENTITY}) as response:
         if response.status_code != 200:
             raise FetchError(f"{_host(url)} answered HTTP {response.status_code}", response.status_code)
+        if response.headers.get("content-encoding", "identity").strip().lower() != "identity":
+            # Asked for as is: a compressed answer is not read (it could inflate past any cap at once).
+            raise FetchError(f"{_host(url)} answered compressed data")
         body = bytearray()
-        for chunk in response.iter_bytes():
+        for chunk in response.iter_raw():
             body += chunk
             if len(body) > MAX_FETCH_BYTES:
                 raise FetchError(f"{_host(url)} answered too much data")
@@ -133,17 +139,15 @@ class WalletContext:
         """Send a request with a size cap on the answer and a deadline on the whole call
         (:data:`CALL_DEADLINE_FACTOR`); raise :class:`FetchError` on network failure."""
         deadline = CALL_DEADLINE_FACTOR * (client.timeout.read or self.settings.http_timeout)
+        # Any verifier that shows a QR code is a peer: its answer is counted inflated and never
+        # inflated past the cap (httpx inflates a network chunk whole, whatever it grows to).
+        kwargs["headers"] = {**IDENTITY, **dict(kwargs.get("headers") or {})}
         try:
             async with asyncio.timeout(deadline), client.stream(method, url, **kwargs) as response:
-                chunks: list[bytes] = []
-                size = 0
-                async for chunk in response.aiter_bytes():
-                    size += len(chunk)
-                    if size > MAX_FETCH_BYTES:
-                        raise FetchError(f"{_host(url)} answered too much data", maybe_delivered=method != "GET")
-                    chunks.append(chunk)
-                response._content = b"".join(chunks)
+                response._content = await read_capped(response, MAX_FETCH_BYTES)
                 return response
+        except ResponseBodyRefused as exc:
+            raise FetchError(f"{_host(url)} answered too much data", maybe_delivered=method != "GET") from exc
         except TimeoutError as exc:
             raise FetchError(f"{_host(url)} did not finish answering in time",
                              maybe_delivered=method != "GET") from exc
