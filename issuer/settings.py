@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, fi
 from pydantic_settings import SettingsConfigDict
 
 from service_kit.ratelimit import RateSpec
-from service_kit.settings import SigningServiceSettings
+from service_kit.settings import SigningServiceSettings, check_admin_key
 from ssi.urls import is_loopback_host
 
 #: Smallest status list outside ``dev_mode``: herd privacy (docs/issuer.md, "Status lists").
@@ -156,6 +156,12 @@ class IssuerSettings(SigningServiceSettings):
                 problem = redirect_uri_problem(uri, allow_http_loopback=dev_mode)
                 if problem:
                     raise ValueError(f"client {client_id!r}: {problem}: {uri!r}")
+        return value
+
+    @field_validator("admin_api_key")
+    @classmethod
+    def _check_admin_key(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        check_admin_key(value, bool(info.data.get("dev_mode")))
         return value
 
     @field_validator("status_list_size")

@@ -24,6 +24,18 @@ from .outbound import OutboundPolicy
 
 LogLevel = Literal["debug", "info", "warning", "error", "critical"]
 
+#: Shortest platform admin key accepted outside dev_mode (``secrets.token_urlsafe(32)`` makes 43).
+MIN_ADMIN_KEY_LENGTH = 32
+
+
+def check_admin_key(key: SecretStr | None, dev_mode: bool) -> None:
+    """Refuse (``ValueError``) a platform admin key shorter than :data:`MIN_ADMIN_KEY_LENGTH` outside
+    dev_mode: a guessable key creates tenants or agencies, and their signing certificates, at will."""
+    value = key.get_secret_value() if key is not None else ""
+    if value and len(value) < MIN_ADMIN_KEY_LENGTH and not dev_mode:
+        raise ValueError(f"admin_api_key must be at least {MIN_ADMIN_KEY_LENGTH} characters outside dev_mode "
+                         "(python3 -c \"import secrets; print(secrets.token_urlsafe(32))\")")
+
 
 class ServiceSettings(BaseSettings):
     """Settings every Cartera service has; subclass it with an ``env_prefix`` and ``service_name``."""

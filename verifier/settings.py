@@ -9,10 +9,7 @@ from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from service_kit.ratelimit import RateSpec
-from service_kit.settings import SigningServiceSettings
-
-#: Shortest platform admin key accepted outside dev_mode (``secrets.token_urlsafe(32)`` makes 43).
-MIN_ADMIN_KEY_LENGTH = 32
+from service_kit.settings import SigningServiceSettings, check_admin_key
 
 ClientIdPrefix = Literal["x509_san_dns", "x509_hash", "redirect_uri"]
 
@@ -90,9 +87,5 @@ class VerifierSettings(SigningServiceSettings):
 
     @model_validator(mode="after")
     def _admin_key_strength(self) -> VerifierSettings:
-        # A guessable platform key creates agencies (and their request-signing certificates) at will.
-        key = self.admin_api_key.get_secret_value() if self.admin_api_key is not None else ""
-        if key and len(key) < MIN_ADMIN_KEY_LENGTH and not self.dev_mode:
-            raise ValueError(f"admin_api_key must be at least {MIN_ADMIN_KEY_LENGTH} characters outside dev_mode "
-                             "(python3 -c \"import secrets; print(secrets.token_urlsafe(32))\")")
+        check_admin_key(self.admin_api_key, self.dev_mode)
         return self

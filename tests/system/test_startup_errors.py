@@ -62,15 +62,19 @@ def test_verifier_with_a_missing_ca_key_file_says_which_setting(tmp_path: Path) 
     assert "CARTERA_VERIFIER_RP_CA_KEY_FILE: cannot read /nonexistent/relying-parties-ca-key.pem" in output, output
 
 
-def test_verifier_platform_admin_key_is_long_outside_dev_mode(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("service", ["issuer", "verifier"])
+def test_platform_admin_key_is_long_outside_dev_mode(monkeypatch: pytest.MonkeyPatch, service: str) -> None:
     from pydantic import ValidationError
 
+    from issuer.settings import IssuerSettings
     from verifier.settings import VerifierSettings
 
+    settings = {"issuer": IssuerSettings, "verifier": VerifierSettings}[service]
     for variable in [v for v in os.environ if v.startswith("CARTERA_")]:
         monkeypatch.delenv(variable)
-    with pytest.raises(ValidationError, match="admin_api_key must be at least 32"):
-        VerifierSettings(admin_api_key="change-me-verifier-platform-key")  # 31 characters
-    assert VerifierSettings(admin_api_key="x" * 32).admin_api_key is not None
-    assert VerifierSettings(admin_api_key="short", dev_mode=True).dev_mode
-    assert VerifierSettings().admin_api_key is None  # none: no platform admin API
+    with pytest.raises(ValidationError, match="admin_api_key must be at least 32") as raised:
+        settings(admin_api_key="change-me-verifier-platform-key")  # 31 characters
+    assert "change-me" not in str(raised.value)
+    assert settings(admin_api_key="x" * 32).admin_api_key is not None
+    assert settings(admin_api_key="short", dev_mode=True).dev_mode
+    assert settings().admin_api_key is None  # none: no platform admin API
