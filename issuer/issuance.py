@@ -31,6 +31,7 @@ from .sources import (
     BadSourceAnswer,
     Claims,
     Pending,
+    SourceConfigError,
     SourceContext,
     SourceError,
     SourceRefused,
@@ -106,6 +107,13 @@ async def fetch_record(ctx: IssuerContext, tenant: Tenant, reg: RegisteredType, 
     except SourceRefused as exc:
         _count_failure(ctx, tenant, reg, "refused")
         raise APIError(400, CREDENTIAL_REQUEST_DENIED, "the data source refused the query") from exc
+    except SourceConfigError as exc:
+        # The source's configuration must change (its URL leads where the outbound policy refuses to
+        # connect): no Retry-After, since asking again cannot help; the tenant's operator must act.
+        _count_failure(ctx, tenant, reg, "refused")
+        log.warning("data source misconfigured", extra={"type_id": reg.type_id, "tenant": tenant.slug,
+                                                        "code": exc.code})
+        raise APIError(502, "server_error", "the data source is misconfigured; retrying will not help") from exc
     except (BadSourceAnswer, SourceError) as exc:
         _count_failure(ctx, tenant, reg, "bad_answer")
         log.warning("data source answer refused", extra={"type_id": reg.type_id, "code": exc.code})

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import httpx
 from cryptography import x509 as cx509
 from sqlalchemy import select
 
@@ -28,6 +29,7 @@ from credential_schemas import load_builtin_types
 from service_kit.crypto import SecretBox, generate_api_key, hash_api_key, load_master_key
 from service_kit.db import Database
 from service_kit.migrations import run_migrations_async
+from service_kit.outbound import guarded_transport
 from ssi.jose import Key
 
 from .app import MIGRATIONS
@@ -76,6 +78,8 @@ async def provision_demo(settings: IssuerSettings, *, ca_key: Key, ca_cert: cx50
     builtin = load_builtin_types()
     given = dict(api_keys or {})
     out: dict[str, Any] = {"issuer_url": settings.public_url, "tenants": {}}
+    # Sources are validated by building their adapters, which call through the issuer's guarded client.
+    ctx.http = httpx.AsyncClient(follow_redirects=False, transport=guarded_transport(settings.outbound_policy()))
     try:
         for spec in DEMO_TENANTS:
             async with db.session() as session:
@@ -115,6 +119,7 @@ async def provision_demo(settings: IssuerSettings, *, ca_key: Key, ca_cert: cx50
                 "login_callback": f"{ctx.issuer_url(spec['slug'])}/login/callback",
                 "types": sorted(spec["types"])}
     finally:
+        await ctx.http.aclose()
         if token is not None:
             token.close()
         await db.dispose()

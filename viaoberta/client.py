@@ -3,7 +3,8 @@
 Transport policy: each call has an httpx timeout; transient failures (connection errors, timeouts,
 HTTP 429/502/503/504, and an HTTP 500 that is *not* a SOAP fault) are retried at most ``retries`` times
 with exponential backoff; a SOAP fault, a bad or missing signature, or a malformed answer is never
-retried (repeating the query cannot change it); an unsigned SOAP fault is
+retried (repeating the query cannot change it), nor is a transport error the caller's ``final_error``
+turns into its own error (the issuer's outbound policy refusing the destination); an unsigned SOAP fault is
 :class:`~viaoberta.errors.ViaObertaUnavailable` (anyone on the path could have written it). When retries are exhausted the error is
 :class:`~viaoberta.errors.ViaObertaUnavailable` (``viaoberta.timeout`` when the last failure was a
 timeout, ``viaoberta.unavailable`` otherwise). Every call carries its ``IdPeticion`` in the message
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 
 import anyio
 import httpx
@@ -54,16 +56,22 @@ class ViaObertaClient:
 
     ``signing_key_pem``/``signing_cert_pem`` are the requesting body's WS-Security credentials;
     ``platform_certs_pem`` the platform certificates whose signatures on answers are accepted.
-    ``http`` may be shared (the caller then owns its lifetime); otherwise one is created per call.
+    ``http`` is the caller's client (it owns its lifetime, and decides where it may connect: the
+    issuer's is guarded by its outbound policy); the client never builds one of its own, which would
+    reach any address. ``final_error``, given a transport error, returns an exception to raise at
+    once instead of retrying (the issuer's: a destination its outbound policy refuses), or ``None``.
     """
 
     def __init__(
         self, endpoint: str, *, signing_key_pem: bytes, signing_cert_pem: bytes,
-        platform_certs_pem: list[bytes], http: httpx.AsyncClient | None = None, timeout: float = 10.0,
+        platform_certs_pem: list[bytes], http: httpx.AsyncClient, timeout: float = 10.0,
         retries: int = 2, variant: str = "aoc", backoff_seconds: float = 0.2,
         max_response_bytes: int = MAX_XML_BYTES,
         pending_floor_seconds: int = DEFAULT_PENDING_RETRY_SECONDS,
+        final_error: Callable[[Exception], Exception | None] | None = None,
     ) -> None:
+        if not isinstance(http, httpx.AsyncClient):
+            raise ViaObertaError("bad_configuration", "an HTTP client (http) is required")
         if not platform_certs_pem:
             raise ViaObertaError("bad_configuration", "at least one platform certificate is required")
         if variant not in ("aoc", "state"):
@@ -84,6 +92,7 @@ class ViaObertaClient:
         load_certificate(signing_cert_pem)
         self._trusted = [load_certificate(pem) for pem in platform_certs_pem]
         self._http = http
+        self._final_error = final_error
         self.timeout = float(timeout)
         self.retries = retries
         self.variant = variant
@@ -133,7 +142,7 @@ class ViaObertaClient:
 
     async def _post(self, url: str, payload: bytes, request_id: str) -> tuple[int, bytes]:
         # identity: a compressed answer would be inflated before the size limit could see it (a small
-        # gzip bomb costs hundreds of MiB); one sent compressed anyway is refused unread (_stream).
+        # gzip bomb costs hundreds of MiB); one sent compressed anyway is refused unread (_send).
         headers = {"Content-Type": "text/xml; charset=utf-8", "SOAPAction": '""', "X-Request-Id": request_id,
                    "Accept-Encoding": "identity"}
         last_code, last_detail = "unavailable", "no attempt made"
@@ -146,6 +155,9 @@ class ViaObertaClient:
                 last_code, last_detail = "timeout", f"no answer within {self.timeout} s"
                 continue
             except httpx.HTTPError as exc:  # transport errors, and an answer httpx cannot decode
+                final = self._final_error(exc) if self._final_error is not None else None
+                if final is not None:
+                    raise final from exc
                 last_code, last_detail = "unavailable", f"transport error ({type(exc).__name__})"
                 continue
             if status in _TRANSIENT_STATUS or (status == 500 and not _looks_like_fault(content)):
@@ -158,15 +170,8 @@ class ViaObertaClient:
         raise ViaObertaUnavailable(last_code, f"{last_detail} after {self.retries + 1} attempts")
 
     async def _send(self, url: str, payload: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
-        if self._http is not None:
-            return await self._stream(self._http, url, payload, headers)
-        async with httpx.AsyncClient(timeout=self.timeout) as http:
-            return await self._stream(http, url, payload, headers)
-
-    async def _stream(self, http: httpx.AsyncClient, url: str, payload: bytes,
-                      headers: dict[str, str]) -> tuple[int, bytes]:
         # Streamed so that an oversized answer is cut off instead of being read into memory.
-        async with http.stream("POST", url, content=payload, headers=headers, timeout=self.timeout) as response:
+        async with self._http.stream("POST", url, content=payload, headers=headers, timeout=self.timeout) as response:
             encoding = response.headers.get("content-encoding", "identity").strip().lower()
             if encoding not in ("", "identity"):
                 raise ViaObertaError("malformed", "the answer is content-encoded although identity was asked")

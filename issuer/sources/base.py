@@ -70,10 +70,40 @@ class BadSourceAnswer(SourceError):
 
 
 class SourceConfigError(SourceError):
-    """An adapter's configuration is invalid (raised when building it, never during a fetch)."""
+    """An adapter's configuration is invalid: raised when building it, and during a fetch only as
+    :class:`SourceDestinationRefused`. Never retried: the configuration has to change."""
 
-    def __init__(self, detail: str) -> None:
-        super().__init__("bad_source_config", detail)
+    def __init__(self, detail: str, code: str = "bad_source_config") -> None:
+        SourceError.__init__(self, code, detail)
+
+
+class SourceDestinationRefused(SourceConfigError):
+    """The source's URL leads where the issuer's outbound policy (``service_kit.outbound``) refuses to
+    connect, e.g. a host name that now resolves to an internal address: a configuration error (change
+    the URL, or the operator lists the host in ``internal_hosts``), not an outage; never retried."""
+
+    def __init__(self, detail: str = "the source's URL leads where the issuer may not connect") -> None:
+        super().__init__(detail, "source_destination_refused")
+
+
+def destination_refused(exc: BaseException) -> SourceDestinationRefused | None:
+    """The typed error for a transport error the outbound policy caused, else ``None``.
+
+    The one place the HTTP adapters (REST, and Via Oberta through its client's ``final_error``) tell a
+    destination refused by ``service_kit.outbound`` (:class:`~service_kit.outbound.DestinationRefused`,
+    which httpx raises as the cause of its ``ConnectError``) from an unreachable peer. Its message names
+    the host, never the URL's path or query.
+    """
+    from service_kit.outbound import DestinationRefused
+
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, DestinationRefused):
+            return SourceDestinationRefused(f"the source's URL cannot be reached: {current}")
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,7 @@ import yaml
 
 from ssi.urls import UnsafeURL, split_secure_url
 
-from .base import DataSource, SourceConfigError
+from .base import DataSource, SourceConfigError, destination_refused
 
 KINDS = ("viaoberta", "rest", "sql")
 _REST_KEYS = frozenset({"url", "method", "headers", "auth", "fields", "product", "name", "timeout", "retries",
@@ -89,7 +89,11 @@ def _pems(settings: dict[str, Any], base_dir: Path | None) -> list[bytes]:
 
 def build_source(config: dict[str, Any], *, http: httpx.AsyncClient | None = None,
                  base_dir: Path | None = None) -> DataSource:
-    """One adapter from its settings (``kind`` plus the kind's settings); raises :class:`SourceConfigError`."""
+    """One adapter from its settings (``kind`` plus the kind's settings); raises :class:`SourceConfigError`.
+
+    ``http``: the client REST and Via Oberta sources call through, required for them (the issuer's is
+    guarded by its outbound policy, ``service_kit.outbound``); no adapter builds an unguarded one.
+    """
     if not isinstance(config, dict):
         raise SourceConfigError("a source configuration must be a mapping")
     kind = config.get("kind")
@@ -100,21 +104,24 @@ def build_source(config: dict[str, Any], *, http: httpx.AsyncClient | None = Non
     unknown = sorted(set(settings) - allowed)
     if unknown:
         raise SourceConfigError(f"unknown {kind} setting(s): {', '.join(unknown)}")
+    if kind != "sql" and http is None:
+        raise SourceConfigError(f"a {kind} source needs an HTTP client (http)")
     try:
-        if kind == "rest":
-            from .rest import RestSource
-
-            return RestSource(http=http, **settings)
         if kind == "sql":
             from .sql import SqlSource
 
             return SqlSource(**settings)
+        assert http is not None
+        if kind == "rest":
+            from .rest import RestSource
+
+            return RestSource(http=http, **settings)
         return _build_viaoberta(settings, http, base_dir)
     except TypeError as exc:  # a required setting missing or of the wrong kind
         raise SourceConfigError(f"invalid {kind} settings") from exc
 
 
-def _build_viaoberta(settings: dict[str, Any], http: httpx.AsyncClient | None, base_dir: Path | None) -> DataSource:
+def _build_viaoberta(settings: dict[str, Any], http: httpx.AsyncClient, base_dir: Path | None) -> DataSource:
     from viaoberta.client import ViaObertaClient
     from viaoberta.errors import ViaObertaError
 
@@ -132,7 +139,7 @@ def _build_viaoberta(settings: dict[str, Any], http: httpx.AsyncClient | None, b
             endpoint,
             signing_key_pem=_pem(settings, "signing_key_pem", "signing_key_file", base_dir),
             signing_cert_pem=_pem(settings, "signing_cert_pem", "signing_cert_file", base_dir),
-            platform_certs_pem=_pems(settings, base_dir), http=http, **options,
+            platform_certs_pem=_pems(settings, base_dir), http=http, final_error=destination_refused, **options,
         )
     except ViaObertaError as exc:
         raise SourceConfigError(f"invalid Via Oberta client settings: {exc.detail}") from exc
@@ -203,11 +210,12 @@ def build_sources(config: dict[str, Any], *, http: httpx.AsyncClient | None = No
     return out
 
 
-def load_sources_config(path: str | Path) -> dict[str, DataSource]:
-    """Read a YAML sources file and build its adapters (relative file settings resolve from its folder)."""
+def load_sources_config(path: str | Path, *, http: httpx.AsyncClient | None = None) -> dict[str, DataSource]:
+    """Read a YAML sources file and build its adapters (relative file settings resolve from its folder);
+    ``http`` as for :func:`build_source`."""
     path = Path(path)
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         raise SourceConfigError(f"cannot read sources file {path.name}") from exc
-    return build_sources(data or {}, base_dir=path.parent)
+    return build_sources(data or {}, http=http, base_dir=path.parent)

@@ -3,7 +3,8 @@ configuration, an optional field mapping, timeouts and bounded retries for trans
 
 Answers: 200 with a JSON object → :class:`Claims`; 404 (or ``not_found_status``) → :class:`SubjectNotFound`;
 other 4xx → :class:`SourceRefused`; 5xx, 429, timeouts and connection errors → retried, then
-:class:`SourceUnavailable`; anything unparseable → :class:`BadSourceAnswer`.
+:class:`SourceUnavailable`; a URL whose destination the outbound policy refuses → at once (no retry)
+:class:`SourceDestinationRefused`; anything unparseable → :class:`BadSourceAnswer`.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from .base import (
     Subject,
     SubjectNotFound,
     check_fields,
+    destination_refused,
     reshape,
     with_subject,
 )
@@ -63,13 +65,17 @@ class RestSource:
     "username": ..., "password": ...}``), ``fields`` (record path → answer path), ``product``
     (the name in the evidence), ``timeout`` (seconds, default 10), ``retries`` (default 2),
     ``backoff`` (first delay in seconds, doubled per retry, default 0.2), ``not_found_status``.
+    ``http`` is the caller's client (the issuer's is guarded by its outbound policy): the source never
+    builds one of its own, which would reach any address.
     """
 
     def __init__(self, *, url: str, method: str = "GET", headers: dict[str, str] | None = None,
                  auth: dict[str, str] | None = None, fields: dict[str, str] | None = None,
                  product: str = "rest", name: str = "rest", timeout: float = 10.0, retries: int = 2,
                  backoff: float = 0.2, not_found_status: list[int] | None = None,
-                 http: httpx.AsyncClient | None = None) -> None:
+                 http: httpx.AsyncClient) -> None:
+        if not isinstance(http, httpx.AsyncClient):
+            raise SourceConfigError("a REST source needs an HTTP client (http)")
         if not isinstance(url, str) or "{identifier}" not in url or urlsplit(url).scheme not in ("http", "https"):
             raise SourceConfigError("url must be an http(s) URL template containing {identifier}")
         if method.upper() not in ("GET", "POST"):
@@ -144,30 +150,28 @@ class RestSource:
 
     async def _send(self, subject: Subject, headers: dict[str, str], auth: httpx.Auth | None) -> _Answer:
         url = self._request_url(subject)
-        client = self._http or httpx.AsyncClient(timeout=self.timeout, follow_redirects=False)
         # Uncompressed, read raw and bounded: httpx would inflate a small gzip answer to any size.
         headers = {**headers, **IDENTITY}
-        try:
-            delay = self.backoff
-            for attempt in range(self.retries + 1):
-                last = attempt == self.retries
-                try:
-                    answer = await self._attempt(client, url, subject, headers, auth)
-                except (httpx.TimeoutException, httpx.TransportError) as exc:
-                    if last:
-                        raise SourceUnavailable(f"the registry could not be reached ({type(exc).__name__})") from exc
-                else:
-                    if answer.status_code not in TRANSIENT_STATUS or last:
-                        return answer
-                    wait = _retry_after(answer)
-                    if wait is not None and wait > self.timeout:
-                        return answer  # do not sleep longer than a request may take: report it
-                await anyio.sleep(delay)
-                delay *= 2
-            raise SourceUnavailable("the registry could not be reached")  # unreachable: loop returns or raises
-        finally:
-            if self._http is None:
-                await client.aclose()
+        delay = self.backoff
+        for attempt in range(self.retries + 1):
+            last = attempt == self.retries
+            try:
+                answer = await self._attempt(self._http, url, subject, headers, auth)
+            except (httpx.TimeoutException, httpx.TransportError) as exc:
+                refused = destination_refused(exc)
+                if refused is not None:
+                    raise refused from exc  # the configuration must change: asking again cannot help
+                if last:
+                    raise SourceUnavailable(f"the registry could not be reached ({type(exc).__name__})") from exc
+            else:
+                if answer.status_code not in TRANSIENT_STATUS or last:
+                    return answer
+                wait = _retry_after(answer)
+                if wait is not None and wait > self.timeout:
+                    return answer  # do not sleep longer than a request may take: report it
+            await anyio.sleep(delay)
+            delay *= 2
+        raise SourceUnavailable("the registry could not be reached")  # unreachable: loop returns or raises
 
     async def _attempt(self, client: httpx.AsyncClient, url: str, subject: Subject, headers: dict[str, str],
                        auth: httpx.Auth | None) -> _Answer:

@@ -8,7 +8,8 @@ Outcomes:
 * registry "not found" (``Retorno`` ``01``) → :class:`SubjectNotFound`;
 * asynchronous (``0001``/``0002``) → :class:`Pending` whose ``reference`` is the ``IdPeticion``;
   :meth:`ViaObertaSource.poll` collects the answer;
-* transport failures after the client's bounded retries → :class:`SourceUnavailable`;
+* transport failures after the client's bounded retries → :class:`SourceUnavailable`; an endpoint
+  whose destination the outbound policy refuses → at once (no retry) :class:`SourceDestinationRefused`;
 * an SCSP error status or signed SOAP fault → :class:`SourceRefused`, except the system/outage codes
   ``05xx`` (``0502``: the emitter is down), HTTP 429 and an unsigned fault → :class:`SourceUnavailable`;
 * bad or missing signature, untrusted signer, malformed or oversized XML, or an answer about

@@ -83,8 +83,10 @@ def test_run_starts_both_services_persists_keys_and_stops_on_ctrl_c(tmp_path: Pa
     ensure_sandbox_files(data_dir, "http://127.0.0.1:1", [])
     assert (data_dir / "requester-key.pem").read_bytes() == key_before  # persisted, not regenerated
     from issuer.sources import load_sources_config
+    from tests.support.outbound import guarded_client
 
-    sources = load_sources_config(data_dir / "sources.yaml")
+    # Built with a client as the issuer's (the adapters build none of their own); never used here.
+    sources = load_sources_config(data_dir / "sources.yaml", http=guarded_client())
     assert set(sources) == {"tax-compliance", "university-diploma", "padro", "working-life"}
 
 

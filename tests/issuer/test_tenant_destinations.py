@@ -19,9 +19,9 @@ from issuer.provisioning import provision_demo
 from issuer.settings import SqlConnection
 from sandbox.population import DEMO_EVERYTHING
 from tests.issuer.conftest import ADMIN_KEY, IssuerEnv, Sandbox, make_settings, start_issuer
-from tests.issuer.helpers import LIMITS
+from tests.issuer.helpers import LIMITS, create_offer
 from tests.support.servers import free_port, serve
-from tests.support.wallet_client import WalletClient
+from tests.support.wallet_client import IssuerError, WalletClient
 
 pytestmark = pytest.mark.anyio
 
@@ -195,3 +195,32 @@ async def test_in_dev_mode_a_source_url_is_http_only_to_loopback(issuer_env: Iss
                            json=_source_body(issuer_env.sandbox, kind, url))
     assert r.status_code == 400 and r.json()["error"] == "invalid_source", r.text
     assert "must use https" in r.json()["error_description"] and "8.8.8.8" not in r.json()["error_description"]
+
+
+async def test_a_source_the_policy_refuses_when_called_is_misconfigured_not_unavailable(sandbox: Sandbox,
+                                                                                        tmp_path: Path) -> None:
+    """A source accepted when stored can lead where the outbound policy refuses by the time it is
+    called (the operator delisted its host; its name now resolves inward): the credential request is
+    a 502 saying retrying will not help, not a 503 "try again later" after retries of the same refusal."""
+    settings = make_settings(sandbox, f"sqlite+aiosqlite:///{tmp_path / 'issuer.db'}", free_port(), tmp_path, tmp_path)
+    provisioned = await provision_demo(
+        settings, ca_key=sandbox.ca_key, ca_cert=sandbox.ca_cert, viaoberta_url=sandbox.viaoberta_url,
+        viaoberta_platform_cert_pem=sandbox.platform_cert_pem, requester_key_pem=sandbox.requester_key_pem,
+        requester_cert_pem=sandbox.requester_cert_pem)
+    keys = {slug: t["api_key"] for slug, t in provisioned["tenants"].items()}
+    production = settings.model_copy(update={"dev_mode": False})
+    listed = production.model_copy(update={"internal_hosts": ["127.0.0.1"]})
+    source = {"kind": "rest", "url": "https://127.0.0.1:9/registry/{identifier}", "retries": 2,
+              "fields": {"Certificado.Resultado": "resultado"}, "context": CONTEXT}
+    async with httpx.AsyncClient(timeout=20, limits=LIMITS) as http:
+        with serve(create_app(listed, configure_logs=False), port=settings.port) as url:
+            env = IssuerEnv(url, listed, keys, sandbox, provisioned)
+            r = await http.put(f"{url}/v1/types/tax-compliance/source", headers=env.headers("aoc-tax"), json=source)
+            assert r.status_code == 200, r.text
+        with serve(create_app(production, configure_logs=False), port=settings.port) as url:
+            env = IssuerEnv(url, production, keys, sandbox, provisioned)
+            offer = await create_offer(http, env, "aoc-tax", "tax-compliance", DEMO_EVERYTHING)
+            with pytest.raises(IssuerError) as failed:
+                await WalletClient(http).receive_offer(offer["offer_uri"], offer.get("tx_code"))
+    assert failed.value.status == 502 and failed.value.error == "server_error", failed.value
+    assert "misconfigured" in failed.value.body["error_description"]

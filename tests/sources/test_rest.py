@@ -26,6 +26,7 @@ from issuer.sources import (
 )
 from issuer.sources.rest import MAX_ANSWER_BYTES, RestSource
 from tests.sources.helpers import SUBJECT, context
+from tests.support.outbound import guarded_client
 from tests.support.servers import serve
 
 pytestmark = pytest.mark.anyio
@@ -156,7 +157,7 @@ def source(url: str, path: str, **settings) -> RestSource:
     base = {"kind": "rest", "url": f"{url}/{path}/{{identifier}}", "auth": {"type": "bearer", "token": TOKEN},
             "retries": 2, "backoff": 0.01, "timeout": 2, "product": "degrees-registry"}
     base.update(settings)
-    return build_source(base)
+    return build_source(base, http=guarded_client())
 
 
 async def test_rest_round_trip_maps_to_a_valid_diploma(server) -> None:
@@ -234,7 +235,7 @@ async def test_unreachable_registry_is_unavailable() -> None:
     from tests.support.servers import free_port
 
     src = build_source({"kind": "rest", "url": f"http://127.0.0.1:{free_port()}/x/{{identifier}}",
-                        "retries": 1, "backoff": 0.01})
+                        "retries": 1, "backoff": 0.01}, http=guarded_client())
     with pytest.raises(SourceUnavailable):
         await src.fetch(None, SUBJECT, context())
 
@@ -274,7 +275,7 @@ async def test_rest_has_nothing_to_poll(server) -> None:
 ])
 def test_bad_rest_configuration_is_refused(settings: dict) -> None:
     with pytest.raises(SourceConfigError):
-        build_source({"kind": "rest", **settings})
+        build_source({"kind": "rest", **settings}, http=guarded_client())
 
 
 async def test_a_compressed_answer_is_inflated_only_up_to_the_cap(server) -> None:

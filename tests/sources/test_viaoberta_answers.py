@@ -28,6 +28,7 @@ from issuer.sources import (
     build_source,
 )
 from tests.sources.helpers import SUBJECT, context
+from tests.support.outbound import guarded_client
 from tests.support.servers import serve
 from viaoberta.credentials import SigningIdentity, generate_identity
 from viaoberta.messages import IncomingPeticion, build_fault, build_respuesta, parse_peticion
@@ -88,7 +89,7 @@ def source(url: str, product: str, **extra: Any):
                 "platform_certs_pem": [identity("platform").cert_pem.decode()],
                 "timeout": 5, "retries": 0, "backoff_seconds": 0.01}
     settings.update(extra)
-    return build_source(settings)
+    return build_source(settings, http=guarded_client())
 
 
 def padro_data(**personal: str) -> dict[str, Any]:

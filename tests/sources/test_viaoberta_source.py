@@ -26,6 +26,7 @@ from issuer.sources.viaoberta import select_degree
 from sandbox.population import DEMO_EVERYTHING, DEMO_NOT_FOUND, DEMO_PENDING, DEMO_TAX_NEGATIVE
 from sandbox.viaoberta_service import ViaObertaSandboxConfig, create_app
 from tests.sources.helpers import context
+from tests.support.outbound import guarded_client
 from tests.support.servers import serve
 from viaoberta.credentials import SigningIdentity, generate_identity
 
@@ -63,7 +64,7 @@ def source(base_url: str, product: str, *, requester: str = "issuer", http: http
                 "platform_certs_pem": [identity("platform").cert_pem.decode()],
                 "timeout": 5, "retries": 1, "backoff_seconds": 0.01}
     settings.update(extra)
-    return build_source(settings, http=http)
+    return build_source(settings, http=http or guarded_client())
 
 
 @pytest.mark.parametrize("product", sorted(TYPES))
@@ -181,7 +182,7 @@ def test_bad_viaoberta_configuration_is_refused(base_url: str) -> None:
     with pytest.raises(SourceConfigError):
         source(base_url, "ECOT103", platform_certs_pem=[])
     with pytest.raises(SourceConfigError):
-        build_source({"kind": "viaoberta", "endpoint": base_url, "product": "ECOT103"})
+        build_source({"kind": "viaoberta", "endpoint": base_url, "product": "ECOT103"}, http=guarded_client())
     with pytest.raises(SourceConfigError):
         source("ftp://x", "ECOT103")
 

@@ -9,6 +9,7 @@ from dataclasses import replace
 from typing import Any
 
 from sandbox.viaoberta_service import ViaObertaSandboxConfig, create_app
+from tests.support.outbound import guarded_client
 from tests.support.servers import serve
 from viaoberta.client import ViaObertaClient
 from viaoberta.credentials import SigningIdentity, generate_identity
@@ -59,4 +60,6 @@ def make_client(base_url: str, **overrides: Any) -> ViaObertaClient:
         platform_certs_pem=[platform().cert_pem], timeout=5.0, retries=2, backoff_seconds=0.01,
     )
     options.update(overrides)
+    if "http" not in options:
+        options["http"] = guarded_client()
     return ViaObertaClient(base_url, **options)
