@@ -23,7 +23,7 @@ from service_kit.ratelimit import build_limiter
 from .aries_channel import IssuerAriesChannel
 from .context import IssuerContext
 from .events import background
-from .keys import key_backend
+from .keys import SigningKeyError, key_backend, load_ca
 from .models import RateLimitBucket
 from .nonces import nonce_key
 from .routes import API_PREFIX, admin, aries, aries_admin, audit_admin, authorization, protocol
@@ -48,6 +48,11 @@ def create_app(settings: IssuerSettings | None = None, *, run_background: bool =
                configure_logs: bool = True) -> FastAPI:
     """Build the issuer app (migrations run at start-up)."""
     settings = settings or IssuerSettings()
+    try:
+        load_ca(settings)  # a wrong mount stops the start, not the first tenant creation
+    except SigningKeyError as exc:
+        raise RuntimeError(f"{exc.detail}; mount the file readable by the service's user, "
+                           "or leave the setting empty") from None
     db = Database.from_settings(settings)
     master_key = load_master_key(settings)
     box = SecretBox(master_key)

@@ -30,6 +30,7 @@ from ssi.jose import Key
 
 from .context import IssuerContext, utcnow
 from .models import SigningKey
+from .settings import IssuerSettings
 from .tenancy import TenantRef as Tenant
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,25 @@ class SigningKeyError(Exception):
         self.code = code
         self.detail = detail
         super().__init__(detail)
+
+
+def load_ca(settings: IssuerSettings) -> tuple[Key, cx509.Certificate] | None:
+    """The development/issuing CA that certifies tenants' keys (``ca_key_file``/``ca_cert_file``), or
+    ``None`` when not configured; ``SigningKeyError("ca_unreadable")`` naming the setting (never the
+    key) when a configured file cannot be read or parsed. Read when a tenant is created or its key
+    rotated, and once at start-up so that a wrong mount stops the service rather than those calls."""
+    if settings.ca_key_file is None or settings.ca_cert_file is None:
+        return None
+    setting = "ca_key_file"
+    try:
+        key = Key.from_pem(settings.ca_key_file.read_bytes())
+        setting = "ca_cert_file"
+        cert = ssi_x509.load_pem_certificates(settings.ca_cert_file.read_bytes())[0]
+    except (OSError, SSIError, IndexError, ValueError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+        raise SigningKeyError("ca_unreadable", f"CARTERA_ISSUER_{setting.upper()} cannot be read or parsed "
+                                               f"({reason})") from None
+    return key, cert
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ Bearer ck_...``) and sees only that tenant's data; tenant creation needs the pla
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from typing import Any, Literal
 
 from cryptography import x509 as cx509
@@ -19,12 +20,11 @@ from service_kit.crypto import generate_api_key, hash_api_key
 from service_kit.errors import APIError
 from service_kit.outbound import refused_destination
 from service_kit.pkcs11 import PKCS11Error
-from ssi import x509 as ssi_x509
 from ssi.jose import Key
 
 from ..context import IssuerContext, get_ctx, new_id, new_secret, utcnow
 from ..grants import create_offer
-from ..keys import SigningKeyError, create_key, import_key, key_summary, register_token_key
+from ..keys import SigningKeyError, create_key, import_key, key_summary, load_ca, register_token_key
 from ..models import ApiKey, IssuanceRecord, SigningKey, SourceConfig, Tenant, WebhookEndpoint
 from ..registry import (
     RegistryError,
@@ -37,6 +37,8 @@ from ..registry import (
 from ..status import set_record_status
 from ..tenancy import TenantRef, admin_tenant, bearer, forget_api_key, platform_admin
 from . import API_PREFIX
+
+log = logging.getLogger(__name__)
 
 router = APIRouter(prefix=API_PREFIX, tags=["admin"])
 
@@ -79,12 +81,12 @@ class TenantInfo(BaseModel):
 
 
 def _load_ca(ctx: IssuerContext) -> tuple[Key, cx509.Certificate] | None:
-    settings = ctx.settings
-    if settings.ca_key_file is None or settings.ca_cert_file is None:
-        return None
-    key = Key.from_pem(settings.ca_key_file.read_bytes())
-    cert = ssi_x509.load_pem_certificates(settings.ca_cert_file.read_bytes())[0]
-    return key, cert
+    try:
+        return load_ca(ctx.settings)
+    except SigningKeyError as exc:  # checked at start-up: the file went away or changed since
+        log.error("issuer CA unreadable", extra={"code": exc.code})
+        raise APIError(503, "temporarily_unavailable", f"the issuer cannot certify keys now: {exc.detail}; "
+                                                       "the operator must restore the file") from None
 
 
 @router.post("/tenants", status_code=201, response_model=TenantCreated, dependencies=[Depends(platform_admin)],
