@@ -351,6 +351,37 @@ def test_switching_language_while_the_login_loads_lists_each_provider_once(syste
     expect(page.get_by_role("button", name="Inicia la sessió amb VÀLid")).to_have_count(1)
 
 
+def test_a_tab_and_its_copy_restored_at_once_leave_exactly_one_logged_in(system: System, phone) -> None:
+    """A browser restoring a tab and its duplicate loads both at once, with one sessionStorage copied:
+    neither has settled its id when the other asks. Exactly one keeps the session; the other is the copy."""
+    citizen = phone()
+    citizen.login(CITIZENS[2])
+    stored = citizen.page.evaluate("() => JSON.stringify(Object.assign({}, sessionStorage))")
+    citizen.page.close()
+    restored = []
+    for _ in range(2):
+        page = citizen.context.new_page()
+        page.add_init_script(f"""(() => {{
+            const copied = {stored};
+            if (!sessionStorage.getItem("cartera.tab")) {{
+                for (const key in copied) sessionStorage.setItem(key, copied[key]);
+            }}
+        }})()""")
+        restored.append(page)
+    for page in restored:  # both navigations under way before either page has loaded
+        page.goto(f"{system.wallet}/app/#/cards", wait_until="commit")
+    for page in restored:
+        page.wait_for_function("() => document.querySelector('#view-login:not([hidden])') || "
+                               "document.querySelector('#view-cards:not([hidden])')")
+    time.sleep(0.5)  # past both tabs' question: nothing changes any more
+    kept = [p.evaluate("() => sessionStorage.getItem('cartera.tokens')") is not None for p in restored]
+    assert sorted(kept) == [False, True], kept
+    copy = restored[kept.index(False)]
+    expect(copy.locator("#error")).to_contain_text("copy of another")
+    ids = {p.evaluate("() => sessionStorage.getItem('cartera.tab')") for p in restored}
+    assert len(ids) == 2
+
+
 def test_a_duplicated_tab_logs_in_afresh_and_leaves_the_first_one_logged_in(system: System, phone) -> None:
     """Duplicating a tab copies its sessionStorage, refresh token included; whichever copy refreshed
     second would end the session for both. The copy finds its tab id taken and forgets the tokens; the

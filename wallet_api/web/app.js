@@ -284,11 +284,14 @@
   // twice is taken for a stolen one). Each tab keeps an id in sessionStorage and, on a BroadcastChannel,
   // says so to a tab that asks whether its id is taken: a tab whose id is taken is the copy, and forgets
   // the tokens it was handed (its citizen logs in there; the original tab goes on). A reloaded tab finds
-  // nobody with its id and keeps its tokens. No refresh leaves before the question is settled.
+  // nobody with its id and keeps its tokens. No refresh leaves before the question is settled. Two tabs
+  // asking about the same id at once (a browser restoring a tab and its duplicate) each hear the
+  // other's question: the one with the smaller random draw is the copy, the other tells it so.
   var TAB_ANSWER_MS = 300;
   var tabSettled = (function () {
     var channel = "BroadcastChannel" in window ? new BroadcastChannel("cartera.tabs") : null;
     var inherited = sessionStorage.getItem("cartera.tab");
+    var draw = randomState();
     var mine = null;  // answered for only once settled, or two copies would each call the other a copy
     var taken = null;  // while asking: what to do when another tab answers that the id is its own
     function settle(id) { mine = id; sessionStorage.setItem("cartera.tab", id); }
@@ -297,6 +300,9 @@
         var data = event.data || {};
         if (mine && data.ask === mine) { channel.postMessage({ taken: mine }); }
         if (!mine && taken && data.taken === inherited) { taken(); }
+        if (!mine && taken && data.ask === inherited && typeof data.draw === "string" && data.draw !== draw) {
+          if (data.draw > draw) { taken(); } else { channel.postMessage({ taken: inherited }); }
+        }
       };
     }
     if (!channel || !inherited) { settle(inherited || randomState()); return Promise.resolve(); }
@@ -312,7 +318,7 @@
         }
         resolve();
       };
-      channel.postMessage({ ask: inherited });
+      channel.postMessage({ ask: inherited, draw: draw });
     });
   })();
 
