@@ -16,15 +16,19 @@ Trust: requests must be signed (WS-Security, see :mod:`viaoberta.wssecurity`) by
 requesting bodies' **registered certificates**, pinned exactly as the AOC registers each body's
 certificate (no CA: a pinned list is simpler to reason about and is what the platform does).
 Requests without ``Finalidad``, a valid ``Consentimiento`` or the official (``Funcionario``) get a
-signed SOAP fault with ``CodigoEstado`` ``0502`` and a ``LiteralError`` saying what is missing;
-bad or unregistered signatures get ``0301``; unreadable XML ``0401``. Every answer is signed with
-the platform key of the configuration.
+signed SOAP fault with ``CodigoEstado`` ``0402`` (SCSP: a required field is missing) and a
+``LiteralError`` saying what is missing; an unknown product or modality ``0234``; a poll of an unknown
+or already delivered ``IdPeticion`` ``0207``; bad or unregistered signatures ``0301``; unreadable XML,
+or a message whose ``DatosGenericos`` members are not the structures SCSP defines, ``0401``. These are
+final refusals of the request; ``05xx`` (``0502``, system error) is kept for the emitter's outage
+(``soap_fault`` below), which a client retries later. A body larger than the XML parser accepts is
+refused unread (413). Every SOAP answer is signed with the platform key of the configuration.
 
 Fault injection, for the adapters' tests, by configuration (``fault``) or per request with the
 header ``X-Sandbox-Fault``: ``latency`` (sleep ``latency_seconds``, then answer), ``http500``
 (plain HTTP 500, not a SOAP fault), ``malformed`` (broken XML), ``bad_signature`` (a signed
 answer altered after signing), ``unsigned`` (a correct answer without signature), ``soap_fault`` (a
-signed SOAP fault ``0502`` from the emitter) and ``other_subject`` (a correct, signed answer about
+signed SOAP fault ``0502``: the emitter is down) and ``other_subject`` (a correct, signed answer about
 another citizen than the one asked about).
 
 Pending queries live in process memory: this stand-in runs as a single worker.
@@ -44,6 +48,7 @@ from fastapi.responses import JSONResponse, Response
 from lxml import etree
 
 from sandbox.population import Citizen, Population, generate_population
+from service_kit.security import BodySizeLimitMiddleware
 from viaoberta.errors import ViaObertaError
 from viaoberta.messages import (
     CONSENT_VALUES,
@@ -72,9 +77,16 @@ from viaoberta.xmlsafe import MAX_XML_BYTES, SOAP11_NS, parse_xml
 FAULTS = ("latency", "http500", "malformed", "bad_signature", "unsigned", "soap_fault", "other_subject")
 SYNC_PATH = "/siri-proxy/services/Sincron"
 ASYNC_RESPONSE_PATH = "/siri-proxy/services/AsincronResposta"
+# SCSP error codes (CodigoEstado of a fault). 05xx are system errors, read by clients as an outage to
+# retry later (issuer.sources.viaoberta); a wrong request gets a code of its own, a final refusal.
+ESTADO_UNKNOWN_REQUEST = "0207"   # the state of the IdPeticion cannot be retrieved (unknown, delivered)
+ESTADO_UNKNOWN_PRODUCT = "0234"   # no configuration for the certificate (product) asked for
 ESTADO_UNAUTHORISED = "0301"
-ESTADO_MALFORMED = "0401"
-ESTADO_BAD_REQUEST = "0502"
+ESTADO_MALFORMED = "0401"         # the message does not follow the schema
+ESTADO_MISSING_DATA = "0402"      # a required field is missing
+ESTADO_SYSTEM_ERROR = "0502"      # the emitter (or the platform) failed: retry later
+#: DatosGenericos members that SCSP defines as structures; text (or a repeated element) there is malformed.
+_STRUCTURES = ("Emisor", "Solicitante", "Titular", "Transmision")
 
 
 @dataclass
@@ -203,6 +215,21 @@ def registry_data(citizen: Citizen | None, product: Product, population: Populat
     return _NOT_FOUND
 
 
+def _misshapen(incoming: IncomingPeticion) -> str | None:
+    """The first ``DatosGenericos`` member that should be a structure and is not (text, a repeated
+    element), or ``None``: such a message does not follow the schema (``0401``)."""
+    g = incoming.genericos
+    if not isinstance(g, dict):
+        return "DatosGenericos"
+    for name in _STRUCTURES:
+        if name in g and not isinstance(g[name], dict):
+            return name
+    solicitante = g.get("Solicitante") or {}
+    if "Funcionario" in solicitante and not isinstance(solicitante["Funcionario"], dict):
+        return "Funcionario"
+    return None
+
+
 def _missing_fields(incoming: IncomingPeticion) -> list[str]:
     """What the platform requires and the request lacks (names of SCSP elements)."""
     missing: list[str] = []
@@ -243,6 +270,8 @@ def create_app(config: ViaObertaSandboxConfig) -> FastAPI:
     load_certificate(config.signing_cert_pem)
     pending: dict[str, dict[str, Any]] = {}
     app = FastAPI(title="Simulated Via Oberta (development stand-in)", docs_url=None, redoc_url=None)
+    # The parser refuses more than MAX_XML_BYTES: a larger body is refused before it is read (413).
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=MAX_XML_BYTES)
 
     def today() -> date:
         return config.today or datetime.now(UTC).date()
@@ -262,7 +291,8 @@ def create_app(config: ViaObertaSandboxConfig) -> FastAPI:
         data = registry_data(citizen, product, population, today=today(),
                              force_negative=identifier in config.negative_identifiers,
                              specific=incoming.especificos)
-        transmision = dict(genericos.get("Transmision") or {})
+        given = genericos.get("Transmision")
+        transmision = dict(given) if isinstance(given, dict) else {}
         transmision["IdTransmision"] = transmision.get("IdTransmision") or "SBX" + secrets.token_hex(10).upper()
         transmision["FechaGeneracion"] = _now()
         out = {**genericos, "Transmision": transmision}
@@ -274,7 +304,8 @@ def create_app(config: ViaObertaSandboxConfig) -> FastAPI:
         for other in population.citizens:
             found = registry_data(other, product, population, today=today()).get("Retorno", {})
             if other.identifier != identifier and found.get("Estado", {}).get("CodigoEstado") == RETORNO_FOUND:
-                titular = dict(genericos.get("Titular") or {})
+                given = genericos.get("Titular")
+                titular = dict(given) if isinstance(given, dict) else {}
                 titular.update(Documentacion=other.identifier, NombreCompleto=other.full_name)
                 return {**genericos, "Titular": titular}
         return genericos
@@ -311,16 +342,21 @@ def create_app(config: ViaObertaSandboxConfig) -> FastAPI:
             return fault(ESTADO_MALFORMED, "Mensaje SCSP mal formado", variant, request_id)
         if incoming.kind != expected_kind:
             return fault(ESTADO_MALFORMED, f"Se esperaba {expected_kind}", variant, incoming.request_id)
+        misshapen = _misshapen(incoming)
+        if misshapen is not None:
+            return fault(ESTADO_MALFORMED, f"Mensaje SCSP mal formado: {misshapen} no es una estructura", variant,
+                         incoming.request_id)
         if chosen == "soap_fault":
-            return fault(ESTADO_BAD_REQUEST, "Error en el emisor: servicio no disponible", variant, incoming.request_id)
+            return fault(ESTADO_SYSTEM_ERROR, "Error en el emisor: servicio no disponible", variant, incoming.request_id)
         product = get_product(incoming.codigo_certificado)
         if product is None or (incoming.codigo_producto and incoming.codigo_producto != product.codigo_producto):
-            return fault(ESTADO_BAD_REQUEST, "Producto o modalidad desconocidos", variant, incoming.request_id)
+            return fault(ESTADO_UNKNOWN_PRODUCT, "Producto o modalidad desconocidos", variant, incoming.request_id)
 
         if incoming.kind == "SolicitudRespuesta":
             state = pending.get(incoming.request_id)
             if state is None or state["product"] is not product:
-                return fault(ESTADO_BAD_REQUEST, "IdPeticion desconocido o ya entregado", variant, incoming.request_id)
+                return fault(ESTADO_UNKNOWN_REQUEST, "IdPeticion desconocido o ya entregado", variant,
+                             incoming.request_id)
             state["polls"] += 1
             ready = (state["polls"] > config.pending_polls
                      and time.monotonic() - state["created"] >= config.pending_seconds)
@@ -333,7 +369,7 @@ def create_app(config: ViaObertaSandboxConfig) -> FastAPI:
         else:
             missing = _missing_fields(incoming)
             if missing:
-                return fault(ESTADO_BAD_REQUEST, "Faltan datos obligatorios: " + "; ".join(missing),
+                return fault(ESTADO_MISSING_DATA, "Faltan datos obligatorios: " + "; ".join(missing),
                              variant, incoming.request_id)
             titular = incoming.genericos.get("Titular") or {}
             identifier = str(titular.get("Documentacion", "")).strip().upper()

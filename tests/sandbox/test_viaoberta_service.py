@@ -91,13 +91,14 @@ def test_required_fields(url: str, mutate: Callable[[etree._Element], None], nee
     status, body = _post(url, _signed(_peticion(mutate)))
     fault = parse_fault(body)
     assert status == 500 and isinstance(fault, ErrorResult)
-    assert fault.codigo_estado == "0502"
+    # SCSP 0402 (a required field is missing): a final refusal; 05xx would read as the emitter's outage.
+    assert fault.codigo_estado == "0402"
     assert needle in fault.literal_error and fault.literal_error.startswith("Faltan datos obligatorios")
 
 
 def test_unknown_product(url: str) -> None:
     status, body = _post(url, _signed(_peticion(_set("CodigoProducto", "OTHER"))))
-    assert status == 500 and parse_fault(body).codigo_estado == "0502"
+    assert status == 500 and parse_fault(body).codigo_estado == "0234"
 
 
 @pytest.mark.parametrize("payload_kind", ["unsigned", "unregistered", "tampered"])
@@ -117,7 +118,6 @@ def test_signature_rules(url: str, payload_kind: str) -> None:
 @pytest.mark.parametrize("payload", [
     b"<soapenv:Envelope",
     b'<!DOCTYPE r [<!ENTITY x SYSTEM "file:///etc/passwd">]><r>&x;</r>',
-    b"<r>" + b"x" * (600 * 1024) + b"</r>",
 ])
 def test_hostile_requests(url: str, payload: bytes) -> None:
     status, body = _post(url, payload)
@@ -142,3 +142,42 @@ def test_bad_fault_configuration() -> None:
                                     registered_certs_pem=[issuer().cert_pem], fault="explode")
     with pytest.raises(ViaObertaError):
         create_app(config)
+
+
+def _as_text(name: str) -> Callable[[etree._Element], None]:
+    def mutate(content: etree._Element) -> None:
+        element = next(e for e in content.iter(qname(NS, name)))
+        for child in list(element):
+            element.remove(child)
+        element.text = "x"
+    return mutate
+
+
+def _repeated(name: str) -> Callable[[etree._Element], None]:
+    def mutate(content: etree._Element) -> None:
+        element = next(e for e in content.iter(qname(NS, name)))
+        element.getparent().append(etree.fromstring(etree.tostring(element)))
+    return mutate
+
+
+@pytest.mark.parametrize("mutate", [_as_text("Transmision"), _as_text("Emisor"), _as_text("Titular"),
+                                    _repeated("Solicitante")],
+                         ids=["Transmision", "Emisor", "Titular", "Solicitante-twice"])
+def test_a_signed_message_with_text_where_a_structure_belongs_gets_a_soap_fault(url: str, mutate) -> None:
+    """Validly signed, but not the schema: a signed fault 0401, not a crash (a plain-text HTTP 500 for
+    Transmision) nor an answer (Emisor)."""
+    status, body = _post(url, _signed(_peticion(mutate)))
+    fault = parse_fault(body)
+    assert status == 500 and isinstance(fault, ErrorResult) and fault.codigo_estado == "0401", fault
+
+
+def test_a_body_larger_than_the_parser_accepts_is_refused_unread(url: str) -> None:
+    too_big = b"<r>" + b"x" * (600 * 1024) + b"</r>"
+
+    def chunks():  # no Content-Length: refused while it streams
+        for start in range(0, len(too_big), 64 * 1024):
+            yield too_big[start:start + 64 * 1024]
+
+    for content in (too_big, chunks()):
+        response = httpx.post(url + SYNC, content=content, headers={"Content-Type": "text/xml"}, timeout=10)
+        assert response.status_code == 413, response.text

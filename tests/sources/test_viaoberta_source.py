@@ -126,6 +126,19 @@ async def test_pending_then_poll(base_url: str) -> None:
     assert ctype.validate_claims(ctype.map_claims(done.record, now=NOW)) == []
 
 
+async def test_a_delivered_or_unknown_query_polled_is_refused_not_an_outage(base_url: str) -> None:
+    """The sandbox answered such a poll with 0502, which reads as the emitter being down (retry later,
+    for ever); its own code (0207) is a final refusal."""
+    ctype = load_builtin_types()["working-life"]
+    src = source(base_url, "VIDA_LABORAL")
+    who = subject(DEMO_PENDING, "Pere Serra Mas")
+    pending = await src.fetch(ctype, who, context())
+    assert isinstance(await src.poll(pending.reference, ctype, who, context()), Claims)
+    for reference in (pending.reference, "UNKNOWN0000000000000000001"):
+        with pytest.raises(SourceRefused, match="0207"):
+            await src.poll(reference, ctype, who, context())
+
+
 async def fault_source(base_url: str, fault: str, **extra):
     http = httpx.AsyncClient(headers={"X-Sandbox-Fault": fault})
     return source(base_url, "ECOT103", http=http, **extra), http

@@ -129,7 +129,7 @@ async def test_pending_then_done() -> None:
         assert isinstance(done, DataResult) and done.evidence.request_id == first.request_id
         assert done.data["ListaTitulos"]["DatosTitulacion"][0]["DatosCentro"]["Universidad"] == "Universitat Rovira i Virgili"
         again = await client.poll(first.request_id, "TITOLS_UNIVERSITARIS")
-        assert isinstance(again, ErrorResult) and again.codigo_estado == "0502"
+        assert isinstance(again, ErrorResult) and again.codigo_estado == "0207"  # delivered: not an outage
 
 
 async def test_configured_subsets_and_state_variant() -> None:
