@@ -126,13 +126,27 @@ async def register_type(ctx: IssuerContext, session: AsyncSession, tenant: Tenan
     return RegisteredType(row.id, row.type_id, row.version, ctype)
 
 
+def _origin(url: str) -> tuple[str, int | None]:
+    """``(host, port)`` as a client would connect: the scheme's default port filled in and a DNS name's
+    trailing dot dropped, so ``https://issuer.example.org.:443/`` is the issuer's own origin too (the
+    scheme itself is left out: behind its proxy the issuer's http and https are the same server).
+    Raises ``ValueError`` for a port that is out of range or not a number."""
+    parts = urlsplit(url)
+    port = parts.port or {"https": 443, "http": 80}.get(parts.scheme.lower())
+    return (parts.hostname or "").rstrip(".").lower(), port
+
+
 def _foreign_vct(ctx: IssuerContext, tenant: Tenant, type_id: str, vct: str) -> str | None:
     """Why ``vct`` is refused when it is on the issuer's own origin but not the URL the issuer serves this
     type's metadata at (a tenant must not claim another tenant's URL); ``None`` when acceptable."""
-    own = urlsplit(ctx.settings.public_url)
-    parts = urlsplit(vct)
-    if (parts.hostname or "").lower() != (own.hostname or "").lower() or parts.port != own.port:
+    own = _origin(ctx.settings.public_url)
+    try:
+        theirs = _origin(vct)
+    except ValueError:  # a port out of range or not a number: no URL anyone serves
+        return "the vct's port is not a valid port number"
+    if theirs != own:
         return None
+    parts = urlsplit(vct)
     # The issuer serves /t/<slug>/types/<id> (the newest version of that type): any other path on its
     # origin is another tenant's, another type's, or nothing it serves.
     if unquote(parts.path) == f"/t/{tenant.slug}/types/{type_id}" and not parts.query:

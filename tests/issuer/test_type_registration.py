@@ -35,6 +35,15 @@ async def test_a_vct_on_the_issuers_origin_must_be_under_the_tenants_own_path(is
                                 json={"definition": _definition(f"foreign-vct-{i}", origin + path)})
             assert r.status_code == 400, (path, r.text)
             assert [p["path"] for p in r.json()["problems"]] == ["vct"]
+        # The same origin spelt otherwise: a trailing dot on the host.
+        host, port = urlsplit(issuer_env.url).hostname, urlsplit(issuer_env.url).port
+        r = await http.post(f"{issuer_env.url}/v1/types", headers=headers, json={
+            "definition": _definition("dotted-vct", f"https://{host}.:{port}/t/aoc-tax/types/x")})
+        assert r.status_code == 400 and r.json()["problems"][0]["path"] == "vct", r.text
+        # A port no URL can have is a problem of the definition, not a 500.
+        r = await http.post(f"{issuer_env.url}/v1/types", headers=headers, json={
+            "definition": _definition("bad-port-vct", f"https://{host}:99999/t/uni-barcelona/types/bad-port-vct")})
+        assert r.status_code == 400 and r.json()["problems"][0]["path"] == "vct", r.text
         r = await http.post(f"{issuer_env.url}/v1/types", headers=headers, json={
             "definition": _definition("own-vct", origin + "/t/uni-barcelona/types/own-vct")})
         assert r.status_code == 201, r.text
