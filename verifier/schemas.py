@@ -7,7 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-from ssi.dcql import SUPPORTED_AUTHORITY_TYPES, parse_dcql_query
+from ssi.dcql import SUPPORTED_AUTHORITY_TYPES, DCQLQuery, parse_dcql_query
 from ssi.encoding import b64url_decode
 from ssi.errors import SSIError
 from ssi.oid4vci import check_url
@@ -43,17 +43,27 @@ class TrustedIssuer(BaseModel):
         return self
 
 
+UNENFORCEABLE_AUTHORITY = "a trusted_authorities type other than 'aki' cannot be enforced by this verifier"
+
+
+def unenforceable_authority(query: DCQLQuery) -> str | None:
+    """The id of a Credential Query naming a ``trusted_authorities`` type the verifier cannot check
+    (a restriction announced to wallets and never enforced), or ``None``."""
+    for cq in query.credentials:
+        if any(authority.type not in SUPPORTED_AUTHORITY_TYPES for authority in cq.trusted_authorities or ()):
+            return cq.id
+    return None
+
+
 def _check_query(value: dict[str, Any]) -> dict[str, Any]:
     # PydanticCustomError, unlike ValueError, reaches the agency's error description: these texts
     # carry a stable code and never the input.
     try:
         query = parse_dcql_query(value, strict=True)
+        if unenforceable_authority(query) is not None:
+            raise PydanticCustomError("dcql_query", UNENFORCEABLE_AUTHORITY)
         for cq in query.credentials:
             for authority in cq.trusted_authorities or ():
-                # A type the verifier cannot check would be a restriction announced and never enforced.
-                if authority.type not in SUPPORTED_AUTHORITY_TYPES:
-                    raise PydanticCustomError("dcql_query", "a trusted_authorities type other than 'aki' "
-                                              "cannot be enforced by this verifier")
                 for aki in authority.values:
                     b64url_decode(aki)
     except SSIError as exc:

@@ -20,12 +20,24 @@ from service_kit.outbound import refused_destination
 from service_kit.ratelimit import Limit, client_address, enforce, limiter_of, rate_limit_responses
 from service_kit.security import no_store
 from ssi import x509 as ssi_x509
+from ssi.dcql import parse_dcql_query
+from ssi.errors import SSIError
 from ssi.oid4vci import check_url
 from ssi.qr import qr_png, qr_svg
 from verifier.agencies import verifier_host
 from verifier.models import Agency, Template, Transaction
 from verifier.routes.deps import AgencyDep, Services, Svc, authenticated_row, bearer_token, current_agency
-from verifier.schemas import AgencyOut, ExchangeIn, RequestIn, RequestOut, ResultOut, TemplateIn, TemplateOut
+from verifier.schemas import (
+    UNENFORCEABLE_AUTHORITY,
+    AgencyOut,
+    ExchangeIn,
+    RequestIn,
+    RequestOut,
+    ResultOut,
+    TemplateIn,
+    TemplateOut,
+    unenforceable_authority,
+)
 from verifier.statements import AGENCY_AND_TEMPLATE_BY_KEY_HASH, TEMPLATE_BY_NAME, TRANSACTION_FOR_KEY_HASH
 from verifier.transactions import (
     FINAL_STATUSES,
@@ -62,6 +74,18 @@ def _require_holder_binding(dcql_query: dict[str, Any], *, template: str | None 
                            f"{where}credential query {cq.get('id')!r}: require_cryptographic_holder_binding false "
                            "is not supported; this verifier always requires cryptographic holder binding "
                            "(omit the member or set it to true)")
+
+
+def _require_enforceable_authorities(dcql_query: dict[str, Any], *, template: str) -> None:
+    """Refuse a stored template naming a ``trusted_authorities`` type the verifier cannot check (one
+    stored before such queries were refused): wallets would offer nothing, and every answer fail."""
+    try:
+        qid = unenforceable_authority(parse_dcql_query(dcql_query, strict=False))
+    except SSIError:
+        return  # anything else wrong with it is found where the query is used, as before
+    if qid is not None:
+        raise APIError(400, "invalid_request", f"template {template!r}, credential query {qid!r}: "
+                                               f"{UNENFORCEABLE_AUTHORITY}")
 
 
 def _check_anchors(pems: list[str]) -> None:
@@ -182,6 +206,7 @@ def _spec(body: RequestIn, template: Template | None, svc: Services) -> RequestS
     if template is not None:
         # A template stored before such queries were refused is refused here rather than sent to wallets.
         _require_holder_binding(template.dcql_query, template=template.name)
+        _require_enforceable_authorities(template.dcql_query, template=template.name)
         return RequestSpec(dcql_query=template.dcql_query, purpose=template.purpose,
                            trusted_issuers=template.trusted_issuers, anchors_pem=template.anchors_pem or [],
                            retention_seconds=template.retention_seconds,
