@@ -18,10 +18,12 @@ inward either.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
+import email.utils
 import ipaddress
 import socket
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -274,6 +276,24 @@ def guarded_sync_transport(policy: OutboundPolicy, **kwargs: Any) -> httpx.HTTPT
     transport = httpx.HTTPTransport(**kwargs)
     _guard_pool(transport, lambda inner: _GuardedSyncBackend(policy, inner))
     return transport
+
+
+def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
+    """The seconds a peer's ``Retry-After`` asks for (RFC 9110 §10.2.3: delay-seconds, or an HTTP date,
+    read as UTC when it names no zone), or ``None`` when absent or unreadable. The peer writes it:
+    nothing in it may raise (``str.isdigit`` alone takes ``²``, which ``float`` refuses)."""
+    value = (headers.get("retry-after") or "").strip()
+    if not value:
+        return None
+    if value.isascii() and value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+        if when.tzinfo is None:  # no zone, or "-0000": the date is UTC (RFC 5322 3.3)
+            when = when.replace(tzinfo=dt.UTC)
+        return max(0.0, (when - dt.datetime.now(dt.UTC)).total_seconds())
+    except (TypeError, ValueError, OverflowError, IndexError):
+        return None
 
 
 class ResponseBodyRefused(Exception):

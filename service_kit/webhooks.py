@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import email.utils
 import hashlib
 import hmac
 import logging
@@ -52,7 +51,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, declared_attr, mapped_column
 
 from service_kit.db import UTCDateTime
-from service_kit.outbound import CALL_DEADLINE_FACTOR
+from service_kit.outbound import CALL_DEADLINE_FACTOR, retry_after_seconds
 
 SIGNATURE_HEADER = "Cartera-Signature"
 EVENT_ID_HEADER = "Cartera-Event-Id"
@@ -150,18 +149,8 @@ def backoff_delay(attempt: int, base: float = 0.5, cap: float = 60.0) -> float:
 def _retry_after(response: httpx.Response, cap: float) -> float | None:
     """Seconds ``Retry-After`` asks for (capped), or ``None`` when absent or unreadable: the header is the
     receiver's to write, and nothing in it may stop a delivery round."""
-    value = response.headers.get("retry-after", "").strip()
-    if not value:
-        return None
-    if value.isascii() and value.isdigit():  # str.isdigit alone takes "²", which float() refuses
-        return min(cap, float(value))
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-        if when.tzinfo is None:  # no zone, or "-0000": the date is UTC (RFC 5322 3.3)
-            when = when.replace(tzinfo=dt.UTC)
-        return max(0.0, min(cap, (when - dt.datetime.now(dt.UTC)).total_seconds()))
-    except (TypeError, ValueError, OverflowError):
-        return None
+    seconds = retry_after_seconds(response.headers)
+    return None if seconds is None else min(cap, seconds)
 
 
 #: How much of a receiver's answer is read: only its status and ``Retry-After`` matter. A small body is

@@ -25,6 +25,7 @@ from sqlalchemy import and_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service_kit.errors import APIError
+from service_kit.outbound import retry_after_seconds
 from ssi import sd_jwt_vc
 from ssi.errors import SSIError
 from ssi.jose import Key, sign_jws
@@ -581,10 +582,8 @@ def _json(response: httpx.Response) -> Any:
 
 
 def _retry_after(response: httpx.Response) -> float | None:
-    """``Retry-After`` in seconds (the delta form; an HTTP date is not worth waiting for here)."""
-    value = response.headers.get("Retry-After", "").strip()
-    # str.isdigit alone takes "²", which float() refuses: the issuer writes this header, not us.
-    return float(value) if value.isascii() and value.isdigit() else None
+    """``Retry-After`` in seconds, or ``None`` (the caller does not wait longer than MAX_RETRY_AFTER)."""
+    return retry_after_seconds(response.headers)
 
 
 def _refusal(status: int, error: Any) -> IssuanceError:

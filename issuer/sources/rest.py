@@ -16,7 +16,7 @@ from urllib.parse import quote, urlsplit
 import anyio
 import httpx
 
-from service_kit.outbound import IDENTITY, ResponseBodyRefused, read_capped
+from service_kit.outbound import IDENTITY, ResponseBodyRefused, read_capped, retry_after_seconds
 from ssi.encoding import json_loads
 from ssi.errors import SSIError
 
@@ -45,8 +45,8 @@ MAX_ANSWER_BYTES = 1_000_000
 
 
 def _retry_after(response: _Answer) -> int | None:
-    value = response.headers.get("retry-after", "").strip()
-    return int(value) if value.isascii() and value.isdigit() else None  # isdigit alone takes "²"
+    seconds = retry_after_seconds(response.headers)
+    return None if seconds is None else int(min(seconds, 86_400))  # a day: never an overflowing int(inf)
 
 
 class _Answer(NamedTuple):
