@@ -16,19 +16,15 @@ Contract (what the issuer relies on):
 from __future__ import annotations
 
 import datetime as dt
-import re
 import secrets
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from ssi.errors import SSIError
+from viaoberta.xmlsafe import is_xml_text
 
 if TYPE_CHECKING:
     from credential_schemas import CredentialType
-
-#: Characters no query context may hold: control characters (but tab, LF, CR), unpaired surrogates,
-#: U+FFFE/U+FFFF — what XML 1.0 cannot carry.
-_NOT_TEXT = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
 #: Legal bases / consent values, as SCSP v3 ``Consentimiento`` spells them.
 CONSENT_VALUES: tuple[str, ...] = ("Si", "Ley", "NoOpo")
@@ -151,7 +147,7 @@ class SourceContext:
                      "requesting_body_name"):
             if not isinstance(getattr(self, name), str) or not getattr(self, name).strip():
                 raise SourceRefused(f"the query context needs {name}")
-            if _NOT_TEXT.search(getattr(self, name)):
+            if not is_xml_text(getattr(self, name)):
                 # Written into queries (SCSP XML, headers): refused here, when a tenant stores it.
                 raise SourceRefused(f"{name} holds a control character or an unpaired surrogate")
 
