@@ -6,12 +6,12 @@ from pathlib import Path
 from typing import ClassVar, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from service_kit.ratelimit import RateSpec
 from service_kit.settings import SigningServiceSettings, check_admin_key
-from ssi.urls import is_loopback_host
+from ssi.urls import UnsafeURL, is_loopback_host, split_secure_url
 
 #: Smallest status list outside ``dev_mode``: herd privacy (docs/issuer.md, "Status lists").
 MIN_STATUS_LIST_SIZE = 100_000
@@ -178,18 +178,25 @@ class IssuerSettings(SigningServiceSettings):
     def _check_idp_url(cls, value: str, info: ValidationInfo) -> str:
         # Where citizens log in and where the issuer sends the authorization code and its client secret:
         # outside dev_mode, https to a host that is not this machine (never the development sandbox).
+        # The messages never quote the value (start-up errors name the setting only).
         value = value.strip()
         if not value or info.data.get("dev_mode"):
             return value
         try:
-            parts = urlsplit(value)
-        except ValueError:
-            raise ValueError("not a URL") from None
-        if parts.scheme != "https" or not parts.hostname:
-            raise ValueError(f"must be an https URL outside dev_mode: {value!r}")
-        if is_loopback_host(parts.hostname):
-            raise ValueError(f"must not point at this machine (loopback) outside dev_mode: {value!r}")
+            parts = split_secure_url(value)
+        except UnsafeURL as exc:
+            raise ValueError(f"must be an https URL outside dev_mode (it {exc})") from None
+        if is_loopback_host(parts.hostname or ""):
+            raise ValueError("must not point at this machine (loopback) outside dev_mode") from None
         return value
+
+    @model_validator(mode="after")
+    def _idp_complete(self) -> IssuerSettings:
+        # Two of the three URLs set would turn the login flow off without a word.
+        given = [bool(self.idp_authorize_url), bool(self.idp_token_url), bool(self.idp_userinfo_url)]
+        if any(given) and not all(given):
+            raise ValueError("idp_authorize_url, idp_token_url and idp_userinfo_url are set together or not at all")
+        return self
 
     @property
     def idp_configured(self) -> bool:

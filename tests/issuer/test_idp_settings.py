@@ -43,6 +43,23 @@ def test_outside_dev_mode_a_plain_http_or_loopback_identity_provider_stops_the_s
     assert master not in str(refused.value)
 
 
+@pytest.mark.parametrize("name", IDP_FIELDS)
+def test_a_refused_identity_provider_url_is_not_quoted_and_carries_no_user_information(name: str) -> None:
+    url = "https://client:s3cret-pass@idp.example.org/o/oauth2/token"
+    with pytest.raises(ValueError, match=name) as refused:
+        IssuerSettings(dev_mode=False, public_url="https://issuer.example.org", master_key=secrets.token_hex(32),
+                       **{name: url})
+    assert "s3cret-pass" not in str(refused.value)
+
+
+def test_an_identity_provider_named_in_part_stops_the_start() -> None:
+    """Two of the three URLs would turn the login flow off without a word."""
+    base = "https://identitats.aoc.cat"
+    with pytest.raises(ValueError, match="set together or not at all"):
+        _production(oauth_clients=WALLET, idp_authorize_url=f"{base}/o/oauth2/auth",
+                    idp_token_url=f"{base}/o/oauth2/token")
+
+
 def test_an_https_identity_provider_is_accepted_and_turns_the_flow_on() -> None:
     base = "https://identitats.aoc.cat"
     settings = _production(oauth_clients=WALLET, idp_authorize_url=f"{base}/o/oauth2/auth",
