@@ -19,6 +19,7 @@ from service_kit.db import Database
 from service_kit.migrations import run_migrations_async
 from service_kit.outbound import guarded_transport
 from service_kit.ratelimit import build_limiter
+from service_kit.settings import ConfigurationError
 
 from .aries_channel import IssuerAriesChannel
 from .context import IssuerContext
@@ -51,7 +52,7 @@ def create_app(settings: IssuerSettings | None = None, *, run_background: bool =
     try:
         load_ca(settings)  # a wrong mount stops the start, not the first tenant creation
     except SigningKeyError as exc:
-        raise RuntimeError(f"{exc.detail}; mount the file readable by the service's user, "
+        raise ConfigurationError(f"{exc.detail}; mount the file readable by the service's user, "
                            "or leave the setting empty") from None
     db = Database.from_settings(settings)
     master_key = load_master_key(settings)

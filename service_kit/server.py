@@ -12,6 +12,7 @@ import importlib
 import uvicorn
 
 from .http_protocol import GatheringHttpToolsProtocol
+from .settings import ConfigurationError
 
 
 def serve(
@@ -97,6 +98,8 @@ def main(argv: list[str] | None = None) -> None:
     except ValidationError as exc:
         # A bad setting: say which and why, without a traceback and never the value (it may be a secret).
         raise SystemExit(configuration_error_message(exc)) from None
+    except ConfigurationError as exc:
+        raise SystemExit(f"configuration error: {exc}") from None
 
 
 def configuration_error_message(exc: Exception) -> str:

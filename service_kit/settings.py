@@ -24,6 +24,12 @@ from .outbound import OutboundPolicy
 
 LogLevel = Literal["debug", "info", "warning", "error", "critical"]
 
+class ConfigurationError(RuntimeError):
+    """A setting names something the service cannot use (a file it cannot read or parse...), found while
+    the app is built: its message names the setting, never a secret, and it is shown without a
+    traceback (``service_kit.server``)."""
+
+
 #: Shortest platform admin key accepted outside dev_mode (``secrets.token_urlsafe(32)`` makes 43).
 MIN_ADMIN_KEY_LENGTH = 32
 

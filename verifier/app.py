@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 from fastapi import FastAPI
@@ -19,7 +20,9 @@ from service_kit.db import Database
 from service_kit.migrations import run_migrations_async
 from service_kit.outbound import guarded_transport
 from service_kit.ratelimit import build_limiter
+from service_kit.settings import ConfigurationError
 from ssi import x509 as ssi_x509
+from ssi.errors import SSIError
 from ssi.jose import Key
 from verifier import __version__
 from verifier.agencies import SigningKeys, key_backend
@@ -44,21 +47,31 @@ def _read_setting_file(setting: str, path: Path) -> bytes:
     try:
         return path.read_bytes()
     except OSError as exc:
-        raise RuntimeError(f"CARTERA_VERIFIER_{setting.upper()}: cannot read {path} ({exc.strerror or exc}); "
+        raise ConfigurationError(f"CARTERA_VERIFIER_{setting.upper()}: cannot read {path} ({exc.strerror or exc}); "
                            "mount the file readable by the service's user, or leave the setting empty") from None
+
+
+def _parsed(setting: str, path: Path, parse: Any) -> Any:
+    """``parse`` of a configured file's bytes, or a start-up error naming the setting (never the key)."""
+    data = _read_setting_file(setting, path)
+    try:
+        return parse(data)
+    except (SSIError, ValueError, IndexError) as exc:
+        raise ConfigurationError(f"CARTERA_VERIFIER_{setting.upper()}: {path} is not what it should hold "
+                           f"({type(exc).__name__})") from None
 
 
 def _load_anchors(path: Path | None) -> list:
     if path is None:
         return []
-    return ssi_x509.load_pem_certificates(_read_setting_file("issuer_anchors_file", path))
+    return _parsed("issuer_anchors_file", path, ssi_x509.load_pem_certificates)  # type: ignore[no-any-return]
 
 
 def _load_rp_ca(settings: VerifierSettings) -> tuple[Key, object] | None:
     if settings.rp_ca_key_file is None or settings.rp_ca_cert_file is None:
         return None
-    key = Key.from_pem(_read_setting_file("rp_ca_key_file", settings.rp_ca_key_file))
-    cert = ssi_x509.load_pem_certificates(_read_setting_file("rp_ca_cert_file", settings.rp_ca_cert_file))[0]
+    key = _parsed("rp_ca_key_file", settings.rp_ca_key_file, Key.from_pem)
+    cert = _parsed("rp_ca_cert_file", settings.rp_ca_cert_file, lambda data: ssi_x509.load_pem_certificates(data)[0])
     return key, cert
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar, Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from service_kit.ratelimit import RateSpec
@@ -85,7 +85,9 @@ class VerifierSettings(SigningServiceSettings):
                                           "not listed, the suite the trusted issuers publish for the type at "
                                           "`<iss>/v1/aries/issuer`, else BbsBlsSignature2020.")
 
-    @model_validator(mode="after")
-    def _admin_key_strength(self) -> VerifierSettings:
-        check_admin_key(self.admin_api_key, self.dev_mode)
-        return self
+    @field_validator("admin_api_key")
+    @classmethod
+    def _admin_key_strength(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        # A field validator, as the issuer's: the error then names this setting alone.
+        check_admin_key(value, bool(info.data.get("dev_mode")))
+        return value

@@ -86,7 +86,8 @@ def _load_ca(ctx: IssuerContext) -> tuple[Key, cx509.Certificate] | None:
     except SigningKeyError as exc:  # checked at start-up: the file went away or changed since
         log.error("issuer CA unreadable", extra={"code": exc.code})
         raise APIError(503, "temporarily_unavailable", f"the issuer cannot certify keys now: {exc.detail}; "
-                                                       "the operator must restore the file") from None
+                                                       "the operator must restore the file",
+                       headers={"Retry-After": "60"}) from None
 
 
 @router.post("/tenants", status_code=201, response_model=TenantCreated, dependencies=[Depends(platform_admin)],

@@ -62,6 +62,21 @@ def test_verifier_with_a_missing_ca_key_file_says_which_setting(tmp_path: Path) 
     assert "CARTERA_VERIFIER_RP_CA_KEY_FILE: cannot read /nonexistent/relying-parties-ca-key.pem" in output, output
 
 
+def test_verifier_with_a_ca_key_file_that_holds_no_key_says_which_setting(tmp_path: Path) -> None:
+    (tmp_path / "key.pem").write_text("not a key", encoding="utf-8")
+    (tmp_path / "ca.pem").write_text("", encoding="utf-8")
+    result = _start("verifier.app:create_app", {
+        "CARTERA_VERIFIER_DEV_MODE": "true", "CARTERA_VERIFIER_DATA_DIR": str(tmp_path),
+        "CARTERA_VERIFIER_DATABASE_URL": "sqlite+aiosqlite:///:memory:",
+        "CARTERA_VERIFIER_RP_CA_KEY_FILE": str(tmp_path / "key.pem"),
+        "CARTERA_VERIFIER_RP_CA_CERT_FILE": str(tmp_path / "ca.pem")},
+        "--host", "127.0.0.1", "--port", "1", "--workers", "1")
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert f"CARTERA_VERIFIER_RP_CA_KEY_FILE: {tmp_path / 'key.pem'} is not what it should hold" in output, output
+    assert "Traceback" not in output
+
+
 @pytest.mark.parametrize("service", ["issuer", "verifier"])
 def test_platform_admin_key_is_long_outside_dev_mode(monkeypatch: pytest.MonkeyPatch, service: str) -> None:
     from pydantic import ValidationError
