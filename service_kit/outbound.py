@@ -297,7 +297,12 @@ def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
 
 
 class ResponseBodyRefused(Exception):
-    """An answer's body is larger than the caller accepts, or encoded so that it cannot be read within that."""
+    """An answer's body is larger than the caller accepts (``too_large``), or cannot be read: a coding
+    that cannot be bounded, a corrupt or truncated compressed body."""
+
+    def __init__(self, message: str, *, too_large: bool = False) -> None:
+        super().__init__(message)
+        self.too_large = too_large
 
 
 #: ``Accept-Encoding`` of a bounded read: ask for the body as is (httpx asks for gzip by default, and
@@ -320,10 +325,10 @@ async def read_capped(response: httpx.Response, max_bytes: int) -> bytes:
     declared = response.headers.get("content-length", "")
     if declared.isascii() and declared.isdigit() and int(declared) > max_bytes:
         # Compressed or not: nothing worth reading is bigger than the cap itself.
-        raise ResponseBodyRefused(f"the answer is larger than {max_bytes} bytes")
+        raise ResponseBodyRefused(f"the answer is larger than {max_bytes} bytes", too_large=True)
     if response.is_stream_consumed:  # read already by a transport that reads answers whole
         if len(response.content) > max_bytes:
-            raise ResponseBodyRefused(f"the answer is larger than {max_bytes} bytes")
+            raise ResponseBodyRefused(f"the answer is larger than {max_bytes} bytes", too_large=True)
         return response.content
     coding = codings[0] if codings else None
     inflater: Any = zlib.decompressobj(16 + zlib.MAX_WBITS) if coding in ("gzip", "x-gzip") else None
@@ -333,7 +338,7 @@ async def read_capped(response: httpx.Response, max_bytes: int) -> bytes:
     async for chunk in response.aiter_raw():
         raw += len(chunk)
         if raw > max_bytes:
-            raise ResponseBodyRefused(f"the answer is larger than {max_bytes} bytes")
+            raise ResponseBodyRefused(f"the answer is larger than {max_bytes} bytes", too_large=True)
         if coding == "deflate" and inflater is None:
             pending += chunk
             if len(pending) < 2:
@@ -351,6 +356,9 @@ async def read_capped(response: httpx.Response, max_bytes: int) -> bytes:
                 raise ResponseBodyRefused("the answer's compressed body cannot be read") from exc
         size += len(chunk)
         if size > max_bytes:
-            raise ResponseBodyRefused(f"the answer is larger than {max_bytes} bytes")
+            raise ResponseBodyRefused(f"the answer is larger than {max_bytes} bytes", too_large=True)
         parts.append(chunk)
+    if pending or (inflater is not None and not inflater.eof):
+        # The stream ended inside the compressed body: what came is not the whole answer.
+        raise ResponseBodyRefused("the answer's compressed body is truncated")
     return b"".join(parts)

@@ -174,7 +174,7 @@ async def fetch_bytes(client: httpx.AsyncClient, url: str, *, accept: str, max_b
             # Counted as inflated, and never inflated past the cap (httpx inflates a chunk whole).
             return await read_capped(response, max_bytes)
     except ResponseBodyRefused as exc:
-        raise FetchError("response too large") from exc
+        raise FetchError("response too large" if exc.too_large else "response body unreadable") from exc
     except TimeoutError as exc:
         raise FetchError("deadline exceeded") from exc
     except httpx.HTTPError as exc:

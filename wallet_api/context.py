@@ -147,7 +147,8 @@ class WalletContext:
                 response._content = await read_capped(response, MAX_FETCH_BYTES)
                 return response
         except ResponseBodyRefused as exc:
-            raise FetchError(f"{_host(url)} answered too much data", maybe_delivered=method != "GET") from exc
+            what = "too much data" if exc.too_large else "a body that cannot be read"
+            raise FetchError(f"{_host(url)} answered {what}", maybe_delivered=method != "GET") from exc
         except TimeoutError as exc:
             raise FetchError(f"{_host(url)} did not finish answering in time",
                              maybe_delivered=method != "GET") from exc

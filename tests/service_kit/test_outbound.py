@@ -213,3 +213,30 @@ def test_a_bounded_read_decodes_up_to_the_cap_and_no_further(encoded: str, codin
 def test_a_bounded_read_refuses_a_coding_it_cannot_bound(encoded: str) -> None:
     with pytest.raises(ResponseBodyRefused):
         _read_capped(f"{encoded}/br", 1 << 20)
+
+
+@pytest.fixture(scope="module")
+def damaged() -> Iterator[str]:
+    """Answers gzip bodies that are corrupt, cut short, or one byte of deflate."""
+    app = FastAPI()
+    whole = gzip.compress(_PAYLOAD)
+    bodies = {"corrupt": whole[:10] + b"\xff" * 20 + whole[30:], "truncated": whole[: len(whole) // 2],
+              "one-byte-deflate": b"x"}
+
+    @app.get("/{name}")
+    async def answer(name: str) -> Response:
+        coding = "deflate" if name == "one-byte-deflate" else "gzip"
+        return Response(bodies[name], headers={"Content-Encoding": coding})
+
+    with serve(app) as url:
+        yield url
+
+
+@pytest.mark.parametrize("name", ["corrupt", "truncated", "one-byte-deflate"])
+def test_a_damaged_compressed_body_is_unreadable_not_too_large(damaged: str, name: str) -> None:
+    with pytest.raises(ResponseBodyRefused) as refused:
+        _read_capped(f"{damaged}/{name}", 1 << 20)
+    assert not refused.value.too_large
+    with pytest.raises(ResponseBodyRefused) as refused:
+        _read_capped(f"{damaged}/corrupt?n=1", 10)  # too large is said so, whatever follows
+    assert refused.value.too_large
