@@ -13,8 +13,11 @@ from __future__ import annotations
 import base64
 import binascii
 import gzip
+import json
 import zlib
 from typing import Any
+
+from service_kit.outbound import IDENTITY, ResponseBodyRefused, read_capped
 
 from .errors import AriesError
 
@@ -124,11 +127,13 @@ async def sign_list(agent: Any, credential: dict[str, Any], proof_type: str) -> 
     return signed
 
 
-def status_lookup(agent: Any, http: Any, *, allowed_prefixes: tuple[str, ...] = ()) -> Any:
+def status_lookup(agent: Any, http: Any, *, allowed_prefixes: tuple[str, ...] = (),
+                  max_bytes: int = 2_000_000) -> Any:
     """A :data:`aries.presentation.StatusLookup` fetching the list over HTTP, verified by ``agent``.
 
     ``http`` is an ``httpx.AsyncClient``; ``allowed_prefixes`` (when given) restricts the list URLs a
-    credential may make us fetch, so a hostile credential cannot point the verifier anywhere.
+    credential may make us fetch, so a hostile credential cannot point the verifier anywhere; the
+    answer is read up to ``max_bytes``.
     """
     async def lookup(entry: dict[str, Any], issuer: str) -> bool:
         url = entry.get("statusListCredential") if isinstance(entry, dict) else None
@@ -137,8 +142,12 @@ def status_lookup(agent: Any, http: Any, *, allowed_prefixes: tuple[str, ...] = 
         if allowed_prefixes and not url.startswith(allowed_prefixes):
             raise AriesError("status_list_not_allowed", "status list URL outside the allowed origins")
         try:
-            answer = await http.get(url, timeout=5.0)
-            document = answer.json() if answer.status_code == 200 else None
+            # Read bounded and never inflated past the bound, as the verifier's other fetches.
+            async with http.stream("GET", url, headers=IDENTITY, timeout=5.0) as answer:
+                document = (json.loads(await read_capped(answer, max_bytes))
+                            if answer.status_code == 200 else None)
+        except ResponseBodyRefused as exc:
+            raise AriesError("status_unavailable", "status list too large or unreadable") from exc
         except (ValueError, OSError) as exc:
             raise AriesError("status_unavailable", "status list could not be fetched") from exc
         except Exception as exc:  # httpx errors; kept generic so this module needs no httpx import

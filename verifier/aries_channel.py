@@ -46,6 +46,8 @@ from service_kit.crypto import load_master_key
 from service_kit.db import dialect_insert
 from service_kit.errors import APIError
 from service_kit.outbound import guarded_transport
+from ssi.encoding import json_loads
+from ssi.errors import EncodingError
 from ssi.oid4vci import check_url
 from verifier.agencies import verifier_host
 from verifier.aries_models import AriesPresentation, AriesWebhookEvent, AriesWebhookKey
@@ -61,7 +63,7 @@ from verifier.transactions import (
     create_transaction,
     utcnow,
 )
-from verifier.verification import CheckError
+from verifier.verification import CheckError, FetchError, fetch_bytes
 
 log = logging.getLogger(__name__)
 
@@ -365,19 +367,21 @@ class VerifierAriesChannel:
         self.runtime.check()
         return self.runtime.client
 
-    async def _issuer_documents(self, issuers: list[str]) -> dict[str, dict[str, Any]]:
-        """``<iss>/v1/aries/issuer`` of each trusted issuer that answers one naming itself."""
+    async def _issuer_document(self, issuer: str) -> dict[str, Any] | None:
+        """``<iss>/v1/aries/issuer`` when the issuer answers one naming itself (read bounded, within the
+        call deadline, as the verifier's other fetches), else ``None``."""
         assert self.http is not None
-        found: dict[str, dict[str, Any]] = {}
-        for issuer in issuers:
-            try:
-                answer = await self.http.get(f"{issuer}/v1/aries/issuer")
-                document = answer.json() if answer.status_code == 200 else None
-            except (httpx.HTTPError, ValueError):
-                document = None
-            if isinstance(document, dict) and document.get("issuer") == issuer:
-                found[issuer] = document
-        return found
+        try:
+            document = json_loads(await fetch_bytes(self.http, f"{issuer}/v1/aries/issuer", accept="application/json",
+                                                    max_bytes=self.settings.max_fetch_bytes))
+        except (FetchError, EncodingError):
+            return None
+        return document if isinstance(document, dict) and document.get("issuer") == issuer else None
+
+    async def _issuer_documents(self, issuers: list[str]) -> dict[str, dict[str, Any]]:
+        """The documents of the trusted issuers that answer one, fetched at once."""
+        documents = await asyncio.gather(*(self._issuer_document(issuer) for issuer in issuers))
+        return {issuer: document for issuer, document in zip(issuers, documents, strict=True) if document is not None}
 
     async def issuer_dids(self, issuers: list[str]) -> dict[str, str]:
         """``{did: issuer identifier}`` published by the trusted issuers (an unreachable one contributes none)."""
@@ -391,10 +395,15 @@ class VerifierAriesChannel:
         """The signature suite to ask for ``vct`` when the settings pin none: the one the trusted issuers
         publish for it. A request in another suite could never be answered (an Ed25519 credential
         cannot yield a BBS+ derived proof, and the holder's agent presents a BBS+ one only derived).
-        Issuers that publish nothing (unreachable, or not Cartera) leave BBS+; issuers that disagree
-        answer 400, as one request cannot ask both."""
+        Issuers that publish no suite for it leave BBS+; issuers that disagree answer 400, as one
+        request cannot ask both. When none answers, 503: guessing could make a request nobody can
+        answer, and without their DIDs (the same document) no answer could be trusted anyway."""
+        documents = await self._issuer_documents(issuers)
+        if not documents:
+            raise APIError(503, "temporarily_unavailable", "no trusted issuer answered at <iss>/v1/aries/issuer; "
+                                                           "try again shortly", headers={"Retry-After": "30"})
         suites = set()
-        for document in (await self._issuer_documents(issuers)).values():
+        for document in documents.values():
             published = document.get("suites")
             suite = published.get(vct) if isinstance(published, dict) else None
             if suite in SUITES:
@@ -408,7 +417,7 @@ class VerifierAriesChannel:
                      row: AriesPresentation) -> tuple[str, dict[str, Any], dt.datetime | None]:
         assert self.http is not None
         dids = await self.issuer_dids(list(row.issuers))
-        lookup = status_lookup(self.agent_client(), self.http,
+        lookup = status_lookup(self.agent_client(), self.http, max_bytes=self.settings.max_fetch_bytes,
                                allowed_prefixes=tuple(f"{issuer}/" for issuer in row.issuers))
         verified = await check_presentation(record, request, trusted_issuers=dids, status_lookup=lookup)
         for name, accepted in (row.values or {}).items():

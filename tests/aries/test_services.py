@@ -376,6 +376,10 @@ def test_the_verifier_asks_for_the_suite_the_trusted_issuers_publish(world: Worl
         assert asked(silent).json()["proof_type"] == BBS  # nothing published: the default
         both = asked(ed, bbs)
         assert both.status_code == 400 and "pin one" in both.json()["error_description"]
+        # No trusted issuer answering: a 503 to retry, not a guess nobody may be able to answer.
+        nobody = asked(f"http://127.0.0.1:{free_port()}")
+        assert nobody.status_code == 503 and nobody.headers["retry-after"] == "30", nobody.text
+        assert asked(f"http://127.0.0.1:{free_port()}", ed).json()["proof_type"] == ED25519
 
 
 def _finished_on_agent(app: Any, protocol: str) -> list[str]:
