@@ -11,11 +11,13 @@ from __future__ import annotations
 import json
 import re
 import sys
+from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.table import Table
 
 console = Console()
 err_console = Console(stderr=True)
@@ -44,6 +46,19 @@ def fail(message: str, *, code: int = 1, hint: str | None = None) -> NoReturn:
     if hint:
         err_console.print(f"[dim]{safe(hint)}[/]", highlight=False)
     raise typer.Exit(code)
+
+
+def print_listing(items: list[dict[str, Any]], *, as_json: bool, columns: Sequence[str],
+                  row: Callable[[dict[str, Any]], Sequence[Any]]) -> None:
+    """A list an API answered: its JSON as it is with ``--json``, else a table of ``columns`` whose cells
+    (``row`` of each item) are shown as plain text, never read as markup."""
+    if as_json:
+        typer.echo(json.dumps(items, ensure_ascii=False))
+        return
+    table = Table(*columns)
+    for item in items:
+        table.add_row(*(safe(v) for v in row(item)))
+    console.print(table)
 
 
 def print_json(value: Any) -> None:

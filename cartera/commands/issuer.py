@@ -27,7 +27,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from cartera.console import fail, safe
+from cartera.console import fail, print_listing, safe
 from cartera.http_api import call_api, dev_section, path_segment
 from ssi.qr import qr_png, qr_svg, qr_terminal
 
@@ -209,14 +209,9 @@ def reinstate(credential_id: Annotated[str, typer.Argument(help="The credential 
 def types(url: UrlOpt = None, api_key: KeyOpt = None, tenant: TenantOpt = None, as_json: JsonOpt = False) -> None:
     """List the tenant's credential types, their versions and data sources."""
     base, key = _connection(url, api_key, tenant)
-    items = call_api("issuer", "GET", base, key, "/v1/types")
-    if as_json:
-        typer.echo(json.dumps(items, ensure_ascii=False))
-        return
-    table = Table("id", "version", "name", "source", "vct")
-    for t in items:
-        table.add_row(*(safe(v) for v in (t["id"], t["version"], t["name"], t["source_kind"] or "-", t["vct"])))
-    console.print(table)
+    print_listing(call_api("issuer", "GET", base, key, "/v1/types"), as_json=as_json,
+                  columns=("id", "version", "name", "source", "vct"),
+                  row=lambda t: (t["id"], t["version"], t["name"], t["source_kind"] or "-", t["vct"]))
 
 
 @app.command("register-type")
@@ -305,15 +300,12 @@ app.add_typer(api_keys_app, name="api-keys")
 def api_keys_list(url: UrlOpt = None, api_key: KeyOpt = None, tenant: TenantOpt = None, as_json: JsonOpt = False) -> None:
     """List the tenant's admin API keys (ids and dates: never the keys)."""
     base, key = _connection(url, api_key, tenant)
-    items = call_api("issuer", "GET", base, key, "/v1/tenant/api-keys")
-    if as_json:
-        typer.echo(json.dumps(items, ensure_ascii=False))
-        return
-    table = Table("key id", "label", "created", "state")
-    for k in items:
+    def row(k: dict[str, Any]) -> tuple[Any, ...]:
         state = "revoked" if k["revoked"] else "valid" + (" (this one)" if k.get("current") else "")
-        table.add_row(*(safe(v) for v in (k["key_id"], k["label"], k["created_at"][:19], state)))
-    console.print(table)
+        return k["key_id"], k["label"], k["created_at"][:19], state
+
+    print_listing(call_api("issuer", "GET", base, key, "/v1/tenant/api-keys"), as_json=as_json,
+                  columns=("key id", "label", "created", "state"), row=row)
 
 
 @api_keys_app.command("revoke")

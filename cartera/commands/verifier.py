@@ -18,9 +18,8 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
-from cartera.console import fail, safe
+from cartera.console import fail, print_listing, safe
 from cartera.http_api import call_api, dev_section, path_segment
 from ssi.qr import qr_terminal
 
@@ -96,13 +95,10 @@ def result(request_id: Annotated[str, typer.Argument(help="The request (transact
 def templates(url: UrlOpt = None, api_key: KeyOpt = None, agency: AgencyOpt = None, as_json: JsonOpt = False) -> None:
     """List the agency's request templates."""
     base, key = _connection(url, api_key, agency)
-    items = call_api("verifier", "GET", base, key, "/v1/templates")
-    if as_json:
-        typer.echo(json.dumps(items, ensure_ascii=False))
-        return
-    table = Table("name", "asks for", "purpose (en)", "mode", "retention")
-    for t in items:
+    def row(t: dict[str, Any]) -> tuple[Any, ...]:
         asked = ", ".join(cq["id"] for cq in t["dcql_query"].get("credentials", []))
         purpose = t["purpose"].get("en") or next(iter(t["purpose"].values()), "")
-        table.add_row(*(safe(v) for v in (t["name"], asked, purpose, t["response_mode"], f"{t['retention_seconds']}s")))
-    console.print(table)
+        return t["name"], asked, purpose, t["response_mode"], f"{t['retention_seconds']}s"
+
+    print_listing(call_api("verifier", "GET", base, key, "/v1/templates"), as_json=as_json,
+                  columns=("name", "asks for", "purpose (en)", "mode", "retention"), row=row)
