@@ -22,6 +22,7 @@ from ssi.sd_jwt import SDJWT
 from ssi.sd_jwt_vc import IssuerMetadataKeyResolver, verify_sd_jwt_vc
 from tests.issuer.conftest import ADMIN_KEY, IssuerEnv
 from tests.issuer.helpers import LIMITS, create_offer, present_all, verify_with_ssi
+from tests.support.peers import recording_receiver
 from tests.support.servers import serve
 from tests.support.wallet_client import WalletClient
 
@@ -204,13 +205,7 @@ async def test_webhooks_are_signed_and_delivered(issuer_env: IssuerEnv) -> None:
 
 async def test_an_endpoint_whose_secret_cannot_be_opened_uses_up_its_attempts_not_the_others(
         issuer_env: IssuerEnv) -> None:
-    received: list[bytes] = []
-    receiver = FastAPI()
-
-    @receiver.post("/hook")
-    async def hook(request: Request) -> dict[str, str]:
-        received.append(await request.body())
-        return {"ok": "yes"}
+    receiver, received = recording_receiver()
 
     headers = issuer_env.headers("aoc-tax")
     database = issuer_env.settings.database_url.split("///", 1)[1]

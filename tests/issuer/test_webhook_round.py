@@ -7,13 +7,13 @@ import secrets
 from pathlib import Path
 
 import pytest
-from fastapi import FastAPI, Request
 from sqlalchemy import select
 
 from issuer.app import create_app
 from issuer.events import deliver_due
 from issuer.models import Tenant, WebhookEndpoint, WebhookOutbox
 from issuer.settings import IssuerSettings
+from tests.support.peers import recording_receiver
 from tests.support.servers import serve
 
 pytestmark = pytest.mark.anyio
@@ -23,13 +23,7 @@ async def test_a_row_that_raises_does_not_end_the_round(tmp_path: Path) -> None:
     """An endpoint whose stored URL httpx cannot even parse (InvalidURL, not a transport error) comes
     first in the round; the next endpoint's event is still delivered in the same round, and the bad
     row keeps its lease (its attempt counted) instead of being lost."""
-    received: list[bytes] = []
-    receiver = FastAPI()
-
-    @receiver.post("/hook")
-    async def hook(request: Request) -> dict[str, str]:
-        received.append(await request.body())
-        return {"ok": "yes"}
+    receiver, received = recording_receiver()
 
     settings = IssuerSettings(database_url=f"sqlite+aiosqlite:///{tmp_path / 'issuer.db'}", dev_mode=True,
                               master_key=secrets.token_hex(32), data_dir=tmp_path, public_url="http://127.0.0.1:9")

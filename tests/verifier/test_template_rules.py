@@ -66,34 +66,8 @@ def test_an_ad_hoc_request_without_holder_binding_is_refused(http, verifier):
     assert http.post(f"{verifier.url}/v1/requests", json=body, headers=verifier.headers()).status_code == 201
 
 
-def test_a_stored_template_without_holder_binding_makes_no_request(http, verifier):
-    """A template stored before such queries were refused is not sent to wallets."""
-    name = f"legacy-unbound-{time.time_ns()}"
-
-    async def work(db: Any) -> None:
-        from sqlalchemy import select
-
-        async with db.session() as session:
-            agency_id = await session.scalar(select(Agency.id).where(Agency.slug == "ajuntament-barcelona"))
-            now = dt.datetime.now(dt.UTC)
-            session.add(Template(id=str(uuid.uuid4()), agency_id=agency_id, name=name,
-                                 dcql_query={"credentials": [UNBOUND]}, purpose={"en": "Testing"},
-                                 trusted_issuers=[{"vct": VCT_TAX, "issuers": None, "metadata": False}],
-                                 anchors_pem=[], retention_seconds=60, response_mode="direct_post",
-                                 created_at=now, updated_at=now))
-
-    _in_db(verifier, work)
-    response = http.post(f"{verifier.url}/v1/requests", json={"template": name}, headers=verifier.headers())
-    _refused_for_binding(response)
-    assert name in response.json()["error_description"]
-
-
-def test_a_stored_template_naming_an_authority_type_the_verifier_cannot_check_makes_no_request(http, verifier):
-    """Such queries are refused when a template is created; one stored before that rule is refused when
-    a request is made from it, rather than shown to wallets (which would offer nothing)."""
-    name = f"legacy-etsi-{time.time_ns()}"
-    query = {k: v for k, v in UNBOUND.items() if k != "require_cryptographic_holder_binding"}
-    query["trusted_authorities"] = [{"type": "etsi_tl", "values": ["https://tl.example.eu/tl.xml"]}]
+def _store_template(verifier: Verifier, name: str, query: dict[str, Any]) -> None:
+    """A template written straight into the database, as one stored before today's rules would be."""
 
     async def work(db: Any) -> None:
         from sqlalchemy import select
@@ -108,6 +82,24 @@ def test_a_stored_template_naming_an_authority_type_the_verifier_cannot_check_ma
                                  created_at=now, updated_at=now))
 
     _in_db(verifier, work)
+
+
+def test_a_stored_template_without_holder_binding_makes_no_request(http, verifier):
+    """A template stored before such queries were refused is not sent to wallets."""
+    name = f"legacy-unbound-{time.time_ns()}"
+    _store_template(verifier, name, UNBOUND)
+    response = http.post(f"{verifier.url}/v1/requests", json={"template": name}, headers=verifier.headers())
+    _refused_for_binding(response)
+    assert name in response.json()["error_description"]
+
+
+def test_a_stored_template_naming_an_authority_type_the_verifier_cannot_check_makes_no_request(http, verifier):
+    """Such queries are refused when a template is created; one stored before that rule is refused when
+    a request is made from it, rather than shown to wallets (which would offer nothing)."""
+    name = f"legacy-etsi-{time.time_ns()}"
+    query = {k: v for k, v in UNBOUND.items() if k != "require_cryptographic_holder_binding"}
+    query["trusted_authorities"] = [{"type": "etsi_tl", "values": ["https://tl.example.eu/tl.xml"]}]
+    _store_template(verifier, name, query)
     response = http.post(f"{verifier.url}/v1/requests", json={"template": name}, headers=verifier.headers())
     assert response.status_code == 400, response.text
     assert name in response.json()["error_description"]

@@ -3,40 +3,22 @@ object, issuer metadata) is read within the wallet's cap counted inflated, and n
 
 from __future__ import annotations
 
-import gzip
 import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from fastapi import FastAPI, Request
-from fastapi.responses import Response
 
+from tests.support.peers import compressed_peer
 from tests.support.servers import serve
 from tests.wallet_api.conftest import offline_wallet
 from wallet_api.context import FetchError, get_json_blocking
 
 pytestmark = pytest.mark.anyio
 
-#: 64 MiB of JSON-ish zeros, about 64 KiB once compressed.
-BOMB = gzip.compress(b"0" * (64 << 20), compresslevel=9)
-
-
 @pytest.fixture(scope="module")
 def peer() -> Iterator[tuple[str, list[str | None]]]:
-    app = FastAPI()
-    seen: list[str | None] = []
-
-    @app.get("/bomb")
-    async def bomb(request: Request) -> Response:
-        seen.append(request.headers.get("accept-encoding"))
-        return Response(BOMB, media_type="application/json", headers={"Content-Encoding": "gzip"})
-
-    @app.get("/small")
-    async def small() -> Response:
-        return Response(gzip.compress(b'{"ok": true}'), media_type="application/json",
-                        headers={"Content-Encoding": "gzip"})
-
+    app, seen = compressed_peer()
     with serve(app) as base:
         yield base, seen
 

@@ -351,6 +351,19 @@ def test_switching_language_while_the_login_loads_lists_each_provider_once(syste
     expect(page.get_by_role("button", name="Inicia la sessió amb VÀLid")).to_have_count(1)
 
 
+def _tab_copied_from(context, stored: str):
+    """A new tab starting with a copy of another's sessionStorage (``stored``, its JSON), as the browser's
+    "Duplicate tab" and a restored session make it."""
+    page = context.new_page()
+    page.add_init_script(f"""(() => {{
+        const copied = {stored};
+        if (!sessionStorage.getItem("cartera.tab")) {{
+            for (const key in copied) sessionStorage.setItem(key, copied[key]);
+        }}
+    }})()""")
+    return page
+
+
 def test_a_tab_and_its_copy_restored_at_once_leave_exactly_one_logged_in(system: System, phone) -> None:
     """A browser restoring a tab and its duplicate loads both at once, with one sessionStorage copied:
     neither has settled its id when the other asks. Exactly one keeps the session; the other is the copy."""
@@ -360,14 +373,7 @@ def test_a_tab_and_its_copy_restored_at_once_leave_exactly_one_logged_in(system:
     citizen.page.close()
     restored = []
     for _ in range(2):
-        page = citizen.context.new_page()
-        page.add_init_script(f"""(() => {{
-            const copied = {stored};
-            if (!sessionStorage.getItem("cartera.tab")) {{
-                for (const key in copied) sessionStorage.setItem(key, copied[key]);
-            }}
-        }})()""")
-        restored.append(page)
+        restored.append(_tab_copied_from(citizen.context, stored))
     for page in restored:  # both navigations under way before either page has loaded
         page.goto(f"{system.wallet}/app/#/cards", wait_until="commit")
     for page in restored:
@@ -390,14 +396,7 @@ def test_a_duplicated_tab_logs_in_afresh_and_leaves_the_first_one_logged_in(syst
     citizen.login(CITIZENS[1])
     first = citizen.page
     stored = first.evaluate("() => JSON.stringify(Object.assign({}, sessionStorage))")
-    copy = citizen.context.new_page()
-    # What the browser's "Duplicate tab" does: the new tab starts with the same sessionStorage.
-    copy.add_init_script(f"""(() => {{
-        const copied = {stored};
-        if (!sessionStorage.getItem("cartera.tab")) {{
-            for (const key in copied) sessionStorage.setItem(key, copied[key]);
-        }}
-    }})()""")
+    copy = _tab_copied_from(citizen.context, stored)
     copy.goto(f"{system.wallet}/app/#/cards")
     expect(copy.locator("#view-login")).to_be_visible()
     expect(copy.locator("#error")).to_contain_text("copy of another")
