@@ -88,11 +88,11 @@ def main(argv: list[str] | None = None) -> None:
     from pydantic import ValidationError
 
     try:
-        host, port = args.host, args.port
-        if host is None or port is None:
-            default_host, default_port = _listen_defaults(args.factory)
-            host = default_host if host is None else host
-            port = default_port if port is None else port
+        # The settings are read here even when --host and --port are given: a bad one is then reported
+        # once, as one line, instead of from inside each uvicorn worker with a traceback.
+        default_host, default_port = _listen_defaults(args.factory)
+        host = default_host if args.host is None else args.host
+        port = default_port if args.port is None else args.port
         serve(args.factory, host, port, args.workers, log_level=args.log_level,
               proxy_headers=args.proxy_headers, forwarded_allow_ips=args.forwarded_allow_ips)
     except ValidationError as exc:

@@ -39,16 +39,19 @@ CASES = {
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
-@pytest.mark.parametrize("listen", ["from-settings", "given"])
+@pytest.mark.parametrize("listen", ["from-settings", "given", "given-two-workers"])
 def test_startup_validation_error_names_the_setting_but_never_its_value(case: str, listen: str) -> None:
     factory, env, setting = CASES[case]
-    args = () if listen == "from-settings" else ("--host", "127.0.0.1", "--port", "1", "--workers", "1")
+    workers = "2" if listen == "given-two-workers" else "1"
+    args = () if listen == "from-settings" else ("--host", "127.0.0.1", "--port", "1", "--workers", workers)
     result = _start(factory, env, *args)
     output = result.stdout + result.stderr
     assert result.returncode != 0, output
     assert setting in output, output
     assert SECRET not in output, output
     assert "input_value" not in output
+    # Reported once, by the starting process, as the deployment starts it (several workers): no traceback.
+    assert "Traceback" not in output, output
 
 
 def test_verifier_with_a_missing_ca_key_file_says_which_setting(tmp_path: Path) -> None:
