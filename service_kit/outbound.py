@@ -55,6 +55,11 @@ _SIIT = ipaddress.ip_network("::ffff:0:0:0/96")
 #: local-use NAT64 prefix (RFC 8215), which leads to a translator of the operator's own network with
 #: an embedding its prefix length decides. This Python (3.11.7) calls both global.
 _NEVER_PUBLIC: tuple[ipaddress.IPv6Network, ...] = (_SIIT, ipaddress.ip_network("64:ff9b:1::/48"))
+#: Special-purpose blocks the IANA registries mark not globally reachable, assigned after this Python
+#: (3.11.7) learnt its list, so that ``is_global`` still says True: the IPv4 dummy address (RFC 7600),
+#: the IPv6 documentation prefix 3fff::/20 (RFC 9637) and SRv6 segment identifiers 5f00::/16 (RFC 9602).
+_NOT_GLOBAL: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = (
+    ipaddress.ip_network("192.0.0.8/32"), ipaddress.ip_network("3fff::/20"), ipaddress.ip_network("5f00::/16"))
 
 
 def _address(value: str) -> IPAddress | None:
@@ -129,6 +134,8 @@ class OutboundPolicy:
             return self.allow_loopback
         if isinstance(address, ipaddress.IPv6Address) and (address.is_site_local or int(address) >> 32 == 0):
             return False  # fec0::/10, and ::a.b.c.d (IPv4-compatible, deprecated): never public
+        if any(address.version == network.version and address in network for network in _NOT_GLOBAL):
+            return False
         return address.is_global and not address.is_multicast
 
     def refusal(self, host: str, addresses: Iterable[IPAddress]) -> str | None:

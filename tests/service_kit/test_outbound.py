@@ -101,6 +101,13 @@ def test_translation_prefixes_that_are_never_public_are_refused(address: str) ->
     assert OutboundPolicy((address,)).address_allowed(ipaddress.ip_address(address))  # listed: the operator's call
 
 
+@pytest.mark.parametrize("address", ["192.0.0.8", "3fff::1", "3fff:fff:ffff::1", "5f00::1", "5f00:ffff::1"])
+def test_special_purpose_blocks_newer_than_this_python_are_refused(address: str) -> None:
+    """Not globally reachable per the IANA registries, yet ``is_global`` here says they are."""
+    assert not OutboundPolicy().address_allowed(ipaddress.ip_address(address))
+    assert OutboundPolicy((address,)).address_allowed(ipaddress.ip_address(address))
+
+
 def test_a_listed_ipv4_network_covers_its_siit_form() -> None:
     policy = OutboundPolicy(("10.1.0.0/16",))
     assert policy.address_allowed(ipaddress.ip_address("::ffff:0:10.1.2.3"))
