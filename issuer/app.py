@@ -89,7 +89,7 @@ def create_app(settings: IssuerSettings | None = None, *, run_background: bool =
         "cartera_issuer_source_failures_total", "Data-source queries that failed, by outcome.", ["tenant", "type", "outcome"])
     ctx.source_calls = app.state.metrics.counter(
         "cartera_issuer_source_calls_total", "Data-source queries by outcome (ok, pending, unavailable, not_found, "
-        "refused, bad_answer).", ["tenant", "type", "outcome"])
+        "refused, misconfigured, bad_answer).", ["tenant", "type", "outcome"])
     app.state.metrics.count_outcomes(
         "cartera_issuer_issuances_total", "Credential and deferred credential requests by outcome.",
         [("POST", "/t/{slug}/credential"), ("POST", "/t/{slug}/deferred_credential")], issuance_outcome)

@@ -110,7 +110,7 @@ async def fetch_record(ctx: IssuerContext, tenant: Tenant, reg: RegisteredType, 
     except SourceConfigError as exc:
         # The source's configuration must change (its URL leads where the outbound policy refuses to
         # connect): no Retry-After, since asking again cannot help; the tenant's operator must act.
-        _count_failure(ctx, tenant, reg, "refused")
+        _count_failure(ctx, tenant, reg, "misconfigured")
         log.warning("data source misconfigured", extra={"type_id": reg.type_id, "tenant": tenant.slug,
                                                         "code": exc.code})
         raise APIError(502, "server_error", "the data source is misconfigured; retrying will not help") from exc

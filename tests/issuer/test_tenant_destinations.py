@@ -222,5 +222,9 @@ async def test_a_source_the_policy_refuses_when_called_is_misconfigured_not_unav
             offer = await create_offer(http, env, "aoc-tax", "tax-compliance", DEMO_EVERYTHING)
             with pytest.raises(IssuerError) as failed:
                 await WalletClient(http).receive_offer(offer["offer_uri"], offer.get("tx_code"))
+            # Counted as what it is: the operator must act (not a registry that refused the subject).
+            metrics = (await http.get(f"{url}/metrics")).text
     assert failed.value.status == 502 and failed.value.error == "server_error", failed.value
     assert "misconfigured" in failed.value.body["error_description"]
+    assert 'cartera_issuer_source_calls_total{outcome="misconfigured",tenant="aoc-tax",type="tax-compliance"} 1.0' \
+        in metrics, [line for line in metrics.splitlines() if "source_calls" in line]
