@@ -11,6 +11,7 @@ import importlib
 
 import uvicorn
 
+from .crypto import SecretBoxError
 from .http_protocol import GatheringHttpToolsProtocol
 from .settings import ConfigurationError
 
@@ -66,6 +67,19 @@ def _listen_defaults(app_factory_path: str) -> tuple[str, int]:
     return settings.host, settings.port
 
 
+def _build_once(app_factory_path: str) -> None:
+    """Build the app once in the starting process and throw it away.
+
+    With several workers each one builds its own app, in a child process: a setting the factory refuses
+    (an unreadable CA file, say) would then be reported by every worker with a traceback, and uvicorn's
+    supervisor would replace the dead workers for ever. Building once here makes that a single
+    ``configuration error`` line and a failed start. Building starts nothing: migrations, key tokens
+    and background loops wait for the app's lifespan, which only the workers run.
+    """
+    module_name, _, factory_name = app_factory_path.partition(":")
+    getattr(importlib.import_module(module_name), factory_name)()
+
+
 def main(argv: list[str] | None = None) -> None:
     """``python -m service_kit.server package.module:factory [--host H] [--port P] [--workers N]``.
 
@@ -93,6 +107,8 @@ def main(argv: list[str] | None = None) -> None:
         default_host, default_port = _listen_defaults(args.factory)
         host = default_host if args.host is None else args.host
         port = default_port if args.port is None else args.port
+        if args.workers > 1:
+            _build_once(args.factory)
         serve(args.factory, host, port, args.workers, log_level=args.log_level,
               proxy_headers=args.proxy_headers, forwarded_allow_ips=args.forwarded_allow_ips)
     except ValidationError as exc:
@@ -100,6 +116,18 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(configuration_error_message(exc)) from None
     except ConfigurationError as exc:
         raise SystemExit(f"configuration error: {exc}") from None
+    except SecretBoxError as exc:
+        # Only the master key is opened while the app is built; its error says what is wrong with it.
+        prefix = _env_prefix(args.factory)
+        raise SystemExit(f"configuration error: the master key ({prefix}MASTER_KEY_FILE or {prefix}MASTER_KEY): "
+                         f"{exc.detail}") from None
+
+
+def _env_prefix(app_factory_path: str) -> str:
+    """The environment prefix of the factory's settings (``CARTERA_ISSUER_``), or ``""``."""
+    module = importlib.import_module(app_factory_path.partition(":")[0])
+    settings_class = getattr(module, "SETTINGS_CLASS", None)
+    return str(settings_class.model_config.get("env_prefix", "")).upper() if settings_class else ""
 
 
 def configuration_error_message(exc: Exception) -> str:

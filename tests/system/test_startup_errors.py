@@ -96,3 +96,30 @@ def test_platform_admin_key_is_long_outside_dev_mode(monkeypatch: pytest.MonkeyP
     assert settings(admin_api_key="x" * 32).admin_api_key is not None
     assert settings(admin_api_key="short", dev_mode=True).dev_mode
     assert settings().admin_api_key is None  # none: no platform admin API
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_file_the_factory_cannot_read_stops_the_start_once_without_a_traceback(tmp_path: Path, workers: str) -> None:
+    # With several workers the factory runs in each child: an error there used to be printed with a
+    # traceback by every worker, and uvicorn replaced the dead workers for ever (the start never failed).
+    result = _start("issuer.app:create_app", {
+        "CARTERA_ISSUER_DEV_MODE": "true", "CARTERA_ISSUER_DATA_DIR": str(tmp_path),
+        "CARTERA_ISSUER_DATABASE_URL": "sqlite+aiosqlite:///:memory:",
+        "CARTERA_ISSUER_CA_KEY_FILE": str(tmp_path), "CARTERA_ISSUER_CA_CERT_FILE": str(tmp_path)},
+        "--host", "127.0.0.1", "--port", "1", "--workers", workers)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output
+    assert output.count("configuration error: CARTERA_ISSUER_CA_KEY_FILE cannot be read") == 1, output
+    assert "Traceback" not in output, output
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_missing_master_key_outside_dev_mode_names_the_settings(tmp_path: Path, workers: str) -> None:
+    result = _start("verifier.app:create_app", {
+        "CARTERA_VERIFIER_DATA_DIR": str(tmp_path), "CARTERA_VERIFIER_DATABASE_URL": "sqlite+aiosqlite:///:memory:"},
+        "--host", "127.0.0.1", "--port", "1", "--workers", workers)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output
+    assert output.count("configuration error: the master key (CARTERA_VERIFIER_MASTER_KEY_FILE or "
+                        "CARTERA_VERIFIER_MASTER_KEY)") == 1, output
+    assert "Traceback" not in output, output
