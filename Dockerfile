@@ -2,7 +2,7 @@
 # docker-compose.yml picks the service with the container command.
 FROM python:3.11-slim AS build
 WORKDIR /src
-COPY pyproject.toml constraints.txt README.md ./
+COPY pyproject.toml constraints.txt build-constraints.txt README.md ./
 COPY ssi ssi
 COPY credential_schemas credential_schemas
 COPY viaoberta viaoberta
@@ -14,8 +14,8 @@ COPY wallet_api wallet_api
 COPY aries aries
 COPY cartera cartera
 RUN python -m venv /opt/cartera \
-    && /opt/cartera/bin/pip install --no-cache-dir -q --upgrade 'pip>=24' \
-    && /opt/cartera/bin/pip install --no-cache-dir -q -c constraints.txt .
+    && /opt/cartera/bin/pip install --no-cache-dir -q 'pip==26.3' \
+    && /opt/cartera/bin/pip install --no-cache-dir -q -c constraints.txt --build-constraint build-constraints.txt .
 
 FROM python:3.11-slim
 # An unprivileged user; state lives in /var/lib/cartera (a named volume), secrets come mounted read-only.
