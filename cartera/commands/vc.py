@@ -149,6 +149,10 @@ def _build_resolver(issuer_jwk: Path | None, trust_anchors: list[Path], metadata
                                      allow_http_loopback=allow_http_loopback) if metadata else None
     if x5c is None and meta is None:
         fail("no way to find the issuer key", hint="give --issuer-jwk FILE, --trust-anchor CERT.pem or --metadata")
+    if x5c is None and meta is not None:
+        # --metadata alone: the key comes from the issuer metadata even when the credential carries x5c
+        # (every Cartera credential does); with no anchor, there is nothing to check that chain against.
+        return meta
     return ChainedKeyResolver(x5c, meta)
 
 
@@ -182,7 +186,8 @@ def verify(
     trust_anchor: Annotated[list[Path] | None, typer.Option(
         help="A PEM trust anchor for the x5c chain (repeatable); the leaf must name iss.")] = None,
     metadata: Annotated[bool, typer.Option(
-        help="Fetch the issuer key from its JWT VC Issuer Metadata (/.well-known/jwt-vc-issuer); needs --issuer.")
+        help="Fetch the issuer key from its JWT VC Issuer Metadata (/.well-known/jwt-vc-issuer); needs --issuer. "
+             "With --trust-anchor too, a credential carrying x5c is checked against the anchors instead.")
     ] = False,
     issuer: Annotated[list[str] | None, typer.Option(
         "--issuer", metavar="URL",
