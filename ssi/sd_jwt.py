@@ -961,8 +961,9 @@ def import_holder_jwk(jwk: Any) -> Key:
     The fast path decodes the point once through ``from_encoded_point`` (which checks that it is
     on the curve), about half the cost of the generic JWK import on the verification hot path, and
     reuses the key object of coordinates seen recently (:func:`_p256_point`). A JWK carrying private
-    key members (``d``, ``p``, ``q``, ``dp``, ``dq``, ``qi``, ``k``) is refused (``jose.bad_jwk``): a
-    credential whose ``cnf`` holds the holder's private key is no proof of possession by anyone.
+    key members (``d``, ``p``, ``q``, ``dp``, ``dq``, ``qi``, ``oth``, ``k``) is refused
+    (``jose.bad_jwk``): a credential whose ``cnf`` holds the holder's private key is no proof of
+    possession by anyone.
     """
     if isinstance(jwk, dict) and not _PRIVATE_JWK_MEMBERS.isdisjoint(jwk):
         raise JOSEError("bad_jwk", "a holder JWK must not carry private key members")
