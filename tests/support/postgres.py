@@ -2,8 +2,11 @@
 
 Debian's ``postgresql`` package provides the binaries (``scripts/ensure-test-deps.sh`` installs it).
 ``initdb`` refuses to run as root, so as root the cluster belongs to the ``postgres`` OS user created by
-the package and every server command runs through ``runuser``. Durability is switched off (fsync,
-synchronous_commit, full_page_writes): the data is thrown away anyway and tests go much faster.
+the package and every server command runs through ``runuser``. For tests durability is switched off
+(fsync, synchronous_commit, full_page_writes): the data is thrown away anyway and tests go much
+faster. ``PostgresCluster(durable=True)`` keeps PostgreSQL's own defaults (all three on, a commit
+waits for its WAL flush), for benchmarks whose figures must stand for a real deployment;
+:meth:`PostgresCluster.durability` reads what the server actually runs with.
 
 Set ``CARTERA_TEST_POSTGRES_URL`` (``postgresql+asyncpg://user:pw@host:port/db``, a role allowed to
 create databases) to use an existing server instead, for example a container in CI.
@@ -60,7 +63,10 @@ def _version_key(path: str) -> int:
 class PostgresCluster:
     """A running PostgreSQL server and the means to create fresh databases on it."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, durable: bool = False) -> None:
+        #: ``False`` (tests): fsync, synchronous_commit and full_page_writes off. ``True``: the server's
+        #: defaults (all on). Not applied to an external server (``CARTERA_TEST_POSTGRES_URL``).
+        self.durable = durable
         self.host = "127.0.0.1"
         self.port = 0
         self.user = "postgres"
@@ -99,14 +105,13 @@ class PostgresCluster:
         )
         pwfile.unlink()
         self.port = free_port()
+        unsafe = [] if self.durable else ["-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off"]
         options = " ".join(
             [
                 f"-c listen_addresses={self.host}",
                 f"-p {self.port}",
                 f"-c unix_socket_directories={sock}",
-                "-c fsync=off",
-                "-c synchronous_commit=off",
-                "-c full_page_writes=off",
+                *unsafe,
                 "-c max_connections=300",
                 "-c shared_buffers=64MB",
             ]
@@ -187,6 +192,11 @@ class PostgresCluster:
         if result.returncode != 0:
             raise PostgresUnavailable(f"psql failed: {result.stderr.strip()}")
         return result.stdout
+
+    def durability(self) -> dict[str, str]:
+        """The durability settings the server runs with, read from it (``SHOW``), not from ``durable``."""
+        return {name: self.sql(f"SHOW {name}").strip()
+                for name in ("fsync", "synchronous_commit", "full_page_writes", "wal_sync_method")}
 
     # --- helpers ---------------------------------------------------------------------------------
     def _run(self, tool: str, *args: str, check: bool = True) -> None:
