@@ -3,7 +3,23 @@
 # binaries (initdb, pg_ctl) from Debian's `postgresql` package, for the storage tests that run on
 # both SQLite and PostgreSQL. Idempotent and fast when everything is there; safe to run repeatedly.
 # The tests start their own throwaway clusters: this script never starts a server.
+#
+# Usage: ensure-test-deps.sh [chromium] [softhsm2] [postgresql]
+# With no argument, everything (`make test`); with arguments, only those (`make bench` asks for
+# postgresql: bench/issuance.py starts a throwaway cluster from tests/support/postgres.py).
 set -euo pipefail
+
+WANTED="${*:-chromium softhsm2 postgresql}"
+for item in $WANTED; do
+    case "$item" in
+        chromium|softhsm2|postgresql) ;;
+        *) echo "ensure-test-deps: unknown dependency '$item' (chromium, softhsm2, postgresql)" >&2; exit 2 ;;
+    esac
+done
+wants() {
+    case " $WANTED " in *" $1 "*) return 0 ;; esac
+    return 1
+}
 
 find_pg_bin() {
     local dir
@@ -46,14 +62,18 @@ apt_install() {
 
 # Debian's Chromium, for the verifier desk page tests (Playwright drives /usr/bin/chromium through
 # executable_path; `playwright install` and its downloaded browsers are never used).
-if [ ! -x /usr/bin/chromium ]; then
+if wants chromium && [ ! -x /usr/bin/chromium ]; then
     apt_install chromium || { echo "ensure-test-deps: /usr/bin/chromium is missing" >&2; exit 1; }
 fi
 
 # Debian's SoftHSM2, the PKCS#11 token of the HSM key tests (tests/hsm make throwaway tokens in a temp
 # dir through SOFTHSM2_CONF; the package's own /var/lib/softhsm is never used).
-if [ ! -e /usr/lib/softhsm/libsofthsm2.so ] || ! command -v softhsm2-util >/dev/null 2>&1; then
+if wants softhsm2 && { [ ! -e /usr/lib/softhsm/libsofthsm2.so ] || ! command -v softhsm2-util >/dev/null 2>&1; }; then
     apt_install softhsm2 || { echo "ensure-test-deps: SoftHSM2 is missing" >&2; exit 1; }
+fi
+
+if ! wants postgresql; then
+    exit 0
 fi
 
 if [ -n "${CARTERA_TEST_POSTGRES_URL:-}" ]; then
