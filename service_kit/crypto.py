@@ -15,12 +15,12 @@ purposes without key reuse.
 from __future__ import annotations
 
 import base64
-import binascii
 import contextlib
 import hashlib
 import hmac
 import logging
 import os
+import re
 import secrets
 import stat
 import tempfile
@@ -141,10 +141,15 @@ class MasterKeySettings(Protocol):
     dev_mode: bool
 
 
+_BASE64URL_KEY = re.compile(r"[A-Za-z0-9_-]{43}=?")
+
+
 def parse_master_key(text: str | bytes) -> bytes:
     """Decode a master key written as base64url (43 chars), hex (64 chars) or 32 raw bytes."""
     if isinstance(text, bytes):
-        if len(text) == MASTER_KEY_BYTES:
+        # 32 raw random bytes are almost never all printable: 32 printable characters are a passphrase
+        # (or a truncated key), which would give a weak key if taken as one.
+        if len(text) == MASTER_KEY_BYTES and not all(0x20 <= byte < 0x7F for byte in text):
             return text
         try:
             text = text.decode("ascii")
@@ -157,10 +162,9 @@ def parse_master_key(text: str | bytes) -> bytes:
             candidates.append(bytes.fromhex(value))
         except ValueError:
             pass
-    try:
-        candidates.append(base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)))
-    except (binascii.Error, ValueError):
-        pass
+    # Strictly the base64url alphabet: the decoder would otherwise skip stray characters.
+    if _BASE64URL_KEY.fullmatch(value):
+        candidates.append(base64.urlsafe_b64decode(value.rstrip("=") + "="))
     for key in candidates:
         if len(key) == MASTER_KEY_BYTES:
             return key

@@ -108,6 +108,18 @@ def test_parse_master_key_formats() -> None:
         assert err.value.code == "secretbox.bad_key"
 
 
+def test_a_passphrase_or_a_key_with_stray_characters_is_not_a_master_key() -> None:
+    b64 = base64.urlsafe_b64encode(KEY).rstrip(b"=").decode()
+    # 32 printable bytes in a key file are a passphrase, not 32 random bytes
+    for bad in [b"correct horse battery staple 123", b"0123456789abcdef0123456789abcdef",
+                # the decoder would skip the stray characters and still find 32 bytes
+                b64[:20] + "!!" + b64[20:], b64[:10] + "\n" + b64[10:], b64[:-1] + "+"]:
+        with pytest.raises(SecretBoxError) as err:
+            parse_master_key(bad)
+        assert err.value.code == "secretbox.bad_key"
+    assert parse_master_key(b64 + "=") == KEY  # padded base64url is still fine
+
+
 def test_load_master_key_from_env_value_and_file(tmp_path: Path) -> None:
     s = ServiceSettings(data_dir=tmp_path, master_key=SecretStr(KEY.hex()))
     assert load_master_key(s) == KEY
