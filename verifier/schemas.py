@@ -147,9 +147,19 @@ class RequestIn(BaseModel):
     @model_validator(mode="after")
     def _template_or_query(self) -> RequestIn:
         if (self.template is None) == (self.dcql_query is None):
-            raise ValueError("give exactly one of template and dcql_query")
+            raise PydanticCustomError("request_shape", "give exactly one of template and dcql_query")
         if self.dcql_query is not None and (not self.purpose or not self.trusted_issuers):
-            raise ValueError("an ad hoc request needs purpose and trusted_issuers")
+            raise PydanticCustomError("request_shape", "an ad hoc request needs purpose and trusted_issuers")
+        if self.template is not None:
+            # The template's own values apply: silently dropping these would let an agency believe a
+            # request carries the purpose, issuers, anchors or retention it sent.
+            given = [name for name in ("purpose", "trusted_issuers", "anchors_pem", "retention_seconds")
+                     if getattr(self, name) is not None]
+            if given:
+                # A custom error type: its message (member names, never values) reaches the agency, where
+                # a ValueError's would be replaced by "invalid value" (service_kit.errors).
+                raise PydanticCustomError("request_shape", f"{', '.join(given)}: only for an ad hoc request; a "
+                                          "template's own values apply (change the template, or send dcql_query)")
         for url in (self.webhook_url, self.redirect_uri):
             if url is not None:
                 check_url(url, allow_http_loopback=True)

@@ -107,6 +107,18 @@ def test_bad_request_bodies(http, verifier, content):
     assert set(response.json()) >= {"error", "error_description"}
 
 
+@pytest.mark.parametrize("extra", [{"purpose": {"en": "Something else"}}, {"retention_seconds": 0},
+                                   {"anchors_pem": []}, {"trusted_issuers": [{"vct": VCT_TAX, "issuers": []}]}])
+def test_ad_hoc_options_beside_a_template_are_refused_not_ignored(http, verifier, extra):
+    # The template's values apply: the agency must not believe its own purpose or retention was used.
+    response = http.post(f"{verifier.url}/v1/requests", json={"template": "grant-application", **extra},
+                         headers=verifier.headers())
+    assert response.status_code == 400, response.text
+    body = response.json()
+    assert body["error"] == "invalid_request"
+    assert next(iter(extra)) in body["error_description"] and "template" in body["error_description"]
+
+
 def test_redirect_uri_prefix_and_unknown_template(http, verifier):
     response = http.post(f"{verifier.url}/v1/requests", json={"template": "nope"}, headers=verifier.headers())
     assert response.status_code == 404
