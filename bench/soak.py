@@ -400,7 +400,9 @@ def main() -> None:
         parser.error("--rate, --minutes and --interval must be positive")
 
     data_dir = Path(tempfile.mkdtemp(prefix="cartera-soak-"))
-    cluster = PostgresCluster().start()
+    cluster = PostgresCluster(durable=True).start()  # PostgreSQL's own fsync/synchronous_commit, as in production
+    print("postgresql durability in force (SHOW): "
+          + ", ".join(f"{name}={value}" for name, value in cluster.durability().items()), flush=True)
     children: dict[str, subprocess.Popen[bytes]] = {}
     try:
         urls = {name: cluster.create_database(prefix=name) for name in ("issuer", "verifier", "wallet")}

@@ -176,7 +176,7 @@ def main() -> None:
     else:
         from tests.support.postgres import PostgresCluster
 
-        cluster = PostgresCluster()
+        cluster = PostgresCluster(durable=True)  # PostgreSQL's own fsync/synchronous_commit, as in production
         cluster.start()
         db_url = cluster.create_database()
     port = free_port()
@@ -215,6 +215,9 @@ def main() -> None:
                                          str(int(args.seconds * levels)), "-o", args.profile])
             time.sleep(1.0)
         print(f"backend: {'sqlite' if args.sqlite else 'postgresql'}; bare ssi verify: {bare * 1000:.2f} ms")
+        if cluster is not None:
+            shown = ", ".join(f"{name}={value}" for name, value in cluster.durability().items())
+            print(f"postgresql durability in force (SHOW): {shown}")
         db_pid = postmaster_pid(cluster)
         print(f"workers: {args.workers}; CPU ms per verification of the verifier processes (server), of "
               "PostgreSQL (db) and of this load generator (client)")
