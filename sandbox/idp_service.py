@@ -20,6 +20,14 @@ login can be exercised end to end without the real service:
     ``email``, ``method`` (idcatmobil|certificat|clave), ``assuranceLevel`` (low|substantial|high),
     plus ``status: "ok"`` and ``countryCode`` as VÀLid sends them.
 
+Optionally (``id_token_alg``, ``cartera sandbox run --id-token-alg RS256``) it is also an OpenID
+provider, so that the wallet's generic OpenID Connect login can be tried against it: a request whose
+scope includes ``openid`` gets an ``id_token`` in the token answer (``iss``, ``sub`` = the identifier,
+``aud`` = the client, ``nonce`` when sent, ``name``, ``given_name``, ``family_name``, ``email``,
+``acr`` = the assurance level, ``amr``), signed ES256, RS256 or PS256 with a key generated at start
+(RSA: 2048 bits), published with its ``kid``, ``alg`` and ``use`` at ``GET /o/oauth2/jwks``; discovery
+at ``GET /.well-known/openid-configuration``. Off by default: VÀLid's plain OAuth 2.0, no ID token.
+
 State (codes, tokens) is kept in this process's memory. That is acceptable only because this is a
 single-process development stand-in: run it with one worker. The production services keep such
 state in their database.
@@ -32,6 +40,7 @@ import binascii
 import hashlib
 import hmac
 import html
+import json
 import re
 import secrets
 import threading
@@ -43,6 +52,8 @@ from urllib.parse import urlencode, urlsplit
 
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from joserfc import jws as joserfc_jws
+from joserfc.jwk import ECKey, RSAKey
 
 from service_kit.openapi import document_error_responses
 from service_kit.security import BodySizeLimitMiddleware, SecurityHeadersMiddleware
@@ -64,6 +75,10 @@ METHODS: dict[str, tuple[str, str]] = {
     "idcatmobil_low": ("idCAT Mòbil amb registre telemàtic", "low"),
 }
 _PKCE = re.compile(r"^[A-Za-z0-9\-._~]{43,128}$")
+#: Algorithms the provider can sign ID tokens with (``IdPSandboxConfig.id_token_alg``).
+ID_TOKEN_ALGS = ("ES256", "RS256", "PS256")
+ID_TOKEN_TTL = 300
+MAX_NONCE = 500
 
 
 @dataclass(frozen=True)
@@ -80,7 +95,9 @@ class IdPSandboxConfig:
     """Configuration of the development identity provider.
 
     ``allow_login_hint`` enables the non-interactive ``login_hint`` path (tests, demos); keep it
-    off anywhere a person might mistake this for a real login.
+    off anywhere a person might mistake this for a real login. ``id_token_alg`` (one of
+    :data:`ID_TOKEN_ALGS`) makes it an OpenID provider too, whose issuer identifier is ``issuer_url``
+    (required then); ``None`` keeps VÀLid's plain OAuth 2.0 without ID tokens.
     """
 
     clients: list[RegisteredClient]
@@ -89,6 +106,8 @@ class IdPSandboxConfig:
     allow_login_hint: bool = False
     code_ttl: int = 60
     token_ttl: int = 3600
+    id_token_alg: str | None = None
+    issuer_url: str = ""
     population: Population | None = field(default=None, repr=False)
 
 
@@ -102,6 +121,7 @@ class _Grant:
     scope: str
     code_challenge: str | None
     expires_at: float
+    nonce: str | None = None
 
 
 @dataclass
@@ -127,6 +147,43 @@ class _Store:
                 del table[key]
         for key in [k for k, (_, exp) in self.used_codes.items() if exp < now]:
             del self.used_codes[key]
+
+
+class IdTokenSigner:
+    """The provider's ID-token key, generated at start and never stored, and its public JWKS.
+
+    joserfc signs: an implementation other than ``ssi.jose``, which verifies the tokens in the wallet."""
+
+    def __init__(self, alg: str) -> None:
+        if alg not in ID_TOKEN_ALGS:
+            raise ValueError(f"id_token_alg must be one of {', '.join(ID_TOKEN_ALGS)}")
+        parameters: Any = {"alg": alg, "use": "sig"}
+        self.alg = alg
+        self.key: ECKey | RSAKey = (ECKey.generate_key("P-256", parameters=parameters) if alg == "ES256"
+                                    else RSAKey.generate_key(2048, parameters=parameters))
+        self.key.ensure_kid()  # the RFC 7638 thumbprint
+        self.kid = str(self.key.kid)
+
+    def jwks(self) -> dict[str, Any]:
+        return {"keys": [self.key.as_dict(private=False)]}
+
+    def sign(self, claims: dict[str, Any]) -> str:
+        header = {"alg": self.alg, "kid": self.kid, "typ": "JWT"}
+        payload = json.dumps(claims, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        return joserfc_jws.serialize_compact(header, payload, self.key, algorithms=[self.alg])
+
+
+def id_token_claims(citizen: Citizen, method: str, *, issuer: str, client_id: str, nonce: str | None,
+                    now: float) -> dict[str, Any]:
+    """The claims of the ID token for ``citizen`` logged in with ``method`` (as ``getUserInfo`` says them)."""
+    info = user_info_document(citizen, method)
+    claims: dict[str, Any] = {
+        "iss": issuer, "sub": citizen.identifier, "aud": client_id, "iat": int(now), "exp": int(now) + ID_TOKEN_TTL,
+        "name": citizen.full_name, "given_name": citizen.name, "family_name": citizen.surnames,
+        "email": citizen.email, "acr": info["assuranceLevel"], "amr": [info["method"]]}
+    if nonce:
+        claims["nonce"] = nonce
+    return claims
 
 
 class _AuthError(Exception):
@@ -165,6 +222,12 @@ def create_app(config: IdPSandboxConfig) -> FastAPI:
     """The identity provider as an ASGI app (run it with a single worker)."""
     population = config.population or generate_population(seed=config.seed, size=config.population_size)
     clients = {c.client_id: c for c in config.clients}
+    signer: IdTokenSigner | None = None
+    if config.id_token_alg is not None:
+        if not config.issuer_url:
+            raise ValueError("an identity provider signing ID tokens needs its issuer_url")
+        signer = IdTokenSigner(config.id_token_alg)
+    issuer = config.issuer_url
     store = _Store()
     app = FastAPI(title="Cartera development identity provider (VÀLid-compatible, synthetic citizens only)",
                   docs_url=None, redoc_url=None)
@@ -203,6 +266,8 @@ def create_app(config: IdPSandboxConfig) -> FastAPI:
                 raise _AuthError("invalid_request", "code_challenge_method must be S256")
             if not challenge or not _PKCE.match(challenge):
                 raise _AuthError("invalid_request", "code_challenge is malformed")
+        if len(params.get("nonce", "")) > MAX_NONCE:
+            raise _AuthError("invalid_request", "nonce is too long")
 
     def issue_code(params: dict[str, str], client: RegisteredClient, redirect_uri: str, sent: bool,
                    citizen: Citizen, method: str) -> RedirectResponse:
@@ -212,7 +277,7 @@ def create_app(config: IdPSandboxConfig) -> FastAPI:
             store.purge(now)
             store.codes[code] = _Grant(client.client_id, redirect_uri, sent, citizen.identifier, method,
                                        params.get("scope", SCOPE), params.get("code_challenge"),
-                                       now + config.code_ttl)
+                                       now + config.code_ttl, params.get("nonce") or None)
         out = {"code": code}
         if params.get("state"):
             out["state"] = params["state"]
@@ -325,9 +390,13 @@ def create_app(config: IdPSandboxConfig) -> FastAPI:
         with store.lock:
             store.tokens[access_token] = _Token(grant.identifier, grant.method, client.client_id, now + config.token_ttl)
             store.used_codes[code] = (access_token, now + config.token_ttl)
-        return JSONResponse({"access_token": access_token, "token_type": "Bearer", "expires_in": config.token_ttl,
-                             "scope": grant.scope},
-                            headers={"Cache-Control": "no-store", "Pragma": "no-cache"})
+        answer: dict[str, Any] = {"access_token": access_token, "token_type": "Bearer",
+                                  "expires_in": config.token_ttl, "scope": grant.scope}
+        citizen = population.get(grant.identifier)
+        if signer is not None and "openid" in grant.scope.split() and citizen is not None:
+            answer["id_token"] = signer.sign(id_token_claims(citizen, grant.method, issuer=issuer,
+                                                             client_id=client.client_id, nonce=grant.nonce, now=now))
+        return JSONResponse(answer, headers={"Cache-Control": "no-store", "Pragma": "no-cache"})
 
     @app.get("/serveis-rest/getUserInfo", response_model=None)
     async def user_info(request: Request) -> Response:
@@ -345,6 +414,23 @@ def create_app(config: IdPSandboxConfig) -> FastAPI:
         if citizen is None:  # the population is fixed for the process, so this cannot normally happen
             return JSONResponse({"status": "ko", "error": "invalid_token"}, status_code=401)
         return JSONResponse(user_info_document(citizen, entry.method), headers={"Cache-Control": "no-store"})
+
+    if signer is not None:
+        published: IdTokenSigner = signer
+
+        @app.get("/.well-known/openid-configuration")
+        async def discovery() -> JSONResponse:
+            return JSONResponse({
+                "issuer": issuer, "authorization_endpoint": f"{issuer}/o/oauth2/auth",
+                "token_endpoint": f"{issuer}/o/oauth2/token", "jwks_uri": f"{issuer}/o/oauth2/jwks",
+                "response_types_supported": ["code"], "subject_types_supported": ["public"],
+                "scopes_supported": ["openid", SCOPE], "code_challenge_methods_supported": ["S256"],
+                "token_endpoint_auth_methods_supported": ["client_secret_post", "client_secret_basic"],
+                "id_token_signing_alg_values_supported": [published.alg]})
+
+        @app.get("/o/oauth2/jwks")
+        async def jwks() -> JSONResponse:
+            return JSONResponse(published.jwks())
 
     @app.get("/", response_class=HTMLResponse)
     async def home() -> HTMLResponse:
@@ -399,7 +485,8 @@ def _page(title: str, body: str) -> str:
             f"<main><h1>{html.escape(title)}</h1>{body}</main></body></html>")
 
 
-_CARRIED = ("response_type", "client_id", "redirect_uri", "scope", "state", "code_challenge", "code_challenge_method")
+_CARRIED = ("response_type", "client_id", "redirect_uri", "scope", "state", "nonce", "code_challenge",
+            "code_challenge_method")
 
 
 def _hidden(params: dict[str, str]) -> str:

@@ -29,6 +29,14 @@ from .errors import EncodingError, JOSEError
 DEFAULT_ALGORITHMS: tuple[str, ...] = ("ES256", "ES384", "EdDSA")
 #: Algorithms this module can verify at all (RSA only for outside identity providers' ID tokens).
 SUPPORTED_ALGORITHMS: frozenset[str] = frozenset({"ES256", "ES384", "EdDSA", "RS256", "PS256"})
+#: Algorithms accepted for an outside OpenID provider's ID token, whatever its discovery document
+#: advertises: OpenID Connect Core §15.1 makes RS256 mandatory for providers, and most sign with it
+#: alone. Nothing else Cartera verifies (credentials, key proofs, KB-JWTs, DPoP, status lists) widens
+#: to RSA: those keep :data:`DEFAULT_ALGORITHMS`.
+ID_TOKEN_ALGORITHMS: tuple[str, ...] = ("ES256", "ES384", "EdDSA", "RS256", "PS256")
+#: The shortest RSA modulus accepted (NIST SP 800-131A; RFC 7518 §3.3 requires 2048 bits for RS256).
+MIN_RSA_BITS = 2048
+_RSA_ALGS = frozenset({"RS256", "PS256"})
 
 _EC_CURVES: dict[str, tuple[ec.EllipticCurve, str, int]] = {
     "P-256": (ec.SECP256R1(), "ES256", 32),
@@ -252,9 +260,14 @@ class Key:
                     raise JOSEError("bad_jwk", "RSA private JWKs are not accepted")
                 n = int.from_bytes(_b64_member(jwk, "n"), "big")
                 e = int.from_bytes(_b64_member(jwk, "e"), "big")
-                if n.bit_length() < 2048:
-                    raise JOSEError("bad_jwk", "RSA keys shorter than 2048 bits are refused")
-                return cls(public=rsa.RSAPublicNumbers(e, n).public_key(), alg=alg or "RS256", kid=kid)
+                if n.bit_length() < MIN_RSA_BITS:
+                    raise JOSEError("bad_jwk", f"RSA keys shorter than {MIN_RSA_BITS} bits are refused")
+                rsa_key = cls(public=rsa.RSAPublicNumbers(e, n).public_key(), alg=alg or "RS256", kid=kid)
+                if alg:
+                    # An RSA key fits RS256 and PS256; one whose JWK names its algorithm serves that
+                    # one only (RFC 7517 §4.4), so a PS256 key never verifies an RS256 token.
+                    rsa_key._fits = frozenset({alg})
+                return rsa_key
         except JOSEError:
             raise
         except (ValueError, TypeError, OverflowError) as exc:
@@ -286,8 +299,10 @@ class Key:
         return self._private
 
     def public(self) -> Key:
-        """The same key without its private part."""
-        return Key(public=self._public, alg=self.alg, kid=self.kid)
+        """The same key without its private part (serving the same algorithms)."""
+        key = Key(public=self._public, alg=self.alg, kid=self.kid)
+        key._fits = self._fits
+        return key
 
     def _default_alg(self) -> str:
         if isinstance(self._public, ec.EllipticCurvePublicKey):
@@ -473,10 +488,16 @@ def check_algorithm(alg: str, algorithms: tuple[str, ...] | list[str] | frozense
 
 
 def verify_parsed(jws: JWS, key: Key, algorithms: tuple[str, ...] | list[str] | frozenset[str] = DEFAULT_ALGORITHMS) -> JWS:
+    """Verify a parsed JWS with ``key``. Codes: ``jose.alg_not_allowed`` (``alg`` off the allow-list,
+    ``none``, a MAC), ``jose.alg_key_mismatch`` (``alg`` is not one the key serves: an RSA algorithm on
+    an EC key, say), ``jose.weak_key`` (RSA shorter than :data:`MIN_RSA_BITS`), ``jose.bad_signature``."""
     alg = jws.header["alg"]
     check_algorithm(alg, algorithms)
     if not key._alg_fits(alg):
         raise JOSEError("alg_key_mismatch", f"algorithm '{alg}' does not fit the verification key")
+    if alg in _RSA_ALGS and key._public.key_size < MIN_RSA_BITS:  # type: ignore[union-attr]
+        # from_jwk refuses such keys already; this holds for keys built from PEM or cryptography too.
+        raise JOSEError("weak_key", f"RSA keys shorter than {MIN_RSA_BITS} bits are refused")
     if not key.verify(jws.signature, jws.signing_input, alg):
         raise JOSEError("bad_signature", "the signature does not verify")
     return jws

@@ -34,7 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from service_kit.db import consume_once
 from service_kit.errors import APIError
 from ssi.errors import SSIError
-from ssi.jose import Key, check_time_claims, parse_jws, verify_parsed
+from ssi.jose import ID_TOKEN_ALGORITHMS, Key, check_algorithm, check_time_claims, parse_jws, verify_parsed
 from ssi.oid4vci import is_loopback_host
 
 from . import audit
@@ -274,9 +274,18 @@ async def _provider_keys(ctx: WalletContext, jwks_uri: str, refresh: bool) -> li
 
 async def verify_id_token(ctx: WalletContext, provider: OIDCProvider, doc: dict[str, Any], id_token: Any,
                           nonce: str) -> dict[str, Any]:
-    """Verify an ID token: signature with the provider's JWKS, ``iss``, ``aud``, ``exp``, ``nonce``."""
+    """Verify an ID token: signature with the provider's JWKS, ``iss``, ``aud``, ``exp``, ``nonce``.
+
+    The algorithm must be on :data:`~ssi.jose.ID_TOKEN_ALGORITHMS` (ES256, ES384, EdDSA, RS256, PS256),
+    whatever the provider's ``id_token_signing_alg_values_supported`` says, and fit the JWKS key that
+    verifies it (the key's ``kty``, and its ``alg`` when the JWK names one): an RS256 header never makes
+    an EC key verify, nor a MAC keyed with a public key. RSA keys under 2048 bits are not used."""
     jws = parse_jws(id_token)
     claims = jws.json_payload()
+    try:
+        check_algorithm(jws.header["alg"], ID_TOKEN_ALGORITHMS)
+    except SSIError as exc:
+        raise LoginError("the ID token's signature algorithm is not allowed") from exc
     kid = jws.header.get("kid")
     keys = await _provider_keys(ctx, doc["jwks_uri"], refresh=False)
     stale = kid is not None and all(k.kid != kid for k in keys)
@@ -303,7 +312,7 @@ def _signed_by_one_of(jws: Any, keys: list[Key], kid: Any) -> bool:
         if kid is not None and key.kid != kid:
             continue
         try:
-            verify_parsed(jws, key)
+            verify_parsed(jws, key, ID_TOKEN_ALGORITHMS)
         except SSIError:
             continue
         return True

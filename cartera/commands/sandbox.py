@@ -115,16 +115,23 @@ def run(
         help="Redirect URI of the default identity-provider client (first start only; repeatable). "
              f"Default: {DEFAULT_REDIRECT_URIS[0]}")] = None,
     allow_login_hint: bool = typer.Option(False, help="Accept login_hint=<NIF> to skip the login page (tests, demos)."),
+    id_token_alg: Annotated[str | None, typer.Option(
+        help="Also act as an OpenID provider: sign ID tokens (scope openid) with ES256, RS256 or PS256, with a "
+             "key generated at start and published at /o/oauth2/jwks, discovery at "
+             "/.well-known/openid-configuration. Default: none, VÀLid's plain OAuth 2.0.")] = None,
 ) -> None:
     """Start the simulated Via Oberta and the development identity provider in one process (Ctrl-C stops)."""
     import uvicorn
 
-    from sandbox.idp_service import IdPSandboxConfig, RegisteredClient
+    from sandbox.idp_service import ID_TOKEN_ALGS, IdPSandboxConfig, RegisteredClient
     from sandbox.idp_service import create_app as create_idp
     from sandbox.population import generate_population
     from sandbox.viaoberta_service import ViaObertaSandboxConfig
     from sandbox.viaoberta_service import create_app as create_viaoberta
 
+    if id_token_alg is not None and id_token_alg not in ID_TOKEN_ALGS:
+        err_console.print(f"[red]--id-token-alg must be one of {', '.join(ID_TOKEN_ALGS)}[/red]", highlight=False)
+        raise typer.Exit(2)
     advertised = advertised_host(host, public_host)
     viaoberta_url = f"http://{advertised}:{viaoberta_port}"
     idp_url = f"http://{advertised}:{idp_port}"
@@ -140,7 +147,8 @@ def run(
         signing_key_pem=files["platform_key"], signing_cert_pem=files["platform_cert"],
         registered_certs_pem=[files["requester_cert"]], population_seed=seed, population_size=size))
     idp_app = create_idp(IdPSandboxConfig(clients=clients, seed=seed, population_size=size,
-                                          allow_login_hint=allow_login_hint, population=population))
+                                          allow_login_hint=allow_login_hint, population=population,
+                                          id_token_alg=id_token_alg, issuer_url=idp_url))
 
     table = Table(title="Cartera sandbox — DEVELOPMENT STAND-INS, synthetic citizens only")
     table.add_column("service")
@@ -148,7 +156,9 @@ def run(
     table.add_column("notes")
     table.add_row("Simulated Via Oberta", viaoberta_url, f"SCSP v3 over SOAP; {size} citizens (seed {seed})")
     table.add_row("Identity provider (VÀLid-like)", idp_url + "/o/oauth2/auth",
-                  "login_hint " + ("enabled" if allow_login_hint else "disabled"))
+                  "login_hint " + ("enabled" if allow_login_hint else "disabled")
+                  + (f"; {id_token_alg} ID tokens (scope openid), discovery at "
+                     f"{idp_url}/.well-known/openid-configuration" if id_token_alg else ""))
     table.add_row("Keys and client secrets", str(data_dir), f"issuer sources: {files['sources_path']}")
     console.print(table)
     console.print("Try logging in as [bold]12345678Z[/bold] (all registries), [bold]23456789D[/bold] "

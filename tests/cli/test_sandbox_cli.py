@@ -55,7 +55,8 @@ def test_run_starts_both_services_persists_keys_and_stops_on_ctrl_c(tmp_path: Pa
     data_dir = tmp_path / "sandbox"
     process = subprocess.Popen(
         [sys.executable, "-m", "cartera.cli", "sandbox", "run", "--viaoberta-port", str(vo_port),
-         "--idp-port", str(idp_port), "--size", "50", "--data-dir", str(data_dir), "--allow-login-hint"],
+         "--idp-port", str(idp_port), "--size", "50", "--data-dir", str(data_dir), "--allow-login-hint",
+         "--id-token-alg", "RS256"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         wait_http(f"http://127.0.0.1:{vo_port}/healthz", timeout=60)
@@ -66,6 +67,10 @@ def test_run_starts_both_services_persists_keys_and_stops_on_ctrl_c(tmp_path: Pa
             "response_type": "code", "client_id": client["client_id"], "redirect_uri": client["redirect_uris"][0],
             "scope": "autenticacio_usuari", "login_hint": "12345678Z"})
         assert response.status_code == 303 and "code=" in response.headers["location"]
+        idp = f"http://127.0.0.1:{idp_port}"
+        discovery = httpx.get(f"{idp}/.well-known/openid-configuration").json()
+        assert discovery["issuer"] == idp and discovery["id_token_signing_alg_values_supported"] == ["RS256"]
+        assert [k["kty"] for k in httpx.get(discovery["jwks_uri"]).json()["keys"]] == ["RSA"]
         assert (data_dir / "platform-key.pem").stat().st_mode & 0o077 == 0
         assert (data_dir / "sources.yaml").exists()
     finally:
@@ -88,6 +93,12 @@ def test_run_starts_both_services_persists_keys_and_stops_on_ctrl_c(tmp_path: Pa
     # Built with a client as the issuer's (the adapters build none of their own); never used here.
     sources = load_sources_config(data_dir / "sources.yaml", http=guarded_client())
     assert set(sources) == {"tax-compliance", "university-diploma", "padro", "working-life"}
+
+
+def test_run_refuses_an_id_token_algorithm_it_cannot_sign(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["sandbox", "run", "--id-token-alg", "HS256", "--data-dir", str(tmp_path / "s")])
+    assert result.exit_code == 2 and "--id-token-alg must be one of ES256, RS256, PS256" in result.output
+    assert not (tmp_path / "s").exists()  # refused before anything is made
 
 
 def test_default_idp_client_redirects_to_the_wallet_callback() -> None:

@@ -11,10 +11,14 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
+from jwcrypto import jwk as jwcrypto_jwk
+from jwcrypto import jws as jwcrypto_jws
 
 from sandbox.idp_service import IdPSandboxConfig, RegisteredClient, create_app
 from sandbox.population import generate_population
-from tests.support.servers import serve
+from ssi.encoding import b64url_decode
+from ssi.jose import ID_TOKEN_ALGORITHMS, Key, verify_jws
+from tests.support.servers import free_port, serve
 
 REDIRECT = "https://wallet.example/callback"
 CLIENT = RegisteredClient("wallet", "s3cret-wallet", (REDIRECT, "https://wallet.example/other"))
@@ -226,3 +230,63 @@ def test_expired_code_is_refused() -> None:
 
         time.sleep(0.05)
         assert token(http, code).json()["error"] == "invalid_grant"
+
+
+def test_no_id_token_and_no_discovery_by_default(http: httpx.Client) -> None:
+    # VÀLid's plain OAuth 2.0, as the issuer and the wallet's VÀLid login use it
+    assert http.get("/.well-known/openid-configuration").status_code == 404
+    assert http.get("/o/oauth2/jwks").status_code == 404
+    code = authorize(http, scope="openid autenticacio_usuari", nonce="n-1")["code"][0]
+    assert "id_token" not in token(http, code).json()
+
+
+@pytest.fixture(scope="module", params=["RS256", "PS256", "ES256"])
+def oidc_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    port = free_port()
+    config = IdPSandboxConfig(clients=[CLIENT], allow_login_hint=True, population=generate_population(size=50),
+                              id_token_alg=request.param, issuer_url=f"http://127.0.0.1:{port}")
+    with serve(create_app(config), port=port) as url:
+        yield url
+
+
+def test_id_tokens_signed_with_the_chosen_algorithm_and_published_key(oidc_url: str) -> None:
+    with httpx.Client(base_url=oidc_url, follow_redirects=False, timeout=10) as http:
+        doc = http.get("/.well-known/openid-configuration").json()
+        alg = doc["id_token_signing_alg_values_supported"][0]
+        assert doc["issuer"] == oidc_url and doc["jwks_uri"] == f"{oidc_url}/o/oauth2/jwks"
+        assert doc["token_endpoint"] == f"{oidc_url}/o/oauth2/token"
+        [jwk] = http.get(doc["jwks_uri"]).json()["keys"]
+        assert jwk["alg"] == alg and jwk["use"] == "sig" and jwk["kid"] and "d" not in jwk
+        assert jwk["kty"] == ("EC" if alg == "ES256" else "RSA")
+        if jwk["kty"] == "RSA":
+            assert len(b64url_decode(jwk["n"])) * 8 >= 2048
+        # the interactive path carries the nonce through the login form
+        params = {"response_type": "code", "client_id": CLIENT.client_id, "redirect_uri": REDIRECT,
+                  "scope": "openid autenticacio_usuari", "state": "s", "nonce": "n-42"}
+        assert "name='nonce' value='n-42'" in http.get("/o/oauth2/auth", params=params).text
+        back = http.post("/o/oauth2/login", data={**params, "identifier": DEMO, "login_method": "certificat",
+                                                  "action": "login"})
+        code = parse_qs(urlsplit(back.headers["location"]).query)["code"][0]
+        id_token = token(http, code).json()["id_token"]
+        verified = verify_jws(id_token, Key.from_jwk(jwk), ID_TOKEN_ALGORITHMS)
+        assert verified.header == {"alg": alg, "kid": jwk["kid"], "typ": "JWT"}
+        checked = jwcrypto_jws.JWS()
+        checked.deserialize(id_token)
+        checked.verify(jwcrypto_jwk.JWK(**jwk), alg=alg)  # and by another library
+        claims = verified.json_payload()
+        assert claims["iss"] == oidc_url and claims["aud"] == CLIENT.client_id and claims["sub"] == DEMO
+        assert claims["nonce"] == "n-42" and claims["acr"] == "high" and claims["amr"] == ["certificat"]
+        assert claims["name"] == "Montserrat Puig Ferrer" and claims["exp"] > claims["iat"]
+        # without openid in the scope (what the issuer asks for): no ID token, VÀLid as before
+        plain = authorize(http)["code"][0]
+        assert "id_token" not in token(http, plain).json()
+        too_long = authorize(http, scope="openid autenticacio_usuari", nonce="n" * 501)
+        assert too_long["error"] == ["invalid_request"]
+
+
+def test_id_token_configuration_is_checked() -> None:
+    with pytest.raises(ValueError, match="id_token_alg"):
+        create_app(IdPSandboxConfig(clients=[CLIENT], population_size=5, id_token_alg="HS256",
+                                    issuer_url="http://127.0.0.1:1"))
+    with pytest.raises(ValueError, match="issuer_url"):
+        create_app(IdPSandboxConfig(clients=[CLIENT], population_size=5, id_token_alg="RS256"))

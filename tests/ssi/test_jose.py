@@ -8,10 +8,12 @@ import json
 import warnings
 
 import pytest
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from joserfc import jws as joserfc_jws
-from joserfc.jwk import ECKey, OKPKey
+from joserfc.jwk import ECKey, OKPKey, RSAKey
 from jwcrypto import jwk as jwcrypto_jwk
 from jwcrypto import jws as jwcrypto_jws
 
@@ -233,3 +235,101 @@ def test_random_jwks_only_raise_typed_errors(jwk: dict) -> None:
         Key.from_jwk(jwk)
     except SSIError:
         pass
+
+
+# -- RSA: outside OpenID providers' ID tokens only ------------------------------------------------
+
+def _rsa_signed(alg: str) -> tuple[str, RSAKey]:
+    """A compact JWS signed by joserfc with a fresh 2048-bit RSA key (``ssi.jose`` never signs RSA)."""
+    key = RSAKey.generate_key(2048, parameters={"alg": alg})
+    return joserfc_jws.serialize_compact({"alg": alg}, b'{"sub":"x"}', key, algorithms=[alg]), key
+
+
+def _short_rsa_signed(alg: str) -> tuple[str, rsa.RSAPrivateKey]:
+    """The same with a 1024-bit key, signed by hand: joserfc will not make one."""
+    private = rsa.generate_private_key(65537, 1024)
+    signing_input = (b64url_json({"alg": alg}) + "." + b64url_encode(b'{"sub":"x"}')).encode()
+    pad = padding.PKCS1v15() if alg == "RS256" else padding.PSS(padding.MGF1(hashes.SHA256()), 32)
+    return signing_input.decode() + "." + b64url_encode(private.sign(signing_input, pad, hashes.SHA256())), private
+
+
+def test_rsa_is_an_id_token_algorithm_only() -> None:
+    assert set(jose.ID_TOKEN_ALGORITHMS) == {"ES256", "ES384", "EdDSA", "RS256", "PS256"}
+    assert not set(jose.DEFAULT_ALGORITHMS) & {"RS256", "PS256"}
+
+
+@pytest.mark.parametrize("alg", ["RS256", "PS256"])
+def test_rsa_id_tokens_of_other_libraries_verify_with_the_id_token_list_only(alg: str) -> None:
+    token, theirs = _rsa_signed(alg)
+    key = Key.from_jwk(theirs.as_dict(private=False))
+    assert verify_jws(token, key, jose.ID_TOKEN_ALGORITHMS).json_payload() == {"sub": "x"}
+    with pytest.raises(JOSEError) as err:
+        verify_jws(token, key)  # credentials, proofs, KB-JWTs and DPoP keep the default list
+    assert err.value.code == "jose.alg_not_allowed"
+    # jwcrypto signs too
+    other = jwcrypto_jwk.JWK.generate(kty="RSA", size=2048)
+    signed = jwcrypto_jws.JWS(b'{"sub":"y"}')
+    signed.add_signature(other, alg=alg, protected=json.dumps({"alg": alg}))
+    verify_jws(signed.serialize(compact=True), Key.from_jwk(other.export_public(as_dict=True)),
+               jose.ID_TOKEN_ALGORITHMS)
+
+
+@pytest.mark.parametrize("alg", ["RS256", "PS256"])
+def test_rsa_keys_under_2048_bits_are_refused_however_they_were_built(alg: str) -> None:
+    token, private = _short_rsa_signed(alg)
+    public = private.public_key()
+    for key in (Key.from_cryptography(public), Key.from_pem(Key.from_cryptography(public).public_pem())):
+        assert key.verify(parse_jws(token).signature, parse_jws(token).signing_input, alg)  # a true signature
+        with pytest.raises(JOSEError) as err:
+            verify_jws(token, key, jose.ID_TOKEN_ALGORITHMS)
+        assert err.value.code == "jose.weak_key"
+    with pytest.raises(JOSEError) as err:
+        Key.from_jwk(Key.from_cryptography(public).public_jwk())
+    assert err.value.code == "jose.bad_jwk"
+
+
+def test_rsa_algorithm_never_makes_an_ec_key_verify() -> None:
+    token, _ = _rsa_signed("RS256")
+    for key in (Key.generate("ES256"), Key.generate("EdDSA")):
+        with pytest.raises(JOSEError) as err:
+            verify_jws(token, key.public(), jose.ID_TOKEN_ALGORITHMS)
+        assert err.value.code == "jose.alg_key_mismatch"
+    ec_token = sign_jws({}, {"sub": "x"}, Key.generate("ES256"))
+    _, rsa_key = _rsa_signed("RS256")
+    with pytest.raises(JOSEError) as err:
+        verify_jws(ec_token, Key.from_jwk(rsa_key.as_dict(private=False)), jose.ID_TOKEN_ALGORITHMS)
+    assert err.value.code == "jose.alg_key_mismatch"
+
+
+def test_hmac_keyed_with_an_rsa_public_key_is_refused() -> None:
+    # The classic confusion: HS256 with the provider's public key (PEM, JWK JSON or modulus) as secret.
+    _, theirs = _rsa_signed("RS256")
+    key = Key.from_jwk(theirs.as_dict(private=False))
+    jwk = key.public_jwk()
+    for secret in (key.public_pem(), json_dumps(jwk).encode(), b64url_decode(jwk["n"])):
+        signing_input = (b64url_json({"alg": "HS256"}) + "." + b64url_encode(b'{"sub":"x"}')).encode()
+        token = signing_input.decode() + "." + b64url_encode(hmac.new(secret, signing_input, hashlib.sha256).digest())
+        for algorithms in (jose.ID_TOKEN_ALGORITHMS, (*jose.ID_TOKEN_ALGORITHMS, "HS256")):
+            with pytest.raises(JOSEError) as err:
+                verify_jws(token, key, algorithms)
+            assert err.value.code == "jose.alg_not_allowed"
+
+
+def test_an_rsa_jwk_naming_its_algorithm_serves_that_one_only() -> None:
+    rs_token, theirs = _rsa_signed("RS256")
+    declared = theirs.as_dict(private=False)
+    assert declared["alg"] == "RS256"
+    key = Key.from_jwk(declared)
+    assert verify_jws(rs_token, key.public(), jose.ID_TOKEN_ALGORITHMS)
+    # the same key under PS256 (a valid PSS signature): refused, the JWK said RS256
+    private = theirs.private_key
+    signing_input = (b64url_json({"alg": "PS256"}) + "." + b64url_encode(b'{"sub":"x"}')).encode()
+    ps_token = signing_input.decode() + "." + b64url_encode(private.sign(
+        signing_input, padding.PSS(padding.MGF1(hashes.SHA256()), 32), hashes.SHA256()))
+    for candidate in (key, key.public()):
+        with pytest.raises(JOSEError) as err:
+            verify_jws(ps_token, candidate, jose.ID_TOKEN_ALGORITHMS)
+        assert err.value.code == "jose.alg_key_mismatch"
+    # a JWK that names no algorithm serves both
+    undeclared = {k: v for k, v in declared.items() if k != "alg"}
+    assert verify_jws(ps_token, Key.from_jwk(undeclared).public(), jose.ID_TOKEN_ALGORITHMS)
