@@ -34,7 +34,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from service_kit.db import consume_once
 from service_kit.errors import APIError
 from ssi.errors import SSIError
-from ssi.jose import ID_TOKEN_ALGORITHMS, Key, check_algorithm, check_time_claims, parse_jws, verify_parsed
+from ssi.jose import (
+    DEFAULT_LEEWAY,
+    ID_TOKEN_ALGORITHMS,
+    Key,
+    check_algorithm,
+    check_time_claims,
+    parse_jws,
+    verify_parsed,
+)
 from ssi.oid4vci import is_loopback_host
 
 from . import audit
@@ -45,6 +53,9 @@ from .vault import new_id, token_hash
 
 VALID_PROVIDER = "valid"
 APP_CODE_TTL = 60
+#: How old an ID token may be (its ``iat``) when the wallet gets it from the provider's token endpoint,
+#: which issues it right then: an older one is a replay of a token minted for another login.
+ID_TOKEN_MAX_AGE = 600
 
 
 @dataclass(frozen=True)
@@ -274,7 +285,12 @@ async def _provider_keys(ctx: WalletContext, jwks_uri: str, refresh: bool) -> li
 
 async def verify_id_token(ctx: WalletContext, provider: OIDCProvider, doc: dict[str, Any], id_token: Any,
                           nonce: str) -> dict[str, Any]:
-    """Verify an ID token: signature with the provider's JWKS, ``iss``, ``aud``, ``exp``, ``nonce``.
+    """Verify an ID token: signature with the provider's JWKS, ``iss``, ``aud``, ``azp``, ``exp``, ``iat``,
+    ``nonce``.
+
+    ``iat`` is required, neither in the future nor older than :data:`ID_TOKEN_MAX_AGE` (both with the
+    clock leeway); ``azp``, when present (and it must be when ``aud`` names several clients), is this
+    wallet's client id.
 
     The algorithm must be on :data:`~ssi.jose.ID_TOKEN_ALGORITHMS` (ES256, ES384, EdDSA, RS256, PS256),
     whatever the provider's ``id_token_signing_alg_values_supported`` says, and fit the JWKS key that
@@ -299,9 +315,13 @@ async def verify_id_token(ctx: WalletContext, provider: OIDCProvider, doc: dict[
     aud = claims.get("aud")
     if not (aud == provider.client_id or (isinstance(aud, list) and provider.client_id in aud)):
         raise LoginError("the ID token is not addressed to this wallet")
-    if isinstance(aud, list) and len(aud) > 1 and claims.get("azp") != provider.client_id:
+    # OIDC Core §3.1.3.7: with several audiences azp is required; present, it must be this wallet.
+    if ("azp" in claims or (isinstance(aud, list) and len(aud) > 1)) and claims.get("azp") != provider.client_id:
         raise LoginError("the ID token's azp is not this wallet")
-    check_time_claims(claims, now=time.time(), require=("exp",), error=LoginErrorSSI)
+    now = time.time()
+    check_time_claims(claims, now=now, require=("exp", "iat"), error=LoginErrorSSI)
+    if claims["iat"] < now - ID_TOKEN_MAX_AGE - DEFAULT_LEEWAY:
+        raise LoginError("the ID token was issued too long ago")
     if not secrets.compare_digest(str(claims.get("nonce", "")), nonce):
         raise LoginError("the ID token nonce does not match the login")
     return claims

@@ -1,8 +1,9 @@
 """The generic OpenID Connect login adapter against a tiny OpenID provider written here.
 
 The provider serves discovery, a JWKS and the code flow (checking PKCE), and can be told to misbehave:
-an ID token signed by a key outside its JWKS, from another issuer, for another audience, expired, with
-another nonce, unsigned, or after a key rotation. Only a correct token may open a wallet.
+an ID token signed by a key outside its JWKS, from another issuer, for another audience or another
+authorized party (azp), expired, without iat or issued long ago, with another nonce, unsigned, or after
+a key rotation. Only a correct token may open a wallet.
 
 Its JWKS holds an EC key and, as most real providers sign with RSA alone, an RS256 and a PS256 key
 (joserfc signs with them) and a 1024-bit RSA key. RS256 and PS256 tokens open a wallet; the 1024-bit
@@ -97,6 +98,12 @@ class Provider:
             claims.update(iat=now - 900, exp=now - 600)
         elif self.mode == "wrong_nonce":
             claims["nonce"] = "not-the-login-nonce"
+        elif self.mode == "no_iat":
+            del claims["iat"]
+        elif self.mode == "old_iat":  # still unexpired, but minted long before this login
+            claims["iat"] = now - 3600
+        elif self.mode == "wrong_azp":  # one audience, but another authorized party
+            claims["azp"] = "another-client"
         elif self.mode == "unsigned":
             return b64url_json({"alg": "none", "kid": self.key.kid}) + "." + b64url_json(claims) + "."
         elif self.mode in ("rs256", "ps256", "rs256_no_kid"):
@@ -238,6 +245,7 @@ def test_rsa_signed_id_tokens_open_the_wallet(oidc_wallet: WalletHandle, provide
 @pytest.mark.parametrize(("mode", "reason"), [
     ("forged", "signature"), ("unsigned", "signature"), ("wrong_iss", "another provider"),
     ("wrong_aud", "not addressed"), ("expired", ""), ("wrong_nonce", "nonce"),
+    ("no_iat", "'iat'"), ("old_iat", "too long ago"), ("wrong_azp", "azp"),
     ("rsa_1024", "signature"), ("rs256_on_ec_key", "signature"), ("ps256_on_rs256_key", "signature"),
     ("hs256_rsa_public_key", "algorithm is not allowed")])
 def test_bad_id_tokens_are_refused(oidc_wallet: WalletHandle, provider: Provider, mode: str, reason: str) -> None:
