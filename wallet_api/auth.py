@@ -11,9 +11,11 @@ The flow the app follows::
 
 Tokens never travel in a URL: the app gets a one-time code (60 s) bound to its redirect URI and
 exchanges it. Access tokens are short-lived; refresh tokens rotate on every use (a refresh token
-used twice revokes the session, as a stolen copy would). Only SHA-256 hashes of tokens, codes and
-states are stored. The wallet belongs to the identifier the provider asserts; the database stores an
-HMAC of it (see :mod:`wallet_api.vault`).
+used twice revokes the session, as a stolen copy would). Tokens, codes and states are stored as HMACs
+under the token key (:func:`wallet_api.vault.token_mac`), which the master key seals: writing the
+database is not enough to make a token. The wallet belongs to the identifier the provider asserts; the
+database stores an HMAC of it (see :mod:`wallet_api.vault`), and a login opens a wallet only if the
+wallet's sealed profile names that same identifier.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import base64
 import datetime as dt
 import hashlib
 import json
+import logging
 import secrets
 import time
 from dataclasses import dataclass
@@ -31,6 +34,7 @@ from urllib.parse import urlencode, urlsplit
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from service_kit.crypto import SecretBoxError
 from service_kit.db import consume_once
 from service_kit.errors import APIError
 from ssi.errors import SSIError
@@ -49,13 +53,15 @@ from . import audit
 from .context import FetchError, WalletContext
 from .models import AppCode, LoginTransaction, Session, UsedRefreshToken, Wallet, utcnow
 from .settings import OIDCProvider
-from .vault import new_id, token_hash
+from .vault import VaultError, new_id, token_mac
 
 VALID_PROVIDER = "valid"
 APP_CODE_TTL = 60
 #: How old an ID token may be (its ``iat``) when the wallet gets it from the provider's token endpoint,
 #: which issues it right then: an older one is a replay of a token minted for another login.
 ID_TOKEN_MAX_AGE = 600
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -172,19 +178,20 @@ async def start_login(ctx: WalletContext, *, provider: str, redirect_uri: str, a
         if login_hint:
             params["login_hint"] = login_hint
         endpoint = doc["authorization_endpoint"]
+    state_digest = token_mac(await ctx.vault.token_key(ctx.db), "login-state", state)
     sealed = ctx.vault.box.seal(
         _json_bytes({"verifier": verifier, "nonce": nonce, "redirect_uri": redirect_uri, "app_state": app_state}),
-        _login_aad(state))
+        _login_aad(state_digest))
     async with ctx.db.session() as session:
-        session.add(LoginTransaction(state_hash=token_hash(state), provider=provider, sealed=sealed,
+        session.add(LoginTransaction(state_hash=state_digest, provider=provider, sealed=sealed,
                                      user_agent=user_agent[:300],
                                      expires_at=utcnow() + dt.timedelta(seconds=ctx.settings.login_ttl)))
     sep = "&" if urlsplit(endpoint).query else "?"
     return endpoint + sep + urlencode(params)
 
 
-def _login_aad(state: str) -> bytes:
-    return b"cartera-wallet|login|" + token_hash(state).encode()
+def _login_aad(state_digest: str) -> bytes:
+    return b"cartera-wallet|login|" + state_digest.encode()
 
 
 def _json_bytes(value: Any) -> bytes:
@@ -200,12 +207,14 @@ async def finish_login(ctx: WalletContext, *, state: str | None, code: str | Non
     """Handle the provider's redirect; return the app URL to redirect to (with a code or an error)."""
     if not state:
         raise APIError(400, "invalid_request", "state is missing")
+    key = await ctx.vault.token_key(ctx.db)
+    state_digest = token_mac(key, "login-state", state)
     async with ctx.db.session() as session:
         row = await consume_once(session, LoginTransaction, LoginTransaction.expires_at > utcnow(),
-                                 state_hash=token_hash(state))
+                                 state_hash=state_digest)
     if row is None:
         raise APIError(400, "invalid_request", "unknown or expired login (start again)")
-    data = json.loads(ctx.vault.box.open(row.sealed, _login_aad(state)))
+    data = json.loads(ctx.vault.box.open(row.sealed, _login_aad(state_digest)))
     back: dict[str, str] = {"state": data["app_state"]} if data.get("app_state") else {}
     if error or not code:
         return _app_redirect(data["redirect_uri"], {"error": "access_denied",
@@ -217,18 +226,33 @@ async def finish_login(ctx: WalletContext, *, state: str | None, code: str | Non
         detail = exc.detail if hasattr(exc, "detail") else "login failed"
         return _app_redirect(data["redirect_uri"], {"error": "access_denied", "error_description": str(detail), **back})
     app_code = secrets.token_urlsafe(32)
-    async with ctx.db.session() as session:
-        wallet = await ensure_wallet(ctx, session, identity)
-        sess = Session(id=new_id("ses"), wallet_id=wallet.id, provider=identity.provider, method=identity.method,
-                       assurance_level=identity.assurance_level, user_agent=row.user_agent)
-        session.add(sess)
-        await session.flush()
-        await audit.record_login(session, ctx.vault.data_key(wallet), session_id=sess.id, provider=identity.provider,
-                                 method=identity.method, assurance_level=identity.assurance_level)
-        session.add(AppCode(code_hash=token_hash(app_code), session_id=sess.id,
-                            redirect_uri_hash=token_hash(data["redirect_uri"]),
-                            expires_at=utcnow() + dt.timedelta(seconds=APP_CODE_TTL)))
+    try:
+        async with ctx.db.session() as session:
+            sess = await _open_session(ctx, session, identity, row.user_agent)
+            session.add(AppCode(code_hash=token_mac(key, "app-code", app_code), session_id=sess.id,
+                                redirect_uri_hash=token_mac(key, "app-redirect", data["redirect_uri"]),
+                                expires_at=utcnow() + dt.timedelta(seconds=APP_CODE_TTL)))
+    except WalletIntegrityError:
+        return _app_redirect(data["redirect_uri"], {
+            "error": "server_error", "error_description": "the wallet could not be opened; please contact support",
+            **back})
     return _app_redirect(data["redirect_uri"], {"code": app_code, **back})
+
+
+async def _open_session(ctx: WalletContext, session: AsyncSession, identity: Identity, user_agent: str) -> Session:
+    """The wallet of ``identity`` (created on the first login) with a new session and its login record."""
+    wallet = await ensure_wallet(ctx, session, identity)
+    sess = Session(id=new_id("ses"), wallet_id=wallet.id, provider=identity.provider, method=identity.method,
+                   assurance_level=identity.assurance_level, user_agent=user_agent)
+    session.add(sess)
+    await session.flush()
+    await audit.record_login(session, ctx.vault.data_key(wallet), session_id=sess.id, provider=identity.provider,
+                             method=identity.method, assurance_level=identity.assurance_level)
+    return sess
+
+
+class WalletIntegrityError(Exception):
+    """The wallet the subject index points at belongs to someone else (its sealed profile says so)."""
 
 
 class LoginError(Exception):
@@ -369,7 +393,12 @@ async def _oidc_identity(ctx: WalletContext, name: str, code: str, verifier: str
 
 
 async def ensure_wallet(ctx: WalletContext, session: AsyncSession, identity: Identity) -> Wallet:
-    """The wallet of ``identity``, created with a fresh data key on the first login."""
+    """The wallet of ``identity``, created with a fresh data key on the first login.
+
+    The wallet is found by its subject index, a column anyone writing the database could copy from
+    another row; its sealed profile, which only the master key opens, must name the same provider and
+    identifier, or :class:`WalletIntegrityError` is raised: the login is refused rather than served
+    into someone else's wallet (and the profile is not rewritten to the newcomer)."""
     index = await ctx.vault.subject_index(session, identity.provider, identity.identifier)
     wallet = (await session.execute(select(Wallet).where(Wallet.subject_index == index))).scalar_one_or_none()
     profile = {"identifier": identity.identifier, "name": identity.name, "email": identity.email,
@@ -382,7 +411,17 @@ async def ensure_wallet(ctx: WalletContext, session: AsyncSession, identity: Ide
         session.add(wallet)
         await session.flush()
     else:
-        data_key = ctx.vault.data_key(wallet)
+        try:
+            data_key = ctx.vault.data_key(wallet)
+            stored = data_key.open("profile", wallet.id, wallet.profile)
+        except (VaultError, SecretBoxError):
+            stored = None
+        if not isinstance(stored, dict) or stored.get("provider") != identity.provider \
+                or stored.get("identifier") != identity.identifier:
+            # Logged without the identifier: the wallet id is enough to investigate.
+            log.error("login refused: wallet %s, found by the subject index, belongs to another citizen or its "
+                      "profile does not open (database tampered with or corrupted)", wallet.id)
+            raise WalletIntegrityError(wallet.id)
         wallet.profile = data_key.seal("profile", wallet.id, profile)
     return wallet
 
@@ -393,14 +432,16 @@ def _session_end(ctx: WalletContext, sess: Session) -> dt.datetime:
     return sess.created_at + dt.timedelta(seconds=ctx.settings.session_max_age)
 
 
-def _new_tokens(ctx: WalletContext, sess: Session) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Fresh tokens for a session, neither outliving it: ``(response body, column values to store)``."""
+def _new_tokens(ctx: WalletContext, sess: Session, key: bytes) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Fresh tokens for a session, neither outliving it: ``(response body, column values to store)``;
+    ``key`` is the token key."""
     access, refresh = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
     now, end = utcnow(), _session_end(ctx, sess)
     access_expires = min(now + dt.timedelta(seconds=ctx.settings.access_token_ttl), end)
     refresh_expires = min(now + dt.timedelta(seconds=ctx.settings.refresh_token_ttl), end)
-    values = {"access_hash": token_hash(access), "access_expires_at": access_expires,
-              "refresh_hash": token_hash(refresh), "refresh_expires_at": refresh_expires, "last_used_at": now}
+    values = {"access_hash": token_mac(key, "access", access), "access_expires_at": access_expires,
+              "refresh_hash": token_mac(key, "refresh", refresh), "refresh_expires_at": refresh_expires,
+              "last_used_at": now}
     body = {"access_token": access, "token_type": "Bearer",
             "expires_in": max(0, int((access_expires - now).total_seconds())), "refresh_token": refresh,
             "refresh_expires_in": max(0, int((refresh_expires - now).total_seconds())), "session_id": sess.id}
@@ -409,16 +450,18 @@ def _new_tokens(ctx: WalletContext, sess: Session) -> tuple[dict[str, Any], dict
 
 async def exchange_app_code(ctx: WalletContext, code: str, redirect_uri: str) -> dict[str, Any]:
     """Trade the one-time app code for tokens."""
+    key = await ctx.vault.token_key(ctx.db)
     # Consumed in its own transaction, so a failed attempt burns the code too.
     async with ctx.db.session() as session:
-        row = await consume_once(session, AppCode, AppCode.expires_at > utcnow(), code_hash=token_hash(code))
-    if row is None or not secrets.compare_digest(row.redirect_uri_hash, token_hash(redirect_uri)):
+        row = await consume_once(session, AppCode, AppCode.expires_at > utcnow(),
+                                 code_hash=token_mac(key, "app-code", code))
+    if row is None or not secrets.compare_digest(row.redirect_uri_hash, token_mac(key, "app-redirect", redirect_uri)):
         raise APIError(400, "invalid_grant", "the code is unknown, expired, used or for another redirect_uri")
     async with ctx.db.session() as session:
         sess = await session.get(Session, row.session_id)
         if sess is None or sess.revoked:
             raise APIError(400, "invalid_grant", "the session was revoked")
-        body, values = _new_tokens(ctx, sess)
+        body, values = _new_tokens(ctx, sess, key)
         for name, value in values.items():
             setattr(sess, name, value)
         return body
@@ -436,7 +479,8 @@ async def refresh_tokens(ctx: WalletContext, refresh_token: str) -> dict[str, An
     refresh whose answer it lost: the wallet cannot tell that retry from a thief's replay, and a window
     would hand the replay a live session; the app keeps one refresh in flight and, if that one fails,
     sends the citizen to log in again."""
-    digest = token_hash(refresh_token)
+    key = await ctx.vault.token_key(ctx.db)
+    digest = token_mac(key, "refresh", refresh_token)
     refusal: str | None = None
     async with ctx.db.session() as session:
         sess = (await session.execute(select(Session).where(Session.refresh_hash == digest))).scalar_one_or_none()
@@ -451,7 +495,7 @@ async def refresh_tokens(ctx: WalletContext, refresh_token: str) -> dict[str, An
               or _session_end(ctx, sess) <= utcnow()):
             refusal = "the session has ended; log in again"
         else:
-            tokens, values = _new_tokens(ctx, sess)
+            tokens, values = _new_tokens(ctx, sess, key)
             result = await session.execute(
                 update(Session).where(Session.id == sess.id, Session.refresh_hash == digest,
                                       Session.revoked.is_(False)).values(**values)
@@ -477,9 +521,9 @@ async def _revoke(session: AsyncSession, session_id: str) -> None:
 
 async def authenticate(ctx: WalletContext, access_token: str) -> Session:
     """The live session of an access token, or 401."""
+    digest = token_mac(await ctx.vault.token_key(ctx.db), "access", access_token)
     async with ctx.db.read_session() as session:
-        sess = (await session.execute(
-            select(Session).where(Session.access_hash == token_hash(access_token)))).scalar_one_or_none()
+        sess = (await session.execute(select(Session).where(Session.access_hash == digest))).scalar_one_or_none()
     if sess is None or sess.revoked or sess.access_expires_at is None or sess.access_expires_at <= utcnow():
         raise APIError(401, "invalid_token", "the access token is unknown, expired or revoked",
                        {"WWW-Authenticate": 'Bearer error="invalid_token"'})
@@ -500,6 +544,6 @@ def login_redirect_error(redirect_uri: str, description: str) -> str:
     return _app_redirect(redirect_uri, {"error": "access_denied", "error_description": description})
 
 
-__all__ = ["Identity", "LoginError", "authenticate", "check_app_redirect", "ensure_wallet", "exchange_app_code",
+__all__ = ["Identity", "LoginError", "WalletIntegrityError", "authenticate", "check_app_redirect", "ensure_wallet", "exchange_app_code",
            "finish_login", "providers", "refresh_tokens", "revoke_session", "start_login", "verify_id_token",
            ]

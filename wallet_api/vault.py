@@ -8,7 +8,11 @@ Layers:
   ``cartera-wallet|<wallet id>|<kind>|<row id>``, so a sealed value copied onto another row, another
   wallet or another field fails to open;
 * citizens are looked up by ``HMAC-SHA256(index key, provider | identifier)``: the database never holds
-  the identifier (which is itself a claim value of many credentials).
+  the identifier (which is itself a claim value of many credentials);
+* the login's secrets (access and refresh tokens, one-time app codes, login states) are stored as
+  ``HMAC-SHA256(token key, kind | value)`` (:func:`token_mac`), under a random **token key** the master
+  key seals: whoever can write the database but lacks the master key cannot store the digest of a token
+  of their own and log in with it, as they could when a plain SHA-256 was stored.
 
 Rotating the master key only rewraps the data keys and the index key (:func:`rewrap_all`); the rows
 sealed under data keys are untouched, so rotation is quick and runs beside live traffic.
@@ -38,6 +42,7 @@ _VERSION = 1
 _NONCE = 12
 SUBJECT_INDEX_KEY = "subject_index"
 _INDEX_AAD = b"cartera-wallet|service|subject-index"
+TOKEN_KEY = "token_mac"  # noqa: S105 - the name of a service_keys row, not a secret
 
 
 def service_key_aad(name: str) -> bytes:
@@ -60,8 +65,15 @@ def new_id(prefix: str) -> str:
 
 
 def token_hash(value: str) -> str:
-    """SHA-256 hex of a random token (access/refresh tokens, codes, states): what the DB stores."""
+    """SHA-256 hex of a random value. Not for anything that grants access: a database writer can
+    compute it (login secrets use :func:`token_mac`)."""
     return hashlib.sha256(value.encode("utf-8")).hexdigest()
+
+
+def token_mac(key: bytes, kind: str, value: str) -> str:
+    """What the database stores of a login secret: HMAC-SHA256 hex under the token key
+    (:meth:`Vault.token_key`), domain-separated by ``kind`` (``access``, ``refresh``, ``app-code``...)."""
+    return hmac.new(key, f"{kind}\x00{value}".encode(), hashlib.sha256).hexdigest()
 
 
 class DataKey:
@@ -99,6 +111,7 @@ class Vault:
     def __init__(self, box: SecretBox) -> None:
         self.box = box
         self._index_key: bytes | None = None
+        self._token_key: bytes | None = None
 
     @staticmethod
     def _wallet_aad(wallet_id: str) -> bytes:
@@ -131,6 +144,26 @@ class Vault:
                 raise VaultError("no_index_key", "the subject index key is missing (start-up did not run)")
             self._index_key = self.box.open(row.sealed, _INDEX_AAD)
         return self._index_key
+
+    async def token_key(self, db: Database) -> bytes:
+        """The key of :func:`token_mac`, created on first use (sealed under the master key, so it
+        survives a master-key rotation: :func:`rewrap_all` rewraps it); cached, as it never changes."""
+        if self._token_key is None:
+            async with db.read_session() as session:
+                row = await session.get(ServiceKey, TOKEN_KEY)
+            if row is None:
+                try:
+                    async with db.session() as session:
+                        session.add(ServiceKey(name=TOKEN_KEY, sealed=self.box.seal(
+                            secrets.token_bytes(32), service_key_aad(TOKEN_KEY))))
+                except IntegrityError:
+                    pass  # another worker created it at the same moment: theirs is used
+                async with db.session() as session:
+                    row = await session.get(ServiceKey, TOKEN_KEY)
+                if row is None:
+                    raise VaultError("no_token_key", "the token key could not be created")
+            self._token_key = self.box.open(row.sealed, service_key_aad(TOKEN_KEY))
+        return self._token_key
 
     async def subject_index(self, session: AsyncSession, provider: str, identifier: str) -> str:
         """The lookup key of a citizen: HMAC of the provider kind and the asserted identifier."""

@@ -100,3 +100,36 @@ def test_rotation_also_rewraps_values_left_under_an_older_key(tmp_path: Path) ->
             await db.dispose()
 
     asyncio.run(scenario())
+
+
+def test_the_token_key_is_made_once_and_survives_a_master_key_rotation(tmp_path: Path) -> None:
+    """Login secrets are stored as HMACs under the token key: a rotation rewraps it (sessions live on),
+    and a vault holding only the new master key computes the same HMACs."""
+    from pydantic import SecretStr
+
+    from service_kit.db import Database
+    from wallet_api.vault import token_mac
+
+    old, new = SecretBox.generate_key(), SecretBox.generate_key()
+    settings = WalletSettings(database_url=f"sqlite+aiosqlite:///{tmp_path / 'w.db'}", data_dir=tmp_path,
+                              master_key=base64.urlsafe_b64encode(old).decode())
+
+    async def scenario() -> None:
+        configured, _ = await provision_demo(settings, issuer_anchor_pems=[], rp_anchor_pems=[],
+                                             idp_url="http://127.0.0.1:1")
+        db = Database(configured.database_url)
+        try:
+            key = await Vault(master_box(configured)).token_key(db)
+            assert await Vault(master_box(configured)).token_key(db) == key  # another worker: the same key
+        finally:
+            await db.dispose()
+        assert len(key) == 32 and token_mac(key, "access", "t") != token_mac(key, "refresh", "t")
+        assert await rotate_master_key(configured, new) == 2  # the index key and the token key
+        fresh = configured.model_copy(update={"master_key": SecretStr(base64.urlsafe_b64encode(new).decode())})
+        db = Database(fresh.database_url)
+        try:
+            assert await Vault(master_box(fresh)).token_key(db) == key
+        finally:
+            await db.dispose()
+
+    asyncio.run(scenario())
