@@ -35,6 +35,7 @@ def create_app(settings: WalletSettings | None = None, *, transport: httpx.Async
     ``run_background=False`` leaves the periodic sweeps (status, expiry, deferred) and the alert webhook
     delivery to explicit calls."""
     from .background import background_loop, webhook_loop
+    from .pin import seal_legacy_pin_hashes
     from .routes import alerts, audit, auth, backup, credentials, history, offers, presentations, web
 
     settings = settings or WalletSettings()
@@ -47,6 +48,8 @@ def create_app(settings: WalletSettings | None = None, *, transport: httpx.Async
     async def migrate(_app: FastAPI) -> AsyncIterator[None]:
         await run_migrations_async(MIGRATIONS, settings.database_url)
         await ctx.vault.ensure_index_key(db)
+        # Once: the PIN hashes earlier versions stored unsealed; after this, an unsealed one is refused.
+        await seal_legacy_pin_hashes(db, ctx.vault)
         yield
 
     @contextlib.asynccontextmanager

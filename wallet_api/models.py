@@ -47,9 +47,12 @@ class Wallet(Base):
     data_key: Mapped[bytes] = mapped_column(LargeBinary)  # sealed by the master SecretBox
     profile: Mapped[bytes] = mapped_column(LargeBinary)  # sealed: name, identifier, email
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    #: The PIN's scrypt hash sealed under the data key (``sealed$...``, :mod:`wallet_api.pin`); NULL: no PIN.
     pin_hash: Mapped[str | None] = mapped_column(String(200), nullable=True)
     pin_failures: Mapped[int] = mapped_column(Integer, default=0)
     pin_locked_until: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    #: Lockouts in a row (a right PIN clears them): each doubles the next lock (wallet migration 0018).
+    pin_lockouts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class LoginTransaction(Base):
@@ -222,7 +225,7 @@ class HistoryEntry(Base):
 
 
 class Alert(Base):
-    """An alert for the citizen (expiring, suspended, revoked, offer, issued)."""
+    """An alert for the citizen (expiring, suspended, revoked, offer, issued, PIN set/changed/reset/locked)."""
 
     __tablename__ = "alerts"
     # An increasing integer: the SSE stream resumes after the last id the app saw (Last-Event-ID).

@@ -1,38 +1,69 @@
 """The optional wallet PIN: when set, presenting and exporting a backup need it; wrong attempts are limited.
 
-Stored as ``scrypt$<n>$<r>$<p>$<salt>$<hash>`` (scrypt, N=2^14, r=8, p=1). After
-``pin_max_attempts`` wrong PINs, presenting (and exporting) is locked for ``pin_lock_seconds``; the
-counters are in the database, so several workers share them. This lockout is the wallet's per-wallet
-PIN rate limit (docs/security.md): it answers 423 ``pin_locked`` with ``Retry-After``, and is not
-duplicated in the generic limiter.
+**Storage.** The PIN's scrypt hash (``scrypt$<n>$<r>$<p>$<salt>$<hash>``, N=2^14, r=8, p=1) is sealed under
+the wallet's data key (:mod:`wallet_api.vault`, associated data ``cartera-wallet|<wallet>|pin|<wallet>``)
+and stored as ``sealed$<base64url>`` in ``wallets.pin_hash``. Without the master key, someone who reads the
+database cannot test PINs against it offline, and someone who writes it cannot put in the hash of a PIN
+they know: a value that does not open — an unsealed hash, another wallet's, garbage — never passes, and
+the citizen is asked to reset the PIN (403 ``pin_reset_required``). Hashes stored unsealed by earlier
+versions are sealed once, at the first start-up of this one (:func:`seal_legacy_pin_hashes`); after that
+an unsealed value is refused whenever it was written.
+
+**Attempts.** After ``pin_max_attempts`` wrong PINs, presenting (and exporting, and changing the PIN) is
+locked: ``pin_lock_seconds`` the first time, doubled on each further lockout in a row (at most
+``2**MAX_DOUBLINGS`` times), and each lockout raises a ``pin_locked`` alert saying when and from which
+session. The ``pin_max_lockouts``-th lockout in a row (and every one after it) also ends every session
+of the wallet: a thief guessing with a stolen session is stopped after ``pin_max_attempts ×
+pin_max_lockouts`` guesses, and the citizen logs in again at the identity provider. A right PIN clears
+the counters. The counters are in the database, so several workers share them. This lockout is the
+wallet's per-wallet PIN rate limit (docs/security.md): it answers 423 ``pin_locked`` with
+``Retry-After``, and is not duplicated in the generic limiter.
 
 Every attempt is reserved *before* the PIN is compared: one conditional ``UPDATE ... RETURNING``
-counts it only while the wallet is under the limit and not locked (the last one sets the lock), so
-concurrent guesses cannot test more than ``pin_max_attempts`` PINs between two locks (they used to be
-counted only after scrypt had answered). A right PIN clears the counter and the lock; a request that
-cannot reserve an attempt gets 423. scrypt runs in a worker thread, never on the event loop.
+counts it only while the wallet is under the limit and not locked (the last one sets the lock, and
+counts the lockout), so concurrent guesses cannot test more than ``pin_max_attempts`` PINs between two
+locks. A request that cannot reserve an attempt gets 423. scrypt runs in a worker thread, never on the
+event loop.
+
+**Setting, resetting.** A first PIN can be set from any session (an alert tells the citizen); changing
+or removing one needs the current PIN. A forgotten PIN — or one a thief set — is reset without it, from
+a session whose identity-provider login is at most ``pin_reset_login_seconds`` old
+(:func:`reset_pin`); the reset ends the wallet's other sessions and raises an alert.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import binascii
 import datetime as dt
 import hashlib
 import hmac
+import logging
 import math
 import os
 
-from sqlalchemy import and_, case, literal, null, or_, update
+from sqlalchemy import ColumnElement, Update, and_, case, literal, null, or_, select, update
+from sqlalchemy.exc import IntegrityError
 
-from service_kit.db import UTCDateTime
+from service_kit.db import Database, UTCDateTime
 from service_kit.errors import APIError
 
 from .context import WalletContext
 from .deps import Principal
-from .models import Wallet, utcnow
+from .models import ServiceKey, Session, Wallet, utcnow
+from .store import add_alert
+from .vault import DataKey, Vault, VaultError, service_key_aad
+
+log = logging.getLogger(__name__)
 
 _N, _R, _P = 2**14, 8, 1
+#: The lock doubles on each lockout in a row, this many times at most (64 × ``pin_lock_seconds``).
+MAX_DOUBLINGS = 6
+_SEALED = "sealed$"
+_KIND = "pin"
+#: The ``service_keys`` row recording that the hashes stored unsealed by earlier versions were sealed.
+LEGACY_SEALED_MARKER = "pin-hashes-sealed"
 
 
 def hash_pin(pin: str) -> str:
@@ -51,30 +82,72 @@ def pin_matches(pin: str, stored: str) -> bool:
     return hmac.compare_digest(computed, base64.b64decode(digest))
 
 
-def _locked(wait: int) -> APIError:
-    return APIError(423, "pin_locked", "too many wrong PINs; try again later", {"Retry-After": str(max(1, wait))})
+def seal_pin_hash(key: DataKey, pin_hash: str) -> str:
+    """The PIN hash sealed under the wallet's data key, as stored in ``wallets.pin_hash``."""
+    sealed = key.seal(_KIND, key.wallet_id, pin_hash)
+    return _SEALED + base64.urlsafe_b64encode(sealed).decode().rstrip("=")
 
 
-async def _reserve_attempt(ctx: WalletContext, wallet_id: str, now: dt.datetime) -> tuple[int, str] | None:
-    """Count one attempt if the wallet may still try one; ``(attempts used, PIN hash)`` or ``None``.
+def open_pin_hash(key: DataKey, stored: str) -> str | None:
+    """The PIN hash in a stored value, or ``None`` when it does not open (unsealed, another wallet's, or
+    tampered with): such a value never passes."""
+    if not stored.startswith(_SEALED):
+        return None
+    body = stored[len(_SEALED):]
+    try:
+        value = key.open(_KIND, key.wallet_id, base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+    except (VaultError, ValueError, binascii.Error):
+        return None
+    return value if isinstance(value, str) else None
+
+
+def _locked(wait: int, *, sessions_ended: bool = False) -> APIError:
+    return APIError(423, "pin_locked", "too many wrong PINs; try again later" + (
+        " (every session of this wallet was ended: log in again)" if sessions_ended else ""),
+        {"Retry-After": str(max(1, wait))}, extra={"sessions_ended": True} if sessions_ended else None)
+
+
+def _unusable(wallet_id: str) -> APIError:
+    log.warning("wallet %s: its stored PIN does not open under its data key (unsealed or altered); refused",
+                wallet_id)
+    return APIError(403, "pin_reset_required",
+                    "the wallet's PIN cannot be checked: log in again and reset it (POST /v1/pin/reset)")
+
+
+def _lock_until(ctx: WalletContext, now: dt.datetime) -> ColumnElement[dt.datetime]:
+    """When a lock set now ends: ``pin_lock_seconds`` doubled per earlier lockout in a row (a CASE on
+    the column, so the statement that sets the lock picks its length)."""
+    base = ctx.settings.pin_lock_seconds
+
+    def at(doublings: int) -> ColumnElement[dt.datetime]:
+        return literal(now + dt.timedelta(seconds=base * 2 ** doublings), UTCDateTime())
+
+    return case(*((Wallet.pin_lockouts == k, at(k)) for k in range(MAX_DOUBLINGS)), else_=at(MAX_DOUBLINGS))
+
+
+async def _reserve_attempt(ctx: WalletContext, wallet_id: str, now: dt.datetime
+                           ) -> tuple[int, str, int, dt.datetime | None] | None:
+    """Count one attempt if the wallet may still try one: ``(attempts used, stored PIN hash, lockouts
+    in a row, lock end)``, or ``None``.
 
     One statement, so of any number of concurrent callers at most ``pin_max_attempts`` get through
-    between two locks. The attempt that uses the last one sets the lock in the same statement (a right
-    PIN lifts it again), so no state waits on a request that might never finish. A lock that has
-    ended starts a fresh count."""
+    between two locks. The attempt that uses the last one sets the lock and counts the lockout in the
+    same statement (a right PIN lifts both again), so no state waits on a request that might never
+    finish. A lock that has ended starts a fresh count of attempts, not of lockouts."""
     limit = ctx.settings.pin_max_attempts
     expired = and_(Wallet.pin_locked_until.is_not(None), Wallet.pin_locked_until <= now)
     count = case((expired, 1), else_=Wallet.pin_failures + 1)
-    until = literal(now + dt.timedelta(seconds=ctx.settings.pin_lock_seconds), UTCDateTime())
+    locks = count >= limit
     statement = (update(Wallet)
                  .where(Wallet.id == wallet_id, Wallet.pin_hash.is_not(None),
                         or_(Wallet.pin_locked_until.is_(None), Wallet.pin_locked_until <= now))
-                 .values(pin_failures=count, pin_locked_until=case((count >= limit, until), else_=null()))
-                 .returning(Wallet.pin_failures, Wallet.pin_hash)
+                 .values(pin_failures=count, pin_locked_until=case((locks, _lock_until(ctx, now)), else_=null()),
+                         pin_lockouts=case((locks, Wallet.pin_lockouts + 1), else_=Wallet.pin_lockouts))
+                 .returning(Wallet.pin_failures, Wallet.pin_hash, Wallet.pin_lockouts, Wallet.pin_locked_until)
                  .execution_options(synchronize_session=False))
     async with ctx.db.session() as session:
         row = (await session.execute(statement)).first()
-    return None if row is None else (int(row[0]), str(row[1]))
+    return None if row is None else (int(row[0]), str(row[1]), int(row[2]), row[3])
 
 
 async def _pin_state(ctx: WalletContext, wallet_id: str) -> Wallet | None:
@@ -84,49 +157,172 @@ async def _pin_state(ctx: WalletContext, wallet_id: str) -> Wallet | None:
     return wallet if wallet is not None and wallet.pin_hash is not None else None
 
 
-async def check_pin(ctx: WalletContext, me: Principal, pin: str | None) -> None:
-    """Pass when no PIN is set or ``pin`` is right; otherwise refuse.
+def _origin(sess: Session | None) -> str:
+    """Which session (and device, as its login recorded it) a PIN event came from, for an alert."""
+    if sess is None:
+        return ""
+    device = " ".join((sess.user_agent or "").split())[:120]
+    return f" from session {sess.id}" + (f" ({device})" if device else "")
+
+
+def _when(moment: dt.datetime) -> str:
+    return moment.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _end_sessions(wallet_id: str, *, keep: str | None = None) -> Update:
+    """The statement ending the wallet's sessions (but ``keep``): every token of them stops working."""
+    where = [Session.wallet_id == wallet_id, Session.revoked.is_(False)]
+    if keep is not None:
+        where.append(Session.id != keep)
+    return (update(Session).where(*where).values(revoked=True, access_hash=None, refresh_hash=None)
+            .execution_options(synchronize_session=False))
+
+
+async def _locked_out(ctx: WalletContext, me: Principal, now: dt.datetime, lockouts: int,
+                      until: dt.datetime | None) -> bool:
+    """After a wrong PIN that used the last attempt: alert the citizen and, from the
+    ``pin_max_lockouts``-th lockout in a row, end every session of the wallet. True when they were ended."""
+    end_all = lockouts >= ctx.settings.pin_max_lockouts
+    message = (f"Too many wrong PINs at {_when(now)}{_origin(me.session)} (lockout {lockouts} in a row): "
+               f"sharing and backups are locked until {_when(until or now)}.")
+    message += (" Every session of your wallet was ended: log in again, and reset the PIN if you forgot it."
+                if end_all else " If it was not you, end that session and change your PIN.")
+    async with ctx.db.session() as session:
+        if end_all:
+            await session.execute(_end_sessions(me.wallet_id))
+        await add_alert(session, me.wallet_id, "pin_locked", message, webhook=ctx.webhook)
+    return end_all
+
+
+async def check_pin(ctx: WalletContext, me: Principal, pin: str | None) -> str | None:
+    """Pass when no PIN is set or ``pin`` is right (returning the stored value checked, ``None`` when
+    there is no PIN); otherwise refuse.
 
     403 ``pin_required`` for a missing (or empty) PIN, counting no attempt: a client that did not know
     a PIN had been set (from another device) learns it must ask for one, and does not burn the
     citizen's attempts by trying without. 403 ``invalid_pin`` (with ``attempts_left``) for a wrong PIN,
-    counted; 423 ``pin_locked`` (with ``Retry-After``) when the attempts are used up — also for the
-    right PIN, or none, while the lock lasts."""
+    counted; 423 ``pin_locked`` (with ``Retry-After``, and ``sessions_ended`` when the lockout ended the
+    wallet's sessions) when the attempts are used up — also for the right PIN, or none, while the lock
+    lasts. 403 ``pin_reset_required`` when the stored PIN does not open under the wallet's data key."""
     state = await _pin_state(ctx, me.wallet_id)
     if state is None:
-        return  # no PIN: nothing to reserve (and no write for wallets without one)
+        return None  # no PIN: nothing to reserve (and no write for wallets without one)
     now = utcnow()
     if not pin:
         if state.pin_locked_until is not None and state.pin_locked_until > now:
             raise _locked(math.ceil((state.pin_locked_until - now).total_seconds()))
         raise APIError(403, "pin_required", "this wallet has a PIN: send it")
+    if open_pin_hash(me.key, str(state.pin_hash)) is None:
+        raise _unusable(me.wallet_id)  # before reserving: no attempt (nor lockout) for a PIN that can never pass
     reserved = await _reserve_attempt(ctx, me.wallet_id, now)
     if reserved is None:
         state = await _pin_state(ctx, me.wallet_id)
         if state is None:
-            return  # the PIN was removed meanwhile
+            return None  # the PIN was removed meanwhile
         until = state.pin_locked_until or now + dt.timedelta(seconds=ctx.settings.pin_lock_seconds)
         raise _locked(math.ceil((until - now).total_seconds()))
-    used, pin_hash = reserved
+    used, stored, lockouts, until = reserved
+    pin_hash = open_pin_hash(me.key, stored)
+    if pin_hash is None:
+        raise _unusable(me.wallet_id)
     if await asyncio.to_thread(pin_matches, pin, pin_hash):
         async with ctx.db.session() as session:
             await session.execute(update(Wallet).where(Wallet.id == me.wallet_id).values(
-                pin_failures=0, pin_locked_until=None).execution_options(synchronize_session=False))
-        return
+                pin_failures=0, pin_lockouts=0, pin_locked_until=None).execution_options(synchronize_session=False))
+        return stored
     # The failure was counted when the attempt was reserved; the last one also set the lock.
     if used >= ctx.settings.pin_max_attempts:
-        raise _locked(ctx.settings.pin_lock_seconds)
+        ended = await _locked_out(ctx, me, now, lockouts, until)
+        raise _locked(math.ceil(((until or now) - now).total_seconds()), sessions_ended=ended)
     raise APIError(403, "invalid_pin", "the PIN is wrong",
                    extra={"attempts_left": ctx.settings.pin_max_attempts - used})
 
 
-async def set_pin(ctx: WalletContext, me: Principal, new_pin: str | None, current_pin: str | None) -> None:
-    """Set, change (current PIN needed) or remove (``new_pin=None``) the PIN."""
-    await check_pin(ctx, me, current_pin)
+def _check_format(new_pin: str | None) -> None:
     if new_pin is not None and (not new_pin.isdigit() or not 4 <= len(new_pin) <= 12):
         raise APIError(400, "invalid_request", "the PIN is 4 to 12 digits")
-    pin_hash = await asyncio.to_thread(hash_pin, new_pin) if new_pin else None
+
+
+async def _sealed_hash(me: Principal, new_pin: str | None) -> str | None:
+    return seal_pin_hash(me.key, await asyncio.to_thread(hash_pin, new_pin)) if new_pin else None
+
+
+async def set_pin(ctx: WalletContext, me: Principal, new_pin: str | None, current_pin: str | None) -> None:
+    """Set, change (current PIN needed) or remove (``new_pin=None``) the PIN; the citizen is alerted.
+
+    The write is conditional on the PIN checked: of two sessions setting a first PIN at once, or
+    changing it, the second gets 409 ``conflict`` instead of overwriting the first's."""
+    checked = await check_pin(ctx, me, current_pin)
+    _check_format(new_pin)
+    if checked is None and new_pin is None:
+        return  # no PIN, none asked for
+    pin_hash = await _sealed_hash(me, new_pin)
+    if checked is None:
+        kind, message = "pin_set", f"A PIN was set on your wallet at {_when(utcnow())}{_origin(me.session)}."
+    elif new_pin is None:
+        kind, message = "pin_removed", f"Your wallet's PIN was removed at {_when(utcnow())}{_origin(me.session)}."
+    else:
+        kind, message = "pin_changed", f"Your wallet's PIN was changed at {_when(utcnow())}{_origin(me.session)}."
+    message += " If it was not you, log in again and reset the PIN."
+    same = Wallet.pin_hash.is_(None) if checked is None else Wallet.pin_hash == checked
+    async with ctx.db.session() as session:
+        result = await session.execute(update(Wallet).where(Wallet.id == me.wallet_id, same).values(
+            pin_hash=pin_hash, pin_failures=0, pin_lockouts=0, pin_locked_until=None)
+            .execution_options(synchronize_session=False))
+        if result.rowcount != 1:  # type: ignore[attr-defined]
+            raise APIError(409, "conflict", "the PIN was set or changed meanwhile; try again")
+        await add_alert(session, me.wallet_id, kind, message, webhook=ctx.webhook)
+
+
+async def reset_pin(ctx: WalletContext, me: Principal, new_pin: str | None) -> None:
+    """Set (or, with ``None``, remove) the PIN without the current one, whatever the lock: only from a
+    session whose login is at most ``pin_reset_login_seconds`` old (403 ``recent_login_required``). The
+    counters are cleared, the wallet's other sessions are ended and the citizen is alerted."""
+    now = utcnow()
+    login_at = me.session.created_at
+    if login_at is None or login_at < now - dt.timedelta(seconds=ctx.settings.pin_reset_login_seconds):
+        raise APIError(403, "recent_login_required",
+                       "resetting the PIN needs a fresh login: log in again, then reset it within "
+                       f"{ctx.settings.pin_reset_login_seconds} seconds")
+    _check_format(new_pin)
+    pin_hash = await _sealed_hash(me, new_pin)
+    message = (f"Your wallet's PIN was reset at {_when(now)}{_origin(me.session)}, after a new login; "
+               "your other sessions were ended. If it was not you, log in again and reset it.")
     async with ctx.db.session() as session:
         await session.execute(update(Wallet).where(Wallet.id == me.wallet_id).values(
-            pin_hash=pin_hash, pin_failures=0, pin_locked_until=None)
+            pin_hash=pin_hash, pin_failures=0, pin_lockouts=0, pin_locked_until=None)
             .execution_options(synchronize_session=False))
+        await session.execute(_end_sessions(me.wallet_id, keep=me.session.id))
+        await add_alert(session, me.wallet_id, "pin_reset", message, webhook=ctx.webhook)
+
+
+async def seal_legacy_pin_hashes(db: Database, vault: Vault, *, batch: int = 200) -> int:
+    """Seal the PIN hashes stored unsealed by earlier versions; return how many. Start-up, after the
+    migrations: runs until it has recorded that it ran (the :data:`LEGACY_SEALED_MARKER` row), never
+    again after, so an unsealed hash written to the database later is refused, not sealed. Each row is
+    sealed by a conditional update (several workers starting at once do not disturb each other)."""
+    async with db.read_session() as session:
+        if await session.get(ServiceKey, LEGACY_SEALED_MARKER) is not None:
+            return 0
+    count, last = 0, ""
+    while True:
+        async with db.session() as session:
+            rows = (await session.execute(
+                select(Wallet.id, Wallet.data_key, Wallet.pin_hash)
+                .where(Wallet.id > last, Wallet.pin_hash.like("scrypt$%")).order_by(Wallet.id).limit(batch))).all()
+            for wallet_id, data_key, legacy in rows:
+                key = vault.data_key(Wallet(id=wallet_id, data_key=data_key))
+                result = await session.execute(
+                    update(Wallet).where(Wallet.id == wallet_id, Wallet.pin_hash == legacy)
+                    .values(pin_hash=seal_pin_hash(key, legacy)).execution_options(synchronize_session=False))
+                count += result.rowcount  # type: ignore[attr-defined]
+        if len(rows) < batch:
+            break
+        last = rows[-1][0]
+    try:
+        async with db.session() as session:
+            session.add(ServiceKey(name=LEGACY_SEALED_MARKER,
+                                   sealed=vault.box.seal(b"sealed", service_key_aad(LEGACY_SEALED_MARKER))))
+    except IntegrityError:
+        pass  # another worker recorded it at the same moment
+    return count

@@ -109,7 +109,15 @@ class WalletSettings(ServiceSettings):
         default=60.0, ge=0.0, description="Seconds between background sweeps (status checks, expiry alerts, deferred "
                                           "polls, exchanges left half-way, purges); 0 disables them.")
     pin_max_attempts: int = Field(default=5, ge=1, description="Wrong PIN attempts before presenting is locked.")
-    pin_lock_seconds: int = Field(default=900, ge=1, description="How long presenting stays locked after too many wrong PINs.")
+    pin_lock_seconds: int = Field(
+        default=900, ge=1, description=("How long presenting stays locked after too many wrong PINs, the first time; "
+                                         "each further lockout in a row doubles it, up to 64 times the first."))
+    pin_max_lockouts: int = Field(
+        default=3, ge=1, description=("PIN lockouts in a row (no right PIN between) after which every session of the "
+                                      "wallet is ended and the citizen logs in again; every further one does too."))
+    pin_reset_login_seconds: int = Field(
+        default=300, ge=30, description=("How recent a session's login must be (seconds) to reset a forgotten PIN "
+                                         "without the current one (`POST /v1/pin/reset`)."))
     max_backup_bytes: int = Field(
         default=16 * 1_048_576, ge=1024,
         description="Largest backup accepted by `POST /v1/backup/import`, bytes (other requests: `max_body_bytes`).")

@@ -24,7 +24,8 @@ router = APIRouter(tags=["alerts"])
 class AlertView(BaseModel):
     id: int = Field(description="Increasing id (the SSE event id).")
     kind: str = Field(description="offer_received | credential_received | issuance_pending | expiring | "
-                      "suspended | revoked | reinstated.")
+                      "suspended | revoked | reinstated | pin_set | pin_changed | pin_removed | "
+                      "pin_reset | pin_locked.")
     credential_id: str | None
     message: str
     read: bool

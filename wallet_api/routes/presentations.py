@@ -8,7 +8,7 @@ from fastapi import APIRouter, Header
 from pydantic import BaseModel, Field
 
 from ..deps import Citizen, Ctx
-from ..pin import set_pin
+from ..pin import reset_pin, set_pin
 from ..sharing import _preview_out, approve, decline, load_presentation, receive_request
 
 router = APIRouter(tags=["sharing"])
@@ -115,5 +115,20 @@ class PinIn(BaseModel):
 async def put_pin(ctx: Ctx, me: Citizen, body: PinIn) -> None:
     """When a PIN is set, approving a presentation needs it; wrong attempts are limited. Changing or
     removing a PIN needs `current_pin`: missing, 403 `pin_required` (no attempt counted); wrong, 403
-    `invalid_pin`."""
+    `invalid_pin`; unusable (altered in the database), 403 `pin_reset_required`. Each change raises an
+    alert (`pin_set`, `pin_changed`, `pin_removed`); a PIN set or changed meanwhile by another session
+    answers 409 `conflict`. A forgotten PIN: `POST /v1/pin/reset`."""
     await set_pin(ctx, me, body.pin, body.current_pin)
+
+
+class PinResetIn(BaseModel):
+    pin: str | None = Field(default=None, max_length=12, description="New PIN (4-12 digits); null removes it.")
+
+
+@router.post("/pin/reset", status_code=204, summary="Reset a forgotten PIN after a fresh login")
+async def post_pin_reset(ctx: Ctx, me: Citizen, body: PinResetIn) -> None:
+    """Set (or remove) the PIN without the current one, even while it is locked — only from a session
+    whose login at the identity provider is at most `pin_reset_login_seconds` (300) old: otherwise 403
+    `recent_login_required` (log in again, then reset). The wallet's other sessions are ended and an
+    alert (`pin_reset`) tells the citizen."""
+    await reset_pin(ctx, me, body.pin)
