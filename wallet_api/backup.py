@@ -9,26 +9,44 @@ File format (JSON)::
 The key is scrypt(passphrase) — scrypt rather than Argon2 because it is in Python's standard library
 (no extra dependency) and memory-hard; N=2^17, r=8 costs about 128 MiB and a fraction of a second,
 slowing offline guessing. The plaintext is the JSON of every credential (tokens, holder private keys,
-display data) and the history; the header members are the AES-GCM associated data, so they cannot be
-changed unnoticed.
+display data), the history and ``subject``; the header members are the AES-GCM associated data, so
+they cannot be changed unnoticed.
+
+``subject`` binds the file to the citizen it was exported for: an HMAC, under a key derived from the
+service's subject index key (which never leaves the database), of the wallet's subject index (itself
+an HMAC of login provider and identifier: no identifier is in the file) and of the canonical JSON of
+the credentials and history. An import recomputes it for the importing wallet: a file of another
+citizen (or of the same person logged in with another provider, or exported by another wallet
+service), a file changed after its export, and a file with no ``subject`` (exported before it existed)
+are refused. Whoever knows the passphrase can open and reseal the file, but cannot compute ``subject``.
 
 The file chooses its KDF parameters, so an import accepts only what an export costs at most (r=8,
 p=1, N a power of two up to 2^17), checked before scrypt runs; scrypt runs in a small thread pool of
 its own, never on the event loop. An export needs the wallet PIN when one is set (the file holds the
-holder keys). Every imported credential is checked as a received one is — the SD-JWT VC parses, is
-bound to the entry's holder key, the display data, status references and times have the shapes the
-wallet relies on — and one bad entry refuses the whole file (400 ``invalid_backup`` naming the entry,
-never a value): nothing is stored.
+holder keys). Every imported copy is verified by :func:`wallet_api.receiving.verify_received`, as a
+received credential is (issuer signature, x5c chain to the issuer anchors or the issuer's metadata,
+``iss``, ``vct``, ``cnf`` = the copy's holder key); what the wallet stores (type, issuer, times, status
+references) comes from the verified tokens, the issuer's name from its metadata fetched now. A
+credential that has expired, or whose issuer certificate has, since it was received is verified at
+its issuance time and restored expired. One entry that does not verify refuses the whole file (400
+``invalid_backup`` naming the entry and a reason code, never a value): nothing is stored.
+
+History entries are restored as kind ``imported`` (their kind, time and id kept in the details), and
+the import itself is recorded as a ``restore`` event: the audit chain records that entries were
+imported, when, never an event as if it happened in this wallet.
 """
 
 from __future__ import annotations
 
 import asyncio
+import binascii
 import hashlib
+import hmac
 import json
 import math
 import os
 import re
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -40,16 +58,27 @@ from pydantic import ValidationError
 from sqlalchemy import select
 
 from service_kit.errors import APIError
+from ssi import sd_jwt_vc
+from ssi import x509 as ssi_x509
+from ssi.audit_chain import canonical
 from ssi.encoding import b64url_decode, b64url_encode, json_loads
 from ssi.errors import EncodingError, SSIError
-from ssi.jose import Key
-from ssi.sd_jwt import SDJWT, import_holder_jwk
+from ssi.jose import Key, is_numeric_date
+from ssi.oid4vci import CredentialIssuerMetadata
+from ssi.sd_jwt import SDJWT
 
 from .context import WalletContext
 from .deps import Principal
 from .models import HistoryEntry
 from .pin import check_pin
-from .store import STORED, add_credential, add_history, load_credentials
+from .receiving import (
+    IssuanceError,
+    describe_configuration,
+    describe_issuer,
+    fetch_issuer_metadata,
+    verify_received,
+)
+from .store import STORED, accept_languages, add_credential, add_history, load_credentials
 
 FORMAT = "cartera-wallet-backup"
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**17, 8, 1
@@ -62,6 +91,15 @@ _KDF_POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="backup-kdf")
 _MAX_TIMESTAMP = 253402214400
 _STATUSES = ("valid", "suspended", "revoked")
 _HISTORY_KIND = re.compile(r"[a-z_]{1,20}")
+#: What a backup's history restores: the wallet's own events, and earlier restores.
+RESTORED_KINDS = ("receipt", "share", "decline", "deletion", "imported", "restore")
+#: The kind of a history entry taken from a backup, and of the import itself.
+IMPORTED, RESTORE = "imported", "restore"
+#: Verification failures of time alone (the credential or an issuer certificate expired since): the
+#: copy is verified again at its issuance time.
+_EXPIRED_SINCE = frozenset({"sd_jwt.expired", "x509.expired"})
+_BINDING_LABEL = b"cartera-wallet-backup/v1/subject"
+_B64URL = re.compile(r"[A-Za-z0-9_-]{1,100}")
 _T = TypeVar("_T")
 
 
@@ -276,7 +314,9 @@ def _private_key(jwk: Any, what: str) -> Key:
     return key
 
 
-def _check_copy(copy: Any, what: str, vct: str, issuer: str) -> tuple[str, dict[str, Any]]:
+def _check_copy(copy: Any, what: str) -> tuple[str, Key]:
+    """A copy's token (an SD-JWT without key binding) and its usable private holder key; what the token
+    says is verified later (:func:`_verify_entry`)."""
     copy = _object(copy, what, optional=False)
     assert copy is not None
     token = copy.get("token")
@@ -286,23 +326,12 @@ def _check_copy(copy: Any, what: str, vct: str, issuer: str) -> tuple[str, dict[
         raise _Bad(f"{what}.token is not an SD-JWT VC") from exc
     if parsed.kb_jwt is not None:
         raise _Bad(f"{what}.token carries a key binding JWT")
-    if parsed.payload.get("vct") != vct or parsed.payload.get("iss") != issuer:
-        raise _Bad(f"{what}.token is of another type or issuer than the entry")
-    cnf = parsed.payload.get("cnf")
-    if not isinstance(cnf, dict) or cnf.get("jwk") is None:
-        raise _Bad(f"{what}.token is not bound to a holder key")
-    try:
-        bound = import_holder_jwk(cnf["jwk"])
-    except (SSIError, ValueError, TypeError) as exc:
-        raise _Bad(f"{what}.token has an unusable holder key (cnf)") from exc
-    holder = _private_key(copy.get("holder_jwk"), f"{what}.holder_jwk")
-    if holder.thumbprint() != bound.thumbprint():
-        raise _Bad(f"{what}.holder_jwk is not the key the token is bound to")
-    return token, holder.private_jwk()
+    return token, _private_key(copy.get("holder_jwk"), f"{what}.holder_jwk")
 
 
 def _check_credential(item: Any) -> dict[str, Any]:
-    """The keyword arguments of :func:`add_credential` for one backup entry, or :class:`_Bad`."""
+    """One backup entry, its shapes checked: ``vct``, ``issuer``, ``details``, ``status`` and ``copies``
+    (``(token, holder key)``); the tokens are verified by :func:`_verify_entry`."""
     item = _object(item, "the entry", optional=False)
     assert item is not None
     vct = _text(item.get("vct"), "vct", optional=False, limit=500)
@@ -314,43 +343,203 @@ def _check_credential(item: Any) -> dict[str, Any]:
     copies = _list(item.get("copies"), "copies")
     if not copies:
         raise _Bad("copies must hold at least one copy")
-    return {"vct": vct, "issuer": issuer, "details": _check_details(item.get("details")),
-            "iat": _timestamp(item.get("iat"), "iat"), "exp": _timestamp(item.get("exp"), "exp"),
-            "status": status,
-            "copies": [_check_copy(copy, f"copies[{index}]", vct, issuer) for index, copy in enumerate(copies)]}
+    # iat and exp are the verified token's; the file's must still be times (or null).
+    _timestamp(item.get("iat"), "iat")
+    _timestamp(item.get("exp"), "exp")
+    return {"vct": vct, "issuer": issuer, "details": _check_details(item.get("details")), "status": status,
+            "copies": [_check_copy(copy, f"copies[{index}]") for index, copy in enumerate(copies)]}
 
 
-def _check_history(entry: Any) -> tuple[str, dict[str, Any]]:
+def _check_history(entry: Any) -> tuple[str | None, dict[str, Any]]:
+    """``(the id of the event it records, its details as restored)`` of a backup's history entry.
+
+    Only the kinds a wallet records are restored, and as kind :data:`IMPORTED`: the original kind,
+    time and id go into the details (an entry imported before keeps the ones it has)."""
     entry = _object(entry, "the entry", optional=False)
     assert entry is not None
-    kind = entry.get("kind", "imported")
-    if not isinstance(kind, str) or not _HISTORY_KIND.fullmatch(kind):
-        raise _Bad("kind must be a lowercase word of at most 20 letters")
+    kind = entry.get("kind")
+    if not isinstance(kind, str) or not _HISTORY_KIND.fullmatch(kind) or kind not in RESTORED_KINDS:
+        raise _Bad(f"kind must be one of {', '.join(RESTORED_KINDS)}")
     details = _object(entry.get("details"), "details", optional=False)
     assert details is not None
-    return kind, {**details, "imported_from_backup": True,
-                  "original_time": _text(entry.get("created_at"), "created_at", limit=64)}
+    created_at = _text(entry.get("created_at"), "created_at", limit=64)
+    entry_id = _text(entry.get("id"), "id", limit=64)
+    if kind == IMPORTED:
+        original = _text(details.get("original_id"), "details.original_id", limit=64)
+        return original, {**details, "imported_from_backup": True}
+    return entry_id, {**details, "imported_from_backup": True, "original_kind": kind,
+                      "original_time": created_at, "original_id": entry_id}
 
 
-def check_content(content: dict[str, Any]) -> tuple[list[dict[str, Any]], list[tuple[str, dict[str, Any]]]]:
-    """Every credential and history entry of a decrypted backup, checked; 400 at the first bad one."""
-    credentials, history = [], []
-    for section, items, check in (("credentials", content["credentials"], _check_credential),
-                                  ("history", content.get("history", []), _check_history)):
-        for index, item in enumerate(items):
-            try:
-                checked = check(item)
-            except _Bad as exc:
-                raise APIError(400, "invalid_backup", f"{section}[{index}]: {exc}") from exc
-            (credentials if section == "credentials" else history).append(checked)
+def check_content(content: dict[str, Any]) -> tuple[list[dict[str, Any]], list[tuple[str | None, dict[str, Any]]]]:
+    """Every credential and history entry of a decrypted backup, their shapes checked; 400 at the first
+    bad one."""
+    credentials: list[dict[str, Any]] = []
+    history: list[tuple[str | None, dict[str, Any]]] = []
+    for index, item in enumerate(content["credentials"]):
+        try:
+            credentials.append(_check_credential(item))
+        except _Bad as exc:
+            raise APIError(400, "invalid_backup", f"credentials[{index}]: {exc}") from exc
+    for index, item in enumerate(content.get("history", [])):
+        try:
+            history.append(_check_history(item))
+        except _Bad as exc:
+            raise APIError(400, "invalid_backup", f"history[{index}]: {exc}") from exc
     return credentials, history
+
+
+# -- the subject binding -----------------------------------------------------------------------
+
+def subject_binding(index_key: bytes, subject_index: str, content: dict[str, Any]) -> str:
+    """The ``subject`` member of a backup's content: HMAC-SHA256, under a key derived from the subject
+    index key, of the wallet's subject index and the canonical JSON of the credentials and history."""
+    body = canonical({"credentials": content["credentials"], "history": content.get("history", [])})
+    key = hmac.new(index_key, _BINDING_LABEL, hashlib.sha256).digest()
+    return b64url_encode(hmac.new(key, subject_index.encode() + b"\x00" + body, hashlib.sha256).digest())
+
+
+def _check_binding(content: dict[str, Any], index_key: bytes, subject_index: str) -> None:
+    bound = content.get("subject")
+    if bound is None:
+        raise APIError(400, "invalid_backup", "the backup is not bound to a citizen (it was exported before "
+                                              "backups were); it cannot be restored")
+    try:
+        expected = subject_binding(index_key, subject_index, content)
+    except SSIError as exc:
+        raise APIError(400, "invalid_backup", "the backup content is not recognised") from exc
+    if not isinstance(bound, str) or not _B64URL.fullmatch(bound) \
+            or not hmac.compare_digest(bound.encode(), expected.encode()):
+        raise APIError(403, "foreign_backup", "this backup was not exported from this wallet: it is another "
+                                              "citizen's (or from a login with another identity provider, or "
+                                              "another wallet service), or it was changed after its export")
+
+
+# -- verifying imported credentials --------------------------------------------------------------
+
+def _chain_end(verified: sd_jwt_vc.VerifiedCredential) -> float | None:
+    """The end of the validity of the issuer's x5c chain (the earliest ``notAfter``), if it has one."""
+    x5c = verified.header.get("x5c")
+    if verified.key_source != "x5c" or not isinstance(x5c, list):
+        return None
+    certs = [ssi_x509.load_certificate(binascii.a2b_base64(item.encode("ascii"))) for item in x5c]
+    return min(c.not_valid_after_utc for c in certs).timestamp()
+
+
+async def _verify_copy(ctx: WalletContext, token: str, holder: Key, vct: str, issuer: str, what: str
+                       ) -> tuple[sd_jwt_vc.VerifiedCredential, float | None]:
+    """``(verified copy, the latest time it may be used)``: exactly as a received credential is verified;
+    one that expired since (or whose issuer certificate did) is verified at its issuance time instead,
+    and usable until then at most. Anything else that does not verify is :class:`_Bad` with its code."""
+    try:
+        return await verify_received(ctx, token, credential_issuer=issuer, expected_vct=vct, holder_key=holder), None
+    except IssuanceError as exc:
+        if exc.reason not in _EXPIRED_SINCE:
+            raise _Bad(f"{what}.token did not verify ({exc.reason or exc.error})") from exc
+    iat = SDJWT.parse(token).payload.get("iat")  # parsed by _check_copy already
+    if not is_numeric_date(iat):
+        raise _Bad(f"{what}.token did not verify (expired, and no iat to verify it at)")
+    try:
+        verified = await verify_received(ctx, token, credential_issuer=issuer, expected_vct=vct, holder_key=holder,
+                                         now=float(iat))
+    except IssuanceError as exc:
+        raise _Bad(f"{what}.token did not verify at its issuance ({exc.reason or exc.error})") from exc
+    ends = [t for t in (verified.exp, _chain_end(verified)) if t is not None]
+    return verified, min(ends) if ends else float(iat)
+
+
+async def _issuer_metadata(ctx: WalletContext, client: Any, issuer: str, cache: dict[str, Any]
+                           ) -> CredentialIssuerMetadata | None:
+    """The issuer's metadata fetched now (what receiving shows the issuer by), or ``None``."""
+    if issuer not in cache:
+        try:
+            cache[issuer] = (await fetch_issuer_metadata(ctx, client, issuer))[0]
+        except IssuanceError:
+            cache[issuer] = None
+    return cache[issuer]  # type: ignore[no-any-return]
+
+
+def _display(metadata: CredentialIssuerMetadata | None, details: dict[str, Any], vct: str, languages: list[str]
+             ) -> dict[str, Any] | None:
+    """The credential's display from the issuer's metadata when it describes the type; else the file's
+    (display only: type names and claim labels)."""
+    if metadata is not None:
+        configs = metadata.credential_configurations_supported
+        wanted = details.get("configuration_id")
+        ids = ([wanted] if wanted in configs else []) + list(configs)
+        for configuration_id in ids:
+            config = configs[configuration_id]
+            if config.format == "dc+sd-jwt" and config.vct == vct:
+                return describe_configuration(metadata, configuration_id, languages)
+    display = details.get("display")
+    return display if isinstance(display, dict) else None
+
+
+async def _verify_entry(ctx: WalletContext, client: Any, entry: dict[str, Any], languages: list[str],
+                        metadata_cache: dict[str, Any]) -> dict[str, Any]:
+    """The keyword arguments of :func:`add_credential` for one checked entry: every copy verified, and
+    what the wallet stores taken from the verified tokens (or re-derived), not from the file."""
+    vct, issuer, details = entry["vct"], entry["issuer"], entry["details"]
+    copies, statuses = [], []
+    first: sd_jwt_vc.VerifiedCredential | None = None
+    usable_until: list[float] = []
+    for index, (token, holder) in enumerate(entry["copies"]):
+        verified, until = await _verify_copy(ctx, token, holder, vct, issuer, f"copies[{index}]")
+        first = first or verified
+        if until is not None:
+            usable_until.append(until)
+        if verified.status is not None:
+            statuses.append({"uri": verified.status.uri, "idx": verified.status.idx})
+        copies.append((token, holder.private_jwk()))
+    assert first is not None
+    if (details.get("statuses") or []) != statuses:
+        raise _Bad("details.statuses are not the status references of the copies")
+    note = details.get("notification") or {}
+    metadata_issuer = (note.get("metadata") or {}).get("credential_issuer")
+    if metadata_issuer is not None and metadata_issuer != first.issuer:
+        raise _Bad("details.notification names another issuer than the credential's")
+    type_metadata = details.get("type_metadata")
+    metadata = await _issuer_metadata(ctx, client, first.issuer, metadata_cache)
+    display = _display(metadata, details, first.vct, languages)
+    stored = {
+        "configuration_id": details.get("configuration_id"),
+        **({"display": display} if display is not None else {}),
+        # Never the file's name: the issuer's metadata now, or (unreachable) its host, as receiving falls back.
+        "issuer_display": describe_issuer(metadata, languages) if metadata is not None else
+        {"id": first.issuer, "name": urlsplit(first.issuer).hostname or first.issuer, "logo": None},
+        "type_metadata": type_metadata if isinstance(type_metadata, dict) and type_metadata.get("vct") == first.vct
+        else None,
+        "statuses": statuses, "notification": details.get("notification"), "key_source": first.key_source}
+    exp = first.exp
+    if usable_until:
+        exp = min(usable_until + ([exp] if exp is not None else []))
+    # The file's status may only be worse than "valid" (a restore never lifts a suspension or a
+    # revocation); the status list is checked at once either way (add_credential schedules it).
+    status = entry["status"] if statuses and entry["status"] in ("suspended", "revoked") else "valid"
+    return {"vct": first.vct, "issuer": first.issuer, "details": stored, "iat": first.iat, "exp": exp,
+            "status": status, "copies": copies}
+
+
+async def verify_content(ctx: WalletContext, credentials: list[dict[str, Any]], languages: list[str]
+                         ) -> list[dict[str, Any]]:
+    """Every checked entry verified (:func:`_verify_entry`); 400 ``invalid_backup`` at the first that is not."""
+    verified: list[dict[str, Any]] = []
+    cache: dict[str, Any] = {}
+    async with ctx.client() as client:
+        for index, entry in enumerate(credentials):
+            try:
+                verified.append(await _verify_entry(ctx, client, entry, languages, cache))
+            except _Bad as exc:
+                raise APIError(400, "invalid_backup", f"credentials[{index}]: {exc}") from exc
+    return verified
 
 
 # -- export and import ---------------------------------------------------------------------------
 
 async def export_wallet(ctx: WalletContext, me: Principal, passphrase: str, pin: str | None = None
                         ) -> dict[str, Any]:
-    """Every credential (with its copies and keys) and the history, encrypted; needs the PIN when set."""
+    """Every credential (with its copies and keys) and the history, bound to the citizen and encrypted;
+    needs the PIN when set."""
     if len(passphrase) < MIN_PASSPHRASE:
         raise APIError(400, "weak_passphrase", f"the passphrase needs at least {MIN_PASSPHRASE} characters")
     await check_pin(ctx, me, pin)
@@ -358,37 +547,70 @@ async def export_wallet(ctx: WalletContext, me: Principal, passphrase: str, pin:
         credentials = await load_credentials(session, me.key)
         history = (await session.execute(select(HistoryEntry).where(HistoryEntry.wallet_id == me.wallet_id)
                                          .order_by(HistoryEntry.created_at))).scalars().all()
-        content = {
+        content: dict[str, Any] = {
             "credentials": [{"vct": c.row.vct, "issuer": c.row.issuer, "details": c.details,
                              "iat": c.row.issued_at.timestamp() if c.row.issued_at else None,
                              "exp": c.row.expires_at.timestamp() if c.row.expires_at else None,
                              "status": c.row.status,
                              "copies": [{"token": cp.token, "holder_jwk": cp.holder_key.private_jwk()}
                                         for cp in c.copies]} for c in credentials],
-            "history": [{"kind": h.kind, "created_at": h.created_at.isoformat(),
+            "history": [{"id": h.id, "kind": h.kind, "created_at": h.created_at.isoformat(),
                          "details": me.key.open("history", h.id, h.sealed)} for h in history],
         }
+        content["subject"] = subject_binding(await ctx.vault.index_key(session), me.wallet.subject_index, content)
     return await _off_loop(seal_backup, content, passphrase)
 
 
-async def import_wallet(ctx: WalletContext, me: Principal, backup: Any, passphrase: str) -> dict[str, int]:
+async def _restored_before(ctx: WalletContext, me: Principal) -> set[str]:
+    """The ids of the events this wallet has: its history rows, and the originals of entries it imported."""
+    async with ctx.db.read_session() as session:
+        rows = (await session.execute(select(HistoryEntry).where(HistoryEntry.wallet_id == me.wallet_id))).scalars().all()
+    known = {row.id for row in rows}
+    for row in rows:
+        if row.kind == IMPORTED:
+            original = me.key.open("history", row.id, row.sealed).get("original_id")
+            if isinstance(original, str):
+                known.add(original)
+    return known
+
+
+async def import_wallet(ctx: WalletContext, me: Principal, backup: Any, passphrase: str,
+                        accept_language: str | None = None) -> dict[str, int]:
     """Add a backup's credentials (skipping ones already present) and history to this wallet.
 
-    All or nothing: every entry is checked before anything is stored."""
+    All or nothing: the file must be this citizen's, unchanged since its export, and every entry is
+    checked and verified before anything is stored."""
     header = _check_header(backup)  # before scrypt: the file may not choose a costlier KDF
     content = await _off_loop(_decrypt, *header, passphrase)
-    credentials, history = check_content(content)
+    async with ctx.db.read_session() as session:
+        index_key = await ctx.vault.index_key(session)
+    _check_binding(content, index_key, me.wallet.subject_index)
+    checked, history = check_content(content)
+    credentials = await verify_content(ctx, checked, accept_languages(accept_language))
     async with ctx.db.read_session() as session:
         present = {cp.token for c in await load_credentials(session, me.key) for cp in c.copies}
-    added = 0
+    known = await _restored_before(ctx, me)
+    now = time.time()
+    added, expired, restored, imported = 0, 0, [], 0
     async with ctx.db.session() as session:
         for entry in credentials:
             tokens = [token for token, _ in entry["copies"]]
             if any(token in present for token in tokens):
                 continue
             present.update(tokens)
-            await add_credential(session, me.key, **entry)
+            credential_id = await add_credential(session, me.key, **entry)
             added += 1
-        for kind, details in history:
-            await add_history(session, me.key, kind, details)
-    return {"credentials_added": added}
+            expired += entry["exp"] is not None and entry["exp"] <= now
+            restored.append({"credential_id": credential_id, "issuer": entry["issuer"],
+                             "issuer_name": entry["details"]["issuer_display"]["name"], "vct": entry["vct"],
+                             "credential_name": entry["details"].get("display", {}).get("name") or entry["vct"]})
+        for original_id, details in history:
+            if original_id is not None and original_id in known:
+                continue  # this wallet has that event already (or imported it before)
+            if original_id is not None:
+                known.add(original_id)
+            await add_history(session, me.key, IMPORTED, details)
+            imported += 1
+        await add_history(session, me.key, RESTORE, {"credentials_added": added, "credentials": restored,
+                                                     "history_imported": imported})
+    return {"credentials_added": added, "credentials_expired": expired, "history_imported": imported}

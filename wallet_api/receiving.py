@@ -60,12 +60,15 @@ POLL_LEASE = dt.timedelta(seconds=120)
 
 
 class IssuanceError(Exception):
-    """Issuance failed; ``error`` is a stable code shown to the app, ``detail`` a sentence."""
+    """Issuance failed; ``error`` is a stable code shown to the app, ``detail`` a sentence, ``reason``
+    (when known) the precise code of why a credential did not verify (``sd_jwt.bad_signature``,
+    ``x509.untrusted_chain``, ``iss_not_credential_issuer``...)."""
 
-    def __init__(self, error: str, detail: str, status: int = 502) -> None:
+    def __init__(self, error: str, detail: str, status: int = 502, *, reason: str | None = None) -> None:
         self.error = error
         self.detail = detail
         self.status = status
+        self.reason = reason
         super().__init__(detail)
 
     def api(self) -> APIError:
@@ -592,8 +595,11 @@ def _refusal(status: int, error: Any) -> IssuanceError:
 
 
 async def verify_received(ctx: WalletContext, token: str, *, credential_issuer: str, expected_vct: str,
-                          holder_key: Key) -> sd_jwt_vc.VerifiedCredential:
-    """Verify a credential before storing it; raise :class:`IssuanceError` saying why not."""
+                          holder_key: Key, now: float | None = None) -> sd_jwt_vc.VerifiedCredential:
+    """Verify a credential before storing it; raise :class:`IssuanceError` saying why not.
+
+    ``now``: the moment the credential and its issuer's chain are checked at (the current time unless
+    given; a backup import checks an expired credential at its issuance, :mod:`wallet_api.backup`)."""
     def fetch(url: str) -> Any:
         return get_json_blocking(url, timeout=ctx.settings.http_timeout, policy=ctx.settings.outbound_policy())
 
@@ -604,18 +610,21 @@ async def verify_received(ctx: WalletContext, token: str, *, credential_issuer: 
 
     def run() -> sd_jwt_vc.VerifiedCredential:
         return sd_jwt_vc.verify_sd_jwt_vc(token, key_resolver=resolver, expected_vcts=[expected_vct],
-                                          allow_http_loopback=ctx.dev)
+                                          allow_http_loopback=ctx.dev, now=now)
 
     try:
         verified = await asyncio.to_thread(run)
     except SSIError as exc:
-        raise IssuanceError("invalid_credential", f"the credential did not verify ({exc.code})", 502) from exc
+        raise IssuanceError("invalid_credential", f"the credential did not verify ({exc.code})", 502,
+                            reason=exc.code) from exc
     if verified.issuer != credential_issuer:
         # A credential another issuer signed (its x5c chaining to a trusted anchor all the same), handed
         # on by this one: the wallet would show and record it as this issuer's.
-        raise IssuanceError("invalid_credential", "the credential's iss is not the credential issuer the wallet asked", 502)
+        raise IssuanceError("invalid_credential", "the credential's iss is not the credential issuer the wallet asked",
+                            502, reason="iss_not_credential_issuer")
     if verified.holder_key is None or verified.holder_key.thumbprint() != holder_key.public().thumbprint():
-        raise IssuanceError("invalid_credential", "the credential is not bound to the key the wallet proved", 502)
+        raise IssuanceError("invalid_credential", "the credential is not bound to the key the wallet proved", 502,
+                            reason="holder_key_mismatch")
     return verified
 
 

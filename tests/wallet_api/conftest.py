@@ -6,8 +6,10 @@ its own when it needs isolation.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
+import datetime as dt
 import secrets
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -22,6 +24,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 
 from sandbox.idp_service import IdPSandboxConfig, RegisteredClient
 from sandbox.idp_service import create_app as create_idp
+from ssi.x509 import cert_to_pem, create_ca
 from tests.support.servers import free_port, serve
 from wallet_api.app import create_app
 from wallet_api.settings import WalletSettings
@@ -31,6 +34,10 @@ if TYPE_CHECKING:
 
 APP_REDIRECT = "http://127.0.0.1:9/app/callback"
 IDP_SECRET = "wallet-test-secret"
+#: ``(key, certificate)`` of a test CA that the ``wallet`` fixture trusts as its issuer anchor: tests
+#: sign credentials under it (a leaf certificate naming their issuer) for the wallet to verify.
+ISSUER_CA = create_ca("Cartera wallet tests issuer CA",
+                      not_before=dt.datetime.now(dt.UTC) - dt.timedelta(days=400))  # credentials issued long ago
 
 
 @dataclass
@@ -79,7 +86,9 @@ _WALLET_PORTS = [free_port() for _ in range(3)]
 def wallet(idp_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WalletHandle]:
     tmp = tmp_path_factory.mktemp("wallet")
     port = _WALLET_PORTS[0]
-    settings = wallet_settings(tmp, port, idp_url)
+    anchor = tmp / "issuer-anchor.pem"
+    anchor.write_bytes(cert_to_pem(ISSUER_CA[1]))
+    settings = wallet_settings(tmp, port, idp_url, issuer_anchor_files=[anchor])
     app = create_app(settings)
     with serve(app, port=port) as url:
         yield WalletHandle(url, settings, app, idp_url)
@@ -109,6 +118,31 @@ def login(wallet_url: str, identifier: str, *, method: str = "idcatmobil", user_
 
 def bearer(tokens: dict[str, str]) -> dict[str, str]:
     return {"Authorization": f"Bearer {tokens['access_token']}"}
+
+
+def bound_backup(settings: WalletSettings, wallet_id: str, content: dict[str, Any], passphrase: str,
+                 *, n: int = 2**10) -> dict[str, Any]:
+    """A backup file of ``content`` bound to the wallet ``wallet_id`` as its export would be (the
+    service's subject index key read from its database on a fresh engine): a file the wallet's binding
+    accepts, whose content the test chose. ``n``: a cheap scrypt."""
+    from service_kit.db import Database
+    from wallet_api.backup import seal_backup, subject_binding
+    from wallet_api.context import master_box
+    from wallet_api.models import Wallet
+    from wallet_api.vault import Vault
+
+    async def binding() -> str:
+        db = Database(settings.database_url)
+        try:
+            async with db.read_session() as session:
+                wallet = await session.get(Wallet, wallet_id)
+                assert wallet is not None
+                return subject_binding(await Vault(master_box(settings)).index_key(session),
+                                       wallet.subject_index, content)
+        finally:
+            await db.dispose()
+
+    return seal_backup({**content, "subject": asyncio.run(binding())}, passphrase, n=n)
 
 
 @pytest.fixture(scope="session")

@@ -219,10 +219,15 @@ def test_backup_round_trip(system: System) -> None:
     wrong = httpx.post(f"{system.wallet}/v1/backup/import", json={"passphrase": "wrong passphrase!", "backup": backup},
                        headers=bearer(b), timeout=30)
     assert wrong.status_code == 400 and wrong.json()["error"] == "invalid_backup"
+    # A's file (holder keys and all) does not restore into B's wallet, passphrase or not.
+    foreign = httpx.post(f"{system.wallet}/v1/backup/import",
+                         json={"passphrase": "correct horse battery", "backup": backup}, headers=bearer(b), timeout=30)
+    assert foreign.status_code == 403 and foreign.json()["error"] == "foreign_backup", foreign.text
+    assert httpx.get(f"{system.wallet}/v1/credentials", headers=bearer(b)).json() == []
     ok = httpx.post(f"{system.wallet}/v1/backup/import", json={"passphrase": "correct horse battery", "backup": backup},
-                    headers=bearer(b), timeout=30)
-    assert ok.status_code == 200 and ok.json()["credentials_added"] >= 1
-    assert len(httpx.get(f"{system.wallet}/v1/credentials", headers=bearer(b)).json()) >= 1
+                    headers=bearer(a), timeout=30)
+    assert ok.status_code == 200 and ok.json()["credentials_added"] == 0  # A holds them already
+    assert len(httpx.get(f"{system.wallet}/v1/credentials", headers=bearer(a)).json()) >= 1
 
 
 def test_bad_request_objects_are_refused_and_nothing_sent(system: System) -> None:

@@ -1,10 +1,13 @@
 """The wallet PIN's attempt limit under concurrency, the PIN on backup export, and what a backup import
-accepts (KDF cost, every entry checked, all or nothing) — against a real wallet on 127.0.0.1."""
+accepts (KDF cost, the file bound to the citizen, every entry checked and verified as a received
+credential is, all or nothing, history restored as imported) — against a real wallet on 127.0.0.1
+that trusts the test issuer CA (``ISSUER_CA``)."""
 
 from __future__ import annotations
 
 import asyncio
 import copy
+import datetime as dt
 import hashlib
 import json
 import time
@@ -17,17 +20,23 @@ import pytest
 from sandbox.population import generate_population
 from ssi.jose import Key
 from ssi.sd_jwt_vc import issue_sd_jwt_vc
-from tests.wallet_api.conftest import WalletHandle, bearer, login
-from wallet_api.backup import seal_backup
+from ssi.x509 import create_ca, issue_certificate, x5c_from_chain
+from tests.wallet_api.conftest import ISSUER_CA, WalletHandle, bearer, bound_backup, login
+from wallet_api.backup import open_backup, seal_backup
 
 #: Citizens of the wallet fixture's population (50) that no other test of that wallet logs in.
-(RACE_CITIZEN, EXPORT_CITIZEN, KDF_CITIZEN, COST_CITIZEN, BAD_CITIZEN, GOOD_CITIZEN, THIEF_CITIZEN) = [
-    c.identifier for c in generate_population(size=50).citizens[40:47]]
+(RACE_CITIZEN, EXPORT_CITIZEN, KDF_CITIZEN, COST_CITIZEN, BAD_CITIZEN, GOOD_CITIZEN, THIEF_CITIZEN,
+ FORGED_CITIZEN, EXPIRED_CITIZEN, HISTORY_CITIZEN, OWNER_CITIZEN, OTHER_CITIZEN) = [
+    c.identifier for c in generate_population(size=50).citizens[38:50]]
 PASSPHRASE = "long enough passphrase"
 PIN = "4821"
 SECRET = "Zoë-Backup-Claim-Value"
+#: The issuer's host does not resolve: its metadata cannot be fetched, so its name is the host.
 VCT, ISSUER = "urn:cartera:test:backup", "https://issuer.test.example"
+STATUS_URI = "https://issuer.test.example/status/1"
 _ISSUER_KEY = Key.generate("ES256")
+_X5C = x5c_from_chain([issue_certificate(ISSUER_CA[0], ISSUER_CA[1], _ISSUER_KEY, "Test issuer",
+                                         san_uris=[ISSUER])])
 
 
 def _pin_set(wallet: WalletHandle, headers: dict[str, str]) -> bool:
@@ -42,6 +51,12 @@ def _export(wallet: WalletHandle, headers: dict[str, str], **body: Any) -> httpx
 def _import(wallet: WalletHandle, headers: dict[str, str], backup: dict[str, Any]) -> httpx.Response:
     return httpx.post(f"{wallet.url}/v1/backup/import", json={"passphrase": PASSPHRASE, "backup": backup},
                       headers=headers, timeout=60)
+
+
+def _bound(wallet: WalletHandle, headers: dict[str, str], content: dict[str, Any]) -> dict[str, Any]:
+    """A file of ``content`` bound to the wallet of ``headers`` (as its own export would be)."""
+    wallet_id = httpx.get(f"{wallet.url}/v1/me", headers=headers).json()["wallet_id"]
+    return bound_backup(wallet.settings, wallet_id, content, PASSPHRASE)
 
 
 # -- the PIN ------------------------------------------------------------------------------------
@@ -163,12 +178,17 @@ def test_import_refuses_a_costlier_or_odd_kdf_before_running_it(
 
 # -- what an import accepts ------------------------------------------------------------------------
 
-def _entry(holder: Key | None = None, **changes: Any) -> dict[str, Any]:
+def _token(holder: Key, *, key: Key = _ISSUER_KEY, x5c: list[str] | None = _X5C, issuer: str = ISSUER,
+           vct: str = VCT, status: bool = True, **times: Any) -> str:
+    """An SD-JWT VC bound to ``holder``, signed by ``key`` with ``x5c`` (the test issuer's by default)."""
+    return issue_sd_jwt_vc({"given_name": SECRET}, vct=vct, issuer=issuer, key=key, holder_jwk=holder.public_jwk(),
+                           disclosable=[("given_name",)], x5c=x5c,
+                           status={"status_list": {"uri": STATUS_URI, "idx": 7}} if status else None, **times)
+
+
+def _entry(holder: Key | None = None, token: str | None = None, **changes: Any) -> dict[str, Any]:
     """One credential as an export writes it: an SD-JWT VC bound to ``holder``, with receiving's details."""
     holder = holder or Key.generate("ES256")
-    token = issue_sd_jwt_vc({"given_name": SECRET}, vct=VCT, issuer=ISSUER, key=_ISSUER_KEY,
-                            holder_jwk=holder.public_jwk(), disclosable=[("given_name",)],
-                            status={"status_list": {"uri": "https://issuer.test.example/status/1", "idx": 7}})
     entry: dict[str, Any] = {
         "vct": VCT, "issuer": ISSUER, "iat": time.time() - 60, "exp": time.time() + 86400 * 365, "status": "valid",
         "details": {"configuration_id": "test", "key_source": "x5c",
@@ -178,9 +198,9 @@ def _entry(holder: Key | None = None, **changes: Any) -> dict[str, Any]:
                                                                 "mandatory": False}]},
                     "issuer_display": {"id": ISSUER, "name": "Test issuer", "logo": None},
                     "type_metadata": None,
-                    "statuses": [{"uri": "https://issuer.test.example/status/1", "idx": 7}],
+                    "statuses": [{"uri": STATUS_URI, "idx": 7}],
                     "notification": {"notification_id": None, "token": None, "metadata": None, "as_metadata": None}},
-        "copies": [{"token": token, "holder_jwk": holder.private_jwk()}]}
+        "copies": [{"token": token or _token(holder), "holder_jwk": holder.private_jwk()}]}
     entry.update(changes)
     return entry
 
@@ -213,13 +233,36 @@ def _public_holder_key() -> dict[str, Any]:
 def _unbound() -> dict[str, Any]:
     entry = _entry()
     entry["copies"][0]["token"] = issue_sd_jwt_vc({"given_name": SECRET}, vct=VCT, issuer=ISSUER, key=_ISSUER_KEY,
-                                                  holder_jwk=None, disclosable=[("given_name",)])
+                                                  holder_jwk=None, disclosable=[("given_name",)], x5c=_X5C)
     return entry
 
 
 def _other_type() -> dict[str, Any]:
     entry = _entry()
     entry["vct"] = "urn:cartera:test:another-type"
+    return entry
+
+
+def _forged(**kwargs: Any) -> Callable[[], dict[str, Any]]:
+    """An entry whose token is signed by a key of no anchored issuer (``kwargs``: how it pretends)."""
+    def make() -> dict[str, Any]:
+        holder = Key.generate("ES256")
+        return _entry(holder, _token(holder, **{"key": Key.generate("ES256"), **kwargs}))
+    return make
+
+
+def _under_another_ca() -> dict[str, Any]:
+    ca_key, ca = create_ca("Somebody else's CA")
+    signer, holder = Key.generate("ES256"), Key.generate("ES256")
+    leaf = issue_certificate(ca_key, ca, signer, "Test issuer", san_uris=[ISSUER])
+    return _entry(holder, _token(holder, key=signer, x5c=x5c_from_chain([leaf])))
+
+
+def _naming_another_issuer() -> dict[str, Any]:
+    """Signed by the test issuer, claiming (``iss``) another issuer its certificate does not name."""
+    holder = Key.generate("ES256")
+    entry = _entry(holder, _token(holder, issuer="https://tributs.gencat.example"))
+    entry["issuer"] = "https://tributs.gencat.example"
     return entry
 
 
@@ -253,19 +296,32 @@ BAD_ENTRIES: dict[str, Callable[[], dict[str, Any]]] = {
     "unknown status": lambda: _entry(status="fine"),
     "vct too long": lambda: _entry(vct="u" * 600),
     "entry not an object": lambda: "x",  # type: ignore[return-value,dict-item]
+    # Verified as a received credential is: signature, chain to the anchors, iss in the certificate.
+    "signed by a random key, no x5c": _forged(x5c=None),
+    "signed by a random key, the issuer's x5c": _forged(),
+    "chain to no anchor": _under_another_ca,
+    "iss another issuer than the certificate names": _naming_another_issuer,
+    "status references not the token's": lambda: _with_details(statuses=[{"uri": STATUS_URI, "idx": 8}]),
+    "status references missing": lambda: _with_details(statuses=[]),
+    "notification metadata of another issuer": lambda: _with_details(notification={
+        "notification_id": "n-1", "token": None, "as_metadata": {"issuer": "https://tributs.gencat.example",
+                                                                  "token_endpoint": "https://tributs.gencat.example/t"},
+        "metadata": {"credential_issuer": "https://tributs.gencat.example",
+                     "credential_endpoint": "https://tributs.gencat.example/c",
+                     "credential_configurations_supported": {}}}),
 }
 
 
 @pytest.mark.parametrize("bad", list(BAD_ENTRIES))
 def test_import_checks_every_entry_and_stores_nothing_when_one_is_bad(wallet: WalletHandle, bad: str) -> None:
     headers = bearer(login(wallet.url, BAD_CITIZEN))
-    backup = seal_backup({"credentials": [_entry(), BAD_ENTRIES[bad]()],
-                          "history": [{"kind": "receipt", "created_at": "2026-01-01T00:00:00+00:00",
-                                       "details": {"vct": VCT}}]}, PASSPHRASE, n=2**10)
+    backup = _bound(wallet, headers, {"credentials": [_entry(), BAD_ENTRIES[bad]()],
+                                      "history": [{"kind": "receipt", "created_at": "2026-01-01T00:00:00+00:00",
+                                                   "details": {"vct": VCT}}]})
     r = _import(wallet, headers, backup)
     assert r.status_code == 400 and r.json()["error"] == "invalid_backup", r.text
     assert r.json()["error_description"].startswith("credentials[1]: "), r.text
-    assert SECRET not in r.text
+    assert SECRET not in r.text and "gencat" not in r.text
     # Nothing was stored (not even the good first entry or the history), and the wallet still works.
     listed = httpx.get(f"{wallet.url}/v1/credentials", headers=headers)
     assert listed.status_code == 200 and listed.json() == []
@@ -273,15 +329,47 @@ def test_import_checks_every_entry_and_stores_nothing_when_one_is_bad(wallet: Wa
     assert history.status_code == 200 and not [h for h in history.json() if h["details"].get("imported_from_backup")]
 
 
+def test_forged_credentials_are_refused_with_the_reason(wallet: WalletHandle) -> None:
+    """The review's file: a credential signed with a random key claiming a real issuer's URL, listed as
+    that issuer's by the file, and a share in the history. Refused, with why, and nothing stored."""
+    headers = bearer(login(wallet.url, FORGED_CITIZEN))
+    # Without x5c the key would be the issuer's metadata's: none is published (its host does not resolve).
+    for forged, reason in ((_forged(x5c=None)(), "sd_jwt_vc.metadata_unavailable"),
+                           (_forged()(), "jose.bad_signature"),
+                           (_under_another_ca(), "x509.untrusted_chain"),
+                           (_naming_another_issuer(), "sd_jwt_vc.iss_san_mismatch")):
+        forged["details"]["issuer_display"]["name"] = "Agència Tributària de Catalunya"
+        backup = _bound(wallet, headers, {"credentials": [forged], "history": [
+            {"kind": "share", "created_at": "2020-01-01T00:00:00Z",
+             "details": {"verifier": {"name": "Policia"}, "disclosed": []}}]})
+        r = _import(wallet, headers, backup)
+        assert r.status_code == 400 and r.json()["error"] == "invalid_backup", r.text
+        assert r.json()["error_description"] == f"credentials[0]: copies[0].token did not verify ({reason})"
+    assert httpx.get(f"{wallet.url}/v1/credentials", headers=headers).json() == []
+    assert httpx.get(f"{wallet.url}/v1/history", headers=headers).json() == []
+
+
 @pytest.mark.parametrize("content", [
     {"credentials": [], "history": [{"kind": "receipt", "details": "x"}]},
     {"credentials": [], "history": [{"kind": "<script>", "details": {}}]},
-    {"credentials": [], "history": "x"},
-    {"credentials": "x"},
-    {"credentials": [{"vct": VCT, "issuer": ISSUER, "details": {}, "exp": float("inf"), "copies": []}]},
-    {"credentials": [], "history": [{"kind": "receipt", "details": {"n": float("nan")}}]},
+    {"credentials": [], "history": [{"kind": "login", "details": {}}]},
+    {"credentials": [], "history": [{"kind": "alert", "details": {}}]},
+    {"credentials": [{"vct": VCT, "issuer": ISSUER, "details": {}, "exp": 1e300, "copies": []}]},
 ])
 def test_import_refuses_bad_content_with_a_400(wallet: WalletHandle, content: dict[str, Any]) -> None:
+    headers = bearer(login(wallet.url, BAD_CITIZEN))
+    r = _import(wallet, headers, _bound(wallet, headers, content))
+    assert r.status_code == 400 and r.json()["error"] == "invalid_backup", r.text
+    assert "not bound" not in r.text
+    assert httpx.get(f"{wallet.url}/v1/credentials", headers=headers).json() == []
+
+
+@pytest.mark.parametrize("content", [
+    {"credentials": [], "history": "x"},
+    {"credentials": "x"},
+    {"credentials": [], "history": [{"kind": "receipt", "details": {"n": float("nan")}}]},
+])
+def test_import_refuses_content_that_is_no_backup(wallet: WalletHandle, content: dict[str, Any]) -> None:
     headers = bearer(login(wallet.url, BAD_CITIZEN))
     r = _import(wallet, headers, seal_backup(content, PASSPHRASE, n=2**10))
     assert r.status_code == 400 and r.json()["error"] == "invalid_backup", r.text
@@ -290,23 +378,134 @@ def test_import_refuses_bad_content_with_a_400(wallet: WalletHandle, content: di
 
 def test_a_good_backup_imports_and_its_credentials_work(wallet: WalletHandle) -> None:
     headers = bearer(login(wallet.url, GOOD_CITIZEN))
-    entries = [_entry(), _entry(exp=None, iat=None, details={}),
-               _with_details(type_metadata={"vct": VCT, "claims": [{"path": ["given_name"], "display": []}]})]
-    backup = seal_backup({"credentials": entries, "history": []}, PASSPHRASE, n=2**10)
+    holder = Key.generate("ES256")
+    bare = _entry(holder, _token(holder, status=False), exp=None, iat=None, details={}, status="revoked")
+    entries = [_entry(), bare,
+               _with_details(type_metadata={"vct": VCT, "claims": [{"path": ["given_name"], "display": []}]}),
+               _entry(status="revoked")]
+    entries[0]["details"]["issuer_display"]["name"] = "Agència Tributària de Catalunya"
+    backup = _bound(wallet, headers, {"credentials": entries, "history": []})
     r = _import(wallet, headers, backup)
-    assert r.status_code == 200 and r.json() == {"credentials_added": 3}, r.text
-    assert _import(wallet, headers, copy.deepcopy(backup)).json() == {"credentials_added": 0}  # already there
+    assert r.status_code == 200, r.text
+    assert r.json() == {"credentials_added": 4, "credentials_expired": 0, "history_imported": 0}
+    assert _import(wallet, headers, copy.deepcopy(backup)).json()["credentials_added"] == 0  # already there
     listed = httpx.get(f"{wallet.url}/v1/credentials", headers=headers)
-    assert listed.status_code == 200 and len(listed.json()) == 3
+    assert listed.status_code == 200 and len(listed.json()) == 4
+    # The issuer's name is never the file's: its metadata's, or (unreachable here) its host.
+    assert {c["issuer_name"] for c in listed.json()} == {"issuer.test.example"}
+    # A status from the file is kept only when worse, and only with a status reference to check it by.
+    assert [c["status"] for c in listed.json()] == ["valid", "valid", "valid", "revoked"]
     for credential in listed.json():
         shown = httpx.get(f"{wallet.url}/v1/credentials/{credential['id']}", headers=headers)
         assert shown.status_code == 200 and shown.json()["claims"]["given_name"] == SECRET
     assert httpx.delete(f"{wallet.url}/v1/credentials/{listed.json()[0]['id']}", headers=headers).status_code == 204
 
 
+def test_times_come_from_the_token_and_what_expired_since_is_restored_expired(wallet: WalletHandle) -> None:
+    headers = bearer(login(wallet.url, EXPIRED_CITIZEN))
+    now = int(time.time())
+    holder_a, holder_b, holder_c = Key.generate("ES256"), Key.generate("ES256"), Key.generate("ES256")
+    # The file says the credential is good for a year: the token says it expired yesterday (its issuer
+    # certificate is still valid).
+    key = Key.generate("ES256")
+    leaf = issue_certificate(ISSUER_CA[0], ISSUER_CA[1], key, "Test issuer", san_uris=[ISSUER], days=365,
+                             not_before=dt.datetime.now(dt.UTC) - dt.timedelta(days=60))
+    expired = _entry(holder_a, _token(holder_a, key=key, x5c=x5c_from_chain([leaf]), iat=now - 30 * 86400,
+                                      exp=now - 86400))
+    # The issuer certificate expired since the credential was issued (the token itself runs for a year).
+    old_key = Key.generate("ES256")
+    old_leaf = issue_certificate(ISSUER_CA[0], ISSUER_CA[1], old_key, "Test issuer", san_uris=[ISSUER], days=10,
+                                 not_before=dt.datetime.now(dt.UTC) - dt.timedelta(days=20))
+    cert_expired = _entry(holder_b, _token(holder_b, key=old_key, x5c=x5c_from_chain([old_leaf]),
+                                           iat=now - 15 * 86400, exp=now + 365 * 86400))
+    # The file claims a long life for a credential whose token ends in a week.
+    short = _entry(holder_c, _token(holder_c, exp=now + 7 * 86400), exp=now + 86400 * 3650)
+    r = _import(wallet, headers, _bound(wallet, headers, {"credentials": [expired, cert_expired, short]}))
+    assert r.status_code == 200, r.text
+    assert r.json() == {"credentials_added": 3, "credentials_expired": 2, "history_imported": 0}
+    listed = httpx.get(f"{wallet.url}/v1/credentials", headers=headers).json()
+    assert [c["status"] for c in listed] == ["expired", "expired", "valid"]
+    ends = [dt.datetime.fromisoformat(c["expires_at"]).timestamp() for c in listed]
+    assert abs(ends[0] - (now - 86400)) < 2
+    assert abs(ends[1] - old_leaf.not_valid_after_utc.timestamp()) < 2  # usable until the certificate ended
+    assert abs(ends[2] - (now + 7 * 86400)) < 2
+    # Expired is not forged: another key's signature over an expired token, or under an expired
+    # certificate (checked at the token's issuance then), is still refused.
+    for x5c, after in ((x5c_from_chain([leaf]), ""), (x5c_from_chain([old_leaf]), " at its issuance")):
+        holder = Key.generate("ES256")
+        bad = _entry(holder, _token(holder, key=Key.generate("ES256"), x5c=x5c, iat=now - 15 * 86400,
+                                    exp=now - 86400))
+        refused = _import(wallet, headers, _bound(wallet, headers, {"credentials": [bad]}))
+        assert refused.status_code == 400, refused.text
+        assert refused.json()["error_description"] == \
+            f"credentials[0]: copies[0].token did not verify{after} (jose.bad_signature)"
+    assert len(httpx.get(f"{wallet.url}/v1/credentials", headers=headers).json()) == 3
+
+
+def test_history_comes_back_as_imported_never_as_events_of_this_wallet(wallet: WalletHandle) -> None:
+    headers = bearer(login(wallet.url, HISTORY_CITIZEN))
+    share = {"id": "hist_original-share", "kind": "share", "created_at": "2020-01-01T00:00:00+00:00",
+             "details": {"verifier": {"name": "Policia", "verified": True}, "disclosed": [], "outcome": "sent"}}
+    backup = _bound(wallet, headers, {"credentials": [_entry()], "history": [share]})
+    r = _import(wallet, headers, backup)
+    assert r.status_code == 200 and r.json()["history_imported"] == 1, r.text
+    history = httpx.get(f"{wallet.url}/v1/history", headers=headers).json()
+    assert sorted(h["kind"] for h in history) == ["imported", "restore"]
+    imported = next(h for h in history if h["kind"] == "imported")["details"]
+    assert imported["original_kind"] == "share" and imported["original_time"] == share["created_at"]
+    assert imported["imported_from_backup"] is True and imported["original_id"] == share["id"]
+    restore = next(h for h in history if h["kind"] == "restore")["details"]
+    assert restore["credentials_added"] == 1 and restore["history_imported"] == 1
+    assert restore["credentials"][0]["issuer"] == ISSUER and SECRET not in json.dumps(restore)
+    # The audit chain records an import and a restore, no share; and it checks out.
+    chain = httpx.get(f"{wallet.url}/v1/audit/export", headers=headers).json()
+    assert sorted(e["kind"] for e in chain["entries"] if e["kind"] != "login") == ["imported", "restore"]
+    assert httpx.get(f"{wallet.url}/v1/audit/check", headers=headers).json()["ok"] is True
+    # The wallet's own export, imported again: nothing twice.
+    exported = _export(wallet, headers)
+    assert exported.status_code == 200
+    again = _import(wallet, headers, exported.json())
+    assert again.status_code == 200, again.text
+    assert again.json() == {"credentials_added": 0, "credentials_expired": 0, "history_imported": 0}
+    kinds = [h["kind"] for h in httpx.get(f"{wallet.url}/v1/history", headers=headers).json()]
+    assert sorted(kinds) == ["imported", "restore", "restore"]
+
+
+def test_a_backup_restores_only_into_the_wallet_it_was_exported_from(wallet: WalletHandle) -> None:
+    owner = bearer(login(wallet.url, OWNER_CITIZEN))
+    other = bearer(login(wallet.url, OTHER_CITIZEN))
+    assert _import(wallet, owner, _bound(wallet, owner, {"credentials": [_entry()]})).status_code == 200
+    exported = _export(wallet, owner)
+    assert exported.status_code == 200 and OWNER_CITIZEN not in exported.text
+    # Another citizen, with the file and its passphrase: refused, nothing stored.
+    foreign = _import(wallet, other, exported.json())
+    assert foreign.status_code == 403 and foreign.json()["error"] == "foreign_backup", foreign.text
+    assert httpx.get(f"{wallet.url}/v1/credentials", headers=other).json() == []
+    # The file changed after its export (reopened with the passphrase, resealed with its binding).
+    content = open_backup(exported.json(), PASSPHRASE)
+    content["credentials"][0]["status"] = "suspended"
+    changed = _import(wallet, owner, seal_backup(content, PASSPHRASE, n=2**10))
+    assert changed.status_code == 403 and changed.json()["error"] == "foreign_backup", changed.text
+    # The binding moved onto another citizen's content: refused too.
+    content = open_backup(_bound(wallet, other, {"credentials": []}), PASSPHRASE)
+    content["credentials"] = open_backup(exported.json(), PASSPHRASE)["credentials"]
+    assert _import(wallet, other, seal_backup(content, PASSPHRASE, n=2**10)).json()["error"] == "foreign_backup"
+    for odd in ("é" * 43, "", 5, ["x"]):
+        content["subject"] = odd
+        r = _import(wallet, other, seal_backup(content, PASSPHRASE, n=2**10))
+        assert r.status_code == 403 and r.json()["error"] == "foreign_backup", r.text
+    # A file with no binding (as exported before backups were bound): refused.
+    content = open_backup(exported.json(), PASSPHRASE)
+    del content["subject"]
+    unbound = _import(wallet, other, seal_backup(content, PASSPHRASE, n=2**10))
+    assert unbound.status_code == 400 and unbound.json()["error"] == "invalid_backup", unbound.text
+    assert "not bound" in unbound.json()["error_description"]
+    assert httpx.get(f"{wallet.url}/v1/credentials", headers=other).json() == []
+
+
 def test_a_pin_protected_export_cannot_be_taken_without_the_pin(wallet: WalletHandle) -> None:
     owner = bearer(login(wallet.url, THIEF_CITIZEN))
-    backup = seal_backup({"credentials": [_entry()]}, PASSPHRASE, n=2**10)
+    backup = _bound(wallet, owner, {"credentials": [_entry()]})
     assert _import(wallet, owner, backup).status_code == 200
     assert httpx.put(f"{wallet.url}/v1/pin", json={"pin": PIN}, headers=owner).status_code == 204
     # Whoever holds the session but not the PIN gets no file (and so no holder keys).

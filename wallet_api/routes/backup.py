@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Header
 from pydantic import BaseModel, Field
 
 from ..backup import export_wallet, import_wallet
@@ -26,7 +26,8 @@ class ImportIn(BaseModel):
 
 @router.post("/backup/export", summary="Export an encrypted backup")
 async def post_export(ctx: Ctx, me: Citizen, body: ExportIn) -> dict[str, Any]:
-    """The whole wallet (credentials, keys, history) encrypted with the passphrase (scrypt + AES-256-GCM).
+    """The whole wallet (credentials, keys, history) encrypted with the passphrase (scrypt + AES-256-GCM),
+    bound to this citizen's wallet: it restores into this wallet only.
 
     Needs `pin` when the wallet has one, counted as presenting's attempts are: 403 `invalid_pin`,
     423 `pin_locked`; a missing `pin` is 403 `pin_required` and costs no attempt."""
@@ -34,7 +35,12 @@ async def post_export(ctx: Ctx, me: Citizen, body: ExportIn) -> dict[str, Any]:
 
 
 @router.post("/backup/import", summary="Import an encrypted backup")
-async def post_import(ctx: Ctx, me: Citizen, body: ImportIn) -> dict[str, int]:
-    """Add the backup's credentials and history to this wallet: every entry is checked first, and one
-    bad entry refuses the whole file (400 `invalid_backup` naming it)."""
-    return await import_wallet(ctx, me, body.backup, body.passphrase)
+async def post_import(ctx: Ctx, me: Citizen, body: ImportIn,
+                      accept_language: Annotated[str | None, Header()] = None) -> dict[str, int]:
+    """Add the backup's credentials and history to this wallet. The file must have been exported from
+    this wallet and not changed since (else 403 `foreign_backup`); every copy is verified as a received
+    credential is, and one entry that does not verify refuses the whole file (400 `invalid_backup`
+    naming it and why). History entries come back as kind `imported`; the import is a `restore` event.
+    Answers `credentials_added`, `credentials_expired` (of those, restored already expired) and
+    `history_imported`."""
+    return await import_wallet(ctx, me, body.backup, body.passphrase, accept_language)

@@ -20,7 +20,8 @@ router = APIRouter(tags=["history"])
 
 class HistoryView(BaseModel):
     id: str
-    kind: str = Field(description="receipt | share | decline | deletion.")
+    kind: str = Field(description="receipt | share | decline | deletion | imported (from a backup: the original "
+                      "kind, time and id in `details`) | restore (a backup import).")
     created_at: dt.datetime
     details: dict[str, Any] = Field(description="Receipts: issuer, type, claim names. Shares: verifier (name only "
                                     "when verified), purpose, each credential and the claims disclosed with "
