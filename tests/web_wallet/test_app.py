@@ -203,6 +203,12 @@ def test_delete_backup_history_and_logins(system: System, phone, tmp_path: Path)
     expect(page.locator("#status")).to_have_text(re.compile(r"Backup imported: [1-9]"), timeout=30_000)
     page.locator("#nav a[data-route=cards]").click()
     expect(page.locator("#cards li.card")).to_have_count(1)
+    # The restore is in the history; the receipt the wallet kept is not imported a second time.
+    page.locator("#nav a[data-route=history]").click()
+    expect(page.locator("#history li.restore")).to_contain_text("Backup restored")
+    expect(page.locator("#history li.restore")).to_contain_text("1 credentials restored")
+    expect(page.locator("#history li.receipt")).to_have_count(1)
+    expect(page.locator("#history li.imported")).to_have_count(0)
 
     page.locator("#nav a[data-route=settings]").click()
     page.get_by_role("button", name="Log out").click()

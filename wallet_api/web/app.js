@@ -37,6 +37,7 @@
       working: "Un moment…", status_valid: "Vàlida", status_suspended: "Suspesa", status_revoked: "Revocada",
       status_expired: "Caducada", validUntil: "Vàlida fins al {0}", issuedBy: "Emesa per {0}",
       kind_receipt: "Rebuda", kind_share: "Compartida", kind_decline: "Rebutjada", kind_deletion: "Esborrada",
+      kind_imported: "{0} (importada d'una còpia)", kind_restore: "Còpia restaurada", restored: "{0} credencials restaurades",
       alert_offer_received: "Nova oferta", alert_credential_received: "Credencial rebuda",
       alert_issuance_pending: "Emissió pendent", alert_expiring: "Caducarà aviat", alert_suspended: "Credencial suspesa",
       alert_revoked: "Credencial revocada", alert_reinstated: "Credencial restablerta", unread: "sense llegir",
@@ -45,6 +46,7 @@
       err_invalid_request_object: "La sol·licitud no és vàlida: no s'ha enviat res.", err_invalid_offer: "L'oferta no és vàlida.",
       err_unsatisfiable: "No tens les credencials que es demanen.", err_invalid_pin: "El PIN no és correcte.", err_pin_required: "Escriu el PIN de la cartera.",
       err_pin_locked: "Massa intents: torna-ho a provar més tard.", err_invalid_backup: "La contrasenya o el fitxer no són correctes.",
+      err_foreign_backup: "Aquesta còpia no és d'aquesta cartera (o s'ha modificat): no s'ha importat res.",
       err_invalid_request: "Les dades no són vàlides.", err_generic: "No s'ha pogut fer ({0}).", err_network: "No hi ha connexió amb el servei.",
       loginFailed: "No s'ha pogut iniciar la sessió.",
       tabCopied: "Aquesta pestanya és una còpia d'una altra: inicia-hi la sessió (l'altra continua oberta)."
@@ -82,6 +84,7 @@
       working: "Un momento…", status_valid: "Válida", status_suspended: "Suspendida", status_revoked: "Revocada",
       status_expired: "Caducada", validUntil: "Válida hasta el {0}", issuedBy: "Emitida por {0}",
       kind_receipt: "Recibida", kind_share: "Compartida", kind_decline: "Rechazada", kind_deletion: "Borrada",
+      kind_imported: "{0} (importada de una copia)", kind_restore: "Copia restaurada", restored: "{0} credenciales restauradas",
       alert_offer_received: "Nueva oferta", alert_credential_received: "Credencial recibida",
       alert_issuance_pending: "Emisión pendiente", alert_expiring: "Caducará pronto", alert_suspended: "Credencial suspendida",
       alert_revoked: "Credencial revocada", alert_reinstated: "Credencial restablecida", unread: "sin leer",
@@ -90,6 +93,7 @@
       err_invalid_request_object: "La solicitud no es válida: no se ha enviado nada.", err_invalid_offer: "La oferta no es válida.",
       err_unsatisfiable: "No tienes las credenciales que se piden.", err_invalid_pin: "El PIN no es correcto.", err_pin_required: "Escribe el PIN de la cartera.",
       err_pin_locked: "Demasiados intentos: vuelve a probar más tarde.", err_invalid_backup: "La contraseña o el archivo no son correctos.",
+      err_foreign_backup: "Esta copia no es de esta cartera (o se ha modificado): no se ha importado nada.",
       err_invalid_request: "Los datos no son válidos.", err_generic: "No se ha podido hacer ({0}).", err_network: "No hay conexión con el servicio.",
       loginFailed: "No se ha podido iniciar sesión.",
       tabCopied: "Esta pestaña es una copia de otra: inicia sesión en ella (la otra sigue abierta)."
@@ -127,6 +131,7 @@
       working: "One moment…", status_valid: "Valid", status_suspended: "Suspended", status_revoked: "Revoked",
       status_expired: "Expired", validUntil: "Valid until {0}", issuedBy: "Issued by {0}",
       kind_receipt: "Received", kind_share: "Shared", kind_decline: "Declined", kind_deletion: "Deleted",
+      kind_imported: "{0} (imported from a backup)", kind_restore: "Backup restored", restored: "{0} credentials restored",
       alert_offer_received: "New offer", alert_credential_received: "Credential received",
       alert_issuance_pending: "Issuance pending", alert_expiring: "Expiring soon", alert_suspended: "Credential suspended",
       alert_revoked: "Credential revoked", alert_reinstated: "Credential reinstated", unread: "unread",
@@ -135,6 +140,7 @@
       err_invalid_request_object: "The request is not valid: nothing was sent.", err_invalid_offer: "The offer is not valid.",
       err_unsatisfiable: "You do not have the credentials asked for.", err_invalid_pin: "The PIN is not correct.", err_pin_required: "Enter your wallet PIN.",
       err_pin_locked: "Too many attempts: try again later.", err_invalid_backup: "The passphrase or the file is not correct.",
+      err_foreign_backup: "This backup is not from this wallet (or it was changed): nothing was imported.",
       err_invalid_request: "The data is not valid.", err_generic: "That did not work ({0}).", err_network: "The service cannot be reached.",
       loginFailed: "The login did not succeed.",
       tabCopied: "This tab is a copy of another one: log in here too (the other one stays logged in)."
@@ -937,11 +943,18 @@
       if (!entries.length) { list.appendChild(el("li", { text: t("noEntries") })); }
       entries.forEach(function (entry) {
         var d = entry.details || {};
+        // An entry imported from a backup is shown as what it recorded, when it happened, and marked.
+        var imported = entry.kind === "imported";
+        var kind = imported ? String(d.original_kind || "") : entry.kind;
+        var label = imported ? t("kind_imported", t("kind_" + kind)) : t("kind_" + kind);
         var item = el("li", { "class": "entry " + entry.kind }, [
-          el("p", {}, [el("strong", { text: t("kind_" + entry.kind) }), document.createTextNode(" · " + fmtTime(entry.created_at))])
+          el("p", {}, [el("strong", { text: label }),
+                       document.createTextNode(" · " + fmtTime(imported && d.original_time ? d.original_time : entry.created_at))])
         ]);
-        if (entry.kind === "receipt" || entry.kind === "deletion") {
+        if (kind === "receipt" || kind === "deletion") {
           item.appendChild(el("p", { text: [d.credential_name, d.issuer_name].filter(Boolean).join(" · ") }));
+        } else if (kind === "restore") {
+          item.appendChild(el("p", { text: t("restored", d.credentials_added || 0) }));
         } else {
           var verifier = d.verifier || {};
           item.appendChild(el("p", { text: verifier.verified && verifier.name ? verifier.name : t("unverified") }));
