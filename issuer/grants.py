@@ -1,7 +1,8 @@
 """Offers, pre-authorized codes, transaction codes, access tokens (in the database, hashed) and nonces.
 
-* A pre-authorized code is single-use (``mark_used_once``) and short-lived; its transaction code
-  allows ``tx_code_max_attempts`` wrong tries, counted atomically, after which the code is burnt.
+* A pre-authorized code is single-use and short-lived; its transaction code allows
+  ``tx_code_max_attempts`` wrong tries, each counted in the statement that compares it, after which
+  the code is burnt.
 * An access token names the subject and the configurations it may obtain; the credential endpoint
   allows one issuance per configuration (see :mod:`issuer.routes.protocol`).
 * A ``c_nonce`` is checked without storage (``issuer.nonces``) and recorded, hashed, when a proof
@@ -11,14 +12,12 @@
 from __future__ import annotations
 
 import datetime as dt
-import hmac
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Delete, delete, select, text, update
 
 from aries.storage import WEBHOOK_EVENT_RETENTION
-from service_kit.db import mark_used_once
 from service_kit.errors import APIError
 from service_kit.ratelimit import Charge, RateLimiter, refuse_if_blocked
 from ssi.oid4vci import (
@@ -116,113 +115,78 @@ class WrongTxCode(APIError):
                          else "the transaction code is missing or wrong")
 
 
-async def _redeem_at_once(ctx: IssuerContext, tenant: TenantRef, code_hash: str, tx_code: str | None,
-                          now: dt.datetime, dpop_jkt: str | None) -> tuple[Any, str, int] | None:
-    """The common case in two statements of one transaction: a conditional ``UPDATE ... RETURNING``
-    that marks the offer used only when the code is usable and the transaction code matches, and the
-    access token's ``INSERT`` (on PostgreSQL both in one statement, one round trip). ``None`` when the
-    update matched nothing (the caller finds out why)."""
-    params: dict[str, Any] = {"b_code_hash": code_hash, "b_tenant_id": tenant.id, "now": now}
-    ttl = ctx.settings.access_token_ttl
-    if tx_code and ctx.db.backend == "postgresql":
-        token = new_secret()
-        async with ctx.single_statement() as conn:
-            offer = (await conn.execute(statements.PG_REDEEM_OFFER_AND_INSERT_TOKEN, {
-                **params, "b_tx_code_hash": secret_hash(tx_code), "b_token_hash": secret_hash(token),
-                "b_expires_at": now + dt.timedelta(seconds=ttl), "b_dpop_jkt": dpop_jkt})).first()
-        return None if offer is None else (offer, token, ttl)
-    if tx_code:
-        params["b_tx_code_hash"] = secret_hash(tx_code)
-        stmt = statements.REDEEM_OFFER_WITH_TX_CODE
-    else:
-        stmt = statements.REDEEM_OFFER_WITHOUT_TX_CODE
-    async with ctx.write_connection() as conn:
-        offer = (await conn.execute(stmt, params)).first()
-        if offer is None:
-            return None
-        token = new_secret()
-        await conn.execute(statements.INSERT_ACCESS_TOKEN, {
-            "token_hash": secret_hash(token), "tenant_id": tenant.id, "subject": offer.subject,
-            "configuration_ids": list(offer.configuration_ids), "credential_ids": dict(offer.credential_ids or {}),
-            "selector": offer.selector, "login": {"method": "pre-authorized_code", "offer_id": offer.id},
-            "offer_id": offer.id, "expires_at": now + dt.timedelta(seconds=ttl), "dpop_jkt": dpop_jkt})
-    return offer, token, ttl
+def _tried(row: Any, token: str, ttl: int) -> tuple[Any, str, int]:
+    """The answer to a guess from the row :data:`statements.TRY_OFFER` returned (``None``: it touched
+    nothing, and compared nothing)."""
+    if row is None:
+        # Unknown, used (a concurrent right guess got there first: it is no news that this guess was
+        # wrong, nor that the offer is void), burnt, expired or out of attempts.
+        raise _grant_error("the pre-authorized code is unknown, expired or already used")
+    if not row.used:
+        raise WrongTxCode(bool(row.burnt))
+    return row, token, ttl
 
 
 async def redeem_pre_authorized_code(ctx: IssuerContext, tenant: TenantRef, code: str, tx_code: str | None,
                                      dpop_jkt: str | None = None) -> tuple[Any, str, int]:
     """Check a pre-authorized code (and its tx_code), mark it used and create the access token in the
     same transaction; returns ``(offer, access_token, expires_in)`` (the offer row has at least ``id``,
-    ``subject``, ``configuration_ids``, ``credential_ids`` and ``selector``), or raises ``invalid_grant``."""
+    ``subject``, ``configuration_ids``, ``credential_ids`` and ``selector``), or raises ``invalid_grant``
+    (:class:`WrongTxCode` when the transaction code was missing or wrong: that attempt is counted).
+
+    The guess is compared and counted in one conditional ``UPDATE`` (:data:`statements.TRY_OFFER`):
+    concurrent guesses take the offer's row lock in turn, so no more than ``tx_code_max_attempts``
+    wrong ones are ever compared, and a right one after them finds the offer burnt. On PostgreSQL the
+    access token's ``INSERT`` is in the same statement (one round trip)."""
     now = utcnow()
-    code_hash = secret_hash(code)
-    redeemed = await _redeem_at_once(ctx, tenant, code_hash, tx_code, now, dpop_jkt)
-    if redeemed is not None:
-        return redeemed
-    return await _redeem_after_checks(ctx, tenant, code_hash, tx_code, now, dpop_jkt)
+    ttl = ctx.settings.access_token_ttl
+    token = new_secret()
+    params: dict[str, Any] = {"b_code_hash": secret_hash(code), "b_tenant_id": tenant.id, "now": now,
+                              "b_tx_code_hash": secret_hash(tx_code) if tx_code else None,
+                              "b_max_attempts": ctx.settings.tx_code_max_attempts}
+    if ctx.db.backend == "postgresql":
+        async with ctx.single_statement() as conn:
+            row = (await conn.execute(statements.PG_REDEEM_OFFER_AND_INSERT_TOKEN, {
+                **params, "b_token_hash": secret_hash(token), "b_expires_at": now + dt.timedelta(seconds=ttl),
+                "b_dpop_jkt": dpop_jkt})).first()
+        return _tried(row, token, ttl)
+    async with ctx.write_connection() as conn:
+        row = (await conn.execute(statements.TRY_OFFER, params)).first()
+        if row is not None and row.used:
+            await conn.execute(statements.INSERT_ACCESS_TOKEN, {
+                "token_hash": secret_hash(token), "tenant_id": tenant.id, "subject": row.subject,
+                "configuration_ids": list(row.configuration_ids), "credential_ids": dict(row.credential_ids or {}),
+                "selector": row.selector, "login": {"method": "pre-authorized_code", "offer_id": row.id},
+                "offer_id": row.id, "expires_at": now + dt.timedelta(seconds=ttl), "dpop_jkt": dpop_jkt})
+    # Raised after the commit: a wrong guess's attempt must count.
+    return _tried(row, token, ttl)
 
 
 async def redeem_pre_authorized_code_within_limits(ctx: IssuerContext, tenant: TenantRef, code: str, tx_code: str,
                                                    limiter: RateLimiter, charge: Charge) -> tuple[Any, str, int]:
     """:func:`redeem_pre_authorized_code` (with a transaction code, no DPoP) on PostgreSQL, with the
     token endpoint's rate limits counted in the same statement (``statements.pg_redeem_within_limits``):
-    one round trip for the common case instead of two. The statement redeems only what the limits
-    admit, so a refused request leaves the offer untouched, as when the limits were counted first.
-    Raises the 429 ``slow_down`` when a charged bucket refused or a peeked (wrong-code) bucket is full,
-    ``invalid_grant`` or :class:`WrongTxCode` as :func:`redeem_pre_authorized_code` does."""
+    one round trip for the common case instead of two. The statement tries the code only when the
+    limits admit it, so a refused request leaves the offer untouched (nothing compared, nothing counted),
+    as when the limits were counted first. Raises the 429 ``slow_down`` when a charged bucket refused or
+    a peeked (wrong-code) bucket is full, ``invalid_grant`` or :class:`WrongTxCode` as
+    :func:`redeem_pre_authorized_code` does."""
     now = utcnow()
-    code_hash = secret_hash(code)
     token = new_secret()
     ttl = ctx.settings.access_token_ttl
     async with ctx.single_statement() as conn:
         rows = (await conn.execute(statements.pg_redeem_within_limits(limiter, charge.shape), {
-            **charge.parameters, "b_code_hash": code_hash, "b_tenant_id": tenant.id, "now": now,
-            "b_tx_code_hash": secret_hash(tx_code), "b_token_hash": secret_hash(token),
-            "b_expires_at": now + dt.timedelta(seconds=ttl), "b_dpop_jkt": None})).all()
+            **charge.parameters, "b_code_hash": secret_hash(code), "b_tenant_id": tenant.id, "now": now,
+            "b_tx_code_hash": secret_hash(tx_code), "b_max_attempts": ctx.settings.tx_code_max_attempts,
+            "b_token_hash": secret_hash(token), "b_expires_at": now + dt.timedelta(seconds=ttl),
+            "b_dpop_jkt": None})).all()
     await limiter.cleanup_if_due()
     offer = next((row for row in rows if row.id is not None), None)
-    if offer is not None:
-        return offer, token, ttl
-    charged, peeked = limiter.decide(charge, [(row.key, row.tat, row.allowed, row.blocked) for row in rows])
-    refuse_if_blocked(charged, "slow_down")
-    refuse_if_blocked(peeked, "slow_down")
-    return await _redeem_after_checks(ctx, tenant, code_hash, tx_code, now, None)
-
-
-async def _redeem_after_checks(ctx: IssuerContext, tenant: TenantRef, code_hash: str, tx_code: str | None,
-                               now: dt.datetime, dpop_jkt: str | None) -> tuple[Any, str, int]:
-    # Unknown, used, burnt, expired, or a wrong or missing transaction code: the original checks tell
-    # these apart and count wrong codes (a code that became usable meanwhile cannot: nothing reverts
-    # ``used`` or ``burnt``, and an offer without a transaction code accepts any ``tx_code`` here).
-    wrong_tx_code = False
-    async with ctx.session() as session:
-        offer = (await session.execute(select(Offer).where(Offer.code_hash == code_hash, Offer.tenant_id == tenant.id))
-                 ).scalar_one_or_none()
-        if offer is None or offer.used or offer.burnt or offer.expires_at <= now:
-            raise _grant_error("the pre-authorized code is unknown, expired or already used")
-        if offer.tx_code_hash is not None and (
-                not tx_code or not hmac.compare_digest(secret_hash(tx_code), offer.tx_code_hash)):
-            wrong_tx_code = True
-        else:
-            won = await mark_used_once(session, Offer, Offer.burnt.is_(False), Offer.expires_at > now, id=offer.id)
-            if won is None:
-                raise _grant_error("the pre-authorized code is unknown, expired or already used")
-            token, ttl = _add_token(ctx, session, tenant, subject=offer.subject,
-                                    configuration_ids=list(offer.configuration_ids),
-                                    credential_ids=dict(offer.credential_ids), selector=offer.selector,
-                                    login={"method": "pre-authorized_code", "offer_id": offer.id}, offer_id=offer.id,
-                                    dpop_jkt=dpop_jkt)
-    if wrong_tx_code:
-        # Counted in one UPDATE (and committed) so that parallel guesses cannot exceed the limit.
-        limit = ctx.settings.tx_code_max_attempts
-        async with ctx.session() as session:
-            row = (await session.execute(
-                update(Offer).where(Offer.id == offer.id, Offer.burnt.is_(False), Offer.used.is_(False))
-                .values(tx_code_attempts=Offer.tx_code_attempts + 1, burnt=Offer.tx_code_attempts + 1 >= limit)
-                .returning(Offer.burnt))).first()
-        burnt = row is None or bool(row[0])
-        raise WrongTxCode(burnt)
-    return offer, token, ttl
+    if offer is None:
+        charged, peeked = limiter.decide(charge, [(row.key, row.tat, row.allowed, row.blocked) for row in rows])
+        refuse_if_blocked(charged, "slow_down")
+        refuse_if_blocked(peeked, "slow_down")
+    return _tried(offer, token, ttl)
 
 
 def _add_token(ctx: IssuerContext, session: Any, tenant: TenantRef, *, subject: dict[str, Any],

@@ -19,16 +19,22 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import (
     Boolean,
     Double,
+    Integer,
     LargeBinary,
+    String,
     Text,
     and_,
     bindparam,
+    case,
     cast,
     exists,
+    false,
     func,
     insert,
     literal_column,
+    not_,
     null,
+    or_,
     select,
     union_all,
     update,
@@ -57,27 +63,38 @@ if TYPE_CHECKING:
 #: Insert an offer (parameters: every column).
 INSERT_OFFER = insert(Offer.__table__)
 
-#: Mark an unused, unburnt, unexpired offer used when its code and transaction code hashes match
-#: (``b_code_hash``, ``b_tenant_id``, ``b_tx_code_hash``, ``now``; ``b_`` because an UPDATE reserves the
-#: column names for its SET clause); a row back means this caller redeemed it.
-#: No row: unknown, used, burnt, expired or a wrong transaction code — the caller then takes the
-#: slower path that tells these apart and counts wrong attempts.
-REDEEM_OFFER_WITH_TX_CODE = (
-    update(Offer.__table__)
-    .where(Offer.code_hash == bindparam("b_code_hash"), Offer.tenant_id == bindparam("b_tenant_id"),
-           Offer.used.is_(False), Offer.burnt.is_(False), Offer.expires_at > bindparam("now"),
-           Offer.tx_code_hash == bindparam("b_tx_code_hash"))
-    .values(used=True)
-    .returning(Offer.id, Offer.subject, Offer.configuration_ids, Offer.credential_ids, Offer.selector))
+def _tx_code_matches() -> Any:
+    """Whether the guess ``b_tx_code_hash`` opens the offer: any guess (or none) when the offer has no
+    transaction code; otherwise its own code only, a missing one (NULL) being a wrong one."""
+    guess = bindparam("b_tx_code_hash", type_=String)
+    return or_(Offer.tx_code_hash.is_(None), func.coalesce(Offer.tx_code_hash == guess, false()))
 
-#: The same for an offer issued without a transaction code (``b_code_hash``, ``b_tenant_id``, ``now``).
-REDEEM_OFFER_WITHOUT_TX_CODE = (
-    update(Offer.__table__)
-    .where(Offer.code_hash == bindparam("b_code_hash"), Offer.tenant_id == bindparam("b_tenant_id"),
-           Offer.used.is_(False), Offer.burnt.is_(False), Offer.expires_at > bindparam("now"),
-           Offer.tx_code_hash.is_(None))
-    .values(used=True)
-    .returning(Offer.id, Offer.subject, Offer.configuration_ids, Offer.credential_ids, Offer.selector))
+
+def _try_offer(*gate: Any) -> Any:
+    matches = _tx_code_matches()
+    limit = bindparam("b_max_attempts", type_=Integer)
+    return (
+        update(Offer.__table__)
+        .where(Offer.code_hash == bindparam("b_code_hash"), Offer.tenant_id == bindparam("b_tenant_id"),
+               Offer.used.is_(False), Offer.burnt.is_(False), Offer.expires_at > bindparam("now"),
+               Offer.tx_code_attempts < limit, *gate)
+        .values(used=matches,
+                tx_code_attempts=case((matches, Offer.tx_code_attempts), else_=Offer.tx_code_attempts + 1),
+                burnt=and_(not_(matches), Offer.tx_code_attempts + 1 >= limit))
+        .returning(Offer.id, Offer.subject, Offer.configuration_ids, Offer.credential_ids, Offer.selector,
+                   Offer.used, Offer.burnt))
+
+
+#: Try a transaction code on an offer, in one conditional ``UPDATE ... RETURNING`` (``b_code_hash``,
+#: ``b_tenant_id``, ``b_tx_code_hash`` (NULL: none given), ``b_max_attempts``, ``now``; ``b_`` because
+#: an UPDATE reserves the column names for its SET clause). Only an unused, unburnt, unexpired offer
+#: with attempts left is touched, and the guess is compared and counted in the same statement, under
+#: the row's lock: a right code marks it ``used``; a wrong one counts an attempt and burns the offer
+#: at the limit. So concurrent guesses are compared one after the other, at most ``b_max_attempts``
+#: wrong ones ever, and none after the offer was redeemed or burnt. A row back: ``used`` (this caller
+#: redeemed it) or not (a wrong code; ``burnt``: it was the last). No row: unknown, used, burnt,
+#: expired, or out of attempts. An offer without a transaction code takes any ``tx_code``.
+TRY_OFFER = _try_offer()
 
 #: Insert an access token (parameters: every column).
 INSERT_ACCESS_TOKEN = insert(AccessToken.__table__)
@@ -163,31 +180,29 @@ def _param(name: str, column: Any) -> Any:
 _offer = Offer.__table__
 _token = AccessToken.__table__
 def _redeem_and_insert_token(*gate: Any) -> Any:
-    redeemed = (
-        update(_offer)
-        .where(Offer.code_hash == bindparam("b_code_hash"), Offer.tenant_id == bindparam("b_tenant_id"),
-               Offer.used.is_(False), Offer.burnt.is_(False), Offer.expires_at > bindparam("now"),
-               Offer.tx_code_hash == bindparam("b_tx_code_hash"), *gate)
-        .values(used=True)
-        .returning(Offer.id, Offer.subject, Offer.configuration_ids, Offer.credential_ids, Offer.selector)
-        .cte("redeemed"))
-    return (
+    tried = _try_offer(*gate).cte("tried")
+    token = (
         insert(_token)
         .from_select(
             ["token_hash", "tenant_id", "subject", "configuration_ids", "credential_ids", "selector", "login",
              "offer_id", "expires_at", "dpop_jkt"],
             select(_param("b_token_hash", _token.c.token_hash), _param("b_tenant_id", _token.c.tenant_id),
-                   redeemed.c.subject, redeemed.c.configuration_ids, redeemed.c.credential_ids, redeemed.c.selector,
-                   func.json_build_object("method", "pre-authorized_code", "offer_id", redeemed.c.id),
-                   redeemed.c.id, _param("b_expires_at", _token.c.expires_at), _param("b_dpop_jkt", _token.c.dpop_jkt))
-            .select_from(redeemed))
-        .returning(AccessToken.offer_id.label("id"), AccessToken.subject, AccessToken.configuration_ids,
-                   AccessToken.credential_ids, AccessToken.selector))
+                   tried.c.subject, tried.c.configuration_ids, tried.c.credential_ids, tried.c.selector,
+                   func.json_build_object("method", "pre-authorized_code", "offer_id", tried.c.id),
+                   tried.c.id, _param("b_expires_at", _token.c.expires_at), _param("b_dpop_jkt", _token.c.dpop_jkt))
+            .select_from(tried).where(tried.c.used))
+        .returning(AccessToken.offer_id)
+        .cte("token"))
+    # The token's INSERT runs whether or not the SELECT reads it (a data-modifying CTE always does).
+    return (select(tried.c.id, tried.c.subject, tried.c.configuration_ids, tried.c.credential_ids, tried.c.selector,
+                   tried.c.used, tried.c.burnt)
+            .add_cte(token))
 
 
-#: :data:`REDEEM_OFFER_WITH_TX_CODE` and the access token's INSERT in one statement (its parameters plus
-#: ``b_token_hash``, ``b_expires_at``, ``b_dpop_jkt``); a row back (``id`` = the offer id,
-#: ``subject``, ``configuration_ids``, ``credential_ids``, ``selector``) means this caller redeemed it.
+#: :data:`TRY_OFFER` and, when the code was right, the access token's INSERT in one statement (its
+#: parameters plus ``b_token_hash``, ``b_expires_at``, ``b_dpop_jkt``); the row of :data:`TRY_OFFER`
+#: back (``id`` = the offer id, ``subject``, ``configuration_ids``, ``credential_ids``, ``selector``,
+#: ``used``, ``burnt``): ``used`` means this caller redeemed it and the token is stored.
 PG_REDEEM_OFFER_AND_INSERT_TOKEN = _redeem_and_insert_token()
 
 # Per limiter (weakly: test suites build many apps) and shape.
@@ -206,11 +221,10 @@ def pg_redeem_within_limits(limiter: RateLimiter, shape: tuple[int, int]) -> Any
     if cached is not None:
         return cached
     gate = limiter.pg_gate(*shape)
-    token = _redeem_and_insert_token(gate.admits).cte("token")
-    redeemed = select(token.c.id, token.c.subject, token.c.configuration_ids, token.c.credential_ids,
-                      token.c.selector, cast(null(), Text).label("key"), cast(null(), Double).label("tat"),
+    tried = _redeem_and_insert_token(gate.admits).cte("tried_offer")
+    redeemed = select(*tried.c, cast(null(), Text).label("key"), cast(null(), Double).label("tat"),
                       cast(null(), Boolean).label("allowed"), cast(null(), Boolean).label("blocked"))
-    limits = [select(*[literal_column("NULL") for _ in range(5)], *part.selected_columns) for part in gate.outcome]
+    limits = [select(*[literal_column("NULL") for _ in tried.c], *part.selected_columns) for part in gate.outcome]
     statement = union_all(redeemed, *limits)
     built[shape] = statement
     return statement

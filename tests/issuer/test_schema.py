@@ -57,7 +57,7 @@ def test_protocol_lookups_read_only_their_row_before_postgresql_has_statistics(
             "token_hash": "token1234", "tenant_id": TENANT, "now": now, "request_hash": "r", "configuration_id": "t"}),
         "offer code": (statements.PG_REDEEM_OFFER_AND_INSERT_TOKEN, {
             "b_code_hash": "code1234", "b_tenant_id": TENANT, "now": now, "b_tx_code_hash": "tx1234",
-            "b_token_hash": "new-token", "b_expires_at": later, "b_dpop_jkt": None}),
+            "b_max_attempts": 3, "b_token_hash": "new-token", "b_expires_at": later, "b_dpop_jkt": None}),
         "nonce": (statements.PG_CONSUME_NONCE_AND_CLAIM, {
             "b_nonce_hash": "a-new-one", "b_tenant_id": TENANT, "b_nonce_expires_at": later, "b_token_hash": "token1234",
             "b_configuration_id": "t", "b_request_hash": "r", "b_created_at": now, "b_expires_at": later}),
