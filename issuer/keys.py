@@ -30,6 +30,7 @@ from ssi.jose import Key
 
 from .context import IssuerContext, utcnow
 from .models import SigningKey
+from .models import Tenant as TenantRow
 from .settings import IssuerSettings
 from .tenancy import TenantRef as Tenant
 
@@ -107,13 +108,20 @@ async def store_key(ctx: IssuerContext, session: AsyncSession, tenant: Tenant, k
     """Store ``key`` with its chain and make it the active key (the previous one is retired).
 
     A software key is sealed; a token key (``token_ref``) is stored as that reference only.
+
+    The tenant's row is locked first, so that rotations at once (through several workers) take turns:
+    otherwise each retires the keys active when it began, none sees the key the other inserts, and the
+    tenant is left with several active keys (``uq_signing_keys_one_active`` now refuses that). ``FOR NO
+    KEY UPDATE``: the foreign-key checks of issuance, which lock the tenant row ``FOR KEY SHARE``, do
+    not wait for it.
     """
     kid = key.thumbprint()
-    now = utcnow()
     if token_ref is not None:
         stored = token_ref.encode()
     else:
         stored = ctx.box.seal(key.private_pem(), _aad(tenant.id, kid))
+    await session.execute(select(TenantRow.id).where(TenantRow.id == tenant.id).with_for_update(key_share=True))
+    now = utcnow()  # once the lock is ours: the active key is the newest
     await session.execute(update(SigningKey).where(SigningKey.tenant_id == tenant.id, SigningKey.active.is_(True))
                           .values(active=False, retired_at=now))
     row = SigningKey(kid=kid, tenant_id=tenant.id, sealed_private_key=stored,

@@ -21,6 +21,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -63,6 +64,10 @@ class SigningKey(Base):
     """A tenant's credential signing key (sealed) and its certificate chain (leaf first, PEM)."""
 
     __tablename__ = "signing_keys"
+    # One active key per tenant: issuance reads "the" active key (keys.store_key locks the tenant row so
+    # that rotations at once take turns; this refuses whatever would still slip past).
+    __table_args__ = (Index("uq_signing_keys_one_active", "tenant_id", unique=True,
+                            postgresql_where=text("active"), sqlite_where=text("active")),)
 
     kid: Mapped[str] = mapped_column(String(64), primary_key=True)
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
