@@ -48,7 +48,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from cartera.commands.demo import APP_REDIRECT, GRANT_TEMPLATE, _free_port_base  # noqa: E402
+from cartera.commands.demo import APP_REDIRECT, GRANT_TEMPLATE, _free_port_base, pkce_pair  # noqa: E402
 from cartera.system import provision  # noqa: E402
 from sandbox.population import generate_population  # noqa: E402
 from tests.support.postgres import PostgresCluster  # noqa: E402
@@ -158,8 +158,10 @@ class Driver:
 
     async def login(self, wallet: Wallet) -> None:
         state = secrets.token_urlsafe(8)
+        verifier, challenge = pkce_pair()
         start = await self.client.get(f"{self.wallet_url}/v1/auth/login", params={
-            "provider": "valid", "redirect_uri": APP_REDIRECT, "state": state, "login_hint": wallet.identifier})
+            "provider": "valid", "redirect_uri": APP_REDIRECT, "state": state, "login_hint": wallet.identifier,
+            "code_challenge": challenge, "code_challenge_method": "S256"})
         if start.status_code != 302:
             raise CycleError(f"login start: HTTP {start.status_code}")
         location = start.headers["location"]
@@ -169,7 +171,8 @@ class Driver:
         if params.get("state") != [state] or "code" not in params:
             raise CycleError("login: the wallet did not return a code")
         tokens = _expect(await self.client.post(f"{self.wallet_url}/v1/auth/token", data={
-            "grant_type": "authorization_code", "code": params["code"][0], "redirect_uri": APP_REDIRECT}),
+            "grant_type": "authorization_code", "code": params["code"][0], "redirect_uri": APP_REDIRECT,
+            "code_verifier": verifier}),
             200, "login token")
         wallet.token = tokens["access_token"]
         me = _expect(await self.client.get(f"{self.wallet_url}/v1/me", headers=wallet.bearer), 200, "me")

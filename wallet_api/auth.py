@@ -3,14 +3,18 @@
 The flow the app follows::
 
     GET  /v1/auth/login?provider=valid&redirect_uri=<app>&state=<app state>
+                        &code_challenge=<S256 of the app's verifier>&code_challenge_method=S256
          → 302 to the identity provider (authorization code + PKCE S256)
     GET  /v1/auth/callback?code=...&state=...           (the provider sends the browser here)
          → 302 to <app>?code=<one-time app code>&state=<app state>
-    POST /v1/auth/token  grant_type=authorization_code&code=...&redirect_uri=<app>
+    POST /v1/auth/token  grant_type=authorization_code&code=...&redirect_uri=<app>&code_verifier=...
          → {"access_token", "refresh_token", "expires_in", ...}
 
-Tokens never travel in a URL: the app gets a one-time code (60 s) bound to its redirect URI and
-exchanges it. Access tokens are short-lived; refresh tokens rotate on every use (a refresh token
+Tokens never travel in a URL: the app gets a one-time code (60 s) bound to its redirect URI and to
+its PKCE challenge (RFC 7636, S256 only, required: RFC 9700 §2.1.1), and exchanges it with the
+verifier. The app is a public client, and another app registering the same private-use URI scheme
+(RFC 8252 §8.1) can receive its redirect; without the verifier, which never left the app, that code
+is worth nothing. Access tokens are short-lived; refresh tokens rotate on every use (a refresh token
 used twice revokes the session, as a stolen copy would). Tokens, codes and states are stored as HMACs
 under the token key (:func:`wallet_api.vault.token_mac`), which the master key seals: writing the
 database is not enough to make a token. The wallet belongs to the identifier the provider asserts; the
@@ -25,6 +29,7 @@ import datetime as dt
 import hashlib
 import json
 import logging
+import re
 import secrets
 import time
 from dataclasses import dataclass
@@ -76,11 +81,21 @@ class Identity:
     assurance_level: str
 
 
+def s256(verifier: str) -> str:
+    """The S256 PKCE challenge of ``verifier``: BASE64URL(SHA-256(ASCII(verifier))), unpadded."""
+    return base64.urlsafe_b64encode(hashlib.sha256(verifier.encode("ascii")).digest()).rstrip(b"=").decode()
+
+
 def pkce_pair() -> tuple[str, str]:
     """A PKCE ``(code_verifier, S256 code_challenge)``."""
     verifier = secrets.token_urlsafe(48)
-    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode("ascii")).digest()).rstrip(b"=").decode()
-    return verifier, challenge
+    return verifier, s256(verifier)
+
+
+#: RFC 7636 §4.1: 43 to 128 unreserved characters.
+_VERIFIER = re.compile(r"[A-Za-z0-9._~-]{43,128}")
+#: An S256 challenge: 32 bytes in unpadded base64url.
+S256_CHALLENGE = r"^[A-Za-z0-9_-]{43}$"
 
 
 def check_app_redirect(ctx: WalletContext, redirect_uri: str) -> None:
@@ -149,9 +164,14 @@ async def oidc_discovery(ctx: WalletContext, provider: OIDCProvider) -> dict[str
 
 
 async def start_login(ctx: WalletContext, *, provider: str, redirect_uri: str, app_state: str | None,
-                      login_hint: str | None, user_agent: str) -> str:
-    """Record a login transaction and return the identity provider URL to send the browser to."""
+                      code_challenge: str, login_hint: str | None, user_agent: str) -> str:
+    """Record a login transaction and return the identity provider URL to send the browser to.
+
+    ``code_challenge`` is the app's S256 PKCE challenge: the app code this login ends with is
+    exchanged only with its verifier."""
     check_app_redirect(ctx, redirect_uri)
+    if not re.fullmatch(S256_CHALLENGE, code_challenge):
+        raise APIError(400, "invalid_request", "code_challenge must be an S256 challenge (43 base64url characters)")
     state = secrets.token_urlsafe(32)
     verifier, challenge = pkce_pair()
     nonce = secrets.token_urlsafe(24)
@@ -180,7 +200,8 @@ async def start_login(ctx: WalletContext, *, provider: str, redirect_uri: str, a
         endpoint = doc["authorization_endpoint"]
     state_digest = token_mac(await ctx.vault.token_key(ctx.db), "login-state", state)
     sealed = ctx.vault.box.seal(
-        _json_bytes({"verifier": verifier, "nonce": nonce, "redirect_uri": redirect_uri, "app_state": app_state}),
+        _json_bytes({"verifier": verifier, "nonce": nonce, "redirect_uri": redirect_uri, "app_state": app_state,
+                     "app_challenge": code_challenge}),
         _login_aad(state_digest))
     async with ctx.db.session() as session:
         session.add(LoginTransaction(state_hash=state_digest, provider=provider, sealed=sealed,
@@ -230,13 +251,19 @@ async def finish_login(ctx: WalletContext, *, state: str | None, code: str | Non
         async with ctx.db.session() as session:
             sess = await _open_session(ctx, session, identity, row.user_agent)
             session.add(AppCode(code_hash=token_mac(key, "app-code", app_code), session_id=sess.id,
-                                redirect_uri_hash=token_mac(key, "app-redirect", data["redirect_uri"]),
+                                redirect_uri_hash=_app_code_binding(key, data["redirect_uri"], data["app_challenge"]),
                                 expires_at=utcnow() + dt.timedelta(seconds=APP_CODE_TTL)))
     except WalletIntegrityError:
         return _app_redirect(data["redirect_uri"], {
             "error": "server_error", "error_description": "the wallet could not be opened; please contact support",
             **back})
     return _app_redirect(data["redirect_uri"], {"code": app_code, **back})
+
+
+def _app_code_binding(key: bytes, redirect_uri: str, challenge: str) -> str:
+    """What an app code is bound to (stored in ``app_codes.redirect_uri_hash``): the app's redirect URI
+    and its PKCE challenge, one HMAC of both."""
+    return token_mac(key, "app-code-binding", _json_bytes([redirect_uri, challenge]).decode())
 
 
 async def _open_session(ctx: WalletContext, session: AsyncSession, identity: Identity, user_agent: str) -> Session:
@@ -448,15 +475,21 @@ def _new_tokens(ctx: WalletContext, sess: Session, key: bytes) -> tuple[dict[str
     return body, values
 
 
-async def exchange_app_code(ctx: WalletContext, code: str, redirect_uri: str) -> dict[str, Any]:
-    """Trade the one-time app code for tokens."""
+async def exchange_app_code(ctx: WalletContext, code: str, redirect_uri: str, code_verifier: str | None
+                            ) -> dict[str, Any]:
+    """Trade the one-time app code for tokens: the redirect URI of the login and the PKCE verifier of
+    its challenge must come with it (compared in constant time, as one HMAC of both)."""
     key = await ctx.vault.token_key(ctx.db)
-    # Consumed in its own transaction, so a failed attempt burns the code too.
+    # Consumed in its own transaction, so a failed attempt burns the code too (a missing or wrong
+    # verifier included: an intercepted code is not retried with guesses).
     async with ctx.db.session() as session:
         row = await consume_once(session, AppCode, AppCode.expires_at > utcnow(),
                                  code_hash=token_mac(key, "app-code", code))
-    if row is None or not secrets.compare_digest(row.redirect_uri_hash, token_mac(key, "app-redirect", redirect_uri)):
-        raise APIError(400, "invalid_grant", "the code is unknown, expired, used or for another redirect_uri")
+    challenge = s256(code_verifier) if code_verifier and _VERIFIER.fullmatch(code_verifier) else ""
+    if row is None or not challenge or not secrets.compare_digest(
+            row.redirect_uri_hash, _app_code_binding(key, redirect_uri, challenge)):
+        raise APIError(400, "invalid_grant", "the code is unknown, expired or used, or the redirect_uri or "
+                                             "code_verifier is not the login's")
     async with ctx.db.session() as session:
         sess = await session.get(Session, row.session_id)
         if sess is None or sess.revoked:

@@ -12,7 +12,9 @@ message at the first step that did not, so ``make test`` runs it as a smoke test
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import hashlib
 import os
 import random
 import secrets
@@ -105,11 +107,21 @@ def _context_from(info: dict[str, Any], citizen: str, agency: str, timeout: floa
 
 # -- the steps ---------------------------------------------------------------------------------------
 
+def pkce_pair() -> tuple[str, str]:
+    """What an app keeps and what it sends at login: a fresh PKCE ``(code_verifier, S256 code_challenge)``
+    (RFC 7636); the wallet exchanges the login's one-time code only with the verifier."""
+    verifier = secrets.token_urlsafe(48)
+    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode("ascii")).digest()).rstrip(b"=").decode()
+    return verifier, challenge
+
+
 def login(ctx: DemoContext) -> str:
     """The citizen logs in to the wallet through the sandbox VÀLid (``login_hint`` skips its page)."""
     state = secrets.token_urlsafe(8)
+    verifier, challenge = pkce_pair()
     start = ctx.client.get(f"{ctx.wallet}/v1/auth/login", params={
-        "provider": "valid", "redirect_uri": APP_REDIRECT, "state": state, "login_hint": ctx.citizen})
+        "provider": "valid", "redirect_uri": APP_REDIRECT, "state": state, "login_hint": ctx.citizen,
+        "code_challenge": challenge, "code_challenge_method": "S256"})
     _expect(start, 302, "the wallet did not start a login")
     location = start.headers["location"]
     at_idp = ctx.client.get(location + ("&" if "?" in location else "?") + "login_method=idcatmobil")
@@ -121,7 +133,8 @@ def login(ctx: DemoContext) -> str:
     if not location.startswith(APP_REDIRECT) or params.get("state") != [state] or "code" not in params:
         raise DemoFailure(f"the wallet returned an unexpected redirect ({params.get('error', ['no code'])[0]})")
     tokens = _expect(ctx.client.post(f"{ctx.wallet}/v1/auth/token", data={
-        "grant_type": "authorization_code", "code": params["code"][0], "redirect_uri": APP_REDIRECT}),
+        "grant_type": "authorization_code", "code": params["code"][0], "redirect_uri": APP_REDIRECT,
+        "code_verifier": verifier}),
         200, "the wallet refused the login code")
     ctx.token = tokens["access_token"]
     ctx.facts["login"] = {"code": params["code"][0], "refresh_token": tokens.get("refresh_token", "")}

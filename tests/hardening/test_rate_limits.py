@@ -21,6 +21,7 @@ from tests.issuer.helpers import create_offer
 from tests.support.servers import free_port, serve
 from tests.verifier.conftest import Verifier
 from verifier.app import create_app as create_verifier
+from wallet_api.auth import pkce_pair
 
 SLUG = "aoc-tax"
 
@@ -147,7 +148,8 @@ def test_limits_hold_across_two_workers_sharing_the_database(limited_verifier: V
 
 def test_wallet_login_and_token_requests_are_limited_per_client_address(limited_wallet: WalletEnv) -> None:
     client = new_client()
-    params = {"provider": "valid", "redirect_uri": "http://127.0.0.1:9/app/callback"}
+    params = {"provider": "valid", "redirect_uri": "http://127.0.0.1:9/app/callback",
+              "code_challenge": pkce_pair()[1], "code_challenge_method": "S256"}
     with httpx.Client(timeout=20, follow_redirects=False) as http:
         for _ in range(2):
             assert http.get(f"{limited_wallet.url}/v1/auth/login", params=params,

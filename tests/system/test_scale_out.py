@@ -35,6 +35,7 @@ from ssi.status_list import verify_status_list_token
 from tests.cli.test_run_system import _free_port_base
 from tests.support.postgres import PostgresCluster
 from tests.support.servers import free_port
+from wallet_api.auth import pkce_pair
 
 PRE_AUTH = "urn:ietf:params:oauth:grant-type:pre-authorized_code"
 APP_REDIRECT = "http://127.0.0.1:9/scale-out/callback"
@@ -270,9 +271,11 @@ def _login(cluster: Cluster, identifier: str) -> dict[str, str]:
     """Start the login on wallet process B; the identity provider returns to A (the public URL); the
     app's one-time code is exchanged on B again."""
     state = secrets.token_urlsafe(8)
+    verifier, challenge = pkce_pair()
     with httpx.Client(follow_redirects=False, timeout=10) as client:
         start = client.get(f"{cluster.b['wallet']}/v1/auth/login", params={
-            "provider": "valid", "redirect_uri": APP_REDIRECT, "state": state, "login_hint": identifier})
+            "provider": "valid", "redirect_uri": APP_REDIRECT, "state": state, "login_hint": identifier,
+            "code_challenge": challenge, "code_challenge_method": "S256"})
         assert start.status_code == 302, start.text
         idp = client.get(start.headers["location"] + "&login_method=idcatmobil")
         assert idp.status_code in (302, 303), idp.text
@@ -281,7 +284,7 @@ def _login(cluster: Cluster, identifier: str) -> dict[str, str]:
         assert back.status_code == 302, back.text
         code = parse_qs(urlsplit(back.headers["location"]).query)["code"][0]
         tokens = client.post(f"{cluster.b['wallet']}/v1/auth/token", data={
-            "grant_type": "authorization_code", "code": code, "redirect_uri": APP_REDIRECT})
+            "grant_type": "authorization_code", "code": code, "redirect_uri": APP_REDIRECT, "code_verifier": verifier})
         assert tokens.status_code == 200, tokens.text
         return {"Authorization": f"Bearer {tokens.json()['access_token']}"}
 

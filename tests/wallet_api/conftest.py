@@ -27,6 +27,7 @@ from sandbox.idp_service import create_app as create_idp
 from ssi.x509 import cert_to_pem, create_ca
 from tests.support.servers import free_port, serve
 from wallet_api.app import create_app
+from wallet_api.auth import pkce_pair
 from wallet_api.settings import WalletSettings
 
 if TYPE_CHECKING:
@@ -96,11 +97,14 @@ def wallet(idp_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[W
 
 def login(wallet_url: str, identifier: str, *, method: str = "idcatmobil", user_agent: str = "pytest-phone"
           ) -> dict[str, str]:
-    """Log a synthetic citizen in through the real IdP redirects; return the token response."""
+    """Log a synthetic citizen in through the real IdP redirects, as an app does (its own state and PKCE
+    verifier); return the token response."""
     state = secrets.token_urlsafe(8)
+    verifier, challenge = pkce_pair()
     with httpx.Client(follow_redirects=False, timeout=10, headers={"User-Agent": user_agent}) as client:
         r = client.get(f"{wallet_url}/v1/auth/login", params={
-            "provider": "valid", "redirect_uri": APP_REDIRECT, "state": state, "login_hint": identifier})
+            "provider": "valid", "redirect_uri": APP_REDIRECT, "state": state, "login_hint": identifier,
+            "code_challenge": challenge, "code_challenge_method": "S256"})
         assert r.status_code == 302, r.text
         idp = client.get(r.headers["location"] + f"&login_method={method}")
         assert idp.status_code == 303, idp.text
@@ -111,7 +115,8 @@ def login(wallet_url: str, identifier: str, *, method: str = "idcatmobil", user_
         params = parse_qs(urlsplit(location).query)
         assert params["state"] == [state]
         tokens = client.post(f"{wallet_url}/v1/auth/token", data={
-            "grant_type": "authorization_code", "code": params["code"][0], "redirect_uri": APP_REDIRECT})
+            "grant_type": "authorization_code", "code": params["code"][0], "redirect_uri": APP_REDIRECT,
+            "code_verifier": verifier})
         assert tokens.status_code == 200, tokens.text
         return tokens.json()
 

@@ -3,9 +3,21 @@
 from __future__ import annotations
 
 import httpx
+import pytest
 
 from sandbox.population import DEMO_EVERYTHING, DEMO_NO_DEGREE
 from tests.wallet_api.conftest import APP_REDIRECT, WalletHandle, bearer, login
+from wallet_api.auth import pkce_pair
+
+
+def _app_code(client: httpx.Client, wallet_url: str, identifier: str, challenge: str) -> str:
+    """A login started with the app's PKCE ``challenge``, up to the one-time code at the app redirect."""
+    r = client.get(f"{wallet_url}/v1/auth/login", params={
+        "redirect_uri": APP_REDIRECT, "login_hint": identifier, "code_challenge": challenge,
+        "code_challenge_method": "S256"})
+    assert r.status_code == 302, r.text
+    back = client.get(client.get(r.headers["location"]).headers["location"])
+    return httpx.URL(back.headers["location"]).params["code"]
 
 
 def test_login_creates_wallet_for_asserted_identifier(wallet: WalletHandle) -> None:
@@ -35,22 +47,55 @@ def test_refresh_rotates_and_reuse_is_refused(wallet: WalletHandle) -> None:
 
 
 def test_app_code_single_use_and_bound_to_redirect(wallet: WalletHandle) -> None:
+    verifier, challenge = pkce_pair()
     with httpx.Client(follow_redirects=False) as client:
-        r = client.get(f"{wallet.url}/v1/auth/login", params={"redirect_uri": APP_REDIRECT,
-                                                             "login_hint": DEMO_EVERYTHING})
-        back = client.get(client.get(r.headers["location"]).headers["location"])
-        code = httpx.URL(back.headers["location"]).params["code"]
-        wrong = client.post(f"{wallet.url}/v1/auth/token", data={"grant_type": "authorization_code", "code": code,
-                                                                 "redirect_uri": "http://127.0.0.1:9/other"})
+        code = _app_code(client, wallet.url, DEMO_EVERYTHING, challenge)
+        wrong = client.post(f"{wallet.url}/v1/auth/token", data={
+            "grant_type": "authorization_code", "code": code, "redirect_uri": "http://127.0.0.1:9/other",
+            "code_verifier": verifier})
         assert wrong.status_code == 400
         # the code was consumed by the failed attempt: a stolen code cannot be retried
         again = client.post(f"{wallet.url}/v1/auth/token", data={"grant_type": "authorization_code", "code": code,
-                                                                 "redirect_uri": APP_REDIRECT})
+                                                                 "redirect_uri": APP_REDIRECT, "code_verifier": verifier})
         assert again.status_code == 400 and again.json()["error"] == "invalid_grant"
 
 
+def test_an_intercepted_app_code_is_worthless_without_the_apps_verifier(wallet: WalletHandle) -> None:
+    """Another app registering the same private-use scheme receives the redirect (RFC 8252 §8.1): it
+    has the code and the public redirect URI, not the verifier, which never left the genuine app."""
+    verifier, challenge = pkce_pair()
+    for stolen in ({}, {"code_verifier": pkce_pair()[0]}, {"code_verifier": challenge}, {"code_verifier": ""}):
+        with httpx.Client(follow_redirects=False, headers={"User-Agent": "victim-phone"}) as victim:
+            code = _app_code(victim, wallet.url, DEMO_EVERYTHING, challenge)
+        with httpx.Client(headers={"User-Agent": "interceptor"}) as thief:
+            r = thief.post(f"{wallet.url}/v1/auth/token", data={
+                "grant_type": "authorization_code", "code": code, "redirect_uri": APP_REDIRECT, **stolen})
+        assert r.status_code == 400 and r.json()["error"] == "invalid_grant", (stolen, r.text)
+        # the attempt spent the code: the genuine app, verifier in hand, logs in again
+        late = httpx.post(f"{wallet.url}/v1/auth/token", json={
+            "grant_type": "authorization_code", "code": code, "redirect_uri": APP_REDIRECT, "code_verifier": verifier})
+        assert late.status_code == 400 and late.json()["error"] == "invalid_grant"
+    with httpx.Client(follow_redirects=False) as app:
+        code = _app_code(app, wallet.url, DEMO_EVERYTHING, challenge)
+        tokens = app.post(f"{wallet.url}/v1/auth/token", json={
+            "grant_type": "authorization_code", "code": code, "redirect_uri": APP_REDIRECT, "code_verifier": verifier})
+    assert tokens.status_code == 200, tokens.text
+    assert httpx.get(f"{wallet.url}/v1/me", headers=bearer(tokens.json())).json()["identifier"] == DEMO_EVERYTHING
+
+
+@pytest.mark.parametrize("pkce", [
+    {}, {"code_challenge_method": "S256"}, {"code_challenge": pkce_pair()[1]},
+    {"code_challenge": pkce_pair()[1], "code_challenge_method": "plain"},
+    {"code_challenge": pkce_pair()[0], "code_challenge_method": "S256"},  # a verifier, not a challenge
+    {"code_challenge": pkce_pair()[1][:42] + "=", "code_challenge_method": "S256"}])
+def test_a_login_without_an_s256_challenge_is_refused(wallet: WalletHandle, pkce: dict[str, str]) -> None:
+    r = httpx.get(f"{wallet.url}/v1/auth/login", params={"redirect_uri": APP_REDIRECT, "state": "s", **pkce})
+    assert r.status_code == 400 and r.json()["error"] == "invalid_request", r.text
+
+
 def test_unregistered_app_redirect_refused(wallet: WalletHandle) -> None:
-    r = httpx.get(f"{wallet.url}/v1/auth/login", params={"redirect_uri": "https://evil.example/cb"})
+    r = httpx.get(f"{wallet.url}/v1/auth/login", params={"redirect_uri": "https://evil.example/cb",
+                                                         "code_challenge": pkce_pair()[1], "code_challenge_method": "S256"})
     assert r.status_code == 400 and r.json()["error"] == "invalid_request"
 
 

@@ -26,6 +26,7 @@ from sqlalchemy import select
 from sandbox.population import generate_population
 from service_kit.db import Database
 from tests.wallet_api.conftest import APP_REDIRECT, WalletHandle, bearer, login
+from wallet_api.auth import pkce_pair
 from wallet_api.models import AppCode, Session, Wallet
 
 CITIZEN_A, CITIZEN_B, CITIZEN_C = [generate_population(size=50).citizens[i].identifier for i in (33, 34, 37)]
@@ -51,7 +52,8 @@ def _login_redirect(wallet_url: str, identifier: str) -> dict[str, list[str]]:
     """The login up to the app redirect; its query parameters (a code, or an error)."""
     with httpx.Client(follow_redirects=False, timeout=10) as client:
         start = client.get(f"{wallet_url}/v1/auth/login", params={
-            "provider": "valid", "redirect_uri": APP_REDIRECT, "state": "app-state", "login_hint": identifier})
+            "provider": "valid", "redirect_uri": APP_REDIRECT, "state": "app-state", "login_hint": identifier,
+            "code_challenge": pkce_pair()[1], "code_challenge_method": "S256"})
         assert start.status_code == 302, start.text
         idp = client.get(start.headers["location"] + "&login_method=idcatmobil")
         back = client.get(idp.headers["location"])
@@ -63,6 +65,7 @@ def test_rows_written_with_the_sha256_of_a_chosen_token_open_nothing(wallet: Wal
     tokens = login(wallet.url, CITIZEN_C)
     wallet_id = httpx.get(f"{wallet.url}/v1/me", headers=bearer(tokens)).json()["wallet_id"]
     access, refresh, code = (secrets.token_urlsafe(32) for _ in range(3))
+    verifier, challenge = pkce_pair()
     later = dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)
 
     async def forge(session: Any) -> tuple[str | None, str | None]:
@@ -72,7 +75,7 @@ def test_rows_written_with_the_sha256_of_a_chosen_token_open_nothing(wallet: Wal
                             refresh_hash=_sha256(refresh), refresh_expires_at=later))
         await session.flush()
         session.add(AppCode(code_hash=_sha256(code), session_id="ses_forged",
-                            redirect_uri_hash=_sha256(APP_REDIRECT), expires_at=later))
+                            redirect_uri_hash=_sha256(APP_REDIRECT + challenge), expires_at=later))
         return real.access_hash, real.refresh_hash
 
     stored_access, stored_refresh = _write(wallet, forge)
@@ -82,7 +85,7 @@ def test_rows_written_with_the_sha256_of_a_chosen_token_open_nothing(wallet: Wal
     r = httpx.post(f"{wallet.url}/v1/auth/token", data={"grant_type": "refresh_token", "refresh_token": refresh})
     assert r.status_code == 400 and r.json()["error"] == "invalid_grant"
     r = httpx.post(f"{wallet.url}/v1/auth/token", data={"grant_type": "authorization_code", "code": code,
-                                                        "redirect_uri": APP_REDIRECT})
+                                                        "redirect_uri": APP_REDIRECT, "code_verifier": verifier})
     assert r.status_code == 400 and r.json()["error"] == "invalid_grant"
     # the citizen's own session still works
     assert httpx.get(f"{wallet.url}/v1/me", headers=bearer(tokens)).json()["identifier"] == CITIZEN_C

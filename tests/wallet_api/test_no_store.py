@@ -12,6 +12,7 @@ from sandbox.population import generate_population
 from tests.wallet_api.conftest import APP_REDIRECT, bearer, login
 from tests.wallet_api.system import System
 from tests.wallet_api.test_e2e import make_offer, receive
+from wallet_api.auth import pkce_pair
 
 #: A citizen no other test of this system logs in (``fresh_citizens`` hands out others).
 CITIZEN = generate_population(size=50).citizens[47].identifier
@@ -31,7 +32,8 @@ def test_every_api_answer_says_no_store(system: System) -> None:
     history = httpx.get(f"{system.wallet}/v1/history", headers=headers, timeout=30).json()
     ids = {"credential_id": received["credential_ids"][0], "offer_id": received["offer_id"],
            "presentation_id": scanned.json()["presentation_id"], "entry_id": history[0]["id"]}
-    queries = {"/v1/auth/login": {"provider": "valid", "redirect_uri": APP_REDIRECT, "state": "s"}}
+    queries = {"/v1/auth/login": {"provider": "valid", "redirect_uri": APP_REDIRECT, "state": "s",
+                                  "code_challenge": pkce_pair()[1], "code_challenge_method": "S256"}}
 
     paths = httpx.get(f"{system.wallet}/openapi.json", timeout=30).json()["paths"]
     reads = sorted(p for p, ops in paths.items() if "get" in ops and p.startswith("/v1/"))

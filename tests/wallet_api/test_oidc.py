@@ -42,6 +42,7 @@ from ssi.jose import Key, sign_jws
 from tests.support.servers import free_port, serve
 from tests.wallet_api.conftest import APP_REDIRECT, IDP_SECRET, WalletHandle, bearer, wallet_settings
 from wallet_api.app import create_app
+from wallet_api.auth import pkce_pair
 from wallet_api.settings import OIDCProvider
 
 CLIENT_ID = "wallet-at-oidc"
@@ -183,10 +184,13 @@ def oidc_wallet(provider: Provider, tmp_path_factory: pytest.TempPathFactory) ->
 
 
 def oidc_login(wallet_url: str, subject: str, provider: str = "testid") -> dict[str, list[str]]:
-    """Run the browser part of an OIDC login; return the app redirect's query parameters."""
+    """Run the browser part of an OIDC login; return the app redirect's query parameters, plus the
+    app's PKCE ``code_verifier`` (for :func:`redeem`)."""
+    verifier, challenge = pkce_pair()
     with httpx.Client(follow_redirects=False, timeout=10) as browser:
         start = browser.get(f"{wallet_url}/v1/auth/login", params={
-            "provider": provider, "redirect_uri": APP_REDIRECT, "state": "app-state", "login_hint": subject})
+            "provider": provider, "redirect_uri": APP_REDIRECT, "state": "app-state", "login_hint": subject,
+            "code_challenge": challenge, "code_challenge_method": "S256"})
         assert start.status_code == 302, start.text
         at_provider = browser.get(start.headers["location"])
         assert at_provider.status_code in (302, 303), at_provider.text
@@ -194,7 +198,14 @@ def oidc_login(wallet_url: str, subject: str, provider: str = "testid") -> dict[
         assert back.status_code == 302, back.text
         location = back.headers["location"]
     assert location.startswith(APP_REDIRECT)
-    return parse_qs(urlsplit(location).query)
+    return {**parse_qs(urlsplit(location).query), "code_verifier": [verifier]}
+
+
+def redeem(wallet_url: str, params: dict[str, list[str]]) -> dict[str, Any]:
+    """The app's token request for the code of :func:`oidc_login`."""
+    return httpx.post(f"{wallet_url}/v1/auth/token", data={  # type: ignore[no-any-return]
+        "grant_type": "authorization_code", "code": params["code"][0], "redirect_uri": APP_REDIRECT,
+        "code_verifier": params["code_verifier"][0]}).json()
 
 
 def test_provider_is_listed(oidc_wallet: WalletHandle) -> None:
@@ -206,8 +217,7 @@ def test_valid_id_token_opens_the_wallet_of_its_subject(oidc_wallet: WalletHandl
     provider.mode = "good"
     params = oidc_login(oidc_wallet.url, "subject-001")
     assert params["state"] == ["app-state"] and "code" in params
-    tokens = httpx.post(f"{oidc_wallet.url}/v1/auth/token", data={
-        "grant_type": "authorization_code", "code": params["code"][0], "redirect_uri": APP_REDIRECT}).json()
+    tokens = redeem(oidc_wallet.url, params)
     me = httpx.get(f"{oidc_wallet.url}/v1/me", headers=bearer(tokens)).json()
     assert me["identifier"] == "subject-001" and me["provider"] == "oidc:testid" and me["name"] == "Jordi Test"
     logins = httpx.get(f"{oidc_wallet.url}/v1/me/logins", headers=bearer(tokens)).json()
@@ -215,20 +225,17 @@ def test_valid_id_token_opens_the_wallet_of_its_subject(oidc_wallet: WalletHandl
     assert provider.token_requests[-1] == {"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET}
     # same subject, same wallet; another subject, another wallet
     again = oidc_login(oidc_wallet.url, "subject-001")
-    tokens2 = httpx.post(f"{oidc_wallet.url}/v1/auth/token", data={
-        "grant_type": "authorization_code", "code": again["code"][0], "redirect_uri": APP_REDIRECT}).json()
+    tokens2 = redeem(oidc_wallet.url, again)
     assert httpx.get(f"{oidc_wallet.url}/v1/me", headers=bearer(tokens2)).json()["wallet_id"] == me["wallet_id"]
     other = oidc_login(oidc_wallet.url, "subject-002")
-    tokens3 = httpx.post(f"{oidc_wallet.url}/v1/auth/token", data={
-        "grant_type": "authorization_code", "code": other["code"][0], "redirect_uri": APP_REDIRECT}).json()
+    tokens3 = redeem(oidc_wallet.url, other)
     assert httpx.get(f"{oidc_wallet.url}/v1/me", headers=bearer(tokens3)).json()["wallet_id"] != me["wallet_id"]
 
 
 def _open_wallet(wallet_url: str, subject: str, provider: str = "testid") -> dict[str, Any]:
     params = oidc_login(wallet_url, subject, provider)
     assert "code" in params, params
-    tokens = httpx.post(f"{wallet_url}/v1/auth/token", data={
-        "grant_type": "authorization_code", "code": params["code"][0], "redirect_uri": APP_REDIRECT}).json()
+    tokens = redeem(wallet_url, params)
     return httpx.get(f"{wallet_url}/v1/me", headers=bearer(tokens)).json()
 
 

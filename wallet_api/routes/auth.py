@@ -13,7 +13,15 @@ from sqlalchemy import select
 from service_kit.errors import APIError
 from service_kit.ratelimit import Limit, client_address, enforce, limiter_of, rate_limit_responses
 
-from ..auth import exchange_app_code, finish_login, providers, refresh_tokens, revoke_session, start_login
+from ..auth import (
+    S256_CHALLENGE,
+    exchange_app_code,
+    finish_login,
+    providers,
+    refresh_tokens,
+    revoke_session,
+    start_login,
+)
 from ..deps import Citizen, Ctx
 from ..models import Session
 
@@ -39,6 +47,11 @@ class TokenRequest(BaseModel):
     grant_type: Literal["authorization_code", "refresh_token"] = Field(description="How the tokens are obtained.")
     code: str | None = Field(default=None, max_length=200, description="The one-time code given to the app redirect.")
     redirect_uri: str | None = Field(default=None, max_length=2000, description="The app redirect URI used at login.")
+    code_verifier: str | None = Field(
+        default=None, max_length=128,
+        description="With `authorization_code`, required: the PKCE verifier (RFC 7636, 43-128 characters) whose "
+                    "S256 challenge the app sent to `/v1/auth/login`. Missing or wrong: `invalid_grant`, and the "
+                    "code is spent.")
     refresh_token: str | None = Field(default=None, max_length=200, description="The current refresh token.")
 
 
@@ -81,13 +94,27 @@ async def limit_login(request: Request) -> None:
             responses={302: {"description": "Redirect to the identity provider."}, **rate_limit_responses()})
 async def login(ctx: Ctx, request: Request,
                 redirect_uri: Annotated[str, Query(max_length=2000, description="The app's redirect URI.")],
+                code_challenge: Annotated[str, Query(
+                    pattern=S256_CHALLENGE,
+                    description="Required: the S256 PKCE challenge of a fresh verifier the app keeps, "
+                                "BASE64URL(SHA-256(verifier)) without padding (RFC 7636). The one-time code "
+                                "this login ends with is exchanged only with that verifier.")],
+                code_challenge_method: Annotated[Literal["S256"], Query(
+                    description="Required, and only `S256` (`plain` is refused).")],
                 provider: Annotated[str, Query(max_length=60, description="`valid` or a configured OIDC provider name.")] = "valid",
-                state: Annotated[str | None, Query(max_length=500, description="Opaque app state, echoed back.")] = None,
+                state: Annotated[str | None, Query(max_length=500, description=(
+                    "Opaque app state, echoed back: a fresh random value the app checks at its redirect "
+                    "(a login it did not start, login CSRF, is refused there)."))] = None,
                 login_hint: Annotated[str | None, Query(max_length=100, description="Forwarded to the provider when allowed (tests, demos).")] = None,
                 ) -> RedirectResponse:
-    """Send the browser to the identity provider (authorization code with PKCE)."""
+    """Send the browser to the identity provider (authorization code with PKCE).
+
+    The app sends its own PKCE challenge (`code_challenge`, `code_challenge_method=S256`): another app
+    that receives the redirect (the same private-use URI scheme, RFC 8252 §8.1) cannot exchange the
+    code without the verifier."""
     url = await start_login(ctx, provider=provider, redirect_uri=redirect_uri, app_state=state,
-                            login_hint=login_hint, user_agent=request.headers.get("user-agent", ""))
+                            code_challenge=code_challenge, login_hint=login_hint,
+                            user_agent=request.headers.get("user-agent", ""))
     return RedirectResponse(url, status_code=302, headers={"Cache-Control": "no-store"})
 
 
@@ -105,7 +132,8 @@ async def callback(ctx: Ctx,
 @router.post("/auth/token", response_model=TokenResponse, summary="Get or refresh tokens",
              dependencies=[Depends(limit_login)], responses=rate_limit_responses())
 async def token(ctx: Ctx, request: Request) -> dict[str, object]:
-    """Exchange the app's one-time code, or a refresh token, for an access and refresh token.
+    """Exchange the app's one-time code (with `redirect_uri` and the PKCE `code_verifier`), or a refresh
+    token, for an access and refresh token.
 
     Accepts a form (`application/x-www-form-urlencoded`) or a JSON body with the same fields.
     """
@@ -126,7 +154,7 @@ async def token(ctx: Ctx, request: Request) -> dict[str, object]:
     if body.grant_type == "authorization_code":
         if not body.code or not body.redirect_uri:
             raise APIError(400, "invalid_request", "code and redirect_uri are required")
-        tokens = await exchange_app_code(ctx, body.code, body.redirect_uri)
+        tokens = await exchange_app_code(ctx, body.code, body.redirect_uri, body.code_verifier)
     else:
         if not body.refresh_token:
             raise APIError(400, "invalid_request", "refresh_token is required")

@@ -385,6 +385,27 @@
     return Array.prototype.map.call(bytes, function (b) { return ("0" + b.toString(16)).slice(-2); }).join("");
   }
 
+  function base64url(bytes) {
+    var text = "";
+    for (var i = 0; i < bytes.length; i++) { text += String.fromCharCode(bytes[i]); }
+    return btoa(text).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+  }
+
+  // PKCE (RFC 7636) towards the wallet API: a fresh verifier per login, kept in this tab across the
+  // redirect; only its S256 challenge goes in the login URL. Another app that took the redirect has
+  // the code but not the verifier, and the API redeems the code only with it.
+  function pkceVerifier() {
+    var bytes = new Uint8Array(32);
+    crypto.getRandomValues(bytes);
+    return base64url(bytes);
+  }
+
+  function s256(verifier) {
+    return crypto.subtle.digest("SHA-256", new TextEncoder().encode(verifier)).then(function (digest) {
+      return base64url(new Uint8Array(digest));
+    });
+  }
+
   function renderLogin() {
     // Rendered again when the language changes: only the latest answer fills the list, once.
     var n = ticket("providers");
@@ -395,9 +416,14 @@
         var button = el("button", { type: "button", "class": "primary", text: t("loginWith", provider.label) });
         button.addEventListener("click", function () {
           var state = randomState();
+          var verifier = pkceVerifier();
           sessionStorage.setItem("cartera.loginState", state);
-          location.assign("/v1/auth/login?" + new URLSearchParams({
-            provider: provider.name, redirect_uri: redirectUri(), state: state }).toString());
+          sessionStorage.setItem("cartera.loginVerifier", verifier);
+          Promise.resolve().then(function () { return s256(verifier); }).then(function (challenge) {
+            location.assign("/v1/auth/login?" + new URLSearchParams({
+              provider: provider.name, redirect_uri: redirectUri(), state: state,
+              code_challenge: challenge, code_challenge_method: "S256" }).toString());
+          }).catch(function () { showError(t("loginFailed")); });
         });
         box.appendChild(button);
       });
@@ -407,15 +433,19 @@
   function finishLogin() {
     var params = new URLSearchParams(location.search);
     var expected = sessionStorage.getItem("cartera.loginState");
+    var verifier = sessionStorage.getItem("cartera.loginVerifier");
     sessionStorage.removeItem("cartera.loginState");
+    sessionStorage.removeItem("cartera.loginVerifier");
     history.replaceState(null, "", "/app/");
-    if (params.get("error") || !params.get("code") || !expected || params.get("state") !== expected) {
+    // A redirect this tab did not start (another state, or none kept) is dropped: login CSRF.
+    if (params.get("error") || !params.get("code") || !expected || params.get("state") !== expected || !verifier) {
       flashError = t("loginFailed");
       return Promise.resolve();
     }
     return fetch("/v1/auth/token", {
       method: "POST", headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ grant_type: "authorization_code", code: params.get("code"), redirect_uri: redirectUri() })
+      body: JSON.stringify({ grant_type: "authorization_code", code: params.get("code"), redirect_uri: redirectUri(),
+                             code_verifier: verifier })
     }).then(function (r) {
       if (!r.ok) { throw new Error("token"); }
       return r.json();
