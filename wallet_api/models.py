@@ -68,18 +68,22 @@ class LoginTransaction(Base):
 
 
 class AppCode(Base):
-    """A one-time code handed to the app after login, exchanged for tokens (hash stored)."""
+    """A one-time code handed to the app after login, exchanged for tokens (its HMAC under the token key
+    stored, :func:`wallet_api.vault.token_mac`)."""
 
     __tablename__ = "app_codes"
     code_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
     session_id: Mapped[str] = mapped_column(String(40), ForeignKey("sessions.id", ondelete="CASCADE"))
+    #: One HMAC of the app's redirect URI and its PKCE S256 challenge: the exchange needs both
+    #: (``wallet_api.auth._app_code_binding``).
     redirect_uri_hash: Mapped[str] = mapped_column(String(64))
     #: Indexed for the background sweep, which deletes the codes never exchanged (wallet migration 0013).
     expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), index=True)
 
 
 class Session(Base):
-    """An app session: opaque access and refresh tokens (hashes), with its login record."""
+    """An app session: opaque access and refresh tokens (their HMACs under the token key), with its login
+    record."""
 
     __tablename__ = "sessions"
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
