@@ -1,7 +1,10 @@
 """Background work: deliver webhook events from the outbox, purge expired protocol state.
 
 A worker claims a due outbox row by moving its ``next_attempt_at`` forward in one conditional
-``UPDATE`` (a lease), so two workers never send the same event at once.
+``UPDATE`` (a lease), so two workers never send the same event at once. The lease runs from the
+moment of the claim (a round of slow deliveries must not lease its later rows from the round's
+start, into the past) and outlasts a delivery; the outcome is recorded only while the row is still
+this claim's (an attempt counted since means another worker claimed it after the lease ran out).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import logging
 import httpx
 from sqlalchemy import update
 
+from service_kit.outbound import CALL_DEADLINE_FACTOR
 from service_kit.webhooks import (
     GIVEN_UP,
     DeliveryResult,
@@ -34,9 +38,8 @@ LEASE = dt.timedelta(seconds=60)
 
 async def deliver_due(ctx: IssuerContext, limit: int = 20) -> int:
     """Deliver the due outbox events once each; returns how many were delivered."""
-    now = utcnow()
     async with ctx.db.read_session() as session:
-        due = (await session.execute(due_webhooks(WebhookOutbox, now, max_attempts=MAX_ATTEMPTS, limit=limit))
+        due = (await session.execute(due_webhooks(WebhookOutbox, utcnow(), max_attempts=MAX_ATTEMPTS, limit=limit))
                ).scalars().all()
     client = ctx.http
     if client is None:
@@ -44,7 +47,7 @@ async def deliver_due(ctx: IssuerContext, limit: int = 20) -> int:
     delivered = 0
     for row_id in due:
         try:
-            delivered += await _deliver_row(ctx, client, row_id, now)
+            delivered += await _deliver_row(ctx, client, row_id)
         except Exception as exc:  # noqa: BLE001 - one row's failure must not end the round, nor the purges
             # The type only: a message may quote the receiver's answer or the row. The row's lease
             # counted the attempt, so it comes back later and runs out of attempts if it keeps failing.
@@ -53,23 +56,32 @@ async def deliver_due(ctx: IssuerContext, limit: int = 20) -> int:
     return delivered
 
 
-async def _deliver_row(ctx: IssuerContext, client: httpx.AsyncClient, row_id: str, now: dt.datetime) -> int:
+def lease(ctx: IssuerContext) -> dt.timedelta:
+    """How long a claim keeps its row: :data:`LEASE`, or longer than one delivery can take (its
+    deadline, ``CALL_DEADLINE_FACTOR`` times ``webhook_timeout``) when that is longer."""
+    return max(LEASE, dt.timedelta(seconds=CALL_DEADLINE_FACTOR * ctx.settings.webhook_timeout + 30))
+
+
+async def _deliver_row(ctx: IssuerContext, client: httpx.AsyncClient, row_id: str) -> int:
     """Claim, send and record one outbox row; 1 if it was delivered."""
     # The lease counts the attempt: a row that fails before its outcome is recorded (a secret that
     # no longer opens, a crash) still runs out of attempts instead of coming back forever.
+    now = utcnow()
     async with ctx.session() as session:
         claimed = (await session.execute(update(WebhookOutbox).where(
             WebhookOutbox.id == row_id, WebhookOutbox.next_attempt_at <= now, WebhookOutbox.delivered_at.is_(None))
-            .values(next_attempt_at=now + LEASE, attempts=WebhookOutbox.attempts + 1)
+            .values(next_attempt_at=now + lease(ctx), attempts=WebhookOutbox.attempts + 1)
             .returning(WebhookOutbox))).scalar_one_or_none()
         endpoint = await session.get(WebhookEndpoint, claimed.endpoint_id) if claimed is not None else None
     if claimed is None:
         return 0
+    # Still this claim's row: no other worker claimed it since (a claim counts an attempt).
+    ours = update(WebhookOutbox).where(WebhookOutbox.id == row_id, WebhookOutbox.attempts == claimed.attempts,
+                                       WebhookOutbox.delivered_at.is_(None))
     if endpoint is None:
         async with ctx.session() as session:
-            await session.execute(update(WebhookOutbox).where(WebhookOutbox.id == row_id)
-                                  .values(attempts=MAX_ATTEMPTS, next_attempt_at=GIVEN_UP,
-                                          last_error="endpoint removed"))
+            await session.execute(ours.values(attempts=MAX_ATTEMPTS, next_attempt_at=GIVEN_UP,
+                                              last_error="endpoint removed"))
         return 0
     try:
         secret = ctx.box.open(endpoint.sealed_secret, f"issuer:webhook:{endpoint.id}".encode())
@@ -81,13 +93,12 @@ async def _deliver_row(ctx: IssuerContext, client: httpx.AsyncClient, row_id: st
                                        max_attempts=1, timeout=ctx.settings.webhook_timeout)
     async with ctx.session() as session:
         if result.delivered:
-            await session.execute(update(WebhookOutbox).where(WebhookOutbox.id == row_id)
-                                  .values(delivered_at=utcnow(), last_error=None))
+            await session.execute(ours.values(delivered_at=utcnow(), last_error=None))
         else:
-            await session.execute(update(WebhookOutbox).where(WebhookOutbox.id == row_id)
-                                  .values(last_error=result.error,
-                                          next_attempt_at=next_attempt_after(claimed.attempts, utcnow(), base=2.0,
-                                                                             max_attempts=MAX_ATTEMPTS)))
+            # Past its lease, another worker may be sending it now: its lease is not ours to shorten.
+            await session.execute(ours.values(last_error=result.error,
+                                              next_attempt_at=next_attempt_after(claimed.attempts, utcnow(), base=2.0,
+                                                                                 max_attempts=MAX_ATTEMPTS)))
     return int(result.delivered)
 
 

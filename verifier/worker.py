@@ -2,8 +2,10 @@
 finished webhook deliveries.
 
 Runs in every worker process; rows are claimed with a conditional ``UPDATE`` (a lease on
-``next_attempt_at``) so two workers never send the same delivery at once. A new outbox row wakes the
-local task at once (``kick``); others are found on the next tick (``worker_interval``).
+``next_attempt_at``, from the moment of the claim and longer than a delivery can take) so two workers
+never send the same delivery at once; an outcome is recorded only while the row is still that claim's.
+A new outbox row wakes the local task at once (``kick``); others are found on the next tick
+(``worker_interval``).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from sqlalchemy import update
 
 from service_kit.crypto import SecretBox
 from service_kit.db import Database
+from service_kit.outbound import CALL_DEADLINE_FACTOR
 from service_kit.webhooks import (
     DeliveryResult,
     deliver_webhook,
@@ -41,14 +44,13 @@ OUTBOX_PURGE_INTERVAL = 300.0
 
 async def deliver_due(db: Database, box: SecretBox, client: httpx.AsyncClient, *, limit: int = 50) -> int:
     """Send every due outbox row once (one attempt each; failures are rescheduled). Returns deliveries."""
-    now = utcnow()
     async with db.read_session() as session:
-        due = list((await session.scalars(due_webhooks(WebhookOutbox, now, max_attempts=MAX_ATTEMPTS,
+        due = list((await session.scalars(due_webhooks(WebhookOutbox, utcnow(), max_attempts=MAX_ATTEMPTS,
                                                        limit=limit))).all())
     delivered = 0
     for row_id in due:
         try:
-            delivered += await _deliver_row(db, box, client, row_id, now)
+            delivered += await _deliver_row(db, box, client, row_id)
         except Exception as exc:  # noqa: BLE001 - one row's failure must not end the round, nor the sweeps
             # The type only: a message may quote the receiver's answer or the row. The row's lease
             # counted the attempt, so it comes back later and runs out of attempts if it keeps failing.
@@ -57,16 +59,24 @@ async def deliver_due(db: Database, box: SecretBox, client: httpx.AsyncClient, *
     return delivered
 
 
-async def _deliver_row(db: Database, box: SecretBox, client: httpx.AsyncClient, row_id: str, now: dt.datetime) -> int:
+def lease(client: httpx.AsyncClient) -> dt.timedelta:
+    """How long a claim keeps its row: :data:`LEASE`, or longer than one delivery can take (its
+    deadline, ``CALL_DEADLINE_FACTOR`` times the client's read timeout) when that is longer."""
+    return max(LEASE, dt.timedelta(seconds=CALL_DEADLINE_FACTOR * (client.timeout.read or 5.0) + 30))
+
+
+async def _deliver_row(db: Database, box: SecretBox, client: httpx.AsyncClient, row_id: str) -> int:
     """Claim, send and record one outbox row; 1 if it was delivered."""
     # The lease counts the attempt: a row that fails before its outcome is recorded (its agency
     # deleted, a secret that no longer opens, a crash) runs out of attempts instead of coming
-    # back every minute for ever.
+    # back every minute for ever. It runs from now, not from the start of the round: after a round
+    # of slow deliveries that would be in the past, and another worker would send the row too.
+    now = utcnow()
     async with db.session() as session:
         row = (await session.execute(
             update(WebhookOutbox).where(WebhookOutbox.id == row_id, WebhookOutbox.next_attempt_at <= now,
                                         WebhookOutbox.delivered_at.is_(None))
-            .values(next_attempt_at=now + LEASE, attempts=WebhookOutbox.attempts + 1)
+            .values(next_attempt_at=now + lease(client), attempts=WebhookOutbox.attempts + 1)
             .returning(WebhookOutbox))).scalar_one_or_none()
         if row is None:
             return 0
@@ -86,12 +96,15 @@ async def _deliver_row(db: Database, box: SecretBox, client: httpx.AsyncClient, 
         else:
             result = await deliver_webhook(client, row.url, body, secret, event_id=row.id, max_attempts=1)
     finished = utcnow()
+    # Still this claim's row: no other worker claimed it since (a claim counts an attempt). Past its
+    # lease another worker may be sending it now: its claim is not ours to overwrite.
+    ours = update(WebhookOutbox).where(WebhookOutbox.id == row_id, WebhookOutbox.attempts == row.attempts,
+                                       WebhookOutbox.delivered_at.is_(None))
     async with db.session() as session:
         if result.delivered:
-            await session.execute(update(WebhookOutbox).where(WebhookOutbox.id == row_id)
-                                  .values(delivered_at=finished, last_error=None))
+            await session.execute(ours.values(delivered_at=finished, last_error=None))
         else:
-            await session.execute(update(WebhookOutbox).where(WebhookOutbox.id == row_id).values(
+            await session.execute(ours.values(
                 attempts=attempts, last_error=result.error,
                 next_attempt_at=next_attempt_after(attempts, finished, base=2.0, cap=600.0,
                                                    max_attempts=MAX_ATTEMPTS)))
