@@ -74,9 +74,13 @@ async def test_one_tenants_admin_key_cannot_touch_another_tenants_data(issuer_en
         listed = (await http.get(f"{issuer_env.url}/v1/credentials", headers=other)).json()["items"]
         assert all(item["credential_id"] != cid for item in listed)
         # a type of another tenant cannot be offered, and its source cannot be configured
+        # (the subject is complete for tax-compliance, so only the tenant's own type list can refuse it)
         r = await http.post(f"{issuer_env.url}/v1/offers", headers=other, json={
-            "credential_configuration_ids": ["tax-compliance"], "subject": {"identifier": DEMO_EVERYTHING}})
-        assert r.status_code == 400
+            "credential_configuration_ids": ["tax-compliance"],
+            "subject": {"identifier": DEMO_EVERYTHING, "name": "Titular de Prova"}})
+        assert r.status_code == 400, r.text
+        assert r.json()["error"] == "invalid_request"
+        assert "unknown or repeated credential configuration id" in r.json()["error_description"]
         r = await http.put(f"{issuer_env.url}/v1/types/tax-compliance/source", headers=other, json={"kind": "rest"})
         assert r.status_code == 404
         # the access token of one tenant is worthless at another's credential endpoint
