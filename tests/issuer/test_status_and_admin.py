@@ -243,6 +243,24 @@ async def test_an_endpoint_whose_secret_cannot_be_opened_uses_up_its_attempts_no
     assert attempts == 1 and delivered_at is None and last_error == "the endpoint's secret cannot be opened"
 
 
+async def test_one_tenant_cannot_delete_another_tenants_webhook(issuer_env: IssuerEnv) -> None:
+    receiver, _ = recording_receiver()
+    owner, other = issuer_env.headers("aoc-tax"), issuer_env.headers("uni-barcelona")
+    with serve(receiver) as hook_url:
+        async with httpx.AsyncClient(timeout=20, limits=LIMITS) as http:
+            r = await http.post(f"{issuer_env.url}/v1/webhooks", json={"url": f"{hook_url}/hook",
+                                                                     "events": ["credential.issued"]}, headers=owner)
+            assert r.status_code == 201, r.text
+            hook_id = r.json()["id"]
+            try:
+                r = await http.delete(f"{issuer_env.url}/v1/webhooks/{hook_id}", headers=other)
+                assert r.status_code == 404 and r.json()["error"] == "not_found", r.text
+                listed = (await http.get(f"{issuer_env.url}/v1/webhooks", headers=owner)).json()
+                assert [hook["id"] for hook in listed] == [hook_id]
+            finally:
+                assert (await http.delete(f"{issuer_env.url}/v1/webhooks/{hook_id}", headers=owner)).status_code == 204
+
+
 async def test_offer_without_a_name_the_type_needs_is_refused_at_once(issuer_env: IssuerEnv) -> None:
     # The name comes from the offer, not the source: without it the wallet would meet a 502 at the
     # credential endpoint long after the operator made the offer.
