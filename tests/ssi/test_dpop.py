@@ -50,6 +50,11 @@ def test_a_joserfc_made_proof_verifies() -> None:
     (lambda: build_dpop_proof(KEY, "POST", URI, iat=int(time.time()) + 3600), {}, "message.dpop_stale"),
     # an integer too large for a float: 'now - iat' raised OverflowError
     (lambda: build_dpop_proof(KEY, "POST", URI, iat=-10**400), {}, "message.dpop_stale"),
+    # without a usable jti the proof cannot be remembered as used, so it could be replayed
+    *[(lambda claims=claims: sign_jws({"typ": "dpop+jwt", "jwk": KEY.public_jwk()},
+                                       {**claims, "htm": "POST", "htu": URI, "iat": int(time.time())}, KEY),
+       {}, "message.dpop_missing_jti")
+      for claims in ({}, {"jti": ""}, {"jti": 7}, {"jti": None}, {"jti": "j" * 201})],
     (lambda: build_dpop_proof(KEY, "POST", URI), {"access_token": "tok"}, "message.dpop_bad_ath"),
     (lambda: build_dpop_proof(KEY, "POST", URI, access_token="other"), {"access_token": "tok"}, "message.dpop_bad_ath"),
     (lambda: build_dpop_proof(KEY, "POST", URI), {"expected_jkt": Key.generate().thumbprint()},
