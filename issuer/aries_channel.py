@@ -678,31 +678,35 @@ class IssuerAriesChannel:
     async def poll_due(self, limit: int = 20) -> int:
         """Poll the source of every ``pending`` exchange whose time has come; returns how many were polled.
 
-        Each exchange is leased by a conditional ``UPDATE`` (its next poll moved ahead) before its source
-        is asked, so several workers sweeping together never poll one exchange twice at once.
+        Each exchange is leased by a conditional ``UPDATE`` (its next poll moved :data:`POLL_LEASE`
+        past the moment of the claim, not past the start of the sweep, which after slow polls could be
+        in the past) before its source is asked, so several workers sweeping together never poll one
+        exchange twice at once. What the poll then writes to the exchange (rescheduled, failed) is
+        written only while the lease is still this poll's: past it, another worker may be polling it.
         """
         if self.runtime is None:
             return 0
-        now = utcnow()
         async with self.ctx.db.read_session() as session:
             due = list((await session.execute(select(AriesExchange.id).where(
-                AriesExchange.state == "pending", AriesExchange.expires_at <= now)
+                AriesExchange.state == "pending", AriesExchange.expires_at <= utcnow())
                 .order_by(AriesExchange.expires_at).limit(limit))).scalars())
         polled = 0
         for exchange_id in due:
+            now = utcnow()
+            lease = now + POLL_LEASE
             async with self.ctx.session() as session:
                 leased = (await session.execute(
                     update(AriesExchange).where(AriesExchange.id == exchange_id, AriesExchange.state == "pending",
                                                 AriesExchange.expires_at <= now)
-                    .values(expires_at=now + POLL_LEASE).returning(AriesExchange.id))).scalar_one_or_none()
+                    .values(expires_at=lease).returning(AriesExchange.id))).scalar_one_or_none()
             if leased is None:
                 continue
             polled += 1
             try:
-                await self._poll_one(exchange_id)
+                await self._poll_one(exchange_id, lease)
             except asyncio.CancelledError:
                 # Shutting down mid-poll: give the exchange back at once rather than after the lease.
-                await asyncio.shield(self._reschedule(exchange_id, 0))
+                await asyncio.shield(self._reschedule(exchange_id, 0, lease))
                 raise
             except _Unsettled as exc:
                 # An offer may be out: the next poll settles it from the record and the agent, after the
@@ -712,19 +716,19 @@ class IssuerAriesChannel:
                     "exchange_id": exchange_id, "reason": str(exc), "error": type(exc.__cause__).__name__})
                 async with self.ctx.session() as session:
                     await session.execute(update(AriesExchange).where(
-                        AriesExchange.id == exchange_id, AriesExchange.state == "pending").values(
-                        expires_at=utcnow() + self.offer_lease()))
+                        AriesExchange.id == exchange_id, AriesExchange.state == "pending",
+                        AriesExchange.expires_at == lease).values(expires_at=utcnow() + self.offer_lease()))
             except (APIError, AriesError, CredentialSchemaError) as exc:
                 code = exc.code if isinstance(exc, AriesError | CredentialSchemaError) else exc.error
                 if isinstance(exc, APIError) and exc.status_code == 503:
                     # The source (or our agent) is down for now: keep the exchange, ask again later.
-                    await self._reschedule(exchange_id, 30)
+                    await self._reschedule(exchange_id, 30, lease)
                     continue
                 log.warning("aries deferred issuance failed", extra={"exchange_id": exchange_id, "code": code})
-                await self._fail_deferred(exchange_id, str(code)[:100])
+                await self._fail_deferred(exchange_id, str(code)[:100], lease)
         return polled
 
-    async def _poll_one(self, exchange_id: str) -> None:
+    async def _poll_one(self, exchange_id: str, lease: dt.datetime) -> None:
         ex, tenant, reg = await self._load(exchange_id)
         async with self.ctx.db.read_session() as session:
             row = (await session.execute(select(DeferredTransaction).where(
@@ -752,22 +756,33 @@ class IssuerAriesChannel:
         answer = await fetch_record(self.ctx, tenant, reg, subject_from_json(row.subject), selector=row.selector,
                                     request_id=None, poll_reference=row.source_reference)
         if isinstance(answer, Pending):
-            await self._reschedule(exchange_id, answer.retry_after)
+            await self._reschedule(exchange_id, answer.retry_after, lease)
             return
         await self._record_and_offer(ex, tenant, reg, answer, credential_id=credential_id)
 
-    async def _reschedule(self, exchange_id: str, retry_after: int) -> None:
+    async def _reschedule(self, exchange_id: str, retry_after: int, lease: dt.datetime) -> None:
+        """The next poll of a ``pending`` exchange, unless the poll's lease (``expires_at``) was lost."""
         async with self.ctx.session() as session:
             await session.execute(update(AriesExchange).where(
-                AriesExchange.id == exchange_id, AriesExchange.state == "pending").values(
+                AriesExchange.id == exchange_id, AriesExchange.state == "pending",
+                AriesExchange.expires_at == lease).values(
                 expires_at=utcnow() + self._poll_delay(retry_after), updated_at=utcnow()))
 
-    async def _fail_deferred(self, exchange_id: str, code: str) -> None:
+    async def _fail_deferred(self, exchange_id: str, code: str, lease: dt.datetime) -> None:
+        """Fail a deferred exchange whose poll failed, if it is still ``pending`` under that poll's lease:
+        a poll past its lease must not fail an exchange another worker has polled since, and perhaps
+        offered (``offered``, or ``pending`` with that worker's lease while it offers)."""
         async with self.ctx.session() as session:
-            await session.execute(update(AriesExchange).where(AriesExchange.id == exchange_id).values(
-                state="failed", error=code, updated_at=utcnow()))
-            await session.execute(delete(DeferredTransaction).where(
-                DeferredTransaction.transaction_hash == deferred_key(exchange_id)))
+            failed = (await session.execute(update(AriesExchange).where(
+                AriesExchange.id == exchange_id, AriesExchange.state == "pending",
+                AriesExchange.expires_at == lease).values(state="failed", error=code, updated_at=utcnow())
+                .returning(AriesExchange.id))).scalar_one_or_none()
+            if failed is not None:
+                await session.execute(delete(DeferredTransaction).where(
+                    DeferredTransaction.transaction_hash == deferred_key(exchange_id)))
+        if failed is None:
+            log.warning("aries deferred poll failed after its lease; the exchange is left to the poll that has it",
+                        extra={"exchange_id": exchange_id, "code": code})
 
     async def remove_settled_records(self) -> int:
         """Remove from the agent the finished exchange records of settled exchanges (issued, failed,
