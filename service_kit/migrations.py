@@ -11,26 +11,44 @@ Copy ``script.py.mako`` (and ``env.py.txt`` as ``env.py``) from :data:`TEMPLATE_
 is needed: :func:`run_migrations` builds the configuration, and the CLI (``cartera db upgrade``) and
 service start-up both call it. ``version_table`` lets several services share one PostgreSQL database
 if an operator insists, each with its own history table.
+
+Every worker of a service runs the migrations when it starts. On PostgreSQL they take turns under an
+advisory lock (:func:`migration_lock_key`), held by the migration's connection for the whole upgrade:
+without it workers starting together on a fresh database all created the same tables, and all but one
+failed. On SQLite every transaction begins ``BEGIN IMMEDIATE`` (``service_kit.db``), so the upgrade,
+one transaction, already waits for the database's single writer (up to its busy timeout).
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
+import zlib
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import MetaData
+from sqlalchemy import MetaData, text
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import SQLAlchemyError
 
 from service_kit.db import engine_for
 
 TEMPLATE_DIR = Path(__file__).parent / "migration_template"
 
 _URL_ATTRIBUTE = "cartera_database_url"
+#: First half of the advisory lock key of migrations (``CART``), so that it meets no other lock of ours.
+_LOCK_NAMESPACE = 0x43415254
+
+
+def migration_lock_key(version_table: str) -> tuple[int, int]:
+    """The ``pg_advisory_lock(key1, key2)`` key that serialises the migrations of the service whose
+    history is ``version_table`` (advisory locks are per database: each database has its own)."""
+    crc = zlib.crc32(f"cartera migrations {version_table}".encode())
+    return _LOCK_NAMESPACE, (crc - (1 << 32) if crc >= 1 << 31 else crc)
 
 
 def make_config(script_location: str | Path, url: str) -> Config:
@@ -108,8 +126,25 @@ def configure_env(target_metadata: MetaData, *, version_table: str = "alembic_ve
         engine = engine_for(url, pool_size=1, max_overflow=0)
         try:
             async with engine.connect() as connection:
-                await connection.run_sync(do_run)
-                await connection.commit()
+                locked = connection.dialect.name == "postgresql"
+                if locked:
+                    # A session lock, taken (and committed) before the migration reads the version table:
+                    # a worker that waited for it finds the database upgraded, with nothing left to do.
+                    key1, key2 = migration_lock_key(version_table)
+                    await connection.execute(text("SELECT pg_advisory_lock(:key1, :key2)"),
+                                             {"key1": key1, "key2": key2})
+                    await connection.commit()
+                try:
+                    await connection.run_sync(do_run)
+                    await connection.commit()
+                finally:
+                    if locked:
+                        # Closing the connection (engine.dispose below) would release it too.
+                        with contextlib.suppress(SQLAlchemyError):
+                            await connection.rollback()
+                            await connection.execute(text("SELECT pg_advisory_unlock(:key1, :key2)"),
+                                                     {"key1": key1, "key2": key2})
+                            await connection.commit()
         finally:
             await engine.dispose()
 
