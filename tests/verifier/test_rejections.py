@@ -211,6 +211,15 @@ def suspended(c: Ctx) -> Any:
     return c.post(c.manual(held))
 
 
+def status_undefined(c: Ctx) -> Any:
+    c.open()
+    # 3 in a 2-bit list: neither valid, revoked nor suspended, so not valid either.
+    c.status_server.lists["undefined"] = StatusList(64, bits=2)
+    held = c.creds.tax(status_list="undefined", status_idx=5)
+    c.status_server.lists["undefined"].set(5, 3)
+    return c.post(c.manual(held))
+
+
 def status_list_unreachable(c: Ctx) -> Any:
     c.open()
     held = c.creds.tax(with_status=False)
@@ -342,6 +351,7 @@ REJECTED: list[tuple[Callable[[Ctx], Any], str]] = [
     (not_yet_valid, "sd_jwt.not_yet_valid"),
     (revoked, "verifier.revoked"),
     (suspended, "verifier.suspended"),
+    (status_undefined, "verifier.status_invalid"),
     (status_list_unreachable, "verifier.status_unavailable"),
     (untrusted_issuer, "verifier.untrusted_issuer"),
     (not_from_the_trusted_authority, "dcql.untrusted_authority"),
