@@ -25,6 +25,10 @@ from .models import DPoPProofUse
 
 DPOP_MAX_AGE = 300
 _LEEWAY = 30
+#: How long a single-use record (a DPoP proof's ``jti``, a used ``c_nonce``) is kept past the last moment
+#: its value is valid: workers' clocks may disagree, and one whose clock is behind still accepts a value
+#: another already takes for expired; purged then, its record could not refuse a replay there.
+USED_RECORD_MARGIN = dt.timedelta(seconds=2 * _LEEWAY)
 
 
 def authorization(request: Request) -> tuple[str, str] | None:
@@ -48,7 +52,7 @@ async def _record(ctx: IssuerContext, jkt: str, jti: str, *, resource: bool) -> 
     try:
         async with ctx.session() as session:
             session.add(DPoPProofUse(jti_hash=secret_hash(f"{jkt}:{jti}"),
-                                     expires_at=utcnow() + dt.timedelta(seconds=DPOP_MAX_AGE + 2 * _LEEWAY)))
+                                     expires_at=utcnow() + dt.timedelta(seconds=DPOP_MAX_AGE) + USED_RECORD_MARGIN))
     except IntegrityError as exc:
         if resource:
             raise _unauthorized("the DPoP proof was already used", True, INVALID_DPOP_PROOF) from exc
