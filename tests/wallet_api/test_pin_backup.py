@@ -6,12 +6,13 @@ that trusts the test issuer CA (``ISSUER_CA``)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import datetime as dt
 import hashlib
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -57,6 +58,30 @@ def _bound(wallet: WalletHandle, headers: dict[str, str], content: dict[str, Any
     """A file of ``content`` bound to the wallet of ``headers`` (as its own export would be)."""
     wallet_id = httpx.get(f"{wallet.url}/v1/me", headers=headers).json()["wallet_id"]
     return bound_backup(wallet.settings, wallet_id, content, PASSPHRASE)
+
+
+def _holdings(wallet: WalletHandle, headers: dict[str, str]) -> tuple[set[str], set[str]]:
+    """The ids of the credentials and of the history entries the wallet of ``headers`` holds."""
+    credentials = httpx.get(f"{wallet.url}/v1/credentials", headers=headers)
+    history = httpx.get(f"{wallet.url}/v1/history", params={"limit": 500}, headers=headers)
+    assert credentials.status_code == 200 and history.status_code == 200, (credentials.text, history.text)
+    return {c["id"] for c in credentials.json()}, {h["id"] for h in history.json()}
+
+
+@contextlib.contextmanager
+def _refused_import(wallet: WalletHandle) -> Iterator[dict[str, str]]:
+    """``BAD_CITIZEN``'s headers, for a case whose import must store nothing: asserts that the case
+    added no credential and no history entry to the wallet, and deletes any credential it did add, so
+    that one case importing what it should not fails alone (not every later case of the shared wallet)."""
+    headers = bearer(login(wallet.url, BAD_CITIZEN))
+    credentials, history = _holdings(wallet, headers)
+    try:
+        yield headers
+        after = _holdings(wallet, headers)
+        assert after == (credentials, history), "the refused import stored something"
+    finally:
+        for added in _holdings(wallet, headers)[0] - credentials:
+            httpx.delete(f"{wallet.url}/v1/credentials/{added}", headers=headers)
 
 
 # -- the PIN ------------------------------------------------------------------------------------
@@ -314,19 +339,15 @@ BAD_ENTRIES: dict[str, Callable[[], dict[str, Any]]] = {
 
 @pytest.mark.parametrize("bad", list(BAD_ENTRIES))
 def test_import_checks_every_entry_and_stores_nothing_when_one_is_bad(wallet: WalletHandle, bad: str) -> None:
-    headers = bearer(login(wallet.url, BAD_CITIZEN))
-    backup = _bound(wallet, headers, {"credentials": [_entry(), BAD_ENTRIES[bad]()],
-                                      "history": [{"kind": "receipt", "created_at": "2026-01-01T00:00:00+00:00",
-                                                   "details": {"vct": VCT}}]})
-    r = _import(wallet, headers, backup)
-    assert r.status_code == 400 and r.json()["error"] == "invalid_backup", r.text
-    assert r.json()["error_description"].startswith("credentials[1]: "), r.text
-    assert SECRET not in r.text and "gencat" not in r.text
-    # Nothing was stored (not even the good first entry or the history), and the wallet still works.
-    listed = httpx.get(f"{wallet.url}/v1/credentials", headers=headers)
-    assert listed.status_code == 200 and listed.json() == []
-    history = httpx.get(f"{wallet.url}/v1/history", headers=headers)
-    assert history.status_code == 200 and not [h for h in history.json() if h["details"].get("imported_from_backup")]
+    # Nothing is stored (not even the good first entry or the history), and the wallet still works.
+    with _refused_import(wallet) as headers:
+        backup = _bound(wallet, headers, {"credentials": [_entry(), BAD_ENTRIES[bad]()],
+                                          "history": [{"kind": "receipt", "created_at": "2026-01-01T00:00:00+00:00",
+                                                       "details": {"vct": VCT}}]})
+        r = _import(wallet, headers, backup)
+        assert r.status_code == 400 and r.json()["error"] == "invalid_backup", r.text
+        assert r.json()["error_description"].startswith("credentials[1]: "), r.text
+        assert SECRET not in r.text and "gencat" not in r.text
 
 
 def test_forged_credentials_are_refused_with_the_reason(wallet: WalletHandle) -> None:
@@ -357,11 +378,10 @@ def test_forged_credentials_are_refused_with_the_reason(wallet: WalletHandle) ->
     {"credentials": [{"vct": VCT, "issuer": ISSUER, "details": {}, "exp": 1e300, "copies": []}]},
 ])
 def test_import_refuses_bad_content_with_a_400(wallet: WalletHandle, content: dict[str, Any]) -> None:
-    headers = bearer(login(wallet.url, BAD_CITIZEN))
-    r = _import(wallet, headers, _bound(wallet, headers, content))
-    assert r.status_code == 400 and r.json()["error"] == "invalid_backup", r.text
-    assert "not bound" not in r.text
-    assert httpx.get(f"{wallet.url}/v1/credentials", headers=headers).json() == []
+    with _refused_import(wallet) as headers:
+        r = _import(wallet, headers, _bound(wallet, headers, content))
+        assert r.status_code == 400 and r.json()["error"] == "invalid_backup", r.text
+        assert "not bound" not in r.text
 
 
 @pytest.mark.parametrize("content", [
@@ -370,10 +390,9 @@ def test_import_refuses_bad_content_with_a_400(wallet: WalletHandle, content: di
     {"credentials": [], "history": [{"kind": "receipt", "details": {"n": float("nan")}}]},
 ])
 def test_import_refuses_content_that_is_no_backup(wallet: WalletHandle, content: dict[str, Any]) -> None:
-    headers = bearer(login(wallet.url, BAD_CITIZEN))
-    r = _import(wallet, headers, seal_backup(content, PASSPHRASE, n=2**10))
-    assert r.status_code == 400 and r.json()["error"] == "invalid_backup", r.text
-    assert httpx.get(f"{wallet.url}/v1/credentials", headers=headers).json() == []
+    with _refused_import(wallet) as headers:
+        r = _import(wallet, headers, seal_backup(content, PASSPHRASE, n=2**10))
+        assert r.status_code == 400 and r.json()["error"] == "invalid_backup", r.text
 
 
 def test_a_good_backup_imports_and_its_credentials_work(wallet: WalletHandle) -> None:
