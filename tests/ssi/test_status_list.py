@@ -209,6 +209,17 @@ def test_token_refusals(key: Key, header: dict, payload: dict, code: str) -> Non
     assert err.value.code == code
 
 
+@pytest.mark.parametrize("resolved", [None, "not a key", {"kty": "EC"}])
+def test_a_resolver_that_finds_no_key_is_refused(key: Key, resolved: object) -> None:
+    token = sign_status_list_token(_list(), uri=URI, key=key, iat=NOW)
+    with pytest.raises(StatusListError) as err:
+        verify_status_list_token(token, key=lambda header, payload: resolved, expected_uri=URI, now=NOW)
+    assert err.value.code == "status_list.no_key"
+    with pytest.raises(StatusListError) as err:
+        verify_status_list_token(token, key=resolved, expected_uri=URI, now=NOW)  # type: ignore[arg-type]
+    assert err.value.code == "status_list.no_key"
+
+
 def test_token_signature_and_structure(key: Key) -> None:
     token = sign_status_list_token(_list(), uri=URI, key=key, iat=NOW)
     other = Key.generate("ES256")
