@@ -255,6 +255,52 @@ async def test_authorization_errors_go_back_to_a_validated_redirect_uri_only(iss
     assert par_error.status_code == 400 and par_error.json()["error"] == "invalid_scope"
 
 
+async def test_authorization_details_for_a_configuration_the_tenant_lacks_are_refused(issuer_env: IssuerEnv) -> None:
+    base = issuer_env.issuer("uni-barcelona")
+    good = {"response_type": "code", "client_id": "w", "redirect_uri": "http://127.0.0.1:9/cb", "state": "s1",
+            "code_challenge": "a" * 43, "code_challenge_method": "S256"}
+
+    def details(cid: str) -> str:
+        return json.dumps([{"type": "openid_credential", "credential_configuration_id": cid}])
+
+    async with httpx.AsyncClient(timeout=20, limits=LIMITS) as http:
+        # another tenant's configuration, and one nobody has
+        for cid in ("tax-compliance", "nope"):
+            r = await http.get(f"{base}/authorize", params={**good, "authorization_details": details(cid)})
+            assert r.status_code == 303, r.text
+            location = r.headers["location"]
+            assert location.startswith("http://127.0.0.1:9/cb?") and "state=s1" in location
+            assert "error=invalid_authorization_details" in location, location
+            r = await http.post(f"{base}/par", data={**good, "authorization_details": details(cid)})
+            assert r.status_code == 400 and r.json()["error"] == "invalid_authorization_details", r.text
+        # the tenant's own configuration is accepted
+        r = await http.post(f"{base}/par", data={**good, "authorization_details": details("university-diploma")})
+        assert r.status_code == 201 and r.json()["request_uri"], r.text
+
+
+async def test_credential_requests_for_an_identifier_not_granted_or_with_response_encryption_are_refused(
+        issuer_env: IssuerEnv) -> None:
+    async with httpx.AsyncClient(timeout=20, limits=LIMITS) as http:
+        offer = await create_offer(http, issuer_env, "aoc-tax", "tax-compliance", DEMO_EVERYTHING)
+        wallet = WalletClient(http)
+        ready = await wallet.redeem_offer(offer["offer_uri"], offer["tx_code"])
+
+        async def request(**body: object) -> httpx.Response:
+            proofs = wallet.proofs([Key.generate("ES256")], ready.issuer, await wallet.nonce(ready.issuer_metadata))
+            return await wallet.credential_request(ready.issuer_metadata, ready.access_token,
+                                                   {**body, "proofs": {"jwt": proofs}})
+
+        for identifier in ("nope", "university-diploma"):
+            r = await request(credential_identifier=identifier)
+            assert r.status_code == 400 and r.json()["error"] == "unknown_credential_identifier", r.text
+        r = await request(credential_configuration_id="tax-compliance", credential_response_encryption={
+            "jwk": Key.generate("ES256").public_jwk(), "enc": "A256GCM"})
+        assert r.status_code == 400 and r.json()["error"] == "invalid_encryption_parameters", r.text
+        # neither refusal used up the grant: the credential is still issued
+        r = await request(credential_configuration_id="tax-compliance")
+        assert r.status_code == 200, r.text
+
+
 async def test_token_request_forms_that_cannot_be_read_are_invalid_requests(issuer_env: IssuerEnv) -> None:
     token = issuer_env.issuer("aoc-tax") + "/token"
     form = "application/x-www-form-urlencoded"
