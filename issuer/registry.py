@@ -21,6 +21,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from credential_schemas import CredentialType, SchemaError, load_builtin_types, load_type
@@ -100,13 +101,13 @@ async def register_type(ctx: IssuerContext, session: AsyncSession, tenant: Tenan
     foreign = _foreign_vct(ctx, tenant, ctype.id, ctype.vct)
     if foreign is not None:
         raise RegistryError("invalid_type", "the type definition is not valid", [{"path": "vct", "message": foreign}])
-    existing = (await session.execute(select(CredentialTypeRow).where(
-        CredentialTypeRow.tenant_id == tenant.id, CredentialTypeRow.type_id == ctype.id,
-        CredentialTypeRow.version == ctype.version))).scalar_one_or_none()
+    # The tenant's registrations take turns (its row locked FOR NO KEY UPDATE: issuance's foreign-key
+    # checks do not wait): the checks below then see every version registered before, and the same
+    # registration sent twice at once is answered as when sent twice in a row.
+    await session.execute(select(TenantRow.id).where(TenantRow.id == tenant.id).with_for_update(key_share=True))
+    existing = await _stored_version(session, tenant, ctype)
     if existing is not None:
-        if existing.definition == ctype.definition:
-            return RegisteredType(existing.id, existing.type_id, existing.version, ctype)
-        raise RegistryError("version_exists", "that version of the type is already registered; bump version")
+        return existing
     # Credentials already issued carry vct#integrity, the hash of the Type Metadata at their vct URL: a
     # version (of this or another type) published under the same vct must publish the same metadata,
     # or every credential issued before would fail its wallet's integrity check. New metadata, new vct.
@@ -120,10 +121,32 @@ async def register_type(ctx: IssuerContext, session: AsyncSession, tenant: Tenan
                                 [{"path": "vct", "message": "already published with different Type Metadata"}])
     row = CredentialTypeRow(tenant_id=tenant.id, type_id=ctype.id, version=ctype.version, vct=ctype.vct,
                             definition=ctype.definition, created_at=utcnow())
-    session.add(row)
-    await session.flush()
+    try:
+        async with session.begin_nested():
+            session.add(row)
+            await session.flush()
+    except IntegrityError:
+        # Stored meanwhile by a registration that did not wait for the lock (a worker of an older
+        # release): the same answer as if it had come first, not a 500.
+        existing = await _stored_version(session, tenant, ctype)
+        if existing is None:
+            raise
+        return existing
     ctx.types.put(("tenant", tenant.id), (0.0, {}))
     return RegisteredType(row.id, row.type_id, row.version, ctype)
+
+
+async def _stored_version(session: AsyncSession, tenant: Tenant, ctype: CredentialType) -> RegisteredType | None:
+    """The stored version ``ctype`` registers again (``None``: not stored yet), or ``version_exists``
+    when that version is stored with another definition."""
+    existing = (await session.execute(select(CredentialTypeRow).where(
+        CredentialTypeRow.tenant_id == tenant.id, CredentialTypeRow.type_id == ctype.id,
+        CredentialTypeRow.version == ctype.version))).scalar_one_or_none()
+    if existing is None:
+        return None
+    if existing.definition == ctype.definition:
+        return RegisteredType(existing.id, existing.type_id, existing.version, ctype)
+    raise RegistryError("version_exists", "that version of the type is already registered; bump version")
 
 
 def _origin(url: str) -> tuple[str, int | None]:
