@@ -173,15 +173,16 @@ def check_offer_made_on_one_process_is_redeemed_on_the_other_once(cluster: Clust
     r = _credential(cluster.b["issuer"], issuer_url, cluster, token, "tax-compliance", nonce)  # credential by B
     assert r.status_code == 200, r.text
     assert r.json()["credentials"][0]["credential"].count("~") >= 2
-    # the pre-authorized code was used on B: A refuses it too (single use across processes)
-    body = httpx.get(cluster.a["issuer"] + offer["credential_offer_uri"][len(cluster.a["issuer"]):], timeout=10)
-    if body.status_code == 200:
-        code = body.json()["grants"][PRE_AUTH]["pre-authorized_code"]
-        again = httpx.post(f"{issuer_url}/token", data={"grant_type": PRE_AUTH, "pre-authorized_code": code,
-                                                        "tx_code": offer["tx_code"]}, timeout=10)
-        assert again.status_code == 400 and again.json()["error"] == "invalid_grant"
-    else:
-        assert body.status_code in (400, 404, 410)
+    # the pre-authorized code was used on B: A refuses it too, and so does B (single use across processes)
+    code = offer["offer"]["grants"][PRE_AUTH]["pre-authorized_code"]
+    for process in (cluster.a, cluster.b):
+        again = httpx.post(process["issuer"] + issuer_url[len(cluster.a["issuer"]):] + "/token", timeout=10,
+                           data={"grant_type": PRE_AUTH, "pre-authorized_code": code, "tx_code": offer["tx_code"]})
+        assert again.status_code == 400 and again.json()["error"] == "invalid_grant", again.text
+    # and the offer, once used, is no longer served by either process
+    for process in (cluster.a, cluster.b):
+        body = httpx.get(process["issuer"] + offer["credential_offer_uri"][len(cluster.a["issuer"]):], timeout=10)
+        assert body.status_code in (400, 404, 410), body.text
 
 
 def check_a_c_nonce_is_accepted_exactly_once_under_concurrent_replays_on_both(cluster: Cluster) -> None:
