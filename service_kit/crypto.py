@@ -142,10 +142,12 @@ class MasterKeySettings(Protocol):
 
 
 _BASE64URL_KEY = re.compile(r"[A-Za-z0-9_-]{43}=?")
+_BASE64_KEY = re.compile(r"[A-Za-z0-9+/]{43}=?")
 
 
 def parse_master_key(text: str | bytes) -> bytes:
-    """Decode a master key written as base64url (43 chars), hex (64 chars) or 32 raw bytes."""
+    """Decode a master key written as base64url or standard base64 (43 chars and an optional ``=``), hex
+    (64 chars) or 32 raw bytes (not all printable)."""
     if isinstance(text, bytes):
         # 32 raw random bytes are almost never all printable: 32 printable characters are a passphrase
         # (or a truncated key), which would give a weak key if taken as one.
@@ -162,9 +164,12 @@ def parse_master_key(text: str | bytes) -> bytes:
             candidates.append(bytes.fromhex(value))
         except ValueError:
             pass
-    # Strictly the base64url alphabet: the decoder would otherwise skip stray characters.
+    # Strictly one alphabet, base64url or standard base64 (`openssl rand -base64 32`): the decoders
+    # would otherwise skip stray characters.
     if _BASE64URL_KEY.fullmatch(value):
         candidates.append(base64.urlsafe_b64decode(value.rstrip("=") + "="))
+    elif _BASE64_KEY.fullmatch(value):
+        candidates.append(base64.b64decode(value.rstrip("=") + "=", validate=True))
     for key in candidates:
         if len(key) == MASTER_KEY_BYTES:
             return key

@@ -83,14 +83,14 @@ class ServiceSettings(BaseSettings):
     master_key: SecretStr | None = Field(
         default=None,
         description=(
-            "Master key protecting secrets at rest: 32 random bytes as base64url or hex. Secret: "
+            "Master key protecting secrets at rest: 32 random bytes as base64url, base64 or hex. Secret: "
             "prefer `master_key_file`. Never printed."
         ),
     )
     master_key_file: Path | None = Field(
         default=None,
         description=(
-            "File holding the master key (base64url or hex text, or 32 raw bytes), mode 0600. In "
+            "File holding the master key (base64url, base64 or hex text, or 32 raw bytes), mode 0600. In "
             "`dev_mode` a missing file is generated."
         ),
     )

@@ -113,11 +113,15 @@ def test_a_passphrase_or_a_key_with_stray_characters_is_not_a_master_key() -> No
     # 32 printable bytes in a key file are a passphrase, not 32 random bytes
     for bad in [b"correct horse battery staple 123", b"0123456789abcdef0123456789abcdef",
                 # the decoder would skip the stray characters and still find 32 bytes
-                b64[:20] + "!!" + b64[20:], b64[:10] + "\n" + b64[10:], b64[:-1] + "+"]:
+                b64[:20] + "!!" + b64[20:], b64[:10] + "\n" + b64[10:], b64[:-2] + "-+"]:
         with pytest.raises(SecretBoxError) as err:
             parse_master_key(bad)
         assert err.value.code == "secretbox.bad_key"
     assert parse_master_key(b64 + "=") == KEY  # padded base64url is still fine
+    # standard base64, as `openssl rand -base64 32` writes it (with + and /), was accepted and still is
+    both = bytes([0xFB, 0xFF] * 16)
+    assert "+" in base64.b64encode(both).decode() and "/" in base64.b64encode(both).decode()
+    assert parse_master_key(base64.b64encode(both).decode() + "\n") == both
 
 
 def test_load_master_key_from_env_value_and_file(tmp_path: Path) -> None:
