@@ -49,7 +49,10 @@ async def provision_demo(settings: WalletSettings, *, issuer_anchor_pems: list[b
         await db.dispose()
     return configured, {
         "wallet_url": configured.public_url,
-        "login_url": f"{configured.public_url}/v1/auth/login?provider=valid&redirect_uri=<app redirect>",
+        # What an app opens to log a citizen in: its redirect URI and the S256 hash of its own PKCE
+        # verifier, which /v1/auth/token asks for with the one-time code.
+        "login_url": f"{configured.public_url}/v1/auth/login?provider=valid&redirect_uri=<app redirect>"
+                     "&code_challenge=<S256 of the app's code_verifier>&code_challenge_method=S256",
         "openapi_url": f"{configured.public_url}/openapi.json",
         "issuer_anchor_file": str(issuer_file), "rp_anchor_file": str(rp_file),
     }
