@@ -25,7 +25,7 @@ from sandbox.viaoberta_service import create_app as create_viaoberta
 from service_kit.webhooks import EVENT_ID_HEADER, SIGNATURE_HEADER, WebhookSignatureError, verify_webhook
 from ssi import x509 as ssi_x509
 from tests.support.servers import free_port, serve
-from tests.wallet_api.conftest import IDP_SECRET, wallet_settings
+from tests.wallet_api.conftest import IDP_SECRET, bearer, wallet_settings
 from verifier.app import create_app as create_verifier
 from verifier.provisioning import provision_demo as provision_verifier
 from verifier.settings import VerifierSettings
@@ -206,3 +206,22 @@ def execute_sql(system: System, statement: str, *params: Any) -> None:
     with contextlib.closing(sqlite3.connect(system.wallet_db)) as connection:
         connection.execute(statement, params)
         connection.commit()
+
+
+def agency_request(system: System, template: str = "grant-application",
+                   agency: str = "ajuntament-barcelona") -> dict[str, Any]:
+    """A presentation request the agency creates from one of its templates (the verifier's answer)."""
+    r = httpx.post(f"{system.verifier}/v1/requests", headers=system.verifier_headers(agency),
+                   json={"template": template})
+    assert r.status_code in (200, 201), r.text
+    return r.json()
+
+
+def open_presentation(system: System, tokens: dict[str, str], request: dict[str, Any],
+                      language: str | None = None) -> dict[str, Any]:
+    """The wallet's preview of a request the citizen scanned (``POST /v1/presentations``)."""
+    headers = {**bearer(tokens), **({"Accept-Language": language} if language else {})}
+    r = httpx.post(f"{system.wallet}/v1/presentations", json={"request_uri": request["uri"]}, headers=headers,
+                   timeout=30)
+    assert r.status_code == 201, r.text
+    return r.json()

@@ -14,26 +14,15 @@ import httpx
 
 from sandbox.population import DEMO_EVERYTHING
 from tests.wallet_api.conftest import bearer, login
-from tests.wallet_api.system import System, execute_sql, fresh_citizens
+from tests.wallet_api.system import System, agency_request, execute_sql, fresh_citizens, open_presentation
 from tests.wallet_api.test_e2e import make_offer, receive
 from tests.wallet_api.test_flows import wait_for
 
 PIN_CITIZEN, HISTORY_CITIZEN, EXPIRY_CITIZEN, DELETE_CITIZEN, WEBHOOK_CITIZEN = fresh_citizens(5)
 
 
-def _request(system: System, template: str = "grant-application", agency: str = "ajuntament-barcelona"
-             ) -> dict[str, Any]:
-    r = httpx.post(f"{system.verifier}/v1/requests", headers=system.verifier_headers(agency),
-                   json={"template": template})
-    assert r.status_code in (200, 201), r.text
-    return r.json()
-
-
 def _preview(system: System, tokens: dict[str, str], request: dict[str, Any]) -> dict[str, Any]:
-    r = httpx.post(f"{system.wallet}/v1/presentations", json={"request_uri": request["uri"]},
-                   headers={**bearer(tokens), "Accept-Language": "en"}, timeout=30)
-    assert r.status_code == 201, r.text
-    return r.json()
+    return open_presentation(system, tokens, request, language="en")
 
 
 def _result(system: System, request: dict[str, Any], agency: str = "ajuntament-barcelona") -> dict[str, Any]:
@@ -65,7 +54,7 @@ def test_pin_guards_presenting_with_limited_attempts_kept_in_the_database(system
                              headers=bearer(tokens))
     assert wrong_change.status_code == 403 and wrong_change.json()["error"] == "invalid_pin"
 
-    request = _request(system)
+    request = agency_request(system)
     preview = _preview(system, tokens, request)
     approve = f"{system.wallet}/v1/presentations/{preview['presentation_id']}/approve"
     # Approving without the PIN (an app that did not know one was set, as often as it likes) costs nothing.
@@ -158,12 +147,12 @@ def test_alert_appears_on_the_sse_stream_and_resumes_after_last_event_id(system:
 def test_history_search_filters_and_export_holds_exactly_what_was_disclosed(system: System) -> None:
     tokens = login(system.wallet, HISTORY_CITIZEN)
     receive(system, tokens, make_offer(system, "aoc-tax", "tax-compliance", HISTORY_CITIZEN))
-    request = _request(system)
+    request = agency_request(system)
     preview = _preview(system, tokens, request)
     sent = httpx.post(f"{system.wallet}/v1/presentations/{preview['presentation_id']}/approve", json={},
                       headers=bearer(tokens), timeout=30)
     assert sent.status_code == 200, sent.text
-    declined_request = _request(system, "residence")
+    declined_request = agency_request(system, "residence")
     declined = _preview(system, tokens, declined_request)
     httpx.post(f"{system.wallet}/v1/presentations/{declined['presentation_id']}/decline", headers=bearer(tokens))
     assert wait_for(lambda: _result(system, request)["status"] != "pending")

@@ -13,7 +13,7 @@ import httpx
 
 from sandbox.population import generate_population
 from tests.wallet_api.conftest import bearer, login
-from tests.wallet_api.system import System
+from tests.wallet_api.system import System, agency_request, open_presentation
 from tests.wallet_api.test_e2e import make_offer, receive
 
 #: Citizens of the system's population (50) with tax and padró records that no other test logs in
@@ -25,20 +25,6 @@ OWNER, OTHER, REFUSED_CITIZEN, TX_CITIZEN = [generate_population(size=50).citize
 def _scan(system: System, tokens: dict[str, str], offer: dict[str, Any]) -> dict[str, Any]:
     r = httpx.post(f"{system.wallet}/v1/offers", json={"offer_uri": offer["offer_uri"]}, headers=bearer(tokens),
                    timeout=30)
-    assert r.status_code == 201, r.text
-    return r.json()
-
-
-def _request(system: System, template: str = "grant-application") -> dict[str, Any]:
-    r = httpx.post(f"{system.verifier}/v1/requests", headers=system.verifier_headers("ajuntament-barcelona"),
-                   json={"template": template})
-    assert r.status_code in (200, 201), r.text
-    return r.json()
-
-
-def _preview(system: System, tokens: dict[str, str], request: dict[str, Any]) -> dict[str, Any]:
-    r = httpx.post(f"{system.wallet}/v1/presentations", json={"request_uri": request["uri"]},
-                   headers=bearer(tokens), timeout=30)
     assert r.status_code == 201, r.text
     return r.json()
 
@@ -73,8 +59,8 @@ def test_marking_alerts_read_never_marks_another_citizens(system: System) -> Non
 
 def test_another_citizens_presentation_and_offer_ids_are_not_found(system: System) -> None:
     owner, other = login(system.wallet, OWNER), login(system.wallet, OTHER)
-    request = _request(system)
-    pid = _preview(system, owner, request)["presentation_id"]
+    request = agency_request(system)
+    pid = open_presentation(system, owner, request)["presentation_id"]
     offer_id = _scan(system, owner, make_offer(system, "ajuntament-girona", "padro", OWNER))["offer_id"]
     before_presentation = httpx.get(f"{system.wallet}/v1/presentations/{pid}", headers=bearer(owner)).json()
     before_offer = httpx.get(f"{system.wallet}/v1/offers/{offer_id}", headers=bearer(owner)).json()
@@ -100,9 +86,9 @@ def test_another_citizens_presentation_and_offer_ids_are_not_found(system: Syste
 def test_an_answer_the_verifier_refuses_is_reported_as_verifier_refused(system: System) -> None:
     tokens = login(system.wallet, REFUSED_CITIZEN)
     receive(system, tokens, make_offer(system, "aoc-tax", "tax-compliance", REFUSED_CITIZEN))
-    request = _request(system)
+    request = agency_request(system)
     # The same request opened twice: answered by declining the first, the verifier refuses the second answer.
-    first, second = _preview(system, tokens, request), _preview(system, tokens, request)
+    first, second = open_presentation(system, tokens, request), open_presentation(system, tokens, request)
     assert second["satisfiable"], second
     declined = httpx.post(f"{system.wallet}/v1/presentations/{first['presentation_id']}/decline",
                           headers=bearer(tokens), timeout=30)
