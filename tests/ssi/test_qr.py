@@ -22,7 +22,8 @@ REQUEST = ("openid4vp://?client_id=x509_san_dns%3Averifier.example.org&request_u
 
 
 def decode(image: Image.Image) -> list[str]:
-    return [r.text for r in zxingcpp.read_barcodes(image)]
+    # QR codes only: with every format on, zxing can find a linear barcode in a QR's own modules.
+    return [r.text for r in zxingcpp.read_barcodes(image, formats=zxingcpp.BarcodeFormat.QRCode)]
 
 
 @pytest.mark.parametrize("data", [OFFER, REQUEST, "https://wallet.example.org/ñandú?x=1"])

@@ -124,17 +124,22 @@ def test_redirect_uri_prefix_and_unknown_template(http, verifier):
     assert response.status_code == 404
 
 
+def read_qr_codes(path) -> list[str]:
+    # QR codes only, as a wallet's scanner reads them: with every format on, zxing now and then finds a
+    # linear barcode (once "6106") in the QR's own modules.
+    return [d.text for d in zxingcpp.read_barcodes(Image.open(path), formats=zxingcpp.BarcodeFormat.QRCode)]
+
+
 def test_qr_codes_decode_to_the_uri(http, verifier, tmp_path):
     created = new_request(http, verifier)
     png = http.get(created["qr_png_url"], headers=verifier.headers())
     assert png.status_code == 200 and png.headers["content-type"] == "image/png"
     path = tmp_path / "qr.png"
     path.write_bytes(png.content)
-    decoded = zxingcpp.read_barcodes(Image.open(path))
-    assert [d.text for d in decoded] == [created["uri"]]
+    assert read_qr_codes(path) == [created["uri"]]
     haip = http.get(created["qr_png_url"] + "?scheme=haip-vp", headers=verifier.headers())
     path.write_bytes(haip.content)
-    assert [d.text for d in zxingcpp.read_barcodes(Image.open(path))] == [created["haip_uri"]]
+    assert read_qr_codes(path) == [created["haip_uri"]]
     svg = http.get(created["qr_svg_url"], headers=verifier.headers())
     assert svg.status_code == 200 and svg.text.lstrip().startswith("<")
     assert http.get(created["qr_png_url"] + "?scheme=javascript", headers=verifier.headers()).status_code == 400
