@@ -42,3 +42,22 @@ def process_tree_cpu(pid: int) -> float:
         total += stats.get(current, 0.0)
         todo.extend(children.get(current, []))
     return total
+
+
+def machine_ticks() -> tuple[int, int]:
+    """(steal, total) jiffies of all CPUs since boot, from ``/proc/stat``; (0, 0) where it cannot be read.
+
+    Steal is time the hypervisor gave this virtual machine's CPUs to other guests: a level measured while
+    it was high ran on less machine than the figures assume, and its rate says little about the code.
+    """
+    try:
+        fields = [int(f) for f in Path("/proc/stat").read_text().splitlines()[0].split()[1:9]]
+    except (OSError, ValueError, IndexError):
+        return 0, 0
+    return (fields[7] if len(fields) > 7 else 0), sum(fields)
+
+
+def steal_percent(before: tuple[int, int], after: tuple[int, int]) -> float:
+    """Share of the machine's CPU time stolen by the hypervisor between two ``machine_ticks`` readings."""
+    total = after[1] - before[1]
+    return 100.0 * (after[0] - before[0]) / total if total > 0 else 0.0

@@ -13,7 +13,9 @@ the issuer processes, of PostgreSQL and of this load generator — on a machine 
 those are the stable figures — beside the bare ``ssi`` issue cost measured in the same run (CPU time of
 ``issue_sd_jwt_vc`` called with the issuer's arguments); after the load levels, the CPU cost of one
 cheap request (``GET /healthz``, and the nonce endpoint: an HMAC, no database), the floor each of a
-flow's four requests pays before any OpenID4VCI work. The wallets speak HTTP/1.1 through a minimal
+flow's four requests pays before any OpenID4VCI work. Each row also carries the share of the machine's CPU
+time stolen by the hypervisor during the level (``/proc/stat``): on a virtual machine with busy
+neighbours a level can run on much less than two cores. The wallets speak HTTP/1.1 through a minimal
 client (httpx would spend more CPU than the issuer on a loopback request): by default each flow opens
 its own connection and keeps it alive for its four requests, as a phone receiving one credential does.
 ``--connections wallet`` instead keeps one connection per concurrent wallet for the whole run; with
@@ -63,7 +65,7 @@ import uvloop
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from cputime import postmaster_pid, process_tree_cpu  # noqa: E402
+from cputime import machine_ticks, postmaster_pid, process_tree_cpu, steal_percent  # noqa: E402
 from cryptography import x509 as cx509  # noqa: E402
 from loadclient import Connection  # noqa: E402
 
@@ -429,10 +431,11 @@ def main() -> None:
           "(client); machine = wall time x cores / credentials; srv/bare = server over the bare issue")
     print("errors = failed flows (non-2xx or broken exchange, listed below the row); verified = credentials that "
           "passed a wallet's checks after the level (x5c signature chained to the bench CA, cnf = the wallet's key, "
-          "vct, status, exp, >= 1 disclosure) / credentials received")
+          "vct, status, exp, >= 1 disclosure) / credentials received; steal = share of the machine's CPU time the "
+          "hypervisor gave to other guests during the level (a level with more than a few % ran on less than 2 cores)")
     columns = (f"{'backend':<11}{'wallets':>8}{'creds':>7}{'cred/s':>9}{'flow p50':>10}{'flow p99':>10}"
                f"{'cred p50':>10}{'cred p99':>10}{'machine':>9}{'server':>8}{'db':>6}{'client':>8}{'srv/bare':>9}"
-               f"{'errors':>8}{'verified':>12}")
+               f"{'errors':>8}{'verified':>12}{'steal':>7}")
     problems: list[str] = []
     for backend in args.backends.split(","):
         with tempfile.TemporaryDirectory() as tmp:
@@ -475,11 +478,13 @@ def main() -> None:
                 db_pid = postmaster_pid(cluster)
                 for wallets in levels:
                     before = process_tree_cpu(proc.pid), process_tree_cpu(db_pid), time.process_time()
+                    ticks = machine_ticks()
                     r = run(run_load(base, api_key, wallets, args.seconds, per_flow))
                     n = max(1, r["credentials"]) / 1000
                     server = (process_tree_cpu(proc.pid) - before[0]) / n
                     db = (process_tree_cpu(db_pid) - before[1]) / n
                     client = (time.process_time() - before[2]) / n
+                    steal = steal_percent(ticks, machine_ticks())
                     # After the counters are read: the wallets' verification is outside the timed
                     # window and outside the client column.
                     failures = verify_received(r["received"], anchor=anchor, issuer=issuer, vct=vct)
@@ -490,7 +495,7 @@ def main() -> None:
                     print(f"{backend:<11}{wallets:>8}{r['credentials']:>7.0f}{r['per_second']:>9.1f}{r['p50_ms']:>10.1f}"
                           f"{r['p99_ms']:>10.1f}{r['credential_p50_ms']:>10.1f}{r['credential_p99_ms']:>10.1f}"
                           f"{r['cpu_ms_per_credential']:>9.1f}{server:>8.1f}{db_text}{client:>8.1f}"
-                          f"{server / bare:>8.0f}×{errors:>8}{verified:>12}", flush=True)
+                          f"{server / bare:>8.0f}×{errors:>8}{verified:>12}{steal:>6.0f}%", flush=True)
                     if r["errors"]:
                         print(f"{'':<11}  errors: {counted(r['errors'])}", flush=True)
                         problems.append(f"{backend}, {wallets} wallets: {errors} failed flows ({counted(r['errors'])})")
