@@ -160,12 +160,13 @@ def test_issuance_bench_prints_errors_and_verified_columns() -> None:
     done = run_script("bench/issuance.py", "--seconds", "0.5", "--wallets", "1,2", "--backends", "sqlite")
     assert done.returncode == 0, done.stdout + done.stderr
     header = next(line for line in done.stdout.splitlines() if line.startswith("backend"))
-    assert header.split()[-3:] == ["srv/bare", "errors", "verified"]
+    assert header.split()[-4:] == ["srv/bare", "errors", "verified", "steal"]
     rows = [line.split() for line in done.stdout.splitlines() if re.match(r"sqlite\s+\d+\s", line)]
     assert [row[1] for row in rows] == ["1", "2"]
     for row in rows:
-        creds, errors, verified = row[2], row[-2], row[-1]
-        assert row[-3].endswith("×") and errors == "0" and verified == f"{creds}/{creds}" and int(creds) > 0
+        creds, errors, verified, steal = row[2], row[-3], row[-2], row[-1]
+        assert row[-4].endswith("×") and errors == "0" and verified == f"{creds}/{creds}" and int(creds) > 0
+        assert steal.endswith("%") and 0 <= int(steal[:-1]) <= 100
 
 
 @pytest.mark.slow
