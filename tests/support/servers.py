@@ -6,6 +6,7 @@ Tests talk to the services over real HTTP on loopback, exactly as a wallet or an
 from __future__ import annotations
 
 import contextlib
+import os
 import random
 import socket
 import threading
@@ -22,17 +23,45 @@ from service_kit.http_protocol import GatheringHttpToolsProtocol
 # taken, between picking and binding, as the source port of any outgoing connection of the suite
 # (HTTP clients, PostgreSQL, agents) — which made whole session fixtures fail to start.
 _PORT_RANGE = (20_000, 32_000)
+_handed_out: set[int] = set()
+_handed_out_lock = threading.Lock()
+
+
+def _worker_range() -> tuple[int, int]:
+    """This pytest-xdist worker's own slice of ``_PORT_RANGE`` (the whole range outside xdist).
+
+    A port is picked some time before a server binds it (a system's services learn each other's URLs
+    first). Two workers picking from one range could choose the same port in that gap: once, in CI,
+    a wallet system fixture failed with "address already in use". Separate slices rule that out.
+    """
+    low, high = _PORT_RANGE
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    try:
+        count = max(1, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+        index = int(worker.removeprefix("gw")) if worker.startswith("gw") else 0
+    except ValueError:
+        return low, high
+    span = (high - low) // count
+    return low + (index % count) * span, low + (index % count + 1) * span
 
 
 def free_port() -> int:
-    """A port on 127.0.0.1 that is free now, outside the ephemeral range."""
-    for _ in range(500):
-        port = random.randrange(*_PORT_RANGE)
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
+    """A port on 127.0.0.1 that is free now, outside the ephemeral range, in this worker's slice, and
+    not handed out before by this process (so two servers of one test never get the same port)."""
+    low, high = _worker_range()
+    with _handed_out_lock:
+        if len(_handed_out) > (high - low) // 2:
+            _handed_out.clear()  # a long session: start over rather than run dry
+        for _ in range(500):
+            port = random.randrange(low, high)
+            if port in _handed_out:
                 continue
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                try:
+                    sock.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+            _handed_out.add(port)
             return port
     raise RuntimeError("no free port below the ephemeral range")
 
