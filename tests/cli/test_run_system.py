@@ -20,13 +20,15 @@ import pytest
 
 from cartera.system import PORT_OFFSETS
 from ssi import x509 as ssi_x509
+from tests.support.servers import worker_port_range
 
 CARTERA = [sys.executable, "-m", "cartera.cli"]
 
 
 def _free_port_base() -> int:
     for _ in range(200):
-        base = random.randrange(20_000, 31_900, 10)  # below the ephemeral port range
+        low, high = worker_port_range()  # below the ephemeral range, apart from the other xdist worker's
+        base = random.randrange(low, high - 10, 10)
         try:
             for offset in PORT_OFFSETS.values():
                 with socket.socket() as sock:

@@ -27,7 +27,7 @@ _handed_out: set[int] = set()
 _handed_out_lock = threading.Lock()
 
 
-def _worker_range() -> tuple[int, int]:
+def worker_port_range() -> tuple[int, int]:
     """This pytest-xdist worker's own slice of ``_PORT_RANGE`` (the whole range outside xdist).
 
     A port is picked some time before a server binds it (a system's services learn each other's URLs
@@ -48,7 +48,7 @@ def _worker_range() -> tuple[int, int]:
 def free_port() -> int:
     """A port on 127.0.0.1 that is free now, outside the ephemeral range, in this worker's slice, and
     not handed out before by this process (so two servers of one test never get the same port)."""
-    low, high = _worker_range()
+    low, high = worker_port_range()
     with _handed_out_lock:
         if len(_handed_out) > (high - low) // 2:
             _handed_out.clear()  # a long session: start over rather than run dry
