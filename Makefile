@@ -36,7 +36,7 @@ acapy: $(ACAPY_STAMP)
 
 test: $(STAMP) $(ACAPY_STAMP)
 	bash scripts/ensure-test-deps.sh
-	$(BIN)/python -m pytest -n auto -q
+	$(BIN)/python -m pytest -n auto -q --durations=15
 
 # Long fuzzing profile (issue 10): schemathesis against every service on loopback with many examples
 # and stateful sequences, then a summary per service. CARTERA_FUZZ_EXAMPLES=N sets the depth (300).
