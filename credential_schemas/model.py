@@ -279,6 +279,34 @@ def _schema_leaves(schema: dict[str, Any]) -> list[ClaimPath]:
     return leaves
 
 
+def _nested_required_problems(schema: dict[str, Any]) -> list[Problem]:
+    """``required`` names that no ``properties`` of the same nested object declare.
+
+    JSON Schema allows them (an undeclared property could satisfy one), but a claim that is not
+    declared has no source mapping and no display, so it is never issued: such a type would refuse
+    every credential at issuance. The root object's ``required`` is checked by the caller. Run after
+    :func:`_schema_leaves` accepted the schema, so the walk is finite.
+    """
+    problems: list[Problem] = []
+    stack: list[tuple[Any, ClaimPath]] = [(schema, ())]
+    while stack:
+        node, prefix = stack.pop()
+        node = _resolve_ref(node, schema)
+        if len(prefix) > MAX_CLAIM_DEPTH or not isinstance(node, dict):
+            continue
+        props = node.get("properties")
+        if isinstance(props, dict) and props:
+            if prefix and isinstance(node.get("required"), list):
+                where = ".".join("*" if p is None else str(p) for p in prefix)
+                problems.extend(Problem(f"schema.properties.{where}.required",
+                                        f"'{name}' is not a property of {_fmt_path(prefix)}")
+                                for name in node["required"] if isinstance(name, str) and name not in props)
+            stack.extend((sub, (*prefix, name)) for name, sub in props.items())
+        elif isinstance(node.get("items"), dict):
+            stack.append((node["items"], (*prefix, None)))
+    return sorted(problems, key=lambda problem: problem.path)
+
+
 def _parse_claim_path(raw: Any) -> ClaimPath | None:
     if not isinstance(raw, list) or not raw:
         return None
@@ -566,6 +594,7 @@ def validate_type_definition(data: Any) -> list[Problem]:
                                                            "are validated: it cannot be required by the schema"))
             elif isinstance(name, str) and name not in declared:
                 problems.append(Problem("schema.required", f"'{name}' is not a property of the schema"))
+        problems.extend(_nested_required_problems(schema))
         for i, path, claim in defs:
             if claim.get("mandatory") is True and len(path) == 1 and path[0] not in required \
                     and path[0] not in REGISTERED_CLAIMS:

@@ -222,3 +222,26 @@ def test_required_names_only_mapped_properties(required: list, message: str) -> 
     definition["schema"]["required"] = required
     problems = validate_type_definition(definition)
     assert [p.path for p in problems] == ["schema.required"] and message in problems[0].message
+
+
+def _nested_type(address_required: list, item_required: list) -> dict:
+    props = {
+        "address": {"type": "object", "properties": {"street": {"type": "string"}}, "required": address_required},
+        "degrees": {"type": "array", "items": {"$ref": "#/$defs/degree"}},
+    }
+    claims = [{"path": ["address"], "display": _labels("Address"), "source": "subject.address"},
+              {"path": ["degrees"], "display": _labels("Degrees"), "source": "subject.degrees"}]
+    definition = tenant_type(props, claims)
+    definition["schema"]["$defs"] = {"degree": {"type": "object", "properties": {"title": {"type": "string"}},
+                                                "required": item_required}}
+    return definition
+
+
+def test_a_nested_required_name_must_be_a_property_of_its_object() -> None:
+    # Undeclared, it has no mapping and no display: every issuance of the type would be refused.
+    assert validate_type_definition(_nested_type(["street"], ["title"])) == []
+    problems = validate_type_definition(_nested_type(["street", "postcode"], ["title", "year"]))
+    assert [(p.path, p.message) for p in problems] == [
+        ("schema.properties.address.required", "'postcode' is not a property of /address"),
+        ("schema.properties.degrees.*.required", "'year' is not a property of /degrees/*"),
+    ]
