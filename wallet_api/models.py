@@ -175,7 +175,7 @@ class Offer(Base):
     kind: Mapped[str] = mapped_column(String(20), default="offer")  # offer | authorization
     # offered|authorizing|accepting|pending|polling|issued|failed|declined
     state: Mapped[str] = mapped_column(String(20), default="offered")
-    # An authorization: the hash of its OAuth ``state`` until the issuer's callback, then the hash of the
+    # An authorization: the HMAC (token key) of its OAuth ``state`` until the issuer's callback, then that of the
     # app's one-time completion code (``receiving.completion_hash``) until the app completes it.
     state_hash: Mapped[str | None] = mapped_column(String(64), unique=True, nullable=True)
     sealed: Mapped[bytes] = mapped_column(LargeBinary)

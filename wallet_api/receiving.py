@@ -6,6 +6,15 @@ configured issuer anchor, or JWT VC Issuer Metadata of the very issuer the walle
 ``iss`` being that issuer, the ``vct`` the issuer's metadata promised for the configuration,
 validity times, and that ``cnf`` is the fresh holder key the wallet generated for that copy. Secrets of the exchange (pre-authorized code,
 access token, transaction id) are sealed under the wallet's data key.
+
+The OAuth ``state`` of a wallet-initiated issuance, and then the app's one-time completion code, are
+stored (``offers.state_hash``) as HMACs under the token key (:func:`wallet_api.vault.token_mac`, kinds
+``issuance-state`` and ``issuance-completion``), as the login's secrets are: someone who can write the
+database but lacks the master key cannot plant the digest of a ``state`` they chose and drive the
+issuer's callback into a wallet's issuance. Earlier versions stored plain SHA-256 hashes; those are not
+accepted (accepting them would accept a planted one too), so an issuance in progress during the
+upgrade (at most ``login_ttl``) fails at the issuer's callback with ``invalid_request`` and the citizen
+asks the issuer again.
 """
 
 from __future__ import annotations
@@ -45,7 +54,7 @@ from .context import FetchError, WalletContext, get_json_blocking
 from .deps import Principal
 from .models import Credential, Offer, utcnow
 from .store import STORED, accept_languages, add_alert, add_credential, add_history, pick_display
-from .vault import DataKey, new_id, token_hash
+from .vault import DataKey, new_id, token_mac
 
 MAX_BATCH = 10
 #: How long a credential request is resent after a lost connection or a short 503 (the issuer replays
@@ -790,7 +799,7 @@ async def start_authorization(ctx: WalletContext, me: Principal, *, credential_i
             "app_redirect_uri": redirect_uri}
     async with ctx.db.session() as session:
         session.add(Offer(id=offer_id, wallet_id=me.wallet_id, issuer=credential_issuer, kind="authorization",
-                          state="authorizing", state_hash=token_hash(state),
+                          state="authorizing", state_hash=await state_digest(ctx, state),
                           sealed=me.key.seal("offer", offer_id, data),
                           expires_at=utcnow() + dt.timedelta(seconds=ctx.settings.login_ttl)))
     return {"offer_id": offer_id, "authorization_url": url}
@@ -807,11 +816,23 @@ def _dumps(value: Any) -> str:
 COMPLETION_TTL = dt.timedelta(seconds=120)
 
 
-def completion_hash(completion: str) -> str:
-    """What the offer row keeps of the completion code (in ``state_hash``). Domain-separated from the
-    hash of an OAuth ``state``, which that column holds until the callback: the ``state`` travels in
-    the authorization URL (whoever started the issuance knows it), the completion code never does."""
-    return token_hash("issuance-completion." + completion)
+#: The :func:`wallet_api.vault.token_mac` kinds of what ``offers.state_hash`` holds.
+STATE_KIND, COMPLETION_KIND = "issuance-state", "issuance-completion"
+
+
+async def state_digest(ctx: WalletContext, state: str) -> str:
+    """What the offer row keeps of the OAuth ``state`` of a wallet-initiated issuance (in
+    ``state_hash``): its HMAC under the token key, like the login's secrets, so whoever writes the
+    database without the master key cannot plant the digest of a ``state`` of their own."""
+    return token_mac(await ctx.vault.token_key(ctx.db), STATE_KIND, state)
+
+
+async def completion_hash(ctx: WalletContext, completion: str) -> str:
+    """What the offer row keeps of the completion code (in ``state_hash``): an HMAC under the token key
+    too, domain-separated from the ``state``'s, which that column holds until the callback: the
+    ``state`` travels in the authorization URL (whoever started the issuance knows it), the completion
+    code never does."""
+    return token_mac(await ctx.vault.token_key(ctx.db), COMPLETION_KIND, completion)
 
 
 def _app_redirect(data: dict[str, Any], params: dict[str, str]) -> str:
@@ -831,8 +852,9 @@ async def finish_authorization(ctx: WalletContext, *, state: str | None, code: s
 
     if not state:
         raise APIError(400, "invalid_request", "state is missing")
+    digest = await state_digest(ctx, state)
     async with ctx.db.read_session() as session:
-        row = (await session.execute(select(Offer).where(Offer.state_hash == token_hash(state),
+        row = (await session.execute(select(Offer).where(Offer.state_hash == digest,
                                                          Offer.state == "authorizing"))).scalar_one_or_none()
         wallet = None if row is None else await session.get(Wallet, row.wallet_id)
     now = utcnow()
@@ -849,14 +871,14 @@ async def finish_authorization(ctx: WalletContext, *, state: str | None, code: s
     else:
         completion = secrets.token_urlsafe(32)
         data["code"] = code
-        values = {"state_hash": completion_hash(completion), "sealed": key.seal("offer", row.id, data),
+        values = {"state_hash": await completion_hash(ctx, completion), "sealed": key.seal("offer", row.id, data),
                   "expires_at": now + COMPLETION_TTL}
         params = {"offer_id": row.id, "completion": completion}
     # Conditional, so that of two callbacks that both read the offer (a reload) only one goes on.
     async with ctx.db.session() as session:
         claimed = await session.execute(
             update(Offer).where(Offer.id == row.id, Offer.state == "authorizing",
-                                Offer.state_hash == token_hash(state))
+                                Offer.state_hash == digest)
             .values(**values).execution_options(synchronize_session=False))
         if claimed.rowcount != 1:
             raise APIError(400, "invalid_request", "unknown or expired issuance (start again)")
@@ -880,10 +902,11 @@ async def complete_authorization(ctx: WalletContext, me: Principal, offer_id: st
         raise APIError(400, "invalid_request", "this offer is not a wallet-initiated issuance")
     if row.state != "authorizing" or "code" not in data or row.expires_at <= utcnow():
         raise APIError(400, "invalid_grant", _NOT_COMPLETABLE)
+    digest = await completion_hash(ctx, completion)
     async with ctx.db.session() as session:
         claimed = await session.execute(
             update(Offer).where(Offer.id == row.id, Offer.wallet_id == me.wallet_id, Offer.state == "authorizing",
-                                Offer.state_hash == completion_hash(completion), Offer.expires_at > utcnow())
+                                Offer.state_hash == digest, Offer.expires_at > utcnow())
             .values(state="accepting", state_hash=None).execution_options(synchronize_session=False))
         if claimed.rowcount != 1:
             # Not the code the browser was given: whoever asks is not the one the issuer sent back.

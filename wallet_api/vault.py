@@ -9,7 +9,8 @@ Layers:
   wallet or another field fails to open;
 * citizens are looked up by ``HMAC-SHA256(index key, provider | identifier)``: the database never holds
   the identifier (which is itself a claim value of many credentials);
-* the login's secrets (access and refresh tokens, one-time app codes, login states) are stored as
+* the login's secrets (access and refresh tokens, one-time app codes, login states) and the states and
+  completion codes of wallet-initiated issuances (:mod:`wallet_api.receiving`) are stored as
   ``HMAC-SHA256(token key, kind | value)`` (:func:`token_mac`), under a random **token key** the master
   key seals: whoever can write the database but lacks the master key cannot store the digest of a token
   of their own and log in with it, as they could when a plain SHA-256 was stored.
