@@ -35,7 +35,7 @@ def create_app(settings: WalletSettings | None = None, *, transport: httpx.Async
     ``run_background=False`` leaves the periodic sweeps (status, expiry, deferred) and the alert webhook
     delivery to explicit calls."""
     from .background import background_loop, webhook_loop
-    from .pin import seal_legacy_pin_hashes
+    from .pin import record_pins_in_profiles, seal_legacy_pin_hashes
     from .routes import alerts, audit, auth, backup, credentials, history, offers, presentations, web
 
     settings = settings or WalletSettings()
@@ -50,6 +50,9 @@ def create_app(settings: WalletSettings | None = None, *, transport: httpx.Async
         await ctx.vault.ensure_index_key(db)
         # Once: the PIN hashes earlier versions stored unsealed; after this, an unsealed one is refused.
         await seal_legacy_pin_hashes(db, ctx.vault)
+        # Once: the wallets with a PIN from earlier versions get it recorded in their sealed profile, so
+        # that a NULL pin_hash written into the database reads as tampering, not as "no PIN".
+        await record_pins_in_profiles(db, ctx.vault)
         yield
 
     @contextlib.asynccontextmanager

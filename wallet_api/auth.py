@@ -60,6 +60,10 @@ from .models import AppCode, LoginTransaction, Session, UsedRefreshToken, Wallet
 from .settings import OIDCProvider
 from .vault import VaultError, new_id, token_mac
 
+#: The member of a wallet's sealed profile saying a PIN was set on it once: a NULL ``pin_hash`` is then a
+#: PIN removed outside the wallet (``wallet_api.pin``).
+PIN_RECORDED = "pin_ever_set"
+
 VALID_PROVIDER = "valid"
 APP_CODE_TTL = 60
 #: How old an ID token may be (its ``iat``) when the wallet gets it from the provider's token endpoint,
@@ -449,7 +453,16 @@ async def ensure_wallet(ctx: WalletContext, session: AsyncSession, identity: Ide
             log.error("login refused: wallet %s, found by the subject index, belongs to another citizen or its "
                       "profile does not open (database tampered with or corrupted)", wallet.id)
             raise WalletIntegrityError(wallet.id)
-        wallet.profile = data_key.seal("profile", wallet.id, profile)
+        if stored.get(PIN_RECORDED):
+            profile[PIN_RECORDED] = True  # kept: a NULL pin_hash is then a PIN removed outside the wallet
+        if any(stored.get(name) != value for name, value in profile.items()):
+            # Only when the provider's data changed, and only over the profile read: a PIN set at the same
+            # moment records itself in the profile (wallet_api.pin.record_pin), which this must not undo
+            # (a name change lost this way is made at the next login).
+            await session.execute(
+                update(Wallet).where(Wallet.id == wallet.id, Wallet.profile == wallet.profile)
+                .values(profile=data_key.seal("profile", wallet.id, profile))
+                .execution_options(synchronize_session=False))
     return wallet
 
 

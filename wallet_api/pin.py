@@ -25,6 +25,21 @@ counts the lockout), so concurrent guesses cannot test more than ``pin_max_attem
 locks. A request that cannot reserve an attempt gets 423. scrypt runs in a worker thread, never on the
 event loop.
 
+**No PIN is a sealed fact too.** A NULL ``pin_hash`` would otherwise read as "no PIN", and a database
+writer could remove a citizen's PIN by writing it. So the first PIN set on a wallet is recorded in its
+sealed profile (``"pin_ever_set": true``, under the data key like the rest of the profile, which every
+login opens and checks; :data:`PIN_RECORDED`), in the transaction that stores the PIN, and removing a
+PIN stores a sealed "no PIN" value (``sealed$`` of JSON ``null``), never NULL. A NULL ``pin_hash`` on a
+wallet whose profile records a PIN (or whose profile does not open) is a PIN removed outside the
+wallet: presenting, exporting and changing the PIN are refused with 403 ``pin_reset_required`` (an
+error log names the wallet, nothing else) until the citizen resets it after a fresh login. A wallet that
+never had a PIN keeps a NULL ``pin_hash`` and works without one, as before. Wallets that had a PIN
+before this version get the record at the first start-up after the upgrade
+(:func:`record_pins_in_profiles`, recorded as :data:`PINS_RECORDED_MARKER`; running it again only adds
+records). What a writer can still do is put back an older copy of the same wallet's profile and
+``pin_hash`` (a rollback to a time the wallet had no PIN): that needs an earlier copy of the database,
+and no stored state can tell it from the present without an outside anchor.
+
 **Setting, resetting.** A first PIN can be set from any session (an alert tells the citizen); changing
 or removing one needs the current PIN. A forgotten PIN — or one a thief set — is reset without it, from
 a session whose identity-provider login is at most ``pin_reset_login_seconds`` old
@@ -42,13 +57,16 @@ import hmac
 import logging
 import math
 import os
+from typing import Any
 
 from sqlalchemy import ColumnElement, Update, and_, case, literal, null, or_, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from service_kit.db import Database, UTCDateTime
 from service_kit.errors import APIError
 
+from .auth import PIN_RECORDED
 from .context import WalletContext
 from .deps import Principal
 from .models import ServiceKey, Session, Wallet, utcnow
@@ -64,6 +82,11 @@ _SEALED = "sealed$"
 _KIND = "pin"
 #: The ``service_keys`` row recording that the hashes stored unsealed by earlier versions were sealed.
 LEGACY_SEALED_MARKER = "pin-hashes-sealed"
+#: The ``service_keys`` row recording that wallets with a PIN from earlier versions got :data:`PIN_RECORDED`.
+PINS_RECORDED_MARKER = "pins-recorded-in-profiles"
+#: What :func:`pin_status` says of a wallet: no PIN, a PIN, a stored PIN that does not open, a PIN
+#: removed outside the wallet (NULL where the profile records one).
+NO_PIN, PIN_SET, PIN_UNUSABLE, PIN_ERASED = "none", "set", "unusable", "erased"
 
 
 def hash_pin(pin: str) -> str:
@@ -82,23 +105,75 @@ def pin_matches(pin: str, stored: str) -> bool:
     return hmac.compare_digest(computed, base64.b64decode(digest))
 
 
-def seal_pin_hash(key: DataKey, pin_hash: str) -> str:
-    """The PIN hash sealed under the wallet's data key, as stored in ``wallets.pin_hash``."""
+def seal_pin_hash(key: DataKey, pin_hash: str | None) -> str:
+    """The PIN hash sealed under the wallet's data key, as stored in ``wallets.pin_hash``; ``None``:
+    the sealed "no PIN" a removal stores."""
     sealed = key.seal(_KIND, key.wallet_id, pin_hash)
     return _SEALED + base64.urlsafe_b64encode(sealed).decode().rstrip("=")
 
 
-def open_pin_hash(key: DataKey, stored: str) -> str | None:
-    """The PIN hash in a stored value, or ``None`` when it does not open (unsealed, another wallet's, or
-    tampered with): such a value never passes."""
+_UNOPENED = object()
+
+
+def _open_stored(key: DataKey, stored: str) -> Any:
+    """The sealed value in ``stored`` (a PIN hash, or ``None`` for "no PIN"), or ``_UNOPENED``."""
     if not stored.startswith(_SEALED):
-        return None
+        return _UNOPENED
     body = stored[len(_SEALED):]
     try:
         value = key.open(_KIND, key.wallet_id, base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
     except (VaultError, ValueError, binascii.Error):
-        return None
+        return _UNOPENED
+    return value if value is None or isinstance(value, str) else _UNOPENED
+
+
+def open_pin_hash(key: DataKey, stored: str) -> str | None:
+    """The PIN hash in a stored value, or ``None`` when it holds none: it does not open (unsealed,
+    another wallet's, or tampered with: such a value never passes), or it is the sealed "no PIN"."""
+    value = _open_stored(key, stored)
     return value if isinstance(value, str) else None
+
+
+def pin_recorded(key: DataKey, profile: bytes) -> bool:
+    """Whether the wallet's sealed profile records that a PIN was set (True, failing closed, when the
+    profile does not open)."""
+    try:
+        opened = key.open("profile", key.wallet_id, profile)
+    except VaultError:
+        return True
+    return not isinstance(opened, dict) or bool(opened.get(PIN_RECORDED))
+
+
+def pin_status(key: DataKey, wallet: Wallet) -> str:
+    """:data:`NO_PIN`, :data:`PIN_SET`, :data:`PIN_UNUSABLE` or :data:`PIN_ERASED` for a wallet row."""
+    if wallet.pin_hash is None:
+        return PIN_ERASED if pin_recorded(key, wallet.profile) else NO_PIN
+    value = _open_stored(key, wallet.pin_hash)
+    if value is _UNOPENED:
+        return PIN_UNUSABLE
+    return NO_PIN if value is None else PIN_SET
+
+
+async def record_pin(session: AsyncSession, key: DataKey) -> None:
+    """Record in the wallet's sealed profile that it has a PIN (:data:`PIN_RECORDED`), in ``session``'s
+    transaction: a conditional update on the profile read, so a login rewriting the profile at the same
+    moment cannot drop it (nor this drop the login's)."""
+    for _ in range(5):
+        profile = (await session.execute(select(Wallet.profile).where(Wallet.id == key.wallet_id))).scalar_one_or_none()
+        if profile is None:
+            return
+        opened = key.open("profile", key.wallet_id, profile)
+        if not isinstance(opened, dict):
+            raise VaultError("bad_profile", "the wallet's profile is not an object")
+        if opened.get(PIN_RECORDED):
+            return
+        result = await session.execute(
+            update(Wallet).where(Wallet.id == key.wallet_id, Wallet.profile == profile)
+            .values(profile=key.seal("profile", key.wallet_id, {**opened, PIN_RECORDED: True}))
+            .execution_options(synchronize_session=False))
+        if result.rowcount == 1:  # type: ignore[attr-defined]
+            return
+    raise APIError(409, "conflict", "the wallet changed meanwhile; try again")
 
 
 def _locked(wait: int, *, sessions_ended: bool = False) -> APIError:
@@ -112,6 +187,13 @@ def _unusable(wallet_id: str) -> APIError:
                 wallet_id)
     return APIError(403, "pin_reset_required",
                     "the wallet's PIN cannot be checked: log in again and reset it (POST /v1/pin/reset)")
+
+
+def _erased(wallet_id: str) -> APIError:
+    log.error("wallet PIN removed outside the wallet: pin_hash is NULL but the sealed profile records a PIN; "
+              "refused until the citizen resets it", extra={"wallet": wallet_id, "code": "pin.erased"})
+    return APIError(403, "pin_reset_required",
+                    "the wallet's PIN is missing from its storage: log in again and reset it (POST /v1/pin/reset)")
 
 
 def _lock_until(ctx: WalletContext, now: dt.datetime) -> ColumnElement[dt.datetime]:
@@ -150,11 +232,10 @@ async def _reserve_attempt(ctx: WalletContext, wallet_id: str, now: dt.datetime
     return None if row is None else (int(row[0]), str(row[1]), int(row[2]), row[3])
 
 
-async def _pin_state(ctx: WalletContext, wallet_id: str) -> Wallet | None:
-    """The wallet row when it has a PIN, freshly read."""
+async def _wallet_row(ctx: WalletContext, wallet_id: str) -> Wallet | None:
+    """The wallet row, freshly read."""
     async with ctx.db.read_session() as session:
-        wallet = await session.get(Wallet, wallet_id, populate_existing=True)
-    return wallet if wallet is not None and wallet.pin_hash is not None else None
+        return await session.get(Wallet, wallet_id, populate_existing=True)
 
 
 def _origin(sess: Session | None) -> str:
@@ -203,33 +284,51 @@ async def check_pin(ctx: WalletContext, me: Principal, pin: str | None) -> str |
     citizen's attempts by trying without. 403 ``invalid_pin`` (with ``attempts_left``) for a wrong PIN,
     counted; 423 ``pin_locked`` (with ``Retry-After``, and ``sessions_ended`` when the lockout ended the
     wallet's sessions) when the attempts are used up — also for the right PIN, or none, while the lock
-    lasts. 403 ``pin_reset_required`` when the stored PIN does not open under the wallet's data key."""
-    state = await _pin_state(ctx, me.wallet_id)
+    lasts. 403 ``pin_reset_required`` when the stored PIN does not open under the wallet's data key, or
+    was removed outside the wallet (NULL where the sealed profile records a PIN), whatever ``pin``."""
+    return (await _check_pin(ctx, me, pin))[0]
+
+
+async def _check_pin(ctx: WalletContext, me: Principal, pin: str | None) -> tuple[str | None, str | None]:
+    """:func:`check_pin`: ``(the stored value checked, None)``, or ``(None, the stored "no PIN" value:
+    NULL or the sealed one)`` when the wallet has no PIN."""
+    state = await _wallet_row(ctx, me.wallet_id)
     if state is None:
-        return None  # no PIN: nothing to reserve (and no write for wallets without one)
+        return None, None
+    status = pin_status(me.key, state)
+    if status == NO_PIN:
+        return None, state.pin_hash  # nothing to reserve (and no write for wallets without one)
+    if status == PIN_ERASED:
+        raise _erased(me.wallet_id)
     now = utcnow()
     if not pin:
         if state.pin_locked_until is not None and state.pin_locked_until > now:
             raise _locked(math.ceil((state.pin_locked_until - now).total_seconds()))
         raise APIError(403, "pin_required", "this wallet has a PIN: send it")
-    if open_pin_hash(me.key, str(state.pin_hash)) is None:
+    if status == PIN_UNUSABLE:
         raise _unusable(me.wallet_id)  # before reserving: no attempt (nor lockout) for a PIN that can never pass
     reserved = await _reserve_attempt(ctx, me.wallet_id, now)
     if reserved is None:
-        state = await _pin_state(ctx, me.wallet_id)
-        if state is None:
-            return None  # the PIN was removed meanwhile
+        state = await _wallet_row(ctx, me.wallet_id)
+        status = NO_PIN if state is None else pin_status(me.key, state)
+        if state is None or status == NO_PIN:
+            return None, None if state is None else state.pin_hash  # the PIN was removed meanwhile
+        if status == PIN_ERASED:
+            raise _erased(me.wallet_id)
         until = state.pin_locked_until or now + dt.timedelta(seconds=ctx.settings.pin_lock_seconds)
         raise _locked(math.ceil((until - now).total_seconds()))
     used, stored, lockouts, until = reserved
-    pin_hash = open_pin_hash(me.key, stored)
-    if pin_hash is None:
+    opened = _open_stored(me.key, stored)
+    if opened is None:
+        return None, stored  # the PIN was removed meanwhile (its sealed "no PIN" took the attempt)
+    if opened is _UNOPENED:
         raise _unusable(me.wallet_id)
+    pin_hash = str(opened)
     if await asyncio.to_thread(pin_matches, pin, pin_hash):
         async with ctx.db.session() as session:
             await session.execute(update(Wallet).where(Wallet.id == me.wallet_id).values(
                 pin_failures=0, pin_lockouts=0, pin_locked_until=None).execution_options(synchronize_session=False))
-        return stored
+        return stored, None
     # The failure was counted when the attempt was reserved; the last one also set the lock.
     if used >= ctx.settings.pin_max_attempts:
         ended = await _locked_out(ctx, me, now, lockouts, until)
@@ -243,8 +342,9 @@ def _check_format(new_pin: str | None) -> None:
         raise APIError(400, "invalid_request", "the PIN is 4 to 12 digits")
 
 
-async def _sealed_hash(me: Principal, new_pin: str | None) -> str | None:
-    return seal_pin_hash(me.key, await asyncio.to_thread(hash_pin, new_pin)) if new_pin else None
+async def _sealed_hash(me: Principal, new_pin: str | None) -> str:
+    """What ``pin_hash`` stores for ``new_pin``: its sealed hash, or the sealed "no PIN" (never NULL)."""
+    return seal_pin_hash(me.key, await asyncio.to_thread(hash_pin, new_pin) if new_pin else None)
 
 
 async def set_pin(ctx: WalletContext, me: Principal, new_pin: str | None, current_pin: str | None) -> None:
@@ -252,7 +352,7 @@ async def set_pin(ctx: WalletContext, me: Principal, new_pin: str | None, curren
 
     The write is conditional on the PIN checked: of two sessions setting a first PIN at once, or
     changing it, the second gets 409 ``conflict`` instead of overwriting the first's."""
-    checked = await check_pin(ctx, me, current_pin)
+    checked, no_pin = await _check_pin(ctx, me, current_pin)
     _check_format(new_pin)
     if checked is None and new_pin is None:
         return  # no PIN, none asked for
@@ -264,13 +364,16 @@ async def set_pin(ctx: WalletContext, me: Principal, new_pin: str | None, curren
     else:
         kind, message = "pin_changed", f"Your wallet's PIN was changed at {_when(utcnow())}{_origin(me.session)}."
     message += " If it was not you, log in again and reset the PIN."
-    same = Wallet.pin_hash.is_(None) if checked is None else Wallet.pin_hash == checked
+    before = checked if checked is not None else no_pin
+    same = Wallet.pin_hash.is_(None) if before is None else Wallet.pin_hash == before
     async with ctx.db.session() as session:
         result = await session.execute(update(Wallet).where(Wallet.id == me.wallet_id, same).values(
             pin_hash=pin_hash, pin_failures=0, pin_lockouts=0, pin_locked_until=None)
             .execution_options(synchronize_session=False))
         if result.rowcount != 1:  # type: ignore[attr-defined]
             raise APIError(409, "conflict", "the PIN was set or changed meanwhile; try again")
+        if new_pin is not None:
+            await record_pin(session, me.key)
         await add_alert(session, me.wallet_id, kind, message, webhook=ctx.webhook)
 
 
@@ -292,6 +395,8 @@ async def reset_pin(ctx: WalletContext, me: Principal, new_pin: str | None) -> N
         await session.execute(update(Wallet).where(Wallet.id == me.wallet_id).values(
             pin_hash=pin_hash, pin_failures=0, pin_lockouts=0, pin_locked_until=None)
             .execution_options(synchronize_session=False))
+        if new_pin is not None:
+            await record_pin(session, me.key)
         await session.execute(_end_sessions(me.wallet_id, keep=me.session.id))
         await add_alert(session, me.wallet_id, "pin_reset", message, webhook=ctx.webhook)
 
@@ -323,6 +428,47 @@ async def seal_legacy_pin_hashes(db: Database, vault: Vault, *, batch: int = 200
         async with db.session() as session:
             session.add(ServiceKey(name=LEGACY_SEALED_MARKER,
                                    sealed=vault.box.seal(b"sealed", service_key_aad(LEGACY_SEALED_MARKER))))
+    except IntegrityError:
+        pass  # another worker recorded it at the same moment
+    return count
+
+
+async def record_pins_in_profiles(db: Database, vault: Vault, *, batch: int = 200) -> int:
+    """Record :data:`PIN_RECORDED` in the profile of every wallet that has a ``pin_hash`` but no record
+    (PINs set by earlier versions); return how many. Start-up, after :func:`seal_legacy_pin_hashes`;
+    once, recorded as :data:`PINS_RECORDED_MARKER`. Running it again (the marker deleted) only adds
+    records, never removes one. A profile that does not open is left (its wallet fails closed anyway)."""
+    async with db.read_session() as session:
+        if await session.get(ServiceKey, PINS_RECORDED_MARKER) is not None:
+            return 0
+    count, last = 0, ""
+    while True:
+        async with db.session() as session:
+            rows = (await session.execute(
+                select(Wallet.id, Wallet.data_key, Wallet.profile)
+                .where(Wallet.id > last, Wallet.pin_hash.is_not(None)).order_by(Wallet.id).limit(batch))).all()
+            for wallet_id, data_key, profile in rows:
+                key = vault.data_key(Wallet(id=wallet_id, data_key=data_key))
+                try:
+                    opened = key.open("profile", wallet_id, profile)
+                except VaultError:
+                    log.error("wallet profile does not open; its PIN record was not added",
+                              extra={"wallet": wallet_id})
+                    continue
+                if not isinstance(opened, dict) or opened.get(PIN_RECORDED):
+                    continue
+                result = await session.execute(
+                    update(Wallet).where(Wallet.id == wallet_id, Wallet.profile == profile)
+                    .values(profile=key.seal("profile", wallet_id, {**opened, PIN_RECORDED: True}))
+                    .execution_options(synchronize_session=False))
+                count += result.rowcount  # type: ignore[attr-defined]
+        if len(rows) < batch:
+            break
+        last = rows[-1][0]
+    try:
+        async with db.session() as session:
+            session.add(ServiceKey(name=PINS_RECORDED_MARKER,
+                                   sealed=vault.box.seal(b"recorded", service_key_aad(PINS_RECORDED_MARKER))))
     except IntegrityError:
         pass  # another worker recorded it at the same moment
     return count

@@ -90,7 +90,9 @@ def test_pin_guards_presenting_with_limited_attempts_kept_in_the_database(system
     # removing the PIN needs it too
     assert httpx.put(f"{system.wallet}/v1/pin", json={"pin": None, "current_pin": "2468"},
                      headers=bearer(tokens)).status_code == 204
-    assert _wallet_row(system, me["wallet_id"])[0] is None
+    # A removal stores a sealed "no PIN", never NULL (NULL on a wallet that had a PIN is tampering).
+    assert _wallet_row(system, me["wallet_id"])[0].startswith("sealed$")
+    assert httpx.get(f"{system.wallet}/v1/me", headers=bearer(tokens)).json()["pin_set"] is False
 
 
 def test_alert_appears_on_the_sse_stream_and_resumes_after_last_event_id(system: System) -> None:

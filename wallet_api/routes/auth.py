@@ -24,6 +24,7 @@ from ..auth import (
 )
 from ..deps import Citizen, Ctx
 from ..models import Session
+from ..pin import NO_PIN, pin_status
 
 router = APIRouter(tags=["auth"])
 
@@ -209,4 +210,4 @@ async def me_view(me: Citizen) -> Me:
     """The citizen's identity as the login provider asserted it."""
     profile = me.key.open("profile", me.wallet_id, me.wallet.profile)
     return Me(wallet_id=me.wallet_id, identifier=profile["identifier"], name=profile["name"],
-              email=profile["email"], provider=profile["provider"], pin_set=me.wallet.pin_hash is not None)
+              email=profile["email"], provider=profile["provider"], pin_set=pin_status(me.key, me.wallet) != NO_PIN)

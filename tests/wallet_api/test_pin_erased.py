@@ -1,0 +1,112 @@
+""""No PIN" is a sealed fact: a database writer who sets ``wallets.pin_hash`` to NULL does not remove a
+citizen's PIN. The first PIN set is recorded in the wallet's sealed profile, a removal stores a sealed
+"no PIN", and a NULL on a wallet that had a PIN is refused (403 ``pin_reset_required``, an error log
+naming the wallet) until the citizen resets it after a fresh login. A wallet that never had a PIN works
+without one, as before; wallets with a PIN from earlier versions get the record at the first start-up.
+
+In-process wallets on SQLite and PostgreSQL, the PIN checked and set as the routes do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select, text
+
+from service_kit.db import Database
+from service_kit.errors import APIError
+from service_kit.migrations import run_migrations
+from tests.support.servers import free_port
+from tests.wallet_api.conftest import wallet_settings
+from tests.wallet_api.test_pin_attempts_db import new_wallet
+from tests.wallet_api.test_pin_sealing import _refusal, _stored, _write_pin_hash
+from wallet_api.app import MIGRATIONS, create_app
+from wallet_api.context import master_box
+from wallet_api.deps import Principal
+from wallet_api.models import Session, Wallet
+from wallet_api.pin import check_pin, hash_pin, reset_pin, seal_pin_hash, set_pin
+from wallet_api.vault import Vault
+
+pytestmark = pytest.mark.anyio
+
+
+async def _no_pin_asked(ctx: Any, me: Principal) -> bool:
+    """Whether presenting passes with no PIN sent (what a wallet without a PIN does)."""
+    try:
+        await check_pin(ctx, me, None)
+    except APIError:
+        return False
+    return True
+
+
+async def test_a_pin_set_to_null_in_the_database_is_refused_not_read_as_no_pin(
+        tmp_path: Path, database_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    settings = wallet_settings(tmp_path, free_port(), "http://127.0.0.1:9", database_url=database_url)
+    app = create_app(settings, run_background=False)
+    async with app.router.lifespan_context(app):
+        ctx = app.state.wallet
+        # A wallet that never had a PIN: nothing asked, as before (NULL stays "no PIN").
+        never = await new_wallet(ctx, "w-never", None)
+        assert await _no_pin_asked(ctx, never)
+        assert (await _stored(ctx, "w-never")).pin_hash is None
+
+        me = await new_wallet(ctx, "w-erased", None)
+        await set_pin(ctx, me, "4821", None)
+        # The writer removes the PIN: refused whatever is sent, no attempt counted, an error logged.
+        await _write_pin_hash(ctx, "w-erased", None)
+        with caplog.at_level(logging.ERROR, logger="wallet_api.pin"):
+            for pin in (None, "4821", "0000"):
+                assert await _refusal(ctx, me, pin) == "pin_reset_required", pin
+        logged = [r for r in caplog.records if getattr(r, "wallet", None) == "w-erased"]
+        assert logged and all(r.levelno == logging.ERROR and "4821" not in r.getMessage() for r in logged)
+        assert (await _stored(ctx, "w-erased")).pin_failures == 0
+        assert not await _no_pin_asked(ctx, me)
+        # Nor can the (missing) PIN be changed or removed without a reset.
+        with pytest.raises(APIError) as refused:
+            await set_pin(ctx, me, None, None)
+        assert refused.value.error == "pin_reset_required"
+
+        # The owner, freshly logged in, resets it.
+        await reset_pin(ctx, me, "1357")
+        assert await _refusal(ctx, me, "1357") is None
+        # Removing it stores a sealed "no PIN", not NULL: no PIN is asked ...
+        await set_pin(ctx, me, None, "1357")
+        stored = (await _stored(ctx, "w-erased")).pin_hash
+        assert stored is not None and stored.startswith("sealed$")
+        assert await _no_pin_asked(ctx, me)
+        # ... and a NULL written after it is still refused.
+        await _write_pin_hash(ctx, "w-erased", None)
+        assert await _refusal(ctx, me, None) == "pin_reset_required"
+
+
+async def test_a_pin_set_by_an_earlier_version_is_recorded_at_the_first_start_up(
+        tmp_path: Path, database_url: str) -> None:
+    settings = wallet_settings(tmp_path, free_port(), "http://127.0.0.1:9", database_url=database_url)
+    await asyncio.to_thread(run_migrations, MIGRATIONS, database_url)
+    sealed_key, key = Vault(master_box(settings)).new_data_key("w-earlier")
+    db = Database(database_url)
+    try:
+        async with db.session() as session:
+            await session.execute(text(
+                "INSERT INTO wallets (id, subject_index, data_key, profile, created_at, pin_hash, pin_failures, "
+                "pin_lockouts) VALUES ('w-earlier', 'earlier', :key, :profile, CURRENT_TIMESTAMP, :pin, 0, 0)"),
+                {"key": sealed_key, "profile": key.seal("profile", "w-earlier", {"identifier": "x"}),
+                 "pin": seal_pin_hash(key, hash_pin("4821"))})
+    finally:
+        await db.dispose()
+
+    app = create_app(settings, run_background=False)
+    async with app.router.lifespan_context(app):
+        ctx = app.state.wallet
+        async with ctx.db.read_session() as session:
+            profile = (await session.execute(select(Wallet.profile).where(Wallet.id == "w-earlier"))).scalar_one()
+        assert key.open("profile", "w-earlier", profile) == {"identifier": "x", "pin_ever_set": True}
+        me = Principal(session=Session(id="ses-earlier", wallet_id="w-earlier", user_agent=""),
+                       wallet=await _stored(ctx, "w-earlier"), key=key)
+        assert await _refusal(ctx, me, "4821") is None
+        await _write_pin_hash(ctx, "w-earlier", None)
+        assert await _refusal(ctx, me, None) == "pin_reset_required"
