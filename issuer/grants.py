@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +20,7 @@ from sqlalchemy import Delete, delete, select, text, update
 
 from aries.storage import WEBHOOK_EVENT_RETENTION
 from service_kit.errors import APIError
-from service_kit.ratelimit import Charge, RateLimiter, refuse_if_blocked
+from service_kit.ratelimit import Charge, Decision, Limit, RateLimiter, refuse_if_blocked
 from ssi.oid4vci import (
     INVALID_GRANT,
     PRE_AUTHORIZED_CODE_GRANT,
@@ -163,30 +164,91 @@ async def redeem_pre_authorized_code(ctx: IssuerContext, tenant: TenantRef, code
     return _tried(row, token, ttl)
 
 
+@dataclass(frozen=True)
+class GuessBudget:
+    """A client's budget of wrong transaction codes (``tx_code.client``), to charge a guess to before
+    its offer is tried (:func:`statements.reserve_guess`): the bucket's key and its limit."""
+
+    limit: Limit
+    key: str
+    tolerance: float
+    #: The limiter's clock when the budget was read (epoch seconds), the time the charge is made at.
+    now: float
+
+    @classmethod
+    def of(cls, limiter: RateLimiter | None, limit: Limit, client: str) -> GuessBudget | None:
+        """The budget of ``client`` under ``limit``; ``None`` when there is none to charge (no limiter,
+        limiter off, limit disabled)."""
+        charge = limiter.charge([(limit, client)]) if limiter is not None else None
+        if charge is None:
+            return None
+        return cls(limit, charge.parameters["key_0"], charge.parameters["tolerance_0"], charge.now)
+
+    def parameters(self) -> dict[str, Any]:
+        return {"g_key": self.key, "g_interval": self.limit.interval, "g_tolerance": self.tolerance}
+
+    def decision(self, rows: list[Any], now: float) -> Decision:
+        """Whether the reservation's rows ``(key, tat, allowed)`` admitted the guess (no row: the code
+        names no offer that can be tried, nothing to charge)."""
+        for row in rows:
+            if row.key == self.key and row.allowed is False:
+                wait = max(1, math.ceil(row.tat + self.limit.interval - self.tolerance - now))
+                return Decision(False, wait, self.limit.name)
+        return Decision(True)
+
+
+def _guess_parameters(ctx: IssuerContext, tenant: TenantRef, code: str, tx_code: str | None,
+                      now: dt.datetime) -> dict[str, Any]:
+    return {"b_code_hash": secret_hash(code), "b_tenant_id": tenant.id, "now": now,
+            "b_tx_code_hash": secret_hash(tx_code) if tx_code else None,
+            "b_max_attempts": ctx.settings.tx_code_max_attempts}
+
+
+async def reserve_guess(ctx: IssuerContext, tenant: TenantRef, budget: GuessBudget, code: str, tx_code: str) -> None:
+    """Charge a transaction-code guess to the client's budget before it is compared (the token
+    endpoint's general path; its one-statement path does this inside that statement): raises the 429
+    ``slow_down`` when the budget has no room for one more wrong code. A right code is charged nothing,
+    a wrong one is charged here and stays charged; nothing is charged when ``code`` names no offer
+    that can still be tried (:func:`statements.reserve_guess`). Concurrent guesses from one client
+    take the bucket's row lock in turn, so no more than its budget are admitted, and so compared."""
+    async with ctx.single_statement() as conn:
+        rows = (await conn.execute(statements.RESERVE_GUESS[ctx.db.backend], {
+            **_guess_parameters(ctx, tenant, code, tx_code, utcnow()), **budget.parameters(), "now_ts": budget.now,
+        })).all()
+    refuse_if_blocked(budget.decision(rows, budget.now), "slow_down")
+
+
 async def redeem_pre_authorized_code_within_limits(ctx: IssuerContext, tenant: TenantRef, code: str, tx_code: str,
-                                                   limiter: RateLimiter, charge: Charge) -> tuple[Any, str, int]:
+                                                   limiter: RateLimiter, charge: Charge,
+                                                   budget: GuessBudget | None = None) -> tuple[Any, str, int]:
     """:func:`redeem_pre_authorized_code` (with a transaction code, no DPoP) on PostgreSQL, with the
     token endpoint's rate limits counted in the same statement (``statements.pg_redeem_within_limits``):
     one round trip for the common case instead of two. The statement tries the code only when the
     limits admit it, so a refused request leaves the offer untouched (nothing compared, nothing counted),
-    as when the limits were counted first. Raises the 429 ``slow_down`` when a charged bucket refused or
-    a peeked (wrong-code) bucket is full, ``invalid_grant`` or :class:`WrongTxCode` as
-    :func:`redeem_pre_authorized_code` does."""
+    as when the limits were counted first. With ``budget`` the guess is charged to the client's budget
+    of wrong codes in that statement too, before the offer is tried (:func:`reserve_guess`). Raises
+    the 429 ``slow_down`` when a charged bucket refused, a peeked (wrong-code) bucket is full or the
+    budget has no room, ``invalid_grant`` or :class:`WrongTxCode` as :func:`redeem_pre_authorized_code`
+    does."""
     now = utcnow()
     token = new_secret()
     ttl = ctx.settings.access_token_ttl
+    reserving = budget.parameters() if budget is not None else {}
     async with ctx.single_statement() as conn:
-        rows = (await conn.execute(statements.pg_redeem_within_limits(limiter, charge.shape), {
-            **charge.parameters, "b_code_hash": secret_hash(code), "b_tenant_id": tenant.id, "now": now,
-            "b_tx_code_hash": secret_hash(tx_code), "b_max_attempts": ctx.settings.tx_code_max_attempts,
+        rows = (await conn.execute(statements.pg_redeem_within_limits(limiter, charge.shape, budget is not None), {
+            **charge.parameters, **reserving, **_guess_parameters(ctx, tenant, code, tx_code, now),
             "b_token_hash": secret_hash(token), "b_expires_at": now + dt.timedelta(seconds=ttl),
             "b_dpop_jkt": None})).all()
     await limiter.cleanup_if_due()
     offer = next((row for row in rows if row.id is not None), None)
     if offer is None:
-        charged, peeked = limiter.decide(charge, [(row.key, row.tat, row.allowed, row.blocked) for row in rows])
+        own = budget.key if budget is not None else None
+        charged, peeked = limiter.decide(charge, [(row.key, row.tat, row.allowed, row.blocked) for row in rows
+                                                  if row.key != own])
         refuse_if_blocked(charged, "slow_down")
         refuse_if_blocked(peeked, "slow_down")
+        if budget is not None:
+            refuse_if_blocked(budget.decision(rows, charge.now), "slow_down")
     return _tried(offer, token, ttl)
 
 

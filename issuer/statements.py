@@ -36,6 +36,7 @@ from sqlalchemy import (
     null,
     or_,
     select,
+    true,
     union_all,
     update,
 )
@@ -50,6 +51,7 @@ from .models import (
     IssuanceRecord,
     Nonce,
     Offer,
+    RateLimitBucket,
     StatusEntry,
     StatusList,
     StoredResponse,
@@ -206,27 +208,80 @@ def _redeem_and_insert_token(*gate: Any) -> Any:
 PG_REDEEM_OFFER_AND_INSERT_TOKEN = _redeem_and_insert_token()
 
 # Per limiter (weakly: test suites build many apps) and shape.
-_within_limits: weakref.WeakKeyDictionary[RateLimiter, dict[tuple[int, int], Any]] = weakref.WeakKeyDictionary()
+_within_limits: weakref.WeakKeyDictionary[RateLimiter, dict[tuple[int, int, bool], Any]] = weakref.WeakKeyDictionary()
+
+_buckets = RateLimitBucket.__table__
 
 
-def pg_redeem_within_limits(limiter: RateLimiter, shape: tuple[int, int]) -> Any:
+def reserve_guess(dialect: str, *gate: Any) -> Any:
+    """Charge a transaction-code guess to the client's budget of wrong codes *before* the offer is
+    tried (``g_key``: the bucket's key, ``g_interval``/``g_tolerance``: the limit's interval and
+    ``burst * interval``, ``now_ts``: epoch seconds, and :data:`TRY_OFFER`'s ``b_code_hash``,
+    ``b_tenant_id``, ``b_tx_code_hash``, ``b_max_attempts``, ``now``).
+
+    The bucket is touched only when the code names an offer that can still be tried (otherwise no
+    guess is compared, and none is charged), and only when ``gate`` holds. Its upsert takes the
+    bucket's row lock, and tests the room left on the row as the last guess left it, so concurrent
+    guesses from one client are admitted one after the other and no more than its budget ever gets
+    through. The guess is admitted when one more wrong code fits; it is charged one interval when it
+    is wrong and nothing when it is right (the stored hash says which, in this statement: the answer
+    the client gets is decided later, by :data:`TRY_OFFER`, and only for an admitted guess). So a
+    spent budget refuses right and wrong codes alike, and right codes (citizens behind one address)
+    never spend it. A wrong guess admitted here that then finds the offer redeemed or voided by a
+    concurrent one stays charged (not compared: the safe side). One row back, ``(key, tat, allowed)``,
+    when the bucket was touched."""
+    interval = bindparam("g_interval", type_=Double)
+    now_ts = bindparam("now_ts", type_=Double)
+    cost = case((_tx_code_matches(), cast(0.0, Double)), else_=interval)
+    triable = (select(cast(bindparam("g_key", type_=String), String), cast(now_ts + cost, Double),
+                      cast(bindparam("g_tolerance", type_=Double), Double), true())
+               .where(Offer.code_hash == bindparam("b_code_hash"), Offer.tenant_id == bindparam("b_tenant_id"),
+                      Offer.used.is_(False), Offer.burnt.is_(False), Offer.expires_at > bindparam("now"),
+                      Offer.tx_code_attempts < bindparam("b_max_attempts", type_=Integer), *gate))
+    stmt = (pg_insert if dialect == "postgresql" else sqlite_insert)(_buckets).from_select(
+        ["key", "tat", "tolerance", "allowed"], triable)
+    base = case((_buckets.c.tat > now_ts, _buckets.c.tat), else_=now_ts)
+    # One more wrong code fits (the test of a charge of one interval), whatever this guess costs.
+    fits = base + interval - now_ts <= stmt.excluded.tolerance
+    return stmt.on_conflict_do_update(
+        index_elements=[_buckets.c.key],
+        set_={"allowed": fits, "tat": case((fits, base + (stmt.excluded.tat - now_ts)), else_=_buckets.c.tat),
+              "tolerance": stmt.excluded.tolerance},
+    ).returning(_buckets.c.key, _buckets.c.tat, _buckets.c.allowed)
+
+
+#: :func:`reserve_guess` as a statement of its own, per backend (the token endpoint's general path).
+RESERVE_GUESS = {name: reserve_guess(name) for name in ("postgresql", "sqlite")}
+
+
+def pg_redeem_within_limits(limiter: RateLimiter, shape: tuple[int, int], reserve: bool = False) -> Any:
     """:data:`PG_REDEEM_OFFER_AND_INSERT_TOKEN` behind the token endpoint's rate limits, in one
     statement: the limiter's charge of shape ``shape`` (``service_kit.ratelimit.Charge``, its
-    parameters too) is counted, and the offer redeemed only when the limits admit it. Rows back: the
-    limiter's outcome rows (``key``, ``tat``, ``allowed``, ``blocked``, the rest NULL) and, when this
-    caller redeemed the offer, one row whose ``id`` (the offer id) is set. Built once per limiter and
-    shape."""
+    parameters too) is counted, and the offer redeemed only when the limits admit it. With
+    ``reserve``, the guess is also charged to the client's budget of wrong codes first
+    (:func:`reserve_guess`, its ``g_`` parameters too; only when the limiter's charge admits the
+    request), and the offer is tried only when that admitted it as well. Rows back: the limiter's
+    outcome rows and the reservation's (``key``, ``tat``, ``allowed``, ``blocked``, the rest NULL) and,
+    when this caller redeemed the offer, one row whose ``id`` (the offer id) is set. Built once per
+    limiter, shape and ``reserve``."""
     built = _within_limits.setdefault(limiter, {})
-    cached = built.get(shape)
+    cached = built.get((*shape, reserve))
     if cached is not None:
         return cached
     gate = limiter.pg_gate(*shape)
-    tried = _redeem_and_insert_token(gate.admits).cte("tried_offer")
+    admits = gate.admits
+    outcome = list(gate.outcome)
+    if reserve:
+        reserved = reserve_guess("postgresql", gate.admits).cte("reserved")
+        admits = and_(admits, ~exists().where(reserved.c.allowed.is_(False)))
+        outcome.append(select(reserved.c.key, reserved.c.tat, reserved.c.allowed,
+                              cast(null(), Boolean).label("blocked")))
+    tried = _redeem_and_insert_token(admits).cte("tried_offer")
     redeemed = select(*tried.c, cast(null(), Text).label("key"), cast(null(), Double).label("tat"),
                       cast(null(), Boolean).label("allowed"), cast(null(), Boolean).label("blocked"))
-    limits = [select(*[literal_column("NULL") for _ in tried.c], *part.selected_columns) for part in gate.outcome]
+    limits = [select(*[literal_column("NULL") for _ in tried.c], *part.selected_columns) for part in outcome]
     statement = union_all(redeemed, *limits)
-    built[shape] = statement
+    built[(*shape, reserve)] = statement
     return statement
 
 

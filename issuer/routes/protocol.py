@@ -69,6 +69,7 @@ from ..authorization import redeem_authorization_code
 from ..binding import authorization, check_presentation, plain_bearer_request, token_request_binding
 from ..context import IssuerContext, get_ctx, new_secret, secret_hash, utcnow
 from ..grants import (
+    GuessBudget,
     WrongTxCode,
     access_token,
     new_access_token,
@@ -76,6 +77,7 @@ from ..grants import (
     offer_document,
     redeem_pre_authorized_code,
     redeem_pre_authorized_code_within_limits,
+    reserve_guess,
 )
 from ..issuance import Deferred, fetch_record, sign_and_record, subject_from_json
 from ..keys import published_keys
@@ -222,31 +224,37 @@ async def token(request: Request, slug: str) -> JSONResponse:
     ctx, tenant = await protocol_tenant(request, slug)
     form = await _form(request)
     # Abuse limits (docs/security.md): per client address and per code, in one statement, before any work.
-    # Wrong transaction codes are limited per client and per offer (code): those buckets are read in
-    # the same statement, refuse below once either is full, and are charged only when a guess fails.
+    # Wrong transaction codes are limited per client (over all offers: it stops enumeration) and per
+    # offer (code). A guess is charged to the client's budget before it is compared, in a statement
+    # that takes the bucket's row lock, so a burst of guesses cannot all find the budget untouched; a
+    # right guess is charged nothing (grants.reserve_guess). The offer's bucket is read in the same
+    # statement as the others, refuses below once full, and is charged when a guess fails (each offer
+    # also voids itself after tx_code_max_attempts wrong codes, counted exactly).
     limiter, settings = limiter_of(request), ctx.settings
     client = client_address(request, settings.trusted_proxies)
     code = form.get("pre-authorized_code") or form.get("code")
-    tx_limits = [(Limit.parse("tx_code.client", settings.rate_limit_tx_code_client), client),
-                 (Limit.parse("tx_code.offer", settings.rate_limit_tx_code_offer), code)]
+    tx_client = (Limit.parse("tx_code.client", settings.rate_limit_tx_code_client), client)
+    tx_offer = [(Limit.parse("tx_code.offer", settings.rate_limit_tx_code_offer), code)]
     guessing = "tx_code" in form or "user_pin" in form
     token_limits = [(Limit.parse("token.client", settings.rate_limit_token_client), client),
                     (Limit.parse("token.code", settings.rate_limit_token_code), code)]
     if limiter is not None and ctx.db.backend == "postgresql" and plain_bearer_request(ctx, request):
         # The common request (a well-formed pre-authorized grant with a transaction code, no DPoP)
-        # has nothing to check before the code but the limits: both go in one statement, which
+        # has nothing to check before the code but the limits: all go in one statement, which
         # redeems only what the limits admit. Anything else takes the general path below.
         parsed_early = _pre_authorized_with_tx_code(form)
-        charge = limiter.charge(token_limits, tx_limits) if parsed_early is not None else None
-        if parsed_early is not None and charge is not None:
+        charge = limiter.charge(token_limits, tx_offer) if parsed_early is not None else None
+        if parsed_early is not None and charge is not None and charge.shape[0]:
+            budget = GuessBudget.of(limiter, *tx_client)
             try:
                 offer, access, ttl = await redeem_pre_authorized_code_within_limits(
-                    ctx, tenant, parsed_early.pre_authorized_code or "", parsed_early.tx_code or "", limiter, charge)
+                    ctx, tenant, parsed_early.pre_authorized_code or "", parsed_early.tx_code or "", limiter, charge,
+                    budget)
             except WrongTxCode:
-                await limiter.hit(tx_limits)
+                await limiter.hit(tx_offer)
                 raise
             return _token_response(access, ttl, None, list(offer.configuration_ids))
-    tx_code_allowance = await enforce(limiter, token_limits, error="slow_down", peek=tx_limits if guessing else ())
+    tx_code_allowance = await enforce(limiter, token_limits, error="slow_down", peek=tx_offer if guessing else ())
     if form.get("grant_type") not in (PRE_AUTHORIZED_CODE_GRANT, AUTHORIZATION_CODE_GRANT):
         if "grant_type" not in form:
             raise APIError(400, INVALID_REQUEST, "grant_type is required")
@@ -258,14 +266,20 @@ async def token(request: Request, slug: str) -> JSONResponse:
     # The DPoP proof is checked before the code is spent: a bad proof must not burn the code.
     jkt = await token_request_binding(ctx, request, f"{ctx.issuer_url(tenant.slug)}/token")
     if parsed.grant_type == PRE_AUTHORIZED_CODE_GRANT:
+        reserved = False
         if parsed.tx_code is not None:
             refuse_if_blocked(tx_code_allowance, "slow_down")
+            budget = GuessBudget.of(limiter, *tx_client)
+            if budget is not None and parsed.pre_authorized_code:
+                await reserve_guess(ctx, tenant, budget, parsed.pre_authorized_code, parsed.tx_code)
+                reserved = True
         try:
             offer, access, ttl = await redeem_pre_authorized_code(ctx, tenant, parsed.pre_authorized_code or "",
                                                                   parsed.tx_code, dpop_jkt=jkt)
         except WrongTxCode:
             if limiter is not None:
-                await limiter.hit(tx_limits)
+                # A missing code was not reserved (nothing was guessed): it is charged now, as wrong.
+                await limiter.hit(tx_offer if reserved else [tx_client, *tx_offer])
             raise
         configuration_ids = list(offer.configuration_ids)
     else:
