@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import JSONResponse
 
 from service_kit.app import create_service_app
-from service_kit.crypto import load_master_key
+from service_kit.crypto import SecretBoxError, load_master_key
 from service_kit.db import Database
+from service_kit.errors import error_response
 from service_kit.migrations import run_migrations_async
 from service_kit.ratelimit import build_limiter
 
@@ -19,10 +22,24 @@ from . import __version__
 from .context import WalletContext, load_anchors, master_box
 from .models import RateLimitBucket
 from .settings import WalletSettings
-from .vault import Vault
+from .vault import Vault, VaultError
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 SETTINGS_CLASS = WalletSettings  # what create_app builds from; service_kit.server reads host/port from it
+#: What a request whose wallet data does not open answers (500 ``server_error``): no code, no value.
+UNREADABLE_DESCRIPTION = "stored data of this wallet could not be opened"
+
+log = logging.getLogger(__name__)
+
+
+async def stored_data_unreadable(request: Request, exc: Exception) -> JSONResponse:
+    """A sealed row (or a wallet's data key) that does not open — tampered with, corrupted, or sealed
+    under a key the service does not have — escaped a request: 500 ``server_error`` with a fixed
+    description, and one error log line with the error's code and the wallet id (never a value)."""
+    assert isinstance(exc, VaultError | SecretBoxError)
+    wallet_id = getattr(exc, "wallet_id", None) or getattr(request.state, "wallet_id", None)
+    log.error("stored data of a wallet could not be opened", extra={"code": exc.code, "wallet": wallet_id})
+    return error_response(500, "server_error", UNREADABLE_DESCRIPTION)
 
 DESCRIPTION = """The citizen's cloud wallet: login (VÀLid, OpenID Connect), an encrypted vault, receiving
 credentials by OpenID4VCI, sharing them by OpenID4VP with explicit consent, history, alerts and backups.
@@ -79,6 +96,8 @@ def create_app(settings: WalletSettings | None = None, *, transport: httpx.Async
                              # Every API answer is the citizen's: none may stay in a browser cache after logout.
                              no_store_api=True)
     app.state.wallet = ctx
+    app.add_exception_handler(VaultError, stored_data_unreadable)
+    app.add_exception_handler(SecretBoxError, stored_data_unreadable)
     app.state.rate_limiter = build_limiter(settings, db, RateLimitBucket, load_master_key(settings))
     api = APIRouter()
     for module in (auth, offers, credentials, presentations, history, alerts, backup, audit):

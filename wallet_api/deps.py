@@ -45,6 +45,7 @@ async def get_principal(request: Request, ctx: Annotated[WalletContext, Depends(
         wallet = await session.get(Wallet, sess.wallet_id)
     if wallet is None:
         raise APIError(401, "invalid_token", "the wallet no longer exists")
+    request.state.wallet_id = wallet.id  # for the log of a stored row that does not open (wallet_api.app)
     return Principal(session=sess, wallet=wallet, key=ctx.vault.data_key(wallet))
 
 

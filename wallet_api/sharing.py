@@ -171,7 +171,9 @@ async def receive_request(ctx: WalletContext, me: Principal, uri: str, accept_la
             raise APIError(400, "invalid_request_object", "the verifier asks for a response encryption the wallet lacks")
     verifier = _verifier_view(request)
     async with ctx.db.read_session() as session:
-        credentials = [c for c in await load_credentials(session, me.key) if _usable(c)]
+        # A credential whose stored data does not open cannot be presented: left out (and logged), so
+        # the others can still answer the request.
+        credentials = [c for c in await load_credentials(session, me.key, unreadable=[]) if _usable(c)]
     preview = _evaluate(request, credentials, languages)
     presentation_id = new_id("pres")
     data = {"request": request.model_dump(mode="json", by_alias=True, exclude_none=True),

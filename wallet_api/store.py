@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,7 +17,9 @@ from ssi.sd_jwt import SDJWT
 
 from . import audit
 from .models import Alert, AlertWebhookOutbox, Credential, CredentialCopy, HistoryEntry, utcnow
-from .vault import DataKey, new_id
+from .vault import DataKey, VaultError, new_id
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -59,9 +62,13 @@ def open_copy(key: DataKey, row: CredentialCopy) -> OpenCopy:
                     holder_key=Key.from_jwk(data["holder_jwk"]))
 
 
-async def load_credentials(session: AsyncSession, key: DataKey, *, credential_id: str | None = None
-                           ) -> list[OpenCredential]:
-    """The wallet's credentials (or one), decrypted, oldest first."""
+async def load_credentials(session: AsyncSession, key: DataKey, *, credential_id: str | None = None,
+                           unreadable: list[Credential] | None = None) -> list[OpenCredential]:
+    """The wallet's credentials (or one), decrypted, oldest first.
+
+    A credential whose sealed details or one of whose copies does not open (tampered with or corrupted)
+    raises :class:`~wallet_api.vault.VaultError`, unless ``unreadable`` is given: its row is then put
+    there (and logged, with its id and the error's code) and the others are returned."""
     query = select(Credential).where(Credential.wallet_id == key.wallet_id)
     if credential_id is not None:
         query = query.where(Credential.id == credential_id)
@@ -72,11 +79,23 @@ async def load_credentials(session: AsyncSession, key: DataKey, *, credential_id
         select(CredentialCopy).where(CredentialCopy.wallet_id == key.wallet_id,
                                      CredentialCopy.credential_id.in_([r.id for r in rows]))
         .order_by(CredentialCopy.position))).scalars().all()
-    by_credential: dict[str, list[OpenCopy]] = {}
+    by_credential: dict[str, list[CredentialCopy]] = {}
     for copy in copies:
-        by_credential.setdefault(copy.credential_id, []).append(open_copy(key, copy))
-    return [OpenCredential(row=r, details=key.open("credential", r.id, r.sealed), copies=by_credential.get(r.id, []))
-            for r in rows if by_credential.get(r.id)]
+        by_credential.setdefault(copy.credential_id, []).append(copy)
+    found: list[OpenCredential] = []
+    for row in rows:
+        if not by_credential.get(row.id):
+            continue
+        try:
+            found.append(OpenCredential(row=row, details=key.open("credential", row.id, row.sealed),
+                                        copies=[open_copy(key, copy) for copy in by_credential[row.id]]))
+        except VaultError as exc:
+            if unreadable is None:
+                raise
+            log.error("a stored credential does not open; left out", extra={
+                "code": exc.code, "wallet": key.wallet_id, "credential": row.id})
+            unreadable.append(row)
+    return found
 
 
 async def get_credential(session: AsyncSession, key: DataKey, credential_id: str) -> OpenCredential:

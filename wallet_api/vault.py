@@ -52,11 +52,14 @@ def service_key_aad(name: str) -> bytes:
 
 
 class VaultError(Exception):
-    """A sealed value could not be opened (tampered, wrong wallet/row, or unknown key)."""
+    """A sealed value could not be opened (tampered, wrong wallet/row, or unknown key); ``wallet_id``: the
+    wallet whose row it was, when known. Escaping a request, the wallet app answers it as 500
+    ``server_error`` "stored data of this wallet could not be opened" (:mod:`wallet_api.app`)."""
 
-    def __init__(self, code: str, detail: str = "") -> None:
+    def __init__(self, code: str, detail: str = "", *, wallet_id: str | None = None) -> None:
         self.code = f"vault.{code}"
         self.detail = detail or code
+        self.wallet_id = wallet_id
         super().__init__(f"{self.code}: {self.detail}")
 
 
@@ -98,11 +101,11 @@ class DataKey:
     def open(self, kind: str, row_id: str, sealed: bytes) -> Any:
         """Decrypt a value sealed by :meth:`seal` for the same wallet, kind and row."""
         if len(sealed) < 1 + _NONCE + 16 or sealed[0] != _VERSION:
-            raise VaultError("bad_format", "not a sealed vault value")
+            raise VaultError("bad_format", "not a sealed vault value", wallet_id=self.wallet_id)
         try:
             plaintext = self._aead.decrypt(sealed[1:1 + _NONCE], sealed[1 + _NONCE:], self._aad(kind, row_id))
         except InvalidTag as exc:
-            raise VaultError("decrypt_failed", "tampered value or wrong wallet/row") from exc
+            raise VaultError("decrypt_failed", "tampered value or wrong wallet/row", wallet_id=self.wallet_id) from exc
         return json.loads(plaintext)
 
 

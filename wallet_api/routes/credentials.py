@@ -1,4 +1,10 @@
-"""The citizen's credentials: list, show, delete."""
+"""The citizen's credentials: list, show, delete.
+
+A credential whose stored row does not open (tampered with or corrupted in the database) is listed with
+``unreadable: true`` and what the row holds in clear (type, issuer, times, status), not dropped from the
+list nor failing it: the citizen sees that it is there and broken, and can delete it (and restore it
+from a backup, or ask the issuer again). Showing it answers 500 ``server_error`` "stored data of this
+wallet could not be opened" (:mod:`wallet_api.app`)."""
 
 from __future__ import annotations
 
@@ -8,6 +14,8 @@ from typing import Any
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 from sqlalchemy import delete
+
+from service_kit.errors import APIError
 
 from ..deps import Citizen, Ctx
 from ..models import Credential
@@ -31,6 +39,10 @@ class CredentialSummary(BaseModel):
     status_checked_at: dt.datetime | None
     copies: int = Field(description="Batch copies held (each bound to its own key).")
     display: dict[str, Any] = Field(description="Logo, colours and description from the issuer.")
+    unreadable: bool = Field(default=False, description=(
+        "The stored credential does not open (tampered with or corrupted): only its type, issuer, times and "
+        "status are known, it cannot be shown nor presented; delete it and restore it from a backup or ask "
+        "the issuer again."))
 
 
 class CredentialDetail(CredentialSummary):
@@ -39,26 +51,39 @@ class CredentialDetail(CredentialSummary):
     type_metadata: dict[str, Any] | None = Field(description="SD-JWT VC Type Metadata fetched at `vct`.")
 
 
-def _status(cred: OpenCredential) -> str:
-    if cred.row.status == "valid" and cred.row.expires_at is not None and cred.row.expires_at <= dt.datetime.now(dt.UTC):
+def _status_of(row: Credential) -> str:
+    if row.status == "valid" and row.expires_at is not None and row.expires_at <= dt.datetime.now(dt.UTC):
         return "expired"
-    return cred.row.status
+    return row.status
+
+
+def unreadable_summary(row: Credential) -> dict[str, Any]:
+    """What the list shows of a credential whose sealed data does not open: the row's clear columns."""
+    return {"id": row.id, "vct": row.vct, "name": row.vct, "issuer": row.issuer, "issuer_name": row.issuer,
+            "issued_at": row.issued_at, "expires_at": row.expires_at, "status": _status_of(row),
+            "status_checked_at": row.status_checked_at, "copies": 0,
+            "display": dict.fromkeys(("description", "logo", "background_color", "text_color")),
+            "unreadable": True}
 
 
 def summary(cred: OpenCredential) -> dict[str, Any]:
     display = cred.details.get("display", {})
     return {"id": cred.id, "vct": cred.row.vct, "name": display.get("name") or cred.row.vct,
             "issuer": cred.row.issuer, "issuer_name": cred.details.get("issuer_display", {}).get("name") or cred.row.issuer,
-            "issued_at": cred.row.issued_at, "expires_at": cred.row.expires_at, "status": _status(cred),
+            "issued_at": cred.row.issued_at, "expires_at": cred.row.expires_at, "status": _status_of(cred.row),
             "status_checked_at": cred.row.status_checked_at, "copies": len(cred.copies),
             "display": {k: display.get(k) for k in ("description", "logo", "background_color", "text_color")}}
 
 
 @router.get("/credentials", response_model=list[CredentialSummary], summary="My credentials")
 async def list_credentials(ctx: Ctx, me: Citizen) -> list[dict[str, Any]]:
-    """Every credential with its display data, validity and current status."""
+    """Every credential with its display data, validity and current status, oldest first. One whose
+    stored data does not open is listed with `unreadable: true` (and its type, issuer, times and status)."""
+    broken: list[Credential] = []
     async with ctx.db.read_session() as session:
-        return [summary(c) for c in await load_credentials(session, me.key)]
+        found = await load_credentials(session, me.key, unreadable=broken)
+    listed = [(c.row, summary(c)) for c in found] + [(row, unreadable_summary(row)) for row in broken]
+    return [entry for _, entry in sorted(listed, key=lambda pair: (pair[0].created_at, pair[0].id))]
 
 
 @router.get("/credentials/{credential_id}", response_model=CredentialDetail, summary="One credential")
@@ -74,9 +99,15 @@ async def show_credential(ctx: Ctx, me: Citizen, credential_id: str) -> dict[str
 @router.delete("/credentials/{credential_id}", status_code=204, summary="Delete a credential")
 async def delete_credential(ctx: Ctx, me: Citizen, credential_id: str) -> None:
     """Delete the credential and all its copies; the issuer is told (`credential_deleted`) at its notification
-    endpoint when it has one; the history's deletion entry says whether it took the news (`issuer_notified`)."""
+    endpoint when it has one; the history's deletion entry says whether it took the news (`issuer_notified`).
+    A credential whose stored data does not open is deleted too (its issuer is not told: its notification
+    data is what does not open)."""
+    broken: list[Credential] = []
     async with ctx.db.read_session() as session:
-        cred = await get_credential(session, me.key, credential_id)
+        found = await load_credentials(session, me.key, credential_id=credential_id, unreadable=broken)
+    if not found and not broken:
+        raise APIError(404, "not_found", "no such credential")
+    cred = found[0] if found else OpenCredential(row=broken[0], details={}, copies=[])
     async with ctx.db.session() as session:
         await session.execute(delete(Credential).where(Credential.id == credential_id,
                                                        Credential.wallet_id == me.wallet_id))
