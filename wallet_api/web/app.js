@@ -45,11 +45,25 @@
       err_tx_code_required: "Cal el codi de transacció.", err_untrusted_verifier: "El verificador no és de confiança: no s'ha enviat res.",
       err_invalid_request_object: "La sol·licitud no és vàlida: no s'ha enviat res.", err_invalid_offer: "L'oferta no és vàlida.",
       err_unsatisfiable: "No tens les credencials que es demanen.", err_invalid_pin: "El PIN no és correcte.", err_pin_required: "Escriu el PIN de la cartera.",
-      err_pin_locked: "Massa intents: torna-ho a provar més tard.", err_invalid_backup: "La contrasenya o el fitxer no són correctes.",
+      err_pin_locked: "Massa intents: torna-ho a provar més tard, o restableix el PIN («Has oblidat el PIN?»).", err_invalid_backup: "La contrasenya o el fitxer no són correctes.",
       err_foreign_backup: "Aquesta còpia no és d'aquesta cartera (o s'ha modificat): no s'ha importat res.",
       err_invalid_request: "Les dades no són vàlides.", err_generic: "No s'ha pogut fer ({0}).", err_network: "No hi ha connexió amb el servei.",
       loginFailed: "No s'ha pogut iniciar la sessió.",
-      tabCopied: "Aquesta pestanya és una còpia d'una altra: inicia-hi la sessió (l'altra continua oberta)."
+      tabCopied: "Aquesta pestanya és una còpia d'una altra: inicia-hi la sessió (l'altra continua oberta).",
+      forgotPin: "Has oblidat el PIN?", resetTitle: "Restableix el PIN",
+      resetIntro: "Si has oblidat el PIN, o s'ha bloquejat per massa intents, en pots posar un de nou sense saber l'actual.",
+      resetNeedsLogin: "Primer tornes a iniciar la sessió amb el teu proveïdor d'identitat: només un inici de sessió de fa pocs minuts permet restablir el PIN.",
+      resetEndsSessions: "Es tancaran les altres sessions de la cartera: els altres dispositius i navegadors hauran de tornar a iniciar la sessió.",
+      resetLoginWith: "Torna a iniciar la sessió amb {0}", resetWho: "Cartera de {0}", resetNewPin: "PIN nou",
+      pinRules: "De 4 a 12 xifres, només números.", resetRepeat: "Repeteix el PIN nou", resetSave: "Desa el PIN nou",
+      resetDone: "S'ha desat el PIN nou. S'han tancat les altres sessions de la cartera.", backToRequest: "Torna a la sol·licitud",
+      resetNetwork: "No hi ha connexió amb el servei: el PIN no s'ha canviat. Comprova la connexió i torna-ho a provar.",
+      err_pin_rules: "El PIN ha de tenir de 4 a 12 xifres (només números).", err_pin_mismatch: "Els dos PIN no coincideixen: torna'ls a escriure.",
+      err_recent_login_required: "L'inici de sessió ja no és prou recent per restablir el PIN (ha de ser de fa pocs minuts). Torna a iniciar la sessió i desa el PIN nou tot seguit.",
+      err_pin_reset_required: "Cal restablir el PIN de la cartera: tria «Has oblidat el PIN?».",
+      pinLockedEnded: "Massa PIN incorrectes: s'han tancat totes les sessions de la cartera. Torna a iniciar la sessió; si has oblidat el PIN, restableix-lo tot seguit des de «Jo».",
+      alert_pin_set: "PIN establert", alert_pin_changed: "PIN canviat", alert_pin_removed: "PIN eliminat",
+      alert_pin_reset: "PIN restablert", alert_pin_locked: "PIN bloquejat"
     },
     es: {
       checkNow: "Comprobar ahora", askAction: "Pedirla a un emisor", catalogueTitle: "Pedir una credencial a un emisor", catalogueIntro: "El emisor te pedirá que inicies sesión y después la credencial llegará a tu cartera.", request: "Pedir «{0}»", unavailable: "Ahora no está disponible.", issuanceFailed: "El emisor no ha entregado la credencial.",
@@ -92,11 +106,25 @@
       err_tx_code_required: "Hace falta el código de transacción.", err_untrusted_verifier: "El verificador no es de confianza: no se ha enviado nada.",
       err_invalid_request_object: "La solicitud no es válida: no se ha enviado nada.", err_invalid_offer: "La oferta no es válida.",
       err_unsatisfiable: "No tienes las credenciales que se piden.", err_invalid_pin: "El PIN no es correcto.", err_pin_required: "Escribe el PIN de la cartera.",
-      err_pin_locked: "Demasiados intentos: vuelve a probar más tarde.", err_invalid_backup: "La contraseña o el archivo no son correctos.",
+      err_pin_locked: "Demasiados intentos: vuelve a probar más tarde, o restablece el PIN («¿Has olvidado el PIN?»).", err_invalid_backup: "La contraseña o el archivo no son correctos.",
       err_foreign_backup: "Esta copia no es de esta cartera (o se ha modificado): no se ha importado nada.",
       err_invalid_request: "Los datos no son válidos.", err_generic: "No se ha podido hacer ({0}).", err_network: "No hay conexión con el servicio.",
       loginFailed: "No se ha podido iniciar sesión.",
-      tabCopied: "Esta pestaña es una copia de otra: inicia sesión en ella (la otra sigue abierta)."
+      tabCopied: "Esta pestaña es una copia de otra: inicia sesión en ella (la otra sigue abierta).",
+      forgotPin: "¿Has olvidado el PIN?", resetTitle: "Restablecer el PIN",
+      resetIntro: "Si has olvidado el PIN, o se ha bloqueado por demasiados intentos, puedes poner uno nuevo sin saber el actual.",
+      resetNeedsLogin: "Primero vuelves a iniciar sesión con tu proveedor de identidad: solo un inicio de sesión de hace pocos minutos permite restablecer el PIN.",
+      resetEndsSessions: "Se cerrarán las demás sesiones de la cartera: los otros dispositivos y navegadores tendrán que volver a iniciar sesión.",
+      resetLoginWith: "Volver a iniciar sesión con {0}", resetWho: "Cartera de {0}", resetNewPin: "PIN nuevo",
+      pinRules: "De 4 a 12 cifras, solo números.", resetRepeat: "Repite el PIN nuevo", resetSave: "Guardar el PIN nuevo",
+      resetDone: "Se ha guardado el PIN nuevo. Se han cerrado las demás sesiones de la cartera.", backToRequest: "Volver a la solicitud",
+      resetNetwork: "No hay conexión con el servicio: el PIN no se ha cambiado. Comprueba la conexión y vuelve a probar.",
+      err_pin_rules: "El PIN debe tener de 4 a 12 cifras (solo números).", err_pin_mismatch: "Los dos PIN no coinciden: vuelve a escribirlos.",
+      err_recent_login_required: "El inicio de sesión ya no es lo bastante reciente para restablecer el PIN (debe ser de hace pocos minutos). Vuelve a iniciar sesión y guarda el PIN nuevo enseguida.",
+      err_pin_reset_required: "Hay que restablecer el PIN de la cartera: elige «¿Has olvidado el PIN?».",
+      pinLockedEnded: "Demasiados PIN incorrectos: se han cerrado todas las sesiones de la cartera. Vuelve a iniciar sesión; si has olvidado el PIN, restablécelo enseguida desde «Yo».",
+      alert_pin_set: "PIN establecido", alert_pin_changed: "PIN cambiado", alert_pin_removed: "PIN eliminado",
+      alert_pin_reset: "PIN restablecido", alert_pin_locked: "PIN bloqueado"
     },
     en: {
       checkNow: "Check now", askAction: "Ask an issuer", catalogueTitle: "Ask an issuer for a credential", catalogueIntro: "The issuer will ask you to log in, then the credential comes to your wallet.", request: "Ask for “{0}”", unavailable: "Not available now.", issuanceFailed: "The issuer did not deliver the credential.",
@@ -139,15 +167,32 @@
       err_tx_code_required: "The transaction code is needed.", err_untrusted_verifier: "The verifier is not trusted: nothing was sent.",
       err_invalid_request_object: "The request is not valid: nothing was sent.", err_invalid_offer: "The offer is not valid.",
       err_unsatisfiable: "You do not have the credentials asked for.", err_invalid_pin: "The PIN is not correct.", err_pin_required: "Enter your wallet PIN.",
-      err_pin_locked: "Too many attempts: try again later.", err_invalid_backup: "The passphrase or the file is not correct.",
+      err_pin_locked: "Too many attempts: try again later, or reset your PIN (“Forgot your PIN?”).", err_invalid_backup: "The passphrase or the file is not correct.",
       err_foreign_backup: "This backup is not from this wallet (or it was changed): nothing was imported.",
       err_invalid_request: "The data is not valid.", err_generic: "That did not work ({0}).", err_network: "The service cannot be reached.",
       loginFailed: "The login did not succeed.",
-      tabCopied: "This tab is a copy of another one: log in here too (the other one stays logged in)."
+      tabCopied: "This tab is a copy of another one: log in here too (the other one stays logged in).",
+      forgotPin: "Forgot your PIN?", resetTitle: "Reset your PIN",
+      resetIntro: "If you forgot your PIN, or it is locked after too many attempts, you can set a new one without knowing the current one.",
+      resetNeedsLogin: "First you log in again with your identity provider: only a login of the last few minutes can reset the PIN.",
+      resetEndsSessions: "Your wallet's other sessions will be ended: other devices and browsers will have to log in again.",
+      resetLoginWith: "Log in again with {0}", resetWho: "Wallet of {0}", resetNewPin: "New PIN",
+      pinRules: "4 to 12 digits, numbers only.", resetRepeat: "Repeat the new PIN", resetSave: "Save the new PIN",
+      resetDone: "Your new PIN is saved. Your wallet's other sessions were ended.", backToRequest: "Back to the request",
+      resetNetwork: "The service cannot be reached: your PIN was not changed. Check the connection and try again.",
+      err_pin_rules: "The PIN must have 4 to 12 digits (numbers only).", err_pin_mismatch: "The two PINs do not match: type them again.",
+      err_recent_login_required: "Your login is no longer recent enough to reset the PIN (it must be from the last few minutes). Log in again, then save the new PIN right away.",
+      err_pin_reset_required: "Your wallet's PIN must be reset: choose “Forgot your PIN?”.",
+      pinLockedEnded: "Too many wrong PINs: every session of your wallet was ended. Log in again; if you forgot your PIN, reset it right after, under “Me”.",
+      alert_pin_set: "PIN set", alert_pin_changed: "PIN changed", alert_pin_removed: "PIN removed",
+      alert_pin_reset: "PIN reset", alert_pin_locked: "PIN locked"
     }
   };
 
   var LANGS = ["ca", "es", "en"];
+  // The PIN reset in progress in this tab, across the identity provider's redirect: {step: "login" |
+  // "ready", back: the screen to return to}. Nothing secret; removed when the reset is done or left.
+  var RESET_KEY = "cartera.pinReset";
   var $ = function (id) { return document.getElementById(id); };
   var lang = pickLanguage();
   var me = null;
@@ -262,6 +307,7 @@
 
   function dropTokens() {
     sessionStorage.removeItem("cartera.tokens");
+    sessionStorage.removeItem(RESET_KEY);
     me = null;
     if (alertStream) { alertStream.abort(); alertStream = null; }
     forgetScreens();
@@ -273,11 +319,12 @@
     Object.keys(renders).forEach(function (name) { renders[name] += 1; });
     ["cards", "card-title", "card-meta", "card-status", "card-claims", "offer-issuer", "offer-credentials",
      "offer-result", "verifier-name", "verifier-warning", "request-purpose", "request-queries", "request-result",
-     "history", "alerts", "alert-count", "me", "logins", "pin-state"].forEach(function (id) { clear($(id)); });
+     "history", "alerts", "alert-count", "me", "logins", "pin-state", "reset-who", "reset-result"
+    ].forEach(function (id) { clear($(id)); });
     ["offer-result", "request-result", "verifier-warning", "alert-count", "pin-box", "export-pin-box",
-     "current-pin-box"].forEach(function (id) { $(id).hidden = true; });
+     "current-pin-box", "reset-result"].forEach(function (id) { $(id).hidden = true; });
     ["tx-code", "pin", "history-q", "current-pin", "new-pin", "export-pass", "export-pin", "import-pass", "link",
-     "import-file"].forEach(function (id) { $(id).value = ""; });
+     "import-file", "reset-pin", "reset-pin-again"].forEach(function (id) { $(id).value = ""; });
     delete $("card-delete").dataset.id;
     delete $("offer-form").dataset.id;
     delete $("view-request").dataset.id;
@@ -369,7 +416,10 @@
         }
         if (r.status === 204) { return null; }
         return r.json().catch(function () { return {}; }).then(function (data) {
-          if (!r.ok) { throw { status: r.status, error: data.error || String(r.status), description: data.error_description }; }
+          if (!r.ok) {
+            throw { status: r.status, error: data.error || String(r.status), description: data.error_description,
+                    sessionsEnded: data.sessions_ended === true };
+          }
           return data;
         });
       });
@@ -406,28 +456,35 @@
     });
   }
 
-  function renderLogin() {
-    // Rendered again when the language changes: only the latest answer fills the list, once.
-    var n = ticket("providers");
-    fetch("/v1/auth/providers").then(function (r) { return r.json(); }).then(function (list) {
-      if (!current("providers", n)) { return; }
-      var box = clear($("providers"));
+  function startLogin(provider) {
+    var state = randomState();
+    var verifier = pkceVerifier();
+    sessionStorage.setItem("cartera.loginState", state);
+    sessionStorage.setItem("cartera.loginVerifier", verifier);
+    Promise.resolve().then(function () { return s256(verifier); }).then(function (challenge) {
+      location.assign("/v1/auth/login?" + new URLSearchParams({
+        provider: provider.name, redirect_uri: redirectUri(), state: state,
+        code_challenge: challenge, code_challenge_method: "S256" }).toString());
+    }).catch(function () { showError(t("loginFailed")); });
+  }
+
+  function providerButtons(name, box, label, before) {
+    // One button per identity provider. Rendered again when the language changes: only the latest
+    // answer fills the box, once.
+    var n = ticket(name);
+    return fetch("/v1/auth/providers").then(function (r) { return r.json(); }).then(function (list) {
+      if (!current(name, n)) { return; }
+      clear(box);
       list.forEach(function (provider) {
-        var button = el("button", { type: "button", "class": "primary", text: t("loginWith", provider.label) });
-        button.addEventListener("click", function () {
-          var state = randomState();
-          var verifier = pkceVerifier();
-          sessionStorage.setItem("cartera.loginState", state);
-          sessionStorage.setItem("cartera.loginVerifier", verifier);
-          Promise.resolve().then(function () { return s256(verifier); }).then(function (challenge) {
-            location.assign("/v1/auth/login?" + new URLSearchParams({
-              provider: provider.name, redirect_uri: redirectUri(), state: state,
-              code_challenge: challenge, code_challenge_method: "S256" }).toString());
-          }).catch(function () { showError(t("loginFailed")); });
-        });
+        var button = el("button", { type: "button", "class": "primary", text: t(label, provider.label) });
+        button.addEventListener("click", function () { if (before) { before(); } startLogin(provider); });
         box.appendChild(button);
       });
     }).catch(function () { showError(t("err_network")); });
+  }
+
+  function renderLogin() {
+    providerButtons("providers", $("providers"), "loginWith");
   }
 
   function finishLogin() {
@@ -436,7 +493,10 @@
     var verifier = sessionStorage.getItem("cartera.loginVerifier");
     sessionStorage.removeItem("cartera.loginState");
     sessionStorage.removeItem("cartera.loginVerifier");
-    history.replaceState(null, "", "/app/");
+    // A login started from the "reset your PIN" screen returns there, whatever its outcome.
+    var reset = resetState();
+    var forReset = reset !== null && reset.step === "login";
+    history.replaceState(null, "", forReset ? "/app/#/pin-reset" : "/app/");
     // A redirect this tab did not start (another state, or none kept) is dropped: login CSRF.
     if (params.get("error") || !params.get("code") || !expected || params.get("state") !== expected || !verifier) {
       flashError = t("loginFailed");
@@ -449,13 +509,23 @@
     }).then(function (r) {
       if (!r.ok) { throw new Error("token"); }
       return r.json();
-    }).then(function (body) { saveTokens(body); location.hash = "#/cards"; })
-      .catch(function () { flashError = t("loginFailed"); });
+    }).then(function (body) {
+      var previous = tokens();
+      saveTokens(body);
+      // Logged in again over a session of this tab (the fresh login a PIN reset needs): that older
+      // session is ended rather than left behind (best effort; the reset ends it anyway).
+      if (previous && previous.access) {
+        fetch("/v1/auth/logout", { method: "POST", headers: { Authorization: "Bearer " + previous.access } })
+          .catch(function () {});
+      }
+      if (forReset) { setResetState("ready", reset.back); } else { location.hash = "#/cards"; }
+    }).catch(function () { flashError = t("loginFailed"); });
   }
 
   // -- routing -------------------------------------------------------------------------------------
 
-  var VIEWS = ["login", "cards", "card", "catalogue", "scan", "offer", "request", "history", "alerts", "settings"];
+  var VIEWS = ["login", "cards", "card", "catalogue", "scan", "offer", "request", "history", "alerts", "settings",
+               "pin-reset"];
 
   function go(name, id) { location.hash = "#/" + name + (id ? "/" + encodeURIComponent(id) : ""); }
 
@@ -469,6 +539,7 @@
     if (!tokens()) { name = "login"; }
     if (name === "login" && tokens()) { name = "cards"; }
     stopCamera();
+    if (name !== "pin-reset") { leavePinReset(); }
     showError(flashError);
     flashError = "";
     setStatus(flash);
@@ -476,7 +547,8 @@
     VIEWS.forEach(function (view) { $("view-" + view).hidden = view !== name; });
     $("nav").hidden = name === "login";
     document.querySelectorAll("#nav a").forEach(function (link) {
-      if (link.dataset.route === name || ((name === "card" || name === "catalogue") && link.dataset.route === "cards")) {
+      if (link.dataset.route === name || ((name === "card" || name === "catalogue") && link.dataset.route === "cards") ||
+          (name === "pin-reset" && link.dataset.route === "settings")) {
         link.setAttribute("aria-current", "page");
       } else { link.removeAttribute("aria-current"); }
     });
@@ -487,7 +559,8 @@
     if (name !== "login") { startAlerts(); }
     var render = { login: renderLogin, cards: renderCards, card: renderCard, catalogue: renderCatalogue,
                    scan: function () {}, offer: renderOffer,
-                   request: renderRequest, history: renderHistory, alerts: renderAlerts, settings: renderSettings }[name];
+                   request: renderRequest, history: renderHistory, alerts: renderAlerts, settings: renderSettings,
+                   "pin-reset": renderPinReset }[name];
     render(id);
   }
 
@@ -906,6 +979,7 @@
   }
 
   function requestDone(request) {
+    $("pin").value = "";  // answered: the PIN typed for it does not stay in the page
     var result = clear($("request-result"));
     result.hidden = false;
     $("approve").disabled = true;
@@ -959,6 +1033,8 @@
           $("approve").disabled = false;
           $("decline").disabled = false;
         }
+        // Locked: the citizen can still decline (or reset the PIN and come back).
+        if (pinBlocked(err, "pin-box", "forgot-pin-request") && !err.sessionsEnded) { $("decline").disabled = false; }
       });
   }
 
@@ -1129,6 +1205,142 @@
     }).catch(function (err) {
       showError(errorText(err));
       if (err.error === "pin_required") { askForPin("current-pin-box", "current-pin"); }
+      pinBlocked(err, "current-pin-box", "forgot-pin-settings");
+    });
+  }
+
+  function pinBlocked(err, box, link) {
+    // The PIN can no longer be tried: locked after too many wrong ones, or unusable. The way out is the
+    // reset, so the "Forgot your PIN?" link next to the field gets the focus. True when so.
+    if (err.sessionsEnded) {
+      // The lockout also ended every session of the wallet, this one included: log in again.
+      dropTokens();
+      flashError = t("pinLockedEnded");
+      go("login");
+      return true;
+    }
+    if (err.error !== "pin_locked" && err.error !== "pin_reset_required") { return false; }
+    $(box).hidden = false;
+    $(link).focus();
+    return true;
+  }
+
+  // -- a forgotten PIN -----------------------------------------------------------------------------
+  // POST /v1/pin/reset sets a new PIN without the current one, but only from a session whose login is a
+  // few minutes old (403 recent_login_required otherwise), and ends the wallet's other sessions. So the
+  // screen explains that, sends the citizen to log in again at the identity provider (the callback
+  // returns here, see finishLogin), then asks for the new PIN twice, with the rules of the PIN form.
+
+  var resetBack = "#/settings";
+
+  function safeBack(hash) {
+    return /^#\/(settings|request\/[^/]+)$/.test(hash || "") ? hash : "#/settings";
+  }
+
+  function resetState() {
+    try { return JSON.parse(sessionStorage.getItem(RESET_KEY) || "null"); } catch (e) { return null; }
+  }
+
+  function setResetState(step, back) {
+    sessionStorage.setItem(RESET_KEY, JSON.stringify({ step: step, back: safeBack(back) }));
+  }
+
+  function leavePinReset() {
+    // Left (or done): no PIN stays in the page, no reset marker in the tab.
+    $("reset-pin").value = "";
+    $("reset-pin-again").value = "";
+    sessionStorage.removeItem(RESET_KEY);
+  }
+
+  function markInvalid(input, invalid) {
+    if (invalid) { input.setAttribute("aria-invalid", "true"); } else { input.removeAttribute("aria-invalid"); }
+  }
+
+  function showResetLogin() {
+    $("reset-form").hidden = true;
+    $("reset-login").hidden = false;
+    return providerButtons("reset-providers", $("reset-login"), "resetLoginWith", function () {
+      setResetState("login", resetBack);
+    });
+  }
+
+  function renderPinReset() {
+    var state = resetState();
+    if (state) { resetBack = safeBack(state.back); }
+    $("pin-reset-back").setAttribute("href", resetBack);
+    clear($("reset-result")).hidden = true;
+    ["reset-pin", "reset-pin-again"].forEach(function (id) { $(id).value = ""; markInvalid($(id), false); });
+    if (!state || state.step !== "ready") { showResetLogin(); return; }
+    // Just logged in again: the new PIN, for the wallet that login opened.
+    $("reset-login").hidden = true;
+    $("reset-form").hidden = false;
+    $("reset-save").disabled = false;
+    $("reset-pin").focus();
+    var n = ticket("reset");
+    api("GET", "/v1/me").then(function (who) {
+      if (!current("reset", n)) { return; }
+      me = who;
+      $("reset-who").textContent = t("resetWho", who.name + " · " + who.identifier);
+    }).catch(function (err) { showError(errorText(err)); });
+  }
+
+  function submitReset(event) {
+    event.preventDefault();
+    var pin = $("reset-pin");
+    var again = $("reset-pin-again");
+    showError("");
+    markInvalid(pin, false);
+    markInvalid(again, false);
+    // The rules of the PIN form (4 to 12 digits), said in the app's words rather than the browser's.
+    if (!/^[0-9]{4,12}$/.test(pin.value)) {
+      markInvalid(pin, true);
+      showError(t("err_pin_rules"));
+      pin.focus();
+      return;
+    }
+    if (again.value !== pin.value) {
+      again.value = "";
+      markInvalid(again, true);
+      showError(t("err_pin_mismatch"));
+      again.focus();
+      return;
+    }
+    $("reset-save").disabled = true;
+    setStatus(t("working"));
+    api("POST", "/v1/pin/reset", { pin: pin.value }).then(function () {
+      setStatus("");
+      leavePinReset();
+      if (me) { me.pin_set = true; }
+      $("reset-form").hidden = true;
+      var result = clear($("reset-result"));
+      result.hidden = false;
+      var done = el("p", { id: "reset-done", "class": "success", tabindex: "-1", text: t("resetDone") });
+      result.appendChild(done);
+      result.appendChild(el("p", {}, [el("a", { "class": "button primary", href: resetBack,
+        text: resetBack === "#/settings" ? t("continueAt") : t("backToRequest") })]));
+      done.focus();
+    }).catch(function (err) {
+      setStatus("");
+      $("reset-save").disabled = false;
+      if (err.error === "recent_login_required") {
+        // The login is too old by now: log in again (the PIN typed is not kept meanwhile).
+        pin.value = "";
+        again.value = "";
+        sessionStorage.removeItem(RESET_KEY);
+        showError(t("err_recent_login_required"));
+        showResetLogin().then(function () {
+          var first = $("reset-login").querySelector("button");
+          if (first) { first.focus(); }
+        });
+      } else if (err.error === "invalid_request") {
+        markInvalid(pin, true);
+        showError(t("err_pin_rules"));
+        pin.focus();
+      } else if (!err.error) {
+        showError(t("resetNetwork"));
+      } else {
+        showError(errorText(err));
+      }
     });
   }
 
@@ -1151,6 +1363,7 @@
       setStatus("");
       showError(errorText(err));
       if (err.error === "pin_required") { askForPin("export-pin-box", "export-pin"); }
+      pinBlocked(err, "export-pin-box", "forgot-pin-export");
     });
   }
 
@@ -1197,6 +1410,14 @@
   $("alerts-read").addEventListener("click", markRead);
   $("export-form").addEventListener("submit", exportBackup);
   $("pin-form").addEventListener("submit", savePin);
+  $("reset-form").addEventListener("submit", submitReset);
+  document.querySelectorAll(".forgot-pin").forEach(function (link) {
+    // Remember where the PIN was asked, to come back there once it is reset.
+    link.addEventListener("click", function () {
+      sessionStorage.removeItem(RESET_KEY);
+      resetBack = safeBack(location.hash);
+    });
+  });
   $("history-search").addEventListener("submit", function (event) { event.preventDefault(); renderHistory(); });
   $("import-form").addEventListener("submit", importBackup);
   $("logout").addEventListener("click", logout);
