@@ -102,14 +102,18 @@ class Phone:
         """Log in through the sandbox VÀLid login page, as a person would."""
         self.open()
         self.page.get_by_role("button", name=button).click()
+        self.at_idp(identifier)
+        self.page.wait_for_url(f"{self.system.wallet}/app/#/cards")
+        expect(self.page.locator("#view-cards")).to_be_visible()
+
+    def at_idp(self, identifier: str) -> None:
+        """Log in as ``identifier`` on the sandbox VÀLid page the app has sent the browser to."""
         self.page.fill("#q", identifier)
         self.page.get_by_role("button", name="Search").click()
         # The sandbox login page (a stand-in for VÀLid) overflows a 360-px screen, so it is used with the
         # keyboard: the searched citizen is the first and pre-selected row.
         expect(self.page.locator(f"input[name=identifier][value='{identifier}']")).to_be_checked()
         self.page.get_by_role("button", name="Log in as this citizen").press("Enter")
-        self.page.wait_for_url(f"{self.system.wallet}/app/#/cards")
-        expect(self.page.locator("#view-cards")).to_be_visible()
 
     def scan(self, text: str) -> None:
         """Hand a decoded QR text to the app exactly as its camera loop does."""
