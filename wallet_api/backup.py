@@ -56,6 +56,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from pydantic import ValidationError
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from service_kit.errors import APIError
 from ssi import sd_jwt_vc
@@ -78,7 +79,7 @@ from .receiving import (
     fetch_issuer_metadata,
     verify_received,
 )
-from .store import STORED, accept_languages, add_credential, add_history, load_credentials
+from .store import STORED, accept_languages, add_credential, add_history, load_credentials, lock_wallet
 
 FORMAT = "cartera-wallet-backup"
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**17, 8, 1
@@ -561,10 +562,9 @@ async def export_wallet(ctx: WalletContext, me: Principal, passphrase: str, pin:
     return await _off_loop(seal_backup, content, passphrase)
 
 
-async def _restored_before(ctx: WalletContext, me: Principal) -> set[str]:
+async def _restored_before(session: AsyncSession, me: Principal) -> set[str]:
     """The ids of the events this wallet has: its history rows, and the originals of entries it imported."""
-    async with ctx.db.read_session() as session:
-        rows = (await session.execute(select(HistoryEntry).where(HistoryEntry.wallet_id == me.wallet_id))).scalars().all()
+    rows = (await session.execute(select(HistoryEntry).where(HistoryEntry.wallet_id == me.wallet_id))).scalars().all()
     known = {row.id for row in rows}
     for row in rows:
         if row.kind == IMPORTED:
@@ -579,7 +579,12 @@ async def import_wallet(ctx: WalletContext, me: Principal, backup: Any, passphra
     """Add a backup's credentials (skipping ones already present) and history to this wallet.
 
     All or nothing: the file must be this citizen's, unchanged since its export, and every entry is
-    checked and verified before anything is stored."""
+    checked and verified before anything is stored.
+
+    Serialised per wallet (:func:`wallet_api.store.lock_wallet`, as credential deletions are): what is
+    already present is read inside the transaction that stores, after the lock, so two imports of the
+    same file at once store each credential and history entry once — the second finds the first's.
+    A stored credential that does not open is not compared (the file's copy is restored beside it)."""
     header = _check_header(backup)  # before scrypt: the file may not choose a costlier KDF
     content = await _off_loop(_decrypt, *header, passphrase)
     async with ctx.db.read_session() as session:
@@ -587,12 +592,12 @@ async def import_wallet(ctx: WalletContext, me: Principal, backup: Any, passphra
     _check_binding(content, index_key, me.wallet.subject_index)
     checked, history = check_content(content)
     credentials = await verify_content(ctx, checked, accept_languages(accept_language))
-    async with ctx.db.read_session() as session:
-        present = {cp.token for c in await load_credentials(session, me.key) for cp in c.copies}
-    known = await _restored_before(ctx, me)
     now = time.time()
     added, expired, restored, imported = 0, 0, [], 0
     async with ctx.db.session() as session:
+        await lock_wallet(session, me.wallet_id)
+        present = {cp.token for c in await load_credentials(session, me.key, unreadable=[]) for cp in c.copies}
+        known = await _restored_before(session, me)
         for entry in credentials:
             tokens = [token for token, _ in entry["copies"]]
             if any(token in present for token in tokens):

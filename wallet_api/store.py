@@ -16,7 +16,7 @@ from ssi.jose import Key
 from ssi.sd_jwt import SDJWT
 
 from . import audit
-from .models import Alert, AlertWebhookOutbox, Credential, CredentialCopy, HistoryEntry, utcnow
+from .models import Alert, AlertWebhookOutbox, Credential, CredentialCopy, HistoryEntry, Wallet, utcnow
 from .vault import DataKey, VaultError, new_id
 
 log = logging.getLogger(__name__)
@@ -104,6 +104,15 @@ async def get_credential(session: AsyncSession, key: DataKey, credential_id: str
     if not found:
         raise APIError(404, "not_found", "no such credential")
     return found[0]
+
+
+async def lock_wallet(session: AsyncSession, wallet_id: str) -> None:
+    """Serialise ``session``'s transaction with the other writers of the wallet's credentials that take
+    this lock (backup imports, credential deletions): the ``wallets`` row locked ``FOR UPDATE`` on
+    PostgreSQL, until the transaction ends. On SQLite every write transaction is serial already
+    (``BEGIN IMMEDIATE``, :mod:`service_kit.db`); what the transaction reads after this sees what the
+    writer before it committed."""
+    await session.execute(select(Wallet.id).where(Wallet.id == wallet_id).with_for_update())
 
 
 def _ts(value: Any) -> dt.datetime | None:

@@ -20,7 +20,7 @@ from service_kit.errors import APIError
 from ..deps import Citizen, Ctx
 from ..models import Credential
 from ..receiving import IssuerSession
-from ..store import STORED, OpenCredential, add_history, get_credential, load_credentials
+from ..store import STORED, OpenCredential, add_history, get_credential, load_credentials, lock_wallet
 
 router = APIRouter(tags=["credentials"])
 
@@ -109,6 +109,7 @@ async def delete_credential(ctx: Ctx, me: Citizen, credential_id: str) -> None:
         raise APIError(404, "not_found", "no such credential")
     cred = found[0] if found else OpenCredential(row=broken[0], details={}, copies=[])
     async with ctx.db.session() as session:
+        await lock_wallet(session, me.wallet_id)  # one at a time with a backup import (wallet_api.backup)
         await session.execute(delete(Credential).where(Credential.id == credential_id,
                                                        Credential.wallet_id == me.wallet_id))
     notified = False
