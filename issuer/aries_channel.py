@@ -37,8 +37,8 @@ import datetime as dt
 import logging
 import os
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Mapping
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import FastAPI
@@ -92,7 +92,8 @@ ISSUED_STATES = ("credential-issued", "done")
 SETTLED_STATES = ("issued", "failed", "abandoned")
 #: How long a source may keep an Aries issuance pending (as an OpenID4VCI deferred transaction lives).
 DEFERRED_TTL = dt.timedelta(days=30)
-#: A poll in progress moves the exchange's next poll this far ahead, so that other workers skip it.
+#: A poll in progress moves the exchange's next poll this far ahead, so that other workers skip it (the
+#: default of the ``aries_poll_lease`` setting; renewed while the poll runs).
 POLL_LEASE = dt.timedelta(seconds=60)
 #: Seconds between two sweeps for due deferred exchanges and stalled offers (each a cheap indexed query).
 SWEEP_EVERY = 1.0
@@ -125,6 +126,24 @@ class _Unsettled(Exception):  # noqa: N818 - a control-flow signal, not an error
     The exchange is left as it is (``offering`` or ``pending``): after its lease, the sweep finds out
     from the record and the agent what happened, and adopts the offer or withdraws the record.
     """
+
+
+class _LeaseLost(Exception):  # noqa: N818 - a control-flow signal, not an error shown to anyone
+    """A deferred poll found, right before offering, that its exchange's lease is no longer its own:
+    another worker polls the exchange now, and only that one may offer."""
+
+
+@dataclass
+class _Lease:
+    """A deferred poll's hold on its exchange: the ``expires_at`` it last wrote (its conditional writes
+    compare it), how far each renewal moves it, and whether it was found taken. ``lock`` serialises
+    the renewals (:meth:`IssuerAriesChannel._keep_lease`) with the poll's own writes under the lease."""
+
+    exchange_id: str
+    until: dt.datetime
+    span: dt.timedelta
+    lost: bool = False
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
 def deferred_key(exchange_id: str) -> str:
@@ -443,14 +462,17 @@ class IssuerAriesChannel:
         return ex, tenant, reg
 
     async def _record_and_offer(self, ex: AriesExchange, tenant: TenantRef, reg: RegisteredType,
-                                answer: Claims, *, credential_id: str) -> None:
+                                answer: Claims, *, credential_id: str,
+                                claim: Callable[[], Awaitable[None]] | None = None) -> None:
         """Record the issuance (with a status index) and offer the credential on the exchange's connection.
 
         ``credential_id``: the id reserved when the exchange was claimed (or by its deferral, as an
         OpenID4VCI deferred transaction does), so that a takeover finds what this attempt committed.
         Any failure between the record and the offer withdraws the record (nothing undelivered stays
         valid); raises :class:`_Unsettled` when that is not certain: the withdrawal failed, or the offer
-        went out but the exchange could not be marked ``offered``.
+        went out but the exchange could not be marked ``offered``. ``claim`` (a deferred poll's) runs
+        immediately before the agent is asked to send: when it raises (:class:`_LeaseLost`) the record
+        is withdrawn and nothing is sent.
         """
         ctx = self.ctx
         now = utcnow()
@@ -479,6 +501,12 @@ class IssuerAriesChannel:
         except Exception:
             await self._withdraw(credential_id)
             raise
+        if claim is not None:
+            try:
+                await claim()
+            except Exception:
+                await self._withdraw(credential_id)
+                raise
         try:
             sent = await channel.offer(agent, str(ex.connection_id), credential, ex.proof_type)
         except Exception as exc:
@@ -675,14 +703,23 @@ class IssuerAriesChannel:
                 updated_at=now))
         log.info("aries issuance deferred by the source", extra={"exchange_id": ex.id, "type_id": ex.type_id})
 
+    def poll_lease(self) -> dt.timedelta:
+        """How long a poll holds its exchange (``aries_poll_lease``; :data:`POLL_LEASE` by default).
+        Renewed every third of it while the poll runs (:meth:`_keep_lease`)."""
+        return dt.timedelta(seconds=self.ctx.settings.aries_poll_lease)
+
     async def poll_due(self, limit: int = 20) -> int:
         """Poll the source of every ``pending`` exchange whose time has come; returns how many were polled.
 
-        Each exchange is leased by a conditional ``UPDATE`` (its next poll moved :data:`POLL_LEASE`
+        Each exchange is leased by a conditional ``UPDATE`` (its next poll moved :meth:`poll_lease`
         past the moment of the claim, not past the start of the sweep, which after slow polls could be
         in the past) before its source is asked, so several workers sweeping together never poll one
-        exchange twice at once. What the poll then writes to the exchange (rescheduled, failed) is
-        written only while the lease is still this poll's: past it, another worker may be polling it.
+        exchange twice at once. The lease is renewed while the poll runs (a slow source or agent does
+        not lose it; a worker gone or stuck does), and the offer is sent only after a conditional
+        ``UPDATE`` found the lease still this poll's and moved it past the longest an offer can take
+        (:meth:`_claim_for_offer`): at most one offer per exchange, however long a poll takes. What
+        the poll then writes to the exchange (rescheduled, failed) is written only while the lease is
+        still this poll's: past it, another worker may be polling it.
         """
         if self.runtime is None:
             return 0
@@ -693,42 +730,93 @@ class IssuerAriesChannel:
         polled = 0
         for exchange_id in due:
             now = utcnow()
-            lease = now + POLL_LEASE
+            lease = _Lease(exchange_id, now + self.poll_lease(), self.poll_lease())
             async with self.ctx.session() as session:
                 leased = (await session.execute(
                     update(AriesExchange).where(AriesExchange.id == exchange_id, AriesExchange.state == "pending",
                                                 AriesExchange.expires_at <= now)
-                    .values(expires_at=lease).returning(AriesExchange.id))).scalar_one_or_none()
+                    .values(expires_at=lease.until).returning(AriesExchange.id))).scalar_one_or_none()
             if leased is None:
                 continue
             polled += 1
-            try:
-                await self._poll_one(exchange_id, lease)
-            except asyncio.CancelledError:
-                # Shutting down mid-poll: give the exchange back at once rather than after the lease.
-                await asyncio.shield(self._reschedule(exchange_id, 0, lease))
-                raise
-            except _Unsettled as exc:
-                # An offer may be out: the next poll settles it from the record and the agent, after the
-                # offer lease (as a takeover would), not the short poll lease: an offer whose answer was
-                # lost may reach the agent's records only once its slow call ends.
-                log.error("aries deferred offer left to the next poll", extra={
-                    "exchange_id": exchange_id, "reason": str(exc), "error": type(exc.__cause__).__name__})
-                async with self.ctx.session() as session:
-                    await session.execute(update(AriesExchange).where(
-                        AriesExchange.id == exchange_id, AriesExchange.state == "pending",
-                        AriesExchange.expires_at == lease).values(expires_at=utcnow() + self.offer_lease()))
-            except (APIError, AriesError, CredentialSchemaError) as exc:
-                code = exc.code if isinstance(exc, AriesError | CredentialSchemaError) else exc.error
-                if isinstance(exc, APIError) and exc.status_code == 503:
-                    # The source (or our agent) is down for now: keep the exchange, ask again later.
-                    await self._reschedule(exchange_id, 30, lease)
-                    continue
-                log.warning("aries deferred issuance failed", extra={"exchange_id": exchange_id, "code": code})
-                await self._fail_deferred(exchange_id, str(code)[:100], lease)
+            await self._poll_leased(exchange_id, lease)
         return polled
 
-    async def _poll_one(self, exchange_id: str, lease: dt.datetime) -> None:
+    async def _poll_leased(self, exchange_id: str, lease: _Lease) -> None:
+        keeper = asyncio.create_task(self._keep_lease(lease), name=f"aries-lease-{exchange_id}")
+        try:
+            try:
+                await self._poll_one(exchange_id, lease)
+            finally:
+                keeper.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await keeper
+        except asyncio.CancelledError:
+            # Shutting down mid-poll: give the exchange back at once rather than after the lease.
+            await asyncio.shield(self._reschedule(exchange_id, 0, lease))
+            raise
+        except _LeaseLost:
+            log.warning("aries deferred poll lost its lease; nothing offered, the exchange is left to the poll "
+                        "that has it", extra={"exchange_id": exchange_id})
+        except _Unsettled as exc:
+            # An offer may be out: the next poll settles it from the record and the agent, after the
+            # offer lease (as a takeover would), not the short poll lease: an offer whose answer was
+            # lost may reach the agent's records only once its slow call ends.
+            log.error("aries deferred offer left to the next poll", extra={
+                "exchange_id": exchange_id, "reason": str(exc), "error": type(exc.__cause__).__name__})
+            async with self.ctx.session() as session:
+                await session.execute(update(AriesExchange).where(
+                    AriesExchange.id == exchange_id, AriesExchange.state == "pending",
+                    AriesExchange.expires_at == lease.until).values(expires_at=utcnow() + self.offer_lease()))
+        except (APIError, AriesError, CredentialSchemaError) as exc:
+            code = exc.code if isinstance(exc, AriesError | CredentialSchemaError) else exc.error
+            if isinstance(exc, APIError) and exc.status_code == 503:
+                # The source (or our agent) is down for now: keep the exchange, ask again later.
+                await self._reschedule(exchange_id, 30, lease)
+                return
+            log.warning("aries deferred issuance failed", extra={"exchange_id": exchange_id, "code": code})
+            await self._fail_deferred(exchange_id, str(code)[:100], lease)
+
+    async def _renew(self, lease: _Lease, span: dt.timedelta) -> bool:
+        """Move the lease to ``span`` from now, if it is still this poll's (a conditional ``UPDATE`` on
+        the ``expires_at`` it last wrote); otherwise mark it lost. Serialised with the poll's other
+        writes under the lease (``lease.lock``)."""
+        async with lease.lock:
+            if lease.lost:
+                return False
+            until = utcnow() + span
+            async with self.ctx.session() as session:
+                renewed = (await session.execute(update(AriesExchange).where(
+                    AriesExchange.id == lease.exchange_id, AriesExchange.state == "pending",
+                    AriesExchange.expires_at == lease.until).values(expires_at=until)
+                    .returning(AriesExchange.id))).scalar_one_or_none()
+            if renewed is None:
+                lease.lost = True
+                return False
+            lease.until, lease.span = until, span
+            return True
+
+    async def _keep_lease(self, lease: _Lease) -> None:
+        """Renew the poll's lease every third of it while the poll runs (the heartbeat): a slow source
+        or agent keeps its exchange. A renewal that fails for the database is tried again at the next
+        beat; one that finds the lease taken stops (the offer's claim then refuses to send)."""
+        while not lease.lost:
+            await asyncio.sleep(self.poll_lease().total_seconds() / 3)
+            try:
+                await self._renew(lease, lease.span)
+            except Exception as exc:  # noqa: BLE001 - the next beat tries again; the claim decides anyway
+                log.warning("aries poll lease not renewed", extra={"exchange_id": lease.exchange_id,
+                                                                    "error": type(exc).__name__})
+
+    async def _claim_for_offer(self, lease: _Lease) -> None:
+        """Right before the offer goes to the agent: the lease must still be this poll's, and is moved
+        past the longest an offer can take (:meth:`offer_lease`), so no other worker takes the exchange
+        while the offer is on its way; it settles it afterwards (adopts the offer) if this one stops.
+        Raises :class:`_LeaseLost` otherwise: another worker has the exchange, nothing may be sent."""
+        if not await self._renew(lease, self.offer_lease()):
+            raise _LeaseLost()
+
+    async def _poll_one(self, exchange_id: str, lease: _Lease) -> None:
         ex, tenant, reg = await self._load(exchange_id)
         async with self.ctx.db.read_session() as session:
             row = (await session.execute(select(DeferredTransaction).where(
@@ -758,24 +846,28 @@ class IssuerAriesChannel:
         if isinstance(answer, Pending):
             await self._reschedule(exchange_id, answer.retry_after, lease)
             return
-        await self._record_and_offer(ex, tenant, reg, answer, credential_id=credential_id)
+        # Claimed before the record too: a poll that lost its lease records nothing under the id the
+        # poll that has the exchange now works with.
+        await self._claim_for_offer(lease)
+        await self._record_and_offer(ex, tenant, reg, answer, credential_id=credential_id,
+                                     claim=lambda: self._claim_for_offer(lease))
 
-    async def _reschedule(self, exchange_id: str, retry_after: int, lease: dt.datetime) -> None:
+    async def _reschedule(self, exchange_id: str, retry_after: int, lease: _Lease) -> None:
         """The next poll of a ``pending`` exchange, unless the poll's lease (``expires_at``) was lost."""
-        async with self.ctx.session() as session:
+        async with lease.lock, self.ctx.session() as session:
             await session.execute(update(AriesExchange).where(
                 AriesExchange.id == exchange_id, AriesExchange.state == "pending",
-                AriesExchange.expires_at == lease).values(
+                AriesExchange.expires_at == lease.until).values(
                 expires_at=utcnow() + self._poll_delay(retry_after), updated_at=utcnow()))
 
-    async def _fail_deferred(self, exchange_id: str, code: str, lease: dt.datetime) -> None:
+    async def _fail_deferred(self, exchange_id: str, code: str, lease: _Lease) -> None:
         """Fail a deferred exchange whose poll failed, if it is still ``pending`` under that poll's lease:
         a poll past its lease must not fail an exchange another worker has polled since, and perhaps
         offered (``offered``, or ``pending`` with that worker's lease while it offers)."""
-        async with self.ctx.session() as session:
+        async with lease.lock, self.ctx.session() as session:
             failed = (await session.execute(update(AriesExchange).where(
                 AriesExchange.id == exchange_id, AriesExchange.state == "pending",
-                AriesExchange.expires_at == lease).values(state="failed", error=code, updated_at=utcnow())
+                AriesExchange.expires_at == lease.until).values(state="failed", error=code, updated_at=utcnow())
                 .returning(AriesExchange.id))).scalar_one_or_none()
             if failed is not None:
                 await session.execute(delete(DeferredTransaction).where(

@@ -143,6 +143,10 @@ class IssuerSettings(SigningServiceSettings):
     aries_deferred_max_interval: int = Field(
         default=3600, ge=1, description="Longest wait, seconds, between two polls of a data source that answered "
                                         "pending to an Aries issuance (its own estimate is used when shorter).")
+    aries_poll_lease: float = Field(
+        default=60.0, ge=0.5, le=3600, description="How long a worker's poll of a pending Aries issuance holds its "
+                                                   "exchange, seconds; renewed while the poll runs, so only a worker "
+                                                   "gone or stuck that long loses it to another.")
 
     @field_validator("oauth_clients")
     @classmethod
