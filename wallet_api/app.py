@@ -96,6 +96,11 @@ def create_app(settings: WalletSettings | None = None, *, transport: httpx.Async
                              # Every API answer is the citizen's: none may stay in a browser cache after logout.
                              no_store_api=True)
     app.state.wallet = ctx
+    ctx.sweeps_counter = app.state.metrics.counter(
+        "cartera_wallet_sweeps_total", "Background sweeps completed (status checks, expiry alerts, deferred "
+        "polls, purges), by every worker.")
+    ctx.sweep_failures = app.state.metrics.counter(
+        "cartera_wallet_sweep_job_failures_total", "Background sweep jobs that failed (retried next sweep).", ["job"])
     app.add_exception_handler(VaultError, stored_data_unreadable)
     app.add_exception_handler(SecretBoxError, stored_data_unreadable)
     app.state.rate_limiter = build_limiter(settings, db, RateLimitBucket, load_master_key(settings))

@@ -142,6 +142,10 @@ async def sweep(ctx: WalletContext) -> dict[str, int]:
         except Exception:  # noqa: BLE001 - the other jobs still run, this one again next sweep
             log.exception("wallet background job failed", extra={"job": name})
             done[name] = 0
+            if ctx.sweep_failures is not None:
+                ctx.sweep_failures.labels(name).inc()
+    if ctx.sweeps_counter is not None:
+        ctx.sweeps_counter.inc()
     return done
 
 

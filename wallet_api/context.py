@@ -99,6 +99,11 @@ class WalletContext:
     issuer_anchors: list[cx509.Certificate] = field(default_factory=list)
     rp_anchors: list[cx509.Certificate] = field(default_factory=list)
     transport: httpx.AsyncBaseTransport | None = None
+    #: ``cartera_wallet_sweeps_total`` and ``cartera_wallet_sweep_job_failures_total{job}`` (set by the
+    #: app; ``None`` where a context is built without one): that the background sweeps still run is
+    #: what keeps revocation alerts, deferred credentials and purges going.
+    sweeps_counter: Any = None
+    sweep_failures: Any = None
 
     @property
     def dev(self) -> bool:

@@ -169,10 +169,11 @@ def check_metrics_count_the_flow_by_outcome(system: Running, flow: dict[str, Any
     assert _total(verifier, "cartera_verifier_verifications_total", outcome="rejected") >= (1 if revoked_seen else 0)
     # every series docs/operations.md documents is served
     documented = set(re.findall(r"`(cartera_[a-z_]+_total)`", (ROOT / "docs" / "operations.md").read_text()))
-    exposition = httpx.get(f"{system.url('issuer')}/metrics").text + httpx.get(f"{system.url('verifier')}/metrics").text
+    exposition = "".join(httpx.get(f"{system.url(service)}/metrics").text for service in ("issuer", "verifier", "wallet"))
     served = set(re.findall(r"^# HELP (cartera_[a-z_]+_total) ", exposition, re.MULTILINE))
     assert documented and documented <= served, sorted(documented - served)
     wallet = _metrics(system.url("wallet"))
+    assert _total(wallet, "cartera_wallet_sweeps_total") >= 1
     assert _total(wallet, "http_requests_total", method="POST", route="/v1/presentations/{presentation_id}/approve") >= 1
     assert _total(wallet, "http_request_duration_seconds_count") > 0
 

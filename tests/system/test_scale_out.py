@@ -345,8 +345,22 @@ def check_wallet_and_verifier_across_two_processes_each(cluster: Cluster) -> Non
     deadline = time.monotonic() + 45  # the list's ttl (10 s in development) plus sweeps
     while not revoked_alerts(cluster.a["wallet"]) and time.monotonic() < deadline:
         time.sleep(0.5)
-    time.sleep(5)  # let both workers sweep again
+    # A second alert could only come from a sweep that was under way meanwhile: wait until each wallet
+    # process has completed two more sweeps (the first may have started before the alert was seen).
+    seen = {name: wallet_sweeps(getattr(cluster, name)["wallet"]) for name in ("a", "b")}
+    deadline = time.monotonic() + 30
+    while any(wallet_sweeps(getattr(cluster, name)["wallet"]) < seen[name] + 2 for name in seen):
+        assert time.monotonic() < deadline, "a wallet process stopped sweeping"
+        time.sleep(0.2)
     assert len(revoked_alerts(cluster.a["wallet"])) == 1 and len(revoked_alerts(cluster.b["wallet"])) == 1
+
+
+def wallet_sweeps(base: str) -> float:
+    """``cartera_wallet_sweeps_total`` of one wallet process (its /metrics answers loopback)."""
+    metrics = httpx.get(f"{base}/metrics", timeout=10)
+    assert metrics.status_code == 200, metrics.status_code
+    return next(float(line.split()[-1]) for line in metrics.text.splitlines()
+                if line.startswith("cartera_wallet_sweeps_total "))
 
 
 def test_two_processes_per_service_on_one_postgresql_behave_as_one(cluster: Cluster) -> None:
