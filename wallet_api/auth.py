@@ -58,7 +58,7 @@ from . import audit
 from .context import FetchError, WalletContext
 from .models import AppCode, LoginTransaction, Session, UsedRefreshToken, Wallet, utcnow
 from .settings import OIDCProvider
-from .vault import VaultError, new_id, token_mac
+from .vault import DataKey, VaultError, new_id, token_mac
 
 #: The member of a wallet's sealed profile saying a PIN was set on it once: a NULL ``pin_hash`` is then a
 #: PIN removed outside the wallet (``wallet_api.pin``).
@@ -453,8 +453,10 @@ async def ensure_wallet(ctx: WalletContext, session: AsyncSession, identity: Ide
             log.error("login refused: wallet %s, found by the subject index, belongs to another citizen or its "
                       "profile does not open (database tampered with or corrupted)", wallet.id)
             raise WalletIntegrityError(wallet.id)
-        if stored.get(PIN_RECORDED):
-            profile[PIN_RECORDED] = True  # kept: a NULL pin_hash is then a PIN removed outside the wallet
+        if stored.get(PIN_RECORDED) or _holds_a_pin(data_key, wallet):
+            # Kept, or put back when a previous version's login dropped it (rolling upgrade): a NULL
+            # pin_hash is then a PIN removed outside the wallet, not "no PIN".
+            profile[PIN_RECORDED] = True
         if any(stored.get(name) != value for name, value in profile.items()):
             # Only when the provider's data changed, and only over the profile read: a PIN set at the same
             # moment records itself in the profile (wallet_api.pin.record_pin), which this must not undo
@@ -464,6 +466,13 @@ async def ensure_wallet(ctx: WalletContext, session: AsyncSession, identity: Ide
                 .values(profile=data_key.seal("profile", wallet.id, profile))
                 .execution_options(synchronize_session=False))
     return wallet
+
+
+def _holds_a_pin(key: DataKey, wallet: Wallet) -> bool:
+    """Whether the wallet's ``pin_hash`` is a PIN hash sealed under its data key."""
+    from .pin import open_pin_hash  # pin imports this module
+
+    return wallet.pin_hash is not None and open_pin_hash(key, wallet.pin_hash) is not None
 
 
 def _session_end(ctx: WalletContext, sess: Session) -> dt.datetime:

@@ -51,6 +51,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import datetime as dt
 import hashlib
 import hmac
@@ -63,6 +64,7 @@ from sqlalchemy import ColumnElement, Update, and_, case, literal, null, or_, se
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from service_kit.crypto import SecretBoxError
 from service_kit.db import Database, UTCDateTime
 from service_kit.errors import APIError
 
@@ -328,6 +330,11 @@ async def _check_pin(ctx: WalletContext, me: Principal, pin: str | None) -> tupl
         async with ctx.db.session() as session:
             await session.execute(update(Wallet).where(Wallet.id == me.wallet_id).values(
                 pin_failures=0, pin_lockouts=0, pin_locked_until=None).execution_options(synchronize_session=False))
+            if not pin_recorded(me.key, state.profile):
+                # The record was lost (a login served by a previous version during a rolling upgrade
+                # rewrote the profile without it): put it back, or a NULL pin_hash would read as no PIN.
+                with contextlib.suppress(APIError):  # the wallet kept changing: the next check repairs it
+                    await record_pin(session, me.key)
         return stored, None
     # The failure was counted when the attempt was reserved; the last one also set the lock.
     if used >= ctx.settings.pin_max_attempts:
@@ -416,7 +423,14 @@ async def seal_legacy_pin_hashes(db: Database, vault: Vault, *, batch: int = 200
                 select(Wallet.id, Wallet.data_key, Wallet.pin_hash)
                 .where(Wallet.id > last, Wallet.pin_hash.like("scrypt$%")).order_by(Wallet.id).limit(batch))).all()
             for wallet_id, data_key, legacy in rows:
-                key = vault.data_key(Wallet(id=wallet_id, data_key=data_key))
+                try:
+                    key = vault.data_key(Wallet(id=wallet_id, data_key=data_key))
+                except (VaultError, SecretBoxError) as exc:
+                    # One wallet whose key does not open must not keep the service from starting: that
+                    # wallet fails closed on its own (its rows cannot be opened), the others are served.
+                    log.error("wallet data key does not open; its PIN hash was not sealed",
+                              extra={"wallet": wallet_id, "code": getattr(exc, "code", "")})
+                    continue
                 result = await session.execute(
                     update(Wallet).where(Wallet.id == wallet_id, Wallet.pin_hash == legacy)
                     .values(pin_hash=seal_pin_hash(key, legacy)).execution_options(synchronize_session=False))
@@ -448,10 +462,10 @@ async def record_pins_in_profiles(db: Database, vault: Vault, *, batch: int = 20
                 select(Wallet.id, Wallet.data_key, Wallet.profile)
                 .where(Wallet.id > last, Wallet.pin_hash.is_not(None)).order_by(Wallet.id).limit(batch))).all()
             for wallet_id, data_key, profile in rows:
-                key = vault.data_key(Wallet(id=wallet_id, data_key=data_key))
                 try:
+                    key = vault.data_key(Wallet(id=wallet_id, data_key=data_key))
                     opened = key.open("profile", wallet_id, profile)
-                except VaultError:
+                except (VaultError, SecretBoxError):
                     log.error("wallet profile does not open; its PIN record was not added",
                               extra={"wallet": wallet_id})
                     continue

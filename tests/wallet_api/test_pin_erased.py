@@ -110,3 +110,73 @@ async def test_a_pin_set_by_an_earlier_version_is_recorded_at_the_first_start_up
         assert await _refusal(ctx, me, "4821") is None
         await _write_pin_hash(ctx, "w-earlier", None)
         assert await _refusal(ctx, me, None) == "pin_reset_required"
+
+
+async def test_a_lost_pin_record_is_put_back_by_the_next_pin_check_and_by_the_next_login(
+        tmp_path: Path, database_url: str) -> None:
+    """During a rolling upgrade a login served by the previous version rewrites the profile without the
+    record; the wallet repairs it, or a NULL pin_hash would read as "no PIN" again."""
+    from wallet_api.auth import Identity, ensure_wallet
+    from wallet_api.pin import PIN_RECORDED
+
+    settings = wallet_settings(tmp_path, free_port(), "http://127.0.0.1:9", database_url=database_url)
+    app = create_app(settings, run_background=False)
+    async with app.router.lifespan_context(app):
+        ctx = app.state.wallet
+        # A PIN whose record is missing (the profile as an earlier version's login wrote it).
+        me = await new_wallet(ctx, "w-lost", "4821")
+        assert await _refusal(ctx, me, "4821") is None
+        profile = (await _stored(ctx, "w-lost")).profile
+        assert me.key.open("profile", "w-lost", profile).get(PIN_RECORDED) is True
+        await _write_pin_hash(ctx, "w-lost", None)
+        assert await _refusal(ctx, me, None) == "pin_reset_required"
+
+        identity = Identity(provider="valid", identifier="12345678Z", name="Anna", email="", method="", assurance_level="")
+        async with ctx.db.session() as session:
+            wallet = await ensure_wallet(ctx, session, identity)
+        key = ctx.vault.data_key(wallet)
+        async with ctx.db.session() as session:
+            await session.execute(text("UPDATE wallets SET pin_hash = :pin WHERE id = :id"),
+                                  {"pin": seal_pin_hash(key, hash_pin("2468")), "id": wallet.id})
+        # The earlier version's login: the provider's data only, no record.
+        async with ctx.db.session() as session:
+            await session.execute(text("UPDATE wallets SET profile = :profile WHERE id = :id"), {
+                "profile": key.seal("profile", wallet.id, {"identifier": "12345678Z", "name": "Anna", "email": "",
+                                                           "provider": "valid"}), "id": wallet.id})
+        async with ctx.db.session() as session:
+            await ensure_wallet(ctx, session, identity)
+        stored = await _stored(ctx, wallet.id)
+        assert key.open("profile", wallet.id, stored.profile).get(PIN_RECORDED) is True
+        await _write_pin_hash(ctx, wallet.id, None)
+        owner = Principal(session=Session(id="ses-owner", wallet_id=wallet.id, user_agent=""), wallet=stored, key=key)
+        assert await _refusal(ctx, owner, None) == "pin_reset_required"
+
+
+async def test_a_wallet_whose_data_key_does_not_open_does_not_stop_the_start_up(
+        tmp_path: Path, database_url: str) -> None:
+    settings = wallet_settings(tmp_path, free_port(), "http://127.0.0.1:9", database_url=database_url)
+    await asyncio.to_thread(run_migrations, MIGRATIONS, database_url)
+    vault = Vault(master_box(settings))
+    rows = []
+    for wallet_id, legacy in (("w-broken-sealed", False), ("w-broken-legacy", True), ("w-fine", False)):
+        sealed_key, key = vault.new_data_key(wallet_id)
+        pin = "scrypt$legacy" if legacy else seal_pin_hash(key, hash_pin("4821"))
+        if wallet_id.startswith("w-broken"):
+            sealed_key = sealed_key[:-1] + bytes([sealed_key[-1] ^ 1])  # one bit flipped: does not open
+        rows.append({"id": wallet_id, "key": sealed_key, "profile": key.seal("profile", wallet_id, {}), "pin": pin})
+    db = Database(database_url)
+    try:
+        async with db.session() as session:
+            for row in rows:
+                await session.execute(text(
+                    "INSERT INTO wallets (id, subject_index, data_key, profile, created_at, pin_hash, pin_failures, "
+                    "pin_lockouts) VALUES (:id, :id, :key, :profile, CURRENT_TIMESTAMP, :pin, 0, 0)"), row)
+    finally:
+        await db.dispose()
+
+    app = create_app(settings, run_background=False)
+    async with app.router.lifespan_context(app):  # starts: the broken wallets are logged and left
+        ctx = app.state.wallet
+        fine = await _stored(ctx, "w-fine")
+        key = ctx.vault.data_key(fine)
+        assert key.open("profile", "w-fine", fine.profile) == {"pin_ever_set": True}
