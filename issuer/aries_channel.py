@@ -749,8 +749,12 @@ class IssuerAriesChannel:
                 await self._poll_one(exchange_id, lease)
             finally:
                 keeper.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await keeper
+                # asyncio.wait, not `await keeper` under suppress(CancelledError): that would also
+                # swallow a cancellation of this task itself (shutdown) arriving meanwhile.
+                await asyncio.wait([keeper])
+                if not keeper.cancelled() and keeper.exception() is not None:
+                    log.warning("aries deferred poll's lease keeper failed", extra={
+                        "exchange_id": exchange_id, "error": type(keeper.exception()).__name__})
         except asyncio.CancelledError:
             # Shutting down mid-poll: give the exchange back at once rather than after the lease.
             await asyncio.shield(self._reschedule(exchange_id, 0, lease))
