@@ -146,6 +146,15 @@ def wallet_uris(tx: Transaction, public_url: str) -> dict[str, str]:
     }
 
 
+def new_transaction_id() -> str:
+    """A random transaction id (256 bits, base64url, 43 characters) that never begins with ``-``: an
+    operator types it as a command-line argument (``cartera verifier result <id>``), where one that
+    did was read as an option — one id in 64."""
+    while (tx_id := secrets.token_urlsafe(32)).startswith("-"):
+        pass
+    return tx_id
+
+
 async def create_transaction(session: AsyncSession | AsyncConnection, box: SecretBox, agency: Agency,
                              spec: RequestSpec, *, public_url: str) -> CreatedRequest:
     """Insert a pending transaction for ``spec``; the watch token (for the live status) is returned once.
@@ -153,7 +162,7 @@ async def create_transaction(session: AsyncSession | AsyncConnection, box: Secre
     With a Core connection (the request-creation hot path) the row is inserted at once by one
     prebuilt ``INSERT``; with an ORM session it is added to the session's unit of work.
     """
-    tx_id = secrets.token_urlsafe(32)
+    tx_id = new_transaction_id()
     now = utcnow()
     watch_token = secrets.token_urlsafe(32)
     enc_key: bytes | None = None

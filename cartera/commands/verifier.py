@@ -82,7 +82,8 @@ def request(template: Annotated[str, typer.Option("--template", "-t", help="Temp
 
 
 @app.command("result")
-def result(request_id: Annotated[str, typer.Argument(help="The request (transaction) id.")],
+def result(request_id: Annotated[str, typer.Argument(help="The request (transaction) id. An id that begins with '-' (made before "
+                                                 "2026-12) goes after '--': `cartera verifier result -- -Xy…`.")],
            url: UrlOpt = None, api_key: KeyOpt = None, agency: AgencyOpt = None) -> None:
     """Print a request's result as JSON: status, claims per query, errors."""
     base, key = _connection(url, api_key, agency)

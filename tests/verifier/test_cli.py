@@ -46,3 +46,15 @@ def test_readable_errors(verifier, tmp_path):
     down = runner.invoke(app, ["verifier", "templates", "--url", "http://127.0.0.1:9"], env=env)
     assert down.exit_code == 1 and "cannot reach" in down.output
     assert runner.invoke(app, ["verifier", "--help"]).exit_code == 0
+
+
+def test_transaction_ids_never_begin_with_a_dash_and_one_that_did_still_works_after_double_dash(verifier, tmp_path):
+    from verifier.transactions import new_transaction_id
+
+    # One random id in 64 began with '-', and `cartera verifier result <id>` read it as an option (a
+    # usage error instead of the result): seen once in a full test run.
+    ids = [new_transaction_id() for _ in range(4000)]
+    assert not [i for i in ids if i.startswith("-")] and {len(i) for i in ids} == {43}
+    env = _env(verifier, tmp_path)
+    older = runner.invoke(app, ["verifier", "result", "--", "-" + "A" * 42], env=env)
+    assert older.exit_code == 1 and "not_found" in older.output and "Usage" not in older.output
