@@ -58,6 +58,7 @@ import hmac
 import logging
 import math
 import os
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import ColumnElement, Update, and_, case, literal, null, or_, select, update
@@ -408,43 +409,53 @@ async def reset_pin(ctx: WalletContext, me: Principal, new_pin: str | None) -> N
         await add_alert(session, me.wallet_id, "pin_reset", message, webhook=ctx.webhook)
 
 
-async def seal_legacy_pin_hashes(db: Database, vault: Vault, *, batch: int = 200) -> int:
-    """Seal the PIN hashes stored unsealed by earlier versions; return how many. Start-up, after the
-    migrations: runs until it has recorded that it ran (the :data:`LEGACY_SEALED_MARKER` row), never
-    again after, so an unsealed hash written to the database later is refused, not sealed. Each row is
-    sealed by a conditional update (several workers starting at once do not disturb each other)."""
+async def _once_over_wallets(db: Database, vault: Vault, marker: str, column: Any, where: ColumnElement[bool],
+                             change: Callable[[DataKey, Any], dict[str, Any] | None], what: str,
+                             batch: int = 200) -> int:
+    """A start-up pass over the wallets matching ``where``, run until it has recorded ``marker`` in
+    ``service_keys`` and never again after; return how many rows it changed. ``change(key, value)``
+    gives the new column values for a row whose ``column`` holds ``value`` (or ``None``: leave it),
+    written by a conditional update on that value, so several workers starting at once do not disturb
+    each other. A wallet whose data key (or value) does not open is logged and left: it fails closed on
+    its own, and one such row must not keep the service from starting for everyone else."""
     async with db.read_session() as session:
-        if await session.get(ServiceKey, LEGACY_SEALED_MARKER) is not None:
+        if await session.get(ServiceKey, marker) is not None:
             return 0
     count, last = 0, ""
     while True:
         async with db.session() as session:
-            rows = (await session.execute(
-                select(Wallet.id, Wallet.data_key, Wallet.pin_hash)
-                .where(Wallet.id > last, Wallet.pin_hash.like("scrypt$%")).order_by(Wallet.id).limit(batch))).all()
-            for wallet_id, data_key, legacy in rows:
+            rows = (await session.execute(select(Wallet.id, Wallet.data_key, column)
+                                          .where(Wallet.id > last, where).order_by(Wallet.id).limit(batch))).all()
+            for wallet_id, data_key, value in rows:
                 try:
-                    key = vault.data_key(Wallet(id=wallet_id, data_key=data_key))
+                    values = change(vault.data_key(Wallet(id=wallet_id, data_key=data_key)), value)
                 except (VaultError, SecretBoxError) as exc:
-                    # One wallet whose key does not open must not keep the service from starting: that
-                    # wallet fails closed on its own (its rows cannot be opened), the others are served.
-                    log.error("wallet data key does not open; its PIN hash was not sealed",
-                              extra={"wallet": wallet_id, "code": getattr(exc, "code", "")})
+                    log.error(f"wallet data does not open; {what}", extra={"wallet": wallet_id,
+                                                                           "code": getattr(exc, "code", "")})
                     continue
-                result = await session.execute(
-                    update(Wallet).where(Wallet.id == wallet_id, Wallet.pin_hash == legacy)
-                    .values(pin_hash=seal_pin_hash(key, legacy)).execution_options(synchronize_session=False))
-                count += result.rowcount  # type: ignore[attr-defined]
+                if values is not None:
+                    result = await session.execute(
+                        update(Wallet).where(Wallet.id == wallet_id, column == value).values(**values)
+                        .execution_options(synchronize_session=False))
+                    count += result.rowcount  # type: ignore[attr-defined]
         if len(rows) < batch:
             break
         last = rows[-1][0]
     try:
         async with db.session() as session:
-            session.add(ServiceKey(name=LEGACY_SEALED_MARKER,
-                                   sealed=vault.box.seal(b"sealed", service_key_aad(LEGACY_SEALED_MARKER))))
+            session.add(ServiceKey(name=marker, sealed=vault.box.seal(marker.encode(), service_key_aad(marker))))
     except IntegrityError:
         pass  # another worker recorded it at the same moment
     return count
+
+
+async def seal_legacy_pin_hashes(db: Database, vault: Vault, *, batch: int = 200) -> int:
+    """Seal the PIN hashes stored unsealed by earlier versions; return how many. Start-up, after the
+    migrations: runs until it has recorded that it ran (the :data:`LEGACY_SEALED_MARKER` row), never
+    again after, so an unsealed hash written to the database later is refused, not sealed."""
+    return await _once_over_wallets(
+        db, vault, LEGACY_SEALED_MARKER, Wallet.pin_hash, Wallet.pin_hash.like("scrypt$%"),
+        lambda key, legacy: {"pin_hash": seal_pin_hash(key, legacy)}, "its PIN hash was not sealed", batch)
 
 
 async def record_pins_in_profiles(db: Database, vault: Vault, *, batch: int = 200) -> int:
@@ -452,37 +463,11 @@ async def record_pins_in_profiles(db: Database, vault: Vault, *, batch: int = 20
     (PINs set by earlier versions); return how many. Start-up, after :func:`seal_legacy_pin_hashes`;
     once, recorded as :data:`PINS_RECORDED_MARKER`. Running it again (the marker deleted) only adds
     records, never removes one. A profile that does not open is left (its wallet fails closed anyway)."""
-    async with db.read_session() as session:
-        if await session.get(ServiceKey, PINS_RECORDED_MARKER) is not None:
-            return 0
-    count, last = 0, ""
-    while True:
-        async with db.session() as session:
-            rows = (await session.execute(
-                select(Wallet.id, Wallet.data_key, Wallet.profile)
-                .where(Wallet.id > last, Wallet.pin_hash.is_not(None)).order_by(Wallet.id).limit(batch))).all()
-            for wallet_id, data_key, profile in rows:
-                try:
-                    key = vault.data_key(Wallet(id=wallet_id, data_key=data_key))
-                    opened = key.open("profile", wallet_id, profile)
-                except (VaultError, SecretBoxError):
-                    log.error("wallet profile does not open; its PIN record was not added",
-                              extra={"wallet": wallet_id})
-                    continue
-                if not isinstance(opened, dict) or opened.get(PIN_RECORDED):
-                    continue
-                result = await session.execute(
-                    update(Wallet).where(Wallet.id == wallet_id, Wallet.profile == profile)
-                    .values(profile=key.seal("profile", wallet_id, {**opened, PIN_RECORDED: True}))
-                    .execution_options(synchronize_session=False))
-                count += result.rowcount  # type: ignore[attr-defined]
-        if len(rows) < batch:
-            break
-        last = rows[-1][0]
-    try:
-        async with db.session() as session:
-            session.add(ServiceKey(name=PINS_RECORDED_MARKER,
-                                   sealed=vault.box.seal(b"recorded", service_key_aad(PINS_RECORDED_MARKER))))
-    except IntegrityError:
-        pass  # another worker recorded it at the same moment
-    return count
+    def record(key: DataKey, profile: bytes) -> dict[str, Any] | None:
+        opened = key.open("profile", key.wallet_id, profile)
+        if not isinstance(opened, dict) or opened.get(PIN_RECORDED):
+            return None
+        return {"profile": key.seal("profile", key.wallet_id, {**opened, PIN_RECORDED: True})}
+
+    return await _once_over_wallets(db, vault, PINS_RECORDED_MARKER, Wallet.profile, Wallet.pin_hash.is_not(None),
+                                    record, "its PIN record was not added", batch)
