@@ -24,6 +24,12 @@ IMPORTS = 4
 
 
 def test_concurrent_imports_of_one_backup_store_each_credential_once(system: System) -> None:
+    check_concurrent_imports_store_each_credential_once(system)
+
+
+def check_concurrent_imports_store_each_credential_once(system: System) -> None:
+    """The whole check, for any running system (``tests/wallet_api/test_postgres.py`` runs it on
+    PostgreSQL, where the per-wallet lock is ``SELECT ... FOR UPDATE``)."""
     tokens = login(system.wallet, CITIZEN)
     receive(system, tokens, make_offer(system, "ajuntament-girona", "padro", CITIZEN))
     receive(system, tokens, make_offer(system, "aoc-tax", "tax-compliance", CITIZEN))

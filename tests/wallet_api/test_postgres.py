@@ -17,6 +17,7 @@ from sandbox.population import DEMO_EVERYTHING
 from tests.support.postgres import PostgresCluster
 from tests.wallet_api.conftest import bearer, login
 from tests.wallet_api.system import System, open_copies, running_system
+from tests.wallet_api.test_backup_concurrent_import import check_concurrent_imports_store_each_credential_once
 from tests.wallet_api.test_e2e import make_offer, receive
 from tests.wallet_api.test_flows import wait_for
 
@@ -98,3 +99,7 @@ def test_receive_and_share_on_postgresql(pg_system: System) -> None:
 
     assert httpx.delete(f"{system.wallet}/v1/credentials/{cid}", headers=bearer(tokens)).status_code == 204
     assert httpx.get(f"{system.wallet}/v1/credentials", headers=bearer(tokens)).json() == []
+
+
+def test_concurrent_imports_of_one_backup_store_each_credential_once_on_postgresql(pg_system: System) -> None:
+    check_concurrent_imports_store_each_credential_once(pg_system)
