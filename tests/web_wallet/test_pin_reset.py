@@ -226,3 +226,46 @@ def test_a_lockout_that_ends_every_session_sends_the_citizen_to_log_in_and_says_
         "reset it right after, under “Me”.")
     assert page.evaluate("Object.keys(sessionStorage)") == ["cartera.tab"]
     assert page.locator("#export-pin").input_value() == "" and page.locator("#me").text_content() == ""
+
+
+LATE_ANSWER_CITIZEN = fresh_citizens(17)[16]  # the web wallet's other tests use the first 16
+
+
+def test_an_answer_that_arrives_after_the_lockout_ended_the_session_does_not_overwrite_the_login_screen(
+        system: System, phone) -> None:
+    citizen = phone()
+    citizen.login(LATE_ANSWER_CITIZEN)
+    page = citizen.page
+    _set_pin(page, "2468")
+    wallet_id = httpx.get(f"{system.wallet}/v1/me", headers=bearer(_tokens(page)), timeout=10).json()["wallet_id"]
+    # Two lockouts in a row and three wrong PINs already: the fifth wrong one ends every session.
+    execute_sql(system, "UPDATE wallets SET pin_lockouts = 2, pin_failures = 3 WHERE id = ?", wallet_id)
+    expect(page.locator("#forgot-pin-export")).to_be_visible()
+    held = []
+
+    def hold_the_first_answer(route) -> None:
+        if held:
+            route.continue_()
+        else:
+            held.append((route, route.fetch()))  # the wallet answers now (the wrong PIN is counted) ...
+
+    page.route("**/v1/backup/export", hold_the_first_answer)
+    for guess in ("1111", "1234"):
+        page.fill("#export-pass", "correct horse battery")
+        page.fill("#export-pin", guess)
+        page.get_by_role("button", name="Export a backup").click()
+        if guess == "1111":
+            while not held:
+                page.wait_for_timeout(20)
+            assert held[0][1].status == 403  # invalid_pin, not delivered to the page yet
+    expect(page.locator("#login-title")).to_be_visible()
+    lockout = ("Too many wrong PINs: every session of your wallet was ended. Log in again; if you forgot your PIN, "
+               "reset it right after, under “Me”.")
+    expect(page.locator("#error")).to_have_text(lockout)
+    # ... and reaches the page only now, after the lockout's answer ended the session.
+    route, answer = held[0]
+    with page.expect_response(lambda r: r.url.endswith("/v1/backup/export")):
+        route.fulfill(response=answer)
+    page.wait_for_timeout(300)  # the app's handling of that answer, had it any, is done by now
+    expect(page.locator("#error")).to_have_text(lockout)
+    expect(page.locator("#login-title")).to_be_visible()

@@ -403,6 +403,9 @@
     return fetch(path, { method: method, headers: headers, body: body === undefined ? undefined : JSON.stringify(body) })
       .catch(function () { throw { error: null }; })
       .then(function (r) {
+        // The answer to a call made in a session that has ended meanwhile (a lockout that ended every
+        // session, a logout): its screen is gone, and its message would overwrite the login screen's.
+        if (current && !tokens()) { return new Promise(function () {}); }
         if (r.status === 401 && !retried) {
           var now = tokens();
           // Refreshed by another call since this one left: retry with the new token, no new refresh.
