@@ -200,16 +200,22 @@ def test_a_reset_from_the_settings_says_when_the_login_is_not_fresh_the_rules_an
     assert citizen.csp_errors() == []
 
 
-def test_a_lockout_that_ends_every_session_sends_the_citizen_to_log_in_and_says_how_to_reset(
-        system: System, phone) -> None:
+def _one_lockout_from_ending_every_session(system: System, phone, identifier: str, failures: int) -> Page:
+    """A logged-in citizen's page on Me, PIN 2468 set, with two lockouts in a row already (their locks
+    over: the next lockout ends every session of the wallet) and ``failures`` wrong PINs counted."""
     citizen = phone()
-    citizen.login(LOCKED_OUT_CITIZEN)
+    citizen.login(identifier)
     page = citizen.page
     _set_pin(page, "2468")
     wallet_id = httpx.get(f"{system.wallet}/v1/me", headers=bearer(_tokens(page)), timeout=10).json()["wallet_id"]
-    # Two lockouts in a row already (their locks over): the next one ends every session of the wallet.
-    execute_sql(system, "UPDATE wallets SET pin_lockouts = 2 WHERE id = ?", wallet_id)
+    execute_sql(system, "UPDATE wallets SET pin_lockouts = 2, pin_failures = ? WHERE id = ?", failures, wallet_id)
     expect(page.locator("#forgot-pin-export")).to_be_visible()
+    return page
+
+
+def test_a_lockout_that_ends_every_session_sends_the_citizen_to_log_in_and_says_how_to_reset(
+        system: System, phone) -> None:
+    page = _one_lockout_from_ending_every_session(system, phone, LOCKED_OUT_CITIZEN, failures=0)
     for guess in ("1111", "1234", "0000", "1357", "9999"):
         page.fill("#export-pass", "correct horse battery")
         page.fill("#export-pin", guess)
@@ -233,14 +239,8 @@ LATE_ANSWER_CITIZEN = fresh_citizens(17)[16]  # the web wallet's other tests use
 
 def test_an_answer_that_arrives_after_the_lockout_ended_the_session_does_not_overwrite_the_login_screen(
         system: System, phone) -> None:
-    citizen = phone()
-    citizen.login(LATE_ANSWER_CITIZEN)
-    page = citizen.page
-    _set_pin(page, "2468")
-    wallet_id = httpx.get(f"{system.wallet}/v1/me", headers=bearer(_tokens(page)), timeout=10).json()["wallet_id"]
-    # Two lockouts in a row and three wrong PINs already: the fifth wrong one ends every session.
-    execute_sql(system, "UPDATE wallets SET pin_lockouts = 2, pin_failures = 3 WHERE id = ?", wallet_id)
-    expect(page.locator("#forgot-pin-export")).to_be_visible()
+    # Three wrong PINs already: the fifth wrong one ends every session.
+    page = _one_lockout_from_ending_every_session(system, phone, LATE_ANSWER_CITIZEN, failures=3)
     held = []
 
     def hold_the_first_answer(route) -> None:
