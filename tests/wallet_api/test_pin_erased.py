@@ -43,6 +43,20 @@ async def _no_pin_asked(ctx: Any, me: Principal) -> bool:
     return True
 
 
+async def _insert_wallets(database_url: str, rows: list[dict[str, Any]]) -> None:
+    """Wallet rows written as an earlier version (or a damaged database) left them, before the service
+    starts: ``id`` (also the subject index), sealed data ``key``, sealed ``profile``, ``pin`` hash."""
+    db = Database(database_url)
+    try:
+        async with db.session() as session:
+            for row in rows:
+                await session.execute(text(
+                    "INSERT INTO wallets (id, subject_index, data_key, profile, created_at, pin_hash, pin_failures, "
+                    "pin_lockouts) VALUES (:id, :id, :key, :profile, CURRENT_TIMESTAMP, :pin, 0, 0)"), row)
+    finally:
+        await db.dispose()
+
+
 async def test_a_pin_set_to_null_in_the_database_is_refused_not_read_as_no_pin(
         tmp_path: Path, database_url: str, caplog: pytest.LogCaptureFixture) -> None:
     settings = wallet_settings(tmp_path, free_port(), "http://127.0.0.1:9", database_url=database_url)
@@ -88,16 +102,8 @@ async def test_a_pin_set_by_an_earlier_version_is_recorded_at_the_first_start_up
     settings = wallet_settings(tmp_path, free_port(), "http://127.0.0.1:9", database_url=database_url)
     await asyncio.to_thread(run_migrations, MIGRATIONS, database_url)
     sealed_key, key = Vault(master_box(settings)).new_data_key("w-earlier")
-    db = Database(database_url)
-    try:
-        async with db.session() as session:
-            await session.execute(text(
-                "INSERT INTO wallets (id, subject_index, data_key, profile, created_at, pin_hash, pin_failures, "
-                "pin_lockouts) VALUES ('w-earlier', 'earlier', :key, :profile, CURRENT_TIMESTAMP, :pin, 0, 0)"),
-                {"key": sealed_key, "profile": key.seal("profile", "w-earlier", {"identifier": "x"}),
-                 "pin": seal_pin_hash(key, hash_pin("4821"))})
-    finally:
-        await db.dispose()
+    await _insert_wallets(database_url, [{"id": "w-earlier", "key": sealed_key, "pin": seal_pin_hash(key, hash_pin("4821")),
+                                          "profile": key.seal("profile", "w-earlier", {"identifier": "x"})}])
 
     app = create_app(settings, run_background=False)
     async with app.router.lifespan_context(app):
@@ -164,15 +170,7 @@ async def test_a_wallet_whose_data_key_does_not_open_does_not_stop_the_start_up(
         if wallet_id.startswith("w-broken"):
             sealed_key = sealed_key[:-1] + bytes([sealed_key[-1] ^ 1])  # one bit flipped: does not open
         rows.append({"id": wallet_id, "key": sealed_key, "profile": key.seal("profile", wallet_id, {}), "pin": pin})
-    db = Database(database_url)
-    try:
-        async with db.session() as session:
-            for row in rows:
-                await session.execute(text(
-                    "INSERT INTO wallets (id, subject_index, data_key, profile, created_at, pin_hash, pin_failures, "
-                    "pin_lockouts) VALUES (:id, :id, :key, :profile, CURRENT_TIMESTAMP, :pin, 0, 0)"), row)
-    finally:
-        await db.dispose()
+    await _insert_wallets(database_url, rows)
 
     app = create_app(settings, run_background=False)
     async with app.router.lifespan_context(app):  # starts: the broken wallets are logged and left
