@@ -609,11 +609,17 @@ async def deferred_credential(request: Request, tenant: TenantRef = Depends(path
     if not hasattr(outcome, "record"):
         return _json({"transaction_id": parsed.transaction_id, "interval": ctx.settings.deferred_interval}, status=202)
 
+    # The sealed response holds every claim of the credential: kept only as long as a wallet whose
+    # connection dropped may ask again (the replay window), as the credential endpoint's stored
+    # responses are, not for the rest of the transaction's 30 days.
+    delivered_until = min(row.expires_at, utcnow() + dt.timedelta(seconds=ctx.settings.replay_window))
+
     async def finalize(session: Any, body: dict[str, Any]) -> None:
         # Only one poll may complete the transaction: the conditional update decides.
         result = await session.execute(update(DeferredTransaction).where(
             DeferredTransaction.transaction_hash == tx_hash, DeferredTransaction.sealed_response.is_(None))
-            .values(sealed_response=ctx.box.seal(json.dumps(body).encode("utf-8"), aad)))
+            .values(sealed_response=ctx.box.seal(json.dumps(body).encode("utf-8"), aad),
+                    expires_at=delivered_until))
         if not result.rowcount:
             raise _AlreadyDone
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import sqlite3
 from collections.abc import Iterator
@@ -110,6 +111,33 @@ async def test_deferred_issuance_when_the_source_is_pending(issuer_env: IssuerEn
     claims = verify_with_ssi(issuer_env, done.credentials[0], result.holder_keys[0])
     assert claims["nif"] == DEMO_PENDING if "nif" in claims else claims["iss"]
     assert bad.status_code == 400 and bad.json()["error"] == "invalid_transaction_id"
+
+
+async def test_a_delivered_deferred_credential_is_kept_only_for_the_replay_window(issuer_env: IssuerEnv) -> None:
+    """The transaction row holds the sealed response, every claim of the credential: once delivered it
+    is kept only while a wallet that lost the answer may poll again, not for the transaction's 30 days."""
+    async with httpx.AsyncClient(timeout=20, limits=LIMITS) as http:
+        offer = await create_offer(http, issuer_env, "aoc-tax", "tax-compliance", DEMO_PENDING)
+        wallet = WalletClient(http)
+        result = await wallet.receive_offer(offer["offer_uri"], offer["tx_code"])
+        database = str(issuer_env.settings.database_url).split("///", 1)[1]
+        with sqlite3.connect(database) as db:
+            pending = db.execute("SELECT transaction_hash, expires_at FROM deferred_transactions "
+                                 "WHERE sealed_response IS NULL").fetchall()
+        done = await wallet.poll_deferred(result, attempts=10, wait=0.1)
+        again = await wallet.poll_deferred(result, attempts=1)
+    assert done.credentials and again.credentials == done.credentials
+    with sqlite3.connect(database) as db:
+        delivered = dict(db.execute("SELECT transaction_hash, expires_at FROM deferred_transactions "
+                                    "WHERE sealed_response IS NOT NULL").fetchall())
+    ours = [(tx, waiting) for tx, waiting in pending if tx in delivered]
+    assert len(ours) == 1
+    tx, waiting_until = ours[0]
+    waiting = dt.datetime.fromisoformat(waiting_until).replace(tzinfo=dt.UTC)
+    kept = dt.datetime.fromisoformat(delivered[tx]).replace(tzinfo=dt.UTC)
+    now = dt.datetime.now(dt.UTC)
+    assert waiting - now > dt.timedelta(days=29)
+    assert kept - now <= dt.timedelta(seconds=issuer_env.settings.replay_window + 5), kept
 
 
 async def test_retry_after_timeout_returns_the_same_credentials_and_never_issues_twice(issuer_env: IssuerEnv) -> None:
