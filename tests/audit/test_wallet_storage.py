@@ -269,11 +269,11 @@ async def history_export(env: Env) -> dict[str, Any]:
     entries = []
     for row in rows:
         try:
-            details = env.key.open("history", row.id, row.sealed)
+            details, unreadable = env.key.open("history", row.id, row.sealed), False
         except VaultError:
-            continue  # the API cannot show it either
+            details, unreadable = {}, True  # the API exports it flagged, with no details
         entries.append({"id": row.id, "kind": row.kind, "created_at": row.created_at.isoformat(),
-                        "details": details})
+                        "details": details, "unreadable": unreadable})
     return {"format": "cartera-wallet-history", "version": 1, "entries": entries,
             "audit": await audit.export(env.ctx, env.key)}
 
