@@ -11,7 +11,9 @@ from typing import Any
 import httpx
 from playwright.sync_api import Browser, expect
 
-from tests.wallet_api.system import System, fresh_citizens
+from tests.wallet_api.conftest import bearer, login
+from tests.wallet_api.system import System, execute_sql, fresh_citizens, query_sql
+from tests.wallet_api.test_e2e import receive
 from tests.web_wallet.conftest import ARTIFACTS, PHONE, make_offer, new_request, wait_status
 
 WEB = Path(__file__).resolve().parents[2] / "wallet_api" / "web"
@@ -422,3 +424,29 @@ def test_a_duplicated_tab_logs_in_afresh_and_leaves_the_first_one_logged_in(syst
     first.reload()
     first.locator("#nav a[data-route=settings]").click()
     expect(first.locator("#me")).to_contain_text(CITIZENS[1])
+
+
+UNREADABLE_CITIZEN = fresh_citizens(18)[17]  # the web wallet's other tests use the first 17
+
+
+def test_a_history_entry_that_does_not_open_shows_as_unreadable(system: System, phone) -> None:
+    tokens = login(system.wallet, UNREADABLE_CITIZEN)
+    receive(system, tokens, make_offer(system, "ajuntament-girona", "padro", UNREADABLE_CITIZEN))
+    receive(system, tokens, make_offer(system, "aoc-tax", "tax-compliance", UNREADABLE_CITIZEN))
+    history = httpx.get(f"{system.wallet}/v1/history", headers=bearer(tokens), timeout=30).json()
+    broken = history[-1]["id"]  # the padró's receipt, the oldest
+    [(sealed,)] = query_sql(system, "SELECT sealed FROM history WHERE id = ?", broken)
+    execute_sql(system, "UPDATE history SET sealed = ? WHERE id = ?", sealed[:-1] + bytes([sealed[-1] ^ 1]), broken)
+
+    citizen = phone()
+    citizen.login(UNREADABLE_CITIZEN)
+    page = citizen.page
+    page.locator("#nav a[data-route=history]").click()
+    expect(page.locator("#history li.receipt")).to_have_count(2)
+    unreadable = page.locator("#history li.unreadable")
+    expect(unreadable).to_have_count(1)
+    expect(unreadable).to_contain_text("Received")
+    expect(unreadable.locator(".meta")).to_have_text("This entry cannot be read.")
+    expect(page.locator("#history li.receipt").first).not_to_contain_text("cannot be read")
+    expect(page.locator("#error")).to_be_hidden()
+    assert citizen.errors == []

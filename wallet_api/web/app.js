@@ -38,6 +38,7 @@
       status_expired: "Caducada", validUntil: "Vàlida fins al {0}", issuedBy: "Emesa per {0}",
       kind_receipt: "Rebuda", kind_share: "Compartida", kind_decline: "Rebutjada", kind_deletion: "Esborrada",
       kind_imported: "{0} (importada d'una còpia)", kind_restore: "Còpia restaurada", restored: "{0} credencials restaurades",
+      importedEntry: "Importada d'una còpia", entryUnreadable: "Aquesta entrada no es pot llegir.",
       alert_offer_received: "Nova oferta", alert_credential_received: "Credencial rebuda",
       alert_issuance_pending: "Emissió pendent", alert_expiring: "Caducarà aviat", alert_suspended: "Credencial suspesa",
       alert_revoked: "Credencial revocada", alert_reinstated: "Credencial restablerta", unread: "sense llegir",
@@ -99,6 +100,7 @@
       status_expired: "Caducada", validUntil: "Válida hasta el {0}", issuedBy: "Emitida por {0}",
       kind_receipt: "Recibida", kind_share: "Compartida", kind_decline: "Rechazada", kind_deletion: "Borrada",
       kind_imported: "{0} (importada de una copia)", kind_restore: "Copia restaurada", restored: "{0} credenciales restauradas",
+      importedEntry: "Importada de una copia", entryUnreadable: "Esta entrada no se puede leer.",
       alert_offer_received: "Nueva oferta", alert_credential_received: "Credencial recibida",
       alert_issuance_pending: "Emisión pendiente", alert_expiring: "Caducará pronto", alert_suspended: "Credencial suspendida",
       alert_revoked: "Credencial revocada", alert_reinstated: "Credencial restablecida", unread: "sin leer",
@@ -160,6 +162,7 @@
       status_expired: "Expired", validUntil: "Valid until {0}", issuedBy: "Issued by {0}",
       kind_receipt: "Received", kind_share: "Shared", kind_decline: "Declined", kind_deletion: "Deleted",
       kind_imported: "{0} (imported from a backup)", kind_restore: "Backup restored", restored: "{0} credentials restored",
+      importedEntry: "Imported from a backup", entryUnreadable: "This entry cannot be read.",
       alert_offer_received: "New offer", alert_credential_received: "Credential received",
       alert_issuance_pending: "Issuance pending", alert_expiring: "Expiring soon", alert_suspended: "Credential suspended",
       alert_revoked: "Credential revoked", alert_reinstated: "Credential reinstated", unread: "unread",
@@ -1051,6 +1054,7 @@
       var list = clear($("history"));
       if (!entries.length) { list.appendChild(el("li", { text: t("noEntries") })); }
       entries.forEach(function (entry) {
+        if (entry.unreadable) { list.appendChild(unreadableEntry(entry)); return; }
         var d = entry.details || {};
         // An entry imported from a backup is shown as what it recorded, when it happened, and marked.
         var imported = entry.kind === "imported";
@@ -1081,6 +1085,16 @@
         list.appendChild(item);
       });
     }).catch(function (err) { showError(errorText(err)); });
+  }
+
+  // An entry whose stored data does not open: the API knows only its kind and time, so it is shown as
+  // that and marked, never read as an empty entry (a share without details would read "unverified").
+  function unreadableEntry(entry) {
+    var label = entry.kind === "imported" ? t("importedEntry") : t("kind_" + entry.kind);
+    return el("li", { "class": "entry unreadable " + entry.kind }, [
+      el("p", {}, [el("strong", { text: label }), document.createTextNode(" · " + fmtTime(entry.created_at))]),
+      el("p", { "class": "meta", text: t("entryUnreadable") })
+    ]);
   }
 
   function renderAlerts() {
