@@ -27,7 +27,7 @@ import secrets
 import time
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlencode, urlsplit, urlunsplit
+from urllib.parse import quote, urlencode, urlsplit, urlunsplit
 
 import httpx
 from sqlalchemy import and_, or_, select, update
@@ -540,7 +540,9 @@ class IssuerSession:
                 statuses.append({"uri": verified.status.uri, "idx": verified.status.idx})
         assert verified_first is not None
         described = describe_configuration(self.metadata, configuration_id, languages)
-        type_metadata = await fetch_type_metadata(self.ctx, self.client, verified_first)
+        type_metadata = await fetch_type_metadata(self.ctx, self.client, verified_first,
+                                                  credential_issuer=self.metadata.credential_issuer,
+                                                  configuration_id=configuration_id)
         claim_names = sorted(k for k in verified_first.claims if k not in _TECHNICAL_CLAIMS)
         details = {"configuration_id": configuration_id, "display": described,
                    "issuer_display": describe_issuer(self.metadata, languages),
@@ -638,18 +640,40 @@ async def verify_received(ctx: WalletContext, token: str, *, credential_issuer: 
 
 
 async def fetch_type_metadata(ctx: WalletContext, client: httpx.AsyncClient,
-                              verified: sd_jwt_vc.VerifiedCredential) -> dict[str, Any] | None:
+                              verified: sd_jwt_vc.VerifiedCredential, *, credential_issuer: str | None = None,
+                              configuration_id: str | None = None) -> dict[str, Any] | None:
     """The SD-JWT VC Type Metadata at the ``vct`` URL, checked against ``vct#integrity`` when given.
+
+    A ``vct`` is a type's name, and many name no server (a shared type used by several issuers): the
+    issuer then serves the document itself, at ``<credential issuer>/types/<configuration id>`` as
+    Cartera issuers do. That copy is taken only when ``vct#integrity`` (which the issuer signed into
+    the credential) matches it, so it is exactly the document the issuer meant.
 
     Display only: a type whose metadata cannot be fetched is still stored (the issuer metadata has
     display data too), but metadata failing its integrity check is dropped.
     """
     vct = verified.vct
-    parts = urlsplit(vct)
+    found = await _type_metadata_at(ctx, client, vct, verified)
+    if found is None and verified.vct_integrity and credential_issuer and configuration_id:
+        found = await _type_metadata_at(
+            ctx, client, f"{credential_issuer.rstrip('/')}/types/{quote(configuration_id, safe='')}", verified)
+    return found
+
+
+#: Top-level domains that never resolve (RFC 2606): a vct under them names a type, not a server.
+_NEVER_RESOLVED = frozenset({"example", "invalid"})
+
+
+async def _type_metadata_at(ctx: WalletContext, client: httpx.AsyncClient, url: str,
+                            verified: sd_jwt_vc.VerifiedCredential) -> dict[str, Any] | None:
+    parts = urlsplit(url)
     if parts.scheme != "https" and not (ctx.dev and parts.scheme == "http"):
         return None
+    host = (parts.hostname or "").rstrip(".")
+    if host.rpartition(".")[2] in _NEVER_RESOLVED:
+        return None  # a name only (RFC 2606): no lookup leaves the machine for it
     try:
-        response = await ctx.request(client, "GET", vct, headers={"Accept": "application/json"})
+        response = await ctx.request(client, "GET", url, headers={"Accept": "application/json"})
     except FetchError:
         return None
     if response.status_code != 200:
@@ -662,7 +686,7 @@ async def fetch_type_metadata(ctx: WalletContext, client: httpx.AsyncClient,
         if not secrets.compare_digest(digest.rstrip("="), expected.rstrip("=")):
             return None
     body = _json(response)
-    return body if isinstance(body, dict) and body.get("vct") == vct else None
+    return body if isinstance(body, dict) and body.get("vct") == verified.vct else None
 
 
 # -- deferred ------------------------------------------------------------------------------------

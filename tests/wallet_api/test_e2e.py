@@ -46,6 +46,11 @@ def test_receive_each_builtin_type(system: System, slug: str, type_id: str) -> N
     cid = result["credential_ids"][0]
     detail = httpx.get(f"{system.wallet}/v1/credentials/{cid}", headers=bearer(tokens)).json()
     assert detail["status"] == "valid" and detail["claims"]
+    # The built-in types' vct names no server: the Type Metadata comes from the issuer's own copy,
+    # taken because it matches the credential's vct#integrity.
+    metadata = detail["type_metadata"]
+    assert metadata is not None and metadata["vct"].endswith(f"/{type_id}/v1"), metadata
+    assert {d["locale"] for d in metadata["display"]} >= {"ca", "es", "en"}
     assert detail["copies"] >= 1
     history = httpx.get(f"{system.wallet}/v1/history", params={"kind": "receipt"}, headers=bearer(tokens)).json()
     assert any(h["details"]["credential_id"] == cid for h in history)
