@@ -54,6 +54,7 @@ def create_app(settings: WalletSettings | None = None, *, transport: httpx.Async
     from .background import background_loop, webhook_loop
     from .pin import record_pins_in_profiles, seal_legacy_pin_hashes
     from .routes import alerts, audit, auth, backup, credentials, history, offers, presentations, web
+    from .store import bind_legacy_copies
 
     settings = settings or WalletSettings()
     db = Database.from_settings(settings)
@@ -70,6 +71,8 @@ def create_app(settings: WalletSettings | None = None, *, transport: httpx.Async
         # Once: the wallets with a PIN from earlier versions get it recorded in their sealed profile, so
         # that a NULL pin_hash written into the database reads as tampering, not as "no PIN".
         await record_pins_in_profiles(db, ctx.vault)
+        # Once: the credential copies earlier versions sealed without naming their credential.
+        await bind_legacy_copies(db, ctx.vault)
         yield
 
     @contextlib.asynccontextmanager

@@ -1,4 +1,19 @@
-"""Reading and writing the vault's rows for one citizen (always scoped by wallet id)."""
+"""Reading and writing the vault's rows for one citizen (always scoped by wallet id).
+
+**Copies are sealed to their credential.** A credential copy is sealed as kind ``credential-copy`` with
+row id ``<credential id>|<copy id>`` (:func:`copy_ref`): the associated data names the credential it
+belongs to, as well as the copy. ``credential_copies.credential_id`` is a clear column, and when the
+seal named the copy alone (kind ``copy``, row id ``<copy id>``, earlier versions) a database writer could
+point a copy of one credential at another credential of the same wallet and it opened: the wallet then
+showed and presented credential A's claims under credential B's type, issuer and status. Now such a copy
+does not open, and its credential reads as unreadable (:func:`load_credentials`). A copy's
+``position`` and ``uses`` are not bound: they only order interchangeable copies of one credential.
+
+Copies sealed the earlier way are sealed again, bound to the credential their row names, once, at the
+first start-up of this version (:func:`bind_legacy_copies`, recorded in ``service_keys`` as
+:data:`COPIES_BOUND_MARKER`): a migration cannot, as it does not have the master key. After that a copy
+sealed the earlier way never opens, whenever it was written.
+"""
 
 from __future__ import annotations
 
@@ -8,16 +23,28 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from service_kit.crypto import SecretBoxError
+from service_kit.db import Database
 from service_kit.errors import APIError
 from ssi.jose import Key
 from ssi.sd_jwt import SDJWT
 
 from . import audit
-from .models import Alert, AlertWebhookOutbox, Credential, CredentialCopy, HistoryEntry, Wallet, utcnow
-from .vault import DataKey, VaultError, new_id
+from .models import (
+    Alert,
+    AlertWebhookOutbox,
+    Credential,
+    CredentialCopy,
+    HistoryEntry,
+    ServiceKey,
+    Wallet,
+    utcnow,
+)
+from .vault import DataKey, Vault, VaultError, new_id, service_key_aad
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +83,22 @@ class OpenCredential:
         return min(self.copies, key=lambda c: (c.uses, c.position))
 
 
+#: The vault kind of a credential copy (row id: :func:`copy_ref`), and the one earlier versions sealed
+#: copies under (row id: the copy's id), which only :func:`bind_legacy_copies` still opens.
+COPY_KIND = "credential-copy"
+LEGACY_COPY_KIND = "copy"
+#: The ``service_keys`` row recording that :func:`bind_legacy_copies` ran.
+COPIES_BOUND_MARKER = "copies-bound-to-credentials"
+
+
+def copy_ref(credential_id: str, copy_id: str) -> str:
+    """The row id a copy is sealed under: its credential's id and its own (ids never hold ``|``)."""
+    return f"{credential_id}|{copy_id}"
+
+
 def open_copy(key: DataKey, row: CredentialCopy) -> OpenCopy:
-    data = key.open("copy", row.id, row.sealed)
+    """Decrypt a copy; one whose row names another credential than it was sealed for does not open."""
+    data = key.open(COPY_KIND, copy_ref(row.credential_id, row.id), row.sealed)
     return OpenCopy(id=row.id, position=row.position, uses=row.uses, token=data["token"],
                     holder_key=Key.from_jwk(data["holder_jwk"]))
 
@@ -134,9 +175,65 @@ async def add_credential(session: AsyncSession, key: DataKey, *, vct: str, issue
     for position, (token, holder_jwk) in enumerate(copies):
         copy_id = new_id("copy")
         session.add(CredentialCopy(id=copy_id, credential_id=credential_id, wallet_id=key.wallet_id,
-                                   position=position, sealed=key.seal("copy", copy_id,
+                                   position=position, sealed=key.seal(COPY_KIND, copy_ref(credential_id, copy_id),
                                                                       {"token": token, "holder_jwk": holder_jwk})))
     return credential_id
+
+
+async def bind_legacy_copies(db: Database, vault: Vault, *, batch: int = 200) -> int:
+    """Seal again, bound to their credential, the copies earlier versions sealed under the copy's id
+    alone; return how many. Start-up, after the migrations: runs until it has recorded
+    :data:`COPIES_BOUND_MARKER`, never again after, so a copy sealed the earlier way that reaches the
+    database later (a worker of an earlier version, an old row put back) does not open.
+
+    Each copy is bound to the credential its row names at that moment: a copy moved before the upgrade
+    cannot be told from one that was not. Rows are rewritten by a conditional update on the value read,
+    so several workers starting at once do not disturb each other. A copy (or its wallet's data key)
+    that opens neither way is logged and left: its credential reads as unreadable on its own, and one
+    such row must not keep the service from starting for everyone else."""
+    async with db.read_session() as session:
+        if await session.get(ServiceKey, COPIES_BOUND_MARKER) is not None:
+            return 0
+    count, last = 0, ""
+    while True:
+        async with db.session() as session:
+            rows = (await session.execute(
+                select(CredentialCopy.id, CredentialCopy.credential_id, CredentialCopy.sealed, Wallet.id,
+                       Wallet.data_key)
+                .join(Wallet, Wallet.id == CredentialCopy.wallet_id)
+                .where(CredentialCopy.id > last).order_by(CredentialCopy.id).limit(batch))).all()
+            keys: dict[str, DataKey] = {}
+            for copy_id, credential_id, sealed, wallet_id, data_key in rows:
+                ref = copy_ref(credential_id, copy_id)
+                try:
+                    key = keys.get(wallet_id) or vault.data_key(Wallet(id=wallet_id, data_key=data_key))
+                    keys[wallet_id] = key
+                    try:
+                        value = key.open(LEGACY_COPY_KIND, copy_id, sealed)
+                    except VaultError:
+                        key.open(COPY_KIND, ref, sealed)
+                        continue  # bound already (written by this version)
+                except (VaultError, SecretBoxError) as exc:
+                    log.error("a stored credential copy does not open; not bound to its credential", extra={
+                        "code": getattr(exc, "code", ""), "wallet": wallet_id, "credential": credential_id,
+                        "copy": copy_id})
+                    continue
+                result = await session.execute(
+                    update(CredentialCopy).where(CredentialCopy.id == copy_id,
+                                                 CredentialCopy.credential_id == credential_id,
+                                                 CredentialCopy.sealed == sealed)
+                    .values(sealed=key.seal(COPY_KIND, ref, value)).execution_options(synchronize_session=False))
+                count += result.rowcount  # type: ignore[attr-defined]
+        if len(rows) < batch:
+            break
+        last = rows[-1][0]
+    try:
+        async with db.session() as session:
+            session.add(ServiceKey(name=COPIES_BOUND_MARKER, sealed=vault.box.seal(
+                COPIES_BOUND_MARKER.encode(), service_key_aad(COPIES_BOUND_MARKER))))
+    except IntegrityError:
+        pass  # another worker recorded it at the same moment
+    return count
 
 
 async def add_history(session: AsyncSession, key: DataKey, kind: str, details: dict[str, Any]) -> str:

@@ -6,7 +6,9 @@ Layers:
   wallet's random 256-bit **data key** and the service's **subject index key**;
 * a wallet's data key seals (AES-256-GCM) every sensitive row of that wallet. The associated data is
   ``cartera-wallet|<wallet id>|<kind>|<row id>``, so a sealed value copied onto another row, another
-  wallet or another field fails to open;
+  wallet or another field fails to open. A row that belongs to another row names it too, in its row
+  id: a credential copy is ``credential-copy|<credential id>|<copy id>`` (:mod:`wallet_api.store`), so
+  re-pointing its clear ``credential_id`` column at another credential makes it fail to open;
 * citizens are looked up by ``HMAC-SHA256(index key, provider | identifier)``: the database never holds
   the identifier (which is itself a claim value of many credentials);
 * the login's secrets (access and refresh tokens, one-time app codes, login states) and the states and
