@@ -201,6 +201,10 @@ async def start_login(ctx: IssuerContext, tenant: TenantRef, params: dict[str, s
         if row is None:
             raise APIError(400, INVALID_REQUEST, "request_uri is unknown, used, expired or pushed by another client")
         request_id = row[0]
+    elif ctx.settings.require_par:
+        # Not redirected: the redirect URI of a request that was never pushed has not been checked.
+        raise APIError(400, INVALID_REQUEST, "this issuer accepts only pushed authorization requests: "
+                                             "push the request to the pushed_authorization_request_endpoint first")
     else:
         _, created = await create_request(ctx, tenant, params, known, pushed=False)
         request_id = created.id

@@ -80,7 +80,7 @@ def authorization_server_metadata(ctx: IssuerContext, tenant: TenantRef, types: 
         "authorization_endpoint": f"{base}/authorize",
         "token_endpoint": f"{base}/token",
         "pushed_authorization_request_endpoint": f"{base}/par",
-        "require_pushed_authorization_requests": False,
+        "require_pushed_authorization_requests": ctx.settings.require_par,
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],
         "grant_types_supported": [AUTHORIZATION_CODE_GRANT, PRE_AUTHORIZED_CODE_GRANT],

@@ -92,6 +92,9 @@ class IssuerSettings(SigningServiceSettings):
     require_dpop: bool = Field(default=False,
                                description="Refuse bearer access tokens: wallets must use DPoP (RFC 9449), as HAIP "
                                            "requires. DPoP is always accepted when a wallet sends a proof.")
+    require_par: bool = Field(default=False,
+                              description="Refuse authorization requests not pushed to /par first (RFC 9126), as "
+                                          "HAIP requires; advertised as require_pushed_authorization_requests.")
     webhook_timeout: float = Field(default=5.0, gt=0, description="Timeout of one webhook delivery, seconds.")
     sql_connections: dict[str, SqlConnection] = Field(
         default_factory=dict,
