@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -20,14 +19,12 @@ from sqlalchemy import Select, and_, delete, or_, select, text, update
 
 from service_kit.outbound import CALL_DEADLINE_FACTOR
 from service_kit.webhooks import claim_due_webhooks, deliver_webhook, purge_finished_webhooks, record_delivery
-from ssi import x509 as ssi_x509
 from ssi.errors import SSIError
-from ssi.jose import Key
-from ssi.sd_jwt_vc import IssuerMetadataKeyResolver
-from ssi.status_list import verify_status_list_token
+from ssi.status_list import StatusListToken, verify_status_list_token
 
 from .audit import checkpoint_due
-from .context import FetchError, WalletContext, get_json_blocking
+from .context import FetchError, WalletContext
+from .issuer_keys import status_list_key
 from .models import (
     OFFER_ACCEPTING,
     PRESENTATION_ANSWERING,
@@ -279,20 +276,6 @@ async def purge_outbox(ctx: WalletContext) -> int:
                                          max_attempts=ctx.settings.webhook_max_attempts)
 
 
-def _status_key(ctx: WalletContext, issuer: str):  # noqa: ANN202 - a callable for verify_status_list_token
-    def resolve(header: dict[str, Any], payload: dict[str, Any]) -> Key:
-        if "x5c" in header:
-            leaf = ssi_x509.verify_x5c(header["x5c"], ctx.issuer_anchors)
-            return ssi_x509.certificate_key(leaf)
-
-        def fetch(url: str) -> Any:
-            return get_json_blocking(url, timeout=ctx.settings.http_timeout, policy=ctx.settings.outbound_policy())
-
-        resolver = IssuerMetadataKeyResolver(fetch, allowed_issuers=[issuer], allow_http_loopback=ctx.dev)
-        return resolver.resolve(header, {"iss": issuer}, now=time.time()).key
-    return resolve
-
-
 def status_checks_due(now: dt.datetime) -> Select[tuple[Credential]]:
     """The next batch of credentials whose status check is due, the most overdue first: a range of
     ``ix_credentials_next_status_check``, so a sweep reads only those (a revoked one has no next check)."""
@@ -324,7 +307,7 @@ async def check_statuses(ctx: WalletContext, *, force: bool = False) -> int:
         rows = (await session.execute(query)).scalars().all()
         wallets = {w.id: w for w in (await session.execute(
             select(Wallet).where(Wallet.id.in_({r.wallet_id for r in rows})))).scalars()} if rows else {}
-    lists: dict[str, Any] = {}
+    lists: dict[tuple[str, str], StatusListToken] = {}
     checked = 0
     async with ctx.client() as client:
         for row in rows:
@@ -340,9 +323,17 @@ async def check_statuses(ctx: WalletContext, *, force: bool = False) -> int:
     return checked
 
 
-async def _check_status(ctx: WalletContext, client: Any, lists: dict[str, Any], wallet: Wallet, row: Credential,
-                        now: dt.datetime) -> None:
-    """Check one credential's status list entry (``lists``: the lists already fetched in this sweep)."""
+async def _check_status(ctx: WalletContext, client: Any, lists: dict[tuple[str, str], StatusListToken],
+                        wallet: Wallet, row: Credential, now: dt.datetime) -> None:
+    """Check one credential's status list entry (``lists``: the lists already fetched and verified in
+    this sweep, by URI and by the issuer they were verified as).
+
+    The list counts only when its token is signed by a key the credential's own issuer is trusted to
+    use (:func:`wallet_api.issuer_keys.status_list_key`: the rules the credential itself passed at
+    receipt) and its ``sub`` is the URI the credential names. Any other token, like a list that cannot
+    be fetched, is a failed check: the last known status stays and the check comes back sooner.
+    Otherwise anyone holding a certificate under the issuer anchors (another issuer, another tenant of
+    the same host) who could answer at the list's URI would revoke a citizen's credential, for good."""
     key = ctx.vault.data_key(wallet)
     details = key.open("credential", row.id, row.sealed)
     statuses = details.get("statuses") or []
@@ -351,25 +342,30 @@ async def _check_status(ctx: WalletContext, client: Any, lists: dict[str, Any], 
     if statuses:
         ref = statuses[0]
         try:
-            token = lists.get(ref["uri"])
+            # Keyed by issuer too: a list verified for one issuer's credential says nothing of another's.
+            token = lists.get((ref["uri"], row.issuer))
             if token is None:
                 response = await ctx.request(client, "GET", ref["uri"],
                                              headers={"Accept": "application/statuslist+jwt"})
                 if response.status_code != 200:
                     raise FetchError(f"HTTP {response.status_code}")
                 token = await asyncio.to_thread(
-                    verify_status_list_token, response.text.strip(), key=_status_key(ctx, row.issuer),
+                    verify_status_list_token, response.text.strip(), key=status_list_key(ctx, row.issuer),
                     expected_uri=ref["uri"])
-                lists[ref["uri"]] = token
+                lists[(ref["uri"], row.issuer)] = token
             new_status = STATUS_NAMES.get(token.status(int(ref["idx"])), "revoked")
             if token.ttl:
                 next_check = now + dt.timedelta(seconds=max(int(token.ttl), 1))
         except (FetchError, SSIError, KeyError, ValueError) as exc:
-            # Unknown status is not "revoked": keep the last known one and retry sooner.
-            log.warning("status check failed", extra={"credential": row.id, "reason": type(exc).__name__})
+            # A list not fetched, or not the issuer's: the status is unknown, not "revoked". The last
+            # known one stays and the check comes back sooner.
+            log.warning("status check failed", extra={
+                "credential": row.id, "reason": type(exc).__name__,
+                "code": exc.code if isinstance(exc, SSIError) else None})
             next_check = now + dt.timedelta(seconds=min(300, ctx.settings.status_check_interval))
     if new_status == "revoked":
-        next_check = None  # final: never checked again, and out of the sweep's index
+        # Final (INVALID, said by a list the issuer signed): never checked again, out of the sweep's index.
+        next_check = None
     async with ctx.db.session() as session:
         # Compare-and-set on the status read: when two workers check the same credential at once,
         # only the one whose update lands raises the alert.

@@ -76,7 +76,9 @@ class WalletSettings(ServiceSettings):
     trust_issuer_metadata: bool = Field(
         default=True,
         description=("Accept issuer keys published as JWT VC Issuer Metadata (`/.well-known/jwt-vc-issuer`) "
-                     "of the credential issuer the wallet talked to, when the credential has no x5c."))
+                     "of the credential issuer the wallet talked to, when the credential has no x5c; likewise "
+                     "for the status lists of its credentials. Off: only an x5c chain to `issuer_anchor_files` "
+                     "whose certificate names the issuer is accepted."))
     idp_url: str = Field(default="", description="Base URL of the VÀLid (or VÀLid-compatible) identity provider.")
     idp_client_id: str = Field(default="cartera-wallet", description="The wallet's client id at VÀLid.")
     idp_client_secret: SecretStr | None = Field(default=None, description="The wallet's client secret at VÀLid.")
