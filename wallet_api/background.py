@@ -20,7 +20,7 @@ from sqlalchemy import Select, and_, delete, or_, select, text, update
 from service_kit.outbound import CALL_DEADLINE_FACTOR
 from service_kit.webhooks import claim_due_webhooks, deliver_webhook, purge_finished_webhooks, record_delivery
 from ssi.errors import SSIError
-from ssi.status_list import StatusListToken, verify_status_list_token
+from ssi.status_list import INVALID, SUSPENDED, VALID, StatusListToken, verify_status_list_token
 
 from .audit import checkpoint_due
 from .context import FetchError, WalletContext
@@ -45,7 +45,10 @@ from .store import add_alert
 
 log = logging.getLogger(__name__)
 
-STATUS_NAMES = {0: "valid", 1: "revoked", 2: "suspended"}
+#: The Status Types the wallet acts on. Any other value (0x03 and 0x0C-0x0F are application specific,
+#: the rest reserved: draft-ietf-oauth-status-list, "Status Types Values") has no meaning the wallet
+#: knows: the credential keeps its last known status.
+STATUS_NAMES = {VALID: "valid", INVALID: "revoked", SUSPENDED: "suspended"}
 BATCH = 100
 #: Alert webhooks sent per round at most (each leased on its own).
 WEBHOOK_ROUND = 20
@@ -353,7 +356,13 @@ async def _check_status(ctx: WalletContext, client: Any, lists: dict[tuple[str, 
                     verify_status_list_token, response.text.strip(), key=status_list_key(ctx, row.issuer),
                     expected_uri=ref["uri"])
                 lists[(ref["uri"], row.issuer)] = token
-            new_status = STATUS_NAMES.get(token.status(int(ref["idx"])), "revoked")
+            value = token.status(int(ref["idx"]))
+            if value in STATUS_NAMES:
+                new_status = STATUS_NAMES[value]
+            else:
+                # Application specific or not yet registered: not a revocation, not a fault of the list.
+                log.warning("status list gives a status the wallet does not know", extra={
+                    "credential": row.id, "status_value": value})
             if token.ttl:
                 next_check = now + dt.timedelta(seconds=max(int(token.ttl), 1))
         except (FetchError, SSIError, KeyError, ValueError) as exc:

@@ -5,8 +5,9 @@ issuer (every tenant of a shared host) holds a certificate under the same anchor
 ``x5c`` merely chains to them could be anyone's: one served at the list's URL by another tenant, or
 signed by a certificate naming the issuer's host rather than the issuer, once revoked the citizen's
 credential in the wallet for good. So did a list signed with a key of the issuer's metadata when the
-operator turned ``trust_issuer_metadata`` off. Now such a check fails: the credential keeps its status
-and is checked again soon; a list the issuer signed still revokes, and that revocation is final.
+operator turned ``trust_issuer_metadata`` off, and a status value the wallet does not know (0x03 is
+application specific). Now such a check fails: the credential keeps its status and is checked again
+soon; a list the issuer signed still revokes, and that revocation is final.
 
 A stand-in issuer over real HTTP (pre-authorized offer, metadata, token, credential and status list
 endpoints, JWT VC Issuer Metadata; credentials signed under the test CA the wallets trust, the
@@ -290,6 +291,27 @@ def test_a_list_signed_with_a_metadata_key_counts_only_when_the_wallet_trusts_is
     issuer.lists[name] = StatusListSpec(signer="issuer", value=1)
     assert _check_again(strict_wallet, strict_id) == ("revoked", None)
     assert _alerts(strict_wallet, strict_headers, strict_id) == ["revoked"]
+
+
+def test_an_application_specific_status_keeps_the_credential_and_it_is_checked_again(
+        wallet: WalletHandle, issuer: StandInIssuer) -> None:
+    headers = bearer(login(wallet.url, CITIZENS[2]))
+    name = f"app-specific-{secrets.token_hex(4)}"
+    issuer.lists[name] = StatusListSpec(signer="issuer", value=0x03, bits=2)
+    credential_id = _receive(wallet, headers, issuer, name)
+
+    status, next_check = _checked(wallet, credential_id)
+    assert status == "valid", "status 0x03 (application specific) revoked the credential"
+    assert next_check is not None  # checked again, at the usual interval
+    assert _alerts(wallet, headers, credential_id) == []
+
+    issuer.lists[name] = StatusListSpec(signer="issuer", value=0x02, bits=2)
+    assert _check_again(wallet, credential_id)[0] == "suspended"
+    issuer.lists[name] = StatusListSpec(signer="issuer", value=0x0F, bits=4)
+    assert _check_again(wallet, credential_id)[0] == "suspended"  # the last known status stays
+    issuer.lists[name] = StatusListSpec(signer="issuer", value=0x01, bits=2)
+    assert _check_again(wallet, credential_id) == ("revoked", None)
+    assert _alerts(wallet, headers, credential_id) == ["revoked", "suspended"]  # newest first
 
 
 @pytest.mark.anyio
