@@ -4,9 +4,13 @@ does not fail an exchange another worker took over (and may be offering).
 ``poll_due`` read the time once per sweep and leased each exchange it reached to that time plus the
 lease: after slow polls the later ones were leased into the past, and another worker's sweep polled
 them too. And a failed poll marked its exchange ``failed`` whatever its state: over the ``offered`` of
-the worker that polled it since, or under it while that worker was offering.
+the worker that polled it since, or under it while that worker was offering. A poll renews its lease
+while it runs (the heartbeat): a slow source does not lose its exchange to another worker's sweep, and
+the heartbeat ends with the poll.
 
 The clock (``issuer.aries_channel.utcnow``) and the polls (``_poll_one``) are the test's; no agent runs.
+The heartbeat beats in real time (every third of a lease shortened to :data:`LEASE`) and renews the
+lease from the test's clock.
 """
 
 from __future__ import annotations
@@ -32,6 +36,10 @@ T0 = dt.datetime(2026, 12, 7, 12, 0, tzinfo=dt.UTC)
 #: Longer than any lease: a worker paused this long has lost its claim.
 STALL = dt.timedelta(hours=1)
 SUBJECT = {"identifier": "12345678Z", "name": "Titular"}
+#: The poll lease of the heartbeat tests (``aries_poll_lease``, its smallest value): a beat every 1/6 s.
+LEASE = 0.5
+#: Longest wait for one heartbeat (a beat comes every third of :data:`LEASE`): a guard, not a pace.
+BEAT_WAIT = 10.0
 
 
 class Clock:
@@ -151,3 +159,117 @@ async def test_a_poll_past_its_lease_does_not_fail_the_exchange_another_worker_o
     assert seen_after_a == [("pending", True)]  # left to B, its source reference kept
     assert offered == [True]
     assert (row.state, row.error, row.cred_ex_id, deferral) == ("offered", None, "cred-ex-1", False)
+
+
+async def _beat(ctx: Any, clock: Clock, exchange_id: str) -> bool:
+    """Half a lease passes on the clock; then wait for the poll's heartbeat to renew the exchange's lease
+    from there (a lease ending later than any written before the clock moved). False: no renewal came
+    within :data:`BEAT_WAIT` seconds."""
+    clock.now += dt.timedelta(seconds=LEASE / 2)
+    written_before = clock.now + dt.timedelta(seconds=LEASE / 2)  # the latest a renewal before could reach
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + BEAT_WAIT
+    while loop.time() < deadline:
+        row, _ = await _exchange(ctx, exchange_id)
+        if row.expires_at > written_before:
+            return True
+        await asyncio.sleep(0.02)
+    return False
+
+
+async def test_a_poll_slower_than_its_lease_keeps_its_exchange_while_it_runs(
+        database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A's source takes two leases to answer. Its heartbeat renews the lease every third of it, so B's
+    sweep in the meantime finds nothing due, and A still holds the exchange when it offers. Without the
+    heartbeat B re-claims the exchange A is still polling (and A, its lease taken, may not offer)."""
+    clock = Clock()
+    monkeypatch.setattr(aries_channel, "utcnow", clock)
+    async with running_issuer(issuer_settings(database_url, tmp_path, aries_poll_lease=LEASE)) as (ctx, _):
+        (exchange_id,) = await _pending(ctx, 1)
+        a, b = _channels(ctx)
+        beats: list[bool] = []
+        b_polled: list[str] = []
+        a_offered: list[bool] = []
+
+        async def poll_one(self: IssuerAriesChannel, polled_id: str, lease: Any) -> None:
+            if self is b:
+                b_polled.append(polled_id)
+                return
+            for _ in range(4):  # a slow source: two leases in steps of half of one
+                if all(beats):
+                    beats.append(await _beat(ctx, clock, polled_id))
+                else:  # past a missed beat, the clock goes on without waiting for beats that will not come
+                    clock.now += dt.timedelta(seconds=LEASE / 2)
+            assert clock.now > T0 + dt.timedelta(seconds=LEASE)  # the lease taken at the claim is over
+            await b.poll_due()  # another worker's sweep, while A's poll runs
+            await self._claim_for_offer(lease)  # what a poll whose source answered does before offering
+            a_offered.append(await self._mark_offered(polled_id, "cred-ex-1", "thread-1", "c_0"))
+
+        monkeypatch.setattr(IssuerAriesChannel, "_poll_one", poll_one)
+        async with asyncio.timeout(60):  # a guard against a hang, not the assertion
+            assert await a.poll_due() == 1
+        row, deferral = await _exchange(ctx, exchange_id)
+    assert b_polled == [], "another worker polled an exchange whose poll was still running"
+    assert beats == [True] * 4
+    assert a_offered == [True]
+    assert (row.state, row.cred_ex_id, deferral) == ("offered", "cred-ex-1", False)
+
+
+@pytest.mark.parametrize("ending", ["finished", "cancelled"])
+async def test_the_heartbeat_ends_with_its_poll(
+        database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ending: str) -> None:
+    """Once a poll has returned (its source answered pending: rescheduled), or was cancelled (a worker
+    shutting down: the exchange handed back), its heartbeat task is over, and the exchange's next poll
+    stays where the poll put it while another poll's heartbeat, which shares the channel, beats twice."""
+    clock = Clock()
+    monkeypatch.setattr(aries_channel, "utcnow", clock)
+    async with running_issuer(issuer_settings(database_url, tmp_path, aries_poll_lease=LEASE)) as (ctx, _):
+        first, second = await _pending(ctx, 2)
+        (a, _b) = _channels(ctx)
+        keepers: list[asyncio.Task[Any]] = []
+        real_keep_lease = IssuerAriesChannel._keep_lease
+
+        async def keep_lease(self: IssuerAriesChannel, lease: Any) -> None:
+            task = asyncio.current_task()
+            assert task is not None
+            keepers.append(task)
+            await real_keep_lease(self, lease)
+
+        beats: dict[str, list[bool]] = {first: [], second: []}
+        blocked = asyncio.Event()
+
+        async def poll_one(self: IssuerAriesChannel, polled_id: str, lease: Any) -> None:
+            if polled_id == second:
+                beats[second] += [await _beat(ctx, clock, second), await _beat(ctx, clock, second)]
+                await self._reschedule(polled_id, 0, lease)
+                return
+            beats[first].append(await _beat(ctx, clock, first))  # the heartbeat runs: there is one to end
+            if ending == "finished":
+                await self._reschedule(polled_id, 0, lease)  # as for a source that answered pending
+                return
+            blocked.set()
+            await asyncio.Event().wait()  # the source has not answered when the worker shuts down
+
+        monkeypatch.setattr(IssuerAriesChannel, "_keep_lease", keep_lease)
+        monkeypatch.setattr(IssuerAriesChannel, "_poll_one", poll_one)
+        async with asyncio.timeout(60):  # a guard against a hang, not the assertion
+            if ending == "finished":
+                assert await a.poll_due(limit=1) == 1
+            else:
+                sweep = asyncio.create_task(a.poll_due(limit=1))
+                await blocked.wait()
+                sweep.cancel()
+                await asyncio.wait([sweep], timeout=BEAT_WAIT)
+                assert sweep.cancelled(), "the cancelled poll did not end: it waits for its heartbeat"
+            assert beats[first] == [True], "no heartbeat ran during the poll"
+            assert len(keepers) == 1 and keepers[0].done(), "the heartbeat outlived its poll"
+            after_poll, _ = await _exchange(ctx, first)
+            # Rescheduled or handed back, in both cases to the next poll's time (the deferred interval).
+            assert after_poll.expires_at == clock.now + dt.timedelta(seconds=ctx.settings.deferred_interval)
+            # The next sweep polls the other exchange: a heartbeat that beats twice meanwhile, whereas
+            # the first exchange's lease stays as the first poll left it.
+            assert await a.poll_due(limit=1) == 1
+        later, _ = await _exchange(ctx, first)
+    assert beats[second] == [True, True]
+    assert later.expires_at == after_poll.expires_at
+    assert len(keepers) == 2 and all(task.done() for task in keepers)
