@@ -6,11 +6,16 @@ credential: ``<issuer>/v1/aries/contexts/<type id>/<version>`` (``<issuer>`` is 
 identifier, ``/t/<slug>``). The document is generated from the registered type definition, so every
 claim is defined. Also public here: the short invitation URL (``/v1/aries/i/<code>``), the signed W3C
 status list credentials (``/v1/aries/status/<list>/<suite>``) and the tenant's DIDs
-(``/v1/aries/issuer``, which verifiers read to trust the tenant's https identifier). See docs/aries.md.
+(``/v1/aries/issuer``): a verifier trusting the tenant's https identifier trusts these DIDs, so it asks
+for them as a JWT signed with the tenant's key and its ``x5c`` chain, which it checks against the same
+anchors as the tenant's SD-JWT VCs (a plain JSON copy stays for people; no verifier trusts it). See
+docs/aries.md.
 """
 
 from __future__ import annotations
 
+import hashlib
+import time
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
@@ -20,9 +25,12 @@ from pydantic import BaseModel, Field
 from aries.jsonld import generate_context
 from aries.status import status_context
 from service_kit.errors import APIError
+from ssi.encoding import json_dumps
+from ssi.jose import sign_jws
 
 from ..aries_channel import IssuerAriesChannel
 from ..context import IssuerContext, get_ctx
+from ..keys import active_key
 from ..registry import load_stored_type, tenant_types, type_versions
 from ..tenancy import TenantRef, path_tenant
 from .aries_admin import get_channel
@@ -93,13 +101,53 @@ class AriesIssuerInfo(BaseModel):
                     "(`Ed25519Signature2020` or `BbsBlsSignature2020`): what a verifier asks the holder to present.")
 
 
+#: Media type (and JWT ``typ``) of the signed issuer document; verifiers ask for it with ``Accept``.
+ISSUER_DOCUMENT_TYPE = "aries-issuer+jwt"
+ISSUER_DOCUMENT_MEDIA_TYPE = f"application/{ISSUER_DOCUMENT_TYPE}"
+#: Lifetime of a signed document: a verifier fetches it for every request and answer, so a day bounds how
+#: long a copy taken before a change (a DID withdrawn, a key rotated) can be replayed.
+ISSUER_DOCUMENT_SECONDS = 86_400
+#: A signed document is reused this long (for the same content and key): the endpoint is public, and a
+#: signature per GET would let anyone keep a PKCS#11 token busy.
+ISSUER_DOCUMENT_REUSE_SECONDS = 300
+
+
+async def _signed_issuer_document(ctx: IssuerContext, tenant: TenantRef, info: AriesIssuerInfo) -> str:
+    async with ctx.db.read_session() as session:
+        signer = await active_key(ctx, session, tenant.id)
+    if signer is None:
+        raise APIError(503, "temporarily_unavailable", "the issuer has no signing key")
+    content = {"dids": info.dids, "suites": info.suites}
+    cache_key = ("aries-issuer-document", tenant.id, signer.key.kid,
+                 hashlib.sha256(json_dumps(content).encode("utf-8")).hexdigest())
+    cached = ctx.keys.get(cache_key)
+    if cached is not None:
+        return str(cached)
+    now = int(time.time())
+    # Never valid past the certificate that vouches for it: a verifier checks the chain at its own now.
+    exp = min(now + ISSUER_DOCUMENT_SECONDS, int(signer.not_after.timestamp()))
+    token = sign_jws({"typ": ISSUER_DOCUMENT_TYPE, "kid": signer.key.kid, "x5c": signer.x5c},
+                     {"iss": info.issuer, "iat": now, "exp": exp, **content}, signer.key)
+    return str(ctx.keys.put(cache_key, token, ttl=ISSUER_DOCUMENT_REUSE_SECONDS))
+
+
 @router.get("/t/{slug}/v1/aries/issuer", tags=["aries"], response_model=AriesIssuerInfo,
-            summary="The tenant's Aries DIDs: verifiers trusting this issuer identifier trust these DIDs")
-async def aries_issuer(tenant: TenantRef = Depends(path_tenant),  # noqa: B008
+            summary="The tenant's Aries DIDs: verifiers trusting this issuer identifier trust these DIDs",
+            description="With `Accept: application/aries-issuer+jwt`, the same members as claims of a JWT "
+                        "(`typ` `aries-issuer+jwt`, `iss`, `iat`, `exp`, `dids`, `suites`) signed with the "
+                        "tenant's current key, its `x5c` chain in the header: the only form verifiers trust. "
+                        "Otherwise plain JSON, for people.",
+            responses={200: {"content": {ISSUER_DOCUMENT_MEDIA_TYPE: {"schema": {"type": "string"}}}}})
+async def aries_issuer(request: Request, tenant: TenantRef = Depends(path_tenant),  # noqa: B008
                        aries: IssuerAriesChannel = Depends(get_channel),  # noqa: B008
-                       ctx: IssuerContext = Depends(get_ctx)) -> AriesIssuerInfo:  # noqa: B008
+                       ctx: IssuerContext = Depends(get_ctx)) -> Any:  # noqa: B008
     if not aries.enabled:
-        return AriesIssuerInfo(issuer=ctx.issuer_url(tenant.slug), dids={})
-    types = await tenant_types(ctx, None, tenant.id)
-    return AriesIssuerInfo(issuer=ctx.issuer_url(tenant.slug), dids=await aries.published_dids(tenant.id),
-                           suites={reg.ctype.vct: aries.proof_type(type_id) for type_id, reg in types.items()})
+        info = AriesIssuerInfo(issuer=ctx.issuer_url(tenant.slug), dids={})
+    else:
+        types = await tenant_types(ctx, None, tenant.id)
+        info = AriesIssuerInfo(issuer=ctx.issuer_url(tenant.slug), dids=await aries.published_dids(tenant.id),
+                               suites={reg.ctype.vct: aries.proof_type(type_id) for type_id, reg in types.items()})
+    if ISSUER_DOCUMENT_MEDIA_TYPE in request.headers.get("accept", ""):
+        return Response(await _signed_issuer_document(ctx, tenant, info), media_type=ISSUER_DOCUMENT_MEDIA_TYPE,
+                        headers={"Cache-Control": "no-cache", "Vary": "Accept"})
+    return JSONResponse(info.model_dump(), headers={"Vary": "Accept"})
