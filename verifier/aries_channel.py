@@ -10,6 +10,14 @@ record from its agent, apply :func:`aries.presentation.check_presentation` with 
 (the https issuer identifiers it lists, whose DIDs each issuer publishes at ``<iss>/v1/aries/issuer``;
 status lists fetched only under those identifiers) and the DCQL ``values``, and finish the transaction
 as ``verified`` (the requested claims only) or ``rejected`` (the failed check's code).
+
+The DIDs are trusted on the OpenID4VC channel's terms, not the web host's: the document is a JWT
+(``typ`` ``aries-issuer+jwt``) whose key the transaction's :class:`~verifier.verification.TrustPolicy`
+must resolve for the issuer and the asked ``vct`` (``x5c`` chained to the verifier's and the template's
+anchors with the issuer URL in the leaf's SAN, or the issuer's JWT VC Issuer Metadata where the rule
+says ``metadata: true``), as it would for that issuer's SD-JWT VC. A document that is unsigned or
+fails that check contributes no DID, and an answer from no trusted DID names why
+(``aries.issuer_document_*``).
 """
 
 from __future__ import annotations
@@ -19,8 +27,9 @@ import contextlib
 import datetime as dt
 import logging
 import secrets
+import time
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import httpx
@@ -46,8 +55,8 @@ from service_kit.crypto import load_master_key
 from service_kit.db import dialect_insert
 from service_kit.errors import APIError
 from service_kit.outbound import guarded_transport
-from ssi.encoding import json_loads
-from ssi.errors import EncodingError
+from ssi.errors import JOSEError, SSIError
+from ssi.jose import check_time_claims, parse_jws, verify_parsed
 from ssi.oid4vci import check_url
 from verifier.agencies import verifier_host
 from verifier.aries_models import AriesPresentation, AriesWebhookEvent, AriesWebhookKey
@@ -63,7 +72,14 @@ from verifier.transactions import (
     create_transaction,
     utcnow,
 )
-from verifier.verification import CheckError, FetchError, fetch_bytes
+from verifier.verification import (
+    CheckError,
+    FetchError,
+    PresentationVerifier,
+    TransactionContext,
+    TrustPolicy,
+    fetch_bytes,
+)
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +97,33 @@ PRESENTATION_FOR_TX = (select(AriesPresentation).join(Transaction, Transaction.i
 
 #: The suites a verifier can ask for (an issuer publishing anything else is not followed).
 SUITES = frozenset({BBS, ED25519})
+
+#: The ``typ`` of the signed issuer document (and, as ``application/<typ>``, what the verifier asks for).
+ISSUER_DOCUMENT_TYP = "aries-issuer+jwt"
+ISSUER_DOCUMENT_ACCEPT = f"application/{ISSUER_DOCUMENT_TYP}"
+
+
+@dataclass(frozen=True, slots=True)
+class IssuerDocuments:
+    """The trusted issuers' documents for one request: those whose signature the policy trusts (their
+    claims), those refused (why), and the issuers that did not answer."""
+
+    verified: dict[str, dict[str, Any]] = field(default_factory=dict)
+    refused: dict[str, VerificationFailed] = field(default_factory=dict)
+    unreachable: list[str] = field(default_factory=list)
+
+    def dids(self) -> dict[str, str]:
+        """``{did: issuer identifier}`` of the verified documents."""
+        found: dict[str, str] = {}
+        for issuer, claims in self.verified.items():
+            found.update({str(did): issuer for did in claims["dids"].values()})
+        return found
+
+    def explain(self, exc: VerificationFailed) -> VerificationFailed:
+        """An answer from no trusted DID while some document was refused: that refusal says why."""
+        if exc.code == "aries.untrusted_issuer" and self.refused:
+            return next(iter(self.refused.values()))
+        return exc
 
 
 def types_by_vct() -> dict[str, CredentialType]:
@@ -126,13 +169,16 @@ class VerifierAriesChannel:
         self.box = box
         self.runtime: AgentRuntime | None = None
         self.http: httpx.AsyncClient | None = None
+        #: The OpenID4VP channel's verifier (its anchors, metadata cache, algorithms, leeway), set at
+        #: start-up: the issuer documents are checked with its trust policy, not one of our own.
+        self.verifier: PresentationVerifier | None = None
 
     @property
     def enabled(self) -> bool:
         return self.settings.aries_enabled
 
     @contextlib.asynccontextmanager
-    async def lifespan(self, _app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(self, app: FastAPI) -> AsyncIterator[None]:
         """Start (or connect to) the agent after the migrations; stop it at shutdown."""
         if not self.enabled:
             yield
@@ -151,6 +197,7 @@ class VerifierAriesChannel:
         # destinations only, as on the OpenID4VP channel (service_kit.outbound).
         self.http = httpx.AsyncClient(timeout=s.http_timeout, follow_redirects=False,
                                       transport=guarded_transport(s.outbound_policy()))
+        self.verifier = app.state.services.verifier
         try:
             if self.runtime.webhook_key:
                 async with self.db.session() as session:
@@ -210,7 +257,8 @@ class VerifierAriesChannel:
                 check_url(issuer, allow_http_loopback=self.settings.dev_mode)
             except ValueError as exc:
                 raise APIError(400, "invalid_request", "trusted issuers must be https identifiers") from exc
-        proof_type = self.settings.aries_proof_types.get(ctype.id) or await self.issuers_suite(issuers, vct)
+        trust = _trust_context(template.trusted_issuers, template.anchors_pem)
+        proof_type = self.settings.aries_proof_types.get(ctype.id) or await self.issuers_suite(issuers, vct, trust)
         try:
             request = build_proof_request(ctype, claims, domain=verifier_host(self.settings.public_url),
                                           proof_type=proof_type,
@@ -289,7 +337,7 @@ class VerifierAriesChannel:
             return
         refused = None
         if event.state == "presentation-received":
-            refused = await self._verify_if_well_formed(row)
+            refused = await self._verify_if_well_formed(row, tx)
             if refused is None:
                 return  # the agent verifies it now; its "done" webhook brings the judgement
         now = utcnow()
@@ -343,7 +391,7 @@ class VerifierAriesChannel:
             log.warning("aries presentation record not removed from the agent",
                         extra={"transaction_id": tx.id, "code": exc.code})
 
-    async def _verify_if_well_formed(self, row: AriesPresentation) -> VerificationFailed | None:
+    async def _verify_if_well_formed(self, row: AriesPresentation, tx: Transaction) -> VerificationFailed | None:
         """Ask the agent to verify a received presentation whose shape and contexts pass
         :func:`~aries.presentation.precheck_presentation` (None); or the refusal, when they do not: the
         presentation is then judged, and rejected, without being verified.
@@ -354,10 +402,12 @@ class VerifierAriesChannel:
         """
         record = await self.agent_client().pres_record(row.pres_ex_id)
         request = ProofRequest(**{**row.request, "claims": tuple(row.request["claims"])})
+        documents = await self.issuer_documents(list(row.issuers), row.vct,
+                                                _trust_context(tx.trusted_issuers, tx.anchors_pem))
         try:
-            precheck_presentation(record, request, trusted_issuers=await self.issuer_dids(list(row.issuers)))
+            precheck_presentation(record, request, trusted_issuers=documents.dids())
         except VerificationFailed as exc:
-            return exc
+            return documents.explain(exc)
         await self.agent_client().verify_presentation(row.pres_ex_id)
         return None
 
@@ -367,45 +417,96 @@ class VerifierAriesChannel:
         self.runtime.check()
         return self.runtime.client
 
-    async def _issuer_document(self, issuer: str) -> dict[str, Any] | None:
-        """``<iss>/v1/aries/issuer`` when the issuer answers one naming itself (read bounded, within the
-        call deadline, as the verifier's other fetches), else ``None``."""
-        assert self.http is not None
+    async def _issuer_document(self, issuer: str, vct: str, policy: TrustPolicy) -> dict[str, Any]:
+        """The claims of ``<iss>/v1/aries/issuer`` once its signature is trusted for ``vct`` by ``policy``
+        (read bounded, within the call deadline, as the verifier's other fetches). Raises
+        :class:`FetchError` (no answer) or :class:`VerificationFailed` (an answer not to trust)."""
+        assert self.http is not None and self.verifier is not None
+        body = await fetch_bytes(self.http, f"{issuer}/v1/aries/issuer", accept=ISSUER_DOCUMENT_ACCEPT,
+                                 max_bytes=self.settings.max_fetch_bytes)
         try:
-            document = json_loads(await fetch_bytes(self.http, f"{issuer}/v1/aries/issuer", accept="application/json",
-                                                    max_bytes=self.settings.max_fetch_bytes))
-        except (FetchError, EncodingError):
-            return None
-        return document if isinstance(document, dict) and document.get("issuer") == issuer else None
+            jws = parse_jws(body.decode("ascii").strip())
+            claims = jws.json_payload()
+        except (UnicodeDecodeError, JOSEError) as exc:
+            raise VerificationFailed("issuer_document_unsigned", f"the issuer document of {issuer} is not a "
+                                     "signed JWT; its DIDs are not trusted") from exc
+        if jws.header.get("typ") != ISSUER_DOCUMENT_TYP:
+            raise VerificationFailed("issuer_document_unsigned", f"the issuer document of {issuer} is not an "
+                                     f"{ISSUER_DOCUMENT_TYP}; its DIDs are not trusted")
+        if "x5c" not in jws.header and policy.metadata_issuer(issuer):
+            await self.verifier.metadata.prefetch(issuer)
+        now = time.time()
+        try:
+            # The key as for an SD-JWT VC of ``vct`` from ``issuer``: the URL the template trusts, not the
+            # document's own ``iss`` (the leaf's SAN must name it).
+            key = policy.resolve(jws.header, {"vct": vct, "iss": issuer}, now=now).key
+        except SSIError as exc:
+            raise VerificationFailed("issuer_document_untrusted", f"the issuer document of {issuer} is not "
+                                     f"signed by a key trusted for that issuer ({exc.code})") from exc
+        try:
+            verify_parsed(jws, key, self.verifier.algorithms)
+        except JOSEError as exc:
+            raise VerificationFailed("issuer_document_bad_signature", f"the issuer document of {issuer} does "
+                                     f"not verify ({exc.code})") from exc
+        if claims.get("iss") != issuer:
+            raise VerificationFailed("issuer_document_invalid", f"the issuer document of {issuer} names "
+                                     "another issuer")
+        try:
+            check_time_claims(claims, now=now, leeway=self.verifier.leeway, require=("iat", "exp"))
+        except JOSEError as exc:
+            raise VerificationFailed("issuer_document_invalid", f"the issuer document of {issuer} is not "
+                                     f"valid now ({exc.code})") from exc
+        dids, suites = claims.get("dids"), claims.get("suites", {})
+        if not isinstance(dids, dict) or not all(isinstance(d, str) for d in dids.values()) \
+                or not isinstance(suites, dict):
+            raise VerificationFailed("issuer_document_invalid", f"the issuer document of {issuer} has no "
+                                     "readable dids or suites")
+        return claims
 
-    async def _issuer_documents(self, issuers: list[str]) -> dict[str, dict[str, Any]]:
-        """The documents of the trusted issuers that answer one, fetched at once."""
-        documents = await asyncio.gather(*(self._issuer_document(issuer) for issuer in issuers))
-        return {issuer: document for issuer, document in zip(issuers, documents, strict=True) if document is not None}
+    async def issuer_documents(self, issuers: list[str], vct: str, trust: TransactionContext) -> IssuerDocuments:
+        """The documents of the trusted issuers, fetched at once and checked with the transaction's trust."""
+        assert self.verifier is not None
+        policy = self.verifier.policy(trust)
 
-    async def issuer_dids(self, issuers: list[str]) -> dict[str, str]:
-        """``{did: issuer identifier}`` published by the trusted issuers (an unreachable one contributes none)."""
-        found: dict[str, str] = {}
-        for issuer, document in (await self._issuer_documents(issuers)).items():
-            if isinstance(document.get("dids"), dict):
-                found.update({str(did): issuer for did in document["dids"].values()})
-        return found
+        async def one(issuer: str) -> dict[str, Any] | VerificationFailed | None:
+            try:
+                return await self._issuer_document(issuer, vct, policy)
+            except FetchError:
+                return None
+            except VerificationFailed as exc:
+                return exc
 
-    async def issuers_suite(self, issuers: list[str], vct: str) -> str:
+        documents = IssuerDocuments()
+        for issuer, got in zip(issuers, await asyncio.gather(*(one(i) for i in issuers)), strict=True):
+            if got is None:
+                documents.unreachable.append(issuer)
+            elif isinstance(got, VerificationFailed):
+                documents.refused[issuer] = got
+            else:
+                documents.verified[issuer] = got
+        if documents.refused:
+            log.warning("aries issuer documents refused", extra={
+                "issuers": list(documents.refused), "codes": [e.code for e in documents.refused.values()]})
+        return documents
+
+    async def issuers_suite(self, issuers: list[str], vct: str, trust: TransactionContext) -> str:
         """The signature suite to ask for ``vct`` when the settings pin none: the one the trusted issuers
-        publish for it. A request in another suite could never be answered (an Ed25519 credential
-        cannot yield a BBS+ derived proof, and the holder's agent presents a BBS+ one only derived).
-        Issuers that publish no suite for it leave BBS+; issuers that disagree answer 400, as one
-        request cannot ask both. When none answers, 503: guessing could make a request nobody can
-        answer, and without their DIDs (the same document) no answer could be trusted anyway."""
-        documents = await self._issuer_documents(issuers)
-        if not documents:
+        publish for it in their verified documents. A request in another suite could never be answered
+        (an Ed25519 credential cannot yield a BBS+ derived proof, and the holder's agent presents a BBS+
+        one only derived). Issuers that publish no suite for it leave BBS+; issuers that disagree answer
+        400, as one request cannot ask both. When no document verifies, no answer could be trusted: 400
+        with the refusal's code when every issuer answered one we refuse (the template's trust or the
+        issuer's set-up must change), else 503 (one may answer shortly)."""
+        documents = await self.issuer_documents(issuers, vct, trust)
+        if not documents.verified:
+            if documents.refused and not documents.unreachable:
+                refusal = next(iter(documents.refused.values()))
+                raise APIError(400, "invalid_request", refusal.detail, extra={"code": refusal.code})
             raise APIError(503, "temporarily_unavailable", "no trusted issuer answered at <iss>/v1/aries/issuer; "
                                                            "try again shortly", headers={"Retry-After": "30"})
         suites = set()
-        for document in documents.values():
-            published = document.get("suites")
-            suite = published.get(vct) if isinstance(published, dict) else None
+        for document in documents.verified.values():
+            suite = document["suites"].get(vct)
             if suite in SUITES:
                 suites.add(suite)
         if len(suites) > 1:
@@ -416,11 +517,28 @@ class VerifierAriesChannel:
     async def _check(self, record: dict[str, Any], request: ProofRequest,
                      row: AriesPresentation) -> tuple[str, dict[str, Any], dt.datetime | None]:
         assert self.http is not None
-        dids = await self.issuer_dids(list(row.issuers))
+        async with self.db.read_session() as session:
+            tx = await session.get(Transaction, row.tx_id)  # its trust: the template's when it was asked
+        assert tx is not None
+        documents = await self.issuer_documents(list(row.issuers), row.vct,
+                                                _trust_context(tx.trusted_issuers, tx.anchors_pem))
+        dids = documents.dids()
         lookup = status_lookup(self.agent_client(), self.http, max_bytes=self.settings.max_fetch_bytes,
                                allowed_prefixes=tuple(f"{issuer}/" for issuer in row.issuers))
-        verified = await check_presentation(record, request, trusted_issuers=dids, status_lookup=lookup)
+        try:
+            verified = await check_presentation(record, request, trusted_issuers=dids, status_lookup=lookup)
+        except VerificationFailed as exc:
+            explained = documents.explain(exc)
+            if explained is exc:
+                raise
+            raise explained from exc
         for name, accepted in (row.values or {}).items():
             if verified.claims.get(name) not in accepted:
                 raise VerificationFailed("values_mismatch", f"claim {name} has none of the accepted values")
         return dids[verified.issuer], verified.claims, verified.expires_at
+
+
+def _trust_context(trusted_issuers: list[dict[str, Any]] | None, anchors_pem: list[str] | None) -> TransactionContext:
+    """What :meth:`PresentationVerifier.policy` reads of a transaction (its rules and extra anchors)."""
+    return TransactionContext(client_id="", nonce="", dcql_query={}, trusted_issuers=list(trusted_issuers or []),
+                              anchors_pem=list(anchors_pem or []))
