@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from aries.client import BBS, ED25519
@@ -48,7 +48,8 @@ class StandIn:
         app = FastAPI()
 
         @app.get("/v1/aries/issuer")
-        def document() -> Response:
+        def document(request: Request) -> Response:
+            self.accepts.append(request.headers.get("accept", ""))
             if isinstance(self.document, str):
                 return Response(self.document, media_type="application/aries-issuer+jwt")
             return JSONResponse(self.document)
@@ -137,8 +138,9 @@ def test_a_document_signed_under_the_templates_anchor_for_that_issuer_is_trusted
     a.document = issuer.sign(claims_for(a.url, dids={BBS: "did:key:zA"}))
     found = documents((a,), anchor[1], tmp_path)
     assert found.refused == {} and found.dids() == {"did:key:zA": a.url}
-    # The verifier asked for the signed form (the issuer keeps a plain JSON copy for people).
     assert found.verified[a.url]["suites"] == {VCT: ED25519}
+    # The verifier asked for the signed form (the issuer keeps a plain JSON copy for people).
+    assert a.accepts == ["application/aries-issuer+jwt"]
 
 
 @pytest.mark.parametrize("case", ["unsigned_json", "wrong_typ", "other_anchor", "san_names_another_issuer",
