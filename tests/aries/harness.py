@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import pytest
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
@@ -87,6 +89,34 @@ class Controller:
             return JSONResponse({})
 
         return app
+
+
+class Ended:
+    """Watches an async method of a class (a service's, running in its server thread): the arguments of
+    each call that has ended, returned or raised. A test that asserts some work did *not* do something
+    first waits here for that work to have run, instead of sleeping for a time hoped to be long enough."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, owner: type, name: str) -> None:
+        real = getattr(owner, name)
+        self.calls: list[tuple[Any, ...]] = []
+        self._changed = threading.Condition()
+
+        async def watched(this: Any, *args: Any, **kwargs: Any) -> Any:
+            try:
+                return await real(this, *args, **kwargs)
+            finally:
+                with self._changed:
+                    self.calls.append(args)
+                    self._changed.notify_all()
+
+        monkeypatch.setattr(owner, name, watched)
+
+    def wait(self, match: Callable[..., bool], timeout: float = 30.0) -> None:
+        """Return once a call whose positional arguments satisfy ``match`` has ended (blocks the thread:
+        from a coroutine, ``await asyncio.to_thread(ended.wait, ...)``)."""
+        with self._changed:
+            if not self._changed.wait_for(lambda: any(match(*args) for args in self.calls), timeout):
+                raise TimeoutError(f"no matching call ended in {timeout} s ({len(self.calls)} others did)")
 
 
 async def wait_for(fetch: Callable[[], Awaitable[Any]], done: Callable[[Any], bool], timeout: float = 20.0) -> Any:

@@ -22,7 +22,6 @@ import asyncio
 import datetime as dt
 import sqlite3
 import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -39,7 +38,7 @@ from issuer.settings import IssuerSettings
 from sandbox.population import DEMO_EVERYTHING, DEMO_PENDING
 from tests.support.servers import serve
 
-from .harness import wait_for
+from .harness import Ended, wait_for
 from .test_deferred_and_workers import (
     PENDING_SUBJECT,
     READY_SUBJECT,
@@ -62,6 +61,7 @@ class Issuer:
     base: str
     key: str
     settings: IssuerSettings
+    app: Any
 
     def age(self, exchange_id: str, **columns: Any) -> None:
         """What a worker that stopped mid-offer leaves: ``offering``, last touched long ago."""
@@ -74,6 +74,17 @@ class Issuer:
         finally:
             db.close()
 
+    def agent_states(self) -> dict[str, str]:
+        """Thread id → state of each credential exchange the issuer's agent holds."""
+        agent = self.app.state.aries.runtime.client
+
+        async def states() -> dict[str, str]:
+            async with AdminClient(agent.admin_url, agent._headers["x-api-key"]) as client:
+                return {r["cred_ex_record"]["thread_id"]: r["cred_ex_record"]["state"]
+                        for r in await client.cred_records()}
+
+        return asyncio.run(states())
+
     def record(self, credential_id: str) -> httpx.Response:
         return httpx.get(f"{self.base}/v1/credentials/{credential_id}", headers={"Authorization": f"Bearer {self.key}"},
                          timeout=10)
@@ -83,8 +94,9 @@ class Issuer:
 def issuer(outside: Outside) -> Iterator[Issuer]:  # noqa: F811 - the imported fixture
     settings = _issuer_settings(outside, "issuer-stalled")
     tenant = _provision(outside, settings)
-    with serve(create_issuer(settings, configure_logs=False), port=settings.port) as base:
-        yield Issuer(base, tenant["api_key"], settings)
+    app = create_issuer(settings, configure_logs=False)
+    with serve(app, port=settings.port) as base:
+        yield Issuer(base, tenant["api_key"], settings, app)
 
 
 class Stop:
@@ -113,15 +125,16 @@ async def _new_records(out: Outside, before: set[str]) -> list[dict[str, Any]]:
         return [r["cred_ex_record"] for r in await w.cred_records() if r["cred_ex_record"]["cred_ex_id"] not in before]
 
 
-async def _request_offer(out: Outside, before: set[str]) -> None:
-    """The citizen requests the new offer (Ed25519: its own did:key as holder), not waiting for an answer."""
+async def _request_offer(out: Outside, before: set[str]) -> str:
+    """The citizen requests the new offer (Ed25519: its own did:key as holder), not waiting for an answer;
+    returns the exchange's thread id."""
     async with AdminClient(out.wallet.admin_url, out.wallet.admin_api_key) as w:
         offered = await wait_for(w.cred_records, lambda rs: any(
             r["cred_ex_record"]["state"] == "offer-received" and r["cred_ex_record"]["cred_ex_id"] not in before
             for r in rs))
-        cred_ex_id = next(r["cred_ex_record"]["cred_ex_id"] for r in offered
-                          if r["cred_ex_record"]["cred_ex_id"] not in before)
-        await w.send_cred_request(cred_ex_id, await w.create_did_key(ED25519))
+        record = next(r["cred_ex_record"] for r in offered if r["cred_ex_record"]["cred_ex_id"] not in before)
+        await w.send_cred_request(record["cred_ex_id"], await w.create_did_key(ED25519))
+        return str(record["thread_id"])
 
 
 def _offered(out: Outside, before: set[str]) -> list[dict[str, Any]]:
@@ -152,7 +165,7 @@ def test_an_exchange_stopped_before_its_record_is_offered_once_by_the_sweep(
 
 @pytest.mark.parametrize("when", ["offered", "issued"])
 def test_an_exchange_stopped_after_its_offer_went_out_adopts_that_offer(
-        outside: Outside, issuer: Issuer, when: str) -> None:  # noqa: F811
+        outside: Outside, issuer: Issuer, when: str, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
     """The normal flow, then the exchange set back to ``offering`` as if the worker had stopped before
     storing the offer's ids (``offered``: the citizen has not answered yet; ``issued``: it has, and the
     request webhook found no exchange with the offer's ids: the request waits, unanswered, until the
@@ -166,8 +179,11 @@ def test_an_exchange_stopped_after_its_offer_went_out_adopts_that_offer(
         # finds no exchange with the offer's ids: nothing is issued yet.
         issuer.age(body["exchange_id"], cred_ex_id=None, thread_id=None,
                    updated_at=dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M:%S.%f"))
-        asyncio.run(_request_offer(outside, before))
-        time.sleep(6)  # the request webhook looks for its exchange for 5 s
+        handled = Ended(monkeypatch, issuer_channel.IssuerAriesChannel, "_on_credential")
+        thread = asyncio.run(_request_offer(outside, before))
+        # The request's webhook has looked for its exchange (REQUEST_MATCH_WAIT) and given up.
+        handled.wait(lambda event: event.state == "request-received" and event.thread_id == thread)
+        assert issuer.agent_states()[thread] == "request-received"  # not answered by the issuer
         assert [r["state"] for r in asyncio.run(_new_records(outside, before))] == ["request-sent"]
     issuer.age(body["exchange_id"], cred_ex_id=None, thread_id=None)
 
@@ -268,10 +284,12 @@ def test_an_offer_whose_answer_was_lost_is_adopted_not_withdrawn(
         return response
 
     monkeypatch.setattr(httpx.AsyncClient, "request", answer_lost)
+    attempts = Ended(monkeypatch, issuer_channel.IssuerAriesChannel, "_attempt")
     body = _invite(issuer.base, issuer.key, READY_SUBJECT)
     before = asyncio.run(_connect(outside.wallet, body["short_url"]))
     (offer,) = _offered(outside, before)  # it did go out
-    time.sleep(2)  # time for the failed call to be settled, one way or the other
+    # The attempt whose answer was lost has ended: its outcome (failed, or left to the sweep) is written.
+    attempts.wait(lambda exchange_id, *_: exchange_id == body["exchange_id"])
     stuck = _exchange(issuer.base, issuer.key, body["exchange_id"])
     assert lost and stuck["state"] == "offering" and stuck["error"] is None, stuck
     assert issuer.record(stuck["credential_id"]).json()["status"] == "valid"  # not withdrawn
