@@ -29,6 +29,7 @@ from aries.jsonld import contexts_document
 from aries.runner import AgentConfig, AgentProcess
 from credential_schemas import load_builtin_types
 from issuer.app import create_app as create_issuer
+from issuer.aries_channel import IssuerAriesChannel
 from issuer.provisioning import provision_demo as provision_issuer
 from issuer.settings import IssuerSettings
 from sandbox.population import DEMO_EVERYTHING
@@ -41,7 +42,7 @@ from verifier.provisioning import provision_demo as provision_verifier
 from verifier.settings import VerifierSettings
 from viaoberta.credentials import generate_identity
 
-from .harness import wait_for
+from .harness import Ended, wait_for
 
 CITIZEN = DEMO_EVERYTHING
 SUBJECT = {"identifier": CITIZEN, "name": "Montserrat Puig Ferrer"}
@@ -192,7 +193,8 @@ def _receive_diploma(world: World, *, removed: bool = True) -> tuple[str, str]:
     return exchange["credential_id"], vc_id
 
 
-def test_a_credential_request_that_follows_no_offer_is_not_signed(world: World) -> None:
+def test_a_credential_request_that_follows_no_offer_is_not_signed(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
     """ACA-Py accepts a request that answers no offer and would sign the credential it describes, as
     the holder wrote it, with any DID of the issuer's wallet. A citizen with a connection writes their
     own diploma (another title, no status, a far expiry) and asks for it: the issuer leaves the request
@@ -202,6 +204,7 @@ def test_a_credential_request_that_follows_no_offer_is_not_signed(world: World) 
     assert created.status_code == 201, created.text
     invitation = httpx.get(created.json()["short_url"], headers={"Accept": "application/json"}).json()
     agent = world.issuer_app.state.aries.runtime.client
+    handled = Ended(monkeypatch, IssuerAriesChannel, "_on_credential")
 
     async def scenario() -> tuple[str, list[str], str]:
         async with _wallet(world) as w, AdminClient(agent.admin_url, agent._headers["x-api-key"]) as issuer_agent:
@@ -214,17 +217,14 @@ def test_a_credential_request_that_follows_no_offer_is_not_signed(world: World) 
             sent = await w.request("POST", "/issue-credential-2.0/send-request", json={
                 "connection_id": offer["connection_id"], "holder_did": world.holder_did,
                 "filter": {"ld_proof": {"credential": forged, "options": detail["options"]}}})
-            # The issuer's agent received it and holds it unanswered, past the time the issuer's webhook
-            # takes to give up looking for its offer.
+            # The issuer's webhook for the request has looked for its offer and given up; the issuer's
+            # agent holds the request unanswered.
             thread = sent["thread_id"]
-
-            async def issuer_states() -> dict[str, str]:
-                return {r["cred_ex_record"]["thread_id"]: r["cred_ex_record"]["state"]
-                        for r in await issuer_agent.cred_records()}
-
-            await wait_for(issuer_states, lambda states: thread in states, timeout=30)
-            await asyncio.sleep(7.0)
-            assert (await issuer_states())[thread] == "request-received"
+            await asyncio.to_thread(handled.wait, lambda event: event.state == "request-received"
+                                    and event.thread_id == thread)
+            states = {r["cred_ex_record"]["thread_id"]: r["cred_ex_record"]["state"]
+                      for r in await issuer_agent.cred_records()}
+            assert states[thread] == "request-received"
             forged_state = (await w.cred_record(sent["cred_ex_id"]))["cred_ex_record"]["state"]
             # The real offer is still answered: the citizen gets the diploma the registry holds.
             real_state = await _take(w, offer["cred_ex_id"], world.holder_did)
