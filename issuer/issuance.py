@@ -47,6 +47,50 @@ log = logging.getLogger(__name__)
 #: Writes the caller's own row in the issuance transaction (a Core connection: use Core statements).
 Finalize = Callable[[AsyncConnection, dict[str, Any]], Awaitable[None]]
 
+#: The credential response member that tells the citizen's wallet why the registry was queried.
+#: OpenID4VCI 1.0 (§8.3, and §9.2 for deferred responses) lets a response carry members it does not
+#: define, which a wallet that does not know them ignores. Not the bare ``evidence``: that word already
+#: names other structures in this field (W3C VC ``evidence``, OpenID Connect for Identity Assurance's
+#: ``verified_claims.evidence``), which a future extension of the response could bring along.
+QUERY_EVIDENCE = "query_evidence"
+
+#: ``legal_basis`` codes of :data:`QUERY_EVIDENCE`, by SCSP ``Consentimiento`` (stable: wallets key
+#: their translations on them).
+LEGAL_BASIS = {"Si": "consent", "Ley": "law", "NoOpo": "no_objection"}
+
+
+def query_evidence(evidence: dict[str, Any]) -> dict[str, Any]:
+    """The :data:`QUERY_EVIDENCE` member for an issuance record's ``evidence``: purpose, procedure,
+    legal basis, the responsible official's name, the registry and product, when, and the request id.
+
+    Never a claim value (the evidence holds none) nor anything secret. The official's NIF is left out:
+    it is a public servant's personal identifier, which the citizen does not need to know who answers
+    for the query (their name does, as Ley 39/2015 art. 53.1.b asks), and a wallet's content is
+    copied to backups and devices; it stays in the issuance record for the audit. The emitter's
+    transmission id is left out too (the emitter's own reference): ``request_id`` is the one the
+    issuer's record and the citizen's wallet have in common, for the citizen to cite.
+    """
+    official = _official_name(evidence.get("official"))
+    out: dict[str, Any] = {
+        "purpose": evidence.get("purpose"), "procedure": evidence.get("procedure"),
+        "legal_basis": LEGAL_BASIS.get(str(evidence.get("consent"))),
+        "official": {"name": official} if official else None,
+        "source": {k: v for k, v in (("name", evidence.get("source")), ("product", evidence.get("product"))) if v}
+        or None,
+        "queried_at": evidence.get("timestamp"), "request_id": evidence.get("request_id")}
+    return {k: v for k, v in out.items() if v}
+
+
+def _official_name(official: Any) -> str | None:
+    """The name in the evidence's ``official``, which adapters write as ``Name (NIF)``
+    (:meth:`issuer.sources.Evidence.build`); a name may hold parentheses of its own, the NIF is last."""
+    if not isinstance(official, str) or not official.strip():
+        return None
+    name, found, rest = official.rstrip().rpartition(" (")
+    if found and rest.endswith(")") and name.strip():
+        return name.strip()
+    return official.strip()
+
 
 @dataclass(frozen=True)
 class Issued:
@@ -200,6 +244,8 @@ async def sign_and_record(ctx: IssuerContext, tenant: Tenant, reg: RegisteredTyp
         "evidence": claims_outcome.evidence.as_dict(), "login": login, "notification_id": notification_id,
         "notifications": [], "offer_id": offer_id, "issued_at": now, "valid_until": expires, "status_changed_at": None}
 
+    told = query_evidence(record["evidence"])
+
     def sign(slots: list[tuple[str, int]]) -> dict[str, Any]:
         credentials = []
         for jwk, (list_id, idx) in zip(holder_jwks, slots, strict=True):
@@ -207,7 +253,12 @@ async def sign_and_record(ctx: IssuerContext, tenant: Tenant, reg: RegisteredTyp
                 claims, vct=reg.ctype.vct, issuer=issuer, key=signer.key, holder_jwk=jwk, disclosable=disclosable,
                 x5c=signer.x5c, kid=signer.key.kid, status=status_claim(idx, status_list_uri(ctx, tenant.slug, list_id)),
                 iat=iat, nbf=iat, exp=exp, vct_integrity=integrity)})
-        return {"credentials": credentials, "notification_id": notification_id}
+        # The same body is returned, stored for an identical retry and sealed for deferred polls, so
+        # each of them carries the evidence.
+        body = {"credentials": credentials, "notification_id": notification_id}
+        if told:
+            body[QUERY_EVIDENCE] = told
+        return body
 
     if stored_row is not None and not webhooks and len(holder_jwks) == 1 and ctx.db.backend == "postgresql":
         done = await _record_in_one_statement(ctx, tenant, record, sign, stored_row)
