@@ -23,8 +23,10 @@ import asyncio
 import base64
 import datetime as dt
 import hashlib
+import logging
 import secrets
 import time
+import unicodedata
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit, urlunsplit
@@ -55,6 +57,8 @@ from .deps import Principal
 from .models import Credential, Offer, utcnow
 from .store import STORED, accept_languages, add_alert, add_credential, add_history, pick_display
 from .vault import DataKey, new_id, token_mac
+
+log = logging.getLogger(__name__)
 
 MAX_BATCH = 10
 #: How long a credential request is resent after a lost connection or a short 503 (the issuer replays
@@ -289,6 +293,73 @@ async def accept_offer(ctx: WalletContext, me: Principal, offer_id: str, tx_code
     data.pop("error", None)
     await _save_offer(ctx, me.key, offer_id, data, outcome.state, outcome.next_poll_at)
     return offer_preview(offer_id, outcome.state, data, languages)
+
+
+# -- why the issuer queried the registry -----------------------------------------------------------
+
+#: The credential response member in which a Cartera issuer says why it queried the registry behind a
+#: credential (an extension member, which OpenID4VCI 1.0 §8.3 lets a response carry; docs/issuer.md).
+QUERY_EVIDENCE = "query_evidence"
+#: ``legal_basis`` codes: the citizen consented, a law allows the query, the citizen did not object.
+LEGAL_BASES = ("consent", "law", "no_objection")
+#: Longest text kept per member (characters): generous for an SCSP ``Finalidad`` (250), far from
+#: anything that would bloat a credential's sealed details or a history entry.
+_EVIDENCE_TEXT = {"purpose": 500, "procedure": 200, "queried_at": 64, "request_id": 128}
+_EVIDENCE_OBJECTS = {"official": {"name": 200}, "source": {"name": 100, "product": 200}}
+
+
+class _Malformed(Exception):
+    pass
+
+
+def _evidence_text(value: Any, limit: int) -> str | None:
+    """A member's text: ``None`` when absent or blank; :class:`_Malformed` when it is not a string, is
+    too long or holds a control character or a lone surrogate (nothing the app could show as text)."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) > limit:
+        raise _Malformed
+    if any(unicodedata.category(ch) in ("Cc", "Cs") for ch in value):
+        raise _Malformed
+    return value.strip() or None
+
+
+def checked_evidence(value: Any) -> dict[str, Any] | None:
+    """The :data:`QUERY_EVIDENCE` member as the wallet keeps it, or ``None`` when absent or malformed.
+
+    Defensive, because it comes from the issuer and ends in the citizen's screens: only the known
+    members are copied (an issuer's extra ones, a ``nif`` inside ``official`` for instance, are not
+    kept), each a string of bounded length; ``purpose`` is required; a ``legal_basis`` code this wallet
+    does not know is left out. A member of the wrong type or size drops the whole evidence: the
+    credential is stored all the same, since the evidence only explains it."""
+    if value is None:
+        return None
+    try:
+        if not isinstance(value, dict):
+            raise _Malformed
+        out: dict[str, Any] = {}
+        for name, limit in _EVIDENCE_TEXT.items():
+            text = _evidence_text(value.get(name), limit)
+            if text is not None:
+                out[name] = text
+        basis = _evidence_text(value.get("legal_basis"), 40)
+        if basis in LEGAL_BASES:
+            out["legal_basis"] = basis
+        for name, members in _EVIDENCE_OBJECTS.items():
+            inner = value.get(name)
+            if inner is None:
+                continue
+            if not isinstance(inner, dict):
+                raise _Malformed
+            kept = {key: text for key, limit in members.items()
+                    if (text := _evidence_text(inner.get(key), limit)) is not None}
+            if kept:
+                out[name] = kept
+        if "purpose" not in out:
+            raise _Malformed
+    except _Malformed:
+        return None
+    return out
 
 
 # -- the exchange with one issuer ----------------------------------------------------------------
@@ -544,12 +615,25 @@ class IssuerSession:
                                                   credential_issuer=self.metadata.credential_issuer,
                                                   configuration_id=configuration_id)
         claim_names = sorted(k for k in verified_first.claims if k not in _TECHNICAL_CLAIMS)
+        sent = (response.model_extra or {}).get(QUERY_EVIDENCE)
+        evidence = checked_evidence(sent)
+        if sent is not None and evidence is None:
+            # Never the member itself: whatever it holds is the issuer's, and may be anything.
+            log.warning("an issuer's query evidence is malformed; the credential is stored without it",
+                        extra={"issuer": self.metadata.credential_issuer})
         details = {"configuration_id": configuration_id, "display": described,
                    "issuer_display": describe_issuer(self.metadata, languages),
                    "type_metadata": type_metadata, "statuses": statuses,
                    "notification": {"notification_id": response.notification_id, "token": self.sealable(),
                                     "metadata": self.metadata.to_json(), "as_metadata": self.as_meta.to_json()},
                    "key_source": verified_first.key_source}
+        receipt = {"issuer": verified_first.issuer,
+                   "issuer_name": details["issuer_display"]["name"], "vct": verified_first.vct,
+                   "credential_name": described["name"], "copies": len(copies), "claims": claim_names,
+                   "outcome": "stored"}
+        if evidence is not None:
+            details[QUERY_EVIDENCE] = evidence
+            receipt[QUERY_EVIDENCE] = evidence
         if credential_id is not None and await _stored_already(self.ctx, key, credential_id):
             return credential_id
         async with self.ctx.db.session() as session:
@@ -557,11 +641,7 @@ class IssuerSession:
                                                  issuer=verified_first.issuer, details=details, copies=copies,
                                                  iat=verified_first.iat, exp=verified_first.exp,
                                                  credential_id=credential_id)
-            await add_history(session, key, "receipt", {
-                "credential_id": credential_id, "issuer": verified_first.issuer,
-                "issuer_name": details["issuer_display"]["name"], "vct": verified_first.vct,
-                "credential_name": described["name"], "copies": len(copies), "claims": claim_names,
-                "outcome": "stored"})
+            await add_history(session, key, "receipt", {"credential_id": credential_id, **receipt})
             await add_alert(session, key.wallet_id, "credential_received",
                             f"{described['name']} was added to your wallet", credential_id, webhook=self.ctx.webhook)
         await self.notify(response.notification_id, "credential_accepted")

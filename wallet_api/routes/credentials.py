@@ -9,7 +9,7 @@ wallet could not be opened" (:mod:`wallet_api.app`)."""
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
@@ -19,7 +19,7 @@ from service_kit.errors import APIError
 
 from ..deps import Citizen, Ctx
 from ..models import Credential
-from ..receiving import IssuerSession
+from ..receiving import QUERY_EVIDENCE, IssuerSession, checked_evidence
 from ..store import STORED, OpenCredential, add_history, get_credential, load_credentials, lock_wallet
 
 router = APIRouter(tags=["credentials"])
@@ -45,10 +45,43 @@ class CredentialSummary(BaseModel):
         "the issuer again."))
 
 
+class QueryOfficial(BaseModel):
+    name: str = Field(max_length=200, description="Name of the official (or office) responsible for the query.")
+
+
+class QuerySource(BaseModel):
+    name: str | None = Field(default=None, max_length=100, description="The data source the issuer queried "
+                             "(`viaoberta`, or the name of a registry).")
+    product: str | None = Field(default=None, max_length=200, description="What was asked of it (for Via Oberta "
+                                "the SCSP product and modality, e.g. `AEAT_DADES/ECOT103`).")
+
+
+class QueryEvidence(BaseModel):
+    """Why the issuer queried the registry the credential's data came from, as the issuer said when it
+    issued it. Never a claim value; the official's identifier is not given."""
+
+    purpose: str = Field(max_length=500, description="The purpose of the query (SCSP `Finalidad`).")
+    procedure: str | None = Field(default=None, max_length=200, description="The administrative procedure.")
+    legal_basis: Literal["consent", "law", "no_objection"] | None = Field(default=None, description=(
+        "Why the registry may answer: `consent` (the citizen consented), `law` (a law allows it), "
+        "`no_objection` (the citizen did not object). Absent when the issuer gave a basis this wallet "
+        "does not know."))
+    official: QueryOfficial | None = None
+    source: QuerySource | None = None
+    queried_at: str | None = Field(default=None, max_length=64, description="When the registry was queried "
+                                   "(ISO 8601, as the source reported it).")
+    request_id: str | None = Field(default=None, max_length=128, description="The query's request id, the "
+                                   "reference the issuer's record keeps too.")
+
+
 class CredentialDetail(CredentialSummary):
     claims: dict[str, Any] = Field(description="Every claim the credential holds (all disclosures).")
     claim_labels: list[dict[str, Any]] = Field(description="Display names of the claims: `{path, name}`.")
     type_metadata: dict[str, Any] | None = Field(description="SD-JWT VC Type Metadata fetched at `vct`.")
+    query_evidence: QueryEvidence | None = Field(default=None, description=(
+        "Why the issuer queried the registry behind this credential (purpose, legal basis, official, "
+        "registry, when), as the issuer's credential response said (its `query_evidence` member). `null` "
+        "when the issuer said nothing, or something malformed (then dropped at receipt)."))
 
 
 def _status_of(row: Credential) -> str:
@@ -88,12 +121,16 @@ async def list_credentials(ctx: Ctx, me: Citizen) -> list[dict[str, Any]]:
 
 @router.get("/credentials/{credential_id}", response_model=CredentialDetail, summary="One credential")
 async def show_credential(ctx: Ctx, me: Citizen, credential_id: str) -> dict[str, Any]:
-    """A credential with all its claims (shown to its owner only)."""
+    """A credential with all its claims (shown to its owner only), and why the issuer queried the registry
+    its data came from (`query_evidence`), when the issuer said so."""
     async with ctx.db.read_session() as session:
         cred = await get_credential(session, me.key, credential_id)
     claims = {k: v for k, v in cred.first().parsed().claims.items() if k not in _TECHNICAL}
     labels = [{"path": c["path"], "name": c["name"]} for c in cred.details.get("display", {}).get("claims", [])]
-    return {**summary(cred), "claims": claims, "claim_labels": labels, "type_metadata": cred.details.get("type_metadata")}
+    # Checked again: stored details may come from a backup file, whose import does not look inside it.
+    evidence = checked_evidence(cred.details.get(QUERY_EVIDENCE))
+    return {**summary(cred), "claims": claims, "claim_labels": labels, "type_metadata": cred.details.get("type_metadata"),
+            "query_evidence": evidence}
 
 
 @router.delete("/credentials/{credential_id}", status_code=204, summary="Delete a credential")
