@@ -5,6 +5,10 @@
 (function () {
   var T = {
     ca: {
+      evidenceTitle: "Per què l'emissor ha consultat el registre", evidenceProcedure: "Procediment",
+      evidenceBasis: "Base jurídica", basis_consent: "El teu consentiment", basis_law: "Ho permet una llei",
+      basis_no_objection: "No t'hi has oposat", evidenceOfficial: "Responsable de la consulta",
+      evidenceSource: "Registre consultat", evidenceWhen: "Data de la consulta", evidenceReference: "Referència de la consulta",
       checkNow: "Comprova-ho ara", askAction: "Demana-la a un emissor", catalogueTitle: "Demana una credencial a un emissor", catalogueIntro: "L'emissor et demanarà que iniciïs la sessió i després la credencial arribarà a la cartera.", request: "Demana «{0}»", unavailable: "Ara no està disponible.", issuanceFailed: "L'emissor no ha lliurat la credencial.",
       search: "Cerca", pinTitle: "PIN", currentPin: "PIN actual", newPin: "PIN nou (de 4 a 12 xifres; buit, l'elimina)", savePin: "Desa el PIN", pinOn: "Compartir demana el PIN.", pinOff: "Compartir no demana cap PIN.", pinSaved: "PIN desat.", endSession: "Tanca aquesta sessió", sessionEnded: "Sessió tancada.", asked: "Es demana: {0}",
       skip: "Salta al contingut", language: "Llengua", navCards: "Targetes", navScan: "Escaneja", navHistory: "Historial",
@@ -67,6 +71,10 @@
       alert_pin_reset: "PIN restablert", alert_pin_locked: "PIN bloquejat"
     },
     es: {
+      evidenceTitle: "Por qué el emisor ha consultado el registro", evidenceProcedure: "Procedimiento",
+      evidenceBasis: "Base jurídica", basis_consent: "Tu consentimiento", basis_law: "Lo permite una ley",
+      basis_no_objection: "No te has opuesto", evidenceOfficial: "Responsable de la consulta",
+      evidenceSource: "Registro consultado", evidenceWhen: "Fecha de la consulta", evidenceReference: "Referencia de la consulta",
       checkNow: "Comprobar ahora", askAction: "Pedirla a un emisor", catalogueTitle: "Pedir una credencial a un emisor", catalogueIntro: "El emisor te pedirá que inicies sesión y después la credencial llegará a tu cartera.", request: "Pedir «{0}»", unavailable: "Ahora no está disponible.", issuanceFailed: "El emisor no ha entregado la credencial.",
       search: "Buscar", pinTitle: "PIN", currentPin: "PIN actual", newPin: "PIN nuevo (de 4 a 12 cifras; vacío, lo elimina)", savePin: "Guardar el PIN", pinOn: "Compartir pide el PIN.", pinOff: "Compartir no pide ningún PIN.", pinSaved: "PIN guardado.", endSession: "Cerrar esta sesión", sessionEnded: "Sesión cerrada.", asked: "Se pide: {0}",
       skip: "Saltar al contenido", language: "Idioma", navCards: "Tarjetas", navScan: "Escanear", navHistory: "Historial",
@@ -129,6 +137,10 @@
       alert_pin_reset: "PIN restablecido", alert_pin_locked: "PIN bloqueado"
     },
     en: {
+      evidenceTitle: "Why the issuer consulted the registry", evidenceProcedure: "Procedure",
+      evidenceBasis: "Legal basis", basis_consent: "Your consent", basis_law: "A law allows it",
+      basis_no_objection: "You did not object", evidenceOfficial: "Official responsible",
+      evidenceSource: "Registry consulted", evidenceWhen: "Queried on", evidenceReference: "Query reference",
       checkNow: "Check now", askAction: "Ask an issuer", catalogueTitle: "Ask an issuer for a credential", catalogueIntro: "The issuer will ask you to log in, then the credential comes to your wallet.", request: "Ask for “{0}”", unavailable: "Not available now.", issuanceFailed: "The issuer did not deliver the credential.",
       search: "Search", pinTitle: "PIN", currentPin: "Current PIN", newPin: "New PIN (4 to 12 digits; empty removes it)", savePin: "Save the PIN", pinOn: "Sharing asks for the PIN.", pinOff: "Sharing asks for no PIN.", pinSaved: "PIN saved.", endSession: "End this session", sessionEnded: "Session ended.", asked: "Asked for: {0}",
       skip: "Skip to content", language: "Language", navCards: "Cards", navScan: "Scan", navHistory: "History",
@@ -320,12 +332,12 @@
     // Logged out: no screen keeps the citizen's data in the page (the Back button shows hidden views'
     // content again), and an answer still on its way draws nothing (its ticket is no longer current).
     Object.keys(renders).forEach(function (name) { renders[name] += 1; });
-    ["cards", "card-title", "card-meta", "card-status", "card-claims", "offer-issuer", "offer-credentials",
-     "offer-result", "verifier-name", "verifier-warning", "request-purpose", "request-queries", "request-result",
-     "history", "alerts", "alert-count", "me", "logins", "pin-state", "reset-who", "reset-result"
+    ["cards", "card-title", "card-meta", "card-status", "card-claims", "card-evidence-list", "offer-issuer",
+     "offer-credentials", "offer-result", "verifier-name", "verifier-warning", "request-purpose", "request-queries",
+     "request-result", "history", "alerts", "alert-count", "me", "logins", "pin-state", "reset-who", "reset-result"
     ].forEach(function (id) { clear($(id)); });
     ["offer-result", "request-result", "verifier-warning", "alert-count", "pin-box", "export-pin-box",
-     "current-pin-box", "reset-result"].forEach(function (id) { $(id).hidden = true; });
+     "current-pin-box", "reset-result", "card-evidence"].forEach(function (id) { $(id).hidden = true; });
     ["tx-code", "pin", "history-q", "current-pin", "new-pin", "export-pass", "export-pin", "import-pass", "link",
      "import-file", "reset-pin", "reset-pin-again"].forEach(function (id) { $(id).value = ""; });
     delete $("card-delete").dataset.id;
@@ -634,8 +646,33 @@
       var labels = {};
       (cred.claim_labels || []).forEach(function (l) { labels[JSON.stringify(l.path)] = l.name; });
       claimList(claims, cred.claims, labels, []);
+      showEvidence(cred.query_evidence);
       remove.dataset.id = cred.id;
     }).catch(function (err) { showError(errorText(err)); });
+  }
+
+  // Why the issuer queried the registry the credential's data came from, as the issuer said it (the
+  // API has checked it: strings only, known members). Hidden when the issuer said nothing.
+  function showEvidence(evidence) {
+    var box = $("card-evidence");
+    var list = clear($("card-evidence-list"));
+    box.hidden = !evidence;
+    if (!evidence) { return; }
+    var source = evidence.source || {};
+    var rows = [
+      ["purpose", evidence.purpose],
+      ["evidenceProcedure", evidence.procedure],
+      ["evidenceBasis", evidence.legal_basis ? t("basis_" + evidence.legal_basis) : null],
+      ["evidenceOfficial", evidence.official ? evidence.official.name : null],
+      ["evidenceSource", [source.product, source.name].filter(Boolean).join(" · ")],
+      ["evidenceWhen", evidence.queried_at ? fmtTime(evidence.queried_at) : null],
+      ["evidenceReference", evidence.request_id]
+    ];
+    rows.forEach(function (row) {
+      if (!row[1]) { return; }
+      list.appendChild(el("dt", { text: t(row[0]) }));
+      list.appendChild(el("dd", { "data-evidence": row[0], text: row[1] }));
+    });
   }
 
   function deleteCard() {
@@ -1066,6 +1103,9 @@
         ]);
         if (kind === "receipt" || kind === "deletion") {
           item.appendChild(el("p", { text: [d.credential_name, d.issuer_name].filter(Boolean).join(" · ") }));
+          // Why the issuer queried the registry for it; the whole of it is on the credential's screen.
+          var asked = d.query_evidence && typeof d.query_evidence.purpose === "string" ? d.query_evidence.purpose : "";
+          if (asked) { item.appendChild(el("p", { "class": "meta", text: t("purpose") + ": " + asked })); }
         } else if (kind === "restore") {
           item.appendChild(el("p", { text: t("restored", d.credentials_added || 0) }));
         } else {
