@@ -230,3 +230,11 @@ def test_the_suite_asked_is_read_from_verified_documents_only(
     # One may answer shortly: 503, as when none answers.
     unreachable = _suite((a,), anchor[1], tmp_path, extra=("http://127.0.0.1:9",))
     assert unreachable.status_code == 503
+    # A verified document that publishes no suite for the vct: the default suite, not a refusal.
+    silent = claims_for(a.url)
+    silent["suites"] = {}
+    a.document = Issuer.under(anchor, a.url).sign(silent)
+    assert _suite((a,), anchor[1], tmp_path) == BBS
+    # One trusted issuer unreachable, another answering: its suite.
+    a.document = Issuer.under(anchor, a.url).sign(claims_for(a.url, suite=ED25519))
+    assert _suite((a,), anchor[1], tmp_path, extra=("http://127.0.0.1:9",)) == ED25519

@@ -20,10 +20,9 @@ from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI, Request
 
 from aries import cleanup
-from aries.client import BBS, ED25519, AdminClient
+from aries.client import BBS, AdminClient
 from aries.errors import AgentUnavailable
 from aries.jsonld import contexts_document
 from aries.runner import AgentConfig, AgentProcess
@@ -337,49 +336,12 @@ def test_diploma_over_didcomm_then_two_claims_verified_then_revoked(world: World
     assert [e["code"] for e in after["errors"]] == ["aries.revoked"]
 
 
-def test_the_verifier_asks_for_the_suite_the_trusted_issuers_publish(world: World) -> None:
+def test_the_issuer_publishes_the_suite_it_signs_with(world: World) -> None:
     # The issuer publishes, per vct, the suite it signs with: what a verifier must ask for, since a
-    # request in the other suite could never be answered.
+    # request in the other suite could never be answered. How a verifier reads it (signed documents
+    # only, the default, disagreement, issuers not answering): tests/aries/test_aries_issuer_trust.py.
     published = httpx.get(f"{world.tenant_url}/v1/aries/issuer").json()
     assert published["suites"][DIPLOMA.vct] == BBS
-
-    # Stand-ins for other issuers of the padró (only their published document matters here).
-    padro = load_builtin_types()["padro"]
-
-    def issuer_document(suite: str | None) -> Any:
-        app = FastAPI()
-
-        @app.get("/v1/aries/issuer")
-        def document(request: Request) -> dict[str, Any]:
-            return {"issuer": str(request.base_url).rstrip("/"), "dids": {},
-                    "suites": {padro.vct: suite} if suite else {}}
-
-        return app
-
-    def asked(*issuers: str) -> httpx.Response:
-        name = f"padro-aries-{secrets.token_hex(4)}"
-        template = {"name": name, "purpose": {"en": "Residence"}, "retention_seconds": 0,
-                    "trusted_issuers": [{"vct": padro.vct, "issuers": list(issuers)}],
-                    "dcql_query": {"credentials": [{"id": "padro", "format": "dc+sd-jwt",
-                                                    "meta": {"vct_values": [padro.vct]},
-                                                    "claims": [{"path": ["municipality"]}]}]}}
-        made = httpx.post(f"{world.verifier_url}/v1/templates", json=template, headers=world.agency_headers())
-        assert made.status_code == 201, made.text
-        return httpx.post(f"{world.verifier_url}/v1/aries/requests", json={"template": name},
-                          headers=world.agency_headers())
-
-    with serve(issuer_document(ED25519)) as ed, serve(issuer_document(BBS)) as bbs, \
-            serve(issuer_document(None)) as silent:
-        answer = asked(ed)
-        assert answer.status_code == 201, answer.text
-        assert answer.json()["proof_type"] == ED25519
-        assert asked(silent).json()["proof_type"] == BBS  # nothing published: the default
-        both = asked(ed, bbs)
-        assert both.status_code == 400 and "pin one" in both.json()["error_description"]
-        # No trusted issuer answering: a 503 to retry, not a guess nobody may be able to answer.
-        nobody = asked(f"http://127.0.0.1:{free_port()}")
-        assert nobody.status_code == 503 and nobody.headers["retry-after"] == "30", nobody.text
-        assert asked(f"http://127.0.0.1:{free_port()}", ed).json()["proof_type"] == ED25519
 
 
 def _finished_on_agent(app: Any, protocol: str) -> list[str]:
