@@ -756,7 +756,7 @@ class IssuerAriesChannel:
                     log.warning("aries deferred poll's lease keeper failed", extra={
                         "exchange_id": exchange_id, "error": type(keeper.exception()).__name__})
         except asyncio.CancelledError:
-            # Shutting down mid-poll: give the exchange back at once rather than after the lease.
+            # Shutting down mid-poll: the exchange is due again at the next poll interval, not after the lease.
             await asyncio.shield(self._reschedule(exchange_id, 0, lease))
             raise
         except _LeaseLost:
