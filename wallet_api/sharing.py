@@ -49,7 +49,7 @@ from ssi.sd_jwt_vc import NON_DISCLOSABLE_CLAIMS
 
 from .context import FetchError, WalletContext
 from .deps import Principal
-from .models import CredentialCopy, Presentation, utcnow
+from .models import Credential, CredentialCopy, Presentation, utcnow
 from .pin import check_pin
 from .store import STORED, OpenCredential, accept_languages, add_history, load_credentials, pick_display
 from .vault import DataKey, new_id
@@ -383,7 +383,14 @@ async def approve(ctx: WalletContext, me: Principal, presentation_id: str, *, se
     used_copies: list[str] = []
     async with ctx.db.read_session() as session:
         for query, option in chosen:
-            creds = await load_credentials(session, me.key, credential_id=option["credential_id"])
+            unreadable: list[Credential] = []  # load_credentials logs it (its id and the vault error's code)
+            creds = await load_credentials(session, me.key, credential_id=option["credential_id"],
+                                           unreadable=unreadable)
+            if unreadable:
+                # Damaged (or re-pointed) since the preview: nothing can be presented from it, and the
+                # citizen can still choose another credential, or decline. Nothing has been sent.
+                raise APIError(409, "credential_unreadable", "a chosen credential's stored data no longer "
+                                                             "opens; choose another credential or decline")
             if not creds:
                 raise APIError(409, "conflict", "a chosen credential was deleted; choose another or decline")
             copy = creds[0].least_used()

@@ -125,10 +125,11 @@ def test_a_copy_moved_to_another_credential_does_not_open(
     approved = httpx.post(f"{system.wallet}/v1/presentations/{preview['presentation_id']}/approve", json={},
                           headers=bearer(tokens), timeout=30)
     assert approved.status_code == 400 and approved.json()["error"] == "unsatisfiable", approved.text
-    # ... and the one previewed before is refused with the clean 500, nothing sent; it can still be declined.
+    # ... and the one previewed before is refused (409 credential_unreadable: choose another or
+    # decline), nothing sent; it can still be declined.
     approved = httpx.post(f"{system.wallet}/v1/presentations/{early['presentation_id']}/approve", json={},
                           headers=bearer(tokens), timeout=30)
-    assert approved.status_code == 500 and approved.json() == UNREADABLE, approved.text
+    assert approved.status_code == 409 and approved.json()["error"] == "credential_unreadable", approved.text
     assert _verifier_status(system, early_request) == "pending"
     declined = httpx.post(f"{system.wallet}/v1/presentations/{early['presentation_id']}/decline",
                           headers=bearer(tokens), timeout=30)

@@ -450,3 +450,34 @@ def test_a_history_entry_that_does_not_open_shows_as_unreadable(system: System, 
     expect(page.locator("#history li.receipt").first).not_to_contain_text("cannot be read")
     expect(page.locator("#error")).to_be_hidden()
     assert citizen.errors == []
+
+
+UNREADABLE_CARD_CITIZEN = fresh_citizens(20)[19]  # 17 and 18 are taken by the tests above and beside
+
+
+def test_a_credential_that_does_not_open_is_shown_as_such_and_can_be_deleted(system: System, phone) -> None:
+    tokens = login(system.wallet, UNREADABLE_CARD_CITIZEN)
+    padro = receive(system, tokens, make_offer(system, "ajuntament-girona", "padro", UNREADABLE_CARD_CITIZEN))
+    receive(system, tokens, make_offer(system, "aoc-tax", "tax-compliance", UNREADABLE_CARD_CITIZEN))
+    broken = padro["credential_ids"][0]
+    [(sealed,)] = query_sql(system, "SELECT sealed FROM credentials WHERE id = ?", broken)
+    execute_sql(system, "UPDATE credentials SET sealed = ? WHERE id = ?", sealed[:-1] + bytes([sealed[-1] ^ 1]), broken)
+
+    citizen = phone()
+    citizen.login(UNREADABLE_CARD_CITIZEN)
+    page = citizen.page
+    expect(page.locator("#cards li.card")).to_have_count(2)
+    card = page.locator(f"#cards li.card[data-id='{broken}']")
+    expect(card).to_have_class(re.compile(r"\bunreadable\b"))
+    expect(card.locator(".unreadable-note")).to_have_text(
+        "This credential's data cannot be read. Delete it and receive it again.")
+    expect(card.locator("a")).to_have_count(0)  # no detail screen that could only fail
+    expect(page.locator("#cards li.card:not(.unreadable) a")).to_have_count(1)
+    card.locator("button").click()
+    card.locator("button").click()  # the second step confirms
+    expect(page.locator("#cards li.card")).to_have_count(1)
+    expect(page.locator("#cards li.unreadable")).to_have_count(0)
+    expect(page.locator("#error")).to_be_hidden()
+    assert citizen.errors == []
+    left = httpx.get(f"{system.wallet}/v1/credentials", headers=bearer(tokens), timeout=30).json()
+    assert len(left) == 1 and left[0]["id"] != broken

@@ -95,7 +95,10 @@ async def get_request(ctx: Ctx, me: Citizen, presentation_id: str) -> dict[str, 
 async def post_approve(ctx: Ctx, me: Citizen, presentation_id: str, body: ApproveIn) -> dict[str, Any]:
     """Send the presentation: only the previewed claims of the chosen credentials (of the queries whose
     `shared` is true), with a KB-JWT. With a wallet PIN set: 403 `pin_required` when `pin` is missing
-    (no attempt counted), 403 `invalid_pin` with `attempts_left` when it is wrong, 423 `pin_locked`."""
+    (no attempt counted), 403 `invalid_pin` with `attempts_left` when it is wrong, 423 `pin_locked`.
+    A chosen credential deleted since the preview answers 409 `conflict`, one whose stored data no
+    longer opens 409 `credential_unreadable`: nothing is sent and the request stays pending, to
+    approve with another `selection` or decline."""
     return await approve(ctx, me, presentation_id, selection=body.selection,
                          include_optional=body.include_optional, pin=body.pin)
 

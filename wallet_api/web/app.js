@@ -43,6 +43,7 @@
       kind_receipt: "Rebuda", kind_share: "Compartida", kind_decline: "Rebutjada", kind_deletion: "Esborrada",
       kind_imported: "{0} (importada d'una còpia)", kind_restore: "Còpia restaurada", restored: "{0} credencials restaurades",
       importedEntry: "Importada d'una còpia", entryUnreadable: "Aquesta entrada no es pot llegir.",
+      credentialUnreadable: "Les dades d'aquesta credencial no es poden llegir. Esborreu-la i torneu-la a rebre.",
       alert_offer_received: "Nova oferta", alert_credential_received: "Credencial rebuda",
       alert_issuance_pending: "Emissió pendent", alert_expiring: "Caducarà aviat", alert_suspended: "Credencial suspesa",
       alert_revoked: "Credencial revocada", alert_reinstated: "Credencial restablerta", unread: "sense llegir",
@@ -109,6 +110,7 @@
       kind_receipt: "Recibida", kind_share: "Compartida", kind_decline: "Rechazada", kind_deletion: "Borrada",
       kind_imported: "{0} (importada de una copia)", kind_restore: "Copia restaurada", restored: "{0} credenciales restauradas",
       importedEntry: "Importada de una copia", entryUnreadable: "Esta entrada no se puede leer.",
+      credentialUnreadable: "Los datos de esta credencial no se pueden leer. Bórrela y vuelva a recibirla.",
       alert_offer_received: "Nueva oferta", alert_credential_received: "Credencial recibida",
       alert_issuance_pending: "Emisión pendiente", alert_expiring: "Caducará pronto", alert_suspended: "Credencial suspendida",
       alert_revoked: "Credencial revocada", alert_reinstated: "Credencial restablecida", unread: "sin leer",
@@ -175,6 +177,7 @@
       kind_receipt: "Received", kind_share: "Shared", kind_decline: "Declined", kind_deletion: "Deleted",
       kind_imported: "{0} (imported from a backup)", kind_restore: "Backup restored", restored: "{0} credentials restored",
       importedEntry: "Imported from a backup", entryUnreadable: "This entry cannot be read.",
+      credentialUnreadable: "This credential's data cannot be read. Delete it and receive it again.",
       alert_offer_received: "New offer", alert_credential_received: "Credential received",
       alert_issuance_pending: "Issuance pending", alert_expiring: "Expiring soon", alert_suspended: "Credential suspended",
       alert_revoked: "Credential revoked", alert_reinstated: "Credential reinstated", unread: "unread",
@@ -590,6 +593,7 @@
 
   function cardItem(cred, link) {
     var stripe = cred.display && cred.display.background_color ? cred.display.background_color : "#0b4f8a";
+    if (cred.unreadable) { return unreadableCard(cred); }
     var title = link ? el("a", { href: "#/card/" + encodeURIComponent(cred.id), text: cred.name })
                      : el("span", { text: cred.name });
     var item = el("li", { "class": "card", "data-id": cred.id || "" }, [
@@ -601,6 +605,27 @@
     // The issuer's colour marks the card's edge only: text keeps our own colours, so contrast holds.
     item.style.borderLeftColor = /^#[0-9a-fA-F]{3,8}$/.test(stripe) ? stripe : "#0b4f8a";
     return item;
+  }
+
+  // A credential whose stored data does not open: the API lists what it holds in clear (type, issuer,
+  // times, status), and the detail screen could only show an error. Said as it is, with the one thing
+  // the citizen can do about it here: delete it (then receive it again, or restore a backup).
+  function unreadableCard(cred) {
+    var remove = el("button", { type: "button", "class": "danger", "data-id": cred.id, text: t("delete") });
+    remove.addEventListener("click", function () {
+      // Two steps, as on the detail screen.
+      if (!remove.dataset.armed) { remove.dataset.armed = "1"; remove.textContent = t("confirmDelete"); return; }
+      api("DELETE", "/v1/credentials/" + encodeURIComponent(cred.id)).then(function () {
+        flash = t("deleted");
+        route();  // already on the list: no hashchange would redraw it
+      }).catch(function (err) { showError(errorText(err)); });
+    });
+    return el("li", { "class": "card unreadable", "data-id": cred.id || "" }, [
+      el("h3", {}, [el("span", { text: cred.name })]),
+      cred.issuer_name ? el("p", { "class": "meta", text: t("issuedBy", cred.issuer_name) }) : null,
+      el("p", { "class": "meta unreadable-note", text: t("credentialUnreadable") }),
+      remove
+    ]);
   }
 
   function renderCards() {
