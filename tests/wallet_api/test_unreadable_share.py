@@ -16,13 +16,25 @@ import httpx
 
 from sandbox.population import generate_population
 from tests.wallet_api.conftest import bearer, login
-from tests.wallet_api.system import System, agency_request, open_presentation
+from tests.wallet_api.system import System, agency_request, execute_sql, open_presentation, query_sql
 from tests.wallet_api.test_e2e import make_offer, receive
-from tests.wallet_api.test_unreadable_backup import _damage, _history
 
 #: A citizen with a positive tax certificate (a grant application accepts it) no other test logs in
 #: but test_unreadable_backup's import test, which adds nothing this test reads.
 SHARE_CITIZEN = generate_population(size=50).citizens[19].identifier
+
+
+def _damage_credential(system: System, credential_id: str) -> None:
+    """One bit of the credential's sealed details flipped, in the database."""
+    [(sealed,)] = query_sql(system, "SELECT sealed FROM credentials WHERE id = ?", credential_id)
+    execute_sql(system, "UPDATE credentials SET sealed = ? WHERE id = ?",
+                sealed[:-1] + bytes([sealed[-1] ^ 1]), credential_id)
+
+
+def _history_kinds(system: System, tokens: dict[str, str]) -> set[str]:
+    r = httpx.get(f"{system.wallet}/v1/history", headers=bearer(tokens), timeout=30)
+    assert r.status_code == 200, r.text
+    return {h["kind"] for h in r.json()}
 
 
 def _verifier_status(system: System, request: dict[str, Any], agency: str = "ajuntament-barcelona") -> str:
@@ -39,7 +51,7 @@ def test_approving_with_a_credential_that_stopped_opening_is_a_409_and_sends_not
     [query] = preview["queries"]
     assert {o["credential_id"] for o in query["options"]} == {first, second}
 
-    _damage(system, "credentials", first)
+    _damage_credential(system, first)
     url = f"{system.wallet}/v1/presentations/{preview['presentation_id']}/approve"
     refused = httpx.post(url, json={"selection": {query["query_id"]: first}}, headers=bearer(tokens), timeout=30)
     assert refused.status_code == 409, refused.text
@@ -48,7 +60,7 @@ def test_approving_with_a_credential_that_stopped_opening_is_a_409_and_sends_not
     assert _verifier_status(system, request) == "pending"
     state = httpx.get(f"{system.wallet}/v1/presentations/{preview['presentation_id']}", headers=bearer(tokens))
     assert state.json()["state"] == "pending"
-    assert "share" not in {h["kind"] for h in _history(system, tokens)}
+    assert "share" not in _history_kinds(system, tokens)
 
     # Choosing the other credential answers the request.
     sent = httpx.post(url, json={"selection": {query["query_id"]: second}}, headers=bearer(tokens), timeout=30)
