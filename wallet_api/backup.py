@@ -34,6 +34,15 @@ its issuance time and restored expired. One entry that does not verify refuses t
 History entries are restored as kind ``imported`` (their kind, time and id kept in the details), and
 the import itself is recorded as a ``restore`` event: the audit chain records that entries were
 imported, when, never an event as if it happened in this wallet.
+
+A stored credential or history entry that does not open (damaged, or sealed under a key the wallet no
+longer has) cannot go into a backup, but must not keep the citizen from backing up everything else: a
+history entry cannot even be deleted, so refusing the export would refuse it for good. The export
+leaves it out and says so, never silently: ``skipped`` (each left-out row's ``id``, ``kind`` —
+``credential`` or the history kind — and ``created_at``, what the row holds in clear) is in the
+encrypted content, where an import reads it back (``skipped_at_export``), and beside the ciphertext with
+``skipped_count``, for the app to tell the citizen without opening the file. Files without it (exported
+before) are imported as before.
 """
 
 from __future__ import annotations
@@ -43,6 +52,7 @@ import binascii
 import hashlib
 import hmac
 import json
+import logging
 import math
 import os
 import re
@@ -70,7 +80,7 @@ from ssi.sd_jwt import SDJWT
 
 from .context import WalletContext
 from .deps import Principal
-from .models import HistoryEntry
+from .models import Credential, HistoryEntry
 from .pin import check_pin
 from .receiving import (
     IssuanceError,
@@ -80,6 +90,9 @@ from .receiving import (
     verify_received,
 )
 from .store import STORED, accept_languages, add_credential, add_history, load_credentials, lock_wallet
+from .vault import VaultError
+
+log = logging.getLogger(__name__)
 
 FORMAT = "cartera-wallet-backup"
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**17, 8, 1
@@ -101,6 +114,8 @@ IMPORTED, RESTORE = "imported", "restore"
 _EXPIRED_SINCE = frozenset({"sd_jwt.expired", "x509.expired"})
 _BINDING_LABEL = b"cartera-wallet-backup/v1/subject"
 _B64URL = re.compile(r"[A-Za-z0-9_-]{1,100}")
+#: The ``kind`` of a credential in a backup's ``skipped`` list (history entries give their own kind).
+SKIPPED_CREDENTIAL = "credential"
 _T = TypeVar("_T")
 
 
@@ -372,9 +387,25 @@ def _check_history(entry: Any) -> tuple[str | None, dict[str, Any]]:
                       "original_time": created_at, "original_id": entry_id}
 
 
+def _check_skipped(value: Any) -> list[dict[str, Any]]:
+    """The rows the export could not include (optional: files exported before it have none)."""
+    skipped = _list(value, "skipped")
+    for index, item in enumerate(skipped):
+        item = _object(item, f"skipped[{index}]", optional=False)
+        assert item is not None
+        _text(item.get("id"), f"skipped[{index}].id", optional=False, limit=64)
+        _text(item.get("kind"), f"skipped[{index}].kind", optional=False, limit=20)
+        _text(item.get("created_at"), f"skipped[{index}].created_at", limit=64)
+    return skipped
+
+
 def check_content(content: dict[str, Any]) -> tuple[list[dict[str, Any]], list[tuple[str | None, dict[str, Any]]]]:
-    """Every credential and history entry of a decrypted backup, their shapes checked; 400 at the first
-    bad one."""
+    """Every credential and history entry of a decrypted backup, their shapes checked (and the
+    optional ``skipped`` list's); 400 at the first bad one."""
+    try:
+        _check_skipped(content.get("skipped"))
+    except _Bad as exc:
+        raise APIError(400, "invalid_backup", str(exc)) from exc
     credentials: list[dict[str, Any]] = []
     history: list[tuple[str | None, dict[str, Any]]] = []
     for index, item in enumerate(content["credentials"]):
@@ -537,17 +568,36 @@ async def verify_content(ctx: WalletContext, credentials: list[dict[str, Any]], 
 
 # -- export and import ---------------------------------------------------------------------------
 
+def _skipped(row: Credential | HistoryEntry, kind: str) -> dict[str, Any]:
+    """What a backup says of a row it leaves out: what the row holds in clear, never a sealed value."""
+    return {"id": row.id, "kind": kind, "created_at": row.created_at.isoformat()}
+
+
 async def export_wallet(ctx: WalletContext, me: Principal, passphrase: str, pin: str | None = None
                         ) -> dict[str, Any]:
     """Every credential (with its copies and keys) and the history, bound to the citizen and encrypted;
-    needs the PIN when set."""
+    needs the PIN when set. A row that does not open is left out and listed in ``skipped`` (in the
+    content, and beside the ciphertext with ``skipped_count``)."""
     if len(passphrase) < MIN_PASSPHRASE:
         raise APIError(400, "weak_passphrase", f"the passphrase needs at least {MIN_PASSPHRASE} characters")
     await check_pin(ctx, me, pin)
+    unreadable: list[Credential] = []  # load_credentials logs each, with its id
+    history: list[dict[str, Any]] = []
+    skipped: list[dict[str, Any]] = []
     async with ctx.db.read_session() as session:
-        credentials = await load_credentials(session, me.key)
-        history = (await session.execute(select(HistoryEntry).where(HistoryEntry.wallet_id == me.wallet_id)
-                                         .order_by(HistoryEntry.created_at))).scalars().all()
+        credentials = await load_credentials(session, me.key, unreadable=unreadable)
+        skipped.extend(_skipped(row, SKIPPED_CREDENTIAL) for row in unreadable)
+        rows = (await session.execute(select(HistoryEntry).where(HistoryEntry.wallet_id == me.wallet_id)
+                                      .order_by(HistoryEntry.created_at, HistoryEntry.id))).scalars().all()
+        for h in rows:
+            try:
+                details = me.key.open("history", h.id, h.sealed)
+            except VaultError:
+                # The entry id only: nothing of its content is known, and the wallet is known from it.
+                log.warning("a history entry does not open; left out of the backup", extra={"entry": h.id})
+                skipped.append(_skipped(h, h.kind))
+                continue
+            history.append({"id": h.id, "kind": h.kind, "created_at": h.created_at.isoformat(), "details": details})
         content: dict[str, Any] = {
             "credentials": [{"vct": c.row.vct, "issuer": c.row.issuer, "details": c.details,
                              "iat": c.row.issued_at.timestamp() if c.row.issued_at else None,
@@ -555,20 +605,34 @@ async def export_wallet(ctx: WalletContext, me: Principal, passphrase: str, pin:
                              "status": c.row.status,
                              "copies": [{"token": cp.token, "holder_jwk": cp.holder_key.private_jwk()}
                                         for cp in c.copies]} for c in credentials],
-            "history": [{"id": h.id, "kind": h.kind, "created_at": h.created_at.isoformat(),
-                         "details": me.key.open("history", h.id, h.sealed)} for h in history],
+            "history": history,
         }
+        # Bound as before (credentials and history only): files of earlier versions keep their binding.
         content["subject"] = subject_binding(await ctx.vault.index_key(session), me.wallet.subject_index, content)
-    return await _off_loop(seal_backup, content, passphrase)
+    content["skipped"] = skipped
+    sealed = await _off_loop(seal_backup, content, passphrase)
+    # Beside the ciphertext too, so the app can tell the citizen what is missing without opening the
+    # file: ids, kinds and times only. Not authenticated, and an import ignores it (it reads the copy
+    # in the encrypted content).
+    return {**sealed, "skipped": skipped, "skipped_count": len(skipped)}
 
 
 async def _restored_before(session: AsyncSession, me: Principal) -> set[str]:
-    """The ids of the events this wallet has: its history rows, and the originals of entries it imported."""
+    """The ids of the events this wallet has: its history rows, and the originals of entries it imported.
+
+    An imported entry that does not open names no original: it is passed over (logged by its id), and
+    the file's entry for that event, if any, is imported again rather than the whole import refused."""
     rows = (await session.execute(select(HistoryEntry).where(HistoryEntry.wallet_id == me.wallet_id))).scalars().all()
     known = {row.id for row in rows}
     for row in rows:
         if row.kind == IMPORTED:
-            original = me.key.open("history", row.id, row.sealed).get("original_id")
+            try:
+                details = me.key.open("history", row.id, row.sealed)
+            except VaultError:
+                log.warning("an imported history entry does not open; not compared with the backup",
+                            extra={"entry": row.id})
+                continue
+            original = details.get("original_id") if isinstance(details, dict) else None
             if isinstance(original, str):
                 known.add(original)
     return known
@@ -591,6 +655,7 @@ async def import_wallet(ctx: WalletContext, me: Principal, backup: Any, passphra
         index_key = await ctx.vault.index_key(session)
     _check_binding(content, index_key, me.wallet.subject_index)
     checked, history = check_content(content)
+    skipped_at_export = len(content.get("skipped") or [])
     credentials = await verify_content(ctx, checked, accept_languages(accept_language))
     now = time.time()
     added, expired, restored, imported = 0, 0, [], 0
@@ -617,5 +682,7 @@ async def import_wallet(ctx: WalletContext, me: Principal, backup: Any, passphra
             await add_history(session, me.key, IMPORTED, details)
             imported += 1
         await add_history(session, me.key, RESTORE, {"credentials_added": added, "credentials": restored,
-                                                     "history_imported": imported})
-    return {"credentials_added": added, "credentials_expired": expired, "history_imported": imported}
+                                                     "history_imported": imported,
+                                                     "skipped_at_export": skipped_at_export})
+    return {"credentials_added": added, "credentials_expired": expired, "history_imported": imported,
+            "skipped_at_export": skipped_at_export}

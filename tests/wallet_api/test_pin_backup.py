@@ -406,7 +406,8 @@ def test_a_good_backup_imports_and_its_credentials_work(wallet: WalletHandle) ->
     backup = _bound(wallet, headers, {"credentials": entries, "history": []})
     r = _import(wallet, headers, backup)
     assert r.status_code == 200, r.text
-    assert r.json() == {"credentials_added": 4, "credentials_expired": 0, "history_imported": 0}
+    assert r.json() == {"credentials_added": 4, "credentials_expired": 0, "history_imported": 0,
+                        "skipped_at_export": 0}
     assert _import(wallet, headers, copy.deepcopy(backup)).json()["credentials_added"] == 0  # already there
     listed = httpx.get(f"{wallet.url}/v1/credentials", headers=headers)
     assert listed.status_code == 200 and len(listed.json()) == 4
@@ -441,7 +442,8 @@ def test_times_come_from_the_token_and_what_expired_since_is_restored_expired(wa
     short = _entry(holder_c, _token(holder_c, exp=now + 7 * 86400), exp=now + 86400 * 3650)
     r = _import(wallet, headers, _bound(wallet, headers, {"credentials": [expired, cert_expired, short]}))
     assert r.status_code == 200, r.text
-    assert r.json() == {"credentials_added": 3, "credentials_expired": 2, "history_imported": 0}
+    assert r.json() == {"credentials_added": 3, "credentials_expired": 2, "history_imported": 0,
+                        "skipped_at_export": 0}
     listed = httpx.get(f"{wallet.url}/v1/credentials", headers=headers).json()
     assert [c["status"] for c in listed] == ["expired", "expired", "valid"]
     ends = [dt.datetime.fromisoformat(c["expires_at"]).timestamp() for c in listed]
@@ -485,7 +487,8 @@ def test_history_comes_back_as_imported_never_as_events_of_this_wallet(wallet: W
     assert exported.status_code == 200
     again = _import(wallet, headers, exported.json())
     assert again.status_code == 200, again.text
-    assert again.json() == {"credentials_added": 0, "credentials_expired": 0, "history_imported": 0}
+    assert again.json() == {"credentials_added": 0, "credentials_expired": 0, "history_imported": 0,
+                            "skipped_at_export": 0}
     kinds = [h["kind"] for h in httpx.get(f"{wallet.url}/v1/history", headers=headers).json()]
     assert sorted(kinds) == ["imported", "restore", "restore"]
 

@@ -30,7 +30,14 @@ async def post_export(ctx: Ctx, me: Citizen, body: ExportIn) -> dict[str, Any]:
     bound to this citizen's wallet: it restores into this wallet only.
 
     Needs `pin` when the wallet has one, counted as presenting's attempts are: 403 `invalid_pin`,
-    423 `pin_locked`; a missing `pin` is 403 `pin_required` and costs no attempt."""
+    423 `pin_locked`; a missing `pin` is 403 `pin_required` and costs no attempt.
+
+    A stored credential or history entry that does not open (damaged, or sealed under a key the wallet
+    no longer has) is left out, and the answer says so: `skipped` lists each one's `id`, `kind`
+    (`credential`, or the history entry's kind) and `created_at`, and `skipped_count` counts them
+    (0 and `[]` when nothing was left out). Both sit beside the ciphertext (not encrypted, not
+    authenticated: ids, kinds and times only) so the app can tell the citizen; the same list is in the
+    encrypted content, where an import reads it."""
     return await export_wallet(ctx, me, body.passphrase, body.pin)
 
 
@@ -41,6 +48,7 @@ async def post_import(ctx: Ctx, me: Citizen, body: ImportIn,
     this wallet and not changed since (else 403 `foreign_backup`); every copy is verified as a received
     credential is, and one entry that does not verify refuses the whole file (400 `invalid_backup`
     naming it and why). History entries come back as kind `imported`; the import is a `restore` event.
-    Answers `credentials_added`, `credentials_expired` (of those, restored already expired) and
-    `history_imported`."""
+    Answers `credentials_added`, `credentials_expired` (of those, restored already expired),
+    `history_imported` and `skipped_at_export` (how many rows the export had to leave out because they
+    did not open: what this file lacks; 0 for files exported before it was recorded)."""
     return await import_wallet(ctx, me, body.backup, body.passphrase, accept_language)
