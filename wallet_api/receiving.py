@@ -52,8 +52,9 @@ from ssi.oid4vci import (
     parse_credential_offer_uri,
 )
 
-from .context import FetchError, WalletContext, get_json_blocking
+from .context import FetchError, WalletContext
 from .deps import Principal
+from .issuer_keys import issuer_key_resolver
 from .models import Credential, Offer, utcnow
 from .store import STORED, accept_languages, add_alert, add_credential, add_history, pick_display
 from .vault import DataKey, new_id, token_mac
@@ -691,13 +692,7 @@ async def verify_received(ctx: WalletContext, token: str, *, credential_issuer: 
 
     ``now``: the moment the credential and its issuer's chain are checked at (the current time unless
     given; a backup import checks an expired credential at its issuance, :mod:`wallet_api.backup`)."""
-    def fetch(url: str) -> Any:
-        return get_json_blocking(url, timeout=ctx.settings.http_timeout, policy=ctx.settings.outbound_policy())
-
-    x5c = sd_jwt_vc.X5CKeyResolver(ctx.issuer_anchors) if ctx.issuer_anchors else None
-    meta = sd_jwt_vc.IssuerMetadataKeyResolver(fetch, allowed_issuers=[credential_issuer],
-                                               allow_http_loopback=ctx.dev) if ctx.settings.trust_issuer_metadata else None
-    resolver = sd_jwt_vc.ChainedKeyResolver(x5c, meta)
+    resolver = issuer_key_resolver(ctx, credential_issuer)
 
     def run() -> sd_jwt_vc.VerifiedCredential:
         return sd_jwt_vc.verify_sd_jwt_vc(token, key_resolver=resolver, expected_vcts=[expected_vct],
