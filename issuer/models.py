@@ -94,6 +94,21 @@ class CredentialTypeRow(Base):
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
 
 
+class VctOwner(Base):
+    """The one tenant allowed to register types under a ``vct``: the first that registered it.
+
+    A verifier trusts issuers per ``vct``, and every tenant's key is certified by the same issuers CA,
+    so a second tenant issuing under a ``vct`` would pass for the first wherever only the CA is
+    checked. The primary key settles two registrations at once (credential_types holds several rows
+    per ``vct``: the versions, so it cannot carry the constraint itself)."""
+
+    __tablename__ = "vct_owners"
+
+    vct: Mapped[str] = mapped_column(String(500), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+
+
 class SourceConfig(Base):
     """The data source of one type of one tenant: adapter settings and query context, sealed (may hold keys)."""
 

@@ -3,7 +3,8 @@
 A type is registered as a definition document; every registration of an existing ``id`` must carry a
 new ``version``, and the newest version is the one issued (credentials already issued keep the
 ``vct#integrity`` of the version they were issued under). The configuration id in OpenID4VCI metadata
-is the type ``id``.
+is the type ``id``. A ``vct`` belongs to the tenant that registered it first (``vct_owners``): the
+others are refused with ``vct_taken``.
 
 A data source is the adapter configuration of :func:`issuer.sources.build_source` plus ``context``:
 the purpose, procedure, legal basis (consent) and responsible official every query carries. The whole
@@ -28,7 +29,7 @@ from credential_schemas import CredentialType, SchemaError, load_builtin_types, 
 from service_kit.crypto import SecretBoxError
 
 from .context import IssuerContext, utcnow
-from .models import CredentialTypeRow, SourceConfig
+from .models import CredentialTypeRow, SourceConfig, VctOwner
 from .models import Tenant as TenantRow
 from .sources import DataSource, SourceConfigError, SourceContext, build_source, tenant_source_config
 from .tenancy import TenantRef as Tenant
@@ -119,6 +120,7 @@ async def register_type(ctx: IssuerContext, session: AsyncSession, tenant: Tenan
             raise RegistryError("vct_in_use", "credentials were issued under this vct with other Type Metadata "
                                 "(name, display or claims); a version that changes them needs a new vct",
                                 [{"path": "vct", "message": "already published with different Type Metadata"}])
+    await _claim_vct(ctx, session, tenant, ctype)
     row = CredentialTypeRow(tenant_id=tenant.id, type_id=ctype.id, version=ctype.version, vct=ctype.vct,
                             definition=ctype.definition, created_at=utcnow())
     try:
@@ -147,6 +149,30 @@ async def _stored_version(session: AsyncSession, tenant: Tenant, ctype: Credenti
     if existing.definition == ctype.definition:
         return RegisteredType(existing.id, existing.type_id, existing.version, ctype)
     raise RegistryError("version_exists", "that version of the type is already registered; bump version")
+
+
+async def _claim_vct(ctx: IssuerContext, session: AsyncSession, tenant: Tenant, ctype: CredentialType) -> None:
+    """Make ``ctype.vct`` the tenant's, or refuse it (``vct_taken``) when another tenant registered it.
+
+    Every tenant's key chains to the same issuers CA, so a verifier trusting issuers per ``vct`` tells
+    tenants apart only by ``iss``: a second tenant issuing under a ``vct`` would pass for the first
+    wherever a rule names no issuer. Two tenants registering one ``vct`` at once hold different tenant
+    locks: the primary key of ``vct_owners`` lets one in, and the other reads its row afterwards."""
+    owner = await session.scalar(select(VctOwner.tenant_id).where(VctOwner.vct == ctype.vct))
+    if owner is None:
+        try:
+            async with session.begin_nested():
+                session.add(VctOwner(vct=ctype.vct, tenant_id=tenant.id, created_at=utcnow()))
+                await session.flush()
+            return
+        except IntegrityError:
+            owner = await session.scalar(select(VctOwner.tenant_id).where(VctOwner.vct == ctype.vct))
+            if owner is None:  # not the vct's row that was in the way
+                raise
+    if owner != tenant.id:
+        raise RegistryError("vct_taken", "another tenant of this issuer registered this vct; a type of yours needs "
+                            f"a vct of its own, such as {ctx.issuer_url(tenant.slug)}/types/{ctype.id}",
+                            [{"path": "vct", "message": "registered by another tenant"}])
 
 
 def _origin(url: str) -> tuple[str, int | None]:

@@ -218,11 +218,34 @@ async def _summary(ctx: IssuerContext, session: Any, tenant: TenantRef, reg: Any
 
 
 def _registry_error(exc: RegistryError) -> APIError:
-    return APIError(409 if exc.code in ("version_exists", "vct_in_use") else 400, exc.code, exc.detail,
+    return APIError(409 if exc.code in ("version_exists", "vct_in_use", "vct_taken") else 400, exc.code, exc.detail,
                     extra={"problems": exc.problems} if exc.problems else None)
 
 
-@router.post("/types", status_code=201, response_model=TypeSummary, summary="Register a credential type (or a new version)")
+def _error_schema(*codes: str) -> dict[str, Any]:
+    return {"type": "object", "required": ["error", "error_description"], "properties": {
+        "error": {"type": "string", "enum": list(codes)}, "error_description": {"type": "string"},
+        "problems": {"type": "array", "items": {"type": "object", "properties": {
+            "path": {"type": "string"}, "message": {"type": "string"}}}}}}
+
+
+REGISTER_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"description": "The definition is not valid (`invalid_type`, with `problems`), names no built-in type "
+                         "(`unknown_builtin`), or the body is malformed (`invalid_request`)."},
+    409: {"description": "`vct_taken`: another tenant of this issuer registered the definition's `vct` (a `vct` "
+                         "belongs to one tenant); `vct_in_use`: this tenant published other Type Metadata under "
+                         "the `vct`; `version_exists`: that version is registered with another definition.",
+          "content": {"application/json": {
+              "schema": _error_schema("vct_taken", "vct_in_use", "version_exists"),
+              "example": {"error": "vct_taken", "error_description": "another tenant of this issuer registered "
+                          "this vct; a type of yours needs a vct of its own, such as "
+                          "https://issuer.example.org/t/ajuntament-girona/types/tax-compliance",
+                          "problems": [{"path": "vct", "message": "registered by another tenant"}]}}}},
+}
+
+
+@router.post("/types", status_code=201, response_model=TypeSummary, responses=REGISTER_RESPONSES,
+             summary="Register a credential type (or a new version)")
 async def register(body: TypeRegister, tenant: TenantRef = Depends(admin_tenant),  # noqa: B008
                    ctx: IssuerContext = Depends(get_ctx)) -> TypeSummary:  # noqa: B008
     if (body.definition is None) == (body.builtin is None):

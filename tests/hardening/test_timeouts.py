@@ -18,6 +18,7 @@ from service_kit.webhooks import deliver_webhook
 from ssi.jose import Key
 from tests.hardening.conftest import BlackHole, Trickle, WalletEnv
 from tests.issuer.conftest import ADMIN_KEY, IssuerEnv
+from tests.issuer.helpers import own_builtin
 from tests.support.wallet_client import WalletClient
 
 # Each set-up here uses a 1-second timeout; the answer must come well before a default one would.
@@ -77,7 +78,8 @@ async def test_issuer_gives_up_on_a_source_that_never_answers_and_issues_nothing
         created = (await http.post(f"{limited_issuer.url}/v1/tenants", json={"slug": "black-hole", "name": "BH"},
                                    headers={"Authorization": f"Bearer {ADMIN_KEY}"})).json()
         headers = {"Authorization": f"Bearer {created['api_key']}"}
-        await http.post(f"{limited_issuer.url}/v1/types", json={"builtin": "tax-compliance"}, headers=headers)
+        await http.post(f"{limited_issuer.url}/v1/types", headers=headers,
+                        json={"definition": own_builtin(limited_issuer.url, "black-hole", "tax-compliance")})
         r = await http.put(f"{limited_issuer.url}/v1/types/tax-compliance/source", headers=headers, json={
             "kind": "viaoberta", "endpoint": black_hole.url, "product": "ECOT103", "retries": 0,
             "signing_key_pem": sandbox.requester_key_pem.decode(),

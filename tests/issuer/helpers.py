@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 from jwcrypto.jwk import JWK
 from sd_jwt.verifier import SDJWTVerifier
 
+from issuer.registry import builtin_definition
 from ssi import x509 as ssi_x509
 from ssi.jose import Key
 from ssi.sd_jwt import SDJWT
@@ -20,6 +22,13 @@ AUD = "x509_san_dns:verifier.example.cat"
 #: timeout, so a loaded machine never makes a client reuse a connection the server is closing.
 LIMITS = httpx.Limits(keepalive_expiry=1.0)
 NONCE = "n-0S6_WzA2Mj"
+
+
+def own_builtin(issuer_url: str, slug: str, type_id: str, **changes: Any) -> dict[str, Any]:
+    """A built-in type's definition under a vct of tenant ``slug``'s own (its type metadata URL): a vct
+    belongs to one tenant, and the demo tenants registered the built-in types' vcts first."""
+    vct = f"https://{urlsplit(issuer_url).netloc}/t/{slug}/types/{type_id}"
+    return {**builtin_definition(type_id), "vct": vct, **changes}
 
 
 async def create_offer(http: httpx.AsyncClient, env: IssuerEnv, slug: str, type_id: str, identifier: str, *,

@@ -17,7 +17,7 @@ from ssi import x509 as ssi_x509
 from ssi.audit_chain import keys_from_jwks, read_checkpoint, verify_chain, verify_inclusion
 from ssi.jose import Key
 from tests.issuer.conftest import ADMIN_KEY, IssuerEnv
-from tests.issuer.helpers import LIMITS, create_offer
+from tests.issuer.helpers import LIMITS, create_offer, own_builtin
 from tests.support.wallet_client import WalletClient
 
 pytestmark = pytest.mark.anyio
@@ -32,7 +32,8 @@ async def _new_tenant(http: httpx.AsyncClient, env: IssuerEnv) -> str:
     assert created.status_code == 201, created.text
     key = created.json()["api_key"]
     headers = {"Authorization": f"Bearer {key}"}
-    assert (await http.post(f"{env.url}/v1/types", json={"builtin": "tax-compliance"}, headers=headers)).status_code < 300
+    assert (await http.post(f"{env.url}/v1/types", json={"definition": own_builtin(env.url, SLUG, "tax-compliance")},
+                            headers=headers)).status_code < 300
     r = await http.put(f"{env.url}/v1/types/tax-compliance/source", headers=headers, json={
         "kind": "viaoberta", "endpoint": sandbox.viaoberta_url, "product": "ECOT103",
         "signing_key_pem": sandbox.requester_key_pem.decode(), "signing_cert_pem": sandbox.requester_cert_pem.decode(),

@@ -16,7 +16,7 @@ from ssi.encoding import b64url_encode
 from ssi.jose import Key, sign_jws
 from ssi.oid4vci import PRE_AUTHORIZED_CODE_GRANT, build_proof_jwt
 from tests.issuer.conftest import ADMIN_KEY, IssuerEnv
-from tests.issuer.helpers import LIMITS, create_offer
+from tests.issuer.helpers import LIMITS, create_offer, own_builtin
 from tests.support.servers import free_port
 from tests.support.wallet_client import IssuerError, WalletClient
 
@@ -160,7 +160,8 @@ async def test_source_down_gives_503_with_retry_after_and_records_nothing(issuer
         created = (await http.post(f"{issuer_env.url}/v1/tenants", json={"slug": "down-tenant", "name": "Down"},
                                    headers={"Authorization": f"Bearer {ADMIN_KEY}"})).json()
         headers = {"Authorization": f"Bearer {created['api_key']}"}
-        await http.post(f"{issuer_env.url}/v1/types", json={"builtin": "tax-compliance"}, headers=headers)
+        await http.post(f"{issuer_env.url}/v1/types", headers=headers,
+                        json={"definition": own_builtin(issuer_env.url, "down-tenant", "tax-compliance")})
         r = await http.put(f"{issuer_env.url}/v1/types/tax-compliance/source", headers=headers, json={
             "kind": "viaoberta", "endpoint": f"http://127.0.0.1:{free_port()}", "product": "ECOT103",
             "signing_key_pem": sandbox.requester_key_pem.decode(), "signing_cert_pem": sandbox.requester_cert_pem.decode(),

@@ -12,7 +12,6 @@ import httpx
 import pytest
 from fastapi import FastAPI, Request
 
-from credential_schemas import load_builtin_types
 from sandbox.population import DEMO_EVERYTHING
 from service_kit.webhooks import verify_webhook
 from ssi import status_list as sl
@@ -21,7 +20,7 @@ from ssi.jose import Key
 from ssi.sd_jwt import SDJWT
 from ssi.sd_jwt_vc import IssuerMetadataKeyResolver, verify_sd_jwt_vc
 from tests.issuer.conftest import ADMIN_KEY, IssuerEnv
-from tests.issuer.helpers import LIMITS, create_offer, present_all, verify_with_ssi
+from tests.issuer.helpers import LIMITS, create_offer, own_builtin, present_all, verify_with_ssi
 from tests.support.peers import recording_receiver
 from tests.support.servers import serve
 from tests.support.wallet_client import WalletClient
@@ -108,13 +107,17 @@ async def test_platform_admin_creates_tenants_and_tenant_registers_a_type_with_a
                                 headers={"Authorization": f"Bearer {ADMIN_KEY}"})
         assert again.status_code == 409
         headers = {"Authorization": f"Bearer {created['api_key']}"}
-        broken = dict(load_builtin_types()["university-diploma"].definition)
+        broken = own_builtin(issuer_env.url, "uni-girona", "university-diploma")
         broken.pop("display")
         r = await http.post(f"{issuer_env.url}/v1/types", json={"definition": broken}, headers=headers)
         assert r.status_code == 400 and r.json()["problems"]
+        # The built-in diploma's vct is uni-barcelona's: another university registers it under its own.
         r = await http.post(f"{issuer_env.url}/v1/types", json={"builtin": "university-diploma"}, headers=headers)
+        assert r.status_code == 409 and r.json()["error"] == "vct_taken", r.text
+        own = own_builtin(issuer_env.url, "uni-girona", "university-diploma")
+        r = await http.post(f"{issuer_env.url}/v1/types", json={"definition": own}, headers=headers)
         assert r.status_code == 201 and not r.json()["source_configured"]
-        bumped = dict(load_builtin_types()["university-diploma"].definition, version="1.1")
+        bumped = dict(own, version="1.1")
         r = await http.post(f"{issuer_env.url}/v1/types", json={"definition": bumped}, headers=headers)
         assert r.json()["versions"] == ["1.0", "1.1"]
         r = await http.put(f"{issuer_env.url}/v1/types/university-diploma/source", headers=headers,

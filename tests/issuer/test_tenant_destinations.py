@@ -19,7 +19,7 @@ from issuer.provisioning import provision_demo
 from issuer.settings import SqlConnection
 from sandbox.population import DEMO_EVERYTHING
 from tests.issuer.conftest import ADMIN_KEY, IssuerEnv, Sandbox, make_settings, start_issuer
-from tests.issuer.helpers import LIMITS, create_offer
+from tests.issuer.helpers import LIMITS, create_offer, own_builtin
 from tests.support.servers import free_port, serve
 from tests.support.wallet_client import IssuerError, WalletClient
 
@@ -49,7 +49,8 @@ async def _tenant(http: httpx.AsyncClient, env: IssuerEnv, slug: str) -> dict[st
                               headers={"Authorization": f"Bearer {ADMIN_KEY}"})
     assert created.status_code == 201, created.text
     headers = {"Authorization": f"Bearer {created.json()['api_key']}"}
-    registered = await http.post(f"{env.url}/v1/types", json={"builtin": "tax-compliance"}, headers=headers)
+    registered = await http.post(f"{env.url}/v1/types", json={"definition": own_builtin(env.url, slug, "tax-compliance")},
+                                 headers=headers)
     assert registered.status_code == 201, registered.text
     return headers
 
