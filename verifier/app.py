@@ -99,7 +99,8 @@ def create_app(settings: VerifierSettings | None = None) -> FastAPI:
         verifier = PresentationVerifier(
             client=client, anchors=anchors, kb_max_age=settings.kb_max_age, leeway=settings.clock_leeway,
             status_default_ttl=settings.status_default_ttl, metadata_ttl=settings.metadata_ttl,
-            max_fetch_bytes=settings.max_fetch_bytes, allow_http_loopback=settings.dev_mode)
+            max_fetch_bytes=settings.max_fetch_bytes, allow_http_loopback=settings.dev_mode,
+            open_trust_rules=settings.dev_mode)
         worker = BackgroundWorker(db, box, client, settings.worker_interval)
         app.state.worker = worker
         app.state.services = Services(settings=settings, db=db, box=box, keys=keys, verifier=verifier,

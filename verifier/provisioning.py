@@ -82,12 +82,17 @@ async def provision_demo(settings: VerifierSettings, *, ca_key: Key, ca_cert: cx
     """Create (idempotently) the two demo agencies with keys, certificates from ``ca_key``/``ca_cert``
     (the relying-party CA: the development CA in the embedded default) and their templates.
 
-    ``vcts`` maps ``tax``/``diploma``/``padro`` to the issuer's ``vct`` URLs; ``issuers`` optionally
-    pins the accepted ``iss`` per kind (default: any issuer chaining to the anchors).
+    ``vcts`` maps ``tax``/``diploma``/``padro`` to the issuer's ``vct`` URLs; ``issuers`` lists the
+    accepted ``iss`` per kind. Outside ``dev_mode`` every kind needs its list (``ValueError``
+    otherwise); in ``dev_mode`` a kind left out trusts any issuer chaining to the anchors, which one
+    issuers CA certifying every tenant of an issuer service makes any of them (docs/verifier.md).
     ``trusted_issuer_anchors`` are written into each template's ``anchors_pem``. Returns
     ``{"url", "agencies": {slug: {"id", "name", "api_key", "webhook_secret", "templates"}}}``; an API
     key and webhook secret appear only for agencies created now, or (API key) with ``new_api_keys``.
     """
+    missing = sorted(kind for kind in DEMO_VCTS if not (issuers or {}).get(kind))
+    if missing and not settings.dev_mode:
+        raise ValueError(f"outside dev_mode the demo templates need the issuers accepted for {', '.join(missing)}")
     await run_migrations_async(MIGRATIONS, settings.database_url)
     db = Database(settings.database_url)
     box = SecretBox(load_master_key(settings))

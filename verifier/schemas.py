@@ -30,7 +30,10 @@ class TrustedIssuer(BaseModel):
     vct: str = Field(min_length=1, max_length=500, description="The credential type (`vct`) this rule is for.")
     issuers: list[str] | None = Field(
         default=None, max_length=50,
-        description="Accepted `iss` values. Null: any issuer whose `x5c` chain leads to a trust anchor.")
+        description="Accepted `iss` values (credential issuer identifiers, such as "
+                    "`https://issuer.example.cat/t/aoc-tax`). Required outside development mode: null (or left "
+                    "out) accepts any issuer whose `x5c` chain leads to a trust anchor, and a template or request "
+                    "with such a rule is refused with 400 `invalid_request` unless the verifier runs in `dev_mode`.")
     metadata: bool = Field(
         default=False,
         description="Also find the listed issuers' keys through JWT VC Issuer Metadata "
@@ -86,7 +89,8 @@ class TemplateIn(BaseModel):
         "name": "grant-application",
         "dcql_query": EXAMPLE_QUERY,
         "purpose": {"ca": "Sol·licitud d'ajut", "es": "Solicitud de ayuda", "en": "Grant application"},
-        "trusted_issuers": [{"vct": "https://issuer.example.cat/credentials/tax-compliance", "issuers": None}],
+        "trusted_issuers": [{"vct": "https://issuer.example.cat/credentials/tax-compliance",
+                             "issuers": ["https://issuer.example.cat/t/aoc-tax"]}],
         "retention_seconds": 86400,
     }]})
 

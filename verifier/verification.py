@@ -5,7 +5,8 @@ For each presentation (``<sd-jwt>~<disclosures>~<kb-jwt>``) under each Credentia
 1. SD-JWT VC verification by :func:`ssi.sd_jwt_vc.verify_sd_jwt_vc`: structure, algorithm allow-list,
    ``vct`` among the query's ``vct_values``, issuer key (``x5c`` chained to the trust anchors, or JWT
    VC Issuer Metadata for issuers a template names with ``metadata: true``), issuer trusted for this
-   ``vct`` by the template, signature, disclosures, ``nbf``/``exp``, KB-JWT (``typ``, signature with
+   ``vct`` by the template (a rule listing no issuers trusts none outside development mode:
+   ``verifier.trust_rule_without_issuers``), signature, disclosures, ``nbf``/``exp``, KB-JWT (``typ``, signature with
    ``cnf``, ``aud`` = full client id, ``nonce`` of the transaction, ``iat`` fresh, ``sd_hash``).
 2. Token Status List: fetched over HTTP, signature checked with the same issuer key resolution,
    cached for its ``ttl``; 1 → ``verifier.revoked``, 2 → ``verifier.suspended``.
@@ -103,16 +104,20 @@ def load_anchor_pems(pems: Sequence[str]) -> tuple[cx509.Certificate, ...]:
 class TrustPolicy:
     """Issuer trust for one transaction, from the template's ``trusted_issuers`` rules.
 
-    A rule ``{"vct": V, "issuers": [...] | null, "metadata": bool}`` accepts credentials of type ``V``
-    from the listed issuers (any issuer whose ``x5c`` chains to an anchor when ``issuers`` is null);
-    ``metadata: true`` also lets the listed issuers be found through JWT VC Issuer Metadata.
+    A rule ``{"vct": V, "issuers": [...], "metadata": bool}`` accepts credentials of type ``V`` from
+    the listed issuers; ``metadata: true`` also lets the listed issuers be found through JWT VC Issuer
+    Metadata. A rule with ``issuers`` null accepts any issuer whose ``x5c`` chains to an anchor only
+    with ``open_rules`` (development mode), and no issuer otherwise: one issuers CA certifies every
+    tenant of an issuer service, so the chain alone does not tell the tax agency from a town council.
+    Such rules are refused when templates are written; this is for those stored before.
     """
 
     def __init__(self, rules: Sequence[Mapping[str, Any]], anchors: Sequence[cx509.Certificate],
-                 metadata_resolver: IssuerMetadataKeyResolver | None) -> None:
+                 metadata_resolver: IssuerMetadataKeyResolver | None, *, open_rules: bool = False) -> None:
         self.rules = list(rules)
         self.anchors = list(anchors)
         self.metadata_resolver = metadata_resolver
+        self.open_rules = open_rules
         self._anchors_id = tuple(ssi_x509.x509_hash(a).encode() for a in self.anchors)
 
     def _rule_allows(self, vct: str, iss: str, *, metadata: bool) -> bool:
@@ -123,9 +128,16 @@ class TrustPolicy:
             if metadata:
                 if rule.get("metadata") and issuers and iss in issuers:
                     return True
-            elif issuers is None or iss in issuers:
+            elif issuers is None:
+                if self.open_rules:
+                    return True
+            elif iss in issuers:
                 return True
         return False
+
+    def _lists_no_issuers(self, vct: str) -> bool:
+        """Whether a rule for ``vct`` names no issuers (and so, outside development mode, trusts none)."""
+        return not self.open_rules and any(r.get("vct") == vct and r.get("issuers") is None for r in self.rules)
 
     def metadata_issuer(self, iss: str) -> bool:
         """Whether some rule lets ``iss`` be resolved through its metadata (so fetching it is allowed)."""
@@ -148,6 +160,10 @@ class TrustPolicy:
             if not ssi_x509.san_matches(leaf, iss):
                 raise SDJWTVCError("iss_san_mismatch", "the x5c leaf certificate does not name the issuer")
             if not self._rule_allows(vct, iss, metadata=False):
+                if self._lists_no_issuers(vct):
+                    raise SDJWTVCError("verifier.trust_rule_without_issuers",
+                                       "the template's rule for this credential type lists no issuers, so it trusts "
+                                       "none outside development mode; give the rule an explicit issuers list")
                 raise SDJWTVCError("verifier.issuer_not_trusted_for_vct",
                                    "the issuer is not trusted for this credential type")
             return ResolvedIssuerKey(key, "x5c", leaf)
@@ -368,8 +384,12 @@ class PresentationVerifier:
 
     def __init__(self, *, client: httpx.AsyncClient, anchors: Sequence[cx509.Certificate], kb_max_age: int,
                  leeway: int, status_default_ttl: int, metadata_ttl: int, max_fetch_bytes: int,
-                 allow_http_loopback: bool, algorithms: Sequence[str] = DEFAULT_ALGORITHMS) -> None:
+                 allow_http_loopback: bool, algorithms: Sequence[str] = DEFAULT_ALGORITHMS,
+                 open_trust_rules: bool = False) -> None:
         self.anchors = list(anchors)
+        #: Whether a trust rule listing no issuers trusts every issuer chaining to the anchors
+        #: (development mode only: see :class:`TrustPolicy`).
+        self.open_trust_rules = open_trust_rules
         self.kb_max_age = kb_max_age
         self.leeway = leeway
         self.allow_http_loopback = allow_http_loopback
@@ -382,7 +402,7 @@ class PresentationVerifier:
 
     def policy(self, ctx: TransactionContext) -> TrustPolicy:
         anchors = self.anchors + list(load_anchor_pems(ctx.anchors_pem)) if ctx.anchors_pem else self.anchors
-        return TrustPolicy(ctx.trusted_issuers, anchors, self.metadata_resolver)
+        return TrustPolicy(ctx.trusted_issuers, anchors, self.metadata_resolver, open_rules=self.open_trust_rules)
 
     async def check(self, ctx: TransactionContext, vp_token: Mapping[str, Any]) -> Outcome:
         """Check every presentation of ``vp_token`` for the transaction described by ``ctx``."""

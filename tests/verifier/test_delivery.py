@@ -26,7 +26,7 @@ from ssi.sd_jwt_vc import issue_sd_jwt_vc
 from ssi.status_list import StatusList, sign_status_list_token, status_claim
 from tests.support.presenter import HeldCredential
 from tests.support.servers import serve
-from tests.verifier.conftest import new_request, read_result
+from tests.verifier.conftest import ISSUER, new_request, read_result
 
 OTHER = "uni-admissions"
 
@@ -57,7 +57,9 @@ def test_outside_development_loopback_webhooks_and_http_redirects_are_refused(tm
     settings = VerifierSettings(database_url=f"sqlite+aiosqlite:///{tmp_path / 'v.db'}", dev_mode=False,
                                 public_url="https://verifier.example", port=port, master_key=MASTER_KEY,
                                 data_dir=tmp_path)
-    provisioned = asyncio.run(provision_demo(settings, ca_key=pki.rp_ca_key, ca_cert=pki.rp_ca))
+    # Outside dev_mode every demo template names its issuers.
+    provisioned = asyncio.run(provision_demo(settings, ca_key=pki.rp_ca_key, ca_cert=pki.rp_ca,
+                                             issuers={kind: [ISSUER] for kind in ("tax", "diploma", "padro")}))
     key = next(iter(provisioned["agencies"].values()))["api_key"]
     with serve(create_app(settings), port=port) as url, httpx.Client(timeout=10) as client:
         def create(**fields: str) -> httpx.Response:

@@ -88,6 +88,23 @@ def _require_enforceable_authorities(dcql_query: dict[str, Any], *, template: st
                                                f"{UNENFORCEABLE_AUTHORITY}")
 
 
+def _require_listed_issuers(rules: list[dict[str, Any]], settings: Any, *, template: str | None = None) -> None:
+    """Refuse, outside development mode, a trust rule whose ``issuers`` is null. Such a rule trusted
+    any issuer whose ``x5c`` chains to an anchor, and one issuers CA certifies every tenant of an
+    issuer service: any of them could issue a type another registered. A template stored with one
+    before this rule is refused here too, rather than rejecting every answer
+    (``verifier.trust_rule_without_issuers``)."""
+    if settings.dev_mode:
+        return
+    for index, rule in enumerate(rules):
+        if rule.get("issuers") is None:
+            where = f"template {template!r}, " if template is not None else ""
+            raise APIError(400, "invalid_request",
+                           f"{where}trusted_issuers[{index}]: list the issuers accepted for this vct (`issuers`); "
+                           "a rule without them, which trusts every issuer the trust anchors certify, is accepted "
+                           "only in development mode")
+
+
 def _check_anchors(pems: list[str]) -> None:
     for pem in pems:
         try:
@@ -119,6 +136,7 @@ async def list_templates(agency: AgencyDep, svc: Svc) -> list[TemplateOut]:
 async def create_template(body: TemplateIn, agency: AgencyDep,
                           svc: Svc) -> TemplateOut:
     _require_holder_binding(body.dcql_query)
+    _require_listed_issuers([r.model_dump() for r in body.trusted_issuers], svc.settings)
     _check_anchors(body.anchors_pem)
     now = utcnow()
     conflict = APIError(409, "conflict", "a template with this name exists")
@@ -161,6 +179,7 @@ async def replace_template(name: str, body: TemplateIn, agency: AgencyDep,
     if body.name != name:
         raise APIError(400, "invalid_request", "the body's name must be the template's name")
     _require_holder_binding(body.dcql_query)
+    _require_listed_issuers([r.model_dump() for r in body.trusted_issuers], svc.settings)
     _check_anchors(body.anchors_pem)
     template = await _template(svc, agency, name)
     async with svc.db.session() as session:
@@ -207,6 +226,7 @@ def _spec(body: RequestIn, template: Template | None, svc: Services) -> RequestS
         # A template stored before such queries were refused is refused here rather than sent to wallets.
         _require_holder_binding(template.dcql_query, template=template.name)
         _require_enforceable_authorities(template.dcql_query, template=template.name)
+        _require_listed_issuers(template.trusted_issuers, settings, template=template.name)
         return RequestSpec(dcql_query=template.dcql_query, purpose=template.purpose,
                            trusted_issuers=template.trusted_issuers, anchors_pem=template.anchors_pem or [],
                            retention_seconds=template.retention_seconds,
@@ -215,6 +235,7 @@ def _spec(body: RequestIn, template: Template | None, svc: Services) -> RequestS
                            redirect_uri=body.redirect_uri, template_name=template.name)
     assert body.dcql_query is not None and body.purpose is not None and body.trusted_issuers is not None
     _require_holder_binding(body.dcql_query)
+    _require_listed_issuers([r.model_dump() for r in body.trusted_issuers], settings)
     _check_anchors(body.anchors_pem or [])
     return RequestSpec(dcql_query=body.dcql_query, purpose=body.purpose,
                        trusted_issuers=[r.model_dump() for r in body.trusted_issuers],
