@@ -31,6 +31,8 @@ from cryptography import x509 as cx509
 from ssi import x509 as ssi_x509
 from ssi.jose import Key
 
+#: The built-in type id behind each kind of demo template (verifier.provisioning.DEMO_VCTS).
+DEMO_TEMPLATE_TYPES = {"tax": "tax-compliance", "diploma": "university-diploma", "padro": "padro"}
 #: Offsets from the port base (default base 8000: issuer on 8001 ... identity provider on 8005).
 PORT_OFFSETS = {"issuer": 1, "verifier": 2, "wallet": 3, "viaoberta": 4, "idp": 5}
 DEV_FILE_NAME = "cartera-dev.json"
@@ -108,6 +110,16 @@ class SystemPlan:
     processes: list[ServiceProcess]
     dev_file: Path
     info: dict[str, Any]
+
+
+def demo_issuers(issuer_info: dict[str, Any]) -> dict[str, list[str]]:
+    """The issuer identifiers each demo template trusts: the demo tenants that issue its type.
+
+    Never "any issuer the CA certifies": the one development issuers CA certifies every tenant, so
+    such a rule would take a town council's tax certificate for the tax agency's. Aries requests
+    also need the list (the issuers' DIDs are published at these identifiers)."""
+    return {kind: [tenant["issuer_url"] for tenant in issuer_info["tenants"].values() if type_id in tenant["types"]]
+            for kind, type_id in DEMO_TEMPLATE_TYPES.items()}
 
 
 def _ports(base: int) -> dict[str, int]:
@@ -190,8 +202,7 @@ async def provision(data_dir: Path, *, host: str = "127.0.0.1", port_base: int =
     verifier_info = await provision_verifier(
         verifier_settings, ca_key=rp_ca.key, ca_cert=rp_ca.cert, trusted_issuer_anchors=[issuers_ca.cert],
         new_api_keys=not previous_agencies or not all(a.get("api_key") for a in previous_agencies.values()),
-        # Aries requests trust the issuer identifiers a template lists (their DIDs are published there).
-        issuers={"diploma": [issuer_info["tenants"]["uni-barcelona"]["issuer_url"]]} if aries else None)
+        issuers=demo_issuers(issuer_info))
     for slug, agency in verifier_info.get("agencies", {}).items():
         if not agency.get("api_key") and previous_agencies.get(slug, {}).get("api_key"):
             agency["api_key"] = previous_agencies[slug]["api_key"]
