@@ -48,6 +48,7 @@ def create_service_app(
     configure_logs: bool = True,
     body_limits: Mapping[str, int] | None = None,
     no_store_api: bool = False,
+    exposed_headers: Sequence[str] = (),
 ) -> FastAPI:
     """Build a FastAPI app with error handlers, middlewares, ``/healthz``, ``/readyz`` and ``/metrics``.
 
@@ -57,6 +58,8 @@ def create_service_app(
     that capture logs themselves, or an embedding process that configured it already). ``body_limits``
     maps exact paths with larger legitimate bodies to their own limit (``settings.max_body_bytes``
     elsewhere). ``no_store_api``: every answer under ``api_prefix`` says ``Cache-Control: no-store``.
+    ``exposed_headers``: response headers of the API a browser app on an allowed origin may read,
+    besides ``X-Request-Id``.
     """
     if configure_logs:
         configure_logging(name, settings.log_level)
@@ -105,7 +108,7 @@ def create_service_app(
 
     # add_middleware puts each new middleware outside the previous ones: add innermost first.
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes, path_limits=body_limits)
-    install_cors(app, settings.cors_origins)
+    install_cors(app, settings.cors_origins, exposed_headers)
     app.add_middleware(
         RequestContextMiddleware, on_complete=metrics.observe_request, error_response=internal_error_asgi
     )

@@ -163,8 +163,9 @@ async def no_store(response: Response) -> None:
     response.headers["Pragma"] = "no-cache"
 
 
-def install_cors(app: FastAPI, origins: Sequence[str]) -> None:
-    """Allow browser calls from exactly ``origins``; with none configured, add nothing at all."""
+def install_cors(app: FastAPI, origins: Sequence[str], exposed: Sequence[str] = ()) -> None:
+    """Allow browser calls from exactly ``origins``; with none configured, add nothing at all.
+    ``exposed``: the API's own response headers those calls may read, besides ``X-Request-Id``."""
     if not origins:
         return
     app.add_middleware(
@@ -173,6 +174,6 @@ def install_cors(app: FastAPI, origins: Sequence[str]) -> None:
         allow_credentials=False,
         allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
         allow_headers=["Authorization", "Content-Type", "DPoP", "X-Request-Id"],
-        expose_headers=["X-Request-Id"],
+        expose_headers=["X-Request-Id", *exposed],
         max_age=600,
     )

@@ -97,7 +97,9 @@ def create_app(settings: WalletSettings | None = None, *, transport: httpx.Async
                              lifespan_hooks=(migrate, sweeps), description=DESCRIPTION,
                              body_limits={"/v1/backup/import": settings.max_backup_bytes},
                              # Every API answer is the citizen's: none may stay in a browser cache after logout.
-                             no_store_api=True)
+                             no_store_api=True,
+                             # The history's paging cursor, for a web app served from another origin.
+                             exposed_headers=[history.NEXT_HEADER])
     app.state.wallet = ctx
     ctx.sweeps_counter = app.state.metrics.counter(
         "cartera_wallet_sweeps_total", "Background sweeps completed (status checks, expiry alerts, deferred "
