@@ -75,6 +75,11 @@ class IssuerSettings(SigningServiceSettings):
                                            "request after a timeout gets the same credentials, seconds.")
     batch_size: int = Field(default=5, ge=2, le=50, description="Largest number of key proofs in one request.")
     deferred_interval: int = Field(default=5, ge=1, description="`interval` a wallet waits between deferred polls.")
+    deferred_kept_after_delivery: int = Field(
+        default=86400, ge=60,
+        description="How long a deferred credential, once delivered, is kept (sealed) for a wallet that did not "
+                    "manage to store it and polls again, seconds. It holds every claim: long enough for a "
+                    "wallet's retries (Cartera's own retry after an hour), no longer.")
     idp_authorize_url: str = Field(
         default="", description="VÀLid (or the sandbox identity provider) authorization endpoint. Empty (with "
                                 "the token and user-info URLs): no citizen login, so no authorization code flow. "

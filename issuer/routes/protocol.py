@@ -609,10 +609,11 @@ async def deferred_credential(request: Request, tenant: TenantRef = Depends(path
     if not hasattr(outcome, "record"):
         return _json({"transaction_id": parsed.transaction_id, "interval": ctx.settings.deferred_interval}, status=202)
 
-    # The sealed response holds every claim of the credential: kept only as long as a wallet whose
-    # connection dropped may ask again (the replay window), as the credential endpoint's stored
-    # responses are, not for the rest of the transaction's 30 days.
-    delivered_until = min(row.expires_at, utcnow() + dt.timedelta(seconds=ctx.settings.replay_window))
+    # The sealed response holds every claim of the credential: once delivered it is kept only while a
+    # wallet that failed to store it may poll again (a wallet retries a failed store later, Cartera's
+    # after an hour), not for the rest of the transaction's 30 days.
+    delivered_until = min(row.expires_at,
+                          utcnow() + dt.timedelta(seconds=ctx.settings.deferred_kept_after_delivery))
 
     async def finalize(session: Any, body: dict[str, Any]) -> None:
         # Only one poll may complete the transaction: the conditional update decides.

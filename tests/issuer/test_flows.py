@@ -113,9 +113,10 @@ async def test_deferred_issuance_when_the_source_is_pending(issuer_env: IssuerEn
     assert bad.status_code == 400 and bad.json()["error"] == "invalid_transaction_id"
 
 
-async def test_a_delivered_deferred_credential_is_kept_only_for_the_replay_window(issuer_env: IssuerEnv) -> None:
+async def test_a_delivered_deferred_credential_is_kept_only_for_a_wallets_retries(issuer_env: IssuerEnv) -> None:
     """The transaction row holds the sealed response, every claim of the credential: once delivered it
-    is kept only while a wallet that lost the answer may poll again, not for the transaction's 30 days."""
+    is kept only while a wallet that failed to store it may poll again (a day), not for the
+    transaction's 30 days."""
     async with httpx.AsyncClient(timeout=20, limits=LIMITS) as http:
         offer = await create_offer(http, issuer_env, "aoc-tax", "tax-compliance", DEMO_PENDING)
         wallet = WalletClient(http)
@@ -137,7 +138,8 @@ async def test_a_delivered_deferred_credential_is_kept_only_for_the_replay_windo
     kept = dt.datetime.fromisoformat(delivered[tx]).replace(tzinfo=dt.UTC)
     now = dt.datetime.now(dt.UTC)
     assert waiting - now > dt.timedelta(days=29)
-    assert kept - now <= dt.timedelta(seconds=issuer_env.settings.replay_window + 5), kept
+    kept_for = dt.timedelta(seconds=issuer_env.settings.deferred_kept_after_delivery)
+    assert kept_for - dt.timedelta(seconds=30) <= kept - now <= kept_for + dt.timedelta(seconds=5), kept
 
 
 async def test_retry_after_timeout_returns_the_same_credentials_and_never_issues_twice(issuer_env: IssuerEnv) -> None:
