@@ -40,9 +40,11 @@ longer has) cannot go into a backup, but must not keep the citizen from backing 
 history entry cannot even be deleted, so refusing the export would refuse it for good. The export
 leaves it out and says so, never silently: ``skipped`` (each left-out row's ``id``, ``kind`` —
 ``credential`` or the history kind — and ``created_at``, what the row holds in clear) is in the
-encrypted content, where an import reads it back (``skipped_at_export``), and beside the ciphertext with
-``skipped_count``, for the app to tell the citizen without opening the file. Files without it (exported
-before) are imported as before.
+encrypted content, where an import reads it back (``skipped_at_export``). Beside the ciphertext is only
+``skipped_count``, for the app to tell the citizen without opening the file: the file is kept on drives
+and shared folders, and ids, kinds and times of a wallet's history are not for anyone who finds it.
+Files without the list (exported before) are imported as before, and so are files that also carry it
+beside the ciphertext (as exports did for a while): an import reads only the encrypted content.
 """
 
 from __future__ import annotations
@@ -576,8 +578,8 @@ def _skipped(row: Credential | HistoryEntry, kind: str) -> dict[str, Any]:
 async def export_wallet(ctx: WalletContext, me: Principal, passphrase: str, pin: str | None = None
                         ) -> dict[str, Any]:
     """Every credential (with its copies and keys) and the history, bound to the citizen and encrypted;
-    needs the PIN when set. A row that does not open is left out and listed in ``skipped`` (in the
-    content, and beside the ciphertext with ``skipped_count``)."""
+    needs the PIN when set. A row that does not open is left out and listed in ``skipped``, in the
+    content; beside the ciphertext, ``skipped_count`` only."""
     if len(passphrase) < MIN_PASSPHRASE:
         raise APIError(400, "weak_passphrase", f"the passphrase needs at least {MIN_PASSPHRASE} characters")
     await check_pin(ctx, me, pin)
@@ -611,10 +613,10 @@ async def export_wallet(ctx: WalletContext, me: Principal, passphrase: str, pin:
         content["subject"] = subject_binding(await ctx.vault.index_key(session), me.wallet.subject_index, content)
     content["skipped"] = skipped
     sealed = await _off_loop(seal_backup, content, passphrase)
-    # Beside the ciphertext too, so the app can tell the citizen what is missing without opening the
-    # file: ids, kinds and times only. Not authenticated, and an import ignores it (it reads the copy
-    # in the encrypted content).
-    return {**sealed, "skipped": skipped, "skipped_count": len(skipped)}
+    # The count only, beside the ciphertext: enough for the app to tell the citizen, while the list
+    # (ids, kinds and times of the history) stays encrypted, as the file is kept where others may read
+    # it. Not authenticated; an import ignores it.
+    return {**sealed, "skipped_count": len(skipped)}
 
 
 async def _restored_before(session: AsyncSession, me: Principal) -> set[str]:

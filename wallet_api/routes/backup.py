@@ -33,11 +33,10 @@ async def post_export(ctx: Ctx, me: Citizen, body: ExportIn) -> dict[str, Any]:
     423 `pin_locked`; a missing `pin` is 403 `pin_required` and costs no attempt.
 
     A stored credential or history entry that does not open (damaged, or sealed under a key the wallet
-    no longer has) is left out, and the answer says so: `skipped` lists each one's `id`, `kind`
-    (`credential`, or the history entry's kind) and `created_at`, and `skipped_count` counts them
-    (0 and `[]` when nothing was left out). Both sit beside the ciphertext (not encrypted, not
-    authenticated: ids, kinds and times only) so the app can tell the citizen; the same list is in the
-    encrypted content, where an import reads it."""
+    no longer has) is left out, and the answer says so: `skipped_count` counts them (0 when nothing
+    was left out), beside the ciphertext (not encrypted, not authenticated) so the app can tell the
+    citizen. Which rows (each one's `id`, `kind` — `credential` or the history entry's kind — and
+    `created_at`) is listed only inside the encrypted content, as `skipped`, where an import reads it."""
     return await export_wallet(ctx, me, body.passphrase, body.pin)
 
 
