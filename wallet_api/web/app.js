@@ -67,6 +67,9 @@
       err_pin_rules: "El PIN ha de tenir de 4 a 12 xifres (només números).", err_pin_mismatch: "Els dos PIN no coincideixen: torna'ls a escriure.",
       err_recent_login_required: "L'inici de sessió ja no és prou recent per restablir el PIN (ha de ser de fa pocs minuts). Torna a iniciar la sessió i desa el PIN nou tot seguit.",
       err_pin_reset_required: "Cal restablir el PIN de la cartera: tria «Has oblidat el PIN?».",
+      err_credential_unreadable: "Les dades de la credencial triada no es poden llegir: no s'ha enviat res. Tria'n una altra, si n'hi ha, o rebutja la sol·licitud.",
+      backupSkippedOne: "1 element no s'ha pogut llegir i no és en aquesta còpia.",
+      backupSkipped: "{0} elements no s'han pogut llegir i no són en aquesta còpia.",
       pinLockedEnded: "Massa PIN incorrectes: s'han tancat totes les sessions de la cartera. Torna a iniciar la sessió; si has oblidat el PIN, restableix-lo tot seguit des de «Jo».",
       alert_pin_set: "PIN establert", alert_pin_changed: "PIN canviat", alert_pin_removed: "PIN eliminat",
       alert_pin_reset: "PIN restablert", alert_pin_locked: "PIN bloquejat"
@@ -134,6 +137,9 @@
       err_pin_rules: "El PIN debe tener de 4 a 12 cifras (solo números).", err_pin_mismatch: "Los dos PIN no coinciden: vuelve a escribirlos.",
       err_recent_login_required: "El inicio de sesión ya no es lo bastante reciente para restablecer el PIN (debe ser de hace pocos minutos). Vuelve a iniciar sesión y guarda el PIN nuevo enseguida.",
       err_pin_reset_required: "Hay que restablecer el PIN de la cartera: elige «¿Has olvidado el PIN?».",
+      err_credential_unreadable: "Los datos de la credencial elegida no se pueden leer: no se ha enviado nada. Elige otra, si la hay, o rechaza la solicitud.",
+      backupSkippedOne: "1 elemento no se ha podido leer y no está en esta copia.",
+      backupSkipped: "{0} elementos no se han podido leer y no están en esta copia.",
       pinLockedEnded: "Demasiados PIN incorrectos: se han cerrado todas las sesiones de la cartera. Vuelve a iniciar sesión; si has olvidado el PIN, restablécelo enseguida desde «Yo».",
       alert_pin_set: "PIN establecido", alert_pin_changed: "PIN cambiado", alert_pin_removed: "PIN eliminado",
       alert_pin_reset: "PIN restablecido", alert_pin_locked: "PIN bloqueado"
@@ -201,6 +207,9 @@
       err_pin_rules: "The PIN must have 4 to 12 digits (numbers only).", err_pin_mismatch: "The two PINs do not match: type them again.",
       err_recent_login_required: "Your login is no longer recent enough to reset the PIN (it must be from the last few minutes). Log in again, then save the new PIN right away.",
       err_pin_reset_required: "Your wallet's PIN must be reset: choose “Forgot your PIN?”.",
+      err_credential_unreadable: "The chosen credential's data cannot be read: nothing was sent. Choose another one, if there is one, or decline the request.",
+      backupSkippedOne: "1 item could not be read and is not in this backup.",
+      backupSkipped: "{0} items could not be read and are not in this backup.",
       pinLockedEnded: "Too many wrong PINs: every session of your wallet was ended. Log in again; if you forgot your PIN, reset it right after, under “Me”.",
       alert_pin_set: "PIN set", alert_pin_changed: "PIN changed", alert_pin_removed: "PIN removed",
       alert_pin_reset: "PIN reset", alert_pin_locked: "PIN locked"
@@ -972,13 +981,16 @@
       view.dataset.id = id;
     }
     // Whether a PIN is needed is asked each time: it may have been set from another device since.
-    Promise.all([api("GET", "/v1/presentations/" + encodeURIComponent(id)), api("GET", "/v1/me")])
-      .then(function (both) {
+    // The credential list says which credentials no longer open (not knowing it, when it fails, only
+    // leaves them offered: the approval then answers credential_unreadable).
+    Promise.all([api("GET", "/v1/presentations/" + encodeURIComponent(id)), api("GET", "/v1/me"),
+                 api("GET", "/v1/credentials").catch(function () { return []; })])
+      .then(function (all) {
         if (!current("request", n)) { return; }
         clear($("request-result")).hidden = true;
         var box = clear($("request-queries"));
-        var request = both[0];
-        me = both[1];
+        var request = withoutUnreadable(all[0], all[2]);
+        me = all[1];
         var verifier = request.verifier;
         var name = $("verifier-name");
         var warning = $("verifier-warning");
@@ -1003,6 +1015,26 @@
       }).catch(function (err) { showError(errorText(err)); });
   }
 
+  // The API keeps a request's preview as it was made, and a credential offered then may have stopped
+  // opening since (a damaged row): approving with it answers 409 credential_unreadable, nothing sent.
+  // Such options are not offered. A shared query left with none cannot be answered by this wallet any
+  // more (the approval sends what the kept preview chose, never another alternative): an optional one
+  // is simply not offered, a required one makes the request one to decline.
+  function withoutUnreadable(request, credentials) {
+    var broken = {};
+    (Array.isArray(credentials) ? credentials : []).forEach(function (c) { if (c.unreadable) { broken[c.id] = true; } });
+    if (request.state !== "pending") { return request; }
+    var satisfiable = request.satisfiable;
+    var queries = request.queries.map(function (query) {
+      var options = query.options.filter(function (o) { return !broken[o.credential_id]; });
+      if (options.length === query.options.length) { return query; }
+      if (!options.length && query.shared && !query.optional) { satisfiable = false; }
+      return Object.assign({}, query, { options: options, satisfied: options.length > 0,
+                                        shared: query.shared && options.length > 0 });
+    });
+    return Object.assign({}, request, { satisfiable: satisfiable, queries: queries });
+  }
+
   function queryBlock(query, satisfiable) {
     // "Will be shared" is said of exactly what the approval sends (the API's `shared`): an alternative
     // of a credential set that another option answers is shown as not shared, and when nothing
@@ -1022,7 +1054,12 @@
       block.appendChild(el("p", { "class": "toggle" }, [toggle, el("label", { "for": toggleId, text: t("optionalShare") })]));
     }
     var chooser = query.options.length > 1;
-    if (chooser) { block.appendChild(el("p", { "class": "meta", text: t("chooseCredential") })); }
+    if (chooser) {
+      block.appendChild(el("p", { "class": "meta", text: t("chooseCredential") }));
+    } else {
+      // The one option shown is sent by name: the kept preview's first may be one left out above.
+      block.dataset.credential = query.options[0].credential_id;
+    }
     query.options.forEach(function (option, index) {
       var part = el("div", { "class": "option" });
       var heading = t("willShare", option.credential_name, option.issuer_name);
@@ -1071,6 +1108,9 @@
     var id = $("view-request").dataset.id;
     var selection = {};
     var optional = [];
+    document.querySelectorAll("#request-queries fieldset[data-credential]").forEach(function (block) {
+      selection[block.dataset.query] = block.dataset.credential;
+    });
     document.querySelectorAll("#request-queries input[type=radio]:checked").forEach(function (radio) {
       selection[radio.dataset.query] = radio.value;
     });
@@ -1101,6 +1141,9 @@
           $("approve").disabled = false;
           $("decline").disabled = false;
         }
+        // A chosen credential stopped opening: nothing was sent and the request is still pending.
+        // Shown again without it, to choose another (if one answers) or decline; the message stays.
+        if (err.error === "credential_unreadable") { renderRequest($("view-request").dataset.id); }
         // Locked: the citizen can still decline (or reset the PIN and come back).
         if (pinBlocked(err, "pin-box", "forgot-pin-request") && !err.sessionsEnded) { $("decline").disabled = false; }
       });
@@ -1433,6 +1476,11 @@
     // Exporting hands out the holder keys: with a PIN set, it asks for it as sharing does.
     if (!$("export-pin-box").hidden) { body.pin = $("export-pin").value; }
     api("POST", "/v1/backup/export", body).then(function (backup) {
+      // What could not be read is told here, and the file holds only what an import reads: the count
+      // (and a list, from a service that still sent one) would sit in clear in a file kept on drives.
+      var skipped = typeof backup.skipped_count === "number" ? backup.skipped_count : 0;
+      delete backup.skipped_count;
+      delete backup.skipped;
       var blob = new Blob([JSON.stringify(backup)], { type: "application/json" });
       var link = el("a", { href: URL.createObjectURL(blob), download: "cartera-backup.json" });
       document.body.appendChild(link);
@@ -1440,7 +1488,8 @@
       link.remove();
       $("export-pass").value = "";
       $("export-pin").value = "";
-      setStatus(t("exported"));
+      setStatus(skipped > 0 ? t("exported") + " " + (skipped === 1 ? t("backupSkippedOne") : t("backupSkipped", skipped))
+                            : t("exported"));
     }).catch(function (err) {
       setStatus("");
       showError(errorText(err));
