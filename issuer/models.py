@@ -109,6 +109,20 @@ class VctOwner(Base):
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
 
 
+class VctShare(Base):
+    """A ``vct`` the platform admin shared with a tenant other than its owner: that tenant may register
+    types under it as well (one issuer service hosting many town councils, each issuing the one padró
+    type that verifiers ask for and list the councils of). Only the platform admin key adds or removes
+    a row; a tenant's key never does. Removing it stops new registrations under the ``vct``, nothing
+    issued. The foreign key to ``vct_owners``: a ``vct`` is shared once someone owns it."""
+
+    __tablename__ = "vct_shares"
+
+    vct: Mapped[str] = mapped_column(String(500), ForeignKey("vct_owners.vct", ondelete="CASCADE"), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True, index=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+
+
 class SourceConfig(Base):
     """The data source of one type of one tenant: adapter settings and query context, sealed (may hold keys)."""
 

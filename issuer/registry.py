@@ -4,7 +4,9 @@ A type is registered as a definition document; every registration of an existing
 new ``version``, and the newest version is the one issued (credentials already issued keep the
 ``vct#integrity`` of the version they were issued under). The configuration id in OpenID4VCI metadata
 is the type ``id``. A ``vct`` belongs to the tenant that registered it first (``vct_owners``): the
-others are refused with ``vct_taken``.
+others are refused with ``vct_taken``, unless the platform admin shared the ``vct`` with them
+(``vct_shares``: several town councils of one issuer service issuing the one padró type), in which
+case they publish the owner's Type Metadata under it.
 
 A data source is the adapter configuration of :func:`issuer.sources.build_source` plus ``context``:
 the purpose, procedure, legal basis (consent) and responsible official every query carries. The whole
@@ -13,6 +15,7 @@ document is sealed at rest because adapters' settings hold private keys and bear
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import time
@@ -21,7 +24,7 @@ from functools import cached_property
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -29,7 +32,7 @@ from credential_schemas import CredentialType, SchemaError, load_builtin_types, 
 from service_kit.crypto import SecretBoxError
 
 from .context import IssuerContext, utcnow
-from .models import CredentialTypeRow, SourceConfig, VctOwner
+from .models import CredentialTypeRow, SourceConfig, VctOwner, VctShare
 from .models import Tenant as TenantRow
 from .sources import DataSource, SourceConfigError, SourceContext, build_source, tenant_source_config
 from .tenancy import TenantRef as Tenant
@@ -109,18 +112,23 @@ async def register_type(ctx: IssuerContext, session: AsyncSession, tenant: Tenan
     existing = await _stored_version(session, tenant, ctype)
     if existing is not None:
         return existing
+    owner = await _vct_owner(ctx, session, tenant, ctype)
     # Credentials already issued carry vct#integrity, the hash of the Type Metadata at their vct URL: a
     # version (of this or another type) published under the same vct must publish the same metadata,
     # or every credential issued before would fail its wallet's integrity check. New metadata, new vct.
+    # A tenant the vct is shared with publishes the owner's: one vct, one type, whichever council issues it.
+    publishers = {tenant.id} if owner is None else {tenant.id, owner}
     same_vct = (await session.execute(select(CredentialTypeRow.id, CredentialTypeRow.definition).where(
-        CredentialTypeRow.tenant_id == tenant.id, CredentialTypeRow.vct == ctype.vct))).all()
+        CredentialTypeRow.tenant_id.in_(publishers), CredentialTypeRow.vct == ctype.vct)
+        .order_by(CredentialTypeRow.id))).all()
     for row_id, stored in same_vct:
         earlier = ctx.types.get(row_id) or ctx.types.put(row_id, load_stored_type(stored))
         if earlier.type_metadata_bytes() != ctype.type_metadata_bytes():
             raise RegistryError("vct_in_use", "credentials were issued under this vct with other Type Metadata "
                                 "(name, display or claims); a version that changes them needs a new vct",
                                 [{"path": "vct", "message": "already published with different Type Metadata"}])
-    await _claim_vct(ctx, session, tenant, ctype)
+    if owner is None:
+        await _claim_vct(ctx, session, tenant, ctype)
     row = CredentialTypeRow(tenant_id=tenant.id, type_id=ctype.id, version=ctype.version, vct=ctype.vct,
                             definition=ctype.definition, created_at=utcnow())
     try:
@@ -151,28 +159,121 @@ async def _stored_version(session: AsyncSession, tenant: Tenant, ctype: Credenti
     raise RegistryError("version_exists", "that version of the type is already registered; bump version")
 
 
-async def _claim_vct(ctx: IssuerContext, session: AsyncSession, tenant: Tenant, ctype: CredentialType) -> None:
-    """Make ``ctype.vct`` the tenant's, or refuse it (``vct_taken``) when another tenant registered it.
+async def _vct_owner(ctx: IssuerContext, session: AsyncSession, tenant: Tenant, ctype: CredentialType) -> str | None:
+    """The tenant owning ``ctype.vct`` (``None``: nobody yet), or ``vct_taken`` when it is another
+    tenant's and the platform admin has not shared it with this one.
 
     Every tenant's key chains to the same issuers CA, so a verifier trusting issuers per ``vct`` tells
     tenants apart only by ``iss``: a second tenant issuing under a ``vct`` would pass for the first
-    wherever a rule names no issuer. Two tenants registering one ``vct`` at once hold different tenant
-    locks: the primary key of ``vct_owners`` lets one in, and the other reads its row afterwards."""
+    wherever a rule names no issuer. Hence only the owner, and the tenants the platform admin chose."""
     owner = await session.scalar(select(VctOwner.tenant_id).where(VctOwner.vct == ctype.vct))
-    if owner is None:
-        try:
-            async with session.begin_nested():
-                session.add(VctOwner(vct=ctype.vct, tenant_id=tenant.id, created_at=utcnow()))
-                await session.flush()
-            return
-        except IntegrityError:
-            owner = await session.scalar(select(VctOwner.tenant_id).where(VctOwner.vct == ctype.vct))
-            if owner is None:  # not the vct's row that was in the way
-                raise
+    if owner is not None and owner != tenant.id and not await _shared_with(session, tenant, ctype.vct):
+        raise _taken(ctx, tenant, ctype)
+    return owner
+
+
+async def _shared_with(session: AsyncSession, tenant: Tenant, vct: str) -> bool:
+    # FOR SHARE on PostgreSQL: a withdrawal waits for this registration to commit, so none is stored
+    # after the withdrawal answered (SQLite writers take turns anyway).
+    return await session.scalar(select(VctShare.vct).where(VctShare.vct == vct, VctShare.tenant_id == tenant.id)
+                                .with_for_update(read=True)) is not None
+
+
+def _taken(ctx: IssuerContext, tenant: Tenant, ctype: CredentialType) -> RegistryError:
+    return RegistryError("vct_taken", "another tenant of this issuer registered this vct; a type of yours needs "
+                         f"a vct of its own, such as {ctx.issuer_url(tenant.slug)}/types/{ctype.id}, unless the "
+                         "issuer's platform admin shares this vct with you",
+                         [{"path": "vct", "message": "registered by another tenant"}])
+
+
+async def _claim_vct(ctx: IssuerContext, session: AsyncSession, tenant: Tenant, ctype: CredentialType) -> None:
+    """Make ``ctype.vct``, owned by nobody, the tenant's. Two tenants registering one ``vct`` at once
+    hold different tenant locks: the primary key of ``vct_owners`` lets one in, and the other is
+    refused, even if the vct was shared with it meanwhile (its Type Metadata was not compared with the
+    owner's: it registers again)."""
+    try:
+        async with session.begin_nested():
+            session.add(VctOwner(vct=ctype.vct, tenant_id=tenant.id, created_at=utcnow()))
+            await session.flush()
+        return
+    except IntegrityError:
+        owner = await session.scalar(select(VctOwner.tenant_id).where(VctOwner.vct == ctype.vct))
+        if owner is None:  # not the vct's row that was in the way
+            raise
     if owner != tenant.id:
-        raise RegistryError("vct_taken", "another tenant of this issuer registered this vct; a type of yours needs "
-                            f"a vct of its own, such as {ctx.issuer_url(tenant.slug)}/types/{ctype.id}",
-                            [{"path": "vct", "message": "registered by another tenant"}])
+        raise _taken(ctx, tenant, ctype)
+
+
+# -- vcts shared by the platform admin ------------------------------------------------------------
+
+@dataclass(frozen=True)
+class SharedVct:
+    vct: str
+    tenant_slug: str
+    owner_slug: str
+    created_at: dt.datetime
+
+
+async def shared_vcts(session: AsyncSession, tenant_id: str) -> list[SharedVct]:
+    """The ``vct``s shared with a tenant, with their owners, in the order they were shared."""
+    owner = TenantRow.__table__.alias("owner")
+    shared = TenantRow.__table__.alias("shared")
+    rows = (await session.execute(
+        select(VctShare.vct, shared.c.slug, owner.c.slug, VctShare.created_at)
+        .join(shared, shared.c.id == VctShare.tenant_id)
+        .join(VctOwner, VctOwner.vct == VctShare.vct).join(owner, owner.c.id == VctOwner.tenant_id)
+        .where(VctShare.tenant_id == tenant_id).order_by(VctShare.created_at, VctShare.vct))).all()
+    return [SharedVct(*row) for row in rows]
+
+
+async def share_vct(ctx: IssuerContext, session: AsyncSession, tenant: TenantRow, vct: str) -> tuple[SharedVct, bool]:
+    """Let ``tenant`` register types under ``vct`` (the platform admin's decision, never a tenant's).
+
+    ``(the share, whether it is new)``. Refused: a ``vct`` nobody registered (``not_found``: a typo
+    would otherwise wait for whoever registers it first), one ``tenant`` owns (``conflict``), one on the
+    issuer's own origin (``invalid_request``: it is one tenant's type URL, and the registry refuses it
+    from any other)."""
+    try:
+        own_origin = _origin(vct) == _origin(ctx.settings.public_url)
+    except ValueError:
+        raise RegistryError("invalid_request", "the vct is not a URL: its port is not a valid port number") from None
+    if own_origin:
+        raise RegistryError("invalid_request", "a vct on this issuer's origin is one tenant's type URL "
+                            "(/t/<slug>/types/<id>); a shared type needs a vct of its own, like the built-in types'")
+    owner = (await session.execute(select(VctOwner.tenant_id, TenantRow.slug).join(
+        TenantRow, TenantRow.id == VctOwner.tenant_id).where(VctOwner.vct == vct))).first()
+    if owner is None:
+        raise RegistryError("not_found", "no tenant of this issuer registered this vct: the first tenant to "
+                            "register it owns it, and it can be shared after that")
+    if owner.tenant_id == tenant.id:
+        raise RegistryError("conflict", f"tenant {tenant.slug} owns this vct (it registered it first): there is "
+                            "nothing to share with it")
+    existing = await session.get(VctShare, (vct, tenant.id))
+    if existing is not None:
+        return SharedVct(vct, tenant.slug, owner.slug, existing.created_at), False
+    row = VctShare(vct=vct, tenant_id=tenant.id, created_at=utcnow())
+    try:
+        async with session.begin_nested():
+            session.add(row)
+            await session.flush()
+    except IntegrityError:
+        # The same share made at the same moment (or the owner gone meanwhile: the foreign key).
+        existing = await session.get(VctShare, (vct, tenant.id))
+        if existing is None:
+            raise RegistryError("not_found", "no tenant of this issuer owns this vct any more") from None
+        return SharedVct(vct, tenant.slug, owner.slug, existing.created_at), False
+    log.info("vct shared with a tenant", extra={"vct": vct, "tenant_id": tenant.id, "owner_id": owner.tenant_id})
+    return SharedVct(vct, tenant.slug, owner.slug, row.created_at), True
+
+
+async def withdraw_vct(session: AsyncSession, tenant: TenantRow, vct: str) -> None:
+    """Stop ``tenant`` registering new types or versions under ``vct``. What it registered stays (its
+    stored versions are still served, so credentials issued under them keep their Type Metadata), and
+    nothing issued is revoked. ``not_found`` when the ``vct`` was not shared with it."""
+    removed = await session.execute(delete(VctShare).where(VctShare.vct == vct, VctShare.tenant_id == tenant.id))
+    if not removed.rowcount:
+        raise RegistryError("not_found", f"this vct is not shared with tenant {tenant.slug}")
+    log.info("vct share withdrawn", extra={"vct": vct, "tenant_id": tenant.id})
 
 
 def _origin(url: str) -> tuple[str, int | None]:

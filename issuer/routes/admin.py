@@ -1,7 +1,8 @@
 """Admin API under ``/v1``: tenants, credential types, data sources, offers, issuance records, keys, webhooks.
 
-Every endpoint but tenant creation is authenticated with the tenant's API key (``Authorization:
-Bearer ck_...``) and sees only that tenant's data; tenant creation needs the platform admin key.
+Every endpoint but the platform admin's is authenticated with the tenant's API key (``Authorization:
+Bearer ck_...``) and sees only that tenant's data; creating tenants and sharing a ``vct`` with a tenant
+need the platform admin key.
 """
 
 from __future__ import annotations
@@ -28,11 +29,15 @@ from ..keys import SigningKeyError, create_key, import_key, key_summary, load_ca
 from ..models import ApiKey, IssuanceRecord, SigningKey, SourceConfig, Tenant, WebhookEndpoint
 from ..registry import (
     RegistryError,
+    SharedVct,
     builtin_definition,
     register_type,
     set_source,
+    share_vct,
+    shared_vcts,
     tenant_types,
     type_versions,
+    withdraw_vct,
 )
 from ..status import set_record_status
 from ..tenancy import TenantRef, admin_tenant, bearer, forget_api_key, platform_admin
@@ -233,13 +238,16 @@ REGISTER_RESPONSES: dict[int | str, dict[str, Any]] = {
     400: {"description": "The definition is not valid (`invalid_type`, with `problems`), names no built-in type "
                          "(`unknown_builtin`), or the body is malformed (`invalid_request`)."},
     409: {"description": "`vct_taken`: another tenant of this issuer registered the definition's `vct` (a `vct` "
-                         "belongs to one tenant); `vct_in_use`: this tenant published other Type Metadata under "
-                         "the `vct`; `version_exists`: that version is registered with another definition.",
+                         "belongs to one tenant) and the platform admin has not shared it with this one; "
+                         "`vct_in_use`: this tenant, or the owner of a `vct` shared with it, published other "
+                         "Type Metadata under the `vct`; `version_exists`: that version is registered with "
+                         "another definition.",
           "content": {"application/json": {
               "schema": _error_schema("vct_taken", "vct_in_use", "version_exists"),
               "example": {"error": "vct_taken", "error_description": "another tenant of this issuer registered "
                           "this vct; a type of yours needs a vct of its own, such as "
-                          "https://issuer.example.org/t/ajuntament-girona/types/tax-compliance",
+                          "https://issuer.example.org/t/ajuntament-girona/types/tax-compliance, unless the "
+                          "issuer's platform admin shares this vct with you",
                           "problems": [{"path": "vct", "message": "registered by another tenant"}]}}}},
 }
 
@@ -293,6 +301,105 @@ async def put_source(type_id: str, request: Request, tenant: TenantRef = Depends
             return await _summary(ctx, session, tenant, reg)
     except RegistryError as exc:
         raise _registry_error(exc) from exc
+
+
+# -- vcts shared with tenants (platform admin) ----------------------------------------------------
+# A vct belongs to the tenant that registered it first; the platform admin, and only it, lets other
+# tenants register types under it too: one issuer service hosting many town councils, each issuing
+# the one padró type that an agency asks for, listing the councils it trusts.
+
+class VctShareCreate(_Model):
+    vct: str = Field(min_length=1, max_length=500, description="A `vct` a tenant of this issuer registered (its "
+                                                               "owner): the tenant may register types under it too.",
+                     examples=["https://types.cartera.example/padro/v1"])
+
+
+class VctShareInfo(BaseModel):
+    vct: str
+    tenant: str = Field(description="Slug of the tenant the `vct` is shared with.")
+    owner: str = Field(description="Slug of the tenant that owns the `vct` (the first that registered it).")
+    shared_at: dt.datetime
+
+
+def _share_info(share: SharedVct) -> VctShareInfo:
+    return VctShareInfo(vct=share.vct, tenant=share.tenant_slug, owner=share.owner_slug, shared_at=share.created_at)
+
+
+_PLATFORM_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {"description": "`unauthorized`: not the platform admin key (a tenant's API key is not it).",
+          "content": {"application/json": {"schema": _error_schema("unauthorized")}}},
+    403: {"description": "`access_denied`: the platform admin API is off (no `CARTERA_ISSUER_ADMIN_API_KEY`).",
+          "content": {"application/json": {"schema": _error_schema("access_denied")}}},
+}
+_NO_TENANT = {"description": "`not_found`: no tenant has that slug.",
+              "content": {"application/json": {"schema": _error_schema("not_found")}}}
+
+
+async def _tenant_by_slug(session: Any, slug: str) -> Tenant:
+    row = (await session.execute(select(Tenant).where(Tenant.slug == slug))).scalar_one_or_none()
+    if row is None:
+        raise APIError(404, "not_found", "no such tenant")
+    return row
+
+
+def _share_error(exc: RegistryError) -> APIError:
+    return APIError({"not_found": 404, "conflict": 409}.get(exc.code, 400), exc.code, exc.detail)
+
+
+SlugPath = Path(max_length=63, description="The tenant's slug.", examples=["ajuntament-salt"])
+
+
+@router.get("/tenants/{slug}/shared-vcts", response_model=list[VctShareInfo], dependencies=[Depends(platform_admin)],
+            responses={**_PLATFORM_RESPONSES, 404: _NO_TENANT},
+            summary="The vcts shared with a tenant (platform admin key)")
+async def list_shared_vcts(slug: str = SlugPath, ctx: IssuerContext = Depends(get_ctx)) -> list[VctShareInfo]:  # noqa: B008
+    async with ctx.db.read_session() as session:
+        tenant = await _tenant_by_slug(session, slug)
+        return [_share_info(share) for share in await shared_vcts(session, tenant.id)]
+
+
+@router.post("/tenants/{slug}/shared-vcts", status_code=201, response_model=VctShareInfo,
+             dependencies=[Depends(platform_admin)],
+             summary="Share a vct with a tenant: it may register types under it too (platform admin key)",
+             responses={**_PLATFORM_RESPONSES,
+                        200: {"description": "Already shared with the tenant: the share as it was.",
+                              "model": VctShareInfo},
+                        400: {"description": "`invalid_request`: a `vct` on this issuer's own origin (one tenant's "
+                                             "type URL), or a malformed body.",
+                              "content": {"application/json": {"schema": _error_schema("invalid_request")}}},
+                        404: {"description": "`not_found`: no tenant has that slug, or no tenant registered the `vct` "
+                                             "(it is shared once its first registrant owns it).",
+                              "content": {"application/json": {"schema": _error_schema("not_found")}}},
+                        409: {"description": "`conflict`: the tenant owns the `vct`.",
+                              "content": {"application/json": {"schema": _error_schema("conflict")}}}})
+async def add_shared_vct(body: VctShareCreate, response: Response, slug: str = SlugPath,
+                         ctx: IssuerContext = Depends(get_ctx)) -> VctShareInfo:  # noqa: B008
+    try:
+        async with ctx.session() as session:
+            share, created = await share_vct(ctx, session, await _tenant_by_slug(session, slug), body.vct)
+    except RegistryError as exc:
+        raise _share_error(exc) from exc
+    if not created:
+        response.status_code = 200
+    return _share_info(share)
+
+
+@router.delete("/tenants/{slug}/shared-vcts", status_code=204, dependencies=[Depends(platform_admin)],
+               summary="Withdraw a vct shared with a tenant: no new types or versions under it; nothing issued "
+                       "is revoked (platform admin key)",
+               responses={**_PLATFORM_RESPONSES,
+                          404: {"description": "`not_found`: no tenant has that slug, or the `vct` is not shared "
+                                               "with it.",
+                                "content": {"application/json": {"schema": _error_schema("not_found")}}}})
+async def remove_shared_vct(slug: str = SlugPath,
+                            vct: str = Query(min_length=1, max_length=500, description="The shared `vct`."),  # noqa: B008
+                            ctx: IssuerContext = Depends(get_ctx)) -> Response:  # noqa: B008
+    try:
+        async with ctx.session() as session:
+            await withdraw_vct(session, await _tenant_by_slug(session, slug), vct)
+    except RegistryError as exc:
+        raise _share_error(exc) from exc
+    return Response(status_code=204)
 
 
 # -- offers ---------------------------------------------------------------------------------------
