@@ -11,6 +11,11 @@ Where to connect, in order: ``--url``/``--api-key`` options, the ``CARTERA_ISSUE
 
 ``--tenant`` picks the tenant in that file; without it, ``offer`` picks the tenant that issues the
 requested type, and other commands the first tenant.
+
+``share-vct``, ``unshare-vct`` and ``shared-vcts`` are the operator's, not a tenant's: they need the
+issuer's platform admin key (``--admin-key``, ``CARTERA_ISSUER_ADMIN_API_KEY`` — the issuer's own
+setting —, or the development file's ``issuer.admin_api_key``), and ``--tenant`` there names the
+tenant the ``vct`` is shared with, any tenant of the issuer.
 """
 
 from __future__ import annotations
@@ -319,3 +324,89 @@ def api_keys_revoke(key_id: Annotated[str, typer.Argument(help="The key id (from
         typer.echo(json.dumps(info, ensure_ascii=False))
     else:
         console.print(f"API key {safe(info['key_id'])} revoked", highlight=False)
+
+
+# -- vcts shared with tenants (the operator's platform admin key) ----------------------------------
+
+AdminKeyOpt = Annotated[str | None, typer.Option(
+    "--admin-key", help="The issuer's platform admin key \\[env CARTERA_ISSUER_ADMIN_API_KEY, the issuer's own "
+                        "setting; else the development file's issuer.admin_api_key]. A tenant's API key is refused.")]
+SharedTenantOpt = Annotated[str, typer.Option(
+    "--tenant", help="Slug of the tenant (any tenant of the issuer, not only the development file's).")]
+VctArg = Annotated[str, typer.Argument(help="The vct, e.g. https://types.cartera.example/padro/v1 (see `cartera "
+                                            "issuer types` of its owner).")]
+
+
+def _platform_connection(url: str | None, admin_key: str | None) -> tuple[str, str]:
+    dev = dev_section("issuer")
+    url = url or os.environ.get("CARTERA_ISSUER_URL") or dev.get("issuer_url") or dev.get("url") or DEFAULT_URL
+    admin_key = admin_key or os.environ.get("CARTERA_ISSUER_ADMIN_API_KEY") or dev.get("admin_api_key")
+    if not admin_key:
+        fail("no platform admin key: give --admin-key or set CARTERA_ISSUER_ADMIN_API_KEY",
+             hint="it is the issuer's own CARTERA_ISSUER_ADMIN_API_KEY setting (an issuer without one has no "
+                  "platform admin API): start `make run` / `cartera run` with the variable set, and set it here too")
+    return str(url).rstrip("/"), str(admin_key)
+
+
+def _shares_path(tenant: str) -> str:
+    return f"/v1/tenants/{path_segment(tenant, 'tenant slug')}/shared-vcts"
+
+
+@app.command("share-vct")
+def share_vct(vct: VctArg, tenant: SharedTenantOpt, url: UrlOpt = None, admin_key: AdminKeyOpt = None,
+              as_json: JsonOpt = False) -> None:
+    """Let a tenant register types under a vct another tenant owns (platform admin key).
+
+    A vct belongs to the tenant of this issuer that registered it first; the
+    others are refused (409 vct_taken), so that a town council cannot issue
+    the tax agency's certificates. For several councils hosted here to issue
+    the one built-in padró type, the first to register it keeps it, and each
+    other council is given it with this command, then registers the type as
+    usual (`cartera issuer register-type --builtin padro`), with the owner's
+    Type Metadata. Verifiers list the councils they accept for the vct.
+
+    Only a vct some tenant registered can be shared. Sharing again is harmless.
+    """
+    base, key = _platform_connection(url, admin_key)
+    share = call_api("issuer", "POST", base, key, _shares_path(tenant), json={"vct": vct})
+    if as_json:
+        typer.echo(json.dumps(share, ensure_ascii=False))
+    else:
+        console.print(f"{safe(share['vct'])} shared with {safe(share['tenant'])} (owner: {safe(share['owner'])})",
+                      highlight=False)
+
+
+@app.command("unshare-vct")
+def unshare_vct(vct: VctArg, tenant: SharedTenantOpt, url: UrlOpt = None, admin_key: AdminKeyOpt = None,
+                as_json: JsonOpt = False) -> None:
+    """Withdraw a vct shared with a tenant (platform admin key).
+
+    From then on the tenant can register no new type or version under it.
+    Nothing is undone: the versions it registered stay (it can still make
+    offers of them), and credentials it issued stay valid. Revoke those with
+    `cartera issuer revoke` and the tenant's key if they must go; verifiers
+    that should stop accepting them drop the tenant from their issuer list.
+    """
+    base, key = _platform_connection(url, admin_key)
+    call_api("issuer", "DELETE", base, key, _shares_path(tenant), params={"vct": vct})
+    if as_json:
+        typer.echo(json.dumps({"vct": vct, "tenant": tenant, "withdrawn": True}, ensure_ascii=False))
+    else:
+        console.print(f"{safe(vct)} no longer shared with {safe(tenant)}", highlight=False)
+
+
+@app.command("shared-vcts")
+def shared_vcts(tenant: SharedTenantOpt, url: UrlOpt = None, admin_key: AdminKeyOpt = None,
+                as_json: JsonOpt = False) -> None:
+    """List the vcts shared with a tenant, and their owners (platform admin key)."""
+    base, key = _platform_connection(url, admin_key)
+    shares = call_api("issuer", "GET", base, key, _shares_path(tenant))
+    if as_json:
+        typer.echo(json.dumps(shares, ensure_ascii=False))
+        return
+    table = Table("owner", "shared")
+    # Folded, never cut short: the vct is what `unshare-vct` needs.
+    table.add_column("vct", overflow="fold")
+    for share in shares:
+        table.add_row(safe(share["owner"]), safe(share["shared_at"][:19]), safe(share["vct"]))
+    console.print(table)
