@@ -16,7 +16,6 @@ import shlex
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +30,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from cartera.commands.demo import run_scenario
 from cartera.system import load_dev_file
 from sandbox.population import DEMO_EVERYTHING
-from tests.cli.test_run_system import _free_port_base
+from tests.cli.test_run_system import _free_port_base, _wait_healthy
 from tests.wallet_api.conftest import APP_REDIRECT, bearer, login
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -55,17 +54,8 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
     process = subprocess.Popen([*CARTERA, "run", "--data-dir", str(data_dir), "--port-base", str(base)],
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            assert process.poll() is None, process.stdout.read() if process.stdout else ""
-            info = load_dev_file(data_dir / "cartera-dev.json")
-            status = subprocess.run([*CARTERA, "status", "--data-dir", str(data_dir), "--json"], capture_output=True,
-                                    text=True, timeout=30)
-            if info.get("services") and status.returncode == 0:
-                break
-            assert time.monotonic() < deadline, "the system did not become healthy"
-            time.sleep(0.5)
-        yield Running(data_dir, info)
+        _wait_healthy(data_dir, process)
+        yield Running(data_dir, load_dev_file(data_dir / "cartera-dev.json"))
     finally:
         if process.poll() is None:
             process.send_signal(signal.SIGINT)
