@@ -27,6 +27,7 @@ from typing import Any
 
 import yaml
 from cryptography import x509 as cx509
+from pydantic import SecretStr
 
 from ssi import x509 as ssi_x509
 from ssi.jose import Key
@@ -185,6 +186,11 @@ async def provision(data_dir: Path, *, host: str = "127.0.0.1", port_base: int =
         status_list_ttl=10,
         **({"aries_enabled": True, "aries_inbound_port": port_base + 20, "aries_admin_port": port_base + 21,
             "aries_proof_types": {"university-diploma": "BbsBlsSignature2020"}} if aries else {}))
+    if issuer_settings.admin_api_key is None:
+        # The platform admin key (new tenants, shared vcts: `cartera issuer share-vct`), kept across runs
+        # in the private development file like the tenants' keys; an operator's own setting wins.
+        admin_key = previous.get("issuer", {}).get("admin_api_key") or secrets.token_urlsafe(32)
+        issuer_settings = issuer_settings.model_copy(update={"admin_api_key": SecretStr(admin_key)})
     previous_issuer_keys = {slug: entry.get("api_key") for slug, entry in
                             (previous.get("issuer", {}).get("tenants") or {}).items() if entry.get("api_key")}
     issuer_info = await provision_issuer(
@@ -250,9 +256,10 @@ async def provision(data_dir: Path, *, host: str = "127.0.0.1", port_base: int =
                  "openapi_url": (p.url + p.openapi_path) if p.openapi_path else None} for p in processes]
     services.insert(1, {"name": "viaoberta", "title": "Simulated Via Oberta (SCSP v3, DEVELOPMENT)",
                         "url": url["viaoberta"], "health_url": url["viaoberta"] + "/healthz", "openapi_url": None})
+    admin_secret = issuer_settings.admin_api_key
     info = {
         "services": services,
-        "issuer": issuer_info,
+        "issuer": {**issuer_info, "admin_api_key": admin_secret.get_secret_value() if admin_secret else None},
         "verifier": verifier_info,
         "wallet": wallet_info,
         "sandbox": {"viaoberta_url": url["viaoberta"], "idp_url": url["idp"], "data_dir": str(sandbox_dir)},

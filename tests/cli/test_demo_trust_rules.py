@@ -8,6 +8,7 @@ tenants that issue its type (what Aries requests need as well), with or without 
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 
 import pytest
@@ -43,3 +44,22 @@ def test_each_demo_template_trusts_the_tenants_issuing_its_type(tmp_path: Path, 
     for name, rules in templates.items():
         for rule in rules:
             assert rule["issuers"] == expected[rule["vct"]], (name, rule)
+
+
+def test_the_demo_issuer_has_a_platform_admin_key_kept_across_runs(tmp_path: Path, monkeypatch) -> None:
+    """`cartera issuer share-vct` (and new tenants) need the platform admin key: `cartera run` makes
+    one, hands it to the issuer process and keeps it in the private development file, the same on
+    every run; an operator's own CARTERA_ISSUER_ADMIN_API_KEY wins."""
+    monkeypatch.delenv("CARTERA_ISSUER_ADMIN_API_KEY", raising=False)
+    low, _ = worker_port_range()
+    first = asyncio.run(provision(tmp_path, port_base=low))
+    key = first.info["issuer"]["admin_api_key"]
+    issuer_env = next(p for p in first.processes if p.name == "issuer").env
+    assert key and len(key) >= 32 and issuer_env["CARTERA_ISSUER_ADMIN_API_KEY"] == key
+    assert json.loads(first.dev_file.read_text())["issuer"]["admin_api_key"] == key
+    assert first.dev_file.stat().st_mode & 0o077 == 0
+    again = asyncio.run(provision(tmp_path, port_base=low))
+    assert again.info["issuer"]["admin_api_key"] == key
+    monkeypatch.setenv("CARTERA_ISSUER_ADMIN_API_KEY", "operator-chosen-" + "k" * 32)
+    own = asyncio.run(provision(tmp_path, port_base=low))
+    assert own.info["issuer"]["admin_api_key"] == "operator-chosen-" + "k" * 32
