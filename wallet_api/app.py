@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
@@ -54,7 +55,7 @@ def create_app(settings: WalletSettings | None = None, *, transport: httpx.Async
     from .background import background_loop, webhook_loop
     from .pin import record_pins_in_profiles, seal_legacy_pin_hashes
     from .routes import alerts, audit, auth, backup, credentials, history, offers, presentations, web
-    from .store import bind_legacy_copies
+    from .store import copies_bound, keep_binding_legacy_copies
 
     settings = settings or WalletSettings()
     db = Database.from_settings(settings)
@@ -71,9 +72,19 @@ def create_app(settings: WalletSettings | None = None, *, transport: httpx.Async
         # Once: the wallets with a PIN from earlier versions get it recorded in their sealed profile, so
         # that a NULL pin_hash written into the database reads as tampering, not as "no PIN".
         await record_pins_in_profiles(db, ctx.vault)
-        # Once: the credential copies earlier versions sealed without naming their credential.
-        await bind_legacy_copies(db, ctx.vault)
-        yield
+        # Once: the credential copies earlier versions sealed without naming their credential, sealed
+        # again in the background. Until that pass has completed they open as before, so start-up need not
+        # wait for it (minutes with millions of copies).
+        ctx.vault.legacy_copies = not await copies_bound(db)
+        binding = asyncio.create_task(keep_binding_legacy_copies(db, ctx.vault)) if ctx.vault.legacy_copies else None
+        _app.state.copy_binding = binding  # tests await it
+        try:
+            yield
+        finally:
+            if binding is not None:
+                binding.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await binding
 
     @contextlib.asynccontextmanager
     async def sweeps(_app: FastAPI) -> AsyncIterator[None]:

@@ -9,22 +9,32 @@ showed and presented credential A's claims under credential B's type, issuer and
 does not open, and its credential reads as unreadable (:func:`load_credentials`). A copy's
 ``position`` and ``uses`` are not bound: they only order interchangeable copies of one credential.
 
-Copies sealed the earlier way are sealed again, bound to the credential their row names, once, at the
-first start-up of this version (:func:`bind_legacy_copies`, recorded in ``service_keys`` as
-:data:`COPIES_BOUND_MARKER`): a migration cannot, as it does not have the master key. After that a copy
-sealed the earlier way never opens, whenever it was written.
+Copies sealed the earlier way are sealed again, bound to the credential their row names, by a pass that
+starts with the first start-up of this version and runs in the background (:func:`bind_legacy_copies`,
+driven by :func:`keep_binding_legacy_copies`; a migration cannot, as it does not have the master key).
+It is complete, and recorded in ``service_keys`` as :data:`COPIES_BOUND_MARKER`, only once every wallet
+holding copies had its data key opened: a wrong master key at that start-up must not make the copies it
+could not reach unreadable for ever. Until then a copy sealed the earlier way still opens
+(:func:`open_copy`), as it did before the upgrade; after it, never, whenever it was written. New copies
+are always sealed bound.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime as dt
 import json
 import logging
+import random
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import LargeBinary, String, bindparam, delete, select, text, update
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service_kit.crypto import SecretBoxError
@@ -84,11 +94,23 @@ class OpenCredential:
 
 
 #: The vault kind of a credential copy (row id: :func:`copy_ref`), and the one earlier versions sealed
-#: copies under (row id: the copy's id), which only :func:`bind_legacy_copies` still opens.
+#: copies under (row id: the copy's id), which opens only until :func:`bind_legacy_copies` has completed.
 COPY_KIND = "credential-copy"
 LEGACY_COPY_KIND = "copy"
-#: The ``service_keys`` row recording that :func:`bind_legacy_copies` ran.
+#: The ``service_keys`` row recording that :func:`bind_legacy_copies` completed: every copy of every
+#: wallet whose data key opened is bound (or damaged beyond opening either way).
 COPIES_BOUND_MARKER = "copies-bound-to-credentials"
+#: The ``service_keys`` row of the worker running :func:`bind_legacy_copies` (its ``created_at``: when
+#: it last renewed it), so that workers starting together do not each scan every copy.
+COPIES_BINDING_LEASE = "copies-binding-lease"
+#: A lease not renewed for this long belongs to a worker that stopped: another one takes it over.
+BINDING_LEASE = dt.timedelta(seconds=120)
+#: Wallets read per round of the pass (their copies read together, sealed again, written in chunks).
+BINDING_BATCH = 200
+#: Copies written per transaction (one statement): on SQLite it holds the only write lock meanwhile.
+_WRITE_CHUNK = 500
+#: Wallets whose data key did not open named one by one in the log, per run (then only counted).
+_NAMED_WALLETS = 100
 
 
 def copy_ref(credential_id: str, copy_id: str) -> str:
@@ -97,8 +119,17 @@ def copy_ref(credential_id: str, copy_id: str) -> str:
 
 
 def open_copy(key: DataKey, row: CredentialCopy) -> OpenCopy:
-    """Decrypt a copy; one whose row names another credential than it was sealed for does not open."""
-    data = key.open(COPY_KIND, copy_ref(row.credential_id, row.id), row.sealed)
+    """Decrypt a copy; one whose row names another credential than it was sealed for does not open.
+
+    Until :func:`bind_legacy_copies` has completed (``key.legacy_copies``), a copy sealed the earlier
+    way (under its own id only) opens too, as it did in earlier versions: a wallet the pass could not
+    reach yet (or whose data key it could not open) keeps working."""
+    try:
+        data = key.open(COPY_KIND, copy_ref(row.credential_id, row.id), row.sealed)
+    except VaultError:
+        if not key.legacy_copies:
+            raise
+        data = key.open(LEGACY_COPY_KIND, row.id, row.sealed)
     return OpenCopy(id=row.id, position=row.position, uses=row.uses, token=data["token"],
                     holder_key=Key.from_jwk(data["holder_jwk"]))
 
@@ -180,60 +211,235 @@ async def add_credential(session: AsyncSession, key: DataKey, *, vct: str, issue
     return credential_id
 
 
-async def bind_legacy_copies(db: Database, vault: Vault, *, batch: int = 200) -> int:
+@dataclass
+class CopyBinding:
+    """What one run of :func:`bind_legacy_copies` found and did."""
+
+    #: ``bound``: the marker was there already; ``completed``: this run recorded it; ``incomplete``: a
+    #: wallet's data key did not open, so no marker (copies sealed the earlier way still open); ``busy``:
+    #: another worker holds the lease, nothing done; ``lease-lost``: another worker took it over midway.
+    outcome: str
+    resealed: int = 0
+    damaged: int = 0
+    wallets_unopened: int = 0
+
+    @property
+    def bound(self) -> bool:
+        """The marker is recorded: from now on a copy opens bound to its credential only."""
+        return self.outcome in ("bound", "completed")
+
+
+async def copies_bound(db: Database) -> bool:
+    """Whether :func:`bind_legacy_copies` has completed (:data:`COPIES_BOUND_MARKER` is recorded)."""
+    async with db.read_session() as session:
+        return await session.get(ServiceKey, COPIES_BOUND_MARKER) is not None
+
+
+async def bind_legacy_copies(db: Database, vault: Vault, *, batch: int = BINDING_BATCH) -> CopyBinding:
     """Seal again, bound to their credential, the copies earlier versions sealed under the copy's id
-    alone; return how many. Start-up, after the migrations: runs until it has recorded
-    :data:`COPIES_BOUND_MARKER`, never again after, so a copy sealed the earlier way that reaches the
-    database later (a worker of an earlier version, an old row put back) does not open.
+    alone, ``batch`` wallets a round; record :data:`COPIES_BOUND_MARKER` when every wallet holding
+    copies had its data key opened, and then clear ``vault.legacy_copies``. One log line says what it did.
 
     Each copy is bound to the credential its row names at that moment: a copy moved before the upgrade
-    cannot be told from one that was not. Rows are rewritten by a conditional update on the value read,
-    so several workers starting at once do not disturb each other. A copy (or its wallet's data key)
-    that opens neither way is logged and left: its credential reads as unreadable on its own, and one
-    such row must not keep the service from starting for everyone else."""
-    async with db.read_session() as session:
-        if await session.get(ServiceKey, COPIES_BOUND_MARKER) is not None:
-            return 0
-    count, last = 0, ""
+    cannot be told from one that was not. A copy that opens neither way while its wallet's key opened is
+    damaged: logged (ids only), counted, left as it is; it does not hold back the marker (its credential
+    reads as unreadable either way). A wallet whose data key does not open (a wrong master key, a
+    rotation's previous key not configured) does: its copies stay as they are and open once the key is
+    right and the pass has run again.
+
+    Only the worker holding :data:`COPIES_BINDING_LEASE` scans (the others answer ``busy``); one that
+    stopped midway is taken over once its lease is :data:`BINDING_LEASE` old. Rows are read outside any
+    transaction, sealed again in a thread and written by conditional updates on the value read, so a
+    run cut anywhere, or overlapping with a worker that took its lease over, leaves every copy either
+    as it was or bound, and the next run skips those already bound."""
+    if await copies_bound(db):
+        vault.legacy_copies = False
+        return CopyBinding("bound")
+    mine = await _take_lease(db, vault)
+    if mine is None:
+        return CopyBinding("busy")
+    result = CopyBinding("incomplete")
+    try:
+        # The worker that held the lease may have recorded the marker (and let go) since the look above.
+        if await copies_bound(db):
+            vault.legacy_copies = False
+            return CopyBinding("bound")
+        last, renewed = "", time.monotonic()
+        while True:
+            async with db.read_session() as session:
+                wallets = dict((await session.execute(
+                    select(Wallet.id, Wallet.data_key).where(Wallet.id > last).order_by(Wallet.id).limit(batch))).all())
+                if not wallets:
+                    break
+                # The copies that load_credentials reads: those of the wallet of their credential.
+                copies = (await session.execute(
+                    select(CredentialCopy.id, CredentialCopy.credential_id, CredentialCopy.sealed, Credential.wallet_id)
+                    .join(Credential, Credential.id == CredentialCopy.credential_id)
+                    .where(Credential.wallet_id.in_(list(wallets)),
+                           CredentialCopy.wallet_id == Credential.wallet_id))).all()
+            # The AES work of a round off the event loop: the pass runs beside live traffic.
+            changes = await asyncio.to_thread(_reseal, vault, wallets, copies, result)
+            for start in range(0, len(changes), _WRITE_CHUNK):  # short transactions: SQLite has one writer
+                async with db.session() as session:
+                    result.resealed += await _write_resealed(session, changes[start:start + _WRITE_CHUNK])
+            if len(wallets) < batch:
+                break
+            last = max(wallets)
+            if time.monotonic() - renewed > BINDING_LEASE.total_seconds() / 4:
+                if not await _renew_lease(db, mine):
+                    result.outcome, mine = "lease-lost", None
+                    break
+                renewed = time.monotonic()
+        if result.outcome == "incomplete" and not result.wallets_unopened:
+            try:
+                async with db.session() as session:
+                    session.add(ServiceKey(name=COPIES_BOUND_MARKER, sealed=vault.box.seal(
+                        COPIES_BOUND_MARKER.encode(), service_key_aad(COPIES_BOUND_MARKER))))
+                    await session.execute(delete(ServiceKey).where(ServiceKey.name == COPIES_BINDING_LEASE,
+                                                                   ServiceKey.sealed == mine))
+                mine = None
+            except IntegrityError:
+                pass  # a worker that took the lease over recorded it first; ours is released below
+            result.outcome = "completed"
+            vault.legacy_copies = False
+    finally:
+        if mine is not None:
+            with contextlib.suppress(SQLAlchemyError, OSError):  # else it runs out on its own
+                async with db.session() as session:
+                    await session.execute(delete(ServiceKey).where(ServiceKey.name == COPIES_BINDING_LEASE,
+                                                                   ServiceKey.sealed == mine))
+    _report(result)
+    return result
+
+
+async def keep_binding_legacy_copies(db: Database, vault: Vault, *, poll: float = 30.0) -> CopyBinding:
+    """Start-up, in the background (while ``vault.legacy_copies`` is set): run :func:`bind_legacy_copies`
+    until the marker is recorded, by this worker or another; return the last run's result.
+
+    While another worker holds the lease, or after its database went away, tries again every ``poll``
+    seconds (jittered, so workers started together do not stay in step). After a run of its own found a
+    wallet's data key closed it only watches for the marker: its master keys will not change before a
+    restart, and another worker, configured otherwise, may complete the pass."""
+    ran = False
     while True:
-        async with db.session() as session:
-            rows = (await session.execute(
-                select(CredentialCopy.id, CredentialCopy.credential_id, CredentialCopy.sealed, Wallet.id,
-                       Wallet.data_key)
-                .join(Wallet, Wallet.id == CredentialCopy.wallet_id)
-                .where(CredentialCopy.id > last).order_by(CredentialCopy.id).limit(batch))).all()
-            keys: dict[str, DataKey] = {}
-            for copy_id, credential_id, sealed, wallet_id, data_key in rows:
-                ref = copy_ref(credential_id, copy_id)
-                try:
-                    key = keys.get(wallet_id) or vault.data_key(Wallet(id=wallet_id, data_key=data_key))
-                    keys[wallet_id] = key
-                    try:
-                        value = key.open(LEGACY_COPY_KIND, copy_id, sealed)
-                    except VaultError:
-                        key.open(COPY_KIND, ref, sealed)
-                        continue  # bound already (written by this version)
-                except (VaultError, SecretBoxError) as exc:
-                    log.error("a stored credential copy does not open; not bound to its credential", extra={
-                        "code": getattr(exc, "code", ""), "wallet": wallet_id, "credential": credential_id,
-                        "copy": copy_id})
-                    continue
-                result = await session.execute(
-                    update(CredentialCopy).where(CredentialCopy.id == copy_id,
-                                                 CredentialCopy.credential_id == credential_id,
-                                                 CredentialCopy.sealed == sealed)
-                    .values(sealed=key.seal(COPY_KIND, ref, value)).execution_options(synchronize_session=False))
-                count += result.rowcount  # type: ignore[attr-defined]
-        if len(rows) < batch:
-            break
-        last = rows[-1][0]
+        try:
+            if not ran:
+                result = await bind_legacy_copies(db, vault)
+                if result.bound:
+                    return result
+                ran = result.outcome == "incomplete"
+            elif await copies_bound(db):
+                vault.legacy_copies = False
+                return CopyBinding("bound")
+        except Exception:  # noqa: BLE001 - the database away or restarting: the pass is safe to run again
+            log.exception("binding credential copies to their credentials failed; trying again")
+        await asyncio.sleep(poll * random.uniform(0.5, 1.5))
+
+
+def _reseal(vault: Vault, wallets: dict[str, bytes], copies: Sequence[Any],
+            result: CopyBinding) -> list[tuple[str, str, bytes, bytes]]:
+    """The copies of one round sealed the earlier way, sealed again: ``(id, credential id, value read,
+    new value)``; damaged copies and wallets whose data key does not open are logged and counted."""
+    keys: dict[str, DataKey | None] = {}
+    changes: list[tuple[str, str, bytes, bytes]] = []
+    for copy_id, credential_id, sealed, wallet_id in copies:
+        if wallet_id not in keys:
+            try:
+                keys[wallet_id] = vault.data_key(Wallet(id=wallet_id, data_key=wallets[wallet_id]))
+            except (VaultError, SecretBoxError) as exc:
+                keys[wallet_id] = None
+                result.wallets_unopened += 1
+                if result.wallets_unopened <= _NAMED_WALLETS:
+                    log.error("a wallet's data key does not open; its credential copies are left as they are",
+                              extra={"code": exc.code, "wallet": wallet_id})
+        key = keys[wallet_id]
+        if key is None:
+            continue
+        ref = copy_ref(credential_id, copy_id)
+        try:
+            value = key.open(LEGACY_COPY_KIND, copy_id, sealed)
+        except VaultError:
+            try:
+                key.open(COPY_KIND, ref, sealed)  # bound already: written by this version, or an earlier run
+            except VaultError as exc:
+                result.damaged += 1
+                log.error("a stored credential copy does not open; left as it is", extra={
+                    "code": exc.code, "wallet": wallet_id, "credential": credential_id, "copy": copy_id})
+            continue
+        changes.append((copy_id, credential_id, sealed, key.seal(COPY_KIND, ref, value)))
+    return changes
+
+
+#: PostgreSQL: one statement a chunk, with four array parameters (prepared once, whatever the chunk's
+#: size: a VALUES list of as many rows costs more to compile than to run); RETURNING counts the rows
+#: written, which asyncpg's executemany does not.
+_RESEAL_POSTGRESQL = text(
+    "UPDATE credential_copies AS c SET sealed = v.new FROM unnest(:ids, :credentials, :old, :new) "
+    "AS v (id, credential_id, old, new) "
+    "WHERE c.id = v.id AND c.credential_id = v.credential_id AND c.sealed = v.old RETURNING c.id").bindparams(
+    bindparam("ids", type_=ARRAY(String)), bindparam("credentials", type_=ARRAY(String)),
+    bindparam("old", type_=ARRAY(LargeBinary)), bindparam("new", type_=ARRAY(LargeBinary)))
+
+
+async def _write_resealed(session: AsyncSession, changes: list[tuple[str, str, bytes, bytes]]) -> int:
+    """Write copies sealed again, each only where the row still names that credential and holds the value
+    read (deleted meanwhile, or written by another worker: left as it is); return how many were written."""
+    if session.bind is not None and session.bind.dialect.name == "postgresql":
+        ids, credentials, old, new = (list(column) for column in zip(*changes, strict=True))
+        return len((await session.execute(_RESEAL_POSTGRESQL, {
+            "ids": ids, "credentials": credentials, "old": old, "new": new})).all())
+    # SQLite's executemany runs in the driver, one prepared statement, and counts the rows.
+    table = CredentialCopy.__table__
+    done = await session.execute(
+        update(table).where(table.c.id == bindparam("c_id"), table.c.credential_id == bindparam("c_cred"),
+                            table.c.sealed == bindparam("c_old")).values(sealed=bindparam("c_new")),
+        [{"c_id": i, "c_cred": c, "c_old": o, "c_new": n} for i, c, o, n in changes])
+    return int(done.rowcount)  # type: ignore[attr-defined]
+
+
+async def _take_lease(db: Database, vault: Vault) -> bytes | None:
+    """Take :data:`COPIES_BINDING_LEASE`, free or left by a stopped worker; the value that shows it is
+    ours (a random id, sealed as a master-key rotation expects of every ``service_keys`` row), or
+    ``None``: another worker holds it."""
+    now = utcnow()
+    mine = vault.box.seal(new_id("lease").encode(), service_key_aad(COPIES_BINDING_LEASE))
     try:
         async with db.session() as session:
-            session.add(ServiceKey(name=COPIES_BOUND_MARKER, sealed=vault.box.seal(
-                COPIES_BOUND_MARKER.encode(), service_key_aad(COPIES_BOUND_MARKER))))
+            session.add(ServiceKey(name=COPIES_BINDING_LEASE, sealed=mine, created_at=now))
+        return mine
     except IntegrityError:
-        pass  # another worker recorded it at the same moment
-    return count
+        pass
+    async with db.session() as session:
+        taken = await session.execute(
+            update(ServiceKey).where(ServiceKey.name == COPIES_BINDING_LEASE, ServiceKey.created_at < now - BINDING_LEASE)
+            .values(sealed=mine, created_at=now).execution_options(synchronize_session=False))
+    return mine if taken.rowcount == 1 else None  # type: ignore[attr-defined]
+
+
+async def _renew_lease(db: Database, mine: bytes) -> bool:
+    async with db.session() as session:
+        renewed = await session.execute(
+            update(ServiceKey).where(ServiceKey.name == COPIES_BINDING_LEASE, ServiceKey.sealed == mine)
+            .values(created_at=utcnow()).execution_options(synchronize_session=False))
+    return renewed.rowcount == 1  # type: ignore[attr-defined]
+
+
+def _report(result: CopyBinding) -> None:
+    if result.outcome == "busy":
+        return
+    counts = {"resealed": result.resealed, "damaged": result.damaged, "wallets_unopened": result.wallets_unopened,
+              "outcome": result.outcome}
+    summary = (f"{result.resealed} re-sealed, {result.damaged} damaged, {result.wallets_unopened} wallets whose "
+               "data key did not open")
+    if result.bound:
+        log.info(f"credential copies bound to their credentials: {summary}; copies sealed the earlier way no "
+                 "longer open", extra=counts)
+    elif result.outcome == "lease-lost":
+        log.warning(f"binding credential copies: another worker took the pass over after {summary}", extra=counts)
+    else:
+        log.error(f"credential copies NOT all bound to their credentials: {summary}; copies sealed the earlier "
+                  "way still open; configure the master key (and the previous ones) that open those wallets "
+                  "and restart", extra=counts)
 
 
 async def add_history(session: AsyncSession, key: DataKey, kind: str, details: dict[str, Any]) -> str:

@@ -85,11 +85,13 @@ def token_mac(key: bytes, kind: str, value: str) -> str:
 class DataKey:
     """A wallet's data key: seals and opens that wallet's rows."""
 
-    def __init__(self, wallet_id: str, key: bytes) -> None:
+    def __init__(self, wallet_id: str, key: bytes, *, legacy_copies: bool = False) -> None:
         if len(key) != 32:
             raise VaultError("bad_key", "a data key is 32 bytes")
         self.wallet_id = wallet_id
         self._aead = AESGCM(key)
+        #: A credential copy sealed as earlier versions did still opens (:func:`wallet_api.store.open_copy`).
+        self.legacy_copies = legacy_copies
 
     def _aad(self, kind: str, row_id: str) -> bytes:
         return f"cartera-wallet|{self.wallet_id}|{kind}|{row_id}".encode()
@@ -118,6 +120,10 @@ class Vault:
         self.box = box
         self._index_key: bytes | None = None
         self._token_key: bytes | None = None
+        #: Set at start-up while the pass binding credential copies to their credentials has not completed
+        #: (:func:`wallet_api.store.bind_legacy_copies`), cleared when it has: the data keys handed out
+        #: meanwhile still open copies sealed the earlier way. Off by default: only bound copies open.
+        self.legacy_copies = False
 
     @staticmethod
     def _wallet_aad(wallet_id: str) -> bytes:
@@ -130,7 +136,8 @@ class Vault:
 
     def data_key(self, wallet: Wallet) -> DataKey:
         """Unwrap a wallet's data key."""
-        return DataKey(wallet.id, self.box.open(wallet.data_key, self._wallet_aad(wallet.id)))
+        return DataKey(wallet.id, self.box.open(wallet.data_key, self._wallet_aad(wallet.id)),
+                       legacy_copies=self.legacy_copies)
 
     async def ensure_index_key(self, db: Database) -> None:
         """Create the subject index key if missing (start-up; safe with several workers starting)."""
