@@ -155,7 +155,8 @@ def test_sqlite_copy_reveals_no_claim_value_or_key(system: System) -> None:
         async with ctx.db.read_session() as session:
             out = []
             for wallet in (await session.execute(select(Wallet))).scalars():
-                for cred in await load_credentials(session, ctx.vault.data_key(wallet)):
+                # Other tests damage rows of their own wallets in this shared system: those are left out.
+                for cred in await load_credentials(session, ctx.vault.data_key(wallet), unreadable=[]):
                     for copy in cred.copies:
                         out.append(copy.holder_key.private_jwk()["d"])
                         out.append(copy.token.split("~")[0])
