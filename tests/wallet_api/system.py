@@ -161,6 +161,18 @@ def running_system(tmp: Path, *, wallet_db_url: str | None = None) -> Iterator[S
                              verified["agencies"], tmp / "wallet.db", wallet_app, receiver)
 
 
+@contextlib.contextmanager
+def running_pg_system(cluster: Any, tmp: Path) -> Iterator[System]:
+    """:func:`running_system` on a database of its own in the test PostgreSQL ``cluster``
+    (tests/support/postgres.py), dropped afterwards."""
+    url = cluster.create_database()
+    try:
+        with running_system(tmp, wallet_db_url=url) as running:
+            yield running
+    finally:
+        cluster.drop_database(url)
+
+
 def open_copies(system: System, credential_id: str) -> list[dict[str, Any]]:
     """The decrypted copies of one credential, read with the wallet's own vault code on a fresh engine
     (the test's only way to see holder keys): ``{"id", "uses", "token", "holder_jwk"}``."""

@@ -32,7 +32,7 @@ from ssi.jose import Key
 from tests.support.postgres import PostgresCluster
 from tests.support.servers import free_port
 from tests.wallet_api.conftest import bearer, login, wallet_settings
-from tests.wallet_api.system import System, agency_request, open_presentation, running_system
+from tests.wallet_api.system import System, agency_request, open_presentation, running_pg_system
 from tests.wallet_api.test_e2e import make_offer, receive
 from tests.wallet_api.test_pin_erased import _insert_wallets
 from wallet_api.app import MIGRATIONS, create_app
@@ -49,12 +49,8 @@ PASSPHRASE = "correct horse battery"
 
 @pytest.fixture(scope="module")
 def pg_system(postgres_cluster: PostgresCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
-    url = postgres_cluster.create_database()
-    try:
-        with running_system(tmp_path_factory.mktemp("pg-copy-binding"), wallet_db_url=url) as running:
-            yield running
-    finally:
-        postgres_cluster.drop_database(url)
+    with running_pg_system(postgres_cluster, tmp_path_factory.mktemp("pg-copy-binding")) as running:
+        yield running
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

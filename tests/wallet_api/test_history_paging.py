@@ -28,7 +28,7 @@ from service_kit.db import Database
 from ssi.encoding import b64url_encode
 from tests.support.postgres import PostgresCluster
 from tests.wallet_api.conftest import bearer, login
-from tests.wallet_api.system import System, running_system
+from tests.wallet_api.system import System, running_pg_system
 from wallet_api.context import master_box
 from wallet_api.models import HistoryEntry, Wallet
 from wallet_api.vault import Vault
@@ -46,12 +46,8 @@ PAST_FIRST_BATCH, OLDEST = BATCH + 200, SEEDED - 1
 
 @pytest.fixture(scope="module")
 def pg_system(postgres_cluster: PostgresCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
-    url = postgres_cluster.create_database()
-    try:
-        with running_system(tmp_path_factory.mktemp("pg-history-paging"), wallet_db_url=url) as running:
-            yield running
-    finally:
-        postgres_cluster.drop_database(url)
+    with running_pg_system(postgres_cluster, tmp_path_factory.mktemp("pg-history-paging")) as running:
+        yield running
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -16,7 +16,7 @@ import pytest
 from sandbox.population import DEMO_EVERYTHING
 from tests.support.postgres import PostgresCluster
 from tests.wallet_api.conftest import bearer, login
-from tests.wallet_api.system import System, open_copies, running_system
+from tests.wallet_api.system import System, open_copies, running_pg_system
 from tests.wallet_api.test_backup_concurrent_import import check_concurrent_imports_store_each_credential_once
 from tests.wallet_api.test_e2e import make_offer, receive
 from tests.wallet_api.test_flows import wait_for
@@ -24,12 +24,8 @@ from tests.wallet_api.test_flows import wait_for
 
 @pytest.fixture(scope="module")
 def pg_system(postgres_cluster: PostgresCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
-    url = postgres_cluster.create_database()
-    try:
-        with running_system(tmp_path_factory.mktemp("pg-system"), wallet_db_url=url) as running:
-            yield running
-    finally:
-        postgres_cluster.drop_database(url)
+    with running_pg_system(postgres_cluster, tmp_path_factory.mktemp("pg-system")) as running:
+        yield running
 
 
 def _outbox(system: System, wallet_id: str) -> list[tuple[Any, ...]]:

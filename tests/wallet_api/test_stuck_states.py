@@ -35,7 +35,7 @@ from ssi.errors import SSIError
 from ssi.sd_jwt import SDJWT
 from tests.support.postgres import PostgresCluster
 from tests.wallet_api.conftest import APP_REDIRECT, bearer, login
-from tests.wallet_api.system import System, execute_sql, fresh_citizens, running_system
+from tests.wallet_api.system import System, execute_sql, fresh_citizens, running_pg_system
 from tests.wallet_api.test_e2e import make_offer, receive
 from tests.wallet_api.test_flows import wait_for
 from wallet_api import receiving
@@ -242,12 +242,8 @@ def test_an_unexpected_error_completing_an_issuance_records_the_offer_failed(
 
 @pytest.fixture(scope="module")
 def pg_system(postgres_cluster: PostgresCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
-    url = postgres_cluster.create_database()
-    try:
-        with running_system(tmp_path_factory.mktemp("pg-stuck"), wallet_db_url=url) as running:
-            yield running
-    finally:
-        postgres_cluster.drop_database(url)
+    with running_pg_system(postgres_cluster, tmp_path_factory.mktemp("pg-stuck")) as running:
+        yield running
 
 
 def _pg_execute(system: System, statement: str, *params: Any) -> list[Any]:
