@@ -67,10 +67,13 @@ def create_app(settings: WalletSettings | None = None, *, transport: httpx.Async
     async def migrate(_app: FastAPI) -> AsyncIterator[None]:
         await run_migrations_async(MIGRATIONS, settings.database_url)
         await ctx.vault.ensure_index_key(db)
-        # Once: the PIN hashes earlier versions stored unsealed; after this, an unsealed one is refused.
+        # Until each has recorded its marker (only once every wallet it must change had its data key
+        # opened: a wrong key at this start-up leaves those rows for the next one, not unusable for
+        # good): the PIN hashes earlier versions stored unsealed get sealed (an unsealed one is refused);
+        # the wallets with a PIN from earlier versions get it recorded in their sealed profile, so that a
+        # NULL pin_hash written into the database reads as tampering, not as "no PIN". Awaited (an
+        # unsealed hash is refused until sealed); once its marker is there, each is one read.
         await seal_legacy_pin_hashes(db, ctx.vault)
-        # Once: the wallets with a PIN from earlier versions get it recorded in their sealed profile, so
-        # that a NULL pin_hash written into the database reads as tampering, not as "no PIN".
         await record_pins_in_profiles(db, ctx.vault)
         # Once: the credential copies earlier versions sealed without naming their credential, sealed
         # again in the background. Until that pass has completed they open as before, so start-up need not

@@ -6,8 +6,9 @@ and stored as ``sealed$<base64url>`` in ``wallets.pin_hash``. Without the master
 database cannot test PINs against it offline, and someone who writes it cannot put in the hash of a PIN
 they know: a value that does not open — an unsealed hash, another wallet's, garbage — never passes, and
 the citizen is asked to reset the PIN (403 ``pin_reset_required``). Hashes stored unsealed by earlier
-versions are sealed once, at the first start-up of this one (:func:`seal_legacy_pin_hashes`); after that
-an unsealed value is refused whenever it was written.
+versions are sealed by a start-up pass (:func:`seal_legacy_pin_hashes`) that runs at each start-up until
+every wallet holding one had its data key opened, then records that it ran and never runs again; an
+unsealed value is refused whenever it was written, and one written after that is never sealed.
 
 **Attempts.** After ``pin_max_attempts`` wrong PINs, presenting (and exporting, and changing the PIN) is
 locked: ``pin_lock_seconds`` the first time, doubled on each further lockout in a row (at most
@@ -34,8 +35,8 @@ wallet whose profile records a PIN (or whose profile does not open) is a PIN rem
 wallet: presenting, exporting and changing the PIN are refused with 403 ``pin_reset_required`` (an
 error log names the wallet, nothing else) until the citizen resets it after a fresh login. A wallet that
 never had a PIN keeps a NULL ``pin_hash`` and works without one, as before. Wallets that had a PIN
-before this version get the record at the first start-up after the upgrade
-(:func:`record_pins_in_profiles`, recorded as :data:`PINS_RECORDED_MARKER`; running it again only adds
+before this version get the record at start-up (:func:`record_pins_in_profiles`, recorded as
+:data:`PINS_RECORDED_MARKER` once every such wallet's data key opened; running it again only adds
 records). What a writer can still do is put back an older copy of the same wallet's profile and
 ``pin_hash`` (a rollback to a time the wallet had no PIN): that needs an earlier copy of the database,
 and no stored state can tell it from the present without an outside anchor.
@@ -59,6 +60,7 @@ import logging
 import math
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import ColumnElement, Update, and_, case, literal, null, or_, select, update
@@ -409,65 +411,112 @@ async def reset_pin(ctx: WalletContext, me: Principal, new_pin: str | None) -> N
         await add_alert(session, me.wallet_id, "pin_reset", message, webhook=ctx.webhook)
 
 
+#: How many wallets whose data key does not open a pass names in its log (the count covers them all).
+_NAMED_WALLETS = 100
+
+
+@dataclass
+class PinPass:
+    """What one run of a start-up PIN pass did: ``outcome`` is ``"done"`` (its marker was there already),
+    ``"completed"`` (recorded now) or ``"incomplete"`` (a wallet's data key did not open: runs again at
+    the next start-up)."""
+
+    outcome: str
+    changed: int = 0
+    damaged: int = 0
+    wallets_unopened: int = 0
+
+
 async def _once_over_wallets(db: Database, vault: Vault, marker: str, column: Any, where: ColumnElement[bool],
-                             change: Callable[[DataKey, Any], dict[str, Any] | None], what: str,
-                             batch: int = 200) -> int:
-    """A start-up pass over the wallets matching ``where``, run until it has recorded ``marker`` in
-    ``service_keys`` and never again after; return how many rows it changed. ``change(key, value)``
-    gives the new column values for a row whose ``column`` holds ``value`` (or ``None``: leave it),
-    written by a conditional update on that value, so several workers starting at once do not disturb
-    each other. A wallet whose data key (or value) does not open is logged and left: it fails closed on
-    its own, and one such row must not keep the service from starting for everyone else."""
+                             change: Callable[[DataKey, Any], dict[str, Any] | None], what: str, done: str,
+                             batch: int = 200) -> PinPass:
+    """A start-up pass over the wallets matching ``where``, run at each start-up until it has recorded
+    ``marker`` in ``service_keys``, never after. ``change(key, value)`` gives the new column values for a
+    row whose ``column`` holds ``value`` (or ``None``: leave it), written by a conditional update on that
+    value, so several workers starting at once, or a run cut midway, do not disturb each other.
+
+    The marker is recorded only when every matching wallet's data key opened: one that does not (a wrong
+    master key, a rotation's previous key not configured) is left as it is, and the next start-up with
+    the right keys does it; recording the marker would leave its old-form row so for good. A value that
+    does not open while its wallet's key did is damaged: logged by id, counted, left (it fails closed on
+    its own), and it does not hold the marker back. Neither stops the service starting. One summary log
+    line per run (``done`` names what ``changed`` counts)."""
     async with db.read_session() as session:
         if await session.get(ServiceKey, marker) is not None:
-            return 0
-    count, last = 0, ""
+            return PinPass("done")
+    result, last = PinPass("incomplete"), ""
     while True:
         async with db.session() as session:
             rows = (await session.execute(select(Wallet.id, Wallet.data_key, column)
                                           .where(Wallet.id > last, where).order_by(Wallet.id).limit(batch))).all()
             for wallet_id, data_key, value in rows:
                 try:
-                    values = change(vault.data_key(Wallet(id=wallet_id, data_key=data_key)), value)
+                    key = vault.data_key(Wallet(id=wallet_id, data_key=data_key))
                 except (VaultError, SecretBoxError) as exc:
-                    log.error(f"wallet data does not open; {what}", extra={"wallet": wallet_id,
-                                                                           "code": getattr(exc, "code", "")})
+                    result.wallets_unopened += 1
+                    if result.wallets_unopened <= _NAMED_WALLETS:
+                        log.error(f"a wallet's data key does not open; {what}",
+                                  extra={"wallet": wallet_id, "code": exc.code})
+                    continue
+                try:
+                    values = change(key, value)
+                except (VaultError, SecretBoxError) as exc:
+                    result.damaged += 1
+                    log.error(f"a wallet's stored data does not open though its data key does; {what}",
+                              extra={"wallet": wallet_id, "code": exc.code})
                     continue
                 if values is not None:
-                    result = await session.execute(
+                    written = await session.execute(
                         update(Wallet).where(Wallet.id == wallet_id, column == value).values(**values)
                         .execution_options(synchronize_session=False))
-                    count += result.rowcount  # type: ignore[attr-defined]
+                    result.changed += written.rowcount  # type: ignore[attr-defined]
         if len(rows) < batch:
             break
         last = rows[-1][0]
-    try:
-        async with db.session() as session:
-            session.add(ServiceKey(name=marker, sealed=vault.box.seal(marker.encode(), service_key_aad(marker))))
-    except IntegrityError:
-        pass  # another worker recorded it at the same moment
-    return count
+    if not result.wallets_unopened:
+        try:
+            async with db.session() as session:
+                session.add(ServiceKey(name=marker, sealed=vault.box.seal(marker.encode(), service_key_aad(marker))))
+        except IntegrityError:
+            pass  # another worker recorded it at the same moment
+        result.outcome = "completed"
+    counts = {"marker": marker, "changed": result.changed, "damaged": result.damaged,
+              "wallets_unopened": result.wallets_unopened, "outcome": result.outcome}
+    summary = (f"{result.changed} {done}, {result.damaged} damaged, {result.wallets_unopened} wallets whose data "
+               "key did not open")
+    if result.outcome == "completed":
+        log.info(f"start-up pass {marker} completed: {summary}", extra=counts)
+    else:
+        log.error(f"start-up pass {marker} NOT completed: {summary}; those wallets are left as they were; "
+                  "configure the master key (and the previous ones) that open them and restart", extra=counts)
+    return result
 
 
-async def seal_legacy_pin_hashes(db: Database, vault: Vault, *, batch: int = 200) -> int:
-    """Seal the PIN hashes stored unsealed by earlier versions; return how many. Start-up, after the
-    migrations: runs until it has recorded that it ran (the :data:`LEGACY_SEALED_MARKER` row), never
-    again after, so an unsealed hash written to the database later is refused, not sealed."""
+async def seal_legacy_pin_hashes(db: Database, vault: Vault, *, batch: int = 200) -> PinPass:
+    """Seal the PIN hashes stored unsealed by earlier versions. Start-up, after the migrations: runs
+    until it has recorded that it ran (the :data:`LEGACY_SEALED_MARKER` row, only once every wallet
+    holding one had its data key opened), never again after, so an unsealed hash written to the database
+    later is refused, not sealed. An unsealed hash is refused before and after alike: sealing is what
+    makes an earlier version's PIN work."""
     return await _once_over_wallets(
         db, vault, LEGACY_SEALED_MARKER, Wallet.pin_hash, Wallet.pin_hash.like("scrypt$%"),
-        lambda key, legacy: {"pin_hash": seal_pin_hash(key, legacy)}, "its PIN hash was not sealed", batch)
+        lambda key, legacy: {"pin_hash": seal_pin_hash(key, legacy)}, "its PIN hash was not sealed", "sealed",
+        batch)
 
 
-async def record_pins_in_profiles(db: Database, vault: Vault, *, batch: int = 200) -> int:
+async def record_pins_in_profiles(db: Database, vault: Vault, *, batch: int = 200) -> PinPass:
     """Record :data:`PIN_RECORDED` in the profile of every wallet that has a ``pin_hash`` but no record
-    (PINs set by earlier versions); return how many. Start-up, after :func:`seal_legacy_pin_hashes`;
-    once, recorded as :data:`PINS_RECORDED_MARKER`. Running it again (the marker deleted) only adds
-    records, never removes one. A profile that does not open is left (its wallet fails closed anyway)."""
+    (PINs set by earlier versions). Start-up, after :func:`seal_legacy_pin_hashes`; until it has recorded
+    :data:`PINS_RECORDED_MARKER` (once every such wallet's data key opened). Running it again only adds
+    records, never removes one. A profile that does not open (or is not an object) is damaged and left:
+    :func:`pin_recorded` reads it as recording a PIN."""
     def record(key: DataKey, profile: bytes) -> dict[str, Any] | None:
         opened = key.open("profile", key.wallet_id, profile)
-        if not isinstance(opened, dict) or opened.get(PIN_RECORDED):
+        if not isinstance(opened, dict):
+            raise VaultError("bad_profile", "the wallet's profile is not an object")
+        if opened.get(PIN_RECORDED):
             return None
         return {"profile": key.seal("profile", key.wallet_id, {**opened, PIN_RECORDED: True})}
 
     return await _once_over_wallets(db, vault, PINS_RECORDED_MARKER, Wallet.profile, Wallet.pin_hash.is_not(None),
-                                    record, "its PIN record was not added", batch)
+                                    record, "its PIN record was not added", "recorded", batch)
