@@ -1,4 +1,5 @@
-"""`cartera run` starts the whole system as separate processes; `cartera status` sees it; Ctrl-C stops it.
+"""`cartera run` starts the whole system as separate processes; `cartera status` sees it; Ctrl-C and
+SIGHUP stop it.
 
 This is what `make run` does, on a temporary data folder and free ports.
 """
@@ -72,10 +73,30 @@ def _wait_healthy(data_dir: Path, process: subprocess.Popen[str], timeout: float
     raise AssertionError("the system did not become healthy")
 
 
-def _stop(process: subprocess.Popen[str]) -> str:
-    process.send_signal(signal.SIGINT)
+def _stop(process: subprocess.Popen[str], signum: signal.Signals = signal.SIGINT) -> str:
+    process.send_signal(signum)
     output, _ = process.communicate(timeout=30)
     return output
+
+
+def _ports(data_dir: Path) -> list[int]:
+    info = json.loads((data_dir / DEV_FILE_NAME).read_text())
+    return [int(service["url"].rsplit(":", 1)[1]) for service in info["services"]]
+
+
+def _open(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(1)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _wait_closed(ports: list[int], timeout: float = 45) -> list[int]:
+    deadline = time.monotonic() + timeout
+    while True:
+        still = [port for port in ports if _open(port)]
+        if not still or time.monotonic() > deadline:
+            return still
+        time.sleep(0.3)
 
 
 @pytest.fixture(scope="module")
@@ -117,8 +138,11 @@ def test_operator_commands_work_with_no_configuration(system: tuple[Path, int, s
         assert (data_dir / "dev-pki" / f"{name}-key.pem").stat().st_mode & 0o077 == 0
 
 
-def test_ctrl_c_stops_everything_and_a_restart_reuses_the_provisioning(
+def test_ctrl_c_stops_everything_a_restart_reuses_the_provisioning_and_a_hangup_stops_it(
         system: tuple[Path, int, subprocess.Popen[str]]) -> None:
+    """The restarted system is then stopped with SIGHUP (the terminal closed), which must stop every
+    service too: that stop is needed anyway, and a start of its own would cost a whole system's start-up
+    (test_run_signals checks SIGQUIT and SIGKILL)."""
     data_dir, base, process = system
     before = json.loads((data_dir / "cartera-dev.json").read_text())
     output = _stop(process)
@@ -132,5 +156,12 @@ def test_ctrl_c_stops_everything_and_a_restart_reuses_the_provisioning(
         assert keys == {slug: t["api_key"] for slug, t in before["issuer"]["tenants"].items()}
         agencies = {slug: a["api_key"] for slug, a in after["verifier"]["agencies"].items()}
         assert agencies == {slug: a["api_key"] for slug, a in before["verifier"]["agencies"].items()}
+        ports = _ports(data_dir)
+        assert all(_open(port) for port in ports)
+        output = _stop(again, signal.SIGHUP)
+        assert "Stopped." in output and "Traceback" not in output, output
+        assert _wait_closed(ports) == []
     finally:
-        _stop(again)
+        if again.poll() is None:
+            again.kill()  # its services get SIGTERM from the kernel (PR_SET_PDEATHSIG)
+            again.wait()
