@@ -46,9 +46,15 @@ def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedP
                           env={**os.environ, **(env or {})})
 
 
+def _default_sigint() -> None:
+    # A shell without job control starts background commands with SIGINT ignored, and the child would
+    # inherit that: `cartera run` must get Ctrl-C as from a terminal, or each stop waits out its timeout.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start(data_dir: Path, base: int) -> subprocess.Popen[str]:
     return subprocess.Popen([*CARTERA, "run", "--data-dir", str(data_dir), "--port-base", str(base)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, preexec_fn=_default_sigint)
 
 
 def _answers(url: str) -> bool:
@@ -109,7 +115,11 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, int
         yield data_dir, base, process
     finally:
         if process.poll() is None:
-            _stop(process)
+            try:
+                _stop(process)
+            except subprocess.TimeoutExpired:
+                process.kill()  # not left running for the rest of the session; PR_SET_PDEATHSIG stops its services
+                process.communicate()
 
 
 def test_every_service_is_up_on_its_own_port(system: tuple[Path, int, subprocess.Popen[str]]) -> None:
