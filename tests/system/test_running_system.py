@@ -30,7 +30,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from cartera.commands.demo import run_scenario
 from cartera.system import load_dev_file
 from sandbox.population import DEMO_EVERYTHING
-from tests.cli.test_run_system import _free_port_base, _wait_healthy
+from tests.cli.test_run_system import _free_port_base, _start, _wait_healthy
 from tests.wallet_api.conftest import APP_REDIRECT, bearer, login
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -51,8 +51,7 @@ class Running:
 def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
     data_dir = tmp_path_factory.mktemp("running")
     base = _free_port_base()
-    process = subprocess.Popen([*CARTERA, "run", "--data-dir", str(data_dir), "--port-base", str(base)],
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    process = _start(data_dir, base)  # Ctrl-C below reaches it however pytest was started
     try:
         _wait_healthy(data_dir, process)
         yield Running(data_dir, load_dev_file(data_dir / "cartera-dev.json"))
