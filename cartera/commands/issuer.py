@@ -42,8 +42,8 @@ console = Console()
 
 DEFAULT_URL = "http://127.0.0.1:8001"
 
-UrlOpt = Annotated[str | None, typer.Option("--url", help="Issuer base URL [env CARTERA_ISSUER_URL].")]
-KeyOpt = Annotated[str | None, typer.Option("--api-key", help="Tenant admin API key [env CARTERA_ISSUER_API_KEY].")]
+UrlOpt = Annotated[str | None, typer.Option("--url", help="Issuer base URL \\[env CARTERA_ISSUER_URL].")]
+KeyOpt = Annotated[str | None, typer.Option("--api-key", help="Tenant admin API key \\[env CARTERA_ISSUER_API_KEY].")]
 TenantOpt = Annotated[str | None, typer.Option("--tenant", help="Tenant slug in the development file.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 

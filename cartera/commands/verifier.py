@@ -29,8 +29,8 @@ console = Console()
 
 DEFAULT_URL = "http://127.0.0.1:8002"
 
-UrlOpt = Annotated[str | None, typer.Option("--url", help="Verifier base URL [env CARTERA_VERIFIER_URL].")]
-KeyOpt = Annotated[str | None, typer.Option("--api-key", help="Agency API key [env CARTERA_VERIFIER_API_KEY].")]
+UrlOpt = Annotated[str | None, typer.Option("--url", help="Verifier base URL \\[env CARTERA_VERIFIER_URL].")]
+KeyOpt = Annotated[str | None, typer.Option("--api-key", help="Agency API key \\[env CARTERA_VERIFIER_API_KEY].")]
 AgencyOpt = Annotated[str | None, typer.Option("--agency", help="Agency slug in the development file.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 
