@@ -34,7 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from service_kit.errors import APIError
 from ssi import x509 as ssi_x509
-from ssi.dcql import evaluate
+from ssi.dcql import DCQLQuery, evaluate
 from ssi.encoding import json_dumps
 from ssi.errors import SSIError
 from ssi.jwe import encrypt_jwe
@@ -128,9 +128,75 @@ async def _fetch_request_object(ctx: WalletContext, request_uri: str, method: st
 
 
 def _usable(cred: OpenCredential) -> bool:
-    if cred.row.status in ("revoked", "suspended"):
+    return _usable_row(cred.row)
+
+
+def _usable_row(row: Credential) -> bool:
+    """Whether a credential may answer a request, by what its row holds in clear (so also for one
+    whose sealed data does not open)."""
+    if row.status in ("revoked", "suspended"):
         return False
-    return cred.row.expires_at is None or cred.row.expires_at > utcnow()
+    return row.expires_at is None or row.expires_at > utcnow()
+
+
+def _unreadable_counts(query: DCQLQuery, unreadable: list[Credential]) -> dict[str, int]:
+    """Per credential query, how many of the wallet's credentials that do not open are of a type it
+    accepts (their clear ``vct`` in its ``vct_values``) and otherwise usable: those it cannot be
+    offered. Only a count: nothing of such a credential can be read, and nothing else is said of it."""
+    counts: dict[str, int] = {}
+    for cq in query.credentials:
+        types = cq.vct_values or ()
+        counts[cq.id] = sum(1 for row in unreadable if row.vct in types and _usable_row(row))
+    return counts
+
+
+async def _wallet_now(ctx: WalletContext, me: Principal) -> tuple[set[str], list[Credential]]:
+    """The ids of the wallet's credentials that open, and the rows of those that do not (logged by
+    :func:`load_credentials`, with their id and the vault error's code)."""
+    unreadable: list[Credential] = []
+    async with ctx.db.read_session() as session:
+        found = await load_credentials(session, me.key, unreadable=unreadable)
+    return {cred.id for cred in found}, unreadable
+
+
+def current_preview(data: dict[str, Any], readable: set[str], unreadable: list[Credential]) -> dict[str, Any]:
+    """The kept preview of a pending request as the wallet stands now: an option whose credential no
+    longer opens (or was deleted) since the request was scanned is not offered, as approving with it
+    could only fail (409 ``credential_unreadable`` or ``conflict``), and each query says how many
+    credentials of a type it accepts do not open (``unreadable_count``).
+
+    What the approval sends is still what the kept preview chose: a required query left with no
+    option makes the request one the wallet cannot answer (``satisfiable`` false) rather than
+    another alternative of a ``credential_sets`` list being sent instead."""
+    preview = data["preview"]
+    request = RequestObject.model_validate(data["request"], context=STORED)
+    counts = _unreadable_counts(request.query, unreadable)
+    satisfiable = preview["satisfiable"]
+    queries = []
+    for query in preview["queries"]:
+        options = [o for o in query["options"] if o["credential_id"] in readable]
+        now = {**query, "options": options, "unreadable_count": counts.get(query["query_id"], 0)}
+        if len(options) != len(query["options"]):
+            now["satisfied"] = bool(options)
+            if not options:
+                now["reason"] = "no_credentials"
+                if _shared(query, preview["satisfiable"]) and not query["optional"]:
+                    satisfiable = False
+        queries.append(now)
+    return {**preview, "satisfiable": satisfiable, "queries": queries}
+
+
+async def preview_now(ctx: WalletContext, me: Principal, row: Presentation, data: dict[str, Any]) -> dict[str, Any]:
+    """What ``GET /v1/presentations/{id}`` answers: a pending request's preview as the wallet stands
+    now (:func:`current_preview`) and whether it has ``expired``; an answered one's as it was kept."""
+    if row.state != "pending":
+        return _preview_out(row.id, row.state, data)
+    readable, unreadable = await _wallet_now(ctx, me)
+    out = _preview_out(row.id, row.state, {**data, "preview": current_preview(data, readable, unreadable)})
+    # Past its expiry it can be neither approved nor declined (both answer 409 conflict); the state
+    # stays pending until the request is deleted, a day later.
+    out["expired"] = row.expires_at <= utcnow()
+    return out
 
 
 async def receive_request(ctx: WalletContext, me: Principal, uri: str, accept_language: str | None) -> dict[str, Any]:
@@ -170,11 +236,15 @@ async def receive_request(ctx: WalletContext, me: Principal, uri: str, accept_la
         if not any(e in _SUPPORTED_ENC for e in encs):
             raise APIError(400, "invalid_request_object", "the verifier asks for a response encryption the wallet lacks")
     verifier = _verifier_view(request)
+    unreadable: list[Credential] = []
     async with ctx.db.read_session() as session:
         # A credential whose stored data does not open cannot be presented: left out (and logged), so
-        # the others can still answer the request.
-        credentials = [c for c in await load_credentials(session, me.key, unreadable=[]) if _usable(c)]
+        # the others can still answer the request; each query counts those of a type it accepts.
+        credentials = [c for c in await load_credentials(session, me.key, unreadable=unreadable) if _usable(c)]
     preview = _evaluate(request, credentials, languages)
+    counts = _unreadable_counts(request.query, unreadable)
+    for query in preview["queries"]:
+        query["unreadable_count"] = counts.get(query["query_id"], 0)
     presentation_id = new_id("pres")
     data = {"request": request.model_dump(mode="json", by_alias=True, exclude_none=True),
             "verifier": verifier, "purpose": _purpose(request, languages), "preview": preview}
@@ -366,12 +436,21 @@ async def approve(ctx: WalletContext, me: Principal, presentation_id: str, *, se
     for query_id in [*selection, *include_optional]:
         if query_id not in known:
             raise APIError(400, "invalid_request", "the selection names a query the request does not have")
+    offered: dict[str, list[dict[str, Any]]] | None = None
     for query in preview["queries"]:
         if not _shared(query, preview["satisfiable"]):
             continue  # nothing answers it, or another option of its credential set is the one sent
         if query["optional"] and query["query_id"] not in include_optional:
             continue  # optional parts are shared only when the citizen ticked them
-        wanted = selection.get(query["query_id"]) or query["options"][0]["credential_id"]
+        wanted = selection.get(query["query_id"])
+        if not wanted:
+            # The default is the first option the preview offers now (GET): not one that stopped
+            # opening or was deleted since the scan. With none left, the kept first one, which then
+            # answers 409 as before.
+            if offered is None:
+                readable, unreadable = await _wallet_now(ctx, me)
+                offered = {q["query_id"]: q["options"] for q in current_preview(data, readable, unreadable)["queries"]}
+            wanted = (offered.get(query["query_id"]) or query["options"])[0]["credential_id"]
         option = next((o for o in query["options"] if o["credential_id"] == wanted), None)
         if option is None:
             raise APIError(400, "invalid_request", "the chosen credential does not answer that query")

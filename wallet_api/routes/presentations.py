@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field
 
 from ..deps import Citizen, Ctx
 from ..pin import reset_pin, set_pin
-from ..sharing import _preview_out, approve, decline, load_presentation, receive_request
+from ..sharing import approve, decline, load_presentation, preview_now, receive_request
 
 router = APIRouter(tags=["sharing"])
 
@@ -51,7 +51,15 @@ class QueryView(BaseModel):
                          "`selection` for another query is ignored.")
     reason: str | None = Field(description="Why nothing answers it (`no_credentials`, `vct_mismatch`, "
                                           "`untrusted_authority`, `missing_claim`...).")
-    options: list[OptionView] = Field(description="Matching credentials (choose one at approval).")
+    options: list[OptionView] = Field(description="Matching credentials (choose one at approval). For a pending "
+                                      "request, only those whose stored data still opens: one that stopped "
+                                      "opening (or was deleted) since the scan is no longer offered.")
+    unreadable_count: int = Field(default=0, ge=0, description=(
+        "How many of the wallet's credentials of a type this query accepts (their `vct` among its "
+        "`vct_values`, neither revoked, suspended nor expired) could not be read: their stored data does "
+        "not open, so they are not among `options` and cannot be shared. Nothing else of them is said; "
+        "`GET /v1/credentials` lists them with `unreadable: true`. For a pending request it is counted "
+        "at each read; for an answered one it is as at the scan."))
 
 
 class PresentationView(BaseModel):
@@ -65,11 +73,14 @@ class PresentationView(BaseModel):
     redirect_uri: str | None = Field(default=None, description="Where to send the browser after sending (same-device).")
     error: dict[str, Any] | None = None
     disclosed: list[dict[str, Any]] | None = Field(default=None, description="What was sent, after approval.")
+    expired: bool = Field(default=False, description="A pending request past its expiry: it can no longer be "
+                          "approved or declined (both answer 409 `conflict`); scan a new one. It stays "
+                          "`pending` until it is deleted, a day after its expiry.")
 
 
 class ApproveIn(BaseModel):
     selection: dict[str, str] = Field(default_factory=dict, description="Query id → chosen credential id "
-                                      "(default: the first option).")
+                                      "(default: the first option `GET` offers now).")
     include_optional: list[str] = Field(default_factory=list, description="Optional query ids to answer too.")
     pin: str | None = Field(default=None, max_length=12, description="The wallet PIN, when one is set (missing "
                             "or empty: 403 `pin_required`, which costs no attempt).")
@@ -84,9 +95,13 @@ async def post_request(ctx: Ctx, me: Citizen, body: RequestIn,
 
 @router.get("/presentations/{presentation_id}", response_model=PresentationView, summary="A request's state")
 async def get_request(ctx: Ctx, me: Citizen, presentation_id: str) -> dict[str, Any]:
-    """The consent preview and state of a received request."""
+    """The consent preview and state of a received request. While it is pending, the preview is the
+    one kept at the scan as the wallet stands now: a credential that stopped opening or was deleted
+    since is no longer among a query's `options` (a required query left with none makes it not
+    `satisfiable`), and each query's `unreadable_count` says how many credentials of a type it
+    accepts cannot be read."""
     row, data = await load_presentation(ctx, me, presentation_id)
-    out = _preview_out(row.id, row.state, data)
+    out = await preview_now(ctx, me, row, data)
     out["disclosed"] = data.get("disclosed")
     return out
 
@@ -98,14 +113,18 @@ async def post_approve(ctx: Ctx, me: Citizen, presentation_id: str, body: Approv
     (no attempt counted), 403 `invalid_pin` with `attempts_left` when it is wrong, 423 `pin_locked`.
     A chosen credential deleted since the preview answers 409 `conflict`, one whose stored data no
     longer opens 409 `credential_unreadable`: nothing is sent and the request stays pending, to
-    approve with another `selection` or decline."""
+    approve with another `selection` (`GET` no longer offers it) or decline. A chosen credential that
+    would now disclose other claims than the preview showed also answers 409 `conflict`, nothing
+    sent (decline, and ask the verifier for a new request), and so does a request already answered
+    (from another session) or past its expiry (`GET` says `expired`)."""
     return await approve(ctx, me, presentation_id, selection=body.selection,
                          include_optional=body.include_optional, pin=body.pin)
 
 
 @router.post("/presentations/{presentation_id}/decline", response_model=PresentationView, summary="Decline")
 async def post_decline(ctx: Ctx, me: Citizen, presentation_id: str) -> dict[str, Any]:
-    """Refuse: the verifier receives `access_denied` and nothing else."""
+    """Refuse: the verifier receives `access_denied` and nothing else. A request already answered (from
+    another session) or past its expiry answers 409 `conflict`, and nothing is sent."""
     return await decline(ctx, me, presentation_id)
 
 
