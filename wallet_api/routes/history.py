@@ -27,13 +27,14 @@ from fastapi.responses import Response, StreamingResponse
 from pydantic import AwareDatetime, BaseModel, Field
 from sqlalchemy import and_, or_, select
 
+from service_kit import audit as chain_store
 from service_kit.errors import APIError
 from ssi.encoding import b64url_decode, b64url_encode
 from ssi.errors import EncodingError
 
 from .. import audit
 from ..deps import Citizen, Ctx, Principal
-from ..models import HistoryEntry
+from ..models import AuditCheckpoint, AuditEntry, HistoryEntry
 from ..vault import VaultError
 
 router = APIRouter(tags=["history"])
@@ -209,8 +210,65 @@ def _exported(entry: dict[str, Any]) -> str:
     return json.dumps({**entry, "created_at": entry["created_at"].isoformat()}, ensure_ascii=False)
 
 
-async def _export_body(ctx: Ctx, me: Principal, head: str, tail: str) -> AsyncIterator[str]:
-    """The export document, its entries read and sent :data:`BATCH` rows at a time."""
+def _json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False)
+
+
+async def _chain_entries(ctx: Ctx, me: Principal, chain: str, first: int, last: int) -> list[dict[str, Any]]:
+    """The exported form of the chain's entries ``first`` to ``last`` (as :func:`wallet_api.audit.export`
+    gives them: each with its content and salt), read with the history rows they commit to."""
+    async with ctx.db.read_session() as session:
+        stored = await chain_store.load_entries(session, AuditEntry, chain, from_seq=first, to_seq=last)
+        ids = list({entry["id"] for entry in stored})
+        rows = {row.id: row for row in (await session.execute(select(HistoryEntry).where(
+            HistoryEntry.wallet_id == me.wallet_id, HistoryEntry.id.in_(ids)))).scalars()} if ids else {}
+        items = []
+        for entry in stored:
+            # The chain's own rule for an entry's content (a history row's details, or its own sealed one).
+            content, salt = await audit._content(session, me.key, entry, rows)
+            item = chain_store.public_entry(entry)
+            if content is not None:
+                item["content"] = content
+            if salt is not None:
+                item["salt"] = salt
+            items.append(item)
+    return items
+
+
+async def _chain_checkpoints(ctx: Ctx, chain: str, after: int, last: int) -> list[tuple[int, str]]:
+    """At most :data:`BATCH` checkpoints of the chain past ``after`` and up to ``last``, oldest first."""
+    async with ctx.db.read_session() as session:
+        rows = (await session.execute(select(AuditCheckpoint.seq, AuditCheckpoint.token).where(
+            AuditCheckpoint.chain_id == chain, AuditCheckpoint.seq > after, AuditCheckpoint.seq <= last)
+            .order_by(AuditCheckpoint.seq).limit(BATCH))).all()
+    return [(int(seq), str(token)) for seq, token in rows]
+
+
+async def _chain_body(ctx: Ctx, me: Principal, last: int, jwks: dict[str, Any]) -> AsyncIterator[str]:
+    """The audit chain document, to its entry ``last`` (the one the latest checkpoint signs): exactly the
+    JSON text of :func:`wallet_api.audit.export` (``json.dumps``, its separators and key order), read and
+    sent :data:`BATCH` entries and checkpoints at a time instead of built whole first."""
+    chain = audit.chain_id(me.wallet_id)
+    yield _json({"format": audit.EXPORT_FORMAT, "version": 1, "chain": chain})[:-1] + ', "entries": ['
+    for first in range(1, last + 1, BATCH):
+        items = await _chain_entries(ctx, me, chain, first, min(first + BATCH - 1, last))
+        yield ("" if first == 1 else ", ") + ", ".join(_json(item) for item in items)
+    yield '], "checkpoints": ['
+    after = 0
+    while True:
+        checkpoints = await _chain_checkpoints(ctx, chain, after, last)
+        if checkpoints:
+            yield ("" if after == 0 else ", ") + ", ".join(_json(token) for _, token in checkpoints)
+            after = checkpoints[-1][0]
+        if len(checkpoints) < BATCH:
+            break
+    yield f'], "jwks": {_json(jwks)}, "jwks_uri": {_json(f"{ctx.settings.public_url}{audit.API_PREFIX}/audit/jwks")}}}'
+
+
+async def _export_body(ctx: Ctx, me: Principal, head: str, chain_last: int, jwks: dict[str, Any]
+                       ) -> AsyncIterator[str]:
+    """The export document, its entries and then its audit chain read and sent :data:`BATCH` rows at
+    a time: what the export holds in memory does not grow with the history."""
     yield head
     after: Cursor | None = None
     first = True
@@ -222,7 +280,10 @@ async def _export_body(ctx: Ctx, me: Principal, head: str, tail: str) -> AsyncIt
         if len(rows) < BATCH:
             break
         after = (rows[-1].created_at, rows[-1].id)
-    yield tail
+    yield '\n], "audit": '
+    async for part in _chain_body(ctx, me, chain_last, jwks):
+        yield part
+    yield "}\n"
 
 
 @router.get("/history/export", summary="Export my history as JSON",
@@ -231,15 +292,20 @@ async def export_history(ctx: Ctx, me: Citizen) -> StreamingResponse:
     """The whole history as a JSON file download, newest first, with the audit chain (``audit``: every
     entry, its content and salt, the signed checkpoints and their JWKS) that ``cartera audit verify``
     checks. An entry whose stored data does not open is exported with ``unreadable: true`` and
-    ``details: {}`` (and ``cartera audit verify`` reports its chain entry as broken). The entries are
-    read and sent 500 at a time: should the database fail midway, the download ends early and is not
-    valid JSON."""
-    # The audit chain first, before any byte is sent: a failure there is a clean error. An event recorded
-    # while the entries stream may then be in `entries` and not yet in `audit` (it is in the next export).
-    chain = json.dumps(await audit.export(ctx, me.key), ensure_ascii=False)
+    ``details: {}`` (and ``cartera audit verify`` reports its chain entry as broken). The entries, then
+    the chain's entries and checkpoints, are read and sent 500 at a time: should the database fail
+    midway, the download ends early and is not valid JSON."""
+    # Before any byte is sent, so that a failure there is a clean error: the checkpoint that ends the
+    # exported chain (signed now if events came after the last one) and the keys that check it. The
+    # chain is exported up to that checkpoint: an event recorded while the download runs may be in
+    # `entries` and not yet in `audit` (it is in the next export), and no checkpoint is past the
+    # chain's last exported entry.
+    latest = await audit.ensure_checkpoint(ctx, me.wallet_id)
+    jwks = await audit.jwks(ctx)
     head = json.dumps({"format": "cartera-wallet-history", "version": 1,
                        "exported_at": dt.datetime.now(dt.UTC).isoformat()}, ensure_ascii=False)[:-1]
-    return StreamingResponse(_export_body(ctx, me, f'{head}, "entries": [\n', f'\n], "audit": {chain}}}\n'),
+    body = _export_body(ctx, me, f'{head}, "entries": [\n', 0 if latest is None else latest[0], jwks)
+    return StreamingResponse(body,
                              media_type="application/json", headers={
                                  "Content-Disposition": 'attachment; filename="wallet-history.json"',
                                  "Cache-Control": "no-store"})
