@@ -12,6 +12,11 @@ Three jobs:
   Query (after cryptographic verification), list every way the answer fails the question.
 
 Value matching (``values``) is by type and value: ``True`` does not match ``1``.
+
+Only SD-JWT VCs (format ``dc+sd-jwt``, :data:`SUPPORTED_FORMATS`) are evaluated and checked: claims
+path pointers are applied to their JSON claims. A Credential Query of another format (``mso_mdoc``,
+``jwt_vc_json``...) parses, but :func:`evaluate` matches no credential to it (``format_mismatch``)
+and :func:`check_presented` refuses any answer to it (``dcql.format_mismatch``).
 """
 
 from __future__ import annotations
@@ -29,6 +34,9 @@ ClaimPath = tuple[PathElement, ...]
 _ID = re.compile(r"[A-Za-z0-9_-]+")  # fullmatch: '$' would admit a final "\n"
 SD_JWT_VC_FORMAT = "dc+sd-jwt"
 MDOC_FORMAT = "mso_mdoc"
+#: Credential formats :func:`evaluate` and :func:`check_presented` can decide: SD-JWT VCs only (their
+#: claims are JSON; an mdoc's are CBOR in namespaces, a W3C VC's under ``credentialSubject``).
+SUPPORTED_FORMATS = frozenset({SD_JWT_VC_FORMAT})
 #: ``trusted_authorities`` types that :func:`authority_matches` can decide (OpenID4VP 1.0 §6.1.1).
 SUPPORTED_AUTHORITY_TYPES = frozenset({"aki"})
 
@@ -499,8 +507,10 @@ def authority_matches(authorities: Sequence[TrustedAuthoritiesQuery], header: An
 
 
 def match_credential(cq: CredentialQuery, credential: Any) -> Match | str:
-    """Match one credential against one Credential Query: a :class:`Match` or the reason code."""
-    if getattr(credential, "format", None) != cq.format:
+    """Match one credential against one Credential Query: a :class:`Match` or the reason code. A
+    query of a format outside :data:`SUPPORTED_FORMATS` matches nothing (``format_mismatch``),
+    whatever the credential says its format is."""
+    if cq.format not in SUPPORTED_FORMATS or getattr(credential, "format", None) != cq.format:
         return "format_mismatch"
     vct_values = cq.vct_values
     if vct_values is not None and getattr(credential, "vct", None) not in vct_values:
@@ -576,6 +586,8 @@ class PresentationProblem:
 
 
 def _claims_problem(cq: CredentialQuery, claims: Any) -> tuple[str, str] | None:
+    if cq.format not in SUPPORTED_FORMATS:
+        return "dcql.format_mismatch", "the query asks for a credential format that is not checked here (only dc+sd-jwt)"
     if cq.vct_values is not None and (not isinstance(claims, dict) or claims.get("vct") not in cq.vct_values):
         return "dcql.vct_mismatch", "the credential type is not one the query asked for"
     if cq.claims is None:
@@ -595,8 +607,11 @@ def _claims_problem(cq: CredentialQuery, claims: Any) -> tuple[str, str] | None:
 def check_presented(query: DCQLQuery, presented: Mapping[str, Sequence[Mapping[str, Any]]]) -> list[PresentationProblem]:
     """Check verified, disclosed claims (per Credential Query id) against ``query``.
 
+    ``presented`` holds the claims of SD-JWT VCs: an answer to a Credential Query of a format outside
+    :data:`SUPPORTED_FORMATS` is ``dcql.format_mismatch``.
+
     Returns an empty list when the answer satisfies the query: known ids only, one presentation
-    unless ``multiple``, vct, claims and their ``values``, ``claim_sets``, and ``credential_sets``
+    unless ``multiple``, format, vct, claims and their ``values``, ``claim_sets``, and ``credential_sets``
     (or every query when there are none). ``trusted_authorities`` and
     ``require_cryptographic_holder_binding`` are not checked here, since they concern the verified
     credential rather than its claims: the caller applies :func:`authority_matches` to the verified

@@ -55,6 +55,7 @@ from service_kit.crypto import load_master_key
 from service_kit.db import dialect_insert
 from service_kit.errors import APIError
 from service_kit.outbound import guarded_transport
+from ssi.dcql import SD_JWT_VC_FORMAT
 from ssi.errors import JOSEError, SSIError
 from ssi.jose import check_time_claims, parse_jws, verify_parsed
 from ssi.oid4vci import check_url
@@ -138,6 +139,9 @@ def query_for_aries(dcql_query: dict[str, Any], query_id: str | None) -> tuple[s
     if not chosen:
         raise APIError(400, "invalid_request", "the template has no such credential query")
     query = chosen[0]
+    if query.get("format") != SD_JWT_VC_FORMAT:
+        # Templates of another format are refused when written; one stored before is not asked either.
+        raise APIError(400, "invalid_request", f"the credential query's format must be {SD_JWT_VC_FORMAT!r}")
     if query.get("claim_sets") or dcql_query.get("credential_sets") and len(queries) > 1:
         raise APIError(400, "invalid_request", "claim_sets and credential_sets cannot be asked over DIDComm")
     if query.get("trusted_authorities"):

@@ -7,7 +7,13 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-from ssi.dcql import SUPPORTED_AUTHORITY_TYPES, DCQLQuery, parse_dcql_query
+from ssi.dcql import (
+    SD_JWT_VC_FORMAT,
+    SUPPORTED_AUTHORITY_TYPES,
+    SUPPORTED_FORMATS,
+    DCQLQuery,
+    parse_dcql_query,
+)
 from ssi.encoding import b64url_decode
 from ssi.errors import SSIError
 from ssi.oid4vci import check_url
@@ -46,12 +52,32 @@ class TrustedIssuer(BaseModel):
         return self
 
 
-UNENFORCEABLE_AUTHORITY = "a trusted_authorities type other than 'aki' cannot be enforced by this verifier"
+UNSUPPORTED_FORMAT = (f"a credential query's format must be {SD_JWT_VC_FORMAT!r}: this verifier checks SD-JWT VCs "
+                      "only (not mso_mdoc, jwt_vc_json or others)")
+AUTHORITY_TYPE_UNSUPPORTED = "a trusted_authorities type other than 'aki' cannot be enforced by this verifier"
+#: The reason a stored template fails :func:`unenforceable_authority` (verifier.routes.agency), whichever
+#: of the two rules above it breaks.
+UNENFORCEABLE_AUTHORITY = (f"this verifier checks only credential queries of format {SD_JWT_VC_FORMAT!r} whose "
+                           "trusted_authorities, if any, are of type 'aki'")
+
+
+def unsupported_format(query: DCQLQuery) -> str | None:
+    """The id of a Credential Query of a format the verifier cannot check (it verifies SD-JWT VCs
+    only: an answer would be an SD-JWT VC passed off as, say, an mdoc), or ``None``."""
+    for cq in query.credentials:
+        if cq.format not in SUPPORTED_FORMATS:
+            return cq.id
+    return None
 
 
 def unenforceable_authority(query: DCQLQuery) -> str | None:
-    """The id of a Credential Query naming a ``trusted_authorities`` type the verifier cannot check
-    (a restriction announced to wallets and never enforced), or ``None``."""
+    """The id of a Credential Query the verifier cannot enforce, or ``None``: one of a format it does
+    not check (:func:`unsupported_format`) or naming a ``trusted_authorities`` type it cannot check
+    (a restriction announced to wallets and never enforced). Stored templates are checked with this
+    when a request is made from them, with :data:`UNENFORCEABLE_AUTHORITY` as the reason."""
+    qid = unsupported_format(query)
+    if qid is not None:
+        return qid
     for cq in query.credentials:
         if any(authority.type not in SUPPORTED_AUTHORITY_TYPES for authority in cq.trusted_authorities or ()):
             return cq.id
@@ -63,8 +89,10 @@ def _check_query(value: dict[str, Any]) -> dict[str, Any]:
     # carry a stable code and never the input.
     try:
         query = parse_dcql_query(value, strict=True)
+        if unsupported_format(query) is not None:
+            raise PydanticCustomError("dcql_query", UNSUPPORTED_FORMAT)
         if unenforceable_authority(query) is not None:
-            raise PydanticCustomError("dcql_query", UNENFORCEABLE_AUTHORITY)
+            raise PydanticCustomError("dcql_query", AUTHORITY_TYPE_UNSUPPORTED)
         for cq in query.credentials:
             for authority in cq.trusted_authorities or ():
                 for aki in authority.values:

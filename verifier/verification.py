@@ -15,6 +15,9 @@ For each presentation (``<sd-jwt>~<disclosures>~<kb-jwt>``) under each Credentia
 3. The disclosed claims against the DCQL query (:func:`ssi.dcql.check_presented`), ``values`` and
    ``credential_sets`` included.
 
+Only SD-JWT VCs are verified: a transaction whose query has a Credential Query of another ``format``
+(stored before such queries were refused) fails every answer with ``dcql.format_mismatch``.
+
 Error codes are the stable ``ssi`` codes (``sd_jwt.kb_wrong_nonce``, ``jose.alg_not_allowed``...) and
 ``verifier.*`` for the checks made here. The reported claims are only those the query asked for.
 """
@@ -36,6 +39,8 @@ from cryptography import x509 as cx509
 from service_kit.outbound import CALL_DEADLINE_FACTOR, IDENTITY, ResponseBodyRefused, read_capped
 from ssi import x509 as ssi_x509
 from ssi.dcql import (
+    SD_JWT_VC_FORMAT,
+    SUPPORTED_FORMATS,
     ClaimPath,
     CredentialQuery,
     DCQLQuery,
@@ -408,6 +413,15 @@ class PresentationVerifier:
         """Check every presentation of ``vp_token`` for the transaction described by ``ctx``."""
         outcome = Outcome()
         query = parse_dcql_query(ctx.dcql_query, strict=False)
+        # Queries of another format are refused when templates and requests are made; one stored
+        # before that makes every answer fail rather than pass an SD-JWT VC off as, say, an mdoc.
+        for cq in query.credentials:
+            if cq.format not in SUPPORTED_FORMATS:
+                outcome.errors.append(CheckError("dcql.format_mismatch", cq.id,
+                                                 f"the query asks for a format other than {SD_JWT_VC_FORMAT!r}, "
+                                                 "the only one this verifier checks"))
+        if outcome.errors:
+            return outcome
         policy = self.policy(ctx)
         known = {cq.id for cq in query.credentials}
         presented: dict[str, list[dict[str, Any]]] = {}
