@@ -348,8 +348,10 @@ def _resolve(claims: Any, path: Sequence[PathElement]) -> list[tuple[ClaimPath, 
     return selected
 
 
-def _value_matches(value: Any, allowed: tuple[Any, ...]) -> bool:
-    # exact type and value: the JSON true must not match the JSON 1
+def value_matches(value: Any, allowed: Sequence[Any]) -> bool:
+    """Whether a claim's ``value`` is one of a claims query's ``values``, by exact type and value:
+    the JSON ``true`` does not match the JSON ``1``, nor ``1.0`` the JSON ``1``. The verifier's
+    DIDComm channel compares with this too."""
     return any(type(value) is type(a) and value == a for a in allowed)
 
 
@@ -359,7 +361,7 @@ def _match_claim(claims: Any, query: ClaimsQuery) -> list[tuple[ClaimPath, Any]]
     if not found:
         return "missing_claim"
     if query.values is not None:
-        found = [(p, v) for p, v in found if _value_matches(v, query.values)]
+        found = [(p, v) for p, v in found if value_matches(v, query.values)]
         if not found:
             return "value_mismatch"
     return found

@@ -55,7 +55,7 @@ from service_kit.crypto import load_master_key
 from service_kit.db import dialect_insert
 from service_kit.errors import APIError
 from service_kit.outbound import guarded_transport
-from ssi.dcql import SD_JWT_VC_FORMAT
+from ssi.dcql import SD_JWT_VC_FORMAT, value_matches
 from ssi.errors import JOSEError, SSIError
 from ssi.jose import check_time_claims, parse_jws, verify_parsed
 from ssi.oid4vci import check_url
@@ -536,10 +536,17 @@ class VerifierAriesChannel:
             if explained is exc:
                 raise
             raise explained from exc
-        for name, accepted in (row.values or {}).items():
-            if verified.claims.get(name) not in accepted:
-                raise VerificationFailed("values_mismatch", f"claim {name} has none of the accepted values")
+        check_values(verified.claims, row.values or {})
         return dids[verified.issuer], verified.claims, verified.expires_at
+
+
+def check_values(claims: Mapping[str, Any], values: Mapping[str, Any]) -> None:
+    """Raise ``values_mismatch`` unless each claim named in ``values`` has one of its accepted values,
+    compared as the OpenID4VP channel compares them (:func:`ssi.dcql.value_matches`: by type and
+    value, so ``true`` is not ``1``, nor ``1`` ``true`` or ``1.0``)."""
+    for name, accepted in values.items():
+        if not value_matches(claims.get(name), accepted):
+            raise VerificationFailed("values_mismatch", f"claim {name} has none of the accepted values")
 
 
 def _trust_context(trusted_issuers: list[dict[str, Any]] | None, anchors_pem: list[str] | None) -> TransactionContext:
