@@ -68,6 +68,17 @@
       err_recent_login_required: "L'inici de sessió ja no és prou recent per restablir el PIN (ha de ser de fa pocs minuts). Torna a iniciar la sessió i desa el PIN nou tot seguit.",
       err_pin_reset_required: "Cal restablir el PIN de la cartera: tria «Has oblidat el PIN?».",
       err_credential_unreadable: "Les dades de la credencial triada no es poden llegir: no s'ha enviat res. Tria'n una altra, si n'hi ha, o rebutja la sol·licitud.",
+      err_conflict: "La sol·licitud ha canviat mentre era oberta: no s'ha enviat res.",
+      conflictOther: "La sol·licitud ha canviat mentre era oberta: no s'ha enviat res. Es torna a mostrar tal com és ara.",
+      conflictAnswered: "Aquesta sol·licitud ja s'ha respost, potser des d'un altre dispositiu: no s'ha enviat res més.",
+      conflictExpired: "Aquesta sol·licitud ha caducat mentre era oberta: no s'ha enviat res. Demana'n una de nova al verificador.",
+      conflictDeleted: "La credencial triada ja no és a la cartera: no s'ha enviat res. Tria'n una altra, si n'hi ha, o rebutja la sol·licitud.",
+      conflictChanged: "La credencial triada ara compartiria dades diferents de les mostrades: no s'ha enviat res. Rebutja la sol·licitud i demana'n una de nova al verificador.",
+      requestExpired: "Aquesta sol·licitud ha caducat: ja no es pot respondre. Demana'n una de nova al verificador.",
+      backToCards: "Torna a les meves credencials",
+      reloadRequest: "Torna a carregar la sol·licitud",
+      unreadableOne: "Una credencial d'aquest tipus de la cartera no es pot llegir i per això no s'ofereix.",
+      unreadableMany: "{0} credencials d'aquest tipus de la cartera no es poden llegir i per això no s'ofereixen.",
       backupSkippedOne: "1 element no s'ha pogut llegir i no és en aquesta còpia.",
       backupSkipped: "{0} elements no s'han pogut llegir i no són en aquesta còpia.",
       pinLockedEnded: "Massa PIN incorrectes: s'han tancat totes les sessions de la cartera. Torna a iniciar la sessió; si has oblidat el PIN, restableix-lo tot seguit des de «Jo».",
@@ -138,6 +149,17 @@
       err_recent_login_required: "El inicio de sesión ya no es lo bastante reciente para restablecer el PIN (debe ser de hace pocos minutos). Vuelve a iniciar sesión y guarda el PIN nuevo enseguida.",
       err_pin_reset_required: "Hay que restablecer el PIN de la cartera: elige «¿Has olvidado el PIN?».",
       err_credential_unreadable: "Los datos de la credencial elegida no se pueden leer: no se ha enviado nada. Elige otra, si la hay, o rechaza la solicitud.",
+      err_conflict: "La solicitud ha cambiado mientras estaba abierta: no se ha enviado nada.",
+      conflictOther: "La solicitud ha cambiado mientras estaba abierta: no se ha enviado nada. Se vuelve a mostrar tal como es ahora.",
+      conflictAnswered: "Esta solicitud ya se ha respondido, quizá desde otro dispositivo: no se ha enviado nada más.",
+      conflictExpired: "Esta solicitud ha caducado mientras estaba abierta: no se ha enviado nada. Pide una nueva al verificador.",
+      conflictDeleted: "La credencial elegida ya no está en la cartera: no se ha enviado nada. Elige otra, si la hay, o rechaza la solicitud.",
+      conflictChanged: "La credencial elegida compartiría ahora datos distintos de los mostrados: no se ha enviado nada. Rechaza la solicitud y pide una nueva al verificador.",
+      requestExpired: "Esta solicitud ha caducado: ya no se puede responder. Pide una nueva al verificador.",
+      backToCards: "Volver a mis credenciales",
+      reloadRequest: "Volver a cargar la solicitud",
+      unreadableOne: "Una credencial de este tipo de la cartera no se puede leer y por eso no se ofrece.",
+      unreadableMany: "{0} credenciales de este tipo de la cartera no se pueden leer y por eso no se ofrecen.",
       backupSkippedOne: "1 elemento no se ha podido leer y no está en esta copia.",
       backupSkipped: "{0} elementos no se han podido leer y no están en esta copia.",
       pinLockedEnded: "Demasiados PIN incorrectos: se han cerrado todas las sesiones de la cartera. Vuelve a iniciar sesión; si has olvidado el PIN, restablécelo enseguida desde «Yo».",
@@ -208,6 +230,17 @@
       err_recent_login_required: "Your login is no longer recent enough to reset the PIN (it must be from the last few minutes). Log in again, then save the new PIN right away.",
       err_pin_reset_required: "Your wallet's PIN must be reset: choose “Forgot your PIN?”.",
       err_credential_unreadable: "The chosen credential's data cannot be read: nothing was sent. Choose another one, if there is one, or decline the request.",
+      err_conflict: "This request changed while it was open: nothing was sent.",
+      conflictOther: "This request changed while it was open: nothing was sent. It is shown again as it is now.",
+      conflictAnswered: "This request was already answered, perhaps from another device: nothing more was sent.",
+      conflictExpired: "This request expired while it was open: nothing was sent. Ask the verifier for a new one.",
+      conflictDeleted: "The chosen credential is no longer in your wallet: nothing was sent. Choose another one, if there is one, or decline the request.",
+      conflictChanged: "The chosen credential would now share other data than shown: nothing was sent. Decline, and ask the verifier for a new request.",
+      requestExpired: "This request has expired: it can no longer be answered. Ask the verifier for a new one.",
+      backToCards: "Back to my credentials",
+      reloadRequest: "Load the request again",
+      unreadableOne: "1 credential of this type in your wallet cannot be read, so it is not offered.",
+      unreadableMany: "{0} credentials of this type in your wallet cannot be read, so they are not offered.",
       backupSkippedOne: "1 item could not be read and is not in this backup.",
       backupSkipped: "{0} items could not be read and are not in this backup.",
       pinLockedEnded: "Too many wrong PINs: every session of your wallet was ended. Log in again; if you forgot your PIN, reset it right after, under “Me”.",
@@ -962,7 +995,9 @@
 
   // -- presentation requests (consent) -------------------------------------------------------------
 
-  function renderRequest(id) {
+  // ``after(request)``: called once the request is on screen (a 409 explained against what it is now);
+  // should it not load, the screen offers to load it again, or to go back.
+  function renderRequest(id, after) {
     var n = ticket("request");
     var view = $("view-request");
     // Nothing can be answered before this request is on screen: Decline would refuse a request the
@@ -981,15 +1016,14 @@
       view.dataset.id = id;
     }
     // Whether a PIN is needed is asked each time: it may have been set from another device since.
-    // The credential list says which credentials no longer open (not knowing it, when it fails, only
-    // leaves them offered: the approval then answers credential_unreadable).
-    Promise.all([api("GET", "/v1/presentations/" + encodeURIComponent(id)), api("GET", "/v1/me"),
-                 api("GET", "/v1/credentials").catch(function () { return []; })])
+    // The API offers a pending request's credentials as they are now: none that stopped opening or
+    // was deleted since the scan (each query counts those of its type that cannot be read).
+    Promise.all([api("GET", "/v1/presentations/" + encodeURIComponent(id)), api("GET", "/v1/me")])
       .then(function (all) {
         if (!current("request", n)) { return; }
         clear($("request-result")).hidden = true;
         var box = clear($("request-queries"));
-        var request = withoutUnreadable(all[0], all[2]);
+        var request = all[0];
         me = all[1];
         var verifier = request.verifier;
         var name = $("verifier-name");
@@ -1009,30 +1043,67 @@
         var explained = request.queries.some(function (q) { return !q.satisfied; });
         if (!request.satisfiable && !explained) { box.appendChild(el("p", { "class": "warning", text: t("cannotShare") })); }
         $("pin-box").hidden = !me.pin_set;
-        $("approve").disabled = !request.satisfiable || request.state !== "pending";
-        $("decline").disabled = request.state !== "pending";
-        if (request.state !== "pending") { requestDone(request); }
-      }).catch(function (err) { showError(errorText(err)); });
+        // Past its expiry a pending request can be neither shared nor declined (the API answers 409).
+        var open = request.state === "pending" && !request.expired;
+        $("approve").disabled = !request.satisfiable || !open;
+        $("decline").disabled = !open;
+        if (request.state !== "pending") { requestDone(request); } else if (request.expired) { requestExpired(); }
+        if (after) { after(request); }
+      }).catch(function (err) {
+        if (!current("request", n)) { return; }
+        showError(errorText(err));
+        if (after) { wayOut(id, after); }
+      });
   }
 
-  // The API keeps a request's preview as it was made, and a credential offered then may have stopped
-  // opening since (a damaged row): approving with it answers 409 credential_unreadable, nothing sent.
-  // Such options are not offered. A shared query left with none cannot be answered by this wallet any
-  // more (the approval sends what the kept preview chose, never another alternative): an optional one
-  // is simply not offered, a required one makes the request one to decline.
-  function withoutUnreadable(request, credentials) {
-    var broken = {};
-    (Array.isArray(credentials) ? credentials : []).forEach(function (c) { if (c.unreadable) { broken[c.id] = true; } });
-    if (request.state !== "pending") { return request; }
-    var satisfiable = request.satisfiable;
-    var queries = request.queries.map(function (query) {
-      var options = query.options.filter(function (o) { return !broken[o.credential_id]; });
-      if (options.length === query.options.length) { return query; }
-      if (!options.length && query.shared && !query.optional) { satisfiable = false; }
-      return Object.assign({}, query, { options: options, satisfied: options.length > 0,
-                                        shared: query.shared && options.length > 0 });
+  // What the citizen can still do when the request cannot be shown as it is now: load it again (and
+  // then be told what ``after`` says), or go back.
+  function wayOut(id, after) {
+    var result = clear($("request-result"));
+    result.hidden = false;
+    var reload = el("button", { type: "button", id: "request-reload", text: t("reloadRequest") });
+    reload.addEventListener("click", function () { showError(""); renderRequest(id, after); });
+    result.appendChild(el("p", { "class": "actions" }, [reload]));
+    result.appendChild(backLink());
+  }
+
+  function backLink() {
+    return el("p", {}, [el("a", { "class": "button", id: "request-back", href: "#/cards", text: t("backToCards") })]);
+  }
+
+  function requestExpired() {
+    $("pin").value = "";
+    var result = clear($("request-result"));
+    result.hidden = false;
+    result.appendChild(el("p", { "class": "warning", text: t("requestExpired") }));
+    result.appendChild(backLink());
+  }
+
+  // A 409 conflict of Share or Decline: nothing was sent. The request is read again and the message
+  // says what changed: answered meanwhile (from another session) or expired — only going back is left;
+  // a chosen credential deleted — shown again without it, to choose another or decline; a chosen
+  // credential that would now disclose other claims than shown — only Decline is left.
+  function explainConflict(request, chosen) {
+    if (request.state !== "pending") {
+      showError(t("conflictAnswered"));
+      $("request-result").appendChild(backLink());
+      return;
+    }
+    if (request.expired) { showError(t("conflictExpired")); return; }
+    var gone = false;
+    var still = false;
+    request.queries.forEach(function (query) {
+      var wanted = chosen && chosen[query.query_id];
+      if (!wanted) { return; }
+      if (query.options.some(function (o) { return o.credential_id === wanted; })) { still = true; } else { gone = true; }
     });
-    return Object.assign({}, request, { satisfiable: satisfiable, queries: queries });
+    if (gone) { showError(t("conflictDeleted")); return; }
+    if (still) {
+      showError(t("conflictChanged"));
+      $("approve").disabled = true;
+      return;
+    }
+    showError(t("conflictOther"));
   }
 
   function queryBlock(query, satisfiable) {
@@ -1040,14 +1111,19 @@
     // of a credential set that another option answers is shown as not shared, and when nothing
     // answers it, that is no problem while another option is answered.
     var block = el("fieldset", { "class": "query", "data-query": query.query_id });
+    // Credentials of the type asked for that cannot be read are not offered: said, by number only.
+    var unreadable = query.unreadable_count > 0 ? el("p", { "class": "meta unreadable-note", text:
+      query.unreadable_count === 1 ? t("unreadableOne") : t("unreadableMany", query.unreadable_count) }) : null;
     if (!query.shared) {
       block.className = "query not-shared";
       block.appendChild(el("legend", { text: query.satisfied ? query.options[0].credential_name : t("asked", query.query_id) }));
       var blocking = !satisfiable && !query.satisfied;
       block.appendChild(el("p", { "class": blocking ? "warning" : "meta", text: blocking ? t("cannotShare") : t("notShared") }));
+      if (unreadable) { block.appendChild(unreadable); }
       return block;
     }
     block.appendChild(el("legend", { text: query.options[0].credential_name }));
+    if (unreadable) { block.appendChild(unreadable); }
     if (query.optional) {
       var toggleId = "opt-" + query.query_id;
       var toggle = el("input", { type: "checkbox", id: toggleId, "class": "optional", "data-query": query.query_id });
@@ -1119,14 +1195,15 @@
     });
     var body = { selection: selection, include_optional: optional };
     if (!$("pin-box").hidden) { body.pin = $("pin").value; }
-    answer(api("POST", "/v1/presentations/" + encodeURIComponent(id) + "/approve", body));
+    answer(api("POST", "/v1/presentations/" + encodeURIComponent(id) + "/approve", body), selection);
   }
 
   function declineRequest() {
-    answer(api("POST", "/v1/presentations/" + encodeURIComponent($("view-request").dataset.id) + "/decline"));
+    answer(api("POST", "/v1/presentations/" + encodeURIComponent($("view-request").dataset.id) + "/decline"), null);
   }
 
-  function answer(promise) {
+  // ``chosen``: the credentials Share sent ({query id: credential id}); null for Decline.
+  function answer(promise, chosen) {
     $("approve").disabled = true;
     $("decline").disabled = true;
     showError("");
@@ -1144,6 +1221,10 @@
         // A chosen credential stopped opening: nothing was sent and the request is still pending.
         // Shown again without it, to choose another (if one answers) or decline; the message stays.
         if (err.error === "credential_unreadable") { renderRequest($("view-request").dataset.id); }
+        // Nothing was sent either: the request is read again, and what changed is said (see explainConflict).
+        if (err.error === "conflict") {
+          renderRequest($("view-request").dataset.id, function (request) { explainConflict(request, chosen); });
+        }
         // Locked: the citizen can still decline (or reset the PIN and come back).
         if (pinBlocked(err, "pin-box", "forgot-pin-request") && !err.sessionsEnded) { $("decline").disabled = false; }
       });
