@@ -63,6 +63,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import unicodedata
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -126,10 +127,47 @@ def _hash_for(key: Key) -> hashes.HashAlgorithm:
     return hashes.SHA256()
 
 
+#: Longest commonName and organizationName put in a certificate, in UTF-8 bytes. RFC 5280's upper
+#: bounds (ub-common-name, ub-organization-name) are 64 characters; cryptography refuses a commonName
+#: over 64 bytes of UTF-8, which for "Ajuntament de l'Hospitalet..." is the tighter of the two.
+NAME_MAX_BYTES = 64
+_ELLIPSIS = "\u2026"
+
+
+def _continues_cluster(char: str) -> bool:
+    """Whether ``char`` belongs to the character before it (a combining mark, a joiner, a variation
+    selector): a name is never cut just before one."""
+    return unicodedata.category(char).startswith("M") or char in "\u200c\u200d" or \
+        "\ufe00" <= char <= "\ufe0f"
+
+
+def fit_name(text: str, max_bytes: int = NAME_MAX_BYTES) -> str:
+    """``text`` as a certificate name attribute of at most ``max_bytes`` bytes of UTF-8.
+
+    A text that fits is returned as it is. A longer one (an agency's or a tenant's display name may
+    be 200 characters) is cut at a character boundary — never inside a UTF-8 sequence, nor between
+    a letter and its combining accent — with trailing spaces dropped and "…" added, so that whoever
+    reads the certificate sees that the name goes on.
+    """
+    if len(text.encode("utf-8")) <= max_bytes:
+        return text
+    budget = max_bytes - len(_ELLIPSIS.encode("utf-8"))
+    cut, used = 0, 0
+    for char in text:
+        size = len(char.encode("utf-8"))
+        if used + size > budget:
+            break
+        used += size
+        cut += 1
+    while cut > 0 and (_continues_cluster(text[cut]) or text[cut - 1] in "\u200c\u200d"):
+        cut -= 1
+    return text[:cut].rstrip() + _ELLIPSIS
+
+
 def _name(common_name: str, organization: str | None) -> x509.Name:
-    attributes = [x509.NameAttribute(NameOID.COMMON_NAME, common_name)]
+    attributes = [x509.NameAttribute(NameOID.COMMON_NAME, fit_name(common_name))]
     if organization:
-        attributes.append(x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization))
+        attributes.append(x509.NameAttribute(NameOID.ORGANIZATION_NAME, fit_name(organization)))
     return x509.Name(attributes)
 
 
@@ -145,7 +183,10 @@ def create_ca(common_name: str, *, key: Key | None = None, days: int = 3650, dev
     key = key or Key.generate("ES256")
     _require_supported(key)
     if development:
-        organization = f"{organization} - {DEVELOPMENT_ORGANIZATION}" if organization else DEVELOPMENT_ORGANIZATION
+        # The marker is kept whole: a long organization is shortened before it, never the marker.
+        marker = f" - {DEVELOPMENT_ORGANIZATION}"
+        organization = (f"{fit_name(organization, NAME_MAX_BYTES - len(marker.encode()))}{marker}" if organization
+                        else DEVELOPMENT_ORGANIZATION)
     name = _name(common_name, organization)
     start = not_before if not_before is not None else datetime.now(UTC) - _CLOCK_SKEW
     public = key.public_key

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import datetime as dt
+import logging
 import secrets
 import time
 import uuid
@@ -34,6 +35,8 @@ from ssi.jose import Key
 from verifier.models import Agency, ApiKey
 from verifier.statements import AGENCY_BY_KEY_HASH
 
+log = logging.getLogger(__name__)
+
 SLUG_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-")
 
 
@@ -48,7 +51,10 @@ class AgencyError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class CreatedAgency:
-    """A new agency and its first API key (shown once, stored hashed) and webhook secret."""
+    """A new agency and its first API key (shown once, stored hashed) and webhook secret.
+
+    ``key_generated``: ``token_key`` was generated in the token for this agency (not registered by its
+    label), so :func:`discard_generated_key` removes it if the agency is not stored after all."""
 
     id: str
     slug: str
@@ -56,6 +62,7 @@ class CreatedAgency:
     api_key: str
     webhook_secret: str
     token_key: TokenKeyRef | None = None
+    key_generated: bool = False
 
 
 def check_slug(slug: str) -> str:
@@ -75,7 +82,9 @@ def make_agency_certificate(ca_key: Key, ca_cert: cx509.Certificate, agency_key:
     """The agency's relying-party certificate chain (leaf first, then the CA) as ``x5c``.
 
     The leaf names the verifier's host as DNS SAN, so that ``x509_san_dns:<host>`` identifies it
-    and the ``response_uri`` host matches.
+    and the ``response_uri`` host matches. Its commonName and organizationName are ``name``, cut to
+    64 bytes of UTF-8 with "…" when longer (:func:`ssi.x509.fit_name`): the agency keeps its whole
+    name (up to 200 characters) everywhere else.
     """
     leaf = ssi_x509.issue_certificate(ca_key, ca_cert, agency_key, name, san_dns=[host], days=days,
                                       organization=name)
@@ -89,7 +98,10 @@ async def create_agency(session: AsyncSession, box: SecretBox, *, slug: str, nam
 
     ``key_backend="pkcs11"`` generates the key in the token ``hsm`` (sensitive, non-extractable);
     ``token_key_label`` registers an existing key of that token instead. Token problems raise
-    :class:`PKCS11Error` (``pkcs11.not_configured``, ``pkcs11.key_not_found``...).
+    :class:`PKCS11Error` (``pkcs11.not_configured``, ``pkcs11.key_not_found``...). The rows are
+    flushed here, so that a slug taken meanwhile raises ``IntegrityError`` now; a key generated for
+    the agency is deleted from the token when anything after its generation fails (the caller does
+    the same with :func:`discard_generated_key` if its commit fails), so no orphaned key is left.
     """
     check_slug(slug)
     existing = await session.scalar(select(Agency.id).where(Agency.slug == slug))
@@ -97,6 +109,7 @@ async def create_agency(session: AsyncSession, box: SecretBox, *, slug: str, nam
         raise AgencyError("agency_exists", "an agency with this slug exists")
     agency_id = str(uuid.uuid4())
     ref: TokenKeyRef | None = None
+    generated = False
     if token_key_label or key_backend == "pkcs11":
         if hsm is None:
             raise PKCS11Error("not_configured", "no PKCS#11 token is configured (pkcs11_module, pkcs11_token_label)",
@@ -105,22 +118,47 @@ async def create_agency(session: AsyncSession, box: SecretBox, *, slug: str, nam
             key, ref = hsm.find_key(token_key_label)
         else:
             key, ref = hsm.generate_key(label=f"cartera-agency-{slug[:40]}-{secrets.token_hex(4)}", alg="ES256")
+            generated = True
         stored = ref.encode()
     else:
         key = Key.generate("ES256")
         stored = box.seal(json_dumps(key.private_jwk()).encode(), f"agency:{agency_id}:key".encode())
-    x5c = make_agency_certificate(ca_key, ca_cert, key, name, host)
-    webhook_secret = secrets.token_urlsafe(32)
-    now = dt.datetime.now(dt.UTC)
-    session.add(Agency(
-        id=agency_id, slug=slug, name=name,
-        signing_key=stored,
-        x5c=x5c,
-        webhook_secret=box.seal(webhook_secret.encode(), f"agency:{agency_id}:webhook".encode()),
-        created_at=now,
-    ))
-    api_key = await add_api_key(session, agency_id, label="initial")
-    return CreatedAgency(agency_id, slug, name, api_key, webhook_secret, ref)
+    try:
+        x5c = make_agency_certificate(ca_key, ca_cert, key, name, host)
+        webhook_secret = secrets.token_urlsafe(32)
+        now = dt.datetime.now(dt.UTC)
+        session.add(Agency(
+            id=agency_id, slug=slug, name=name,
+            signing_key=stored,
+            x5c=x5c,
+            webhook_secret=box.seal(webhook_secret.encode(), f"agency:{agency_id}:webhook".encode()),
+            created_at=now,
+        ))
+        api_key = await add_api_key(session, agency_id, label="initial")
+        await session.flush()
+    except BaseException:
+        if generated:
+            _delete_token_key(hsm, ref)
+        raise
+    return CreatedAgency(agency_id, slug, name, api_key, webhook_secret, ref, generated)
+
+
+def _delete_token_key(hsm: Token | None, ref: TokenKeyRef | None) -> None:
+    if hsm is None or ref is None:
+        return
+    try:
+        hsm.delete_key(ref)
+    except PKCS11Error:
+        # The original failure is what the caller must see; the key's label says whose it was.
+        log.warning("pkcs11 key of an agency not created could not be deleted",
+                    extra={"token": ref.token, "key_label": ref.label})
+
+
+def discard_generated_key(hsm: Token | None, created: CreatedAgency | None) -> None:
+    """Delete from the token the key :func:`create_agency` generated for an agency whose transaction
+    then failed to commit. A key registered by its label is never deleted."""
+    if created is not None and created.key_generated:
+        _delete_token_key(hsm, created.token_key)
 
 
 async def add_api_key(session: AsyncSession, agency_id: str, *, label: str = "") -> str:

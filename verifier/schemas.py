@@ -247,7 +247,9 @@ class AgencyIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     slug: str = Field(min_length=2, max_length=64, pattern=r"^[a-z0-9][a-z0-9-]*$")
-    name: str = Field(min_length=1, max_length=200)
+    name: str = Field(min_length=1, max_length=200,
+                      description="The agency's name, kept whole; its relying-party certificate (commonName, "
+                                  "organizationName) carries it cut to 64 bytes of UTF-8, with '…', when longer.")
     key_backend: Literal["software", "pkcs11"] | None = Field(
         default=None, description="Where the request-signing key is made (default: the `key_backend` setting); "
                                   "`pkcs11` generates it in the configured token, non-extractable.")

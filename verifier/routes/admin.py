@@ -5,11 +5,12 @@ from __future__ import annotations
 import hmac
 
 from fastapi import APIRouter, Depends, Request
+from sqlalchemy.exc import IntegrityError
 
 from service_kit.crypto import hash_api_key
 from service_kit.errors import APIError
 from service_kit.pkcs11 import PKCS11Error
-from verifier.agencies import AgencyError, create_agency, verifier_host
+from verifier.agencies import AgencyError, CreatedAgency, create_agency, discard_generated_key, verifier_host
 from verifier.routes.deps import UNAUTHORIZED, Services, Svc, bearer_token
 from verifier.schemas import AgencyCreated, AgencyIn
 
@@ -33,6 +34,7 @@ async def create_agency_route(body: AgencyIn, svc: Svc) -> AgencyCreated:
     ca = svc.rp_ca
     if ca is None:
         raise APIError(409, "conflict", "no relying-party CA is configured (rp_ca_key_file, rp_ca_cert_file)")
+    created: CreatedAgency | None = None
     try:
         async with svc.db.session() as session:
             created = await create_agency(session, svc.box, slug=body.slug, name=body.name, ca_key=ca[0],
@@ -45,6 +47,15 @@ async def create_agency_route(body: AgencyIn, svc: Svc) -> AgencyCreated:
     except PKCS11Error as exc:
         error = {409: "conflict", 503: "temporarily_unavailable"}.get(exc.http_status, "invalid_request")
         raise APIError(exc.http_status, error, exc.detail, extra={"code": exc.code}) from None
+    except BaseException as exc:
+        # The agency was not stored (its commit failed): a token key generated for it goes too.
+        # create_agency has removed it already when the failure was its own (created is None then).
+        discard_generated_key(svc.keys.hsm, created)
+        if isinstance(exc, IntegrityError):
+            # Two creations of one slug at once both found it free; the unique constraint kept one.
+            raise APIError(409, "conflict", "an agency with this slug exists") from None
+        raise
+    assert created is not None
     ref = created.token_key
     return AgencyCreated(id=created.id, slug=created.slug, name=created.name, api_key=created.api_key,
                          webhook_secret=created.webhook_secret, key_backend="pkcs11" if ref else "software",
