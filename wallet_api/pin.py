@@ -6,9 +6,12 @@ and stored as ``sealed$<base64url>`` in ``wallets.pin_hash``. Without the master
 database cannot test PINs against it offline, and someone who writes it cannot put in the hash of a PIN
 they know: a value that does not open — an unsealed hash, another wallet's, garbage — never passes, and
 the citizen is asked to reset the PIN (403 ``pin_reset_required``). Hashes stored unsealed by earlier
-versions are sealed by a start-up pass (:func:`seal_legacy_pin_hashes`) that runs at each start-up until
-every wallet holding one had its data key opened, then records that it ran and never runs again; an
-unsealed value is refused whenever it was written, and one written after that is never sealed.
+versions are sealed by a start-up pass (:func:`seal_legacy_pin_hashes`): its first run goes over every
+wallet; the wallets whose data key did not open are recorded as left, each with the digest of its
+unsealed hash, sealed under the master key (:class:`~wallet_api.vault.LeftOvers`), and every later
+start-up goes over those alone, sealing one only while it holds that very hash, until none is left and
+the pass records that it is complete. An unsealed value written into the database after the first run
+(into any wallet, whatever row holds the pass back) is never sealed, and so always refused.
 
 **Attempts.** After ``pin_max_attempts`` wrong PINs, presenting (and exporting, and changing the PIN) is
 locked: ``pin_lock_seconds`` the first time, doubled on each further lockout in a row (at most
@@ -36,8 +39,9 @@ wallet: presenting, exporting and changing the PIN are refused with 403 ``pin_re
 error log names the wallet, nothing else) until the citizen resets it after a fresh login. A wallet that
 never had a PIN keeps a NULL ``pin_hash`` and works without one, as before. Wallets that had a PIN
 before this version get the record at start-up (:func:`record_pins_in_profiles`, recorded as
-:data:`PINS_RECORDED_MARKER` once every such wallet's data key opened; running it again only adds
-records). What a writer can still do is put back an older copy of the same wallet's profile and
+:data:`PINS_RECORDED_MARKER` once every such wallet's data key opened; after its first run it revisits
+only the wallets that run left, while their profile is the one it saw; it only ever adds records).
+What a writer can still do is put back an older copy of the same wallet's profile and
 ``pin_hash`` (a rollback to a time the wallet had no PIN): that needs an earlier copy of the database,
 and no stored state can tell it from the present without an outside anchor.
 
@@ -64,7 +68,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import ColumnElement, Update, and_, case, literal, null, or_, select, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service_kit.crypto import SecretBoxError
@@ -74,9 +77,9 @@ from service_kit.errors import APIError
 from .auth import PIN_RECORDED
 from .context import WalletContext
 from .deps import Principal
-from .models import ServiceKey, Session, Wallet, utcnow
+from .models import Session, Wallet, utcnow
 from .store import add_alert
-from .vault import DataKey, Vault, VaultError, service_key_aad
+from .vault import CLOSED, COMPLETE, FIRST_RUN, REFUSED, DataKey, LeftOvers, Vault, VaultError, left_digest
 
 log = logging.getLogger(__name__)
 
@@ -413,102 +416,222 @@ async def reset_pin(ctx: WalletContext, me: Principal, new_pin: str | None) -> N
 
 #: How many wallets whose data key does not open a pass names in its log (the count covers them all).
 _NAMED_WALLETS = 100
+#: The tags naming the PIN passes' left-over rows in ``service_keys`` (:class:`~wallet_api.vault.LeftOvers`).
+_SEALING_TAG, _RECORDING_TAG = "pin-hashes", "pin-records"
 
 
 @dataclass
 class PinPass:
     """What one run of a start-up PIN pass did: ``outcome`` is ``"done"`` (its marker was there already),
-    ``"completed"`` (recorded now) or ``"incomplete"`` (a wallet's data key did not open: runs again at
-    the next start-up)."""
+    ``"completed"`` (recorded now) or ``"incomplete"`` (a wallet's data key did not open: the next
+    start-up revisits that wallet, and only the wallets so left). ``refused``: wallets the pass would have
+    changed but did not, as their value changed since its first run left them, or the record of them
+    does not open."""
 
     outcome: str
     changed: int = 0
     damaged: int = 0
     wallets_unopened: int = 0
+    refused: int = 0
+    wallets_opened: int = 0
 
 
-async def _once_over_wallets(db: Database, vault: Vault, marker: str, column: Any, where: ColumnElement[bool],
-                             change: Callable[[DataKey, Any], dict[str, Any] | None], what: str, done: str,
-                             batch: int = 200) -> PinPass:
-    """A start-up pass over the wallets matching ``where``, run at each start-up until it has recorded
-    ``marker`` in ``service_keys``, never after. ``change(key, value)`` gives the new column values for a
-    row whose ``column`` holds ``value`` (or ``None``: leave it), written by a conditional update on that
-    value, so several workers starting at once, or a run cut midway, do not disturb each other.
+def _key(vault: Vault, wallet_id: str, data_key: bytes, result: PinPass, what: str) -> DataKey | None:
+    """The wallet's data key, or ``None`` (counted, and logged by wallet id: the first :data:`_NAMED_WALLETS`)."""
+    try:
+        key = vault.data_key(Wallet(id=wallet_id, data_key=data_key))
+    except (VaultError, SecretBoxError) as exc:
+        result.wallets_unopened += 1
+        if result.wallets_unopened <= _NAMED_WALLETS:
+            log.error(f"a wallet's data key does not open; {what}", extra={"wallet": wallet_id, "code": exc.code})
+        return None
+    result.wallets_opened += 1
+    return key
 
-    The marker is recorded only when every matching wallet's data key opened: one that does not (a wrong
-    master key, a rotation's previous key not configured) is left as it is, and the next start-up with
-    the right keys does it; recording the marker would leave its old-form row so for good. A value that
-    does not open while its wallet's key did is damaged: logged by id, counted, left (it fails closed on
-    its own), and it does not hold the marker back. Neither stops the service starting. One summary log
-    line per run (``done`` names what ``changed`` counts)."""
-    async with db.read_session() as session:
-        if await session.get(ServiceKey, marker) is not None:
-            return PinPass("done")
-    result, last = PinPass("incomplete"), ""
+
+def _changed(change: Callable[[DataKey, Any], dict[str, Any] | None], key: DataKey, wallet_id: str, value: Any,
+             result: PinPass, what: str) -> dict[str, Any] | None | bool:
+    """``change(key, value)``, or ``False`` when the value does not open (damaged: counted and logged)."""
+    try:
+        return change(key, value)
+    except (VaultError, SecretBoxError) as exc:
+        result.damaged += 1
+        log.error(f"a wallet's stored data does not open though its data key does; {what}",
+                  extra={"wallet": wallet_id, "code": exc.code})
+        return False
+
+
+async def _once_over_wallets(db: Database, vault: Vault, marker: str, tag: str, column: Any,
+                             where: ColumnElement[bool], change: Callable[[DataKey, Any], dict[str, Any] | None],
+                             what: str, done: str, batch: int = 200,
+                             ran_before: ColumnElement[bool] | None = None) -> PinPass:
+    """A start-up pass over the wallets matching ``where``, until it has recorded ``marker`` in
+    ``service_keys``, never after. ``change(key, value)`` gives the new column values for a row whose
+    ``column`` holds ``value`` (or ``None``: leave it), written by a conditional update on that value, so
+    several workers starting at once, or a run cut midway, do not disturb each other.
+
+    Its first run goes over every such wallet. One whose data key does not open (a wrong master key, a
+    rotation's previous key not configured) is left as it is and recorded as left, with the digest of
+    its value, sealed under the master key (:class:`~wallet_api.vault.LeftOvers`, under ``tag``); every
+    later start-up goes over those wallets only, and changes one only while its value is still the one
+    recorded. So a wallet row written into the database after the first run — one whose key never opens,
+    to hold the pass back, or an unsealed PIN hash of a PIN its writer knows — is never changed by the
+    pass: it stays in the form that is refused. The marker is recorded once no wallet is left. A value
+    that does not open while its wallet's key did is damaged: logged by id, counted, left (it fails
+    closed on its own), not waited for. A record of what the first run left that does not open (forged or
+    altered) is refused: the pass goes on as if it had left nothing. A first run with keys that do not
+    open the service's own subject index key records nothing and runs whole again at the next start-up
+    (:meth:`~wallet_api.vault.LeftOvers.first_run_over`). ``ran_before``: what only the current form
+    holds; found by a first run, a warning says why that may be (its record deleted, among others).
+    Nothing stops the service starting. One summary log line per run (``done`` names what ``changed``
+    counts)."""
+    left = LeftOvers(vault, marker, tag)
+    state = await left.state(db)
+    if state == COMPLETE:
+        return PinPass("done")
+    result = PinPass("incomplete")
+    if state == CLOSED:
+        log.error(f"start-up pass {marker}: its record of the wallets its first run left does not open with the "
+                  "master keys configured (nor does the subject index key): nothing done; configure the right "
+                  "master key and restart", extra={"marker": marker, "outcome": result.outcome})
+        return result
+    if state == REFUSED:
+        result.refused += 1  # the record itself
+        log.error(f"start-up pass {marker}: its record of the wallets its first run left does not open (forged or "
+                  f"altered): refused, as if it had left none; none of them is {done} by it now",
+                  extra={"marker": marker, "code": "pass.left_refused"})
+    elif state == FIRST_RUN:
+        keys_right = await vault.keys_open(db)
+        if ran_before is not None:
+            async with db.read_session() as session:
+                if (await session.execute(select(Wallet.id).where(ran_before).limit(1))).first() is not None:
+                    log.warning(f"start-up pass {marker} runs over every wallet, though some already hold what it "
+                                "writes: expected only while the upgrade's first run is under way (another worker's, "
+                                "or one cut short) or after a version that left the pass incomplete; otherwise its "
+                                "record in service_keys was deleted", extra={"marker": marker, "code": "pass.rerun"})
+        await _first_run(db, vault, left if keys_right else None, column, where, change, what, batch, result)
+    else:
+        await _left_run(db, vault, left, column, where, change, what, batch, result)
+    if not result.wallets_unopened:
+        await left.complete(db)
+        result.outcome = "completed"
+    elif state == FIRST_RUN and keys_right:
+        await left.first_run_over(db, opened_any=result.wallets_opened > 0)
+    counts = {"marker": marker, "changed": result.changed, "damaged": result.damaged,
+              "wallets_unopened": result.wallets_unopened, "refused": result.refused, "outcome": result.outcome}
+    summary = (f"{result.changed} {done}, {result.damaged} damaged, {result.wallets_unopened} wallets whose data "
+               f"key did not open, {result.refused} refused")
+    if result.outcome == "completed":
+        (log.error if result.refused else log.info)(f"start-up pass {marker} completed: {summary}", extra=counts)
+    else:
+        log.error(f"start-up pass {marker} NOT completed: {summary}; those wallets are left as they were (and only "
+                  "they are revisited); configure the master key (and the previous ones) that open them and restart",
+                  extra=counts)
+    return result
+
+
+async def _first_run(db: Database, vault: Vault, left: LeftOvers | None, column: Any, where: ColumnElement[bool],
+                     change: Callable[[DataKey, Any], dict[str, Any] | None], what: str, batch: int,
+                     result: PinPass) -> None:
+    """Every wallet matching ``where``; those whose key does not open recorded as left (unless ``left``
+    is ``None``: the keys are wrong)."""
+    last = ""
     while True:
         async with db.session() as session:
             rows = (await session.execute(select(Wallet.id, Wallet.data_key, column)
                                           .where(Wallet.id > last, where).order_by(Wallet.id).limit(batch))).all()
+            unopened = []
             for wallet_id, data_key, value in rows:
-                try:
-                    key = vault.data_key(Wallet(id=wallet_id, data_key=data_key))
-                except (VaultError, SecretBoxError) as exc:
-                    result.wallets_unopened += 1
-                    if result.wallets_unopened <= _NAMED_WALLETS:
-                        log.error(f"a wallet's data key does not open; {what}",
-                                  extra={"wallet": wallet_id, "code": exc.code})
+                key = _key(vault, wallet_id, data_key, result, what)
+                if key is None:
+                    if left is not None:
+                        unopened.append(left.entry(wallet_id, left_digest(value)))
                     continue
-                try:
-                    values = change(key, value)
-                except (VaultError, SecretBoxError) as exc:
-                    result.damaged += 1
-                    log.error(f"a wallet's stored data does not open though its data key does; {what}",
-                              extra={"wallet": wallet_id, "code": exc.code})
-                    continue
-                if values is not None:
+                values = _changed(change, key, wallet_id, value, result, what)
+                if values:
                     written = await session.execute(
                         update(Wallet).where(Wallet.id == wallet_id, column == value).values(**values)
                         .execution_options(synchronize_session=False))
                     result.changed += written.rowcount  # type: ignore[attr-defined]
+            if left is not None:
+                await left.record(session, unopened)
         if len(rows) < batch:
             break
         last = rows[-1][0]
-    if not result.wallets_unopened:
-        try:
-            async with db.session() as session:
-                session.add(ServiceKey(name=marker, sealed=vault.box.seal(marker.encode(), service_key_aad(marker))))
-        except IntegrityError:
-            pass  # another worker recorded it at the same moment
-        result.outcome = "completed"
-    counts = {"marker": marker, "changed": result.changed, "damaged": result.damaged,
-              "wallets_unopened": result.wallets_unopened, "outcome": result.outcome}
-    summary = (f"{result.changed} {done}, {result.damaged} damaged, {result.wallets_unopened} wallets whose data "
-               "key did not open")
-    if result.outcome == "completed":
-        log.info(f"start-up pass {marker} completed: {summary}", extra=counts)
-    else:
-        log.error(f"start-up pass {marker} NOT completed: {summary}; those wallets are left as they were; "
-                  "configure the master key (and the previous ones) that open them and restart", extra=counts)
-    return result
+
+
+async def _left_run(db: Database, vault: Vault, left: LeftOvers, column: Any, where: ColumnElement[bool],
+                    change: Callable[[DataKey, Any], dict[str, Any] | None], what: str, batch: int,
+                    result: PinPass) -> None:
+    """The wallets the first run left, each changed only while its value is the one recorded; dropped from
+    the set once done, gone (or no longer matching ``where``), damaged or refused."""
+    after: str | None = None
+    while True:
+        entries = await left.page(db, after, batch)
+        if not entries:
+            break
+        async with db.session() as session:
+            rows = {wallet_id: (data_key, value) for wallet_id, data_key, value in (await session.execute(
+                select(Wallet.id, Wallet.data_key, column).where(Wallet.id.in_([e[0] for e in entries]), where)
+            ))}
+            finished = []
+            for wallet_id, recorded in entries:
+                row = rows.get(wallet_id)
+                if recorded is None or row is None:
+                    finished.append(wallet_id)  # its record is forged or altered; or the wallet is gone or done
+                    if recorded is None:
+                        result.refused += 1
+                        log.error(f"a record of a wallet the pass's first run left does not open (forged or altered); "
+                                  f"refused: {what}", extra={"wallet": wallet_id, "code": "pass.left_refused"})
+                    continue
+                data_key, value = row
+                if not hmac.compare_digest(left_digest(value), recorded):
+                    finished.append(wallet_id)
+                    try:
+                        key = vault.data_key(Wallet(id=wallet_id, data_key=data_key))
+                        current = change(key, value) is None  # what the pass would write is there already
+                    except (VaultError, SecretBoxError):
+                        current = False
+                    if not current:
+                        result.refused += 1
+                        log.error(f"a wallet's stored data changed since the pass's first run left it, so it is not "
+                                  f"taken for an earlier version's; {what}",
+                                  extra={"wallet": wallet_id, "code": "pass.left_changed"})
+                    continue
+                key = _key(vault, wallet_id, data_key, result, what)
+                if key is None:
+                    continue  # still left
+                finished.append(wallet_id)
+                values = _changed(change, key, wallet_id, value, result, what)
+                if values:
+                    written = await session.execute(
+                        update(Wallet).where(Wallet.id == wallet_id, column == value).values(**values)
+                        .execution_options(synchronize_session=False))
+                    result.changed += written.rowcount  # type: ignore[attr-defined]
+            await left.drop(session, finished)
+        if len(entries) < batch:
+            break
+        after = entries[-1][0]
 
 
 async def seal_legacy_pin_hashes(db: Database, vault: Vault, *, batch: int = 200) -> PinPass:
-    """Seal the PIN hashes stored unsealed by earlier versions. Start-up, after the migrations: runs
-    until it has recorded that it ran (the :data:`LEGACY_SEALED_MARKER` row, only once every wallet
-    holding one had its data key opened), never again after, so an unsealed hash written to the database
-    later is refused, not sealed. An unsealed hash is refused before and after alike: sealing is what
-    makes an earlier version's PIN work."""
+    """Seal the PIN hashes stored unsealed by earlier versions. Start-up, after the migrations: its first
+    run goes over every wallet holding one, later runs over the wallets it left only (their hash
+    unchanged), until none is left (:data:`LEGACY_SEALED_MARKER` recorded), never again after; so an
+    unsealed hash written to the database after the first run is refused, never sealed. An unsealed
+    hash is refused before and after alike: sealing is what makes an earlier version's PIN work."""
     return await _once_over_wallets(
-        db, vault, LEGACY_SEALED_MARKER, Wallet.pin_hash, Wallet.pin_hash.like("scrypt$%"),
+        db, vault, LEGACY_SEALED_MARKER, _SEALING_TAG, Wallet.pin_hash, Wallet.pin_hash.like("scrypt$%"),
         lambda key, legacy: {"pin_hash": seal_pin_hash(key, legacy)}, "its PIN hash was not sealed", "sealed",
-        batch)
+        batch, ran_before=Wallet.pin_hash.like(_SEALED + "%"))
 
 
 async def record_pins_in_profiles(db: Database, vault: Vault, *, batch: int = 200) -> PinPass:
     """Record :data:`PIN_RECORDED` in the profile of every wallet that has a ``pin_hash`` but no record
     (PINs set by earlier versions). Start-up, after :func:`seal_legacy_pin_hashes`; until it has recorded
-    :data:`PINS_RECORDED_MARKER` (once every such wallet's data key opened). Running it again only adds
-    records, never removes one. A profile that does not open (or is not an object) is damaged and left:
+    :data:`PINS_RECORDED_MARKER` (once no wallet its first run left is left), later runs over the wallets
+    the first run left only (their profile unchanged). It only adds records, never removes one. A
+    profile that does not open (or is not an object) is damaged and left:
     :func:`pin_recorded` reads it as recording a PIN."""
     def record(key: DataKey, profile: bytes) -> dict[str, Any] | None:
         opened = key.open("profile", key.wallet_id, profile)
@@ -518,5 +641,6 @@ async def record_pins_in_profiles(db: Database, vault: Vault, *, batch: int = 20
             return None
         return {"profile": key.seal("profile", key.wallet_id, {**opened, PIN_RECORDED: True})}
 
-    return await _once_over_wallets(db, vault, PINS_RECORDED_MARKER, Wallet.profile, Wallet.pin_hash.is_not(None),
-                                    record, "its PIN record was not added", "recorded", batch)
+    return await _once_over_wallets(db, vault, PINS_RECORDED_MARKER, _RECORDING_TAG, Wallet.profile,
+                                    Wallet.pin_hash.is_not(None), record, "its PIN record was not added", "recorded",
+                                    batch)

@@ -19,6 +19,18 @@ Layers:
 
 Rotating the master key only rewraps the data keys and the index key (:func:`rewrap_all`); the rows
 sealed under data keys are untouched, so rotation is quick and runs beside live traffic.
+
+**What a start-up pass left** (:class:`LeftOvers`). The passes that bring rows of earlier versions into
+the current form (PIN hashes sealed, PINs recorded in profiles: :mod:`wallet_api.pin`) need each
+wallet's data key. The first run of such a
+pass goes over every row; the rows whose data key did not open are recorded, each in its own
+``service_keys`` row ``left/<pass>/<row id>`` holding the SHA-256 of the value the row had, sealed under
+the master key with associated data naming the pass and the row, and ``left/<pass>`` (sealed) records
+that the first run is over. Every later run goes over those rows only, and takes a row only while it
+still holds that value: a row written into the database afterwards (another wallet's PIN hash) is
+never taken for one of an earlier version, and a database writer can neither add
+a row to the set nor record another value (they do not have the master key), only drop rows from it,
+which leaves those rows refused. Once no row is left, the pass's marker row says it is complete.
 """
 
 from __future__ import annotations
@@ -28,24 +40,26 @@ import hmac
 import json
 import os
 import secrets
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service_kit.crypto import SecretBox
-from service_kit.db import Database
+from service_kit.crypto import SecretBox, SecretBoxError
+from service_kit.db import Database, dialect_insert
 
-from .models import ServiceKey, Wallet
+from .models import ServiceKey, Wallet, utcnow
 
 _VERSION = 1
 _NONCE = 12
 SUBJECT_INDEX_KEY = "subject_index"
 _INDEX_AAD = b"cartera-wallet|service|subject-index"
 TOKEN_KEY = "token_mac"  # noqa: S105 - the name of a service_keys row, not a secret
+
 
 
 def service_key_aad(name: str) -> bytes:
@@ -120,6 +134,9 @@ class Vault:
         self.box = box
         self._index_key: bytes | None = None
         self._token_key: bytes | None = None
+        #: This start-up created the subject index key (:meth:`ensure_index_key`): that it opens says
+        #: nothing of whether the master key is the one the wallets' data keys are under.
+        self.index_key_created = False
         #: Set at start-up while the pass binding credential copies to their credentials has not completed
         #: (:func:`wallet_api.store.bind_legacy_copies`), cleared when it has: the data keys handed out
         #: meanwhile still open copies sealed the earlier way. Off by default: only bound copies open.
@@ -146,6 +163,7 @@ class Vault:
                 if await session.get(ServiceKey, SUBJECT_INDEX_KEY) is None:
                     session.add(ServiceKey(name=SUBJECT_INDEX_KEY,
                                            sealed=self.box.seal(secrets.token_bytes(32), _INDEX_AAD)))
+                    self.index_key_created = True
         except IntegrityError:
             pass  # another worker created it at the same moment: theirs is used
 
@@ -178,10 +196,153 @@ class Vault:
             self._token_key = self.box.open(row.sealed, service_key_aad(TOKEN_KEY))
         return self._token_key
 
+    async def keys_open(self, db: Database) -> bool:
+        """Whether the master keys configured open the service's own subject index key: a start-up
+        with a wrong master key (or a rotation's previous key missing while that key is still under
+        it) does not, and must not record anything as "left" by a pass under keys that are wrong; and
+        a record of a pass that does not open while this key does is not the keys' fault."""
+        try:
+            async with db.read_session() as session:
+                await self.index_key(session)
+        except (VaultError, SecretBoxError):
+            return False
+        return True
+
     async def subject_index(self, session: AsyncSession, provider: str, identifier: str) -> str:
         """The lookup key of a citizen: HMAC of the provider kind and the asserted identifier."""
         key = await self.index_key(session)
         return hmac.new(key, f"{provider}|{identifier}".encode(), hashlib.sha256).hexdigest()
+
+
+#: What :meth:`LeftOvers.state` finds: the pass never ran (or never with keys that were right); its
+#: first run is over and left rows; it is complete; its record of what it left does not open though the
+#: keys are right (forged or altered: refused, the pass completes with nothing left); or neither opens
+#: (the keys configured are wrong: nothing is done this start-up).
+FIRST_RUN, LEFT, COMPLETE, REFUSED, CLOSED = "first-run", "left", "complete", "refused", "closed"
+_LEFT = "left/"
+
+
+def left_digest(*parts: bytes | str) -> bytes:
+    """The SHA-256 of a row's value as a pass saw it (each part length-prefixed: no two splits collide)."""
+    digest = hashlib.sha256()
+    for part in parts:
+        data = part.encode() if isinstance(part, str) else bytes(part)
+        digest.update(len(data).to_bytes(8, "big"))
+        digest.update(data)
+    return digest.digest()
+
+
+class LeftOvers:
+    """A start-up pass's marker and the rows its first run left (module docstring, "What a start-up pass
+    left"). ``marker``: the ``service_keys`` row recording that the pass is complete; ``tag``: the pass in
+    the names of its left rows, ``left/<tag>`` and ``left/<tag>/<row id>`` (64 characters at most, with
+    ids of 40)."""
+
+    def __init__(self, vault: Vault, marker: str, tag: str) -> None:
+        self.vault = vault
+        self.marker = marker
+        self.tag = tag
+        self.state_name = _LEFT + tag
+        self.prefix = self.state_name + "/"
+
+    def entry(self, row_id: str, digest: bytes) -> dict[str, Any]:
+        """The ``service_keys`` row recording that the pass left ``row_id`` holding the value of ``digest``."""
+        name = self.prefix + row_id
+        return {"name": name, "sealed": self.vault.box.seal(digest, service_key_aad(name)), "created_at": utcnow()}
+
+    def opened(self, name: str, sealed: bytes) -> bytes | None:
+        """The digest a left row records, or ``None``: it does not open (forged, altered, or moved from
+        another row or pass)."""
+        try:
+            digest = self.vault.box.open(sealed, service_key_aad(name))
+        except SecretBoxError:
+            return None
+        return digest if len(digest) == hashlib.sha256().digest_size else None
+
+    async def state(self, db: Database) -> str:
+        """:data:`FIRST_RUN`, :data:`LEFT`, :data:`COMPLETE`, :data:`REFUSED` or :data:`CLOSED`."""
+        async with db.read_session() as session:
+            rows = dict((await session.execute(select(ServiceKey.name, ServiceKey.sealed).where(
+                ServiceKey.name.in_([self.marker, self.state_name])))).all())
+        if self.marker in rows:
+            return COMPLETE
+        if self.state_name not in rows:
+            return FIRST_RUN
+        try:
+            if self.vault.box.open(rows[self.state_name], service_key_aad(self.state_name)) == self.tag.encode():
+                return LEFT
+        except SecretBoxError:
+            pass
+        return REFUSED if await self.vault.keys_open(db) else CLOSED
+
+    async def record(self, session: AsyncSession, entries: Sequence[dict[str, Any]]) -> None:
+        """Record rows as left (:meth:`entry`), in ``session``'s transaction; one recorded already (by a
+        first run cut short, or another worker's at the same moment) gets the value now seen."""
+        if not entries:
+            return
+        insert = dialect_insert(session, ServiceKey)
+        await session.execute(insert.values(list(entries)).on_conflict_do_update(
+            index_elements=[ServiceKey.name],
+            set_={"sealed": insert.excluded.sealed, "created_at": insert.excluded.created_at}))
+
+    async def first_run_over(self, db: Database, *, opened_any: bool) -> bool:
+        """Record that the first run is over, so that from now on the pass goes over the rows it left
+        only; ``opened_any``: it opened a wallet's data key. True when recorded.
+
+        Only with keys that are right: the subject index key must open (checked before the run, so
+        that nothing is recorded as left under a wrong master key), and, when this start-up created it
+        (a database whose wallets came without it), a wallet's key too. Otherwise what the run recorded
+        is dropped, and the next start-up runs it whole again."""
+        if not opened_any and self.vault.index_key_created:
+            async with db.session() as session:
+                await session.execute(delete(ServiceKey).where(
+                    ServiceKey.name.startswith(self.prefix, autoescape=True)))
+            return False
+        async with db.session() as session:
+            insert = dialect_insert(session, ServiceKey)
+            await session.execute(insert.values(
+                name=self.state_name, sealed=self.vault.box.seal(self.tag.encode(), service_key_aad(self.state_name)),
+                created_at=utcnow()).on_conflict_do_nothing())
+        return True
+
+    async def complete(self, db: Database) -> None:
+        """Record the marker and drop what the first run left: the pass is complete."""
+        async with db.session() as session:
+            insert = dialect_insert(session, ServiceKey)
+            await session.execute(insert.values(
+                name=self.marker, sealed=self.vault.box.seal(self.marker.encode(), service_key_aad(self.marker)),
+                created_at=utcnow()).on_conflict_do_nothing())
+            await session.execute(delete(ServiceKey).where(
+                (ServiceKey.name == self.state_name) | ServiceKey.name.startswith(self.prefix, autoescape=True)))
+
+    async def page(self, db: Database, after: str | None, limit: int) -> list[tuple[str, bytes | None]]:
+        """Up to ``limit`` of the rows left, in name order after row id ``after``: ``(row id, the digest
+        recorded, or None when its record does not open)``."""
+        query = select(ServiceKey.name, ServiceKey.sealed).where(ServiceKey.name.startswith(self.prefix, autoescape=True))
+        if after is not None:
+            query = query.where(ServiceKey.name > self.prefix + after)
+        async with db.read_session() as session:
+            rows = (await session.execute(query.order_by(ServiceKey.name).limit(limit))).all()
+        return [(name[len(self.prefix):], self.opened(name, sealed)) for name, sealed in rows]
+
+    async def drop(self, session: AsyncSession, row_ids: Iterable[str]) -> None:
+        """Drop rows from the set (done, gone, or refused), in ``session``'s transaction."""
+        names = [self.prefix + row_id for row_id in row_ids]
+        for start in range(0, len(names), 500):
+            await session.execute(delete(ServiceKey).where(ServiceKey.name.in_(names[start:start + 500])))
+
+    async def matching(self, session: AsyncSession, digests: dict[str, bytes]) -> set[str]:
+        """Of ``digests`` (row id: the digest of the value it holds now), the rows the set holds with that
+        very value."""
+        names = {self.prefix + row_id: row_id for row_id in digests}
+        rows = (await session.execute(select(ServiceKey.name, ServiceKey.sealed).where(
+            ServiceKey.name.in_(list(names))))).all()
+        found = set()
+        for name, sealed in rows:
+            recorded = self.opened(name, sealed)
+            if recorded is not None and hmac.compare_digest(recorded, digests[names[name]]):
+                found.add(names[name])
+        return found
 
 
 async def rewrap_all(session: AsyncSession, box: SecretBox, *, batch: int = 200) -> int:
