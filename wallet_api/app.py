@@ -55,7 +55,7 @@ def create_app(settings: WalletSettings | None = None, *, transport: httpx.Async
     from .background import background_loop, webhook_loop
     from .pin import record_pins_in_profiles, seal_legacy_pin_hashes
     from .routes import alerts, audit, auth, backup, credentials, history, offers, presentations, web
-    from .store import copies_bound, keep_binding_legacy_copies
+    from .store import copy_fallback, keep_binding_legacy_copies
 
     settings = settings or WalletSettings()
     db = Database.from_settings(settings)
@@ -69,17 +69,18 @@ def create_app(settings: WalletSettings | None = None, *, transport: httpx.Async
         await ctx.vault.ensure_index_key(db)
         # Until each has recorded its marker (only once every wallet it must change had its data key
         # opened: a wrong key at this start-up leaves those rows for the next one, not unusable for
-        # good): the PIN hashes earlier versions stored unsealed get sealed (an unsealed one is refused);
+        # good; after its first run, only the rows it left are revisited, and only while they hold the
+        # value it saw): the PIN hashes earlier versions stored unsealed get sealed (an unsealed one is refused);
         # the wallets with a PIN from earlier versions get it recorded in their sealed profile, so that a
         # NULL pin_hash written into the database reads as tampering, not as "no PIN". Awaited (an
         # unsealed hash is refused until sealed); once its marker is there, each is one read.
         await seal_legacy_pin_hashes(db, ctx.vault)
         await record_pins_in_profiles(db, ctx.vault)
         # Once: the credential copies earlier versions sealed without naming their credential, sealed
-        # again in the background. Until that pass has completed they open as before, so start-up need not
-        # wait for it (minutes with millions of copies).
-        ctx.vault.legacy_copies = not await copies_bound(db)
-        binding = asyncio.create_task(keep_binding_legacy_copies(db, ctx.vault)) if ctx.vault.legacy_copies else None
+        # again in the background. Until that pass has completed they open as before (after its first run,
+        # only those it left), so start-up need not wait for it (minutes with millions of copies).
+        bound = await copy_fallback(db, ctx.vault)
+        binding = None if bound else asyncio.create_task(keep_binding_legacy_copies(db, ctx.vault))
         _app.state.copy_binding = binding  # tests await it
         try:
             yield

@@ -21,14 +21,14 @@ Rotating the master key only rewraps the data keys and the index key (:func:`rew
 sealed under data keys are untouched, so rotation is quick and runs beside live traffic.
 
 **What a start-up pass left** (:class:`LeftOvers`). The passes that bring rows of earlier versions into
-the current form (PIN hashes sealed, PINs recorded in profiles: :mod:`wallet_api.pin`) need each
-wallet's data key. The first run of such a
+the current form (PIN hashes sealed, PINs recorded in profiles: :mod:`wallet_api.pin`; credential copies
+bound to their credential: :mod:`wallet_api.store`) need each wallet's data key. The first run of such a
 pass goes over every row; the rows whose data key did not open are recorded, each in its own
 ``service_keys`` row ``left/<pass>/<row id>`` holding the SHA-256 of the value the row had, sealed under
 the master key with associated data naming the pass and the row, and ``left/<pass>`` (sealed) records
 that the first run is over. Every later run goes over those rows only, and takes a row only while it
-still holds that value: a row written into the database afterwards (another wallet's PIN hash) is
-never taken for one of an earlier version, and a database writer can neither add
+still holds that value: a row written into the database afterwards (another wallet's PIN hash, a copy
+planted or moved) is never taken for one of an earlier version, and a database writer can neither add
 a row to the set nor record another value (they do not have the master key), only drop rows from it,
 which leaves those rows refused. Once no row is left, the pass's marker row says it is complete.
 """
@@ -99,12 +99,13 @@ def token_mac(key: bytes, kind: str, value: str) -> str:
 class DataKey:
     """A wallet's data key: seals and opens that wallet's rows."""
 
-    def __init__(self, wallet_id: str, key: bytes, *, legacy_copies: bool = False) -> None:
+    def __init__(self, wallet_id: str, key: bytes, *, legacy_copies: bool | LeftOvers = False) -> None:
         if len(key) != 32:
             raise VaultError("bad_key", "a data key is 32 bytes")
         self.wallet_id = wallet_id
         self._aead = AESGCM(key)
-        #: A credential copy sealed as earlier versions did still opens (:func:`wallet_api.store.open_copy`).
+        #: Whether a credential copy sealed as earlier versions did still opens
+        #: (:func:`wallet_api.store.open_copy`): ``True`` any, :class:`LeftOvers` those its set holds.
         self.legacy_copies = legacy_copies
 
     def _aad(self, kind: str, row_id: str) -> bytes:
@@ -139,8 +140,10 @@ class Vault:
         self.index_key_created = False
         #: Set at start-up while the pass binding credential copies to their credentials has not completed
         #: (:func:`wallet_api.store.bind_legacy_copies`), cleared when it has: the data keys handed out
-        #: meanwhile still open copies sealed the earlier way. Off by default: only bound copies open.
-        self.legacy_copies = False
+        #: meanwhile still open copies sealed the earlier way — any (``True``) until its first run is
+        #: over, then only those its first run left (its :class:`LeftOvers`). Off by default: only
+        #: bound copies open.
+        self.legacy_copies: bool | LeftOvers = False
 
     @staticmethod
     def _wallet_aad(wallet_id: str) -> bytes:

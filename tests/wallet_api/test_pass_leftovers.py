@@ -8,7 +8,7 @@ a wallet row whose key never opens, and then have an unsealed hash of a PIN they
 wallet, sealed at the next restart, or copies planted or moved meanwhile opened the earlier way. Now the
 first run records the rows it left, with the digest of their value, sealed under the master key; later
 runs go over those alone, and take one only while it holds that value; a record that does not open is
-refused.
+refused. The same for the copies' fallback: after the first run, only a copy it left opens the earlier way.
 
 Wallets served by uvicorn on 127.0.0.1 and started in process, on SQLite and on PostgreSQL; the
 database written as an earlier version, and a database writer, would.
@@ -28,19 +28,25 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI
 from pydantic import SecretStr
 from sqlalchemy import text
 
+from service_kit.crypto import SecretBox
 from service_kit.db import Database
 from service_kit.migrations import run_migrations
 from tests.support.servers import free_port, serve
 from tests.wallet_api.conftest import wallet_settings
+from tests.wallet_api.test_copy_binding import _insert_credential, _legacy_copy, _opened
+from tests.wallet_api.test_copy_binding_pass import _first_run, _lease, _row, _sealed_key, _value
 from tests.wallet_api.test_pin_erased import _insert_wallets
+from wallet_api import store
 from wallet_api.app import MIGRATIONS, create_app
 from wallet_api.context import master_box
 from wallet_api.models import Session
 from wallet_api.pin import LEGACY_SEALED_MARKER, PIN_RECORDED, PINS_RECORDED_MARKER, hash_pin, open_pin_hash
 from wallet_api.settings import WalletSettings
+from wallet_api.store import COPIES_BOUND_MARKER, COPY_KIND, copy_ref
 from wallet_api.vault import DataKey, Vault, token_mac
 
 pytestmark = pytest.mark.anyio
@@ -79,6 +85,14 @@ async def _earlier_wallet(database_url: str, vault: Vault, wallet_id: str, pin: 
     sealed_key, key = vault.new_data_key(wallet_id)
     await _insert_wallets(database_url, [{"id": wallet_id, "key": sealed_key, "pin": hash_pin(pin) if pin else None,
                                           "profile": key.seal("profile", wallet_id, {"identifier": wallet_id})}])
+    return key
+
+
+async def _wallet(database_url: str, vault: Vault, wallet_id: str) -> DataKey:
+    """A wallet without a PIN, as an earlier version stored it."""
+    sealed_key, key = vault.new_data_key(wallet_id)
+    await _insert_wallets(database_url, [{"id": wallet_id, "key": sealed_key, "pin": None,
+                                          "profile": key.seal("profile", wallet_id, {"identifier": "x"})}])
     return key
 
 
@@ -219,6 +233,92 @@ async def test_a_wallet_the_first_run_left_is_completed_once_its_key_opens_and_t
     assert not [r for r in _pass_logs(caplog) if hasattr(r, "wallets_unopened")]
 
 
+async def _legacy_copies(database_url: str, key: DataKey, credential_id: str, copies: list[int]) -> None:
+    await _insert_credential(database_url, key, credential_id, [
+        (f"copy-{n}", p, _legacy_copy(key, f"copy-{n}", _value(n))) for p, n in enumerate(copies)])
+
+
+async def _first_copy_run(app: FastAPI, caplog: pytest.LogCaptureFixture) -> None:
+    """Until the start-up's copy pass has run once (its summary logged, or its task ended)."""
+    with caplog.at_level(logging.INFO, logger="wallet_api.store"):
+        await _first_run(app, caplog)
+
+
+def _left_over_mode(vault: Vault) -> bool:
+    """Only the copies the pass's first run left open the earlier way."""
+    return type(vault.legacy_copies).__name__ == "LeftOvers"
+
+
+async def _read(app: FastAPI, key: DataKey) -> tuple[dict[str, list[str]], list[str]]:
+    """The wallet's credentials as the routes read them: ``({credential: [copy ids]}, [unreadable])``."""
+    ctx = app.state.wallet
+    opened, broken = await _opened(ctx.db, ctx.vault.data_key(_row(key, await _sealed_key(
+        ctx.settings.database_url, key.wallet_id))))
+    return {c: [copy["id"] for copy in copies] for c, copies in opened.items()}, sorted(broken)
+
+
+async def test_only_copies_the_first_run_left_open_the_earlier_way(
+        tmp_path: Path, database_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    settings, with_previous, previous = _keys(tmp_path, database_url)
+    await asyncio.to_thread(run_migrations, MIGRATIONS, database_url)
+    behind = await _wallet(database_url, previous, "w-behind")
+    ahead = await _wallet(database_url, Vault(master_box(settings)), "w-ahead")
+    await _legacy_copies(database_url, behind, "cred-b1", [0, 1, 2])
+    await _legacy_copies(database_url, behind, "cred-b2", [3])
+    await _legacy_copies(database_url, ahead, "cred-a1", [4])
+
+    app = create_app(settings, run_background=False)
+    async with app.router.lifespan_context(app):
+        await _first_copy_run(app, caplog)
+        left_over_mode = _left_over_mode(app.state.wallet.vault)
+    after_first_run = await _names(database_url)
+    assert COPIES_BOUND_MARKER not in after_first_run
+
+    # A database writer moves a copy the first run left to another credential of its wallet, and puts a
+    # copy sealed the earlier way (an old row, say) into a wallet the first run bound.
+    await _sql(database_url, "UPDATE credential_copies SET credential_id = 'cred-b2' WHERE id = 'copy-1'")
+    await _legacy_copies(database_url, ahead, "cred-a2", [9])
+
+    # The keys are fixed, but another worker holds the pass: this one reads the copies meanwhile.
+    await _lease(database_url, dt.datetime.now(dt.UTC))
+    app = create_app(with_previous, run_background=False)
+    async with app.router.lifespan_context(app):
+        assert await _read(app, behind) == ({"cred-b1": ["copy-0", "copy-2"]}, ["cred-b2"])  # copy-1 moved there
+        assert await _read(app, ahead) == ({"cred-a1": ["copy-4"]}, ["cred-a2"])
+        assert _left_over_mode(app.state.wallet.vault) and left_over_mode
+        assert {n for n in after_first_run if n.startswith("left/copies/")} == {f"left/copies/copy-{n}" for n in range(4)}
+        # A worker that started before the first run was over (every copy then opened the earlier way)
+        # takes up the left-over set at its next look.
+        db, late = Database(database_url), Vault(master_box(with_previous))
+        try:
+            late.legacy_copies = True
+            assert (await store.bind_legacy_copies(db, late)).outcome == "busy"
+            assert _left_over_mode(late)
+        finally:
+            await db.dispose()
+        # The other worker let go: this one's next run binds the copies left as they were, only them.
+        app.state.copy_binding.cancel()  # (its own background look, due in 15 to 45 s, is not awaited)
+        with contextlib.suppress(asyncio.CancelledError):
+            await app.state.copy_binding
+        await _sql(database_url, "DELETE FROM service_keys WHERE name = :n", n=store.COPIES_BINDING_LEASE)
+        with caplog.at_level(logging.INFO, logger="wallet_api.store"):
+            result = await store.bind_legacy_copies(app.state.wallet.db, app.state.wallet.vault)
+        assert (result.outcome, result.resealed, result.refused, result.wallets_unopened) == ("completed", 3, 1, 0)
+        assert app.state.wallet.vault.legacy_copies is False
+        assert await _read(app, behind) == ({"cred-b1": ["copy-0", "copy-2"]}, ["cred-b2"])
+        assert await _read(app, ahead) == ({"cred-a1": ["copy-4"]}, ["cred-a2"])
+    changed = [r for r in caplog.records if getattr(r, "code", "") == "pass.left_changed"]
+    assert [(r.copy, r.credential, r.wallet) for r in changed] == [("copy-1", "cred-b2", "w-behind")]  # type: ignore[attr-defined]
+    stored = {copy_id: (credential_id, bytes(sealed)) for copy_id, credential_id, sealed in await _sql(
+        database_url, "SELECT id, credential_id, sealed FROM credential_copies")}
+    for n, credential_id in [(0, "cred-b1"), (2, "cred-b1"), (3, "cred-b2")]:
+        assert stored[f"copy-{n}"][0] == credential_id
+        assert behind.open(COPY_KIND, copy_ref(credential_id, f"copy-{n}"), stored[f"copy-{n}"][1]) == _value(n)
+    assert behind.open("copy", "copy-1", stored["copy-1"][1]) == _value(1)  # never bound to the credential moved to
+    assert ahead.open("copy", "copy-9", stored["copy-9"][1]) == _value(9)
+    assert not {n for n in await _names(database_url) if n.startswith("left/")}
+
+
 async def test_a_forged_record_of_what_the_first_run_left_is_refused(
         tmp_path: Path, database_url: str, caplog: pytest.LogCaptureFixture) -> None:
     """A database writer cannot add a wallet to the set: a record copied from another wallet's does not
@@ -246,3 +346,46 @@ async def test_a_forged_record_of_what_the_first_run_left_is_refused(
     assert sorted(r.wallet for r in refused) == ["w-other", "w-victim"]  # type: ignore[attr-defined]
     assert all(r.levelno == logging.ERROR for r in refused)
     assert LEGACY_SEALED_MARKER in await _names(database_url) and records
+
+
+async def test_an_altered_record_of_what_the_first_run_left_is_refused_as_an_empty_set(
+        tmp_path: Path, database_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    """Fail closed: the record that the first run is over does not open while the keys are right, so none
+    of the rows it names is taken for an earlier version's (the PIN needs a reset, the copies do not
+    open the earlier way), an error says so, and the passes complete."""
+    settings, with_previous, previous = _keys(tmp_path, database_url)
+    await asyncio.to_thread(run_migrations, MIGRATIONS, database_url)
+    behind = await _earlier_wallet(database_url, previous, "w-behind", "4821")
+    await _legacy_copies(database_url, behind, "cred-b1", [0, 1])
+    ahead = await _earlier_wallet(database_url, Vault(master_box(settings)), "w-ahead", "1357")
+    await _legacy_copies(database_url, ahead, "cred-a1", [2])
+    token = await _token(settings, "w-behind")
+    app = create_app(settings, run_background=False)
+    async with app.router.lifespan_context(app):
+        await _first_copy_run(app, caplog)
+    # Each pass's record: another row's sealed value, a value under a master key the service never had.
+    records = await _sql(database_url, "SELECT sealed FROM service_keys WHERE name = 'left/pin-records'")
+    await _sql(database_url, "UPDATE service_keys SET sealed = :s WHERE name = 'left/pin-hashes'",
+               s=bytes(records[0][0]) if records else b"")
+    await _sql(database_url, "UPDATE service_keys SET sealed = :s WHERE name = 'left/copies'",
+               s=SecretBox(secrets.token_bytes(32)).seal(b"copies", b"cartera-wallet|service|left/copies"))
+
+    with caplog.at_level(logging.INFO, logger="wallet_api"), _started(with_previous) as url:
+        assert _put_pin(url, token, "2468", "4821") == (403, "pin_reset_required")
+        for _ in range(600):
+            if COPIES_BOUND_MARKER in await _names(database_url):
+                break
+            await asyncio.sleep(0.05)
+    assert (await _pin_hash(database_url, "w-behind")).startswith("scrypt$")
+    assert records  # (the behaviour checked first)
+    names = await _names(database_url)
+    assert {*PIN_MARKERS, COPIES_BOUND_MARKER} <= names and not {n for n in names if n.startswith("left/")}
+    refused = [r for r in _pass_logs(caplog) if getattr(r, "code", "") == "pass.left_refused"]
+    assert len(refused) == 2 and all(r.levelno == logging.ERROR for r in refused)  # the PIN hashes', the copies'
+    stored = await _sql(database_url, "SELECT id, sealed FROM credential_copies WHERE wallet_id = 'w-behind'")
+    assert {copy_id: behind.open("copy", copy_id, bytes(sealed)) for copy_id, sealed in stored} == {
+        f"copy-{n}": _value(n) for n in range(2)}  # not bound
+    app = create_app(with_previous, run_background=False)
+    async with app.router.lifespan_context(app):
+        assert app.state.wallet.vault.legacy_copies is False
+        assert await _read(app, behind) == ({}, ["cred-b1"])
