@@ -10,8 +10,9 @@
         return app
 
 Middleware order, outermost first: security headers → request context (request id, access log,
-metrics, catch-all 500) → CORS (only with configured origins) → body size limit → routes. ``app.state``
-holds ``settings``, ``db``, ``metrics``, ``service_name`` and ``api_prefix``.
+metrics, catch-all 500) → CORS (only with configured origins) → body size limit → NUL and lone
+surrogates refused (path, query, body) → routes. ``app.state`` holds ``settings``, ``db``,
+``metrics``, ``service_name`` and ``api_prefix``.
 """
 
 from __future__ import annotations
@@ -29,7 +30,12 @@ from service_kit.health import ReadinessCheck, health_router
 from service_kit.logging import RequestContextMiddleware, configure_logging, loop_exception_handler
 from service_kit.metrics import Metrics, metrics_router
 from service_kit.openapi import document_error_responses
-from service_kit.security import BodySizeLimitMiddleware, SecurityHeadersMiddleware, install_cors
+from service_kit.security import (
+    BodySizeLimitMiddleware,
+    SecurityHeadersMiddleware,
+    UnstorableInputMiddleware,
+    install_cors,
+)
 from service_kit.settings import ServiceSettings
 
 LifespanHook = Callable[[FastAPI], AbstractAsyncContextManager[None]]
@@ -106,7 +112,9 @@ def create_service_app(
     app.include_router(health_router(db, readiness_checks))
     app.include_router(metrics_router())
 
-    # add_middleware puts each new middleware outside the previous ones: add innermost first.
+    # add_middleware puts each new middleware outside the previous ones: add innermost first. The
+    # unstorable-input check reads the body through the size limit's receive, so 413 comes first.
+    app.add_middleware(UnstorableInputMiddleware)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes, path_limits=body_limits)
     install_cors(app, settings.cors_origins, exposed_headers)
     app.add_middleware(

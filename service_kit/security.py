@@ -1,12 +1,14 @@
-"""HTTP hardening: request body size limit, security headers, CORS for configured origins only.
+"""HTTP hardening: request body size limit, unstorable characters refused, security headers, CORS
+for configured origins only.
 
-All are plain ASGI middlewares (no ``BaseHTTPMiddleware``): they do not buffer bodies and keep
-streaming responses streaming.
+All are plain ASGI middlewares (no ``BaseHTTPMiddleware``): they keep streaming responses streaming.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
+from urllib.parse import unquote_to_bytes
 
 from fastapi import FastAPI, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -100,6 +102,145 @@ class BodySizeLimitMiddleware:
         # Closing the connection tells the client to stop sending the rest of a large body.
         response = error_response(status, error, text, headers={"Connection": "close"})
         await response(scope, receive, send)
+
+
+UNSTORABLE_DESCRIPTION = ("the request contains a NUL character or an unpaired UTF-16 surrogate "
+                         "(\\u0000, \\ud800...), which no field accepts")
+
+#: A JSON escape that may stand for what no database column holds as text: ``\u0000``, or half of a
+#: UTF-16 surrogate pair (fine when the other half follows, see :func:`_bad_json_escape`).
+_SUSPECT_ESCAPE = re.compile(rb"\\u(?:0000|[dD][89a-fA-F][0-9a-fA-F]{2})")
+_LOW_HALF = re.compile(rb"\\u[dD][c-fC-F][0-9a-fA-F]{2}")
+
+
+def _bad_json_escape(data: bytes) -> bool:
+    """Whether ``data`` holds a JSON escape of a NUL or of a lone surrogate. An escape counts only after
+    an even run of backslashes before its own: ``\\\\u0000`` is the six characters \\u0000, which are fine."""
+    if b"\\" not in data:  # one memchr: most bodies hold no backslash at all
+        return False
+    paired = -1
+    for match in _SUSPECT_ESCAPE.finditer(data):
+        start = match.start()
+        if start == paired:
+            continue  # the low half of the pair just checked
+        run = start
+        while run and data[run - 1] == 0x5C:
+            run -= 1
+        if (start - run) % 2:
+            continue  # an escaped backslash, then the text "u..."
+        if data[start + 2:start + 6] == b"0000":
+            return True
+        if data[start + 3] | 0x20 not in b"89ab" or not _LOW_HALF.match(data, match.end()):
+            return True  # a low half alone, or a high half without its low half
+        paired = match.end()
+    return False
+
+
+def unstorable_form(raw: bytes) -> bool:
+    """Whether urlencoded ``raw`` (a query string or a form body) carries a NUL, raw or as ``%00``, or
+    — in a value holding JSON (``vp_token``, ``authorization_details``) — one of the escapes above. (A
+    percent-encoded surrogate is not a concern: the parsers decode invalid UTF-8 to U+FFFD or refuse it.)"""
+    if b"%00" in raw or b"\x00" in raw:
+        return True
+    if b"%5C" in raw or b"%5c" in raw or b"\\" in raw:
+        return _bad_json_escape(unquote_to_bytes(raw))
+    return False
+
+
+def unstorable_body(body: bytes, form: bool) -> bool:
+    """Whether ``body`` carries a NUL byte, or an escape above (in JSON, or in a form's values)."""
+    if form:
+        return unstorable_form(body)
+    return b"\x00" in body or _bad_json_escape(body)
+
+
+class UnstorableInput(StarletteHTTPException):
+    """Raised from ``receive`` when the body carries what no field accepts (FastAPI re-raises it as is)."""
+
+    def __init__(self) -> None:
+        super().__init__(400, UNSTORABLE_DESCRIPTION)
+
+
+class UnstorableInputMiddleware:
+    """Refuse a NUL character or a lone UTF-16 surrogate anywhere in the input with 400 ``invalid_request``.
+
+    PostgreSQL stores no NUL in text (nor ``\\u0000`` in ``jsonb``) and asyncpg cannot encode a lone
+    surrogate as UTF-8: such a value, once it reached a query, failed it with a 500. No legitimate
+    value of any Cartera API holds one, so they are refused where the request comes in, before any
+    work: in the path, in the query string (``%00``, or an escape in a JSON-valued parameter), and in
+    the body — a NUL byte, a ``\\u0000`` or lone ``\\udXXX`` escape in JSON, ``%00`` in a form. The body
+    is checked as it is received (the endpoint's own read of it raises), at the cost of a substring
+    search; only a body with ``\\u`` escapes is scanned further. Text with accents (raw UTF-8 or
+    ``\\u00e8`` escapes), surrogate pairs and an escaped backslash followed by ``u0000`` pass.
+    Deeper encodings (a base64url or percent-encoded value decoded by the endpoint) are met by the
+    database backstop in :mod:`service_kit.errors`.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if "\x00" in scope.get("path", "") or unstorable_form(scope.get("query_string", b"")):
+            await self._refuse(scope, receive, send)
+            return
+        form = has_body = False
+        for name, value in scope.get("headers", ()):
+            if name == b"content-type":
+                form = value[:33].lower() == b"application/x-www-form-urlencoded"
+            elif name == b"content-length":
+                has_body = has_body or value != b"0"
+            elif name == b"transfer-encoding":
+                has_body = True
+        if not has_body:
+            await self.app(scope, receive, send)
+            return
+        parts: list[bytes] = []
+        flagged = False
+        response_started = False
+
+        async def checked_receive() -> Message:
+            nonlocal flagged
+            message = await receive()
+            if message["type"] != "http.request" or flagged:
+                return message
+            body = message.get("body", b"")
+            if message.get("more_body", False):
+                parts.append(body)
+                return message
+            if parts:
+                parts.append(body)
+                body = b"".join(parts)
+                parts.clear()
+            if body and unstorable_body(body, form):
+                flagged = True
+                raise UnstorableInput()
+            return message
+
+        async def guarded_send(message: Message) -> None:
+            nonlocal response_started
+            if flagged:
+                # Whatever the endpoint made of the exception (its own "cannot parse" error), the client
+                # gets the one answer; the endpoint's is dropped.
+                if message["type"] == "http.response.start" and not response_started:
+                    response_started = True
+                    await self._refuse(scope, receive, send)
+                return
+            if message["type"] == "http.response.start":
+                response_started = True
+            await send(message)
+
+        try:
+            await self.app(scope, checked_receive, guarded_send)
+        except UnstorableInput:
+            if not response_started:
+                await self._refuse(scope, receive, send)
+
+    @staticmethod
+    async def _refuse(scope: Scope, receive: Receive, send: Send) -> None:
+        await error_response(400, "invalid_request", UNSTORABLE_DESCRIPTION)(scope, receive, send)
 
 
 class SecurityHeadersMiddleware:
