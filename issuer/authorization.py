@@ -38,7 +38,14 @@ from ssi.errors import EncodingError
 from ssi.oid4vci import INVALID_GRANT, INVALID_REQUEST, UNAUTHORIZED_CLIENT
 
 from .context import IssuerContext, new_id, new_secret, secret_hash, utcnow
-from .models import AccessToken, AuthorizationRequest, Offer
+from .models import (
+    AccessToken,
+    AuthorizationRequest,
+    DeferredTransaction,
+    IssuanceClaim,
+    Offer,
+    StoredResponse,
+)
 from .settings import OAuthClient, redirect_uri_problem
 from .tenancy import TenantRef
 
@@ -361,7 +368,8 @@ async def revoke_replayed_code(ctx: IssuerContext, tenant: TenantRef, code_hash:
     RFC 9700 §4.5.3.1: a code used twice has leaked, and either party may be the attacker).
 
     The request moves to ``replayed`` whatever its expiry, from ``used`` (redemption under way: its
-    token is then refused, ``grants.new_access_token``) or ``redeemed`` (its tokens are deleted here).
+    token is then refused, ``grants.new_access_token``) or ``redeemed`` (its tokens are deleted here,
+    with their deferred transactions, claims and stored responses).
     Returns whether a redeemed code was found. The row lives until its expiry's purge, so a replay
     after that finds nothing; the code itself was useless by then.
     """
@@ -373,6 +381,16 @@ async def revoke_replayed_code(ctx: IssuerContext, tenant: TenantRef, code_hash:
             .values(stage="replayed").returning(AuthorizationRequest.id))).scalar_one_or_none()
         if replayed is None:
             return False
+        # What the tokens started goes with them: a deferred transaction is polled with its token's
+        # hash (and, on purpose, after the token's expiry), so a revoked token would otherwise still
+        # collect its credential; a stored response would still be replayed to it.
+        tokens = select(AccessToken.token_hash).where(AccessToken.tenant_id == tenant.id,
+                                                      AccessToken.authorization_request_id == replayed)
+        await session.execute(delete(DeferredTransaction).where(DeferredTransaction.tenant_id == tenant.id,
+                                                                DeferredTransaction.token_hash.in_(tokens)))
+        await session.execute(delete(StoredResponse).where(StoredResponse.request_hash.in_(
+            select(IssuanceClaim.request_hash).where(IssuanceClaim.token_hash.in_(tokens)))))
+        await session.execute(delete(IssuanceClaim).where(IssuanceClaim.token_hash.in_(tokens)))
         await session.execute(delete(AccessToken).where(AccessToken.tenant_id == tenant.id,
                                                         AccessToken.authorization_request_id == replayed))
     return True
