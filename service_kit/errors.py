@@ -8,6 +8,10 @@ answer alike. Services raise :class:`APIError` with the protocol's code (``inval
   which may be secrets), malformed JSON → 400 ``invalid_request``;
 - ``HTTPException`` (404, 405, 413...) → the same shape with a code derived from the status;
 - ``ssi.errors.SSIError`` escaping a handler → 400 ``invalid_request`` with its stable ``code``;
+- a value the database cannot store as text (PostgreSQL refusing a NUL in text or ``\\u0000`` in
+  ``jsonb``, the driver failing to encode a lone UTF-16 surrogate) → 400 ``invalid_request``: the
+  backstop behind :class:`service_kit.security.UnstorableInputMiddleware`, which refuses those in the
+  request itself, for a value an endpoint decoded from a deeper encoding (its transaction rolled back);
 - the database unreachable (refused or dropped connections, a server shutting down or starting up,
   a full pool, a connect timeout) → 503 ``temporarily_unavailable`` with ``Retry-After``: an outage
   the client may retry through, not a bug (see docs/operations.md, "Failure behaviour"). Python's own
@@ -183,6 +187,8 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(SSIError, ssi_error)
 
     async def database_unavailable(_request: Request, exc: Exception) -> JSONResponse:
+        if unstorable_value(exc):
+            return _unstorable_answer(exc)
         if not _database_outage(exc):
             raise exc
         logging.getLogger("cartera.errors").warning("database unavailable (%s)", type(exc).__name__)
@@ -191,6 +197,44 @@ def install_error_handlers(app: FastAPI) -> None:
 
     for kind in DATABASE_OUTAGE_ERRORS:
         app.add_exception_handler(kind, database_unavailable)
+
+    async def unencodable(_request: Request, exc: Exception) -> JSONResponse:
+        # SQLite's driver raises Python's own UnicodeEncodeError for a lone surrogate.
+        if not unstorable_value(exc):
+            raise exc
+        return _unstorable_answer(exc)
+
+    app.add_exception_handler(UnicodeEncodeError, unencodable)
+
+
+#: SQLSTATEs of PostgreSQL refusing a character: a NUL in text (22021 character_not_in_repertoire) or
+#: ``\u0000`` in jsonb (22P05 untranslatable_character).
+_UNSTORABLE_SQLSTATES = ("22021", "22P05")
+
+
+def unstorable_value(exc: BaseException) -> bool:
+    """Whether ``exc`` is the database refusing a value as text: PostgreSQL's NUL (in text or jsonb), or
+    the driver unable to encode a lone surrogate (asyncpg's DataError from a ``UnicodeEncodeError``,
+    SQLite's ``UnicodeEncodeError`` itself). Never true for an error that is not the database's."""
+    if isinstance(exc, UnicodeEncodeError):
+        return _from_driver(exc)
+    if not isinstance(exc, (sqlalchemy.exc.DBAPIError, *_ADAPTER_ERRORS)):
+        return False
+    current: BaseException | None = exc.orig if isinstance(exc, sqlalchemy.exc.DBAPIError) else exc
+    for _ in range(4):  # the adapter's error, asyncpg's, the codec's
+        if current is None:
+            return False
+        if getattr(current, "sqlstate", None) in _UNSTORABLE_SQLSTATES or isinstance(current, UnicodeEncodeError):
+            return True
+        current = current.__cause__
+    return False
+
+
+def _unstorable_answer(exc: BaseException) -> JSONResponse:
+    # The value is never logged; the type says which layer refused it (the request check missed it).
+    logging.getLogger("cartera.errors").warning("a value the database cannot store (%s)", type(exc).__name__)
+    return error_response(400, "invalid_request", "the request contains a value that cannot be stored "
+                                                  "(a NUL character or an unpaired UTF-16 surrogate)")
 
 
 #: Exceptions that may mean "the database cannot be reached now"; DBAPIError only when it is about the

@@ -16,21 +16,29 @@ real ids where an endpoint looks one up first (a tenant slug, a pending presenta
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import httpx
 import pytest
+from fastapi import FastAPI
+from sqlalchemy import String, bindparam, select, text
+from sqlalchemy.orm import Mapped, mapped_column
 
 from sandbox.idp_service import IdPSandboxConfig, RegisteredClient
 from sandbox.idp_service import create_app as create_idp
 from sandbox.population import DEMO_EVERYTHING
+from service_kit.app import create_service_app
+from service_kit.db import Database, make_base
 from service_kit.security import unstorable_body
+from service_kit.settings import ServiceSettings
 from ssi.oid4vci import PRE_AUTHORIZED_CODE_GRANT
 from tests.hardening.conftest import PROXY, new_client
 from tests.issuer.conftest import ADMIN_KEY, Sandbox, make_settings, start_issuer
@@ -497,3 +505,82 @@ def test_accents_pairs_tokens_and_escaped_backslashes_still_pass(pg_verifier: Ta
 ])
 def test_what_the_request_check_refuses(body: bytes, form: bool, refused: bool) -> None:
     assert unstorable_body(body, form) is refused
+
+
+# -- the database backstop ------------------------------------------------------------------------------
+
+Base = make_base()
+
+
+class Note(Base):
+    __tablename__ = "nul_notes"
+    id: Mapped[str] = mapped_column(String(80), primary_key=True)
+
+
+NOTE_BY_ID = select(Note.id).where(Note.id == bindparam("id"))
+
+
+def _storing_app(url: str, folder: Path) -> FastAPI:
+    """An app that stores and looks up text the request check never saw (decoded from base64url in the
+    handler), through SQLAlchemy's ORM, a prebuilt statement on the driver directly, and a jsonb cast."""
+    db = Database(url)
+    app = create_service_app(name="nul-backstop", version="0", settings=ServiceSettings(data_dir=folder), db=db,
+                             configure_logs=False)
+
+    def decoded(encoded: str) -> str:
+        return base64.urlsafe_b64decode(encoded + "==").decode("utf-8", "surrogatepass")
+
+    @app.post("/v1/notes/{encoded}")
+    async def store(encoded: str) -> dict[str, str]:
+        async with db.session() as session:
+            session.add(Note(id=decoded(encoded)))
+        return {"stored": "yes"}
+
+    @app.get("/v1/notes/{encoded}")
+    async def find(encoded: str) -> dict[str, int]:
+        async with db.statement_connection() as conn:
+            return {"found": len((await conn.execute(NOTE_BY_ID, {"id": decoded(encoded)})).all())}
+
+    @app.get("/v1/jsonb/{encoded}")
+    async def as_jsonb(encoded: str) -> dict[str, str]:
+        async with db.statement_connection() as conn:
+            await conn.execute(text("SELECT CAST(:value AS jsonb)"), {"value": json.dumps({"t": decoded(encoded)})})
+        return {"cast": "yes"}
+
+    return app
+
+
+def test_database_refusing_a_value_is_a_400_not_a_500(postgres_cluster: PostgresCluster, tmp_path: Path) -> None:
+    """Past the request check (a value decoded inside the handler), PostgreSQL's refusal of a NUL in text
+    or jsonb and asyncpg's of a lone surrogate answer 400 ``invalid_request`` — not 500, nor 503, which
+    would say the database is down — and the connections stay usable."""
+    url = postgres_cluster.create_database()
+    asyncio.run(_create_notes(url))
+
+    def b64(value: str) -> str:
+        return base64.urlsafe_b64encode(value.encode("utf-8", "surrogatepass")).decode().rstrip("=")
+
+    with serve(_storing_app(url, tmp_path)) as base, httpx.Client(base_url=base, timeout=30) as http:
+        warm = [http.get(f"/v1/notes/{b64('x')}") for _ in range(2)]  # the prebuilt statement goes direct
+        answers = {name: call() for name, call in {
+            "ORM text NUL": lambda: http.post(f"/v1/notes/{b64(NUL)}"),
+            "ORM text surrogate": lambda: http.post(f"/v1/notes/{b64(SURROGATE)}"),
+            "direct text NUL": lambda: http.get(f"/v1/notes/{b64(NUL)}"),
+            "direct text surrogate": lambda: http.get(f"/v1/notes/{b64(SURROGATE)}"),
+            "jsonb NUL": lambda: http.get(f"/v1/jsonb/{b64(NUL)}"),
+        }.items()}
+        after = [http.post(f"/v1/notes/{b64('Girona, plaça 😀')}"), http.get(f"/v1/notes/{b64('x')}"),
+                 http.get(f"/v1/jsonb/{b64('així')}")]
+    assert [a.status_code for a in warm] == [200, 200]
+    for name, answer in answers.items():
+        assert answer.status_code == 400, (name, answer.text)
+        assert answer.json()["error"] == "invalid_request", name
+    assert [a.status_code for a in after] == [200, 200, 200], [a.text for a in after]
+
+
+async def _create_notes(url: str) -> None:
+    db = Database(url)
+    try:
+        await db.create_all(Base.metadata)
+    finally:
+        await db.dispose()
