@@ -578,6 +578,18 @@ def test_database_refusing_a_value_is_a_400_not_a_500(postgres_cluster: Postgres
     assert [a.status_code for a in after] == [200, 200, 200], [a.text for a in after]
 
 
+def test_sqlite_refusing_a_lone_surrogate_is_a_400(tmp_path: Path) -> None:
+    """SQLite stores a NUL but its driver cannot encode a lone surrogate: Python's UnicodeEncodeError,
+    raised through the driver, answers 400 as well (an encoding error elsewhere stays a 500)."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'notes.db'}"
+    asyncio.run(_create_notes(url))
+    surrogate = base64.urlsafe_b64encode(SURROGATE.encode("utf-8", "surrogatepass")).decode().rstrip("=")
+    with serve(_storing_app(url, tmp_path)) as base, httpx.Client(base_url=base, timeout=30) as http:
+        answers = [http.post(f"/v1/notes/{surrogate}"), http.get(f"/v1/notes/{surrogate}")]
+    for answer in answers:
+        assert answer.status_code == 400 and answer.json()["error"] == "invalid_request", answer.text
+
+
 async def _create_notes(url: str) -> None:
     db = Database(url)
     try:
