@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import logging
+import re
 import secrets
 import uuid
 from collections.abc import Mapping
@@ -155,6 +156,15 @@ def new_transaction_id() -> str:
     return tx_id
 
 
+_TRANSACTION_ID = re.compile(r"[A-Za-z0-9_-]{43}")
+
+
+def is_transaction_id(value: str) -> bool:
+    """Whether ``value`` has the form of a transaction id (:func:`new_transaction_id`): anything else is
+    answered as an unknown request without a query (a NUL or an odd character never reaches one)."""
+    return _TRANSACTION_ID.fullmatch(value) is not None
+
+
 async def create_transaction(session: AsyncSession | AsyncConnection, box: SecretBox, agency: Agency,
                              spec: RequestSpec, *, public_url: str) -> CreatedRequest:
     """Insert a pending transaction for ``spec``; the watch token (for the live status) is returned once.
@@ -190,7 +200,9 @@ async def create_transaction(session: AsyncSession | AsyncConnection, box: Secre
 
 async def read_transaction(conn: AsyncConnection, tx_id: str) -> Transaction | None:
     """The transaction as a read-only row with the columns of :class:`Transaction` (no ORM instance:
-    cheaper on the hot paths, which only read it)."""
+    cheaper on the hot paths, which only read it); ``None`` for an id of another form, unread."""
+    if not is_transaction_id(tx_id):
+        return None
     return (await conn.execute(TRANSACTION_BY_ID, {"tx_id": tx_id})).first()  # type: ignore[return-value]
 
 

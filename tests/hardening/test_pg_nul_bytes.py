@@ -476,6 +476,24 @@ def test_accents_pairs_tokens_and_escaped_backslashes_still_pass(pg_verifier: Ta
     assert jwt_like.status_code == 404, jwt_like.text
 
 
+def test_a_request_id_of_another_form_is_an_unknown_request(pg_verifier: Target) -> None:
+    """A verifier request id is 43 base64url characters: any other is answered as an unknown request,
+    without a query, on every route that takes one — after the API key is checked where there is one."""
+    agency = pg_verifier.auths[0]
+    odd = ["x" * 42, "x" * 44, "a'b" + "x" * 40, "Girona-pla\u00e7a" + "x" * 27]
+    with httpx.Client(base_url=pg_verifier.url, timeout=30) as http:
+        for tx_id in odd:
+            path = quote(tx_id, safe="")
+            answers = [http.get(f"/v1/requests/{path}", headers=agency),
+                       http.get(f"/v1/requests/{path}/qr.svg", headers=agency),
+                       http.get(f"/v1/requests/{path}/events", params={"watch": "w" * 43}),
+                       http.get(f"/v1/wallet/requests/{path}"),
+                       http.post(f"/v1/wallet/responses/{path}", data={"state": "s", "error": "access_denied"})]
+            assert [a.status_code for a in answers] == [404] * 5, [(a.request.url, a.text) for a in answers]
+            unauthenticated = http.get(f"/v1/requests/{path}")
+            assert unauthenticated.status_code == 401, unauthenticated.text
+
+
 # -- the check itself ----------------------------------------------------------------------------------
 
 @pytest.mark.parametrize(("body", "form", "refused"), [

@@ -43,6 +43,7 @@ from verifier.transactions import (
     FINAL_STATUSES,
     RequestSpec,
     create_transaction,
+    is_transaction_id,
     read_transaction,
     result_body,
     token_hash,
@@ -316,7 +317,9 @@ async def _own_transaction(svc: Services, agency: Agency, tx_id: str) -> Transac
 @router.get("/requests/{tx_id}", response_model=ResultOut, summary="Read a request's result",
             dependencies=[Depends(no_store)])
 async def read_result(tx_id: str, request: Request, svc: Svc) -> dict[str, Any]:
-    row = await authenticated_row(request, TRANSACTION_FOR_KEY_HASH, {"tx_id": tx_id})
+    # An id of another form matches no row (the API key is still checked: 401 before 404).
+    row = await authenticated_row(request, TRANSACTION_FOR_KEY_HASH,
+                                  {"tx_id": tx_id if is_transaction_id(tx_id) else ""})
     # Another agency's transaction is reported exactly like a missing one.
     if row.id is None:
         raise APIError(404, "not_found", _NOT_FOUND)
@@ -368,8 +371,10 @@ async def events(tx_id: str, request: Request, svc: Svc,
     Authorised by the watch token returned when the request was created (``EventSource`` cannot send
     an ``Authorization`` header); it only grants reading this one request's result.
     """
-    async with svc.db.read_session() as session:
-        tx = await session.get(Transaction, tx_id)
+    tx = None
+    if is_transaction_id(tx_id):
+        async with svc.db.read_session() as session:
+            tx = await session.get(Transaction, tx_id)
     if tx is None or tx.watch_token_hash != token_hash(watch):
         raise APIError(404, "not_found", _NOT_FOUND)
 

@@ -17,7 +17,13 @@ from ssi.oid4vp import REQUEST_OBJECT_MEDIA_TYPE
 from verifier.models import Agency, Transaction
 from verifier.routes.deps import Services, Svc
 from verifier.statements import TRANSACTION_WITH_AGENCY_KEY
-from verifier.transactions import DIDCOMM_RESPONSE_MODE, answer, signed_request_object, utcnow
+from verifier.transactions import (
+    DIDCOMM_RESPONSE_MODE,
+    answer,
+    is_transaction_id,
+    signed_request_object,
+    utcnow,
+)
 
 router = APIRouter(prefix="/wallet", tags=["wallet"])
 
@@ -49,9 +55,12 @@ async def read_form(request: Request, allowed: frozenset[str] | None = None) -> 
 
 
 async def _pending(svc: Services, tx_id: str) -> tuple[Transaction, Agency]:
-    # One query for the transaction and the agency columns the request object needs; plain rows.
-    async with svc.db.statement_connection() as conn:
-        row = (await conn.execute(TRANSACTION_WITH_AGENCY_KEY, {"tx_id": tx_id})).first()
+    # One query for the transaction and the agency columns the request object needs; plain rows. An id
+    # of another form is unknown without a query.
+    row = None
+    if is_transaction_id(tx_id):
+        async with svc.db.statement_connection() as conn:
+            row = (await conn.execute(TRANSACTION_WITH_AGENCY_KEY, {"tx_id": tx_id})).first()
     tx: Any = row
     agency: Any = (SimpleNamespace(id=row.agency_id, signing_key=row.agency_signing_key, x5c=row.agency_x5c)
                    if row is not None else None)
