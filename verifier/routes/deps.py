@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from cryptography import x509 as cx509
@@ -16,6 +16,7 @@ from service_kit.errors import APIError
 from ssi.jose import Key
 from verifier.agencies import SigningKeys, agency_for_api_key
 from verifier.models import Agency
+from verifier.request_objects import RequestObjectCache
 from verifier.settings import VerifierSettings
 from verifier.verification import PresentationVerifier
 from verifier.worker import BackgroundWorker
@@ -33,6 +34,8 @@ class Services:
     worker: BackgroundWorker
     #: The relying-party CA (key, certificate) when the verifier certifies agencies itself.
     rp_ca: tuple[Key, cx509.Certificate] | None = None
+    #: Request objects signed for ``GET`` fetches, answered again until their transaction expires.
+    request_objects: RequestObjectCache = field(default_factory=RequestObjectCache)
 
     @property
     def public_url(self) -> str:

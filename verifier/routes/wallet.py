@@ -74,8 +74,13 @@ async def _pending(svc: Services, tx_id: str) -> tuple[Transaction, Agency]:
 
 
 def _request_object_response(svc: Services, tx: Transaction, agency: Agency, wallet_nonce: str | None) -> Response:
-    token = signed_request_object(tx, agency, svc.keys, svc.box, public_url=svc.public_url,
-                                  algorithms=svc.verifier.algorithms, wallet_nonce=wallet_nonce)
+    def sign() -> str:
+        return signed_request_object(tx, agency, svc.keys, svc.box, public_url=svc.public_url,
+                                     algorithms=svc.verifier.algorithms, wallet_nonce=wallet_nonce)
+
+    # Without a wallet_nonce every fetch asks for the same request: signed once per transaction
+    # (verifier.request_objects), not once per call. A wallet_nonce is echoed in a fresh object.
+    token = sign() if wallet_nonce is not None else svc.request_objects.get_or_sign(tx, agency, sign)
     return Response(token, media_type=REQUEST_OBJECT_MEDIA_TYPE, headers={"Cache-Control": "no-store"})
 
 
