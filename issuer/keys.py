@@ -296,6 +296,26 @@ async def published_keys(session: AsyncSession, tenant_id: str) -> list[SigningK
     return out
 
 
+#: The JWS algorithm of a published key (the key kinds ``store_key`` accepts).
+_JWK_ALGORITHMS = {("EC", "P-256"): "ES256", ("EC", "P-384"): "ES384", ("OKP", "Ed25519"): "EdDSA"}
+
+
+async def signing_algorithms(ctx: IssuerContext, tenant_id: str) -> list[str]:
+    """The algorithms of the tenant's published keys, the active key's first: the metadata's
+    ``credential_signing_alg_values_supported``. Cached as the active key is (``ACTIVE_KEY_CACHE_SECONDS``,
+    cleared by a rotation on this worker): a metadata request reads no key rows and parses no
+    certificates while the entry lives. ``["ES256"]`` (what a created key uses) for a tenant without keys."""
+    cached = ctx.keys.get(("signing-algorithms", tenant_id))
+    if cached is not None:
+        return list(cached)
+    async with ctx.db.read_session() as session:
+        rows = await published_keys(session, tenant_id)
+    rows = sorted(rows, key=lambda row: not row.active)  # stable: the active key, then newest first
+    found = [_JWK_ALGORITHMS.get((str(row.public_jwk.get("kty")), str(row.public_jwk.get("crv")))) for row in rows]
+    algorithms = list(dict.fromkeys(alg for alg in found if alg)) or ["ES256"]
+    return list(ctx.keys.put(("signing-algorithms", tenant_id), tuple(algorithms), ttl=ACTIVE_KEY_CACHE_SECONDS))
+
+
 def key_summary(row: SigningKey) -> dict[str, object]:
     """A key as the admin API shows it (public parts only)."""
     chain = ssi_x509.load_pem_certificates(row.chain_pem.encode("ascii"))

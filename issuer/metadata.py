@@ -14,8 +14,9 @@ from .tenancy import TenantRef
 SD_JWT_VC_FORMAT = "dc+sd-jwt"
 
 
-def credential_configuration(reg: RegisteredType) -> dict[str, Any]:
-    """One entry of ``credential_configurations_supported`` for a registered type."""
+def credential_configuration(reg: RegisteredType, signing_algorithms: list[str]) -> dict[str, Any]:
+    """One entry of ``credential_configurations_supported`` for a registered type; ``signing_algorithms``:
+    those of the tenant's published keys (``keys.signing_algorithms``)."""
     ctype = reg.ctype
     display = []
     for entry in ctype.display:
@@ -42,14 +43,16 @@ def credential_configuration(reg: RegisteredType) -> dict[str, Any]:
         "scope": reg.type_id,
         "vct": ctype.vct,
         "cryptographic_binding_methods_supported": ["jwk"],
-        "credential_signing_alg_values_supported": ["ES256"],
+        "credential_signing_alg_values_supported": list(signing_algorithms),
         "proof_types_supported": {"jwt": {"proof_signing_alg_values_supported": list(DEFAULT_ALGORITHMS)}},
         "credential_metadata": {"display": display, "claims": claims},
     }
 
 
-def issuer_metadata(ctx: IssuerContext, tenant: TenantRef, types: dict[str, RegisteredType]) -> dict[str, Any]:
-    """``/.well-known/openid-credential-issuer/t/<slug>``: the issuer is its own authorization server."""
+def issuer_metadata(ctx: IssuerContext, tenant: TenantRef, types: dict[str, RegisteredType],
+                    signing_algorithms: list[str]) -> dict[str, Any]:
+    """``/.well-known/openid-credential-issuer/t/<slug>``: the issuer is its own authorization server.
+    ``signing_algorithms``: those of the tenant's published keys, the active key's first."""
     base = ctx.issuer_url(tenant.slug)
     doc: dict[str, Any] = {
         "credential_issuer": base,
@@ -58,7 +61,8 @@ def issuer_metadata(ctx: IssuerContext, tenant: TenantRef, types: dict[str, Regi
         "deferred_credential_endpoint": f"{base}/deferred_credential",
         "notification_endpoint": f"{base}/notification",
         "batch_credential_issuance": {"batch_size": ctx.settings.batch_size},
-        "credential_configurations_supported": {tid: credential_configuration(reg) for tid, reg in sorted(types.items())},
+        "credential_configurations_supported": {
+            tid: credential_configuration(reg, signing_algorithms) for tid, reg in sorted(types.items())},
     }
     display = tenant.display or [{"name": tenant.name, "locale": loc} for loc in ("ca", "es", "en")]
     doc["display"] = display

@@ -80,7 +80,7 @@ from ..grants import (
     reserve_guess,
 )
 from ..issuance import Deferred, fetch_record, sign_and_record, subject_from_json
-from ..keys import published_keys
+from ..keys import published_keys, signing_algorithms
 from ..metadata import authorization_server_metadata, issuer_metadata
 from ..models import CredentialTypeRow, DeferredTransaction, IssuanceClaim, IssuanceRecord, StoredResponse
 from ..nonces import nonce_expiry
@@ -145,14 +145,19 @@ async def _form(request: Request) -> dict[str, str]:
             summary="OpenID4VCI Credential Issuer Metadata of a tenant")
 async def credential_issuer_metadata(tenant: TenantRef = Depends(path_tenant),  # noqa: B008
                                      ctx: IssuerContext = Depends(get_ctx)) -> JSONResponse:  # noqa: B008
-    return _json(issuer_metadata(ctx, tenant, await _types(ctx, tenant)), headers=METADATA_CACHE)
+    return await _issuer_metadata_response(ctx, tenant)
+
+
+async def _issuer_metadata_response(ctx: IssuerContext, tenant: TenantRef) -> JSONResponse:
+    doc = issuer_metadata(ctx, tenant, await _types(ctx, tenant), await signing_algorithms(ctx, tenant.id))
+    return _json(doc, headers=METADATA_CACHE)
 
 
 @router.get("/t/{slug}/.well-known/openid-credential-issuer", include_in_schema=False)
 async def credential_issuer_metadata_suffix(tenant: TenantRef = Depends(path_tenant),  # noqa: B008
                                             ctx: IssuerContext = Depends(get_ctx)) -> JSONResponse:  # noqa: B008
     # Some wallets append the well-known segment instead of inserting it; serve the same document.
-    return _json(issuer_metadata(ctx, tenant, await _types(ctx, tenant)), headers=METADATA_CACHE)
+    return await _issuer_metadata_response(ctx, tenant)
 
 
 @router.get("/.well-known/oauth-authorization-server/t/{slug}", tags=["metadata"],
