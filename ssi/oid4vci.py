@@ -490,8 +490,9 @@ class OAuthError(Message):
 # -- proof of possession (§F.1 "jwt" proof type) --------------------------------------------------
 
 #: Proof failures whose OAuth error is ``invalid_nonce`` (so the wallet fetches a fresh nonce);
-#: every other ``message.proof_*`` code maps to ``invalid_proof``.
-NONCE_PROOF_CODES = frozenset({"message.proof_missing_nonce", "message.proof_bad_nonce"})
+#: every other ``message.proof_*`` code maps to ``invalid_proof``, a missing nonce included
+#: (OpenID4VCI 1.0 §8.3.1.2: invalid_nonce is for a c_nonce present but not valid).
+NONCE_PROOF_CODES = frozenset({"message.proof_bad_nonce"})
 
 
 def proof_oauth_error(code: str) -> str:

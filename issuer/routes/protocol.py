@@ -408,10 +408,12 @@ def _verify_proofs(ctx: IssuerContext, tenant: TenantRef, proofs: list[str],
     """Verify every key proof and its ``c_nonce`` (minted by us, for this tenant, unexpired); return
     the holder keys and the nonces to record as used, with their expiry. A proof's ``iss``, when it
     has one, must be ``client_id`` (the client the token was issued to, known in the authorization
-    code flow only: OpenID4VCI 1.0 appendix F.1)."""
+    code flow only: OpenID4VCI 1.0 appendix F.1). Each proof must name another key: a key binds at
+    most one credential of the batch (OpenID4VCI 1.0 §8.2), or the copies would be linkable by ``cnf``."""
     audience = ctx.issuer_url(tenant.slug)
     jwks: list[dict[str, Any]] = []
     nonces: dict[str, dt.datetime] = {}
+    thumbprints: set[str] = set()
     now = utcnow()
     for proof in proofs:
         try:
@@ -422,11 +424,17 @@ def _verify_proofs(ctx: IssuerContext, tenant: TenantRef, proofs: list[str],
         payload = json.loads(_b64_payload(proof))
         value = payload.get("nonce")
         if not isinstance(value, str) or not value or len(value) > 200:
-            raise APIError(400, INVALID_NONCE, "the proof carries no c_nonce")
+            # OpenID4VCI 1.0 §8.3.1.2: a proof without a c_nonce is invalid_proof (invalid_nonce is for
+            # a c_nonce that is not, or no longer, valid).
+            raise APIError(400, INVALID_PROOF, "the proof carries no c_nonce")
         expires_at = nonce_expiry(ctx.nonce_key, tenant.id, value, now)
         if expires_at is None:
             raise APIError(400, INVALID_NONCE, "the proof's c_nonce is not one of ours, or has expired")
         nonces[value] = expires_at
+        thumbprint = key.thumbprint()
+        if thumbprint in thumbprints:
+            raise APIError(400, INVALID_PROOF, "two proofs are signed with the same key: each credential needs its own")
+        thumbprints.add(thumbprint)
         jwks.append(key.public_jwk(include_kid=False))
     return jwks, nonces
 

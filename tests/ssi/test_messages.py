@@ -369,6 +369,7 @@ def test_proof_refusals(holder: Key) -> None:
         assert err.value.code == code, (code, err.value.code)
     assert proof_oauth_error("message.proof_stale") == INVALID_PROOF
     assert proof_oauth_error("message.proof_expired") == INVALID_PROOF
+    assert proof_oauth_error("message.proof_missing_nonce") == INVALID_PROOF  # OpenID4VCI 1.0 §8.3.1.2
     within = _proof(holder, good_header, {**good, "exp": NOW - 10, "nbf": NOW + 10})  # inside the 30 s leeway
     assert verify_proof_jwt(within, audience=ISSUER, now=NOW, check_nonce=lambda n: n == "n").thumbprint() == \
         holder.thumbprint()
