@@ -113,7 +113,8 @@ PROOFS = {
     "alg_none": (_none_proof, "invalid_proof"),
     "hmac": (_hs256_proof, "invalid_proof"),
     "other_key": (_other_key_proof, "invalid_proof"),
-    "no_nonce": (lambda aud, nonce: build_proof_jwt(Key.generate(), audience=aud, nonce=None), "invalid_nonce"),
+    # OpenID4VCI 1.0 §8.3.1.2: a proof without a c_nonce is invalid_proof; invalid_nonce is for a bad one.
+    "no_nonce": (lambda aud, nonce: build_proof_jwt(Key.generate(), audience=aud, nonce=None), "invalid_proof"),
     "unknown_nonce": (lambda aud, nonce: build_proof_jwt(Key.generate(), audience=aud, nonce="made-up"), "invalid_nonce"),
     # One character of a real nonce changed: the one before the last, whose bits are all data (the
     # last one's two low bits are padding).
