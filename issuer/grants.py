@@ -23,6 +23,7 @@ from service_kit.errors import APIError
 from service_kit.ratelimit import Charge, Decision, Limit, RateLimiter, refuse_if_blocked
 from ssi.oid4vci import (
     INVALID_GRANT,
+    INVALID_REQUEST,
     PRE_AUTHORIZED_CODE_GRANT,
     build_credential_offer_uri,
 )
@@ -109,17 +110,17 @@ def _grant_error(description: str) -> APIError:
 
 
 class WrongTxCode(APIError):
-    """``invalid_grant`` because the transaction code was missing or wrong (the token endpoint counts
+    """``invalid_grant`` because the transaction code was wrong (the token endpoint counts
     these per client and per offer; a type, not the wording, tells them from other refusals)."""
 
     def __init__(self, burnt: bool) -> None:
         super().__init__(400, INVALID_GRANT, "the transaction code is wrong; the offer is now void" if burnt
-                         else "the transaction code is missing or wrong")
+                         else "the transaction code is wrong")
 
 
 def _tried(row: Any, token: str, ttl: int) -> tuple[Any, str, int]:
     """The answer to a guess from the row :data:`statements.TRY_OFFER` returned (``None``: it touched
-    nothing, and compared nothing)."""
+    nothing, and compared nothing; :func:`refusal` then says why)."""
     if row is None:
         # Unknown, used (a concurrent right guess got there first: it is no news that this guess was
         # wrong, nor that the offer is void), burnt, expired or out of attempts.
@@ -129,12 +130,30 @@ def _tried(row: Any, token: str, ttl: int) -> tuple[Any, str, int]:
     return row, token, ttl
 
 
+async def refusal(ctx: IssuerContext, tenant: TenantRef, code: str, tx_code: str | None) -> None:
+    """After :data:`statements.TRY_OFFER` touched nothing (a refusal, so this read is off the common
+    path): raise ``invalid_request`` when the offer could have been tried but the ``tx_code`` was
+    missing though the offer has one, or given though it has none (OpenID4VCI 1.0 §6.1, §6.3: a
+    malformed request, not a wrong guess, so no attempt was counted). Otherwise return, and the
+    caller answers ``invalid_grant``."""
+    async with ctx.db.read_session() as session:
+        has_tx_code = (await session.execute(select(Offer.tx_code_hash.is_not(None)).where(
+            Offer.code_hash == secret_hash(code), Offer.tenant_id == tenant.id, Offer.used.is_(False),
+            Offer.burnt.is_(False), Offer.expires_at > utcnow(),
+            Offer.tx_code_attempts < ctx.settings.tx_code_max_attempts))).scalar_one_or_none()
+    if has_tx_code is True and not tx_code:
+        raise APIError(400, INVALID_REQUEST, "this offer needs its transaction code (tx_code)")
+    if has_tx_code is False and tx_code:
+        raise APIError(400, INVALID_REQUEST, "this offer has no transaction code: send no tx_code")
+
+
 async def redeem_pre_authorized_code(ctx: IssuerContext, tenant: TenantRef, code: str, tx_code: str | None,
                                      dpop_jkt: str | None = None) -> tuple[Any, str, int]:
     """Check a pre-authorized code (and its tx_code), mark it used and create the access token in the
     same transaction; returns ``(offer, access_token, expires_in)`` (the offer row has at least ``id``,
     ``subject``, ``configuration_ids``, ``credential_ids`` and ``selector``), or raises ``invalid_grant``
-    (:class:`WrongTxCode` when the transaction code was missing or wrong: that attempt is counted).
+    (:class:`WrongTxCode` when the transaction code was wrong: that attempt is counted), or
+    ``invalid_request`` when a ``tx_code`` was missing or not expected (:func:`refusal`: not counted).
 
     The guess is compared and counted in one conditional ``UPDATE`` (:data:`statements.TRY_OFFER`):
     concurrent guesses take the offer's row lock in turn, so no more than ``tx_code_max_attempts``
@@ -151,6 +170,8 @@ async def redeem_pre_authorized_code(ctx: IssuerContext, tenant: TenantRef, code
             row = (await conn.execute(statements.PG_REDEEM_OFFER_AND_INSERT_TOKEN, {
                 **params, "b_token_hash": secret_hash(token), "b_expires_at": now + dt.timedelta(seconds=ttl),
                 "b_dpop_jkt": dpop_jkt})).first()
+        if row is None:
+            await refusal(ctx, tenant, code, tx_code)
         return _tried(row, token, ttl)
     async with ctx.write_connection() as conn:
         row = (await conn.execute(statements.TRY_OFFER, params)).first()
@@ -161,6 +182,8 @@ async def redeem_pre_authorized_code(ctx: IssuerContext, tenant: TenantRef, code
                 "selector": row.selector, "login": {"method": "pre-authorized_code", "offer_id": row.id},
                 "offer_id": row.id, "expires_at": now + dt.timedelta(seconds=ttl), "dpop_jkt": dpop_jkt})
     # Raised after the commit: a wrong guess's attempt must count.
+    if row is None:
+        await refusal(ctx, tenant, code, tx_code)
     return _tried(row, token, ttl)
 
 
@@ -249,6 +272,7 @@ async def redeem_pre_authorized_code_within_limits(ctx: IssuerContext, tenant: T
         refuse_if_blocked(peeked, "slow_down")
         if budget is not None:
             refuse_if_blocked(budget.decision(rows, charge.now), "slow_down")
+        await refusal(ctx, tenant, code, tx_code)
     return _tried(offer, token, ttl)
 
 

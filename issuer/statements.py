@@ -72,6 +72,14 @@ def _tx_code_matches() -> Any:
     return or_(Offer.tx_code_hash.is_(None), func.coalesce(Offer.tx_code_hash == guess, false()))
 
 
+def _tx_code_expected() -> Any:
+    """Whether a guess was given exactly when the offer has a transaction code (OpenID4VCI 1.0 §6.1:
+    otherwise the request is ``invalid_request``, and it is no guess: nothing is compared or counted)."""
+    guess = bindparam("b_tx_code_hash", type_=String)
+    return or_(and_(Offer.tx_code_hash.is_(None), guess.is_(None)),
+               and_(Offer.tx_code_hash.is_not(None), guess.is_not(None)))
+
+
 def _try_offer(*gate: Any) -> Any:
     matches = _tx_code_matches()
     limit = bindparam("b_max_attempts", type_=Integer)
@@ -79,7 +87,7 @@ def _try_offer(*gate: Any) -> Any:
         update(Offer.__table__)
         .where(Offer.code_hash == bindparam("b_code_hash"), Offer.tenant_id == bindparam("b_tenant_id"),
                Offer.used.is_(False), Offer.burnt.is_(False), Offer.expires_at > bindparam("now"),
-               Offer.tx_code_attempts < limit, *gate)
+               Offer.tx_code_attempts < limit, _tx_code_expected(), *gate)
         .values(used=matches,
                 tx_code_attempts=case((matches, Offer.tx_code_attempts), else_=Offer.tx_code_attempts + 1),
                 burnt=and_(not_(matches), Offer.tx_code_attempts + 1 >= limit))
@@ -95,7 +103,8 @@ def _try_offer(*gate: Any) -> Any:
 #: at the limit. So concurrent guesses are compared one after the other, at most ``b_max_attempts``
 #: wrong ones ever, and none after the offer was redeemed or burnt. A row back: ``used`` (this caller
 #: redeemed it) or not (a wrong code; ``burnt``: it was the last). No row: unknown, used, burnt,
-#: expired, or out of attempts. An offer without a transaction code takes any ``tx_code``.
+#: expired, out of attempts, or a ``tx_code`` missing for an offer with one or given to an offer
+#: without one (not compared, not counted: ``grants.refusal`` tells the wallet which).
 TRY_OFFER = _try_offer()
 
 #: Insert an access token (parameters: every column).

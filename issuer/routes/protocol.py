@@ -283,7 +283,7 @@ async def token(request: Request, slug: str) -> JSONResponse:
                                                                   parsed.tx_code, dpop_jkt=jkt)
         except WrongTxCode:
             if limiter is not None:
-                # A missing code was not reserved (nothing was guessed): it is charged now, as wrong.
+                # A wrong code not reserved before (no client budget to charge then) is charged now.
                 await limiter.hit(tx_offer if reserved else [tx_client, *tx_offer])
             raise
         configuration_ids = list(offer.configuration_ids)

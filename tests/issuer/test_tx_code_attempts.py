@@ -29,7 +29,7 @@ from tests.support.postgres import PostgresCluster
 pytestmark = pytest.mark.anyio
 
 SUBJECT = {"identifier": "12345678Z", "name": "Titular"}
-WRONG = "the transaction code is missing or wrong"
+WRONG = "the transaction code is wrong"
 VOID = "the transaction code is wrong; the offer is now void"
 GONE = "the pre-authorized code is unknown, expired or already used"
 #: Every request comes from one address here: the per-client limits would refuse the bursts themselves.
@@ -140,17 +140,20 @@ async def test_a_burst_of_guesses_has_no_more_than_the_limit_compared(pg_url: st
             assert (await _offer_row(ctx, offer_id)).tx_code_attempts == len(wrong)
 
 
-async def test_wrong_and_missing_codes_are_counted_until_the_offer_is_void(database_url: str, tmp_path: Path) -> None:
-    """The same answers on SQLite and PostgreSQL, through the function the token endpoint calls."""
+async def test_wrong_codes_are_counted_until_the_offer_is_void(database_url: str, tmp_path: Path) -> None:
+    """The same answers on SQLite and PostgreSQL, through the function the token endpoint calls. A
+    missing code is no guess (``invalid_request``, OpenID4VCI 1.0 §6.3): it is not counted."""
     async with running_issuer(issuer_settings(database_url, tmp_path, tx_code_max_attempts=3)) as (ctx, _):
         tenant = await add_tenant(ctx)
         offer_id, code, right = await _offer(ctx, tenant)
         outcomes = []
-        for guess in [_wrong_codes(right, 1)[0], None, _wrong_codes(right, 2)[1], right]:
+        wrong = _wrong_codes(right, 3)
+        for guess in [wrong[0], None, wrong[1], None, wrong[2], right]:
             with pytest.raises(APIError) as refused:
                 await redeem_pre_authorized_code(ctx, tenant, code, guess)
-            outcomes.append((isinstance(refused.value, WrongTxCode), refused.value.error_description))
-        assert outcomes == [(True, WRONG), (True, WRONG), (True, VOID), (False, GONE)]
+            outcomes.append((isinstance(refused.value, WrongTxCode), refused.value.error))
+        assert outcomes == [(True, "invalid_grant"), (False, "invalid_request"), (True, "invalid_grant"),
+                            (False, "invalid_request"), (True, "invalid_grant"), (False, "invalid_grant")]
         assert (await _offer_row(ctx, offer_id)).tx_code_attempts == 3
 
         # A right code within the limit redeems the offer once; what comes after is told it is gone.
@@ -164,8 +167,11 @@ async def test_wrong_and_missing_codes_are_counted_until_the_offer_is_void(datab
                 await redeem_pre_authorized_code(ctx, tenant, code, guess)
             assert not isinstance(refused.value, WrongTxCode) and refused.value.error_description == GONE
 
-        # An offer made without a transaction code takes any, or none.
+        # An offer made without a transaction code takes none, and refuses one without spending itself.
         created = await create_offer(ctx, tenant, ["padro"], SUBJECT, with_tx_code=False)
         plain = created.offer["grants"][PRE_AUTHORIZED_CODE_GRANT]["pre-authorized_code"]
-        offer, _, _ = await redeem_pre_authorized_code(ctx, tenant, plain, "123456")
+        with pytest.raises(APIError) as refused:
+            await redeem_pre_authorized_code(ctx, tenant, plain, "123456")
+        assert refused.value.error == "invalid_request" and not isinstance(refused.value, WrongTxCode)
+        offer, _, _ = await redeem_pre_authorized_code(ctx, tenant, plain, None)
         assert offer.id == created.offer_id
