@@ -98,6 +98,8 @@ NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 #: claim with no outcome is taken as abandoned by a dead process.
 CLAIM_GRACE_SECONDS = 5.0
 METADATA_CACHE = {"Cache-Control": "public, max-age=60"}
+#: Notification events kept on an issuance record: the last ones, each distinct (event and description).
+NOTIFICATION_EVENTS_KEPT = 10
 
 
 def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -669,13 +671,23 @@ async def notification(request: Request, tenant: TenantRef = Depends(path_tenant
         record = (await session.execute(select(IssuanceRecord).where(
             IssuanceRecord.notification_id == parsed.notification_id, IssuanceRecord.tenant_id == tenant.id)
             .with_for_update())).scalar_one_or_none()
-        if record is None or record.subject_identifier != token_row.subject.get("identifier"):
+        # Only the token the credential was issued under (or one from the same login: its offer and
+        # login are the token's) may notify about it, not any token of the same citizen.
+        if (record is None or record.subject_identifier != token_row.subject.get("identifier")
+                or record.offer_id != token_row.offer_id or record.login != token_row.login):
             raise APIError(400, INVALID_NOTIFICATION_ID, "the notification id is unknown")
         event = {"event": parsed.event, "at": utcnow().isoformat()}
         if parsed.event_description:
             event["event_description"] = parsed.event_description[:300]
-        record.notifications = [*record.notifications, event]
+        kept = list(record.notifications or [])
+        if any(_same_event(earlier, event) for earlier in kept):
+            return Response(status_code=204, headers=NO_STORE)  # a repeat: nothing to record
+        record.notifications = [*kept, event][-NOTIFICATION_EVENTS_KEPT:]
     return Response(status_code=204, headers=NO_STORE)
+
+
+def _same_event(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    return a.get("event") == b.get("event") and a.get("event_description") == b.get("event_description")
 
 
 # -- status lists ---------------------------------------------------------------------------------
