@@ -19,7 +19,9 @@ answer alike. Services raise :class:`APIError` with the protocol's code (``inval
 - any other exception → 500 ``server_error`` "internal error (request id ...)" with no stack trace in
   the body; it is logged with the request id (see :class:`service_kit.logging.RequestContextMiddleware`).
 
-Error responses carry ``Cache-Control: no-store``: they may concern codes or tokens.
+Error responses carry ``Cache-Control: no-store``: they may concern codes or tokens. Every
+``error_description`` answered is printable ASCII without ``"`` and ``\\`` (RFC 6749 §5.2), whatever a
+handler put in it (see :func:`safe_description`).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
+import unicodedata
 from collections.abc import Mapping
 from typing import Any
 
@@ -86,6 +89,21 @@ class APIError(Exception):
         return {"error": self.error, "error_description": self.error_description, **self.extra}
 
 
+def safe_description(text: str, limit: int | None = None) -> str:
+    """``text`` within RFC 6749's ``error_description`` characters (%x20-21 / %x23-5B / %x5D-7E): accents
+    dropped (``À`` → ``A``), ``"`` → ``'``, ``\\`` → ``/``, any other character → ``?``. With ``limit``,
+    cut to that many characters and marked with ``...`` (for a client-chosen name quoted in a message)."""
+    if limit is not None and len(text) > limit:
+        text = text[:limit] + "..."
+    if text.isascii() and text.isprintable() and '"' not in text and "\\" not in text:
+        return text
+    text = "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
+    return "".join(_REPLACEMENTS.get(c, c) if " " <= c <= "~" else "?" for c in text)
+
+
+_REPLACEMENTS = {'"': "'", "\\": "/"}
+
+
 def error_response(
     status_code: int,
     error: str,
@@ -94,7 +112,7 @@ def error_response(
     extra: Mapping[str, Any] | None = None,
 ) -> JSONResponse:
     """A ``JSONResponse`` in the common error shape."""
-    body = {"error": error, "error_description": error_description, **(extra or {})}
+    body = {"error": error, "error_description": safe_description(error_description), **(extra or {})}
     return JSONResponse(body, status_code=status_code, headers={**ERROR_HEADERS, **(headers or {})})
 
 

@@ -22,9 +22,10 @@ def _query(request: Request) -> dict[str, str]:
     out: dict[str, str] = {}
     for key, value in request.query_params.multi_items():
         if key in out:
-            from service_kit.errors import APIError
+            from service_kit.errors import APIError, safe_description
 
-            raise APIError(400, "invalid_request", f"parameter {key} is repeated")
+            # The name is the client's: quoted within RFC 6749's error_description characters, cut short.
+            raise APIError(400, "invalid_request", f"parameter {safe_description(key, 40)} is repeated")
         out[key] = value
     return out
 

@@ -30,7 +30,7 @@ from sqlalchemy.exc import IntegrityError
 
 from credential_schemas import CredentialType
 from service_kit.direct_route import DirectRoute
-from service_kit.errors import APIError
+from service_kit.errors import APIError, safe_description
 from service_kit.ratelimit import (
     Limit,
     client_address,
@@ -136,7 +136,8 @@ async def _form(request: Request) -> dict[str, str]:
     out: dict[str, str] = {}
     for key, value in pairs:
         if key in out:
-            raise APIError(400, INVALID_REQUEST, f"parameter {key} is repeated")
+            # The name is the client's: quoted within RFC 6749's error_description characters, cut short.
+            raise APIError(400, INVALID_REQUEST, f"parameter {safe_description(key, 40)} is repeated")
         out[key] = value
     return out
 
