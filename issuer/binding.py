@@ -18,6 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from service_kit.errors import APIError
 from ssi.dpop import verify_dpop_proof
 from ssi.errors import MessageError
+from ssi.jose import DEFAULT_ALGORITHMS
 from ssi.oid4vci import INVALID_DPOP_PROOF
 
 from .context import IssuerContext, secret_hash, utcnow
@@ -79,9 +80,27 @@ async def token_request_binding(ctx: IssuerContext, request: Request, token_url:
     return verified.jkt
 
 
+#: The ``algs`` of a ``DPoP`` challenge (RFC 9449 §7.1): the proof algorithms accepted.
+_DPOP_ALGS = f'algs="{" ".join(DEFAULT_ALGORITHMS)}"'
+
+
 def _unauthorized(description: str, dpop: bool, error: str = "invalid_token") -> APIError:
-    challenge = f'DPoP error="{error}"' if dpop else f'Bearer error="{error}"'
+    challenge = f'DPoP error="{error}", {_DPOP_ALGS}' if dpop else f'Bearer error="{error}"'
     return APIError(401, error, description, {"WWW-Authenticate": challenge})
+
+
+def token_refused(ctx: IssuerContext, request: Request) -> APIError:
+    """The 401 for a request whose access token is missing, unknown or expired, challenging in the
+    scheme it used: ``DPoP error="invalid_token"`` for ``Authorization: DPoP`` (RFC 9449 §7.1),
+    ``Bearer error="invalid_token"`` for any other header. A request without an ``Authorization``
+    header gets challenges without an error code (RFC 6750 §3.1): ``DPoP`` with its ``algs``, preceded
+    by ``Bearer`` unless ``require_dpop``."""
+    header = request.headers.get("authorization")
+    if header is None:
+        challenges = [f"DPoP {_DPOP_ALGS}"] if ctx.settings.require_dpop else ["Bearer", f"DPoP {_DPOP_ALGS}"]
+        return APIError(401, "invalid_token", "the access token is missing", {"WWW-Authenticate": ", ".join(challenges)})
+    dpop = header.partition(" ")[0].lower() == "dpop"
+    return _unauthorized("the access token is missing, unknown or expired", dpop)
 
 
 async def check_presentation(ctx: IssuerContext, request: Request, scheme: str, token: str, jkt: str | None,

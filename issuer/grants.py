@@ -16,6 +16,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from fastapi import Request
 from sqlalchemy import Delete, delete, select, text, update
 
 from aries.storage import WEBHOOK_EVENT_RETENTION
@@ -30,7 +31,7 @@ from ssi.oid4vci import (
 
 from . import statements
 from .aries_models import AriesExchange, AriesWebhookEvent
-from .binding import USED_RECORD_MARGIN
+from .binding import USED_RECORD_MARGIN, token_refused
 from .context import IssuerContext, new_id, new_secret, new_tx_code, secret_hash, utcnow
 from .models import (
     AccessToken,
@@ -314,8 +315,9 @@ async def new_access_token(ctx: IssuerContext, tenant: TenantRef, *, subject: di
                           dpop_jkt=dpop_jkt, client_id=client_id, authorization_request_id=authorization_request_id)
 
 
-async def access_token(ctx: IssuerContext, tenant: TenantRef, token: str | None) -> AccessToken:
-    """The unexpired access token row of this tenant, or 401 ``invalid_token``."""
+async def access_token(ctx: IssuerContext, tenant: TenantRef, token: str | None, request: Request) -> AccessToken:
+    """The unexpired access token row of this tenant, or 401 ``invalid_token`` challenging in the scheme
+    ``request`` used (see :func:`issuer.binding.token_refused`)."""
     if token and len(token) <= 200:
         async with ctx.db.read_session() as session:
             row = (await session.execute(select(AccessToken).where(
@@ -323,8 +325,7 @@ async def access_token(ctx: IssuerContext, tenant: TenantRef, token: str | None)
                 AccessToken.expires_at > utcnow()))).scalar_one_or_none()
         if row is not None:
             return row
-    raise APIError(401, "invalid_token", "the access token is missing, unknown or expired",
-                   {"WWW-Authenticate": 'Bearer error="invalid_token"'})
+    raise token_refused(ctx, request)
 
 
 def new_nonce(ctx: IssuerContext, tenant: TenantRef) -> str:

@@ -66,7 +66,13 @@ from ssi.status_list import STATUS_LIST_JWT_MEDIA_TYPE
 
 from .. import statements
 from ..authorization import redeem_authorization_code
-from ..binding import authorization, check_presentation, plain_bearer_request, token_request_binding
+from ..binding import (
+    authorization,
+    check_presentation,
+    plain_bearer_request,
+    token_refused,
+    token_request_binding,
+)
 from ..context import IssuerContext, get_ctx, new_secret, secret_hash, utcnow
 from ..grants import (
     GuessBudget,
@@ -347,8 +353,8 @@ def _response_aad(request_hash: str) -> bytes:
     return f"issuer:stored-response:{request_hash}".encode()
 
 
-async def _request_state(ctx: IssuerContext, tenant: TenantRef, token_hash: str, request_hash: str,
-                         configuration_id: str) -> tuple[Any, JSONResponse | None, str | None]:
+async def _request_state(ctx: IssuerContext, request: Request, tenant: TenantRef, token_hash: str,
+                         request_hash: str, configuration_id: str) -> tuple[Any, JSONResponse | None, str | None]:
     """The valid access token (or 401), the stored response of an identical earlier request, and the
     request hash of the claim on this configuration (None when unclaimed) — in one query."""
     async with ctx.read_connection() as conn:
@@ -356,8 +362,7 @@ async def _request_state(ctx: IssuerContext, tenant: TenantRef, token_hash: str,
             "token_hash": token_hash, "tenant_id": tenant.id, "now": utcnow(), "request_hash": request_hash,
             "configuration_id": configuration_id})).first()
     if row is None:
-        raise APIError(401, "invalid_token", "the access token is missing, unknown or expired",
-                       {"WWW-Authenticate": 'Bearer error="invalid_token"'})
+        raise token_refused(ctx, request)
     if row.stored_sealed_body is None:
         return row, None, row.claim_request_hash
     body = json.loads(ctx.box.open(row.stored_sealed_body, _response_aad(request_hash)))
@@ -453,7 +458,7 @@ async def credential(request: Request, slug: str) -> JSONResponse:
     ctx, tenant = await protocol_tenant(request, slug)
     auth = authorization(request)
     if auth is None:
-        await access_token(ctx, tenant, None)  # raises the 401
+        raise token_refused(ctx, request)
     scheme, presented = auth or ("", "")
     data = await _json_body(request, INVALID_CREDENTIAL_REQUEST)
     try:
@@ -465,7 +470,7 @@ async def credential(request: Request, slug: str) -> JSONResponse:
     token_hash = secret_hash(presented)
     request_hash = _request_hash(token_hash, configuration_id, proofs)
     # One read for the token, an identical earlier request's response and the claim on this configuration.
-    token_row, stored, claim = await _request_state(ctx, tenant, token_hash, request_hash, configuration_id)
+    token_row, stored, claim = await _request_state(ctx, request, tenant, token_hash, request_hash, configuration_id)
     await check_presentation(ctx, request, scheme, presented, token_row.dpop_jkt,
                              f"{ctx.issuer_url(tenant.slug)}/credential")
     if parsed.credential_response_encryption is not None:
@@ -595,8 +600,7 @@ async def deferred_credential(request: Request, tenant: TenantRef = Depends(path
     # expiry: a registry may take hours, longer than an access token lives.
     auth = authorization(request)
     if auth is None:
-        raise APIError(401, "invalid_token", "the access token is missing",
-                       {"WWW-Authenticate": 'Bearer error="invalid_token"'})
+        raise token_refused(ctx, request)
     scheme, presented = auth
     token_hash = secret_hash(presented)
     data = await _json_body(request, INVALID_CREDENTIAL_REQUEST)
@@ -660,7 +664,7 @@ async def deferred_credential(request: Request, tenant: TenantRef = Depends(path
 async def notification(request: Request, tenant: TenantRef = Depends(path_tenant),  # noqa: B008
                        ctx: IssuerContext = Depends(get_ctx)) -> Response:  # noqa: B008
     scheme, presented = authorization(request) or ("", "")
-    token_row = await access_token(ctx, tenant, presented)
+    token_row = await access_token(ctx, tenant, presented, request)
     await check_presentation(ctx, request, scheme, presented, token_row.dpop_jkt,
                              f"{ctx.issuer_url(tenant.slug)}/notification")
     data = await _json_body(request, INVALID_NOTIFICATION_REQUEST)
