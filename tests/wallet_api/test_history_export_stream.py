@@ -161,3 +161,39 @@ def test_the_export_of_a_long_history_does_not_hold_it_in_memory(
     # (26 MB: a few batches of rows, whatever the history's length).
     assert peak < audit_size, (peak, audit_size)
     print(f"export {size} bytes, audit part {audit_size} bytes, peak traced {peak} bytes")
+
+
+#: A citizen of its own for the test that deletes chain entries.
+GAPPED_CITIZEN = generate_population(size=50).citizens[27].identifier
+
+
+def test_an_export_whose_first_chain_batch_was_deleted_is_still_json_and_reports_the_gap(
+        wallet: WalletHandle, tmp_path: Path) -> None:
+    """Rows 1-500 of the chain deleted in the database: the export wrote ``"entries": [, {...}``, a
+    download no JSON reader (nor ``cartera audit verify``) could open, where the tampering should show."""
+    from wallet_api.routes.history import BATCH
+
+    tokens = login(wallet.url, GAPPED_CITIZEN)
+    wallet_id = httpx.get(f"{wallet.url}/v1/me", headers=bearer(tokens), timeout=30).json()["wallet_id"]
+
+    async def seed_then_delete(db: Database) -> None:
+        async with db.session() as session:
+            row = await session.get(Wallet, wallet_id)
+            assert row is not None
+            key = Vault(master_box(wallet.settings)).data_key(row)
+            for index in range(BATCH + 20):
+                await add_history(session, key, "share", {"outcome": "sent", "n": index})
+        async with db.session() as session:
+            entries = (await session.execute(select(AuditEntry).where(AuditEntry.chain_id == wallet_id)
+                                             .where(AuditEntry.seq <= BATCH))).scalars().all()
+            assert len(entries) == BATCH
+            for entry in entries:
+                await session.delete(entry)
+
+    _run(wallet.settings, seed_then_delete)
+    path = tmp_path / "gapped.json"
+    _download(wallet, tokens, path)
+    audit = json.loads(path.read_text(encoding="utf-8"))["audit"]
+    assert audit["entries"] and audit["entries"][0]["seq"] == BATCH + 1
+    keys = [Key.from_jwk(jwk, alg="ES256") for jwk in audit["jwks"]["keys"]]
+    assert not verify_chain(audit["chain"], audit["entries"], audit["checkpoints"], keys).ok
