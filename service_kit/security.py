@@ -189,7 +189,9 @@ class UnstorableInputMiddleware:
         form = has_body = False
         for name, value in scope.get("headers", ()):
             if name == b"content-type":
-                form = value[:33].lower() == b"application/x-www-form-urlencoded"
+                # Any of them: endpoints read the first, and a later JSON type must not get a form
+                # scanned as JSON (where %00 is plain text).
+                form = form or value[:33].lower() == b"application/x-www-form-urlencoded"
             elif name == b"content-length":
                 has_body = has_body or value != b"0"
             elif name == b"transfer-encoding":

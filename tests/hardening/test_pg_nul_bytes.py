@@ -452,6 +452,22 @@ def test_the_repro_cases_answer_400_invalid_request(pg_verifier: Target) -> None
         assert set(answer.json()) == {"error", "error_description"}
 
 
+def test_a_second_content_type_does_not_hide_a_form_from_the_check(pg_verifier: Target) -> None:
+    """Endpoints read the first Content-Type, the check read the last: a form sent with a JSON type after
+    its form type was scanned as JSON, where ``%00`` is plain text, and reached the endpoint as a NUL."""
+    tx_id = pg_verifier.path_values["tx_id"]
+    tx = tx_id() if callable(tx_id) else tx_id
+    with httpx.Client(base_url=pg_verifier.url, timeout=30) as http:
+        token = http.get(f"/v1/wallet/requests/{tx}").text.split(".")[1]
+        state = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))["state"]
+        answer = http.post(f"/v1/wallet/responses/{tx}",
+                           content=f"state={state}&error=access_denied&error_description=a%00b".encode(),
+                           headers=[("Content-Type", "application/x-www-form-urlencoded"),
+                                    ("Content-Type", "application/json")])
+    assert answer.status_code == 400 and answer.json()["error"] == "invalid_request", answer.text
+    assert "NUL" in answer.json()["error_description"]
+
+
 def test_accents_pairs_tokens_and_escaped_backslashes_still_pass(pg_verifier: Target) -> None:
     """What the refusal must not catch: Catalan and Spanish text (sent as ``\\u00e8`` escapes), a surrogate
     pair (an emoji), the six characters ``\\u0000`` spelt with an escaped backslash, a JWT-like id."""
