@@ -9,13 +9,15 @@ the transaction expires. A ``wallet_nonce`` must be echoed in a fresh object (Op
 so those are always signed anew. The transaction is still read on every fetch: an answered or expired
 one is refused before the cache is consulted.
 
-Per process, bounded in entries and bytes, safe to lose. An entry names the agency certificate it was
-signed under, so an agency whose key and certificate change gets objects signed with the new ones.
+Per process, bounded in entries and bytes, safe to lose. An entry names the agency key and certificate
+it was signed under, so an agency whose key or certificate changes gets objects signed with the new
+ones (a client id without ``x5c`` has only its key to tell).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -32,7 +34,7 @@ class RequestObjectCache:
         self.clock = clock
         self.signed = 0  #: objects signed through :meth:`get_or_sign` (for tests and metrics)
         self._bytes = 0
-        # tx id -> (expires at, epoch seconds; the agency's leaf certificate; the object)
+        # tx id -> (expires at, epoch seconds; the agency's key and leaf certificate; the object)
         self._entries: OrderedDict[str, tuple[float, str, str]] = OrderedDict()
 
     def __len__(self) -> int:
@@ -40,9 +42,10 @@ class RequestObjectCache:
 
     def get_or_sign(self, tx: Any, agency: Any, sign: Callable[[], str]) -> str:
         """The object kept for ``tx`` (a transaction row: ``id``, ``expires_at``) signed under
-        ``agency``'s current certificate (``x5c``), or a new one from ``sign()``, then kept."""
+        ``agency``'s current key (``signing_key``) and certificate (``x5c``), or a new one from
+        ``sign()``, then kept."""
         now = self.clock()
-        leaf = agency.x5c[0] if agency.x5c else ""
+        leaf = _signer_of(agency)
         entry = self._entries.get(tx.id)
         if entry is not None:
             if entry[0] > now and entry[1] == leaf:
@@ -75,6 +78,14 @@ class RequestObjectCache:
     def clear(self) -> None:
         self._entries.clear()
         self._bytes = 0
+
+
+def _signer_of(agency: Any) -> str:
+    """What the object was signed under: a digest of the stored key (sealed bytes or a token
+    reference, never the key in clear) and the leaf certificate."""
+    key = getattr(agency, "signing_key", None)
+    digest = hashlib.sha256(bytes(key)).hexdigest() if key else ""
+    return f"{digest}:{agency.x5c[0] if agency.x5c else ''}"
 
 
 def _epoch(value: dt.datetime) -> float:

@@ -119,6 +119,19 @@ def test_a_new_agency_certificate_gets_a_new_signature():
     assert cache.get_or_sign(tx, rotated, sign) == "object-2"
 
 
+def test_a_new_agency_key_under_the_same_certificate_gets_a_new_signature():
+    """A client id without ``x5c`` (or a certificate kept across a key change) has only the key to tell:
+    the object signed under the old key was answered until the transaction expired."""
+    clock = Clock()
+    cache = RequestObjectCache(clock=clock)
+    tx, sign = _tx("a", clock), _signer()
+    before = SimpleNamespace(x5c=None, signing_key=b"sealed-key-one")
+    assert cache.get_or_sign(tx, before, sign) == "object-1"
+    assert cache.get_or_sign(tx, before, sign) == "object-1"
+    after = SimpleNamespace(x5c=None, signing_key=b"sealed-key-two")
+    assert cache.get_or_sign(tx, after, sign) == "object-2"
+
+
 def test_the_cache_is_bounded_in_entries_and_bytes():
     clock = Clock()
     by_count = RequestObjectCache(maxsize=4, clock=clock)
