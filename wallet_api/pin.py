@@ -11,7 +11,9 @@ wallet; the wallets whose data key did not open are recorded as left, each with 
 unsealed hash, sealed under the master key (:class:`~wallet_api.vault.LeftOvers`), and every later
 start-up goes over those alone, sealing one only while it holds that very hash, until none is left and
 the pass records that it is complete. An unsealed value written into the database after the first run
-(into any wallet, whatever row holds the pass back) is never sealed, and so always refused.
+(into any wallet, whatever row holds the pass back) is never sealed, and so refused — unless the pass's
+own rows are deleted from ``service_keys`` too, which makes the next start-up a first run again
+(``pass.rerun`` warns when it finds hashes sealed already; docs/security.md, "Not covered").
 
 **Attempts.** After ``pin_max_attempts`` wrong PINs, presenting (and exporting, and changing the PIN) is
 locked: ``pin_lock_seconds`` the first time, doubled on each further lockout in a row (at most

@@ -29,8 +29,11 @@ the master key with associated data naming the pass and the row, and ``left/<pas
 that the first run is over. Every later run goes over those rows only, and takes a row only while it
 still holds that value: a row written into the database afterwards (another wallet's PIN hash, a copy
 planted or moved) is never taken for one of an earlier version, and a database writer can neither add
-a row to the set nor record another value (they do not have the master key), only drop rows from it,
-which leaves those rows refused. Once no row is left, the pass's marker row says it is complete.
+a row to the set nor record another value (they do not have the master key). Dropping one record
+leaves its row refused; deleting ``left/<pass>`` (or the marker of a complete pass) makes the next
+start-up run the first run again over every row, as at the upgrade — telling that from a database never
+upgraded needs an anchor outside it (docs/security.md). Once no row is left, the pass's marker row says
+it is complete.
 """
 
 from __future__ import annotations
