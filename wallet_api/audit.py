@@ -202,6 +202,19 @@ async def _content(session: AsyncSession, key: DataKey, entry: dict[str, Any],
         return None, opened.get("salt")
 
 
+async def exported_entry(session: AsyncSession, key: DataKey, entry: dict[str, Any],
+                         rows: dict[str, HistoryEntry] | None = None) -> dict[str, Any]:
+    """A chain entry as an export gives it: its public members, with its content and salt when they open.
+    ``rows``: the history rows it may commit to, by id, when already loaded."""
+    content, salt = await _content(session, key, entry, rows)
+    item = store.public_entry(entry)
+    if content is not None:
+        item["content"] = content
+    if salt is not None:
+        item["salt"] = salt
+    return item
+
+
 async def export(ctx: WalletContext, key: DataKey) -> dict[str, Any]:
     """The wallet's chain as a self-contained document: every entry with its content and salt, every
     checkpoint, and the JWKS of the checkpoint key (checked offline by ``cartera audit verify``)."""
@@ -211,15 +224,7 @@ async def export(ctx: WalletContext, key: DataKey) -> dict[str, Any]:
         stored = await store.load_entries(session, AuditEntry, chain)
         rows = {r.id: r for r in (await session.execute(
             select(HistoryEntry).where(HistoryEntry.wallet_id == key.wallet_id))).scalars()}
-        items = []
-        for entry in stored:
-            content, salt = await _content(session, key, entry, rows)
-            item = store.public_entry(entry)
-            if content is not None:
-                item["content"] = content
-            if salt is not None:
-                item["salt"] = salt
-            items.append(item)
+        items = [await exported_entry(session, key, entry, rows) for entry in stored]
         cps = await store.checkpoints(session, AuditCheckpoint, chain)
     return {"format": EXPORT_FORMAT, "version": 1, "chain": chain, "entries": items,
             "checkpoints": [t for _, t in cps], "jwks": await jwks(ctx),

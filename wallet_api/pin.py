@@ -549,17 +549,24 @@ async def _first_run(db: Database, vault: Vault, left: LeftOvers | None, column:
                     if left is not None:
                         unopened.append(left.entry(wallet_id, left_digest(value)))
                     continue
-                values = _changed(change, key, wallet_id, value, result, what)
-                if values:
-                    written = await session.execute(
-                        update(Wallet).where(Wallet.id == wallet_id, column == value).values(**values)
-                        .execution_options(synchronize_session=False))
-                    result.changed += written.rowcount  # type: ignore[attr-defined]
+                await _write(session, column, wallet_id, value,
+                             _changed(change, key, wallet_id, value, result, what), result)
             if left is not None:
                 await left.record(session, unopened)
         if len(rows) < batch:
             break
         last = rows[-1][0]
+
+
+async def _write(session: Any, column: Any, wallet_id: str, value: Any, values: dict[str, Any] | None,
+                 result: PinPass) -> None:
+    """Write a wallet's new ``values`` only while ``column`` still holds the ``value`` read (a pass cut
+    or racing a citizen's own change writes nothing over it)."""
+    if values:
+        written = await session.execute(
+            update(Wallet).where(Wallet.id == wallet_id, column == value).values(**values)
+            .execution_options(synchronize_session=False))
+        result.changed += written.rowcount  # type: ignore[attr-defined]
 
 
 async def _left_run(db: Database, vault: Vault, left: LeftOvers, column: Any, where: ColumnElement[bool],
@@ -604,12 +611,8 @@ async def _left_run(db: Database, vault: Vault, left: LeftOvers, column: Any, wh
                 if key is None:
                     continue  # still left
                 finished.append(wallet_id)
-                values = _changed(change, key, wallet_id, value, result, what)
-                if values:
-                    written = await session.execute(
-                        update(Wallet).where(Wallet.id == wallet_id, column == value).values(**values)
-                        .execution_options(synchronize_session=False))
-                    result.changed += written.rowcount  # type: ignore[attr-defined]
+                await _write(session, column, wallet_id, value,
+                             _changed(change, key, wallet_id, value, result, what), result)
             await left.drop(session, finished)
         if len(entries) < batch:
             break

@@ -222,17 +222,7 @@ async def _chain_entries(ctx: Ctx, me: Principal, chain: str, first: int, last: 
         ids = list({entry["id"] for entry in stored})
         rows = {row.id: row for row in (await session.execute(select(HistoryEntry).where(
             HistoryEntry.wallet_id == me.wallet_id, HistoryEntry.id.in_(ids)))).scalars()} if ids else {}
-        items = []
-        for entry in stored:
-            # The chain's own rule for an entry's content (a history row's details, or its own sealed one).
-            content, salt = await audit._content(session, me.key, entry, rows)
-            item = chain_store.public_entry(entry)
-            if content is not None:
-                item["content"] = content
-            if salt is not None:
-                item["salt"] = salt
-            items.append(item)
-    return items
+        return [await audit.exported_entry(session, me.key, entry, rows) for entry in stored]
 
 
 async def _chain_checkpoints(ctx: Ctx, chain: str, after: int, last: int) -> list[tuple[int, str]]:
