@@ -168,9 +168,9 @@ class UnstorableInputMiddleware:
     surrogate as UTF-8: such a value, once it reached a query, failed it with a 500. No legitimate
     value of any Cartera API holds one, so they are refused where the request comes in, before any
     work: in the path, in the query string (``%00``, or an escape in a JSON-valued parameter), and in
-    the body — a NUL byte, a ``\\u0000`` or lone ``\\udXXX`` escape in JSON, ``%00`` in a form. The body
-    is checked as it is received (the endpoint's own read of it raises), at the cost of a substring
-    search; only a body with ``\\u`` escapes is scanned further. Text with accents (raw UTF-8 or
+    the body — a NUL byte, a ``\\u0000`` or lone surrogate escape (``\\ud800``-``\\udfff``) in JSON,
+    ``%00`` in a form. The body is checked as it is received (the endpoint's own read of it raises), at
+    the cost of a substring search; only a body with ``\\u`` escapes is scanned further. Text with accents (raw UTF-8 or
     ``\\u00e8`` escapes), surrogate pairs and an escaped backslash followed by ``u0000`` pass.
     Deeper encodings (a base64url or percent-encoded value decoded by the endpoint) are met by the
     database backstop in :mod:`service_kit.errors`.
