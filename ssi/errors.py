@@ -63,3 +63,7 @@ class MessageError(SSIError):
 
 class QRError(SSIError):
     area = "qr"
+
+
+class DisplayNameError(SSIError):
+    area = "name"

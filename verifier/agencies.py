@@ -30,8 +30,9 @@ from service_kit.db import Database
 from service_kit.pkcs11 import KeyBackend, PKCS11Config, PKCS11Error, Token, TokenKeyRef, open_token
 from ssi import x509 as ssi_x509
 from ssi.encoding import json_dumps, json_loads
-from ssi.errors import SSIError
+from ssi.errors import DisplayNameError, SSIError
 from ssi.jose import Key
+from ssi.names import display_name
 from verifier.models import Agency, ApiKey
 from verifier.statements import AGENCY_BY_KEY_HASH
 
@@ -102,8 +103,14 @@ async def create_agency(session: AsyncSession, box: SecretBox, *, slug: str, nam
     flushed here, so that a slug taken meanwhile raises ``IntegrityError`` now; a key generated for
     the agency is deleted from the token when anything after its generation fails (the caller does
     the same with :func:`discard_generated_key` if its commit fails), so no orphaned key is left.
+    ``name`` is kept as :func:`ssi.names.display_name` gives it (without spaces around it); one with a
+    control character, or nothing to read, is ``AgencyError("invalid_name")``.
     """
     check_slug(slug)
+    try:
+        name = display_name(name)
+    except DisplayNameError as exc:
+        raise AgencyError("invalid_name", exc.detail) from None
     existing = await session.scalar(select(Agency.id).where(Agency.slug == slug))
     if existing is not None:
         raise AgencyError("agency_exists", "an agency with this slug exists")

@@ -16,6 +16,7 @@ from ssi.dcql import (
 )
 from ssi.encoding import b64url_decode
 from ssi.errors import SSIError
+from ssi.names import DisplayName
 from ssi.oid4vci import check_url
 
 EXAMPLE_QUERY: dict[str, Any] = {
@@ -247,9 +248,11 @@ class AgencyIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     slug: str = Field(min_length=2, max_length=64, pattern=r"^[a-z0-9][a-z0-9-]*$")
-    name: str = Field(min_length=1, max_length=200,
-                      description="The agency's name, kept whole; its relying-party certificate (commonName, "
-                                  "organizationName) carries it cut to 64 bytes of UTF-8, with '…', when longer.")
+    name: DisplayName = Field(min_length=1, max_length=200,
+                              description="The agency's name, kept whole (without spaces around it; no control "
+                                          "characters: line breaks, tabs, C1 or bidirectional controls); its "
+                                          "relying-party certificate (commonName, organizationName) carries it cut "
+                                          "to 64 bytes of UTF-8, with '…', when longer.")
     key_backend: Literal["software", "pkcs11"] | None = Field(
         default=None, description="Where the request-signing key is made (default: the `key_backend` setting); "
                                   "`pkcs11` generates it in the configured token, non-extractable.")

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from cryptography import x509 as cx509
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
@@ -22,6 +22,7 @@ from service_kit.errors import APIError
 from service_kit.outbound import refused_destination
 from service_kit.pkcs11 import PKCS11Error
 from ssi.jose import Key
+from ssi.names import DisplayName, checked_display_name
 
 from ..context import IssuerContext, get_ctx, new_id, new_secret, utcnow
 from ..grants import create_offer
@@ -60,13 +61,23 @@ class _Model(BaseModel):
 
 # -- tenants --------------------------------------------------------------------------------------
 
+def _display_entry(entry: dict[str, Any]) -> dict[str, Any]:
+    """An issuer display entry: its ``name``, which wallets show citizens, is checked as a tenant's name."""
+    name = entry.get("name")
+    return {**entry, "name": checked_display_name(name, "name ")} if isinstance(name, str) else entry
+
+
 class TenantCreate(_Model):
     slug: str = Field(pattern=SLUG_PATTERN, description="URL name: the issuer identifier is `<public_url>/t/<slug>`.",
                       examples=["uni-barcelona"])
-    name: str = Field(min_length=1, max_length=200, examples=["Universitat de Barcelona"])
+    name: DisplayName = Field(min_length=1, max_length=200, examples=["Universitat de Barcelona"],
+                              description="Kept without spaces around it; no control characters (line breaks, tabs, "
+                                          "C1 or bidirectional controls): citizens read it, and certificates carry it.")
     body_id: str = Field(default="", max_length=40, description="Requesting-body identifier (NIF) in source queries.",
                          examples=["Q0818001J"])
-    display: list[dict[str, Any]] = Field(default_factory=list, description="Issuer display entries (`name`, `locale`, `logo`).")
+    display: list[Annotated[dict[str, Any], AfterValidator(_display_entry)]] = Field(
+        default_factory=list, description="Issuer display entries (`name`, `locale`, `logo`); a `name` is checked as "
+                                          "the tenant's is.")
 
 
 class TenantCreated(BaseModel):

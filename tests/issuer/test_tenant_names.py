@@ -53,6 +53,45 @@ def test_a_tenant_name_the_api_accepts_makes_a_tenant_and_its_key(issuer_env: Is
     assert tenant["name"] == name
 
 
+@pytest.mark.parametrize("name", [
+    pytest.param("Universitat\nFALSE LOG LINE", id="LF"),
+    pytest.param("Universitat\tde Girona", id="TAB"),
+    pytest.param("Universitat \x1b[2J", id="ESC"),
+    pytest.param("Universitat \x85 de Girona", id="NEL"),
+    pytest.param("Banc \u202egpj.exe", id="RLO"),
+    pytest.param("Banc \u2066x", id="LRI"),
+])
+def test_a_tenant_name_with_a_control_character_is_refused(issuer_env: IssuerEnv, name: str) -> None:
+    """Wallets show it to citizens, certificates carry it, logs name it."""
+    slug = "control-" + secrets.token_hex(4)
+    for body in ({"name": name}, {"name": "Universitat de Girona", "display": [{"name": name, "locale": "ca"}]}):
+        response = httpx.post(f"{issuer_env.url}/v1/tenants", json={"slug": slug, **body},
+                              headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=20)
+        assert response.status_code == 400, response.text
+        assert response.json()["error"] == "invalid_request"
+        assert "name" in response.json()["error_description"]
+        assert "control character" in response.json()["error_description"]
+        assert name not in response.text
+
+
+def test_a_tenant_name_is_kept_without_spaces_around_it_and_an_empty_one_is_refused(issuer_env: IssuerEnv) -> None:
+    blank = _create(issuer_env, "blank-" + secrets.token_hex(4), " \u00a0 ")
+    assert blank.status_code == 400, blank.text
+    assert blank.json()["error"] == "invalid_request" and "nothing to read" in blank.json()["error_description"]
+    slug = "spaced-" + secrets.token_hex(4)
+    response = httpx.post(f"{issuer_env.url}/v1/tenants", json={
+        "slug": slug, "name": "  Universitat de Girona ", "display": [{"name": " UdG ", "locale": "ca"}]},
+        headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=20)
+    assert response.status_code == 201, response.text
+    [key] = _keys(issuer_env, response.json())
+    assert key["certificate_subject"] == "Universitat de Girona"
+    tenant = httpx.get(f"{issuer_env.url}/v1/tenant", headers={"Authorization": f"Bearer {response.json()['api_key']}"},
+                       timeout=20).json()
+    assert tenant["name"] == "Universitat de Girona"
+    metadata = httpx.get(f"{issuer_env.url}/.well-known/openid-credential-issuer/t/{slug}", timeout=20).json()
+    assert metadata["display"] == [{"name": "UdG", "locale": "ca"}]
+
+
 def test_a_long_tenant_name_with_a_token_key_makes_one_key(hsm_issuer: IssuerEnv, token: Token) -> None:  # noqa: F811
     slug = "hsm-named-" + secrets.token_hex(4)
     name = "Ajuntament de Sant Joan de Vilatorrada i altres municipis del Bages (OAC)"

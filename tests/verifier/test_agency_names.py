@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import secrets
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -22,6 +23,9 @@ import httpx
 import pytest
 from cryptography.x509.oid import NameOID
 
+from service_kit.crypto import SecretBox
+from service_kit.db import Database
+from service_kit.migrations import run_migrations_async
 from service_kit.pkcs11 import Token
 from ssi import x509 as ssi_x509
 from tests.hsm.conftest import SoftHSM, softhsm, token  # noqa: F401 - fixtures used by name
@@ -32,6 +36,8 @@ from tests.verifier.conftest import ISSUER, PKI, VCT_TAX, Verifier, start_verifi
 from tests.verifier.test_expiry import _until
 from tests.verifier.test_template_rules import TableLock as TemplatesLock
 from tests.verifier.test_template_rules import _waiting_on_locks
+from verifier.agencies import AgencyError, CreatedAgency, create_agency
+from verifier.app import MIGRATIONS
 
 NAMES = [
     pytest.param("Ajuntament de Sant Joan de Vilatorrada i altres municipis del Bages (OAC)", id="73-ascii"),
@@ -97,6 +103,56 @@ def test_a_name_over_200_characters_is_refused(http, admin_verifier):
     response = _create(http, admin_verifier, _slug("too-long"), "x" * 201)
     assert response.status_code == 400, response.text
     assert response.json()["error"] == "invalid_request"
+
+
+@pytest.mark.parametrize("name", [
+    pytest.param("Ajuntament\nFALSE LOG LINE", id="LF"),
+    pytest.param("Ajuntament\tde Girona", id="TAB"),
+    pytest.param("Ajuntament \x1b[2J", id="ESC"),
+    pytest.param("Ajuntament \x85 de Girona", id="NEL"),
+    pytest.param("Banc \u202egpj.exe", id="RLO"),
+    pytest.param("Banc \u2067x", id="RLI"),
+])
+def test_a_name_with_a_control_character_is_refused(http, admin_verifier, name):
+    """Shown to citizens, put in the certificate's commonName and organizationName, and in logs."""
+    slug = _slug("control")
+    response = _create(http, admin_verifier, slug, name)
+    assert response.status_code == 400, response.text
+    assert response.json()["error"] == "invalid_request"
+    assert "name" in response.json()["error_description"]
+    assert "control character" in response.json()["error_description"]
+    assert name not in response.text
+
+
+def test_a_name_is_kept_without_spaces_around_it_and_an_empty_one_is_refused(http, admin_verifier, pki):
+    blank = _create(http, admin_verifier, _slug("blank"), " \u3000 ")
+    assert blank.status_code == 400, blank.text
+    assert blank.json()["error"] == "invalid_request" and "nothing to read" in blank.json()["error_description"]
+    response = _create(http, admin_verifier, _slug("spaced"), "  Ajuntament de Girona ")
+    assert response.status_code == 201, response.text
+    assert response.json()["name"] == "Ajuntament de Girona"
+    _check_agency(http, admin_verifier, pki, response.json(), "Ajuntament de Girona")
+
+
+def test_create_agency_itself_checks_the_name(tmp_path: Path, pki: PKI) -> None:
+    """Every path that creates an agency (the admin API, provisioning) goes through one check."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'agencies.db'}"
+
+    async def create(name: str) -> CreatedAgency:
+        db = Database(url)
+        try:
+            async with db.session() as session:
+                return await create_agency(session, SecretBox(secrets.token_bytes(32)), slug=_slug("direct"), name=name,
+                                           ca_key=pki.rp_ca_key, ca_cert=pki.rp_ca, host="verifier.example")
+        finally:
+            await db.dispose()
+
+    asyncio.run(run_migrations_async(MIGRATIONS, url))
+    for name, code in (("Ajuntament\nde Girona", "invalid_name"), ("\u202eabc", "invalid_name"), ("  ", "invalid_name")):
+        with pytest.raises(AgencyError) as caught:
+            asyncio.run(create(name))
+        assert caught.value.code == code
+    assert asyncio.run(create(" Ajuntament de Girona ")).name == "Ajuntament de Girona"
 
 
 # -- keys in the token -----------------------------------------------------------------------------
