@@ -5,7 +5,8 @@
    is asking: the certificate's organisation when it chains to a configured relying-party anchor;
    otherwise the request is refused (``untrusted_verifier``), or, with ``allow_untrusted_verifiers``,
    previewed without a name and with a warning; unsigned ``redirect_uri:`` requests only in
-   ``dev_mode``, always with a warning. Then evaluate the DCQL query against the citizen's valid credentials and answer a
+   ``dev_mode``, always with a warning. Then evaluate the DCQL query against the citizen's valid credentials
+   (only those of a type it accepts are opened: :func:`query_types`) and answer a
    consent preview listing every claim the disclosures to present carry — a disclosure goes whole, so
    the plain members of a disclosed object are shown too, not only the claims asked for. Nothing is
    sent to the verifier at this stage.
@@ -29,7 +30,7 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service_kit.errors import APIError
@@ -45,7 +46,7 @@ from ssi.oid4vp import (
     verify_request_object,
 )
 from ssi.sd_jwt import SDJWT
-from ssi.sd_jwt_vc import NON_DISCLOSABLE_CLAIMS
+from ssi.sd_jwt_vc import NON_DISCLOSABLE_CLAIMS, SD_JWT_VC_TYP
 
 from .context import FetchError, WalletContext
 from .deps import Principal
@@ -150,12 +151,35 @@ def _unreadable_counts(query: DCQLQuery, unreadable: list[Credential]) -> dict[s
     return counts
 
 
-async def _wallet_now(ctx: WalletContext, me: Principal) -> tuple[set[str], list[Credential]]:
-    """The ids of the wallet's credentials that open, and the rows of those that do not (logged by
-    :func:`load_credentials`, with their id and the vault error's code)."""
+def query_types(query: DCQLQuery) -> frozenset[str] | None:
+    """The credential types (``vct``) of the wallet's credentials that can answer a DCQL query: every
+    type its SD-JWT VC credential queries list in ``meta.vct_values``; ``None`` (any type) when one of
+    them lists none.
+
+    Only credentials of these types are opened (:func:`load_credentials`, by the row's clear ``vct``):
+    any other one fails :func:`ssi.dcql.match_credential` on its type whatever it holds, so opening it
+    shows nothing the preview uses. A query of another format (an mdoc's, which names a ``doctype_value``
+    instead) adds no type: every credential the wallet stores is an SD-JWT VC (``typ`` ``dc+sd-jwt``,
+    checked at receipt), so none answers it. The DCQL parser refuses an SD-JWT VC query without
+    ``vct_values``; were one let through, every credential would be opened for it."""
+    types: set[str] = set()
+    for cq in query.credentials:
+        if cq.format != SD_JWT_VC_TYP:
+            continue
+        if cq.vct_values is None:
+            return None
+        types.update(cq.vct_values)
+    return frozenset(types)
+
+
+async def _wallet_now(ctx: WalletContext, me: Principal, types: frozenset[str] | None
+                      ) -> tuple[set[str], list[Credential]]:
+    """The ids of the wallet's credentials of ``types`` (:func:`query_types`; ``None``: all) that
+    open, and the rows of those that do not (logged by :func:`load_credentials`, with their id and
+    the vault error's code)."""
     unreadable: list[Credential] = []
     async with ctx.db.read_session() as session:
-        found = await load_credentials(session, me.key, unreadable=unreadable)
+        found = await load_credentials(session, me.key, vcts=types, unreadable=unreadable)
     return {cred.id for cred in found}, unreadable
 
 
@@ -191,7 +215,10 @@ async def preview_now(ctx: WalletContext, me: Principal, row: Presentation, data
     now (:func:`current_preview`) and whether it has ``expired``; an answered one's as it was kept."""
     if row.state != "pending":
         return _preview_out(row.id, row.state, data)
-    readable, unreadable = await _wallet_now(ctx, me)
+    # Only the credentials of a type the request accepts are opened: every option of the kept preview
+    # is one, and so is every credential an unreadable_count counts.
+    request = RequestObject.model_validate(data["request"], context=STORED)
+    readable, unreadable = await _wallet_now(ctx, me, query_types(request.query))
     out = _preview_out(row.id, row.state, {**data, "preview": current_preview(data, readable, unreadable)})
     # Past its expiry it can be neither approved nor declined (both answer 409 conflict); the state
     # stays pending until the request is deleted, a day later.
@@ -237,11 +264,16 @@ async def receive_request(ctx: WalletContext, me: Principal, uri: str, accept_la
             raise APIError(400, "invalid_request_object", "the verifier asks for a response encryption the wallet lacks")
     verifier = _verifier_view(request)
     unreadable: list[Credential] = []
+    types = query_types(request.query)
     async with ctx.db.read_session() as session:
         # A credential whose stored data does not open cannot be presented: left out (and logged), so
-        # the others can still answer the request; each query counts those of a type it accepts.
-        credentials = [c for c in await load_credentials(session, me.key, unreadable=unreadable) if _usable(c)]
+        # the others can still answer the request; each query counts those of a type it accepts. Only
+        # the credentials of a type the request accepts are opened (query_types).
+        credentials = [c for c in await load_credentials(session, me.key, vcts=types, unreadable=unreadable)
+                       if _usable(c)]
     preview = _evaluate(request, credentials, languages)
+    if types is not None:
+        await _reasons_of_types_left_out(ctx, me.wallet_id, request.query, types, preview)
     counts = _unreadable_counts(request.query, unreadable)
     for query in preview["queries"]:
         query["unreadable_count"] = counts.get(query["query_id"], 0)
@@ -253,6 +285,31 @@ async def receive_request(ctx: WalletContext, me: Principal, uri: str, accept_la
                                  sealed=me.key.seal("presentation", presentation_id, data),
                                  expires_at=utcnow() + dt.timedelta(seconds=ctx.settings.offer_ttl)))
     return _preview_out(presentation_id, "pending", data)
+
+
+async def _reasons_of_types_left_out(ctx: WalletContext, wallet_id: str, query: DCQLQuery,
+                                     types: frozenset[str], preview: dict[str, Any]) -> None:
+    """Give a query nothing answers the reason the credentials left unopened would have given it.
+
+    Only the credentials of ``types`` were evaluated; any other one fails on its type (or, for a query
+    of another format, on its format: every stored credential is an SD-JWT VC), the lowest reasons of
+    :func:`ssi.dcql.evaluate`. So a query keeps the reason the evaluated ones gave it, unless none did
+    (``no_credentials``) while the wallet holds other credentials that could be offered (neither
+    revoked, suspended nor expired, by their clear columns)."""
+    unanswered = [q for q in preview["queries"] if q["reason"] == "no_credentials"]
+    if not unanswered:
+        return
+    now = utcnow()
+    async with ctx.db.read_session() as session:
+        others = (await session.execute(select(Credential.id).where(
+            Credential.wallet_id == wallet_id, *([Credential.vct.not_in(sorted(types))] if types else []),
+            Credential.status.not_in(("revoked", "suspended")),
+            or_(Credential.expires_at.is_(None), Credential.expires_at > now)).limit(1))).first()
+    if others is None:
+        return
+    formats = {cq.id: cq.format for cq in query.credentials}
+    for q in unanswered:
+        q["reason"] = "vct_mismatch" if formats.get(q["query_id"]) == SD_JWT_VC_TYP else "format_mismatch"
 
 
 def _verifier_view(request: RequestObject) -> dict[str, Any]:
@@ -448,7 +505,7 @@ async def approve(ctx: WalletContext, me: Principal, presentation_id: str, *, se
             # opening or was deleted since the scan. With none left, the kept first one, which then
             # answers 409 as before.
             if offered is None:
-                readable, unreadable = await _wallet_now(ctx, me)
+                readable, unreadable = await _wallet_now(ctx, me, query_types(request.query))
                 offered = {q["query_id"]: q["options"] for q in current_preview(data, readable, unreadable)["queries"]}
             wanted = (offered.get(query["query_id"]) or query["options"])[0]["credential_id"]
         option = next((o for o in query["options"] if o["credential_id"] == wanted), None)

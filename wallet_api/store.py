@@ -33,7 +33,7 @@ import json
 import logging
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -162,8 +162,14 @@ def copy_digest(credential_id: str, wallet_id: str, sealed: bytes) -> bytes:
 
 
 async def load_credentials(session: AsyncSession, key: DataKey, *, credential_id: str | None = None,
+                           vcts: Collection[str] | None = None,
                            unreadable: list[Credential] | None = None) -> list[OpenCredential]:
     """The wallet's credentials (or one), decrypted, oldest first.
+
+    ``vcts``: only the credentials of these types, chosen by the row's clear ``vct`` column before
+    anything is decrypted (an empty collection: none). The clear column is the ``vct`` of the
+    credential as received; a row whose column was changed in the database is left out, or read and
+    then judged by the ``vct`` its sealed copy carries, never by the column.
 
     A credential whose sealed details or one of whose copies does not open (tampered with or corrupted)
     raises :class:`~wallet_api.vault.VaultError`, unless ``unreadable`` is given: its row is then put
@@ -171,6 +177,10 @@ async def load_credentials(session: AsyncSession, key: DataKey, *, credential_id
     query = select(Credential).where(Credential.wallet_id == key.wallet_id)
     if credential_id is not None:
         query = query.where(Credential.id == credential_id)
+    if vcts is not None:
+        if not vcts:
+            return []
+        query = query.where(Credential.vct.in_(sorted(set(vcts))))
     rows = (await session.execute(query.order_by(Credential.created_at, Credential.id))).scalars().all()
     if not rows:
         return []

@@ -103,7 +103,9 @@ class System:
 
 
 @contextlib.contextmanager
-def running_system(tmp: Path, *, wallet_db_url: str | None = None) -> Iterator[System]:
+def running_system(tmp: Path, *, wallet_db_url: str | None = None, **wallet: Any) -> Iterator[System]:
+    """The whole system on ``tmp``; ``wallet``: more of the wallet's settings (``background_interval=0``:
+    no background sweep, so nothing but the test's own requests touches the wallet's rows)."""
     platform, requester = generate_identity("platform"), generate_identity("issuer")
     ca_key, ca = ssi_x509.create_ca("Cartera test development CA")
     ca_file = tmp / "ca.pem"
@@ -149,11 +151,10 @@ def running_system(tmp: Path, *, wallet_db_url: str | None = None) -> Iterator[S
                 verifier_settings, ca_key=ca_key, ca_cert=ca, trusted_issuer_anchors=[ca],
                 vcts={"tax": vcts["tax-compliance"], "diploma": vcts["university-diploma"], "padro": vcts["padro"]}))
             catalogue = [{"credential_issuer": t["issuer_url"], "name": t["name"]} for t in issued["tenants"].values()]
-            settings = wallet_settings(tmp, ports["wallet"], f"{urls['idp']}", issuer_anchor_files=[ca_file],
-                                       rp_anchor_files=[ca_file], issuer_catalogue=catalogue,
-                                       background_interval=0.3, webhook_url=receiver.url,
-                                       webhook_secret=WEBHOOK_SECRET, webhook_interval=0.3,
-                                       **({"database_url": wallet_db_url} if wallet_db_url else {}))
+            settings = wallet_settings(tmp, ports["wallet"], f"{urls['idp']}", **{
+                "issuer_anchor_files": [ca_file], "rp_anchor_files": [ca_file], "issuer_catalogue": catalogue,
+                "background_interval": 0.3, "webhook_url": receiver.url, "webhook_secret": WEBHOOK_SECRET,
+                "webhook_interval": 0.3, **({"database_url": wallet_db_url} if wallet_db_url else {}), **wallet})
             wallet_app = create_wallet(settings)
             with serve(create_verifier(verifier_settings), port=ports["verifier"]) as verifier_url, \
                     serve(wallet_app, port=ports["wallet"]) as wallet_url:
