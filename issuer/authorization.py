@@ -92,23 +92,50 @@ def _check_redirect_uri(ctx: IssuerContext, client_id: str, uri: str) -> None:
         raise APIError(400, INVALID_REQUEST, problem)
 
 
+INVALID_AUTHORIZATION_DETAILS = "invalid_authorization_details"
+#: More authorization details than any wallet asks for (an offer names at most 10 configurations).
+MAX_AUTHORIZATION_DETAILS = 20
+
+
+def _details_error(description: str) -> APIError:
+    return APIError(400, INVALID_AUTHORIZATION_DETAILS, description)
+
+
+def requested_configurations(raw: str) -> tuple[list[str], list[dict[str, Any]]]:
+    """The credential configurations an ``authorization_details`` parameter (RFC 9396, at the
+    authorization or the token endpoint) asks for, in order and each once, with the parsed details.
+
+    Each detail must be an ``openid_credential`` object naming a ``credential_configuration_id``
+    (OpenID4VCI 1.0 §5.1.1); members this issuer does not use (``claims``, ``locations``) are ignored.
+    Anything else is 400 ``invalid_authorization_details`` (RFC 9396 §5, §6): JSON that does not
+    parse, an empty array, another type. Whether the configurations may be had is the caller's check.
+    """
+    try:
+        details = json_loads(raw)
+    except EncodingError as exc:
+        raise _details_error("authorization_details is not JSON") from exc
+    if not isinstance(details, list) or not details:
+        raise _details_error("authorization_details must be a non-empty array")
+    if len(details) > MAX_AUTHORIZATION_DETAILS:
+        raise _details_error(f"authorization_details has more than {MAX_AUTHORIZATION_DETAILS} entries")
+    wanted: list[str] = []
+    for item in details:
+        if not isinstance(item, dict) or item.get("type") != "openid_credential":
+            raise _details_error("only openid_credential details are supported")
+        cid = item.get("credential_configuration_id")
+        if not isinstance(cid, str) or not cid or len(cid) > 100:
+            raise _details_error("each detail needs a credential_configuration_id")
+        wanted.append(cid)
+    return list(dict.fromkeys(wanted)), details
+
+
 def _configurations(params: dict[str, str], known: set[str]) -> tuple[list[str], list[dict[str, Any]] | None]:
     wanted: list[str] = []
     details: list[dict[str, Any]] | None = None
     if params.get("authorization_details"):
-        try:
-            details = json_loads(params["authorization_details"])
-        except EncodingError as exc:
-            raise APIError(400, "invalid_authorization_details", "authorization_details is not JSON") from exc
-        if not isinstance(details, list) or not details:
-            raise APIError(400, "invalid_authorization_details", "authorization_details must be a non-empty array")
-        for item in details:
-            if not isinstance(item, dict) or item.get("type") != "openid_credential":
-                raise APIError(400, "invalid_authorization_details", "only openid_credential details are supported")
-            cid = item.get("credential_configuration_id")
-            if not isinstance(cid, str) or cid not in known:
-                raise APIError(400, "invalid_authorization_details", "unknown credential_configuration_id")
-            wanted.append(cid)
+        wanted, details = requested_configurations(params["authorization_details"])
+        if any(cid not in known for cid in wanted):
+            raise _details_error("unknown credential_configuration_id")
     for scope in params.get("scope", "").split():
         if scope in known:
             wanted.append(scope)
@@ -396,14 +423,33 @@ async def revoke_replayed_code(ctx: IssuerContext, tenant: TenantRef, code_hash:
     return True
 
 
+def _code_mismatch(row: AuthorizationRequest, code_verifier: str | None, redirect_uri: str | None,
+                   client_id: str) -> str | None:
+    """Why the redeemed code's request does not match this token request (``invalid_grant``), or None."""
+    if not code_verifier or not _PKCE.match(code_verifier) or not hmac.compare_digest(_s256(code_verifier),
+                                                                                       row.code_challenge):
+        return "code_verifier does not match the code_challenge"
+    if redirect_uri != row.redirect_uri:
+        return "redirect_uri does not match the authorization request"
+    if client_id != row.client_id:
+        return "the code was issued to another client"
+    return None
+
+
 async def redeem_authorization_code(ctx: IssuerContext, tenant: TenantRef, *, code: str, code_verifier: str | None,
-                                    redirect_uri: str | None, client_id: str | None) -> CodeGrant:
+                                    redirect_uri: str | None, client_id: str | None,
+                                    requested: list[str] | None = None) -> CodeGrant:
     """Check and consume an authorization code (single-use); ``invalid_grant`` for any mismatch.
 
     ``client_id`` is required (RFC 6749 §4.1.3: the wallet is a public client); without it the request
     is ``invalid_request``, and from a client not (or no longer) registered ``unauthorized_client``: in
     both cases the code is not spent. A code obtained with ``issuer_state`` takes that
     offer (as its pre-authorized code would): the offer must still be open, and is then used up.
+
+    With ``requested`` (the configurations the token request's ``authorization_details`` names, RFC
+    9396 §6) the grant is narrowed to those; one the authorization request did not ask for is
+    ``invalid_authorization_details``, decided inside the transaction that took the code, which then
+    rolls back: the code is not spent (a code that fails the checks above is spent, as without details).
     """
     if not client_id:
         raise APIError(400, INVALID_REQUEST, "client_id is required")
@@ -415,16 +461,17 @@ async def redeem_authorization_code(ctx: IssuerContext, tenant: TenantRef, *, co
                 AuthorizationRequest.code_hash == secret_hash(code), AuthorizationRequest.tenant_id == tenant.id,
                 AuthorizationRequest.stage == "code", AuthorizationRequest.expires_at > now)
             .values(stage="used").returning(AuthorizationRequest))).scalar_one_or_none()
+        if (row is not None and requested is not None and _code_mismatch(row, code_verifier, redirect_uri, client_id)
+                is None and not set(requested) <= set(row.configuration_ids)):
+            # Raised inside the transaction, which rolls back: the code stays at stage "code".
+            raise _details_error("authorization_details names a credential configuration the authorization "
+                                 "request did not ask for")
     if row is None:
         await revoke_replayed_code(ctx, tenant, secret_hash(code))
         raise APIError(400, INVALID_GRANT, "the authorization code is unknown, expired or already used")
-    if not code_verifier or not _PKCE.match(code_verifier) or not hmac.compare_digest(_s256(code_verifier),
-                                                                                       row.code_challenge):
-        raise APIError(400, INVALID_GRANT, "code_verifier does not match the code_challenge")
-    if redirect_uri != row.redirect_uri:
-        raise APIError(400, INVALID_GRANT, "redirect_uri does not match the authorization request")
-    if client_id != row.client_id:
-        raise APIError(400, INVALID_GRANT, "the code was issued to another client")
+    mismatch = _code_mismatch(row, code_verifier, redirect_uri, client_id)
+    if mismatch is not None:
+        raise APIError(400, INVALID_GRANT, mismatch)
     selector = None
     credential_ids: dict[str, str] = {}
     offer_id = None
@@ -443,6 +490,7 @@ async def redeem_authorization_code(ctx: IssuerContext, tenant: TenantRef, *, co
         # The offer's reserved credential ids are not carried over: the configurations here are the
         # ones the wallet asked for, not necessarily the offer's.
         credential_ids = {}
-    return CodeGrant(subject=row.subject or {}, configuration_ids=list(row.configuration_ids),
+    configuration_ids = list(row.configuration_ids) if requested is None else list(requested)
+    return CodeGrant(subject=row.subject or {}, configuration_ids=configuration_ids,
                      credential_ids=credential_ids, selector=selector, login=row.login or {}, offer_id=offer_id,
                      client_id=row.client_id, request_id=row.id)

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +32,7 @@ from ssi.oid4vci import (
 
 from . import statements
 from .aries_models import AriesExchange, AriesWebhookEvent
+from .authorization import INVALID_AUTHORIZATION_DETAILS
 from .binding import USED_RECORD_MARGIN, token_refused
 from .context import IssuerContext, new_id, new_secret, new_tx_code, secret_hash, utcnow
 from .models import (
@@ -131,30 +133,44 @@ def _tried(row: Any, token: str, ttl: int) -> tuple[Any, str, int]:
     return row, token, ttl
 
 
-async def refusal(ctx: IssuerContext, tenant: TenantRef, code: str, tx_code: str | None) -> None:
+async def refusal(ctx: IssuerContext, tenant: TenantRef, code: str, tx_code: str | None,
+                  requested: list[str] | None = None) -> None:
     """After :data:`statements.TRY_OFFER` touched nothing (a refusal, so this read is off the common
-    path): raise ``invalid_request`` when the offer could have been tried but the ``tx_code`` was
-    missing though the offer has one, or given though it has none (OpenID4VCI 1.0 §6.1, §6.3: a
-    malformed request, not a wrong guess, so no attempt was counted). Otherwise return, and the
-    caller answers ``invalid_grant``."""
+    path): raise ``invalid_authorization_details`` when the offer could have been tried but does not
+    grant every configuration ``requested`` (the token request's ``authorization_details``: RFC 9396
+    §6); ``invalid_request`` when the ``tx_code`` was missing though the offer has one, or given
+    though it has none (OpenID4VCI 1.0 §6.1, §6.3: a malformed request, not a wrong guess, so no
+    attempt was counted). Either way the code is unspent. Otherwise return, and the caller answers
+    ``invalid_grant``."""
     async with ctx.db.read_session() as session:
-        has_tx_code = (await session.execute(select(Offer.tx_code_hash.is_not(None)).where(
+        offer = (await session.execute(select(Offer.tx_code_hash.is_not(None), Offer.configuration_ids).where(
             Offer.code_hash == secret_hash(code), Offer.tenant_id == tenant.id, Offer.used.is_(False),
             Offer.burnt.is_(False), Offer.expires_at > utcnow(),
-            Offer.tx_code_attempts < ctx.settings.tx_code_max_attempts))).scalar_one_or_none()
-    if has_tx_code is True and not tx_code:
+            Offer.tx_code_attempts < ctx.settings.tx_code_max_attempts))).first()
+    if offer is None:
+        return
+    has_tx_code, granted = offer
+    if requested is not None and not set(requested) <= set(granted):
+        raise APIError(400, INVALID_AUTHORIZATION_DETAILS,
+                       "authorization_details names a credential configuration this offer does not grant")
+    if has_tx_code and not tx_code:
         raise APIError(400, INVALID_REQUEST, "this offer needs its transaction code (tx_code)")
-    if has_tx_code is False and tx_code:
+    if not has_tx_code and tx_code:
         raise APIError(400, INVALID_REQUEST, "this offer has no transaction code: send no tx_code")
 
 
 async def redeem_pre_authorized_code(ctx: IssuerContext, tenant: TenantRef, code: str, tx_code: str | None,
-                                     dpop_jkt: str | None = None) -> tuple[Any, str, int]:
+                                     dpop_jkt: str | None = None,
+                                     requested: list[str] | None = None) -> tuple[Any, str, int]:
     """Check a pre-authorized code (and its tx_code), mark it used and create the access token in the
     same transaction; returns ``(offer, access_token, expires_in)`` (the offer row has at least ``id``,
     ``subject``, ``configuration_ids``, ``credential_ids`` and ``selector``), or raises ``invalid_grant``
     (:class:`WrongTxCode` when the transaction code was wrong: that attempt is counted), or
     ``invalid_request`` when a ``tx_code`` was missing or not expected (:func:`refusal`: not counted).
+
+    With ``requested`` (the configurations the token request's ``authorization_details`` names) the
+    token grants those only, and the offer is tried only when it grants every one of them: otherwise
+    ``invalid_authorization_details``, nothing compared or counted, the code unspent.
 
     The guess is compared and counted in one conditional ``UPDATE`` (:data:`statements.TRY_OFFER`):
     concurrent guesses take the offer's row lock in turn, so no more than ``tx_code_max_attempts``
@@ -166,25 +182,31 @@ async def redeem_pre_authorized_code(ctx: IssuerContext, tenant: TenantRef, code
     params: dict[str, Any] = {"b_code_hash": secret_hash(code), "b_tenant_id": tenant.id, "now": now,
                               "b_tx_code_hash": secret_hash(tx_code) if tx_code else None,
                               "b_max_attempts": ctx.settings.tx_code_max_attempts}
+    if requested is not None:
+        params["b_requested"] = json.dumps(requested)
     if ctx.db.backend == "postgresql":
+        statement = (statements.PG_REDEEM_OFFER_AND_INSERT_TOKEN if requested is None
+                     else statements.PG_REDEEM_OFFER_FOR_REQUESTED)
         async with ctx.single_statement() as conn:
-            row = (await conn.execute(statements.PG_REDEEM_OFFER_AND_INSERT_TOKEN, {
+            row = (await conn.execute(statement, {
                 **params, "b_token_hash": secret_hash(token), "b_expires_at": now + dt.timedelta(seconds=ttl),
                 "b_dpop_jkt": dpop_jkt})).first()
         if row is None:
-            await refusal(ctx, tenant, code, tx_code)
+            await refusal(ctx, tenant, code, tx_code, requested)
         return _tried(row, token, ttl)
     async with ctx.write_connection() as conn:
-        row = (await conn.execute(statements.TRY_OFFER, params)).first()
+        try_offer = statements.TRY_OFFER if requested is None else statements.TRY_OFFER_FOR_REQUESTED
+        row = (await conn.execute(try_offer, params)).first()
         if row is not None and row.used:
             await conn.execute(statements.INSERT_ACCESS_TOKEN, {
                 "token_hash": secret_hash(token), "tenant_id": tenant.id, "subject": row.subject,
-                "configuration_ids": list(row.configuration_ids), "credential_ids": dict(row.credential_ids or {}),
+                "configuration_ids": list(row.configuration_ids) if requested is None else list(requested),
+                "credential_ids": dict(row.credential_ids or {}),
                 "selector": row.selector, "login": {"method": "pre-authorized_code", "offer_id": row.id},
                 "offer_id": row.id, "expires_at": now + dt.timedelta(seconds=ttl), "dpop_jkt": dpop_jkt})
     # Raised after the commit: a wrong guess's attempt must count.
     if row is None:
-        await refusal(ctx, tenant, code, tx_code)
+        await refusal(ctx, tenant, code, tx_code, requested)
     return _tried(row, token, ttl)
 
 

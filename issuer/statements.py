@@ -36,10 +36,12 @@ from sqlalchemy import (
     null,
     or_,
     select,
+    text,
     true,
     union_all,
     update,
 )
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -106,6 +108,23 @@ def _try_offer(*gate: Any) -> Any:
 #: expired, out of attempts, or a ``tx_code`` missing for an offer with one or given to an offer
 #: without one (not compared, not counted: ``grants.refusal`` tells the wallet which).
 TRY_OFFER = _try_offer()
+
+
+def _covers_requested(dialect: str) -> Any:
+    """Whether the offer grants every configuration of ``b_requested`` (a JSON array of configuration
+    ids: those the token request's ``authorization_details`` names)."""
+    requested = bindparam("b_requested", type_=String)
+    if dialect == "postgresql":
+        return cast(Offer.configuration_ids, JSONB).contains(cast(requested, JSONB))
+    return text("NOT EXISTS (SELECT 1 FROM json_each(:b_requested) AS wanted WHERE wanted.value NOT IN "
+                "(SELECT value FROM json_each(offers.configuration_ids)))").bindparams(requested)
+
+
+#: :data:`TRY_OFFER` for a token request with ``authorization_details`` (SQLite; PostgreSQL runs
+#: :data:`PG_REDEEM_OFFER_FOR_REQUESTED`): also ``b_requested``, and the offer is touched only when it
+#: grants every configuration asked for. Otherwise no row, nothing compared or counted, the code unspent
+#: (``grants.refusal`` then says ``invalid_authorization_details``).
+TRY_OFFER_FOR_REQUESTED = _try_offer(_covers_requested("sqlite"))
 
 #: Insert an access token (parameters: every column).
 INSERT_ACCESS_TOKEN = insert(AccessToken.__table__)
@@ -190,15 +209,18 @@ def _param(name: str, column: Any) -> Any:
 
 _offer = Offer.__table__
 _token = AccessToken.__table__
-def _redeem_and_insert_token(*gate: Any) -> Any:
-    tried = _try_offer(*gate).cte("tried")
+def _redeem_and_insert_token(*gate: Any, requested: bool = False) -> Any:
+    tried = (_try_offer(*gate, _covers_requested("postgresql")) if requested else _try_offer(*gate)).cte("tried")
+    # The token grants what the request asked for (``b_requested``, checked above), or the whole offer.
+    configurations = cast(bindparam("b_requested", type_=String), _token.c.configuration_ids.type) if requested \
+        else tried.c.configuration_ids
     token = (
         insert(_token)
         .from_select(
             ["token_hash", "tenant_id", "subject", "configuration_ids", "credential_ids", "selector", "login",
              "offer_id", "expires_at", "dpop_jkt"],
             select(_param("b_token_hash", _token.c.token_hash), _param("b_tenant_id", _token.c.tenant_id),
-                   tried.c.subject, tried.c.configuration_ids, tried.c.credential_ids, tried.c.selector,
+                   tried.c.subject, configurations, tried.c.credential_ids, tried.c.selector,
                    func.json_build_object("method", "pre-authorized_code", "offer_id", tried.c.id),
                    tried.c.id, _param("b_expires_at", _token.c.expires_at), _param("b_dpop_jkt", _token.c.dpop_jkt))
             .select_from(tried).where(tried.c.used))
@@ -215,6 +237,12 @@ def _redeem_and_insert_token(*gate: Any) -> Any:
 #: back (``id`` = the offer id, ``subject``, ``configuration_ids``, ``credential_ids``, ``selector``,
 #: ``used``, ``burnt``): ``used`` means this caller redeemed it and the token is stored.
 PG_REDEEM_OFFER_AND_INSERT_TOKEN = _redeem_and_insert_token()
+
+#: :data:`PG_REDEEM_OFFER_AND_INSERT_TOKEN` for a token request with ``authorization_details``: also
+#: ``b_requested`` (a JSON array of configuration ids); the offer is tried only when it grants every one
+#: of them (as :data:`TRY_OFFER_FOR_REQUESTED`), and the token grants those only. A statement of its
+#: own, so that the common request's statement stays as it was.
+PG_REDEEM_OFFER_FOR_REQUESTED = _redeem_and_insert_token(requested=True)
 
 # Per limiter (weakly: test suites build many apps) and shape.
 _within_limits: weakref.WeakKeyDictionary[RateLimiter, dict[tuple[int, int, bool], Any]] = weakref.WeakKeyDictionary()

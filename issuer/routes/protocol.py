@@ -65,7 +65,7 @@ from ssi.oid4vci import (
 from ssi.status_list import STATUS_LIST_JWT_MEDIA_TYPE
 
 from .. import statements
-from ..authorization import redeem_authorization_code
+from ..authorization import redeem_authorization_code, requested_configurations
 from ..binding import (
     authorization,
     check_presentation,
@@ -273,6 +273,15 @@ async def token(request: Request, slug: str) -> JSONResponse:
         if "grant_type" not in form:
             raise APIError(400, INVALID_REQUEST, "grant_type is required")
         raise APIError(400, UNSUPPORTED_GRANT_TYPE, "the grant type is not supported")
+    # authorization_details (RFC 9396 §6, OpenID4VCI 1.0 §6.1): the configurations the token is to grant,
+    # a subset of the grant's. Its syntax is checked here, before anything is spent; whether the grant
+    # covers them, where the code is redeemed (a refusal leaves the code unspent). A parameter sent
+    # without a value is as if omitted (RFC 6749 §3.1).
+    requested: list[str] | None = None
+    if "authorization_details" in form:
+        raw_details = form.pop("authorization_details")
+        if raw_details:
+            requested = requested_configurations(raw_details)[0]
     try:
         parsed = _token_request(form)
     except MessageError as exc:
@@ -289,16 +298,17 @@ async def token(request: Request, slug: str) -> JSONResponse:
                 reserved = True
         try:
             offer, access, ttl = await redeem_pre_authorized_code(ctx, tenant, parsed.pre_authorized_code or "",
-                                                                  parsed.tx_code, dpop_jkt=jkt)
+                                                                  parsed.tx_code, dpop_jkt=jkt, requested=requested)
         except WrongTxCode:
             if limiter is not None:
                 # A wrong code not reserved before (no client budget to charge then) is charged now.
                 await limiter.hit(tx_offer if reserved else [tx_client, *tx_offer])
             raise
-        configuration_ids = list(offer.configuration_ids)
+        configuration_ids = list(offer.configuration_ids) if requested is None else requested
     else:
         grant = await redeem_authorization_code(ctx, tenant, code=parsed.code or "", code_verifier=parsed.code_verifier,
-                                                redirect_uri=parsed.redirect_uri, client_id=parsed.client_id)
+                                                redirect_uri=parsed.redirect_uri, client_id=parsed.client_id,
+                                                requested=requested)
         access, ttl = await new_access_token(ctx, tenant, subject=grant.subject, configuration_ids=grant.configuration_ids,
                                              credential_ids=grant.credential_ids, selector=grant.selector,
                                              login=grant.login, offer_id=grant.offer_id, dpop_jkt=jkt,
@@ -317,8 +327,8 @@ def _token_request(form: dict[str, str]) -> TokenRequest:
 
 def _pre_authorized_with_tx_code(form: dict[str, str]) -> TokenRequest | None:
     """The form as a pre-authorized code grant with a transaction code, or ``None`` for anything else,
-    malformed included: those get the general path's answer."""
-    if form.get("grant_type") != PRE_AUTHORIZED_CODE_GRANT:
+    malformed included, and a request with ``authorization_details``: those get the general path's answer."""
+    if form.get("grant_type") != PRE_AUTHORIZED_CODE_GRANT or "authorization_details" in form:
         return None
     try:
         parsed = _token_request(form)
