@@ -6,6 +6,7 @@ All are plain ASGI middlewares (no ``BaseHTTPMiddleware``): they keep streaming 
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping, Sequence
 from urllib.parse import unquote_to_bytes
@@ -136,19 +137,44 @@ def _bad_json_escape(data: bytes) -> bool:
     return False
 
 
+def _is_json(text: bytes) -> bool:
+    """Whether a form value, percent-decoded, is JSON text at all: then an endpoint may decode it
+    (``vp_token``, ``authorization_details``), and its escapes count. As lenient as any parser an
+    endpoint might use (raw control characters, long numbers, NaN and repeated names all pass), so
+    that no JSON an endpoint would read is taken for plain text here."""
+    try:
+        json.loads(text.decode("utf-8", "replace").removeprefix("\ufeff"), strict=False,
+                   parse_int=len, parse_float=len, parse_constant=len)
+    except RecursionError:
+        return True  # nested too deep to tell here: taken as JSON (refused), never let through
+    except ValueError:
+        return False
+    return True
+
+
 def unstorable_form(raw: bytes) -> bool:
     """Whether urlencoded ``raw`` (a query string or a form body) carries a NUL, raw or as ``%00``, or
-    — in a value holding JSON (``vp_token``, ``authorization_details``) — one of the escapes above. (A
-    percent-encoded surrogate is not a concern: the parsers decode invalid UTF-8 to U+FFFD or refuse it.)"""
+    a value holding JSON (``vp_token``, ``authorization_details``) with one of the escapes above.
+
+    Each value is looked at as the endpoints read it: split at ``&`` (both parsers the services use,
+    ``urllib.parse.parse_qsl`` and python-multipart's, split there only), ``+`` a space, then
+    percent-decoded. A value that is no JSON is plain text, where the six characters ``\\u0000`` are
+    just that: a form's escapes are ``%XX`` only. (A percent-encoded surrogate is not a concern
+    either: the parsers decode invalid UTF-8 to U+FFFD or refuse it.)"""
     if b"%00" in raw or b"\x00" in raw:
         return True
-    if b"%5C" in raw or b"%5c" in raw or b"\\" in raw:
-        return _bad_json_escape(unquote_to_bytes(raw))
+    if b"%5C" not in raw and b"%5c" not in raw and b"\\" not in raw:
+        return False  # no backslash anywhere: no escape either
+    for field in raw.split(b"&"):
+        value = unquote_to_bytes(field.partition(b"=")[2].replace(b"+", b" "))
+        if _bad_json_escape(value) and _is_json(value):
+            return True
     return False
 
 
 def unstorable_body(body: bytes, form: bool) -> bool:
-    """Whether ``body`` carries a NUL byte, or an escape above (in JSON, or in a form's values)."""
+    """Whether ``body`` carries a NUL byte, or an escape above: in JSON (any body not sent as a form is
+    scanned as JSON would be read), or in a form's JSON-valued fields."""
     if form:
         return unstorable_form(body)
     return b"\x00" in body or _bad_json_escape(body)
@@ -169,9 +195,12 @@ class UnstorableInputMiddleware:
     value of any Cartera API holds one, so they are refused where the request comes in, before any
     work: in the path, in the query string (``%00``, or an escape in a JSON-valued parameter), and in
     the body — a NUL byte, a ``\\u0000`` or lone surrogate escape (``\\ud800``-``\\udfff``) in JSON,
-    ``%00`` in a form. The body is checked as it is received (the endpoint's own read of it raises), at
-    the cost of a substring search; only a body with ``\\u`` escapes is scanned further. Text with accents (raw UTF-8 or
-    ``\\u00e8`` escapes), surrogate pairs and an escaped backslash followed by ``u0000`` pass.
+    ``%00`` in a form, or such an escape in a form value that is itself JSON (a form's own escapes are
+    ``%XX``: the text ``\\u0000`` in any other form value is six characters, and passes). A request
+    with several Content-Type headers is checked as each kind they name. The body is checked as it is
+    received (the endpoint's own read of it raises), at the cost of a substring search; only a body
+    with ``\\u`` escapes is scanned further. Text with accents (raw UTF-8 or ``\\u00e8`` escapes),
+    surrogate pairs and an escaped backslash followed by ``u0000`` pass.
     Deeper encodings (a base64url or percent-encoded value decoded by the endpoint) are met by the
     database backstop in :mod:`service_kit.errors`.
     """
@@ -186,12 +215,16 @@ class UnstorableInputMiddleware:
         if "\x00" in scope.get("path", "") or unstorable_form(scope.get("query_string", b"")):
             await self._refuse(scope, receive, send)
             return
-        form = has_body = False
+        form = other = has_body = False
         for name, value in scope.get("headers", ()):
             if name == b"content-type":
-                # Any of them: endpoints read the first, and a later JSON type must not get a form
-                # scanned as JSON (where %00 is plain text).
-                form = form or value[:33].lower() == b"application/x-www-form-urlencoded"
+                # Endpoints read the first Content-Type; a request sending several is checked as each
+                # kind it names: as a form (where %00 is a NUL and \u0000 is text), and as JSON (where
+                # the escape is the NUL) when any other type is there too.
+                if value[:33].lower() == b"application/x-www-form-urlencoded":
+                    form = True
+                else:
+                    other = True
             elif name == b"content-length":
                 has_body = has_body or value != b"0"
             elif name == b"transfer-encoding":
@@ -216,7 +249,7 @@ class UnstorableInputMiddleware:
                 parts.append(body)
                 body = b"".join(parts)
                 parts.clear()
-            if body and unstorable_body(body, form):
+            if body and ((form and unstorable_body(body, True)) or ((other or not form) and unstorable_body(body, False))):
                 flagged = True
                 raise UnstorableInput()
             return message

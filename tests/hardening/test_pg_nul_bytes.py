@@ -468,6 +468,19 @@ def test_a_second_content_type_does_not_hide_a_form_from_the_check(pg_verifier: 
     assert "NUL" in answer.json()["error_description"]
 
 
+def test_the_text_of_an_escape_in_a_wallet_form_is_text(pg_verifier: Target) -> None:
+    """Only JSON decodes ``\\u0000``: a wallet's ``error_description`` saying it, in a form, is six
+    characters, and the wallet's answer is taken; it was refused as if it were the NUL."""
+    tx_id = pg_verifier.path_values["tx_id"]
+    tx = tx_id() if callable(tx_id) else tx_id
+    with httpx.Client(base_url=pg_verifier.url, timeout=30) as http:
+        token = http.get(f"/v1/wallet/requests/{tx}").text.split(".")[1]
+        state = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))["state"]
+        answer = http.post(f"/v1/wallet/responses/{tx}", data={
+            "state": state, "error": "access_denied", "error_description": "the user typed \\u0000 and \\ud800"})
+    assert answer.status_code == 200, answer.text
+
+
 def test_accents_pairs_tokens_and_escaped_backslashes_still_pass(pg_verifier: Target) -> None:
     """What the refusal must not catch: Catalan and Spanish text (sent as ``\\u00e8`` escapes), a surrogate
     pair (an emoji), the six characters ``\\u0000`` spelt with an escaped backslash, a JWT-like id."""
@@ -536,6 +549,11 @@ def test_a_request_id_of_another_form_is_an_unknown_request(pg_verifier: Target)
     (b"vp_token=%7B%22q%22%3A%5B%22pla%5Cu00e7a%22%5D%7D&state=abc", True, False),
     (b"code=pla%C3%A7a&tx_code=123456&x=%ED%A0%80", True, False),  # a UTF-8-encoded surrogate: U+FFFD when read
     (b"code=%2500", True, False),  # the text %00
+    # A form's escapes are %XX: the text \u0000 in a value that is no JSON is six characters.
+    (b"error_description=the+text+%5Cu0000&state=abc", True, False),
+    (b"error_description=the+text+\\u0000+and+%5cud800", True, False),
+    (b"vp_token=%22a%5Cu0000%22", True, True),  # a JSON string, in a form
+    (b"vp_token=%7B+%22q%22%3A+%22%5Cudc00%22+%7D", True, True),  # JSON spelt with '+' for its spaces
 ])
 def test_what_the_request_check_refuses(body: bytes, form: bool, refused: bool) -> None:
     assert unstorable_body(body, form) is refused
