@@ -11,6 +11,7 @@ lifetime, so a captured proof cannot be replayed. ``require_dpop`` refuses beare
 from __future__ import annotations
 
 import datetime as dt
+import re
 
 from fastapi import Request
 from sqlalchemy.exc import IntegrityError
@@ -19,7 +20,7 @@ from service_kit.errors import APIError
 from ssi.dpop import verify_dpop_proof
 from ssi.errors import MessageError
 from ssi.jose import DEFAULT_ALGORITHMS
-from ssi.oid4vci import INVALID_DPOP_PROOF
+from ssi.oid4vci import INVALID_DPOP_PROOF, INVALID_REQUEST
 
 from .context import IssuerContext, secret_hash, utcnow
 from .models import DPoPProofUse
@@ -32,14 +33,47 @@ _LEEWAY = 30
 USED_RECORD_MARGIN = dt.timedelta(seconds=2 * _LEEWAY)
 
 
+#: The credentials of ``Authorization: Bearer`` (RFC 6750 §2.1 ``b64token``) and ``DPoP`` (RFC 9449 §7.1,
+#: ``token68``): one token, no spaces or commas.
+_TOKEN68 = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
+#: The schemes a protected endpoint takes.
+_SCHEMES = ("bearer", "dpop")
+
+
+def _scheme(header: str) -> str:
+    return header.partition(" ")[0].lower()
+
+
 def authorization(request: Request) -> tuple[str, str] | None:
-    """``(scheme, token)`` from ``Authorization: Bearer|DPoP <token>`` (scheme lower-cased), or None."""
-    header = request.headers.get("authorization", "")
-    scheme, _, value = header.partition(" ")
-    value = value.strip()
-    if scheme.lower() not in ("bearer", "dpop") or not value or len(value) > 200:
+    """``(scheme, token)`` from ``Authorization: Bearer|DPoP <token>`` (scheme lower-cased), or None:
+    no credentials this issuer takes (no header, another scheme) or a token longer than any of ours
+    (:func:`token_refused` answers 401).
+
+    A header that is not one credential — the scheme without a token, a token with spaces or commas
+    (two credentials in one header), several ``Authorization`` headers — is a malformed request: 400
+    ``invalid_request`` (RFC 6750 §3.1), challenged in the request's scheme, not ``invalid_token``."""
+    headers = request.headers.getlist("authorization")
+    if not headers:
         return None
-    return scheme.lower(), value
+    if len(headers) > 1:
+        raise _malformed("send one Authorization header, not several", _scheme(headers[0]))
+    scheme, _, value = headers[0].partition(" ")
+    scheme = scheme.lower()
+    if scheme not in _SCHEMES:
+        return None
+    value = value.strip()
+    if not value:
+        raise _malformed("the Authorization header has no access token", scheme)
+    if not _TOKEN68.fullmatch(value):
+        raise _malformed("the Authorization header must carry one access token (no spaces or commas)", scheme)
+    if len(value) > 200:
+        return None
+    return scheme, value
+
+
+def _malformed(description: str, scheme: str) -> APIError:
+    challenge = f'DPoP error="invalid_request", {_DPOP_ALGS}' if scheme == "dpop" else 'Bearer error="invalid_request"'
+    return APIError(400, INVALID_REQUEST, description, {"WWW-Authenticate": challenge})
 
 
 def _proof_header(request: Request) -> str | None:
@@ -91,16 +125,17 @@ def _unauthorized(description: str, dpop: bool, error: str = "invalid_token") ->
 
 def token_refused(ctx: IssuerContext, request: Request) -> APIError:
     """The 401 for a request whose access token is missing, unknown or expired, challenging in the
-    scheme it used: ``DPoP error="invalid_token"`` for ``Authorization: DPoP`` (RFC 9449 §7.1),
-    ``Bearer error="invalid_token"`` for any other header. A request without an ``Authorization``
-    header gets challenges without an error code (RFC 6750 §3.1): ``DPoP`` with its ``algs``, preceded
-    by ``Bearer`` unless ``require_dpop``."""
+    scheme it used: ``DPoP error="invalid_token", algs="..."`` for ``Authorization: DPoP`` (RFC 9449
+    §7.1), ``Bearer error="invalid_token"`` for ``Bearer``. A request without credentials this issuer
+    takes — no ``Authorization`` header, or one of another scheme (``Basic``) — gets challenges without
+    an error code (RFC 6750 §3.1): ``DPoP`` with its ``algs``, preceded by ``Bearer`` unless
+    ``require_dpop``."""
     header = request.headers.get("authorization")
-    if header is None:
+    scheme = _scheme(header) if header is not None else None
+    if scheme not in _SCHEMES:
         challenges = [f"DPoP {_DPOP_ALGS}"] if ctx.settings.require_dpop else ["Bearer", f"DPoP {_DPOP_ALGS}"]
         return APIError(401, "invalid_token", "the access token is missing", {"WWW-Authenticate": ", ".join(challenges)})
-    dpop = header.partition(" ")[0].lower() == "dpop"
-    return _unauthorized("the access token is missing, unknown or expired", dpop)
+    return _unauthorized("the access token is missing, unknown or expired", scheme == "dpop")
 
 
 async def check_presentation(ctx: IssuerContext, request: Request, scheme: str, token: str, jkt: str | None,
