@@ -32,7 +32,7 @@ import httpx
 from sqlalchemy import delete, select, update
 
 from service_kit.db import mark_used_once
-from service_kit.errors import APIError
+from service_kit.errors import APIError, safe_description
 from ssi.encoding import json_loads
 from ssi.errors import EncodingError
 from ssi.oid4vci import INVALID_GRANT, INVALID_REQUEST, UNAUTHORIZED_CLIENT
@@ -173,7 +173,10 @@ async def create_request(ctx: IssuerContext, tenant: TenantRef, params: dict[str
 
 
 class RedirectableError(APIError):
-    """An authorization request error to send back to the wallet's (validated) redirect URI."""
+    """An authorization request error to send back to the wallet's (validated) redirect URI.
+
+    Its ``error_description`` goes into the redirect within RFC 6749 §4.1.2.1/§5.2's characters
+    (``service_kit.errors.safe_description``, as every JSON error answer's: :func:`_redirect`)."""
 
     def __init__(self, inner: APIError, redirect_uri: str, state: str | None, issuer: str) -> None:
         super().__init__(inner.status_code, inner.error, inner.error_description, inner.headers)
@@ -265,6 +268,10 @@ def callback_url(ctx: IssuerContext, tenant: TenantRef) -> str:
 
 
 def _redirect(uri: str, params: dict[str, str]) -> str:
+    """``uri`` with ``params`` added to its query; an ``error_description`` among them is kept to RFC
+    6749's characters (§4.1.2.1: ``%x20-21 / %x23-5B / %x5D-7E``), whatever error it describes."""
+    if "error_description" in params:
+        params = {**params, "error_description": safe_description(params["error_description"])}
     sep = "&" if urlsplit(uri).query else "?"
     return uri + sep + urlencode(params)
 

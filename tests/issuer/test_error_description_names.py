@@ -41,3 +41,24 @@ async def test_a_repeated_query_parameter_is_named_within_the_allowed_characters
     async with httpx.AsyncClient(timeout=20, limits=LIMITS) as http:
         r = await http.get(f"{issuer_env.issuer(SLUG)}/authorize?{NAME}=1&{NAME}=2", follow_redirects=False)
     _check(r)
+
+
+def test_an_error_sent_back_to_the_redirect_uri_keeps_to_the_allowed_characters() -> None:
+    """RFC 6749 §4.1.2.1: the error_description an authorization request error puts into the wallet's
+    redirect URI keeps to the same characters as a JSON answer's (service_kit.errors.safe_description),
+    whatever text the error was raised with: accents dropped, '"' and '\\' replaced, controls as '?'."""
+    from urllib.parse import parse_qs, urlsplit
+
+    from issuer.authorization import RedirectableError
+    from service_kit.errors import APIError, safe_description
+
+    text = 'scope "tax\\compliance" is not offered\nby this issuer: Via Oberta, VÀLid \u202e'
+    error = RedirectableError(APIError(400, "invalid_scope", text), "http://127.0.0.1:9/cb?app=1", "s1",
+                              "https://issuer.example/t/aoc-tax")
+    query = parse_qs(urlsplit(error.location).query)
+    description = query["error_description"][0]
+    assert ALLOWED.fullmatch(description), description
+    assert description == safe_description(text)
+    assert description.startswith("scope 'tax/compliance' is not offered?by this issuer: Via Oberta, VALid")
+    assert query["error"] == ["invalid_scope"] and query["state"] == ["s1"] and query["app"] == ["1"]
+    assert query["iss"] == ["https://issuer.example/t/aoc-tax"]
