@@ -17,23 +17,29 @@ event signs nothing.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
+from collections.abc import AsyncIterator
 from typing import Any
 from weakref import WeakKeyDictionary
 
-from sqlalchemy import Select, select, update
+from sqlalchemy import Select, and_, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service_kit import audit as store
 from ssi.audit_chain import (
+    GENESIS,
     AuditError,
     ChainReport,
+    Checkpoint,
     content_digest,
+    entry_hash,
     inclusion_proof,
     new_salt,
-    verify_chain,
+    verify_checkpoint,
 )
+from ssi.audit_chain import _body_of as entry_fields  # the entry checks verify_chain makes, word for word
 from ssi.encoding import json_dumps, json_loads
 from ssi.jose import Key
 
@@ -215,39 +221,272 @@ async def exported_entry(session: AsyncSession, key: DataKey, entry: dict[str, A
     return item
 
 
-async def export(ctx: WalletContext, key: DataKey) -> dict[str, Any]:
-    """The wallet's chain as a self-contained document: every entry with its content and salt, every
-    checkpoint, and the JWKS of the checkpoint key (checked offline by ``cartera audit verify``)."""
-    await ensure_checkpoint(ctx, key.wallet_id)
+#: Chain entries (each with the history row it commits to), checkpoints and history rows read per
+#: database query by the export and the check: what one of them holds of a chain at a time.
+BATCH = 500
+
+
+
+def _compact(value: Any) -> str:
+    """JSON as an API answer writes it (``JSONResponse``: compact, non-ASCII as is)."""
+    return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+
+
+def _spaced(value: Any) -> str:
+    """JSON as ``json.dumps`` writes it by default (a space after ``,`` and ``:``), non-ASCII as is."""
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _stored(chain: str, row: Any) -> dict[str, Any]:
+    """A stored entry row in the form :func:`service_kit.audit.load_entries` gives."""
+    return {**dict(row), "chain": chain, "id": row["entry_id"], "hash": row["entry_hash"]}
+
+
+async def entries_after(ctx: WalletContext, key: DataKey, after: int, last: int, limit: int
+                        ) -> list[dict[str, Any]]:
+    """Up to ``limit`` entries of the wallet's chain past ``seq`` ``after`` and up to ``last``, in ``seq``
+    order, each in its exported form (:func:`exported_entry`: with its content and salt when they open),
+    read in a short transaction of their own with the history rows they commit to. By ``seq`` from
+    ``after``, not by ranges: an entry deleted in the database leaves a gap, never an empty page."""
     chain = chain_id(key.wallet_id)
+    table = AuditEntry.__table__
     async with ctx.db.read_session() as session:
-        stored = await store.load_entries(session, AuditEntry, chain)
-        rows = {r.id: r for r in (await session.execute(
-            select(HistoryEntry).where(HistoryEntry.wallet_id == key.wallet_id))).scalars()}
-        items = [await exported_entry(session, key, entry, rows) for entry in stored]
-        cps = await store.checkpoints(session, AuditCheckpoint, chain)
-    return {"format": EXPORT_FORMAT, "version": 1, "chain": chain, "entries": items,
-            "checkpoints": [t for _, t in cps], "jwks": await jwks(ctx),
-            "jwks_uri": f"{ctx.settings.public_url}{API_PREFIX}/audit/jwks"}
+        stored = [_stored(chain, row) for row in (await session.execute(
+            select(table).where(table.c.chain_id == chain, table.c.seq > after, table.c.seq <= last)
+            .order_by(table.c.seq).limit(limit))).mappings()]
+        ids = list({entry["id"] for entry in stored})
+        rows = {row.id: row for row in (await session.execute(select(HistoryEntry).where(
+            HistoryEntry.wallet_id == key.wallet_id, HistoryEntry.id.in_(ids)))).scalars()} if ids else {}
+        return [await exported_entry(session, key, entry, rows) for entry in stored]
+
+
+async def checkpoints_after(ctx: WalletContext, chain: str, after: int, last: int | None, limit: int
+                            ) -> list[tuple[int, str]]:
+    """Up to ``limit`` checkpoints of ``chain`` past ``seq`` ``after`` (and up to ``last`` unless it is
+    ``None``), oldest first."""
+    query = select(AuditCheckpoint.seq, AuditCheckpoint.token).where(AuditCheckpoint.chain_id == chain,
+                                                                      AuditCheckpoint.seq > after)
+    if last is not None:
+        query = query.where(AuditCheckpoint.seq <= last)
+    async with ctx.db.read_session() as session:
+        rows = (await session.execute(query.order_by(AuditCheckpoint.seq).limit(limit))).all()
+    return [(int(seq), str(token)) for seq, token in rows]
+
+
+async def _all_entries(ctx: WalletContext, key: DataKey, last: int) -> AsyncIterator[list[dict[str, Any]]]:
+    after = 0
+    while True:
+        page = await entries_after(ctx, key, after, last, BATCH)
+        if page:
+            yield page
+        if len(page) < BATCH:
+            return
+        after = page[-1]["seq"]
+
+
+async def _all_checkpoints(ctx: WalletContext, chain: str, last: int | None) -> AsyncIterator[list[tuple[int, str]]]:
+    after = 0
+    while True:
+        page = await checkpoints_after(ctx, chain, after, last, BATCH)
+        if page:
+            yield page
+        if len(page) < BATCH:
+            return
+        after = page[-1][0]
+
+
+async def export_scope(ctx: WalletContext, wallet_id: str) -> tuple[int, int | None]:
+    """What an export or a check covers: ``(last entry, last checkpoint or None for all)``.
+
+    The chain's latest checkpoint is signed first if events came after it; the chain is taken up to it
+    (an event recorded meanwhile is in the next export, and no checkpoint lies past the exported entries
+    unless entries were removed), with every checkpoint up to it. A chain whose entries are all gone
+    has no checkpoint to stop at: then every checkpoint is taken, and shows the truncation."""
+    latest = await ensure_checkpoint(ctx, wallet_id)
+    return (0, None) if latest is None else (latest[0], latest[0])
+
+
+async def export_text(ctx: WalletContext, key: DataKey, scope: tuple[int, int | None], jwks_doc: dict[str, Any],
+                      *, compact: bool = True) -> AsyncIterator[str]:
+    """The chain export document (``{"format", "version", "chain", "entries", "checkpoints", "jwks",
+    "jwks_uri"}``) as JSON text, in pieces: its entries and checkpoints read :data:`BATCH` at a time
+    (:func:`entries_after`), never all at once. ``compact``: written as ``GET /v1/audit/export`` always
+    answered it (``JSONResponse``); otherwise as ``json.dumps`` writes it, as the history export always
+    wrote its ``audit`` member. Either is exactly the text that writing the whole document gave."""
+    dumps, item, member = (_compact, ",", ":") if compact else (_spaced, ", ", ": ")
+    chain = chain_id(key.wallet_id)
+    last, checkpoint_bound = scope
+    yield dumps({"format": EXPORT_FORMAT, "version": 1, "chain": chain})[:-1] + f'{item}"entries"{member}['
+    wrote = False
+    async for page in _all_entries(ctx, key, last):
+        yield (item if wrote else "") + item.join(dumps(entry) for entry in page)
+        wrote = True
+    yield f']{item}"checkpoints"{member}['
+    wrote = False
+    async for checkpoints in _all_checkpoints(ctx, chain, checkpoint_bound):
+        yield (item if wrote else "") + item.join(dumps(token) for _, token in checkpoints)
+        wrote = True
+    yield (f']{item}"jwks"{member}{dumps(jwks_doc)}{item}"jwks_uri"{member}'
+           f'{dumps(f"{ctx.settings.public_url}{API_PREFIX}/audit/jwks")}}}')
+
+
+async def export(ctx: WalletContext, key: DataKey) -> dict[str, Any]:
+    """The wallet's chain as one self-contained document (:func:`export_text`, parsed): every entry with
+    its content and salt, every checkpoint, and the JWKS of the checkpoint key (checked offline by
+    ``cartera audit verify``). It holds the whole chain: the API streams the text instead."""
+    scope = await export_scope(ctx, key.wallet_id)
+    return json.loads("".join([part async for part in export_text(ctx, key, scope, await jwks(ctx))]))
+
+
+class _ChainCheck:
+    """:func:`ssi.audit_chain.verify_chain` (``require_content``) fed a page of entries at a time, then a
+    page of checkpoints at a time, with the same report: the same checks in the same order, so the same
+    first problem. It keeps the previous hash and the counts, not every entry's hash: once every entry
+    checked out, the hash of entry ``n`` is the one stored with it, read back for the checkpoints."""
+
+    def __init__(self, chain: str) -> None:
+        self.report = ChainReport(chain=chain)
+        self.prev = GENESIS
+        self.failed = False
+
+    def entries(self, page: list[dict[str, Any]]) -> None:
+        report = self.report
+        for item in page:
+            index = report.entries + 1
+            entry_id = item.get("id")
+            try:
+                body = entry_fields(item)
+            except AuditError as exc:
+                self._fail("bad_entry", exc.detail, index, entry_id if isinstance(entry_id, str) else None)
+                return
+            if body["chain"] != report.chain:
+                self._fail("wrong_chain", "the entry names another chain", body["seq"], body["id"])
+                return
+            if body["seq"] != index:
+                what = "missing or reordered entries" if body["seq"] > index else "duplicate or reordered entries"
+                self._fail("seq_gap", f"expected seq {index}, found {body['seq']}: {what}", index, body["id"])
+                return
+            if "prev_hash" in item and item["prev_hash"] != self.prev:
+                self._fail("broken_link", "prev_hash does not match the previous entry's hash", index, body["id"])
+                return
+            if "content" not in item:
+                self._fail("content_missing", "the entry's event is missing", index, body["id"])
+                return
+            try:
+                digest = content_digest(item["content"], item.get("salt") if isinstance(item.get("salt"), str) else "")
+            except AuditError as exc:
+                self._fail(exc.code.split(".", 1)[-1], exc.detail, index, body["id"])
+                return
+            if digest != body["digest"]:
+                self._fail("content_mismatch", "the entry's content does not match its digest", index, body["id"])
+                return
+            self.prev = entry_hash(self.prev, body)
+            if item.get("hash") != self.prev:
+                self._fail("hash_mismatch", "the recomputed hash differs from the stored one", index, body["id"])
+                return
+            report.entries = index
+            report.kinds[body["kind"]] = report.kinds.get(body["kind"], 0) + 1
+
+    def entries_done(self) -> None:
+        self.report.head = self.prev
+
+    async def checkpoints(self, ctx: WalletContext, page: list[tuple[int, str]], keys: list[Key]) -> None:
+        report = self.report
+        checked: list[Checkpoint | AuditError] = []
+        for _, token in page:
+            try:
+                checked.append(verify_checkpoint(token, keys))
+            except AuditError as exc:
+                checked.append(exc)
+        covered = {c.seq for c in checked if isinstance(c, Checkpoint) and 1 <= c.seq <= report.entries}
+        heads: dict[int, str] = {}
+        if covered:
+            async with ctx.db.read_session() as session:
+                heads = {int(seq): str(entry_hash_) for seq, entry_hash_ in (await session.execute(
+                    select(AuditEntry.seq, AuditEntry.entry_hash).where(
+                        AuditEntry.chain_id == report.chain, AuditEntry.seq.in_(sorted(covered))))).all()}
+        for outcome in checked:
+            if isinstance(outcome, AuditError):
+                self._fail(outcome.code.split(".", 1)[-1], outcome.detail)
+                return
+            if outcome.chain != report.chain:
+                self._fail("wrong_chain", "a checkpoint names another chain")
+                return
+            if outcome.seq not in covered:
+                self._fail("truncated", f"a checkpoint covers entry {outcome.seq} but the chain has "
+                           f"{report.entries}: entries were removed", outcome.seq)
+                return
+            if heads.get(outcome.seq) != outcome.head:
+                self._fail("checkpoint_mismatch", f"the chain's hash at entry {outcome.seq} differs from the "
+                           "signed one", outcome.seq)
+                return
+            report.checkpoints += 1
+            report.last_checkpoint_seq = max(report.last_checkpoint_seq, outcome.seq)
+
+    def _fail(self, code: str, detail: str, seq: int | None = None, entry_id: str | None = None) -> None:
+        self.report.fail(code, detail, seq, entry_id)
+        self.failed = True
 
 
 async def check(ctx: WalletContext, key: DataKey) -> ChainReport:
     """Check the stored chain against the stored events: recompute every digest and hash, check every
-    checkpoint signature, and check that every history row of the wallet has its entry."""
-    doc = await export(ctx, key)
+    checkpoint signature, and check that every history row of the wallet has its entry.
+
+    What the export covers is checked (:func:`export_scope`), read :data:`BATCH` rows at a time: the
+    entries with their contents, then the checkpoints, then the history rows. The report is the one
+    :func:`ssi.audit_chain.verify_chain` gives for the export, then the first history row that is not
+    chained as it says. A history row recorded after the checked chain (its entry past it) is left for
+    the next check."""
+    last, checkpoint_bound = await export_scope(ctx, key.wallet_id)
     keys = [await signing_key(ctx)]
-    report = verify_chain(doc["chain"], doc["entries"], doc["checkpoints"], keys, require_content=True)
-    if not report.ok:
-        return report
-    chained = {e["id"]: e for e in doc["entries"]}
-    async with ctx.db.read_session() as session:
-        rows = (await session.execute(select(HistoryEntry.id, HistoryEntry.kind, HistoryEntry.created_at)
-                                      .where(HistoryEntry.wallet_id == key.wallet_id))).all()
-    for row_id, kind, created_at in rows:
-        entry = chained.get(row_id)
-        if entry is None:
-            return report.fail("unchained_event", "a history entry has no chain entry", entry_id=row_id)
-        if entry["kind"] != kind or entry["at"] != store.timestamp(created_at):
-            return report.fail("event_mismatch", "a history entry's kind or time differs from its chain entry",
-                               entry["seq"], row_id)
-    return report
+    verifier = _ChainCheck(chain_id(key.wallet_id))
+    async for page in _all_entries(ctx, key, last):
+        verifier.entries(page)
+        if verifier.failed:
+            return verifier.report
+    verifier.entries_done()
+    async for checkpoints in _all_checkpoints(ctx, verifier.report.chain, checkpoint_bound):
+        await verifier.checkpoints(ctx, checkpoints, keys)
+        if verifier.failed:
+            return verifier.report
+    return await _check_history(ctx, key, verifier.report, last)
+
+
+async def _check_history(ctx: WalletContext, key: DataKey, report: ChainReport, last: int) -> ChainReport:
+    """That every history row of the wallet has its chain entry, of its kind and time: the rows read
+    :data:`BATCH` at a time (by time, then id), each page's entries looked up by id (the last of an id,
+    as a lookup of every entry by id gives)."""
+    chain = chain_id(key.wallet_id)
+    after: tuple[dt.datetime, str] | None = None
+    while True:
+        query = select(HistoryEntry.id, HistoryEntry.kind, HistoryEntry.created_at).where(
+            HistoryEntry.wallet_id == key.wallet_id)
+        if after is not None:
+            query = query.where(or_(HistoryEntry.created_at > after[0],
+                                    and_(HistoryEntry.created_at == after[0], HistoryEntry.id > after[1])))
+        async with ctx.db.read_session() as session:
+            rows = (await session.execute(query.order_by(HistoryEntry.created_at, HistoryEntry.id)
+                                          .limit(BATCH))).all()
+            chained: dict[str, tuple[int, str, str]] = {}
+            later: set[str] = set()
+            if rows:
+                for entry_id, seq, kind, at in (await session.execute(
+                        select(AuditEntry.entry_id, AuditEntry.seq, AuditEntry.kind, AuditEntry.at).where(
+                            AuditEntry.chain_id == chain, AuditEntry.entry_id.in_([r[0] for r in rows]))
+                        .order_by(AuditEntry.seq))).all():
+                    if seq <= last:
+                        chained[entry_id] = (int(seq), kind, at)
+                    else:
+                        later.add(entry_id)
+        for row_id, kind, created_at in rows:
+            entry = chained.get(row_id)
+            if entry is None:
+                if row_id in later:
+                    continue  # recorded after the checked chain: the next check covers it
+                return report.fail("unchained_event", "a history entry has no chain entry", entry_id=row_id)
+            if entry[1] != kind or entry[2] != store.timestamp(created_at):
+                return report.fail("event_mismatch", "a history entry's kind or time differs from its chain entry",
+                                   entry[0], row_id)
+        if len(rows) < BATCH:
+            return report
+        after = (rows[-1][2], rows[-1][0])

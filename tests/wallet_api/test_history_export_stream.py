@@ -4,8 +4,8 @@
 first (every chain entry, the content of each — all the history's details — and the whole JSON text),
 so a wallet with a long history made one download hold all of it at once. The chain's entries and
 checkpoints are now read and sent 500 at a time as well, the document unchanged byte for byte: the
-audit part is exactly the JSON of ``GET /v1/audit/export`` (still built whole, as the check and the
-proofs are) written as the export always wrote it, and it verifies.
+audit part is exactly the JSON of ``GET /v1/audit/export`` (streamed the same way since:
+test_audit_stream.py) written as the export always wrote it, and it verifies.
 
 A real wallet over HTTP (the ``wallet`` fixture: no background sweep signs checkpoints meanwhile), its
 history seeded with thousands of events recorded as the wallet records them (sealed, each with its

@@ -27,14 +27,13 @@ from fastapi.responses import Response, StreamingResponse
 from pydantic import AwareDatetime, BaseModel, Field
 from sqlalchemy import and_, or_, select
 
-from service_kit import audit as chain_store
 from service_kit.errors import APIError
 from ssi.encoding import b64url_decode, b64url_encode
 from ssi.errors import EncodingError
 
 from .. import audit
 from ..deps import Citizen, Ctx, Principal
-from ..models import AuditCheckpoint, AuditEntry, HistoryEntry
+from ..models import HistoryEntry
 from ..vault import VaultError
 
 router = APIRouter(tags=["history"])
@@ -210,57 +209,7 @@ def _exported(entry: dict[str, Any]) -> str:
     return json.dumps({**entry, "created_at": entry["created_at"].isoformat()}, ensure_ascii=False)
 
 
-def _json(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False)
-
-
-async def _chain_entries(ctx: Ctx, me: Principal, chain: str, first: int, last: int) -> list[dict[str, Any]]:
-    """The exported form of the chain's entries ``first`` to ``last`` (as :func:`wallet_api.audit.export`
-    gives them: each with its content and salt), read with the history rows they commit to."""
-    async with ctx.db.read_session() as session:
-        stored = await chain_store.load_entries(session, AuditEntry, chain, from_seq=first, to_seq=last)
-        ids = list({entry["id"] for entry in stored})
-        rows = {row.id: row for row in (await session.execute(select(HistoryEntry).where(
-            HistoryEntry.wallet_id == me.wallet_id, HistoryEntry.id.in_(ids)))).scalars()} if ids else {}
-        return [await audit.exported_entry(session, me.key, entry, rows) for entry in stored]
-
-
-async def _chain_checkpoints(ctx: Ctx, chain: str, after: int, last: int) -> list[tuple[int, str]]:
-    """At most :data:`BATCH` checkpoints of the chain past ``after`` and up to ``last``, oldest first."""
-    async with ctx.db.read_session() as session:
-        rows = (await session.execute(select(AuditCheckpoint.seq, AuditCheckpoint.token).where(
-            AuditCheckpoint.chain_id == chain, AuditCheckpoint.seq > after, AuditCheckpoint.seq <= last)
-            .order_by(AuditCheckpoint.seq).limit(BATCH))).all()
-    return [(int(seq), str(token)) for seq, token in rows]
-
-
-async def _chain_body(ctx: Ctx, me: Principal, last: int, jwks: dict[str, Any]) -> AsyncIterator[str]:
-    """The audit chain document, to its entry ``last`` (the one the latest checkpoint signs): exactly the
-    JSON text of :func:`wallet_api.audit.export` (``json.dumps``, its separators and key order), read and
-    sent :data:`BATCH` entries and checkpoints at a time instead of built whole first."""
-    chain = audit.chain_id(me.wallet_id)
-    yield _json({"format": audit.EXPORT_FORMAT, "version": 1, "chain": chain})[:-1] + ', "entries": ['
-    wrote = False
-    for first in range(1, last + 1, BATCH):
-        # A range can come back empty (its rows deleted): the document stays JSON, and the gap is
-        # what `cartera audit verify` then reports.
-        items = await _chain_entries(ctx, me, chain, first, min(first + BATCH - 1, last))
-        if items:
-            yield (", " if wrote else "") + ", ".join(_json(item) for item in items)
-            wrote = True
-    yield '], "checkpoints": ['
-    after = 0
-    while True:
-        checkpoints = await _chain_checkpoints(ctx, chain, after, last)
-        if checkpoints:
-            yield ("" if after == 0 else ", ") + ", ".join(_json(token) for _, token in checkpoints)
-            after = checkpoints[-1][0]
-        if len(checkpoints) < BATCH:
-            break
-    yield f'], "jwks": {_json(jwks)}, "jwks_uri": {_json(f"{ctx.settings.public_url}{audit.API_PREFIX}/audit/jwks")}}}'
-
-
-async def _export_body(ctx: Ctx, me: Principal, head: str, chain_last: int, jwks: dict[str, Any]
+async def _export_body(ctx: Ctx, me: Principal, head: str, chain_scope: tuple[int, int | None], jwks: dict[str, Any]
                        ) -> AsyncIterator[str]:
     """The export document, its entries and then its audit chain read and sent :data:`BATCH` rows at
     a time: what the export holds in memory does not grow with the history."""
@@ -276,7 +225,8 @@ async def _export_body(ctx: Ctx, me: Principal, head: str, chain_last: int, jwks
             break
         after = (rows[-1].created_at, rows[-1].id)
     yield '\n], "audit": '
-    async for part in _chain_body(ctx, me, chain_last, jwks):
+    # Exactly the JSON text json.dumps gave of the whole chain document, read BATCH entries at a time.
+    async for part in audit.export_text(ctx, me.key, chain_scope, jwks, compact=False):
         yield part
     yield "}\n"
 
@@ -292,14 +242,14 @@ async def export_history(ctx: Ctx, me: Citizen) -> StreamingResponse:
     midway, the download ends early and is not valid JSON."""
     # Before any byte is sent, so that a failure there is a clean error: the checkpoint that ends the
     # exported chain (signed now if events came after the last one) and the keys that check it. The
-    # chain is exported up to that checkpoint: an event recorded while the download runs may be in
-    # `entries` and not yet in `audit` (it is in the next export), and no checkpoint is past the
-    # chain's last exported entry.
-    latest = await audit.ensure_checkpoint(ctx, me.wallet_id)
+    # chain is exported up to that checkpoint (audit.export_scope): an event recorded while the download
+    # runs may be in `entries` and not yet in `audit` (it is in the next export), and no checkpoint is
+    # past the chain's last exported entry unless entries were removed.
+    scope = await audit.export_scope(ctx, me.wallet_id)
     jwks = await audit.jwks(ctx)
     head = json.dumps({"format": "cartera-wallet-history", "version": 1,
                        "exported_at": dt.datetime.now(dt.UTC).isoformat()}, ensure_ascii=False)[:-1]
-    body = _export_body(ctx, me, f'{head}, "entries": [\n', 0 if latest is None else latest[0], jwks)
+    body = _export_body(ctx, me, f'{head}, "entries": [\n', scope, jwks)
     return StreamingResponse(body,
                              media_type="application/json", headers={
                                  "Content-Disposition": 'attachment; filename="wallet-history.json"',
