@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 import yaml
 
+from aries.runner import KEY_DERIVATION
 from cartera.commands.config import SETTINGS, reference_markdown, reference_rows
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -121,6 +122,15 @@ def test_other_containers_set_only_variables_their_software_reads() -> None:
         assert command[0] == "start" and "--admin" in command and "--no-ledger" in command
         assert "--admin-insecure-mode" not in command
         assert SERVICES[name]["build"]["dockerfile"] == "Dockerfile.acapy"
+
+
+@pytest.mark.parametrize("name", ["acapy-issuer", "acapy-verifier"])
+def test_acapy_agents_open_their_wallet_as_the_runner_does(name: str) -> None:
+    """askar accepts only ``kdf:argon2i:int`` (``argon2i:int`` is "Invalid store key method": the agent
+    crash-loops at start), the value aries.runner gives the agents it starts and tests against."""
+    command = SERVICES[name]["command"]
+    assert command[command.index("--wallet-key-derivation-method") + 1] == KEY_DERIVATION
+    assert command[command.index("--wallet-type") + 1] == "askar"
 
 
 def test_one_image_for_every_cartera_service() -> None:
