@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import re
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
@@ -19,6 +20,14 @@ from ..deps import Citizen, Ctx
 from ..models import Alert, Session, utcnow
 
 router = APIRouter(tags=["alerts"])
+
+#: The largest alert id: an ``INTEGER`` column holds no more on PostgreSQL (SQLite's holds 2**63 - 1).
+#: An id the client names (``Last-Event-ID``, ``after``, ``ids``) above it, or below 0, names no alert
+#: and is refused with 400 ``invalid_request`` before the database sees it.
+MAX_ALERT_ID = 2**31 - 1
+#: ``Last-Event-ID``: ASCII digits only (``str.isdigit`` takes ``²`` and other digits ``int`` refuses),
+#: at most ten of them: no more than an alert id has.
+_EVENT_ID = re.compile("[0-9]{1,10}")
 
 
 class AlertView(BaseModel):
@@ -51,7 +60,8 @@ async def list_alerts(ctx: Ctx, me: Citizen, unread: bool = False,
 
 class MarkRead(BaseModel):
     # Strict: lax mode would read true/false as alert ids 1/0 and mark alerts nobody named.
-    ids: list[StrictInt] | None = Field(default=None, max_length=1000, description="Alerts to mark; null marks all.")
+    ids: list[Annotated[StrictInt, Field(ge=0, le=MAX_ALERT_ID)]] | None = Field(
+        default=None, max_length=1000, description="Alerts to mark (alert ids, 0 to 2^31 - 1); null marks all.")
 
 
 @router.post("/alerts/read", status_code=204, summary="Mark alerts read")
@@ -68,7 +78,8 @@ async def mark_read(ctx: Ctx, me: Citizen, body: MarkRead) -> None:
             responses={200: {"content": {"text/event-stream": {}}}})
 async def stream(ctx: Ctx, me: Citizen, request: Request,
                  last_event_id: Annotated[str | None, Header()] = None,
-                 after: Annotated[int | None, Query(ge=0, description="Send alerts after this id.")] = None,
+                 after: Annotated[int | None, Query(ge=0, le=MAX_ALERT_ID,
+                                                    description="Send alerts after this id.")] = None,
                  ) -> StreamingResponse:
     """New alerts as they appear (`event: alert`, `id:` = alert id; resume with `Last-Event-ID`).
 
@@ -77,7 +88,7 @@ async def stream(ctx: Ctx, me: Citizen, request: Request,
     token expired: reconnect with the current token and `Last-Event-ID`."""
     cursor = after
     if cursor is None and last_event_id is not None:
-        if not last_event_id.isdigit():
+        if not _EVENT_ID.fullmatch(last_event_id) or int(last_event_id) > MAX_ALERT_ID:
             raise APIError(400, "invalid_request", "Last-Event-ID must be an alert id")
         cursor = int(last_event_id)
     if cursor is None:
