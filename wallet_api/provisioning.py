@@ -59,7 +59,8 @@ async def provision_demo(settings: WalletSettings, *, issuer_anchor_pems: list[b
 
 
 async def rotate_master_key(settings: WalletSettings, new_key: bytes) -> int:
-    """Rewrap every data key and the subject index key under ``new_key``; return how many were rewrapped.
+    """Rewrap every data key and service key under ``new_key``; return how many were rewrapped
+    (:func:`wallet_api.vault.rewrap_all`: in batches, each committed, so an interrupted run is run again).
 
     ``settings`` holds the current master key (and any previous ones). Zero-downtime procedure:
     (1) configure the running services with the new key as ``master_key`` and the old one in
@@ -76,7 +77,6 @@ async def rotate_master_key(settings: WalletSettings, new_key: bytes) -> int:
     box = SecretBox(new_key, previous_keys=[load_master_key(settings), *previous_master_keys(settings)])
     db = Database(settings.database_url)
     try:
-        async with db.session() as session:
-            return await rewrap_all(session, box)
+        return await rewrap_all(db, box)
     finally:
         await db.dispose()

@@ -17,8 +17,9 @@ Layers:
   key seals: whoever can write the database but lacks the master key cannot store the digest of a token
   of their own and log in with it, as they could when a plain SHA-256 was stored.
 
-Rotating the master key only rewraps the data keys and the index key (:func:`rewrap_all`); the rows
-sealed under data keys are untouched, so rotation is quick and runs beside live traffic.
+Rotating the master key only rewraps the data keys and the service keys (:func:`rewrap_all`, a batch of
+rows per transaction); the rows sealed under data keys are untouched, so rotation is quick and runs
+beside live traffic.
 
 **What a start-up pass left** (:class:`LeftOvers`). The passes that bring rows of earlier versions into
 the current form (PIN hashes sealed, PINs recorded in profiles: :mod:`wallet_api.pin`; credential copies
@@ -351,28 +352,59 @@ class LeftOvers:
         return found
 
 
-async def rewrap_all(session: AsyncSession, box: SecretBox, *, batch: int = 200) -> int:
-    """Rewrap every data key and service key not sealed under ``box``'s current key; return how many.
+#: Rows read (and rewrapped, and written back in one transaction) per round of :func:`rewrap_all`.
+REWRAP_BATCH = 200
+
+
+async def rewrap_all(db: Database, box: SecretBox, *, batch: int = REWRAP_BATCH) -> int:
+    """Rewrap every service key and data key not sealed under ``box``'s current key; return how many.
 
     ``box`` must hold the new key as current and the old ones as previous keys. Each row is opened and
-    sealed again with the same associated data; rows already current are skipped, so the command can
-    be interrupted and run again.
-    """
+    sealed again with the same associated data. The ``service_keys`` rows, then the wallets, are read
+    ``batch`` at a time in name (id) order, and each batch's rewrapped rows are written in a transaction
+    of their own, each only where the row still holds the value read: a value a running service wrote
+    meanwhile (under the new key: it runs with it as current) is never overwritten with an older one.
+    So an interrupted run keeps every batch written before it, each row opens under the old key or the
+    new one, never neither, and a run again skips the rows already under the current key.
+
+    A row that does not open under any of ``box``'s keys (damaged, or sealed under a key not configured)
+    stops the run with a :class:`~service_kit.crypto.SecretBoxError` naming it (its name or wallet id
+    only), the rows before it rewrapped and written, those after it untouched."""
     count = 0
-    for row in (await session.execute(select(ServiceKey))).scalars():
-        if box.needs_rewrap(row.sealed):
-            row.sealed = box.rewrap(row.sealed, service_key_aad(row.name))
-            count += 1
-    last = ""
-    while True:
-        rows = (await session.execute(
-            select(Wallet).where(Wallet.id > last).order_by(Wallet.id).limit(batch))).scalars().all()
-        if not rows:
-            break
-        for wallet in rows:
-            if box.needs_rewrap(wallet.data_key):
-                wallet.data_key = box.rewrap(wallet.data_key, Vault._wallet_aad(wallet.id))
-                count += 1
-        last = rows[-1].id
-        await session.flush()
+    for table, key_column, value_column, aad, what in (
+            (ServiceKey.__table__, "name", "sealed", service_key_aad, "the service key"),
+            (Wallet.__table__, "id", "data_key", Vault._wallet_aad, "the data key of wallet")):
+        ids, values = table.c[key_column], table.c[value_column]
+        after: str | None = None
+        while True:
+            query = select(ids, values).order_by(ids).limit(batch)
+            if after is not None:
+                query = query.where(ids > after)
+            async with db.read_session() as session:
+                rows = (await session.execute(query)).all()
+            changes: list[dict[str, Any]] = []
+            failed: tuple[str, SecretBoxError] | None = None
+            for row_id, sealed in rows:
+                try:
+                    if box.needs_rewrap(sealed):
+                        changes.append({"id": row_id, "old": sealed, "new": box.rewrap(sealed, aad(row_id))})
+                except SecretBoxError as exc:
+                    failed = (row_id, exc)
+                    break
+            if changes:
+                async with db.session() as session:
+                    for change in changes:
+                        written = await session.execute(
+                            table.update().where(ids == change["id"], values == change["old"])
+                            .values({value_column: change["new"]}))
+                        count += written.rowcount  # type: ignore[attr-defined]
+            if failed is not None:
+                row_id, exc = failed
+                raise SecretBoxError(exc.code.removeprefix("secretbox."), (
+                    f"{what} {row_id} does not open under the configured master keys ({exc.code}): the rotation "
+                    f"stopped there, {count} key(s) rewrapped before it are kept; running it again goes on "
+                    "from there"))
+            if len(rows) < batch:
+                break
+            after = rows[-1][0]
     return count
