@@ -175,9 +175,14 @@ class AdminClient:
 
     async def create_dif_request(self, presentation_definition: JSON, challenge: str, domain: str, *,
                                  comment: str | None = None) -> JSON:
-        """A connectionless present-proof 2.0 request with a DIF presentation definition."""
+        """A connectionless present-proof 2.0 request with a DIF presentation definition.
+
+        ``auto_verify`` is false: ACA-Py keeps it on the exchange record and, when true, verifies the
+        presentation as it arrives, loading every context the holder named (fetched with no timeout,
+        following redirects, outside the outbound policy). The verifier asks for the verification itself
+        (:meth:`verify_presentation`) once its precheck passed."""
         body: JSON = {
-            "auto_verify": True,
+            "auto_verify": False,
             "auto_remove": False,
             "presentation_request": {"dif": {"options": {"challenge": challenge, "domain": domain},
                                              "presentation_definition": presentation_definition}},

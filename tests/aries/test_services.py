@@ -13,7 +13,7 @@ import json
 import secrets
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,7 @@ import pytest
 
 from aries import cleanup
 from aries.client import BBS, AdminClient
-from aries.errors import AgentUnavailable
+from aries.errors import AgentUnavailable, AriesError
 from aries.jsonld import contexts_document
 from aries.runner import AgentConfig, AgentProcess
 from credential_schemas import load_builtin_types
@@ -280,8 +280,10 @@ def test_an_offered_exchange_whose_webhooks_are_lost_is_finished_by_the_sweep(
     asyncio.run(remove_finished())
 
 
-def _present(world: World, vc_id: str) -> dict[str, Any]:
-    """Verifier request variant → wallet answers with a BBS+ derived proof → the verifier's result."""
+def _present(world: World, vc_id: str, *,
+             before_answer: Callable[[dict[str, Any]], None] = lambda invitation: None) -> dict[str, Any]:
+    """Verifier request variant → wallet answers with a BBS+ derived proof → the verifier's result.
+    ``before_answer`` gets the invitation once the wallet could fetch it, before the wallet answers."""
     created = httpx.post(f"{world.verifier_url}/v1/aries/requests", headers=world.agency_headers(),
                          json={"template": "job-application"})
     assert created.status_code == 201, created.text
@@ -290,6 +292,7 @@ def _present(world: World, vc_id: str) -> dict[str, Any]:
     qr = httpx.get(body["qr_svg_url"], headers=world.agency_headers())
     assert qr.status_code == 200 and qr.headers["content-type"].startswith("image/svg+xml")
     invitation = httpx.get(body["short_url"], headers={"Accept": "application/json"}).json()
+    before_answer(invitation)
 
     async def wallet_side() -> None:
         async with _wallet(world) as w:
@@ -334,6 +337,47 @@ def test_diploma_over_didcomm_then_two_claims_verified_then_revoked(world: World
     after = _present(world, vc_id)
     assert after["status"] == "rejected" and after["claims"] == {}
     assert [e["code"] for e in after["errors"]] == ["aries.revoked"]
+
+
+def test_the_verifier_s_agent_verifies_a_presentation_only_when_the_verifier_asks(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """ACA-Py keeps create-request's ``auto_verify`` on the exchange record and, when true, verifies
+    the presentation on arrival whatever the agent's flags: it loads every context the holder named,
+    before (and whatever) our precheck. Then the verifier's own verify-presentation call finds the
+    record ``done``, ACA-Py answers 400 and the webhook 500 (re-delivered, failing each time). The
+    request's record says ``auto_verify: false``; the verifier's one call to verify succeeds and the
+    answer is verified, as before."""
+    calls: list[str] = []
+    real = AdminClient.verify_presentation
+
+    async def watched(self: AdminClient, pres_ex_id: str) -> dict[str, Any]:
+        try:
+            answer = await real(self, pres_ex_id)
+        except AriesError as exc:
+            calls.append(exc.code)
+            raise
+        calls.append("verified")
+        return answer
+
+    monkeypatch.setattr(AdminClient, "verify_presentation", watched)
+    agent = world.verifier_app.state.aries.runtime.client
+    stored: list[Any] = []
+
+    def read_back(invitation: dict[str, Any]) -> None:
+        thread_id = invitation["requests~attach"][0]["data"]["json"]["@id"]
+
+        async def record() -> dict[str, Any]:
+            async with AdminClient(agent.admin_url, agent._headers["x-api-key"]) as client:
+                (found,) = await client.pres_records(thread_id=thread_id)
+                return found
+
+        stored.append(asyncio.run(record()).get("auto_verify"))
+
+    _, vc_id = _receive_diploma(world)
+    result = _present(world, vc_id, before_answer=read_back)
+    assert stored == [False]
+    assert result["status"] == "verified", result["errors"]
+    assert calls == ["verified"]
 
 
 def test_the_issuer_publishes_the_suite_it_signs_with(world: World) -> None:
