@@ -105,12 +105,26 @@ class ClientMetadata(Message):
         return value
 
     def encryption_key(self) -> dict[str, Any] | None:
-        """The first ECDH-ES P-256/P-384 key offered for response encryption (HAIP), if any."""
+        """The first ECDH-ES P-256/P-384 key offered for response encryption (HAIP), if any.
+
+        Only a key the response can be encrypted to: one :meth:`ssi.jose.Key.from_jwk` imports (a point
+        on its curve, coordinates of the curve's length), as :func:`ssi.jwe.encrypt_jwe` will. A key that
+        only looks right is passed over, so a request offering no other is refused when it is read
+        (``missing_encryption_key``), not once the citizen approved it."""
         for k in (self.jwks or {}).get("keys", []):
             if k.get("kty") == "EC" and k.get("crv") in ("P-256", "P-384") and k.get("alg") == "ECDH-ES" \
-                    and k.get("use", "enc") == "enc":
+                    and k.get("use", "enc") == "enc" and _usable_public_key(k):
                 return k
         return None
+
+
+def _usable_public_key(jwk: dict[str, Any]) -> bool:
+    """Whether the members of ``jwk`` that ECDH-ES uses describe a valid public key."""
+    try:
+        Key.from_jwk({m: jwk[m] for m in ("kty", "crv", "x", "y") if m in jwk})
+    except SSIError:
+        return False
+    return True
 
 
 class RequestObject(Message):
