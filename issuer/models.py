@@ -246,6 +246,9 @@ class DeferredTransaction(Base):
     expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), index=True)  # purged after (migration 0011)
     sealed_response: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     dpop_jkt: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    #: When the data source may be asked again (its ``retry_after``); a wallet's poll before then is
+    #: answered "pending" without asking it. None: ask at the next poll (migration 0017).
+    next_poll_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
 
 class AuthorizationRequest(Base):

@@ -110,7 +110,9 @@ async def provision_demo(settings: IssuerSettings, *, ca_key: Key, ca_cert: cx50
                             "signing_key_pem": requester_key_pem.decode("ascii"),
                             "signing_cert_pem": requester_cert_pem.decode("ascii"),
                             "platform_certs_pem": [viaoberta_platform_cert_pem.decode("ascii")],
-                            "timeout": 10, "retries": 1,
+                            # The sandbox's pending queries answer within seconds, not Via Oberta's
+                            # "within the hour": asked again after one, not thirty.
+                            "timeout": 10, "retries": 1, "pending_retry_seconds": 1,
                             "context": {"purpose": source["purpose"], "procedure": source["procedure"],
                                         "consent": source["consent"], **DEMO_OFFICIAL}})
             out["tenants"][spec["slug"]] = {

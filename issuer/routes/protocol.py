@@ -20,6 +20,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import math
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -106,6 +107,9 @@ CLAIM_GRACE_SECONDS = 5.0
 METADATA_CACHE = {"Cache-Control": "public, max-age=60"}
 #: Notification events kept on an issuance record: the last ones, each distinct (event and description).
 NOTIFICATION_EVENTS_KEPT = 10
+#: The longest a deferred transaction waits before its data source is asked again, whatever the source
+#: estimates (Via Oberta estimates in hours: a pessimistic estimate must not keep the citizen waiting).
+DEFERRED_MAX_WAIT = 3600
 
 
 def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -569,8 +573,8 @@ async def credential(request: Request, slug: str) -> JSONResponse:
         outcome = await fetch_record(ctx, tenant, reg, subject, selector=token_row.selector, request_id=None)
         if isinstance(outcome, Deferred) or not hasattr(outcome, "record"):
             transaction_id = new_secret()
-            body = {"transaction_id": transaction_id, "interval": max(ctx.settings.deferred_interval,
-                                                                      min(outcome.retry_after, 3600))}
+            wait = _source_wait(outcome.retry_after)
+            body = {"transaction_id": transaction_id, "interval": _pending_interval(ctx, wait)}
             async with ctx.session() as session:
                 session.add(DeferredTransaction(
                     transaction_hash=secret_hash(transaction_id), tenant_id=tenant.id, token_hash=token_row.token_hash,
@@ -578,7 +582,7 @@ async def credential(request: Request, slug: str) -> JSONResponse:
                     subject=token_row.subject, selector=token_row.selector, login=token_row.login,
                     holder_jwks=holder_jwks, request_id=outcome.reference[:40], offer_id=token_row.offer_id,
                     created_at=now, expires_at=now + dt.timedelta(days=30), sealed_response=None,
-                    dpop_jkt=token_row.dpop_jkt))
+                    dpop_jkt=token_row.dpop_jkt, next_poll_at=utcnow() + dt.timedelta(seconds=wait)))
                 await store(session, body, 202)
             return _json(body, status=202)
         issued = await sign_and_record(ctx, tenant, reg, outcome, subject, holder_jwks, credential_id=credential_id,
@@ -601,6 +605,18 @@ async def credential(request: Request, slug: str) -> JSONResponse:
 
 class _AlreadyDone(Exception):
     pass
+
+
+def _source_wait(retry_after: int) -> int:
+    """Seconds until the data source that answered "pending" may be asked again: its ``retry_after``,
+    at least a second and at most :data:`DEFERRED_MAX_WAIT`."""
+    return min(max(1, int(retry_after)), DEFERRED_MAX_WAIT)
+
+
+def _pending_interval(ctx: IssuerContext, wait: int) -> int:
+    """The ``interval`` a wallet is told after the source answered "pending": never before the source may
+    be asked again (``wait``), and never less than ``deferred_interval``."""
+    return max(ctx.settings.deferred_interval, wait)
 
 
 @router.post("/t/{slug}/deferred_credential", tags=["oid4vci"], summary="Deferred credential endpoint")
@@ -630,6 +646,12 @@ async def deferred_credential(request: Request, tenant: TenantRef = Depends(path
                              f"{ctx.issuer_url(tenant.slug)}/deferred_credential")
     if row.sealed_response is not None:
         return _json(json.loads(ctx.box.open(row.sealed_response, aad)))
+    now = utcnow()
+    if row.next_poll_at is not None and now < row.next_poll_at:
+        # Before the time the source gave: asking it again would only hear "pending" again (and cost the
+        # registry a query). The wallet is told how long is left.
+        left = math.ceil((row.next_poll_at - now).total_seconds())
+        return _json({"transaction_id": parsed.transaction_id, "interval": max(1, left)}, status=202)
     reg = (await _types(ctx, tenant)).get(row.configuration_id)
     if reg is None:
         raise APIError(400, INVALID_TRANSACTION_ID, "the credential type of this transaction is gone")
@@ -637,7 +659,13 @@ async def deferred_credential(request: Request, tenant: TenantRef = Depends(path
     outcome = await fetch_record(ctx, tenant, reg, subject, selector=row.selector, request_id=None,
                                  poll_reference=row.source_reference)
     if not hasattr(outcome, "record"):
-        return _json({"transaction_id": parsed.transaction_id, "interval": ctx.settings.deferred_interval}, status=202)
+        # Still pending: the source's new retry_after sets both the next time it is asked and the interval.
+        wait = _source_wait(outcome.retry_after)
+        async with ctx.session() as session:
+            await session.execute(update(DeferredTransaction).where(
+                DeferredTransaction.transaction_hash == tx_hash, DeferredTransaction.sealed_response.is_(None))
+                .values(next_poll_at=utcnow() + dt.timedelta(seconds=wait)))
+        return _json({"transaction_id": parsed.transaction_id, "interval": _pending_interval(ctx, wait)}, status=202)
 
     # The sealed response holds every claim of the credential: once delivered it is kept only while a
     # wallet that failed to store it may poll again (a wallet retries a failed store later, Cartera's

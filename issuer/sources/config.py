@@ -22,7 +22,9 @@ The configuration maps credential type ids to a source: ``{type_id: {kind: ..., 
 ``viaoberta`` settings: ``endpoint``, ``product``, ``signing_key_pem``/``signing_key_file``,
 ``signing_cert_pem``/``signing_cert_file``, ``platform_certs_pem``/``platform_cert_files``,
 ``variant`` (aoc|state), ``timeout`` (seconds, above 0, at most 120), ``retries`` (0 to 5),
-``backoff_seconds`` (0 to 60), ``specific`` (text values). PEM text is ASCII, and the signing key,
+``backoff_seconds`` (0 to 60), ``pending_retry_seconds`` (1 to 3600: when to ask again about a pending
+query the emitter expects to answer within the hour, ``TiempoEstimadoRespuesta`` 0; default 30),
+``specific`` (text values). PEM text is ASCII, and the signing key,
 the certificates and these numbers are checked when the adapter is built, not at the first query. ``rest``: see
 :class:`issuer.sources.rest.RestSource`; ``sql``: see :class:`issuer.sources.sql.SqlSource`.
 """
@@ -46,7 +48,7 @@ _REST_KEYS = frozenset({"url", "method", "headers", "auth", "fields", "product",
 _SQL_KEYS = frozenset({"url", "query", "fields", "list_field", "product", "name", "timeout"})
 _VO_KEYS = frozenset({"endpoint", "product", "signing_key_pem", "signing_key_file", "signing_cert_pem",
                       "signing_cert_file", "platform_certs_pem", "platform_cert_files", "variant", "timeout",
-                      "retries", "backoff_seconds", "specific", "name"})
+                      "retries", "backoff_seconds", "pending_retry_seconds", "specific", "name"})
 
 
 def _pem_bytes(value: Any, name: str) -> bytes:
@@ -134,6 +136,11 @@ def _build_viaoberta(settings: dict[str, Any], http: httpx.AsyncClient, base_dir
         raise SourceConfigError("product is required (a CodigoCertificado such as ECOT103)")
     options: dict[str, Any] = {k: settings[k] for k in ("timeout", "retries", "variant", "backoff_seconds")
                                if k in settings}
+    if "pending_retry_seconds" in settings:
+        pending = settings["pending_retry_seconds"]
+        if isinstance(pending, bool) or not isinstance(pending, int) or not 1 <= pending <= 3600:
+            raise SourceConfigError("pending_retry_seconds must be an integer from 1 to 3600")
+        options["pending_floor_seconds"] = pending
     try:
         client = ViaObertaClient(
             endpoint,

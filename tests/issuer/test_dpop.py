@@ -27,7 +27,7 @@ async def test_dpop_bound_flows_issue_and_record_the_binding(issuer_env: IssuerE
                                                   login_hint=DEMO_EVERYTHING)
         offer = await create_offer(http, issuer_env, "aoc-tax", "tax-compliance", DEMO_PENDING)
         pending = await wallet.receive_offer(offer["offer_uri"], offer["tx_code"])
-        done = await wallet.poll_deferred(pending, attempts=10, wait=0.1)
+        done = await wallet.poll_deferred(pending, attempts=50, wait=0.1)
         metadata = (await http.get(f"{issuer_env.url}/.well-known/oauth-authorization-server/t/aoc-tax")).json()
     verify_with_ssi(issuer_env, result.credentials[0], result.holder_keys[0])
     verify_with_ssi(issuer_env, auth.credentials[0], auth.holder_keys[0])

@@ -103,7 +103,7 @@ async def test_deferred_issuance_when_the_source_is_pending(issuer_env: IssuerEn
         wallet = WalletClient(http)
         result = await wallet.receive_offer(offer["offer_uri"], offer["tx_code"])
         assert result.transaction_id and result.interval >= 1 and not result.credentials
-        done = await wallet.poll_deferred(result, attempts=10, wait=0.1)
+        done = await wallet.poll_deferred(result, attempts=50, wait=0.1)
         again = await wallet.poll_deferred(result, attempts=1)
         bad = await http.post(result.issuer_metadata["deferred_credential_endpoint"], json={"transaction_id": "nope"},
                               headers={"Authorization": f"Bearer {result.access_token}"})
@@ -125,7 +125,7 @@ async def test_a_delivered_deferred_credential_is_kept_only_for_a_wallets_retrie
         with sqlite3.connect(database) as db:
             pending = db.execute("SELECT transaction_hash, expires_at FROM deferred_transactions "
                                  "WHERE sealed_response IS NULL").fetchall()
-        done = await wallet.poll_deferred(result, attempts=10, wait=0.1)
+        done = await wallet.poll_deferred(result, attempts=50, wait=0.1)
         again = await wallet.poll_deferred(result, attempts=1)
     assert done.credentials and again.credentials == done.credentials
     with sqlite3.connect(database) as db:
