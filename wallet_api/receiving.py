@@ -541,9 +541,14 @@ class IssuerSession:
         if response.status_code != 200:
             raise _refusal(response.status_code, error)
         try:
-            return CredentialResponse.parse(payload)
+            parsed = CredentialResponse.parse(payload)
         except SSIError as exc:
             raise IssuanceError("invalid_issuer_response", f"the deferred response is not valid ({exc.code})") from exc
+        if parsed.credentials is None:
+            # A 200 delivers the credentials (OpenID4VCI 1.0 §9.2); one still pending is a 202. A
+            # transaction id here is neither: the issuance ends rather than being polled for ever.
+            raise IssuanceError("invalid_issuer_response", "the deferred response (200) carries no credentials")
+        return parsed
 
     async def notify(self, notification_id: str | None, event: str) -> bool:
         """Tell the issuer what became of a credential; return whether it took the news (best effort:
@@ -589,7 +594,8 @@ class IssuerSession:
         that id is in the wallet already, an earlier poll stored this very delivery and stopped before
         it saved the offer; the issuer sent it again, and it is not stored twice."""
         config = self.metadata.credential_configurations_supported[configuration_id]
-        assert response.credentials is not None
+        if response.credentials is None:
+            raise IssuanceError("invalid_issuer_response", "the credential response carries no credentials")
         if len(response.credentials) > len(keys):
             await self.notify(response.notification_id, "credential_failure")
             raise IssuanceError("invalid_credential", "the issuer sent more credentials than keys were proven")
