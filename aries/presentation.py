@@ -288,6 +288,15 @@ def _check_shape(record: dict[str, Any], request: ProofRequest, trusted_issuers:
     return pres, vc, proof, issuer
 
 
+def declined(record: Mapping[str, Any]) -> bool:
+    """Whether a verifier-side record ended without an answer: ``abandoned`` (the holder's problem
+    report, or the request given up) before any presentation arrived. One abandoned *with* a
+    presentation is the agent refusing what it received (``aries.signature_invalid``)."""
+    by_format = record.get("by_format")
+    presented = isinstance(by_format, Mapping) and bool(by_format.get("pres"))
+    return record.get("state") == "abandoned" and not presented
+
+
 async def check_presentation(record: dict[str, Any], request: ProofRequest, *,
                              trusted_issuers: Iterable[str] | Mapping[str, str],
                              status_lookup: StatusLookup | None = None,
@@ -300,9 +309,12 @@ async def check_presentation(record: dict[str, Any], request: ProofRequest, *,
     under the same base as the credential's status list (see :func:`_issuer_base`), and a credential
     without a status cannot be checked (``aries.context_mismatch``).
 
-    Raises :class:`~aries.errors.VerificationFailed` with the code of the first policy refused.
+    Raises :class:`~aries.errors.VerificationFailed` with the code of the first policy refused;
+    ``aries.declined`` for a record abandoned before any presentation arrived (:func:`declined`).
     """
     now = now or dt.datetime.now(dt.UTC)
+    if declined(record):
+        raise VerificationFailed("declined", "the holder declined the request: nothing was presented")
     if record.get("state") != "done" or str(record.get("verified")).lower() != "true":
         raise VerificationFailed("signature_invalid", "the agent did not verify the presentation's signatures")
     _, vc, proof, issuer = _check_shape(record, request, trusted_issuers)

@@ -9,7 +9,9 @@ result is the same :class:`~verifier.models.Transaction` as for OpenID4VP: the a
 record from its agent, apply :func:`aries.presentation.check_presentation` with the template's trust
 (the https issuer identifiers it lists, whose DIDs each issuer publishes at ``<iss>/v1/aries/issuer``;
 status lists fetched only under those identifiers) and the DCQL ``values``, and finish the transaction
-as ``verified`` (the requested claims only) or ``rejected`` (the failed check's code).
+as ``verified`` (the requested claims only) or ``rejected`` (the failed check's code); a record
+abandoned before any presentation arrived (the holder refused) ends ``declined`` with ``aries.declined``,
+as OpenID4VP ends a wallet's ``access_denied``.
 
 The DIDs are trusted on the OpenID4VC channel's terms, not the web host's: the document is a JWT
 (``typ`` ``aries-issuer+jwt``) whose key the transaction's :class:`~verifier.verification.TrustPolicy`
@@ -95,6 +97,9 @@ PRESENTATION_FOR_CODE = (select(AriesPresentation).join(Transaction, Transaction
 PRESENTATION_FOR_TX = (select(AriesPresentation).join(Transaction, Transaction.id == AriesPresentation.tx_id)
                        .where(AriesPresentation.tx_id == bindparam("tx_id"),
                               Transaction.agency_id == bindparam("agency_id")))
+
+#: The code of a request the holder's agent refused without presenting (the transaction ends ``declined``).
+DECLINED = "aries.declined"
 
 #: The suites a verifier can ask for (an issuer publishing anything else is not followed).
 SUITES = frozenset({BBS, ED25519})
@@ -361,7 +366,11 @@ class VerifierAriesChannel:
                 "valid_until": expires_at.isoformat() if expires_at else None,
                 "key_source": "aries:did", "claims": claims}]}
         except VerificationFailed as exc:
-            errors = [CheckError(exc.code, row.query_id, exc.detail)]
+            if exc.code == DECLINED:
+                # No answer, not a wrong one: ended as OpenID4VP ends a wallet's access_denied.
+                status, errors = "declined", [CheckError(exc.code, None, exc.detail)]
+            else:
+                errors = [CheckError(exc.code, row.query_id, exc.detail)]
         except AriesError as exc:
             errors = [CheckError(exc.code, row.query_id, exc.detail)]
         except Exception:  # noqa: BLE001 - never leave a transaction stuck in "processing"

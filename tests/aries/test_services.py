@@ -20,6 +20,7 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI, Request, Response
 
 from aries import cleanup
 from aries.client import BBS, AdminClient
@@ -378,6 +379,58 @@ def test_the_verifier_s_agent_verifies_a_presentation_only_when_the_verifier_ask
     assert stored == [False]
     assert result["status"] == "verified", result["errors"]
     assert calls == ["verified"]
+
+
+def test_a_request_refused_without_an_answer_ends_declined_as_on_openid4vp(world: World) -> None:
+    """A request whose record the verifier's agent abandons before any presentation arrived (the
+    holder's problem report) was judged as a bad answer: ``rejected`` with ``aries.signature_invalid``,
+    where OpenID4VP ends the same refusal ``declined``. It ends ``declined`` with ``aries.declined``,
+    the agency's webhook says ``presentation.declined``, and the agent's record is removed.
+
+    ACA-Py 0.12.8 drops a holder's problem report on a connectionless request (its handler reads the
+    message's connection, and there is none), so the record is abandoned here by the verifier's agent
+    itself (its admin API's problem-report), which leaves it as the report would: ``abandoned``, no
+    presentation."""
+    deliveries: list[dict[str, Any]] = []
+    hooks = FastAPI()
+
+    @hooks.post("/hook")
+    async def hook(request: Request) -> Response:
+        deliveries.append(json.loads(await request.body()))
+        return Response(status_code=204)
+
+    agent = world.verifier_app.state.aries.runtime.client
+    with serve(hooks) as hook_url:
+        created = httpx.post(f"{world.verifier_url}/v1/aries/requests", headers=world.agency_headers(),
+                             json={"template": "job-application", "webhook_url": f"{hook_url}/hook"})
+        assert created.status_code == 201, created.text
+        body = created.json()
+        invitation = httpx.get(body["short_url"], headers={"Accept": "application/json"}).json()
+        thread_id = invitation["requests~attach"][0]["data"]["json"]["@id"]
+
+        async def refuse() -> str:
+            async with _wallet(world) as w, AdminClient(agent.admin_url, agent._headers["x-api-key"]) as verifier:
+                await w.receive_invitation(invitation)
+                await wait_for(lambda: w.pres_records(thread_id=thread_id),
+                               lambda rs: bool(rs) and rs[0]["state"] == "request-received", timeout=30)
+                (record,) = await verifier.pres_records(thread_id=thread_id)
+                await verifier.request("POST", f"/present-proof-2.0/records/{record['pres_ex_id']}/problem-report",
+                                       json={"description": "the citizen declined"})
+                return str(record["pres_ex_id"])
+
+        pres_ex_id = asyncio.run(refuse())
+        result = _poll(lambda: httpx.get(body["status_url"], headers=world.agency_headers()).json(),
+                       lambda r: r["status"] != "pending")
+        _poll(lambda: deliveries, bool, timeout=20)
+    assert result["status"] == "declined", result
+    assert [e["code"] for e in result["errors"]] == ["aries.declined"] and result["claims"] == {}
+    assert [(d["event"], d["transaction_id"]) for d in deliveries] == [("presentation.declined", body["id"])]
+
+    async def gone() -> bool:
+        async with AdminClient(agent.admin_url, agent._headers["x-api-key"]) as client:
+            return pres_ex_id not in {r["pres_ex_id"] for r in await client.pres_records()}
+
+    assert _poll(lambda: asyncio.run(gone()), bool, timeout=10)
 
 
 def test_the_issuer_publishes_the_suite_it_signs_with(world: World) -> None:

@@ -198,7 +198,9 @@ async def _not_revoked(entry: dict[str, Any], issuer: str) -> bool:
 
 @pytest.mark.parametrize(("changes", "code"), [
     ({"verified": "false"}, "aries.signature_invalid"),
-    ({"state": "abandoned"}, "aries.signature_invalid"),
+    ({"state": "abandoned"}, "aries.signature_invalid"),  # abandoned by the agent on what it received
+    ({"state": "abandoned", "by_format": {"pres_request": {}}}, "aries.declined"),  # nothing was presented
+    ({"state": "abandoned", "by_format": {}}, "aries.declined"),
     ({"proof": {"challenge": "other"}}, "aries.challenge_mismatch"),
     ({"proof": {"domain": "evil.example"}}, "aries.domain_mismatch"),
     ({"proof": {"verificationMethod": "did:key:zSomeoneElse#k"}}, "aries.holder_mismatch"),
