@@ -138,16 +138,63 @@ async def create_key(ctx: IssuerContext, session: AsyncSession, tenant: Tenant, 
     """Generate an ES256 key, certify it with the CA for the tenant's identifier, make it active.
 
     ``backend`` (default: the ``key_backend`` setting) says where: in software, or in the PKCS#11
-    token (sensitive, non-extractable, labelled ``cartera-<slug>-<random>``).
+    token (sensitive, non-extractable, labelled ``cartera-<slug>-<random>``). A token key is made
+    before its certificate and its row: when either fails (the row is flushed here, so that a row the
+    database refuses is refused now), the key is deleted from the token again, so no orphaned key is
+    left in the HSM. The caller does the same with :func:`discard_created_key` when its transaction
+    then fails to commit.
     """
     if (backend or ctx.settings.key_backend) == "pkcs11":
         token = require_token(ctx)
         key, ref = token.generate_key(label=_token_label(tenant.slug), alg="ES256")
-        cert = issue_tenant_certificate(ca_key, ca_cert, key, ctx.issuer_url(tenant.slug), tenant.name)
-        return await store_key(ctx, session, tenant, key, [cert], token_ref=ref)
+        try:
+            cert = issue_tenant_certificate(ca_key, ca_cert, key, ctx.issuer_url(tenant.slug), tenant.name)
+            row = await store_key(ctx, session, tenant, key, [cert], token_ref=ref)
+            await session.flush()
+        except BaseException:
+            _delete_token_key(token, ref)
+            raise
+        return row
     key = Key.generate("ES256")
     cert = issue_tenant_certificate(ca_key, ca_cert, key, ctx.issuer_url(tenant.slug), tenant.name)
     return await store_key(ctx, session, tenant, key, [cert])
+
+
+def _delete_token_key(token: Token, ref: TokenKeyRef) -> None:
+    try:
+        token.delete_key(ref)
+    except PKCS11Error:
+        # The original failure is what the caller must see; the key's label says whose it was.
+        log.warning("pkcs11 key of a signing key not stored could not be deleted",
+                    extra={"token": ref.token, "key_label": ref.label})
+
+
+async def discard_created_key(ctx: IssuerContext, row: SigningKey | None) -> None:
+    """Delete from the token the key :func:`create_key` generated for ``row`` when the transaction that
+    was to store the row failed (to commit, or after ``create_key`` returned): with the row gone, nothing
+    refers to the key. A software key (nothing in a token) is left alone; so is ``None`` (no key was made).
+
+    The row is looked for first: a commit that failed on the client's side may have succeeded on the
+    database's, and a key its active row names must stay. When the database cannot say, the key is kept
+    too (logged): an orphan costs a token slot, a row naming a deleted key stops the tenant signing.
+    Only for rows of :func:`create_key`: a token key registered by its label (:func:`register_token_key`)
+    was not made here and is never deleted."""
+    if row is None or ctx.hsm is None:
+        return
+    stored = bytes(row.sealed_private_key)
+    if not TokenKeyRef.is_ref(stored):
+        return
+    ref = TokenKeyRef.decode(stored)
+    try:
+        async with ctx.db.read_session() as session:
+            kept = await session.scalar(select(SigningKey.kid).where(SigningKey.kid == row.kid,
+                                                                     SigningKey.tenant_id == row.tenant_id))
+    except Exception:  # noqa: BLE001 - the original failure is what the caller must see
+        log.warning("pkcs11 key of a signing key perhaps not stored was kept: the database did not answer",
+                    extra={"token": ref.token, "key_label": ref.label})
+        return
+    if kept is None:
+        _delete_token_key(ctx.hsm, ref)
 
 
 def _token_label(slug: str) -> str:

@@ -34,7 +34,7 @@ from ssi.jose import Key
 
 from .app import MIGRATIONS
 from .context import IssuerContext, new_id, utcnow
-from .keys import attach_token, create_key
+from .keys import attach_token, create_key, discard_created_key
 from .models import ApiKey, SigningKey, SourceConfig, Tenant
 from .nonces import nonce_key
 from .registry import register_type, set_source, tenant_types
@@ -82,39 +82,45 @@ async def provision_demo(settings: IssuerSettings, *, ca_key: Key, ca_cert: cx50
     ctx.http = httpx.AsyncClient(follow_redirects=False, transport=guarded_transport(settings.outbound_policy()))
     try:
         for spec in DEMO_TENANTS:
-            async with db.session() as session:
-                row = (await session.execute(select(Tenant).where(Tenant.slug == spec["slug"]))).scalar_one_or_none()
-                if row is None:
-                    row = Tenant(id=new_id("t_", 9), slug=spec["slug"], name=spec["name"], display=_display(spec["name"]),
-                                 body_id=spec["body_id"], created_at=utcnow())
-                    session.add(row)
-                    await session.flush()
-                tenant = TenantRef(row.id, row.slug, row.name, row.body_id, list(row.display or []))
-                key = given.get(spec["slug"])
-                if key is None or (await session.execute(select(ApiKey).where(
-                        ApiKey.key_hash == hash_api_key(key), ApiKey.tenant_id == tenant.id))).scalar_one_or_none() is None:
-                    key = key or generate_api_key()
-                    session.add(ApiKey(id=new_id("k_", 9), tenant_id=tenant.id, key_hash=hash_api_key(key), label="demo",
-                                       created_at=utcnow(), revoked=False))
-                has_key = (await session.execute(select(SigningKey.kid).where(
-                    SigningKey.tenant_id == tenant.id, SigningKey.active.is_(True)))).first()
-                if has_key is None:
-                    await create_key(ctx, session, tenant, ca_key, ca_cert)
-                existing = await tenant_types(ctx, session, tenant.id)
-                for type_id, source in spec["types"].items():
-                    if type_id not in existing:
-                        await register_type(ctx, session, tenant, dict(builtin[type_id].definition))
-                    if await session.get(SourceConfig, (tenant.id, type_id)) is None:
-                        await set_source(ctx, session, tenant, type_id, {
-                            "kind": "viaoberta", "endpoint": viaoberta_url, "product": source["product"],
-                            "signing_key_pem": requester_key_pem.decode("ascii"),
-                            "signing_cert_pem": requester_cert_pem.decode("ascii"),
-                            "platform_certs_pem": [viaoberta_platform_cert_pem.decode("ascii")],
-                            # The sandbox's pending queries answer within seconds, not Via Oberta's
-                            # "within the hour": asked again after one, not thirty.
-                            "timeout": 10, "retries": 1, "pending_retry_seconds": 1,
-                            "context": {"purpose": source["purpose"], "procedure": source["procedure"],
-                                        "consent": source["consent"], **DEMO_OFFICIAL}})
+            created: SigningKey | None = None
+            try:
+                async with db.session() as session:
+                    row = (await session.execute(select(Tenant).where(Tenant.slug == spec["slug"]))).scalar_one_or_none()
+                    if row is None:
+                        row = Tenant(id=new_id("t_", 9), slug=spec["slug"], name=spec["name"], display=_display(spec["name"]),
+                                     body_id=spec["body_id"], created_at=utcnow())
+                        session.add(row)
+                        await session.flush()
+                    tenant = TenantRef(row.id, row.slug, row.name, row.body_id, list(row.display or []))
+                    key = given.get(spec["slug"])
+                    if key is None or (await session.execute(select(ApiKey).where(
+                            ApiKey.key_hash == hash_api_key(key), ApiKey.tenant_id == tenant.id))).scalar_one_or_none() is None:
+                        key = key or generate_api_key()
+                        session.add(ApiKey(id=new_id("k_", 9), tenant_id=tenant.id, key_hash=hash_api_key(key), label="demo",
+                                           created_at=utcnow(), revoked=False))
+                    has_key = (await session.execute(select(SigningKey.kid).where(
+                        SigningKey.tenant_id == tenant.id, SigningKey.active.is_(True)))).first()
+                    if has_key is None:
+                        created = await create_key(ctx, session, tenant, ca_key, ca_cert)
+                    existing = await tenant_types(ctx, session, tenant.id)
+                    for type_id, source in spec["types"].items():
+                        if type_id not in existing:
+                            await register_type(ctx, session, tenant, dict(builtin[type_id].definition))
+                        if await session.get(SourceConfig, (tenant.id, type_id)) is None:
+                            await set_source(ctx, session, tenant, type_id, {
+                                "kind": "viaoberta", "endpoint": viaoberta_url, "product": source["product"],
+                                "signing_key_pem": requester_key_pem.decode("ascii"),
+                                "signing_cert_pem": requester_cert_pem.decode("ascii"),
+                                "platform_certs_pem": [viaoberta_platform_cert_pem.decode("ascii")],
+                                # The sandbox's pending queries answer within seconds, not Via Oberta's
+                                # "within the hour": asked again after one, not thirty.
+                                "timeout": 10, "retries": 1, "pending_retry_seconds": 1,
+                                "context": {"purpose": source["purpose"], "procedure": source["procedure"],
+                                            "consent": source["consent"], **DEMO_OFFICIAL}})
+            except BaseException:
+                # Not stored after all: a key made for the tenant in the PKCS#11 token goes too.
+                await discard_created_key(ctx, created)
+                raise
             out["tenants"][spec["slug"]] = {
                 "name": spec["name"], "issuer_url": ctx.issuer_url(spec["slug"]), "api_key": key,
                 "metadata_url": f"{settings.public_url}/.well-known/openid-credential-issuer/t/{spec['slug']}",

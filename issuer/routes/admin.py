@@ -26,7 +26,15 @@ from ssi.names import DisplayName, checked_display_name
 
 from ..context import IssuerContext, get_ctx, new_id, new_secret, utcnow
 from ..grants import create_offer
-from ..keys import SigningKeyError, create_key, import_key, key_summary, load_ca, register_token_key
+from ..keys import (
+    SigningKeyError,
+    create_key,
+    discard_created_key,
+    import_key,
+    key_summary,
+    load_ca,
+    register_token_key,
+)
 from ..models import ApiKey, IssuanceRecord, SigningKey, SourceConfig, Tenant, WebhookEndpoint
 from ..registry import (
     RegistryError,
@@ -114,15 +122,22 @@ async def create_tenant(body: TenantCreate, ctx: IssuerContext = Depends(get_ctx
                     created_at=utcnow())
     ca = _load_ca(ctx)
     kid = None
+    created: SigningKey | None = None
     try:
-        async with ctx.session() as session:
-            session.add(tenant)
-            await session.flush()
-            session.add(ApiKey(id=new_id("k_", 9), tenant_id=tenant.id, key_hash=hash_api_key(api_key), label="initial",
-                               created_at=utcnow(), revoked=False))
-            if ca is not None:
-                ref = TenantRef(tenant.id, tenant.slug, tenant.name, tenant.body_id, list(tenant.display))
-                kid = (await create_key(ctx, session, ref, ca[0], ca[1])).kid
+        try:
+            async with ctx.session() as session:
+                session.add(tenant)
+                await session.flush()
+                session.add(ApiKey(id=new_id("k_", 9), tenant_id=tenant.id, key_hash=hash_api_key(api_key),
+                                   label="initial", created_at=utcnow(), revoked=False))
+                if ca is not None:
+                    ref = TenantRef(tenant.id, tenant.slug, tenant.name, tenant.body_id, list(tenant.display))
+                    created = await create_key(ctx, session, ref, ca[0], ca[1])
+                    kid = created.kid
+        except BaseException:
+            # Not stored after all (the commit failed): a key made for it in the PKCS#11 token goes too.
+            await discard_created_key(ctx, created)
+            raise
     except IntegrityError as exc:
         raise APIError(409, "conflict", "a tenant with that slug exists") from exc
     return TenantCreated(tenant_id=tenant.id, slug=tenant.slug, issuer_url=ctx.issuer_url(tenant.slug), api_key=api_key,
@@ -603,24 +618,32 @@ async def list_keys(tenant: TenantRef = Depends(admin_tenant), ctx: IssuerContex
              summary="Rotate the signing key (old credentials keep verifying)")
 async def rotate_key(body: KeyRotate, tenant: TenantRef = Depends(admin_tenant),  # noqa: B008
                      ctx: IssuerContext = Depends(get_ctx)) -> KeyInfo:  # noqa: B008
+    created: SigningKey | None = None
     try:
-        async with ctx.session() as session:
-            if body.token_key_label:
-                if body.private_key_pem:
-                    raise APIError(400, "invalid_request", "give either private_key_pem or token_key_label")
-                row = await register_token_key(ctx, session, tenant, body.token_key_label, ca=_load_ca(ctx),
-                                               chain_pem=body.certificate_chain_pem)
-            elif body.private_key_pem or body.certificate_chain_pem:
-                if not (body.private_key_pem and body.certificate_chain_pem):
-                    raise APIError(400, "invalid_request", "give both private_key_pem and certificate_chain_pem")
-                row = await import_key(ctx, session, tenant, body.private_key_pem, body.certificate_chain_pem)
-            else:
-                ca = _load_ca(ctx)
-                if ca is None:
-                    raise APIError(400, "invalid_request", "no CA is configured: import a key with its certificate chain")
-                row = await create_key(ctx, session, tenant, ca[0], ca[1], backend=body.backend)
-            await session.flush()
-            return KeyInfo(**key_summary(row))  # type: ignore[arg-type]
+        try:
+            async with ctx.session() as session:
+                if body.token_key_label:
+                    if body.private_key_pem:
+                        raise APIError(400, "invalid_request", "give either private_key_pem or token_key_label")
+                    row = await register_token_key(ctx, session, tenant, body.token_key_label, ca=_load_ca(ctx),
+                                                   chain_pem=body.certificate_chain_pem)
+                elif body.private_key_pem or body.certificate_chain_pem:
+                    if not (body.private_key_pem and body.certificate_chain_pem):
+                        raise APIError(400, "invalid_request", "give both private_key_pem and certificate_chain_pem")
+                    row = await import_key(ctx, session, tenant, body.private_key_pem, body.certificate_chain_pem)
+                else:
+                    ca = _load_ca(ctx)
+                    if ca is None:
+                        raise APIError(400, "invalid_request",
+                                       "no CA is configured: import a key with its certificate chain")
+                    row = created = await create_key(ctx, session, tenant, ca[0], ca[1], backend=body.backend)
+                await session.flush()
+                return KeyInfo(**key_summary(row))  # type: ignore[arg-type]
+        except BaseException:
+            # Not stored after all (the commit failed): the key generated for it in the PKCS#11 token goes
+            # too (never one registered by its label).
+            await discard_created_key(ctx, created)
+            raise
     except IntegrityError as exc:
         # kid is the key's thumbprint: this key is registered already (and stays as it was).
         raise APIError(409, "conflict", "this key is already registered") from exc
