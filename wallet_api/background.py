@@ -42,6 +42,7 @@ from .receiving import poll_offer, resolve_stranded_offer
 from .settings import WalletSettings
 from .sharing import resolve_stranded
 from .store import add_alert
+from .vault import VaultError
 
 log = logging.getLogger(__name__)
 
@@ -324,6 +325,21 @@ async def check_statuses(ctx: WalletContext, *, force: bool = False) -> int:
                 continue
             checked += 1
     return checked
+
+
+async def check_statuses_now(ctx: WalletContext, wallet: Wallet, rows: list[Credential]) -> None:
+    """Check these credentials of ``wallet`` now, as the sweep checks one whose check is due (same
+    rules, same alerts): an approval about to present them (:func:`wallet_api.sharing.approve`). A list
+    that cannot be fetched or is not the issuer's leaves the last known status; a credential whose stored
+    details do not open is left as it is (the approval then refuses it as unreadable)."""
+    now = utcnow()
+    lists: dict[tuple[str, str], StatusListToken] = {}
+    async with ctx.client() as client:
+        for row in rows:
+            try:
+                await _check_status(ctx, client, lists, wallet, row, now)
+            except VaultError:
+                continue
 
 
 async def _check_status(ctx: WalletContext, client: Any, lists: dict[tuple[str, str], StatusListToken],

@@ -11,7 +11,9 @@
    the plain members of a disclosed object are shown too, not only the claims asked for. Nothing is
    sent to the verifier at this stage.
 2. ``approve``: the citizen's choices (which credential per query, which optional queries) select
-   exactly the disclosures of the preview — never more; each chosen credential is presented with a
+   exactly the disclosures of the preview — never more. A chosen credential whose status check is due
+   is checked now, and one revoked, suspended or expired since the scan is refused (409), nothing
+   sent; each chosen credential is presented with a
    KB-JWT (``aud`` = client id, ``nonce``) from its least-used batch copy; the answer goes by
    ``direct_post`` or ``direct_post.jwt`` (ECDH-ES to the verifier's key).
 3. ``decline``: ``error=access_denied`` with ``state`` to the verifier.
@@ -175,19 +177,21 @@ def query_types(query: DCQLQuery) -> frozenset[str] | None:
 async def _wallet_now(ctx: WalletContext, me: Principal, types: frozenset[str] | None
                       ) -> tuple[set[str], list[Credential]]:
     """The ids of the wallet's credentials of ``types`` (:func:`query_types`; ``None``: all) that
-    open, and the rows of those that do not (logged by :func:`load_credentials`, with their id and
-    the vault error's code)."""
+    open and may answer a request now (neither revoked, suspended nor expired, as far as the wallet
+    knows), and the rows of those that do not open (logged by :func:`load_credentials`, with their id
+    and the vault error's code)."""
     unreadable: list[Credential] = []
     async with ctx.db.read_session() as session:
         found = await load_credentials(session, me.key, vcts=types, unreadable=unreadable)
-    return {cred.id for cred in found}, unreadable
+    return {cred.id for cred in found if _usable(cred)}, unreadable
 
 
 def current_preview(data: dict[str, Any], readable: set[str], unreadable: list[Credential]) -> dict[str, Any]:
     """The kept preview of a pending request as the wallet stands now: an option whose credential no
-    longer opens (or was deleted) since the request was scanned is not offered, as approving with it
-    could only fail (409 ``credential_unreadable`` or ``conflict``), and each query says how many
-    credentials of a type it accepts do not open (``unreadable_count``).
+    longer opens (or was deleted), or was revoked, suspended or expired since the request was scanned
+    is not offered, as approving with it could only fail (409 ``credential_unreadable``, ``conflict``,
+    ``credential_revoked``...), and each query says how many credentials of a type it accepts do not
+    open (``unreadable_count``).
 
     What the approval sends is still what the kept preview chose: a required query left with no
     option makes the request one the wallet cannot answer (``satisfiable`` false) rather than
@@ -512,8 +516,10 @@ async def approve(ctx: WalletContext, me: Principal, presentation_id: str, *, se
         if option is None:
             raise APIError(400, "invalid_request", "the chosen credential does not answer that query")
         chosen.append((query, option))
-    # The answer is built before the request is taken: a failure here (a chosen credential deleted
-    # since the preview) leaves it pending, and nothing is recorded.
+    # Whether each chosen credential may still be presented: a status check that is due runs now.
+    await _check_due_statuses(ctx, me, [option["credential_id"] for _, option in chosen])
+    # The answer is built before the request is taken: a failure here (a chosen credential deleted,
+    # revoked or suspended since the preview) leaves it pending, and nothing is recorded.
     vp_token: dict[str, list[str]] = {}
     disclosed: list[dict[str, Any]] = []
     used_copies: list[str] = []
@@ -529,6 +535,9 @@ async def approve(ctx: WalletContext, me: Principal, presentation_id: str, *, se
                                                              "opens; choose another credential or decline")
             if not creds:
                 raise APIError(409, "conflict", "a chosen credential was deleted; choose another or decline")
+            refused = _not_presentable(creds[0].row)
+            if refused is not None:
+                raise refused
             copy = creds[0].least_used()
             sd = copy.parsed()
             # The paths the disclosures are chosen by (a request previewed before they were kept:
@@ -582,6 +591,46 @@ async def approve(ctx: WalletContext, me: Principal, presentation_id: str, *, se
                                                                CredentialCopy.wallet_id == me.wallet_id)
                                   .values(uses=CredentialCopy.uses + 1).execution_options(synchronize_session=False))
     return {**_preview_out(presentation_id, "sent", data), "disclosed": disclosed}
+
+
+async def _check_due_statuses(ctx: WalletContext, me: Principal, credential_ids: list[str]) -> None:
+    """Check now the status of each of these credentials whose status check is due — the last one is
+    older than its status list's ``ttl`` (or ``status_check_interval``), the time its issuer says a list
+    may be relied on — as the background sweep would (same rules, same alerts), before anything is sent.
+
+    The request may have been scanned long before, and the sweep may lag behind or not run: a
+    credential revoked or suspended meanwhile would only be refused by the verifier, which fetches the
+    list itself, with its claims in hand. A check not yet due is not run (the list fetched then stands,
+    as it does for a verifier caching it), and one whose list cannot be fetched leaves the last known
+    status (the verifier decides)."""
+    if not credential_ids:
+        return
+    async with ctx.db.read_session() as session:
+        due = list((await session.execute(select(Credential).where(
+            Credential.wallet_id == me.wallet_id, Credential.id.in_(sorted(set(credential_ids))),
+            Credential.next_status_check <= utcnow()))).scalars().all())
+    if due:
+        from .background import check_statuses_now  # the sweep imports this module
+
+        await check_statuses_now(ctx, me.wallet, due)
+
+
+#: Why a chosen credential cannot be presented, by what its row holds now: ``(error, description)``.
+_NOT_PRESENTABLE = {
+    "revoked": ("credential_revoked", "a chosen credential was revoked by its issuer"),
+    "suspended": ("credential_suspended", "a chosen credential is suspended by its issuer"),
+    "expired": ("credential_expired", "a chosen credential has expired"),
+}
+
+
+def _not_presentable(row: Credential) -> APIError | None:
+    """409 for a chosen credential that is revoked, suspended or expired now (the verifier would refuse
+    it, with its claims in hand): nothing is sent, and the request stays pending."""
+    if _usable_row(row):
+        return None
+    error, description = _NOT_PRESENTABLE[row.status if row.status in ("revoked", "suspended") else "expired"]
+    return APIError(409, error, f"{description} since the request was scanned; nothing was sent: choose "
+                                "another credential or decline")
 
 
 async def decline(ctx: WalletContext, me: Principal, presentation_id: str) -> dict[str, Any]:

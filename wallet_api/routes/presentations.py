@@ -52,8 +52,10 @@ class QueryView(BaseModel):
     reason: str | None = Field(description="Why nothing answers it (`no_credentials`, `vct_mismatch`, "
                                           "`untrusted_authority`, `missing_claim`...).")
     options: list[OptionView] = Field(description="Matching credentials (choose one at approval). For a pending "
-                                      "request, only those whose stored data still opens: one that stopped "
-                                      "opening (or was deleted) since the scan is no longer offered.")
+                                      "request, only those whose stored data still opens and that may still "
+                                      "be presented: one that stopped opening, was deleted, or is now "
+                                      "revoked, suspended or expired (as far as the wallet knows) is no "
+                                      "longer offered.")
     unreadable_count: int = Field(default=0, ge=0, description=(
         "How many of the wallet's credentials of a type this query accepts (their `vct` among its "
         "`vct_values`, neither revoked, suspended nor expired) could not be read: their stored data does "
@@ -113,7 +115,10 @@ async def post_approve(ctx: Ctx, me: Citizen, presentation_id: str, body: Approv
     (no attempt counted), 403 `invalid_pin` with `attempts_left` when it is wrong, 423 `pin_locked`.
     A chosen credential deleted since the preview answers 409 `conflict`, one whose stored data no
     longer opens 409 `credential_unreadable`: nothing is sent and the request stays pending, to
-    approve with another `selection` (`GET` no longer offers it) or decline. A chosen credential that
+    approve with another `selection` (`GET` no longer offers it) or decline. So does one that is now
+    revoked, suspended or expired: 409 `credential_revoked`, `credential_suspended`,
+    `credential_expired`; when its status check is due (its last one is older than the status list's
+    `ttl`), the list is fetched first, as the background check would (an alert says what changed). A chosen credential that
     would now disclose other claims than the preview showed also answers 409 `conflict`, nothing
     sent (decline, and ask the verifier for a new request), and so does a request already answered
     (from another session) or past its expiry (`GET` says `expired`)."""
