@@ -41,6 +41,7 @@ from ssi.dcql import DCQLQuery, evaluate
 from ssi.encoding import json_dumps
 from ssi.errors import SSIError
 from ssi.jwe import encrypt_jwe
+from ssi.oid4vci import check_url
 from ssi.oid4vp import (
     REQUEST_OBJECT_MEDIA_TYPE,
     RequestObject,
@@ -581,8 +582,7 @@ async def approve(ctx: WalletContext, me: Principal, presentation_id: str, *, se
         await asyncio.shield(_finish_claimed(ctx, me, presentation_id, "sending", "failed", data, "share",
                                              {**history, "outcome": "unknown", "error": "delivery_unknown"}))
         raise
-    redirect_uri = answer.get("redirect_uri") if isinstance(answer.get("redirect_uri"), str) else None
-    data["redirect_uri"] = redirect_uri
+    data["redirect_uri"] = verifier_redirect(ctx, answer)
     # The share is recorded first: a failure counting the copies' uses cannot keep it out of the history.
     await _finish_claimed(ctx, me, presentation_id, "sending", "sent", data, "share", {**history, "outcome": "sent"})
     async with ctx.db.session() as session:
@@ -591,6 +591,24 @@ async def approve(ctx: WalletContext, me: Principal, presentation_id: str, *, se
                                                                CredentialCopy.wallet_id == me.wallet_id)
                                   .values(uses=CredentialCopy.uses + 1).execution_options(synchronize_session=False))
     return {**_preview_out(presentation_id, "sent", data), "disclosed": disclosed}
+
+
+#: Longer than any redirect a verifier needs (browsers cut URLs at about 2,000 characters).
+MAX_REDIRECT_URI = 2048
+
+
+def verifier_redirect(ctx: WalletContext, answer: dict[str, Any]) -> str | None:
+    """The ``redirect_uri`` of the verifier's answer (OpenID4VP 1.0 §8.2) if the app may follow it:
+    an https URL (http to loopback in ``dev_mode``) of at most :data:`MAX_REDIRECT_URI` characters.
+    Anything else (``javascript:``, another scheme, a 2 MB string) is dropped: the app would otherwise
+    be handed a script or an open redirect to follow in the citizen's name."""
+    value = answer.get("redirect_uri")
+    if not isinstance(value, str) or len(value) > MAX_REDIRECT_URI:
+        return None
+    try:
+        return check_url(value, allow_http_loopback=ctx.dev)
+    except ValueError:
+        return None
 
 
 async def _check_due_statuses(ctx: WalletContext, me: Principal, credential_ids: list[str]) -> None:
@@ -644,7 +662,7 @@ async def decline(ctx: WalletContext, me: Principal, presentation_id: str) -> di
     outcome = "declined"
     try:
         answer = await _post_response(ctx, request, payload)
-        data["redirect_uri"] = answer.get("redirect_uri") if isinstance(answer.get("redirect_uri"), str) else None
+        data["redirect_uri"] = verifier_redirect(ctx, answer)
     except Exception as exc:  # noqa: BLE001 - nothing was disclosed: whatever went wrong, the refusal stands
         # An APIError: the verifier is gone or refused. Anything else must not leave the request
         # "declining" for good, where the citizen can neither decline again nor answer.

@@ -162,11 +162,14 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
 @dataclass
 class Recorder:
     """A stand-in verifier (the ``recorder`` fixture): serves the request objects put in ``requests``
-    at ``<url>/request/<name>`` and records every answer posted to ``<url>/response``, as posted."""
+    at ``<url>/request/<name>`` and records every answer posted to ``<url>/response``, as posted, each
+    answered with ``answer``."""
 
     url: str = ""
     requests: dict[str, str] = field(default_factory=dict)
     posts: list[dict[str, Any]] = field(default_factory=list)
+    #: The JSON the stand-in answers each post with (the verifier's ``redirect_uri``, say).
+    answer: dict[str, Any] = field(default_factory=dict)
 
 
 @pytest.fixture(scope="module")
@@ -181,7 +184,7 @@ def recorder() -> Iterator[Recorder]:
     @app.post("/response")
     async def response(request: Request) -> JSONResponse:
         state.posts.append(dict(await request.form()))
-        return JSONResponse({})
+        return JSONResponse(state.answer)
 
     with serve(app) as url:
         state.url = url
