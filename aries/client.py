@@ -154,6 +154,11 @@ class AdminClient:
         """Credential exchange records matching the filters."""
         return list((await self.request("GET", "/issue-credential-2.0/records", params=filters)).get("results", []))
 
+    async def cred_problem_report(self, cred_ex_id: str, description: str) -> None:
+        """Abandon a credential exchange and tell the other party why (a problem report on its connection)."""
+        await self.request("POST", f"/issue-credential-2.0/records/{cred_ex_id}/problem-report",
+                           json={"description": description})
+
     async def send_cred_request(self, cred_ex_id: str, holder_did: str | None = None) -> JSON:
         """Holder side: request the offered credential. BBS+ needs the holder's own bls12381g2 did:key."""
         body: JSON = {"holder_did": holder_did} if holder_did else {}

@@ -22,7 +22,8 @@ Flow (docs/aries.md):
 4. ``issue_credential_v2_0`` webhooks finish the exchange: ``credential-issued``/``done`` emit the
    ``credential.issued`` event; ``abandoned`` removes the issuance record (nothing recorded as issued)
    unless the credential had left already. A sweep reads the agent's record of exchanges ``offered``
-   for longer than :data:`OFFERED_CHECK_AFTER`, so a lost webhook leaves nothing stuck.
+   for longer than :data:`OFFERED_CHECK_AFTER`, so a lost webhook leaves nothing stuck; an offer the
+   holder leaves unanswered for ``aries_offer_ttl`` is withdrawn (``abandoned``, record removed).
 
 Revocation uses the shared status list (:mod:`issuer.status`): the W3C list served for the Aries
 credentials is derived from the same entries, so revoking through the admin API flips both.
@@ -529,7 +530,7 @@ class IssuerAriesChannel:
                 update(AriesExchange).where(AriesExchange.id == exchange_id,
                                             AriesExchange.state.in_(("offering", "pending")))
                 .values(state="offered", cred_ex_id=cred_ex_id, thread_id=thread_id, credential_id=credential_id,
-                        updated_at=utcnow()).returning(AriesExchange.id))).scalar_one_or_none()
+                        expires_at=utcnow(), updated_at=utcnow()).returning(AriesExchange.id))).scalar_one_or_none()
             if marked is not None:
                 # A deferred exchange is finished with its source: nothing is left to poll.
                 await session.execute(delete(DeferredTransaction).where(
@@ -918,13 +919,13 @@ class IssuerAriesChannel:
             await session.execute(delete(IssuanceRecord).where(IssuanceRecord.id == credential_id))
 
     async def _exchange_of(self, cred_ex_id: str, wait: float) -> Any:
-        """Our exchange (id, state) following the agent record ``cred_ex_id``, waiting up to ``wait``
+        """Our exchange (id, state, expires_at) following the agent record ``cred_ex_id``, waiting up to ``wait``
         seconds for it: the holder may answer before the offer's ids are stored."""
         deadline = asyncio.get_running_loop().time() + wait
         while True:
             async with self.ctx.db.read_session() as session:
-                row = (await session.execute(select(AriesExchange.id, AriesExchange.state).where(
-                    AriesExchange.cred_ex_id == cred_ex_id))).first()
+                row = (await session.execute(select(AriesExchange.id, AriesExchange.state, AriesExchange.expires_at)
+                                             .where(AriesExchange.cred_ex_id == cred_ex_id))).first()
             if row is not None or asyncio.get_running_loop().time() >= deadline:
                 return row
             await asyncio.sleep(0.1)
@@ -967,11 +968,22 @@ class IssuerAriesChannel:
             return
         if row.state != "offered":
             return  # settled already (a repeated request, an abandoned exchange): nothing to issue
+        if self._offer_expired(row.expires_at):
+            # Too late: the sweep withdraws the offer (a request answered now could race that).
+            log.info("aries credential request after the offer expired left unanswered",
+                     extra={"exchange_id": row.id})
+            return
         await self.agent_client().issue(cred_ex_id)
+
+    def offer_ttl(self) -> dt.timedelta:
+        """How long an offer waits for the holder's answer (``aries_offer_ttl``), counted from when it
+        went out: an ``offered`` exchange's ``expires_at``."""
+        return dt.timedelta(seconds=self.ctx.settings.aries_offer_ttl)
 
     async def check_offered(self, limit: int = 20) -> int:
         """Read the agent's record of exchanges ``offered`` without news for :data:`OFFERED_CHECK_AFTER`
-        and act as its lost webhook would have; returns how many were checked.
+        and act as its lost webhook would have; returns how many were checked. An offer still unanswered
+        :meth:`offer_ttl` after it went out is withdrawn (:meth:`_withdraw_offer`).
 
         Each is claimed by a conditional ``UPDATE`` of its ``updated_at`` (the next check comes as long
         after), so workers sweeping together read it once. A record the agent no longer has is left:
@@ -981,11 +993,12 @@ class IssuerAriesChannel:
             return 0
         stale = utcnow() - OFFERED_CHECK_AFTER
         async with self.ctx.db.read_session() as session:
-            waiting = list((await session.execute(select(AriesExchange.id, AriesExchange.cred_ex_id).where(
+            waiting = list((await session.execute(select(
+                AriesExchange.id, AriesExchange.cred_ex_id, AriesExchange.expires_at).where(
                 AriesExchange.state == "offered", AriesExchange.updated_at <= stale)
                 .order_by(AriesExchange.updated_at).limit(limit))).all())
         checked = 0
-        for exchange_id, cred_ex_id in waiting:
+        for exchange_id, cred_ex_id, offered_at in waiting:
             async with self.ctx.session() as session:
                 claimed = (await session.execute(
                     update(AriesExchange).where(AriesExchange.id == exchange_id, AriesExchange.state == "offered",
@@ -1001,11 +1014,51 @@ class IssuerAriesChannel:
                     continue
                 raise
             state = str(record.get("state"))
-            if state == "request-received":
-                await self.agent_client().issue(cred_ex_id)
-            elif state in (*ISSUED_STATES, "abandoned"):
+            if state in (*ISSUED_STATES, "abandoned"):
                 await self._finish(exchange_id, cred_ex_id, state, record)
+            elif self._offer_expired(offered_at, grace=2 * self.admin_timeout()):
+                await self._withdraw_offer(exchange_id, cred_ex_id)
+            elif state == "request-received":
+                await self.agent_client().issue(cred_ex_id)
         return checked
+
+    def _offer_expired(self, offered_at: dt.datetime, grace: dt.timedelta = dt.timedelta(0)) -> bool:
+        """Whether the offer that went out at ``offered_at`` is past its deadline (and ``grace``: the sweep
+        withdraws it only once any request answered just before the deadline has been issued)."""
+        return offered_at + self.offer_ttl() + grace <= utcnow()
+
+    def admin_timeout(self) -> dt.timedelta:
+        return dt.timedelta(seconds=self.ctx.settings.aries_admin_timeout)
+
+    async def _withdraw_offer(self, exchange_id: str, cred_ex_id: str) -> None:
+        """Withdraw an offer the holder left unanswered past :meth:`offer_ttl`: the agent's record (the
+        offered claims) would stay for ever, and the issuance record valid with its status index.
+
+        A problem report abandons the agent's record, so that the agent no longer issues on it, and tells
+        the holder's agent, which then no longer requests it. The exchange is then settled from the
+        record as its ``abandoned`` webhook would (:meth:`_settle`: the issuance record withdrawn by the
+        same conditional ``UPDATE``, unless the credential left before the report), and the record
+        deleted. Nothing is issued meanwhile: past the deadline no request is answered
+        (:meth:`_answer_request`), not even one crossing the report (ACA-Py takes it on the abandoned
+        record).
+        """
+        agent = self.agent_client()
+        record: Mapping[str, Any] = {}
+        try:
+            await agent.cred_problem_report(cred_ex_id, "the offer has expired")
+            record = (await agent.cred_record(cred_ex_id)).get("cred_ex_record") or {}
+        except AgentRequestFailed as exc:
+            if exc.status != 404:
+                raise
+        issued = _credential_left(record)
+        await self._settle(cred_ex_id, "abandoned", issued=issued)
+        log.info("aries offer withdrawn unanswered", extra={"exchange_id": exchange_id, "issued": issued})
+        if record and not issued:
+            try:
+                await agent.delete_cred_record(cred_ex_id)
+            except AriesError as exc:  # the periodic cleanup removes it (a settled exchange's record)
+                log.warning("aries credential exchange not removed from the agent",
+                            extra={"exchange_id": exchange_id, "code": exc.code})
 
     async def _settle(self, cred_ex_id: str, state: str, *, issued: bool = False) -> None:
         """Finish the ``offered`` exchange following ``cred_ex_id``: issued, or abandoned (record removed).

@@ -25,7 +25,9 @@ class AriesExchange(Base):
     ``state``: ``invited`` → ``offering`` (connection seen, claimed once) → ``offered`` → ``issued``,
     or ``failed``/``abandoned`` (nothing recorded as issued: the issuance record is removed). Between
     ``offering`` and ``offered``, ``pending`` while the data source has not answered (the deferred
-    issuance of :mod:`issuer.aries_channel`); in that state ``expires_at`` is the next poll's time.
+    issuance of :mod:`issuer.aries_channel`); in that state ``expires_at`` is the next poll's time. While
+    ``offered``, ``expires_at`` is when the offer went out (exchanges offered before that was kept: the
+    invitation's expiry or the last poll, neither earlier), from which ``aries_offer_ttl`` counts.
     """
 
     __tablename__ = "aries_exchanges"

@@ -148,6 +148,10 @@ class IssuerSettings(SigningServiceSettings):
         default_factory=dict, description="Signature suite per credential type id (JSON object); types not listed "
                                           "use Ed25519Signature2020.")
     aries_invitation_ttl: int = Field(default=3600, ge=60, description="Lifetime of an Aries invitation, seconds.")
+    aries_offer_ttl: int = Field(
+        default=86400, ge=60, description="How long an Aries credential offer waits for the holder's answer, seconds: "
+                                          "then it is withdrawn (the holder told, the agent's record and the issuance "
+                                          "record removed) and the exchange ends `abandoned`.")
     aries_deferred_max_interval: int = Field(
         default=3600, ge=1, description="Longest wait, seconds, between two polls of a data source that answered "
                                         "pending to an Aries issuance (its own estimate is used when shorter).")

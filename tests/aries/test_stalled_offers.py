@@ -330,3 +330,36 @@ def test_an_unexpected_error_before_the_offer_fails_the_exchange(
     assert failed["state"] == "failed" and failed["error"] == "internal_error", failed
     assert failed["credential_id"] is None
     assert not asyncio.run(_new_records(outside, before))
+
+
+def test_an_offer_left_unanswered_is_withdrawn_after_its_deadline(
+        outside: Outside, issuer: Issuer, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    """An offer the holder never answers kept the exchange ``offered`` for ever: the agent's record with
+    every offered claim, the issuance record valid with its status index, and a check of the agent
+    every two minutes. Past ``aries_offer_ttl`` (here: offered long ago), a late request is left
+    unanswered, and the sweep withdraws the offer: the holder's agent is told (its record abandoned),
+    the issuer's agent record and the issuance record are removed, the exchange ends ``abandoned``."""
+    handled = Ended(monkeypatch, issuer_channel.IssuerAriesChannel, "_on_credential")
+    body = _invite(issuer.base, issuer.key, READY_SUBJECT)
+    before = asyncio.run(_connect(outside.wallet, body["short_url"]))
+    (offer,) = _offered(outside, before)
+    offered = _wait_exchange(issuer.base, issuer.key, body["exchange_id"], {"offered", "failed"})
+    assert offered["state"] == "offered" and issuer.record(offered["credential_id"]).json()["status"] == "valid"
+    # Offered long ago, checked just now (the sweep leaves it for two minutes): the holder answers late.
+    now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+    issuer.age(body["exchange_id"], state="offered", expires_at=LONG_AGO, updated_at=now)
+    thread_id = asyncio.run(_request_offer(outside, before))
+    handled.wait(lambda event: event.state == "request-received" and event.thread_id == thread_id)
+    assert issuer.agent_states()[thread_id] == "request-received"  # not issued
+    assert _exchange(issuer.base, issuer.key, body["exchange_id"])["state"] == "offered"
+
+    issuer.age(body["exchange_id"], state="offered", expires_at=LONG_AGO)  # the sweep's turn
+    withdrawn = _wait_exchange(issuer.base, issuer.key, body["exchange_id"], {"abandoned", "issued", "failed"},
+                               timeout=30)
+    assert withdrawn["state"] == "abandoned", withdrawn
+    assert issuer.record(offered["credential_id"]).status_code == 404
+    assert thread_id not in issuer.agent_states()
+    holder = asyncio.run(wait_for(lambda: _new_records(outside, before),
+                                  lambda rs: rs[0]["state"] == "abandoned", timeout=20))
+    assert [r["cred_ex_id"] for r in holder] == [offer["cred_ex_id"]]
+    assert not any(r.get("cred_issue") for r in holder)  # nothing was issued
