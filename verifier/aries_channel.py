@@ -126,9 +126,15 @@ class IssuerDocuments:
         return found
 
     def explain(self, exc: VerificationFailed) -> VerificationFailed:
-        """An answer from no trusted DID while some document was refused: that refusal says why."""
+        """An answer from no trusted DID while some document was refused: that refusal says why; while
+        some trusted issuer did not answer, ``aries.issuer_document_unavailable`` (its DIDs are unknown,
+        not untrusted: the same answer may verify once it answers, as OpenID4VP's
+        ``sd_jwt_vc.metadata_unavailable``)."""
         if exc.code == "aries.untrusted_issuer" and self.refused:
             return next(iter(self.refused.values()))
+        if exc.code == "aries.untrusted_issuer" and self.unreachable:
+            return VerificationFailed("issuer_document_unavailable", "the issuer document of "
+                                      f"{', '.join(self.unreachable)} could not be fetched; its DIDs are unknown")
         return exc
 
 

@@ -201,6 +201,27 @@ def test_an_answer_from_no_trusted_did_names_the_refused_document(
     assert found.explain(other) is other
 
 
+def test_an_answer_from_no_trusted_did_while_an_issuer_is_unreachable_says_so(
+        stand_ins: tuple[StandIn, StandIn], anchor: tuple[Key, Any], tmp_path: Path) -> None:
+    """A trusted issuer whose document could not be fetched has DIDs the verifier does not know, not
+    DIDs it refuses: the answer was reported as ``aries.untrusted_issuer`` (permanent), where OpenID4VP
+    reports an issuer's unreachable metadata as ``sd_jwt_vc.metadata_unavailable``."""
+    from aries.errors import VerificationFailed
+
+    a, _ = stand_ins
+    a.document = Issuer.under(anchor, a.url).sign(claims_for(a.url))
+    gone = "http://127.0.0.1:9"
+    found = run(lambda channel, trust: channel.issuer_documents([a.url, gone], VCT, trust),
+                anchors_pem=[pem(anchor[1])], rules=[{"vct": VCT, "issuers": [a.url, gone], "metadata": False}],
+                tmp=tmp_path)
+    assert found.unreachable == [gone] and not found.refused
+    untrusted = VerificationFailed("untrusted_issuer", "the credential's issuer is not trusted for this type")
+    explained = found.explain(untrusted)
+    assert explained.code == "aries.issuer_document_unavailable" and gone in explained.detail
+    other = VerificationFailed("revoked", "revoked")
+    assert found.explain(other) is other
+
+
 def _suite(stand_ins: tuple[StandIn, ...], anchor_cert: Any, tmp: Path, extra: tuple[str, ...] = ()) -> Any:
     urls = [s.url for s in stand_ins] + list(extra)
 
