@@ -116,8 +116,9 @@ def entry_hash_parts(chain: str, entry_id: str, kind: str, at: str, digest: str)
     return _ENTRY_LABEL, before + b',"seq":', b"," + after
 
 
-def _body_of(item: Mapping[str, Any]) -> dict[str, Any]:
-    """The hashed fields of an exported entry, checked for type."""
+def entry_body_of(item: Mapping[str, Any]) -> dict[str, Any]:
+    """The hashed fields of an exported entry, checked for type (``bad_entry`` otherwise): the check
+    :func:`verify_chain` makes of each entry, for callers that walk a chain page by page."""
     try:
         chain, seq, entry_id, kind, at, digest = (item[name] for name in ENTRY_FIELDS)
     except (KeyError, TypeError) as exc:
@@ -236,7 +237,7 @@ def verify_inclusion(proof: Any, keys: Sequence[Key], *, content: Any = None, sa
     if not isinstance(proof, dict) or not isinstance(proof.get("following"), list):
         raise AuditError("bad_proof", "a proof has prev_hash, entry, following and checkpoint")
     checkpoint = verify_checkpoint(proof.get("checkpoint"), keys)
-    first = _body_of(proof.get("entry") if isinstance(proof.get("entry"), dict) else {})
+    first = entry_body_of(proof.get("entry") if isinstance(proof.get("entry"), dict) else {})
     if first["chain"] != checkpoint.chain:
         raise AuditError("bad_proof", "the entry belongs to another chain than the checkpoint")
     if content is not None and salt is not None and content_digest(content, salt) != first["digest"]:
@@ -246,7 +247,7 @@ def verify_inclusion(proof: Any, keys: Sequence[Key], *, content: Any = None, sa
         raise AuditError("bad_proof", "prev_hash is not a hash")
     seq = first["seq"]
     for item in proof["following"]:
-        body = _body_of(item if isinstance(item, dict) else {})
+        body = entry_body_of(item if isinstance(item, dict) else {})
         if body["seq"] != seq + 1 or body["chain"] != first["chain"]:
             raise AuditError("bad_proof", "the following entries are not consecutive")
         head, seq = entry_hash(head, body), body["seq"]
@@ -300,7 +301,7 @@ def verify_chain(chain: str, entries: Iterable[Any], checkpoints: Iterable[Any],
     for index, item in enumerate(entries, start=1):
         entry_id = item.get("id") if isinstance(item, dict) else None
         try:
-            body = _body_of(item if isinstance(item, dict) else {})
+            body = entry_body_of(item if isinstance(item, dict) else {})
         except AuditError as exc:
             return report.fail("bad_entry", exc.detail, index, entry_id if isinstance(entry_id, str) else None)
         if body["chain"] != chain:

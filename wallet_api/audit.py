@@ -39,7 +39,7 @@ from ssi.audit_chain import (
     new_salt,
     verify_checkpoint,
 )
-from ssi.audit_chain import _body_of as entry_fields  # the entry checks verify_chain makes, word for word
+from ssi.audit_chain import entry_body_of as entry_fields  # the entry checks verify_chain makes
 from ssi.encoding import json_dumps, json_loads
 from ssi.jose import Key
 
