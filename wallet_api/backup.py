@@ -86,9 +86,13 @@ from .models import Credential, HistoryEntry
 from .pin import check_pin
 from .receiving import (
     IssuanceError,
+    checked_type_metadata,
+    claim_path_ok,
     describe_configuration,
     describe_issuer,
     fetch_issuer_metadata,
+    shown_details,
+    shown_display,
     verify_received,
 )
 from .store import STORED, accept_languages, add_credential, add_history, load_credentials, lock_wallet
@@ -250,9 +254,8 @@ def _claim_labels(value: Any, what: str, *, name_needed: bool) -> None:
     for index, claim in enumerate(_list(value, what)):
         claim = _object(claim, f"{what}[{index}]", optional=False)
         assert claim is not None
-        path = claim.get("path") if name_needed or "path" in claim else []
-        if not isinstance(path, list) or not all(p is None or isinstance(p, str | int) and not isinstance(p, bool)
-                                                 for p in path):
+        # The check receiving keeps claim labels by (wallet_api.receiving.claim_path_ok).
+        if not claim_path_ok(claim.get("path") if name_needed or "path" in claim else []):
             raise _Bad(f"{what}[{index}].path must be an array of names, indices and nulls")
         if name_needed:
             _text(claim.get("name"), f"{what}[{index}].name", optional=False)
@@ -496,7 +499,7 @@ async def _issuer_metadata(ctx: WalletContext, client: Any, issuer: str, cache: 
 def _display(metadata: CredentialIssuerMetadata | None, details: dict[str, Any], vct: str, languages: list[str]
              ) -> dict[str, Any] | None:
     """The credential's display from the issuer's metadata when it describes the type; else the file's
-    (display only: type names and claim labels)."""
+    (display only: type names and claim labels), kept as receipt keeps one (its bounded texts only)."""
     if metadata is not None:
         configs = metadata.credential_configurations_supported
         wanted = details.get("configuration_id")
@@ -506,7 +509,7 @@ def _display(metadata: CredentialIssuerMetadata | None, details: dict[str, Any],
             if config.format == "dc+sd-jwt" and config.vct == vct:
                 return describe_configuration(metadata, configuration_id, languages)
     display = details.get("display")
-    return display if isinstance(display, dict) else None
+    return shown_display(display) if isinstance(display, dict) else None
 
 
 async def _verify_entry(ctx: WalletContext, client: Any, entry: dict[str, Any], languages: list[str],
@@ -541,8 +544,7 @@ async def _verify_entry(ctx: WalletContext, client: Any, entry: dict[str, Any], 
         # Never the file's name: the issuer's metadata now, or (unreachable) its host, as receiving falls back.
         "issuer_display": describe_issuer(metadata, languages) if metadata is not None else
         {"id": first.issuer, "name": urlsplit(first.issuer).hostname or first.issuer, "logo": None},
-        "type_metadata": type_metadata if isinstance(type_metadata, dict) and type_metadata.get("vct") == first.vct
-        else None,
+        "type_metadata": checked_type_metadata(type_metadata, first.vct),
         "statuses": statuses, "notification": details.get("notification"), "key_source": first.key_source}
     exp = first.exp
     if usable_until:
@@ -601,7 +603,8 @@ async def export_wallet(ctx: WalletContext, me: Principal, passphrase: str, pin:
                 continue
             history.append({"id": h.id, "kind": h.kind, "created_at": h.created_at.isoformat(), "details": details})
         content: dict[str, Any] = {
-            "credentials": [{"vct": c.row.vct, "issuer": c.row.issuer, "details": c.details,
+            # Display data as receipt keeps it now, also of credentials stored before: what an import takes.
+            "credentials": [{"vct": c.row.vct, "issuer": c.row.issuer, "details": shown_details(c.details),
                              "iat": c.row.issued_at.timestamp() if c.row.issued_at else None,
                              "exp": c.row.expires_at.timestamp() if c.row.expires_at else None,
                              "status": c.row.status,

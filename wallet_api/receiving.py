@@ -38,8 +38,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from service_kit.errors import APIError
 from service_kit.outbound import retry_after_seconds
 from ssi import sd_jwt_vc
-from ssi.errors import SSIError
+from ssi.errors import DisplayNameError, SSIError
 from ssi.jose import Key, sign_jws
+from ssi.names import display_name
 from ssi.oid4vci import (
     PRE_AUTHORIZED_CODE_GRANT,
     AuthorizationServerMetadata,
@@ -119,31 +120,180 @@ async def fetch_issuer_metadata(ctx: WalletContext, client: httpx.AsyncClient, c
     return metadata, as_meta
 
 
+# -- display data from issuers ------------------------------------------------------------------
+#
+# Names, descriptions, colours, logos and claim labels come from the issuer's metadata and the Type
+# Metadata at the vct, whatever their JSON types (ssi.oid4vci keeps display entries as any objects: the
+# model also reads what the wallet stored before). The wallet keeps and shows only bounded text of them:
+# one set of checks for receipt, the credential list and detail, and both ends of a backup (whose
+# import refuses the shapes these never produce), so that one issuer's metadata cannot break a
+# wallet's list, a backup's import or a presentation's preview.
+
+#: Longest name or claim label kept (characters); a longer one is as if absent.
+NAME_LIMIT = 500
+#: Longest credential configuration id or type (``vct``) a credential is received under (the ``vct``
+#: column holds 500); a stored display's identifiers longer than a backup takes (2000) are dropped.
+IDENTIFIER_LIMIT = 500
+_STORED_IDENTIFIER_LIMIT = 2000
+DESCRIPTION_LIMIT = 1000
+COLOUR_LIMIT = 100
+LOCALE_LIMIT = 35
+URI_LIMIT = 2000
+_LOGO_SCHEMES = ("https", "http", "data")
+
+
+def display_text(value: Any, limit: int = NAME_LIMIT) -> str | None:
+    """``value`` as text to show, or ``None``: a string of at most ``limit`` characters that
+    :func:`ssi.names.display_name` takes (no control, bidirectional or line-breaking characters,
+    something to read), without the spaces around it."""
+    if not isinstance(value, str) or len(value) > limit:
+        return None
+    try:
+        return display_name(value)
+    except DisplayNameError:
+        return None
+
+
+def claim_path_ok(path: Any) -> bool:
+    """Whether ``path`` is a claim path: an array of names, indices and nulls (``wallet_api.backup``
+    refuses a stored claim label whose path is not)."""
+    return isinstance(path, list) and all(p is None or isinstance(p, str) or type(p) is int for p in path)
+
+
+def shown_logo(value: Any) -> dict[str, str] | None:
+    """A logo as ``{uri, alt_text?}``: an https, http or data URI without spaces or control characters."""
+    if not isinstance(value, dict):
+        return None
+    uri = value.get("uri")
+    if not isinstance(uri, str) or not uri or len(uri) > URI_LIMIT or any(ch.isspace() or not ch.isprintable()
+                                                                         for ch in uri):
+        return None
+    try:
+        scheme = urlsplit(uri).scheme.lower()
+    except ValueError:
+        return None
+    if scheme not in _LOGO_SCHEMES:
+        return None
+    alt_text = display_text(value.get("alt_text"))
+    return {"uri": uri, **({"alt_text": alt_text} if alt_text else {})}
+
+
+def _identifier(value: Any) -> str | None:
+    return value if isinstance(value, str) and len(value) <= _STORED_IDENTIFIER_LIMIT else None
+
+
+def shown_display(display: Any) -> dict[str, Any]:
+    """A credential's display (the shape :func:`describe_configuration` gives) with only what the wallet
+    shows: bounded texts (a name, description or colour that is not is ``None``), a checked logo, and the
+    claim labels whose path is a claim path and whose name is a text."""
+    display = display if isinstance(display, dict) else {}
+    claims = []
+    for claim in display.get("claims") if isinstance(display.get("claims"), list) else []:
+        if not isinstance(claim, dict) or not claim_path_ok(claim.get("path")):
+            continue
+        name = display_text(claim.get("name"))
+        if name is not None:
+            claims.append({"path": claim["path"], "name": name, "mandatory": claim.get("mandatory") is True})
+    return {"configuration_id": _identifier(display.get("configuration_id")),
+            "format": _identifier(display.get("format")), "vct": _identifier(display.get("vct")),
+            "name": display_text(display.get("name")),
+            "description": display_text(display.get("description"), DESCRIPTION_LIMIT),
+            "logo": shown_logo(display.get("logo")),
+            "background_color": display_text(display.get("background_color"), COLOUR_LIMIT),
+            "text_color": display_text(display.get("text_color"), COLOUR_LIMIT), "claims": claims}
+
+
+def shown_issuer(issuer: Any) -> dict[str, Any]:
+    """An issuer's display (``{id, name, logo}``, :func:`describe_issuer`) with only what the wallet shows."""
+    issuer = issuer if isinstance(issuer, dict) else {}
+    return {"id": _identifier(issuer.get("id")), "name": display_text(issuer.get("name")),
+            "logo": shown_logo(issuer.get("logo"))}
+
+
+def _type_metadata_label(entry: Any) -> dict[str, str] | None:
+    if not isinstance(entry, dict):
+        return None
+    kept = {key: text for key, limit in (("lang", LOCALE_LIMIT), ("locale", LOCALE_LIMIT), ("label", NAME_LIMIT),
+                                         ("name", NAME_LIMIT), ("description", DESCRIPTION_LIMIT))
+            if (text := display_text(entry.get(key), limit)) is not None}
+    return kept if "label" in kept or "name" in kept else None
+
+
+def _type_metadata_claim(entry: Any) -> dict[str, Any] | None:
+    if not isinstance(entry, dict) or not claim_path_ok(entry.get("path")):
+        return None
+    claim = dict(entry)
+    name = display_text(entry.get("name"))
+    claim.pop("name", None)
+    if name is not None:
+        claim["name"] = name
+    if "display" in entry:
+        labels = entry["display"] if isinstance(entry["display"], list) else []
+        claim["display"] = [label for label in map(_type_metadata_label, labels) if label is not None]
+    return claim
+
+
+def checked_type_metadata(document: Any, vct: str | None = None) -> dict[str, Any] | None:
+    """SD-JWT VC Type Metadata as the wallet keeps it: an object (of type ``vct`` when given) whose
+    ``claims`` hold only the entries whose ``path`` is a claim path, each with only bounded text as its
+    ``name`` and in its ``display`` entries (``lang``/``locale``, ``label``, ``name``, ``description``);
+    ``claims`` that is not an array keeps none. The document's other members are kept as they are
+    (the app's to read; the wallet reads only the claim labels)."""
+    if not isinstance(document, dict) or (vct is not None and document.get("vct") != vct):
+        return None
+    checked = dict(document)
+    if "claims" in document:
+        claims = document["claims"] if isinstance(document["claims"], list) else []
+        checked["claims"] = [claim for claim in map(_type_metadata_claim, claims) if claim is not None]
+    return checked
+
+
+def shown_details(details: dict[str, Any]) -> dict[str, Any]:
+    """A credential's stored details with their display data as receipt keeps it now
+    (:func:`shown_display`, :func:`shown_issuer`, :func:`checked_type_metadata`): what the credential
+    routes show and a backup exports, also of a credential stored before these checks."""
+    shown = dict(details)
+    if "display" in details:
+        shown["display"] = shown_display(details["display"])
+    if "issuer_display" in details:
+        shown["issuer_display"] = shown_issuer(details["issuer_display"])
+    if "type_metadata" in details:
+        shown["type_metadata"] = checked_type_metadata(details["type_metadata"])
+    return shown
+
+
+def _named_entries(entries: Any) -> list[dict[str, Any]]:
+    """The display entries that have a name to show (the best language is picked among those)."""
+    return [e for e in entries if isinstance(e, dict) and display_text(e.get("name"))] \
+        if isinstance(entries, list) else []
+
+
 def describe_configuration(metadata: CredentialIssuerMetadata, configuration_id: str,
                            languages: list[str]) -> dict[str, Any]:
     """What the app shows about one offered credential, in the citizen's language."""
     config = metadata.credential_configurations_supported[configuration_id]
     cm = config.credential_metadata
-    display = pick_display(cm.display if cm else None, languages)
+    display = pick_display(_named_entries(cm.display if cm else None), languages)
     claims = []
     for claim in (cm.claims if cm and cm.claims else []):
-        label = pick_display(claim.display, languages).get("name")
+        label = pick_display(_named_entries(claim.display), languages).get("name")
         claims.append({"path": list(claim.path), "name": label or ".".join(str(p) for p in claim.path),
                        "mandatory": bool(claim.mandatory)})
-    logo = display.get("logo") if isinstance(display.get("logo"), dict) else None
-    return {"configuration_id": configuration_id, "format": config.format, "vct": config.vct,
-            "name": display.get("name") or config.vct or configuration_id,
-            "description": display.get("description"), "logo": logo,
-            "background_color": display.get("background_color"), "text_color": display.get("text_color"),
-            "claims": claims}
+    described = shown_display({
+        "configuration_id": configuration_id, "format": config.format, "vct": config.vct,
+        "name": display.get("name"), "description": display.get("description"), "logo": display.get("logo"),
+        "background_color": display.get("background_color"), "text_color": display.get("text_color"),
+        "claims": claims})
+    # Named by its type when the issuer gives no name to show (or its configuration id, or nothing).
+    described["name"] = described["name"] or display_text(config.vct) or display_text(configuration_id) or ""
+    return described
 
 
 def describe_issuer(metadata: CredentialIssuerMetadata, languages: list[str], fallback: str = "") -> dict[str, Any]:
-    display = pick_display(metadata.display, languages)
-    logo = display.get("logo") if isinstance(display.get("logo"), dict) else None
+    display = pick_display(_named_entries(metadata.display), languages)
     return {"id": metadata.credential_issuer,
-            "name": display.get("name") or fallback or urlsplit(metadata.credential_issuer).hostname,
-            "logo": logo}
+            "name": display_text(display.get("name")) or fallback or urlsplit(metadata.credential_issuer).hostname,
+            "logo": shown_logo(display.get("logo"))}
 
 
 # -- offers ------------------------------------------------------------------------------------
@@ -174,6 +324,7 @@ async def receive_offer(ctx: WalletContext, me: Principal, offer_uri: str, accep
             raise APIError(400, "invalid_offer", "the offer names a credential the issuer does not describe")
         if metadata.credential_configurations_supported[configuration_id].format != "dc+sd-jwt":
             raise APIError(400, "unsupported_credential_format", "this wallet holds dc+sd-jwt credentials only")
+        _check_identifiers(metadata, configuration_id)
     grants = offer.grants
     pre = grants.pre_authorized_code if grants else None
     if pre is None:
@@ -181,14 +332,25 @@ async def receive_offer(ctx: WalletContext, me: Principal, offer_uri: str, accep
                                                  "use the issuer catalogue for the authorization code flow")
     offer_id = new_id("offer")
     data = {"offer": offer.to_json(), "metadata": metadata.to_json(), "as_metadata": as_meta.to_json()}
-    issuer = describe_issuer(metadata, languages)
+    # The preview first: nothing is kept (no offer, no alert) of an offer the wallet cannot show.
+    preview = offer_preview(offer_id, "offered", data, languages)
     async with ctx.db.session() as session:
         session.add(Offer(id=offer_id, wallet_id=me.wallet_id, issuer=offer.credential_issuer, kind="offer",
                           sealed=me.key.seal("offer", offer_id, data),
                           expires_at=utcnow() + dt.timedelta(seconds=ctx.settings.offer_ttl)))
-        await add_alert(session, me.wallet_id, "offer_received", f"New credential offer from {issuer['name']}",
-                        webhook=ctx.webhook)
-    return offer_preview(offer_id, "offered", data, languages)
+        await add_alert(session, me.wallet_id, "offer_received",
+                        f"New credential offer from {preview['issuer']['name']}", webhook=ctx.webhook)
+    return preview
+
+
+def _check_identifiers(metadata: CredentialIssuerMetadata, configuration_id: str, error: str = "invalid_offer"
+                       ) -> None:
+    """400 ``error`` for a credential whose configuration id or type is longer than the wallet stores
+    (:data:`IDENTIFIER_LIMIT`)."""
+    vct = metadata.credential_configurations_supported[configuration_id].vct or ""
+    if len(configuration_id) > IDENTIFIER_LIMIT or len(vct) > IDENTIFIER_LIMIT:
+        raise APIError(400, error, f"the issuer names a credential by an id or type (vct) longer than "
+                                             f"{IDENTIFIER_LIMIT} characters")
 
 
 def offer_preview(offer_id: str, state: str, data: dict[str, Any], languages: list[str]) -> dict[str, Any]:
@@ -766,8 +928,7 @@ async def _type_metadata_at(ctx: WalletContext, client: httpx.AsyncClient, url: 
         digest = base64.b64encode(hashlib.new(algorithm, response.content).digest()).decode()
         if not secrets.compare_digest(digest.rstrip("="), expected.rstrip("=")):
             return None
-    body = _json(response)
-    return body if isinstance(body, dict) and body.get("vct") == verified.vct else None
+    return checked_type_metadata(_json(response), verified.vct)
 
 
 # -- deferred ------------------------------------------------------------------------------------
@@ -868,6 +1029,7 @@ async def start_authorization(ctx: WalletContext, me: Principal, *, credential_i
         config = metadata.credential_configurations_supported.get(configuration_id)
         if config is None or config.format != "dc+sd-jwt":
             raise APIError(400, "invalid_request", "the issuer offers no such dc+sd-jwt credential")
+        _check_identifiers(metadata, configuration_id, "invalid_request")
         if not as_meta.authorization_endpoint:
             raise APIError(400, "unsupported_grant", "the issuer has no authorization endpoint")
         state = secrets.token_urlsafe(32)

@@ -19,7 +19,7 @@ from service_kit.errors import APIError
 
 from ..deps import Citizen, Ctx
 from ..models import Credential
-from ..receiving import QUERY_EVIDENCE, IssuerSession, checked_evidence
+from ..receiving import QUERY_EVIDENCE, IssuerSession, checked_evidence, shown_details, shown_display
 from ..store import STORED, OpenCredential, add_history, get_credential, load_credentials, lock_wallet
 
 router = APIRouter(tags=["credentials"])
@@ -100,9 +100,12 @@ def unreadable_summary(row: Credential) -> dict[str, Any]:
 
 
 def summary(cred: OpenCredential) -> dict[str, Any]:
-    display = cred.details.get("display", {})
+    # As receipt keeps display data now, also for a credential stored before (a name that is no text is
+    # as if absent): one issuer's metadata must not break the list.
+    details = shown_details(cred.details)
+    display = details.get("display") or {}
     return {"id": cred.id, "vct": cred.row.vct, "name": display.get("name") or cred.row.vct,
-            "issuer": cred.row.issuer, "issuer_name": cred.details.get("issuer_display", {}).get("name") or cred.row.issuer,
+            "issuer": cred.row.issuer, "issuer_name": (details.get("issuer_display") or {}).get("name") or cred.row.issuer,
             "issued_at": cred.row.issued_at, "expires_at": cred.row.expires_at, "status": _status_of(cred.row),
             "status_checked_at": cred.row.status_checked_at, "copies": len(cred.copies),
             "display": {k: display.get(k) for k in ("description", "logo", "background_color", "text_color")}}
@@ -126,10 +129,11 @@ async def show_credential(ctx: Ctx, me: Citizen, credential_id: str) -> dict[str
     async with ctx.db.read_session() as session:
         cred = await get_credential(session, me.key, credential_id)
     claims = {k: v for k, v in cred.first().parsed().claims.items() if k not in _TECHNICAL}
-    labels = [{"path": c["path"], "name": c["name"]} for c in cred.details.get("display", {}).get("claims", [])]
+    details = shown_details(cred.details)
+    labels = [{"path": c["path"], "name": c["name"]} for c in (details.get("display") or {}).get("claims", [])]
     # Checked again: stored details may come from a backup file, whose import does not look inside it.
     evidence = checked_evidence(cred.details.get(QUERY_EVIDENCE))
-    return {**summary(cred), "claims": claims, "claim_labels": labels, "type_metadata": cred.details.get("type_metadata"),
+    return {**summary(cred), "claims": claims, "claim_labels": labels, "type_metadata": details.get("type_metadata"),
             "query_evidence": evidence}
 
 
@@ -162,5 +166,5 @@ async def delete_credential(ctx: Ctx, me: Citizen, credential_id: str) -> None:
     async with ctx.db.session() as session:
         await add_history(session, me.key, "deletion", {
             "credential_id": credential_id, "vct": cred.row.vct, "issuer": cred.row.issuer,
-            "credential_name": cred.details.get("display", {}).get("name"), "outcome": "deleted",
+            "credential_name": shown_display(cred.details.get("display")).get("name"), "outcome": "deleted",
             "issuer_notified": notified})
