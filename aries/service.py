@@ -183,10 +183,16 @@ async def start_runtime(*, name: str, label: str, admin_url: str, admin_api_key:
                         timeout: float = 60.0, admin_timeout: float = 15.0) -> AgentRuntime:
     """Connect to the configured agent, or start one (``admin_url`` empty) and wait until it is ready.
 
-    ``timeout`` bounds the start-up; ``admin_timeout`` every later admin API call."""
+    An agent run elsewhere needs both its admin API key and its webhook key, else
+    ``aries.agent_misconfigured`` and the service does not start. ``timeout`` bounds the start-up;
+    ``admin_timeout`` every later admin API call."""
     if admin_url:
         if not admin_api_key:
             raise AriesError("agent_misconfigured", "an external agent needs its admin API key")
+        if not webhook_key:
+            # Without it every webhook is refused (401): the service would run, its exchanges never move.
+            raise AriesError("agent_misconfigured", "an external agent needs its webhook key (the x-api-key "
+                                                    "its webhooks carry)")
         return AgentRuntime(AdminClient(admin_url, admin_api_key, timeout=admin_timeout), webhook_key)
     data_dir.mkdir(parents=True, exist_ok=True)
     lock = SharedAgentLock(data_dir)

@@ -301,3 +301,42 @@ def test_an_admin_call_that_may_have_reached_the_agent_says_so(failure: Exceptio
         return raised.value
 
     assert asyncio.run(call()).maybe_done is maybe_done
+
+
+@pytest.mark.parametrize(("admin_key", "webhook_key", "says"), [
+    (None, "w", "admin API key"),
+    ("k", None, "webhook key"),
+    ("k", "", "webhook key"),
+])
+def test_an_external_agent_without_its_keys_is_refused_at_start(tmp_path: Path, admin_key: str | None,
+                                                                webhook_key: str | None, says: str) -> None:
+    """An agent run elsewhere configured without its webhook key started silently and refused every
+    webhook (401): no exchange ever moved. Like a missing admin key, the service does not start."""
+    from aries.service import start_runtime
+
+    with pytest.raises(AriesError) as refused:
+        asyncio.run(start_runtime(name="t", label="t", admin_url="http://127.0.0.1:9", admin_api_key=admin_key,
+                                  webhook_key=webhook_key, data_dir=tmp_path, inbound_port=1, admin_port=1,
+                                  endpoint="", webhook_url="", master_key=b"\0" * 32))
+    assert refused.value.code == "aries.agent_misconfigured" and says in refused.value.detail
+
+
+def test_a_verifier_with_an_external_agent_and_no_webhook_key_does_not_start(tmp_path: Path) -> None:
+    import secrets
+
+    from fastapi import FastAPI
+
+    from verifier.aries_channel import VerifierAriesChannel
+    from verifier.settings import VerifierSettings
+
+    settings = VerifierSettings(database_url=f"sqlite+aiosqlite:///{tmp_path / 'v.db'}", dev_mode=True,
+                                master_key=secrets.token_hex(32), data_dir=tmp_path, aries_enabled=True,
+                                aries_admin_url="http://127.0.0.1:9", aries_admin_api_key="admin-key")
+
+    async def start() -> None:
+        async with VerifierAriesChannel(settings, None, None).lifespan(FastAPI()):
+            pass
+
+    with pytest.raises(AriesError) as refused:
+        asyncio.run(start())
+    assert refused.value.code == "aries.agent_misconfigured"

@@ -121,7 +121,7 @@ async def test_webhook_delivery_uses_the_clients_timeout(black_hole: BlackHole) 
 async def test_aries_admin_calls_use_the_configured_timeout(black_hole: BlackHole, tmp_path: Path) -> None:
     # An external agent whose admin API hangs: each call fails as agent_unavailable within the
     # service's aries_admin_timeout rather than holding the request for the default 15 s.
-    runtime = await start_runtime(name="t", label="t", admin_url=black_hole.url, admin_api_key="k", webhook_key=None,
+    runtime = await start_runtime(name="t", label="t", admin_url=black_hole.url, admin_api_key="k", webhook_key="w",
                                   data_dir=tmp_path, inbound_port=1, admin_port=1, endpoint="", webhook_url="",
                                   master_key=b"\0" * 32, admin_timeout=0.5)
     began = time.monotonic()
