@@ -9,6 +9,7 @@ errors name the topic and the reason only. The caller keeps the processed keys i
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import json
 import re
@@ -20,6 +21,8 @@ from .errors import WebhookRefused
 
 _TOPIC = re.compile(r"^[a-z0-9_]{1,64}$")
 MAX_BODY = 1024 * 1024
+#: Length of the processed-event key column (``aries.storage.WebhookEventMixin.key``).
+MAX_STORED_KEY = 300
 
 # topic -> the record id member of its payload
 RECORD_IDS = {
@@ -44,6 +47,17 @@ class WebhookEvent:
     def key(self) -> str:
         """Idempotency key: the same thread reaching the same state is one event, however often delivered."""
         return f"{self.topic}:{self.thread_id}:{self.state}"
+
+    @property
+    def stored_key(self) -> str:
+        """:attr:`key` as the services store it (a column of :data:`MAX_STORED_KEY` characters): the key
+        itself, or for a longer one (a thread id the other party chose) its start and its SHA-256. Every
+        write and delete of the processed-event row uses this one value."""
+        key = self.key
+        if len(key) <= MAX_STORED_KEY:
+            return key
+        digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+        return f"{key[:MAX_STORED_KEY - len(digest) - 1]}#{digest}"
 
 
 def authenticate(headers: Mapping[str, str], api_key: str) -> None:

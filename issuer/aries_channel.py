@@ -368,7 +368,7 @@ class IssuerAriesChannel:
             topic == "issue_credential_v2_0" and event.state in ("request-received", *ISSUED_STATES, "abandoned"))
         if not relevant:
             return "ignored"
-        if not await self._first_delivery(event.key):
+        if not await self._first_delivery(event.stored_key):
             return "duplicate"
         try:
             if topic == "connections":
@@ -378,13 +378,13 @@ class IssuerAriesChannel:
         except Exception:
             # Let ACA-Py deliver again: forget the key so the re-delivery is processed.
             async with self.ctx.session() as session:
-                await session.execute(delete(AriesWebhookEvent).where(AriesWebhookEvent.key == event.key))
+                await session.execute(delete(AriesWebhookEvent).where(AriesWebhookEvent.key == event.stored_key))
             raise
         return "processed"
 
     async def _first_delivery(self, key: str) -> bool:
         async with self.ctx.session() as session:
-            stmt = (dialect_insert(session, AriesWebhookEvent).values(key=key[:300], received_at=utcnow())
+            stmt = (dialect_insert(session, AriesWebhookEvent).values(key=key, received_at=utcnow())
                     .on_conflict_do_nothing().returning(AriesWebhookEvent.key))
             return (await session.execute(stmt)).scalar_one_or_none() is not None
 

@@ -331,7 +331,7 @@ class VerifierAriesChannel:
             return "ignored"
         async with self.db.session() as session:
             first = (await session.execute(dialect_insert(session, AriesWebhookEvent).values(
-                key=event.key[:300], received_at=utcnow()).on_conflict_do_nothing()
+                key=event.stored_key, received_at=utcnow()).on_conflict_do_nothing()
                 .returning(AriesWebhookEvent.key))).scalar_one_or_none()
         if first is None:
             return "duplicate"
@@ -339,7 +339,7 @@ class VerifierAriesChannel:
             await self._judge(event)
         except Exception:
             async with self.db.session() as session:
-                await session.execute(delete(AriesWebhookEvent).where(AriesWebhookEvent.key == event.key[:300]))
+                await session.execute(delete(AriesWebhookEvent).where(AriesWebhookEvent.key == event.stored_key))
             raise
         return "processed"
 

@@ -502,6 +502,46 @@ def test_webhook_without_the_right_key_is_refused(world: World, service: str) ->
         assert answer.status_code == 401 and answer.json()["code"] == "aries.webhook_unauthorized"
 
 
+@pytest.mark.parametrize("service", ["issuer", "verifier"])
+def test_a_delivery_whose_processing_failed_is_processed_when_delivered_again(
+        world: World, monkeypatch: pytest.MonkeyPatch, service: str) -> None:
+    """A failed processing forgets the event's key so that ACA-Py's re-delivery is processed. The
+    issuer stored the key cut to its column's 300 characters but deleted it whole: an event whose
+    thread id is long (one the holder's wallet chose) was never processed again, its re-deliveries
+    all taken for duplicates."""
+    from issuer.aries_channel import IssuerAriesChannel
+    from verifier.aries_channel import VerifierAriesChannel
+
+    owner, handler = ((IssuerAriesChannel, "_on_connection") if service == "issuer"
+                      else (VerifierAriesChannel, "_judge"))
+    real = getattr(owner, handler)
+    failures: list[str] = []
+
+    async def failing_once(self: Any, event: Any) -> None:
+        if not failures:
+            failures.append(event.key)
+            raise RuntimeError("injected: the database went away")
+        await real(self, event)
+
+    monkeypatch.setattr(owner, handler, failing_once)
+    app = world.issuer_app if service == "issuer" else world.verifier_app
+    base = world.issuer_url if service == "issuer" else world.verifier_url
+    headers = {"x-api-key": app.state.aries.runtime.webhook_key}
+    thread_id = "t" * 400 + secrets.token_hex(8)
+    if service == "issuer":
+        topic, payload = "connections", {"connection_id": "c-" + secrets.token_hex(8), "state": "active",
+                                         "thread_id": thread_id, "invitation_msg_id": "none-of-ours"}
+    else:
+        topic, payload = "present_proof_v2_0", {"pres_ex_id": "p-" + secrets.token_hex(8), "thread_id": thread_id,
+                                                "state": "presentation-received"}
+    url = f"{base}/v1/aries/webhooks/topic/{topic}/"
+    first = httpx.post(url, json=payload, headers=headers)
+    assert first.status_code == 500 and failures
+    again = httpx.post(url, json=payload, headers=headers)
+    assert again.status_code == 200 and again.json()["outcome"] == "processed", again.text
+    assert httpx.post(url, json=payload, headers=headers).json()["outcome"] == "duplicate"
+
+
 def test_malformed_inputs_get_4xx_not_5xx(world: World) -> None:
     checks = [
         httpx.post(f"{world.issuer_url}/v1/aries/invitations", headers=world.issuer_headers(), content=b"{not json"),

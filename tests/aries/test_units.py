@@ -340,3 +340,12 @@ def test_a_verifier_with_an_external_agent_and_no_webhook_key_does_not_start(tmp
     with pytest.raises(AriesError) as refused:
         asyncio.run(start())
     assert refused.value.code == "aries.agent_misconfigured"
+
+
+def test_the_stored_event_key_fits_its_column_and_keeps_long_keys_apart() -> None:
+    short = webhooks.parse("connections", json.dumps({"connection_id": "c", "thread_id": "t", "state": "active"}).encode())
+    assert short.stored_key == short.key == "connections:t:active"
+    long_a, long_b = (webhooks.parse("connections", json.dumps(
+        {"connection_id": "c", "thread_id": "x" * 500 + tail, "state": "active"}).encode()) for tail in ("a", "b"))
+    assert len(long_a.stored_key) == len(long_b.stored_key) == webhooks.MAX_STORED_KEY
+    assert long_a.stored_key != long_b.stored_key  # cut alone, they were one key
