@@ -55,6 +55,7 @@ from .context import FetchError, WalletContext
 from .deps import Principal
 from .models import Credential, CredentialCopy, Presentation, utcnow
 from .pin import check_pin
+from .receiving import shown_details
 from .store import STORED, OpenCredential, accept_languages, add_history, load_credentials, pick_display
 from .vault import DataKey, new_id
 
@@ -340,6 +341,8 @@ def _evaluate(request: RequestObject, credentials: list[OpenCredential], languag
     parsed: list[SDJWT] = []
     owners: dict[int, OpenCredential] = {}
     for cred in credentials:
+        # Display data as receipt keeps it now, also of a credential an earlier version stored.
+        cred.details = shown_details(cred.details)
         sd = cred.least_used().parsed()
         owners[id(sd)] = cred
         parsed.append(sd)

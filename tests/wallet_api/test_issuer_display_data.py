@@ -32,7 +32,7 @@ from wallet_api.context import master_box
 from wallet_api.models import Credential, Wallet
 from wallet_api.vault import Vault
 
-CITIZENS = [c.identifier for c in generate_population(size=50).citizens[6:12]]
+CITIZENS = [c.identifier for c in generate_population(size=50).citizens[6:13]]
 PASSPHRASE = "correct horse battery staple"
 BIDI_NAME = "Banc \u202egpj.exe"
 
@@ -260,6 +260,22 @@ def test_a_credential_stored_before_the_checks_is_listed_shown_and_backed_up(
     [restored] = _listed(own, headers)
     # Restored with the display of the issuer's metadata now (it describes the type), as an import does.
     assert _detail(own, headers, restored["id"])["name"] == issuer.vct
+
+
+def test_a_request_for_a_credential_stored_before_the_checks_is_previewed(
+        own: WalletHandle, issuer: StandInIssuer) -> None:
+    """The consent preview reads the stored display data as the credential routes do: an issuer named
+    ``123`` or Type Metadata ``claims: 5`` stored by an earlier version answered 500 at every scan."""
+    headers = bearer(login(own.url, CITIZENS[6]))
+    issuer.reset()
+    _preview, credential_id = _receive(own, headers, issuer)
+    _rewrite_details(own, credential_id, _as_stored_before)
+    _rewrite_details(own, credential_id, lambda details: details.update(type_metadata={"vct": "urn:x", "claims": 5}))
+    scanned = _scan(own, headers, issuer.vct)
+    assert scanned.status_code == 201, scanned.text
+    [option] = scanned.json()["queries"][0]["options"]
+    assert (option["credential_name"], option["issuer_name"]) == (issuer.vct, issuer.url)
+    assert [claim["name"] for claim in option["claims"]] == ["Nom"]  # the one label that is text
 
 
 # -- one set of checks: what receipt keeps, a backup import takes -------------------------------------
