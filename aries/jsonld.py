@@ -135,6 +135,23 @@ def status_context_url(issuer_base_url: str) -> str:
     return f"{issuer_base_url.rstrip('/')}/v1/aries/contexts/status/1"
 
 
+def status_list_contexts(issuer_base_url: str) -> list[list[str]]:
+    """The ``@context`` lists a status list credential of that issuer may have (one per suite):
+    credentials v1, the issuer's status context, the suite's context."""
+    return [[CREDENTIALS_V1, status_context_url(issuer_base_url), suite] for suite in (BBS_V1, ED25519_2020)]
+
+
+def embeds_context(value: Any, depth: int = 0) -> bool:
+    """Whether an ``@context`` appears anywhere inside ``value`` (or it nests too deep to tell)."""
+    if depth > 64:
+        return True
+    if isinstance(value, dict):
+        return "@context" in value or any(embeds_context(v, depth + 1) for v in value.values())
+    if isinstance(value, list):
+        return any(embeds_context(v, depth + 1) for v in value)
+    return False
+
+
 def contexts_document(types: Iterable[CredentialType], issuer_base_url: str) -> dict[str, Any]:
     """``{context URL: context document}`` for the agents' pre-cache file (types and status list)."""
     from .status import status_context

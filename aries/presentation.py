@@ -35,7 +35,14 @@ from credential_schemas import CredentialType
 
 from .client import BBS, ED25519
 from .errors import VerificationFailed
-from .jsonld import CREDENTIALS_V1, credential_contexts, credential_type_name, suite_context, type_context_url
+from .jsonld import (
+    CREDENTIALS_V1,
+    credential_contexts,
+    credential_type_name,
+    embeds_context,
+    suite_context,
+    type_context_url,
+)
 
 # Members of the credential (not claims) the verifier needs revealed to apply its policies.
 _STATUS_PATH = "$.credentialStatus"
@@ -213,18 +220,8 @@ def _check_contexts(pres: dict[str, Any], vc: dict[str, Any], request: ProofRequ
         raise VerificationFailed("context_mismatch", "the credential's @context is not its issuer's")
     inner = [value for key, value in vc.items() if key != "@context"]
     inner += [value for key, value in pres.items() if key not in ("@context", "verifiableCredential")]
-    if _embeds_context(inner):  # our contexts are @protected, but a context has no business there
+    if embeds_context(inner):  # our contexts are @protected, but a context has no business there
         raise VerificationFailed("context_mismatch", "an @context is embedded inside the presentation")
-
-
-def _embeds_context(value: Any, depth: int = 0) -> bool:
-    if depth > 64:
-        return True
-    if isinstance(value, dict):
-        return "@context" in value or any(_embeds_context(v, depth + 1) for v in value.values())
-    if isinstance(value, list):
-        return any(_embeds_context(v, depth + 1) for v in value)
-    return False
 
 
 def _parse_time(value: Any, what: str) -> dt.datetime:

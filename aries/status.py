@@ -20,9 +20,12 @@ from typing import Any
 from service_kit.outbound import IDENTITY, ResponseBodyRefused, read_capped
 
 from .errors import AriesError
+from .jsonld import embeds_context, status_list_contexts
 
 MIN_ENTRIES = 131_072
 STATUS_CONTEXT_ID = "status"
+#: Where an issuer serves its status lists: ``<issuer base>/v1/aries/status/<list>[/<suite>]``.
+STATUS_LIST_PATH = "/v1/aries/status/"
 
 
 def encode_list(bits: bytes) -> str:
@@ -127,13 +130,32 @@ async def sign_list(agent: Any, credential: dict[str, Any], proof_type: str) -> 
     return signed
 
 
+def check_list_contexts(document: dict[str, Any], list_url: str) -> None:
+    """Refuse (``aries.status_list_invalid``) a fetched status list whose ``@context`` is not exactly
+    one its issuer signs with (:func:`aries.jsonld.status_list_contexts`, the issuer being the base its
+    URL is served under), or that embeds an ``@context`` anywhere else.
+
+    Verifying its signature makes the agent load every context the document names: ACA-Py fetches an
+    unknown one with no timeout, following redirects, outside the outbound policy. As for a
+    presentation (:func:`aries.presentation.precheck_presentation`), only the contexts we issue with
+    reach the agent."""
+    if STATUS_LIST_PATH not in list_url:
+        raise AriesError("status_list_invalid", "the status list is not served where an issuer serves its lists")
+    base = list_url.split(STATUS_LIST_PATH, 1)[0]
+    if document.get("@context") not in status_list_contexts(base):
+        raise AriesError("status_list_invalid", "the status list's @context is not its issuer's")
+    if embeds_context([value for key, value in document.items() if key != "@context"]):
+        raise AriesError("status_list_invalid", "an @context is embedded inside the status list")
+
+
 def status_lookup(agent: Any, http: Any, *, allowed_prefixes: tuple[str, ...] = (),
                   max_bytes: int = 2_000_000) -> Any:
     """A :data:`aries.presentation.StatusLookup` fetching the list over HTTP, verified by ``agent``.
 
     ``http`` is an ``httpx.AsyncClient``; ``allowed_prefixes`` (when given) restricts the list URLs a
     credential may make us fetch, so a hostile credential cannot point the verifier anywhere; the
-    answer is read up to ``max_bytes``.
+    answer is read up to ``max_bytes``, and its contexts checked (:func:`check_list_contexts`) before
+    the agent is asked to verify it.
     """
     async def lookup(entry: dict[str, Any], issuer: str) -> bool:
         url = entry.get("statusListCredential") if isinstance(entry, dict) else None
@@ -154,6 +176,7 @@ def status_lookup(agent: Any, http: Any, *, allowed_prefixes: tuple[str, ...] = 
             raise AriesError("status_unavailable", "status list could not be fetched") from exc
         if not isinstance(document, dict):
             raise AriesError("status_unavailable", "status list could not be fetched")
+        check_list_contexts(document, url)
         checked = await agent.request("POST", "/vc/credentials/verify",
                                       json={"verifiableCredential": document, "options": {}})
         if not (isinstance(checked, dict) and checked.get("verified") is True):

@@ -14,10 +14,12 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
 
 from aries import channel
 from aries.client import BBS, AdminClient
-from aries.errors import AgentCrashed, AgentUnavailable, VerificationFailed
+from aries.errors import AgentCrashed, AgentUnavailable, AriesError, VerificationFailed
 from aries.jsonld import build_credential, status_entry
 from aries.presentation import build_proof_request, check_presentation
 from aries.runner import AgentConfig, AgentProcess
@@ -201,6 +203,47 @@ def test_revoked_untrusted_and_other_claim_sets_are_refused(world: World) -> Non
             assert other_set.value.code == "aries.disclosure_mismatch"
 
     asyncio.run(scenario())
+
+
+def test_a_status_list_naming_other_contexts_never_reaches_the_agent(world: World) -> None:
+    """Verifying a status list's signature makes the agent load every context it names, fetched with no
+    timeout, following redirects, outside the outbound policy. A list whose ``@context`` is not its
+    issuer's, or that embeds one, is refused (``aries.status_list_invalid``) before the agent sees it:
+    the context host is never asked. The honest list still reads."""
+    fetched: list[str] = []
+    host = FastAPI()
+
+    @host.get("/ctx")
+    async def context() -> JSONResponse:
+        fetched.append("ctx")
+        return JSONResponse({"@context": {"@version": 1.1}}, media_type="application/ld+json")
+
+    async def scenario(context_url: str) -> dict[str, str]:
+        a = AdminClient(world.agent.admin_url, world.agent.admin_api_key)
+        async with a, httpx.AsyncClient() as http:
+            await world.controller.publish_list(a, world.issuer_did, "ctx-honest")
+            honest = world.controller.status_lists["ctx-honest"]
+            swapped = {**honest, "@context": [honest["@context"][0], context_url, honest["@context"][2]]}
+            added = {**honest, "@context": [*honest["@context"], context_url]}
+            embedded = {**honest, "credentialSubject": {**honest["credentialSubject"], "@context": context_url}}
+            lookup = status_lookup(a, http, allowed_prefixes=(world.base_url,))
+            codes = {}
+            for name, document in (("honest", honest), ("swapped", swapped), ("added", added),
+                                   ("embedded", embedded)):
+                world.controller.status_lists["ctx-honest"] = document  # served at the honest list's URL
+                entry = {"type": "BitstringStatusListEntry", "statusPurpose": "revocation", "statusListIndex": "5",
+                         "statusListCredential": world.controller.list_url("ctx-honest")}
+                try:
+                    codes[name] = "revoked" if await lookup(entry, world.issuer_did) else "valid"
+                except AriesError as exc:
+                    codes[name] = exc.code
+            return codes
+
+    with serve(host) as host_url:
+        codes = asyncio.run(scenario(f"{host_url}/ctx"))
+    assert fetched == [], codes  # the agent never loaded that context
+    assert codes == {"honest": "valid", "swapped": "aries.status_list_invalid",
+                     "added": "aries.status_list_invalid", "embedded": "aries.status_list_invalid"}
 
 
 def test_webhook_without_the_right_key_is_refused_and_not_recorded(world: World) -> None:
