@@ -1,13 +1,21 @@
 """`cartera run` (the whole system on embedded defaults) and `cartera status`.
 
 `cartera run` stops its services when it is stopped: Ctrl-C (SIGINT), SIGTERM, SIGHUP (the terminal
-closed) and SIGQUIT all stop every service first. On Linux each service also gets SIGTERM from the
-kernel when `cartera run` dies without a chance to stop them (SIGKILL): ``PR_SET_PDEATHSIG``.
+closed) and SIGQUIT all stop every service first, whether they reach `cartera run` alone or its whole
+process group (the terminal's Ctrl-C, ``kill -TERM -<pgid>``). Each service runs in a process group of
+its own, so such a signal reaches `cartera run` only, which stops the services one way: SIGTERM, the
+signal on which uvicorn shuts down cleanly (its lifespan shutdown, where the issuer and verifier stop
+their ACA-Py agents; a SIGINT after a first signal makes uvicorn skip it and leave the agents
+running), then SIGKILL after a grace period. On Linux `cartera run` is also the subreaper of everything
+it starts: an agent whose service died without stopping it becomes its child and is stopped too. Each
+service also gets SIGTERM from the kernel when `cartera run` dies without a chance to stop them
+(SIGKILL): ``PR_SET_PDEATHSIG``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import ipaddress
 import os
@@ -43,6 +51,10 @@ def _healthy(url: str, timeout: float = 2.0) -> bool:
 #: Signals that stop `cartera run` (and so every service) like Ctrl-C does.
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+_PR_SET_CHILD_SUBREAPER = 36
+#: Seconds a service has to shut down after SIGTERM before it is killed: enough for its ACA-Py agent
+#: (aries.runner gives one 10 s after its own SIGTERM) to go first.
+STOP_GRACE = 20.0
 
 
 def _die_with_parent() -> Callable[[], None] | None:
@@ -63,12 +75,75 @@ def _die_with_parent() -> Callable[[], None] | None:
     return setup
 
 
+def _adopt_orphans() -> None:
+    """Make this process the subreaper of its descendants (Linux): a process whose parent dies (an
+    ACA-Py agent whose service was killed) becomes our child instead of init's, for :func:`_stop_orphans`."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
+def _orphans(services: dict[str, subprocess.Popen[bytes]]) -> list[int]:
+    """Our children other than the services: descendants whose parent died, adopted (Linux, /proc)."""
+    ours, known, found = os.getpid(), {child.pid for child in services.values()}, []
+    try:
+        entries = list(Path("/proc").iterdir())
+    except OSError:
+        return []
+    for entry in entries:
+        if not entry.name.isdigit() or int(entry.name) in known:
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == ours:
+            found.append(int(entry.name))
+    return found
+
+
+def _stop_orphans(services: dict[str, subprocess.Popen[bytes]]) -> None:
+    """SIGTERM the adopted orphans, then SIGKILL those still there after the grace period; reap them."""
+    pending = set(_orphans(services))
+    for pid in pending:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + STOP_GRACE
+    while pending:
+        for pid in list(pending):
+            try:
+                done, _ = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                done = pid
+            if done:
+                pending.discard(pid)
+        if not pending:
+            break
+        if time.monotonic() > deadline:
+            for pid in pending:
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(pid, 0)
+            break
+        time.sleep(0.1)
+
+
 def _start(process: ServiceProcess, log_dir: Path) -> subprocess.Popen[bytes]:
     log = (log_dir / f"{process.name}.log").open("ab")
     # Each child gets only the variables of its own service (plus the parent's environment).
     # argv is built by cartera.system from sys.executable and fixed module names, never from input.
-    return subprocess.Popen(process.argv, env={**os.environ, **process.env}, stdout=log,  # noqa: S603
-                            stderr=subprocess.STDOUT, preexec_fn=_die_with_parent())
+    # process_group=0: a process group of its own, so a signal to ours (the terminal's Ctrl-C, a
+    # hang-up, `kill -<pgid>`) reaches `cartera run` alone, which then stops every service one way.
+    try:
+        return subprocess.Popen(process.argv, env={**os.environ, **process.env}, stdin=subprocess.DEVNULL,  # noqa: S603
+                                stdout=log, stderr=subprocess.STDOUT, process_group=0,
+                                preexec_fn=_die_with_parent())
+    finally:
+        log.close()
 
 
 def _usable_host(host: str) -> bool:
@@ -87,15 +162,19 @@ def _usable_host(host: str) -> bool:
 
 
 def _stop(children: dict[str, subprocess.Popen[bytes]]) -> None:
+    """Stop every service, and what they leave behind: SIGTERM (uvicorn's clean shutdown, which stops
+    the ACA-Py agents), SIGKILL after :data:`STOP_GRACE`, then the orphans (:func:`_stop_orphans`)."""
     for child in children.values():
         if child.poll() is None:
-            child.send_signal(signal.SIGINT)
-    deadline = time.monotonic() + 10
+            child.terminate()
+    deadline = time.monotonic() + STOP_GRACE
     for child in children.values():
         try:
             child.wait(timeout=max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             child.kill()
+            child.wait()
+    _stop_orphans(children)
 
 
 def _summary(info: dict[str, Any], data_dir: Path) -> None:
@@ -137,8 +216,8 @@ def run(
     """Start the whole system on embedded defaults: sandbox, issuer, verifier and wallet API.
 
     The first start provisions a development PKI, demo issuers and agencies, the built-in credential
-    types and the synthetic citizens; later starts reuse them. Ctrl-C (or SIGTERM, SIGHUP, SIGQUIT)
-    stops every service.
+    types and the synthetic citizens; later starts reuse them. Ctrl-C (or SIGTERM, SIGHUP, SIGQUIT, to
+    `cartera run` or to its process group) stops every service, and the ACA-Py agents with --aries.
     """
     if not _usable_host(host):
         fail(f"--host {host} is not a loopback address: the services accept plain http:// only on loopback, "
@@ -150,11 +229,6 @@ def run(
         plan = asyncio.run(provision(data_dir, host=host, port_base=port_base, aries=aries))
     except OSError as exc:
         fail(f"cannot prepare {data_dir}: {exc}")
-    log_dir = data_dir.resolve() / "logs"
-    log_dir.mkdir(parents=True, exist_ok=True)
-    busy = [p for p in plan.processes if _healthy(p.url + p.health_path, timeout=0.5)]
-    if busy:
-        fail(f"something already answers at {busy[0].url}", hint="stop it, or choose other ports with --port-base")
 
     children: dict[str, subprocess.Popen[bytes]] = {}
     stopping = False
@@ -163,16 +237,29 @@ def run(
         nonlocal stopping
         stopping = True
 
-    for signum in STOP_SIGNALS:
+    # From here on Ctrl-C is one more stop signal (no KeyboardInterrupt half-way through starting or
+    # stopping the services), unless it is ignored (a background job of a shell without job control).
+    handled = STOP_SIGNALS if signal.getsignal(signal.SIGINT) is signal.SIG_IGN else (signal.SIGINT, *STOP_SIGNALS)
+    for signum in handled:
         signal.signal(signum, on_signal)
+    _adopt_orphans()
+    log_dir = data_dir.resolve() / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    busy = [p for p in plan.processes if _healthy(p.url + p.health_path, timeout=0.5)]
+    if busy:
+        fail(f"something already answers at {busy[0].url}", hint="stop it, or choose other ports with --port-base")
     try:
         for process in plan.processes:
+            if stopping:
+                break
             children[process.name] = _start(process, log_dir)
         with console.status("Starting services…"):
             deadline = time.monotonic() + startup_timeout
             pending = {p.name: p for p in plan.processes}
             while pending and not stopping:
                 for name, process in list(pending.items()):
+                    if stopping:
+                        break
                     if children[name].poll() is not None:
                         raise RuntimeError(f"{process.title} exited during start-up; see {log_dir / name}.log")
                     if _healthy(process.url + process.health_path, timeout=0.5):
@@ -188,7 +275,7 @@ def run(
                 if child.poll() is not None:
                     raise RuntimeError(f"{name} stopped unexpectedly (exit {child.returncode}); see {log_dir / name}.log")
             time.sleep(0.5)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # not expected (SIGINT is handled above); stop all the same
         pass
     except RuntimeError as exc:
         _stop(children)
