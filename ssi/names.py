@@ -1,4 +1,6 @@
-"""Display names that services keep and show: an agency's, a tenant's, an issuer display entry's.
+"""Display names and texts that services keep and show: an agency's, a tenant's, an issuer display
+entry's name (:func:`display_name`), and the longer texts beside them (:func:`display_text`): a
+verifier's purpose, a credential type's display names, descriptions and claim labels.
 
 Such a name reaches a citizen's consent screen, a certificate's commonName and organizationName
 (:func:`ssi.x509.fit_name`), an Aries invitation's label and the logs. :func:`display_name` is the one
@@ -15,6 +17,13 @@ check of it, for every service and every path that creates one:
 Errors are :class:`~ssi.errors.DisplayNameError` with stable codes ``name.control_character`` and
 ``name.empty``, whose descriptions never quote the name. :data:`DisplayName` is the same check as a
 Pydantic type, for request models: its errors reach the caller's ``error_description``.
+
+:func:`display_text` is the same check for free text shown beside a name, a sentence rather than a
+label: the same characters are refused (line breaks too: no text Cartera shows is laid out in lines,
+and a consent screen, a log line or a terminal must show one line as one), and so is a text with
+nothing to read, with the same codes; the text is returned as given (the spaces inside and around it
+are the author's), and its length is the caller's rule. Its descriptions name the text as the caller
+says (``what``), never quote it.
 """
 
 from __future__ import annotations
@@ -32,8 +41,14 @@ _REFUSED = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\
 
 CONTROL_CHARACTER = ("holds a control character (a line break, tab, escape, C1 or bidirectional control), "
                      "which a name shown to citizens cannot hold")
+TEXT_CONTROL_CHARACTER = ("holds a control character (a line break, tab, escape, C1 or bidirectional control), "
+                          "which a text shown to citizens cannot hold")
 EMPTY = "has nothing to read (it is empty, or only spaces and invisible characters)"
 _REASONS = {"name.control_character": CONTROL_CHARACTER, "name.empty": EMPTY}
+
+
+def _readable(text: str) -> bool:
+    return any(not char.isspace() and unicodedata.category(char) != "Cf" for char in text)
 
 
 def display_name(text: str) -> str:
@@ -41,9 +56,20 @@ def display_name(text: str) -> str:
     if _REFUSED.search(text):
         raise DisplayNameError("control_character", f"the name {CONTROL_CHARACTER}")
     name = text.strip()
-    if not any(not char.isspace() and unicodedata.category(char) != "Cf" for char in name):
+    if not _readable(name):
         raise DisplayNameError("empty", f"the name {EMPTY}")
     return name
+
+
+def display_text(text: str, what: str = "the text") -> str:
+    """``text`` as given, or :class:`~ssi.errors.DisplayNameError` (``name.control_character``,
+    ``name.empty``) whose description starts with ``what`` (``"the ca text"``) and never quotes the
+    text: :func:`display_name`'s check for a longer text shown to citizens (see the module)."""
+    if _REFUSED.search(text):
+        raise DisplayNameError("control_character", f"{what} {TEXT_CONTROL_CHARACTER}")
+    if not _readable(text):
+        raise DisplayNameError("empty", f"{what} {EMPTY}")
+    return text
 
 
 def checked_display_name(text: str, what: str = "") -> str:

@@ -15,8 +15,8 @@ from ssi.dcql import (
     parse_dcql_query,
 )
 from ssi.encoding import b64url_decode
-from ssi.errors import SSIError
-from ssi.names import DisplayName
+from ssi.errors import DisplayNameError, SSIError
+from ssi.names import DisplayName, display_text
 from ssi.oid4vci import check_url
 
 EXAMPLE_QUERY: dict[str, Any] = {
@@ -103,11 +103,38 @@ def _check_query(value: dict[str, Any]) -> dict[str, Any]:
     return value
 
 
+PURPOSE_LANGUAGES = ("ca", "es", "en")
+
+
+def purpose_problem(purpose: Any) -> str | None:
+    """Why a purpose (texts by language) cannot be shown to citizens, or ``None``: a text holding a
+    control character (a line break, tab, ESC, C1, U+2028/U+2029 or a bidirectional control such as
+    U+202E, which makes a consent screen read otherwise than what the agency stored), or with nothing
+    to read (:func:`ssi.names.display_text`). Never quotes the text. Checked when a template or an ad
+    hoc request is made, and when a request is made from a template stored before this rule."""
+    if not isinstance(purpose, dict) or not purpose:
+        return "purpose is not texts by language"
+    for lang, text in purpose.items():
+        where = f"the {lang} text" if lang in PURPOSE_LANGUAGES else "a text"
+        if not isinstance(text, str):
+            return f"{where} is not a string"
+        try:
+            display_text(text, where)
+        except DisplayNameError as exc:
+            return exc.detail
+    return None
+
+
 def _check_purpose(value: dict[str, str]) -> dict[str, str]:
-    if not value or not set(value) <= {"ca", "es", "en"}:
-        raise ValueError("purpose needs texts keyed by ca, es and/or en")
-    if any(not isinstance(t, str) or not t.strip() or len(t) > 500 for t in value.values()):
-        raise ValueError("each purpose text is 1-500 characters")
+    # Custom error types: their fixed texts (a language at most, never the text) reach the agency,
+    # where a ValueError's would be replaced by "invalid value" (service_kit.errors).
+    if not value or not set(value) <= set(PURPOSE_LANGUAGES):
+        raise PydanticCustomError("purpose", "purpose needs texts keyed by ca, es and/or en")
+    if any(not isinstance(t, str) or len(t) > 500 for t in value.values()):
+        raise PydanticCustomError("purpose", "each purpose text is 1-500 characters")
+    problem = purpose_problem(value)  # a blank text too: it has nothing to read
+    if problem is not None:
+        raise PydanticCustomError("purpose", problem)
     return value
 
 
@@ -125,7 +152,9 @@ class TemplateIn(BaseModel):
 
     name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9._-]+$", description="Unique per agency.")
     dcql_query: dict[str, Any] = Field(description="The DCQL query (OpenID4VP 1.0 §6).")
-    purpose: dict[str, str] = Field(description="Why the agency asks, in ca/es/en (shown by wallets and the desk).")
+    purpose: dict[str, str] = Field(description="Why the agency asks, in ca/es/en (shown by wallets and the desk): "
+                                                "1-500 characters each, one line, no control characters (line "
+                                                "breaks, tabs, C1 or bidirectional controls).")
     trusted_issuers: list[TrustedIssuer] = Field(min_length=1, max_length=50,
                                                  description="Issuers accepted per credential type.")
     anchors_pem: list[str] = Field(default_factory=list, max_length=20,
@@ -144,6 +173,12 @@ class TemplateOut(TemplateIn):
 
     model_config = ConfigDict(extra="forbid")
 
+    # Shown as stored: a template kept from before a rule tightened (a purpose with a control
+    # character, a query of a format now refused) is listed, read and replaced, never a 500. Making a
+    # request from it is refused instead (verifier.routes.agency); JSON escapes whatever it holds.
+    _q = field_validator("dcql_query")(lambda v: v)
+    _p = field_validator("purpose")(lambda v: v)
+
     id: str
     created_at: str
     updated_at: str
@@ -157,7 +192,8 @@ class RequestIn(BaseModel):
 
     template: str | None = Field(default=None, max_length=100, description="Name of one of the agency's templates.")
     dcql_query: dict[str, Any] | None = Field(default=None, description="Ad hoc: the DCQL query.")
-    purpose: dict[str, str] | None = Field(default=None, description="Ad hoc: the purpose in ca/es/en.")
+    purpose: dict[str, str] | None = Field(default=None, description="Ad hoc: the purpose in ca/es/en, as a "
+                                                                     "template's.")
     trusted_issuers: list[TrustedIssuer] | None = Field(default=None, max_length=50,
                                                         description="Ad hoc: accepted issuers per type.")
     anchors_pem: list[str] | None = Field(default=None, max_length=20, description="Ad hoc: extra trust anchors.")

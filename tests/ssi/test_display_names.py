@@ -1,6 +1,8 @@
 """``ssi.names.display_name``: the one check of an agency's or a tenant's name (shown to citizens, put in
 certificates and logs). Control characters refused, spaces around dropped, a name with nothing to
-read refused; what a real name holds (accents, a middle dot, an emoji with its joiner) kept."""
+read refused; what a real name holds (accents, a middle dot, an emoji with its joiner) kept.
+``ssi.names.display_text``: the same check for a longer text shown beside a name (a purpose, a
+credential type's description), which it returns as given."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ import pytest
 from pydantic import BaseModel, ValidationError
 
 from ssi.errors import DisplayNameError
-from ssi.names import DisplayName, display_name
+from ssi.names import DisplayName, display_name, display_text
 
 REFUSED = [
     pytest.param("Ajuntament\nde Girona", id="LF"),
@@ -68,3 +70,32 @@ def test_the_pydantic_type_trims_and_refuses_without_quoting_the_value() -> None
             _Named(name=bad)
         [error] = caught.value.errors()
         assert error["type"] == "display_name" and kind in error["msg"] and bad not in error["msg"]
+
+
+# -- display_text: a purpose, a description ---------------------------------------------------------
+
+@pytest.mark.parametrize("text", REFUSED)
+def test_a_text_with_a_control_character_is_refused_naming_the_text_as_the_caller_says(text: str) -> None:
+    with pytest.raises(DisplayNameError) as caught:
+        display_text(text, "the ca text")
+    assert caught.value.code == "name.control_character"
+    assert caught.value.detail.startswith("the ca text holds a control character")
+    assert "a text shown to citizens" in caught.value.detail and text not in caught.value.detail
+
+
+@pytest.mark.parametrize("text", ["", " ", "\u200b", " \u200b\u2060 "])
+def test_a_text_with_nothing_to_read_is_refused(text: str) -> None:
+    with pytest.raises(DisplayNameError) as caught:
+        display_text(text)
+    assert caught.value.code == "name.empty" and caught.value.detail.startswith("the text has nothing to read")
+
+
+@pytest.mark.parametrize("text", [
+    "  Sol·licitud de subvenció: estar al corrent de les obligacions tributàries ",
+    "Per a subvencions i ajuts públics (AEAT).",
+    "طلب منحة دراسية",
+    "Oficina \U0001f468\u200d\U0001f469\u200d\U0001f467",
+    "x" * 5000,
+])
+def test_a_real_text_is_kept_as_given(text: str) -> None:
+    assert display_text(text) is text

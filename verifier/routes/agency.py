@@ -36,6 +36,7 @@ from verifier.schemas import (
     ResultOut,
     TemplateIn,
     TemplateOut,
+    purpose_problem,
     unenforceable_authority,
 )
 from verifier.statements import AGENCY_AND_TEMPLATE_BY_KEY_HASH, TEMPLATE_BY_NAME, TRANSACTION_FOR_KEY_HASH
@@ -87,6 +88,16 @@ def _require_enforceable_authorities(dcql_query: dict[str, Any], *, template: st
     if qid is not None:
         raise APIError(400, "invalid_request", f"template {template!r}, credential query {qid!r}: "
                                                f"{UNENFORCEABLE_AUTHORITY}")
+
+
+def _require_showable_purpose(purpose: Any, *, template: str) -> None:
+    """Refuse a stored template whose purpose wallets could not show as the agency stored it (a text
+    with a control character or a bidirectional override, stored before such texts were refused):
+    the agency reads it and replaces it (PUT), and no request carries it to citizens meanwhile."""
+    problem = purpose_problem(purpose)
+    if problem is not None:
+        raise APIError(400, "invalid_request", f"template {template!r}, purpose: {problem}; replace the "
+                                               "template's purpose")
 
 
 def _require_listed_issuers(rules: list[dict[str, Any]], settings: Any, *, template: str | None = None) -> None:
@@ -228,6 +239,7 @@ def _spec(body: RequestIn, template: Template | None, svc: Services) -> RequestS
         _require_holder_binding(template.dcql_query, template=template.name)
         _require_enforceable_authorities(template.dcql_query, template=template.name)
         _require_listed_issuers(template.trusted_issuers, settings, template=template.name)
+        _require_showable_purpose(template.purpose, template=template.name)
         return RequestSpec(dcql_query=template.dcql_query, purpose=template.purpose,
                            trusted_issuers=template.trusted_issuers, anchors_pem=template.anchors_pem or [],
                            retention_seconds=template.retention_seconds,
