@@ -48,6 +48,13 @@ def fail(message: str, *, code: int = 1, hint: str | None = None) -> NoReturn:
     raise typer.Exit(code)
 
 
+def error_summary(exc: BaseException, limit: int = 300) -> str:
+    """``Type: first line of the message`` of an exception, or only ``Type`` when it says nothing
+    (a timeout's message is often empty)."""
+    first = (str(exc).strip().splitlines() or [""])[0][:limit]
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+
+
 def print_listing(items: list[dict[str, Any]], *, as_json: bool, columns: Sequence[str],
                   row: Callable[[dict[str, Any]], Sequence[Any]]) -> None:
     """A list an API answered: its JSON as it is with ``--json``, else a table of ``columns`` whose cells

@@ -19,7 +19,7 @@ from typing import Annotated
 
 import typer
 
-from cartera.console import console, fail, print_json, safe
+from cartera.console import console, error_summary, fail, print_json, safe
 
 app = typer.Typer(help="Database schema of the services (Alembic migrations).", no_args_is_help=True)
 
@@ -197,7 +197,7 @@ def upgrade(
             if isinstance(exc, ValidationError):
                 problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
                 fail(f"{schema.name}: invalid configuration ({problems})")
-            fail(f"{schema.name}: migration failed ({type(exc).__name__}: {str(exc).splitlines()[0][:300]})",
+            fail(f"{schema.name}: migration failed ({error_summary(exc)})",
                  hint="check the database URL and that the database server is reachable")
         done.append(row)
         if not as_json:

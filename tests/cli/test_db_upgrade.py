@@ -148,3 +148,14 @@ def test_wait_upgrades_once_the_server_comes_up(tmp_path: Path, postgres_cluster
     assert job.returncode == 0, first + rest
     assert json.loads(stdout)[0]["service"] == "wallet"
     assert "alembic_version" in asyncio.run(_pg_tables(url.render_as_string(hide_password=False)))
+
+
+def test_a_server_that_never_answers_is_a_readable_error(tmp_path: Path) -> None:
+    """A connection timeout's message is empty: the error names the exception alone, no traceback."""
+    with socket.create_server(("127.0.0.1", 0)) as server:  # accepts (the kernel's backlog), never answers
+        port = server.getsockname()[1]
+        down = _cli("db", "upgrade", "--service", "issuer", "--wait", "2", cwd=tmp_path,
+                    env={"CARTERA_ISSUER_DATABASE_URL": f"postgresql+asyncpg://u:hunter2@127.0.0.1:{port}/x"})
+    assert down.returncode == 1, down.stderr
+    assert "issuer: migration failed (TimeoutError)" in down.stderr, down.stderr
+    assert "Traceback" not in down.stderr and "hunter2" not in down.stderr + down.stdout
