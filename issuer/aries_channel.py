@@ -7,7 +7,8 @@ Flow (docs/aries.md):
    the QR code carries a short URL served by the issuer that answers with the invitation. Agent down:
    HTTP 503, nothing stored.
 2. The wallet connects; the agent's ``connections`` webhook (authenticated, processed once per event
-   key, the exchange claimed by a conditional ``UPDATE``) makes the issuer query the type's data source
+   key, the exchange claimed by a conditional ``UPDATE``; lost, the sweep finds the connection after
+   :data:`INVITED_CHECK_AFTER`) makes the issuer query the type's data source
    (the same adapter and mapping as OpenID4VCI), write the shared issuance record with a status index
    of the tenant's status list, build the W3C VC (:func:`aries.jsonld.build_credential`) with a
    ``BitstringStatusListEntry`` and offer it (``ld_proof``, the suite configured for the type).
@@ -104,6 +105,9 @@ OFFER_GRACE = dt.timedelta(seconds=120)
 #: that should have moved it on may be lost: ACA-Py's delivery queue lives in memory); then again after
 #: as long, and so on.
 OFFERED_CHECK_AFTER = dt.timedelta(minutes=2)
+#: An invitation this long ``invited`` has the agent asked for its connection (the ``connections``
+#: webhook may be lost: ACA-Py's delivery queue lives in memory); then again after as long, until it expires.
+INVITED_CHECK_AFTER = dt.timedelta(minutes=2)
 #: How long a holder's request waits for the offer's record id to be stored before it is taken for a
 #: request that answers no offer of ours (the agent can deliver it before ``send-offer`` answered).
 REQUEST_MATCH_WAIT = 5.0
@@ -389,8 +393,10 @@ class IssuerAriesChannel:
             return (await session.execute(stmt)).scalar_one_or_none() is not None
 
     async def _on_connection(self, event: webhooks.WebhookEvent) -> None:
-        invitation_msg_id = str(event.payload.get("invitation_msg_id") or "")
-        connection_id = event.record_id
+        await self._connected(str(event.payload.get("invitation_msg_id") or ""), event.record_id)
+
+    async def _connected(self, invitation_msg_id: str, connection_id: str) -> None:
+        """The wallet's connection through an invitation is active: claim its exchange once and offer."""
         if not invitation_msg_id or not connection_id:
             return
         # The credential id is reserved with the claim: should this attempt stop half-way, the sweep
@@ -894,7 +900,7 @@ class IssuerAriesChannel:
 
     async def _poll_loop(self) -> None:
         while True:
-            for sweep in (self.poll_due, self.resume_stalled, self.check_offered):
+            for sweep in (self.poll_due, self.resume_stalled, self.check_invited, self.check_offered):
                 try:
                     await sweep()
                 except Exception as exc:  # noqa: BLE001 - the sweep must outlive one bad round (database hiccup)
@@ -974,6 +980,41 @@ class IssuerAriesChannel:
                      extra={"exchange_id": row.id})
             return
         await self.agent_client().issue(cred_ex_id)
+
+    async def check_invited(self, limit: int = 20) -> int:
+        """Ask the agent for the connection of each unexpired invitation left ``invited`` for
+        :data:`INVITED_CHECK_AFTER` and, when the wallet did connect, act as the lost ``connections``
+        webhook would have (:meth:`_connected`: the same conditional claim, so a late webhook and this
+        sweep offer once); returns how many were checked.
+
+        Each is claimed by a conditional ``UPDATE`` of its ``updated_at`` (the next check comes as long
+        after), so workers sweeping together ask once.
+        """
+        if self.runtime is None:
+            return 0
+        now = utcnow()
+        stale = now - INVITED_CHECK_AFTER
+        async with self.ctx.db.read_session() as session:
+            waiting = list((await session.execute(select(AriesExchange.id, AriesExchange.invitation_msg_id).where(
+                AriesExchange.state == "invited", AriesExchange.expires_at > now, AriesExchange.updated_at <= stale)
+                .order_by(AriesExchange.updated_at).limit(limit))).all())
+        checked = 0
+        for exchange_id, invitation_msg_id in waiting:
+            async with self.ctx.session() as session:
+                claimed = (await session.execute(
+                    update(AriesExchange).where(AriesExchange.id == exchange_id, AriesExchange.state == "invited",
+                                                AriesExchange.updated_at <= stale)
+                    .values(updated_at=utcnow()).returning(AriesExchange.id))).scalar_one_or_none()
+            if claimed is None:
+                continue
+            checked += 1
+            found = await self.agent_client().connections(invitation_msg_id=str(invitation_msg_id))
+            active = next((c for c in found if c.get("state") in ("active", "completed")), None)
+            if active is not None:
+                log.warning("aries connection found by the sweep (its webhook was lost)",
+                            extra={"exchange_id": exchange_id})
+                await self._connected(str(invitation_msg_id), str(active.get("connection_id") or ""))
+        return checked
 
     def offer_ttl(self) -> dt.timedelta:
         """How long an offer waits for the holder's answer (``aries_offer_ttl``), counted from when it

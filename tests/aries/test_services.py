@@ -281,6 +281,40 @@ def test_an_offered_exchange_whose_webhooks_are_lost_is_finished_by_the_sweep(
     asyncio.run(remove_finished())
 
 
+def test_an_invitation_whose_connection_webhook_is_lost_is_offered_by_the_sweep(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The wallet connects but the ``connections`` webhook is lost (ACA-Py's queue lives in memory):
+    the exchange stayed ``invited`` with the citizen's wallet connected and waiting, until the
+    invitation expired. The sweep asks the agent for the invitation's connection and offers."""
+    from issuer import aries_channel
+
+    real_receive = aries_channel.IssuerAriesChannel.receive
+
+    async def losing(self: Any, headers: Any, topic: str, body: bytes) -> str:
+        if topic == "connections":
+            return "ignored"  # lost on the way
+        return await real_receive(self, headers, topic, body)
+
+    monkeypatch.setattr(aries_channel.IssuerAriesChannel, "receive", losing)
+    monkeypatch.setattr(aries_channel, "INVITED_CHECK_AFTER", aries_channel.dt.timedelta(seconds=2), raising=False)
+    created = httpx.post(f"{world.issuer_url}/v1/aries/invitations", headers=world.issuer_headers(),
+                         json={"type": "university-diploma", "subject": SUBJECT})
+    assert created.status_code == 201, created.text
+    exchange_id = created.json()["exchange_id"]
+    invitation = httpx.get(created.json()["short_url"], headers={"Accept": "application/json"}).json()
+
+    async def wallet_side() -> str:
+        async with _wallet(world) as w:
+            offer = await _new_offer(w, invitation)
+            return await _take(w, offer["cred_ex_id"], world.holder_did)
+
+    assert asyncio.run(wallet_side()) == "done"
+    exchange = _poll(lambda: httpx.get(f"{world.issuer_url}/v1/aries/invitations/{exchange_id}",
+                                       headers=world.issuer_headers()).json(),
+                     lambda e: e["state"] in ("issued", "failed"), timeout=20)
+    assert exchange["state"] == "issued" and exchange["credential_id"], exchange
+
+
 def _present(world: World, vc_id: str, *,
              before_answer: Callable[[dict[str, Any]], None] = lambda invitation: None) -> dict[str, Any]:
     """Verifier request variant → wallet answers with a BBS+ derived proof → the verifier's result.
