@@ -30,6 +30,9 @@ Via Oberta, the parsed ``DatosEspecificos``) plus ``subject`` (``identifier``, `
 
 Registered claims (``iss``, ``nbf``, ``exp``, ``cnf``, ``status``, ``vct``...) are set by the
 issuer: a definition may list them only with ``sd: never`` and no source.
+
+The texts wallets show to citizens (names, descriptions, claim labels, a logo's ``alt_text``) hold
+no control character (line breaks, tabs, ESC, C1, bidirectional controls): :func:`ssi.names.display_text`.
 """
 
 from .errors import ClaimsInvalid, CredentialSchemaError, MappingError, Problem, SchemaError

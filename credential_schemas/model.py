@@ -22,7 +22,8 @@ from jsonschema.exceptions import SchemaError as JSONSchemaError
 from jsonschema.exceptions import ValidationError as JSONSchemaValidationError
 from jsonschema.validators import extend as _extend_validator
 
-from ssi.errors import SSIError
+from ssi.errors import DisplayNameError, SSIError
+from ssi.names import display_text
 
 from . import mapping as _mapping
 from .errors import ClaimsInvalid, MappingError, Problem, SchemaError
@@ -321,8 +322,27 @@ def _parse_claim_path(raw: Any) -> ClaimPath | None:
 
 # ----------------------------------------------------------------------------- validator
 
+def _check_text(value: Any, where: str, member: str, *, required: bool = True) -> list[Problem]:
+    """A text wallets show to citizens (a name, a label, a description, a logo's ``alt_text``):
+    :func:`ssi.names.display_text` refuses a control character (a line break, tab, ESC, C1,
+    U+2028/U+2029, a bidirectional control such as U+202E, which makes a screen read otherwise than
+    what the issuer registered), and, when ``required``, a text with nothing to read (only spaces
+    and invisible characters). Not a string: reported by the member's own rule, not here. The
+    message names the member, never quotes the text."""
+    if not isinstance(value, str):
+        return []
+    try:
+        display_text(value, member)
+    except DisplayNameError as exc:
+        if exc.code == "name.empty" and (not required or not value.strip()):
+            return []  # optional and blank; a blank required text is "<member> is required"
+        return [Problem(where, exc.detail)]
+    return []
+
+
 def _check_display_list(value: Any, where: str, text_key: str) -> list[Problem]:
-    """A ``display`` array: objects with ``locale`` and ``text_key``, covering ca, es and en once each."""
+    """A ``display`` array: objects with ``locale`` and ``text_key``, covering ca, es and en once each;
+    their texts are shown to citizens (:func:`_check_text`)."""
     if not isinstance(value, list):
         return [Problem(where, "display must be a list of objects with locale and " + text_key)]
     problems: list[Problem] = []
@@ -340,8 +360,11 @@ def _check_display_list(value: Any, where: str, text_key: str) -> list[Problem]:
             seen.add(locale)
         if not isinstance(entry.get(text_key), str) or not entry[text_key].strip():
             problems.append(Problem(f"{where}[{i}].{text_key}", f"{text_key} is required"))
+        problems.extend(_check_text(entry.get(text_key), f"{where}[{i}].{text_key}", text_key))
         if "description" in entry and not isinstance(entry["description"], str):
             problems.append(Problem(f"{where}[{i}].description", "description must be a string"))
+        problems.extend(_check_text(entry.get("description"), f"{where}[{i}].description", "description",
+                                    required=False))
     for locale in REQUIRED_LOCALES:
         if locale not in seen:
             problems.append(Problem(where, f"missing display for locale '{locale}'"))
@@ -362,6 +385,9 @@ def _check_rendering(value: Any, where: str) -> list[Problem]:
     logo = simple.get("logo")
     if logo is not None and not (isinstance(logo, dict) and isinstance(logo.get("uri"), str)):
         problems.append(Problem(f"{where}.simple.logo", "logo needs a uri"))
+    elif isinstance(logo, dict):
+        problems.extend(_check_text(logo.get("alt_text"), f"{where}.simple.logo.alt_text", "alt_text",
+                                    required=False))
     return problems
 
 
@@ -441,8 +467,10 @@ def validate_type_definition(data: Any) -> list[Problem]:
             problems.append(Problem("vct", "vct must be an https URL without a fragment"))
     if not isinstance(data.get("name"), str) or not data["name"].strip():
         problems.append(Problem("name", "name is required"))
+    problems.extend(_check_text(data.get("name"), "name", "name"))
     if "description" in data and not isinstance(data["description"], str):
         problems.append(Problem("description", "description must be a string"))
+    problems.extend(_check_text(data.get("description"), "description", "description", required=False))
     display = data.get("display")
     problems.extend(_check_display_list(display, "display", "name"))
     if isinstance(display, list):
