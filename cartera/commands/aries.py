@@ -11,6 +11,7 @@ status list context.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -18,7 +19,7 @@ from typing import Annotated, Any
 
 import typer
 
-from cartera.console import console, fail
+from cartera.console import console, error_summary, fail, safe
 
 app = typer.Typer(help="The Aries (DIDComm) channel's ACA-Py agents.", no_args_is_help=True)
 
@@ -59,13 +60,25 @@ def contexts(
 
     Run it again (and restart the agents) after creating a tenant or registering a type.
     """
+    if output.is_dir():  # before any work: the file could never take its place
+        fail(f"cannot write {output}: it is a directory", hint="give the path of the file to write, e.g. DIR/contexts.json")
     try:
         documents = asyncio.run(issuer_contexts())
     except Exception as exc:  # noqa: BLE001 - configuration or database errors become one readable line
-        fail(f"cannot read the issuer's types ({type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''})",
+        fail(f"cannot read the issuer's types ({error_summary(exc)})",
              hint="run it with the issuer's CARTERA_ISSUER_* configuration, after `cartera db upgrade`")
-    output.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+    except FileExistsError as exc:  # the parent, or one above it, is a file
+        fail(f"cannot write {output}: {exc.filename} is not a directory")
+    except OSError as exc:
+        fail(f"cannot write {output}: {exc.strerror or exc} ({exc.filename})")
     temporary = output.with_name(output.name + ".tmp")
-    temporary.write_text(json.dumps(documents), encoding="utf-8")
-    os.replace(temporary, output)  # agents starting meanwhile read the old file or the new one, whole
-    console.print(f"{len(documents)} context(s) written to {output}", highlight=False)
+    try:
+        temporary.write_text(json.dumps(documents), encoding="utf-8")
+        os.replace(temporary, output)  # agents starting meanwhile read the old file or the new one, whole
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            temporary.unlink(missing_ok=True)
+        fail(f"cannot write {output}: {exc.strerror or exc}")
+    console.print(f"{len(documents)} context(s) written to {safe(output)}", highlight=False)
