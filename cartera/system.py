@@ -36,6 +36,8 @@ from ssi.jose import Key
 DEMO_TEMPLATE_TYPES = {"tax": "tax-compliance", "diploma": "university-diploma", "padro": "padro"}
 #: Offsets from the port base (default base 8000: issuer on 8001 ... identity provider on 8005).
 PORT_OFFSETS = {"issuer": 1, "verifier": 2, "wallet": 3, "viaoberta": 4, "idp": 5}
+#: With ``aries``: the ACA-Py agents' ports (DIDComm inbound and admin API) as offsets from the base.
+ARIES_PORT_OFFSETS = {"issuer-agent": 20, "issuer-agent-admin": 21, "verifier-agent": 30, "verifier-agent-admin": 31}
 DEV_FILE_NAME = "cartera-dev.json"
 WALLET_IDP_CLIENT = "cartera-wallet"
 ISSUER_IDP_CLIENT = "cartera-issuer"
@@ -184,7 +186,8 @@ async def provision(data_dir: Path, *, host: str = "127.0.0.1", port_base: int =
         # Development timing: status list tokens live 10 s in caches, so a revocation reaches the wallet
         # (and `cartera demo`) within seconds instead of the production default of 5 minutes.
         status_list_ttl=10,
-        **({"aries_enabled": True, "aries_inbound_port": port_base + 20, "aries_admin_port": port_base + 21,
+        **({"aries_enabled": True, "aries_inbound_port": port_base + ARIES_PORT_OFFSETS["issuer-agent"],
+            "aries_admin_port": port_base + ARIES_PORT_OFFSETS["issuer-agent-admin"],
             "aries_proof_types": {"university-diploma": "BbsBlsSignature2020"}} if aries else {}))
     if issuer_settings.admin_api_key is None:
         # The platform admin key (new tenants, shared vcts: `cartera issuer share-vct`), kept across runs
@@ -202,8 +205,8 @@ async def provision(data_dir: Path, *, host: str = "127.0.0.1", port_base: int =
         **common, **db("verifier"), port=ports["verifier"], master_key_file=data_dir / "verifier-master.key",
         issuer_anchors_file=issuers_ca.cert_file, rp_ca_key_file=rp_ca.key_file, rp_ca_cert_file=rp_ca.cert_file,
         status_default_ttl=2,  # development: the desk sees a revocation at once
-        **({"aries_enabled": True, "aries_inbound_port": port_base + 30, "aries_admin_port": port_base + 31}
-           if aries else {}))
+        **({"aries_enabled": True, "aries_inbound_port": port_base + ARIES_PORT_OFFSETS["verifier-agent"],
+            "aries_admin_port": port_base + ARIES_PORT_OFFSETS["verifier-agent-admin"]} if aries else {}))
     previous_agencies = previous.get("verifier", {}).get("agencies") or {}
     verifier_info = await provision_verifier(
         verifier_settings, ca_key=rp_ca.key, ca_cert=rp_ca.cert, trusted_issuer_anchors=[issuers_ca.cert],

@@ -33,7 +33,14 @@ from rich.table import Table
 
 from cartera.console import console, fail, print_json, safe
 from cartera.http_api import dev_file_path
-from cartera.system import DEV_FILE_NAME, ServiceProcess, load_dev_file, provision
+from cartera.system import (
+    ARIES_PORT_OFFSETS,
+    DEV_FILE_NAME,
+    PORT_OFFSETS,
+    ServiceProcess,
+    load_dev_file,
+    provision,
+)
 
 app = typer.Typer()
 
@@ -208,7 +215,8 @@ def run(
                                            "localhost (the services speak plain http, which they accept on "
                                            "loopback only).")] = "127.0.0.1",
     port_base: Annotated[int, typer.Option(help="Services listen on base+1 (issuer), +2 (verifier), +3 (wallet), "
-                                                 "+4 (Via Oberta sandbox), +5 (identity provider).")] = 8000,
+                                                 "+4 (Via Oberta sandbox), +5 (identity provider); with --aries the agents "
+                                                 "use +20, +21 (issuer) and +30, +31 (verifier).")] = 8000,
     startup_timeout: Annotated[float, typer.Option(help="Seconds to wait for every service to be healthy.")] = 60.0,
     aries: Annotated[bool, typer.Option("--aries", help="Also start the ACA-Py agents of the Aries (DIDComm) channel "
                                                          "(needs `make acapy`; adds a few seconds of start-up).")] = False,
@@ -224,6 +232,11 @@ def run(
              "and `cartera run` serves http",
              hint="keep --host 127.0.0.1; to reach Cartera from other machines, deploy it behind https "
                   "(docs/operations.md)")
+    highest = port_base + max((*PORT_OFFSETS.values(), *(ARIES_PORT_OFFSETS.values() if aries else ())))
+    if port_base < 0 or highest > 65535:  # checked before anything is provisioned with these ports
+        fail(f"--port-base {port_base} puts ports outside 1-65535: the services use base+1 to base+5"
+             + (", the ACA-Py agents (--aries) base+20 to base+31" if aries else ""),
+             hint=f"choose a base from 0 to {65535 - (highest - port_base)}")
     console.print("Provisioning (development PKI, demo tenants, agencies, wallet trust)…")
     try:
         plan = asyncio.run(provision(data_dir, host=host, port_base=port_base, aries=aries))

@@ -63,6 +63,17 @@ def test_run_refuses_a_host_the_services_cannot_use(tmp_path: Path, host: str) -
     assert not (tmp_path / "data").exists()  # nothing provisioned
 
 
+@pytest.mark.parametrize(("base", "aries"), [(65534, False), (-1, False), (65510, True)])
+def test_run_refuses_a_port_base_that_leaves_the_port_range(tmp_path: Path, base: int, aries: bool) -> None:
+    """It used to provision the issuer's database and then fail with a settings traceback."""
+    args = ["run", "--data-dir", str(tmp_path / "data"), "--port-base", str(base), *(["--aries"] if aries else [])]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.exception
+    assert f"--port-base {base} puts ports outside 1-65535" in _err(result), _err(result)
+    assert f"choose a base from 0 to {65535 - 31 if aries else 65530}" in _err(result)
+    assert not (tmp_path / "data").exists()  # nothing provisioned
+
+
 def test_usable_hosts() -> None:
     from cartera.commands.run import _usable_host
 
