@@ -84,7 +84,11 @@ def reference(
         except OSError as exc:
             from cartera.console import fail
 
-            fail(f"cannot update {update}: {exc.strerror}")
+            fail(f"cannot update {update}: {exc.strerror or exc}")
+        except UnicodeDecodeError:
+            from cartera.console import fail
+
+            fail(f"cannot update {update}: not a text file (UTF-8)")
         typer.echo(f"{update}: {'updated' if changed else 'already up to date'}")
         return
     names = [service] if service else list(SETTINGS)

@@ -232,8 +232,12 @@ def register_type(builtin: Annotated[str | None, typer.Option(help="Id of a buil
 
         try:
             body = {"definition": yaml.safe_load(file.read_text(encoding="utf-8"))}
-        except (OSError, yaml.YAMLError):
-            fail(f"cannot read {file}")
+        except UnicodeDecodeError:
+            fail(f"{file} is not a text file (UTF-8): a type definition is YAML or JSON")
+        except OSError as exc:
+            fail(f"cannot read {file}: {exc.strerror or exc}")
+        except yaml.YAMLError:
+            fail(f"cannot read {file}: not valid YAML or JSON")
     base, key = _connection(url, api_key, tenant)
     created = call_api("issuer", "POST", base, key, "/v1/types", json=body)
     typer.echo(json.dumps(created, ensure_ascii=False) if as_json else f"registered {created['id']} {created['version']}")

@@ -373,3 +373,20 @@ def test_offer_prints_server_text_as_it_is(api: tuple[FakeAPI, str]) -> None:
     result = _offer(base)
     assert result.exit_code == 0, result.output
     assert "openid-credential-offer://?x=[/]" in result.stdout
+
+
+# -- issuer register-type --file ----------------------------------------------------------------------
+
+@pytest.mark.parametrize(("content", "message"), [
+    (b"id: x\nname: \xff\xfe\n", "is not a text file (UTF-8)"),
+    (b"id: [unclosed\n", "not valid YAML or JSON"),
+])
+def test_register_type_file_it_cannot_read_is_a_readable_error(api: tuple[FakeAPI, str], tmp_path: Path,
+                                                                 content: bytes, message: str) -> None:
+    fake, base = api
+    definition = tmp_path / "type.yaml"
+    definition.write_bytes(content)
+    result = runner.invoke(app, ["issuer", "register-type", "--file", str(definition), "--url", base, "--api-key", "k"])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.exception
+    assert message in _err(result)
+    assert fake.seen == []  # nothing sent

@@ -40,3 +40,12 @@ def test_update_doc_rewrites_only_the_marked_tables(tmp_path: Path) -> None:
     assert "stale" not in text and reference_markdown("issuer") in text and text.endswith("\n\nkept\n")
     again = runner.invoke(app, ["config", "reference", "--update-doc", str(doc)])
     assert "already up to date" in again.output and doc.read_text() == text
+
+
+def test_update_doc_of_a_file_that_is_not_utf8_is_a_readable_error(tmp_path: Path) -> None:
+    doc = tmp_path / "ops.md"
+    doc.write_bytes(b"# Ops\n\xff\xfe not UTF-8\n<!-- config:issuer:begin -->\n<!-- config:issuer:end -->\n")
+    result = runner.invoke(app, ["config", "reference", "--update-doc", str(doc)])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.exception
+    assert "not a text file (UTF-8)" in " ".join(result.output.split())
+    assert doc.read_bytes().startswith(b"# Ops\n\xff\xfe")  # left as it was
