@@ -141,16 +141,19 @@ def run_demo(out: Path | None, show_qr: bool, quiet: bool) -> dict[str, Any]:
         console.print(Panel(json_dumps(disclosed), title="disclosed claims", expand=False))
 
     if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
         files = {
             "credential.sd-jwt": credential, "presentation.sd-jwt": presentation,
             "trust-anchor.pem": ssi_x509.cert_to_pem(ca_cert).decode(),
             "issuer.jwk.json": json_dumps(issuer_key.public_jwk()),
             "request-uri.txt": request_link, "request-qr.svg": qr_svg(request_link),
         }
-        for name, text in files.items():
-            (out / name).write_text(text + ("\n" if not text.endswith("\n") else ""), encoding="utf-8")
-        (out / "request-qr.png").write_bytes(qr_png(request_link))
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            for name, text in files.items():
+                (out / name).write_text(text + ("\n" if not text.endswith("\n") else ""), encoding="utf-8")
+            (out / "request-qr.png").write_bytes(qr_png(request_link))
+        except OSError as exc:
+            fail(f"cannot write to {out}: {exc.strerror or exc}" + (f" ({exc.filename})" if exc.filename else ""))
         if not quiet:
             console.print(f"Files written to {safe(out)}/ — try: cartera vc verify {safe(out)}/presentation.sd-jwt "
                           f"--trust-anchor {safe(out)}/trust-anchor.pem --aud '{client_id}' --nonce {nonce}",
@@ -168,6 +171,11 @@ def demo_credential(
     as_json: Annotated[bool, typer.Option("--json", help="Print only a JSON summary.")] = False,
 ) -> None:
     """Issue, present and verify an SD-JWT VC end to end with the standards library, offline."""
+    if out is not None:  # before the work: the files could never be written there
+        blocking = next((p for p in (out, *out.parents) if p.exists()), None)
+        if blocking is not None and not blocking.is_dir():
+            fail(f"cannot write to {out}: {blocking} is a file, not a folder",
+                 hint="--out names a folder to write the files into")
     try:
         summary = run_demo(out, show_qr=qr and not as_json, quiet=as_json)
     except SSIError as exc:

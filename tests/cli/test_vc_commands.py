@@ -42,6 +42,27 @@ def test_demo_credential_discloses_only_what_was_asked(demo_files: tuple[Path, d
         assert (out / name).stat().st_size > 0
 
 
+@pytest.mark.parametrize("where", ["a-file", "under-a-file", "read-only"])
+def test_demo_credential_out_it_cannot_write_is_a_readable_error(tmp_path: Path, where: str) -> None:
+    """An --out that is a file (or under one) is refused before the demo runs; one that cannot be
+    written for another reason (sysfs takes no new folder, not even from root) is one line too."""
+    (tmp_path / "taken").write_text("a file")
+    if where == "read-only":
+        if not Path("/sys/kernel").is_dir():
+            pytest.skip("needs Linux's /sys")
+        out = Path("/sys/cartera-demo")
+    else:
+        out = tmp_path / "taken" if where == "a-file" else tmp_path / "taken" / "demo"
+    result = runner.invoke(app, ["demo-credential", "--out", str(out), "--no-qr"])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.exception
+    errors = "".join(result.stderr.split())
+    assert f"error:cannotwriteto{out}:".replace(" ", "") in errors, result.stderr
+    if where != "read-only":
+        assert f"{tmp_path / 'taken'}isafile,notafolder" in errors
+        assert "Issued a diploma" not in result.stdout  # refused before the work
+    assert (tmp_path / "taken").read_text() == "a file"
+
+
 def _verify(*args: str) -> tuple[int, dict]:
     result = runner.invoke(app, ["vc", "verify", *args, "--json"])
     return result.exit_code, json.loads(result.stdout)
