@@ -11,7 +11,8 @@ record from its agent, apply :func:`aries.presentation.check_presentation` with 
 status lists fetched only under those identifiers) and the DCQL ``values``, and finish the transaction
 as ``verified`` (the requested claims only) or ``rejected`` (the failed check's code); a record
 abandoned before any presentation arrived (the holder refused) ends ``declined`` with ``aries.declined``,
-as OpenID4VP ends a wallet's ``access_denied``.
+as OpenID4VP ends a wallet's ``access_denied``. A sweep in every worker reads the agent's record of
+pending requests (:meth:`VerifierAriesChannel.check_pending`), so a lost webhook leaves none pending.
 
 The DIDs are trusted on the OpenID4VC channel's terms, not the web host's: the document is a JWT
 (``typ`` ``aries-issuer+jwt``) whose key the transaction's :class:`~verifier.verification.TrustPolicy`
@@ -40,7 +41,7 @@ from sqlalchemy import bindparam, delete, select
 
 from aries import channel, cleanup, webhooks
 from aries.client import BBS, ED25519, AdminClient
-from aries.errors import AriesError, VerificationFailed, WebhookRefused
+from aries.errors import AgentRequestFailed, AriesError, VerificationFailed, WebhookRefused
 from aries.presentation import ProofRequest, build_proof_request, check_presentation, precheck_presentation
 from aries.service import (
     AgentRuntime,
@@ -97,6 +98,14 @@ PRESENTATION_FOR_CODE = (select(AriesPresentation).join(Transaction, Transaction
 PRESENTATION_FOR_TX = (select(AriesPresentation).join(Transaction, Transaction.id == AriesPresentation.tx_id)
                        .where(AriesPresentation.tx_id == bindparam("tx_id"),
                               Transaction.agency_id == bindparam("agency_id")))
+
+#: The states of a presentation record the verifier acts on (the others wait).
+JUDGED_STATES = ("presentation-received", "done", "abandoned")
+#: A pending request this old has its agent record read by the sweep, which acts as a lost webhook
+#: would have (ACA-Py's delivery queue lives in memory); each worker's sweep runs this often.
+PENDING_CHECK_AFTER = dt.timedelta(seconds=20)
+PENDING_CHECK_EVERY = 20.0
+PENDING_CHECK_BATCH = 100
 
 #: The code of a request the holder's agent refused without presenting (the transaction ends ``declined``).
 DECLINED = "aries.declined"
@@ -187,6 +196,8 @@ class VerifierAriesChannel:
         #: The OpenID4VP channel's verifier (its anchors, metadata cache, algorithms, leeway), set at
         #: start-up: the issuer documents are checked with its trust policy, not one of our own.
         self.verifier: PresentationVerifier | None = None
+        #: Where :meth:`check_pending`'s next turn starts (the creation time of the last request read).
+        self._pending_cursor = dt.datetime.min.replace(tzinfo=dt.UTC)
 
     @property
     def enabled(self) -> bool:
@@ -218,14 +229,16 @@ class VerifierAriesChannel:
                 async with self.db.session() as session:
                     await replace_webhook_keys(session, AriesWebhookKey, webhook_key_hash(self.runtime.webhook_key),
                                                utcnow())
-            cleanup_task = asyncio.create_task(cleanup.run_periodically(self.remove_settled_records),
-                                               name="aries-record-cleanup")
+            tasks = [asyncio.create_task(cleanup.run_periodically(self.remove_settled_records),
+                                         name="aries-record-cleanup"),
+                     asyncio.create_task(self._sweep_loop(), name="aries-pending-sweep")]
             try:
                 yield
             finally:
-                cleanup_task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await cleanup_task
+                for task in tasks:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
         finally:
             await self.http.aclose()
             await self.runtime.stop()
@@ -242,6 +255,55 @@ class VerifierAriesChannel:
             return {r[0] for r in rows if r[1] in FINAL_STATUSES}, {r[0] for r in rows}
 
         return await cleanup.remove_settled_records(self.agent_client(), "presentation", settled, utcnow())
+
+    async def check_pending(self, limit: int = PENDING_CHECK_BATCH) -> int:
+        """Read the agent's record of pending requests older than :data:`PENDING_CHECK_AFTER` and act as
+        a lost ``present_proof_v2_0`` webhook would have: precheck and verify a received presentation,
+        judge a ``done`` or ``abandoned`` one. Returns how many records were read.
+
+        Through :meth:`_process`, as a webhook: the event's key is inserted first, so the sweeps of
+        several workers and a late webhook act once. The pending requests are read in turns of
+        ``limit``, oldest first, so that all of them are read however many wait."""
+        if self.runtime is None:
+            return 0
+        now = utcnow()
+        async with self.db.read_session() as session:
+            rows = list((await session.execute(
+                select(AriesPresentation.pres_ex_id, AriesPresentation.created_at)
+                .join(Transaction, Transaction.id == AriesPresentation.tx_id)
+                .where(Transaction.status == "pending", Transaction.expires_at > now,
+                       AriesPresentation.created_at <= now - PENDING_CHECK_AFTER,
+                       AriesPresentation.created_at > self._pending_cursor)
+                .order_by(AriesPresentation.created_at).limit(limit))).all())
+        self._pending_cursor = rows[-1][1] if len(rows) == limit else dt.datetime.min.replace(tzinfo=dt.UTC)
+        for pres_ex_id, _ in rows:
+            try:
+                record = await self.agent_client().pres_record(pres_ex_id)
+            except AgentRequestFailed as exc:
+                if exc.status == 404:
+                    continue
+                raise
+            state = str(record.get("state"))
+            if state not in JUDGED_STATES:
+                continue
+            event = webhooks.WebhookEvent("present_proof_v2_0", str(record.get("thread_id") or pres_ex_id),
+                                          pres_ex_id, state, record)
+            if await self._process(event) == "processed":
+                log.warning("aries presentation found by the sweep (its webhook was lost)",
+                            extra={"pres_ex_id": pres_ex_id, "state": state})
+        return len(rows)
+
+    async def _sweep_loop(self) -> None:
+        last = time.monotonic()
+        while True:
+            await asyncio.sleep(1.0)
+            if time.monotonic() - last < PENDING_CHECK_EVERY:
+                continue
+            last = time.monotonic()
+            try:
+                await self.check_pending()
+            except Exception as exc:  # noqa: BLE001 - the next round tries again (agent or database back)
+                log.error("aries pending sweep failed", extra={"error": type(exc).__name__})
 
     def agent(self) -> AdminClient:
         """The admin client, or 404 (channel off) / 503 (agent gone)."""
@@ -327,8 +389,12 @@ class VerifierAriesChannel:
         if known is None:
             raise WebhookRefused("webhook_unauthorized", "webhook without the right x-api-key")
         event = webhooks.parse(topic, body)
-        if topic != "present_proof_v2_0" or event.state not in ("presentation-received", "done", "abandoned"):
+        if topic != "present_proof_v2_0" or event.state not in JUDGED_STATES:
             return "ignored"
+        return await self._process(event)
+
+    async def _process(self, event: webhooks.WebhookEvent) -> str:
+        """Process one event once (its stored key inserted first): ``processed`` or ``duplicate``."""
         async with self.db.session() as session:
             first = (await session.execute(dialect_insert(session, AriesWebhookEvent).values(
                 key=event.stored_key, received_at=utcnow()).on_conflict_do_nothing()

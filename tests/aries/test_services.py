@@ -347,6 +347,30 @@ def _present(world: World, vc_id: str, *,
                  lambda r: r["status"] != "pending")
 
 
+def test_a_presentation_whose_webhooks_are_lost_is_judged_by_the_sweep(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The verifier's agent no longer verifies on its own: with its ``present_proof_v2_0`` webhooks
+    lost (ACA-Py's queue lives in memory), an answered request stayed pending until it expired. The
+    sweep reads the agent's record of pending requests, prechecks and verifies the presentation, then
+    judges it, as the webhooks would have."""
+    from verifier import aries_channel
+
+    real_receive = aries_channel.VerifierAriesChannel.receive
+
+    async def losing(self: Any, headers: Any, topic: str, body: bytes) -> str:
+        if topic == "present_proof_v2_0":
+            return "ignored"  # lost on the way
+        return await real_receive(self, headers, topic, body)
+
+    monkeypatch.setattr(aries_channel.VerifierAriesChannel, "receive", losing)
+    for name, value in (("PENDING_CHECK_AFTER", aries_channel.dt.timedelta(seconds=1)), ("PENDING_CHECK_EVERY", 1.0)):
+        monkeypatch.setattr(aries_channel, name, value, raising=False)
+    _, vc_id = _receive_diploma(world)
+    result = _present(world, vc_id)
+    assert result["status"] == "verified", result["errors"]
+    assert set(result["claims"]["diploma"]) == {"title", "awardingBody"}
+
+
 def test_diploma_over_didcomm_then_two_claims_verified_then_revoked(world: World) -> None:
     credential_id, vc_id = _receive_diploma(world)
 
