@@ -19,8 +19,9 @@ from typing import Annotated, Any
 import typer
 import yaml
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
+
+from cartera.console import safe
 
 app = typer.Typer(
     help="Development stand-ins for the outside world: a simulated Via Oberta and a VÀLid-compatible "
@@ -140,7 +141,7 @@ def run(
         clients = [RegisteredClient(c["client_id"], c["client_secret"], tuple(c["redirect_uris"]))
                    for c in files["clients"]]
     except (OSError, KeyError, TypeError, yaml.YAMLError) as exc:
-        err_console.print(f"[red]Cannot prepare {escape(str(data_dir))}: {escape(str(exc))}[/red]", highlight=False)
+        err_console.print(f"[red]Cannot prepare {safe(data_dir)}: {safe(exc)}[/red]", highlight=False)
         raise typer.Exit(2) from exc
     population = generate_population(seed=seed, size=size)
     viaoberta_app = create_viaoberta(ViaObertaSandboxConfig(
@@ -225,8 +226,8 @@ def citizens(
     if product is not None:
         found = get_product(product)
         if found is None:
-            err_console.print(f"[red]Unknown product {product!r}.[/red] Use ECOT103, TITOLS_UNIVERSITARIS, "
-                              "RESIDENT or VIDA_LABORAL.")
+            err_console.print(f"[red]Unknown product {safe(repr(product))}.[/red] Use ECOT103, TITOLS_UNIVERSITARIS, "
+                              "RESIDENT or VIDA_LABORAL.", highlight=False)
             raise typer.Exit(2)
         selected = [c for c in selected if found.codigo_certificado in c.products]
     shown = selected[:limit] if limit else (selected if as_json else selected[:50])

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import httpx
+import pytest
 import yaml
 from typer.testing import CliRunner
 
@@ -43,6 +44,16 @@ def test_unknown_product_is_a_readable_error() -> None:
     result = runner.invoke(app, ["sandbox", "citizens", "--product", "NOPE"])
     assert result.exit_code == 2 and "Unknown product" in result.output
     assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("product", ["[/red]", "[/]", "[conceal]x", "\x1b[2Jx"])
+def test_an_unknown_product_is_shown_as_typed(product: str) -> None:
+    """Rich markup (or a terminal sequence) in the product is printed as text, not read as markup."""
+    result = runner.invoke(app, ["sandbox", "citizens", "--product", product])
+    assert result.exit_code == 2 and isinstance(result.exception, SystemExit), result.exception
+    shown = " ".join(result.stderr.split())
+    assert "Unknown product" in shown and "\x1b" not in shown
+    assert repr(product) in shown
 
 
 def test_help_explains() -> None:
