@@ -5,7 +5,9 @@ HTTP 429/502/503/504, and an HTTP 500 that is *not* a SOAP fault) are retried at
 with exponential backoff; a SOAP fault, a bad or missing signature, or a malformed answer is never
 retried (repeating the query cannot change it), nor is a transport error the caller's ``final_error``
 turns into its own error (the issuer's outbound policy refusing the destination); an unsigned SOAP fault is
-:class:`~viaoberta.errors.ViaObertaUnavailable` (anyone on the path could have written it). When retries are exhausted the error is
+:class:`~viaoberta.errors.ViaObertaUnavailable` (anyone on the path could have written it), and so is a
+signed one whose ``IdPeticion`` is not the query's, or is missing (a fault replayed from another exchange:
+only a fault about this very query may refuse it). When retries are exhausted the error is
 :class:`~viaoberta.errors.ViaObertaUnavailable` (``viaoberta.timeout`` when the last failure was a
 timeout, ``viaoberta.unavailable`` otherwise). Every call carries its ``IdPeticion`` in the message
 and in an ``X-Request-Id`` header. Nothing from the answer (source data) is logged; log lines name
@@ -25,7 +27,6 @@ from lxml import etree
 from .errors import ViaObertaError, ViaObertaUnavailable
 from .messages import (
     DEFAULT_PENDING_RETRY_SECONDS,
-    ErrorResult,
     QueryRequest,
     ViaObertaResult,
     build_peticion,
@@ -130,15 +131,18 @@ class ViaObertaClient:
             fault = parse_fault(unverified_body)
             if fault is not None and not signed:
                 raise ViaObertaUnavailable("unavailable", f"unsigned SOAP fault (HTTP {status})")
+            if fault is not None and fault.request_id != request_id:
+                # Signed by the platform, but not tied to this query: a fault captured from another
+                # exchange (or one naming none) and replayed. Like an unsigned one, it may make this
+                # query fail for now, never refuse it for good.
+                raise ViaObertaUnavailable("unavailable", f"SOAP fault for another IdPeticion (HTTP {status})")
             if fault is not None:
                 return fault
             raise ViaObertaError("http_status", f"HTTP {status} without a SOAP fault")
         signed_body, _ = verify_envelope(root, self._trusted)
-        result = parse_respuesta(signed_body, self.variant, expected_request_id=request_id,
-                                 expected_product=product, pending_floor_seconds=self.pending_floor_seconds)
-        if isinstance(result, ErrorResult) and not result.request_id:
-            return ErrorResult(result.codigo_estado, result.literal_error, request_id)
-        return result
+        # A fault or an answer for another IdPeticion (or none) is refused by parse_respuesta.
+        return parse_respuesta(signed_body, self.variant, expected_request_id=request_id,
+                               expected_product=product, pending_floor_seconds=self.pending_floor_seconds)
 
     async def _post(self, url: str, payload: bytes, request_id: str) -> tuple[int, bytes]:
         # identity: a compressed answer would be inflated before the size limit could see it (a small

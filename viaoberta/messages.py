@@ -27,7 +27,7 @@ from typing import Any
 
 from lxml import etree
 
-from .errors import ViaObertaError
+from .errors import ViaObertaError, ViaObertaUnavailable
 from .products import RETORNO_FOUND, RETORNO_NOT_FOUND, TAX, Product, get_product
 from .xmlsafe import OPENURI_NS, SOAP11_NS, is_xml_text, local_name, namespace_of, qname
 
@@ -460,7 +460,8 @@ def parse_respuesta(body: etree._Element, variant: str = "aoc", *, expected_requ
     """Parse a (verified) SOAP Body holding ``Respuesta`` or a ``Fault`` into a typed result.
 
     ``expected_request_id``, when given, must match ``Atributos/IdPeticion`` (an answer to another
-    query is ``viaoberta.malformed``). ``expected_product`` (any name :func:`get_product` knows),
+    query is ``viaoberta.malformed``; a fault naming another ``IdPeticion``, or none, is
+    :class:`~viaoberta.errors.ViaObertaUnavailable`: it refuses nothing for good). ``expected_product`` (any name :func:`get_product` knows),
     when given, is the product asked: the answer is parsed as that product, and an answer whose
     ``Atributos/CodigoCertificado`` or ``Transmision/CodigoCertificado`` names another one is
     ``viaoberta.malformed`` (the answer never decides how it is read). Data are accepted only with
@@ -474,6 +475,10 @@ def parse_respuesta(body: etree._Element, variant: str = "aoc", *, expected_requ
         if asked is None:
             raise ViaObertaError("unknown_product", "no such Via Oberta product")
     fault = parse_fault(body)
+    if fault is not None and expected_request_id is not None and fault.request_id != expected_request_id:
+        # Not tied to the query asked (another IdPeticion, or none): a replayed fault may make the
+        # query fail for now, never refuse it for good.
+        raise ViaObertaUnavailable("unavailable", "a SOAP fault for another IdPeticion")
     if fault is not None:
         return fault
     respuesta = _unwrap(body, variant, "procesaResponse", "Respuesta", "respuesta")

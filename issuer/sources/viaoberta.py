@@ -10,8 +10,9 @@ Outcomes:
   :meth:`ViaObertaSource.poll` collects the answer;
 * transport failures after the client's bounded retries → :class:`SourceUnavailable`; an endpoint
   whose destination the outbound policy refuses → at once (no retry) :class:`SourceDestinationRefused`;
-* an SCSP error status or signed SOAP fault → :class:`SourceRefused`, except the system/outage codes
-  ``05xx`` (``0502``: the emitter is down), HTTP 429 and an unsigned fault → :class:`SourceUnavailable`;
+* an SCSP error status or signed SOAP fault about this query → :class:`SourceRefused`, except the
+  system/outage codes ``05xx`` (``0502``: the emitter is down), HTTP 429, an unsigned fault and a signed
+  fault naming another ``IdPeticion`` or none (a replay) → :class:`SourceUnavailable`;
 * bad or missing signature, untrusted signer, malformed or oversized XML, or an answer about
   another subject than the one asked about, or echoing another purpose, consent, procedure, official
   or requesting body than the query sent → :class:`BadSourceAnswer`. The evidence records what was

@@ -219,12 +219,15 @@ async def test_an_answer_echoing_another_query_is_refused(platform: tuple[Script
 
 async def test_outages_are_unavailable_not_refusals(platform: tuple[ScriptedPlatform, str]) -> None:
     scripted, url = platform
-    outage = build_fault("0502", "Error en el emisor: servicio no disponible")
     cases: list[Script] = [
         # The emitter is down (signed fault 0502): retry later, not a final denial.
-        lambda incoming: (500, sign_envelope(outage, identity("platform").key_pem, identity("platform").cert_pem)),
+        lambda incoming: (500, platform_fault("0502", incoming.request_id)),
         # An unsigned fault: anyone on the path could have written it, so it refuses nothing for good.
         lambda incoming: (500, unsigned_envelope(build_fault("0301", "No autorizado", request_id=incoming.request_id))),
+        # A genuine signed refusal of another query (captured, replayed), or one naming no query: not this
+        # query's refusal, so not final either.
+        lambda incoming: (500, platform_fault("0301", "OLDQUERY123")),
+        lambda incoming: (500, platform_fault("0301", "")),
         # Rate limited.
         lambda incoming: (429, b""),
     ]
@@ -232,9 +235,13 @@ async def test_outages_are_unavailable_not_refusals(platform: tuple[ScriptedPlat
         scripted.script = script
         with pytest.raises(SourceUnavailable):
             await source(url, "ECOT103").fetch(None, SUBJECT, context())
-    # A signed refusal is still final.
-    refusal = build_fault("0301", "No autorizado")
-    scripted.script = lambda incoming: (500, sign_envelope(refusal, identity("platform").key_pem,
-                                                           identity("platform").cert_pem))
+    # A signed refusal of this very query is still final.
+    scripted.script = lambda incoming: (500, platform_fault("0301", incoming.request_id))
     with pytest.raises(SourceRefused):
         await source(url, "ECOT103").fetch(None, SUBJECT, context())
+
+
+def platform_fault(code: str, request_id: str) -> bytes:
+    """A SOAP fault signed by the platform, about the query ``request_id`` (its ``IdPeticion``)."""
+    return sign_envelope(build_fault(code, f"Error {code}", request_id=request_id), identity("platform").key_pem,
+                         identity("platform").cert_pem)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from lxml import etree
 
-from viaoberta.errors import ViaObertaError
+from viaoberta.errors import ViaObertaError, ViaObertaUnavailable
 from viaoberta.messages import (
     NAMESPACES,
     DataResult,
@@ -146,6 +146,14 @@ def test_answer_for_another_request_and_bad_values() -> None:
     with pytest.raises(ViaObertaError) as info:
         parse_respuesta(_respuesta(), expected_request_id="OTHER")
     assert info.value.code == "viaoberta.malformed"
+    # A fault is tied to the query too: one for another IdPeticion, or naming none, refuses nothing for
+    # good (a replay); one for this query is the query's refusal.
+    for named in ("OTHER", ""):
+        with pytest.raises(ViaObertaUnavailable) as info:
+            parse_respuesta(_body(build_fault("0301", "No autorizado", request_id=named)), expected_request_id="R")
+        assert info.value.code == "viaoberta.unavailable"
+    fault = parse_respuesta(_body(build_fault("0301", "No autorizado", request_id="R")), expected_request_id="R")
+    assert fault == ErrorResult("0301", "No autorizado", "R")
     bad_tax = {"Retorno": TAX.example["Retorno"], "Certificado": {"Resultado": "QUIZAS"}}
     with pytest.raises(ViaObertaError) as info:
         parse_respuesta(_respuesta(product=TAX, especificos=bad_tax))
