@@ -65,6 +65,7 @@ from ssi.oid4vci import check_url
 from verifier.agencies import verifier_host
 from verifier.aries_models import AriesPresentation, AriesWebhookEvent, AriesWebhookKey
 from verifier.models import Agency, Template, Transaction
+from verifier.schemas import purpose_problem
 from verifier.settings import VerifierSettings
 from verifier.statements import checked_on_the_row
 from verifier.transactions import (
@@ -321,6 +322,13 @@ class VerifierAriesChannel:
                 Template.agency_id == agency.id, Template.name == template_name))).scalar_one_or_none()
         if template is None:
             raise APIError(404, "not_found", "no such template for this agency")
+        problem = purpose_problem(template.purpose)
+        if problem is not None:
+            # A template stored before purpose texts were checked: the text would reach the holder's wallet
+            # as the presentation definition's purpose, as OpenID4VP's request object carries it. Refused
+            # alike (verifier.routes.agency), before the agent or any issuer is asked.
+            raise APIError(400, "invalid_request", f"template {template.name!r}, purpose: {problem}; replace the "
+                                                   "template's purpose")
         qid, vct, claims, values = query_for_aries(template.dcql_query, query_id)
         ctype = types_by_vct().get(vct)
         if ctype is None:
