@@ -10,6 +10,7 @@ other 4xx → :class:`SourceRefused`; 5xx, 429, timeouts and connection errors �
 from __future__ import annotations
 
 import datetime as dt
+import re
 from typing import TYPE_CHECKING, NamedTuple
 from urllib.parse import quote, urlsplit
 
@@ -49,6 +50,33 @@ def _retry_after(response: _Answer) -> int | None:
     return None if seconds is None else int(min(seconds, 86_400))  # a day: never an overflowing int(inf)
 
 
+#: An HTTP field name (RFC 9110 §5.1: a ``token``).
+_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+
+
+def _header_text(value: str) -> bool:
+    """Printable ASCII (space to ``~``): what an HTTP field value may carry without being encoded, and no
+    CR/LF that would end it. Anything else fails only when sent (a ``UnicodeEncodeError``, or an h11
+    protocol error taken for an outage), at every query; it is refused when the source is configured."""
+    return value.isascii() and value.isprintable()
+
+
+def _check_headers(headers: object) -> dict[str, str]:
+    """The ``headers`` setting: names that are HTTP tokens, values of printable ASCII (the error never
+    quotes a value: it may be a secret)."""
+    if headers is None:
+        return {}
+    if not isinstance(headers, dict):
+        raise SourceConfigError("headers must map header names to values")
+    out = {str(k): str(v) for k, v in headers.items()}
+    for name, value in out.items():
+        if not _HEADER_NAME.fullmatch(name):
+            raise SourceConfigError("a header name must be an HTTP token (ASCII letters, digits, -, _ ...)")
+        if not _header_text(value):
+            raise SourceConfigError(f"the value of header {name} must be printable ASCII")
+    return out
+
+
 class _Answer(NamedTuple):
     """The registry's answer: the body is read (bounded) for a 200 only, nothing else needs it."""
 
@@ -61,10 +89,11 @@ class RestSource:
     """Fetch a subject's record from ``url`` (a template with ``{identifier}``).
 
     Settings: ``url`` (required), ``method`` (GET/POST; POST sends ``{"identifier": ...}``),
-    ``headers`` (dict), ``auth`` (``{"type": "bearer", "token": ...}`` or ``{"type": "basic",
-    "username": ..., "password": ...}``), ``fields`` (record path → answer path), ``product``
-    (the name in the evidence), ``timeout`` (seconds, default 10), ``retries`` (default 2),
-    ``backoff`` (first delay in seconds, doubled per retry, default 0.2), ``not_found_status``.
+    ``headers`` (dict: names HTTP tokens, values printable ASCII), ``auth`` (``{"type": "bearer",
+    "token": ...}``, the token printable ASCII, or ``{"type": "basic", "username": ..., "password":
+    ...}``), ``fields`` (record path → answer path), ``product`` (the name in the evidence),
+    ``timeout`` (seconds, default 10), ``retries`` (default 2), ``backoff`` (first delay in seconds,
+    doubled per retry, default 0.2), ``not_found_status``.
     ``http`` is the caller's client (the issuer's is guarded by its outbound policy): the source never
     builds one of its own, which would reach any address.
     """
@@ -86,7 +115,7 @@ class RestSource:
             raise SourceConfigError("timeout must be a number of seconds from 0 to 120")
         self.url = url
         self.method = method.upper()
-        self.headers = {str(k): str(v) for k, v in (headers or {}).items()}
+        self.headers = _check_headers(headers)
         self.auth = self._auth(auth)
         self.fields = check_fields(fields)
         self.product = product
@@ -103,6 +132,8 @@ class RestSource:
             return None
         kind = auth.get("type") if isinstance(auth, dict) else None
         if kind == "bearer" and isinstance(auth.get("token"), str):
+            if not _header_text(auth["token"]):
+                raise SourceConfigError("auth.token must be printable ASCII (it is sent in a header)")
             return {"Authorization": f"Bearer {auth['token']}"}
         if kind == "basic" and isinstance(auth.get("username"), str) and isinstance(auth.get("password"), str):
             return httpx.BasicAuth(auth["username"], auth["password"])

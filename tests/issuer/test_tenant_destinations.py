@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -139,6 +140,28 @@ async def test_a_source_that_could_not_be_queried_is_refused_when_stored(issuer_
                            headers={**issuer_env.headers("ajuntament-girona"), "Content-Type": "application/json"},
                            content=json.dumps({**body, "context": context}, ensure_ascii=True))
     assert r.status_code == 400 and r.json()["error"] == error, r.text
+
+
+@pytest.mark.parametrize("settings", [
+    {"headers": {"X-Key": "s3cret-\u20ac"}},            # stored, then a UnicodeEncodeError (500) at each query
+    {"headers": {"X-Key": "s3cret\r\nX-Evil: 1"}},       # stored, then an h11 error taken for an outage (503)
+    {"headers": {"X Key": "s3cret"}},
+    {"auth": {"type": "bearer", "token": "s3cr\u00e8t"}},
+])
+async def test_a_rest_source_whose_headers_http_cannot_carry_is_refused_when_stored(
+        issuer_env: IssuerEnv, settings: dict) -> None:
+    body = {"kind": "rest", "url": "https://8.8.8.8/registry/{identifier}", "fields": QUERY["fields"],
+            "context": CONTEXT}
+    async with httpx.AsyncClient(timeout=20, limits=LIMITS) as http:
+        headers = await _tenant(http, issuer_env, "rest-" + secrets.token_hex(4))
+        source = f"{issuer_env.url}/v1/types/tax-compliance/source"
+        r = await http.put(source, headers=headers, json={**body, **settings})
+        assert r.status_code == 400 and r.json()["error"] == "invalid_source", r.text
+        assert "s3cr" not in r.json()["error_description"]  # never quotes a value: it may be a secret
+        # Printable ASCII is accepted.
+        r = await http.put(source, headers=headers, json={**body, "headers": {"X-Key": "clau ~!"},
+                                                          "auth": {"type": "bearer", "token": "t0ken"}})
+        assert r.status_code == 200, r.text
 
 
 @pytest.fixture(scope="module")

@@ -137,6 +137,10 @@ def registry() -> FastAPI:
     async def odd_retry_after(identifier: str):
         return JSONResponse({}, status_code=503, headers={"Retry-After": "\u00b2"})
 
+    @app.get("/echo-key/{identifier}")
+    async def echo_key(identifier: str, request: Request):
+        return {"key": request.headers.get("x-api-key"), "authorization": request.headers.get("authorization")}
+
     @app.get("/basic/{identifier}")
     async def basic(identifier: str, request: Request):
         if request.headers.get("authorization") != "Basic dXNlcjpwYXNz":
@@ -276,6 +280,36 @@ async def test_rest_has_nothing_to_poll(server) -> None:
 def test_bad_rest_configuration_is_refused(settings: dict) -> None:
     with pytest.raises(SourceConfigError):
         build_source({"kind": "rest", **settings}, http=guarded_client())
+
+
+@pytest.mark.parametrize("settings", [
+    # Before, each was accepted, and every query then failed: a UnicodeEncodeError (a 500 at the
+    # credential endpoint), or an h11 protocol error taken for an outage (a 503 for ever).
+    {"headers": {"X-Key": "clau-\u20ac"}},
+    {"headers": {"X-Key": "a\r\nX-Evil: 1"}},
+    {"headers": {"X-Key": "a\tb"}},
+    {"headers": {"X-Key": "a\x00b"}},
+    {"headers": {"Cl\u00e9": "v"}},
+    {"headers": {"X Key": "v"}},
+    {"headers": {"X-Key:": "v"}},
+    {"headers": {"": "v"}},
+    {"headers": ["X-Key", "v"]},
+    {"auth": {"type": "bearer", "token": "t\u00e9"}},
+    {"auth": {"type": "bearer", "token": "tok\r\nX-Evil: 1"}},
+])
+def test_headers_and_tokens_that_http_cannot_carry_are_refused_when_configured(settings: dict) -> None:
+    with pytest.raises(SourceConfigError) as info:
+        build_source({"kind": "rest", "url": "http://x/{identifier}", **settings}, http=guarded_client())
+    # The message never quotes a value (it may be a secret).
+    assert "\u20ac" not in info.value.detail and "Evil" not in info.value.detail and "t\u00e9" not in info.value.detail
+
+
+async def test_printable_ascii_headers_and_tokens_reach_the_registry(server) -> None:
+    url, _ = server
+    token = "A-z0.9_~+/= !#$%&'()*,:;<>?@[]^`{|}\""
+    outcome = await source(url, "echo-key", headers={"X-Api-Key": "k3y with spaces ~!"},
+                           auth={"type": "bearer", "token": token}).fetch(None, SUBJECT, context())
+    assert (outcome.record["key"], outcome.record["authorization"]) == ("k3y with spaces ~!", f"Bearer {token}")
 
 
 async def test_a_compressed_answer_is_inflated_only_up_to_the_cap(server) -> None:
