@@ -426,6 +426,11 @@ class VerifierAriesChannel:
             return
         refused = None
         if event.state == "presentation-received":
+            if tx.status != "pending":
+                # Judged (or being judged) already: a re-delivery after the first processing failed, or
+                # the "done" event of an agent that verified on its own processed first. The agent's
+                # record is done or gone by now; asking it to verify again would only fail (404/400).
+                return
             refused = await self._verify_if_well_formed(row, tx)
             if refused is None:
                 return  # the agent verifies it now; its "done" webhook brings the judgement
@@ -492,8 +497,13 @@ class VerifierAriesChannel:
         The agent does not verify on its own (no ``--auto-verify-presentation``): verifying a JSON-LD
         signature loads every context the holder wrote, and ACA-Py fetches an unknown one with no
         timeout, following redirects, outside the outbound policy, from inside its event loop.
+        A record no longer ``presentation-received`` is left to its own state's webhook (None).
         """
         record = await self.agent_client().pres_record(row.pres_ex_id)
+        if record.get("state") != "presentation-received":
+            # Past it already: verified by an agent run with --auto-verify-presentation (``done``), or
+            # abandoned. That state's own webhook (or the sweep) brings the judgement.
+            return None
         request = ProofRequest(**{**row.request, "claims": tuple(row.request["claims"])})
         documents = await self.issuer_documents(list(row.issuers), row.vct,
                                                 _trust_context(tx.trusted_issuers, tx.anchors_pem))

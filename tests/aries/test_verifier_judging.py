@@ -8,17 +8,21 @@ delivery would have left: a template stored before a rule, a processed-event key
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import sqlite3
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import pytest
 
 from aries.client import AdminClient
 
 from . import test_services as services
-from .test_services import World
+from .harness import wait_for
+from .test_services import World, _poll
 
 world = services.world  # the module's own world (module scope)
 
@@ -75,3 +79,136 @@ def test_a_template_stored_with_a_purpose_now_refused_makes_no_aries_request(wor
     invitation = httpx.get(made.json()["short_url"], headers={"Accept": "application/json"}).json()
     descriptor = invitation["requests~attach"][0]["data"]["json"]["request_presentations~attach"][0]["data"]["json"]
     assert descriptor["presentation_definition"]["input_descriptors"][0]["purpose"] == "Job application"
+
+
+# -- judging: what an earlier delivery, another worker or another agent left ------------------------
+
+@pytest.fixture(scope="module")
+def vc_id(world: World) -> str:
+    """The id of a diploma the citizen's wallet holds (issued once for the module's tests)."""
+    return services._receive_diploma(world)[1]
+
+
+@dataclass
+class Asked:
+    """A request made through the verifier's API: its transaction, invitation and agent record's thread."""
+
+    tx_id: str
+    status_url: str
+    invitation: dict[str, Any]
+    thread_id: str
+
+
+def _ask(world: World) -> Asked:
+    created = httpx.post(f"{world.verifier_url}/v1/aries/requests", headers=world.agency_headers(),
+                         json={"template": "job-application"})
+    assert created.status_code == 201, created.text
+    body = created.json()
+    invitation = httpx.get(body["short_url"], headers={"Accept": "application/json"}).json()
+    return Asked(body["id"], body["status_url"], invitation, invitation["requests~attach"][0]["data"]["json"]["@id"])
+
+
+def _result(world: World, asked: Asked) -> dict[str, Any]:
+    return dict(httpx.get(asked.status_url, headers=world.agency_headers()).json())
+
+
+def _event_key(asked: Asked, state: str) -> str:
+    return f"present_proof_v2_0:{asked.thread_id}:{state}"
+
+
+def _taken(world: World, asked: Asked, *states: str) -> None:
+    """Insert the processed-event keys of ``states``, as another worker processing them would have."""
+    now = dt.datetime.now(dt.UTC).replace(tzinfo=None).isoformat(sep=" ")
+    with _verifier_db(world) as db:
+        db.executemany("INSERT INTO aries_webhook_events (key, received_at) VALUES (?, ?)",
+                       [(_event_key(asked, state), now) for state in states])
+
+
+def _forgotten(world: World, asked: Asked, state: str) -> None:
+    """Delete an event's key, as a failed processing does (so that ACA-Py's re-delivery is processed)."""
+    with _verifier_db(world) as db:
+        db.execute("DELETE FROM aries_webhook_events WHERE key = ?", (_event_key(asked, state),))
+
+
+def _pres_ex_id(world: World, asked: Asked) -> str:
+    with _verifier_db(world) as db:
+        (found,) = db.execute("SELECT pres_ex_id FROM aries_presentations WHERE tx_id = ?", (asked.tx_id,)).fetchone()
+    return str(found)
+
+
+def _deliver(world: World, asked: Asked, state: str) -> httpx.Response:
+    """The ``present_proof_v2_0`` webhook the verifier's agent posts (or re-delivers) for ``state``."""
+    headers = {"x-api-key": world.verifier_app.state.aries.runtime.webhook_key}
+    payload = {"pres_ex_id": _pres_ex_id(world, asked), "thread_id": asked.thread_id, "state": state}
+    return httpx.post(f"{world.verifier_url}/v1/aries/webhooks/topic/present_proof_v2_0/", json=payload,
+                      headers=headers)
+
+
+def _agent_state(world: World, asked: Asked) -> str | None:
+    async def state() -> str | None:
+        async with _verifier_agent(world) as client:
+            found = await client.pres_records(thread_id=asked.thread_id)
+        return str(found[0]["state"]) if found else None
+
+    return asyncio.run(state())
+
+
+def _present(world: World, asked: Asked, vc_id: str) -> None:
+    """The citizen's wallet answers the request with the diploma (a BBS+ derived proof)."""
+    async def wallet_side() -> None:
+        async with services._wallet(world) as w:
+            await w.receive_invitation(asked.invitation)
+            (record,) = await wait_for(lambda: w.pres_records(thread_id=asked.thread_id),
+                                       lambda rs: bool(rs) and rs[0]["state"] == "request-received", timeout=30)
+            matching = await w.matching_credentials(record["pres_ex_id"])
+            chosen = [m["record_id"] for m in matching if m.get("id") == vc_id]
+            descriptor = record["by_format"]["pres_request"]["dif"]["presentation_definition"]["input_descriptors"][0]
+            await w.send_presentation(record["pres_ex_id"], {descriptor["id"]: chosen[:1]})
+
+    asyncio.run(wallet_side())
+
+
+def test_a_presentation_received_webhook_redelivered_after_the_judgement_is_acknowledged(
+        world: World, vc_id: str) -> None:
+    """ACA-Py re-delivers a webhook whose processing failed. A ``presentation-received`` one arriving
+    after the transaction was judged made the verifier ask its agent to verify a record already done
+    or removed (404/400), and the webhook answered 500 until ACA-Py gave up. It is acknowledged (200),
+    and the judgement stands."""
+    asked = _ask(world)
+    _present(world, asked, vc_id)
+    result = _poll(lambda: _result(world, asked), lambda r: r["status"] != "pending")
+    assert result["status"] == "verified", result["errors"]
+    _poll(lambda: _agent_state(world, asked), lambda state: state is None, timeout=10)  # judged: removed
+
+    _forgotten(world, asked, "presentation-received")  # as a first processing that failed left it
+    again = _deliver(world, asked, "presentation-received")
+    assert again.status_code == 200, again.text
+    assert _result(world, asked) == result
+
+
+def test_a_presentation_the_agent_verified_on_its_own_is_not_verified_again(world: World, vc_id: str) -> None:
+    """An agent run elsewhere with --auto-verify-presentation verifies on arrival: by the time the
+    ``presentation-received`` webhook is processed its record is ``done``, and the verifier's own
+    verify call answered 400 (webhook 500, re-delivered, failing each time). The webhook is
+    acknowledged without a call; the ``done`` one judges the presentation."""
+    asked = _ask(world)
+    _taken(world, asked, "presentation-received", "done")  # held while the agent verifies on its own
+    _present(world, asked, vc_id)
+    _poll(lambda: _agent_state(world, asked), lambda state: state == "presentation-received")
+
+    async def verify_on_its_own() -> None:
+        async with _verifier_agent(world) as client:
+            await client.verify_presentation(_pres_ex_id(world, asked))
+
+    asyncio.run(verify_on_its_own())
+    assert _agent_state(world, asked) == "done"
+    _forgotten(world, asked, "presentation-received")
+    received = _deliver(world, asked, "presentation-received")
+    assert received.status_code == 200, received.text
+    assert _result(world, asked)["status"] == "pending"  # the done event judges it
+    _forgotten(world, asked, "done")
+    done = _deliver(world, asked, "done")
+    assert done.status_code == 200, done.text
+    result = _poll(lambda: _result(world, asked), lambda r: r["status"] != "pending")
+    assert result["status"] == "verified", result["errors"]
+    assert set(result["claims"]["diploma"]) == {"title", "awardingBody"}
