@@ -20,6 +20,8 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from ssi.urls import UnsafeURL, is_loopback_host, split_secure_url
+
 from .outbound import OutboundPolicy
 
 LogLevel = Literal["debug", "info", "warning", "error", "critical"]
@@ -41,6 +43,23 @@ def check_admin_key(key: SecretStr | None, dev_mode: bool) -> None:
     if value and len(value) < MIN_ADMIN_KEY_LENGTH and not dev_mode:
         raise ValueError(f"admin_api_key must be at least {MIN_ADMIN_KEY_LENGTH} characters outside dev_mode "
                          "(python3 -c \"import secrets; print(secrets.token_urlsafe(32))\")")
+
+
+def check_idp_url(url: str, dev_mode: bool) -> None:
+    """Refuse (``ValueError``) an identity provider URL that is not https, or that points at this machine
+    (loopback), outside dev_mode. Citizens log in there and the service sends it authorization codes and
+    its client secret, and believes whom it says logged in: outside development it is never the sandbox
+    identity provider, which logs anybody in without authentication (``http://sandbox:8005`` in compose,
+    ``http://127.0.0.1:8005`` from ``cartera run``). Empty (not configured) passes; in dev_mode anything
+    does. The messages never quote the URL (start-up errors name the setting only)."""
+    if not url or dev_mode:
+        return
+    try:
+        parts = split_secure_url(url)
+    except UnsafeURL as exc:
+        raise ValueError(f"must be an https URL outside dev_mode (it {exc})") from None
+    if is_loopback_host(parts.hostname or ""):
+        raise ValueError("must not point at this machine (loopback) outside dev_mode")
 
 
 class ServiceSettings(BaseSettings):

@@ -7,11 +7,11 @@ from pathlib import Path
 from typing import Annotated, Any, ClassVar
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
 from service_kit.ratelimit import RateSpec
-from service_kit.settings import ServiceSettings
+from service_kit.settings import ServiceSettings, check_idp_url
 from ssi.oid4vci import is_loopback_host
 
 
@@ -19,7 +19,8 @@ class OIDCProvider(BaseModel):
     """A generic OpenID Connect provider citizens may log in with."""
 
     name: str = Field(description="Short name used as `provider=<name>` at `/v1/auth/login`.", pattern=r"^[a-z0-9_-]{1,32}$")
-    issuer: str = Field(description="The provider's issuer URL (discovery at `<issuer>/.well-known/openid-configuration`).")
+    issuer: str = Field(description=("The provider's issuer URL (discovery at `<issuer>/.well-known/openid-configuration`): "
+                                     "outside `dev_mode`, https and not loopback."))
     client_id: str = Field(description="Client id registered at the provider.")
     client_secret: SecretStr | None = Field(default=None, description="Client secret (client_secret_post).")
     scope: str = Field(default="openid profile", description="Scopes asked for.")
@@ -79,15 +80,21 @@ class WalletSettings(ServiceSettings):
                      "of the credential issuer the wallet talked to, when the credential has no x5c; likewise "
                      "for the status lists of its credentials. Off: only an x5c chain to `issuer_anchor_files` "
                      "whose certificate names the issuer is accepted."))
-    idp_url: str = Field(default="", description="Base URL of the VÀLid (or VÀLid-compatible) identity provider.")
+    idp_url: str = Field(
+        default="",
+        description=("Base URL of the VÀLid (or VÀLid-compatible) identity provider. Outside `dev_mode` https and not "
+                     "loopback (never the sandbox identity provider), or the wallet does not start."))
     idp_client_id: str = Field(default="cartera-wallet", description="The wallet's client id at VÀLid.")
     idp_client_secret: SecretStr | None = Field(default=None, description="The wallet's client secret at VÀLid.")
     idp_scope: str = Field(default="autenticacio_usuari", description="Scope asked for at VÀLid.")
     idp_allow_login_hint: bool = Field(
         default=False,
-        description="Forward `login_hint` to the identity provider (development/test non-interactive login).")
+        description=("Forward `login_hint` to the identity provider (the sandbox's non-interactive login, for "
+                     "development and tests): only with `dev_mode`, or the wallet does not start."))
     oidc_providers: Annotated[list[OIDCProvider], NoDecode] = Field(
-        default_factory=list, description="Generic OpenID Connect providers, as a JSON list of objects.")
+        default_factory=list,
+        description=("Generic OpenID Connect providers, as a JSON list of objects. Outside `dev_mode` each `issuer` "
+                     "must be https and not loopback."))
     app_redirect_uris: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description=("Redirect URIs of the wallet apps (exact match). In `dev_mode` any loopback http URI "
@@ -153,7 +160,30 @@ class WalletSettings(ServiceSettings):
             raise ValueError("webhook_url needs a webhook_secret of at least 16 characters")
         return self
 
+    # Field validators (not model ones): an error then shows this setting only, no other (secret) input.
+    # Identity provider URLs: the rule the issuer applies to its idp_*_url (service_kit.settings.check_idp_url).
     @field_validator("idp_url")
     @classmethod
-    def _strip(cls, value: str) -> str:
-        return value.rstrip("/")
+    def _check_idp_url(cls, value: str, info: ValidationInfo) -> str:
+        value = value.strip().rstrip("/")
+        check_idp_url(value, bool(info.data.get("dev_mode")))
+        return value
+
+    @field_validator("oidc_providers")
+    @classmethod
+    def _check_oidc_issuers(cls, value: list[OIDCProvider], info: ValidationInfo) -> list[OIDCProvider]:
+        for provider in value:
+            try:
+                check_idp_url(provider.issuer, bool(info.data.get("dev_mode")))
+            except ValueError as exc:
+                raise ValueError(f"provider {provider.name!r}: issuer {exc}") from None
+        return value
+
+    @field_validator("idp_allow_login_hint")
+    @classmethod
+    def _login_hint_in_dev_mode_only(cls, value: bool, info: ValidationInfo) -> bool:
+        # The sandbox identity provider logs the hinted citizen in without any authentication.
+        if value and not info.data.get("dev_mode"):
+            raise ValueError("is a development setting (the sandbox identity provider's login without "
+                             "authentication): refused outside dev_mode")
+        return value

@@ -32,8 +32,12 @@ from tests.wallet_api.conftest import (
 from wallet_api.app import create_app
 
 
-def _wallet(idp_url: str, tmp: Path, port: int, **extra: Any) -> Iterator[WalletHandle]:
+def _wallet(idp_url: str, tmp: Path, port: int, *, production: bool = False, **extra: Any) -> Iterator[WalletHandle]:
     settings = wallet_settings(tmp, port, idp_url, **extra)
+    if production:
+        # Outside dev_mode the settings refuse the sandbox identity provider (loopback http) and its
+        # login_hint; the test still logs in through it, so dev_mode is turned off past validation.
+        settings = settings.model_copy(update={"dev_mode": False})
     app = create_app(settings)
     with serve(app, port=port) as url:
         yield WalletHandle(url, settings, app, idp_url)
@@ -48,7 +52,7 @@ def lenient_wallet(idp_url: str, tmp_path_factory: pytest.TempPathFactory) -> It
 @pytest.fixture(scope="module")
 def production_wallet(idp_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WalletHandle]:
     """A wallet outside development mode (registered app redirect, no loopback leniency)."""
-    yield from _wallet(idp_url, tmp_path_factory.mktemp("prod"), _WALLET_PORTS[2], dev_mode=False,
+    yield from _wallet(idp_url, tmp_path_factory.mktemp("prod"), _WALLET_PORTS[2], production=True,
                        app_redirect_uris=[APP_REDIRECT], allow_untrusted_verifiers=True)
 
 
