@@ -35,6 +35,7 @@ from .context import IssuerContext, utcnow
 from .models import CredentialTypeRow, SourceConfig, VctOwner, VctShare
 from .models import Tenant as TenantRow
 from .sources import DataSource, SourceConfigError, SourceContext, build_source, tenant_source_config
+from .sources.base import MAX_TIMEOUT
 from .tenancy import TenantRef as Tenant
 
 log = logging.getLogger(__name__)
@@ -446,8 +447,11 @@ async def _load_source(ctx: IssuerContext, session: AsyncSession, tenant_id: str
     slug = await session.scalar(select(TenantRow.slug).where(TenantRow.id == tenant_id)) if row.kind == "sql" else ""
     try:
         config = tenant_source_config(config, _connections(ctx, slug or ""), dev_mode=ctx.settings.dev_mode)
-        # A source without its own timeout gets the issuer's source_timeout (never the adapter's default).
-        source = build_source({"timeout": ctx.settings.source_timeout, **config}, http=ctx.http)
+        # A source without its own timeout gets the issuer's source_timeout (never the adapter's default),
+        # as a per-request timeout at most the adapters' MAX_TIMEOUT: source_timeout is a deadline on the
+        # whole query, retries included, and may be longer than any one request may take.
+        default = min(ctx.settings.source_timeout, MAX_TIMEOUT)
+        source = build_source({"timeout": default, **config}, http=ctx.http)
     except SourceConfigError as exc:
         log.warning("stored source configuration refused", extra={"tenant_id": tenant_id, "type_id": type_id,
                                                                     "reason": exc.detail})

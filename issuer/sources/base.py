@@ -16,6 +16,7 @@ Contract (what the issuer relies on):
 from __future__ import annotations
 
 import datetime as dt
+import math
 import secrets
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -80,6 +81,20 @@ class SourceDestinationRefused(SourceConfigError):
 
     def __init__(self, detail: str = "the source's URL leads where the issuer may not connect") -> None:
         super().__init__(detail, "source_destination_refused")
+
+
+#: The longest per-request ``timeout`` a source may be configured with, seconds (as Via Oberta's client).
+MAX_TIMEOUT = 120
+
+
+def check_timeout(value: Any) -> float:
+    """A source's ``timeout`` setting: a finite number of seconds above 0 and at most :data:`MAX_TIMEOUT`,
+    not a boolean (raises :class:`SourceConfigError`). Refused when configured: a zero or negative one
+    would make every query time out, a 503 for ever."""
+    if (isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value)
+            or not 0 < value <= MAX_TIMEOUT):
+        raise SourceConfigError(f"timeout must be a number of seconds above 0, at most {MAX_TIMEOUT}")
+    return float(value)
 
 
 def destination_refused(exc: BaseException) -> SourceDestinationRefused | None:

@@ -32,6 +32,7 @@ from .base import (
     Subject,
     SubjectNotFound,
     check_fields,
+    check_timeout,
     destination_refused,
     reshape,
     with_subject,
@@ -111,8 +112,7 @@ class RestSource:
             raise SourceConfigError("method must be GET or POST")
         if not isinstance(retries, int) or not 0 <= retries <= 5:
             raise SourceConfigError("retries must be an integer from 0 to 5")
-        if not isinstance(timeout, int | float) or not 0 < timeout <= 120:
-            raise SourceConfigError("timeout must be a number of seconds from 0 to 120")
+        timeout = check_timeout(timeout)
         self.url = url
         self.method = method.upper()
         self.headers = _check_headers(headers)
@@ -120,7 +120,7 @@ class RestSource:
         self.fields = check_fields(fields)
         self.product = product
         self.name = name
-        self.timeout = float(timeout)
+        self.timeout = timeout
         self.retries = retries
         self.backoff = float(backoff)
         self.not_found = frozenset(not_found_status or [404])

@@ -32,6 +32,7 @@ from .base import (
     Subject,
     SubjectNotFound,
     check_fields,
+    check_timeout,
     reshape,
     with_subject,
 )
@@ -62,7 +63,8 @@ class SqlSource:
     """Fetch a subject's record from a SQL database (any SQLAlchemy URL; SQLite by default in tests).
 
     Settings: ``url``, ``query`` (with ``:identifier``), ``fields`` (record path → column or
-    ``list_field[].column``), ``list_field``, ``product`` (name in the evidence), ``timeout``.
+    ``list_field[].column``), ``list_field``, ``product`` (name in the evidence), ``timeout`` (seconds,
+    above 0, at most 120, as the other adapters).
     """
 
     def __init__(self, *, url: str, query: str, fields: dict[str, str] | None = None, list_field: str | None = None,
@@ -76,6 +78,7 @@ class SqlSource:
             raise SourceConfigError(f"unknown bind parameter(s): {', '.join(sorted(params - ALLOWED_PARAMS))}")
         if list_field is not None and (not isinstance(list_field, str) or not list_field.isidentifier()):
             raise SourceConfigError("list_field must be a simple name")
+        timeout = check_timeout(timeout)
         try:
             # A pooled connection to a server can go stale (restart, idle timeout): ping it before
             # use. A SQLite file cannot, and the ping cost 20 µs of every query.
@@ -88,7 +91,7 @@ class SqlSource:
         self.list_field = list_field
         self.product = product
         self.name = name
-        self.timeout = float(timeout)
+        self.timeout = timeout
 
     def _query(self, subject: Subject, context: SourceContext) -> list[dict[str, Any]]:
         values = {"identifier": subject.identifier, "identifier_type": subject.identifier_type,

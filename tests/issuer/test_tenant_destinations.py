@@ -41,7 +41,10 @@ def sql_issuer(sandbox: Sandbox, tmp_path_factory: pytest.TempPathFactory):
         db.execute("INSERT INTO tax VALUES (?, 'POSITIVO', 'REF-1', '20260320')", (DEMO_EVERYTHING,))
     settings = make_settings(sandbox, f"sqlite+aiosqlite:///{folder / 'issuer.db'}", free_port(), folder, folder)
     settings = settings.model_copy(update={"sql_connections": {
-        "tax-registry": SqlConnection(url=SecretStr(f"sqlite:///{registry}"), tenants=["hisenda-test"])}})
+        "tax-registry": SqlConnection(url=SecretStr(f"sqlite:///{registry}"), tenants=["hisenda-test"]),
+        "tax-registry-too": SqlConnection(url=SecretStr(f"sqlite:///{registry}"), tenants=["hisenda-lenta"])},
+        # A deadline on a whole query longer than one request may take (a source's timeout: at most 120 s).
+        "source_timeout": 150.0})
     yield from start_issuer(sandbox, settings)
 
 
@@ -81,6 +84,25 @@ async def test_a_sql_source_names_a_connection_opened_to_its_tenant(sql_issuer: 
             "subject": {"identifier": DEMO_EVERYTHING, "name": "Titular de Prova"}})).json()
         received = await WalletClient(http).receive_offer(offer["offer_uri"], offer.get("tx_code"))
     assert received.credentials, "the tenant's own connection serves its credentials"
+
+
+async def test_a_source_without_its_own_timeout_is_served_under_a_source_timeout_beyond_120(
+        sql_issuer: IssuerEnv) -> None:
+    """Such a source gets source_timeout as its per-request timeout, capped at the adapters' 120 s:
+    uncapped, the stored source no longer passed its own timeout check when loaded, and every credential
+    request of the type was told that no data source is configured."""
+    env = sql_issuer
+    assert env.settings.source_timeout > 120
+    async with httpx.AsyncClient(timeout=20, limits=LIMITS) as http:
+        owner = await _tenant(http, env, "hisenda-lenta")
+        r = await http.put(f"{env.url}/v1/types/tax-compliance/source", headers=owner, json={
+            "kind": "sql", "connection": "tax-registry-too", **QUERY, "context": CONTEXT})
+        assert r.status_code == 200, r.text
+        offer = (await http.post(f"{env.url}/v1/offers", headers=owner, json={
+            "credential_configuration_ids": ["tax-compliance"],
+            "subject": {"identifier": DEMO_EVERYTHING, "name": "Titular de Prova"}})).json()
+        received = await WalletClient(http).receive_offer(offer["offer_uri"], offer.get("tx_code"))
+    assert received.credentials
 
 
 async def test_a_source_names_no_file_on_the_issuers_server(issuer_env: IssuerEnv, tmp_path: Path) -> None:

@@ -115,6 +115,19 @@ def test_bad_sql_configuration_is_refused(db: str, settings: dict) -> None:
         build_source({"kind": "sql", "url": db, **settings})
 
 
+@pytest.mark.parametrize("timeout", [0, -5, 121, float("nan"), float("inf"), True, "10", None])
+def test_a_timeout_every_query_would_outlast_is_refused_when_configured(db: str, timeout: object) -> None:
+    """As for the REST and Via Oberta sources: before, 0 and -5 were accepted, and every query then timed
+    out at once (a 503 for ever); a string or None failed in float()."""
+    with pytest.raises(SourceConfigError) as info:
+        build_source({"kind": "sql", "url": db, "query": "SELECT * FROM residents WHERE nif = :identifier",
+                      "timeout": timeout})
+    assert "timeout" in info.value.detail
+    for accepted in (0.5, 120, 7):
+        assert build_source({"kind": "sql", "url": db, "query": "SELECT * FROM residents WHERE nif = :identifier",
+                             "timeout": accepted}).timeout == accepted
+
+
 async def test_unreachable_database_is_unavailable(tmp_path: Path) -> None:
     from issuer.sources import SourceUnavailable
 
