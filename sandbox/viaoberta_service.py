@@ -36,6 +36,7 @@ Pending queries live in process memory: this stand-in runs as a single worker.
 
 from __future__ import annotations
 
+import re
 import secrets
 import time
 from dataclasses import dataclass
@@ -77,6 +78,10 @@ from viaoberta.xmlsafe import MAX_XML_BYTES, SOAP11_NS, parse_xml
 FAULTS = ("latency", "http500", "malformed", "bad_signature", "unsigned", "soap_fault", "other_subject")
 SYNC_PATH = "/siri-proxy/services/Sincron"
 ASYNC_RESPONSE_PATH = "/siri-proxy/services/AsincronResposta"
+# The IdPeticion (or the caller's X-Request-Id) echoed in the answer's X-Request-Id header: only one
+# such as the SCSP clients make (at most 26 characters). Anything else, a non-Latin-1 character or a CR/LF
+# (which no HTTP header can carry), leaves the header out; the SOAP body still carries it as sent.
+_ECHOED_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,26}")
 # SCSP error codes (CodigoEstado of a fault). 05xx are system errors, read by clients as an outage to
 # retry later (issuer.sources.viaoberta); a wrong request gets a code of its own, a final refusal.
 ESTADO_UNKNOWN_REQUEST = "0207"   # the state of the IdPeticion cannot be retrieved (unknown, delivered)
@@ -277,9 +282,9 @@ def create_app(config: ViaObertaSandboxConfig) -> FastAPI:
         return config.today or datetime.now(UTC).date()
 
     def signed(content: etree._Element, status: int, request_id: str) -> Response:
+        echoed = {"X-Request-Id": request_id} if _ECHOED_REQUEST_ID.fullmatch(request_id) else {}
         return Response(sign_envelope(content, config.signing_key_pem, config.signing_cert_pem),
-                        status_code=status, media_type="text/xml; charset=utf-8",
-                        headers={"X-Request-Id": request_id})
+                        status_code=status, media_type="text/xml; charset=utf-8", headers=echoed)
 
     def fault(code: str, literal: str, variant: str = "aoc", request_id: str = "") -> Response:
         return signed(build_fault(code, literal, variant, request_id), 500, request_id)

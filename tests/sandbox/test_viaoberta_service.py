@@ -12,7 +12,14 @@ from sandbox.population import DEMO_EVERYTHING
 from sandbox.viaoberta_service import ViaObertaSandboxConfig, create_app
 from tests.viaoberta.helpers import identity, issuer, make_request, platform, running_sandbox
 from viaoberta.errors import ViaObertaError
-from viaoberta.messages import NAMESPACES, ErrorResult, build_peticion, parse_fault, parse_respuesta
+from viaoberta.messages import (
+    NAMESPACES,
+    ErrorResult,
+    build_peticion,
+    build_solicitud_respuesta,
+    parse_fault,
+    parse_respuesta,
+)
 from viaoberta.wssecurity import (
     envelope_body,
     load_certificate,
@@ -181,3 +188,51 @@ def test_a_body_larger_than_the_parser_accepts_is_refused_unread(url: str) -> No
     for content in (too_big, chunks()):
         response = httpx.post(url + SYNC, content=content, headers={"Content-Type": "text/xml"}, timeout=10)
         assert response.status_code == 413, response.text
+
+
+def _answered_id(body: etree._Element) -> str | None:
+    return next((e.text for e in body.iter() if isinstance(e.tag, str) and etree.QName(e).localname == "IdPeticion"),
+                None)
+
+
+def test_a_plain_idpeticion_is_echoed_in_the_x_request_id_header(url: str) -> None:
+    response = httpx.post(url + SYNC, content=_signed(_peticion(_set("IdPeticion", "SBX.req_1-2"))),
+                          headers={"Content-Type": "text/xml"}, timeout=10)
+    assert response.status_code == 200 and response.headers["x-request-id"] == "SBX.req_1-2"
+
+
+# A header cannot carry a non-Latin-1 character (the answer was a plain 500, UnicodeEncodeError) nor a
+# CR or LF (uvicorn dropped the connection: "Invalid HTTP header value"); the others are no id an SCSP
+# client makes. The answer is given as for any id, the IdPeticion in its body as sent, without the header.
+UNECHOED = ["CRT\u20ac123", "CRT\u00e9", "A\nB", "A\rB", "A\tB", "A B", "x" * 27]
+
+
+@pytest.mark.parametrize("request_id", UNECHOED, ids=["euro", "latin1", "lf", "cr", "tab", "space", "27-chars"])
+def test_an_idpeticion_no_header_should_carry_is_answered_without_the_header(url: str, request_id: str) -> None:
+    response = httpx.post(url + SYNC, content=_signed(_peticion(_set("IdPeticion", request_id))),
+                          headers={"Content-Type": "text/xml"}, timeout=10)
+    assert response.status_code == 200, response.text
+    assert "x-request-id" not in response.headers
+    body, _ = verify_envelope(parse_xml(response.content), [load_certificate(platform().cert_pem)])
+    assert parse_respuesta(body, "aoc").data["Certificado"]["Resultado"] == "POSITIVO"
+    assert _answered_id(body) == request_id
+
+
+@pytest.mark.parametrize("request_id", ["CRT\u20ac123", "A\r\nB"], ids=["euro", "crlf"])
+def test_a_poll_for_such_an_idpeticion_gets_the_signed_fault(url: str, request_id: str) -> None:
+    content = build_solicitud_respuesta("PLACEHOLDER", "ECOT103")
+    for element in content.iter(qname(NS, "IdPeticion")):
+        element.text = request_id
+    response = httpx.post(url + POLL, content=_signed(content), headers={"Content-Type": "text/xml"}, timeout=10)
+    assert response.status_code == 500 and "x-request-id" not in response.headers
+    body, _ = verify_envelope(parse_xml(response.content), [load_certificate(platform().cert_pem)])
+    fault = parse_fault(body)
+    assert isinstance(fault, ErrorResult) and fault.codigo_estado == "0207", fault
+
+
+def test_a_caller_x_request_id_no_header_should_carry_is_not_echoed(url: str) -> None:
+    # An unreadable body is answered before any IdPeticion is known, naming the caller's own header.
+    for sent, echoed in ((b"req-42", "req-42"), ("abc\u00e9".encode("latin-1"), None), (b"a" * 27, None)):
+        response = httpx.post(url + SYNC, content=b"<x/>", headers={"Content-Type": "text/xml", "X-Request-Id": sent},
+                              timeout=10)
+        assert response.status_code == 500 and response.headers.get("x-request-id") == echoed, sent
