@@ -36,7 +36,6 @@ state in their database.
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import hmac
 import html
@@ -348,7 +347,7 @@ def create_app(config: IdPSandboxConfig) -> FastAPI:
             try:
                 decoded = base64.b64decode(authz[6:].strip(), validate=True).decode("utf-8")
                 basic_id, _, secret = decoded.partition(":")
-            except (binascii.Error, UnicodeDecodeError):
+            except ValueError:  # not base64 (binascii.Error), not ASCII (a header's obs-text), not UTF-8
                 return _oauth_error("invalid_client", "malformed Basic credentials", 401,
                                     {"WWW-Authenticate": 'Basic realm="idp"'})
             if client_id is not None and client_id != basic_id:

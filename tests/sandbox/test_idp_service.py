@@ -137,6 +137,26 @@ def test_wrong_client_secret_is_refused(http: httpx.Client) -> None:
     assert token(http, code).status_code == 200
 
 
+@pytest.mark.parametrize("credentials", [
+    b"Basic \xc3\xa9\xc3\xa9",  # UTF-8 bytes in the header: not base64's ASCII (was a 500, ValueError)
+    b"Basic \xe9",  # Latin-1 obs-text
+    b"Basic ***",  # not base64
+    b"Basic " + base64.b64encode(b"wallet:\xff"),  # base64 of what is not UTF-8
+], ids=["utf8", "latin1", "not-base64", "not-utf8"])
+def test_unreadable_basic_credentials_are_invalid_client(http: httpx.Client, credentials: bytes) -> None:
+    code = authorize(http)["code"][0]
+    response = http.post("/o/oauth2/token", headers={"Authorization": credentials},
+                         data={"grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT})
+    assert response.status_code == 401, response.text
+    assert response.json() == {"error": "invalid_client", "error_description": "malformed Basic credentials"}
+    assert response.headers["www-authenticate"] == 'Basic realm="idp"'
+    # a non-ASCII secret, well encoded, is just a wrong one
+    wrong = http.post("/o/oauth2/token", headers={"Authorization": b"Basic " + base64.b64encode(
+        "wallet:\u00e9\u20ac".encode())}, data={"grant_type": "authorization_code", "code": code})
+    assert wrong.status_code == 401 and wrong.json()["error_description"] == "client authentication failed"
+    assert token(http, code).status_code == 200  # neither consumed the code
+
+
 def test_code_of_another_client_is_refused(http: httpx.Client) -> None:
     code = authorize(http)["code"][0]
     response = http.post("/o/oauth2/token", data={"grant_type": "authorization_code", "code": code,
