@@ -10,8 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, fi
 from pydantic_settings import SettingsConfigDict
 
 from service_kit.ratelimit import RateSpec
-from service_kit.settings import SigningServiceSettings, check_admin_key
-from ssi.urls import UnsafeURL, is_loopback_host, split_secure_url
+from service_kit.settings import SigningServiceSettings, check_admin_key, check_idp_url
+from ssi.urls import is_loopback_host
 
 #: Smallest status list outside ``dev_mode``: herd privacy (docs/issuer.md, "Status lists").
 MIN_STATUS_LIST_SIZE = 100_000
@@ -92,7 +92,7 @@ class IssuerSettings(SigningServiceSettings):
     idp_forward_login_hint: bool = Field(
         default=False,
         description="Forward a wallet's `login_hint` to the identity provider (the sandbox's non-interactive "
-                    "login). Development only.",
+                    "login). Development only: refused outside `dev_mode`.",
     )
     require_dpop: bool = Field(default=False,
                                description="Refuse bearer access tokens: wallets must use DPoP (RFC 9449), as HAIP "
@@ -193,17 +193,18 @@ class IssuerSettings(SigningServiceSettings):
     @classmethod
     def _check_idp_url(cls, value: str, info: ValidationInfo) -> str:
         # Where citizens log in and where the issuer sends the authorization code and its client secret:
-        # outside dev_mode, https to a host that is not this machine (never the development sandbox).
-        # The messages never quote the value (start-up errors name the setting only).
+        # the wallet's rule (service_kit.settings.check_idp_url), never the sandbox outside dev_mode.
         value = value.strip()
-        if not value or info.data.get("dev_mode"):
-            return value
-        try:
-            parts = split_secure_url(value)
-        except UnsafeURL as exc:
-            raise ValueError(f"must be an https URL outside dev_mode (it {exc})") from None
-        if is_loopback_host(parts.hostname or ""):
-            raise ValueError("must not point at this machine (loopback) outside dev_mode") from None
+        check_idp_url(value, bool(info.data.get("dev_mode")))
+        return value
+
+    @field_validator("idp_forward_login_hint")
+    @classmethod
+    def _login_hint_in_dev_mode_only(cls, value: bool, info: ValidationInfo) -> bool:
+        # The sandbox identity provider logs the hinted citizen in without any authentication.
+        if value and not info.data.get("dev_mode"):
+            raise ValueError("is a development setting (the sandbox identity provider's login without "
+                             "authentication): refused outside dev_mode")
         return value
 
     @model_validator(mode="after")

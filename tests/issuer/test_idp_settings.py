@@ -74,6 +74,14 @@ def test_dev_mode_takes_the_sandbox_on_loopback_when_it_is_named() -> None:
     assert settings.idp_configured and settings.authorization_code_flow
 
 
+def test_outside_dev_mode_forwarding_login_hint_to_the_identity_provider_stops_the_start() -> None:
+    """``login_hint`` is the sandbox identity provider's login without authentication: a development
+    setting, refused in production as the wallet's ``idp_allow_login_hint`` is."""
+    with pytest.raises(ValueError, match="idp_forward_login_hint"):
+        _production(idp_forward_login_hint=True)
+    assert IssuerSettings(dev_mode=True, idp_forward_login_hint=True).idp_forward_login_hint
+
+
 @pytest.fixture
 def no_idp(tmp_path: Path) -> Iterator[str]:
     """An issuer in dev_mode with no identity provider configured."""
