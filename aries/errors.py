@@ -45,3 +45,12 @@ class WebhookRefused(AriesError):
 
 class VerificationFailed(AriesError):
     """A DIDComm presentation that our policies refuse (code names the policy)."""
+
+
+def transient(exc: AriesError) -> bool:
+    """Whether an agent error says nothing about what was asked: the agent not running or not answering
+    (``aries.agent_unavailable``, ``aries.agent_crashed``), or answering 5xx, 408 or 429. The same
+    call may succeed later; any other answer (a 404, a 400) is the agent's definite one."""
+    if isinstance(exc, AgentRequestFailed):
+        return exc.status >= 500 or exc.status in (408, 429)
+    return exc.code in ("aries.agent_unavailable", "aries.agent_crashed")

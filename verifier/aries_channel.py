@@ -13,6 +13,8 @@ as ``verified`` (the requested claims only) or ``rejected`` (the failed check's 
 abandoned before any presentation arrived (the holder refused) ends ``declined`` with ``aries.declined``,
 as OpenID4VP ends a wallet's ``access_denied``. A sweep in every worker reads the agent's record of
 pending requests (:meth:`VerifierAriesChannel.check_pending`), so a lost webhook leaves none pending.
+An agent that does not answer (:func:`aries.errors.transient`) judges nothing: the transaction is left
+``pending``, the webhook answers 503 (ACA-Py delivers it again) and the sweep finds it after that.
 
 The DIDs are trusted on the OpenID4VC channel's terms, not the web host's: the document is a JWT
 (``typ`` ``aries-issuer+jwt``) whose key the transaction's :class:`~verifier.verification.TrustPolicy`
@@ -37,11 +39,11 @@ from typing import Any
 
 import httpx
 from fastapi import FastAPI
-from sqlalchemy import bindparam, delete, select
+from sqlalchemy import bindparam, delete, select, update
 
 from aries import channel, cleanup, webhooks
 from aries.client import BBS, ED25519, AdminClient
-from aries.errors import AgentRequestFailed, AriesError, VerificationFailed, WebhookRefused
+from aries.errors import AgentRequestFailed, AriesError, VerificationFailed, WebhookRefused, transient
 from aries.presentation import ProofRequest, build_proof_request, check_presentation, precheck_presentation
 from aries.service import (
     AgentRuntime,
@@ -289,7 +291,15 @@ class VerifierAriesChannel:
                 continue
             event = webhooks.WebhookEvent("present_proof_v2_0", str(record.get("thread_id") or pres_ex_id),
                                           pres_ex_id, state, record)
-            if await self._process(event) == "processed":
+            try:
+                processed = await self._process(event)
+            except AriesError as exc:
+                if not transient(exc):
+                    raise
+                log.warning("aries presentation left to be judged again", extra={
+                    "pres_ex_id": pres_ex_id, "state": state, "code": exc.code})
+                continue
+            if processed == "processed":
                 log.warning("aries presentation found by the sweep (its webhook was lost)",
                             extra={"pres_ex_id": pres_ex_id, "state": state})
         return len(rows)
@@ -399,7 +409,16 @@ class VerifierAriesChannel:
         event = webhooks.parse(topic, body)
         if topic != "present_proof_v2_0" or event.state not in JUDGED_STATES:
             return "ignored"
-        return await self._process(event)
+        try:
+            return await self._process(event)
+        except AriesError as exc:
+            if not transient(exc):
+                raise
+            # The agent did not answer: nothing was judged, the event's key is forgotten. 503 makes
+            # ACA-Py deliver it again (every 10 s, four times); after that the sweep finds the request.
+            log.warning("aries presentation left to be judged again", extra={
+                "pres_ex_id": event.record_id, "state": event.state, "code": exc.code})
+            raise unavailable_error(exc) from exc
 
     async def _process(self, event: webhooks.WebhookEvent) -> str:
         """Process one event once (its stored key inserted first): ``processed`` or ``duplicate``."""
@@ -457,6 +476,11 @@ class VerifierAriesChannel:
             else:
                 errors = [CheckError(exc.code, row.query_id, exc.detail)]
         except AriesError as exc:
+            if transient(exc):
+                # No answer from the agent is no judgement: rejected, the transaction would stay so for
+                # good (a presentation that may well verify). Given back to be judged again.
+                await self._release(tx.id)
+                raise
             errors = [CheckError(exc.code, row.query_id, exc.detail)]
         except Exception:  # noqa: BLE001 - never leave a transaction stuck in "processing"
             log.exception("aries presentation check failed unexpectedly")
@@ -489,7 +513,19 @@ class VerifierAriesChannel:
             log.warning("aries presentation record not removed from the agent",
                         extra={"transaction_id": tx.id, "code": exc.code})
 
-    async def _verify_if_well_formed(self, row: AriesPresentation, tx: Transaction) -> VerificationFailed | None:
+    async def _release(self, tx_id: str) -> None:
+        """Give back a transaction this worker claimed and could not judge (``processing`` →
+        ``pending``), so that a re-delivery or the sweep judges it; one that cannot be given back is
+        ended by the expiry sweep, as any left ``processing``."""
+        try:
+            async with self.db.session() as session:
+                await session.execute(update(Transaction).where(
+                    Transaction.id == tx_id, checked_on_the_row(Transaction.status, "processing"))
+                    .values(status="pending"))
+        except Exception:  # noqa: BLE001 - the caller's error is the one to report
+            log.exception("aries transaction left processing for the expiry sweep", extra={"transaction_id": tx_id})
+
+    async def _verify_if_well_formed(self, row: AriesPresentation, tx: Transaction) -> AriesError | None:
         """Ask the agent to verify a received presentation whose shape and contexts pass
         :func:`~aries.presentation.precheck_presentation` (None); or the refusal, when they do not: the
         presentation is then judged, and rejected, without being verified.
@@ -498,8 +534,18 @@ class VerifierAriesChannel:
         signature loads every context the holder wrote, and ACA-Py fetches an unknown one with no
         timeout, following redirects, outside the outbound policy, from inside its event loop.
         A record no longer ``presentation-received`` is left to its own state's webhook (None).
+
+        The agent's errors: a transient one (:func:`aries.errors.transient`) is raised, so that the event
+        is processed again; a record the agent does not have is refused (``aries.agent_request_failed``);
+        a refusal to verify (400: the record moved on, or its verification failed and the agent
+        abandoned it) is left to the record's next state.
         """
-        record = await self.agent_client().pres_record(row.pres_ex_id)
+        try:
+            record = await self.agent_client().pres_record(row.pres_ex_id)
+        except AgentRequestFailed as exc:
+            if transient(exc):
+                raise
+            return exc
         if record.get("state") != "presentation-received":
             # Past it already: verified by an agent run with --auto-verify-presentation (``done``), or
             # abandoned. That state's own webhook (or the sweep) brings the judgement.
@@ -511,7 +557,15 @@ class VerifierAriesChannel:
             precheck_presentation(record, request, trusted_issuers=documents.dids())
         except VerificationFailed as exc:
             return documents.explain(exc)
-        await self.agent_client().verify_presentation(row.pres_ex_id)
+        try:
+            await self.agent_client().verify_presentation(row.pres_ex_id)
+        except AgentRequestFailed as exc:
+            if transient(exc):
+                raise
+            if exc.status == 404:
+                return exc
+            log.info("aries presentation not verified by the agent; left to its next state",
+                     extra={"pres_ex_id": row.pres_ex_id, "status": exc.status})
         return None
 
     def agent_client(self) -> AdminClient:

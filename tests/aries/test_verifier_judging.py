@@ -8,10 +8,12 @@ delivery would have left: a template stored before a rule, a processed-event key
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import json
 import sqlite3
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,9 +21,10 @@ import httpx
 import pytest
 
 from aries.client import AdminClient
+from tests.support.servers import free_port
 
 from . import test_services as services
-from .harness import wait_for
+from .harness import Ended, wait_for
 from .test_services import World, _poll
 
 world = services.world  # the module's own world (module scope)
@@ -124,6 +127,12 @@ def _taken(world: World, asked: Asked, *states: str) -> None:
                        [(_event_key(asked, state), now) for state in states])
 
 
+def _handled(processed: Ended, asked: Asked, state: str) -> None:
+    """Wait until the agent's own delivery of ``state`` was processed (here: found taken), so that
+    forgetting its key next cannot race it."""
+    processed.wait(lambda event: event.thread_id == asked.thread_id and event.state == state)
+
+
 def _forgotten(world: World, asked: Asked, state: str) -> None:
     """Delete an event's key, as a failed processing does (so that ACA-Py's re-delivery is processed)."""
     with _verifier_db(world) as db:
@@ -171,9 +180,9 @@ def _present(world: World, asked: Asked, vc_id: str) -> None:
 def test_a_presentation_received_webhook_redelivered_after_the_judgement_is_acknowledged(
         world: World, vc_id: str) -> None:
     """ACA-Py re-delivers a webhook whose processing failed. A ``presentation-received`` one arriving
-    after the transaction was judged made the verifier ask its agent to verify a record already done
-    or removed (404/400), and the webhook answered 500 until ACA-Py gave up. It is acknowledged (200),
-    and the judgement stands."""
+    after the transaction was judged made the verifier read the record the judgement had removed
+    (404) or ask the agent to verify it again (400); that error escaped, and the webhook failed until
+    ACA-Py gave up. It is acknowledged (200), and the judgement stands."""
     asked = _ask(world)
     _present(world, asked, vc_id)
     result = _poll(lambda: _result(world, asked), lambda r: r["status"] != "pending")
@@ -186,21 +195,26 @@ def test_a_presentation_received_webhook_redelivered_after_the_judgement_is_ackn
     assert _result(world, asked) == result
 
 
-def test_a_presentation_the_agent_verified_on_its_own_is_not_verified_again(world: World, vc_id: str) -> None:
+def test_a_presentation_the_agent_verified_on_its_own_is_not_verified_again(
+        world: World, vc_id: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """An agent run elsewhere with --auto-verify-presentation verifies on arrival: by the time the
     ``presentation-received`` webhook is processed its record is ``done``, and the verifier's own
-    verify call answered 400 (webhook 500, re-delivered, failing each time). The webhook is
-    acknowledged without a call; the ``done`` one judges the presentation."""
+    verify call answered 400, which escaped: the webhook failed, was delivered again and failed each
+    time. The webhook is acknowledged without a call; the ``done`` one judges the presentation."""
+    from verifier.aries_channel import VerifierAriesChannel
+
+    processed = Ended(monkeypatch, VerifierAriesChannel, "_process")
     asked = _ask(world)
     _taken(world, asked, "presentation-received", "done")  # held while the agent verifies on its own
     _present(world, asked, vc_id)
-    _poll(lambda: _agent_state(world, asked), lambda state: state == "presentation-received")
+    _handled(processed, asked, "presentation-received")
 
     async def verify_on_its_own() -> None:
         async with _verifier_agent(world) as client:
             await client.verify_presentation(_pres_ex_id(world, asked))
 
     asyncio.run(verify_on_its_own())
+    _handled(processed, asked, "done")
     assert _agent_state(world, asked) == "done"
     _forgotten(world, asked, "presentation-received")
     received = _deliver(world, asked, "presentation-received")
@@ -212,3 +226,83 @@ def test_a_presentation_the_agent_verified_on_its_own_is_not_verified_again(worl
     result = _poll(lambda: _result(world, asked), lambda r: r["status"] != "pending")
     assert result["status"] == "verified", result["errors"]
     assert set(result["claims"]["diploma"]) == {"title", "awardingBody"}
+
+
+@contextlib.contextmanager
+def _agent_unreachable(world: World) -> Iterator[None]:
+    """The verifier's admin calls go to a closed port (its agent, still running, sends webhooks)."""
+    runtime = world.verifier_app.state.aries.runtime
+    real = runtime.client
+    runtime.client = AdminClient(f"http://127.0.0.1:{free_port()}", "unreachable", timeout=5)
+    try:
+        yield
+    finally:
+        runtime.client = real
+
+
+def test_an_agent_that_does_not_answer_leaves_the_presentation_to_be_judged_again(
+        world: World, vc_id: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The agent not answering while a presentation is judged (connection refused, a timeout, a 5xx)
+    ended the transaction ``rejected`` with ``aries.agent_unavailable``, for good, though nothing was
+    wrong with the presentation. The webhook now answers 503 (ACA-Py delivers it again), the
+    transaction stays pending, and once the agent answers the presentation is judged: here by the
+    sweep, after ACA-Py's re-deliveries were spent."""
+    from verifier import aries_channel
+
+    processed = Ended(monkeypatch, aries_channel.VerifierAriesChannel, "_process")
+    asked = _ask(world)
+    _taken(world, asked, "presentation-received", "done")  # the agent's own deliveries held back
+    _present(world, asked, vc_id)
+    _handled(processed, asked, "presentation-received")
+
+    # Asked to verify while the agent does not answer: 503, nothing judged.
+    _forgotten(world, asked, "presentation-received")
+    with _agent_unreachable(world):
+        received = _deliver(world, asked, "presentation-received")
+    assert received.status_code == 503, received.text
+    assert received.json()["code"] == "aries.agent_unavailable"
+    assert _result(world, asked)["status"] == "pending"
+    assert _deliver(world, asked, "presentation-received").status_code == 200  # ACA-Py's next delivery
+    _handled(processed, asked, "done")
+    assert _agent_state(world, asked) == "done"
+
+    # Judged while the agent does not answer: 503, the transaction still pending, no error recorded.
+    _forgotten(world, asked, "done")
+    with _agent_unreachable(world):
+        done = _deliver(world, asked, "done")
+        assert done.status_code == 503, done.text
+        assert done.json()["code"] == "aries.agent_unavailable"
+        result = _result(world, asked)
+        assert (result["status"], result["errors"]) == ("pending", [])
+
+    # ACA-Py's re-deliveries spent, the sweep judges it once the agent answers.
+    for name, value in (("PENDING_CHECK_AFTER", dt.timedelta(seconds=1)), ("PENDING_CHECK_EVERY", 1.0)):
+        monkeypatch.setattr(aries_channel, name, value)
+    result = _poll(lambda: _result(world, asked), lambda r: r["status"] != "pending", timeout=30)
+    assert result["status"] == "verified", result["errors"]
+    assert set(result["claims"]["diploma"]) == {"title", "awardingBody"}
+
+
+def test_a_definite_answer_of_the_agent_still_rejects(
+        world: World, vc_id: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only a definite answer ends the transaction: a received presentation whose record the agent no
+    longer has (404) is ``rejected`` with ``aries.agent_request_failed``, where its webhook failed
+    (the agent's error escaped) until ACA-Py gave up, and the request stayed pending until it expired."""
+    from verifier.aries_channel import VerifierAriesChannel
+
+    processed = Ended(monkeypatch, VerifierAriesChannel, "_process")
+    asked = _ask(world)
+    _taken(world, asked, "presentation-received")
+    _present(world, asked, vc_id)
+    _handled(processed, asked, "presentation-received")
+
+    async def remove() -> None:
+        async with _verifier_agent(world) as client:
+            await client.delete_pres_record(_pres_ex_id(world, asked))
+
+    asyncio.run(remove())
+    _forgotten(world, asked, "presentation-received")
+    received = _deliver(world, asked, "presentation-received")
+    assert received.status_code == 200, received.text
+    result = _result(world, asked)
+    assert result["status"] == "rejected" and [e["code"] for e in result["errors"]] == ["aries.agent_request_failed"]
