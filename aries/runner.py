@@ -12,7 +12,8 @@ ACA-Py pins Pydantic 1, so it runs from its own virtual environment (``.venv-aca
   key; secrets travel by environment variables, never on the command line (visible in ``ps``);
 - webhooks posted to the controlling service with their own API key (``url#key``, which ACA-Py sends
   as the ``x-api-key`` header);
-- the ``cartera_contexts`` plugin that pre-caches the JSON-LD contexts of our credential types;
+- the ``cartera_contexts`` plugin that pre-caches the JSON-LD contexts of our credential types (and
+  records a holder's problem report on a connectionless proof request, which ACA-Py 0.12.8 fails on);
 - a log file kept in its data directory.
 
 :meth:`AgentProcess.start` waits for ``/status/ready``; a process that exits while starting or

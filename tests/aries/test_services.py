@@ -439,16 +439,16 @@ def test_the_verifier_s_agent_verifies_a_presentation_only_when_the_verifier_ask
     assert calls == ["verified"]
 
 
-def test_a_request_refused_without_an_answer_ends_declined_as_on_openid4vp(world: World) -> None:
-    """A request whose record the verifier's agent abandons before any presentation arrived (the
-    holder's problem report) was judged as a bad answer: ``rejected`` with ``aries.signature_invalid``,
-    where OpenID4VP ends the same refusal ``declined``. It ends ``declined`` with ``aries.declined``,
-    the agency's webhook says ``presentation.declined``, and the agent's record is removed.
+def test_a_request_the_holder_declines_ends_declined_as_on_openid4vp(world: World) -> None:
+    """The citizen's wallet declines the request: its agent sends a present-proof problem report. The
+    transaction ends ``declined`` with ``aries.declined``, the agency's webhook says
+    ``presentation.declined``, and the agent's record is removed, as OpenID4VP ends a wallet's
+    ``access_denied``.
 
-    ACA-Py 0.12.8 drops a holder's problem report on a connectionless request (its handler reads the
-    message's connection, and there is none), so the record is abandoned here by the verifier's agent
-    itself (its admin API's problem-report), which leaves it as the report would: ``abandoned``, no
-    presentation."""
+    ACA-Py 0.12.8's own handler fails on a report without a connection, which a connectionless
+    request's is (``'NoneType' object has no attribute 'connection_id'``): the refusal was lost and
+    the request stayed pending until it expired. The ``cartera_contexts`` plugin's handler records it
+    (aries/acapy_plugins/cartera_contexts/declines.py)."""
     deliveries: list[dict[str, Any]] = []
     hooks = FastAPI()
 
@@ -469,11 +469,11 @@ def test_a_request_refused_without_an_answer_ends_declined_as_on_openid4vp(world
         async def refuse() -> str:
             async with _wallet(world) as w, AdminClient(agent.admin_url, agent._headers["x-api-key"]) as verifier:
                 await w.receive_invitation(invitation)
-                await wait_for(lambda: w.pres_records(thread_id=thread_id),
-                               lambda rs: bool(rs) and rs[0]["state"] == "request-received", timeout=30)
+                (asked,) = await wait_for(lambda: w.pres_records(thread_id=thread_id),
+                                          lambda rs: bool(rs) and rs[0]["state"] == "request-received", timeout=30)
                 (record,) = await verifier.pres_records(thread_id=thread_id)
-                await verifier.request("POST", f"/present-proof-2.0/records/{record['pres_ex_id']}/problem-report",
-                                       json={"description": "the citizen declined"})
+                await w.request("POST", f"/present-proof-2.0/records/{asked['pres_ex_id']}/problem-report",
+                                json={"description": "the citizen declined"})
                 return str(record["pres_ex_id"])
 
         pres_ex_id = asyncio.run(refuse())

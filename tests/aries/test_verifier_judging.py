@@ -306,3 +306,34 @@ def test_a_definite_answer_of_the_agent_still_rejects(
     assert received.status_code == 200, received.text
     result = _result(world, asked)
     assert result["status"] == "rejected" and [e["code"] for e in result["errors"]] == ["aries.agent_request_failed"]
+
+
+def test_a_problem_report_after_the_presentation_changes_nothing(
+        world: World, vc_id: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The plugin's handler of connectionless problem reports abandons a request only while nothing
+    was presented: a report arriving once the presentation is in (from the holder, or from anyone who
+    saw the invitation) leaves the record as it is, and the presentation is judged."""
+    from verifier.aries_channel import VerifierAriesChannel
+
+    processed = Ended(monkeypatch, VerifierAriesChannel, "_process")
+    asked = _ask(world)
+    _taken(world, asked, "presentation-received")  # the presentation waits, unjudged, on the agent
+    _present(world, asked, vc_id)
+    _handled(processed, asked, "presentation-received")
+    pres_ex_id = _pres_ex_id(world, asked)
+    log = world.verifier_app.state.aries.runtime.process.config.log_file
+
+    async def report() -> None:
+        async with services._wallet(world) as w:
+            (record,) = await w.pres_records(thread_id=asked.thread_id)
+            await w.request("POST", f"/present-proof-2.0/records/{record['pres_ex_id']}/problem-report",
+                            json={"description": "changed my mind"})
+
+    asyncio.run(report())
+    _poll(lambda: log.read_text(encoding="utf-8", errors="replace"),
+          lambda text: f"problem report on request {pres_ex_id} in state presentation-received: ignored" in text)
+    assert _agent_state(world, asked) == "presentation-received"
+    _forgotten(world, asked, "presentation-received")
+    assert _deliver(world, asked, "presentation-received").status_code == 200
+    result = _poll(lambda: _result(world, asked), lambda r: r["status"] != "pending")
+    assert result["status"] == "verified", result["errors"]

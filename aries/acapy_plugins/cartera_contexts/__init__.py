@@ -9,6 +9,10 @@ generated contexts to a JSON file ``{url: document}`` and passes its path as
 ``--plugin-config-value cartera_contexts.file=PATH``; once the agent has started, this plugin puts a
 loader in front of ACA-Py's that answers those URLs from the file, and hands every other URL on to
 ACA-Py's own loader unchanged.
+
+It also replaces ACA-Py's handler of present-proof 2.0 problem reports, which fails on a report
+without a connection, so that a holder declining one of the verifier's connectionless requests is
+recorded (:mod:`cartera_contexts.declines`).
 """
 
 import json
@@ -32,9 +36,13 @@ def _load_file(path):
 
 
 async def setup(context):
-    """Register the startup hook (ACA-Py binds its DocumentLoader after plugins are set up)."""
+    """Replace the problem report handler; register the startup hook (ACA-Py binds its DocumentLoader
+    after plugins are set up)."""
     from aries_cloudagent.core.event_bus import EventBus
 
+    from .declines import register
+
+    register(context)
     config = (context.settings.get("plugin_config") or {}).get("cartera_contexts") or {}
     path = config.get("file")
     if not path:
