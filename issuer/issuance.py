@@ -8,10 +8,11 @@ transaction) are then written in one transaction, so a failure at any point reco
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -109,6 +110,27 @@ class Deferred:
     request_id: str
 
 
+#: The :class:`SourceContext` fields a pending query is sent with. Its deferral keeps them
+#: (``DeferredTransaction.source_context``, migration 0018) and every poll carries them again: a poll
+#: sent under the context the tenant has edited since would refuse the answer as echoing another
+#: purpose or official, after the source had delivered it, and forgotten it.
+SENT_CONTEXT_FIELDS = ("purpose", "procedure", "consent", "official_name", "official_nif", "requesting_body_id",
+                       "requesting_body_name")
+
+
+def sent_context(context: SourceContext | None) -> dict[str, str] | None:
+    """The :data:`SENT_CONTEXT_FIELDS` of ``context``, to keep with a deferral (``None`` without one)."""
+    if context is None:
+        return None
+    return {name: getattr(context, name) for name in SENT_CONTEXT_FIELDS}
+
+
+class FinalSourceAnswer(APIError):
+    """The data source's answer is final: it refused the query, holds no record for the subject, or
+    answered something that cannot be used. Asking again cannot help; for the poll of a pending query,
+    the query will never complete (the source has delivered its answer, and forgotten it)."""
+
+
 def subject_from_json(data: dict[str, Any]) -> Subject:
     """A :class:`Subject` from its stored JSON form."""
     return Subject(identifier=str(data["identifier"]), identifier_type=str(data.get("identifier_type") or "NIF"),
@@ -121,16 +143,23 @@ def subject_to_json(subject: Subject) -> dict[str, Any]:
 
 
 async def fetch_record(ctx: IssuerContext, tenant: Tenant, reg: RegisteredType, subject: Subject, *,
-                       selector: str | None, request_id: str | None, poll_reference: str | None = None
-                       ) -> Claims | Pending:
-    """Query (or poll) the type's data source; map its failures to protocol errors."""
+                       selector: str | None, request_id: str | None, poll_reference: str | None = None,
+                       sent: Mapping[str, Any] | None = None) -> Claims | Pending:
+    """Query (or poll) the type's data source; map its failures to protocol errors.
+
+    A :class:`Pending` answer carries the context the query was sent under (``context``; keep
+    :func:`sent_context` of it); a poll given that as ``sent`` is sent under it again, whatever the
+    tenant's context is now (without it, under the current one). A final answer (refused, no record,
+    unusable) raises :class:`FinalSourceAnswer`.
+    """
     configured = await get_source(ctx, None, tenant.id, reg.type_id)
     if configured is None:
         raise APIError(400, CREDENTIAL_REQUEST_DENIED, "no data source is configured for this credential type")
     try:
-        context = SourceContext(**configured.context, requesting_body_id=tenant.body_id or tenant.slug,
-                                requesting_body_name=tenant.name, selector=selector,
-                                **({"request_id": request_id} if request_id else {}))
+        fields = ({name: sent.get(name) for name in SENT_CONTEXT_FIELDS} if sent is not None else
+                  {**configured.context, "requesting_body_id": tenant.body_id or tenant.slug,
+                   "requesting_body_name": tenant.name})
+        context = SourceContext(**fields, selector=selector, **({"request_id": request_id} if request_id else {}))
         if poll_reference is not None:
             call = configured.source.poll(poll_reference, reg.ctype, subject, context)
         else:
@@ -138,6 +167,8 @@ async def fetch_record(ctx: IssuerContext, tenant: Tenant, reg: RegisteredType, 
         async with asyncio.timeout(ctx.settings.source_timeout):  # no extra task, unlike wait_for
             answer = await call
         _count_source(ctx, tenant, reg, "pending" if isinstance(answer, Pending) else "ok")
+        if isinstance(answer, Pending):
+            answer = dataclasses.replace(answer, context=context)
         return answer
     except (SourceUnavailable, TimeoutError) as exc:
         _count_failure(ctx, tenant, reg, "unavailable")
@@ -147,10 +178,10 @@ async def fetch_record(ctx: IssuerContext, tenant: Tenant, reg: RegisteredType, 
                        {"Retry-After": str(retry)}) from exc
     except SubjectNotFound as exc:
         _count_failure(ctx, tenant, reg, "not_found")
-        raise APIError(400, CREDENTIAL_REQUEST_DENIED, "the registry holds no record for this subject") from exc
+        raise FinalSourceAnswer(400, CREDENTIAL_REQUEST_DENIED, "the registry holds no record for this subject") from exc
     except SourceRefused as exc:
         _count_failure(ctx, tenant, reg, "refused")
-        raise APIError(400, CREDENTIAL_REQUEST_DENIED, "the data source refused the query") from exc
+        raise FinalSourceAnswer(400, CREDENTIAL_REQUEST_DENIED, "the data source refused the query") from exc
     except SourceConfigError as exc:
         # The source's configuration must change (its URL leads where the outbound policy refuses to
         # connect): no Retry-After, since asking again cannot help; the tenant's operator must act.
@@ -161,7 +192,7 @@ async def fetch_record(ctx: IssuerContext, tenant: Tenant, reg: RegisteredType, 
     except (BadSourceAnswer, SourceError) as exc:
         _count_failure(ctx, tenant, reg, "bad_answer")
         log.warning("data source answer refused", extra={"type_id": reg.type_id, "code": exc.code})
-        raise APIError(502, "server_error", "the data source's answer could not be used") from exc
+        raise FinalSourceAnswer(502, "server_error", "the data source's answer could not be used") from exc
 
 
 def _count_failure(ctx: IssuerContext, tenant: Tenant, reg: RegisteredType, outcome: str) -> None:

@@ -249,6 +249,14 @@ class DeferredTransaction(Base):
     #: When the data source may be asked again (its ``retry_after``); a wallet's poll before then is
     #: answered "pending" without asking it. None: ask at the next poll (migration 0017).
     next_poll_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    #: The query context the pending query was sent under (``issuer.issuance.SENT_CONTEXT_FIELDS``):
+    #: its polls carry it again, whatever the tenant's context is now. None: made before migration 0018,
+    #: polled under the current context.
+    source_context: Mapped[dict[str, str] | None] = mapped_column(JSON, nullable=True)
+    #: The record the source answered with, sealed like ``sealed_response``, kept from the poll that
+    #: heard it until the credential is recorded (then cleared): a poll whose signing or recording
+    #: failed is retried from it, since the source has delivered its answer and forgotten it.
+    sealed_record: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
 
 
 class AuthorizationRequest(Base):

@@ -20,13 +20,14 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import logging
 import math
 from typing import Any
 from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import JSONResponse
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from credential_schemas import CredentialType
@@ -86,15 +87,24 @@ from ..grants import (
     redeem_pre_authorized_code_within_limits,
     reserve_guess,
 )
-from ..issuance import Deferred, fetch_record, sign_and_record, subject_from_json
+from ..issuance import (
+    Deferred,
+    FinalSourceAnswer,
+    fetch_record,
+    sent_context,
+    sign_and_record,
+    subject_from_json,
+)
 from ..keys import published_keys, signing_algorithms
 from ..metadata import authorization_server_metadata, issuer_metadata
 from ..models import CredentialTypeRow, DeferredTransaction, IssuanceClaim, IssuanceRecord, StoredResponse
 from ..nonces import nonce_expiry
 from ..registry import RegisteredType, load_stored_type, tenant_types
+from ..sources import Claims, Evidence, Pending
 from ..status import list_token
 from ..tenancy import TenantRef, path_tenant, protocol_tenant
 
+log = logging.getLogger(__name__)
 router = APIRouter()
 #: The token, nonce and credential endpoints: they read their own input and answer with a Response,
 #: so FastAPI documents them as usual but calls them directly (service_kit.direct_route).
@@ -582,7 +592,8 @@ async def credential(request: Request, slug: str) -> JSONResponse:
                     subject=token_row.subject, selector=token_row.selector, login=token_row.login,
                     holder_jwks=holder_jwks, request_id=outcome.reference[:40], offer_id=token_row.offer_id,
                     created_at=now, expires_at=now + dt.timedelta(days=30), sealed_response=None,
-                    dpop_jkt=token_row.dpop_jkt, next_poll_at=utcnow() + dt.timedelta(seconds=wait)))
+                    dpop_jkt=token_row.dpop_jkt, next_poll_at=utcnow() + dt.timedelta(seconds=wait),
+                    source_context=sent_context(getattr(outcome, "context", None))))
                 await store(session, body, 202)
             return _json(body, status=202)
         issued = await sign_and_record(ctx, tenant, reg, outcome, subject, holder_jwks, credential_id=credential_id,
@@ -646,26 +657,72 @@ async def deferred_credential(request: Request, tenant: TenantRef = Depends(path
                              f"{ctx.issuer_url(tenant.slug)}/deferred_credential")
     if row.sealed_response is not None:
         return _json(json.loads(ctx.box.open(row.sealed_response, aad)))
-    now = utcnow()
-    if row.next_poll_at is not None and now < row.next_poll_at:
-        # Before the time the source gave: asking it again would only hear "pending" again (and cost the
-        # registry a query). The wallet is told how long is left.
-        left = math.ceil((row.next_poll_at - now).total_seconds())
-        return _json({"transaction_id": parsed.transaction_id, "interval": max(1, left)}, status=202)
-    reg = (await _types(ctx, tenant)).get(row.configuration_id)
-    if reg is None:
-        raise APIError(400, INVALID_TRANSACTION_ID, "the credential type of this transaction is gone")
+    record_aad = f"issuer:deferred-record:{tx_hash}".encode()
     subject = subject_from_json(row.subject)
-    outcome = await fetch_record(ctx, tenant, reg, subject, selector=row.selector, request_id=None,
-                                 poll_reference=row.source_reference)
-    if not hasattr(outcome, "record"):
-        # Still pending: the source's new retry_after sets both the next time it is asked and the interval.
-        wait = _source_wait(outcome.retry_after)
+    outcome: Claims | Pending
+    if row.sealed_record is not None:
+        # An earlier poll heard the source's answer and kept it, then failed before the credential was
+        # recorded (no signing key yet, the database, a restart): issue from it. The source is not asked
+        # again: it delivered its answer once, and forgot it.
+        reg = await _deferred_type(ctx, tenant, row)
+        outcome = _open_record(ctx, row.sealed_record, record_aad)
+    else:
+        now = utcnow()
+        if row.next_poll_at is not None and now < row.next_poll_at:
+            # Before the time the source gave: asking it again would only hear "pending" again (and cost
+            # the registry a query). The wallet is told how long is left.
+            left = math.ceil((row.next_poll_at - now).total_seconds())
+            return _json({"transaction_id": parsed.transaction_id, "interval": max(1, left)}, status=202)
+        reg = await _deferred_type(ctx, tenant, row)
+        # One poll at a time asks the source: this one holds the transaction (its next_poll_at) for as long
+        # as a query may take. Two polls asking at once would make the source deliver its answer to one and
+        # refuse the other, which would then end the transaction under the one that has the data.
         async with ctx.session() as session:
-            await session.execute(update(DeferredTransaction).where(
+            claimed = (await session.execute(update(DeferredTransaction).where(
+                DeferredTransaction.transaction_hash == tx_hash, DeferredTransaction.sealed_response.is_(None),
+                DeferredTransaction.sealed_record.is_(None),
+                or_(DeferredTransaction.next_poll_at.is_(None), DeferredTransaction.next_poll_at <= now))
+                .values(next_poll_at=now + dt.timedelta(seconds=ctx.settings.source_timeout + CLAIM_GRACE_SECONDS))
+            )).rowcount
+        if not claimed:
+            # Another poll is asking the source, or has just heard it: "pending" until it is done.
+            return _json({"transaction_id": parsed.transaction_id, "interval": _pending_interval(ctx, 1)},
+                         status=202)
+        try:
+            outcome = await fetch_record(ctx, tenant, reg, subject, selector=row.selector, request_id=None,
+                                         poll_reference=row.source_reference, sent=row.source_context)
+        except FinalSourceAnswer as exc:
+            # The pending query will never complete (the source refused it, holds no record, or answered
+            # what cannot be used; its answer is delivered and gone): the transaction ends here, and the
+            # wallet is told to stop polling (OpenID4VCI 1.0 §9.3: credential_request_denied). A later
+            # poll of it is invalid_transaction_id.
+            async with ctx.session() as session:
+                await session.execute(delete(DeferredTransaction).where(
+                    DeferredTransaction.transaction_hash == tx_hash, DeferredTransaction.sealed_response.is_(None),
+                    DeferredTransaction.sealed_record.is_(None)))
+            log.info("deferred transaction ended by the data source's answer",
+                     extra={"type_id": reg.type_id, "tenant": tenant.slug, "error": exc.error})
+            raise APIError(400, CREDENTIAL_REQUEST_DENIED,
+                           f"{exc.error_description}; this transaction will not complete") from exc
+        if isinstance(outcome, Pending):
+            # Still pending: the source's new retry_after sets both the next time it is asked and the interval.
+            wait = _source_wait(outcome.retry_after)
+            async with ctx.session() as session:
+                await session.execute(update(DeferredTransaction).where(
+                    DeferredTransaction.transaction_hash == tx_hash, DeferredTransaction.sealed_response.is_(None))
+                    .values(next_poll_at=utcnow() + dt.timedelta(seconds=wait)))
+            return _json({"transaction_id": parsed.transaction_id, "interval": _pending_interval(ctx, wait)},
+                         status=202)
+        # Kept before anything else can fail: the source has delivered its answer, and will not again.
+        kept = ctx.box.seal(json.dumps({"record": outcome.record, "evidence": outcome.evidence.as_dict()})
+                            .encode("utf-8"), record_aad)
+        async with ctx.session() as session:
+            stored = (await session.execute(update(DeferredTransaction).where(
                 DeferredTransaction.transaction_hash == tx_hash, DeferredTransaction.sealed_response.is_(None))
-                .values(next_poll_at=utcnow() + dt.timedelta(seconds=wait)))
-        return _json({"transaction_id": parsed.transaction_id, "interval": _pending_interval(ctx, wait)}, status=202)
+                .values(sealed_record=kept))).rowcount
+        if not stored:
+            return await _delivered_or_gone(ctx, tx_hash, aad, gone=APIError(
+                400, INVALID_TRANSACTION_ID, "the transaction id is unknown or expired"))
 
     # The sealed response holds every claim of the credential: once delivered it is kept only while a
     # wallet that failed to store it may poll again (a wallet retries a failed store later, Cartera's
@@ -674,11 +731,12 @@ async def deferred_credential(request: Request, tenant: TenantRef = Depends(path
                           utcnow() + dt.timedelta(seconds=ctx.settings.deferred_kept_after_delivery))
 
     async def finalize(session: Any, body: dict[str, Any]) -> None:
-        # Only one poll may complete the transaction: the conditional update decides.
+        # Only one poll may complete the transaction: the conditional update decides. The kept record
+        # goes: the sealed response holds what a wallet may still need.
         result = await session.execute(update(DeferredTransaction).where(
             DeferredTransaction.transaction_hash == tx_hash, DeferredTransaction.sealed_response.is_(None))
             .values(sealed_response=ctx.box.seal(json.dumps(body).encode("utf-8"), aad),
-                    expires_at=delivered_until))
+                    sealed_record=None, expires_at=delivered_until))
         if not result.rowcount:
             raise _AlreadyDone
 
@@ -687,13 +745,32 @@ async def deferred_credential(request: Request, tenant: TenantRef = Depends(path
                                        credential_id=row.credential_id, login=row.login, offer_id=row.offer_id,
                                        finalize=finalize)
     except (_AlreadyDone, IntegrityError):
-        async with ctx.db.read_session() as session:
-            sealed = (await session.execute(select(DeferredTransaction.sealed_response).where(
-                DeferredTransaction.transaction_hash == tx_hash))).scalar_one_or_none()
-        if sealed is None:
-            raise APIError(503, "temporarily_unavailable", "retry shortly", {"Retry-After": "1"}) from None
-        return _json(json.loads(ctx.box.open(sealed, aad)))
+        return await _delivered_or_gone(ctx, tx_hash, aad, gone=APIError(
+            503, "temporarily_unavailable", "retry shortly", {"Retry-After": "1"}))
     return _json(issued.body)
+
+
+async def _deferred_type(ctx: IssuerContext, tenant: TenantRef, row: DeferredTransaction) -> RegisteredType:
+    reg = (await _types(ctx, tenant)).get(row.configuration_id)
+    if reg is None:
+        raise APIError(400, INVALID_TRANSACTION_ID, "the credential type of this transaction is gone")
+    return reg
+
+
+def _open_record(ctx: IssuerContext, sealed: bytes, aad: bytes) -> Claims:
+    """The record (and its query's evidence) a poll heard and kept on the transaction."""
+    kept = json.loads(ctx.box.open(sealed, aad))
+    return Claims(record=kept["record"], evidence=Evidence(**kept["evidence"]))
+
+
+async def _delivered_or_gone(ctx: IssuerContext, tx_hash: str, aad: bytes, *, gone: APIError) -> JSONResponse:
+    """The response another poll delivered for the transaction; ``gone`` raised when there is none."""
+    async with ctx.db.read_session() as session:
+        sealed = (await session.execute(select(DeferredTransaction.sealed_response).where(
+            DeferredTransaction.transaction_hash == tx_hash))).scalar_one_or_none()
+    if sealed is None:
+        raise gone from None
+    return _json(json.loads(ctx.box.open(sealed, aad)))
 
 
 # -- notification ---------------------------------------------------------------------------------

@@ -206,11 +206,17 @@ class Claims:
 
 @dataclass(frozen=True)
 class Pending:
-    """The source will answer later: poll with ``reference`` after ``retry_after`` seconds."""
+    """The source will answer later: poll with ``reference`` after ``retry_after`` seconds.
+
+    ``context`` is the query context the pending query was sent under, which its polls must carry
+    too (an answer echoing another purpose or official is refused): adapters leave it out, and the
+    issuer fills it in (:func:`issuer.issuance.fetch_record`) to keep it with the deferral.
+    """
 
     retry_after: int
     reference: str
     evidence: Evidence | None = None
+    context: SourceContext | None = field(default=None, repr=False)
 
 
 SourceOutcome = Claims | Pending

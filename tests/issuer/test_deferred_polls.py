@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 import re
 import secrets
 import sqlite3
@@ -28,6 +29,8 @@ from sqlalchemy import insert, inspect, select
 from issuer.keys import issue_tenant_certificate
 from issuer.models import DeferredTransaction, Tenant
 from sandbox.population import DEMO_PENDING
+from sandbox.viaoberta_service import ViaObertaSandboxConfig
+from sandbox.viaoberta_service import create_app as create_viaoberta
 from service_kit.db import Database
 from service_kit.migrations import make_config, run_migrations
 from ssi import x509 as ssi_x509
@@ -35,7 +38,11 @@ from ssi.jose import Key
 from tests.issuer.conftest import ADMIN_KEY, IssuerEnv
 from tests.issuer.helpers import LIMITS, create_offer, own_builtin
 from tests.issuer.test_schema import MIGRATIONS
+from tests.support.servers import serve
 from tests.support.wallet_client import IssuanceResult, WalletClient
+from viaoberta.client import ViaObertaClient
+from viaoberta.credentials import generate_identity
+from viaoberta.messages import PendingResult
 
 pytestmark = pytest.mark.anyio
 
@@ -206,6 +213,182 @@ async def test_the_migration_adds_the_next_poll_time_to_pending_transactions(dat
             columns = await session.run_sync(
                 lambda s: [c["name"] for c in inspect(s.connection()).get_columns("deferred_transactions")])
         assert "next_poll_at" not in columns and "transaction_hash" in columns
+        await asyncio.to_thread(run_migrations, MIGRATIONS, database_url)
+    finally:
+        await db.dispose()
+
+
+# -- a pending answer is delivered once: kept, and never lost -----------------------------------------
+
+async def _sql(env: IssuerEnv, statement: str, *args: Any) -> list[tuple[Any, ...]] | int:
+    """Run ``statement`` (``?`` placeholders) on the issuer's database: its rows, or the rows it changed."""
+    url = str(env.settings.database_url)
+    if url.startswith("sqlite"):
+        with sqlite3.connect(url.split("///", 1)[1]) as db:
+            cursor = db.execute(statement, args)
+            return cursor.fetchall() if statement.lstrip().upper().startswith("SELECT") else cursor.rowcount
+    numbered = statement
+    for n in range(1, len(args) + 1):
+        numbered = numbered.replace("?", f"${n}", 1)
+    conn = await asyncpg.connect(url.replace("postgresql+asyncpg", "postgresql"))
+    try:
+        if statement.lstrip().upper().startswith("SELECT"):
+            return [tuple(r) for r in await conn.fetch(numbered, *args)]
+        return int((await conn.execute(numbered, *args)).rsplit(" ", 1)[-1])
+    finally:
+        await conn.close()
+
+
+TENANT_ID = "(SELECT id FROM tenants WHERE slug = ?)"
+
+
+async def _transaction(env: IssuerEnv, slug: str) -> tuple[Any, ...] | None:
+    """The tenant's deferred transaction: (source_reference, source_context, sealed_record, sealed_response)."""
+    rows = await _sql(env, "SELECT source_reference, source_context, sealed_record, sealed_response "
+                           f"FROM deferred_transactions WHERE tenant_id = {TENANT_ID}", slug)
+    assert isinstance(rows, list) and len(rows) <= 1
+    return rows[0] if rows else None
+
+
+async def test_a_poll_is_sent_under_the_context_the_query_was_sent_under(env: IssuerEnv) -> None:
+    """The tenant edits its source's purpose and official while a query is pending. The source's answer
+    echoes the context the query was sent with: checked against the edited one, it was refused (502), and
+    the source, which had delivered it, answered the next poll "unknown IdPeticion" (400) for 30 days."""
+    async with httpx.AsyncClient(timeout=30, limits=LIMITS) as http:
+        slug = await _tenant(http, env, pending_retry_seconds=RETRY)
+        offer = await create_offer(http, env, slug, TYPE, DEMO_PENDING)
+        result = await WalletClient(http).receive_offer(offer["offer_uri"], offer["tx_code"])
+        assert result.transaction_id
+        sent = _source(env)["context"]
+        edited = _source(env, pending_retry_seconds=RETRY)
+        edited["context"] = {**sent, "purpose": "Subvencions 2027", "official_name": "Una altra oficina"}
+        r = await http.put(f"{env.url}/v1/types/{TYPE}/source", headers=env.headers(slug), json=edited)
+        assert r.status_code == 200, r.text
+
+        await _make_due(env, slug)
+        assert (await _poll(http, result)).status_code == 202  # the sandbox answers on the second poll
+        await _make_due(env, slug)
+        done = await _poll(http, result)
+    assert done.status_code == 200, done.text
+    told = done.json()["query_evidence"]
+    assert told["purpose"] == "Subvencions" and told["official"] == {"name": "Oficina"}  # as sent, not as edited
+    stored = (await _transaction(env, slug))[1]  # kept on the transaction (migration 0018)
+    stored = json.loads(stored) if isinstance(stored, str) else stored
+    assert stored == {**sent, "requesting_body_id": slug, "requesting_body_name": "Deferred polls"}
+
+
+async def test_a_poll_whose_issuance_failed_is_issued_from_the_kept_record_without_asking_again(
+        env: IssuerEnv) -> None:
+    """The source answers a poll with the data, and the credential cannot be signed (the tenant has no
+    active signing key: 503). The record was kept, sealed, on the transaction: the next poll issues from it
+    and does not ask the source, which delivered its answer once (asked again, it answers "unknown
+    IdPeticion", and the transaction was refused for good)."""
+    async with httpx.AsyncClient(timeout=30, limits=LIMITS) as http:
+        slug = await _tenant(http, env, pending_retry_seconds=RETRY)
+        offer = await create_offer(http, env, slug, TYPE, DEMO_PENDING)
+        result = await WalletClient(http).receive_offer(offer["offer_uri"], offer["tx_code"])
+        await _make_due(env, slug)
+        assert (await _poll(http, result)).status_code == 202
+        await _make_due(env, slug)
+        assert await _sql(env, f"UPDATE signing_keys SET active = FALSE WHERE tenant_id = {TENANT_ID}", slug) == 1
+        failed = await _poll(http, result)
+        assert failed.status_code == 503 and failed.json()["error"] == "temporarily_unavailable", failed.text
+        asked = await _source_calls(http, env, slug)
+        _, _, kept, delivered = await _transaction(env, slug)
+
+        assert await _sql(env, f"UPDATE signing_keys SET active = TRUE WHERE tenant_id = {TENANT_ID}", slug) == 1
+        done = await _poll(http, result)
+        assert done.status_code == 200, done.text
+        assert done.json()["credentials"] and done.json()["query_evidence"]["purpose"] == "Subvencions"
+        assert await _source_calls(http, env, slug) == asked  # the source was not asked again
+        again = await _poll(http, result)
+    assert again.status_code == 200 and again.json()["credentials"] == done.json()["credentials"]
+    # Between the two polls the record was kept, sealed, and no response; now the response is kept (for a
+    # wallet that failed to store it), and the record no more.
+    assert kept is not None and delivered is None and b"POSITIVO" not in bytes(kept)
+    _, _, kept, delivered = await _transaction(env, slug)
+    assert kept is None and delivered is not None
+
+
+async def test_a_pending_query_the_source_refuses_for_good_ends_its_transaction(env: IssuerEnv) -> None:
+    """Its answer was consumed elsewhere (here: collected by another client, as when a poll that heard it
+    stopped before keeping it): the source answers "unknown IdPeticion". The wallet is told
+    credential_request_denied, which tells it to stop polling (OpenID4VCI 1.0 §9.3), the transaction is
+    deleted, and a later poll is invalid_transaction_id, not the same refusal for 30 days."""
+    sandbox = env.sandbox
+    async with httpx.AsyncClient(timeout=30, limits=LIMITS) as http:
+        slug = await _tenant(http, env, pending_retry_seconds=RETRY)
+        offer = await create_offer(http, env, slug, TYPE, DEMO_PENDING)
+        result = await WalletClient(http).receive_offer(offer["offer_uri"], offer["tx_code"])
+        reference = (await _transaction(env, slug))[0]
+        other = ViaObertaClient(sandbox.viaoberta_url, signing_key_pem=sandbox.requester_key_pem,
+                                signing_cert_pem=sandbox.requester_cert_pem,
+                                platform_certs_pem=[sandbox.platform_cert_pem], http=http)
+        while isinstance(await other.poll(reference, "ECOT103"), PendingResult):
+            pass
+
+        await _make_due(env, slug)
+        refused = await _poll(http, result)
+        assert refused.status_code == 400 and refused.json()["error"] == "credential_request_denied", refused.text
+        assert "will not complete" in refused.json()["error_description"]
+        assert await _transaction(env, slug) is None
+        later = await _poll(http, result)
+    assert later.status_code == 400 and later.json()["error"] == "invalid_transaction_id", later.text
+
+
+async def test_two_polls_at_once_ask_the_source_once(env: IssuerEnv) -> None:
+    """A wallet that polls again while its first poll still waits for the source (a slow one, here a
+    sandbox answering after a second): the second is answered "pending" without asking the source. Two
+    queries at once would make the source deliver its answer to one and refuse the other."""
+    platform = generate_identity("slow platform")
+    slow = ViaObertaSandboxConfig(signing_key_pem=platform.key_pem, signing_cert_pem=platform.cert_pem,
+                                  registered_certs_pem=[env.sandbox.requester_cert_pem],
+                                  pending_identifiers=frozenset({DEMO_PENDING}), pending_polls=5, fault="latency",
+                                  latency_seconds=1.0, allow_fault_header=False)
+    with serve(create_viaoberta(slow)) as slow_url:
+        async with httpx.AsyncClient(timeout=30, limits=LIMITS) as http:
+            slug = await _tenant(http, env, pending_retry_seconds=RETRY, endpoint=slow_url,
+                                 platform_certs_pem=[platform.cert_pem.decode()])
+            offer = await create_offer(http, env, slug, TYPE, DEMO_PENDING)
+            result = await WalletClient(http).receive_offer(offer["offer_uri"], offer["tx_code"])
+            asked = await _source_calls(http, env, slug)
+            await _make_due(env, slug)
+            answers = await asyncio.gather(_poll(http, result), _poll(http, result))
+            assert await _source_calls(http, env, slug) == asked + 1
+    assert [a.status_code for a in answers] == [202, 202], [a.text for a in answers]
+
+
+async def test_the_migration_keeps_the_sent_context_and_the_polled_record(database_url: str) -> None:
+    """0018 on SQLite and PostgreSQL: a transaction made before it has neither (it is polled under the
+    current context, as before), new ones store theirs; down to 0017 and up again."""
+    await asyncio.to_thread(run_migrations, MIGRATIONS, database_url, "0017")
+    now = dt.datetime.now(dt.UTC)
+    db = Database(database_url)
+    row = {"tenant_id": "t_old", "token_hash": "t", "configuration_id": TYPE, "credential_id": "c_1",
+           "source_reference": "ref", "subject": {"identifier": DEMO_PENDING}, "selector": None, "login": {},
+           "holder_jwks": [], "request_id": "ref", "offer_id": None, "created_at": now,
+           "expires_at": now + dt.timedelta(days=30), "sealed_response": None, "dpop_jkt": None, "next_poll_at": None}
+    sent = {"purpose": "Subvencions", "procedure": "ECOT", "consent": "Si", "official_name": "Oficina",
+            "official_nif": "00000000T", "requesting_body_id": "L0", "requesting_body_name": "Ajuntament"}
+    try:
+        async with db.session() as session:
+            await session.execute(insert(Tenant.__table__).values(id="t_old", slug="old", name="Old", display=[],
+                                                                  body_id="", created_at=now))
+            await session.execute(insert(DeferredTransaction.__table__).values(transaction_hash="before", **row))
+        await asyncio.to_thread(run_migrations, MIGRATIONS, database_url, "0018")
+        async with db.session() as session:
+            session.add(DeferredTransaction(transaction_hash="after", source_context=sent, sealed_record=b"\x01sealed",
+                                            **row))
+        async with db.session() as session:
+            kept = {r[0]: tuple(r[1:]) for r in (await session.execute(select(
+                DeferredTransaction.transaction_hash, DeferredTransaction.source_context,
+                DeferredTransaction.sealed_record))).all()}
+        assert kept == {"before": (None, None), "after": (sent, b"\x01sealed")}
+        await asyncio.to_thread(command.downgrade, make_config(MIGRATIONS, database_url), "0017")
+        async with db.session() as session:
+            columns = await session.run_sync(
+                lambda s: [c["name"] for c in inspect(s.connection()).get_columns("deferred_transactions")])
+        assert "source_context" not in columns and "sealed_record" not in columns and "next_poll_at" in columns
         await asyncio.to_thread(run_migrations, MIGRATIONS, database_url)
     finally:
         await db.dispose()
