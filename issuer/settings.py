@@ -118,7 +118,8 @@ class IssuerSettings(SigningServiceSettings):
         default=10.0, gt=0,
         description="Deadline of one data-source query, seconds, retries included (503 "
                     "`temporarily_unavailable` beyond). Also the per-request timeout of a source without its "
-                    "own `timeout`; a source's own `timeout` applies per request and only matters when shorter.")
+                    "own `timeout` (at most 120 s, the longest a source's own may be); a source's own `timeout` "
+                    "applies per request and only matters when shorter.")
     idp_timeout: float = Field(default=10.0, gt=0, description="Timeout of each call to the identity provider "
                                                                "(token, user info), seconds (connect and read).")
     # Abuse limits (docs/security.md, "Rate limits"): BURST/SECONDS, 0 disables one.
