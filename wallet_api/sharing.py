@@ -41,7 +41,6 @@ from ssi.dcql import DCQLQuery, evaluate
 from ssi.encoding import json_dumps
 from ssi.errors import SSIError
 from ssi.jwe import encrypt_jwe
-from ssi.oid4vci import check_url
 from ssi.oid4vp import (
     REQUEST_OBJECT_MEDIA_TYPE,
     RequestObject,
@@ -50,6 +49,7 @@ from ssi.oid4vp import (
 )
 from ssi.sd_jwt import SDJWT
 from ssi.sd_jwt_vc import NON_DISCLOSABLE_CLAIMS, SD_JWT_VC_TYP
+from ssi.urls import UnsafeURL, split_secure_url
 
 from .context import FetchError, WalletContext
 from .deps import Principal
@@ -596,22 +596,25 @@ async def approve(ctx: WalletContext, me: Principal, presentation_id: str, *, se
     return {**_preview_out(presentation_id, "sent", data), "disclosed": disclosed}
 
 
-#: Longer than any redirect a verifier needs (browsers cut URLs at about 2,000 characters).
-MAX_REDIRECT_URI = 2048
+#: Room for a verifier's own redirect URI (at most 2,000 characters) and the ``#response_code=...``
+#: it appends for the same-device flow (OpenID4VP 1.0 §8.2), with margin; a 2 MB answer is not kept.
+MAX_REDIRECT_URI = 4096
 
 
 def verifier_redirect(ctx: WalletContext, answer: dict[str, Any]) -> str | None:
     """The ``redirect_uri`` of the verifier's answer (OpenID4VP 1.0 §8.2) if the app may follow it:
-    an https URL (http to loopback in ``dev_mode``) of at most :data:`MAX_REDIRECT_URI` characters.
-    Anything else (``javascript:``, another scheme, a 2 MB string) is dropped: the app would otherwise
-    be handed a script or an open redirect to follow in the citizen's name."""
+    an https URL (http to loopback in ``dev_mode``) of at most :data:`MAX_REDIRECT_URI` characters,
+    its fragment kept (the same-device flow's ``response_code`` travels there). Anything else
+    (``javascript:``, another scheme, a 2 MB string) is dropped: the app would otherwise be handed a
+    script or an open redirect to follow in the citizen's name."""
     value = answer.get("redirect_uri")
     if not isinstance(value, str) or len(value) > MAX_REDIRECT_URI:
         return None
     try:
-        return check_url(value, allow_http_loopback=ctx.dev)
-    except ValueError:
+        split_secure_url(value, allow_http_loopback=ctx.dev, allow_fragment=True)
+    except UnsafeURL:
         return None
+    return value
 
 
 async def _check_due_statuses(ctx: WalletContext, me: Principal, credential_ids: list[str]) -> None:

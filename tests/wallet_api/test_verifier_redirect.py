@@ -7,14 +7,17 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from urllib.parse import quote
 
 import httpx
 import pytest
 
-from sandbox.population import generate_population
+from sandbox.population import DEMO_EVERYTHING, generate_population
 from ssi.oid4vp import unsigned_request_object
 from tests.wallet_api.conftest import Recorder, WalletHandle, bearer, login
+from tests.wallet_api.system import open_presentation, running_system
+from tests.wallet_api.test_e2e import make_offer, receive
 
 #: A citizen of the wallet fixture's population; the test declines, so its wallet's content is not read.
 CITIZEN = generate_population(size=50).citizens[4].identifier
@@ -47,8 +50,7 @@ def _decline_with(wallet: WalletHandle, recorder: Recorder, redirect: str, state
     "javascript:alert(document.domain)//",
     "intent://scan/#Intent;scheme=zxing;end",
     "data:text/html,<script>alert(1)</script>",
-    "https://agency.example/done#fragment",
-    "https://agency.example/" + "a" * 2100,
+    "https://agency.example/" + "a" * 4100,
 ])
 def test_a_redirect_the_app_may_not_follow_is_dropped(wallet: WalletHandle, recorder: Recorder, answer: dict,
                                                        redirect: str) -> None:
@@ -59,7 +61,36 @@ def test_a_redirect_the_app_may_not_follow_is_dropped(wallet: WalletHandle, reco
     assert redirect not in r.text
 
 
-def test_an_https_redirect_reaches_the_app(wallet: WalletHandle, recorder: Recorder, answer: dict) -> None:
-    r = _decline_with(wallet, recorder, "https://agency.example/done?session=abc", state="s-good")
+@pytest.mark.parametrize("redirect", [
+    "https://agency.example/done?session=abc",
+    # The same-device flow: the verifier's redirect URI (up to 2,000 characters) with its response code.
+    "https://agency.example/" + "a" * 1976 + "#response_code=3E5Z" + "x" * 40,
+])
+def test_an_https_redirect_reaches_the_app(wallet: WalletHandle, recorder: Recorder, answer: dict,
+                                           redirect: str) -> None:
+    r = _decline_with(wallet, recorder, redirect, state="s-good")
     assert r.status_code == 200, r.text
-    assert r.json()["redirect_uri"] == "https://agency.example/done?session=abc"
+    assert r.json()["redirect_uri"] == redirect
+
+
+def test_the_same_device_flow_reaches_the_agency_with_its_response_code(tmp_path: Path) -> None:
+    """Cartera's verifier answers with ``<agency redirect>#response_code=...``: the app must get it whole,
+    fragment included, and the agency's exchange of that code must give the verified result."""
+    with running_system(tmp_path, background_interval=0) as system:
+        tokens = login(system.wallet, DEMO_EVERYTHING)
+        receive(system, tokens, make_offer(system, "aoc-tax", "tax-compliance", DEMO_EVERYTHING))
+        agency = system.verifier_headers("ajuntament-barcelona")
+        created = httpx.post(f"{system.verifier}/v1/requests", headers=agency,
+                             json={"template": "grant-application", "redirect_uri": "https://agency.example/done"})
+        assert created.status_code == 201, created.text
+        preview = open_presentation(system, tokens, created.json())
+        sent = httpx.post(f"{system.wallet}/v1/presentations/{preview['presentation_id']}/approve", json={},
+                          headers=bearer(tokens), timeout=60)
+        assert sent.status_code == 200, sent.text
+        redirect = sent.json()["redirect_uri"]
+        assert redirect is not None and redirect.startswith("https://agency.example/done#response_code="), redirect
+        code = redirect.split("#response_code=", 1)[1]
+        exchanged = httpx.post(f"{system.verifier}/v1/requests/{created.json()['id']}/exchange", headers=agency,
+                               json={"response_code": code})
+        assert exchanged.status_code == 200, exchanged.text
+        assert exchanged.json()["status"] == "verified", exchanged.text
