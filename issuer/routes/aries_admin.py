@@ -69,7 +69,8 @@ class ExchangeInfo(BaseModel):
     error: str | None = Field(description="Code of the failure, when failed.")
     created_at: dt.datetime
     expires_at: dt.datetime = Field(description="Until when the invitation may be used; while `pending`, when the "
-                                                "data source is asked next.")
+                                                "data source is asked next; while `offered`, when the offer went "
+                                                "out (`aries_offer_ttl` counts from it).")
 
 
 @router.post("/aries/invitations", status_code=201, response_model=InvitationCreated,
