@@ -13,8 +13,10 @@ Flow (docs/aries.md):
    of the tenant's status list, build the W3C VC (:func:`aries.jsonld.build_credential`) with a
    ``BitstringStatusListEntry`` and offer it (``ld_proof``, the suite configured for the type).
    A source that answers *pending* keeps the connection and the exchange (``pending``, its source
-   reference in a :class:`~issuer.models.DeferredTransaction`); a sweep in every worker polls the source
-   on the deferred flow's schedule and offers the credential when the data arrive.
+   reference and the query context it was sent under in a :class:`~issuer.models.DeferredTransaction`);
+   a sweep in every worker polls the source on the deferred flow's schedule, under that context, and
+   offers the credential when the data arrive. The record a poll hears is kept, sealed, on the deferral
+   until the offer is out: the source delivers it once, and a poll whose offer failed offers from it.
 3. The holder's request (``request-received``) is answered only when it follows one of our offers:
    the agent does not issue on its own (no ``--auto-respond-credential-request``), because ACA-Py
    accepts a request that answers no offer and would sign whatever credential it describes, under any
@@ -48,7 +50,7 @@ from sqlalchemy import delete, select, update
 
 from aries import channel, cleanup, webhooks
 from aries.client import BBS, ED25519, AdminClient
-from aries.errors import AgentRequestFailed, AgentUnavailable, AriesError, WebhookRefused
+from aries.errors import AgentRequestFailed, AgentUnavailable, AriesError, WebhookRefused, transient
 from aries.jsonld import (
     BBS_V1,
     ED25519_2020,
@@ -77,7 +79,15 @@ from ssi.qr import qr_png, qr_svg
 from . import audit
 from .aries_models import AriesExchange, AriesTenantDid, AriesWebhookEvent, AriesWebhookKey
 from .context import BoundedCache, IssuerContext, new_id, secret_hash, utcnow
-from .issuance import enqueue_event, fetch_record, subject_from_json
+from .issuance import (
+    FinalSourceAnswer,
+    enqueue_event,
+    fetch_record,
+    open_polled_record,
+    seal_polled_record,
+    sent_context,
+    subject_from_json,
+)
 from .models import DeferredTransaction, IssuanceRecord, StatusEntry, StatusList, Tenant
 from .registry import RegisteredType, get_source, tenant_types
 from .sources import Claims, Pending
@@ -694,6 +704,8 @@ class IssuerAriesChannel:
         ``aries:<exchange id>`` and bound to no access token; the exchange turns ``pending`` and its
         ``expires_at`` becomes the moment of the next poll. The credential id reserved at the claim moves
         to the deferral (an exchange shows a credential id only while it names a record or may soon).
+        The query context the query was sent under is kept with it (``source_context``): every poll is
+        sent under it again, whatever the tenant's context is by then.
         """
         now = utcnow()
         async with self.ctx.session() as session:
@@ -704,7 +716,7 @@ class IssuerAriesChannel:
                 login={"method": "operator", "channel": "aries", "exchange_id": ex.id}, holder_jwks=[],
                 request_id=answer.reference[:40], offer_id=None, created_at=now,
                 expires_at=now + DEFERRED_TTL,
-                sealed_response=None, dpop_jkt=None))
+                sealed_response=None, dpop_jkt=None, source_context=sent_context(answer.context)))
             await session.execute(update(AriesExchange).where(AriesExchange.id == ex.id).values(
                 state="pending", credential_id=None, expires_at=now + self._poll_delay(answer.retry_after),
                 updated_at=now))
@@ -781,8 +793,10 @@ class IssuerAriesChannel:
                     AriesExchange.expires_at == lease.until).values(expires_at=utcnow() + self.offer_lease()))
         except (APIError, AriesError, CredentialSchemaError) as exc:
             code = exc.code if isinstance(exc, AriesError | CredentialSchemaError) else exc.error
-            if isinstance(exc, APIError) and exc.status_code == 503:
-                # The source (or our agent) is down for now: keep the exchange, ask again later.
+            if (isinstance(exc, APIError) and exc.status_code == 503) or (
+                    isinstance(exc, AriesError) and transient(exc)):
+                # The source (or our agent) is down for now: keep the exchange, ask again later. A
+                # record the poll heard is kept on the deferral: the next poll offers it without asking.
                 await self._reschedule(exchange_id, 30, lease)
                 return
             log.warning("aries deferred issuance failed", extra={"exchange_id": exchange_id, "code": code})
@@ -852,16 +866,53 @@ class IssuerAriesChannel:
                 await session.execute(update(DeferredTransaction).where(
                     DeferredTransaction.transaction_hash == deferred_key(exchange_id)).values(
                     credential_id=credential_id))
-        answer = await fetch_record(self.ctx, tenant, reg, subject_from_json(row.subject), selector=row.selector,
-                                    request_id=None, poll_reference=row.source_reference)
-        if isinstance(answer, Pending):
-            await self._reschedule(exchange_id, answer.retry_after, lease)
-            return
+        answer: Claims | Pending
+        if row.sealed_record is not None:
+            # An earlier poll heard the source's answer and kept it, then failed before its offer went out
+            # (the agent, the database, a restart): offer from it. The source is not asked again: it
+            # delivered its answer once, and forgot it (Via Oberta then answers 0207, a final refusal).
+            answer = open_polled_record(self.ctx, row.transaction_hash, row.sealed_record)
+        else:
+            try:
+                # Under the context the query was sent with (None: deferred before migration 0018,
+                # polled under the current one): the answer echoes it, and is refused otherwise.
+                answer = await fetch_record(self.ctx, tenant, reg, subject_from_json(row.subject),
+                                            selector=row.selector, request_id=None,
+                                            poll_reference=row.source_reference, sent=row.source_context)
+            except FinalSourceAnswer:
+                if await self._kept_record(exchange_id) is not None:
+                    # A poll that lost its lease heard the answer and kept it meanwhile: offer from it
+                    # at the next poll instead of failing the exchange.
+                    await self._reschedule(exchange_id, 0, lease)
+                    return
+                raise
+            if isinstance(answer, Pending):
+                await self._reschedule(exchange_id, answer.retry_after, lease)
+                return
+            # Kept before anything else can fail; it goes with the deferral once the offer is out
+            # (_mark_offered), or the exchange fails. Not before: an offer that surely did not go out
+            # withdraws the record, and the next poll needs the data again.
+            await self._keep_record(exchange_id, seal_polled_record(self.ctx, row.transaction_hash, answer))
         # Claimed before the record too: a poll that lost its lease records nothing under the id the
         # poll that has the exchange now works with.
         await self._claim_for_offer(lease)
         await self._record_and_offer(ex, tenant, reg, answer, credential_id=credential_id,
                                      claim=lambda: self._claim_for_offer(lease))
+
+    async def _keep_record(self, exchange_id: str, sealed: bytes) -> None:
+        """Keep the record a poll heard on the exchange's deferral (``sealed_record``); a deferral gone
+        meanwhile (the exchange settled by another worker) is :class:`_LeaseLost`."""
+        async with self.ctx.session() as session:
+            kept = (await session.execute(update(DeferredTransaction).where(
+                DeferredTransaction.transaction_hash == deferred_key(exchange_id)).values(sealed_record=sealed)
+                .returning(DeferredTransaction.transaction_hash))).scalar_one_or_none()
+        if kept is None:
+            raise _LeaseLost()
+
+    async def _kept_record(self, exchange_id: str) -> bytes | None:
+        async with self.ctx.db.read_session() as session:
+            return (await session.execute(select(DeferredTransaction.sealed_record).where(
+                DeferredTransaction.transaction_hash == deferred_key(exchange_id)))).scalar_one_or_none()
 
     async def _reschedule(self, exchange_id: str, retry_after: int, lease: _Lease) -> None:
         """The next poll of a ``pending`` exchange, unless the poll's lease (``expires_at``) was lost."""

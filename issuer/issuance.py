@@ -31,6 +31,7 @@ from .registry import RegisteredType, get_source
 from .sources import (
     BadSourceAnswer,
     Claims,
+    Evidence,
     Pending,
     SourceConfigError,
     SourceContext,
@@ -129,6 +130,25 @@ class FinalSourceAnswer(APIError):
     """The data source's answer is final: it refused the query, holds no record for the subject, or
     answered something that cannot be used. Asking again cannot help; for the poll of a pending query,
     the query will never complete (the source has delivered its answer, and forgotten it)."""
+
+
+def _record_aad(transaction_hash: str) -> bytes:
+    return f"issuer:deferred-record:{transaction_hash}".encode()
+
+
+def seal_polled_record(ctx: IssuerContext, transaction_hash: str, answer: Claims) -> bytes:
+    """The record (and its query's evidence) a poll of a pending query heard, sealed for
+    ``DeferredTransaction.sealed_record`` and bound to that transaction: kept before anything else can
+    fail, since the source has delivered it once and will not again. As the deferred credential
+    endpoint seals it (:mod:`issuer.routes.protocol`)."""
+    return ctx.box.seal(json.dumps({"record": answer.record, "evidence": answer.evidence.as_dict()})
+                        .encode("utf-8"), _record_aad(transaction_hash))
+
+
+def open_polled_record(ctx: IssuerContext, transaction_hash: str, sealed: bytes) -> Claims:
+    """The record :func:`seal_polled_record` kept on the transaction ``transaction_hash``."""
+    kept = json.loads(ctx.box.open(sealed, _record_aad(transaction_hash)))
+    return Claims(record=kept["record"], evidence=Evidence(**kept["evidence"]))
 
 
 def subject_from_json(data: dict[str, Any]) -> Subject:
