@@ -211,6 +211,19 @@ def w3c_bits(data: bytes, bits: int, size: int) -> bytes:
     return bytes(out)
 
 
+def _agent_time(record: dict[str, Any]) -> dt.datetime | None:
+    """When the agent last changed ``record`` (ACA-Py's ``updated_at``, ISO 8601 in UTC), or None when it
+    does not say in a form we read (callers then take the present, the later and stricter time)."""
+    value = record.get("updated_at")
+    if not isinstance(value, str):
+        return None
+    try:
+        moment = dt.datetime.fromisoformat(value.replace(" ", "T"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
+
+
 class IssuerAriesChannel:
     """Per-app state of the channel: the agent runtime and caches that are safe to lose."""
 
@@ -1110,14 +1123,18 @@ class IssuerAriesChannel:
                 await self._finish(exchange_id, cred_ex_id, state, record)
             elif self._offer_expired(offered_at, grace=2 * self.admin_timeout()):
                 await self._withdraw_offer(exchange_id, cred_ex_id)
-            elif state == "request-received":
+            elif state == "request-received" and not self._offer_expired(offered_at, at=_agent_time(record)):
+                # A request whose webhook was lost, answered as the webhook would have: only if it came
+                # before the deadline (in the grace above, a late one must not be issued by the sweep).
                 await self.agent_client().issue(cred_ex_id)
         return checked
 
-    def _offer_expired(self, offered_at: dt.datetime, grace: dt.timedelta = dt.timedelta(0)) -> bool:
+    def _offer_expired(self, offered_at: dt.datetime, grace: dt.timedelta = dt.timedelta(0),
+                       at: dt.datetime | None = None) -> bool:
         """Whether the offer that went out at ``offered_at`` is past its deadline (and ``grace``: the sweep
-        withdraws it only once any request answered just before the deadline has been issued)."""
-        return offered_at + self.offer_ttl() + grace <= utcnow()
+        withdraws it only once any request answered just before the deadline has been issued) at ``at``
+        (default: now)."""
+        return offered_at + self.offer_ttl() + grace <= (at or utcnow())
 
     def admin_timeout(self) -> dt.timedelta:
         return dt.timedelta(seconds=self.ctx.settings.aries_admin_timeout)

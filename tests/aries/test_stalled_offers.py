@@ -22,6 +22,7 @@ import asyncio
 import datetime as dt
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -363,3 +364,45 @@ def test_an_offer_left_unanswered_is_withdrawn_after_its_deadline(
                                   lambda rs: rs[0]["state"] == "abandoned", timeout=20))
     assert [r["cred_ex_id"] for r in holder] == [offer["cred_ex_id"]]
     assert not any(r.get("cred_issue") for r in holder)  # nothing was issued
+
+
+def test_a_request_after_the_deadline_is_not_issued_by_the_sweep_in_its_grace(
+        outside: Outside, issuer: Issuer, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    """The sweep waits ``2 x aries_admin_timeout`` past the deadline before withdrawing (a request the
+    webhook answered just in time may still be being issued). A request that came after the deadline,
+    which its webhook leaves unanswered, was issued by a sweep visiting in that grace: it is not."""
+    handled = Ended(monkeypatch, issuer_channel.IssuerAriesChannel, "_on_credential")
+    body = _invite(issuer.base, issuer.key, READY_SUBJECT)
+    before = asyncio.run(_connect(outside.wallet, body["short_url"]))
+    _offered(outside, before)
+    offered = _wait_exchange(issuer.base, issuer.key, body["exchange_id"], {"offered", "failed"})
+    assert offered["state"] == "offered", offered
+    # Past the deadline by 5 s, well inside the grace (2 x 15 s), checked just now.
+    now = dt.datetime.now(dt.UTC)
+    went_out = (now - dt.timedelta(seconds=issuer.settings.aries_offer_ttl + 5)).strftime("%Y-%m-%d %H:%M:%S.%f")
+    issuer.age(body["exchange_id"], state="offered", expires_at=went_out,
+               updated_at=now.strftime("%Y-%m-%d %H:%M:%S.%f"))
+    thread_id = asyncio.run(_request_offer(outside, before))
+    handled.wait(lambda event: event.state == "request-received" and event.thread_id == thread_id)
+    assert issuer.agent_states()[thread_id] == "request-received"  # the webhook left it unanswered
+
+    issuer.age(body["exchange_id"], state="offered", expires_at=went_out)  # the sweep's turn
+    assert _swept(issuer, body["exchange_id"])
+    time.sleep(2)  # an issue the sweep asked for would be done by now
+    assert issuer.agent_states()[thread_id] == "request-received"
+    assert _exchange(issuer.base, issuer.key, body["exchange_id"])["state"] == "offered"
+
+
+def _swept(issuer: Issuer, exchange_id: str, timeout: float = 40) -> bool:
+    """Whether the sweep claimed the exchange (its ``updated_at`` moved off :data:`LONG_AGO`) in time."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        db = sqlite3.connect(issuer.settings.data_dir / "issuer.db", timeout=30)
+        try:
+            (touched,) = db.execute("SELECT updated_at FROM aries_exchanges WHERE id = ?", [exchange_id]).fetchone()
+        finally:
+            db.close()
+        if not str(touched).startswith("2000-"):
+            return True
+        time.sleep(0.2)
+    return False
