@@ -10,7 +10,7 @@ goes on where the last one stopped.
 
 The real command path (``wallet_api.provisioning.rotate_master_key``, what ``cartera wallet
 rotate-master-key`` runs) on a real SQLite database. What it sends is seen through SQLAlchemy's
-engine events (every engine's statements and commits), so the bound is counted on the SQL itself:
+engine events (the statements and commits on its database), so the bound is counted on the SQL itself:
 every read of either table asks for at most 200 rows.
 """
 
@@ -45,7 +45,7 @@ def _b64(key: bytes) -> str:
 
 
 class Statements:
-    """Every statement any engine ran, with its parameters, and every commit."""
+    """Every statement run on the test's database, with its parameters, and every commit."""
 
     def __init__(self) -> None:
         self.sent: list[tuple[str, Any]] = []
@@ -60,14 +60,19 @@ class Statements:
 
 
 @pytest.fixture
-def statements() -> Iterator[Statements]:
+def statements(tmp_path: Path) -> Iterator[Statements]:
+    """The statements and commits on this test's database only: other tests' servers may run in the same
+    process (an xdist worker) and commit meanwhile."""
     seen = Statements()
+    ours = str(tmp_path / "w.db")
 
-    def sent(_conn: Any, _cursor: Any, statement: str, parameters: Any, _context: Any, _many: bool) -> None:
-        seen.sent.append((statement, parameters))
+    def sent(conn: Any, _cursor: Any, statement: str, parameters: Any, _context: Any, _many: bool) -> None:
+        if conn.engine.url.database == ours:
+            seen.sent.append((statement, parameters))
 
-    def committed(_conn: Any) -> None:
-        seen.commits += 1
+    def committed(conn: Any) -> None:
+        if conn.engine.url.database == ours:
+            seen.commits += 1
 
     event.listen(Engine, "before_cursor_execute", sent)
     event.listen(Engine, "commit", committed)
