@@ -10,7 +10,12 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, fi
 from pydantic_settings import SettingsConfigDict
 
 from service_kit.ratelimit import RateSpec
-from service_kit.settings import SigningServiceSettings, check_admin_key, check_idp_url
+from service_kit.settings import (
+    SigningServiceSettings,
+    check_admin_key,
+    check_idp_url,
+    check_login_hint_forwarding,
+)
 from ssi.urls import is_loopback_host
 
 #: Smallest status list outside ``dev_mode``: herd privacy (docs/issuer.md, "Status lists").
@@ -202,10 +207,7 @@ class IssuerSettings(SigningServiceSettings):
     @field_validator("idp_forward_login_hint")
     @classmethod
     def _login_hint_in_dev_mode_only(cls, value: bool, info: ValidationInfo) -> bool:
-        # The sandbox identity provider logs the hinted citizen in without any authentication.
-        if value and not info.data.get("dev_mode"):
-            raise ValueError("is a development setting (the sandbox identity provider's login without "
-                             "authentication): refused outside dev_mode")
+        check_login_hint_forwarding(value, bool(info.data.get("dev_mode")))
         return value
 
     @model_validator(mode="after")

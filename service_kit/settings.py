@@ -62,6 +62,14 @@ def check_idp_url(url: str, dev_mode: bool) -> None:
         raise ValueError("must not point at this machine (loopback) outside dev_mode")
 
 
+def check_login_hint_forwarding(enabled: bool, dev_mode: bool) -> None:
+    """Refuse (``ValueError``) passing a ``login_hint`` on to the identity provider outside dev_mode: it
+    is the sandbox identity provider's login of the hinted citizen without any authentication."""
+    if enabled and not dev_mode:
+        raise ValueError("is a development setting (the sandbox identity provider's login without "
+                         "authentication): refused outside dev_mode")
+
+
 class ServiceSettings(BaseSettings):
     """Settings every Cartera service has; subclass it with an ``env_prefix`` and ``service_name``."""
 

@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field, SecretStr, ValidationInfo, field_validato
 from pydantic_settings import NoDecode, SettingsConfigDict
 
 from service_kit.ratelimit import RateSpec
-from service_kit.settings import ServiceSettings, check_idp_url
+from service_kit.settings import ServiceSettings, check_idp_url, check_login_hint_forwarding
 from ssi.oid4vci import is_loopback_host
 
 
@@ -182,8 +182,5 @@ class WalletSettings(ServiceSettings):
     @field_validator("idp_allow_login_hint")
     @classmethod
     def _login_hint_in_dev_mode_only(cls, value: bool, info: ValidationInfo) -> bool:
-        # The sandbox identity provider logs the hinted citizen in without any authentication.
-        if value and not info.data.get("dev_mode"):
-            raise ValueError("is a development setting (the sandbox identity provider's login without "
-                             "authentication): refused outside dev_mode")
+        check_login_hint_forwarding(value, bool(info.data.get("dev_mode")))
         return value
