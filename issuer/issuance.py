@@ -139,8 +139,8 @@ def _record_aad(transaction_hash: str) -> bytes:
 def seal_polled_record(ctx: IssuerContext, transaction_hash: str, answer: Claims) -> bytes:
     """The record (and its query's evidence) a poll of a pending query heard, sealed for
     ``DeferredTransaction.sealed_record`` and bound to that transaction: kept before anything else can
-    fail, since the source has delivered it once and will not again. As the deferred credential
-    endpoint seals it (:mod:`issuer.routes.protocol`)."""
+    fail, since the source has delivered it once and will not again. The deferred credential
+    endpoint and the Aries channel both keep it so."""
     return ctx.box.seal(json.dumps({"record": answer.record, "evidence": answer.evidence.as_dict()})
                         .encode("utf-8"), _record_aad(transaction_hash))
 

@@ -91,6 +91,8 @@ from ..issuance import (
     Deferred,
     FinalSourceAnswer,
     fetch_record,
+    open_polled_record,
+    seal_polled_record,
     sent_context,
     sign_and_record,
     subject_from_json,
@@ -100,7 +102,7 @@ from ..metadata import authorization_server_metadata, issuer_metadata
 from ..models import CredentialTypeRow, DeferredTransaction, IssuanceClaim, IssuanceRecord, StoredResponse
 from ..nonces import nonce_expiry
 from ..registry import RegisteredType, load_stored_type, tenant_types
-from ..sources import Claims, Evidence, Pending
+from ..sources import Claims, Pending
 from ..status import list_token
 from ..tenancy import TenantRef, path_tenant, protocol_tenant
 
@@ -657,7 +659,6 @@ async def deferred_credential(request: Request, tenant: TenantRef = Depends(path
                              f"{ctx.issuer_url(tenant.slug)}/deferred_credential")
     if row.sealed_response is not None:
         return _json(json.loads(ctx.box.open(row.sealed_response, aad)))
-    record_aad = f"issuer:deferred-record:{tx_hash}".encode()
     subject = subject_from_json(row.subject)
     outcome: Claims | Pending
     if row.sealed_record is not None:
@@ -665,7 +666,7 @@ async def deferred_credential(request: Request, tenant: TenantRef = Depends(path
         # recorded (no signing key yet, the database, a restart): issue from it. The source is not asked
         # again: it delivered its answer once, and forgot it.
         reg = await _deferred_type(ctx, tenant, row)
-        outcome = _open_record(ctx, row.sealed_record, record_aad)
+        outcome = open_polled_record(ctx, tx_hash, row.sealed_record)
     else:
         now = utcnow()
         if row.next_poll_at is not None and now < row.next_poll_at:
@@ -714,8 +715,7 @@ async def deferred_credential(request: Request, tenant: TenantRef = Depends(path
             return _json({"transaction_id": parsed.transaction_id, "interval": _pending_interval(ctx, wait)},
                          status=202)
         # Kept before anything else can fail: the source has delivered its answer, and will not again.
-        kept = ctx.box.seal(json.dumps({"record": outcome.record, "evidence": outcome.evidence.as_dict()})
-                            .encode("utf-8"), record_aad)
+        kept = seal_polled_record(ctx, tx_hash, outcome)
         async with ctx.session() as session:
             stored = (await session.execute(update(DeferredTransaction).where(
                 DeferredTransaction.transaction_hash == tx_hash, DeferredTransaction.sealed_response.is_(None))
@@ -755,12 +755,6 @@ async def _deferred_type(ctx: IssuerContext, tenant: TenantRef, row: DeferredTra
     if reg is None:
         raise APIError(400, INVALID_TRANSACTION_ID, "the credential type of this transaction is gone")
     return reg
-
-
-def _open_record(ctx: IssuerContext, sealed: bytes, aad: bytes) -> Claims:
-    """The record (and its query's evidence) a poll heard and kept on the transaction."""
-    kept = json.loads(ctx.box.open(sealed, aad))
-    return Claims(record=kept["record"], evidence=Evidence(**kept["evidence"]))
 
 
 async def _delivered_or_gone(ctx: IssuerContext, tx_hash: str, aad: bytes, *, gone: APIError) -> JSONResponse:
